@@ -1,0 +1,694 @@
+"""The data reprobox records, as frozen dataclasses with their on-disk (dict) form.
+
+Raw dicts live at the edges (JSON files, the probe's output); everything inside the tool passes
+these immutable objects. Each top-level document carries a schema name and version; reading a
+newer or unknown one is refused with a message saying what can read it.
+
+The environment digest and the experiment id are hashes over a *canonical* form (sorted keys, no
+whitespace, UTF-8). Changing what goes into them is a breaking change: tests pin known values.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field, replace
+from typing import Any, Mapping, Optional
+
+from .errors import SchemaError, StoreError
+
+ENVIRONMENT_SCHEMA = "reprobox.environment"
+EXPERIMENT_SCHEMA = "reprobox.experiment"
+RUN_SCHEMA = "reprobox.run"
+SCHEMA_VERSION = 1
+
+Json = dict[str, Any]
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def canonical_json(obj: Any) -> bytes:
+    """The byte form hashed for digests and ids: sorted keys, compact, UTF-8."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def pretty_json(obj: Any) -> str:
+    """The form written to disk: sorted keys, two-space indent, trailing newline."""
+    return json.dumps(obj, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def check_schema(data: Mapping[str, Any], name: str, where: str) -> None:
+    """Refuse a document whose schema is not ``name/<version we read>``."""
+    schema = data.get("schema")
+    if not isinstance(schema, str) or "/" not in schema:
+        raise SchemaError(
+            f"{where} has no schema field (expected {name}/{SCHEMA_VERSION})",
+            "the file is not a reprobox record or was edited by hand; re-capture the experiment",
+        )
+    got_name, _, got_version = schema.rpartition("/")
+    if got_name != name:
+        raise SchemaError(f"{where} is a {got_name!r} document, expected {name!r}")
+    try:
+        version = int(got_version)
+    except ValueError:
+        raise SchemaError(f"{where} has an unreadable schema version {got_version!r}") from None
+    if version > SCHEMA_VERSION:
+        raise SchemaError(
+            f"{where} uses schema {schema}, newer than this reprobox reads ({name}/{SCHEMA_VERSION})",
+            f"upgrade reprobox to a release that reads {name}/{version}: `pip install -U reprobox`",
+        )
+    if version < 1:
+        raise SchemaError(f"{where} has an unknown schema version {version}")
+
+
+def _req(data: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
+    if key not in data:
+        raise StoreError(f"{where}: missing field {key!r}")
+    value = data[key]
+    if not isinstance(value, kind):
+        raise StoreError(f"{where}: field {key!r} has the wrong type ({type(value).__name__})")
+    return value
+
+
+def _opt(data: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
+    value = data.get(key)
+    if value is not None and not isinstance(value, kind):
+        raise StoreError(f"{where}: field {key!r} has the wrong type ({type(value).__name__})")
+    return value
+
+
+def _strs(values: Any, where: str) -> tuple[str, ...]:
+    if values is None:
+        return ()
+    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+        raise StoreError(f"{where}: expected a list of strings")
+    return tuple(values)
+
+
+# --------------------------------------------------------------------------- environment
+
+
+@dataclass(frozen=True)
+class PackageSource:
+    """Where an installed distribution came from (PEP 610 direct_url.json, or an index).
+
+    kind: ``index`` (no direct_url.json), ``vcs`` (url + commit), ``directory`` (local folder,
+    ``editable`` or not; ``path`` relative to the repo root when inside it, with ``in_repo``),
+    ``archive`` (url + ``hash`` such as ``sha256=...``).
+    """
+
+    kind: str
+    url: Optional[str] = None
+    vcs: Optional[str] = None
+    commit: Optional[str] = None
+    requested_revision: Optional[str] = None
+    subdirectory: Optional[str] = None
+    path: Optional[str] = None
+    editable: bool = False
+    in_repo: bool = False
+    hash: Optional[str] = None
+
+    def to_dict(self) -> Json:
+        out: Json = {"kind": self.kind}
+        for key in ("url", "vcs", "commit", "requested_revision", "subdirectory", "path", "hash"):
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = value
+        if self.kind == "directory":
+            out["editable"] = self.editable
+            out["in_repo"] = self.in_repo
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], where: str = "source") -> "PackageSource":
+        kind = _req(data, "kind", str, where)
+        if kind not in ("index", "vcs", "directory", "archive"):
+            raise StoreError(f"{where}: unknown source kind {kind!r}")
+        return cls(
+            kind=kind,
+            url=_opt(data, "url", str, where),
+            vcs=_opt(data, "vcs", str, where),
+            commit=_opt(data, "commit", str, where),
+            requested_revision=_opt(data, "requested_revision", str, where),
+            subdirectory=_opt(data, "subdirectory", str, where),
+            path=_opt(data, "path", str, where),
+            editable=bool(_opt(data, "editable", bool, where) or False),
+            in_repo=bool(_opt(data, "in_repo", bool, where) or False),
+            hash=_opt(data, "hash", str, where),
+        )
+
+    def identity(self) -> Json:
+        """What of the source defines the environment (goes into the digest)."""
+        if self.kind == "index":
+            return {"kind": "index"}
+        if self.kind == "vcs":
+            return {"kind": "vcs", "url": self.url, "commit": self.commit, "sub": self.subdirectory}
+        if self.kind == "directory":
+            return {"kind": "directory", "path": self.path, "editable": self.editable}
+        return {"kind": "archive", "url": self.url, "hash": self.hash}
+
+
+@dataclass(frozen=True)
+class Package:
+    """One installed distribution, as found in the target interpreter's site-packages."""
+
+    name: str  # PEP 503 normalized
+    version: str
+    source: PackageSource = field(default_factory=lambda: PackageSource("index"))
+    installer: Optional[str] = None
+    requested: bool = False
+    wheel_tags: tuple[str, ...] = ()
+    display_name: Optional[str] = None  # the name as the distribution spells it
+
+    def to_dict(self) -> Json:
+        out: Json = {
+            "name": self.name,
+            "version": self.version,
+            "source": self.source.to_dict(),
+            "requested": self.requested,
+            "wheel_tags": list(self.wheel_tags),
+        }
+        if self.installer is not None:
+            out["installer"] = self.installer
+        if self.display_name is not None and self.display_name != self.name:
+            out["display_name"] = self.display_name
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], where: str = "package") -> "Package":
+        name = _req(data, "name", str, where)
+        where = f"{where} {name!r}"
+        return cls(
+            name=name,
+            version=_req(data, "version", str, where),
+            source=PackageSource.from_dict(_req(data, "source", dict, where), where + " source"),
+            installer=_opt(data, "installer", str, where),
+            requested=bool(_opt(data, "requested", bool, where) or False),
+            wheel_tags=_strs(data.get("wheel_tags"), where + " wheel_tags"),
+            display_name=_opt(data, "display_name", str, where),
+        )
+
+
+@dataclass(frozen=True)
+class SystemPackage:
+    """An OS package that owns native libraries the Python packages load."""
+
+    name: str
+    version: str
+    manager: str = "dpkg"  # dpkg | rpm | apk
+    arch: Optional[str] = None
+    libraries: tuple[str, ...] = ()  # sonames needed from it
+
+    def to_dict(self) -> Json:
+        out: Json = {
+            "name": self.name,
+            "version": self.version,
+            "manager": self.manager,
+            "libraries": list(self.libraries),
+        }
+        if self.arch is not None:
+            out["arch"] = self.arch
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], where: str = "system package") -> "SystemPackage":
+        return cls(
+            name=_req(data, "name", str, where),
+            version=_req(data, "version", str, where),
+            manager=_opt(data, "manager", str, where) or "dpkg",
+            arch=_opt(data, "arch", str, where),
+            libraries=_strs(data.get("libraries"), where + " libraries"),
+        )
+
+
+@dataclass(frozen=True)
+class Interpreter:
+    implementation: str  # "cpython"
+    version: str  # exact "3.11.7"
+    abi: Optional[str] = None  # "cp311"
+    soabi: Optional[str] = None  # "cpython-311-x86_64-linux-gnu"
+    platform: Optional[str] = None  # sysconfig.get_platform(): "linux-x86_64"
+    build: Optional[str] = None  # sys.version's build part
+    compiler: Optional[str] = None
+    kind: Optional[str] = None  # venv | conda | system | pyenv | uv | python-build-standalone
+    gil_disabled: bool = False
+    platform_tags: tuple[str, ...] = ()  # most specific compatible wheel tags first (a few)
+    executable: Optional[str] = None  # informational only, never used to rebuild
+
+    def to_dict(self) -> Json:
+        out: Json = {
+            "implementation": self.implementation,
+            "version": self.version,
+            "gil_disabled": self.gil_disabled,
+            "platform_tags": list(self.platform_tags),
+        }
+        for key in ("abi", "soabi", "platform", "build", "compiler", "kind", "executable"):
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], where: str = "interpreter") -> "Interpreter":
+        return cls(
+            implementation=_req(data, "implementation", str, where),
+            version=_req(data, "version", str, where),
+            abi=_opt(data, "abi", str, where),
+            soabi=_opt(data, "soabi", str, where),
+            platform=_opt(data, "platform", str, where),
+            build=_opt(data, "build", str, where),
+            compiler=_opt(data, "compiler", str, where),
+            kind=_opt(data, "kind", str, where),
+            gil_disabled=bool(_opt(data, "gil_disabled", bool, where) or False),
+            platform_tags=_strs(data.get("platform_tags"), where + " platform_tags"),
+            executable=_opt(data, "executable", str, where),
+        )
+
+    @property
+    def major_minor(self) -> str:
+        return ".".join(self.version.split(".")[:2])
+
+    def identity(self) -> Json:
+        return {
+            "implementation": self.implementation,
+            "version": self.version,
+            "abi": self.abi,
+            "soabi": self.soabi,
+            "platform": self.platform,
+            "gil_disabled": self.gil_disabled,
+        }
+
+
+@dataclass(frozen=True)
+class OSInfo:
+    id: Optional[str] = None  # "debian"
+    version_id: Optional[str] = None  # "12"
+    codename: Optional[str] = None  # "bookworm"
+    pretty_name: Optional[str] = None
+    id_like: tuple[str, ...] = ()
+    kernel: Optional[str] = None
+    glibc: Optional[str] = None
+    arch: Optional[str] = None  # "x86_64"
+    system: str = "Linux"
+
+    def to_dict(self) -> Json:
+        out: Json = {"system": self.system, "id_like": list(self.id_like)}
+        for key in ("id", "version_id", "codename", "pretty_name", "kernel", "glibc", "arch"):
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], where: str = "os") -> "OSInfo":
+        return cls(
+            id=_opt(data, "id", str, where),
+            version_id=_opt(data, "version_id", str, where),
+            codename=_opt(data, "codename", str, where),
+            pretty_name=_opt(data, "pretty_name", str, where),
+            id_like=_strs(data.get("id_like"), where + " id_like"),
+            kernel=_opt(data, "kernel", str, where),
+            glibc=_opt(data, "glibc", str, where),
+            arch=_opt(data, "arch", str, where),
+            system=_opt(data, "system", str, where) or "Linux",
+        )
+
+    @property
+    def debian_family(self) -> bool:
+        return self.id in ("debian", "ubuntu") or "debian" in self.id_like
+
+
+@dataclass(frozen=True)
+class GPU:
+    name: str
+    memory_mib: Optional[int] = None
+    driver: Optional[str] = None
+    cuda_driver: Optional[str] = None  # highest CUDA the driver supports, e.g. "12.4"
+    compute_capability: Optional[str] = None  # "9.0"
+
+    def to_dict(self) -> Json:
+        out: Json = {"name": self.name}
+        for key in ("memory_mib", "driver", "cuda_driver", "compute_capability"):
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], where: str = "gpu") -> "GPU":
+        return cls(
+            name=_req(data, "name", str, where),
+            memory_mib=_opt(data, "memory_mib", int, where),
+            driver=_opt(data, "driver", str, where),
+            cuda_driver=_opt(data, "cuda_driver", str, where),
+            compute_capability=_opt(data, "compute_capability", str, where),
+        )
+
+
+@dataclass(frozen=True)
+class Hardware:
+    cpu_model: Optional[str] = None
+    cpu_vendor: Optional[str] = None
+    cpu_cores: Optional[int] = None  # logical CPUs
+    cpu_flags: tuple[str, ...] = ()  # only the ISA flags that change numerics
+    memory_bytes: Optional[int] = None
+    gpus: tuple[GPU, ...] = ()
+    cuda_runtime: Optional[str] = None  # from installed packages (torch.version, nvidia-* wheels)
+    cudnn: Optional[str] = None
+    cuda_source: Optional[str] = None  # which package told us
+
+    def to_dict(self) -> Json:
+        out: Json = {"cpu_flags": list(self.cpu_flags), "gpus": [g.to_dict() for g in self.gpus]}
+        for key in ("cpu_model", "cpu_vendor", "cpu_cores", "memory_bytes", "cuda_runtime",
+                    "cudnn", "cuda_source"):
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], where: str = "hardware") -> "Hardware":
+        gpus = _opt(data, "gpus", list, where) or []
+        return cls(
+            cpu_model=_opt(data, "cpu_model", str, where),
+            cpu_vendor=_opt(data, "cpu_vendor", str, where),
+            cpu_cores=_opt(data, "cpu_cores", int, where),
+            cpu_flags=_strs(data.get("cpu_flags"), where + " cpu_flags"),
+            memory_bytes=_opt(data, "memory_bytes", int, where),
+            gpus=tuple(GPU.from_dict(g, f"{where} gpu") for g in gpus),
+            cuda_runtime=_opt(data, "cuda_runtime", str, where),
+            cudnn=_opt(data, "cudnn", str, where),
+            cuda_source=_opt(data, "cuda_source", str, where),
+        )
+
+
+@dataclass(frozen=True)
+class Environment:
+    """Everything that defines (and describes) the software environment of a run."""
+
+    interpreter: Interpreter
+    packages: tuple[Package, ...] = ()
+    system_packages: tuple[SystemPackage, ...] = ()
+    os: OSInfo = field(default_factory=OSInfo)
+    hardware: Hardware = field(default_factory=Hardware)
+    #: Native libraries needed by packages that no OS package owns (path or soname), informational.
+    unowned_libraries: tuple[str, ...] = ()
+    #: Needed sonames that could not be resolved at all on the capture host.
+    missing_libraries: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(
+            self, "packages", tuple(sorted(self.packages, key=lambda p: p.name))
+        )
+        object.__setattr__(
+            self, "system_packages", tuple(sorted(self.system_packages, key=lambda p: p.name))
+        )
+
+    def identity(self) -> Json:
+        """What defines the environment: interpreter + packages + system packages, no hardware."""
+        return {
+            "interpreter": self.interpreter.identity(),
+            "packages": [
+                {"name": p.name, "version": p.version, "source": p.source.identity()}
+                for p in self.packages
+            ],
+            "system_packages": [
+                {"name": s.name, "version": s.version, "manager": s.manager}
+                for s in self.system_packages
+            ],
+        }
+
+    @property
+    def digest(self) -> str:
+        return "sha256:" + sha256_hex(canonical_json(self.identity()))
+
+    def package(self, name: str) -> Optional[Package]:
+        for p in self.packages:
+            if p.name == name:
+                return p
+        return None
+
+    def to_dict(self) -> Json:
+        return {
+            "schema": f"{ENVIRONMENT_SCHEMA}/{SCHEMA_VERSION}",
+            "digest": self.digest,
+            "interpreter": self.interpreter.to_dict(),
+            "packages": [p.to_dict() for p in self.packages],
+            "system_packages": [s.to_dict() for s in self.system_packages],
+            "os": self.os.to_dict(),
+            "hardware": self.hardware.to_dict(),
+            "unowned_libraries": sorted(self.unowned_libraries),
+            "missing_libraries": sorted(self.missing_libraries),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], where: str = "environment.json") -> "Environment":
+        check_schema(data, ENVIRONMENT_SCHEMA, where)
+        env = cls(
+            interpreter=Interpreter.from_dict(_req(data, "interpreter", dict, where)),
+            packages=tuple(
+                Package.from_dict(p, f"{where} package") for p in _req(data, "packages", list, where)
+            ),
+            system_packages=tuple(
+                SystemPackage.from_dict(s, f"{where} system package")
+                for s in (_opt(data, "system_packages", list, where) or [])
+            ),
+            os=OSInfo.from_dict(_opt(data, "os", dict, where) or {}),
+            hardware=Hardware.from_dict(_opt(data, "hardware", dict, where) or {}),
+            unowned_libraries=_strs(data.get("unowned_libraries"), where + " unowned_libraries"),
+            missing_libraries=_strs(data.get("missing_libraries"), where + " missing_libraries"),
+        )
+        recorded = data.get("digest")
+        if recorded is not None and recorded != env.digest:
+            raise StoreError(
+                f"{where}: its digest {recorded} does not match its content ({env.digest}); "
+                "the file was modified after capture",
+                "restore it from git (`git checkout -- .reprobox/`) or re-capture the experiment",
+            )
+        return env
+
+
+# --------------------------------------------------------------------------- experiment
+
+
+@dataclass(frozen=True)
+class GitInfo:
+    commit: str
+    branch: Optional[str] = None
+    remote: Optional[str] = None  # credentials stripped
+    dirty: bool = False
+    patch: Optional[str] = None  # file name in the experiment folder ("patch.diff")
+    patch_sha256: Optional[str] = None
+    untracked: tuple[str, ...] = ()
+
+    def to_dict(self) -> Json:
+        return {
+            "commit": self.commit,
+            "branch": self.branch,
+            "remote": self.remote,
+            "dirty": self.dirty,
+            "patch": self.patch,
+            "patch_sha256": self.patch_sha256,
+            "untracked": list(self.untracked),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], where: str = "git") -> "GitInfo":
+        return cls(
+            commit=_req(data, "commit", str, where),
+            branch=_opt(data, "branch", str, where),
+            remote=_opt(data, "remote", str, where),
+            dirty=bool(_opt(data, "dirty", bool, where) or False),
+            patch=_opt(data, "patch", str, where),
+            patch_sha256=_opt(data, "patch_sha256", str, where),
+            untracked=_strs(data.get("untracked"), where + " untracked"),
+        )
+
+
+@dataclass(frozen=True)
+class DvcOutput:
+    path: str  # relative to the repo root
+    hash: str  # DVC's md5 (or other) of the output
+    hash_name: str = "md5"
+    stage: Optional[str] = None
+
+    def to_dict(self) -> Json:
+        return {"path": self.path, "hash": self.hash, "hash_name": self.hash_name,
+                "stage": self.stage}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], where: str = "dvc output") -> "DvcOutput":
+        return cls(
+            path=_req(data, "path", str, where),
+            hash=_req(data, "hash", str, where),
+            hash_name=_opt(data, "hash_name", str, where) or "md5",
+            stage=_opt(data, "stage", str, where),
+        )
+
+
+@dataclass(frozen=True)
+class DvcInfo:
+    lock_digest: Optional[str] = None  # sha256 of dvc.lock
+    outputs: tuple[DvcOutput, ...] = ()
+    params: Mapping[str, Any] = field(default_factory=dict)
+    stages: tuple[str, ...] = ()
+    remote: Optional[str] = None  # default remote name (never its credentials)
+    metrics_files: tuple[str, ...] = ()
+
+    def to_dict(self) -> Json:
+        return {
+            "lock_digest": self.lock_digest,
+            "outputs": [o.to_dict() for o in self.outputs],
+            "params": dict(self.params),
+            "stages": list(self.stages),
+            "remote": self.remote,
+            "metrics_files": list(self.metrics_files),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], where: str = "dvc") -> "DvcInfo":
+        return cls(
+            lock_digest=_opt(data, "lock_digest", str, where),
+            outputs=tuple(DvcOutput.from_dict(o) for o in (_opt(data, "outputs", list, where) or [])),
+            params=_opt(data, "params", dict, where) or {},
+            stages=_strs(data.get("stages"), where + " stages"),
+            remote=_opt(data, "remote", str, where),
+            metrics_files=_strs(data.get("metrics_files"), where + " metrics_files"),
+        )
+
+
+@dataclass(frozen=True)
+class OutputFile:
+    path: str  # relative to the repo root
+    sha256: str
+    size: int
+
+    def to_dict(self) -> Json:
+        return {"path": self.path, "sha256": self.sha256, "size": self.size}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], where: str = "output") -> "OutputFile":
+        return cls(
+            path=_req(data, "path", str, where),
+            sha256=_req(data, "sha256", str, where),
+            size=_req(data, "size", int, where),
+        )
+
+
+#: Name of the pseudo metrics file holding values passed to ``reprobox.capture(metrics=...)``.
+INLINE_METRICS = "<inline>"
+
+#: Fields of experiment.json that do not take part in the id: the id itself, when it was made,
+#: by which reprobox, and what is attached after capture (the image tag).
+_ID_EXCLUDED = ("id", "created", "tool_version", "image", "schema")
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str
+    command: Optional[str]  # shell command line, or None for "the DVC pipeline"
+    cwd: str  # relative to the repo root, "." for the root
+    git: GitInfo
+    environment_digest: str
+    created: str  # UTC ISO-8601 "2026-11-27T10:23:44Z"
+    tool_version: str
+    command_kind: str = "shell"  # shell | dvc | none
+    dvc: Optional[DvcInfo] = None
+    #: metrics file (repo-relative path, or INLINE_METRICS) -> flattened key -> value
+    metrics: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    outputs: tuple[OutputFile, ...] = ()
+    env: Mapping[str, str] = field(default_factory=dict)
+    image: Optional[str] = None
+    id: str = ""
+
+    def body(self) -> Json:
+        return {
+            "name": self.name,
+            "command": self.command,
+            "command_kind": self.command_kind,
+            "cwd": self.cwd,
+            "git": self.git.to_dict(),
+            "dvc": self.dvc.to_dict() if self.dvc else None,
+            "metrics": {k: dict(v) for k, v in self.metrics.items()},
+            "outputs": [o.to_dict() for o in self.outputs],
+            "env": dict(self.env),
+            "environment_digest": self.environment_digest,
+        }
+
+    def compute_id(self) -> str:
+        return sha256_hex(canonical_json(self.body()))[:ID_LENGTH]
+
+    def with_id(self) -> "Experiment":
+        return replace(self, id=self.compute_id())
+
+    def to_dict(self) -> Json:
+        out = self.body()
+        out.update(
+            {
+                "schema": f"{EXPERIMENT_SCHEMA}/{SCHEMA_VERSION}",
+                "id": self.id or self.compute_id(),
+                "created": self.created,
+                "tool_version": self.tool_version,
+                "image": self.image,
+            }
+        )
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], where: str = "experiment.json") -> "Experiment":
+        check_schema(data, EXPERIMENT_SCHEMA, where)
+        metrics = _opt(data, "metrics", dict, where) or {}
+        for mfile, values in metrics.items():
+            if not isinstance(values, dict):
+                raise StoreError(f"{where}: metrics for {mfile!r} are not a mapping")
+        env = _opt(data, "env", dict, where) or {}
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
+            raise StoreError(f"{where}: env must map names to strings")
+        dvc = _opt(data, "dvc", dict, where)
+        return cls(
+            id=_req(data, "id", str, where),
+            name=_req(data, "name", str, where),
+            command=_opt(data, "command", str, where),
+            command_kind=_opt(data, "command_kind", str, where) or "shell",
+            cwd=_opt(data, "cwd", str, where) or ".",
+            git=GitInfo.from_dict(_req(data, "git", dict, where)),
+            dvc=DvcInfo.from_dict(dvc) if dvc else None,
+            metrics=metrics,
+            outputs=tuple(OutputFile.from_dict(o) for o in (_opt(data, "outputs", list, where) or [])),
+            env=env,
+            environment_digest=_req(data, "environment_digest", str, where),
+            created=_req(data, "created", str, where),
+            tool_version=_opt(data, "tool_version", str, where) or "unknown",
+            image=_opt(data, "image", str, where),
+        )
+
+    @property
+    def content_matches_id(self) -> bool:
+        return self.id == self.compute_id()
+
+
+ID_LENGTH = 12
+
+
+def flatten_metrics(data: Any, prefix: str = "") -> dict[str, Any]:
+    """Flatten nested metrics the way DVC shows them: ``{"a": {"b": 1}} -> {"a.b": 1}``.
+
+    Only numbers, booleans and strings are kept as leaves; lists are indexed (``a.0``).
+    """
+    out: dict[str, Any] = {}
+    if isinstance(data, Mapping):
+        for key, value in data.items():
+            out.update(flatten_metrics(value, f"{prefix}.{key}" if prefix else str(key)))
+    elif isinstance(data, list):
+        for i, value in enumerate(data):
+            out.update(flatten_metrics(value, f"{prefix}.{i}" if prefix else str(i)))
+    elif isinstance(data, (int, float, str, bool)) or data is None:
+        out[prefix or "value"] = data
+    else:
+        out[prefix or "value"] = str(data)
+    return out

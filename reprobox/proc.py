@@ -1,0 +1,90 @@
+"""The one place that runs subprocesses.
+
+Each call is logged at debug level, and a failure raises :class:`CommandError` with the exit status
+and the tail of stderr, so callers never parse ``CalledProcessError`` themselves.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from .errors import CommandError, ReproboxError, ToolMissing
+
+log = logging.getLogger("reprobox.proc")
+
+#: Default bound for commands that should be quick (git, dpkg, nvidia-smi...).
+DEFAULT_TIMEOUT = 120.0
+
+#: How to get the tools reprobox shells out to, for the "missing tool" message.
+INSTALL_HINTS = {
+    "git": "install git (Debian/Ubuntu: `apt-get install git`)",
+    "dvc": "install DVC in the environment you run reprobox from: `pip install dvc`",
+    "docker": "install Docker (Debian/Ubuntu: `apt-get install docker.io`) and start the daemon",
+    "debootstrap": "install debootstrap (Debian/Ubuntu: `apt-get install debootstrap`)",
+    "uv": "install uv: `pip install uv`",
+}
+
+
+def which(name: str) -> str | None:
+    return shutil.which(name)
+
+
+def run(
+    argv: Sequence[str | os.PathLike[str]],
+    *,
+    cwd: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    check: bool = True,
+    timeout: float | None = DEFAULT_TIMEOUT,
+    input: bytes | str | None = None,
+    text: bool = True,
+    what: str | None = None,
+    hint: str | None = None,
+    capture: bool = True,
+) -> subprocess.CompletedProcess:
+    """Run ``argv`` and return the completed process.
+
+    ``what`` names the step for the error message ("git diff", "building the image"); ``hint`` is
+    the fix shown when the command fails. Output is captured unless ``capture`` is false.
+    """
+    args = [os.fspath(a) for a in argv]
+    log.debug("run: %s (cwd=%s)", " ".join(args), cwd)
+    if isinstance(input, str) and not text:
+        input = input.encode()
+    try:
+        proc = subprocess.run(
+            args,
+            cwd=cwd,
+            env=dict(env) if env is not None else None,
+            input=input,
+            stdout=subprocess.PIPE if capture else None,
+            stderr=subprocess.PIPE if capture else None,
+            timeout=timeout,
+            text=text,
+            errors="replace" if text else None,
+        )
+    except FileNotFoundError as exc:
+        tool = Path(args[0]).name
+        if cwd is not None and not Path(cwd).is_dir():
+            raise ReproboxError(f"working directory {cwd} does not exist") from exc
+        raise ToolMissing(
+            f"`{tool}` is not installed or not on PATH",
+            INSTALL_HINTS.get(tool, f"install {tool} and make sure it is on PATH"),
+        ) from exc
+    except subprocess.TimeoutExpired as exc:
+        raise ReproboxError(
+            f"{what or args[0]} did not finish within {timeout:.0f} s",
+            hint or "check that the machine is not overloaded and that the network answers",
+        ) from exc
+    if check and proc.returncode != 0:
+        err = proc.stderr if capture else ""
+        if isinstance(err, bytes):
+            err = err.decode(errors="replace")
+        tail = "\n".join((err or "").strip().splitlines()[-15:])
+        raise CommandError(args, proc.returncode, tail, hint=hint, what=what)
+    return proc
