@@ -1,0 +1,209 @@
+"""The library face of reprobox: the same operations as the CLI, returning result objects.
+
+A training script can record itself when it finishes::
+
+    import reprobox
+    exp = reprobox.capture(name="baseline", metrics={"accuracy": acc})
+
+When that script is itself being reproduced by ``reprobox run``, the call does not capture again:
+``REPROBOX_RUN_METRICS`` names a file in the checkout, and the inline metrics are written there for
+the run to compare with the recorded ones.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
+
+from .store import Store, StoredExperiment, find_root, open_store, write_atomic
+
+#: Set by ``reprobox run`` in the command's environment: where inline metrics are reported.
+RUN_METRICS_ENV = "REPROBOX_RUN_METRICS"
+#: Set by ``reprobox run``: the id of the experiment being reproduced.
+RUN_EXPERIMENT_ENV = "REPROBOX_EXPERIMENT"
+
+Progress = Callable[[str], None]
+ExpRef = Union[str, StoredExperiment]
+
+
+@dataclass(frozen=True)
+class Captured:
+    """What ``reprobox.capture`` returns: the stored experiment and what happened on the way."""
+
+    id: str
+    name: str
+    path: Optional[Path]
+    environment_digest: str
+    warnings: tuple[str, ...] = ()
+    locked: bool = False
+    replay: bool = False  # True when called inside `reprobox run` (nothing was captured)
+    stored: Optional[StoredExperiment] = None
+
+
+def _stored(store: Store, ref: ExpRef) -> StoredExperiment:
+    if isinstance(ref, StoredExperiment):
+        return ref
+    stored = store.get(ref)
+    from .validate import validate_experiment
+
+    validate_experiment(stored.experiment, stored.environment)
+    return stored
+
+
+def _script_command() -> Optional[str]:
+    """``python train.py --lr 0.1`` for the script that is running, relative to the cwd."""
+    argv0 = sys.argv[0] if sys.argv else ""
+    if not argv0 or argv0 in ("-c", "-m") or not Path(argv0).is_file():
+        return None
+    script = os.path.relpath(argv0) if os.path.isabs(argv0) else argv0
+    return shlex.join(["python", script, *sys.argv[1:]])
+
+
+def capture(
+    name: Optional[str] = None,
+    *,
+    metrics: Optional[Mapping[str, Any]] = None,
+    metrics_files: Sequence[str] = (),
+    outputs: Sequence[str] = (),
+    cmd: Optional[str] = None,
+    python: Optional[str] = None,
+    lock: bool = True,
+    build: bool = False,
+    cwd: Optional[Union[str, Path]] = None,
+    progress: Optional[Progress] = None,
+) -> Captured:
+    """Record the current experiment. From a script, the interpreter defaults to the running one
+    and the command to the script's own command line."""
+    replay_path = os.environ.get(RUN_METRICS_ENV)
+    if replay_path:
+        # Reproduction: report the values, do not record a new experiment.
+        from .model import flatten_metrics
+
+        write_atomic(Path(replay_path), json.dumps(flatten_metrics(dict(metrics or {})),
+                                                   sort_keys=True, indent=2) + "\n")
+        exp_id = os.environ.get(RUN_EXPERIMENT_ENV, "")
+        return Captured(id=exp_id, name=name or "", path=None, environment_digest="", replay=True)
+
+    from .capture import capture_experiment
+
+    here = Path(cwd) if cwd else Path.cwd()
+    root = find_root(here)
+    called_from_script = python is None and cmd is None and _script_command() is not None
+    outcome = capture_experiment(
+        root,
+        name=name,
+        command=cmd if cmd is not None else (_script_command() if called_from_script else None),
+        metrics_files=metrics_files,
+        outputs=outputs,
+        inline_metrics=metrics,
+        python=python if python is not None else (sys.executable if called_from_script else None),
+        lock=lock,
+        cwd=here,
+        progress=progress,
+    )
+    stored = outcome.stored
+    if build:
+        from .build import build_experiment
+
+        result = build_experiment(Store(root), stored, progress=progress)
+        stored = Store(root).load(stored.id)
+        _ = result
+    exp = stored.experiment
+    return Captured(
+        id=exp.id,
+        name=exp.name,
+        path=stored.path,
+        environment_digest=exp.environment_digest,
+        warnings=outcome.warnings,
+        locked=outcome.locked,
+        stored=stored,
+    )
+
+
+def lock(ref: ExpRef = "latest", *, platform: Optional[str] = None,
+         progress: Optional[Progress] = None, store: Optional[Store] = None) -> Any:
+    """(Re)write requirements.lock and pylock.toml for an experiment; returns the LockResult."""
+    from .capture import _user_cache, render_store_dockerfile
+    from .lock import lock_environment
+
+    store = store or open_store()
+    stored = _stored(store, ref)
+    result = lock_environment(
+        stored.environment,
+        repo_root=store.root,
+        cache_dir=_user_cache() / "index",
+        platform=platform,
+        progress=progress,
+    )
+    for fname, content in result.files.items():
+        store.write_file(stored.id, fname, content)
+    store.write_file(
+        stored.id, "Dockerfile",
+        render_store_dockerfile(stored.experiment, stored.environment, store.root),
+    )
+    return result
+
+
+def build(ref: ExpRef = "latest", *, tag: Optional[str] = None, base_image: Optional[str] = None,
+          network: Optional[str] = None, dry_run: bool = False,
+          progress: Optional[Progress] = None, store: Optional[Store] = None) -> Any:
+    """Build the container image of an experiment; returns the BuildResult."""
+    from .build import build_experiment
+
+    store = store or open_store()
+    stored = _stored(store, ref)
+    return build_experiment(store, stored, tag=tag, base_image=base_image, network=network,
+                            progress=progress, dry_run=dry_run)
+
+
+def run(ref: ExpRef = "latest", *, backend: str = "auto", rtol: float = 0.0, atol: float = 0.0,
+        keep: bool = False, network: Optional[str] = None, progress: Optional[Progress] = None,
+        store: Optional[Store] = None) -> Any:
+    """Reproduce an experiment; returns the RunRecord (``.reproduced``)."""
+    from .run import run_experiment
+
+    store = store or open_store()
+    stored = _stored(store, ref)
+    return run_experiment(store, stored, backend=backend, rtol=rtol, atol=atol, keep=keep,
+                          network=network, progress=progress)
+
+
+def verify(ref: ExpRef = "latest", *, backend: str = "auto", progress: Optional[Progress] = None,
+           store: Optional[Store] = None) -> Any:
+    """Rebuild the environment, fingerprint it from inside, compare; returns the VerifyReport."""
+    from .verify import verify_experiment
+
+    store = store or open_store()
+    stored = _stored(store, ref)
+    return verify_experiment(store, stored, backend=backend, progress=progress)
+
+
+def diff(a: ExpRef, b: Optional[ExpRef] = None, *, python: Optional[str] = None,
+         store: Optional[Store] = None) -> Any:
+    """Environment diff between two experiments; ``b=None`` compares with the current environment."""
+    from .diff import diff_environments
+
+    store = store or open_store()
+    left = _stored(store, a)
+    if b is not None:
+        right = _stored(store, b)
+        return diff_environments(left.environment, right.environment,
+                                 exp_a=left.experiment, exp_b=right.experiment)
+    current = current_environment(store.root, python=python)
+    return diff_environments(left.environment, current, exp_a=left.experiment, exp_b=None)
+
+
+def current_environment(root: Path, *, python: Optional[str] = None) -> Any:
+    """Fingerprint the active environment without recording anything (for ``diff A``)."""
+    from .capture import fingerprint_environment
+
+    return fingerprint_environment(root, python=python)
+
+
+__all__ = ["capture", "lock", "build", "run", "verify", "diff", "Captured", "current_environment",
+           "find_root"]

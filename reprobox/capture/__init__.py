@@ -1,0 +1,319 @@
+"""capture: fingerprint the environment a run really used into a committed, content-addressed record.
+
+A pipeline of plain stages, each testable alone:
+
+    target python -> probe (in that interpreter) -> packages + native libs -> OS packages owning them
+    -> hardware -> git (+ patch) -> DVC -> metrics + outputs -> replayable env vars
+    -> Environment + Experiment (ids, digests) -> lock (best effort) -> Dockerfile -> store (atomic)
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional, Sequence
+
+from .. import __version__
+from ..errors import IndexUnavailable, LockError, ReproboxError, UsageError
+from ..model import (
+    INLINE_METRICS,
+    DvcInfo,
+    Environment,
+    Experiment,
+    flatten_metrics,
+    sha256_hex,
+)
+from ..store import Store, StoredExperiment
+
+Progress = Callable[[str], None]
+
+PATCH_FILE = "patch.diff"
+
+
+@dataclass(frozen=True)
+class CaptureOutcome:
+    stored: StoredExperiment
+    warnings: tuple[str, ...] = ()
+    locked: bool = False
+    created_new: bool = True
+    timings: Mapping[str, float] = field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        return self.stored.id
+
+    def to_dict(self) -> dict[str, Any]:
+        exp = self.stored.experiment
+        return {
+            "id": exp.id,
+            "name": exp.name,
+            "path": str(self.stored.path),
+            "environment_digest": exp.environment_digest,
+            "locked": self.locked,
+            "new": self.created_new,
+            "warnings": list(self.warnings),
+            "packages": len(self.stored.environment.packages),
+            "system_packages": len(self.stored.environment.system_packages),
+        }
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def default_name(command: Optional[str], command_kind: str) -> str:
+    """A readable default: the script's stem (``python train.py`` -> ``train``)."""
+    if command_kind == "dvc":
+        return "dvc-pipeline"
+    if not command:
+        return "experiment"
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        words = command.split()
+    for i, word in enumerate(words):
+        if word.endswith(".py"):
+            return Path(word).stem or "experiment"
+        if word == "-m" and i + 1 < len(words):
+            return words[i + 1].split(".")[-1]
+    launchers = ("python", "python3", "bash", "sh", "uv", "poetry", "pipenv", "env")
+    for word in words:
+        if "=" not in word and Path(word).name not in launchers and not word.startswith("-"):
+            return Path(word).name
+    return "experiment"
+
+
+def _relative_cwd(root: Path, cwd: Path) -> str:
+    try:
+        rel = cwd.resolve().relative_to(root.resolve())
+    except ValueError:
+        raise UsageError(
+            f"the working directory {cwd} is outside the repository {root}",
+            "run reprobox from inside your project's repository",
+        ) from None
+    return rel.as_posix() or "."
+
+
+def _repo_rel(root: Path, cwd: Path, user_path: str, what: str) -> str:
+    """A user-given path (relative to the working directory) as a repo-relative POSIX path."""
+    p = Path(user_path)
+    full = (cwd / p) if not p.is_absolute() else p
+    try:
+        rel = full.resolve().relative_to(root.resolve())
+    except ValueError:
+        raise UsageError(
+            f"{what} {user_path} is outside the repository {root}",
+            f"give a {what} inside the repository so that a rerun can find it",
+        ) from None
+    return rel.as_posix()
+
+
+def capture_experiment(
+    root: Path,
+    *,
+    name: Optional[str] = None,
+    command: Optional[str] = None,
+    metrics_files: Sequence[str] = (),
+    outputs: Sequence[str] = (),
+    inline_metrics: Optional[Mapping[str, Any]] = None,
+    python: Optional[str] = None,
+    lock: bool = True,
+    cwd: Optional[Path] = None,
+    environ: Optional[Mapping[str, str]] = None,
+    progress: Optional[Progress] = None,
+) -> CaptureOutcome:
+    """Record the experiment run in ``root`` (a git work tree) and store it under ``.reprobox/``."""
+    import time
+
+    from . import dvc as dvc_mod
+    from . import envvars, git, metrics
+
+    say = progress or (lambda _msg: None)
+    environ = dict(os.environ if environ is None else environ)
+    cwd = Path(cwd or Path.cwd())
+    root = Path(root).resolve()
+    store = Store(root)
+    warnings: list[str] = []
+    timings: dict[str, float] = {}
+
+    def stage(label: str, t0: float) -> None:
+        timings[label] = round(time.perf_counter() - t0, 3)
+
+    # Git first: it is the cheapest way to refuse a capture that cannot work (no repo, no commit).
+    t0 = time.perf_counter()
+    gitcap = git.git_info(root, exclude=(".reprobox",))
+    warnings.extend(gitcap.warnings)
+    stage("git", t0)
+
+    t0 = time.perf_counter()
+    env, env_warnings = fingerprint_environment(
+        root, python=python, environ=environ, cache_dir=store.cache_dir, progress=say
+    )
+    warnings.extend(env_warnings)
+    stage("environment", t0)
+
+    # Command, DVC, metrics, outputs.
+    t0 = time.perf_counter()
+    dvc: Optional[DvcInfo] = None
+    if dvc_mod.is_dvc_project(root):
+        dvc = dvc_mod.dvc_info(root)
+    command_kind = "shell"
+    if command is not None and not command.strip():
+        raise UsageError("--cmd is empty", 'give the command that produced the results, e.g. --cmd "python train.py"')
+    if command is None and dvc is not None and dvc.stages:
+        command_kind = "dvc"
+        command = dvc_mod.DVC_PIPELINE_COMMAND
+        if not metrics_files:
+            metrics_files = [
+                os.path.relpath(root / m, cwd) for m in dvc.metrics_files if (root / m).exists()
+            ]
+    elif command is None:
+        command_kind = "none"
+        if not inline_metrics:
+            warnings.append(
+                "no command recorded (--cmd): `reprobox run` will rebuild the environment "
+                "but has nothing to rerun"
+            )
+    rel_cwd = _relative_cwd(root, cwd)
+    metrics_by_file: dict[str, dict[str, Any]] = {}
+    for mfile in metrics_files:
+        rel = _repo_rel(root, cwd, mfile, "metrics file")
+        if not (root / rel).is_file():
+            raise UsageError(
+                f"metrics file {mfile} does not exist",
+                "run the experiment first, or fix the --metrics path",
+            )
+        metrics_by_file[rel] = metrics.read_metrics(root / rel)
+    if inline_metrics:
+        metrics_by_file[INLINE_METRICS] = flatten_metrics(dict(inline_metrics))
+    output_files = []
+    for out in outputs:
+        rel = _repo_rel(root, cwd, out, "output")
+        output_files.append(metrics.hash_output(root, rel))
+    stage("data", t0)
+
+    patch_bytes = gitcap.patch
+    git_info = gitcap.info
+    if patch_bytes:
+        from dataclasses import replace
+
+        git_info = replace(git_info, patch=PATCH_FILE, patch_sha256=sha256_hex(patch_bytes))
+
+    experiment = Experiment(
+        name=name or default_name(command, command_kind),
+        command=command,
+        command_kind=command_kind,
+        cwd=rel_cwd,
+        git=git_info,
+        dvc=dvc,
+        metrics=metrics_by_file,
+        outputs=tuple(output_files),
+        env=envvars.replayable_env(environ),
+        environment_digest=env.digest,
+        created=_now(),
+        tool_version=__version__,
+    ).with_id()
+
+    files: dict[str, bytes | str] = {}
+    if patch_bytes:
+        files[PATCH_FILE] = patch_bytes
+
+    # Lock: best effort. Capture after a long training run must never fail for want of a network.
+    locked = False
+    if lock:
+        t0 = time.perf_counter()
+        say("locking packages with hashes from the index")
+        try:
+            from ..lock import lock_environment
+
+            result = lock_environment(
+                env, repo_root=root, cache_dir=_user_cache() / "index", progress=say
+            )
+            files.update(result.files)
+            warnings.extend(result.warnings)
+            locked = True
+        except IndexUnavailable as exc:
+            warnings.append(
+                f"the lock was skipped: {exc.message}. The environment is recorded; complete the "
+                f"lock later with `reprobox lock {experiment.id}`"
+            )
+        except LockError as exc:
+            warnings.append(f"the lock is incomplete: {exc}")
+        stage("lock", t0)
+
+    t0 = time.perf_counter()
+    try:
+        files["Dockerfile"] = render_store_dockerfile(experiment, env, root)
+    except ReproboxError as exc:
+        warnings.append(f"no Dockerfile was written: {exc.message}")
+    stage("dockerfile", t0)
+
+    existed = (store.experiments_dir / experiment.id).exists()
+    stored = store.save(experiment, env, files)
+    return CaptureOutcome(
+        stored=stored,
+        warnings=tuple(warnings),
+        locked=locked or (stored.path / "requirements.lock").exists(),
+        created_new=not existed,
+        timings=timings,
+    )
+
+
+def fingerprint_environment(
+    root: Path,
+    *,
+    python: Optional[str] = None,
+    environ: Optional[Mapping[str, str]] = None,
+    cache_dir: Optional[Path] = None,
+    progress: Optional[Progress] = None,
+) -> tuple[Environment, list[str]]:
+    """Interpreter, packages, the OS packages owning their native libraries, OS and hardware."""
+    from . import hardware, system
+    from . import python as py
+
+    say = progress or (lambda _msg: None)
+    environ = dict(os.environ if environ is None else environ)
+    warnings: list[str] = []
+    target = py.find_target_python(python, environ)
+    say(f"probing {target}")
+    raw = py.run_probe(target, cache_dir=(cache_dir / "probe") if cache_dir else None)
+    probe = py.parse_probe(raw, Path(root))
+    warnings.extend(probe.warnings)
+
+    resolved = {soname: path for soname, path in probe.needed_libraries.items() if path}
+    missing = sorted(soname for soname, path in probe.needed_libraries.items() if not path)
+    by_path: dict[str, list[str]] = {}
+    for soname, path in resolved.items():
+        by_path.setdefault(path, []).append(soname)
+    sys_pkgs, unowned = system.owning_packages(sorted(by_path), by_path)
+    if missing:
+        warnings.append(
+            "native libraries needed by installed packages are missing on this machine: "
+            + ", ".join(missing)
+        )
+    env = Environment(
+        interpreter=probe.interpreter,
+        packages=tuple(probe.packages),
+        system_packages=tuple(sys_pkgs),
+        os=system.os_info(probe.os_raw),
+        hardware=hardware.detect_hardware(probe.packages, probe.files),
+        unowned_libraries=tuple(sorted(unowned)),
+        missing_libraries=tuple(missing),
+    )
+    return env, warnings
+
+
+def render_store_dockerfile(experiment: Experiment, env: Environment, root: Path) -> str:
+    """The Dockerfile committed with the experiment, for the automatically chosen base image."""
+    from ..build import render_dockerfile, select_base_image
+
+    base, _why = select_base_image(env, repo_root=root)
+    return render_dockerfile(experiment, env, base_image=base)
+
+
+def _user_cache() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "reprobox"
