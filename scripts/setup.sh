@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Set up a fresh Debian/Ubuntu machine for reprobox: system tools, a running Docker daemon, and a
+# virtualenv (.venv) with reprobox and its test tools installed. Idempotent: safe to run again.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$here"
+
+need=()
+command -v git >/dev/null 2>&1 || need+=(git)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "setup: installing ${need[*]}" >&2
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+# Docker daemon + debootstrap (for `reprobox base`): installed and started when missing.
+bash "$here/.ci/setup-docker.sh"
+
+py="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+  echo "setup: creating .venv with $($py --version 2>&1)" >&2
+  "$py" -m venv .venv
+fi
+# The host's pip configuration (index, extra indexes, CA bundle) applies as is.
+.venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
+.venv/bin/python -m pip install -q -e ".[test]"
+git config --global user.email >/dev/null 2>&1 || git config --global user.email "reprobox@localhost"
+git config --global user.name >/dev/null 2>&1 || git config --global user.name "reprobox"
+echo "setup: ready ($(.venv/bin/reprobox --version))" >&2
