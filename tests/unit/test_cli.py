@@ -1,0 +1,89 @@
+"""The CLI layer: rendering, exit codes, and one clear message per error (no traceback)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from reprobox.cli import main
+from reprobox.store import Store
+
+from .test_model_store import make_env, make_exp
+
+
+@pytest.fixture
+def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    (tmp_path / ".git").mkdir()
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def invoke(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_ls_and_show(repo: Path) -> None:
+    store = Store(repo)
+    env = make_env()
+    a = store.save(make_exp(env, name="baseline"), env)
+    code, out, _ = invoke("ls")
+    assert code == 0 and a.id in out and "baseline" in out and "3.11.7" in out
+    code, out, _ = invoke("show", "baseline")
+    assert code == 0 and a.id in out and "python train.py" in out and "accuracy=0.93" in out
+    code, out, _ = invoke("show", a.id[:5], "--json")
+    data = json.loads(out)
+    assert data["experiment"]["id"] == a.id
+    assert data["environment"]["schema"] == "reprobox.environment/1"
+    code, out, _ = invoke("ls", "--json")
+    assert [r["id"] for r in json.loads(out)] == [a.id]
+
+
+def test_unknown_experiment_is_a_usage_error(repo: Path) -> None:
+    store = Store(repo)
+    env = make_env()
+    store.save(make_exp(env), env)
+    code, out, err = invoke("show", "nosuchthing")
+    assert code == 2
+    assert "no experiment matches 'nosuchthing'" in err and "reprobox ls" in err
+    assert "Traceback" not in err + out
+
+
+def test_outside_a_repository(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, _, err = invoke("ls")
+    assert code == 3 and "not inside a git repository" in err and "git init" in err
+
+
+def test_corrupt_store_names_file(repo: Path) -> None:
+    store = Store(repo)
+    env = make_env()
+    s = store.save(make_exp(env), env)
+    (s.path / "experiment.json").write_text("{broken")
+    code, _, err = invoke("show", "latest")
+    assert code == 3 and "experiment.json is not valid JSON (line 1" in err
+
+
+def test_newer_schema_refused(repo: Path) -> None:
+    store = Store(repo)
+    env = make_env()
+    s = store.save(make_exp(env), env)
+    path = s.path / "environment.json"
+    data = json.loads(path.read_text())
+    data["schema"] = "reprobox.environment/2"
+    path.write_text(json.dumps(data))
+    code, _, err = invoke("show", s.id)
+    assert code == 3 and "newer than this reprobox" in err and "pip install -U reprobox" in err
+
+
+def test_bad_option_exits_2(repo: Path) -> None:
+    code, _, _ = invoke("run", "x", "--backend", "podman")
+    assert code == 2
+
+
+def test_version() -> None:
+    code, out, _ = invoke("--version")
+    assert code == 0 and "reprobox" in out
