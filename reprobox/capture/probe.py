@@ -1,0 +1,1088 @@
+"""Environment probe, run *inside* the target interpreter; prints one JSON object on stdout.
+
+This file is executed as a script by whatever Python the user trains with, where reprobox is
+usually not installed, so it must only use the standard library and must run on CPython >= 3.8.
+It is not imported by reprobox itself (``reprobox.capture.python`` runs it as a file).
+
+How it is run, and why: ``<python> -I probe.py [--user-site] [--cache FILE]``.
+
+* ``-I`` (isolated mode) ignores every ``PYTHON*`` variable (``PYTHONPATH``, ``PYTHONHOME``,
+  ``PYTHONSTARTUP``...) and keeps the script's folder off ``sys.path``, so nothing from the
+  user's shell or working directory can leak into what is recorded or shadow a stdlib module.
+* ``-S`` is deliberately *not* used: ``site`` must run so that site-packages, ``.pth`` files
+  (editable installs, ``easy-install.pth``) and venv/conda layouts look exactly as they do when
+  the user's own script runs.
+* Isolated mode also hides the user site-packages (``~/.local/lib/pythonX.Y/site-packages``),
+  which a normal run *does* see unless ``PYTHONNOUSERSITE`` is set or the interpreter is a venv
+  without system site-packages. The caller knows the user's environment and passes
+  ``--user-site`` when that folder would be active; the probe then adds it at the place
+  ``site`` would have put it (before the other site-packages).
+
+What it reports (see ``main``): the interpreter, every distribution on ``sys.path`` in
+``importlib.metadata`` order (shadowed duplicates apart), the native libraries the extension
+modules need that neither the wheels nor the interpreter provide, the OS, and a few small
+version files that reveal the CUDA build of frameworks without importing them.
+
+Speed matters (a capture must cost less than ``pip freeze``): metadata files are read only up to
+the end of their headers, extension modules are found through the wheels' RECORD files rather
+than by walking every folder, ELF parses are cached by (path, size, mtime) in ``--cache FILE``,
+and no subprocess is started on glibc systems.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import struct
+import sys
+
+PROBE_VERSION = 1
+
+#: Version files shipped verbatim (capped) so the caller can read CUDA/cuDNN builds.
+VERSION_FILES = (
+    "torch/version.py",
+    "tensorflow/python/platform/build_info.py",
+    "jaxlib/version.py",
+    "cupy/_environment.py",
+)
+VERSION_FILE_CAP = 16384
+
+#: The consumer name used for the interpreter itself and its stdlib extension modules.
+PYTHON_USER = "<python>"
+#: The consumer name for extension modules in site-packages that no distribution claims.
+UNKNOWN_USER = "<unknown>"
+
+_SO_RE = re.compile(r"\.so(\.[0-9][^/]*)?$")
+_NORM_RE = re.compile(r"[-_.]+")
+_warnings = []  # type: list
+
+
+def warn(message):
+    _warnings.append(message)
+
+
+def normalize(name):
+    """PEP 503 normalized project name."""
+    return _NORM_RE.sub("-", name).lower()
+
+
+# --------------------------------------------------------------------------- interpreter
+
+
+def _glibc_version():
+    try:
+        value = os.confstr("CS_GNU_LIBC_VERSION")
+    except (AttributeError, ValueError, OSError):
+        return None
+    if not value:
+        return None
+    parts = value.split()
+    return parts[1] if len(parts) == 2 and parts[0] == "glibc" else None
+
+
+def _abi_tag(sysconfig):
+    impl = sys.implementation.name
+    gil_disabled = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
+    if impl == "cpython":
+        abi = "cp%d%d" % sys.version_info[:2]
+        if sysconfig.get_config_var("Py_DEBUG") or hasattr(sys, "gettotalrefcount"):
+            abi += "d"
+        if gil_disabled:
+            abi += "t"
+        return abi, gil_disabled
+    soabi = sysconfig.get_config_var("SOABI") or ""
+    parts = soabi.split("-")
+    if len(parts) >= 2:
+        return "_".join(parts[:2]).replace(".", "_"), gil_disabled
+    return None, gil_disabled
+
+
+def _musl_version(executable):
+    """musl's version from the dynamic loader named in the interpreter's PT_INTERP, or None."""
+    info = read_elf(executable, interp=True)
+    interp = info and info.get("interp")
+    if not interp or "musl" not in interp:
+        return None
+    import subprocess  # only on musl systems
+
+    try:
+        out = subprocess.run([interp], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                             timeout=5).stderr.decode("utf-8", "replace")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    match = re.search(r"Version (\d+)\.(\d+)", out)
+    return "%s.%s" % match.groups() if match else "unknown"
+
+
+def platform_tags(sysconfig, glibc):
+    """The most specific compatible platform tags, computed like ``packaging.tags`` does."""
+    plat = sysconfig.get_platform().replace("-", "_").replace(".", "_").replace(" ", "_")
+    if not plat.startswith("linux_"):
+        return [plat]
+    arch = plat[len("linux_"):]
+    if struct.calcsize("P") == 4:  # 32-bit interpreter on a 64-bit kernel
+        arch = {"x86_64": "i686", "aarch64": "armv8l"}.get(arch, arch)
+    tags = []
+    if glibc:
+        try:
+            major, minor = (int(x) for x in glibc.split(".")[:2])
+        except ValueError:
+            major, minor = 0, 0
+        if major == 2 and minor >= 5:
+            # manylinux_2_5 is the oldest manylinux tag; give the few most specific ones and
+            # the manylinux2014 baseline (2_17) that most binary wheels target.
+            for m in range(minor, max(minor - 4, 4), -1):
+                tags.append("manylinux_2_%d_%s" % (m, arch))
+            if minor - 4 >= 17:
+                tags.append("manylinux_2_17_%s" % arch)
+    else:
+        musl = _musl_version(sys.executable)
+        if musl and musl != "unknown":
+            mj, mn = musl.split(".")
+            tags.append("musllinux_%s_%s_%s" % (mj, mn, arch))
+    tags.append("linux_" + arch)
+    return tags
+
+
+def interpreter_kind(prefix, base_prefix, sysconfig):
+    """How this Python was installed: what rebuilding it would have to replicate."""
+
+    def base_kind(path):
+        real = os.path.realpath(path)
+        if os.path.isdir(os.path.join(path, "conda-meta")):
+            return "conda"
+        uv_dirs = [os.environ.get("UV_PYTHON_INSTALL_DIR") or "",
+                   os.path.join(os.environ.get("XDG_DATA_HOME")
+                                or os.path.expanduser("~/.local/share"), "uv", "python")]
+        for d in uv_dirs:
+            if d and (real + os.sep).startswith(os.path.realpath(d) + os.sep):
+                return "uv"
+        if "/.pyenv/versions/" in real + "/" or (
+            os.environ.get("PYENV_ROOT")
+            and real.startswith(os.path.join(os.environ["PYENV_ROOT"], "versions") + os.sep)
+        ):
+            return "pyenv"
+        if "--prefix=/install" in (sysconfig.get_config_var("CONFIG_ARGS") or "") and real != "/install":
+            return "python-build-standalone"
+        if real in ("/usr", "/usr/lib") or real.startswith("/usr/lib/"):
+            return "system"
+        return "other"
+
+    base = base_kind(base_prefix)
+    if os.path.realpath(prefix) != os.path.realpath(base_prefix):
+        if os.path.isdir(os.path.join(prefix, "conda-meta")):
+            return "conda", base
+        return "venv", base
+    return base, base
+
+
+def interpreter_info():
+    import platform
+    import sysconfig
+
+    vi = sys.version_info
+    version = "%d.%d.%d" % vi[:3]
+    if vi.releaselevel != "final":
+        version += {"alpha": "a", "beta": "b", "candidate": "rc"}.get(vi.releaselevel, vi.releaselevel) + str(vi.serial)
+    abi, gil_disabled = _abi_tag(sysconfig)
+    glibc = _glibc_version()
+    kind, base = interpreter_kind(sys.prefix, sys.base_prefix, sysconfig)
+    return {
+        "implementation": sys.implementation.name,
+        "version": version,
+        "version_info": list(vi[:3]) + [vi.releaselevel, vi.serial],
+        "abi": abi,
+        "soabi": sysconfig.get_config_var("SOABI"),
+        "ext_suffix": sysconfig.get_config_var("EXT_SUFFIX"),
+        "platform": sysconfig.get_platform(),
+        "build": ", ".join(x for x in platform.python_build() if x),
+        "compiler": platform.python_compiler(),
+        "gil_disabled": gil_disabled,
+        "platform_tags": platform_tags(sysconfig, glibc),
+        "executable": sys.executable,
+        "kind": kind,
+        "base_kind": base,
+        "prefix": sys.prefix,
+        "base_prefix": sys.base_prefix,
+        "pointer_bits": struct.calcsize("P") * 8,
+    }
+
+
+# --------------------------------------------------------------------------- sys.path
+
+
+def site_dirs(user_site):
+    """The site-packages folders of this interpreter, in sys.path order."""
+    import site
+
+    dirs = []
+    try:
+        dirs.extend(site.getsitepackages())
+    except AttributeError:  # very old virtualenv's site.py
+        pass
+    if user_site:
+        dirs.append(user_site)
+    seen = set()
+    out = []
+    for d in dirs:
+        real = os.path.realpath(d)
+        if real not in seen and os.path.isdir(real):
+            seen.add(real)
+            out.append(d)
+    return out
+
+
+def user_site_dir(wanted):
+    """Add the user site-packages the way ``site`` would have, when the caller says it is on."""
+    if not wanted:
+        return None
+    import site
+
+    cfg = os.path.join(sys.prefix, "pyvenv.cfg")
+    if sys.prefix != sys.base_prefix and os.path.isfile(cfg):
+        try:
+            with open(cfg, encoding="utf-8", errors="replace") as f:
+                text = f.read()
+        except OSError:
+            text = ""
+        if not re.search(r"^\s*include-system-site-packages\s*=\s*true\s*$", text, re.M | re.I):
+            return None
+    if hasattr(os, "geteuid") and os.geteuid() != os.getuid():
+        return None
+    path = site.getusersitepackages()
+    if not os.path.isdir(path):
+        return None
+    before = list(sys.path)
+    site.addsitedir(path)  # also runs its .pth files, as a normal start would
+    added = [p for p in sys.path if p not in before]
+    rest = [p for p in sys.path if p not in added]
+    sitepkgs = set(site.getsitepackages())
+    at = next((i for i, p in enumerate(rest) if p in sitepkgs), len(rest))
+    sys.path[:] = rest[:at] + added + rest[at:]
+    return path
+
+
+# --------------------------------------------------------------------------- distributions
+
+
+def read_headers(path, wanted=("name", "version")):
+    """Header fields of a METADATA / PKG-INFO file, reading no further than needed.
+
+    Stops at the first blank line (the end of the headers) or as soon as every wanted field has
+    been seen, so a long description or a huge list of classifiers is never read.
+    """
+    found = {}
+    try:
+        with open(path, "r", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line in ("\n", "\r\n"):
+                    break
+                if line[:1] in (" ", "\t"):
+                    continue
+                key, sep, value = line.partition(":")
+                key = key.strip().lower()
+                if sep and key in wanted and key not in found:
+                    found[key] = value.strip()
+                    if len(found) == len(wanted):
+                        break
+    except OSError as exc:
+        return None, str(exc)
+    return found, None
+
+
+def _read_small(path, limit=65536):
+    """A small text file's content (binary read + decode: cheaper than a text-mode file)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(limit).decode("utf-8", "replace")
+    except OSError:
+        return None
+
+
+def _dir_name(entry):
+    """Project name encoded in a metadata folder name, as importlib.metadata derives it."""
+    return entry.rpartition(".")[0].partition("-")[0]
+
+
+def read_dist(meta_dir, entry, site, kind):
+    """One distribution's record from its metadata folder (or PKG-INFO file for egg-info files)."""
+    rec = {
+        "name": None,
+        "version": None,
+        "metadata_dir": meta_dir,
+        "site": site,
+        "format": kind,
+        "installer": None,
+        "requested": False,
+        "wheel_tags": [],
+        "direct_url": None,
+        "has_record": False,
+    }
+    if kind == "egg-info-file":
+        headers, err = read_headers(meta_dir)
+        files = []
+    else:
+        try:
+            files = os.listdir(meta_dir)
+        except OSError as exc:
+            files, headers, err = [], None, str(exc)
+        else:
+            meta = "METADATA" if kind == "dist-info" else "PKG-INFO"
+            if meta in files:
+                headers, err = read_headers(os.path.join(meta_dir, meta))
+            else:
+                headers, err = None, "no %s file" % meta
+    if headers is None or "name" not in headers or "version" not in headers:
+        rec["problem"] = err or "metadata lacks Name or Version"
+        headers = headers or {}
+    rec["name"] = headers.get("name") or _dir_name(entry)
+    rec["version"] = headers.get("version") or ""
+    if "INSTALLER" in files:
+        text = _read_small(os.path.join(meta_dir, "INSTALLER"), 256)
+        rec["installer"] = text.strip() if text and text.strip() else None
+    rec["requested"] = "REQUESTED" in files
+    if "WHEEL" in files:
+        text = _read_small(os.path.join(meta_dir, "WHEEL")) or ""
+        rec["wheel_tags"] = [l.partition(":")[2].strip() for l in text.splitlines()
+                             if l.lower().startswith("tag:")]
+    if "direct_url.json" in files:
+        text = _read_small(os.path.join(meta_dir, "direct_url.json"), 1 << 20)
+        try:
+            rec["direct_url"] = json.loads(text) if text is not None else None
+        except ValueError as exc:
+            rec["direct_url_error"] = "unreadable direct_url.json: %s" % exc
+    rec["has_record"] = "RECORD" in files
+    if kind == "egg-info":
+        if "top_level.txt" in files:
+            text = _read_small(os.path.join(meta_dir, "top_level.txt")) or ""
+            rec["top_level"] = [l.strip() for l in text.splitlines() if l.strip()]
+        rec["has_installed_files"] = "installed-files.txt" in files
+    return rec
+
+
+def _egg_links(sites):
+    """Folders named by ``*.egg-link`` files (setuptools ``develop`` installs)."""
+    out = {}
+    for site in sites:
+        try:
+            names = os.listdir(site)
+        except OSError:
+            continue
+        for n in names:
+            if n.endswith(".egg-link"):
+                text = _read_small(os.path.join(site, n), 4096) or ""
+                target = text.splitlines()[0].strip() if text.strip() else ""
+                if target:
+                    out[os.path.realpath(os.path.join(site, target))] = os.path.join(site, n)
+    return out
+
+
+def find_distributions(sites):
+    """Every distribution on sys.path: first occurrence of a name wins, like importlib.metadata.
+
+    importlib.metadata walks ``sys.path`` in order and, in each folder, the ``*.dist-info`` and
+    ``*.egg-info`` entries in directory order (``.egg`` folders on the path contribute their
+    ``EGG-INFO``), keyed by the normalized name in the folder's file name.
+    """
+    site_set = set(os.path.realpath(s) for s in sites)
+    links = None
+    active, shadowed, first = [], [], {}
+    for entry_path in sys.path:
+        if not entry_path:
+            continue
+        path = os.path.abspath(entry_path)
+        if path.lower().endswith(".egg") and os.path.isdir(os.path.join(path, "EGG-INFO")):
+            candidates = [(os.path.join(path, "EGG-INFO"), os.path.basename(path), "egg")]
+        else:
+            try:
+                names = os.listdir(path)
+            except OSError:
+                continue  # zip files, missing folders, path hooks
+            candidates = []
+            for n in names:
+                low = n.lower()
+                if low.endswith(".dist-info"):
+                    candidates.append((os.path.join(path, n), n, "dist-info"))
+                elif low.endswith(".egg-info"):
+                    full = os.path.join(path, n)
+                    kind = "egg-info" if os.path.isdir(full) else "egg-info-file"
+                    candidates.append((full, n, kind))
+        for meta_dir, entry, kind in candidates:
+            rec = read_dist(meta_dir, entry, path, kind)
+            real_site = os.path.realpath(path)
+            if kind != "dist-info" and real_site not in site_set:
+                # An egg-info outside site-packages got onto sys.path through a .pth file:
+                # a setuptools ``develop`` (editable) install of that project folder.
+                if links is None:
+                    links = _egg_links(sites)
+                rec["develop"] = True
+                rec["project_dir"] = path
+                rec["egg_link"] = links.get(real_site)
+            key = normalize(_dir_name(entry) if kind != "egg" else entry.partition("-")[0])
+            if normalize(rec["name"]) != key and "problem" not in rec:
+                warn("%s declares the name %r" % (meta_dir, rec["name"]))
+            if key in first:
+                rec["shadowed_by"] = first[key]
+                shadowed.append(rec)
+            else:
+                first[key] = meta_dir
+                active.append(rec)
+    return active, shadowed
+
+
+# --------------------------------------------------------------------------- ELF
+
+
+_DT_NEEDED, _DT_STRTAB, _DT_STRSZ, _DT_SONAME, _DT_RPATH, _DT_RUNPATH = 1, 5, 10, 14, 15, 29
+
+
+def read_elf(path, interp=False):
+    """Parse an ELF file's dynamic section with struct: needed libs, soname, rpath, runpath.
+
+    Handles 32/64-bit and both byte orders; returns None for anything that is not ELF. Only the
+    headers, the dynamic segment and the few strings it names are read, never the whole file.
+    """
+    try:
+        f = open(path, "rb")
+    except OSError:
+        return None
+    try:
+        ident = f.read(64)
+        if len(ident) < 52 or ident[:4] != b"\x7fELF":
+            return None
+        bits = {1: 32, 2: 64}.get(ident[4])
+        end = {1: "<", 2: ">"}.get(ident[5])
+        if bits is None or end is None:
+            return None
+        if bits == 64:
+            (e_type, machine, _v, _entry, phoff, shoff, _fl, _eh, phentsize, phnum, shentsize,
+             _shnum, _shstr) = struct.unpack(end + "HHIQQQIHHHHHH", ident[16:64])
+            ph_fmt, dyn_fmt = end + "IIQQQQQQ", end + "qQ"
+        else:
+            (e_type, machine, _v, _entry, phoff, shoff, _fl, _eh, phentsize, phnum, shentsize,
+             _shnum, _shstr) = struct.unpack(end + "HHIIIIIHHHHHH", ident[16:52])
+            ph_fmt, dyn_fmt = end + "IIIIIIII", end + "iI"
+        if phnum == 0xFFFF and shoff:  # PN_XNUM: the real count lives in section 0's sh_info
+            f.seek(shoff)
+            sec0 = f.read(shentsize)
+            phnum = struct.unpack(end + ("I" if bits == 64 else "I"),
+                                  sec0[44:48] if bits == 64 else sec0[28:32])[0]
+        ph_size = struct.calcsize(ph_fmt)
+        if phentsize < ph_size or phnum > 4096:
+            return None
+        f.seek(phoff)
+        table = f.read(phentsize * phnum)
+        loads, dynamic, interp_at = [], None, None
+        for i in range(phnum):
+            raw = table[i * phentsize:i * phentsize + ph_size]
+            if len(raw) < ph_size:
+                break
+            ph = struct.unpack(ph_fmt, raw)
+            if bits == 64:
+                p_type, _flags, off, vaddr, _pa, filesz, _memsz, _al = ph
+            else:
+                p_type, off, vaddr, _pa, filesz, _memsz, _flags, _al = ph
+            if p_type == 1:
+                loads.append((vaddr, filesz, off))
+            elif p_type == 2:
+                dynamic = (off, filesz)
+            elif p_type == 3:
+                interp_at = (off, filesz)
+        info = {"bits": bits, "endian": "little" if end == "<" else "big", "machine": machine,
+                "type": e_type, "needed": [], "soname": None, "rpath": None, "runpath": None}
+        if interp and interp_at:
+            f.seek(interp_at[0])
+            info["interp"] = f.read(min(interp_at[1], 4096)).split(b"\0")[0].decode("utf-8", "replace")
+        if dynamic is None:
+            return info
+        f.seek(dynamic[0])
+        data = f.read(min(dynamic[1], 1 << 20))
+        step = struct.calcsize(dyn_fmt)
+        entries, strtab = [], None
+        for i in range(0, len(data) - step + 1, step):
+            tag, val = struct.unpack(dyn_fmt, data[i:i + step])
+            if tag == 0:
+                break
+            if tag == _DT_STRTAB:
+                strtab = val
+            elif tag in (_DT_NEEDED, _DT_SONAME, _DT_RPATH, _DT_RUNPATH):
+                entries.append((tag, val))
+        if strtab is None:
+            return info
+        base = None
+        for vaddr, filesz, off in loads:
+            if vaddr <= strtab < vaddr + filesz:
+                base = strtab - vaddr + off
+                break
+        if base is None:
+            return info
+        for tag, val in entries:
+            s = _read_cstr(f, base + val)
+            if tag == _DT_NEEDED:
+                info["needed"].append(s)
+            elif tag == _DT_SONAME:
+                info["soname"] = s
+            elif tag == _DT_RPATH:
+                info["rpath"] = s
+            else:
+                info["runpath"] = s
+        return info
+    except (OSError, struct.error, ValueError):
+        return None
+    finally:
+        f.close()
+
+
+def _read_cstr(f, offset):
+    f.seek(offset)
+    chunk = b""
+    while True:
+        more = f.read(256)
+        chunk += more
+        nul = chunk.find(b"\0")
+        if nul >= 0:
+            return chunk[:nul].decode("utf-8", "surrogateescape")
+        if not more or len(chunk) > 65536:
+            return chunk.decode("utf-8", "surrogateescape")
+
+
+# --------------------------------------------------------------------------- ld.so cache
+
+
+def read_ld_cache(path="/etc/ld.so.cache"):
+    """soname -> [paths] from glibc's ld.so.cache (new format, alone or after the old one)."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    new_magic = b"glibc-ld.so.cache1.1"
+    starts = []
+    if data.startswith(new_magic):
+        starts.append(0)
+    elif data.startswith(b"ld.so-1.7.0"):
+        nlibs = struct.unpack("=I", data[12:16])[0]
+        off = 16 + nlibs * 12
+        off = (off + 7) & ~7
+        if data[off:off + len(new_magic)] == new_magic:
+            starts.append(off)
+    if not starts:
+        return None
+    start = starts[0]
+    flags = data[start + 28]
+    end = {2: "<", 3: ">"}.get(flags, "=")
+    nlibs, _strlen = struct.unpack(end + "II", data[start + 20:start + 28])
+    out = {}
+    entry = start + 48
+    for base in (start, 0):  # string offsets are relative to the new header in every layout seen
+        ok = True
+        out = {}
+        for i in range(nlibs):
+            at = entry + i * 24
+            _fl, key, value = struct.unpack(end + "iII", data[at:at + 12])
+            k_end = data.find(b"\0", base + key)
+            v_end = data.find(b"\0", base + value)
+            if k_end < 0 or v_end < 0:
+                ok = False
+                break
+            soname = data[base + key:k_end].decode("utf-8", "surrogateescape")
+            target = data[base + value:v_end].decode("utf-8", "surrogateescape")
+            if not target.startswith("/"):
+                ok = False
+                break
+            out.setdefault(soname, []).append(target)
+        if ok:
+            return out
+    return None
+
+
+def ldconfig_p():
+    """Fallback when the cache file has an unknown layout: one ``ldconfig -p`` call."""
+    import subprocess
+
+    for exe in ("/sbin/ldconfig", "/usr/sbin/ldconfig", "ldconfig"):
+        try:
+            text = subprocess.run([exe, "-p"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                  timeout=10).stdout.decode("utf-8", "surrogateescape")
+        except (OSError, subprocess.SubprocessError):
+            continue
+        out = {}
+        for line in text.splitlines()[1:]:
+            soname, sep, target = line.strip().partition(" => ")
+            if sep:
+                out.setdefault(soname.split(" (")[0], []).append(target.strip())
+        return out
+    return {}
+
+
+# --------------------------------------------------------------------------- native libraries
+
+
+class ProbeCache(object):
+    """Results keyed by file path and validated by (size, mtime_ns), kept in one JSON file.
+
+    Two sections: ``elf`` (parsed dynamic sections) and ``record`` (what a RECORD lists). A file
+    that changed gets a different size or mtime and is parsed again; entries for files not seen
+    in this run are dropped when the cache is written back.
+    """
+
+    def __init__(self, path):
+        self.path = path
+        self.old = {}
+        self.new = {"elf": {}, "record": {}}
+        self.hits = 0
+        self.misses = 0
+        if path:
+            try:
+                with open(path, "rb") as f:
+                    data = json.loads(f.read().decode("utf-8"))
+                if data.get("version") == PROBE_VERSION:
+                    self.old = dict((k, data.get(k) or {}) for k in self.new)
+            except (OSError, ValueError, AttributeError):
+                self.old = {}
+
+    def get(self, section, path, st, compute):
+        key = [st.st_size, st.st_mtime_ns]
+        hit = self.old.get(section, {}).get(path)
+        if hit is not None and hit[0] == key:
+            self.hits += 1
+            value = hit[1]
+        else:
+            self.misses += 1
+            value = compute(path)
+        self.new[section][path] = [key, value]
+        return value
+
+    def save(self):
+        if not self.path or self.misses == 0 and all(
+            len(self.new[k]) == len(self.old.get(k, ())) for k in self.new
+        ):
+            return
+        tmp = "%s.%d.tmp" % (self.path, os.getpid())
+        try:
+            d = os.path.dirname(self.path)
+            if d:
+                os.makedirs(d, exist_ok=True)
+            data = dict(self.new, version=PROBE_VERSION)
+            with open(tmp, "w", encoding="utf-8") as f:
+                json.dump(data, f, separators=(",", ":"))
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            warn("could not write the probe cache %s: %s" % (self.path, exc))
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+
+
+_RECORD_SO = re.compile(rb"\.so[,.]")
+
+
+def parse_record(path):
+    """[extension files, top-level entries] listed by one RECORD file (paths as written)."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError:
+        return [[], []]
+    sos = []
+    if b".so" in data:
+        for m in _RECORD_SO.finditer(data):
+            start = data.rfind(b"\n", 0, m.start()) + 1
+            end = data.find(b"\n", m.start())
+            line = data[start:end if end >= 0 else len(data)].rstrip(b"\r")
+            if line.startswith(b'"'):  # CSV quoting: a path with a comma or a quote in it
+                import csv
+                import io
+
+                fields = next(csv.reader(io.StringIO(line.decode("utf-8", "surrogateescape"))))
+                rel = fields[0] if fields else ""
+            else:
+                rel = line.split(b",", 1)[0].decode("utf-8", "surrogateescape")
+            if _is_so(rel) and rel not in sos:
+                sos.append(rel)
+    tops = set(line.split(b"/", 1)[0].split(b",", 1)[0].lstrip(b'"')
+               for line in data.split(b"\n"))
+    tops.discard(b"")
+    return [sos, sorted(t.decode("utf-8", "surrogateescape") for t in tops)]
+
+
+def record_files(dist, cache):
+    """(extension files, top-level entries) a distribution's RECORD lists."""
+    path = os.path.join(dist["metadata_dir"], "RECORD")
+    try:
+        st = os.stat(path)
+    except OSError:
+        return [], []
+    sos, tops = cache.get("record", path, st, parse_record)
+    return sos, tops
+
+
+def _is_so(name):
+    return name.endswith(".so") or ".so." in name and _SO_RE.search(name) is not None
+
+
+def _walk_sos(root, out):
+    stack = [root]
+    while stack:
+        d = stack.pop()
+        try:
+            it = os.scandir(d)
+        except OSError:
+            continue
+        with it:
+            for e in it:
+                try:
+                    if e.is_dir(follow_symlinks=False):
+                        if e.name != "__pycache__":
+                            stack.append(e.path)
+                    elif _is_so(e.name) and e.is_file():
+                        out.append(e.path)
+                except OSError:
+                    continue
+
+
+def extension_files(dists, sites, cache):
+    """(path, owner, inside_site) of every ELF candidate under the site-packages folders.
+
+    Distributions with a RECORD say which files they installed (no folder walk needed); the
+    top-level entries of each site folder that no RECORD claims are walked, and their files are
+    attributed by name (``top_level.txt``, ``<name>``, ``<name>.libs``) when possible.
+    """
+    owned = []
+    claimed = {}  # realpath of site -> set of top-level names
+    by_top = {}
+    real_of = {}
+    for s in sites:
+        real_of[s] = os.path.realpath(s)
+    site_real = dict((r, s) for s, r in real_of.items())
+    for d in dists:
+        site = d["site"]
+        if site not in real_of:
+            real_of[site] = os.path.realpath(site)
+        real_site = real_of[site]
+        if real_site not in site_real:
+            continue
+        if d.get("has_record"):
+            sos, tops = record_files(d, cache)
+            claimed.setdefault(real_site, set()).update(tops)
+            for rel in sos:
+                inside = not (rel.startswith("..") or os.path.isabs(rel))
+                owned.append((os.path.normpath(os.path.join(site, rel)), d["name"], inside))
+        claimed.setdefault(real_site, set()).add(os.path.basename(d["metadata_dir"]))
+        for top in d.get("top_level") or ():
+            by_top[(real_site, top)] = d["name"]
+        by_top[(real_site, normalize(d["name"]).replace("-", "_"))] = d["name"]
+    for real_site, site in site_real.items():
+        taken = claimed.get(real_site, set())
+        try:
+            names = os.listdir(site)
+        except OSError:
+            continue
+        for n in names:
+            if n in taken or n == "__pycache__" or n.endswith((".pth", ".py", ".pyc", ".txt")):
+                continue
+            full = os.path.join(site, n)
+            found = []
+            if _is_so(n):
+                found.append(full)
+            else:
+                _walk_sos(full, found)
+            if not found:
+                continue
+            stem = n.split(".")[0].split("-")[0]
+            owner = (by_top.get((real_site, stem)) or by_top.get((real_site, stem.lstrip("_")))
+                     or by_top.get((real_site, normalize(stem).replace("-", "_"))) or UNKNOWN_USER)
+            owned.extend((p, owner, True) for p in found)
+    return owned
+
+
+def python_own_files(sites):
+    """The interpreter binary, libpython and the stdlib extension modules (lib-dynload)."""
+    import sysconfig
+
+    out = [os.path.realpath(sys.executable)]
+    soname = sysconfig.get_config_var("INSTSONAME") or ""
+    libdir = sysconfig.get_config_var("LIBDIR")
+    if libdir and (soname.endswith(".so") or ".so." in soname):
+        lib = os.path.join(libdir, soname)
+        if os.path.isfile(lib):
+            out.append(os.path.realpath(lib))
+    dynload = sysconfig.get_path("platstdlib")
+    dl = os.path.join(dynload, "lib-dynload") if dynload else None
+    candidates = [p for p in sys.path if p.endswith("lib-dynload")]
+    if dl:
+        candidates.append(dl)
+    seen = set()
+    for d in candidates:
+        real = os.path.realpath(d)
+        if real in seen or not os.path.isdir(real):
+            continue
+        seen.add(real)
+        try:
+            with os.scandir(real) as it:
+                out.extend(e.path for e in it if _is_so(e.name))
+        except OSError:
+            pass
+    return out
+
+
+class Resolver(object):
+    """Finds a needed soname the way ld.so would: RPATH, LD_LIBRARY_PATH, RUNPATH, cache, defaults."""
+
+    def __init__(self, bits, machine):
+        self.bits, self.machine = bits, machine
+        self.cache = None
+        self.exists = {}
+        self.headers = {}
+        self.env_dirs = [d for d in os.environ.get("LD_LIBRARY_PATH", "").split(":") if d]
+        if bits == 64:
+            self.defaults = ["/lib64", "/usr/lib64", "/lib", "/usr/lib"]
+        else:
+            self.defaults = ["/lib32", "/usr/lib32", "/lib", "/usr/lib"]
+
+    def _matches(self, path):
+        """True when path is an ELF object for the same class and machine as the consumer."""
+        hit = self.headers.get(path)
+        if hit is None:
+            try:
+                with open(path, "rb") as f:
+                    ident = f.read(20)
+                if ident[:4] != b"\x7fELF" or len(ident) < 20:
+                    hit = (None, None)
+                else:
+                    end = "<" if ident[5] == 1 else ">"
+                    hit = ({1: 32, 2: 64}.get(ident[4]), struct.unpack(end + "H", ident[18:20])[0])
+            except OSError:
+                hit = (None, None)
+            self.headers[path] = hit
+        return hit[0] == self.bits and (self.machine is None or hit[1] == self.machine)
+
+    def _in_dir(self, d, soname):
+        key = (d, soname)
+        hit = self.exists.get(key)
+        if hit is None:
+            path = os.path.join(d, soname)
+            hit = path if os.path.exists(path) and self._matches(path) else ""
+            self.exists[key] = hit
+        return hit or None
+
+    def search_dirs(self, info, origin):
+        def expand(spec):
+            out = []
+            for d in (spec or "").split(":"):
+                if not d:
+                    continue
+                d = d.replace("$ORIGIN", origin).replace("${ORIGIN}", origin)
+                d = d.replace("$LIB", "lib64" if self.bits == 64 else "lib")
+                out.append(os.path.normpath(d))
+            return out
+
+        if info.get("runpath"):
+            return [], self.env_dirs + expand(info["runpath"])
+        return expand(info.get("rpath")), self.env_dirs
+
+    def resolve(self, soname, info, origin):
+        """(path, how) for a needed soname, how in rpath/runpath/env/cache/default; or (None, None)."""
+        if "/" in soname:
+            return (soname if os.path.exists(soname) else None), "path"
+        first, then = self.search_dirs(info, origin)
+        for d in first:
+            hit = self._in_dir(d, soname)
+            if hit:
+                return hit, "rpath"
+        for d in then:
+            hit = self._in_dir(d, soname)
+            if hit:
+                return hit, "runpath"
+        if self.cache is None:
+            self.cache = read_ld_cache()
+            if self.cache is None:
+                self.cache = ldconfig_p() if sys.platform.startswith("linux") else {}
+        for path in self.cache.get(soname, ()):
+            if self._matches(path):
+                return path, "cache"
+        for d in self.defaults:
+            hit = self._in_dir(d, soname)
+            if hit:
+                return hit, "default"
+        return None, None
+
+
+def _under(path, roots):
+    return any(path == r or path.startswith(r + os.sep) for r in roots)
+
+
+def native_libraries(dists, sites, cache):
+    """Needed sonames that neither the wheels nor the interpreter provide, and who needs them.
+
+    Every extension module (and every library bundled next to them) is a consumer; a needed
+    soname is dropped when it resolves inside a site-packages folder (auditwheel's ``.libs``,
+    ``nvidia-*`` wheels reached through ``$ORIGIN``) or when a bundled file carries that name
+    (packages that preload their own copy). What remains is resolved like ld.so would.
+    """
+    consumers = extension_files(dists, sites, cache)
+    consumers.extend((p, PYTHON_USER, False) for p in python_own_files(sites))
+    roots = set(sites)
+    roots.update(os.path.realpath(s) for s in sites)
+    roots = sorted(roots)
+    bundled = set()
+    parsed = []
+    for path, owner, inside in consumers:
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        info = cache.get("elf", path, st, read_elf)
+        if not info:
+            continue
+        parsed.append((path, owner, info))
+        if inside:
+            bundled.add(os.path.basename(path))
+            if info.get("soname"):
+                bundled.add(info["soname"])
+    exe = next((i for p, o, i in parsed if o == PYTHON_USER), None) or (
+        parsed[0][2] if parsed else None)
+    bits = exe["bits"] if exe else struct.calcsize("P") * 8
+    machine = exe["machine"] if exe else None
+    resolver = Resolver(bits, machine)
+    libs = {}
+    prefixes = [os.path.realpath(p) for p in {sys.prefix, sys.base_prefix}]
+    prefixes = [p for p in prefixes if p not in ("/usr", "/")]
+    real_of = {}
+    for path, owner, info in parsed:
+        if info["bits"] != bits or (machine is not None and info["machine"] != machine):
+            continue
+        origin = os.path.dirname(path)
+        for soname in info["needed"]:
+            found, how = resolver.resolve(soname, info, origin)
+            if found is None:
+                if soname in bundled:
+                    continue  # preloaded by the package itself from a bundled copy
+                real = None
+            else:
+                if _under(found, roots):
+                    continue  # shipped inside a wheel
+                real = real_of.get(found)
+                if real is None:
+                    real = real_of[found] = os.path.realpath(found)
+                if _under(real, roots):
+                    continue
+            provider = "missing" if found is None else (
+                "python" if _under(real, prefixes) else "system")
+            rec = libs.get(soname)
+            if rec is None:
+                rec = libs[soname] = {"path": found, "realpath": real, "how": how,
+                                      "provider": provider, "users": []}
+            elif real is not None and rec["realpath"] not in (None, real):
+                warn("%s resolves to %s for %s but to %s elsewhere"
+                     % (soname, real, path, rec["realpath"]))
+            elif rec["realpath"] is None and real is not None:
+                rec.update(path=found, realpath=real, how=how, provider=provider)
+            if owner not in rec["users"]:
+                rec["users"].append(owner)
+    for rec in libs.values():
+        rec["users"].sort()
+    return {"libraries": libs, "scanned": len(parsed), "cache_hits": cache.hits}
+
+
+# --------------------------------------------------------------------------- OS & files
+
+
+def os_release():
+    fields = {}
+    for path in ("/etc/os-release", "/usr/lib/os-release"):
+        text = _read_small(path)
+        if text is None:
+            continue
+        for line in text.splitlines():
+            key, sep, value = line.strip().partition("=")
+            if not sep or key.startswith("#"):
+                continue
+            value = value.strip()
+            if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+                value = value[1:-1]
+                value = re.sub(r"\\([\\$\"'`])", r"\1", value)
+            fields[key] = value
+        break
+    return fields
+
+
+def os_info():
+    uname = os.uname() if hasattr(os, "uname") else None
+    rel = os_release()
+    wanted = ("ID", "VERSION_ID", "VERSION_CODENAME", "PRETTY_NAME", "ID_LIKE", "NAME",
+              "UBUNTU_CODENAME")
+    return {
+        "release": dict((k, rel[k]) for k in wanted if k in rel),
+        "system": uname.sysname if uname else sys.platform,
+        "kernel": uname.release if uname else None,
+        "machine": uname.machine if uname else None,
+        "glibc": _glibc_version(),
+    }
+
+
+def version_files(dists):
+    out = {}
+    sites = []
+    for d in dists:
+        if d["site"] not in sites:
+            sites.append(d["site"])
+    for rel in VERSION_FILES:
+        for site in sites:
+            text = _read_small(os.path.join(site, rel), VERSION_FILE_CAP)
+            if text is not None:
+                out[rel] = text
+                break
+    return out
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main(argv):
+    cache_path = None
+    want_user_site = False
+    skip_native = False
+    args = list(argv)
+    while args:
+        a = args.pop(0)
+        if a == "--cache" and args:
+            cache_path = args.pop(0)
+        elif a == "--user-site":
+            want_user_site = True
+        elif a == "--no-native":
+            skip_native = True
+        else:
+            sys.stderr.write("probe: unknown argument %r\n" % a)
+            return 2
+    user_site = user_site_dir(want_user_site)
+    sites = site_dirs(user_site)
+    dists, shadowed = find_distributions(sites)
+    native = None
+    if not skip_native and sys.platform.startswith("linux"):
+        cache = ProbeCache(cache_path)
+        native = native_libraries(dists, sites, cache)
+        cache.save()
+    out = {
+        "probe_version": PROBE_VERSION,
+        "interpreter": interpreter_info(),
+        "sys_path": [p for p in sys.path if p],
+        "site_dirs": sites,
+        "user_site": user_site,
+        "distributions": dists,
+        "shadowed": shadowed,
+        "native": native,
+        "os": os_info(),
+        "files": version_files(dists),
+        "warnings": _warnings,
+    }
+    sys.stdout.write(json.dumps(out))
+    sys.stdout.write("\n")
+    sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,447 @@
+"""The target interpreter: find it, run the probe inside it, turn its raw output into the model.
+
+reprobox may live apart from the environment it records (pipx / uv tool style), so everything
+about the target is learned by running ``probe.py`` (standard library only) *in* the target
+interpreter, once. This module is the host side: which interpreter, how the probe is run, and
+the parsing of its JSON into :mod:`reprobox.model` objects (PEP 503 names, PEP 610 sources with
+credentials stripped, paths relative to the repository).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+from .. import proc
+from ..errors import InterpreterError, ReproboxError
+from ..model import Interpreter, Package, PackageSource
+from ..secrets import strip_url_credentials
+
+PROBE = Path(__file__).with_name("probe.py")
+PROBE_VERSION = 1
+#: A cold probe of a large environment reads a few thousand small files; a minute is generous.
+PROBE_TIMEOUT = 120.0
+MIN_PYTHON = (3, 8)
+
+#: Consumer names the probe uses for what is not a distribution.
+PYTHON_USER = "<python>"
+UNKNOWN_USER = "<unknown>"
+
+_NORM = re.compile(r"[-_.]+")
+_FIX_PYTHON = (
+    "activate the environment you train in, or pass its interpreter with "
+    "`reprobox capture --python /path/to/venv/bin/python`"
+)
+
+
+def canonical_name(name: str) -> str:
+    """PEP 503 normalized project name."""
+    return _NORM.sub("-", name).lower()
+
+
+# --------------------------------------------------------------------------- finding the target
+
+
+def _bin(prefix: str) -> Path:
+    return Path(prefix) / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+
+
+def _check_executable(path: Path, origin: str) -> Path:
+    if not path.exists():
+        raise InterpreterError(f"{origin}: {path} does not exist", _FIX_PYTHON)
+    if path.is_dir():
+        inside = _bin(str(path))
+        if inside.exists():
+            return _check_executable(inside, origin)
+        raise InterpreterError(
+            f"{origin}: {path} is a folder, not a Python interpreter",
+            "pass the interpreter itself, e.g. `--python .venv/bin/python`",
+        )
+    if not os.access(path, os.X_OK):
+        raise InterpreterError(
+            f"{origin}: {path} is not executable",
+            f"make it executable (`chmod +x {path}`) or pass another interpreter with --python",
+        )
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError as exc:
+        raise InterpreterError(f"{origin}: cannot read {path}: {exc}", _FIX_PYTHON) from None
+    if head[:4] not in (b"\x7fELF", b"\xcf\xfa\xed\xfe", b"\xca\xfe\xba\xbe") and not head.startswith(
+        b"#!"
+    ) and head[:2] != b"MZ":
+        raise InterpreterError(
+            f"{origin}: {path} is not a program (neither a binary nor a script)",
+            _FIX_PYTHON,
+        )
+    return path
+
+
+def find_target_python(
+    explicit: Optional[str] = None, environ: Optional[Mapping[str, str]] = None
+) -> Path:
+    """The interpreter to record: ``--python``, the active venv, the active conda env, else PATH.
+
+    The order follows what the user's own ``python train.py`` would run: an activated venv or
+    conda env wins over whatever ``python`` PATH finds. Whether the file really is a working
+    Python >= 3.8 is established by :func:`run_probe`, which runs it anyway.
+    """
+    env = os.environ if environ is None else environ
+    if explicit:
+        p = Path(explicit).expanduser()
+        if os.sep not in explicit and not p.exists():
+            found = shutil.which(explicit, path=env.get("PATH"))
+            if not found:
+                raise InterpreterError(f"--python {explicit}: no such program on PATH", _FIX_PYTHON)
+            p = Path(found)
+        return _check_executable(p, "--python")
+    for var in ("VIRTUAL_ENV", "CONDA_PREFIX"):
+        prefix = env.get(var)
+        if prefix:
+            exe = _bin(prefix)
+            if not exe.exists():
+                raise InterpreterError(
+                    f"${var} points to {prefix}, which has no {exe.relative_to(prefix)}",
+                    f"the environment was moved or deleted: deactivate it (`unset {var}`) or "
+                    "pass the interpreter with --python",
+                )
+            return _check_executable(exe, f"${var}")
+    for name in ("python", "python3"):
+        found = shutil.which(name, path=env.get("PATH"))
+        if found:
+            return _check_executable(Path(found), f"`{name}` on PATH")
+    raise InterpreterError("no Python interpreter found: no active venv/conda env and no "
+                           "`python` or `python3` on PATH", _FIX_PYTHON)
+
+
+# --------------------------------------------------------------------------- running the probe
+
+
+#: Variables that change how the *probe* runs but not what the user's run sees is recorded
+#: differently: -I already ignores PYTHON*; removing them too keeps a broken PYTHONHOME from
+#: breaking a probe launched through a wrapper script (pyenv shims, conda run) that re-execs.
+_DROP_ENV = ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONINSPECT", "PYTHONSAFEPATH",
+             "PYTHONEXECUTABLE", "PYTHONDEVMODE", "PYTHONWARNINGS", "PYTHONBREAKPOINT")
+
+
+def probe_command(python: Path, cache_file: Optional[Path], environ: Mapping[str, str]) -> list[str]:
+    """The argv that runs the probe; see ``probe.py``'s docstring for why ``-I`` and not ``-S``."""
+    argv = [os.fspath(python), "-I", os.fspath(PROBE)]
+    if not environ.get("PYTHONNOUSERSITE"):
+        argv.append("--user-site")  # a normal run would see ~/.local site-packages
+    if cache_file is not None:
+        argv += ["--cache", os.fspath(cache_file)]
+    return argv
+
+
+def _python_version(python: Path, env: Mapping[str, str]) -> Optional[str]:
+    try:
+        out = proc.run([python, "-c", "import sys; print(sys.version.split()[0])"], env=env,
+                       check=False, timeout=30)
+    except (ReproboxError, OSError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def run_probe(python: Path, cache_dir: Optional[Path] = None) -> dict[str, Any]:
+    """Run ``probe.py`` in ``python`` and return its JSON object.
+
+    ``cache_dir`` holds one cache file per interpreter (ELF parses, RECORD listings) so that a
+    second capture re-reads only what changed. A missing, broken or too old interpreter, or
+    output that is not the probe's JSON, raises :class:`InterpreterError`.
+    """
+    python = Path(python)
+    if not PROBE.is_file():
+        raise InterpreterError(f"reprobox's probe script is missing ({PROBE})",
+                               "reinstall reprobox: `pip install --force-reinstall reprobox`")
+    user_env = dict(os.environ)
+    env = {k: v for k, v in user_env.items() if k not in _DROP_ENV}
+    cache_file = None
+    if cache_dir is not None:
+        key = hashlib.sha256(os.fspath(python.absolute()).encode()).hexdigest()[:16]
+        cache_file = Path(cache_dir) / f"probe-{key}.json"
+    argv = probe_command(python, cache_file, user_env)
+    try:
+        result = proc.run(argv, env=env, check=False, timeout=PROBE_TIMEOUT,
+                          what=f"inspecting {python}",
+                          hint="check that the interpreter starts: run `"
+                               f"{python} -c 'import sys'`")
+    except OSError as exc:  # permission denied, exec format error
+        raise InterpreterError(f"cannot run {python}: {exc.strerror or exc}", _FIX_PYTHON) from None
+    except ReproboxError as exc:
+        raise InterpreterError(exc.message, exc.hint or _FIX_PYTHON) from None
+    if result.returncode != 0:
+        version = _python_version(python, env)
+        if version is not None:
+            parts = tuple(int(x) for x in re.findall(r"\d+", version)[:2])
+            if parts < MIN_PYTHON:
+                raise InterpreterError(
+                    f"{python} is Python {version}; reprobox records Python "
+                    f"{MIN_PYTHON[0]}.{MIN_PYTHON[1]} or newer",
+                    "pass a newer interpreter with --python",
+                )
+        tail = "\n".join((result.stderr or "").strip().splitlines()[-8:])
+        raise InterpreterError(
+            f"{python} is not a working Python interpreter (exit status {result.returncode})"
+            + (f":\n{tail}" if tail else ""),
+            _FIX_PYTHON,
+        )
+    lines = (result.stdout or "").strip().splitlines()
+    try:
+        raw = json.loads(lines[-1]) if lines else None
+    except ValueError:
+        raw = None
+    if not isinstance(raw, dict) or raw.get("probe_version") != PROBE_VERSION:
+        raise InterpreterError(
+            f"{python} did not answer the environment probe with the expected JSON",
+            "something in that environment writes to stdout at start-up (a .pth file or "
+            "sitecustomize); run `" + f"{python} -c pass" + "` to see it, then remove it",
+        )
+    warnings = raw.setdefault("warnings", [])
+    if user_env.get("PYTHONPATH"):
+        warnings.append(
+            "PYTHONPATH is set: packages reachable only through it are not recorded and will "
+            "be missing from a rebuild; install them into the environment instead"
+        )
+    return raw
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """What the probe found, in model form, plus the raw pieces other capture stages read."""
+
+    interpreter: Interpreter
+    #: Active distributions (first on sys.path wins), sorted by normalized name.
+    packages: tuple[Package, ...]
+    #: soname -> realpath of the system library it resolves to, None when missing here.
+    #: Libraries shipped inside wheels and those from the interpreter's own prefix are left out.
+    needed_libraries: dict[str, Optional[str]]
+    #: soname -> normalized names of the distributions needing it (``<python>`` for the
+    #: interpreter and its stdlib extension modules, ``<unknown>`` for unclaimed files).
+    library_users: dict[str, list[str]]
+    #: The probe's ``os`` section: ``release`` (os-release fields), system, kernel, machine, glibc.
+    os_raw: dict[str, Any]
+    #: Small version files (``torch/version.py``...) by path relative to site-packages.
+    files: dict[str, str]
+    warnings: list[str]
+    #: Distributions hidden behind an earlier one of the same name (not importable).
+    shadowed: tuple[Package, ...] = ()
+    #: soname -> realpath for libraries inside the interpreter's prefix (libpython of a pyenv
+    #: build, a conda env's lib/): part of the interpreter/env, not of the OS.
+    prefix_libraries: dict[str, str] = field(default_factory=dict)
+    #: Installation kind of the base interpreter behind a venv (pyenv, uv, system...).
+    base_kind: Optional[str] = None
+    #: The full probe output, for anything not lifted into the fields above.
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def libraries_by_path(self) -> dict[str, list[str]]:
+        """realpath -> sonames resolved to it: the input :func:`system.owning_packages` wants."""
+        out: dict[str, list[str]] = {}
+        for soname, path in sorted(self.needed_libraries.items()):
+            if path:
+                out.setdefault(path, []).append(soname)
+        return out
+
+
+def clean_url(url: str) -> str:
+    """Strip credentials, keeping the ``git@`` user of ssh URLs (PEP 610 allows it; not a secret)."""
+    cleaned = strip_url_credentials(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return cleaned
+    if parts.scheme.endswith("ssh") and parts.username == "git" and parts.password is None:
+        c = urlsplit(cleaned)
+        return urlunsplit((c.scheme, "git@" + c.netloc, c.path, c.query, c.fragment))
+    return cleaned
+
+
+def file_url_path(url: str) -> Optional[str]:
+    """The local path of a ``file://`` URL (None for any other scheme)."""
+    parts = urlsplit(url)
+    if parts.scheme != "file":
+        return None
+    if parts.netloc not in ("", "localhost"):
+        return None
+    return unquote(parts.path)
+
+
+def _local_path(path: str, repo_root: Path) -> tuple[str, bool]:
+    """A path relative to the repository (POSIX) when inside it, else absolute."""
+    full = Path(path)
+    try:
+        rel = full.resolve().relative_to(repo_root.resolve())
+    except (ValueError, OSError):
+        return full.as_posix(), False
+    return rel.as_posix() or ".", True
+
+
+def _archive_hash(info: Mapping[str, Any]) -> Optional[str]:
+    hashes = info.get("hashes")
+    if isinstance(hashes, dict) and hashes:
+        if isinstance(hashes.get("sha256"), str):
+            return f"sha256={hashes['sha256']}"
+        algo = sorted(hashes)[0]
+        return f"{algo}={hashes[algo]}"
+    legacy = info.get("hash")
+    if isinstance(legacy, str) and "=" in legacy:
+        return legacy
+    return None
+
+
+def source_from_direct_url(direct: Any, repo_root: Path) -> tuple[PackageSource, Optional[str]]:
+    """PEP 610 ``direct_url.json`` -> :class:`PackageSource`, plus a warning if it is malformed."""
+    if not isinstance(direct, dict) or not isinstance(direct.get("url"), str):
+        return PackageSource("index"), "direct_url.json has no url"
+    url = direct["url"]
+    subdirectory = direct.get("subdirectory") if isinstance(direct.get("subdirectory"), str) else None
+    local = file_url_path(url)
+    if isinstance(direct.get("vcs_info"), dict):
+        vcs = direct["vcs_info"]
+        return PackageSource(
+            kind="vcs",
+            url=clean_url(url),
+            vcs=vcs.get("vcs") if isinstance(vcs.get("vcs"), str) else None,
+            commit=vcs.get("commit_id") if isinstance(vcs.get("commit_id"), str) else None,
+            requested_revision=vcs.get("requested_revision")
+            if isinstance(vcs.get("requested_revision"), str) else None,
+            subdirectory=subdirectory,
+        ), None
+    if isinstance(direct.get("archive_info"), dict):
+        path = in_repo = None
+        if local is not None:
+            path, in_repo = _local_path(local, repo_root)
+        return PackageSource(
+            kind="archive",
+            url=clean_url(url),
+            hash=_archive_hash(direct["archive_info"]),
+            subdirectory=subdirectory,
+            path=path,
+            in_repo=bool(in_repo),
+        ), None
+    if isinstance(direct.get("dir_info"), dict):
+        if local is None:
+            return PackageSource("directory", url=clean_url(url)), (
+                f"direct_url.json names a folder by a non-file URL {clean_url(url)!r}"
+            )
+        path, in_repo = _local_path(local, repo_root)
+        return PackageSource(
+            kind="directory",
+            path=path,
+            editable=bool(direct["dir_info"].get("editable", False)),
+            in_repo=in_repo,
+            subdirectory=subdirectory,
+        ), None
+    return PackageSource("index"), "direct_url.json has none of vcs_info, archive_info, dir_info"
+
+
+_PROJECT_FILES = ("pyproject.toml", "setup.py", "setup.cfg")
+
+
+def _project_root(folder: str) -> str:
+    """The project folder of a ``develop`` install (its egg-info may sit in ``src/``)."""
+    p = Path(folder)
+    for candidate in (p, p.parent):
+        if any((candidate / f).is_file() for f in _PROJECT_FILES):
+            return os.fspath(candidate)
+    return folder
+
+
+def _package(rec: Mapping[str, Any], repo_root: Path, warnings: list[str]) -> Package:
+    display = str(rec.get("name") or "")
+    where = rec.get("metadata_dir") or display
+    if rec.get("problem"):
+        warnings.append(f"{where}: {rec['problem']} (recorded as {display} {rec.get('version')!r})")
+    if rec.get("direct_url_error"):
+        warnings.append(f"{where}: {rec['direct_url_error']}")
+    if rec.get("direct_url") is not None:
+        source, problem = source_from_direct_url(rec["direct_url"], repo_root)
+        if problem:
+            warnings.append(f"{where}: {problem}")
+    elif rec.get("develop"):
+        path, in_repo = _local_path(_project_root(str(rec.get("project_dir"))), repo_root)
+        source = PackageSource(kind="directory", path=path, editable=True, in_repo=in_repo)
+    else:
+        source = PackageSource("index")
+    return Package(
+        name=canonical_name(display),
+        version=str(rec.get("version") or ""),
+        source=source,
+        installer=rec.get("installer") or None,
+        requested=bool(rec.get("requested")),
+        wheel_tags=tuple(t for t in rec.get("wheel_tags") or () if isinstance(t, str)),
+        display_name=display,
+    )
+
+
+def _interpreter(raw: Mapping[str, Any]) -> Interpreter:
+    if not isinstance(raw.get("implementation"), str) or not isinstance(raw.get("version"), str):
+        raise InterpreterError("the environment probe did not report the interpreter version",
+                               "report this as a reprobox bug, with the output of `python -VV`")
+    return Interpreter(
+        implementation=raw["implementation"],
+        version=raw["version"],
+        abi=raw.get("abi"),
+        soabi=raw.get("soabi"),
+        platform=raw.get("platform"),
+        build=raw.get("build") or None,
+        compiler=raw.get("compiler") or None,
+        kind=raw.get("kind"),
+        gil_disabled=bool(raw.get("gil_disabled")),
+        platform_tags=tuple(raw.get("platform_tags") or ()),
+        executable=raw.get("executable"),
+    )
+
+
+def parse_probe(raw: Mapping[str, Any], repo_root: Path) -> ProbeResult:
+    """Turn the probe's JSON into model objects (see :class:`ProbeResult`)."""
+    if not isinstance(raw, Mapping) or not isinstance(raw.get("interpreter"), Mapping):
+        raise InterpreterError("the environment probe returned no interpreter section",
+                               "report this as a reprobox bug")
+    repo_root = Path(repo_root)
+    warnings = [str(w) for w in raw.get("warnings") or ()]
+    interp = raw["interpreter"]
+    packages = [_package(rec, repo_root, warnings) for rec in raw.get("distributions") or ()]
+    shadowed = []
+    for rec in raw.get("shadowed") or ():
+        pkg = _package(rec, repo_root, [])
+        shadowed.append(pkg)
+        warnings.append(
+            f"{pkg.display_name} {pkg.version} in {rec.get('site')} is shadowed by "
+            f"{rec.get('shadowed_by')} and cannot be imported; remove the stale copy"
+        )
+    needed: dict[str, Optional[str]] = {}
+    users: dict[str, list[str]] = {}
+    prefix_libs: dict[str, str] = {}
+    native = raw.get("native") or {}
+    for soname, rec in sorted((native.get("libraries") or {}).items()):
+        names = sorted({u if u.startswith("<") else canonical_name(u) for u in rec.get("users", ())})
+        if rec.get("provider") == "python" and rec.get("realpath"):
+            prefix_libs[soname] = rec["realpath"]
+            continue
+        needed[soname] = rec.get("realpath")
+        users[soname] = names
+    return ProbeResult(
+        interpreter=_interpreter(interp),
+        packages=tuple(sorted(packages, key=lambda p: p.name)),
+        needed_libraries=needed,
+        library_users=users,
+        os_raw=dict(raw.get("os") or {}),
+        files={str(k): str(v) for k, v in (raw.get("files") or {}).items()},
+        warnings=warnings,
+        shadowed=tuple(shadowed),
+        prefix_libraries=prefix_libs,
+        base_kind=interp.get("base_kind"),
+        raw=dict(raw),
+    )
