@@ -120,7 +120,10 @@ class MetricCheck:
 
 @dataclass(frozen=True)
 class OutputCheck:
-    """One declared output file: its recorded sha256 against the rerun's."""
+    """One declared output: its recorded hash against the rerun's.
+
+    ``algorithm`` is ``sha256`` for declared outputs; DVC outputs carry DVC's own hash (``md5``).
+    """
 
     path: str
     recorded_sha256: str
@@ -128,6 +131,7 @@ class OutputCheck:
     status: str
     recorded_size: Optional[int] = None
     observed_size: Optional[int] = None
+    algorithm: str = "sha256"
 
     @property
     def ok(self) -> bool:
@@ -141,10 +145,10 @@ class OutputCheck:
             if self.recorded_size is not None and self.observed_size is not None:
                 sizes = f", {self.recorded_size} -> {self.observed_size} bytes"
             return (
-                f"output {self.path} differs: sha256 {self.recorded_sha256[:12]} recorded, "
-                f"{(self.observed_sha256 or '')[:12]} now{sizes}"
+                f"output {self.path} differs: {self.algorithm} {self.recorded_sha256[:12]} "
+                f"recorded, {(self.observed_sha256 or '')[:12]} now{sizes}"
             )
-        return f"output {self.path}: same sha256 {self.recorded_sha256[:12]}"
+        return f"output {self.path}: same {self.algorithm} {self.recorded_sha256[:12]}"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -154,6 +158,7 @@ class OutputCheck:
             "recorded_size": self.recorded_size,
             "observed_size": self.observed_size,
             "status": self.status,
+            "algorithm": self.algorithm,
         }
 
 

@@ -1,0 +1,540 @@
+"""The venv backend: a virtualenv with the exact Python, installed from the hashed lock.
+
+Where no container engine exists (a laptop without Docker, a CI runner, an HPC login node), the
+environment is rebuilt as a virtualenv:
+
+1. the interpreter: the exact ``X.Y.Z`` the capture ran, found on ``PATH``, in pyenv's
+   ``versions/`` folder or among uv's managed Pythons; never "a 3.11" standing in for 3.11.7;
+2. ``requirements.lock`` installed with ``--require-hashes --no-deps`` (uv when present, else pip
+   aimed at the venv with ``--python``): nothing is resolved again, every file is checked;
+3. packages that came from no index (a git URL at a commit, an archive URL with its hash) next,
+   with ``--no-deps``;
+4. packages installed from a folder of the repository, from the *checkout*, editable if they were,
+   at every run (the checkout is new each time).
+
+The venv is kept under ``~/.cache/reprobox/venvs/<environment digest>`` so that the next run of
+any experiment with the same environment reuses it. A venv cannot be built elsewhere and renamed
+into place (its scripts' ``#!`` lines and ``pyvenv.cfg`` name its folder), so it is built in place
+under an exclusive file lock and becomes usable only once its marker file is written, last: an
+interrupted build is never reused, it is rebuilt.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Mapping, Optional, Sequence
+
+from .. import proc
+from ..errors import InterpreterError, LockError, ReproboxError, UsageError
+from . import Backend, Execution, GpuPlan, Prepared, Progress
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..model import Environment, Package
+    from ..store import Store, StoredExperiment
+
+LOCK_FILE = "requirements.lock"
+MARKER = ".reprobox-venv.json"
+MARKER_SCHEMA = "reprobox.venv/1"
+
+#: Variables never passed from the host to a rerun: they would change what Python imports.
+_SCRUBBED = ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONUSERBASE", "PYTHONNOUSERSITE",
+             "PYTHONEXECUTABLE", "VIRTUAL_ENV", "CONDA_PREFIX", "CONDA_DEFAULT_ENV", "__PYVENV_LAUNCHER__")
+
+
+def venvs_dir() -> Path:
+    """``$REPROBOX_VENV_DIR``, else ``$XDG_CACHE_HOME/reprobox/venvs`` (``~/.cache/...``)."""
+    explicit = os.environ.get("REPROBOX_VENV_DIR")
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "reprobox" / "venvs"
+
+
+def venv_key(environment_digest: str) -> str:
+    """Folder name for an environment: 16 hex digits of its digest (short ``#!`` lines)."""
+    return environment_digest.split(":", 1)[-1][:16]
+
+
+# --------------------------------------------------------------------------- interpreter
+
+
+_QUERY = (
+    "import platform,sys,sysconfig;"
+    "print(platform.python_implementation().lower(), platform.python_version(), "
+    "int(bool(sysconfig.get_config_var('Py_GIL_DISABLED'))), sys.executable)"
+)
+
+
+def _interpreter_facts(exe: Path) -> Optional[tuple[str, str, bool, str]]:
+    """(implementation, version, free-threaded, real executable) of ``exe``, or None if broken."""
+    try:
+        out = proc.run([str(exe), "-I", "-c", _QUERY], timeout=30, check=False)
+    except ReproboxError:
+        return None
+    if out.returncode != 0:
+        return None
+    parts = (out.stdout or "").strip().split(" ", 3)
+    if len(parts) != 4:
+        return None
+    return parts[0], parts[1], parts[2] == "1", parts[3]
+
+
+def _path_candidates(version: str, environ: Mapping[str, str]) -> list[Path]:
+    major, minor = version.split(".")[:2]
+    names = (f"python{major}.{minor}", f"python{major}", "python")
+    found: list[Path] = []
+    for folder in (environ.get("PATH") or "").split(os.pathsep):
+        if not folder:
+            continue
+        for name in names:
+            cand = Path(folder) / name
+            if cand.is_file() and os.access(cand, os.X_OK):
+                found.append(cand)
+    return found
+
+
+def _pyenv_candidates(version: str, environ: Mapping[str, str]) -> list[Path]:
+    root = Path(environ.get("PYENV_ROOT") or Path.home() / ".pyenv")
+    major, minor = version.split(".")[:2]
+    base = root / "versions" / version / "bin"
+    return [p for p in (base / f"python{major}.{minor}", base / "python3") if p.is_file()]
+
+
+def _uv_candidate(version: str) -> list[Path]:
+    uv = proc.which("uv")
+    if not uv:
+        return []
+    try:
+        out = proc.run([uv, "python", "find", "--no-project", version], timeout=60, check=False)
+    except ReproboxError:
+        return []
+    path = (out.stdout or "").strip().splitlines()
+    return [Path(path[-1])] if out.returncode == 0 and path else []
+
+
+def find_interpreter(
+    version: str,
+    implementation: str = "cpython",
+    *,
+    free_threaded: bool = False,
+    environ: Optional[Mapping[str, str]] = None,
+) -> Path:
+    """The real executable of an installed Python whose version is exactly ``version``.
+
+    Looks on ``PATH`` (``pythonX.Y``, ``pythonX``, ``python``), in pyenv's versions folder, then
+    asks uv. A near version is never taken: numerics and wheels can change between patch releases.
+    """
+    environ = os.environ if environ is None else environ
+    if implementation != "cpython":
+        raise InterpreterError(
+            f"the capture ran on {implementation} {version}; the venv backend rebuilds CPython only",
+            "use `--backend docker` with a base image for that interpreter (`--base-image`)",
+        )
+    parts = version.split(".")
+    if len(parts) < 3 or not all(p.isdigit() for p in parts[:2]):
+        raise InterpreterError(f"the recorded Python version {version!r} is not X.Y.Z")
+    seen: set[str] = set()
+    near: dict[str, str] = {}  # version -> first place it was found
+    for finder in (_path_candidates, _pyenv_candidates):
+        for cand in finder(version, environ):
+            key = os.path.realpath(cand)
+            if key in seen:
+                continue
+            seen.add(key)
+            facts = _interpreter_facts(cand)
+            if facts is None:
+                continue
+            impl, got, ft, real = facts
+            if impl == implementation and got == version and ft == free_threaded:
+                return Path(real)
+            near.setdefault(got, str(cand))
+    for cand in _uv_candidate(version):
+        facts = _interpreter_facts(cand)
+        if facts and facts[0] == implementation and facts[1] == version and facts[2] == free_threaded:
+            return Path(facts[3])
+    found = ", ".join(f"{v} at {p}" for v, p in sorted(near.items())[:4])
+    found = f" (found {found})" if found else ""
+    raise InterpreterError(
+        f"Python {version} is not installed here: looked on PATH, in pyenv's versions folder and "
+        f"among uv's Pythons{found}",
+        f"install it with `uv python install {version}` (or `pyenv install {version}`), "
+        "then run again; or use `--backend docker`",
+    )
+
+
+# --------------------------------------------------------------------------- install plan
+
+
+@dataclass(frozen=True)
+class InstallPlan:
+    """What goes into the venv beyond ``requirements.lock``.
+
+    ``external``: requirement strings installed once with the venv (VCS at a commit, archives
+    with their hash). ``in_repo``: (repo-relative folder, editable) installed from the checkout at
+    every run. ``unavailable``: packages no rebuild can provide, with the reason.
+    """
+
+    external: tuple[str, ...] = ()
+    in_repo: tuple[tuple[str, bool], ...] = ()
+    unavailable: tuple[str, ...] = ()
+
+
+def install_plan(environment: "Environment") -> InstallPlan:
+    """Split the recorded packages that no index serves into what can and cannot be rebuilt."""
+    from .. import validate
+
+    external: list[str] = []
+    in_repo: list[tuple[str, bool]] = []
+    unavailable: list[str] = []
+    for pkg in environment.packages:
+        src = pkg.source
+        name = validate.package_name(pkg.name, f"packages[{pkg.name}].name")
+        if src.kind == "index":
+            continue
+        if src.kind == "vcs":
+            url = validate.url(f"packages[{name}].source.url", src.url or "",
+                               validate.VCS_SCHEMES)
+            commit = validate.vcs_commit(src.commit, f"packages[{name}].source.commit")
+            vcs = src.vcs or "git"
+            if vcs not in ("git", "hg", "svn", "bzr"):
+                raise UsageError(f"package {name}: unknown version control system {vcs!r}")
+            req = f"{name} @ {url if url.startswith(vcs + '+') else vcs + '+' + url}@{commit}"
+            if src.subdirectory:
+                sub = validate.relpath(f"packages[{name}].source.subdirectory", src.subdirectory)
+                req += f"#subdirectory={sub}"
+            external.append(req)
+        elif src.kind == "archive":
+            url = validate.url(f"packages[{name}].source.url", src.url or "")
+            if url.startswith("file:"):
+                unavailable.append(f"{name} {pkg.version}: installed from the local archive "
+                                   f"{url}, which is not part of the repository")
+                continue
+            req = f"{name} @ {url}"
+            if src.hash:
+                req += "#" + validate.archive_hash(src.hash, f"packages[{name}].source.hash")
+            external.append(req)
+        elif src.kind == "directory":
+            if src.in_repo and src.path is not None:
+                rel = validate.relpath(f"packages[{name}].source.path", src.path)
+                in_repo.append((rel, src.editable))
+            else:
+                where = src.path or src.url or "a local folder"
+                unavailable.append(f"{name} {pkg.version}: installed from {where}, a folder "
+                                   "outside the repository, so no rebuild can provide it")
+    return InstallPlan(tuple(external), tuple(in_repo), tuple(unavailable))
+
+
+# --------------------------------------------------------------------------- installers
+
+
+def _uv_index_args() -> tuple[list[str], dict[str, str]]:
+    """uv does not read pip's configuration: pass it the host's index settings explicitly.
+
+    ``unsafe-best-match`` makes uv look at every index for a pinned version, as pip does (uv's
+    default stops at the first index that knows the name, which may lack the locked version).
+    """
+    from ..lock.config import read_index_config
+
+    cfg = read_index_config()
+    args: list[str] = ["--index-strategy", "unsafe-best-match"]
+    env: dict[str, str] = {}
+    if cfg.no_index:
+        args.append("--no-index")
+    else:
+        args += ["--index-url", cfg.index_url]
+        for extra in cfg.extra_index_urls:
+            args += ["--extra-index-url", extra]
+    for links in cfg.find_links:
+        args += ["--find-links", links]
+    for host in cfg.trusted_hosts:
+        args += ["--allow-insecure-host", host]
+    if cfg.cert:
+        env["SSL_CERT_FILE"] = str(cfg.cert)
+    if cfg.client_cert:
+        env["SSL_CLIENT_CERT"] = str(cfg.client_cert)
+    for scheme, var in (("https", "HTTPS_PROXY"), ("http", "HTTP_PROXY"), ("no", "NO_PROXY")):
+        if scheme in cfg.proxies:
+            env[var] = cfg.proxies[scheme]
+    return args, env
+
+
+class _Installer:
+    """Installs requirement files / strings into a venv with uv, else with the host's pip."""
+
+    def __init__(self, python: Path) -> None:
+        self.python = python
+        self.uv = proc.which("uv")
+
+    @property
+    def name(self) -> str:
+        return "uv" if self.uv else "pip"
+
+    def _argv(self) -> tuple[list[str], dict[str, str]]:
+        if self.uv:
+            index_args, env = _uv_index_args()
+            return [self.uv, "pip", "install", "--python", str(self.python), *index_args], env
+        return [sys.executable, "-m", "pip", "--python", str(self.python), "install",
+                "--disable-pip-version-check", "--no-input"], {}
+
+    def install(self, args: Sequence[str], *, what: str, timeout: float = 3600) -> None:
+        argv, extra = self._argv()
+        env = dict(os.environ)
+        for name in _SCRUBBED:
+            env.pop(name, None)
+        env.update(extra)
+        proc.run(
+            [*argv, *args],
+            env=env,
+            timeout=timeout,
+            what=what,
+            hint="check that the package index answers (`reprobox doctor`); if a hash does not "
+            "match, the index serves a different file than the one locked: run `reprobox lock EXP`",
+        )
+
+
+def _lock_file(stored: "StoredExperiment") -> Path:
+    path = stored.file(LOCK_FILE)
+    if not path.is_file():
+        raise LockError(
+            f"experiment {stored.id} has no {LOCK_FILE}, so its packages cannot be installed "
+            "with verified hashes",
+            f"write it with `reprobox lock {stored.id}` (needs the package index), then run again",
+        )
+    return path
+
+
+# --------------------------------------------------------------------------- the backend
+
+
+class VenvBackend(Backend):
+    name = "venv"
+
+    def __init__(self, cache_root: Optional[Path] = None) -> None:
+        self.cache_root = Path(cache_root) if cache_root else venvs_dir()
+
+    # ---------------------------------------------------------------- prepare
+
+    def prepare(
+        self,
+        store: "Store",
+        stored: "StoredExperiment",
+        checkout: Path,
+        *,
+        network: Optional[str] = None,
+        progress: Optional[Progress] = None,
+    ) -> Prepared:
+        say = progress or (lambda _m: None)
+        env = stored.environment
+        lock = _lock_file(stored)
+        lock_sha = hashlib.sha256(lock.read_bytes()).hexdigest()
+        plan = install_plan(env)
+        self.cache_root.mkdir(parents=True, exist_ok=True)
+        key = venv_key(env.digest)
+        venv = self.cache_root / key
+        lock_fh = open(self.cache_root / f"{key}.lock", "a+")  # noqa: SIM115 - held until release
+        prepared: Optional[Prepared] = None
+        try:
+            fcntl.flock(lock_fh, fcntl.LOCK_EX)
+            marker = _read_marker(venv)
+            reused = bool(
+                marker
+                and marker.get("lock_sha256") == lock_sha
+                and marker.get("external") == list(plan.external)
+                and (venv / "bin" / "python").exists()
+            )
+            t0 = time.monotonic()
+            if reused:
+                say(f"reusing the virtualenv {venv}")
+            else:
+                self._build(venv, env, lock, lock_sha, plan, say)
+            python = venv / "bin" / "python"
+            if plan.in_repo:
+                self._install_in_repo(python, checkout, plan, say)
+            detail = "reused" if reused else f"built in {time.monotonic() - t0:.0f} s"
+            prepared = Prepared(
+                backend=self.name,
+                handle=str(venv),
+                description=f"virtualenv {venv} (Python {env.interpreter.version}, {detail})",
+                reused=reused,
+                python=str(python),
+                unavailable_packages=plan.unavailable,
+                notes=[f"not in the rebuilt environment: {u}" for u in plan.unavailable],
+            )
+            if not plan.in_repo:
+                # Others may use the same venv at the same time; only a rebuild is exclusive.
+                fcntl.flock(lock_fh, fcntl.LOCK_SH)
+            prepared._resources.append(lock_fh)
+            return prepared
+        finally:
+            if prepared is None:
+                lock_fh.close()
+
+    def _build(
+        self,
+        venv: Path,
+        env: "Environment",
+        lock: Path,
+        lock_sha: str,
+        plan: InstallPlan,
+        say: Progress,
+    ) -> None:
+        interp = env.interpreter
+        python = find_interpreter(
+            interp.version, interp.implementation, free_threaded=interp.gil_disabled
+        )
+        if venv.exists() or venv.is_symlink():
+            shutil.rmtree(venv) if not venv.is_symlink() else venv.unlink()
+        say(f"creating a virtualenv with Python {interp.version} ({python}) at {venv}")
+        try:
+            proc.run([str(python), "-m", "venv", "--without-pip", str(venv)], timeout=300,
+                     what=f"creating the virtualenv {venv}")
+            vpy = venv / "bin" / "python"
+            installer = _Installer(vpy)
+            say(f"installing the locked packages with {installer.name} (hashes checked)")
+            installer.install(["--require-hashes", "--no-deps", "-r", str(lock)],
+                              what=f"installing {lock.name} into {venv}")
+            if plan.external:
+                say(f"installing {len(plan.external)} package(s) from version control / URLs")
+                installer.install(["--no-deps", *plan.external],
+                                  what="installing the packages that came from no index")
+            marker = {
+                "schema": MARKER_SCHEMA,
+                "environment_digest": env.digest,
+                "lock_sha256": lock_sha,
+                "external": list(plan.external),
+                "python": str(python),
+                "installer": installer.name,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            }
+            from ..store import write_atomic
+
+            write_atomic(venv / MARKER, json.dumps(marker, indent=2, sort_keys=True) + "\n")
+        except BaseException:
+            shutil.rmtree(venv, ignore_errors=True)
+            raise
+
+    def _install_in_repo(
+        self, python: Path, checkout: Path, plan: InstallPlan, say: Progress
+    ) -> None:
+        from .. import validate
+
+        args: list[str] = ["--no-deps"]
+        for rel, editable in plan.in_repo:
+            folder = validate.path_inside(checkout, rel, "package folder")
+            if not folder.is_dir():
+                raise UsageError(
+                    f"the package folder {rel} recorded in the capture is not in the checkout",
+                    "the capture was made with a folder that is not committed; commit it and "
+                    "capture again",
+                )
+            args += (["-e", str(folder)] if editable else [str(folder)])
+        say(f"installing {len(plan.in_repo)} package(s) from the checkout")
+        _Installer(python).install(args, what="installing the repository's own packages")
+
+    # ---------------------------------------------------------------- run
+
+    def command_env(self, prepared: Prepared, env: Mapping[str, str]) -> dict[str, str]:
+        """The host's environment, minus what would leak another Python in, plus the venv."""
+        from ..capture.envvars import is_replayable_name
+
+        out = {k: v for k, v in os.environ.items() if k not in _SCRUBBED}
+        # A replayable variable set here but not recorded would change the numbers: unset it.
+        for name in list(out):
+            if is_replayable_name(name) and name not in env:
+                del out[name]
+        venv = Path(prepared.handle)
+        out["VIRTUAL_ENV"] = str(venv)
+        out["PATH"] = f"{venv / 'bin'}{os.pathsep}{os.environ.get('PATH', os.defpath)}"
+        out.update(env)
+        return out
+
+    def execute(
+        self,
+        prepared: Prepared,
+        argv: Sequence[str],
+        *,
+        checkout: Path,
+        cwd: str = ".",
+        env: Mapping[str, str],
+        capture: bool = False,
+        network: Optional[str] = None,
+        gpus: bool = False,
+    ) -> Execution:
+        from .. import validate
+
+        workdir = validate.path_inside(checkout, cwd, "cwd")
+        full_env = self.command_env(prepared, env)
+        if capture:
+            done = proc.run(list(argv), cwd=workdir, env=full_env, check=False, timeout=None)
+            return Execution(done.returncode, done.stdout or "", done.stderr or "")
+        # Stream the command's output to stderr: stdout carries reprobox's result (--json).
+        done = proc.run(["/bin/sh", "-c", 'exec "$@" 1>&2', "sh", *argv], cwd=workdir,
+                        env=full_env, check=False, timeout=None, capture=False)
+        return Execution(done.returncode)
+
+    def path_in_env(self, checkout: Path, path: Path) -> str:
+        return str(path)
+
+    def dvc_host_env(
+        self,
+        prepared: Prepared,
+        *,
+        checkout: Path,
+        env: Mapping[str, str],
+        scratch: Path,
+        network: Optional[str] = None,
+        gpus: bool = False,
+    ) -> dict[str, str]:
+        # DVC runs each stage with $SHELL -c: with the venv first on PATH, `python` is the venv's.
+        out = self.command_env(prepared, env)
+        out["SHELL"] = "/bin/sh"
+        return out
+
+    def gpu_plan(self, environment: "Environment") -> GpuPlan:
+        gpus = environment.hardware.gpus
+        if not gpus:
+            return GpuPlan(False)
+        if _host_has_nvidia_gpu():
+            return GpuPlan(True)
+        return GpuPlan(False, cpu_only_note(environment))
+
+
+def _host_has_nvidia_gpu() -> bool:
+    smi = proc.which("nvidia-smi")
+    if not smi:
+        return False
+    try:
+        out = proc.run([smi, "-L"], timeout=20, check=False)
+    except ReproboxError:
+        return False
+    return out.returncode == 0 and "GPU" in (out.stdout or "")
+
+
+def cpu_only_note(environment: "Environment") -> str:
+    """What the report says when a GPU capture reruns on the CPU."""
+    gpus = environment.hardware.gpus
+    names = sorted({g.name for g in gpus})
+    return (
+        f"this run was on CPU: the capture had {len(gpus)} NVIDIA GPU(s) ({', '.join(names)}), "
+        "which this rerun cannot use. Code that requires CUDA fails, and code that falls back to "
+        "the CPU computes with other kernels and summation orders, so floating-point metrics may "
+        "differ slightly (compare with --rtol/--atol) and speed will differ"
+    )
+
+
+def _read_marker(venv: Path) -> Optional[dict]:
+    try:
+        data = json.loads((venv / MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("schema") != MARKER_SCHEMA:
+        return None
+    return data

@@ -1,0 +1,619 @@
+"""``reprobox run``: check out the exact code and data, rebuild the environment, rerun, compare.
+
+Plan, then apply. :func:`plan_run` is pure: from the recorded experiment it decides what the
+rerun does (which commit and patch, whether data is pulled, which command with which variables,
+which files to clear beforehand and compare afterwards). :func:`run_experiment` applies the plan in
+five timed phases, each reported through ``progress``:
+
+1. **code** - the recorded commit in a git worktree of its own (the user's working tree is never
+   touched), with the recorded patch applied;
+2. **data** - DVC outputs pulled from the project's DVC remote into the checkout, through a DVC
+   cache kept under ``.reprobox/cache/dvc`` and shared by all runs (the second run downloads
+   nothing; data present only in the user's own DVC cache does not count: it must be in the remote);
+3. **environment** - the backend (docker image, or cached virtualenv) made ready;
+4. **command** - the recorded command recomputed: a DVC pipeline with ``dvc repro --force`` (the
+   host's DVC orchestrates, every stage command runs inside the environment), a shell command
+   with ``sh -c``; with the recorded replayable variables and nothing else that changes numbers;
+5. **comparison** - metrics against the recorded values, declared outputs by sha256, DVC outputs
+   by DVC's hash; every difference named.
+
+The result is a :class:`RunRecord`, saved under ``.reprobox/runs/<id>-<UTC time>.json``. The
+checkout is always removed (also on Ctrl-C and errors) unless ``keep`` is set.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional, Union
+
+from .compare import (
+    MISSING,
+    MetricCheck,
+    OutputCheck,
+    Tolerance,
+    compare_metrics,
+    compare_outputs,
+    differences,
+)
+from .errors import ReproboxError, UsageError
+from .model import INLINE_METRICS, RUN_SCHEMA, SCHEMA_VERSION, Environment, Experiment, OutputFile
+from .store import Store, StoredExperiment, write_atomic
+
+Progress = Callable[[str], None]
+
+#: Variables ``reprobox run`` sets for the command (the library's replay protocol, see api.py).
+RUN_METRICS_ENV = "REPROBOX_RUN_METRICS"
+RUN_EXPERIMENT_ENV = "REPROBOX_EXPERIMENT"
+
+REPRODUCED = "reproduced"
+DIFFERS = "differs"
+
+PHASES = ("code", "data", "environment", "command", "comparison")
+
+
+# --------------------------------------------------------------------------- the plan
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """What a rerun of one experiment does, decided from the record alone."""
+
+    experiment_id: str
+    commit: str
+    patch: Optional[str]  # file name in the experiment folder
+    pull_data: bool
+    command_kind: str  # shell | dvc
+    command: Optional[str]
+    cwd: str
+    env: Mapping[str, str]  # recorded replayable variables, validated
+    metrics_files: tuple[str, ...]  # repo-relative, INLINE excluded
+    inline_metrics: bool
+    outputs: tuple[OutputFile, ...]
+    #: Files removed from the checkout before the command, so stale committed copies never pass
+    #: for results (a DVC pipeline removes its outputs itself).
+    clear_before: tuple[str, ...]
+    #: The capture's reprobox cannot be in the rebuilt environment: use the replay stand-in.
+    replay_shim: bool
+    notes: tuple[str, ...] = ()
+
+
+def _reprobox_unreproducible(environment: Environment) -> bool:
+    pkg = environment.package("reprobox")
+    if pkg is None:
+        return False
+    src = pkg.source
+    if src.kind == "directory":
+        return not src.in_repo
+    return src.kind == "archive" and (src.url or "").startswith("file:")
+
+
+def plan_run(experiment: Experiment, environment: Environment) -> RunPlan:
+    """Decide the rerun of ``experiment``; refuse what cannot be rerun, with the fix."""
+    from . import validate
+    from .capture.envvars import check_replayable
+
+    exp = experiment
+    if exp.command_kind == "none" or (exp.command_kind == "shell" and not exp.command):
+        raise UsageError(
+            f"experiment {exp.id} recorded no command, so there is nothing to rerun",
+            "capture it again with the command that produced its results "
+            '(`reprobox capture --cmd "python train.py"`); `reprobox verify` checks the '
+            "environment alone",
+        )
+    if exp.command_kind not in ("shell", "dvc"):
+        raise UsageError(f"experiment {exp.id} has an unknown command kind {exp.command_kind!r}")
+    if exp.command_kind == "shell":
+        validate.command(exp.command, "command")
+    cwd = validate.relpath("cwd", exp.cwd)
+    env = check_replayable(dict(exp.env))
+    metrics_files = tuple(sorted(m for m in exp.metrics if m != INLINE_METRICS))
+    for m in metrics_files:
+        validate.relpath(f"metrics file {m!r}", m, allow_dot=False)
+    outputs = tuple(sorted(exp.outputs, key=lambda o: o.path))
+    for o in outputs:
+        validate.relpath("output", o.path, allow_dot=False)
+    clear: tuple[str, ...] = ()
+    if exp.command_kind == "shell":
+        clear = tuple(sorted(set(metrics_files) | {o.path for o in outputs}))
+    notes: list[str] = []
+    if exp.git.untracked:
+        shown = ", ".join(exp.git.untracked[:5]) + (" ..." if len(exp.git.untracked) > 5 else "")
+        notes.append(
+            f"{len(exp.git.untracked)} untracked file(s) at capture time are not part of the "
+            f"recorded code and are absent from the rerun: {shown}"
+        )
+    return RunPlan(
+        experiment_id=exp.id,
+        commit=validate.vcs_commit(exp.git.commit, "git.commit"),
+        patch=exp.git.patch,
+        pull_data=exp.dvc is not None or exp.command_kind == "dvc",
+        command_kind=exp.command_kind,
+        command=exp.command,
+        cwd=cwd,
+        env=env,
+        metrics_files=metrics_files,
+        inline_metrics=INLINE_METRICS in exp.metrics,
+        outputs=outputs,
+        clear_before=clear,
+        replay_shim=_reprobox_unreproducible(environment),
+        notes=tuple(notes),
+    )
+
+
+# --------------------------------------------------------------------------- the record
+
+
+@dataclass(frozen=True)
+class Phase:
+    name: str
+    seconds: float
+    detail: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "seconds": round(self.seconds, 3), "detail": self.detail}
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """The result of ``reprobox run``: verdict, every difference, and how the rerun was made."""
+
+    experiment_id: str
+    experiment_name: str
+    started: str
+    backend: str
+    backend_reason: str
+    environment: str
+    command: Optional[str]
+    command_kind: str
+    exit_code: Optional[int]
+    tolerance: Tolerance
+    metrics: tuple[MetricCheck, ...] = ()
+    outputs: tuple[OutputCheck, ...] = ()
+    dvc_outputs: tuple[OutputCheck, ...] = ()
+    differences: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+    gpu_note: Optional[str] = None
+    network: str = "default"
+    phases: tuple[Phase, ...] = ()
+    checkout: Optional[str] = None  # kept checkout (--keep)
+    report_path: Optional[str] = None
+
+    @property
+    def reproduced(self) -> bool:
+        return not self.differences
+
+    @property
+    def verdict(self) -> str:
+        return REPRODUCED if self.reproduced else DIFFERS
+
+    @property
+    def seconds(self) -> float:
+        return sum(p.seconds for p in self.phases)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": f"{RUN_SCHEMA}/{SCHEMA_VERSION}",
+            "experiment": self.experiment_id,
+            "name": self.experiment_name,
+            "started": self.started,
+            "verdict": self.verdict,
+            "reproduced": self.reproduced,
+            "differences": list(self.differences),
+            "backend": self.backend,
+            "backend_reason": self.backend_reason,
+            "environment": self.environment,
+            "command": self.command,
+            "command_kind": self.command_kind,
+            "exit_code": self.exit_code,
+            "tolerance": {"rtol": self.tolerance.rtol, "atol": self.tolerance.atol},
+            "metrics": [m.to_dict() for m in self.metrics],
+            "outputs": [o.to_dict() for o in self.outputs],
+            "dvc_outputs": [o.to_dict() for o in self.dvc_outputs],
+            "notes": list(self.notes),
+            "gpu_note": self.gpu_note,
+            "network": self.network,
+            "phases": [p.to_dict() for p in self.phases],
+            "seconds": round(self.seconds, 3),
+            "checkout": self.checkout,
+            "report_path": self.report_path,
+        }
+
+    def render_text(self) -> str:
+        """The human report: verdict first, then every difference, then how it was made."""
+        lines: list[str] = []
+        head = "REPRODUCED" if self.reproduced else "DIFFERS"
+        lines.append(f"{head}: experiment {self.experiment_id} ({self.experiment_name})")
+        if self.differences:
+            lines.append(f"{len(self.differences)} difference(s):")
+            lines += [f"  - {d}" for d in self.differences]
+        ok_metrics = [m for m in self.metrics if m.ok and m.status != "new"]
+        if ok_metrics:
+            lines.append(f"metrics ({self.tolerance.describe()}): "
+                         f"{len(ok_metrics)} of {sum(1 for m in self.metrics if m.status != 'new')}"
+                         " as recorded")
+            for m in ok_metrics:
+                lines.append(f"  = {m.describe()}")
+        new = [m for m in self.metrics if m.status == "new"]
+        for m in new:
+            lines.append(f"  + {m.describe()}")
+        same = [o for o in (*self.outputs, *self.dvc_outputs) if o.ok]
+        if same:
+            lines.append(f"outputs: {len(same)} identical")
+        for note in ((self.gpu_note,) if self.gpu_note else ()) + self.notes:
+            lines.append(f"note: {note}")
+        lines.append(f"environment: {self.backend} ({self.backend_reason}): {self.environment}")
+        timing = ", ".join(f"{p.name} {p.seconds:.1f}s" for p in self.phases)
+        lines.append(f"time: {self.seconds:.1f}s ({timing})")
+        if self.checkout:
+            lines.append(f"checkout kept at {self.checkout}")
+        if self.report_path:
+            lines.append(f"report: {self.report_path}")
+        return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- applying it
+
+
+def _utc_now() -> _dt.datetime:
+    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0)
+
+
+class _Clock:
+    """Times the phases and tells the user where the run is."""
+
+    def __init__(self, progress: Optional[Progress]) -> None:
+        self.say = progress or (lambda _m: None)
+        self.phases: list[Phase] = []
+        self._t0 = 0.0
+        self._name = ""
+
+    def start(self, name: str, what: str) -> None:
+        self._name, self._t0 = name, time.monotonic()
+        self.say(f"[{PHASES.index(name) + 1}/{len(PHASES)}] {name}: {what}")
+
+    def done(self, detail: str = "") -> None:
+        seconds = time.monotonic() - self._t0
+        self.phases.append(Phase(self._name, seconds, detail))
+        self.say(f"      {self._name} done in {seconds:.1f} s" + (f": {detail}" if detail else ""))
+
+
+def _stored(store: Store, ref: Union[str, StoredExperiment]) -> StoredExperiment:
+    return ref if isinstance(ref, StoredExperiment) else store.get(ref)
+
+
+def checkout_code(store: Store, stored: StoredExperiment, dest: Path) -> tuple[Path, str]:
+    """The recorded commit at ``dest`` (a worktree of the user's repository) plus the patch.
+
+    Returns the checkout's resolved path and a one-line description for the progress report.
+    """
+    from .capture import git
+
+    exp = stored.experiment
+    path = git.make_worktree(store.root, exp.git.commit, dest)
+    detail = f"commit {exp.git.commit[:12]}"
+    if exp.git.patch:
+        git.apply_patch(path, stored.file(exp.git.patch))
+        detail += " + uncommitted patch"
+    return path, detail
+
+
+def _dvc_config_local(root: Path, checkout: Path) -> Optional[Path]:
+    """The user's ``.dvc/config.local`` (remote credentials) copied for the pull, or None."""
+    src = root / ".dvc" / "config.local"
+    dst = checkout / ".dvc" / "config.local"
+    if src.is_file() and (checkout / ".dvc").is_dir() and not dst.exists():
+        shutil.copy2(src, dst)
+        return dst
+    return None
+
+
+def pull_data(store: Store, checkout: Path) -> str:
+    """DVC outputs from the remote into the checkout, through the shared run cache."""
+    from .capture import dvc
+
+    if not dvc.is_dvc_project(checkout):
+        return "no DVC project in the checkout: nothing to pull"
+    cache = store.cache_dir / "dvc"
+    cache.mkdir(parents=True, exist_ok=True)
+    copied = _dvc_config_local(store.root, checkout)
+    try:
+        dvc.pull(checkout, cache_dir=cache)
+    finally:
+        # Credentials must not stay where a container can read them.
+        if copied is not None and copied.exists():
+            copied.unlink()
+    return f"pulled from the DVC remote (cache {cache})"
+
+
+def _clear(checkout: Path, paths: tuple[str, ...]) -> None:
+    from . import validate
+
+    for rel in paths:
+        target = validate.path_inside(checkout, rel, "output")
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        elif target.exists() or target.is_symlink():
+            target.unlink()
+
+
+def _install_shim(checkout: Path) -> Path:
+    from .backends import RUN_DIR
+
+    src = Path(__file__).parent / "backends" / "replay_shim.py"
+    dest = checkout / RUN_DIR / "shim" / "reprobox" / "__init__.py"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src, dest)
+    return dest.parent.parent
+
+
+def _read_observed_metrics(
+    checkout: Path, plan: RunPlan, inline_path: Path
+) -> tuple[dict[str, Optional[dict[str, Any]]], dict[str, str]]:
+    """Flattened values of each recorded metrics file as the rerun left them."""
+    import json
+
+    from . import validate
+    from .capture.metrics import read_metrics
+    from .model import flatten_metrics
+
+    observed: dict[str, Optional[dict[str, Any]]] = {}
+    reasons: dict[str, str] = {}
+    for mfile in plan.metrics_files:
+        path = validate.path_inside(checkout, mfile, f"metrics file {mfile!r}")
+        if not path.is_file():
+            observed[mfile] = None
+            continue
+        try:
+            observed[mfile] = dict(read_metrics(path))
+        except ReproboxError as exc:
+            observed[mfile] = None
+            reasons[mfile] = f"{mfile} could not be read after the rerun: {exc.message}"
+    if plan.inline_metrics:
+        try:
+            data = json.loads(inline_path.read_text(encoding="utf-8"))
+            observed[INLINE_METRICS] = flatten_metrics(data) if isinstance(data, dict) else None
+        except FileNotFoundError:
+            observed[INLINE_METRICS] = None
+            reasons[INLINE_METRICS] = (
+                "the rerun never called reprobox.capture(metrics=...) (did the command fail "
+                "before reaching it?)"
+            )
+        except (OSError, ValueError) as exc:
+            observed[INLINE_METRICS] = None
+            reasons[INLINE_METRICS] = f"the values reported by the rerun are unreadable: {exc}"
+    return observed, reasons
+
+
+def _observed_outputs(checkout: Path, plan: RunPlan) -> dict[str, Optional[OutputFile]]:
+    from . import validate
+    from .capture.metrics import hash_output
+
+    out: dict[str, Optional[OutputFile]] = {}
+    for o in plan.outputs:
+        path = validate.path_inside(checkout, o.path, "output")
+        out[o.path] = hash_output(checkout, o.path) if path.exists() else None
+    return out
+
+
+def compare_dvc_outputs(
+    experiment: Experiment, checkout: Path, skip: tuple[str, ...]
+) -> tuple[OutputCheck, ...]:
+    """Recorded DVC output hashes against the ``dvc.lock`` the forced rerun wrote.
+
+    Metrics files are skipped (their values are compared, with the tolerance).
+    """
+    from .capture import dvc
+
+    if experiment.dvc is None or not experiment.dvc.outputs:
+        return ()
+    now = {o.path: o for o in dvc.dvc_info(checkout).outputs}
+    checks = []
+    for want in sorted(experiment.dvc.outputs, key=lambda o: o.path):
+        if want.path in skip:
+            continue
+        got = now.get(want.path)
+        if got is None:
+            checks.append(OutputCheck(want.path, want.hash, None, MISSING, algorithm=want.hash_name))
+            continue
+        status = "same" if got.hash == want.hash else "differs"
+        checks.append(OutputCheck(want.path, want.hash, got.hash, status, algorithm=want.hash_name))
+    return tuple(checks)
+
+
+def report_file(store: Store, exp_id: str, when: _dt.datetime) -> Path:
+    """``.reprobox/runs/<id>-<UTC time>.json`` (a counter keeps two runs in a second apart)."""
+    stamp = when.strftime("%Y%m%dT%H%M%SZ")
+    path = store.runs_dir / f"{exp_id}-{stamp}.json"
+    n = 1
+    while path.exists():
+        n += 1
+        path = store.runs_dir / f"{exp_id}-{stamp}-{n}.json"
+    return path
+
+
+def run_experiment(
+    store: Store,
+    ref_or_stored: Union[str, StoredExperiment],
+    *,
+    backend: str = "auto",
+    rtol: float = 0.0,
+    atol: float = 0.0,
+    keep: bool = False,
+    network: Optional[str] = None,
+    progress: Optional[Progress] = None,
+) -> RunRecord:
+    """Reproduce an experiment and return the record (``.reproduced``); see the module doc."""
+    from . import validate
+    from .backends import RUN_DIR, choose_backend
+
+    tolerance = Tolerance(rtol=rtol, atol=atol)
+    if network is not None:
+        _check_network(network)
+    stored = _stored(store, ref_or_stored)
+    exp = stored.experiment
+    validate.validate_experiment(exp, stored.environment, folder=stored.path)
+    plan = plan_run(exp, stored.environment)
+    clock = _Clock(progress)
+    started = _utc_now()
+    chosen, reason = choose_backend(backend)
+    clock.say(f"reproducing {exp.id} ({exp.name}) with the {chosen.name} backend ({reason})")
+
+    scratch = Path(tempfile.mkdtemp(prefix=f"reprobox-run-{exp.id}-"))
+    checkout = scratch / "checkout"
+    worktree_made = False
+    prepared = None
+    try:
+        # 1. code
+        clock.start("code", f"checking out {exp.git.commit[:12]} apart from your working tree")
+        worktree_made = True
+        checkout, detail = checkout_code(store, stored, checkout)
+        clock.done(detail)
+
+        # 2. data
+        clock.start("data", "pulling DVC data from the remote" if plan.pull_data else "no DVC data")
+        detail = pull_data(store, checkout) if plan.pull_data else "none recorded"
+        clock.done(detail)
+
+        # 3. environment
+        clock.start("environment", f"preparing the {chosen.name} environment")
+        prepared = chosen.prepare(store, stored, checkout, network=network, progress=clock.say)
+        gpu = chosen.gpu_plan(stored.environment)
+        clock.done(prepared.description)
+
+        # 4. command
+        run_dir = checkout / RUN_DIR
+        run_dir.mkdir(parents=True, exist_ok=True)
+        _exclude_from_git(checkout)
+        inline_path = run_dir / "metrics.json"
+        env = dict(plan.env)
+        env[RUN_METRICS_ENV] = chosen.path_in_env(checkout, inline_path)
+        env[RUN_EXPERIMENT_ENV] = exp.id
+        notes = list(plan.notes) + list(prepared.notes)
+        if plan.replay_shim:
+            shim = _install_shim(checkout)
+            env["PYTHONPATH"] = chosen.path_in_env(checkout, shim)
+            notes.append(
+                "the capture's reprobox came from a folder outside the repository, so the "
+                "rebuilt environment does not have it; a stand-in `reprobox` module that only "
+                "reports the metrics given to reprobox.capture was put on PYTHONPATH"
+            )
+        _clear(checkout, plan.clear_before)
+        if plan.command_kind == "dvc":
+            clock.start("command", "rerunning the DVC pipeline (dvc repro --force)")
+            exit_code = _run_dvc(chosen, prepared, checkout, plan, env, scratch, network,
+                                 gpu.use_gpus)
+        else:
+            clock.start("command", f"$ {plan.command}")
+            done = chosen.execute(
+                prepared, ["/bin/sh", "-c", plan.command or ""], checkout=checkout,
+                cwd=plan.cwd, env=env, network=network, gpus=gpu.use_gpus,
+            )
+            exit_code = done.returncode
+        clock.done(f"exit status {exit_code}")
+
+        # 5. comparison
+        clock.start("comparison", "metrics and outputs against the recorded values")
+        observed, reasons = _read_observed_metrics(checkout, plan, inline_path)
+        metric_checks = compare_metrics(exp.metrics, observed, tolerance, unavailable=reasons)
+        output_checks = compare_outputs(plan.outputs, _observed_outputs(checkout, plan))
+        dvc_checks: tuple[OutputCheck, ...] = ()
+        if plan.command_kind == "dvc" and exit_code == 0:
+            dvc_checks = compare_dvc_outputs(exp, checkout, plan.metrics_files)
+        diffs = list(differences(metric_checks, (*output_checks, *dvc_checks)))
+        if exit_code != 0:
+            diffs.insert(0, f"the command exited with status {exit_code} (its output is above); "
+                            "the recorded run succeeded")
+        if not exp.metrics and not exp.outputs and not dvc_checks:
+            notes.append("the capture recorded no metrics and no outputs: only the command's "
+                         "exit status was checked")
+        clock.done(f"{len(diffs)} difference(s)")
+
+        record = RunRecord(
+            experiment_id=exp.id,
+            experiment_name=exp.name,
+            started=started.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            backend=chosen.name,
+            backend_reason=reason,
+            environment=prepared.description,
+            command=plan.command,
+            command_kind=plan.command_kind,
+            exit_code=exit_code,
+            tolerance=tolerance,
+            metrics=metric_checks,
+            outputs=output_checks,
+            dvc_outputs=dvc_checks,
+            differences=tuple(diffs),
+            notes=tuple(notes),
+            gpu_note=gpu.note,
+            network=network or "default",
+            phases=tuple(clock.phases),
+            checkout=str(checkout) if keep else None,
+        )
+        path = report_file(store, exp.id, started)
+        from dataclasses import replace
+
+        from .model import pretty_json
+
+        record = replace(record, report_path=str(path))
+        write_atomic(path, pretty_json(record.to_dict()))
+        return record
+    finally:
+        if prepared is not None:
+            chosen.release(prepared)
+        if keep and worktree_made:
+            clock.say(f"checkout kept at {checkout}")
+        else:
+            _cleanup(store, checkout if worktree_made else None, scratch)
+
+
+def _exclude_from_git(checkout: Path) -> None:
+    """Keep reprobox's run folder out of ``git status`` inside the checkout."""
+    from .backends import RUN_DIR
+
+    ignore = checkout / RUN_DIR / ".gitignore"
+    ignore.write_text("*\n")
+
+
+def _run_dvc(chosen: Any, prepared: Any, checkout: Path, plan: RunPlan, env: dict[str, str],
+             scratch: Path, network: Optional[str], gpus: bool) -> int:
+    """``dvc repro --force`` by the host's DVC, each stage command inside the environment."""
+    from . import proc
+    from .capture import dvc
+
+    host_env = chosen.dvc_host_env(prepared, checkout=checkout, env=env, scratch=scratch,
+                                   network=network, gpus=gpus)
+    argv = dvc.repro_forced(checkout, host_env)
+    done = proc.run(["/bin/sh", "-c", 'exec "$@" 1>&2', "sh", *argv], cwd=checkout,
+                    env=host_env, check=False, timeout=None, capture=False)
+    return done.returncode
+
+
+def _cleanup(store: Store, checkout: Optional[Path], scratch: Path) -> None:
+    """Remove the worktree (and git's record of it) and the scratch folder, whatever happened."""
+    if checkout is not None:
+        try:
+            from .capture import git
+
+            git.remove_worktree(store.root, checkout)
+        except (ReproboxError, OSError):
+            pass
+    shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _check_network(network: str) -> None:
+    import re
+
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}", network) or network.startswith(
+        "container:"
+    ):
+        raise UsageError(
+            f"--network {network!r} is not a network name",
+            "use `--network none` for a run without network, or a network listed by "
+            "`docker network ls`",
+        )

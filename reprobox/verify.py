@@ -1,0 +1,338 @@
+"""``reprobox verify``: is the rebuilt environment the captured one? Fingerprinted from inside.
+
+Two halves, as in pip-tools' ``sync.diff`` / ``sync.sync``:
+
+* :func:`compare_environments` is pure: the captured :class:`~reprobox.model.Environment` against
+  what the probe saw inside the rebuilt one (:class:`Observed`), giving every difference: the
+  interpreter (implementation, exact version, ABI), each package's presence, version and source
+  (index, VCS URL + commit, repository folder and editable flag, archive URL + hash), packages
+  that are there but were not captured, and the system packages the capture depended on (present,
+  same version). Hardware is not compared: it is the machine, not the environment.
+* :func:`verify_experiment` is the thin driver: check out the code (in-repository packages are
+  installed from it), prepare the backend's environment, run the stdlib-only probe and
+  ``dpkg-query`` inside it in one go, parse, compare.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional, Union
+
+from .errors import ReproboxError
+from .model import SCHEMA_VERSION, Environment, Interpreter, Package, PackageSource
+from .store import Store, StoredExperiment
+
+Progress = Callable[[str], None]
+
+VERIFY_SCHEMA = "reprobox.verify"
+
+#: Interpreter fields compared (when both sides know them).
+_INTERPRETER_FIELDS = ("implementation", "version", "abi", "soabi", "gil_disabled")
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What the probe saw inside the rebuilt environment.
+
+    ``system_packages`` maps every installed OS package to its version, or is ``None`` when the
+    environment has no package manager to ask (a non-Debian image, a host without dpkg).
+    """
+
+    interpreter: Interpreter
+    packages: tuple[Package, ...]
+    system_packages: Optional[Mapping[str, str]] = None
+    system_manager: str = "dpkg"
+
+
+@dataclass(frozen=True)
+class EnvDifference:
+    kind: str  # interpreter | package | system-package
+    subject: str
+    expected: Optional[str]
+    observed: Optional[str]
+    message: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "subject": self.subject, "expected": self.expected,
+                "observed": self.observed, "message": self.message}
+
+
+def describe_source(src: PackageSource) -> str:
+    """A short, comparable rendering of where a package came from."""
+    if src.kind == "index":
+        return "index"
+    if src.kind == "vcs":
+        sub = f"#subdirectory={src.subdirectory}" if src.subdirectory else ""
+        return f"{src.vcs or 'vcs'}+{src.url}@{src.commit}{sub}"
+    if src.kind == "directory":
+        where = src.path if src.path is not None else (src.url or "?")
+        if src.in_repo:
+            where = f"repo:{where}"
+        return f"{'editable ' if src.editable else ''}folder {where}"
+    return f"archive {src.url}" + (f" ({src.hash})" if src.hash else "")
+
+
+def compare_environments(expected: Environment, observed: Observed) -> tuple[EnvDifference, ...]:
+    """Every way the observed environment differs from the captured one, in a stable order."""
+    diffs: list[EnvDifference] = []
+    exp_i, obs_i = expected.interpreter, observed.interpreter
+    for name in _INTERPRETER_FIELDS:
+        want, got = getattr(exp_i, name), getattr(obs_i, name)
+        if want is None or got is None or want == got:
+            continue
+        diffs.append(EnvDifference(
+            "interpreter", name, str(want), str(got),
+            f"interpreter {name}: captured {want}, rebuilt {got}",
+        ))
+
+    seen = {p.name: p for p in observed.packages}
+    for want in expected.packages:
+        got = seen.pop(want.name, None)
+        label = want.display_name or want.name
+        if got is None:
+            diffs.append(EnvDifference(
+                "package", want.name, want.version, None,
+                f"package {label} {want.version} is missing from the rebuilt environment",
+            ))
+            continue
+        if got.version != want.version:
+            diffs.append(EnvDifference(
+                "package", want.name, want.version, got.version,
+                f"package {label}: captured {want.version}, rebuilt {got.version}",
+            ))
+        if got.source.identity() != want.source.identity():
+            a, b = describe_source(want.source), describe_source(got.source)
+            diffs.append(EnvDifference(
+                "package", want.name, a, b,
+                f"package {label} comes from elsewhere: captured from {a}, rebuilt from {b}",
+            ))
+    for name in sorted(seen):
+        got = seen[name]
+        diffs.append(EnvDifference(
+            "package", name, None, got.version,
+            f"package {got.display_name or name} {got.version} is in the rebuilt environment "
+            "but was not in the captured one",
+        ))
+
+    wanted_sys = [s for s in expected.system_packages]
+    if wanted_sys and observed.system_packages is None:
+        diffs.append(EnvDifference(
+            "system-package", "*", f"{len(wanted_sys)} packages", None,
+            f"the rebuilt environment has no {wanted_sys[0].manager} to list its system packages, "
+            f"so the {len(wanted_sys)} the capture depended on cannot be confirmed",
+        ))
+    elif wanted_sys:
+        have = observed.system_packages or {}
+        for s in wanted_sys:
+            got_v = have.get(s.name)
+            if got_v is None:
+                diffs.append(EnvDifference(
+                    "system-package", s.name, s.version, None,
+                    f"system package {s.name} {s.version} is not installed in the rebuilt "
+                    "environment" + (f" (it provides {', '.join(s.libraries[:3])})"
+                                     if s.libraries else ""),
+                ))
+            elif got_v != s.version:
+                diffs.append(EnvDifference(
+                    "system-package", s.name, s.version, got_v,
+                    f"system package {s.name}: captured {s.version}, rebuilt {got_v}",
+                ))
+    return tuple(diffs)
+
+
+def parse_dpkg_list(text: str) -> dict[str, str]:
+    """``dpkg-query -W -f '${Package}\\t${Version}\\t${db:Status-Abbrev}\\n'`` -> name: version.
+
+    Only packages actually installed (status ``ii``) count; removed-but-configured ones are
+    listed by dpkg too.
+    """
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        parts = line.split("\t")
+        if len(parts) < 2 or not parts[0]:
+            continue
+        if len(parts) >= 3 and parts[2].strip() and not parts[2].startswith("ii"):
+            continue
+        out[parts[0].split(":", 1)[0]] = parts[1]
+    return out
+
+
+# --------------------------------------------------------------------------- the report
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    experiment_id: str
+    experiment_name: str
+    backend: str
+    backend_reason: str
+    environment: str
+    expected_digest: str
+    differences: tuple[EnvDifference, ...]
+    packages_checked: int = 0
+    system_packages_checked: int = 0
+    interpreter: str = ""
+    notes: tuple[str, ...] = ()
+    seconds: Mapping[str, float] = field(default_factory=dict)
+
+    @property
+    def identical(self) -> bool:
+        return not self.differences
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": f"{VERIFY_SCHEMA}/{SCHEMA_VERSION}",
+            "experiment": self.experiment_id,
+            "name": self.experiment_name,
+            "identical": self.identical,
+            "verdict": "identical" if self.identical else "differs",
+            "differences": [d.to_dict() for d in self.differences],
+            "backend": self.backend,
+            "backend_reason": self.backend_reason,
+            "environment": self.environment,
+            "environment_digest": self.expected_digest,
+            "interpreter": self.interpreter,
+            "packages_checked": self.packages_checked,
+            "system_packages_checked": self.system_packages_checked,
+            "notes": list(self.notes),
+            "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
+        }
+
+    def render_text(self) -> str:
+        head = "IDENTICAL" if self.identical else "DIFFERS"
+        lines = [f"{head}: the rebuilt environment of {self.experiment_id} ({self.experiment_name})"
+                 + (" matches the capture" if self.identical else " differs from the capture")]
+        if self.differences:
+            lines.append(f"{len(self.differences)} difference(s):")
+            lines += [f"  - {d.message}" for d in self.differences]
+        lines.append(f"checked: interpreter {self.interpreter}, {self.packages_checked} packages "
+                     f"(names, versions, sources), {self.system_packages_checked} system packages")
+        lines += [f"note: {n}" for n in self.notes]
+        lines.append(f"environment: {self.backend} ({self.backend_reason}): {self.environment}")
+        return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- the driver
+
+_DPKG_FORMAT = "${Package}\\t${Version}\\t${db:Status-Abbrev}\\n"
+
+#: Runs the probe and lists the system packages in one go (one container start, not two).
+_FINGERPRINT_SH = (
+    '"$1" -I "$2" --no-native > "$3"; rc=$?; '
+    "if command -v dpkg-query >/dev/null 2>&1; then "
+    f"dpkg-query -W -f '{_DPKG_FORMAT}' > \"$4\" 2>/dev/null || rm -f \"$4\"; fi; "
+    "exit $rc"
+)
+
+
+def observe(backend: Any, prepared: Any, checkout: Path) -> Observed:
+    """Run the probe and dpkg-query inside the prepared environment and parse what they say."""
+    from .backends import RUN_DIR
+    from .capture.python import parse_probe
+
+    run_dir = checkout / RUN_DIR
+    run_dir.mkdir(parents=True, exist_ok=True)
+    probe = run_dir / "probe.py"
+    shutil.copyfile(Path(__file__).parent / "capture" / "probe.py", probe)
+    out_json, out_dpkg = run_dir / "probe.json", run_dir / "dpkg.txt"
+    argv = ["/bin/sh", "-c", _FINGERPRINT_SH, "sh", prepared.python,
+            backend.path_in_env(checkout, probe), backend.path_in_env(checkout, out_json),
+            backend.path_in_env(checkout, out_dpkg)]
+    done = backend.execute(prepared, argv, checkout=checkout, cwd=".", env={}, capture=True)
+    if done.returncode != 0 or not out_json.is_file():
+        tail = "\n".join((done.stderr or done.stdout or "").strip().splitlines()[-10:])
+        raise ReproboxError(
+            f"the probe failed inside the rebuilt environment (exit status {done.returncode})"
+            + (f":\n{tail}" if tail else ""),
+            "check that the environment's interpreter runs (`reprobox run` shows its errors)",
+        )
+    try:
+        raw = json.loads(out_json.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise ReproboxError(f"the probe's output is not JSON ({exc})") from None
+    repo_root = Path(backend.path_in_env(checkout, checkout))
+    result = parse_probe(raw, repo_root)
+    system = parse_dpkg_list(out_dpkg.read_text(encoding="utf-8")) if out_dpkg.is_file() else None
+    return Observed(interpreter=result.interpreter, packages=tuple(result.packages),
+                    system_packages=system)
+
+
+def verify_experiment(
+    store: Store,
+    ref_or_stored: Union[str, StoredExperiment],
+    *,
+    backend: str = "auto",
+    progress: Optional[Progress] = None,
+) -> VerifyReport:
+    """Rebuild the experiment's environment, fingerprint it from inside, compare with the capture."""
+    from . import validate
+    from .backends import choose_backend
+    from .run import _cleanup, checkout_code
+
+    say = progress or (lambda _m: None)
+    stored = ref_or_stored if isinstance(ref_or_stored, StoredExperiment) else store.get(ref_or_stored)
+    exp, env = stored.experiment, stored.environment
+    validate.validate_experiment(exp, env, folder=stored.path)
+    chosen, reason = choose_backend(backend)
+    say(f"verifying the environment of {exp.id} ({exp.name}) with the {chosen.name} backend "
+        f"({reason})")
+    seconds: dict[str, float] = {}
+    scratch = Path(tempfile.mkdtemp(prefix=f"reprobox-verify-{exp.id}-"))
+    checkout = scratch / "checkout"
+    made = False
+    prepared = None
+    try:
+        t0 = time.monotonic()
+        say("[1/3] code: checking out the recorded commit (the repository's own packages "
+            "install from it)")
+        made = True
+        checkout, _detail = checkout_code(store, stored, checkout)
+        seconds["code"] = time.monotonic() - t0
+
+        t0 = time.monotonic()
+        say(f"[2/3] environment: preparing the {chosen.name} environment")
+        prepared = chosen.prepare(store, stored, checkout, progress=say)
+        seconds["environment"] = time.monotonic() - t0
+        say(f"      {prepared.description}")
+
+        t0 = time.monotonic()
+        say("[3/3] fingerprint: running the probe inside the rebuilt environment")
+        observed = observe(chosen, prepared, checkout)
+        diffs = compare_environments(env, observed)
+        seconds["fingerprint"] = time.monotonic() - t0
+        notes = list(prepared.notes)
+        return VerifyReport(
+            experiment_id=exp.id,
+            experiment_name=exp.name,
+            backend=chosen.name,
+            backend_reason=reason,
+            environment=prepared.description,
+            expected_digest=env.digest,
+            differences=diffs,
+            packages_checked=len(env.packages),
+            system_packages_checked=len(env.system_packages),
+            interpreter=f"{observed.interpreter.implementation} {observed.interpreter.version}",
+            notes=tuple(notes),
+            seconds=seconds,
+        )
+    finally:
+        if prepared is not None:
+            chosen.release(prepared)
+        _cleanup(store, checkout if made else None, scratch)
+
+
+__all__ = [
+    "EnvDifference",
+    "Observed",
+    "VerifyReport",
+    "compare_environments",
+    "describe_source",
+    "observe",
+    "parse_dpkg_list",
+    "verify_experiment",
+]
