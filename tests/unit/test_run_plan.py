@@ -1,0 +1,451 @@
+"""``reprobox run`` without a container: the plan, the record, the backends' pure parts, and the
+orchestration on a real git repository with a backend that runs commands on this host."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence
+
+import pytest
+
+from reprobox import backends as backends_mod
+from reprobox.backends import Backend, Execution, GpuPlan, Prepared, choose_backend
+from reprobox.backends.venv import VenvBackend, find_interpreter, install_plan, venv_key
+from reprobox.compare import Tolerance
+from reprobox.errors import EngineError, InterpreterError, UsageError, ValidationError
+from reprobox.model import (
+    INLINE_METRICS,
+    DvcInfo,
+    Environment,
+    Experiment,
+    GitInfo,
+    Interpreter,
+    OutputFile,
+    Package,
+    PackageSource,
+    sha256_hex,
+)
+from reprobox.run import RunRecord, _check_network, plan_run, report_file, run_experiment
+from reprobox.store import Store
+
+ENV = Environment(interpreter=Interpreter("cpython", "3.11.7"), packages=(Package("numpy", "1.26.4"),))
+
+
+def _exp(**kw: Any) -> Experiment:
+    base: dict[str, Any] = dict(
+        name="train",
+        command="python train.py",
+        cwd=".",
+        git=GitInfo(commit="a" * 40),
+        environment_digest=ENV.digest,
+        created="2026-01-01T00:00:00Z",
+        tool_version="0.1.0",
+        metrics={"metrics.json": {"acc": 0.9}},
+        outputs=(OutputFile("model.bin", "b" * 64, 3),),
+        env={"PYTHONHASHSEED": "0"},
+    )
+    base.update(kw)
+    return Experiment(**base).with_id()
+
+
+# --------------------------------------------------------------------------- plan
+
+
+def test_plan_of_a_shell_command_clears_stale_results_first():
+    plan = plan_run(_exp(), ENV)
+    assert plan.command_kind == "shell" and plan.command == "python train.py"
+    assert plan.clear_before == ("metrics.json", "model.bin")
+    assert plan.env == {"PYTHONHASHSEED": "0"}
+    assert not plan.pull_data and not plan.replay_shim and not plan.inline_metrics
+
+
+def test_plan_of_a_dvc_pipeline_pulls_data_and_lets_dvc_clear_outputs():
+    exp = _exp(command="dvc repro", command_kind="dvc", dvc=DvcInfo(stages=("train",)))
+    plan = plan_run(exp, ENV)
+    assert plan.pull_data and plan.command_kind == "dvc" and plan.clear_before == ()
+
+
+def test_plan_refuses_an_experiment_without_command():
+    with pytest.raises(UsageError) as err:
+        plan_run(_exp(command=None, command_kind="none"), ENV)
+    assert "nothing to rerun" in err.value.message and "--cmd" in err.value.hint
+
+
+def test_plan_refuses_a_hostile_replayed_variable():
+    with pytest.raises(ValidationError):
+        plan_run(_exp(env={"LD_PRELOAD": "/tmp/evil.so"}), ENV)
+
+
+def test_plan_refuses_an_output_outside_the_checkout():
+    with pytest.raises(ValidationError):
+        plan_run(_exp(outputs=(OutputFile("../etc/passwd", "b" * 64, 1),)), ENV)
+
+
+def test_plan_notes_untracked_files():
+    plan = plan_run(_exp(git=GitInfo(commit="a" * 40, untracked=("notes.txt",))), ENV)
+    assert "notes.txt" in plan.notes[0]
+
+
+@pytest.mark.parametrize(
+    "source, shim",
+    [
+        (PackageSource("directory", path="/home/u/reprobox", editable=True), True),
+        (PackageSource("directory", path="tools/reprobox", in_repo=True), False),
+        (PackageSource("index"), False),
+        (None, False),
+    ],
+)
+def test_replay_stand_in_only_when_reprobox_cannot_be_rebuilt(source, shim):
+    pkgs = (Package("numpy", "1.26.4"),) + ((Package("reprobox", "0.1.0", source),) if source else ())
+    env = Environment(interpreter=ENV.interpreter, packages=pkgs)
+    exp = _exp(metrics={INLINE_METRICS: {"acc": 1.0}}, environment_digest=env.digest)
+    plan = plan_run(exp, env)
+    assert plan.inline_metrics and plan.replay_shim is shim
+
+
+# --------------------------------------------------------------------------- record
+
+
+def _record(**kw: Any) -> RunRecord:
+    base: dict[str, Any] = dict(
+        experiment_id="0123456789ab", experiment_name="train", started="2026-01-01T00:00:00Z",
+        backend="venv", backend_reason="--backend venv", environment="virtualenv /x",
+        command="python train.py", command_kind="shell", exit_code=0, tolerance=Tolerance(),
+    )
+    base.update(kw)
+    return RunRecord(**base)
+
+
+def test_record_verdicts_and_json():
+    ok = _record()
+    assert ok.reproduced and ok.verdict == "reproduced"
+    bad = _record(differences=("metric acc in metrics.json: recorded 0.9, rerun gave 0.8",))
+    data = json.loads(json.dumps(bad.to_dict(), allow_nan=False))
+    assert data["schema"] == "reprobox.run/1"
+    assert data["verdict"] == "differs" and data["reproduced"] is False
+    assert bad.render_text().splitlines()[:3] == [
+        "DIFFERS: experiment 0123456789ab (train)",
+        "1 difference(s):",
+        "  - metric acc in metrics.json: recorded 0.9, rerun gave 0.8",
+    ]
+
+
+def test_report_files_never_overwrite_each_other(tmp_path: Path):
+    import datetime as dt
+
+    store = Store(tmp_path)
+    when = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
+    first = report_file(store, "0123456789ab", when)
+    assert first.name == "0123456789ab-20260102T030405Z.json"
+    first.parent.mkdir(parents=True)
+    first.write_text("{}")
+    assert report_file(store, "0123456789ab", when).name == "0123456789ab-20260102T030405Z-2.json"
+
+
+@pytest.mark.parametrize("bad", ["a b", "container:abc", "-x", "x" * 200])
+def test_bad_network_names(bad):
+    with pytest.raises(UsageError):
+        _check_network(bad)
+
+
+def test_good_network_names():
+    for ok in ("none", "bridge", "host", "my-net_1"):
+        _check_network(ok)
+
+
+# --------------------------------------------------------------------------- backends
+
+
+class _Engine:
+    def __init__(self, up: bool) -> None:
+        self.up = up
+
+    def available(self) -> bool:
+        return self.up
+
+
+def test_choose_backend_reports_why():
+    b, why = choose_backend("auto", engine=_Engine(True))
+    assert b.name == "docker" and why.startswith("auto:")
+    b, why = choose_backend("auto", engine=_Engine(False))
+    assert b.name == "venv" and "no container engine" in why
+    b, why = choose_backend("venv", engine=_Engine(True))
+    assert b.name == "venv" and why == "--backend venv"
+    with pytest.raises(EngineError) as err:
+        choose_backend("docker", engine=_Engine(False))
+    assert "--backend venv" in err.value.hint
+    with pytest.raises(UsageError):
+        choose_backend("podman")
+
+
+def test_install_plan_splits_what_no_index_serves():
+    env = Environment(interpreter=ENV.interpreter, packages=(
+        Package("numpy", "1.26.4"),
+        Package("tool", "1.0", PackageSource("vcs", vcs="git", url="https://example.org/t.git",
+                                               commit="c" * 40, subdirectory="py")),
+        Package("blob", "2.0", PackageSource("archive", url="https://example.org/blob-2.0.tar.gz",
+                                               hash="sha256=" + "d" * 64)),
+        Package("mine", "0.1", PackageSource("directory", path="src/mine", editable=True,
+                                               in_repo=True)),
+        Package("elsewhere", "0.2", PackageSource("directory", path="/opt/elsewhere")),
+    ))
+    plan = install_plan(env)
+    assert plan.external == (
+        "blob @ https://example.org/blob-2.0.tar.gz#sha256=" + "d" * 64,
+        f"tool @ git+https://example.org/t.git@{'c' * 40}#subdirectory=py",
+    )
+    assert plan.in_repo == (("src/mine", True),)
+    assert len(plan.unavailable) == 1 and "elsewhere" in plan.unavailable[0]
+
+
+def test_install_plan_refuses_a_hostile_vcs_url():
+    env = Environment(interpreter=ENV.interpreter, packages=(
+        Package("tool", "1.0", PackageSource("vcs", vcs="git", url="https://x.org/t.git --pre",
+                                               commit="c" * 40)),))
+    with pytest.raises(ValidationError):
+        install_plan(env)
+
+
+def test_venv_key_is_short_and_stable():
+    assert venv_key("sha256:" + "ab" * 32) == "ab" * 8
+
+
+def test_find_interpreter_finds_this_exact_python():
+    version = ".".join(map(str, sys.version_info[:3]))
+    found = find_interpreter(version)
+    out = subprocess.run([str(found), "-c", "import platform; print(platform.python_version())"],
+                         capture_output=True, text=True, check=True).stdout.strip()
+    assert out == version
+
+
+def test_find_interpreter_names_the_fix_for_a_missing_version():
+    with pytest.raises(InterpreterError) as err:
+        find_interpreter("3.99.1", environ={"PATH": os.environ.get("PATH", ""),
+                                            "PYENV_ROOT": "/nonexistent"})
+    assert "uv python install 3.99.1" in err.value.hint
+    assert "pyenv install 3.99.1" in err.value.hint
+
+
+def test_venv_backend_without_lock_says_to_lock(tmp_path: Path):
+    store, stored = _save(tmp_path, _exp())
+    with pytest.raises(Exception) as err:
+        VenvBackend(tmp_path / "venvs").prepare(store, stored, tmp_path)
+    assert f"reprobox lock {stored.id}" in str(err.value)
+
+
+def test_replay_stand_in_reports_inline_metrics(tmp_path: Path):
+    shim_src = Path(backends_mod.__file__).parent / "replay_shim.py"
+    pkg = tmp_path / "shim" / "reprobox"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text(shim_src.read_text())
+    out = tmp_path / "run" / "metrics.json"
+    code = ("import reprobox; e = reprobox.capture(name='x', metrics={'acc': 0.5, "
+            "'nested': {'f1': [1, 2]}}); print(e.id)")
+    env = dict(os.environ, PYTHONPATH=str(tmp_path / "shim"), REPROBOX_RUN_METRICS=str(out),
+               REPROBOX_EXPERIMENT="0123456789ab")
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.strip() == "0123456789ab"
+    assert json.loads(out.read_text()) == {"acc": 0.5, "nested.f1.0": 1, "nested.f1.1": 2}
+
+
+# --------------------------------------------------------------------------- orchestration
+
+
+class HostBackend(Backend):
+    """Runs commands on this host with this interpreter: the orchestration without a rebuild."""
+
+    name = "host"
+
+    def __init__(self, interrupt: bool = False) -> None:
+        self.interrupt = interrupt
+        self.seen_env: dict[str, str] = {}
+        self.released = 0
+
+    def prepare(self, store, stored, checkout, *, network=None, progress=None) -> Prepared:
+        return Prepared("host", sys.prefix, "this host's Python", True, sys.executable)
+
+    def execute(self, prepared, argv: Sequence[str], *, checkout: Path, cwd: str = ".",
+                env: Mapping[str, str], capture: bool = False, network: Optional[str] = None,
+                gpus: bool = False) -> Execution:
+        if self.interrupt:
+            raise KeyboardInterrupt
+        self.seen_env = dict(env)
+        full = dict(os.environ, **env)
+        done = subprocess.run(list(argv), cwd=checkout / cwd, env=full, capture_output=capture,
+                              text=True)
+        return Execution(done.returncode, done.stdout or "", done.stderr or "")
+
+    def path_in_env(self, checkout: Path, path: Path) -> str:
+        return str(path)
+
+    def dvc_host_env(self, prepared, **kw: Any) -> dict[str, str]:
+        return dict(os.environ)
+
+    def gpu_plan(self, environment) -> GpuPlan:
+        return GpuPlan(False)
+
+    def release(self, prepared) -> None:
+        self.released += 1
+
+
+TRAIN = """\
+import json, os, random, sys
+random.seed(int(os.environ.get("SEED", "1")))
+acc = round(random.random(), 6) if os.environ.get("RANDOM") else 0.9
+json.dump({"acc": acc, "n": 10}, open("metrics.json", "w"))
+open("model.bin", "wb").write(b"abc")
+sys.exit(int(os.environ.get("FAIL", "0")))
+"""
+
+
+def _git(cwd: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+@pytest.fixture()
+def repo(tmp_path: Path) -> Path:
+    root = tmp_path / "repo"
+    root.mkdir()
+    _git(root, "init", "-q")
+    _git(root, "config", "user.email", "t@example.org")
+    _git(root, "config", "user.name", "t")
+    (root / "train.py").write_text(TRAIN)
+    # A stale committed result: the rerun must not take it for its own.
+    (root / "metrics.json").write_text(json.dumps({"acc": 0.9, "n": 10}))
+    _git(root, "add", ".")
+    _git(root, "commit", "-q", "-m", "init")
+    return root
+
+
+def _save(root: Path, exp: Experiment, files: Optional[dict] = None):
+    store = Store(root)
+    stored = store.save(exp, ENV, files)
+    return store, stored
+
+
+def _run(store: Store, stored, backend: HostBackend, monkeypatch, **kw: Any) -> RunRecord:
+    monkeypatch.setattr(backends_mod, "choose_backend",
+                        lambda name, engine=None: (backend, "test host backend"))
+    return run_experiment(store, stored, **kw)
+
+
+def _exp_for(repo: Path, **kw: Any) -> Experiment:
+    base: dict[str, Any] = dict(
+        git=GitInfo(commit=_git(repo, "rev-parse", "HEAD")),
+        metrics={"metrics.json": {"acc": 0.9, "n": 10}},
+        outputs=(OutputFile("model.bin", sha256_hex(b"abc"), 3),),
+        env={"PYTHONHASHSEED": "0"},
+        command=f"{sys.executable} train.py",
+    )
+    base.update(kw)
+    return _exp(**base)
+
+
+def _worktrees(repo: Path) -> list[str]:
+    return [l for l in _git(repo, "worktree", "list", "--porcelain").splitlines()
+            if l.startswith("worktree ")]
+
+
+def test_run_reproduces_on_a_real_git_checkout(repo: Path, monkeypatch):
+    store, stored = _save(repo, _exp_for(repo))
+    backend = HostBackend()
+    messages: list[str] = []
+    record = _run(store, stored, backend, monkeypatch, progress=messages.append)
+    assert record.reproduced, record.differences
+    assert [p.name for p in record.phases] == ["code", "data", "environment", "command",
+                                               "comparison"]
+    assert any(m.startswith("[4/5] command:") for m in messages)
+    assert backend.seen_env["PYTHONHASHSEED"] == "0"
+    assert backend.seen_env["REPROBOX_EXPERIMENT"] == stored.id
+    assert backend.seen_env["REPROBOX_RUN_METRICS"].endswith(".reprobox-run/metrics.json")
+    assert backend.released == 1
+    # The report is on disk, the checkout is gone, the user's tree untouched.
+    saved = json.loads(Path(record.report_path).read_text())
+    assert saved["verdict"] == "reproduced" and Path(record.report_path).parent == store.runs_dir
+    assert len(_worktrees(repo)) == 1
+    assert _git(repo, "status", "--porcelain", "--untracked-files=no") == ""
+
+
+def test_run_names_a_differing_metric_and_output(repo: Path, monkeypatch):
+    exp = _exp_for(repo, metrics={"metrics.json": {"acc": 0.91, "n": 10}},
+                   outputs=(OutputFile("model.bin", sha256_hex(b"xyz"), 3),))
+    store, stored = _save(repo, exp)
+    record = _run(store, stored, HostBackend(), monkeypatch)
+    assert not record.reproduced
+    assert any("acc in metrics.json: recorded 0.91, rerun gave 0.9" in d
+               for d in record.differences)
+    assert any("output model.bin differs" in d for d in record.differences)
+    # Within a tolerance the metric passes; the output still differs.
+    store2, stored2 = store, stored
+    record2 = _run(store2, stored2, HostBackend(), monkeypatch, atol=0.02)
+    assert [d for d in record2.differences if "acc" in d] == []
+
+
+def test_run_applies_the_recorded_patch(repo: Path, monkeypatch, tmp_path: Path):
+    (repo / "train.py").write_text(TRAIN.replace("else 0.9", "else 0.75"))
+    patch = subprocess.run(["git", "diff", "--binary"], cwd=repo, capture_output=True,
+                           check=True).stdout
+    _git(repo, "checkout", "--", "train.py")
+    exp = _exp_for(repo, metrics={"metrics.json": {"acc": 0.75, "n": 10}},
+                   git=GitInfo(commit=_git(repo, "rev-parse", "HEAD"), dirty=True,
+                               patch="patch.diff", patch_sha256=sha256_hex(patch)))
+    store, stored = _save(repo, exp, {"patch.diff": patch})
+    record = _run(store, stored, HostBackend(), monkeypatch)
+    assert record.reproduced, record.differences
+
+
+def test_a_failing_command_is_a_difference_and_stale_results_do_not_count(repo, monkeypatch):
+    exp = _exp_for(repo, command=f"{sys.executable} -c 'raise SystemExit(3)'")
+    store, stored = _save(repo, exp)
+    record = _run(store, stored, HostBackend(), monkeypatch)
+    assert record.exit_code == 3 and not record.reproduced
+    assert record.differences[0].startswith("the command exited with status 3")
+    # metrics.json is committed with the right value, but the rerun did not write it.
+    assert any("metrics.json does not exist after the rerun" in d for d in record.differences)
+
+
+def test_inline_metrics_are_read_from_the_replay_file(repo: Path, monkeypatch):
+    code = ("import json, os; json.dump({'loss': 0.25}, "
+            "open(os.environ['REPROBOX_RUN_METRICS'], 'w'))")
+    exp = _exp_for(repo, command=f"{sys.executable} -c \"{code}\"",
+                   metrics={INLINE_METRICS: {"loss": 0.25}}, outputs=())
+    store, stored = _save(repo, exp)
+    record = _run(store, stored, HostBackend(), monkeypatch)
+    assert record.reproduced, record.differences
+    assert [(m.file, m.key, m.status) for m in record.metrics] == [(INLINE_METRICS, "loss", "same")]
+
+
+def test_keep_leaves_the_checkout(repo: Path, monkeypatch):
+    store, stored = _save(repo, _exp_for(repo))
+    record = _run(store, stored, HostBackend(), monkeypatch, keep=True)
+    assert record.checkout and (Path(record.checkout) / "train.py").is_file()
+    assert len(_worktrees(repo)) == 2
+    from reprobox.capture.git import remove_worktree
+
+    remove_worktree(repo, Path(record.checkout))
+
+
+def test_interrupt_cleans_up_the_checkout(repo: Path, monkeypatch):
+    store, stored = _save(repo, _exp_for(repo))
+    backend = HostBackend(interrupt=True)
+    with pytest.raises(KeyboardInterrupt):
+        _run(store, stored, backend, monkeypatch)
+    assert len(_worktrees(repo)) == 1
+    assert backend.released == 1
+    assert not store.runs_dir.exists() or not list(store.runs_dir.iterdir())
+
+
+def test_missing_commit_is_a_clear_error(repo: Path, monkeypatch):
+    from reprobox.errors import GitError
+
+    store, stored = _save(repo, _exp_for(repo, git=GitInfo(commit="f" * 40)))
+    with pytest.raises(GitError) as err:
+        _run(store, stored, HostBackend(), monkeypatch)
+    assert "fetch" in err.value.hint
+    assert len(_worktrees(repo)) == 1
