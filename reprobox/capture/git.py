@@ -1,0 +1,424 @@
+"""The code of a run: the commit, the uncommitted change as a binary-safe patch, and the files git
+does not know about; and, for ``reprobox run``, a detached worktree of that commit with the patch
+applied, apart from the user's own working tree.
+
+Everything goes through the ``git`` command line (no library), with the user's configuration
+neutralised where it would change the patch (external diff drivers, textconv, colour, prefixes,
+rename detection), so that the recorded patch applies with ``git apply`` anywhere.
+
+A recorded patch is untrusted input when the capture arrives in a pull request: before applying,
+every path it names is read from the diff headers (and, as a second opinion, from ``git apply
+--numstat``) and refused when absolute, climbing out with ``..``, or reaching into ``.git``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .. import proc
+from ..errors import CommandError, GitError, ValidationError
+from ..model import GitInfo, sha256_hex
+from ..secrets import redact_text, strip_url_credentials
+
+log = logging.getLogger("reprobox.capture.git")
+
+#: Past this size the patch is still recorded, with a warning: it is meant for code, not data.
+LARGE_PATCH_BYTES = 5 * 1024 * 1024
+#: A patch bigger than this is refused when applied (a record is small text by design).
+MAX_PATCH_BYTES = 256 * 1024 * 1024
+#: How many untracked paths go into the record (the warning still gives the full count).
+MAX_UNTRACKED_LISTED = 500
+
+_COMMIT_RE = re.compile(r"^(?:[0-9a-f]{7,40}|[0-9a-f]{64})$")
+_NOT_A_REPO_HINT = (
+    "reprobox records your code as a git commit: create one with "
+    '`git init && git add -A && git commit -m "first commit"`'
+)
+
+
+@dataclass(frozen=True)
+class GitCapture:
+    """What the capture records about the code.
+
+    ``info.patch`` is left None: the caller stores ``patch`` under a file name of its choice.
+    """
+
+    info: GitInfo
+    patch: bytes | None
+    warnings: list[str] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- running git
+
+
+def _git_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        {
+            "GIT_TERMINAL_PROMPT": "0",  # never wait for a password on a terminal
+            "GIT_OPTIONAL_LOCKS": "0",  # reading must not take index.lock from a concurrent git
+            "LC_ALL": "C",  # parseable messages
+        }
+    )
+    env.pop("GIT_DIR", None)
+    env.pop("GIT_WORK_TREE", None)
+    return env
+
+
+def _git(
+    args: Sequence[str | os.PathLike[str]],
+    cwd: Path,
+    *,
+    check: bool = True,
+    text: bool = True,
+    what: str | None = None,
+    hint: str | None = None,
+    timeout: float | None = proc.DEFAULT_TIMEOUT,
+):
+    """Run git; a failure becomes a GitError whose message never carries URL credentials."""
+    try:
+        return proc.run(
+            ["git", *args],
+            cwd=cwd,
+            env=_git_env(),
+            check=check,
+            text=text,
+            what=what,
+            timeout=timeout,
+        )
+    except CommandError as exc:
+        raise GitError(
+            f"{what or 'git ' + str(args[0])} failed: {redact_text(exc.stderr_tail.strip())}",
+            hint or exc.hint,
+        ) from None
+
+
+def _toplevel(repo_root: Path) -> Path:
+    if not Path(repo_root).is_dir():
+        raise GitError(f"{repo_root} is not a directory", "run reprobox inside your project")
+    done = _git(["rev-parse", "--show-toplevel"], Path(repo_root), check=False)
+    if done.returncode != 0:
+        err = done.stderr.strip()
+        if "dubious ownership" in err:
+            raise GitError(
+                f"git refuses to read {repo_root}: it is owned by another user",
+                f"if you trust it: `git config --global --add safe.directory {repo_root}`",
+            )
+        raise GitError(f"{repo_root} is not inside a git repository", _NOT_A_REPO_HINT)
+    return Path(done.stdout.strip())
+
+
+# --------------------------------------------------------------------------- capture
+
+
+def _remote_url(top: Path, branch: str | None) -> str | None:
+    name = None
+    if branch:
+        got = _git(["config", "--get", f"branch.{branch}.remote"], top, check=False)
+        name = got.stdout.strip() or None
+        if name == ".":  # upstream is a local branch
+            name = None
+    for candidate in (name, "origin"):
+        if not candidate:
+            continue
+        got = _git(["remote", "get-url", candidate], top, check=False)
+        if got.returncode == 0 and got.stdout.strip():
+            return strip_url_credentials(got.stdout.strip())
+    return None
+
+
+def _pathspec(exclude: Sequence[str]) -> list[str]:
+    return ["--", ".", *(f":(exclude){e.strip('/')}" for e in exclude if e.strip("/"))]
+
+
+def git_info(repo_root: Path, exclude: Sequence[str] = (".reprobox",)) -> GitCapture:
+    """Commit, branch, remote (without credentials), and the uncommitted change against HEAD.
+
+    The patch holds staged and unstaged changes to tracked files (binary-safe); untracked files
+    are listed with a warning because they are not in it. Paths under ``exclude`` (the store)
+    are left out of both.
+    """
+    top = _toplevel(Path(repo_root))
+    head = _git(["rev-parse", "--verify", "-q", "HEAD^{commit}"], top, check=False)
+    if head.returncode != 0:
+        raise GitError(
+            f"the repository {top} has no commit yet",
+            'commit your code first: `git add -A && git commit -m "first commit"`',
+        )
+    commit = head.stdout.strip()
+    sym = _git(["symbolic-ref", "-q", "--short", "HEAD"], top, check=False)
+    branch = sym.stdout.strip() if sym.returncode == 0 and sym.stdout.strip() else None
+    remote = _remote_url(top, branch)
+
+    diff = _git(
+        [
+            "diff",
+            "HEAD",
+            "--binary",
+            "--full-index",
+            "--no-color",
+            "--no-ext-diff",
+            "--no-textconv",
+            "--no-renames",
+            "--submodule=short",
+            "--src-prefix=a/",
+            "--dst-prefix=b/",
+            *_pathspec(exclude),
+        ],
+        top,
+        text=False,
+        what="git diff",
+        timeout=None,
+    )
+    patch: bytes | None = diff.stdout or None
+    warnings: list[str] = []
+    if patch and len(patch) > LARGE_PATCH_BYTES:
+        warnings.append(
+            f"the uncommitted change is {len(patch) / 1048576:.1f} MiB: it is recorded as a patch, "
+            "but data belongs in DVC or a commit; commit it or track large files with `dvc add`"
+        )
+
+    others = _git(
+        ["ls-files", "-z", "--others", "--exclude-standard", *_pathspec(exclude)],
+        top,
+        what="git ls-files",
+    )
+    untracked = sorted(p for p in others.stdout.split("\0") if p)
+    if untracked:
+        shown = ", ".join(untracked[:5]) + (
+            f" and {len(untracked) - 5} more" if len(untracked) > 5 else ""
+        )
+        warnings.append(
+            f"{len(untracked)} untracked file(s) are NOT in the recorded patch and will be missing "
+            f"when the experiment is rerun: {shown}; `git add` them (or list them in .gitignore)"
+        )
+
+    info = GitInfo(
+        commit=commit,
+        branch=branch,
+        remote=remote,
+        dirty=patch is not None,
+        patch=None,
+        patch_sha256=sha256_hex(patch) if patch else None,
+        untracked=tuple(untracked[:MAX_UNTRACKED_LISTED]),
+    )
+    return GitCapture(info=info, patch=patch, warnings=warnings)
+
+
+# --------------------------------------------------------------------------- worktree for run
+
+
+def validate_commit(commit: str) -> str:
+    """A recorded commit id, checked before it reaches a git command line."""
+    if not isinstance(commit, str) or not _COMMIT_RE.match(commit):
+        raise ValidationError("git.commit", commit, "not a hexadecimal git commit id")
+    return commit
+
+
+def make_worktree(repo_root: Path, commit: str, dest: Path) -> Path:
+    """Check ``commit`` out, detached, at ``dest`` (a new folder), apart from the user's tree."""
+    validate_commit(commit)
+    top = _toplevel(Path(repo_root))
+    found = _git(["cat-file", "-e", f"{commit}^{{commit}}"], top, check=False)
+    if found.returncode != 0:
+        shallow = _git(["rev-parse", "--is-shallow-repository"], top, check=False).stdout.strip()
+        hint = "fetch it: `git fetch --all`"
+        if shallow == "true":
+            hint = "this clone is shallow: `git fetch --unshallow`"
+        raise GitError(
+            f"commit {commit} is not in the repository at {top}",
+            hint + "; if it is still missing, push it from the machine where it was captured",
+        )
+    dest = Path(dest)
+    if dest.exists() and any(dest.iterdir()):
+        raise GitError(
+            f"{dest} already exists and is not empty", "choose another folder or remove it"
+        )
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    _git(
+        ["worktree", "add", "--detach", str(dest), commit],
+        top,
+        what="git worktree add",
+        timeout=None,
+    )
+    if (dest / ".gitmodules").is_file():
+        _git(
+            ["submodule", "update", "--init", "--recursive"],
+            dest,
+            what="git submodule update",
+            hint="the experiment's commit uses submodules: make sure their remotes are reachable",
+            timeout=None,
+        )
+    return dest.resolve()
+
+
+def remove_worktree(repo_root: Path, dest: Path) -> None:
+    """Remove a worktree made by :func:`make_worktree`, even if modified; a second call is a no-op."""
+    top = _toplevel(Path(repo_root))
+    dest = Path(dest)
+    if dest.exists():
+        _git(["worktree", "remove", "--force", "--force", str(dest)], top, check=False)
+    marker = dest / ".git"
+    if (
+        dest.exists()
+        and marker.is_file()
+        and marker.read_text(errors="replace").startswith("gitdir:")
+    ):
+        shutil.rmtree(dest, ignore_errors=True)  # git could not remove it (e.g. files in use)
+    _git(["worktree", "prune"], top, check=False)
+
+
+# --------------------------------------------------------------------------- patch safety
+
+_HUNK_RE = re.compile(rb"^@@ -\d+(?:,(\d+))? \+\d+(?:,(\d+))? @@")
+_BASE85_LINE = re.compile(rb"^[A-Za-z][0-9A-Za-z!#$%&()*+\-;<=>?@^_`{|}~]+$")
+_ESCAPES = {b"a": 7, b"b": 8, b"t": 9, b"n": 10, b"v": 11, b"f": 12, b"r": 13, b'"': 34, b"\\": 92}
+
+
+def _unquote(raw: bytes) -> tuple[bytes, bytes]:
+    """Split a git C-quoted name off the front of ``raw``: (name, rest)."""
+    out = bytearray()
+    i = 1
+    while i < len(raw):
+        c = raw[i : i + 1]
+        if c == b'"':
+            return bytes(out), raw[i + 1 :]
+        if c == b"\\" and i + 1 < len(raw):
+            nxt = raw[i + 1 : i + 2]
+            if nxt in _ESCAPES:
+                out.append(_ESCAPES[nxt])
+                i += 2
+                continue
+            octal = raw[i + 1 : i + 4]
+            if re.fullmatch(rb"[0-7]{3}", octal):
+                out.append(int(octal, 8))
+                i += 4
+                continue
+        out += c
+        i += 1
+    return bytes(out), b""
+
+
+def _name(raw: bytes) -> bytes:
+    """One file name of a ---/+++ or rename line: unquoted, without a trailing tab + date."""
+    raw = raw.rstrip(b"\r\n")
+    if raw.startswith(b'"'):
+        return _unquote(raw)[0]
+    return raw.split(b"\t", 1)[0]
+
+
+def _strip_prefix(name: bytes) -> bytes:
+    return name.split(b"/", 1)[1] if b"/" in name else name
+
+
+def _git_header_names(rest: bytes) -> list[bytes]:
+    """The names of a ``diff --git A B`` line, the way git finds them (equal halves unquoted)."""
+    rest = rest.rstrip(b"\r\n")
+    if rest.startswith(b'"'):
+        first, tail = _unquote(rest)
+        tail = tail.lstrip(b" ")
+        second = _unquote(tail)[0] if tail.startswith(b'"') else tail
+        return [_strip_prefix(first), _strip_prefix(second)]
+    if rest.endswith(b'"') and b' "' in rest:
+        first, _, quoted = rest.partition(b' "')
+        return [_strip_prefix(first), _strip_prefix(_unquote(b'"' + quoted)[0])]
+    for i, ch in enumerate(rest):
+        if ch == 0x20:
+            left, right = _strip_prefix(rest[:i]), _strip_prefix(rest[i + 1 :])
+            if left == right:
+                return [left]
+    # Not equal halves (a rename): check the whole text; rename lines name the files exactly.
+    return [_strip_prefix(rest)]
+
+
+def patch_paths(data: bytes) -> Iterator[str]:
+    """Every path a patch names in its headers, as git would read them (hunk bodies skipped)."""
+    old = new = 0
+    binary = False
+    for line in data.split(b"\n"):
+        if old > 0 or new > 0:  # inside a hunk: content, never a header
+            tag = line[:1]
+            if tag in (b" ", b""):
+                old, new = old - 1, new - 1
+            elif tag == b"-":
+                old -= 1
+            elif tag == b"+":
+                new -= 1
+            continue
+        if binary:
+            if not line or _BASE85_LINE.match(line) or re.match(rb"^(literal|delta) \d+$", line):
+                continue
+            binary = False
+        names: list[bytes] = []
+        if line.startswith(b"diff --git "):
+            names = _git_header_names(line[len(b"diff --git ") :])
+        elif line.startswith((b"--- ", b"+++ ")):
+            name = _name(line[4:])
+            names = [] if name == b"/dev/null" else [_strip_prefix(name)]
+        elif line.startswith((b"rename from ", b"rename to ", b"copy from ", b"copy to ")):
+            names = [_name(line.split(b" ", 2)[2])]
+        elif line.startswith(b"GIT binary patch"):
+            binary = True
+        else:
+            m = _HUNK_RE.match(line)
+            if m:
+                old = int(m.group(1)) if m.group(1) is not None else 1
+                new = int(m.group(2)) if m.group(2) is not None else 1
+        for name in names:
+            yield name.decode("utf-8", "surrogateescape")
+
+
+def check_patch_path(path: str, field: str = "git.patch") -> None:
+    """Refuse a path that leaves the tree or touches git's own files."""
+    if not path or "\0" in path:
+        raise ValidationError(field, path, "an empty or NUL-containing file name")
+    if path.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", path):
+        raise ValidationError(field, path, "an absolute path: the patch may only touch the project")
+    parts = re.split(r"[/\\]", path)
+    if any(p == ".." for p in parts):
+        raise ValidationError(field, path, "climbs out of the project with '..'")
+    if any(p.lower() == ".git" for p in parts):
+        raise ValidationError(field, path, "touches git's own files (.git)")
+
+
+def apply_patch(worktree: Path, patch_file: Path) -> None:
+    """Apply a recorded patch to a fresh worktree, after checking every path it names."""
+    patch_file = Path(patch_file)
+    try:
+        size = patch_file.stat().st_size
+        if size > MAX_PATCH_BYTES:
+            raise ValidationError(
+                "git.patch", patch_file.name, f"{size} bytes, larger than any code change"
+            )
+        data = patch_file.read_bytes()
+    except OSError as exc:
+        raise GitError(
+            f"cannot read the recorded patch {patch_file}: {exc.strerror}",
+            "restore it from git (`git checkout -- .reprobox/`)",
+        ) from None
+    for path in patch_paths(data):
+        check_patch_path(path)
+    # Second opinion from git's own parser, which is what will apply it.
+    listed = _git(
+        ["apply", "--numstat", "-z", str(patch_file.resolve())],
+        Path(worktree),
+        what="reading the recorded patch",
+        hint="the patch file is damaged; restore it from git or re-capture",
+    )
+    for entry in listed.stdout.split("\0"):
+        name = entry.split("\t")[-1]
+        if name:
+            check_patch_path(name)
+    _git(
+        ["apply", "--binary", "--whitespace=nowarn", str(patch_file.resolve())],
+        Path(worktree),
+        what="applying the recorded patch",
+        hint="the patch no longer applies to the recorded commit: was it edited after capture? "
+        "restore it from git or re-capture the experiment",
+    )

@@ -1,0 +1,177 @@
+"""Metrics files (JSON, YAML, TOML, CSV/TSV) and output hashing."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+from reprobox.capture import metrics as m
+from reprobox.errors import ReproboxError, ValidationError
+
+
+def write(tmp_path: Path, name: str, text: str | bytes) -> Path:
+    p = tmp_path / name
+    p.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(text, bytes):
+        p.write_bytes(text)
+    else:
+        p.write_text(text, encoding="utf-8")
+    return p
+
+
+# --------------------------------------------------------------------------- formats
+
+
+def test_json_nested_is_flattened_and_numbers_stay_numbers(tmp_path):
+    p = write(
+        tmp_path, "metrics.json", '{"acc": 0.93, "epochs": 10, "loss": {"train": 0.1, "val": 0.2}}'
+    )
+    out = m.read_metrics(p)
+    assert out == {"acc": 0.93, "epochs": 10, "loss.train": 0.1, "loss.val": 0.2}
+    assert type(out["epochs"]) is int
+
+
+def test_yaml_and_yml(tmp_path):
+    for name in ("scores.yaml", "scores.yml"):
+        p = write(tmp_path, name, "auc: 0.81\nper_class:\n  cat: 0.7\n  dog: 0.9\n")
+        assert m.read_metrics(p) == {"auc": 0.81, "per_class.cat": 0.7, "per_class.dog": 0.9}
+
+
+def test_toml(tmp_path):
+    p = write(tmp_path, "m.toml", 'rmse = 1.5\n[test]\nr2 = 0.75\nn = 100\nlabel = "final"\n')
+    assert m.read_metrics(p) == {"rmse": 1.5, "test.r2": 0.75, "test.n": 100, "test.label": "final"}
+
+
+def test_unknown_suffix_is_read_as_yaml_like_dvc(tmp_path):
+    assert m.read_metrics(write(tmp_path, "metrics.txt", "a: 1\n")) == {"a": 1}
+
+
+def test_scalar_and_empty_files(tmp_path):
+    assert m.read_metrics(write(tmp_path, "one.json", "0.5")) == {"value": 0.5}
+    assert m.read_metrics(write(tmp_path, "empty.yaml", "")) == {}
+
+
+def test_csv_single_row_is_header_to_value(tmp_path):
+    p = write(tmp_path, "scores.csv", "accuracy,f1,n,model\n0.91,0.88,500,resnet\n")
+    out = m.read_metrics(p)
+    assert out == {"accuracy": 0.91, "f1": 0.88, "n": 500, "model": "resnet"}
+    assert type(out["n"]) is int
+
+
+def test_csv_several_rows_are_indexed_like_a_json_list(tmp_path):
+    p = write(tmp_path, "history.csv", "epoch,loss\n1,0.9\n2,0.5\n")
+    assert m.read_metrics(p) == {"0.epoch": 1, "0.loss": 0.9, "1.epoch": 2, "1.loss": 0.5}
+
+
+def test_tsv_and_crlf_and_bom(tmp_path):
+    p = write(tmp_path, "m.tsv", b"\xef\xbb\xbfauc\tloss\r\n0.7\t1e-3\r\n")
+    assert m.read_metrics(p) == {"auc": 0.7, "loss": 0.001}
+
+
+def test_csv_cells_that_are_not_plain_numbers_stay_text(tmp_path):
+    p = write(tmp_path, "m.csv", "a,b,c\n1_000,0x10,nan\n")
+    out = m.read_metrics(p)
+    assert out["a"] == "1_000" and out["b"] == "0x10"
+    assert out["c"] != out["c"]  # NaN is a float, as in JSON
+
+
+# --------------------------------------------------------------------------- malformed files
+
+
+@pytest.mark.parametrize(
+    "name, text, where",
+    [
+        ("bad.json", '{"a": 1,\n "b": }\n', "line 2"),
+        ("bad.yaml", "a: 1\nb: [1, 2\nc: 3\n", "line 3"),
+        ("bad.toml", "a = 1\nb = \n", "line 2"),
+        ("bad.csv", "a,b\n1,2\n3\n", "line 3"),
+        ("dup.csv", "a,a\n1,2\n", "line 1"),
+    ],
+)
+def test_malformed_files_name_the_file_and_line(tmp_path, name, text, where):
+    p = write(tmp_path, name, text)
+    with pytest.raises(m.ResultFileError) as info:
+        m.read_metrics(p)
+    assert str(p) in info.value.message and where in info.value.message
+    assert info.value.hint
+    assert isinstance(info.value, ReproboxError)
+
+
+def test_not_utf8(tmp_path):
+    p = write(tmp_path, "m.json", b'{"a":\n "\xff"}')
+    with pytest.raises(m.ResultFileError, match="line 2"):
+        m.read_metrics(p)
+
+
+def test_missing_folder_and_oversized(tmp_path, monkeypatch):
+    with pytest.raises(m.ResultFileError, match="does not exist"):
+        m.read_metrics(tmp_path / "nope.json")
+    with pytest.raises(m.ResultFileError, match="not a regular file"):
+        m.read_metrics(tmp_path)
+    monkeypatch.setattr(m, "MAX_METRICS_BYTES", 10)
+    with pytest.raises(m.ResultFileError, match="MiB"):
+        m.read_metrics(write(tmp_path, "big.json", '{"a": 1234567890}'))
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+def test_file_output(tmp_path):
+    data = os.urandom(3 * 1024 * 1024 + 7)  # more than one read chunk
+    write(tmp_path, "model/weights.bin", data)
+    out = m.hash_output(tmp_path, "model/weights.bin")
+    assert out.path == "model/weights.bin"
+    assert out.sha256 == hashlib.sha256(data).hexdigest()
+    assert out.size == len(data)
+
+
+def test_directory_output_manifest(tmp_path):
+    write(tmp_path, "out/a.txt", "a")
+    write(tmp_path, "out/sub/b.txt", "bb")
+    first = m.hash_output(tmp_path, "out/")
+    assert first.path == "out" and first.size == 3
+    expected = "".join(
+        f"{hashlib.sha256(c).hexdigest()}  {n}\n"
+        for n, c in sorted([("a.txt", b"a"), ("sub/b.txt", b"bb")])
+    )
+    assert first.sha256 == hashlib.sha256(expected.encode()).hexdigest()
+    assert m.hash_output(tmp_path, "out") == first  # stable
+    (tmp_path / "out/sub/b.txt").rename(tmp_path / "out/sub/c.txt")
+    renamed = m.hash_output(tmp_path, "out")
+    assert renamed.sha256 != first.sha256 and renamed.size == first.size
+    write(tmp_path, "out/sub/c.txt", "BB")
+    assert m.hash_output(tmp_path, "out").sha256 != renamed.sha256
+
+
+def test_symlinks_inside_the_tree_are_fine(tmp_path):
+    write(tmp_path, "real.txt", "x")
+    (tmp_path / "link.txt").symlink_to("real.txt")
+    assert m.hash_output(tmp_path, "link.txt").sha256 == hashlib.sha256(b"x").hexdigest()
+
+
+def test_symlink_leaving_the_tree_is_refused(tmp_path):
+    outside = tmp_path / "outside"
+    write(outside, "secret.txt", "s")
+    root = tmp_path / "repo"
+    root.mkdir()
+    (root / "link.txt").symlink_to(outside / "secret.txt")
+    (root / "dirlink").symlink_to(outside)
+    write(root, "out/ok.txt", "ok")
+    (root / "out" / "escape").symlink_to(outside / "secret.txt")
+    for rel in ("link.txt", "dirlink", "dirlink/secret.txt", "out"):
+        with pytest.raises(ValidationError, match="outside the repository"):
+            m.hash_output(root, rel)
+
+
+@pytest.mark.parametrize("rel", ["../x", "a/../../x", "/etc/passwd", ""])
+def test_paths_leaving_the_root_are_refused(tmp_path, rel):
+    with pytest.raises(ValidationError):
+        m.hash_output(tmp_path, rel)
+
+
+def test_missing_output(tmp_path):
+    with pytest.raises(m.ResultFileError, match="does not exist"):
+        m.hash_output(tmp_path, "model.pkl")
