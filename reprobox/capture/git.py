@@ -145,6 +145,13 @@ def git_info(repo_root: Path, exclude: Sequence[str] = (".reprobox",)) -> GitCap
     are left out of both.
     """
     top = _toplevel(Path(repo_root))
+    # ``exclude`` is relative to repo_root, which may sit below the top of the repository.
+    try:
+        below = Path(repo_root).resolve().relative_to(top.resolve()).as_posix()
+    except ValueError:
+        below = "."
+    if below != ".":
+        exclude = [f"{below}/{e.strip('/')}" for e in exclude]
     head = _git(["rev-parse", "--verify", "-q", "HEAD^{commit}"], top, check=False)
     if head.returncode != 0:
         raise GitError(
