@@ -271,6 +271,8 @@ def url(field: str, value: Any, schemes: Sequence[str] = ARCHIVE_SCHEMES, *,
         allow_scp: bool = False) -> str:
     """A URL with an allowed scheme, no credentials, no whitespace, quotes or shell characters.
 
+    ``&`` is allowed only in the query and the fragment (``#egg=x&subdirectory=y``).
+
     ``allow_scp`` accepts git's ``git@host:org/repo.git`` form (a user name for ssh is not a
     credential). Percent-encoded control characters are refused too: they decode into paths.
     """
@@ -285,6 +287,8 @@ def url(field: str, value: Any, schemes: Sequence[str] = ARCHIVE_SCHEMES, *,
         problem = _forbidden_char(value)
         raise _fail(field, value, problem or "contains characters a URL here may not hold "
                     "(whitespace, quotes, shell metacharacters or non-ASCII)")
+    if "&" in re.split(r"[?#]", value, maxsplit=1)[0]:
+        raise _fail(field, value, "has '&' outside its query or fragment")
     if re.search(r"%(?![0-9A-Fa-f]{2})", value):
         raise _fail(field, value, "has a malformed percent escape")
     if re.search(r"%(?:[01][0-9A-Fa-f]|7[Ff])", value):
@@ -780,7 +784,7 @@ def validate_experiment(exp: Experiment, env: Environment, *, folder: Path | Non
 
     for mfile, values in exp.metrics.items():
         if mfile != INLINE_METRICS:
-            relpath(f"metrics file {mfile!r}", mfile, allow_dot=False)
+            relpath("metrics file", mfile, allow_dot=False)
         _check_tree(f"metrics[{mfile}]", values)
     for i, out in enumerate(exp.outputs):
         relpath(f"outputs[{i}].path", out.path, allow_dot=False)
@@ -789,6 +793,9 @@ def validate_experiment(exp: Experiment, env: Environment, *, folder: Path | Non
             raise _fail(f"outputs[{i}].size", out.size, "is not a non-negative integer")
     for name, value in exp.env.items():
         env_var(name, value, "env")
+    from .capture.envvars import check_replayable
+
+    check_replayable(exp.env, "env")  # and only the variables reprobox itself would record
 
     validate_environment(env)
 

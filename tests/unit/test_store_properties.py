@@ -1,0 +1,188 @@
+"""Property tests over the store readers: a hostile or corrupt record gives a ReproboxError, never a crash.
+
+``experiment.json`` and ``environment.json`` arrive in pull requests; whatever they hold, reading
+them must end in a clear :class:`ReproboxError` (which the CLI prints without a traceback), never
+a ``TypeError``, ``KeyError``, ``RecursionError`` or ``UnicodeEncodeError``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from reprobox.errors import ReproboxError
+from reprobox.model import Environment, Experiment
+from reprobox.store import Store, read_json
+
+from .test_model_store import make_env, make_exp
+
+# Any text, lone surrogates and control characters included: JSON can carry "\ud800" escapes.
+# The hostile characters are drawn often, not left to the odds of a million code points.
+HOSTILE = st.sampled_from(["\ud800", "\udfff", "\x00", "\n", "\r", "\x1b", "\u202e", "\u2028",
+                           "\ufeff", "/", ".", "$", "`", ";", '"', "\\"])
+ANY_TEXT = st.text(HOSTILE | st.characters(codec=None, exclude_categories=()), max_size=20)
+KEYS = st.sampled_from([
+    "schema", "digest", "interpreter", "packages", "system_packages", "os", "hardware", "name",
+    "version", "source", "kind", "url", "commit", "gpus", "cpu_flags", "memory_mib", "id",
+    "git", "dvc", "outputs", "metrics", "env", "cwd", "created", "environment_digest", "path",
+    "sha256", "size", "hash", "implementation", "libraries", "editable", "wheel_tags",
+]) | ANY_TEXT
+
+SCALARS = (
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | ANY_TEXT
+    | st.sampled_from(["reprobox.environment/1", "reprobox.experiment/1", "reprobox.environment/2",
+                       "index", "vcs", "directory", "archive", "x/y", "/"])
+)
+JSON = st.recursive(
+    SCALARS,
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(KEYS, children, max_size=6),
+    max_leaves=25,
+)
+
+SETTINGS = settings(max_examples=300, deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+
+
+def _only_reprobox_errors(fn: Any, data: Any) -> None:
+    try:
+        fn(data)
+    except ReproboxError:
+        pass
+
+
+def _set_path(doc: Any, path: tuple[Any, ...], value: Any) -> Any:
+    """A copy of ``doc`` with the value at ``path`` replaced (a path into nested dicts/lists)."""
+    if not path:
+        return value
+    head, rest = path[0], path[1:]
+    if isinstance(doc, dict):
+        out = dict(doc)
+        out[head] = _set_path(doc.get(head), rest, value)
+        return out
+    if isinstance(doc, list) and isinstance(head, int) and 0 <= head < len(doc):
+        out_list = list(doc)
+        out_list[head] = _set_path(doc[head], rest, value)
+        return out_list
+    return doc
+
+
+def _paths(doc: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    out = [prefix]
+    if isinstance(doc, dict):
+        for k, v in doc.items():
+            out.extend(_paths(v, prefix + (k,)))
+    elif isinstance(doc, list):
+        for i, v in enumerate(doc):
+            out.extend(_paths(v, prefix + (i,)))
+    return out
+
+
+ENV_DOC = make_env().to_dict()
+EXP_DOC = make_exp(make_env()).to_dict()
+ENV_PATHS = _paths(ENV_DOC)
+EXP_PATHS = _paths(EXP_DOC)
+
+
+# --------------------------------------------------------------------------- fully arbitrary
+
+
+@SETTINGS
+@given(JSON)
+@example({"schema": "reprobox.environment/1", "interpreter": {}, "packages": ["name"]})
+@example({"schema": "reprobox.environment/1", "interpreter": {"implementation": "cpython",
+          "version": "3.11.7"}, "packages": [], "hardware": {"gpus": [7]}})
+def test_environment_from_arbitrary_json(data: Any) -> None:
+    if isinstance(data, dict):
+        _only_reprobox_errors(Environment.from_dict, data)
+
+
+@SETTINGS
+@given(JSON)
+@example({"schema": "reprobox.experiment/1", "id": "x", "name": "n", "git": {"commit": "a"},
+          "environment_digest": "d", "created": "c", "outputs": ["path"]})
+def test_experiment_from_arbitrary_json(data: Any) -> None:
+    if isinstance(data, dict):
+        _only_reprobox_errors(Experiment.from_dict, data)
+
+
+# --------------------------------------------------------------------------- valid documents, one field hostile
+
+
+@SETTINGS
+@given(st.sampled_from(ENV_PATHS), JSON)
+def test_environment_with_one_field_replaced(path: tuple[Any, ...], value: Any) -> None:
+    doc = _set_path(ENV_DOC, path, value)
+    if isinstance(doc, dict):
+        _only_reprobox_errors(Environment.from_dict, doc)
+
+
+@SETTINGS
+@given(st.sampled_from(EXP_PATHS), JSON)
+def test_experiment_with_one_field_replaced(path: tuple[Any, ...], value: Any) -> None:
+    doc = _set_path(EXP_DOC, path, value)
+    if isinstance(doc, dict):
+        def read(d: Any) -> None:
+            exp = Experiment.from_dict(d)
+            exp.content_matches_id  # noqa: B018 - hashing the content must not crash either
+
+        _only_reprobox_errors(read, doc)
+
+
+def test_lone_surrogate_in_a_package_name_is_a_store_error() -> None:
+    doc = _set_path(ENV_DOC, ("packages", 0, "name"), "num\ud800py")
+    doc.pop("digest")
+    _only_reprobox_errors(lambda d: Environment.from_dict(d).digest, doc)
+
+
+# --------------------------------------------------------------------------- read_json on arbitrary files
+
+
+@SETTINGS
+@given(st.binary(max_size=200) | st.builds(lambda d: json.dumps(d).encode(), JSON))
+def test_read_json_arbitrary_bytes(tmp_path_factory: Any, raw: bytes) -> None:
+    path = Path(tmp_path_factory.mktemp("rj")) / "experiment.json"
+    path.write_bytes(raw)
+    _only_reprobox_errors(read_json, path)
+
+
+def test_read_json_deeply_nested(tmp_path: Path) -> None:
+    path = tmp_path / "experiment.json"
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    _only_reprobox_errors(read_json, path)
+
+
+def test_read_json_huge_integer(tmp_path: Path) -> None:
+    path = tmp_path / "experiment.json"
+    path.write_text('{"size": ' + "9" * 5000 + "}")
+    _only_reprobox_errors(read_json, path)
+
+
+def test_read_json_not_a_file(tmp_path: Path) -> None:
+    (tmp_path / "experiment.json").mkdir()
+    _only_reprobox_errors(read_json, tmp_path / "experiment.json")
+
+
+# --------------------------------------------------------------------------- the whole load path
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+          HealthCheck.function_scoped_fixture])
+@given(st.sampled_from(EXP_PATHS), JSON)
+def test_store_load_with_one_experiment_field_replaced(tmp_path: Path, path: tuple[Any, ...],
+                                                        value: Any) -> None:
+    store = Store(tmp_path)
+    env = make_env()
+    stored = store.save(make_exp(env), env)
+    doc = _set_path(json.loads((stored.path / "experiment.json").read_text()), path, value)
+    (stored.path / "experiment.json").write_text(json.dumps(doc))
+    try:
+        store.load(stored.id)
+    except ReproboxError:
+        pass
+    finally:
+        (stored.path / "experiment.json").write_text(json.dumps(EXP_DOC))
+
