@@ -303,32 +303,30 @@ def checkout_code(store: Store, stored: StoredExperiment, dest: Path) -> tuple[P
     return path, detail
 
 
-def _dvc_config_local(root: Path, checkout: Path) -> Optional[Path]:
-    """The user's ``.dvc/config.local`` (remote credentials) copied for the pull, or None."""
-    src = root / ".dvc" / "config.local"
-    dst = checkout / ".dvc" / "config.local"
-    if src.is_file() and (checkout / ".dvc").is_dir() and not dst.exists():
-        shutil.copy2(src, dst)
-        return dst
-    return None
-
-
 def pull_data(store: Store, checkout: Path) -> str:
-    """DVC outputs from the remote into the checkout, through the shared run cache."""
+    """DVC outputs from the remote into the checkout, through the shared run cache.
+
+    The user's ``.dvc/config.local`` (where DVC users keep remote credentials) is used for the
+    pull, then cut down to the cache setting: the checkout is mounted into the container, and
+    credentials must not be readable there.
+    """
     from .capture import dvc
 
     if not dvc.is_dvc_project(checkout):
         return "no DVC project in the checkout: nothing to pull"
-    cache = store.cache_dir / "dvc"
+    cache = (store.cache_dir / "dvc").resolve()
     cache.mkdir(parents=True, exist_ok=True)
-    copied = _dvc_config_local(store.root, checkout)
+    local = checkout / ".dvc" / "config.local"
+    had_local = (store.root / ".dvc" / "config.local").is_file()
     try:
-        dvc.pull(checkout, cache_dir=cache)
+        result = dvc.pull(checkout, cache_dir=cache,
+                          local_config_from=store.root if had_local else None)
     finally:
-        # Credentials must not stay where a container can read them.
-        if copied is not None and copied.exists():
-            copied.unlink()
-    return f"pulled from the DVC remote (cache {cache})"
+        if had_local and local.exists():
+            write_atomic(local, f"[cache]\n    dir = {cache}\n", mode=0o600)
+    fetched = getattr(result, "fetched", None)
+    how = f"{fetched} file(s) downloaded" if fetched else "nothing to download"
+    return f"pulled from the DVC remote: {how} (shared cache {cache})"
 
 
 def _clear(checkout: Path, paths: tuple[str, ...]) -> None:
@@ -588,8 +586,10 @@ def _run_dvc(chosen: Any, prepared: Any, checkout: Path, plan: RunPlan, env: dic
 
     host_env = chosen.dvc_host_env(prepared, checkout=checkout, env=env, scratch=scratch,
                                    network=network, gpus=gpus)
-    argv = dvc.repro_forced(checkout, host_env)
-    done = proc.run(["/bin/sh", "-c", 'exec "$@" 1>&2', "sh", *argv], cwd=checkout,
+    host_env["DVC_NO_ANALYTICS"] = "1"
+    workdir = checkout / plan.cwd
+    argv = dvc.repro_forced(workdir, host_env)
+    done = proc.run(["/bin/sh", "-c", 'exec "$@" 1>&2', "sh", *argv], cwd=workdir,
                     env=host_env, check=False, timeout=None, capture=False)
     return done.returncode
 

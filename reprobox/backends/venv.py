@@ -271,7 +271,15 @@ class _Installer:
 
     def __init__(self, python: Path) -> None:
         self.python = python
-        self.uv = proc.which("uv")
+        # REPROBOX_VENV_INSTALLER=pip forces pip where uv is installed but unwanted.
+        choice = os.environ.get("REPROBOX_VENV_INSTALLER", "").strip().lower()
+        if choice not in ("", "uv", "pip"):
+            raise UsageError(f"REPROBOX_VENV_INSTALLER={choice!r} is neither uv nor pip",
+                             "set it to `uv` or `pip`, or unset it")
+        self.uv = proc.which("uv") if choice != "pip" else None
+        if choice == "uv" and not self.uv:
+            raise UsageError("REPROBOX_VENV_INSTALLER=uv but uv is not installed",
+                             proc.INSTALL_HINTS["uv"])
 
     @property
     def name(self) -> str:
@@ -358,7 +366,7 @@ class VenvBackend(Backend):
             python = venv / "bin" / "python"
             if plan.in_repo:
                 self._install_in_repo(python, checkout, plan, say)
-            detail = "reused" if reused else f"built in {time.monotonic() - t0:.0f} s"
+            detail = "reused" if reused else f"built in {time.monotonic() - t0:.1f} s"
             prepared = Prepared(
                 backend=self.name,
                 handle=str(venv),
