@@ -85,7 +85,7 @@ def _abi_tag(sysconfig):
     impl = sys.implementation.name
     gil_disabled = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
     if impl == "cpython":
-        abi = "cp%d%d" % sys.version_info[:2]
+        abi = f"cp{sys.version_info[0]}{sys.version_info[1]}"
         if sysconfig.get_config_var("Py_DEBUG") or hasattr(sys, "gettotalrefcount"):
             abi += "d"
         if gil_disabled:
@@ -107,12 +107,12 @@ def _musl_version(executable):
     import subprocess  # only on musl systems
 
     try:
-        out = subprocess.run([interp], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+        out = subprocess.run([interp], check=False, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
                              timeout=5).stderr.decode("utf-8", "replace")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     match = re.search(r"Version (\d+)\.(\d+)", out)
-    return "%s.%s" % match.groups() if match else "unknown"
+    return "{}.{}".format(*match.groups()) if match else "unknown"
 
 
 def platform_tags(sysconfig, glibc):
@@ -133,14 +133,14 @@ def platform_tags(sysconfig, glibc):
             # manylinux_2_5 is the oldest manylinux tag; give the few most specific ones and
             # the manylinux2014 baseline (2_17) that most binary wheels target.
             for m in range(minor, max(minor - 4, 4), -1):
-                tags.append("manylinux_2_%d_%s" % (m, arch))
+                tags.append(f"manylinux_2_{m}_{arch}")
             if minor - 4 >= 17:
-                tags.append("manylinux_2_17_%s" % arch)
+                tags.append(f"manylinux_2_17_{arch}")
     else:
         musl = _musl_version(sys.executable)
         if musl and musl != "unknown":
             mj, mn = musl.split(".")
-            tags.append("musllinux_%s_%s_%s" % (mj, mn, arch))
+            tags.append(f"musllinux_{mj}_{mn}_{arch}")
     tags.append("linux_" + arch)
     return tags
 
@@ -182,7 +182,7 @@ def interpreter_info():
     import sysconfig
 
     vi = sys.version_info
-    version = "%d.%d.%d" % vi[:3]
+    version = f"{vi[0]}.{vi[1]}.{vi[2]}"
     if vi.releaselevel != "final":
         version += {"alpha": "a", "beta": "b", "candidate": "rc"}.get(vi.releaselevel, vi.releaselevel) + str(vi.serial)
     abi, gil_disabled = _abi_tag(sysconfig)
@@ -246,7 +246,7 @@ def user_site_dir(wanted):
                 text = f.read()
         except OSError:
             text = ""
-        if not re.search(r"^\s*include-system-site-packages\s*=\s*true\s*$", text, re.M | re.I):
+        if not re.search(r"^\s*include-system-site-packages\s*=\s*true\s*$", text, re.MULTILINE | re.IGNORECASE):
             return None
     if hasattr(os, "geteuid") and os.geteuid() != os.getuid():
         return None
@@ -332,7 +332,7 @@ def read_dist(meta_dir, entry, site, kind):
             if meta in files:
                 headers, err = read_headers(os.path.join(meta_dir, meta))
             else:
-                headers, err = None, "no %s file" % meta
+                headers, err = None, f"no {meta} file"
     if headers is None or "name" not in headers or "version" not in headers:
         rec["problem"] = err or "metadata lacks Name or Version"
         headers = headers or {}
@@ -351,7 +351,7 @@ def read_dist(meta_dir, entry, site, kind):
         try:
             rec["direct_url"] = json.loads(text) if text is not None else None
         except ValueError as exc:
-            rec["direct_url_error"] = "unreadable direct_url.json: %s" % exc
+            rec["direct_url_error"] = f"unreadable direct_url.json: {exc}"
     rec["has_record"] = "RECORD" in files
     if kind == "egg-info":
         if "top_level.txt" in files:
@@ -378,17 +378,17 @@ def _egg_links(sites):
     return out
 
 
-def find_distributions(sites):
+def find_distributions(sites, entries=None):
     """Every distribution on sys.path: first occurrence of a name wins, like importlib.metadata.
 
     importlib.metadata walks ``sys.path`` in order and, in each folder, the ``*.dist-info`` and
     ``*.egg-info`` entries in directory order (``.egg`` folders on the path contribute their
     ``EGG-INFO``), keyed by the normalized name in the folder's file name.
     """
-    site_set = set(os.path.realpath(s) for s in sites)
+    site_set = {os.path.realpath(s) for s in sites}
     links = None
     active, shadowed, first = [], [], {}
-    for entry_path in sys.path:
+    for entry_path in sys.path if entries is None else entries:
         if not entry_path:
             continue
         path = os.path.abspath(entry_path)
@@ -421,7 +421,7 @@ def find_distributions(sites):
                 rec["egg_link"] = links.get(real_site)
             key = normalize(_dir_name(entry) if kind != "egg" else entry.partition("-")[0])
             if normalize(rec["name"]) != key and "problem" not in rec:
-                warn("%s declares the name %r" % (meta_dir, rec["name"]))
+                warn(f"{meta_dir} declares the name {rec['name']!r}")
             if key in first:
                 rec["shadowed_by"] = first[key]
                 shadowed.append(rec)
@@ -444,94 +444,94 @@ def read_elf(path, interp=False):
     headers, the dynamic segment and the few strings it names are read, never the whole file.
     """
     try:
-        f = open(path, "rb")
-    except OSError:
-        return None
-    try:
-        ident = f.read(64)
-        if len(ident) < 52 or ident[:4] != b"\x7fELF":
-            return None
-        bits = {1: 32, 2: 64}.get(ident[4])
-        end = {1: "<", 2: ">"}.get(ident[5])
-        if bits is None or end is None:
-            return None
-        if bits == 64:
-            (e_type, machine, _v, _entry, phoff, shoff, _fl, _eh, phentsize, phnum, shentsize,
-             _shnum, _shstr) = struct.unpack(end + "HHIQQQIHHHHHH", ident[16:64])
-            ph_fmt, dyn_fmt = end + "IIQQQQQQ", end + "qQ"
-        else:
-            (e_type, machine, _v, _entry, phoff, shoff, _fl, _eh, phentsize, phnum, shentsize,
-             _shnum, _shstr) = struct.unpack(end + "HHIIIIIHHHHHH", ident[16:52])
-            ph_fmt, dyn_fmt = end + "IIIIIIII", end + "iI"
-        if phnum == 0xFFFF and shoff:  # PN_XNUM: the real count lives in section 0's sh_info
-            f.seek(shoff)
-            sec0 = f.read(shentsize)
-            phnum = struct.unpack(end + ("I" if bits == 64 else "I"),
-                                  sec0[44:48] if bits == 64 else sec0[28:32])[0]
-        ph_size = struct.calcsize(ph_fmt)
-        if phentsize < ph_size or phnum > 4096:
-            return None
-        f.seek(phoff)
-        table = f.read(phentsize * phnum)
-        loads, dynamic, interp_at = [], None, None
-        for i in range(phnum):
-            raw = table[i * phentsize:i * phentsize + ph_size]
-            if len(raw) < ph_size:
-                break
-            ph = struct.unpack(ph_fmt, raw)
-            if bits == 64:
-                p_type, _flags, off, vaddr, _pa, filesz, _memsz, _al = ph
-            else:
-                p_type, off, vaddr, _pa, filesz, _memsz, _flags, _al = ph
-            if p_type == 1:
-                loads.append((vaddr, filesz, off))
-            elif p_type == 2:
-                dynamic = (off, filesz)
-            elif p_type == 3:
-                interp_at = (off, filesz)
-        info = {"bits": bits, "endian": "little" if end == "<" else "big", "machine": machine,
-                "type": e_type, "needed": [], "soname": None, "rpath": None, "runpath": None}
-        if interp and interp_at:
-            f.seek(interp_at[0])
-            info["interp"] = f.read(min(interp_at[1], 4096)).split(b"\0")[0].decode("utf-8", "replace")
-        if dynamic is None:
-            return info
-        f.seek(dynamic[0])
-        data = f.read(min(dynamic[1], 1 << 20))
-        step = struct.calcsize(dyn_fmt)
-        entries, strtab = [], None
-        for i in range(0, len(data) - step + 1, step):
-            tag, val = struct.unpack(dyn_fmt, data[i:i + step])
-            if tag == 0:
-                break
-            if tag == _DT_STRTAB:
-                strtab = val
-            elif tag in (_DT_NEEDED, _DT_SONAME, _DT_RPATH, _DT_RUNPATH):
-                entries.append((tag, val))
-        if strtab is None:
-            return info
-        base = None
-        for vaddr, filesz, off in loads:
-            if vaddr <= strtab < vaddr + filesz:
-                base = strtab - vaddr + off
-                break
-        if base is None:
-            return info
-        for tag, val in entries:
-            s = _read_cstr(f, base + val)
-            if tag == _DT_NEEDED:
-                info["needed"].append(s)
-            elif tag == _DT_SONAME:
-                info["soname"] = s
-            elif tag == _DT_RPATH:
-                info["rpath"] = s
-            else:
-                info["runpath"] = s
-        return info
+        with open(path, "rb") as f:
+            return _parse_elf(f, interp)
     except (OSError, struct.error, ValueError):
         return None
-    finally:
-        f.close()
+
+
+def _parse_elf(f, interp):
+    """The body of :func:`read_elf` on an open file; struct errors mean "not usable"."""
+    ident = f.read(64)
+    if len(ident) < 52 or ident[:4] != b"\x7fELF":
+        return None
+    bits = {1: 32, 2: 64}.get(ident[4])
+    end = {1: "<", 2: ">"}.get(ident[5])
+    if bits is None or end is None:
+        return None
+    if bits == 64:
+        (e_type, machine, _v, _entry, phoff, shoff, _fl, _eh, phentsize, phnum, shentsize,
+         _shnum, _shstr) = struct.unpack(end + "HHIQQQIHHHHHH", ident[16:64])
+        ph_fmt, dyn_fmt = end + "IIQQQQQQ", end + "qQ"
+    else:
+        (e_type, machine, _v, _entry, phoff, shoff, _fl, _eh, phentsize, phnum, shentsize,
+         _shnum, _shstr) = struct.unpack(end + "HHIIIIIHHHHHH", ident[16:52])
+        ph_fmt, dyn_fmt = end + "IIIIIIII", end + "iI"
+    if phnum == 0xFFFF and shoff:  # PN_XNUM: the real count lives in section 0's sh_info
+        f.seek(shoff)
+        sec0 = f.read(shentsize)
+        phnum = struct.unpack(end + "I",
+                              sec0[44:48] if bits == 64 else sec0[28:32])[0]
+    ph_size = struct.calcsize(ph_fmt)
+    if phentsize < ph_size or phnum > 4096:
+        return None
+    f.seek(phoff)
+    table = f.read(phentsize * phnum)
+    loads, dynamic, interp_at = [], None, None
+    for i in range(phnum):
+        raw = table[i * phentsize:i * phentsize + ph_size]
+        if len(raw) < ph_size:
+            break
+        ph = struct.unpack(ph_fmt, raw)
+        if bits == 64:
+            p_type, _flags, off, vaddr, _pa, filesz, _memsz, _al = ph
+        else:
+            p_type, off, vaddr, _pa, filesz, _memsz, _flags, _al = ph
+        if p_type == 1:
+            loads.append((vaddr, filesz, off))
+        elif p_type == 2:
+            dynamic = (off, filesz)
+        elif p_type == 3:
+            interp_at = (off, filesz)
+    info = {"bits": bits, "endian": "little" if end == "<" else "big", "machine": machine,
+            "type": e_type, "needed": [], "soname": None, "rpath": None, "runpath": None}
+    if interp and interp_at:
+        f.seek(interp_at[0])
+        info["interp"] = f.read(min(interp_at[1], 4096)).split(b"\0")[0].decode("utf-8", "replace")
+    if dynamic is None:
+        return info
+    f.seek(dynamic[0])
+    data = f.read(min(dynamic[1], 1 << 20))
+    step = struct.calcsize(dyn_fmt)
+    entries, strtab = [], None
+    for i in range(0, len(data) - step + 1, step):
+        tag, val = struct.unpack(dyn_fmt, data[i:i + step])
+        if tag == 0:
+            break
+        if tag == _DT_STRTAB:
+            strtab = val
+        elif tag in (_DT_NEEDED, _DT_SONAME, _DT_RPATH, _DT_RUNPATH):
+            entries.append((tag, val))
+    if strtab is None:
+        return info
+    base = None
+    for vaddr, filesz, off in loads:
+        if vaddr <= strtab < vaddr + filesz:
+            base = strtab - vaddr + off
+            break
+    if base is None:
+        return info
+    for tag, val in entries:
+        s = _read_cstr(f, base + val)
+        if tag == _DT_NEEDED:
+            info["needed"].append(s)
+        elif tag == _DT_SONAME:
+            info["soname"] = s
+        elif tag == _DT_RPATH:
+            info["rpath"] = s
+        else:
+            info["runpath"] = s
+    return info
 
 
 def _read_cstr(f, offset):
@@ -603,7 +603,7 @@ def ldconfig_p():
 
     for exe in ("/sbin/ldconfig", "/usr/sbin/ldconfig", "ldconfig"):
         try:
-            text = subprocess.run([exe, "-p"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            text = subprocess.run([exe, "-p"], check=False, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                   timeout=10).stdout.decode("utf-8", "surrogateescape")
         except (OSError, subprocess.SubprocessError):
             continue
@@ -619,7 +619,7 @@ def ldconfig_p():
 # --------------------------------------------------------------------------- native libraries
 
 
-class ProbeCache(object):
+class ProbeCache:
     """Results keyed by file path and validated by (size, mtime_ns), kept in one JSON file.
 
     Two sections: ``elf`` (parsed dynamic sections) and ``record`` (what a RECORD lists). A file
@@ -638,7 +638,7 @@ class ProbeCache(object):
                 with open(path, "rb") as f:
                     data = json.loads(f.read().decode("utf-8"))
                 if data.get("version") == PROBE_VERSION:
-                    self.old = dict((k, data.get(k) or {}) for k in self.new)
+                    self.old = {k: data.get(k) or {} for k in self.new}
             except (OSError, ValueError, AttributeError):
                 self.old = {}
 
@@ -659,7 +659,7 @@ class ProbeCache(object):
             len(self.new[k]) == len(self.old.get(k, ())) for k in self.new
         ):
             return
-        tmp = "%s.%d.tmp" % (self.path, os.getpid())
+        tmp = f"{self.path}.{os.getpid()}.tmp"
         try:
             d = os.path.dirname(self.path)
             if d:
@@ -669,14 +669,14 @@ class ProbeCache(object):
                 json.dump(data, f, separators=(",", ":"))
             os.replace(tmp, self.path)
         except OSError as exc:
-            warn("could not write the probe cache %s: %s" % (self.path, exc))
+            warn(f"could not write the probe cache {self.path}: {exc}")
             try:
                 os.unlink(tmp)
             except OSError:
                 pass
 
 
-_RECORD_SO = re.compile(rb"\.so[,.]")
+_RECORD_SO = re.compile(rb'\.so(?:"?,|\.)')
 
 
 def parse_record(path):
@@ -702,8 +702,8 @@ def parse_record(path):
                 rel = line.split(b",", 1)[0].decode("utf-8", "surrogateescape")
             if _is_so(rel) and rel not in sos:
                 sos.append(rel)
-    tops = set(line.split(b"/", 1)[0].split(b",", 1)[0].lstrip(b'"')
-               for line in data.split(b"\n"))
+    tops = {line.split(b"/", 1)[0].split(b",", 1)[0].lstrip(b'"')
+               for line in data.split(b"\n")}
     tops.discard(b"")
     return [sos, sorted(t.decode("utf-8", "surrogateescape") for t in tops)]
 
@@ -756,7 +756,7 @@ def extension_files(dists, sites, cache):
     real_of = {}
     for s in sites:
         real_of[s] = os.path.realpath(s)
-    site_real = dict((r, s) for s, r in real_of.items())
+    site_real = {r: s for s, r in real_of.items()}
     for d in dists:
         site = d["site"]
         if site not in real_of:
@@ -828,7 +828,7 @@ def python_own_files(sites):
     return out
 
 
-class Resolver(object):
+class Resolver:
     """Finds a needed soname the way ld.so would: RPATH, LD_LIBRARY_PATH, RUNPATH, cache, defaults."""
 
     def __init__(self, bits, machine):
@@ -976,8 +976,7 @@ def native_libraries(dists, sites, cache):
                 rec = libs[soname] = {"path": found, "realpath": real, "how": how,
                                       "provider": provider, "users": []}
             elif real is not None and rec["realpath"] not in (None, real):
-                warn("%s resolves to %s for %s but to %s elsewhere"
-                     % (soname, real, path, rec["realpath"]))
+                warn(f"{soname} resolves to {real} for {path} but to {rec['realpath']} elsewhere")
             elif rec["realpath"] is None and real is not None:
                 rec.update(path=found, realpath=real, how=how, provider=provider)
             if owner not in rec["users"]:
@@ -990,9 +989,10 @@ def native_libraries(dists, sites, cache):
 # --------------------------------------------------------------------------- OS & files
 
 
-def os_release():
+def os_release(paths=("/etc/os-release", "/usr/lib/os-release")):
+    """Fields of the first os-release file found (shell-style KEY=value, quotes removed)."""
     fields = {}
-    for path in ("/etc/os-release", "/usr/lib/os-release"):
+    for path in paths:
         text = _read_small(path)
         if text is None:
             continue
@@ -1015,7 +1015,7 @@ def os_info():
     wanted = ("ID", "VERSION_ID", "VERSION_CODENAME", "PRETTY_NAME", "ID_LIKE", "NAME",
               "UBUNTU_CODENAME")
     return {
-        "release": dict((k, rel[k]) for k in wanted if k in rel),
+        "release": {k: rel[k] for k in wanted if k in rel},
         "system": uname.sysname if uname else sys.platform,
         "kernel": uname.release if uname else None,
         "machine": uname.machine if uname else None,
@@ -1055,7 +1055,7 @@ def main(argv):
         elif a == "--no-native":
             skip_native = True
         else:
-            sys.stderr.write("probe: unknown argument %r\n" % a)
+            sys.stderr.write(f"probe: unknown argument {a!r}\n")
             return 2
     user_site = user_site_dir(want_user_site)
     sites = site_dirs(user_site)

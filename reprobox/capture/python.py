@@ -17,7 +17,7 @@ import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from .. import proc
@@ -86,7 +86,7 @@ def _check_executable(path: Path, origin: str) -> Path:
 
 
 def find_target_python(
-    explicit: Optional[str] = None, environ: Optional[Mapping[str, str]] = None
+    explicit: str | None = None, environ: Mapping[str, str] | None = None
 ) -> Path:
     """The interpreter to record: ``--python``, the active venv, the active conda env, else PATH.
 
@@ -132,7 +132,7 @@ _DROP_ENV = ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONINSPECT", "PYTH
              "PYTHONEXECUTABLE", "PYTHONDEVMODE", "PYTHONWARNINGS", "PYTHONBREAKPOINT")
 
 
-def probe_command(python: Path, cache_file: Optional[Path], environ: Mapping[str, str]) -> list[str]:
+def probe_command(python: Path, cache_file: Path | None, environ: Mapping[str, str]) -> list[str]:
     """The argv that runs the probe; see ``probe.py``'s docstring for why ``-I`` and not ``-S``."""
     argv = [os.fspath(python), "-I", os.fspath(PROBE)]
     if not environ.get("PYTHONNOUSERSITE"):
@@ -142,7 +142,7 @@ def probe_command(python: Path, cache_file: Optional[Path], environ: Mapping[str
     return argv
 
 
-def _python_version(python: Path, env: Mapping[str, str]) -> Optional[str]:
+def _python_version(python: Path, env: Mapping[str, str]) -> str | None:
     try:
         out = proc.run([python, "-c", "import sys; print(sys.version.split()[0])"], env=env,
                        check=False, timeout=30)
@@ -151,7 +151,7 @@ def _python_version(python: Path, env: Mapping[str, str]) -> Optional[str]:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
-def run_probe(python: Path, cache_dir: Optional[Path] = None) -> dict[str, Any]:
+def run_probe(python: Path, cache_dir: Path | None = None) -> dict[str, Any]:
     """Run ``probe.py`` in ``python`` and return its JSON object.
 
     ``cache_dir`` holds one cache file per interpreter (ELF parses, RECORD listings) so that a
@@ -226,7 +226,7 @@ class ProbeResult:
     packages: tuple[Package, ...]
     #: soname -> realpath of the system library it resolves to, None when missing here.
     #: Libraries shipped inside wheels and those from the interpreter's own prefix are left out.
-    needed_libraries: dict[str, Optional[str]]
+    needed_libraries: dict[str, str | None]
     #: soname -> normalized names of the distributions needing it (``<python>`` for the
     #: interpreter and its stdlib extension modules, ``<unknown>`` for unclaimed files).
     library_users: dict[str, list[str]]
@@ -241,7 +241,7 @@ class ProbeResult:
     #: build, a conda env's lib/): part of the interpreter/env, not of the OS.
     prefix_libraries: dict[str, str] = field(default_factory=dict)
     #: Installation kind of the base interpreter behind a venv (pyenv, uv, system...).
-    base_kind: Optional[str] = None
+    base_kind: str | None = None
     #: The full probe output, for anything not lifted into the fields above.
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
@@ -267,7 +267,7 @@ def clean_url(url: str) -> str:
     return cleaned
 
 
-def file_url_path(url: str) -> Optional[str]:
+def file_url_path(url: str) -> str | None:
     """The local path of a ``file://`` URL (None for any other scheme)."""
     parts = urlsplit(url)
     if parts.scheme != "file":
@@ -287,12 +287,12 @@ def _local_path(path: str, repo_root: Path) -> tuple[str, bool]:
     return rel.as_posix() or ".", True
 
 
-def _archive_hash(info: Mapping[str, Any]) -> Optional[str]:
+def _archive_hash(info: Mapping[str, Any]) -> str | None:
     hashes = info.get("hashes")
     if isinstance(hashes, dict) and hashes:
         if isinstance(hashes.get("sha256"), str):
             return f"sha256={hashes['sha256']}"
-        algo = sorted(hashes)[0]
+        algo = min(hashes)
         return f"{algo}={hashes[algo]}"
     legacy = info.get("hash")
     if isinstance(legacy, str) and "=" in legacy:
@@ -300,7 +300,7 @@ def _archive_hash(info: Mapping[str, Any]) -> Optional[str]:
     return None
 
 
-def source_from_direct_url(direct: Any, repo_root: Path) -> tuple[PackageSource, Optional[str]]:
+def source_from_direct_url(direct: Any, repo_root: Path) -> tuple[PackageSource, str | None]:
     """PEP 610 ``direct_url.json`` -> :class:`PackageSource`, plus a warning if it is malformed."""
     if not isinstance(direct, dict) or not isinstance(direct.get("url"), str):
         return PackageSource("index"), "direct_url.json has no url"
@@ -319,16 +319,15 @@ def source_from_direct_url(direct: Any, repo_root: Path) -> tuple[PackageSource,
             subdirectory=subdirectory,
         ), None
     if isinstance(direct.get("archive_info"), dict):
-        path = in_repo = None
+        path = None
         if local is not None:
-            path, in_repo = _local_path(local, repo_root)
+            path, _inside = _local_path(local, repo_root)
         return PackageSource(
             kind="archive",
             url=clean_url(url),
             hash=_archive_hash(direct["archive_info"]),
             subdirectory=subdirectory,
-            path=path,
-            in_repo=bool(in_repo),
+            path=path,  # repo-relative when the archive lies inside the repository
         ), None
     if isinstance(direct.get("dir_info"), dict):
         if local is None:
@@ -381,7 +380,8 @@ def _package(rec: Mapping[str, Any], repo_root: Path, warnings: list[str]) -> Pa
         installer=rec.get("installer") or None,
         requested=bool(rec.get("requested")),
         wheel_tags=tuple(t for t in rec.get("wheel_tags") or () if isinstance(t, str)),
-        display_name=display,
+        # the model stores the spelling only where it differs from the normalized name
+        display_name=display if display != canonical_name(display) else None,
     )
 
 
@@ -418,10 +418,10 @@ def parse_probe(raw: Mapping[str, Any], repo_root: Path) -> ProbeResult:
         pkg = _package(rec, repo_root, [])
         shadowed.append(pkg)
         warnings.append(
-            f"{pkg.display_name} {pkg.version} in {rec.get('site')} is shadowed by "
+            f"{pkg.display_name or pkg.name} {pkg.version} in {rec.get('site')} is shadowed by "
             f"{rec.get('shadowed_by')} and cannot be imported; remove the stale copy"
         )
-    needed: dict[str, Optional[str]] = {}
+    needed: dict[str, str | None] = {}
     users: dict[str, list[str]] = {}
     prefix_libs: dict[str, str] = {}
     native = raw.get("native") or {}

@@ -26,7 +26,7 @@ import json
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from .. import proc
 from ..errors import ReproboxError
@@ -45,7 +45,7 @@ def os_info(raw_os: Mapping[str, Any]) -> OSInfo:
     """Build :class:`OSInfo` from the probe's ``os`` section (os-release, uname, glibc)."""
     release = raw_os.get("release") or {}
 
-    def text(value: Any) -> Optional[str]:
+    def text(value: Any) -> str | None:
         return value if isinstance(value, str) and value else None
 
     return OSInfo(
@@ -94,7 +94,7 @@ def path_variants(path: str) -> list[str]:
 # --------------------------------------------------------------------------- dpkg
 
 
-def _split_pkg(full: str) -> tuple[str, Optional[str]]:
+def _split_pkg(full: str) -> tuple[str, str | None]:
     """``libc6:amd64`` -> (``libc6``, ``amd64``)."""
     name, _, arch = full.partition(":")
     return name, arch or None
@@ -171,12 +171,12 @@ def _dpkg_search(candidates: set[str]) -> dict[str, list[str]]:
 _DPKG_FORMAT = "${binary:Package}\t${Package}\t${Architecture}\t${Version}\t${db:Status-Abbrev}\n"
 
 
-def parse_dpkg_versions(text: str) -> dict[str, tuple[str, str, Optional[str]]]:
+def parse_dpkg_versions(text: str) -> dict[str, tuple[str, str, str | None]]:
     """Parse the ``dpkg-query -W`` output this module asks for.
 
     Returns both ``pkg`` and ``pkg:arch`` spellings -> (name, version, arch), installed only.
     """
-    out: dict[str, tuple[str, str, Optional[str]]] = {}
+    out: dict[str, tuple[str, str, str | None]] = {}
     for line in text.splitlines():
         parts = line.split("\t")
         if len(parts) < 5:
@@ -192,7 +192,7 @@ def parse_dpkg_versions(text: str) -> dict[str, tuple[str, str, Optional[str]]]:
     return out
 
 
-def _dpkg_versions(packages: Iterable[str]) -> dict[str, tuple[str, str, Optional[str]]]:
+def _dpkg_versions(packages: Iterable[str]) -> dict[str, tuple[str, str, str | None]]:
     names = sorted(set(packages))
     if not names:
         return {}
@@ -229,7 +229,7 @@ def _dpkg_owners(paths: list[str]) -> tuple[dict[str, list[str]], str]:
 _RPM_FORMAT = "%{NAME}\t%{EPOCHNUM}:%{VERSION}-%{RELEASE}\t%{ARCH}\n"
 
 
-def parse_rpm_query(paths: list[str], text: str) -> Optional[dict[str, tuple[str, str, str]]]:
+def parse_rpm_query(paths: list[str], text: str) -> dict[str, tuple[str, str, str]] | None:
     """Match ``rpm -qf`` output lines back to the queried paths (one line per path).
 
     Returns None when the line count does not match (a file with several owners), so the
@@ -244,8 +244,7 @@ def parse_rpm_query(paths: list[str], text: str) -> Optional[dict[str, tuple[str
         if len(parts) != 3:
             continue  # "file ... is not owned by any package"
         name, version, arch = parts
-        if version.startswith("0:"):
-            version = version[2:]
+        version = version.removeprefix("0:")
         out[path] = (name, version, arch)
     return out
 
@@ -278,7 +277,7 @@ def _rpm_owners(paths: list[str]) -> dict[str, tuple[str, str, str]]:
 # --------------------------------------------------------------------------- public
 
 
-def package_manager() -> Optional[str]:
+def package_manager() -> str | None:
     """``dpkg``, ``rpm`` or None: which database owns this system's files."""
     if DPKG_STATUS.is_file() and proc.which("dpkg-query"):
         return "dpkg"
@@ -287,7 +286,7 @@ def package_manager() -> Optional[str]:
     return None
 
 
-def _cache_key(manager: str, paths: list[str]) -> Optional[str]:
+def _cache_key(manager: str, paths: list[str]) -> str | None:
     db = DPKG_STATUS if manager == "dpkg" else Path("/var/lib/rpm")
     try:
         st = db.stat()
@@ -297,7 +296,7 @@ def _cache_key(manager: str, paths: list[str]) -> Optional[str]:
     return f"{manager}:{st.st_size}:{st.st_mtime_ns}:{digest.hexdigest()}"
 
 
-def _load_cache(cache_file: Path, key: str) -> Optional[dict[str, Any]]:
+def _load_cache(cache_file: Path, key: str) -> dict[str, Any] | None:
     try:
         data = json.loads(cache_file.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -326,9 +325,9 @@ def _save_cache(cache_file: Path, key: str, packages: list[SystemPackage],
 
 def owning_packages(
     paths: Iterable[str],
-    libraries_by_path: Optional[Mapping[str, list[str]]] = None,
+    libraries_by_path: Mapping[str, list[str]] | None = None,
     *,
-    cache_dir: Optional[Path] = None,
+    cache_dir: Path | None = None,
 ) -> tuple[list[SystemPackage], list[str]]:
     """Map library files to the OS packages owning them.
 
@@ -358,7 +357,7 @@ def owning_packages(
             return list(libraries_by_path[path])
         return [os.path.basename(path)]
 
-    merged: dict[tuple[str, Optional[str]], dict[str, Any]] = {}
+    merged: dict[tuple[str, str | None], dict[str, Any]] = {}
     unowned: list[str] = []
     if manager == "dpkg":
         owners, _how = _dpkg_owners(wanted)
