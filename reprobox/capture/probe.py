@@ -983,7 +983,8 @@ def native_libraries(dists, sites, cache):
                 rec["users"].append(owner)
     for rec in libs.values():
         rec["users"].sort()
-    return {"libraries": libs, "scanned": len(parsed), "cache_hits": cache.hits}
+    return {"libraries": libs, "scanned": len(parsed), "cache_hits": cache.hits,
+            "cache_misses": cache.misses}
 
 
 # --------------------------------------------------------------------------- OS & files
