@@ -156,7 +156,7 @@ def choose_backend(name: str, engine: Any = None) -> tuple[Backend, str]:
 
     if engine is None:
         try:
-            from ..build import get_engine
+            from ..build.engine import get_engine
 
             engine = get_engine()
         except ReproboxError as exc:

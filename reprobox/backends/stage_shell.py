@@ -27,7 +27,7 @@ def main(argv: Sequence[str]) -> int:
     config = json.loads(Path(args[0]).read_text())
     command = args[2]
 
-    from ..build import get_engine
+    from ..build.engine import get_engine
     from ..errors import ReproboxError
     from . import Prepared
     from .docker import DockerBackend, to_container_path
