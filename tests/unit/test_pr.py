@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import shutil
+import subprocess
+import sys
 from dataclasses import replace
 from importlib.resources import files
 from pathlib import Path
@@ -115,3 +120,204 @@ def test_huge_environment_stays_under_the_comment_limit(store: Store) -> None:
     assert "too long for one comment" in out and "The list left out to fit in one comment" in out
     small = pr_markdown(_save(store, with_packages(base_env, *many[:50]), name="small"), base)
     assert "left out" not in small and "package-number-00049" in small
+
+
+# --------------------------------------------------------------------------- the GitHub Actions example
+
+WORKFLOW = Path(__file__).resolve().parents[2] / "examples" / "github-actions" / "reprobox-pr.yml"
+
+
+def _workflow() -> dict:
+    import yaml
+
+    data = yaml.safe_load(WORKFLOW.read_text())
+    # YAML 1.1 reads the key `on` as the boolean True.
+    data["on"] = data.pop(True, data.get("on"))
+    return data
+
+
+def _steps() -> list[dict]:
+    jobs = _workflow()["jobs"]
+    assert len(jobs) == 1
+    return next(iter(jobs.values()))["steps"]
+
+
+def _step(name_part: str) -> dict:
+    return next(s for s in _steps() if name_part in s.get("name", ""))
+
+
+def test_workflow_shape() -> None:
+    wf = _workflow()
+    assert set(wf["on"]) == {"pull_request"}  # never pull_request_target
+    assert ".reprobox/experiments/**" in wf["on"]["pull_request"]["paths"]
+    assert wf["permissions"] == {"contents": "read", "pull-requests": "write"}
+    checkout = _steps()[0]
+    assert checkout["uses"].startswith("actions/checkout@")
+    assert checkout["with"]["fetch-depth"] == 0 and checkout["with"]["persist-credentials"] is False
+    render = _step("Render")["run"]
+    assert 'reprobox pr "$HEAD_EXP" --base "$BASE_EXP"' in render
+    post = _step("Post or update")["run"]
+    assert f"marker='{PR_MARKER}'" in post
+    assert "--method PATCH" in post and "--method POST" in post
+    assert "GH_TOKEN" in _step("Post or update")["env"]
+    for step in _steps():
+        if "run" in step:
+            # Expressions are expanded before the shell runs: values from a pull request must
+            # reach scripts through env, never through ${{ }} inside the script.
+            assert "${{" not in step["run"], step["name"]
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+def test_workflow_scripts_parse() -> None:
+    for step in _steps():
+        if "run" in step:
+            result = subprocess.run(["bash", "-n"], input=step["run"], text=True,
+                                    capture_output=True, check=False)
+            assert result.returncode == 0, (step["name"], result.stderr)
+
+
+def _run_step(step: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    script = cwd.parent / "step.sh"
+    script.write_text(_step(step)["run"])
+    # How GitHub runs a `run:` step on Linux.
+    return subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", str(script)],
+                          cwd=cwd, env={**os.environ, **env}, text=True, capture_output=True,
+                          check=False)
+
+
+def _outputs(path: Path) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
+
+
+def _git(repo: Path, *args: str) -> str:
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.org",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.org"}
+    return subprocess.run(["git", *args], cwd=repo, env=env, text=True, capture_output=True,
+                          check=True).stdout.strip()
+
+
+@pytest.fixture
+def pr_repo(tmp_path: Path) -> dict[str, object]:
+    """A repository whose base branch has two experiments and whose pull request adds two more,
+    checked out at the merge commit, as actions/checkout does for `pull_request`."""
+    if shutil.which("git") is None:
+        pytest.skip("needs git")
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    _git(repo, "init", "-q", "-b", "main")
+    store = Store(repo)
+    env = cpu_env()
+    old = store.save(make_exp(env, name="old", created="2026-01-01T00:00:00Z"), env)
+    base = store.save(make_exp(env, name="base", created="2026-02-01T00:00:00Z"), env)
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-q", "-m", "base")
+    _git(repo, "checkout", "-q", "-b", "feature")
+    env2 = with_packages(env, Package("numpy", "2.10.0"))
+    mid = store.save(make_exp(env2, name="mid", created="2026-02-15T00:00:00Z"), env2)
+    head = store.save(make_exp(env2, name="head", created="2026-03-01T00:00:00Z"), env2)
+    (repo / "train.py").write_text("print('unrelated change')\n")
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-q", "-m", "new experiments")
+    _git(repo, "checkout", "-q", "main")
+    base_sha = _git(repo, "rev-parse", "HEAD")
+    _git(repo, "merge", "-q", "--no-ff", "--no-edit", "feature")
+    return {"repo": repo, "base_sha": base_sha, "old": old.id, "base": base.id, "mid": mid.id,
+            "head": head.id}
+
+
+def test_pick_step_chooses_the_newest_changed_and_the_newest_on_base(pr_repo: dict, tmp_path: Path) -> None:
+    out = tmp_path / "github_output"
+    out.touch()
+    result = _run_step("Pick", pr_repo["repo"], {"BASE_SHA": pr_repo["base_sha"],
+                                                  "GITHUB_OUTPUT": str(out)})
+    assert result.returncode == 0, result.stderr
+    assert _outputs(out) == {"changed": "true", "head": pr_repo["head"], "base": pr_repo["base"]}
+
+
+def test_pick_step_without_experiment_changes(pr_repo: dict, tmp_path: Path) -> None:
+    repo = pr_repo["repo"]
+    (repo / "README").write_text("docs only\n")
+    _git(repo, "add", "README")
+    _git(repo, "commit", "-q", "-m", "docs")
+    out = tmp_path / "github_output"
+    out.touch()
+    result = _run_step("Pick", repo, {"BASE_SHA": _git(repo, "rev-parse", "HEAD~1"),
+                                      "GITHUB_OUTPUT": str(out)})
+    assert result.returncode == 0, result.stderr
+    assert _outputs(out) == {"changed": "false"}
+
+
+def test_pick_step_restores_a_base_experiment_the_pull_request_deletes(pr_repo: dict,
+                                                                       tmp_path: Path) -> None:
+    repo = pr_repo["repo"]
+    _git(repo, "rm", "-r", "-q", f".reprobox/experiments/{pr_repo['base']}")
+    _git(repo, "commit", "-q", "-m", "drop base experiment")
+    out = tmp_path / "github_output"
+    out.touch()
+    result = _run_step("Pick", repo, {"BASE_SHA": pr_repo["base_sha"], "GITHUB_OUTPUT": str(out)})
+    assert result.returncode == 0, result.stderr
+    assert _outputs(out)["base"] == pr_repo["base"]
+    assert (repo / ".reprobox" / "experiments" / pr_repo["base"] / "experiment.json").is_file()
+
+
+FAKE_GH = """#!{python}
+# Stands in for the GitHub CLI: answers `gh api ... --jq` from a canned comment list (through the
+# real jq) and records the requests the workflow makes.
+import json, os, subprocess, sys
+args = sys.argv[1:]
+with open(os.environ["FAKE_GH_LOG"], "a") as log:
+    log.write(json.dumps(args) + "\\n")
+    if "--jq" in args:
+        with open(os.environ["FAKE_GH_COMMENTS"]) as comments:
+            sys.stdout.write(subprocess.run(["jq", "-r", args[args.index("--jq") + 1]], stdin=comments,
+                                            capture_output=True, text=True, check=True).stdout)
+    elif "--input" in args:
+        with open(args[args.index("--input") + 1]) as payload:
+            log.write(json.dumps({{"payload": json.load(payload)}}) + "\\n")
+        print("{{}}")
+"""
+
+
+@pytest.mark.skipif(shutil.which("jq") is None, reason="needs jq (present on GitHub's runners)")
+@pytest.mark.parametrize("existing", [True, False])
+def test_render_and_post_steps_with_the_real_cli(pr_repo: dict, tmp_path: Path, existing: bool) -> None:
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "reprobox").write_text(
+        f"#!/bin/sh\nexec {sys.executable} -c 'from reprobox.cli import main; main()' \"$@\"\n")
+    (bindir / "gh").write_text(FAKE_GH.format(python=sys.executable))
+    for tool in bindir.iterdir():
+        tool.chmod(0o755)
+    runner_temp = tmp_path / "runner"
+    runner_temp.mkdir()
+    comments = tmp_path / "comments.json"
+    comments.write_text(json.dumps([
+        {"id": 11, "user": {"login": "someone"}, "body": PR_MARKER + "\nnot ours to edit"},
+        *([{"id": 42, "user": {"login": "github-actions[bot]"}, "body": PR_MARKER + "\nold"}]
+          if existing else []),
+        {"id": 43, "user": {"login": "github-actions[bot]"}, "body": "another bot message"},
+    ]))
+    env = {
+        "PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}",
+        "RUNNER_TEMP": str(runner_temp), "GITHUB_STEP_SUMMARY": str(tmp_path / "summary.md"),
+        "HEAD_EXP": pr_repo["head"], "BASE_EXP": pr_repo["base"],
+        "GH_TOKEN": "not-a-token", "REPO": "org/project", "PR": "7",
+        "FAKE_GH_LOG": str(tmp_path / "gh.log"), "FAKE_GH_COMMENTS": str(comments),
+    }
+    rendered = _run_step("Render", pr_repo["repo"], env)
+    assert rendered.returncode == 0, rendered.stderr
+    body = (runner_temp / "reprobox-comment.md").read_text()
+    assert body.startswith(PR_MARKER + "\n") and pr_repo["head"] in body and pr_repo["base"] in body
+    assert "numpy 2.4.6 -&gt; 2.10.0" in body
+    assert (tmp_path / "summary.md").read_text() == body
+
+    posted = _run_step("Post or update", pr_repo["repo"], env)
+    assert posted.returncode == 0, posted.stderr
+    calls = [json.loads(line) for line in (tmp_path / "gh.log").read_text().splitlines()]
+    assert calls[0][:3] == ["api", "--paginate", "repos/org/project/issues/7/comments"]
+    if existing:
+        assert calls[1][:4] == ["api", "--method", "PATCH", "repos/org/project/issues/comments/42"]
+        assert "Updated comment 42." in posted.stdout
+    else:
+        assert calls[1][:4] == ["api", "--method", "POST", "repos/org/project/issues/7/comments"]
+    assert calls[2] == {"payload": {"body": body}}
