@@ -1,0 +1,369 @@
+"""Pure rendering: an experiment and its environment in, Dockerfile text out.
+
+Two stages, each testable alone: :func:`plan_image` turns the capture into a :class:`DockerPlan`
+(plain data: which system packages, pinned or not, which requirement lines, which folders to copy,
+which labels), validating every value on the way; :func:`render_plan` fills the template
+``templates/Dockerfile.j2`` with it. Nothing here touches the disk beyond reading the template,
+the network or the container engine, so ``reprobox build --dry-run`` and the golden-file tests see
+exactly what a build would use.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+import shlex
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Optional
+
+from .. import validate
+from ..errors import UsageError, ValidationError
+from ..model import Environment, Experiment, Package
+from ..secrets import strip_url_credentials
+from . import images
+
+#: Where ``reprobox run`` mounts the checkout in the container. Local packages are copied (and
+#: installed editable) at the same place, so the installed package points into the mounted code.
+WORKDIR = "/workspace"
+#: Where build-time files (lock, wheels, tools) are mounted during RUN steps; never in a layer.
+STAGE = "/tmp/reprobox"
+
+INSTALLERS = ("uv", "pip")
+
+_ARCH_TO_DEB = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64",
+                "armv7l": "armhf", "ppc64le": "ppc64el", "s390x": "s390x", "i686": "i386"}
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    """How to render, as opposed to what: the builder's and the installer's capabilities.
+
+    ``buildkit`` renders cache and secret mounts (and bind mounts of the context's tools); without
+    it the classic builder copies the context files in. ``installer`` is ``uv`` (the host's uv
+    binary, bind-mounted into RUN steps) or ``pip`` (the base image's own pip).
+    """
+
+    buildkit: bool = True
+    installer: str = "uv"
+    workdir: str = WORKDIR
+
+
+@dataclass(frozen=True)
+class SystemPlan:
+    #: ``name=version`` when pinned, else ``name``.
+    packages: tuple[str, ...] = ()
+    pinned: bool = False
+    note: str = ""
+    warning: Optional[str] = None
+    cache_key: str = "debian"
+
+
+@dataclass(frozen=True)
+class CopyDir:
+    src: str  # repo-relative folder ("" for the root), under src/ in the context
+    dest: str  # absolute folder in the image
+
+
+@dataclass(frozen=True)
+class LocalInstall:
+    name: str
+    path: str  # repo-relative
+    dest: str  # absolute in the image
+    editable: bool
+
+
+@dataclass(frozen=True)
+class HostArchive:
+    """A ``file://`` archive on the capture host that must be copied into the context."""
+
+    name: str
+    path: str  # absolute path on the host, as recorded
+    file_name: str
+    hash: Optional[str]
+
+
+@dataclass(frozen=True)
+class DockerPlan:
+    base_image: str
+    exp_id: str
+    commit: str
+    python_version: str
+    install_python: bool
+    system: SystemPlan
+    lock: bool
+    direct: tuple[str, ...]
+    needs_git: bool
+    copy_dirs: tuple[CopyDir, ...]
+    local: tuple[LocalInstall, ...]
+    host_archives: tuple[HostArchive, ...]
+    #: Every distribution name the capture holds; anything else in the image is removed.
+    expected: tuple[str, ...]
+    labels: tuple[tuple[str, str], ...]
+    warnings: tuple[str, ...]
+    options: RenderOptions = field(default_factory=RenderOptions)
+
+    @property
+    def python_mm(self) -> str:
+        return ".".join(self.python_version.split(".")[:2])
+
+    @property
+    def last_step(self) -> Optional[str]:
+        if self.copy_dirs:
+            return "local"
+        if self.direct:
+            return "direct"
+        if self.lock:
+            return "lock"
+        return None
+
+
+# --------------------------------------------------------------------------- planning
+
+
+def _system_plan(environment: Environment, base_image: str) -> tuple[SystemPlan, list[str]]:
+    warnings: list[str] = []
+    host = environment.os
+    target = images.base_distro(base_image)
+    native = _ARCH_TO_DEB.get(host.arch or "", host.arch or "")
+    specs: list[str] = []
+    same_release = (
+        target is not None
+        and host.id == target.id
+        and host.codename == target.codename
+        and all(s.manager == "dpkg" for s in environment.system_packages)
+    )
+    for i, spkg in enumerate(environment.system_packages):
+        where = f"system_packages[{i}]"
+        validate.system_package(spkg.manager, spkg.name, spkg.version, where)
+        if spkg.manager != "dpkg":
+            validate.apt_package_name(spkg.name, f"{where}.name")
+        if spkg.arch is not None:
+            validate.apt_arch(spkg.arch, f"{where}.arch")
+            if spkg.arch not in ("all", native):
+                warnings.append(f"system package {spkg.name}:{spkg.arch} is for another "
+                                "architecture than the image; skipped")
+                continue
+        specs.append(f"{spkg.name}={spkg.version}" if same_release else spkg.name)
+    host_desc = " ".join(p for p in (host.id, host.codename) if p) or "an unknown system"
+    cache_key = f"{target.id}-{target.codename}" if target else "base"
+    if not specs:
+        return SystemPlan(cache_key=cache_key), warnings
+    if same_release:
+        note = f"Pinned to the versions on the capture host ({host_desc})."
+        return SystemPlan(tuple(specs), True, note, None, cache_key), warnings
+    base_desc = str(target) if target else f"unknown (from {base_image})"
+    warning = (f"reprobox: warning: system packages are not pinned: the capture host runs "
+               f"{host_desc}, the base image's distribution is {base_desc}; versions will differ")
+    warnings.append(warning.removeprefix("reprobox: warning: "))
+    note = f"Unpinned: the capture host ({host_desc}) is not the base's release ({base_desc})."
+    return SystemPlan(tuple(specs), False, note, warning, cache_key), warnings
+
+
+def _direct_requirement(pkg: Package, where: str) -> tuple[str, Optional[HostArchive]]:
+    """The requirement line installing a VCS or archive package, and a host file it needs."""
+    src = pkg.source
+    fragment: list[str] = []
+    if src.subdirectory:
+        fragment.append("subdirectory=" + validate.relpath(f"{where}.subdirectory", src.subdirectory))
+    if src.kind == "vcs":
+        validate.url(f"{where}.url", src.url, validate.VCS_SCHEMES)
+        commit = validate.vcs_commit(src.commit, f"{where}.commit")
+        vcs = src.vcs or "git"
+        if vcs not in ("git", "hg", "svn", "bzr"):
+            raise ValidationError(f"{where}.vcs", vcs, "is not one of git, hg, svn, bzr")
+        url = str(src.url)
+        if not url.startswith(vcs + "+"):
+            url = f"{vcs}+{url}"
+        line = f"{pkg.name} @ {url}@{commit}"
+        if fragment:
+            line += "#" + "&".join(fragment)
+        return line, None
+    # archive
+    validate.url(f"{where}.url", src.url, validate.ARCHIVE_SCHEMES)
+    url = str(src.url).split("#", 1)[0]
+    archive: Optional[HostArchive] = None
+    if src.hash:
+        validate.archive_hash(src.hash, f"{where}.hash")
+        fragment.insert(0, src.hash)
+    if url.startswith("file:"):
+        from urllib.parse import unquote, urlsplit
+
+        host_path = unquote(urlsplit(url).path)
+        file_name = posixpath.basename(host_path)
+        validate.relpath(f"{where}.url file name", file_name, allow_dot=False)
+        archive = HostArchive(pkg.name, host_path, file_name, src.hash)
+        url = f"file://{STAGE}/wheels/{file_name}"
+    line = f"{pkg.name} @ {url}"
+    if fragment:
+        line += "#" + "&".join(fragment)
+    return line, archive
+
+
+def _nested_in(path: str, others: set[str]) -> bool:
+    return any(o == "." or (o != path and path.startswith(o + "/")) for o in others if o != path)
+
+
+def plan_image(
+    experiment: Experiment,
+    environment: Environment,
+    *,
+    base_image: str,
+    options: Optional[RenderOptions] = None,
+) -> DockerPlan:
+    """Everything the Dockerfile says, as data; refuses any value outside its grammar."""
+    options = options or RenderOptions()
+    if options.installer not in INSTALLERS:
+        raise UsageError(f"unknown installer {options.installer!r} (expected uv or pip)")
+    validate.validate_experiment(experiment, environment)
+    validate.image_tag(base_image, "base image")
+    exp_id = validate.experiment_id(experiment.id or experiment.compute_id(), "id")
+    version = environment.interpreter.version
+    images.python_image(version, "bookworm")  # refuses a version that is not an exact X.Y.Z
+    warnings: list[str] = []
+
+    system, sys_warnings = _system_plan(environment, base_image)
+    warnings += sys_warnings
+
+    lock = False
+    direct: list[str] = []
+    needs_git = False
+    archives: list[HostArchive] = []
+    local: list[LocalInstall] = []
+    for pkg in environment.packages:
+        where = f"packages[{pkg.name}]"
+        validate.package_name(pkg.name, f"{where}.name")
+        validate.version(pkg.version, f"{where}.version")
+        kind = pkg.source.kind
+        if kind == "index":
+            lock = True
+        elif kind in ("vcs", "archive"):
+            line, archive = _direct_requirement(pkg, where + ".source")
+            direct.append(line)
+            needs_git = needs_git or (kind == "vcs" and (pkg.source.vcs or "git") == "git")
+            if archive:
+                archives.append(archive)
+        elif kind == "directory":
+            src = pkg.source
+            if not (src.in_repo and src.path is not None):
+                warnings.append(
+                    f"{pkg.name} {pkg.version} was installed from {src.path or 'a folder'} outside "
+                    "the repository; it cannot be rebuilt from the commit and is left out"
+                )
+                continue
+            rel = validate.relpath(f"{where}.source.path", src.path).rstrip("/") or "."
+            dest = options.workdir if rel == "." else f"{options.workdir}/{rel}"
+            local.append(LocalInstall(pkg.name, rel, dest, bool(src.editable)))
+        else:  # pragma: no cover - model.from_dict refuses other kinds
+            raise ValidationError(f"{where}.source.kind", kind, "is not a known source kind")
+
+    paths = {item.path for item in local}
+    copy_dirs = tuple(
+        CopyDir("" if p == "." else p + "/", options.workdir + ("/" if p == "." else f"/{p}/"))
+        for p in sorted(paths) if not _nested_in(p, paths)
+    )
+
+    base_repo = base_image.split("@")[0].rsplit(":", 1)[0] if ":" in base_image.split("/")[-1] \
+        else base_image.split("@")[0]
+    install_python = base_repo.split("/")[-1] == "cuda"
+    if install_python and options.installer != "uv":
+        raise UsageError(
+            f"the base image {base_image} has no Python; installing Python {version} on it "
+            "needs uv on this machine",
+            "install uv (`pip install uv`) or pass a base image that has Python: --base-image",
+        )
+
+    git = experiment.git
+    labels = [
+        ("reprobox.experiment", exp_id),
+        ("reprobox.env-digest", validate.digest(environment.digest, "environment digest")),
+        ("reprobox.python", version),
+        ("org.opencontainers.image.title", validate.label_value(
+            f"reprobox experiment {experiment.name}", "name")),
+        ("org.opencontainers.image.revision", validate.vcs_commit(git.commit, "git.commit")),
+        ("org.opencontainers.image.base.name", base_image),
+    ]
+    if git.remote:
+        source = validate.label_value(strip_url_credentials(git.remote), "git.remote")
+        labels.append(("org.opencontainers.image.source", source))
+
+    return DockerPlan(
+        base_image=base_image,
+        exp_id=exp_id,
+        commit=git.commit,
+        python_version=version,
+        install_python=install_python,
+        system=system,
+        lock=lock,
+        direct=tuple(direct),
+        needs_git=needs_git,
+        copy_dirs=copy_dirs,
+        local=tuple(local),
+        host_archives=tuple(archives),
+        expected=tuple(sorted(p.name for p in environment.packages)),
+        labels=tuple(labels),
+        warnings=tuple(warnings),
+        options=options,
+    )
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+@lru_cache(maxsize=None)
+def _jinja_env():  # type: ignore[no-untyped-def]
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("reprobox.templates", "."),
+        autoescape=False,  # a Dockerfile, not HTML: values are shell- or JSON-quoted explicitly
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=False,
+        lstrip_blocks=False,
+    )
+    env.filters["sh"] = lambda v: shlex.quote(str(v))
+    env.filters["json"] = lambda v: json.dumps(str(v), ensure_ascii=False)
+    return env
+
+
+def render_template(name: str, **context: object) -> str:
+    """Render one of the package's templates (``templates/<name>``)."""
+    return _jinja_env().get_template(name).render(**context)
+
+
+def render_plan(plan: DockerPlan) -> str:
+    opts = plan.options
+    return render_template(
+        "Dockerfile.j2",
+        base_image=plan.base_image,
+        exp_id=plan.exp_id,
+        commit=plan.commit,
+        python_version=plan.python_version,
+        python_mm=plan.python_mm,
+        install_python=plan.install_python,
+        system=plan.system,
+        lock=plan.lock,
+        direct=plan.direct,
+        needs_git=plan.needs_git,
+        copy_dirs=plan.copy_dirs,
+        local=plan.local,
+        labels=plan.labels,
+        last_step=plan.last_step,
+        buildkit=opts.buildkit,
+        installer=opts.installer,
+        workdir=opts.workdir,
+        stage=STAGE,
+        uv=f"{STAGE}/tools/uv",
+    )
+
+
+def render_dockerfile(
+    experiment: Experiment,
+    environment: Environment,
+    *,
+    base_image: str,
+    options: Optional[RenderOptions] = None,
+) -> str:
+    """The experiment's Dockerfile (pure: same inputs, same text)."""
+    return render_plan(plan_image(experiment, environment, base_image=base_image, options=options))
