@@ -160,6 +160,15 @@ def wheel_tag(value: Any, field: str = "wheel tag") -> str:
     return _match(field, value, _WHEEL_TAG, 512, "wheel tag")
 
 
+_PLATFORM_TAG = re.compile(r"[A-Za-z0-9_.]+(?:-[A-Za-z0-9_.]+-[A-Za-z0-9_.]+)?", re.ASCII)
+
+
+def platform_tag(value: Any, field: str = "platform tag") -> str:
+    """A compatible tag of the interpreter: a platform (``manylinux_2_36_x86_64``) or a whole
+    wheel tag (``cp311-cp311-manylinux_2_36_x86_64``); probes have recorded both."""
+    return _match(field, value, _PLATFORM_TAG, 128, "platform tag")
+
+
 _ARCHIVE_HASH = re.compile(r"[a-z0-9]{3,16}=[0-9a-f]{32,128}", re.ASCII)
 
 
@@ -631,7 +640,7 @@ def validate_environment(env: Environment) -> None:
         if val is not None:
             clean_text(f"interpreter.{key}", val, MAX_TEXT)
     for i, tag in enumerate(interp.platform_tags):
-        wheel_tag(tag, f"interpreter.platform_tags[{i}]")
+        platform_tag(tag, f"interpreter.platform_tags[{i}]")
 
     for i, pkg in enumerate(env.packages):
         where = f"packages[{i}]"

@@ -653,3 +653,21 @@ def test_patch_targets_property(text: str) -> None:
         return
     for t in targets:
         assert v.relpath("t", t) == t and t != "."
+
+
+def test_platform_tags_platform_or_whole_wheel_tag() -> None:
+    assert v.platform_tag("manylinux_2_36_x86_64") == "manylinux_2_36_x86_64"
+    assert v.platform_tag("cp311-cp311-macosx_11_0_arm64") == "cp311-cp311-macosx_11_0_arm64"
+    for bad in ("linux x86_64", "linux_x86_64\nRUN id", "linux;id", "", "cp311-linux", "-x"):
+        with pytest.raises(ValidationError):
+            v.platform_tag(bad, "interpreter.platform_tags[0]")
+
+
+def test_a_real_fingerprint_of_this_interpreter_passes(tmp_path: Path) -> None:
+    """What the capture really records on this machine (probe, dpkg, /proc) fits the grammars."""
+    capture = pytest.importorskip("reprobox.capture")
+    _git(tmp_path, "init", "-q")
+    env, _warnings = capture.fingerprint_environment(tmp_path)
+    assert len(env.packages) > 10
+    v.validate_environment(env)
+    v.validate_experiment(make_exp(env), env)
