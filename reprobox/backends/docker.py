@@ -23,6 +23,7 @@ import json
 import os
 import shlex
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
 
@@ -86,20 +87,21 @@ class DockerBackend(Backend):
     ) -> Prepared:
         say = progress or (lambda _m: None)
         env = stored.environment
-        tag = stored.experiment.image
-        if tag and self._usable(tag, env.digest):
-            say(f"using the image {tag}")
-            return Prepared(self.name, tag, f"image {tag} (already built)", True, "python")
-        from ..build import build_experiment
+        from ..build import build_experiment, default_tag
 
-        say("building the experiment's image from its Dockerfile and lock")
+        candidates = [t for t in (stored.experiment.image, default_tag(store.root, stored.id)) if t]
+        for tag in dict.fromkeys(candidates):
+            if self._usable(tag, env.digest):
+                say(f"using the image {tag}")
+                return Prepared(self.name, tag, f"image {tag} (already built)", True, "python")
+        say("no image of this experiment here: building it from its Dockerfile and lock")
+        t0 = time.monotonic()
         result = build_experiment(store, stored, progress=say)
-        tag = result.tag
-        seconds = getattr(result, "seconds", None)
-        how = f"built in {seconds:.0f} s" if isinstance(seconds, (int, float)) else "built"
-        if getattr(result, "cached", False):
-            how = "rebuilt from the build cache"
-        return Prepared(self.name, tag, f"image {tag} ({how})", False, "python")
+        how = f"built in {time.monotonic() - t0:.1f} s"
+        steps, cached = getattr(result, "steps", 0), getattr(result, "cached_steps", 0)
+        if steps:
+            how += f", {cached} of {steps} steps from the build cache"
+        return Prepared(self.name, result.tag, f"image {result.tag} ({how})", False, "python")
 
     def _usable(self, tag: str, digest: str) -> bool:
         """The recorded image is here and was built for this environment."""
