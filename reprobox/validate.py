@@ -627,7 +627,8 @@ def patch_targets(text: Any, field: str = "git patch") -> tuple[str, ...]:
 def validate_environment(env: Environment) -> None:
     """Every value of an ``environment.json`` that reaches pip, a Dockerfile or a path."""
     interp = env.interpreter
-    clean_text("interpreter.implementation", interp.implementation, 32)
+    _match("interpreter.implementation", interp.implementation, re.compile(r"[a-z][a-z0-9_]*"),
+           32, "implementation name (cpython, pypy)")
     _match("interpreter.version", interp.version,
            re.compile(r"[0-9]+\.[0-9]+\.[0-9]+(?:(?:a|b|rc)[0-9]+)?\+?", re.ASCII), 32,
            "Python version (X.Y.Z)")
@@ -730,6 +731,12 @@ def _source(src: PackageSource, where: str) -> None:
         relpath(f"{where}.subdirectory", src.subdirectory)
 
 
+_TIMESTAMP = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?(?:Z|[+-][0-9]{2}:[0-9]{2})",
+    re.ASCII,
+)
+
+
 def validate_experiment(exp: Experiment, env: Environment, *, folder: Path | None = None) -> None:
     """Apply the grammars to every field of a loaded capture; raise on the first hostile value.
 
@@ -749,8 +756,9 @@ def validate_experiment(exp: Experiment, env: Environment, *, folder: Path | Non
         command(exp.command, "command")
     relpath("cwd", exp.cwd)
     digest(exp.environment_digest, "environment_digest")
-    clean_text("created", exp.created, 64)
-    clean_text("tool_version", exp.tool_version, 64)
+    _match("created", exp.created, _TIMESTAMP, 40, "UTC timestamp (2026-01-31T12:00:00Z)")
+    if exp.tool_version != "unknown":
+        version(exp.tool_version, "tool_version")
     if exp.image is not None:
         image_tag(exp.image, "image")
 

@@ -671,3 +671,17 @@ def test_a_real_fingerprint_of_this_interpreter_passes(tmp_path: Path) -> None:
     assert len(env.packages) > 10
     v.validate_environment(env)
     v.validate_experiment(make_exp(env), env)
+
+
+@pytest.mark.parametrize(("changes", "field"), [
+    ({"created": "2026-01-01T00:00:00Z\nLABEL x=y"}, "created"),
+    ({"created": "yesterday"}, "created"),
+    ({"tool_version": "0.1.0 && id"}, "tool_version"),
+])
+def test_record_metadata_grammars(changes: dict, field: str) -> None:
+    env = make_env()
+    with pytest.raises(ValidationError) as err:
+        v.validate_experiment(replace(make_exp(env), **changes), env)
+    assert err.value.field == field
+    v.validate_experiment(replace(make_exp(env), created="2026-01-01T00:00:00.5+02:00",
+                                  tool_version="unknown"), env)
