@@ -782,14 +782,14 @@ def validate_experiment(exp: Experiment, env: Environment, *, folder: Path | Non
         if dvc.lock_digest is not None:
             _match("dvc.lock_digest", dvc.lock_digest,
                    re.compile(r"(?:sha256:)?[0-9a-f]{64}", re.ASCII), 71, "digest")
-        for i, out in enumerate(dvc.outputs):
-            relpath(f"dvc.outputs[{i}].path", out.path, allow_dot=False)
-            _match(f"dvc.outputs[{i}].hash", out.hash,
+        for i, dout in enumerate(dvc.outputs):
+            relpath(f"dvc.outputs[{i}].path", dout.path, allow_dot=False)
+            _match(f"dvc.outputs[{i}].hash", dout.hash,
                    re.compile(r"[0-9a-f]{32,128}(?:\.dir)?", re.ASCII), 140, "hash")
-            _match(f"dvc.outputs[{i}].hash_name", out.hash_name,
+            _match(f"dvc.outputs[{i}].hash_name", dout.hash_name,
                    re.compile(r"[a-z0-9_-]+", re.ASCII), 32, "hash name")
-            if out.stage is not None:
-                clean_text(f"dvc.outputs[{i}].stage", out.stage, 256)
+            if dout.stage is not None:
+                clean_text(f"dvc.outputs[{i}].stage", dout.stage, 256)
         for i, stage in enumerate(dvc.stages):
             clean_text(f"dvc.stages[{i}]", stage, 256)
         if dvc.remote is not None:
