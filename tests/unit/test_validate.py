@@ -685,3 +685,17 @@ def test_record_metadata_grammars(changes: dict, field: str) -> None:
     assert err.value.field == field
     v.validate_experiment(replace(make_exp(env), created="2026-01-01T00:00:00.5+02:00",
                                   tool_version="unknown"), env)
+
+
+def test_dvc_output_hashes_by_kind() -> None:
+    env = make_env()
+    ok = DvcInfo(outputs=(DvcOutput("data/prepared", "a" * 32 + ".dir", "md5", "prepare"),
+                          DvcOutput("model.pkl", "b" * 32, "md5-dos2unix"),
+                          DvcOutput("s3data", "3/L4kqtJlcpXroDTDmJ+rmSpXd3dIbrHY+MTRCxf3vjVBH40Nr8X8gdRQ",
+                                    "version_id")))
+    v.validate_experiment(replace(make_exp(env), dvc=ok), env)
+    for bad in (DvcOutput("m", "zz" * 16, "md5"), DvcOutput("m", "x\ny", "etag"),
+                DvcOutput("m", "a" * 32, "md5; id")):
+        with pytest.raises(ValidationError) as err:
+            v.validate_experiment(replace(make_exp(env), dvc=DvcInfo(outputs=(bad,))), env)
+        assert err.value.field.startswith("dvc.outputs[0].hash")
