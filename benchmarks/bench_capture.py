@@ -83,6 +83,48 @@ def build_venv() -> Path:
     return venv
 
 
+#: The environment half of a capture, run in a fresh process like the CLI would run it.
+ENV_CAPTURE = """
+import sys
+from pathlib import Path
+from reprobox.capture import python as py, system
+target = py.find_target_python(sys.argv[1])
+cache = Path(sys.argv[2]) if len(sys.argv) > 2 else None
+result = py.parse_probe(py.run_probe(target, cache_dir=cache and cache / "probe"), Path.cwd())
+by_path = result.libraries_by_path()
+packages, unowned = system.owning_packages(sorted(by_path), by_path,
+                                           cache_dir=cache and cache / "system")
+system.os_info(result.os_raw)
+print(len(result.packages), len(packages), len(unowned))
+"""
+
+
+def timed(argv: list[str], cwd: Path | None = None, env: dict | None = None) -> tuple[float, str]:
+    t0 = time.perf_counter()
+    out = subprocess.run(argv, check=False, cwd=cwd, env=env, capture_output=True, text=True)
+    elapsed = time.perf_counter() - t0
+    if out.returncode != 0:
+        raise RuntimeError(f"{argv[:4]} failed ({out.returncode}): {out.stderr[-800:]}")
+    return elapsed, out.stdout
+
+
+def throwaway_repo(base: Path) -> Path:
+    repo = base / "repo"
+    repo.mkdir()
+    env = {**os.environ, "GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@example.com",
+           "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "bench@example.com"}
+    for args in (["init", "-q", "-b", "main"], ["add", "train.py"], ["commit", "-q", "-m", "x"]):
+        if args[0] == "add":
+            (repo / "train.py").write_text("print('hi')\n")
+        subprocess.run(["git", *args], cwd=repo, env=env, check=True, capture_output=True)
+    return repo
+
+
+def reprobox_cli() -> list[str] | None:
+    exe = shutil.which("reprobox")
+    return [exe] if exe else None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=7)
@@ -92,7 +134,49 @@ def main(argv: list[str] | None = None) -> int:
     if args.build_only:
         print(venv)
         return 0
-    raise SystemExit("timing part not written yet")
+    vpy = venv_python(venv)
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "CONDA_PREFIX")}
+    with tempfile.TemporaryDirectory(prefix="reprobox-bench-") as tmp:
+        base = Path(tmp)
+        warm_cache = base / "warm-cache"
+        _, line = timed([sys.executable, "-c", ENV_CAPTURE, str(vpy), str(warm_cache)], env=env)
+        dists, sys_pkgs, unowned = (int(x) for x in line.split())
+        freeze_lines = timed([str(venv / "bin" / "pip"), "freeze"], env=env)[1].splitlines()
+        contestants: dict[str, list[str]] = {
+            "pip freeze": [str(venv / "bin" / "pip"), "freeze"],
+            "env capture, cold": [sys.executable, "-c", ENV_CAPTURE, str(vpy)],
+            "env capture, warm": [sys.executable, "-c", ENV_CAPTURE, str(vpy), str(warm_cache)],
+        }
+        note = None
+        cli = reprobox_cli()
+        repo = throwaway_repo(base)
+        cli_env = {**env, "XDG_CACHE_HOME": str(base / "xdg-cache")}
+        if cli is None:
+            note = "`reprobox` is not on PATH: end-to-end capture skipped"
+        else:
+            cmd = [*cli, "capture", "--no-lock", "--python", str(vpy), "--cmd", "python train.py"]
+            try:
+                timed(cmd, cwd=repo, env=cli_env)  # first capture fills the cache
+                contestants["reprobox capture --no-lock"] = cmd
+            except RuntimeError as exc:
+                note = f"`reprobox capture --no-lock` does not work here yet, skipped: {exc}"
+        times: dict[str, list[float]] = {k: [] for k in contestants}
+        for _ in range(args.reps):
+            for label, cmd in contestants.items():
+                cwd = repo if label.startswith("reprobox") else None
+                times[label].append(timed(cmd, cwd=cwd, env=cli_env)[0])
+    freeze = statistics.median(times["pip freeze"])
+    print(f"venv: {venv}")
+    print(f"distributions: {dists} (pip freeze lines: {len(freeze_lines)}); OS packages: "
+          f"{sys_pkgs}; unowned libraries: {unowned}; reps: {args.reps}")
+    print(f"{'contestant':32} {'median s':>9} {'min s':>7} {'ratio':>6}")
+    for label, values in times.items():
+        med = statistics.median(values)
+        print(f"{label:32} {med:9.3f} {min(values):7.3f} {med / freeze:6.2f}")
+    if note:
+        print("note:", note)
+    print("target: reprobox capture --no-lock <= 0.50 x pip freeze")
+    return 0
 
 
 if __name__ == "__main__":

@@ -98,6 +98,13 @@ def _abi_tag(sysconfig):
     return None, gil_disabled
 
 
+def _interpreter_tag():
+    """``cp311`` / ``pp39``: the interpreter part of a wheel tag."""
+    short = {"cpython": "cp", "pypy": "pp", "ironpython": "ip", "jython": "jy"}
+    name = sys.implementation.name
+    return f"{short.get(name, name)}{sys.version_info[0]}{sys.version_info[1]}"
+
+
 def _musl_version(executable):
     """musl's version from the dynamic loader named in the interpreter's PT_INTERP, or None."""
     info = read_elf(executable, interp=True)
@@ -177,8 +184,23 @@ def interpreter_kind(prefix, base_prefix, sysconfig):
     return base, base
 
 
-def interpreter_info():
+def _build_and_compiler():
+    """platform.python_build() (joined) and python_compiler(), without importing platform.
+
+    CPython's sys.version reads ``3.11.7 (main, Dec  8 2023, 14:22:46) [GCC 12.2.0]``; any
+    other shape is left to the platform module.
+    """
+    m = re.match(r"[^(]*\((?P<no>[^,]*),\s*(?P<date>[^,]*),\s*(?P<time>[^)]*)\)\s*\[(?P<cc>[^\]]*)\]",
+                 sys.version.replace("\n", " "))
+    if m and sys.implementation.name == "cpython":
+        build = ", ".join(x for x in (m.group("no"), m.group("date") + " " + m.group("time")) if x)
+        return build, m.group("cc")
     import platform
+
+    return ", ".join(x for x in platform.python_build() if x), platform.python_compiler()
+
+
+def interpreter_info():
     import sysconfig
 
     vi = sys.version_info
@@ -188,6 +210,8 @@ def interpreter_info():
     abi, gil_disabled = _abi_tag(sysconfig)
     glibc = _glibc_version()
     kind, base = interpreter_kind(sys.prefix, sys.base_prefix, sysconfig)
+    plats = platform_tags(sysconfig, glibc)
+    build, compiler = _build_and_compiler()
     return {
         "implementation": sys.implementation.name,
         "version": version,
@@ -196,10 +220,13 @@ def interpreter_info():
         "soabi": sysconfig.get_config_var("SOABI"),
         "ext_suffix": sysconfig.get_config_var("EXT_SUFFIX"),
         "platform": sysconfig.get_platform(),
-        "build": ", ".join(x for x in platform.python_build() if x),
-        "compiler": platform.python_compiler(),
+        "build": build,
+        "compiler": compiler,
         "gil_disabled": gil_disabled,
-        "platform_tags": platform_tags(sysconfig, glibc),
+        # full wheel tags, most specific first (like packaging.tags.sys_tags()), and the
+        # platform parts alone
+        "platform_tags": [f"{_interpreter_tag()}-{abi or 'none'}-{p}" for p in plats],
+        "platforms": plats,
         "executable": sys.executable,
         "kind": kind,
         "base_kind": base,
@@ -408,9 +435,11 @@ def find_distributions(sites, entries=None):
                     full = os.path.join(path, n)
                     kind = "egg-info" if os.path.isdir(full) else "egg-info-file"
                     candidates.append((full, n, kind))
+        real_site = None
         for meta_dir, entry, kind in candidates:
             rec = read_dist(meta_dir, entry, path, kind)
-            real_site = os.path.realpath(path)
+            if kind != "dist-info" and real_site is None:
+                real_site = os.path.realpath(path)
             if kind != "dist-info" and real_site not in site_set:
                 # An egg-info outside site-packages got onto sys.path through a .pth file:
                 # a setuptools ``develop`` (editable) install of that project folder.
@@ -884,7 +913,10 @@ class Resolver:
         return expand(info.get("rpath")), self.env_dirs
 
     def resolve(self, soname, info, origin):
-        """(path, how) for a needed soname, how in rpath/runpath/env/cache/default; or (None, None)."""
+        """(path, how) for a needed soname, or (None, None).
+
+        ``how``: rpath, ld_library_path, runpath, cache or default, in the loader's order.
+        """
         if "/" in soname:
             return (soname if os.path.exists(soname) else None), "path"
         first, then = self.search_dirs(info, origin)
@@ -895,7 +927,7 @@ class Resolver:
         for d in then:
             hit = self._in_dir(d, soname)
             if hit:
-                return hit, "runpath"
+                return hit, "ld_library_path" if d in self.env_dirs else "runpath"
         if self.cache is None:
             self.cache = read_ld_cache()
             if self.cache is None:
@@ -912,6 +944,23 @@ class Resolver:
 
 def _under(path, roots):
     return any(path == r or path.startswith(r + os.sep) for r in roots)
+
+
+def _classify(resolver, soname, info, origin, bundled, roots, prefixes, real_of):
+    """(path, realpath, how, provider) for one needed soname; provider ``bundled`` = drop it."""
+    found, how = resolver.resolve(soname, info, origin)
+    if found is None:
+        if soname in bundled:
+            return None, None, None, "bundled"  # preloaded by its package from a bundled copy
+        return None, None, None, "missing"
+    if _under(found, roots):
+        return found, None, how, "bundled"  # shipped inside a wheel
+    real = real_of.get(found)
+    if real is None:
+        real = real_of[found] = os.path.realpath(found)
+    if _under(real, roots):
+        return found, real, how, "bundled"
+    return found, real, how, "python" if _under(real, prefixes) else "system"
 
 
 def native_libraries(dists, sites, cache):
@@ -951,26 +1000,22 @@ def native_libraries(dists, sites, cache):
     prefixes = [os.path.realpath(p) for p in {sys.prefix, sys.base_prefix}]
     prefixes = [p for p in prefixes if p not in ("/usr", "/")]
     real_of = {}
+    memo = {}  # most modules share needs and search paths: resolve each combination once
     for path, owner, info in parsed:
         if info["bits"] != bits or (machine is not None and info["machine"] != machine):
             continue
         origin = os.path.dirname(path)
+        spec = (info.get("rpath"), info.get("runpath"))
+        keyed_origin = origin if "ORIGIN" in f"{spec[0]}{spec[1]}" else None
         for soname in info["needed"]:
-            found, how = resolver.resolve(soname, info, origin)
-            if found is None:
-                if soname in bundled:
-                    continue  # preloaded by the package itself from a bundled copy
-                real = None
-            else:
-                if _under(found, roots):
-                    continue  # shipped inside a wheel
-                real = real_of.get(found)
-                if real is None:
-                    real = real_of[found] = os.path.realpath(found)
-                if _under(real, roots):
-                    continue
-            provider = "missing" if found is None else (
-                "python" if _under(real, prefixes) else "system")
+            key = (soname, spec, keyed_origin)
+            hit = memo.get(key)
+            if hit is None:
+                hit = memo[key] = _classify(resolver, soname, info, origin, bundled, roots,
+                                            prefixes, real_of)
+            found, real, how, provider = hit
+            if provider == "bundled":
+                continue
             rec = libs.get(soname)
             if rec is None:
                 rec = libs[soname] = {"path": found, "realpath": real, "how": how,

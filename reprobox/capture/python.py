@@ -17,13 +17,16 @@ import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from .. import proc
 from ..errors import InterpreterError, ReproboxError
 from ..model import Interpreter, Package, PackageSource
 from ..secrets import strip_url_credentials
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
 
 PROBE = Path(__file__).with_name("probe.py")
 PROBE_VERSION = 1
@@ -212,6 +215,18 @@ def run_probe(python: Path, cache_dir: Path | None = None) -> dict[str, Any]:
             "be missing from a rebuild; install them into the environment instead"
         )
     return raw
+
+
+def start_probe(python: Path, cache_dir: Path | None = None) -> Future[dict[str, Any]]:
+    """:func:`run_probe` on a worker thread, so that other capture stages (git, hardware) run
+    while the target interpreter works; ``.result()`` returns its dict or raises its error."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reprobox-probe")
+    try:
+        return pool.submit(run_probe, python, cache_dir)
+    finally:
+        pool.shutdown(wait=False)
 
 
 # --------------------------------------------------------------------------- parsing

@@ -661,3 +661,18 @@ def test_run_probe_in_this_interpreter_ignores_pythonpath(tmp_path, monkeypatch)
     assert any("PYTHONPATH" in w for w in raw["warnings"])
     assert raw["interpreter"]["version"].startswith(f"{sys.version_info[0]}.{sys.version_info[1]}.")
     assert list((tmp_path / "cache").glob("probe-*.json"))
+
+
+def test_build_and_compiler_match_the_platform_module():
+    import platform
+
+    assert probe._build_and_compiler() == (
+        ", ".join(x for x in platform.python_build() if x), platform.python_compiler())
+
+
+def test_start_probe_runs_in_the_background_and_reraises(tmp_path):
+    raw = py.start_probe(Path(sys.executable)).result(timeout=120)
+    assert raw["interpreter"]["executable"]
+    broken = _exe(tmp_path / "python", "#!/bin/sh\nexit 3\n")
+    with pytest.raises(InterpreterError):
+        py.start_probe(broken).result(timeout=120)
