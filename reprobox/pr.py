@@ -106,13 +106,13 @@ def _metrics_cell(exp: Experiment) -> Any:
 
 def _cells(stored: StoredExperiment) -> dict[str, Any]:
     exp, env = stored.experiment, stored.environment
-    command = exp.command if exp.command is not None else "(none)"
+    command = md_code(exp.command) if exp.command is not None else "none recorded"
     if exp.command_kind == "dvc":
-        command = f"{command} (DVC pipeline)"
+        command += " (DVC pipeline)"
     return {
         "experiment": _safe(md_code(exp.id)),
         "name": _safe(md_escape(exp.name)),
-        "command": _safe(md_code(command)),
+        "command": _safe(command),
         "git": _safe(md_code(exp.git.commit[:12]) + (" (dirty)" if exp.git.dirty else "")),
         "python": _safe(md_escape(_python(env))),
         "OS": _safe(md_escape(_os(env))),
