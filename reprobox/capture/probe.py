@@ -412,13 +412,22 @@ def find_distributions(sites, entries=None):
     ``*.egg-info`` entries in directory order (``.egg`` folders on the path contribute their
     ``EGG-INFO``), keyed by the normalized name in the folder's file name.
     """
+    import sysconfig
+
     site_set = {os.path.realpath(s) for s in sites}
+    # the stdlib folder may hold egg-info files of its own; they are not develop installs
+    site_set.update(os.path.realpath(sysconfig.get_path(k) or "/") for k in ("stdlib", "platstdlib"))
     links = None
     active, shadowed, first = [], [], {}
+    scanned = set()
     for entry_path in sys.path if entries is None else entries:
         if not entry_path:
             continue
         path = os.path.abspath(entry_path)
+        real_entry = os.path.realpath(path)
+        if real_entry in scanned:
+            continue  # the same folder twice (a symlinked lib64, a repeated .pth line)
+        scanned.add(real_entry)
         if path.lower().endswith(".egg") and os.path.isdir(os.path.join(path, "EGG-INFO")):
             candidates = [(os.path.join(path, "EGG-INFO"), os.path.basename(path), "egg")]
         else:
@@ -435,19 +444,16 @@ def find_distributions(sites, entries=None):
                     full = os.path.join(path, n)
                     kind = "egg-info" if os.path.isdir(full) else "egg-info-file"
                     candidates.append((full, n, kind))
-        real_site = None
         for meta_dir, entry, kind in candidates:
             rec = read_dist(meta_dir, entry, path, kind)
-            if kind != "dist-info" and real_site is None:
-                real_site = os.path.realpath(path)
-            if kind != "dist-info" and real_site not in site_set:
+            if kind != "dist-info" and real_entry not in site_set:
                 # An egg-info outside site-packages got onto sys.path through a .pth file:
                 # a setuptools ``develop`` (editable) install of that project folder.
                 if links is None:
                     links = _egg_links(sites)
                 rec["develop"] = True
                 rec["project_dir"] = path
-                rec["egg_link"] = links.get(real_site)
+                rec["egg_link"] = links.get(real_entry)
             key = normalize(_dir_name(entry) if kind != "egg" else entry.partition("-")[0])
             if normalize(rec["name"]) != key and "problem" not in rec:
                 warn(f"{meta_dir} declares the name {rec['name']!r}")

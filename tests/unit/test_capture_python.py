@@ -676,3 +676,22 @@ def test_start_probe_runs_in_the_background_and_reraises(tmp_path):
     broken = _exe(tmp_path / "python", "#!/bin/sh\nexit 3\n")
     with pytest.raises(InterpreterError):
         py.start_probe(broken).result(timeout=120)
+
+
+def test_a_folder_on_the_path_twice_is_scanned_once(tmp_path):
+    link = tmp_path / "lib64"
+    link.symlink_to(SITE)
+    active, shadowed = _dists([SITE, link, SITE], sites=[SITE])
+    assert shadowed == [] and len([d for d in active if d["name"] == "six"]) == 1
+
+
+def test_version_files_are_shipped_raw_and_capped(tmp_path):
+    site = tmp_path / "site"
+    (site / "torch").mkdir(parents=True)
+    (site / "torch" / "version.py").write_text(
+        "__version__ = '2.3.1+cu121'\ncuda: Optional[str] = '12.1'\n" + "#" * 40000)
+    dists = [{"site": str(site), "name": "torch"}]
+    files = probe.version_files(dists)
+    assert list(files) == ["torch/version.py"]
+    assert files["torch/version.py"].startswith("__version__ = '2.3.1+cu121'\ncuda:")
+    assert len(files["torch/version.py"]) == probe.VERSION_FILE_CAP
