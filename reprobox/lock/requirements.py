@@ -1,0 +1,118 @@
+"""``requirements.lock``: pip's hash-checking format, written from a lock (pure rendering).
+
+Only index packages go in as requirements: pip's ``--require-hashes`` refuses VCS and directory
+requirements, so those are described in the header and installed separately (the container build
+does it in its own layer, from environment.json / pylock.toml).
+
+No ``--index-url`` line is written: the installer's own configuration (forwarded to container
+builds with its credentials, as a secret) stays in charge, and a credential-free copy of a private
+index URL in the file would override it and fail to authenticate. Extra indexes and find-links
+locations that served a locked package are written, credentials stripped: pip only warns about a
+local one that does not exist elsewhere, and on the capture host they make the lock install even
+without pip's configuration.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Sequence
+
+from ..secrets import strip_url_credentials
+from .config import IndexConfig
+from .result import LockedPackage
+from .select import Target
+
+INSTALL_COMMAND = "pip install --require-hashes --no-deps -r requirements.lock"
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _safe(text: str) -> str:
+    """One line of comment text: no control character can start a new requirement line."""
+    return _UNSAFE.sub("?", text)
+
+
+def describe_separate(pkg: LockedPackage) -> str:
+    """How a package outside requirements.lock is installed (for the header comment)."""
+    src = pkg.origin
+    if pkg.kind == "vcs" and src is not None:
+        url = strip_url_credentials(src.url or "")
+        sub = f" (subdirectory {src.subdirectory})" if src.subdirectory else ""
+        return f"{src.vcs or 'vcs'} {url} at commit {src.commit}{sub}"
+    if pkg.kind == "directory":
+        edit = "editable " if src is not None and src.editable else ""
+        where = pkg.repo_path or "."
+        return f"{edit}directory {where} of the repository, at the experiment's commit"
+    if pkg.kind == "archive" and src is not None:
+        if pkg.repo_path:
+            return f"archive {pkg.repo_path} of the repository, {src.hash or 'no hash'}"
+        return f"archive {strip_url_credentials(src.url or '')} {src.hash or ''}".rstrip()
+    return pkg.kind
+
+
+def render_requirements(
+    packages: Sequence[LockedPackage],
+    *,
+    target: Target,
+    environment_digest: str,
+    config: IndexConfig,
+    tool_version: str,
+) -> str:
+    index_pkgs = [p for p in packages if p.kind == "index"]
+    separate = [p for p in packages if p.kind != "index"]
+    red = config.redacted()
+    machine = f" {target.machine}" if target.machine else ""
+    out = [
+        f"# requirements.lock written by reprobox {tool_version} from the captured environment:",
+        "# the exact distributions that were installed (not a new resolution), each pinned with",
+        "# the sha256 of the installed file and of the other files a Linux rebuild of the same",
+        "# interpreter could pick.",
+        (f"# Environment {environment_digest}: Python {target.full_version} "
+         f"({target.implementation}) on {target.sys_platform}{machine}"),
+        "# Install into a fresh virtual environment of that Python:",
+        f"#     {INSTALL_COMMAND}",
+    ]
+    if not red.no_index:
+        out.append(f"# Primary index: {_safe(red.index_url)} (the installer's own index-url "
+                   "applies; it is not written here)")
+    if separate:
+        out += ["#", "# Installed separately (hash-checking mode refuses them; see pylock.toml):"]
+        width = max(len(p.name) for p in separate)
+        for p in sorted(separate, key=lambda p: p.name):
+            out.append(f"#     {p.name.ljust(width)}  {_safe(describe_separate(p))}")
+    out.append("")
+
+    extra_idx, links = [], []
+    primary = strip_url_credentials(config.index_url)
+    for p in index_pkgs:
+        src = p.source
+        if src is None:
+            continue
+        loc = _safe(src.redacted)
+        if src.kind == "index" and loc != primary and loc not in extra_idx:
+            extra_idx.append(loc)
+        elif src.kind == "find-links" and loc not in links:
+            links.append(loc)
+    # keep pip's configured order, not the order packages happened to need them
+    order = {strip_url_credentials(u): i for i, u in enumerate((*config.extra_index_urls,
+                                                                 *config.find_links))}
+    for loc in sorted(extra_idx, key=lambda u: order.get(u, 1 << 30)):
+        out.append(f"--extra-index-url {loc}")
+    for loc in sorted(links, key=lambda u: order.get(u, 1 << 30)):
+        out.append(f"--find-links {loc}")
+    if extra_idx or links:
+        out.append("")
+
+    for p in sorted(index_pkgs, key=lambda p: p.name):
+        notes = []
+        if p.source is not None and p.source.redacted != primary:
+            notes.append(f"from {p.source.describe()}")
+        if p.built_from_sdist:
+            notes.append("built from its sdist on the capture host: the sdist is locked")
+        if notes:
+            out.append(f"# {p.name}: {_safe('; '.join(notes))}")
+        hashes = sorted({f.sha256 for f in p.files if f.sha256})
+        out.append(f"{p.name}=={p.version} \\")
+        for i, digest in enumerate(hashes):
+            tail = " \\" if i + 1 < len(hashes) else ""
+            out.append(f"    --hash=sha256:{digest}{tail}")
+    return "\n".join(out) + "\n"

@@ -1,0 +1,347 @@
+"""A small keep-alive HTTP(S) client on the standard library, shared by the index threads.
+
+Why not ``urllib.request``: it closes the connection after every request, and a lock asks one host
+for a hundred pages; reusing a handful of TLS connections is most of the speed. Why not
+``requests``: it is not a reprobox dependency, and this is all the HTTP a lock needs — GET with
+redirects, gzip, Basic auth (from the URL, else ``~/.netrc``), a CA bundle and client certificate,
+``trusted-host``, and proxies (``HTTP(S)_PROXY``/``NO_PROXY`` or pip's ``proxy``, HTTPS through
+``CONNECT``).
+
+Every failure becomes :class:`~reprobox.errors.IndexUnavailable` whose message shows the URL
+without credentials and names the fix.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import http.client
+import netrc
+import os
+import socket
+import ssl
+import threading
+import time
+import zlib
+from dataclasses import dataclass
+from typing import Mapping, Optional
+from urllib.parse import unquote, urljoin, urlsplit
+from urllib.request import proxy_bypass_environment
+
+from ..errors import IndexUnavailable
+from ..secrets import strip_url_credentials
+from .config import IndexConfig
+
+USER_AGENT = "reprobox-lock (+https://pypi.org/project/reprobox/)"
+#: Upper bound for one socket operation, whatever pip's (often generous) timeout says: a capture
+#: must not hang for minutes on an unreachable index.
+MAX_SOCKET_TIMEOUT = 30.0
+MAX_REDIRECTS = 5
+_RETRY_STATUSES = {429, 500, 502, 503, 504}
+
+LATER = "or, if the index is only unreachable from here for now, run `reprobox lock EXP` later"
+
+
+@dataclass(frozen=True)
+class Response:
+    url: str  # the final URL, after redirects (with credentials, in memory only)
+    status: int
+    headers: Mapping[str, str]  # lower-case names
+    body: bytes
+
+
+def _basic(user: str, password: str) -> str:
+    raw = f"{unquote(user)}:{unquote(password)}".encode()
+    return "Basic " + base64.b64encode(raw).decode()
+
+
+class Transport:
+    """A pool of idle connections per (scheme, host, port, proxy); safe to share between threads."""
+
+    def __init__(self, config: IndexConfig, *, environ: Optional[Mapping[str, str]] = None) -> None:
+        self.config = config
+        self.timeout = min(max(config.timeout, 1.0), MAX_SOCKET_TIMEOUT)
+        self._environ = dict(os.environ if environ is None else environ)
+        self._idle: dict[tuple, list[http.client.HTTPConnection]] = {}
+        self._lock = threading.Lock()
+        self._ctx: Optional[ssl.SSLContext] = None
+        self._insecure: Optional[ssl.SSLContext] = None
+        self._ctx_lock = threading.Lock()
+        self._netrc = self._read_netrc(self._environ)
+        self._dns: dict[tuple[str, int], list] = {}
+        self._dns_locks: dict[tuple[str, int], threading.Lock] = {}
+
+    # ------------------------------------------------------------------ name resolution
+
+    def _addresses(self, host: str, port: int) -> list:
+        """getaddrinfo once per host: many threads resolving the same name at once make some
+        resolvers drop queries and stall for their 5 s retry (measured here: 32 parallel
+        lookups of one name took 5 s, 8 took 3 ms)."""
+        key = (host, port)
+        with self._lock:
+            lock = self._dns_locks.setdefault(key, threading.Lock())
+        with lock:
+            found = self._dns.get(key)
+            if found is None:
+                found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+                self._dns[key] = found
+            return found
+
+    def _create_connection(self, address: tuple, timeout: object = None,
+                           source_address: object = None) -> socket.socket:
+        host, port = address[0], int(address[1])
+        error: Optional[OSError] = None
+        for family, type_, proto, _name, sockaddr in self._addresses(host, port):
+            sock = socket.socket(family, type_, proto)
+            try:
+                sock.settimeout(self.timeout)
+                if source_address:
+                    sock.bind(source_address)  # type: ignore[arg-type]
+                sock.connect(sockaddr)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                return sock
+            except OSError as exc:
+                error = exc
+                sock.close()
+        raise error or OSError(f"no address for {host}")
+
+    # ------------------------------------------------------------------ TLS, auth, proxies
+
+    def _context(self, url: str) -> ssl.SSLContext:
+        # its own lock: loading a CA bundle takes tens of milliseconds, and nothing else
+        # (connection pool, DNS) should wait behind it
+        with self._ctx_lock:
+            if self.config.is_trusted(url):
+                if self._insecure is None:
+                    ctx = ssl.create_default_context()
+                    ctx.check_hostname = False
+                    ctx.verify_mode = ssl.CERT_NONE
+                    self._insecure = ctx
+                return self._insecure
+            if self._ctx is None:
+                self._ctx = self._make_context()
+            return self._ctx
+
+    def _make_context(self) -> ssl.SSLContext:
+        cert = self.config.cert
+        try:
+            if cert and os.path.isdir(cert):
+                ctx = ssl.create_default_context(capath=cert)
+            elif cert:
+                ctx = ssl.create_default_context(cafile=cert)
+            else:
+                ctx = ssl.create_default_context()
+            if self.config.client_cert:
+                ctx.load_cert_chain(self.config.client_cert)
+        except (OSError, ssl.SSLError) as exc:
+            which = self.config.client_cert if self.config.client_cert and cert is None else cert
+            raise IndexUnavailable(
+                f"cannot load the certificate file {which}: {exc}",
+                "fix pip's `cert` / `client-cert` setting (see `pip config list`) so that it "
+                "points at a readable PEM file",
+            ) from None
+        ctx.set_alpn_protocols(["http/1.1"])
+        return ctx
+
+    def _netrc_auth(self, host: str) -> Optional[str]:
+        rc = self._netrc
+        if rc is None:
+            return None
+        found = rc.authenticators(host)
+        if not found:
+            return None
+        login, _account, password = found
+        return _basic(login or "", password or "")
+
+    @staticmethod
+    def _read_netrc(environ: Mapping[str, str]) -> Optional[netrc.netrc]:
+        """~/.netrc (or $NETRC), as requests (pip's HTTP library) reads it; never written."""
+        path = environ.get("NETRC") or os.path.join(
+            environ.get("HOME") or os.path.expanduser("~"), ".netrc")
+        if not os.path.isfile(path):
+            return None
+        try:
+            return netrc.netrc(path)
+        except (OSError, netrc.NetrcParseError):
+            return None
+
+    def _proxy_for(self, scheme: str, host: str) -> Optional[str]:
+        proxy = self.config.proxies.get(scheme)
+        if not proxy:
+            return None
+        no = self.config.proxies.get("no")
+        if no and proxy_bypass_environment(host, {"no": no}):
+            return None
+        return proxy
+
+    # ------------------------------------------------------------------ connections
+
+    def _connect(self, key: tuple, url: str) -> http.client.HTTPConnection:
+        scheme, host, port, proxy = key
+        if proxy is None:
+            if scheme == "https":
+                return http.client.HTTPSConnection(
+                    host, port, timeout=self.timeout, context=self._context(url)
+                )
+            return http.client.HTTPConnection(host, port, timeout=self.timeout)
+        pparts = urlsplit(proxy)
+        phost = pparts.hostname or ""
+        pport = pparts.port or (443 if pparts.scheme == "https" else 80)
+        if scheme == "https":
+            conn: http.client.HTTPConnection = http.client.HTTPSConnection(
+                phost, pport, timeout=self.timeout, context=self._context(url)
+            )
+            headers = {}
+            if pparts.username:
+                headers["Proxy-Authorization"] = _basic(pparts.username, pparts.password or "")
+            conn.set_tunnel(host, port, headers=headers)
+            return conn
+        return http.client.HTTPConnection(phost, pport, timeout=self.timeout)
+
+    def _acquire(self, key: tuple, url: str) -> tuple[http.client.HTTPConnection, bool]:
+        with self._lock:
+            idle = self._idle.get(key)
+            if idle:
+                return idle.pop(), True
+        conn = self._connect(key, url)
+        conn._create_connection = self._create_connection  # type: ignore[attr-defined]
+        return conn, False
+
+    def _release(self, key: tuple, conn: http.client.HTTPConnection) -> None:
+        with self._lock:
+            self._idle.setdefault(key, []).append(conn)
+
+    def close(self) -> None:
+        with self._lock:
+            conns = [c for idle in self._idle.values() for c in idle]
+            self._idle.clear()
+        for conn in conns:
+            conn.close()
+
+    # ------------------------------------------------------------------ requests
+
+    def get(self, url: str, headers: Optional[Mapping[str, str]] = None) -> Response:
+        """GET ``url`` following redirects; 4xx answers are returned, network failures raise."""
+        current = url
+        auth_host: Optional[str] = None
+        for _ in range(MAX_REDIRECTS + 1):
+            parts = urlsplit(current)
+            if parts.scheme not in ("http", "https"):
+                raise IndexUnavailable(
+                    f"{strip_url_credentials(url)} redirected to an unsupported URL scheme "
+                    f"{parts.scheme!r}",
+                    "check the index URL in pip's configuration (`pip config list`)",
+                )
+            hdrs = {"User-Agent": USER_AGENT, "Accept-Encoding": "gzip", **(headers or {})}
+            host = parts.hostname or ""
+            if parts.username is not None:
+                hdrs["Authorization"] = _basic(parts.username, parts.password or "")
+                auth_host = host
+            elif auth_host is None or auth_host == host:
+                # credentials never follow a redirect to another host
+                token = self._netrc_auth(host)
+                if token:
+                    hdrs["Authorization"] = token
+            resp = self._once(current, hdrs)
+            if resp.status in (301, 302, 303, 307, 308) and "location" in resp.headers:
+                nxt = urljoin(current, resp.headers["location"])
+                if urlsplit(nxt).hostname != host:
+                    auth_host = "\0"  # crossed hosts: drop URL credentials from now on
+                    nxt = strip_url_credentials(nxt)
+                current = nxt
+                continue
+            return Response(current, resp.status, resp.headers, resp.body)
+        raise IndexUnavailable(
+            f"{strip_url_credentials(url)} redirected more than {MAX_REDIRECTS} times",
+            "check the index URL in pip's configuration (`pip config list`)",
+        )
+
+    def _once(self, url: str, headers: Mapping[str, str]) -> Response:
+        parts = urlsplit(url)
+        scheme = parts.scheme
+        host = parts.hostname or ""
+        port = parts.port or (443 if scheme == "https" else 80)
+        proxy = self._proxy_for(scheme, host)
+        key = (scheme, host, port, proxy)
+        target = parts.path or "/"
+        if parts.query:
+            target += "?" + parts.query
+        hdrs = dict(headers)
+        if proxy and scheme == "http":
+            target = f"http://{host}:{port}{target}"
+            pparts = urlsplit(proxy)
+            if pparts.username:
+                hdrs["Proxy-Authorization"] = _basic(pparts.username, pparts.password or "")
+        attempts = max(self.config.retries, 0) + 1
+        failures = 0
+        free_retry = True  # a keep-alive connection the server closed while idle costs nothing
+        last: Optional[BaseException] = None
+        while failures < attempts:
+            conn, reused = self._acquire(key, url)
+            try:
+                conn.request("GET", target, headers=hdrs)
+                raw = conn.getresponse()
+                body = raw.read()
+                status = raw.status
+                rheaders = {k.lower(): v for k, v in raw.getheaders()}
+                will_close = raw.will_close
+            except ssl.SSLCertVerificationError as exc:
+                conn.close()
+                raise IndexUnavailable(
+                    f"the TLS certificate of {host} was not accepted: {exc.verify_message}",
+                    "if this network re-signs TLS, point pip's `cert` at the CA bundle "
+                    "(`pip config set global.cert /path/to/ca.pem`); " + LATER,
+                ) from None
+            except (OSError, http.client.HTTPException) as exc:
+                conn.close()
+                last = exc
+                if reused and free_retry:
+                    free_retry = False
+                    continue
+                failures += 1
+                if failures < attempts:
+                    time.sleep(min(0.25 * 2**failures, 2.0))
+                continue
+            if will_close:
+                conn.close()
+            else:
+                self._release(key, conn)
+            if status in _RETRY_STATUSES:
+                failures += 1
+                last = IndexUnavailable(f"HTTP {status} after {failures} tries")
+                if failures < attempts:
+                    time.sleep(min(0.25 * 2**failures, 2.0))
+                continue
+            enc = rheaders.get("content-encoding", "").lower()
+            try:
+                if enc == "gzip":
+                    body = gzip.decompress(body)
+                elif enc == "deflate":
+                    body = zlib.decompress(body)
+            except (OSError, zlib.error, EOFError) as exc:
+                last = exc
+                failures += 1
+                continue
+            return Response(url, status, rheaders, body)
+        reason = _describe(last)
+        where = f" through the proxy {strip_url_credentials(proxy)}" if proxy else ""
+        raise IndexUnavailable(
+            f"cannot reach {strip_url_credentials(url)}{where}: {reason}",
+            "check the network and the proxy (HTTPS_PROXY / NO_PROXY, pip's `proxy`), "
+            "and the index URL in pip's configuration (`pip config list`); " + LATER,
+        )
+
+
+def _describe(exc: Optional[BaseException]) -> str:
+    if exc is None:
+        return "no answer"
+    if isinstance(exc, socket.timeout):
+        return "timed out"
+    if isinstance(exc, socket.gaierror):
+        return "the host name does not resolve"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, IndexUnavailable):
+        return exc.message
+    text = str(exc) or type(exc).__name__
+    return strip_url_credentials(text)
