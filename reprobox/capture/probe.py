@@ -1025,13 +1025,15 @@ def native_libraries(dists, sites, cache):
             rec = libs.get(soname)
             if rec is None:
                 rec = libs[soname] = {"path": found, "realpath": real, "how": how,
-                                      "provider": provider, "users": []}
+                                      "provider": provider, "users": [], "files": []}
             elif real is not None and rec["realpath"] not in (None, real):
                 warn(f"{soname} resolves to {real} for {path} but to {rec['realpath']} elsewhere")
             elif rec["realpath"] is None and real is not None:
                 rec.update(path=found, realpath=real, how=how, provider=provider)
             if owner not in rec["users"]:
                 rec["users"].append(owner)
+            if len(rec["files"]) < 5:  # a few of the needing files, to explain a missing one
+                rec["files"].append(path)
     for rec in libs.values():
         rec["users"].sort()
     return {"libraries": libs, "scanned": len(parsed), "cache_hits": cache.hits,

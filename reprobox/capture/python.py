@@ -255,6 +255,8 @@ class ProbeResult:
     #: soname -> realpath for libraries inside the interpreter's prefix (libpython of a pyenv
     #: build, a conda env's lib/): part of the interpreter/env, not of the OS.
     prefix_libraries: dict[str, str] = field(default_factory=dict)
+    #: soname -> a few of the files needing it (diagnosis: which module wants a missing lib).
+    library_files: dict[str, list[str]] = field(default_factory=dict)
     #: Installation kind of the base interpreter behind a venv (pyenv, uv, system...).
     base_kind: str | None = None
     #: The full probe output, for anything not lifted into the fields above.
@@ -439,6 +441,7 @@ def parse_probe(raw: Mapping[str, Any], repo_root: Path) -> ProbeResult:
     needed: dict[str, str | None] = {}
     users: dict[str, list[str]] = {}
     prefix_libs: dict[str, str] = {}
+    files: dict[str, list[str]] = {}
     native = raw.get("native") or {}
     for soname, rec in sorted((native.get("libraries") or {}).items()):
         names = sorted({u if u.startswith("<") else canonical_name(u) for u in rec.get("users", ())})
@@ -447,6 +450,7 @@ def parse_probe(raw: Mapping[str, Any], repo_root: Path) -> ProbeResult:
             continue
         needed[soname] = rec.get("realpath")
         users[soname] = names
+        files[soname] = [str(f) for f in rec.get("files") or ()]
     return ProbeResult(
         interpreter=_interpreter(interp),
         packages=tuple(sorted(packages, key=lambda p: p.name)),
@@ -457,6 +461,7 @@ def parse_probe(raw: Mapping[str, Any], repo_root: Path) -> ProbeResult:
         warnings=warnings,
         shadowed=tuple(shadowed),
         prefix_libraries=prefix_libs,
+        library_files=files,
         base_kind=interp.get("base_kind"),
         raw=dict(raw),
     )

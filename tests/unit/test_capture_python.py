@@ -464,7 +464,12 @@ def test_missing_library_is_reported_with_its_users(tmp_path):
         "demo/ext.cpython-311-x86_64-linux-gnu.so,sha256=x,1\n")
     native, _ = _native(site)
     assert native["libraries"]["libbundled-1a2b3c4d.so.1"] == {
-        "path": None, "realpath": None, "how": None, "provider": "missing", "users": ["demo"]}
+        "path": None, "realpath": None, "how": None, "provider": "missing", "users": ["demo"],
+        "files": [str(site / "demo" / "ext.cpython-311-x86_64-linux-gnu.so")]}
+    result = py.parse_probe(_raw([], native=native), tmp_path)
+    assert result.needed_libraries["libbundled-1a2b3c4d.so.1"] is None
+    assert result.library_files["libbundled-1a2b3c4d.so.1"] == [
+        str(site / "demo" / "ext.cpython-311-x86_64-linux-gnu.so")]
 
 
 def test_probe_cache_reuses_unchanged_files_and_rereads_changed_ones(tmp_path):
