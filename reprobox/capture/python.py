@@ -78,9 +78,8 @@ def _check_executable(path: Path, origin: str) -> Path:
             head = f.read(4)
     except OSError as exc:
         raise InterpreterError(f"{origin}: cannot read {path}: {exc}", _FIX_PYTHON) from None
-    if head[:4] not in (b"\x7fELF", b"\xcf\xfa\xed\xfe", b"\xca\xfe\xba\xbe") and not head.startswith(
-        b"#!"
-    ) and head[:2] != b"MZ":
+    binary = head in (b"\x7fELF", b"\xcf\xfa\xed\xfe", b"\xca\xfe\xba\xbe") or head[:2] == b"MZ"
+    if not binary and not head.startswith(b"#!"):
         raise InterpreterError(
             f"{origin}: {path} is not a program (neither a binary nor a script)",
             _FIX_PYTHON,
@@ -128,9 +127,9 @@ def find_target_python(
 # --------------------------------------------------------------------------- running the probe
 
 
-#: Variables that change how the *probe* runs but not what the user's run sees is recorded
-#: differently: -I already ignores PYTHON*; removing them too keeps a broken PYTHONHOME from
-#: breaking a probe launched through a wrapper script (pyenv shims, conda run) that re-execs.
+#: ``-I`` already makes the interpreter ignore these; they are removed from the environment too
+#: because a wrapper in front of the interpreter (a pyenv shim, ``conda run``) may re-exec a
+#: Python that would honour them. PYTHONUSERBASE stays: it says where the user site-packages is.
 _DROP_ENV = ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONINSPECT", "PYTHONSAFEPATH",
              "PYTHONEXECUTABLE", "PYTHONDEVMODE", "PYTHONWARNINGS", "PYTHONBREAKPOINT")
 
@@ -192,6 +191,12 @@ def run_probe(python: Path, cache_dir: Path | None = None) -> dict[str, Any]:
                     "pass a newer interpreter with --python",
                 )
         tail = "\n".join((result.stderr or "").strip().splitlines()[-8:])
+        if version is not None and PROBE.name in (result.stderr or ""):
+            raise InterpreterError(
+                f"the environment probe failed inside {python} (Python {version}):\n{tail}",
+                "this is a reprobox bug: please report it with the lines above; meanwhile "
+                "`reprobox capture --python` another interpreter of the same environment",
+            )
         raise InterpreterError(
             f"{python} is not a working Python interpreter (exit status {result.returncode})"
             + (f":\n{tail}" if tail else ""),
@@ -206,7 +211,7 @@ def run_probe(python: Path, cache_dir: Path | None = None) -> dict[str, Any]:
         raise InterpreterError(
             f"{python} did not answer the environment probe with the expected JSON",
             "something in that environment writes to stdout at start-up (a .pth file or "
-            "sitecustomize); run `" + f"{python} -c pass" + "` to see it, then remove it",
+            f"sitecustomize); run `{python} -c pass` to see it, then remove it",
         )
     warnings = raw.setdefault("warnings", [])
     if user_env.get("PYTHONPATH"):

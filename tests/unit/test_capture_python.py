@@ -700,3 +700,12 @@ def test_version_files_are_shipped_raw_and_capped(tmp_path):
     assert list(files) == ["torch/version.py"]
     assert files["torch/version.py"].startswith("__version__ = '2.3.1+cu121'\ncuda:")
     assert len(files["torch/version.py"]) == probe.VERSION_FILE_CAP
+
+
+def test_a_probe_crash_is_not_blamed_on_the_interpreter(tmp_path, monkeypatch):
+    broken = tmp_path / "probe.py"
+    broken.write_text("raise RuntimeError('probe bug')\n")
+    monkeypatch.setattr(py, "PROBE", broken)
+    with pytest.raises(InterpreterError) as info:
+        py.run_probe(Path(sys.executable))
+    assert "probe failed inside" in info.value.message and "probe bug" in info.value.message
