@@ -114,8 +114,8 @@ def _musl_version(executable):
     import subprocess  # only on musl systems
 
     try:
-        out = subprocess.run([interp], check=False, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                             timeout=5).stderr.decode("utf-8", "replace")
+        out = subprocess.run([interp], check=False, stderr=subprocess.PIPE,
+                             stdout=subprocess.DEVNULL, timeout=5).stderr.decode("utf-8", "replace")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     match = re.search(r"Version (\d+)\.(\d+)", out)
@@ -170,7 +170,8 @@ def interpreter_kind(prefix, base_prefix, sysconfig):
             and real.startswith(os.path.join(os.environ["PYENV_ROOT"], "versions") + os.sep)
         ):
             return "pyenv"
-        if "--prefix=/install" in (sysconfig.get_config_var("CONFIG_ARGS") or "") and real != "/install":
+        config_args = sysconfig.get_config_var("CONFIG_ARGS") or ""
+        if "--prefix=/install" in config_args and real != "/install":
             return "python-build-standalone"
         if real in ("/usr", "/usr/lib") or real.startswith("/usr/lib/"):
             return "system"
@@ -190,8 +191,10 @@ def _build_and_compiler():
     CPython's sys.version reads ``3.11.7 (main, Dec  8 2023, 14:22:46) [GCC 12.2.0]``; any
     other shape is left to the platform module.
     """
-    m = re.match(r"[^(]*\((?P<no>[^,]*),\s*(?P<date>[^,]*),\s*(?P<time>[^)]*)\)\s*\[(?P<cc>[^\]]*)\]",
-                 sys.version.replace("\n", " "))
+    m = re.match(
+        r"[^(]*\((?P<no>[^,]*),\s*(?P<date>[^,]*),\s*(?P<time>[^)]*)\)\s*\[(?P<cc>[^\]]*)\]",
+        sys.version.replace("\n", " "),
+    )
     if m and sys.implementation.name == "cpython":
         build = ", ".join(x for x in (m.group("no"), m.group("date") + " " + m.group("time")) if x)
         return build, m.group("cc")
@@ -206,7 +209,8 @@ def interpreter_info():
     vi = sys.version_info
     version = f"{vi[0]}.{vi[1]}.{vi[2]}"
     if vi.releaselevel != "final":
-        version += {"alpha": "a", "beta": "b", "candidate": "rc"}.get(vi.releaselevel, vi.releaselevel) + str(vi.serial)
+        short = {"alpha": "a", "beta": "b", "candidate": "rc"}
+        version += short.get(vi.releaselevel, vi.releaselevel) + str(vi.serial)
     abi, gil_disabled = _abi_tag(sysconfig)
     glibc = _glibc_version()
     kind, base = interpreter_kind(sys.prefix, sys.base_prefix, sysconfig)
@@ -243,13 +247,11 @@ def site_dirs(user_site):
     """The site-packages folders of this interpreter, in sys.path order."""
     import site
 
-    dirs = []
+    dirs = [user_site] if user_site else []  # site puts it before the others
     try:
         dirs.extend(site.getsitepackages())
     except AttributeError:  # very old virtualenv's site.py
         pass
-    if user_site:
-        dirs.append(user_site)
     seen = set()
     out = []
     for d in dirs:
@@ -273,8 +275,9 @@ def user_site_dir(wanted):
                 text = f.read()
         except OSError:
             text = ""
-        if not re.search(r"^\s*include-system-site-packages\s*=\s*true\s*$", text, re.MULTILINE | re.IGNORECASE):
-            return None
+        pattern = r"^\s*include-system-site-packages\s*=\s*true\s*$"
+        if not re.search(pattern, text, re.MULTILINE | re.IGNORECASE):
+            return None  # a venv without system site-packages hides the user site too
     if hasattr(os, "geteuid") and os.geteuid() != os.getuid():
         return None
     path = site.getusersitepackages()
@@ -416,7 +419,8 @@ def find_distributions(sites, entries=None):
 
     site_set = {os.path.realpath(s) for s in sites}
     # the stdlib folder may hold egg-info files of its own; they are not develop installs
-    site_set.update(os.path.realpath(sysconfig.get_path(k) or "/") for k in ("stdlib", "platstdlib"))
+    for key in ("stdlib", "platstdlib"):
+        site_set.add(os.path.realpath(sysconfig.get_path(key) or "/"))
     links = None
     active, shadowed, first = [], [], {}
     scanned = set()
@@ -638,8 +642,8 @@ def ldconfig_p():
 
     for exe in ("/sbin/ldconfig", "/usr/sbin/ldconfig", "ldconfig"):
         try:
-            text = subprocess.run([exe, "-p"], check=False, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                  timeout=10).stdout.decode("utf-8", "surrogateescape")
+            text = subprocess.run([exe, "-p"], check=False, stdout=subprocess.PIPE,
+                                  stderr=subprocess.DEVNULL, timeout=10).stdout.decode("utf-8", "surrogateescape")
         except (OSError, subprocess.SubprocessError):
             continue
         out = {}
@@ -864,7 +868,7 @@ def python_own_files(sites):
 
 
 class Resolver:
-    """Finds a needed soname the way ld.so would: RPATH, LD_LIBRARY_PATH, RUNPATH, cache, defaults."""
+    """Finds a needed soname like ld.so: RPATH, LD_LIBRARY_PATH, RUNPATH, cache, default dirs."""
 
     def __init__(self, bits, machine):
         self.bits, self.machine = bits, machine

@@ -277,7 +277,7 @@ class ProbeResult:
 
 
 def clean_url(url: str) -> str:
-    """Strip credentials, keeping the ``git@`` user of ssh URLs (PEP 610 allows it; not a secret)."""
+    """Strip credentials but keep the ``git@`` user of ssh URLs (PEP 610 allows it; no secret)."""
     cleaned = strip_url_credentials(url)
     try:
         parts = urlsplit(url)
@@ -327,7 +327,8 @@ def source_from_direct_url(direct: Any, repo_root: Path) -> tuple[PackageSource,
     if not isinstance(direct, dict) or not isinstance(direct.get("url"), str):
         return PackageSource("index"), "direct_url.json has no url"
     url = direct["url"]
-    subdirectory = direct.get("subdirectory") if isinstance(direct.get("subdirectory"), str) else None
+    sub = direct.get("subdirectory")
+    subdirectory = sub if isinstance(sub, str) else None
     local = file_url_path(url)
     if isinstance(direct.get("vcs_info"), dict):
         vcs = direct["vcs_info"]
@@ -449,7 +450,9 @@ def parse_probe(raw: Mapping[str, Any], repo_root: Path) -> ProbeResult:
     files: dict[str, list[str]] = {}
     native = raw.get("native") or {}
     for soname, rec in sorted((native.get("libraries") or {}).items()):
-        names = sorted({u if u.startswith("<") else canonical_name(u) for u in rec.get("users", ())})
+        names = sorted(
+            {u if u.startswith("<") else canonical_name(u) for u in rec.get("users", ())}
+        )
         if rec.get("provider") == "python" and rec.get("realpath"):
             prefix_libs[soname] = rec["realpath"]
             continue

@@ -31,7 +31,8 @@ def _project(where: Path, name: str, version: str = "0.1.0") -> Path:
     pkg.mkdir(parents=True)
     (pkg / "__init__.py").write_text(f"VERSION = {version!r}\n")
     (where / "pyproject.toml").write_text(
-        "[build-system]\nrequires = [\"setuptools>=61\"]\nbuild-backend = \"setuptools.build_meta\"\n"
+        '[build-system]\nrequires = ["setuptools>=61"]\n'
+        'build-backend = "setuptools.build_meta"\n'
         f"[project]\nname = \"{name}\"\nversion = \"{version}\"\n"
     )
     return where

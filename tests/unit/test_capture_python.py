@@ -84,7 +84,8 @@ def test_same_folder_duplicate_follows_importlib_metadata():
     crypto = [d for d in active if d["name"] == "cryptography"]
     assert len(crypto) == 1 and len([d for d in shadowed if d["name"] == "cryptography"]) == 1
     first = next(importlib.metadata.Distribution.discover(name="cryptography", path=[str(DEBIAN)]))
-    assert Path(crypto[0]["metadata_dir"]).name == Path(first._path).name  # type: ignore[attr-defined]
+    first_dir = Path(first._path)  # type: ignore[attr-defined]
+    assert Path(crypto[0]["metadata_dir"]).name == first_dir.name
 
 
 def test_names_and_versions_match_importlib_metadata():
