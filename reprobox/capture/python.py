@@ -153,18 +153,22 @@ def _python_version(python: Path, env: Mapping[str, str]) -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
-def run_probe(python: Path, cache_dir: Path | None = None) -> dict[str, Any]:
+def run_probe(
+    python: Path, cache_dir: Path | None = None, environ: Mapping[str, str] | None = None
+) -> dict[str, Any]:
     """Run ``probe.py`` in ``python`` and return its JSON object.
 
     ``cache_dir`` holds one cache file per interpreter (ELF parses, RECORD listings) so that a
-    second capture re-reads only what changed. A missing, broken or too old interpreter, or
-    output that is not the probe's JSON, raises :class:`InterpreterError`.
+    second capture re-reads only what changed. ``environ`` is the user's environment (default:
+    this process's); the probe gets it minus the ``PYTHON*`` variables that would skew it. A
+    missing, broken or too old interpreter, or output that is not the probe's JSON, raises
+    :class:`InterpreterError`.
     """
     python = Path(python)
     if not PROBE.is_file():
         raise InterpreterError(f"reprobox's probe script is missing ({PROBE})",
                                "reinstall reprobox: `pip install --force-reinstall reprobox`")
-    user_env = dict(os.environ)
+    user_env = dict(os.environ if environ is None else environ)
     env = {k: v for k, v in user_env.items() if k not in _DROP_ENV}
     cache_file = None
     if cache_dir is not None:
@@ -222,14 +226,16 @@ def run_probe(python: Path, cache_dir: Path | None = None) -> dict[str, Any]:
     return raw
 
 
-def start_probe(python: Path, cache_dir: Path | None = None) -> Future[dict[str, Any]]:
+def start_probe(
+    python: Path, cache_dir: Path | None = None, environ: Mapping[str, str] | None = None
+) -> Future[dict[str, Any]]:
     """:func:`run_probe` on a worker thread, so that other capture stages (git, hardware) run
     while the target interpreter works; ``.result()`` returns its dict or raises its error."""
     from concurrent.futures import ThreadPoolExecutor
 
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reprobox-probe")
     try:
-        return pool.submit(run_probe, python, cache_dir)
+        return pool.submit(run_probe, python, cache_dir, environ)
     finally:
         pool.shutdown(wait=False)
 

@@ -710,3 +710,10 @@ def test_a_probe_crash_is_not_blamed_on_the_interpreter(tmp_path, monkeypatch):
     with pytest.raises(InterpreterError) as info:
         py.run_probe(Path(sys.executable))
     assert "probe failed inside" in info.value.message and "probe bug" in info.value.message
+
+
+def test_run_probe_takes_the_users_environment(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), "PYTHONNOUSERSITE": "1"}
+    raw = py.run_probe(Path(sys.executable), environ=env)
+    assert raw["user_site"] is None
+    assert any("PYTHONPATH" in w for w in raw["warnings"])
