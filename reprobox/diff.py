@@ -17,6 +17,7 @@ HTML (:func:`md_escape`).
 
 from __future__ import annotations
 
+import json
 import re
 import unicodedata
 from collections.abc import Sequence
@@ -327,6 +328,15 @@ def _describe_gpu(g: Any) -> str:
     return g.name + (f" ({', '.join(extra)})" if extra else "")
 
 
+def _digest(env: Environment) -> str:
+    """The environment digest; a record holding undecodable text (a lone surrogate from a file
+    name read with ``surrogateescape``) cannot be hashed as UTF-8 and is named as such."""
+    try:
+        return env.digest
+    except UnicodeEncodeError:
+        return "unhashable (the record holds undecodable text)"
+
+
 _INTERPRETER_FIELDS = ("implementation", "version", "abi", "soabi", "platform", "build", "compiler",
                        "kind", "gil_disabled")
 _OS_FIELDS = ("system", "id", "version_id", "codename", "glibc", "arch", "kernel")
@@ -375,8 +385,8 @@ def diff_environments(
     result = EnvDiff(
         label_a=label_a or label_for(exp_a),
         label_b=label_b or label_for(exp_b),
-        digest_a=a.digest,
-        digest_b=b.digest,
+        digest_a=_digest(a),
+        digest_b=_digest(b),
         interpreter=_fields(a.interpreter, b.interpreter, _INTERPRETER_FIELDS),
         packages=_diff_python_packages(a.packages, b.packages),
         system_packages=_diff_system_packages(a.system_packages, b.system_packages),
@@ -765,8 +775,18 @@ def render_markdown(d: EnvDiff, *, heading_level: int = 3, include_warnings: boo
 
 
 def render_json(d: EnvDiff) -> str:
-    """The diff as JSON: sorted keys, two-space indent, trailing newline."""
-    return pretty_json(d.to_dict())
+    """The diff as JSON: sorted keys, two-space indent, trailing newline.
+
+    Non-ASCII text is written as is, unless a value holds a lone surrogate (an undecodable file
+    name read from the current environment): then everything is ``\\u``-escaped, so that the
+    output is still valid JSON that any terminal or pipe can carry.
+    """
+    text = pretty_json(d.to_dict())
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = json.dumps(d.to_dict(), sort_keys=True, indent=2, ensure_ascii=True) + "\n"
+    return text
 
 
 __all__ = [

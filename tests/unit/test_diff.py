@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import shutil
 import subprocess
+import unicodedata
 from dataclasses import replace
 from typing import Any
 
@@ -409,7 +411,71 @@ def test_markdown_escapes_every_capture_value(value: str) -> None:
     html = _markdown_html(out)
     for tag in ("<img", "<script", "<strong>bold", "<em>it", "<a ", "<del>", "<s>", "<code>code"):
         assert tag not in html
-    for row in re.findall(r"<tr>(.*?)</tr>", html, re.DOTALL):
-        assert row.count("<td>") in (0, 3, 4)  # every body row keeps its column count
+    assert_tables_keep_their_columns(out)
     assert "@octocat" not in html  # a zero-width space stops the mention
     assert "\u202e" not in out and "\n" not in md_escape(value)
+
+
+# --------------------------------------------------------------------------- properties of the renderers
+
+WILD = st.lists(
+    st.sampled_from(["\x00", "\n", "\r", "\t", "\x1b", "\x07", "\x7f", "\x85", "\u2028", "\u202e",
+                     "\u200b", "\ud800", *"|<>&\"'`*_[]()#!~$@\\", "a", "1", "é", "<b>", "<img src=x>",
+                     "</td>", "[x](y)", "**", "@org", "$x$"])
+    | st.characters(codec=None, exclude_categories=()),
+    min_size=1, max_size=8,
+).map("".join)
+
+
+@st.composite
+def wild_env(draw: Any) -> Environment:
+    names = draw(st.lists(WILD, max_size=4, unique=True))
+    return cpu_env(
+        packages=tuple(Package(n, draw(WILD), PackageSource(draw(st.sampled_from(["index", "vcs"])),
+                                                           url=draw(WILD), commit=draw(WILD)))
+                       for n in names),
+        system_packages=tuple(SystemPackage(draw(WILD), draw(WILD)) for _ in range(draw(st.integers(0, 2)))),
+        os=OSInfo(id=draw(WILD), glibc=draw(WILD), pretty_name=draw(WILD)),
+        hardware=Hardware(cpu_model=draw(WILD), cpu_flags=tuple(draw(st.lists(WILD, max_size=2))),
+                          gpus=tuple(GPU(draw(WILD)) for _ in range(draw(st.integers(0, 1))))),
+    )
+
+
+@functools.cache
+def _allowed_tags() -> frozenset[str]:
+    a, b = cpu_env(), with_packages(cpu_env(), Package("numpy", "3.0"))
+    b = replace(b, hardware=replace(b.hardware, cpu_flags=("avx512f",)))
+    benign = _markdown_html(render_markdown(diff_environments(a, b)))
+    return frozenset(re.findall(r"<([a-z0-9]+)", benign)) | {"span", "em"}
+
+
+@settings(max_examples=80, deadline=None)
+@given(wild_env(), wild_env())
+def test_renderers_never_crash_and_never_pass_hostile_characters(a: Environment, b: Environment) -> None:
+    d = diff_environments(a, b)
+    text = render_text(d, color=False)
+    assert all(ch == "\n" or unicodedata.category(ch) not in ("Cc", "Cf", "Cs", "Zl", "Zp")
+               for ch in text)
+    md = render_markdown(d)
+    assert all(ch == "\n" or unicodedata.category(ch) not in ("Cc", "Cf", "Cs", "Zl", "Zp")
+               for ch in md)
+    data = json.loads(render_json(d))
+    render_json(d).encode("utf-8")  # printable on any UTF-8 stream
+    assert data["packages"] == json.loads(json.dumps(d.to_dict()["packages"]))
+    html = _markdown_html(md)
+    assert set(re.findall(r"<([a-z0-9]+)", html)) <= _allowed_tags()
+    assert_tables_keep_their_columns(md)
+
+
+def assert_tables_keep_their_columns(md: str) -> None:
+    """Every row of every markdown table has as many unescaped pipes as its header.
+
+    (A renderer pads or drops cells to the header's count, so the HTML cannot show a broken row.)
+    """
+    table: list[int] = []
+    for line in [*md.splitlines(), ""]:
+        if line.startswith("|"):
+            table.append(len(re.findall(r"(?<!\\)\|", line)))
+        elif table:
+            assert set(table) == {table[0]}, md
+            table = []
