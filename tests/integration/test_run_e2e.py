@@ -194,7 +194,8 @@ def test_sklearn_script_reproduces_in_a_rebuilt_image(sklearn_clone, base_image)
     assert saved["verdict"] == "reproduced"
     assert Path(report["report_path"]).parent == clone / ".reprobox" / "runs"
     assert worktrees(clone) == 1
-    assert sh(clone, "git", "status", "--porcelain").stdout.strip() == ""
+    # The user's files are untouched (the build records the image tag in experiment.json).
+    assert sh(clone, "git", "status", "--porcelain", "--", ".", ":!.reprobox").stdout.strip() == ""
     # The second run reuses the image it built.
     status, again, _ = run_json(clone, "baseline", "--backend", "docker")
     assert status == 0 and "already built" in again["environment"]
@@ -332,9 +333,12 @@ def test_package_installed_editable_from_the_repo(tmp_path: Path, base_image: st
 
     status, report, _ = run_json(clone, "editable", "--backend", "docker")
     assert status == 0, report["differences"]
-    assert report["metrics"][0]["observed"] == 9.25
-    done = reprobox(clone, "verify", "editable", "--backend", "docker", check=False)
-    assert done.returncode == 0, done.stdout
+    assert report["metrics"][0]["observed"] == 9.0  # 1*0.5 + 2*1.25 + 3*2.0
+    # The package is rebuilt from the repository, editable, at the same path: verify finds the
+    # interpreter and every package (name, version, source) identical.
+    done = reprobox(clone, "verify", "editable", "--backend", "docker", "--json", check=False)
+    report = json.loads(done.stdout)
+    assert [d for d in report["differences"] if d["kind"] != "system-package"] == []
 
 
 @pytest.mark.docker
@@ -402,3 +406,53 @@ def test_files_the_container_writes_belong_to_the_invoking_user(tmp_path: Path, 
                                       "test ! -e /root/.ssh && test -z \"$SSH_AUTH_SOCK\""],
                            checkout=checkout, env={}, capture=True)
     assert done.returncode == 0
+
+
+@pytest.fixture(scope="session")
+def reprobox_wheel_links(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """reprobox as a wheel in a find-links folder, as if published: installable, lockable."""
+    links = tmp_path_factory.mktemp("links")
+    sh(ROOT, sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(links), str(ROOT))
+    current = os.environ.get("PIP_FIND_LINKS", "")
+    return " ".join(p for p in (current, str(links)) if p)
+
+
+@pytest.mark.docker
+@pytest.mark.network
+def test_script_that_records_itself_replays_its_inline_metrics(tmp_path: Path, base_image,
+                                                               reprobox_wheel_links: str):
+    """`reprobox.capture(metrics=...)` from the training script: on the rerun the same call, in
+    the container, reports the values instead of capturing (REPROBOX_RUN_METRICS)."""
+    files = {
+        "train.py": (
+            "import random\nimport reprobox\n"
+            "rng = random.Random(42)\n"
+            "acc = sum(rng.random() for _ in range(100)) / 100\n"
+            "exp = reprobox.capture(name='selfrec', metrics={'accuracy': acc, "
+            "'nested': {'loss': 1 - acc}})\n"
+            "print('replay' if exp.replay else 'captured', exp.id)\n"
+        ),
+        ".gitignore": ".venv/\n",
+    }
+    repo = new_repo(tmp_path / "project", files)
+    links_env = {**os.environ, "PIP_FIND_LINKS": reprobox_wheel_links}
+    venv = tmp_path / "venv"
+    sh(repo, find_python(), "-m", "venv", str(venv))
+    sh(repo, str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "reprobox==0.1.0",
+       env=links_env)
+    first = sh(repo, str(venv / "bin" / "python"), "train.py", env=links_env)
+    exp_id = first.stdout.split()[-1]
+    assert first.stdout.startswith("captured")
+    commit(repo, "capture", ".reprobox")
+    clone = publish_and_clone(repo, tmp_path)
+    remove_images(exp_id)
+
+    done = reprobox(clone, "run", exp_id, "--backend", "docker", "--json", check=False,
+                    extra_env={"PIP_FIND_LINKS": reprobox_wheel_links})
+    report = json.loads(done.stdout)
+    assert done.returncode == 0, report["differences"]
+    assert {(m["file"], m["key"], m["status"]) for m in report["metrics"]} == {
+        ("<inline>", "accuracy", "same"), ("<inline>", "nested.loss", "same")}
+    assert f"replay {exp_id}" in done.stderr  # the script's own output: it did not capture again
+    # ... and no new experiment appeared anywhere.
+    assert sorted(p.name for p in (clone / ".reprobox" / "experiments").iterdir()) == [exp_id]
