@@ -51,6 +51,8 @@ _KEYS = {
     "constraint": "constraints",
 }
 _LIST_KEYS = {"extra_index_urls", "find_links", "trusted_hosts", "constraints"}
+#: pip reads this global file after the XDG ones (a module attribute so tests can isolate).
+ETC_PIP_CONF = "/etc/pip.conf"
 _TRUE = {"y", "yes", "t", "true", "on", "1"}
 _FALSE = {"n", "no", "f", "false", "off", "0"}
 
@@ -166,7 +168,7 @@ def _config_files(environ: Mapping[str, str], prefix: Optional[Path]) -> Iterato
     for d in xdg_dirs.split(os.pathsep):
         if d:
             yield "global", os.path.join(os.path.expanduser(d), "pip", "pip.conf")
-    yield "global", "/etc/pip.conf"
+    yield "global", ETC_PIP_CONF
     config_file = environ.get("PIP_CONFIG_FILE")
     if not (config_file and os.path.exists(config_file)):
         home = environ.get("HOME") or os.path.expanduser("~")

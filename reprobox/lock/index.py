@@ -137,6 +137,22 @@ def _api_version(text: str) -> str:
     return str(meta.get("api-version", "1.0")) if isinstance(meta, dict) else "1.0"
 
 
+def _top_level_list(text: str, key: str) -> list:
+    """A list-valued key decoded on its own (PEP 700 ``versions``); [] when absent or odd."""
+    at = text.rfind(f'"{key}"')
+    colon = text.find(":", at) if at != -1 else -1
+    if colon == -1:
+        return []
+    start = colon + 1
+    while start < len(text) and text[start] in " \t\r\n":
+        start += 1
+    try:
+        value, _ = _DECODER.raw_decode(text, start)
+    except ValueError:
+        return []
+    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
+
+
 def _object_start(text: str, pos: int) -> int:
     """Start of the ``files`` entry around ``pos``: the nearest ``{`` opening an array element
     (preceded by ``[`` or ``,``, where a nested object follows a ``:``). -1 when not found."""
@@ -209,6 +225,9 @@ def parse_json_page(body: bytes, page_url: str, source: Source,
     items: Optional[list] = None
     if isinstance(keep, ReleaseFilter):
         items = release_items(text, keep.version)
+        if items is not None:  # the other versions, for messages, from PEP 700's list
+            keep.other_versions.update(v for v in _top_level_list(text, "versions")
+                                       if v != keep.version)
     if items is None:
         items = json.loads(text).get("files", ())
     out = []
@@ -299,7 +318,7 @@ class Cache:
             absent = data.get("absent")
             if absent is None:
                 files = tuple(DistFile.from_cache(f, source) for f in data["files"])
-                return Lookup(source, True, files) if files else None
+                return Lookup(source, True, files, int(data.get("others", 0))) if files else None
             if time.time() - float(absent["at"]) < NEGATIVE_TTL:
                 return Lookup(source, bool(absent["project_found"]), (),
                               int(absent.get("others", 0)))
@@ -316,6 +335,7 @@ class Cache:
         doc: dict = {"project": project, "version": version}
         if lookup.files:
             doc["files"] = [f.to_cache() for f in lookup.files]
+            doc["others"] = lookup.other_versions
         else:
             doc["absent"] = {"at": time.time(), "project_found": lookup.project_found,
                              "others": lookup.other_versions}

@@ -193,7 +193,8 @@ def _index_package(pkg: Package, lookups: Sequence[Lookup], target: Target,
             if tags:
                 warnings.append(
                     f"{pkg.name}=={pkg.version}: the installed wheel "
-                    f"({', '.join(sorted(pkg.wheel_tags))}) is not on {lk.source.describe()}; locked with the files a rebuild could pick"
+                    f"({', '.join(sorted(pkg.wheel_tags))}) is not on {lk.source.describe()}; "
+                    "locked with the files a rebuild could pick"
                 )
             return LockedPackage(pkg.name, pkg.version, "index", tuple(ordered(files)), lk.source)
     if any(lk.files for lk in lookups):

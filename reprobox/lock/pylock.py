@@ -108,7 +108,7 @@ def _package(p: LockedPackage) -> list[str]:
         tool.append(f"installed = {_s(p.installed)}")
     if p.built_from_sdist:
         tool.append("built-from-sdist = true")
-    if p.kind in ("vcs", "directory", "archive"):
+    if p.kind == "directory":  # PEP 751 keeps a source tree's version out of `version`
         tool.append(f"captured-version = {_s(p.version)}")
     if tool:
         out.append("")

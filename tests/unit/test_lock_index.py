@@ -1,0 +1,281 @@
+"""The simple-API client against a local index serving pages recorded from PyPI.
+
+Real HTTP over a real socket (http.server on 127.0.0.1), real file:// indexes and find-links
+folders on disk; nothing inside the client is patched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from reprobox.errors import IndexUnavailable
+from reprobox.lock.config import IndexConfig
+from reprobox.lock.dists import ReleaseFilter, Source
+from reprobox.lock.index import IndexClient, parse_html_page, parse_json_page, release_items
+from tests.fixtures.lock.fakeindex import (
+    FakeIndex,
+    html_page,
+    json_files,
+    make_wheel,
+    recorded,
+    sha256_of,
+)
+
+PAGES = {
+    "six": {"json": recorded("six", "json"), "html": recorded("six", "html")},
+    "pyyaml": {"json": recorded("pyyaml", "json"), "html": recorded("pyyaml", "html")},
+}
+
+
+def _client(tmp_path: Path, **cfg: object) -> IndexClient:
+    return IndexClient(IndexConfig(timeout=5.0, retries=1, **cfg), tmp_path / "cache")
+
+
+def _expected(project: str, version: str) -> dict[str, str]:
+    keep = ReleaseFilter(project, version)
+    return {f["filename"]: f["hashes"]["sha256"] for f in json_files(project)
+            if keep(f["filename"])}
+
+
+def test_json_and_html_pages_give_the_same_files():
+    src = Source("https://pypi.org/simple", "index")
+    for project, version in (("six", "1.16.0"), ("pyyaml", "6.0.2")):
+        keep = ReleaseFilter(project, version)
+        from_json = parse_json_page(PAGES[project]["json"], "https://pypi.org/simple/x/", src, keep)
+        keep = ReleaseFilter(project, version)
+        from_html = parse_html_page(PAGES[project]["html"], "https://pypi.org/simple/x/", src, keep)
+        assert {f.filename: f.sha256 for f in from_json} == _expected(project, version)
+        assert {f.filename: f.sha256 for f in from_html} == _expected(project, version)
+        assert all(f.size and f.upload_time for f in from_json)  # PEP 700 fields kept
+
+
+def test_release_items_fast_path_equals_a_full_decode():
+    text = PAGES["pyyaml"]["json"].decode()
+    data = json.loads(text)
+    versions = {v for v in data["versions"]}
+    for version in sorted(versions):
+        keep = ReleaseFilter("pyyaml", version)
+        fast = release_items(text, version)
+        assert fast is not None, version
+        assert [i for i in fast if keep(i["filename"])] == \
+            [i for i in data["files"] if keep(i["filename"])]
+    # a page of an unexpected shape is not guessed at: the caller decodes it whole
+    odd = '{"files": [], "name": "x", "versions": ["1.0-1"], "meta": {"api-version": "1.1"}}'
+    assert release_items(odd, "1") is None
+    assert release_items('{"files": []}', "9.9") == []
+
+
+def test_lookup_over_http_with_json_and_keep_alive(tmp_path):
+    with FakeIndex(PAGES) as idx:
+        client = _client(tmp_path, index_url=idx.url)
+        found = client.lookup_many([("pyyaml", "6.0.2"), ("six", "1.16.0"), ("nope", "1.0")])
+        client.close()
+        assert {f.filename: f.sha256 for f in found[("six", "1.16.0")][0].files} == \
+            _expected("six", "1.16.0")
+        assert len(found[("pyyaml", "6.0.2")][0].files) == 53
+        nope = found[("nope", "1.0")][0]
+        assert not nope.project_found and nope.files == ()
+        assert all("application/vnd.pypi.simple.v1+json" in h["Accept"] for _, h in idx.requests)
+        assert len(idx.project_requests()) == 3
+
+
+def test_connections_are_reused(tmp_path):
+    pages = {f"p{i}": {"html": html_page(f"p{i}", [])} for i in range(40)}
+    with FakeIndex(pages) as idx:
+        client = IndexClient(IndexConfig(index_url=idx.url), tmp_path / "c", max_workers=4)
+        client.lookup_many([(f"p{i}", "1.0") for i in range(40)])
+        client.close()
+        assert len(idx.project_requests()) == 40
+        assert idx.connections <= 4  # one per worker, kept alive
+
+
+def test_release_cache_makes_a_second_lookup_free_and_holds_no_credentials(tmp_path):
+    with FakeIndex(PAGES, auth=("alice", "s3cret-token")) as idx:
+        url = idx.url.replace("http://", "http://alice:s3cret-token@")
+        first = _client(tmp_path, index_url=url).lookup_many([("six", "1.16.0")])
+        assert idx.project_requests() == ["/simple/six/"]
+        second_client = _client(tmp_path, index_url=url)
+        second = second_client.lookup_many([("six", "1.16.0")])
+        assert second_client.requests == 0 and len(idx.project_requests()) == 1
+        assert first == second
+    dump = b"".join(p.read_bytes() for p in (tmp_path / "cache").rglob("*") if p.is_file())
+    assert b"s3cret-token" not in dump and b"alice" not in dump
+
+
+def test_missing_release_is_remembered_for_a_while(tmp_path):
+    with FakeIndex(PAGES) as idx:
+        _client(tmp_path, index_url=idx.url).lookup_many([("six", "99.0")])
+        again = _client(tmp_path, index_url=idx.url)
+        out = again.lookup_many([("six", "99.0")])[("six", "99.0")][0]
+        assert again.requests == 0
+        assert out.project_found and out.files == () and out.other_versions > 10
+
+
+def test_redirect_to_the_normalized_name_is_followed(tmp_path):
+    with FakeIndex(PAGES) as idx:
+        client = _client(tmp_path, index_url=idx.url)
+        got = client._page(idx.url + "/PyYAML/")
+        assert got is not None and got[0].endswith("/simple/pyyaml/")
+
+
+def test_wrong_credentials_name_the_fix(tmp_path):
+    with FakeIndex(PAGES, auth=("alice", "right")) as idx:
+        url = idx.url.replace("http://", "http://alice:wrong@")
+        with pytest.raises(IndexUnavailable) as err:
+            _client(tmp_path, index_url=url).lookup_many([("six", "1.16.0")])
+    assert "HTTP 401" in err.value.message and "netrc" in err.value.hint
+    assert "wrong" not in str(err.value)
+
+
+def test_netrc_credentials_are_used_but_never_stored(tmp_path, monkeypatch):
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine 127.0.0.1 login bob password n3trc-pw\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    with FakeIndex(PAGES, auth=("bob", "n3trc-pw")) as idx:
+        found = _client(tmp_path, index_url=idx.url).lookup_many([("six", "1.16.0")])
+    assert found[("six", "1.16.0")][0].files
+    dump = b"".join(p.read_bytes() for p in (tmp_path / "cache").rglob("*") if p.is_file())
+    assert b"n3trc-pw" not in dump
+
+
+def test_transient_errors_are_retried(tmp_path):
+    with FakeIndex(PAGES, fail=1) as idx:
+        found = _client(tmp_path, index_url=idx.url).lookup_many([("six", "1.16.0")])
+        assert found[("six", "1.16.0")][0].files and len(idx.requests) == 2
+    with FakeIndex(PAGES, fail=10) as idx:
+        with pytest.raises(IndexUnavailable) as err:
+            _client(tmp_path / "b", index_url=idx.url).lookup_many([("six", "1.16.0")])
+        assert "HTTP 503" in err.value.message and "reprobox lock EXP" in err.value.hint
+
+
+def test_unreachable_index_names_the_fix(tmp_path):
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()  # nothing listens there now
+    with pytest.raises(IndexUnavailable) as err:
+        _client(tmp_path, index_url=f"http://u:pw@127.0.0.1:{port}/simple").lookup_many(
+            [("six", "1.16.0")])
+    assert "cannot reach http://127.0.0.1" in err.value.message
+    assert "connection refused" in err.value.message
+    assert "proxy" in err.value.hint and "reprobox lock EXP" in err.value.hint
+    assert "pw" not in str(err.value)
+
+
+def test_plain_http_proxy_is_used(tmp_path):
+    # the fake index also answers absolute-URI requests, as an HTTP proxy receives them
+    with FakeIndex(PAGES) as proxy:
+        target = "http://index.invalid/simple"  # only the proxy can reach it
+        client = _client(tmp_path, index_url=target,
+                         proxies={"http": f"http://127.0.0.1:{proxy.port}"})
+        found = client.lookup_many([("six", "1.16.0")])
+        assert found[("six", "1.16.0")][0].files
+        assert proxy.proxied == ["http://index.invalid:80/simple/six/"]
+        bypass = _client(tmp_path / "b", index_url=target,
+                         proxies={"http": f"http://127.0.0.1:{proxy.port}",
+                                  "no": "index.invalid"})
+        with pytest.raises(IndexUnavailable):
+            bypass.lookup_many([("six", "1.16.0")])
+
+
+def test_file_index_and_find_links_folder(tmp_path):
+    files = tmp_path / "files"
+    files.mkdir()
+    whl = make_wheel(files, "tiny", "1.0")
+    sdist = files / "tiny-1.0.tar.gz"
+    sdist.write_bytes(b"not really a tarball")
+    simple = tmp_path / "simple" / "tiny"
+    simple.mkdir(parents=True)
+    (simple / "index.html").write_bytes(html_page("tiny", [
+        (f"../../files/{whl.name}#sha256={sha256_of(whl)}", whl.name),
+        ("../../files/tiny-1.0.tar.gz", "tiny-1.0.tar.gz"),  # no hash: computed locally
+        ("../../files/tiny-0.9.tar.gz#sha256=00", "tiny-0.9.tar.gz"),
+    ]))
+    links = tmp_path / "links"
+    links.mkdir()
+    local = make_wheel(links, "tiny", "1.0+local")
+    cfg = dict(index_url=(tmp_path / "simple").as_uri(), find_links=(str(links),))
+    client = _client(tmp_path, **cfg)
+    found = client.lookup_many([("tiny", "1.0"), ("tiny", "1.0+local")])
+    on_index, in_links = found[("tiny", "1.0")]
+    assert {f.filename: f.sha256 for f in on_index.files} == {
+        whl.name: sha256_of(whl), sdist.name: sha256_of(sdist)}
+    assert all(f.size and f.path for f in on_index.files)
+    assert in_links.project_found and in_links.files == ()
+    local_lookup = found[("tiny", "1.0+local")][1]
+    assert [(f.filename, f.sha256) for f in local_lookup.files] == [(local.name, sha256_of(local))]
+    assert client.requests == 0
+
+
+def test_lookup_many_stops_asking_once_settled(tmp_path):
+    with FakeIndex(PAGES) as first, FakeIndex(PAGES) as second:
+        client = _client(tmp_path, index_url=first.url, extra_index_urls=(second.url,))
+        found = client.lookup_many([("six", "1.16.0"), ("six", "99.0")],
+                                   done=lambda key, lookups: bool(lookups[-1].files))
+        assert len(found[("six", "1.16.0")]) == 1 and len(found[("six", "99.0")]) == 2
+        assert len(first.project_requests()) == 2
+        assert second.project_requests() == ["/simple/six/"]  # only the unsettled one
+
+
+def test_fill_hash_downloads_a_file_the_index_did_not_hash(tmp_path):
+    payload = b"wheel bytes"
+    pages = {"tiny": {"html": html_page("tiny", [("/files/tiny-1.0-py3-none-any.whl",
+                                                    "tiny-1.0-py3-none-any.whl")])}}
+    with FakeIndex(pages, files={"tiny-1.0-py3-none-any.whl": payload}) as idx:
+        client = _client(tmp_path, index_url=idx.url)
+        lookup = client.lookup_many([("tiny", "1.0")])[("tiny", "1.0")][0]
+        assert lookup.files[0].sha256 is None
+        filled = client.fill_hash(lookup.files[0])
+    assert filled.sha256 == hashlib.sha256(payload).hexdigest() and filled.size == len(payload)
+
+
+def test_https_with_an_untrusted_certificate_names_the_cert_setting(tmp_path):
+    # a TLS server whose certificate nobody trusts: the message must point at pip's `cert`
+    ssl = pytest.importorskip("ssl")
+    import subprocess
+
+    key, crt = tmp_path / "k.pem", tmp_path / "c.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+                    str(key), "-out", str(crt), "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True)
+
+    class H(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            self.send_response(404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *a: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), H)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(crt, key)
+    server.socket = ctx.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"https://127.0.0.1:{server.server_address[1]}/simple"
+        with pytest.raises(IndexUnavailable) as err:
+            _client(tmp_path, index_url=url).lookup_many([("six", "1.0")])
+        assert "certificate" in err.value.message and "cert" in err.value.hint
+        # trusted-host turns verification off for that host, as with pip
+        found = _client(tmp_path / "t", index_url=url,
+                        trusted_hosts=(f"127.0.0.1:{server.server_address[1]}",)).lookup_many(
+            [("six", "1.0")])
+        assert not found[("six", "1.0")][0].project_found
+        # and the right CA bundle makes it verify
+        found = _client(tmp_path / "v", index_url=url, cert=str(crt)).lookup_many(
+            [("six", "1.0")])
+        assert not found[("six", "1.0")][0].project_found
+    finally:
+        server.shutdown()
+        server.server_close()
