@@ -79,15 +79,16 @@ def run_pip_compile(work: Path, cache: Path) -> float:
 
 def run_uv(work: Path, cache: Path) -> float:
     from reprobox.lock import read_index_config
-    from reprobox.lock.crossplatform import uv_environ
+    from reprobox.lock.crossplatform import uv_args, uv_environ
 
     exe = shutil.which("uv")
     if exe is None:
         sys.exit("uv is not installed: pip install uv")
-    env = uv_environ(read_index_config())
+    config = read_index_config()
+    env = uv_environ(config)
     return timed([exe, "pip", "compile", "--generate-hashes", "--quiet", "--no-header",
                   "--no-annotate", "--index-strategy", "unsafe-best-match",
-                  "--python", sys.executable, "--cache-dir", str(cache),
+                  "--python", sys.executable, "--cache-dir", str(cache), *uv_args(config),
                   "-o", str(work / "uv.txt"), str(PINS_FILE)], env=env)
 
 

@@ -37,9 +37,7 @@ def uv_environ(config: IndexConfig, base: Optional[Mapping[str, str]] = None) ->
     env = {k: v for k, v in (os.environ if base is None else base).items()
            if not k.startswith(("UV_", "PIP_"))}
     env["UV_NO_CONFIG"] = "1"
-    if config.no_index:
-        env["UV_NO_INDEX"] = "1"
-    else:
+    if not config.no_index:  # no-index has no variable: uv_args() passes --no-index
         env["UV_INDEX_URL"] = config.index_url
         if config.extra_index_urls:
             env["UV_EXTRA_INDEX_URL"] = " ".join(config.extra_index_urls)
@@ -55,6 +53,11 @@ def uv_environ(config: IndexConfig, base: Optional[Mapping[str, str]] = None) ->
         if scheme in config.proxies:
             env[var] = config.proxies[scheme]
     return env
+
+
+def uv_args(config: IndexConfig) -> list[str]:
+    """Command-line flags that go with :func:`uv_environ` (those uv reads from no variable)."""
+    return ["--no-index"] if config.no_index else []
 
 
 def uv_platform(target: Target) -> str:
@@ -124,7 +127,7 @@ def reresolve(
         argv = [uv, "pip", "compile", str(req_in), "-o", str(out), "--quiet", "--no-header",
                 "--no-annotate", "--python-version", target.full_version,
                 "--python-platform", uv_platform(target), "--index-strategy",
-                "unsafe-best-match"]
+                "unsafe-best-match", *uv_args(config)]
         if cache_dir is not None:
             argv += ["--cache-dir", str(Path(cache_dir) / "uv")]
         try:
