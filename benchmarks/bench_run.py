@@ -36,7 +36,8 @@ from pathlib import Path
 
 TARGET_OVERHEAD_S = 3.0
 ROOT = Path(__file__).resolve().parent.parent
-DOCKER = "/usr/bin/docker" if Path("/usr/bin/docker").exists() else (shutil.which("docker") or "docker")
+DOCKER = ("/usr/bin/docker" if Path("/usr/bin/docker").exists()
+          else (shutil.which("docker") or "docker"))
 
 TRAIN = """\
 import json
@@ -60,7 +61,7 @@ def reprobox_cli() -> str:
 
 
 def sh(argv: list[str], cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
-    done = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, env=env)
+    done = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, env=env, check=False)
     if done.returncode != 0:
         raise SystemExit(f"bench_run: {' '.join(argv)} failed:\n{done.stdout}\n{done.stderr}")
     return done
@@ -74,7 +75,7 @@ def setup(base: Path) -> tuple[Path, Path, str, str]:
         data = json.loads(state.read_text())
         if (repo / ".git").is_dir() and (venv / "bin" / "python").exists():
             inspect = subprocess.run([DOCKER, "image", "inspect", data["image"]],
-                                     capture_output=True)
+                                     capture_output=True, check=False)
             if inspect.returncode == 0:
                 return repo, venv, data["id"], data["image"]
     print(f"setting up the benchmark in {base} (once) ...", file=sys.stderr)
@@ -101,7 +102,7 @@ def setup(base: Path) -> tuple[Path, Path, str, str]:
 
 def timed(argv: list[str], cwd: Path, env: dict | None = None) -> float:
     t0 = time.perf_counter()
-    done = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, env=env)
+    done = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, env=env, check=False)
     seconds = time.perf_counter() - t0
     if done.returncode not in (0,):
         raise SystemExit(f"bench_run: {' '.join(argv)} exited {done.returncode}:\n"
@@ -116,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true",
                         help=f"exit 1 when the docker overhead exceeds {TARGET_OVERHEAD_S} s")
     args = parser.parse_args(argv)
-    if subprocess.run([DOCKER, "info"], capture_output=True).returncode != 0:
+    if subprocess.run([DOCKER, "info"], capture_output=True, check=False).returncode != 0:
         print("bench_run: the Docker daemon does not answer", file=sys.stderr)
         return 2
     base = bench_dir()

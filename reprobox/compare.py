@@ -89,7 +89,8 @@ class MetricCheck:
         """The sentence naming this difference in a report."""
         if self.status == MISSING:
             why = f": {self.reason}" if self.reason else ""
-            return f"metric {self.where} was not produced by the rerun (recorded {self.recorded!r}){why}"
+            return (f"metric {self.where} was not produced by the rerun "
+                    f"(recorded {self.recorded!r}){why}")
         if self.status == DIFFERS:
             delta = _delta(self.recorded, self.observed)
             return (

@@ -24,11 +24,10 @@ checkout is always removed (also on Ctrl-C and errors) unless ``keep`` is set.
 from __future__ import annotations
 
 import datetime as _dt
-import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Union
 
@@ -410,14 +409,16 @@ def compare_dvc_outputs(
 
     if experiment.dvc is None or not experiment.dvc.outputs:
         return ()
-    now = {o.path: o for o in dvc.dvc_info(checkout).outputs}
+    info = dvc.dvc_info(checkout)
+    now = {o.path: o for o in (info.outputs if info is not None else ())}
     checks = []
     for want in sorted(experiment.dvc.outputs, key=lambda o: o.path):
         if want.path in skip:
             continue
         got = now.get(want.path)
         if got is None:
-            checks.append(OutputCheck(want.path, want.hash, None, MISSING, algorithm=want.hash_name))
+            checks.append(OutputCheck(want.path, want.hash, None, MISSING,
+                                      algorithm=want.hash_name))
             continue
         status = "same" if got.hash == want.hash else "differs"
         checks.append(OutputCheck(want.path, want.hash, got.hash, status, algorithm=want.hash_name))

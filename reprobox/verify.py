@@ -269,13 +269,15 @@ def verify_experiment(
     backend: str = "auto",
     progress: Optional[Progress] = None,
 ) -> VerifyReport:
-    """Rebuild the experiment's environment, fingerprint it from inside, compare with the capture."""
+    """Rebuild the experiment's environment, fingerprint it from inside, compare with the
+    capture."""
     from . import validate
     from .backends import choose_backend
     from .run import _cleanup, checkout_code
 
     say = progress or (lambda _m: None)
-    stored = ref_or_stored if isinstance(ref_or_stored, StoredExperiment) else store.get(ref_or_stored)
+    stored = (ref_or_stored if isinstance(ref_or_stored, StoredExperiment)
+              else store.get(ref_or_stored))
     exp, env = stored.experiment, stored.environment
     validate.validate_experiment(exp, env, folder=stored.path)
     chosen, reason = choose_backend(backend)

@@ -1,3 +1,4 @@
+# ruff: noqa: UP004, UP031, BLE001 - runs in any Python >= 3.6 and must never fail on an odd value
 """A stand-in ``reprobox`` module for reruns whose environment cannot hold the real one.
 
 A training script that records itself calls ``reprobox.capture(metrics={...})``. On a rerun, the

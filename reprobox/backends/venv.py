@@ -37,7 +37,7 @@ from ..errors import InterpreterError, LockError, ReproboxError, UsageError
 from . import Backend, Execution, GpuPlan, Prepared, Progress
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..model import Environment, Package
+    from ..model import Environment
     from ..store import Store, StoredExperiment
 
 LOCK_FILE = "requirements.lock"
@@ -46,7 +46,8 @@ MARKER_SCHEMA = "reprobox.venv/1"
 
 #: Variables never passed from the host to a rerun: they would change what Python imports.
 _SCRUBBED = ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONUSERBASE", "PYTHONNOUSERSITE",
-             "PYTHONEXECUTABLE", "VIRTUAL_ENV", "CONDA_PREFIX", "CONDA_DEFAULT_ENV", "__PYVENV_LAUNCHER__")
+             "PYTHONEXECUTABLE", "VIRTUAL_ENV", "CONDA_PREFIX", "CONDA_DEFAULT_ENV",
+             "__PYVENV_LAUNCHER__")
 
 
 def venvs_dir() -> Path:
@@ -135,7 +136,8 @@ def find_interpreter(
     environ = os.environ if environ is None else environ
     if implementation != "cpython":
         raise InterpreterError(
-            f"the capture ran on {implementation} {version}; the venv backend rebuilds CPython only",
+            f"the capture ran on {implementation} {version}; the venv backend rebuilds "
+            "CPython only",
             "use `--backend docker` with a base image for that interpreter (`--base-image`)",
         )
     parts = version.split(".")
@@ -158,7 +160,7 @@ def find_interpreter(
             near.setdefault(got, str(cand))
     for cand in _uv_candidate(version):
         facts = _interpreter_facts(cand)
-        if facts and facts[0] == implementation and facts[1] == version and facts[2] == free_threaded:
+        if facts and facts[:3] == (implementation, version, free_threaded):
             return Path(facts[3])
     found = ", ".join(f"{v} at {p}" for v, p in sorted(near.items())[:4])
     found = f" (found {found})" if found else ""

@@ -32,7 +32,8 @@ from reprobox.model import (
 from reprobox.run import RunRecord, _check_network, plan_run, report_file, run_experiment
 from reprobox.store import Store
 
-ENV = Environment(interpreter=Interpreter("cpython", "3.11.7"), packages=(Package("numpy", "1.26.4"),))
+ENV = Environment(interpreter=Interpreter("cpython", "3.11.7"),
+                  packages=(Package("numpy", "1.26.4"),))
 
 
 def _exp(**kw: Any) -> Experiment:
@@ -100,7 +101,9 @@ def test_plan_notes_untracked_files():
     ],
 )
 def test_replay_stand_in_only_when_reprobox_cannot_be_rebuilt(source, shim):
-    pkgs = (Package("numpy", "1.26.4"),) + ((Package("reprobox", "0.1.0", source),) if source else ())
+    pkgs = (Package("numpy", "1.26.4"),)
+    if source is not None:
+        pkgs += (Package("reprobox", "0.1.0", source),)
     env = Environment(interpreter=ENV.interpreter, packages=pkgs)
     exp = _exp(metrics={INLINE_METRICS: {"acc": 1.0}}, environment_digest=env.digest)
     plan = plan_run(exp, env)
@@ -277,6 +280,7 @@ class HostBackend(Backend):
         self.seen_env = dict(env)
         full = dict(os.environ, **env)
         done = subprocess.run(list(argv), cwd=checkout / cwd, env=full, capture_output=capture,
+                              check=False,
                               text=True)
         return Execution(done.returncode, done.stdout or "", done.stderr or "")
 
@@ -348,8 +352,8 @@ def _exp_for(repo: Path, **kw: Any) -> Experiment:
 
 
 def _worktrees(repo: Path) -> list[str]:
-    return [l for l in _git(repo, "worktree", "list", "--porcelain").splitlines()
-            if l.startswith("worktree ")]
+    return [line for line in _git(repo, "worktree", "list", "--porcelain").splitlines()
+            if line.startswith("worktree ")]
 
 
 def test_run_reproduces_on_a_real_git_checkout(repo: Path, monkeypatch):
@@ -497,8 +501,11 @@ def test_docker_backend_mounts_only_the_checkout_as_the_invoking_user(tmp_path: 
     assert call["env"] == {"HOME": "/tmp", "OMP_NUM_THREADS": "1"}
     assert call["network"] == "none" and call["gpus"] is False
     assert callable(call["stream"])  # output streams (to stderr)
-    assert backend.path_in_env(checkout, checkout / "sub" / "m.json") == f"{CONTAINER_CHECKOUT}/sub/m.json"
-    with pytest.raises(Exception):
+    inside = backend.path_in_env(checkout, checkout / "sub" / "m.json")
+    assert inside == f"{CONTAINER_CHECKOUT}/sub/m.json"
+    from reprobox.errors import ReproboxError
+
+    with pytest.raises(ReproboxError):
         backend.path_in_env(checkout, tmp_path / "elsewhere")
 
 
@@ -548,5 +555,5 @@ def test_dvc_stages_run_through_the_container_shell(tmp_path: Path, monkeypatch)
     assert call["network"] == "none"
 
     # And the generated launcher script is valid sh that reaches the same code.
-    done = subprocess.run([str(launcher)], capture_output=True, text=True)
+    done = subprocess.run([str(launcher)], capture_output=True, text=True, check=False)
     assert done.returncode == 2 and "expected CONFIG -c COMMAND" in done.stderr

@@ -98,8 +98,8 @@ def test_system_packages_missing_or_other_version():
     msgs = [d.message for d in compare_environments(_env(), obs)]
     assert msgs == [  # in the environment's order: by name
         "system package libc6: captured 2.36-9+deb12u4, rebuilt 2.36-9+deb12u7",
-        "system package libgomp1 12.2.0-14 is not installed in the rebuilt environment "
-        "(it provides libgomp.so.1)",
+        ("system package libgomp1 12.2.0-14 is not installed in the rebuilt environment "
+         "(it provides libgomp.so.1)"),
     ]
 
 
@@ -114,8 +114,8 @@ def test_describe_source_forms():
     assert describe_source(PackageSource("index")) == "index"
     assert describe_source(PackageSource("archive", url="https://x/y.whl", hash="sha256=ab")) == (
         "archive https://x/y.whl (sha256=ab)")
-    assert describe_source(PackageSource("vcs", vcs="git", url="https://x/r", commit="c" * 40,
-                                         subdirectory="py")) == f"git+https://x/r@{'c' * 40}#subdirectory=py"
+    vcs = PackageSource("vcs", vcs="git", url="https://x/r", commit="c" * 40, subdirectory="py")
+    assert describe_source(vcs) == f"git+https://x/r@{'c' * 40}#subdirectory=py"
 
 
 DPKG_OUTPUT = (
