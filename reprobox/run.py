@@ -494,6 +494,9 @@ def run_experiment(
         env[RUN_METRICS_ENV] = chosen.path_in_env(checkout, inline_path)
         env[RUN_EXPERIMENT_ENV] = exp.id
         notes = list(plan.notes) + list(prepared.notes)
+        if network is not None and chosen.name == "venv":
+            notes.append(f"--network {network} has no effect with the venv backend: the command "
+                         "ran with this machine's network (use --backend docker to restrict it)")
         if plan.replay_shim:
             shim = _install_shim(checkout)
             env["PYTHONPATH"] = chosen.path_in_env(checkout, shim)
@@ -550,7 +553,8 @@ def run_experiment(
             differences=tuple(diffs),
             notes=tuple(notes),
             gpu_note=gpu.note,
-            network=network or "default",
+            network=(network or "default (the engine's bridge)") if chosen.name != "venv"
+            else "host (venv backend)",
             phases=tuple(clock.phases),
             checkout=str(checkout) if keep else None,
         )
