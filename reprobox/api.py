@@ -51,7 +51,7 @@ def _stored(store: Store, ref: ExpRef) -> StoredExperiment:
     stored = store.get(ref)
     from .validate import validate_experiment
 
-    validate_experiment(stored.experiment, stored.environment)
+    validate_experiment(stored.experiment, stored.environment, folder=stored.path)
     return stored
 
 
@@ -202,7 +202,8 @@ def current_environment(root: Path, *, python: Optional[str] = None) -> Any:
     """Fingerprint the active environment without recording anything (for ``diff A``)."""
     from .capture import fingerprint_environment
 
-    return fingerprint_environment(root, python=python)
+    env, _warnings = fingerprint_environment(root, python=python)
+    return env
 
 
 __all__ = ["capture", "lock", "build", "run", "verify", "diff", "Captured", "current_environment",

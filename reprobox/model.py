@@ -30,7 +30,9 @@ Json = dict[str, Any]
 
 def canonical_json(obj: Any) -> bytes:
     """The byte form hashed for digests and ids: sorted keys, compact, UTF-8."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode(
+        "utf-8", "surrogatepass"
+    )
 
 
 def pretty_json(obj: Any) -> str:
@@ -66,7 +68,14 @@ def check_schema(data: Mapping[str, Any], name: str, where: str) -> None:
         raise SchemaError(f"{where} has an unknown schema version {version}")
 
 
+def _mapping(data: Any, where: str) -> Mapping[str, Any]:
+    if not isinstance(data, Mapping):
+        raise StoreError(f"{where}: expected an object, got {type(data).__name__}")
+    return data
+
+
 def _req(data: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
+    data = _mapping(data, where)
     if key not in data:
         raise StoreError(f"{where}: missing field {key!r}")
     value = data[key]
@@ -76,7 +85,7 @@ def _req(data: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where
 
 
 def _opt(data: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
-    value = data.get(key)
+    value = _mapping(data, where).get(key)
     if value is not None and not isinstance(value, kind):
         raise StoreError(f"{where}: field {key!r} has the wrong type ({type(value).__name__})")
     return value

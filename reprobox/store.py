@@ -68,6 +68,11 @@ def read_json(path: Path) -> dict:
             f"{path} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})",
             "restore it from git (`git checkout -- .reprobox/`) or re-capture the experiment",
         ) from None
+    except (ValueError, RecursionError) as exc:
+        raise StoreError(
+            f"{path} is not a JSON file reprobox wrote ({type(exc).__name__}: {exc})",
+            "restore it from git (`git checkout -- .reprobox/`) or re-capture the experiment",
+        ) from None
     if not isinstance(data, dict):
         raise StoreError(f"{path} does not hold a JSON object")
     return data

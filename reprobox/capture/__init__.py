@@ -32,6 +32,9 @@ Progress = Callable[[str], None]
 
 PATCH_FILE = "patch.diff"
 
+#: Sonames the NVIDIA driver provides on the host (absent on CPU-only machines: not a problem).
+DRIVER_LIBRARIES = ("libcuda.so", "libnvidia-", "libnvcuvid.so", "libnvoptix.so")
+
 
 @dataclass(frozen=True)
 class CaptureOutcome:
@@ -142,16 +145,24 @@ def capture_experiment(
     def stage(label: str, t0: float) -> None:
         timings[label] = round(time.perf_counter() - t0, 3)
 
-    # Git first: it is the cheapest way to refuse a capture that cannot work (no repo, no commit).
+    # The probe runs in the target interpreter while git is read here.
     t0 = time.perf_counter()
-    gitcap = git.git_info(root, exclude=(".reprobox",))
+    from . import python as py
+
+    target = py.find_target_python(python, environ)
+    say(f"probing {target}")
+    probe_future = py.start_probe(target, cache_dir=store.cache_dir / "probe", environ=environ)
+    try:
+        gitcap = git.git_info(root, exclude=(".reprobox",))
+    except BaseException:
+        probe_future.cancel()
+        raise
     warnings.extend(gitcap.warnings)
     stage("git", t0)
 
     t0 = time.perf_counter()
-    env, env_warnings = fingerprint_environment(
-        root, python=python, environ=environ, cache_dir=store.cache_dir, progress=say
-    )
+    env, env_warnings = environment_from_probe(probe_future.result(), root,
+                                               cache_dir=store.cache_dir)
     warnings.extend(env_warnings)
     stage("environment", t0)
 
@@ -244,12 +255,14 @@ def capture_experiment(
             warnings.append(f"the lock is incomplete: {exc}")
         stage("lock", t0)
 
-    t0 = time.perf_counter()
-    try:
-        files["Dockerfile"] = render_store_dockerfile(experiment, env, root)
-    except ReproboxError as exc:
-        warnings.append(f"no Dockerfile was written: {exc.message}")
-    stage("dockerfile", t0)
+    # The Dockerfile installs from the lock, so it is written with it (here or by `reprobox lock`).
+    if "requirements.lock" in files:
+        t0 = time.perf_counter()
+        try:
+            files["Dockerfile"] = render_store_dockerfile(experiment, env, root)
+        except ReproboxError as exc:
+            warnings.append(f"no Dockerfile was written: {exc.message}")
+        stage("dockerfile", t0)
 
     existed = (store.experiments_dir / experiment.id).exists()
     stored = store.save(experiment, env, files)
@@ -271,28 +284,39 @@ def fingerprint_environment(
     progress: Optional[Progress] = None,
 ) -> tuple[Environment, list[str]]:
     """Interpreter, packages, the OS packages owning their native libraries, OS and hardware."""
-    from . import hardware, system
     from . import python as py
 
     say = progress or (lambda _msg: None)
     environ = dict(os.environ if environ is None else environ)
-    warnings: list[str] = []
     target = py.find_target_python(python, environ)
     say(f"probing {target}")
-    raw = py.run_probe(target, cache_dir=(cache_dir / "probe") if cache_dir else None)
+    raw = py.run_probe(target, cache_dir=(cache_dir / "probe") if cache_dir else None,
+                       environ=environ)
+    return environment_from_probe(raw, Path(root), cache_dir=cache_dir)
+
+
+def environment_from_probe(
+    raw: Mapping[str, Any], root: Path, *, cache_dir: Optional[Path] = None
+) -> tuple[Environment, list[str]]:
+    """The Environment for a probe's output: OS packages owning the native libraries, hardware."""
+    from . import hardware, system
+    from . import python as py
+
+    warnings: list[str] = []
     probe = py.parse_probe(raw, Path(root))
     warnings.extend(probe.warnings)
-
-    resolved = {soname: path for soname, path in probe.needed_libraries.items() if path}
     missing = sorted(soname for soname, path in probe.needed_libraries.items() if not path)
-    by_path: dict[str, list[str]] = {}
-    for soname, path in resolved.items():
-        by_path.setdefault(path, []).append(soname)
-    sys_pkgs, unowned = system.owning_packages(sorted(by_path), by_path)
-    if missing:
+    # The GPU driver's own libraries come from the host at run time, never from a package.
+    unexpected = [m for m in missing if not m.startswith(DRIVER_LIBRARIES)]
+    sys_pkgs, unowned = system.owning_packages(
+        sorted(probe.libraries_by_path()), probe.libraries_by_path(),
+        cache_dir=(cache_dir / "system") if cache_dir else None,
+    )
+    if unexpected:
         warnings.append(
             "native libraries needed by installed packages are missing on this machine: "
-            + ", ".join(missing)
+            + ", ".join(f"{m} (needed by {', '.join(probe.library_users.get(m, ['?'])[:3])})"
+                        for m in unexpected)
         )
     env = Environment(
         interpreter=probe.interpreter,

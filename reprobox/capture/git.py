@@ -192,7 +192,8 @@ def git_info(repo_root: Path, exclude: Sequence[str] = (".reprobox",)) -> GitCap
         )
 
     others = _git(
-        ["ls-files", "-z", "--others", "--exclude-standard", *_pathspec(exclude)],
+        ["ls-files", "-z", "--others", "--exclude-standard", "--directory",
+         "--no-empty-directory", *_pathspec(exclude)],
         top,
         what="git ls-files",
     )
@@ -202,7 +203,7 @@ def git_info(repo_root: Path, exclude: Sequence[str] = (".reprobox",)) -> GitCap
             f" and {len(untracked) - 5} more" if len(untracked) > 5 else ""
         )
         warnings.append(
-            f"{len(untracked)} untracked file(s) are NOT in the recorded patch and will be missing "
+            f"{len(untracked)} untracked path(s) are NOT in the recorded patch and will be missing "
             f"when the experiment is rerun: {shown}; `git add` them (or list them in .gitignore)"
         )
 
