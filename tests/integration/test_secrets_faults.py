@@ -186,13 +186,12 @@ def test_disk_full_leaves_nothing(tmp_path: Path) -> None:
         git(repo, "add", ".")
         git(repo, "commit", "-q", "-m", "init")
         # Fill the filesystem so the store cannot be written.
-        with open(mnt / "filler", "wb") as fh:
-            try:
+        try:
+            with open(mnt / "filler", "wb", buffering=0) as fh:
                 while True:
                     fh.write(b"\0" * 4096)
-                    fh.flush()
-            except OSError:
-                pass
+        except OSError:
+            pass
         proc = reprobox("capture", "--cmd", "true", "--no-lock", "--python", sys.executable,
                         cwd=repo)
         no_traceback(proc)
