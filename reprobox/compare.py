@@ -192,8 +192,9 @@ def _delta(recorded: Any, observed: Any) -> str:
     return ""
 
 
-def value_status(recorded: Any, observed: Any, tolerance: Tolerance = Tolerance()) -> str:
+def value_status(recorded: Any, observed: Any, tolerance: Optional[Tolerance] = None) -> str:
     """SAME, CLOSE or DIFFERS for one pair of metric values (see the module's rules)."""
+    tolerance = tolerance or Tolerance()
     if _is_number(recorded) and _is_number(observed):
         if isinstance(recorded, int) and isinstance(observed, int):
             # Exact integer arithmetic: float conversion would merge large distinct ints.
@@ -221,7 +222,7 @@ def value_status(recorded: Any, observed: Any, tolerance: Tolerance = Tolerance(
 def compare_metrics(
     recorded: Mapping[str, Mapping[str, Any]],
     observed: Mapping[str, Optional[Mapping[str, Any]]],
-    tolerance: Tolerance = Tolerance(),
+    tolerance: Optional[Tolerance] = None,
     *,
     unavailable: Optional[Mapping[str, str]] = None,
 ) -> tuple[MetricCheck, ...]:
@@ -232,6 +233,7 @@ def compare_metrics(
     in the report). Files present in ``observed`` but never recorded are ignored: a rerun cannot
     be asked to reproduce what nobody recorded.
     """
+    tolerance = tolerance or Tolerance()
     unavailable = unavailable or {}
     checks: list[MetricCheck] = []
     for mfile in sorted(recorded):
