@@ -115,8 +115,23 @@ def publish_and_clone(repo: Path, where: Path) -> Path:
     return clone
 
 
+#: Experiments whose images the scenarios build; removed when the module is done.
+_BUILT: set[str] = set()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _remove_built_images():
+    yield
+    for exp_id in sorted(_BUILT):
+        ids = sh(ROOT, DOCKER, "images", "-q", "--filter", f"label=reprobox.experiment={exp_id}",
+                 check=False)
+        for image in sorted(set(ids.stdout.split())):
+            sh(ROOT, DOCKER, "rmi", "-f", image, check=False)
+
+
 def remove_images(exp_id: str) -> None:
     """No image of the experiment on this machine: the run must build it."""
+    _BUILT.add(exp_id)
     ids = sh(ROOT, DOCKER, "images", "-q", "--filter", f"label=reprobox.experiment={exp_id}")
     for image in sorted(set(ids.stdout.split())):
         sh(ROOT, DOCKER, "rmi", "-f", image, check=False)
