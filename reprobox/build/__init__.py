@@ -23,7 +23,7 @@ from .. import __version__
 from ..errors import EngineError, ValidationError
 from ..store import Store, StoredExperiment
 from .base import build_base
-from .engine import BuildRequest, Engine, EngineBuild, Mount, RunOutput, get_engine
+from .engine import BuildRequest, Engine, EngineBuild, Mount, RunOutput, get_engine, step_titles
 from .images import explain_base_choice, select_base_image
 from .render import WORKDIR, RenderOptions, plan_image, render_dockerfile, render_plan
 
@@ -113,14 +113,19 @@ def build_experiment(
     network: Optional[str] = None,
     progress: Optional[Progress] = None,
     dry_run: bool = False,
+    no_cache: bool = False,
+    cache_id: Optional[str] = None,
 ) -> BuildResult:
     """Build (or with ``dry_run`` only render) the image of a stored experiment.
 
     Records the tag in the store (``experiment.json``'s ``image``) once the image is built.
+    ``no_cache`` ignores the layer cache; ``cache_id`` names the installer and apt cache mounts
+    (default ``reprobox``, shared by all builds): a new name starts them empty.
     """
     from .. import validate
     from .context import (
-        ContextInputs, SecretFiles, assemble_context, find_uv, forward_index_config,
+        ContextInputs, ContextLock, SecretFiles, assemble_context, context_dir, find_uv,
+        forward_index_config,
     )
 
     report = progress or (lambda _line: None)
@@ -148,7 +153,8 @@ def build_experiment(
     uv = find_uv() if client else None
     if uv is not None and platform.machine() not in ("x86_64", "aarch64", "arm64"):
         uv = None
-    options = RenderOptions(buildkit=client is not None, installer="uv" if uv else "pip")
+    options = RenderOptions(buildkit=client is not None, installer="uv" if uv else "pip",
+                            cache_id=cache_id or RenderOptions.cache_id)
     plan = plan_image(exp, env, base_image=image, options=options)
     dockerfile = render_plan(plan)
     warnings = list(plan.warnings)
@@ -173,24 +179,24 @@ def build_experiment(
             "client, or set REPROBOX_DOCKER to a docker client that has BuildKit",
         )
 
-    t = time.monotonic()
     lock_file = stored.file("requirements.lock")
     pylock = stored.file("pylock.toml")
-    ctx = assemble_context(store.root, stored, ContextInputs(
-        plan=plan,
-        dockerfile=dockerfile,
-        uv_binary=uv,
-        lock_text=lock_file.read_text(encoding="utf-8") if lock_file.is_file() else None,
-        pylock=pylock if pylock.is_file() else None,
-    ))
-    for w in ctx.warnings:
-        report(f"warning: {w}")
-        warnings.append(w)
-    timings["context"] = time.monotonic() - t
-
-    labels = {"org.opencontainers.image.created": _now(), "reprobox.version": __version__}
-    t = time.monotonic()
-    with SecretFiles(forwarding) as secrets:
+    folder = context_dir(store.root)
+    with ContextLock(folder), SecretFiles(forwarding) as secrets:
+        t = time.monotonic()
+        ctx = assemble_context(store.root, stored, ContextInputs(
+            plan=plan,
+            dockerfile=dockerfile,
+            uv_binary=uv,
+            lock_text=lock_file.read_text(encoding="utf-8") if lock_file.is_file() else None,
+            pylock=pylock if pylock.is_file() else None,
+        ), folder)
+        for w in ctx.warnings:
+            report(f"warning: {w}")
+            warnings.append(w)
+        timings["context"] = time.monotonic() - t
+        labels = {"org.opencontainers.image.created": _now(), "reprobox.version": __version__}
+        t = time.monotonic()
         built = engine.build(BuildRequest(
             context=ctx.path,
             dockerfile=ctx.dockerfile,
@@ -200,8 +206,10 @@ def build_experiment(
             build_args={} if client else dict(forwarding.build_args),
             network=network,
             buildkit=client is not None,
+            no_cache=no_cache,
+            step_titles=step_titles(dockerfile),
         ), report)
-    timings["build"] = time.monotonic() - t
+        timings["build"] = time.monotonic() - t
     warnings += [w for w in built.warnings if w not in warnings]
     store.set_image(stored, tag)
     timings["total"] = time.monotonic() - start

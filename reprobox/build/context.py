@@ -2,11 +2,11 @@
 
 The context is made from the *recorded* commit, never from the user's working tree: ``git
 archive`` of exactly the folders the image needs (the local packages), with the recorded patch
-applied. Next to it: the lock (its ``file://`` index and local find-links lines dropped, because
-the wheels they served are copied in), those wheels, the tools the RUN steps bind-mount (uv,
+applied. Next to it: the lock (cut into one file per layer, its ``file://`` index and local find-links
+lines dropped, because the wheels they served are copied in), those wheels, the tools the RUN steps bind-mount (uv,
 prune.py, packages.txt) and the Dockerfile::
 
-    <context>/Dockerfile  requirements.lock  wheels/  tools/  src/
+    <context>/Dockerfile  lock/  wheels/  tools/  src/
 
 It lives in the user's cache folder under a stable path per experiment: BuildKit transfers only
 what changed since the last build from the same folder, so a rebuild does not resend the uv binary
@@ -30,14 +30,14 @@ import tarfile
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Optional
+from typing import Any, Iterable, Mapping, Optional, Sequence
 from urllib.parse import unquote, urlsplit
 
 from .. import proc
 from ..errors import GitError, LockError, UsageError
 from ..secrets import strip_url_credentials
 from ..store import StoredExperiment
-from .render import STAGE, DockerPlan
+from .render import STAGE, DockerPlan, LockGroup
 
 LOCK_FILE = "requirements.lock"
 PYLOCK_FILE = "pylock.toml"
@@ -225,16 +225,61 @@ def secrets_env_text(env: Mapping[str, str]) -> str:
 # --------------------------------------------------------------------------- the lock
 
 
-def rewrite_lock(text: str) -> str:
-    """The lock for the build: requirement lines kept, local index / find-links lines dropped."""
-    out: list[str] = []
+def _norm(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def split_lock(text: str, groups: Sequence[LockGroup]) -> tuple[dict[str, str], list[str]]:
+    """requirements.lock cut into one file per layer (``lock/<group file>``), and warnings.
+
+    Requirement blocks (a pin and its ``--hash`` continuation lines) go to the group naming the
+    package; index options are repeated in every file, except ``file://`` indexes and local
+    find-links folders, which do not exist in the build (their wheels are in ``wheels/``).
+    """
+    options: list[str] = []
+    blocks: dict[str, list[str]] = {}
+    current: Optional[list[str]] = None
     for line in text.splitlines():
-        m = re.match(r"\s*(--extra-index-url|--index-url|-i|--find-links|-f)[\s=]+(\S+)", line)
-        if m and _is_local(m.group(2)):
-            out.append(f"# (local source {m.group(2)} replaced by the build's wheels folder)")
+        if current is not None:
+            current.append(line)
+            if not line.rstrip().endswith("\\"):
+                current = None
             continue
-        out.append(line)
-    return "\n".join(out) + "\n"
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        m = re.match(r"(--extra-index-url|--index-url|-i|--find-links|-f)[\s=]+(\S+)", stripped)
+        if m:
+            if not _is_local(m.group(2)):
+                options.append(stripped)
+            continue
+        pin = re.match(r"([A-Za-z0-9][A-Za-z0-9._-]*)==", stripped)
+        if pin:
+            current = [line]
+            blocks[_norm(pin.group(1))] = current
+            if not line.rstrip().endswith("\\"):
+                current = None
+            continue
+        options.append(stripped)
+    warnings: list[str] = []
+    files: dict[str, list[str]] = {g.file: [] for g in groups}
+    placed: set[str] = set()
+    for group in groups:
+        for name in group.names:
+            block = blocks.get(_norm(name))
+            if block is None:
+                warnings.append(f"{name} is not in requirements.lock, so the image will not have "
+                                "it: re-lock with `reprobox lock <exp>`")
+                continue
+            files[group.file] += block
+            placed.add(_norm(name))
+    extra = sorted(set(blocks) - placed)
+    if extra and groups:
+        for name in extra:
+            files[groups[0].file] += blocks[name]
+    header = ["# Part of requirements.lock, written by reprobox build for one image layer."]
+    out = {name: "\n".join(header + options + [""] + lines) + "\n" for name, lines in files.items()}
+    return out, warnings
 
 
 def lock_hashes(text: str) -> dict[str, set[str]]:
@@ -392,16 +437,46 @@ class ContextInputs:
     extra_warnings: list[str] = field(default_factory=list)
 
 
-def context_dir(exp_id: str) -> Path:
+def context_dir(repo_root: Path) -> Path:
+    """One context folder per repository, reused by every build from it.
+
+    BuildKit keys its incremental context transfer on the folder's path: reusing it means a
+    rebuild sends only what changed (the code), not the uv binary and the wheels again.
+    """
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "reprobox" / "build" / exp_id
+    key = hashlib.sha256(str(Path(repo_root).resolve()).encode()).hexdigest()[:16]
+    return Path(base) / "reprobox" / "build" / key
+
+
+class ContextLock:
+    """Exclusive use of a context folder for one build (two builds from one repository wait)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder.parent / f"{folder.name}.lock"
+        self.fd: Optional[int] = None
+
+    def __enter__(self) -> "ContextLock":
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import fcntl
+
+        if self.fd is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
 
 
 def assemble_context(repo_root: Path, stored: StoredExperiment, inputs: ContextInputs,
                      dest: Optional[Path] = None) -> BuildContext:
     """Write the build context for ``inputs.plan`` (see the module docstring)."""
     plan = inputs.plan
-    dest = dest or context_dir(plan.exp_id)
+    dest = dest or context_dir(repo_root)
     dest.mkdir(parents=True, exist_ok=True)
     warnings = list(inputs.extra_warnings)
 
@@ -431,16 +506,21 @@ def assemble_context(repo_root: Path, stored: StoredExperiment, inputs: ContextI
                 f"experiment {plan.exp_id} has no requirements.lock",
                 f"write it with `reprobox lock {plan.exp_id}` (it needs the package index)",
             )
-        _write_if_changed(dest / LOCK_FILE, rewrite_lock(inputs.lock_text).encode())
+        parts, split_warnings = split_lock(inputs.lock_text, plan.lock_groups)
+        warnings += split_warnings
+        lock_dir = dest / "lock"
+        lock_dir.mkdir(exist_ok=True)
+        for name, content in parts.items():
+            _write_if_changed(lock_dir / name, content.encode())
+        for entry in lock_dir.iterdir():
+            if entry.name not in parts:
+                entry.unlink()
         files, lock_warnings = collect_local_wheels(inputs.pylock, lock_hashes(inputs.lock_text))
         warnings += lock_warnings
         for path, name in files:
             wanted[name] = path
-    else:
-        try:
-            (dest / LOCK_FILE).unlink()
-        except FileNotFoundError:
-            pass
+    elif (dest / "lock").exists():
+        shutil.rmtree(dest / "lock")
     for archive in plan.host_archives:
         path = Path(archive.path)
         if not path.is_file():
@@ -506,7 +586,7 @@ class SecretFiles:
 
 
 __all__ = [
-    "BuildContext", "ContextInputs", "Forwarding", "SecretFiles", "STAGE", "assemble_context",
+    "BuildContext", "ContextInputs", "ContextLock", "Forwarding", "SecretFiles", "STAGE", "assemble_context",
     "collect_local_wheels", "context_dir", "export_code", "find_uv", "forward_index_config",
-    "lock_hashes", "rewrite_lock", "secrets_env_text",
+    "lock_hashes", "secrets_env_text", "split_lock",
 ]

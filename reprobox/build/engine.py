@@ -56,6 +56,10 @@ class BuildRequest:
     build_args: Mapping[str, str] = field(default_factory=dict)
     network: Optional[str] = None
     buildkit: bool = True
+    #: Ignore the layer cache (BuildKit cache mounts still apply).
+    no_cache: bool = False
+    #: What each build step does, in step order (shown instead of the raw instruction).
+    step_titles: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -234,8 +238,9 @@ _WARNING = re.compile(r"reprobox: warning: (.*)")
 class BuildLog:
     """Condenses BuildKit's plain progress output into one line per step, plus notable lines."""
 
-    def __init__(self, progress: Optional[Progress]) -> None:
+    def __init__(self, progress: Optional[Progress], step_titles: Sequence[str] = ()) -> None:
         self.progress = progress or (lambda _line: None)
+        self.step_titles = list(step_titles)
         self.titles: dict[str, str] = {}
         self.step_output: dict[str, deque[str]] = {}
         self.tail: deque[str] = deque(maxlen=60)
@@ -250,8 +255,11 @@ class BuildLog:
         m = _STEP.match(line)
         if m:
             num, pos, text = m.groups()
-            title = re.sub(r"--mount=\S+\s*", "", text)
-            title = re.sub(r"\s+", " ", title).strip()
+            index, total = (int(x) for x in pos.split("/"))
+            if len(self.step_titles) == total:
+                title = self.step_titles[index - 1]
+            else:
+                title = re.sub(r"\s+", " ", re.sub(r"--mount=\S+\s*", "", text)).strip()
             self.titles[num] = f"[{pos}] {title[:90]}{'...' if len(title) > 90 else ''}"
             self.step_output[num] = deque(maxlen=25)
             return
@@ -299,6 +307,38 @@ def _build_hint(text: str) -> str:
         return ("TLS verification failed inside the build: set pip's `cert` (or PIP_CERT) to the CA "
                 "bundle your network needs; reprobox passes it to the build as a secret")
     return "read the build output above; `reprobox build --dry-run` shows the Dockerfile"
+
+
+def step_titles(dockerfile: str) -> tuple[str, ...]:
+    """A short title per build step (FROM, RUN, COPY, ADD, WORKDIR).
+
+    A RUN step is named by the first sentence of the comment block of its section; the other
+    steps by their instruction.
+    """
+    titles: list[str] = []
+    block: list[str] = []
+    section: Optional[str] = None
+    continued = False
+    for line in dockerfile.splitlines():
+        stripped = line.strip()
+        if continued:
+            continued = stripped.endswith("\\")
+            continue
+        if stripped.startswith("#"):
+            block.append(stripped.lstrip("#").strip())
+            continue
+        if block:
+            text = " ".join(block)
+            section = re.split(r"(?<=[A-Za-z0-9)])[.:] ", text + " ", maxsplit=1)[0].strip()
+            block = []
+        if not stripped:
+            continue
+        word = stripped.split(None, 1)[0].upper()
+        continued = stripped.endswith("\\")
+        if word in ("FROM", "RUN", "COPY", "ADD", "WORKDIR"):
+            short = re.sub(r"\s+", " ", re.sub(r"--mount=\S+\s*", "", stripped))
+            titles.append(section if section and word == "RUN" else short[:80])
+    return tuple(titles)
 
 
 # --------------------------------------------------------------------------- Docker
@@ -486,8 +526,10 @@ class DockerEngine(Engine):
             argv += ["--build-arg", f"{key}={value}"]
         if req.network:
             argv += ["--network", req.network]
+        if req.no_cache:
+            argv.append("--no-cache")
         argv.append(str(req.context))
-        log = BuildLog(progress)
+        log = BuildLog(progress, req.step_titles)
         start = time.monotonic()
         status = 0
         for item in _stream_lines(argv, client.env):
@@ -540,6 +582,7 @@ class DockerEngine(Engine):
                 path=str(req.context), dockerfile=str(req.dockerfile.relative_to(req.context)),
                 tag=req.tag, labels=dict(req.labels), buildargs=dict(req.build_args),
                 network_mode=req.network, rm=True, forcerm=True, decode=True, pull=False,
+                nocache=req.no_cache,
             )
             for chunk in stream:
                 if "error" in chunk:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import posixpath
+import re
 import shlex
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -47,6 +48,11 @@ class RenderOptions:
     buildkit: bool = True
     installer: str = "uv"
     workdir: str = WORKDIR
+    #: Prefix of the BuildKit cache-mount ids (installer and apt caches shared across builds).
+    cache_id: str = "reprobox"
+    #: Write .pyc files at build time. Off by default: compiling is most of a warm rebuild's
+    #: time and a fifth of the image; a rerun compiles what it imports.
+    compile_bytecode: bool = False
 
 
 @dataclass(frozen=True)
@@ -74,6 +80,39 @@ class LocalInstall:
 
 
 @dataclass(frozen=True)
+class LockGroup:
+    """One layer of locked index packages, installed from ``lock/<file>`` in the context."""
+
+    file: str
+    title: str
+    names: tuple[str, ...]
+
+
+#: Packages with compiled extensions (large, and updated rarely) go in the first layer, pure-Python
+#: ones in the second: moving a pure-Python package then rebuilds only the smaller layer.
+_GROUP_TITLES = {
+    "compiled.txt": "Locked Python packages, layer 1 of 2: those with compiled extensions "
+                    "(large, rarely changed).",
+    "pure.txt": "Locked Python packages, layer 2 of 2: pure Python.",
+    "all.txt": "Locked Python packages.",
+}
+
+
+def _is_pure(pkg: Package) -> bool:
+    return bool(pkg.wheel_tags) and all(t.endswith("-none-any") for t in pkg.wheel_tags)
+
+
+def lock_groups(packages: list[Package]) -> tuple[LockGroup, ...]:
+    compiled = tuple(p.name for p in packages if not _is_pure(p))
+    pure = tuple(p.name for p in packages if _is_pure(p))
+    if not compiled or not pure:
+        names = compiled or pure
+        return (LockGroup("all.txt", _GROUP_TITLES["all.txt"], names),) if names else ()
+    return (LockGroup("compiled.txt", _GROUP_TITLES["compiled.txt"], compiled),
+            LockGroup("pure.txt", _GROUP_TITLES["pure.txt"], pure))
+
+
+@dataclass(frozen=True)
 class HostArchive:
     """A ``file://`` archive on the capture host that must be copied into the context."""
 
@@ -91,7 +130,7 @@ class DockerPlan:
     python_version: str
     install_python: bool
     system: SystemPlan
-    lock: bool
+    lock_groups: tuple[LockGroup, ...]
     direct: tuple[str, ...]
     needs_git: bool
     copy_dirs: tuple[CopyDir, ...]
@@ -113,9 +152,13 @@ class DockerPlan:
             return "local"
         if self.direct:
             return "direct"
-        if self.lock:
+        if self.lock_groups:
             return "lock"
         return None
+
+    @property
+    def lock(self) -> bool:
+        return bool(self.lock_groups)
 
 
 # --------------------------------------------------------------------------- planning
@@ -215,6 +258,8 @@ def plan_image(
     options = options or RenderOptions()
     if options.installer not in INSTALLERS:
         raise UsageError(f"unknown installer {options.installer!r} (expected uv or pip)")
+    if not re.fullmatch(r"[a-z0-9][a-z0-9._-]{0,63}", options.cache_id):
+        raise UsageError(f"cache id {options.cache_id!r} is not [a-z0-9._-]")
     validate.validate_experiment(experiment, environment)
     validate.image_tag(base_image, "base image")
     exp_id = validate.experiment_id(experiment.id or experiment.compute_id(), "id")
@@ -225,7 +270,7 @@ def plan_image(
     system, sys_warnings = _system_plan(environment, base_image)
     warnings += sys_warnings
 
-    lock = False
+    index_packages: list[Package] = []
     direct: list[str] = []
     needs_git = False
     archives: list[HostArchive] = []
@@ -236,7 +281,7 @@ def plan_image(
         validate.version(pkg.version, f"{where}.version")
         kind = pkg.source.kind
         if kind == "index":
-            lock = True
+            index_packages.append(pkg)
         elif kind in ("vcs", "archive"):
             line, archive = _direct_requirement(pkg, where + ".source")
             direct.append(line)
@@ -294,7 +339,7 @@ def plan_image(
         python_version=version,
         install_python=install_python,
         system=system,
-        lock=lock,
+        lock_groups=lock_groups(index_packages),
         direct=tuple(direct),
         needs_git=needs_git,
         copy_dirs=copy_dirs,
@@ -343,7 +388,7 @@ def render_plan(plan: DockerPlan) -> str:
         python_mm=plan.python_mm,
         install_python=plan.install_python,
         system=plan.system,
-        lock=plan.lock,
+        lock_groups=plan.lock_groups,
         direct=plan.direct,
         needs_git=plan.needs_git,
         copy_dirs=plan.copy_dirs,
@@ -351,6 +396,8 @@ def render_plan(plan: DockerPlan) -> str:
         labels=plan.labels,
         last_step=plan.last_step,
         buildkit=opts.buildkit,
+        cache_id=opts.cache_id,
+        compile_bytecode=opts.compile_bytecode,
         installer=opts.installer,
         workdir=opts.workdir,
         stage=STAGE,
