@@ -308,9 +308,16 @@ def environment_from_probe(
     missing = sorted(soname for soname, path in probe.needed_libraries.items() if not path)
     # The GPU driver's own libraries come from the host at run time, never from a package.
     unexpected = [m for m in missing if not m.startswith(DRIVER_LIBRARIES)]
+    # Libraries that only the interpreter's own extension modules load (_ssl, _lzma, _tkinter...)
+    # belong to the base image of that exact Python, not to the packages: they are left out.
+    by_path: dict[str, list[str]] = {}
+    for path, sonames in probe.libraries_by_path().items():
+        kept = [so for so in sonames
+                if set(probe.library_users.get(so, ())) - {py.PYTHON_USER}]
+        if kept:
+            by_path[path] = kept
     sys_pkgs, unowned = system.owning_packages(
-        sorted(probe.libraries_by_path()), probe.libraries_by_path(),
-        cache_dir=(cache_dir / "system") if cache_dir else None,
+        sorted(by_path), by_path, cache_dir=(cache_dir / "system") if cache_dir else None,
     )
     if unexpected:
         warnings.append(
