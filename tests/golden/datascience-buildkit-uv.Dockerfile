@@ -1,0 +1,94 @@
+# Image of reprobox experiment 98e8c326b9d3, rendered from reprobox's templates/Dockerfile.j2.
+# Build it with `reprobox build 98e8c326b9d3`: it assembles the context (lock, wheels, the code at
+# commit 67ef65fa528a) and passes the package-index configuration as build secrets.
+FROM python:3.11.7-slim-bookworm
+
+# System packages that own the native libraries the Python packages load.
+# Pinned to the versions on the capture host (debian bookworm).
+RUN --mount=type=cache,target=/var/cache/apt,id=reprobox-apt-debian-bookworm,sharing=locked \
+    --mount=type=cache,target=/var/lib/apt/lists,id=reprobox-apt-lists-debian-bookworm,sharing=locked \
+    --mount=type=secret,id=reprobox-env \
+    --mount=type=secret,id=reprobox-ca \
+    set -eu; \
+    if [ -r /run/secrets/reprobox-env ]; then . /run/secrets/reprobox-env; fi; \
+    missing=''; \
+    for spec in libbz2-1.0=1.0.8-5+b1 libc6=2.36-9+deb12u14 libcrypt1=1:4.4.33-2 libffi8=3.4.4-1 libgcc-s1=12.2.0-14+deb12u1 liblzma5=5.4.1-1 libncursesw6=6.4-4 libnsl2=1.3.0-2 libreadline8=8.2-1.3 libsqlite3-0=3.40.1-2+deb12u2 'libssl3=3.0.19-1~deb12u2' libstdc++6=12.2.0-14+deb12u1 libtcl8.6=8.6.13+dfsg-2 libtinfo6=6.4-4 libtirpc3=1.3.3+ds-1 libtk8.6=8.6.13-2 libuuid1=2.38.1-5+deb12u3 zlib1g=1:1.2.13.dfsg-1; do \
+        have="$(dpkg-query -W -f='${Status} ${Version}' "${spec%%=*}" 2>/dev/null || true)"; \
+        case "$spec" in \
+            *=*) [ "$have" = "install ok installed ${spec#*=}" ] || missing="$missing $spec" ;; \
+            *) case "$have" in "install ok installed "*) ;; *) missing="$missing $spec" ;; esac ;; \
+        esac; \
+    done; \
+    if [ -n "$missing" ]; then \
+        rm -f /etc/apt/apt.conf.d/docker-clean; \
+        set -- -o APT::Keep-Downloaded-Packages=true; \
+        if [ -r /run/secrets/reprobox-ca ]; then set -- "$@" -o Acquire::https::CAInfo=/run/secrets/reprobox-ca; fi; \
+        apt-get "$@" update; \
+        install=''; \
+        for spec in $missing; do \
+            name="${spec%%=*}"; \
+            if [ "$name" != "$spec" ] && apt-cache madison "$name" | cut -d'|' -f2 | tr -d ' ' | grep -qxF -- "${spec#*=}"; then \
+                install="$install $spec"; \
+            elif apt-cache show --no-all-versions "$name" >/dev/null 2>&1; then \
+                [ "$name" = "$spec" ] || echo "reprobox: warning: $spec is no longer in the archive; installing its current $name" >&2; \
+                install="$install $name"; \
+            else \
+                echo "reprobox: warning: system package $name is not available in this distribution" >&2; \
+            fi; \
+        done; \
+        if [ -n "$install" ]; then \
+            DEBIAN_FRONTEND=noninteractive apt-get "$@" install --yes --no-install-recommends --allow-downgrades $install; \
+        fi; \
+    fi
+
+# Locked Python packages, layer 1 of 2: those with compiled extensions (large, rarely changed).
+# Installed from the index exactly as locked: hashes required, no resolution.
+RUN --mount=type=bind,source=lock/compiled.txt,target=/tmp/reprobox/lock/compiled.txt \
+    --mount=type=bind,source=wheels,target=/tmp/reprobox/wheels \
+    --mount=type=bind,source=tools,target=/tmp/reprobox/tools \
+    --mount=type=cache,target=/root/.cache/uv,id=reprobox-uv \
+    --mount=type=secret,id=reprobox-env \
+    --mount=type=secret,id=reprobox-ca \
+    set -eu; \
+    if [ -r /run/secrets/reprobox-env ]; then . /run/secrets/reprobox-env; fi; \
+    /tmp/reprobox/tools/uv pip install --python python3.11 --system --break-system-packages \
+        --require-hashes --no-deps --index-strategy unsafe-best-match \
+        --find-links /tmp/reprobox/wheels --link-mode copy \
+        --requirement /tmp/reprobox/lock/compiled.txt
+
+# Locked Python packages, layer 2 of 2: pure Python.
+# Installed from the index exactly as locked: hashes required, no resolution.
+RUN --mount=type=bind,source=lock/pure.txt,target=/tmp/reprobox/lock/pure.txt \
+    --mount=type=bind,source=wheels,target=/tmp/reprobox/wheels \
+    --mount=type=bind,source=tools,target=/tmp/reprobox/tools \
+    --mount=type=cache,target=/root/.cache/uv,id=reprobox-uv \
+    --mount=type=secret,id=reprobox-env \
+    --mount=type=secret,id=reprobox-ca \
+    set -eu; \
+    if [ -r /run/secrets/reprobox-env ]; then . /run/secrets/reprobox-env; fi; \
+    /tmp/reprobox/tools/uv pip install --python python3.11 --system --break-system-packages \
+        --require-hashes --no-deps --index-strategy unsafe-best-match \
+        --find-links /tmp/reprobox/wheels --link-mode copy \
+        --requirement /tmp/reprobox/lock/pure.txt
+
+# The project's own packages, at the experiment's commit. They sit where `reprobox run` mounts
+# the checkout, so an editable install in the image points into the mounted code at run time.
+COPY ["src/", "/workspace/"]
+RUN --mount=type=bind,source=tools,target=/tmp/reprobox/tools \
+    --mount=type=cache,target=/root/.cache/uv,id=reprobox-uv \
+    --mount=type=secret,id=reprobox-env \
+    --mount=type=secret,id=reprobox-ca \
+    set -eu; \
+    if [ -r /run/secrets/reprobox-env ]; then . /run/secrets/reprobox-env; fi; \
+    /tmp/reprobox/tools/uv pip install --python python3.11 --system --break-system-packages --no-deps --link-mode copy \
+        --editable /workspace; \
+    extra="$(python3.11 /tmp/reprobox/tools/prune.py /tmp/reprobox/tools/packages.txt)"; \
+    if [ -n "$extra" ]; then /tmp/reprobox/tools/uv pip uninstall --python python3.11 --system --break-system-packages $extra; fi
+
+WORKDIR /workspace
+LABEL reprobox.experiment="98e8c326b9d3" \
+      reprobox.env-digest="sha256:98c20a6711d34cfbef66e028312fc4a94356e03d1561a027577837fb7ceba7b3" \
+      reprobox.python="3.11.7" \
+      org.opencontainers.image.title="reprobox experiment train" \
+      org.opencontainers.image.revision="67ef65fa528aae9f7b11eac4a8e0eb5d4fc490ce" \
+      org.opencontainers.image.base.name="python:3.11.7-slim-bookworm"

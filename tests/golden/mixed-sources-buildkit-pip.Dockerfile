@@ -1,0 +1,95 @@
+# Image of reprobox experiment ac6881f1d058, rendered from reprobox's templates/Dockerfile.j2.
+# Build it with `reprobox build ac6881f1d058`: it assembles the context (lock, wheels, the code at
+# commit a691346f3bc1) and passes the package-index configuration as build secrets.
+FROM python:3.11.7-slim-bookworm
+
+# System packages that own the native libraries the Python packages load.
+# Pinned to the versions on the capture host (debian bookworm).
+RUN --mount=type=cache,target=/var/cache/apt,id=reprobox-apt-debian-bookworm,sharing=locked \
+    --mount=type=cache,target=/var/lib/apt/lists,id=reprobox-apt-lists-debian-bookworm,sharing=locked \
+    --mount=type=secret,id=reprobox-env \
+    --mount=type=secret,id=reprobox-ca \
+    set -eu; \
+    if [ -r /run/secrets/reprobox-env ]; then . /run/secrets/reprobox-env; fi; \
+    missing=''; \
+    for spec in libbz2-1.0=1.0.8-5+b1 libc6=2.36-9+deb12u14 libcrypt1=1:4.4.33-2 libffi8=3.4.4-1 liblzma5=5.4.1-1 libncursesw6=6.4-4 libnsl2=1.3.0-2 libreadline8=8.2-1.3 libsqlite3-0=3.40.1-2+deb12u2 'libssl3=3.0.19-1~deb12u2' libtcl8.6=8.6.13+dfsg-2 libtinfo6=6.4-4 libtirpc3=1.3.3+ds-1 libtk8.6=8.6.13-2 libuuid1=2.38.1-5+deb12u3 zlib1g=1:1.2.13.dfsg-1; do \
+        have="$(dpkg-query -W -f='${Status} ${Version}' "${spec%%=*}" 2>/dev/null || true)"; \
+        case "$spec" in \
+            *=*) [ "$have" = "install ok installed ${spec#*=}" ] || missing="$missing $spec" ;; \
+            *) case "$have" in "install ok installed "*) ;; *) missing="$missing $spec" ;; esac ;; \
+        esac; \
+    done; \
+    if [ -n "$missing" ]; then \
+        rm -f /etc/apt/apt.conf.d/docker-clean; \
+        set -- -o APT::Keep-Downloaded-Packages=true; \
+        if [ -r /run/secrets/reprobox-ca ]; then set -- "$@" -o Acquire::https::CAInfo=/run/secrets/reprobox-ca; fi; \
+        apt-get "$@" update; \
+        install=''; \
+        for spec in $missing; do \
+            name="${spec%%=*}"; \
+            if [ "$name" != "$spec" ] && apt-cache madison "$name" | cut -d'|' -f2 | tr -d ' ' | grep -qxF -- "${spec#*=}"; then \
+                install="$install $spec"; \
+            elif apt-cache show --no-all-versions "$name" >/dev/null 2>&1; then \
+                [ "$name" = "$spec" ] || echo "reprobox: warning: $spec is no longer in the archive; installing its current $name" >&2; \
+                install="$install $name"; \
+            else \
+                echo "reprobox: warning: system package $name is not available in this distribution" >&2; \
+            fi; \
+        done; \
+        if [ -n "$install" ]; then \
+            DEBIAN_FRONTEND=noninteractive apt-get "$@" install --yes --no-install-recommends --allow-downgrades $install; \
+        fi; \
+    fi
+
+# Locked Python packages.
+# Installed from the index exactly as locked: hashes required, no resolution.
+RUN --mount=type=bind,source=lock/all.txt,target=/tmp/reprobox/lock/all.txt \
+    --mount=type=bind,source=wheels,target=/tmp/reprobox/wheels \
+    --mount=type=bind,source=tools,target=/tmp/reprobox/tools \
+    --mount=type=cache,target=/root/.cache/pip,id=reprobox-pip \
+    --mount=type=secret,id=reprobox-env \
+    --mount=type=secret,id=reprobox-ca \
+    set -eu; \
+    if [ -r /run/secrets/reprobox-env ]; then . /run/secrets/reprobox-env; fi; \
+    PIP_ROOT_USER_ACTION=ignore python3.11 -m pip install --no-deps --require-hashes --no-input --disable-pip-version-check --no-compile \
+        --find-links /tmp/reprobox/wheels \
+        --requirement /tmp/reprobox/lock/all.txt
+
+# Python packages installed from a VCS commit or an archive URL.
+RUN --mount=type=bind,source=wheels,target=/tmp/reprobox/wheels \
+    --mount=type=bind,source=tools,target=/tmp/reprobox/tools \
+    --mount=type=cache,target=/root/.cache/pip,id=reprobox-pip \
+    --mount=type=secret,id=reprobox-env \
+    --mount=type=secret,id=reprobox-ca \
+    set -eu; \
+    if [ -r /run/secrets/reprobox-env ]; then . /run/secrets/reprobox-env; fi; \
+    if ! command -v git >/dev/null; then \
+        apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install --yes --no-install-recommends git; \
+        rm -rf /var/lib/apt/lists/*; \
+    fi; \
+    PIP_ROOT_USER_ACTION=ignore python3.11 -m pip install --no-deps --no-input --disable-pip-version-check --no-compile \
+        'pyjokes @ git+https://github.com/pyjokes/pyjokes@3b3b7f6a8f6e9d2c1b0a9f8e7d6c5b4a39281706' \
+        'tomli @ https://files.pythonhosted.org/packages/97/75/10a9ebee3fd790d20926a90a2547f0bf78f371b2f13aa822c759680ca7b9/tomli-2.0.1-py3-none-any.whl#sha256=939de3e7a6161af0c887ef91b7d41a53e7c5a1ca976325f429cb46ea9bc30ecc'
+
+# The project's own packages, at the experiment's commit. They sit where `reprobox run` mounts
+# the checkout, so an editable install in the image points into the mounted code at run time.
+COPY ["src/", "/workspace/"]
+RUN --mount=type=bind,source=tools,target=/tmp/reprobox/tools \
+    --mount=type=cache,target=/root/.cache/pip,id=reprobox-pip \
+    --mount=type=secret,id=reprobox-env \
+    --mount=type=secret,id=reprobox-ca \
+    set -eu; \
+    if [ -r /run/secrets/reprobox-env ]; then . /run/secrets/reprobox-env; fi; \
+    PIP_ROOT_USER_ACTION=ignore python3.11 -m pip install --no-deps --no-input --disable-pip-version-check \
+        /workspace/libs/helpers \
+        --editable /workspace; \
+    extra="$(python3.11 /tmp/reprobox/tools/prune.py /tmp/reprobox/tools/packages.txt)"; \
+    if [ -n "$extra" ]; then PIP_ROOT_USER_ACTION=ignore python3.11 -m pip uninstall --yes $extra; fi
+
+WORKDIR /workspace
+LABEL reprobox.experiment="ac6881f1d058" \
+      reprobox.env-digest="sha256:90622cdf532c730251b03717935903b272153516a0ce94cfeb736f7876955129" \
+      reprobox.python="3.11.7" \
+      org.opencontainers.image.title="reprobox experiment train" \
+      org.opencontainers.image.revision="a691346f3bc1d6cb7711b781dba78bfa31248d19" \
+      org.opencontainers.image.base.name="python:3.11.7-slim-bookworm"

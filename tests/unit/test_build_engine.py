@@ -1,0 +1,157 @@
+"""The engine layer without a daemon: BuildKit log condensing (on real logs), client discovery
+(on stand-in docker executables that answer like the real clients), and a daemon that does not
+answer."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from reprobox.build.engine import (
+    BuildLog,
+    DockerEngine,
+    _build_hint,
+    find_buildkit_client,
+    step_titles,
+)
+from reprobox.errors import EngineError
+
+from .test_build_fixtures import FIXTURES
+
+TITLES = (
+    "FROM python:3.11.7-slim-bookworm",
+    "System packages that own the native libraries the Python packages load",
+    "Locked Python packages, layer 1 of 2",
+    "WORKDIR /workspace",
+)
+
+
+def _feed(name: str, titles: tuple[str, ...] = TITLES) -> tuple[BuildLog, list[str]]:
+    shown: list[str] = []
+    log = BuildLog(shown.append, titles)
+    for line in (FIXTURES / name).read_text().splitlines():
+        log.feed(line)
+    return log, shown
+
+
+def test_a_real_build_log_is_condensed_to_one_line_per_step() -> None:
+    log, shown = _feed("buildkit-ok.log")
+    assert shown[0] == "[1/4] FROM python:3.11.7-slim-bookworm  (cached)"
+    assert ("[2/4] System packages that own the native libraries the Python packages load  "
+            "(0.2s)") in shown
+    assert "    Installed 2 packages in 9ms" in shown
+    assert shown[-1] == "[4/4] WORKDIR /workspace  (0.0s)"
+    assert not any("[internal]" in line or "exporting" in line for line in shown)
+    assert log.warnings == ["system packages are not pinned: the capture host runs ubuntu jammy"]
+    assert (log.steps, log.cached) == (4, 1)
+
+
+def test_a_fully_cached_rebuild() -> None:
+    log, shown = _feed("buildkit-cached.log")
+    assert (log.steps, log.cached) == (4, 3)
+    assert sum(line.endswith("(cached)") for line in shown) == 3
+
+
+def test_without_titles_the_instruction_is_shown_without_mounts() -> None:
+    _log, shown = _feed("buildkit-ok.log", ())
+    assert any(line.startswith("[3/4] RUN set -eu; echo \"Prepared") for line in shown)
+
+
+def test_a_failed_step_reports_its_output_with_credentials_stripped() -> None:
+    log, shown = _feed("buildkit-fail.log", ("FROM python:3.11.7-slim-bookworm",
+                                             "Locked Python packages"))
+    assert shown[-1] == "[2/2] Locked Python packages  FAILED"
+    text = log.error_text()
+    assert text.startswith("step [2/2] Locked Python packages:")
+    assert "hash mismatch" in text
+    assert "hunter2" not in text and "https://private.example/simple/demo/" in text
+    assert "reprobox lock" in _build_hint(text)
+
+
+@pytest.mark.parametrize("output,expected", [
+    ("Temporary failure in name resolution", "--network host"),
+    ("certificate verify failed: self-signed certificate", "CA bundle"),
+    ("something else entirely", "--dry-run"),
+])
+def test_build_hints(output: str, expected: str) -> None:
+    assert expected in _build_hint(output)
+
+
+def test_step_titles_follow_the_comment_blocks() -> None:
+    text = (
+        "FROM base\n\n# First section: details.\n# More.\nRUN a \\\n    b\n\n"
+        "# Code, at the commit. More words.\nCOPY [\"src/\", \"/w/\"]\nRUN c\nENV X=1\n"
+        "WORKDIR /w\nLABEL a=b\n"
+    )
+    assert step_titles(text) == ("FROM base", "First section", 'COPY ["src/", "/w/"]',
+                                 "Code, at the commit", "WORKDIR /w")
+
+
+# --------------------------------------------------------------------------- client discovery
+
+
+def _fake_docker(folder: Path, version: str, buildx: bool) -> Path:
+    """An executable answering `docker version` and `docker buildx version` like a real client."""
+    folder.mkdir(parents=True)
+    path = folder / "docker"
+    path.write_text(
+        "#!/bin/sh\n"
+        f'if [ "$1" = version ]; then echo "{version}"; exit 0; fi\n'
+        'if [ "$1" = buildx ]; then\n'
+        + ('  echo "github.com/docker/buildx v0.12.1 30feaa1"; exit 0\n' if buildx else
+           "  echo \"docker: 'buildx' is not a docker command.\" >&2; exit 1\n")
+        + "fi\nexit 1\n"
+    )
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    return path
+
+
+def test_the_first_docker_on_path_is_skipped_when_it_refuses_buildkit(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    new = _fake_docker(tmp_path / "a", "28.2.2", buildx=False)
+    old = _fake_docker(tmp_path / "b", "20.10.24+dfsg1", buildx=False)
+    monkeypatch.setenv("PATH", f"{new.parent}{os.pathsep}{old.parent}")
+    monkeypatch.delenv("DOCKER_BUILDKIT", raising=False)
+    monkeypatch.delenv("REPROBOX_DOCKER", raising=False)
+    client = find_buildkit_client()
+    assert client is not None
+    assert client.argv == (str(old), "build") and client.env == {"DOCKER_BUILDKIT": "1"}
+
+
+def test_buildx_is_preferred_when_present(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    new = _fake_docker(tmp_path / "a", "28.2.2", buildx=True)
+    monkeypatch.setenv("PATH", str(new.parent))
+    monkeypatch.delenv("DOCKER_BUILDKIT", raising=False)
+    monkeypatch.delenv("REPROBOX_DOCKER", raising=False)
+    client = find_buildkit_client()
+    assert client is not None and client.argv == (str(new), "buildx", "build", "--load")
+
+
+def test_no_buildkit_client_or_buildkit_disabled(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    new = _fake_docker(tmp_path / "a", "28.2.2", buildx=False)
+    monkeypatch.setenv("PATH", str(new.parent))
+    monkeypatch.delenv("REPROBOX_DOCKER", raising=False)
+    monkeypatch.delenv("DOCKER_BUILDKIT", raising=False)
+    if not any(Path(p).exists() for p in ("/usr/bin/docker", "/usr/local/bin/docker",
+                                          "/snap/bin/docker")):
+        assert find_buildkit_client() is None
+    monkeypatch.setenv("DOCKER_BUILDKIT", "0")
+    assert find_buildkit_client() is None
+    monkeypatch.delenv("DOCKER_BUILDKIT")
+    monkeypatch.setenv("REPROBOX_DOCKER", str(new))
+    assert find_buildkit_client() is None
+
+
+def test_a_daemon_that_does_not_answer_names_the_fix(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/docker.sock")
+    engine = DockerEngine()
+    assert engine.available() is False
+    with pytest.raises(EngineError) as info:
+        engine.info()
+    assert "does not answer" in info.value.message
+    assert "systemctl start docker" in (info.value.hint or "")
