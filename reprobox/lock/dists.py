@@ -75,7 +75,8 @@ class DistFile:
     def to_cache(self) -> dict:
         return {
             "filename": self.filename,
-            "url": strip_url_credentials(self.url),  # the cache is on disk: never a credential
+            # the cache is on disk: never a credential
+            "url": strip_url_credentials(self.url) if "@" in self.url else self.url,
             "hashes": dict(self.hashes),
             "size": self.size,
             "upload_time": self.upload_time,

@@ -4,16 +4,14 @@ Pages are asked for as PEP 691 JSON, with PEP 503 HTML accepted as the fallback 
 and many mirrors only speak HTML). Queries run in a thread pool over the keep-alive
 :class:`~reprobox.lock.transport.Transport`.
 
-The cache (``cache_dir``) has two parts:
+The cache (``cache_dir``/v1/index.sqlite, see :class:`Cache`) holds:
 
-* ``releases/<source>/<project>/<version>.json`` — the files of a pinned release on one remote
-  index. Hashes of a published file never change, so these are kept forever and a warm lock of
-  an unchanged environment makes no request at all. An index that lacks the release leaves an
-  ``.absent`` marker trusted for :data:`NEGATIVE_TTL` seconds (a TTL rather than revalidation:
-  the release may be uploaded later, and a lock only needs the files of one version). Whole
-  project pages are not kept: a large project's page is megabytes, of which a lock uses one
-  release.
-* ``files/<key>.json`` — sha256 of local find-links files, keyed by size and mtime.
+* the files of a pinned release on one remote index. Hashes of a published file never change, so
+  these are kept forever and a warm lock of an unchanged environment makes no request at all. An
+  index that lacks the release is remembered for :data:`NEGATIVE_TTL` seconds (a TTL rather than
+  revalidation: the release may be uploaded later). Whole project pages are not kept: a large
+  project's page is megabytes, of which a lock uses one release;
+* sha256 of local find-links files, keyed by size and mtime.
 
 Local sources (folders, ``file://`` indexes) are read each time: that is cheaper than a cache.
 
@@ -25,22 +23,23 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Optional, Sequence
-from urllib.parse import urljoin, urlsplit
-from urllib.request import pathname2url, url2pathname
+from urllib.parse import quote, unquote, urlsplit
 
 from ..errors import IndexUnavailable
 from ..secrets import strip_url_credentials
 from .config import IndexConfig
-from .dists import DistFile, ReleaseFilter, Source, filename_of, parse_filename
+from .dists import DistFile, ReleaseFilter, Source, parse_filename
+from .pages import parse_html_page, parse_json_page, release_items
 from .transport import Transport
+
+__all__ = ["Cache", "IndexClient", "Lookup", "default_cache_dir", "parse_html_page",
+           "parse_json_page", "release_items"]
 
 NEGATIVE_TTL = 600.0
 CACHE_VERSION = "v1"
@@ -48,7 +47,6 @@ ACCEPT = (
     "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.2, "
     "text/html;q=0.01"
 )
-_HASH_NAMES = ("sha256", "sha384", "sha512", "sha224", "sha1", "md5", "blake2b")
 
 
 @dataclass(frozen=True)
@@ -61,198 +59,6 @@ class Lookup:
     other_versions: int = 0  # how many other versions the project has there (for messages)
 
 
-# --------------------------------------------------------------------------- page parsing
-
-
-class _Links(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.base: Optional[str] = None
-        self.anchors: list[dict[str, Optional[str]]] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, Optional[str]]]) -> None:
-        if tag == "base" and self.base is None:
-            href = dict(attrs).get("href")
-            if href:
-                self.base = href
-        elif tag == "a":
-            found = dict(attrs)
-            if found.get("href"):
-                self.anchors.append(found)
-
-
-def _split_fragment(url: str) -> tuple[str, dict[str, str]]:
-    base, _, frag = url.partition("#")
-    hashes: dict[str, str] = {}
-    for part in frag.split("&"):
-        name, _, value = part.partition("=")
-        if name in _HASH_NAMES and value:
-            hashes[name] = value.lower()
-    return base, hashes
-
-
-Keep = Callable[[str], bool]
-
-
-def parse_html_page(body: bytes, page_url: str, source: Source,
-                    keep: Optional[Keep] = None) -> list[DistFile]:
-    """PEP 503 anchors: href (+ ``#sha256=``), ``data-requires-python``, ``data-yanked``."""
-    parser = _Links()
-    parser.feed(body.decode("utf-8", errors="replace"))
-    base = urljoin(page_url, parser.base) if parser.base else page_url
-    out = []
-    for a in parser.anchors:
-        href = a["href"] or ""
-        if keep is not None and not keep(filename_of(href.partition("#")[0])):
-            continue
-        url, hashes = _split_fragment(urljoin(base, href))
-        yanked = a.get("data-yanked", None) if "data-yanked" in a else None
-        out.append(
-            DistFile(
-                filename=filename_of(url),
-                url=url,
-                source=source,
-                hashes=hashes,
-                requires_python=a.get("data-requires-python") or None,
-                yanked=None if yanked is None else (yanked or ""),
-                path=url2pathname(urlsplit(url).path) if url.startswith("file:") else None,
-            )
-        )
-    return out
-
-
-_DECODER = json.JSONDecoder()
-
-
-def _api_version(text: str) -> str:
-    at = text.rfind('"meta"')
-    if at == -1:
-        return "1.0"
-    colon = text.find(":", at + 6)
-    try:
-        meta, _ = _DECODER.raw_decode(text, colon + 1 + (len(text[colon + 1:]) -
-                                                         len(text[colon + 1:].lstrip())))
-    except (ValueError, IndexError):
-        return "1.0"
-    return str(meta.get("api-version", "1.0")) if isinstance(meta, dict) else "1.0"
-
-
-def _top_level_list(text: str, key: str) -> list:
-    """A list-valued key decoded on its own (PEP 700 ``versions``); [] when absent or odd."""
-    at = text.rfind(f'"{key}"')
-    colon = text.find(":", at) if at != -1 else -1
-    if colon == -1:
-        return []
-    start = colon + 1
-    while start < len(text) and text[start] in " \t\r\n":
-        start += 1
-    try:
-        value, _ = _DECODER.raw_decode(text, start)
-    except ValueError:
-        return []
-    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
-
-
-def _object_start(text: str, pos: int) -> int:
-    """Start of the ``files`` entry around ``pos``: the nearest ``{`` opening an array element
-    (preceded by ``[`` or ``,``, where a nested object follows a ``:``). -1 when not found."""
-    i = pos
-    while True:
-        i = text.rfind("{", 0, i)
-        if i == -1:
-            return -1
-        j = i - 1
-        while j >= 0 and text[j] in " \t\r\n":
-            j -= 1
-        if j >= 0 and text[j] in "[,":
-            return i
-
-
-def release_items(text: str, version: str) -> Optional[list[dict]]:
-    """The ``files`` entries of a PEP 691 page that mention ``version``, without decoding the
-    page; ``None`` when the page does not have the expected shape (the caller decodes it all).
-
-    A large project's page is megabytes (tens of thousands of files) and decoding it is most of a
-    lock's CPU time, while the lock needs one release: the entries are found by searching the text
-    for ``-<version>`` (as installed and PEP 440-normalized) and decoding only the enclosing
-    objects. Every object decoded is checked (a dict with ``filename`` and ``url`` that spans the
-    match); anything unexpected answers ``None``, so the fast path is exact or not taken.
-    """
-    from packaging.version import InvalidVersion, Version
-
-    needles = {"-" + version}
-    try:
-        needles.add("-" + str(Version(version)))
-    except InvalidVersion:
-        pass
-    last_match: dict[int, int] = {}  # object start -> the furthest match it must cover
-    for needle in needles:
-        pos = text.find(needle)
-        while pos != -1:
-            start = _object_start(text, pos)
-            if start == -1:
-                return None
-            last_match[start] = max(pos, last_match.get(start, pos))
-            pos = text.find(needle, pos + 1)
-    items = []
-    for start in sorted(last_match):
-        try:
-            obj, end = _DECODER.raw_decode(text, start)
-        except ValueError:
-            return None
-        if not (isinstance(obj, dict) and isinstance(obj.get("filename"), str)
-                and isinstance(obj.get("url"), str) and end > last_match[start]):
-            return None  # a match outside any file entry: not the shape we know
-        items.append(obj)
-    return items
-
-
-def parse_json_page(body: bytes, page_url: str, source: Source,
-                    keep: Optional[Keep] = None) -> list[DistFile]:
-    """PEP 691 ``files`` (sizes and upload times from PEP 700 when the index sends them).
-
-    With a :class:`ReleaseFilter` as ``keep``, only that release's entries are decoded
-    (:func:`release_items`); the filter still decides which of them belong to it.
-    """
-    text = body.decode("utf-8")
-    api = _api_version(text)
-    if not api.startswith("1."):
-        raise IndexUnavailable(
-            f"{strip_url_credentials(page_url)} speaks simple-API version {api}, which this "
-            "reprobox does not read",
-            "upgrade reprobox (`pip install -U reprobox`)",
-        )
-    items: Optional[list] = None
-    if isinstance(keep, ReleaseFilter):
-        items = release_items(text, keep.version)
-        if items is not None:  # the other versions, for messages, from PEP 700's list
-            keep.other_versions.update(v for v in _top_level_list(text, "versions")
-                                       if v != keep.version)
-    if items is None:
-        items = json.loads(text).get("files", ())
-    out = []
-    for item in items:
-        if keep is not None and not keep(item.get("filename") or filename_of(item["url"])):
-            continue
-        url = urljoin(page_url, item["url"])
-        url, frag_hashes = _split_fragment(url)
-        hashes = {k: str(v).lower() for k, v in (item.get("hashes") or {}).items()}
-        yanked = item.get("yanked", False)
-        out.append(
-            DistFile(
-                filename=item.get("filename") or filename_of(url),
-                url=url,
-                source=source,
-                hashes=hashes or frag_hashes,
-                size=item.get("size") if isinstance(item.get("size"), int) else None,
-                upload_time=item.get("upload-time"),
-                requires_python=item.get("requires-python") or None,
-                yanked=None if yanked is False else ("" if yanked is True else str(yanked)),
-            )
-        )
-    return out
-
-
 # --------------------------------------------------------------------------- cache
 
 
@@ -260,107 +66,139 @@ def _key(text: str) -> str:
     return hashlib.sha256(strip_url_credentials(text).encode()).hexdigest()[:32]
 
 
-_made_dirs: set[Path] = set()
-
-
-def _write(path: Path, data: bytes) -> None:
-    """Atomic replace, no fsync: a lost cache entry is refetched, a torn one must not be read."""
-    if path.parent not in _made_dirs:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _made_dirs.add(path.parent)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
-def _write_entry(path: Path, data: bytes) -> None:
-    """Write a cache entry in place, without a temporary file and rename.
-
-    Safe for a cache whose reader validates every entry: a torn or interleaved write decodes as
-    garbage and counts as a miss; identical concurrent writes are harmless. This halves the
-    syscalls per entry, which is measurable on a cold lock.
-    """
-    if path.parent not in _made_dirs:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _made_dirs.add(path.parent)
-    with open(path, "wb") as fh:
-        fh.write(data)
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS releases (
+    source TEXT NOT NULL, project TEXT NOT NULL, version TEXT NOT NULL,
+    found INTEGER NOT NULL, others INTEGER NOT NULL, files TEXT, at REAL NOT NULL,
+    PRIMARY KEY (source, project, version));
+CREATE TABLE IF NOT EXISTS file_hashes (
+    path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
+    sha256 TEXT NOT NULL);
+"""
 
 
 class Cache:
+    """One SQLite file: read in one query per source, written in one transaction per lock.
+
+    A file per entry cost a file creation per release, which on some file systems (VM disks,
+    network homes) is most of a cold lock's CPU time; SQLite also gives concurrent reprobox
+    processes safe access. ``synchronous=OFF``: a crash may lose the last entries, and a lost
+    entry is only fetched again. A cache that cannot be opened (read-only home, damaged file,
+    Python built without sqlite3) is simply not used.
+    """
+
     def __init__(self, root: Optional[Path]) -> None:
-        self.root = None if root is None else Path(root) / CACHE_VERSION
+        self.path = None if root is None else Path(root) / CACHE_VERSION / "index.sqlite"
+        self._db = None
+        self._lock = threading.Lock()
+        self._opened = False
 
-    def _release_path(self, source: Source, project: str, version: str) -> Optional[Path]:
-        # flat, one folder per source, one file per release whether found or not: on a cold
-        # run every extra mkdir or failed open is a slow syscall on some file systems
-        if self.root is None:
-            return None
-        safe = hashlib.sha256(f"{project}=={version}".encode()).hexdigest()[:24]
-        return self.root / "releases" / _key(source.location) / f"{project}-{safe}.json"
-
-    def get_release(self, source: Source, project: str, version: str) -> Optional[Lookup]:
-        path = self._release_path(source, project, version)
-        if path is None:
+    def _conn(self):  # -> Optional[sqlite3.Connection]
+        if self._opened:
+            return self._db
+        self._opened = True
+        if self.path is None:
             return None
         try:
-            data = json.loads(path.read_bytes())
-            if data.get("project") != project or data.get("version") != version:
-                return None
-            absent = data.get("absent")
-            if absent is None:
-                files = tuple(DistFile.from_cache(f, source) for f in data["files"])
-                return Lookup(source, True, files, int(data.get("others", 0))) if files else None
-            if time.time() - float(absent["at"]) < NEGATIVE_TTL:
-                return Lookup(source, bool(absent["project_found"]), (),
-                              int(absent.get("others", 0)))
-        except FileNotFoundError:
-            pass
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
-            pass  # a damaged or torn entry is a miss: it is fetched again
-        return None
+            import sqlite3
 
-    def put_release(self, lookup: Lookup, project: str, version: str) -> None:
-        path = self._release_path(lookup.source, project, version)
-        if path is None:
-            return
-        doc: dict = {"project": project, "version": version}
-        if lookup.files:
-            doc["files"] = [f.to_cache() for f in lookup.files]
-            doc["others"] = lookup.other_versions
-        else:
-            doc["absent"] = {"at": time.time(), "project_found": lookup.project_found,
-                             "others": lookup.other_versions}
-        try:
-            _write_entry(path, json.dumps(doc).encode())
-        except OSError:
-            pass  # a read-only or full cache only costs speed
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(str(self.path), timeout=5.0, check_same_thread=False,
+                                 isolation_level=None)
+            db.execute("PRAGMA synchronous=OFF")
+            db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(_SCHEMA)
+            self._db = db
+        except Exception:  # noqa: BLE001 - sqlite3 missing, read-only or damaged: no cache
+            self._db = None
+        return self._db
+
+    def close(self) -> None:
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+            self._db, self._opened = None, False
+
+    def get_releases(self, source: Source,
+                     wanted: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Lookup]:
+        """The cached lookups among ``wanted`` on ``source`` (fresh negatives included)."""
+        with self._lock:
+            db = self._conn()
+            if db is None or not wanted:
+                return {}
+            src = _key(source.location)
+            rows = []
+            try:
+                for i in range(0, len(wanted), 400):
+                    chunk = wanted[i:i + 400]
+                    marks = ",".join("(?,?)" for _ in chunk)
+                    args = [x for pv in chunk for x in pv]
+                    rows += db.execute(
+                        "SELECT project, version, found, others, files, at FROM releases "
+                        f"WHERE source = ? AND (project, version) IN (VALUES {marks})",
+                        [src, *args]).fetchall()
+            except Exception:  # noqa: BLE001 - a damaged cache is a miss
+                return {}
+        out: dict[tuple[str, str], Lookup] = {}
+        now = time.time()
+        for project, version, found, others, files, at in rows:
+            try:
+                if files:
+                    dists = tuple(DistFile.from_cache(f, source) for f in json.loads(files))
+                    out[(project, version)] = Lookup(source, True, dists, int(others))
+                elif now - float(at) < NEGATIVE_TTL:
+                    out[(project, version)] = Lookup(source, bool(found), (), int(others))
+            except (ValueError, KeyError, TypeError):
+                continue
+        return out
+
+    def put_releases(self, project_lookups: Sequence[tuple[str, str, Lookup]]) -> None:
+        with self._lock:
+            db = self._conn()
+            if db is None or not project_lookups:
+                return
+            now = time.time()
+            rows = [
+                (_key(lk.source.location), project, version, int(lk.project_found),
+                 lk.other_versions,
+                 json.dumps([f.to_cache() for f in lk.files]) if lk.files else None, now)
+                for project, version, lk in project_lookups
+            ]
+            try:
+                db.execute("BEGIN")
+                db.executemany("INSERT OR REPLACE INTO releases VALUES (?,?,?,?,?,?,?)", rows)
+                db.execute("COMMIT")
+            except Exception:  # noqa: BLE001 - a cache that cannot be written only costs speed
+                try:
+                    db.execute("ROLLBACK")
+                except Exception:  # noqa: BLE001
+                    pass
 
     def file_hash(self, path: str) -> Optional[str]:
+        """sha256 of a local file, remembered by size and mtime (a torch wheel is 200 MB)."""
         try:
             st = os.stat(path)
         except OSError:
             return None
-        entry = None if self.root is None else self.root / "files" / f"{_key(path)}.json"
-        if entry is not None:
-            try:
-                data = json.loads(entry.read_bytes())
-                if data["size"] == st.st_size and data["mtime_ns"] == st.st_mtime_ns:
-                    return str(data["sha256"])
-            except (OSError, ValueError, KeyError):
-                pass
+        with self._lock:
+            db = self._conn()
+            if db is not None:
+                try:
+                    row = db.execute("SELECT size, mtime_ns, sha256 FROM file_hashes "
+                                     "WHERE path = ?", (path,)).fetchone()
+                    if row and row[0] == st.st_size and row[1] == st.st_mtime_ns:
+                        return str(row[2])
+                except Exception:  # noqa: BLE001
+                    pass
         digest = _sha256_file(path)
-        if entry is not None:
-            _write(entry, json.dumps(
-                {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest}).encode())
+        with self._lock:
+            db = self._conn()
+            if db is not None:
+                try:
+                    db.execute("INSERT OR REPLACE INTO file_hashes VALUES (?,?,?,?)",
+                               (path, st.st_size, st.st_mtime_ns, digest))
+                except Exception:  # noqa: BLE001
+                    pass
         return digest
 
 
@@ -386,12 +224,12 @@ def default_cache_dir(environ: Optional[Mapping[str, str]] = None) -> Path:
 
 def _local_path(location: str) -> str:
     if location.startswith("file:"):
-        return url2pathname(urlsplit(location).path)
+        return unquote(urlsplit(location).path)
     return os.path.abspath(os.path.expanduser(location))
 
 
 def _file_url(path: str) -> str:
-    return "file:" + pathname2url(os.path.abspath(path))
+    return "file://" + quote(os.path.abspath(path))
 
 
 class IndexClient:
@@ -421,6 +259,7 @@ class IndexClient:
 
     def close(self) -> None:
         self.transport.close()
+        self.cache.close()
 
     # ------------------------------------------------------------------ public
 
@@ -435,7 +274,8 @@ class IndexClient:
         thread pool, in the caller's order: put the large pages first); ``done(wanted, lookups)``
         says when a package needs no further source (its installed file was found), so the
         later sources are only asked about the packages the earlier ones did not settle.
-        Without ``done`` every source is asked about everything.
+        Without ``done`` every source is asked about everything. Remote answers go through the
+        release cache.
 
         An unreachable source raises :class:`IndexUnavailable` once the queries in flight have
         finished (the cache keeps what did arrive).
@@ -447,13 +287,14 @@ class IndexClient:
             for source in self.sources():
                 if not pending:
                     break
-                results = self._ask(source, pending, pool)
-                if results is None:  # a remote source: run it in the pool
+                if source.is_local:
+                    # folders and file:// indexes cost no network: read them here
+                    results = [self.lookup(source, p, v) for p, v in pending]
+                else:
                     if pool is None:
                         pool = ThreadPoolExecutor(max_workers=max(1, min(self.max_workers,
                                                                          len(pending))))
-                    results = self._ask(source, pending, pool)
-                assert results is not None
+                    results = self._ask_remote(source, pending, pool)
                 for w, lookup in zip(pending, results):
                     found[w].append(lookup)
                 if done is not None:
@@ -463,41 +304,32 @@ class IndexClient:
                 pool.shutdown(wait=True, cancel_futures=True)
         return found
 
-    def _ask(self, source: Source, pending: Sequence[tuple[str, str]],
-             pool: Optional[ThreadPoolExecutor]) -> Optional[list[Lookup]]:
-        if source.is_local:
-            # folders and file:// indexes cost no network: read them here
-            return [self.lookup(source, p, v) for p, v in pending]
-        if pool is None:
-            return None
-        futures = [pool.submit(self.lookup, source, p, v) for p, v in pending]
-        results: list[Lookup] = []
+    def _ask_remote(self, source: Source, pending: Sequence[tuple[str, str]],
+                    pool: ThreadPoolExecutor) -> list[Lookup]:
+        cached = self.cache.get_releases(source, pending)
+        misses = [w for w in pending if w not in cached]
+        futures = {w: pool.submit(self.lookup, source, *w) for w in misses}
+        fetched: dict[tuple[str, str], Lookup] = {}
         error: Optional[IndexUnavailable] = None
-        for fut in futures:
+        for w, fut in futures.items():
             try:
-                results.append(fut.result())
+                fetched[w] = fut.result()
             except IndexUnavailable as exc:
                 error = error or exc
+        self.cache.put_releases([(p, v, lk) for (p, v), lk in fetched.items()])
         if error is not None:
             raise error
-        return results
+        return [cached.get(w) or fetched[w] for w in pending]
 
     def lookup(self, source: Source, project: str, version: str) -> Lookup:
-        """The files of ``project==version`` on one source (``project`` canonical)."""
-        if not source.is_local:
-            cached = self.cache.get_release(source, project, version)
-            if cached is not None:
-                return cached
+        """The files of ``project==version`` on one source (``project`` canonical), uncached."""
         keep = ReleaseFilter(project, version)
         if source.kind == "index":
             found, files = self._index_files(source, project, keep)
         else:
             found, files = self._find_links_files(source, project, keep)
-        result = Lookup(source, found, tuple(self._with_local_hashes(files)),
-                        len(keep.other_versions))
-        if not source.is_local:
-            self.cache.put_release(result, project, version)
-        return result
+        return Lookup(source, found, tuple(self._with_local_hashes(files)),
+                      len(keep.other_versions))
 
     def fill_hash(self, f: DistFile) -> DistFile:
         """``f`` with a sha256, downloaded and hashed if the index gave none (old mirrors)."""

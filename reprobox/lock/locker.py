@@ -14,8 +14,6 @@ import re
 import time
 from pathlib import Path
 from typing import Callable, Optional, Sequence
-from urllib.parse import urlsplit
-from urllib.request import url2pathname
 
 from .. import __version__
 from ..errors import UsageError, ValidationError
@@ -24,6 +22,7 @@ from ..secrets import strip_url_credentials
 from .config import IndexConfig, read_index_config
 from .dists import DistFile
 from .index import IndexClient, Lookup, default_cache_dir
+from .pages import file_url_path
 from .pylock import render_pylock
 from .requirements import render_requirements
 from .result import LockedPackage, LockResult, Problem, UnlockablePackages, VersionChange
@@ -85,9 +84,7 @@ def platform_target(env: Environment, platform: str) -> Target:
 
 
 def _file_url_path(url: Optional[str]) -> Optional[str]:
-    if url and url.startswith("file:"):
-        return url2pathname(urlsplit(url).path)
-    return None
+    return file_url_path(url) if url else None
 
 
 def _inside_repo(path: Optional[str], repo_root: Path) -> Optional[str]:

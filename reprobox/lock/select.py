@@ -18,7 +18,7 @@ from typing import Iterable, Optional, Sequence
 
 from packaging.tags import Tag, compatible_tags, cpython_tags, generic_tags, parse_tag
 
-from .dists import DistFile, parse_filename
+from .dists import DistFile
 
 _LINUX_PLATFORM = re.compile(
     r"^(?:manylinux1|manylinux2010|manylinux2014|manylinux_\d+_\d+|musllinux_\d+_\d+|linux)_"
@@ -79,16 +79,32 @@ def interpreter_pairs(target: Target) -> frozenset[tuple[str, str]]:
 
 def parse_wheel_tags(lines: Iterable[str]) -> frozenset[Tag]:
     """The WHEEL file's ``Tag:`` values as a tag set (compressed forms expanded)."""
+    return _parse_wheel_tags(tuple(lines))
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_wheel_tags(lines: tuple[str, ...]) -> frozenset[Tag]:
     out: set[Tag] = set()
     for line in lines:
         out |= set(parse_tag(line.strip()))
     return frozenset(out)
 
 
-@functools.lru_cache(maxsize=8192)
+@functools.lru_cache(maxsize=16384)
 def _filename_tags(filename: str) -> frozenset[Tag]:
-    parsed = parse_filename(filename)
-    return parsed.tags if parsed is not None else frozenset()
+    """The tag set a wheel's name encodes (the last three ``-`` fields, ``.``-compressed).
+
+    Split by hand: a lock looks at thousands of file names, and the tags are all it needs from
+    them here (name and version were checked by the release filter).
+    """
+    if not filename.endswith(".whl"):
+        return frozenset()
+    parts = filename[:-4].split("-")
+    if len(parts) not in (5, 6):
+        return frozenset()
+    pys, abis, plats = parts[-3:]
+    return frozenset(Tag(i, a, p) for i in pys.split(".") for a in abis.split(".")
+                     for p in plats.split("."))
 
 
 def _tags(f: DistFile) -> frozenset[Tag]:

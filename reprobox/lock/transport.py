@@ -27,7 +27,6 @@ import zlib
 from dataclasses import dataclass
 from typing import Mapping, Optional
 from urllib.parse import unquote, urljoin, urlsplit
-from urllib.request import proxy_bypass_environment
 
 from ..errors import IndexUnavailable
 from ..secrets import strip_url_credentials
@@ -171,8 +170,11 @@ class Transport:
         if not proxy:
             return None
         no = self.config.proxies.get("no")
-        if no and proxy_bypass_environment(host, {"no": no}):
-            return None
+        if no:
+            from urllib.request import proxy_bypass_environment  # NO_PROXY's own rules
+
+            if proxy_bypass_environment(host, {"no": no}):
+                return None
         return proxy
 
     # ------------------------------------------------------------------ connections

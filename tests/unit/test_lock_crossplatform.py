@@ -24,7 +24,8 @@ def test_parse_and_diff_pins():
     text = ("# header\nApp==1.0 \\\n    --hash=sha256:00\nb==2.0 ; sys_platform == 'linux'\n"
             "-e ./local\nc @ https://x/c.whl\nzope.interface==6.1\n")
     assert parse_pins(text) == {"app": "1.0", "b": "2.0", "zope-interface": "6.1"}
-    changes = diff_pins({"app": "1.0", "b": "1.0", "c": "1.0"}, {"app": "1.0", "b": "2.0", "d": "4"})
+    changes = diff_pins({"app": "1.0", "b": "1.0", "c": "1.0"},
+                        {"app": "1.0", "b": "2.0", "d": "4"})
     assert changes == (VersionChange("b", "1.0", "2.0"), VersionChange("c", "1.0", None),
                        VersionChange("d", None, "4"))
     assert [c.describe() for c in changes] == [

@@ -18,7 +18,8 @@ import pytest
 from reprobox.errors import IndexUnavailable
 from reprobox.lock.config import IndexConfig
 from reprobox.lock.dists import ReleaseFilter, Source
-from reprobox.lock.index import IndexClient, parse_html_page, parse_json_page, release_items
+from reprobox.lock.index import IndexClient
+from reprobox.lock.pages import parse_html_page, parse_json_page, release_items
 from tests.fixtures.lock.fakeindex import (
     FakeIndex,
     html_page,
