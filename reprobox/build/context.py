@@ -397,6 +397,7 @@ def export_code(repo_root: Path, stored: StoredExperiment, paths: Iterable[str],
             if patch_file.is_file() and patch_file.stat().st_size > 0:
                 apply_patch(tree, patch_file)
         root = tree / below if below != "." else tree
+        _content_mtimes(root)
         for rel in sorted(set(paths)):
             src = root if rel in ("", ".") else root / rel
             if not src.is_dir():
@@ -407,6 +408,30 @@ def export_code(repo_root: Path, stored: StoredExperiment, paths: Iterable[str],
                 break
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.move(str(src), str(dest / rel))
+
+
+#: 2000-01-01T00:00:00Z: content-derived modification times are counted from here.
+_EPOCH = 946684800
+
+
+def _content_mtimes(root: Path) -> None:
+    """Give every file a modification time derived from its content, every folder a fixed one.
+
+    BuildKit resends a context file only when its size or mtime changed. ``git archive`` stamps
+    every file with the commit time, so two commits made within the same second with a change that
+    keeps a file's size (``x = 42`` -> ``x = 43``) would look unchanged and the build would copy
+    the old code. A time derived from the content changes exactly when the content does.
+    """
+    for folder, dirs, files in os.walk(root):
+        for name in files:
+            path = Path(folder) / name
+            if path.is_symlink():
+                continue
+            digest = _sha256(path)
+            stamp = _EPOCH + int(digest[:12], 16) % (20 * 365 * 86400)
+            os.utime(path, ns=(stamp * 10**9, stamp * 10**9))
+    for folder, dirs, _files in os.walk(root, topdown=False):
+        os.utime(folder, ns=(_EPOCH * 10**9, _EPOCH * 10**9))
 
 
 def _safe_extract(tarball: Path, dest: Path) -> None:

@@ -222,6 +222,32 @@ def test_export_code_applies_the_recorded_patch(git_repo: Path, tmp_path: Path) 
     assert not (dest / ".git").exists()
 
 
+def test_a_same_size_change_in_the_same_second_changes_the_mtime(git_repo: Path,
+                                                                   tmp_path: Path) -> None:
+    """BuildKit resends a context file only when its size or mtime changed."""
+    repo = _project(git_repo)
+    same_second = {**os.environ, "GIT_COMMITTER_DATE": "@1700000000 +0000",
+                   "GIT_AUTHOR_DATE": "@1700000000 +0000"}
+
+    def commit(message: str) -> None:
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.com", "commit",
+                        "-qam", message, "--allow-empty"], cwd=repo, env=same_second, check=True)
+
+    commit("first")
+    first = _stored(repo)
+    (repo / "libs" / "helpers" / "setup.py").write_text("VERSION = 2\n")  # same size
+    commit("same size, same second")
+    second = _stored(repo)
+    a, b = tmp_path / "a", tmp_path / "b"
+    export_code(repo, first, ["libs/helpers"], a)
+    export_code(repo, second, ["libs/helpers"], b)
+    fa, fb = a / "libs/helpers/setup.py", b / "libs/helpers/setup.py"
+    assert fa.stat().st_size == fb.stat().st_size
+    assert fa.stat().st_mtime_ns != fb.stat().st_mtime_ns
+    export_code(repo, second, ["libs/helpers"], a)  # same content again: same stamp
+    assert fa.stat().st_mtime_ns == fb.stat().st_mtime_ns
+
+
 def test_assemble_context_layout(git_repo: Path, tmp_path: Path) -> None:
     repo = _project(git_repo)
     stored = _stored(repo)

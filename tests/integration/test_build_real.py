@@ -1,0 +1,224 @@
+"""Building real images on the real Docker daemon, from a real capture of a real venv.
+
+The base image is made by ``reprobox base``'s code (debootstrap + this machine's interpreter; no
+registry is reachable here) once and reused while its tag exists. The project is a git repository
+with an editable package and a venv holding ``attrs`` and ``six`` from the real package index; it
+is captured and locked with reprobox's own capture, then built. Checked here:
+
+* the capture probe, run inside the built image, reports the same interpreter version and the
+  same package names, versions and sources as the capture;
+* labels (experiment, environment digest, OCI created/revision/source without credentials);
+* a rebuild of the same experiment is all cached, and a code-only change rebuilds only the code
+  layer;
+* a canary credential in the index URL and the CA bundle path reach the build (the install works)
+  but no layer, no history entry and no image config holds the canary;
+* a base that is neither local nor pullable is a clear error naming ``reprobox base``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import platform
+import shutil
+import subprocess
+import tarfile
+import uuid
+from pathlib import Path
+
+import pytest
+
+from reprobox.build import WORKDIR, build_experiment, get_engine
+from reprobox.build.base import build_base, find_interpreter, host_release
+from reprobox.build.engine import Mount
+from reprobox.errors import BaseImageMissing
+from reprobox.store import Store
+
+from ..conftest import git, require
+
+pytestmark = [pytest.mark.docker, pytest.mark.network]
+
+DOCKER = "/usr/bin/docker" if Path("/usr/bin/docker").exists() else (shutil.which("docker")
+                                                                     or "docker")
+PROBE = Path(__file__).resolve().parents[2] / "reprobox" / "capture" / "probe.py"
+VERSION = platform.python_version()
+
+
+@pytest.fixture(scope="session")
+def base_image(docker_daemon: None) -> str:
+    _id, codename = host_release()
+    require(os.geteuid() == 0 and shutil.which("debootstrap") is not None,
+            "root and debootstrap (to build the base image with `reprobox base`)")
+    return build_base(VERSION, codename or "bookworm", progress=print)
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    repo = tmp_path_factory.mktemp("build-real") / "demo"
+    (repo / "src" / "demo_pkg").mkdir(parents=True)
+    (repo / "pyproject.toml").write_text(
+        '[build-system]\nrequires = ["setuptools>=61"]\nbuild-backend = "setuptools.build_meta"\n'
+        '[project]\nname = "demo-pkg"\nversion = "0.3.0"\n')
+    (repo / "src" / "demo_pkg" / "__init__.py").write_text("ANSWER = 42\n")
+    (repo / "train.py").write_text("import attr, six, demo_pkg\nprint(demo_pkg.ANSWER)\n")
+    (repo / ".gitignore").write_text(".venv/\n")
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "remote", "add", "origin", "https://build-user:remote-token@git.example/demo.git")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "demo project")
+    python = find_interpreter(VERSION).executable
+    venv = repo / ".venv"
+    subprocess.run([str(python), "-m", "venv", str(venv)], check=True)
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q"]
+    subprocess.run([*pip, "attrs==23.2.0", "six==1.16.0"], check=True)
+    subprocess.run([*pip, "--no-deps", "-e", str(repo)], check=True)
+    return repo
+
+
+def _capture(repo: Path) -> str:
+    from reprobox.capture import capture_experiment
+
+    outcome = capture_experiment(repo, command="python train.py", cwd=repo,
+                                 python=str(repo / ".venv" / "bin" / "python"), lock=True)
+    assert outcome.locked, outcome.warnings
+    return outcome.id
+
+
+@pytest.fixture(scope="module")
+def built(project: Path, base_image: str) -> dict:
+    exp_id = _capture(project)
+    store = Store(project)
+    lines: list[str] = []
+    result = build_experiment(store, store.load(exp_id), progress=lines.append)
+    yield {"id": exp_id, "result": result, "log": lines, "store": store,
+           "layers": _layers(result.tag)}
+    get_engine().remove_image(result.tag)
+
+
+def _layers(tag: str) -> list[str]:
+    out = subprocess.run([DOCKER, "image", "inspect", "--format", "{{json .RootFS.Layers}}", tag],
+                         check=True, capture_output=True, text=True).stdout
+    return json.loads(out)
+
+
+def _probe(image: str, tmp: Path) -> dict:
+    shutil.copy(PROBE, tmp / "probe.py")
+    out = get_engine().run_container(image, ["python", "-I", "/probe/probe.py"],
+                                     mounts=[Mount(tmp, "/probe", read_only=True)])
+    assert out.exit_code == 0, out.output
+    return json.loads(out.output[out.output.index("{"):])
+
+
+def test_the_image_holds_the_captured_environment(built: dict, tmp_path: Path) -> None:
+    from reprobox.capture.python import parse_probe
+
+    stored = built["store"].load(built["id"])
+    seen = parse_probe(_probe(built["result"].tag, tmp_path), Path(WORKDIR))
+    assert seen.interpreter.version == stored.environment.interpreter.version == VERSION
+
+    def ident(packages):  # type: ignore[no-untyped-def]
+        return {p.name: (p.version, p.source.identity()) for p in packages}
+
+    assert ident(seen.packages) == ident(stored.environment.packages)
+    assert ident(seen.packages)["demo-pkg"] == (
+        "0.3.0", {"kind": "directory", "path": ".", "editable": True})
+    assert stored.experiment.image == built["result"].tag  # recorded in the store
+
+
+def test_labels_and_progress(built: dict) -> None:
+    result = built["result"]
+    labels = get_engine().image_labels(result.tag)
+    stored = built["store"].load(built["id"])
+    assert labels["reprobox.experiment"] == built["id"]
+    assert labels["reprobox.env-digest"] == stored.environment.digest
+    assert labels["org.opencontainers.image.revision"] == stored.experiment.git.commit
+    assert labels["org.opencontainers.image.source"] == "https://git.example/demo.git"
+    assert labels["org.opencontainers.image.created"].endswith("Z")
+    assert result.tag == f"reprobox/demo:{built['id']}"
+    log = "\n".join(built["log"])
+    assert "Locked Python packages" in log and "The project's own packages" in log
+    assert "buildkit" in result.builder and result.installer in ("uv", "pip")
+
+
+def test_rebuilds_reuse_layers_and_code_changes_rebuild_only_the_code(
+        built: dict, project: Path) -> None:
+    store: Store = built["store"]
+    again = build_experiment(store, store.load(built["id"]))
+    assert again.cached  # every step from the cache: the same layers, a new `created` label
+    assert _layers(again.tag) == built["layers"]
+
+    marker = uuid.uuid4().hex  # content no earlier build had: no cache entry can match it
+    (project / "src" / "demo_pkg" / "__init__.py").write_text(f"ANSWER = {marker!r}\n")
+    git(project, "commit", "-qam", "change the code")
+    changed = _capture(project)
+    lines: list[str] = []
+    result = build_experiment(store, store.load(changed), progress=lines.append)
+    try:
+        steps = [line for line in lines if line.startswith("[")]
+        lock_steps = [s for s in steps if "Locked Python packages" in s or "System packages" in s]
+        assert lock_steps and all(s.endswith("(cached)") for s in lock_steps), steps
+        code_steps = [s for s in steps if "own packages" in s or "COPY" in s]
+        assert code_steps and not any(s.endswith("(cached)") for s in code_steps), steps
+        out = get_engine().run_container(result.tag, ["python", "-c",
+                                                      "import demo_pkg; print(demo_pkg.ANSWER)"])
+        assert out.output.strip() == marker
+    finally:
+        get_engine().remove_image(result.tag)
+
+
+def test_no_layer_holds_a_credential(built: dict, project: Path, tmp_path: Path,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from reprobox.lock import read_index_config
+
+    canary = f"canary-{uuid.uuid4().hex}"
+    real = read_index_config()
+    assert real.index_url.startswith("https://"), "the canary rides on the real remote index"
+    scheme, rest = real.index_url.split("://", 1)
+    monkeypatch.setenv("PIP_INDEX_URL", f"{scheme}://reprobox-test:{canary}@{rest}")
+    store: Store = built["store"]
+    tag = f"reprobox-test/canary:{uuid.uuid4().hex[:8]}"
+    # A new cache id and no layer cache: the install really runs, through the canary URL.
+    result = build_experiment(store, store.load(built["id"]), tag=tag, no_cache=True,
+                              cache_id=f"canary-{uuid.uuid4().hex[:8]}")
+    try:
+        archive = tmp_path / "image.tar"
+        subprocess.run([DOCKER, "save", "-o", str(archive), tag], check=True)
+        needle = canary.encode()
+        with tarfile.open(archive) as outer:
+            members = [m for m in outer.getmembers() if m.isfile()]
+            assert any(m.name.endswith("layer.tar") for m in members)
+            for member in members:
+                data = outer.extractfile(member).read()  # type: ignore[union-attr]
+                assert needle not in data, f"the canary is in {member.name}"
+                if member.name.endswith("layer.tar"):
+                    with tarfile.open(fileobj=io.BytesIO(data)) as layer:
+                        for entry in layer.getmembers():
+                            if entry.isfile():
+                                body = layer.extractfile(entry).read()  # type: ignore[union-attr]
+                                assert needle not in body, f"in {member.name}:{entry.name}"
+        history = subprocess.run([DOCKER, "history", "--no-trunc", tag], check=True,
+                                 capture_output=True, text=True).stdout
+        inspect = subprocess.run([DOCKER, "image", "inspect", tag], check=True,
+                                 capture_output=True, text=True).stdout
+        assert canary not in history and canary not in inspect
+        # The index configuration was read from the mounted secret, which no layer keeps.
+        assert "/run/secrets/reprobox-env" in history
+    finally:
+        get_engine().remove_image(tag)
+    assert result.image_id
+
+
+def test_a_missing_base_names_reprobox_base(built: dict) -> None:
+    store: Store = built["store"]
+    with pytest.raises(BaseImageMissing) as info:
+        build_experiment(store, store.load(built["id"]), base_image="python:3.99.1-slim-bookworm")
+    assert "reprobox base --python 3.99.1 --os bookworm" in (info.value.hint or "")
+
+
+def test_dry_run_needs_no_engine(built: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    store: Store = built["store"]
+    result = build_experiment(store, store.load(built["id"]), dry_run=True)
+    assert result.dry_run and result.image_id is None
+    assert result.dockerfile.startswith("# Image of reprobox experiment")
