@@ -244,6 +244,7 @@ class IndexClient:
         max_workers: int = 16,
     ) -> None:
         self.config = config
+        self.cache_dir = cache_dir
         self.cache = Cache(cache_dir)
         self.transport = transport or Transport(config)
         self.max_workers = max_workers
@@ -260,6 +261,17 @@ class IndexClient:
     def close(self) -> None:
         self.transport.close()
         self.cache.close()
+
+    def prewarm(self, wanted: Sequence[tuple[str, str]]) -> None:
+        """Start connecting to the first remote source now (see :meth:`Transport.prewarm`),
+        one connection per release the cache cannot answer, up to the pool size."""
+        for source in self.sources():
+            if source.is_local:
+                continue
+            misses = len(wanted) - len(self.cache.get_releases(source, wanted))
+            if misses > 0:
+                self.transport.prewarm(source.location, min(self.max_workers, misses))
+            return
 
     # ------------------------------------------------------------------ public
 

@@ -309,11 +309,24 @@ def lock_environment(
     :class:`~reprobox.lock.result.UnlockablePackages` (a ``LockError``) naming every package
     that no configured source serves.
     """
-    _validate(env)
-    say: Progress = progress or (lambda _msg: None)
     config = config if config is not None else read_index_config()
     cache_dir = cache_dir if cache_dir is not None else default_cache_dir()
-    repo_root = Path(repo_root)
+    client = IndexClient(config, cache_dir)
+    try:
+        return _lock(env, client, Path(repo_root), platform, progress or (lambda _msg: None))
+    finally:
+        client.close()
+
+
+def _lock(env: Environment, client: IndexClient, repo_root: Path, platform: Optional[str],
+          say: Progress) -> LockResult:
+    config = client.config
+    cache_dir = client.cache_dir
+    # connect to the configured indexes while the environment is checked: only the host's own
+    # configuration decides where these go, nothing from the (untrusted) capture
+    client.prewarm([(p.name, p.version) for p in env.packages
+                    if p.source.kind in ("index", "archive")])
+    _validate(env)
 
     base = capture_target(env)
     target, machines, cross = base, None, False
@@ -336,39 +349,35 @@ def lock_environment(
     locked: list[LockedPackage] = []
     problems: list[Problem] = []
     looked_up = [p for p in packages if p.source.kind in ("index", "archive")]
-    client = IndexClient(config, cache_dir)
     t0 = time.perf_counter()
-    try:
-        sources = client.sources()
-        if looked_up:
-            say(f"looking up {len(looked_up)} packages on {len(sources)} package "
-                f"source{'s' if len(sources) != 1 else ''}")
-        # compiled packages first: their pages are the large ones, the long poles of the lookup
-        order = sorted(looked_up, key=lambda p: (not _compiled(p), p.name))
-        by_key = {(p.name, p.version): p for p in order}
-        found = client.lookup_many(
-            [(p.name, p.version) for p in order],
-            done=lambda key, lookups: _settled(by_key[key], lookups, target, machines, cross),
-        )
-        for pkg in packages:
-            kind = pkg.source.kind
-            outcome: LockedPackage | Problem
-            if kind == "index":
-                outcome = _index_package(pkg, found[(pkg.name, pkg.version)], target, machines,
-                                         cross, warnings)
-            elif kind == "archive":
-                outcome = _archive(pkg, found[(pkg.name, pkg.version)], repo_root, target)
-            else:
-                outcome = _separate(pkg, repo_root)
-            if isinstance(outcome, Problem):
-                problems.append(outcome)
-                continue
-            if outcome.kind == "index":
-                outcome = _with_hashes(client, outcome)
-            locked.append(outcome)
-        requests = client.requests
-    finally:
-        client.close()
+    sources = client.sources()
+    if looked_up:
+        say(f"looking up {len(looked_up)} packages on {len(sources)} package "
+            f"source{'s' if len(sources) != 1 else ''}")
+    # compiled packages first: their pages are the large ones, the long poles of the lookup
+    order = sorted(looked_up, key=lambda p: (not _compiled(p), p.name))
+    by_key = {(p.name, p.version): p for p in order}
+    found = client.lookup_many(
+        [(p.name, p.version) for p in order],
+        done=lambda key, lookups: _settled(by_key[key], lookups, target, machines, cross),
+    )
+    for pkg in packages:
+        kind = pkg.source.kind
+        outcome: LockedPackage | Problem
+        if kind == "index":
+            outcome = _index_package(pkg, found[(pkg.name, pkg.version)], target, machines,
+                                     cross, warnings)
+        elif kind == "archive":
+            outcome = _archive(pkg, found[(pkg.name, pkg.version)], repo_root, target)
+        else:
+            outcome = _separate(pkg, repo_root)
+        if isinstance(outcome, Problem):
+            problems.append(outcome)
+            continue
+        if outcome.kind == "index":
+            outcome = _with_hashes(client, outcome)
+        locked.append(outcome)
+    requests = client.requests
     if looked_up:
         say(f"looked up {len(looked_up)} packages in {time.perf_counter() - t0:.1f} s "
             f"({requests} request{'s' if requests != 1 else ''})")

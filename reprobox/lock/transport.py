@@ -15,22 +15,24 @@ from __future__ import annotations
 
 import base64
 import gzip
-import http.client
 import netrc
 import os
 import queue
 import socket
-import ssl
 import threading
 import time
 import zlib
 from dataclasses import dataclass
-from typing import Mapping, Optional
+from typing import TYPE_CHECKING, Mapping, Optional
 from urllib.parse import unquote, urljoin, urlsplit
 
 from ..errors import IndexUnavailable
 from ..secrets import strip_url_credentials
 from .config import IndexConfig
+
+if TYPE_CHECKING:  # imported when the first connection is made: a warm lock needs neither
+    import http.client
+    import ssl
 
 USER_AGENT = "reprobox-lock (+https://pypi.org/project/reprobox/)"
 #: Upper bound for one socket operation, whatever pip's (often generous) timeout says: a capture
@@ -67,6 +69,7 @@ class Transport:
         self._ctx: Optional[ssl.SSLContext] = None
         self._insecure: Optional[ssl.SSLContext] = None
         self._ctx_lock = threading.Lock()
+        self._closed = False
         self._netrc = self._read_netrc(self._environ)
         self._dns: dict[tuple[str, int], list] = {}
         self._dns_locks: dict[tuple[str, int], threading.Lock] = {}
@@ -108,6 +111,8 @@ class Transport:
     # ------------------------------------------------------------------ TLS, auth, proxies
 
     def _context(self, url: str) -> ssl.SSLContext:
+        import ssl
+
         # its own lock: loading a CA bundle takes tens of milliseconds, and nothing else
         # (connection pool, DNS) should wait behind it
         with self._ctx_lock:
@@ -123,6 +128,8 @@ class Transport:
             return self._ctx
 
     def _make_context(self) -> ssl.SSLContext:
+        import ssl
+
         cert = self.config.cert
         try:
             if cert and os.path.isdir(cert):
@@ -180,6 +187,8 @@ class Transport:
     # ------------------------------------------------------------------ connections
 
     def _connect(self, key: tuple, url: str) -> http.client.HTTPConnection:
+        import http.client
+
         scheme, host, port, proxy = key
         if proxy is None:
             if scheme == "https":
@@ -212,10 +221,42 @@ class Transport:
 
     def _release(self, key: tuple, conn: http.client.HTTPConnection) -> None:
         with self._lock:
-            self._idle.setdefault(key, []).append(conn)
+            if not self._closed:
+                self._idle.setdefault(key, []).append(conn)
+                return
+        conn.close()
+
+    def _key_for(self, url: str) -> tuple:
+        parts = urlsplit(url)
+        scheme, host = parts.scheme, parts.hostname or ""
+        port = parts.port or (443 if scheme == "https" else 80)
+        return (scheme, host, port, self._proxy_for(scheme, host))
+
+    def prewarm(self, url: str, count: int) -> None:
+        """Open ``count`` connections to ``url``'s host in the background (name lookup, TCP,
+        TLS, CA bundle loading), so that they are ready when the first requests go out.
+
+        Failures are ignored here: the request that needs the host reports them properly.
+        """
+        if urlsplit(url).scheme not in ("http", "https"):
+            return
+        key = self._key_for(url)
+
+        def one() -> None:
+            try:
+                conn = self._connect(key, url)
+                conn._create_connection = self._create_connection  # type: ignore[attr-defined]
+                conn.connect()
+            except Exception:  # noqa: BLE001 - the real request reports it
+                return
+            self._release(key, conn)
+
+        for _ in range(count):
+            threading.Thread(target=one, daemon=True, name="reprobox-prewarm").start()
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             conns = [c for idle in self._idle.values() for c in idle]
             self._idle.clear()
         for conn in conns:
@@ -260,12 +301,12 @@ class Transport:
         )
 
     def _once(self, url: str, headers: Mapping[str, str]) -> Response:
+        import http.client
+        import ssl
+
         parts = urlsplit(url)
-        scheme = parts.scheme
-        host = parts.hostname or ""
-        port = parts.port or (443 if scheme == "https" else 80)
-        proxy = self._proxy_for(scheme, host)
-        key = (scheme, host, port, proxy)
+        key = self._key_for(url)
+        scheme, host, port, proxy = key
         target = parts.path or "/"
         if parts.query:
             target += "?" + parts.query
