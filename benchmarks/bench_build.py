@@ -4,7 +4,7 @@ The same experiment (a ~100-distribution data-science venv plus the project's ow
 package) is built, in one run, three ways:
 
 * ``hand-pip``: the Dockerfile people write by hand: ``COPY requirements.txt``, ``RUN pip install
-  -r requirements.txt`` (the venv's ``pip freeze``), ``COPY . .``, ``pip install -e .``;
+  -r requirements.txt`` (the venv's ``pip freeze``), then the code, ``pip install -e .``;
 * ``hand-uv``: the same with uv (its defaults: no bytecode compilation) and a BuildKit cache
   mount for uv's cache (a strong peer);
 * ``reprobox``: ``reprobox build`` of the captured experiment (a fresh process each time, so the
@@ -62,7 +62,8 @@ ENV BENCH_RUN={run}
 WORKDIR /app
 COPY requirements.txt .
 RUN --mount=type=secret,id=ca PIP_CERT=/run/secrets/ca pip install -r requirements.txt
-COPY . .
+COPY pyproject.toml train.py ./
+COPY src ./src
 RUN --mount=type=secret,id=ca PIP_CERT=/run/secrets/ca pip install --no-deps -e .
 """
 
@@ -75,7 +76,8 @@ RUN --mount=type=secret,id=ca --mount=type=bind,source=.uvbin,target=/uvbin \\
     --mount=type=cache,target=/root/.cache/uv,id={cache} \\
     SSL_CERT_FILE=/run/secrets/ca /uvbin/uv pip install --system --link-mode copy \\
     -r requirements.txt
-COPY . .
+COPY pyproject.toml train.py ./
+COPY src ./src
 RUN --mount=type=secret,id=ca --mount=type=bind,source=.uvbin,target=/uvbin \\
     --mount=type=cache,target=/root/.cache/uv,id={cache} \\
     SSL_CERT_FILE=/run/secrets/ca /uvbin/uv pip install --system --link-mode copy --no-deps -e .
@@ -178,7 +180,8 @@ def hand_build(project: Path, dockerfile: str, tag: str, ca: str, *, no_cache: b
     if no_cache:
         cmd.append("--no-cache")
     start = time.monotonic()
-    done = subprocess.run([*cmd, str(project)], env=env, capture_output=True, text=True)
+    done = subprocess.run([*cmd, str(project)], env=env, capture_output=True, text=True,
+                          check=False)
     seconds = time.monotonic() - start
     if done.returncode != 0:
         sys.exit(f"hand-written build failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
@@ -195,7 +198,7 @@ def reprobox_build(project: Path, exp: str, tag: str, cache_id: str, *, no_cache
     )
     start = time.monotonic()
     done = subprocess.run([sys.executable, "-c", code], cwd=project, capture_output=True,
-                          text=True)
+                          text=True, check=False)
     seconds = time.monotonic() - start
     if done.returncode != 0:
         sys.exit(f"reprobox build failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
@@ -214,7 +217,8 @@ def image_id(tag: str) -> str:
 
 def remove_images(ids: set[str]) -> None:
     if ids:
-        subprocess.run(["docker", "image", "rm", "-f", *sorted(ids)], capture_output=True)
+        subprocess.run(["docker", "image", "rm", "-f", *sorted(ids)], capture_output=True,
+                       check=False)
 
 
 # --------------------------------------------------------------------------- main

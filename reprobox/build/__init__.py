@@ -30,8 +30,18 @@ from .render import WORKDIR, RenderOptions, plan_image, render_dockerfile, rende
 Progress = Callable[[str], None]
 
 __all__ = [
-    "BuildResult", "Engine", "EngineBuild", "Mount", "RenderOptions", "RunOutput", "WORKDIR",
-    "build_base", "build_experiment", "default_tag", "get_engine", "render_dockerfile",
+    "WORKDIR",
+    "BuildResult",
+    "Engine",
+    "EngineBuild",
+    "Mount",
+    "RenderOptions",
+    "RunOutput",
+    "build_base",
+    "build_experiment",
+    "default_tag",
+    "get_engine",
+    "render_dockerfile",
     "select_base_image",
 ]
 
@@ -124,7 +134,12 @@ def build_experiment(
     """
     from .. import validate
     from .context import (
-        ContextInputs, ContextLock, SecretFiles, assemble_context, context_dir, find_uv,
+        ContextInputs,
+        ContextLock,
+        SecretFiles,
+        assemble_context,
+        context_dir,
+        find_uv,
         forward_index_config,
     )
 

@@ -345,7 +345,7 @@ def debian_mirror(codename: str) -> tuple[str, list[AptSource]]:
 
 def _retarget_suite(suite: str, codename: str) -> Optional[str]:
     for known in DEBIAN_RELEASES:
-        if suite == known or suite.startswith(known + "-") or suite.startswith(known + "/"):
+        if suite == known or suite.startswith((known + "-", known + "/")):
             return codename + suite[len(known):]
     return None
 
@@ -405,9 +405,7 @@ def _slim(root: Path) -> None:
         folder = root / rel
         if folder.is_dir():
             for entry in folder.iterdir():
-                if entry.name not in ("partial", "archives", "lock", "auxfiles"):
-                    _remove(entry)
-                elif entry.is_file() and entry.suffix == ".deb":
+                if entry.name not in ("partial", "archives", "lock", "auxfiles") or entry.is_file() and entry.suffix == ".deb":
                     _remove(entry)
     for deb in (root / "var/cache/apt/archives").glob("*.deb"):
         _remove(deb)

@@ -446,7 +446,7 @@ def _safe_extract(tarball: Path, dest: Path) -> None:
             if member.isdev() or member.isfifo():
                 continue
             members.append(member)
-        tar.extractall(dest, members=members)  # noqa: S202 - members checked above
+        tar.extractall(dest, members=members)
 
 
 # --------------------------------------------------------------------------- assembling
@@ -480,7 +480,7 @@ class ContextLock:
         self.path = folder.parent / f"{folder.name}.lock"
         self.fd: Optional[int] = None
 
-    def __enter__(self) -> "ContextLock":
+    def __enter__(self) -> ContextLock:
         import fcntl
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -611,7 +611,19 @@ class SecretFiles:
 
 
 __all__ = [
-    "BuildContext", "ContextInputs", "ContextLock", "Forwarding", "SecretFiles", "STAGE", "assemble_context",
-    "collect_local_wheels", "context_dir", "export_code", "find_uv", "forward_index_config",
-    "lock_hashes", "secrets_env_text", "split_lock",
+    "STAGE",
+    "BuildContext",
+    "ContextInputs",
+    "ContextLock",
+    "Forwarding",
+    "SecretFiles",
+    "assemble_context",
+    "collect_local_wheels",
+    "context_dir",
+    "export_code",
+    "find_uv",
+    "forward_index_config",
+    "lock_hashes",
+    "secrets_env_text",
+    "split_lock",
 ]

@@ -386,7 +386,7 @@ class DockerEngine(Engine):
 
     def available(self) -> bool:
         try:
-            self.client
+            _ = self.client
         except EngineError:
             return False
         return True
@@ -505,7 +505,7 @@ class DockerEngine(Engine):
                     "docker.io client; reprobox falls back to the classic builder when asked "
                     "to render without BuildKit",
                 )
-            self.client  # the daemon must answer before a long CLI call
+            _ = self.client  # the daemon must answer before a long CLI call
             return self._build_cli(client, request, progress)
         return self._build_classic(request, progress)
 

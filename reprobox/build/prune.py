@@ -26,7 +26,7 @@ def _installed():
         except OSError:
             continue
         for entry in entries:
-            if entry.endswith(".dist-info") or entry.endswith(".egg-info"):
+            if entry.endswith((".dist-info", ".egg-info")):
                 stem = entry.rsplit(".", 1)[0]
                 # name-version: the name never contains "-" in metadata folder names (PEP 427).
                 names.add(_normalize(stem.split("-", 1)[0]))

@@ -15,7 +15,7 @@ import posixpath
 import re
 import shlex
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from typing import Optional
 
 from .. import validate
@@ -355,7 +355,7 @@ def plan_image(
 # --------------------------------------------------------------------------- rendering
 
 
-@lru_cache(maxsize=None)
+@cache
 def _jinja_env():  # type: ignore[no-untyped-def]
     import jinja2
 

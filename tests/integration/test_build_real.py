@@ -222,3 +222,44 @@ def test_dry_run_needs_no_engine(built: dict, monkeypatch: pytest.MonkeyPatch) -
     result = build_experiment(store, store.load(built["id"]), dry_run=True)
     assert result.dry_run and result.image_id is None
     assert result.dockerfile.startswith("# Image of reprobox experiment")
+
+
+def test_the_classic_builder_through_the_sdk(base_image: str, tmp_path: Path) -> None:
+    from reprobox.build.engine import BuildRequest
+
+    (tmp_path / "Dockerfile").write_text(
+        f"FROM {base_image}\nARG PIP_INDEX_URL\n"
+        "RUN echo 'reprobox: warning: classic builder in use' && echo \"$PIP_INDEX_URL\" > /idx\n")
+    tag = f"reprobox-test/classic:{uuid.uuid4().hex[:8]}"
+    lines: list[str] = []
+    engine = get_engine()
+    built = engine.build(BuildRequest(
+        context=tmp_path, dockerfile=tmp_path / "Dockerfile", tag=tag,
+        labels={"reprobox.experiment": "000000000000"},
+        build_args={"PIP_INDEX_URL": "https://index.example/simple"}, buildkit=False,
+    ), lines.append)
+    try:
+        assert built.image_id.startswith("sha256:") and engine.image_exists(tag)
+        assert engine.image_labels(tag)["reprobox.experiment"] == "000000000000"
+        assert any(line.startswith("Step 1/") for line in lines), lines
+        assert built.warnings == ("classic builder in use",)
+        out = engine.run_container(tag, ["cat", "/idx"])
+        assert (out.exit_code, out.output.strip()) == (0, "https://index.example/simple")
+        failing = engine.run_container(tag, ["sh", "-c", "echo oops >&2; exit 3"])
+        assert failing.exit_code == 3 and "oops" in failing.output
+    finally:
+        engine.remove_image(tag)
+    with pytest.raises(Exception) as info:
+        engine.build(BuildRequest(context=tmp_path, dockerfile=tmp_path / "Dockerfile", tag=tag,
+                                  secrets={"reprobox-env": tmp_path / "Dockerfile"},
+                                  buildkit=False))
+    assert "secrets" in str(info.value)
+
+
+def test_engine_info(docker_daemon: None) -> None:
+    info = get_engine().info()
+    assert info["server_version"] and info["engine"] == "docker"
+    assert isinstance(info["nvidia_runtime"], bool)
+    # This machine's first `docker` on PATH may refuse BuildKit; another client must be found.
+    if Path("/usr/bin/docker").exists():
+        assert info["buildkit"] is True and info["buildkit_client"]

@@ -30,7 +30,7 @@ from reprobox.model import Package, PackageSource
 from reprobox.store import Store
 
 from ..conftest import git
-from .test_build_fixtures import FIXTURES, datascience, small, with_env
+from .test_build_fixtures import FIXTURES, small, with_env
 
 LOCK = (FIXTURES / "requirements.lock").read_text()
 
@@ -64,7 +64,6 @@ def test_split_lock_drops_local_sources_and_keeps_remote_ones() -> None:
         "tqdm==4.66.1 \\\n    --hash=sha256:" + "b" * 64 + " \\\n    --hash=sha256:" + "c" * 64
         + "\n"
     )
-    _exp, env = datascience()
     from reprobox.build.render import LockGroup
 
     groups = (LockGroup("compiled.txt", "", ("numpy",)), LockGroup("pure.txt", "", ("tqdm",
@@ -90,10 +89,10 @@ def test_local_wheels_are_taken_only_when_the_lock_accepts_their_hash(tmp_path: 
     pylock = tmp_path / "pylock.toml"
     pylock.write_text(
         'lock-version = "1.0"\n\n[[packages]]\nname = "Demo"\nversion = "1.0"\n'
-        f'sdist = {{name = "demo-1.0.tar.gz", url = "file://{other}", hashes = {{sha256 = "{"0" * 64}"}}}}\n'  # noqa: E501
-        f'wheels = [\n  {{name = "{good.name}", url = "file://{good}", hashes = {{sha256 = "{digest}"}}}},\n]\n'  # noqa: E501
+        f'sdist = {{name = "demo-1.0.tar.gz", url = "file://{other}", hashes = {{sha256 = "{"0" * 64}"}}}}\n'
+        f'wheels = [\n  {{name = "{good.name}", url = "file://{good}", hashes = {{sha256 = "{digest}"}}}},\n]\n'
         '\n[[packages]]\nname = "lost"\nversion = "2.0"\n'
-        f'wheels = [\n  {{name = "lost-2.0-py3-none-any.whl", url = "file://{tmp_path}/no/lost-2.0-py3-none-any.whl", hashes = {{sha256 = "{"1" * 64}"}}}},\n]\n'  # noqa: E501
+        f'wheels = [\n  {{name = "lost-2.0-py3-none-any.whl", url = "file://{tmp_path}/no/lost-2.0-py3-none-any.whl", hashes = {{sha256 = "{"1" * 64}"}}}},\n]\n'
     )
     files, warnings = collect_local_wheels(pylock, {"demo": {digest}, "lost": {"1" * 64}})
     assert files == [(good, good.name)]

@@ -72,7 +72,7 @@ def mixed_sources(env: Environment) -> Environment:
             commit="3b3b7f6a8f6e9d2c1b0a9f8e7d6c5b4a39281706")),
         Package("tomli", "2.0.1", PackageSource(
             "archive",
-            url="https://files.pythonhosted.org/packages/97/75/10a9ebee3fd790d20926a90a2547f0bf78f371b2f13aa822c759680ca7b9/tomli-2.0.1-py3-none-any.whl",  # noqa: E501
+            url="https://files.pythonhosted.org/packages/97/75/10a9ebee3fd790d20926a90a2547f0bf78f371b2f13aa822c759680ca7b9/tomli-2.0.1-py3-none-any.whl",
             hash="sha256=939de3e7a6161af0c887ef91b7d41a53e7c5a1ca976325f429cb46ea9bc30ecc")),
         Package("helpers", "0.2.0", PackageSource("directory", path="libs/helpers",
                                                    editable=False, in_repo=True)),
