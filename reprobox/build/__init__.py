@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
 from .. import __version__
-from ..errors import EngineError, ValidationError
+from ..errors import EngineError, UsageError
 from ..store import Store, StoredExperiment
 from .base import build_base
 from .engine import BuildRequest, Engine, EngineBuild, Mount, RunOutput, get_engine, step_titles
-from .images import explain_base_choice, select_base_image
+from .images import checked_image_flag, explain_base_choice, select_base_image
 from .render import WORKDIR, RenderOptions, plan_image, render_dockerfile, render_plan
 
 Progress = Callable[[str], None]
@@ -149,11 +149,10 @@ def build_experiment(
     exp, env = stored.experiment, stored.environment
     validate.validate_experiment(exp, env, folder=stored.path)
     image, source = select_base_image(env, override=base_image, repo_root=store.root)
-    tag = validate.image_tag(tag or default_tag(store.root, exp.id), "--tag")
-    if network is not None:
-        validate.label_value(network, "--network")
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.:-]*", network):
-            raise ValidationError("--network", network, "is not a Docker network name")
+    tag = checked_image_flag(tag, "--tag") if tag else default_tag(store.root, exp.id)
+    if network is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}", network):
+        raise UsageError(f"--network {network!r} is not a Docker network name",
+                         "use bridge, host, none, or the name of a network from `docker network ls`")
 
     if dry_run:
         plan = plan_image(exp, env, base_image=image, options=RenderOptions())

@@ -177,6 +177,18 @@ def base_distro(image: str) -> Optional[Distro]:
     return None
 
 
+def checked_image_flag(value: str, flag: str) -> str:
+    """An image reference given on the command line, or a usage error (exit status 2)."""
+    try:
+        return validate.image_tag(value, flag)
+    except ValidationError:
+        raise UsageError(
+            f"{flag} {value!r} is not a valid image reference",
+            "write it as name[:tag] in lower case, such as `python:3.11.7-slim-bookworm` or "
+            "`registry.example/team/image:v1`",
+        ) from None
+
+
 def _pyproject_base(repo_root: Optional[Path]) -> Optional[str]:
     if repo_root is None:
         return None
@@ -197,7 +209,13 @@ def _pyproject_base(repo_root: Optional[Path]) -> Optional[str]:
     value = section.get("base-image", section.get("base_image"))
     if value is None:
         return None
-    return validate.image_tag(value, f"[tool.reprobox] base-image in {path}")
+    try:
+        return validate.image_tag(value, "base-image")
+    except ValidationError:
+        raise UsageError(
+            f"[tool.reprobox] base-image = {value!r} in {path} is not a valid image reference",
+            "write it as name[:tag], such as `python:3.11.7-slim-bookworm`",
+        ) from None
 
 
 def select_base_image(
@@ -205,7 +223,7 @@ def select_base_image(
 ) -> tuple[str, str]:
     """The base image and where the choice came from: ``flag``, ``pyproject`` or ``auto``."""
     if override:
-        return validate.image_tag(override, "--base-image"), "flag"
+        return checked_image_flag(override, "--base-image"), "flag"
     configured = _pyproject_base(repo_root)
     if configured:
         return configured, "pyproject"

@@ -126,6 +126,27 @@ def test_the_image_holds_the_captured_environment(built: dict, tmp_path: Path) -
     assert stored.experiment.image == built["result"].tag  # recorded in the store
 
 
+def test_pip_installs_when_this_machine_has_no_uv(built: dict, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import reprobox.build.context as context
+    from reprobox.capture.python import parse_probe
+
+    monkeypatch.setattr(context, "find_uv", lambda: None)
+    store: Store = built["store"]
+    stored = store.load(built["id"])
+    tag = f"reprobox-test/pip:{uuid.uuid4().hex[:8]}"
+    result = build_experiment(store, stored, tag=tag)
+    try:
+        assert result.installer == "pip"
+        assert "python3.11 -m pip install" in result.dockerfile.replace(
+            f"python{stored.environment.interpreter.major_minor}", "python3.11")
+        seen = parse_probe(_probe(tag, tmp_path), Path(WORKDIR))
+        assert {p.name: (p.version, p.source.identity()) for p in seen.packages} == {
+            p.name: (p.version, p.source.identity()) for p in stored.environment.packages}
+    finally:
+        get_engine().remove_image(tag)
+
+
 def test_labels_and_progress(built: dict) -> None:
     result = built["result"]
     labels = get_engine().image_labels(result.tag)

@@ -96,10 +96,11 @@ def test_flag_beats_pyproject_beats_auto(tmp_path: Path) -> None:
 
 def test_bad_overrides_are_refused(tmp_path: Path) -> None:
     _exp, env = small()
-    with pytest.raises(ValidationError, match="--base-image"):
+    with pytest.raises(UsageError, match="--base-image") as flag:
         select_base_image(env, override="python:3.11 ; id")
+    assert flag.value.exit_code == 2
     (tmp_path / "pyproject.toml").write_text('[tool.reprobox]\nbase-image = "Bad Image"\n')
-    with pytest.raises(ValidationError, match="base-image"):
+    with pytest.raises(UsageError, match="base-image in .*pyproject.toml"):
         select_base_image(env, repo_root=tmp_path)
     (tmp_path / "pyproject.toml").write_text("[tool.reprobox\n")
     with pytest.raises(UsageError, match="pyproject.toml"):
