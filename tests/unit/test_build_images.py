@@ -100,7 +100,7 @@ def test_bad_overrides_are_refused(tmp_path: Path) -> None:
         select_base_image(env, override="python:3.11 ; id")
     assert flag.value.exit_code == 2
     (tmp_path / "pyproject.toml").write_text('[tool.reprobox]\nbase-image = "Bad Image"\n')
-    with pytest.raises(UsageError, match="base-image in .*pyproject.toml"):
+    with pytest.raises(UsageError, match="base-image = .Bad Image. in .*pyproject.toml"):
         select_base_image(env, repo_root=tmp_path)
     (tmp_path / "pyproject.toml").write_text("[tool.reprobox\n")
     with pytest.raises(UsageError, match="pyproject.toml"):
