@@ -282,6 +282,13 @@ def plan_image(
         kind = pkg.source.kind
         if kind == "index":
             index_packages.append(pkg)
+            if any(tag.rsplit("-", 1)[-1].startswith("linux_") for tag in pkg.wheel_tags):
+                warnings.append(
+                    f"{pkg.name} {pkg.version} was built from source on the capture host (its "
+                    "wheel is linux-only, not manylinux): the image builds it again and needs "
+                    "its compiler and headers; pass a base that has them with --base-image if "
+                    "the build fails"
+                )
         elif kind in ("vcs", "archive"):
             line, archive = _direct_requirement(pkg, where + ".source")
             direct.append(line)

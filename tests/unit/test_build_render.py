@@ -137,6 +137,16 @@ def test_local_packages_outside_the_repository_are_left_out_with_a_warning() -> 
     assert [(d.src, d.dest) for d in plan.copy_dirs] == [("", "/workspace/")]
 
 
+def test_a_package_built_from_source_on_the_host_is_flagged() -> None:
+    exp, env = small()
+    built = replace(env, packages=env.packages + (
+        Package("fastcore-ext", "0.1.0", wheel_tags=("cp311-cp311-linux_x86_64",)),))
+    plan = plan_image(with_env(exp, built), built, base_image=BOOKWORM)
+    assert any(w.startswith("fastcore-ext 0.1.0 was built from source") for w in plan.warnings)
+    assert not any("built from source" in w for w in plan_image(exp, env,
+                                                                base_image=BOOKWORM).warnings)
+
+
 def test_labels_carry_provenance_without_credentials() -> None:
     exp, env = small()
     exp = replace(exp, git=replace(exp.git, remote="https://github.com/team/project.git"))
