@@ -101,6 +101,16 @@ class DistFile:
 
 
 @dataclass(frozen=True)
+class Lookup:
+    """What one source says about ``project==version``."""
+
+    source: Source
+    project_found: bool
+    files: tuple[DistFile, ...] = ()
+    other_versions: int = 0  # how many other versions the project has there (for messages)
+
+
+@dataclass(frozen=True)
 class ParsedName:
     """What a distribution file name says about itself."""
 

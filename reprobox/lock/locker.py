@@ -21,7 +21,9 @@ from ..model import Environment, Package
 from ..secrets import strip_url_credentials
 from .config import IndexConfig, read_index_config
 from .dists import DistFile
-from .index import IndexClient, Lookup, default_cache_dir
+from .cache import default_cache_dir
+from .dists import Lookup
+from .index import IndexClient
 from .pages import file_url_path
 from .pylock import render_pylock
 from .requirements import render_requirements
