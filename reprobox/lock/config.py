@@ -310,18 +310,27 @@ def read_index_config(
         origins["proxy_http"] = origins["proxy_https"] = origin
     proxies = {k: v for k, v in proxies.items() if v}
 
+    def text(key: str) -> Optional[str]:
+        value = values.get(key)
+        return value if isinstance(value, str) else None
+
+    def words(key: str) -> tuple[str, ...]:
+        value = values.get(key, ())
+        return tuple(str(v) for v in value) if isinstance(value, tuple) else ()
+
+    timeout, retries = values.get("timeout", 15.0), values.get("retries", 2)
     return IndexConfig(
-        index_url=str(values.get("index_url", PYPI_SIMPLE)).rstrip("/") or PYPI_SIMPLE,
-        extra_index_urls=tuple(u.rstrip("/") for u in values.get("extra_index_urls", ())),  # type: ignore[union-attr]
-        find_links=tuple(values.get("find_links", ())),  # type: ignore[arg-type]
-        no_index=bool(values.get("no_index", False)),
-        cert=values.get("cert"),  # type: ignore[arg-type]
-        client_cert=values.get("client_cert"),  # type: ignore[arg-type]
-        trusted_hosts=tuple(values.get("trusted_hosts", ())),  # type: ignore[arg-type]
+        index_url=(text("index_url") or PYPI_SIMPLE).rstrip("/") or PYPI_SIMPLE,
+        extra_index_urls=tuple(u.rstrip("/") for u in words("extra_index_urls")),
+        find_links=words("find_links"),
+        no_index=values.get("no_index") is True,
+        cert=text("cert"),
+        client_cert=text("client_cert"),
+        trusted_hosts=words("trusted_hosts"),
         proxies=proxies,
-        timeout=float(values.get("timeout", 15.0)),  # type: ignore[arg-type]
-        retries=int(values.get("retries", 2)),  # type: ignore[call-overload]
-        constraints=tuple(values.get("constraints", ())),  # type: ignore[arg-type]
+        timeout=float(timeout) if isinstance(timeout, (int, float)) else 15.0,
+        retries=int(retries) if isinstance(retries, (int, float)) else 2,
+        constraints=words("constraints"),
         origins={"index_url": "default", **origins},
         files=tuple(files),
     )

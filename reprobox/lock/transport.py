@@ -178,7 +178,9 @@ class Transport:
             return None
         no = self.config.proxies.get("no")
         if no:
-            from urllib.request import proxy_bypass_environment  # NO_PROXY's own rules
+            from urllib.request import (  # type: ignore[attr-defined]  # NO_PROXY's rules
+                proxy_bypass_environment,
+            )
 
             if proxy_bypass_environment(host, {"no": no}):
                 return None
