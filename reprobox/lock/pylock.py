@@ -50,6 +50,23 @@ def _file_entry(f: DistFile) -> str:
     ])
 
 
+_SCP = re.compile(r"^(?P<user>[A-Za-z0-9._-]+@)?(?P<host>[A-Za-z0-9.-]+):(?!//)(?P<path>.+)$")
+
+
+def vcs_url(url: str, vcs: str) -> str:
+    """A VCS URL as PEP 751 wants it: a real URL (git's ``user@host:path`` becomes
+    ``ssh://user@host/path``), without the ``git+`` prefix (``type`` says it), no credentials
+    (an ssh user name is not one, and the capture refused passwords already)."""
+    if url.startswith(f"{vcs}+"):
+        url = url[len(vcs) + 1:]
+    if "://" not in url:
+        m = _SCP.match(url)
+        return f"ssh://{m.group('user') or ''}{m.group('host')}/{m.group('path')}" if m else url
+    if url.startswith("ssh://"):
+        return url
+    return strip_url_credentials(url)
+
+
 def _repo_relative(path: str) -> str:
     return LOCK_TO_REPO if path in ("", ".") else f"{LOCK_TO_REPO}/{path}"
 
@@ -79,7 +96,7 @@ def _package(p: LockedPackage) -> list[str]:
         out.append(f"version = {_s(p.version)}")
         out.append("vcs = " + _inline([
             ("type", _s(src.vcs or "git")),
-            ("url", _s(strip_url_credentials(src.url or ""))),
+            ("url", _s(vcs_url(src.url or "", src.vcs or "git"))),
             ("requested-revision", _s(src.requested_revision) if src.requested_revision else None),
             ("commit-id", _s(src.commit or "")),
             ("subdirectory", _s(src.subdirectory) if src.subdirectory else None),
