@@ -38,10 +38,17 @@ USER_AGENT = "reprobox-lock (+https://pypi.org/project/reprobox/)"
 #: Upper bound for one socket operation, whatever pip's (often generous) timeout says: a capture
 #: must not hang for minutes on an unreachable index.
 MAX_SOCKET_TIMEOUT = 30.0
+#: A host that does not accept a connection within this long is reported unreachable at once
+#: (no retries): behind a firewall that drops packets, retrying only multiplies the wait.
+MAX_CONNECT_TIMEOUT = 10.0
 MAX_REDIRECTS = 5
 _RETRY_STATUSES = {429, 500, 502, 503, 504}
 
 LATER = "or, if the index is only unreachable from here for now, run `reprobox lock EXP` later"
+
+
+class ConnectTimeout(OSError):
+    """The host did not accept a TCP connection in time."""
 
 
 @dataclass(frozen=True)
@@ -63,6 +70,7 @@ class Transport:
     def __init__(self, config: IndexConfig, *, environ: Optional[Mapping[str, str]] = None) -> None:
         self.config = config
         self.timeout = min(max(config.timeout, 1.0), MAX_SOCKET_TIMEOUT)
+        self.connect_timeout = min(self.timeout, MAX_CONNECT_TIMEOUT)
         self._environ = dict(os.environ if environ is None else environ)
         self._idle: dict[tuple, list[http.client.HTTPConnection]] = {}
         self._lock = threading.Lock()
@@ -97,12 +105,17 @@ class Transport:
         for family, type_, proto, _name, sockaddr in self._addresses(host, port):
             sock = socket.socket(family, type_, proto)
             try:
-                sock.settimeout(self.timeout)
+                sock.settimeout(self.connect_timeout)
                 if source_address:
                     sock.bind(source_address)  # type: ignore[arg-type]
                 sock.connect(sockaddr)
+                sock.settimeout(self.timeout)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 return sock
+            except socket.timeout:
+                sock.close()
+                error = ConnectTimeout(f"no connection to {host}:{port} within "
+                                       f"{self.connect_timeout:.0f} s")
             except OSError as exc:
                 error = exc
                 sock.close()
@@ -341,6 +354,8 @@ class Transport:
             except (OSError, http.client.HTTPException) as exc:
                 conn.close()
                 last = exc
+                if isinstance(exc, ConnectTimeout):
+                    break
                 if reused and free_retry:
                     free_retry = False
                     continue
@@ -423,6 +438,8 @@ def _hedged_getaddrinfo(host: str, port: int, timeout: float) -> list:
 def _describe(exc: Optional[BaseException]) -> str:
     if exc is None:
         return "no answer"
+    if isinstance(exc, ConnectTimeout):
+        return str(exc)
     if isinstance(exc, socket.timeout):
         return "timed out"
     if isinstance(exc, socket.gaierror):
