@@ -3,13 +3,15 @@
 A captured environment is already resolved; its lock is its exact set of distributions with the
 hashes of their files, looked up on the indexes the host's pip is configured with:
 
-    read_index_config() -> IndexConfig          pip's files + PIP_* variables (config.py)
-    IndexClient.lookup_many()                   PEP 691 / 503 pages, in parallel, cached (index.py)
-    installed_files() / rebuild_files()         which files, from WHEEL tags (select.py)
-    render_requirements() / render_pylock()     the two files (requirements.py, pylock.py)
+* config.py — ``read_index_config() -> IndexConfig``: pip's files and ``PIP_*`` variables;
+* index.py, pages.py, transport.py, cache.py — PEP 691 / 503 pages fetched in parallel over a
+  keep-alive pool, parsed for one release, cached;
+* decide.py, select.py — per package, the installed file (from its WHEEL tags), the files a
+  Linux rebuild could pick, and the source that serves them;
+* requirements.py, pylock.py — the two files.
 
-``lock_environment`` runs the whole pipeline (locker.py); ``--platform`` re-resolves a macOS or
-Windows capture for Linux first (crossplatform.py).
+``lock_environment`` runs the pipeline (locker.py) after checking the capture (checks.py);
+``platform=`` re-resolves a macOS or Windows capture for Linux first (crossplatform.py).
 """
 
 from __future__ import annotations

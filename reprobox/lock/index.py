@@ -20,8 +20,8 @@ from urllib.parse import quote, unquote, urlsplit
 
 from ..errors import IndexUnavailable
 from ..secrets import strip_url_credentials
-from .config import IndexConfig
 from .cache import Cache, default_cache_dir
+from .config import IndexConfig
 from .dists import DistFile, Lookup, ReleaseFilter, Source, parse_filename
 from .pages import parse_html_page, parse_json_page
 from .transport import Transport

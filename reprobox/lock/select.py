@@ -18,6 +18,8 @@ from typing import Iterable, Optional, Sequence
 
 from packaging.tags import Tag, compatible_tags, cpython_tags, generic_tags, parse_tag
 
+from ..errors import UsageError
+from ..model import Environment
 from .dists import DistFile
 
 _LINUX_PLATFORM = re.compile(
@@ -180,3 +182,45 @@ def ordered(files: Iterable[DistFile]) -> list[DistFile]:
     for f in files:
         seen.setdefault(f.filename, f)
     return [seen[k] for k in sorted(seen)]
+
+
+# --------------------------------------------------------------------------- targets
+
+
+def capture_target(env: Environment) -> Target:
+    """The interpreter and platform the environment was captured on."""
+    interp = env.interpreter
+    plat = (interp.platform or "").lower()
+    system = (env.os.system or "").lower()
+    if system == "darwin" or plat.startswith("macosx"):
+        sys_platform = "darwin"
+    elif system == "windows" or plat.startswith("win"):
+        sys_platform = "win32"
+    else:
+        sys_platform = "linux"
+    machine = env.os.arch or (interp.platform.rsplit("-", 1)[-1] if interp.platform else None)
+    return Target(
+        full_version=interp.version,
+        implementation=interp.implementation.lower(),
+        abi=interp.abi,
+        sys_platform=sys_platform,
+        machine=machine,
+    )
+
+
+def platform_target(env: Environment, platform: str) -> Target:
+    """The Linux container platform asked for with ``--platform``."""
+    key = platform.strip().lower()
+    if key not in DOCKER_PLATFORMS:
+        raise UsageError(
+            f"unknown platform {platform!r}",
+            "use one of: " + ", ".join(k for k in DOCKER_PLATFORMS if k.count("/") == 1),
+        )
+    sys_platform, machine = DOCKER_PLATFORMS[key]
+    base = capture_target(env)
+    return Target(base.full_version, base.implementation, base.abi, sys_platform, machine)
+
+
+def linux_machine(t: Target) -> Optional[str]:
+    """Capture machines named the way Linux wheels name them (macOS arm64 is aarch64)."""
+    return {"arm64": "aarch64", "amd64": "x86_64"}.get((t.machine or "").lower(), t.machine)
