@@ -14,7 +14,13 @@ from one. This builds a stand-in laid out the same way, from what the machine al
    ``python3``/``python`` links and pip from the interpreter's own ``ensurepip`` (no network).
 
 The recipe of step 2 is ``templates/base.Dockerfile.j2`` (shown as ``Dockerfile.base`` at the
-top of the repository). The result is tagged ``python:X.Y.Z-slim-<codename>`` so that
+top of the repository).
+
+When the only interpreter of that version is the distribution's own (Debian's ``python3.X``
+package, which is not relocatable: it is spread over /usr and patched), the base installs the same
+package in the root file system instead, pinned to this machine's revision while Debian's archive
+still has it (``templates/base-debian.Dockerfile.j2``); that is possible only for this machine's
+own Debian release. The result is tagged ``python:X.Y.Z-slim-<codename>`` so that
 ``reprobox build`` finds it, and ``reprobox/python:X.Y.Z-slim-<codename>`` as well.
 """
 
@@ -35,7 +41,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Optional
 
 from .. import proc
-from ..errors import ReproboxError, ToolMissing, UsageError
+from ..errors import CommandError, ReproboxError, ToolMissing, UsageError
 from .images import DEBIAN_RELEASES, check_codename, check_python_release
 from .render import render_template
 
@@ -115,6 +121,7 @@ def _candidate_paths(version: str) -> list[Path]:
         for name in (f"python{mm}", "python3", "python"):
             found.append(Path(folder or ".") / name)
     found.append(Path("/usr/local/bin") / f"python{mm}")
+    found.append(Path("/usr/bin") / f"python{mm}")
     return found
 
 
@@ -133,6 +140,8 @@ def describe_interpreter(python: Path) -> Optional[HostInterpreter]:
         kind = "uv"
     elif data.get("build_prefix") == "/install":
         kind = "python-build-standalone"
+    elif text in ("/usr", "/"):
+        kind = "distribution"
     else:
         kind = "other"
     return HostInterpreter(
@@ -151,10 +160,16 @@ def describe_interpreter(python: Path) -> Optional[HostInterpreter]:
 
 
 def find_interpreter(version: str) -> HostInterpreter:
-    """This machine's installation of exactly ``version`` that can be relocated to /usr/local."""
+    """This machine's installation of exactly ``version``.
+
+    A relocatable build (pyenv, python-build-standalone, uv) is preferred: it is copied into
+    ``/usr/local``. Failing that, the distribution's own interpreter (``kind == "distribution"``,
+    Debian's ``python3.X`` package), which the base then installs as the same package.
+    """
     check_python_release(version, "--python")
     seen: set[str] = set()
     refused: list[str] = []
+    packaged: Optional[HostInterpreter] = None
     for path in _candidate_paths(version):
         if not path.is_file():
             continue
@@ -165,13 +180,15 @@ def find_interpreter(version: str) -> HostInterpreter:
         interp = describe_interpreter(path)
         if interp is None or interp.version != version or interp.implementation != "cpython":
             continue
-        if str(interp.prefix) in ("/usr", "/"):
-            refused.append(f"{path} (a distribution's Python, split across /usr and patched)")
+        if interp.kind == "distribution":
+            packaged = packaged or interp  # Debian's own: usable only as its package, below
             continue
         if not (interp.stdlib / "os.py").is_file():
             refused.append(f"{path} (its standard library is not at {interp.stdlib})")
             continue
         return interp
+    if packaged is not None:
+        return packaged
     more = f"; found but not relocatable: {', '.join(refused)}" if refused else ""
     raise UsageError(
         f"no Python {version} installation on this machine can be copied into an image{more}",
@@ -431,7 +448,8 @@ def _apt_in_root(root: Path, args: list[str], progress: Progress) -> None:
         if key in os.environ:
             env[key] = os.environ[key]
     proc.run(["chroot", str(root), "apt-get", *args], env=env, timeout=1800,
-             what=f"apt-get {args[-1]} in the new root file system",
+             what=f"apt-get {' '.join(a for a in args if not a.startswith('-'))} in the new root "
+                  "file system",
              hint="check that this machine reaches its Debian mirror")
     del progress
 
@@ -441,10 +459,16 @@ def rootfs_tag(codename: str, packages: Iterable[str], mirror: str) -> str:
     return f"reprobox/rootfs:{codename}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
 
 
-def make_rootfs(codename: str, packages: list[str], engine, progress: Progress) -> str:  # type: ignore[no-untyped-def]
-    """A slim Debian ``codename`` root file system with ``packages``, imported as an image."""
+def make_rootfs(codename: str, packages: list[str], engine, progress: Progress,  # type: ignore[no-untyped-def]
+                pins: Optional[dict[str, str]] = None, check_python: Optional[str] = None) -> str:
+    """A slim Debian ``codename`` root file system with ``packages``, imported as an image.
+
+    ``pins`` (package -> version) are installed at exactly those versions after the release's
+    updates; ``check_python`` (``"3.11:3.11.2"``) is verified inside the new root.
+    """
     mirror, sources = debian_mirror(codename)
-    tag = rootfs_tag(codename, packages, mirror)
+    tag = rootfs_tag(codename, [*packages, *(f"{k}={v}" for k, v in sorted((pins or {}).items()))],
+                     mirror)
     if engine.image_exists(tag):
         progress(f"root file system {tag} already built")
         return tag
@@ -480,7 +504,30 @@ def make_rootfs(codename: str, packages: list[str], engine, progress: Progress) 
             progress(f"applying {codename} updates and security fixes")
             _apt_in_root(root, ["-q", "update"], progress)
             _apt_in_root(root, ["-q", "-y", "upgrade"], progress)
+            if pins:
+                wanted = [f"{k}={v}" for k, v in sorted(pins.items())]
+                try:
+                    _apt_in_root(root, ["-q", "-y", "--allow-downgrades", "install", *wanted],
+                                 progress)
+                    progress("installed " + ", ".join(wanted))
+                except CommandError:
+                    # Debian's archive keeps only the newest revision of a release's packages.
+                    progress("warning: " + ", ".join(wanted) + " are no longer in the archive; "
+                             f"keeping {codename}'s current revision")
             _apt_in_root(root, ["-q", "clean"], progress)
+        if check_python:
+            mm, _, wanted = check_python.partition(":")
+            got = proc.run(["chroot", str(root), f"python{mm}", "-c",
+                            "import platform; print(platform.python_version())"],
+                           env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"},
+                           timeout=60,
+                           what=f"python{mm} in the new root file system").stdout.strip()
+            if got != wanted:
+                raise UsageError(
+                    f"Debian {codename}'s python{mm} package is Python {got}, not {wanted}",
+                    f"install a relocatable Python {wanted} (`uv python install {wanted}` or "
+                    f"`pyenv install {wanted}`) and run `reprobox base` again",
+                )
         _slim(root)
         tarball = work / "rootfs.tar"
         proc.run(["tar", "--numeric-owner", "--xattrs", "-C", str(root), "-cf", str(tarball), "."],
@@ -595,6 +642,71 @@ def render_base_dockerfile(version: str, codename: str, rootfs: str, source: str
                            rootfs=rootfs, source=source)
 
 
+def _dpkg_versions(names: Iterable[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for name in names:
+        res = proc.run(["dpkg-query", "-W", "-f=${Status}\t${Version}", name], check=False,
+                       timeout=30)
+        status, _, version = (res.stdout or "").partition("\t")
+        if res.returncode == 0 and status.endswith(" installed") and version:
+            out[name] = version
+    return out
+
+
+def _build_packaged_base(interp: HostInterpreter, codename: str, engine,  # type: ignore[no-untyped-def]
+                         report: Progress) -> str:
+    """The base for Debian's own interpreter: the same ``pythonX.Y`` packages, same versions."""
+    from .engine import BuildRequest
+
+    version, mm = interp.version, interp.mm
+    host_id, host_code = host_release()
+    if host_id != "debian" or host_code != codename or not shutil.which("dpkg-query"):
+        raise UsageError(
+            f"the only Python {version} here is {host_id or 'the system'} {host_code or ''}'s "
+            f"own ({interp.executable}), which exists as such only on Debian {host_code or '?'}",
+            f"install a relocatable Python {version} (`uv python install {version}` or `pyenv "
+            f"install {version}`) to build a {codename} base, or build on a Debian {codename} "
+            "machine",
+        )
+    names = [f"python{mm}", f"python{mm}-minimal", f"libpython{mm}-minimal",
+             f"libpython{mm}-stdlib"]
+    pins = _dpkg_versions(names)
+    if f"python{mm}-minimal" not in pins:
+        raise UsageError(f"{interp.executable} does not come from Debian's python{mm} package",
+                         f"install a relocatable Python {version}: `uv python install {version}`")
+    report(f"interpreter: {interp.executable} (Debian's python{mm} {pins[f'python{mm}-minimal']})")
+    rootfs = make_rootfs(codename, sorted(set(SLIM_PACKAGES) | {f"python{mm}"}), engine, report,
+                         pins=pins, check_python=f"{mm}:{version}")
+    tag, alias = base_tags(version, codename)
+    got = engine.run_container(rootfs, ["dpkg-query", "-W", "-f=${Version}",
+                                        f"python{mm}-minimal"])
+    package_version = got.output.strip()
+    if got.exit_code != 0 or not re.fullmatch(r"[0-9A-Za-z.+~:-]{1,100}", package_version):
+        raise ReproboxError(f"cannot read the python{mm} package version in {rootfs}: "
+                            f"{got.output.strip()[:200]}")
+    if package_version != pins[f"python{mm}-minimal"]:
+        report(f"warning: the base has Debian's python{mm} {package_version}, this machine "
+               f"{pins[f'python{mm}-minimal']} (both Python {version})")
+    work = Path(tempfile.mkdtemp(prefix="reprobox-base-", dir=_scratch_dir()))
+    try:
+        dockerfile = work / "Dockerfile"
+        dockerfile.write_text(render_template(
+            "base-debian.Dockerfile.j2", version=version, mm=mm, codename=codename,
+            rootfs=rootfs, package_version=package_version))
+        created = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        result = engine.build(
+            BuildRequest(context=work, dockerfile=dockerfile, tag=tag,
+                         labels={"org.opencontainers.image.created": created},
+                         buildkit=engine.buildkit() is not None),
+            report,
+        )
+        engine.tag_image(result.image_id, alias)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    report(f"tagged {tag} and {alias}")
+    return tag
+
+
 def build_base(python_version: str, codename: str = "bookworm", *,
                progress: Optional[Progress] = None, force: bool = False) -> str:
     """Build ``python:<python_version>-slim-<codename>`` with no registry; return its tag."""
@@ -613,6 +725,8 @@ def build_base(python_version: str, codename: str = "bookworm", *,
         return tag
 
     interp = find_interpreter(python_version)
+    if interp.kind == "distribution":
+        return _build_packaged_base(interp, codename, engine, report)
     report(f"interpreter: {interp.executable} ({interp.kind}, "
            f"{'shared' if interp.shared else 'static'} libpython)")
     libs = needed_libraries(interp)
@@ -637,7 +751,7 @@ def build_base(python_version: str, codename: str = "bookworm", *,
         dockerfile = work / "Dockerfile"
         dockerfile.write_text(render_base_dockerfile(python_version, codename, rootfs, source))
         created = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-        bk = engine.buildkit() if hasattr(engine, "buildkit") else None
+        bk = engine.buildkit()
         result = engine.build(
             BuildRequest(context=work, dockerfile=dockerfile, tag=tag,
                          labels={"org.opencontainers.image.created": created},

@@ -284,3 +284,43 @@ def test_engine_info(docker_daemon: None) -> None:
     # This machine's first `docker` on PATH may refuse BuildKit; another client must be found.
     if Path("/usr/bin/docker").exists():
         assert info["buildkit"] is True and info["buildkit_client"]
+
+
+def test_debian_own_python_as_the_base(docker_daemon: None, tmp_path: Path) -> None:
+    """A venv made from Debian's python3: the base installs the same Debian package."""
+    from reprobox.build.base import describe_interpreter
+    from reprobox.capture.python import parse_probe
+
+    system = describe_interpreter(Path("/usr/bin/python3"))
+    host_id, codename = host_release()
+    require(system is not None and system.kind == "distribution" and host_id == "debian"
+            and os.geteuid() == 0 and shutil.which("debootstrap") is not None,
+            "Debian's python3 with its venv module, root and debootstrap")
+    assert system is not None
+    repo = tmp_path / "debian-python"
+    repo.mkdir()
+    (repo / "train.py").write_text("import six\n")
+    (repo / ".gitignore").write_text(".venv/\n")
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "project")
+    venv = repo / ".venv"
+    made = subprocess.run(["/usr/bin/python3", "-m", "venv", str(venv)], capture_output=True,
+                          text=True, check=False)
+    require(made.returncode == 0, "Debian's python3-venv package")
+    subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "six==1.16.0"],
+                   check=True)
+    image = build_base(system.version, codename or "bookworm")
+    assert image == f"python:{system.version}-slim-{codename}"
+    exp_id = _capture(repo)
+    store = Store(repo)
+    stored = store.load(exp_id)
+    result = build_experiment(store, stored)
+    try:
+        assert result.base_image == image
+        seen = parse_probe(_probe(result.tag, tmp_path), Path(WORKDIR))
+        assert seen.interpreter.version == system.version
+        assert {p.name: (p.version, p.source.identity()) for p in seen.packages} == {
+            p.name: (p.version, p.source.identity()) for p in stored.environment.packages}
+    finally:
+        get_engine().remove_image(result.tag)
