@@ -128,7 +128,7 @@ def test_the_image_holds_the_captured_environment(built: dict, tmp_path: Path) -
 
 def test_pip_installs_when_this_machine_has_no_uv(built: dict, tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    import reprobox.build.context as context
+    from reprobox.build import context
     from reprobox.capture.python import parse_probe
 
     monkeypatch.setattr(context, "find_uv", lambda: None)
