@@ -353,8 +353,7 @@ def debian_mirror(codename: str) -> tuple[str, list[AptSource]]:
     # The same archive's sources, moved to the requested release (updates, security).
     release_sources: list[AptSource] = []
     for src in debian:
-        suites = tuple(_retarget_suite(s, codename) for s in src.suites)
-        suites = tuple(s for s in suites if s)
+        suites = tuple(s for s in (_retarget_suite(x, codename) for x in src.suites) if s)
         if suites:
             release_sources.append(AptSource(src.uri, suites, src.components, src.signed_by))
     return uri, release_sources
@@ -505,14 +504,14 @@ def make_rootfs(codename: str, packages: list[str], engine, progress: Progress, 
             _apt_in_root(root, ["-q", "update"], progress)
             _apt_in_root(root, ["-q", "-y", "upgrade"], progress)
             if pins:
-                wanted = [f"{k}={v}" for k, v in sorted(pins.items())]
+                specs = [f"{k}={v}" for k, v in sorted(pins.items())]
                 try:
-                    _apt_in_root(root, ["-q", "-y", "--allow-downgrades", "install", *wanted],
+                    _apt_in_root(root, ["-q", "-y", "--allow-downgrades", "install", *specs],
                                  progress)
-                    progress("installed " + ", ".join(wanted))
+                    progress("installed " + ", ".join(specs))
                 except CommandError:
                     # Debian's archive keeps only the newest revision of a release's packages.
-                    progress("warning: " + ", ".join(wanted) + " are no longer in the archive; "
+                    progress("warning: " + ", ".join(specs) + " are no longer in the archive; "
                              f"keeping {codename}'s current revision")
             _apt_in_root(root, ["-q", "clean"], progress)
         if check_python:

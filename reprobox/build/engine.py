@@ -17,12 +17,11 @@ import abc
 import os
 import re
 import subprocess
-import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence, Union
 
 from .. import proc
 from ..errors import BaseImageMissing, EngineError
@@ -197,7 +196,7 @@ def find_buildkit_client() -> Optional[BuildKitClient]:
 # --------------------------------------------------------------------------- streaming a process
 
 
-def _stream_lines(argv: Sequence[str], env: Mapping[str, str]) -> Iterator[str]:
+def _stream_lines(argv: Sequence[str], env: Mapping[str, str]) -> Iterator[Union[str, int]]:
     """Yield a command's merged stdout/stderr line by line; the exit status comes last as int.
 
     proc.run captures output whole; a build takes minutes and its progress must be shown as it
@@ -220,7 +219,7 @@ def _stream_lines(argv: Sequence[str], env: Mapping[str, str]) -> Iterator[str]:
         if child.poll() is None:
             child.terminate()
         child.wait()
-    yield child.returncode  # type: ignore[misc]
+    yield child.returncode
 
 
 _STEP = re.compile(r"^#(\d+) \[(?:[\w.-]+ )?(\d+/\d+)\] (.*)$")
@@ -653,13 +652,11 @@ class DockerEngine(Engine):
                     if gpus and "gpu" in msg.lower() else None)
             raise EngineError(f"cannot start a container from {image}: {msg}", hint) from None
         chunks: list[str] = []
-        lock = threading.Lock()
         try:
             pending = ""
             for data in container.logs(stream=True, follow=True):
                 text = data.decode("utf-8", errors="replace")
-                with lock:
-                    chunks.append(text)
+                chunks.append(text)
                 if stream:
                     pending += text
                     *lines, pending = pending.split("\n")
