@@ -69,14 +69,15 @@ def parse_html_page(body: bytes, page_url: str, source: Source,
         if keep is not None and not keep(filename_of(href.partition("#")[0])):
             continue
         url, hashes = split_fragment(urljoin(base, href))
-        yanked = a.get("data-yanked") if "data-yanked" in a else None
+        # PEP 592: the attribute's presence marks the file yanked; its value is the reason
+        yanked = (a.get("data-yanked") or "") if "data-yanked" in a else None
         out.append(DistFile(
             filename=filename_of(url),
             url=url,
             source=source,
             hashes=hashes,
             requires_python=a.get("data-requires-python") or None,
-            yanked=None if yanked is None else (yanked or ""),
+            yanked=yanked,
             path=file_url_path(url),
         ))
     return out

@@ -67,10 +67,36 @@ def test_release_items_fast_path_equals_a_full_decode():
         assert fast is not None, version
         assert [i for i in fast if keep(i["filename"])] == \
             [i for i in data["files"] if keep(i["filename"])]
+    # the same page written compactly, or with its keys in another order, reads the same
+    compact = json.dumps(data, separators=(",", ":"))
+    shuffled = json.dumps({"versions": data["versions"], "meta": data["meta"],
+                           "files": [dict(reversed(list(f.items()))) for f in data["files"]],
+                           "name": data["name"]}, indent=1)
+    for other in (compact, shuffled):
+        for version in ("6.0.2", "5.4.1", "3.10"):
+            keep = ReleaseFilter("pyyaml", version)
+            got = release_items(other, version)
+            assert got is not None
+            assert sorted(i["filename"] for i in got if keep(i["filename"])) == \
+                sorted(i["filename"] for i in data["files"] if keep(i["filename"]))
     # a page of an unexpected shape is not guessed at: the caller decodes it whole
     odd = '{"files": [], "name": "x", "versions": ["1.0-1"], "meta": {"api-version": "1.1"}}'
     assert release_items(odd, "1") is None
     assert release_items('{"files": []}', "9.9") == []
+
+
+def test_html_details_base_href_yanked_and_requires_python():
+    page = (b'<html><head><base href="https://files.example/pkgs/"></head><body>'
+            b'<a href="a-1.0.tar.gz#sha256=AB12" data-yanked="broken build" '
+            b'data-requires-python="&gt;=3.8">a-1.0.tar.gz</a>'
+            b'<a href="a-1.0-py3-none-any.whl#md5=00&sha256=cd34" data-yanked>'
+            b'a-1.0-py3-none-any.whl</a><a href="a-0.9.tar.gz">a-0.9.tar.gz</a></body></html>')
+    src = Source("https://idx.example/simple", "index")
+    files = parse_html_page(page, "https://idx.example/simple/a/", src, ReleaseFilter("a", "1.0"))
+    assert [(f.url, f.sha256, f.yanked, f.requires_python) for f in files] == [
+        ("https://files.example/pkgs/a-1.0.tar.gz", "ab12", "broken build", ">=3.8"),
+        ("https://files.example/pkgs/a-1.0-py3-none-any.whl", "cd34", "", None),
+    ]
 
 
 def test_lookup_over_http_with_json_and_keep_alive(tmp_path):
