@@ -91,9 +91,11 @@ def built(project: Path, base_image: str) -> dict:
     store = Store(project)
     lines: list[str] = []
     result = build_experiment(store, store.load(exp_id), progress=lines.append)
+    made = [result.image_id]  # tests that rebuild the same tag add theirs: all go at the end
     yield {"id": exp_id, "result": result, "log": lines, "store": store,
-           "layers": _layers(result.tag)}
-    get_engine().remove_image(result.tag)
+           "layers": _layers(result.tag), "made": made}
+    for image in [result.tag, *made]:
+        get_engine().remove_image(image)
 
 
 def _layers(tag: str) -> list[str]:
@@ -166,6 +168,7 @@ def test_rebuilds_reuse_layers_and_code_changes_rebuild_only_the_code(
         built: dict, project: Path) -> None:
     store: Store = built["store"]
     again = build_experiment(store, store.load(built["id"]))
+    built["made"].append(again.image_id)
     assert again.cached  # every step from the cache: the same layers, a new `created` label
     assert _layers(again.tag) == built["layers"]
 
