@@ -96,7 +96,7 @@ class DockerBackend(Backend):
                 return Prepared(self.name, tag, f"image {tag} (already built)", True, "python")
         say("no image of this experiment here: building it from its Dockerfile and lock")
         t0 = time.monotonic()
-        result = build_experiment(store, stored, progress=say)
+        result = build_experiment(store, stored, progress=say, record=False)
         how = f"built in {time.monotonic() - t0:.1f} s"
         steps, cached = getattr(result, "steps", 0), getattr(result, "cached_steps", 0)
         if steps:

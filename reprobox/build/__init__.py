@@ -125,10 +125,12 @@ def build_experiment(
     dry_run: bool = False,
     no_cache: bool = False,
     cache_id: Optional[str] = None,
+    record: bool = True,
 ) -> BuildResult:
     """Build (or with ``dry_run`` only render) the image of a stored experiment.
 
-    Records the tag in the store (``experiment.json``'s ``image``) once the image is built.
+    Records the tag in the store (``experiment.json``'s ``image``) once the image is built, unless
+    ``record`` is false (``reprobox run`` builds without touching the committed record).
     ``no_cache`` ignores the layer cache; ``cache_id`` names the installer and apt cache mounts
     (default ``reprobox``, shared by all builds): a new name starts them empty.
     """
@@ -225,7 +227,8 @@ def build_experiment(
         ), report)
         timings["build"] = time.monotonic() - t
     warnings += [w for w in built.warnings if w not in warnings]
-    store.set_image(stored, tag)
+    if record and stored.experiment.image != tag:
+        store.set_image(stored, tag)
     timings["total"] = time.monotonic() - start
     builder = f"buildkit ({client.description})" if client else "classic"
     return BuildResult(tag, built.image_id, dockerfile, image, source, builder,
