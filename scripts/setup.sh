@@ -21,7 +21,6 @@ if [ ! -x .venv/bin/python ]; then
   "$py" -m venv .venv
 fi
 # The host's pip configuration (index, extra indexes, CA bundle) applies as is.
-.venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
 .venv/bin/python -m pip install -q -e ".[test]"
 git config --global user.email >/dev/null 2>&1 || git config --global user.email "reprobox@localhost"
 git config --global user.name >/dev/null 2>&1 || git config --global user.name "reprobox"
