@@ -73,6 +73,9 @@ class Transport:
         self.connect_timeout = min(self.timeout, MAX_CONNECT_TIMEOUT)
         self._environ = dict(os.environ if environ is None else environ)
         self._idle: dict[tuple, list[http.client.HTTPConnection]] = {}
+        #: Hosts that already failed for network reasons in this lock: later requests to them fail
+        #: at once instead of each waiting out its own timeouts (a dead index costs one timeout).
+        self._dead: dict[tuple, IndexUnavailable] = {}
         self._lock = threading.Lock()
         self._ctx: Optional[ssl.SSLContext] = None
         self._insecure: Optional[ssl.SSLContext] = None
@@ -321,6 +324,9 @@ class Transport:
 
         parts = urlsplit(url)
         key = self._key_for(url)
+        dead = self._dead.get(key)
+        if dead is not None:
+            raise IndexUnavailable(dead.message, dead.hint)
         scheme, host, port, proxy = key
         target = parts.path or "/"
         if parts.query:
@@ -386,11 +392,14 @@ class Transport:
             return Response(url, status, rheaders, body)
         reason = _describe(last)
         where = f" through the proxy {strip_url_credentials(proxy)}" if proxy else ""
-        raise IndexUnavailable(
+        error = IndexUnavailable(
             f"cannot reach {strip_url_credentials(url)}{where}: {reason}",
             "check the network and the proxy (HTTPS_PROXY / NO_PROXY, pip's `proxy`), "
             "and the index URL in pip's configuration (`pip config list`); " + LATER,
         )
+        if not isinstance(last, IndexUnavailable):  # a network failure, not an HTTP status
+            self._dead[key] = error
+        raise error
 
 
 #: When a lookup has not answered after these delays, another one is started alongside it.
