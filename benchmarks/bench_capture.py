@@ -121,6 +121,12 @@ def throwaway_repo(base: Path) -> Path:
 
 
 def reprobox_cli() -> list[str] | None:
+    """The console script as installed (venv or pipx), not a version manager's shim: a pyenv
+    shim is a bash script that costs ~70 ms before Python even starts, which no user of an
+    installed tool pays and ``pip freeze`` (run from the venv's bin/) does not pay either."""
+    beside = Path(sys.executable).parent / "reprobox"
+    if beside.exists():
+        return [str(beside)]
     exe = shutil.which("reprobox")
     return [exe] if exe else None
 
