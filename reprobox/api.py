@@ -110,9 +110,8 @@ def capture(
     if build:
         from .build import build_experiment
 
-        result = build_experiment(Store(root), stored, progress=progress)
-        stored = Store(root).load(stored.id)
-        _ = result
+        build_experiment(Store(root), stored, progress=progress)
+        stored = Store(root).load(stored.id)  # now with its image tag
     exp = stored.experiment
     return Captured(
         id=exp.id,
@@ -150,7 +149,7 @@ def lock(ref: ExpRef = "latest", *, platform: Optional[str] = None,
 
 
 def build(ref: ExpRef = "latest", *, tag: Optional[str] = None, base_image: Optional[str] = None,
-          network: Optional[str] = None, dry_run: bool = False,
+          network: Optional[str] = None, dry_run: bool = False, no_cache: bool = False,
           progress: Optional[Progress] = None, store: Optional[Store] = None) -> Any:
     """Build the container image of an experiment; returns the BuildResult."""
     from .build import build_experiment
@@ -158,7 +157,7 @@ def build(ref: ExpRef = "latest", *, tag: Optional[str] = None, base_image: Opti
     store = store or open_store()
     stored = _stored(store, ref)
     return build_experiment(store, stored, tag=tag, base_image=base_image, network=network,
-                            progress=progress, dry_run=dry_run)
+                            progress=progress, dry_run=dry_run, no_cache=no_cache)
 
 
 def run(ref: ExpRef = "latest", *, backend: str = "auto", rtol: float = 0.0, atol: float = 0.0,

@@ -254,13 +254,14 @@ def lock_cmd(exp: str, platform: Optional[str]) -> None:
 @click.option("--base-image", help="Base image instead of python:X.Y.Z-slim-<codename>.")
 @click.option("--network", help="Network mode for the build (default: the engine's default).")
 @click.option("--dry-run", is_flag=True, help="Print the Dockerfile, build nothing.")
+@click.option("--no-cache", is_flag=True, help="Ignore the layer cache (a clean rebuild).")
 def build_cmd(exp: str, tag: Optional[str], base_image: Optional[str], network: Optional[str],
-              dry_run: bool) -> None:
+              dry_run: bool, no_cache: bool) -> None:
     """Build the container image of an experiment; prints its tag last."""
     from . import api
 
     result = api.build(exp, tag=tag, base_image=base_image, network=network, dry_run=dry_run,
-                       progress=_progress())
+                       no_cache=no_cache, progress=_progress())
     if dry_run:
         click.echo(result.dockerfile, nl=False)
         return
