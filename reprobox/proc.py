@@ -10,8 +10,9 @@ import logging
 import os
 import shutil
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Union
 
 from .errors import CommandError, ReproboxError, ToolMissing
 
@@ -88,3 +89,40 @@ def run(
         tail = "\n".join((err or "").strip().splitlines()[-15:])
         raise CommandError(args, proc.returncode, tail, hint=hint, what=what)
     return proc
+
+
+def stream(
+    argv: Sequence[str | os.PathLike[str]],
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+) -> Iterator[Union[str, int]]:
+    """Yield a command's merged stdout/stderr line by line; its exit status comes last, as int.
+
+    For long steps (image builds) whose progress must be shown as it happens. Closing the
+    generator early terminates the child.
+    """
+    args = [os.fspath(a) for a in argv]
+    log.debug("stream: %s (cwd=%s)", " ".join(args), cwd)
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    try:
+        child = subprocess.Popen(
+            args, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=full_env,
+            text=True, errors="replace", bufsize=1,
+        )
+    except FileNotFoundError as exc:
+        tool = Path(args[0]).name
+        raise ToolMissing(
+            f"`{tool}` is not installed or not on PATH",
+            INSTALL_HINTS.get(tool, f"install {tool} and make sure it is on PATH"),
+        ) from exc
+    assert child.stdout is not None
+    try:
+        for line in child.stdout:
+            yield line.rstrip("\n")
+    finally:
+        if child.poll() is None:
+            child.terminate()
+        child.wait()
+    yield child.returncode

@@ -16,7 +16,6 @@ from __future__ import annotations
 import abc
 import os
 import re
-import subprocess
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -24,7 +23,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence, Union
 
 from .. import proc
-from ..errors import BaseImageMissing, EngineError
+from ..errors import BaseImageMissing, EngineError, ToolMissing
 from ..secrets import redact_text
 
 Progress = Callable[[str], None]
@@ -197,29 +196,11 @@ def find_buildkit_client() -> Optional[BuildKitClient]:
 
 
 def _stream_lines(argv: Sequence[str], env: Mapping[str, str]) -> Iterator[Union[str, int]]:
-    """Yield a command's merged stdout/stderr line by line; the exit status comes last as int.
-
-    proc.run captures output whole; a build takes minutes and its progress must be shown as it
-    happens, hence this one streaming call site.
-    """
-    full_env = dict(os.environ)
-    full_env.update(env)
+    """A build's log as it happens (through proc.stream), its exit status last."""
     try:
-        child = subprocess.Popen(
-            list(argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=full_env,
-            text=True, errors="replace", bufsize=1,
-        )
-    except FileNotFoundError as exc:
+        yield from proc.stream(argv, env=env)
+    except ToolMissing as exc:
         raise EngineError(f"{argv[0]} is not installed", proc.INSTALL_HINTS["docker"]) from exc
-    assert child.stdout is not None
-    try:
-        for line in child.stdout:
-            yield line.rstrip("\n")
-    finally:
-        if child.poll() is None:
-            child.terminate()
-        child.wait()
-    yield child.returncode
 
 
 _STEP = re.compile(r"^#(\d+) \[(?:[\w.-]+ )?(\d+/\d+)\] (.*)$")
