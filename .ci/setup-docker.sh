@@ -28,7 +28,7 @@ if [ ${#need[@]} -gt 0 ]; then
   log "installing ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${need[@]}" ca-certificates >/dev/null
+  apt-get install -y -qq "${need[@]}" ca-certificates >/dev/null
   client=/usr/bin/docker
 fi
 

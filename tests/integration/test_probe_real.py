@@ -86,14 +86,24 @@ def test_system_python_with_debian_egg_info():
     assert result.packages, "Debian's dist-packages hold at least pip or setuptools"
 
 
+def _base_python() -> Path:
+    """The interpreter outside any venv (a venv hides the user site-packages)."""
+    if sys.prefix == sys.base_prefix:
+        return Path(sys.executable)
+    for name in (f"python{sys.version_info[0]}.{sys.version_info[1]}", "python3"):
+        cand = Path(sys.base_prefix) / "bin" / name
+        if cand.exists():
+            return cand
+    return Path(getattr(sys, "_base_executable", sys.executable))
+
+
 def test_user_site_is_seen_like_a_normal_run(tmp_path):
-    if sys.prefix != sys.base_prefix:
-        pytest.skip("a venv hides the user site-packages")
+    base = _base_python()
     proj = _project(tmp_path / "userproj", "user-site-demo", "4.5.6")
     env = {**os.environ, "PYTHONUSERBASE": str(tmp_path / "userbase")}
     env.pop("PYTHONNOUSERSITE", None)
     try:
-        _pip(Path(sys.executable), "--user", "--no-deps", "--no-build-isolation",
+        _pip(base, "--user", "--no-deps", "--no-build-isolation",
              "--no-index", str(proj), env=env)
     except subprocess.CalledProcessError as exc:
         pytest.skip(f"cannot build a local project offline here: {exc.stderr[-200:]}")
@@ -101,10 +111,10 @@ def test_user_site_is_seen_like_a_normal_run(tmp_path):
     try:
         os.environ.update({"PYTHONUSERBASE": str(tmp_path / "userbase")})
         os.environ.pop("PYTHONNOUSERSITE", None)
-        seen = {d["name"]: d for d in py.run_probe(Path(sys.executable))["distributions"]}
+        seen = {d["name"]: d for d in py.run_probe(base)["distributions"]}
         assert seen["user-site-demo"]["version"] == "4.5.6"
         os.environ["PYTHONNOUSERSITE"] = "1"
-        hidden = {d["name"] for d in py.run_probe(Path(sys.executable))["distributions"]}
+        hidden = {d["name"] for d in py.run_probe(base)["distributions"]}
         assert "user-site-demo" not in hidden
     finally:
         os.environ.clear()
