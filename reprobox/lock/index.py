@@ -53,7 +53,7 @@ class IndexClient:
         cache_dir: Optional[Path] = None,
         *,
         transport: Optional[Transport] = None,
-        max_workers: int = 16,
+        max_workers: int = 32,
     ) -> None:
         self.config = config
         self.cache_dir = cache_dir
