@@ -14,6 +14,7 @@ built in. :func:`find_buildkit_client` tries every ``docker`` it can find.
 from __future__ import annotations
 
 import abc
+import logging
 import os
 import re
 import time
@@ -25,6 +26,8 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequenc
 from .. import proc
 from ..errors import BaseImageMissing, EngineError, ToolMissing
 from ..secrets import redact_text
+
+log = logging.getLogger("reprobox.engine")
 
 Progress = Callable[[str], None]
 
@@ -192,6 +195,36 @@ def find_buildkit_client() -> Optional[BuildKitClient]:
     return None
 
 
+def _client_from_env(docker: Any) -> Any:
+    """``docker.from_env``, surviving an unreadable client config (~/.docker/config.json).
+
+    The SDK parses the registry credentials in that file when it connects and fails on a
+    malformed entry; the docker CLI only warns and goes on. reprobox needs no registry login to
+    talk to the daemon, so it does the same: warn, and connect without reading that file.
+    """
+    try:
+        return docker.from_env(timeout=300)
+    except (ValueError, docker.errors.InvalidConfigFile) as exc:
+        where = os.environ.get("DOCKER_CONFIG", "~/.docker")
+        log.warning("ignoring the Docker client configuration in %s: %s (registry logins from it "
+                    "are not used)", where, type(exc).__name__)
+        import tempfile
+
+        saved = os.environ.get("DOCKER_CONFIG")
+        with tempfile.TemporaryDirectory(prefix="reprobox-docker-config-") as empty:
+            # An empty config here, or the SDK falls back to ~/.docker/config.json again.
+            with open(os.path.join(empty, "config.json"), "w") as fh:
+                fh.write("{}")
+            os.environ["DOCKER_CONFIG"] = empty
+            try:
+                return docker.from_env(timeout=300)
+            finally:
+                if saved is None:
+                    os.environ.pop("DOCKER_CONFIG", None)
+                else:
+                    os.environ["DOCKER_CONFIG"] = saved
+
+
 # --------------------------------------------------------------------------- streaming a process
 
 
@@ -345,7 +378,7 @@ class DockerEngine(Engine):
                 raise EngineError("the Docker SDK for Python is not installed",
                                   "pip install docker") from exc
             try:
-                client = docker.from_env(timeout=300)
+                client = _client_from_env(docker)
                 client.ping()
             except Exception as exc:  # noqa: BLE001 - every connection failure means the same
                 raise self._unreachable(exc) from None

@@ -218,3 +218,65 @@ def test_ctrl_c_during_capture_leaves_nothing(project: Path, tmp_path: Path) -> 
     assert "interrupted" in err and "Traceback" not in err
     exps = project / ".reprobox" / "experiments"
     assert not exps.exists() or [x.name for x in exps.iterdir()] == []
+
+
+@pytest.mark.docker
+@pytest.mark.network
+def test_no_canary_reaches_a_built_image(project: Path, tmp_path: Path) -> None:
+    """Home-folder credentials, secret-looking variables and a credentialed remote are in the
+    environment of capture and build; `docker save` of the image holds none of them."""
+    import platform
+    import shutil
+    import tarfile
+
+    from reprobox.build.base import build_base, host_release
+
+    require_root = os.geteuid() == 0 and shutil.which("debootstrap") is not None
+    if not require_root:
+        pytest.skip("building the base image needs root and debootstrap")
+    _id, codename = host_release()
+    build_base(platform.python_version(), codename or "bookworm")
+    docker = "/usr/bin/docker" if Path("/usr/bin/docker").exists() else "docker"
+
+    home = tmp_path / "home"
+    (home / ".docker").mkdir(parents=True)
+    (home / ".netrc").write_text(f"machine example.com login me password {CANARY}netrc\n")
+    (home / ".docker" / "config.json").write_text(
+        json.dumps({"auths": {"example.com": {"auth": CANARY + "docker"}}}))
+    git(project, "remote", "add", "origin", f"https://bob:{CANARY}remote@git.example.com/t/d.git")
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    env = {**os.environ, "HOME": str(home), "VIRTUAL_ENV": str(venv),
+           "MY_API_TOKEN": CANARY + "env", "DOCKER_CONFIG": str(home / ".docker")}
+    proc = reprobox("capture", "--cmd", "python train.py", "--build", cwd=project, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert CANARY not in proc.stdout + proc.stderr
+    tag = json.loads(reprobox("show", "latest", "--json", cwd=project, env=env).stdout)[
+        "experiment"]["image"]
+    assert tag
+    try:
+        archive = tmp_path / "image.tar"
+        subprocess.run([docker, "save", "-o", str(archive), tag], check=True)
+        needle = CANARY.encode()
+        with tarfile.open(archive) as outer:
+            for member in outer.getmembers():
+                if not member.isfile():
+                    continue
+                data = outer.extractfile(member).read()  # type: ignore[union-attr]
+                if member.name.endswith("layer.tar"):
+                    import io
+
+                    with tarfile.open(fileobj=io.BytesIO(data)) as layer:
+                        for f in layer.getmembers():
+                            if f.isfile():
+                                assert needle not in layer.extractfile(f).read(), (  # type: ignore[union-attr]
+                                    f"canary in {member.name}:{f.name}")
+                else:
+                    assert needle not in data, f"canary in {member.name}"
+        history = subprocess.run([docker, "history", "--no-trunc", tag], capture_output=True,
+                                 text=True).stdout
+        inspect = subprocess.run([docker, "image", "inspect", tag], capture_output=True,
+                                 text=True).stdout
+        assert CANARY not in history and CANARY not in inspect
+    finally:
+        subprocess.run([docker, "rmi", "-f", tag], capture_output=True)
