@@ -163,3 +163,40 @@ def test_report_json_is_valid_after_a_venv_run(small_project):
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     assert report["schema"] == "reprobox.run/1" and report["verdict"] == "reproduced"
+
+
+@pytest.mark.docker
+@pytest.mark.network
+@pytest.mark.slow
+def test_ctrl_c_during_an_image_build(git_repo: Path, tmp_path: Path):
+    """SIGINT while BuildKit installs the locked packages: exit 130, the build child is gone,
+    and the committed record does not claim an image."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "numpy"],
+                   check=True)
+    env = {**os.environ, "VIRTUAL_ENV": str(venv)}
+    cap = cli("capture", "--cmd", "python -c 'import numpy'", cwd=git_repo, env=env)
+    assert cap.returncode == 0, cap.stderr
+    exp_id = cap.stdout.strip().splitlines()[-1]
+    before = (git_repo / ".reprobox/experiments" / exp_id / "experiment.json").read_text()
+    p = subprocess.Popen([sys.executable, "-m", "reprobox.cli", "build", exp_id, "--no-cache"],
+                         cwd=git_repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert p.stderr is not None
+    seen = []
+    for line in p.stderr:
+        seen.append(line)
+        if "Locked Python packages" in line:
+            break
+    else:
+        pytest.fail("the build never reached the package layer:\n" + "".join(seen))
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=120)
+    err = "".join(seen) + err
+    assert p.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    children = subprocess.run(["pgrep", "-f", f"reprobox/.*:{exp_id}"], capture_output=True,
+                              text=True).stdout.split()
+    assert children == [], "a build process outlived the interrupt"
+    after = (git_repo / ".reprobox/experiments" / exp_id / "experiment.json").read_text()
+    assert after == before
