@@ -184,7 +184,7 @@ def verify(ref: ExpRef = "latest", *, backend: str = "auto", progress: Optional[
 
 def diff(a: ExpRef, b: Optional[ExpRef] = None, *, python: Optional[str] = None,
          store: Optional[Store] = None) -> Any:
-    """Environment diff between two experiments; ``b=None`` compares with the current environment."""
+    """Environment diff between two experiments; ``b=None``: against the current environment."""
     from .diff import diff_environments
 
     store = store or open_store()

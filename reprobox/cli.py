@@ -104,12 +104,14 @@ def _progress() -> _Progress:
 
 @main.command()
 @click.option("--name", help="A name to refer to the experiment by (default: the script's name).")
-@click.option("--cmd", "command", help='The command that produced the results, e.g. "python train.py".')
+@click.option("--cmd", "command",
+              help='The command that produced the results, e.g. "python train.py".')
 @click.option("--metrics", "metrics_files", multiple=True, metavar="PATH",
               help="Metrics file (JSON, YAML, CSV/TSV); repeatable.")
 @click.option("--output", "outputs", multiple=True, metavar="PATH",
               help="Output file whose sha256 a rerun must match; repeatable.")
-@click.option("--python", metavar="PATH", help="Interpreter to fingerprint (default: the active environment's).")
+@click.option("--python", metavar="PATH",
+              help="Interpreter to fingerprint (default: the active environment's).")
 @click.option("--no-lock", is_flag=True, help="Skip the hashed lock (run `reprobox lock` later).")
 @click.option("--build", "do_build", is_flag=True, help="Build the container image right away.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON object instead of the id.")
@@ -156,7 +158,7 @@ def ls_cmd(as_json: bool) -> None:
     from .store import open_store
 
     store = open_store()
-    rows = []
+    rows: list[dict[str, Any]] = []
     for s in store.experiments():
         exp, env = s.experiment, s.environment
         rows.append({
@@ -169,13 +171,13 @@ def ls_cmd(as_json: bool) -> None:
         _print_json(rows)
         return
     if not rows:
-        click.echo("no experiments yet: record one with `reprobox capture --cmd \"python train.py\"`",
+        click.echo('no experiments yet: record one with `reprobox capture --cmd "python train.py"`',
                    err=True)
         return
-    header = ("ID", "NAME", "CREATED", "PYTHON", "PKGS", "COMMIT", "COMMAND")
-    table = [header] + [
-        (r["id"], r["name"], r["created"], r["python"], str(r["packages"]), r["commit"],
-         r["command"][:50]) for r in rows
+    header: tuple[str, ...] = ("ID", "NAME", "CREATED", "PYTHON", "PKGS", "COMMIT", "COMMAND")
+    table: list[tuple[str, ...]] = [header] + [
+        (str(r["id"]), str(r["name"]), str(r["created"]), str(r["python"]), str(r["packages"]),
+         str(r["commit"]), str(r["command"])[:50]) for r in rows
     ]
     widths = [max(len(row[i]) for row in table) for i in range(len(header) - 1)]
     for row in table:

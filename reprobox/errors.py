@@ -2,7 +2,8 @@
 
 Every error a user can meet is a :class:`ReproboxError` whose message says what went wrong and
 whose ``hint`` names the fix. The CLI catches them in one place and maps ``exit_code`` to the
-process status (2 for usage / bad input, 3 for everything else), so no traceback ever reaches a user.
+process status (2 for usage / bad input, 3 for everything else), so no traceback ever reaches a
+user.
 """
 
 from __future__ import annotations

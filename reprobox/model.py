@@ -61,7 +61,8 @@ def check_schema(data: Mapping[str, Any], name: str, where: str) -> None:
         raise SchemaError(f"{where} has an unreadable schema version {got_version!r}") from None
     if version > SCHEMA_VERSION:
         raise SchemaError(
-            f"{where} uses schema {schema}, newer than this reprobox reads ({name}/{SCHEMA_VERSION})",
+            f"{where} uses schema {schema}, newer than this reprobox reads "
+            f"({name}/{SCHEMA_VERSION})",
             f"upgrade reprobox to a release that reads {name}/{version}: `pip install -U reprobox`",
         )
     if version < 1:
@@ -461,7 +462,8 @@ class Environment:
         env = cls(
             interpreter=Interpreter.from_dict(_req(data, "interpreter", dict, where)),
             packages=tuple(
-                Package.from_dict(p, f"{where} package") for p in _req(data, "packages", list, where)
+                Package.from_dict(p, f"{where} package")
+                for p in _req(data, "packages", list, where)
             ),
             system_packages=tuple(
                 SystemPackage.from_dict(s, f"{where} system package")
@@ -563,7 +565,8 @@ class DvcInfo:
     def from_dict(cls, data: Mapping[str, Any], where: str = "dvc") -> "DvcInfo":
         return cls(
             lock_digest=_opt(data, "lock_digest", str, where),
-            outputs=tuple(DvcOutput.from_dict(o) for o in (_opt(data, "outputs", list, where) or [])),
+            outputs=tuple(DvcOutput.from_dict(o)
+                          for o in (_opt(data, "outputs", list, where) or [])),
             params=_opt(data, "params", dict, where) or {},
             stages=_strs(data.get("stages"), where + " stages"),
             remote=_opt(data, "remote", str, where),
@@ -668,7 +671,8 @@ class Experiment:
             git=GitInfo.from_dict(_req(data, "git", dict, where)),
             dvc=DvcInfo.from_dict(dvc) if dvc else None,
             metrics=metrics,
-            outputs=tuple(OutputFile.from_dict(o) for o in (_opt(data, "outputs", list, where) or [])),
+            outputs=tuple(OutputFile.from_dict(o)
+                          for o in (_opt(data, "outputs", list, where) or [])),
             env=env,
             environment_digest=_req(data, "environment_digest", str, where),
             created=_req(data, "created", str, where),

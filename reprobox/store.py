@@ -30,7 +30,9 @@ ENVIRONMENT_FILE = "environment.json"
 ID_RE = re.compile(r"^[0-9a-f]{12}$")
 MIN_PREFIX = 4
 
-_GITIGNORE = "# written by reprobox: local run reports and caches are not committed\nruns/\ncache/\n"
+_GITIGNORE = (
+    "# written by reprobox: local run reports and caches are not committed\nruns/\ncache/\n"
+)
 
 
 def write_atomic(path: Path, data: Union[str, bytes], mode: int = 0o644) -> None:
@@ -127,7 +129,8 @@ class Store:
             write_atomic(tmp / EXPERIMENT_FILE, pretty_json(experiment.to_dict()))
             write_atomic(tmp / ENVIRONMENT_FILE, pretty_json(environment.to_dict()))
             for name, content in (files or {}).items():
-                if "/" in name or name.startswith(".") or name in (EXPERIMENT_FILE, ENVIRONMENT_FILE):
+                reserved = (EXPERIMENT_FILE, ENVIRONMENT_FILE)
+                if "/" in name or name.startswith(".") or name in reserved:
                     raise StoreError(f"internal: bad store file name {name!r}")
                 write_atomic(tmp / name, content)
             os.chmod(tmp, 0o755)

@@ -1,8 +1,9 @@
-"""capture: fingerprint the environment a run really used into a committed, content-addressed record.
+"""capture: fingerprint the environment a run really used into a committed, content-addressed
+record.
 
 A pipeline of plain stages, each testable alone:
 
-    target python -> probe (in that interpreter) -> packages + native libs -> OS packages owning them
+    target python -> probe (in that interpreter) -> packages + native libs -> OS packages
     -> hardware -> git (+ patch) -> DVC -> metrics + outputs -> replayable env vars
     -> Environment + Experiment (ids, digests) -> lock (best effort) -> Dockerfile -> store (atomic)
 """
@@ -173,7 +174,8 @@ def capture_experiment(
         dvc = dvc_mod.dvc_info(root)
     command_kind = "shell"
     if command is not None and not command.strip():
-        raise UsageError("--cmd is empty", 'give the command that produced the results, e.g. --cmd "python train.py"')
+        raise UsageError("--cmd is empty", "give the command that produced the results, "
+                         'e.g. --cmd "python train.py"')
     if command is None and dvc is not None and dvc.stages:
         command_kind = "dvc"
         command = dvc_mod.DVC_PIPELINE_COMMAND
