@@ -1,0 +1,41 @@
+"""doctor: each finding says what is there, and what falls short names its fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from reprobox import doctor
+
+
+def test_dead_daemon_is_reported_with_its_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/nothing.sock")
+    checks = doctor.check_engine()
+    assert len(checks) == 1
+    assert checks[0].name == "docker" and not checks[0].ok
+    assert "does not answer" in checks[0].detail and checks[0].fix
+
+
+def test_missing_tools_name_how_to_get_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    for check in (doctor.check_git(), doctor.check_dvc(), doctor.check_uv(),
+                  doctor.check_debootstrap()):
+        assert not check.ok and check.fix and "install" in check.fix, check
+
+
+def test_unreachable_index_is_not_fatal(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple")
+    check = doctor.check_index()
+    assert not check.ok and "unreachable" in check.detail
+    assert check.fix and "reprobox lock" in check.fix
+
+
+def test_diagnose_flattens_and_serialises(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(doctor, "CHECKS", (
+        doctor.check_git,
+        lambda: [doctor.Check("a", True, "x"), doctor.Check("b", False, "y", "z")],
+    ))
+    out = [c.to_dict() for c in doctor.diagnose()]
+    assert [c["name"] for c in out] == ["git", "a", "b"]
+    assert out[2] == {"name": "b", "ok": False, "detail": "y", "fix": "z"}
