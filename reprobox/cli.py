@@ -277,7 +277,16 @@ def build_cmd(exp: str, tag: Optional[str], base_image: Optional[str], network: 
               help="Debian codename of the image.")
 def base_cmd(python_version: str, codename: str) -> None:
     """Build a python:X.Y.Z-slim-CODENAME base image with no registry access."""
+    import re
+
     from .build import build_base
+
+    if not re.fullmatch(r"\d+\.\d+\.\d+", python_version):
+        raise click.BadParameter(f"{python_version!r} is not an exact release such as 3.11.7",
+                                 param_hint="--python")
+    if not re.fullmatch(r"[a-z][a-z0-9-]{1,31}", codename):
+        raise click.BadParameter(f"{codename!r} is not a Debian codename such as bookworm",
+                                 param_hint="--os")
 
     click.echo(build_base(python_version, codename, progress=_progress()))
 

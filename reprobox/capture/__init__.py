@@ -69,7 +69,16 @@ def _now() -> str:
 
 
 def default_name(command: Optional[str], command_kind: str) -> str:
-    """A readable default: the script's stem (``python train.py`` -> ``train``)."""
+    """A readable default: the script's stem (``python train.py`` -> ``train``), reduced to the
+    characters a name may hold."""
+    import re
+
+    raw = _name_from_command(command, command_kind)
+    cleaned = re.sub(r"[^A-Za-z0-9._+=@,-]+", "-", raw).strip("-._")[:100]
+    return cleaned if cleaned and cleaned[0].isalnum() and cleaned != "latest" else "experiment"
+
+
+def _name_from_command(command: Optional[str], command_kind: str) -> str:
     if command_kind == "dvc":
         return "dvc-pipeline"
     if not command:
@@ -230,6 +239,8 @@ def capture_experiment(
         tool_version=__version__,
     ).with_id()
 
+    _check_before_storing(experiment, env, name_given=name is not None)
+
     files: dict[str, bytes | str] = {}
     if patch_bytes:
         files[PATCH_FILE] = patch_bytes
@@ -275,6 +286,28 @@ def capture_experiment(
         created_new=not existed,
         timings=timings,
     )
+
+
+def _check_before_storing(experiment: Experiment, env: Environment, *, name_given: bool) -> None:
+    """Apply the grammars every reader applies, so that a capture never stores a record that
+    `run`, `build` or `show` would then refuse as hostile."""
+    from .. import validate
+    from ..errors import ValidationError
+
+    if name_given:
+        try:
+            validate.experiment_name(experiment.name, "--name")
+        except ValidationError as exc:
+            raise UsageError(exc.message.replace("refusing ", "bad ", 1),
+                             "choose a name of letters, digits, spaces and . _ - + = @ , :") from None
+    try:
+        validate.validate_experiment(experiment, env)
+    except ValidationError as exc:
+        raise UsageError(
+            f"this capture cannot be recorded: {exc.message.replace('refusing ', '', 1)}",
+            "rename the file or value it names (paths: letters, digits, . _ - / and spaces), "
+            "or leave it out of the capture",
+        ) from None
 
 
 def fingerprint_environment(

@@ -157,8 +157,11 @@ def test_git_missing(project: Path, tmp_path: Path) -> None:
 
 
 def test_bad_inputs_are_clear(project: Path) -> None:
+    (project / "m$(id).json").write_text('{"a": 1}\n')
     cases = [
         (["capture", "--metrics", "missing.json", "--no-lock"], 2, "missing.json"),
+        (["capture", "--name", "x;rm -rf /", "--no-lock"], 2, "--name"),
+        (["capture", "--metrics", "m$(id).json", "--no-lock"], 2, "cannot be recorded"),
         (["capture", "--output", "../outside.bin", "--no-lock"], 2, "outside"),
         (["capture", "--python", "/nonexistent/python", "--no-lock"], 3, "/nonexistent/python"),
         (["run", "nothing-here"], 2, "no experiment"),

@@ -87,3 +87,20 @@ def test_bad_option_exits_2(repo: Path) -> None:
 def test_version() -> None:
     code, out, _ = invoke("--version")
     assert code == 0 and "reprobox" in out
+
+
+def test_base_needs_an_exact_release(repo: Path) -> None:
+    code, _, err = invoke("base", "--python", "3.11")
+    assert code == 2 and "exact release" in err
+    code, _, err = invoke("base", "--python", "3.11.7", "--os", "bad name")
+    assert code == 2 and "codename" in err
+
+
+def test_default_names_hold_only_name_characters() -> None:
+    from reprobox.capture import default_name
+
+    assert default_name("python train.py", "shell") == "train"
+    assert default_name("python -m pkg.train --lr 1", "shell") == "train"
+    assert default_name("python 'my;script.py'", "shell") == "my-script"
+    assert default_name(None, "dvc") == "dvc-pipeline"
+    assert default_name("", "shell") == "experiment"
