@@ -298,8 +298,10 @@ def _check_before_storing(experiment: Experiment, env: Environment, *, name_give
         try:
             validate.experiment_name(experiment.name, "--name")
         except ValidationError as exc:
-            raise UsageError(exc.message.replace("refusing ", "bad ", 1),
-                             "choose a name of letters, digits, spaces and . _ - + = @ , :") from None
+            raise UsageError(
+                exc.message.replace("refusing ", "bad ", 1),
+                "choose a name of letters, digits, spaces and . _ - + = @ , :",
+            ) from None
     try:
         validate.validate_experiment(experiment, env)
     except ValidationError as exc:
