@@ -10,7 +10,10 @@ from reprobox import doctor
 
 
 def test_dead_daemon_is_reported_with_its_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from reprobox.build import engine
+
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/nothing.sock")
+    monkeypatch.setattr(engine, "_ENGINE", None)  # a fresh connection, not the session's
     checks = doctor.check_engine()
     assert len(checks) == 1
     assert checks[0].name == "docker" and not checks[0].ok
