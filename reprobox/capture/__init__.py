@@ -196,8 +196,8 @@ def capture_experiment(
         command_kind = "none"
         if not inline_metrics:
             warnings.append(
-                "no command recorded (--cmd): `reprobox run` will rebuild the environment "
-                "but has nothing to rerun"
+                "no command recorded (--cmd): `reprobox run` will have nothing to rerun; "
+                "`reprobox verify` still checks the environment"
             )
     rel_cwd = _relative_cwd(root, cwd)
     metrics_by_file: dict[str, dict[str, Any]] = {}
