@@ -179,10 +179,6 @@ def _check_same_file(pkg: Package, chosen: DistFile, lookups: Sequence[Lookup],
                 return
 
 
-def compiled(pkg: Package) -> bool:
-    return any(not tag.endswith("-any") for tag in pkg.wheel_tags)
-
-
 def with_hashes(client: IndexClient, pkg: LockedPackage) -> LockedPackage:
     if all(f.sha256 for f in pkg.files):
         return pkg

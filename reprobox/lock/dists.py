@@ -8,18 +8,27 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Mapping, Optional
+from typing import TYPE_CHECKING, Mapping, Optional
 from urllib.parse import unquote, urlsplit
 
-from packaging.tags import Tag
-from packaging.utils import (
-    InvalidWheelFilename,
-    canonicalize_name,
-    parse_wheel_filename,
-)
-from packaging.version import InvalidVersion, Version
-
 from ..secrets import strip_url_credentials
+
+if TYPE_CHECKING:
+    from packaging.tags import Tag
+    from packaging.version import Version
+
+# packaging is imported where it is used, not here: ``packaging.utils`` pulls in
+# ``packaging.tags`` (subprocess, logging, platform, sysconfig: ~10 ms), and a cold lock imports
+# this module before it starts connecting to the index.
+
+
+def canonicalize_name(name: str) -> str:
+    """PEP 503's normalized name, ``re.sub(r"[-_.]+", "-", name).lower()`` (as
+    ``packaging.utils.canonicalize_name`` computes it, without importing packaging)."""
+    value = name.lower().replace("_", "-").replace(".", "-")
+    while "--" in value:
+        value = value.replace("--", "-")
+    return value
 
 #: Source-distribution suffixes pip still installs.
 SDIST_SUFFIXES = (".tar.gz", ".zip", ".tar.bz2", ".tar.xz", ".tgz", ".tbz", ".txz", ".tar")
@@ -143,6 +152,9 @@ def parse_filename(filename: str, project: Optional[str] = None) -> Optional[Par
     sdist names are ambiguous (``python-dateutil-2.8.2.tar.gz``): with ``project`` known, the
     split is the one whose name part normalizes to it; without, the first ``-`` before a digit.
     """
+    from packaging.utils import InvalidWheelFilename, parse_wheel_filename
+    from packaging.version import InvalidVersion, Version
+
     if filename.endswith(".whl"):
         try:
             name, version, build, tags = parse_wheel_filename(filename)
@@ -166,6 +178,8 @@ def parse_filename(filename: str, project: Optional[str] = None) -> Optional[Par
 
 def same_version(a: Version, b: str) -> bool:
     """PEP 440 equality, local label included (``2.1+cpu`` is not ``2.1``)."""
+    from packaging.version import InvalidVersion, Version
+
     try:
         return a == Version(b)
     except InvalidVersion:
@@ -213,6 +227,8 @@ class ReleaseFilter:
             return same_version(parsed.version, self.version)
         if ver == self.version:
             return True
+        from packaging.version import InvalidVersion, Version
+
         try:
             match = Version(ver) == Version(self.version)
         except InvalidVersion:

@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import queue
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
+from concurrent.futures import wait as wait_futures
+from functools import partial
 from pathlib import Path
 from typing import Callable, Iterable, Optional, Sequence
 from urllib.parse import quote, unquote, urlsplit
@@ -62,6 +65,8 @@ class IndexClient:
         self.max_workers = max_workers
         self._memo: dict[str, Future] = {}
         self._memo_lock = threading.Lock()
+        self._workers: Optional[_Workers] = None
+        self._early: dict[tuple[Source, tuple[str, str]], Future] = {}
         self.requests = 0  # network requests made (for benchmarks and tests)
 
     def sources(self) -> tuple[Source, ...]:
@@ -71,19 +76,61 @@ class IndexClient:
         return tuple(out)
 
     def close(self) -> None:
+        self._stop_workers()
         self.transport.close()
         self.cache.close()
 
     def prewarm(self, wanted: Sequence[tuple[str, str]]) -> None:
-        """Start connecting to the first remote source now (see :meth:`Transport.prewarm`),
-        one connection per release the cache cannot answer, up to the pool size."""
+        """Start the lookup threads now, each opening a connection to the first remote source
+        (name lookup, TCP, TLS, CA bundle loading), one per release the cache cannot answer,
+        up to the pool size, so that connections are ready when the first requests go out.
+
+        This returns at once: the threads are started from a background thread, because on a
+        busy interpreter each ``Thread.start`` waits for the GIL, and 32 of them held the
+        caller for tens of milliseconds. Failures are ignored here: the request that needs
+        the host reports them properly.
+        """
         for source in self.sources():
             if source.is_local:
                 continue
             misses = len(wanted) - len(self.cache.get_releases(source, wanted))
-            if misses > 0:
-                self.transport.prewarm(source.location, min(self.max_workers, misses))
+            if misses > 0 and self._workers is None:
+                threading.Thread(target=self.transport.prewarm_context, args=(source.location,),
+                                 daemon=True, name="reprobox-tls-context").start()
+                self._workers = _Workers(min(self.max_workers, misses),
+                                         partial(self.transport.prewarm_one, source.location))
             return
+
+    def start(self, wanted: Sequence[tuple[str, str]]) -> None:
+        """Send now the queries that :meth:`lookup_many` will make first, so that the caller
+        works while they run; ``lookup_many`` then collects them. Only when the first source is
+        remote: every package is asked there, whatever ``done`` will say. The names and
+        versions must be checked already (they go into URLs).
+        """
+        sources = self.sources()
+        if not sources or sources[0].is_local:
+            return
+        source = sources[0]
+        pending = list(dict.fromkeys(wanted))
+        cached = self.cache.get_releases(source, pending)
+        misses = [w for w in pending if w not in cached and (source, w) not in self._early]
+        if misses:
+            pool = self._pool(len(misses))
+            for w in misses:
+                self._early[(source, w)] = pool.submit(self.lookup, source, *w)
+
+    def _stop_workers(self) -> None:
+        early, self._early = list(self._early.values()), {}
+        for fut in early:  # started but never collected: not needed any more
+            fut.cancel()
+        if self._workers is not None:  # the threads end with the call, as a pool would
+            self._workers.shutdown()
+            self._workers = None
+
+    def _pool(self, jobs: int) -> _Workers:
+        if self._workers is None:
+            self._workers = _Workers(max(1, min(self.max_workers, jobs)))
+        return self._workers
 
     # ------------------------------------------------------------------ public
 
@@ -106,7 +153,6 @@ class IndexClient:
         """
         found: dict[tuple[str, str], list[Lookup]] = {w: [] for w in wanted}
         pending = list(dict.fromkeys(wanted))
-        pool: Optional[ThreadPoolExecutor] = None
         try:
             for source in self.sources():
                 if not pending:
@@ -115,31 +161,37 @@ class IndexClient:
                     # folders and file:// indexes cost no network: read them here
                     results = [self.lookup(source, p, v) for p, v in pending]
                 else:
-                    if pool is None:
-                        pool = ThreadPoolExecutor(max_workers=max(1, min(self.max_workers,
-                                                                         len(pending))))
-                    results = self._ask_remote(source, pending, pool)
+                    results = self._ask_remote(source, pending)
                 for w, lookup in zip(pending, results):
                     found[w].append(lookup)
                 if done is not None:
                     pending = [w for w in pending if not done(w, found[w])]
         finally:
-            if pool is not None:
-                pool.shutdown(wait=True, cancel_futures=True)
+            self._stop_workers()
         return found
 
-    def _ask_remote(self, source: Source, pending: Sequence[tuple[str, str]],
-                    pool: ThreadPoolExecutor) -> list[Lookup]:
+    def _ask_remote(self, source: Source, pending: Sequence[tuple[str, str]]) -> list[Lookup]:
         cached = self.cache.get_releases(source, pending)
         misses = [w for w in pending if w not in cached]
-        futures = {w: pool.submit(self.lookup, source, *w) for w in misses}
+        futures: dict[tuple[str, str], Future] = {}
         fetched: dict[tuple[str, str], Lookup] = {}
         error: Optional[IndexUnavailable] = None
-        for w, fut in futures.items():
-            try:
-                fetched[w] = fut.result()
-            except IndexUnavailable as exc:
-                error = error or exc
+        try:
+            for w in misses:
+                fut = self._early.pop((source, w), None)  # sent by start()
+                if fut is None:
+                    fut = self._pool(len(misses)).submit(self.lookup, source, *w)
+                futures[w] = fut
+            for w, fut in futures.items():
+                try:
+                    fetched[w] = fut.result()
+                except IndexUnavailable as exc:
+                    error = error or exc
+        finally:
+            # interrupted (Ctrl-C): drop the queries not started, let the running ones finish
+            for fut in futures.values():
+                fut.cancel()
+            wait_futures(list(futures.values()))
         self.cache.put_releases([(p, v, lk) for (p, v), lk in fetched.items()])
         if error is not None:
             raise error
@@ -293,6 +345,55 @@ class IndexClient:
             )
         ctype = resp.headers.get("content-type", "text/html").split(";")[0].strip().lower()
         return resp.url, ctype, resp.body
+
+
+class _Workers:
+    """A fixed set of daemon threads running lookups from one queue.
+
+    Unlike ``ThreadPoolExecutor``, whose ``submit`` starts a thread per call (each start
+    waiting for the GIL while the earlier threads parse pages), the threads are started up front
+    by a launcher thread, and each may first run ``on_start`` (open its connection).
+    """
+
+    def __init__(self, count: int, on_start: Optional[Callable[[], None]] = None) -> None:
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._count = count
+        threading.Thread(target=self._launch, args=(on_start,), daemon=True,
+                         name="reprobox-lookup-launcher").start()
+
+    def _launch(self, on_start: Optional[Callable[[], None]]) -> None:
+        for i in range(self._count):
+            threading.Thread(target=self._run, args=(on_start,), daemon=True,
+                             name=f"reprobox-lookup-{i}").start()
+
+    def _run(self, on_start: Optional[Callable[[], None]]) -> None:
+        if on_start is not None:
+            try:
+                on_start()
+            except Exception:  # noqa: BLE001 - the requests that need it report it properly
+                pass
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            fut, fn, args = job
+            if not fut.set_running_or_notify_cancel():
+                continue
+            try:
+                fut.set_result(fn(*args))
+            except BaseException as exc:  # noqa: BLE001 - handed to the waiting caller
+                fut.set_exception(exc)
+
+    def submit(self, fn: Callable, *args: object) -> Future:
+        fut: Future = Future()
+        self._jobs.put((fut, fn, args))
+        return fut
+
+    def shutdown(self) -> None:
+        """Ask every thread to stop once the queue is drained (they are daemons: an exit
+        does not wait for them)."""
+        for _ in range(self._count):
+            self._jobs.put(None)
 
 
 def _with(f: DistFile, *, sha256: Optional[str] = None, size: Optional[int] = None) -> DistFile:

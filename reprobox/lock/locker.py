@@ -11,27 +11,17 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 from .. import __version__
 from ..model import Environment, Package
 from .cache import default_cache_dir
-from .checks import check_environment
 from .config import IndexConfig, read_index_config
-from .decide import (
-    archive,
-    compiled,
-    index_package,
-    separate,
-    settled,
-    source_warnings,
-    with_hashes,
-)
 from .index import IndexClient
-from .pylock import render_pylock
-from .requirements import render_requirements
-from .result import LockedPackage, LockResult, Problem, UnlockablePackages, VersionChange
-from .select import Target, capture_target, linux_machine, platform_target
+
+if TYPE_CHECKING:
+    from .result import LockedPackage, LockResult, Problem, VersionChange
+    from .select import Target
 
 Progress = Callable[[str], None]
 
@@ -65,11 +55,29 @@ def _lock(env: Environment, client: IndexClient, repo_root: Path, platform: Opti
           say: Progress) -> LockResult:
     config = client.config
     cache_dir = client.cache_dir
-    # connect to the configured indexes while the environment is checked: only the host's own
-    # configuration decides where these go, nothing from the (untrusted) capture
+    # connect to the configured indexes while the rest of the lock code is imported and the
+    # environment is checked: only the host's own configuration decides where these go,
+    # nothing from the (untrusted) capture
     client.prewarm([(p.name, p.version) for p in env.packages
                     if p.source.kind in ("index", "archive")])
+    from .checks import check_environment
+
     check_environment(env)
+    if platform is None:
+        # the queries go out now, and the rest of the lock code is imported while they run
+        client.start(_lookup_keys(env.packages))
+    # imported here, not at the top: a cold lock waits for the index, and the threads started
+    # above connect and query it meanwhile
+    from .decide import (
+        archive,
+        index_package,
+        separate,
+        settled,
+        source_warnings,
+        with_hashes,
+    )
+    from .result import Problem, UnlockablePackages
+    from .select import capture_target, linux_machine, platform_target
 
     base = capture_target(env)
     target, machines, cross = base, None, False
@@ -97,11 +105,9 @@ def _lock(env: Environment, client: IndexClient, repo_root: Path, platform: Opti
     if looked_up:
         say(f"looking up {len(looked_up)} packages on {len(sources)} package "
             f"source{'s' if len(sources) != 1 else ''}")
-    # compiled packages first: their pages are the large ones, the long poles of the lookup
-    order = sorted(looked_up, key=lambda p: (not compiled(p), p.name))
-    by_key = {(p.name, p.version): p for p in order}
+    by_key = {(p.name, p.version): p for p in looked_up}
     found = client.lookup_many(
-        [(p.name, p.version) for p in order],
+        _lookup_keys(looked_up),
         done=lambda key, lookups: settled(by_key[key], lookups, target, machines, cross),
     )
     for pkg in packages:
@@ -138,9 +144,21 @@ def _lock(env: Environment, client: IndexClient, repo_root: Path, platform: Opti
     return result
 
 
+def _lookup_keys(packages: Sequence[Package]) -> list[tuple[str, str]]:
+    """``(name, version)`` of the packages an index serves, compiled ones first: their pages
+    are the large ones, the long poles of the lookup."""
+    looked_up = [p for p in packages if p.source.kind in ("index", "archive")]
+    looked_up.sort(key=lambda p: (all(t.endswith("-any") for t in p.wheel_tags), p.name))
+    return [(p.name, p.version) for p in looked_up]
+
+
 def _render(env: Environment, locked: list[LockedPackage], target: Target, config: IndexConfig,
             warnings: tuple[str, ...], changes: tuple[VersionChange, ...],
             platform: Optional[str], requests: int) -> LockResult:
+    from .pylock import render_pylock
+    from .requirements import render_requirements
+    from .result import LockResult
+
     req = render_requirements(locked, target=target, environment_digest=env.digest,
                               config=config, tool_version=__version__)
     pylock = render_pylock(locked, target=target, environment_digest=env.digest,

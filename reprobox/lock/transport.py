@@ -250,27 +250,35 @@ class Transport:
         port = parts.port or (443 if scheme == "https" else 80)
         return (scheme, host, port, self._proxy_for(scheme, host))
 
-    def prewarm(self, url: str, count: int) -> None:
-        """Open ``count`` connections to ``url``'s host in the background (name lookup, TCP,
-        TLS, CA bundle loading), so that they are ready when the first requests go out.
+    def prewarm_context(self, url: str) -> None:
+        """Load the TLS context for ``url`` now (the CA bundle takes ~20 ms to parse, without
+        holding the GIL), so that the threads opening connections meanwhile import the HTTP
+        modules instead of waiting for it. Failures are left to the requests to report."""
+        if urlsplit(url).scheme != "https":
+            return
+        try:
+            self._context(url)
+        except Exception:  # noqa: BLE001 - the request that needs it reports it properly
+            pass
 
-        Failures are ignored here: the request that needs the host reports them properly.
-        """
+    def prewarm_one(self, url: str) -> None:
+        """Open one connection to ``url``'s host now (name lookup, TCP, TLS, CA bundle
+        loading) and keep it idle for the next request; a lookup thread calls this as it
+        starts. Failures raise; the caller ignores them, as the request that needs the host
+        reports them properly."""
         if urlsplit(url).scheme not in ("http", "https"):
             return
         key = self._key_for(url)
-
-        def one() -> None:
-            try:
-                conn = self._connect(key, url)
-                conn._create_connection = self._create_connection  # type: ignore[attr-defined]
-                conn.connect()
-            except Exception:  # noqa: BLE001 - the real request reports it
-                return
-            self._release(key, conn)
-
-        for _ in range(count):
-            threading.Thread(target=one, daemon=True, name="reprobox-prewarm").start()
+        if key in self._dead:
+            return
+        conn = self._connect(key, url)
+        conn._create_connection = self._create_connection  # type: ignore[attr-defined]
+        try:
+            conn.connect()
+        except BaseException:
+            conn.close()
+            raise
+        self._release(key, conn)
 
     def close(self) -> None:
         with self._lock:

@@ -306,3 +306,34 @@ def test_https_with_an_untrusted_certificate_names_the_cert_setting(tmp_path):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_started_queries_are_collected_not_repeated(tmp_path):
+    with FakeIndex(PAGES) as first, FakeIndex(PAGES) as second:
+        client = _client(tmp_path, index_url=first.url, extra_index_urls=(second.url,))
+        wanted = [("six", "1.16.0"), ("six", "99.0")]
+        client.prewarm(wanted)
+        client.start(wanted)
+        found = client.lookup_many(wanted, done=lambda key, lookups: bool(lookups[-1].files))
+        client.close()
+        assert {f.filename: f.sha256 for f in found[("six", "1.16.0")][0].files} == \
+            _expected("six", "1.16.0")
+        assert len(found[("six", "99.0")]) == 2
+        assert len(first.project_requests()) == 2  # each asked once, by start()
+        assert second.project_requests() == ["/simple/six/"]
+        assert client.requests == 3
+
+
+def test_start_sends_nothing_when_a_local_source_comes_first(tmp_path):
+    local = tmp_path / "simple"
+    (local / "six").mkdir(parents=True)
+    (local / "six" / "index.html").write_text(PAGES["six"]["html"].decode())
+    with FakeIndex(PAGES) as idx:
+        client = _client(tmp_path, index_url=local.as_uri(), extra_index_urls=(idx.url,))
+        client.start([("six", "1.16.0")])
+        found = client.lookup_many([("six", "1.16.0")],
+                                   done=lambda key, lookups: bool(lookups[-1].files))
+        client.close()
+        assert len(found[("six", "1.16.0")]) == 1 and found[("six", "1.16.0")][0].files
+        assert idx.project_requests() == []
+
