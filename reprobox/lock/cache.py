@@ -118,18 +118,20 @@ class Cache:
                 continue
         return out
 
-    def put_releases(self, project_lookups: Sequence[tuple[str, str, Lookup]]) -> None:
+    @staticmethod
+    def row(project: str, version: str, lk: Lookup) -> tuple:
+        """The cache row of one lookup, for :meth:`put_rows` (encoding it is the costly part
+        of a write: the lookup threads do it as each answer arrives)."""
+        return (_key(lk.source.location), project, version, int(lk.project_found),
+                lk.other_versions,
+                json.dumps([f.to_cache() for f in lk.files]) if lk.files else None, time.time())
+
+    def put_rows(self, rows: Sequence[tuple]) -> None:
+        """Write rows made by :meth:`row`, in one transaction."""
         with self._lock:
             db = self._conn()
-            if db is None or not project_lookups:
+            if db is None or not rows:
                 return
-            now = time.time()
-            rows = [
-                (_key(lk.source.location), project, version, int(lk.project_found),
-                 lk.other_versions,
-                 json.dumps([f.to_cache() for f in lk.files]) if lk.files else None, now)
-                for project, version, lk in project_lookups
-            ]
             try:
                 db.execute("BEGIN")
                 db.executemany("INSERT OR REPLACE INTO releases VALUES (?,?,?,?,?,?,?)", rows)

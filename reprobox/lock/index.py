@@ -14,7 +14,7 @@ import hashlib
 import os
 import queue
 import threading
-from concurrent.futures import Future
+from concurrent.futures import Future, as_completed
 from concurrent.futures import wait as wait_futures
 from functools import partial
 from pathlib import Path
@@ -117,7 +117,7 @@ class IndexClient:
         if misses:
             pool = self._pool(len(misses))
             for w in misses:
-                self._early[(source, w)] = pool.submit(self.lookup, source, *w)
+                self._early[(source, w)] = pool.submit(self._fetch, source, *w)
 
     def _stop_workers(self) -> None:
         early, self._early = list(self._early.values()), {}
@@ -153,49 +153,70 @@ class IndexClient:
         """
         found: dict[tuple[str, str], list[Lookup]] = {w: [] for w in wanted}
         pending = list(dict.fromkeys(wanted))
+        settled: set[tuple[str, str]] = set()
+
+        def take(w: tuple[str, str], lookup: Lookup) -> None:
+            # judged as each answer arrives: the caller's work overlaps the slowest pages
+            found[w].append(lookup)
+            if done is not None and done(w, found[w]):
+                settled.add(w)
+
         try:
             for source in self.sources():
                 if not pending:
                     break
                 if source.is_local:
                     # folders and file:// indexes cost no network: read them here
-                    results = [self.lookup(source, p, v) for p, v in pending]
+                    for p, v in pending:
+                        take((p, v), self.lookup(source, p, v))
                 else:
-                    results = self._ask_remote(source, pending)
-                for w, lookup in zip(pending, results):
-                    found[w].append(lookup)
-                if done is not None:
-                    pending = [w for w in pending if not done(w, found[w])]
+                    self._ask_remote(source, pending, take)
+                pending = [w for w in pending if w not in settled]
         finally:
             self._stop_workers()
         return found
 
-    def _ask_remote(self, source: Source, pending: Sequence[tuple[str, str]]) -> list[Lookup]:
+    def _ask_remote(self, source: Source, pending: Sequence[tuple[str, str]],
+                    take: Callable[[tuple[str, str], Lookup], None]) -> None:
+        """``take(wanted, lookup)`` for each of ``pending``: the cached ones first, then the
+        others as their answers arrive."""
         cached = self.cache.get_releases(source, pending)
         misses = [w for w in pending if w not in cached]
-        futures: dict[tuple[str, str], Future] = {}
-        fetched: dict[tuple[str, str], Lookup] = {}
+        futures: dict[Future, tuple[str, str]] = {}
+        rows: list[tuple] = []
         error: Optional[IndexUnavailable] = None
         try:
             for w in misses:
                 fut = self._early.pop((source, w), None)  # sent by start()
                 if fut is None:
-                    fut = self._pool(len(misses)).submit(self.lookup, source, *w)
-                futures[w] = fut
-            for w, fut in futures.items():
+                    fut = self._pool(len(misses)).submit(self._fetch, source, *w)
+                futures[fut] = w
+            for w in pending:
+                if w in cached:
+                    take(w, cached[w])
+            for fut in as_completed(futures):
                 try:
-                    fetched[w] = fut.result()
+                    lookup, row = fut.result()
                 except IndexUnavailable as exc:
                     error = error or exc
+                    continue
+                rows.append(row)
+                if error is None:
+                    take(futures[fut], lookup)
         finally:
             # interrupted (Ctrl-C): drop the queries not started, let the running ones finish
-            for fut in futures.values():
+            for fut in futures:
                 fut.cancel()
-            wait_futures(list(futures.values()))
-        self.cache.put_releases([(p, v, lk) for (p, v), lk in fetched.items()])
+            wait_futures(list(futures))
+        self.cache.put_rows(rows)
         if error is not None:
             raise error
-        return [cached.get(w) or fetched[w] for w in pending]
+
+    def _fetch(self, source: Source, project: str, version: str) -> tuple[Lookup, tuple]:
+        """A lookup and its cache row, encoded here in the lookup thread, off the caller's
+        path."""
+        lookup = self.lookup(source, project, version)
+        return lookup, self.cache.row(project, version, lookup)
 
     def lookup(self, source: Source, project: str, version: str) -> Lookup:
         """The files of ``project==version`` on one source (``project`` canonical), uncached."""
