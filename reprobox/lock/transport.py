@@ -256,8 +256,23 @@ class Transport:
         modules instead of waiting for it. Failures are left to the requests to report."""
         if urlsplit(url).scheme != "https":
             return
+        threading.Thread(target=self._prewarm_dns, args=(url,), daemon=True,
+                         name="reprobox-dns-prewarm").start()
         try:
             self._context(url)
+        except Exception:  # noqa: BLE001 - the request that needs it reports it properly
+            pass
+
+    def _prewarm_dns(self, url: str) -> None:
+        """Resolve the host that connections to ``url`` go to (the proxy's, if one is used)
+        while the CA bundle loads; the connecting threads then find the answer ready."""
+        _scheme, host, port, proxy = self._key_for(url)
+        if proxy is not None:
+            pparts = urlsplit(proxy)
+            host = pparts.hostname or ""
+            port = pparts.port or (443 if pparts.scheme == "https" else 80)
+        try:
+            self._addresses(host, port)
         except Exception:  # noqa: BLE001 - the request that needs it reports it properly
             pass
 
