@@ -23,7 +23,7 @@ import threading
 import time
 import zlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Mapping, Optional
+from typing import TYPE_CHECKING, Callable, Mapping, Optional
 from urllib.parse import unquote, urljoin, urlsplit
 
 from ..errors import IndexUnavailable
@@ -84,6 +84,9 @@ class Transport:
         self._netrc = self._read_netrc(self._environ)
         self._dns: dict[tuple[str, int], list] = {}
         self._dns_locks: dict[tuple[str, int], threading.Lock] = {}
+        #: Called with the seconds from sending each request to its status line (the index's
+        #: latency, as the caller may size its parallelism by it).
+        self.on_first_byte: Optional[Callable[[float], None]] = None
 
     # ------------------------------------------------------------------ name resolution
 
@@ -367,8 +370,11 @@ class Transport:
         while failures < attempts:
             conn, reused = self._acquire(key, url)
             try:
+                sent = time.monotonic()
                 conn.request("GET", target, headers=hdrs)
                 raw = conn.getresponse()
+                if self.on_first_byte is not None:
+                    self.on_first_byte(time.monotonic() - sent)
                 body = raw.read()
                 status = raw.status
                 rheaders = {k.lower(): v for k, v in raw.getheaders()}

@@ -10,6 +10,7 @@ import hashlib
 import json
 import socket
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -337,3 +338,43 @@ def test_start_sends_nothing_when_a_local_source_comes_first(tmp_path):
         assert len(found[("six", "1.16.0")]) == 1 and found[("six", "1.16.0")][0].files
         assert idx.project_requests() == []
 
+
+
+def test_pool_grows_to_max_workers_when_the_index_is_slow_to_answer(tmp_path):
+    from reprobox.lock import index as index_module
+
+    state = {"now": 0, "peak": 0}
+    lock = threading.Lock()
+
+    class Slow(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            with lock:
+                state["now"] += 1
+                state["peak"] = max(state["peak"], state["now"])
+            time.sleep(index_module.SLOW_FIRST_BYTE * 3)  # a far index: latency-bound
+            with lock:
+                state["now"] -= 1
+            body = b"<html><body></body></html>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/simple"
+        client = IndexClient(IndexConfig(index_url=url), tmp_path / "c", max_workers=24)
+        found = client.lookup_many([(f"p{i}", "1.0") for i in range(120)])
+        client.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert all(lookups[0].project_found for lookups in found.values())
+    assert index_module.START_WORKERS < state["peak"] <= 24
