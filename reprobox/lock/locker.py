@@ -20,7 +20,6 @@ from .config import IndexConfig, read_index_config
 from .index import IndexClient
 
 if TYPE_CHECKING:
-    from .dists import Lookup
     from .result import LockedPackage, LockResult, Problem, VersionChange
     from .select import Target
 
@@ -107,32 +106,16 @@ def _lock(env: Environment, client: IndexClient, repo_root: Path, platform: Opti
         say(f"looking up {len(looked_up)} packages on {len(sources)} package "
             f"source{'s' if len(sources) != 1 else ''}")
     by_key = {(p.name, p.version): p for p in looked_up}
-    # (sources asked, outcome, its warnings) of the index packages decided as their answers
-    # arrived: that work overlaps the slower pages instead of following the last one
-    early: dict[tuple[str, str], tuple[int, LockedPackage | Problem, list[str]]] = {}
-
-    def judge(key: tuple[str, str], lookups: Sequence[Lookup]) -> bool:
-        pkg = by_key[key]
-        if not settled(pkg, lookups, target, machines, cross):
-            return False
-        if pkg.source.kind == "index":
-            said: list[str] = []
-            early[key] = (len(lookups),
-                          index_package(pkg, lookups, target, machines, cross, said), said)
-        return True
-
-    found = client.lookup_many(_lookup_keys(looked_up), done=judge)
+    found = client.lookup_many(
+        _lookup_keys(looked_up),
+        done=lambda key, lookups: settled(by_key[key], lookups, target, machines, cross),
+    )
     for pkg in packages:
         kind = pkg.source.kind
         outcome: LockedPackage | Problem
         if kind == "index":
-            key = (pkg.name, pkg.version)
-            decided = early.get(key)
-            if decided is not None and decided[0] == len(found[key]):
-                outcome = decided[1]
-                warnings += decided[2]
-            else:
-                outcome = index_package(pkg, found[key], target, machines, cross, warnings)
+            outcome = index_package(pkg, found[(pkg.name, pkg.version)], target, machines,
+                                    cross, warnings)
         elif kind == "archive":
             outcome = archive(pkg, found[(pkg.name, pkg.version)], repo_root, target)
         else:
