@@ -123,7 +123,13 @@ class Store:
         self._ensure()
         final = self.experiments_dir / experiment.id
         if final.exists():
-            return self.load(experiment.id)
+            # The same capture again: keep the first record, but attach what it lacked (a lock
+            # that an earlier offline capture could not write, say).
+            existing = self.load(experiment.id)
+            for name, content in (files or {}).items():
+                if "/" not in name and not name.startswith(".") and not (final / name).exists():
+                    write_atomic(final / name, content)
+            return existing
         tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{experiment.id}-", dir=self.experiments_dir))
         try:
             write_atomic(tmp / EXPERIMENT_FILE, pretty_json(experiment.to_dict()))

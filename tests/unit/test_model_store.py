@@ -249,3 +249,16 @@ def test_find_root(tmp_path: Path) -> None:
     assert find_root(tmp_path / "a" / "b") == tmp_path.resolve()
     with pytest.raises(StoreError, match="git init"):
         find_root(Path(os.sep))
+
+
+def test_same_capture_again_attaches_missing_files(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    env = make_env()
+    first = store.save(make_exp(env), env)
+    assert not (first.path / "requirements.lock").exists()
+    again = store.save(make_exp(env, created="2030-01-01T00:00:00Z"), env,
+                       {"requirements.lock": "six==1.17.0 --hash=sha256:00\n"})
+    assert again.id == first.id
+    assert (first.path / "requirements.lock").read_text().startswith("six==")
+    store.save(make_exp(env), env, {"requirements.lock": "other\n"})
+    assert (first.path / "requirements.lock").read_text().startswith("six==")  # never replaced
