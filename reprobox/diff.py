@@ -22,7 +22,7 @@ import re
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Union
 
 from .model import Environment, Experiment, Package, PackageSource, SystemPackage, pretty_json
 
@@ -637,6 +637,22 @@ def _text_packages(lines: list[str], title: str, d: PackageDiff, color: bool) ->
         lines.append(f"  {_style(f'{label:<10}', color, col)}  {body}")
 
 
+def _groups(d: EnvDiff) -> list[tuple[str, Union[PackageDiff, Sequence[Change]]]]:
+    """The diff's groups in display order, shared by the text and markdown renderers."""
+    hw = list(d.hardware)
+    if d.cpu_flags_added or d.cpu_flags_removed:
+        hw.append(_flags_change(d))
+    return [
+        ("Interpreter", d.interpreter),
+        ("Packages", d.packages),
+        ("System packages", d.system_packages),
+        ("OS", d.os),
+        ("Hardware", hw),
+        ("Environment variables", d.env),
+        ("Git", d.git),
+    ]
+
+
 def _flags_change(d: EnvDiff) -> Change:
     """CPU flags shown as what each side has that the other lacks."""
     return Change("cpu_flags (only on this side)", list(d.cpu_flags_removed),
@@ -663,16 +679,11 @@ def render_text(d: EnvDiff, color: bool = False) -> str:
             for w in d.numerics_warnings:
                 lines.append(f"  ! {visible(w.message)}")
         body: list[str] = []
-        _text_changes(body, "interpreter", d.interpreter, color)
-        _text_packages(body, "packages", d.packages, color)
-        _text_packages(body, "system packages", d.system_packages, color)
-        _text_changes(body, "os", d.os, color)
-        hw = list(d.hardware)
-        if d.cpu_flags_added or d.cpu_flags_removed:
-            hw.append(_flags_change(d))
-        _text_changes(body, "hardware", hw, color)
-        _text_changes(body, "environment variables", d.env, color)
-        _text_changes(body, "git", d.git, color)
+        for title, group in _groups(d):
+            if isinstance(group, PackageDiff):
+                _text_packages(body, title.lower(), group, color)
+            else:
+                _text_changes(body, title.lower(), group, color)
         if body:
             lines.append("")
             lines.extend(body)
@@ -755,16 +766,11 @@ def render_markdown(d: EnvDiff, *, heading_level: int = 3, include_warnings: boo
         lines.append("")
         if include_warnings and d.numerics_warnings:
             lines.append(render_warnings_markdown(d))
-        _md_changes(lines, "Interpreter", d.interpreter, sub)
-        _md_packages(lines, "Packages", d.packages, sub)
-        _md_packages(lines, "System packages", d.system_packages, sub)
-        _md_changes(lines, "OS", d.os, sub)
-        hw = list(d.hardware)
-        if d.cpu_flags_added or d.cpu_flags_removed:
-            hw.append(_flags_change(d))
-        _md_changes(lines, "Hardware", hw, sub)
-        _md_changes(lines, "Environment variables", d.env, sub)
-        _md_changes(lines, "Git", d.git, sub)
+        for title, group in _groups(d):
+            if isinstance(group, PackageDiff):
+                _md_packages(lines, title, group, sub)
+            else:
+                _md_changes(lines, title, group, sub)
     for note in d.notes:
         lines.append(f"_{md_escape(note)}_")
         lines.append("")
