@@ -294,6 +294,15 @@ def base_cmd(python_version: str, codename: str) -> None:
 # --------------------------------------------------------------------------- run / verify
 
 
+def _verdict(ctx: click.Context, result: Any, as_json: bool, ok: bool) -> None:
+    """Print a run or verify report (text or JSON) and exit 0 when ``ok``, else 1."""
+    if as_json:
+        _print_json(result.to_dict())
+    else:
+        click.echo(result.render_text())
+    ctx.exit(0 if ok else EXIT_DIFFERS)
+
+
 def _backend_option(f: Any) -> Any:
     return click.option("--backend", type=click.Choice(["auto", "docker", "venv"]),
                         default="auto", show_default=True,
@@ -321,11 +330,7 @@ def run_cmd(ctx: click.Context, exp: str, backend: str, rtol: float, atol: float
         raise click.BadParameter("tolerances must be >= 0", param_hint="--rtol/--atol")
     record = api.run(exp, backend=backend, rtol=rtol, atol=atol, keep=keep, network=network,
                      progress=_progress())
-    if as_json:
-        _print_json(record.to_dict())
-    else:
-        click.echo(record.render_text())
-    ctx.exit(0 if record.reproduced else EXIT_DIFFERS)
+    _verdict(ctx, record, as_json, record.reproduced)
 
 
 @main.command("verify")
@@ -338,11 +343,7 @@ def verify_cmd(ctx: click.Context, exp: str, backend: str, as_json: bool) -> Non
     from . import api
 
     report = api.verify(exp, backend=backend, progress=_progress())
-    if as_json:
-        _print_json(report.to_dict())
-    else:
-        click.echo(report.render_text())
-    ctx.exit(0 if report.identical else EXIT_DIFFERS)
+    _verdict(ctx, report, as_json, report.identical)
 
 
 # --------------------------------------------------------------------------- diff / pr
