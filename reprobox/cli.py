@@ -17,6 +17,7 @@ import click
 
 from . import __version__
 from .errors import ReproboxError
+from .termsafe import clean, escape_json, field
 
 EXIT_DIFFERS = 1
 EXIT_USAGE = 2
@@ -34,15 +35,27 @@ class _Progress:
         if self.quiet:
             return
         elapsed = time.monotonic() - self.t0
-        click.echo(click.style(f"[{elapsed:6.1f}s] ", dim=True) + message, err=True)
+        _echo(message, err=True, prefix=click.style(f"[{elapsed:6.1f}s] ", dim=True))
+
+
+def _echo(text: str, *, err: bool = False, nl: bool = True, prefix: str = "",
+          colors: bool = False) -> None:
+    """Every line the CLI prints goes through here: text that may hold values from a capture or
+    a rerun is cleaned of escape sequences, control, bidi and invisible characters
+    (:mod:`reprobox.termsafe`). Only ``prefix``, reprobox's own styling, keeps its colours; with
+    ``colors``, SGR colour codes of a renderer that escapes every value itself are kept too."""
+    click.echo(prefix + clean(text, keep_colors=colors), err=err, nl=nl)
 
 
 def _warn(message: str) -> None:
-    click.echo(click.style("warning: ", fg="yellow", bold=True) + message, err=True)
+    _echo(message, err=True, prefix=click.style("warning: ", fg="yellow", bold=True))
 
 
 def _print_json(obj: Any) -> None:
-    click.echo(json.dumps(obj, sort_keys=True, indent=2, ensure_ascii=False, default=str))
+    """JSON on stdout: exact data, with the characters a terminal would obey written as \\u
+    escapes (json.dumps already escapes C0; DEL, C1, bidi and invisible ones are added)."""
+    click.echo(escape_json(json.dumps(obj, sort_keys=True, indent=2, ensure_ascii=False,
+                                      default=str)))
 
 
 class ReproboxGroup(click.Group):
@@ -54,10 +67,10 @@ class ReproboxGroup(click.Group):
         except ReproboxError as exc:
             from .secrets import redact_text
 
-            click.echo(click.style("error: ", fg="red", bold=True) + redact_text(exc.message),
-                       err=True)
+            _echo(redact_text(exc.message), err=True,
+                  prefix=click.style("error: ", fg="red", bold=True))
             if exc.hint:
-                click.echo(click.style("  fix: ", fg="cyan") + redact_text(exc.hint), err=True)
+                _echo(redact_text(exc.hint), err=True, prefix=click.style("  fix: ", fg="cyan"))
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("\ninterrupted: nothing was left half-written", err=True)
@@ -66,7 +79,7 @@ class ReproboxGroup(click.Group):
             raise
         except OSError as exc:
             if exc.errno == 28:  # ENOSPC
-                click.echo("error: the disk is full: " + str(exc), err=True)
+                _echo("error: the disk is full: " + str(exc), err=True)
                 click.echo("  fix: free some space and run the command again; nothing was "
                            "half-written", err=True)
                 ctx.exit(EXIT_ERROR)
@@ -78,7 +91,7 @@ class ReproboxGroup(click.Group):
     def _internal(ctx: click.Context, exc: BaseException) -> None:
         if logging.getLogger().isEnabledFor(logging.DEBUG):
             raise exc
-        click.echo(f"error: internal error ({type(exc).__name__}: {exc})", err=True)
+        _echo(f"error: internal error ({type(exc).__name__}: {exc})", err=True)
         click.echo("  fix: rerun with `reprobox -v ...` for the traceback and report it", err=True)
         ctx.exit(EXIT_ERROR)
 
@@ -145,7 +158,7 @@ def capture(name: Optional[str], command: Optional[str], metrics_files: tuple[st
             f"packages, {'locked' if outcome.locked else 'not locked'}"
             + ("" if outcome.created_new else " (identical to an existing capture)")
         )
-        click.echo(exp.id)
+        _echo(exp.id)
 
 
 # --------------------------------------------------------------------------- ls / show
@@ -176,12 +189,12 @@ def ls_cmd(as_json: bool) -> None:
         return
     header: tuple[str, ...] = ("ID", "NAME", "CREATED", "PYTHON", "PKGS", "COMMIT", "COMMAND")
     table: list[tuple[str, ...]] = [header] + [
-        (str(r["id"]), str(r["name"]), str(r["created"]), str(r["python"]), str(r["packages"]),
-         str(r["commit"]), str(r["command"])[:50]) for r in rows
+        (field(r["id"]), field(r["name"]), field(r["created"]), field(r["python"]),
+         field(r["packages"]), field(r["commit"]), field(r["command"])[:50]) for r in rows
     ]
     widths = [max(len(row[i]) for row in table) for i in range(len(header) - 1)]
     for row in table:
-        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1])
+        _echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1])
 
 
 @main.command()
@@ -198,37 +211,47 @@ def show(exp: str, as_json: bool) -> None:
         _print_json({"experiment": e.to_dict(), "environment": env.to_dict(),
                      "path": str(stored.path)})
         return
+    f = field  # every value from the capture: one line, nothing a terminal would obey
+    hw, interp, os_ = env.hardware, env.interpreter, env.os
     lines = [
-        f"experiment  {e.id}  ({e.name})",
-        f"created     {e.created}  by reprobox {e.tool_version}",
-        f"command     {e.command or '-'}  [{e.command_kind}]  in {e.cwd}",
-        f"git         {e.git.commit}" + (f" on {e.git.branch}" if e.git.branch else "")
-        + (f"  dirty ({e.git.patch})" if e.git.dirty else "")
-        + (f"  remote {e.git.remote}" if e.git.remote else ""),
-        f"python      {env.interpreter.implementation} {env.interpreter.version} "
-        f"({env.interpreter.kind or 'unknown kind'}, {env.interpreter.platform or '?'})",
-        f"os          {env.os.pretty_name or env.os.id or '?'}, kernel {env.os.kernel or '?'}, "
-        f"glibc {env.os.glibc or '?'}, {env.os.arch or '?'}",
+        f"experiment  {f(e.id)}  ({f(e.name)})",
+        f"created     {f(e.created)}  by reprobox {f(e.tool_version)}",
+        f"command     {f(e.command or '-')}  [{f(e.command_kind)}]  in {f(e.cwd)}",
+        f"git         {f(e.git.commit)}" + (f" on {f(e.git.branch)}" if e.git.branch else "")
+        + (f"  dirty ({f(e.git.patch)})" if e.git.dirty else "")
+        + (f"  remote {f(e.git.remote)}" if e.git.remote else ""),
+        f"python      {f(interp.implementation)} {f(interp.version)} "
+        f"({f(interp.kind or 'unknown kind')}, {f(interp.platform or '?')})",
+        f"os          {f(os_.pretty_name or os_.id or '?')}, kernel {f(os_.kernel or '?')}, "
+        f"glibc {f(os_.glibc or '?')}, {f(os_.arch or '?')}",
         f"packages    {len(env.packages)} Python, {len(env.system_packages)} system",
-        f"hardware    {env.hardware.cpu_model or '?'}, {env.hardware.cpu_cores or '?'} CPUs"
-        + (f", {len(env.hardware.gpus)} GPU(s): {env.hardware.gpus[0].name}"
-           if env.hardware.gpus else ", no GPU")
-        + (f", CUDA {env.hardware.cuda_runtime}" if env.hardware.cuda_runtime else ""),
-        f"env digest  {e.environment_digest}",
-        f"image       {e.image or '-'}",
+        f"hardware    {f(hw.cpu_model or '?')}, {f(hw.cpu_cores or '?')} CPUs"
+        + (f", {len(hw.gpus)} GPU(s): {f(hw.gpus[0].name)}" if hw.gpus else ", no GPU")
+        + (f", CUDA {f(hw.cuda_runtime)}" if hw.cuda_runtime else ""),
+        f"env digest  {f(e.environment_digest)}",
+        f"image       {f(e.image or '-')}",
     ]
     if e.dvc:
-        lines.append(f"dvc         {len(e.dvc.outputs)} outputs, stages {', '.join(e.dvc.stages)}")
+        lines.append(f"dvc         {len(e.dvc.outputs)} outputs, stages "
+                     f"{', '.join(f(s) for s in e.dvc.stages)}")
     for mfile, values in sorted(e.metrics.items()):
-        shown = ", ".join(f"{k}={v}" for k, v in sorted(values.items())[:8])
-        lines.append(f"metrics     {mfile}: {shown}")
+        shown = ", ".join(f"{f(k)}={f(v)}" for k, v in sorted(values.items())[:8])
+        lines.append(f"metrics     {f(mfile)}: {shown}")
     for out in e.outputs:
-        lines.append(f"output      {out.path}  sha256:{out.sha256[:16]}  {out.size} bytes")
+        lines.append(f"output      {f(out.path)}  sha256:{f(out.sha256[:16])}  {f(out.size)} bytes")
     if e.env:
-        lines.append("env vars    " + " ".join(f"{k}={v}" for k, v in sorted(e.env.items())))
-    files = sorted(p.name for p in stored.path.iterdir() if not p.name.startswith("."))
-    lines.append(f"files       {stored.path}: {', '.join(files)}")
-    click.echo("\n".join(lines))
+        lines.append("env vars    " + " ".join(f"{f(k)}={f(v)}" for k, v in sorted(e.env.items())))
+    # File names are shown as git would quote them: an invisible or control character in a name
+    # becomes visible instead of vanishing, so two names that differ never look the same.
+    files = sorted(_quoted_name(p.name) for p in stored.path.iterdir()
+                   if not p.name.startswith("."))
+    lines.append(f"files       {f(stored.path)}: {', '.join(files)}")
+    _echo("\n".join(lines))
+
+
+def _quoted_name(name: str) -> str:
+    """A file name for display: as is when clean, else Python's escaped form (``'a\\x1bb'``)."""
+    return name if field(name) == name else ascii(name)
 
 
 # --------------------------------------------------------------------------- lock / build / base
@@ -247,7 +270,7 @@ def lock_cmd(exp: str, platform: Optional[str]) -> None:
         _warn(w)
     for change in getattr(result, "changed_versions", ()):
         _warn(f"version changed for {platform}: {change}")
-    click.echo("wrote " + ", ".join(sorted(result.files)))
+    _echo("wrote " + ", ".join(sorted(result.files)))
 
 
 @main.command("build")
@@ -265,9 +288,9 @@ def build_cmd(exp: str, tag: Optional[str], base_image: Optional[str], network: 
     result = api.build(exp, tag=tag, base_image=base_image, network=network, dry_run=dry_run,
                        no_cache=no_cache, progress=_progress())
     if dry_run:
-        click.echo(result.dockerfile, nl=False)
+        _echo(result.dockerfile, nl=False)
         return
-    click.echo(result.tag)
+    _echo(result.tag)
 
 
 @main.command("base")
@@ -288,7 +311,7 @@ def base_cmd(python_version: str, codename: str) -> None:
         raise click.BadParameter(f"{codename!r} is not a Debian codename such as bookworm",
                                  param_hint="--os")
 
-    click.echo(build_base(python_version, codename, progress=_progress()))
+    _echo(build_base(python_version, codename, progress=_progress()))
 
 
 # --------------------------------------------------------------------------- run / verify
@@ -299,7 +322,7 @@ def _verdict(ctx: click.Context, result: Any, as_json: bool, ok: bool) -> None:
     if as_json:
         _print_json(result.to_dict())
     else:
-        click.echo(result.render_text())
+        _echo(result.render_text())
     ctx.exit(0 if ok else EXIT_DIFFERS)
 
 
@@ -365,12 +388,12 @@ def diff_cmd(ctx: click.Context, a: str, b: Optional[str], fmt: str, exit_code: 
 
     d = api.diff(a, b, python=python)
     if fmt == "json":
-        click.echo(render_json(d), nl=False)
+        _echo(render_json(d), nl=False)
     elif fmt == "markdown":
-        click.echo(render_markdown(d), nl=False)
+        _echo(render_markdown(d), nl=False)
     else:
         color = sys.stdout.isatty() and "NO_COLOR" not in os.environ
-        click.echo(render_text(d, color=color), nl=False)
+        _echo(render_text(d, color=color), nl=False, colors=color)
     ctx.exit(EXIT_DIFFERS if exit_code and not d.empty else 0)
 
 
@@ -386,7 +409,7 @@ def pr_cmd(exp: str, base_ref: Optional[str]) -> None:
     store = open_store()
     stored = _stored(store, exp)
     base = _stored(store, base_ref) if base_ref else None
-    click.echo(pr_markdown(stored, base, repo_root=store.root), nl=False)
+    _echo(pr_markdown(stored, base, repo_root=store.root), nl=False)
 
 
 # --------------------------------------------------------------------------- doctor
@@ -404,9 +427,9 @@ def doctor(as_json: bool) -> None:
         return
     for c in checks:
         mark = click.style("ok  ", fg="green") if c.ok else click.style("no  ", fg="yellow")
-        click.echo(f"{mark}{c.name:<14} {c.detail}")
+        _echo(f"{c.name:<14} {c.detail}", prefix=mark)
         if not c.ok and c.fix:
-            click.echo(f"    fix: {c.fix}")
+            _echo(f"    fix: {c.fix}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Union
 
 from .model import Environment, Experiment, Package, PackageSource, SystemPackage, pretty_json
+from .termsafe import escape_json
 
 # --------------------------------------------------------------------------- result objects
 
@@ -785,14 +786,15 @@ def render_json(d: EnvDiff) -> str:
 
     Non-ASCII text is written as is, unless a value holds a lone surrogate (an undecodable file
     name read from the current environment): then everything is ``\\u``-escaped, so that the
-    output is still valid JSON that any terminal or pipe can carry.
+    output is still valid JSON that any terminal or pipe can carry. Characters a terminal would
+    obey (DEL, C1, bidi and invisible ones) are always ``\\u``-escaped: same data, inert text.
     """
     text = pretty_json(d.to_dict())
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
         text = json.dumps(d.to_dict(), sort_keys=True, indent=2, ensure_ascii=True) + "\n"
-    return text
+    return escape_json(text)
 
 
 __all__ = [
