@@ -544,6 +544,9 @@ def _with_warnings(d: EnvDiff, a: Environment, b: Environment) -> EnvDiff:
 
 # --------------------------------------------------------------------------- escaping
 
+#: Zero-width space: after :func:`visible`, the only ones left in a value are those inserted here.
+_ZWSP = "\u200b"
+
 
 def visible(value: Any) -> str:
     """A value as one line of terminal text: control and invisible characters shown as escapes."""
@@ -561,20 +564,39 @@ def visible(value: Any) -> str:
 
 #: How each character that markdown or HTML may interpret is written: HTML's own as entities,
 #: markdown's with a backslash (valid inside table cells too, ``\|`` included), ``$`` (GitHub math)
-#: in a span as GitHub's documentation advises, and ``@`` followed by a zero-width space so that a
-#: value never mentions (notifies) anyone.
+#: in a span as GitHub's documentation advises, and the zero-width spaces that :func:`_defuse`
+#: inserted as an entity.
 _MD_REPLACE = {
     "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;",
     "\\": "\\\\", "`": "\\`", "*": "\\*", "_": "\\_", "[": "\\[", "]": "\\]", "|": "\\|",
-    "~": "\\~", "$": "<span>$</span>", "@": "@&#8203;",
+    "~": "\\~", "$": "<span>$</span>", _ZWSP: "&#8203;",
 }
+
+#: What GitHub turns into a link, a notification or a picture when it meets it in plain text:
+#: URLs (``scheme://``, ``www.``), e-mail addresses and ``@mentions`` (at ``@``), issue and pull
+#: request references (``#12``, ``owner/repo#12``, ``GH-12``), emoji shortcodes (``:rocket:``).
+#: A zero-width space after the character that starts each one breaks the pattern; the text reads
+#: the same.
+_AUTOLINK_TRIGGERS = re.compile(
+    r"(?<=[A-Za-z0-9+.\-]):(?=/)"  # scheme://  (also scheme:/ which some renderers accept)
+    r"|(?i:(?<![A-Za-z0-9])www)(?=\.)"  # www.host
+    r"|@"  # @mention, user@host
+    r"|#(?=\d)"  # #12, owner/repo#12
+    r"|(?i:(?<![A-Za-z0-9])gh)(?=-\d)"  # GH-12
+    r"|:(?=[A-Za-z0-9_+\-]+:)"  # :emoji:
+)
+
+
+def _defuse(text: str) -> str:
+    return _AUTOLINK_TRIGGERS.sub(lambda m: m.group() + _ZWSP, text)
 
 
 def md_escape(value: Any) -> str:
     """A capture value made inert in GitHub markdown: no HTML, no table break, no formatting,
-    no math, no @mention; control and invisible characters shown as escapes.
+    no math, no autolinked URL, no @mention, no issue reference, no emoji; control and invisible
+    characters shown as escapes.
     """
-    return "".join(_MD_REPLACE.get(ch, ch) for ch in visible(value))
+    return "".join(_MD_REPLACE.get(ch, ch) for ch in _defuse(visible(value)))
 
 
 def md_code(value: Any) -> str:

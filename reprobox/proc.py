@@ -57,6 +57,9 @@ def run(
     log.debug("run: %s (cwd=%s)", " ".join(args), cwd)
     if isinstance(input, str) and not text:
         input = input.encode()
+    if not capture and input is None and _terminal_fds():
+        return _run_on_terminal(args, cwd=cwd, env=env, timeout=timeout, what=what, hint=hint,
+                                check=check)
     try:
         proc = subprocess.run(
             args,
@@ -126,3 +129,116 @@ def stream(
             child.terminate()
         child.wait()
     yield child.returncode
+
+
+# --------------------------------------------------------------------------- output to a terminal
+
+
+def _terminal_fds() -> tuple[int, ...]:
+    """Which of this process's stdout / stderr (as file descriptors a child inherits) are
+    terminals."""
+    return tuple(fd for fd in (1, 2) if _isatty(fd))
+
+
+def _isatty(fd: int) -> bool:
+    try:
+        return os.isatty(fd)
+    except OSError:
+        return False
+
+
+def _run_on_terminal(
+    args: list[str],
+    *,
+    cwd: str | os.PathLike[str] | None,
+    env: Mapping[str, str] | None,
+    timeout: float | None,
+    what: str | None,
+    hint: str | None,
+    check: bool,
+) -> subprocess.CompletedProcess:
+    """Run a command whose output would go straight to a terminal, relaying it cleaned instead.
+
+    The output of a recorded command (a rerun, a DVC pipeline) is a stranger's text: escape
+    sequences and control characters in it must not reach the terminal (a fake verdict, colours
+    that hide the real one). The child gets a pseudo-terminal in place of each stream that is a
+    terminal here, so that it behaves as it would on the terminal (line buffering, progress
+    bars), and every line it writes is relayed through :func:`reprobox.termsafe.stream_line`.
+    A stream that is not a terminal (a pipe, a file, a CI log) is left to the child as is: bytes
+    written to a file are kept exact for whoever reads them later.
+    """
+    import pty
+    import select
+    import time
+
+    from .termsafe import stream_line
+
+    fds = _terminal_fds()
+    master, slave = pty.openpty()
+    _copy_window_size(fds[0], slave)
+    try:
+        child = subprocess.Popen(
+            args, cwd=cwd, env=dict(env) if env is not None else None,
+            stdout=slave if 1 in fds else None, stderr=slave if 2 in fds else None,
+        )
+    except FileNotFoundError as exc:
+        os.close(master)
+        os.close(slave)
+        tool = Path(args[0]).name
+        raise ToolMissing(
+            f"`{tool}` is not installed or not on PATH",
+            INSTALL_HINTS.get(tool, f"install {tool} and make sure it is on PATH"),
+        ) from exc
+    os.close(slave)
+    out_fd = 2 if 2 in fds else 1
+    deadline = None if timeout is None else time.monotonic() + timeout
+    pending = b""
+
+    def emit(raw: bytes) -> None:
+        line = stream_line(raw.decode("utf-8", errors="replace"))
+        os.write(out_fd, (line + "\n").encode("utf-8", errors="replace"))
+
+    try:
+        while True:
+            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+            ready, _, _ = select.select([master], [], [], wait)
+            if not ready:
+                child.kill()
+                child.wait()
+                raise ReproboxError(
+                    f"{what or args[0]} did not finish within {timeout:.0f} s",
+                    hint or "check that the machine is not overloaded and that the network "
+                    "answers",
+                )
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: every writer of the terminal is gone
+                chunk = b""
+            if not chunk:
+                break
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for raw in lines:
+                emit(raw)
+        if pending:
+            emit(pending)
+    finally:
+        os.close(master)
+        if child.poll() is None:
+            child.terminate()
+        child.wait()
+    if check and child.returncode != 0:
+        raise CommandError(args, child.returncode, "", hint=hint, what=what)
+    return subprocess.CompletedProcess(args, child.returncode, None, None)
+
+
+def _copy_window_size(src: int, dst: int) -> None:
+    """The child's terminal gets the size of ours (progress bars fit the window)."""
+    try:
+        import fcntl
+        import termios
+
+        size = fcntl.ioctl(src, termios.TIOCGWINSZ, b"\0" * 8)
+        fcntl.ioctl(dst, termios.TIOCSWINSZ, size)
+    except OSError:
+        pass

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
 
 from ..errors import ReproboxError
+from ..termsafe import stream_line
 from . import Backend, Execution, GpuPlan, Prepared, Progress, host_uid_gid
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -64,7 +65,7 @@ def to_container_path(checkout: Path, path: Path) -> str:
 
 
 def _to_stderr(line: str) -> None:
-    sys.stderr.write(line + "\n")
+    sys.stderr.write((stream_line(line) if sys.stderr.isatty() else line) + "\n")
     sys.stderr.flush()
 
 

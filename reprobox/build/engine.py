@@ -26,6 +26,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequenc
 from .. import proc
 from ..errors import BaseImageMissing, EngineError, ToolMissing
 from ..secrets import redact_text
+from ..termsafe import clean, stream_line
 
 log = logging.getLogger("reprobox.engine")
 
@@ -263,7 +264,7 @@ class BuildLog:
         self.cached = 0
 
     def feed(self, line: str) -> None:
-        line = redact_text(line)
+        line = stream_line(redact_text(line))
         self.tail.append(line)
         m = _STEP.match(line)
         if m:
@@ -601,7 +602,7 @@ class DockerEngine(Engine):
                 if "error" in chunk:
                     tail.append(redact_text(str(chunk["error"])))
                     self._raise_build_error(req, "\n".join(tail))
-                text = redact_text(chunk.get("stream", ""))
+                text = clean(redact_text(chunk.get("stream", "")))
                 for line in text.splitlines():
                     tail.append(line)
                     if line.startswith("Step "):
