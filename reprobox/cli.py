@@ -65,7 +65,7 @@ class ReproboxGroup(click.Group):
         try:
             return super().invoke(ctx)
         except ReproboxError as exc:
-            from .secrets import redact_text
+            from .redact import redact_text
 
             _echo(redact_text(exc.message), err=True,
                   prefix=click.style("error: ", fg="red", bold=True))
@@ -127,10 +127,12 @@ def _progress() -> _Progress:
               help="Interpreter to fingerprint (default: the active environment's).")
 @click.option("--no-lock", is_flag=True, help="Skip the hashed lock (run `reprobox lock` later).")
 @click.option("--build", "do_build", is_flag=True, help="Build the container image right away.")
+@click.option("--allow-secret-in-patch", is_flag=True,
+              help="Record the uncommitted change even where it looks like it holds a secret.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON object instead of the id.")
 def capture(name: Optional[str], command: Optional[str], metrics_files: tuple[str, ...],
             outputs: tuple[str, ...], python: Optional[str], no_lock: bool, do_build: bool,
-            as_json: bool) -> None:
+            allow_secret_in_patch: bool, as_json: bool) -> None:
     """Record the environment, code, data and results of a run under .reprobox/."""
     from .capture import capture_experiment
     from .store import Store, find_root
@@ -140,6 +142,7 @@ def capture(name: Optional[str], command: Optional[str], metrics_files: tuple[st
     outcome = capture_experiment(
         root, name=name, command=command, metrics_files=metrics_files, outputs=outputs,
         python=python, lock=not no_lock, progress=progress,
+        allow_secret_in_patch=allow_secret_in_patch,
     )
     for w in outcome.warnings:
         _warn(w)

@@ -35,7 +35,7 @@ from urllib.parse import unquote, urlsplit
 
 from .. import proc
 from ..errors import GitError, LockError, UsageError
-from ..secrets import strip_url_credentials
+from ..redact import strip_url_credentials
 from ..store import StoredExperiment
 from .render import STAGE, DockerPlan, LockGroup
 

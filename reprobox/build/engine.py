@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequenc
 
 from .. import proc
 from ..errors import BaseImageMissing, EngineError, ToolMissing
-from ..secrets import redact_text
+from ..redact import redact_text
 from ..termsafe import clean, stream_line
 
 log = logging.getLogger("reprobox.engine")

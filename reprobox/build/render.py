@@ -21,7 +21,7 @@ from typing import Optional
 from .. import validate
 from ..errors import UsageError, ValidationError
 from ..model import Environment, Experiment, Package
-from ..secrets import strip_url_credentials
+from ..redact import strip_url_credentials
 from . import images
 
 #: Where ``reprobox run`` mounts the checkout in the container. Local packages are copied (and

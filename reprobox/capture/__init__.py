@@ -137,10 +137,18 @@ def capture_experiment(
     cwd: Optional[Path] = None,
     environ: Optional[Mapping[str, str]] = None,
     progress: Optional[Progress] = None,
+    allow_secret_in_patch: bool = False,
 ) -> CaptureOutcome:
-    """Record the experiment run in ``root`` (a git work tree) and store it under ``.reprobox/``."""
+    """Record the experiment run in ``root`` (a git work tree) and store it under ``.reprobox/``.
+
+    Everything written passes one redaction pass (:mod:`reprobox.redact`): a secret in the
+    command, metrics, replayable variables, URLs or lock files is replaced by a marker with a
+    warning naming the field; one in the uncommitted change (patch.diff) refuses the capture,
+    unless ``allow_secret_in_patch``.
+    """
     import time
 
+    from ..redact import Redactor
     from . import dvc as dvc_mod
     from . import envvars, git, metrics
 
@@ -151,6 +159,8 @@ def capture_experiment(
     store = Store(root)
     warnings: list[str] = []
     timings: dict[str, float] = {}
+    red = Redactor(environ)
+    detectors = _warm_detectors()  # loads detect-secrets while the probe and git run
 
     def stage(label: str, t0: float) -> None:
         timings[label] = round(time.perf_counter() - t0, 3)
@@ -169,6 +179,13 @@ def capture_experiment(
         raise
     warnings.extend(gitcap.warnings)
     stage("git", t0)
+    if gitcap.patch:
+        try:
+            _refuse_secrets_in_patch(gitcap.patch, environ, allow=allow_secret_in_patch,
+                                     warnings=warnings)
+        except BaseException:
+            probe_future.cancel()
+            raise
 
     t0 = time.perf_counter()
     env, env_warnings = environment_from_probe(probe_future.result(), root,
@@ -185,6 +202,13 @@ def capture_experiment(
     if command is not None and not command.strip():
         raise UsageError("--cmd is empty", "give the command that produced the results, "
                          'e.g. --cmd "python train.py"')
+    detectors.join()
+    if command is not None:
+        command = red.text(command, "command", command=True)
+    if dvc is not None and dvc.params:
+        from dataclasses import replace as _replace
+
+        dvc = _replace(dvc, params=red.tree(dict(dvc.params), "dvc.params"))
     if command is None and dvc is not None and dvc.stages:
         command_kind = "dvc"
         command = dvc_mod.DVC_PIPELINE_COMMAND
@@ -208,21 +232,33 @@ def capture_experiment(
                 f"metrics file {mfile} does not exist",
                 "run the experiment first, or fix the --metrics path",
             )
-        metrics_by_file[rel] = metrics.read_metrics(root / rel)
+        kind = red.holds_secret(rel)
+        if kind:
+            warnings.append(f"metrics file #{len(metrics_by_file) + 1}: its path holds a secret "
+                            f"({kind}); it was left out of the record — rename it")
+            continue
+        metrics_by_file[rel] = red.tree(metrics.read_metrics(root / rel), f"metrics[{rel}]")
     if inline_metrics:
-        metrics_by_file[INLINE_METRICS] = flatten_metrics(dict(inline_metrics))
+        metrics_by_file[INLINE_METRICS] = red.tree(flatten_metrics(dict(inline_metrics)),
+                                                   "metrics")
     output_files = []
-    for out in outputs:
+    for i, out in enumerate(outputs):
         rel = _repo_rel(root, cwd, out, "output")
+        kind = red.holds_secret(rel)
+        if kind:
+            warnings.append(f"--output #{i + 1}: its path holds a secret ({kind}); it was left "
+                            "out of the record — rename it")
+            continue
         output_files.append(metrics.hash_output(root, rel))
     stage("data", t0)
 
     patch_bytes = gitcap.patch
-    git_info = gitcap.info
+    git_info = _redact_git(gitcap.info, red, warnings)
     if patch_bytes:
         from dataclasses import replace
 
         git_info = replace(git_info, patch=PATCH_FILE, patch_sha256=sha256_hex(patch_bytes))
+    env = _redact_environment(env, red)
 
     experiment = Experiment(
         name=name or default_name(command, command_kind),
@@ -233,7 +269,7 @@ def capture_experiment(
         dvc=dvc,
         metrics=metrics_by_file,
         outputs=tuple(output_files),
-        env=envvars.replayable_env(environ),
+        env=_redact_env_vars(envvars.replayable_env(environ), red),
         environment_digest=env.digest,
         created=_now(),
         tool_version=__version__,
@@ -277,6 +313,11 @@ def capture_experiment(
             warnings.append(f"no Dockerfile was written: {exc.message}")
         stage("dockerfile", t0)
 
+    for fname in sorted(files):
+        if isinstance(files[fname], str) and fname != PATCH_FILE:
+            files[fname] = red.file_text(str(files[fname]), fname)
+    warnings.extend(red.warnings())
+
     existed = (store.experiments_dir / experiment.id).exists()
     stored = store.save(experiment, env, files)
     return CaptureOutcome(
@@ -286,6 +327,89 @@ def capture_experiment(
         created_new=not existed,
         timings=timings,
     )
+
+
+def _warm_detectors() -> Any:
+    """Load the secret detectors in a thread: the import overlaps the probe and git."""
+    import threading
+
+    from ..redact import _detectors
+
+    def load() -> None:
+        try:
+            _detectors()
+        except Exception:  # noqa: BLE001 - the redaction pass loads them again and reports
+            pass
+
+    thread = threading.Thread(target=load, name="reprobox-detectors", daemon=True)
+    thread.start()
+    return thread
+
+
+def _refuse_secrets_in_patch(patch: bytes, environ: Mapping[str, str], *, allow: bool,
+                             warnings: list[str]) -> None:
+    """A secret in the uncommitted change cannot be redacted without breaking the patch: refuse
+    the capture (nothing is written), naming the file and line, never the value."""
+    from ..redact import scan_patch
+
+    found = scan_patch(patch, environ)
+    if not found:
+        return
+    where = "; ".join(f"{f.path} line {f.line} ({f.kind})" for f in found[:10])
+    more = f" and {len(found) - 10} more" if len(found) > 10 else ""
+    if allow:
+        warnings.append(f"{PATCH_FILE} records what looks like a secret, as asked "
+                        f"(--allow-secret-in-patch): {where}{more}")
+        return
+    raise UsageError(
+        f"the uncommitted change would be recorded in {PATCH_FILE} with what looks like a "
+        f"secret: {where}{more}; nothing was recorded",
+        "move the secret out of the file (read it from an environment variable) or commit the "
+        "change without it; if it is not a secret, capture again with --allow-secret-in-patch",
+    )
+
+
+def _redact_git(info: Any, red: Any, warnings: list[str]) -> Any:
+    """The git remote without credentials (user info, tokens in the path or query); untracked
+    paths that hold a secret are left out."""
+    from dataclasses import replace
+
+    remote = red.url(info.remote, "git.remote") if info.remote else info.remote
+    untracked = []
+    for path in info.untracked:
+        kind = red.holds_secret(path)
+        if kind:
+            warnings.append(f"git.untracked: a path holds a secret ({kind}); it was left out")
+        else:
+            untracked.append(path)
+    return replace(info, remote=remote, untracked=tuple(untracked))
+
+
+def _redact_environment(env: Environment, red: Any) -> Environment:
+    """Package sources (direct_url.json: archive and VCS URLs) without credentials: user info,
+    signed query strings (an Azure SAS ``sig``), tokens in the path."""
+    from dataclasses import replace
+
+    packages = []
+    changed = False
+    for p in env.packages:
+        url = p.source.url
+        if url:
+            new = red.url(url, f"environment.json {p.name} source url")
+            if new != url:
+                p = replace(p, source=replace(p.source, url=new))
+                changed = True
+        packages.append(p)
+    return replace(env, packages=tuple(packages)) if changed else env
+
+
+def _redact_env_vars(values: Mapping[str, str], red: Any) -> dict[str, str]:
+    """Replayable variables with credentials removed from their values (a URL with user info in
+    XLA_FLAGS, an expanded secret)."""
+    out = {}
+    for name, value in values.items():
+        out[name] = red.text(value, f"env.{name}")
+    return out
 
 
 def _check_before_storing(experiment: Experiment, env: Environment, *, name_given: bool) -> None:

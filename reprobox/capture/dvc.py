@@ -29,7 +29,7 @@ from typing import Any
 from .. import proc
 from ..errors import CommandError, DvcError, ReproboxError
 from ..model import DvcInfo, DvcOutput, canonical_json
-from ..secrets import redact_text
+from ..redact import redact_text
 
 log = logging.getLogger("reprobox.capture.dvc")
 

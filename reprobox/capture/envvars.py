@@ -22,7 +22,7 @@ import re
 from collections.abc import Mapping
 
 from ..errors import ValidationError
-from ..secrets import is_secret_name
+from ..redact import is_secret_name
 
 log = logging.getLogger("reprobox.capture.envvars")
 

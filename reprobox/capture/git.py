@@ -24,7 +24,7 @@ from pathlib import Path
 from .. import proc
 from ..errors import CommandError, GitError, ValidationError
 from ..model import GitInfo, sha256_hex
-from ..secrets import redact_text, strip_url_credentials
+from ..redact import redact_text, strip_url_credentials
 
 log = logging.getLogger("reprobox.capture.git")
 

@@ -23,7 +23,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 from .. import proc
 from ..errors import InterpreterError, ReproboxError
 from ..model import Interpreter, Package, PackageSource
-from ..secrets import strip_url_credentials
+from ..redact import strip_url_credentials
 
 if TYPE_CHECKING:
     from concurrent.futures import Future

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Mapping, Optional, Sequence
 
-from ..secrets import strip_url_credentials
+from ..redact import strip_url_credentials
 from .dists import DistFile, Lookup, Source
 
 NEGATIVE_TTL = 600.0

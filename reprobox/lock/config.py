@@ -31,7 +31,7 @@ from typing import Iterator, Mapping, Optional
 from urllib.parse import urlsplit
 
 from ..errors import UsageError
-from ..secrets import strip_url_credentials
+from ..redact import strip_url_credentials
 
 PYPI_SIMPLE = "https://pypi.org/simple"
 

@@ -23,7 +23,7 @@ from typing import Mapping, Optional
 from .. import proc
 from ..errors import CommandError, LockError, ToolMissing
 from ..model import Environment
-from ..secrets import redact_text
+from ..redact import redact_text
 from .config import IndexConfig
 from .result import VersionChange
 from .select import Target

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from ..model import Package
-from ..secrets import strip_url_credentials
+from ..redact import strip_url_credentials
 from .dists import DistFile, Lookup
 from .index import IndexClient
 from .pages import file_url_path

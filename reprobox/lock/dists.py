@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Mapping, Optional
 from urllib.parse import unquote, urlsplit
 
-from ..secrets import strip_url_credentials
+from ..redact import strip_url_credentials
 
 if TYPE_CHECKING:
     from packaging.tags import Tag

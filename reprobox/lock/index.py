@@ -22,7 +22,7 @@ from typing import Callable, Iterable, Optional, Sequence
 from urllib.parse import quote, unquote, urlsplit
 
 from ..errors import IndexUnavailable
-from ..secrets import strip_url_credentials
+from ..redact import strip_url_credentials
 from .cache import Cache, default_cache_dir
 from .config import IndexConfig
 from .dists import DistFile, Lookup, ReleaseFilter, Source, parse_filename

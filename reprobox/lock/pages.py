@@ -15,7 +15,7 @@ from typing import Callable, Optional
 from urllib.parse import unquote, urljoin, urlsplit
 
 from ..errors import IndexUnavailable
-from ..secrets import strip_url_credentials
+from ..redact import strip_url_credentials
 from .dists import DistFile, ReleaseFilter, Source, filename_of
 
 Keep = Callable[[str], bool]

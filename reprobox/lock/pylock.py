@@ -15,7 +15,7 @@ import json
 import re
 from typing import Iterable, Optional, Sequence
 
-from ..secrets import strip_url_credentials
+from ..redact import strip_url_credentials
 from .dists import DistFile
 from .result import LockedPackage
 from .select import Target

@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from typing import Sequence
 
-from ..secrets import strip_url_credentials
+from ..redact import strip_url_credentials
 from .config import IndexConfig
 from .result import LockedPackage
 from .select import Target

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Callable, Mapping, Optional
 from urllib.parse import unquote, urljoin, urlsplit
 
 from ..errors import IndexUnavailable
-from ..secrets import strip_url_credentials
+from ..redact import strip_url_credentials
 from .config import IndexConfig
 
 if TYPE_CHECKING:  # imported when the first connection is made: a warm lock needs neither

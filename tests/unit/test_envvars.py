@@ -6,7 +6,7 @@ import pytest
 
 from reprobox.capture import envvars
 from reprobox.errors import ValidationError
-from reprobox.secrets import is_secret_name
+from reprobox.redact import is_secret_name
 
 
 def test_every_allowlisted_name_passes_the_secret_filter():
