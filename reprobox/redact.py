@@ -292,8 +292,16 @@ class Redactor:
     def __post_init__(self) -> None:
         values: dict[str, str] = {}
         for name, value in self.environ.items():
-            if isinstance(value, str) and is_secret_name(name) and _worth_matching(value):
+            if not isinstance(value, str):
+                continue
+            if is_secret_name(name) and _worth_matching(value):
                 values.setdefault(value, name)
+            if "@" in value and "://" in value:  # PIP_INDEX_URL=https://user:token@host/...
+                for m in _URL_CREDS.finditer(value):
+                    for part in m.group("creds")[:-1].split(":", 1)[::-1]:
+                        if _worth_matching(part):
+                            values.setdefault(part, name)
+                            break
         self._env_values = sorted(values.items(), key=lambda kv: -len(kv[0]))
 
     # ------------------------------------------------------------ fields
