@@ -240,7 +240,8 @@ def _password_like(value: str) -> bool:
 
 
 def _argv_secrets(command: str) -> list[tuple[str, str]]:
-    """``(value, kind)`` for each secret given as an argument in a shell command line."""
+    """``(value, kind)`` for each secret given as an argument in a shell command line; for
+    ``-pVALUE`` the value is ``-pVALUE`` and the kind ``-p:password``."""
     try:
         words = shlex.split(command, posix=True)
     except ValueError:
@@ -270,7 +271,7 @@ def _argv_secrets(command: str) -> list[tuple[str, str]]:
             out.append((nxt, "password"))
             i += 1
         elif w.startswith("-p") and len(w) > 2 and not w.startswith("--") and _password_like(w[2:]):
-            out.append((w[2:], "password"))
+            out.append((w, "-p:password"))
         i += 1
     return out
 
@@ -342,8 +343,14 @@ class Redactor:
         if command:
             for secret, kind in _argv_secrets(out):
                 if secret in out and "<redacted:" not in secret:
-                    out = _replace_word(out, secret, mark(kind))
-                    kinds.append(kind)
+                    if kind.startswith("-p:"):  # -pVALUE: the option stays, the value goes
+                        kind = kind[3:]
+                        new = _replace_word(out, secret, "-p" + mark(kind))
+                    else:
+                        new = _replace_word(out, secret, mark(kind))
+                    if new != out:
+                        out = new
+                        kinds.append(kind)
         for kind, rx in TOKEN_PATTERNS:
             if rx.search(out):
                 out = rx.sub(mark(kind), out)
