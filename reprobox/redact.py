@@ -98,6 +98,17 @@ _DS_EXCLUDED = frozenset({"Base64HighEntropyString", "HexHighEntropyString", "IP
                           "KeywordDetector"})
 
 
+#: A superset of what the detectors used can match, cheap to test: a run of 11 or more token
+#: characters mixing letters and digits (every token format they know is at least that long),
+#: credentials in a URL, or one of the fixed markers of the other formats (private keys, npm and
+#: Azure connection strings, Slack, AWS, SoftLayer). Text without any of these is not scanned.
+_MAYBE_SECRET = re.compile(
+    r"(?=[A-Za-z0-9_+/=-]{0,200}?[0-9])(?=[A-Za-z0-9_+/=-]{0,200}?[A-Za-z])"
+    r"(?<![A-Za-z0-9_+/=-])[A-Za-z0-9_+/=-]{11,}"
+    r"|://[^/\s]*@|AccountKey|_authToken|PRIVATE KEY|BEGIN|PuTTY|xox|aws|softlayer|hooks\.slack",
+    re.IGNORECASE,
+)
+
 #: Lines the keyword detector may flag name the secret (``password = ...``, ``api_key: ...``).
 _KEYWORD_HINT = re.compile(r"pass|pwd|secret|token|key|auth|cred|private", re.IGNORECASE)
 
@@ -114,7 +125,8 @@ def _detectors() -> _Detectors:
 
     plugins: list[dict[str, str]] = []
     prefilter: list[tuple[str, re.Pattern[str]]] = []
-    for secret_type, cls in sorted(get_mapping_from_secret_type_to_class().items()):
+    mapping: dict[str, Any] = dict(get_mapping_from_secret_type_to_class())
+    for secret_type, cls in sorted(mapping.items()):
         if cls.__name__ in _DS_EXCLUDED:
             continue
         plugins.append({"name": cls.__name__})
@@ -131,12 +143,18 @@ def detect_secrets_in(lines: Sequence[str], *, keywords: bool = False
     in full, with the library's false-positive filters. ``keywords`` adds the keyword detector
     (``password = "..."``), meant for source code (the patch), and scans every line.
     """
+    maybe = [i for i, line in enumerate(lines)
+             if _MAYBE_SECRET.search(line) or (keywords and _KEYWORD_HINT.search(line))]
+    if not maybe:
+        return []  # the common case: the library is not even loaded
+
     from detect_secrets.core.scan import scan_line
     from detect_secrets.settings import transient_settings
 
     det = _detectors()
     candidates: list[int] = []
-    for i, line in enumerate(lines):
+    for i in maybe:
+        line = lines[i]
         if (keywords and _KEYWORD_HINT.search(line)) or any(
                 rx.search(line) for _t, rx in det.prefilter):
             candidates.append(i)

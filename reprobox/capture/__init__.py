@@ -160,7 +160,6 @@ def capture_experiment(
     warnings: list[str] = []
     timings: dict[str, float] = {}
     red = Redactor(environ)
-    detectors = _warm_detectors()  # loads detect-secrets while the probe and git run
 
     def stage(label: str, t0: float) -> None:
         timings[label] = round(time.perf_counter() - t0, 3)
@@ -202,7 +201,6 @@ def capture_experiment(
     if command is not None and not command.strip():
         raise UsageError("--cmd is empty", "give the command that produced the results, "
                          'e.g. --cmd "python train.py"')
-    detectors.join()
     if command is not None:
         command = red.text(command, "command", command=True)
     if dvc is not None and dvc.params:
@@ -327,23 +325,6 @@ def capture_experiment(
         created_new=not existed,
         timings=timings,
     )
-
-
-def _warm_detectors() -> Any:
-    """Load the secret detectors in a thread: the import overlaps the probe and git."""
-    import threading
-
-    from ..redact import _detectors
-
-    def load() -> None:
-        try:
-            _detectors()
-        except Exception:  # noqa: BLE001 - the redaction pass loads them again and reports
-            pass
-
-    thread = threading.Thread(target=load, name="reprobox-detectors", daemon=True)
-    thread.start()
-    return thread
 
 
 def _refuse_secrets_in_patch(patch: bytes, environ: Mapping[str, str], *, allow: bool,

@@ -111,8 +111,9 @@ def test_defused_text_reads_the_same() -> None:
 
 
 def hostile_pair(tmp: Path) -> tuple[StoredExperiment, StoredExperiment]:
-    env = with_packages(cpu_env(), Package("lure-pkg", "1.0", PackageSource(
-        "archive", url="https://evil.example.com/@octocat/lure-1.0.tar.gz", hash="sha256=" + "0" * 64)))
+    source = PackageSource("archive", url="https://evil.example.com/@octocat/lure-1.0.tar.gz",
+                           hash="sha256=" + "0" * 64)
+    env = with_packages(cpu_env(), Package("lure-pkg", "1.0", source))
     env = replace(env,
                   system_packages=env.system_packages + (SystemPackage("www.evil.com", "#12"),),
                   os=replace(env.os, pretty_name="Debian :rocket: @octocat"),

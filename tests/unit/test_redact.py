@@ -111,8 +111,9 @@ def test_a_file_is_redacted_line_by_line() -> None:
 
 def test_hashes_and_ordinary_values_are_not_secrets() -> None:
     red = Redactor(ENV)
-    for value in ("sha256:" + "ab" * 32, "0123456789abcdef" * 4, "cp311-cp311-manylinux_2_17_x86_64",
-                  "a" * 40, "models/resnet50_v1.5.pt", "C.UTF-8", "--xla_gpu_deterministic_ops=true"):
+    for value in ("sha256:" + "ab" * 32, "0123456789abcdef" * 4,
+                  "cp311-cp311-manylinux_2_17_x86_64", "a" * 40, "models/resnet50_v1.5.pt",
+                  "C.UTF-8", "--xla_gpu_deterministic_ops=true"):
         assert red.text(value, "f") == value
     assert red.warnings() == []
 
