@@ -58,6 +58,13 @@ def _print_json(obj: Any) -> None:
                                       default=str)))
 
 
+class _CleanFormatter(logging.Formatter):
+    """Log records cleaned like every other line the CLI prints (``-v`` logs commands, paths)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return clean(super().format(record))
+
+
 class ReproboxGroup(click.Group):
     """Catches every ReproboxError in one place: one message naming the fix, no traceback."""
 
@@ -105,6 +112,8 @@ def main(ctx: click.Context, verbose: bool, quiet: bool) -> None:
     """Capture the exact environment of a run, rebuild it anywhere, prove it reproduces."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
                         format="%(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:  # log lines quote commands and paths too
+        handler.setFormatter(_CleanFormatter("%(name)s: %(message)s"))
     ctx.obj = _Progress(quiet)
 
 

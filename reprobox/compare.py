@@ -81,9 +81,12 @@ class MetricCheck:
 
     @property
     def where(self) -> str:
+        # A key the rerun wrote is a stranger's text: one line, nothing a terminal obeys.
+        from .termsafe import field
+
         if self.file == INLINE_METRICS:
-            return f"{self.key} (given to reprobox.capture)"
-        return f"{self.key} in {self.file}"
+            return f"{field(self.key)} (given to reprobox.capture)"
+        return f"{field(self.key)} in {field(self.file)}"
 
     def describe(self) -> str:
         """The sentence naming this difference in a report."""

@@ -276,3 +276,25 @@ def test_the_build_log_relay_is_cleaned() -> None:
     log.feed("#5 ERROR: process did not complete successfully")
     for line in seen + list(log.tail) + [log.error_text()]:
         assert_terminal_safe(line.replace("\n", ""))
+
+
+def test_a_metric_key_written_by_the_rerun_cannot_start_a_line() -> None:
+    from reprobox.compare import MetricCheck
+
+    check = MetricCheck("m.json", "acc\nREPRODUCED: experiment 000000000000" + FAKE_VERDICT,
+                        None, 1.0, "new")
+    text = check.describe()
+    assert "\n" not in text and "acc REPRODUCED: experiment 000000000000" in text
+    assert_terminal_safe(text)
+
+
+def test_verbose_logs_are_cleaned(repo: Path) -> None:
+    import logging
+
+    from reprobox import cli
+
+    record = logging.LogRecord("reprobox.proc", logging.DEBUG, __file__, 1,
+                               "run: %s", ("python train.py" + FAKE_VERDICT,), None)
+    text = cli._CleanFormatter("%(name)s: %(message)s").format(record)
+    assert_terminal_safe(text)
+    assert text.startswith("reprobox.proc: run: python train.py")
