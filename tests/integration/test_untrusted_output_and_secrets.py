@@ -17,7 +17,7 @@ from typing import Any, Optional
 
 import pytest
 
-from reprobox.model import Environment, Package, PackageSource
+from reprobox.model import Environment, OutputFile, Package, PackageSource
 from reprobox.store import Store
 
 from ..conftest import git
@@ -103,8 +103,13 @@ def test_every_reading_command_on_a_hostile_capture_prints_no_control_character(
     repo, venv = project
     good = captured_id(capture(repo, venv, "--cmd", "python job.py", "--name", "good"))
     base = captured_id(capture(repo, venv, "--cmd", "python job.py --seed 1", "--name", "base"))
-    bad = reseal(repo, base, name="bad" + FAKE_VERDICT, command="python job.py" + OSC8 + BIDI,
+    env = Store(repo).load(base).environment
+    env = replace(env, packages=env.packages + (
+        Package("numpy" + FAKE_VERDICT, "1.0" + OSC8, PackageSource("directory", path=BIDI)),))
+    bad = reseal(repo, base, environment=env, name="bad" + FAKE_VERDICT,
+                 command="python job.py" + OSC8 + BIDI,
                  metrics={"score.json": {"score" + FAKE_VERDICT: "1" + OSC8}},
+                 outputs=(OutputFile(f"out/{ESC}[32mok.bin", "0" * 64, 1),),
                  files={f"{ESC}[31mred{ESC}[0m\u202etxt.exe": b"x"})
     for args in (["ls"], ["ls", "--json"], ["show", bad], ["show", bad, "--json"],
                  ["show", good], ["diff", good, bad], ["diff", good, bad, "--format", "markdown"],
