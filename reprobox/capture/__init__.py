@@ -223,7 +223,7 @@ def capture_experiment(
             )
     rel_cwd = _relative_cwd(root, cwd)
     metrics_by_file: dict[str, dict[str, Any]] = {}
-    for mfile in metrics_files:
+    for m_index, mfile in enumerate(metrics_files):
         rel = _repo_rel(root, cwd, mfile, "metrics file")
         if not (root / rel).is_file():
             raise UsageError(
@@ -232,8 +232,8 @@ def capture_experiment(
             )
         kind = red.holds_secret(rel)
         if kind:
-            warnings.append(f"metrics file #{len(metrics_by_file) + 1}: its path holds a secret "
-                            f"({kind}); it was left out of the record — rename it")
+            warnings.append(f"--metrics #{m_index + 1}: its path holds a secret ({kind}); it was "
+                            "left out of the record — rename it")
             continue
         metrics_by_file[rel] = red.tree(metrics.read_metrics(root / rel), f"metrics[{rel}]")
     if inline_metrics:
@@ -311,9 +311,13 @@ def capture_experiment(
             warnings.append(f"no Dockerfile was written: {exc.message}")
         stage("dockerfile", t0)
 
-    for fname in sorted(files):
-        if isinstance(files[fname], str) and fname != PATCH_FILE:
-            files[fname] = red.file_text(str(files[fname]), fname)
+    for fname in sorted(files):  # lock files, Dockerfile (patch.diff was checked above)
+        content = files[fname]
+        if fname != PATCH_FILE:
+            text = content if isinstance(content, str) else content.decode("utf-8", "replace")
+            redacted = red.file_text(text, fname)
+            if redacted != text:
+                files[fname] = redacted
     warnings.extend(red.warnings())
 
     existed = (store.experiments_dir / experiment.id).exists()

@@ -196,7 +196,9 @@ def test_laptop_secrets_reach_no_committed_file_and_no_output(project):
     git(repo, "remote", "add", "origin", f"https://x:{URLPW}@git.example.com/{GH}/demo.git")
     env = {**os.environ, "HF_TOKEN": HF,
            "XLA_FLAGS": f"--xla_dump_to=https://u:{URLPW}@dumps.example.com/x"}
-    proc = capture(repo, venv, "--metrics", "m.json", "--output", f"out/model-{GH}.bin",
+    (repo / "out" / f"eval-{GH}.json").write_text('{"f1": 0.5}')
+    proc = capture(repo, venv, "--metrics", "m.json", "--metrics", f"out/eval-{GH}.json",
+                   "--output", f"out/model-{GH}.bin",
                    "--cmd", f"python job.py --api-key CANARYapikey1 --hf {HF} -p CANARYpw9",
                    env=env)
     exp_id = captured_id(proc)
@@ -208,7 +210,7 @@ def test_laptop_secrets_reach_no_committed_file_and_no_output(project):
     # One warning per field, naming it. (URLs read from git and direct_url.json lose their
     # credentials where they are read, silently, as they always have.)
     for field in ("command:", "metrics[m.json] key:", "metrics[m.json].uploaded:",
-                  "metrics[m.json].hub:", "env.XLA_FLAGS:", "--output #1:"):
+                  "metrics[m.json].hub:", "env.XLA_FLAGS:", "--output #1:", "--metrics #3:"):
         assert f"warning: {field}" in proc.stderr, (field, proc.stderr)
     stored = Store(repo).load(exp_id)
     assert stored.experiment.command == ("python job.py --api-key <redacted:api-key> "
@@ -220,6 +222,7 @@ def test_laptop_secrets_reach_no_committed_file_and_no_output(project):
     assert stored.experiment.env["XLA_FLAGS"] == "--xla_dump_to=https://dumps.example.com/x"
     assert stored.experiment.git.remote == "https://git.example.com/REDACTED/demo.git"
     assert stored.experiment.outputs == ()
+    assert sorted(stored.experiment.metrics) == ["m.json", "score.json"]
     # What is shown afterwards carries no secret either.
     for args in (["show", exp_id], ["show", exp_id, "--json"], ["ls"]):
         out = cli(*args, cwd=repo)
