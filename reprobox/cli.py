@@ -158,13 +158,16 @@ def ls_cmd(as_json: bool) -> None:
     from .store import open_store
 
     store = open_store()
+    good, skipped = store.scan(report=False)
+    for bad in skipped:  # one bad folder is named and skipped, never breaks the list
+        _warn(str(bad))
     rows: list[dict[str, Any]] = []
-    for s in store.experiments():
+    for s in good:
         exp, env = s.experiment, s.environment
         rows.append({
             "id": exp.id, "name": exp.name, "created": exp.created,
             "python": env.interpreter.version, "packages": len(env.packages),
-            "command": exp.command or "", "image": exp.image or "",
+            "command": exp.command or "", "image": s.image or "",
             "commit": exp.git.commit[:10] + ("+dirty" if exp.git.dirty else ""),
         })
     if as_json:
@@ -192,11 +195,11 @@ def show(exp: str, as_json: bool) -> None:
     from .api import _stored
     from .store import open_store
 
-    stored = _stored(open_store(), exp)
+    stored = _stored(open_store(warn=_warn), exp)
     e, env = stored.experiment, stored.environment
     if as_json:
         _print_json({"experiment": e.to_dict(), "environment": env.to_dict(),
-                     "path": str(stored.path)})
+                     "path": str(stored.path), "image": stored.image})
         return
     lines = [
         f"experiment  {e.id}  ({e.name})",
@@ -215,7 +218,7 @@ def show(exp: str, as_json: bool) -> None:
            if env.hardware.gpus else ", no GPU")
         + (f", CUDA {env.hardware.cuda_runtime}" if env.hardware.cuda_runtime else ""),
         f"env digest  {e.environment_digest}",
-        f"image       {e.image or '-'}",
+        f"image       {stored.image or '-'}",
     ]
     if e.dvc:
         lines.append(f"dvc         {len(e.dvc.outputs)} outputs, stages {', '.join(e.dvc.stages)}")
@@ -245,9 +248,13 @@ def lock_cmd(exp: str, platform: Optional[str]) -> None:
     result = api.lock(exp, platform=platform, progress=_progress())
     for w in result.warnings:
         _warn(w)
-    for change in getattr(result, "changed_versions", ()):
+    for change in result.changed_versions:
         _warn(f"version changed for {platform}: {change}")
     click.echo("wrote " + ", ".join(sorted(result.files)))
+    if result.resealed:
+        _warn(f"the id seals every file of a capture: experiment {result.previous_id} is now "
+              f"{result.id} (commit the new folder; the old one was removed)")
+    click.echo(result.id)
 
 
 @main.command("build")

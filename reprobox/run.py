@@ -8,7 +8,7 @@ five timed phases, each reported through ``progress``:
 1. **code** - the recorded commit in a git worktree of its own (the user's working tree is never
    touched), with the recorded patch applied;
 2. **data** - DVC outputs pulled from the project's DVC remote into the checkout, through a DVC
-   cache kept under ``.reprobox/cache/dvc`` and shared by all runs (the second run downloads
+   cache kept under ``.reprobox/local/cache/dvc`` and shared by all runs (the second run downloads
    nothing; data present only in the user's own DVC cache does not count: it must be in the remote);
 3. **environment** - the backend (docker image, or cached virtualenv) made ready;
 4. **command** - the recorded command recomputed: a DVC pipeline with ``dvc repro --force`` (the
@@ -17,7 +17,7 @@ five timed phases, each reported through ``progress``:
 5. **comparison** - metrics against the recorded values, declared outputs by sha256, DVC outputs
    by DVC's hash; every difference named.
 
-The result is a :class:`RunRecord`, saved under ``.reprobox/runs/<id>-<UTC time>.json``. The
+The result is a :class:`RunRecord`, saved under ``.reprobox/local/runs/<id>-<UTC time>.json``. The
 checkout is always removed (also on Ctrl-C and errors) unless ``keep`` is set.
 """
 
@@ -313,7 +313,7 @@ def pull_data(store: Store, checkout: Path) -> str:
 
     if not dvc.is_dvc_project(checkout):
         return "no DVC project in the checkout: nothing to pull"
-    cache = (store.cache_dir / "dvc").resolve()
+    cache = store.local_dir("cache", "dvc").resolve()
     cache.mkdir(parents=True, exist_ok=True)
     local = checkout / ".dvc" / "config.local"
     had_local = (store.root / ".dvc" / "config.local").is_file()
@@ -426,14 +426,9 @@ def compare_dvc_outputs(
 
 
 def report_file(store: Store, exp_id: str, when: _dt.datetime) -> Path:
-    """``.reprobox/runs/<id>-<UTC time>.json`` (a counter keeps two runs in a second apart)."""
-    stamp = when.strftime("%Y%m%dT%H%M%SZ")
-    path = store.runs_dir / f"{exp_id}-{stamp}.json"
-    n = 1
-    while path.exists():
-        n += 1
-        path = store.runs_dir / f"{exp_id}-{stamp}-{n}.json"
-    return path
+    """``.reprobox/local/runs/<id>-<UTC time>.json`` (a counter keeps two runs in a second apart);
+    local state, git-ignored, reached through no symbolic link."""
+    return store.run_report_path(exp_id, when)
 
 
 def run_experiment(
@@ -564,7 +559,7 @@ def run_experiment(
         from .model import pretty_json
 
         record = replace(record, report_path=str(path))
-        write_atomic(path, pretty_json(record.to_dict()))
+        store.write_run_report(path, pretty_json(record.to_dict()))
         return record
     finally:
         if prepared is not None:

@@ -3,7 +3,7 @@
     select_base_image (images.py)  ->  plan_image + render (render.py, templates/Dockerfile.j2)
     ->  assemble_context (context.py: code at the commit, lock, wheels, tools)
     ->  engine.build (engine.py: BuildKit with cache mounts and secrets, else classic)
-    ->  store.set_image
+    ->  store.set_image (local state)
 
 ``reprobox base`` (base.py) makes the ``python:X.Y.Z-slim-<codename>`` base without a registry.
 Rendering is pure; everything with side effects is in :func:`build_experiment`.
@@ -227,8 +227,8 @@ def build_experiment(
         ), report)
         timings["build"] = time.monotonic() - t
     warnings += [w for w in built.warnings if w not in warnings]
-    if record and stored.experiment.image != tag:
-        store.set_image(stored, tag)
+    if record and stored.image != tag:
+        store.set_image(stored, tag)  # local state (.reprobox/local), never the sealed record
     timings["total"] = time.monotonic() - start
     builder = f"buildkit ({client.description})" if client else "classic"
     return BuildResult(tag, built.image_id, dockerfile, image, source, builder,

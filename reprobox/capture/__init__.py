@@ -161,7 +161,8 @@ def capture_experiment(
 
     target = py.find_target_python(python, environ)
     say(f"probing {target}")
-    probe_future = py.start_probe(target, cache_dir=store.cache_dir / "probe", environ=environ)
+    cache_dir = store.local_dir("cache")  # git-ignored local state, reached through no link
+    probe_future = py.start_probe(target, cache_dir=cache_dir / "probe", environ=environ)
     try:
         gitcap = git.git_info(root, exclude=(".reprobox",))
     except BaseException:
@@ -172,7 +173,7 @@ def capture_experiment(
 
     t0 = time.perf_counter()
     env, env_warnings = environment_from_probe(probe_future.result(), root,
-                                               cache_dir=store.cache_dir)
+                                               cache_dir=cache_dir)
     warnings.extend(env_warnings)
     stage("environment", t0)
 
@@ -262,7 +263,7 @@ def capture_experiment(
         except IndexUnavailable as exc:
             warnings.append(
                 f"the lock was skipped: {exc.message}. The environment is recorded; complete the "
-                f"lock later with `reprobox lock {experiment.id}`"
+                "lock later with `reprobox lock <id>` (the id printed last)"
             )
         except LockError as exc:
             warnings.append(f"the lock is incomplete: {exc}")
@@ -277,8 +278,9 @@ def capture_experiment(
             warnings.append(f"no Dockerfile was written: {exc.message}")
         stage("dockerfile", t0)
 
-    existed = (store.experiments_dir / experiment.id).exists()
     stored = store.save(experiment, env, files)
+    # The same run captured before keeps its record (re-sealed when this capture adds a lock).
+    existed = stored.experiment.created != experiment.created
     return CaptureOutcome(
         stored=stored,
         warnings=tuple(warnings),

@@ -41,7 +41,7 @@ def test_template_ships_as_package_data() -> None:
 
 
 def test_comment_without_base(store: Store) -> None:
-    stored = _save(store, cpu_env(), image="reprobox/abc:1")
+    stored = store.set_image(_save(store, cpu_env()), "reprobox/abc:1")  # local state
     out = pr_markdown(stored, None, repo_root=store.root)
     assert out.splitlines()[0] == PR_MARKER
     assert "No base experiment to compare with" in out
