@@ -353,11 +353,8 @@ def _read_observed_metrics(
     checkout: Path, plan: RunPlan, inline_path: Path
 ) -> tuple[dict[str, Optional[dict[str, Any]]], dict[str, str]]:
     """Flattened values of each recorded metrics file as the rerun left them."""
-    import json
-
     from . import validate
     from .capture.metrics import read_metrics
-    from .model import flatten_metrics
 
     observed: dict[str, Optional[dict[str, Any]]] = {}
     reasons: dict[str, str] = {}
@@ -372,18 +369,21 @@ def _read_observed_metrics(
             observed[mfile] = None
             reasons[mfile] = f"{mfile} could not be read after the rerun: {exc.message}"
     if plan.inline_metrics:
-        try:
-            data = json.loads(inline_path.read_text(encoding="utf-8"))
-            observed[INLINE_METRICS] = flatten_metrics(data) if isinstance(data, dict) else None
-        except FileNotFoundError:
+        if not inline_path.exists() and not inline_path.is_symlink():
             observed[INLINE_METRICS] = None
             reasons[INLINE_METRICS] = (
                 "the rerun never called reprobox.capture(metrics=...) (did the command fail "
                 "before reaching it?)"
             )
-        except (OSError, ValueError) as exc:
-            observed[INLINE_METRICS] = None
-            reasons[INLINE_METRICS] = f"the values reported by the rerun are unreadable: {exc}"
+        else:
+            try:  # written by the rerun: size and nesting bounded like any metrics file
+                observed[INLINE_METRICS] = dict(read_metrics(
+                    validate.path_inside(checkout, inline_path.relative_to(checkout).as_posix(),
+                                         "inline metrics")))
+            except ReproboxError as exc:
+                observed[INLINE_METRICS] = None
+                reasons[INLINE_METRICS] = ("the values reported by the rerun are unreadable: "
+                                           f"{exc.message}")
     return observed, reasons
 
 
@@ -452,6 +452,7 @@ def run_experiment(
     stored = _stored(store, ref_or_stored)
     exp = stored.experiment
     validate.validate_experiment(exp, stored.environment, folder=stored.path)
+    store.local_dir("runs")  # a linked .reprobox/local is refused before anything runs
     plan = plan_run(exp, stored.environment)
     clock = _Clock(progress)
     started = _utc_now()

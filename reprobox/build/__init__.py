@@ -150,6 +150,8 @@ def build_experiment(
     start = time.monotonic()
     exp, env = stored.experiment, stored.environment
     validate.validate_experiment(exp, env, folder=stored.path)
+    if record and not dry_run:
+        store.local_dir("images")  # a linked .reprobox/local is refused before the build
     image, source = select_base_image(env, override=base_image, repo_root=store.root)
     tag = checked_image_flag(tag, "--tag") if tag else default_tag(store.root, exp.id)
     if network is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}", network):
