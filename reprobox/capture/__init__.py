@@ -376,12 +376,25 @@ def environment_from_probe(
     return env, warnings
 
 
+#: What the committed Dockerfile says where a built one names the experiment id.
+STORE_DOCKERFILE_ID = "<id>"
+
+
 def render_store_dockerfile(experiment: Experiment, env: Environment, root: Path) -> str:
-    """The Dockerfile committed with the experiment, for the automatically chosen base image."""
+    """The Dockerfile committed with the experiment, for the automatically chosen base image.
+
+    The id seals this file, so the file cannot hold the id: it says ``<id>`` where the one
+    ``reprobox build`` renders (with the id in its labels) names it. The same capture and lock
+    thus give the same file, and locking again gives the same id.
+    """
+    from dataclasses import replace
+
     from ..build import render_dockerfile, select_base_image
 
     base, _why = select_base_image(env, repo_root=root)
-    return render_dockerfile(experiment, env, base_image=base)
+    draft = replace(experiment, files={}, supersedes=None, id="").with_id()
+    text = render_dockerfile(draft, env, base_image=base)
+    return text.replace(draft.id, STORE_DOCKERFILE_ID)
 
 
 def _user_cache() -> Path:
