@@ -37,7 +37,8 @@ def project(tmp_path: Path) -> tuple[Path, Path]:
     repo = tmp_path / f"sealproj{uuid.uuid4().hex[:8]}"
     repo.mkdir()
     git(repo, "init", "-q", "-b", "main")
-    (repo / "job.py").write_text("import json\njson.dump({'score': 1.5}, open('score.json', 'w'))\n")
+    (repo / "job.py").write_text(
+        "import json\njson.dump({'score': 1.5}, open('score.json', 'w'))\n")
     (repo / ".gitignore").write_text("score.json\n")
     git(repo, "add", ".")
     git(repo, "commit", "-q", "-m", "job")
