@@ -278,9 +278,15 @@ def capture_experiment(
             warnings.append(f"no Dockerfile was written: {exc.message}")
         stage("dockerfile", t0)
 
+    before = set(store.ids())
     stored = store.save(experiment, env, files)
     # The same run captured before keeps its record (re-sealed when this capture adds a lock).
     existed = stored.experiment.created != experiment.created
+    old = stored.experiment.supersedes
+    if stored.id not in before and old in before:
+        warnings.append(f"this run was captured before as {old}; the files it lacked (the lock) "
+                        f"are attached, and since the id seals every file that record is now "
+                        f"{stored.id} (commit the new folder)")
     return CaptureOutcome(
         stored=stored,
         warnings=tuple(warnings),

@@ -146,6 +146,17 @@ def test_lock_after_an_offline_capture_reseals(project: tuple[Path, Path]):
     assert again.returncode == 0 and again.stdout.strip().splitlines()[-1] == new_id
     # Capturing the same run again (lock and all) finds the sealed record.
     assert capture(repo, venv) == new_id
+    # An offline capture, then the same run captured with the lock: re-sealed, and said so.
+    (repo / "job.py").write_text((repo / "job.py").read_text() + "# v2\n")
+    git(repo, "commit", "-qam", "v2")
+    offline = capture(repo, venv, "--no-lock")
+    subprocess.run([str(venv / "bin" / "python"), "job.py"], cwd=repo, check=True)
+    proc = cli("capture", "--cmd", "python job.py", "--metrics", "score.json", cwd=repo,
+               env={**os.environ, "VIRTUAL_ENV": str(venv)})
+    online = proc.stdout.strip().splitlines()[-1]
+    assert proc.returncode == 0 and online != offline
+    assert f"captured before as {offline}" in proc.stderr and online in proc.stderr
+    assert not (repo / ".reprobox/experiments" / offline).exists()
 
 
 @pytest.mark.docker
