@@ -190,3 +190,41 @@ def test_a_mislabelled_local_image_is_not_used_and_build_keeps_the_clone_clean(
         assert f"image       {tag}" in shown.stdout
     finally:
         subprocess.run([DOCKER, "rmi", "-f", tag], capture_output=True)
+
+
+@pytest.mark.docker
+def test_an_image_named_in_a_resealed_record_is_never_used(project: tuple[Path, Path],
+                                                            tmp_path: Path):
+    """experiment.json once carried the image tag outside the id. A record re-sealed with an
+    `image` field (any image on the runner) gets a rebuilt image of its own; the named image
+    never runs."""
+    from ..hostile import reseal
+
+    repo, venv = project
+    exp_id = capture(repo, venv)
+    evil = f"sealtest-evil:{uuid.uuid4().hex[:8]}"
+    base = "python:3.11.7-slim-bookworm"
+    subprocess.run([DOCKER, "pull", "-q", base], capture_output=True)
+    built = subprocess.run([DOCKER, "build", "-q", "-t", evil, "-"], capture_output=True,
+                           input=f"FROM {base}\nLABEL sealtest=canary\n", text=True)
+    assert built.returncode == 0, built.stderr
+    new_id = reseal(repo / ".reprobox/experiments" / exp_id,
+                    experiment=lambda d: d.update(image=evil))
+    git(repo, "add", "-A", ".reprobox")
+    git(repo, "commit", "-q", "-m", "capture")
+    from reprobox.build import default_tag
+
+    try:
+        proc = cli("run", new_id, "--backend", "docker", "--json", cwd=repo)
+        assert proc.returncode == 0, proc.stderr
+        report = json.loads(proc.stdout)
+        assert evil not in report["environment"] and evil not in proc.stderr
+        assert default_tag(repo, new_id) in report["environment"]
+        used = json.loads(subprocess.run(
+            [DOCKER, "image", "inspect", "--format", "{{json .Config.Labels}}",
+             default_tag(repo, new_id)], capture_output=True, text=True, check=True).stdout)
+        assert used["reprobox.experiment"] == new_id and "sealtest" not in used
+        assert status(repo) == ""
+    finally:
+        subprocess.run([DOCKER, "rmi", "-f", evil, default_tag(repo, new_id)],
+                       capture_output=True)
