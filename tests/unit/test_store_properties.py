@@ -34,7 +34,7 @@ KEYS = st.sampled_from([
 
 SCALARS = (
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | ANY_TEXT
-    | st.sampled_from(["reprobox.environment/1", "reprobox.experiment/1", "reprobox.environment/2",
+    | st.sampled_from(["reprobox.environment/1", "reprobox.experiment/2", "reprobox.environment/2",
                        "index", "vcs", "directory", "archive", "x/y", "/"])
 )
 JSON = st.recursive(
@@ -102,8 +102,9 @@ def test_environment_from_arbitrary_json(data: Any) -> None:
 
 @SETTINGS
 @given(JSON)
-@example({"schema": "reprobox.experiment/1", "id": "x", "name": "n", "git": {"commit": "a"},
-          "environment_digest": "d", "created": "c", "outputs": ["path"]})
+@example({"schema": "reprobox.experiment/2", "id": "x", "name": "n", "git": {"commit": "a"},
+          "environment_digest": "d", "created": "c", "tool_version": "1", "files": {},
+          "outputs": ["path"]})
 def test_experiment_from_arbitrary_json(data: Any) -> None:
     if isinstance(data, dict):
         _only_reprobox_errors(Experiment.from_dict, data)
