@@ -498,7 +498,10 @@ class Store:
                 stored = self.load(exp_id)
                 validate_experiment(stored.experiment, stored.environment, folder=stored.path)
             except ReproboxError as exc:
-                skipped.append(Skipped(exp_id, exc.message))
+                reason = exc.message
+                if reason.startswith(f"experiment {exp_id}: "):
+                    reason = reason[len(f"experiment {exp_id}: "):]
+                skipped.append(Skipped(exp_id, reason))
                 continue
             good.append(stored)
         if report:
