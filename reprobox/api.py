@@ -111,7 +111,7 @@ def capture(
         from .build import build_experiment
 
         build_experiment(Store(root), stored, progress=progress)
-        stored = Store(root).load(stored.id)  # now with its image tag
+        stored = Store(root).load(stored.id)  # now with its (local) image tag
     exp = stored.experiment
     return Captured(
         id=exp.id,
@@ -124,9 +124,41 @@ def capture(
     )
 
 
+@dataclass(frozen=True)
+class Locked:
+    """What ``reprobox.lock`` returns: the lock, and the record sealed with it.
+
+    The id seals every file of an experiment, so writing lock files gives the record a new id
+    (``id``; ``previous_id`` is gone from the store and named by the new record's ``supersedes``)
+    unless the files were already there with that content.
+    """
+
+    id: str
+    previous_id: str
+    stored: StoredExperiment
+    result: Any  # the LockResult
+
+    @property
+    def resealed(self) -> bool:
+        return self.id != self.previous_id
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        return tuple(self.result.warnings)
+
+    @property
+    def changed_versions(self) -> tuple[Any, ...]:
+        return tuple(getattr(self.result, "changed_versions", ()))
+
+    @property
+    def files(self) -> dict[str, str]:
+        return dict(self.result.files)
+
+
 def lock(ref: ExpRef = "latest", *, platform: Optional[str] = None,
-         progress: Optional[Progress] = None, store: Optional[Store] = None) -> Any:
-    """(Re)write requirements.lock and pylock.toml for an experiment; returns the LockResult."""
+         progress: Optional[Progress] = None, store: Optional[Store] = None) -> Locked:
+    """(Re)write requirements.lock, pylock.toml and the Dockerfile of an experiment, re-sealing
+    it; returns :class:`Locked` (the new id, and the LockResult)."""
     from .capture import _user_cache, render_store_dockerfile
     from .lock import lock_environment
 
@@ -139,13 +171,11 @@ def lock(ref: ExpRef = "latest", *, platform: Optional[str] = None,
         platform=platform,
         progress=progress,
     )
-    for fname, content in result.files.items():
-        store.write_file(stored.id, fname, content)
-    store.write_file(
-        stored.id, "Dockerfile",
-        render_store_dockerfile(stored.experiment, stored.environment, store.root),
-    )
-    return result
+    files: dict[str, Union[str, bytes]] = dict(result.files)
+    files["Dockerfile"] = render_store_dockerfile(stored.experiment, stored.environment,
+                                                  store.root)
+    sealed = store.reseal(stored, files, replace_existing=True)
+    return Locked(id=sealed.id, previous_id=stored.id, stored=sealed, result=result)
 
 
 def build(ref: ExpRef = "latest", *, tag: Optional[str] = None, base_image: Optional[str] = None,
@@ -205,5 +235,6 @@ def current_environment(root: Path, *, python: Optional[str] = None) -> Any:
     return env
 
 
-__all__ = ["capture", "lock", "build", "run", "verify", "diff", "Captured", "current_environment",
+__all__ = ["capture", "lock", "build", "run", "verify", "diff", "Captured", "Locked",
+           "current_environment",
            "find_root"]

@@ -183,13 +183,16 @@ def ls_cmd(as_json: bool) -> None:
     from .store import open_store
 
     store = open_store()
+    good, skipped = store.scan(report=False)
+    for bad in skipped:  # one bad folder is named and skipped, never breaks the list
+        _warn(str(bad))
     rows: list[dict[str, Any]] = []
-    for s in store.experiments():
+    for s in good:
         exp, env = s.experiment, s.environment
         rows.append({
             "id": exp.id, "name": exp.name, "created": exp.created,
             "python": env.interpreter.version, "packages": len(env.packages),
-            "command": exp.command or "", "image": exp.image or "",
+            "command": exp.command or "", "image": s.image or "",
             "commit": exp.git.commit[:10] + ("+dirty" if exp.git.dirty else ""),
         })
     if as_json:
@@ -217,11 +220,11 @@ def show(exp: str, as_json: bool) -> None:
     from .api import _stored
     from .store import open_store
 
-    stored = _stored(open_store(), exp)
+    stored = _stored(open_store(warn=_warn), exp)
     e, env = stored.experiment, stored.environment
     if as_json:
         _print_json({"experiment": e.to_dict(), "environment": env.to_dict(),
-                     "path": str(stored.path)})
+                     "path": str(stored.path), "image": stored.image})
         return
     f = field  # every value from the capture: one line, nothing a terminal would obey
     hw, interp, os_ = env.hardware, env.interpreter, env.os
@@ -241,7 +244,7 @@ def show(exp: str, as_json: bool) -> None:
         + (f", {len(hw.gpus)} GPU(s): {f(hw.gpus[0].name)}" if hw.gpus else ", no GPU")
         + (f", CUDA {f(hw.cuda_runtime)}" if hw.cuda_runtime else ""),
         f"env digest  {f(e.environment_digest)}",
-        f"image       {f(e.image or '-')}",
+        f"image       {f(stored.image or '-')}",
     ]
     if e.dvc:
         lines.append(f"dvc         {len(e.dvc.outputs)} outputs, stages "
@@ -280,9 +283,13 @@ def lock_cmd(exp: str, platform: Optional[str]) -> None:
     result = api.lock(exp, platform=platform, progress=_progress())
     for w in result.warnings:
         _warn(w)
-    for change in getattr(result, "changed_versions", ()):
+    for change in result.changed_versions:
         _warn(f"version changed for {platform}: {change}")
     _echo("wrote " + ", ".join(sorted(result.files)))
+    if result.resealed:
+        _warn(f"the id seals every file of a capture: experiment {result.previous_id} is now "
+              f"{result.id} (commit the new folder; the old one was removed)")
+    _echo(result.id)
 
 
 @main.command("build")

@@ -39,12 +39,22 @@ class StoreError(ReproboxError):
     """The .reprobox/ store is missing, unreadable, corrupt or modified."""
 
 
-class SchemaError(StoreError):
-    """A stored file carries an unknown or newer schema version."""
+class RecordRefused(StoreError):
+    """A stored record is refused: modified after capture (its seal), a file added or removed,
+    unparseable, oversize, nested too deep, or of a schema this release does not read. Bad input,
+    so exit status 2."""
+
+    exit_code = 2
+
+
+class SchemaError(RecordRefused):
+    """A stored file carries an unknown, older or newer schema version."""
 
 
 class ValidationError(ReproboxError):
-    """A value from a capture (untrusted input) failed its grammar."""
+    """A value from a capture (untrusted input) failed its grammar: refused input, exit 2."""
+
+    exit_code = 2
 
     def __init__(self, field: str, value: object, reason: str, hint: str | None = None) -> None:
         shown = repr(value)

@@ -12,15 +12,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+from itertools import accumulate
 from dataclasses import dataclass, field, replace
 from typing import Any, Mapping, Optional
 
-from .errors import SchemaError, StoreError
+from .errors import RecordRefused, SchemaError
 
 ENVIRONMENT_SCHEMA = "reprobox.environment"
 EXPERIMENT_SCHEMA = "reprobox.experiment"
 RUN_SCHEMA = "reprobox.run"
 SCHEMA_VERSION = 1
+#: experiment.json 2: the id seals the whole record (every field but the id, and through the
+#: ``files`` manifest every other file of the folder); the image tag left for local state.
+EXPERIMENT_VERSION = 2
 
 Json = dict[str, Any]
 
@@ -44,51 +49,73 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def check_schema(data: Mapping[str, Any], name: str, where: str) -> None:
-    """Refuse a document whose schema is not ``name/<version we read>``."""
+#: Deepest nesting of arrays/objects reprobox parses from a file (its own records reach about 8).
+MAX_JSON_DEPTH = 64
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+_DEPTH_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
+
+
+def json_too_deep(text: str, limit: int = MAX_JSON_DEPTH) -> bool:
+    """True when ``text`` nests arrays/objects deeper than ``limit``: checked before parsing, in
+    one linear pass (no recursion), so a crafted file never reaches a RecursionError."""
+    brackets = _NOT_BRACKET.sub("", _JSON_STRING.sub("", text))
+    if len(brackets) <= limit:
+        return False
+    return max(accumulate(map(_DEPTH_STEP.__getitem__, brackets))) > limit
+
+
+def check_schema(data: Mapping[str, Any], name: str, where: str, version: int = SCHEMA_VERSION,
+                 oldest: int = 1, older_hint: Optional[str] = None) -> None:
+    """Refuse a document whose schema is not ``name/<a version from oldest to version>``."""
     schema = data.get("schema")
     if not isinstance(schema, str) or "/" not in schema:
         raise SchemaError(
-            f"{where} has no schema field (expected {name}/{SCHEMA_VERSION})",
+            f"{where} has no schema field (expected {name}/{version})",
             "the file is not a reprobox record or was edited by hand; re-capture the experiment",
         )
     got_name, _, got_version = schema.rpartition("/")
     if got_name != name:
         raise SchemaError(f"{where} is a {got_name!r} document, expected {name!r}")
     try:
-        version = int(got_version)
+        got = int(got_version)
     except ValueError:
         raise SchemaError(f"{where} has an unreadable schema version {got_version!r}") from None
-    if version > SCHEMA_VERSION:
+    if got > version:
         raise SchemaError(
-            f"{where} uses schema {schema}, newer than this reprobox reads "
-            f"({name}/{SCHEMA_VERSION})",
-            f"upgrade reprobox to a release that reads {name}/{version}: `pip install -U reprobox`",
+            f"{where} uses schema {schema}, newer than this reprobox reads ({name}/{version})",
+            f"upgrade reprobox to a release that reads {name}/{got}: `pip install -U reprobox`",
         )
-    if version < 1:
-        raise SchemaError(f"{where} has an unknown schema version {version}")
+    if 1 <= got < oldest:
+        raise SchemaError(
+            f"{where} uses schema {schema}, an older record this reprobox no longer acts on "
+            f"(it reads {name}/{version})",
+            older_hint or "re-capture the experiment with this reprobox",
+        )
+    if got < 1:
+        raise SchemaError(f"{where} has an unknown schema version {got}")
 
 
 def _mapping(data: Any, where: str) -> Mapping[str, Any]:
     if not isinstance(data, Mapping):
-        raise StoreError(f"{where}: expected an object, got {type(data).__name__}")
+        raise RecordRefused(f"{where}: expected an object, got {type(data).__name__}")
     return data
 
 
 def _req(data: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
     data = _mapping(data, where)
     if key not in data:
-        raise StoreError(f"{where}: missing field {key!r}")
+        raise RecordRefused(f"{where}: missing field {key!r}")
     value = data[key]
     if not isinstance(value, kind):
-        raise StoreError(f"{where}: field {key!r} has the wrong type ({type(value).__name__})")
+        raise RecordRefused(f"{where}: field {key!r} has the wrong type ({type(value).__name__})")
     return value
 
 
 def _opt(data: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
     value = _mapping(data, where).get(key)
     if value is not None and not isinstance(value, kind):
-        raise StoreError(f"{where}: field {key!r} has the wrong type ({type(value).__name__})")
+        raise RecordRefused(f"{where}: field {key!r} has the wrong type ({type(value).__name__})")
     return value
 
 
@@ -96,7 +123,7 @@ def _strs(values: Any, where: str) -> tuple[str, ...]:
     if values is None:
         return ()
     if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
-        raise StoreError(f"{where}: expected a list of strings")
+        raise RecordRefused(f"{where}: expected a list of strings")
     return tuple(values)
 
 
@@ -138,7 +165,7 @@ class PackageSource:
     def from_dict(cls, data: Mapping[str, Any], where: str = "source") -> "PackageSource":
         kind = _req(data, "kind", str, where)
         if kind not in ("index", "vcs", "directory", "archive"):
-            raise StoreError(f"{where}: unknown source kind {kind!r}")
+            raise RecordRefused(f"{where}: unknown source kind {kind!r}")
         return cls(
             kind=kind,
             url=_opt(data, "url", str, where),
@@ -476,7 +503,7 @@ class Environment:
         )
         recorded = data.get("digest")
         if recorded is not None and recorded != env.digest:
-            raise StoreError(
+            raise RecordRefused(
                 f"{where}: its digest {recorded} does not match its content ({env.digest}); "
                 "the file was modified after capture",
                 "restore it from git (`git checkout -- .reprobox/`) or re-capture the experiment",
@@ -595,9 +622,31 @@ class OutputFile:
 #: Name of the pseudo metrics file holding values passed to ``reprobox.capture(metrics=...)``.
 INLINE_METRICS = "<inline>"
 
-#: Fields of experiment.json that do not take part in the id: the id itself, when it was made,
-#: by which reprobox, and what is attached after capture (the image tag).
-_ID_EXCLUDED = ("id", "created", "tool_version", "image", "schema")
+#: The experiment's own file in its folder; every other file is listed in its ``files`` manifest.
+EXPERIMENT_FILE = "experiment.json"
+
+_OLD_EXPERIMENT_HINT = (
+    "this record was written by an older reprobox whose id did not seal every file of the "
+    "experiment; re-capture it with this release (`reprobox capture ...` at the recorded commit) "
+    "and commit the new record"
+)
+
+
+def seal_id(document: Mapping[str, Any]) -> str:
+    """The experiment id of an experiment.json document: the first 12 hex digits of the sha256 of
+    its canonical form (sorted keys, compact, UTF-8) without the ``id`` field itself.
+
+    Everything else seals: name, command, git, metrics, ``created``, ``tool_version`` and the
+    ``files`` manifest (sha256 of every other file of the folder, environment.json included), so
+    the id changes when any committed byte of the capture does. Pinned by a test.
+    """
+    body = {k: v for k, v in document.items() if k != "id"}
+    return sha256_hex(canonical_json(body))[:ID_LENGTH]
+
+
+def file_digest(data: bytes) -> str:
+    """How the manifest names a file's content: ``sha256:<hex>``."""
+    return "sha256:" + sha256_hex(data)
 
 
 @dataclass(frozen=True)
@@ -615,10 +664,14 @@ class Experiment:
     metrics: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     outputs: tuple[OutputFile, ...] = ()
     env: Mapping[str, str] = field(default_factory=dict)
-    image: Optional[str] = None
+    #: The manifest: every other file of the folder -> ``sha256:<hex>`` (the store fills it).
+    files: Mapping[str, str] = field(default_factory=dict)
+    #: The id of the record this one replaced when files were added after capture (a lock).
+    supersedes: Optional[str] = None
     id: str = ""
 
     def body(self) -> Json:
+        """What the run was: the fields two captures of the same run share."""
         return {
             "name": self.name,
             "command": self.command,
@@ -632,35 +685,45 @@ class Experiment:
             "environment_digest": self.environment_digest,
         }
 
+    def sealed(self) -> Json:
+        """The whole document but its id: what the id is the hash of."""
+        out = self.body()
+        out.update(
+            {
+                "schema": f"{EXPERIMENT_SCHEMA}/{EXPERIMENT_VERSION}",
+                "created": self.created,
+                "tool_version": self.tool_version,
+                "files": dict(sorted(self.files.items())),
+                "supersedes": self.supersedes,
+            }
+        )
+        return out
+
     def compute_id(self) -> str:
-        return sha256_hex(canonical_json(self.body()))[:ID_LENGTH]
+        return seal_id(self.sealed())
 
     def with_id(self) -> "Experiment":
         return replace(self, id=self.compute_id())
 
     def to_dict(self) -> Json:
-        out = self.body()
-        out.update(
-            {
-                "schema": f"{EXPERIMENT_SCHEMA}/{SCHEMA_VERSION}",
-                "id": self.id or self.compute_id(),
-                "created": self.created,
-                "tool_version": self.tool_version,
-                "image": self.image,
-            }
-        )
+        out = self.sealed()
+        out["id"] = self.id or self.compute_id()
         return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], where: str = "experiment.json") -> "Experiment":
-        check_schema(data, EXPERIMENT_SCHEMA, where)
+        check_schema(data, EXPERIMENT_SCHEMA, where, version=EXPERIMENT_VERSION,
+                     oldest=EXPERIMENT_VERSION, older_hint=_OLD_EXPERIMENT_HINT)
         metrics = _opt(data, "metrics", dict, where) or {}
         for mfile, values in metrics.items():
             if not isinstance(values, dict):
-                raise StoreError(f"{where}: metrics for {mfile!r} are not a mapping")
+                raise RecordRefused(f"{where}: metrics for {mfile!r} are not a mapping")
         env = _opt(data, "env", dict, where) or {}
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
-            raise StoreError(f"{where}: env must map names to strings")
+            raise RecordRefused(f"{where}: env must map names to strings")
+        files = _req(data, "files", dict, where)
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
+            raise RecordRefused(f"{where}: files must map file names to sha256 digests")
         dvc = _opt(data, "dvc", dict, where)
         return cls(
             id=_req(data, "id", str, where),
@@ -676,8 +739,9 @@ class Experiment:
             env=env,
             environment_digest=_req(data, "environment_digest", str, where),
             created=_req(data, "created", str, where),
-            tool_version=_opt(data, "tool_version", str, where) or "unknown",
-            image=_opt(data, "image", str, where),
+            tool_version=_req(data, "tool_version", str, where),
+            files=files,
+            supersedes=_opt(data, "supersedes", str, where),
         )
 
     @property

@@ -120,7 +120,7 @@ def _cells(stored: StoredExperiment) -> dict[str, Any]:
         "system packages": _safe(str(len(env.system_packages))),
         "GPUs / CUDA": _safe(md_escape(_gpus(env))),
         "environment digest": _safe(md_code(env.digest[:19]) if env.digest else "—"),
-        "image": _safe(md_code(exp.image) if exp.image else "not built"),
+        "image": _safe(md_code(stored.image) if stored.image else "not built"),
         "metrics": _metrics_cell(exp),
     }
 

@@ -8,7 +8,7 @@ five timed phases, each reported through ``progress``:
 1. **code** - the recorded commit in a git worktree of its own (the user's working tree is never
    touched), with the recorded patch applied;
 2. **data** - DVC outputs pulled from the project's DVC remote into the checkout, through a DVC
-   cache kept under ``.reprobox/cache/dvc`` and shared by all runs (the second run downloads
+   cache kept under ``.reprobox/local/cache/dvc`` and shared by all runs (the second run downloads
    nothing; data present only in the user's own DVC cache does not count: it must be in the remote);
 3. **environment** - the backend (docker image, or cached virtualenv) made ready;
 4. **command** - the recorded command recomputed: a DVC pipeline with ``dvc repro --force`` (the
@@ -17,7 +17,7 @@ five timed phases, each reported through ``progress``:
 5. **comparison** - metrics against the recorded values, declared outputs by sha256, DVC outputs
    by DVC's hash; every difference named.
 
-The result is a :class:`RunRecord`, saved under ``.reprobox/runs/<id>-<UTC time>.json``. The
+The result is a :class:`RunRecord`, saved under ``.reprobox/local/runs/<id>-<UTC time>.json``. The
 checkout is always removed (also on Ctrl-C and errors) unless ``keep`` is set.
 """
 
@@ -313,7 +313,7 @@ def pull_data(store: Store, checkout: Path) -> str:
 
     if not dvc.is_dvc_project(checkout):
         return "no DVC project in the checkout: nothing to pull"
-    cache = (store.cache_dir / "dvc").resolve()
+    cache = store.local_dir("cache", "dvc").resolve()
     cache.mkdir(parents=True, exist_ok=True)
     local = checkout / ".dvc" / "config.local"
     had_local = (store.root / ".dvc" / "config.local").is_file()
@@ -353,11 +353,8 @@ def _read_observed_metrics(
     checkout: Path, plan: RunPlan, inline_path: Path
 ) -> tuple[dict[str, Optional[dict[str, Any]]], dict[str, str]]:
     """Flattened values of each recorded metrics file as the rerun left them."""
-    import json
-
     from . import validate
     from .capture.metrics import read_metrics
-    from .model import flatten_metrics
 
     observed: dict[str, Optional[dict[str, Any]]] = {}
     reasons: dict[str, str] = {}
@@ -372,18 +369,21 @@ def _read_observed_metrics(
             observed[mfile] = None
             reasons[mfile] = f"{mfile} could not be read after the rerun: {exc.message}"
     if plan.inline_metrics:
-        try:
-            data = json.loads(inline_path.read_text(encoding="utf-8"))
-            observed[INLINE_METRICS] = flatten_metrics(data) if isinstance(data, dict) else None
-        except FileNotFoundError:
+        if not inline_path.exists() and not inline_path.is_symlink():
             observed[INLINE_METRICS] = None
             reasons[INLINE_METRICS] = (
                 "the rerun never called reprobox.capture(metrics=...) (did the command fail "
                 "before reaching it?)"
             )
-        except (OSError, ValueError) as exc:
-            observed[INLINE_METRICS] = None
-            reasons[INLINE_METRICS] = f"the values reported by the rerun are unreadable: {exc}"
+        else:
+            try:  # written by the rerun: size and nesting bounded like any metrics file
+                observed[INLINE_METRICS] = dict(read_metrics(
+                    validate.path_inside(checkout, inline_path.relative_to(checkout).as_posix(),
+                                         "inline metrics")))
+            except ReproboxError as exc:
+                observed[INLINE_METRICS] = None
+                reasons[INLINE_METRICS] = ("the values reported by the rerun are unreadable: "
+                                           f"{exc.message}")
     return observed, reasons
 
 
@@ -426,14 +426,9 @@ def compare_dvc_outputs(
 
 
 def report_file(store: Store, exp_id: str, when: _dt.datetime) -> Path:
-    """``.reprobox/runs/<id>-<UTC time>.json`` (a counter keeps two runs in a second apart)."""
-    stamp = when.strftime("%Y%m%dT%H%M%SZ")
-    path = store.runs_dir / f"{exp_id}-{stamp}.json"
-    n = 1
-    while path.exists():
-        n += 1
-        path = store.runs_dir / f"{exp_id}-{stamp}-{n}.json"
-    return path
+    """``.reprobox/local/runs/<id>-<UTC time>.json`` (a counter keeps two runs in a second apart);
+    local state, git-ignored, reached through no symbolic link."""
+    return store.run_report_path(exp_id, when)
 
 
 def run_experiment(
@@ -457,6 +452,7 @@ def run_experiment(
     stored = _stored(store, ref_or_stored)
     exp = stored.experiment
     validate.validate_experiment(exp, stored.environment, folder=stored.path)
+    store.local_dir("runs")  # a linked .reprobox/local is refused before anything runs
     plan = plan_run(exp, stored.environment)
     clock = _Clock(progress)
     started = _utc_now()
@@ -564,7 +560,7 @@ def run_experiment(
         from .model import pretty_json
 
         record = replace(record, report_path=str(path))
-        write_atomic(path, pretty_json(record.to_dict()))
+        store.write_run_report(path, pretty_json(record.to_dict()))
         return record
     finally:
         if prepared is not None:

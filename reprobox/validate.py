@@ -759,8 +759,12 @@ def validate_experiment(exp: Experiment, env: Environment, *, folder: Path | Non
     _match("created", exp.created, _TIMESTAMP, 40, "UTC timestamp (2026-01-31T12:00:00Z)")
     if exp.tool_version != "unknown":
         version(exp.tool_version, "tool_version")
-    if exp.image is not None:
-        image_tag(exp.image, "image")
+    if exp.supersedes is not None:
+        experiment_id(exp.supersedes, "supersedes")
+    for fname, fdigest in exp.files.items():
+        _match("files", fname, re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,99}", re.ASCII), 100,
+               "file name")
+        digest(fdigest, f"files[{fname}]")
 
     git = exp.git
     vcs_commit(git.commit, "git.commit")

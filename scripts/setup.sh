@@ -7,6 +7,7 @@ cd "$here"
 
 need=()
 command -v git >/dev/null 2>&1 || need+=(git)
+command -v jq >/dev/null 2>&1 || need+=(jq)   # the GitHub Actions examples' scripts, run by the tests
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}" >&2
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null

@@ -87,12 +87,11 @@ class DockerBackend(Backend):
         progress: Optional[Progress] = None,
     ) -> Prepared:
         say = progress or (lambda _m: None)
-        env = stored.environment
         from ..build import build_experiment, default_tag
 
-        candidates = [t for t in (stored.experiment.image, default_tag(store.root, stored.id)) if t]
+        candidates = [t for t in (stored.image, default_tag(store.root, stored.id)) if t]
         for tag in dict.fromkeys(candidates):
-            if self._usable(tag, env.digest):
+            if self._usable(tag, stored, say):
                 say(f"using the image {tag}")
                 return Prepared(self.name, tag, f"image {tag} (already built)", True, "python")
         say("no image of this experiment here: building it from its Dockerfile and lock")
@@ -104,16 +103,20 @@ class DockerBackend(Backend):
             how += f", {cached} of {steps} steps from the build cache"
         return Prepared(self.name, result.tag, f"image {result.tag} ({how})", False, "python")
 
-    def _usable(self, tag: str, digest: str) -> bool:
-        """The recorded image is here and was built for this environment."""
+    def _usable(self, tag: str, stored: "StoredExperiment", say: Progress) -> bool:
+        """The image is here and its labels say it was built for this very capture."""
+        from ..store import image_mismatch
+
         try:
             if not self.engine.image_exists(tag):
                 return False
             labels = self.engine.image_labels(tag)
         except ReproboxError:
             return False
-        recorded = labels.get("reprobox.env-digest")
-        return recorded is None or recorded == digest
+        why = image_mismatch(labels, stored)
+        if why is not None:
+            say(f"not using the local image {tag}: {why}")
+        return why is None
 
     # ---------------------------------------------------------------- run
 

@@ -3,7 +3,7 @@
     select_base_image (images.py)  ->  plan_image + render (render.py, templates/Dockerfile.j2)
     ->  assemble_context (context.py: code at the commit, lock, wheels, tools)
     ->  engine.build (engine.py: BuildKit with cache mounts and secrets, else classic)
-    ->  store.set_image
+    ->  store.set_image (local state)
 
 ``reprobox base`` (base.py) makes the ``python:X.Y.Z-slim-<codename>`` base without a registry.
 Rendering is pure; everything with side effects is in :func:`build_experiment`.
@@ -150,6 +150,8 @@ def build_experiment(
     start = time.monotonic()
     exp, env = stored.experiment, stored.environment
     validate.validate_experiment(exp, env, folder=stored.path)
+    if record and not dry_run:
+        store.local_dir("images")  # a linked .reprobox/local is refused before the build
     image, source = select_base_image(env, override=base_image, repo_root=store.root)
     tag = checked_image_flag(tag, "--tag") if tag else default_tag(store.root, exp.id)
     if network is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}", network):
@@ -227,8 +229,8 @@ def build_experiment(
         ), report)
         timings["build"] = time.monotonic() - t
     warnings += [w for w in built.warnings if w not in warnings]
-    if record and stored.experiment.image != tag:
-        store.set_image(stored, tag)
+    if record and stored.image != tag:
+        store.set_image(stored, tag)  # local state (.reprobox/local), never the sealed record
     timings["total"] = time.monotonic() - start
     builder = f"buildkit ({client.description})" if client else "classic"
     return BuildResult(tag, built.image_id, dockerfile, image, source, builder,

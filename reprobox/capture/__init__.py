@@ -170,7 +170,8 @@ def capture_experiment(
 
     target = py.find_target_python(python, environ)
     say(f"probing {target}")
-    probe_future = py.start_probe(target, cache_dir=store.cache_dir / "probe", environ=environ)
+    cache_dir = store.local_dir("cache")  # git-ignored local state, reached through no link
+    probe_future = py.start_probe(target, cache_dir=cache_dir / "probe", environ=environ)
     try:
         gitcap = git.git_info(root, exclude=(".reprobox",))
     except BaseException:
@@ -188,7 +189,7 @@ def capture_experiment(
 
     t0 = time.perf_counter()
     env, env_warnings = environment_from_probe(probe_future.result(), root,
-                                               cache_dir=store.cache_dir)
+                                               cache_dir=cache_dir)
     warnings.extend(env_warnings)
     stage("environment", t0)
 
@@ -296,7 +297,7 @@ def capture_experiment(
         except IndexUnavailable as exc:
             warnings.append(
                 f"the lock was skipped: {exc.message}. The environment is recorded; complete the "
-                f"lock later with `reprobox lock {experiment.id}`"
+                "lock later with `reprobox lock <id>` (the id printed last)"
             )
         except LockError as exc:
             warnings.append(f"the lock is incomplete: {exc}")
@@ -320,8 +321,15 @@ def capture_experiment(
                 files[fname] = redacted
     warnings.extend(red.warnings())
 
-    existed = (store.experiments_dir / experiment.id).exists()
+    before = set(store.ids())
     stored = store.save(experiment, env, files)
+    # The same run captured before keeps its record (re-sealed when this capture adds a lock).
+    existed = stored.experiment.created != experiment.created
+    old = stored.experiment.supersedes
+    if stored.id not in before and old in before:
+        warnings.append(f"this run was captured before as {old}; the files it lacked (the lock) "
+                        f"are attached, and since the id seals every file that record is now "
+                        f"{stored.id} (commit the new folder)")
     return CaptureOutcome(
         stored=stored,
         warnings=tuple(warnings),
@@ -483,12 +491,25 @@ def environment_from_probe(
     return env, warnings
 
 
+#: What the committed Dockerfile says where a built one names the experiment id.
+STORE_DOCKERFILE_ID = "<id>"
+
+
 def render_store_dockerfile(experiment: Experiment, env: Environment, root: Path) -> str:
-    """The Dockerfile committed with the experiment, for the automatically chosen base image."""
+    """The Dockerfile committed with the experiment, for the automatically chosen base image.
+
+    The id seals this file, so the file cannot hold the id: it says ``<id>`` where the one
+    ``reprobox build`` renders (with the id in its labels) names it. The same capture and lock
+    thus give the same file, and locking again gives the same id.
+    """
+    from dataclasses import replace
+
     from ..build import render_dockerfile, select_base_image
 
     base, _why = select_base_image(env, repo_root=root)
-    return render_dockerfile(experiment, env, base_image=base)
+    draft = replace(experiment, files={}, supersedes=None, id="").with_id()
+    text = render_dockerfile(draft, env, base_image=base)
+    return text.replace(draft.id, STORE_DOCKERFILE_ID)
 
 
 def _user_cache() -> Path:

@@ -20,14 +20,19 @@ import json
 import math
 import os
 import re
+import stat
 from pathlib import Path
 from typing import Any
 
 from ..errors import ReproboxError, ValidationError
-from ..model import OutputFile, flatten_metrics
+from ..model import OutputFile, flatten_metrics, json_too_deep
 
 #: Metrics are a handful of numbers; a bigger file is a mistake (a data file passed as metrics).
 MAX_METRICS_BYTES = 10 * 1024 * 1024
+#: ... and a handful of values: past this many, it is a data file (and would bloat the record).
+MAX_METRIC_KEYS = 10_000
+#: Nesting of lists/mappings read from a metrics file (checked before building anything).
+MAX_DEPTH = 32
 _CHUNK = 1024 * 1024
 
 
@@ -52,15 +57,56 @@ def _fail(
 
 
 def _json(path: Path, text: str) -> Any:
+    if json_too_deep(text, MAX_DEPTH):
+        raise _fail(path, f"JSON nested more than {MAX_DEPTH} levels deep")
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise _fail(path, f"invalid JSON ({exc.msg})", exc.lineno, exc.colno) from None
+    except (ValueError, RecursionError) as exc:
+        raise _fail(path, f"invalid JSON ({type(exc).__name__})") from None
+
+
+def _yaml_events_ok(path: Path, text: str) -> None:
+    """Walk the YAML event stream once (no object is built, memory stays flat) and refuse what
+    makes a small file expand or recurse: aliases and anchors, and nesting past MAX_DEPTH.
+
+    A "billion laughs" file is a few hundred bytes of anchors whose aliases expand to gigabytes
+    once constructed; metrics never need them.
+    """
+    import yaml
+
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    depth = 0
+    try:
+        for event in yaml.parse(text, Loader=loader):
+            mark = getattr(event, "start_mark", None)
+            line = mark.line + 1 if mark is not None else None
+            if isinstance(event, yaml.AliasEvent):
+                raise _fail(path, f"YAML alias *{event.anchor} (aliases and anchors are not read "
+                            "in metrics files)", line)
+            anchor = getattr(event, "anchor", None)
+            if anchor is not None:
+                raise _fail(path, f"YAML anchor &{anchor} (aliases and anchors are not "
+                            "read in metrics files)", line)
+            if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    raise _fail(path, f"YAML nested more than {MAX_DEPTH} levels deep", line)
+            elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+                depth -= 1
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        if mark is not None:
+            raise _fail(path, f"invalid YAML ({problem})", mark.line + 1, mark.column + 1) from None
+        raise _fail(path, f"invalid YAML ({problem})") from None
 
 
 def _yaml(path: Path, text: str) -> Any:
     import yaml
 
+    _yaml_events_ok(path, text)
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
         return yaml.load(text, Loader=loader)
@@ -70,6 +116,8 @@ def _yaml(path: Path, text: str) -> Any:
         if mark is not None:
             raise _fail(path, f"invalid YAML ({problem})", mark.line + 1, mark.column + 1) from None
         raise _fail(path, f"invalid YAML ({problem})") from None
+    except RecursionError:
+        raise _fail(path, "YAML nested too deeply") from None
 
 
 def _toml(path: Path, text: str) -> Any:
@@ -78,13 +126,31 @@ def _toml(path: Path, text: str) -> Any:
     except ModuleNotFoundError:  # Python < 3.11
         import tomli as tomllib  # type: ignore[no-redef]
     try:
-        return tomllib.loads(text)
+        data = tomllib.loads(text)
+    except RecursionError:
+        raise _fail(path, "TOML nested too deeply") from None
     except tomllib.TOMLDecodeError as exc:
         m = re.search(r"line (\d+), column (\d+)", str(exc))
         msg = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
         if m:
             raise _fail(path, f"invalid TOML ({msg})", int(m.group(1)), int(m.group(2))) from None
         raise _fail(path, f"invalid TOML ({msg})") from None
+    if _depth_over(data, MAX_DEPTH):
+        raise _fail(path, f"TOML nested more than {MAX_DEPTH} levels deep")
+    return data
+
+
+def _depth_over(data: Any, limit: int) -> bool:
+    """True when ``data`` nests lists/dicts deeper than ``limit`` (iterative: no recursion)."""
+    stack = [(data, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            if depth >= limit:
+                return True
+            values = item.values() if isinstance(item, dict) else item
+            stack.extend((v, depth + 1) for v in values)
+    return False
 
 
 _INT = re.compile(r"^[+-]?\d+$")
@@ -132,7 +198,7 @@ def read_metrics(path: Path) -> dict[str, Any]:
     """Read a metrics file into a flat ``{"a.b": value}`` map (see the module doc for formats)."""
     path = Path(path)
     try:
-        size = path.stat().st_size
+        path.stat()
     except FileNotFoundError:
         raise ResultFileError(
             f"metrics file {path} does not exist",
@@ -144,13 +210,7 @@ def read_metrics(path: Path) -> dict[str, Any]:
         raise ResultFileError(
             f"metrics file {path} is not a regular file", "give a file, not a folder"
         )
-    if size > MAX_METRICS_BYTES:
-        raise ResultFileError(
-            f"metrics file {path} is {size / 1048576:.1f} MiB, over the {MAX_METRICS_BYTES // 1048576} MiB "
-            "a metrics file may have",
-            "give a small file of final scores; declare large results with --output instead",
-        )
-    raw = path.read_bytes()
+    raw = _read_bounded(path)
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -167,7 +227,43 @@ def read_metrics(path: Path) -> dict[str, Any]:
         data = _yaml(path, text)
     if data is None:
         return {}
-    return flatten_metrics(data)
+    flat = flatten_metrics(data)
+    if len(flat) > MAX_METRIC_KEYS:
+        raise ResultFileError(
+            f"metrics file {path} holds {len(flat)} values, over the {MAX_METRIC_KEYS} a metrics "
+            "file may have",
+            "give a small file of final scores; declare large results with --output instead",
+        )
+    return flat
+
+
+def _read_bounded(path: Path) -> bytes:
+    """The file's bytes, its size checked on the open file before reading (a file that grows
+    meanwhile is cut at the limit and refused)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise ResultFileError(f"cannot read metrics file {path}: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as fh:
+        st = os.fstat(fh.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise ResultFileError(
+                f"metrics file {path} is not a regular file", "give a file, not a folder"
+            )
+        if st.st_size > MAX_METRICS_BYTES:
+            raise _too_big(path, st.st_size)
+        raw = fh.read(MAX_METRICS_BYTES + 1)
+    if len(raw) > MAX_METRICS_BYTES:
+        raise _too_big(path, len(raw))
+    return raw
+
+
+def _too_big(path: Path, size: int) -> ResultFileError:
+    return ResultFileError(
+        f"metrics file {path} is {size / 1048576:.1f} MiB, over the "
+        f"{MAX_METRICS_BYTES // 1048576} MiB a metrics file may have",
+        "give a small file of final scores; declare large results with --output instead",
+    )
 
 
 # --------------------------------------------------------------------------- outputs

@@ -1,5 +1,5 @@
-# Image of reprobox experiment 98e8c326b9d3, rendered from reprobox's templates/Dockerfile.j2.
-# Build it with `reprobox build 98e8c326b9d3`: it assembles the context (lock, wheels, the code at
+# Image of reprobox experiment 33e5d10ec232, rendered from reprobox's templates/Dockerfile.j2.
+# Build it with `reprobox build 33e5d10ec232`: it assembles the context (lock, wheels, the code at
 # commit 67ef65fa528a) and passes the package-index configuration as build secrets.
 FROM python:3.11.7-slim-bookworm
 
@@ -86,7 +86,7 @@ RUN --mount=type=bind,source=tools,target=/tmp/reprobox/tools \
     if [ -n "$extra" ]; then /tmp/reprobox/tools/uv pip uninstall --python python3.11 --system --break-system-packages $extra; fi
 
 WORKDIR /workspace
-LABEL reprobox.experiment="98e8c326b9d3" \
+LABEL reprobox.experiment="33e5d10ec232" \
       reprobox.env-digest="sha256:98c20a6711d34cfbef66e028312fc4a94356e03d1561a027577837fb7ceba7b3" \
       reprobox.python="3.11.7" \
       org.opencontainers.image.title="reprobox experiment train" \

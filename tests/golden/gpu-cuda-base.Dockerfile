@@ -1,5 +1,5 @@
-# Image of reprobox experiment d9a4fa29816c, rendered from reprobox's templates/Dockerfile.j2.
-# Build it with `reprobox build d9a4fa29816c`: it assembles the context (lock, wheels, the code at
+# Image of reprobox experiment 1f02963194a9, rendered from reprobox's templates/Dockerfile.j2.
+# Build it with `reprobox build 1f02963194a9`: it assembles the context (lock, wheels, the code at
 # commit a691346f3bc1) and passes the package-index configuration as build secrets.
 FROM nvidia/cuda:12.1.1-cudnn8-runtime-ubuntu22.04
 
@@ -89,7 +89,7 @@ RUN --mount=type=bind,source=tools,target=/tmp/reprobox/tools \
     if [ -n "$extra" ]; then /tmp/reprobox/tools/uv pip uninstall --python python3.11 --system --break-system-packages $extra; fi
 
 WORKDIR /workspace
-LABEL reprobox.experiment="d9a4fa29816c" \
+LABEL reprobox.experiment="1f02963194a9" \
       reprobox.env-digest="sha256:66f21520598795fbee632275a63f67d66e2b37e7fd6d8dd4ce7764a62edb68e6" \
       reprobox.python="3.11.7" \
       org.opencontainers.image.title="reprobox experiment train" \

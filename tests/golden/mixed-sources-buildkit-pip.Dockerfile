@@ -1,5 +1,5 @@
-# Image of reprobox experiment ac6881f1d058, rendered from reprobox's templates/Dockerfile.j2.
-# Build it with `reprobox build ac6881f1d058`: it assembles the context (lock, wheels, the code at
+# Image of reprobox experiment 3ca1942d44cf, rendered from reprobox's templates/Dockerfile.j2.
+# Build it with `reprobox build 3ca1942d44cf`: it assembles the context (lock, wheels, the code at
 # commit a691346f3bc1) and passes the package-index configuration as build secrets.
 FROM python:3.11.7-slim-bookworm
 
@@ -87,7 +87,7 @@ RUN --mount=type=bind,source=tools,target=/tmp/reprobox/tools \
     if [ -n "$extra" ]; then PIP_ROOT_USER_ACTION=ignore python3.11 -m pip uninstall --yes $extra; fi
 
 WORKDIR /workspace
-LABEL reprobox.experiment="ac6881f1d058" \
+LABEL reprobox.experiment="3ca1942d44cf" \
       reprobox.env-digest="sha256:90622cdf532c730251b03717935903b272153516a0ce94cfeb736f7876955129" \
       reprobox.python="3.11.7" \
       org.opencontainers.image.title="reprobox experiment train" \

@@ -1,5 +1,5 @@
-# Image of reprobox experiment 3047d59634a7, rendered from reprobox's templates/Dockerfile.j2.
-# Build it with `reprobox build 3047d59634a7`: it assembles the context (lock, wheels, the code at
+# Image of reprobox experiment 18b6f4b2fe0e, rendered from reprobox's templates/Dockerfile.j2.
+# Build it with `reprobox build 18b6f4b2fe0e`: it assembles the context (lock, wheels, the code at
 # commit a691346f3bc1) and passes the package-index configuration as build secrets.
 FROM python:3.11.7-slim-bookworm
 
@@ -10,7 +10,7 @@ RUN --mount=type=bind,source=tools,target=/tmp/reprobox/tools \
     if [ -n "$extra" ]; then /tmp/reprobox/tools/uv pip uninstall --python python3.11 --system --break-system-packages $extra; fi
 
 WORKDIR /workspace
-LABEL reprobox.experiment="3047d59634a7" \
+LABEL reprobox.experiment="18b6f4b2fe0e" \
       reprobox.env-digest="sha256:67c680d0bd351c0158221c3426f5cb47f8df29dc97bff2bbe5355546c260559a" \
       reprobox.python="3.11.7" \
       org.opencontainers.image.title="reprobox experiment train" \

@@ -1,5 +1,5 @@
-# Image of reprobox experiment d9a4fa29816c, rendered from reprobox's templates/Dockerfile.j2.
-# Build it with `reprobox build d9a4fa29816c`: it assembles the context (lock, wheels, the code at
+# Image of reprobox experiment 1f02963194a9, rendered from reprobox's templates/Dockerfile.j2.
+# Build it with `reprobox build 1f02963194a9`: it assembles the context (lock, wheels, the code at
 # commit a691346f3bc1) and passes the package-index configuration as build secrets.
 FROM python:3.11.7-slim-bookworm
 
@@ -67,7 +67,7 @@ RUN set -eu; \
 RUN rm -rf /tmp/reprobox
 
 WORKDIR /workspace
-LABEL reprobox.experiment="d9a4fa29816c" \
+LABEL reprobox.experiment="1f02963194a9" \
       reprobox.env-digest="sha256:66f21520598795fbee632275a63f67d66e2b37e7fd6d8dd4ce7764a62edb68e6" \
       reprobox.python="3.11.7" \
       org.opencontainers.image.title="reprobox experiment train" \

@@ -125,7 +125,7 @@ def test_the_image_holds_the_captured_environment(built: dict, tmp_path: Path) -
     assert ident(seen.packages) == ident(stored.environment.packages)
     assert ident(seen.packages)["demo-pkg"] == (
         "0.3.0", {"kind": "directory", "path": ".", "editable": True})
-    assert stored.experiment.image == built["result"].tag  # recorded in the store
+    assert stored.image == built["result"].tag  # recorded as local state, not in the record
 
 
 def test_pip_installs_when_this_machine_has_no_uv(built: dict, tmp_path: Path,

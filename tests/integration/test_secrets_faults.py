@@ -255,7 +255,7 @@ def test_no_canary_reaches_a_built_image(project: Path, tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert CANARY not in proc.stdout + proc.stderr
     tag = json.loads(reprobox("show", "latest", "--json", cwd=project, env=env).stdout)[
-        "experiment"]["image"]
+        "image"]  # local state, beside the sealed record
     assert tag
     try:
         archive = tmp_path / "image.tar"

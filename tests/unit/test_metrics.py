@@ -175,3 +175,105 @@ def test_paths_leaving_the_root_are_refused(tmp_path, rel):
 def test_missing_output(tmp_path):
     with pytest.raises(m.ResultFileError, match="does not exist"):
         m.hash_output(tmp_path, "model.pkl")
+
+
+# --------------------------------------------------------------------------- bounded parsing
+
+BOMB = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 10)}]\n" for i in range(8)
+)  # nine levels of ten: 10**9 leaves once aliases are expanded
+
+
+def test_yaml_alias_bomb_is_refused_with_bounded_memory(tmp_path):
+    """Measured in a child process: its peak RSS stays far below what expanding the aliases
+    would take (an address-space limit keeps an unguarded parser from taking the machine)."""
+    import json
+    import subprocess
+    import sys
+
+    bomb = write(tmp_path, "metrics.yaml", BOMB)
+    child = (
+        "import json, resource, sys\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))\n"
+        "from reprobox.capture.metrics import read_metrics\n"
+        "from reprobox.errors import ReproboxError\n"
+        "try:\n"
+        "    read_metrics(sys.argv[1]); msg = None\n"
+        "except ReproboxError as exc:\n"
+        "    msg = exc.message\n"
+        "except MemoryError:\n"
+        "    msg = 'MemoryError'\n"
+        "rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "print(json.dumps({'message': msg, 'rss_kib': rss}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", child, str(bomb)], capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["message"] is not None and "metrics.yaml" in result["message"]
+    assert "YAML anchor &a" in result["message"] and "line 1" in result["message"]
+    assert result["rss_kib"] < 200 * 1024, result
+
+
+def test_yaml_anchor_and_alias_are_refused_even_small(tmp_path):
+    p = write(tmp_path, "m.yaml", "base: &b {lr: 0.1}\nrun: *b\n")
+    with pytest.raises(m.ResultFileError, match=r"m.yaml, line 1: YAML anchor &b"):
+        m.read_metrics(p)
+
+
+def test_deep_nesting_is_refused_in_every_format(tmp_path):
+    cases = {
+        "deep.json": "[" * 100_000 + "]" * 100_000,
+        "deep.yaml": "[" * 100_000 + "]" * 100_000,
+        "deep.toml": "a = " + "[" * 5_000 + "]" * 5_000 + "\n",
+    }
+    for name, text in cases.items():
+        with pytest.raises(m.ResultFileError, match="nest") as exc:
+            m.read_metrics(write(tmp_path, name, text))
+        assert name in exc.value.message
+
+
+def test_nesting_within_the_limit_is_read(tmp_path):
+    p = write(tmp_path, "ok.json", "[" * 10 + "1" + "]" * 10)
+    assert m.read_metrics(p) == {"0.0.0.0.0.0.0.0.0.0": 1}
+
+
+def test_too_many_values_is_a_data_file(tmp_path):
+    p = write(tmp_path, "big.json", "[" + ",".join("1" for _ in range(m.MAX_METRIC_KEYS + 1)) + "]")
+    with pytest.raises(m.ResultFileError, match="holds 10001 values") as exc:
+        m.read_metrics(p)
+    assert "big.json" in exc.value.message
+
+
+def test_oversize_metrics_refused_before_reading(tmp_path):
+    p = tmp_path / "huge.json"
+    with open(p, "wb") as fh:
+        fh.truncate(m.MAX_METRICS_BYTES + 1)  # sparse: refused on its size, never read
+    with pytest.raises(m.ResultFileError, match="over the 10 MiB") as exc:
+        m.read_metrics(p)
+    assert "huge.json" in exc.value.message
+
+
+def test_a_special_file_is_not_read(tmp_path):
+    fifo = tmp_path / "m.json"
+    os.mkfifo(fifo)
+    with pytest.raises(m.ResultFileError, match="not a regular file"):
+        m.read_metrics(fifo)
+
+
+def test_the_rerun_writing_a_bomb_is_a_named_difference(tmp_path):
+    """run.py reads the rerun's metrics (files and the inline values) through the same limits:
+    a bomb ends as an unreadable metrics file in the verdict, naming why."""
+    from types import SimpleNamespace
+
+    from reprobox.run import _read_observed_metrics
+
+    checkout = tmp_path / "checkout"
+    (checkout / ".reprobox-run").mkdir(parents=True)
+    write(checkout, "metrics.yaml", BOMB)
+    inline = write(checkout, ".reprobox-run/metrics.json", "[" * 100_000 + "]" * 100_000)
+    plan = SimpleNamespace(metrics_files=("metrics.yaml",), inline_metrics=True)
+    observed, reasons = _read_observed_metrics(checkout, plan, inline)  # type: ignore[arg-type]
+    assert observed == {"metrics.yaml": None, "<inline>": None}
+    assert "YAML anchor" in reasons["metrics.yaml"]
+    assert "nested" in reasons["<inline>"]

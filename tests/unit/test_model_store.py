@@ -68,7 +68,32 @@ def test_digest_and_id_are_pinned() -> None:
 
 
 PINNED_ENV_DIGEST = "sha256:9f6314ffa54217f7a309cbef9915b978ee333caadcd949fe1ae9ed0d6f339138"
-PINNED_EXP_ID = "c9e7ebc67df9"
+PINNED_EXP_ID = "8584bfbab0ba"
+
+
+def test_id_is_the_hash_of_the_canonical_document_without_its_id() -> None:
+    """The id derivation, pinned: sha256 over the sorted, compact, UTF-8 form of every field of
+    experiment.json but ``id``, first 12 hex digits."""
+    import hashlib
+
+    from reprobox.model import canonical_json, file_digest, seal_id
+
+    env = make_env()
+    exp = replace(make_exp(env, name="bäseline"),
+                  files={"environment.json": file_digest(b"{}\n"), "patch.diff": file_digest(b"")})
+    doc = exp.to_dict()
+    body = {k: v for k, v in doc.items() if k != "id"}
+    canonical = canonical_json(body)
+    assert canonical.startswith(b'{"command":"python train.py","command_kind":"shell","created":')
+    assert b'"name":"b\xc3\xa4seline"' in canonical and b", " not in canonical
+    assert b'"schema":"reprobox.experiment/2"' in canonical
+    assert seal_id(doc) == hashlib.sha256(canonical).hexdigest()[:12] == exp.compute_id()
+    assert seal_id(doc) == PINNED_SEALED_ID
+    assert doc["files"] == {"environment.json": "sha256:" + hashlib.sha256(b"{}\n").hexdigest(),
+                            "patch.diff": "sha256:" + hashlib.sha256(b"").hexdigest()}
+
+
+PINNED_SEALED_ID = "07c65b47c260"
 
 
 def test_digest_ignores_hardware_and_order() -> None:
@@ -79,12 +104,17 @@ def test_digest_ignores_hardware_and_order() -> None:
     assert make_env(numpy="2.0.0").digest != env.digest
 
 
-def test_id_ignores_created_and_image() -> None:
+@pytest.mark.parametrize("change", [
+    {"created": "2026-01-01T00:00:00Z"},
+    {"tool_version": "9.9.9"},
+    {"files": {"environment.json": "sha256:" + "1" * 64}},
+    {"supersedes": "0123456789ab"},
+    {"metrics": {"metrics.json": {"accuracy": 0.5}}},
+], ids=lambda c: next(iter(c)))
+def test_id_seals_every_field(change: dict) -> None:
     env = make_env()
-    a = make_exp(env, created="2026-01-01T00:00:00Z")
-    b = replace(make_exp(env, created="2026-02-02T00:00:00Z"), image="reprobox/x:1")
-    assert a.id == b.compute_id()
-    assert make_exp(env, acc=0.5).id != a.id
+    a = make_exp(env)
+    assert replace(a, **change).compute_id() != a.id
 
 
 def test_roundtrip_is_lossless() -> None:
@@ -112,6 +142,14 @@ def test_newer_schema_is_refused_with_the_version_that_reads_it() -> None:
         Environment.from_dict(data)
 
 
+def test_older_experiment_schema_is_refused_naming_the_fix() -> None:
+    data = make_exp(make_env()).to_dict()
+    data["schema"] = "reprobox.experiment/1"
+    with pytest.raises(SchemaError, match="older record") as exc:
+        Experiment.from_dict(data)
+    assert exc.value.exit_code == 2 and "re-capture" in (exc.value.hint or "")
+
+
 def test_edited_environment_is_reported_as_modified() -> None:
     data = make_env().to_dict()
     data["packages"][0]["version"] = "9.9.9"
@@ -134,34 +172,43 @@ def test_save_load_resolve(tmp_path: Path) -> None:
                        {"patch.diff": b"\x00binary"})
     second = store.save(make_exp(env, name="tuned", acc=0.95, created="2026-11-27T11:00:00Z"), env)
     assert (first.path / "patch.diff").read_bytes() == b"\x00binary"
-    assert (tmp_path / ".reprobox" / ".gitignore").read_text().count("runs/") == 1
+    assert (tmp_path / ".reprobox" / ".gitignore").read_text().count("local/") == 1
+    assert sorted(first.experiment.files) == ["environment.json", "patch.diff"]
     assert store.resolve(first.id) == first.id
     assert store.resolve(first.id[:4]) == first.id
     assert store.resolve("baseline") == first.id
     assert store.resolve("latest") == second.id
+    assert store.load(first.id) == first
     with pytest.raises(ExperimentNotFound, match="no experiment matches"):
         store.resolve("nope")
     with pytest.raises(ExperimentNotFound, match="at least 4"):
         store.resolve(first.id[:3])
 
 
+def _sealed_id(exp: Experiment, env: Environment) -> str:
+    from reprobox.model import file_digest
+
+    files = {"environment.json": file_digest(pretty_json(env.to_dict()).encode())}
+    return replace(exp, files=files).compute_id()
+
+
 def test_ambiguous_prefix(tmp_path: Path) -> None:
     store = Store(tmp_path)
     env = make_env()
-    ids = set()
     acc = 0.0
     # Find two experiments whose ids share a 4-character prefix.
     by_prefix: dict[str, Experiment] = {}
     while True:
         acc += 0.001
         exp = make_exp(env, acc=acc)
-        if exp.id[:4] in by_prefix and by_prefix[exp.id[:4]].id != exp.id:
-            store.save(by_prefix[exp.id[:4]], env)
-            store.save(exp, env)
-            prefix = exp.id[:4]
+        sid = _sealed_id(exp, env)
+        if sid[:4] in by_prefix:
+            a = store.save(by_prefix[sid[:4]], env)
+            b = store.save(exp, env)
+            assert a.id[:4] == b.id[:4] == sid[:4] and a.id != b.id
+            prefix = sid[:4]
             break
-        by_prefix[exp.id[:4]] = exp
-        ids.add(exp.id)
+        by_prefix[sid[:4]] = exp
     with pytest.raises(ExperimentNotFound, match="ambiguous"):
         store.resolve(prefix)
 
@@ -184,26 +231,37 @@ def test_modified_experiment_is_reported(tmp_path: Path) -> None:
     data = json.loads(path.read_text())
     data["metrics"]["metrics.json"]["accuracy"] = 0.99
     path.write_text(json.dumps(data))
-    with pytest.raises(StoreError, match="modified after capture"):
+    with pytest.raises(StoreError, match="modified after capture") as exc:
         store.load(s.id)
+    assert exc.value.exit_code == 2 and s.id in exc.value.message
 
 
 def test_corrupt_json_names_file_and_line(tmp_path: Path) -> None:
+    from ..hostile import reseal
+
     store = Store(tmp_path)
     env = make_env()
     s = store.save(make_exp(env), env)
     (s.path / "environment.json").write_text('{\n  "schema": "reprobox.environment/1",\n  oops\n}')
-    with pytest.raises(StoreError, match=r"environment.json is not valid JSON \(line 3"):
+    with pytest.raises(StoreError, match="environment.json was changed after capture"):
         store.load(s.id)
+    new_id = reseal(s.path)  # sealed again: now the parse error itself is what is reported
+    with pytest.raises(StoreError, match=r"environment.json is not valid JSON \(line 3"):
+        store.load(new_id)
 
 
-def test_set_image_keeps_id(tmp_path: Path) -> None:
+def test_set_image_is_local_state(tmp_path: Path) -> None:
     store = Store(tmp_path)
     env = make_env()
     s = store.save(make_exp(env), env)
+    before = (s.path / "experiment.json").read_bytes()
     s2 = store.set_image(s, "reprobox/demo:" + s.id)
-    assert store.load(s.id).experiment.image == "reprobox/demo:" + s.id
-    assert s2.id == s.id
+    assert s2.image == "reprobox/demo:" + s.id and s2.id == s.id
+    assert store.load(s.id).image == "reprobox/demo:" + s.id
+    assert (s.path / "experiment.json").read_bytes() == before
+    record = tmp_path / ".reprobox" / "local" / "images" / f"{s.id}.json"
+    assert json.loads(record.read_text())["tag"] == "reprobox/demo:" + s.id
+    assert (tmp_path / ".reprobox" / "local" / ".gitignore").read_text().endswith("*\n")
 
 
 def test_failed_save_leaves_nothing(tmp_path: Path) -> None:
@@ -212,7 +270,7 @@ def test_failed_save_leaves_nothing(tmp_path: Path) -> None:
     with pytest.raises(StoreError):
         store.save(make_exp(env), env, {"../escape": "x"})
     assert store.ids() == []
-    assert [p.name for p in store.experiments_dir.iterdir()] == []
+    assert not store.experiments_dir.exists() or list(store.experiments_dir.iterdir()) == []
 
 
 def test_write_atomic_replaces_whole_file(tmp_path: Path) -> None:
@@ -251,14 +309,36 @@ def test_find_root(tmp_path: Path) -> None:
         find_root(Path(os.sep))
 
 
-def test_same_capture_again_attaches_missing_files(tmp_path: Path) -> None:
+def test_same_capture_again_attaches_missing_files_under_a_new_id(tmp_path: Path) -> None:
+    """An offline capture, then the same run captured with the index answering: the lock the
+    first record lacked is attached, and since the id seals every file, the record is re-sealed
+    under a new id (same created), the old folder replaced and named by ``supersedes``."""
     store = Store(tmp_path)
     env = make_env()
     first = store.save(make_exp(env), env)
     assert not (first.path / "requirements.lock").exists()
     again = store.save(make_exp(env, created="2030-01-01T00:00:00Z"), env,
                        {"requirements.lock": "six==1.17.0 --hash=sha256:00\n"})
-    assert again.id == first.id
-    assert (first.path / "requirements.lock").read_text().startswith("six==")
-    store.save(make_exp(env), env, {"requirements.lock": "other\n"})
-    assert (first.path / "requirements.lock").read_text().startswith("six==")  # never replaced
+    assert again.id != first.id and store.ids() == [again.id]
+    assert again.experiment.supersedes == first.id
+    assert again.experiment.created == first.experiment.created
+    assert "requirements.lock" in again.experiment.files
+    assert store.load(again.id).experiment == again.experiment
+    third = store.save(make_exp(env), env, {"requirements.lock": "other\n"})
+    assert third.id == again.id  # an attached file is never replaced by a later capture
+    assert (again.path / "requirements.lock").read_text().startswith("six==")
+    with pytest.raises(ExperimentNotFound) as exc:
+        store.resolve(first.id)
+    assert again.id in (exc.value.hint or "")  # the old id points to the new one
+
+
+def test_reseal_replacing_a_file_gives_a_new_id_and_identical_content_keeps_it(
+        tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    env = make_env()
+    first = store.save(make_exp(env), env, {"requirements.lock": "a==1\n"})
+    same = store.reseal(first, {"requirements.lock": "a==1\n"}, replace_existing=True)
+    assert same.id == first.id
+    new = store.reseal(first, {"requirements.lock": "a==2\n"}, replace_existing=True)
+    assert new.id != first.id and store.ids() == [new.id]
+    assert (new.path / "requirements.lock").read_text() == "a==2\n"

@@ -19,6 +19,7 @@ from reprobox.store import Store, StoredExperiment
 
 from .test_diff import assert_tables_keep_their_columns, cpu_env, with_packages
 from .test_model_store import make_exp
+from ..conftest import require
 
 
 def _html(text: str) -> str:
@@ -41,7 +42,7 @@ def test_template_ships_as_package_data() -> None:
 
 
 def test_comment_without_base(store: Store) -> None:
-    stored = _save(store, cpu_env(), image="reprobox/abc:1")
+    stored = store.set_image(_save(store, cpu_env()), "reprobox/abc:1")  # local state
     out = pr_markdown(stored, None, repo_root=store.root)
     assert out.splitlines()[0] == PR_MARKER
     assert "No base experiment to compare with" in out
@@ -120,43 +121,45 @@ def test_huge_environment_stays_under_the_comment_limit(store: Store) -> None:
 
 # --------------------------------------------------------------------------- the GitHub Actions example
 
-WORKFLOW = Path(__file__).resolve().parents[2] / "examples" / "github-actions" / "reprobox-pr.yml"
+WORKFLOWS = Path(__file__).resolve().parents[2] / "examples" / "github-actions"
+WORKFLOW = WORKFLOWS / "reprobox-pr.yml"  # renders the comment (the pull request's own job)
+POSTER = WORKFLOWS / "reprobox-post.yml"  # posts it (workflow_run, default branch's copy)
 
 
-def _workflow() -> dict:
+def _workflow(path: Path = WORKFLOW) -> dict:
     import yaml
 
-    data = yaml.safe_load(WORKFLOW.read_text())
+    data = yaml.safe_load(path.read_text())
     # YAML 1.1 reads the key `on` as the boolean True.
     data["on"] = data.pop(True, data.get("on"))
     return data
 
 
-def _steps() -> list[dict]:
-    jobs = _workflow()["jobs"]
+def _steps(path: Path = WORKFLOW) -> list[dict]:
+    jobs = _workflow(path)["jobs"]
     assert len(jobs) == 1
     return next(iter(jobs.values()))["steps"]
 
 
-def _step(name_part: str) -> dict:
-    return next(s for s in _steps() if name_part in s.get("name", ""))
+def _step(name_part: str, path: Path = WORKFLOW) -> dict:
+    return next(s for s in _steps(path) if name_part in s.get("name", ""))
 
 
 def test_workflow_shape() -> None:
     wf = _workflow()
     assert set(wf["on"]) == {"pull_request"}  # never pull_request_target
     assert ".reprobox/experiments/**" in wf["on"]["pull_request"]["paths"]
-    assert wf["permissions"] == {"contents": "read", "pull-requests": "write"}
+    assert wf["permissions"] == {"contents": "read"}  # the pull request's job cannot write
     checkout = _steps()[0]
     assert checkout["uses"].startswith("actions/checkout@")
     assert checkout["with"]["fetch-depth"] == 0 and checkout["with"]["persist-credentials"] is False
     render = _step("Render")["run"]
     assert 'reprobox pr "$HEAD_EXP" --base "$BASE_EXP"' in render
-    post = _step("Post or update")["run"]
-    assert f"marker='{PR_MARKER}'" in post
+    post = _step("Post or update", POSTER)["run"]
     assert "--method PATCH" in post and "--method POST" in post
-    assert "GH_TOKEN" in _step("Post or update")["env"]
-    for step in _steps():
+    assert "GH_TOKEN" in _step("Post or update", POSTER)["env"]
+    assert f"marker='{PR_MARKER}'" in _step("Check the artifact", POSTER)["run"]
+    for step in _steps() + _steps(POSTER):
         if "run" in step:
             # Expressions are expanded before the shell runs: values from a pull request must
             # reach scripts through env, never through ${{ }} inside the script.
@@ -165,16 +168,17 @@ def test_workflow_shape() -> None:
 
 @pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
 def test_workflow_scripts_parse() -> None:
-    for step in _steps():
+    for step in _steps() + _steps(POSTER):
         if "run" in step:
             result = subprocess.run(["bash", "-n"], input=step["run"], text=True,
                                     capture_output=True, check=False)
             assert result.returncode == 0, (step["name"], result.stderr)
 
 
-def _run_step(step: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+def _run_step(step: str, cwd: Path, env: dict[str, str],
+              path: Path = WORKFLOW) -> subprocess.CompletedProcess[str]:
     script = cwd.parent / "step.sh"
-    script.write_text(_step(step)["run"])
+    script.write_text(_step(step, path)["run"])
     # How GitHub runs a `run:` step on Linux.
     return subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", str(script)],
                           cwd=cwd, env={**os.environ, **env}, text=True, capture_output=True,
@@ -257,16 +261,15 @@ def test_pick_step_restores_a_base_experiment_the_pull_request_deletes(pr_repo: 
 
 
 FAKE_GH = """#!{python}
-# Stands in for the GitHub CLI: answers `gh api ... --jq` from a canned comment list (through the
-# real jq) and records the requests the workflow makes.
+# Stands in for the GitHub CLI: answers `gh api --paginate ...` with a canned comment list and
+# records the requests the workflow makes.
 import json, os, subprocess, sys
 args = sys.argv[1:]
 with open(os.environ["FAKE_GH_LOG"], "a") as log:
     log.write(json.dumps(args) + "\\n")
-    if "--jq" in args:
+    if "--paginate" in args:
         with open(os.environ["FAKE_GH_COMMENTS"]) as comments:
-            sys.stdout.write(subprocess.run(["jq", "-r", args[args.index("--jq") + 1]], stdin=comments,
-                                            capture_output=True, text=True, check=True).stdout)
+            sys.stdout.write(comments.read())
     elif "--input" in args:
         with open(args[args.index("--input") + 1]) as payload:
             log.write(json.dumps({{"payload": json.load(payload)}}) + "\\n")
@@ -274,9 +277,9 @@ with open(os.environ["FAKE_GH_LOG"], "a") as log:
 """
 
 
-@pytest.mark.skipif(shutil.which("jq") is None, reason="needs jq (present on GitHub's runners)")
 @pytest.mark.parametrize("existing", [True, False])
 def test_render_and_post_steps_with_the_real_cli(pr_repo: dict, tmp_path: Path, existing: bool) -> None:
+    require(shutil.which("jq") is not None, "jq (present on GitHub's runners)")
     bindir = tmp_path / "bin"
     bindir.mkdir()
     (bindir / "reprobox").write_text(
@@ -302,12 +305,22 @@ def test_render_and_post_steps_with_the_real_cli(pr_repo: dict, tmp_path: Path, 
     }
     rendered = _run_step("Render", pr_repo["repo"], env)
     assert rendered.returncode == 0, rendered.stderr
-    body = (runner_temp / "reprobox-comment.md").read_text()
+    body = (runner_temp / "reprobox-comment" / "comment.md").read_text()
     assert body.startswith(PR_MARKER + "\n") and pr_repo["head"] in body and pr_repo["base"] in body
     assert "numpy 2.4.6 -&gt; 2.10.0" in body
     assert (tmp_path / "summary.md").read_text() == body
 
-    posted = _run_step("Post or update", pr_repo["repo"], env)
+    # What the artifact hands over; then the poster's own check and its post step.
+    (runner_temp / "reprobox-in").mkdir()
+    (runner_temp / "reprobox-in" / "comment.md").write_text(body)
+    outputs = tmp_path / "github_output"
+    outputs.touch()
+    checked = _run_step("Check the artifact", pr_repo["repo"],
+                        {**env, "WORKFLOW_NAME": "reprobox environment",
+                         "GITHUB_OUTPUT": str(outputs)}, POSTER)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    env["MARKER"] = _outputs(outputs)["marker"]
+    posted = _run_step("Post or update", pr_repo["repo"], env, POSTER)
     assert posted.returncode == 0, posted.stderr
     calls = [json.loads(line) for line in (tmp_path / "gh.log").read_text().splitlines()]
     assert calls[0][:3] == ["api", "--paginate", "repos/org/project/issues/7/comments"]

@@ -144,8 +144,8 @@ def test_report_files_never_overwrite_each_other(tmp_path: Path):
     when = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
     first = report_file(store, "0123456789ab", when)
     assert first.name == "0123456789ab-20260102T030405Z.json"
-    first.parent.mkdir(parents=True)
-    first.write_text("{}")
+    assert first.parent == tmp_path / ".reprobox" / "local" / "runs"  # local, git-ignored state
+    store.write_run_report(first, "{}")
     assert report_file(store, "0123456789ab", when).name == "0123456789ab-20260102T030405Z-2.json"
 
 

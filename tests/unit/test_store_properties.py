@@ -34,7 +34,7 @@ KEYS = st.sampled_from([
 
 SCALARS = (
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | ANY_TEXT
-    | st.sampled_from(["reprobox.environment/1", "reprobox.experiment/1", "reprobox.environment/2",
+    | st.sampled_from(["reprobox.environment/1", "reprobox.experiment/2", "reprobox.environment/2",
                        "index", "vcs", "directory", "archive", "x/y", "/"])
 )
 JSON = st.recursive(
@@ -102,8 +102,9 @@ def test_environment_from_arbitrary_json(data: Any) -> None:
 
 @SETTINGS
 @given(JSON)
-@example({"schema": "reprobox.experiment/1", "id": "x", "name": "n", "git": {"commit": "a"},
-          "environment_digest": "d", "created": "c", "outputs": ["path"]})
+@example({"schema": "reprobox.experiment/2", "id": "x", "name": "n", "git": {"commit": "a"},
+          "environment_digest": "d", "created": "c", "tool_version": "1", "files": {},
+          "outputs": ["path"]})
 def test_experiment_from_arbitrary_json(data: Any) -> None:
     if isinstance(data, dict):
         _only_reprobox_errors(Experiment.from_dict, data)
@@ -177,12 +178,46 @@ def test_store_load_with_one_experiment_field_replaced(tmp_path: Path, path: tup
     store = Store(tmp_path)
     env = make_env()
     stored = store.save(make_exp(env), env)
-    doc = _set_path(json.loads((stored.path / "experiment.json").read_text()), path, value)
+    original = (stored.path / "experiment.json").read_bytes()
+    doc = _set_path(json.loads(original), path, value)
     (stored.path / "experiment.json").write_text(json.dumps(doc))
     try:
         store.load(stored.id)
+        assert doc == json.loads(original)  # only an unchanged record loads
     except ReproboxError:
         pass
     finally:
-        (stored.path / "experiment.json").write_text(json.dumps(EXP_DOC))
+        (stored.path / "experiment.json").write_bytes(original)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+          HealthCheck.function_scoped_fixture])
+@given(st.sampled_from(EXP_PATHS), JSON)
+def test_resealed_hostile_field_is_a_reprobox_error(tmp_path: Path, path: tuple[Any, ...],
+                                                    value: Any) -> None:
+    """Re-sealed so that the id matches, a hostile field still ends in a ReproboxError."""
+    from ..hostile import reseal
+
+    import tempfile
+
+    store = Store(Path(tempfile.mkdtemp(dir=tmp_path)))
+    env = make_env()
+    stored = store.save(make_exp(env), env)
+
+    def edit(doc: dict) -> None:
+        changed = _set_path(dict(doc), path, value)
+        doc.clear()
+        doc.update(changed if isinstance(changed, dict) else {})
+
+    try:
+        new_id = reseal(stored.path, experiment=edit)
+    except (TypeError, ValueError):
+        return  # not even JSON-serialisable: no attacker can write it
+    try:
+        loaded = store.load(new_id)
+        from reprobox.validate import validate_experiment
+
+        validate_experiment(loaded.experiment, loaded.environment, folder=loaded.path)
+    except ReproboxError:
+        pass
 

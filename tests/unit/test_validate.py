@@ -479,7 +479,9 @@ HOSTILE_EXPERIMENTS: list[tuple[str, Callable[[Any], Any], str]] = [
     ("env", lambda e: replace(e, env={"LD_PRELOAD": "/tmp/x.so"}), "env.LD_PRELOAD"),
     ("env value", lambda e: replace(e, env={"OMP_NUM_THREADS": "4\nexport X=1"}),
      "env.OMP_NUM_THREADS"),
-    ("image", lambda e: replace(e, image="img:tag --privileged"), "image"),
+    ("supersedes", lambda e: replace(e, supersedes="../../etc"), "supersedes"),
+    ("manifest name", lambda e: replace(e, files={"../x": "sha256:" + "0" * 64}), "files"),
+    ("manifest digest", lambda e: replace(e, files={"x.lock": "md5:00"}), "files[x.lock]"),
 ]
 
 
