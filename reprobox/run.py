@@ -24,6 +24,8 @@ checkout is always removed (also on Ctrl-C and errors) unless ``keep`` is set.
 from __future__ import annotations
 
 import datetime as _dt
+import os
+import re
 import shutil
 import tempfile
 import time
@@ -293,39 +295,51 @@ def checkout_code(store: Store, stored: StoredExperiment, dest: Path) -> tuple[P
     """
     from .capture import git
 
+    from .backends import make_run_dir, refuse_outward_symlinks
+
     exp = stored.experiment
     path = git.make_worktree(store.root, exp.git.commit, dest)
     detail = f"commit {exp.git.commit[:12]}"
     if exp.git.patch:
         git.apply_patch(path, stored.file(exp.git.patch))
         detail += " + uncommitted patch"
+    # The checkout is untrusted: no link out of it, and reprobox's run folder is its own.
+    refuse_outward_symlinks(path, "as checked out")
+    make_run_dir(path)
     return path, detail
 
 
-def pull_data(store: Store, checkout: Path) -> str:
-    """DVC outputs from the remote into the checkout, through the shared run cache.
+def pull_data(store: Store, checkout: Path, dvc_remote: Optional[str] = None) -> str:
+    """DVC outputs from a *trusted* remote into the checkout, through the shared run cache.
 
-    The user's ``.dvc/config.local`` (where DVC users keep remote credentials) is used for the
-    pull, then cut down to the cache setting: the checkout is mounted into the container, and
-    credentials must not be readable there.
+    The checkout is untrusted: its DVC files are checked first (no link under ``.dvc/``, no
+    path outside the checkout), and its ``.dvc/config`` remote is used with the user's
+    credentials only when it equals one of the user's own remotes (DVC's global/system
+    configuration, the user's untracked ``.dvc/config.local``) or ``dvc_remote`` is given
+    (``--dvc-remote``); see :mod:`reprobox.capture.dvc`. The checkout's DVC configuration is
+    then reprobox's own: that remote and the shared cache. After the pull the local file is cut
+    down to the cache setting: the checkout is mounted into the container, and credentials must
+    not be readable there.
     """
     from .capture import dvc
 
-    if not dvc.is_dvc_project(checkout):
+    if not os.path.islink(checkout / ".dvc") and not dvc.is_dvc_project(checkout):
         return "no DVC project in the checkout: nothing to pull"
+    dvc.check_untrusted_project(checkout)
+    if dvc_remote and not re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", dvc_remote):
+        dvc_remote = os.path.abspath(os.path.expanduser(dvc_remote))
+    remote = dvc.choose_trusted_remote(checkout, store.root, dvc_remote)
     cache = (store.cache_dir / "dvc").resolve()
     cache.mkdir(parents=True, exist_ok=True)
-    local = checkout / ".dvc" / "config.local"
-    had_local = (store.root / ".dvc" / "config.local").is_file()
+    dvc.write_trusted_config(checkout, remote, cache, dvc.user_local_config(store.root))
     try:
-        result = dvc.pull(checkout, cache_dir=cache,
-                          local_config_from=store.root if had_local else None)
+        result = dvc.pull(checkout, cache_dir=cache)
     finally:
-        if had_local and local.exists():
-            write_atomic(local, f"[cache]\n    dir = {cache}\n", mode=0o600)
+        dvc.drop_local(checkout, cache)
     fetched = getattr(result, "fetched", None)
     how = f"{fetched} file(s) downloaded" if fetched else "nothing to download"
-    return f"pulled from the DVC remote: {how} (shared cache {cache})"
+    where = "--dvc-remote" if remote.source == "--dvc-remote" else f"{remote.name!r}"
+    return f"pulled from the DVC remote {where}: {how} (shared cache {cache})"
 
 
 def _clear(checkout: Path, paths: tuple[str, ...]) -> None:
@@ -340,13 +354,14 @@ def _clear(checkout: Path, paths: tuple[str, ...]) -> None:
 
 
 def _install_shim(checkout: Path) -> Path:
-    from .backends import RUN_DIR
+    from .backends import make_run_dir, write_new_file
 
     src = Path(__file__).parent / "backends" / "replay_shim.py"
-    dest = checkout / RUN_DIR / "shim" / "reprobox" / "__init__.py"
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(src, dest)
-    return dest.parent.parent
+    shim = make_run_dir(checkout) / "shim"
+    os.mkdir(shim)
+    os.mkdir(shim / "reprobox")
+    write_new_file(shim / "reprobox" / "__init__.py", src.read_bytes())
+    return shim
 
 
 def _read_observed_metrics(
@@ -446,10 +461,12 @@ def run_experiment(
     keep: bool = False,
     network: Optional[str] = None,
     progress: Optional[Progress] = None,
+    limits: Any = None,
+    dvc_remote: Optional[str] = None,
 ) -> RunRecord:
     """Reproduce an experiment and return the record (``.reproduced``); see the module doc."""
     from . import validate
-    from .backends import RUN_DIR, choose_backend
+    from .backends import choose_backend, make_run_dir, refuse_outward_symlinks
 
     tolerance = Tolerance(rtol=rtol, atol=atol)
     if network is not None:
@@ -460,7 +477,7 @@ def run_experiment(
     plan = plan_run(exp, stored.environment)
     clock = _Clock(progress)
     started = _utc_now()
-    chosen, reason = choose_backend(backend)
+    chosen, reason = choose_backend(backend, limits=limits)
     clock.say(f"reproducing {exp.id} ({exp.name}) with the {chosen.name} backend ({reason})")
 
     scratch = Path(tempfile.mkdtemp(prefix=f"reprobox-run-{exp.id}-"))
@@ -476,7 +493,7 @@ def run_experiment(
 
         # 2. data
         clock.start("data", "pulling DVC data from the remote" if plan.pull_data else "no DVC data")
-        detail = pull_data(store, checkout) if plan.pull_data else "none recorded"
+        detail = pull_data(store, checkout, dvc_remote) if plan.pull_data else "none recorded"
         clock.done(detail)
 
         # 3. environment
@@ -486,8 +503,7 @@ def run_experiment(
         clock.done(prepared.description)
 
         # 4. command
-        run_dir = checkout / RUN_DIR
-        run_dir.mkdir(parents=True, exist_ok=True)
+        run_dir = make_run_dir(checkout)
         _exclude_from_git(checkout)
         inline_path = run_dir / "metrics.json"
         env = dict(plan.env)
@@ -517,6 +533,8 @@ def run_experiment(
                 cwd=plan.cwd, env=env, network=network, gpus=gpu.use_gpus,
             )
             exit_code = done.returncode
+        # Nothing of the checkout is read on the host while a link leads out of it.
+        refuse_outward_symlinks(checkout, "after the command ran")
         clock.done(f"exit status {exit_code}")
 
         # 5. comparison
@@ -577,10 +595,9 @@ def run_experiment(
 
 def _exclude_from_git(checkout: Path) -> None:
     """Keep reprobox's run folder out of ``git status`` inside the checkout."""
-    from .backends import RUN_DIR
+    from .backends import make_run_dir, write_new_file
 
-    ignore = checkout / RUN_DIR / ".gitignore"
-    ignore.write_text("*\n")
+    write_new_file(make_run_dir(checkout) / ".gitignore", b"*\n")
 
 
 def _run_dvc(chosen: Any, prepared: Any, checkout: Path, plan: RunPlan, env: dict[str, str],
