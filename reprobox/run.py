@@ -7,8 +7,9 @@ five timed phases, each reported through ``progress``:
 
 1. **code** - the recorded commit in a git worktree of its own (the user's working tree is never
    touched), with the recorded patch applied;
-2. **data** - DVC outputs pulled from the project's DVC remote into the checkout, through a DVC
-   cache kept under ``.reprobox/cache/dvc`` and shared by all runs (the second run downloads
+2. **data** - DVC outputs pulled into the checkout from a remote the user trusts (the checkout's
+   own ``.dvc/config`` remote only when it equals one of the user's, or ``--dvc-remote``), through
+   a DVC cache kept under ``.reprobox/cache/dvc`` and shared by all runs (the second run downloads
    nothing; data present only in the user's own DVC cache does not count: it must be in the remote);
 3. **environment** - the backend (docker image, or cached virtualenv) made ready;
 4. **command** - the recorded command recomputed: a DVC pipeline with ``dvc repro --force`` (the
@@ -16,6 +17,10 @@ five timed phases, each reported through ``progress``:
    with ``sh -c``; with the recorded replayable variables and nothing else that changes numbers;
 5. **comparison** - metrics against the recorded values, declared outputs by sha256, DVC outputs
    by DVC's hash; every difference named.
+
+The checkout is untrusted input (a pull request may have written it): a symbolic link leading out
+of it (committed, or made by the command) stops the run before the host reads through it, and
+reprobox writes only into ``.reprobox-run``, a folder it creates itself.
 
 The result is a :class:`RunRecord`, saved under ``.reprobox/runs/<id>-<UTC time>.json``. The
 checkout is always removed (also on Ctrl-C and errors) unless ``keep`` is set.

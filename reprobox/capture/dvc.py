@@ -706,6 +706,8 @@ def write_trusted_config(checkout: Path, remote: TrustedRemote, cache_dir: Path,
     if not parser.has_section("cache"):
         parser.add_section("cache")
     parser.set("cache", "dir", str(Path(cache_dir).resolve()))
+    # Copies, never links into the shared cache: the checkout is handed to the container.
+    parser.set("cache", "type", "reflink,copy")
     import io
 
     text = io.StringIO()
@@ -719,4 +721,5 @@ def drop_local(checkout: Path, cache_dir: Path) -> None:
     from ..store import write_atomic
 
     write_atomic(Path(checkout) / ".dvc" / "config.local",
-                 f"[cache]\n    dir = {Path(cache_dir).resolve()}\n", mode=0o600)
+                 f"[cache]\n    dir = {Path(cache_dir).resolve()}\n    type = reflink,copy\n",
+                 mode=0o600)

@@ -273,7 +273,9 @@ def test_dvc_pipeline_whose_data_is_only_in_the_remote(tmp_path: Path, sklearn_v
     assert not (clone / ".dvc" / "cache").exists()
     remove_images(data["id"])
 
-    status, report, stderr = run_json(clone, "pipeline", "--backend", "docker")
+    # The clone's .dvc/config names the remote; the user trusts it on the command line.
+    status, report, stderr = run_json(clone, "pipeline", "--backend", "docker",
+                                      "--dvc-remote", str(remote))
     assert status == 0, report["differences"]
     assert report["command_kind"] == "dvc"
     assert "Running stage 'prepare'" in stderr and "Running stage 'train'" in stderr
@@ -284,7 +286,8 @@ def test_dvc_pipeline_whose_data_is_only_in_the_remote(tmp_path: Path, sklearn_v
     assert "downloaded" in data_phase["detail"]
     # The user's tree was not touched; a second run downloads nothing.
     assert not (clone / "data" / "raw.csv").exists()
-    status, again, _ = run_json(clone, "pipeline", "--backend", "docker")
+    status, again, _ = run_json(clone, "pipeline", "--backend", "docker",
+                                "--dvc-remote", str(remote))
     assert status == 0
     data_phase = next(p for p in again["phases"] if p["name"] == "data")
     assert "nothing to download" in data_phase["detail"]

@@ -609,3 +609,37 @@ def test_dvc_stages_run_through_the_container_shell(tmp_path: Path, monkeypatch)
     # And the generated launcher script is valid sh that reaches the same code.
     done = subprocess.run([str(launcher)], capture_output=True, text=True, check=False)
     assert done.returncode == 2 and "expected CONFIG -c COMMAND" in done.stderr
+
+
+# --------------------------------------------------------------------------- links out of the checkout
+
+
+def test_a_link_the_command_makes_out_of_the_checkout_stops_the_run(repo: Path, tmp_path: Path,
+                                                                     monkeypatch):
+    """The command replaces its metrics file by a link to a host file: nothing is read through it,
+    no report is written, the refusal names the link."""
+    secret = tmp_path / "id_rsa"
+    secret.write_text('{"acc": "canary-secret-key"}')
+    exp = _exp_for(repo, command=f"ln -sf {secret} metrics.json", outputs=())
+    store, stored = _save(repo, exp)
+    with pytest.raises(UsageError) as err:
+        _run(store, stored, HostBackend(), monkeypatch)
+    assert f"metrics.json -> {secret}" in err.value.message
+    assert "canary-secret-key" not in str(err.value)
+    assert not store.runs_dir.exists() or not list(store.runs_dir.iterdir())
+    assert len(_worktrees(repo)) == 1
+
+
+def test_writes_into_the_checkout_never_follow_a_committed_link(repo: Path, tmp_path: Path,
+                                                                monkeypatch):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    os.symlink(outside, repo / ".reprobox-run")
+    _git(repo, "add", ".reprobox-run")
+    _git(repo, "commit", "-q", "-m", "link")
+    store, stored = _save(repo, _exp_for(repo))
+    with pytest.raises(UsageError) as err:
+        _run(store, stored, HostBackend(), monkeypatch)
+    assert ".reprobox-run" in err.value.message and err.value.exit_code == 2
+    assert list(outside.iterdir()) == []
+    assert len(_worktrees(repo)) == 1
