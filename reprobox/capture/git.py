@@ -80,13 +80,14 @@ def _git(
     what: str | None = None,
     hint: str | None = None,
     timeout: float | None = proc.DEFAULT_TIMEOUT,
+    extra_env: dict[str, str] | None = None,
 ):
     """Run git; a failure becomes a GitError whose message never carries URL credentials."""
     try:
         return proc.run(
             ["git", *args],
             cwd=cwd,
-            env=_git_env(),
+            env={**_git_env(), **(extra_env or {})},
             check=check,
             text=text,
             what=what,
@@ -249,12 +250,15 @@ def make_worktree(repo_root: Path, commit: str, dest: Path) -> Path:
             f"{dest} already exists and is not empty", "choose another folder or remove it"
         )
     dest.parent.mkdir(parents=True, exist_ok=True)
-    _git(
-        ["worktree", "add", "--detach", str(dest), commit],
-        top,
-        what="git worktree add",
-        timeout=None,
-    )
+    argv = ["worktree", "add", "--detach", str(dest), commit]
+    lfsconfig = _git(["cat-file", "-e", f"{commit}:.lfsconfig"], top, check=False)
+    if lfsconfig.returncode == 0:
+        # A committed .lfsconfig may point git-lfs at any server, which would be sent the
+        # user's credentials for the LFS objects: those stay pointers, with a warning.
+        log.warning("the commit has a .lfsconfig: Git LFS files are not downloaded for it "
+                    "(the LFS server it names is not trusted with your credentials)")
+    extra = {"GIT_LFS_SKIP_SMUDGE": "1"} if lfsconfig.returncode == 0 else {}
+    _git(argv, top, what="git worktree add", timeout=None, extra_env=extra)
     if (dest / ".gitmodules").is_file() or os.path.islink(dest / ".gitmodules"):
         update_submodules(dest)
     return dest.resolve()
