@@ -330,7 +330,7 @@ def pull_data(store: Store, checkout: Path, dvc_remote: Optional[str] = None) ->
 
     if not os.path.islink(checkout / ".dvc") and not dvc.is_dvc_project(checkout):
         return "no DVC project in the checkout: nothing to pull"
-    dvc.check_untrusted_project(checkout)
+    templated = dvc.check_untrusted_project(checkout)
     if dvc_remote and not re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", dvc_remote):
         dvc_remote = os.path.abspath(os.path.expanduser(dvc_remote))
     remote = dvc.choose_trusted_remote(checkout, store.root, dvc_remote)
@@ -338,6 +338,11 @@ def pull_data(store: Store, checkout: Path, dvc_remote: Optional[str] = None) ->
     cache.mkdir(parents=True, exist_ok=True)
     dvc.write_trusted_config(checkout, remote, cache, dvc.user_local_config(store.root))
     try:
+        if templated:
+            from .backends.docker import dvc_repro_env
+
+            with tempfile.TemporaryDirectory(prefix="reprobox-dvc-") as home:
+                dvc.check_resolved_paths(checkout, dvc_repro_env(Path(home)))
         result = dvc.pull(checkout, cache_dir=cache)
     finally:
         dvc.drop_local(checkout, cache)

@@ -24,7 +24,7 @@ import shutil
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, NoReturn
 
 from .. import proc
 from ..errors import CommandError, DvcError, ReproboxError
@@ -504,7 +504,8 @@ def trusted_remotes(user_root: Path | None, dvc_remote: str | None = None) -> li
     return found
 
 
-def _refuse(source: str, what: str, value: str, reason: str, hint: str = _UNTRUSTED_HINT) -> None:
+def _refuse(source: str, what: str, value: str, reason: str,
+            hint: str = _UNTRUSTED_HINT) -> NoReturn:
     from ..errors import UsageError
 
     raise UsageError(f"refusing {source}: {what} {value!r} {reason}", hint)
@@ -523,10 +524,19 @@ def _check_dvc_dir(checkout: Path) -> None:
                         "DVC's configuration is the user's, never a link out of the checkout")
 
 
+_TEMPLATED_SEEN: list[str] = []
+
+
 def _check_path(checkout: Path, folder: str, value: Any, source: str, what: str) -> None:
-    """One path of a DVC file: relative, inside the checkout, not through a link that leaves it."""
+    """One path of a DVC file: relative, inside the checkout, not through a link that leaves it.
+
+    A templated path (``${...}``) is checked as far as its literal text goes here, and again
+    once DVC resolved it (:func:`check_resolved_paths`).
+    """
     if not isinstance(value, str) or not value:
         return
+    if "${" in value:
+        _TEMPLATED_SEEN.append(value)
     if "\0" in value:
         _refuse(source, what, value, "holds a NUL character")
     if _URL_RE.match(value) or value.startswith("remote://"):
@@ -585,13 +595,15 @@ def _check_stage(checkout: Path, folder: str, stage: Mapping[str, Any], source: 
         _check_stage(checkout, here, do, source)
 
 
-def check_untrusted_project(checkout: Path) -> None:
+def check_untrusted_project(checkout: Path) -> bool:
     """Refuse (exit 2, naming the file and path) what would let the host's DVC leave the checkout.
 
     See the section comment above: links under ``.dvc/``, and every path of the project's
-    ``dvc.yaml``, ``dvc.lock`` and ``*.dvc`` files.
+    ``dvc.yaml``, ``dvc.lock`` and ``*.dvc`` files. Returns whether some path is templated
+    (``${...}``): those are checked again, resolved, by :func:`check_resolved_paths`.
     """
     checkout = Path(checkout)
+    _TEMPLATED_SEEN.clear()
     _check_dvc_dir(checkout)
     for rel in _dvc_files(checkout):
         if (checkout / rel).is_symlink():
@@ -625,6 +637,79 @@ def check_untrusted_project(checkout: Path) -> None:
         for stage in stages.values() if isinstance(stages, Mapping) else []:
             if isinstance(stage, Mapping):
                 _check_stage(checkout, folder, stage, rel)
+    return bool(_TEMPLATED_SEEN)
+
+
+#: Run in DVC's own interpreter: every stage's resolved deps, outs and params files.
+_LIST_PATHS = """
+import json, os, sys
+from dvc.repo import Repo
+root = os.path.realpath(sys.argv[1])
+found = []
+with Repo(root) as repo:
+    for stage in repo.index.stages:
+        folder = os.path.relpath(os.path.realpath(stage.wdir), root)
+        for kind, items in (("out", stage.outs), ("dep", stage.deps)):
+            for item in items:
+                found.append([stage.relpath, folder, kind, str(item.def_path)])
+print(json.dumps(found))
+"""
+
+
+def _dvc_python() -> str | None:
+    """The interpreter of the ``dvc`` on PATH (its script's ``#!`` line), if it is a script."""
+    exe = shutil.which("dvc")
+    if exe is None:
+        return None
+    try:
+        with open(exe, "rb") as fh:
+            first = fh.readline(512)
+    except OSError:
+        return None
+    if not first.startswith(b"#!"):
+        return None
+    parts = first[2:].decode("utf-8", "replace").split()
+    if not parts:
+        return None
+    if os.path.basename(parts[0]) == "env" and len(parts) > 1:
+        return shutil.which(parts[1])
+    return parts[0] if os.access(parts[0], os.X_OK) else None
+
+
+def check_resolved_paths(checkout: Path, env: Mapping[str, str]) -> None:
+    """Templated paths, once DVC resolved them: refused like literal ones when they leave.
+
+    DVC itself resolves ``${...}`` (``vars``, ``foreach``, ``matrix``), in its own interpreter,
+    with ``env`` (no credentials: nothing is fetched). Without a DVC that reprobox can ask, a
+    templated path is refused: unresolved, it could name any host file (DVC removes a stage's
+    outputs before running it).
+    """
+    python = _dvc_python()
+    if python is None:
+        _refuse("dvc.yaml", "the templated path", _TEMPLATED_SEEN[0] if _TEMPLATED_SEEN else "",
+                "cannot be resolved before DVC runs (no Python-based `dvc` on PATH to ask)")
+    try:
+        done = proc.run([python, "-c", _LIST_PATHS, str(Path(checkout).resolve())],
+                        cwd=checkout, env=dict(env), what="resolving the DVC pipeline's paths",
+                        timeout=300)
+    except CommandError as exc:
+        tail = redact_text(exc.stderr_tail.strip())
+        raise DvcError(
+            "DVC could not read the pipeline of the checkout:\n    "
+            + "\n    ".join(tail.splitlines()[-5:]),
+            "run `dvc stage list` in the project to see what is wrong",
+        ) from None
+    import json
+
+    try:
+        found = json.loads(done.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        raise DvcError("DVC's list of the pipeline's paths is unreadable") from None
+    for source, folder, kind, path in found:
+        folder = "" if folder == "." else folder
+        if folder == ".." or folder.startswith("../") or os.path.isabs(folder):
+            _refuse(source, "the wdir", folder, "resolves outside the checkout")
+        _check_path(checkout, folder, path, source, f"the {kind} (resolved)")
 
 
 def checkout_remote(checkout: Path) -> tuple[str | None, str | None]:

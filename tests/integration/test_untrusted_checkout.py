@@ -274,6 +274,41 @@ def test_the_bare_tool_reads_absolute_vars(tmp_path: Path, isolated_dvc_config: 
     assert CANARY in (repo / "out.txt").read_text()
 
 
+TEMPLATED = ("stages:\n  s:\n    cmd: echo hi\n    deps:\n      - params.yaml\n    outs:\n"
+             "      - ${victim}\n")
+
+
+@pytest.mark.dvc
+def test_a_templated_output_resolving_to_a_host_file_is_refused(tmp_path: Path,
+                                                                isolated_dvc_config: Path):
+    """``outs: [${victim}]`` with ``victim`` an absolute path in params.yaml: DVC removes a stage's
+    outputs before running it, so the bare tool deletes the host file."""
+    victim = tmp_path / "host" / "authorized_keys"
+    victim.parent.mkdir()
+
+    def project(where: Path) -> Path:
+        repo = new_repo(where)
+        assert dvc(repo, "init", "-q").returncode == 0
+        (repo / "params.yaml").write_text(f"victim: {victim}\n")
+        (repo / "dvc.yaml").write_text(TEMPLATED)
+        commit_all(repo, "templated")
+        return repo
+
+    victim.write_text(CANARY)
+    bare = project(tmp_path / "bare")
+    dvc(bare, "repro")
+    assert not victim.exists()  # the attack is real
+
+    victim.write_text(CANARY)
+    repo = project(tmp_path / "pr")
+    exp = seal_hostile(repo, command_kind="dvc", command="dvc repro",
+                       dvc=DvcInfo(stages=("s",)))
+    done = cli(repo, "run", exp, "--backend", "venv", "--dvc-remote", str(tmp_path / "r"))
+    assert done.returncode == 2, done.stderr
+    assert f"the out (resolved) '{victim}'" in done.stderr and "refusing dvc.yaml" in done.stderr
+    assert victim.read_text() == CANARY
+
+
 @pytest.mark.dvc
 def test_an_import_from_another_repository_is_refused(tmp_path: Path,
                                                       isolated_dvc_config: Path):
