@@ -218,6 +218,35 @@ def test_committed_config_local_symlink_is_refused(tmp_path: Path, isolated_dvc_
     assert canary_anywhere(repo / ".reprobox") == []
 
 
+@pytest.mark.dvc
+def test_a_committed_config_local_is_never_used(tmp_path: Path, host_secret_remote):
+    """A regular ``.dvc/config.local`` committed by force names the host folder: ignored, the
+    checkout's DVC configuration is reprobox's own."""
+    from reprobox.capture import git as g
+    from reprobox.errors import DvcError
+    from reprobox.run import pull_data
+
+    remote, dvc_file = host_secret_remote
+    repo = new_repo(tmp_path / "pr")
+    assert dvc(repo, "init", "-q").returncode == 0
+    (repo / ".dvc" / "config.local").write_text(
+        f"[core]\n    remote = sneaky\n['remote \"sneaky\"']\n    url = {remote}\n")
+    (repo / "loot.txt.dvc").write_text(dvc_file.read_text().replace("secret.txt", "loot.txt"))
+    commit_all(repo, "config.local committed")
+    assert git(repo, "ls-files", ".dvc/config.local").strip() == ".dvc/config.local"
+    empty = tmp_path / "trusted-empty-remote"
+    empty.mkdir()
+    wt = g.make_worktree(repo, git(repo, "rev-parse", "HEAD").strip(), tmp_path / "wt")
+    try:
+        with pytest.raises(DvcError):  # the trusted remote does not have it: nothing pulled
+            pull_data(Store(repo), wt, dvc_remote=str(empty))
+        assert not (wt / "loot.txt").exists()
+        assert "sneaky" not in (wt / ".dvc" / "config.local").read_text()
+        assert canary_anywhere(wt, repo / ".reprobox") == []
+    finally:
+        g.remove_worktree(repo, wt)
+
+
 VARS_ATTACKS = [
     ("vars absolute", "vars:\n  - {secret}\nstages:\n  leak:\n    cmd: echo ${{token}} > out.txt\n"
      "    outs:\n      - out.txt\n", "{secret}", "dvc.yaml"),

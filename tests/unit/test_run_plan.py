@@ -643,3 +643,23 @@ def test_writes_into_the_checkout_never_follow_a_committed_link(repo: Path, tmp_
     assert ".reprobox-run" in err.value.message and err.value.exit_code == 2
     assert list(outside.iterdir()) == []
     assert len(_worktrees(repo)) == 1
+
+
+def test_as_root_the_container_runs_as_nobody_and_the_checkout_is_lent_then_taken_back(
+        tmp_path: Path, monkeypatch):
+    from reprobox.backends import docker as docker_mod
+
+    lent: list[tuple[int, int]] = []
+    monkeypatch.setattr(docker_mod.os, "getuid", lambda: 0)
+    monkeypatch.setattr(docker_mod.os, "getgid", lambda: 0)
+    monkeypatch.setattr(backends_mod.os, "getuid", lambda: 0)
+    monkeypatch.setattr(backends_mod.os, "getgid", lambda: 0)
+    monkeypatch.setattr(docker_mod, "hand_over", lambda checkout, uid, gid: lent.append((uid, gid)))
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    engine = RecordingEngine()
+    docker_mod.DockerBackend(engine).execute(
+        Prepared("docker", "reprobox/x:1", "image", True, "python"), ["true"],
+        checkout=checkout, env={})
+    assert engine.calls[0]["user"] == "65534:65534"
+    assert lent == [(65534, 65534), (0, 0)]
