@@ -409,7 +409,9 @@ def test_files_the_container_writes_belong_to_the_invoking_user(tmp_path: Path, 
     checkout = tmp_path / "checkout"
     checkout.mkdir()
     checkout.chmod(0o777)
-    monkeypatch.setattr(docker_mod, "host_uid_gid", lambda: "65534:65533")
+    # A user with uid 65534 and gid 65533: the container runs as them, nothing is lent.
+    monkeypatch.setattr(docker_mod, "container_uid_gid", lambda: (65534, 65533))
+    monkeypatch.setattr(docker_mod, "hand_over", lambda checkout, uid, gid: None)
     backend = docker_mod.DockerBackend(get_engine())
     prepared = Prepared("docker", base_image, "", True, "python")
     script = "id -u > made.txt; echo $HOME >> made.txt; ls / | tr '\\n' ' ' >> made.txt"
