@@ -434,7 +434,7 @@ def compare_dvc_outputs(
 
     if experiment.dvc is None or not experiment.dvc.outputs:
         return ()
-    info = dvc.dvc_info(checkout)
+    info = dvc.dvc_info(checkout, use_git=False)  # the command could have rewritten .git
     now = {o.path: o for o in (info.outputs if info is not None else ())}
     checks = []
     for want in sorted(experiment.dvc.outputs, key=lambda o: o.path):

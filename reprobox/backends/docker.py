@@ -3,7 +3,8 @@
 What a rerun's container gets, and nothing more:
 
 * the checkout, read-write, at ``/workspace`` (the image's ``WORKDIR``, where the image's
-  editable installs of the repository's own packages point), and no other host path;
+  editable installs of the repository's own packages point), with its ``.git`` and ``.dvc``
+  read-only (what host git and DVC read after the command), and no other host path;
 * an unprivileged user. The uid mapping: a user runs the container as their own ``uid:gid``
   (files the command writes belong to them); **root is mapped to 65534:65534**
   (``nobody:nogroup``), and for the length of each container the checkout is handed to that
@@ -149,7 +150,7 @@ class DockerBackend(Backend):
         network: Optional[str] = None,
         gpus: bool = False,
     ) -> Execution:
-        from ..build.engine import Confinement, Mount
+        from ..build.engine import Confinement
 
         workdir = to_container_path(checkout, Path(checkout) / cwd)
         uid, gid = container_uid_gid()
@@ -160,7 +161,7 @@ class DockerBackend(Backend):
             out = self.engine.run_container(
                 prepared.handle,
                 list(argv),
-                mounts=[Mount(Path(checkout).resolve(), CONTAINER_CHECKOUT)],
+                mounts=checkout_mounts(checkout),
                 workdir=workdir,
                 env=container_env(env),
                 user=f"{uid}:{gid}",
@@ -239,6 +240,25 @@ class DockerBackend(Backend):
                 "install nvidia-container-toolkit, or rerun without --gpus (on the CPU)",
             )
         return GpuPlan(True)
+
+
+#: Parts of the checkout the command never writes: git's pointer to the repository (a rewritten
+#: one would hand later git commands a configuration of the command's choosing) and DVC's
+#: configuration (which the host's DVC reads between stages).
+READ_ONLY_IN_CHECKOUT = (".git", ".dvc")
+
+
+def checkout_mounts(checkout: Path) -> list[Any]:
+    """The checkout read-write at /workspace, with ``.git`` and ``.dvc`` read-only over it."""
+    from ..build.engine import Mount
+
+    base = Path(checkout).resolve()
+    mounts = [Mount(base, CONTAINER_CHECKOUT)]
+    for name in READ_ONLY_IN_CHECKOUT:
+        path = base / name
+        if os.path.lexists(path) and not os.path.islink(path):
+            mounts.append(Mount(path, f"{CONTAINER_CHECKOUT}/{name}", read_only=True))
+    return mounts
 
 
 def hand_over(checkout: Path, uid: int, gid: int) -> None:

@@ -67,38 +67,35 @@ def _load_yaml(path: Path) -> Any:
         raise DvcError(f"cannot read {path}: {exc}") from None
 
 
-def _dvc_files(root: Path) -> list[str]:
-    """Repo-relative paths of every dvc.yaml, dvc.lock and *.dvc file of the project.
-
-    Git knows them all (they are committed, or at least not ignored) and answers at once even in
-    a project with millions of data files; without git, a walk that skips hidden folders.
-    """
-    names: list[str] = []
+def _dvc_files_by_git(root: Path) -> list[str] | None:
     try:
         done = proc.run(
-            [
-                "git",
-                "ls-files",
-                "-z",
-                "--cached",
-                "--others",
-                "--exclude-standard",
-                "--",
-                "dvc.yaml",
-                "*/dvc.yaml",
-                "dvc.lock",
-                "*/dvc.lock",
-                "*.dvc",
-            ],
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard", "--",
+             "dvc.yaml", "*/dvc.yaml", "dvc.lock", "*/dvc.lock", "*.dvc"],
             cwd=root,
             check=False,
             env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"},
         )
-        if done.returncode == 0:
-            names = [n for n in done.stdout.split("\0") if n and (Path(root) / n).is_file()]
-            return sorted(set(names))
     except ReproboxError:
-        pass
+        return None
+    if done.returncode != 0:
+        return None
+    return sorted({n for n in done.stdout.split("\0") if n and (Path(root) / n).is_file()})
+
+
+def _dvc_files(root: Path, use_git: bool = True) -> list[str]:
+    """Repo-relative paths of every dvc.yaml, dvc.lock and *.dvc file of the project.
+
+    Git knows them all (they are committed, or at least not ignored) and answers at once even in
+    a project with millions of data files; without git, a walk that skips hidden folders.
+    ``use_git=False`` walks: after a rerun's command ran, the checkout's ``.git`` file could
+    point git at a repository configuration the command wrote (``core.fsmonitor`` runs a program).
+    """
+    if use_git:
+        found = _dvc_files_by_git(root)
+        if found is not None:
+            return found
+    names: list[str] = []
     seen = 0
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS and not d.startswith("."))
@@ -195,12 +192,15 @@ def _lock_digest(root: Path, locks: list[str]) -> str | None:
     return hashlib.sha256(canonical_json(sorted(digests.items()))).hexdigest()
 
 
-def dvc_info(root: Path) -> DvcInfo | None:
-    """What DVC recorded about the data of the project at ``root``; None if it is not one."""
+def dvc_info(root: Path, use_git: bool = True) -> DvcInfo | None:
+    """What DVC recorded about the data of the project at ``root``; None if it is not one.
+
+    ``use_git=False`` for a checkout a command has run in (see :func:`_dvc_files`).
+    """
     root = Path(root)
     if not is_dvc_project(root):
         return None
-    files = _dvc_files(root)
+    files = _dvc_files(root, use_git)
     locks = [f for f in files if PurePosixPath(f).name == "dvc.lock"]
     outputs: dict[str, DvcOutput] = {}
     params: dict[str, dict[str, Any]] = {}
@@ -392,9 +392,10 @@ def repro_forced(workdir: Path, env: Mapping[str, str] | None = None) -> list[st
 # * reprobox then writes the checkout's ``.dvc/config`` and ``.dvc/config.local`` itself (the
 #   trusted remote and the shared cache, nothing else), so no other setting of the checkout
 #   (``cache.dir``, ``cache.type = symlink``, remote options) reaches DVC;
-# * a symbolic link under ``.dvc/`` is refused, and so is every path of ``dvc.yaml``,
-#   ``dvc.lock`` and ``*.dvc`` files (deps, outs, params, metrics, plots, ``vars:`` files,
-#   ``wdir``) that is absolute, a URL, climbs out with ``..`` or resolves outside through a link.
+# * a symbolic link under ``.dvc/`` is refused, and so is every path of ``dvc.yaml`` and
+#   ``*.dvc`` files (deps, outs, params, metrics, plots, ``vars:`` files, ``wdir``; templated
+#   ones again once DVC resolved them) that is absolute, a URL, climbs out with ``..`` or resolves
+#   outside through a link, and an import from another repository.
 
 #: A configuration file bigger than this is not a DVC configuration.
 MAX_CONFIG_BYTES = 256 * 1024
@@ -599,7 +600,7 @@ def check_untrusted_project(checkout: Path) -> bool:
     """Refuse (exit 2, naming the file and path) what would let the host's DVC leave the checkout.
 
     See the section comment above: links under ``.dvc/``, and every path of the project's
-    ``dvc.yaml``, ``dvc.lock`` and ``*.dvc`` files. Returns whether some path is templated
+    ``dvc.yaml`` and ``*.dvc`` files (and the link-free reading of ``dvc.lock``). Returns whether some path is templated
     (``${...}``): those are checked again, resolved, by :func:`check_resolved_paths`.
     """
     checkout = Path(checkout)
@@ -615,7 +616,11 @@ def check_untrusted_project(checkout: Path) -> bool:
             continue
         folder = _folder(rel)
         name = PurePosixPath(rel).name
-        if name not in ("dvc.yaml", "dvc.lock"):  # a .dvc file
+        if name == "dvc.lock":
+            # Its paths are relative to each stage's wdir and only ever matched against
+            # dvc.yaml's: DVC takes hashes from it, never paths.
+            continue
+        if name != "dvc.yaml":  # a .dvc file
             _check_stage(checkout, folder, doc, rel)
             continue
         _check_vars(checkout, folder, doc.get("vars"), rel)

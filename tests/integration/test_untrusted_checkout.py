@@ -12,7 +12,6 @@ DVC cache, the report or the output.
 from __future__ import annotations
 
 import http.server
-import json
 import os
 import shutil
 import subprocess
@@ -355,7 +354,7 @@ def test_an_import_from_another_repository_is_refused(tmp_path: Path,
         done.stderr)
 
 
-# --------------------------------------------------------------------------- writes into the checkout
+# ------------------------------------------------------------------- writes into the checkout
 
 
 @pytest.mark.parametrize("kind", ["symlink", "prefilled"])
@@ -523,7 +522,9 @@ def python_image(docker_daemon: None) -> str:
 INSPECT_SH = (
     "id -u; id -g; grep -E '^(CapEff|CapPrm|NoNewPrivs):' /proc/self/status; "
     "cat /sys/fs/cgroup/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids/pids.max; "
-    "echo written > out.txt; mkdir -p made"
+    "echo written > out.txt; mkdir -p made; "
+    "(echo 'gitdir: evil' > .git) 2>/dev/null; (echo '[core]' >> .dvc/config) 2>/dev/null; "
+    "(rm -f .git; mv .dvc moved) 2>/dev/null; true"
 )
 
 
@@ -549,6 +550,9 @@ def test_rerun_container_is_unprivileged_and_confined(tmp_path: Path, python_ima
     checkout = tmp_path / "checkout"
     checkout.mkdir()
     (checkout / "committed.txt").write_text("x\n")
+    (checkout / ".git").write_text("gitdir: /srv/repo/.git/worktrees/checkout\n")
+    (checkout / ".dvc").mkdir()
+    (checkout / ".dvc" / "config").write_text("")
     backend = DockerBackend(get_engine(), ContainerLimits(pids_limit=128, memory="256m"))
     prepared = Prepared("docker", python_image, "image", True, "python")
     done = backend.execute(prepared, ["/bin/sh", "-c", INSPECT_SH], checkout=checkout,
@@ -566,7 +570,15 @@ def test_rerun_container_is_unprivileged_and_confined(tmp_path: Path, python_ima
     assert host["PidsLimit"] == 128 and host["Memory"] == 256 * 1024 * 1024
     assert not host.get("DeviceRequests")  # gpus=True without --gpus: still no GPU
     assert seen[0]["Config"]["User"] == f"{expected_uid}:{lines[1]}"
-    assert [m["Source"] for m in seen[0]["Mounts"]] == [str(checkout.resolve())]
+    mounts = {m["Destination"]: (m["Source"], m["RW"]) for m in seen[0]["Mounts"]}
+    base = checkout.resolve()
+    assert mounts == {"/workspace": (str(base), True),
+                      "/workspace/.git": (str(base / ".git"), False),
+                      "/workspace/.dvc": (str(base / ".dvc"), False)}
+    # git's pointer and DVC's configuration came out as they went in
+    assert (checkout / ".git").read_text() == "gitdir: /srv/repo/.git/worktrees/checkout\n"
+    assert (checkout / ".dvc" / "config").read_text() == ""
+    assert not (checkout / "moved").exists()
     # The command could write into the checkout, and what it wrote is the caller's again.
     assert (checkout / "out.txt").read_text() == "written\n"
     for path in (checkout, checkout / "out.txt", checkout / "made", checkout / "committed.txt"):

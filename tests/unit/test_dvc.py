@@ -280,7 +280,8 @@ def _project(root: Path, dvc_yaml: str = "", config: str = "") -> Path:
      "/root/.bashrc"),
     ("stages:\n  s:\n    wdir: ../..\n    cmd: x\n", "../.."),
     ("stages:\n  s:\n    cmd: x\n    deps:\n      - ${root}/../../x\n", "${root}/../../x"),
-    ("stages:\n  s:\n    foreach: [a]\n    do:\n      cmd: x\n      outs:\n        - /tmp/${item}\n",
+    ("stages:\n  s:\n    foreach: [a]\n    do:\n      cmd: x\n      outs:\n"
+     "        - /tmp/${item}\n",
      "/tmp/${item}"),
     ("plots:\n  - roc:\n      y:\n        /etc/shadow: [a]\n", "/etc/shadow"),
     ("stages:\n  s:\n    cmd: x\n    deps:\n      - remote://storage/x\n", "remote://storage/x"),
@@ -346,3 +347,11 @@ def test_a_relative_local_remote_is_compared_resolved(tmp_path):
     root = tmp_path / "co"
     assert dvc.normalize_remote_url("../../r", root / ".dvc") == str((tmp_path / "r").resolve())
     assert dvc.normalize_remote_url("S3://b/p/", root) == "s3://b/p"
+
+
+def test_lock_paths_relative_to_a_stage_wdir_are_not_mistaken_for_escapes(tmp_path):
+    root = _project(tmp_path / "co", "stages:\n  s:\n    wdir: sub\n    cmd: x\n"
+                    "    outs:\n      - ../data/out.csv\n")
+    (root / "dvc.lock").write_text("schema: '2.0'\nstages:\n  s:\n    cmd: x\n    outs:\n"
+                                   "    - path: ../data/out.csv\n      md5: " + "a" * 32 + "\n")
+    dvc.check_untrusted_project(root)

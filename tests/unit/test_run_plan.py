@@ -611,7 +611,7 @@ def test_dvc_stages_run_through_the_container_shell(tmp_path: Path, monkeypatch)
     assert done.returncode == 2 and "expected CONFIG -c COMMAND" in done.stderr
 
 
-# --------------------------------------------------------------------------- links out of the checkout
+# ----------------------------------------------------------------- links leaving the checkout
 
 
 def test_a_link_the_command_makes_out_of_the_checkout_stops_the_run(repo: Path, tmp_path: Path,
