@@ -298,9 +298,8 @@ def checkout_code(store: Store, stored: StoredExperiment, dest: Path) -> tuple[P
 
     Returns the checkout's resolved path and a one-line description for the progress report.
     """
-    from .capture import git
-
     from .backends import make_run_dir, refuse_outward_symlinks
+    from .capture import git
 
     exp = stored.experiment
     path = git.make_worktree(store.root, exp.git.commit, dest)

@@ -736,6 +736,10 @@ def choose_trusted_remote(checkout: Path, user_root: Path | None,
     """
     from ..errors import UsageError
 
+    if dvc_remote is not None and (not dvc_remote.strip()
+                                   or any(ord(c) < 32 or c in "\x7f[]" for c in dvc_remote)):
+        raise UsageError(f"--dvc-remote {dvc_remote!r} is not a remote URL or folder",
+                         "give a URL such as s3://bucket/path or a folder path")
     trusted = trusted_remotes(user_root, dvc_remote)
     if dvc_remote:
         return trusted[0]

@@ -355,3 +355,12 @@ def test_lock_paths_relative_to_a_stage_wdir_are_not_mistaken_for_escapes(tmp_pa
     (root / "dvc.lock").write_text("schema: '2.0'\nstages:\n  s:\n    cmd: x\n    outs:\n"
                                    "    - path: ../data/out.csv\n      md5: " + "a" * 32 + "\n")
     dvc.check_untrusted_project(root)
+
+
+def test_a_malformed_dvc_remote_option_is_refused(tmp_path):
+    from reprobox.errors import UsageError
+
+    root = _project(tmp_path / "co")
+    with pytest.raises(UsageError) as err:
+        dvc.choose_trusted_remote(root, None, "/srv/x\n[core]\nremote = evil")
+    assert err.value.message.startswith("--dvc-remote")
