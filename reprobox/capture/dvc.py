@@ -600,8 +600,9 @@ def check_untrusted_project(checkout: Path) -> bool:
     """Refuse (exit 2, naming the file and path) what would let the host's DVC leave the checkout.
 
     See the section comment above: links under ``.dvc/``, and every path of the project's
-    ``dvc.yaml`` and ``*.dvc`` files (and the link-free reading of ``dvc.lock``). Returns whether some path is templated
-    (``${...}``): those are checked again, resolved, by :func:`check_resolved_paths`.
+    ``dvc.yaml`` and ``*.dvc`` files (``dvc.lock`` only names dvc.yaml's paths again). Returns
+    whether some path is templated (``${...}``): those are checked again, resolved, by
+    :func:`check_resolved_paths`.
     """
     checkout = Path(checkout)
     _TEMPLATED_SEEN.clear()
