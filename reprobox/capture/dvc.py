@@ -788,6 +788,10 @@ def write_trusted_config(checkout: Path, remote: TrustedRemote, cache_dir: Path,
 
     dvc_dir = Path(checkout) / ".dvc"
     _check_dvc_dir(Path(checkout))
+    # DVC's own scratch state is never taken from a checkout (it is git-ignored; one committed
+    # by force is not DVC's).
+    if (dvc_dir / "tmp").is_dir():
+        shutil.rmtree(dvc_dir / "tmp")
     lines = ["[core]", f"    remote = {remote.name}"]
     if remote.source == "--dvc-remote":
         lines += [f"['remote \"{remote.name}\"']", f"    url = {remote.url}"]
