@@ -351,9 +351,31 @@ def _backend_option(f: Any) -> Any:
                         help="Where to rebuild the environment.")(f)
 
 
+def _container_options(f: Any) -> Any:
+    """--pids-limit / --memory / --gpus: what the rerun's container may use."""
+    f = click.option("--gpus", metavar="all|N|IDS",
+                     help="Give the container GPUs (all, a count, or device ids such as 0,1); "
+                     "without it a GPU capture reruns on the CPU.")(f)
+    f = click.option("--memory", metavar="SIZE",
+                     help="Memory limit of the container (e.g. 8g); default: none.")(f)
+    return click.option("--pids-limit", type=int, default=4096, show_default=True,
+                        help="Most processes and threads the container may hold.")(f)
+
+
+def _limits(pids_limit: int, memory: Optional[str], gpus: Optional[str]) -> Any:
+    from .backends import ContainerLimits
+
+    return ContainerLimits(pids_limit=pids_limit, memory=memory, gpus=gpus)
+
+
 @main.command("run")
 @click.argument("exp")
 @_backend_option
+@_container_options
+@click.option("--dvc-remote", metavar="URL",
+              help="DVC remote to pull the data from, trusted with your credentials (the "
+              "checkout's own .dvc/config remote is used only when it equals a remote of your "
+              "DVC global/system configuration).")
 @click.option("--rtol", type=float, default=0.0, show_default=True,
               help="Relative tolerance for metrics.")
 @click.option("--atol", type=float, default=0.0, show_default=True,
@@ -364,27 +386,32 @@ def _backend_option(f: Any) -> Any:
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def run_cmd(ctx: click.Context, exp: str, backend: str, rtol: float, atol: float, keep: bool,
-            network: Optional[str], as_json: bool) -> None:
+            network: Optional[str], as_json: bool, pids_limit: int, memory: Optional[str],
+            gpus: Optional[str], dvc_remote: Optional[str]) -> None:
     """Reproduce an experiment: exit 0 reproduced, 1 differs."""
     from . import api
 
     if rtol < 0 or atol < 0:
         raise click.BadParameter("tolerances must be >= 0", param_hint="--rtol/--atol")
     record = api.run(exp, backend=backend, rtol=rtol, atol=atol, keep=keep, network=network,
-                     progress=_progress())
+                     progress=_progress(), limits=_limits(pids_limit, memory, gpus),
+                     dvc_remote=dvc_remote)
     _verdict(ctx, record, as_json, record.reproduced)
 
 
 @main.command("verify")
 @click.argument("exp")
 @_backend_option
+@_container_options
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
-def verify_cmd(ctx: click.Context, exp: str, backend: str, as_json: bool) -> None:
+def verify_cmd(ctx: click.Context, exp: str, backend: str, as_json: bool, pids_limit: int,
+               memory: Optional[str], gpus: Optional[str]) -> None:
     """Rebuild the environment, fingerprint it from inside, compare: exit 0 identical, 1 differs."""
     from . import api
 
-    report = api.verify(exp, backend=backend, progress=_progress())
+    report = api.verify(exp, backend=backend, progress=_progress(),
+                        limits=_limits(pids_limit, memory, gpus))
     _verdict(ctx, report, as_json, report.identical)
 
 

@@ -7,8 +7,9 @@ five timed phases, each reported through ``progress``:
 
 1. **code** - the recorded commit in a git worktree of its own (the user's working tree is never
    touched), with the recorded patch applied;
-2. **data** - DVC outputs pulled from the project's DVC remote into the checkout, through a DVC
-   cache kept under ``.reprobox/local/cache/dvc`` and shared by all runs (the second run downloads
+2. **data** - DVC outputs pulled into the checkout from a remote the user trusts (the checkout's
+   own ``.dvc/config`` remote only when it equals one of the user's, or ``--dvc-remote``), through
+   a DVC cache kept under ``.reprobox/local/cache/dvc`` and shared by all runs (the second run downloads
    nothing; data present only in the user's own DVC cache does not count: it must be in the remote);
 3. **environment** - the backend (docker image, or cached virtualenv) made ready;
 4. **command** - the recorded command recomputed: a DVC pipeline with ``dvc repro --force`` (the
@@ -17,6 +18,10 @@ five timed phases, each reported through ``progress``:
 5. **comparison** - metrics against the recorded values, declared outputs by sha256, DVC outputs
    by DVC's hash; every difference named.
 
+The checkout is untrusted input (a pull request may have written it): a symbolic link leading out
+of it (committed, or made by the command) stops the run before the host reads through it, and
+reprobox writes only into ``.reprobox-run``, a folder it creates itself.
+
 The result is a :class:`RunRecord`, saved under ``.reprobox/local/runs/<id>-<UTC time>.json``. The
 checkout is always removed (also on Ctrl-C and errors) unless ``keep`` is set.
 """
@@ -24,6 +29,8 @@ checkout is always removed (also on Ctrl-C and errors) unless ``keep`` is set.
 from __future__ import annotations
 
 import datetime as _dt
+import os
+import re
 import shutil
 import tempfile
 import time
@@ -291,6 +298,7 @@ def checkout_code(store: Store, stored: StoredExperiment, dest: Path) -> tuple[P
 
     Returns the checkout's resolved path and a one-line description for the progress report.
     """
+    from .backends import make_run_dir, refuse_outward_symlinks
     from .capture import git
 
     exp = stored.experiment
@@ -299,33 +307,48 @@ def checkout_code(store: Store, stored: StoredExperiment, dest: Path) -> tuple[P
     if exp.git.patch:
         git.apply_patch(path, stored.file(exp.git.patch))
         detail += " + uncommitted patch"
+    # The checkout is untrusted: no link out of it, and reprobox's run folder is its own.
+    refuse_outward_symlinks(path, "as checked out")
+    make_run_dir(path)
     return path, detail
 
 
-def pull_data(store: Store, checkout: Path) -> str:
-    """DVC outputs from the remote into the checkout, through the shared run cache.
+def pull_data(store: Store, checkout: Path, dvc_remote: Optional[str] = None) -> str:
+    """DVC outputs from a *trusted* remote into the checkout, through the shared run cache.
 
-    The user's ``.dvc/config.local`` (where DVC users keep remote credentials) is used for the
-    pull, then cut down to the cache setting: the checkout is mounted into the container, and
-    credentials must not be readable there.
+    The checkout is untrusted: its DVC files are checked first (no link under ``.dvc/``, no
+    path outside the checkout), and its ``.dvc/config`` remote is used with the user's
+    credentials only when it equals one of the user's own remotes (DVC's global/system
+    configuration, the user's untracked ``.dvc/config.local``) or ``dvc_remote`` is given
+    (``--dvc-remote``); see :mod:`reprobox.capture.dvc`. The checkout's DVC configuration is
+    then reprobox's own: that remote and the shared cache. After the pull the local file is cut
+    down to the cache setting: the checkout is mounted into the container, and credentials must
+    not be readable there.
     """
     from .capture import dvc
 
-    if not dvc.is_dvc_project(checkout):
+    if not os.path.islink(checkout / ".dvc") and not dvc.is_dvc_project(checkout):
         return "no DVC project in the checkout: nothing to pull"
+    templated = dvc.check_untrusted_project(checkout)
+    if dvc_remote and not re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", dvc_remote):
+        dvc_remote = os.path.abspath(os.path.expanduser(dvc_remote))
+    remote = dvc.choose_trusted_remote(checkout, store.root, dvc_remote)
     cache = store.local_dir("cache", "dvc").resolve()
     cache.mkdir(parents=True, exist_ok=True)
-    local = checkout / ".dvc" / "config.local"
-    had_local = (store.root / ".dvc" / "config.local").is_file()
+    dvc.write_trusted_config(checkout, remote, cache, dvc.user_local_config(store.root))
     try:
-        result = dvc.pull(checkout, cache_dir=cache,
-                          local_config_from=store.root if had_local else None)
+        if templated:
+            from .backends.docker import dvc_repro_env
+
+            with tempfile.TemporaryDirectory(prefix="reprobox-dvc-") as home:
+                dvc.check_resolved_paths(checkout, dvc_repro_env(Path(home)))
+        result = dvc.pull(checkout, cache_dir=cache)
     finally:
-        if had_local and local.exists():
-            write_atomic(local, f"[cache]\n    dir = {cache}\n", mode=0o600)
+        dvc.drop_local(checkout, cache)
     fetched = getattr(result, "fetched", None)
     how = f"{fetched} file(s) downloaded" if fetched else "nothing to download"
-    return f"pulled from the DVC remote: {how} (shared cache {cache})"
+    where = "--dvc-remote" if remote.source == "--dvc-remote" else f"{remote.name!r}"
+    return f"pulled from the DVC remote {where}: {how} (shared cache {cache})"
 
 
 def _clear(checkout: Path, paths: tuple[str, ...]) -> None:
@@ -340,13 +363,14 @@ def _clear(checkout: Path, paths: tuple[str, ...]) -> None:
 
 
 def _install_shim(checkout: Path) -> Path:
-    from .backends import RUN_DIR
+    from .backends import make_run_dir, write_new_file
 
     src = Path(__file__).parent / "backends" / "replay_shim.py"
-    dest = checkout / RUN_DIR / "shim" / "reprobox" / "__init__.py"
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(src, dest)
-    return dest.parent.parent
+    shim = make_run_dir(checkout) / "shim"
+    os.mkdir(shim)
+    os.mkdir(shim / "reprobox")
+    write_new_file(shim / "reprobox" / "__init__.py", src.read_bytes())
+    return shim
 
 
 def _read_observed_metrics(
@@ -409,7 +433,7 @@ def compare_dvc_outputs(
 
     if experiment.dvc is None or not experiment.dvc.outputs:
         return ()
-    info = dvc.dvc_info(checkout)
+    info = dvc.dvc_info(checkout, use_git=False)  # the command could have rewritten .git
     now = {o.path: o for o in (info.outputs if info is not None else ())}
     checks = []
     for want in sorted(experiment.dvc.outputs, key=lambda o: o.path):
@@ -441,10 +465,12 @@ def run_experiment(
     keep: bool = False,
     network: Optional[str] = None,
     progress: Optional[Progress] = None,
+    limits: Any = None,
+    dvc_remote: Optional[str] = None,
 ) -> RunRecord:
     """Reproduce an experiment and return the record (``.reproduced``); see the module doc."""
     from . import validate
-    from .backends import RUN_DIR, choose_backend
+    from .backends import choose_backend, make_run_dir, refuse_outward_symlinks
 
     tolerance = Tolerance(rtol=rtol, atol=atol)
     if network is not None:
@@ -456,7 +482,7 @@ def run_experiment(
     plan = plan_run(exp, stored.environment)
     clock = _Clock(progress)
     started = _utc_now()
-    chosen, reason = choose_backend(backend)
+    chosen, reason = choose_backend(backend, limits=limits)
     clock.say(f"reproducing {exp.id} ({exp.name}) with the {chosen.name} backend ({reason})")
 
     scratch = Path(tempfile.mkdtemp(prefix=f"reprobox-run-{exp.id}-"))
@@ -472,7 +498,7 @@ def run_experiment(
 
         # 2. data
         clock.start("data", "pulling DVC data from the remote" if plan.pull_data else "no DVC data")
-        detail = pull_data(store, checkout) if plan.pull_data else "none recorded"
+        detail = pull_data(store, checkout, dvc_remote) if plan.pull_data else "none recorded"
         clock.done(detail)
 
         # 3. environment
@@ -482,8 +508,7 @@ def run_experiment(
         clock.done(prepared.description)
 
         # 4. command
-        run_dir = checkout / RUN_DIR
-        run_dir.mkdir(parents=True, exist_ok=True)
+        run_dir = make_run_dir(checkout)
         _exclude_from_git(checkout)
         inline_path = run_dir / "metrics.json"
         env = dict(plan.env)
@@ -513,6 +538,8 @@ def run_experiment(
                 cwd=plan.cwd, env=env, network=network, gpus=gpu.use_gpus,
             )
             exit_code = done.returncode
+        # Nothing of the checkout is read on the host while a link leads out of it.
+        refuse_outward_symlinks(checkout, "after the command ran")
         clock.done(f"exit status {exit_code}")
 
         # 5. comparison
@@ -573,10 +600,9 @@ def run_experiment(
 
 def _exclude_from_git(checkout: Path) -> None:
     """Keep reprobox's run folder out of ``git status`` inside the checkout."""
-    from .backends import RUN_DIR
+    from .backends import make_run_dir, write_new_file
 
-    ignore = checkout / RUN_DIR / ".gitignore"
-    ignore.write_text("*\n")
+    write_new_file(make_run_dir(checkout) / ".gitignore", b"*\n")
 
 
 def _run_dvc(chosen: Any, prepared: Any, checkout: Path, plan: RunPlan, env: dict[str, str],

@@ -232,11 +232,10 @@ _FINGERPRINT_SH = (
 
 def observe(backend: Any, prepared: Any, checkout: Path) -> Observed:
     """Run the probe and dpkg-query inside the prepared environment and parse what they say."""
-    from .backends import RUN_DIR
+    from .backends import make_run_dir
     from .capture.python import parse_probe
 
-    run_dir = checkout / RUN_DIR
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = make_run_dir(checkout)
     probe = run_dir / "probe.py"
     shutil.copyfile(Path(__file__).parent / "capture" / "probe.py", probe)
     out_json, out_dpkg = run_dir / "probe.json", run_dir / "dpkg.txt"
@@ -268,6 +267,7 @@ def verify_experiment(
     *,
     backend: str = "auto",
     progress: Optional[Progress] = None,
+    limits: Any = None,
 ) -> VerifyReport:
     """Rebuild the experiment's environment, fingerprint it from inside, compare with the
     capture."""
@@ -280,7 +280,7 @@ def verify_experiment(
               else store.get(ref_or_stored))
     exp, env = stored.experiment, stored.environment
     validate.validate_experiment(exp, env, folder=stored.path)
-    chosen, reason = choose_backend(backend)
+    chosen, reason = choose_backend(backend, limits=limits)
     say(f"verifying the environment of {exp.id} ({exp.name}) with the {chosen.name} backend "
         f"({reason})")
     seconds: dict[str, float] = {}

@@ -1,16 +1,28 @@
-"""The docker backend: the experiment's image, the checkout mounted, the invoking user's uid/gid.
+"""The docker backend: the experiment's image, the checkout mounted, never as root.
 
 What a rerun's container gets, and nothing more:
 
 * the checkout, read-write, at ``/workspace`` (the image's ``WORKDIR``, where the image's
-  editable installs of the repository's own packages point): files the command writes land in the
-  checkout and belong to the user who typed ``reprobox run`` (``--user uid:gid``);
+  editable installs of the repository's own packages point), with its ``.git`` and ``.dvc``
+  read-only (what host git and DVC read after the command), and no other host path;
+* an unprivileged user. The uid mapping: a user runs the container as their own ``uid:gid``
+  (files the command writes belong to them); **root is mapped to 65534:65534**
+  (``nobody:nogroup``), and for the length of each container the checkout is handed to that
+  uid (``lchown``, links never followed) and taken back by root when it exits;
+* no capabilities (``--cap-drop ALL``), ``--security-opt no-new-privileges`` (a setuid binary
+  in the image gains nothing), a pids limit (``--pids-limit``, default 4096) and, with
+  ``--memory``, a memory limit (swap capped at the same figure);
 * ``HOME=/tmp`` (the container's own, writable by anyone), the recorded replayable variables and
   reprobox's two replay variables; not the host's environment, home folder, SSH agent, Docker
   socket or credentials;
 * the engine's default network (a bridge with outbound access: a training script that downloads
   a pretrained model still works), or ``--network none`` for a hermetic run;
-* the GPUs, when the capture had NVIDIA GPUs and the engine has the NVIDIA runtime.
+* GPUs only with ``--gpus all|N|ids`` on the command line, never because the capture lists
+  GPUs: without it a GPU capture reruns on the CPU and the report says so.
+
+When a container exits, the checkout is searched for symbolic links leading out of it (the
+command may have made one towards ``/etc/shadow`` or ``~/.ssh``): the run is refused (exit 2,
+naming the link) before the host reads, hashes or copies anything of the checkout.
 
 A DVC pipeline is orchestrated by the host's DVC (which pulled the data and knows the stage
 graph), with ``SHELL`` pointing at a small launcher (:mod:`reprobox.backends.stage_shell`) so that
@@ -29,7 +41,16 @@ from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
 
 from ..errors import ReproboxError
 from ..termsafe import stream_line
-from . import Backend, Execution, GpuPlan, Prepared, Progress, host_uid_gid
+from . import (
+    Backend,
+    ContainerLimits,
+    Execution,
+    GpuPlan,
+    Prepared,
+    Progress,
+    container_uid_gid,
+    refuse_outward_symlinks,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..model import Environment
@@ -72,8 +93,9 @@ def _to_stderr(line: str) -> None:
 class DockerBackend(Backend):
     name = "docker"
 
-    def __init__(self, engine: Any) -> None:
+    def __init__(self, engine: Any, limits: Optional[ContainerLimits] = None) -> None:
         self.engine = engine
+        self.limits = limits or ContainerLimits()
 
     # ---------------------------------------------------------------- prepare
 
@@ -132,20 +154,31 @@ class DockerBackend(Backend):
         network: Optional[str] = None,
         gpus: bool = False,
     ) -> Execution:
-        from ..build.engine import Mount
+        from ..build.engine import Confinement
 
         workdir = to_container_path(checkout, Path(checkout) / cwd)
-        out = self.engine.run_container(
-            prepared.handle,
-            list(argv),
-            mounts=[Mount(Path(checkout).resolve(), CONTAINER_CHECKOUT)],
-            workdir=workdir,
-            env=container_env(env),
-            user=host_uid_gid(),
-            network=network,
-            gpus=gpus,
-            stream=None if capture else _to_stderr,
-        )
+        uid, gid = container_uid_gid()
+        lent = os.getuid() == 0
+        if lent:
+            hand_over(checkout, uid, gid)
+        try:
+            out = self.engine.run_container(
+                prepared.handle,
+                list(argv),
+                mounts=checkout_mounts(checkout),
+                workdir=workdir,
+                env=container_env(env),
+                user=f"{uid}:{gid}",
+                network=network,
+                gpus=(self.limits.gpus or False) if gpus else False,
+                stream=None if capture else _to_stderr,
+                confine=Confinement(pids_limit=self.limits.pids_limit,
+                                    memory=self.limits.memory),
+            )
+        finally:
+            if lent:
+                hand_over(checkout, 0, 0)
+        refuse_outward_symlinks(checkout, "after the command ran in the container")
         return Execution(out.exit_code, out.output if capture else "", "")
 
     def path_in_env(self, checkout: Path, path: Path) -> str:
@@ -168,6 +201,7 @@ class DockerBackend(Backend):
             "env": dict(env),
             "network": network,
             "gpus": gpus,
+            "limits": self.limits.to_dict(),
         }
         cfg_path = scratch / "stage-shell.json"
         cfg_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
@@ -184,20 +218,87 @@ class DockerBackend(Backend):
             f"{shlex.quote(str(package_parent))} {shlex.quote(str(cfg_path))} \"$@\"\n"
         )
         launcher.chmod(0o755)
-        host = dict(os.environ)
+        host = dvc_repro_env(scratch)
         host["SHELL"] = str(launcher)
         return host
 
     def gpu_plan(self, environment: "Environment") -> GpuPlan:
+        """GPUs only when ``--gpus`` asked for them; the capture's GPUs alone never do."""
         from .venv import cpu_only_note
 
-        if not environment.hardware.gpus:
-            return GpuPlan(False)
+        if self.limits.gpus is None:
+            if not environment.hardware.gpus:
+                return GpuPlan(False)
+            return GpuPlan(False, cpu_only_note(environment) + "; the rerun ran on the CPU "
+                           "because --gpus was not given (`--gpus all` hands the container the "
+                           "GPUs)")
         try:
             nvidia = bool(self.engine.info().get("nvidia_runtime"))
         except ReproboxError:
             nvidia = False
-        if nvidia:
-            return GpuPlan(True)
-        return GpuPlan(False, cpu_only_note(environment) + "; this Docker has no NVIDIA runtime "
-                       "(install nvidia-container-toolkit to give containers the GPUs)")
+        if not nvidia:
+            from ..errors import UsageError
+
+            raise UsageError(
+                f"--gpus {self.limits.gpus} was given, but this Docker has no NVIDIA runtime",
+                "install nvidia-container-toolkit, or rerun without --gpus (on the CPU)",
+            )
+        return GpuPlan(True)
+
+
+#: Parts of the checkout the command never writes: git's pointer to the repository (a rewritten
+#: one would hand later git commands a configuration of the command's choosing) and DVC's
+#: configuration (which the host's DVC reads between stages).
+READ_ONLY_IN_CHECKOUT = (".git", ".dvc")
+
+
+def checkout_mounts(checkout: Path) -> list[Any]:
+    """The checkout read-write at /workspace, with ``.git`` and ``.dvc`` read-only over it."""
+    from ..build.engine import Mount
+
+    base = Path(checkout).resolve()
+    mounts = [Mount(base, CONTAINER_CHECKOUT)]
+    for name in READ_ONLY_IN_CHECKOUT:
+        path = base / name
+        if os.path.lexists(path) and not os.path.islink(path):
+            mounts.append(Mount(path, f"{CONTAINER_CHECKOUT}/{name}", read_only=True))
+    return mounts
+
+
+def hand_over(checkout: Path, uid: int, gid: int) -> None:
+    """``lchown`` everything under the checkout to ``uid:gid``, never following a link.
+
+    Used when reprobox runs as root: the container's unprivileged user gets the checkout for the
+    length of the run, root takes it back before reading anything.
+    """
+    base = str(Path(checkout).resolve())
+    os.lchown(base, uid, gid)
+    for dirpath, dirnames, filenames in os.walk(base, followlinks=False):
+        for name in (*dirnames, *filenames):
+            try:
+                os.lchown(os.path.join(dirpath, name), uid, gid)
+            except FileNotFoundError:
+                pass
+
+
+#: Host variables the host's ``dvc repro`` keeps: what finds programs, the Docker daemon and
+#: the locale. Nothing else: no cloud or index credentials, no SSH agent, no real home.
+_REPRO_ENV_KEEP = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "DOCKER_HOST",
+                   "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH", "DOCKER_CONTEXT", "XDG_RUNTIME_DIR")
+
+
+def dvc_repro_env(scratch: Path) -> dict[str, str]:
+    """The environment of the host's ``dvc repro`` on an untrusted checkout.
+
+    Reproducing a pipeline needs no remote (the data was pulled), so the host's DVC runs with
+    ``HOME`` an empty folder of the run's own and none of the user's credentials in reach: no
+    ``AWS_*``/``GOOGLE_*``/``AZURE_*``..., no ``SSH_AUTH_SOCK``, no git credential prompt.
+    """
+    home = Path(scratch) / "dvc-home"
+    home.mkdir(exist_ok=True)
+    env = {k: os.environ[k] for k in _REPRO_ENV_KEEP if k in os.environ}
+    env.update({"HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"),
+                "XDG_CACHE_HOME": str(home / ".cache"), "DVC_NO_ANALYTICS": "1",
+                "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "/bin/false",
+                "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull})
+    return env

@@ -4,7 +4,10 @@ DVC runs each stage as ``$SHELL -c "<cmd>"`` in the stage's folder. Pointed at t
 becomes: the same command, in a container of the experiment's image, in the same folder of the
 mounted checkout, as the invoking user, with the rerun's variables (and DVC's own ``DVC_STAGE``
 and ``DVC_ROOT``, the latter translated to the container's path). The exit status is the
-container's, so DVC stops at a failing stage exactly as it would locally.
+container's, so DVC stops at a failing stage exactly as it would locally. The container is locked
+down the same way as the rerun's own (unprivileged uid, no capabilities, no-new-privileges,
+pids/memory limits, GPUs only with ``--gpus``); and when a stage leaves a symbolic link that
+leads out of the checkout, the stage fails (status 125) before DVC hashes or caches its outputs.
 
 Invoked as ``stage_shell CONFIG -c CMD`` (CONFIG: the JSON written by
 :meth:`DockerBackend.dvc_host_env`).
@@ -29,7 +32,7 @@ def main(argv: Sequence[str]) -> int:
 
     from ..build.engine import get_engine
     from ..errors import ReproboxError
-    from . import Prepared
+    from . import ContainerLimits, Prepared
     from .docker import DockerBackend, to_container_path
 
     checkout = Path(config["checkout"])
@@ -47,7 +50,12 @@ def main(argv: Sequence[str]) -> int:
             env["DVC_ROOT"] = to_container_path(checkout, Path(os.environ["DVC_ROOT"]))
         except ReproboxError:
             pass
-    backend = DockerBackend(get_engine())
+    try:
+        limits = ContainerLimits.from_dict(config.get("limits") or {})
+    except ReproboxError as exc:
+        sys.stderr.write(f"reprobox: {exc}\n")
+        return 2
+    backend = DockerBackend(get_engine(), limits)
     prepared = Prepared("docker", config["image"], "", True, "python")
     try:
         done = backend.execute(

@@ -48,6 +48,16 @@ class Mount:
 
 
 @dataclass(frozen=True)
+class Confinement:
+    """How a container is locked down: capabilities, privilege escalation, resource limits."""
+
+    drop_all_capabilities: bool = True
+    no_new_privileges: bool = True
+    pids_limit: Optional[int] = None
+    memory: Optional[str] = None  # e.g. "8g"; swap is capped at the same figure
+
+
+@dataclass(frozen=True)
 class BuildRequest:
     context: Path
     dockerfile: Path  # inside the context
@@ -131,8 +141,9 @@ class Engine(abc.ABC):
         env: Optional[Mapping[str, str]] = None,
         user: Optional[str] = None,
         network: Optional[str] = None,
-        gpus: bool = False,
+        gpus: Union[bool, str] = False,
         stream: Optional[Progress] = None,
+        confine: Optional["Confinement"] = None,
     ) -> RunOutput: ...
 
     @abc.abstractmethod
@@ -636,8 +647,9 @@ class DockerEngine(Engine):
         env: Optional[Mapping[str, str]] = None,
         user: Optional[str] = None,
         network: Optional[str] = None,
-        gpus: bool = False,
+        gpus: Union[bool, str] = False,
         stream: Optional[Progress] = None,
+        confine: Optional["Confinement"] = None,
     ) -> RunOutput:
         import docker.errors
         from docker.types import DeviceRequest
@@ -655,7 +667,16 @@ class DockerEngine(Engine):
         if network:
             kwargs["network_mode"] = network
         if gpus:
-            kwargs["device_requests"] = [DeviceRequest(count=-1, capabilities=[["gpu"]])]
+            kwargs["device_requests"] = [_gpu_request(DeviceRequest, gpus)]
+        if confine is not None:
+            if confine.drop_all_capabilities:
+                kwargs["cap_drop"] = ["ALL"]
+            if confine.no_new_privileges:
+                kwargs["security_opt"] = ["no-new-privileges"]
+            if confine.pids_limit:
+                kwargs["pids_limit"] = confine.pids_limit
+            if confine.memory:
+                kwargs["mem_limit"] = kwargs["memswap_limit"] = confine.memory
         try:
             container = self.client.containers.run(image, **kwargs)
         except docker.errors.ImageNotFound:
@@ -686,6 +707,16 @@ class DockerEngine(Engine):
             except docker.errors.DockerException:
                 pass
         return RunOutput(int(result.get("StatusCode", 1)), "".join(chunks))
+
+
+def _gpu_request(device_request: Any, gpus: Union[bool, str]) -> Any:
+    """``--gpus all`` / ``--gpus 2`` / ``--gpus 0,1`` as the engine's device request."""
+    if gpus is True or gpus == "all":
+        return device_request(count=-1, capabilities=[["gpu"]])
+    text = str(gpus)
+    if text.isdigit():
+        return device_request(count=int(text), capabilities=[["gpu"]])
+    return device_request(device_ids=text.split(","), capabilities=[["gpu"]])
 
 
 _ENGINE: Optional[Engine] = None

@@ -24,7 +24,7 @@ import shutil
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, NoReturn
 
 from .. import proc
 from ..errors import CommandError, DvcError, ReproboxError
@@ -67,38 +67,35 @@ def _load_yaml(path: Path) -> Any:
         raise DvcError(f"cannot read {path}: {exc}") from None
 
 
-def _dvc_files(root: Path) -> list[str]:
-    """Repo-relative paths of every dvc.yaml, dvc.lock and *.dvc file of the project.
-
-    Git knows them all (they are committed, or at least not ignored) and answers at once even in
-    a project with millions of data files; without git, a walk that skips hidden folders.
-    """
-    names: list[str] = []
+def _dvc_files_by_git(root: Path) -> list[str] | None:
     try:
         done = proc.run(
-            [
-                "git",
-                "ls-files",
-                "-z",
-                "--cached",
-                "--others",
-                "--exclude-standard",
-                "--",
-                "dvc.yaml",
-                "*/dvc.yaml",
-                "dvc.lock",
-                "*/dvc.lock",
-                "*.dvc",
-            ],
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard", "--",
+             "dvc.yaml", "*/dvc.yaml", "dvc.lock", "*/dvc.lock", "*.dvc"],
             cwd=root,
             check=False,
             env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"},
         )
-        if done.returncode == 0:
-            names = [n for n in done.stdout.split("\0") if n and (Path(root) / n).is_file()]
-            return sorted(set(names))
     except ReproboxError:
-        pass
+        return None
+    if done.returncode != 0:
+        return None
+    return sorted({n for n in done.stdout.split("\0") if n and (Path(root) / n).is_file()})
+
+
+def _dvc_files(root: Path, use_git: bool = True) -> list[str]:
+    """Repo-relative paths of every dvc.yaml, dvc.lock and *.dvc file of the project.
+
+    Git knows them all (they are committed, or at least not ignored) and answers at once even in
+    a project with millions of data files; without git, a walk that skips hidden folders.
+    ``use_git=False`` walks: after a rerun's command ran, the checkout's ``.git`` file could
+    point git at a repository configuration the command wrote (``core.fsmonitor`` runs a program).
+    """
+    if use_git:
+        found = _dvc_files_by_git(root)
+        if found is not None:
+            return found
+    names: list[str] = []
     seen = 0
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS and not d.startswith("."))
@@ -195,12 +192,15 @@ def _lock_digest(root: Path, locks: list[str]) -> str | None:
     return hashlib.sha256(canonical_json(sorted(digests.items()))).hexdigest()
 
 
-def dvc_info(root: Path) -> DvcInfo | None:
-    """What DVC recorded about the data of the project at ``root``; None if it is not one."""
+def dvc_info(root: Path, use_git: bool = True) -> DvcInfo | None:
+    """What DVC recorded about the data of the project at ``root``; None if it is not one.
+
+    ``use_git=False`` for a checkout a command has run in (see :func:`_dvc_files`).
+    """
     root = Path(root)
     if not is_dvc_project(root):
         return None
-    files = _dvc_files(root)
+    files = _dvc_files(root, use_git)
     locks = [f for f in files if PurePosixPath(f).name == "dvc.lock"]
     outputs: dict[str, DvcOutput] = {}
     params: dict[str, dict[str, Any]] = {}
@@ -374,3 +374,451 @@ def repro_forced(workdir: Path, env: Mapping[str, str] | None = None) -> list[st
     if env is not None and "PATH" in env:
         _dvc_exe(env)
     return ["dvc", "repro", "--force"]
+
+
+# --------------------------------------------------------------------------- untrusted checkouts
+#
+# A rerun's checkout may come from a stranger (a pull request). What DVC does there on the host
+# is limited to what the *user* configured:
+#
+# * the trusted DVC configuration is the host's: DVC's global and system configuration files,
+#   the user's own ``.dvc/config.local`` (a regular file git does not track, in the working tree
+#   reprobox was started from) and ``reprobox run --dvc-remote URL``;
+# * the checkout's ``.dvc/config`` only *names* a remote: it is pulled from, with the user's
+#   credentials, when its URL equals a trusted remote's; any other remote is refused (exit 2,
+#   naming the remote and the file). Pulling without credentials was not chosen: a local-path
+#   remote needs none (the host's file system is the credential), and a private remote would
+#   fail later with a confusing message;
+# * reprobox then writes the checkout's ``.dvc/config`` and ``.dvc/config.local`` itself (the
+#   trusted remote and the shared cache, nothing else), so no other setting of the checkout
+#   (``cache.dir``, ``cache.type = symlink``, remote options) reaches DVC;
+# * a symbolic link under ``.dvc/`` is refused, and so is every path of ``dvc.yaml`` and
+#   ``*.dvc`` files (deps, outs, params, metrics, plots, ``vars:`` files, ``wdir``; templated
+#   ones again once DVC resolved them) that is absolute, a URL, climbs out with ``..`` or resolves
+#   outside through a link, and an import from another repository.
+
+#: A configuration file bigger than this is not a DVC configuration.
+MAX_CONFIG_BYTES = 256 * 1024
+_URL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+_UNTRUSTED_HINT = (
+    "the checkout may come from an untrusted source (a pull request); DVC paths must stay "
+    "inside the repository"
+)
+
+
+@dataclass(frozen=True)
+class TrustedRemote:
+    """A DVC remote the user configured: its name, URL and the file (or option) that says so."""
+
+    name: str
+    url: str
+    source: str
+    default: bool = False
+
+
+def _read_config(path: Path) -> configparser.ConfigParser | None:
+    """A DVC (INI) configuration file, or None when absent, unreadable or too big."""
+    try:
+        if not path.is_file() or path.stat().st_size > MAX_CONFIG_BYTES:
+            return None
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    parser = configparser.ConfigParser(interpolation=None, strict=False)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    try:
+        parser.read_string(text)
+    except configparser.Error:
+        return None
+    return parser
+
+
+def _remotes_of(parser: configparser.ConfigParser) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for section in parser.sections():
+        m = re.fullmatch(r"""\s*'?remote\s+"([^"]+)"'?\s*""", section)
+        if m and parser.has_option(section, "url"):
+            out[m.group(1)] = parser.get(section, "url").strip()
+    return out
+
+
+def normalize_remote_url(url: str, base: Path) -> str:
+    """A remote URL in comparable form: a local path absolute (relative to ``base``, the folder
+    of the file that names it) and resolved; a URL without its trailing slash."""
+    url = url.strip()
+    if _URL_RE.match(url) or url.startswith("remote://"):
+        scheme, rest = url.split("://", 1)
+        if scheme.lower() == "file":
+            return os.path.realpath(rest)
+        return f"{scheme.lower()}://{rest.rstrip('/')}"
+    return os.path.realpath(os.path.join(str(base), os.path.expanduser(url)))
+
+
+def dvc_config_dirs() -> tuple[Path, Path]:
+    """DVC's global and system configuration folders, found the way DVC finds them."""
+    glob = os.environ.get("DVC_GLOBAL_CONFIG_DIR") or os.path.join(
+        os.environ.get("XDG_CONFIG_HOME") or os.path.expanduser("~/.config"), "dvc")
+    system = os.environ.get("DVC_SYSTEM_CONFIG_DIR") or os.path.join(
+        (os.environ.get("XDG_CONFIG_DIRS") or "/etc/xdg").split(":")[0] or "/etc/xdg", "dvc")
+    return Path(glob), Path(system)
+
+
+def _git_tracks(root: Path, rel: str) -> bool:
+    try:
+        done = proc.run(["git", "ls-files", "--error-unmatch", "--", rel], cwd=root,
+                        check=False, env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"})
+    except ReproboxError:
+        return False
+    return done.returncode == 0
+
+
+def user_local_config(user_root: Path | None) -> Path | None:
+    """The user's own ``.dvc/config.local`` in the working tree reprobox runs from, when it is
+    theirs: a regular file (not a link) that git does not track."""
+    if user_root is None:
+        return None
+    dvc_dir = Path(user_root) / ".dvc"
+    path = dvc_dir / "config.local"
+    if os.path.islink(dvc_dir) or os.path.islink(path) or not path.is_file():
+        return None
+    if _git_tracks(Path(user_root), ".dvc/config.local"):
+        return None
+    return path
+
+
+def trusted_remotes(user_root: Path | None, dvc_remote: str | None = None) -> list[TrustedRemote]:
+    """The remotes the user configured, the last-read (most specific) level first."""
+    found: list[TrustedRemote] = []
+    if dvc_remote:
+        found.append(TrustedRemote("reprobox-trusted", dvc_remote, "--dvc-remote", True))
+    glob, system = dvc_config_dirs()
+    files = [p for p in (user_local_config(user_root),) if p is not None]
+    files += [glob / "config", system / "config"]
+    for path in files:
+        parser = _read_config(path)
+        if parser is None:
+            continue
+        default = parser.get("core", "remote", fallback="").strip()
+        for name, url in _remotes_of(parser).items():
+            found.append(TrustedRemote(name, normalize_remote_url(url, path.parent), str(path),
+                                       name == default))
+    return found
+
+
+def _refuse(source: str, what: str, value: str, reason: str,
+            hint: str = _UNTRUSTED_HINT) -> NoReturn:
+    from ..errors import UsageError
+
+    raise UsageError(f"refusing {source}: {what} {value!r} {reason}", hint)
+
+
+def _check_dvc_dir(checkout: Path) -> None:
+    dvc_dir = Path(checkout) / ".dvc"
+    if os.path.islink(dvc_dir):
+        _refuse(".dvc", "the folder", ".dvc", f"is a symbolic link (-> {os.readlink(dvc_dir)})")
+    for dirpath, dirnames, filenames in os.walk(dvc_dir, followlinks=False):
+        for name in (*dirnames, *filenames):
+            full = Path(dirpath) / name
+            if full.is_symlink():
+                rel = full.relative_to(checkout).as_posix()
+                _refuse(rel, "the file", rel, f"is a symbolic link (-> {os.readlink(full)}); "
+                        "DVC's configuration is the user's, never a link out of the checkout")
+
+
+_TEMPLATED_SEEN: list[str] = []
+
+
+def _check_path(checkout: Path, folder: str, value: Any, source: str, what: str) -> None:
+    """One path of a DVC file: relative, inside the checkout, not through a link that leaves it.
+
+    A templated path (``${...}``) is checked as far as its literal text goes here, and again
+    once DVC resolved it (:func:`check_resolved_paths`).
+    """
+    if not isinstance(value, str) or not value:
+        return
+    if "${" in value:
+        _TEMPLATED_SEEN.append(value)
+    if "\0" in value:
+        _refuse(source, what, value, "holds a NUL character")
+    if _URL_RE.match(value) or value.startswith("remote://"):
+        _refuse(source, what, value, "is a URL: DVC would reach it with your credentials")
+    literal = re.sub(r"\$\{[^}]*\}", "x", value)
+    if literal.startswith(("/", "\\", "~")) or re.match(r"^[A-Za-z]:", literal):
+        _refuse(source, what, value, "is an absolute path outside the checkout")
+    joined = os.path.normpath(os.path.join(folder or ".", literal))
+    if joined == ".." or joined.startswith("../") or os.path.isabs(joined):
+        _refuse(source, what, value, "climbs out of the checkout with '..'")
+    base = Path(checkout).resolve()
+    try:
+        target = (base / joined).resolve(strict=False)
+    except (OSError, RuntimeError):
+        _refuse(source, what, value, "goes through a symbolic link loop")
+        return
+    if target != base and base not in target.parents:
+        _refuse(source, what, value, f"resolves to {target}, outside the checkout, through a "
+                "symbolic link")
+
+
+def _check_vars(checkout: Path, folder: str, items: Any, source: str) -> None:
+    for item in items if isinstance(items, list) else []:
+        if isinstance(item, str):
+            _check_path(checkout, folder, item.split(":", 1)[0], source, "the vars file")
+
+
+def _check_stage(checkout: Path, folder: str, stage: Mapping[str, Any], source: str) -> None:
+    here = folder
+    wdir = stage.get("wdir")
+    if isinstance(wdir, str):
+        _check_path(checkout, folder, wdir, source, "the wdir")
+        here = _under(folder, wdir) if "${" not in wdir else folder
+    _check_vars(checkout, here, stage.get("vars"), source)
+    for key in ("deps", "outs", "metrics", "plots"):
+        entries = stage.get(key)
+        for item in entries if isinstance(entries, list) else []:
+            if isinstance(item, Mapping):
+                if "repo" in item:
+                    _refuse(source, f"the {key[:-1]}", str(item.get("path")),
+                            "is imported from another repository: DVC would fetch it with your "
+                            "git credentials")
+                path = item.get("path")
+                if isinstance(path, str):
+                    _check_path(checkout, here, path, source, f"the {key[:-1]}")
+                    continue
+            for path in _declared_paths([item]):
+                _check_path(checkout, here, path, source, f"the {key[:-1]}")
+    params = stage.get("params")
+    for item in params if isinstance(params, list) else []:
+        if isinstance(item, Mapping):
+            for pfile in item:
+                _check_path(checkout, here, pfile, source, "the params file")
+    do = stage.get("do")
+    if isinstance(do, Mapping):
+        _check_stage(checkout, here, do, source)
+
+
+def check_untrusted_project(checkout: Path) -> bool:
+    """Refuse (exit 2, naming the file and path) what would let the host's DVC leave the checkout.
+
+    See the section comment above: links under ``.dvc/``, and every path of the project's
+    ``dvc.yaml`` and ``*.dvc`` files (``dvc.lock`` only names dvc.yaml's paths again). Returns
+    whether some path is templated (``${...}``): those are checked again, resolved, by
+    :func:`check_resolved_paths`.
+    """
+    checkout = Path(checkout)
+    _TEMPLATED_SEEN.clear()
+    _check_dvc_dir(checkout)
+    for rel in _dvc_files(checkout):
+        if (checkout / rel).is_symlink():
+            _refuse(rel, "the file", rel, "is a symbolic link")
+        if (checkout / rel).stat().st_size > MAX_CONFIG_BYTES * 16:
+            _refuse(rel, "the file", rel, "is too large for a DVC file")
+        doc = _load_yaml(checkout / rel)
+        if not isinstance(doc, Mapping):
+            continue
+        folder = _folder(rel)
+        name = PurePosixPath(rel).name
+        if name == "dvc.lock":
+            # Its paths are relative to each stage's wdir and only ever matched against
+            # dvc.yaml's: DVC takes hashes from it, never paths.
+            continue
+        if name != "dvc.yaml":  # a .dvc file
+            _check_stage(checkout, folder, doc, rel)
+            continue
+        _check_vars(checkout, folder, doc.get("vars"), rel)
+        for key in ("metrics", "plots", "params"):
+            for path in _declared_paths(doc.get(key)):
+                _check_path(checkout, folder, path, rel, f"the {key} file")
+        plots = doc.get("plots")
+        for item in plots if isinstance(plots, list) else []:
+            if isinstance(item, Mapping):
+                for opts in item.values():
+                    y = opts.get("y") if isinstance(opts, Mapping) else None
+                    for path in y if isinstance(y, Mapping) else []:
+                        _check_path(checkout, folder, path, rel, "the plots file")
+        artifacts = doc.get("artifacts")
+        for art in artifacts.values() if isinstance(artifacts, Mapping) else []:
+            if isinstance(art, Mapping):
+                _check_path(checkout, folder, art.get("path"), rel, "the artifact")
+        stages = doc.get("stages")
+        for stage in stages.values() if isinstance(stages, Mapping) else []:
+            if isinstance(stage, Mapping):
+                _check_stage(checkout, folder, stage, rel)
+    return bool(_TEMPLATED_SEEN)
+
+
+#: Run in DVC's own interpreter: every stage's resolved deps, outs and params files.
+_LIST_PATHS = """
+import json, os, sys
+from dvc.repo import Repo
+root = os.path.realpath(sys.argv[1])
+found = []
+with Repo(root) as repo:
+    for stage in repo.index.stages:
+        folder = os.path.relpath(os.path.realpath(stage.wdir), root)
+        for kind, items in (("out", stage.outs), ("dep", stage.deps)):
+            for item in items:
+                found.append([stage.relpath, folder, kind, str(item.def_path)])
+print(json.dumps(found))
+"""
+
+
+def _dvc_python() -> str | None:
+    """The interpreter of the ``dvc`` on PATH (its script's ``#!`` line), if it is a script."""
+    exe = shutil.which("dvc")
+    if exe is None:
+        return None
+    try:
+        with open(exe, "rb") as fh:
+            first = fh.readline(512)
+    except OSError:
+        return None
+    if not first.startswith(b"#!"):
+        return None
+    parts = first[2:].decode("utf-8", "replace").split()
+    if not parts:
+        return None
+    if os.path.basename(parts[0]) == "env" and len(parts) > 1:
+        return shutil.which(parts[1])
+    return parts[0] if os.access(parts[0], os.X_OK) else None
+
+
+def check_resolved_paths(checkout: Path, env: Mapping[str, str]) -> None:
+    """Templated paths, once DVC resolved them: refused like literal ones when they leave.
+
+    DVC itself resolves ``${...}`` (``vars``, ``foreach``, ``matrix``), in its own interpreter,
+    with ``env`` (no credentials: nothing is fetched). Without a DVC that reprobox can ask, a
+    templated path is refused: unresolved, it could name any host file (DVC removes a stage's
+    outputs before running it).
+    """
+    python = _dvc_python()
+    if python is None:
+        _refuse("dvc.yaml", "the templated path", _TEMPLATED_SEEN[0] if _TEMPLATED_SEEN else "",
+                "cannot be resolved before DVC runs (no Python-based `dvc` on PATH to ask)")
+    try:
+        done = proc.run([python, "-c", _LIST_PATHS, str(Path(checkout).resolve())],
+                        cwd=checkout, env=dict(env), what="resolving the DVC pipeline's paths",
+                        timeout=300)
+    except CommandError as exc:
+        tail = redact_text(exc.stderr_tail.strip())
+        raise DvcError(
+            "DVC could not read the pipeline of the checkout:\n    "
+            + "\n    ".join(tail.splitlines()[-5:]),
+            "run `dvc stage list` in the project to see what is wrong",
+        ) from None
+    import json
+
+    try:
+        found = json.loads(done.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        raise DvcError("DVC's list of the pipeline's paths is unreadable") from None
+    for source, folder, kind, path in found:
+        folder = "" if folder == "." else folder
+        if folder == ".." or folder.startswith("../") or os.path.isabs(folder):
+            _refuse(source, "the wdir", folder, "resolves outside the checkout")
+        _check_path(checkout, folder, path, source, f"the {kind} (resolved)")
+
+
+def checkout_remote(checkout: Path) -> tuple[str | None, str | None]:
+    """(name, URL) of the default remote the checkout's committed ``.dvc/config`` asks for."""
+    parser = _read_config(Path(checkout) / ".dvc" / "config")
+    if parser is None:
+        return None, None
+    name = parser.get("core", "remote", fallback="").strip() or None
+    url = _remotes_of(parser).get(name) if name else None
+    return name, url
+
+
+def choose_trusted_remote(checkout: Path, user_root: Path | None,
+                          dvc_remote: str | None = None) -> TrustedRemote:
+    """The remote to pull from: ``--dvc-remote``, or the checkout's when it equals a trusted one.
+
+    Refused (exit 2) when the checkout names a remote that is not among the user's, naming the
+    remote, its URL and the file.
+    """
+    from ..errors import UsageError
+
+    if dvc_remote is not None and (not dvc_remote.strip()
+                                   or any(ord(c) < 32 or c in "\x7f[]" for c in dvc_remote)):
+        raise UsageError(f"--dvc-remote {dvc_remote!r} is not a remote URL or folder",
+                         "give a URL such as s3://bucket/path or a folder path")
+    trusted = trusted_remotes(user_root, dvc_remote)
+    if dvc_remote:
+        return trusted[0]
+    name, url = checkout_remote(checkout)
+    if url is not None:
+        wanted = normalize_remote_url(url, Path(checkout) / ".dvc")
+        for remote in trusted:
+            if remote.url == wanted:
+                return remote
+        raise UsageError(
+            f"refusing the DVC remote {name!r} ({strip_url(url)}) of the checkout's "
+            ".dvc/config: it is none of your DVC remotes, and the checkout may come from an "
+            "untrusted source, so it is not used with your credentials",
+            f"if you trust it: `reprobox run --dvc-remote {strip_url(url)} ...`, or "
+            f"`dvc remote add --global {name} {strip_url(url)}` once",
+        )
+    for remote in trusted:
+        if (name and remote.name == name) or (not name and remote.default):
+            return remote
+    raise DvcError(
+        "this DVC project has no default remote you trust to pull the data from"
+        + (f" (the checkout's .dvc/config names {name!r} without a URL)" if name else ""),
+        "give it on the command line: `reprobox run --dvc-remote <url> ...`, or configure it "
+        "once with `dvc remote add --global -d storage <url>`",
+    )
+
+
+def strip_url(url: str) -> str:
+    from ..secrets import strip_url_credentials
+
+    return strip_url_credentials(url)
+
+
+def write_trusted_config(checkout: Path, remote: TrustedRemote, cache_dir: Path,
+                         local_from: Path | None) -> None:
+    """The checkout's ``.dvc/config`` and ``.dvc/config.local``, written by reprobox alone.
+
+    ``.dvc/config`` names the trusted remote (and defines it for ``--dvc-remote``); the local
+    file holds the shared cache and, when the remote comes from the user's own
+    ``.dvc/config.local``, that file's settings (credentials: cut back by :func:`drop_local`
+    before any command runs). Written through a temporary file renamed over the old one, which
+    replaces a link instead of following it.
+    """
+    from ..store import write_atomic
+
+    dvc_dir = Path(checkout) / ".dvc"
+    _check_dvc_dir(Path(checkout))
+    # DVC's own scratch state is never taken from a checkout (it is git-ignored; one committed
+    # by force is not DVC's).
+    if (dvc_dir / "tmp").is_dir():
+        shutil.rmtree(dvc_dir / "tmp")
+    lines = ["[core]", f"    remote = {remote.name}"]
+    if remote.source == "--dvc-remote":
+        lines += [f"['remote \"{remote.name}\"']", f"    url = {remote.url}"]
+    write_atomic(dvc_dir / "config", "\n".join(lines) + "\n")
+    parser = configparser.ConfigParser(interpolation=None, strict=False)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    if local_from is not None and remote.source == str(local_from):
+        got = _read_config(local_from)
+        if got is not None:
+            parser = got
+    if not parser.has_section("cache"):
+        parser.add_section("cache")
+    parser.set("cache", "dir", str(Path(cache_dir).resolve()))
+    # Copies, never links into the shared cache: the checkout is handed to the container.
+    parser.set("cache", "type", "reflink,copy")
+    import io
+
+    text = io.StringIO()
+    parser.write(text)
+    write_atomic(dvc_dir / "config.local", text.getvalue(), mode=0o600)
+
+
+def drop_local(checkout: Path, cache_dir: Path) -> None:
+    """Cut the checkout's ``.dvc/config.local`` down to the cache (no credential stays where the
+    container can read it)."""
+    from ..store import write_atomic
+
+    write_atomic(Path(checkout) / ".dvc" / "config.local",
+                 f"[cache]\n    dir = {Path(cache_dir).resolve()}\n    type = reflink,copy\n",
+                 mode=0o600)

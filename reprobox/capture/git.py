@@ -80,13 +80,14 @@ def _git(
     what: str | None = None,
     hint: str | None = None,
     timeout: float | None = proc.DEFAULT_TIMEOUT,
+    extra_env: dict[str, str] | None = None,
 ):
     """Run git; a failure becomes a GitError whose message never carries URL credentials."""
     try:
         return proc.run(
             ["git", *args],
             cwd=cwd,
-            env=_git_env(),
+            env={**_git_env(), **(extra_env or {})},
             check=check,
             text=text,
             what=what,
@@ -249,21 +250,97 @@ def make_worktree(repo_root: Path, commit: str, dest: Path) -> Path:
             f"{dest} already exists and is not empty", "choose another folder or remove it"
         )
     dest.parent.mkdir(parents=True, exist_ok=True)
-    _git(
-        ["worktree", "add", "--detach", str(dest), commit],
-        top,
-        what="git worktree add",
-        timeout=None,
-    )
-    if (dest / ".gitmodules").is_file():
-        _git(
-            ["submodule", "update", "--init", "--recursive"],
-            dest,
-            what="git submodule update",
-            hint="the experiment's commit uses submodules: make sure their remotes are reachable",
-            timeout=None,
-        )
+    argv = ["worktree", "add", "--detach", str(dest), commit]
+    lfsconfig = _git(["cat-file", "-e", f"{commit}:.lfsconfig"], top, check=False)
+    if lfsconfig.returncode == 0:
+        # A committed .lfsconfig may point git-lfs at any server, which would be sent the
+        # user's credentials for the LFS objects: those stay pointers, with a warning.
+        log.warning("the commit has a .lfsconfig: Git LFS files are not downloaded for it "
+                    "(the LFS server it names is not trusted with your credentials)")
+    extra = {"GIT_LFS_SKIP_SMUDGE": "1"} if lfsconfig.returncode == 0 else {}
+    _git(argv, top, what="git worktree add", timeout=None, extra_env=extra)
+    if (dest / ".gitmodules").is_file() or os.path.islink(dest / ".gitmodules"):
+        update_submodules(dest)
     return dest.resolve()
+
+
+#: ``git -c`` settings for a fetch the checkout asked for (its ``.gitmodules``): no credential
+#: helper, no hooks, no local-path or ext:: transport, no fsmonitor or other program named by the
+#: configuration of what is fetched.
+_UNTRUSTED_FETCH_CONFIG = (
+    "credential.helper=",
+    "core.askPass=/bin/false",
+    "core.hooksPath=/dev/null",
+    "core.fsmonitor=false",
+    "protocol.allow=never",
+    "protocol.https.allow=always",
+    "protocol.http.allow=always",
+    "protocol.git.allow=always",
+    "protocol.ssh.allow=always",
+    "protocol.file.allow=never",
+    "protocol.ext.allow=never",
+    "submodule.recurse=false",
+    "http.emptyAuth=false",
+    "http.extraHeader=",
+)
+
+
+def untrusted_fetch_env() -> dict[str, str]:
+    """The environment of a fetch the checkout asked for: no way to reach a credential.
+
+    No prompt, ``GIT_ASKPASS``/``SSH_ASKPASS`` answering nothing, no SSH agent, ssh with no key
+    and no user configuration, neither the global nor the system git configuration (URL
+    rewrites carrying tokens, credential helpers scoped to a host), ``http.extraHeader`` reset
+    (CI checkouts keep an authorization header there).
+    """
+    env = _git_env()
+    for key in ("SSH_AUTH_SOCK", "SSH_AGENT_PID", "GIT_SSH", "GIT_SSH_COMMAND", "GIT_ASKPASS",
+                "SSH_ASKPASS", "GIT_CONFIG_PARAMETERS", "GIT_CONFIG_COUNT"):
+        env.pop(key, None)
+    env.update({
+        "GIT_TERMINAL_PROMPT": "0",
+        "GIT_ASKPASS": "/bin/false",
+        "SSH_ASKPASS": "/bin/false",
+        "SSH_ASKPASS_REQUIRE": "never",
+        "GIT_SSH_COMMAND": "ssh -F /dev/null -o BatchMode=yes -o IdentitiesOnly=yes "
+                           "-o IdentityFile=/dev/null -o IdentityAgent=none",
+        "GIT_PROTOCOL_FROM_USER": "0",
+        "GIT_LFS_SKIP_SMUDGE": "1",
+        # The user's own configuration may rewrite URLs to carry tokens (insteadOf) or hold
+        # credential helpers scoped to a host: none of it applies to the checkout's fetches.
+        "GIT_CONFIG_GLOBAL": os.devnull,
+        "GIT_CONFIG_NOSYSTEM": "1",
+    })
+    return env
+
+
+def update_submodules(worktree: Path) -> None:
+    """``git submodule update --init --recursive`` with credentials out of reach.
+
+    The URLs come from the checkout's ``.gitmodules``, which a stranger may have written: they
+    are fetched as an anonymous client (no credential helper, no SSH key or agent, no hooks, no
+    local-path transport that would copy a host repository into the checkout). A private
+    submodule therefore fails with a clear message instead of borrowing the user's credentials.
+    """
+    worktree = Path(worktree)
+    if os.path.islink(worktree / ".gitmodules"):
+        raise ValidationError(".gitmodules", ".gitmodules",
+                              "is a symbolic link: git would read it from outside the checkout")
+    argv: list[str] = []
+    for setting in _UNTRUSTED_FETCH_CONFIG:
+        argv += ["-c", setting]
+    argv += ["submodule", "update", "--init", "--recursive"]
+    try:
+        proc.run(["git", *argv], cwd=worktree, env=untrusted_fetch_env(), what="git submodule "
+                 "update", timeout=None)
+    except CommandError as exc:
+        raise GitError(
+            "git submodule update failed (submodules of a checkout are fetched without your "
+            f"credentials): {redact_text(exc.stderr_tail.strip())}",
+            "the experiment's commit uses submodules whose remotes must be readable without "
+            "credentials (public https/git URLs); a private or local-path submodule is not "
+            "fetched for an untrusted checkout: fetch it yourself into the worktree",
+        ) from None
 
 
 def remove_worktree(repo_root: Path, dest: Path) -> None:

@@ -273,7 +273,9 @@ def test_dvc_pipeline_whose_data_is_only_in_the_remote(tmp_path: Path, sklearn_v
     assert not (clone / ".dvc" / "cache").exists()
     remove_images(data["id"])
 
-    status, report, stderr = run_json(clone, "pipeline", "--backend", "docker")
+    # The clone's .dvc/config names the remote; the user trusts it on the command line.
+    status, report, stderr = run_json(clone, "pipeline", "--backend", "docker",
+                                      "--dvc-remote", str(remote))
     assert status == 0, report["differences"]
     assert report["command_kind"] == "dvc"
     assert "Running stage 'prepare'" in stderr and "Running stage 'train'" in stderr
@@ -284,7 +286,8 @@ def test_dvc_pipeline_whose_data_is_only_in_the_remote(tmp_path: Path, sklearn_v
     assert "downloaded" in data_phase["detail"]
     # The user's tree was not touched; a second run downloads nothing.
     assert not (clone / "data" / "raw.csv").exists()
-    status, again, _ = run_json(clone, "pipeline", "--backend", "docker")
+    status, again, _ = run_json(clone, "pipeline", "--backend", "docker",
+                                "--dvc-remote", str(remote))
     assert status == 0
     data_phase = next(p for p in again["phases"] if p["name"] == "data")
     assert "nothing to download" in data_phase["detail"]
@@ -406,7 +409,9 @@ def test_files_the_container_writes_belong_to_the_invoking_user(tmp_path: Path, 
     checkout = tmp_path / "checkout"
     checkout.mkdir()
     checkout.chmod(0o777)
-    monkeypatch.setattr(docker_mod, "host_uid_gid", lambda: "65534:65533")
+    # A user with uid 65534 and gid 65533: the container runs as them, nothing is lent.
+    monkeypatch.setattr(docker_mod, "container_uid_gid", lambda: (65534, 65533))
+    monkeypatch.setattr(docker_mod, "hand_over", lambda checkout, uid, gid: None)
     backend = docker_mod.DockerBackend(get_engine())
     prepared = Prepared("docker", base_image, "", True, "python")
     script = "id -u > made.txt; echo $HOME >> made.txt; ls / | tr '\\n' ' ' >> made.txt"

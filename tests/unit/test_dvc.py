@@ -259,3 +259,108 @@ def test_pull_failure_is_a_clear_error_without_credentials(tmp_path, monkeypatch
     text = str(info.value)
     assert "failed to pull" in text and "dvc push" in text
     assert "s3cr3t-canary" not in text
+
+
+# --------------------------------------------------------------------------- untrusted checkouts
+
+
+def _project(root: Path, dvc_yaml: str = "", config: str = "") -> Path:
+    (root / ".dvc").mkdir(parents=True)
+    (root / ".dvc" / "config").write_text(config)
+    if dvc_yaml:
+        (root / "dvc.yaml").write_text(dvc_yaml)
+    return root
+
+
+@pytest.mark.parametrize("dvc_yaml,named", [
+    ("vars:\n  - /etc/passwd\n", "/etc/passwd"),
+    ("vars:\n  - ../secrets.yaml:token\n", "../secrets.yaml"),
+    ("stages:\n  s:\n    cmd: x\n    deps:\n      - ~/.ssh/id_rsa\n", "~/.ssh/id_rsa"),
+    ("stages:\n  s:\n    cmd: x\n    outs:\n      - /root/.bashrc:\n          cache: false\n",
+     "/root/.bashrc"),
+    ("stages:\n  s:\n    wdir: ../..\n    cmd: x\n", "../.."),
+    ("stages:\n  s:\n    cmd: x\n    deps:\n      - ${root}/../../x\n", "${root}/../../x"),
+    ("stages:\n  s:\n    foreach: [a]\n    do:\n      cmd: x\n      outs:\n"
+     "        - /tmp/${item}\n",
+     "/tmp/${item}"),
+    ("plots:\n  - roc:\n      y:\n        /etc/shadow: [a]\n", "/etc/shadow"),
+    ("stages:\n  s:\n    cmd: x\n    deps:\n      - remote://storage/x\n", "remote://storage/x"),
+])
+def test_paths_leaving_the_checkout_are_refused(tmp_path, dvc_yaml, named):
+    from reprobox.errors import UsageError
+
+    root = _project(tmp_path / "co", dvc_yaml)
+    with pytest.raises(UsageError) as err:
+        dvc.check_untrusted_project(root)
+    assert f"{named!r}" in err.value.message and "refusing dvc.yaml" in err.value.message
+    assert err.value.exit_code == 2
+
+
+def test_paths_inside_the_checkout_pass(tmp_path):
+    root = _project(tmp_path / "co", "vars:\n  - params.yaml\n  - {x: 1}\nstages:\n  s:\n"
+                    "    wdir: sub\n    cmd: x\n    deps:\n      - ../data/${x}.csv\n"
+                    "    params:\n      - ../params.yaml:\n          - a\n"
+                    "    outs:\n      - out:\n          cache: true\n")
+    (root / "sub").mkdir()
+    dvc.check_untrusted_project(root)
+
+
+def test_a_link_under_dot_dvc_or_a_path_through_a_link_is_refused(tmp_path):
+    from reprobox.errors import UsageError
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    root = _project(tmp_path / "co", "stages:\n  s:\n    cmd: x\n    deps:\n      - data/x\n")
+    os.symlink(outside, root / "data")
+    with pytest.raises(UsageError) as err:
+        dvc.check_untrusted_project(root)
+    assert "'data/x'" in err.value.message and "symbolic link" in err.value.message
+    (root / "data").unlink()
+    os.symlink(outside / "creds", root / ".dvc" / "config.local")
+    with pytest.raises(UsageError) as err:
+        dvc.check_untrusted_project(root)
+    assert ".dvc/config.local" in err.value.message
+
+
+def test_only_a_remote_equal_to_a_trusted_one_is_used(tmp_path, monkeypatch):
+    from reprobox.errors import UsageError
+
+    glob, system = tmp_path / "g", tmp_path / "s"
+    glob.mkdir()
+    system.mkdir()
+    monkeypatch.setenv("DVC_GLOBAL_CONFIG_DIR", str(glob))
+    monkeypatch.setenv("DVC_SYSTEM_CONFIG_DIR", str(system))
+    root = _project(tmp_path / "co", config="[core]\n    remote = theirs\n"
+                    "['remote \"theirs\"']\n    url = s3://bucket/data/\n")
+    with pytest.raises(UsageError) as err:
+        dvc.choose_trusted_remote(root, None)
+    assert "'theirs'" in err.value.message and "s3://bucket/data/" in err.value.message
+    assert ".dvc/config" in err.value.message and "--dvc-remote" in err.value.hint
+    (system / "config").write_text("['remote \"team\"']\n    url = s3://bucket/data\n")
+    chosen = dvc.choose_trusted_remote(root, None)
+    assert (chosen.name, chosen.source) == ("team", str(system / "config"))
+    # an explicit --dvc-remote wins, whatever the checkout says
+    assert dvc.choose_trusted_remote(root, None, "/srv/dvc").url == "/srv/dvc"
+
+
+def test_a_relative_local_remote_is_compared_resolved(tmp_path):
+    root = tmp_path / "co"
+    assert dvc.normalize_remote_url("../../r", root / ".dvc") == str((tmp_path / "r").resolve())
+    assert dvc.normalize_remote_url("S3://b/p/", root) == "s3://b/p"
+
+
+def test_lock_paths_relative_to_a_stage_wdir_are_not_mistaken_for_escapes(tmp_path):
+    root = _project(tmp_path / "co", "stages:\n  s:\n    wdir: sub\n    cmd: x\n"
+                    "    outs:\n      - ../data/out.csv\n")
+    (root / "dvc.lock").write_text("schema: '2.0'\nstages:\n  s:\n    cmd: x\n    outs:\n"
+                                   "    - path: ../data/out.csv\n      md5: " + "a" * 32 + "\n")
+    dvc.check_untrusted_project(root)
+
+
+def test_a_malformed_dvc_remote_option_is_refused(tmp_path):
+    from reprobox.errors import UsageError
+
+    root = _project(tmp_path / "co")
+    with pytest.raises(UsageError) as err:
+        dvc.choose_trusted_remote(root, None, "/srv/x\n[core]\nremote = evil")
+    assert err.value.message.startswith("--dvc-remote")

@@ -335,7 +335,7 @@ def _save(root: Path, exp: Experiment, files: Optional[dict] = None):
 
 def _run(store: Store, stored, backend: HostBackend, monkeypatch, **kw: Any) -> RunRecord:
     monkeypatch.setattr(backends_mod, "choose_backend",
-                        lambda name, engine=None: (backend, "test host backend"))
+                        lambda name, engine=None, limits=None: (backend, "test host backend"))
     return run_experiment(store, stored, **kw)
 
 
@@ -494,7 +494,13 @@ def test_docker_backend_mounts_only_the_checkout_as_the_invoking_user(tmp_path: 
                            cwd="sub", env={"OMP_NUM_THREADS": "1"}, network="none")
     assert done.returncode == 0
     call = engine.calls[0]
-    assert call["user"] == f"{os.getuid()}:{os.getgid()}"
+    from reprobox.backends import container_uid_gid
+
+    uid, gid = container_uid_gid()
+    assert call["user"] == f"{uid}:{gid}" and uid != 0 and gid != 0
+    confine = call["confine"]
+    assert confine.drop_all_capabilities and confine.no_new_privileges
+    assert confine.pids_limit == 4096 and confine.memory is None
     assert [(m.source, m.target, m.read_only) for m in call["mounts"]] == [
         (checkout.resolve(), CONTAINER_CHECKOUT, False)]
     assert call["workdir"] == f"{CONTAINER_CHECKOUT}/sub"
@@ -509,17 +515,63 @@ def test_docker_backend_mounts_only_the_checkout_as_the_invoking_user(tmp_path: 
         backend.path_in_env(checkout, tmp_path / "elsewhere")
 
 
-def test_docker_gpu_plan(tmp_path: Path):
+def test_docker_gpu_plan_only_on_explicit_request(tmp_path: Path):
+    from reprobox.backends import ContainerLimits
     from reprobox.backends.docker import DockerBackend
+    from reprobox.errors import UsageError
     from reprobox.model import GPU, Hardware
 
     gpu_env = Environment(interpreter=ENV.interpreter,
                           hardware=Hardware(gpus=(GPU("NVIDIA H100 80GB HBM3"),)))
-    assert DockerBackend(RecordingEngine(nvidia=True)).gpu_plan(gpu_env).use_gpus
-    plan = DockerBackend(RecordingEngine(nvidia=False)).gpu_plan(gpu_env)
+    # The capture lists GPUs and the engine has the NVIDIA runtime: still no GPU without --gpus.
+    plan = DockerBackend(RecordingEngine(nvidia=True)).gpu_plan(gpu_env)
     assert not plan.use_gpus
-    assert plan.note and plan.note.startswith("this run was on CPU") and "H100" in plan.note
+    assert plan.note and "H100" in plan.note and "--gpus was not given" in plan.note
+    asked = DockerBackend(RecordingEngine(nvidia=True), ContainerLimits(gpus="all"))
+    assert asked.gpu_plan(gpu_env).use_gpus and asked.gpu_plan(ENV).use_gpus
+    with pytest.raises(UsageError) as err:
+        DockerBackend(RecordingEngine(nvidia=False), ContainerLimits(gpus="0,1")).gpu_plan(ENV)
+    assert "--gpus 0,1" in err.value.message
     assert DockerBackend(RecordingEngine()).gpu_plan(ENV) == GpuPlan(False)
+
+
+def test_gpus_request_reaches_the_engine(tmp_path: Path):
+    from reprobox.backends import ContainerLimits
+    from reprobox.backends.docker import DockerBackend
+
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    prepared = Prepared("docker", "reprobox/x:1", "image", True, "python")
+    for spec in ("all", "2", "0,1"):
+        engine = RecordingEngine(nvidia=True)
+        DockerBackend(engine, ContainerLimits(gpus=spec, memory="2g", pids_limit=64)).execute(
+            prepared, ["true"], checkout=checkout, env={}, gpus=True)
+        call = engine.calls[0]
+        assert call["gpus"] == spec
+        assert call["confine"].memory == "2g" and call["confine"].pids_limit == 64
+    engine = RecordingEngine(nvidia=True)
+    DockerBackend(engine).execute(prepared, ["true"], checkout=checkout, env={}, gpus=True)
+    assert engine.calls[0]["gpus"] is False  # no --gpus: no GPU, whatever the caller asks
+
+
+@pytest.mark.parametrize("field,kw", [("--pids-limit", {"pids_limit": 3}),
+                                      ("--memory", {"memory": "lots"}),
+                                      ("--gpus", {"gpus": "all; rm -rf /"})])
+def test_container_limits_refuse_bad_values(field: str, kw: dict):
+    from reprobox.backends import ContainerLimits
+    from reprobox.errors import UsageError
+
+    with pytest.raises(UsageError) as err:
+        ContainerLimits(**kw)
+    assert err.value.message.startswith(field) and err.value.exit_code == 2
+
+
+def test_root_is_mapped_to_an_unprivileged_uid():
+    from reprobox.backends import container_uid_gid
+
+    assert container_uid_gid(0, 0) == (65534, 65534)
+    assert container_uid_gid(1000, 1000) == (1000, 1000)
+    assert container_uid_gid(1000, 0) == (1000, 65534)
 
 
 def test_dvc_stages_run_through_the_container_shell(tmp_path: Path, monkeypatch):
@@ -557,3 +609,57 @@ def test_dvc_stages_run_through_the_container_shell(tmp_path: Path, monkeypatch)
     # And the generated launcher script is valid sh that reaches the same code.
     done = subprocess.run([str(launcher)], capture_output=True, text=True, check=False)
     assert done.returncode == 2 and "expected CONFIG -c COMMAND" in done.stderr
+
+
+# ----------------------------------------------------------------- links leaving the checkout
+
+
+def test_a_link_the_command_makes_out_of_the_checkout_stops_the_run(repo: Path, tmp_path: Path,
+                                                                     monkeypatch):
+    """The command replaces its metrics file by a link to a host file: nothing is read through it,
+    no report is written, the refusal names the link."""
+    secret = tmp_path / "id_rsa"
+    secret.write_text('{"acc": "canary-secret-key"}')
+    exp = _exp_for(repo, command=f"ln -sf {secret} metrics.json", outputs=())
+    store, stored = _save(repo, exp)
+    with pytest.raises(UsageError) as err:
+        _run(store, stored, HostBackend(), monkeypatch)
+    assert f"metrics.json -> {secret}" in err.value.message
+    assert "canary-secret-key" not in str(err.value)
+    assert not store.runs_dir.exists() or not list(store.runs_dir.iterdir())
+    assert len(_worktrees(repo)) == 1
+
+
+def test_writes_into_the_checkout_never_follow_a_committed_link(repo: Path, tmp_path: Path,
+                                                                monkeypatch):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    os.symlink(outside, repo / ".reprobox-run")
+    _git(repo, "add", ".reprobox-run")
+    _git(repo, "commit", "-q", "-m", "link")
+    store, stored = _save(repo, _exp_for(repo))
+    with pytest.raises(UsageError) as err:
+        _run(store, stored, HostBackend(), monkeypatch)
+    assert ".reprobox-run" in err.value.message and err.value.exit_code == 2
+    assert list(outside.iterdir()) == []
+    assert len(_worktrees(repo)) == 1
+
+
+def test_as_root_the_container_runs_as_nobody_and_the_checkout_is_lent_then_taken_back(
+        tmp_path: Path, monkeypatch):
+    from reprobox.backends import docker as docker_mod
+
+    lent: list[tuple[int, int]] = []
+    monkeypatch.setattr(docker_mod.os, "getuid", lambda: 0)
+    monkeypatch.setattr(docker_mod.os, "getgid", lambda: 0)
+    monkeypatch.setattr(backends_mod.os, "getuid", lambda: 0)
+    monkeypatch.setattr(backends_mod.os, "getgid", lambda: 0)
+    monkeypatch.setattr(docker_mod, "hand_over", lambda checkout, uid, gid: lent.append((uid, gid)))
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    engine = RecordingEngine()
+    docker_mod.DockerBackend(engine).execute(
+        Prepared("docker", "reprobox/x:1", "image", True, "python"), ["true"],
+        checkout=checkout, env={})
+    assert engine.calls[0]["user"] == "65534:65534"
+    assert lent == [(65534, 65534), (0, 0)]
