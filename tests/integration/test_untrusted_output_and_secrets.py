@@ -8,7 +8,6 @@ import json
 import os
 import pty
 import re
-import shutil
 import subprocess
 import sys
 from dataclasses import replace
@@ -21,6 +20,7 @@ from reprobox.model import Environment, OutputFile, Package, PackageSource
 from reprobox.store import Store
 
 from ..conftest import git
+from ..hostile import reseal as hostile_reseal
 
 ESC = "\x1b"
 FAKE_VERDICT = f"{ESC}[2K\r{ESC}[1;32mREPRODUCED: experiment 000000000000{ESC}[0m"
@@ -47,18 +47,23 @@ def cli(*args: str, cwd: Path, env: Optional[dict[str, str]] = None,
 
 def reseal(repo: Path, exp_id: str, *, environment: Optional[Environment] = None,
            files: Optional[dict[str, bytes]] = None, **changes: Any) -> str:
-    """Edit a stored experiment as an attacker would and store it again under the id its new
-    content derives (the old folder removed): what anyone holding the folder can do."""
-    store = Store(repo)
-    stored = store.load(exp_id)
-    env = environment or stored.environment
-    exp = replace(stored.experiment, environment_digest=env.digest, **changes).with_id()
-    kept = {p.name: p.read_bytes() for p in stored.path.iterdir()
-            if p.is_file() and p.name not in ("experiment.json", "environment.json")}
-    new = store.save(exp, env, {**kept, **(files or {})})
-    if new.id != exp_id:
-        shutil.rmtree(stored.path)
-    return new.id
+    """Edit a stored experiment as an attacker would (fields, environment, planted files) and
+    re-seal it so that its id matches again: what anyone holding the folder can do."""
+    stored = Store(repo).load(exp_id)
+    for name, content in (files or {}).items():
+        (stored.path / name).write_bytes(content)
+    edited = replace(stored.experiment, **changes).to_dict()
+
+    def edit_experiment(doc: dict) -> None:
+        doc.update({key: edited[key] for key in changes})
+
+    def edit_environment(doc: dict) -> None:
+        assert environment is not None
+        doc.clear()
+        doc.update(environment.to_dict())
+
+    return hostile_reseal(stored.path, experiment=edit_experiment,
+                          environment=edit_environment if environment is not None else None)
 
 
 def store_text(repo: Path) -> str:
