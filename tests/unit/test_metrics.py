@@ -203,7 +203,10 @@ def test_yaml_alias_bomb_is_refused_with_bounded_memory(tmp_path):
         "    msg = exc.message\n"
         "except MemoryError:\n"
         "    msg = 'MemoryError'\n"
-        "rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        # VmHWM, not ru_maxrss: Linux carries ru_maxrss across exec, so a child of a large
+        # test process would report its parent's peak.
+        "rss = next(int(line.split()[1]) for line in open('/proc/self/status')\n"
+        "           if line.startswith('VmHWM:'))\n"
         "print(json.dumps({'message': msg, 'rss_kib': rss}))\n"
     )
     done = subprocess.run([sys.executable, "-c", child, str(bomb)], capture_output=True,
