@@ -376,9 +376,10 @@ def environment_from_probe(
 
 def render_store_dockerfile(experiment: Experiment, env: Environment, root: Path) -> str:
     """The Dockerfile committed with the experiment, for the automatically chosen base image."""
-    from ..build import render_dockerfile, select_base_image
+    from ..build import render_dockerfile
+    from ..build.images import auto_base_image
 
-    base, _why = select_base_image(env, repo_root=root)
+    base = auto_base_image(env)
     return render_dockerfile(experiment, env, base_image=base)
 
 
