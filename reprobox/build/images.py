@@ -5,9 +5,9 @@ The codename is the capture host's when it runs Debian; a Debian derivative (Ubu
 Debian release it is built from; anything else gets the newest Debian that publishes that Python
 release. GPU captures start from NVIDIA's CUDA runtime image matching the recorded CUDA / cuDNN, and
 the exact Python is installed on top. ``--base-image``, then ``base-image`` in the user's
-``~/.config/reprobox/config.toml`` override the automatic choice; the result says which of the three
-decided. A ``[tool.reprobox] base-image`` in the checkout's pyproject.toml is ignored with a warning:
-the checkout is not trusted.
+``~/.config/reprobox/config.toml`` override the automatic choice; the result says which of the
+three decided. A ``[tool.reprobox] base-image`` in the checkout's pyproject.toml is ignored with a
+warning: the checkout is not trusted.
 """
 
 from __future__ import annotations

@@ -198,7 +198,7 @@ def _system_plan(environment: Environment, base_image: str) -> tuple[SystemPlan,
     return SystemPlan(tuple(specs), False, note, warning, cache_key), warnings
 
 
-def _direct_source(pkg: Package, where: str) -> tuple[str, DirectSource]:
+def direct_source(pkg: Package, where: str) -> tuple[str, DirectSource]:
     """The requirement line installing a VCS or archive package from the context's wheels, and
     what the host must fetch for it (without credentials) into its wheelhouse.
 
@@ -302,7 +302,7 @@ def plan_image(
                     "the build fails"
                 )
         elif kind in ("vcs", "archive"):
-            line, source = _direct_source(pkg, where + ".source")
+            line, source = direct_source(pkg, where + ".source")
             direct.append(line)
             direct_sources.append(source)
         elif kind == "directory":
