@@ -46,8 +46,14 @@ from .select import Target, interpreter_pairs, linux_arch, parse_wheel_tags
 
 Progress = Callable[[str], None]
 
-#: The build backend an old-style sdist (no pyproject.toml) is built with, offline, in the image.
-BUILD_BACKEND = (("setuptools", "75.3.0"), ("wheel", "0.45.1"))
+#: The build backend an old-style sdist (no pyproject.toml), a VCS checkout or the project's own
+#: packages are built with, offline, in the image: named and hashed by reprobox itself.
+BUILD_BACKEND = (
+    Pin("setuptools", "75.3.0",
+        ("f2504966861356aa38616760c0f66568e535562374995367b4e69c7143cf6bcd",), 0),
+    Pin("wheel", "0.45.1",
+        ("708e7481cc80179af0e556bbf0cc00b8444c7321e2700b8d8580231d13017248",), 0),
+)
 _HEX = re.compile(r"[0-9a-f]{64}", re.ASCII)
 _FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+!-]{0,250}", re.ASCII)
 
@@ -247,33 +253,38 @@ def fetch_locked(
     target = build_target(target) if target.sys_platform != "linux" or not target.machine \
         else target
     tags = installed_tags or {}
-    chosen: dict[str, Artifact] = {}
-    missing: list[Pin] = []
-    for pin in pins:
-        best: Optional[tuple[int, Artifact]] = None
+    backend_names = {p.name for p in BUILD_BACKEND} if backend else set()
+    wanted = list(pins) + [p for p in BUILD_BACKEND if backend]
+
+    def artifact(pin: Pin, filename: str, digest: str, path: Path, fetched: bool) -> Artifact:
+        origin = "build backend" if pin.name in backend_names and pin in BUILD_BACKEND \
+            else "index"
+        return Artifact(pin.name, pin.version, filename, digest, path, "lock", origin, fetched)
+
+    chosen: dict[int, Artifact] = {}
+    missing: list[tuple[int, Pin]] = []
+    for i, pin in enumerate(wanted):
+        best: Optional[tuple[int, str, Path]] = None
         for digest in pin.hashes:
             path = house.get(digest)
             if path is None:
                 continue
             r = rank(path.name, target, parse_wheel_tags(tags.get(pin.name, ())))
             if r is not None and (best is None or r < best[0]):
-                best = (r, Artifact(pin.name, pin.version, path.name, digest, path, "lock",
-                                    "index"))
-        if best is not None and best[0] < 2:
-            chosen[pin.name] = best[1]
+                best = (r, digest, path)
+        if best is not None:
+            chosen[i] = artifact(pin, best[2].name, best[1], best[2], False)
         else:
-            missing.append(pin)
-    wanted_backend = [(n, v) for n, v in BUILD_BACKEND if backend]
-    backend_cached: list[Artifact] = []
+            missing.append((i, pin))
     fetched = total = 0
-    if missing or wanted_backend:
+    if missing:
         from .index import IndexClient
 
         client = IndexClient(config, cache_dir)
         try:
-            keys = [(p.name, p.version) for p in missing] + wanted_backend
-            found = client.lookup_many(keys)
-            for pin in missing:
+            found = client.lookup_many(list(dict.fromkeys((p.name, p.version)
+                                                          for _i, p in missing)))
+            for i, pin in missing:
                 candidates: list[tuple[int, DistFile]] = []
                 for lookup in found[(pin.name, pin.version)]:
                     for f in lookup.files:
@@ -297,32 +308,10 @@ def fetch_locked(
                 digest, path, size = _download(client, f, house, pin.hashes)
                 fetched += 1
                 total += size
-                chosen[pin.name] = Artifact(pin.name, pin.version, f.filename, digest, path,
-                                            "lock", "index", fetched=True)
-            for name, version in wanted_backend:
-                files = [f for lk in found[(name, version)] for f in lk.files
-                         if f.filename.endswith("-py3-none-any.whl") and f.sha256]
-                if not files:
-                    raise LockError(
-                        f"the build backend {name} {version}, which an sdist of this lock needs "
-                        "to build offline, is not on this machine's indexes with a sha256",
-                        "configure an index that serves it in pip's configuration",
-                    )
-                f = files[0]
-                path = house.get(f.sha256 or "")
-                was_cached = path is not None
-                if path is None:
-                    say(f"fetching {f.filename} (build backend for sdists)")
-                    _digest, path, size = _download(client, f, house, [f.sha256 or ""])
-                    fetched += 1
-                    total += size
-                backend_cached.append(Artifact(canonicalize_name(name), version, path.name,
-                                               f.sha256 or "", path, "index", "build backend",
-                                               fetched=not was_cached))
+                chosen[i] = artifact(pin, f.filename, digest, path, True)
         finally:
             client.close()
-    ordered_artifacts = [chosen[p.name] for p in pins if p.name in chosen] + backend_cached
-    return FetchResult(tuple(ordered_artifacts), fetched, total)
+    return FetchResult(tuple(chosen[i] for i in sorted(chosen)), fetched, total)
 
 
 # --------------------------------------------------------------------------- direct sources
