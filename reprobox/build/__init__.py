@@ -52,6 +52,7 @@ __all__ = [
     "get_engine",
     "render_dockerfile",
     "select_base_image",
+    "unverified_notes",
 ]
 
 
@@ -356,6 +357,23 @@ def read_at_commit(repo_root: Path, stored: StoredExperiment, path: str) -> byte
         raise UsageError(f"{path} is not in commit {commit[:12]}",
                          "commit the archive, then re-capture the experiment")
     return bytes(got.stdout)
+
+
+def unverified_notes(prepared: Any) -> list[str]:
+    """Verdict notes naming what was installed with no hash from the capture.
+
+    The venv backend says so in its own notes; an image says so in its ``reprobox.unverified``
+    label (written by :func:`build_experiment`), read here for the docker backend.
+    """
+    if getattr(prepared, "backend", None) != "docker":
+        return []
+    try:
+        labels = get_engine().image_labels(prepared.handle)
+    except Exception:  # noqa: BLE001 - a note is not worth failing a verdict for
+        return []
+    files = labels.get("reprobox.unverified", "").split()
+    return [f"unverified: {name} has no hash in the capture (fetched without credentials and "
+            "hashed on the building machine)" for name in files]
 
 
 def _run_network_flag(engine: Engine) -> bool:

@@ -146,6 +146,28 @@ class Wheelhouse:
             except FileNotFoundError:
                 pass
 
+    def _ref(self, key: str) -> Path:
+        return self.root / "refs" / hashlib.sha256(key.encode()).hexdigest()
+
+    def remember(self, key: str, sha256: str) -> None:
+        """Note which stored file ``key`` (a VCS commit, an unhashed URL) gave, atomically."""
+        ref = self._ref(key)
+        ref.parent.mkdir(parents=True, exist_ok=True)
+        tmp = ref.with_name(f".{ref.name}.{os.getpid()}.tmp")
+        tmp.write_text(sha256 + "\n")
+        os.replace(tmp, ref)
+
+    def recall(self, key: str) -> Optional[tuple[str, Path]]:
+        """The stored file ``key`` gave before, if it is still here."""
+        try:
+            digest = self._ref(key).read_text().strip()
+        except OSError:
+            return None
+        if not _HEX.fullmatch(digest):
+            return None
+        path = self.get(digest)
+        return (digest, path) if path is not None else None
+
     def put_file(self, path: Path, filename: Optional[str] = None,
                  expected: Optional[Iterable[str]] = None) -> tuple[str, Path]:
         def read() -> Iterable[bytes]:
@@ -445,17 +467,26 @@ def fetch_direct(sources: Sequence[DirectSource], config: IndexConfig, *,
             out.append(Artifact(src.name, src.version, path.name, digest, path,
                                 "lock" if recorded else "unverified", "repository"))
             continue
+        key = f"{src.kind} {src.url} {src.commit or ''} {src.subdirectory or ''}"
+        known = house.recall(key) if not recorded else None
+        if known is not None:  # a commit id names its tree: fetched once is fetched for good
+            out.append(Artifact(src.name, src.version, known[1].name, known[0], known[1],
+                                "unverified", src.kind))
+            continue
         if src.kind == "vcs":
             say(f"fetching {src.name} from {strip_url_credentials(src.url)} at "
                 f"{(src.commit or '')[:12]} (no credentials)")
             digest, path = _git_archive(src, house)
             verified = "unverified"
+            house.remember(key, digest)
         else:
             filename = src.filename
             say(f"fetching {strip_url_credentials(src.url)} (no credentials)")
             body = _anonymous_get(src.url.split("#", 1)[0], config)
             digest, path = house.put(filename, [body], [recorded] if recorded else None)
             verified = "lock" if recorded else "unverified"
+        if not recorded:
+            house.remember(key, digest)
         fetched += 1
         total += path.stat().st_size
         out.append(Artifact(src.name, src.version, path.name, digest, path, verified, src.kind,
