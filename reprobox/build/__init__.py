@@ -14,6 +14,7 @@ Rendering is pure; everything with side effects is in :func:`build_experiment`.
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import platform
 import re
 import time
@@ -162,6 +163,7 @@ def build_experiment(
         context_dir,
         find_uv,
         forward_index_config,
+        write_if_changed,
     )
 
     report = progress or (lambda _line: None)
@@ -250,18 +252,44 @@ def build_experiment(
             labels["reprobox.unverified"] = validate.label_value(
                 " ".join(a.filename for a in fetched.unverified), "unverified artifacts")
         t = time.monotonic()
+        python_dockerfile, python_network = ctx.dockerfile, network
+        phases: list[EngineBuild] = []
+        if not options.network_none:
+            # The builder cannot turn the network off per step: build the steps that need it
+            # (system packages, CPython) as their own image first, then the Python packages
+            # from it with the whole build's network off.
+            python_network = "none"
+            system_image = plan.base_image
+            if plan.has_system_part:
+                system_text = render_plan(plan, part="system")
+                system_image = system_tag(system_text)
+                system_file = ctx.path / "Dockerfile.system"
+                write_if_changed(system_file, system_text.encode())
+                phases.append(engine.build(BuildRequest(
+                    context=ctx.path, dockerfile=system_file, tag=system_image, labels={},
+                    secrets=secrets if client else {}, build_args={}, network=network,
+                    buildkit=client is not None, no_cache=no_cache,
+                    step_titles=step_titles(system_text),
+                ), report))
+            python_text = render_plan(plan, part="python", system_image=system_image)
+            python_dockerfile = ctx.path / "Dockerfile.python"
+            write_if_changed(python_dockerfile, python_text.encode())
+            titles = step_titles(python_text)
+        else:
+            titles = step_titles(dockerfile)
         built = engine.build(BuildRequest(
             context=ctx.path,
-            dockerfile=ctx.dockerfile,
+            dockerfile=python_dockerfile,
             tag=tag,
             labels=labels,
-            secrets=secrets if client else {},
+            secrets={} if python_network == "none" else (secrets if client else {}),
             build_args={},
-            network=network,
+            network=python_network,
             buildkit=client is not None,
             no_cache=no_cache,
-            step_titles=step_titles(dockerfile),
+            step_titles=titles,
         ), report)
+        phases.append(built)
         timings["build"] = time.monotonic() - t
     warnings += [w for w in built.warnings if w not in warnings]
     if record and stored.experiment.image != tag:
@@ -270,7 +298,8 @@ def build_experiment(
     builder = f"buildkit ({client.description})" if client else "classic"
     return BuildResult(tag, built.image_id, dockerfile, image, source, builder,
                        options.installer, timings, tuple(warnings), context=str(ctx.path),
-                       cached_steps=built.cached_steps, steps=built.steps,
+                       cached_steps=sum(b.cached_steps for b in phases),
+                       steps=sum(b.steps for b in phases),
                        fetched=fetched.fetched,
                        unverified=tuple(a.describe() for a in fetched.unverified),
                        added=tuple(a.describe() for a in fetched.added))
@@ -359,6 +388,12 @@ def read_at_commit(repo_root: Path, stored: StoredExperiment, path: str) -> byte
     return bytes(got.stdout)
 
 
+def system_tag(system_dockerfile: str) -> str:
+    """The local tag of a system part, named by its content: the same base and system packages
+    give the same image, whichever experiment or repository asks."""
+    return f"reprobox/system:{hashlib.sha256(system_dockerfile.encode()).hexdigest()[:20]}"
+
+
 def unverified_notes(prepared: Any) -> list[str]:
     """Verdict notes naming what was installed with no hash from the capture.
 
@@ -383,4 +418,4 @@ def _run_network_flag(engine: Engine) -> bool:
     except Exception:  # noqa: BLE001 - an engine that cannot say gets the conservative answer
         return False
     m = re.match(r"(\d+)\.", version)
-    return bool(m) and int(m.group(1)) >= 23
+    return m is not None and int(m.group(1)) >= 23

@@ -58,7 +58,7 @@ class BuildContext:
 # --------------------------------------------------------------------------- small file helpers
 
 
-def _write_if_changed(path: Path, data: bytes) -> None:
+def write_if_changed(path: Path, data: bytes) -> None:
     """Keep the file (and its mtime) when the content is the same: BuildKit then skips it."""
     try:
         if path.read_bytes() == data:
@@ -386,8 +386,8 @@ def assemble_context(repo_root: Path, stored: StoredExperiment, inputs: ContextI
     # tools/: what RUN steps bind-mount
     tools = dest / "tools"
     tools.mkdir(exist_ok=True)
-    _write_if_changed(tools / "prune.py", PRUNE_SCRIPT.read_bytes())
-    _write_if_changed(tools / "packages.txt", ("\n".join(plan.expected) + "\n").encode())
+    write_if_changed(tools / "prune.py", PRUNE_SCRIPT.read_bytes())
+    write_if_changed(tools / "packages.txt", ("\n".join(plan.expected) + "\n").encode())
     if plan.options.installer == "uv":
         if inputs.uv_binary is None:
             raise UsageError("the uv installer was chosen but no uv binary was found",
@@ -411,7 +411,7 @@ def assemble_context(repo_root: Path, stored: StoredExperiment, inputs: ContextI
         lock_dir = dest / "lock"
         lock_dir.mkdir(exist_ok=True)
         for name, content in parts.items():
-            _write_if_changed(lock_dir / name, content.encode())
+            write_if_changed(lock_dir / name, content.encode())
         for entry in lock_dir.iterdir():
             if entry.name not in parts:
                 entry.unlink()
@@ -434,8 +434,8 @@ def assemble_context(repo_root: Path, stored: StoredExperiment, inputs: ContextI
         shutil.rmtree(src)
 
     dockerfile = dest / "Dockerfile"
-    _write_if_changed(dockerfile, inputs.dockerfile.encode())
-    _write_if_changed(dest / ".dockerignore", b"")
+    write_if_changed(dockerfile, inputs.dockerfile.encode())
+    write_if_changed(dest / ".dockerignore", b"")
     return BuildContext(dest, dockerfile, tuple(wanted), tuple(warnings))
 
 
@@ -475,6 +475,7 @@ __all__ = [
     "export_code",
     "find_uv",
     "lock_parts",
+    "write_if_changed",
     "forward_index_config",
     "secrets_env_text",
 ]

@@ -221,7 +221,8 @@ def _configured_base(path: Path) -> Optional[str]:
     if not path.is_file():
         return None
     data = _load_toml(path, str(path))
-    section = data.get("build") if isinstance(data.get("build"), dict) else data
+    build = data.get("build")
+    section: dict = build if isinstance(build, dict) else data
     value = section.get("base-image", section.get("base_image"))
     if value is None:
         return None

@@ -155,6 +155,11 @@ class DockerPlan:
     def lock(self) -> bool:
         return bool(self.lock_groups)
 
+    @property
+    def has_system_part(self) -> bool:
+        """Steps that need the network for trusted sources (Debian's archive, CPython)."""
+        return self.install_python or bool(self.system.packages)
+
 
 # --------------------------------------------------------------------------- planning
 
@@ -302,9 +307,9 @@ def plan_image(
                     "the build fails"
                 )
         elif kind in ("vcs", "archive"):
-            line, source = direct_source(pkg, where + ".source")
+            line, fetch = direct_source(pkg, where + ".source")
             direct.append(line)
-            direct_sources.append(source)
+            direct_sources.append(fetch)
         elif kind == "directory":
             src = pkg.source
             if not (src.in_repo and src.path is not None):
@@ -338,7 +343,7 @@ def plan_image(
         )
 
     git = experiment.git
-    labels = [
+    labels: list[tuple[str, str]] = [
         ("reprobox.experiment", exp_id),
         ("reprobox.env-digest", validate.digest(environment.digest, "environment digest")),
         ("reprobox.python", version),
@@ -396,8 +401,14 @@ def render_template(name: str, **context: object) -> str:
     return _jinja_env().get_template(name).render(**context)
 
 
-def render_plan(plan: DockerPlan) -> str:
+def render_plan(plan: DockerPlan, part: str = "all", system_image: Optional[str] = None) -> str:
+    """The Dockerfile of ``plan``: whole (``all``), or one of its two parts for builders that
+    cannot turn the network off per step: ``system`` (the base, CPython and system packages,
+    built with the network) and ``python`` (everything else, built with the network off, from
+    ``system_image``, the system part's image)."""
     opts = plan.options
+    if part not in ("all", "system", "python") or (part == "python") != bool(system_image):
+        raise ValueError(f"bad Dockerfile part {part!r} (system image {system_image!r})")
     return render_template(
         "Dockerfile.j2",
         base_image=plan.base_image,
@@ -418,6 +429,8 @@ def render_plan(plan: DockerPlan) -> str:
         cache_id=opts.cache_id,
         compile_bytecode=opts.compile_bytecode,
         network_none=opts.network_none,
+        part=part,
+        system_image=system_image or "",
         installer=opts.installer,
         workdir=opts.workdir,
         stage=STAGE,

@@ -124,7 +124,7 @@ def _shown(token: str) -> str:
 def _logical_lines(text: str) -> Iterator[tuple[int, str]]:
     """(first physical line number, logical line): backslash continuations joined, comments
     (a ``#`` at the start or after whitespace, as pip reads them) dropped."""
-    start, parts = 0, []
+    start, parts = 0, []  # type: tuple[int, list[str]]
     for number, raw in enumerate(text.split("\n"), 1):
         line = raw.rstrip("\r")
         if not parts:
@@ -158,8 +158,8 @@ def check_requirements_lock(text: str, env: Environment,
         raise LockRefused(file, 1, "the file", f"is larger than {MAX_LOCK_BYTES >> 20} MiB")
     bad = re.search(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]", text)
     if bad:
-        line = text.count("\n", 0, bad.start()) + 1
-        raise LockRefused(file, line, "a control character", "is not part of a lock")
+        raise LockRefused(file, text.count("\n", 0, bad.start()) + 1, "a control character",
+                          "is not part of a lock")
     recorded = {_norm(p.name): p for p in env.packages}
     pins: dict[str, Pin] = {}
     for number, line in _logical_lines(text):

@@ -393,8 +393,8 @@ def test_the_wheelhouse_is_content_addressed_and_a_second_build_fetches_nothing(
 
 
 def test_the_venv_backend_installs_offline_from_the_wheelhouse(
-        project: Path, captured: str, house: Path, monkeypatch: pytest.MonkeyPatch,
-        tmp_path: Path) -> None:  # noqa: F811
+        project: Path, captured: str, house: Path,  # noqa: F811
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     from reprobox.backends.venv import VenvBackend
 
     store = Store(project)

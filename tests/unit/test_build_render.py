@@ -16,7 +16,7 @@ import pytest
 from reprobox.build import render_dockerfile
 from reprobox.build.base import render_base_dockerfile
 from reprobox.build.engine import step_titles
-from reprobox.build.render import RenderOptions, plan_image
+from reprobox.build.render import RenderOptions, plan_image, render_plan
 from reprobox.errors import UsageError, ValidationError
 from reprobox.model import Package, PackageSource, SystemPackage
 
@@ -272,3 +272,24 @@ def test_unknown_installer_and_cache_id_are_usage_errors() -> None:
     with pytest.raises(UsageError):
         render_dockerfile(exp, env, base_image=BOOKWORM,
                           options=RenderOptions(cache_id="a b"))
+
+
+def test_the_two_parts_split_network_steps_from_python_steps() -> None:
+    """For builders without `RUN --network`: the system part (network, proxies and CA only) and
+    the Python part (built with the network off) together hold every step of the whole file."""
+    exp, env = small()
+    env = mixed_sources(env)
+    plan = plan_image(with_env(exp, env), env, base_image=BOOKWORM)
+    assert plan.has_system_part
+    system = render_plan(plan, part="system")
+    python = render_plan(plan, part="python", system_image="reprobox/system:abc")
+    assert system.count("\nFROM ") == 1 and f"FROM {BOOKWORM}" in system
+    assert "apt-get" in system and "pip install" not in system
+    assert "LABEL" not in system and "wheels" not in system
+    assert "FROM reprobox/system:abc" in python and "apt-get" not in python
+    assert "secret" not in python and "LABEL reprobox.experiment=" in python
+    whole = render_plan(plan)
+    for step in (s for s in python.split("\nRUN ")[1:]):
+        assert step in whole
+    with pytest.raises(ValueError):
+        render_plan(plan, part="python")

@@ -33,7 +33,8 @@ def _refused(text: str, file: str = "requirements.lock") -> LockRefused:
 def test_the_lock_reprobox_wrote_passes_and_gives_its_pins() -> None:
     pins = check_requirements_lock(LOCK, small()[1])
     by_name = {p.name: p for p in pins}
-    assert by_name["attrs"].version == "23.2.0" and by_name["attrs"].hashes[0].startswith("935dc3b5")
+    assert by_name["attrs"].version == "23.2.0"
+    assert by_name["attrs"].hashes[0].startswith("935dc3b5")
     assert len(pins) == LOCK.count("==")
 
 

@@ -94,7 +94,8 @@ def test_an_archive_without_a_hash_is_fetched_anonymously_and_reported_unverifie
     assert art.path.read_bytes() == b"an archive nobody hashed"
     assert art.sha256 == hashlib.sha256(b"an archive nobody hashed").hexdigest()
     assert art.path.parent.name == art.sha256
-    assert archive_server.seen and all(p == "/pkgs/blob-2.0.tar.gz" for p, _h in archive_server.seen)
+    assert archive_server.seen
+    assert all(p == "/pkgs/blob-2.0.tar.gz" for p, _h in archive_server.seen)
     _no_credential_sent(archive_server)
 
 
