@@ -285,7 +285,7 @@ def test_the_two_parts_split_network_steps_from_python_steps() -> None:
     python = render_plan(plan, part="python", system_image="reprobox/system:abc")
     assert system.count("\nFROM ") == 1 and f"FROM {BOOKWORM}" in system
     assert "apt-get" in system and "pip install" not in system
-    assert "LABEL" not in system and "wheels" not in system
+    assert "\nLABEL " not in system and "/tmp/reprobox/wheels" not in system
     assert "FROM reprobox/system:abc" in python and "apt-get" not in python
     assert "secret" not in python and "LABEL reprobox.experiment=" in python
     whole = render_plan(plan)
