@@ -287,7 +287,7 @@ def test_the_two_parts_split_network_steps_from_python_steps() -> None:
     assert "apt-get" in system and "pip install" not in system
     assert "\nLABEL " not in system and "/tmp/reprobox/wheels" not in system
     assert "FROM reprobox/system:abc" in python and "apt-get" not in python
-    assert "secret" not in python and "LABEL reprobox.experiment=" in python
+    assert "type=secret" not in python and "LABEL reprobox.experiment=" in python
     whole = render_plan(plan)
     for step in (s for s in python.split("\nRUN ")[1:]):
         assert step in whole
