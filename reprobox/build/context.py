@@ -185,7 +185,7 @@ def forward_index_config(config: Any) -> Forwarding:
 
 def secrets_env_text(env: Mapping[str, str]) -> str:
     """The ``reprobox-env`` secret: one ``export NAME=value`` line per variable, shell-quoted."""
-    lines = ["# reprobox build secret: the host's package-index configuration"]
+    lines = ["# reprobox build secret: proxies and CA for the steps that reach trusted sources"]
     for key in sorted(env):
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
             continue
