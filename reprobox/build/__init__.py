@@ -216,7 +216,9 @@ def build_experiment(
     timings["fetch"] = time.monotonic() - t
     for line in fetched.notes():
         report(line)
-    warnings += list(fetched.warnings())
+    for w in fetched.warnings():
+        report(f"warning: {w}")
+        warnings.append(w)
 
     engine.ensure_image(image, _base_hint(image, env))
     forwarding = forward_index_config(config)

@@ -126,7 +126,6 @@ class DockerPlan:
     system: SystemPlan
     lock_groups: tuple[LockGroup, ...]
     direct: tuple[str, ...]
-    needs_git: bool
     copy_dirs: tuple[CopyDir, ...]
     local: tuple[LocalInstall, ...]
     #: What the host fetches (without credentials) for the ``direct`` lines.
@@ -289,7 +288,6 @@ def plan_image(
 
     index_packages: list[Package] = []
     direct: list[str] = []
-    needs_git = False
     direct_sources: list[DirectSource] = []
     local: list[LocalInstall] = []
     for pkg in environment.packages:
@@ -365,7 +363,6 @@ def plan_image(
         system=system,
         lock_groups=lock_groups(index_packages),
         direct=tuple(direct),
-        needs_git=needs_git,
         copy_dirs=copy_dirs,
         local=tuple(local),
         direct_sources=tuple(direct_sources),
@@ -420,7 +417,6 @@ def render_plan(plan: DockerPlan, part: str = "all", system_image: Optional[str]
         system=plan.system,
         lock_groups=plan.lock_groups,
         direct=plan.direct,
-        needs_git=plan.needs_git,
         copy_dirs=plan.copy_dirs,
         local=plan.local,
         labels=plan.labels,
