@@ -15,7 +15,9 @@ the real Docker daemon and the real package index:
 * the sdist's build backend (setuptools, wheel) came from the host's wheelhouse and is named;
 * ``[tool.reprobox] base-image`` in the checkout is ignored with a warning;
 * a ``file://`` archive outside the repository is refused naming the package, and the canary
-  file it names is never copied into the build context;
+  file it names is never copied into the build context; a ``file://`` URL in pylock.toml (with
+  the file's own sha256 added to the lock) is never read: the host looks files up on its own
+  indexes by name and version;
 * the wheelhouse is content-addressed: a second build fetches nothing;
 * the venv backend installs offline from the wheelhouse (the index is unreachable meanwhile).
 """
@@ -282,6 +284,41 @@ def test_a_file_archive_outside_the_repository_is_never_read(
             if path.is_file() and not path.is_symlink():
                 assert canary.encode() not in path.read_bytes(), path
     assert not any(canary.encode() in p.read_bytes() for p in house.rglob("*") if p.is_file())
+
+
+def test_pylock_urls_are_never_fetched_or_copied(
+        project: Path, captured: str, tmp_path: Path, house: Path) -> None:  # noqa: F811
+    """pylock.toml names a host file (with its very sha256, and the lock accepts that hash):
+    the host still looks every file up on its own indexes by name and version only."""
+    canary = f"canary-docker-config-{uuid.uuid4().hex}"
+    secret = tmp_path / "home" / ".docker" / "config.json"
+    secret.parent.mkdir(parents=True)
+    secret.write_text(canary)
+    digest = sha256(secret)
+    store = Store(project)
+    folder = store.load(captured).path
+    lock, pylock = (folder / "requirements.lock").read_text(), (folder / "pylock.toml").read_text()
+    hostile_lock = lock.replace("attrs==23.2.0 \\", f"attrs==23.2.0 --hash=sha256:{digest} \\")
+    assert hostile_lock != lock
+    hostile_pylock = pylock + (
+        f'\n[[packages]]\nname = "attrs"\nversion = "23.2.0"\nwheels = [\n  {{name = '
+        f'"attrs-23.2.0-py3-none-any.whl", url = "file://{secret}", hashes = {{sha256 = '
+        f'"{digest}"}}}},\n]\n')
+    tag = f"reprobox-test/pylock:{uuid.uuid4().hex[:8]}"
+    try:
+        hostile = reseal(store, captured, files={"requirements.lock": hostile_lock.encode(),
+                                                 "pylock.toml": hostile_pylock.encode()})
+        result = build_experiment(store, store.load(hostile), tag=tag)
+        needle = canary.encode()
+        assert not any(needle in p.read_bytes() for p in house.rglob("*") if p.is_file())
+        assert not any(needle in p.read_bytes() for p in Path(result.context or "").rglob("*")
+                       if p.is_file() and not p.is_symlink())
+        for name, data in saved_blobs(tag, tmp_path):
+            assert needle not in data, name
+    finally:
+        (folder / "requirements.lock").write_text(lock)
+        (folder / "pylock.toml").write_text(pylock)
+        get_engine().remove_image(tag)
 
 
 # --------------------------------------------------------------------------- the hostile build
