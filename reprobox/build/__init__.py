@@ -27,7 +27,7 @@ from ..errors import EngineError, UsageError
 from ..store import Store, StoredExperiment
 from .base import build_base
 from .engine import BuildRequest, Engine, EngineBuild, Mount, RunOutput, get_engine, step_titles
-from ..lock.checks import Pin, check_pylock, check_requirements_lock
+from ..lock.checks import MAX_LOCK_BYTES, Pin, check_pylock, check_requirements_lock
 from ..lock.wheelhouse import Artifact
 from .images import (
     checked_image_flag,
@@ -313,14 +313,17 @@ def checked_lock(stored: StoredExperiment) -> Optional[tuple[Pin, ...]]:
     None when the experiment has no lock. A line reprobox would not have written, or a pin the
     environment does not record, is refused (exit 2) naming the file and line.
     """
-    lock_file = stored.file("requirements.lock")
-    pylock = stored.file("pylock.toml")
-    if pylock.is_file() and not pylock.is_symlink():
-        check_pylock(pylock.read_text(encoding="utf-8", errors="replace"), stored.environment)
-    if not lock_file.is_file() or lock_file.is_symlink():
-        return None
-    return check_requirements_lock(lock_file.read_text(encoding="utf-8", errors="replace"),
-                                   stored.environment)
+    def read(path: Path) -> Optional[str]:
+        if not path.is_file() or path.is_symlink():
+            return None
+        with open(path, "rb") as fh:  # bounded: the checks refuse anything larger
+            return fh.read(MAX_LOCK_BYTES + 1).decode("utf-8", errors="replace")
+
+    pylock = read(stored.file("pylock.toml"))
+    if pylock is not None:
+        check_pylock(pylock, stored.environment)
+    lock = read(stored.file("requirements.lock"))
+    return None if lock is None else check_requirements_lock(lock, stored.environment)
 
 
 @dataclass(frozen=True)

@@ -159,3 +159,10 @@ def test_put_refuses_a_wrong_digest_and_leaves_nothing(tmp_path: Path) -> None:
     assert os.listdir(tmp_path / "h" / "tmp") == []
     digest, path = house.put("x-1-py3-none-any.whl", [b"by", b"tes"])
     assert digest == hashlib.sha256(b"bytes").hexdigest() and house.get(digest) == path
+
+
+def test_a_huge_lock_is_refused_before_it_is_parsed() -> None:
+    from reprobox.lock.checks import MAX_LOCK_BYTES
+
+    err = _refused("#" * (MAX_LOCK_BYTES + 1))
+    assert err.line == 1 and "larger than" in err.message
