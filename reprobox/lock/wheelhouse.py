@@ -455,7 +455,7 @@ def fetch_direct(sources: Sequence[DirectSource], config: IndexConfig, *,
         if recorded and house.get(recorded) is not None:
             path = house.get(recorded)
             assert path is not None
-            out.append(Artifact(src.name, src.version, path.name, recorded, path, "lock",
+            out.append(Artifact(src.name, src.version, src.filename, recorded, path, "lock",
                                 src.kind))
             continue
         if src.repo_path is not None:
@@ -464,13 +464,13 @@ def fetch_direct(sources: Sequence[DirectSource], config: IndexConfig, *,
                                  "repository, which this command cannot read")
             digest, path = house.put(src.filename, [read_repo_file(src.repo_path)],
                                      [recorded] if recorded else None)
-            out.append(Artifact(src.name, src.version, path.name, digest, path,
+            out.append(Artifact(src.name, src.version, src.filename, digest, path,
                                 "lock" if recorded else "unverified", "repository"))
             continue
         key = f"{src.kind} {src.url} {src.commit or ''} {src.subdirectory or ''}"
         known = house.recall(key) if not recorded else None
         if known is not None:  # a commit id names its tree: fetched once is fetched for good
-            out.append(Artifact(src.name, src.version, known[1].name, known[0], known[1],
+            out.append(Artifact(src.name, src.version, src.filename, known[0], known[1],
                                 "unverified", src.kind))
             continue
         if src.kind == "vcs":
@@ -489,7 +489,7 @@ def fetch_direct(sources: Sequence[DirectSource], config: IndexConfig, *,
             house.remember(key, digest)
         fetched += 1
         total += path.stat().st_size
-        out.append(Artifact(src.name, src.version, path.name, digest, path, verified, src.kind,
+        out.append(Artifact(src.name, src.version, src.filename, digest, path, verified, src.kind,
                             fetched=True))
     return FetchResult(tuple(out), fetched, total)
 
