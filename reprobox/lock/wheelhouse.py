@@ -32,6 +32,7 @@ import platform as _platform
 import re
 import shutil
 import tempfile
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterable, Optional, Sequence
@@ -54,6 +55,8 @@ BUILD_BACKEND = (
     Pin("wheel", "0.45.1",
         ("708e7481cc80179af0e556bbf0cc00b8444c7321e2700b8d8580231d13017248",), 0),
 )
+#: Files downloaded at once (each on its own keep-alive connection).
+DOWNLOADS = 8
 _HEX = re.compile(r"[0-9a-f]{64}", re.ASCII)
 _FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+!-]{0,250}", re.ASCII)
 
@@ -306,6 +309,7 @@ def fetch_locked(
         try:
             found = client.lookup_many(list(dict.fromkeys((p.name, p.version)
                                                           for _i, p in missing)))
+            jobs: list[tuple[int, Pin, DistFile]] = []
             for i, pin in missing:
                 candidates: list[tuple[int, DistFile]] = []
                 for lookup in found[(pin.name, pin.version)]:
@@ -325,12 +329,19 @@ def fetch_locked(
                         "set global.extra-index-url URL`), or re-lock with `reprobox lock <exp>`",
                     )
                 candidates.sort(key=lambda c: (c[0], c[1].source.order, c[1].filename))
-                f = candidates[0][1]
-                say(f"fetching {f.filename}")
-                digest, path, size = _download(client, f, house, pin.hashes)
-                fetched += 1
-                total += size
-                chosen[i] = artifact(pin, f.filename, digest, path, True)
+                jobs.append((i, pin, candidates[0][1]))
+            # largest first: the long poles start at once; the pool shares keep-alive connections
+            jobs.sort(key=lambda j: -(j[2].size or 0))
+            say(f"fetching {len(jobs)} file(s) into the wheelhouse {house.root}")
+            with ThreadPoolExecutor(max_workers=min(DOWNLOADS, len(jobs))) as pool:
+                futures = {pool.submit(_download, client, f, house, pin.hashes): (i, pin, f)
+                           for i, pin, f in jobs}
+                for fut in as_completed(futures):
+                    i, pin, f = futures[fut]
+                    digest, path, size = fut.result()
+                    fetched += 1
+                    total += size
+                    chosen[i] = artifact(pin, f.filename, digest, path, True)
         finally:
             client.close()
     return FetchResult(tuple(chosen[i] for i in sorted(chosen)), fetched, total)
