@@ -83,6 +83,33 @@ class Attacker:
         self.server.server_close()
 
 
+class FileServer:
+    """Serves one file on 127.0.0.1 and records the headers of every request."""
+
+    def __init__(self, path: Path) -> None:
+        self.headers: list[dict[str, str]] = []
+        outer, body = self, path.read_bytes()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802
+                outer.headers.append(dict(self.headers))
+                self.send_response(200 if self.path == f"/{path.name}" else 404)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/{path.name}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
 PAYLOAD = """
 import json, os, urllib.request
 found = {}
@@ -123,23 +150,29 @@ def _record_line(name: str, data: bytes) -> str:
     return f"{name},sha256={digest},{len(data)}"
 
 
-def evil_wheel(folder: Path, port: int) -> Path:
-    """``evilpth 1.0``: a pure wheel whose ``.pth`` file imports its payload at every start."""
+def make_wheel(folder: Path, name: str, files: dict[str, bytes]) -> Path:
+    """A pure ``<name> 1.0`` wheel holding ``files``, with a valid RECORD."""
     files = {
-        "evilpth_hook.py": _payload("pth", port).encode(),
-        "evilpth.pth": b"import evilpth_hook\n",
-        "evilpth-1.0.dist-info/METADATA": b"Metadata-Version: 2.1\nName: evilpth\nVersion: 1.0\n",
-        "evilpth-1.0.dist-info/WHEEL": b"Wheel-Version: 1.0\nGenerator: evil\n"
+        **files,
+        f"{name}-1.0.dist-info/METADATA": f"Metadata-Version: 2.1\nName: {name}\n"
+                                          "Version: 1.0\n".encode(),
+        f"{name}-1.0.dist-info/WHEEL": b"Wheel-Version: 1.0\nGenerator: test\n"
                                        b"Root-Is-Purelib: true\nTag: py3-none-any\n",
     }
     record = "\n".join(_record_line(n, d) for n, d in files.items())
-    record += "\nevilpth-1.0.dist-info/RECORD,,\n"
-    path = folder / "evilpth-1.0-py3-none-any.whl"
+    record += f"\n{name}-1.0.dist-info/RECORD,,\n"
+    path = folder / f"{name}-1.0-py3-none-any.whl"
     with zipfile.ZipFile(path, "w") as zf:
-        for name, data in files.items():
-            zf.writestr(name, data)
-        zf.writestr("evilpth-1.0.dist-info/RECORD", record)
+        for member, data in files.items():
+            zf.writestr(member, data)
+        zf.writestr(f"{name}-1.0.dist-info/RECORD", record)
     return path
+
+
+def evil_wheel(folder: Path, port: int) -> Path:
+    """``evilpth 1.0``: a pure wheel whose ``.pth`` file imports its payload at every start."""
+    return make_wheel(folder, "evilpth", {"evilpth_hook.py": _payload("pth", port).encode(),
+                                          "evilpth.pth": b"import evilpth_hook\n"})
 
 
 def evil_sdist(folder: Path, port: int) -> Path:
@@ -342,7 +375,10 @@ def hostile_build(project: Path, captured: str, attacker: Attacker,  # noqa: F81
     scheme, rest = real.index_url.split("://", 1)
     home = tmp / "home"
     home.mkdir()
-    (home / ".netrc").write_text(f"machine pypi.org login reprobox-test password {canary}\n")
+    (home / ".netrc").write_text(f"machine pypi.org login reprobox-test password {canary}\n"
+                                 f"machine 127.0.0.1 login reprobox-test password {canary}\n")
+    plain = make_wheel(tmp, "plainblob", {"plainblob.py": b"VALUE = 1\n"})
+    served = FileServer(plain)
     os.chmod(home / ".netrc", 0o600)
     patch = pytest.MonkeyPatch()
     patch.setenv("PIP_INDEX_URL", f"{scheme}://reprobox-test:{canary}@{rest}")
@@ -359,7 +395,9 @@ def hostile_build(project: Path, captured: str, attacker: Attacker,  # noqa: F81
     pins = (f"evilpth==1.0 \\\n    --hash=sha256:{sha256(wheel)}\n"
             f"evilsdist==1.0 \\\n    --hash=sha256:{sha256(sdist)}\n")
     hostile = reseal(store, captured, packages=(
-        Package("evilpth", "1.0", wheel_tags=("py3-none-any",)), Package("evilsdist", "1.0")),
+        Package("evilpth", "1.0", wheel_tags=("py3-none-any",)), Package("evilsdist", "1.0"),
+        # an archive URL with no recorded hash: fetched without credentials, named unverified
+        Package("plainblob", "1.0", PackageSource("archive", url=served.url))),
         files={"requirements.lock": (lock + pins).encode()})
     tag = f"reprobox-test/hostile:{uuid.uuid4().hex[:8]}"
     lines: list[str] = []
@@ -368,8 +406,9 @@ def hostile_build(project: Path, captured: str, attacker: Attacker,  # noqa: F81
                                  no_cache=True, cache_id=f"hostile-{uuid.uuid4().hex[:8]}")
         second = build_experiment(store, store.load(hostile), tag=tag)
         yield {"first": first, "second": second, "tag": tag, "canary": canary, "log": lines,
-               "tmp": tmp, "wheelhouse": tmp / "wheelhouse"}
+               "tmp": tmp, "wheelhouse": tmp / "wheelhouse", "served": served}
     finally:
+        served.close()
         pyproject.write_text(original)
         patch.undo()
         get_engine().remove_image(tag)
@@ -417,6 +456,22 @@ def test_the_checkout_does_not_choose_the_base_and_the_backend_is_named(
     assert {a.split(" ")[0] for a in first.added} == {"setuptools", "wheel"}
     assert any("added to build sdists offline: setuptools" in line
                for line in hostile_build["log"])
+
+
+def test_an_unhashed_archive_is_fetched_without_credentials_and_named_in_the_verdict(
+        hostile_build: dict) -> None:
+    from reprobox.backends import Prepared
+    from reprobox.build import unverified_notes
+
+    first = hostile_build["first"]
+    assert [u.split(" ")[0] for u in first.unverified] == ["plainblob"]
+    assert any(w.startswith("unverified: plainblob 1.0") for w in first.warnings)
+    served = hostile_build["served"]
+    assert len(served.headers) == 1  # fetched once; the second build took it from the wheelhouse
+    assert all("Authorization" not in h for h in served.headers), served.headers
+    prepared = Prepared("docker", hostile_build["tag"], "image", True, "python")
+    [note] = unverified_notes(prepared)
+    assert note.startswith("unverified: plainblob-1.0-py3-none-any.whl has no hash")
 
 
 def test_the_wheelhouse_is_content_addressed_and_a_second_build_fetches_nothing(
