@@ -4,11 +4,15 @@
     ->  checked_lock (lock/checks.py: every line of the lock against environment.json)
     ->  fetch_artifacts (lock/wheelhouse.py: the host fetches and hash-checks every file)
     ->  assemble_context (context.py: code at the commit, lock, wheels, tools)
-    ->  engine.build (engine.py: BuildKit with cache mounts and secrets, else classic)
+    ->  engine.build (engine.py: BuildKit, else classic): the steps that install Python
+        packages see no secret and no index, and run with the network off (``RUN
+        --network=none``, or a second build with the network off after the system part)
     ->  store.set_image
 
-``reprobox base`` (base.py) makes the ``python:X.Y.Z-slim-<codename>`` base without a registry.
-Rendering is pure; everything with side effects is in :func:`build_experiment`.
+The base image comes from the host only (flag, user configuration, or the recorded Python and
+OS), never from the checkout. ``reprobox base`` (base.py) makes the
+``python:X.Y.Z-slim-<codename>`` base without a registry. Rendering is pure; everything with side
+effects is in :func:`build_experiment`.
 """
 
 from __future__ import annotations
@@ -175,7 +179,8 @@ def build_experiment(
     tag = checked_image_flag(tag, "--tag") if tag else default_tag(store.root, exp.id)
     if network is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}", network):
         raise UsageError(f"--network {network!r} is not a Docker network name",
-                         "use bridge, host, none, or the name of a network from `docker network ls`")
+                         "use bridge, host, none, or the name of a network from "
+                         "`docker network ls`")
     early: list[str] = []
     ignored = pyproject_base_warning(store.root)
     if ignored:

@@ -234,7 +234,8 @@ def lock_parts(pins: Sequence[Pin],
 # --------------------------------------------------------------------------- the code
 
 
-def export_code(repo_root: Path, stored: StoredExperiment, paths: Iterable[str], dest: Path) -> None:
+def export_code(repo_root: Path, stored: StoredExperiment, paths: Iterable[str],
+                dest: Path) -> None:
     """The folders ``paths`` (relative to ``repo_root``) at the recorded commit, patch applied.
 
     The whole commit is archived so that the recorded patch, whose paths are relative to the top

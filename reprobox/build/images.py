@@ -24,7 +24,8 @@ from ..errors import UsageError, ValidationError
 from ..model import Environment
 
 #: Debian releases, oldest first (codename -> VERSION_ID).
-DEBIAN_RELEASES = {"buster": "10", "bullseye": "11", "bookworm": "12", "trixie": "13", "forky": "14"}
+DEBIAN_RELEASES = {"buster": "10", "bullseye": "11", "bookworm": "12", "trixie": "13",
+                   "forky": "14"}
 
 #: Debian derivatives' releases -> the Debian release whose libraries they carry.
 DERIVED_FROM_DEBIAN = {
