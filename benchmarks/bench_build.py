@@ -239,7 +239,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     say("capturing the experiment ...")
     exp_a = capture(project, venv)
     stored = Store(project).get(exp_a)
-    base, _why = select_base_image(stored.environment, repo_root=project)
+    base, _why = select_base_image(stored.environment)
     codename = base.rsplit("-", 1)[-1]
     build_base(platform.python_version(), codename, progress=lambda m: say("  base: " + m))
     ca = read_index_config().cert

@@ -295,7 +295,8 @@ def lock_cmd(exp: str, platform: Optional[str]) -> None:
 @main.command("build")
 @click.argument("exp")
 @click.option("--tag", help="Image tag (default: reprobox/<repo>:<id>).")
-@click.option("--base-image", help="Base image instead of python:X.Y.Z-slim-<codename>.")
+@click.option("--base-image", help="Base image instead of python:X.Y.Z-slim-<codename> (default: "
+              "base-image in ~/.config/reprobox/config.toml, else from the capture).")
 @click.option("--network", help="Network mode for the build (default: the engine's default).")
 @click.option("--dry-run", is_flag=True, help="Print the Dockerfile, build nothing.")
 @click.option("--no-cache", is_flag=True, help="Ignore the layer cache (a clean rebuild).")

@@ -514,7 +514,9 @@ def run_experiment(
         env = dict(plan.env)
         env[RUN_METRICS_ENV] = chosen.path_in_env(checkout, inline_path)
         env[RUN_EXPERIMENT_ENV] = exp.id
-        notes = list(plan.notes) + list(prepared.notes)
+        from .build import unverified_notes
+
+        notes = list(plan.notes) + list(prepared.notes) + unverified_notes(prepared)
         if network is not None and chosen.name == "venv":
             notes.append(f"--network {network} has no effect with the venv backend: the command "
                          "ran with this machine's network (use --backend docker to restrict it)")

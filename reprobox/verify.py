@@ -307,7 +307,9 @@ def verify_experiment(
         observed = observe(chosen, prepared, checkout)
         diffs = compare_environments(env, observed)
         seconds["fingerprint"] = time.monotonic() - t0
-        notes = list(prepared.notes)
+        from .build import unverified_notes
+
+        notes = list(prepared.notes) + unverified_notes(prepared)
         return VerifyReport(
             experiment_id=exp.id,
             experiment_name=exp.name,

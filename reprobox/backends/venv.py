@@ -5,12 +5,16 @@ environment is rebuilt as a virtualenv:
 
 1. the interpreter: the exact ``X.Y.Z`` the capture ran, found on ``PATH``, in pyenv's
    ``versions/`` folder or among uv's managed Pythons; never "a 3.11" standing in for 3.11.7;
-2. ``requirements.lock`` installed with ``--require-hashes --no-deps`` (uv when present, else pip
-   aimed at the venv with ``--python``): nothing is resolved again, every file is checked;
-3. packages that came from no index (a git URL at a commit, an archive URL with its hash) next,
-   with ``--no-deps``;
+2. ``requirements.lock``, checked line by line against environment.json, installed with
+   ``--require-hashes --no-deps`` (uv when present, else pip aimed at the venv with ``--python``)
+   *offline*: every file comes from the host's wheelhouse (:mod:`reprobox.lock.wheelhouse`),
+   where the host fetched it with its own index configuration and checked its sha256; the
+   installer sees no index and no credential;
+3. packages that came from no index (a git commit, an archive URL) next, with ``--no-deps``,
+   from the same wheelhouse (fetched without credentials; unhashed ones are reported);
 4. packages installed from a folder of the repository, from the *checkout*, editable if they were,
-   at every run (the checkout is new each time).
+   at every run (the checkout is new each time), offline too (their build backend comes from the
+   wheelhouse).
 
 The venv is kept under ``~/.cache/reprobox/venvs/<environment digest>`` so that the next run of
 any experiment with the same environment reuses it. A venv cannot be built elsewhere and renamed
@@ -27,16 +31,20 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping, Optional, Sequence
 
 from .. import proc
+from ..lock.wheelhouse import link_into
 from ..errors import InterpreterError, LockError, ReproboxError, UsageError
 from . import Backend, Execution, GpuPlan, Prepared, Progress
 
 if TYPE_CHECKING:  # pragma: no cover
+    from ..lock.checks import Pin
+    from ..lock.wheelhouse import Artifact
     from ..model import Environment
     from ..store import Store, StoredExperiment
 
@@ -187,13 +195,21 @@ class InstallPlan:
     external: tuple[str, ...] = ()
     in_repo: tuple[tuple[str, bool], ...] = ()
     unavailable: tuple[str, ...] = ()
+    #: What the host fetches (without credentials) for ``external``.
+    sources: tuple = ()
 
 
 def install_plan(environment: "Environment") -> InstallPlan:
-    """Split the recorded packages that no index serves into what can and cannot be rebuilt."""
+    """Split the recorded packages that no index serves into what can and cannot be rebuilt.
+
+    A folder or ``file://`` archive outside the repository is refused (exit 2, naming the
+    package): nothing of this machine is read for a capture.
+    """
     from .. import validate
+    from ..build.render import direct_source
 
     external: list[str] = []
+    sources = []
     in_repo: list[tuple[str, bool]] = []
     unavailable: list[str] = []
     for pkg in environment.packages:
@@ -201,71 +217,27 @@ def install_plan(environment: "Environment") -> InstallPlan:
         name = validate.package_name(pkg.name, f"packages[{pkg.name}].name")
         if src.kind == "index":
             continue
-        if src.kind == "vcs":
-            url = validate.url(f"packages[{name}].source.url", src.url or "",
-                               validate.VCS_SCHEMES)
-            commit = validate.vcs_commit(src.commit, f"packages[{name}].source.commit")
-            vcs = src.vcs or "git"
-            if vcs not in ("git", "hg", "svn", "bzr"):
-                raise UsageError(f"package {name}: unknown version control system {vcs!r}")
-            req = f"{name} @ {url if url.startswith(vcs + '+') else vcs + '+' + url}@{commit}"
-            if src.subdirectory:
-                sub = validate.relpath(f"packages[{name}].source.subdirectory", src.subdirectory)
-                req += f"#subdirectory={sub}"
-            external.append(req)
-        elif src.kind == "archive":
-            url = validate.url(f"packages[{name}].source.url", src.url or "")
-            if url.startswith("file:"):
-                unavailable.append(f"{name} {pkg.version}: installed from the local archive "
-                                   f"{url}, which is not part of the repository")
-                continue
-            req = f"{name} @ {url}"
-            if src.hash:
-                req += "#" + validate.archive_hash(src.hash, f"packages[{name}].source.hash")
-            external.append(req)
+        if src.kind in ("vcs", "archive"):
+            line, direct = direct_source(pkg, f"packages[{name}].source")
+            external.append(line.replace("file:///tmp/reprobox/wheels/", "file://{wheels}/"))
+            sources.append(direct)
         elif src.kind == "directory":
             if src.in_repo and src.path is not None:
                 rel = validate.relpath(f"packages[{name}].source.path", src.path)
                 in_repo.append((rel, src.editable))
             else:
                 where = src.path or src.url or "a local folder"
-                unavailable.append(f"{name} {pkg.version}: installed from {where}, a folder "
-                                   "outside the repository, so no rebuild can provide it")
-    return InstallPlan(tuple(external), tuple(in_repo), tuple(unavailable))
+                raise UsageError(
+                    f"package {name} {pkg.version} was installed from the folder {where}, "
+                    "outside the repository: reprobox never reads a folder of this machine "
+                    "for a capture",
+                    "move the package into the repository (or install it from an index) and "
+                    "re-capture",
+                )
+    return InstallPlan(tuple(external), tuple(in_repo), tuple(unavailable), tuple(sources))
 
 
 # --------------------------------------------------------------------------- installers
-
-
-def _uv_index_args() -> tuple[list[str], dict[str, str]]:
-    """uv does not read pip's configuration: pass it the host's index settings explicitly.
-
-    ``unsafe-best-match`` makes uv look at every index for a pinned version, as pip does (uv's
-    default stops at the first index that knows the name, which may lack the locked version).
-    """
-    from ..lock.config import read_index_config
-
-    cfg = read_index_config()
-    args: list[str] = ["--index-strategy", "unsafe-best-match"]
-    env: dict[str, str] = {}
-    if cfg.no_index:
-        args.append("--no-index")
-    else:
-        args += ["--index-url", cfg.index_url]
-        for extra in cfg.extra_index_urls:
-            args += ["--extra-index-url", extra]
-    for links in cfg.find_links:
-        args += ["--find-links", links]
-    for host in cfg.trusted_hosts:
-        args += ["--allow-insecure-host", host]
-    if cfg.cert:
-        env["SSL_CERT_FILE"] = str(cfg.cert)
-    if cfg.client_cert:
-        env["SSL_CLIENT_CERT"] = str(cfg.client_cert)
-    for scheme, var in (("https", "HTTPS_PROXY"), ("http", "HTTP_PROXY"), ("no", "NO_PROXY")):
-        if scheme in cfg.proxies:
-            env[var] = cfg.proxies[scheme]
-    return args, env
 
 
 class _Installer:
@@ -287,27 +259,55 @@ class _Installer:
     def name(self) -> str:
         return "uv" if self.uv else "pip"
 
-    def _argv(self) -> tuple[list[str], dict[str, str]]:
+    def _argv(self, wheels: Path) -> list[str]:
+        """Offline, from ``wheels`` only: no index, no configuration file, no cache."""
         if self.uv:
-            index_args, env = _uv_index_args()
-            return [self.uv, "pip", "install", "--python", str(self.python), *index_args], env
-        return [sys.executable, "-m", "pip", "--python", str(self.python), "install",
-                "--disable-pip-version-check", "--no-input"], {}
+            return [self.uv, "pip", "install", "--python", str(self.python), "--offline",
+                    "--no-index", "--no-cache", "--no-config", "--find-links", str(wheels)]
+        return [sys.executable, "-m", "pip", "--isolated", "--python", str(self.python),
+                "install", "--disable-pip-version-check", "--no-input", "--no-index",
+                "--no-cache-dir", "--find-links", str(wheels)]
 
-    def install(self, args: Sequence[str], *, what: str, timeout: float = 3600) -> None:
-        argv, extra = self._argv()
-        env = dict(os.environ)
-        for name in _SCRUBBED:
-            env.pop(name, None)
-        env.update(extra)
+    def install(self, args: Sequence[str], *, wheels: Path, what: str,
+                timeout: float = 3600) -> None:
+        argv = self._argv(wheels)
+        env = {k: v for k, v in os.environ.items()
+               if k not in _SCRUBBED and not k.startswith(("PIP_", "UV_"))}
         proc.run(
             [*argv, *args],
             env=env,
             timeout=timeout,
             what=what,
-            hint="check that the package index answers (`reprobox doctor`); if a hash does not "
-            "match, the index serves a different file than the one locked: run `reprobox lock EXP`",
+            hint="every file comes from the wheelhouse, where its hash was checked; a package "
+            "that needs a build backend other than setuptools cannot be built offline: install "
+            "it from a wheel and re-capture",
         )
+
+
+def _fetch(store: "Store", stored: "StoredExperiment", pins: Sequence["Pin"], plan: InstallPlan,
+           say: Progress) -> tuple[tuple["Artifact", ...], tuple[str, ...]]:
+    """The host fetches every file the venv installs into its wheelhouse (hash-checked)."""
+    from ..build import read_at_commit
+    from ..lock import read_index_config
+    from ..lock.select import capture_target
+    from ..lock.wheelhouse import Wheelhouse, build_target, fetch_direct, fetch_locked
+
+    env = stored.environment
+    config = read_index_config()
+    house = Wheelhouse()
+    target = build_target(capture_target(env))
+    tags = {p.name: p.wheel_tags for p in env.packages}
+    direct = fetch_direct(plan.sources, config, house=house,
+                          read_repo_file=lambda path: read_at_commit(store.root, stored, path),
+                          progress=say)
+    locked = fetch_locked(pins, target, config, house=house, installed_tags=tags, progress=say)
+    artifacts = locked.artifacts + direct.artifacts
+    if plan.in_repo or any(not a.is_wheel for a in artifacts):
+        artifacts += fetch_locked((), target, config, house=house, backend=True,
+                                  progress=say).artifacts
+    fetched = locked.fetched + direct.fetched
+    say(f"wheelhouse: {len(artifacts)} file(s), {fetched} fetched")
+    return artifacts, tuple(a.describe() for a in direct.unverified)
 
 
 def _lock_file(stored: "StoredExperiment") -> Path:
@@ -344,6 +344,9 @@ class VenvBackend(Backend):
         say = progress or (lambda _m: None)
         env = stored.environment
         lock = _lock_file(stored)
+        from ..build import checked_lock
+
+        pins = checked_lock(stored) or ()
         lock_sha = hashlib.sha256(lock.read_bytes()).hexdigest()
         plan = install_plan(env)
         self.cache_root.mkdir(parents=True, exist_ok=True)
@@ -361,13 +364,25 @@ class VenvBackend(Backend):
                 and (venv / "bin" / "python").exists()
             )
             t0 = time.monotonic()
-            if reused:
-                say(f"reusing the virtualenv {venv}")
-            else:
-                self._build(venv, env, lock, lock_sha, plan, say)
-            python = venv / "bin" / "python"
-            if plan.in_repo:
-                self._install_in_repo(python, checkout, plan, say)
+            wheels: Optional[Path] = None
+            unverified: tuple[str, ...] = ()
+            if not reused or plan.in_repo:
+                artifacts, unverified = _fetch(store, stored, pins, plan, say)
+                wheels = Path(tempfile.mkdtemp(prefix="reprobox-wheels-"))
+                link_into(artifacts, wheels)
+            try:
+                if reused:
+                    say(f"reusing the virtualenv {venv}")
+                else:
+                    assert wheels is not None
+                    self._build(venv, env, pins, lock_sha, plan, wheels, say)
+                python = venv / "bin" / "python"
+                if plan.in_repo:
+                    assert wheels is not None
+                    self._install_in_repo(python, checkout, plan, wheels, say)
+            finally:
+                if wheels is not None:
+                    shutil.rmtree(wheels, ignore_errors=True)
             detail = "reused" if reused else f"built in {time.monotonic() - t0:.1f} s"
             prepared = Prepared(
                 backend=self.name,
@@ -376,7 +391,9 @@ class VenvBackend(Backend):
                 reused=reused,
                 python=str(python),
                 unavailable_packages=plan.unavailable,
-                notes=[f"not in the rebuilt environment: {u}" for u in plan.unavailable],
+                notes=[f"not in the rebuilt environment: {u}" for u in plan.unavailable]
+                + [f"unverified: {u} (no hash in the capture; fetched without credentials)"
+                   for u in unverified],
             )
             if not plan.in_repo:
                 # Others may use the same venv at the same time; only a rebuild is exclusive.
@@ -391,9 +408,10 @@ class VenvBackend(Backend):
         self,
         venv: Path,
         env: "Environment",
-        lock: Path,
+        pins: Sequence["Pin"],
         lock_sha: str,
         plan: InstallPlan,
+        wheels: Path,
         say: Progress,
     ) -> None:
         interp = env.interpreter
@@ -408,12 +426,20 @@ class VenvBackend(Backend):
                      what=f"creating the virtualenv {venv}")
             vpy = venv / "bin" / "python"
             installer = _Installer(vpy)
-            say(f"installing the locked packages with {installer.name} (hashes checked)")
-            installer.install(["--require-hashes", "--no-deps", "-r", str(lock)],
-                              what=f"installing {lock.name} into {venv}")
+            if pins:
+                say(f"installing the locked packages with {installer.name}, offline from the "
+                    "wheelhouse (hashes checked)")
+                lock = wheels / "requirements.txt"
+                lock.write_text("".join(
+                    f"{p.name}=={p.version} "
+                    + " ".join(f"--hash=sha256:{h}" for h in p.hashes) + "\n" for p in pins))
+                installer.install(["--require-hashes", "--no-deps", "-r", str(lock)],
+                                  wheels=wheels, what=f"installing {LOCK_FILE} into {venv}")
             if plan.external:
                 say(f"installing {len(plan.external)} package(s) from version control / URLs")
-                installer.install(["--no-deps", *plan.external],
+                installer.install(["--no-deps", *(r.replace("{wheels}", str(wheels))
+                                                  for r in plan.external)],
+                                  wheels=wheels,
                                   what="installing the packages that came from no index")
             marker = {
                 "schema": MARKER_SCHEMA,
@@ -432,7 +458,7 @@ class VenvBackend(Backend):
             raise
 
     def _install_in_repo(
-        self, python: Path, checkout: Path, plan: InstallPlan, say: Progress
+        self, python: Path, checkout: Path, plan: InstallPlan, wheels: Path, say: Progress
     ) -> None:
         from .. import validate
 
@@ -447,7 +473,8 @@ class VenvBackend(Backend):
                 )
             args += (["-e", str(folder)] if editable else [str(folder)])
         say(f"installing {len(plan.in_repo)} package(s) from the checkout")
-        _Installer(python).install(args, what="installing the repository's own packages")
+        _Installer(python).install(args, wheels=wheels,
+                                   what="installing the repository's own packages")
 
     # ---------------------------------------------------------------- run
 

@@ -1,31 +1,45 @@
 """build: the container image of an experiment, exact and offline-capable.
 
     select_base_image (images.py)  ->  plan_image + render (render.py, templates/Dockerfile.j2)
+    ->  checked_lock (lock/checks.py: every line of the lock against environment.json)
+    ->  fetch_artifacts (lock/wheelhouse.py: the host fetches and hash-checks every file)
     ->  assemble_context (context.py: code at the commit, lock, wheels, tools)
-    ->  engine.build (engine.py: BuildKit with cache mounts and secrets, else classic)
+    ->  engine.build (engine.py: BuildKit, else classic): the steps that install Python
+        packages see no secret and no index, and run with the network off (``RUN
+        --network=none``, or a second build with the network off after the system part)
     ->  store.set_image (local state)
 
-``reprobox base`` (base.py) makes the ``python:X.Y.Z-slim-<codename>`` base without a registry.
-Rendering is pure; everything with side effects is in :func:`build_experiment`.
+The base image comes from the host only (flag, user configuration, or the recorded Python and
+OS), never from the checkout. ``reprobox base`` (base.py) makes the
+``python:X.Y.Z-slim-<codename>`` base without a registry. Rendering is pure; everything with side
+effects is in :func:`build_experiment`.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import platform
 import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 from .. import __version__
 from ..errors import EngineError, UsageError
 from ..store import Store, StoredExperiment
 from .base import build_base
 from .engine import BuildRequest, Engine, EngineBuild, Mount, RunOutput, get_engine, step_titles
-from .images import checked_image_flag, explain_base_choice, select_base_image
-from .render import WORKDIR, RenderOptions, plan_image, render_dockerfile, render_plan
+from ..lock.checks import MAX_LOCK_BYTES, Pin, check_pylock, check_requirements_lock
+from ..lock.wheelhouse import Artifact
+from .images import (
+    checked_image_flag,
+    explain_base_choice,
+    pyproject_base_warning,
+    select_base_image,
+)
+from .render import WORKDIR, DockerPlan, RenderOptions, plan_image, render_dockerfile, render_plan
 
 Progress = Callable[[str], None]
 
@@ -43,6 +57,7 @@ __all__ = [
     "get_engine",
     "render_dockerfile",
     "select_base_image",
+    "unverified_notes",
 ]
 
 
@@ -54,7 +69,7 @@ class BuildResult:
     image_id: Optional[str]
     dockerfile: str
     base_image: str
-    base_source: str  # flag | pyproject | auto
+    base_source: str  # flag | config | auto
     builder: str  # "buildkit (<client>)" | "classic" | "none (dry run)"
     installer: str
     timings: Mapping[str, float] = field(default_factory=dict)
@@ -63,6 +78,12 @@ class BuildResult:
     context: Optional[str] = None
     cached_steps: int = 0
     steps: int = 0
+    #: Files the host downloaded into its wheelhouse for this build (0: all were there).
+    fetched: int = 0
+    #: Files installed with no hash recorded in the capture (fetched without credentials).
+    unverified: tuple[str, ...] = ()
+    #: Files reprobox added (the build backend old-style sdists need offline).
+    added: tuple[str, ...] = ()
 
     @property
     def seconds(self) -> float:
@@ -87,6 +108,9 @@ class BuildResult:
             "context": self.context,
             "steps": self.steps,
             "cached_steps": self.cached_steps,
+            "fetched": self.fetched,
+            "unverified": list(self.unverified),
+            "added": list(self.added),
         }
 
 
@@ -143,6 +167,7 @@ def build_experiment(
         context_dir,
         find_uv,
         forward_index_config,
+        write_if_changed,
     )
 
     report = progress or (lambda _line: None)
@@ -152,17 +177,26 @@ def build_experiment(
     validate.validate_experiment(exp, env, folder=stored.path)
     if record and not dry_run:
         store.local_dir("images")  # a linked .reprobox/local is refused before the build
-    image, source = select_base_image(env, override=base_image, repo_root=store.root)
+    image, source = select_base_image(env, override=base_image)
     tag = checked_image_flag(tag, "--tag") if tag else default_tag(store.root, exp.id)
     if network is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}", network):
         raise UsageError(f"--network {network!r} is not a Docker network name",
-                         "use bridge, host, none, or the name of a network from `docker network ls`")
+                         "use bridge, host, none, or the name of a network from "
+                         "`docker network ls`")
+    early: list[str] = []
+    ignored = pyproject_base_warning(store.root)
+    if ignored:
+        early.append(ignored)
+    pins = checked_lock(stored)
 
     if dry_run:
         plan = plan_image(exp, env, base_image=image, options=RenderOptions())
         return BuildResult(tag, None, render_plan(plan), image, source, "none (dry run)", "uv",
-                           {"render": time.monotonic() - start}, plan.warnings, dry_run=True)
+                           {"render": time.monotonic() - start}, tuple(early) + plan.warnings,
+                           dry_run=True)
 
+    for w in early:
+        report(f"warning: {w}")
     report(explain_base_choice(env, image, source))
     engine = get_engine()
     if not engine.available():
@@ -172,33 +206,42 @@ def build_experiment(
     if uv is not None and platform.machine() not in ("x86_64", "aarch64", "arm64"):
         uv = None
     options = RenderOptions(buildkit=client is not None, installer="uv" if uv else "pip",
-                            cache_id=cache_id or RenderOptions.cache_id)
+                            cache_id=cache_id or RenderOptions.cache_id,
+                            network_none=client is not None and _run_network_flag(engine))
     plan = plan_image(exp, env, base_image=image, options=options)
     dockerfile = render_plan(plan)
-    warnings = list(plan.warnings)
+    warnings = early + list(plan.warnings)
     for w in plan.warnings:
         report(f"warning: {w}")
     timings["plan"] = time.monotonic() - start
 
-    engine.ensure_image(image, _base_hint(image, env))
-
     from ..lock import read_index_config
 
-    forwarding = forward_index_config(read_index_config())
+    config = read_index_config()
+    t = time.monotonic()
+    fetched = fetch_artifacts(store, stored, plan, pins, config, report)
+    timings["fetch"] = time.monotonic() - t
+    for line in fetched.notes():
+        report(line)
+    for w in fetched.warnings():
+        report(f"warning: {w}")
+        warnings.append(w)
+
+    engine.ensure_image(image, _base_hint(image, env))
+    forwarding = forward_index_config(config)
     for w in forwarding.warnings:
         report(f"warning: {w}")
         warnings.append(w)
-    if client is None and (forwarding.ca_bundle is not None or forwarding.has_secret_values):
+    if client is None and (forwarding.ca_bundle is not None or forwarding.has_secret_values) \
+            and plan.system.packages:
         raise EngineError(
-            "this build needs pip's CA bundle or index credentials, which only BuildKit can "
-            "pass without writing them into a layer, and no BuildKit-capable docker client "
-            "was found",
+            "this build needs pip's CA bundle or proxy credentials for the system packages, "
+            "which only BuildKit can pass without writing them into a layer, and no "
+            "BuildKit-capable docker client was found",
             "install the buildx plugin (`apt-get install docker-buildx`) or Debian's docker.io "
             "client, or set REPROBOX_DOCKER to a docker client that has BuildKit",
         )
 
-    lock_file = stored.file("requirements.lock")
-    pylock = stored.file("pylock.toml")
     folder = context_dir(store.root)
     with ContextLock(folder), SecretFiles(forwarding) as secrets:
         t = time.monotonic()
@@ -206,27 +249,56 @@ def build_experiment(
             plan=plan,
             dockerfile=dockerfile,
             uv_binary=uv,
-            lock_text=lock_file.read_text(encoding="utf-8") if lock_file.is_file() else None,
-            pylock=pylock if pylock.is_file() else None,
+            pins=pins,
+            artifacts=fetched.artifacts,
         ), folder)
         for w in ctx.warnings:
             report(f"warning: {w}")
             warnings.append(w)
         timings["context"] = time.monotonic() - t
         labels = {"org.opencontainers.image.created": _now(), "reprobox.version": __version__}
+        if fetched.unverified:
+            labels["reprobox.unverified"] = validate.label_value(
+                " ".join(a.filename for a in fetched.unverified), "unverified artifacts")
         t = time.monotonic()
+        python_dockerfile, python_network = ctx.dockerfile, network
+        phases: list[EngineBuild] = []
+        if not options.network_none:
+            # The builder cannot turn the network off per step: build the steps that need it
+            # (system packages, CPython) as their own image first, then the Python packages
+            # from it with the whole build's network off.
+            python_network = "none"
+            system_image = plan.base_image
+            if plan.has_system_part:
+                system_text = render_plan(plan, part="system")
+                system_image = system_tag(system_text)
+                system_file = ctx.path / "Dockerfile.system"
+                write_if_changed(system_file, system_text.encode())
+                phases.append(engine.build(BuildRequest(
+                    context=ctx.path, dockerfile=system_file, tag=system_image, labels={},
+                    secrets=secrets if client else {}, build_args={}, network=network,
+                    buildkit=client is not None, no_cache=no_cache,
+                    step_titles=step_titles(system_text),
+                ), report))
+            python_text = render_plan(plan, part="python", system_image=system_image)
+            python_dockerfile = ctx.path / "Dockerfile.python"
+            write_if_changed(python_dockerfile, python_text.encode())
+            titles = step_titles(python_text)
+        else:
+            titles = step_titles(dockerfile)
         built = engine.build(BuildRequest(
             context=ctx.path,
-            dockerfile=ctx.dockerfile,
+            dockerfile=python_dockerfile,
             tag=tag,
             labels=labels,
-            secrets=secrets if client else {},
-            build_args={} if client else dict(forwarding.build_args),
-            network=network,
+            secrets={} if python_network == "none" else (secrets if client else {}),
+            build_args={},
+            network=python_network,
             buildkit=client is not None,
             no_cache=no_cache,
-            step_titles=step_titles(dockerfile),
+            step_titles=titles,
         ), report)
+        phases.append(built)
         timings["build"] = time.monotonic() - t
     warnings += [w for w in built.warnings if w not in warnings]
     if record and stored.image != tag:
@@ -235,4 +307,127 @@ def build_experiment(
     builder = f"buildkit ({client.description})" if client else "classic"
     return BuildResult(tag, built.image_id, dockerfile, image, source, builder,
                        options.installer, timings, tuple(warnings), context=str(ctx.path),
-                       cached_steps=built.cached_steps, steps=built.steps)
+                       cached_steps=sum(b.cached_steps for b in phases),
+                       steps=sum(b.steps for b in phases),
+                       fetched=fetched.fetched,
+                       unverified=tuple(a.describe() for a in fetched.unverified),
+                       added=tuple(a.describe() for a in fetched.added))
+
+
+def checked_lock(stored: StoredExperiment) -> Optional[tuple[Pin, ...]]:
+    """requirements.lock (and pylock.toml) checked line by line against environment.json.
+
+    None when the experiment has no lock. A line reprobox would not have written, or a pin the
+    environment does not record, is refused (exit 2) naming the file and line.
+    """
+    def read(path: Path) -> Optional[str]:
+        if not path.is_file() or path.is_symlink():
+            return None
+        with open(path, "rb") as fh:  # bounded: the checks refuse anything larger
+            return fh.read(MAX_LOCK_BYTES + 1).decode("utf-8", errors="replace")
+
+    pylock = read(stored.file("pylock.toml"))
+    if pylock is not None:
+        check_pylock(pylock, stored.environment)
+    lock = read(stored.file("requirements.lock"))
+    return None if lock is None else check_requirements_lock(lock, stored.environment)
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """Every file the Python steps of a build (or a venv) install, in the host's wheelhouse."""
+
+    artifacts: tuple[Artifact, ...]
+    fetched: int
+
+    @property
+    def unverified(self) -> tuple[Artifact, ...]:
+        return tuple(a for a in self.artifacts if a.verified == "unverified")
+
+    @property
+    def added(self) -> tuple[Artifact, ...]:
+        return tuple(a for a in self.artifacts if a.origin == "build backend")
+
+    def notes(self) -> list[str]:
+        cached = len(self.artifacts) - self.fetched
+        out = [f"wheelhouse: {len(self.artifacts)} file(s), {self.fetched} fetched, "
+               f"{cached} already there"]
+        out += [f"added to build sdists offline: {a.describe()}" for a in self.added]
+        return out
+
+    def warnings(self) -> list[str]:
+        return [f"unverified: {a.describe()} has no hash in the capture; it was fetched "
+                "without credentials and hashed on this machine" for a in self.unverified]
+
+
+def fetch_artifacts(store: Store, stored: StoredExperiment, plan: DockerPlan,
+                    pins: Optional[Sequence[Pin]], config: Any,
+                    progress: Optional[Progress] = None) -> Fetched:
+    """The host fetches what the image installs into its wheelhouse (see lock/wheelhouse.py)."""
+    from ..lock.select import capture_target
+    from ..lock.wheelhouse import Wheelhouse, build_target, fetch_direct, fetch_locked
+
+    env = stored.environment
+    house = Wheelhouse()
+    target = build_target(capture_target(env))
+    tags = {re.sub(r"[-_.]+", "-", p.name).lower(): p.wheel_tags for p in env.packages}
+    direct = fetch_direct(plan.direct_sources, config, house=house,
+                          read_repo_file=lambda path: read_at_commit(store.root, stored, path),
+                          progress=progress)
+    needs_backend = bool(plan.local) or any(not a.is_wheel for a in direct.artifacts)
+    locked = fetch_locked(pins or (), target, config, house=house, installed_tags=tags,
+                          backend=False, progress=progress)
+    needs_backend = needs_backend or any(not a.is_wheel for a in locked.artifacts)
+    backend = fetch_locked((), target, config, house=house, backend=True, progress=progress) \
+        if needs_backend else None
+    artifacts = locked.artifacts + direct.artifacts + (backend.artifacts if backend else ())
+    count = locked.fetched + direct.fetched + (backend.fetched if backend else 0)
+    return Fetched(artifacts, count)
+
+
+def read_at_commit(repo_root: Path, stored: StoredExperiment, path: str) -> bytes:
+    """A file of the repository at the experiment's commit (never the working tree, never a
+    path outside the repository: git reads its own objects)."""
+    from .. import proc
+    from ..capture.git import validate_commit
+
+    commit = validate_commit(stored.experiment.git.commit)
+    got = proc.run(["git", "cat-file", "blob", f"{commit}:{path}"], cwd=repo_root, check=False,
+                   text=False)
+    if got.returncode != 0:
+        raise UsageError(f"{path} is not in commit {commit[:12]}",
+                         "commit the archive, then re-capture the experiment")
+    return bytes(got.stdout)
+
+
+def system_tag(system_dockerfile: str) -> str:
+    """The local tag of a system part, named by its content: the same base and system packages
+    give the same image, whichever experiment or repository asks."""
+    return f"reprobox/system:{hashlib.sha256(system_dockerfile.encode()).hexdigest()[:20]}"
+
+
+def unverified_notes(prepared: Any) -> list[str]:
+    """Verdict notes naming what was installed with no hash from the capture.
+
+    The venv backend says so in its own notes; an image says so in its ``reprobox.unverified``
+    label (written by :func:`build_experiment`), read here for the docker backend.
+    """
+    if getattr(prepared, "backend", None) != "docker":
+        return []
+    try:
+        labels = get_engine().image_labels(prepared.handle)
+    except Exception:  # noqa: BLE001 - a note is not worth failing a verdict for
+        return []
+    files = labels.get("reprobox.unverified", "").split()
+    return [f"unverified: {name} has no hash in the capture (fetched without credentials and "
+            "hashed on the building machine)" for name in files]
+
+
+def _run_network_flag(engine: Engine) -> bool:
+    """Whether the builder's Dockerfile frontend knows ``RUN --network=none`` (Docker 23+)."""
+    try:
+        version = str(engine.info().get("server_version") or "")
+    except Exception:  # noqa: BLE001 - an engine that cannot say gets the conservative answer
+        return False
+    m = re.match(r"(\d+)\.", version)
+    return m is not None and int(m.group(1)) >= 23

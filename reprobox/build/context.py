@@ -2,19 +2,21 @@
 
 The context is made from the *recorded* commit, never from the user's working tree: ``git
 archive`` of exactly the folders the image needs (the local packages), with the recorded patch
-applied. Next to it: the lock (cut into one file per layer, its ``file://`` index and local find-links
-lines dropped, because the wheels they served are copied in), those wheels, the tools the RUN steps bind-mount (uv,
-prune.py, packages.txt) and the Dockerfile::
+applied. Next to it: the checked lock (cut into one file per layer, written from the checked pins,
+not copied from the capture), the files every Python step installs (hard links into the host's
+wheelhouse, :mod:`reprobox.lock.wheelhouse`, where the host fetched and hash-checked them), the
+tools the RUN steps bind-mount (uv, prune.py, packages.txt) and the Dockerfile::
 
     <context>/Dockerfile  lock/  wheels/  tools/  src/
 
 It lives in the user's cache folder under a stable path per experiment: BuildKit transfers only
 what changed since the last build from the same folder, so a rebuild does not resend the uv binary
-or the wheels.
+or the wheels. Nothing else of this machine is ever copied in: no path named by the capture.
 
-The host's package-index configuration is forwarded as two build secrets, never as files in the
-context or build arguments: ``reprobox-env`` (shell ``export`` lines: index URLs with their
-credentials, proxies, trusted hosts) and ``reprobox-ca`` (the CA bundle pip is configured with).
+No index configuration reaches the build: the Python steps install offline from ``wheels/``. The
+steps that fetch from trusted sources (Debian's archive, the CPython download for a CUDA base) get
+two build secrets, never files in the context or build arguments: ``reprobox-env`` (shell
+``export`` lines: the proxies only) and ``reprobox-ca`` (the CA bundle pip is configured with).
 Both live in a private temporary folder that is removed after the build.
 """
 
@@ -25,7 +27,6 @@ import os
 import re
 import shlex
 import shutil
-import sys
 import tarfile
 import tempfile
 from dataclasses import dataclass, field
@@ -37,6 +38,8 @@ from .. import proc
 from ..errors import GitError, LockError, UsageError
 from ..redact import strip_url_credentials
 from ..store import StoredExperiment
+from ..lock.checks import Pin
+from ..lock.wheelhouse import Artifact, link_into
 from .render import STAGE, DockerPlan, LockGroup
 
 LOCK_FILE = "requirements.lock"
@@ -55,7 +58,7 @@ class BuildContext:
 # --------------------------------------------------------------------------- small file helpers
 
 
-def _write_if_changed(path: Path, data: bytes) -> None:
+def write_if_changed(path: Path, data: bytes) -> None:
     """Keep the file (and its mtime) when the content is the same: BuildKit then skips it."""
     try:
         if path.read_bytes() == data:
@@ -150,38 +153,13 @@ class Forwarding:
 
 
 def forward_index_config(config: Any) -> Forwarding:
-    """Translate the host's pip configuration (``reprobox.lock.IndexConfig``) for the build.
+    """What of the host's pip configuration (``reprobox.lock.IndexConfig``) the build may see.
 
-    Local indexes and find-links folders do not exist in the build: the wheels the lock took from
-    them are copied into the context instead (see :func:`collect_local_wheels`). When no remote
-    index remains, the build installs from the context's wheels alone (``no-index``).
+    Only what the network steps for trusted sources need: proxies and the CA bundle. Index URLs,
+    their credentials and netrc never reach a build (the host fetched every package already).
     """
     warnings: list[str] = []
-    dropped: list[str] = []
-    indexes = [u for u in config.index_urls]
-    remote = [u for u in indexes if not _is_local(u)]
-    dropped += [u for u in indexes if _is_local(u)]
-    links_remote = [u for u in config.find_links if not _is_local(u)]
-    dropped += [u for u in config.find_links if _is_local(u)]
-    env: dict[str, str] = {"PIP_DISABLE_PIP_VERSION_CHECK": "1"}
-    if not remote:
-        env["PIP_NO_INDEX"] = "1"
-        env["UV_NO_INDEX"] = "1"
-    else:
-        env["PIP_INDEX_URL"] = remote[0]
-        env["UV_INDEX_URL"] = remote[0]
-        if remote[1:]:
-            env["PIP_EXTRA_INDEX_URL"] = " ".join(remote[1:])
-            env["UV_EXTRA_INDEX_URL"] = " ".join(remote[1:])
-    if links_remote:
-        env["PIP_FIND_LINKS"] = " ".join(links_remote)
-        env["UV_FIND_LINKS"] = ",".join(links_remote)
-    if config.trusted_hosts:
-        env["PIP_TRUSTED_HOST"] = " ".join(config.trusted_hosts)
-        env["UV_INSECURE_HOST"] = " ".join(config.trusted_hosts)
-    if config.timeout:
-        env["PIP_DEFAULT_TIMEOUT"] = str(int(config.timeout))
-        env["UV_HTTP_TIMEOUT"] = str(int(config.timeout))
+    env: dict[str, str] = {}
     for scheme, names in (("http", ("http_proxy", "HTTP_PROXY")),
                           ("https", ("https_proxy", "HTTPS_PROXY")),
                           ("no", ("no_proxy", "NO_PROXY"))):
@@ -199,22 +177,15 @@ def forward_index_config(config: Any) -> Forwarding:
         if not ca.is_file():
             raise UsageError(f"pip's CA bundle {config.cert} does not exist",
                              f"fix `cert` in {config.origins.get('cert', 'pip.conf')}")
-        for name in ("PIP_CERT", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE"):
+        for name in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE"):
             env[name] = "/run/secrets/reprobox-ca"
-    if getattr(config, "client_cert", None):
-        warnings.append("pip's client certificate is not forwarded to container builds")
-    has_secret = config.has_credentials()
-    args: dict[str, str] = {}
-    if not has_secret:
-        for key in ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_TRUSTED_HOST"):
-            if key in env:
-                args[key] = env[key]
-    return Forwarding(env, ca, args, has_secret, tuple(warnings), tuple(dropped))
+    has_secret = any(strip_url_credentials(v) != v for v in env.values())
+    return Forwarding(env, ca, {}, has_secret, tuple(warnings), ())
 
 
 def secrets_env_text(env: Mapping[str, str]) -> str:
     """The ``reprobox-env`` secret: one ``export NAME=value`` line per variable, shell-quoted."""
-    lines = ["# reprobox build secret: the host's package-index configuration"]
+    lines = ["# reprobox build secret: proxies and CA for the steps that reach trusted sources"]
     for key in sorted(env):
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
             continue
@@ -229,136 +200,42 @@ def _norm(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def split_lock(text: str, groups: Sequence[LockGroup]) -> tuple[dict[str, str], list[str]]:
-    """requirements.lock cut into one file per layer (``lock/<group file>``), and warnings.
+def lock_parts(pins: Sequence[Pin],
+               groups: Sequence[LockGroup]) -> tuple[dict[str, str], list[str]]:
+    """The checked pins cut into one file per layer (``lock/<group file>``), and warnings.
 
-    Requirement blocks (a pin and its ``--hash`` continuation lines) go to the group naming the
-    package; index options are repeated in every file, except ``file://`` indexes and local
-    find-links folders, which do not exist in the build (their wheels are in ``wheels/``).
+    Written from the pins :func:`reprobox.lock.checks.check_requirements_lock` returned, never
+    copied from the capture: no line reaches the installer that reprobox did not write.
     """
-    options: list[str] = []
-    blocks: dict[str, list[str]] = {}
-    current: Optional[list[str]] = None
-    for line in text.splitlines():
-        if current is not None:
-            current.append(line)
-            if not line.rstrip().endswith("\\"):
-                current = None
-            continue
-        stripped = line.strip()
-        if not stripped or stripped.startswith("#"):
-            continue
-        m = re.match(r"(--extra-index-url|--index-url|-i|--find-links|-f)[\s=]+(\S+)", stripped)
-        if m:
-            if not _is_local(m.group(2)):
-                options.append(stripped)
-            continue
-        pin = re.match(r"([A-Za-z0-9][A-Za-z0-9._-]*)==", stripped)
-        if pin:
-            current = [line]
-            blocks[_norm(pin.group(1))] = current
-            if not line.rstrip().endswith("\\"):
-                current = None
-            continue
-        options.append(stripped)
-    warnings: list[str] = []
+    by_name = {_norm(p.name): p for p in pins}
     files: dict[str, list[str]] = {g.file: [] for g in groups}
+    warnings: list[str] = []
     placed: set[str] = set()
     for group in groups:
         for name in group.names:
-            block = blocks.get(_norm(name))
-            if block is None:
+            pin = by_name.get(_norm(name))
+            if pin is None:
                 warnings.append(f"{name} is not in requirements.lock, so the image will not have "
                                 "it: re-lock with `reprobox lock <exp>`")
                 continue
-            files[group.file] += block
+            hashes = " ".join(f"--hash=sha256:{h}" for h in pin.hashes)
+            files[group.file].append(f"{pin.name}=={pin.version} {hashes}")
             placed.add(_norm(name))
-    extra = sorted(set(blocks) - placed)
+    extra = [p for n, p in by_name.items() if n not in placed]
     if extra and groups:
-        for name in extra:
-            files[groups[0].file] += blocks[name]
-    header = ["# Part of requirements.lock, written by reprobox build for one image layer."]
-    out = {name: "\n".join(header + options + [""] + lines) + "\n" for name, lines in files.items()}
-    return out, warnings
-
-
-def lock_hashes(text: str) -> dict[str, set[str]]:
-    """name -> the sha256 digests the lock accepts for it (hash lines follow their pin)."""
-    out: dict[str, set[str]] = {}
-    current: Optional[str] = None
-    for line in text.splitlines():
-        m = re.match(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==", line)
-        if m:
-            current = re.sub(r"[-_.]+", "-", m.group(1)).lower()
-            out.setdefault(current, set())
-        if current:
-            out[current].update(re.findall(r"--hash=sha256:([0-9a-f]{64})", line))
-    return out
-
-
-def _load_toml(path: Path) -> dict:
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover
-        import tomli as tomllib
-    try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise LockError(f"cannot read {path}: {exc}",
-                        "re-lock the experiment: `reprobox lock <exp>`") from None
-
-
-def collect_local_wheels(pylock: Optional[Path], accepted: Mapping[str, set[str]]) -> tuple[
-        list[tuple[Path, str]], list[str]]:
-    """Files on this machine (file:// URLs in pylock.toml) the build must install from.
-
-    Only files whose sha256 the requirements lock accepts are taken, so the context holds exactly
-    what the hash-checked install may use. Returns ``[(host path, file name)]`` and warnings.
-    """
-    if pylock is None or not pylock.is_file():
-        return [], []
-    data = _load_toml(pylock)
-    files: list[tuple[Path, str]] = []
-    warnings: list[str] = []
-    for pkg in data.get("packages", []):
-        if not isinstance(pkg, dict):
-            continue
-        name = re.sub(r"[-_.]+", "-", str(pkg.get("name", ""))).lower()
-        entries = list(pkg.get("wheels") or [])
-        if isinstance(pkg.get("sdist"), dict):
-            entries.append(pkg["sdist"])
-        local_needed = False
-        found = False
-        for entry in entries:
-            if not isinstance(entry, dict):
-                continue
-            url = str(entry.get("url") or "")
-            if not url.startswith("file:"):
-                continue
-            local_needed = True
-            digest = str((entry.get("hashes") or {}).get("sha256", ""))
-            if digest not in accepted.get(name, set()):
-                continue
-            path = Path(_local_path(url))
-            file_name = path.name
-            if "/" in file_name or file_name in ("", ".", ".."):
-                continue
-            if path.is_file():
-                files.append((path, file_name))
-                found = True
-        if local_needed and not found:
-            remote = any(not str((e or {}).get("url", "")).startswith("file:") for e in entries
-                         if isinstance(e, dict))
-            if not remote:
-                warnings.append(f"{name}: its locked files are on this machine's local index, "
-                                "which no longer holds them; the build will not find them")
-    return files, warnings
+        for pin in extra:
+            hashes = " ".join(f"--hash=sha256:{h}" for h in pin.hashes)
+            files[groups[0].file].append(f"{pin.name}=={pin.version} {hashes}")
+    header = "# Part of requirements.lock, checked and written by reprobox build (one layer).\n"
+    return {name: header + "".join(line + "\n" for line in lines)
+            for name, lines in files.items()}, warnings
 
 
 # --------------------------------------------------------------------------- the code
 
 
-def export_code(repo_root: Path, stored: StoredExperiment, paths: Iterable[str], dest: Path) -> None:
+def export_code(repo_root: Path, stored: StoredExperiment, paths: Iterable[str],
+                dest: Path) -> None:
     """The folders ``paths`` (relative to ``repo_root``) at the recorded commit, patch applied.
 
     The whole commit is archived so that the recorded patch, whose paths are relative to the top
@@ -422,7 +299,7 @@ def _content_mtimes(root: Path) -> None:
     keeps a file's size (``x = 42`` -> ``x = 43``) would look unchanged and the build would copy
     the old code. A time derived from the content changes exactly when the content does.
     """
-    for folder, dirs, files in os.walk(root):
+    for folder, _dirs, files in os.walk(root):
         for name in files:
             path = Path(folder) / name
             if path.is_symlink():
@@ -430,7 +307,7 @@ def _content_mtimes(root: Path) -> None:
             digest = _sha256(path)
             stamp = _EPOCH + int(digest[:12], 16) % (20 * 365 * 86400)
             os.utime(path, ns=(stamp * 10**9, stamp * 10**9))
-    for folder, dirs, _files in os.walk(root, topdown=False):
+    for folder, _dirs, _files in os.walk(root, topdown=False):
         os.utime(folder, ns=(_EPOCH * 10**9, _EPOCH * 10**9))
 
 
@@ -457,8 +334,10 @@ class ContextInputs:
     plan: DockerPlan
     dockerfile: str
     uv_binary: Optional[Path] = None
-    lock_text: Optional[str] = None
-    pylock: Optional[Path] = None
+    #: The checked pins of requirements.lock (None: the experiment has no lock).
+    pins: Optional[Sequence[Pin]] = None
+    #: Every file the Python steps install, in the host's wheelhouse.
+    artifacts: Sequence[Artifact] = ()
     extra_warnings: list[str] = field(default_factory=list)
 
 
@@ -508,8 +387,8 @@ def assemble_context(repo_root: Path, stored: StoredExperiment, inputs: ContextI
     # tools/: what RUN steps bind-mount
     tools = dest / "tools"
     tools.mkdir(exist_ok=True)
-    _write_if_changed(tools / "prune.py", PRUNE_SCRIPT.read_bytes())
-    _write_if_changed(tools / "packages.txt", ("\n".join(plan.expected) + "\n").encode())
+    write_if_changed(tools / "prune.py", PRUNE_SCRIPT.read_bytes())
+    write_if_changed(tools / "packages.txt", ("\n".join(plan.expected) + "\n").encode())
     if plan.options.installer == "uv":
         if inputs.uv_binary is None:
             raise UsageError("the uv installer was chosen but no uv binary was found",
@@ -521,50 +400,25 @@ def assemble_context(repo_root: Path, stored: StoredExperiment, inputs: ContextI
         except FileNotFoundError:
             pass
 
-    # requirements.lock and wheels/
-    wheels_dir = dest / "wheels"
-    wheels_dir.mkdir(exist_ok=True)
-    wanted: dict[str, Path] = {}
+    # lock/ (from the checked pins) and wheels/ (from the host's wheelhouse)
     if plan.lock:
-        if inputs.lock_text is None:
+        if inputs.pins is None:
             raise LockError(
                 f"experiment {plan.exp_id} has no requirements.lock",
                 f"write it with `reprobox lock {plan.exp_id}` (it needs the package index)",
             )
-        parts, split_warnings = split_lock(inputs.lock_text, plan.lock_groups)
+        parts, split_warnings = lock_parts(inputs.pins, plan.lock_groups)
         warnings += split_warnings
         lock_dir = dest / "lock"
         lock_dir.mkdir(exist_ok=True)
         for name, content in parts.items():
-            _write_if_changed(lock_dir / name, content.encode())
+            write_if_changed(lock_dir / name, content.encode())
         for entry in lock_dir.iterdir():
             if entry.name not in parts:
                 entry.unlink()
-        files, lock_warnings = collect_local_wheels(inputs.pylock, lock_hashes(inputs.lock_text))
-        warnings += lock_warnings
-        for path, name in files:
-            wanted[name] = path
     elif (dest / "lock").exists():
         shutil.rmtree(dest / "lock")
-    for archive in plan.host_archives:
-        path = Path(archive.path)
-        if not path.is_file():
-            raise UsageError(
-                f"{archive.name} was installed from {archive.path}, which is not on this machine",
-                "copy that file to the same place, or install the package from an index and "
-                "re-capture",
-            )
-        if archive.hash:
-            algo, _, digest = archive.hash.replace(":", "=", 1).partition("=")
-            if algo == "sha256" and _sha256(path) != digest:
-                raise UsageError(f"{archive.path} no longer matches the recorded {archive.hash}",
-                                 "restore the original file, or re-capture the experiment")
-        wanted[archive.file_name] = path
-    for name, path in wanted.items():
-        _link_or_copy(path, wheels_dir / name)
-    for entry in wheels_dir.iterdir():
-        if entry.name not in wanted:
-            entry.unlink() if entry.is_file() or entry.is_symlink() else shutil.rmtree(entry)
+    wanted = link_into(inputs.artifacts, dest / "wheels")
 
     # src/: the local packages at the recorded commit
     src = dest / "src"
@@ -581,9 +435,9 @@ def assemble_context(repo_root: Path, stored: StoredExperiment, inputs: ContextI
         shutil.rmtree(src)
 
     dockerfile = dest / "Dockerfile"
-    _write_if_changed(dockerfile, inputs.dockerfile.encode())
-    _write_if_changed(dest / ".dockerignore", b"")
-    return BuildContext(dest, dockerfile, tuple(sorted(wanted)), tuple(warnings))
+    write_if_changed(dockerfile, inputs.dockerfile.encode())
+    write_if_changed(dest / ".dockerignore", b"")
+    return BuildContext(dest, dockerfile, tuple(wanted), tuple(warnings))
 
 
 class SecretFiles:
@@ -618,12 +472,11 @@ __all__ = [
     "Forwarding",
     "SecretFiles",
     "assemble_context",
-    "collect_local_wheels",
     "context_dir",
     "export_code",
     "find_uv",
+    "lock_parts",
+    "write_if_changed",
     "forward_index_config",
-    "lock_hashes",
     "secrets_env_text",
-    "split_lock",
 ]

@@ -4,12 +4,15 @@ CPU captures start from the official ``python:X.Y.Z-slim-<codename>`` with the e
 The codename is the capture host's when it runs Debian; a Debian derivative (Ubuntu) maps to the
 Debian release it is built from; anything else gets the newest Debian that publishes that Python
 release. GPU captures start from NVIDIA's CUDA runtime image matching the recorded CUDA / cuDNN, and
-the exact Python is installed on top. ``--base-image`` and ``[tool.reprobox] base-image`` in
-pyproject.toml override the automatic choice; the result says which of the three decided.
+the exact Python is installed on top. ``--base-image``, then ``base-image`` in the user's
+``~/.config/reprobox/config.toml`` override the automatic choice; the result says which of the
+three decided. A ``[tool.reprobox] base-image`` in the checkout's pyproject.toml is ignored with a
+warning: the checkout is not trusted.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from dataclasses import dataclass
@@ -21,7 +24,8 @@ from ..errors import UsageError, ValidationError
 from ..model import Environment
 
 #: Debian releases, oldest first (codename -> VERSION_ID).
-DEBIAN_RELEASES = {"buster": "10", "bullseye": "11", "bookworm": "12", "trixie": "13", "forky": "14"}
+DEBIAN_RELEASES = {"buster": "10", "bullseye": "11", "bookworm": "12", "trixie": "13",
+                   "forky": "14"}
 
 #: Debian derivatives' releases -> the Debian release whose libraries they carry.
 DERIVED_FROM_DEBIAN = {
@@ -189,12 +193,19 @@ def checked_image_flag(value: str, flag: str) -> str:
         ) from None
 
 
-def _pyproject_base(repo_root: Optional[Path]) -> Optional[str]:
-    if repo_root is None:
-        return None
-    path = Path(repo_root) / "pyproject.toml"
-    if not path.is_file():
-        return None
+#: The user's own configuration file (in the home folder, never in a checkout).
+USER_CONFIG = Path("~/.config/reprobox/config.toml")
+
+
+def user_config_path() -> Path:
+    """``$XDG_CONFIG_HOME/reprobox/config.toml``, default ``~/.config/reprobox/config.toml``."""
+    base = os.environ.get("XDG_CONFIG_HOME")
+    if base:
+        return Path(base) / "reprobox" / "config.toml"
+    return USER_CONFIG.expanduser()
+
+
+def _load_toml(path: Path, what: str) -> dict:
     if sys.version_info >= (3, 11):
         import tomllib
     else:  # pragma: no cover - exercised on older interpreters only
@@ -202,10 +213,17 @@ def _pyproject_base(repo_root: Optional[Path]) -> Optional[str]:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise UsageError(f"cannot read {path}: {exc}", "fix the TOML syntax of pyproject.toml") from None
-    section = data.get("tool", {}).get("reprobox", {})
-    if not isinstance(section, dict):
+        raise UsageError(f"cannot read {path}: {exc}", f"fix the TOML syntax of {what}") from None
+    return data if isinstance(data, dict) else {}
+
+
+def _configured_base(path: Path) -> Optional[str]:
+    """``base-image`` of the user's configuration file (table ``[build]`` or the top level)."""
+    if not path.is_file():
         return None
+    data = _load_toml(path, str(path))
+    build = data.get("build")
+    section: dict = build if isinstance(build, dict) else data
     value = section.get("base-image", section.get("base_image"))
     if value is None:
         return None
@@ -213,36 +231,70 @@ def _pyproject_base(repo_root: Optional[Path]) -> Optional[str]:
         return validate.image_tag(value, "base-image")
     except ValidationError:
         raise UsageError(
-            f"[tool.reprobox] base-image = {value!r} in {path} is not a valid image reference",
+            f"base-image = {value!r} in {path} is not a valid image reference",
             "write it as name[:tag], such as `python:3.11.7-slim-bookworm`",
         ) from None
 
 
+def pyproject_base_warning(repo_root: Optional[Path]) -> Optional[str]:
+    """A warning when the checkout's pyproject.toml names a base image, which is ignored.
+
+    The checkout is not trusted (a pull request writes it): the base image of a build comes only
+    from the command line, the user's configuration file, or the recorded Python and OS.
+    """
+    if repo_root is None:
+        return None
+    path = Path(repo_root) / "pyproject.toml"
+    try:
+        if path.is_symlink() or not path.is_file() or path.stat().st_size > 1 << 20:
+            return None
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    if not re.search(r"(?m)^\s*\[\s*tool\s*\.\s*reprobox\s*\]", text) or \
+            not re.search(r"(?m)^\s*[\"']?base[-_]image", text):
+        return None
+    return (f"[tool.reprobox] base-image in {path.name} is ignored: a base image is never taken "
+            "from the checkout; pass --base-image, or set `base-image` under [build] in "
+            f"{user_config_path()} on this machine")
+
+
 def select_base_image(
-    environment: Environment, *, override: Optional[str] = None, repo_root: Optional[Path] = None
+    environment: Environment, *, override: Optional[str] = None,
+    config_file: Optional[Path] = None,
 ) -> tuple[str, str]:
-    """The base image and where the choice came from: ``flag``, ``pyproject`` or ``auto``."""
+    """The base image and where the choice came from: ``flag``, ``config`` or ``auto``.
+
+    Only the host decides: the ``--base-image`` flag, then ``base-image`` in the user's
+    configuration file (``~/.config/reprobox/config.toml``), then the recorded Python release and
+    OS. Nothing in the checkout is read.
+    """
     if override:
         return checked_image_flag(override, "--base-image"), "flag"
-    configured = _pyproject_base(repo_root)
+    configured = _configured_base(config_file or user_config_path())
     if configured:
-        return configured, "pyproject"
+        return configured, "config"
+    return auto_base_image(environment), "auto"
+
+
+def auto_base_image(environment: Environment) -> str:
+    """The base image the recorded Python release and OS (and CUDA) call for."""
     version = check_python_release(environment.interpreter.version)
     if is_gpu_capture(environment):
         hw = environment.hardware
         image = cuda_image(hw.cuda_runtime or "", hw.cudnn)
         if image:
-            return image, "auto"
+            return image
     code, _why = debian_codename_for(environment)
-    return python_image(version, code), "auto"
+    return python_image(version, code)
 
 
 def explain_base_choice(environment: Environment, image: str, source: str) -> str:
     """One line for the build log: which base and why."""
     if source == "flag":
         return f"base image {image} (from --base-image)"
-    if source == "pyproject":
-        return f"base image {image} (from [tool.reprobox] in pyproject.toml)"
+    if source == "config":
+        return f"base image {image} (from {user_config_path()})"
     if image.startswith("nvidia/cuda:"):
         hw = environment.hardware
         return (f"base image {image} (GPU capture: CUDA {hw.cuda_runtime}"

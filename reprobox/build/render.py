@@ -11,7 +11,6 @@ exactly what a build would use.
 from __future__ import annotations
 
 import json
-import posixpath
 import re
 import shlex
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from typing import Optional
 from .. import validate
 from ..errors import UsageError, ValidationError
 from ..model import Environment, Experiment, Package
+from ..lock.wheelhouse import DirectSource
 from ..redact import strip_url_credentials
 from . import images
 
@@ -53,6 +53,10 @@ class RenderOptions:
     #: Write .pyc files at build time. Off by default: compiling is most of a warm rebuild's
     #: time and a fifth of the image; a rerun compiles what it imports.
     compile_bytecode: bool = False
+    #: ``RUN --network=none`` on the steps that install Python packages (BuildKit's Dockerfile
+    #: frontend 1.3 and later: Docker 23+); older builders keep the default network there, but
+    #: those steps still see no index and no secret.
+    network_none: bool = False
 
 
 @dataclass(frozen=True)
@@ -113,16 +117,6 @@ def lock_groups(packages: list[Package]) -> tuple[LockGroup, ...]:
 
 
 @dataclass(frozen=True)
-class HostArchive:
-    """A ``file://`` archive on the capture host that must be copied into the context."""
-
-    name: str
-    path: str  # absolute path on the host, as recorded
-    file_name: str
-    hash: Optional[str]
-
-
-@dataclass(frozen=True)
 class DockerPlan:
     base_image: str
     exp_id: str
@@ -132,10 +126,10 @@ class DockerPlan:
     system: SystemPlan
     lock_groups: tuple[LockGroup, ...]
     direct: tuple[str, ...]
-    needs_git: bool
     copy_dirs: tuple[CopyDir, ...]
     local: tuple[LocalInstall, ...]
-    host_archives: tuple[HostArchive, ...]
+    #: What the host fetches (without credentials) for the ``direct`` lines.
+    direct_sources: tuple[DirectSource, ...]
     #: Every distribution name the capture holds; anything else in the image is removed.
     expected: tuple[str, ...]
     labels: tuple[tuple[str, str], ...]
@@ -159,6 +153,11 @@ class DockerPlan:
     @property
     def lock(self) -> bool:
         return bool(self.lock_groups)
+
+    @property
+    def has_system_part(self) -> bool:
+        """Steps that need the network for trusted sources (Debian's archive, CPython)."""
+        return self.install_python or bool(self.system.packages)
 
 
 # --------------------------------------------------------------------------- planning
@@ -203,44 +202,61 @@ def _system_plan(environment: Environment, base_image: str) -> tuple[SystemPlan,
     return SystemPlan(tuple(specs), False, note, warning, cache_key), warnings
 
 
-def _direct_requirement(pkg: Package, where: str) -> tuple[str, Optional[HostArchive]]:
-    """The requirement line installing a VCS or archive package, and a host file it needs."""
+def direct_source(pkg: Package, where: str) -> tuple[str, DirectSource]:
+    """The requirement line installing a VCS or archive package from the context's wheels, and
+    what the host must fetch for it (without credentials) into its wheelhouse.
+
+    A ``file://`` archive is taken only from the repository (read at the experiment's commit);
+    one outside the repository is never read: refused, naming the package.
+    """
     src = pkg.source
     fragment: list[str] = []
-    if src.subdirectory:
-        fragment.append("subdirectory=" + validate.relpath(f"{where}.subdirectory", src.subdirectory))
     if src.kind == "vcs":
-        validate.url(f"{where}.url", src.url, validate.VCS_SCHEMES)
+        validate.url(f"{where}.url", src.url, validate.VCS_SCHEMES, allow_scp=True)
         commit = validate.vcs_commit(src.commit, f"{where}.commit")
         vcs = src.vcs or "git"
-        if vcs not in ("git", "hg", "svn", "bzr"):
-            raise ValidationError(f"{where}.vcs", vcs, "is not one of git, hg, svn, bzr")
+        if vcs != "git":
+            raise UsageError(f"package {pkg.name} was installed from a {vcs} repository",
+                             "only git sources can be fetched for a rebuild; install the package "
+                             "from an index or a git repository and re-capture")
         url = str(src.url)
-        if not url.startswith(vcs + "+"):
-            url = f"{vcs}+{url}"
-        line = f"{pkg.name} @ {url}@{commit}"
-        if fragment:
-            line += "#" + "&".join(fragment)
-        return line, None
-    # archive
-    validate.url(f"{where}.url", src.url, validate.ARCHIVE_SCHEMES)
-    url = str(src.url).split("#", 1)[0]
-    archive: Optional[HostArchive] = None
-    if src.hash:
-        validate.archive_hash(src.hash, f"{where}.hash")
-        fragment.insert(0, src.hash)
-    if url.startswith("file:"):
-        from urllib.parse import unquote, urlsplit
-
-        host_path = unquote(urlsplit(url).path)
-        file_name = posixpath.basename(host_path)
-        validate.relpath(f"{where}.url file name", file_name, allow_dot=False)
-        archive = HostArchive(pkg.name, host_path, file_name, src.hash)
-        url = f"file://{STAGE}/wheels/{file_name}"
-    line = f"{pkg.name} @ {url}"
+        if url.startswith("file:") or url.startswith("git+file:"):
+            raise UsageError(
+                f"package {pkg.name} was installed from a repository on the capture machine "
+                f"({strip_url_credentials(url)}): a path outside the repository is never read",
+                "install it from a remote repository or an index and re-capture",
+            )
+        sub = (validate.relpath(f"{where}.subdirectory", src.subdirectory)
+               if src.subdirectory else None)
+        direct = DirectSource(pkg.name, pkg.version, "vcs", url, commit=commit, subdirectory=sub)
+    else:
+        validate.url(f"{where}.url", src.url, validate.ARCHIVE_SCHEMES)
+        url = str(src.url).split("#", 1)[0]
+        if src.hash:
+            validate.archive_hash(src.hash, f"{where}.hash")
+        if src.subdirectory:
+            fragment.append("subdirectory=" + validate.relpath(f"{where}.subdirectory",
+                                                               src.subdirectory))
+        repo_path = None
+        if url.startswith("file:"):
+            if not src.path or src.path.startswith("/"):
+                raise UsageError(
+                    f"package {pkg.name} was installed from the archive {url}, outside the "
+                    "repository: reprobox never reads a file of this machine for a capture",
+                    "commit the archive into the repository, or install the package from an "
+                    "index, and re-capture",
+                )
+            repo_path = validate.relpath(f"{where}.path", src.path, allow_dot=False)
+        direct = DirectSource(pkg.name, pkg.version, "archive", url, hash=src.hash,
+                              repo_path=repo_path)
+    file_name = direct.filename
+    validate.relpath(f"{where} file name", file_name, allow_dot=False)
+    if "/" in file_name:
+        raise ValidationError(f"{where}.url", src.url, "does not end in a file name")
+    line = f"{pkg.name} @ file://{STAGE}/wheels/{file_name}"
     if fragment:
         line += "#" + "&".join(fragment)
-    return line, archive
+    return line, direct
 
 
 def _nested_in(path: str, others: set[str]) -> bool:
@@ -272,8 +288,7 @@ def plan_image(
 
     index_packages: list[Package] = []
     direct: list[str] = []
-    needs_git = False
-    archives: list[HostArchive] = []
+    direct_sources: list[DirectSource] = []
     local: list[LocalInstall] = []
     for pkg in environment.packages:
         where = f"packages[{pkg.name}]"
@@ -290,19 +305,19 @@ def plan_image(
                     "the build fails"
                 )
         elif kind in ("vcs", "archive"):
-            line, archive = _direct_requirement(pkg, where + ".source")
+            line, fetch = direct_source(pkg, where + ".source")
             direct.append(line)
-            needs_git = needs_git or (kind == "vcs" and (pkg.source.vcs or "git") == "git")
-            if archive:
-                archives.append(archive)
+            direct_sources.append(fetch)
         elif kind == "directory":
             src = pkg.source
             if not (src.in_repo and src.path is not None):
-                warnings.append(
-                    f"{pkg.name} {pkg.version} was installed from {src.path or 'a folder'} outside "
-                    "the repository; it cannot be rebuilt from the commit and is left out"
+                raise UsageError(
+                    f"package {pkg.name} {pkg.version} was installed from the folder "
+                    f"{src.path or src.url or '?'}, outside the repository: reprobox never reads "
+                    "a folder of this machine for a capture",
+                    "move the package into the repository (or install it from an index) and "
+                    "re-capture",
                 )
-                continue
             rel = validate.relpath(f"{where}.source.path", src.path).rstrip("/") or "."
             dest = options.workdir if rel == "." else f"{options.workdir}/{rel}"
             local.append(LocalInstall(pkg.name, rel, dest, bool(src.editable)))
@@ -326,7 +341,7 @@ def plan_image(
         )
 
     git = experiment.git
-    labels = [
+    labels: list[tuple[str, str]] = [
         ("reprobox.experiment", exp_id),
         ("reprobox.env-digest", validate.digest(environment.digest, "environment digest")),
         ("reprobox.python", version),
@@ -348,10 +363,9 @@ def plan_image(
         system=system,
         lock_groups=lock_groups(index_packages),
         direct=tuple(direct),
-        needs_git=needs_git,
         copy_dirs=copy_dirs,
         local=tuple(local),
-        host_archives=tuple(archives),
+        direct_sources=tuple(direct_sources),
         expected=tuple(sorted(p.name for p in environment.packages)),
         labels=tuple(labels),
         warnings=tuple(warnings),
@@ -384,8 +398,14 @@ def render_template(name: str, **context: object) -> str:
     return _jinja_env().get_template(name).render(**context)
 
 
-def render_plan(plan: DockerPlan) -> str:
+def render_plan(plan: DockerPlan, part: str = "all", system_image: Optional[str] = None) -> str:
+    """The Dockerfile of ``plan``: whole (``all``), or one of its two parts for builders that
+    cannot turn the network off per step: ``system`` (the base, CPython and system packages,
+    built with the network) and ``python`` (everything else, built with the network off, from
+    ``system_image``, the system part's image)."""
     opts = plan.options
+    if part not in ("all", "system", "python") or (part == "python") != bool(system_image):
+        raise ValueError(f"bad Dockerfile part {part!r} (system image {system_image!r})")
     return render_template(
         "Dockerfile.j2",
         base_image=plan.base_image,
@@ -397,7 +417,6 @@ def render_plan(plan: DockerPlan) -> str:
         system=plan.system,
         lock_groups=plan.lock_groups,
         direct=plan.direct,
-        needs_git=plan.needs_git,
         copy_dirs=plan.copy_dirs,
         local=plan.local,
         labels=plan.labels,
@@ -405,6 +424,9 @@ def render_plan(plan: DockerPlan) -> str:
         buildkit=opts.buildkit,
         cache_id=opts.cache_id,
         compile_bytecode=opts.compile_bytecode,
+        network_none=opts.network_none,
+        part=part,
+        system_image=system_image or "",
         installer=opts.installer,
         workdir=opts.workdir,
         stage=STAGE,

@@ -504,9 +504,10 @@ def render_store_dockerfile(experiment: Experiment, env: Environment, root: Path
     """
     from dataclasses import replace
 
-    from ..build import render_dockerfile, select_base_image
+    from ..build import render_dockerfile
+    from ..build.images import auto_base_image
 
-    base, _why = select_base_image(env, repo_root=root)
+    base = auto_base_image(env)
     draft = replace(experiment, files={}, supersedes=None, id="").with_id()
     text = render_dockerfile(draft, env, base_image=base)
     return text.replace(draft.id, STORE_DOCKERFILE_ID)

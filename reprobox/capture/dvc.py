@@ -769,7 +769,7 @@ def choose_trusted_remote(checkout: Path, user_root: Path | None,
 
 
 def strip_url(url: str) -> str:
-    from ..secrets import strip_url_credentials
+    from ..redact import strip_url_credentials
 
     return strip_url_credentials(url)
 

@@ -4,12 +4,11 @@ Only index packages go in as requirements: pip's ``--require-hashes`` refuses VC
 requirements, so those are described in the header and installed separately (the container build
 does it in its own layer, from environment.json / pylock.toml).
 
-No ``--index-url`` line is written: the installer's own configuration (forwarded to container
-builds with its credentials, as a secret) stays in charge, and a credential-free copy of a private
-index URL in the file would override it and fail to authenticate. Extra indexes and find-links
-locations that served a locked package are written, credentials stripped: pip only warns about a
-local one that does not exist elsewhere, and on the capture host they make the lock install even
-without pip's configuration.
+No option line is written (``--index-url``, ``--extra-index-url``, ``--find-links``): where
+packages come from is the installing machine's own pip configuration, and
+:func:`reprobox.lock.checks.check_requirements_lock` refuses any option line in a lock before
+it is used. Extra indexes and find-links locations that served a locked package are named in a
+comment, credentials stripped, so that a reader knows what to configure.
 """
 
 from __future__ import annotations
@@ -95,11 +94,15 @@ def render_requirements(
     # keep pip's configured order, not the order packages happened to need them
     order = {strip_url_credentials(u): i for i, u in enumerate((*config.extra_index_urls,
                                                                  *config.find_links))}
-    for loc in sorted(extra_idx, key=lambda u: order.get(u, 1 << 30)):
-        out.append(f"--extra-index-url {loc}")
-    for loc in sorted(links, key=lambda u: order.get(u, 1 << 30)):
-        out.append(f"--find-links {loc}")
-    if extra_idx or links:
+    def rank(u: str) -> int:
+        return order.get(u, 1 << 30)
+
+    sources = [f"extra index {loc}" for loc in sorted(extra_idx, key=rank)]
+    sources += [f"find-links {loc}" for loc in sorted(links, key=rank)]
+    if sources:
+        # not install options: indexes come only from the installing machine's configuration
+        out.append("# Also served by (configure them in pip's configuration to rebuild):")
+        out += [f"#     {s}" for s in sources]
         out.append("")
 
     for p in sorted(index_pkgs, key=lambda p: p.name):

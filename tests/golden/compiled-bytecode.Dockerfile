@@ -1,6 +1,7 @@
 # Image of reprobox experiment 33e5d10ec232, rendered from reprobox's templates/Dockerfile.j2.
 # Build it with `reprobox build 33e5d10ec232`: it assembles the context (lock, wheels, the code at
-# commit 67ef65fa528a) and passes the package-index configuration as build secrets.
+# commit 67ef65fa528a, the hash-checked files from this machine's wheelhouse); the Python
+# packages install offline, with no secret mounted.
 FROM python:3.11.7-slim-bookworm
 
 # System packages that own the native libraries the Python packages load.
@@ -42,45 +43,32 @@ RUN --mount=type=cache,target=/var/cache/apt,id=team-ci-apt-debian-bookworm,shar
     fi
 
 # Locked Python packages, layer 1 of 2: those with compiled extensions (large, rarely changed).
-# Installed from the index exactly as locked: hashes required, no resolution.
+# Installed exactly as locked, offline from the host's hash-checked wheelhouse: no index, no secret.
 RUN --mount=type=bind,source=lock/compiled.txt,target=/tmp/reprobox/lock/compiled.txt \
     --mount=type=bind,source=wheels,target=/tmp/reprobox/wheels \
     --mount=type=bind,source=tools,target=/tmp/reprobox/tools \
-    --mount=type=cache,target=/root/.cache/uv,id=team-ci-uv \
-    --mount=type=secret,id=reprobox-env \
-    --mount=type=secret,id=reprobox-ca \
     set -eu; \
-    if [ -r /run/secrets/reprobox-env ]; then . /run/secrets/reprobox-env; fi; \
     /tmp/reprobox/tools/uv pip install --python python3.11 --system --break-system-packages \
-        --require-hashes --no-deps --index-strategy unsafe-best-match \
-        --find-links /tmp/reprobox/wheels --link-mode copy --compile-bytecode \
+        --require-hashes --no-deps --offline --no-index --no-cache --find-links /tmp/reprobox/wheels --link-mode copy --compile-bytecode \
         --requirement /tmp/reprobox/lock/compiled.txt
 
 # Locked Python packages, layer 2 of 2: pure Python.
-# Installed from the index exactly as locked: hashes required, no resolution.
+# Installed exactly as locked, offline from the host's hash-checked wheelhouse: no index, no secret.
 RUN --mount=type=bind,source=lock/pure.txt,target=/tmp/reprobox/lock/pure.txt \
     --mount=type=bind,source=wheels,target=/tmp/reprobox/wheels \
     --mount=type=bind,source=tools,target=/tmp/reprobox/tools \
-    --mount=type=cache,target=/root/.cache/uv,id=team-ci-uv \
-    --mount=type=secret,id=reprobox-env \
-    --mount=type=secret,id=reprobox-ca \
     set -eu; \
-    if [ -r /run/secrets/reprobox-env ]; then . /run/secrets/reprobox-env; fi; \
     /tmp/reprobox/tools/uv pip install --python python3.11 --system --break-system-packages \
-        --require-hashes --no-deps --index-strategy unsafe-best-match \
-        --find-links /tmp/reprobox/wheels --link-mode copy --compile-bytecode \
+        --require-hashes --no-deps --offline --no-index --no-cache --find-links /tmp/reprobox/wheels --link-mode copy --compile-bytecode \
         --requirement /tmp/reprobox/lock/pure.txt
 
 # The project's own packages, at the experiment's commit. They sit where `reprobox run` mounts
 # the checkout, so an editable install in the image points into the mounted code at run time.
 COPY ["src/", "/workspace/"]
-RUN --mount=type=bind,source=tools,target=/tmp/reprobox/tools \
-    --mount=type=cache,target=/root/.cache/uv,id=team-ci-uv \
-    --mount=type=secret,id=reprobox-env \
-    --mount=type=secret,id=reprobox-ca \
+RUN --mount=type=bind,source=wheels,target=/tmp/reprobox/wheels \
+    --mount=type=bind,source=tools,target=/tmp/reprobox/tools \
     set -eu; \
-    if [ -r /run/secrets/reprobox-env ]; then . /run/secrets/reprobox-env; fi; \
-    /tmp/reprobox/tools/uv pip install --python python3.11 --system --break-system-packages --no-deps --link-mode copy \
+    /tmp/reprobox/tools/uv pip install --python python3.11 --system --break-system-packages --no-deps --offline --no-index --no-cache --find-links /tmp/reprobox/wheels --link-mode copy \
         --editable /workspace; \
     extra="$(python3.11 /tmp/reprobox/tools/prune.py /tmp/reprobox/tools/packages.txt)"; \
     if [ -n "$extra" ]; then /tmp/reprobox/tools/uv pip uninstall --python python3.11 --system --break-system-packages $extra; fi

@@ -1,6 +1,7 @@
-# Image of reprobox experiment 3ca1942d44cf, rendered from reprobox's templates/Dockerfile.j2.
-# Build it with `reprobox build 3ca1942d44cf`: it assembles the context (lock, wheels, the code at
-# commit a691346f3bc1) and passes the package-index configuration as build secrets.
+# Image of reprobox experiment a43f73f7d802, rendered from reprobox's templates/Dockerfile.j2.
+# Build it with `reprobox build a43f73f7d802`: it assembles the context (lock, wheels, the code at
+# commit a691346f3bc1, the hash-checked files from this machine's wheelhouse); the Python
+# packages install offline, with no secret mounted.
 FROM python:3.11.7-slim-bookworm
 
 # System packages that own the native libraries the Python packages load.
@@ -42,53 +43,40 @@ RUN --mount=type=cache,target=/var/cache/apt,id=reprobox-apt-debian-bookworm,sha
     fi
 
 # Locked Python packages.
-# Installed from the index exactly as locked: hashes required, no resolution.
+# Installed exactly as locked, offline from the host's hash-checked wheelhouse: no index, no secret.
 RUN --mount=type=bind,source=lock/all.txt,target=/tmp/reprobox/lock/all.txt \
     --mount=type=bind,source=wheels,target=/tmp/reprobox/wheels \
     --mount=type=bind,source=tools,target=/tmp/reprobox/tools \
-    --mount=type=cache,target=/root/.cache/pip,id=reprobox-pip \
-    --mount=type=secret,id=reprobox-env \
-    --mount=type=secret,id=reprobox-ca \
     set -eu; \
-    if [ -r /run/secrets/reprobox-env ]; then . /run/secrets/reprobox-env; fi; \
     PIP_ROOT_USER_ACTION=ignore python3.11 -m pip install --no-deps --require-hashes --no-input --disable-pip-version-check --no-compile \
-        --find-links /tmp/reprobox/wheels \
+        --no-index --no-cache-dir --find-links /tmp/reprobox/wheels \
         --requirement /tmp/reprobox/lock/all.txt
 
-# Python packages installed from a VCS commit or an archive URL.
+# Python packages installed from a VCS commit or an archive URL: fetched by the host without
+# credentials into its wheelhouse, installed here offline.
 RUN --mount=type=bind,source=wheels,target=/tmp/reprobox/wheels \
     --mount=type=bind,source=tools,target=/tmp/reprobox/tools \
-    --mount=type=cache,target=/root/.cache/pip,id=reprobox-pip \
-    --mount=type=secret,id=reprobox-env \
-    --mount=type=secret,id=reprobox-ca \
     set -eu; \
-    if [ -r /run/secrets/reprobox-env ]; then . /run/secrets/reprobox-env; fi; \
-    if ! command -v git >/dev/null; then \
-        apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install --yes --no-install-recommends git; \
-        rm -rf /var/lib/apt/lists/*; \
-    fi; \
     PIP_ROOT_USER_ACTION=ignore python3.11 -m pip install --no-deps --no-input --disable-pip-version-check --no-compile \
-        'pyjokes @ git+https://github.com/pyjokes/pyjokes@3b3b7f6a8f6e9d2c1b0a9f8e7d6c5b4a39281706' \
-        'tomli @ https://files.pythonhosted.org/packages/97/75/10a9ebee3fd790d20926a90a2547f0bf78f371b2f13aa822c759680ca7b9/tomli-2.0.1-py3-none-any.whl#sha256=939de3e7a6161af0c887ef91b7d41a53e7c5a1ca976325f429cb46ea9bc30ecc'
+        --no-index --no-cache-dir --find-links /tmp/reprobox/wheels \
+        'pyjokes @ file:///tmp/reprobox/wheels/pyjokes-0.6.0-3b3b7f6a8f6e.tar.gz' \
+        'tomli @ file:///tmp/reprobox/wheels/tomli-2.0.1-py3-none-any.whl'
 
 # The project's own packages, at the experiment's commit. They sit where `reprobox run` mounts
 # the checkout, so an editable install in the image points into the mounted code at run time.
 COPY ["src/", "/workspace/"]
-RUN --mount=type=bind,source=tools,target=/tmp/reprobox/tools \
-    --mount=type=cache,target=/root/.cache/pip,id=reprobox-pip \
-    --mount=type=secret,id=reprobox-env \
-    --mount=type=secret,id=reprobox-ca \
+RUN --mount=type=bind,source=wheels,target=/tmp/reprobox/wheels \
+    --mount=type=bind,source=tools,target=/tmp/reprobox/tools \
     set -eu; \
-    if [ -r /run/secrets/reprobox-env ]; then . /run/secrets/reprobox-env; fi; \
-    PIP_ROOT_USER_ACTION=ignore python3.11 -m pip install --no-deps --no-input --disable-pip-version-check \
+    PIP_ROOT_USER_ACTION=ignore python3.11 -m pip install --no-deps --no-input --disable-pip-version-check --no-index --no-cache-dir --find-links /tmp/reprobox/wheels \
         /workspace/libs/helpers \
         --editable /workspace; \
     extra="$(python3.11 /tmp/reprobox/tools/prune.py /tmp/reprobox/tools/packages.txt)"; \
     if [ -n "$extra" ]; then PIP_ROOT_USER_ACTION=ignore python3.11 -m pip uninstall --yes $extra; fi
 
 WORKDIR /workspace
-LABEL reprobox.experiment="3ca1942d44cf" \
-      reprobox.env-digest="sha256:90622cdf532c730251b03717935903b272153516a0ce94cfeb736f7876955129" \
+LABEL reprobox.experiment="a43f73f7d802" \
+      reprobox.env-digest="sha256:0bc5b4aca0b21ab5b501f85b49708d8efc4c1eba43e5a6a3b78da1cd96d1e7c9" \
       reprobox.python="3.11.7" \
       org.opencontainers.image.title="reprobox experiment train" \
       org.opencontainers.image.revision="a691346f3bc1d6cb7711b781dba78bfa31248d19" \

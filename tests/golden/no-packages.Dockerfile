@@ -1,6 +1,7 @@
 # Image of reprobox experiment 18b6f4b2fe0e, rendered from reprobox's templates/Dockerfile.j2.
 # Build it with `reprobox build 18b6f4b2fe0e`: it assembles the context (lock, wheels, the code at
-# commit a691346f3bc1) and passes the package-index configuration as build secrets.
+# commit a691346f3bc1, the hash-checked files from this machine's wheelhouse); the Python
+# packages install offline, with no secret mounted.
 FROM python:3.11.7-slim-bookworm
 
 # No packages to install: remove what the base brings that the capture did not have.

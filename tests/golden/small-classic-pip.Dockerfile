@@ -1,6 +1,7 @@
 # Image of reprobox experiment 1f02963194a9, rendered from reprobox's templates/Dockerfile.j2.
 # Build it with `reprobox build 1f02963194a9`: it assembles the context (lock, wheels, the code at
-# commit a691346f3bc1) and passes the package-index configuration as build secrets.
+# commit a691346f3bc1, the hash-checked files from this machine's wheelhouse); the Python
+# packages install offline, with no secret mounted.
 FROM python:3.11.7-slim-bookworm
 
 # System packages that own the native libraries the Python packages load.
@@ -38,29 +39,24 @@ RUN set -eu; \
         rm -rf /var/lib/apt/lists/*; \
     fi
 
-# Classic builder (no BuildKit): the context files are copied in, and the non-secret parts of the
-# index configuration arrive as build arguments (credentials and CA bundles need BuildKit).
-ARG PIP_INDEX_URL
-ARG PIP_EXTRA_INDEX_URL
-ARG PIP_TRUSTED_HOST
+# Classic builder (no BuildKit): the context files are copied in (and removed at the end); no
+# index configuration is passed: the Python packages install from the copied wheels only.
 COPY ["tools/", "/tmp/reprobox/tools/"]
 COPY ["wheels/", "/tmp/reprobox/wheels/"]
 COPY ["lock/", "/tmp/reprobox/lock/"]
 
 # Locked Python packages.
-# Installed from the index exactly as locked: hashes required, no resolution.
+# Installed exactly as locked, offline from the host's hash-checked wheelhouse: no index, no secret.
 RUN set -eu; \
-    if [ -r /run/secrets/reprobox-env ]; then . /run/secrets/reprobox-env; fi; \
     PIP_ROOT_USER_ACTION=ignore python3.11 -m pip install --no-deps --require-hashes --no-input --disable-pip-version-check --no-compile \
-        --no-cache-dir --find-links /tmp/reprobox/wheels \
+        --no-index --no-cache-dir --find-links /tmp/reprobox/wheels \
         --requirement /tmp/reprobox/lock/all.txt
 
 # The project's own packages, at the experiment's commit. They sit where `reprobox run` mounts
 # the checkout, so an editable install in the image points into the mounted code at run time.
 COPY ["src/", "/workspace/"]
 RUN set -eu; \
-    if [ -r /run/secrets/reprobox-env ]; then . /run/secrets/reprobox-env; fi; \
-    PIP_ROOT_USER_ACTION=ignore python3.11 -m pip install --no-deps --no-input --disable-pip-version-check \
+    PIP_ROOT_USER_ACTION=ignore python3.11 -m pip install --no-deps --no-input --disable-pip-version-check --no-index --no-cache-dir --find-links /tmp/reprobox/wheels \
         --editable /workspace; \
     extra="$(python3.11 /tmp/reprobox/tools/prune.py /tmp/reprobox/tools/packages.txt)"; \
     if [ -n "$extra" ]; then PIP_ROOT_USER_ACTION=ignore python3.11 -m pip uninstall --yes $extra; fi

@@ -146,7 +146,7 @@ def test_local_version_from_the_configured_find_links_folder(tmp_path):
     result = lock_environment(env, repo_root=tmp_path, config=config, cache_dir=tmp_path / "c")
     digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
     assert f"torch=={version} \\\n    --hash=sha256:{digest}" in result.requirements_lock
-    assert f"--find-links {wheel.parent}" in result.requirements_lock
+    assert f"#     find-links {wheel.parent}" in result.requirements_lock
     assert result.packages[0].source.kind == "find-links"
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 from dataclasses import replace
@@ -14,14 +13,12 @@ from reprobox.build.context import (
     ContextInputs,
     SecretFiles,
     assemble_context,
-    collect_local_wheels,
     context_dir,
     export_code,
     find_uv,
     forward_index_config,
-    lock_hashes,
+    lock_parts,
     secrets_env_text,
-    split_lock,
 )
 from reprobox.build.render import RenderOptions, plan_image
 from reprobox.errors import LockError, UsageError
@@ -35,6 +32,12 @@ from .test_build_fixtures import FIXTURES, small, with_env
 LOCK = (FIXTURES / "requirements.lock").read_text()
 
 
+def _pins():  # type: ignore[no-untyped-def]
+    from reprobox.lock.checks import check_requirements_lock
+
+    return check_requirements_lock(LOCK, small()[1])
+
+
 def _config(tmp_path: Path, **env: str):  # type: ignore[no-untyped-def]
     environ = {"PIP_CONFIG_FILE": os.devnull, "HOME": str(tmp_path), **env}
     return read_index_config(environ=environ, venv=tmp_path)
@@ -43,67 +46,37 @@ def _config(tmp_path: Path, **env: str):  # type: ignore[no-untyped-def]
 # --------------------------------------------------------------------------- the lock
 
 
-def test_split_lock_puts_each_pin_with_its_hashes_in_its_layer() -> None:
+def test_lock_parts_put_each_checked_pin_with_its_hashes_in_its_layer() -> None:
     exp, env = small()
     plan = plan_image(exp, env, base_image="python:3.11.7-slim-bookworm")
-    parts, warnings = split_lock(LOCK, plan.lock_groups)
+    parts, warnings = lock_parts(_pins(), plan.lock_groups)
     assert list(parts) == ["all.txt"] and warnings == []
     text = parts["all.txt"]
-    assert "attrs==23.2.0 \\\n    --hash=sha256:935dc3b5" in text
+    assert "attrs==23.2.0 --hash=sha256:935dc3b5" in text
     assert text.count("--hash=sha256:") == LOCK.count("--hash=sha256:")
     assert "mypkg" not in text  # the editable package is not an index requirement
+    assert "--index-url" not in text and "--find-links" not in text
 
 
-def test_split_lock_drops_local_sources_and_keeps_remote_ones() -> None:
-    lock = (
-        "--extra-index-url file:///opt/pypi/simple\n"
-        "--extra-index-url https://extra.example/simple\n"
-        "--find-links /opt/wheels\n"
-        "--find-links https://wheels.example/\n\n"
-        "numpy==1.26.4 \\\n    --hash=sha256:" + "a" * 64 + "\n"
-        "tqdm==4.66.1 \\\n    --hash=sha256:" + "b" * 64 + " \\\n    --hash=sha256:" + "c" * 64
-        + "\n"
-    )
+def test_lock_parts_split_by_layer_and_name_what_is_missing() -> None:
     from reprobox.build.render import LockGroup
+    from reprobox.lock.checks import Pin
 
+    pins = (Pin("numpy", "1.26.4", ("a" * 64,), 1), Pin("tqdm", "4.66.1", ("b" * 64, "c" * 64), 3))
     groups = (LockGroup("compiled.txt", "", ("numpy",)), LockGroup("pure.txt", "", ("tqdm",
                                                                                    "gone")))
-    parts, warnings = split_lock(lock, groups)
-    for text in parts.values():
-        assert "file:///opt/pypi" not in text and "/opt/wheels" not in text
-        assert "--extra-index-url https://extra.example/simple" in text
-        assert "--find-links https://wheels.example/" in text
+    parts, warnings = lock_parts(pins, groups)
     assert "numpy==1.26.4" in parts["compiled.txt"] and "tqdm" not in parts["compiled.txt"]
     assert parts["pure.txt"].count("--hash=") == 2
     assert any("gone is not in requirements.lock" in w for w in warnings)
-    assert lock_hashes(lock) == {"numpy": {"a" * 64}, "tqdm": {"b" * 64, "c" * 64}}
-
-
-def test_local_wheels_are_taken_only_when_the_lock_accepts_their_hash(tmp_path: Path) -> None:
-    good = tmp_path / "index" / "demo-1.0-py3-none-any.whl"
-    good.parent.mkdir()
-    good.write_bytes(b"wheel bytes")
-    other = tmp_path / "index" / "demo-1.0.tar.gz"
-    other.write_bytes(b"sdist bytes")
-    digest = hashlib.sha256(b"wheel bytes").hexdigest()
-    pylock = tmp_path / "pylock.toml"
-    pylock.write_text(
-        'lock-version = "1.0"\n\n[[packages]]\nname = "Demo"\nversion = "1.0"\n'
-        f'sdist = {{name = "demo-1.0.tar.gz", url = "file://{other}", hashes = {{sha256 = "{"0" * 64}"}}}}\n'
-        f'wheels = [\n  {{name = "{good.name}", url = "file://{good}", hashes = {{sha256 = "{digest}"}}}},\n]\n'
-        '\n[[packages]]\nname = "lost"\nversion = "2.0"\n'
-        f'wheels = [\n  {{name = "lost-2.0-py3-none-any.whl", url = "file://{tmp_path}/no/lost-2.0-py3-none-any.whl", hashes = {{sha256 = "{"1" * 64}"}}}},\n]\n'
-    )
-    files, warnings = collect_local_wheels(pylock, {"demo": {digest}, "lost": {"1" * 64}})
-    assert files == [(good, good.name)]
-    assert any(w.startswith("lost:") for w in warnings)
-    assert collect_local_wheels(None, {}) == ([], [])
 
 
 # --------------------------------------------------------------------------- forwarding
 
 
-def test_forwarding_keeps_credentials_for_the_secret_only(tmp_path: Path) -> None:
+def test_no_index_configuration_reaches_the_build(tmp_path: Path) -> None:
+    """Only proxies and the CA bundle are forwarded (apt, the CPython download): never an index
+    URL or its credentials, which no build step needs any more."""
     ca = tmp_path / "ca.pem"
     ca.write_text("-----BEGIN CERTIFICATE-----\n")
     cfg = _config(
@@ -116,22 +89,13 @@ def test_forwarding_keeps_credentials_for_the_secret_only(tmp_path: Path) -> Non
         HTTPS_PROXY="http://proxy.example:3128",
     )
     fwd = forward_index_config(cfg)
-    assert fwd.env["PIP_INDEX_URL"] == "https://user:s3cret@private.example/simple"
-    assert fwd.env["UV_INDEX_URL"] == fwd.env["PIP_INDEX_URL"]
-    assert fwd.env["PIP_EXTRA_INDEX_URL"] == "https://pypi.org/simple"
-    assert "PIP_FIND_LINKS" not in fwd.env  # the local folder's wheels go into the context
-    assert set(fwd.dropped_local) == {"file:///opt/pypi/simple", "/opt/wheels"}
-    assert fwd.env["PIP_CERT"] == fwd.env["SSL_CERT_FILE"] == "/run/secrets/reprobox-ca"
+    text = secrets_env_text(fwd.env)
+    assert "s3cret" not in text and "private.example" not in text and "INDEX" not in text
+    assert not any(k.startswith(("PIP_", "UV_")) for k in fwd.env)
+    assert fwd.env["SSL_CERT_FILE"] == "/run/secrets/reprobox-ca"
     assert fwd.ca_bundle == ca
     assert fwd.env["https_proxy"] == fwd.env["HTTPS_PROXY"] == "http://proxy.example:3128"
-    assert fwd.has_secret_values and fwd.build_args == {}
-
-
-def test_only_local_indexes_means_no_index_in_the_build(tmp_path: Path) -> None:
-    cfg = _config(tmp_path, PIP_INDEX_URL="file:///srv/mirror/simple", PIP_CERT="")
-    fwd = forward_index_config(cfg)
-    assert fwd.env["PIP_NO_INDEX"] == "1" and fwd.env["UV_NO_INDEX"] == "1"
-    assert not fwd.has_secret_values
+    assert not fwd.has_secret_values and fwd.build_args == {}
 
 
 def test_a_proxy_on_localhost_warns_about_the_network_mode(tmp_path: Path) -> None:
@@ -156,8 +120,9 @@ def test_the_secret_env_file_round_trips_through_a_real_shell(tmp_path: Path) ->
 
 
 def test_secret_files_are_private_and_removed(tmp_path: Path) -> None:
-    fwd = forward_index_config(_config(tmp_path, PIP_INDEX_URL="https://t:tok@x.example/simple",
+    fwd = forward_index_config(_config(tmp_path, HTTPS_PROXY="http://t:tok@proxy.example:3128",
                                        PIP_CERT=""))
+    assert fwd.has_secret_values
     with SecretFiles(fwd) as files:
         env_file = files["reprobox-env"]
         assert oct(env_file.stat().st_mode & 0o777) == "0o600"
@@ -255,7 +220,7 @@ def test_assemble_context_layout(git_repo: Path, tmp_path: Path) -> None:
     plan = plan_image(stored.experiment, stored.environment,
                       base_image="python:3.11.7-slim-bookworm", options=RenderOptions())
     dest = tmp_path / "ctx"
-    ctx = assemble_context(repo, stored, ContextInputs(plan, "FROM scratch\n", uv, LOCK, None),
+    ctx = assemble_context(repo, stored, ContextInputs(plan, "FROM scratch\n", uv, _pins()),
                            dest)
     names = sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file())
     assert "Dockerfile" in names and "lock/all.txt" in names and "tools/uv" in names
@@ -266,7 +231,7 @@ def test_assemble_context_layout(git_repo: Path, tmp_path: Path) -> None:
         == uv.stat().st_size
     # A second assembly keeps unchanged files as they are (same mtime: BuildKit skips them).
     before = (dest / "lock" / "all.txt").stat().st_mtime_ns
-    assemble_context(repo, stored, ContextInputs(plan, "FROM scratch\n", uv, LOCK, None), dest)
+    assemble_context(repo, stored, ContextInputs(plan, "FROM scratch\n", uv, _pins()), dest)
     assert (dest / "lock" / "all.txt").stat().st_mtime_ns == before
     assert ctx.dockerfile == dest / "Dockerfile"
 
@@ -278,7 +243,7 @@ def test_assemble_context_without_a_lock_names_the_fix(git_repo: Path, tmp_path:
                       base_image="python:3.11.7-slim-bookworm",
                       options=RenderOptions(installer="pip"))
     with pytest.raises(LockError, match="reprobox lock"):
-        assemble_context(repo, stored, ContextInputs(plan, "FROM scratch\n", None, None, None),
+        assemble_context(repo, stored, ContextInputs(plan, "FROM scratch\n", None, None),
                          tmp_path / "ctx")
 
 

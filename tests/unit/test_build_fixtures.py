@@ -76,10 +76,15 @@ def mixed_sources(env: Environment) -> Environment:
             hash="sha256=939de3e7a6161af0c887ef91b7d41a53e7c5a1ca976325f429cb46ea9bc30ecc")),
         Package("helpers", "0.2.0", PackageSource("directory", path="libs/helpers",
                                                    editable=False, in_repo=True)),
-        Package("outside", "1.0", PackageSource("directory", path="/home/someone/outside",
-                                                editable=True, in_repo=False)),
     )
     return replace(env, packages=env.packages + extra)
+
+
+def outside_folder(env: Environment) -> Environment:
+    """A package installed from a folder outside the repository (never read by a rebuild)."""
+    return replace(env, packages=env.packages + (
+        Package("outside", "1.0", PackageSource("directory", path="/home/someone/outside",
+                                                editable=True, in_repo=False)),))
 
 
 def no_packages(env: Environment) -> Environment:

@@ -14,6 +14,8 @@ from reprobox.build.images import (
     explain_base_choice,
     has_python_image,
     newest_debian_for,
+    pyproject_base_warning,
+    user_config_path,
 )
 from reprobox.errors import UsageError, ValidationError
 from reprobox.model import OSInfo
@@ -83,28 +85,47 @@ def test_base_distro_from_the_tag() -> None:
     assert base_distro("python") is None
 
 
-def test_flag_beats_pyproject_beats_auto(tmp_path: Path) -> None:
+def test_flag_beats_user_config_beats_auto(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _exp, env = small()
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    assert select_base_image(env)[1] == "auto"
+    conf = tmp_path / "config" / "reprobox" / "config.toml"
+    conf.parent.mkdir(parents=True)
+    conf.write_text('[build]\nbase-image = "registry.example/py:3.11.7"\n')
+    assert user_config_path() == conf
+    assert select_base_image(env) == ("registry.example/py:3.11.7", "config")
+    assert select_base_image(env, override="my/base:2") == ("my/base:2", "flag")
+    assert str(conf) in explain_base_choice(env, "registry.example/py:3.11.7", "config")
+
+
+def test_a_base_image_in_the_checkout_is_ignored_with_a_warning(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pull request writes pyproject.toml: it never chooses what the build starts from."""
+    _exp, env = small()
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     (tmp_path / "pyproject.toml").write_text(
-        '[project]\nname = "x"\n\n[tool.reprobox]\nbase-image = "registry.example/py:3.11.7"\n')
-    assert select_base_image(env, repo_root=tmp_path) == ("registry.example/py:3.11.7",
-                                                          "pyproject")
-    assert select_base_image(env, override="my/base:2", repo_root=tmp_path) == ("my/base:2",
-                                                                                 "flag")
-    assert select_base_image(env, repo_root=tmp_path / "nowhere")[1] == "auto"
+        '[project]\nname = "x"\n\n[tool.reprobox]\nbase-image = "evil.example/py:latest"\n')
+    assert select_base_image(env) == ("python:3.11.7-slim-bookworm", "auto")
+    warning = pyproject_base_warning(tmp_path)
+    assert warning is not None
+    assert "pyproject.toml is ignored" in warning and "--base-image" in warning
+    assert str(tmp_path / "config" / "reprobox" / "config.toml") in warning
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "x"\n')
+    assert pyproject_base_warning(tmp_path) is None
 
 
-def test_bad_overrides_are_refused(tmp_path: Path) -> None:
+def test_bad_overrides_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _exp, env = small()
     with pytest.raises(UsageError, match="--base-image") as flag:
         select_base_image(env, override="python:3.11 ; id")
     assert flag.value.exit_code == 2
-    (tmp_path / "pyproject.toml").write_text('[tool.reprobox]\nbase-image = "Bad Image"\n')
-    with pytest.raises(UsageError, match="base-image = .Bad Image. in .*pyproject.toml"):
-        select_base_image(env, repo_root=tmp_path)
-    (tmp_path / "pyproject.toml").write_text("[tool.reprobox\n")
-    with pytest.raises(UsageError, match="pyproject.toml"):
-        select_base_image(env, repo_root=tmp_path)
+    conf = tmp_path / "config.toml"
+    conf.write_text('base-image = "Bad Image"\n')
+    with pytest.raises(UsageError, match="base-image = .Bad Image. in .*config.toml"):
+        select_base_image(env, config_file=conf)
+    conf.write_text("[build\n")
+    with pytest.raises(UsageError, match="config.toml"):
+        select_base_image(env, config_file=conf)
 
 
 def test_an_inexact_interpreter_version_cannot_name_an_image() -> None:

@@ -16,7 +16,7 @@ import pytest
 from reprobox.build import render_dockerfile
 from reprobox.build.base import render_base_dockerfile
 from reprobox.build.engine import step_titles
-from reprobox.build.render import RenderOptions, plan_image
+from reprobox.build.render import RenderOptions, plan_image, render_plan
 from reprobox.errors import UsageError, ValidationError
 from reprobox.model import Package, PackageSource, SystemPackage
 
@@ -25,6 +25,7 @@ from .test_build_fixtures import (
     datascience,
     gpu,
     mixed_sources,
+    outside_folder,
     no_packages,
     small,
     ubuntu,
@@ -93,7 +94,7 @@ def test_layer_order_base_system_lock_code() -> None:
         "FROM python:3.11.7-slim-bookworm",
         "dpkg-query",
         "/lock/all.txt",
-        "pyjokes @ git+https://github.com/pyjokes/pyjokes@",
+        "pyjokes @ file:///tmp/reprobox/wheels/pyjokes-0.6.0-3b3b7f6a8f6e.tar.gz",
         'COPY ["src/", "/workspace/"]',
         "--editable /workspace",
         "prune.py",
@@ -127,14 +128,52 @@ def test_system_packages_pinned_only_on_the_same_release() -> None:
     assert not unknown.system.pinned
 
 
-def test_local_packages_outside_the_repository_are_left_out_with_a_warning() -> None:
+def test_local_packages_in_the_repository_are_copied_from_the_commit() -> None:
     exp, env = small()
     env = mixed_sources(env)
     plan = plan_image(with_env(exp, env), env, base_image=BOOKWORM)
     assert [p.name for p in plan.local] == ["helpers", "mypkg"]
-    assert any("outside" in w and "left out" in w for w in plan.warnings)
     # The root package covers libs/helpers: one COPY of the whole tree.
     assert [(d.src, d.dest) for d in plan.copy_dirs] == [("", "/workspace/")]
+
+
+def test_a_folder_or_file_archive_outside_the_repository_is_refused_naming_the_package() -> None:
+    """A capture's path outside the repository is never read, so never copied into a build."""
+    exp, env = small()
+    outside = outside_folder(env)
+    with pytest.raises(UsageError, match=r"package outside 1\.0 .*/home/someone/outside") as exc:
+        plan_image(with_env(exp, outside), outside, base_image=BOOKWORM)
+    assert exc.value.exit_code == 2
+    key = replace(env, packages=env.packages + (Package("sshkey", "1.0", PackageSource(
+        "archive", url="file:///root/.ssh/id_rsa.tar.gz")),))
+    with pytest.raises(UsageError, match=r"package sshkey .*file:///root/.ssh/id_rsa") as exc:
+        plan_image(with_env(exp, key), key, base_image=BOOKWORM)
+    assert exc.value.exit_code == 2
+    inside = replace(env, packages=env.packages + (Package("vendored", "2.0", PackageSource(
+        "archive", url="file:///home/me/proj/vendor/vendored-2.0.tar.gz",
+        path="vendor/vendored-2.0.tar.gz", hash="sha256=" + "9" * 64)),))
+    plan = plan_image(with_env(exp, inside), inside, base_image=BOOKWORM)
+    assert [(d.name, d.repo_path) for d in plan.direct_sources] == [
+        ("vendored", "vendor/vendored-2.0.tar.gz")]
+    assert plan.direct == ("vendored @ file:///tmp/reprobox/wheels/vendored-2.0.tar.gz",)
+
+
+def test_no_python_install_step_sees_a_secret_or_an_index() -> None:
+    exp, env = small()
+    env = mixed_sources(env)
+    for opts in (RenderOptions(), RenderOptions(installer="pip"),
+                 RenderOptions(network_none=True)):
+        text = render_dockerfile(with_env(exp, env), env, base_image=BOOKWORM, options=opts)
+        steps = text.split("\nRUN ")[1:]
+        installs = [s for s in steps if " install " in s and "apt-get" not in s]
+        assert len(installs) == 3  # the lock, the VCS/archive packages, the project's own
+        for step in installs:
+            assert "secret" not in step and "/run/secrets" not in step
+            assert "--no-index" in step
+            assert "--index-url" not in step and "git+" not in step and "https://" not in step
+            assert ("--network=none" in step) == opts.network_none
+        apt = [s for s in steps if "apt-get" in s]
+        assert apt and all("--network=none" not in s for s in apt)
 
 
 def test_a_package_built_from_source_on_the_host_is_flagged() -> None:
@@ -233,3 +272,24 @@ def test_unknown_installer_and_cache_id_are_usage_errors() -> None:
     with pytest.raises(UsageError):
         render_dockerfile(exp, env, base_image=BOOKWORM,
                           options=RenderOptions(cache_id="a b"))
+
+
+def test_the_two_parts_split_network_steps_from_python_steps() -> None:
+    """For builders without `RUN --network`: the system part (network, proxies and CA only) and
+    the Python part (built with the network off) together hold every step of the whole file."""
+    exp, env = small()
+    env = mixed_sources(env)
+    plan = plan_image(with_env(exp, env), env, base_image=BOOKWORM)
+    assert plan.has_system_part
+    system = render_plan(plan, part="system")
+    python = render_plan(plan, part="python", system_image="reprobox/system:abc")
+    assert system.count("\nFROM ") == 1 and f"FROM {BOOKWORM}" in system
+    assert "apt-get" in system and "pip install" not in system
+    assert "\nLABEL " not in system and "/tmp/reprobox/wheels" not in system
+    assert "FROM reprobox/system:abc" in python and "apt-get" not in python
+    assert "type=secret" not in python and "LABEL reprobox.experiment=" in python
+    whole = render_plan(plan)
+    for step in (s for s in python.split("\nRUN ")[1:]):
+        assert step in whole
+    with pytest.raises(ValueError):
+        render_plan(plan, part="python")

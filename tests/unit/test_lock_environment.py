@@ -124,7 +124,8 @@ def test_lock_of_a_mixed_environment(world):
     assert "tinybuilt==1.0 \\\n    --hash=sha256:" + "ab" * 32 + "\n" in req
     # a local version found in a find-links folder
     assert by_name["tiny"].source.kind == "find-links"
-    assert f"--find-links {world['links']}" in req
+    assert f"#     find-links {world['links']}" in req
+    assert "\n--" not in req  # no option line: sources come from the installing machine
     assert f"tiny==1.0+cpu \\\n    --hash=sha256:{sha256_of(world['local_wheel'])}" in req
     assert any("tiny==1.0+cpu" in w and "local find-links" in w for w in result.warnings)
     # VCS and directory packages: described, never required (pip would refuse them)
@@ -285,6 +286,8 @@ def test_pip_installs_requirements_lock_in_hash_checking_mode(offline_world):
     python = _venv(w["tmp"] / "venv")
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("PIP_")},
            "PIP_CONFIG_FILE": os.devnull, "PIP_INDEX_URL": w["config"].index_url,
+           # the lock names no source: the installing machine's configuration does
+           "PIP_FIND_LINKS": " ".join(w["config"].find_links),
            "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
     subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install",
                     "--require-hashes", "--no-deps", "-r", str(lock)],

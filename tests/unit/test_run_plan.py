@@ -194,15 +194,22 @@ def test_install_plan_splits_what_no_index_serves():
                                                hash="sha256=" + "d" * 64)),
         Package("mine", "0.1", PackageSource("directory", path="src/mine", editable=True,
                                                in_repo=True)),
-        Package("elsewhere", "0.2", PackageSource("directory", path="/opt/elsewhere")),
     ))
     plan = install_plan(env)
+    # installed offline from the host's wheelhouse, where the host fetched them
     assert plan.external == (
-        "blob @ https://example.org/blob-2.0.tar.gz#sha256=" + "d" * 64,
-        f"tool @ git+https://example.org/t.git@{'c' * 40}#subdirectory=py",
+        "blob @ file://{wheels}/blob-2.0.tar.gz",
+        f"tool @ file://{{wheels}}/tool-1.0-{'c' * 12}.tar.gz",
     )
+    assert [(s.name, s.kind, s.hash) for s in plan.sources] == [
+        ("blob", "archive", "sha256=" + "d" * 64), ("tool", "vcs", None)]
+    assert plan.sources[1].subdirectory == "py"
     assert plan.in_repo == (("src/mine", True),)
-    assert len(plan.unavailable) == 1 and "elsewhere" in plan.unavailable[0]
+    outside = Environment(interpreter=ENV.interpreter, packages=(
+        Package("elsewhere", "0.2", PackageSource("directory", path="/opt/elsewhere")),))
+    with pytest.raises(UsageError, match=r"package elsewhere 0\.2 .*/opt/elsewhere") as exc:
+        install_plan(outside)
+    assert exc.value.exit_code == 2
 
 
 def test_install_plan_refuses_a_hostile_vcs_url():
