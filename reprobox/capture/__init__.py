@@ -336,6 +336,7 @@ def environment_from_probe(
     raw: Mapping[str, Any], root: Path, *, cache_dir: Optional[Path] = None
 ) -> tuple[Environment, list[str]]:
     """The Environment for a probe's output: OS packages owning the native libraries, hardware."""
+    from . import conda as conda_mod
     from . import hardware, system
     from . import python as py
 
@@ -362,14 +363,26 @@ def environment_from_probe(
             + ", ".join(f"{m} (needed by {', '.join(probe.library_users.get(m, ['?'])[:3])})"
                         for m in unexpected)
         )
+    packages = list(probe.packages)
+    conda_env = None
+    prefix = (probe.raw.get("interpreter") or {}).get("prefix")
+    if probe.interpreter.kind == "conda" or (
+            probe.interpreter.kind not in ("venv",) and conda_mod.is_conda_prefix(prefix)):
+        # conda-meta is plain JSON: read on the host, from the prefix the probe reported.
+        scan = conda_mod.read_prefix(prefix)
+        packages, split_warnings = conda_mod.split_distributions(
+            packages, probe.raw.get("distributions") or (), scan)
+        conda_env, _outside = conda_mod.attribute_libraries(scan, probe.prefix_libraries)
+        warnings.extend(scan.warnings + split_warnings)
     env = Environment(
         interpreter=probe.interpreter,
-        packages=tuple(probe.packages),
+        packages=tuple(packages),
         system_packages=tuple(sys_pkgs),
         os=system.os_info(probe.os_raw),
         hardware=hardware.detect_hardware(probe.packages, probe.files),
         unowned_libraries=tuple(sorted(unowned)),
         missing_libraries=tuple(missing),
+        conda=conda_env,
     )
     return env, warnings
 
