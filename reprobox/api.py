@@ -139,12 +139,16 @@ def lock(ref: ExpRef = "latest", *, platform: Optional[str] = None,
         platform=platform,
         progress=progress,
     )
-    for fname, content in result.files.items():
+    files = dict(result.files)
+    if stored.environment.conda is not None:
+        from .lock.condalock import lock_conda
+
+        files.update(lock_conda(stored.environment, result.packages, progress=progress))
+    else:
+        files["Dockerfile"] = render_store_dockerfile(stored.experiment, stored.environment,
+                                                      store.root)
+    for fname, content in files.items():
         store.write_file(stored.id, fname, content)
-    store.write_file(
-        stored.id, "Dockerfile",
-        render_store_dockerfile(stored.experiment, stored.environment, store.root),
-    )
     return result
 
 

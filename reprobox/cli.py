@@ -304,7 +304,7 @@ def _verdict(ctx: click.Context, result: Any, as_json: bool, ok: bool) -> None:
 
 
 def _backend_option(f: Any) -> Any:
-    return click.option("--backend", type=click.Choice(["auto", "docker", "venv"]),
+    return click.option("--backend", type=click.Choice(["auto", "docker", "venv", "conda"]),
                         default="auto", show_default=True,
                         help="Where to rebuild the environment.")(f)
 

@@ -32,7 +32,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 Progress = Callable[[str], None]
 
-BACKENDS = ("auto", "docker", "venv")
+BACKENDS = ("auto", "docker", "venv", "conda")
 
 #: Folder of the checkout (inside the checkout) where reprobox puts what the rerun reports back
 #: (inline metrics, the probe and its output). Hidden, removed with the checkout.
@@ -137,16 +137,30 @@ class Backend(abc.ABC):
                 pass
 
 
-def choose_backend(name: str, engine: Any = None) -> tuple[Backend, str]:
+def choose_backend(name: str, engine: Any = None,
+                   environment: Optional["Environment"] = None) -> tuple[Backend, str]:
     """The backend for ``--backend NAME`` and the reason, as the report will print it.
 
-    ``auto`` picks docker when a container engine answers, else venv. ``engine`` is the container
+    ``auto`` picks docker when a container engine answers, else venv; for a conda environment
+    (``environment`` given, with conda packages) it picks conda. ``engine`` is the container
     engine to use (default: :func:`reprobox.build.get_engine`), given by tests and callers that
     already hold one.
     """
     if name not in BACKENDS:
         raise UsageError(
             f"unknown backend {name!r}", f"use one of: {', '.join(BACKENDS)}"
+        )
+    conda_env = environment is not None and environment.conda is not None
+    if name == "conda" or (name == "auto" and conda_env):
+        from .conda import CondaBackend
+
+        return CondaBackend(), ("--backend conda" if name == "conda" else
+                                "auto: a conda environment, recreated on this host")
+    if conda_env and name in ("docker", "venv"):
+        raise UsageError(
+            f"this experiment was captured in a conda environment, which --backend {name} "
+            "cannot recreate (its conda packages are not pip packages)",
+            "use `--backend conda` (py-rattler installs the recorded packages on this host)",
         )
     if name == "venv":
         from .venv import VenvBackend

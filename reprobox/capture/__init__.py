@@ -256,7 +256,14 @@ def capture_experiment(
             result = lock_environment(
                 env, repo_root=root, cache_dir=_user_cache() / "index", progress=say
             )
+            conda_files: dict[str, str] = {}
+            if env.conda is not None:
+                from ..lock.condalock import lock_conda
+
+                say("locking conda packages by URL, md5 and sha256")
+                conda_files = lock_conda(env, result.packages, progress=say)
             files.update(result.files)
+            files.update(conda_files)
             warnings.extend(result.warnings)
             locked = True
         except IndexUnavailable as exc:
@@ -266,10 +273,16 @@ def capture_experiment(
             )
         except LockError as exc:
             warnings.append(f"the lock is incomplete: {exc}")
+        except ReproboxError as exc:  # a conda channel that does not answer, or refuses
+            warnings.append(
+                f"the lock was skipped: {exc.message}. The environment is recorded; complete the "
+                f"lock later with `reprobox lock {experiment.id}`"
+            )
         stage("lock", t0)
 
     # The Dockerfile installs from the lock, so it is written with it (here or by `reprobox lock`).
-    if "requirements.lock" in files:
+    # A conda environment is recreated by the conda backend, not by this pip-only Dockerfile.
+    if "requirements.lock" in files and env.conda is None:
         t0 = time.perf_counter()
         try:
             files["Dockerfile"] = render_store_dockerfile(experiment, env, root)
@@ -366,8 +379,8 @@ def environment_from_probe(
     packages = list(probe.packages)
     conda_env = None
     prefix = (probe.raw.get("interpreter") or {}).get("prefix")
-    if probe.interpreter.kind == "conda" or (
-            probe.interpreter.kind not in ("venv",) and conda_mod.is_conda_prefix(prefix)):
+    if isinstance(prefix, str) and (probe.interpreter.kind == "conda" or (
+            probe.interpreter.kind != "venv" and conda_mod.is_conda_prefix(prefix))):
         # conda-meta is plain JSON: read on the host, from the prefix the probe reported.
         scan = conda_mod.read_prefix(prefix)
         packages, split_warnings = conda_mod.split_distributions(
