@@ -143,7 +143,11 @@ def lock(ref: ExpRef = "latest", *, platform: Optional[str] = None,
     if stored.environment.conda is not None:
         from .lock.condalock import lock_conda
 
-        files.update(lock_conda(stored.environment, result.packages, progress=progress))
+        conda_files = lock_conda(stored.environment, result.packages, progress=progress)
+        files.update(conda_files)
+        from dataclasses import replace
+
+        result = replace(result, files={**result.files, **conda_files})
     else:
         files["Dockerfile"] = render_store_dockerfile(stored.experiment, stored.environment,
                                                       store.root)

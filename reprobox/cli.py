@@ -142,7 +142,9 @@ def capture(name: Optional[str], command: Optional[str], metrics_files: tuple[st
         exp = outcome.stored.experiment
         progress(
             f"captured {exp.name}: {data['packages']} packages, {data['system_packages']} system "
-            f"packages, {'locked' if outcome.locked else 'not locked'}"
+            f"packages, "
+            + (f"{data['conda_packages']} conda packages, " if "conda_packages" in data else "")
+            + f"{'locked' if outcome.locked else 'not locked'}"
             + ("" if outcome.created_new else " (identical to an existing capture)")
         )
         click.echo(exp.id)
@@ -209,7 +211,8 @@ def show(exp: str, as_json: bool) -> None:
         f"({env.interpreter.kind or 'unknown kind'}, {env.interpreter.platform or '?'})",
         f"os          {env.os.pretty_name or env.os.id or '?'}, kernel {env.os.kernel or '?'}, "
         f"glibc {env.os.glibc or '?'}, {env.os.arch or '?'}",
-        f"packages    {len(env.packages)} Python, {len(env.system_packages)} system",
+        f"packages    {len(env.packages)} Python, {len(env.system_packages)} system"
+        + (f", {len(env.conda.packages)} conda" if env.conda is not None else ""),
         f"hardware    {env.hardware.cpu_model or '?'}, {env.hardware.cpu_cores or '?'} CPUs"
         + (f", {len(env.hardware.gpus)} GPU(s): {env.hardware.gpus[0].name}"
            if env.hardware.gpus else ", no GPU")

@@ -61,6 +61,8 @@ class CaptureOutcome:
             "warnings": list(self.warnings),
             "packages": len(self.stored.environment.packages),
             "system_packages": len(self.stored.environment.system_packages),
+            **({"conda_packages": len(self.stored.environment.conda.packages)}
+               if self.stored.environment.conda is not None else {}),
         }
 
 
