@@ -120,6 +120,12 @@ class CondaRecord:
     source: str  # the record file, for messages
 
 
+def _installed_files(paths: Sequence[str]) -> list[str]:
+    """The files that define what a package installed: byte-code caches are left out, since
+    conda compiles them at link time and py-rattler does not (Python makes them on import)."""
+    return [p for p in paths if not p.endswith((".pyc", ".pyo"))]
+
+
 def _files_sha256(paths: Sequence[str]) -> Optional[str]:
     if not paths:
         return None
@@ -195,8 +201,8 @@ def parse_record(data: Any, source: str) -> CondaRecord:
             if isinstance(depends, list) else (),
             requested_spec=_requested(data),
             noarch=noarch if isinstance(noarch, str) else None,
-            files=len(paths),
-            files_sha256=_files_sha256(paths),
+            files=len(_installed_files(paths)),
+            files_sha256=_files_sha256(_installed_files(paths)),
         ),
         paths=paths,
         source=source,

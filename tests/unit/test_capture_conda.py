@@ -48,6 +48,19 @@ def test_conda_forge_numpy_with_openblas() -> None:
     assert scan.owners["lib/python3.11/site-packages/numpy-1.26.4.dist-info/METADATA"] == "numpy"
 
 
+def test_byte_code_caches_do_not_count_as_files(tmp_path: Path) -> None:
+    # conda compiles noarch packages at link time and lists the .pyc; py-rattler does not
+    prefix = _copy(tmp_path)
+    rec = prefix / "conda-meta" / "tqdm-4.66.2-pyhd8ed1ab_0.json"
+    before = conda.read_prefix(prefix).environment.package("tqdm")
+    data = json.loads(rec.read_text())
+    data["files"].append("lib/python3.11/site-packages/tqdm/__pycache__/__init__.cpython-311.pyc")
+    rec.write_text(json.dumps(data))
+    after = conda.read_prefix(prefix).environment.package("tqdm")
+    assert before is not None and after is not None
+    assert (after.files, after.files_sha256) == (before.files, before.files_sha256)
+
+
 def test_defaults_numpy_with_mkl_older_conda_without_sha256() -> None:
     env = conda.read_prefix(META / "defaults-mkl").environment
     assert env.channels == ("https://repo.anaconda.com/pkgs/main",)
