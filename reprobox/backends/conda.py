@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
 from .. import proc
 from ..errors import ReproboxError, UsageError
 from . import Prepared, Progress
-from .venv import _SCRUBBED, LOCK_FILE, VenvBackend, _Installer, install_plan, venv_key
+from .venv import _SCRUBBED, LOCK_FILE, VenvBackend, install_plan, venv_key
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..model import CondaEnvironment, Environment, Package
@@ -99,6 +99,11 @@ class CondaBackend(VenvBackend):
             check_package(pkg)
             require_url(pkg)
         plan = install_plan(env)
+        # requirement lines that name a host wheelhouse are the container/venv builds' business
+        external = tuple(r for r in plan.external if "{wheels}" not in r)
+        unavailable = plan.unavailable + tuple(
+            f"{r.split(' @ ', 1)[0]}: a local archive, installed by the docker and venv backends "
+            "only" for r in plan.external if "{wheels}" in r)
         lock = stored.file(LOCK_FILE)
         has_pip = any(p.source.kind == "index" for p in env.packages)
         if has_pip and not lock.is_file():
@@ -122,17 +127,17 @@ class CondaBackend(VenvBackend):
                 marker
                 and marker.get("environment_digest") == env.digest
                 and marker.get("lock_sha256") == lock_sha
-                and marker.get("external") == list(plan.external)
+                and marker.get("external") == list(external)
             )
             t0 = time.monotonic()
             if reused:
                 say(f"reusing the conda environment {prefix}")
             else:
                 self._build_prefix(prefix, env, conda_env, lock if has_pip else None, lock_sha,
-                                   plan.external, say)
+                                   external, say)
             python = prefix / "bin" / "python"
             if plan.in_repo:
-                self._install_in_repo(python, checkout, plan, say)
+                _install_in_repo(python, checkout, plan.in_repo, say)
             detail = "reused" if reused else f"built in {time.monotonic() - t0:.1f} s"
             prepared = Prepared(
                 backend=self.name,
@@ -141,8 +146,8 @@ class CondaBackend(VenvBackend):
                              f"packages, {len(env.packages)} pip packages, {detail})"),
                 reused=reused,
                 python=str(python),
-                unavailable_packages=plan.unavailable,
-                notes=[f"not in the rebuilt environment: {u}" for u in plan.unavailable],
+                unavailable_packages=unavailable,
+                notes=[f"not in the rebuilt environment: {u}" for u in unavailable],
             )
             if not plan.in_repo:
                 fcntl.flock(lock_fh, fcntl.LOCK_SH)
@@ -178,14 +183,13 @@ class CondaBackend(VenvBackend):
                     raise CondaInstallError(
                         f"the conda environment has pip packages but no Python at {python}",
                         "the capture's conda packages lack the interpreter; re-capture it")
-                installer = _Installer(python)
                 if lock is not None:
-                    say(f"installing the pip packages with {installer.name} (hashes checked)")
-                    installer.install(["--require-hashes", "--no-deps", "-r", str(lock)],
-                                      what=f"installing {lock.name} into {prefix}")
+                    say("installing the pip packages with pip (--require-hashes --no-deps)")
+                    pip_install(python, ["--require-hashes", "--no-deps", "-r", str(lock)],
+                                what=f"installing {lock.name} into {prefix}")
                 if external:
-                    installer.install(["--no-deps", *external],
-                                      what="installing the packages that came from no index")
+                    pip_install(python, ["--no-deps", *external],
+                                what="installing the packages that came from no index")
             from ..store import write_atomic
 
             marker = {
@@ -210,6 +214,35 @@ class CondaBackend(VenvBackend):
                 out.pop(name, None)
         out.update(env)
         return out
+
+
+def pip_install(python: Path, args: Sequence[str], *, what: str) -> None:
+    """The host's pip (its index configuration) installing into the environment's Python."""
+    env = {k: v for k, v in os.environ.items() if k not in _SCRUBBED}
+    proc.run([sys.executable, "-m", "pip", "--python", str(python), "install",
+              "--disable-pip-version-check", "--no-input", *args],
+             env=env, timeout=3600, what=what,
+             hint="check that the package index answers (`reprobox doctor`); if a hash does "
+             "not match, the index serves another file than the one locked")
+
+
+def _install_in_repo(python: Path, checkout: Path, in_repo: Sequence[tuple[str, bool]],
+                     say: Progress) -> None:
+    """The repository's own packages, from the checkout (editable if they were)."""
+    from .. import validate
+
+    args: list[str] = ["--no-deps"]
+    for rel, editable in in_repo:
+        folder = validate.path_inside(checkout, rel, "package folder")
+        if not folder.is_dir():
+            raise UsageError(
+                f"the package folder {rel} recorded in the capture is not in the checkout",
+                "the capture was made with a folder that is not committed; commit it and "
+                "capture again",
+            )
+        args += (["-e", str(folder)] if editable else [str(folder)])
+    say(f"installing {len(in_repo)} package(s) from the checkout")
+    pip_install(python, args, what="installing the repository's own packages")
 
 
 def install_archives(prefix: Path, packages: list[dict[str, Any]], requested: list[str],
