@@ -321,6 +321,12 @@ def observe(backend: Any, prepared: Any, checkout: Path) -> Observed:
 
         packages, conda_env = observe_conda(prepared.handle, packages,
                                             raw.get("distributions") or ())
+    elif getattr(prepared, "conda_prefix", None):  # a conda image: read inside the container
+        from .backends.conda import observe_conda_inside
+
+        packages, conda_env = observe_conda_inside(backend, prepared, checkout,
+                                                   prepared.conda_prefix, packages,
+                                                   raw.get("distributions") or ())
     return Observed(interpreter=result.interpreter, packages=packages,
                     system_packages=system, conda=conda_env)
 

@@ -54,6 +54,8 @@ class Prepared:
     unavailable_packages: tuple[str, ...] = ()
     #: Backend-private resources to let go in :meth:`Backend.release` (file locks).
     _resources: list[Any] = field(default_factory=list, repr=False)
+    #: Where a conda environment lives inside the environment (a conda image), else None.
+    conda_prefix: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -151,16 +153,16 @@ def choose_backend(name: str, engine: Any = None,
             f"unknown backend {name!r}", f"use one of: {', '.join(BACKENDS)}"
         )
     conda_env = environment is not None and environment.conda is not None
-    if name == "conda" or (name == "auto" and conda_env):
+    if name == "conda":
         from .conda import CondaBackend
 
-        return CondaBackend(), ("--backend conda" if name == "conda" else
-                                "auto: a conda environment, recreated on this host")
-    if conda_env and name in ("docker", "venv"):
+        return CondaBackend(), "--backend conda"
+    if conda_env and name == "venv":
         raise UsageError(
-            f"this experiment was captured in a conda environment, which --backend {name} "
+            "this experiment was captured in a conda environment, which --backend venv "
             "cannot recreate (its conda packages are not pip packages)",
-            "use `--backend conda` (py-rattler installs the recorded packages on this host)",
+            "use `--backend conda` (py-rattler installs the recorded packages on this host) "
+            "or `--backend docker` (the same, in an image)",
         )
     if name == "venv":
         from .venv import VenvBackend
@@ -189,6 +191,11 @@ def choose_backend(name: str, engine: Any = None,
             if name == "docker":
                 raise
             why = exc.message
+    if name == "auto" and conda_env:
+        from .conda import CondaBackend
+
+        return CondaBackend(), (f"auto: no container engine ({why}), so the conda environment "
+                                "is recreated on this host")
     if name == "docker":
         from ..errors import EngineError
 

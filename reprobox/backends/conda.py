@@ -293,3 +293,59 @@ def observe_conda(prefix: str, packages: Sequence["Package"],
     scan = conda_mod.read_prefix(prefix)
     kept, _warnings = conda_mod.split_distributions(packages, distributions, scan)
     return tuple(kept), scan.environment
+
+
+#: Run inside a rebuilt environment (stdlib only): its conda-meta records, minus the large
+#: ``paths_data``, and its history, as one JSON file for the host to parse.
+DUMP_CONDA_META = """
+import json, os, sys
+meta = os.path.join(sys.argv[1], "conda-meta")
+out = {"records": {}, "history": ""}
+if os.path.isdir(meta):
+    for name in sorted(os.listdir(meta)):
+        path = os.path.join(meta, name)
+        if name.endswith(".json"):
+            try:
+                with open(path, encoding="utf-8") as f:
+                    data = json.load(f)
+            except (OSError, ValueError):
+                data = None
+            if isinstance(data, dict):
+                data.pop("paths_data", None)
+            out["records"][name] = data
+        elif name == "history":
+            with open(path, encoding="utf-8", errors="replace") as f:
+                out["history"] = f.read()
+else:
+    out = None
+with open(sys.argv[2], "w", encoding="utf-8") as f:
+    json.dump(out, f)
+"""
+
+
+def observe_conda_inside(backend: Any, prepared: Prepared, checkout: Path, prefix: str,
+                         packages: Sequence["Package"],
+                         distributions: Sequence[Mapping[str, Any]]) -> tuple[
+        tuple["Package", ...], Optional["CondaEnvironment"]]:
+    """:func:`observe_conda` for an environment only reachable by running in it (a container)."""
+    from ..capture import conda as conda_mod
+    from . import RUN_DIR
+
+    run_dir = checkout / RUN_DIR
+    run_dir.mkdir(parents=True, exist_ok=True)
+    out = run_dir / "conda-meta.json"
+    done = backend.execute(prepared, ["python", "-I", "-c", DUMP_CONDA_META, prefix,
+                                      backend.path_in_env(checkout, out)],
+                           checkout=checkout, cwd=".", env={}, capture=True)
+    if done.returncode != 0 or not out.is_file():
+        raise ReproboxError(f"could not read the conda records inside the rebuilt environment "
+                            f"(exit status {done.returncode})")
+    data = json.loads(out.read_text(encoding="utf-8"))
+    if data is None:
+        return tuple(packages), None
+    records = [conda_mod.parse_record(rec, f"{prefix}/conda-meta/{name}")
+               for name, rec in sorted(data["records"].items())]
+    scan = conda_mod.scan_records(Path(prefix), records, data.get("history") or "")
+    kept, _warnings = conda_mod.split_distributions(packages, distributions, scan)
+    return tuple(kept), scan.environment
+

@@ -298,17 +298,6 @@ def is_conda_prefix(prefix: Optional[str | os.PathLike[str]]) -> bool:
     return bool(prefix) and (Path(prefix) / CONDA_META).is_dir()  # type: ignore[arg-type]
 
 
-def _manager(prefix: Path, history_tool: Optional[str]) -> Optional[str]:
-    if (prefix / CONDA_META / "pixi").exists() or f"{os.sep}.pixi{os.sep}envs{os.sep}" in str(
-            prefix) + os.sep:
-        return "pixi"
-    if history_tool:
-        return history_tool
-    if (prefix / "CACHEDIR.TAG").exists():
-        return "rattler"
-    return None
-
-
 def read_prefix(prefix: str | os.PathLike[str]) -> CondaScan:
     """Read every ``conda-meta/*.json`` record of ``prefix`` (a conda-family environment)."""
     prefix = Path(prefix)
@@ -325,6 +314,22 @@ def read_prefix(prefix: str | os.PathLike[str]) -> CondaScan:
             history_text = f.read()
     except OSError:
         pass
+    return scan_records(prefix, records, history_text, _manager_hint(prefix))
+
+
+def _manager_hint(prefix: Path) -> Optional[str]:
+    if (prefix / CONDA_META / "pixi").exists() or f"{os.sep}.pixi{os.sep}envs{os.sep}" in str(
+            prefix) + os.sep:
+        return "pixi"
+    if (prefix / "CACHEDIR.TAG").exists():
+        return "rattler"
+    return None
+
+
+def scan_records(prefix: Path, records: Sequence[CondaRecord], history_text: str,
+                 manager_hint: Optional[str] = None) -> CondaScan:
+    """The environment made of parsed records (read here, or inside a container)."""
+    meta = prefix / CONDA_META
     requested, tool = history_specs(history_text)
     owners: dict[str, str] = {}
     warnings: list[str] = []
@@ -361,7 +366,7 @@ def read_prefix(prefix: str | os.PathLike[str]) -> CondaScan:
         channels=tuple(channels),
         platform=sorted(subdirs)[0] if len(subdirs) == 1 else (
             ",".join(sorted(subdirs)) or None),
-        manager=_manager(prefix, tool),
+        manager="pixi" if manager_hint == "pixi" else (tool or manager_hint),
         requested_specs=tuple(requested),
     )
     return CondaScan(prefix=prefix, environment=env, owners=owners, warnings=warnings)

@@ -218,7 +218,7 @@ def test_pure_conda_env_and_refusals(channel: Channel, tmp_path: Path,
     # --backend venv / docker cannot recreate conda packages: refused, naming the fix
     done = reprobox(repo, user_env, "verify", exp_id, "--backend", "venv", check=False)
     assert done.returncode == 2 and "--backend conda" in done.stderr
-    done = reprobox(repo, user_env, "verify", exp_id, "--json", check=True)
+    done = reprobox(repo, user_env, "verify", exp_id, "--backend", "conda", "--json")
     assert json.loads(done.stdout)["identical"] is True
 
     # a package built locally (no URL): the capture records it, `reprobox lock` refuses it

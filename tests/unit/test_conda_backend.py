@@ -22,19 +22,31 @@ def _conda_env() -> Environment:
                        conda=conda.read_prefix(META / "conda-forge-openblas").environment)
 
 
-def test_auto_and_explicit_conda_pick_the_conda_backend() -> None:
+class _Engine:
+    def __init__(self, answers: bool) -> None:
+        self.answers = answers
+
+    def available(self) -> bool:
+        return self.answers
+
+
+def test_auto_picks_docker_then_the_conda_backend_for_a_conda_capture() -> None:
+    from reprobox.backends.docker import DockerBackend
+
     env = _conda_env()
-    backend, why = choose_backend("auto", environment=env)
-    assert isinstance(backend, CondaBackend) and why.startswith("auto: a conda environment")
+    backend, why = choose_backend("auto", _Engine(True), environment=env)
+    assert isinstance(backend, DockerBackend) and why == "auto: the container engine answered"
+    backend, why = choose_backend("auto", _Engine(False), environment=env)
+    assert isinstance(backend, CondaBackend)
+    assert why.startswith("auto: no container engine") and "conda environment" in why
     backend, why = choose_backend("conda")
     assert isinstance(backend, CondaBackend) and why == "--backend conda"
 
 
-@pytest.mark.parametrize("name", ["docker", "venv"])
-def test_other_backends_refuse_a_conda_capture(name: str) -> None:
+def test_venv_backend_refuses_a_conda_capture() -> None:
     with pytest.raises(UsageError) as err:
-        choose_backend(name, environment=_conda_env())
-    assert f"--backend {name}" in err.value.message
+        choose_backend("venv", environment=_conda_env())
+    assert "--backend venv" in err.value.message
     assert "--backend conda" in (err.value.hint or "")
 
 
