@@ -164,6 +164,11 @@ def build(ref: ExpRef = "latest", *, tag: Optional[str] = None, base_image: Opti
 
     store = store or open_store()
     stored = _stored(store, ref)
+    if stored.environment.conda is not None:
+        from .build.condaimage import build_conda_experiment
+
+        return build_conda_experiment(store, stored, tag=tag, base_image=base_image,
+                                      progress=progress, dry_run=dry_run)
     return build_experiment(store, stored, tag=tag, base_image=base_image, network=network,
                             progress=progress, dry_run=dry_run, no_cache=no_cache)
 

@@ -216,3 +216,34 @@ def build_conda_image(store: Store, stored: StoredExperiment, *, tag: str,
         shutil.rmtree(ctx, ignore_errors=True)
     return CondaImage(tag, built.image_id, dockerfile, base, time.monotonic() - t0,
                       built.steps, built.cached_steps)
+
+
+def build_conda_experiment(store: Store, stored: StoredExperiment, *, tag: Optional[str] = None,
+                           base_image: Optional[str] = None, progress: Optional[Progress] = None,
+                           dry_run: bool = False) -> CondaImage:
+    """``reprobox build`` for a conda capture: the image, its tag recorded like any build's."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from . import default_tag
+    from .images import checked_image_flag, debian_codename_for, python_image
+    from .render import WORKDIR
+
+    tag = checked_image_flag(tag, "--tag") if tag else default_tag(store.root, stored.id)
+    if dry_run:
+        env = stored.environment
+        base = (checked_image_flag(base_image, "--base-image") if base_image else
+                python_image(env.interpreter.version, debian_codename_for(env)[0]))
+        try:
+            rattler = f"py_rattler-{version('py-rattler')}-<wheel fetched at build time>.whl"
+        except PackageNotFoundError:
+            rattler = "<py-rattler wheel>"
+        dockerfile = render_conda_dockerfile(
+            base_image=base, experiment_id=stored.id, rattler_wheel=rattler,
+            conda_count=len(env.conda.packages) if env.conda else 0,
+            pip_count=sum(1 for p in env.packages if p.source.kind == "index"), workdir=WORKDIR)
+        return CondaImage(tag, None, dockerfile, base, 0.0)
+    built = build_conda_image(store, stored, tag=tag, base_image=base_image, progress=progress)
+    if stored.experiment.image != tag:
+        store.set_image(stored, tag)
+    return built
+

@@ -172,7 +172,7 @@ def test_mixed_conda_env_capture_lock_rebuild_run_verify(
     assert record["reproduced"] is True, done.stdout
     assert record["backend"] == "conda"
 
-    done = reprobox(clone, user_env, "verify", exp_id, "--json")
+    done = reprobox(clone, user_env, "verify", exp_id, "--backend", "conda", "--json")
     report = json.loads(done.stdout)
     assert report["identical"] is True, report["differences"]
     assert report["backend"] == "conda" and report["packages_checked"] == 5
@@ -183,7 +183,8 @@ def test_mixed_conda_env_capture_lock_rebuild_run_verify(
     rebuilt = Path(user_env["XDG_CACHE_HOME"]) / "reprobox" / "conda-envs"
     prefix_dir = next(p for p in rebuilt.iterdir() if p.is_dir())
     next((prefix_dir / "conda-meta").glob("tinyutil-*.json")).unlink()
-    done = reprobox(clone, user_env, "verify", exp_id, "--json", check=False)
+    done = reprobox(clone, user_env, "verify", exp_id, "--backend", "conda", "--json",
+                    check=False)
     assert done.returncode == 1, done.stderr
     messages = [d["message"] for d in json.loads(done.stdout)["differences"]]
     assert any("conda package tinyutil 1.0" in m and "missing" in m for m in messages)
@@ -234,3 +235,63 @@ def test_pure_conda_env_and_refusals(channel: Channel, tmp_path: Path,
     done = reprobox(repo, user_env, "lock", out["id"], check=False)
     assert done.returncode == 2
     assert "conda package tinyutil 1.0 (pyhd8ed1ab_0) has no download URL" in done.stderr
+
+
+def _image_holds(tag: str, needle: bytes, tmp_path: Path) -> list[str]:
+    """Where ``needle`` occurs in the saved image: old ``layer.tar`` and OCI ``blobs/sha256``."""
+    import io
+    import tarfile
+
+    docker = "/usr/bin/docker" if Path("/usr/bin/docker").exists() else "docker"
+    archive = tmp_path / "image.tar"
+    subprocess.run([docker, "save", "-o", str(archive), tag], check=True)
+    hits: list[str] = []
+    with tarfile.open(archive) as outer:
+        for member in outer.getmembers():
+            if not member.isfile():
+                continue
+            data = outer.extractfile(member).read()  # type: ignore[union-attr]
+            try:
+                inner = tarfile.open(fileobj=io.BytesIO(data), mode="r:*")
+            except tarfile.TarError:
+                if needle in data:
+                    hits.append(member.name)
+                continue
+            with inner:
+                for f in inner.getmembers():
+                    if f.isfile() and needle in inner.extractfile(f).read():  # type: ignore
+                        hits.append(f"{member.name}:{f.name}")
+    return hits
+
+
+@pytest.mark.docker
+@pytest.mark.network
+def test_mixed_conda_env_rebuilt_in_an_image(channel: Channel, tmp_path: Path,
+                                             user_env: dict[str, str]) -> None:
+    prefix = create_env(channel, tmp_path / "envs" / "img", ["python", "zdemo", "tinyutil"],
+                        tmp_path / "rattler-cache")
+    pip_install(prefix, "six==1.16.0")
+    repo = _project(tmp_path, user_env)
+    exp_id = _capture(repo, prefix, user_env)
+    git(repo, "add", ".reprobox")
+    git(repo, "commit", "-q", "-m", "capture")
+    bare = tmp_path / "remote.git"
+    subprocess.run(["git", "clone", "-q", "--bare", str(repo), str(bare)], check=True)
+    clone = tmp_path / "conda-image-e2e-clone"  # the image tag is reprobox/<this name>:<id>
+    subprocess.run(["git", "clone", "-q", str(bare), str(clone)], check=True)
+    tag = f"reprobox/conda-image-e2e-clone:{exp_id}"
+    try:
+        done = reprobox(clone, user_env, "verify", exp_id, "--backend", "docker", "--json")
+        report = json.loads(done.stdout)
+        assert report["identical"] is True, report["differences"]
+        assert report["backend"] == "docker" and report["packages_checked"] == 5
+        assert "/opt/conda-env" in report["environment"]
+        done = reprobox(clone, user_env, "run", exp_id, "--backend", "docker", "--json")
+        record = json.loads(done.stdout)
+        assert record["reproduced"] is True, done.stdout
+        assert "(already built)" in record["environment"]
+        assert _image_holds(tag, CANARY.encode(), tmp_path) == []
+        assert subprocess.run(["git", "status", "--porcelain"], cwd=clone, capture_output=True,
+                              text=True).stdout == ""
+    finally:
+        subprocess.run(["docker", "rmi", "-f", tag], capture_output=True)

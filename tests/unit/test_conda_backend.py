@@ -85,3 +85,20 @@ def test_environment_comparison_includes_conda() -> None:
     obs = Observed(interpreter=env.interpreter, packages=(), system_packages={}, conda=None)
     diffs = compare_environments(env, obs)
     assert [d.kind for d in diffs] == ["conda-package"]
+
+
+def test_conda_dockerfile_is_offline_and_pure() -> None:
+    from reprobox.build.condaimage import render_conda_dockerfile
+
+    kwargs = dict(base_image="python:3.11.7-slim-bookworm", experiment_id="abc123def456",
+                  rattler_wheel="py_rattler-0.28.0-cp38-abi3-manylinux_2_17_x86_64.whl",
+                  conda_count=4, workdir="/workspace")
+    with_pip = render_conda_dockerfile(pip_count=2, **kwargs)  # type: ignore[arg-type]
+    without = render_conda_dockerfile(pip_count=0, **kwargs)  # type: ignore[arg-type]
+    assert with_pip == render_conda_dockerfile(pip_count=2, **kwargs)  # type: ignore[arg-type]
+    assert with_pip.splitlines()[3] == "FROM python:3.11.7-slim-bookworm"
+    assert "--require-hashes" in with_pip and "--no-index" in with_pip
+    assert "pip/" not in without and "the 4 conda packages" in without
+    for text in (with_pip, without):
+        assert "--mount=type=secret" not in text and "http" not in text
+        assert "ENV PATH=/opt/conda-env/bin:$PATH CONDA_PREFIX=/opt/conda-env" in text
