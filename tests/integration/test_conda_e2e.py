@@ -232,9 +232,14 @@ def test_pure_conda_env_and_refusals(channel: Channel, tmp_path: Path,
     done = reprobox(repo, run_env, "capture", "--cmd", "python train.py", "--json")
     out = json.loads(done.stdout)
     assert any("tinyutil 1.0" in w and "no download URL" in w for w in out["warnings"])
+    folder = repo / ".reprobox" / "experiments" / out["id"]
+    assert not (folder / "conda-lock.yml").exists()  # the capture's lock was refused whole
+    assert not (folder / "requirements.lock").exists()
     done = reprobox(repo, user_env, "lock", out["id"], check=False)
     assert done.returncode == 2
     assert "conda package tinyutil 1.0 (pyhd8ed1ab_0) has no download URL" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert sorted(p.name for p in folder.iterdir()) == ["environment.json", "experiment.json"]
 
 
 def _image_holds(tag: str, needle: bytes, tmp_path: Path) -> list[str]:
