@@ -256,3 +256,27 @@ def test_capture_shapes_round_trip_into_conda_lock(tmp_path: Path) -> None:
         out.write_text(files["conda-lock.yml"])
         assert len(parse_conda_lock_file(out).package) == len(env.conda.packages)  # type: ignore
         assert "SECRETTOKEN" not in json.dumps(files) and "hunter2" not in json.dumps(files)
+
+
+def test_condarc_files_merge_in_conda_order_with_proxies_and_ssl(tmp_path: Path) -> None:
+    environ = _condarc(tmp_path, "ssl_verify: /etc/ssl/corp-ca.pem\n"
+                                 "proxy_servers:\n  https: http://proxy.corp.example:3128\n"
+                                 "channel_alias: https://first.example\n")
+    later = tmp_path / "later.condarc"
+    later.write_text("channel_alias: https://second.example\nssl_verify: false\n")
+    cfg = read_conda_config({**environ, "CONDARC": str(later)})
+    assert cfg.channel_alias == "https://second.example"  # $CONDARC is read last and wins
+    assert cfg.ssl_verify is False
+    assert cfg.proxies == {"https": "http://proxy.corp.example:3128"}
+    assert cfg.files[-1] == str(later)
+    only_home = read_conda_config(environ)
+    assert only_home.ssl_verify == "/etc/ssl/corp-ca.pem"
+
+
+def test_broken_condarc_is_named(tmp_path: Path) -> None:
+    from reprobox.errors import UsageError
+
+    environ = _condarc(tmp_path, "channels: [unclosed\n")
+    with pytest.raises(UsageError) as err:
+        read_conda_config(environ)
+    assert str(Path(environ["HOME"]) / ".condarc") in err.value.message
