@@ -48,6 +48,7 @@ KNOWN_SUBDIRS = ("noarch", "linux-64", "linux-aarch64", "linux-ppc64le", "linux-
                  "win-arm64", "emscripten-wasm32", "wasi-wasm32", "zos-z")
 
 _TOKEN = re.compile(r"/t/[^/]+(?=/|$)")
+_CHANNEL_OK = re.compile(r"^[A-Za-z0-9_.:/@+~%-]+$")
 _ARCHIVE = re.compile(r"\.(conda|tar\.bz2)$")
 
 
@@ -174,8 +175,10 @@ def parse_record(data: Any, source: str) -> CondaRecord:
     channel: Optional[str] = None
     if clean:
         channel = _channel_from_url(clean)
-    if channel is None and isinstance(data.get("channel"), str) and data["channel"].strip():
-        channel = channel_url(data["channel"], subdir)
+    raw_channel = data.get("channel")
+    if channel is None and isinstance(raw_channel, str) and _CHANNEL_OK.match(raw_channel):
+        # conda writes pseudo-channels such as "<develop>" or "<unknown>": no channel at all
+        channel = channel_url(raw_channel, subdir)
     files = data.get("files")
     paths = tuple(f for f in files if isinstance(f, str)) if isinstance(files, list) else ()
     number = data.get("build_number")
@@ -411,9 +414,16 @@ def split_distributions(
             conda_owned[canonical_name(name)] = owner
     kept: list[Package] = []
     warnings: list[str] = []
+    conda_versions = {p.name: p.version for p in scan.environment.packages}
     for pkg in packages:
         if pkg.name in conda_owned:
             continue
+        if pkg.name in conda_versions and conda_versions[pkg.name] != pkg.version:
+            warnings.append(
+                f"{pkg.display_name or pkg.name} {pkg.version} was installed by "
+                f"{pkg.installer or 'pip'} over conda's {pkg.name} {conda_versions[pkg.name]}: "
+                "both are recorded, and a rebuild installs them in that order"
+            )
         if (pkg.installer or "").strip().lower() == "conda":
             warnings.append(
                 f"{pkg.display_name or pkg.name} {pkg.version} says conda installed it, but no "

@@ -170,7 +170,19 @@ def test_package_without_url_is_recorded_with_a_warning_naming_it(tmp_path: Path
     scan = conda.read_prefix(prefix)
     assert any("tqdm 4.66.2" in w and "no download URL" in w for w in scan.warnings)
     tqdm = scan.environment.package("tqdm")
-    assert tqdm is not None and tqdm.url is None
+    assert tqdm is not None and tqdm.url is None and tqdm.channel is None
+
+
+def test_pip_over_conda_is_recorded_twice_and_said(tmp_path: Path) -> None:
+    prefix = _copy(tmp_path)
+    scan = conda.read_prefix(prefix)
+    sp = prefix / "lib/python3.11/site-packages"
+    dists = [{"name": "numpy", "metadata_dir": str(sp / "numpy-2.0.0.dist-info")}]
+    kept, warnings = conda.split_distributions(
+        [Package("numpy", "2.0.0", installer="pip")], dists, scan)
+    assert [p.version for p in kept] == ["2.0.0"]
+    assert warnings == ["numpy 2.0.0 was installed by pip over conda's numpy 1.26.4: both are "
+                        "recorded, and a rebuild installs them in that order"]
 
 
 # --------------------------------------------------------------------------- split, libraries
