@@ -172,8 +172,17 @@ def lock(ref: ExpRef = "latest", *, platform: Optional[str] = None,
         progress=progress,
     )
     files: dict[str, Union[str, bytes]] = dict(result.files)
-    files["Dockerfile"] = render_store_dockerfile(stored.experiment, stored.environment,
-                                                  store.root)
+    if stored.environment.conda is not None:
+        from .lock.condalock import lock_conda
+
+        conda_files = lock_conda(stored.environment, result.packages, progress=progress)
+        files.update(conda_files)
+        from dataclasses import replace
+
+        result = replace(result, files={**result.files, **conda_files})
+    else:
+        files["Dockerfile"] = render_store_dockerfile(stored.experiment, stored.environment,
+                                                      store.root)
     sealed = store.reseal(stored, files, replace_existing=True)
     return Locked(id=sealed.id, previous_id=stored.id, stored=sealed, result=result)
 
@@ -186,6 +195,11 @@ def build(ref: ExpRef = "latest", *, tag: Optional[str] = None, base_image: Opti
 
     store = store or open_store()
     stored = _stored(store, ref)
+    if stored.environment.conda is not None:
+        from .build.condaimage import build_conda_experiment
+
+        return build_conda_experiment(store, stored, tag=tag, base_image=base_image,
+                                      progress=progress, dry_run=dry_run)
     return build_experiment(store, stored, tag=tag, base_image=base_image, network=network,
                             progress=progress, dry_run=dry_run, no_cache=no_cache)
 

@@ -167,7 +167,9 @@ def capture(name: Optional[str], command: Optional[str], metrics_files: tuple[st
         exp = outcome.stored.experiment
         progress(
             f"captured {exp.name}: {data['packages']} packages, {data['system_packages']} system "
-            f"packages, {'locked' if outcome.locked else 'not locked'}"
+            f"packages, "
+            + (f"{data['conda_packages']} conda packages, " if "conda_packages" in data else "")
+            + f"{'locked' if outcome.locked else 'not locked'}"
             + ("" if outcome.created_new else " (identical to an existing capture)")
         )
         _echo(exp.id)
@@ -239,7 +241,8 @@ def show(exp: str, as_json: bool) -> None:
         f"({f(interp.kind or 'unknown kind')}, {f(interp.platform or '?')})",
         f"os          {f(os_.pretty_name or os_.id or '?')}, kernel {f(os_.kernel or '?')}, "
         f"glibc {f(os_.glibc or '?')}, {f(os_.arch or '?')}",
-        f"packages    {len(env.packages)} Python, {len(env.system_packages)} system",
+        f"packages    {len(env.packages)} Python, {len(env.system_packages)} system"
+        + (f", {len(env.conda.packages)} conda" if env.conda is not None else ""),
         f"hardware    {f(hw.cpu_model or '?')}, {f(hw.cpu_cores or '?')} CPUs"
         + (f", {len(hw.gpus)} GPU(s): {f(hw.gpus[0].name)}" if hw.gpus else ", no GPU")
         + (f", CUDA {f(hw.cuda_runtime)}" if hw.cuda_runtime else ""),
@@ -347,7 +350,7 @@ def _verdict(ctx: click.Context, result: Any, as_json: bool, ok: bool) -> None:
 
 
 def _backend_option(f: Any) -> Any:
-    return click.option("--backend", type=click.Choice(["auto", "docker", "venv"]),
+    return click.option("--backend", type=click.Choice(["auto", "docker", "venv", "conda"]),
                         default="auto", show_default=True,
                         help="Where to rebuild the environment.")(f)
 

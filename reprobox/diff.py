@@ -24,7 +24,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Union
 
-from .model import Environment, Experiment, Package, PackageSource, SystemPackage, pretty_json
+from .model import (
+    CondaEnvironment,
+    Environment,
+    Experiment,
+    Package,
+    PackageSource,
+    SystemPackage,
+    pretty_json,
+)
 from .termsafe import escape_json
 
 # --------------------------------------------------------------------------- result objects
@@ -118,6 +126,8 @@ class EnvDiff:
     numerics_warnings: tuple[NumericsWarning, ...] = ()
     #: What could not be compared (e.g. env vars and git when B is the current environment).
     notes: tuple[str, ...] = ()
+    #: conda packages; versions read ``1.26.4 py311h64a7726_0 (conda-forge)``.
+    conda_packages: PackageDiff = field(default_factory=PackageDiff)
 
     @property
     def empty(self) -> bool:
@@ -125,7 +135,7 @@ class EnvDiff:
         return not (
             self.interpreter or not self.packages.empty or not self.system_packages.empty
             or self.os or self.hardware or self.cpu_flags_added or self.cpu_flags_removed
-            or self.env or self.git
+            or self.env or self.git or not self.conda_packages.empty
         )
 
     @property
@@ -152,6 +162,8 @@ class EnvDiff:
             "git": [c.to_dict() for c in self.git],
             "numerics_warnings": [w.to_dict() for w in self.numerics_warnings],
             "notes": list(self.notes),
+            **({"conda_packages": self.conda_packages.to_dict()}
+               if not self.conda_packages.empty else {}),
         }
 
 
@@ -313,6 +325,36 @@ def _diff_system_packages(a: Sequence[SystemPackage], b: Sequence[SystemPackage]
     return PackageDiff(**{g: tuple(v) for g, v in groups.items()})
 
 
+def conda_label(version: str, build: str, channel: str | None) -> str:
+    """``1.26.4 py311h64a7726_0 (conda-forge)``: what a reviewer needs to tell two builds apart."""
+    from .capture.conda import channel_display
+
+    return f"{version} {build} ({channel_display(channel)})"
+
+
+def _diff_conda_packages(a: CondaEnvironment | None, b: CondaEnvironment | None) -> PackageDiff:
+    amap = {p.name: p for p in (a.packages if a else ())}
+    bmap = {p.name: p for p in (b.packages if b else ())}
+    groups: dict[str, list[PackageChange]] = {g: [] for g in _PACKAGE_GROUPS}
+    for name in sorted(set(amap) | set(bmap)):
+        pa, pb = amap.get(name), bmap.get(name)
+        la = conda_label(pa.version, pa.build, pa.channel) if pa else None
+        lb = conda_label(pb.version, pb.build, pb.channel) if pb else None
+        if pa is None:
+            groups["added"].append(PackageChange(name, None, lb))
+        elif pb is None:
+            groups["removed"].append(PackageChange(name, la, None))
+        elif pa.version != pb.version:
+            order = compare_versions(pa.version, pb.version)
+            groups["upgraded" if order <= 0 else "downgraded"].append(PackageChange(name, la, lb))
+        elif (pa.build, pa.channel, pa.sha256 or pa.md5) != (pb.build, pb.channel,
+                                                            pb.sha256 or pb.md5):
+            groups["source_changed"].append(PackageChange(
+                name, la, lb, f"build {pa.build} from {pa.channel}",
+                f"build {pb.build} from {pb.channel}"))
+    return PackageDiff(**{g: tuple(v) for g, v in groups.items()})
+
+
 def _fields(a: Any, b: Any, keys: Sequence[str]) -> tuple[Change, ...]:
     return tuple(
         Change(k, getattr(a, k), getattr(b, k)) for k in keys if getattr(a, k) != getattr(b, k)
@@ -398,6 +440,7 @@ def diff_environments(
         env=env_changes,
         git=git_changes,
         notes=tuple(notes),
+        conda_packages=_diff_conda_packages(a.conda, b.conda),
     )
     return _with_warnings(result, a, b)
 
@@ -418,6 +461,15 @@ _BLAS_SYS = re.compile(r"(libopenblas.*|openblas.*|libblas.*|blas|blas-.*|liblap
 #: Shared libraries that are BLAS/LAPACK, by family (bundled in wheels such as numpy.libs too).
 _BLAS_LIB = re.compile(r"(libscipy_openblas(?:64_)?|libopenblas(?:64_)?(?:p)?|libmkl_[a-z0-9]+|libblis|"
                        r"libblas|liblapack|libcblas|libflexiblas|libarmpl|Accelerate)")
+#: conda packages that are (or select) the BLAS/LAPACK implementation; ``libblas``, ``blas`` and
+#: friends name the implementation in their build string (``21_linux64_openblas``, ``mkl``).
+_BLAS_CONDA = re.compile(r"(mkl|mkl-.*|intel-openmp|libopenblas|openblas|libblas|libcblas|"
+                         r"liblapack|liblapacke|blas|blas-devel|blis|libflexiblas|accelerate)")
+#: conda packages of the CUDA stack (their build strings also say ``cuda`` for framework builds).
+_CUDA_CONDA = re.compile(r"(cudatoolkit|cuda-.*|libcu.*|libnpp.*|libnvjitlink.*|cudnn|libcudnn.*|"
+                         r"nccl|libnccl.*|pytorch-cuda|cupy.*|magma|libmagma.*|tensorrt.*)")
+#: conda spellings of numerical libraries (``pytorch`` is ``torch`` on PyPI).
+_NUMERIC_CONDA = frozenset({"pytorch", "tensorflow-base", "numpy-base", "jaxlib"})
 #: GPU math libraries shipped as wheels (cuBLAS, cuDNN...) and GPU array libraries.
 _CUDA_PY = re.compile(r"(nvidia-.*-cu[0-9]+|cupy.*|triton|jax-cuda[0-9]+-.*)")
 
@@ -431,9 +483,14 @@ def blas_providers(env: Environment) -> dict[str, str]:
     for s in env.system_packages:
         if _BLAS_SYS.fullmatch(s.name):
             found[f"system package {s.name}"] = s.version
+    for c in env.conda.packages if env.conda else ():
+        if _BLAS_CONDA.fullmatch(c.name):
+            found[f"conda package {c.name}"] = f"{c.version} {c.build}"
     libs = list(env.unowned_libraries)
     for s in env.system_packages:
         libs.extend(s.libraries)
+    for c in env.conda.packages if env.conda else ():
+        libs.extend(c.libraries)
     for lib in libs:
         m = _BLAS_LIB.search(lib.rsplit("/", 1)[-1])
         if m:
@@ -487,6 +544,18 @@ def _package_changes(d: PackageDiff, names: Any) -> list[str]:
     return [out[k] for k in sorted(out)]
 
 
+def _conda_cuda_changes(d: PackageDiff) -> list[str]:
+    """Changes of CUDA conda packages, and of any conda package whose build says CUDA/cuDNN
+    (``pytorch 2.1.0 py3.11_cuda12.1_cudnn8.9.2_0`` -> ``py3.11_cpu_0``)."""
+    out = []
+    for group in _PACKAGE_GROUPS:
+        for c in getattr(d, group):
+            labels = f"{c.a or ''} {c.b or ''}".lower()
+            if _CUDA_CONDA.fullmatch(c.name) or "cuda" in labels or "cudnn" in labels:
+                out.append(f"conda {c.name} {c.a or 'absent'} -> {c.b or 'absent'}")
+    return out
+
+
 def _with_warnings(d: EnvDiff, a: Environment, b: Environment) -> EnvDiff:
     warnings: list[NumericsWarning] = []
     blas = _blas_warning(a, b)
@@ -496,6 +565,7 @@ def _with_warnings(d: EnvDiff, a: Environment, b: Environment) -> EnvDiff:
     hw = {c.key: c for c in d.hardware}
     cuda = [f"{k} {hw[k].a or 'none'} -> {hw[k].b or 'none'}" for k in ("cuda_runtime", "cudnn") if k in hw]
     cuda += _package_changes(d.packages, _CUDA_PY)
+    cuda += _conda_cuda_changes(d.conda_packages)
     if cuda:
         warnings.append(NumericsWarning(
             "cuda", "CUDA / cuDNN changed (" + "; ".join(cuda) + "): GPU kernels, algorithm "
@@ -534,6 +604,7 @@ def _with_warnings(d: EnvDiff, a: Environment, b: Environment) -> EnvDiff:
         ))
 
     libs = _package_changes(d.packages, frozenset(NUMERIC_LIBRARIES))
+    libs += _package_changes(d.conda_packages, frozenset(NUMERIC_LIBRARIES) | _NUMERIC_CONDA)
     if libs:
         warnings.append(NumericsWarning(
             "library", "numerical libraries changed (" + "; ".join(libs) + "): algorithms, "
@@ -668,6 +739,7 @@ def _groups(d: EnvDiff) -> list[tuple[str, Union[PackageDiff, Sequence[Change]]]
     return [
         ("Interpreter", d.interpreter),
         ("Packages", d.packages),
+        *([("Conda packages", d.conda_packages)] if not d.conda_packages.empty else []),
         ("System packages", d.system_packages),
         ("OS", d.os),
         ("Hardware", hw),

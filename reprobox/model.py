@@ -425,6 +425,134 @@ class Hardware:
 
 
 @dataclass(frozen=True)
+class CondaPackage:
+    """One package of a conda-family environment, as its ``conda-meta/<dist>.json`` records it.
+
+    ``channel`` is the channel's base URL (no subdir, no credentials, no ``/t/<token>``);
+    ``url`` the archive's URL, likewise cleaned (None for a package built locally). The files
+    the package owns are summarised by their count and the sha256 of their sorted list;
+    ``libraries`` are the sonames from it that the environment's code loads.
+    """
+
+    name: str
+    version: str
+    build: str
+    build_number: int = 0
+    channel: Optional[str] = None
+    subdir: Optional[str] = None
+    url: Optional[str] = None
+    md5: Optional[str] = None
+    sha256: Optional[str] = None
+    depends: tuple[str, ...] = ()
+    requested_spec: Optional[str] = None
+    noarch: Optional[str] = None
+    files: int = 0
+    files_sha256: Optional[str] = None
+    libraries: tuple[str, ...] = ()
+
+    @property
+    def file_name(self) -> Optional[str]:
+        """The archive's file name (``numpy-1.26.4-py311h64a7726_0.conda``)."""
+        if self.url:
+            return self.url.rstrip("/").rsplit("/", 1)[-1]
+        return None
+
+    def to_dict(self) -> Json:
+        out: Json = {
+            "name": self.name,
+            "version": self.version,
+            "build": self.build,
+            "build_number": self.build_number,
+            "depends": list(self.depends),
+            "files": self.files,
+            "libraries": list(self.libraries),
+        }
+        for key in ("channel", "subdir", "url", "md5", "sha256", "requested_spec", "noarch",
+                    "files_sha256"):
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], where: str = "conda package") -> "CondaPackage":
+        name = _req(data, "name", str, where)
+        where = f"{where} {name!r}"
+        number = _opt(data, "build_number", int, where)
+        files = _opt(data, "files", int, where)
+        return cls(
+            name=name,
+            version=_req(data, "version", str, where),
+            build=_req(data, "build", str, where),
+            build_number=int(number or 0),
+            channel=_opt(data, "channel", str, where),
+            subdir=_opt(data, "subdir", str, where),
+            url=_opt(data, "url", str, where),
+            md5=_opt(data, "md5", str, where),
+            sha256=_opt(data, "sha256", str, where),
+            depends=_strs(data.get("depends"), where + " depends"),
+            requested_spec=_opt(data, "requested_spec", str, where),
+            noarch=_opt(data, "noarch", str, where),
+            files=int(files or 0),
+            files_sha256=_opt(data, "files_sha256", str, where),
+            libraries=_strs(data.get("libraries"), where + " libraries"),
+        )
+
+    def identity(self) -> Json:
+        return {"name": self.name, "version": self.version, "build": self.build,
+                "build_number": self.build_number, "channel": self.channel,
+                "subdir": self.subdir, "md5": self.md5, "sha256": self.sha256}
+
+
+@dataclass(frozen=True)
+class CondaEnvironment:
+    """The conda part of an environment: its packages, channels (in priority order, cleaned),
+    the platform subdir, the tool that made it and the specs the user asked for."""
+
+    packages: tuple[CondaPackage, ...] = ()
+    channels: tuple[str, ...] = ()
+    platform: Optional[str] = None  # "linux-64"
+    manager: Optional[str] = None  # conda | mamba | micromamba | pixi | rattler
+    requested_specs: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "packages", tuple(sorted(self.packages, key=lambda p: p.name)))
+
+    def package(self, name: str) -> Optional[CondaPackage]:
+        for p in self.packages:
+            if p.name == name:
+                return p
+        return None
+
+    def to_dict(self) -> Json:
+        out: Json = {
+            "packages": [p.to_dict() for p in self.packages],
+            "channels": list(self.channels),
+            "requested_specs": list(self.requested_specs),
+        }
+        if self.platform is not None:
+            out["platform"] = self.platform
+        if self.manager is not None:
+            out["manager"] = self.manager
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], where: str = "conda") -> "CondaEnvironment":
+        return cls(
+            packages=tuple(CondaPackage.from_dict(p, f"{where} package")
+                           for p in _req(data, "packages", list, where)),
+            channels=_strs(data.get("channels"), where + " channels"),
+            platform=_opt(data, "platform", str, where),
+            manager=_opt(data, "manager", str, where),
+            requested_specs=_strs(data.get("requested_specs"), where + " requested_specs"),
+        )
+
+    def identity(self) -> Json:
+        return {"platform": self.platform,
+                "packages": [p.identity() for p in self.packages]}
+
+
+@dataclass(frozen=True)
 class Environment:
     """Everything that defines (and describes) the software environment of a run."""
 
@@ -437,6 +565,8 @@ class Environment:
     unowned_libraries: tuple[str, ...] = ()
     #: Needed sonames that could not be resolved at all on the capture host.
     missing_libraries: tuple[str, ...] = ()
+    #: The conda packages of a conda-family environment (None for a venv or system Python).
+    conda: Optional[CondaEnvironment] = None
 
     def __post_init__(self) -> None:
         object.__setattr__(
@@ -458,6 +588,8 @@ class Environment:
                 {"name": s.name, "version": s.version, "manager": s.manager}
                 for s in self.system_packages
             ],
+            # only when present: the digest of an environment without conda is unchanged
+            **({"conda": self.conda.identity()} if self.conda is not None else {}),
         }
 
     @property
@@ -481,6 +613,7 @@ class Environment:
             "hardware": self.hardware.to_dict(),
             "unowned_libraries": sorted(self.unowned_libraries),
             "missing_libraries": sorted(self.missing_libraries),
+            **({"conda": self.conda.to_dict()} if self.conda is not None else {}),
         }
 
     @classmethod
@@ -500,6 +633,8 @@ class Environment:
             hardware=Hardware.from_dict(_opt(data, "hardware", dict, where) or {}),
             unowned_libraries=_strs(data.get("unowned_libraries"), where + " unowned_libraries"),
             missing_libraries=_strs(data.get("missing_libraries"), where + " missing_libraries"),
+            conda=(CondaEnvironment.from_dict(data["conda"], where + " conda")
+                   if data.get("conda") is not None else None),
         )
         recorded = data.get("digest")
         if recorded is not None and recorded != env.digest:

@@ -116,7 +116,8 @@ def _cells(stored: StoredExperiment) -> dict[str, Any]:
         "git": _safe(md_code(exp.git.commit[:12]) + (" (dirty)" if exp.git.dirty else "")),
         "python": _safe(md_escape(_python(env))),
         "OS": _safe(md_escape(_os(env))),
-        "packages": _safe(str(len(env.packages))),
+        "packages": _safe(str(len(env.packages)) + (
+            f" pip + {len(env.conda.packages)} conda" if env.conda is not None else "")),
         "system packages": _safe(str(len(env.system_packages))),
         "GPUs / CUDA": _safe(md_escape(_gpus(env))),
         "environment digest": _safe(md_code(env.digest[:19]) if env.digest else "—"),
@@ -168,8 +169,15 @@ def _record_path(stored: StoredExperiment, repo_root: Path | None) -> str:
 
 
 def _package_rows(env: Environment) -> list[dict[str, str]]:
-    return [{"name": p.name, "version": p.version, "source": describe_source(p.source)}
+    rows = [{"name": p.name, "version": p.version, "source": describe_source(p.source)}
             for p in env.packages]
+    if env.conda is not None:
+        from .capture.conda import channel_display
+
+        rows += [{"name": c.name, "version": f"{c.version} {c.build}",
+                  "source": f"conda {channel_display(c.channel)}"} for c in env.conda.packages]
+        rows.sort(key=lambda r: r["name"])
+    return rows
 
 
 def _system_rows(env: Environment) -> list[dict[str, str]]:

@@ -482,7 +482,9 @@ def run_experiment(
     plan = plan_run(exp, stored.environment)
     clock = _Clock(progress)
     started = _utc_now()
-    chosen, reason = choose_backend(backend, limits=limits)
+    # a conda environment steers `auto` to the conda backend
+    extra = {"environment": stored.environment} if stored.environment.conda is not None else {}
+    chosen, reason = choose_backend(backend, limits=limits, **extra)
     clock.say(f"reproducing {exp.id} ({exp.name}) with the {chosen.name} backend ({reason})")
 
     scratch = Path(tempfile.mkdtemp(prefix=f"reprobox-run-{exp.id}-"))
@@ -517,7 +519,7 @@ def run_experiment(
         from .build import unverified_notes
 
         notes = list(plan.notes) + list(prepared.notes) + unverified_notes(prepared)
-        if network is not None and chosen.name == "venv":
+        if network is not None and chosen.name in ("venv", "conda"):
             notes.append(f"--network {network} has no effect with the venv backend: the command "
                          "ran with this machine's network (use --backend docker to restrict it)")
         if plan.replay_shim:
@@ -578,8 +580,8 @@ def run_experiment(
             differences=tuple(diffs),
             notes=tuple(notes),
             gpu_note=gpu.note,
-            network=(network or "default (the engine's bridge)") if chosen.name != "venv"
-            else "host (venv backend)",
+            network=(network or "default (the engine's bridge)")
+            if chosen.name not in ("venv", "conda") else f"host ({chosen.name} backend)",
             phases=tuple(clock.phases),
             checkout=str(checkout) if keep else None,
         )

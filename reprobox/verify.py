@@ -24,7 +24,14 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Union
 
 from .errors import ReproboxError
-from .model import SCHEMA_VERSION, Environment, Interpreter, Package, PackageSource
+from .model import (
+    SCHEMA_VERSION,
+    CondaEnvironment,
+    Environment,
+    Interpreter,
+    Package,
+    PackageSource,
+)
 from .store import Store, StoredExperiment
 
 Progress = Callable[[str], None]
@@ -47,6 +54,8 @@ class Observed:
     packages: tuple[Package, ...]
     system_packages: Optional[Mapping[str, str]] = None
     system_manager: str = "dpkg"
+    #: The conda records of the rebuilt prefix (conda backend), None where there are none.
+    conda: Optional[CondaEnvironment] = None
 
 
 @dataclass(frozen=True)
@@ -119,6 +128,9 @@ def compare_environments(expected: Environment, observed: Observed) -> tuple[Env
             "but was not in the captured one",
         ))
 
+    if expected.conda is not None:
+        diffs.extend(compare_conda(expected.conda, observed.conda))
+
     wanted_sys = [s for s in expected.system_packages]
     if wanted_sys and observed.system_packages is None:
         diffs.append(EnvDifference(
@@ -143,6 +155,51 @@ def compare_environments(expected: Environment, observed: Observed) -> tuple[Env
                     f"system package {s.name}: captured {s.version}, rebuilt {got_v}",
                 ))
     return tuple(diffs)
+
+
+#: What of a conda record must be the same in the rebuilt prefix (requested specs are not: each
+#: tool writes them its own way).
+_CONDA_FIELDS = ("version", "build", "build_number", "channel", "subdir", "url", "md5", "sha256",
+                 "files", "files_sha256")
+
+
+def compare_conda(expected: CondaEnvironment,
+                  observed: Optional[CondaEnvironment]) -> list[EnvDifference]:
+    """Each conda package of the capture against the rebuilt prefix's conda-meta records."""
+    if observed is None:
+        return [EnvDifference(
+            "conda-package", "*", f"{len(expected.packages)} packages", None,
+            f"the rebuilt environment has no conda-meta records, so the "
+            f"{len(expected.packages)} conda packages of the capture are not there",
+        )]
+    diffs: list[EnvDifference] = []
+    seen = {p.name: p for p in observed.packages}
+    for want in expected.packages:
+        got = seen.pop(want.name, None)
+        if got is None:
+            diffs.append(EnvDifference(
+                "conda-package", want.name, f"{want.version} {want.build}", None,
+                f"conda package {want.name} {want.version} ({want.build}) is missing from the "
+                "rebuilt environment",
+            ))
+            continue
+        for name in _CONDA_FIELDS:
+            a, b = getattr(want, name), getattr(got, name)
+            if a is None or a == b:
+                continue
+            what = "its files" if name in ("files", "files_sha256") else name
+            diffs.append(EnvDifference(
+                "conda-package", want.name, str(a), None if b is None else str(b),
+                f"conda package {want.name}: {what} differ (captured {a}, rebuilt {b})",
+            ))
+    for name in sorted(seen):
+        got = seen[name]
+        diffs.append(EnvDifference(
+            "conda-package", name, None, f"{got.version} {got.build}",
+            f"conda package {name} {got.version} ({got.build}) is in the rebuilt environment "
+            "but was not in the captured one",
+        ))
+    return diffs
 
 
 def parse_dpkg_list(text: str) -> dict[str, str]:
@@ -257,8 +314,20 @@ def observe(backend: Any, prepared: Any, checkout: Path) -> Observed:
     repo_root = Path(backend.path_in_env(checkout, checkout))
     result = parse_probe(raw, repo_root)
     system = parse_dpkg_list(out_dpkg.read_text(encoding="utf-8")) if out_dpkg.is_file() else None
-    return Observed(interpreter=result.interpreter, packages=tuple(result.packages),
-                    system_packages=system)
+    packages, conda_env = tuple(result.packages), None
+    if backend.name == "conda":
+        from .backends.conda import observe_conda
+
+        packages, conda_env = observe_conda(prepared.handle, packages,
+                                            raw.get("distributions") or ())
+    elif getattr(prepared, "conda_prefix", None):  # a conda image: read inside the container
+        from .backends.conda import observe_conda_inside
+
+        packages, conda_env = observe_conda_inside(backend, prepared, checkout,
+                                                   prepared.conda_prefix, packages,
+                                                   raw.get("distributions") or ())
+    return Observed(interpreter=result.interpreter, packages=packages,
+                    system_packages=system, conda=conda_env)
 
 
 def verify_experiment(
@@ -280,7 +349,9 @@ def verify_experiment(
               else store.get(ref_or_stored))
     exp, env = stored.experiment, stored.environment
     validate.validate_experiment(exp, env, folder=stored.path)
-    chosen, reason = choose_backend(backend, limits=limits)
+    # a conda environment steers `auto` to the conda backend
+    extra = {"environment": stored.environment} if stored.environment.conda is not None else {}
+    chosen, reason = choose_backend(backend, limits=limits, **extra)
     say(f"verifying the environment of {exp.id} ({exp.name}) with the {chosen.name} backend "
         f"({reason})")
     seconds: dict[str, float] = {}
@@ -318,7 +389,7 @@ def verify_experiment(
             environment=prepared.description,
             expected_digest=env.digest,
             differences=diffs,
-            packages_checked=len(env.packages),
+            packages_checked=len(env.packages) + (len(env.conda.packages) if env.conda else 0),
             system_packages_checked=len(env.system_packages),
             interpreter=f"{observed.interpreter.implementation} {observed.interpreter.version}",
             notes=tuple(notes),

@@ -38,7 +38,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 Progress = Callable[[str], None]
 
-BACKENDS = ("auto", "docker", "venv")
+BACKENDS = ("auto", "docker", "venv", "conda")
 
 #: Folder of the checkout (inside the checkout) where reprobox puts what the rerun reports back
 #: (inline metrics, the probe and its output). Hidden, removed with the checkout.
@@ -60,6 +60,8 @@ class Prepared:
     unavailable_packages: tuple[str, ...] = ()
     #: Backend-private resources to let go in :meth:`Backend.release` (file locks).
     _resources: list[Any] = field(default_factory=list, repr=False)
+    #: Where a conda environment lives inside the environment (a conda image), else None.
+    conda_prefix: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -187,17 +189,33 @@ class Backend(abc.ABC):
 
 
 def choose_backend(
-    name: str, engine: Any = None, limits: Optional[ContainerLimits] = None
+    name: str,
+    engine: Any = None,
+    limits: Optional[ContainerLimits] = None,
+    environment: Optional["Environment"] = None,
 ) -> tuple[Backend, str]:
     """The backend for ``--backend NAME`` and the reason, as the report will print it.
 
-    ``auto`` picks docker when a container engine answers, else venv. ``engine`` is the container
+    ``auto`` picks docker when a container engine answers, else venv; for a conda environment
+    (``environment`` given, with conda packages) it picks conda. ``engine`` is the container
     engine to use (default: :func:`reprobox.build.get_engine`), given by tests and callers that
     already hold one. ``limits``: the container's pids/memory limits and GPU request.
     """
     if name not in BACKENDS:
         raise UsageError(
             f"unknown backend {name!r}", f"use one of: {', '.join(BACKENDS)}"
+        )
+    conda_env = environment is not None and environment.conda is not None
+    if name == "conda":
+        from .conda import CondaBackend
+
+        return CondaBackend(), "--backend conda"
+    if conda_env and name == "venv":
+        raise UsageError(
+            "this experiment was captured in a conda environment, which --backend venv "
+            "cannot recreate (its conda packages are not pip packages)",
+            "use `--backend conda` (py-rattler installs the recorded packages on this host) "
+            "or `--backend docker` (the same, in an image)",
         )
     if name == "venv":
         from .venv import VenvBackend
@@ -226,6 +244,11 @@ def choose_backend(
             if name == "docker":
                 raise
             why = exc.message
+    if name == "auto" and conda_env:
+        from .conda import CondaBackend
+
+        return CondaBackend(), (f"auto: no container engine ({why}), so the conda environment "
+                                "is recreated on this host")
     if name == "docker":
         from ..errors import EngineError
 

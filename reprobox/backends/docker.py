@@ -111,11 +111,20 @@ class DockerBackend(Backend):
         say = progress or (lambda _m: None)
         from ..build import build_experiment, default_tag
 
+        env = stored.environment
         candidates = [t for t in (stored.image, default_tag(store.root, stored.id)) if t]
         for tag in dict.fromkeys(candidates):
             if self._usable(tag, stored, say):
                 say(f"using the image {tag}")
-                return Prepared(self.name, tag, f"image {tag} (already built)", True, "python")
+                prefix: Optional[str] = None
+                if env.conda is not None:
+                    from ..build.condaimage import PREFIX
+
+                    prefix = PREFIX
+                return Prepared(self.name, tag, f"image {tag} (already built)", True, "python",
+                                conda_prefix=prefix)
+        if env.conda is not None:
+            return self._prepare_conda(store, stored, say)
         say("no image of this experiment here: building it from its Dockerfile and lock")
         t0 = time.monotonic()
         result = build_experiment(store, stored, progress=say, record=False)
@@ -124,6 +133,19 @@ class DockerBackend(Backend):
         if steps:
             how += f", {cached} of {steps} steps from the build cache"
         return Prepared(self.name, result.tag, f"image {result.tag} ({how})", False, "python")
+
+    def _prepare_conda(self, store: "Store", stored: "StoredExperiment",
+                       say: Progress) -> Prepared:
+        """A conda capture's image: its recorded packages installed exactly, offline."""
+        from ..build import default_tag
+        from ..build.condaimage import PREFIX, build_conda_image
+
+        say("no image of this experiment here: building it from its conda packages")
+        built = build_conda_image(store, stored, tag=default_tag(store.root, stored.id),
+                                  progress=say)
+        return Prepared(self.name, built.tag, f"image {built.tag} (conda environment at "
+                        f"{PREFIX}, built in {built.seconds:.1f} s)", False, "python",
+                        conda_prefix=PREFIX)
 
     def _usable(self, tag: str, stored: "StoredExperiment", say: Progress) -> bool:
         """The image is here and its labels say it was built for this very capture."""

@@ -61,6 +61,8 @@ class CaptureOutcome:
             "warnings": list(self.warnings),
             "packages": len(self.stored.environment.packages),
             "system_packages": len(self.stored.environment.system_packages),
+            **({"conda_packages": len(self.stored.environment.conda.packages)}
+               if self.stored.environment.conda is not None else {}),
         }
 
 
@@ -291,7 +293,14 @@ def capture_experiment(
             result = lock_environment(
                 env, repo_root=root, cache_dir=_user_cache() / "index", progress=say
             )
+            conda_files: dict[str, str] = {}
+            if env.conda is not None:
+                from ..lock.condalock import lock_conda
+
+                say("locking conda packages by URL, md5 and sha256")
+                conda_files = lock_conda(env, result.packages, progress=say)
             files.update(result.files)
+            files.update(conda_files)
             warnings.extend(result.warnings)
             locked = True
         except IndexUnavailable as exc:
@@ -301,10 +310,16 @@ def capture_experiment(
             )
         except LockError as exc:
             warnings.append(f"the lock is incomplete: {exc}")
+        except ReproboxError as exc:  # a conda channel that does not answer, or refuses
+            warnings.append(
+                f"the lock was skipped: {exc.message}. The environment is recorded; complete the "
+                f"lock later with `reprobox lock {experiment.id}`"
+            )
         stage("lock", t0)
 
     # The Dockerfile installs from the lock, so it is written with it (here or by `reprobox lock`).
-    if "requirements.lock" in files:
+    # A conda environment is recreated by the conda backend, not by this pip-only Dockerfile.
+    if "requirements.lock" in files and env.conda is None:
         t0 = time.perf_counter()
         try:
             files["Dockerfile"] = render_store_dockerfile(experiment, env, root)
@@ -453,6 +468,7 @@ def environment_from_probe(
     raw: Mapping[str, Any], root: Path, *, cache_dir: Optional[Path] = None
 ) -> tuple[Environment, list[str]]:
     """The Environment for a probe's output: OS packages owning the native libraries, hardware."""
+    from . import conda as conda_mod
     from . import hardware, system
     from . import python as py
 
@@ -479,14 +495,26 @@ def environment_from_probe(
             + ", ".join(f"{m} (needed by {', '.join(probe.library_users.get(m, ['?'])[:3])})"
                         for m in unexpected)
         )
+    packages = list(probe.packages)
+    conda_env = None
+    prefix = (probe.raw.get("interpreter") or {}).get("prefix")
+    if isinstance(prefix, str) and (probe.interpreter.kind == "conda" or (
+            probe.interpreter.kind != "venv" and conda_mod.is_conda_prefix(prefix))):
+        # conda-meta is plain JSON: read on the host, from the prefix the probe reported.
+        scan = conda_mod.read_prefix(prefix)
+        packages, split_warnings = conda_mod.split_distributions(
+            packages, probe.raw.get("distributions") or (), scan)
+        conda_env, _outside = conda_mod.attribute_libraries(scan, probe.prefix_libraries)
+        warnings.extend(scan.warnings + split_warnings)
     env = Environment(
         interpreter=probe.interpreter,
-        packages=tuple(probe.packages),
+        packages=tuple(packages),
         system_packages=tuple(sys_pkgs),
         os=system.os_info(probe.os_raw),
         hardware=hardware.detect_hardware(probe.packages, probe.files),
         unowned_libraries=tuple(sorted(unowned)),
         missing_libraries=tuple(missing),
+        conda=conda_env,
     )
     return env, warnings
 
