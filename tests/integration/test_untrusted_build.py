@@ -30,13 +30,13 @@ import http.server
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
 import threading
 import uuid
 import zipfile
-from dataclasses import replace
 from pathlib import Path
 from typing import Iterator
 
@@ -46,6 +46,7 @@ from reprobox.build import build_experiment, get_engine
 from reprobox.model import Package, PackageSource
 from reprobox.store import Store
 
+from ..hostile import reseal as hostile_reseal
 from .test_build_real import DOCKER, _capture, base_image, project  # noqa: F401 - fixtures
 
 pytestmark = [pytest.mark.docker, pytest.mark.network]
@@ -196,25 +197,23 @@ def sha256(path: Path) -> str:
 
 def reseal(store: Store, exp_id: str, *, packages: tuple[Package, ...] = (),
            files: dict[str, bytes] | None = None) -> str:
-    """Store an edited copy of an experiment under an id that matches it, as an attacker can.
+    """An edited copy of an experiment, sealed again so its id matches, as an attacker can.
 
     ``packages`` are added to environment.json (the environment digest follows), ``files``
-    replace files of the experiment folder. Returns the new id.
+    replace files of the experiment folder. The original stays as it was (other tests use it).
+    Returns the new id.
     """
     stored = store.load(exp_id)
-    env = replace(stored.environment, packages=tuple(sorted(
-        stored.environment.packages + packages, key=lambda p: p.name)))
-    exp = replace(stored.experiment, environment_digest=env.digest).with_id()
-    kept = {p.name: p.read_bytes() for p in stored.path.iterdir()
-            if p.is_file() and p.name not in ("experiment.json", "environment.json")}
-    kept.update(files or {})
-    saved = store.save(exp, env, kept)
+    copy = stored.path.parent / f"edit-{uuid.uuid4().hex[:8]}"
+    shutil.copytree(stored.path, copy)
     for name, data in (files or {}).items():
-        # a file the id does not cover yet: the same id, so the attacker edits it in place
-        target = saved.path / name
-        if target.read_bytes() != data:
-            target.write_bytes(data)
-    return saved.id
+        (copy / name).write_bytes(data)
+    added = [p.to_dict() for p in packages]
+
+    def add_packages(doc: dict) -> None:
+        doc["packages"] = sorted(doc["packages"] + added, key=lambda p: p["name"])
+
+    return hostile_reseal(copy, environment=add_packages if packages else None)
 
 
 def cli(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -293,8 +292,8 @@ def test_an_extra_index_and_an_unlisted_pin_are_refused_naming_the_line(
         assert (f"requirements.lock line {line}: the package 'evilpkg' is not in "
                 "environment.json" in done.stderr)
         assert attacker.requests == []
-    finally:  # the id does not cover the lock yet: the edit was made in place
-        original.write_text(lock)
+    finally:  # the capture itself is untouched: the attack works on sealed copies
+        assert original.read_text() == lock
 
 
 def test_a_file_archive_outside_the_repository_is_never_read(
