@@ -155,6 +155,55 @@ class Engine(abc.ABC):
     @abc.abstractmethod
     def tag_image(self, image: str, tag: str) -> None: ...
 
+    def push_image(self, ref: str, progress: Optional[Progress] = None) -> str:
+        """Push ``ref`` (``HOST/NAME:TAG``, already tagged here); the manifest digest pushed."""
+        raise EngineError(f"the {self.name} engine cannot push images")
+
+
+def registry_of(ref: str) -> str:
+    """The registry host of a reference (``HOST[:PORT]``), or docker.io."""
+    first = ref.split("/", 1)[0]
+    if "/" in ref and ("." in first or ":" in first or first == "localhost"):
+        return first
+    return "docker.io"
+
+
+def is_loopback_registry(host: str) -> bool:
+    """127.0.0.0/8, ::1 and localhost: the registries Docker talks plain HTTP to by default."""
+    name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    name = name.strip("[]")
+    return name == "localhost" or name == "::1" or bool(re.fullmatch(r"127(\.\d{1,3}){3}", name))
+
+
+def push_error(ref: str, text: str) -> EngineError:
+    """One line naming the registry and the fix, from whatever the engine said."""
+    host = registry_of(ref)
+    low = text.lower()
+    first = " ".join(text.strip().splitlines()[-1:])[:300] if text.strip() else "no detail"
+    if any(s in low for s in ("connection refused", "no such host", "dial tcp", "timeout",
+                              "timed out", "connection reset", "i/o timeout", "eof")):
+        return EngineError(
+            f"cannot push {ref}: the registry {host} does not answer ({first})",
+            f"start the registry (a local one: `scripts/start-registry.sh`) or check the "
+            f"--registry host and port; `curl http://{host}/v2/` should answer",
+        )
+    if any(s in low for s in ("unauthorized", "authentication required", "denied",
+                              "no basic auth credentials", "forbidden", "401", "403")):
+        return EngineError(
+            f"the registry {host} refused the push of {ref} ({first})",
+            f"log in with `docker login {host}` (or `podman login {host}`), or push to a "
+            "namespace you may write to",
+        )
+    if "http response to https client" in low or "server gave http response" in low:
+        return EngineError(
+            f"cannot push {ref}: the registry {host} speaks plain HTTP and is not marked "
+            "insecure",
+            f'add "{host}" to "insecure-registries" in /etc/docker/daemon.json (podman: a '
+            "registries.conf.d entry with insecure = true), or serve it over TLS",
+        )
+    return EngineError(f"the registry {host} refused the push of {ref} ({first})",
+                       "read the registry's answer above; check --registry and your login")
+
 
 # --------------------------------------------------------------------------- BuildKit clients
 
@@ -503,6 +552,44 @@ class DockerEngine(Engine):
         repo, _, name = tag.rpartition(":") if ":" in tag.split("/")[-1] else (tag, "", "latest")
         if not self.client.api.tag(image, repo, name, force=True):
             raise EngineError(f"cannot tag {image} as {tag}")
+
+    def push_image(self, ref: str, progress: Optional[Progress] = None) -> str:
+        """Push through the daemon (its credentials: ~/.docker/config.json, credential helpers).
+
+        The SDK does not raise when a push fails: every progress event is checked for
+        ``error``; the last one carries the manifest digest (``aux.Digest``).
+        """
+        import docker.errors
+
+        say = progress or (lambda _m: None)
+        repo, _, tag = ref.rpartition(":")
+        digest = ""
+        shown: set[str] = set()
+        try:
+            for event in self.client.api.push(repo, tag=tag, stream=True, decode=True):
+                if not isinstance(event, dict):
+                    continue
+                if event.get("error") or event.get("errorDetail"):
+                    detail = event.get("errorDetail") or {}
+                    text = str(event.get("error") or (detail.get("message") if
+                                                      isinstance(detail, dict) else detail))
+                    raise push_error(ref, redact_text(text))
+                status = str(event.get("status") or "")
+                if status in ("Pushed", "Layer already exists") or status.startswith("Mounted"):
+                    key = f"{event.get('id')}:{status}"
+                    if key not in shown:
+                        shown.add(key)
+                        say(f"    {clean(str(event.get('id')))[:20]}: {clean(status)[:60]}")
+                aux = event.get("aux")
+                if isinstance(aux, dict) and isinstance(aux.get("Digest"), str):
+                    digest = aux["Digest"]
+        except docker.errors.APIError as exc:
+            raise push_error(ref, str(exc.explanation or exc)) from None
+        except docker.errors.DockerException as exc:
+            raise push_error(ref, str(exc)) from None
+        if not re.fullmatch(r"sha256:[0-9a-f]{64}", digest):
+            raise push_error(ref, "the push ended without a manifest digest")
+        return digest
 
     def import_rootfs(self, tarball: Path, tag: str) -> str:
         repo, _, name = tag.rpartition(":")
