@@ -6,6 +6,7 @@
 # Installs the package when missing; idempotent: a registry already answering there is kept.
 #   scripts/start-registry.sh          start (or keep) it
 #   scripts/start-registry.sh stop     stop the one this script started (by its pid file)
+# REPROBOX_REGISTRY_READONLY=1 starts it in read-only maintenance mode (it refuses every push).
 set -euo pipefail
 port="${REPROBOX_REGISTRY_PORT:-5000}"
 dir="${REPROBOX_REGISTRY_DIR:-/var/tmp/reprobox-registry}"
@@ -40,6 +41,8 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 bin="$(command -v docker-registry || echo /usr/bin/docker-registry)"
 
+readonly=false
+[ "${REPROBOX_REGISTRY_READONLY:-0}" = 1 ] && readonly=true
 mkdir -p "$dir/storage"
 cat > "$dir/config.yml" <<CONFIG
 # written by reprobox scripts/start-registry.sh
@@ -51,6 +54,9 @@ storage:
     rootdirectory: $dir/storage
   delete:
     enabled: true
+  maintenance:
+    readonly:
+      enabled: ${readonly}
   cache:
     blobdescriptor: inmemory
 http:
