@@ -1057,7 +1057,7 @@ class PodmanEngine(Engine):
     ) -> RunOutput:
         import tempfile
 
-        cmd = [self.binary, "run", "--rm", "--init", "--pull=never"]
+        cmd = [self.binary, "run", "--rm", "--pull=never"]
         for m in mounts:
             if "," in str(m.source) or "," in m.target:
                 raise EngineError(f"internal: a mount path holds a comma: {m.source}")
