@@ -170,8 +170,11 @@ def registry_of(ref: str) -> str:
 
 def is_loopback_registry(host: str) -> bool:
     """127.0.0.0/8, ::1 and localhost: the registries Docker talks plain HTTP to by default."""
-    name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
-    name = name.strip("[]")
+    m = re.fullmatch(r"\[([0-9A-Fa-f:]+)\](?::\d+)?", host)
+    if m:
+        name = m.group(1)
+    else:
+        name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
     return name == "localhost" or name == "::1" or bool(re.fullmatch(r"127(\.\d{1,3}){3}", name))
 
 
