@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence, Union
 
 from .. import proc
-from ..errors import BaseImageMissing, EngineError, ToolMissing
+from ..errors import BaseImageMissing, EngineError, ReproboxError, ToolMissing
 from ..redact import redact_text
 from ..termsafe import clean, stream_line
 

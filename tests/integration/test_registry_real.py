@@ -82,8 +82,9 @@ def _remove_tags():
 
 def remove_local_tags(exp_id: str) -> None:
     """Remove every tag of the experiment's images here (by tag, never by id)."""
-    out = sh(ROOT, DOCKER, "images", "--digests", "--format", "{{.Repository}}:{{.Tag}}|{{.Repository}}@"
-             "{{.Digest}}", "--filter", f"label=reprobox.experiment={exp_id}").stdout
+    out = sh(ROOT, DOCKER, "images", "--digests", "--format",
+             "{{.Repository}}:{{.Tag}}|{{.Repository}}@{{.Digest}}",
+             "--filter", f"label=reprobox.experiment={exp_id}").stdout
     for line in out.split():
         tag, by_digest = line.split("|")
         if not tag.endswith(":<none>"):
