@@ -339,10 +339,12 @@ def hand_over(checkout: Path, uid: int, gid: int) -> None:
                 pass
 
 
-#: Host variables the host's ``dvc repro`` keeps: what finds programs, the Docker daemon and
-#: the locale. Nothing else: no cloud or index credentials, no SSH agent, no real home.
+#: Host variables the host's ``dvc repro`` keeps: what finds programs, the container engine
+#: (Docker's daemon, or ``--engine podman``) and the locale. Nothing else: no cloud or index
+#: credentials, no SSH agent, no real home.
 _REPRO_ENV_KEEP = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "DOCKER_HOST",
-                   "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH", "DOCKER_CONTEXT", "XDG_RUNTIME_DIR")
+                   "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH", "DOCKER_CONTEXT", "XDG_RUNTIME_DIR",
+                   "REPROBOX_ENGINE", "REPROBOX_PODMAN")
 
 
 def dvc_repro_env(scratch: Path) -> dict[str, str]:

@@ -272,3 +272,33 @@ def test_pull_with_wrong_labels_only_gives_the_reason_naming_the_label(stored):
 def test_unreachable_registry_gives_the_reason(stored):
     result = ensure_pulled(FakePullEngine({}), stored, record_of(stored, pub()))  # type: ignore
     assert result.tag is None and "127.0.0.1:5000 did not serve it" in result.reason
+
+
+def test_engine_selection(monkeypatch):
+    from reprobox.build import engine as eng
+
+    monkeypatch.delenv("REPROBOX_ENGINE", raising=False)
+    monkeypatch.setattr(eng, "_ENGINE", None)
+    eng.select_engine("podman")
+    try:
+        assert isinstance(eng.get_engine(), eng.PodmanEngine)
+        assert os.environ["REPROBOX_ENGINE"] == "podman"  # the DVC stage launcher inherits it
+        eng.select_engine("docker")
+        assert isinstance(eng.get_engine(), eng.DockerEngine)
+        with pytest.raises(Exception) as exc:
+            eng.select_engine("rkt")
+        assert "rkt" in str(exc.value)
+    finally:
+        eng.select_engine(None)
+    assert "REPROBOX_ENGINE" not in os.environ
+
+
+def test_podman_that_is_not_installed_names_the_fix(monkeypatch):
+    from reprobox.build.engine import PodmanEngine
+    from reprobox.errors import EngineError
+
+    engine = PodmanEngine("/nonexistent/podman")
+    assert engine.available() is False
+    with pytest.raises(EngineError) as exc:
+        engine.info()
+    assert "podman" in exc.value.message and "setup-podman.sh" in (exc.value.hint or "")
