@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import ssl
 import urllib.error
@@ -56,6 +57,14 @@ def check_engine() -> list[Check]:
         info = engine.info()
     except ReproboxError as exc:
         return [Check("docker", False, exc.message, exc.hint)]
+    if engine.name == "podman":
+        checks = [Check("podman", True, f"podman {info.get('server_version', '?')} works "
+                        f"({'rootless' if info.get('rootless') else 'as root'}, no daemon)")]
+        if not os.environ.get("REPROBOX_ENGINE"):
+            checks.insert(0, Check("docker", False, "no Docker daemon answers: podman is used",
+                                   "start the Docker daemon to use Docker, or pass "
+                                   "--engine podman to say so"))
+        return checks
     checks = [Check("docker", True, f"daemon {info.get('server_version', '?')} answers")]
     buildkit = info.get("buildkit_client")
     checks.append(Check(

@@ -16,6 +16,11 @@ fi
 # Docker daemon + debootstrap (for `reprobox base`): installed and started when missing.
 bash "$here/.ci/setup-docker.sh"
 
+# A local OCI registry on 127.0.0.1:5000 (Debian's docker-registry) for `reprobox push` and its
+# tests, and Podman as the second container engine: both installed and started when missing.
+bash "$here/scripts/start-registry.sh"
+bash "$here/scripts/setup-podman.sh"
+
 py="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then
   echo "setup: creating .venv with $($py --version 2>&1)" >&2

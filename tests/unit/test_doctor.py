@@ -13,11 +13,26 @@ def test_dead_daemon_is_reported_with_its_fix(tmp_path: Path, monkeypatch: pytes
     from reprobox.build import engine
 
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/nothing.sock")
+    monkeypatch.setenv("REPROBOX_ENGINE", "docker")  # Docker asked for: no fallback to podman
     monkeypatch.setattr(engine, "_ENGINE", None)  # a fresh connection, not the session's
     checks = doctor.check_engine()
     assert len(checks) == 1
     assert checks[0].name == "docker" and not checks[0].ok
     assert "does not answer" in checks[0].detail and checks[0].fix
+
+
+def test_dead_daemon_with_podman_here_reports_both(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch):
+    from reprobox.build import engine
+
+    if not engine.PodmanEngine().available():
+        pytest.skip("podman is not set up here (scripts/setup-podman.sh)")
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/nothing.sock")
+    monkeypatch.delenv("REPROBOX_ENGINE", raising=False)
+    monkeypatch.setattr(engine, "_ENGINE", None)
+    checks = {c.name: c for c in doctor.check_engine()}
+    assert not checks["docker"].ok and "podman is used" in checks["docker"].detail
+    assert checks["podman"].ok and "no daemon" in checks["podman"].detail
 
 
 def test_missing_tools_name_how_to_get_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
