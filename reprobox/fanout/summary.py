@@ -24,9 +24,15 @@ _MAX_REASON = 300
 def one_line(text: str, limit: int = _MAX_REASON) -> str:
     """The first meaningful line of an error text, shortened."""
     lines = [ln.strip() for ln in str(text).splitlines() if ln.strip()]
-    for ln in lines:
+    for i, ln in enumerate(lines):
         if ln.startswith("error:"):
             line = ln[len("error:"):].strip()
+            if line.endswith(":"):  # the reason is further down: its cause, else the next line
+                rest = [x for x in lines[i + 1:] if not x.startswith("fix:")]
+                cause = [x for x in rest if x.startswith("cause:")]
+                if cause or rest:
+                    pick = (cause or rest)[0]
+                    line += " " + (pick[len("cause:"):].strip() if cause else pick)
             break
     else:
         line = lines[-1] if lines else ""
