@@ -295,8 +295,25 @@ def lock_cmd(exp: str, platform: Optional[str]) -> None:
     _echo(result.id)
 
 
+def _select_engine(_ctx: click.Context, _param: click.Parameter, value: Optional[str]) -> None:
+    if value is not None:
+        from .build.engine import select_engine
+
+        select_engine(value)
+
+
+def _engine_option(f: Any) -> Any:
+    """--engine docker|podman: the container engine (default: Docker when its daemon answers,
+    else Podman when it works here)."""
+    return click.option("--engine", type=click.Choice(["auto", "docker", "podman"]),
+                        default=None, expose_value=False, callback=_select_engine,
+                        is_eager=True, help="Container engine (default: auto: Docker when its "
+                        "daemon answers, else Podman).")(f)
+
+
 @main.command("build")
 @click.argument("exp")
+@_engine_option
 @click.option("--tag", help="Image tag (default: reprobox/<repo>:<id>).")
 @click.option("--base-image", help="Base image instead of python:X.Y.Z-slim-<codename> (default: "
               "base-image in ~/.config/reprobox/config.toml, else from the capture).")
@@ -390,6 +407,7 @@ def _limits(pids_limit: int, memory: Optional[str], gpus: Optional[str]) -> Any:
               help="Kubernetes namespace of the Jobs.")
 @click.option("--partition", help="Slurm partition of the job array.")
 @click.option("--time-limit", metavar="TIME", help="Slurm time limit per task (e.g. 2:00:00).")
+@_engine_option
 @_backend_option
 @_container_options
 @click.option("--dvc-remote", metavar="URL",
@@ -466,6 +484,7 @@ def _term_as_interrupt() -> None:
 
 @main.command("verify")
 @click.argument("exp")
+@_engine_option
 @_backend_option
 @_container_options
 @click.option("--json", "as_json", is_flag=True)
@@ -478,6 +497,30 @@ def verify_cmd(ctx: click.Context, exp: str, backend: str, as_json: bool, pids_l
     report = api.verify(exp, backend=backend, progress=_progress(),
                         limits=_limits(pids_limit, memory, gpus))
     _verdict(ctx, report, as_json, report.identical)
+
+
+@main.command("push")
+@click.argument("exp")
+@_engine_option
+@click.option("--registry", metavar="HOST[:PORT]/NAMESPACE",
+              help="Registry to push to (default: [registry] default in "
+              "~/.config/reprobox/config.toml; never one named by a capture).")
+@click.option("--json", "as_json", is_flag=True)
+def push_cmd(exp: str, registry: Optional[str], as_json: bool) -> None:
+    """Push the experiment's image (built first when needed) and record it in images.json."""
+    from . import registry as reg
+    from .store import open_store
+
+    store = open_store(warn=_warn)
+    stored = store.get(exp)
+    pub = reg.push(store, stored, registry, progress=_progress())
+    if as_json:
+        _print_json({"experiment": stored.id, **pub.to_dict(),
+                     "record": str(stored.path / reg.IMAGES_FILE)})
+        return
+    _echo(f"recorded in {stored.path / reg.IMAGES_FILE} (commit it: a clone pulls by digest)",
+          err=True)
+    _echo(pub.reference)
 
 
 # --------------------------------------------------------------------------- diff / pr

@@ -4,7 +4,9 @@ Layout. Committed: ``.reprobox/experiments/<id>/{experiment.json, environment.js
 requirements.lock, pylock.toml, Dockerfile, patch.diff}``. Local, never committed (git-ignored by
 ``.reprobox/.gitignore`` and by a ``*`` ignore file of its own): ``.reprobox/local/`` holding
 ``images/<id>.json`` (the tag an experiment was built as here), ``runs/`` (run reports) and
-``cache/`` (probe, system and DVC caches). ``build`` and ``run`` in a clone leave ``git status``
+``cache/`` (probe, system and DVC caches). After ``reprobox push``, an experiment folder also holds
+``images.json`` (pushed references with manifest digests), the one file outside the manifest:
+additive, sealed on its own (:mod:`reprobox.registry`). ``build`` and ``run`` in a clone leave ``git status``
 clean.
 
 The seal. ``experiment.json`` lists every other file of its folder with its sha256 (``files``), and
@@ -55,6 +57,10 @@ STORE_DIR = ".reprobox"
 EXPERIMENTS = "experiments"
 LOCAL = "local"
 ENVIRONMENT_FILE = "environment.json"
+#: The one file allowed beside the sealed manifest: the publication record of ``reprobox push``
+#: (pushed references and manifest digests), additive, sealed on its own and checked by
+#: :func:`reprobox.registry.load_publication`.
+IMAGES_FILE = "images.json"
 ID_RE = re.compile(r"^[0-9a-f]{12}$")
 MIN_PREFIX = 4
 #: Names a file of an experiment folder may have (what reprobox writes there).
@@ -448,7 +454,13 @@ class Store:
         if not isinstance(manifest, dict) or not all(
                 isinstance(k, str) and isinstance(v, str) for k, v in manifest.items()):
             raise _seal_error(exp_id, f"{EXPERIMENT_FILE} has no valid files manifest")
+        if IMAGES_FILE in manifest:
+            raise _seal_error(exp_id, f"the manifest names {IMAGES_FILE}, which is never sealed "
+                              "with a capture (it is the publication record `reprobox push` adds)")
         for name in names:
+            st = folder.lstat(name) if name == IMAGES_FILE else None
+            if st is not None and stat.S_ISREG(st.st_mode):
+                continue  # additive, sealed on its own: reprobox.registry reads and checks it
             if name != EXPERIMENT_FILE and name not in manifest:
                 raise _seal_error(exp_id, f"{name!r} was added after capture: the sealed "
                                   "manifest does not list it")

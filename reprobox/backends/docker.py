@@ -123,6 +123,9 @@ class DockerBackend(Backend):
                     prefix = PREFIX
                 return Prepared(self.name, tag, f"image {tag} (already built)", True, "python",
                                 conda_prefix=prefix)
+        pulled = self._pull_published(store, stored, say)
+        if pulled is not None:
+            return pulled
         if env.conda is not None:
             return self._prepare_conda(store, stored, say)
         say("no image of this experiment here: building it from its Dockerfile and lock")
@@ -133,6 +136,36 @@ class DockerBackend(Backend):
         if steps:
             how += f", {cached} of {steps} steps from the build cache"
         return Prepared(self.name, result.tag, f"image {result.tag} ({how})", False, "python")
+
+    def _pull_published(self, store: "Store", stored: "StoredExperiment",
+                        say: Progress) -> Optional[Prepared]:
+        """The image ``reprobox push`` published (images.json), pulled by digest, its labels
+        checked; None (and the reason said) when there is none or it cannot be used.
+
+        A tampered or foreign images.json is refused (exit 2) by ``load_publication``.
+        """
+        from ..build import default_tag
+        from ..registry import ensure_pulled, load_publication
+
+        record = load_publication(stored)
+        if record is None or not record.images:
+            return None
+        result = ensure_pulled(self.engine, stored, record, say)
+        if result.tag is None:
+            say(f"not using the published image: {result.reason}; building instead")
+            return None
+        try:  # the pulled image is untagged: name it like a local build, for the next run
+            self.engine.tag_image(result.tag, default_tag(store.root, stored.id))
+        except ReproboxError as exc:
+            say(f"note: could not tag the pulled image: {exc.message}")
+        say(f"using the published image {result.tag}")
+        prefix: Optional[str] = None
+        if stored.environment.conda is not None:
+            from ..build.condaimage import PREFIX
+
+            prefix = PREFIX
+        return Prepared(self.name, result.tag, f"image {result.tag} (pulled by digest, labels "
+                        "checked)", True, "python", conda_prefix=prefix)
 
     def _prepare_conda(self, store: "Store", stored: "StoredExperiment",
                        say: Progress) -> Prepared:

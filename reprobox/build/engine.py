@@ -155,6 +155,55 @@ class Engine(abc.ABC):
     @abc.abstractmethod
     def tag_image(self, image: str, tag: str) -> None: ...
 
+    def push_image(self, ref: str, progress: Optional[Progress] = None) -> str:
+        """Push ``ref`` (``HOST/NAME:TAG``, already tagged here); the manifest digest pushed."""
+        raise EngineError(f"the {self.name} engine cannot push images")
+
+
+def registry_of(ref: str) -> str:
+    """The registry host of a reference (``HOST[:PORT]``), or docker.io."""
+    first = ref.split("/", 1)[0]
+    if "/" in ref and ("." in first or ":" in first or first == "localhost"):
+        return first
+    return "docker.io"
+
+
+def is_loopback_registry(host: str) -> bool:
+    """127.0.0.0/8, ::1 and localhost: the registries Docker talks plain HTTP to by default."""
+    name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    name = name.strip("[]")
+    return name == "localhost" or name == "::1" or bool(re.fullmatch(r"127(\.\d{1,3}){3}", name))
+
+
+def push_error(ref: str, text: str) -> EngineError:
+    """One line naming the registry and the fix, from whatever the engine said."""
+    host = registry_of(ref)
+    low = text.lower()
+    first = " ".join(text.strip().splitlines()[-1:])[:300] if text.strip() else "no detail"
+    if any(s in low for s in ("connection refused", "no such host", "dial tcp", "timeout",
+                              "timed out", "connection reset", "i/o timeout", "eof")):
+        return EngineError(
+            f"cannot push {ref}: the registry {host} does not answer ({first})",
+            f"start the registry (a local one: `scripts/start-registry.sh`) or check the "
+            f"--registry host and port; `curl http://{host}/v2/` should answer",
+        )
+    if any(s in low for s in ("unauthorized", "authentication required", "denied",
+                              "no basic auth credentials", "forbidden", "401", "403")):
+        return EngineError(
+            f"the registry {host} refused the push of {ref} ({first})",
+            f"log in with `docker login {host}` (or `podman login {host}`), or push to a "
+            "namespace you may write to",
+        )
+    if "http response to https client" in low or "server gave http response" in low:
+        return EngineError(
+            f"cannot push {ref}: the registry {host} speaks plain HTTP and is not marked "
+            "insecure",
+            f'add "{host}" to "insecure-registries" in /etc/docker/daemon.json (podman: a '
+            "registries.conf.d entry with insecure = true), or serve it over TLS",
+        )
+    return EngineError(f"the registry {host} refused the push of {ref} ({first})",
+                       "read the registry's answer above; check --registry and your login")
+
 
 # --------------------------------------------------------------------------- BuildKit clients
 
@@ -504,6 +553,44 @@ class DockerEngine(Engine):
         if not self.client.api.tag(image, repo, name, force=True):
             raise EngineError(f"cannot tag {image} as {tag}")
 
+    def push_image(self, ref: str, progress: Optional[Progress] = None) -> str:
+        """Push through the daemon (its credentials: ~/.docker/config.json, credential helpers).
+
+        The SDK does not raise when a push fails: every progress event is checked for
+        ``error``; the last one carries the manifest digest (``aux.Digest``).
+        """
+        import docker.errors
+
+        say = progress or (lambda _m: None)
+        repo, _, tag = ref.rpartition(":")
+        digest = ""
+        shown: set[str] = set()
+        try:
+            for event in self.client.api.push(repo, tag=tag, stream=True, decode=True):
+                if not isinstance(event, dict):
+                    continue
+                if event.get("error") or event.get("errorDetail"):
+                    detail = event.get("errorDetail") or {}
+                    text = str(event.get("error") or (detail.get("message") if
+                                                      isinstance(detail, dict) else detail))
+                    raise push_error(ref, redact_text(text))
+                status = str(event.get("status") or "")
+                if status in ("Pushed", "Layer already exists") or status.startswith("Mounted"):
+                    key = f"{event.get('id')}:{status}"
+                    if key not in shown:
+                        shown.add(key)
+                        say(f"    {clean(str(event.get('id')))[:20]}: {clean(status)[:60]}")
+                aux = event.get("aux")
+                if isinstance(aux, dict) and isinstance(aux.get("Digest"), str):
+                    digest = aux["Digest"]
+        except docker.errors.APIError as exc:
+            raise push_error(ref, str(exc.explanation or exc)) from None
+        except docker.errors.DockerException as exc:
+            raise push_error(ref, str(exc)) from None
+        if not re.fullmatch(r"sha256:[0-9a-f]{64}", digest):
+            raise push_error(ref, "the push ended without a manifest digest")
+        return digest
+
     def import_rootfs(self, tarball: Path, tag: str) -> str:
         repo, _, name = tag.rpartition(":")
         import docker.errors
@@ -719,12 +806,358 @@ def _gpu_request(device_request: Any, gpus: Union[bool, str]) -> Any:
     return device_request(device_ids=text.split(","), capabilities=[["gpu"]])
 
 
+# --------------------------------------------------------------------------- Podman
+
+_PODMAN_HINT = ("install Debian's podman (`scripts/setup-podman.sh`: `apt-get install podman` and "
+                "the default_ulimits fix containers need where no systemd runs)")
+_PODMAN_STEP = re.compile(r"^STEP (\d+)/(\d+): (.*)$")
+
+
+class PodmanEngine(Engine):
+    """Podman through its CLI: daemonless (rootless for a user, or as root next to Docker).
+
+    Builds with ``podman build`` (``RUN --mount=type=cache`` and ``--secret id=...,src=...``
+    work as with BuildKit), runs with the same confinement as Docker (``--cap-drop ALL``,
+    ``no-new-privileges``, pids and memory limits, the caller's user mapping), pushes and pulls
+    with the credentials of ``podman login`` / the docker configuration it reads itself. Plain
+    HTTP is allowed, like Docker does by default, only for registries on 127.0.0.0/8, ::1 and
+    localhost (``--tls-verify=false``).
+    """
+
+    name = "podman"
+
+    def __init__(self, binary: Optional[str] = None) -> None:
+        self.binary = binary or os.environ.get("REPROBOX_PODMAN") or "podman"
+        self._info: Optional[dict[str, Any]] = None
+
+    def _run(self, *args: str, check: bool = True, timeout: float = 600,
+             what: Optional[str] = None) -> Any:
+        try:
+            return proc.run([self.binary, *args], check=check, timeout=timeout, what=what)
+        except ToolMissing as exc:
+            raise EngineError("podman is not installed", _PODMAN_HINT) from exc
+
+    def available(self) -> bool:
+        try:
+            self.info()
+        except ReproboxError:
+            return False
+        return True
+
+    def info(self) -> dict[str, Any]:
+        if self._info is None:
+            out = self._run("info", "--format", "json", check=False, timeout=60)
+            if out.returncode != 0:
+                tail = " ".join((out.stderr or "").strip().splitlines()[-1:])[:200]
+                raise EngineError(f"podman does not work here ({tail or 'no detail'})",
+                                  _PODMAN_HINT)
+            import json
+
+            try:
+                data = json.loads(out.stdout)
+            except ValueError:
+                data = {}
+            host = data.get("host") or {}
+            version = data.get("version") or {}
+            self._info = {
+                "engine": "podman",
+                "server_version": version.get("Version"),
+                "api_version": version.get("APIVersion"),
+                "os": (host.get("distribution") or {}).get("distribution"),
+                "arch": host.get("arch"),
+                "storage_driver": (data.get("store") or {}).get("graphDriverName"),
+                "buildkit_client": f"{self.binary} build (cache and secret mounts)",
+                "buildkit": True,
+                "rootless": bool((host.get("security") or {}).get("rootless")),
+                "nvidia_runtime": False,  # GPUs go through CDI (nvidia.com/gpu=...)
+                "default_runtime": (host.get("ociRuntime") or {}).get("name"),
+            }
+        return self._info
+
+    def buildkit(self) -> Optional[BuildKitClient]:
+        # podman build understands the same Dockerfile features reprobox renders for BuildKit.
+        return BuildKitClient((self.binary, "build"), {}, f"{self.binary} build")
+
+    # ------------------------------------------------------------------ images
+
+    def image_exists(self, tag: str) -> bool:
+        return self._run("image", "exists", tag, check=False, timeout=60).returncode == 0
+
+    def _inspect(self, tag: str) -> Optional[dict[str, Any]]:
+        import json
+
+        out = self._run("image", "inspect", "--format", "json", tag, check=False, timeout=60)
+        if out.returncode != 0:
+            return None
+        try:
+            data = json.loads(out.stdout)
+        except ValueError:
+            return None
+        return data[0] if isinstance(data, list) and data and isinstance(data[0], dict) else None
+
+    def image_labels(self, tag: str) -> dict[str, str]:
+        data = self._inspect(tag)
+        if data is None:
+            return {}
+        labels = data.get("Labels") or (data.get("Config") or {}).get("Labels") or {}
+        return {str(k): str(v) for k, v in labels.items()}
+
+    def image_id(self, tag: str) -> Optional[str]:
+        data = self._inspect(tag)
+        return str(data.get("Id")) if data else None
+
+    @staticmethod
+    def _tls(ref: str) -> list[str]:
+        return ["--tls-verify=false"] if is_loopback_registry(registry_of(ref)) else []
+
+    def pull(self, ref: str) -> bool:
+        out = self._run("pull", "--quiet", *self._tls(ref), ref, check=False, timeout=1800)
+        return out.returncode == 0
+
+    def ensure_image(self, ref: str, hint: str) -> None:
+        if self.image_exists(ref) or self.pull(ref):
+            return
+        raise BaseImageMissing(
+            f"the base image {ref} is not in podman's storage and cannot be pulled", hint + "; "
+            f"an image Docker has: `docker save {ref} | podman load`")
+
+    def remove_image(self, tag: str) -> None:
+        out = self._run("rmi", "--force", tag, check=False, timeout=120)
+        if out.returncode != 0 and self.image_exists(tag):
+            raise EngineError(f"cannot remove image {tag}: {(out.stderr or '').strip()[:200]}",
+                              "stop the containers that use it (`podman ps -a`)")
+
+    def tag_image(self, image: str, tag: str) -> None:
+        out = self._run("tag", image, tag, check=False, timeout=60)
+        if out.returncode != 0:
+            raise EngineError(f"cannot tag {image} as {tag}: {(out.stderr or '').strip()[:200]}")
+
+    def import_rootfs(self, tarball: Path, tag: str) -> str:
+        out = self._run("import", "--quiet", str(tarball), tag, check=False, timeout=1800)
+        if out.returncode != 0:
+            raise EngineError(f"importing {tarball} as {tag} failed: "
+                              f"{(out.stderr or '').strip()[:300]}")
+        return self.image_id(tag) or out.stdout.strip()
+
+    def push_image(self, ref: str, progress: Optional[Progress] = None) -> str:
+        import tempfile
+
+        say = progress or (lambda _m: None)
+        with tempfile.TemporaryDirectory(prefix="reprobox-push-") as tmp:
+            digestfile = os.path.join(tmp, "digest")
+            argv = [self.binary, "push", *self._tls(ref), "--digestfile", digestfile, ref]
+            tail: deque[str] = deque(maxlen=20)
+            status = 0
+            for item in _stream_lines(argv, {}):
+                if isinstance(item, int):
+                    status = item
+                else:
+                    line = stream_line(redact_text(item))
+                    tail.append(line)
+                    if line.startswith(("Copying blob", "Copying config", "Writing manifest")):
+                        say("    " + line[:120])
+            if status != 0:
+                raise push_error(ref, "\n".join(tail))
+            try:
+                digest = Path(digestfile).read_text().strip()
+            except OSError:
+                digest = ""
+        if not re.fullmatch(r"sha256:[0-9a-f]{64}", digest):
+            raise push_error(ref, "the push ended without a manifest digest")
+        return digest
+
+    # ------------------------------------------------------------------ build
+
+    def build(self, request: BuildRequest, progress: Optional[Progress] = None) -> EngineBuild:
+        req = request
+        iidfile = req.context.parent / f".{req.context.name}.iid"
+        try:
+            iidfile.unlink()
+        except FileNotFoundError:
+            pass
+        argv = [self.binary, "build", "--iidfile", str(iidfile), "--tag", req.tag,
+                "--file", str(req.dockerfile)]
+        for key, value in sorted(req.labels.items()):
+            argv += ["--label", f"{key}={value}"]
+        for sid, path in sorted(req.secrets.items()):
+            argv += ["--secret", f"id={sid},src={path}"]
+        for key, value in sorted(req.build_args.items()):
+            argv += ["--build-arg", f"{key}={value}"]
+        if req.network:
+            argv += ["--network", req.network]
+        if req.no_cache:
+            argv.append("--no-cache")
+        argv.append(str(req.context))
+        say = progress or (lambda _l: None)
+        tail: deque[str] = deque(maxlen=60)
+        warns: list[str] = []
+        steps = cached = 0
+        start = time.monotonic()
+        status = 0
+        for item in _stream_lines(argv, {}):
+            if isinstance(item, int):
+                status = item
+                continue
+            line = stream_line(redact_text(item))
+            tail.append(line)
+            m = _PODMAN_STEP.match(line)
+            if m:
+                steps += 1
+                index, total, text = int(m.group(1)), int(m.group(2)), m.group(3)
+                title = (req.step_titles[index - 1] if len(req.step_titles) == total else
+                         re.sub(r"\s+", " ", re.sub(r"--mount=\S+\s*", "", text)).strip())
+                say(f"[{index}/{total}] {title[:90]}")
+            elif line.startswith("--> Using cache"):
+                cached += 1
+            else:
+                warning = _WARNING.search(line)
+                if warning and warning.group(1) not in warns:
+                    warns.append(warning.group(1))
+                elif _NOTABLE.search(line):
+                    say("    " + line.strip()[:160])
+        seconds = time.monotonic() - start
+        if status != 0:
+            text = "\n".join(list(tail)[-25:])
+            low = text.lower()
+            if "initializing source" in low or "short-name" in low or "manifest unknown" in low:
+                raise BaseImageMissing(
+                    f"building {req.tag} with podman failed: its base image is not in podman's "
+                    f"storage:\n{text}",
+                    "load it from Docker (`docker save IMAGE | podman load`), or build it with "
+                    "`reprobox --engine podman base --python X.Y.Z`",
+                )
+            raise EngineError(f"building {req.tag} with podman failed at {text}",
+                              _build_hint(text))
+        try:
+            image_id = iidfile.read_text().strip()
+        except FileNotFoundError:
+            raise EngineError(f"the build of {req.tag} finished without an image id") from None
+        finally:
+            try:
+                iidfile.unlink()
+            except FileNotFoundError:
+                pass
+        return EngineBuild(image_id, seconds, "\n".join(tail), steps, cached, tuple(warns))
+
+    # ------------------------------------------------------------------ run
+
+    def run_container(
+        self,
+        image: str,
+        argv: Sequence[str],
+        *,
+        mounts: Sequence[Mount] = (),
+        workdir: Optional[str] = None,
+        env: Optional[Mapping[str, str]] = None,
+        user: Optional[str] = None,
+        network: Optional[str] = None,
+        gpus: Union[bool, str] = False,
+        stream: Optional[Progress] = None,
+        confine: Optional["Confinement"] = None,
+    ) -> RunOutput:
+        import tempfile
+
+        cmd = [self.binary, "run", "--rm", "--init", "--pull=never"]
+        for m in mounts:
+            if "," in str(m.source) or "," in m.target:
+                raise EngineError(f"internal: a mount path holds a comma: {m.source}")
+            spec = f"type=bind,source={m.source},destination={m.target}"
+            cmd += ["--mount", spec + (",ro=true" if m.read_only else "")]
+        if workdir:
+            cmd += ["--workdir", workdir]
+        if user:
+            cmd += ["--user", user]
+        if network:
+            cmd += ["--network", network]
+        if gpus:
+            ids = ["all"] if gpus is True or gpus == "all" else str(gpus).split(",")
+            if len(ids) == 1 and ids[0].isdigit() and gpus not in ("0",):
+                ids = [str(i) for i in range(int(ids[0]))]
+            for gid in ids:
+                cmd += ["--device", f"nvidia.com/gpu={gid}"]
+        if confine is not None:
+            if confine.drop_all_capabilities:
+                cmd += ["--cap-drop", "ALL"]
+            if confine.no_new_privileges:
+                cmd += ["--security-opt", "no-new-privileges"]
+            if confine.pids_limit:
+                cmd += ["--pids-limit", str(confine.pids_limit)]
+            if confine.memory:
+                cmd += ["--memory", confine.memory, "--memory-swap", confine.memory]
+        with tempfile.TemporaryDirectory(prefix="reprobox-podman-env-") as tmp:
+            # Values go through a file (not the process list); one variable per line.
+            envfile = os.path.join(tmp, "env")
+            with open(envfile, "w", encoding="utf-8") as fh:
+                for key, value in (env or {}).items():
+                    if "\n" in value or "\n" in key or "=" in key:
+                        raise EngineError(f"internal: environment variable {key!r} cannot be "
+                                          "passed to podman (a newline or '=')")
+                    fh.write(f"{key}={value}\n")
+            os.chmod(envfile, 0o600)
+            cmd += ["--env-file", envfile, image, *argv]
+            chunks: list[str] = []
+            status = 1
+            for item in _stream_lines(cmd, {}):
+                if isinstance(item, int):
+                    status = item
+                    continue
+                chunks.append(item + "\n")
+                if stream:
+                    stream(item)
+        output = "".join(chunks)
+        if status in (125, 126, 127) and _podman_start_failed(output):
+            raise EngineError(f"cannot start a podman container from {image}: "
+                              f"{output.strip().splitlines()[-1][:300]}",
+                              "build it with `reprobox --engine podman build <exp>`"
+                              if "image not known" in output else _PODMAN_HINT)
+        return RunOutput(status, output)
+
+
+def _podman_start_failed(output: str) -> bool:
+    """Status 125-127 with podman's own ``Error:`` line: the container never ran the command."""
+    lines = output.strip().splitlines()
+    return bool(lines) and lines[-1].startswith("Error: ")
+
+
+# --------------------------------------------------------------------------- selection
+
+ENGINES = ("docker", "podman")
 _ENGINE: Optional[Engine] = None
 
 
+def select_engine(name: Optional[str]) -> None:
+    """Use the named engine from now on (``--engine``); ``None``/``auto``: detect.
+
+    The choice is also put in ``REPROBOX_ENGINE`` so helpers reprobox starts (the DVC stage
+    launcher) use the same engine.
+    """
+    global _ENGINE
+    if name in (None, "", "auto"):
+        os.environ.pop("REPROBOX_ENGINE", None)
+    elif name in ENGINES:
+        os.environ["REPROBOX_ENGINE"] = name
+    else:
+        raise EngineError(f"unknown container engine {name!r}", "use docker or podman")
+    _ENGINE = None
+
+
 def get_engine() -> Engine:
-    """The container engine (Docker). Connecting is lazy: this never fails by itself."""
+    """The container engine: ``--engine`` / ``REPROBOX_ENGINE``, else Docker when its daemon
+    answers, else Podman when it works here, else Docker (whose error names the fix).
+    Connecting is lazy: this never fails by itself."""
     global _ENGINE
     if _ENGINE is None:
-        _ENGINE = DockerEngine()
+        chosen = os.environ.get("REPROBOX_ENGINE", "")
+        if chosen == "podman":
+            _ENGINE = PodmanEngine()
+        elif chosen == "docker":
+            _ENGINE = DockerEngine()
+        else:
+            docker_engine = DockerEngine()
+            _ENGINE = docker_engine
+            if not docker_engine.available() and proc.which("podman"):
+                podman = PodmanEngine()
+                if podman.available():
+                    log.info("no Docker daemon answers: using podman")
+                    _ENGINE = podman
     return _ENGINE

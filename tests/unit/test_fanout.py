@@ -27,19 +27,23 @@ IMAGE = f"127.0.0.1:5000/team/exp@{DIGEST}"
 def _stored(tmp_path: Path, *, gpus: int = 0, images: Any = None, **kw: Any) -> Any:
     env = Environment(interpreter=Interpreter("cpython", "3.11.7"),
                       hardware=Hardware(gpus=tuple(GPU("H100") for _ in range(gpus))))
-    files = {}
-    folder = tmp_path / "exp"
-    folder.mkdir(exist_ok=True)
-    if images is not None:
-        (folder / "images.json").write_text(json.dumps(images))
-        files["images.json"] = "sha256:" + "0" * 64
     base: dict[str, Any] = dict(name="train", command="python train.py --lr 0.1", cwd="src",
                                 git=GitInfo(commit="a" * 40), environment_digest=env.digest,
                                 created="2026-01-01T00:00:00Z", tool_version="0.1.0",
                                 metrics={"metrics.json": {"acc": 0.9}},
-                                env={"PYTHONHASHSEED": "0"}, files=files)
+                                env={"PYTHONHASHSEED": "0"})
     base.update(kw)
     exp = Experiment(**base).with_id()
+    folder = tmp_path / ".reprobox" / "experiments" / exp.id
+    folder.mkdir(parents=True, exist_ok=True)
+    if images is not None:  # a publication record as `reprobox push` writes it
+        from reprobox.registry import Publication, PublicationRecord, seal_of
+
+        pub = Publication(images[0], images[1], images[2], "2026-11-30T18:00:00Z")
+        doc = PublicationRecord(exp.id, env.digest, (pub,)).to_dict()
+        doc["images"][0]["reference"] = f"{images[0]}@{images[2]}"
+        doc["seal"] = seal_of(doc)
+        (folder / "images.json").write_text(json.dumps(doc))
     return SimpleNamespace(id=exp.id, experiment=exp, environment=env, path=folder,
                            file=lambda name: folder / name)
 
@@ -139,8 +143,7 @@ def _validate_strict(tmp_path: Path, docs: str) -> subprocess.CompletedProcess:
 
 
 def test_job_manifests_pass_the_strict_schema_and_the_client_models(tmp_path: Path):
-    stored = _stored(tmp_path, images={"reference": "127.0.0.1:5000/team/exp:abc",
-                                       "digest": DIGEST})
+    stored = _stored(tmp_path, images=("127.0.0.1:5000/team/exp", "abc", DIGEST))
     assert published_image(stored) == IMAGE
     job = k8s.job_manifest(stored, require_published(stored), repo="https://git.example/r.git",
                            timeout=600, suffix="123456")
@@ -192,11 +195,13 @@ def test_kubernetes_refuses_an_unpublished_experiment_naming_push(tmp_path: Path
     assert "not pinned by digest" in err.value.message
 
 
-def test_kubernetes_refuses_a_hostile_image_reference_in_the_record(tmp_path: Path):
-    stored = _stored(tmp_path, images={"reference": "x\ny", "digest": DIGEST})
-    with pytest.raises(ValidationError) as err:
+def test_kubernetes_refuses_a_hostile_publication_record(tmp_path: Path):
+    from reprobox.errors import RecordRefused
+
+    stored = _stored(tmp_path, images=("127.0.0.1:5000/team/exp", "x;id", DIGEST))
+    with pytest.raises(RecordRefused) as err:
         published_image(stored)
-    assert err.value.field == "images.json reference"
+    assert "images.json" in err.value.message
 
 
 def test_results_are_read_back_from_the_pod_log(tmp_path: Path):
