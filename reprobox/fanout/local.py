@@ -16,11 +16,12 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-from .summary import Outcome
+from .summary import Outcome, run_notes
 
 Progress = Callable[[str], None]
 
@@ -43,7 +44,7 @@ def image_key(stored: object) -> str:
 
 def run_one(root: Path, exp_id: str, name: str, run_args: Sequence[str],
             timeout: Optional[float]) -> Outcome:
-    argv = [sys.executable, "-m", "reprobox.cli", "-q", "run", exp_id, "--json", *run_args]
+    argv = [sys.executable, "-m", "reprobox.cli", "run", exp_id, "--json", *run_args]
     t0 = time.monotonic()
     try:
         done = subprocess.run(argv, cwd=root, capture_output=True, text=True, timeout=timeout,
@@ -59,7 +60,8 @@ def run_one(root: Path, exp_id: str, name: str, run_args: Sequence[str],
             return Outcome.failure(exp_id, name, "the run printed no JSON report: "
                                    + (done.stderr or done.stdout), seconds=seconds,
                                    where="local")
-        return Outcome.from_report(report, seconds=seconds, where="local", name=name)
+        out = Outcome.from_report(report, seconds=seconds, where="local", name=name)
+        return replace(out, notes=run_notes(done.stderr))
     return Outcome.failure(exp_id, name, done.stderr or f"exit status {done.returncode}",
                            seconds=seconds, where="local")
 

@@ -20,12 +20,12 @@ import shlex
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from ..errors import ReproboxError, ToolMissing, UsageError
-from .summary import Outcome
+from .summary import Outcome, run_notes
 
 Progress = Callable[[str], None]
 
@@ -155,6 +155,9 @@ def outcome_of(task: Task, index: int, job: str, results: Path,
                                    seconds=seconds, where=where)
         out = Outcome.from_report(data, seconds=seconds or float(data.get("seconds", 0.0)),
                                   where=where, name=task.name)
+        err = results / f"{index}.err"
+        if err.is_file():
+            out = replace(out, notes=run_notes(err.read_text(encoding="utf-8", errors="replace")))
         if out.experiment != task.exp_id:
             return Outcome.failure(task.exp_id, task.name,
                                    f"the task reported experiment {out.experiment!r}",

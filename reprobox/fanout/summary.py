@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional
@@ -50,6 +51,7 @@ class Outcome:
     reason: str = ""  # one line for `failed`
     where: str = ""  # local / slurm job 12_3 / kubernetes job name
     report: Optional[dict[str, Any]] = None  # the run's own JSON report, when there is one
+    notes: tuple[str, ...] = ()  # e.g. why the published image was not used
 
     @classmethod
     def from_report(cls, report: Mapping[str, Any], *, seconds: float, where: str,
@@ -80,6 +82,8 @@ class Outcome:
         }
         if self.reason:
             out["reason"] = self.reason
+        if self.notes:
+            out["notes"] = list(self.notes)
         if self.report is not None:
             out["report"] = self.report
         return out
@@ -94,7 +98,7 @@ class Outcome:
             return f"{head}  {what}"
         if self.status == FAILED:
             return f"{head}  {self.reason}"
-        return head
+        return head + (f"  ({'; '.join(self.notes)})" if self.notes else "")
 
 
 @dataclass
@@ -139,6 +143,20 @@ class Summary:
         self.path = str(path)
         write_atomic(path, json.dumps(self.to_dict(), sort_keys=True, indent=2) + "\n")
         return path
+
+
+_PULL_NOTE = re.compile(r"not using the published image: (.*); building instead")
+
+
+def run_notes(stderr: str) -> tuple[str, ...]:
+    """What a run said on the way that the summary must show: the published image it could not
+    use (registry down, labels that name another capture), so it built the image itself."""
+    notes = []
+    for line in stderr.splitlines():
+        m = _PULL_NOTE.search(line)
+        if m:
+            notes.append(one_line("published image not used, built instead: " + m.group(1)))
+    return tuple(dict.fromkeys(notes))
 
 
 def utc_now() -> str:

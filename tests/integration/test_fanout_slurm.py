@@ -7,7 +7,10 @@ node without any engine (the tasks' PATH has no docker, podman or apptainer) and
 by the scheduler (scancel) while its container runs; each is one line in the summary, and the
 other experiment of the same array is unaffected.
 
-The images are built on the node (no publication record yet in these captures).
+The experiments that build are published first (`reprobox push` to the local registry of
+scripts/start-registry.sh, images.json committed): the tasks pull their images by digest. The
+registry faults: a record naming a registry that is down, and one naming another experiment's
+image (labels that do not match): each run builds instead and says why in its summary line.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from .test_run_e2e import (
     new_repo,
     publish_and_clone,
     reprobox,
+    remove_images,
     reprobox_exe,
     sh,
 )
@@ -57,9 +61,19 @@ def slurm() -> None:
     require(done.returncode == 0, f"a single-node Slurm ({done.stderr.strip()[-300:]})")
 
 
+REGISTRY = "127.0.0.1:5000/fanout-tests"
+
+
 @pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory, slurm: None, index_access: None
-            ) -> tuple[Path, dict[str, str]]:
+def registry() -> None:
+    done = subprocess.run(["bash", str(ROOT / "scripts" / "start-registry.sh")],
+                          capture_output=True, text=True, timeout=600)
+    require(done.returncode == 0, f"a local registry ({done.stderr.strip()[-300:]})")
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory, slurm: None, registry: None,
+            index_access: None, docker_daemon: None) -> tuple[Path, dict[str, str]]:
     where = tmp_path_factory.mktemp("fanout")
     venv = make_venv(where / "venv", "six==1.16.0")
     repo = new_repo(where / "project", {
@@ -87,6 +101,9 @@ def project(tmp_path_factory: pytest.TempPathFactory, slurm: None, index_access:
 
     ids["broken"] = reseal(folder, environment=bump)
     commit(repo, "a capture whose lock names a version the index does not have")
+    for name in ("steady", "noisy", "sleepy"):
+        reprobox(repo, "push", ids[name], "--registry", REGISTRY)
+    commit(repo, "publish the images")
     return publish_and_clone(repo, where), ids
 
 
@@ -111,6 +128,9 @@ def test_three_experiments_one_array_reproduced_differs_failed(project):
     assert e["noisy"]["status"] == "differs" and e["noisy"]["differing_metrics"] == [
         "noisy.json:loss"]
     assert e["broken"]["status"] == "failed" and "99.0.0" in e["broken"]["reason"]
+    for name in ("steady", "noisy"):  # pulled from the registry, not built on the node
+        assert "pulled by digest" in e[name]["report"]["environment"], e[name]["report"]
+        assert REGISTRY in e[name]["report"]["environment"]
     job = summary["details"]["job"]
     assert {x["where"].split()[1].split("_")[0] for x in summary["experiments"]} == {job}
     saved = Path(summary["path"])
@@ -184,3 +204,42 @@ def test_a_task_cancelled_by_the_scheduler_leaves_the_others_alone(project):
             break
         time.sleep(1)
     assert left == ""
+
+
+def test_registry_down_and_foreign_labels_are_one_line_each(project, tmp_path: Path):
+    """In a clone of its own: steady's record names a registry nothing listens on, noisy's
+    names steady's image (its labels are steady's). Both build instead, say so, and keep their
+    own verdicts."""
+    from reprobox.registry import Publication, PublicationRecord
+    from reprobox.store import Store
+
+    first, ids = project
+    clone = tmp_path / "clone"
+    sh(tmp_path, "git", "clone", "-q", str(first.parent / "origin.git"), str(clone))
+    store = Store(clone)
+    steady, noisy = store.get(ids["steady"]), store.get(ids["noisy"])
+    steady_pub = json.loads((steady.path / "images.json").read_text())["images"][-1]
+    when = "2026-11-30T18:00:00Z"
+    down = Publication("127.0.0.1:5059/gone/steady", "x", steady_pub["digest"], when)
+    (steady.path / "images.json").write_text(json.dumps(
+        PublicationRecord(steady.id, steady.environment.digest, (down,)).to_dict()))
+    foreign = Publication(steady_pub["repository"], "x", steady_pub["digest"], when)
+    (noisy.path / "images.json").write_text(json.dumps(
+        PublicationRecord(noisy.id, noisy.environment.digest, (foreign,)).to_dict()))
+    commit(clone, "records pointing at a registry that is down and at another image")
+    remove_images(ids["steady"])  # the node must pull: no image of either here
+    remove_images(ids["noisy"])
+
+    status, summary, _ = fan_out(clone, ids["steady"], ids["noisy"])
+    assert status == 1
+    e = by_name(summary)
+    assert e["steady"]["status"] == "reproduced" and e["noisy"]["status"] == "differs"
+    (note,) = e["steady"]["notes"]
+    assert note.startswith("published image not used, built instead: 127.0.0.1:5059/gone/")
+    (note,) = e["noisy"]["notes"]
+    assert "refused: its label reprobox.experiment is " + repr(ids["steady"]) in note
+    remove_images(ids["steady"])
+    done = reprobox(clone, "run", ids["steady"], "--on", "slurm", check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert re.match(rf"{ids['steady']}\s+steady\s+REPRODUCED\s.*\(published image not used, "
+                    r"built instead: 127\.0\.0\.1:5059/gone/", done.stdout.splitlines()[0])
