@@ -16,6 +16,12 @@ fi
 # Docker daemon + debootstrap (for `reprobox base`): installed and started when missing.
 bash "$here/.ci/setup-docker.sh"
 
+# A single-node Slurm (slurm-wlm + munge) for the fan-out tests: installed and started when
+# missing (the fan-out tests also start it, and the local registry, themselves).
+if [ "$(id -u)" = 0 ]; then
+  bash "$here/scripts/start-slurm.sh"
+fi
+
 py="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then
   echo "setup: creating .venv with $($py --version 2>&1)" >&2

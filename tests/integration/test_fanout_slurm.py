@@ -243,3 +243,21 @@ def test_registry_down_and_foreign_labels_are_one_line_each(project, tmp_path: P
     assert done.returncode == 0, done.stdout + done.stderr
     assert re.match(rf"{ids['steady']}\s+steady\s+REPRODUCED\s.*\(published image not used, "
                     r"built instead: 127\.0\.0\.1:5059/gone/", done.stdout.splitlines()[0])
+
+
+def test_the_same_three_here_with_on_local(project):
+    """`--on local`: the same verdicts, each a normal `reprobox run` in its own process."""
+    clone, ids = project
+    done = reprobox(clone, "run", ids["steady"], ids["noisy"], ids["broken"], "--on", "local",
+                    "--jobs", "3", "--json", check=False)
+    assert done.returncode == 1, done.stdout + done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["on"] == "local" and summary["details"]["jobs"] == 3
+    e = by_name(summary)
+    assert e["steady"]["status"] == "reproduced"
+    assert e["noisy"]["status"] == "differs"
+    assert e["noisy"]["differing_metrics"] == ["noisy.json:loss"]
+    assert e["broken"]["status"] == "failed" and "99.0.0" in e["broken"]["reason"]
+    runs = clone / ".reprobox" / "local" / "runs"
+    assert len(list(runs.glob(f"{ids['steady']}-*.json"))) >= 1
+    assert sh(clone, "git", "worktree", "list", "--porcelain").stdout.count("worktree ") == 1

@@ -217,3 +217,56 @@ def test_results_are_read_back_from_the_pod_log(tmp_path: Path):
     assert report["reproduced"]
     report = k8s.report_from_log(stored, "killed\n")
     assert "before reporting its exit status" in report["differences"][0]
+
+
+# --------------------------------------------------------------------------- the CLI
+
+
+@pytest.fixture
+def two(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[str, str]:
+    from reprobox.store import Store
+
+    from .test_model_store import make_env, make_exp
+
+    (tmp_path / ".git").mkdir()
+    monkeypatch.chdir(tmp_path)
+    store = Store(tmp_path)
+    env = make_env()
+    a = store.save(make_exp(env, name="one"), env)
+    b = store.save(make_exp(env, name="two", acc=0.5), env)
+    return a.id, b.id
+
+
+def _cli(*args: str) -> tuple[int, str, str]:
+    from click.testing import CliRunner
+
+    from reprobox.cli import main
+
+    r = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    return r.exit_code, r.stdout, r.stderr
+
+
+def test_cli_slurm_dry_run_prints_one_array_with_the_throttle(two):
+    code, out, err = _cli("run", "--all", "--on", "slurm", "--jobs", "2", "--dry-run")
+    assert code == 0, err
+    assert out.startswith("#!/bin/bash") and "#SBATCH --array=0-1%2\n" in out
+    assert f"IDS=({two[0]} {two[1]})" in out or f"IDS=({two[1]} {two[0]})" in out
+
+
+def test_cli_kubernetes_dry_run_refuses_an_unpublished_experiment(two):
+    code, out, err = _cli("run", two[0], two[1], "--on", "kubernetes", "--dry-run")
+    assert code == 2 and out == ""
+    assert "has no published image" in err and "reprobox push" in err
+
+
+def test_cli_refuses_bad_fan_out_input(two):
+    code, _, err = _cli("run")
+    assert code == 2 and "no experiment given" in err
+    code, _, err = _cli("run", two[0], two[1], "--keep")
+    assert code == 2 and "--keep" in err
+    code, _, err = _cli("run", two[0], "--all")
+    assert code == 2 and "--all" in err
+    code, _, err = _cli("run", two[0], two[1], "--jobs", "0")
+    assert code == 2 and "--jobs" in err
+    code, _, err = _cli("run", two[0], "nosuch", "--dry-run")
+    assert code == 2 and "nosuch" in err
