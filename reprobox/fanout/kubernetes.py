@@ -225,7 +225,8 @@ def apply_and_gather(stored_list: Sequence[Any], manifests: Sequence[dict[str, A
         raise ReproboxError(f"no Kubernetes cluster is configured: {exc}",
                             "set KUBECONFIG (or ~/.kube/config), or print the manifests with "
                             "--dry-run") from None
-    batch, core = client.BatchV1Api(), client.CoreV1Api()
+    batch: Any = client.BatchV1Api()  # dict bodies are accepted: the client serialises them
+    core: Any = client.CoreV1Api()
     t0 = time.monotonic()
     created: dict[str, float] = {}
     outcomes: dict[str, Outcome] = {}
@@ -246,7 +247,7 @@ def apply_and_gather(stored_list: Sequence[Any], manifests: Sequence[dict[str, A
                 continue
             job = batch.read_namespaced_job_status(name, namespace)
             st = job.status
-            if not (st.succeeded or st.failed):
+            if st is None or not (st.succeeded or st.failed):
                 if time.monotonic() - t0 > timeout:
                     outcomes[s.id] = Outcome.failure(s.id, s.experiment.name,
                                                      f"no verdict within --timeout {timeout:.0f}"

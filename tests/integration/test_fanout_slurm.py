@@ -168,7 +168,8 @@ def test_a_node_without_any_engine_is_one_line(project, tmp_path: Path):
 def test_a_task_cancelled_by_the_scheduler_leaves_the_others_alone(project):
     clone, ids = project
     proc = subprocess.Popen(
-        [reprobox_exe(), "run", ids["sleepy"], ids["steady"], "--on", "slurm", "--json", "--timeout", "900"],
+        [reprobox_exe(), "run", ids["sleepy"], ids["steady"], "--on", "slurm", "--json",
+         "--timeout", "900"],
         cwd=clone, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         job, deadline = "", time.monotonic() + 600
