@@ -62,6 +62,7 @@ def slurm() -> None:
 
 
 REGISTRY = "127.0.0.1:5000/fanout-tests"
+_MADE: set[str] = set()  # the experiments whose images the module builds or pulls
 
 
 @pytest.fixture(scope="module")
@@ -100,11 +101,27 @@ def project(tmp_path_factory: pytest.TempPathFactory, slurm: None, registry: Non
                 p["version"] = "99.0.0"
 
     ids["broken"] = reseal(folder, environment=bump)
+    _MADE.update(ids.values())
     commit(repo, "a capture whose lock names a version the index does not have")
     for name in ("steady", "noisy", "sleepy"):
         reprobox(repo, "push", ids[name], "--registry", REGISTRY)
     commit(repo, "publish the images")
     return publish_and_clone(repo, where), ids
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _remove_the_images():
+    """Every image of this module's experiments, removed by name at the end (tags and digest
+    references; never by image id)."""
+    yield
+    for exp_id in sorted(_MADE):
+        names = subprocess.run(
+            [DOCKER, "images", "--format", "{{.Repository}}:{{.Tag}} {{.Repository}}@{{.Digest}}",
+             "--filter", f"label=reprobox.experiment={exp_id}"],
+            capture_output=True, text=True).stdout.split()
+        for name in sorted(set(names)):
+            if "<none>" not in name:
+                subprocess.run([DOCKER, "rmi", name], capture_output=True)
 
 
 def fan_out(clone: Path, *args: str, env: dict | None = None) -> tuple[int, dict, str]:
