@@ -37,7 +37,6 @@ from .test_run_e2e import (
     new_repo,
     publish_and_clone,
     reprobox,
-    remove_images,
     reprobox_exe,
     sh,
 )
@@ -115,13 +114,21 @@ def _remove_the_images():
     references; never by image id)."""
     yield
     for exp_id in sorted(_MADE):
+        drop_images(exp_id)
+
+
+def drop_images(exp_id: str) -> None:
+    """No image of the experiment here (removed by tag and digest reference, never by id)."""
+    for _ in range(3):
         names = subprocess.run(
             [DOCKER, "images", "--format", "{{.Repository}}:{{.Tag}} {{.Repository}}@{{.Digest}}",
              "--filter", f"label=reprobox.experiment={exp_id}"],
             capture_output=True, text=True).stdout.split()
-        for name in sorted(set(names)):
-            if "<none>" not in name:
-                subprocess.run([DOCKER, "rmi", name], capture_output=True)
+        names = sorted({n for n in names if "<none>" not in n})
+        if not names:
+            return
+        for name in names:
+            subprocess.run([DOCKER, "rmi", name], capture_output=True)
 
 
 def fan_out(clone: Path, *args: str, env: dict | None = None) -> tuple[int, dict, str]:
@@ -245,8 +252,8 @@ def test_registry_down_and_foreign_labels_are_one_line_each(project, tmp_path: P
     (noisy.path / "images.json").write_text(json.dumps(
         PublicationRecord(noisy.id, noisy.environment.digest, (foreign,)).to_dict()))
     commit(clone, "records pointing at a registry that is down and at another image")
-    remove_images(ids["steady"])  # the node must pull: no image of either here
-    remove_images(ids["noisy"])
+    drop_images(ids["steady"])  # the node must pull: no image of either here
+    drop_images(ids["noisy"])
 
     status, summary, _ = fan_out(clone, ids["steady"], ids["noisy"])
     assert status == 1
@@ -256,7 +263,7 @@ def test_registry_down_and_foreign_labels_are_one_line_each(project, tmp_path: P
     assert note.startswith("published image not used, built instead: 127.0.0.1:5059/gone/")
     (note,) = e["noisy"]["notes"]
     assert "refused: its label reprobox.experiment is " + repr(ids["steady"]) in note
-    remove_images(ids["steady"])
+    drop_images(ids["steady"])
     done = reprobox(clone, "run", ids["steady"], "--on", "slurm", check=False)
     assert done.returncode == 0, done.stdout + done.stderr
     assert re.match(rf"{ids['steady']}\s+steady\s+REPRODUCED\s.*\(published image not used, "
