@@ -82,6 +82,11 @@ def job_manifest(stored: Any, image: str, *, repo: str, namespace: str = "defaul
     if not _NAMESPACE.fullmatch(namespace):
         raise UsageError(f"--namespace {namespace!r} is not a Kubernetes namespace name")
     repo = validate.clean_text("--repo", repo)
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://[^/]*@", repo):
+        raise UsageError("--repo carries credentials, which would be written into the Job "
+                         "for anyone who can read it",
+                         "give the URL without user:password@ and let the pods authenticate "
+                         "(a credential helper in the git image, a mounted Secret)")
     plan = plan_run(exp, stored.environment)
     if plan.command_kind != "shell" or exp.dvc is not None:
         raise UsageError(f"experiment {exp_id} is a DVC pipeline: a Kubernetes Job has no "

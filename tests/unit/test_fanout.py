@@ -195,6 +195,14 @@ def test_kubernetes_refuses_an_unpublished_experiment_naming_push(tmp_path: Path
     assert "not pinned by digest" in err.value.message
 
 
+def test_kubernetes_refuses_a_repository_url_with_credentials(tmp_path: Path):
+    stored = _stored(tmp_path)
+    with pytest.raises(UsageError) as err:
+        k8s.job_manifest(stored, IMAGE, repo="https://ci:s3cret@git.example/r.git")
+    assert "--repo carries credentials" in err.value.message
+    assert "s3cret" not in err.value.message + (err.value.hint or "")
+
+
 def test_kubernetes_refuses_a_hostile_publication_record(tmp_path: Path):
     from reprobox.errors import RecordRefused
 
