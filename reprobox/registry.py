@@ -54,7 +54,8 @@ MAX_ENTRIES = 64
 Progress = Callable[[str], None]
 
 #: ``HOST[:PORT]/NAMESPACE`` (the namespace may have several components, or be empty).
-_HOST = r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*)"
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+_HOST = rf"(?:{_LABEL}(?:\.{_LABEL})*)"
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 REGISTRY_RE = re.compile(rf"(?P<host>{_HOST}(?::[0-9]{{1,5}})?)(?P<ns>(?:/{_COMPONENT})*)",
                          re.ASCII)

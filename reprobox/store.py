@@ -6,8 +6,8 @@ requirements.lock, pylock.toml, Dockerfile, patch.diff}``. Local, never committe
 ``images/<id>.json`` (the tag an experiment was built as here), ``runs/`` (run reports) and
 ``cache/`` (probe, system and DVC caches). After ``reprobox push``, an experiment folder also holds
 ``images.json`` (pushed references with manifest digests), the one file outside the manifest:
-additive, sealed on its own (:mod:`reprobox.registry`). ``build`` and ``run`` in a clone leave ``git status``
-clean.
+additive, sealed on its own (:mod:`reprobox.registry`). ``build`` and ``run`` in a clone leave
+``git status`` clean.
 
 The seal. ``experiment.json`` lists every other file of its folder with its sha256 (``files``), and
 the id is the hash of the whole document but the id (:func:`~reprobox.model.seal_id`). Loading an

@@ -16,6 +16,10 @@ fi
 # Docker daemon + debootstrap (for `reprobox base`): installed and started when missing.
 bash "$here/.ci/setup-docker.sh"
 
+# A local OCI registry on 127.0.0.1:5000 (Debian's docker-registry) for `reprobox push` and its
+# tests, and Podman as the second container engine: both installed and started when missing.
+bash "$here/scripts/start-registry.sh"
+bash "$here/scripts/setup-podman.sh"
 # A single-node Slurm (slurm-wlm + munge) for the fan-out tests: installed and started when
 # missing (the fan-out tests also start it, and the local registry, themselves).
 if [ "$(id -u)" = 0 ]; then

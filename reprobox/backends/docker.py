@@ -111,7 +111,11 @@ class DockerBackend(Backend):
         say = progress or (lambda _m: None)
         from ..build import build_experiment, default_tag
 
+        from ..registry import load_publication
+
         env = stored.environment
+        # A tampered or foreign publication record is refused (exit 2) before anything runs.
+        record = load_publication(stored)
         candidates = [t for t in (stored.image, default_tag(store.root, stored.id)) if t]
         for tag in dict.fromkeys(candidates):
             if self._usable(tag, stored, say):
@@ -123,7 +127,7 @@ class DockerBackend(Backend):
                     prefix = PREFIX
                 return Prepared(self.name, tag, f"image {tag} (already built)", True, "python",
                                 conda_prefix=prefix)
-        pulled = self._pull_published(store, stored, say)
+        pulled = self._pull_published(store, stored, record, say)
         if pulled is not None:
             return pulled
         if env.conda is not None:
@@ -137,7 +141,7 @@ class DockerBackend(Backend):
             how += f", {cached} of {steps} steps from the build cache"
         return Prepared(self.name, result.tag, f"image {result.tag} ({how})", False, "python")
 
-    def _pull_published(self, store: "Store", stored: "StoredExperiment",
+    def _pull_published(self, store: "Store", stored: "StoredExperiment", record: Any,
                         say: Progress) -> Optional[Prepared]:
         """The image ``reprobox push`` published (images.json), pulled by digest, its labels
         checked; None (and the reason said) when there is none or it cannot be used.
@@ -145,9 +149,8 @@ class DockerBackend(Backend):
         A tampered or foreign images.json is refused (exit 2) by ``load_publication``.
         """
         from ..build import default_tag
-        from ..registry import ensure_pulled, load_publication
+        from ..registry import ensure_pulled
 
-        record = load_publication(stored)
         if record is None or not record.images:
             return None
         result = ensure_pulled(self.engine, stored, record, say)
@@ -336,10 +339,12 @@ def hand_over(checkout: Path, uid: int, gid: int) -> None:
                 pass
 
 
-#: Host variables the host's ``dvc repro`` keeps: what finds programs, the Docker daemon and
-#: the locale. Nothing else: no cloud or index credentials, no SSH agent, no real home.
+#: Host variables the host's ``dvc repro`` keeps: what finds programs, the container engine
+#: (Docker's daemon, or ``--engine podman``) and the locale. Nothing else: no cloud or index
+#: credentials, no SSH agent, no real home.
 _REPRO_ENV_KEEP = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "DOCKER_HOST",
-                   "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH", "DOCKER_CONTEXT", "XDG_RUNTIME_DIR")
+                   "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH", "DOCKER_CONTEXT", "XDG_RUNTIME_DIR",
+                   "REPROBOX_ENGINE", "REPROBOX_PODMAN")
 
 
 def dvc_repro_env(scratch: Path) -> dict[str, str]:

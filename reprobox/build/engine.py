@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence, Union
 
 from .. import proc
-from ..errors import BaseImageMissing, EngineError, ToolMissing
+from ..errors import BaseImageMissing, EngineError, ReproboxError, ToolMissing
 from ..redact import redact_text
 from ..termsafe import clean, stream_line
 
@@ -170,8 +170,11 @@ def registry_of(ref: str) -> str:
 
 def is_loopback_registry(host: str) -> bool:
     """127.0.0.0/8, ::1 and localhost: the registries Docker talks plain HTTP to by default."""
-    name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
-    name = name.strip("[]")
+    m = re.fullmatch(r"\[([0-9A-Fa-f:]+)\](?::\d+)?", host)
+    if m:
+        name = m.group(1)
+    else:
+        name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
     return name == "localhost" or name == "::1" or bool(re.fullmatch(r"127(\.\d{1,3}){3}", name))
 
 
@@ -1057,7 +1060,7 @@ class PodmanEngine(Engine):
     ) -> RunOutput:
         import tempfile
 
-        cmd = [self.binary, "run", "--rm", "--init", "--pull=never"]
+        cmd = [self.binary, "run", "--rm", "--pull=never"]
         for m in mounts:
             if "," in str(m.source) or "," in m.target:
                 raise EngineError(f"internal: a mount path holds a comma: {m.source}")

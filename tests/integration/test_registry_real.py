@@ -82,8 +82,9 @@ def _remove_tags():
 
 def remove_local_tags(exp_id: str) -> None:
     """Remove every tag of the experiment's images here (by tag, never by id)."""
-    out = sh(ROOT, DOCKER, "images", "--format", "{{.Repository}}:{{.Tag}}|{{.Repository}}@"
-             "{{.Digest}}", "--filter", f"label=reprobox.experiment={exp_id}").stdout
+    out = sh(ROOT, DOCKER, "images", "--digests", "--format",
+             "{{.Repository}}:{{.Tag}}|{{.Repository}}@{{.Digest}}",
+             "--filter", f"label=reprobox.experiment={exp_id}").stdout
     for line in out.split():
         tag, by_digest = line.split("|")
         if not tag.endswith(":<none>"):
@@ -162,17 +163,14 @@ def test_push_then_a_fresh_clone_pulls_by_digest_and_reproduces(project, registr
 
 def test_pulled_image_with_another_experiments_labels_is_refused_and_built(
         project, registry, tmp_path):
-    from tests.hostile import reseal  # noqa: F401 - the record is re-sealed with its own hash
-
     from reprobox.registry import seal_of
 
     where, repo, first, second = project
     theirs = json.loads(push_json(repo, "first", registry).stdout)
     # images.json of `second` pointing at the image of `first`, re-sealed so it passes the seal.
     path = repo / ".reprobox" / "experiments" / second / "images.json"
-    env_digest = json.loads(reprobox(repo, "show", second, "--json").stdout)["environment"]
     doc = {"schema": "reprobox.images/1", "experiment": second,
-           "env_digest": _env_digest(repo, second, env_digest),
+           "env_digest": _env_digest(repo, second),
            "images": [{"repository": theirs["repository"], "tag": second,
                        "digest": theirs["digest"], "reference": theirs["reference"],
                        "pushed": theirs["pushed"], "engine": "docker"}]}
@@ -190,7 +188,7 @@ def test_pulled_image_with_another_experiments_labels_is_refused_and_built(
     assert json.loads(done.stdout)["verdict"] == "reproduced"
 
 
-def _env_digest(repo: Path, exp: str, env_json: dict) -> str:
+def _env_digest(repo: Path, exp: str) -> str:
     exp_json = json.loads(reprobox(repo, "show", exp, "--json").stdout)["experiment"]
     return exp_json["environment_digest"]
 
