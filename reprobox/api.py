@@ -251,6 +251,24 @@ def current_environment(root: Path, *, python: Optional[str] = None) -> Any:
     return env
 
 
-__all__ = ["capture", "lock", "build", "run", "verify", "diff", "Captured", "Locked",
+def fan_out(refs: Sequence[str] = (), *, all_experiments: bool = False, on: str = "local",
+            jobs: Optional[int] = None, dry_run: bool = False, run_args: Sequence[str] = (),
+            timeout: Optional[float] = None, repo: Optional[str] = None,
+            namespace: str = "default", gpus: Optional[str] = None,
+            partition: Optional[str] = None, time_limit: Optional[str] = None,
+            progress: Optional[Progress] = None, store: Optional[Store] = None) -> Any:
+    """Reproduce several experiments (``on`` local, slurm or kubernetes) and gather them.
+
+    Returns the :class:`~reprobox.fanout.Summary` (``.ok`` when all reproduced), or with
+    ``dry_run`` the text that would be submitted (the sbatch script, or the Jobs as YAML)."""
+    from .fanout.run import fan_out as _fan_out
+
+    return _fan_out(store or open_store(), refs, all_experiments=all_experiments, on=on,
+                    jobs=jobs, dry_run=dry_run, run_args=run_args, timeout=timeout, repo=repo,
+                    namespace=namespace, gpus=gpus, partition=partition,
+                    time_limit=time_limit, progress=progress)
+
+
+__all__ = ["capture", "lock", "build", "run", "verify", "diff", "fan_out", "Captured", "Locked",
            "current_environment",
            "find_root"]

@@ -390,7 +390,23 @@ def _limits(pids_limit: int, memory: Optional[str], gpus: Optional[str]) -> Any:
 
 
 @main.command("run")
-@click.argument("exp")
+@click.argument("exps", metavar="EXP...", nargs=-1)
+@click.option("--all", "all_experiments", is_flag=True, help="Every recorded experiment.")
+@click.option("--on", "on", type=click.Choice(["local", "slurm", "kubernetes"]),
+              help="Fan the reproductions out: here, as one Slurm job array, or as Kubernetes "
+              "Jobs (default with several EXPs: local).")
+@click.option("--jobs", type=int, help="How many at a time (local: default half the CPUs; "
+              "slurm: the array throttle %N).")
+@click.option("--dry-run", is_flag=True,
+              help="Print what would be submitted (commands, sbatch script, Job manifests).")
+@click.option("--timeout", type=float, metavar="SECONDS",
+              help="Fan-out: give up on what has no verdict after this long.")
+@click.option("--repo", metavar="URL|PATH", help="Fan-out: the repository the nodes or pods "
+              "clone (slurm default: this one, on a shared filesystem; kubernetes: origin).")
+@click.option("--namespace", default="default", show_default=True,
+              help="Kubernetes namespace of the Jobs.")
+@click.option("--partition", help="Slurm partition of the job array.")
+@click.option("--time-limit", metavar="TIME", help="Slurm time limit per task (e.g. 2:00:00).")
 @_engine_option
 @_backend_option
 @_container_options
@@ -407,18 +423,63 @@ def _limits(pids_limit: int, memory: Optional[str], gpus: Optional[str]) -> Any:
               "`none` for a hermetic run).")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
-def run_cmd(ctx: click.Context, exp: str, backend: str, rtol: float, atol: float, keep: bool,
-            network: Optional[str], as_json: bool, pids_limit: int, memory: Optional[str],
-            gpus: Optional[str], dvc_remote: Optional[str]) -> None:
-    """Reproduce an experiment: exit 0 reproduced, 1 differs."""
+def run_cmd(ctx: click.Context, exps: tuple[str, ...], backend: str, rtol: float, atol: float,
+            keep: bool, network: Optional[str], as_json: bool, pids_limit: int,
+            memory: Optional[str], gpus: Optional[str], dvc_remote: Optional[str],
+            all_experiments: bool, on: Optional[str], jobs: Optional[int], dry_run: bool,
+            timeout: Optional[float], repo: Optional[str], namespace: str,
+            partition: Optional[str], time_limit: Optional[str]) -> None:
+    """Reproduce experiments: exit 0 all reproduced, 1 any differs or failed.
+
+    One EXP: rerun it here and print its report. Several, --all or --on: fan them out and print
+    one line per experiment and a summary (JSON with --json)."""
     from . import api
 
     if rtol < 0 or atol < 0:
         raise click.BadParameter("tolerances must be >= 0", param_hint="--rtol/--atol")
+    _term_as_interrupt()
+    if len(exps) != 1 or all_experiments or on or dry_run or jobs is not None:
+        if keep:
+            raise click.BadParameter("--keep applies to one experiment run here",
+                                     param_hint="--keep")
+        run_args = [*(["--backend", backend] if backend != "auto" else []),
+                    *(["--rtol", repr(rtol)] if rtol else []),
+                    *(["--atol", repr(atol)] if atol else []),
+                    *(["--network", network] if network else []),
+                    "--pids-limit", str(pids_limit), *(["--memory", memory] if memory else []),
+                    *(["--gpus", gpus] if gpus else []),
+                    *(["--dvc-remote", dvc_remote] if dvc_remote else [])]
+        result = api.fan_out(exps, all_experiments=all_experiments, on=on or "local",
+                             jobs=jobs, dry_run=dry_run, run_args=run_args, timeout=timeout,
+                             repo=repo, namespace=namespace, gpus=gpus, partition=partition,
+                             time_limit=time_limit, progress=_progress())
+        if isinstance(result, str):
+            _echo(result, nl=False)
+            return
+        if as_json:
+            _print_json(result.to_dict())
+        else:
+            _echo(result.render_text())
+        ctx.exit(0 if result.ok else EXIT_DIFFERS)
+    exp = exps[0]
     record = api.run(exp, backend=backend, rtol=rtol, atol=atol, keep=keep, network=network,
                      progress=_progress(), limits=_limits(pids_limit, memory, gpus),
                      dvc_remote=dvc_remote)
     _verdict(ctx, record, as_json, record.reproduced)
+
+
+def _term_as_interrupt() -> None:
+    """SIGTERM (a scheduler cancelling the job, a timeout) ends a run like Ctrl-C: the container
+    is removed and the checkout cleaned up instead of being left behind."""
+    import signal
+
+    def _raise(_signo: int, _frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        signal.signal(signal.SIGTERM, _raise)
+    except ValueError:  # not the main thread (an embedding application): leave it alone
+        pass
 
 
 @main.command("verify")

@@ -20,6 +20,11 @@ bash "$here/.ci/setup-docker.sh"
 # tests, and Podman as the second container engine: both installed and started when missing.
 bash "$here/scripts/start-registry.sh"
 bash "$here/scripts/setup-podman.sh"
+# A single-node Slurm (slurm-wlm + munge) for the fan-out tests: installed and started when
+# missing (the fan-out tests also start it, and the local registry, themselves).
+if [ "$(id -u)" = 0 ]; then
+  bash "$here/scripts/start-slurm.sh"
+fi
 
 py="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then
