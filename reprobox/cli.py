@@ -437,7 +437,7 @@ def run_cmd(ctx: click.Context, exps: tuple[str, ...], backend: str, rtol: float
 
     if rtol < 0 or atol < 0:
         raise click.BadParameter("tolerances must be >= 0", param_hint="--rtol/--atol")
-    _term_as_interrupt()
+    _term_as_interrupt(ctx)
     if len(exps) != 1 or all_experiments or on or dry_run or jobs is not None:
         if keep:
             raise click.BadParameter("--keep applies to one experiment run here",
@@ -468,18 +468,22 @@ def run_cmd(ctx: click.Context, exps: tuple[str, ...], backend: str, rtol: float
     _verdict(ctx, record, as_json, record.reproduced)
 
 
-def _term_as_interrupt() -> None:
+def _term_as_interrupt(ctx: click.Context) -> None:
     """SIGTERM (a scheduler cancelling the job, a timeout) ends a run like Ctrl-C: the container
-    is removed and the checkout cleaned up instead of being left behind."""
+    is removed and the checkout cleaned up instead of being left behind. The previous handler is
+    back when the command ends, so a program that calls the CLI in-process (and the processes it
+    forks later) keeps its own."""
     import signal
 
     def _raise(_signo: int, _frame: Any) -> None:
         raise KeyboardInterrupt
 
     try:
-        signal.signal(signal.SIGTERM, _raise)
+        previous = signal.signal(signal.SIGTERM, _raise)
     except ValueError:  # not the main thread (an embedding application): leave it alone
-        pass
+        return
+    ctx.call_on_close(lambda: signal.signal(
+        signal.SIGTERM, previous if previous is not None else signal.SIG_DFL))
 
 
 @main.command("verify")

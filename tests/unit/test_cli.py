@@ -114,3 +114,25 @@ def test_container_limits_are_checked_on_the_command_line(repo: Path, args: list
     for command in ("run", "verify"):
         code, _out, err = invoke(command, "latest", *args)
         assert code == 2 and named in err and "Traceback" not in err
+
+
+def test_run_gives_sigterm_back_when_it_ends(git_repo, monkeypatch):
+    """`run` turns SIGTERM into an interrupt while it runs; called in-process (a test, a notebook)
+    it must hand the previous handler back, or processes forked later inherit it."""
+    import signal
+
+    from click.testing import CliRunner
+
+    from reprobox.cli import main
+
+    def mine(_signo, _frame):
+        return None
+
+    previous = signal.signal(signal.SIGTERM, mine)
+    try:
+        monkeypatch.chdir(git_repo)
+        result = CliRunner().invoke(main, ["run", "nosuchexp"])
+        assert result.exit_code == 2, result.output
+        assert signal.getsignal(signal.SIGTERM) is mine
+    finally:
+        signal.signal(signal.SIGTERM, previous)
