@@ -510,11 +510,15 @@ def resolve_library_names(names: Iterable[str]) -> dict[str, list[str]]:
             candidates = [name] if name in cache else []
         else:
             prefix = f"lib{name}.so"
-            candidates = sorted(k for k in cache if k == prefix or k.startswith(prefix + "."))
+            # the versioned soname the loader uses, not the development link ``libx.so``
+            candidates = sorted((k for k in cache if k.startswith(prefix + ".")),
+                                key=lambda k: (len(k), k)) or [k for k in cache if k == prefix]
         for soname in candidates[:1]:
             paths = cache.get(soname) or []
             if paths:
-                out.setdefault(os.path.realpath(paths[0]), []).append(soname)
+                sonames = out.setdefault(os.path.realpath(paths[0]), [])
+                if soname not in sonames:
+                    sonames.append(soname)
     return out
 
 
