@@ -201,7 +201,7 @@ def _capture(*, name: Optional[str], command: Optional[str], metrics_files: tupl
         root, name=name, command=command, metrics_files=metrics_files, outputs=outputs,
         python=python, lock=not no_lock, progress=progress,
         allow_secret_in_patch=allow_secret_in_patch, system_packages=system_packages,
-        exit_status=exit_status, record_argv=record_argv,
+        exit_status=exit_status, record_argv=record_argv, command_stdout_to_stderr=as_json,
     )
     for w in outcome.warnings:
         _warn(w)

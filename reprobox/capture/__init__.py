@@ -147,6 +147,7 @@ def capture_experiment(
     system_packages: Sequence[str] = (),
     exit_status: Optional[int] = None,
     record_argv: Optional[Sequence[str]] = None,
+    command_stdout_to_stderr: bool = False,
 ) -> CaptureOutcome:
     """Record the experiment run in ``root`` (a git work tree) and store it under ``.reprobox/``.
 
@@ -195,7 +196,8 @@ def capture_experiment(
     if record_argv is not None:
         say(f"running {shlex.join(record_argv)}")
         execution = rec.execute(record_argv, cwd=cwd, environ=environ,
-                                target=target if (python or repo_venv) else None)
+                                target=target if (python or repo_venv) else None,
+                                stdout_to_stderr=command_stdout_to_stderr)
         say(f"the command exited with status {execution.exit_status} after "
             f"{execution.wall_seconds:.1f}s")
         if command is None:

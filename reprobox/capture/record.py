@@ -123,9 +123,10 @@ def command_environment(environ: Mapping[str, str], target: Optional[Path],
 
 
 def execute(argv: Sequence[str], *, cwd: Path, environ: Mapping[str, str],
-            target: Optional[Path] = None) -> Execution:
-    """Run ``argv`` (stdin, stdout and stderr are the user's) with the payload, wait for it and
-    collect what its Python processes reported."""
+            target: Optional[Path] = None, stdout_to_stderr: bool = False) -> Execution:
+    """Run ``argv`` (stdin, stdout and stderr are the user's; with ``stdout_to_stderr`` its
+    output goes to stderr, so that reprobox's ``--json`` stays alone on stdout) with the payload,
+    wait for it and collect what its Python processes reported."""
     if not argv:
         raise UsageError("no command to record",
                          "give it after `--`: `reprobox record -- python train.py`")
@@ -147,7 +148,8 @@ def execute(argv: Sequence[str], *, cwd: Path, environ: Mapping[str, str],
         t0 = time.perf_counter()
         try:
             try:
-                child = subprocess.Popen([exe, *argv[1:]], cwd=cwd, env=env)
+                child = subprocess.Popen([exe, *argv[1:]], cwd=cwd, env=env,
+                                         stdout=2 if stdout_to_stderr else None)
             except OSError as exc:
                 raise UsageError(f"cannot run {argv[0]}: {exc.strerror or exc}",
                                  "check that the program exists and is executable") from None
