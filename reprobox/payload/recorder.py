@@ -22,6 +22,10 @@ import sys
 
 _OUT = os.environ.get("REPROBOX_RECORD_DIR")
 _HERE = os.path.dirname(os.path.abspath(__file__))
+try:
+    _CWD = os.getcwd()
+except OSError:
+    _CWD = "/"
 _imports = set()
 _dlopen = []
 
@@ -69,12 +73,21 @@ def peak_kib(status_path="/proc/self/status"):
 
 
 def module_files():
-    """name -> file of every module loaded from a file (stdlib and packages alike)."""
+    """name -> file of every module loaded from a file (stdlib and packages alike).
+
+    The interpreter removes ``__file__`` from ``__main__`` once a script has run, so the script
+    is taken from ``sys.argv[0]``, made absolute against the directory the process started in.
+    """
     out = {}
     for name, mod in list(sys.modules.items()):
         f = getattr(mod, "__file__", None)
         if isinstance(f, str) and f:
-            out[name] = f
+            out[name] = f if os.path.isabs(f) else os.path.join(_CWD, f)
+    script = sys.argv[0] if sys.argv else ""
+    if "__main__" not in out and script and script not in ("-c", "-m", "-"):
+        full = os.path.join(_CWD, script)
+        if os.path.isfile(full):
+            out["__main__"] = full
     return out
 
 

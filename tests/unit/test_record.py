@@ -473,3 +473,17 @@ def test_a_recorded_failed_load_keeps_a_tried_library_missing(tmp_path, monkeypa
     env, warnings = environment_from_probe(raw, tmp_path, dlopen_failed=["libtbb.so.12"])
     assert env.missing_libraries == ("libfoo.so.1", "libtbb.so.12")
     assert "libtbb.so.12" in " ".join(warnings)
+
+
+def test_payload_names_the_script_the_interpreter_ran(tmp_path):
+    """Python drops ``__main__.__file__`` once the script has run; the payload still names it."""
+    (tmp_path / "job.py").write_text("import colorsys\n")
+    payload, out = tmp_path / "payload", tmp_path / "out"
+    payload.mkdir()
+    out.mkdir()
+    shutil.copyfile(record.PAYLOAD, payload / "sitecustomize.py")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    env.update(PYTHONPATH=str(payload), **{record.RECORD_DIR_VAR: str(out)})
+    subprocess.run([sys.executable, "job.py"], env=env, cwd=tmp_path, check=True)
+    rep = json.loads(next(out.glob("run-*.json")).read_text())
+    assert rep["modules"]["__main__"] == str(tmp_path / "job.py")
