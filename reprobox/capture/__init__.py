@@ -553,10 +553,11 @@ def environment_from_probe(
         n for names in rec.ctypes_names(
             raw, (cache_dir / "ctypes-scan.json") if cache_dir else None).values()
         for n in names)
-    for extra in (ctypes_found, run_libraries or {}):
-        for path, sonames in extra.items():
+    extras: list[Mapping[str, Sequence[str]]] = [ctypes_found, run_libraries or {}]
+    for extra in extras:
+        for path, extra_sonames in extra.items():
             merged = by_path.setdefault(path, [])
-            merged.extend(so for so in sonames if so not in merged)
+            merged.extend(so for so in extra_sonames if so not in merged)
     sys_pkgs, unowned = system.owning_packages(
         sorted(by_path), by_path, cache_dir=(cache_dir / "system") if cache_dir else None,
     )

@@ -72,7 +72,7 @@ def _libmagic_installed() -> bool:
 @pytest.mark.network
 def test_a_ctypes_library_is_recorded_installed_and_the_rerun_works(tmp_path: Path,
                                                                      plain_venv: Path,
-                                                                     base_image: str):
+                                                                     base_image: str):  # noqa: F811
     from ..conftest import require
 
     require(_libmagic_installed(), "Debian's libmagic1 (scripts/setup.sh installs it)")
@@ -111,7 +111,7 @@ def test_a_ctypes_library_is_recorded_installed_and_the_rerun_works(tmp_path: Pa
 @pytest.mark.network
 def test_a_rerun_whose_status_differs_from_the_recorded_one_is_named(tmp_path: Path,
                                                                       plain_venv: Path,
-                                                                      base_image: str):
+                                                                      base_image: str):  # noqa: F811  # noqa: F811
     job = "import os, sys\nsys.exit(0 if os.path.exists('flag') else 4)\n"
     repo = new_repo(tmp_path / "project", {"job.py": job, ".gitignore": "flag\n"})
     (repo / "flag").write_text("")
