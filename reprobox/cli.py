@@ -301,6 +301,15 @@ def show(exp: str, as_json: bool) -> None:
         f"env digest  {f(e.environment_digest)}",
         f"image       {f(stored.image or '-')}",
     ]
+    if e.run is not None:
+        r = e.run
+        status = "unknown" if r.exit_status is None else f(r.exit_status)
+        lines.append(
+            f"run         exit status {status} ({f(r.source)})"
+            + (f", {f(r.wall_seconds)} s" if r.wall_seconds is not None else "")
+            + (f", peak {f(r.peak_memory_kib)} KiB" if r.peak_memory_kib is not None else "")
+            + (f", {len(r.modules)} distributions imported, {len(r.libraries)} libraries loaded"
+               if r.source == "recorded" else ""))
     if e.dvc:
         lines.append(f"dvc         {len(e.dvc.outputs)} outputs, stages "
                      f"{', '.join(f(s) for s in e.dvc.stages)}")

@@ -146,6 +146,8 @@ def test_the_repositorys_inactive_venv_is_recorded(tmp_path: Path):
     stored = json.loads((repo / ".reprobox" / "experiments" / data["id"] /
                          "environment.json").read_text())
     assert "six" in {p["name"] for p in stored["packages"]}
+    shown = sh(repo, reprobox_exe(), "show", data["id"], env=env).stdout
+    assert "exit status 0 (recorded)" in shown and "peak" in shown
     # A second venv makes the choice ambiguous: exit 2, naming both, asking for --python.
     make_venv(repo / "venv")
     done = sh(repo, reprobox_exe(), "capture", "--no-lock", env=env, check=False)
