@@ -22,9 +22,9 @@ from ..errors import IndexUnavailable, LockError, ReproboxError, UsageError
 from ..model import (
     INLINE_METRICS,
     DvcInfo,
-    RunUsage,
     Environment,
     Experiment,
+    RunUsage,
     flatten_metrics,
     sha256_hex,
 )
