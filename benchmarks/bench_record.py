@@ -14,7 +14,9 @@ that machine noise hits both alike:
   captures the environment afterwards: the probe, git, OS packages).
 
 The overhead reported against the 1 % target is the command's: median CPU time of ``payload``
-against ``plain`` (and the same for wall time, noisier). The capture after the command is
+against ``plain`` (and the same for wall time, noisier), and, measured apart with many cheap
+repetitions, the payload's fixed cost per process (a near-empty ``python -c 'import json'``
+with and without it) as a share of the job's length. The capture after the command is
 reported apart (it is the time of ``reprobox capture``, paid once, whatever the command's length).
 
 Usage::
@@ -54,12 +56,26 @@ def reprobox_exe() -> str:
 
 
 def calibrate(python: str, seconds: float, where: Path) -> int:
-    """Loop iterations that take about ``seconds`` on this machine."""
+    """Loop iterations that take about ``seconds`` of CPU time on this machine (CPU, not wall:
+    on a loaded machine wall time says little about the work)."""
     probe_n = 2_000_000
-    t0 = time.perf_counter()
-    subprocess.run([python, "job.py", str(seconds), str(probe_n)], cwd=where, check=True)
-    per = (time.perf_counter() - t0) / probe_n
-    return max(probe_n, int(seconds / per))
+    _wall, cpu = timed([python, "job.py", str(seconds), str(probe_n)], where, dict(os.environ))
+    return max(probe_n, int(seconds / (cpu / probe_n)))
+
+
+def fixed_cost(python: str, where: Path, plain_env: dict[str, str],
+               payload_env: dict[str, str], reps: int = 21) -> tuple[float, float]:
+    """Median CPU seconds of a near-empty Python process (``import json``) without and with
+    the payload, interleaved: what the payload costs once per process (start-up: the audit
+    hook; exit: reading the memory maps, writing the report)."""
+    argv = [python, "-c", "import json"]
+    plain: list[float] = []
+    pay: list[float] = []
+    for rep in range(reps):
+        pair = [(plain, plain_env), (pay, payload_env)]
+        for out, env in (pair if rep % 2 == 0 else pair[::-1]):
+            out.append(timed(argv, where, env)[1])
+    return statistics.median(plain), statistics.median(pay)
 
 
 def timed(argv: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, float]:
@@ -136,6 +152,7 @@ def main() -> int:
         med = statistics.median
         mp, mpc, mpay, mpayc = med(plain), med(plain_cpu), med(pay), med(pay_cpu)
         mc, mt = med(rec_cmd), med(rec_total)
+        fixed_plain, fixed_payload = fixed_cost(args.python, repo, env, payload_env)
         result = {
             "job_seconds_target": args.seconds,
             "reps": args.reps,
@@ -148,6 +165,10 @@ def main() -> int:
             "record_command_median_s": round(mc, 3),
             "record_end_to_end_median_s": round(mt, 3),
             "capture_after_command_median_s": round(mt - mc, 3),
+            "fixed_cpu_plain_s": round(fixed_plain, 4),
+            "fixed_cpu_with_payload_s": round(fixed_payload, 4),
+            "fixed_cpu_cost_percent_of_job": round(
+                (fixed_payload - fixed_plain) / args.seconds * 100, 3),
             "load_average": os.getloadavg()[0],
             "target": "command overhead < 1 %",
         }

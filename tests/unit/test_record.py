@@ -487,3 +487,14 @@ def test_payload_names_the_script_the_interpreter_ran(tmp_path):
     subprocess.run([sys.executable, "job.py"], env=env, cwd=tmp_path, check=True)
     rep = json.loads(next(out.glob("run-*.json")).read_text())
     assert rep["modules"]["__main__"] == str(tmp_path / "job.py")
+
+
+def test_python_child_processes_are_recorded_too(tmp_path):
+    script = tmp_path / "parent.py"
+    script.write_text("import subprocess, sys\n"
+                      "subprocess.run([sys.executable, '-c', 'import colorsys'], check=True)\n")
+    ex = record.execute([sys.executable, str(script)], cwd=tmp_path, environ=dict(os.environ))
+    assert ex.exit_status == 0 and len(ex.reports) == 2
+    assert len({r["pid"] for r in ex.reports}) == 2
+    child = next(r for r in ex.reports if "colorsys" in r["imports"])
+    assert child["ppid"] in {r["pid"] for r in ex.reports}
