@@ -164,4 +164,13 @@ def test_capture_states_an_exit_status_and_record_runs_nothing_without_a_command
     assert done.returncode == 2 and "--exit-status 300" in done.stderr
     assert not (git_repo / ".reprobox" / "experiments").exists() or not any(
         (git_repo / ".reprobox" / "experiments").iterdir())
+    done = subprocess.run([reprobox_exe(), "capture", "--no-lock", "--json", "--cmd", "true",
+                           "--exit-status", "2"], cwd=git_repo, capture_output=True, text=True,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)
+    assert data["exit_status"] == 2
+    exp = json.loads((Path(data["path"]) / "experiment.json").read_text())
+    assert exp["run"]["exit_status"] == 2 and exp["run"]["source"] == "declared"
+    assert exp["run"]["libraries"] == [] and exp["run"]["wall_seconds"] is None
 
