@@ -189,7 +189,7 @@ def capture_experiment(
     repo_venv = None if python else rec.find_repo_venv(root, cwd, environ)
     if repo_venv is not None:
         python = os.fspath(repo_venv)
-        say(f"using the repository's virtualenv {rec._shown(repo_venv.parent.parent, root)} "
+        say(f"using the repository's virtualenv {rec.shown_path(repo_venv.parent.parent, root)} "
             f"(not activated): recording {repo_venv}")
     target = py.find_target_python(python, environ)
     execution = None

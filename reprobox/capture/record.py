@@ -71,16 +71,16 @@ def find_repo_venv(root: Path, cwd: Path, environ: Mapping[str, str]) -> Optiona
                 seen.add(key)
                 found.append(exe)
     if len(found) > 1:
-        names = ", ".join(_shown(p.parent.parent, root) for p in found)
+        names = ", ".join(shown_path(p.parent.parent, root) for p in found)
         raise UsageError(
             f"the repository holds several virtualenvs ({names}) and none is active",
-            f"say which one the command runs in: `--python {_shown(found[0], root)}` "
+            f"say which one the command runs in: `--python {shown_path(found[0], root)}` "
             "(or activate it first)",
         )
     return found[0] if found else None
 
 
-def _shown(path: Path, root: Path) -> str:
+def shown_path(path: Path, root: Path) -> str:
     try:
         return Path(path).resolve().relative_to(Path(root).resolve()).as_posix()
     except ValueError:
@@ -143,22 +143,25 @@ def execute(argv: Sequence[str], *, cwd: Path, environ: Mapping[str, str],
         if exe is None:
             raise UsageError(f"{argv[0]}: no such program on PATH",
                              "check the command's spelling, or give the program's path")
-        # Ctrl-C reaches the command (same process group); reprobox waits for it and records.
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        # Ctrl-C reaches the command (same process group); reprobox waits for it. SIGINT is
+        # ignored here only once the child exists: an ignored signal would be inherited.
         t0 = time.perf_counter()
         try:
-            try:
-                child = subprocess.Popen([exe, *argv[1:]], cwd=cwd, env=env,
-                                         stdout=2 if stdout_to_stderr else None)
-            except OSError as exc:
-                raise UsageError(f"cannot run {argv[0]}: {exc.strerror or exc}",
-                                 "check that the program exists and is executable") from None
+            child = subprocess.Popen([exe, *argv[1:]], cwd=cwd, env=env,
+                                     stdout=2 if stdout_to_stderr else None)
+        except OSError as exc:
+            raise UsageError(f"cannot run {argv[0]}: {exc.strerror or exc}",
+                             "check that the program exists and is executable") from None
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
             _pid, status, usage = os.wait4(child.pid, 0)
             child.returncode = os.waitstatus_to_exitcode(status)
         finally:
             wall = time.perf_counter() - t0
             signal.signal(signal.SIGINT, previous)
         reports, warnings = _read_reports(out_dir)
+    if child.returncode == -signal.SIGINT:
+        raise KeyboardInterrupt  # the user stopped the command: nothing is recorded
     peak = int(usage.ru_maxrss) or None  # KiB on Linux: the largest process of the run
     if not reports:
         warnings.append(

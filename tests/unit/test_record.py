@@ -498,3 +498,9 @@ def test_python_child_processes_are_recorded_too(tmp_path):
     assert len({r["pid"] for r in ex.reports}) == 2
     child = next(r for r in ex.reports if "colorsys" in r["imports"])
     assert child["ppid"] in {r["pid"] for r in ex.reports}
+
+
+def test_a_command_stopped_with_ctrl_c_records_nothing(tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        record.execute(["/bin/sh", "-c", "kill -INT $$"], cwd=tmp_path,
+                       environ=dict(os.environ))
