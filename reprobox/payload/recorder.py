@@ -26,6 +26,8 @@ try:
     _CWD = os.getcwd()
 except OSError:
     _CWD = "/"
+# sys.argv is set before site runs; the program may rewrite it later
+_SCRIPT = sys.argv[0] if getattr(sys, "argv", None) else ""
 _imports = set()
 _dlopen = []
 
@@ -80,10 +82,13 @@ def module_files():
     """
     out = {}
     for name, mod in list(sys.modules.items()):
-        f = getattr(mod, "__file__", None)
+        try:
+            f = getattr(mod, "__file__", None)
+        except Exception:  # noqa: BLE001 - a lazy module whose attribute access fails
+            continue
         if isinstance(f, str) and f:
             out[name] = f if os.path.isabs(f) else os.path.join(_CWD, f)
-    script = sys.argv[0] if sys.argv else ""
+    script = _SCRIPT
     if "__main__" not in out and script and script not in ("-c", "-m", "-"):
         full = os.path.join(_CWD, script)
         if os.path.isfile(full):
