@@ -139,10 +139,59 @@ def _progress() -> _Progress:
 @click.option("--allow-secret-in-patch", is_flag=True,
               help="Record the uncommitted change even where it looks like it holds a secret.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON object instead of the id.")
+@click.option("--system-package", "system_packages", multiple=True, metavar="NAME",
+              help="An OS package the run needs that capture cannot see; repeatable.")
+@click.option("--exit-status", type=int, default=None, metavar="N",
+              help="The exit status the command ended with (`reprobox run` compares it).")
 def capture(name: Optional[str], command: Optional[str], metrics_files: tuple[str, ...],
             outputs: tuple[str, ...], python: Optional[str], no_lock: bool, do_build: bool,
-            allow_secret_in_patch: bool, as_json: bool) -> None:
+            allow_secret_in_patch: bool, as_json: bool, system_packages: tuple[str, ...],
+            exit_status: Optional[int]) -> None:
     """Record the environment, code, data and results of a run under .reprobox/."""
+    _capture(name=name, command=command, metrics_files=metrics_files, outputs=outputs,
+             python=python, no_lock=no_lock, do_build=do_build,
+             allow_secret_in_patch=allow_secret_in_patch, as_json=as_json,
+             system_packages=system_packages, exit_status=exit_status, record_argv=None)
+
+
+@main.command(context_settings={"ignore_unknown_options": True,
+                                "allow_interspersed_args": False})
+@click.option("--name", help="A name to refer to the experiment by (default: the script's name).")
+@click.option("--metrics", "metrics_files", multiple=True, metavar="PATH",
+              help="Metrics file the command writes (JSON, YAML, CSV/TSV); repeatable.")
+@click.option("--output", "outputs", multiple=True, metavar="PATH",
+              help="Output file whose sha256 a rerun must match; repeatable.")
+@click.option("--python", metavar="PATH",
+              help="Interpreter of the environment to run in (default: the active one).")
+@click.option("--no-lock", is_flag=True, help="Skip the hashed lock (run `reprobox lock` later).")
+@click.option("--build", "do_build", is_flag=True, help="Build the container image right away.")
+@click.option("--allow-secret-in-patch", is_flag=True,
+              help="Record the uncommitted change even where it looks like it holds a secret.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object instead of the id.")
+@click.option("--system-package", "system_packages", multiple=True, metavar="NAME",
+              help="An OS package the run needs that capture cannot see; repeatable.")
+@click.argument("argv", nargs=-1, type=click.UNPROCESSED, required=True)
+def record(name: Optional[str], metrics_files: tuple[str, ...], outputs: tuple[str, ...],
+           python: Optional[str], no_lock: bool, do_build: bool, allow_secret_in_patch: bool,
+           as_json: bool, system_packages: tuple[str, ...], argv: tuple[str, ...]) -> None:
+    """Run CMD in the target environment, then capture what it really used.
+
+    \b
+    reprobox record [capture options] -- CMD ARGS...
+    Records the exit status, wall time, peak memory, the modules imported and the shared
+    libraries loaded (mapped to packages and OS packages). Exits 0 once captured, whatever
+    the command's status.
+    """
+    _capture(name=name, command=None, metrics_files=metrics_files, outputs=outputs,
+             python=python, no_lock=no_lock, do_build=do_build,
+             allow_secret_in_patch=allow_secret_in_patch, as_json=as_json,
+             system_packages=system_packages, exit_status=None, record_argv=list(argv))
+
+
+def _capture(*, name: Optional[str], command: Optional[str], metrics_files: tuple[str, ...],
+             outputs: tuple[str, ...], python: Optional[str], no_lock: bool, do_build: bool,
+             allow_secret_in_patch: bool, as_json: bool, system_packages: tuple[str, ...],
+             exit_status: Optional[int], record_argv: Optional[list[str]]) -> None:
     from .capture import capture_experiment
     from .store import Store, find_root
 
@@ -151,7 +200,8 @@ def capture(name: Optional[str], command: Optional[str], metrics_files: tuple[st
     outcome = capture_experiment(
         root, name=name, command=command, metrics_files=metrics_files, outputs=outputs,
         python=python, lock=not no_lock, progress=progress,
-        allow_secret_in_patch=allow_secret_in_patch,
+        allow_secret_in_patch=allow_secret_in_patch, system_packages=system_packages,
+        exit_status=exit_status, record_argv=record_argv, command_stdout_to_stderr=as_json,
     )
     for w in outcome.warnings:
         _warn(w)
@@ -171,6 +221,8 @@ def capture(name: Optional[str], command: Optional[str], metrics_files: tuple[st
             + (f"{data['conda_packages']} conda packages, " if "conda_packages" in data else "")
             + f"{'locked' if outcome.locked else 'not locked'}"
             + ("" if outcome.created_new else " (identical to an existing capture)")
+            + (f"; the command exited with status {outcome.run.exit_status}"
+               if outcome.run is not None else "")
         )
         _echo(exp.id)
 
@@ -249,6 +301,15 @@ def show(exp: str, as_json: bool) -> None:
         f"env digest  {f(e.environment_digest)}",
         f"image       {f(stored.image or '-')}",
     ]
+    if e.run is not None:
+        r = e.run
+        status = "unknown" if r.exit_status is None else f(r.exit_status)
+        lines.append(
+            f"run         exit status {status} ({f(r.source)})"
+            + (f", {f(r.wall_seconds)} s" if r.wall_seconds is not None else "")
+            + (f", peak {f(r.peak_memory_kib)} KiB" if r.peak_memory_kib is not None else "")
+            + (f", {len(r.modules)} distributions imported, {len(r.libraries)} libraries loaded"
+               if r.source == "recorded" else ""))
     if e.dvc:
         lines.append(f"dvc         {len(e.dvc.outputs)} outputs, stages "
                      f"{', '.join(f(s) for s in e.dvc.stages)}")

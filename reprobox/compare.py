@@ -295,3 +295,24 @@ def differences(
     out = [m.describe() for m in metrics if not m.ok]
     out += [o.describe() for o in outputs if not o.ok]
     return tuple(out)
+
+
+def compare_exit_status(recorded: Optional[int], observed: int) -> Optional[str]:
+    """The difference to name when the rerun's exit status is not the recorded one, else None.
+
+    ``recorded`` is None when the capture did not know the status (plain ``capture`` without
+    ``--exit-status``): then only a failing rerun is a difference, and nothing is claimed about
+    how the recorded run ended.
+    """
+    if recorded is None:
+        if observed == 0:
+            return None
+        return (f"the command exited with status {observed} (its output is above); the "
+                "recorded run's status is unknown (record with `reprobox record`, or capture "
+                "with --exit-status)")
+    if observed == recorded:
+        return None
+    if recorded == 0:
+        return (f"the command exited with status {observed} (its output is above); the "
+                "recorded run exited with status 0")
+    return f"exit status: recorded {recorded}, rerun {observed}"

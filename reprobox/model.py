@@ -785,6 +785,70 @@ def file_digest(data: bytes) -> str:
 
 
 @dataclass(frozen=True)
+class LoadedLibrary:
+    """A shared object a recorded run had mapped, and who provides it."""
+
+    name: str  # file name (``libmagic.so.1.0.0``), never a host path
+    #: ``package:<name>`` (inside a wheel), ``system:<name>`` (an OS package), ``python`` (the
+    #: interpreter's own), ``driver`` (the GPU driver's, from the host) or ``unowned``.
+    owner: str
+
+    def to_dict(self) -> Json:
+        return {"name": self.name, "owner": self.owner}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], where: str = "library") -> "LoadedLibrary":
+        return cls(name=_req(data, "name", str, where), owner=_req(data, "owner", str, where))
+
+
+@dataclass(frozen=True)
+class RunUsage:
+    """What the command did and used: ``reprobox record`` measures it; ``capture --exit-status``
+    states only the exit status (``source`` = ``declared``)."""
+
+    exit_status: Optional[int]
+    source: str = "recorded"  # recorded | declared
+    wall_seconds: Optional[float] = None
+    peak_memory_kib: Optional[int] = None
+    processes: int = 0  # Python processes that reported
+    #: distribution (normalized name, or ``<repo>`` / ``<unknown>``) -> top-level modules imported
+    modules: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    libraries: tuple[LoadedLibrary, ...] = ()
+    #: names handed to ctypes (``CDLL``/``find_library``) that no mapped object answers
+    dlopen_failed: tuple[str, ...] = ()
+
+    def to_dict(self) -> Json:
+        return {
+            "exit_status": self.exit_status,
+            "source": self.source,
+            "wall_seconds": self.wall_seconds,
+            "peak_memory_kib": self.peak_memory_kib,
+            "processes": self.processes,
+            "modules": {k: list(v) for k, v in sorted(self.modules.items())},
+            "libraries": [lib.to_dict() for lib in self.libraries],
+            "dlopen_failed": list(self.dlopen_failed),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], where: str = "run") -> "RunUsage":
+        status = _opt(data, "exit_status", int, where)
+        if isinstance(status, bool):
+            raise RecordRefused(f"{where}: field 'exit_status' has the wrong type (bool)")
+        modules = _opt(data, "modules", dict, where) or {}
+        return cls(
+            exit_status=status,
+            source=_opt(data, "source", str, where) or "recorded",
+            wall_seconds=_opt(data, "wall_seconds", (int, float), where),
+            peak_memory_kib=_opt(data, "peak_memory_kib", int, where),
+            processes=_opt(data, "processes", int, where) or 0,
+            modules={str(k): _strs(v, f"{where} modules[{k!r}]") for k, v in modules.items()},
+            libraries=tuple(LoadedLibrary.from_dict(x, f"{where} library")
+                            for x in (_opt(data, "libraries", list, where) or [])),
+            dlopen_failed=_strs(data.get("dlopen_failed"), where + " dlopen_failed"),
+        )
+
+
+@dataclass(frozen=True)
 class Experiment:
     name: str
     command: Optional[str]  # shell command line, or None for "the DVC pipeline"
@@ -803,6 +867,9 @@ class Experiment:
     files: Mapping[str, str] = field(default_factory=dict)
     #: The id of the record this one replaced when files were added after capture (a lock).
     supersedes: Optional[str] = None
+    #: What the command did and used (``reprobox record``, ``capture --exit-status``); the field
+    #: is written only when set, so the ids of records without it are unchanged.
+    run: Optional[RunUsage] = None
     id: str = ""
 
     def body(self) -> Json:
@@ -818,6 +885,7 @@ class Experiment:
             "outputs": [o.to_dict() for o in self.outputs],
             "env": dict(self.env),
             "environment_digest": self.environment_digest,
+            **({"run": self.run.to_dict()} if self.run is not None else {}),
         }
 
     def sealed(self) -> Json:
@@ -860,6 +928,7 @@ class Experiment:
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
             raise RecordRefused(f"{where}: files must map file names to sha256 digests")
         dvc = _opt(data, "dvc", dict, where)
+        run = _opt(data, "run", dict, where)
         return cls(
             id=_req(data, "id", str, where),
             name=_req(data, "name", str, where),
@@ -877,6 +946,7 @@ class Experiment:
             tool_version=_req(data, "tool_version", str, where),
             files=files,
             supersedes=_opt(data, "supersedes", str, where),
+            run=RunUsage.from_dict(run, f"{where} run") if run is not None else None,
         )
 
     @property

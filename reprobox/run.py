@@ -43,6 +43,7 @@ from .compare import (
     MetricCheck,
     OutputCheck,
     Tolerance,
+    compare_exit_status,
     compare_metrics,
     compare_outputs,
     differences,
@@ -555,9 +556,9 @@ def run_experiment(
         if plan.command_kind == "dvc" and exit_code == 0:
             dvc_checks = compare_dvc_outputs(exp, checkout, plan.metrics_files)
         diffs = list(differences(metric_checks, (*output_checks, *dvc_checks)))
-        if exit_code != 0:
-            diffs.insert(0, f"the command exited with status {exit_code} (its output is above); "
-                            "the recorded run succeeded")
+        status_diff = compare_exit_status(exp.run.exit_status if exp.run else None, exit_code)
+        if status_diff:
+            diffs.insert(0, status_diff)
         if not exp.metrics and not exp.outputs and not dvc_checks:
             notes.append("the capture recorded no metrics and no outputs: only the command's "
                          "exit status was checked")

@@ -820,11 +820,38 @@ def validate_experiment(exp: Experiment, env: Environment, *, folder: Path | Non
     from .capture.envvars import check_replayable
 
     check_replayable(exp.env, "env")  # and only the variables reprobox itself would record
+    if exp.run is not None:
+        run_usage(exp.run)
 
     validate_environment(env)
 
     if folder is not None:
         _check_folder(Path(folder), exp)
+
+
+_LIB_FILE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._+-]*", re.ASCII)
+_LIB_OWNER = re.compile(r"(?:package|system):[A-Za-z0-9][A-Za-z0-9._+-]*|python|driver|unowned",
+                        re.ASCII)
+_MODULE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*", re.ASCII)
+_MODULE_OWNER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*|<repo>|<unknown>", re.ASCII)
+
+
+def run_usage(run: Any) -> None:
+    """``run`` of experiment.json (what a recorded command used): display-only names."""
+    if run.source not in ("recorded", "declared"):
+        raise _fail("run.source", run.source, "is not one of recorded, declared")
+    if run.exit_status is not None and not -255 <= run.exit_status <= 255:
+        raise _fail("run.exit_status", run.exit_status, "is not an exit status (-255..255)")
+    for i, lib in enumerate(run.libraries):
+        _match(f"run.libraries[{i}].name", lib.name, _LIB_FILE, 255, "library file name")
+        _match(f"run.libraries[{i}].owner", lib.owner, _LIB_OWNER, 255,
+               "owner (package:NAME, system:NAME, python, driver, unowned)")
+    for owner, modules in run.modules.items():
+        _match("run.modules key", owner, _MODULE_OWNER, 255, "distribution name")
+        for m in modules:
+            _match(f"run.modules[{owner}]", m, _MODULE, 255, "module name")
+    for i, name in enumerate(run.dlopen_failed):
+        clean_text(f"run.dlopen_failed[{i}]", name, 255)
 
 
 def _check_tree(field: str, data: Any, depth: int = 0) -> None:

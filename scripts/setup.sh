@@ -8,6 +8,8 @@ cd "$here"
 need=()
 command -v git >/dev/null 2>&1 || need+=(git)
 command -v jq >/dev/null 2>&1 || need+=(jq)   # the GitHub Actions examples' scripts, run by the tests
+# libmagic: the library `reprobox record`'s tests load through ctypes (python-magic's way)
+dpkg-query -W -f '${Status}' libmagic1 2>/dev/null | grep -q "ok installed" || need+=(libmagic1)
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}" >&2
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null

@@ -24,6 +24,7 @@ from ..model import (
     DvcInfo,
     Environment,
     Experiment,
+    RunUsage,
     flatten_metrics,
     sha256_hex,
 )
@@ -44,6 +45,7 @@ class CaptureOutcome:
     locked: bool = False
     created_new: bool = True
     timings: Mapping[str, float] = field(default_factory=dict)
+    run: Optional[RunUsage] = None
 
     @property
     def id(self) -> str:
@@ -61,6 +63,8 @@ class CaptureOutcome:
             "warnings": list(self.warnings),
             "packages": len(self.stored.environment.packages),
             "system_packages": len(self.stored.environment.system_packages),
+            "interpreter": self.stored.environment.interpreter.executable,
+            **({"exit_status": self.run.exit_status} if self.run is not None else {}),
             **({"conda_packages": len(self.stored.environment.conda.packages)}
                if self.stored.environment.conda is not None else {}),
         }
@@ -140,6 +144,10 @@ def capture_experiment(
     environ: Optional[Mapping[str, str]] = None,
     progress: Optional[Progress] = None,
     allow_secret_in_patch: bool = False,
+    system_packages: Sequence[str] = (),
+    exit_status: Optional[int] = None,
+    record_argv: Optional[Sequence[str]] = None,
+    command_stdout_to_stderr: bool = False,
 ) -> CaptureOutcome:
     """Record the experiment run in ``root`` (a git work tree) and store it under ``.reprobox/``.
 
@@ -147,6 +155,11 @@ def capture_experiment(
     command, metrics, replayable variables, URLs or lock files is replaced by a marker with a
     warning naming the field; one in the uncommitted change (patch.diff) refuses the capture,
     unless ``allow_secret_in_patch``.
+
+    With ``record_argv`` the command is run first, in the target environment, and what it
+    really used is recorded (:mod:`reprobox.capture.record`); ``exit_status`` states the
+    status of a run made before (``capture --exit-status``). ``system_packages`` adds OS
+    packages by name (with ``[tool.reprobox] system-packages`` of pyproject.toml).
     """
     import time
 
@@ -169,8 +182,28 @@ def capture_experiment(
     # The probe runs in the target interpreter while git is read here.
     t0 = time.perf_counter()
     from . import python as py
+    from . import record as rec
 
+    declared = rec.declared_system_packages(root, system_packages)
+    rec.check_exit_status(exit_status)
+    repo_venv = None if python else rec.find_repo_venv(root, cwd, environ)
+    if repo_venv is not None:
+        python = os.fspath(repo_venv)
+        say(f"using the repository's virtualenv {rec.shown_path(repo_venv.parent.parent, root)} "
+            f"(not activated): recording {repo_venv}")
     target = py.find_target_python(python, environ)
+    execution = None
+    if record_argv is not None:
+        say(f"running {shlex.join(record_argv)}")
+        execution = rec.execute(record_argv, cwd=cwd, environ=environ,
+                                target=target if (python or repo_venv) else None,
+                                stdout_to_stderr=command_stdout_to_stderr)
+        say(f"the command exited with status {execution.exit_status} after "
+            f"{execution.wall_seconds:.1f}s")
+        if command is None:
+            command = shlex.join(record_argv)
+        stage("command", t0)
+        t0 = time.perf_counter()
     say(f"probing {target}")
     cache_dir = store.local_dir("cache")  # git-ignored local state, reached through no link
     probe_future = py.start_probe(target, cache_dir=cache_dir / "probe", environ=environ)
@@ -190,10 +223,22 @@ def capture_experiment(
             raise
 
     t0 = time.perf_counter()
-    env, env_warnings = environment_from_probe(probe_future.result(), root,
-                                               cache_dir=cache_dir)
+    raw_probe = probe_future.result()
+    summary = None
+    if execution is not None:
+        summary = rec.summarize(execution, raw_probe, root)
+        warnings.extend(summary.warnings)
+    env, env_warnings = environment_from_probe(
+        raw_probe, root, cache_dir=cache_dir,
+        run_libraries=summary.system_libraries if summary else None,
+        dlopen_failed=summary.usage.dlopen_failed if summary else (),
+        declared_system_packages=declared,
+    )
     warnings.extend(env_warnings)
     stage("environment", t0)
+    run_usage = summary.usage if summary else (
+        RunUsage(exit_status=exit_status, source="declared") if exit_status is not None
+        else None)
 
     # Command, DVC, metrics, outputs.
     t0 = time.perf_counter()
@@ -274,6 +319,7 @@ def capture_experiment(
         environment_digest=env.digest,
         created=_now(),
         tool_version=__version__,
+        run=run_usage,
     ).with_id()
 
     _check_before_storing(experiment, env, name_given=name is not None)
@@ -351,6 +397,7 @@ def capture_experiment(
         locked=locked or (stored.path / "requirements.lock").exists(),
         created_new=not existed,
         timings=timings,
+        run=run_usage,
     )
 
 
@@ -465,12 +512,21 @@ def fingerprint_environment(
 
 
 def environment_from_probe(
-    raw: Mapping[str, Any], root: Path, *, cache_dir: Optional[Path] = None
+    raw: Mapping[str, Any], root: Path, *, cache_dir: Optional[Path] = None,
+    run_libraries: Optional[Mapping[str, Sequence[str]]] = None,
+    dlopen_failed: Sequence[str] = (),
+    declared_system_packages: Sequence[str] = (),
 ) -> tuple[Environment, list[str]]:
-    """The Environment for a probe's output: OS packages owning the native libraries, hardware."""
+    """The Environment for a probe's output: OS packages owning the native libraries, hardware.
+
+    Besides the libraries the extension modules need: those the packages' sources name to
+    ctypes (a static scan), those a recorded run loaded (``run_libraries``: realpath ->
+    sonames) and the packages declared by name (``declared_system_packages``).
+    """
     from . import conda as conda_mod
     from . import hardware, system
     from . import python as py
+    from . import record as rec
 
     warnings: list[str] = []
     probe = py.parse_probe(raw, Path(root))
@@ -478,6 +534,13 @@ def environment_from_probe(
     missing = sorted(soname for soname, path in probe.needed_libraries.items() if not path)
     # The GPU driver's own libraries come from the host at run time, never from a package.
     unexpected = [m for m in missing if not m.startswith(DRIVER_LIBRARIES)]
+    # Sonames only optional binding modules need (cupy -> cutensor, numba -> tbb) are tried by
+    # their package, which works without them: not reported unless a recorded run tried them.
+    tried = [m for m in unexpected
+             if system.only_tried(m, probe.library_files.get(m, ()))
+             and not any(rec._answered(f, {m}) for f in dlopen_failed)]
+    unexpected = [m for m in unexpected if m not in tried]
+    missing = [m for m in missing if m not in tried]
     # Libraries that only the interpreter's own extension modules load (_ssl, _lzma, _tkinter...)
     # belong to the base image of that exact Python, not to the packages: they are left out.
     by_path: dict[str, list[str]] = {}
@@ -486,6 +549,15 @@ def environment_from_probe(
                 if set(probe.library_users.get(so, ())) - {py.PYTHON_USER}]
         if kept:
             by_path[path] = kept
+    ctypes_found = rec.resolve_library_names(
+        n for names in rec.ctypes_names(
+            raw, (cache_dir / "ctypes-scan.json") if cache_dir else None).values()
+        for n in names)
+    extras: list[Mapping[str, Sequence[str]]] = [ctypes_found, run_libraries or {}]
+    for extra in extras:
+        for path, extra_sonames in extra.items():
+            merged = by_path.setdefault(path, [])
+            merged.extend(so for so in extra_sonames if so not in merged)
     sys_pkgs, unowned = system.owning_packages(
         sorted(by_path), by_path, cache_dir=(cache_dir / "system") if cache_dir else None,
     )
@@ -495,6 +567,9 @@ def environment_from_probe(
             + ", ".join(f"{m} (needed by {', '.join(probe.library_users.get(m, ['?'])[:3])})"
                         for m in unexpected)
         )
+    if declared_system_packages:
+        sys_pkgs, declared_warnings = system.add_declared(sys_pkgs, declared_system_packages)
+        warnings.extend(declared_warnings)
     packages = list(probe.packages)
     conda_env = None
     prefix = (probe.raw.get("interpreter") or {}).get("prefix")

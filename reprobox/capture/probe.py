@@ -957,7 +957,18 @@ def _under(path, roots):
 
 
 def _classify(resolver, soname, info, origin, bundled, roots, prefixes, real_of):
-    """(path, realpath, how, provider) for one needed soname; provider ``bundled`` = drop it."""
+    """(path, realpath, how, provider) for one needed soname; provider ``bundled`` = drop it.
+
+    A library the consumer's own RPATH/RUNPATH finds inside site-packages (torch reaching the
+    ``nvidia-*`` wheels through ``$ORIGIN/../../nvidia/*/lib``) is that wheel's, even where
+    ``LD_LIBRARY_PATH`` on this machine points the loader at a system copy (a CUDA toolkit):
+    the rebuilt environment has the wheel, not this machine's LD_LIBRARY_PATH.
+    """
+    if "/" not in soname and (info.get("rpath") or info.get("runpath")):
+        first, then = resolver.search_dirs(info, origin)
+        for d in first + then:
+            if d not in resolver.env_dirs and _under(d, roots) and resolver._in_dir(d, soname):
+                return os.path.join(d, soname), None, "runpath", "bundled"
     found, how = resolver.resolve(soname, info, origin)
     if found is None:
         if soname in bundled:

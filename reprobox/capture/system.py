@@ -397,3 +397,67 @@ def owning_packages(
     if cache_file is not None and key is not None:
         _save_cache(cache_file, key, packages, unowned)
     return packages, unowned
+
+
+# --------------------------------------------------------------------------- library attribution
+
+
+def _stem(name: str) -> str:
+    """``libcutensorMg.so.2`` -> ``cutensormg``; ``tbbpool.cpython-311-x86_64-linux-gnu.so`` ->
+    ``tbbpool``."""
+    base = os.path.basename(name).split(".", 1)[0].lower()
+    return base[3:] if base.startswith("lib") else base
+
+
+def only_tried(soname: str, needing_files: Iterable[str]) -> bool:
+    """Whether a soname that does not resolve is needed only by optional binding modules.
+
+    Packages ship a binding module per optional library and import it only when that library
+    is present (cupy's ``cupy_backends/cuda/libs/cutensor`` for libcutensor, numba's
+    ``np/ufunc/tbbpool`` for libtbb): such a module lies in a subpackage and is named after the
+    library it binds. When every file needing the soname is one, the package works without it,
+    so it is not reported missing (a recorded run that tries it and fails is).
+    """
+    files = [f for f in needing_files if f]
+    if not files:
+        return False
+    lib = _stem(soname)
+    if len(lib) < 3:
+        return False
+    for f in files:
+        mod = _stem(f)
+        parts = f.replace("\\", "/").split("/")
+        in_subpackage = "site-packages" in parts and len(parts) - parts.index(
+            "site-packages") >= 4 or "dist-packages" in parts and len(parts) - parts.index(
+            "dist-packages") >= 4
+        if not in_subpackage or len(mod) < 3 or not (mod in lib or lib in mod):
+            return False
+    return True
+
+
+def add_declared(found: list[SystemPackage], names: Iterable[str]
+                 ) -> tuple[list[SystemPackage], list[str]]:
+    """``found`` plus the packages declared by name, at the version installed on this machine
+    (dpkg only). A declared package already found keeps its record; one not installed here is
+    left out with a warning (its version cannot be known)."""
+    have = {p.name for p in found}
+    wanted = sorted(set(names) - have)
+    if not wanted:
+        return list(found), []
+    if package_manager() != "dpkg":
+        return list(found), [
+            f"--system-package {', '.join(wanted)}: this machine has no dpkg database to take "
+            "the version from; left out"]
+    versions = _dpkg_versions(wanted)
+    out = list(found)
+    warnings: list[str] = []
+    for name in wanted:
+        rec = versions.get(name)
+        if rec is None:
+            warnings.append(f"system package {name} is declared but not installed on this "
+                            f"machine: left out (install it, `apt-get install {name}`, and "
+                            "capture again)")
+            continue
+        pname, version, arch = rec
+        out.append(SystemPackage(name=pname, version=version, manager="dpkg", arch=arch))
+    return sorted(out, key=lambda p: p.name), warnings

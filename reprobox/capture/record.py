@@ -1,0 +1,590 @@
+"""``reprobox record -- CMD``: run the command in the target environment, then record what the
+run really used.
+
+The host side of :mod:`reprobox.payload.recorder`: the payload is copied as ``sitecustomize.py``
+into a private folder put first on ``PYTHONPATH``, the command runs (its exit status, wall time
+and peak memory measured here, with ``os.wait4``), and every Python process of the run leaves a
+small JSON file (modules imported, ``ctypes`` load attempts, the shared objects mapped at exit).
+This module maps those files to distributions (their RECORD files, read here: plain files of the
+same machine) and OS packages (:func:`reprobox.capture.system.owning_packages`).
+
+Also here, because plain ``capture`` uses them too:
+
+* the inactive virtualenv of the repository (``.venv/``, ``venv/``, ``env/``);
+* the static scan of installed packages' sources for libraries named to ``ctypes``;
+* system packages the user declares (``--system-package``, ``[tool.reprobox]``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from ..errors import InterpreterError, UsageError
+from ..model import LoadedLibrary, RunUsage
+
+PAYLOAD = Path(__file__).resolve().parent.parent / "payload" / "recorder.py"
+RECORD_DIR_VAR = "REPROBOX_RECORD_DIR"
+#: Folders of a repository that may hold the project's own virtualenv.
+VENV_NAMES = (".venv", "venv", "env", ".env")
+#: Sonames the GPU driver provides from the host (never an OS package of the image).
+DRIVER_PREFIXES = ("libcuda.so", "libnvidia-", "libnvcuvid.so", "libnvoptix.so")
+#: Payload files read at most (a run that spawns thousands of Python processes).
+MAX_PROCESS_FILES = 2000
+
+
+# --------------------------------------------------------------------------- the repo's venv
+
+
+def find_repo_venv(root: Path, cwd: Path, environ: Mapping[str, str]) -> Optional[Path]:
+    """The interpreter of the virtualenv the repository holds, when nothing else names one.
+
+    Only when no ``VIRTUAL_ENV`` / ``CONDA_PREFIX`` is set (the caller handles ``--python``):
+    the folders :data:`VENV_NAMES` of the working directory and of the repository root that
+    hold a ``pyvenv.cfg`` and a ``bin/python``. One candidate: its interpreter; none: None;
+    several: a :class:`UsageError` naming them (exit 2) asking for ``--python``.
+
+    The checkout is the user's own working tree on their machine (capture runs there), so a
+    venv in it, symbolic links included, is theirs to use.
+    """
+    if environ.get("VIRTUAL_ENV") or environ.get("CONDA_PREFIX"):
+        return None
+    found: list[Path] = []
+    seen: set[str] = set()
+    for base in (Path(cwd), Path(root)):
+        for name in VENV_NAMES:
+            folder = base / name
+            exe = folder / "bin" / "python"
+            if not (folder / "pyvenv.cfg").is_file() or not os.path.exists(exe):
+                continue
+            key = os.path.realpath(folder)
+            if key not in seen:
+                seen.add(key)
+                found.append(exe)
+    if len(found) > 1:
+        names = ", ".join(shown_path(p.parent.parent, root) for p in found)
+        raise UsageError(
+            f"the repository holds several virtualenvs ({names}) and none is active",
+            f"say which one the command runs in: `--python {shown_path(found[0], root)}` "
+            "(or activate it first)",
+        )
+    return found[0] if found else None
+
+
+def shown_path(path: Path, root: Path) -> str:
+    try:
+        return Path(path).resolve().relative_to(Path(root).resolve()).as_posix()
+    except ValueError:
+        return os.fspath(path)
+
+
+# --------------------------------------------------------------------------- running the command
+
+
+@dataclass(frozen=True)
+class Execution:
+    """The command's outcome as measured here, and the payload's reports."""
+
+    argv: tuple[str, ...]
+    exit_status: int
+    wall_seconds: float
+    peak_memory_kib: Optional[int]
+    reports: tuple[Mapping[str, Any], ...] = ()
+    warnings: tuple[str, ...] = ()
+
+
+def command_environment(environ: Mapping[str, str], target: Optional[Path],
+                        payload_dir: Path, out_dir: Path) -> dict[str, str]:
+    """The command's environment: the user's, with the payload folder first on PYTHONPATH and,
+    for an interpreter reprobox found or was given (not the active one), its ``bin`` first on
+    PATH, the way activating that environment would."""
+    env = dict(environ)
+    old = env.get("PYTHONPATH")
+    env["PYTHONPATH"] = os.fspath(payload_dir) + (os.pathsep + old if old else "")
+    env[RECORD_DIR_VAR] = os.fspath(out_dir)
+    if target is not None:
+        bindir = os.fspath(Path(target).absolute().parent)
+        path = env.get("PATH", "")
+        if path.split(os.pathsep)[:1] != [bindir]:
+            env["PATH"] = bindir + (os.pathsep + path if path else "")
+        venv = Path(bindir).parent
+        if (venv / "pyvenv.cfg").is_file():
+            env["VIRTUAL_ENV"] = os.fspath(venv)
+    return env
+
+
+def execute(argv: Sequence[str], *, cwd: Path, environ: Mapping[str, str],
+            target: Optional[Path] = None, stdout_to_stderr: bool = False) -> Execution:
+    """Run ``argv`` (stdin, stdout and stderr are the user's; with ``stdout_to_stderr`` its
+    output goes to stderr, so that reprobox's ``--json`` stays alone on stdout) with the payload,
+    wait for it and collect what its Python processes reported."""
+    if not argv:
+        raise UsageError("no command to record",
+                         "give it after `--`: `reprobox record -- python train.py`")
+    import signal
+
+    with tempfile.TemporaryDirectory(prefix="reprobox-record-") as tmp:
+        payload_dir = Path(tmp) / "payload"
+        out_dir = Path(tmp) / "out"
+        payload_dir.mkdir()
+        out_dir.mkdir()
+        shutil.copyfile(PAYLOAD, payload_dir / "sitecustomize.py")
+        env = command_environment(environ, target, payload_dir, out_dir)
+        exe = shutil.which(argv[0], path=env.get("PATH")) if os.sep not in argv[0] else argv[0]
+        if exe is None:
+            raise UsageError(f"{argv[0]}: no such program on PATH",
+                             "check the command's spelling, or give the program's path")
+        # Ctrl-C reaches the command (same process group); reprobox waits for it. SIGINT is
+        # ignored here only once the child exists: an ignored signal would be inherited.
+        t0 = time.perf_counter()
+        try:
+            child = subprocess.Popen([exe, *argv[1:]], cwd=cwd, env=env,
+                                     stdout=2 if stdout_to_stderr else None)
+        except OSError as exc:
+            raise UsageError(f"cannot run {argv[0]}: {exc.strerror or exc}",
+                             "check that the program exists and is executable") from None
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            _pid, status, usage = os.wait4(child.pid, 0)
+            child.returncode = os.waitstatus_to_exitcode(status)
+        finally:
+            wall = time.perf_counter() - t0
+            signal.signal(signal.SIGINT, previous)
+        reports, warnings = _read_reports(out_dir)
+    if child.returncode == -signal.SIGINT:
+        raise KeyboardInterrupt  # the user stopped the command: nothing is recorded
+    peak = int(usage.ru_maxrss) or None  # KiB on Linux: the largest process of the run
+    if not reports:
+        warnings.append(
+            "no Python process of the command reported what it loaded (a program that is not "
+            "Python, or an interpreter started with -I, -E or -S): exit status, time and memory "
+            "are recorded, modules and libraries are not"
+        )
+    return Execution(argv=tuple(argv), exit_status=child.returncode, wall_seconds=round(wall, 3),
+                     peak_memory_kib=peak, reports=tuple(reports), warnings=tuple(warnings))
+
+
+def _read_reports(out_dir: Path) -> tuple[list[dict[str, Any]], list[str]]:
+    reports: list[dict[str, Any]] = []
+    warnings: list[str] = []
+    names = sorted(n for n in os.listdir(out_dir) if n.endswith(".json"))
+    if len(names) > MAX_PROCESS_FILES:
+        warnings.append(f"{len(names)} Python processes reported; the first "
+                        f"{MAX_PROCESS_FILES} were read")
+        names = names[:MAX_PROCESS_FILES]
+    for n in names:
+        try:
+            data = json.loads((out_dir / n).read_text(encoding="utf-8", errors="surrogateescape"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict) and data.get("version") == 1:
+            reports.append(data)
+    return reports, warnings
+
+
+# --------------------------------------------------------------------------- file -> owner
+
+
+class FileOwners:
+    """Which distribution installed a file, from the RECORD files the probe found."""
+
+    def __init__(self, raw_probe: Mapping[str, Any], root: Path) -> None:
+        from .python import canonical_name
+
+        self.by_path: dict[str, str] = {}
+        self.by_top: dict[tuple[str, str], str] = {}
+        self.sites = sorted({os.path.realpath(s) for s in raw_probe.get("site_dirs") or ()
+                             if isinstance(s, str)}, key=len, reverse=True)
+        self.root = os.path.realpath(root)
+        interp = raw_probe.get("interpreter") or {}
+        self.prefixes = sorted({os.path.realpath(p) for p in (interp.get("prefix"),
+                                                               interp.get("base_prefix"))
+                                if isinstance(p, str) and p not in ("/usr", "/")})
+        for d in raw_probe.get("distributions") or ():
+            if not isinstance(d, Mapping) or not isinstance(d.get("metadata_dir"), str):
+                continue
+            name = canonical_name(str(d.get("name") or ""))
+            site = os.path.realpath(str(d.get("site") or ""))
+            for top in d.get("top_level") or ():
+                self.by_top[(site, str(top))] = name
+            self.by_top[(site, name.replace("-", "_"))] = name
+            if d.get("has_record"):
+                self._read_record(os.path.join(d["metadata_dir"], "RECORD"), site, name)
+
+    def _read_record(self, path: str, site: str, name: str) -> None:
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except OSError:
+            return
+        for line in data.split(b"\n"):
+            if not line:
+                continue
+            if line.startswith(b'"'):
+                import csv
+                import io
+
+                row = next(csv.reader(io.StringIO(line.decode("utf-8", "surrogateescape"))), [])
+                rel = row[0] if row else ""
+            else:
+                rel = line.split(b",", 1)[0].decode("utf-8", "surrogateescape")
+            if rel and not rel.endswith(".pyc"):
+                full = os.path.normpath(os.path.join(site, rel))
+                self.by_path.setdefault(full, name)
+                if not rel.startswith(".."):
+                    self.by_top.setdefault((site, rel.split("/", 1)[0]), name)
+
+    def site_of(self, real: str) -> Optional[str]:
+        return next((s for s in self.sites if real.startswith(s + os.sep)), None)
+
+    def owner(self, path: str) -> Optional[str]:
+        """The distribution owning ``path``, ``<repo>`` for the repository's own code, or None."""
+        real = os.path.realpath(path)
+        hit = self.by_path.get(real) or self.by_path.get(os.path.normpath(path))
+        if hit:
+            return hit
+        site = self.site_of(real)
+        if site is not None:
+            top = real[len(site) + 1:].split(os.sep, 1)[0]
+            return self.by_top.get((site, top)) or self.by_top.get(
+                (site, top.split(".", 1)[0])) or "<unknown>"
+        if real == self.root or real.startswith(self.root + os.sep):
+            return "<repo>"
+        return None
+
+    def in_prefix(self, real: str) -> bool:
+        return any(real == p or real.startswith(p + os.sep) for p in self.prefixes)
+
+
+# --------------------------------------------------------------------------- summary
+
+
+@dataclass
+class RunSummary:
+    usage: RunUsage
+    #: realpath -> sonames of OS libraries the run loaded (they join the system packages)
+    system_libraries: dict[str, list[str]] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+
+def _soname(path: str) -> str:
+    from . import probe
+
+    try:
+        info = probe.read_elf(path)
+    except Exception:  # noqa: BLE001 - a file that is not ELF keeps its file name
+        info = None
+    if isinstance(info, dict) and isinstance(info.get("soname"), str) and info["soname"]:
+        return str(info["soname"])
+    return os.path.basename(path)
+
+
+def python_own_closure(raw_probe: Mapping[str, Any]) -> set[str]:
+    """Realpaths of the system libraries the interpreter and its stdlib extension modules load,
+    transitively (libssl -> libcrypto): part of the base image of that Python, left out."""
+    from . import probe
+
+    native = (raw_probe.get("native") or {}).get("libraries") or {}
+    todo = [str(rec["realpath"]) for rec in native.values()
+            if isinstance(rec, Mapping) and rec.get("realpath")
+            and set(rec.get("users") or ()) <= {"<python>"}]
+    cache = probe.read_ld_cache() or {}
+    seen: set[str] = set()
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        try:
+            info = probe.read_elf(path)
+        except Exception:  # noqa: BLE001
+            continue
+        for needed in (info or {}).get("needed") or ():
+            for candidate in cache.get(needed, ())[:1]:
+                todo.append(os.path.realpath(candidate))
+    return seen
+
+
+def summarize(execution: Execution, raw_probe: Mapping[str, Any], root: Path) -> RunSummary:
+    """The payload's reports mapped to distributions and OS packages."""
+    owners = FileOwners(raw_probe, root)
+    modules: dict[str, set[str]] = {}
+    mapped: set[str] = set()
+    dlopen: set[str] = set()
+    for rep in execution.reports:
+        for name, fpath in (rep.get("modules") or {}).items():
+            if not isinstance(name, str) or not isinstance(fpath, str):
+                continue
+            owner = owners.owner(fpath)
+            top = name.split(".", 1)[0]
+            if owner is not None and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", top):
+                modules.setdefault(owner, set()).add(top)
+        mapped.update(p for p in rep.get("maps") or () if isinstance(p, str))
+        dlopen.update(n for n in rep.get("dlopen") or () if isinstance(n, str))
+    python_own = python_own_closure(raw_probe)
+    libraries: list[LoadedLibrary] = []
+    system_libs: dict[str, list[str]] = {}
+    system_paths: list[str] = []
+    for path in sorted(mapped):
+        real = os.path.realpath(path)
+        name = os.path.basename(real)
+        if name.startswith(DRIVER_PREFIXES):
+            libraries.append(LoadedLibrary(name, "driver"))
+            continue
+        owner = owners.owner(real)
+        if owner is not None and owner not in ("<repo>", "<unknown>"):
+            libraries.append(LoadedLibrary(name, f"package:{owner}"))
+        elif owner is not None or owners.in_prefix(real):
+            libraries.append(LoadedLibrary(name, "python" if owner is None else "unowned"))
+        elif real in python_own or _is_interpreter_file(real, raw_probe):
+            libraries.append(LoadedLibrary(name, "python"))
+        else:
+            system_paths.append(real)
+            system_libs[real] = [_soname(real)]
+    if system_paths:
+        from . import system
+
+        pkgs, unowned = system.owning_packages(system_paths, system_libs)
+        by_lib = {lib: p.name for p in pkgs for lib in p.libraries}
+        for real in system_paths:
+            so = system_libs[real][0]
+            owner = f"system:{by_lib[so]}" if so in by_lib and real not in unowned else "unowned"
+            libraries.append(LoadedLibrary(os.path.basename(real), owner))
+    loaded_names = {os.path.basename(os.path.realpath(p)) for p in mapped} | {
+        os.path.basename(p) for p in mapped}
+    failed = sorted(n for n in dlopen if not _answered(n, loaded_names))
+    usage = RunUsage(
+        exit_status=execution.exit_status,
+        source="recorded",
+        wall_seconds=execution.wall_seconds,
+        peak_memory_kib=execution.peak_memory_kib,
+        processes=len(execution.reports),
+        modules={k: tuple(sorted(v)) for k, v in sorted(modules.items())},
+        libraries=tuple(sorted(set(libraries), key=lambda x: (x.owner, x.name))),
+        dlopen_failed=tuple(failed[:100]),
+    )
+    return RunSummary(usage=usage, system_libraries=system_libs,
+                      warnings=list(execution.warnings))
+
+
+def _is_interpreter_file(real: str, raw_probe: Mapping[str, Any]) -> bool:
+    interp = raw_probe.get("interpreter") or {}
+    exe = interp.get("executable")
+    if isinstance(exe, str) and os.path.realpath(exe) == real:
+        return True
+    return os.path.basename(real).startswith("libpython")
+
+
+def _answered(name: str, loaded: set[str]) -> bool:
+    """Whether a name given to ctypes matches a mapped object (``libm.so.6``, a path, ``c``)."""
+    base = os.path.basename(name)
+    if base in loaded:
+        return True
+    stem = base.split(".so", 1)[0]
+    return any(n.split(".so", 1)[0] == stem for n in loaded)
+
+
+# --------------------------------------------------------------------------- static ctypes scan
+
+
+_CTYPES_NEEDLES = (b"find_library", b"CDLL", b"LoadLibrary", b"PyDLL")
+_FIND_LIBRARY = re.compile(rb"""find_library\(\s*['"]([A-Za-z0-9_.+-]{1,64})['"]\s*\)""")
+_CDLL = re.compile(rb"""(?:CDLL|PyDLL|LoadLibrary)\(\s*['"](lib[A-Za-z0-9_.+-]{1,64}"""
+                   rb"""\.so(?:\.[0-9]+)*)['"]""")
+
+
+def ctypes_names(raw_probe: Mapping[str, Any],
+                 cache_file: Optional[Path] = None) -> dict[str, set[str]]:
+    """Library names the installed packages' sources hand to ctypes, by distribution.
+
+    Cheap on purpose (it runs on every capture):
+
+    * only pure-Python distributions are read: one that ships compiled extensions links its
+      native libraries through NEEDED entries, which the probe's ELF scan already follows;
+    * only the ``.py`` files a RECORD lists, test modules left out;
+    * a byte search for ``ctypes`` and the loader names comes first; only files holding them
+      are searched with the two patterns (``find_library('x')`` -> ``x``; ``CDLL('libx.so.N')``);
+    * with ``cache_file``, the answer per RECORD (size, mtime) is kept: installed files do not
+      change without their RECORD being rewritten.
+    """
+    from .python import canonical_name
+
+    cache: dict[str, Any] = {}
+    if cache_file is not None:
+        try:
+            loaded = json.loads(Path(cache_file).read_text(encoding="utf-8"))
+            if isinstance(loaded, dict) and loaded.get("version") == 1:
+                cache = loaded.get("records") or {}
+        except (OSError, ValueError):
+            cache = {}
+    fresh: dict[str, Any] = {}
+    out: dict[str, set[str]] = {}
+    todo: list[tuple[str, str, list[int], str]] = []
+    for d in raw_probe.get("distributions") or ():
+        if not isinstance(d, Mapping) or not d.get("has_record"):
+            continue
+        if not isinstance(d.get("metadata_dir"), str):
+            continue
+        record_path = os.path.join(d["metadata_dir"], "RECORD")
+        try:
+            st = os.stat(record_path)
+        except OSError:
+            continue
+        stamp = [st.st_size, st.st_mtime_ns]
+        name = canonical_name(str(d.get("name") or ""))
+        hit = cache.get(record_path)
+        if isinstance(hit, list) and len(hit) == 2 and hit[0] == stamp:
+            fresh[record_path] = [stamp, [str(x) for x in hit[1]]]
+        else:
+            todo.append((record_path, str(d.get("site") or ""), stamp, name))
+    for record_path, site, stamp, _name in todo:
+        fresh[record_path] = [stamp, sorted(_scan_distribution(record_path, site))]
+    names = {t[0]: t[3] for t in todo}
+    for d in raw_probe.get("distributions") or ():
+        if isinstance(d, Mapping) and isinstance(d.get("metadata_dir"), str):
+            record_path = os.path.join(d["metadata_dir"], "RECORD")
+            if fresh.get(record_path, [None, []])[1]:
+                name = names.get(record_path) or canonical_name(str(d.get("name") or ""))
+                out.setdefault(name, set()).update(fresh[record_path][1])
+    if cache_file is not None and fresh != cache:
+        tmp = Path(f"{cache_file}.{os.getpid()}.tmp")
+        try:
+            Path(cache_file).parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps({"version": 1, "records": fresh}), encoding="utf-8")
+            os.replace(tmp, cache_file)
+        except OSError:
+            tmp.unlink(missing_ok=True)  # a cache that cannot be written only costs speed
+    return out
+
+
+_TEST_PARTS = (b"/tests/", b"/test/", b"/testing/")
+
+
+def _scan_distribution(record_path: str, site: str) -> set[str]:
+    try:
+        with open(record_path, "rb") as f:
+            record = f.read()
+    except OSError:
+        return set()
+    if b".py," not in record or b".so," in record or b".so." in record:
+        return set()
+    found: set[str] = set()
+    base = os.fsencode(site)
+    for line in record.split(b"\n"):
+        rel = line.split(b",", 1)[0]
+        if not rel.endswith(b".py") or rel.startswith((b"..", b"/")):
+            continue
+        if any(t in b"/" + rel for t in _TEST_PARTS) or rel.rsplit(b"/", 1)[-1].startswith(
+                b"test_"):
+            continue
+        try:
+            fd = os.open(os.path.join(base, rel), os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            data = os.read(fd, 1 << 22)
+        finally:
+            os.close(fd)
+        if b"ctypes" not in data or not any(n in data for n in _CTYPES_NEEDLES):
+            continue
+        for m in _FIND_LIBRARY.finditer(data):
+            found.add(m.group(1).decode())
+        for m in _CDLL.finditer(data):
+            found.add(m.group(1).decode())
+    return found
+
+
+def resolve_library_names(names: Iterable[str]) -> dict[str, list[str]]:
+    """realpath -> [soname] for library names as ctypes takes them (``magic``, ``libz.so.1``),
+    found through this machine's ld.so.cache; names it does not know are left out."""
+    from . import probe
+
+    cache = probe.read_ld_cache() or {}
+    out: dict[str, list[str]] = {}
+    for name in sorted(set(names)):
+        if name.startswith("lib") and ".so" in name:
+            candidates = [name] if name in cache else []
+        else:
+            prefix = f"lib{name}.so"
+            # the versioned soname the loader uses, not the development link ``libx.so``
+            candidates = sorted((k for k in cache if k.startswith(prefix + ".")),
+                                key=lambda k: (len(k), k)) or [k for k in cache if k == prefix]
+        for soname in candidates[:1]:
+            paths = cache.get(soname) or []
+            if paths:
+                sonames = out.setdefault(os.path.realpath(paths[0]), [])
+                if soname not in sonames:
+                    sonames.append(soname)
+    return out
+
+
+# --------------------------------------------------------------------------- declared packages
+
+
+def declared_system_packages(root: Path, given: Sequence[str]) -> list[str]:
+    """``--system-package`` names and ``[tool.reprobox] system-packages`` of pyproject.toml.
+
+    pyproject.toml is untrusted input (it comes with the checkout): each name must pass the
+    Debian package-name grammar. A name only adds a package from the trusted Debian archive
+    the image installs from (at the version this machine has), so a checkout that declares one
+    can ask for nothing the archive does not already offer.
+    """
+    from .. import validate
+    from ..errors import ValidationError
+
+    names: list[str] = []
+    for n in given:
+        try:
+            names.append(validate.apt_package_name(n, "--system-package"))
+        except ValidationError as exc:
+            raise UsageError(exc.message.replace("refusing ", "bad ", 1),
+                             "give a Debian package name, e.g. --system-package libmagic1") \
+                from None
+    pyproject = Path(root) / "pyproject.toml"
+    if pyproject.is_file() and not pyproject.is_symlink():
+        try:
+            import tomllib
+        except ImportError:  # Python < 3.11
+            import tomli as tomllib  # type: ignore[no-redef]
+        try:
+            data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"pyproject.toml cannot be read: {exc}",
+                             "fix the file's TOML syntax") from None
+        declared = ((data.get("tool") or {}).get("reprobox") or {}).get("system-packages")
+        if declared is not None:
+            if not isinstance(declared, list) or not all(isinstance(x, str) for x in declared):
+                raise UsageError("pyproject.toml: [tool.reprobox] system-packages must be a list "
+                                 "of package names",
+                                 'write e.g. system-packages = ["libmagic1"]')
+            for i, n in enumerate(declared):
+                try:
+                    names.append(validate.apt_package_name(
+                        n, f"pyproject.toml [tool.reprobox] system-packages[{i}]"))
+                except ValidationError as exc:
+                    raise UsageError(exc.message.replace("refusing ", "bad ", 1),
+                                     "give Debian package names, e.g. \"libmagic1\"") from None
+    return sorted(set(names))
+
+
+def check_exit_status(value: Optional[int]) -> Optional[int]:
+    if value is not None and not 0 <= value <= 255:
+        raise UsageError(f"--exit-status {value} is not an exit status",
+                         "give the status the command exited with, 0 to 255")
+    return value
+
+
+__all__ = [
+    "Execution", "FileOwners", "RunSummary", "InterpreterError", "check_exit_status",
+    "ctypes_names", "declared_system_packages", "execute", "find_repo_venv",
+    "resolve_library_names", "summarize",
+]
