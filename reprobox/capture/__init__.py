@@ -515,6 +515,7 @@ def environment_from_probe(
         unowned_libraries=tuple(sorted(unowned)),
         missing_libraries=tuple(missing),
         conda=conda_env,
+        installed_changes=probe.installed_changes,
     )
     return env, warnings
 

@@ -669,7 +669,7 @@ class ProbeCache:
     def __init__(self, path):
         self.path = path
         self.old = {}
-        self.new = {"elf": {}, "record": {}}
+        self.new = {"elf": {}, "record": {}, "rows": {}}
         self.hits = 0
         self.misses = 0
         if path:
@@ -1044,6 +1044,184 @@ def native_libraries(dists, sites, cache):
             "cache_misses": cache.misses}
 
 
+# --------------------------------------------------------------------------- installed files
+
+
+#: Files whose content the capture may carry (to re-apply a post-install change): small text.
+CARRY_CAP = 65536
+#: At most this many changed files are listed per distribution (the count says the rest).
+CHANGES_CAP = 200
+#: A file is "touched after install" when its mtime is this much newer than its RECORD's.
+_MTIME_SLACK_NS = 2 * 10**9
+
+
+def parse_record_rows(path):
+    """[[path, size or None, sha256 hex or None], ...] of one RECORD (paths as written)."""
+    import base64
+    import csv
+    import io
+
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError:
+        return []
+    rows = []
+    for fields in csv.reader(io.StringIO(data.decode("utf-8", "surrogateescape"))):
+        if not fields or not fields[0]:
+            continue
+        rel = fields[0]
+        digest = None
+        if len(fields) > 1 and fields[1].startswith("sha256="):
+            b64 = fields[1][7:]
+            try:
+                digest = base64.urlsafe_b64decode(b64 + "=" * (-len(b64) % 4)).hex()
+            except (ValueError, TypeError):
+                digest = None
+        size = None
+        if len(fields) > 2 and fields[2].strip().isdigit():
+            size = int(fields[2])
+        rows.append([rel, size, digest])
+    return rows
+
+
+def _sha256_file(path):
+    import hashlib
+
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    except OSError:
+        return None
+    return h.hexdigest()
+
+
+def _skip_rel(rel):
+    parts = rel.split("/")
+    return ("__pycache__" in parts or rel.endswith((".pyc", ".pyo"))
+            or parts[0].endswith(".dist-info"))
+
+
+def _changed_entry(full, rel, st, change):
+    """One changed file: its path, size, sha256 and, when small UTF-8 text, its content."""
+    entry = {"path": rel, "change": change, "size": st.st_size, "sha256": None}
+    if st.st_size <= CARRY_CAP:
+        try:
+            with open(full, "rb") as f:
+                data = f.read(CARRY_CAP + 1)
+        except OSError:
+            return entry
+        import hashlib
+
+        entry["sha256"] = hashlib.sha256(data).hexdigest()
+        if b"\0" not in data:
+            try:
+                entry["text"] = data.decode("utf-8")
+            except UnicodeDecodeError:
+                pass
+    else:
+        entry["sha256"] = _sha256_file(full)
+    return entry
+
+
+def installed_file_changes(dists, sites, cache, hash_all=False):
+    """Files of each distribution changed after install, and files added in its package folders.
+
+    Every file a RECORD lists (inside site-packages; bytecode and the metadata folder aside) is
+    stat-ed: a missing file or a different size is a change. A file of the recorded size is
+    hashed only when its mtime is newer than its RECORD's (installers write RECORD last, so a
+    file touched later was changed after install), or for every file with ``hash_all``. Then each
+    top-level package folder that a RECORD names is walked once: a file no RECORD lists (and not
+    bytecode) was added. Returns {metadata_dir: {"changes": [...], "more": N}}.
+    """
+    out = {}
+    claimed = {}  # real site -> set of paths listed by some RECORD
+    folders = {}  # (site, top folder) -> metadata_dir of its first owner
+    for d in dists:
+        if d.get("format") != "dist-info" or not d.get("has_record"):
+            continue
+        site = d["site"]
+        real_site = os.path.realpath(site)
+        record = os.path.join(d["metadata_dir"], "RECORD")
+        try:
+            rst = os.stat(record)
+        except OSError:
+            continue
+        rows = cache.get("rows", record, rst, parse_record_rows)
+        seen = claimed.setdefault(real_site, set())
+        changes = []
+        more = 0
+        newer_than = rst.st_mtime_ns + _MTIME_SLACK_NS
+        for rel, size, digest in rows:
+            if rel.startswith("..") or os.path.isabs(rel):
+                continue
+            rel = os.path.normpath(rel).replace(os.sep, "/")
+            seen.add(rel)
+            top, sep, _rest = rel.partition("/")
+            if sep and not top.endswith((".dist-info", ".data")):
+                folders.setdefault((site, top), d["metadata_dir"])
+            if digest is None or _skip_rel(rel):
+                continue
+            full = os.path.join(site, rel)
+            try:
+                st = os.stat(full)
+            except OSError:
+                change = {"path": rel, "change": "missing", "size": None, "sha256": None}
+                if len(changes) < CHANGES_CAP:
+                    changes.append(change)
+                else:
+                    more += 1
+                continue
+            if size is not None and st.st_size != size:
+                differs = True
+            elif hash_all or st.st_mtime_ns > newer_than:
+                differs = _sha256_file(full) != digest
+            else:
+                differs = False
+            if differs:
+                if len(changes) < CHANGES_CAP:
+                    changes.append(_changed_entry(full, rel, st, "modified"))
+                else:
+                    more += 1
+        if changes or more:
+            out[d["metadata_dir"]] = {"changes": changes, "more": more}
+    for (site, top), owner in sorted(folders.items()):
+        seen = claimed.get(os.path.realpath(site), set())
+        stack = [top]
+        while stack:
+            rel_dir = stack.pop()
+            try:
+                it = os.scandir(os.path.join(site, rel_dir))
+            except OSError:
+                continue
+            with it:
+                for e in it:
+                    rel = f"{rel_dir}/{e.name}"
+                    try:
+                        if e.is_dir(follow_symlinks=False):
+                            if e.name != "__pycache__":
+                                stack.append(rel)
+                            continue
+                    except OSError:
+                        continue
+                    if rel in seen or _skip_rel(rel):
+                        continue
+                    rec = out.setdefault(owner, {"changes": [], "more": 0})
+                    if len(rec["changes"]) >= CHANGES_CAP:
+                        rec["more"] += 1
+                        continue
+                    try:
+                        st = os.stat(e.path)
+                    except OSError:
+                        continue
+                    rec["changes"].append(_changed_entry(e.path, rel, st, "added"))
+    for rec in out.values():
+        rec["changes"].sort(key=lambda c: (c["path"], c["change"]))
+    return out
+
+
 # --------------------------------------------------------------------------- OS & files
 
 
@@ -1103,6 +1281,8 @@ def main(argv):
     cache_path = None
     want_user_site = False
     skip_native = False
+    check_files = True
+    hash_all = False
     args = list(argv)
     while args:
         a = args.pop(0)
@@ -1112,6 +1292,10 @@ def main(argv):
             want_user_site = True
         elif a == "--no-native":
             skip_native = True
+        elif a == "--no-files":
+            check_files = False
+        elif a == "--hash-all":
+            hash_all = True
         else:
             sys.stderr.write(f"probe: unknown argument {a!r}\n")
             return 2
@@ -1119,10 +1303,18 @@ def main(argv):
     sites = site_dirs(user_site)
     dists, shadowed = find_distributions(sites)
     native = None
+    cache = ProbeCache(cache_path)
     if not skip_native and sys.platform.startswith("linux"):
-        cache = ProbeCache(cache_path)
         native = native_libraries(dists, sites, cache)
-        cache.save()
+    if check_files:
+        changed = installed_file_changes(dists, sites, cache, hash_all)
+        for d in dists:
+            rec = changed.get(d["metadata_dir"])
+            if rec:
+                d["installed_changes"] = rec["changes"]
+                if rec["more"]:
+                    d["installed_changes_more"] = rec["more"]
+    cache.save()
     out = {
         "probe_version": PROBE_VERSION,
         "interpreter": interpreter_info(),

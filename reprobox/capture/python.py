@@ -17,12 +17,12 @@ import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Optional
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from .. import proc
 from ..errors import InterpreterError, ReproboxError
-from ..model import Interpreter, Package, PackageSource
+from ..model import InstalledChange, Interpreter, Package, PackageSource
 from ..redact import strip_url_credentials
 
 if TYPE_CHECKING:
@@ -270,6 +270,11 @@ class ProbeResult:
     library_files: dict[str, list[str]] = field(default_factory=dict)
     #: Installation kind of the base interpreter behind a venv (pyenv, uv, system...).
     base_kind: str | None = None
+    #: Installed files that differ from their RECORD (see ``probe.installed_file_changes``).
+    installed_changes: tuple[InstalledChange, ...] = ()
+    #: (package, path) -> content of a changed file that is small UTF-8 text (replay candidates).
+    changed_texts: dict[tuple[str, str], str] = field(default_factory=dict, repr=False,
+                                                      compare=False)
     #: The full probe output, for anything not lifted into the fields above.
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
@@ -433,6 +438,44 @@ def _interpreter(raw: Mapping[str, Any]) -> Interpreter:
     )
 
 
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+def installed_changes(dists: Any, warnings: Optional[list[str]] = None
+                      ) -> tuple[tuple[InstalledChange, ...], dict[tuple[str, str], str]]:
+    """The probe's per-distribution ``installed_changes`` as model records, and the texts."""
+    out: list[InstalledChange] = []
+    texts: dict[tuple[str, str], str] = {}
+    for rec in dists or ():
+        if not isinstance(rec, Mapping) or not isinstance(rec.get("installed_changes"), list):
+            continue
+        name = canonical_name(str(rec.get("name") or ""))
+        listed = []
+        for c in rec["installed_changes"]:
+            if not isinstance(c, Mapping) or not isinstance(c.get("path"), str):
+                continue
+            change = c.get("change")
+            if change not in ("modified", "missing", "added"):
+                continue
+            size = c.get("size") if isinstance(c.get("size"), int) else None
+            digest = c.get("sha256") if isinstance(c.get("sha256"), str) else None
+            if digest is not None and not _HEX64.fullmatch(digest):
+                digest = None
+            out.append(InstalledChange(name, c["path"], change, size, digest))
+            listed.append(f"{c['path']} ({change})")
+            if isinstance(c.get("text"), str):
+                texts[(name, c["path"])] = c["text"]
+        more = rec.get("installed_changes_more")
+        if warnings is not None and listed:
+            extra = f" and {more} more" if isinstance(more, int) and more else ""
+            warnings.append(
+                f"{len(listed)} installed file(s) of {rec.get('name')} differ from what was "
+                f"installed: {', '.join(listed[:5])}{' ...' if len(listed) > 5 else ''}{extra}; "
+                "a rebuild installs the original files"
+            )
+    return tuple(out), texts
+
+
 def parse_probe(raw: Mapping[str, Any], repo_root: Path) -> ProbeResult:
     """Turn the probe's JSON into model objects (see :class:`ProbeResult`)."""
     if not isinstance(raw, Mapping) or not isinstance(raw.get("interpreter"), Mapping):
@@ -450,6 +493,7 @@ def parse_probe(raw: Mapping[str, Any], repo_root: Path) -> ProbeResult:
             f"{pkg.display_name or pkg.name} {pkg.version} in {rec.get('site')} is shadowed by "
             f"{rec.get('shadowed_by')} and cannot be imported; remove the stale copy"
         )
+    changes, texts = installed_changes(raw.get("distributions"), warnings)
     needed: dict[str, str | None] = {}
     users: dict[str, list[str]] = {}
     prefix_libs: dict[str, str] = {}
@@ -477,5 +521,7 @@ def parse_probe(raw: Mapping[str, Any], repo_root: Path) -> ProbeResult:
         prefix_libraries=prefix_libs,
         library_files=files,
         base_kind=interp.get("base_kind"),
+        installed_changes=changes,
+        changed_texts=texts,
         raw=dict(raw),
     )

@@ -1,0 +1,180 @@
+"""Installed-file integrity: the probe's RECORD check, the model record, verify's comparison."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from reprobox.capture import probe
+from reprobox.capture.python import installed_changes
+from reprobox.model import Environment, InstalledChange, Interpreter, Package
+from reprobox.verify import Observed, compare_environments, compare_installed_files
+
+INTERP = Interpreter("cpython", "3.11.7", abi="cp311")
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+
+
+def make_dist(site: Path, name: str, files: dict[str, bytes]) -> dict:
+    """A dist-info with a RECORD listing ``files`` (written), as pip installs it."""
+    rows = []
+    for rel, data in files.items():
+        (site / rel).parent.mkdir(parents=True, exist_ok=True)
+        (site / rel).write_bytes(data)
+        rows.append(f"{rel},sha256={_b64(data)},{len(data)}")
+    meta = site / f"{name}-1.0.dist-info"
+    meta.mkdir()
+    (meta / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n\n")
+    rows += [f"{meta.name}/METADATA,,", f"{meta.name}/RECORD,,",
+             f"../../../bin/{name},sha256={_b64(b'x')},1"]
+    (meta / "RECORD").write_text("\n".join(rows) + "\n")
+    return {"name": name, "metadata_dir": str(meta), "site": str(site), "format": "dist-info",
+            "has_record": True}
+
+
+def _changes(site: Path, dists: list[dict], **kw) -> dict:
+    return probe.installed_file_changes(dists, [str(site)], probe.ProbeCache(None), **kw)
+
+
+def _touch_later(path: Path, record: Path) -> None:
+    st = record.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10 * 10**9))
+
+
+def test_an_untouched_install_has_no_change(tmp_path: Path):
+    site = tmp_path / "site"
+    d = make_dist(site, "demo", {"demo/__init__.py": b"x = 1\n", "demo/data.json": b"{}"})
+    (site / "demo" / "__pycache__").mkdir()
+    (site / "demo" / "__pycache__" / "__init__.cpython-311.pyc").write_bytes(b"\0" * 10)
+    assert _changes(site, [d]) == {}
+
+
+def test_a_changed_size_is_a_modified_file_with_its_hash_and_text(tmp_path: Path):
+    site = tmp_path / "site"
+    d = make_dist(site, "demo", {"demo/__init__.py": b"x = 1\n", "demo/util.py": b"y = 2\n"})
+    (site / "demo" / "util.py").write_bytes(b"y = 2  # patched\n")
+    out = _changes(site, [d])[d["metadata_dir"]]["changes"]
+    assert [(c["path"], c["change"]) for c in out] == [("demo/util.py", "modified")]
+    assert out[0]["sha256"] == hashlib.sha256(b"y = 2  # patched\n").hexdigest()
+    assert out[0]["text"] == "y = 2  # patched\n"
+
+
+def test_same_size_is_hashed_only_when_touched_after_the_record(tmp_path: Path):
+    site = tmp_path / "site"
+    d = make_dist(site, "demo", {"demo/__init__.py": b"x = 1\n"})
+    target = site / "demo" / "__init__.py"
+    record = Path(d["metadata_dir"]) / "RECORD"
+    st = target.stat()
+    target.write_bytes(b"x = 2\n")  # same size
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))  # mtime kept: not hashed by default
+    assert _changes(site, [d]) == {}
+    # --hash-all hashes every file of the recorded size
+    assert _changes(site, [d], hash_all=True)[d["metadata_dir"]]["changes"][0]["change"] \
+        == "modified"
+    _touch_later(target, record)
+    out = _changes(site, [d])[d["metadata_dir"]]["changes"]
+    assert [(c["path"], c["change"]) for c in out] == [("demo/__init__.py", "modified")]
+
+
+def test_touched_but_same_content_is_not_a_change(tmp_path: Path):
+    site = tmp_path / "site"
+    d = make_dist(site, "demo", {"demo/__init__.py": b"x = 1\n"})
+    _touch_later(site / "demo" / "__init__.py", Path(d["metadata_dir"]) / "RECORD")
+    assert _changes(site, [d]) == {}
+
+
+def test_missing_and_added_files_outside_pycache(tmp_path: Path):
+    site = tmp_path / "site"
+    d = make_dist(site, "demo", {"demo/__init__.py": b"x = 1\n", "demo/sub/a.py": b"a\n"})
+    (site / "demo" / "sub" / "a.py").unlink()
+    (site / "demo" / "sub" / "plugin.py").write_bytes(b"print('hi')\n")
+    (site / "demo" / "sub" / "__pycache__").mkdir()
+    (site / "demo" / "sub" / "__pycache__" / "x.pyc").write_bytes(b"\0")
+    (site / "unrelated.py").write_text("z = 1\n")  # not in a package folder of a RECORD
+    out = _changes(site, [d])[d["metadata_dir"]]["changes"]
+    assert [(c["path"], c["change"]) for c in out] == [("demo/sub/a.py", "missing"),
+                                                      ("demo/sub/plugin.py", "added")]
+
+
+def test_a_namespace_folder_shared_by_two_distributions_is_not_added(tmp_path: Path):
+    site = tmp_path / "site"
+    a = make_dist(site, "ns-a", {"ns/a/__init__.py": b"a\n"})
+    b = make_dist(site, "ns-b", {"ns/b/__init__.py": b"b\n"})
+    assert _changes(site, [a, b]) == {}
+
+
+def test_binary_or_large_files_carry_no_text(tmp_path: Path):
+    site = tmp_path / "site"
+    d = make_dist(site, "demo", {"demo/lib.bin": b"\0\1", "demo/big.txt": b"a"})
+    (site / "demo" / "lib.bin").write_bytes(b"\0\1\2")
+    (site / "demo" / "big.txt").write_bytes(b"a" * (probe.CARRY_CAP + 1))
+    out = {c["path"]: c for c in _changes(site, [d])[d["metadata_dir"]]["changes"]}
+    assert "text" not in out["demo/lib.bin"] and "text" not in out["demo/big.txt"]
+    assert out["demo/big.txt"]["sha256"] == hashlib.sha256(
+        b"a" * (probe.CARRY_CAP + 1)).hexdigest()
+
+
+def test_the_probe_reports_changes_of_a_real_pip_install(tmp_path: Path):
+    """The probe run as a script in a real venv: pip's RECORD, a file patched after install."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    site = next((venv / "lib").glob("python3*/site-packages"))
+    make_dist(site, "demo", {"demo/__init__.py": b"VALUE = 1\n"})
+    (site / "demo" / "__init__.py").write_bytes(b"VALUE = 12\n")
+    done = subprocess.run([str(venv / "bin" / "python"), "-I", probe.__file__, "--no-native"],
+                          capture_output=True, text=True, check=True)
+    import json
+
+    raw = json.loads(done.stdout.splitlines()[-1])
+    warnings: list[str] = []
+    changes, texts = installed_changes(raw["distributions"], warnings)
+    assert [(c.package, c.path, c.change) for c in changes] == [
+        ("demo", "demo/__init__.py", "modified")]
+    assert texts[("demo", "demo/__init__.py")] == "VALUE = 12\n"
+    assert "demo/__init__.py (modified)" in warnings[0]
+
+
+# --------------------------------------------------------------------------- model and verify
+
+
+CHANGE = InstalledChange("demo", "demo/__init__.py", "modified", 11, "a" * 64)
+
+
+def test_the_model_keeps_the_digest_of_environments_without_changes():
+    plain = Environment(INTERP, (Package("demo", "1.0"),))
+    changed = Environment(INTERP, (Package("demo", "1.0"),), installed_changes=(CHANGE,))
+    assert "installed_changes" not in plain.to_dict()
+    assert plain.digest != changed.digest
+    again = Environment.from_dict(changed.to_dict())
+    assert again.installed_changes == (CHANGE,) and again.digest == changed.digest
+
+
+def test_verify_names_a_post_install_change_the_rebuild_lacks():
+    env = Environment(INTERP, (Package("demo", "1.0"),), installed_changes=(CHANGE,))
+    diffs = compare_environments(env, Observed(INTERP, (Package("demo", "1.0"),),
+                                               installed_changes=()))
+    assert [d.kind for d in diffs] == ["installed-file"]
+    assert diffs[0].subject == "demo:demo/__init__.py"
+    assert "modified after install" in diffs[0].message and "as installed" in diffs[0].message
+
+
+def test_verify_names_a_change_only_the_rebuild_has_and_accepts_the_same_change():
+    env = Environment(INTERP, (Package("demo", "1.0"),))
+    diffs = compare_installed_files((), (CHANGE,))
+    assert diffs[0].subject == "demo:demo/__init__.py" and diffs[0].expected == "as installed"
+    assert compare_installed_files((CHANGE,), (CHANGE,)) == []
+    other = InstalledChange("demo", "demo/__init__.py", "modified", 11, "b" * 64)
+    assert compare_installed_files((CHANGE,), (other,))[0].observed.startswith("modified")
+    assert compare_environments(env, Observed(INTERP, (Package("demo", "1.0"),),
+                                              installed_changes=())) == ()
+
+
+def test_unchecked_rebuild_files_are_a_difference_when_the_capture_has_changes():
+    diffs = compare_installed_files((CHANGE,), None)
+    assert diffs and diffs[0].subject == "*" and "could not be checked" in diffs[0].message
