@@ -90,6 +90,27 @@ def describe_source(src: PackageSource) -> str:
     return f"archive {src.url}" + (f" ({src.hash})" if src.hash else "")
 
 
+def from_wheelhouse(want: Package, got: Package) -> bool:
+    """A VCS or archive package rebuilt from the file the host put in its wheelhouse for it.
+
+    The rebuild installs such a package from a local file (``file://.../<name>``: the commit
+    archived by the host, the archive downloaded and hash-checked, or the source sealed into the
+    experiment), so its direct_url.json names that file, not the recorded URL. It is the
+    recorded source when the file is the one reprobox names for that package and version.
+    """
+    if want.source.kind not in ("vcs", "archive") or got.source.kind != "archive":
+        return False
+    url = got.source.url or ""
+    if not url.startswith("file:"):
+        return False
+    from .lock.wheelhouse import DirectSource
+
+    src = want.source
+    expected = DirectSource(want.name, want.version, src.kind, src.url or "", commit=src.commit,
+                            repo_path=src.path if src.kind == "archive" else None).filename
+    return url.split("#", 1)[0].rstrip("/").rsplit("/", 1)[-1] == expected
+
+
 def compare_environments(expected: Environment, observed: Observed) -> tuple[EnvDifference, ...]:
     """Every way the observed environment differs from the captured one, in a stable order."""
     diffs: list[EnvDifference] = []
@@ -118,7 +139,7 @@ def compare_environments(expected: Environment, observed: Observed) -> tuple[Env
                 "package", want.name, want.version, got.version,
                 f"package {label}: captured {want.version}, rebuilt {got.version}",
             ))
-        if got.source.identity() != want.source.identity():
+        if got.source.identity() != want.source.identity() and not from_wheelhouse(want, got):
             a, b = describe_source(want.source), describe_source(got.source)
             diffs.append(EnvDifference(
                 "package", want.name, a, b,

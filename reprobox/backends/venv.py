@@ -287,7 +287,7 @@ class _Installer:
 def _fetch(store: "Store", stored: "StoredExperiment", pins: Sequence["Pin"], plan: InstallPlan,
            say: Progress) -> tuple[tuple["Artifact", ...], tuple[str, ...]]:
     """The host fetches every file the venv installs into its wheelhouse (hash-checked)."""
-    from ..build import read_at_commit
+    from ..build import read_at_commit, read_sealed
     from ..lock import read_index_config
     from ..lock.select import capture_target
     from ..lock.wheelhouse import Wheelhouse, build_target, fetch_direct, fetch_locked
@@ -299,6 +299,7 @@ def _fetch(store: "Store", stored: "StoredExperiment", pins: Sequence["Pin"], pl
     tags = {p.name: p.wheel_tags for p in env.packages}
     direct = fetch_direct(plan.sources, config, house=house,
                           read_repo_file=lambda path: read_at_commit(store.root, stored, path),
+                          read_sealed_file=lambda name: read_sealed(stored, name),
                           progress=say)
     locked = fetch_locked(pins, target, config, house=house, installed_tags=tags, progress=say)
     artifacts = locked.artifacts + direct.artifacts

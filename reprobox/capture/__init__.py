@@ -193,6 +193,13 @@ def capture_experiment(
     env, env_warnings = environment_from_probe(probe_future.result(), root,
                                                cache_dir=cache_dir)
     warnings.extend(env_warnings)
+    # packages installed from a repository on this machine: their commit sealed into the capture
+    sealed_packages, sealed_sources, seal_warnings = py.seal_local_vcs(env.packages)
+    if sealed_sources:
+        from dataclasses import replace as _replace
+
+        env = _replace(env, packages=tuple(sealed_packages))
+    warnings.extend(seal_warnings)
     stage("environment", t0)
 
     # Command, DVC, metrics, outputs.
@@ -281,6 +288,7 @@ def capture_experiment(
     files: dict[str, bytes | str] = {}
     if patch_bytes:
         files[PATCH_FILE] = patch_bytes
+    files.update(sealed_sources)
 
     # Lock: best effort. Capture after a long training run must never fail for want of a network.
     locked = False
@@ -329,7 +337,7 @@ def capture_experiment(
 
     for fname in sorted(files):  # lock files, Dockerfile (patch.diff was checked above)
         content = files[fname]
-        if fname != PATCH_FILE:
+        if fname != PATCH_FILE and fname not in sealed_sources:  # archives: not text
             text = content if isinstance(content, str) else content.decode("utf-8", "replace")
             redacted = red.file_text(text, fname)
             if redacted != text:

@@ -525,3 +525,113 @@ def parse_probe(raw: Mapping[str, Any], repo_root: Path) -> ProbeResult:
         changed_texts=texts,
         raw=dict(raw),
     )
+
+
+# --------------------------------------------------------------------------- local VCS sources
+
+#: A sealed source archive is a file of the experiment: the store's cap for a record file.
+SEALED_SOURCE_CAP = 8 * 1024 * 1024
+
+
+def local_vcs_path(url: str | None) -> str | None:
+    """The folder of a VCS URL naming a repository on this machine (``git+file:///...``)."""
+    if not url:
+        return None
+    bare = url.split("+", 1)[1] if url.startswith(("git+", "hg+", "svn+", "bzr+")) else url
+    return file_url_path(bare)
+
+
+def sealed_source_name(pkg: Package) -> str:
+    """The experiment file holding a local VCS source at its commit (the wheelhouse name too)."""
+    from ..lock.wheelhouse import DirectSource
+
+    src = pkg.source
+    return DirectSource(pkg.name, pkg.version, "vcs", src.url or "", commit=src.commit).filename
+
+
+def _archive_local_git(pkg: Package, folder: str) -> bytes:
+    """``git archive`` of the package's commit from the repository on this machine."""
+    import tempfile
+
+    src = pkg.source
+    label = f"package {pkg.name} {pkg.version}"
+    fix = (f"make commit {src.commit} reachable in {folder} (or install {pkg.name} from a remote "
+           "repository or an index) and capture again")
+    if not Path(folder).is_dir():
+        raise _refuse(
+            f"{label} was installed from the repository {folder} on this machine, which no "
+            "longer exists, so its commit cannot be sealed into the capture", fix)
+    git = ["git", "-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false",
+           "-c", "protocol.allow=never", "-C", folder]
+    found = proc.run([*git, "cat-file", "-e", f"{src.commit}^{{commit}}"], check=False,
+                     timeout=60)
+    if found.returncode != 0:
+        raise _refuse(f"{label} was installed from {folder} at commit {src.commit}, which that "
+                      "repository does not hold (rewritten or not fetched)", fix)
+    tree = f"{src.commit}:{src.subdirectory}" if src.subdirectory else str(src.commit)
+    with tempfile.TemporaryDirectory(prefix="reprobox-seal-") as tmp:
+        out = Path(tmp) / "source.tar.gz"
+        done = proc.run([*git, "archive", "--format=tar.gz",
+                         f"--prefix={canonical_name(pkg.name)}-{pkg.version}/",
+                         f"--output={out}", tree], check=False, timeout=600)
+        if done.returncode != 0:
+            tail = (done.stderr or "").strip().splitlines()[-1:] or [""]
+            raise _refuse(f"{label}: git archive of commit {src.commit} in {folder} failed: "
+                          f"{tail[0]}", fix)
+        return out.read_bytes()
+
+
+def _refuse(message: str, hint: str) -> ReproboxError:
+    from ..errors import UsageError
+
+    return UsageError(message, hint)
+
+
+def seal_local_vcs(packages: tuple[Package, ...] | list[Package]
+                   ) -> tuple[list[Package], dict[str, bytes], list[str]]:
+    """Local-path VCS packages exported at their commit into files of the experiment.
+
+    A package installed from ``git+file:///path@commit`` can be rebuilt only where that path
+    exists. The capture runs on the user's own machine, where it does: the commit is archived
+    there (``git archive``) into a file of the experiment, sealed by the experiment's manifest,
+    and its sha256 is recorded in the package's source (``path`` names the file, ``hash`` its
+    digest). A rebuild installs from that file and never reads a path the capture names. A
+    commit the repository no longer holds refuses the capture (exit 2, naming the package).
+    """
+    out: list[Package] = []
+    files: dict[str, bytes] = {}
+    warnings: list[str] = []
+    from dataclasses import replace
+
+    for pkg in packages:
+        src = pkg.source
+        folder = local_vcs_path(src.url) if src.kind == "vcs" else None
+        if folder is None:
+            out.append(pkg)
+            continue
+        if (src.vcs or "git") != "git" or not src.commit:
+            warnings.append(f"package {pkg.name} was installed from the {src.vcs} repository "
+                            f"{folder} on this machine: a rebuild cannot fetch it")
+            out.append(pkg)
+            continue
+        data = _archive_local_git(pkg, folder)
+        name = sealed_source_name(pkg)
+        if len(data) > SEALED_SOURCE_CAP:
+            warnings.append(
+                f"package {pkg.name} was installed from the repository {folder} on this machine; "
+                f"its source at {src.commit[:12]} is {len(data) // 1024} KiB, more than a capture "
+                "carries: a rebuild cannot install it. Push that commit to a remote repository "
+                "and install it from there"
+            )
+            out.append(pkg)
+            continue
+        digest = hashlib.sha256(data).hexdigest()
+        files[name] = data
+        out.append(replace(pkg, source=replace(src, path=name, hash=f"sha256={digest}")))
+        warnings.append(
+            f"package {pkg.name} was installed from the repository {folder} on this machine: its "
+            f"source at commit {src.commit[:12]} is sealed into the experiment as {name} "
+            f"({max(1, len(data) // 1024)} KiB, committed with it), so a rebuild needs no path "
+            "of this machine"
+        )
+    return out, files, warnings
