@@ -463,7 +463,11 @@ class VenvBackend(Backend):
     ) -> None:
         from .. import validate
 
-        args: list[str] = ["--no-deps"]
+        installer = _Installer(python)
+        # PEP 660 editable installs (pip: --use-pep517; uv always): metadata and entry points in
+        # the venv's site-packages, nothing written into the checkout (a legacy develop install
+        # would put its egg-info there)
+        args: list[str] = ["--no-deps"] + ([] if installer.uv else ["--use-pep517"])
         for rel, editable in plan.in_repo:
             folder = validate.path_inside(checkout, rel, "package folder")
             if not folder.is_dir():
@@ -474,8 +478,7 @@ class VenvBackend(Backend):
                 )
             args += (["-e", str(folder)] if editable else [str(folder)])
         say(f"installing {len(plan.in_repo)} package(s) from the checkout")
-        _Installer(python).install(args, wheels=wheels,
-                                   what="installing the repository's own packages")
+        installer.install(args, wheels=wheels, what="installing the repository's own packages")
 
     # ---------------------------------------------------------------- run
 

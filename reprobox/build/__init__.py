@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import os
 import platform
 import re
 import time
@@ -205,6 +206,8 @@ def build_experiment(
     uv = find_uv() if client else None
     if uv is not None and platform.machine() not in ("x86_64", "aarch64", "arm64"):
         uv = None
+    if os.environ.get("REPROBOX_BUILD_INSTALLER", "").strip().lower() == "pip":
+        uv = None  # the image's own pip installs (as on a host without uv)
     options = RenderOptions(buildkit=client is not None, installer="uv" if uv else "pip",
                             cache_id=cache_id or RenderOptions.cache_id,
                             network_none=client is not None and _run_network_flag(engine))

@@ -204,22 +204,34 @@ def _system_plan(environment: Environment, base_image: str) -> tuple[SystemPlan,
 
 #: pip 10.0 added the PEP 508 ``name @ url`` form (pip's NEWS, 10.0.0b1: "Add support for the
 #: new ``@ url`` syntax from PEP 508"); older pips need ``url#egg=name``.
-_PIP_AT_FORM = (10,)
+_PIP_AT_FORM = (10, 0)
+#: Until pip 24.1 (which vendors packaging 24.1), ``name @ URL`` is refused for a URL with no
+#: host other than a plain ``file:`` one: ``name @ git+file:///repo@sha`` is an "Invalid
+#: requirement" for pip 24.0 and older (checked on pip 22.3.1 to 25.0).
+_PIP_AT_FORM_NO_HOST = (24, 1)
 
 
-def pip_accepts_at_form(pip_version: Optional[str]) -> bool:
-    """Whether this pip version understands ``name @ url`` (unknown: a current pip, yes)."""
-    if not pip_version:
+def _version_tuple(version: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in re.findall(r"\d+", version)[:2])
+
+
+def pip_accepts_at_form(pip_version: Optional[str], url: str = "") -> bool:
+    """Whether this pip version takes ``name @ url`` for ``url`` (unknown pip: a current one)."""
+    if not pip_version or not _version_tuple(pip_version):
         return True
-    m = re.match(r"(\d+)", pip_version)
-    return not m or (int(m.group(1)),) >= _PIP_AT_FORM
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    no_host = bool(url) and parts.scheme != "file" and not parts.netloc
+    need = _PIP_AT_FORM_NO_HOST if no_host else _PIP_AT_FORM
+    return _version_tuple(pip_version) >= need
 
 
 def url_requirement(name: str, url: str, pip_version: Optional[str] = None,
                     fragment: tuple[str, ...] = ()) -> str:
     """A requirement installing ``name`` from ``url`` in the form ``pip_version`` accepts:
-    ``name @ url[#frag]`` from pip 10 on, ``url#egg=name[&frag]`` before."""
-    if pip_accepts_at_form(pip_version):
+    ``name @ url[#frag]`` where it can, else ``url#egg=name[&frag]``."""
+    if pip_accepts_at_form(pip_version, url):
         return f"{name} @ {url}" + ("#" + "&".join(fragment) if fragment else "")
     return f"{url}#" + "&".join((f"egg={name}", *fragment))
 

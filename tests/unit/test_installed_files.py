@@ -178,3 +178,72 @@ def test_verify_names_a_change_only_the_rebuild_has_and_accepts_the_same_change(
 def test_unchecked_rebuild_files_are_a_difference_when_the_capture_has_changes():
     diffs = compare_installed_files((CHANGE,), None)
     assert diffs and diffs[0].subject == "*" and "could not be checked" in diffs[0].message
+
+
+# --------------------------------------------------------------------------- requirement forms
+
+
+def test_vcs_requirement_forms_follow_the_recorded_pip():
+    from reprobox.build.render import pip_accepts_at_form, url_requirement, vcs_requirement
+
+    sha = "ab" * 20
+    # remote URLs: `name @` from pip 10 on
+    assert vcs_requirement("tool", "https://h/tool.git", "git", sha, None, "23.2.1") \
+        == f"tool @ git+https://h/tool.git@{sha}"
+    assert vcs_requirement("tool", "git+https://h/tool.git", "git", sha, "py", "9.0.3") \
+        == f"git+https://h/tool.git@{sha}#egg=tool&subdirectory=py"
+    # a repository path: pip 24.0 and older refuse `name @ git+file:///...`
+    assert vcs_requirement("dep", "file:///srv/dep.git", "git", sha, None, "24.0") \
+        == f"git+file:///srv/dep.git@{sha}#egg=dep"
+    assert vcs_requirement("dep", "file:///srv/dep.git", "git", sha, None, "24.1") \
+        == f"dep @ git+file:///srv/dep.git@{sha}"
+    # a plain file: URL (the wheelhouse file the image installs) is taken by every pip >= 10
+    assert url_requirement("dep", "file:///tmp/reprobox/wheels/dep-1.tar.gz", "22.3.1") \
+        == "dep @ file:///tmp/reprobox/wheels/dep-1.tar.gz"
+    assert pip_accepts_at_form(None, "git+file:///x") and not pip_accepts_at_form("9.0", "")
+
+
+def test_the_image_uses_the_egg_form_when_the_lock_installs_an_old_pip():
+    from reprobox.build.render import RenderOptions, plan_image
+    from reprobox.model import Experiment, GitInfo, PackageSource
+
+    env = Environment(INTERP, (
+        Package("pip", "9.0.3"),
+        Package("tool", "1.0", PackageSource("vcs", url="https://h/tool.git", vcs="git",
+                                             commit="ab" * 20)),
+    ))
+    exp = Experiment(name="x", command="python t.py", cwd=".", git=GitInfo(commit="cd" * 20),
+                     environment_digest=env.digest, created="2026-01-01T00:00:00Z",
+                     tool_version="0.1.0").with_id()
+    pip_plan = plan_image(exp, env, base_image="python:3.11.7-slim-bookworm",
+                          options=RenderOptions(installer="pip"))
+    name = f"tool-1.0-{'ab' * 6}.tar.gz"
+    assert pip_plan.direct == (f"file:///tmp/reprobox/wheels/{name}#egg=tool",)
+    uv_plan = plan_image(exp, env, base_image="python:3.11.7-slim-bookworm")
+    assert uv_plan.direct == (f"tool @ file:///tmp/reprobox/wheels/{name}",)
+
+
+def test_a_local_vcs_source_without_a_sealed_file_is_refused_naming_the_package():
+    import pytest
+
+    from reprobox.build.render import direct_source
+    from reprobox.errors import UsageError
+    from reprobox.model import PackageSource
+
+    pkg = Package("dep", "1.0", PackageSource("vcs", url="file:///srv/dep.git", vcs="git",
+                                              commit="ab" * 20))
+    with pytest.raises(UsageError) as err:
+        direct_source(pkg, "packages[dep].source")
+    assert "package dep" in err.value.message and "file:///srv/dep.git" in err.value.message
+    sealed = Package("dep", "1.0", PackageSource(
+        "vcs", url="file:///srv/dep.git", vcs="git", commit="ab" * 20,
+        path=f"dep-1.0-{'ab' * 6}.tar.gz", hash="sha256=" + "c" * 64))
+    line, source = direct_source(sealed, "packages[dep].source")
+    assert source.sealed == f"dep-1.0-{'ab' * 6}.tar.gz" and source.hash == "sha256=" + "c" * 64
+    assert line == f"dep @ file:///tmp/reprobox/wheels/dep-1.0-{'ab' * 6}.tar.gz"
+    hostile = Package("dep", "1.0", PackageSource(
+        "vcs", url="file:///srv/dep.git", vcs="git", commit="ab" * 20,
+        path="../../etc/passwd", hash="sha256=" + "c" * 64))
+    with pytest.raises(Exception) as bad:
+        direct_source(hostile, "packages[dep].source")
+    assert "packages[dep].source.path" in str(bad.value)
