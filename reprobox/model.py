@@ -577,7 +577,8 @@ class InstalledChange:
         return out
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], where: str = "installed change") -> "InstalledChange":
+    def from_dict(cls, data: Mapping[str, Any],
+                  where: str = "installed change") -> "InstalledChange":
         change = _req(data, "change", str, where)
         if change not in ("modified", "missing", "added"):
             raise RecordRefused(f"{where}: unknown change {change!r}")

@@ -381,6 +381,7 @@ class VenvBackend(Backend):
                 if plan.in_repo:
                     assert wheels is not None
                     self._install_in_repo(python, checkout, plan, wheels, say)
+                self._reinstate(python, stored, say)
             finally:
                 if wheels is not None:
                     shutil.rmtree(wheels, ignore_errors=True)
@@ -479,6 +480,25 @@ class VenvBackend(Backend):
             args += (["-e", str(folder)] if editable else [str(folder)])
         say(f"installing {len(plan.in_repo)} package(s) from the checkout")
         installer.install(args, wheels=wheels, what="installing the repository's own packages")
+
+    def _reinstate(self, python: Path, stored: "StoredExperiment", say: Progress) -> None:
+        """Write the post-install changes the capture carried back over the installed files
+        (``reprobox/build/reinstate.py``, run by the venv's interpreter; idempotent)."""
+        from ..build import read_sealed
+        from ..build.context import REINSTATE_SCRIPT, write_replay
+        from ..build.render import replay_plan
+
+        replay = replay_plan(stored.environment)
+        if not replay:
+            return
+        say(f"re-applying {len(replay)} post-install change(s) recorded by the capture")
+        with tempfile.TemporaryDirectory(prefix="reprobox-replay-") as tmp:
+            folder = Path(tmp)
+            write_replay(folder, replay,
+                         {name: read_sealed(stored, name) for _p, _q, name, _d in replay})
+            proc.run([str(python), "-I", str(REINSTATE_SCRIPT), str(folder / "manifest.json"),
+                      str(folder)], timeout=300, what="re-applying post-install changes",
+                     hint="the rebuilt environment does not hold the file the capture changed")
 
     # ---------------------------------------------------------------- run
 

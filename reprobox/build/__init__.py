@@ -254,6 +254,7 @@ def build_experiment(
             uv_binary=uv,
             pins=pins,
             artifacts=fetched.artifacts,
+            replay_files={name: read_sealed(stored, name) for _p, _q, name, _d in plan.replay},
         ), folder)
         for w in ctx.warnings:
             report(f"warning: {w}")

@@ -135,6 +135,8 @@ class DockerPlan:
     labels: tuple[tuple[str, str], ...]
     warnings: tuple[str, ...]
     options: RenderOptions = field(default_factory=RenderOptions)
+    #: Post-install changes re-applied after install: (package, path, experiment file, sha256).
+    replay: tuple[tuple[str, str, str, str], ...] = ()
 
     @property
     def python_mm(self) -> str:
@@ -334,6 +336,29 @@ def direct_source(pkg: Package, where: str,
     return line, direct
 
 
+def replay_plan(environment: Environment) -> tuple[tuple[str, str, str, str], ...]:
+    """The post-install changes a rebuild re-applies (those the capture carried), checked: a
+    path a package installs, a file of the experiment, a sha256."""
+    from ..store import FILE_NAME_RE
+
+    out = []
+    for i, c in enumerate(environment.installed_changes):
+        if c.replay is None:
+            continue
+        where = f"installed_changes[{i}]"
+        validate.package_name(c.package, f"{where}.package")
+        validate.relpath(f"{where}.path", c.path, allow_dot=False)
+        if c.change != "modified" or c.path.endswith(".pth"):
+            raise ValidationError(f"{where}.replay", c.replay,
+                                  "only a modified file a package installed is re-applied")
+        if not FILE_NAME_RE.match(c.replay):
+            raise ValidationError(f"{where}.replay", c.replay, "is not a file of the experiment")
+        if not c.sha256 or not re.fullmatch(r"[0-9a-f]{64}", c.sha256):
+            raise ValidationError(f"{where}.sha256", c.sha256, "is not a sha256")
+        out.append((c.package, c.path, c.replay, c.sha256))
+    return tuple(out)
+
+
 def _nested_in(path: str, others: set[str]) -> bool:
     return any(o == "." or (o != path and path.startswith(o + "/")) for o in others if o != path)
 
@@ -417,6 +442,8 @@ def plan_image(
             "install uv (`pip install uv`) or pass a base image that has Python: --base-image",
         )
 
+    replay = replay_plan(environment)
+
     git = experiment.git
     labels: list[tuple[str, str]] = [
         ("reprobox.experiment", exp_id),
@@ -447,6 +474,7 @@ def plan_image(
         labels=tuple(labels),
         warnings=tuple(warnings),
         options=options,
+        replay=replay,
     )
 
 
@@ -498,6 +526,7 @@ def render_plan(plan: DockerPlan, part: str = "all", system_image: Optional[str]
         local=plan.local,
         labels=plan.labels,
         last_step=plan.last_step,
+        replay=plan.replay,
         buildkit=opts.buildkit,
         cache_id=opts.cache_id,
         compile_bytecode=opts.compile_bytecode,

@@ -635,3 +635,59 @@ def seal_local_vcs(packages: tuple[Package, ...] | list[Package]
             "of this machine"
         )
     return out, files, warnings
+
+
+# --------------------------------------------------------------------------- post-install changes
+
+#: At most this much changed content is carried by one capture (all replayed files together).
+REPLAY_TOTAL_CAP = 1024 * 1024
+
+
+def replay_name(change: InstalledChange) -> str:
+    """The experiment file holding a changed installed file's content."""
+    return f"installed-{(change.sha256 or '')[:20]}.txt"
+
+
+def carry_changes(changes: tuple[InstalledChange, ...], texts: Mapping[tuple[str, str], str],
+                  red: Any) -> tuple[tuple[InstalledChange, ...], dict[str, bytes], list[str]]:
+    """Which post-install changes the capture carries, so that a rebuild re-applies them.
+
+    Carried: a file the distribution's RECORD lists (``modified``), small UTF-8 text (the probe
+    sends the content only then), not a ``.pth`` file, in which the redaction pass finds no
+    secret, up to :data:`REPLAY_TOTAL_CAP` in all. Its content becomes a sealed file of the
+    experiment and the change names it (``replay``). Every other change is only recorded (its
+    size and sha256): verify then reports it.
+    """
+    from dataclasses import replace
+
+    out: list[InstalledChange] = []
+    files: dict[str, bytes] = {}
+    warnings: list[str] = []
+    total = 0
+    for c in changes:
+        text = texts.get((c.package, c.path))
+        reason = None
+        if c.change != "modified":
+            reason = "it was not installed by the package" if c.change == "added" else None
+        elif text is None or c.sha256 is None:
+            reason = "it is not small text"
+        elif c.path.endswith(".pth"):
+            reason = "it is a .pth file"
+        elif red.file_text(text, c.path) != text:
+            reason = "it holds what looks like a secret"
+        elif total + len(text.encode("utf-8")) > REPLAY_TOTAL_CAP:
+            reason = "the capture carries at most 1 MiB of changed files"
+        data = text.encode("utf-8") if text is not None else b""
+        if reason is None and hashlib.sha256(data).hexdigest() != c.sha256:
+            reason = "its content changed while it was read"
+        if reason is None:
+            name = replay_name(c)
+            files[name] = data
+            total += len(data)
+            out.append(replace(c, replay=name))
+            continue
+        out.append(c)
+        if c.change != "missing":
+            warnings.append(f"the change to {c.path} of {c.package} is recorded but not carried "
+                            f"({reason}): a rebuild has the file as installed, and verify says so")
+    return tuple(out), files, warnings

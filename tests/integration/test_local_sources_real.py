@@ -130,7 +130,7 @@ def _check_layouts_run(report: dict) -> None:
 
 @pytest.mark.docker
 @pytest.mark.network
-def test_every_layout_runs_and_verifies_in_an_image(layouts_clone: Path, base_image: str):
+def test_every_layout_runs_and_verifies_in_an_image(layouts_clone: Path, base_image: str):  # noqa: F811
     status, report, err = run_json(layouts_clone, "layouts", "--backend", "docker")
     assert status == 0, (report, err)
     _check_layouts_run(report)
@@ -141,8 +141,8 @@ def test_every_layout_runs_and_verifies_in_an_image(layouts_clone: Path, base_im
 
 @pytest.mark.docker
 @pytest.mark.network
-def test_every_layout_runs_in_an_image_built_with_pip(layouts_clone: Path, base_image: str,
-                                                      tmp_path: Path):
+def test_every_layout_runs_in_an_image_built_with_pip(
+        layouts_clone: Path, base_image: str, tmp_path: Path):  # noqa: F811
     """The image's own pip (a host without uv): a legacy project is installed PEP 660 too."""
     done = reprobox(layouts_clone, "run", "layouts", "--backend", "docker", "--rebuild",
                     "--json", check=False, extra_env={"REPROBOX_BUILD_INSTALLER": "pip"})
@@ -226,7 +226,7 @@ def test_a_local_path_vcs_dependency_reproduces_in_a_venv_after_its_repository_i
 
 @pytest.mark.docker
 @pytest.mark.network
-def test_a_local_path_vcs_dependency_reproduces_in_an_image(vcs_clone: Path, base_image: str):
+def test_a_local_path_vcs_dependency_reproduces_in_an_image(vcs_clone: Path, base_image: str):  # noqa: F811
     status, report, err = run_json(vcs_clone, "vcs", "--backend", "docker")
     assert status == 0, (report, err)
     assert report["metrics"][0]["observed"] == 7
@@ -252,28 +252,42 @@ def test_capture_refuses_a_local_vcs_commit_its_repository_lost(tmp_path: Path):
 
 
 @pytest.mark.network
-def test_a_post_install_change_is_recorded_and_verify_names_it(tmp_path: Path):
+def test_post_install_changes_are_replayed_or_named_by_verify(tmp_path: Path):
+    """six.py (small text) patched after install is carried and re-applied by the rebuild;
+    typing_extensions.py (over 64 KiB) patched too is recorded only, and verify names it."""
     repo = new_repo(tmp_path / "project", {
-        "train.py": ("import json, six\n"
-                     "json.dump({'patched': int(hasattr(six, 'PATCHED'))}, "
-                     "open('metrics.json', 'w'))\n"),
+        "train.py": ("import json, six, typing_extensions as te\n"
+                     "json.dump({'six': int(hasattr(six, 'PATCHED')),\n"
+                     "           'te': int(hasattr(te, 'PATCHED'))}, open('metrics.json', 'w'))\n"),
         ".gitignore": "metrics.json\n",
     })
-    venv = make_venv(tmp_path / "venv", "six==1.16.0")
-    six_py = next((venv / "lib").glob("python3*/site-packages/six.py"))
-    with open(six_py, "a") as fh:
-        fh.write("PATCHED = True\n")
+    venv = make_venv(tmp_path / "venv", "six==1.16.0", "typing_extensions==4.12.2")
+    site = next((venv / "lib").glob("python3*/site-packages"))
+    for name in ("six.py", "typing_extensions.py"):
+        with open(site / name, "a") as fh:
+            fh.write("PATCHED = True\n")
+    assert (site / "typing_extensions.py").stat().st_size > 65536
     sh(repo, str(venv / "bin" / "python"), "train.py")
     data = capture(repo, venv, "--name", "patched", "--cmd", "python train.py",
                    "--metrics", "metrics.json")
-    assert any("six.py (modified)" in w for w in data.get("warnings", [])), data
+    warnings = "\n".join(data.get("warnings", []))
+    assert "six.py (modified)" in warnings and "typing_extensions.py (modified)" in warnings
+    assert "typing_extensions.py of typing-extensions is recorded but not carried" in warnings
     env_json = json.loads(reprobox(repo, "show", data["id"], "--json").stdout)["environment"]
-    [change] = env_json["installed_changes"]
-    assert (change["package"], change["path"], change["change"]) == ("six", "six.py", "modified")
+    changes = {c["path"]: c for c in env_json["installed_changes"]}
+    assert sorted(changes) == ["six.py", "typing_extensions.py"]
+    assert changes["six.py"]["replay"].startswith("installed-")
+    assert "replay" not in changes["typing_extensions.py"]
     clone = publish_and_clone(repo, tmp_path)
+
+    status, report, err = run_json(clone, "patched", "--backend", "venv")
+    observed = {m["key"]: m["observed"] for m in report["metrics"]}
+    assert observed == {"six": 1, "te": 0}, (report, err)  # six re-applied, the other not
+    assert status == 1
     done = reprobox(clone, "verify", "patched", "--backend", "venv", "--json", check=False)
     report = json.loads(done.stdout)
     assert done.returncode == 1 and report["verdict"] == "differs", done.stdout
     files = [d for d in report["differences"] if d["kind"] == "installed-file"]
-    assert [d["subject"] for d in files] == ["six:six.py"]
+    assert [d["subject"] for d in files] == ["typing-extensions:typing_extensions.py"]
     assert "modified after install" in files[0]["message"]
+    assert "as installed" in files[0]["message"]
