@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from .test_run_e2e import (  # noqa: F401 - the fixtures are used by name
+    DOCKER,
     _remove_built_images,
     base_image,
     capture,
@@ -144,9 +145,15 @@ def test_every_layout_runs_and_verifies_in_an_image(layouts_clone: Path, base_im
 def test_every_layout_runs_in_an_image_built_with_pip(
         layouts_clone: Path, base_image: str, tmp_path: Path):  # noqa: F811
     """The image's own pip (a host without uv): a legacy project is installed PEP 660 too."""
-    done = reprobox(layouts_clone, "run", "layouts", "--backend", "docker", "--rebuild",
-                    "--json", check=False, extra_env={"REPROBOX_BUILD_INSTALLER": "pip"})
+    shown = json.loads(reprobox(layouts_clone, "show", "layouts", "--json").stdout)
+    remove_images(shown["experiment"]["id"])  # built again, by the image's pip
+    done = reprobox(layouts_clone, "run", "layouts", "--backend", "docker", "--json",
+                    check=False, extra_env={"REPROBOX_BUILD_INSTALLER": "pip"})
     assert done.returncode == 0, done.stdout + done.stderr
+    image = sh(layouts_clone, DOCKER, "images", "-q", "--filter",
+               f"label=reprobox.experiment={shown['experiment']['id']}").stdout.split()[0]
+    history = sh(layouts_clone, DOCKER, "history", "--no-trunc", image).stdout
+    assert "-m pip install" in history and "--use-pep517" in history
     _check_layouts_run(json.loads(done.stdout))
     verified = reprobox(layouts_clone, "verify", "layouts", "--backend", "docker", "--json",
                         check=False)

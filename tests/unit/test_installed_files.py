@@ -247,3 +247,107 @@ def test_a_local_vcs_source_without_a_sealed_file_is_refused_naming_the_package(
     with pytest.raises(Exception) as bad:
         direct_source(hostile, "packages[dep].source")
     assert "packages[dep].source.path" in str(bad.value)
+
+
+# --------------------------------------------------------------------------- carried changes
+
+
+def test_only_small_text_without_secrets_is_carried():
+    from reprobox.capture.python import carry_changes
+    from reprobox.redact import Redactor
+
+    def change(path: str, text: str, kind: str = "modified") -> InstalledChange:
+        return InstalledChange("demo", path, kind, len(text),
+                               hashlib.sha256(text.encode()).hexdigest())
+
+    ok = change("demo/a.py", "x = 2\n")
+    pth = change("demo.pth", "import os\n")
+    secret = change("demo/keys.py", "AWS = 'AKIAIOSFODNN7EXAMPLE'\n")
+    added = change("demo/new.py", "y = 1\n", "added")
+    binary = InstalledChange("demo", "demo/lib.so", "modified", 3, "d" * 64)
+    texts = {("demo", "demo/a.py"): "x = 2\n", ("demo", "demo.pth"): "import os\n",
+             ("demo", "demo/keys.py"): "AWS = 'AKIAIOSFODNN7EXAMPLE'\n",
+             ("demo", "demo/new.py"): "y = 1\n"}
+    out, files, warnings = carry_changes((ok, pth, secret, added, binary), texts, Redactor({}))
+    carried = {c.path: c.replay for c in out}
+    assert carried["demo/a.py"] == f"installed-{ok.sha256[:20]}.txt"
+    assert files == {carried["demo/a.py"]: b"x = 2\n"}
+    assert carried["demo.pth"] is None and carried["demo/keys.py"] is None
+    assert carried["demo/new.py"] is None and carried["demo/lib.so"] is None
+    said = "\n".join(warnings)
+    assert "demo.pth of demo is recorded but not carried (it is a .pth file)" in said
+    assert "demo/keys.py of demo is recorded but not carried (it holds what looks like a secret)" \
+        in said
+    assert "demo/lib.so of demo is recorded but not carried (it is not small text)" in said
+
+
+def test_the_image_re_applies_only_checked_changes():
+    import pytest
+
+    from reprobox.build.render import RenderOptions, plan_image, render_plan
+    from reprobox.errors import ValidationError
+    from reprobox.model import Experiment, GitInfo
+
+    good = InstalledChange("six", "six.py", "modified", 10, "a" * 64, "installed-aaaa.txt")
+
+    def plan(*changes: InstalledChange):
+        env = Environment(INTERP, (Package("six", "1.16.0", wheel_tags=("py3-none-any",)),),
+                          installed_changes=changes)
+        exp = Experiment(name="x", command="python t.py", cwd=".",
+                         git=GitInfo(commit="cd" * 20), environment_digest=env.digest,
+                         created="2026-01-01T00:00:00Z", tool_version="0.1.0").with_id()
+        return plan_image(exp, env, base_image="python:3.11.7-slim-bookworm",
+                          options=RenderOptions())
+
+    p = plan(good)
+    assert p.replay == (("six", "six.py", "installed-aaaa.txt", "a" * 64),)
+    text = render_plan(p)
+    assert "tools/reinstate.py /tmp/reprobox/replay/manifest.json" in text
+    assert "source=replay,target=/tmp/reprobox/replay" in text
+    for bad, field in ((InstalledChange("six", "../../etc/x", "modified", 1, "a" * 64, "f.txt"),
+                        "installed_changes[0].path"),
+                       (InstalledChange("six", "x.pth", "modified", 1, "a" * 64, "f.txt"),
+                        "installed_changes[0].replay"),
+                       (InstalledChange("six", "six.py", "modified", 1, "a" * 64, "../f"),
+                        "installed_changes[0].replay")):
+        with pytest.raises(ValidationError) as err:
+            plan(bad)
+        assert field in str(err.value)
+
+
+def test_reinstate_writes_only_a_file_the_package_installed(tmp_path: Path):
+    """The script run inside the rebuilt environment, in a real venv."""
+    import json
+
+    from reprobox.build import reinstate
+
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    site = next((venv / "lib").glob("python3*/site-packages"))
+    make_dist(site, "demo", {"demo/__init__.py": b"VALUE = 1\n"})
+    (site / "elsewhere.py").write_text("untouched\n")
+    folder = tmp_path / "replay"
+    folder.mkdir()
+    new = b"VALUE = 12\n"
+    (folder / "f.txt").write_bytes(new)
+
+    def run(entries: list) -> subprocess.CompletedProcess:
+        (folder / "manifest.json").write_text(json.dumps(entries))
+        return subprocess.run([str(venv / "bin" / "python"), "-I", reinstate.__file__,
+                               str(folder / "manifest.json"), str(folder)],
+                              capture_output=True, text=True)
+
+    digest = hashlib.sha256(new).hexdigest()
+    for path, why in (("elsewhere.py", "not a file demo installed"),
+                      ("../../../../etc/passwd", "not a path a package installs")):
+        done = run([{"package": "demo", "path": path, "file": "f.txt", "sha256": digest}])
+        assert done.returncode == 2 and why in done.stderr and path in done.stderr
+    done = run([{"package": "demo", "path": "demo/__init__.py", "file": "f.txt",
+                 "sha256": "0" * 64}])
+    assert done.returncode == 2 and "sha256" in done.stderr
+    assert (site / "demo" / "__init__.py").read_bytes() == b"VALUE = 1\n"
+    done = run([{"package": "demo", "path": "demo/__init__.py", "file": "f.txt",
+                 "sha256": digest}])
+    assert done.returncode == 0, done.stderr
+    assert (site / "demo" / "__init__.py").read_bytes() == new
+    assert (site / "elsewhere.py").read_text() == "untouched\n"
