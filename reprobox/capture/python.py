@@ -141,6 +141,9 @@ def probe_command(python: Path, cache_file: Path | None, environ: Mapping[str, s
         argv.append("--user-site")  # a normal run would see ~/.local site-packages
     if cache_file is not None:
         argv += ["--cache", os.fspath(cache_file)]
+    if environ.get("REPROBOX_HASH_INSTALLED", "").strip() not in ("", "0"):
+        # hash every installed file of the recorded size, not only those touched after install
+        argv.append("--hash-all")
     return argv
 
 

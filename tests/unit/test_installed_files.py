@@ -351,3 +351,10 @@ def test_reinstate_writes_only_a_file_the_package_installed(tmp_path: Path):
     assert done.returncode == 0, done.stderr
     assert (site / "demo" / "__init__.py").read_bytes() == new
     assert (site / "elsewhere.py").read_text() == "untouched\n"
+
+
+def test_every_file_is_hashed_on_request():
+    from reprobox.capture.python import probe_command
+
+    assert "--hash-all" not in probe_command(Path("/x/python"), None, {})
+    assert "--hash-all" in probe_command(Path("/x/python"), None, {"REPROBOX_HASH_INSTALLED": "1"})
