@@ -258,17 +258,18 @@ def test_capture_refuses_a_local_vcs_commit_its_repository_lost(tmp_path: Path):
 # --------------------------------------------------------------------------- post-install change
 
 
-@pytest.mark.network
-def test_post_install_changes_are_replayed_or_named_by_verify(tmp_path: Path):
-    """six.py (small text) patched after install is carried and re-applied by the rebuild;
-    typing_extensions.py (over 64 KiB) patched too is recorded only, and verify names it."""
-    repo = new_repo(tmp_path / "project", {
+@pytest.fixture(scope="module")
+def patched_clone(tmp_path_factory: pytest.TempPathFactory, index_access: None) -> Path:
+    """six.py (small text) patched after install: carried, re-applied by a rebuild;
+    typing_extensions.py (over 64 KiB) patched too: recorded only, verify names it."""
+    tmp = tmp_path_factory.mktemp("patched")
+    repo = new_repo(tmp / "project", {
         "train.py": ("import json, six, typing_extensions as te\n"
                      "json.dump({'six': int(hasattr(six, 'PATCHED')),\n"
                      "           'te': int(hasattr(te, 'PATCHED'))}, open('metrics.json', 'w'))\n"),
         ".gitignore": "metrics.json\n",
     })
-    venv = make_venv(tmp_path / "venv", "six==1.16.0", "typing_extensions==4.12.2")
+    venv = make_venv(tmp / "venv", "six==1.16.0", "typing_extensions==4.12.2")
     site = next((venv / "lib").glob("python3*/site-packages"))
     for name in ("six.py", "typing_extensions.py"):
         with open(site / name, "a") as fh:
@@ -285,16 +286,32 @@ def test_post_install_changes_are_replayed_or_named_by_verify(tmp_path: Path):
     assert sorted(changes) == ["six.py", "typing_extensions.py"]
     assert changes["six.py"]["replay"].startswith("installed-")
     assert "replay" not in changes["typing_extensions.py"]
-    clone = publish_and_clone(repo, tmp_path)
+    clone = publish_and_clone(repo, tmp)
+    remove_images(data["id"])
+    return clone
 
-    status, report, err = run_json(clone, "patched", "--backend", "venv")
+
+def _check_patched(clone: Path, backend: str) -> None:
+    status, report, err = run_json(clone, "patched", "--backend", backend)
     observed = {m["key"]: m["observed"] for m in report["metrics"]}
     assert observed == {"six": 1, "te": 0}, (report, err)  # six re-applied, the other not
     assert status == 1
-    done = reprobox(clone, "verify", "patched", "--backend", "venv", "--json", check=False)
+    done = reprobox(clone, "verify", "patched", "--backend", backend, "--json", check=False)
     report = json.loads(done.stdout)
     assert done.returncode == 1 and report["verdict"] == "differs", done.stdout
     files = [d for d in report["differences"] if d["kind"] == "installed-file"]
     assert [d["subject"] for d in files] == ["typing-extensions:typing_extensions.py"]
     assert "modified after install" in files[0]["message"]
     assert "as installed" in files[0]["message"]
+
+
+@pytest.mark.network
+def test_post_install_changes_are_replayed_or_named_by_verify_in_a_venv(patched_clone: Path):
+    _check_patched(patched_clone, "venv")
+
+
+@pytest.mark.docker
+@pytest.mark.network
+def test_post_install_changes_are_replayed_or_named_by_verify_in_an_image(
+        patched_clone: Path, base_image: str):  # noqa: F811
+    _check_patched(patched_clone, "docker")
