@@ -1085,6 +1085,14 @@ def parse_record_rows(path):
     return rows
 
 
+def _rows(cache, record):
+    try:
+        st = os.stat(record)
+    except OSError:
+        return []
+    return cache.get("rows", record, st, parse_record_rows)
+
+
 def _sha256_file(path):
     import hashlib
 
@@ -1145,6 +1153,12 @@ def installed_file_changes(dists, sites, cache, hash_all=False):
         site = d["site"]
         real_site = os.path.realpath(site)
         record = os.path.join(d["metadata_dir"], "RECORD")
+        if (d.get("installer") or "").lower() == "conda":
+            # conda rewrites its install prefix into files after the RECORD was made: those are
+            # checked through conda-meta, not here; their files are not "added" either
+            claimed.setdefault(real_site, set()).update(
+                os.path.normpath(r[0]).replace(os.sep, "/") for r in _rows(cache, record))
+            continue
         try:
             rst = os.stat(record)
         except OSError:

@@ -358,3 +358,11 @@ def test_every_file_is_hashed_on_request():
 
     assert "--hash-all" not in probe_command(Path("/x/python"), None, {})
     assert "--hash-all" in probe_command(Path("/x/python"), None, {"REPROBOX_HASH_INSTALLED": "1"})
+
+
+def test_conda_installed_distributions_are_left_to_conda_meta(tmp_path: Path):
+    site = tmp_path / "site"
+    d = make_dist(site, "demo", {"demo/__init__.py": b"PREFIX = '/opt/conda'\n"})
+    (site / "demo" / "__init__.py").write_bytes(b"PREFIX = '/home/me/miniforge3/envs/x'\n")
+    assert _changes(site, [dict(d, installer="conda")]) == {}
+    assert _changes(site, [d]) != {}
