@@ -1051,8 +1051,9 @@ def native_libraries(dists, sites, cache):
 CARRY_CAP = 65536
 #: At most this many changed files are listed per distribution (the count says the rest).
 CHANGES_CAP = 200
-#: A file is "touched after install" when its mtime is this much newer than its RECORD's.
-_MTIME_SLACK_NS = 2 * 10**9
+#: A file is "touched after install" when its mtime is newer than its RECORD's (installers write
+#: RECORD last; timestamps are kept to the nanosecond on the filesystems environments live on).
+_MTIME_SLACK_NS = 0
 
 
 def parse_record_rows(path):
@@ -1085,12 +1086,18 @@ def parse_record_rows(path):
     return rows
 
 
+def record_sizes(path):
+    """[[path, size or None, 1 when hashed else 0], ...]: what the probe cache keeps of a RECORD
+    (the digests are read again only for a file that has to be hashed)."""
+    return [[rel, size, 1 if digest else 0] for rel, size, digest in parse_record_rows(path)]
+
+
 def _rows(cache, record):
     try:
         st = os.stat(record)
     except OSError:
         return []
-    return cache.get("rows", record, st, parse_record_rows)
+    return cache.get("rows", record, st, record_sizes)
 
 
 def _sha256_file(path):
@@ -1146,7 +1153,7 @@ def installed_file_changes(dists, sites, cache, hash_all=False):
     """
     out = {}
     claimed = {}  # real site -> set of paths listed by some RECORD
-    folders = {}  # (site, top folder) -> metadata_dir of its first owner
+    dirs = {}  # (site, folder with installed files) -> (newest RECORD mtime there, its owner)
     for d in dists:
         if d.get("format") != "dist-info" or not d.get("has_record"):
             continue
@@ -1163,22 +1170,34 @@ def installed_file_changes(dists, sites, cache, hash_all=False):
             rst = os.stat(record)
         except OSError:
             continue
-        rows = cache.get("rows", record, rst, parse_record_rows)
+        rows = cache.get("rows", record, rst, record_sizes)
+        digests = None  # read from the RECORD only when a file has to be hashed
         seen = claimed.setdefault(real_site, set())
+        dirs_done = set()
         changes = []
         more = 0
         newer_than = rst.st_mtime_ns + _MTIME_SLACK_NS
-        for rel, size, digest in rows:
-            if rel.startswith("..") or os.path.isabs(rel):
+        prefix = site.rstrip("/") + "/"
+        for rel, size, hashed in rows:
+            if rel[:1] in ("/", ".") and (rel[:1] == "/" or rel.startswith("..")):
                 continue
-            rel = os.path.normpath(rel).replace(os.sep, "/")
+            listed = rel
+            if "./" in rel or "//" in rel or "\\" in rel:
+                rel = os.path.normpath(rel).replace(os.sep, "/")
             seen.add(rel)
             top, sep, _rest = rel.partition("/")
             if sep and not top.endswith((".dist-info", ".data")):
-                folders.setdefault((site, top), d["metadata_dir"])
-            if digest is None or _skip_rel(rel):
+                parent = rel.rpartition("/")[0]
+                while parent and parent not in dirs_done:
+                    dirs_done.add(parent)
+                    key = (site, parent)
+                    if dirs.get(key, (0, None))[0] < rst.st_mtime_ns:
+                        dirs[key] = (rst.st_mtime_ns, d["metadata_dir"])
+                    parent = parent.rpartition("/")[0]
+            if not hashed or rel.endswith((".pyc", ".pyo")) or "__pycache__" in rel \
+                    or top.endswith(".dist-info"):
                 continue
-            full = os.path.join(site, rel)
+            full = prefix + rel
             try:
                 st = os.stat(full)
             except OSError:
@@ -1191,7 +1210,9 @@ def installed_file_changes(dists, sites, cache, hash_all=False):
             if size is not None and st.st_size != size:
                 differs = True
             elif hash_all or st.st_mtime_ns > newer_than:
-                differs = _sha256_file(full) != digest
+                if digests is None:
+                    digests = {r[0]: r[2] for r in parse_record_rows(record)}
+                differs = _sha256_file(full) != digests.get(listed)
             else:
                 differs = False
             if differs:
@@ -1201,22 +1222,35 @@ def installed_file_changes(dists, sites, cache, hash_all=False):
                     more += 1
         if changes or more:
             out[d["metadata_dir"]] = {"changes": changes, "more": more}
-    for (site, top), owner in sorted(folders.items()):
-        seen = claimed.get(os.path.realpath(site), set())
-        stack = [top]
-        while stack:
-            rel_dir = stack.pop()
+    # Adding (or removing) a file changes its folder's mtime: a folder no newer than the RECORDs
+    # installing into it holds exactly what was installed, and is not listed. A changed folder is
+    # listed; a subfolder no RECORD names is new, and walked whole.
+    real_sites = {}
+    for (site, rel_dir), (mtime, owner) in sorted(dirs.items()):
+        if site not in real_sites:
+            real_sites[site] = os.path.realpath(site)
+        seen = claimed.get(real_sites[site], set())
+        full_dir = f"{site}/{rel_dir}"
+        if not hash_all:
             try:
-                it = os.scandir(os.path.join(site, rel_dir))
+                if os.stat(full_dir).st_mtime_ns <= mtime + _MTIME_SLACK_NS:
+                    continue
+            except OSError:
+                continue
+        stack = [(rel_dir, False)]
+        while stack:
+            current, new = stack.pop()
+            try:
+                it = os.scandir(os.path.join(site, current))
             except OSError:
                 continue
             with it:
                 for e in it:
-                    rel = f"{rel_dir}/{e.name}"
+                    rel = f"{current}/{e.name}"
                     try:
                         if e.is_dir(follow_symlinks=False):
-                            if e.name != "__pycache__":
-                                stack.append(rel)
+                            if e.name != "__pycache__" and (new or (site, rel) not in dirs):
+                                stack.append((rel, True))
                             continue
                     except OSError:
                         continue

@@ -34,6 +34,11 @@ def make_dist(site: Path, name: str, files: dict[str, bytes]) -> dict:
     rows += [f"{meta.name}/METADATA,,", f"{meta.name}/RECORD,,",
              f"../../../bin/{name},sha256={_b64(b'x')},1"]
     (meta / "RECORD").write_text("\n".join(rows) + "\n")
+    # installed a while ago: every later change is newer than the RECORD
+    for folder, subdirs, names in os.walk(site):
+        for n in names + subdirs:
+            os.utime(Path(folder) / n, ns=(10**18, 10**18))
+    os.utime(meta / "RECORD", ns=(10**18 + 10**9, 10**18 + 10**9))
     return {"name": name, "metadata_dir": str(meta), "site": str(site), "format": "dist-info",
             "has_record": True}
 
@@ -366,3 +371,18 @@ def test_conda_installed_distributions_are_left_to_conda_meta(tmp_path: Path):
     (site / "demo" / "__init__.py").write_bytes(b"PREFIX = '/home/me/miniforge3/envs/x'\n")
     assert _changes(site, [dict(d, installer="conda")]) == {}
     assert _changes(site, [d]) != {}
+
+
+def test_only_folders_changed_after_install_are_listed_unless_hash_all(tmp_path: Path):
+    site = tmp_path / "site"
+    d = make_dist(site, "demo", {"demo/__init__.py": b"x\n", "demo/sub/a.py": b"a\n"})
+    (site / "demo" / "sub" / "new" / "deep").mkdir(parents=True)
+    (site / "demo" / "sub" / "new" / "deep" / "b.py").write_text("b\n")
+    out = _changes(site, [d])[d["metadata_dir"]]["changes"]
+    assert [(c["path"], c["change"]) for c in out] == [("demo/sub/new/deep/b.py", "added")]
+    # a folder whose mtime says nothing changed since install is not listed...
+    os.utime(site / "demo" / "sub", ns=(10**18, 10**18))
+    assert _changes(site, [d]) == {}
+    # ...except when every file is checked
+    assert _changes(site, [d], hash_all=True)[d["metadata_dir"]]["changes"][0]["path"] \
+        == "demo/sub/new/deep/b.py"
