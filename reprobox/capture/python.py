@@ -617,8 +617,16 @@ def seal_local_vcs(packages: tuple[Package, ...] | list[Package]
                             f"{folder} on this machine: a rebuild cannot fetch it")
             out.append(pkg)
             continue
-        data = _archive_local_git(pkg, folder)
+        from ..store import FILE_NAME_RE
+
         name = sealed_source_name(pkg)
+        if not FILE_NAME_RE.match(name):
+            warnings.append(f"package {pkg.name} was installed from the repository {folder} on "
+                            "this machine, and its name or version is too long for a file of the "
+                            "capture: a rebuild cannot install it")
+            out.append(pkg)
+            continue
+        data = _archive_local_git(pkg, folder)
         if len(data) > SEALED_SOURCE_CAP:
             warnings.append(
                 f"package {pkg.name} was installed from the repository {folder} on this machine; "

@@ -386,3 +386,50 @@ def test_only_folders_changed_after_install_are_listed_unless_hash_all(tmp_path:
     # ...except when every file is checked
     assert _changes(site, [d], hash_all=True)[d["metadata_dir"]]["changes"][0]["path"] \
         == "demo/sub/new/deep/b.py"
+
+
+# --------------------------------------------------------------------------- sealing at capture
+
+
+def _git(cwd: Path, *args: str) -> str:
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True,
+                          env=env).stdout.strip()
+
+
+def test_a_local_vcs_commit_is_sealed_and_an_unreachable_one_refused(tmp_path: Path):
+    import io
+    import tarfile
+
+    import pytest
+
+    from reprobox.capture.python import seal_local_vcs
+    from reprobox.errors import UsageError
+    from reprobox.model import PackageSource
+
+    repo = tmp_path / "dep"
+    repo.mkdir()
+    _git(repo, "init", "-q", "-b", "main")
+    (repo / "pyproject.toml").write_text("[project]\nname = 'dep'\nversion = '1.0'\n")
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-q", "-m", "one")
+    head = _git(repo, "rev-parse", "HEAD")
+    pkg = Package("dep", "1.0", PackageSource("vcs", url=f"file://{repo}", vcs="git",
+                                              commit=head))
+    index = Package("six", "1.16.0")
+    out, files, warnings = seal_local_vcs((pkg, index))
+    name = f"dep-1.0-{head[:12]}.tar.gz"
+    assert list(files) == [name] and out[1] == index
+    assert out[0].source.path == name
+    assert out[0].source.hash == "sha256=" + hashlib.sha256(files[name]).hexdigest()
+    with tarfile.open(fileobj=io.BytesIO(files[name])) as tar:
+        assert "dep-1.0/pyproject.toml" in tar.getnames()
+    assert "sealed into the experiment as " + name in warnings[0]
+
+    gone = Package("dep", "1.0", PackageSource("vcs", url=f"file://{repo}", vcs="git",
+                                               commit="ab" * 20))
+    with pytest.raises(UsageError) as err:
+        seal_local_vcs((gone,))
+    assert "package dep 1.0" in err.value.message and str(repo) in err.value.message
+    assert err.value.exit_code == 2
