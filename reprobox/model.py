@@ -553,6 +553,51 @@ class CondaEnvironment:
 
 
 @dataclass(frozen=True)
+class InstalledChange:
+    """A file of an installed distribution that differs from what its RECORD says.
+
+    ``change``: ``modified`` (other size or content), ``missing`` (listed but gone) or ``added``
+    (in the distribution's package folder, listed by no RECORD). ``path`` is relative to the
+    site-packages folder. ``replay`` names the sealed file of the experiment holding the content
+    (small text only) that the rebuild writes back after install; None: reported, not replayed.
+    """
+
+    package: str  # normalized name
+    path: str
+    change: str
+    size: Optional[int] = None
+    sha256: Optional[str] = None
+    replay: Optional[str] = None
+
+    def to_dict(self) -> Json:
+        out: Json = {"package": self.package, "path": self.path, "change": self.change}
+        for key in ("size", "sha256", "replay"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any],
+                  where: str = "installed change") -> "InstalledChange":
+        change = _req(data, "change", str, where)
+        if change not in ("modified", "missing", "added"):
+            raise RecordRefused(f"{where}: unknown change {change!r}")
+        size = _opt(data, "size", int, where)
+        return cls(
+            package=_req(data, "package", str, where),
+            path=_req(data, "path", str, where),
+            change=change,
+            size=size,
+            sha256=_opt(data, "sha256", str, where),
+            replay=_opt(data, "replay", str, where),
+        )
+
+    def identity(self) -> Json:
+        return {"package": self.package, "path": self.path, "change": self.change,
+                "sha256": self.sha256}
+
+
+@dataclass(frozen=True)
 class Environment:
     """Everything that defines (and describes) the software environment of a run."""
 
@@ -567,11 +612,15 @@ class Environment:
     missing_libraries: tuple[str, ...] = ()
     #: The conda packages of a conda-family environment (None for a venv or system Python).
     conda: Optional[CondaEnvironment] = None
+    #: Installed files that differ from their distribution's RECORD (changed after install).
+    installed_changes: tuple[InstalledChange, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(
             self, "packages", tuple(sorted(self.packages, key=lambda p: p.name))
         )
+        object.__setattr__(self, "installed_changes", tuple(sorted(
+            self.installed_changes, key=lambda c: (c.package, c.path, c.change))))
         object.__setattr__(
             self, "system_packages", tuple(sorted(self.system_packages, key=lambda p: p.name))
         )
@@ -590,6 +639,9 @@ class Environment:
             ],
             # only when present: the digest of an environment without conda is unchanged
             **({"conda": self.conda.identity()} if self.conda is not None else {}),
+            # only when present, like conda: older digests stay valid
+            **({"installed_changes": [c.identity() for c in self.installed_changes]}
+               if self.installed_changes else {}),
         }
 
     @property
@@ -614,6 +666,8 @@ class Environment:
             "unowned_libraries": sorted(self.unowned_libraries),
             "missing_libraries": sorted(self.missing_libraries),
             **({"conda": self.conda.to_dict()} if self.conda is not None else {}),
+            **({"installed_changes": [c.to_dict() for c in self.installed_changes]}
+               if self.installed_changes else {}),
         }
 
     @classmethod
@@ -635,6 +689,10 @@ class Environment:
             missing_libraries=_strs(data.get("missing_libraries"), where + " missing_libraries"),
             conda=(CondaEnvironment.from_dict(data["conda"], where + " conda")
                    if data.get("conda") is not None else None),
+            installed_changes=tuple(
+                InstalledChange.from_dict(c, f"{where} installed change")
+                for c in (_opt(data, "installed_changes", list, where) or [])
+            ),
         )
         recorded = data.get("digest")
         if recorded is not None and recorded != env.digest:

@@ -28,6 +28,7 @@ from .model import (
     SCHEMA_VERSION,
     CondaEnvironment,
     Environment,
+    InstalledChange,
     Interpreter,
     Package,
     PackageSource,
@@ -56,6 +57,9 @@ class Observed:
     system_manager: str = "dpkg"
     #: The conda records of the rebuilt prefix (conda backend), None where there are none.
     conda: Optional[CondaEnvironment] = None
+    #: Installed files of the rebuilt environment that differ from their RECORD; None when the
+    #: probe did not check them.
+    installed_changes: Optional[tuple[InstalledChange, ...]] = None
 
 
 @dataclass(frozen=True)
@@ -86,6 +90,27 @@ def describe_source(src: PackageSource) -> str:
     return f"archive {src.url}" + (f" ({src.hash})" if src.hash else "")
 
 
+def from_wheelhouse(want: Package, got: Package) -> bool:
+    """A VCS or archive package rebuilt from the file the host put in its wheelhouse for it.
+
+    The rebuild installs such a package from a local file (``file://.../<name>``: the commit
+    archived by the host, the archive downloaded and hash-checked, or the source sealed into the
+    experiment), so its direct_url.json names that file, not the recorded URL. It is the
+    recorded source when the file is the one reprobox names for that package and version.
+    """
+    if want.source.kind not in ("vcs", "archive") or got.source.kind != "archive":
+        return False
+    url = got.source.url or ""
+    if not url.startswith("file:"):
+        return False
+    from .lock.wheelhouse import DirectSource
+
+    src = want.source
+    expected = DirectSource(want.name, want.version, src.kind, src.url or "", commit=src.commit,
+                            repo_path=src.path if src.kind == "archive" else None).filename
+    return url.split("#", 1)[0].rstrip("/").rsplit("/", 1)[-1] == expected
+
+
 def compare_environments(expected: Environment, observed: Observed) -> tuple[EnvDifference, ...]:
     """Every way the observed environment differs from the captured one, in a stable order."""
     diffs: list[EnvDifference] = []
@@ -114,7 +139,7 @@ def compare_environments(expected: Environment, observed: Observed) -> tuple[Env
                 "package", want.name, want.version, got.version,
                 f"package {label}: captured {want.version}, rebuilt {got.version}",
             ))
-        if got.source.identity() != want.source.identity():
+        if got.source.identity() != want.source.identity() and not from_wheelhouse(want, got):
             a, b = describe_source(want.source), describe_source(got.source)
             diffs.append(EnvDifference(
                 "package", want.name, a, b,
@@ -130,6 +155,7 @@ def compare_environments(expected: Environment, observed: Observed) -> tuple[Env
 
     if expected.conda is not None:
         diffs.extend(compare_conda(expected.conda, observed.conda))
+    diffs.extend(compare_installed_files(expected.installed_changes, observed.installed_changes))
 
     wanted_sys = [s for s in expected.system_packages]
     if wanted_sys and observed.system_packages is None:
@@ -155,6 +181,54 @@ def compare_environments(expected: Environment, observed: Observed) -> tuple[Env
                     f"system package {s.name}: captured {s.version}, rebuilt {got_v}",
                 ))
     return tuple(diffs)
+
+
+def _describe_change(c: InstalledChange) -> str:
+    if c.change == "missing":
+        return "missing"
+    what = "modified after install" if c.change == "modified" else "added after install"
+    return f"{what} (sha256 {c.sha256[:12]})" if c.sha256 else what
+
+
+def compare_installed_files(expected: tuple[InstalledChange, ...],
+                            observed: Optional[tuple[InstalledChange, ...]]
+                            ) -> list[EnvDifference]:
+    """The installed files changed after install, capture against rebuild.
+
+    Both sides list the files that differ from their distribution's RECORD (and the files added
+    in its package folders). The same change with the same content on both sides is the same
+    environment; anything else is a difference: a post-install change that the rebuild lacks
+    (the rebuilt file is as installed), or one the rebuild has and the capture had not.
+    """
+    if observed is None:
+        if not expected:
+            return []
+        return [EnvDifference(
+            "installed-file", "*", f"{len(expected)} changed files", None,
+            f"the capture holds {len(expected)} installed file(s) changed after install, and the "
+            "rebuilt environment's files could not be checked",
+        )]
+    diffs: list[EnvDifference] = []
+    seen = {(c.package, c.path): c for c in observed}
+    for want in expected:
+        got = seen.pop((want.package, want.path), None)
+        if got is not None and got.change == want.change and got.sha256 == want.sha256:
+            continue
+        exp_s = _describe_change(want)
+        obs_s = _describe_change(got) if got is not None else "as installed"
+        diffs.append(EnvDifference(
+            "installed-file", f"{want.package}:{want.path}", exp_s, obs_s,
+            f"installed file {want.path} of package {want.package}: captured {exp_s}, "
+            f"rebuilt {obs_s}",
+        ))
+    for (package, path), got in sorted(seen.items()):
+        obs_s = _describe_change(got)
+        diffs.append(EnvDifference(
+            "installed-file", f"{package}:{path}", "as installed", obs_s,
+            f"installed file {path} of package {package}: as installed in the capture, "
+            f"{obs_s} in the rebuilt environment",
+        ))
+    return diffs
 
 
 #: What of a conda record must be the same in the rebuilt prefix (requested specs are not: each
@@ -268,7 +342,8 @@ class VerifyReport:
             lines.append(f"{len(self.differences)} difference(s):")
             lines += [f"  - {d.message}" for d in self.differences]
         lines.append(f"checked: interpreter {self.interpreter}, {self.packages_checked} packages "
-                     f"(names, versions, sources), {self.system_packages_checked} system packages")
+                     f"(names, versions, sources, installed files against their RECORD), "
+                 f"{self.system_packages_checked} system packages")
         lines += [f"note: {n}" for n in self.notes]
         lines.append(f"environment: {self.backend} ({self.backend_reason}): {self.environment}")
         return "\n".join(lines)
@@ -327,7 +402,8 @@ def observe(backend: Any, prepared: Any, checkout: Path) -> Observed:
                                                    prepared.conda_prefix, packages,
                                                    raw.get("distributions") or ())
     return Observed(interpreter=result.interpreter, packages=packages,
-                    system_packages=system, conda=conda_env)
+                    system_packages=system, conda=conda_env,
+                    installed_changes=result.installed_changes)
 
 
 def verify_experiment(
@@ -406,6 +482,7 @@ __all__ = [
     "Observed",
     "VerifyReport",
     "compare_environments",
+    "compare_installed_files",
     "describe_source",
     "observe",
     "parse_dpkg_list",

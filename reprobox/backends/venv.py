@@ -287,7 +287,7 @@ class _Installer:
 def _fetch(store: "Store", stored: "StoredExperiment", pins: Sequence["Pin"], plan: InstallPlan,
            say: Progress) -> tuple[tuple["Artifact", ...], tuple[str, ...]]:
     """The host fetches every file the venv installs into its wheelhouse (hash-checked)."""
-    from ..build import read_at_commit
+    from ..build import read_at_commit, read_sealed
     from ..lock import read_index_config
     from ..lock.select import capture_target
     from ..lock.wheelhouse import Wheelhouse, build_target, fetch_direct, fetch_locked
@@ -299,6 +299,7 @@ def _fetch(store: "Store", stored: "StoredExperiment", pins: Sequence["Pin"], pl
     tags = {p.name: p.wheel_tags for p in env.packages}
     direct = fetch_direct(plan.sources, config, house=house,
                           read_repo_file=lambda path: read_at_commit(store.root, stored, path),
+                          read_sealed_file=lambda name: read_sealed(stored, name),
                           progress=say)
     locked = fetch_locked(pins, target, config, house=house, installed_tags=tags, progress=say)
     artifacts = locked.artifacts + direct.artifacts
@@ -380,6 +381,7 @@ class VenvBackend(Backend):
                 if plan.in_repo:
                     assert wheels is not None
                     self._install_in_repo(python, checkout, plan, wheels, say)
+                self._reinstate(python, stored, say)
             finally:
                 if wheels is not None:
                     shutil.rmtree(wheels, ignore_errors=True)
@@ -462,7 +464,11 @@ class VenvBackend(Backend):
     ) -> None:
         from .. import validate
 
-        args: list[str] = ["--no-deps"]
+        installer = _Installer(python)
+        # PEP 660 editable installs (pip: --use-pep517; uv always): metadata and entry points in
+        # the venv's site-packages, nothing written into the checkout (a legacy develop install
+        # would put its egg-info there)
+        args: list[str] = ["--no-deps"] + ([] if installer.uv else ["--use-pep517"])
         for rel, editable in plan.in_repo:
             folder = validate.path_inside(checkout, rel, "package folder")
             if not folder.is_dir():
@@ -473,8 +479,26 @@ class VenvBackend(Backend):
                 )
             args += (["-e", str(folder)] if editable else [str(folder)])
         say(f"installing {len(plan.in_repo)} package(s) from the checkout")
-        _Installer(python).install(args, wheels=wheels,
-                                   what="installing the repository's own packages")
+        installer.install(args, wheels=wheels, what="installing the repository's own packages")
+
+    def _reinstate(self, python: Path, stored: "StoredExperiment", say: Progress) -> None:
+        """Write the post-install changes the capture carried back over the installed files
+        (``reprobox/build/reinstate.py``, run by the venv's interpreter; idempotent)."""
+        from ..build import read_sealed
+        from ..build.context import REINSTATE_SCRIPT, write_replay
+        from ..build.render import replay_plan
+
+        replay = replay_plan(stored.environment)
+        if not replay:
+            return
+        say(f"re-applying {len(replay)} post-install change(s) recorded by the capture")
+        with tempfile.TemporaryDirectory(prefix="reprobox-replay-") as tmp:
+            folder = Path(tmp)
+            write_replay(folder, replay,
+                         {name: read_sealed(stored, name) for _p, _q, name, _d in replay})
+            proc.run([str(python), "-I", str(REINSTATE_SCRIPT), str(folder / "manifest.json"),
+                      str(folder)], timeout=300, what="re-applying post-install changes",
+                     hint="the rebuilt environment does not hold the file the capture changed")
 
     # ---------------------------------------------------------------- run
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import os
 import platform
 import re
 import time
@@ -205,6 +206,8 @@ def build_experiment(
     uv = find_uv() if client else None
     if uv is not None and platform.machine() not in ("x86_64", "aarch64", "arm64"):
         uv = None
+    if os.environ.get("REPROBOX_BUILD_INSTALLER", "").strip().lower() == "pip":
+        uv = None  # the image's own pip installs (as on a host without uv)
     options = RenderOptions(buildkit=client is not None, installer="uv" if uv else "pip",
                             cache_id=cache_id or RenderOptions.cache_id,
                             network_none=client is not None and _run_network_flag(engine))
@@ -251,6 +254,7 @@ def build_experiment(
             uv_binary=uv,
             pins=pins,
             artifacts=fetched.artifacts,
+            replay_files={name: read_sealed(stored, name) for _p, _q, name, _d in plan.replay},
         ), folder)
         for w in ctx.warnings:
             report(f"warning: {w}")
@@ -373,6 +377,7 @@ def fetch_artifacts(store: Store, stored: StoredExperiment, plan: DockerPlan,
     tags = {re.sub(r"[-_.]+", "-", p.name).lower(): p.wheel_tags for p in env.packages}
     direct = fetch_direct(plan.direct_sources, config, house=house,
                           read_repo_file=lambda path: read_at_commit(store.root, stored, path),
+                          read_sealed_file=lambda name: read_sealed(stored, name),
                           progress=progress)
     needs_backend = bool(plan.local) or any(not a.is_wheel for a in direct.artifacts)
     locked = fetch_locked(pins or (), target, config, house=house, installed_tags=tags,
@@ -398,6 +403,32 @@ def read_at_commit(repo_root: Path, stored: StoredExperiment, path: str) -> byte
         raise UsageError(f"{path} is not in commit {commit[:12]}",
                          "commit the archive, then re-capture the experiment")
     return bytes(got.stdout)
+
+
+def read_sealed(stored: StoredExperiment, name: str) -> bytes:
+    """A file of the experiment (a local-path VCS source archived at capture), checked against
+    the experiment's sealed manifest; never through a symbolic link."""
+    import hashlib
+    import os
+
+    from ..store import FILE_NAME_RE
+
+    want = stored.experiment.files.get(name)
+    if not FILE_NAME_RE.match(name) or want is None:
+        raise UsageError(f"{name} is not a file of experiment {stored.id}",
+                         "re-capture the experiment on the machine that has the package's "
+                         "repository")
+    try:
+        fd = os.open(stored.file(name), os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError as exc:
+        raise UsageError(f"cannot read {name} of experiment {stored.id}: {exc.strerror}",
+                         "restore the folder from git (`git checkout -- .reprobox/`)") from None
+    with os.fdopen(fd, "rb") as fh:
+        data = fh.read(64 * 1024 * 1024 + 1)
+    if "sha256:" + hashlib.sha256(data).hexdigest() != want:
+        raise UsageError(f"{name} of experiment {stored.id} does not match its sealed digest",
+                         "restore the folder from git (`git checkout -- .reprobox/`)")
+    return data
 
 
 def system_tag(system_dockerfile: str) -> str:

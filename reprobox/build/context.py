@@ -45,6 +45,7 @@ from .render import STAGE, DockerPlan, LockGroup
 LOCK_FILE = "requirements.lock"
 PYLOCK_FILE = "pylock.toml"
 PRUNE_SCRIPT = Path(__file__).with_name("prune.py")
+REINSTATE_SCRIPT = Path(__file__).with_name("reinstate.py")
 
 
 @dataclass(frozen=True)
@@ -338,6 +339,8 @@ class ContextInputs:
     pins: Optional[Sequence[Pin]] = None
     #: Every file the Python steps install, in the host's wheelhouse.
     artifacts: Sequence[Artifact] = ()
+    #: The experiment's files holding post-install changes (``plan.replay``), by name.
+    replay_files: Mapping[str, bytes] = field(default_factory=dict)
     extra_warnings: list[str] = field(default_factory=list)
 
 
@@ -388,6 +391,7 @@ def assemble_context(repo_root: Path, stored: StoredExperiment, inputs: ContextI
     tools = dest / "tools"
     tools.mkdir(exist_ok=True)
     write_if_changed(tools / "prune.py", PRUNE_SCRIPT.read_bytes())
+    write_if_changed(tools / "reinstate.py", REINSTATE_SCRIPT.read_bytes())
     write_if_changed(tools / "packages.txt", ("\n".join(plan.expected) + "\n").encode())
     if plan.options.installer == "uv":
         if inputs.uv_binary is None:
@@ -420,6 +424,13 @@ def assemble_context(repo_root: Path, stored: StoredExperiment, inputs: ContextI
         shutil.rmtree(dest / "lock")
     wanted = link_into(inputs.artifacts, dest / "wheels")
 
+    # replay/: post-install changes the image re-applies (manifest + the experiment's files)
+    replay = dest / "replay"
+    if plan.replay:
+        write_replay(replay, plan.replay, inputs.replay_files)
+    elif replay.exists():
+        shutil.rmtree(replay)
+
     # src/: the local packages at the recorded commit
     src = dest / "src"
     if plan.copy_dirs:
@@ -438,6 +449,28 @@ def assemble_context(repo_root: Path, stored: StoredExperiment, inputs: ContextI
     write_if_changed(dockerfile, inputs.dockerfile.encode())
     write_if_changed(dest / ".dockerignore", b"")
     return BuildContext(dest, dockerfile, tuple(wanted), tuple(warnings))
+
+
+def write_replay(folder: Path, replay: Sequence[tuple[str, str, str, str]],
+                 files: Mapping[str, bytes]) -> None:
+    """``manifest.json`` and the files of the post-install changes, for ``reinstate.py``."""
+    import json
+
+    folder.mkdir(parents=True, exist_ok=True)
+    manifest = []
+    for package, path, name, digest in replay:
+        data = files.get(name)
+        if data is None or hashlib.sha256(data).hexdigest() != digest:
+            raise UsageError(f"the recorded change to {path} of {package} ({name}) is not in the "
+                             "experiment as captured",
+                             "restore the folder from git (`git checkout -- .reprobox/`)")
+        write_if_changed(folder / name, data)
+        manifest.append({"package": package, "path": path, "file": name, "sha256": digest})
+    write_if_changed(folder / "manifest.json", json.dumps(manifest, indent=1).encode())
+    keep = {"manifest.json", *(name for _p, _q, name, _d in replay)}
+    for entry in folder.iterdir():
+        if entry.name not in keep:
+            entry.unlink()
 
 
 class SecretFiles:

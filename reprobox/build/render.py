@@ -135,6 +135,8 @@ class DockerPlan:
     labels: tuple[tuple[str, str], ...]
     warnings: tuple[str, ...]
     options: RenderOptions = field(default_factory=RenderOptions)
+    #: Post-install changes re-applied after install: (package, path, experiment file, sha256).
+    replay: tuple[tuple[str, str, str, str], ...] = ()
 
     @property
     def python_mm(self) -> str:
@@ -202,7 +204,85 @@ def _system_plan(environment: Environment, base_image: str) -> tuple[SystemPlan,
     return SystemPlan(tuple(specs), False, note, warning, cache_key), warnings
 
 
-def direct_source(pkg: Package, where: str) -> tuple[str, DirectSource]:
+#: pip 10.0 added the PEP 508 ``name @ url`` form (pip's NEWS, 10.0.0b1: "Add support for the
+#: new ``@ url`` syntax from PEP 508"); older pips need ``url#egg=name``.
+_PIP_AT_FORM = (10, 0)
+#: Until pip 24.1 (which vendors packaging 24.1), ``name @ URL`` is refused for a URL with no
+#: host other than a plain ``file:`` one: ``name @ git+file:///repo@sha`` is an "Invalid
+#: requirement" for pip 24.0 and older (checked on pip 22.3.1 to 25.0).
+_PIP_AT_FORM_NO_HOST = (24, 1)
+
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in re.findall(r"\d+", version)[:2])
+
+
+def pip_accepts_at_form(pip_version: Optional[str], url: str = "") -> bool:
+    """Whether this pip version takes ``name @ url`` for ``url`` (unknown pip: a current one)."""
+    if not pip_version or not _version_tuple(pip_version):
+        return True
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    no_host = bool(url) and parts.scheme != "file" and not parts.netloc
+    need = _PIP_AT_FORM_NO_HOST if no_host else _PIP_AT_FORM
+    return _version_tuple(pip_version) >= need
+
+
+def url_requirement(name: str, url: str, pip_version: Optional[str] = None,
+                    fragment: tuple[str, ...] = ()) -> str:
+    """A requirement installing ``name`` from ``url`` in the form ``pip_version`` accepts:
+    ``name @ url[#frag]`` where it can, else ``url#egg=name[&frag]``."""
+    if pip_accepts_at_form(pip_version, url):
+        return f"{name} @ {url}" + ("#" + "&".join(fragment) if fragment else "")
+    return f"{url}#" + "&".join((f"egg={name}", *fragment))
+
+
+def vcs_requirement(name: str, url: str, vcs: str, commit: str,
+                    subdirectory: Optional[str] = None,
+                    pip_version: Optional[str] = None) -> str:
+    """``name @ git+URL@commit`` (or ``git+URL@commit#egg=name`` for pip < 10)."""
+    full = url if url.startswith(f"{vcs}+") else f"{vcs}+{url}"
+    frag = (f"subdirectory={subdirectory}",) if subdirectory else ()
+    return url_requirement(name, f"{full}@{commit}", pip_version, frag)
+
+
+def recorded_pip(environment: Environment) -> Optional[str]:
+    """The pip version of the captured environment when it is installed there from the index
+    (then the image's pip, after the lock's layers, is that one)."""
+    pkg = environment.package("pip")
+    return pkg.version if pkg is not None and pkg.source.kind == "index" else None
+
+
+def sealed_source(pkg: Package, where: str) -> str:
+    """The experiment file holding a local-path VCS package's source (sealed at capture).
+
+    The path the capture names is never read: only the file of the experiment, whose sha256
+    the capture recorded. A capture without it (an older reprobox, or a too large source) is
+    refused, naming the package.
+    """
+    from ..store import FILE_NAME_RE
+
+    src = pkg.source
+    url = strip_url_credentials(str(src.url))
+    if not src.path or not src.hash:
+        raise UsageError(
+            f"package {pkg.name} was installed from a repository on the capture machine ({url}), "
+            "and the capture does not carry its source: a path of another machine is never read",
+            "capture again with this version of reprobox on the machine that has the repository "
+            "(it seals the commit into the experiment), or install the package from a remote "
+            "repository or an index",
+        )
+    if not FILE_NAME_RE.match(src.path) or not src.path.endswith(".tar.gz"):
+        raise ValidationError(f"{where}.path", src.path, "is not a file of the experiment")
+    validate.archive_hash(src.hash, f"{where}.hash")
+    if not src.hash.startswith("sha256="):
+        raise ValidationError(f"{where}.hash", src.hash, "is not a sha256")
+    return src.path
+
+
+def direct_source(pkg: Package, where: str,
+                  pip_version: Optional[str] = None) -> tuple[str, DirectSource]:
     """The requirement line installing a VCS or archive package from the context's wheels, and
     what the host must fetch for it (without credentials) into its wheelhouse.
 
@@ -220,15 +300,13 @@ def direct_source(pkg: Package, where: str) -> tuple[str, DirectSource]:
                              "only git sources can be fetched for a rebuild; install the package "
                              "from an index or a git repository and re-capture")
         url = str(src.url)
-        if url.startswith("file:") or url.startswith("git+file:"):
-            raise UsageError(
-                f"package {pkg.name} was installed from a repository on the capture machine "
-                f"({strip_url_credentials(url)}): a path outside the repository is never read",
-                "install it from a remote repository or an index and re-capture",
-            )
         sub = (validate.relpath(f"{where}.subdirectory", src.subdirectory)
                if src.subdirectory else None)
-        direct = DirectSource(pkg.name, pkg.version, "vcs", url, commit=commit, subdirectory=sub)
+        sealed = None
+        if url.startswith("file:") or url.startswith("git+file:"):
+            sealed = sealed_source(pkg, where)
+        direct = DirectSource(pkg.name, pkg.version, "vcs", url, commit=commit, subdirectory=sub,
+                              hash=src.hash if sealed else None, sealed=sealed)
     else:
         validate.url(f"{where}.url", src.url, validate.ARCHIVE_SCHEMES)
         url = str(src.url).split("#", 1)[0]
@@ -253,10 +331,32 @@ def direct_source(pkg: Package, where: str) -> tuple[str, DirectSource]:
     validate.relpath(f"{where} file name", file_name, allow_dot=False)
     if "/" in file_name:
         raise ValidationError(f"{where}.url", src.url, "does not end in a file name")
-    line = f"{pkg.name} @ file://{STAGE}/wheels/{file_name}"
-    if fragment:
-        line += "#" + "&".join(fragment)
+    line = url_requirement(pkg.name, f"file://{STAGE}/wheels/{file_name}", pip_version,
+                           tuple(fragment))
     return line, direct
+
+
+def replay_plan(environment: Environment) -> tuple[tuple[str, str, str, str], ...]:
+    """The post-install changes a rebuild re-applies (those the capture carried), checked: a
+    path a package installs, a file of the experiment, a sha256."""
+    from ..store import FILE_NAME_RE
+
+    out = []
+    for i, c in enumerate(environment.installed_changes):
+        if c.replay is None:
+            continue
+        where = f"installed_changes[{i}]"
+        validate.package_name(c.package, f"{where}.package")
+        validate.relpath(f"{where}.path", c.path, allow_dot=False)
+        if c.change != "modified" or c.path.endswith(".pth"):
+            raise ValidationError(f"{where}.replay", c.replay,
+                                  "only a modified file a package installed is re-applied")
+        if not FILE_NAME_RE.match(c.replay):
+            raise ValidationError(f"{where}.replay", c.replay, "is not a file of the experiment")
+        if not c.sha256 or not re.fullmatch(r"[0-9a-f]{64}", c.sha256):
+            raise ValidationError(f"{where}.sha256", c.sha256, "is not a sha256")
+        out.append((c.package, c.path, c.replay, c.sha256))
+    return tuple(out)
 
 
 def _nested_in(path: str, others: set[str]) -> bool:
@@ -290,6 +390,8 @@ def plan_image(
     direct: list[str] = []
     direct_sources: list[DirectSource] = []
     local: list[LocalInstall] = []
+    # the pip installer runs the image's pip: the recorded one when the lock installs it
+    pip_version = recorded_pip(environment) if options.installer == "pip" else None
     for pkg in environment.packages:
         where = f"packages[{pkg.name}]"
         validate.package_name(pkg.name, f"{where}.name")
@@ -305,7 +407,7 @@ def plan_image(
                     "the build fails"
                 )
         elif kind in ("vcs", "archive"):
-            line, fetch = direct_source(pkg, where + ".source")
+            line, fetch = direct_source(pkg, where + ".source", pip_version)
             direct.append(line)
             direct_sources.append(fetch)
         elif kind == "directory":
@@ -340,6 +442,8 @@ def plan_image(
             "install uv (`pip install uv`) or pass a base image that has Python: --base-image",
         )
 
+    replay = replay_plan(environment)
+
     git = experiment.git
     labels: list[tuple[str, str]] = [
         ("reprobox.experiment", exp_id),
@@ -370,6 +474,7 @@ def plan_image(
         labels=tuple(labels),
         warnings=tuple(warnings),
         options=options,
+        replay=replay,
     )
 
 
@@ -421,6 +526,7 @@ def render_plan(plan: DockerPlan, part: str = "all", system_image: Optional[str]
         local=plan.local,
         labels=plan.labels,
         last_step=plan.last_step,
+        replay=plan.replay,
         buildkit=opts.buildkit,
         cache_id=opts.cache_id,
         compile_bytecode=opts.compile_bytecode,

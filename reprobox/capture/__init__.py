@@ -234,7 +234,15 @@ def capture_experiment(
         dlopen_failed=summary.usage.dlopen_failed if summary else (),
         declared_system_packages=declared,
     )
+    _changes, env_texts = py.installed_changes(raw_probe.get("distributions"))
     warnings.extend(env_warnings)
+    # packages installed from a repository on this machine: their commit sealed into the capture
+    sealed_packages, sealed_sources, seal_warnings = py.seal_local_vcs(env.packages)
+    if sealed_sources:
+        from dataclasses import replace as _replace
+
+        env = _replace(env, packages=tuple(sealed_packages))
+    warnings.extend(seal_warnings)
     stage("environment", t0)
     run_usage = summary.usage if summary else (
         RunUsage(exit_status=exit_status, source="declared") if exit_status is not None
@@ -305,6 +313,15 @@ def capture_experiment(
 
         git_info = replace(git_info, patch=PATCH_FILE, patch_sha256=sha256_hex(patch_bytes))
     env = _redact_environment(env, red)
+    # post-install changes: small text ones are carried (re-applied by a rebuild)
+    replay_files: dict[str, bytes] = {}
+    if env.installed_changes:
+        from dataclasses import replace as _replace_env
+
+        carried, replay_files, carry_warnings = py.carry_changes(
+            env.installed_changes, env_texts, red)
+        env = _replace_env(env, installed_changes=carried)
+        warnings.extend(carry_warnings)
 
     experiment = Experiment(
         name=name or default_name(command, command_kind),
@@ -327,6 +344,8 @@ def capture_experiment(
     files: dict[str, bytes | str] = {}
     if patch_bytes:
         files[PATCH_FILE] = patch_bytes
+    files.update(sealed_sources)
+    files.update(replay_files)
 
     # Lock: best effort. Capture after a long training run must never fail for want of a network.
     locked = False
@@ -375,7 +394,7 @@ def capture_experiment(
 
     for fname in sorted(files):  # lock files, Dockerfile (patch.diff was checked above)
         content = files[fname]
-        if fname != PATCH_FILE:
+        if fname != PATCH_FILE and fname not in sealed_sources and fname not in replay_files:
             text = content if isinstance(content, str) else content.decode("utf-8", "replace")
             redacted = red.file_text(text, fname)
             if redacted != text:
@@ -590,6 +609,7 @@ def environment_from_probe(
         unowned_libraries=tuple(sorted(unowned)),
         missing_libraries=tuple(missing),
         conda=conda_env,
+        installed_changes=probe.installed_changes,
     )
     return env, warnings
 

@@ -669,7 +669,7 @@ class ProbeCache:
     def __init__(self, path):
         self.path = path
         self.old = {}
-        self.new = {"elf": {}, "record": {}}
+        self.new = {"elf": {}, "record": {}, "rows": {}}
         self.hits = 0
         self.misses = 0
         if path:
@@ -1055,6 +1055,232 @@ def native_libraries(dists, sites, cache):
             "cache_misses": cache.misses}
 
 
+# --------------------------------------------------------------------------- installed files
+
+
+#: Files whose content the capture may carry (to re-apply a post-install change): small text.
+CARRY_CAP = 65536
+#: At most this many changed files are listed per distribution (the count says the rest).
+CHANGES_CAP = 200
+#: A file is "touched after install" when its mtime is newer than its RECORD's (installers write
+#: RECORD last; timestamps are kept to the nanosecond on the filesystems environments live on).
+_MTIME_SLACK_NS = 0
+
+
+def parse_record_rows(path):
+    """[[path, size or None, sha256 hex or None], ...] of one RECORD (paths as written)."""
+    import base64
+    import csv
+    import io
+
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError:
+        return []
+    rows = []
+    for fields in csv.reader(io.StringIO(data.decode("utf-8", "surrogateescape"))):
+        if not fields or not fields[0]:
+            continue
+        rel = fields[0]
+        digest = None
+        if len(fields) > 1 and fields[1].startswith("sha256="):
+            b64 = fields[1][7:]
+            try:
+                digest = base64.urlsafe_b64decode(b64 + "=" * (-len(b64) % 4)).hex()
+            except (ValueError, TypeError):
+                digest = None
+        size = None
+        if len(fields) > 2 and fields[2].strip().isdigit():
+            size = int(fields[2])
+        rows.append([rel, size, digest])
+    return rows
+
+
+def record_sizes(path):
+    """[[path, size or None, 1 when hashed else 0], ...]: what the probe cache keeps of a RECORD
+    (the digests are read again only for a file that has to be hashed)."""
+    return [[rel, size, 1 if digest else 0] for rel, size, digest in parse_record_rows(path)]
+
+
+def _rows(cache, record):
+    try:
+        st = os.stat(record)
+    except OSError:
+        return []
+    return cache.get("rows", record, st, record_sizes)
+
+
+def _sha256_file(path):
+    import hashlib
+
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    except OSError:
+        return None
+    return h.hexdigest()
+
+
+def _skip_rel(rel):
+    parts = rel.split("/")
+    return ("__pycache__" in parts or rel.endswith((".pyc", ".pyo"))
+            or parts[0].endswith(".dist-info"))
+
+
+def _changed_entry(full, rel, st, change):
+    """One changed file: its path, size, sha256 and, when small UTF-8 text, its content."""
+    entry = {"path": rel, "change": change, "size": st.st_size, "sha256": None}
+    if st.st_size <= CARRY_CAP:
+        try:
+            with open(full, "rb") as f:
+                data = f.read(CARRY_CAP + 1)
+        except OSError:
+            return entry
+        import hashlib
+
+        entry["sha256"] = hashlib.sha256(data).hexdigest()
+        if b"\0" not in data:
+            try:
+                entry["text"] = data.decode("utf-8")
+            except UnicodeDecodeError:
+                pass
+    else:
+        entry["sha256"] = _sha256_file(full)
+    return entry
+
+
+def installed_file_changes(dists, sites, cache, hash_all=False):
+    """Files of each distribution changed after install, and files added in its package folders.
+
+    Every file a RECORD lists (inside site-packages; bytecode and the metadata folder aside) is
+    stat-ed: a missing file or a different size is a change. A file of the recorded size is
+    hashed only when its mtime is newer than its RECORD's (installers write RECORD last, so a
+    file touched later was changed after install), or for every file with ``hash_all``. Then each
+    top-level package folder that a RECORD names is walked once: a file no RECORD lists (and not
+    bytecode) was added. Returns {metadata_dir: {"changes": [...], "more": N}}.
+    """
+    out = {}
+    claimed = {}  # real site -> set of paths listed by some RECORD
+    dirs = {}  # (site, folder with installed files) -> (newest RECORD mtime there, its owner)
+    for d in dists:
+        if d.get("format") != "dist-info" or not d.get("has_record"):
+            continue
+        site = d["site"]
+        real_site = os.path.realpath(site)
+        record = os.path.join(d["metadata_dir"], "RECORD")
+        if (d.get("installer") or "").lower() == "conda":
+            # conda rewrites its install prefix into files after the RECORD was made: those are
+            # checked through conda-meta, not here; their files are not "added" either
+            claimed.setdefault(real_site, set()).update(
+                os.path.normpath(r[0]).replace(os.sep, "/") for r in _rows(cache, record))
+            continue
+        try:
+            rst = os.stat(record)
+        except OSError:
+            continue
+        rows = cache.get("rows", record, rst, record_sizes)
+        digests = None  # read from the RECORD only when a file has to be hashed
+        seen = claimed.setdefault(real_site, set())
+        dirs_done = set()
+        changes = []
+        more = 0
+        newer_than = rst.st_mtime_ns + _MTIME_SLACK_NS
+        prefix = site.rstrip("/") + "/"
+        for rel, size, hashed in rows:
+            if rel[:1] in ("/", ".") and (rel[:1] == "/" or rel.startswith("..")):
+                continue
+            listed = rel
+            if "./" in rel or "//" in rel or "\\" in rel:
+                rel = os.path.normpath(rel).replace(os.sep, "/")
+            seen.add(rel)
+            top, sep, _rest = rel.partition("/")
+            if sep and not top.endswith((".dist-info", ".data")):
+                parent = rel.rpartition("/")[0]
+                while parent and parent not in dirs_done:
+                    dirs_done.add(parent)
+                    key = (site, parent)
+                    if dirs.get(key, (0, None))[0] < rst.st_mtime_ns:
+                        dirs[key] = (rst.st_mtime_ns, d["metadata_dir"])
+                    parent = parent.rpartition("/")[0]
+            if not hashed or rel.endswith((".pyc", ".pyo")) or "__pycache__" in rel \
+                    or top.endswith(".dist-info"):
+                continue
+            full = prefix + rel
+            try:
+                st = os.stat(full)
+            except OSError:
+                change = {"path": rel, "change": "missing", "size": None, "sha256": None}
+                if len(changes) < CHANGES_CAP:
+                    changes.append(change)
+                else:
+                    more += 1
+                continue
+            if size is not None and st.st_size != size:
+                differs = True
+            elif hash_all or st.st_mtime_ns > newer_than:
+                if digests is None:
+                    digests = {r[0]: r[2] for r in parse_record_rows(record)}
+                differs = _sha256_file(full) != digests.get(listed)
+            else:
+                differs = False
+            if differs:
+                if len(changes) < CHANGES_CAP:
+                    changes.append(_changed_entry(full, rel, st, "modified"))
+                else:
+                    more += 1
+        if changes or more:
+            out[d["metadata_dir"]] = {"changes": changes, "more": more}
+    # Adding (or removing) a file changes its folder's mtime: a folder no newer than the RECORDs
+    # installing into it holds exactly what was installed, and is not listed. A changed folder is
+    # listed; a subfolder no RECORD names is new, and walked whole.
+    real_sites = {}
+    for (site, rel_dir), (mtime, owner) in sorted(dirs.items()):
+        if site not in real_sites:
+            real_sites[site] = os.path.realpath(site)
+        seen = claimed.get(real_sites[site], set())
+        full_dir = f"{site}/{rel_dir}"
+        if not hash_all:
+            try:
+                if os.stat(full_dir).st_mtime_ns <= mtime + _MTIME_SLACK_NS:
+                    continue
+            except OSError:
+                continue
+        stack = [(rel_dir, False)]
+        while stack:
+            current, new = stack.pop()
+            try:
+                it = os.scandir(os.path.join(site, current))
+            except OSError:
+                continue
+            with it:
+                for e in it:
+                    rel = f"{current}/{e.name}"
+                    try:
+                        if e.is_dir(follow_symlinks=False):
+                            if e.name != "__pycache__" and (new or (site, rel) not in dirs):
+                                stack.append((rel, True))
+                            continue
+                    except OSError:
+                        continue
+                    if rel in seen or _skip_rel(rel):
+                        continue
+                    rec = out.setdefault(owner, {"changes": [], "more": 0})
+                    if len(rec["changes"]) >= CHANGES_CAP:
+                        rec["more"] += 1
+                        continue
+                    try:
+                        st = os.stat(e.path)
+                    except OSError:
+                        continue
+                    rec["changes"].append(_changed_entry(e.path, rel, st, "added"))
+    for rec in out.values():
+        rec["changes"].sort(key=lambda c: (c["path"], c["change"]))
+    return out
+
+
 # --------------------------------------------------------------------------- OS & files
 
 
@@ -1114,6 +1340,8 @@ def main(argv):
     cache_path = None
     want_user_site = False
     skip_native = False
+    check_files = True
+    hash_all = False
     args = list(argv)
     while args:
         a = args.pop(0)
@@ -1123,6 +1351,10 @@ def main(argv):
             want_user_site = True
         elif a == "--no-native":
             skip_native = True
+        elif a == "--no-files":
+            check_files = False
+        elif a == "--hash-all":
+            hash_all = True
         else:
             sys.stderr.write(f"probe: unknown argument {a!r}\n")
             return 2
@@ -1130,10 +1362,18 @@ def main(argv):
     sites = site_dirs(user_site)
     dists, shadowed = find_distributions(sites)
     native = None
+    cache = ProbeCache(cache_path)
     if not skip_native and sys.platform.startswith("linux"):
-        cache = ProbeCache(cache_path)
         native = native_libraries(dists, sites, cache)
-        cache.save()
+    if check_files:
+        changed = installed_file_changes(dists, sites, cache, hash_all)
+        for d in dists:
+            rec = changed.get(d["metadata_dir"])
+            if rec:
+                d["installed_changes"] = rec["changes"]
+                if rec["more"]:
+                    d["installed_changes_more"] = rec["more"]
+    cache.save()
     out = {
         "probe_version": PROBE_VERSION,
         "interpreter": interpreter_info(),

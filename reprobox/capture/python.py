@@ -17,12 +17,12 @@ import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Optional
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from .. import proc
 from ..errors import InterpreterError, ReproboxError
-from ..model import Interpreter, Package, PackageSource
+from ..model import InstalledChange, Interpreter, Package, PackageSource
 from ..redact import strip_url_credentials
 
 if TYPE_CHECKING:
@@ -141,6 +141,9 @@ def probe_command(python: Path, cache_file: Path | None, environ: Mapping[str, s
         argv.append("--user-site")  # a normal run would see ~/.local site-packages
     if cache_file is not None:
         argv += ["--cache", os.fspath(cache_file)]
+    if environ.get("REPROBOX_HASH_INSTALLED", "").strip() not in ("", "0"):
+        # hash every installed file of the recorded size, not only those touched after install
+        argv.append("--hash-all")
     return argv
 
 
@@ -270,6 +273,11 @@ class ProbeResult:
     library_files: dict[str, list[str]] = field(default_factory=dict)
     #: Installation kind of the base interpreter behind a venv (pyenv, uv, system...).
     base_kind: str | None = None
+    #: Installed files that differ from their RECORD (see ``probe.installed_file_changes``).
+    installed_changes: tuple[InstalledChange, ...] = ()
+    #: (package, path) -> content of a changed file that is small UTF-8 text (replay candidates).
+    changed_texts: dict[tuple[str, str], str] = field(default_factory=dict, repr=False,
+                                                      compare=False)
     #: The full probe output, for anything not lifted into the fields above.
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
@@ -433,6 +441,44 @@ def _interpreter(raw: Mapping[str, Any]) -> Interpreter:
     )
 
 
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+def installed_changes(dists: Any, warnings: Optional[list[str]] = None
+                      ) -> tuple[tuple[InstalledChange, ...], dict[tuple[str, str], str]]:
+    """The probe's per-distribution ``installed_changes`` as model records, and the texts."""
+    out: list[InstalledChange] = []
+    texts: dict[tuple[str, str], str] = {}
+    for rec in dists or ():
+        if not isinstance(rec, Mapping) or not isinstance(rec.get("installed_changes"), list):
+            continue
+        name = canonical_name(str(rec.get("name") or ""))
+        listed = []
+        for c in rec["installed_changes"]:
+            if not isinstance(c, Mapping) or not isinstance(c.get("path"), str):
+                continue
+            change = c.get("change")
+            if change not in ("modified", "missing", "added"):
+                continue
+            size = c.get("size") if isinstance(c.get("size"), int) else None
+            digest = c.get("sha256") if isinstance(c.get("sha256"), str) else None
+            if digest is not None and not _HEX64.fullmatch(digest):
+                digest = None
+            out.append(InstalledChange(name, c["path"], change, size, digest))
+            listed.append(f"{c['path']} ({change})")
+            if isinstance(c.get("text"), str):
+                texts[(name, c["path"])] = c["text"]
+        more = rec.get("installed_changes_more")
+        if warnings is not None and listed:
+            extra = f" and {more} more" if isinstance(more, int) and more else ""
+            warnings.append(
+                f"{len(listed)} installed file(s) of {rec.get('name')} differ from what was "
+                f"installed: {', '.join(listed[:5])}{' ...' if len(listed) > 5 else ''}{extra}; "
+                "a rebuild installs the original files"
+            )
+    return tuple(out), texts
+
+
 def parse_probe(raw: Mapping[str, Any], repo_root: Path) -> ProbeResult:
     """Turn the probe's JSON into model objects (see :class:`ProbeResult`)."""
     if not isinstance(raw, Mapping) or not isinstance(raw.get("interpreter"), Mapping):
@@ -450,6 +496,7 @@ def parse_probe(raw: Mapping[str, Any], repo_root: Path) -> ProbeResult:
             f"{pkg.display_name or pkg.name} {pkg.version} in {rec.get('site')} is shadowed by "
             f"{rec.get('shadowed_by')} and cannot be imported; remove the stale copy"
         )
+    changes, texts = installed_changes(raw.get("distributions"), warnings)
     needed: dict[str, str | None] = {}
     users: dict[str, list[str]] = {}
     prefix_libs: dict[str, str] = {}
@@ -477,5 +524,181 @@ def parse_probe(raw: Mapping[str, Any], repo_root: Path) -> ProbeResult:
         prefix_libraries=prefix_libs,
         library_files=files,
         base_kind=interp.get("base_kind"),
+        installed_changes=changes,
+        changed_texts=texts,
         raw=dict(raw),
     )
+
+
+# --------------------------------------------------------------------------- local VCS sources
+
+#: A sealed source archive is a file of the experiment: the store's cap for a record file.
+SEALED_SOURCE_CAP = 8 * 1024 * 1024
+
+
+def local_vcs_path(url: str | None) -> str | None:
+    """The folder of a VCS URL naming a repository on this machine (``git+file:///...``)."""
+    if not url:
+        return None
+    bare = url.split("+", 1)[1] if url.startswith(("git+", "hg+", "svn+", "bzr+")) else url
+    return file_url_path(bare)
+
+
+def sealed_source_name(pkg: Package) -> str:
+    """The experiment file holding a local VCS source at its commit (the wheelhouse name too)."""
+    from ..lock.wheelhouse import DirectSource
+
+    src = pkg.source
+    return DirectSource(pkg.name, pkg.version, "vcs", src.url or "", commit=src.commit).filename
+
+
+def _archive_local_git(pkg: Package, folder: str) -> bytes:
+    """``git archive`` of the package's commit from the repository on this machine."""
+    import tempfile
+
+    src = pkg.source
+    label = f"package {pkg.name} {pkg.version}"
+    fix = (f"make commit {src.commit} reachable in {folder} (or install {pkg.name} from a remote "
+           "repository or an index) and capture again")
+    if not Path(folder).is_dir():
+        raise _refuse(
+            f"{label} was installed from the repository {folder} on this machine, which no "
+            "longer exists, so its commit cannot be sealed into the capture", fix)
+    git = ["git", "-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false",
+           "-c", "protocol.allow=never", "-C", folder]
+    found = proc.run([*git, "cat-file", "-e", f"{src.commit}^{{commit}}"], check=False,
+                     timeout=60)
+    if found.returncode != 0:
+        raise _refuse(f"{label} was installed from {folder} at commit {src.commit}, which that "
+                      "repository does not hold (rewritten or not fetched)", fix)
+    tree = f"{src.commit}:{src.subdirectory}" if src.subdirectory else str(src.commit)
+    with tempfile.TemporaryDirectory(prefix="reprobox-seal-") as tmp:
+        out = Path(tmp) / "source.tar.gz"
+        done = proc.run([*git, "archive", "--format=tar.gz",
+                         f"--prefix={canonical_name(pkg.name)}-{pkg.version}/",
+                         f"--output={out}", tree], check=False, timeout=600)
+        if done.returncode != 0:
+            tail = (done.stderr or "").strip().splitlines()[-1:] or [""]
+            raise _refuse(f"{label}: git archive of commit {src.commit} in {folder} failed: "
+                          f"{tail[0]}", fix)
+        return out.read_bytes()
+
+
+def _refuse(message: str, hint: str) -> ReproboxError:
+    from ..errors import UsageError
+
+    return UsageError(message, hint)
+
+
+def seal_local_vcs(packages: tuple[Package, ...] | list[Package]
+                   ) -> tuple[list[Package], dict[str, bytes], list[str]]:
+    """Local-path VCS packages exported at their commit into files of the experiment.
+
+    A package installed from ``git+file:///path@commit`` can be rebuilt only where that path
+    exists. The capture runs on the user's own machine, where it does: the commit is archived
+    there (``git archive``) into a file of the experiment, sealed by the experiment's manifest,
+    and its sha256 is recorded in the package's source (``path`` names the file, ``hash`` its
+    digest). A rebuild installs from that file and never reads a path the capture names. A
+    commit the repository no longer holds refuses the capture (exit 2, naming the package).
+    """
+    out: list[Package] = []
+    files: dict[str, bytes] = {}
+    warnings: list[str] = []
+    from dataclasses import replace
+
+    for pkg in packages:
+        src = pkg.source
+        folder = local_vcs_path(src.url) if src.kind == "vcs" else None
+        if folder is None:
+            out.append(pkg)
+            continue
+        if (src.vcs or "git") != "git" or not src.commit:
+            warnings.append(f"package {pkg.name} was installed from the {src.vcs} repository "
+                            f"{folder} on this machine: a rebuild cannot fetch it")
+            out.append(pkg)
+            continue
+        from ..store import FILE_NAME_RE
+
+        name = sealed_source_name(pkg)
+        if not FILE_NAME_RE.match(name):
+            warnings.append(f"package {pkg.name} was installed from the repository {folder} on "
+                            "this machine, and its name or version is too long for a file of the "
+                            "capture: a rebuild cannot install it")
+            out.append(pkg)
+            continue
+        data = _archive_local_git(pkg, folder)
+        if len(data) > SEALED_SOURCE_CAP:
+            warnings.append(
+                f"package {pkg.name} was installed from the repository {folder} on this machine; "
+                f"its source at {src.commit[:12]} is {len(data) // 1024} KiB, more than a capture "
+                "carries: a rebuild cannot install it. Push that commit to a remote repository "
+                "and install it from there"
+            )
+            out.append(pkg)
+            continue
+        digest = hashlib.sha256(data).hexdigest()
+        files[name] = data
+        out.append(replace(pkg, source=replace(src, path=name, hash=f"sha256={digest}")))
+        warnings.append(
+            f"package {pkg.name} was installed from the repository {folder} on this machine: its "
+            f"source at commit {src.commit[:12]} is sealed into the experiment as {name} "
+            f"({max(1, len(data) // 1024)} KiB, committed with it), so a rebuild needs no path "
+            "of this machine"
+        )
+    return out, files, warnings
+
+
+# --------------------------------------------------------------------------- post-install changes
+
+#: At most this much changed content is carried by one capture (all replayed files together).
+REPLAY_TOTAL_CAP = 1024 * 1024
+
+
+def replay_name(change: InstalledChange) -> str:
+    """The experiment file holding a changed installed file's content."""
+    return f"installed-{(change.sha256 or '')[:20]}.txt"
+
+
+def carry_changes(changes: tuple[InstalledChange, ...], texts: Mapping[tuple[str, str], str],
+                  red: Any) -> tuple[tuple[InstalledChange, ...], dict[str, bytes], list[str]]:
+    """Which post-install changes the capture carries, so that a rebuild re-applies them.
+
+    Carried: a file the distribution's RECORD lists (``modified``), small UTF-8 text (the probe
+    sends the content only then), not a ``.pth`` file, in which the redaction pass finds no
+    secret, up to :data:`REPLAY_TOTAL_CAP` in all. Its content becomes a sealed file of the
+    experiment and the change names it (``replay``). Every other change is only recorded (its
+    size and sha256): verify then reports it.
+    """
+    from dataclasses import replace
+
+    out: list[InstalledChange] = []
+    files: dict[str, bytes] = {}
+    warnings: list[str] = []
+    total = 0
+    for c in changes:
+        text = texts.get((c.package, c.path))
+        reason = None
+        if c.change != "modified":
+            reason = "it was not installed by the package" if c.change == "added" else None
+        elif text is None or c.sha256 is None:
+            reason = "it is not small text"
+        elif c.path.endswith(".pth"):
+            reason = "it is a .pth file"
+        elif red.file_text(text, c.path) != text:
+            reason = "it holds what looks like a secret"
+        elif total + len(text.encode("utf-8")) > REPLAY_TOTAL_CAP:
+            reason = "the capture carries at most 1 MiB of changed files"
+        data = text.encode("utf-8") if text is not None else b""
+        if reason is None and hashlib.sha256(data).hexdigest() != c.sha256:
+            reason = "its content changed while it was read"
+        if reason is None:
+            name = replay_name(c)
+            files[name] = data
+            total += len(data)
+            out.append(replace(c, replay=name))
+            continue
+        out.append(c)
+        if c.change != "missing":
+            warnings.append(f"the change to {c.path} of {c.package} is recorded but not carried "
+                            f"({reason}): a rebuild has the file as installed, and verify says so")
+    return tuple(out), files, warnings

@@ -60,6 +60,14 @@ def check_environment(env: Environment) -> None:
                 v.vcs_commit(src.commit, f"{where}.source.commit")
             if src.requested_revision is not None:
                 v.git_ref(src.requested_revision, f"{where}.source.requested_revision")
+            if src.path is not None:  # a local-path source sealed into the experiment
+                from ..store import FILE_NAME_RE
+
+                if not FILE_NAME_RE.match(src.path):
+                    raise ValidationError(f"{where}.source.path", src.path,
+                                          "is not a file of the experiment")
+            if src.hash is not None:
+                v.archive_hash(src.hash, f"{where}.source.hash")
         elif src.kind == "archive":
             v.url(f"{where}.source.url", src.url, v.ARCHIVE_SCHEMES)
             if src.hash is not None:

@@ -92,6 +92,16 @@ def _package(p: LockedPackage) -> list[str]:
             out.append("wheels = [")
             out += [f"  {_file_entry(f)}," for f in wheels]
             out.append("]")
+    elif p.kind == "vcs" and src is not None and src.path and src.hash and (
+            (src.url or "").startswith(("file:", f"{src.vcs or 'git'}+file:"))):
+        # a repository of the capture machine: its commit is a file of the experiment, next to
+        # this lock (PEP 751 paths are relative to the lock's folder)
+        algo, _, digest = src.hash.partition("=")
+        out.append(f"version = {_s(p.version)}")
+        out.append("archive = " + _inline([
+            ("path", _s(src.path)),
+            ("hashes", _inline([(algo, _s(digest))])),
+        ]))
     elif p.kind == "vcs" and src is not None:
         out.append(f"version = {_s(p.version)}")
         out.append("vcs = " + _inline([
@@ -125,6 +135,9 @@ def _package(p: LockedPackage) -> list[str]:
         tool.append(f"installed = {_s(p.installed)}")
     if p.built_from_sdist:
         tool.append("built-from-sdist = true")
+    if p.kind == "vcs" and src is not None and src.path and src.hash:
+        tool.append(f"vcs-url = {_s(vcs_url(src.url or '', src.vcs or 'git'))}")
+        tool.append(f"commit-id = {_s(src.commit or '')}")
     if p.kind == "directory":  # PEP 751 keeps a source tree's version out of `version`
         tool.append(f"captured-version = {_s(p.version)}")
     if tool:

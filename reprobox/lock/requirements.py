@@ -14,7 +14,7 @@ comment, credentials stripped, so that a reader knows what to configure.
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from typing import Optional, Sequence
 
 from ..redact import strip_url_credentials
 from .config import IndexConfig
@@ -30,13 +30,29 @@ def _safe(text: str) -> str:
     return _UNSAFE.sub("?", text)
 
 
-def describe_separate(pkg: LockedPackage) -> str:
-    """How a package outside requirements.lock is installed (for the header comment)."""
+def describe_separate(pkg: LockedPackage, pip_version: Optional[str] = None) -> str:
+    """How a package outside requirements.lock is installed (for the header comment).
+
+    A VCS package is named by the requirement that installs it, in the form the recorded pip
+    accepts (``name @ git+URL@commit`` from pip 10 on, ``git+URL@commit#egg=name`` before); a
+    package from a repository on the capture machine by the file of the experiment holding its
+    source at that commit.
+    """
+    from ..build.render import vcs_requirement
+    from .pylock import vcs_url
+
     src = pkg.origin
     if pkg.kind == "vcs" and src is not None:
         url = strip_url_credentials(src.url or "")
-        sub = f" (subdirectory {src.subdirectory})" if src.subdirectory else ""
-        return f"{src.vcs or 'vcs'} {url} at commit {src.commit}{sub}"
+        if url.startswith("file:") or url.startswith(f"{src.vcs or 'git'}+file:"):
+            if src.path and src.hash:
+                return (f"{src.vcs or 'vcs'} commit {src.commit} of {url} on the capture "
+                        f"machine, sealed into the experiment as {src.path} ({src.hash})")
+            return (f"{src.vcs or 'vcs'} commit {src.commit} of {url} on the capture machine "
+                    "(not carried by the capture: a rebuild cannot install it)")
+        vcs = src.vcs or "git"
+        return vcs_requirement(pkg.name, vcs_url(url, vcs), vcs, src.commit or "",
+                               src.subdirectory, pip_version)
     if pkg.kind == "directory":
         edit = "editable " if src is not None and src.editable else ""
         where = pkg.repo_path or "."
@@ -76,8 +92,9 @@ def render_requirements(
     if separate:
         out += ["#", "# Installed separately (hash-checking mode refuses them; see pylock.toml):"]
         width = max(len(p.name) for p in separate)
+        pip = next((p.version for p in index_pkgs if p.name == "pip"), None)
         for p in sorted(separate, key=lambda p: p.name):
-            out.append(f"#     {p.name.ljust(width)}  {_safe(describe_separate(p))}")
+            out.append(f"#     {p.name.ljust(width)}  {_safe(describe_separate(p, pip))}")
     out.append("")
 
     extra_idx, links = [], []

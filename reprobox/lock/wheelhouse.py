@@ -436,6 +436,8 @@ class DirectSource:
     subdirectory: Optional[str] = None
     hash: Optional[str] = None  # "sha256=<hex>" when recorded
     repo_path: Optional[str] = None  # an archive inside the repository (read at the commit)
+    #: A local-path VCS source sealed into the experiment at capture (its file name there).
+    sealed: Optional[str] = None
 
     @property
     def filename(self) -> str:
@@ -450,11 +452,14 @@ class DirectSource:
 def fetch_direct(sources: Sequence[DirectSource], config: IndexConfig, *,
                  house: Optional[Wheelhouse] = None,
                  read_repo_file: Optional[Callable[[str], bytes]] = None,
+                 read_sealed_file: Optional[Callable[[str], bytes]] = None,
                  progress: Optional[Progress] = None) -> FetchResult:
     """Every VCS / archive package in the wheelhouse, fetched without credentials.
 
     ``read_repo_file(path)`` gives the bytes of a file of the repository at the experiment's
-    commit (archives inside the repository); nothing outside the repository is ever read.
+    commit (archives inside the repository); ``read_sealed_file(name)`` a file of the experiment
+    (a local-path VCS source archived at capture), checked against the sha256 the capture
+    recorded. Nothing outside the repository is ever read.
     """
     say = progress or (lambda _m: None)
     house = house or Wheelhouse()
@@ -468,6 +473,15 @@ def fetch_direct(sources: Sequence[DirectSource], config: IndexConfig, *,
             assert path is not None
             out.append(Artifact(src.name, src.version, src.filename, recorded, path, "lock",
                                 src.kind))
+            continue
+        if src.sealed is not None:
+            if read_sealed_file is None or not recorded:
+                raise UsageError(f"package {src.name}: its source {src.sealed} is a file of the "
+                                 "experiment, which this command cannot read",
+                                 "rebuild with `reprobox build` or `reprobox run`")
+            digest, path = house.put(src.filename, [read_sealed_file(src.sealed)], [recorded])
+            out.append(Artifact(src.name, src.version, src.filename, digest, path, "lock",
+                                "sealed"))
             continue
         if src.repo_path is not None:
             if read_repo_file is None:

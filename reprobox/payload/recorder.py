@@ -28,8 +28,8 @@ except OSError:
     _CWD = "/"
 # sys.argv is set before site runs; the program may rewrite it later
 _SCRIPT = sys.argv[0] if getattr(sys, "argv", None) else ""
-_imports = set()
-_dlopen = []
+_imports: set = set()
+_dlopen: list = []
 
 
 def _hook(event, args):

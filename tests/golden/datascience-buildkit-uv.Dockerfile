@@ -64,6 +64,9 @@ RUN --mount=type=bind,source=lock/pure.txt,target=/tmp/reprobox/lock/pure.txt \
 
 # The project's own packages, at the experiment's commit. They sit where `reprobox run` mounts
 # the checkout, so an editable install in the image points into the mounted code at run time.
+# Editable installs are PEP 660 ones (--use-pep517 for pip; uv always): their metadata and entry
+# points live in site-packages, not in the folder the mounted checkout hides (a legacy
+# `setup.py develop` would leave its egg-info there).
 COPY ["src/", "/workspace/"]
 RUN --mount=type=bind,source=wheels,target=/tmp/reprobox/wheels \
     --mount=type=bind,source=tools,target=/tmp/reprobox/tools \

@@ -64,11 +64,14 @@ RUN --mount=type=bind,source=wheels,target=/tmp/reprobox/wheels \
 
 # The project's own packages, at the experiment's commit. They sit where `reprobox run` mounts
 # the checkout, so an editable install in the image points into the mounted code at run time.
+# Editable installs are PEP 660 ones (--use-pep517 for pip; uv always): their metadata and entry
+# points live in site-packages, not in the folder the mounted checkout hides (a legacy
+# `setup.py develop` would leave its egg-info there).
 COPY ["src/", "/workspace/"]
 RUN --mount=type=bind,source=wheels,target=/tmp/reprobox/wheels \
     --mount=type=bind,source=tools,target=/tmp/reprobox/tools \
     set -eu; \
-    PIP_ROOT_USER_ACTION=ignore python3.11 -m pip install --no-deps --no-input --disable-pip-version-check --no-index --no-cache-dir --find-links /tmp/reprobox/wheels \
+    PIP_ROOT_USER_ACTION=ignore python3.11 -m pip install --no-deps --no-input --disable-pip-version-check --use-pep517 --no-index --no-cache-dir --find-links /tmp/reprobox/wheels \
         /workspace/libs/helpers \
         --editable /workspace; \
     extra="$(python3.11 /tmp/reprobox/tools/prune.py /tmp/reprobox/tools/packages.txt)"; \

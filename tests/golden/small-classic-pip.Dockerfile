@@ -54,9 +54,12 @@ RUN set -eu; \
 
 # The project's own packages, at the experiment's commit. They sit where `reprobox run` mounts
 # the checkout, so an editable install in the image points into the mounted code at run time.
+# Editable installs are PEP 660 ones (--use-pep517 for pip; uv always): their metadata and entry
+# points live in site-packages, not in the folder the mounted checkout hides (a legacy
+# `setup.py develop` would leave its egg-info there).
 COPY ["src/", "/workspace/"]
 RUN set -eu; \
-    PIP_ROOT_USER_ACTION=ignore python3.11 -m pip install --no-deps --no-input --disable-pip-version-check --no-index --no-cache-dir --find-links /tmp/reprobox/wheels \
+    PIP_ROOT_USER_ACTION=ignore python3.11 -m pip install --no-deps --no-input --disable-pip-version-check --use-pep517 --no-index --no-cache-dir --find-links /tmp/reprobox/wheels \
         --editable /workspace; \
     extra="$(python3.11 /tmp/reprobox/tools/prune.py /tmp/reprobox/tools/packages.txt)"; \
     if [ -n "$extra" ]; then PIP_ROOT_USER_ACTION=ignore python3.11 -m pip uninstall --yes $extra; fi

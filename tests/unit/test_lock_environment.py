@@ -130,7 +130,7 @@ def test_lock_of_a_mixed_environment(world):
     assert any("tiny==1.0+cpu" in w and "local find-links" in w for w in result.warnings)
     # VCS and directory packages: described, never required (pip would refuse them)
     assert "gitpkg==" not in req and "mypkg==" not in req
-    assert f"git https://github.com/example/gitpkg.git at commit {COMMIT}" in req
+    assert f"gitpkg @ git+https://github.com/example/gitpkg.git@{COMMIT}" in req
     assert "editable directory src/mypkg of the repository" in req
     assert "--index-url" not in req
     assert result.files == {"requirements.lock": req, "pylock.toml": result.pylock_toml}
