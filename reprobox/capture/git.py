@@ -118,7 +118,34 @@ def _toplevel(repo_root: Path) -> Path:
 # --------------------------------------------------------------------------- capture
 
 
-def _remote_url(top: Path, branch: str | None) -> str | None:
+#: ``scheme://...`` (git's own URL form).
+_URL_FORM = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+#: git's scp-like ``[user@]host:path`` form (a colon before any slash; not ``C:\\``).
+_SCP_FORM = re.compile(r"^(?:[A-Za-z0-9._-]+@)?[A-Za-z0-9._-]{2,}:(?!//)")
+
+
+def local_remote_url(raw: str, top: Path) -> str | None:
+    """A remote that is a local path (``/srv/git/x.git``, ``../x.git``) as a ``file://`` URL.
+
+    Relative paths are taken from the top of the repository, as git does. Returns None for a
+    remote that is not a local path (a URL or ``host:path``); raises ValueError for a local
+    path that no URL can name (a control character in it).
+    """
+    from urllib.parse import quote
+
+    if _URL_FORM.match(raw) or _SCP_FORM.match(raw):
+        return None
+    if any(ord(c) < 32 or ord(c) == 127 for c in raw):
+        raise ValueError("the path holds a control character")
+    path = Path(os.path.expanduser(raw))
+    if not path.is_absolute():
+        path = Path(top) / path
+    absolute = os.path.normpath(str(path))
+    return "file://" + quote(absolute, safe="/-._~+")
+
+
+def _remote_url(top: Path, branch: str | None,
+                warnings: list[str] | None = None) -> str | None:
     name = None
     if branch:
         got = _git(["config", "--get", f"branch.{branch}.remote"], top, check=False)
@@ -130,7 +157,15 @@ def _remote_url(top: Path, branch: str | None) -> str | None:
             continue
         got = _git(["remote", "get-url", candidate], top, check=False)
         if got.returncode == 0 and got.stdout.strip():
-            return strip_url_credentials(got.stdout.strip())
+            raw = got.stdout.strip()
+            try:
+                local = local_remote_url(raw, top)
+            except ValueError as exc:
+                if warnings is not None:
+                    warnings.append(f"the git remote {candidate!r} is a local path that cannot be "
+                                    f"recorded as a file:// URL ({exc}); no remote was recorded")
+                return None
+            return local if local is not None else strip_url_credentials(raw)
     return None
 
 
@@ -162,7 +197,8 @@ def git_info(repo_root: Path, exclude: Sequence[str] = (".reprobox",)) -> GitCap
     commit = head.stdout.strip()
     sym = _git(["symbolic-ref", "-q", "--short", "HEAD"], top, check=False)
     branch = sym.stdout.strip() if sym.returncode == 0 and sym.stdout.strip() else None
-    remote = _remote_url(top, branch)
+    remote_warnings: list[str] = []
+    remote = _remote_url(top, branch, remote_warnings)
 
     diff = _git(
         [
@@ -185,7 +221,7 @@ def git_info(repo_root: Path, exclude: Sequence[str] = (".reprobox",)) -> GitCap
         timeout=None,
     )
     patch: bytes | None = diff.stdout or None
-    warnings: list[str] = []
+    warnings: list[str] = list(remote_warnings)
     if patch and len(patch) > LARGE_PATCH_BYTES:
         warnings.append(
             f"the uncommitted change is {len(patch) / 1048576:.1f} MiB: it is recorded as a patch, "
