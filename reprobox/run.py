@@ -313,7 +313,8 @@ def checkout_code(store: Store, stored: StoredExperiment, dest: Path) -> tuple[P
     return path, detail
 
 
-def pull_data(store: Store, checkout: Path, dvc_remote: Optional[str] = None) -> str:
+def pull_data(store: Store, checkout: Path, dvc_remote: Optional[str] = None,
+              pipeline: bool = False) -> str:
     """DVC outputs from a *trusted* remote into the checkout, through the shared run cache.
 
     The checkout is untrusted: its DVC files are checked first (no link under ``.dvc/``, no
@@ -330,6 +331,11 @@ def pull_data(store: Store, checkout: Path, dvc_remote: Optional[str] = None) ->
     if not os.path.islink(checkout / ".dvc") and not dvc.is_dvc_project(checkout):
         return "no DVC project in the checkout: nothing to pull"
     templated = dvc.check_untrusted_project(checkout)
+    # A pipeline consumes the data of its .dvc files; what its stages write, `dvc repro --force`
+    # recomputes, so it is not pulled (an output never pushed cannot block the rerun).
+    targets = dvc.data_files(checkout) if pipeline else None
+    if targets is not None and not targets:
+        return "the pipeline consumes no DVC-tracked data (no .dvc file): nothing to pull"
     if dvc_remote and not re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", dvc_remote):
         dvc_remote = os.path.abspath(os.path.expanduser(dvc_remote))
     remote = dvc.choose_trusted_remote(checkout, store.root, dvc_remote)
@@ -342,13 +348,16 @@ def pull_data(store: Store, checkout: Path, dvc_remote: Optional[str] = None) ->
 
             with tempfile.TemporaryDirectory(prefix="reprobox-dvc-") as home:
                 dvc.check_resolved_paths(checkout, dvc_repro_env(Path(home)))
-        result = dvc.pull(checkout, cache_dir=cache)
+        result = dvc.pull(checkout, cache_dir=cache, targets=targets)
     finally:
         dvc.drop_local(checkout, cache)
     fetched = getattr(result, "fetched", None)
     how = f"{fetched} file(s) downloaded" if fetched else "nothing to download"
     where = "--dvc-remote" if remote.source == "--dvc-remote" else f"{remote.name!r}"
-    return f"pulled from the DVC remote {where}: {how} (shared cache {cache})"
+    what = (f"the pipeline's {len(targets)} input(s) ({', '.join(targets[:3])}"
+            f"{' ...' if len(targets) > 3 else ''})" if targets is not None else "")
+    return (f"pulled {what + ' ' if what else ''}from the DVC remote {where}: {how} "
+            f"(shared cache {cache})")
 
 
 def _clear(checkout: Path, paths: tuple[str, ...]) -> None:
@@ -500,7 +509,8 @@ def run_experiment(
 
         # 2. data
         clock.start("data", "pulling DVC data from the remote" if plan.pull_data else "no DVC data")
-        detail = pull_data(store, checkout, dvc_remote) if plan.pull_data else "none recorded"
+        detail = (pull_data(store, checkout, dvc_remote, pipeline=plan.command_kind == "dvc")
+                  if plan.pull_data else "none recorded")
         clock.done(detail)
 
         # 3. environment

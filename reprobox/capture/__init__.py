@@ -200,6 +200,7 @@ def capture_experiment(
     dvc: Optional[DvcInfo] = None
     if dvc_mod.is_dvc_project(root):
         dvc = dvc_mod.dvc_info(root)
+        warnings.extend(dvc_mod.inputs_missing_from_remote(root))
     command_kind = "shell"
     if command is not None and not command.strip():
         raise UsageError("--cmd is empty", "give the command that produced the results, "
