@@ -207,7 +207,7 @@ def build(ref: ExpRef = "latest", *, tag: Optional[str] = None, base_image: Opti
 def run(ref: ExpRef = "latest", *, backend: str = "auto", rtol: float = 0.0, atol: float = 0.0,
         keep: bool = False, network: Optional[str] = None, progress: Optional[Progress] = None,
         store: Optional[Store] = None, limits: Any = None,
-        dvc_remote: Optional[str] = None) -> Any:
+        dvc_remote: Optional[str] = None, ignore_outputs: tuple[str, ...] = ()) -> Any:
     """Reproduce an experiment; returns the RunRecord (``.reproduced``)."""
     from .run import run_experiment
 
@@ -215,7 +215,7 @@ def run(ref: ExpRef = "latest", *, backend: str = "auto", rtol: float = 0.0, ato
     stored = _stored(store, ref)
     return run_experiment(store, stored, backend=backend, rtol=rtol, atol=atol, keep=keep,
                           network=network, progress=progress, limits=limits,
-                          dvc_remote=dvc_remote)
+                          dvc_remote=dvc_remote, ignore_outputs=tuple(ignore_outputs))
 
 
 def verify(ref: ExpRef = "latest", *, backend: str = "auto", progress: Optional[Progress] = None,

@@ -381,9 +381,12 @@ def _limits(pids_limit: int, memory: Optional[str], gpus: Optional[str]) -> Any:
               "checkout's own .dvc/config remote is used only when it equals a remote of your "
               "DVC global/system configuration).")
 @click.option("--rtol", type=float, default=0.0, show_default=True,
-              help="Relative tolerance for metrics.")
+              help="Relative tolerance for metrics and the numbers of CSV/JSON outputs.")
 @click.option("--atol", type=float, default=0.0, show_default=True,
-              help="Absolute tolerance for metrics.")
+              help="Absolute tolerance for metrics and the numbers of CSV/JSON outputs.")
+@click.option("--ignore-output", "ignore_outputs", multiple=True, metavar="PATH",
+              help="Leave this output (or everything under this folder) out of the verdict; "
+              "repeatable.")
 @click.option("--keep", is_flag=True, help="Keep the checkout (and print where it is).")
 @click.option("--network", help="Container network for the command (default: bridge; "
               "`none` for a hermetic run).")
@@ -391,7 +394,8 @@ def _limits(pids_limit: int, memory: Optional[str], gpus: Optional[str]) -> Any:
 @click.pass_context
 def run_cmd(ctx: click.Context, exp: str, backend: str, rtol: float, atol: float, keep: bool,
             network: Optional[str], as_json: bool, pids_limit: int, memory: Optional[str],
-            gpus: Optional[str], dvc_remote: Optional[str]) -> None:
+            gpus: Optional[str], dvc_remote: Optional[str],
+            ignore_outputs: tuple[str, ...] = ()) -> None:
     """Reproduce an experiment: exit 0 reproduced, 1 differs."""
     from . import api
 
@@ -399,7 +403,7 @@ def run_cmd(ctx: click.Context, exp: str, backend: str, rtol: float, atol: float
         raise click.BadParameter("tolerances must be >= 0", param_hint="--rtol/--atol")
     record = api.run(exp, backend=backend, rtol=rtol, atol=atol, keep=keep, network=network,
                      progress=_progress(), limits=_limits(pids_limit, memory, gpus),
-                     dvc_remote=dvc_remote)
+                     dvc_remote=dvc_remote, ignore_outputs=tuple(ignore_outputs))
     _verdict(ctx, record, as_json, record.reproduced)
 
 

@@ -7,16 +7,20 @@ five timed phases, each reported through ``progress``:
 
 1. **code** - the recorded commit in a git worktree of its own (the user's working tree is never
    touched), with the recorded patch applied;
-2. **data** - DVC outputs pulled into the checkout from a remote the user trusts (the checkout's
+2. **data** - DVC data pulled into the checkout from a remote the user trusts (the checkout's
    own ``.dvc/config`` remote only when it equals one of the user's, or ``--dvc-remote``), through
-   a DVC cache kept under ``.reprobox/local/cache/dvc`` and shared by all runs (the second run downloads
-   nothing; data present only in the user's own DVC cache does not count: it must be in the remote);
+   a DVC cache kept under ``.reprobox/local/cache/dvc`` and shared by all runs (the second run
+   downloads nothing; data present only in the user's own DVC cache does not count: it must be in
+   the remote). A pipeline pulls only its inputs (the data of its ``.dvc`` files): what its stages
+   write, ``dvc repro --force`` recomputes;
 3. **environment** - the backend (docker image, or cached virtualenv) made ready;
 4. **command** - the recorded command recomputed: a DVC pipeline with ``dvc repro --force`` (the
    host's DVC orchestrates, every stage command runs inside the environment), a shell command
    with ``sh -c``; with the recorded replayable variables and nothing else that changes numbers;
 5. **comparison** - metrics against the recorded values, declared outputs by sha256, DVC outputs
-   by DVC's hash; every difference named.
+   by DVC's hash; every difference named: the files inside a differing folder, the first value
+   that differs in a CSV/JSON output (compared with the tolerance when a recorded copy is found on
+   this machine by its hash); ``--ignore-output`` leaves outputs out of the verdict.
 
 The checkout is untrusted input (a pull request may have written it): a symbolic link leading out
 of it (committed, or made by the command) stops the run before the host reads through it, and
@@ -39,17 +43,26 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Union
 
 from .compare import (
+    CLOSE,
+    DIFFERS,
+    IGNORED,
     MISSING,
+    SAME,
+    TABULAR_SUFFIXES,
+    FileDiff,
     MetricCheck,
     OutputCheck,
     Tolerance,
+    apply_ignores,
+    compare_data,
+    compare_manifests,
     compare_metrics,
     compare_outputs,
     differences,
 )
 from .errors import ReproboxError, UsageError
-from .model import INLINE_METRICS, RUN_SCHEMA, SCHEMA_VERSION, Environment, Experiment, OutputFile
-from .store import Store, StoredExperiment, write_atomic
+from .model import INLINE_METRICS, RUN_SCHEMA, Environment, Experiment, OutputFile
+from .store import Store, StoredExperiment
 
 Progress = Callable[[str], None]
 
@@ -58,7 +71,10 @@ RUN_METRICS_ENV = "REPROBOX_RUN_METRICS"
 RUN_EXPERIMENT_ENV = "REPROBOX_EXPERIMENT"
 
 REPRODUCED = "reproduced"
-DIFFERS = "differs"
+DIFFERS_VERDICT = "differs"
+#: The run report's schema version: 2 names each output hash by its algorithm
+#: (``recorded_md5`` for DVC outputs, ``recorded_sha256`` for declared ones).
+RUN_SCHEMA_VERSION = 2
 
 PHASES = ("code", "data", "environment", "command", "comparison")
 
@@ -196,7 +212,7 @@ class RunRecord:
 
     @property
     def verdict(self) -> str:
-        return REPRODUCED if self.reproduced else DIFFERS
+        return REPRODUCED if self.reproduced else DIFFERS_VERDICT
 
     @property
     def seconds(self) -> float:
@@ -204,7 +220,7 @@ class RunRecord:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "schema": f"{RUN_SCHEMA}/{SCHEMA_VERSION}",
+            "schema": f"{RUN_SCHEMA}/{RUN_SCHEMA_VERSION}",
             "experiment": self.experiment_id,
             "name": self.experiment_name,
             "started": self.started,
@@ -248,9 +264,13 @@ class RunRecord:
         new = [m for m in self.metrics if m.status == "new"]
         for m in new:
             lines.append(f"  + {m.describe()}")
-        same = [o for o in (*self.outputs, *self.dvc_outputs) if o.ok]
+        every = (*self.outputs, *self.dvc_outputs)
+        same = [o for o in every if o.status == SAME]
         if same:
             lines.append(f"outputs: {len(same)} identical")
+        for o in every:
+            if o.status in (CLOSE, IGNORED):
+                lines.append(f"  ~ {o.describe()}")
         for note in ((self.gpu_note,) if self.gpu_note else ()) + self.notes:
             lines.append(f"note: {note}")
         lines.append(f"environment: {self.backend} ({self.backend_reason}): {self.environment}")
@@ -458,6 +478,199 @@ def compare_dvc_outputs(
     return tuple(checks)
 
 
+# --------------------------------------------------------------------------- output details
+#
+# When an output's bytes differ, the recorded version is looked for on this machine by its hash
+# (content-addressed, so whatever is found is exactly what was recorded): the user's own working
+# tree (a declared output still as captured), the shared run cache, the user's DVC cache and a
+# DVC remote that is a local folder. Found, a folder's difference is named file by file and a
+# CSV/JSON output is compared by its values (with --rtol/--atol). Not found, the difference stays
+# as it is: the hashes differ.
+
+#: Files of one output folder that are listed; past it, a folder is compared by its hash only.
+MAX_FOLDER_FILES = 100_000
+
+
+def _read_capped(path: Path) -> Optional[bytes]:
+    from .compare import MAX_DATA_BYTES
+
+    try:
+        if path.is_symlink() or not path.is_file():
+            return None
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_DATA_BYTES + 1)
+    except OSError:
+        return None
+    return raw if len(raw) <= MAX_DATA_BYTES else None
+
+
+def _file_digest(path: Path, algorithm: str) -> Optional[str]:
+    import hashlib
+
+    try:
+        if path.is_symlink() or not path.is_file():
+            return None
+        h = hashlib.new(algorithm)
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    except OSError:
+        return None
+    return h.hexdigest()
+
+
+def _folder_digests(folder: Path, algorithm: str) -> Optional[dict[str, str]]:
+    """``relpath -> hash`` of every regular file under ``folder`` (no link followed)."""
+    if folder.is_symlink() or not folder.is_dir():
+        return None
+    out: dict[str, str] = {}
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
+        dirnames[:] = [d for d in dirnames if not (Path(dirpath) / d).is_symlink()]
+        for name in filenames:
+            if len(out) >= MAX_FOLDER_FILES:
+                return None
+            path = Path(dirpath) / name
+            digest = _file_digest(path, algorithm)
+            if digest is not None:
+                out[path.relative_to(folder).as_posix()] = digest
+    return out
+
+
+def _tabular(name: str) -> bool:
+    return name.lower().endswith(TABULAR_SUFFIXES)
+
+
+def _data_verdict(name: str, recorded: Optional[bytes], observed: Optional[bytes],
+                  tolerance: Tolerance) -> tuple[str, str]:
+    """(status, detail) of a differing CSV/JSON file once both versions are at hand."""
+    if recorded is None or observed is None or not _tabular(name):
+        return DIFFERS, ""
+    status, detail = compare_data(name, recorded, observed, tolerance)
+    if status == SAME:  # equal values, other bytes: still a difference when exact
+        return DIFFERS, "same values, different formatting"
+    return status, detail
+
+
+class _Recorded:
+    """Finds recorded versions of outputs on this machine by their hash."""
+
+    def __init__(self, store: Store, checkout: Path) -> None:
+        from .capture import dvc
+
+        self.user_root = Path(store.root)
+        folders = [store.local_dir("cache", "dvc"), self.user_root / ".dvc" / "cache",
+                   Path(checkout) / ".dvc" / "cache"]
+        try:
+            remote = dvc._local_remote_folder(self.user_root)
+        except (OSError, ReproboxError):
+            remote = None
+        if remote is not None:
+            folders.append(remote[1])
+        self.dvc_folders = [f for f in folders if f.is_dir()]
+
+    def dvc_object(self, md5: str) -> Optional[Path]:
+        from .capture import dvc
+
+        for folder in self.dvc_folders:
+            found = dvc.object_path(folder, md5)
+            if found is not None:
+                return found
+        return None
+
+    def dvc_manifest(self, md5: str) -> Optional[dict[str, str]]:
+        from .capture import dvc
+
+        found = self.dvc_object(md5)
+        return dvc.read_dir_manifest(found) if found is not None else None
+
+    def user_copy(self, rel: str) -> Path:
+        return self.user_root / rel
+
+
+def _refine_declared(check: OutputCheck, checkout: Path, found: _Recorded,
+                     tolerance: Tolerance) -> OutputCheck:
+    from dataclasses import replace
+
+    from .capture.metrics import hash_output
+
+    if check.status != DIFFERS:
+        return check
+    mine = found.user_copy(check.path)
+    observed = Path(checkout) / check.path
+    try:
+        still = hash_output(found.user_root, check.path).sha256 == check.recorded_hash
+    except (ReproboxError, OSError, ValueError):
+        still = False
+    if not still:
+        return check
+    if mine.is_dir():
+        before = _folder_digests(mine, "sha256")
+        after = _folder_digests(observed, "sha256")
+        if before is None or after is None:
+            return check
+        files = list(compare_manifests(before, after))
+        for i, f in enumerate(files):
+            if f.status == DIFFERS and _tabular(f.path):
+                st, detail = _data_verdict(f.path, _read_capped(mine / f.path),
+                                           _read_capped(observed / f.path), tolerance)
+                files[i] = FileDiff(f.path, st, detail)
+        return replace(check, files=tuple(files))
+    status, detail = _data_verdict(check.path, _read_capped(mine), _read_capped(observed),
+                                   tolerance)
+    return replace(check, status=status, detail=detail)
+
+
+def _refine_dvc(check: OutputCheck, checkout: Path, found: _Recorded,
+                tolerance: Tolerance) -> OutputCheck:
+    from dataclasses import replace
+
+    if check.status != DIFFERS or check.algorithm != "md5":
+        return check
+    observed = Path(checkout) / check.path
+    if check.recorded_hash.endswith(".dir"):
+        before = found.dvc_manifest(check.recorded_hash)
+        after = (found.dvc_manifest(check.observed_hash) if check.observed_hash else None)
+        if after is None:
+            after = _folder_digests(observed, "md5")
+        if before is None or after is None:
+            return replace(check, detail="the recorded file list is not on this machine "
+                           "(not in the DVC cache or a local remote): files not named")
+        files = list(compare_manifests(before, after))
+        for i, f in enumerate(files):
+            if f.status == DIFFERS and _tabular(f.path):
+                obj = found.dvc_object(before[f.path])
+                st, detail = _data_verdict(f.path, _read_capped(obj) if obj else None,
+                                           _read_capped(observed / f.path), tolerance)
+                files[i] = FileDiff(f.path, st, detail)
+        return replace(check, files=tuple(files))
+    obj = found.dvc_object(check.recorded_hash)
+    status, detail = _data_verdict(check.path, _read_capped(obj) if obj else None,
+                                   _read_capped(observed), tolerance)
+    return replace(check, status=status, detail=detail)
+
+
+def refine_output_checks(
+    store: Store, checkout: Path, declared: tuple[OutputCheck, ...],
+    dvc_checks: tuple[OutputCheck, ...], tolerance: Tolerance, ignore: tuple[str, ...],
+) -> tuple[tuple[OutputCheck, ...], tuple[OutputCheck, ...]]:
+    """Name the files of a differing folder, compare CSV/JSON outputs by value, apply ignores."""
+    found = _Recorded(store, checkout)
+    declared = tuple(_refine_declared(c, checkout, found, tolerance) for c in declared)
+    dvc_checks = tuple(_refine_dvc(c, checkout, found, tolerance) for c in dvc_checks)
+    declared, dvc_checks = apply_ignores(declared, ignore), apply_ignores(dvc_checks, ignore)
+    # A folder whose every differing file is within the tolerance is CLOSE.
+    def settle(c: OutputCheck) -> OutputCheck:
+        from dataclasses import replace
+
+        if (c.status == DIFFERS and c.files and not c.detail
+                and all(f.status in (CLOSE, IGNORED) for f in c.files if f.status != SAME)):
+            return replace(c, status=CLOSE if any(f.status == CLOSE for f in c.files)
+                           else IGNORED)
+        return c
+
+    return tuple(settle(c) for c in declared), tuple(settle(c) for c in dvc_checks)
+
+
 def report_file(store: Store, exp_id: str, when: _dt.datetime) -> Path:
     """``.reprobox/local/runs/<id>-<UTC time>.json`` (a counter keeps two runs in a second apart);
     local state, git-ignored, reached through no symbolic link."""
@@ -476,12 +689,15 @@ def run_experiment(
     progress: Optional[Progress] = None,
     limits: Any = None,
     dvc_remote: Optional[str] = None,
+    ignore_outputs: tuple[str, ...] = (),
 ) -> RunRecord:
     """Reproduce an experiment and return the record (``.reproduced``); see the module doc."""
     from . import validate
     from .backends import choose_backend, make_run_dir, refuse_outward_symlinks
 
     tolerance = Tolerance(rtol=rtol, atol=atol)
+    ignore = tuple(validate.relpath("--ignore-output", p, allow_dot=False).strip("/")
+                   for p in ignore_outputs)
     if network is not None:
         _check_network(network)
     stored = _stored(store, ref_or_stored)
@@ -564,6 +780,8 @@ def run_experiment(
         dvc_checks: tuple[OutputCheck, ...] = ()
         if plan.command_kind == "dvc" and exit_code == 0:
             dvc_checks = compare_dvc_outputs(exp, checkout, plan.metrics_files)
+        output_checks, dvc_checks = refine_output_checks(
+            store, checkout, output_checks, dvc_checks, tolerance, ignore)
         diffs = list(differences(metric_checks, (*output_checks, *dvc_checks)))
         if exit_code != 0:
             diffs.insert(0, f"the command exited with status {exit_code} (its output is above); "

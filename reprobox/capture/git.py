@@ -380,7 +380,7 @@ def update_submodules(worktree: Path) -> None:
 
 
 def remove_worktree(repo_root: Path, dest: Path) -> None:
-    """Remove a worktree made by :func:`make_worktree`, even if modified; a second call is a no-op."""
+    """Remove a worktree made by :func:`make_worktree`, even if modified; again: a no-op."""
     top = _toplevel(Path(repo_root))
     dest = Path(dest)
     if dest.exists():
