@@ -387,6 +387,9 @@ def _limits(pids_limit: int, memory: Optional[str], gpus: Optional[str]) -> Any:
 @click.option("--ignore-output", "ignore_outputs", multiple=True, metavar="PATH",
               help="Leave this output (or everything under this folder) out of the verdict; "
               "repeatable.")
+@click.option("--strict", is_flag=True,
+              help="Exit 1 when a system package could not be had at its recorded version "
+              "(by default the verdict lists each substitution and exits 0).")
 @click.option("--keep", is_flag=True, help="Keep the checkout (and print where it is).")
 @click.option("--network", help="Container network for the command (default: bridge; "
               "`none` for a hermetic run).")
@@ -395,32 +398,36 @@ def _limits(pids_limit: int, memory: Optional[str], gpus: Optional[str]) -> Any:
 def run_cmd(ctx: click.Context, exp: str, backend: str, rtol: float, atol: float, keep: bool,
             network: Optional[str], as_json: bool, pids_limit: int, memory: Optional[str],
             gpus: Optional[str], dvc_remote: Optional[str],
-            ignore_outputs: tuple[str, ...] = ()) -> None:
-    """Reproduce an experiment: exit 0 reproduced, 1 differs."""
+            ignore_outputs: tuple[str, ...] = (), strict: bool = False) -> None:
+    """Reproduce an experiment: exit 0 reproduced (also with substitutions, unless --strict),
+    1 differs."""
     from . import api
 
     if rtol < 0 or atol < 0:
         raise click.BadParameter("tolerances must be >= 0", param_hint="--rtol/--atol")
     record = api.run(exp, backend=backend, rtol=rtol, atol=atol, keep=keep, network=network,
                      progress=_progress(), limits=_limits(pids_limit, memory, gpus),
-                     dvc_remote=dvc_remote, ignore_outputs=tuple(ignore_outputs))
-    _verdict(ctx, record, as_json, record.reproduced)
+                     dvc_remote=dvc_remote, ignore_outputs=tuple(ignore_outputs),
+                     strict=strict)
+    _verdict(ctx, record, as_json, record.ok)
 
 
 @main.command("verify")
 @click.argument("exp")
 @_backend_option
 @_container_options
+@click.option("--strict", is_flag=True,
+              help="Exit 1 when a system package could not be had at its recorded version.")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def verify_cmd(ctx: click.Context, exp: str, backend: str, as_json: bool, pids_limit: int,
-               memory: Optional[str], gpus: Optional[str]) -> None:
+               memory: Optional[str], gpus: Optional[str], strict: bool = False) -> None:
     """Rebuild the environment, fingerprint it from inside, compare: exit 0 identical, 1 differs."""
     from . import api
 
     report = api.verify(exp, backend=backend, progress=_progress(),
-                        limits=_limits(pids_limit, memory, gpus))
-    _verdict(ctx, report, as_json, report.identical)
+                        limits=_limits(pids_limit, memory, gpus), strict=strict)
+    _verdict(ctx, report, as_json, report.ok)
 
 
 # --------------------------------------------------------------------------- diff / pr

@@ -71,6 +71,7 @@ RUN_METRICS_ENV = "REPROBOX_RUN_METRICS"
 RUN_EXPERIMENT_ENV = "REPROBOX_EXPERIMENT"
 
 REPRODUCED = "reproduced"
+REPRODUCED_WITH_SUBSTITUTIONS = "reproduced with substitutions"
 DIFFERS_VERDICT = "differs"
 #: The run report's schema version: 2 names each output hash by its algorithm
 #: (``recorded_md5`` for DVC outputs, ``recorded_sha256`` for declared ones).
@@ -205,14 +206,25 @@ class RunRecord:
     phases: tuple[Phase, ...] = ()
     checkout: Optional[str] = None  # kept checkout (--keep)
     report_path: Optional[str] = None
+    #: System packages the image could not have at their recorded version (one sentence each).
+    substitutions: tuple[str, ...] = ()
+    #: ``--strict``: a substitution makes the verdict fail.
+    strict: bool = False
 
     @property
     def reproduced(self) -> bool:
         return not self.differences
 
     @property
+    def ok(self) -> bool:
+        """The exit status 0: reproduced, and with --strict without substitutions."""
+        return self.reproduced and not (self.strict and self.substitutions)
+
+    @property
     def verdict(self) -> str:
-        return REPRODUCED if self.reproduced else DIFFERS_VERDICT
+        if not self.reproduced:
+            return DIFFERS_VERDICT
+        return REPRODUCED_WITH_SUBSTITUTIONS if self.substitutions else REPRODUCED
 
     @property
     def seconds(self) -> float:
@@ -227,6 +239,8 @@ class RunRecord:
             "verdict": self.verdict,
             "reproduced": self.reproduced,
             "differences": list(self.differences),
+            "substitutions": list(self.substitutions),
+            "strict": self.strict,
             "backend": self.backend,
             "backend_reason": self.backend_reason,
             "environment": self.environment,
@@ -249,11 +263,15 @@ class RunRecord:
     def render_text(self) -> str:
         """The human report: verdict first, then every difference, then how it was made."""
         lines: list[str] = []
-        head = "REPRODUCED" if self.reproduced else "DIFFERS"
+        head = self.verdict.upper()
         lines.append(f"{head}: experiment {self.experiment_id} ({self.experiment_name})")
         if self.differences:
             lines.append(f"{len(self.differences)} difference(s):")
             lines += [f"  - {d}" for d in self.differences]
+        if self.substitutions:
+            lines.append(f"{len(self.substitutions)} substitution(s)"
+                         + (" (--strict: the run fails)" if self.strict else "") + ":")
+            lines += [f"  ~ {d}" for d in self.substitutions]
         ok_metrics = [m for m in self.metrics if m.ok and m.status != "new"]
         if ok_metrics:
             lines.append(f"metrics ({self.tolerance.describe()}): "
@@ -690,6 +708,7 @@ def run_experiment(
     limits: Any = None,
     dvc_remote: Optional[str] = None,
     ignore_outputs: tuple[str, ...] = (),
+    strict: bool = False,
 ) -> RunRecord:
     """Reproduce an experiment and return the record (``.reproduced``); see the module doc."""
     from . import validate
@@ -721,6 +740,15 @@ def run_experiment(
         clock.start("code", f"checking out {exp.git.commit[:12]} apart from your working tree")
         worktree_made = True
         checkout, detail = checkout_code(store, stored, checkout)
+        if chosen.name == "docker":
+            # The worktree's .git names a host path: the container gets a repository of the
+            # recorded commit alone, read-only (backends/docker.py mounts it).
+            from .backends.docker import CONTAINER_GIT_DIR, run_git_folder
+            from .capture import git as _git
+
+            _git.make_run_repository(store.root, exp.git.commit, run_git_folder(checkout),
+                                     CONTAINER_GIT_DIR)
+            detail += "; git at the recorded commit inside the container"
         clock.done(detail)
 
         # 2. data
@@ -733,7 +761,9 @@ def run_experiment(
         clock.start("environment", f"preparing the {chosen.name} environment")
         prepared = chosen.prepare(store, stored, checkout, network=network, progress=clock.say)
         gpu = chosen.gpu_plan(stored.environment)
-        clock.done(prepared.description)
+        substitutions = environment_substitutions(chosen, prepared)
+        clock.done(prepared.description + (f"; {len(substitutions)} system package(s) "
+                                           "substituted" if substitutions else ""))
 
         # 4. command
         run_dir = make_run_dir(checkout)
@@ -812,6 +842,8 @@ def run_experiment(
             if chosen.name not in ("venv", "conda") else f"host ({chosen.name} backend)",
             phases=tuple(clock.phases),
             checkout=str(checkout) if keep else None,
+            substitutions=substitutions,
+            strict=strict,
         )
         path = report_file(store, exp.id, started)
         from dataclasses import replace
@@ -828,6 +860,15 @@ def run_experiment(
             clock.say(f"checkout kept at {checkout}")
         else:
             _cleanup(store, checkout if worktree_made else None, scratch)
+
+
+def environment_substitutions(chosen: Any, prepared: Any) -> tuple[str, ...]:
+    """The system packages the image could not have exactly, as the build wrote them into it."""
+    if getattr(prepared, "backend", None) != "docker" or getattr(prepared, "conda_prefix", None):
+        return ()
+    from .backends.docker import image_substitutions
+
+    return tuple(s.describe() for s in image_substitutions(chosen.engine, prepared.handle))
 
 
 def _exclude_from_git(checkout: Path) -> None:

@@ -236,10 +236,24 @@ class VerifyReport:
     interpreter: str = ""
     notes: tuple[str, ...] = ()
     seconds: Mapping[str, float] = field(default_factory=dict)
+    #: System packages the image could not have at their recorded version (the build said so):
+    #: listed, not counted as differences; ``strict`` makes them fail the verdict.
+    substitutions: tuple[str, ...] = ()
+    strict: bool = False
 
     @property
     def identical(self) -> bool:
         return not self.differences
+
+    @property
+    def ok(self) -> bool:
+        return self.identical and not (self.strict and self.substitutions)
+
+    @property
+    def verdict(self) -> str:
+        if not self.identical:
+            return "differs"
+        return "identical with substitutions" if self.substitutions else "identical"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -247,8 +261,10 @@ class VerifyReport:
             "experiment": self.experiment_id,
             "name": self.experiment_name,
             "identical": self.identical,
-            "verdict": "identical" if self.identical else "differs",
+            "verdict": self.verdict,
             "differences": [d.to_dict() for d in self.differences],
+            "substitutions": list(self.substitutions),
+            "strict": self.strict,
             "backend": self.backend,
             "backend_reason": self.backend_reason,
             "environment": self.environment,
@@ -261,12 +277,16 @@ class VerifyReport:
         }
 
     def render_text(self) -> str:
-        head = "IDENTICAL" if self.identical else "DIFFERS"
+        head = self.verdict.upper()
         lines = [f"{head}: the rebuilt environment of {self.experiment_id} ({self.experiment_name})"
                  + (" matches the capture" if self.identical else " differs from the capture")]
         if self.differences:
             lines.append(f"{len(self.differences)} difference(s):")
             lines += [f"  - {d.message}" for d in self.differences]
+        if self.substitutions:
+            lines.append(f"{len(self.substitutions)} substitution(s)"
+                         + (" (--strict: the verification fails)" if self.strict else "") + ":")
+            lines += [f"  ~ {d}" for d in self.substitutions]
         lines.append(f"checked: interpreter {self.interpreter}, {self.packages_checked} packages "
                      f"(names, versions, sources), {self.system_packages_checked} system packages")
         lines += [f"note: {n}" for n in self.notes]
@@ -337,6 +357,7 @@ def verify_experiment(
     backend: str = "auto",
     progress: Optional[Progress] = None,
     limits: Any = None,
+    strict: bool = False,
 ) -> VerifyReport:
     """Rebuild the experiment's environment, fingerprint it from inside, compare with the
     capture."""
@@ -377,6 +398,14 @@ def verify_experiment(
         say("[3/3] fingerprint: running the probe inside the rebuilt environment")
         observed = observe(chosen, prepared, checkout)
         diffs = compare_environments(env, observed)
+        from .backends.docker import image_substitutions
+
+        subs = (image_substitutions(getattr(chosen, "engine"), prepared.handle)
+                if prepared.backend == "docker" and not prepared.conda_prefix else ())
+        # A system package the build could not have exactly is a substitution, not a difference.
+        substituted = {x.name for x in subs}
+        diffs = tuple(d for d in diffs
+                      if not (d.kind == "system-package" and d.subject in substituted))
         seconds["fingerprint"] = time.monotonic() - t0
         from .build import unverified_notes
 
@@ -394,6 +423,8 @@ def verify_experiment(
             interpreter=f"{observed.interpreter.implementation} {observed.interpreter.version}",
             notes=tuple(notes),
             seconds=seconds,
+            substitutions=tuple(x.describe() for x in subs),
+            strict=strict,
         )
     finally:
         if prepared is not None:

@@ -29,6 +29,9 @@ from . import images
 WORKDIR = "/workspace"
 #: Where build-time files (lock, wheels, tools) are mounted during RUN steps; never in a layer.
 STAGE = "/tmp/reprobox"
+#: Where the image's apt step lists the system packages it could not install at their recorded
+#: version ("name recorded installed", "-" for none); read back for the verdict.
+SUBSTITUTIONS_FILE = "/etc/reprobox/substitutions"
 
 INSTALLERS = ("uv", "pip")
 
@@ -431,6 +434,7 @@ def render_plan(plan: DockerPlan, part: str = "all", system_image: Optional[str]
         workdir=opts.workdir,
         stage=STAGE,
         uv=f"{STAGE}/tools/uv",
+        substitutions_file=SUBSTITUTIONS_FILE,
     )
 
 

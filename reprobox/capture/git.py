@@ -321,6 +321,52 @@ _UNTRUSTED_FETCH_CONFIG = (
 )
 
 
+#: Where the rerun's container sees the repository of the recorded commit (read-only).
+CONTAINER_GIT_DIR = "/reprobox/git"
+
+
+def make_run_repository(repo_root: Path, commit: str, dest: Path,
+                        container_git_dir: str = CONTAINER_GIT_DIR) -> tuple[Path, Path]:
+    """A repository holding the recorded commit alone, for code that reads git during a rerun.
+
+    The checkout is a worktree whose ``.git`` file names a host path a container does not have;
+    the container gets this instead: ``dest/repo`` (a shallow repository with only ``commit``,
+    HEAD detached at it, an index of it, no remote, no hooks, no configuration of the user's)
+    and ``dest/dotgit`` (a ``.git`` file naming ``container_git_dir``, where ``repo`` is mounted
+    read-only). So ``git rev-parse HEAD``, GitPython and dvclive see the recorded commit, and
+    ``git status`` the recorded patch as an uncommitted change, as at capture time. Nothing of the
+    user's repository (other branches, its configuration, credentials in a remote URL) is in it.
+    Returns ``(repo, dotgit)``.
+    """
+    validate_commit(commit)
+    top = _toplevel(Path(repo_root))
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=False)
+    repo = dest / "repo"
+    quiet = {"GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull}
+    _git(["init", "-q", "--bare", "--template=", str(repo)], dest, what="git init",
+         extra_env=quiet)
+    source = "file://" + str(top.resolve())
+    _git(["--git-dir", str(repo), "-c", "protocol.file.allow=always",
+          "-c", "uploadpack.allowAnySHA1InWant=true", "fetch", "-q", "--depth", "1",
+          "--no-tags", "--no-recurse-submodules", source, commit],
+         dest, what="git fetch of the recorded commit", timeout=None, extra_env=quiet)
+    _git(["--git-dir", str(repo), "update-ref", "--no-deref", "HEAD", commit], dest,
+         what="git update-ref", extra_env=quiet)
+    _git(["--git-dir", str(repo), "read-tree", "HEAD"], dest, what="git read-tree",
+         extra_env=quiet)
+    _git(["--git-dir", str(repo), "config", "core.bare", "false"], dest, what="git config",
+         extra_env=quiet)
+    for leftover in ("FETCH_HEAD",):
+        try:
+            os.unlink(repo / leftover)
+        except FileNotFoundError:
+            pass
+    dotgit = dest / "dotgit"
+    dotgit.write_text(f"gitdir: {container_git_dir}\n")
+    return repo, dotgit
+
+
 def untrusted_fetch_env() -> dict[str, str]:
     """The environment of a fetch the checkout asked for: no way to reach a credential.
 

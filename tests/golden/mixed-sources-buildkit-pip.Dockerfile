@@ -25,20 +25,30 @@ RUN --mount=type=cache,target=/var/cache/apt,id=reprobox-apt-debian-bookworm,sha
         set -- -o APT::Keep-Downloaded-Packages=true; \
         if [ -r /run/secrets/reprobox-ca ]; then set -- "$@" -o Acquire::https::CAInfo=/run/secrets/reprobox-ca; fi; \
         apt-get "$@" update; \
-        install=''; \
+        install=''; subs=''; \
         for spec in $missing; do \
             name="${spec%%=*}"; \
             if [ "$name" != "$spec" ] && apt-cache madison "$name" | cut -d'|' -f2 | tr -d ' ' | grep -qxF -- "${spec#*=}"; then \
                 install="$install $spec"; \
             elif apt-cache show --no-all-versions "$name" >/dev/null 2>&1; then \
-                [ "$name" = "$spec" ] || echo "reprobox: warning: $spec is no longer in the archive; installing its current $name" >&2; \
+                [ "$name" = "$spec" ] || { echo "reprobox: warning: $spec is no longer in the archive; installing its current $name" >&2; subs="$subs $spec"; }; \
                 install="$install $name"; \
             else \
                 echo "reprobox: warning: system package $name is not available in this distribution" >&2; \
+                subs="$subs $spec"; \
             fi; \
         done; \
         if [ -n "$install" ]; then \
             DEBIAN_FRONTEND=noninteractive apt-get "$@" install --yes --no-install-recommends --allow-downgrades $install; \
+        fi; \
+        if [ -n "$subs" ]; then \
+            mkdir -p /etc/reprobox; \
+            for spec in $subs; do \
+                name="${spec%%=*}"; want="${spec#*=}"; [ "$name" != "$spec" ] || want=-; \
+                got="$(dpkg-query -W -f='${Status} ${Version}' "$name" 2>/dev/null || true)"; \
+                case "$got" in "install ok installed "*) got="${got#install ok installed }" ;; *) got=- ;; esac; \
+                echo "$name $want $got" >> /etc/reprobox/substitutions; \
+            done; \
         fi; \
     fi
 
