@@ -400,7 +400,7 @@ def verify_experiment(
         diffs = compare_environments(env, observed)
         from .backends.docker import image_substitutions
 
-        subs = (image_substitutions(getattr(chosen, "engine"), prepared.handle)
+        subs = (image_substitutions(getattr(chosen, "engine", None), prepared.handle)
                 if prepared.backend == "docker" and not prepared.conda_prefix else ())
         # A system package the build could not have exactly is a substitution, not a difference.
         substituted = {x.name for x in subs}
