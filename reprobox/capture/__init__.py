@@ -516,8 +516,20 @@ def environment_from_probe(
         unowned_libraries=tuple(sorted(unowned)),
         missing_libraries=tuple(missing),
         conda=conda_env,
+        apt_sources=_apt_sources(sys_pkgs, warnings),
     )
     return env, warnings
+
+
+def _apt_sources(sys_pkgs: Any, warnings: list[str]) -> tuple[Any, ...]:
+    """The host's apt sources, recorded when the environment holds Debian packages."""
+    from . import system
+
+    if not sys_pkgs or any(s.manager != "dpkg" for s in sys_pkgs):
+        return ()
+    sources, notes = system.apt_sources()
+    warnings.extend(notes)
+    return sources
 
 
 #: What the committed Dockerfile says where a built one names the experiment id.
