@@ -319,7 +319,8 @@ class _Clock:
 
     def start(self, name: str, what: str) -> None:
         self._name, self._t0 = name, time.monotonic()
-        self.say(f"[{PHASES.index(name) + 1}/{len(PHASES)}] {name}: {what}")
+        # "reprobox: phase 2/5", apart from the image build's own "[build 3/9]" steps
+        self.say(f"reprobox: phase {PHASES.index(name) + 1}/{len(PHASES)} {name}: {what}")
 
     def done(self, detail: str = "") -> None:
         seconds = time.monotonic() - self._t0
@@ -352,7 +353,7 @@ def checkout_code(store: Store, stored: StoredExperiment, dest: Path) -> tuple[P
 
 
 def pull_data(store: Store, checkout: Path, dvc_remote: Optional[str] = None,
-              pipeline: bool = False) -> str:
+              pipeline: bool = False, progress: Optional[Progress] = None) -> str:
     """DVC outputs from a *trusted* remote into the checkout, through the shared run cache.
 
     The checkout is untrusted: its DVC files are checked first (no link under ``.dvc/``, no
@@ -386,6 +387,11 @@ def pull_data(store: Store, checkout: Path, dvc_remote: Optional[str] = None,
 
             with tempfile.TemporaryDirectory(prefix="reprobox-dvc-") as home:
                 dvc.check_resolved_paths(checkout, dvc_repro_env(Path(home)))
+        if progress is not None:
+            files, size = dvc.expected_size(checkout, targets)
+            progress(f"      pulling {files} DVC-tracked output(s)"
+                     + (f", {size / 1048576:.1f} MiB" if size else "")
+                     + f" (the shared cache {cache} holds what earlier runs pulled)")
         result = dvc.pull(checkout, cache_dir=cache, targets=targets)
     finally:
         dvc.drop_local(checkout, cache)
@@ -753,7 +759,8 @@ def run_experiment(
 
         # 2. data
         clock.start("data", "pulling DVC data from the remote" if plan.pull_data else "no DVC data")
-        detail = (pull_data(store, checkout, dvc_remote, pipeline=plan.command_kind == "dvc")
+        detail = (pull_data(store, checkout, dvc_remote, pipeline=plan.command_kind == "dvc",
+                            progress=clock.say)
                   if plan.pull_data else "none recorded")
         clock.done(detail)
 

@@ -382,20 +382,20 @@ def verify_experiment(
     prepared = None
     try:
         t0 = time.monotonic()
-        say("[1/3] code: checking out the recorded commit (the repository's own packages "
-            "install from it)")
+        say("reprobox: phase 1/3 code: checking out the recorded commit (the repository's own "
+            "packages install from it)")
         made = True
         checkout, _detail = checkout_code(store, stored, checkout)
         seconds["code"] = time.monotonic() - t0
 
         t0 = time.monotonic()
-        say(f"[2/3] environment: preparing the {chosen.name} environment")
+        say(f"reprobox: phase 2/3 environment: preparing the {chosen.name} environment")
         prepared = chosen.prepare(store, stored, checkout, progress=say)
         seconds["environment"] = time.monotonic() - t0
         say(f"      {prepared.description}")
 
         t0 = time.monotonic()
-        say("[3/3] fingerprint: running the probe inside the rebuilt environment")
+        say("reprobox: phase 3/3 fingerprint: running the probe inside the rebuilt environment")
         observed = observe(chosen, prepared, checkout)
         diffs = compare_environments(env, observed)
         from .backends.docker import image_substitutions

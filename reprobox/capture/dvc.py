@@ -275,6 +275,32 @@ def data_files(root: Path, use_git: bool = True) -> list[str]:
             if PurePosixPath(f).name not in ("dvc.yaml", "dvc.lock")]
 
 
+def expected_size(root: Path, targets: Sequence[str] | None) -> tuple[int, int]:
+    """(outputs, bytes) that ``dvc pull`` of ``targets`` (None: every ``.dvc`` file and
+    ``dvc.lock``) brings, from the sizes DVC recorded; for the progress line."""
+    root = Path(root)
+    files = list(targets) if targets is not None else [
+        f for f in _dvc_files(root, use_git=False)
+        if PurePosixPath(f).name != "dvc.yaml"]
+    count = size = 0
+    for rel in files:
+        doc = _load_yaml(root / rel)
+        if not isinstance(doc, Mapping):
+            continue
+        outs = doc.get("outs")
+        entries: list[Any] = list(outs) if isinstance(outs, list) else []
+        stages = doc.get("stages")
+        for stage in stages.values() if isinstance(stages, Mapping) else []:
+            if isinstance(stage, Mapping) and isinstance(stage.get("outs"), list):
+                entries += stage["outs"]
+        for entry in entries:
+            if isinstance(entry, Mapping):
+                count += 1
+                value = entry.get("size")
+                size += value if isinstance(value, int) and value > 0 else 0
+    return count, size
+
+
 def object_path(root: Path, md5: str) -> Path | None:
     """Where a DVC cache or local remote folder keeps the object ``md5`` (``abc...`` or
     ``abc....dir``), in DVC 3's layout (``files/md5/ab/c...``) or DVC 2's (``ab/c...``)."""

@@ -39,7 +39,7 @@ def _feed(name: str, titles: tuple[str, ...] = TITLES) -> tuple[BuildLog, list[s
 
 def test_a_real_build_log_is_condensed_to_one_line_per_step() -> None:
     log, shown = _feed("buildkit-ok.log")
-    assert shown[0] == "[1/4] FROM python:3.11.7-slim-bookworm  (cached)"
+    assert shown[0] == "[build 1/4] FROM python:3.11.7-slim-bookworm  (cached)"
     assert ("[2/4] System packages that own the native libraries the Python packages load  "
             "(0.2s)") in shown
     assert "    Installed 2 packages in 9ms" in shown
@@ -57,7 +57,7 @@ def test_a_fully_cached_rebuild() -> None:
 
 def test_without_titles_the_instruction_is_shown_without_mounts() -> None:
     _log, shown = _feed("buildkit-ok.log", ())
-    assert any(line.startswith("[3/4] RUN set -eu; echo \"Prepared") for line in shown)
+    assert any(line.startswith("[build 3/4] RUN set -eu; echo \"Prepared") for line in shown)
 
 
 def test_a_failed_step_reports_its_output_with_credentials_stripped() -> None:
