@@ -371,7 +371,7 @@ def test_run_reproduces_on_a_real_git_checkout(repo: Path, monkeypatch):
     assert record.reproduced, record.differences
     assert [p.name for p in record.phases] == ["code", "data", "environment", "command",
                                                "comparison"]
-    assert any(m.startswith("[4/5] command:") for m in messages)
+    assert any(m.startswith("reprobox: phase 4/5 command:") for m in messages)
     assert backend.seen_env["PYTHONHASHSEED"] == "0"
     assert backend.seen_env["REPROBOX_EXPERIMENT"] == stored.id
     assert backend.seen_env["REPROBOX_RUN_METRICS"].endswith(".reprobox-run/metrics.json")
