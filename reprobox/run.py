@@ -373,8 +373,6 @@ def pull_data(store: Store, checkout: Path, dvc_remote: Optional[str] = None,
     # A pipeline consumes the data of its .dvc files; what its stages write, `dvc repro --force`
     # recomputes, so it is not pulled (an output never pushed cannot block the rerun).
     targets = dvc.data_files(checkout) if pipeline else None
-    if targets is not None and not targets:
-        return "the pipeline consumes no DVC-tracked data (no .dvc file): nothing to pull"
     if dvc_remote and not re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", dvc_remote):
         dvc_remote = os.path.abspath(os.path.expanduser(dvc_remote))
     remote = dvc.choose_trusted_remote(checkout, store.root, dvc_remote)
@@ -387,6 +385,9 @@ def pull_data(store: Store, checkout: Path, dvc_remote: Optional[str] = None,
 
             with tempfile.TemporaryDirectory(prefix="reprobox-dvc-") as home:
                 dvc.check_resolved_paths(checkout, dvc_repro_env(Path(home)))
+        if targets is not None and not targets:
+            # The trusted configuration is written all the same: `dvc repro` reads it next.
+            return "the pipeline consumes no DVC-tracked data (no .dvc file): nothing to pull"
         if progress is not None:
             files, size = dvc.expected_size(checkout, targets)
             progress(f"      pulling {files} DVC-tracked output(s)"

@@ -39,13 +39,14 @@ Suites: bookworm
 Components: main
 """
 
-ONE_LINE = """\
-# a comment
-deb [arch=amd64 signed-by=/etc/apt/keyrings/vendor.gpg] https://user:s3cret@apt.vendor.example/x stable main
-deb-src http://deb.debian.org/debian bookworm main
-deb cdrom:[Debian 12]/ bookworm main
-deb http://deb.debian.org/debian bookworm main ; rm -rf /
-"""
+ONE_LINE = (
+    "# a comment\n"
+    "deb [arch=amd64 signed-by=/etc/apt/keyrings/vendor.gpg] "
+    "https://user:s3cret@apt.vendor.example/x stable main\n"
+    "deb-src http://deb.debian.org/debian bookworm main\n"
+    "deb cdrom:[Debian 12]/ bookworm main\n"
+    "deb http://deb.debian.org/debian bookworm main ; rm -rf /\n"
+)
 
 
 def test_deb822_entries_with_suites_components_keys_and_snapshot_time():
