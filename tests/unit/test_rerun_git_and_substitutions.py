@@ -176,3 +176,43 @@ def _dir_hash(dvc_file: Path) -> str:
     import yaml
 
     return yaml.safe_load(dvc_file.read_text())["outs"][0]["md5"]
+
+
+# --------------------------------------------------------------------------- declared outputs
+
+
+def test_declared_outputs_are_compared_by_value_and_file_by_file(tmp_path):
+    """The recorded copy is the user's own working tree file when its sha256 is the recorded
+    one: a CSV within the tolerance is CLOSE, a folder names its differing file."""
+    from reprobox.capture.metrics import hash_output
+    from reprobox.compare import DIFFERS, OutputCheck
+    from reprobox.run import refine_output_checks
+    from reprobox.store import Store
+
+    user = tmp_path / "user"
+    (user / "figs").mkdir(parents=True)
+    sh(user, "git", "init", "-q")
+    (user / "preds.csv").write_text("id,p\n1,0.25\n")
+    (user / "figs" / "a.txt").write_text("a")
+    (user / "figs" / "b.txt").write_text("b")
+    checkout = tmp_path / "checkout"
+    (checkout / "figs").mkdir(parents=True)
+    (checkout / "preds.csv").write_text("id,p\n1,0.2500001\n")
+    (checkout / "figs" / "a.txt").write_text("a")
+    (checkout / "figs" / "b.txt").write_text("B")
+    checks = []
+    for rel in ("preds.csv", "figs"):
+        want, got = hash_output(user, rel), hash_output(checkout, rel)
+        checks.append(OutputCheck(rel, want.sha256, got.sha256, DIFFERS, want.size, got.size))
+    store = Store(user)
+    close, _ = refine_output_checks(store, checkout, tuple(checks), (), Tolerance(rtol=1e-5), ())
+    by = {c.path: c for c in close}
+    assert by["preds.csv"].status == "close" and "row 2, column p" in by["preds.csv"].detail
+    assert [(f.path, f.status) for f in by["figs"].files] == [("b.txt", "differs")]
+    exact, _ = refine_output_checks(store, checkout, tuple(checks), (), Tolerance(), ())
+    assert {c.path: c.status for c in exact} == {"preds.csv": "differs", "figs": "differs"}
+    assert "recorded 0.25, now 0.2500001" in {c.path: c for c in exact}["preds.csv"].describe()
+    # once the user's copy changed, it is not the recorded one: nothing is claimed
+    (user / "preds.csv").write_text("id,p\n1,0.9\n")
+    later, _ = refine_output_checks(store, checkout, tuple(checks), (), Tolerance(rtol=1), ())
+    assert {c.path: c for c in later}["preds.csv"].detail == ""
