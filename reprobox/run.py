@@ -769,7 +769,8 @@ def run_experiment(
         clock.start("environment", f"preparing the {chosen.name} environment")
         prepared = chosen.prepare(store, stored, checkout, network=network, progress=clock.say)
         gpu = chosen.gpu_plan(stored.environment)
-        substitutions = environment_substitutions(chosen, prepared)
+        substitutions = (environment_substitutions(chosen, prepared)
+                         if stored.environment.system_packages else ())
         clock.done(prepared.description + (f"; {len(substitutions)} system package(s) "
                                            "substituted" if substitutions else ""))
 

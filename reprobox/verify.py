@@ -401,7 +401,8 @@ def verify_experiment(
         from .backends.docker import image_substitutions
 
         subs = (image_substitutions(getattr(chosen, "engine", None), prepared.handle)
-                if prepared.backend == "docker" and not prepared.conda_prefix else ())
+                if prepared.backend == "docker" and not prepared.conda_prefix
+                and env.system_packages else ())
         # A system package the build could not have exactly is a substitution, not a difference.
         substituted = {x.name for x in subs}
         diffs = tuple(d for d in diffs
