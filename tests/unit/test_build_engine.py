@@ -65,7 +65,7 @@ def test_a_failed_step_reports_its_output_with_credentials_stripped() -> None:
                                              "Locked Python packages"))
     assert shown[-1] == "[build 2/2] Locked Python packages  FAILED"
     text = log.error_text()
-    assert text.startswith("step [2/2] Locked Python packages:")
+    assert text.startswith("step [build 2/2] Locked Python packages:")
     assert "hash mismatch" in text
     assert "hunter2" not in text and "https://private.example/simple/demo/" in text
     assert "reprobox lock" in _build_hint(text)
