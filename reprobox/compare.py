@@ -28,8 +28,7 @@ import io
 import json
 import math
 import re
-from dataclasses import replace
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Mapping, Optional, Sequence
 
 from .errors import UsageError
@@ -389,13 +388,19 @@ def apply_ignores(checks: Sequence[OutputCheck], ignore: Sequence[str]) -> tuple
             files = tuple(replace(f, status=IGNORED)
                           if is_ignored(f"{check.path}/{f.path}", ignore) else f
                           for f in check.files)
-            check = replace(check, files=files)
-            if check.status == DIFFERS and not check.detail and all(
-                    f.status in (SAME, CLOSE, IGNORED) for f in files):
-                check = replace(check, status=CLOSE if any(f.status == CLOSE for f in files)
-                                else IGNORED)
+            check = settle(replace(check, files=files))
         out.append(check)
     return tuple(out)
+
+
+def settle(check: OutputCheck) -> OutputCheck:
+    """A differing folder whose every differing file is within the tolerance (or ignored) is
+    CLOSE (IGNORED when all were ignored)."""
+    if (check.status == DIFFERS and check.files and not check.detail
+            and all(f.status in (SAME, CLOSE, IGNORED) for f in check.files)):
+        return replace(check, status=CLOSE if any(f.status == CLOSE for f in check.files)
+                       else IGNORED)
+    return check
 
 
 # --------------------------------------------------------------------------- folders

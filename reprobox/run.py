@@ -59,6 +59,7 @@ from .compare import (
     compare_metrics,
     compare_outputs,
     differences,
+    settle,
 )
 from .errors import ReproboxError, UsageError
 from .model import INLINE_METRICS, RUN_SCHEMA, Environment, Experiment, OutputFile
@@ -683,16 +684,6 @@ def refine_output_checks(
     declared = tuple(_refine_declared(c, checkout, found, tolerance) for c in declared)
     dvc_checks = tuple(_refine_dvc(c, checkout, found, tolerance) for c in dvc_checks)
     declared, dvc_checks = apply_ignores(declared, ignore), apply_ignores(dvc_checks, ignore)
-    # A folder whose every differing file is within the tolerance is CLOSE.
-    def settle(c: OutputCheck) -> OutputCheck:
-        from dataclasses import replace
-
-        if (c.status == DIFFERS and c.files and not c.detail
-                and all(f.status in (CLOSE, IGNORED) for f in c.files if f.status != SAME)):
-            return replace(c, status=CLOSE if any(f.status == CLOSE for f in c.files)
-                           else IGNORED)
-        return c
-
     return tuple(settle(c) for c in declared), tuple(settle(c) for c in dvc_checks)
 
 
