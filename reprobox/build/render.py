@@ -73,6 +73,9 @@ class SystemPlan:
     #: Lines of the deb822 file the apt step writes (the capture host's sources), or () to keep
     #: the base image's own.
     sources: tuple[str, ...] = ()
+    #: ``name=version`` as recorded, pinned or not: the step lists each one the image does not
+    #: hold at that version (a substitution, read back for the verdict).
+    recorded: tuple[str, ...] = ()
 
 
 #: Key files a Debian or Ubuntu base image holds: a recorded source signed by another key is not
@@ -205,6 +208,7 @@ def _system_plan(environment: Environment, base_image: str) -> tuple[SystemPlan,
     target = images.base_distro(base_image)
     native = _ARCH_TO_DEB.get(host.arch or "", host.arch or "")
     specs: list[str] = []
+    recorded: list[str] = []
     same_release = (
         target is not None
         and host.id == target.id
@@ -223,6 +227,7 @@ def _system_plan(environment: Environment, base_image: str) -> tuple[SystemPlan,
                                 "architecture than the image; skipped")
                 continue
         specs.append(f"{spkg.name}={spkg.version}" if same_release else spkg.name)
+        recorded.append(f"{spkg.name}={spkg.version}")
     host_desc = " ".join(p for p in (host.id, host.codename) if p) or "an unknown system"
     cache_key = f"{target.id}-{target.codename}" if target else "base"
     if not specs:
@@ -235,13 +240,15 @@ def _system_plan(environment: Environment, base_image: str) -> tuple[SystemPlan,
             snapshots = sorted({s.snapshot for s in environment.apt_sources if s.snapshot})
             note += (" From the capture host's apt sources"
                      + (f" (archive state {', '.join(snapshots)})" if snapshots else "") + ".")
-        return SystemPlan(tuple(specs), True, note, None, cache_key, sources), warnings
+        return SystemPlan(tuple(specs), True, note, None, cache_key, sources,
+                          tuple(recorded)), warnings
     base_desc = str(target) if target else f"unknown (from {base_image})"
     warning = (f"reprobox: warning: system packages are not pinned: the capture host runs "
                f"{host_desc}, the base image's distribution is {base_desc}; versions will differ")
     warnings.append(warning.removeprefix("reprobox: warning: "))
     note = f"Unpinned: the capture host ({host_desc}) is not the base's release ({base_desc})."
-    return SystemPlan(tuple(specs), False, note, warning, cache_key), warnings
+    return SystemPlan(tuple(specs), False, note, warning, cache_key,
+                      recorded=tuple(recorded)), warnings
 
 
 def direct_source(pkg: Package, where: str) -> tuple[str, DirectSource]:
