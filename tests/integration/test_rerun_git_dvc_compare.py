@@ -221,8 +221,8 @@ def test_verify_lists_the_substitution_instead_of_a_difference(project):
     report = json.loads(done.stdout)
     assert report["differences"] == [], report["differences"]
     assert done.returncode == 0 and report["verdict"] == "identical with substitutions"
-    assert [s.split(":")[0] for s in report["substitutions"]] == [
-        f"system package git={GONE_VERSION}"]
+    assert len(report["substitutions"]) == 1
+    assert report["substitutions"][0].startswith(f"system package git={GONE_VERSION}: ")
     strict = reprobox(repo, "verify", exp_id, "--backend", "docker", "--strict", "--json",
                       check=False)
     assert strict.returncode == 1 and json.loads(strict.stdout)["strict"] is True
