@@ -476,9 +476,15 @@ def _limits(pids_limit: int, memory: Optional[str], gpus: Optional[str]) -> Any:
               "checkout's own .dvc/config remote is used only when it equals a remote of your "
               "DVC global/system configuration).")
 @click.option("--rtol", type=float, default=0.0, show_default=True,
-              help="Relative tolerance for metrics.")
+              help="Relative tolerance for metrics and the numbers of CSV/JSON outputs.")
 @click.option("--atol", type=float, default=0.0, show_default=True,
-              help="Absolute tolerance for metrics.")
+              help="Absolute tolerance for metrics and the numbers of CSV/JSON outputs.")
+@click.option("--ignore-output", "ignore_outputs", multiple=True, metavar="PATH",
+              help="Leave this output (or everything under this folder) out of the verdict; "
+              "repeatable.")
+@click.option("--strict", is_flag=True,
+              help="Exit 1 when a system package could not be had at its recorded version "
+              "(by default the verdict lists each substitution and exits 0).")
 @click.option("--keep", is_flag=True, help="Keep the checkout (and print where it is).")
 @click.option("--network", help="Container network for the command (default: bridge; "
               "`none` for a hermetic run).")
@@ -489,8 +495,10 @@ def run_cmd(ctx: click.Context, exps: tuple[str, ...], backend: str, rtol: float
             memory: Optional[str], gpus: Optional[str], dvc_remote: Optional[str],
             all_experiments: bool, on: Optional[str], jobs: Optional[int], dry_run: bool,
             timeout: Optional[float], repo: Optional[str], namespace: str,
-            partition: Optional[str], time_limit: Optional[str]) -> None:
-    """Reproduce experiments: exit 0 all reproduced, 1 any differs or failed.
+            partition: Optional[str], time_limit: Optional[str],
+            ignore_outputs: tuple[str, ...] = (), strict: bool = False) -> None:
+    """Reproduce experiments: exit 0 all reproduced (also with substitutions, unless --strict),
+    1 any differs or failed.
 
     One EXP: rerun it here and print its report. Several, --all or --on: fan them out and print
     one line per experiment and a summary (JSON with --json)."""
@@ -509,7 +517,9 @@ def run_cmd(ctx: click.Context, exps: tuple[str, ...], backend: str, rtol: float
                     *(["--network", network] if network else []),
                     "--pids-limit", str(pids_limit), *(["--memory", memory] if memory else []),
                     *(["--gpus", gpus] if gpus else []),
-                    *(["--dvc-remote", dvc_remote] if dvc_remote else [])]
+                    *(["--dvc-remote", dvc_remote] if dvc_remote else []),
+                    *[arg for path in ignore_outputs for arg in ("--ignore-output", path)],
+                    *(["--strict"] if strict else [])]
         result = api.fan_out(exps, all_experiments=all_experiments, on=on or "local",
                              jobs=jobs, dry_run=dry_run, run_args=run_args, timeout=timeout,
                              repo=repo, namespace=namespace, gpus=gpus, partition=partition,
@@ -525,8 +535,9 @@ def run_cmd(ctx: click.Context, exps: tuple[str, ...], backend: str, rtol: float
     exp = exps[0]
     record = api.run(exp, backend=backend, rtol=rtol, atol=atol, keep=keep, network=network,
                      progress=_progress(), limits=_limits(pids_limit, memory, gpus),
-                     dvc_remote=dvc_remote)
-    _verdict(ctx, record, as_json, record.reproduced)
+                     dvc_remote=dvc_remote, ignore_outputs=tuple(ignore_outputs),
+                     strict=strict)
+    _verdict(ctx, record, as_json, record.ok)
 
 
 def _term_as_interrupt(ctx: click.Context) -> None:
@@ -552,16 +563,18 @@ def _term_as_interrupt(ctx: click.Context) -> None:
 @_engine_option
 @_backend_option
 @_container_options
+@click.option("--strict", is_flag=True,
+              help="Exit 1 when a system package could not be had at its recorded version.")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def verify_cmd(ctx: click.Context, exp: str, backend: str, as_json: bool, pids_limit: int,
-               memory: Optional[str], gpus: Optional[str]) -> None:
+               memory: Optional[str], gpus: Optional[str], strict: bool = False) -> None:
     """Rebuild the environment, fingerprint it from inside, compare: exit 0 identical, 1 differs."""
     from . import api
 
     report = api.verify(exp, backend=backend, progress=_progress(),
-                        limits=_limits(pids_limit, memory, gpus))
-    _verdict(ctx, report, as_json, report.identical)
+                        limits=_limits(pids_limit, memory, gpus), strict=strict)
+    _verdict(ctx, report, as_json, report.ok)
 
 
 @main.command("push")

@@ -598,6 +598,40 @@ class InstalledChange:
 
 
 @dataclass(frozen=True)
+class AptSource:
+    """One apt source of the capture host (``deb URI SUITE COMPONENT...``), credentials removed.
+
+    ``signed_by`` is the key file's name only (never a key); ``snapshot`` the archive time of a
+    snapshot.debian.org-style URI (``20250520T000000Z``), which pins the archive's state.
+    """
+
+    uri: str
+    suites: tuple[str, ...]
+    components: tuple[str, ...] = ()
+    signed_by: Optional[str] = None
+    snapshot: Optional[str] = None
+
+    def to_dict(self) -> Json:
+        out: Json = {"uri": self.uri, "suites": list(self.suites),
+                     "components": list(self.components)}
+        if self.signed_by is not None:
+            out["signed_by"] = self.signed_by
+        if self.snapshot is not None:
+            out["snapshot"] = self.snapshot
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], where: str = "apt source") -> "AptSource":
+        return cls(
+            uri=_req(data, "uri", str, where),
+            suites=_strs(data.get("suites"), where + " suites"),
+            components=_strs(data.get("components"), where + " components"),
+            signed_by=_opt(data, "signed_by", str, where),
+            snapshot=_opt(data, "snapshot", str, where),
+        )
+
+
+@dataclass(frozen=True)
 class Environment:
     """Everything that defines (and describes) the software environment of a run."""
 
@@ -614,6 +648,9 @@ class Environment:
     conda: Optional[CondaEnvironment] = None
     #: Installed files that differ from their distribution's RECORD (changed after install).
     installed_changes: tuple[InstalledChange, ...] = ()
+    #: The capture host's apt sources: where its system packages came from (the build installs
+    #: from the same archive state). Descriptive: not part of the digest.
+    apt_sources: tuple[AptSource, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(
@@ -668,6 +705,8 @@ class Environment:
             **({"conda": self.conda.to_dict()} if self.conda is not None else {}),
             **({"installed_changes": [c.to_dict() for c in self.installed_changes]}
                if self.installed_changes else {}),
+            **({"apt_sources": [a.to_dict() for a in self.apt_sources]}
+               if self.apt_sources else {}),
         }
 
     @classmethod
@@ -692,6 +731,10 @@ class Environment:
             installed_changes=tuple(
                 InstalledChange.from_dict(c, f"{where} installed change")
                 for c in (_opt(data, "installed_changes", list, where) or [])
+            ),
+            apt_sources=tuple(
+                AptSource.from_dict(a, f"{where} apt source")
+                for a in (_opt(data, "apt_sources", list, where) or [])
             ),
         )
         recorded = data.get("digest")

@@ -7,16 +7,20 @@ five timed phases, each reported through ``progress``:
 
 1. **code** - the recorded commit in a git worktree of its own (the user's working tree is never
    touched), with the recorded patch applied;
-2. **data** - DVC outputs pulled into the checkout from a remote the user trusts (the checkout's
+2. **data** - DVC data pulled into the checkout from a remote the user trusts (the checkout's
    own ``.dvc/config`` remote only when it equals one of the user's, or ``--dvc-remote``), through
-   a DVC cache kept under ``.reprobox/local/cache/dvc`` and shared by all runs (the second run downloads
-   nothing; data present only in the user's own DVC cache does not count: it must be in the remote);
+   a DVC cache kept under ``.reprobox/local/cache/dvc`` and shared by all runs (the second run
+   downloads nothing; data present only in the user's own DVC cache does not count: it must be in
+   the remote). A pipeline pulls only its inputs (the data of its ``.dvc`` files): what its stages
+   write, ``dvc repro --force`` recomputes;
 3. **environment** - the backend (docker image, or cached virtualenv) made ready;
 4. **command** - the recorded command recomputed: a DVC pipeline with ``dvc repro --force`` (the
    host's DVC orchestrates, every stage command runs inside the environment), a shell command
    with ``sh -c``; with the recorded replayable variables and nothing else that changes numbers;
 5. **comparison** - metrics against the recorded values, declared outputs by sha256, DVC outputs
-   by DVC's hash; every difference named.
+   by DVC's hash; every difference named: the files inside a differing folder, the first value
+   that differs in a CSV/JSON output (compared with the tolerance when a recorded copy is found on
+   this machine by its hash); ``--ignore-output`` leaves outputs out of the verdict.
 
 The checkout is untrusted input (a pull request may have written it): a symbolic link leading out
 of it (committed, or made by the command) stops the run before the host reads through it, and
@@ -39,18 +43,28 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Union
 
 from .compare import (
+    CLOSE,
+    DIFFERS,
+    IGNORED,
     MISSING,
+    SAME,
+    TABULAR_SUFFIXES,
+    FileDiff,
     MetricCheck,
     OutputCheck,
     Tolerance,
+    apply_ignores,
+    compare_data,
+    compare_manifests,
     compare_exit_status,
     compare_metrics,
     compare_outputs,
     differences,
+    settle,
 )
 from .errors import ReproboxError, UsageError
-from .model import INLINE_METRICS, RUN_SCHEMA, SCHEMA_VERSION, Environment, Experiment, OutputFile
-from .store import Store, StoredExperiment, write_atomic
+from .model import INLINE_METRICS, RUN_SCHEMA, Environment, Experiment, OutputFile
+from .store import Store, StoredExperiment
 
 Progress = Callable[[str], None]
 
@@ -59,7 +73,11 @@ RUN_METRICS_ENV = "REPROBOX_RUN_METRICS"
 RUN_EXPERIMENT_ENV = "REPROBOX_EXPERIMENT"
 
 REPRODUCED = "reproduced"
-DIFFERS = "differs"
+REPRODUCED_WITH_SUBSTITUTIONS = "reproduced with substitutions"
+DIFFERS_VERDICT = "differs"
+#: The run report's schema version: 2 names each output hash by its algorithm
+#: (``recorded_md5`` for DVC outputs, ``recorded_sha256`` for declared ones).
+RUN_SCHEMA_VERSION = 2
 
 PHASES = ("code", "data", "environment", "command", "comparison")
 
@@ -190,14 +208,25 @@ class RunRecord:
     phases: tuple[Phase, ...] = ()
     checkout: Optional[str] = None  # kept checkout (--keep)
     report_path: Optional[str] = None
+    #: System packages the image could not have at their recorded version (one sentence each).
+    substitutions: tuple[str, ...] = ()
+    #: ``--strict``: a substitution makes the verdict fail.
+    strict: bool = False
 
     @property
     def reproduced(self) -> bool:
         return not self.differences
 
     @property
+    def ok(self) -> bool:
+        """The exit status 0: reproduced, and with --strict without substitutions."""
+        return self.reproduced and not (self.strict and self.substitutions)
+
+    @property
     def verdict(self) -> str:
-        return REPRODUCED if self.reproduced else DIFFERS
+        if not self.reproduced:
+            return DIFFERS_VERDICT
+        return REPRODUCED_WITH_SUBSTITUTIONS if self.substitutions else REPRODUCED
 
     @property
     def seconds(self) -> float:
@@ -205,13 +234,15 @@ class RunRecord:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "schema": f"{RUN_SCHEMA}/{SCHEMA_VERSION}",
+            "schema": f"{RUN_SCHEMA}/{RUN_SCHEMA_VERSION}",
             "experiment": self.experiment_id,
             "name": self.experiment_name,
             "started": self.started,
             "verdict": self.verdict,
             "reproduced": self.reproduced,
             "differences": list(self.differences),
+            "substitutions": list(self.substitutions),
+            "strict": self.strict,
             "backend": self.backend,
             "backend_reason": self.backend_reason,
             "environment": self.environment,
@@ -234,11 +265,15 @@ class RunRecord:
     def render_text(self) -> str:
         """The human report: verdict first, then every difference, then how it was made."""
         lines: list[str] = []
-        head = "REPRODUCED" if self.reproduced else "DIFFERS"
+        head = self.verdict.upper()
         lines.append(f"{head}: experiment {self.experiment_id} ({self.experiment_name})")
         if self.differences:
             lines.append(f"{len(self.differences)} difference(s):")
             lines += [f"  - {d}" for d in self.differences]
+        if self.substitutions:
+            lines.append(f"{len(self.substitutions)} substitution(s)"
+                         + (" (--strict: the run fails)" if self.strict else "") + ":")
+            lines += [f"  ~ {d}" for d in self.substitutions]
         ok_metrics = [m for m in self.metrics if m.ok and m.status != "new"]
         if ok_metrics:
             lines.append(f"metrics ({self.tolerance.describe()}): "
@@ -249,9 +284,13 @@ class RunRecord:
         new = [m for m in self.metrics if m.status == "new"]
         for m in new:
             lines.append(f"  + {m.describe()}")
-        same = [o for o in (*self.outputs, *self.dvc_outputs) if o.ok]
+        every = (*self.outputs, *self.dvc_outputs)
+        same = [o for o in every if o.status == SAME]
         if same:
             lines.append(f"outputs: {len(same)} identical")
+        for o in every:
+            if o.status in (CLOSE, IGNORED):
+                lines.append(f"  ~ {o.describe()}")
         for note in ((self.gpu_note,) if self.gpu_note else ()) + self.notes:
             lines.append(f"note: {note}")
         lines.append(f"environment: {self.backend} ({self.backend_reason}): {self.environment}")
@@ -282,7 +321,8 @@ class _Clock:
 
     def start(self, name: str, what: str) -> None:
         self._name, self._t0 = name, time.monotonic()
-        self.say(f"[{PHASES.index(name) + 1}/{len(PHASES)}] {name}: {what}")
+        # "reprobox: phase 2/5", apart from the image build's own "[build 3/9]" steps
+        self.say(f"reprobox: phase {PHASES.index(name) + 1}/{len(PHASES)} {name}: {what}")
 
     def done(self, detail: str = "") -> None:
         seconds = time.monotonic() - self._t0
@@ -314,7 +354,8 @@ def checkout_code(store: Store, stored: StoredExperiment, dest: Path) -> tuple[P
     return path, detail
 
 
-def pull_data(store: Store, checkout: Path, dvc_remote: Optional[str] = None) -> str:
+def pull_data(store: Store, checkout: Path, dvc_remote: Optional[str] = None,
+              pipeline: bool = False, progress: Optional[Progress] = None) -> str:
     """DVC outputs from a *trusted* remote into the checkout, through the shared run cache.
 
     The checkout is untrusted: its DVC files are checked first (no link under ``.dvc/``, no
@@ -331,6 +372,9 @@ def pull_data(store: Store, checkout: Path, dvc_remote: Optional[str] = None) ->
     if not os.path.islink(checkout / ".dvc") and not dvc.is_dvc_project(checkout):
         return "no DVC project in the checkout: nothing to pull"
     templated = dvc.check_untrusted_project(checkout)
+    # A pipeline consumes the data of its .dvc files; what its stages write, `dvc repro --force`
+    # recomputes, so it is not pulled (an output never pushed cannot block the rerun).
+    targets = dvc.data_files(checkout) if pipeline else None
     if dvc_remote and not re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", dvc_remote):
         dvc_remote = os.path.abspath(os.path.expanduser(dvc_remote))
     remote = dvc.choose_trusted_remote(checkout, store.root, dvc_remote)
@@ -343,13 +387,24 @@ def pull_data(store: Store, checkout: Path, dvc_remote: Optional[str] = None) ->
 
             with tempfile.TemporaryDirectory(prefix="reprobox-dvc-") as home:
                 dvc.check_resolved_paths(checkout, dvc_repro_env(Path(home)))
-        result = dvc.pull(checkout, cache_dir=cache)
+        if targets is not None and not targets:
+            # The trusted configuration is written all the same: `dvc repro` reads it next.
+            return "the pipeline consumes no DVC-tracked data (no .dvc file): nothing to pull"
+        if progress is not None:
+            files, size = dvc.expected_size(checkout, targets)
+            progress(f"      pulling {files} DVC-tracked output(s)"
+                     + (f", {size / 1048576:.1f} MiB" if size else "")
+                     + f" (the shared cache {cache} holds what earlier runs pulled)")
+        result = dvc.pull(checkout, cache_dir=cache, targets=targets)
     finally:
         dvc.drop_local(checkout, cache)
     fetched = getattr(result, "fetched", None)
     how = f"{fetched} file(s) downloaded" if fetched else "nothing to download"
     where = "--dvc-remote" if remote.source == "--dvc-remote" else f"{remote.name!r}"
-    return f"pulled from the DVC remote {where}: {how} (shared cache {cache})"
+    what = (f"the pipeline's {len(targets)} input(s) ({', '.join(targets[:3])}"
+            f"{' ...' if len(targets) > 3 else ''})" if targets is not None else "")
+    return (f"pulled {what + ' ' if what else ''}from the DVC remote {where}: {how} "
+            f"(shared cache {cache})")
 
 
 def _clear(checkout: Path, paths: tuple[str, ...]) -> None:
@@ -450,6 +505,189 @@ def compare_dvc_outputs(
     return tuple(checks)
 
 
+# --------------------------------------------------------------------------- output details
+#
+# When an output's bytes differ, the recorded version is looked for on this machine by its hash
+# (content-addressed, so whatever is found is exactly what was recorded): the user's own working
+# tree (a declared output still as captured), the shared run cache, the user's DVC cache and a
+# DVC remote that is a local folder. Found, a folder's difference is named file by file and a
+# CSV/JSON output is compared by its values (with --rtol/--atol). Not found, the difference stays
+# as it is: the hashes differ.
+
+#: Files of one output folder that are listed; past it, a folder is compared by its hash only.
+MAX_FOLDER_FILES = 100_000
+
+
+def _read_capped(path: Path) -> Optional[bytes]:
+    from .compare import MAX_DATA_BYTES
+
+    try:
+        if path.is_symlink() or not path.is_file():
+            return None
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_DATA_BYTES + 1)
+    except OSError:
+        return None
+    return raw if len(raw) <= MAX_DATA_BYTES else None
+
+
+def _file_digest(path: Path, algorithm: str) -> Optional[str]:
+    import hashlib
+
+    try:
+        if path.is_symlink() or not path.is_file():
+            return None
+        h = hashlib.new(algorithm)
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    except OSError:
+        return None
+    return h.hexdigest()
+
+
+def _folder_digests(folder: Path, algorithm: str) -> Optional[dict[str, str]]:
+    """``relpath -> hash`` of every regular file under ``folder`` (no link followed)."""
+    if folder.is_symlink() or not folder.is_dir():
+        return None
+    out: dict[str, str] = {}
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
+        dirnames[:] = [d for d in dirnames if not (Path(dirpath) / d).is_symlink()]
+        for name in filenames:
+            if len(out) >= MAX_FOLDER_FILES:
+                return None
+            path = Path(dirpath) / name
+            digest = _file_digest(path, algorithm)
+            if digest is not None:
+                out[path.relative_to(folder).as_posix()] = digest
+    return out
+
+
+def _tabular(name: str) -> bool:
+    return name.lower().endswith(TABULAR_SUFFIXES)
+
+
+def _data_verdict(name: str, recorded: Optional[bytes], observed: Optional[bytes],
+                  tolerance: Tolerance) -> tuple[str, str]:
+    """(status, detail) of a differing CSV/JSON file once both versions are at hand."""
+    if recorded is None or observed is None or not _tabular(name):
+        return DIFFERS, ""
+    status, detail = compare_data(name, recorded, observed, tolerance)
+    if status == SAME:  # equal values, other bytes: still a difference when exact
+        return DIFFERS, "same values, different formatting"
+    return status, detail
+
+
+class _Recorded:
+    """Finds recorded versions of outputs on this machine by their hash."""
+
+    def __init__(self, store: Store, checkout: Path) -> None:
+        from .capture import dvc
+
+        self.user_root = Path(store.root)
+        folders = [store.local_dir("cache", "dvc"), self.user_root / ".dvc" / "cache",
+                   Path(checkout) / ".dvc" / "cache"]
+        try:
+            remote = dvc._local_remote_folder(self.user_root)
+        except (OSError, ReproboxError):
+            remote = None
+        if remote is not None:
+            folders.append(remote[1])
+        self.dvc_folders = [f for f in folders if f.is_dir()]
+
+    def dvc_object(self, md5: str) -> Optional[Path]:
+        from .capture import dvc
+
+        for folder in self.dvc_folders:
+            found = dvc.object_path(folder, md5)
+            if found is not None:
+                return found
+        return None
+
+    def dvc_manifest(self, md5: str) -> Optional[dict[str, str]]:
+        from .capture import dvc
+
+        found = self.dvc_object(md5)
+        return dvc.read_dir_manifest(found) if found is not None else None
+
+    def user_copy(self, rel: str) -> Path:
+        return self.user_root / rel
+
+
+def _refine_declared(check: OutputCheck, checkout: Path, found: _Recorded,
+                     tolerance: Tolerance) -> OutputCheck:
+    from dataclasses import replace
+
+    from .capture.metrics import hash_output
+
+    if check.status != DIFFERS:
+        return check
+    mine = found.user_copy(check.path)
+    observed = Path(checkout) / check.path
+    try:
+        still = hash_output(found.user_root, check.path).sha256 == check.recorded_hash
+    except (ReproboxError, OSError, ValueError):
+        still = False
+    if not still:
+        return check
+    if mine.is_dir():
+        before = _folder_digests(mine, "sha256")
+        after = _folder_digests(observed, "sha256")
+        if before is None or after is None:
+            return check
+        files = list(compare_manifests(before, after))
+        for i, f in enumerate(files):
+            if f.status == DIFFERS and _tabular(f.path):
+                st, detail = _data_verdict(f.path, _read_capped(mine / f.path),
+                                           _read_capped(observed / f.path), tolerance)
+                files[i] = FileDiff(f.path, st, detail)
+        return replace(check, files=tuple(files))
+    status, detail = _data_verdict(check.path, _read_capped(mine), _read_capped(observed),
+                                   tolerance)
+    return replace(check, status=status, detail=detail)
+
+
+def _refine_dvc(check: OutputCheck, checkout: Path, found: _Recorded,
+                tolerance: Tolerance) -> OutputCheck:
+    from dataclasses import replace
+
+    if check.status != DIFFERS or check.algorithm != "md5":
+        return check
+    observed = Path(checkout) / check.path
+    if check.recorded_hash.endswith(".dir"):
+        before = found.dvc_manifest(check.recorded_hash)
+        after = (found.dvc_manifest(check.observed_hash) if check.observed_hash else None)
+        if after is None:
+            after = _folder_digests(observed, "md5")
+        if before is None or after is None:
+            return replace(check, detail="the recorded file list is not on this machine "
+                           "(not in the DVC cache or a local remote): files not named")
+        files = list(compare_manifests(before, after))
+        for i, f in enumerate(files):
+            if f.status == DIFFERS and _tabular(f.path):
+                obj = found.dvc_object(before[f.path])
+                st, detail = _data_verdict(f.path, _read_capped(obj) if obj else None,
+                                           _read_capped(observed / f.path), tolerance)
+                files[i] = FileDiff(f.path, st, detail)
+        return replace(check, files=tuple(files))
+    obj = found.dvc_object(check.recorded_hash)
+    status, detail = _data_verdict(check.path, _read_capped(obj) if obj else None,
+                                   _read_capped(observed), tolerance)
+    return replace(check, status=status, detail=detail)
+
+
+def refine_output_checks(
+    store: Store, checkout: Path, declared: tuple[OutputCheck, ...],
+    dvc_checks: tuple[OutputCheck, ...], tolerance: Tolerance, ignore: tuple[str, ...],
+) -> tuple[tuple[OutputCheck, ...], tuple[OutputCheck, ...]]:
+    """Name the files of a differing folder, compare CSV/JSON outputs by value, apply ignores."""
+    found = _Recorded(store, checkout)
+    declared = tuple(_refine_declared(c, checkout, found, tolerance) for c in declared)
+    dvc_checks = tuple(_refine_dvc(c, checkout, found, tolerance) for c in dvc_checks)
+    declared, dvc_checks = apply_ignores(declared, ignore), apply_ignores(dvc_checks, ignore)
+    return tuple(settle(c) for c in declared), tuple(settle(c) for c in dvc_checks)
+
+
 def report_file(store: Store, exp_id: str, when: _dt.datetime) -> Path:
     """``.reprobox/local/runs/<id>-<UTC time>.json`` (a counter keeps two runs in a second apart);
     local state, git-ignored, reached through no symbolic link."""
@@ -468,12 +706,16 @@ def run_experiment(
     progress: Optional[Progress] = None,
     limits: Any = None,
     dvc_remote: Optional[str] = None,
+    ignore_outputs: tuple[str, ...] = (),
+    strict: bool = False,
 ) -> RunRecord:
     """Reproduce an experiment and return the record (``.reproduced``); see the module doc."""
     from . import validate
     from .backends import choose_backend, make_run_dir, refuse_outward_symlinks
 
     tolerance = Tolerance(rtol=rtol, atol=atol)
+    ignore = tuple(validate.relpath("--ignore-output", p, allow_dot=False).strip("/")
+                   for p in ignore_outputs)
     if network is not None:
         _check_network(network)
     stored = _stored(store, ref_or_stored)
@@ -497,18 +739,32 @@ def run_experiment(
         clock.start("code", f"checking out {exp.git.commit[:12]} apart from your working tree")
         worktree_made = True
         checkout, detail = checkout_code(store, stored, checkout)
+        if chosen.name == "docker":
+            # The worktree's .git names a host path: the container gets a repository of the
+            # recorded commit alone, read-only (backends/docker.py mounts it).
+            from .backends.docker import CONTAINER_GIT_DIR, run_git_folder
+            from .capture import git as _git
+
+            _git.make_run_repository(store.root, exp.git.commit, run_git_folder(checkout),
+                                     CONTAINER_GIT_DIR)
+            detail += "; git at the recorded commit inside the container"
         clock.done(detail)
 
         # 2. data
         clock.start("data", "pulling DVC data from the remote" if plan.pull_data else "no DVC data")
-        detail = pull_data(store, checkout, dvc_remote) if plan.pull_data else "none recorded"
+        detail = (pull_data(store, checkout, dvc_remote, pipeline=plan.command_kind == "dvc",
+                            progress=clock.say)
+                  if plan.pull_data else "none recorded")
         clock.done(detail)
 
         # 3. environment
         clock.start("environment", f"preparing the {chosen.name} environment")
         prepared = chosen.prepare(store, stored, checkout, network=network, progress=clock.say)
         gpu = chosen.gpu_plan(stored.environment)
-        clock.done(prepared.description)
+        substitutions = (environment_substitutions(chosen, prepared)
+                         if stored.environment.system_packages else ())
+        clock.done(prepared.description + (f"; {len(substitutions)} system package(s) "
+                                           "substituted" if substitutions else ""))
 
         # 4. command
         run_dir = make_run_dir(checkout)
@@ -555,6 +811,8 @@ def run_experiment(
         dvc_checks: tuple[OutputCheck, ...] = ()
         if plan.command_kind == "dvc" and exit_code == 0:
             dvc_checks = compare_dvc_outputs(exp, checkout, plan.metrics_files)
+        output_checks, dvc_checks = refine_output_checks(
+            store, checkout, output_checks, dvc_checks, tolerance, ignore)
         diffs = list(differences(metric_checks, (*output_checks, *dvc_checks)))
         status_diff = compare_exit_status(exp.run.exit_status if exp.run else None, exit_code)
         if status_diff:
@@ -585,6 +843,8 @@ def run_experiment(
             if chosen.name not in ("venv", "conda") else f"host ({chosen.name} backend)",
             phases=tuple(clock.phases),
             checkout=str(checkout) if keep else None,
+            substitutions=substitutions,
+            strict=strict,
         )
         path = report_file(store, exp.id, started)
         from dataclasses import replace
@@ -601,6 +861,15 @@ def run_experiment(
             clock.say(f"checkout kept at {checkout}")
         else:
             _cleanup(store, checkout if worktree_made else None, scratch)
+
+
+def environment_substitutions(chosen: Any, prepared: Any) -> tuple[str, ...]:
+    """The system packages the image could not have exactly, as the build wrote them into it."""
+    if getattr(prepared, "backend", None) != "docker" or getattr(prepared, "conda_prefix", None):
+        return ()
+    from .backends.docker import image_substitutions
+
+    return tuple(s.describe() for s in image_substitutions(chosen.engine, prepared.handle))
 
 
 def _exclude_from_git(checkout: Path) -> None:

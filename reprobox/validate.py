@@ -441,6 +441,41 @@ def apt_arch(value: Any, field: str = "architecture") -> str:
     return _match(field, value, _APT_ARCH, 32, "Debian architecture")
 
 
+#: An apt source's URI: http(s) only, a host, a plain path; no credentials, no options.
+_APT_URI = re.compile(r"https?://[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252}[A-Za-z0-9])?(?::[0-9]{1,5})?"
+                      r"(?:/[A-Za-z0-9._~+-]{1,128}){0,16}/?", re.ASCII)
+#: A suite (``bookworm``, ``bookworm-security``, ``stable/updates``) or a component (``main``).
+_APT_WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}(?:/[A-Za-z0-9._+-]{1,64}){0,3}",
+                       re.ASCII)
+#: A key file's name (never a path, never a key).
+_APT_KEYFILE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}\.(?:gpg|asc)", re.ASCII)
+APT_SNAPSHOT = re.compile(r"[0-9]{8}T[0-9]{6}Z", re.ASCII)
+MAX_APT_SOURCES = 64
+
+
+def apt_source(src: Any, field: str = "apt source") -> None:
+    """An apt source from a capture (untrusted): each part against a strict grammar."""
+    uri = _str(f"{field}.uri", src.uri, 512)
+    if not _APT_URI.fullmatch(uri):
+        raise _fail(f"{field}.uri", uri, "is not a plain http(s) archive URI (no credentials, "
+                    "no options, letters, digits and ._~+- in the path)")
+    for kind, words in (("suites", src.suites), ("components", src.components)):
+        if kind == "suites" and not words:
+            raise _fail(f"{field}.suites", words, "is empty")
+        if len(words) > 16:
+            raise _fail(f"{field}.{kind}", words, "lists more than 16 names")
+        for w in words:
+            if not isinstance(w, str) or not _APT_WORD.fullmatch(w):
+                raise _fail(f"{field}.{kind}", w, "is not an apt suite or component name")
+    if src.signed_by is not None and not (isinstance(src.signed_by, str)
+                                          and _APT_KEYFILE.fullmatch(src.signed_by)):
+        raise _fail(f"{field}.signed_by", src.signed_by, "is not a key file name (*.gpg, *.asc)")
+    if src.snapshot is not None and not (isinstance(src.snapshot, str)
+                                         and APT_SNAPSHOT.fullmatch(src.snapshot)):
+        raise _fail(f"{field}.snapshot", src.snapshot, "is not an archive time "
+                    "(YYYYMMDDTHHMMSSZ)")
+
+
 def system_package(manager: Any, name: Any, ver: Any, field: str = "system package") -> None:
     """A system package of the given manager: its name and version in that manager's grammar."""
     if manager not in SYSTEM_MANAGERS:
@@ -666,6 +701,11 @@ def validate_environment(env: Environment) -> None:
     for key in ("unowned_libraries", "missing_libraries"):
         for j, lib in enumerate(getattr(env, key)):
             local_path(f"{key}[{j}]", lib)
+    if len(env.apt_sources) > MAX_APT_SOURCES:
+        raise _fail("apt_sources", f"{len(env.apt_sources)} sources",
+                    f"lists more than {MAX_APT_SOURCES}")
+    for i, asrc in enumerate(env.apt_sources):
+        apt_source(asrc, f"apt_sources[{i}]")
 
     osi = env.os
     if osi.codename is not None:  # goes into the base image tag: python:3.11.7-slim-<codename>

@@ -310,10 +310,24 @@ class VerifyReport:
     interpreter: str = ""
     notes: tuple[str, ...] = ()
     seconds: Mapping[str, float] = field(default_factory=dict)
+    #: System packages the image could not have at their recorded version (the build said so):
+    #: listed, not counted as differences; ``strict`` makes them fail the verdict.
+    substitutions: tuple[str, ...] = ()
+    strict: bool = False
 
     @property
     def identical(self) -> bool:
         return not self.differences
+
+    @property
+    def ok(self) -> bool:
+        return self.identical and not (self.strict and self.substitutions)
+
+    @property
+    def verdict(self) -> str:
+        if not self.identical:
+            return "differs"
+        return "identical with substitutions" if self.substitutions else "identical"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -321,8 +335,10 @@ class VerifyReport:
             "experiment": self.experiment_id,
             "name": self.experiment_name,
             "identical": self.identical,
-            "verdict": "identical" if self.identical else "differs",
+            "verdict": self.verdict,
             "differences": [d.to_dict() for d in self.differences],
+            "substitutions": list(self.substitutions),
+            "strict": self.strict,
             "backend": self.backend,
             "backend_reason": self.backend_reason,
             "environment": self.environment,
@@ -335,12 +351,16 @@ class VerifyReport:
         }
 
     def render_text(self) -> str:
-        head = "IDENTICAL" if self.identical else "DIFFERS"
+        head = self.verdict.upper()
         lines = [f"{head}: the rebuilt environment of {self.experiment_id} ({self.experiment_name})"
                  + (" matches the capture" if self.identical else " differs from the capture")]
         if self.differences:
             lines.append(f"{len(self.differences)} difference(s):")
             lines += [f"  - {d.message}" for d in self.differences]
+        if self.substitutions:
+            lines.append(f"{len(self.substitutions)} substitution(s)"
+                         + (" (--strict: the verification fails)" if self.strict else "") + ":")
+            lines += [f"  ~ {d}" for d in self.substitutions]
         lines.append(f"checked: interpreter {self.interpreter}, {self.packages_checked} packages "
                      f"(names, versions, sources, installed files against their RECORD), "
                  f"{self.system_packages_checked} system packages")
@@ -413,6 +433,7 @@ def verify_experiment(
     backend: str = "auto",
     progress: Optional[Progress] = None,
     limits: Any = None,
+    strict: bool = False,
 ) -> VerifyReport:
     """Rebuild the experiment's environment, fingerprint it from inside, compare with the
     capture."""
@@ -437,22 +458,31 @@ def verify_experiment(
     prepared = None
     try:
         t0 = time.monotonic()
-        say("[1/3] code: checking out the recorded commit (the repository's own packages "
-            "install from it)")
+        say("reprobox: phase 1/3 code: checking out the recorded commit (the repository's own "
+            "packages install from it)")
         made = True
         checkout, _detail = checkout_code(store, stored, checkout)
         seconds["code"] = time.monotonic() - t0
 
         t0 = time.monotonic()
-        say(f"[2/3] environment: preparing the {chosen.name} environment")
+        say(f"reprobox: phase 2/3 environment: preparing the {chosen.name} environment")
         prepared = chosen.prepare(store, stored, checkout, progress=say)
         seconds["environment"] = time.monotonic() - t0
         say(f"      {prepared.description}")
 
         t0 = time.monotonic()
-        say("[3/3] fingerprint: running the probe inside the rebuilt environment")
+        say("reprobox: phase 3/3 fingerprint: running the probe inside the rebuilt environment")
         observed = observe(chosen, prepared, checkout)
         diffs = compare_environments(env, observed)
+        from .backends.docker import image_substitutions
+
+        subs = (image_substitutions(getattr(chosen, "engine", None), prepared.handle)
+                if prepared.backend == "docker" and not prepared.conda_prefix
+                and env.system_packages else ())
+        # A system package the build could not have exactly is a substitution, not a difference.
+        substituted = {x.name for x in subs}
+        diffs = tuple(d for d in diffs
+                      if not (d.kind == "system-package" and d.subject in substituted))
         seconds["fingerprint"] = time.monotonic() - t0
         from .build import unverified_notes
 
@@ -470,6 +500,8 @@ def verify_experiment(
             interpreter=f"{observed.interpreter.implementation} {observed.interpreter.version}",
             notes=tuple(notes),
             seconds=seconds,
+            substitutions=tuple(x.describe() for x in subs),
+            strict=strict,
         )
     finally:
         if prepared is not None:

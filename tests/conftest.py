@@ -60,8 +60,12 @@ def index_access() -> None:
 
 @pytest.fixture(scope="session")
 def dvc_cli() -> str:
-    path = shutil.which("dvc")
-    require(path is not None, "DVC (`dvc` on PATH)")
+    """A ``dvc`` program: on PATH, or the one installed with reprobox (``reprobox[dvc]``)."""
+    import sys
+
+    beside = Path(sys.executable).parent / "dvc"
+    path = shutil.which("dvc") or (str(beside) if beside.is_file() else None)
+    require(path is not None, "DVC (`dvc` on PATH, or `pip install 'reprobox[dvc]'`)")
     return str(path)
 
 

@@ -4,7 +4,12 @@ What a rerun's container gets, and nothing more:
 
 * the checkout, read-write, at ``/workspace`` (the image's ``WORKDIR``, where the image's
   editable installs of the repository's own packages point), with its ``.git`` and ``.dvc``
-  read-only (what host git and DVC read after the command), and no other host path;
+  read-only (what host git and DVC read after the command), and no other host path but one: a
+  repository of the recorded commit alone (:func:`reprobox.capture.git.make_run_repository`),
+  read-only at ``/reprobox/git``, which the container's ``/workspace/.git`` names, so that code
+  reading git (``git rev-parse HEAD``, GitPython, dvclive) sees the recorded commit; git there
+  is told to trust that repository's owner (``safe.directory``), nothing else of git's
+  configuration is set;
 * an unprivileged user. The uid mapping: a user runs the container as their own ``uid:gid``
   (files the command writes belong to them); **root is mapped to 65534:65534**
   (``nobody:nogroup``), and for the length of each container the checkout is handed to that
@@ -33,9 +38,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
 
@@ -62,6 +69,7 @@ except ImportError:  # pragma: no cover - build is part of the same package
     CONTAINER_CHECKOUT = "/workspace"
 
 CONTAINER_HOME = "/tmp"
+CONTAINER_GIT_DIR = "/reprobox/git"
 
 
 def container_env(env: Mapping[str, str]) -> dict[str, str]:
@@ -225,7 +233,7 @@ class DockerBackend(Backend):
                 list(argv),
                 mounts=checkout_mounts(checkout),
                 workdir=workdir,
-                env=container_env(env),
+                env={**container_env(env), **git_env(checkout)},
                 user=f"{uid}:{gid}",
                 network=network,
                 gpus=(self.limits.gpus or False) if gpus else False,
@@ -304,20 +312,103 @@ class DockerBackend(Backend):
         return GpuPlan(True)
 
 
+# --------------------------------------------------------------------------- substitutions
+
+#: A line of the image's substitutions file: ``name recorded installed`` (``-``: none).
+_SUBSTITUTION = re.compile(r"([a-z0-9][a-z0-9+.-]{0,127}) ([A-Za-z0-9.+~:-]{1,256}) "
+                           r"([A-Za-z0-9.+~:-]{1,256})", re.ASCII)
+#: More lines than this is not a file reprobox wrote.
+MAX_SUBSTITUTIONS = 10_000
+
+
+@dataclass(frozen=True)
+class Substitution:
+    """A system package the image could not have at its recorded version."""
+
+    name: str
+    recorded: Optional[str]  # None: the capture recorded no exact version
+    installed: Optional[str]  # None: not installed at all
+
+    def describe(self) -> str:
+        want = f"{self.name}={self.recorded}" if self.recorded else self.name
+        if self.installed is None:
+            return f"system package {want}: not available in the archive, not installed"
+        return f"system package {want}: no longer in the archive, {self.installed} installed"
+
+    def to_dict(self) -> dict[str, Optional[str]]:
+        return {"name": self.name, "recorded": self.recorded, "installed": self.installed}
+
+
+def parse_substitutions(text: str) -> tuple[Substitution, ...]:
+    """The image's substitutions file, line by line; a line of another shape is skipped."""
+    out: list[Substitution] = []
+    for line in text.splitlines()[:MAX_SUBSTITUTIONS]:
+        m = _SUBSTITUTION.fullmatch(line.strip())
+        if not m:
+            continue
+        name, want, got = m.groups()
+        out.append(Substitution(name, None if want == "-" else want,
+                                None if got == "-" else got))
+    return tuple(sorted(set(out), key=lambda s: s.name))
+
+
+def image_substitutions(engine: Any, image: str) -> tuple[Substitution, ...]:
+    """What the image's apt step could not install exactly (written by the build, read back
+    from the image: no network, no mount, an unprivileged user)."""
+    from ..build.engine import Confinement
+    from ..build.render import SUBSTITUTIONS_FILE
+
+    out = engine.run_container(
+        image, ["/bin/sh", "-c", f"cat {SUBSTITUTIONS_FILE} 2>/dev/null; exit 0"],
+        user="65534:65534", network="none", confine=Confinement(pids_limit=64))
+    return parse_substitutions(out.output if out.exit_code == 0 else "")
+
+
 #: Parts of the checkout the command never writes: git's pointer to the repository (a rewritten
 #: one would hand later git commands a configuration of the command's choosing) and DVC's
 #: configuration (which the host's DVC reads between stages).
 READ_ONLY_IN_CHECKOUT = (".git", ".dvc")
 
 
+def run_git_folder(checkout: Path) -> Path:
+    """Where ``reprobox run`` keeps the repository of the recorded commit for the container:
+    beside the checkout, in the run's scratch folder (never inside the checkout)."""
+    base = Path(checkout).resolve()
+    return base.parent / f"{base.name}.git-for-run"
+
+
+def _run_git(checkout: Path) -> Optional[tuple[Path, Path]]:
+    folder = run_git_folder(checkout)
+    repo, dotgit = folder / "repo", folder / "dotgit"
+    if (repo.is_dir() and not repo.is_symlink() and dotgit.is_file()
+            and not dotgit.is_symlink()):
+        return repo, dotgit
+    return None
+
+
+def git_env(checkout: Path) -> dict[str, str]:
+    """Git's trust of the mounted repository (owned by the host user, not the container's)."""
+    if _run_git(checkout) is None:
+        return {}
+    return {"GIT_CONFIG_COUNT": "2",
+            "GIT_CONFIG_KEY_0": "safe.directory", "GIT_CONFIG_VALUE_0": CONTAINER_CHECKOUT,
+            "GIT_CONFIG_KEY_1": "safe.directory", "GIT_CONFIG_VALUE_1": CONTAINER_GIT_DIR}
+
+
 def checkout_mounts(checkout: Path) -> list[Any]:
-    """The checkout read-write at /workspace, with ``.git`` and ``.dvc`` read-only over it."""
+    """The checkout read-write at /workspace, with ``.git`` and ``.dvc`` read-only over it, and
+    the repository of the recorded commit (when ``reprobox run`` made one) read-only."""
     from ..build.engine import Mount
 
     base = Path(checkout).resolve()
     mounts = [Mount(base, CONTAINER_CHECKOUT)]
+    run_git = _run_git(base)
     for name in READ_ONLY_IN_CHECKOUT:
         path = base / name
+        if name == ".git" and run_git is not None:
+            mounts.append(Mount(run_git[1], f"{CONTAINER_CHECKOUT}/.git", read_only=True))
+            mounts.append(Mount(run_git[0], CONTAINER_GIT_DIR, read_only=True))
+            continue
         if os.path.lexists(path) and not os.path.islink(path):
             mounts.append(Mount(path, f"{CONTAINER_CHECKOUT}/{name}", read_only=True))
     return mounts

@@ -337,7 +337,8 @@ class BuildLog:
                 title = self.step_titles[index - 1]
             else:
                 title = re.sub(r"\s+", " ", re.sub(r"--mount=\S+\s*", "", text)).strip()
-            self.titles[num] = f"[{pos}] {title[:90]}{'...' if len(title) > 90 else ''}"
+            # "[build 3/9]": the image's own steps, numbered apart from reprobox's phases
+            self.titles[num] = f"[build {pos}] {title[:90]}{'...' if len(title) > 90 else ''}"
             self.step_output[num] = deque(maxlen=25)
             return
         m = _DONE.match(line)

@@ -29,6 +29,9 @@ from . import images
 WORKDIR = "/workspace"
 #: Where build-time files (lock, wheels, tools) are mounted during RUN steps; never in a layer.
 STAGE = "/tmp/reprobox"
+#: Where the image's apt step lists the system packages it could not install at their recorded
+#: version ("name recorded installed", "-" for none); read back for the verdict.
+SUBSTITUTIONS_FILE = "/etc/reprobox/substitutions"
 
 INSTALLERS = ("uv", "pip")
 
@@ -67,6 +70,42 @@ class SystemPlan:
     note: str = ""
     warning: Optional[str] = None
     cache_key: str = "debian"
+    #: Lines of the deb822 file the apt step writes (the capture host's sources), or () to keep
+    #: the base image's own.
+    sources: tuple[str, ...] = ()
+    #: ``name=version`` as recorded, pinned or not: the step lists each one the image does not
+    #: hold at that version (a substitution, read back for the verdict).
+    recorded: tuple[str, ...] = ()
+
+
+#: Key files a Debian or Ubuntu base image holds: a recorded source signed by another key is not
+#: used (its key is not there, and signature checking stays on).
+IMAGE_KEYRINGS = ("debian-archive-keyring.gpg", "ubuntu-archive-keyring.gpg")
+
+
+def apt_sources_file(environment: Environment) -> tuple[tuple[str, ...], list[str]]:
+    """The deb822 lines that make the image's apt read the capture host's archive (state), and
+    warnings for the sources left out. Each part was checked by validate.apt_source; snapshot
+    archives get ``Check-Valid-Until: no`` (their Release files are old by design); signatures
+    are always checked (never ``Trusted: yes``)."""
+    lines: list[str] = []
+    warnings: list[str] = []
+    for i, src in enumerate(environment.apt_sources):
+        validate.apt_source(src, f"apt_sources[{i}]")
+        if src.signed_by is not None and src.signed_by not in IMAGE_KEYRINGS:
+            warnings.append(f"the apt source {src.uri} is signed by {src.signed_by}, a key the "
+                            "base image does not hold: not used in the image")
+            continue
+        if lines:
+            lines.append("")
+        lines += ["Types: deb", f"URIs: {src.uri}", f"Suites: {' '.join(src.suites)}"]
+        if src.components:
+            lines.append(f"Components: {' '.join(src.components)}")
+        if src.signed_by is not None:
+            lines.append(f"Signed-By: /usr/share/keyrings/{src.signed_by}")
+        if src.snapshot is not None:
+            lines.append("Check-Valid-Until: no")
+    return tuple(lines), warnings
 
 
 @dataclass(frozen=True)
@@ -171,6 +210,7 @@ def _system_plan(environment: Environment, base_image: str) -> tuple[SystemPlan,
     target = images.base_distro(base_image)
     native = _ARCH_TO_DEB.get(host.arch or "", host.arch or "")
     specs: list[str] = []
+    recorded: list[str] = []
     same_release = (
         target is not None
         and host.id == target.id
@@ -189,19 +229,28 @@ def _system_plan(environment: Environment, base_image: str) -> tuple[SystemPlan,
                                 "architecture than the image; skipped")
                 continue
         specs.append(f"{spkg.name}={spkg.version}" if same_release else spkg.name)
+        recorded.append(f"{spkg.name}={spkg.version}")
     host_desc = " ".join(p for p in (host.id, host.codename) if p) or "an unknown system"
     cache_key = f"{target.id}-{target.codename}" if target else "base"
     if not specs:
         return SystemPlan(cache_key=cache_key), warnings
     if same_release:
         note = f"Pinned to the versions on the capture host ({host_desc})."
-        return SystemPlan(tuple(specs), True, note, None, cache_key), warnings
+        sources, source_warnings = apt_sources_file(environment)
+        warnings += source_warnings
+        if sources:
+            snapshots = sorted({s.snapshot for s in environment.apt_sources if s.snapshot})
+            note += (" From the capture host's apt sources"
+                     + (f" (archive state {', '.join(snapshots)})" if snapshots else "") + ".")
+        return SystemPlan(tuple(specs), True, note, None, cache_key, sources,
+                          tuple(recorded)), warnings
     base_desc = str(target) if target else f"unknown (from {base_image})"
     warning = (f"reprobox: warning: system packages are not pinned: the capture host runs "
                f"{host_desc}, the base image's distribution is {base_desc}; versions will differ")
     warnings.append(warning.removeprefix("reprobox: warning: "))
     note = f"Unpinned: the capture host ({host_desc}) is not the base's release ({base_desc})."
-    return SystemPlan(tuple(specs), False, note, warning, cache_key), warnings
+    return SystemPlan(tuple(specs), False, note, warning, cache_key,
+                      recorded=tuple(recorded)), warnings
 
 
 #: pip 10.0 added the PEP 508 ``name @ url`` form (pip's NEWS, 10.0.0b1: "Add support for the
@@ -537,6 +586,7 @@ def render_plan(plan: DockerPlan, part: str = "all", system_image: Optional[str]
         workdir=opts.workdir,
         stage=STAGE,
         uv=f"{STAGE}/tools/uv",
+        substitutions_file=SUBSTITUTIONS_FILE,
     )
 
 

@@ -253,6 +253,7 @@ def capture_experiment(
     dvc: Optional[DvcInfo] = None
     if dvc_mod.is_dvc_project(root):
         dvc = dvc_mod.dvc_info(root)
+        warnings.extend(dvc_mod.inputs_missing_from_remote(root))
     command_kind = "shell"
     if command is not None and not command.strip():
         raise UsageError("--cmd is empty", "give the command that produced the results, "
@@ -610,8 +611,20 @@ def environment_from_probe(
         missing_libraries=tuple(missing),
         conda=conda_env,
         installed_changes=probe.installed_changes,
+        apt_sources=_apt_sources(sys_pkgs, warnings),
     )
     return env, warnings
+
+
+def _apt_sources(sys_pkgs: Any, warnings: list[str]) -> tuple[Any, ...]:
+    """The host's apt sources, recorded when the environment holds Debian packages."""
+    from . import system
+
+    if not sys_pkgs or any(s.manager != "dpkg" for s in sys_pkgs):
+        return ()
+    sources, notes = system.apt_sources()
+    warnings.extend(notes)
+    return sources
 
 
 #: What the committed Dockerfile says where a built one names the experiment id.

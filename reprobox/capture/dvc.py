@@ -21,7 +21,8 @@ import logging
 import os
 import re
 import shutil
-from collections.abc import Iterator, Mapping
+import sys
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, NoReturn
@@ -36,7 +37,9 @@ log = logging.getLogger("reprobox.capture.dvc")
 #: The command recorded for an experiment that is "the DVC pipeline".
 DVC_PIPELINE_COMMAND = "dvc repro"
 
-_INSTALL_HINT = "install DVC where reprobox runs: `pip install dvc` (with the extra for your remote, e.g. `pip install 'dvc[s3]'`)"
+_INSTALL_HINT = ("install the DVC that comes with reprobox: `pip install 'reprobox[dvc]'` in "
+                 "reprobox's environment (and DVC's extra for your remote, e.g. "
+                 "`pip install 'dvc[s3]'`)")
 _SKIP_DIRS = {".git", ".dvc", ".reprobox", ".venv", "venv", "node_modules", "__pycache__", ".tox"}
 _MAX_WALK_ENTRIES = 200_000
 _HASH_KEYS = ("md5", "etag", "checksum", "version_id")
@@ -261,6 +264,130 @@ def dvc_info(root: Path, use_git: bool = True) -> DvcInfo | None:
     )
 
 
+# --------------------------------------------------------------------------- pipeline inputs
+
+
+def data_files(root: Path, use_git: bool = True) -> list[str]:
+    """The ``.dvc`` files of the project (``dvc add`` / ``dvc import``): the data no stage
+    produces. A pipeline's rerun pulls these only; what its stages write, ``dvc repro --force``
+    recomputes (and an output that was never pushed cannot block the rerun)."""
+    return [f for f in _dvc_files(Path(root), use_git)
+            if PurePosixPath(f).name not in ("dvc.yaml", "dvc.lock")]
+
+
+def expected_size(root: Path, targets: Sequence[str] | None) -> tuple[int, int]:
+    """(outputs, bytes) that ``dvc pull`` of ``targets`` (None: every ``.dvc`` file and
+    ``dvc.lock``) brings, from the sizes DVC recorded; for the progress line."""
+    root = Path(root)
+    files = list(targets) if targets is not None else [
+        f for f in _dvc_files(root, use_git=False)
+        if PurePosixPath(f).name != "dvc.yaml"]
+    count = size = 0
+    for rel in files:
+        doc = _load_yaml(root / rel)
+        if not isinstance(doc, Mapping):
+            continue
+        outs = doc.get("outs")
+        entries: list[Any] = list(outs) if isinstance(outs, list) else []
+        stages = doc.get("stages")
+        for stage in stages.values() if isinstance(stages, Mapping) else []:
+            if isinstance(stage, Mapping) and isinstance(stage.get("outs"), list):
+                entries += stage["outs"]
+        for entry in entries:
+            if isinstance(entry, Mapping):
+                count += 1
+                value = entry.get("size")
+                size += value if isinstance(value, int) and value > 0 else 0
+    return count, size
+
+
+def object_path(root: Path, md5: str) -> Path | None:
+    """Where a DVC cache or local remote folder keeps the object ``md5`` (``abc...`` or
+    ``abc....dir``), in DVC 3's layout (``files/md5/ab/c...``) or DVC 2's (``ab/c...``)."""
+    if not re.fullmatch(r"[0-9a-f]{32}(?:\.dir)?", md5):
+        return None
+    for base in (Path(root) / "files" / "md5", Path(root)):
+        candidate = base / md5[:2] / md5[2:]
+        if candidate.is_file() and not candidate.is_symlink():
+            return candidate
+    return None
+
+
+#: A ``.dir`` manifest bigger than this is not read (a listing of millions of files).
+MAX_DIR_MANIFEST_BYTES = 64 * 1024 * 1024
+
+
+def read_dir_manifest(path: Path) -> dict[str, str] | None:
+    """``relpath -> md5`` of a DVC ``.dir`` object (a JSON list), or None when unreadable."""
+    import json
+
+    try:
+        if path.stat().st_size > MAX_DIR_MANIFEST_BYTES:
+            return None
+        entries = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(entries, list):
+        return None
+    out: dict[str, str] = {}
+    for entry in entries:
+        if (isinstance(entry, Mapping) and isinstance(entry.get("relpath"), str)
+                and isinstance(entry.get("md5"), str)):
+            out[entry["relpath"]] = entry["md5"]
+    return out
+
+
+def _local_remote_folder(root: Path) -> tuple[str, Path] | None:
+    """(name, folder) of the project's default remote when it is a folder on this machine."""
+    name = _default_remote(root)
+    parser = _read_config(Path(root) / ".dvc" / "config")
+    if not name or parser is None:
+        return None
+    url = _remotes_of(parser).get(name)
+    if not url or (_URL_RE.match(url) and not url.startswith("file://")):
+        return None
+    url = url[len("file://"):] if url.startswith("file://") else url
+    folder = Path(os.path.expanduser(url))
+    if not folder.is_absolute():
+        folder = Path(root) / ".dvc" / folder
+    return name, folder
+
+
+def inputs_missing_from_remote(root: Path) -> list[str]:
+    """Warnings for the data a rerun pulls (the outputs of ``.dvc`` files) that the project's
+    default remote does not hold. Checked offline, by reading the remote's folder, when the
+    remote is a local folder; other remotes are not contacted (``dvc status -c`` tells)."""
+    root = Path(root)
+    if not is_dvc_project(root):
+        return []
+    found = _local_remote_folder(root)
+    if found is None:
+        return []
+    name, folder = found
+    missing: list[str] = []
+    for rel in data_files(root):
+        doc = _load_yaml(root / rel)
+        outs = doc.get("outs") if isinstance(doc, Mapping) else None
+        for out in _outputs(outs, _folder(rel), rel):
+            if not out.hash_name.startswith("md5"):
+                continue
+            if object_path(folder, out.hash) is None:
+                missing.append(out.path)
+                continue
+            if out.hash.endswith(".dir"):
+                manifest_at = object_path(folder, out.hash)
+                manifest = read_dir_manifest(manifest_at) if manifest_at else None
+                absent = [f for f, md5 in (manifest or {}).items()
+                          if object_path(folder, md5) is None]
+                if absent:
+                    missing.append(f"{out.path} ({len(absent)} file(s), e.g. {absent[0]})")
+    if not missing:
+        return []
+    shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+    return [f"the DVC remote {name!r} ({folder}) does not hold data the rerun pulls: {shown}; "
+            "`dvc push` it, or the experiment cannot be rerun elsewhere"]
+
+
 # --------------------------------------------------------------------------- for `reprobox run`
 
 
@@ -273,12 +400,27 @@ class PullResult:
     output: str
 
 
-def _dvc_exe(env: Mapping[str, str] | None = None) -> str:
+def _bundled_dvc() -> bool:
+    """DVC installed with reprobox (``pip install 'reprobox[dvc]'``), in reprobox's interpreter."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("dvc") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def dvc_argv(env: Mapping[str, str] | None = None) -> list[str]:
+    """How reprobox runs DVC: the DVC installed with reprobox first (``python -m dvc`` in
+    reprobox's own interpreter), else a ``dvc`` on PATH; never required on PATH."""
+    if _bundled_dvc():
+        return [sys.executable, "-m", "dvc"]
     path = (env or os.environ).get("PATH")
     exe = shutil.which("dvc", path=path)
     if exe is None:
-        raise DvcError("DVC is not installed (no `dvc` on PATH)", _INSTALL_HINT)
-    return exe
+        raise DvcError("DVC is not installed with reprobox (and no `dvc` is on PATH)",
+                       _INSTALL_HINT)
+    return [exe]
 
 
 def _dvc_env() -> dict[str, str]:
@@ -299,6 +441,7 @@ def pull(
     cache_dir: Path | None = None,
     jobs: int | None = None,
     local_config_from: Path | None = None,
+    targets: Sequence[str] | None = None,
 ) -> PullResult:
     """``dvc pull`` in ``workdir`` (a fresh worktree) from the project's default remote.
 
@@ -308,7 +451,7 @@ def pull(
     credentials the user keeps out of git) is copied into the worktree first; it stays local.
     """
     workdir = Path(workdir)
-    exe = _dvc_exe()
+    exe = dvc_argv()
     if not is_dvc_project(workdir):
         raise DvcError(
             f"{workdir} is not a DVC project (no .dvc folder)", "run `dvc init` and commit it"
@@ -323,13 +466,15 @@ def pull(
         cache_dir = Path(cache_dir).resolve()
         cache_dir.mkdir(parents=True, exist_ok=True)
         _run_dvc(
-            [exe, "config", "--local", "cache.dir", str(cache_dir)],
+            [*exe, "config", "--local", "cache.dir", str(cache_dir)],
             workdir,
             "configuring the DVC cache",
         )
-    argv = [exe, "pull"]
+    argv = [*exe, "pull"]
     if jobs:
         argv += ["--jobs", str(int(jobs))]
+    if targets is not None:  # only these .dvc files' data (a pipeline's inputs)
+        argv += ["--", *targets]
     done = _run_dvc(argv, workdir, "dvc pull", timeout=None)
     out = done.stdout + done.stderr
     return PullResult(
@@ -371,9 +516,7 @@ def repro_forced(workdir: Path, env: Mapping[str, str] | None = None) -> list[st
             f"no dvc.yaml in {workdir}: there is no pipeline to rerun",
             'record the command with `reprobox capture --cmd "..."` instead',
         )
-    if env is not None and "PATH" in env:
-        _dvc_exe(env)
-    return ["dvc", "repro", "--force"]
+    return [*dvc_argv(env), "repro", "--force"]
 
 
 # --------------------------------------------------------------------------- untrusted checkouts
@@ -663,7 +806,9 @@ print(json.dumps(found))
 
 
 def _dvc_python() -> str | None:
-    """The interpreter of the ``dvc`` on PATH (its script's ``#!`` line), if it is a script."""
+    """The interpreter of reprobox's own DVC, or of the ``dvc`` on PATH (its ``#!`` line)."""
+    if _bundled_dvc():
+        return sys.executable
     exe = shutil.which("dvc")
     if exe is None:
         return None

@@ -118,7 +118,34 @@ def _toplevel(repo_root: Path) -> Path:
 # --------------------------------------------------------------------------- capture
 
 
-def _remote_url(top: Path, branch: str | None) -> str | None:
+#: ``scheme://...`` (git's own URL form).
+_URL_FORM = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+#: git's scp-like ``[user@]host:path`` form (a colon before any slash; not ``C:\\``).
+_SCP_FORM = re.compile(r"^(?:[A-Za-z0-9._-]+@)?[A-Za-z0-9._-]{2,}:(?!//)")
+
+
+def local_remote_url(raw: str, top: Path) -> str | None:
+    """A remote that is a local path (``/srv/git/x.git``, ``../x.git``) as a ``file://`` URL.
+
+    Relative paths are taken from the top of the repository, as git does. Returns None for a
+    remote that is not a local path (a URL or ``host:path``); raises ValueError for a local
+    path that no URL can name (a control character in it).
+    """
+    from urllib.parse import quote
+
+    if _URL_FORM.match(raw) or _SCP_FORM.match(raw):
+        return None
+    if any(ord(c) < 32 or ord(c) == 127 for c in raw):
+        raise ValueError("the path holds a control character")
+    path = Path(os.path.expanduser(raw))
+    if not path.is_absolute():
+        path = Path(top) / path
+    absolute = os.path.normpath(str(path))
+    return "file://" + quote(absolute, safe="/-._~+")
+
+
+def _remote_url(top: Path, branch: str | None,
+                warnings: list[str] | None = None) -> str | None:
     name = None
     if branch:
         got = _git(["config", "--get", f"branch.{branch}.remote"], top, check=False)
@@ -130,7 +157,15 @@ def _remote_url(top: Path, branch: str | None) -> str | None:
             continue
         got = _git(["remote", "get-url", candidate], top, check=False)
         if got.returncode == 0 and got.stdout.strip():
-            return strip_url_credentials(got.stdout.strip())
+            raw = got.stdout.strip()
+            try:
+                local = local_remote_url(raw, top)
+            except ValueError as exc:
+                if warnings is not None:
+                    warnings.append(f"the git remote {candidate!r} is a local path that cannot be "
+                                    f"recorded as a file:// URL ({exc}); no remote was recorded")
+                return None
+            return local if local is not None else strip_url_credentials(raw)
     return None
 
 
@@ -162,7 +197,8 @@ def git_info(repo_root: Path, exclude: Sequence[str] = (".reprobox",)) -> GitCap
     commit = head.stdout.strip()
     sym = _git(["symbolic-ref", "-q", "--short", "HEAD"], top, check=False)
     branch = sym.stdout.strip() if sym.returncode == 0 and sym.stdout.strip() else None
-    remote = _remote_url(top, branch)
+    remote_warnings: list[str] = []
+    remote = _remote_url(top, branch, remote_warnings)
 
     diff = _git(
         [
@@ -185,7 +221,7 @@ def git_info(repo_root: Path, exclude: Sequence[str] = (".reprobox",)) -> GitCap
         timeout=None,
     )
     patch: bytes | None = diff.stdout or None
-    warnings: list[str] = []
+    warnings: list[str] = list(remote_warnings)
     if patch and len(patch) > LARGE_PATCH_BYTES:
         warnings.append(
             f"the uncommitted change is {len(patch) / 1048576:.1f} MiB: it is recorded as a patch, "
@@ -285,6 +321,52 @@ _UNTRUSTED_FETCH_CONFIG = (
 )
 
 
+#: Where the rerun's container sees the repository of the recorded commit (read-only).
+CONTAINER_GIT_DIR = "/reprobox/git"
+
+
+def make_run_repository(repo_root: Path, commit: str, dest: Path,
+                        container_git_dir: str = CONTAINER_GIT_DIR) -> tuple[Path, Path]:
+    """A repository holding the recorded commit alone, for code that reads git during a rerun.
+
+    The checkout is a worktree whose ``.git`` file names a host path a container does not have;
+    the container gets this instead: ``dest/repo`` (a shallow repository with only ``commit``,
+    HEAD detached at it, an index of it, no remote, no hooks, no configuration of the user's)
+    and ``dest/dotgit`` (a ``.git`` file naming ``container_git_dir``, where ``repo`` is mounted
+    read-only). So ``git rev-parse HEAD``, GitPython and dvclive see the recorded commit, and
+    ``git status`` the recorded patch as an uncommitted change, as at capture time. Nothing of the
+    user's repository (other branches, its configuration, credentials in a remote URL) is in it.
+    Returns ``(repo, dotgit)``.
+    """
+    validate_commit(commit)
+    top = _toplevel(Path(repo_root))
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=False)
+    repo = dest / "repo"
+    quiet = {"GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull}
+    _git(["init", "-q", "--bare", "--template=", str(repo)], dest, what="git init",
+         extra_env=quiet)
+    source = "file://" + str(top.resolve())
+    _git(["--git-dir", str(repo), "-c", "protocol.file.allow=always",
+          "-c", "uploadpack.allowAnySHA1InWant=true", "fetch", "-q", "--depth", "1",
+          "--no-tags", "--no-recurse-submodules", source, commit],
+         dest, what="git fetch of the recorded commit", timeout=None, extra_env=quiet)
+    _git(["--git-dir", str(repo), "update-ref", "--no-deref", "HEAD", commit], dest,
+         what="git update-ref", extra_env=quiet)
+    _git(["--git-dir", str(repo), "read-tree", "HEAD"], dest, what="git read-tree",
+         extra_env=quiet)
+    _git(["--git-dir", str(repo), "config", "core.bare", "false"], dest, what="git config",
+         extra_env=quiet)
+    for leftover in ("FETCH_HEAD",):
+        try:
+            os.unlink(repo / leftover)
+        except FileNotFoundError:
+            pass
+    dotgit = dest / "dotgit"
+    dotgit.write_text(f"gitdir: {container_git_dir}\n")
+    return repo, dotgit
+
+
 def untrusted_fetch_env() -> dict[str, str]:
     """The environment of a fetch the checkout asked for: no way to reach a credential.
 
@@ -344,7 +426,7 @@ def update_submodules(worktree: Path) -> None:
 
 
 def remove_worktree(repo_root: Path, dest: Path) -> None:
-    """Remove a worktree made by :func:`make_worktree`, even if modified; a second call is a no-op."""
+    """Remove a worktree made by :func:`make_worktree`, even if modified; again: a no-op."""
     top = _toplevel(Path(repo_root))
     dest = Path(dest)
     if dest.exists():

@@ -461,3 +461,158 @@ def add_declared(found: list[SystemPackage], names: Iterable[str]
         pname, version, arch = rec
         out.append(SystemPackage(name=pname, version=version, manager="dpkg", arch=arch))
     return sorted(out, key=lambda p: p.name), warnings
+
+
+# --------------------------------------------------------------------------- apt sources
+#
+# Where the host's Debian/Ubuntu packages come from: the one-line ``sources.list`` format and the
+# deb822 ``*.sources`` files. Recorded: URI (credentials removed), suites, components, the key
+# file's name, and the archive time of a snapshot URI (snapshot.debian.org/archive/debian/<time>),
+# which pins the archive's state. ``deb-src`` lines, disabled entries, ``cdrom:``/``file:``/
+# ``mirror+`` URIs and anything off the grammar of :func:`reprobox.validate.apt_source` are left
+# out, with a warning naming the file.
+
+APT_DIR = Path("/etc/apt")
+#: A sources file bigger than this is not read.
+MAX_APT_FILE_BYTES = 256 * 1024
+_SNAPSHOT_TAIL = __import__("re").compile(r"/([0-9]{8}T[0-9]{6}Z)/?$")
+
+
+def _strip_uri_credentials(uri: str) -> str:
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(uri)
+    except ValueError:
+        return uri
+    if parts.username is None and parts.password is None:
+        return uri
+    host = parts.hostname or ""
+    netloc = host + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def _apt_entry(uri: str, suites: list[str], components: list[str], signed_by: str | None,
+               where: str, warnings: list[str]) -> Any:
+    from .. import validate
+    from ..errors import ValidationError
+    from ..model import AptSource
+
+    uri = _strip_uri_credentials(uri.strip())
+    key = None
+    if signed_by:
+        signed_by = signed_by.strip()
+        # a path names a key file; an inline key block is not recorded
+        key = os.path.basename(signed_by) if signed_by.startswith("/") else None
+    m = _SNAPSHOT_TAIL.search(uri)
+    src = AptSource(uri=uri, suites=tuple(suites), components=tuple(components), signed_by=key,
+                    snapshot=m.group(1) if m else None)
+    try:
+        validate.apt_source(src, "apt source")
+    except ValidationError as exc:
+        warnings.append(f"the apt source {uri!r} in {where} is not recorded ({exc.message})")
+        return None
+    return src
+
+
+def _read_small(path: Path) -> str | None:
+    try:
+        if path.is_symlink() and not path.exists():
+            return None
+        if path.stat().st_size > MAX_APT_FILE_BYTES:
+            return None
+        return path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+
+
+def parse_sources_list(text: str, where: str, warnings: list[str]) -> list[Any]:
+    """The ``deb`` lines of a one-line-format file (``deb [opts] URI SUITE [COMPONENT...]``)."""
+    out = []
+    for raw in text.splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if not line.startswith("deb ") and not line.startswith("deb\t"):
+            continue  # deb-src, comments, blank lines
+        rest = line[3:].strip()
+        options: dict[str, str] = {}
+        if rest.startswith("["):
+            end = rest.find("]")
+            if end < 0:
+                warnings.append(f"an unreadable line in {where} is not recorded")
+                continue
+            for opt in rest[1:end].split():
+                k, _, v = opt.partition("=")
+                options[k] = v
+            rest = rest[end + 1:].strip()
+        words = rest.split()
+        if len(words) < 2:
+            continue
+        entry = _apt_entry(words[0], [words[1]], words[2:], options.get("signed-by"), where,
+                           warnings)
+        if entry is not None:
+            out.append(entry)
+    return out
+
+
+def parse_deb822_sources(text: str, where: str, warnings: list[str]) -> list[Any]:
+    """The ``Types: deb`` entries of a deb822 ``.sources`` file (one entry per URI)."""
+    out = []
+    for para in __import__("re").split(r"\n\s*\n", text):
+        fields: dict[str, str] = {}
+        current = None
+        for raw in para.splitlines():
+            if raw.startswith("#"):
+                continue
+            if raw[:1] in (" ", "\t") and current:
+                fields[current] += "\n" + raw.strip()
+                continue
+            name, sep, value = raw.partition(":")
+            if not sep:
+                continue
+            current = name.strip().lower()
+            fields[current] = value.strip()
+        if "deb" not in fields.get("types", "").split():
+            continue
+        if fields.get("enabled", "yes").strip().lower() in ("no", "false", "0"):
+            continue
+        for uri in fields.get("uris", "").split():
+            entry = _apt_entry(uri, fields.get("suites", "").split(),
+                               fields.get("components", "").split(),
+                               fields.get("signed-by", "").split("\n", 1)[0] or None,
+                               where, warnings)
+            if entry is not None:
+                out.append(entry)
+    return out
+
+
+def apt_sources(apt_dir: Path = APT_DIR) -> tuple[tuple[Any, ...], list[str]]:
+    """The host's apt sources (see above) and the warnings about those left out."""
+    from .. import validate
+
+    warnings: list[str] = []
+    found: list[Any] = []
+    main = apt_dir / "sources.list"
+    text = _read_small(main)
+    if text is not None:
+        found += parse_sources_list(text, str(main), warnings)
+    folder = apt_dir / "sources.list.d"
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError:
+        names = []
+    for name in names:
+        path = folder / name
+        if name.endswith(".list"):
+            text = _read_small(path)
+            if text is not None:
+                found += parse_sources_list(text, str(path), warnings)
+        elif name.endswith(".sources"):
+            text = _read_small(path)
+            if text is not None:
+                found += parse_deb822_sources(text, str(path), warnings)
+    unique = list(dict.fromkeys(found))
+    if len(unique) > validate.MAX_APT_SOURCES:
+        warnings.append(f"{len(unique)} apt sources: only the first "
+                        f"{validate.MAX_APT_SOURCES} are recorded")
+        unique = unique[:validate.MAX_APT_SOURCES]
+    return tuple(unique), warnings

@@ -32,6 +32,7 @@ import platform as _platform
 import re
 import shutil
 import tempfile
+import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -241,6 +242,14 @@ class FetchResult:
         return tuple(a for a in self.artifacts if a.origin == "build backend")
 
 
+#: Seconds between two progress lines of a long fetch.
+PROGRESS_EVERY_S = 2.0
+
+
+def _mib(size: int) -> str:
+    return f"{size / 1048576:.1f} MiB"
+
+
 def _download(client: object, f: DistFile, house: Wheelhouse,
               expected: Optional[Iterable[str]]) -> tuple[str, Path, int]:
     if f.path:  # a local find-links folder or file:// index of the host's own configuration
@@ -332,7 +341,10 @@ def fetch_locked(
                 jobs.append((i, pin, candidates[0][1]))
             # largest first: the long poles start at once; the pool shares keep-alive connections
             jobs.sort(key=lambda j: -(j[2].size or 0))
-            say(f"fetching {len(jobs)} file(s) into the wheelhouse {house.root}")
+            expected_bytes = sum(j[2].size or 0 for j in jobs)
+            say(f"fetching {len(jobs)} file(s) into the wheelhouse {house.root}"
+                + (f" ({_mib(expected_bytes)})" if expected_bytes else ""))
+            shown = time.monotonic()
             with ThreadPoolExecutor(max_workers=min(DOWNLOADS, len(jobs))) as pool:
                 futures = {pool.submit(_download, client, f, house, pin.hashes): (i, pin, f)
                            for i, pin, f in jobs}
@@ -342,6 +354,12 @@ def fetch_locked(
                     fetched += 1
                     total += size
                     chosen[i] = artifact(pin, f.filename, digest, path, True)
+                    # progress: packages n/N and bytes, at most every 2 s (and the last one)
+                    if fetched == len(jobs) or time.monotonic() - shown >= PROGRESS_EVERY_S:
+                        shown = time.monotonic()
+                        say(f"  wheelhouse: {fetched}/{len(jobs)} file(s), {_mib(total)}"
+                            + (f" of {_mib(expected_bytes)}" if expected_bytes else "")
+                            + f" (last: {f.filename})")
         finally:
             client.close()
     return FetchResult(tuple(chosen[i] for i in sorted(chosen)), fetched, total)

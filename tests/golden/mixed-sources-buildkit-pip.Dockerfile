@@ -40,7 +40,14 @@ RUN --mount=type=cache,target=/var/cache/apt,id=reprobox-apt-debian-bookworm,sha
         if [ -n "$install" ]; then \
             DEBIAN_FRONTEND=noninteractive apt-get "$@" install --yes --no-install-recommends --allow-downgrades $install; \
         fi; \
-    fi
+    fi; \
+    rm -f /etc/reprobox/substitutions; \
+    for spec in libbz2-1.0=1.0.8-5+b1 libc6=2.36-9+deb12u14 libcrypt1=1:4.4.33-2 libffi8=3.4.4-1 liblzma5=5.4.1-1 libncursesw6=6.4-4 libnsl2=1.3.0-2 libreadline8=8.2-1.3 libsqlite3-0=3.40.1-2+deb12u2 'libssl3=3.0.19-1~deb12u2' libtcl8.6=8.6.13+dfsg-2 libtinfo6=6.4-4 libtirpc3=1.3.3+ds-1 libtk8.6=8.6.13-2 libuuid1=2.38.1-5+deb12u3 zlib1g=1:1.2.13.dfsg-1; do \
+        name="${spec%%=*}"; want="${spec#*=}"; \
+        got="$(dpkg-query -W -f='${Status} ${Version}' "$name" 2>/dev/null || true)"; \
+        case "$got" in "install ok installed "*) got="${got#install ok installed }" ;; *) got=- ;; esac; \
+        if [ "$got" != "$want" ]; then mkdir -p /etc/reprobox; echo "$name $want $got" >> /etc/reprobox/substitutions; fi; \
+    done
 
 # Locked Python packages.
 # Installed exactly as locked, offline from the host's hash-checked wheelhouse: no index, no secret.

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -336,7 +337,7 @@ def test_dvc_pipeline_capture_clone_pull_and_forced_rerun(tmp_path, monkeypatch)
 
         # -- forced rerun: recomputes, never restores from the run cache
         argv = dvc.repro_forced(wt1, dict(os.environ))
-        assert argv[:2] == ["dvc", "repro"]
+        assert argv[-2:] == ["repro", "--force"]  # reprobox's own DVC: no `dvc` on PATH needed
         subprocess.run(argv, cwd=wt1, check=True, capture_output=True)
         assert counter.read_text() == "prepare\nprepare\n"
         assert (wt1 / "out" / "stamp.txt").read_text() != stamp_before
@@ -367,3 +368,24 @@ def test_dvc_pipeline_capture_clone_pull_and_forced_rerun(tmp_path, monkeypatch)
         assert "dvc push" in err.value.hint and "reachable" in err.value.hint
     finally:
         g.remove_worktree(clone, tmp_path / "runs" / "three")
+
+
+@pytest.mark.parametrize("relative", [False, True])
+def test_capture_of_a_repository_whose_remote_is_a_local_path(tmp_path, relative):
+    """`/srv/git/x.git` or `../x.git` as origin: recorded as a file:// URL (capture used to exit
+    2 with a hint about renaming files); the stored record reads back and validates."""
+    from reprobox.capture import capture_experiment
+    from reprobox.store import Store
+
+    bare = tmp_path / "srv" / "x.git"
+    bare.parent.mkdir()
+    git(tmp_path, "init", "-q", "--bare", str(bare))
+    work = new_repo(tmp_path / "work")
+    (work / "train.py").write_text("print('ok')\n")
+    commit_all(work)
+    git(work, "remote", "add", "origin", "../srv/x.git" if relative else str(bare))
+    outcome = capture_experiment(work, command="python train.py", cwd=work, lock=False,
+                                 python=sys.executable)
+    stored = Store(work).get(outcome.id)
+    assert stored.experiment.git.remote == f"file://{bare}"
+    assert not [w for w in outcome.warnings if "remote" in w]

@@ -168,7 +168,7 @@ def test_report_json_is_valid_after_a_venv_run(small_project):
     proc = cli("run", exp_id, "--backend", "venv", "--json", cwd=repo)
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
-    assert report["schema"] == "reprobox.run/1" and report["verdict"] == "reproduced"
+    assert report["schema"] == "reprobox.run/2" and report["verdict"] == "reproduced"
 
 
 @pytest.mark.docker

@@ -204,7 +204,8 @@ def test_sklearn_script_reproduces_in_a_rebuilt_image(sklearn_clone, base_image)
     assert [p["name"] for p in report["phases"]] == ["code", "data", "environment", "command",
                                                      "comparison"]
     # Progress named every phase; the report is saved; nothing is left behind.
-    for phase in ("[1/5] code", "[3/5] environment", "[4/5] command", "[5/5] comparison"):
+    for phase in ("reprobox: phase 1/5 code", "reprobox: phase 3/5 environment",
+                  "reprobox: phase 4/5 command", "reprobox: phase 5/5 comparison"):
         assert phase in stderr
     saved = json.loads(Path(report["report_path"]).read_text())
     assert saved["verdict"] == "reproduced"

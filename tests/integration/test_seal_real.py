@@ -105,7 +105,7 @@ def test_committed_local_link_is_refused_before_anything_runs(project: tuple[Pat
     proc = cli("run", exp_id, "--backend", "venv", cwd=copy)
     assert proc.returncode == 2, proc.stderr
     assert ".reprobox/local" in proc.stderr and "symbolic link" in proc.stderr
-    assert "[4/5] command" not in proc.stderr and "Traceback" not in proc.stderr
+    assert "phase 4/5 command" not in proc.stderr and "Traceback" not in proc.stderr
     assert list(outside.iterdir()) == []
     assert len(git(copy, "worktree", "list").strip().splitlines()) == 1
 

@@ -673,3 +673,38 @@ def test_a_stage_that_links_its_output_to_a_host_file_is_stopped(
     assert f"model.pkl -> {secret}" in err.value.message
     assert canary_anywhere(repo / ".reprobox") == []  # not in the shared DVC cache, no report
     assert secret.read_text() == CANARY and not secret.is_symlink()
+
+
+@pytest.mark.docker
+def test_the_run_repository_is_read_only_in_the_container(tmp_path: Path, python_image: str):
+    """git in the rerun: /workspace/.git names the repository of the recorded commit, mounted
+    read-only; the command can rewrite neither, and the worktree's own .git file is untouched."""
+    from reprobox.backends import Prepared
+    from reprobox.backends.docker import CONTAINER_GIT_DIR, DockerBackend, run_git_folder
+    from reprobox.build.engine import get_engine
+    from reprobox.capture import git as gitmod
+
+    repo = new_repo(tmp_path / "repo")
+    (repo / "a.txt").write_text("a\n")
+    commit_all(repo, "one")
+    recorded = git(repo, "rev-parse", "HEAD").strip()
+    checkout = tmp_path / "scratch" / "checkout"
+    gitmod.make_worktree(repo, recorded, checkout)
+    pointer = (checkout / ".git").read_text()
+    made, _dotgit = gitmod.make_run_repository(repo, recorded, run_git_folder(checkout))
+    head_before = (made / "HEAD").read_text()
+    attack = (
+        "cat .git; echo; cat " + CONTAINER_GIT_DIR + "/HEAD; "
+        "(echo 'gitdir: /tmp/evil' > .git) 2>/dev/null && echo WROTE-GITFILE; "
+        "(echo 0000 > " + CONTAINER_GIT_DIR + "/HEAD) 2>/dev/null && echo WROTE-HEAD; "
+        "(mkdir " + CONTAINER_GIT_DIR + "/hooks) 2>/dev/null && echo WROTE-HOOKS; true"
+    )
+    done = DockerBackend(get_engine()).execute(
+        Prepared("docker", python_image, "image", True, "python"), ["/bin/sh", "-c", attack],
+        checkout=checkout, env={}, capture=True)
+    assert done.returncode == 0, done.stdout
+    assert f"gitdir: {CONTAINER_GIT_DIR}" in done.stdout and recorded in done.stdout
+    assert "WROTE" not in done.stdout
+    assert (checkout / ".git").read_text() == pointer  # the host's worktree pointer
+    assert (made / "HEAD").read_text() == head_before and not (made / "hooks").exists()
+    gitmod.remove_worktree(repo, checkout)

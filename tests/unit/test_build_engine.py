@@ -39,11 +39,11 @@ def _feed(name: str, titles: tuple[str, ...] = TITLES) -> tuple[BuildLog, list[s
 
 def test_a_real_build_log_is_condensed_to_one_line_per_step() -> None:
     log, shown = _feed("buildkit-ok.log")
-    assert shown[0] == "[1/4] FROM python:3.11.7-slim-bookworm  (cached)"
-    assert ("[2/4] System packages that own the native libraries the Python packages load  "
+    assert shown[0] == "[build 1/4] FROM python:3.11.7-slim-bookworm  (cached)"
+    assert ("[build 2/4] System packages that own the native libraries the Python packages load  "
             "(0.2s)") in shown
     assert "    Installed 2 packages in 9ms" in shown
-    assert shown[-1] == "[4/4] WORKDIR /workspace  (0.0s)"
+    assert shown[-1] == "[build 4/4] WORKDIR /workspace  (0.0s)"
     assert not any("[internal]" in line or "exporting" in line for line in shown)
     assert log.warnings == ["system packages are not pinned: the capture host runs ubuntu jammy"]
     assert (log.steps, log.cached) == (4, 1)
@@ -57,15 +57,15 @@ def test_a_fully_cached_rebuild() -> None:
 
 def test_without_titles_the_instruction_is_shown_without_mounts() -> None:
     _log, shown = _feed("buildkit-ok.log", ())
-    assert any(line.startswith("[3/4] RUN set -eu; echo \"Prepared") for line in shown)
+    assert any(line.startswith("[build 3/4] RUN set -eu; echo \"Prepared") for line in shown)
 
 
 def test_a_failed_step_reports_its_output_with_credentials_stripped() -> None:
     log, shown = _feed("buildkit-fail.log", ("FROM python:3.11.7-slim-bookworm",
                                              "Locked Python packages"))
-    assert shown[-1] == "[2/2] Locked Python packages  FAILED"
+    assert shown[-1] == "[build 2/2] Locked Python packages  FAILED"
     text = log.error_text()
-    assert text.startswith("step [2/2] Locked Python packages:")
+    assert text.startswith("step [build 2/2] Locked Python packages:")
     assert "hash mismatch" in text
     assert "hunter2" not in text and "https://private.example/simple/demo/" in text
     assert "reprobox lock" in _build_hint(text)

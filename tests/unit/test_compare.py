@@ -162,3 +162,100 @@ def test_nan_recorded_reproduced_is_same_in_a_whole_comparison():
     checks = compare_metrics({"m.json": {"x": math.nan}}, {"m.json": {"x": math.nan}})
     assert [c.status for c in checks] == [SAME]
     assert differences(checks, ()) == ()
+
+
+# --------------------------------------------------------------------------- hash names, folders,
+# --------------------------------------------------------------------------- CSV/JSON, ignores
+
+from reprobox.compare import (  # noqa: E402
+    IGNORED,
+    FileDiff,
+    OutputCheck,
+    apply_ignores,
+    compare_data,
+    compare_manifests,
+)
+
+
+def test_report_fields_are_named_by_their_algorithm():
+    md5 = OutputCheck("data/out", "a" * 32 + ".dir", "b" * 32 + ".dir", DIFFERS, algorithm="md5")
+    data = md5.to_dict()
+    assert data["recorded_md5"] == "a" * 32 + ".dir" and data["observed_md5"] == "b" * 32 + ".dir"
+    assert "recorded_sha256" not in data and data["algorithm"] == "md5"
+    sha = OutputCheck("model.pkl", "c" * 64, None, MISSING).to_dict()
+    assert sha["recorded_sha256"] == "c" * 64 and sha["observed_sha256"] is None
+    assert "md5" not in json.dumps(sha)
+
+
+def test_a_differing_folder_names_the_files_inside():
+    files = compare_manifests({"a.csv": "1", "b.bin": "2", "gone.txt": "3"},
+                              {"a.csv": "1", "b.bin": "X", "new.txt": "4"})
+    assert [(f.path, f.status) for f in files] == [
+        ("b.bin", DIFFERS), ("gone.txt", MISSING), ("new.txt", NEW)]
+    check = OutputCheck("out", "a" * 32 + ".dir", "b" * 32 + ".dir", DIFFERS, algorithm="md5",
+                        files=files)
+    text = check.describe()
+    assert "3 file(s) inside: b.bin differs; gone.txt missing; new.txt new" in text
+    assert "a.csv" not in text
+
+
+def test_ignore_output_marks_outputs_and_files_under_a_folder():
+    a = OutputCheck("plots/loss.png", "a" * 64, "b" * 64, DIFFERS)
+    b = OutputCheck("model.pkl", "a" * 64, "b" * 64, DIFFERS)
+    folder = OutputCheck("out", "a" * 32 + ".dir", "b" * 32 + ".dir", DIFFERS, algorithm="md5",
+                         files=(FileDiff("plots/x.png", DIFFERS),))
+    got = {c.path: c for c in apply_ignores((a, b, folder), ("plots", "out/plots/"))}
+    assert got["plots/loss.png"].status == IGNORED and got["plots/loss.png"].ok
+    assert got["model.pkl"].status == DIFFERS  # a sibling is not touched
+    assert got["out"].status == IGNORED and got["out"].files[0].status == IGNORED
+    assert differences((), tuple(got.values())) == (got["model.pkl"].describe(),)
+
+
+def test_plots_is_not_a_prefix_of_plots2():
+    c = OutputCheck("plots2/a.png", "a" * 64, "b" * 64, DIFFERS)
+    assert apply_ignores((c,), ("plots",))[0].status == DIFFERS
+
+
+CSV_A = b"epoch,loss,name\n1,0.5,a\n2,0.25,b\n"
+CSV_B = b"epoch,loss,name\n1,0.5000001,a\n2,0.25,b\n"
+
+
+def test_csv_numbers_within_the_tolerance_are_close():
+    status, detail = compare_data("m.csv", CSV_A, CSV_B, Tolerance(rtol=1e-5))
+    assert status == CLOSE and "row 2, column loss" in detail
+
+
+def test_csv_numbers_beyond_the_tolerance_name_the_cell():
+    status, detail = compare_data("m.csv", CSV_A, CSV_B, Tolerance(rtol=1e-9))
+    assert status == DIFFERS
+    assert detail == "row 2, column loss: recorded 0.5, now 0.5000001"
+
+
+def test_csv_text_cells_and_shape_are_exact():
+    assert compare_data("m.csv", CSV_A, CSV_A.replace(b",b", b",c"),
+                        Tolerance(rtol=1))[1] == "row 3, column name: recorded 'b', now 'c'"
+    assert compare_data("m.csv", CSV_A, CSV_A + b"3,0.1,c\n",
+                        Tolerance(rtol=1))[1] == "3 rows recorded, 4 now"
+
+
+def test_json_values_with_tolerance_and_keys_exact():
+    a = b'{"acc": 0.9, "per_class": [0.8, 1.0], "name": "x"}'
+    b = b'{"acc": 0.9000001, "per_class": [0.8, 1.0], "name": "x"}'
+    assert compare_data("r.json", a, b, Tolerance(atol=1e-3))[0] == CLOSE
+    assert compare_data("r.json", a, b, Tolerance())[1] == "acc: recorded 0.9, now 0.9000001"
+    c = b'{"acc": 0.9, "per_class": [0.8, 1.0], "other": "x"}'
+    status, detail = compare_data("r.json", a, c, Tolerance(rtol=1))
+    assert status == DIFFERS and "keys differ" in detail and "name" in detail
+
+
+def test_data_parsing_is_bounded():
+    from reprobox import compare
+
+    deep = b"[" * 100 + b"]" * 100
+    status, detail = compare_data("r.json", deep, deep + b" ", Tolerance(rtol=1))
+    assert status == DIFFERS and "nested more than" in detail
+    big = b"0," * (compare.MAX_DATA_BYTES // 2 + 1)
+    assert compare_data("x.csv", big, big + b"1", Tolerance(rtol=1)) == (
+        DIFFERS, f"compared by bytes: over {compare.MAX_DATA_BYTES // 1048576} MiB")
+    assert compare_data("r.json", b"{", b"{}", Tolerance(rtol=1))[1] == (
+        "compared by bytes: not valid JSON")

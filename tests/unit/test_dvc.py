@@ -215,11 +215,25 @@ def test_broken_yaml_names_the_file(tmp_path):
         dvc.dvc_info(root)
 
 
-def test_repro_forced_argv(tmp_path):
+def test_repro_forced_argv_uses_the_dvc_installed_with_reprobox(tmp_path):
+    import sys
+
     root = project(tmp_path)
-    argv = dvc.repro_forced(root, {"PATH": os.environ["PATH"]})
-    assert argv == ["dvc", "repro", "--force"]
+    # reprobox's own interpreter has DVC (the test extra, like `reprobox[dvc]`): no PATH needed
+    argv = dvc.repro_forced(root, {"PATH": str(tmp_path / "empty-bin")})
+    assert argv == [sys.executable, "-m", "dvc", "repro", "--force"]
     assert dvc.DVC_PIPELINE_COMMAND == "dvc repro"
+
+
+def test_repro_forced_falls_back_to_the_dvc_on_path(tmp_path, monkeypatch):
+    root = project(tmp_path)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    exe = bin_dir / "dvc"
+    exe.write_text("#!/bin/sh\nexit 0\n")
+    exe.chmod(0o755)
+    monkeypatch.setattr(dvc, "_bundled_dvc", lambda: False)
+    assert dvc.repro_forced(root, {"PATH": str(bin_dir)}) == [str(exe), "repro", "--force"]
 
 
 def test_repro_forced_needs_a_pipeline(tmp_path):
@@ -227,17 +241,19 @@ def test_repro_forced_needs_a_pipeline(tmp_path):
         dvc.repro_forced(tmp_path, None)
 
 
-def test_missing_dvc_says_pip_install(tmp_path):
+def test_missing_dvc_says_install_the_reprobox_extra(tmp_path, monkeypatch):
     root = project(tmp_path)
+    monkeypatch.setattr(dvc, "_bundled_dvc", lambda: False)
     with pytest.raises(DvcError) as info:
         dvc.repro_forced(root, {"PATH": str(tmp_path / "empty-bin")})
-    assert "pip install dvc" in str(info.value)
+    assert "pip install 'reprobox[dvc]'" in str(info.value)
 
 
-def test_pull_without_dvc_says_pip_install(tmp_path, monkeypatch):
+def test_pull_without_dvc_says_install_the_reprobox_extra(tmp_path, monkeypatch):
     root = project(tmp_path)
+    monkeypatch.setattr(dvc, "_bundled_dvc", lambda: False)
     monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
-    with pytest.raises(DvcError, match="pip install dvc"):
+    with pytest.raises(DvcError, match=r"pip install 'reprobox\[dvc\]'"):
         dvc.pull(root)
 
 
@@ -253,6 +269,7 @@ def test_pull_failure_is_a_clear_error_without_credentials(tmp_path, monkeypatch
         "'https://user:s3cr3t-canary@dvc.example.com/store'\" >&2\nexit 1\n"
     )
     fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setattr(dvc, "_bundled_dvc", lambda: False)
     monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
     with pytest.raises(DvcError) as info:
         dvc.pull(root)

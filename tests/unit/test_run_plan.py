@@ -128,7 +128,7 @@ def test_record_verdicts_and_json():
     assert ok.reproduced and ok.verdict == "reproduced"
     bad = _record(differences=("metric acc in metrics.json: recorded 0.9, rerun gave 0.8",))
     data = json.loads(json.dumps(bad.to_dict(), allow_nan=False))
-    assert data["schema"] == "reprobox.run/1"
+    assert data["schema"] == "reprobox.run/2"
     assert data["verdict"] == "differs" and data["reproduced"] is False
     assert bad.render_text().splitlines()[:3] == [
         "DIFFERS: experiment 0123456789ab (train)",
@@ -371,7 +371,7 @@ def test_run_reproduces_on_a_real_git_checkout(repo: Path, monkeypatch):
     assert record.reproduced, record.differences
     assert [p.name for p in record.phases] == ["code", "data", "environment", "command",
                                                "comparison"]
-    assert any(m.startswith("[4/5] command:") for m in messages)
+    assert any(m.startswith("reprobox: phase 4/5 command:") for m in messages)
     assert backend.seen_env["PYTHONHASHSEED"] == "0"
     assert backend.seen_env["REPROBOX_EXPERIMENT"] == stored.id
     assert backend.seen_env["REPROBOX_RUN_METRICS"].endswith(".reprobox-run/metrics.json")
