@@ -9,8 +9,8 @@ need=()
 command -v git >/dev/null 2>&1 || need+=(git)
 command -v jq >/dev/null 2>&1 || need+=(jq)   # the GitHub Actions examples' scripts, run by the tests
 # Libraries the scenario tests' projects load (tests/scenarios/*/recipe.toml, debian-packages):
-# libmagic through ctypes (python-magic), libGL and GLib for opencv-python.
-for pkg in libmagic1 libgl1 libglib2.0-0; do
+# libmagic and libpng through ctypes, libGL and GLib for opencv-python.
+for pkg in libmagic1 libgl1 libglib2.0-0 libpng16-16; do
   dpkg-query -W -f '${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -11,10 +11,10 @@ if [ $# -gt 0 ]; then
   rc=$?
 else
   # The scenario tests (tests/scenarios) run apart, in parallel workers: each case's capture is
-  # shared by its two backend tests, which --dist loadgroup keeps on one worker.
+  # shared by its two backend tests, which --dist loadscope keeps on one worker.
   .venv/bin/python -m pytest --ignore=tests/scenarios
   rc=$?
-  .venv/bin/python -m pytest tests/scenarios -n "${REPROBOX_SCENARIO_WORKERS:-3}" --dist loadgroup
+  .venv/bin/python -m pytest tests/scenarios -n "${REPROBOX_SCENARIO_WORKERS:-3}" --dist loadscope
   rc2=$?
   if [ "$rc" -eq 0 ]; then rc=$rc2; fi
 fi
