@@ -384,7 +384,10 @@ def check_step(prepared: Prepared, step: str, backend: str, done: subprocess.Com
         f"{where} exited {done.returncode}: {json.dumps(report.get('differences'), indent=1)}"
         f"\n{done.stderr[-3000:]}")
     if "verdict" in expected:
-        assert report["verdict"] == expected["verdict"], report
+        # A system package whose recorded version has left the archive is a substitution that
+        # depends on the day, not on the case: "X with substitutions" is X, the list given.
+        verdicts = {expected["verdict"], f"{expected['verdict']} with substitutions"}
+        assert report["verdict"] in verdicts, report
     differences = [_text(d) for d in report.get("differences", [])
                    if not (isinstance(d, dict) and d.get("kind") in expected.get("ignore", []))]
     named = expected.get("differences")
