@@ -18,9 +18,6 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
-# Docker daemon + debootstrap (for `reprobox base`): installed and started when missing.
-bash "$here/.ci/setup-docker.sh"
-
 # Interpreters the scenario tests ask for besides the default one (recipe.toml, python): pyenv
 # builds them when it is there and they are missing.
 if command -v pyenv >/dev/null 2>&1 || [ -x "$HOME/.pyenv/bin/pyenv" ]; then
@@ -31,6 +28,9 @@ if command -v pyenv >/dev/null 2>&1 || [ -x "$HOME/.pyenv/bin/pyenv" ]; then
       || echo "setup: could not install CPython $version with pyenv" >&2
   done
 fi
+
+# Docker daemon + debootstrap (for `reprobox base`): installed and started when missing.
+bash "$here/.ci/setup-docker.sh"
 
 py="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then
