@@ -8,11 +8,25 @@ cd "$here"
 need=()
 command -v git >/dev/null 2>&1 || need+=(git)
 command -v jq >/dev/null 2>&1 || need+=(jq)   # the GitHub Actions examples' scripts, run by the tests
-# libmagic: the library `reprobox record`'s tests load through ctypes (python-magic's way)
-dpkg-query -W -f '${Status}' libmagic1 2>/dev/null | grep -q "ok installed" || need+=(libmagic1)
+# Libraries the scenario tests' projects load (tests/scenarios/*/recipe.toml, debian-packages):
+# libmagic (also `reprobox record`'s tests) and libpng through ctypes, libGL and GLib for opencv-python.
+for pkg in libmagic1 libgl1 libglib2.0-0 libpng16-16; do
+  dpkg-query -W -f '${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
+done
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}" >&2
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+# Interpreters the scenario tests ask for besides the default one (recipe.toml, python): pyenv
+# builds them when it is there and they are missing.
+if command -v pyenv >/dev/null 2>&1 || [ -x "$HOME/.pyenv/bin/pyenv" ]; then
+  pyenv_bin="$(command -v pyenv || echo "$HOME/.pyenv/bin/pyenv")"
+  for version in 3.10.13; do
+    "$pyenv_bin" versions --bare 2>/dev/null | grep -qx "$version" \
+      || "$pyenv_bin" install -s "$version" \
+      || echo "setup: could not install CPython $version with pyenv" >&2
+  done
 fi
 
 # Docker daemon + debootstrap (for `reprobox base`): installed and started when missing.

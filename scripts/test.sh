@@ -6,8 +6,18 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$here"
 bash scripts/setup.sh || { echo "test: setup failed" >&2; exit 1; }
 export PATH="$here/.venv/bin:$PATH"
-.venv/bin/python -m pytest "$@"
-rc=$?
+if [ $# -gt 0 ]; then
+  .venv/bin/python -m pytest "$@"
+  rc=$?
+else
+  # The scenario tests (tests/scenarios) run apart, in parallel workers: each case's capture is
+  # shared by its two backend tests, which --dist loadscope keeps on one worker.
+  .venv/bin/python -m pytest --ignore=tests/scenarios
+  rc=$?
+  .venv/bin/python -m pytest tests/scenarios -n "${REPROBOX_SCENARIO_WORKERS:-3}" --dist loadscope
+  rc2=$?
+  if [ "$rc" -eq 0 ]; then rc=$rc2; fi
+fi
 if [ "$rc" -eq 5 ]; then
   echo "test: pytest collected no tests: that is a failure, not a pass" >&2
   exit 1

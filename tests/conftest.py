@@ -76,6 +76,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         fixtures = getattr(item, "fixturenames", None)
         if fixtures is None:
             continue
+        # Parametrised items share one list: each gets its own, so one case's marker does not
+        # make its siblings require the thing.
+        fixtures = item.fixturenames = list(fixtures)  # type: ignore[attr-defined]
         if "docker" in names and "docker_daemon" not in fixtures:
             fixtures.append("docker_daemon")
         if "network" in names and "index_access" not in fixtures:
