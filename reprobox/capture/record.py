@@ -345,7 +345,11 @@ def summarize(execution: Execution, raw_probe: Mapping[str, Any], root: Path) ->
             libraries.append(LoadedLibrary(name, f"package:{owner}"))
         elif owner is not None or owners.in_prefix(real):
             libraries.append(LoadedLibrary(name, "python" if owner is None else "unowned"))
-        elif real in python_own or _is_interpreter_file(real, raw_probe):
+        elif ((real in python_own or _is_interpreter_file(real, raw_probe))
+              and not any(_answered(n, {name, os.path.basename(path)}) for n in dlopen)):
+            # what the interpreter and its stdlib modules bring, unless the run asked for the
+            # library itself through ctypes: then the command needs it, whoever else might
+            # (libpng16 is also under Tk's closure, but a base image need not have Tk)
             libraries.append(LoadedLibrary(name, "python"))
         else:
             system_paths.append(real)

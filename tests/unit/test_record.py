@@ -504,3 +504,27 @@ def test_a_command_stopped_with_ctrl_c_records_nothing(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         record.execute(["/bin/sh", "-c", "kill -INT $$"], cwd=tmp_path,
                        environ=dict(os.environ))
+
+
+def test_a_library_the_run_dlopens_is_its_own_even_under_the_interpreters_closure(tmp_path,
+                                                                                   monkeypatch):
+    """libpng16 sits in the closure of Tk (a stdlib extension module), but a command that opens
+    it through ctypes needs it whatever the base image has: it joins the system libraries."""
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "repo").mkdir()
+    lib = tmp_path / "lib" / "libpng16.so.16.39.0"
+    lib.write_bytes(b"\x7fELF")
+    monkeypatch.setattr(record, "python_own_closure", lambda _raw: {str(lib)})
+
+    def summarize(dlopen: list[str]) -> record.RunSummary:
+        ex = record.Execution(argv=("python", "pngver.py"), exit_status=0, wall_seconds=0.1,
+                              peak_memory_kib=None,
+                              reports=({"maps": [str(lib)], "dlopen": dlopen},))
+        return record.summarize(ex, {"interpreter": {}}, tmp_path / "repo")
+
+    quiet = summarize([])
+    assert quiet.usage.libraries == (LoadedLibrary(lib.name, "python"),)
+    assert quiet.system_libraries == {}
+    asked = summarize(["libpng16.so.16"])
+    assert [x.owner for x in asked.usage.libraries] != ["python"]
+    assert str(lib) in asked.system_libraries
