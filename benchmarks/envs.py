@@ -86,7 +86,7 @@ def build(name: str) -> tuple[Path, Path]:
     if extra:
         # torch from the local CPU wheel; the rest resolved around the pinned stack
         sh([*pip, str(wheel), *[p for p in extra if p != "torch"], "-c", DS_PINS])
-    sh([*pip, "--no-deps", "--no-build-isolation", "-e", project])
+    sh([*pip, "--no-deps", "-e", project])
     sh(["git", "init", "-q", "-b", "main"], cwd=project)
     sh([*GIT, "add", "-A"], cwd=project)
     sh([*GIT, "commit", "-qm", "benchmark project"], cwd=project)
