@@ -80,3 +80,4 @@ def test_rows_compute_ratio_overhead_percent_and_targets(tmp_path: Path) -> None
     doc = json.loads(harness.write_json([ratio], tmp_path / "r.json").read_text())
     assert doc["rows"][0]["value"] == 0.5 and doc["rows"][0]["met"] is False
     assert doc["rows"][0]["subject_stats"]["values"] == [1.0, 2.0, 3.0]
+
