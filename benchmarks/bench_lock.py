@@ -74,7 +74,7 @@ def contestants(repo: Path, exp: str, pins: Path, mode: str, warm: Path,
         shutil.copytree(repo, rep.tmp / "repo", symlinks=True)
 
     def rb_env(rep: Rep) -> Dict[str, str]:
-        return cold_reprobox_env(where(rep) if mode == "warm" else rep)
+        return cold_reprobox_env(Rep(rep.index, where(rep)))
 
     cs = [
         Contestant("reprobox lock", [need("reprobox"), "lock", exp], env=rb_env,
