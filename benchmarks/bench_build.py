@@ -38,13 +38,14 @@ import subprocess
 import sys
 import uuid
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import envs  # noqa: E402
 from harness import (GIT, QUICK_REPS, BenchError, Contestant, Rep, Row, clean_env,  # noqa: E402
-                     cold_reprobox_env, measure, need, run_once, sh, stats, table)
+                     Stats, cold_reprobox_env, measure, need, run_once, say, sh, stats,
+                     table)
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKER = "/usr/bin/docker" if Path("/usr/bin/docker").exists() else (shutil.which("docker")
@@ -67,8 +68,9 @@ RUN --mount=type=secret,id=ca --mount=type=bind,source=.uvbin,target=/uvbin \\
 WORKDIR /app
 COPY pyproject.toml train.py ./
 COPY src ./src
-RUN --mount=type=bind,source=.uvbin,target=/uvbin \\
-    /uvbin/uv pip install --system --offline --no-deps --no-build-isolation -e .
+RUN --mount=type=secret,id=ca --mount=type=bind,source=.uvbin,target=/uvbin \\
+    --mount=type=cache,target=/root/.cache/uv,id={cache} \\
+    SSL_CERT_FILE=/run/secrets/ca /uvbin/uv pip install --system --link-mode copy --no-deps -e .
 """
 
 HAND_PIP = """\
@@ -80,7 +82,7 @@ RUN --mount=type=secret,id=ca PIP_CERT=/run/secrets/ca pip install --no-cache-di
 WORKDIR /app
 COPY pyproject.toml train.py ./
 COPY src ./src
-RUN pip install --no-cache-dir --no-deps --no-build-isolation -e .
+RUN --mount=type=secret,id=ca PIP_CERT=/run/secrets/ca pip install --no-cache-dir --no-deps -e .
 """
 
 
@@ -210,9 +212,8 @@ def change_case(s: Setup, package: str, reps: int) -> Dict[str, List[float]]:
     return {k: v.values for k, v in res.items()}
 
 
-def first_run(s: Setup, reps: int, stack: str) -> tuple:  # type: ignore[type-arg]
+def first_run(s: Setup, reps: int, stack: str, compiled: str) -> tuple:  # type: ignore[type-arg]
     """docker run of reprobox's image importing the stack, against the same image compiled."""
-    compiled = f"reprobox-bench-compiled:{s.run}"
     df = s.hand / "Dockerfile.compiled"
     df.write_text(f"FROM {s.tags['reprobox']}\nUSER root\n"
                   "RUN python -m compileall -q -j 0 /usr/local/lib 2>/dev/null; true\n")
@@ -224,7 +225,7 @@ def first_run(s: Setup, reps: int, stack: str) -> tuple:  # type: ignore[type-ar
                                      compiled, *cmd])]
     res = measure(cs, reps, label="first run")
     sizes = (image_size(s.tags["reprobox"]), image_size(compiled))
-    return res, sizes, compiled
+    return res, sizes
 
 
 def run(quick: bool = False, env_names: tuple = ("datascience",),  # type: ignore[type-arg]
@@ -237,15 +238,26 @@ def run(quick: bool = False, env_names: tuple = ("datascience",),  # type: ignor
 
 
 def run_env(name: str, reps: int) -> List[Row]:
+    """Every case in turn; a failing case is a row that says so, the others still run."""
     rows: List[Row] = []
     s = Setup(name, uuid.uuid4().hex[:8])
     label = f"{name} ({envs.count(s.venv)} dists)"
     note = f"{reps} reps (builds: minutes each on this machine)" if reps < 7 else ""
     images = set(s.tags.values())
-    try:
-        cold = measure([s.reprobox_cold(), s.hand_contestant("hand-uv", cold=True),
-                        s.hand_contestant("hand-pip", cold=True)], reps,
-                       label=f"build {name} cold")
+    cold: Dict[str, Stats] = {}
+
+    def case(title: str, fn: Callable[[], None]) -> None:
+        try:
+            fn()
+        except Exception as exc:  # noqa: BLE001 - the table says which case failed and why
+            say(f"build case {title!r} FAILED: {exc}")
+            rows.append(Row("build", label, title, "FAILED", None,
+                            note=str(exc).splitlines()[0][:200]))
+
+    def cold_case() -> None:
+        cold.update(measure([s.reprobox_cold(), s.hand_contestant("hand-uv", cold=True),
+                             s.hand_contestant("hand-pip", cold=True)], reps,
+                            label=f"build {name} cold"))
         sizes = {k: image_size(t) for k, t in s.tags.items()}
         for peer, target in (("hand-uv", 0.7), ("hand-pip", None)):
             rows.append(Row("build", label, "cold", "reprobox build", cold["reprobox"],
@@ -254,33 +266,40 @@ def run_env(name: str, reps: int) -> List[Row]:
             rows.append(Row("build", label, "image size", "reprobox",
                             stats([sizes["reprobox"]]), f"{peer} image",
                             stats([sizes[peer]]), unit="bytes", target=target))
-        # the warm starting point of the change cases: every contestant built once with
-        # its layer and installer caches (untimed)
+
+    def first_run_case() -> None:
+        stack = "numpy, pandas, scipy, sklearn, matplotlib.pyplot" + (
+            ", torch" if name == "torch" else "")
+        compiled = f"reprobox-bench-compiled:{s.run}"
+        images.add(compiled)
+        fr, (plain, compiled_size) = first_run(s, max(reps, 5), stack, compiled)
+        rows.append(Row("first run", label, f"container importing {stack}",
+                        "precompiled bytecode", fr["precompiled"], "no bytecode",
+                        fr["no bytecode"],
+                        note=f"image {compiled_size / 1e6:.0f} MB vs {plain / 1e6:.0f} MB"))
+
+    def warmup() -> None:
+        # the warm starting point of the change cases: every contestant built once with its
+        # layer and installer caches (untimed)
         for c in (s.hand_contestant("hand-uv", cold=False),
                   s.hand_contestant("hand-pip", cold=False),
                   Contestant("reprobox", [need("reprobox"), "build", s.exp, "--tag",
                                           s.tags["reprobox"]], env=clean_env(),
                              cwd=s.project)):
-            warmup = s.hand / f"warm-{c.name}"
-            warmup.mkdir()
-            run_once(c, Rep(-1, warmup))
-        for package, kind, target in (("tqdm", "pure Python", None),
-                                      ("numpy", "compiled", 0.3)):
-            times = change_case(s, package, reps)
-            for who in ("reprobox", "hand-uv", "hand-pip"):
-                rows.append(Row("build", label,
-                                f"{kind} change ({package}) vs own cold", who,
-                                stats(times[who]), f"{who} cold", cold[who],
-                                target=target if who == "reprobox" else None, note=note))
-        # code-only change, end to end: commit, capture (with its lock), build
-        counter = {"n": 0}
+            folder = s.hand / f"warm-{c.name}"
+            folder.mkdir()
+            run_once(c, Rep(-1, folder))
 
-        def commit(rep: Rep) -> None:
-            counter["n"] += 1
-            (s.project / "src" / "proj" / "__init__.py").write_text(
-                f"SEED = {counter['n']}  # {s.run}\n")
-            sh([*GIT, "commit", "-qam", f"code change {counter['n']}"], cwd=s.project)
+    counter = {"n": 0}
 
+    def commit(rep: Rep) -> None:
+        counter["n"] += 1
+        (s.project / "src" / "proj" / "__init__.py").write_text(
+            f"SEED = {counter['n']}  # {s.run}\n")
+        sh([*GIT, "commit", "-qam", f"code change {counter['n']}"], cwd=s.project)
+
+    def code_case() -> None:
+        # code-only change, end to end: commit (untimed), capture with its lock, build
         code = measure([Contestant(
             "reprobox capture --build", [need("reprobox"), "capture", "--build", "--python",
                                          s.venv / "bin" / "python", "--cmd",
@@ -290,14 +309,24 @@ def run_env(name: str, reps: int) -> List[Row]:
         rows.append(Row("build", label, "code-only change, end to end (capture included)",
                         "reprobox capture --build", code["reprobox capture --build"],
                         unit="seconds", target=3.0))
-        stack = "numpy, pandas, scipy, sklearn, matplotlib.pyplot" + (
-            ", torch" if name == "torch" else "")
-        fr, (plain, compiled_size), compiled = first_run(s, max(reps, 5), stack)
-        images.add(compiled)
-        rows.append(Row("first run", label, f"container importing {stack}",
-                        "precompiled bytecode", fr["precompiled"], "no bytecode",
-                        fr["no bytecode"],
-                        note=f"image {compiled_size / 1e6:.0f} MB vs {plain / 1e6:.0f} MB"))
+
+    def change(package: str, kind: str, target: Optional[float]) -> Callable[[], None]:
+        def fn() -> None:
+            times = change_case(s, package, reps)
+            for who in ("reprobox", "hand-uv", "hand-pip"):
+                rows.append(Row("build", label, f"{kind} change ({package}) vs own cold", who,
+                                stats(times[who]), f"{who} cold", cold.get(who),
+                                target=target if who == "reprobox" else None, note=note))
+        return fn
+
+    try:
+        case("cold", cold_case)
+        if cold:
+            case("first run", first_run_case)
+            case("warm-up", warmup)
+            case("code-only change", code_case)
+            case("pure-Python change", change("tqdm", "pure Python", None))
+            case("compiled change", change("numpy", "compiled", 0.3))
     finally:
         images |= default_tags(s.project)
         subprocess.run([DOCKER, "image", "rm", "-f", *sorted(images)], capture_output=True,

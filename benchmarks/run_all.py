@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import sys
 import time
 import traceback
@@ -22,7 +23,7 @@ from typing import Callable, Dict, List
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from harness import Row, machine, say, table, write_json  # noqa: E402
+from harness import Row, Stats, machine, say, table, write_json  # noqa: E402
 
 ORDER = ["capture", "lock", "record", "build", "run"]
 
@@ -56,6 +57,29 @@ def plan(quick: bool, envs: tuple, build_reps: int,  # type: ignore[type-arg]
     return {"capture": capture, "lock": lock, "record": record, "build": build, "run": run}
 
 
+def _stats(d):  # type: ignore[no-untyped-def]
+    return None if d is None else Stats(**d)
+
+
+def merge(paths: List[Path]) -> int:
+    rows: List[Row] = []
+    for path in paths:
+        doc = json.loads(path.read_text())
+        m = doc["machine"]
+        print(f"{path.name}: {doc['date']}, {m['cpus']} CPUs, Python {m['python']}, load average "
+              f"before {doc.get('loadavg_before', ['?'])[0]}, after {m['loadavg'][0]}"
+              + (", quick" if doc.get("quick") else "")
+              + "".join(f"; {k} FAILED" for k in doc.get("failed", {})))
+        for r in doc["rows"]:
+            fields = {k: v for k, v in r.items() if k not in ("value", "met")}
+            fields["subject_stats"] = _stats(fields["subject_stats"])
+            fields["peer_stats"] = _stats(fields["peer_stats"])
+            rows.append(Row(**fields))
+    print()
+    print(table(rows))
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 reps, fewer peers")
@@ -68,7 +92,11 @@ def main() -> int:
     parser.add_argument("--pip-compile-reps", type=int, default=3,
                         help="repetitions of pip-compile (minutes each)")
     parser.add_argument("--out", type=Path, help="JSON file (default: results/<date>.json)")
+    parser.add_argument("--merge", type=Path, nargs="+", metavar="JSON",
+                        help="print one table from earlier result files (run nothing)")
     args = parser.parse_args()
+    if args.merge:
+        return merge(args.merge)
     envs = tuple(args.env or (("datascience",) if args.quick else ("datascience", "torch")))
     chosen = args.only.split(",") if args.only else ORDER
     steps = plan(args.quick, envs, args.build_reps, args.pip_compile_reps)
