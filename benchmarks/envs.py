@@ -25,7 +25,8 @@ DS_PINS = DATA / "datascience-requirements.txt"
 #: Around torch: enough of a real deep-learning stack to pass 250 distributions.
 TORCH_EXTRA = ["torch", "transformers", "datasets", "lightning", "torchmetrics", "tensorboard",
                "accelerate", "optuna", "wandb", "sentence-transformers", "spacy", "langchain",
-               "onnx", "sympy", "networkx", "gitpython", "rich", "typer", "fastapi", "uvicorn"]
+               "onnx", "sympy", "networkx", "gitpython", "rich", "typer", "fastapi", "uvicorn",
+               "streamlit", "dash", "ray", "dask", "polars", "xarray", "openai", "bokeh"]
 
 
 def pip_config() -> dict:  # type: ignore[type-arg]
