@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import Dict, List
 
@@ -25,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import envs  # noqa: E402
 from harness import (DEFAULT_REPS, QUICK_REPS, Contestant, Rep, Row, clean_env,  # noqa: E402
-                     cold_reprobox_env, measure, need, table)
+                     cold_reprobox_env, measure, need, run_once, say, table)
 
 TARGETS = {"cold": 0.35, "warm": 0.2}
 
@@ -66,13 +67,21 @@ def contestants(project: Path, venv: Path, mode: str, warm: Path) -> List[Contes
 
 
 def run(quick: bool = False, env_names: tuple = ("datascience", "torch")) -> List[Row]:  # type: ignore[type-arg]
-    from harness import run_once
-
     reps = QUICK_REPS if quick else DEFAULT_REPS
     rows: List[Row] = []
-    import tempfile
-
     for name in env_names:
+        try:
+            rows.extend(run_env(name, reps))
+        except Exception as exc:  # noqa: BLE001 - the table says which environment failed
+            say(f"capture on {name} FAILED: {exc}")
+            rows.append(Row("capture --no-lock", name, "", "FAILED", None,
+                            note=str(exc).splitlines()[0][:200]))
+    return rows
+
+
+def run_env(name: str, reps: int) -> List[Row]:
+    rows: List[Row] = []
+    if True:
         project, venv = envs.build(name)
         label = f"{name} ({envs.count(venv)} dists)"
         for mode in ("cold", "warm"):

@@ -86,7 +86,10 @@ def build(name: str) -> tuple[Path, Path]:
     sh([*pip, "-r", DS_PINS])
     if extra:
         # torch from the local CPU wheel; the rest resolved around the pinned stack
-        sh([*pip, str(wheel), *[p for p in extra if p != "torch"], "-c", DS_PINS])
+        # by version through pip's configured sources (the wheel folder is one), not as a file
+        # path: a path would be recorded as a direct URL to a file of this machine
+        torch_version = wheel.name.split("-")[1]
+        sh([*pip, f"torch=={torch_version}", *[p for p in extra if p != "torch"], "-c", DS_PINS])
     sh([*pip, "--no-deps", "-e", project])
     sh(["git", "init", "-q", "-b", "main"], cwd=project)
     sh([*GIT, "add", "-A"], cwd=project)
