@@ -82,7 +82,7 @@ def run(quick: bool = False, env_names: tuple = ("datascience", "torch")) -> Lis
 def run_env(name: str, reps: int) -> List[Row]:
     rows: List[Row] = []
     if True:
-        project, venv = envs.build(name)
+        project, venv = envs.checkout(name, "capture")
         label = f"{name} ({envs.count(venv)} dists)"
         for mode in ("cold", "warm"):
             with tempfile.TemporaryDirectory(prefix="reprobox-bench-warm-") as tmp:

@@ -124,7 +124,7 @@ def run(quick: bool = False, env_names: tuple = ("datascience", "torch"),  # typ
 def run_env(name: str, reps: int, pip_compile_reps: Optional[int]) -> List[Row]:
     rows: List[Row] = []
     if True:
-        project, venv = envs.build(name)
+        project, venv = envs.checkout(name, "lock")
         with tempfile.TemporaryDirectory(prefix="reprobox-bench-lock-") as tmp:
             base = Path(tmp)
             repo, exp, pins = template(project, venv, base)

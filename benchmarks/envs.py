@@ -98,6 +98,17 @@ def build(name: str) -> tuple[Path, Path]:
     return project, venv
 
 
+def checkout(name: str, purpose: str) -> tuple[Path, Path]:
+    """(a fresh clone of the environment's project for one benchmark, the shared venv): two
+    benchmarks running at once never touch each other's ``.reprobox``."""
+    project, venv = build(name)
+    clone = bench_dir() / f"{name}-{purpose}"
+    sh(["rm", "-rf", clone])
+    sh(["git", "clone", "-q", project, clone])
+    sh(["git", "remote", "remove", "origin"], cwd=clone)  # a local path: not a remote URL
+    return clone, venv
+
+
 def count(venv: Path) -> int:
     out = sh([venv / "bin" / "python", "-m", "pip", "list", "--format=freeze"]).stdout
     return len([line for line in out.splitlines() if line.strip()])
