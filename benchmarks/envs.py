@@ -13,7 +13,9 @@ Each environment also has a throwaway git project (``train.py`` importing the st
 from __future__ import annotations
 
 import json
+import os
 import platform
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -99,14 +101,39 @@ def build(name: str) -> tuple[Path, Path]:
 
 
 def checkout(name: str, purpose: str) -> tuple[Path, Path]:
-    """(a fresh clone of the environment's project for one benchmark, the shared venv): two
-    benchmarks running at once never touch each other's ``.reprobox``."""
+    """A project and venv of its own for one benchmark: a clone of the environment's project and
+    a venv holding the same pins (installed with uv from pip's sources, its editable package
+    pointing into the clone), so benchmarks running side by side never touch each other's
+    ``.reprobox`` or packages."""
     project, venv = build(name)
     clone = bench_dir() / f"{name}-{purpose}"
+    marker = clone / ".bench.json"
+    pins = sh([venv / "bin" / "python", "-m", "pip", "freeze", "--exclude-editable"]).stdout
+    own = clone / ".venv"
+    if marker.is_file() and marker.read_text() == pins and (own / "bin" / "python").exists():
+        shutil.rmtree(clone / ".reprobox", ignore_errors=True)
+        return clone, own
     sh(["rm", "-rf", clone])
     sh(["git", "clone", "-q", project, clone])
     sh(["git", "remote", "remove", "origin"], cwd=clone)  # a local path: not a remote URL
-    return clone, venv
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from reprobox.lock import read_index_config
+    from reprobox.lock.crossplatform import uv_args, uv_environ
+
+    config = read_index_config()
+    env = {**os.environ, **uv_environ(config)}
+    env.pop("VIRTUAL_ENV", None)
+    uv = shutil.which("uv", path=str(Path(sys.executable).parent)) or "uv"
+    (clone / "pins.txt").write_text(pins)
+    sh([uv, "venv", "-q", "--seed", "--python", venv / "bin" / "python", own], env=env)
+    sh([uv, "pip", "install", "-q", "--python", own / "bin" / "python", "--no-deps",
+        "--index-strategy", "unsafe-best-match", *uv_args(config), "-r", clone / "pins.txt"],
+       env=env)
+    sh([uv, "pip", "install", "-q", "--python", own / "bin" / "python", "--no-deps",
+        "--index-strategy", "unsafe-best-match", *uv_args(config), "-e", clone], env=env)
+    (clone / "pins.txt").unlink()
+    marker.write_text(pins)
+    return clone, own
 
 
 def count(venv: Path) -> int:
