@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import subprocess
 import sys
 import time
 import traceback
@@ -26,6 +27,10 @@ sys.path.insert(0, str(HERE))
 from harness import Row, Stats, machine, say, table, write_json  # noqa: E402
 
 ORDER = ["capture", "lock", "record", "build", "run"]
+
+
+#: what benchmarks outside the harness printed, shown under the table
+extra_output: List[str] = []
 
 
 def plan(quick: bool, envs: tuple, build_reps: int,  # type: ignore[type-arg]
@@ -42,10 +47,15 @@ def plan(quick: bool, envs: tuple, build_reps: int,  # type: ignore[type-arg]
             say("bench_record.py is not here yet: record's overhead not measured")
             return []
         mod = importlib.import_module("bench_record")
-        if not hasattr(mod, "run"):
-            say("bench_record.py has no run(quick) -> rows: not included")
-            return []
-        return list(mod.run(quick))
+        if hasattr(mod, "run"):  # the harness's interface: run(quick) -> list[Row]
+            return list(mod.run(quick))
+        # a script of its own: run it, show what it printed (no row of the table)
+        done = subprocess.run([sys.executable, str(HERE / "bench_record.py"),
+                               *(["--quick"] if quick else [])], capture_output=True, text=True,
+                              check=False)
+        extra_output.append("bench_record.py (exit %d):\n%s" % (done.returncode,
+                                                                  done.stdout[-4000:]))
+        return []
 
     def build() -> List[Row]:
         return importlib.import_module("bench_build").run(
@@ -125,6 +135,8 @@ def main() -> int:
           + (" (quick smoke run: not for quoting)" if args.quick else ""))
     print()
     print(table(rows))
+    for text in extra_output:
+        print("\n" + text)
     for name, why in failed.items():
         print(f"\n{name}: FAILED: {why}")
     print(f"\nwritten: {out}")
