@@ -1,81 +1,71 @@
-"""Benchmark: container builds of one experiment, reprobox against hand-written Dockerfiles.
+"""Benchmark: container builds of one experiment: ``reprobox build`` against two hand-written
+Dockerfiles that install the same lock (the experiment's ``requirements.lock``, hashes included):
 
-The same experiment (a ~100-distribution data-science venv plus the project's own editable
-package) is built, in one run, three ways:
+* ``hand-uv`` (the fair peer): uv with a BuildKit cache mount for its cache, ``--no-deps
+  --require-hashes`` from the lock, no bytecode compilation (uv's default, like reprobox's);
+* ``hand-pip``: plain pip, ``--no-cache-dir --no-deps --require-hashes`` (pip's defaults
+  otherwise, bytecode included).
 
-* ``hand-pip``: the Dockerfile people write by hand: ``COPY requirements.txt``, ``RUN pip install
-  -r requirements.txt`` (the venv's ``pip freeze``), then the code, ``pip install -e .``;
-* ``hand-uv``: the same with uv (its defaults: no bytecode compilation) and a BuildKit cache
-  mount for uv's cache (a strong peer);
-* ``reprobox``: ``reprobox build`` of the captured experiment (a fresh process each time, so the
-  times are end to end: interpreter start, imports, context assembly, the build).
+Every build is the real command line (``reprobox build``, ``docker build``), same base image,
+same BuildKit client; the hand-written ones download inside the build (the host's CA as a build
+secret), reprobox's host fetches into its wheelhouse and builds offline.
 
-For each: a cold build (no layer cache, installer caches empty), a rebuild after a code-only
-change (a commit to the project's package), and a rebuild after a one-package change (``tqdm``
-moved to another version in the venv and re-captured; ``requirements.txt`` edited for the
-hand-written ones). All builds use the same base image, ``python:X.Y.Z-slim-<codename>``
-(``reprobox base`` makes it when no registry is reachable) and the same BuildKit client, and the
-hand-written ones get pip's CA bundle as a build secret like reprobox's do. Every run has its
-own id in the Dockerfiles and cache-mount names, so no run reuses another run's layers.
+Cases:
 
-Targets (from the issue): reprobox cold <= 0.5 x hand-pip cold; one-package change <= 0.2 x
-hand-pip cold; code-only rebuild <= 3 s end to end; image no larger than hand-pip's.
+* cold: ``--no-cache`` for everyone, and empty caches: a fresh uv cache-mount id for hand-uv,
+  a fresh wheelhouse and ``XDG_CACHE_HOME`` (context folder, index cache) for reprobox;
+* one-package change, pure Python (tqdm) and compiled (numpy): each repetition moves the package
+  to a version no earlier repetition used (so no layer of it is cached), re-captures (untimed)
+  and times the rebuild with the layer cache; the hand-written ones get the new experiment's
+  lock. Each is reported against the same contestant's own cold build;
+* code-only change end to end: commit, ``reprobox capture --build`` (capture, lock and build);
+* image size;
+* first run of a container, with and without precompiled bytecode: ``docker run`` of reprobox's
+  image importing the stack, against the same image plus a ``compileall`` layer.
 
-Usage::
+Targets: cold <= 0.7x hand-uv; compiled-package change <= 0.3x its own cold; code-only <= 3 s;
+image <= 0.95x hand-uv.
 
-    python benchmarks/bench_build.py [--keep]
-
-The venv and project live under ``$REPROBOX_BENCH_DIR`` (default ``~/.cache/reprobox-bench``);
-the venv is built once from the real index.
+    python benchmarks/bench_build.py [--quick] [--reps N]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shutil
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Dict, List, Optional
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import envs  # noqa: E402
+from harness import (GIT, QUICK_REPS, BenchError, Contestant, Rep, Row, clean_env,  # noqa: E402
+                     Stats, cold_reprobox_env, measure, need, run_once, say, sh, stats,
+                     table)
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-#: A real data-science stack; with its dependencies a little over 100 distributions.
-REQUIREMENTS = [
-    "numpy", "pandas", "scipy", "scikit-learn", "matplotlib", "seaborn", "statsmodels",
-    "jupyterlab", "ipywidgets", "requests", "pyyaml", "tqdm",
-]
-#: The package moved for the one-package change, and the version it moves to.
-CHANGED_PACKAGE = ("tqdm", "4.66.1")
-
-GIT = ["git", "-c", "user.name=bench", "-c", "user.email=bench@example.invalid"]
-
-HAND_PIP = """\
-FROM {base}
-ENV BENCH_RUN={run}
-WORKDIR /app
-COPY requirements.txt .
-RUN --mount=type=secret,id=ca PIP_CERT=/run/secrets/ca pip install -r requirements.txt
-COPY pyproject.toml train.py ./
-COPY src ./src
-RUN --mount=type=secret,id=ca PIP_CERT=/run/secrets/ca pip install --no-deps -e .
-"""
+DOCKER = "/usr/bin/docker" if Path("/usr/bin/docker").exists() else (shutil.which("docker")
+                                                                     or "docker")
+#: One version per repetition, never the installed one: no repetition finds its layer cached.
+CHANGES = {
+    "tqdm": ["4.70.0", "4.69.1", "4.69.0", "4.68.4", "4.68.3", "4.68.2", "4.68.1", "4.68.0"],
+    "numpy": ["2.4.5", "2.4.4", "2.4.3", "2.4.2", "2.4.1", "2.4.0", "2.3.5", "2.3.4"],
+}
+BUILD_REPS = 3
 
 HAND_UV = """\
 FROM {base}
 ENV BENCH_RUN={run}
-WORKDIR /app
-COPY requirements.txt .
 RUN --mount=type=secret,id=ca --mount=type=bind,source=.uvbin,target=/uvbin \\
+    --mount=type=bind,source=requirements.lock,target=/tmp/requirements.lock \\
     --mount=type=cache,target=/root/.cache/uv,id={cache} \\
     SSL_CERT_FILE=/run/secrets/ca /uvbin/uv pip install --system --link-mode copy \\
-    -r requirements.txt
+    --no-deps --require-hashes -r /tmp/requirements.lock
+WORKDIR /app
 COPY pyproject.toml train.py ./
 COPY src ./src
 RUN --mount=type=secret,id=ca --mount=type=bind,source=.uvbin,target=/uvbin \\
@@ -83,261 +73,276 @@ RUN --mount=type=secret,id=ca --mount=type=bind,source=.uvbin,target=/uvbin \\
     SSL_CERT_FILE=/run/secrets/ca /uvbin/uv pip install --system --link-mode copy --no-deps -e .
 """
 
-
-def bench_dir() -> Path:
-    return Path(os.environ.get("REPROBOX_BENCH_DIR") or Path.home() / ".cache" / "reprobox-bench")
-
-
-def say(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
-def run(argv: list, **kw) -> subprocess.CompletedProcess:  # type: ignore[type-arg]
-    return subprocess.run([str(a) for a in argv], check=True, text=True, **kw)
-
-
-# --------------------------------------------------------------------------- setup
+HAND_PIP = """\
+FROM {base}
+ENV BENCH_RUN={run}
+COPY requirements.lock /tmp/requirements.lock
+RUN --mount=type=secret,id=ca PIP_CERT=/run/secrets/ca pip install --no-cache-dir \\
+    --no-deps --require-hashes -r /tmp/requirements.lock
+WORKDIR /app
+COPY pyproject.toml train.py ./
+COPY src ./src
+RUN --mount=type=secret,id=ca PIP_CERT=/run/secrets/ca pip install --no-cache-dir --no-deps -e .
+"""
 
 
-def make_project() -> tuple[Path, Path]:
-    """The project (git repo with an editable package) and its venv, built once."""
-    project = bench_dir() / "build-project"
-    venv = project / ".venv"
-    marker = project / ".bench.json"
-    wanted = {"requirements": REQUIREMENTS, "python": platform.python_version()}
-    if marker.is_file() and json.loads(marker.read_text()) == wanted:
-        return project, venv
-    if project.exists():
-        shutil.rmtree(project)
-    (project / "src" / "dsproj").mkdir(parents=True)
-    (project / "pyproject.toml").write_text(
-        '[build-system]\nrequires = ["setuptools>=61"]\nbuild-backend = "setuptools.build_meta"\n'
-        '[project]\nname = "dsproj"\nversion = "0.1.0"\n'
-    )
-    (project / "src" / "dsproj" / "__init__.py").write_text("SEED = 0\n")
-    (project / "train.py").write_text(
-        "import json, numpy, dsproj\n"
-        "json.dump({'score': float(numpy.float64(dsproj.SEED) + 1)}, open('metrics.json', 'w'))\n"
-    )
-    (project / ".gitignore").write_text(
-        ".venv/\nmetrics.json\n.bench.json\nrequirements.txt\nDockerfile.bench\n.uvbin/\n")
-    (project / ".dockerignore").write_text(".venv\n.git\n.reprobox\n")
-    say(f"building the benchmark venv in {venv} (once; downloads ~100 distributions) ...")
-    run([Path(sys.base_prefix) / "bin" / f"python{sys.version_info[0]}.{sys.version_info[1]}",
-         "-m", "venv", venv])
-    run([venv / "bin" / "python", "-m", "pip", "install", "-q", *REQUIREMENTS])
-    run([venv / "bin" / "python", "-m", "pip", "install", "-q", "--no-deps", "-e", project])
-    run(["git", "init", "-q"], cwd=project)
-    run([*GIT, "add", "-A"], cwd=project)
-    run([*GIT, "commit", "-qm", "benchmark project"], cwd=project)
-    marker.write_text(json.dumps(wanted))
-    return project, venv
+def docker_build_env() -> Dict[str, str]:
+    return clean_env(DOCKER_BUILDKIT="1")
 
 
-def venv_env(venv: Path) -> dict:  # type: ignore[type-arg]
-    env = dict(os.environ)
-    env["VIRTUAL_ENV"] = str(venv)
-    env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
-    return env
-
-
-def capture(project: Path, venv: Path) -> str:
-    out = run([sys.executable, "-m", "reprobox.cli", "capture", "--cmd", "python train.py",
-               "--json"], cwd=project, env=venv_env(venv), capture_output=True)
-    return json.loads(out.stdout)["id"]
-
-
-def commit_code_change(project: Path, n: int) -> None:
-    (project / "src" / "dsproj" / "__init__.py").write_text(f"SEED = {n}\n")
-    run([*GIT, "commit", "-qam", f"code change {n}"], cwd=project)
-
-
-def freeze(venv: Path) -> str:
-    out = run([venv / "bin" / "python", "-m", "pip", "freeze", "--exclude-editable"],
-              capture_output=True)
-    return out.stdout
-
-
-# --------------------------------------------------------------------------- timing
-
-
-def docker_client() -> tuple[list[str], dict]:  # type: ignore[type-arg]
-    from reprobox.build.engine import find_buildkit_client
-
-    client = find_buildkit_client()
-    if client is None:
-        sys.exit("no BuildKit-capable docker client: the benchmark needs one")
-    env = dict(os.environ)
-    env.update(client.env)
-    return list(client.argv), env
-
-
-def hand_build(project: Path, dockerfile: str, tag: str, ca: str, *, no_cache: bool) -> float:
-    argv, env = docker_client()
-    (project / "Dockerfile.bench").write_text(dockerfile)
-    cmd = [*argv, "--progress=plain", "-f", str(project / "Dockerfile.bench"), "-t", tag,
-           "--secret", f"id=ca,src={ca}"]
-    if no_cache:
-        cmd.append("--no-cache")
-    start = time.monotonic()
-    done = subprocess.run([*cmd, str(project)], env=env, capture_output=True, text=True,
-                          check=False)
-    seconds = time.monotonic() - start
-    if done.returncode != 0:
-        sys.exit(f"hand-written build failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
-    return seconds
-
-
-def reprobox_build(project: Path, exp: str, tag: str, cache_id: str, *, no_cache: bool) -> float:
-    """`reprobox build` in a fresh process (end to end), with the benchmark's cache id."""
-    code = (
-        "import sys; from reprobox.store import open_store; "
-        "from reprobox.build import build_experiment; s = open_store(); "
-        f"r = build_experiment(s, s.get({exp!r}), tag={tag!r}, cache_id={cache_id!r}, "
-        f"no_cache={no_cache!r}); print(r.tag)"
-    )
-    start = time.monotonic()
-    done = subprocess.run([sys.executable, "-c", code], cwd=project, capture_output=True,
-                          text=True, check=False)
-    seconds = time.monotonic() - start
-    if done.returncode != 0:
-        sys.exit(f"reprobox build failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
-    return seconds
+def default_tags(project: Path) -> set:  # type: ignore[type-arg]
+    """The tags `reprobox capture --build` gave (reprobox/<repository>:<id>)."""
+    out = subprocess.run([DOCKER, "images", "--format", "{{.Repository}}:{{.Tag}}", "--filter",
+                          f"reference=reprobox/{project.name.lower()}*"], capture_output=True,
+                         text=True, check=False).stdout
+    return {line for line in out.split() if line and "<none>" not in line}
 
 
 def image_size(tag: str) -> int:
-    out = run(["docker", "image", "inspect", "--format", "{{.Size}}", tag], capture_output=True)
-    return int(out.stdout.strip())
+    return int(sh([DOCKER, "image", "inspect", "--format", "{{.Size}}", tag]).stdout.strip())
 
 
-def image_id(tag: str) -> str:
-    out = run(["docker", "image", "inspect", "--format", "{{.Id}}", tag], capture_output=True)
-    return out.stdout.strip()
+def capture(project: Path, venv: Path, *, build: bool = False) -> str:
+    argv = [need("reprobox"), "capture", "--json", "--python", venv / "bin" / "python",
+            "--cmd", "python train.py"]
+    out = sh(argv + (["--build"] if build else []), cwd=project, env=clean_env()).stdout
+    return json.loads(out)["id"]
 
 
-def remove_images(ids: set[str]) -> None:
-    if ids:
-        subprocess.run(["docker", "image", "rm", "-f", *sorted(ids)], capture_output=True,
-                       check=False)
-
-
-# --------------------------------------------------------------------------- main
-
-
-def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--keep", action="store_true", help="keep the benchmark images")
-    args = parser.parse_args(argv)
-
-    from reprobox.build import build_base, select_base_image
+def ca_bundle() -> str:
+    sys.path.insert(0, str(ROOT))
     from reprobox.lock import read_index_config
-    from reprobox.store import Store
 
-    project, venv = make_project()
-    # Start from the committed state: the code-change and package-change steps mutate it.
-    pkg, new_version = CHANGED_PACKAGE
-    say("capturing the experiment ...")
-    exp_a = capture(project, venv)
-    stored = Store(project).get(exp_a)
-    base, _why = select_base_image(stored.environment)
-    codename = base.rsplit("-", 1)[-1]
-    build_base(platform.python_version(), codename, progress=lambda m: say("  base: " + m))
-    ca = read_index_config().cert
-    if not ca:
-        ca = "/dev/null"
-    (project / "requirements.txt").write_text(freeze(venv))
-    uvbin = project / ".uvbin"
-    uvbin.mkdir(exist_ok=True)
-    from reprobox.build.context import find_uv
+    return read_index_config().cert or "/dev/null"
 
-    uv = find_uv()
-    if uv is None:
-        sys.exit("the hand-uv peer needs uv: pip install uv")
-    shutil.copy2(uv, uvbin / "uv")
 
-    run_id = uuid.uuid4().hex[:8]
-    tags = {k: f"reprobox-bench/{k}:{run_id}" for k in ("hand-pip", "hand-uv", "reprobox")}
-    results: dict[str, dict[str, float]] = {k: {} for k in tags}
-    n_pkgs = len(stored.environment.packages)
-    say(f"experiment {exp_a}: {n_pkgs} distributions, base {base}")
+class Setup:
+    """The project, its captured experiment, the hand-written contexts and the tags."""
 
-    # ---- cold builds (no layer cache; installer caches empty: a new cache id)
-    say("cold builds ...")
-    results["hand-pip"]["cold"] = hand_build(project, HAND_PIP.format(base=base, run=run_id),
-                                             tags["hand-pip"], ca, no_cache=True)
-    say(f"  hand-pip  {results['hand-pip']['cold']:.1f} s")
-    hand_uv = HAND_UV.format(base=base, run=run_id, cache=f"bench-uv-{run_id}")
-    results["hand-uv"]["cold"] = hand_build(project, hand_uv, tags["hand-uv"], ca, no_cache=True)
-    say(f"  hand-uv   {results['hand-uv']['cold']:.1f} s")
-    cache_id = f"bench-{run_id}"
-    results["reprobox"]["cold"] = reprobox_build(project, exp_a, tags["reprobox"], cache_id,
-                                                 no_cache=True)
-    say(f"  reprobox  {results['reprobox']['cold']:.1f} s")
-    sizes = {k: image_size(t) for k, t in tags.items()}
-    built = {image_id(t) for t in tags.values()}
+    def __init__(self, name: str, run: str) -> None:
+        self.project, self.venv = envs.build(name)
+        self.run = run
+        self.ca = ca_bundle()
+        shutil.rmtree(self.project / ".reprobox", ignore_errors=True)
+        self.exp = capture(self.project, self.venv)
+        self.base = self.dry_base()
+        self.hand = self.project / "hand"
+        shutil.rmtree(self.hand, ignore_errors=True)
+        for kind in ("uv", "pip"):
+            ctx = self.hand / kind
+            (ctx / ".uvbin").mkdir(parents=True)
+            shutil.copy2(self.project / "pyproject.toml", ctx)
+            shutil.copy2(self.project / "train.py", ctx)
+            shutil.copytree(self.project / "src", ctx / "src")
+            sys.path.insert(0, str(ROOT))
+            from reprobox.build.context import find_uv
 
-    # ---- code-only change: one commit to the project's package
-    say("code-only change ...")
-    commit_code_change(project, int(time.time()))
-    exp_b = capture(project, venv)
-    results["hand-pip"]["code"] = hand_build(project, HAND_PIP.format(base=base, run=run_id),
-                                             tags["hand-pip"], ca, no_cache=False)
-    results["hand-uv"]["code"] = hand_build(project, hand_uv, tags["hand-uv"], ca, no_cache=False)
-    results["reprobox"]["code"] = reprobox_build(project, exp_b, tags["reprobox"], cache_id,
-                                                 no_cache=False)
-    for k in tags:
-        say(f"  {k:9} {results[k]['code']:.1f} s")
-    built |= {image_id(t) for t in tags.values()}
+            uv = find_uv()
+            if uv is None:
+                raise BenchError("uv is a dependency of reprobox; reinstall it")
+            shutil.copy2(uv, ctx / ".uvbin" / "uv")
+        self.write_lock(self.exp)
+        self.tags = {k: f"reprobox-bench-{k}:{run}" for k in ("reprobox", "hand-uv", "hand-pip")}
 
-    # ---- one-package change
-    say(f"one-package change ({pkg} -> {new_version}) ...")
-    old = next(p.version for p in stored.environment.packages if p.name == pkg)
-    run([venv / "bin" / "python", "-m", "pip", "install", "-q", "--no-deps",
-         f"{pkg}=={new_version}"])
+    def dry_base(self) -> str:
+        text = sh([need("reprobox"), "build", self.exp, "--dry-run"], cwd=self.project).stdout
+        return next(line.split()[1] for line in text.splitlines() if line.startswith("FROM "))
+
+    def lock_of(self, exp: str) -> Path:
+        return self.project / ".reprobox" / "experiments" / exp / "requirements.lock"
+
+    def write_lock(self, exp: str) -> None:
+        lines = [line for line in self.lock_of(exp).read_text().splitlines()
+                 if not line.startswith("-e ") and "file://" not in line]
+        for kind in ("uv", "pip"):
+            (self.hand / kind / "requirements.lock").write_text("\n".join(lines) + "\n")
+
+    def hand_contestant(self, kind: str, *, cold: bool) -> Contestant:
+        ctx = self.hand / kind.split("-")[1]
+
+        def argv(rep: Rep) -> List[str]:
+            run = uuid.uuid4().hex[:10] if cold else self.run
+            cache = f"bench-uv-{run}" if cold else f"bench-uv-{self.run}"
+            text = (HAND_UV if kind == "hand-uv" else HAND_PIP).format(
+                base=self.base, run=run, cache=cache)
+            dockerfile = rep.tmp / "Dockerfile"
+            dockerfile.write_text(text)
+            return [DOCKER, "build", "--progress=plain", "-f", str(dockerfile), "-t",
+                    self.tags[kind], "--secret", f"id=ca,src={self.ca}",
+                    *(["--no-cache"] if cold else []), str(ctx)]
+
+        return Contestant(kind, argv, env=docker_build_env())
+
+    def reprobox_cold(self) -> Contestant:
+        return Contestant("reprobox", lambda rep: [need("reprobox"), "build", self.exp,
+                                                   "--no-cache", "--tag", self.tags["reprobox"]],
+                          env=cold_reprobox_env, cwd=self.project)
+
+
+def change_case(s: Setup, package: str, reps: int) -> Dict[str, List[float]]:
+    """Each repetition: move ``package`` to a new version, re-capture, rebuild all three."""
+    pip = [s.venv / "bin" / "python", "-m", "pip", "install", "-q", "--no-deps"]
+    old = sh([s.venv / "bin" / "python", "-c",
+              f"import importlib.metadata as m; print(m.version({package!r}))"]).stdout.strip()
+    state: Dict[str, str] = {}
+
+    def move(rep: Rep) -> None:
+        if state.get("rep") == str(rep.index):
+            return
+        version = CHANGES[package][rep.index]
+        sh([*pip, f"{package}=={version}"])
+        state["exp"] = capture(s.project, s.venv)
+        state["rep"] = str(rep.index)
+        s.write_lock(state["exp"])
+
+    cs = []
+    for kind in ("hand-uv", "hand-pip"):
+        c = s.hand_contestant(kind, cold=False)
+        c.prepare = move
+        cs.append(c)
+    cs.append(Contestant("reprobox", lambda rep: [need("reprobox"), "build", state["exp"],
+                                                  "--tag", s.tags["reprobox"]],
+                         env=clean_env(), cwd=s.project, prepare=move))
     try:
-        exp_c = capture(project, venv)
-        req = (project / "requirements.txt").read_text()
-        (project / "requirements.txt").write_text(
-            req.replace(f"{pkg}=={old}", f"{pkg}=={new_version}"))
-        results["hand-pip"]["package"] = hand_build(project, HAND_PIP.format(base=base, run=run_id),
-                                                    tags["hand-pip"], ca, no_cache=False)
-        results["hand-uv"]["package"] = hand_build(project, hand_uv, tags["hand-uv"], ca,
-                                                   no_cache=False)
-        results["reprobox"]["package"] = reprobox_build(project, exp_c, tags["reprobox"],
-                                                        cache_id, no_cache=False)
-        for k in tags:
-            say(f"  {k:9} {results[k]['package']:.1f} s")
-        built |= {image_id(t) for t in tags.values()}
+        # whichever contestant comes first in a round moves the package (once per round)
+        res = measure(cs, reps, label=f"build {package} change")
     finally:
-        run([venv / "bin" / "python", "-m", "pip", "install", "-q", "--no-deps",
-             f"{pkg}=={old}"])
-        (project / "requirements.txt").write_text(freeze(venv))
+        sh([*pip, f"{package}=={old}"])
+        s.write_lock(s.exp)
+    return {k: v.values for k, v in res.items()}
 
-    if not args.keep:
-        remove_images(built | set(tags.values()))
 
-    hand_cold = results["hand-pip"]["cold"]
-    rb = results["reprobox"]
-    print(f"\nbuild benchmark: {n_pkgs} distributions, base {base}, "
-          f"{platform.node()} ({os.cpu_count()} CPUs)")
-    print(f"{'':10} {'cold':>8} {'code-only':>10} {'1-package':>10} {'image':>9}")
-    for k in tags:
-        r = results[k]
-        print(f"{k:10} {r['cold']:7.1f}s {r['code']:9.1f}s {r['package']:9.1f}s "
-              f"{sizes[k] / 1e6:7.0f}MB")
-    print()
-    checks = [
-        ("cold / hand-pip cold", rb["cold"] / hand_cold, 0.5),
-        ("one-package / hand-pip cold", rb["package"] / hand_cold, 0.2),
-        ("code-only rebuild (s)", rb["code"], 3.0),
-        ("image size / hand-pip", sizes["reprobox"] / sizes["hand-pip"], 1.0),
-    ]
-    for name, value, target in checks:
-        verdict = "ok" if value <= target else "MISSED"
-        print(f"{name:30} {value:7.2f}   target <= {target:<4}  {verdict}")
-    print(f"vs hand-uv: cold {rb['cold'] / results['hand-uv']['cold']:.2f}x, one-package "
-          f"{rb['package'] / results['hand-uv']['package']:.2f}x, code-only "
-          f"{rb['code'] / results['hand-uv']['code']:.2f}x")
+def first_run(s: Setup, reps: int, stack: str, compiled: str) -> tuple:  # type: ignore[type-arg]
+    """docker run of reprobox's image importing the stack, against the same image compiled."""
+    df = s.hand / "Dockerfile.compiled"
+    df.write_text(f"FROM {s.tags['reprobox']}\nUSER root\n"
+                  "RUN python -m compileall -q -j 0 /usr/local/lib 2>/dev/null; true\n")
+    sh([DOCKER, "build", "-q", "-f", df, "-t", compiled, s.hand], env=docker_build_env())
+    cmd = ["python", "-c", f"import {stack}"]
+    cs = [Contestant("no bytecode", [DOCKER, "run", "--rm", "--user", "65534:65534",
+                                     s.tags["reprobox"], *cmd]),
+          Contestant("precompiled", [DOCKER, "run", "--rm", "--user", "65534:65534",
+                                     compiled, *cmd])]
+    res = measure(cs, reps, label="first run")
+    sizes = (image_size(s.tags["reprobox"]), image_size(compiled))
+    return res, sizes
+
+
+def run(quick: bool = False, env_names: tuple = ("datascience",),  # type: ignore[type-arg]
+        reps: Optional[int] = None) -> List[Row]:
+    reps = reps or (QUICK_REPS if quick else BUILD_REPS)
+    rows: List[Row] = []
+    for name in env_names:
+        rows.extend(run_env(name, reps))
+    return rows
+
+
+def run_env(name: str, reps: int) -> List[Row]:
+    """Every case in turn; a failing case is a row that says so, the others still run."""
+    rows: List[Row] = []
+    s = Setup(name, uuid.uuid4().hex[:8])
+    label = f"{name} ({envs.count(s.venv)} dists)"
+    note = f"{reps} reps (builds: minutes each on this machine)" if reps < 7 else ""
+    images = set(s.tags.values())
+    cold: Dict[str, Stats] = {}
+
+    def case(title: str, fn: Callable[[], None]) -> None:
+        try:
+            fn()
+        except Exception as exc:  # noqa: BLE001 - the table says which case failed and why
+            say(f"build case {title!r} FAILED: {exc}")
+            rows.append(Row("build", label, title, "FAILED", None,
+                            note=str(exc).splitlines()[0][:200]))
+
+    def cold_case() -> None:
+        cold.update(measure([s.reprobox_cold(), s.hand_contestant("hand-uv", cold=True),
+                             s.hand_contestant("hand-pip", cold=True)], reps,
+                            label=f"build {name} cold"))
+        sizes = {k: image_size(t) for k, t in s.tags.items()}
+        for peer, target in (("hand-uv", 0.7), ("hand-pip", None)):
+            rows.append(Row("build", label, "cold", "reprobox build", cold["reprobox"],
+                            f"{peer} Dockerfile", cold[peer], target=target, note=note))
+        for peer, target in (("hand-uv", 0.95), ("hand-pip", None)):
+            rows.append(Row("build", label, "image size", "reprobox",
+                            stats([sizes["reprobox"]]), f"{peer} image",
+                            stats([sizes[peer]]), unit="bytes", target=target))
+
+    def first_run_case() -> None:
+        stack = "numpy, pandas, scipy, sklearn, matplotlib.pyplot" + (
+            ", torch" if name == "torch" else "")
+        compiled = f"reprobox-bench-compiled:{s.run}"
+        images.add(compiled)
+        fr, (plain, compiled_size) = first_run(s, max(reps, 5), stack, compiled)
+        rows.append(Row("first run", label, f"container importing {stack}",
+                        "precompiled bytecode", fr["precompiled"], "no bytecode",
+                        fr["no bytecode"],
+                        note=f"image {compiled_size / 1e6:.0f} MB vs {plain / 1e6:.0f} MB"))
+
+    def warmup() -> None:
+        # the warm starting point of the change cases: every contestant built once with its
+        # layer and installer caches (untimed)
+        for c in (s.hand_contestant("hand-uv", cold=False),
+                  s.hand_contestant("hand-pip", cold=False),
+                  Contestant("reprobox", [need("reprobox"), "build", s.exp, "--tag",
+                                          s.tags["reprobox"]], env=clean_env(),
+                             cwd=s.project)):
+            folder = s.hand / f"warm-{c.name}"
+            folder.mkdir()
+            run_once(c, Rep(-1, folder))
+
+    counter = {"n": 0}
+
+    def commit(rep: Rep) -> None:
+        counter["n"] += 1
+        (s.project / "src" / "proj" / "__init__.py").write_text(
+            f"SEED = {counter['n']}  # {s.run}\n")
+        sh([*GIT, "commit", "-qam", f"code change {counter['n']}"], cwd=s.project)
+
+    def code_case() -> None:
+        # code-only change, end to end: commit (untimed), capture with its lock, build
+        code = measure([Contestant(
+            "reprobox capture --build", [need("reprobox"), "capture", "--build", "--python",
+                                         s.venv / "bin" / "python", "--cmd",
+                                         "python train.py"],
+            env=clean_env(), cwd=s.project, prepare=commit)], max(reps, 3),
+            label="code-only change")
+        rows.append(Row("build", label, "code-only change, end to end (capture included)",
+                        "reprobox capture --build", code["reprobox capture --build"],
+                        unit="seconds", target=3.0))
+
+    def change(package: str, kind: str, target: Optional[float]) -> Callable[[], None]:
+        def fn() -> None:
+            times = change_case(s, package, reps)
+            for who in ("reprobox", "hand-uv", "hand-pip"):
+                rows.append(Row("build", label, f"{kind} change ({package}) vs own cold", who,
+                                stats(times[who]), f"{who} cold", cold.get(who),
+                                target=target if who == "reprobox" else None, note=note))
+        return fn
+
+    try:
+        case("cold", cold_case)
+        if cold:
+            case("first run", first_run_case)
+            case("warm-up", warmup)
+            case("code-only change", code_case)
+            case("pure-Python change", change("tqdm", "pure Python", None))
+            case("compiled change", change("numpy", "compiled", 0.3))
+    finally:
+        images |= default_tags(s.project)
+        subprocess.run([DOCKER, "image", "rm", "-f", *sorted(images)], capture_output=True,
+                       check=False)
+        shutil.rmtree(s.hand, ignore_errors=True)
+        sh(["git", "reset", "-q", "--hard", "HEAD"], cwd=s.project)
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--reps", type=int)
+    parser.add_argument("--env", action="append", choices=["datascience", "torch"])
+    args = parser.parse_args()
+    print(table(run(args.quick, tuple(args.env or ("datascience",)), args.reps)))
     return 0
 
 

@@ -1,163 +1,169 @@
-"""Benchmark: hashed lock of a ~100-package pinned set — reprobox vs pip-compile vs uv.
+"""Benchmark: ``reprobox lock EXP`` (the CLI) against ``uv pip compile --no-deps
+--generate-hashes`` and ``pip-compile --generate-hashes`` on the same pins.
 
-The set is the environment of a real data-science virtualenv (114 distributions: jupyterlab,
-pandas, scikit-learn, matplotlib, seaborn, scipy, statsmodels, requests, pyarrow, tqdm and their
-dependencies, Python 3.11 on linux x86_64), recorded by reprobox's probe into
-``benchmarks/data/datascience-environment.json``; ``datascience-requirements.txt`` holds the same
-pins for the peers.
+The pins are the captured venv's own (``pip freeze --exclude-editable``), so every contestant
+hashes the same set; reprobox locks an experiment captured with ``--no-lock`` from that venv (a
+fresh copy of the repository per repetition, since a lock re-seals the experiment). All three
+read the same package sources: pip's configuration on this host (reprobox and pip-compile read it
+themselves; uv is handed the same indexes and find-links through its own variables and flags, and
+``--index-strategy unsafe-best-match`` so it looks at every index as pip does).
 
-Each contestant runs as its own process (import and start-up count) with a fresh, empty cache
-directory (cold), against the same package sources: the host pip's configuration, which all
-three are given (reprobox and pip-compile read it; uv gets it through ``UV_*`` variables and
-``--index-strategy unsafe-best-match``, which makes it look at every index the way pip does):
+Cold: a fresh cache per repetition for everyone (reprobox: ``XDG_CACHE_HOME`` and
+``REPROBOX_WHEELHOUSE``; uv: ``--cache-dir``; pip-compile: ``--cache-dir``). Warm: one cache kept
+across repetitions, filled by an untimed first run. pip-compile resolves and takes minutes per
+run: it gets fewer repetitions (``--pip-compile-reps``), which the table shows.
 
-* ``reprobox``: ``lock_environment`` on the recorded environment (no resolution: the lock is
-  the captured set);
-* ``pip-compile --generate-hashes`` on the pins (resolves them, then hashes every file);
-* ``uv pip compile --generate-hashes`` on the pins.
+Target: reprobox cold <= 1.0x uv (median).
 
-reprobox is given its bytecode first (``compileall``, as ``pip install`` does for an installed
-copy; ``--no-compile`` skips that): its dependencies and pip-compile's already have theirs, uv is
-native code, and a source checkout under ``PYTHONDONTWRITEBYTECODE`` would otherwise recompile
-every reprobox module on every run (~25 ms here), a cost no installed copy pays.
-
-Contestants are interleaved per repetition so that machine and network noise hit all alike. It
-prints median times and the ratios; the issue's targets are reprobox <= 0.1x pip-compile and
-<= 1x uv. A warm reprobox run (second lock, same cache) is shown for information.
-
-Usage::
-
-    python benchmarks/bench_lock.py [--reps 3] [--pip-compile-reps 1] [--skip-pip-compile]
-                                    [--no-compile]
+    python benchmarks/bench_lock.py [--quick] [--env datascience|torch] [--pip-compile-reps N]
 """
 
 from __future__ import annotations
 
 import argparse
-import os
+import json
 import shutil
-import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+from typing import Dict, List, Optional
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import envs  # noqa: E402
+from harness import (DEFAULT_REPS, QUICK_REPS, Contestant, Rep, Row, clean_env,  # noqa: E402
+                     cold_reprobox_env, measure, need, run_once, say, sh, table)
 
 ROOT = Path(__file__).resolve().parent.parent
-DATA = Path(__file__).resolve().parent / "data"
-ENV_FILE = DATA / "datascience-environment.json"
-PINS_FILE = DATA / "datascience-requirements.txt"
-
-_REPROBOX_RUNNER = """
-import json, sys
-from pathlib import Path
-from reprobox.model import Environment
-from reprobox.lock import lock_environment
-env = Environment.from_dict(json.loads(Path(sys.argv[1]).read_text()))
-result = lock_environment(env, repo_root=Path(sys.argv[3]), cache_dir=Path(sys.argv[2]))
-Path(sys.argv[3], "requirements.lock").write_text(result.requirements_lock)
-print(len(result.packages), result.requests)
-"""
 
 
-def timed(argv: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> float:
-    t0 = time.perf_counter()
-    proc = subprocess.run(argv, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          text=True)
-    elapsed = time.perf_counter() - t0
-    if proc.returncode != 0:
-        sys.exit(f"{argv[0]} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    return elapsed
-
-
-def tool(name: str) -> str | None:
-    """The tool's real executable: the one installed beside this interpreter first, because a
-    version manager's shim on PATH (pyenv's is a bash script) would add ~70 ms to its time."""
-    beside = Path(sys.executable).parent / name
-    return str(beside) if beside.exists() else shutil.which(name)
-
-
-def run_reprobox(work: Path, cache: Path) -> float:
-    return timed([sys.executable, "-c", _REPROBOX_RUNNER, str(ENV_FILE), str(cache), str(work)])
-
-
-def run_pip_compile(work: Path, cache: Path) -> float:
-    exe = tool("pip-compile")
-    if exe is None:
-        sys.exit("pip-compile is not installed: pip install pip-tools (or pass --skip-pip-compile)")
-    return timed([exe, "--generate-hashes", "--quiet", "--no-header", "--no-annotate",
-                  "--cache-dir", str(cache), "-o", str(work / "pip-compile.txt"),
-                  str(PINS_FILE)], cwd=work)
-
-
-def run_uv(work: Path, cache: Path) -> float:
+def uv_sources() -> tuple[Dict[str, str], List[str]]:
+    """pip's index configuration on this host, as uv's environment and flags."""
+    sys.path.insert(0, str(ROOT))
     from reprobox.lock import read_index_config
     from reprobox.lock.crossplatform import uv_args, uv_environ
 
-    exe = tool("uv")
-    if exe is None:
-        sys.exit("uv is not installed: pip install uv")
     config = read_index_config()
-    env = uv_environ(config)
-    return timed([exe, "pip", "compile", "--generate-hashes", "--quiet", "--no-header",
-                  "--no-annotate", "--index-strategy", "unsafe-best-match",
-                  "--python", sys.executable, "--cache-dir", str(cache), *uv_args(config),
-                  "-o", str(work / "uv.txt"), str(PINS_FILE)], env=env)
+    return dict(uv_environ(config)), list(uv_args(config))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--reps", type=int, default=3, help="cold runs of reprobox and uv")
-    parser.add_argument("--pip-compile-reps", type=int, default=1,
-                        help="cold runs of pip-compile (slow: about a minute each)")
-    parser.add_argument("--skip-pip-compile", action="store_true")
-    parser.add_argument("--no-compile", action="store_true",
-                        help="do not write reprobox's bytecode first (a source checkout's cost)")
+def template(project: Path, venv: Path, base: Path) -> tuple[Path, str, Path]:
+    """A copy of the project with an unlocked capture; its id; the pins file of the venv."""
+    shutil.rmtree(project / ".reprobox", ignore_errors=True)
+    out = sh([need("reprobox"), "capture", "--no-lock", "--json", "--python",
+              venv / "bin" / "python", "--cmd", "python train.py"], cwd=project,
+             env=clean_env()).stdout
+    exp = json.loads(out)["id"]
+    repo = base / "template"
+    shutil.copytree(project, repo, symlinks=True, ignore=shutil.ignore_patterns(".venv"))
+    shutil.rmtree(project / ".reprobox", ignore_errors=True)
+    pins = base / "pins.txt"
+    pins.write_text(sh([venv / "bin" / "python", "-m", "pip", "freeze",
+                        "--exclude-editable"]).stdout)
+    return repo, exp, pins
+
+
+def contestants(repo: Path, exp: str, pins: Path, mode: str, warm: Path,
+                pip_compile_reps: Optional[int]) -> List[Contestant]:
+    uv_env, uv_flags = uv_sources()
+
+    def where(rep: Rep) -> Path:
+        return rep.tmp if mode == "cold" else warm
+
+    def fresh_repo(rep: Rep) -> None:
+        shutil.copytree(repo, rep.tmp / "repo", symlinks=True)
+
+    def rb_env(rep: Rep) -> Dict[str, str]:
+        return cold_reprobox_env(Rep(rep.index, where(rep)))
+
+    cs = [
+        Contestant("reprobox lock", [need("reprobox"), "lock", exp], env=rb_env,
+                   cwd=lambda rep: rep.tmp / "repo", prepare=fresh_repo),
+        Contestant("uv pip compile --no-deps --generate-hashes",
+                   lambda rep: [need("uv"), "pip", "compile", "--no-deps", "--generate-hashes",
+                                "--quiet", "--no-header", "--index-strategy",
+                                "unsafe-best-match", "--python", sys.executable,
+                                "--cache-dir", where(rep) / "uv", *uv_flags,
+                                "-o", rep.tmp / "uv.txt", pins],
+                   env=clean_env(**uv_env)),
+    ]
+    if pip_compile_reps != 0:
+        cs.append(Contestant(
+            "pip-compile --generate-hashes",
+            lambda rep: [need("pip-compile"), "--generate-hashes", "--quiet", "--no-header",
+                         "--cache-dir", where(rep) / "pip-tools", "-o", rep.tmp / "pc.txt",
+                         pins],
+            env=lambda rep: clean_env(PIP_CACHE_DIR=str(where(rep) / "pip")),
+            cwd=lambda rep: rep.tmp, reps=pip_compile_reps))
+    return cs
+
+
+def run(quick: bool = False, env_names: tuple = ("datascience", "torch"),  # type: ignore[type-arg]
+        pip_compile_reps: Optional[int] = 3) -> List[Row]:
+    reps = QUICK_REPS if quick else DEFAULT_REPS
+    if quick:
+        pip_compile_reps = 0 if pip_compile_reps != 0 else 0
+    rows: List[Row] = []
+    for name in env_names:
+        # pip-compile downloads and hashes every candidate file: minutes on the data-science set,
+        # far more with torch's; it runs on the data-science environment only (the table says so)
+        pcr = pip_compile_reps if name == "datascience" else 0
+        try:
+            rows.extend(run_env(name, reps, pcr))
+        except Exception as exc:  # noqa: BLE001 - the table says which environment failed
+            say(f"lock on {name} FAILED: {exc}")
+            rows.append(Row("lock (CLI)", name, "cold", "FAILED", None,
+                            note=str(exc).splitlines()[0][:200]))
+        if name != "datascience" and pip_compile_reps:
+            rows.append(Row("lock (CLI)", name, "cold", "pip-compile", None,
+                            note="pip-compile not run on this environment (hashing torch's "
+                                 "files takes far longer than the time given)"))
+    return rows
+
+
+def run_env(name: str, reps: int, pip_compile_reps: Optional[int]) -> List[Row]:
+    rows: List[Row] = []
+    if True:
+        project, venv = envs.checkout(name, "lock")
+        with tempfile.TemporaryDirectory(prefix="reprobox-bench-lock-") as tmp:
+            base = Path(tmp)
+            repo, exp, pins = template(project, venv, base)
+            n = sum(1 for line in pins.read_text().splitlines() if "==" in line)
+            label = f"{name} ({n} pins)"
+            for mode in ("cold", "warm"):
+                warm = base / f"warm-{mode}"
+                warm.mkdir()
+                pcr = pip_compile_reps if mode == "cold" else 0
+                cs = contestants(repo, exp, pins, mode, warm, pcr)
+                if mode == "warm":
+                    for c in cs:
+                        (warm / "fill").mkdir(exist_ok=True)
+                        run_once(c, Rep(-1, warm / "fill"))
+                        shutil.rmtree(warm / "fill")
+                res = measure(cs, reps, label=f"lock {name} {mode}")
+                subject = res["reprobox lock"]
+                uv = "uv pip compile --no-deps --generate-hashes"
+                rows.append(Row("lock (CLI)", label, mode, "reprobox lock", subject, uv, res[uv],
+                                target=1.0 if mode == "cold" else None))
+                pc = "pip-compile --generate-hashes"
+                if pc in res:
+                    note = (f"pip-compile: {res[pc].n} reps only (minutes per run)"
+                            if res[pc].n < reps else "")
+                    rows.append(Row("lock (CLI)", label, mode, "reprobox lock", subject, pc,
+                                    res[pc], note=note))
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--env", action="append", choices=["datascience", "torch"])
+    parser.add_argument("--pip-compile-reps", type=int, default=3)
     args = parser.parse_args()
-    if not args.no_compile:
-        import compileall
-
-        compileall.compile_dir(str(ROOT / "reprobox"), quiet=1)
-
-    sys.path.insert(0, str(ROOT))
-    times: dict[str, list[float]] = {"reprobox": [], "reprobox warm": [], "uv": [],
-                                     "pip-compile": []}
-    with tempfile.TemporaryDirectory(prefix="reprobox-bench-lock-") as tmp:
-        base = Path(tmp)
-        for rep in range(args.reps):
-            for name, fn in (("reprobox", run_reprobox), ("uv", run_uv)):
-                work = base / f"{name}-{rep}"
-                work.mkdir()
-                cache = work / "cache"  # fresh and empty: a cold run
-                times[name].append(fn(work, cache))
-                if name == "reprobox":
-                    times["reprobox warm"].append(fn(work, cache))
-            if not args.skip_pip_compile and rep < args.pip_compile_reps:
-                work = base / f"pip-compile-{rep}"
-                work.mkdir()
-                times["pip-compile"].append(run_pip_compile(work, work / "cache"))
-            print(f"rep {rep + 1}: " + ", ".join(
-                f"{k} {v[-1]:.2f}s" for k, v in times.items() if len(v) > rep), flush=True)
-        locked = (base / "reprobox-0" / "requirements.lock").read_text()
-        pins = sum(1 for line in locked.splitlines() if "==" in line and not line.startswith("#"))
-
-    med = {k: statistics.median(v) for k, v in times.items() if v}
-    print()
-    print(f"lock of {pins} pinned packages, cold caches, median of "
-          f"{args.reps} (pip-compile: {len(times['pip-compile'])})")
-    for name, value in med.items():
-        print(f"  {name:<14} {value:7.2f} s")
-    print()
-    r = med["reprobox"]
-    if "pip-compile" in med:
-        ratio = r / med["pip-compile"]
-        print(f"  reprobox / pip-compile = {ratio:.3f}x  (target <= 0.1x: "
-              f"{'met' if ratio <= 0.1 else 'NOT met'})")
-    ratio = r / med["uv"]
-    print(f"  reprobox / uv          = {ratio:.2f}x  (target <= 1x: "
-          f"{'met' if ratio <= 1.0 else 'NOT met'})")
+    print(table(run(args.quick, tuple(args.env or ("datascience", "torch")),
+                    args.pip_compile_reps)))
+    return 0
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("PYTHONDONTWRITEBYTECODE", "1")
-    main()
+    sys.exit(main())

@@ -250,7 +250,14 @@ class _Installer:
         if choice not in ("", "uv", "pip"):
             raise UsageError(f"REPROBOX_VENV_INSTALLER={choice!r} is neither uv nor pip",
                              "set it to `uv` or `pip`, or unset it")
-        self.uv = proc.which("uv") if choice != "pip" else None
+        self.uv: Optional[str] = None
+        if choice != "pip":
+            # the uv package reprobox depends on (beside reprobox, also where that is not on
+            # PATH: pipx), else one on PATH
+            from ..build.context import find_uv
+
+            found = find_uv()
+            self.uv = str(found) if found is not None else proc.which("uv")
         if choice == "uv" and not self.uv:
             raise UsageError("REPROBOX_VENV_INSTALLER=uv but uv is not installed",
                              proc.INSTALL_HINTS["uv"])

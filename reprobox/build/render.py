@@ -53,9 +53,10 @@ class RenderOptions:
     workdir: str = WORKDIR
     #: Prefix of the BuildKit cache-mount ids (installer and apt caches shared across builds).
     cache_id: str = "reprobox"
-    #: Write .pyc files at build time. Off by default: compiling is most of a warm rebuild's
-    #: time and a fifth of the image; a rerun compiles what it imports.
-    compile_bytecode: bool = False
+    #: Write .pyc files at build time. On: the rerun container runs as its own user, which
+    #: cannot write into the image's site-packages, so without them every run (not only the
+    #: first) compiles what it imports (benchmarks/bench_build.py, "first run").
+    compile_bytecode: bool = True
     #: ``RUN --network=none`` on the steps that install Python packages (BuildKit's Dockerfile
     #: frontend 1.3 and later: Docker 23+); older builders keep the default network there, but
     #: those steps still see no index and no secret.

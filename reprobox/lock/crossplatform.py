@@ -106,7 +106,10 @@ def reresolve(
     environ: Optional[Mapping[str, str]] = None,
 ) -> tuple[dict[str, str], tuple[VersionChange, ...]]:
     """Versions of the index packages for ``target``, and every change from the capture."""
-    uv = proc.which("uv")
+    from ..build.context import find_uv  # the uv reprobox depends on, also off PATH (pipx)
+
+    found = find_uv()
+    uv = str(found) if found is not None else proc.which("uv")
     if uv is None:
         raise ToolMissing(
             "a cross-platform lock needs uv, which is not installed",

@@ -56,7 +56,7 @@ RUN --mount=type=bind,source=lock/compiled.txt,target=/tmp/reprobox/lock/compile
     --mount=type=bind,source=tools,target=/tmp/reprobox/tools \
     set -eu; \
     /tmp/reprobox/tools/uv pip install --python python3.11 --system --break-system-packages \
-        --require-hashes --no-deps --offline --no-index --no-cache --find-links /tmp/reprobox/wheels --link-mode copy \
+        --require-hashes --no-deps --offline --no-index --no-cache --find-links /tmp/reprobox/wheels --link-mode copy --compile-bytecode \
         --requirement /tmp/reprobox/lock/compiled.txt
 
 # Locked Python packages, layer 2 of 2: pure Python.
@@ -66,7 +66,7 @@ RUN --mount=type=bind,source=lock/pure.txt,target=/tmp/reprobox/lock/pure.txt \
     --mount=type=bind,source=tools,target=/tmp/reprobox/tools \
     set -eu; \
     /tmp/reprobox/tools/uv pip install --python python3.11 --system --break-system-packages \
-        --require-hashes --no-deps --offline --no-index --no-cache --find-links /tmp/reprobox/wheels --link-mode copy \
+        --require-hashes --no-deps --offline --no-index --no-cache --find-links /tmp/reprobox/wheels --link-mode copy --compile-bytecode \
         --requirement /tmp/reprobox/lock/pure.txt
 
 # The project's own packages, at the experiment's commit. They sit where `reprobox run` mounts

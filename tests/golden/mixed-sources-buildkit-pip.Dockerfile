@@ -55,7 +55,7 @@ RUN --mount=type=bind,source=lock/all.txt,target=/tmp/reprobox/lock/all.txt \
     --mount=type=bind,source=wheels,target=/tmp/reprobox/wheels \
     --mount=type=bind,source=tools,target=/tmp/reprobox/tools \
     set -eu; \
-    PIP_ROOT_USER_ACTION=ignore python3.11 -m pip install --no-deps --require-hashes --no-input --disable-pip-version-check --no-compile \
+    PIP_ROOT_USER_ACTION=ignore python3.11 -m pip install --no-deps --require-hashes --no-input --disable-pip-version-check \
         --no-index --no-cache-dir --find-links /tmp/reprobox/wheels \
         --requirement /tmp/reprobox/lock/all.txt
 
@@ -64,7 +64,7 @@ RUN --mount=type=bind,source=lock/all.txt,target=/tmp/reprobox/lock/all.txt \
 RUN --mount=type=bind,source=wheels,target=/tmp/reprobox/wheels \
     --mount=type=bind,source=tools,target=/tmp/reprobox/tools \
     set -eu; \
-    PIP_ROOT_USER_ACTION=ignore python3.11 -m pip install --no-deps --no-input --disable-pip-version-check --no-compile \
+    PIP_ROOT_USER_ACTION=ignore python3.11 -m pip install --no-deps --no-input --disable-pip-version-check \
         --no-index --no-cache-dir --find-links /tmp/reprobox/wheels \
         'pyjokes @ file:///tmp/reprobox/wheels/pyjokes-0.6.0-3b3b7f6a8f6e.tar.gz' \
         'tomli @ file:///tmp/reprobox/wheels/tomli-2.0.1-py3-none-any.whl'

@@ -55,7 +55,7 @@ COPY ["lock/", "/tmp/reprobox/lock/"]
 # Locked Python packages.
 # Installed exactly as locked, offline from the host's hash-checked wheelhouse: no index, no secret.
 RUN set -eu; \
-    PIP_ROOT_USER_ACTION=ignore python3.11 -m pip install --no-deps --require-hashes --no-input --disable-pip-version-check --no-compile \
+    PIP_ROOT_USER_ACTION=ignore python3.11 -m pip install --no-deps --require-hashes --no-input --disable-pip-version-check \
         --no-index --no-cache-dir --find-links /tmp/reprobox/wheels \
         --requirement /tmp/reprobox/lock/all.txt
 

@@ -57,7 +57,7 @@ RUN --mount=type=bind,source=lock/all.txt,target=/tmp/reprobox/lock/all.txt \
     --mount=type=bind,source=tools,target=/tmp/reprobox/tools \
     set -eu; \
     /tmp/reprobox/tools/uv pip install --python python3.11 --system --break-system-packages \
-        --require-hashes --no-deps --offline --no-index --no-cache --find-links /tmp/reprobox/wheels --link-mode copy \
+        --require-hashes --no-deps --offline --no-index --no-cache --find-links /tmp/reprobox/wheels --link-mode copy --compile-bytecode \
         --requirement /tmp/reprobox/lock/all.txt
 
 # The project's own packages, at the experiment's commit. They sit where `reprobox run` mounts

@@ -7,10 +7,11 @@ The resolution is real (uv, offline, against a find-links folder of tiny wheels 
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
+
+from reprobox.build.context import find_uv
 
 from reprobox.lock import IndexConfig, VersionChange, lock_environment
 from reprobox.lock.crossplatform import diff_pins, parse_pins, uv_environ
@@ -57,7 +58,7 @@ def wheels(tmp_path: Path) -> Path:
     return folder
 
 
-@pytest.mark.skipif(shutil.which("uv") is None, reason="uv is not installed")
+@pytest.mark.skipif(find_uv() is None, reason="uv is not installed")
 def test_macos_capture_locked_for_linux(wheels, tmp_path):
     env = Environment(
         interpreter=MAC,
@@ -82,7 +83,7 @@ def test_macos_capture_locked_for_linux(wheels, tmp_path):
     assert result.platform == "linux/amd64"
 
 
-@pytest.mark.skipif(shutil.which("uv") is None, reason="uv is not installed")
+@pytest.mark.skipif(find_uv() is None, reason="uv is not installed")
 def test_unresolvable_for_the_target_is_a_clear_lock_error(tmp_path):
     from reprobox.errors import LockError
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -297,9 +296,12 @@ def test_pip_installs_requirements_lock_in_hash_checking_mode(offline_world):
 
 def test_uv_installs_pylock_toml(offline_world):
     w = offline_world
-    uv = shutil.which("uv")
-    if uv is None:
+    from reprobox.build.context import find_uv
+
+    found = find_uv()
+    if found is None:
         pytest.skip("uv is not installed")
+    uv = str(found)
     result = lock_environment(w["env"], repo_root=w["tmp"], config=w["config"],
                               cache_dir=w["tmp"] / "cache")
     lock_dir = w["tmp"] / ".reprobox" / "experiments" / "abc"

@@ -1,0 +1,83 @@
+"""The benchmark harness's bookkeeping: interleaving, statistics, ratios, the table (no timing)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+
+import harness  # noqa: E402
+from harness import Contestant, Rep, Row, schedule, stats  # noqa: E402
+
+
+def test_schedule_interleaves_and_rotates_the_starting_contestant() -> None:
+    order = schedule(["A", "B", "C"], {"A": 3, "B": 3, "C": 3})
+    assert [n for _, n in order] == ["A", "B", "C", "B", "C", "A", "C", "A", "B"]
+    assert [r for r, _ in order] == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+
+
+def test_schedule_gives_a_slow_peer_fewer_rounds_but_keeps_the_others_interleaved() -> None:
+    order = schedule(["A", "slow"], {"A": 4, "slow": 2})
+    assert [n for _, n in order] == ["A", "slow", "slow", "A", "A", "A"]
+    assert sum(1 for _, n in order if n == "slow") == 2
+    assert sum(1 for _, n in order if n == "A") == 4
+
+
+def test_stats_are_median_min_max_of_every_value() -> None:
+    s = stats([3.0, 1.0, 2.0, 10.0])
+    assert (s.median, s.min, s.max, s.n) == (2.5, 1.0, 10.0, 4)
+    with pytest.raises(ValueError):
+        stats([])
+
+
+def test_measure_runs_each_side_reps_times_in_interleaved_order_with_fresh_folders() -> None:
+    seen: list[tuple[str, int, Path]] = []
+
+    def fake(c: Contestant, rep: Rep) -> float:
+        assert rep.tmp.is_dir() and not any(rep.tmp.iterdir())  # fresh and empty
+        (rep.tmp / "cache").mkdir()
+        seen.append((c.name, rep.index, rep.tmp))
+        return {"A": 1.0, "B": 2.0, "C": 4.0}[c.name] + rep.index
+
+    contestants = [Contestant("A", ["a"]), Contestant("B", ["b"]), Contestant("C", ["c"], reps=2)]
+    result = harness.measure(contestants, 7, runner=fake)
+    assert [n for n, _, _ in seen[:6]] == ["A", "B", "C", "B", "C", "A"]
+    assert (result["A"].n, result["B"].n, result["C"].n) == (7, 7, 2)
+    assert result["A"].median == 4.0 and result["A"].min == 1.0 and result["A"].max == 7.0
+    assert result["C"].values == [4.0, 5.0]
+    assert len({str(t) for _, _, t in seen}) == len(seen)  # never a shared folder
+
+
+def test_measure_refuses_two_contestants_of_one_name() -> None:
+    with pytest.raises(ValueError, match="unique"):
+        harness.measure([Contestant("A", ["a"]), Contestant("A", ["b"])], 1,
+                        runner=lambda c, r: 0.0)
+
+
+def test_run_once_names_the_failing_contestant() -> None:
+    c = Contestant("broken", [sys.executable, "-c", "import sys; sys.exit(4)"])
+    with pytest.raises(harness.BenchError, match="broken.*exited 4"):
+        harness.run_once(c, Rep(0, Path(".")))
+
+
+def test_rows_compute_ratio_overhead_percent_and_targets(tmp_path: Path) -> None:
+    a, b = stats([1.0, 2.0, 3.0]), stats([4.0, 4.0, 5.0])
+    ratio = Row("capture", "ds", "cold", "reprobox", a, "pip freeze", b, target=0.35)
+    assert ratio.value == 0.5 and ratio.met is False
+    over = Row("run", "ds", "", "reprobox run", b, "docker run", a, unit="overhead", target=1)
+    assert over.value == 2.0 and over.met is False
+    pct = Row("record", "", "", "record", stats([10.05]), "bare", stats([10.0]), unit="percent",
+              target=1.0)
+    assert pct.value == pytest.approx(0.5) and pct.met is True
+    alone = Row("build", "ds", "code-only", "reprobox", stats([2.0]), unit="seconds", target=3)
+    assert alone.value == 2.0 and alone.met is True
+    text = harness.table([ratio, over, alone])
+    assert "0.50×" in text and "MISSED" in text and "n=3" in text and "+2.00 s" in text
+    doc = json.loads(harness.write_json([ratio], tmp_path / "r.json").read_text())
+    assert doc["rows"][0]["value"] == 0.5 and doc["rows"][0]["met"] is False
+    assert doc["rows"][0]["subject_stats"]["values"] == [1.0, 2.0, 3.0]
+
