@@ -489,9 +489,16 @@ def parse_probe(raw: Mapping[str, Any], repo_root: Path) -> ProbeResult:
     interp = raw["interpreter"]
     packages = [_package(rec, repo_root, warnings) for rec in raw.get("distributions") or ()]
     shadowed = []
+    editable = {(p.name, p.version) for p in packages
+                if p.source.kind == "directory" and p.source.editable}
     for rec in raw.get("shadowed") or ():
         pkg = _package(rec, repo_root, [])
         shadowed.append(pkg)
+        if (pkg.name, pkg.version) in editable and str(rec.get("metadata_dir") or "").endswith(
+                ".egg-info"):
+            # the .egg-info an editable install leaves in the project's source folder: the
+            # build's by-product, not a stale copy (the installed dist-info is the one in use)
+            continue
         warnings.append(
             f"{pkg.display_name or pkg.name} {pkg.version} in {rec.get('site')} is shadowed by "
             f"{rec.get('shadowed_by')} and cannot be imported; remove the stale copy"

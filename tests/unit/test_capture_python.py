@@ -717,3 +717,34 @@ def test_run_probe_takes_the_users_environment(tmp_path):
     raw = py.run_probe(Path(sys.executable), environ=env)
     assert raw["user_site"] is None
     assert any("PYTHONPATH" in w for w in raw["warnings"])
+
+
+def _editable_with_its_egg_info(tmp_path, version_in_tree="0.1"):
+    """`pip install -e .` of a src-layout project: the dist-info in site-packages points at the
+    project, and the build left `src/demo.egg-info` in the tree (on sys.path through src/)."""
+    repo = tmp_path / "repo"
+    (repo / "src" / "demo").mkdir(parents=True)
+    egg = repo / "src" / "demo.egg-info"
+    egg.mkdir()
+    (egg / "PKG-INFO").write_text(f"Metadata-Version: 2.1\nName: demo\nVersion: {version_in_tree}\n")
+    site = tmp_path / "site"
+    dist = site / "demo-0.1.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: demo\nVersion: 0.1\n")
+    (dist / "INSTALLER").write_text("pip\n")
+    (dist / "direct_url.json").write_text(json.dumps(
+        {"url": repo.as_uri(), "dir_info": {"editable": True}}))
+    active, shadowed = _dists([site, repo / "src"], sites=[site])
+    return py.parse_probe(_raw(active, shadowed), repo)
+
+
+def test_an_editable_installs_own_egg_info_is_not_called_stale(tmp_path):
+    result = _editable_with_its_egg_info(tmp_path)
+    assert [(p.name, p.source.kind, p.source.editable) for p in result.packages] == [
+        ("demo", "directory", True)]
+    assert not any("shadowed" in w for w in result.warnings), result.warnings
+
+
+def test_a_stale_egg_info_of_another_version_is_still_named(tmp_path):
+    result = _editable_with_its_egg_info(tmp_path, version_in_tree="0.0.9")
+    assert any("demo 0.0.9" in w and "shadowed" in w for w in result.warnings), result.warnings
