@@ -726,7 +726,8 @@ def _editable_with_its_egg_info(tmp_path, version_in_tree="0.1"):
     (repo / "src" / "demo").mkdir(parents=True)
     egg = repo / "src" / "demo.egg-info"
     egg.mkdir()
-    (egg / "PKG-INFO").write_text(f"Metadata-Version: 2.1\nName: demo\nVersion: {version_in_tree}\n")
+    (egg / "PKG-INFO").write_text(
+        f"Metadata-Version: 2.1\nName: demo\nVersion: {version_in_tree}\n")
     site = tmp_path / "site"
     dist = site / "demo-0.1.dist-info"
     dist.mkdir(parents=True)
