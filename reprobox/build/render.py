@@ -84,6 +84,28 @@ class SystemPlan:
 IMAGE_KEYRINGS = ("debian-archive-keyring.gpg", "ubuntu-archive-keyring.gpg")
 
 
+#: Hosts of the distributions' own archives. A capture is untrusted input: its apt sources may
+#: only steer the image's apt to one of these (signatures checked with the keys the base image
+#: holds), never to any host a stranger names.
+ARCHIVE_HOSTS = re.compile(
+    r"(deb|security|snapshot|ftp|archive)\.debian\.org|ftp\.[a-z]{2}\.debian\.org"
+    r"|(archive|security|ports|snapshot|old-releases)\.ubuntu\.com"
+    r"|[a-z]{2}\.archive\.ubuntu\.com")
+
+
+def is_archive_host(uri: str) -> bool:
+    """``uri`` is an http(s) URI on one of :data:`ARCHIVE_HOSTS` (no port, no credentials)."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(uri)
+        port = parts.port
+    except ValueError:
+        return False
+    return (parts.scheme in ("http", "https") and port is None and parts.username is None
+            and bool(ARCHIVE_HOSTS.fullmatch(parts.hostname or "")))
+
+
 def apt_sources_file(environment: Environment) -> tuple[tuple[str, ...], list[str]]:
     """The deb822 lines that make the image's apt read the capture host's archive (state), and
     warnings for the sources left out. Each part was checked by validate.apt_source; snapshot
@@ -93,6 +115,10 @@ def apt_sources_file(environment: Environment) -> tuple[tuple[str, ...], list[st
     warnings: list[str] = []
     for i, src in enumerate(environment.apt_sources):
         validate.apt_source(src, f"apt_sources[{i}]")
+        if not is_archive_host(src.uri):
+            warnings.append(f"the apt source {src.uri} is not one of Debian's or Ubuntu's own "
+                            "archives: not used in the image (the base image's sources are)")
+            continue
         if src.signed_by is not None and src.signed_by not in IMAGE_KEYRINGS:
             warnings.append(f"the apt source {src.uri} is signed by {src.signed_by}, a key the "
                             "base image does not hold: not used in the image")

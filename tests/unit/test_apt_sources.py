@@ -120,8 +120,28 @@ def test_rendered_sources_keep_signature_checking_and_skip_unknown_keys():
         "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg",
         "Check-Valid-Until: no")
     assert not any("trusted" in line.lower() for line in lines)
-    assert warnings == ["the apt source https://apt.vendor.example/x is signed by vendor.gpg, a "
-                        "key the base image does not hold: not used in the image"]
+    assert warnings == ["the apt source https://apt.vendor.example/x is not one of Debian's or "
+                        "Ubuntu's own archives: not used in the image (the base image's sources "
+                        "are)"]
+
+
+@pytest.mark.parametrize("uri,used", [
+    ("http://deb.debian.org/debian", True),
+    ("https://security.debian.org/debian-security", True),
+    ("http://ftp.de.debian.org/debian", True),
+    ("http://de.archive.ubuntu.com/ubuntu", True),
+    ("http://deb.debian.org.attacker.example/debian", False),
+    ("http://attacker.example/deb.debian.org/debian", False),
+    ("http://deb.debian.org:8080/debian", False),
+    ("http://127.0.0.1/debian", False),
+])
+def test_a_captures_apt_source_may_only_name_a_distribution_archive(uri, used):
+    """A stranger's capture must not point the image's apt at a host of its choosing."""
+    lines, warnings = apt_sources_file(_env(
+        AptSource(uri, ("bookworm",), ("main",), "debian-archive-keyring.gpg")))
+    assert (f"URIs: {uri}" in lines) is used
+    assert any(uri in w and "not one of Debian's or Ubuntu's own archives" in w
+               for w in warnings) is not used
 
 
 def test_environment_json_round_trips_sources_without_changing_the_digest():
