@@ -11,7 +11,9 @@ every field checked by grammar; a record that fails any check, or names another 
 environment, is refused (exit 2) naming the file.
 
 Trust. The record comes with the checkout and is not trusted: a registry it names is only a place
-to pull *from*, always by digest, and the pulled image is used only when its labels
+to pull *from*, only when this machine trusts that registry (:func:`trusted_registries`: the
+user's config or ``REPROBOX_REGISTRIES``; labels are plain strings anyone can set, so an image
+from a registry a stranger chose proves nothing), always by digest, and the pulled image is used only when its labels
 (``reprobox.experiment``, ``reprobox.env-digest``) name this very capture
 (:func:`reprobox.store.image_mismatch`); otherwise the caller builds, saying why. ``push`` only
 ever pushes to the registry given on the command line or in the user's
@@ -178,6 +180,52 @@ def configured_registry() -> Optional[str]:
     if not isinstance(value, str):
         raise UsageError(f"{path}: [registry] default must be a string", "e.g. "
                          'default = "127.0.0.1:5000/team"')
+    return value
+
+
+def trusted_registries() -> tuple[str, ...]:
+    """The registry hosts (``HOST[:PORT]``) this machine trusts to pull a capture's image from.
+
+    ``[registry] default`` and ``[registry] trusted = [...]`` in the user's config, and
+    ``REPROBOX_REGISTRIES`` (comma-separated) in the environment: the host's configuration, never
+    the checkout. A pulled image runs, and ``verify`` fingerprints it from inside: an image from a
+    registry a stranger chose could be made to match any labels and report any fingerprint.
+    """
+    hosts: list[str] = []
+    values: list[str] = [v for v in os.environ.get("REPROBOX_REGISTRIES", "").split(",")
+                         if v.strip()]
+    default = configured_registry()
+    if default:
+        values.append(default)
+    values += _config_list("trusted")
+    for value in values:
+        host, _ns = parse_registry(value.strip() if "/" in value else value.strip() + "/",
+                                   "a trusted registry")
+        hosts.append(host)
+    return tuple(dict.fromkeys(hosts))
+
+
+def _config_list(key: str) -> list[str]:
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    path = Path(base) / "reprobox" / "config.toml"
+    try:
+        raw = path.read_bytes()
+    except OSError:
+        return []
+    try:
+        import tomllib  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:  # pragma: no cover - Python 3.10
+        import tomli as tomllib  # type: ignore[no-redef,import-not-found,unused-ignore]
+    try:
+        section = tomllib.loads(raw.decode("utf-8")).get("registry")
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise UsageError(f"{path} is not valid TOML ({exc})", "fix or remove the file") from None
+    value = section.get(key) if isinstance(section, dict) else None
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise UsageError(f"{path}: [registry] {key} must be a list of strings",
+                         'e.g. trusted = ["registry.example.org", "127.0.0.1:5000"]')
     return value
 
 
@@ -369,8 +417,14 @@ def ensure_pulled(engine: "Engine", stored: "StoredExperiment",
         return PullResult(None, "no published image (images.json)")
     reasons: list[str] = []
     tried: list[str] = []
+    trusted = trusted_registries()
     for pub in reversed(record.images):
         ref = pub.reference
+        if pub.registry not in trusted:
+            reasons.append(f"{ref}: the registry {pub.registry} is not one this machine trusts "
+                           "(add it to [registry] trusted in ~/.config/reprobox/config.toml, or "
+                           "to REPROBOX_REGISTRIES)")
+            continue
         tried.append(ref)
         say(f"pulling {ref}")
         try:
@@ -396,5 +450,5 @@ def ensure_pulled(engine: "Engine", stored: "StoredExperiment",
 
 
 __all__ = ["IMAGES_FILE", "IMAGES_SCHEMA", "Publication", "PublicationRecord", "PullResult",
-           "configured_registry", "ensure_pulled", "load_publication", "parse_registry", "push",
+           "configured_registry", "ensure_pulled", "trusted_registries", "load_publication", "parse_registry", "push",
            "repository_for", "write_publication"]

@@ -43,6 +43,13 @@ from .test_run_e2e import (
 
 pytestmark = [pytest.mark.slow, pytest.mark.docker, pytest.mark.network]
 
+
+@pytest.fixture(autouse=True)
+def _this_machine_trusts_the_local_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The registry the tests push to is one this machine trusts (the host's configuration)."""
+    monkeypatch.setenv("REPROBOX_REGISTRIES", "127.0.0.1:5000")
+
+
 STEADY = "import json\njson.dump({'acc': 0.5, 'epochs': 3}, open('metrics.json', 'w'))\n"
 NOISY = ("import json, os, random\nrng = random.Random(os.urandom(16))\n"
          "json.dump({'loss': rng.random()}, open('noisy.json', 'w'))\n")

@@ -36,6 +36,13 @@ pytestmark = [pytest.mark.slow, pytest.mark.docker]
 SCRIPT = ROOT / "scripts" / "start-registry.sh"
 PORT = int(os.environ.get("REPROBOX_REGISTRY_PORT", "5000"))
 REGISTRY = f"127.0.0.1:{PORT}"
+
+
+@pytest.fixture(autouse=True)
+def _this_machine_trusts_the_local_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The registry the tests push to is one this machine trusts (the host's configuration)."""
+    monkeypatch.setenv("REPROBOX_REGISTRIES", REGISTRY)
+
 CLOSED_PORT = 5997  # nothing listens there (checked in the test)
 #: A unique namespace per test session: nothing here collides with another run's images.
 NAMESPACE = f"rbtest{uuid.uuid4().hex[:8]}"

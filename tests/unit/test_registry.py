@@ -42,6 +42,9 @@ def stored(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> StoredExperiment:
     root = tmp_path / "repo"
     (root / ".git").mkdir(parents=True)
     monkeypatch.chdir(root)
+    # the registries the pull tests use are trusted by this "machine"; nothing else is
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("REPROBOX_REGISTRIES", "127.0.0.1:5000,reg.example.org")
     env = make_env()
     return Store(root).save(make_exp(env), env, {"Dockerfile": "FROM scratch\n"})
 
@@ -302,3 +305,29 @@ def test_podman_that_is_not_installed_names_the_fix(monkeypatch):
     with pytest.raises(EngineError) as exc:
         engine.info()
     assert "podman" in exc.value.message and "setup-podman.sh" in (exc.value.hint or "")
+
+
+def test_a_registry_this_machine_does_not_trust_is_never_pulled_from(stored, monkeypatch):
+    """Labels are strings anyone can set: an image from a registry the capture chose could match
+    them and fake any fingerprint, so only registries of the host's configuration are used."""
+    theirs = pub(DIGEST, "evil.example.net/x/repo")
+    engine = FakePullEngine({theirs.reference: _labels(stored)})
+    result = ensure_pulled(engine, stored, record_of(stored, theirs))  # type: ignore
+    assert engine.pulled == []
+    assert result.tag is None
+    assert "the registry evil.example.net is not one this machine trusts" in result.reason
+
+
+def test_trusted_registries_come_from_the_users_config_and_environment(tmp_path, monkeypatch):
+    from reprobox.registry import trusted_registries
+
+    cfg = tmp_path / "cfg" / "reprobox"
+    cfg.mkdir(parents=True)
+    (cfg / "config.toml").write_text(
+        '[registry]\ndefault = "reg.example.org/team"\ntrusted = ["127.0.0.1:5000"]\n')
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
+    monkeypatch.setenv("REPROBOX_REGISTRIES", "mirror.example.com:443")
+    assert trusted_registries() == ("mirror.example.com:443", "reg.example.org", "127.0.0.1:5000")
+    (cfg / "config.toml").write_text('[registry]\ntrusted = "127.0.0.1:5000"\n')
+    with pytest.raises(UsageError, match=r"\[registry\] trusted must be a list of strings"):
+        trusted_registries()
