@@ -142,7 +142,9 @@ def _validate_strict(tmp_path: Path, docs: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True)
 
 
-def test_job_manifests_pass_the_strict_schema_and_the_client_models(tmp_path: Path):
+def test_job_manifests_pass_the_strict_schema_and_the_client_models(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("REPROBOX_REGISTRIES", "127.0.0.1:5000")
     stored = _stored(tmp_path, images=("127.0.0.1:5000/team/exp", "abc", DIGEST))
     assert published_image(stored) == IMAGE
     job = k8s.job_manifest(stored, require_published(stored), repo="https://git.example/r.git",
@@ -264,7 +266,18 @@ def test_cli_slurm_dry_run_prints_one_array_with_the_throttle(two):
 def test_cli_kubernetes_dry_run_refuses_an_unpublished_experiment(two):
     code, out, err = _cli("run", two[0], two[1], "--on", "kubernetes", "--dry-run")
     assert code == 2 and out == ""
-    assert "has no published image" in err and "reprobox push" in err
+    assert "has no image published to a registry this machine trusts" in err
+    assert "reprobox push" in err
+
+
+def test_kubernetes_never_uses_an_image_from_a_registry_this_machine_does_not_trust(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "no-config"))
+    monkeypatch.setenv("REPROBOX_REGISTRIES", "registry.example.org")
+    stored = _stored(tmp_path, images=("127.0.0.1:5000/team/exp", "abc", DIGEST))
+    assert published_image(stored) is None
+    with pytest.raises(UsageError, match="registry this machine trusts"):
+        require_published(stored)
 
 
 def test_cli_refuses_bad_fan_out_input(two):
