@@ -13,8 +13,8 @@ environment, is refused (exit 2) naming the file.
 Trust. The record comes with the checkout and is not trusted: a registry it names is only a place
 to pull *from*, only when this machine trusts that registry (:func:`trusted_registries`: the
 user's config or ``REPROBOX_REGISTRIES``; labels are plain strings anyone can set, so an image
-from a registry a stranger chose proves nothing), always by digest, and the pulled image is used only when its labels
-(``reprobox.experiment``, ``reprobox.env-digest``) name this very capture
+from a registry a stranger chose proves nothing), always by digest, and the pulled image is used
+only when its labels (``reprobox.experiment``, ``reprobox.env-digest``) name this very capture
 (:func:`reprobox.store.image_mismatch`); otherwise the caller builds, saying why. ``push`` only
 ever pushes to the registry given on the command line or in the user's
 ``~/.config/reprobox/config.toml`` (``[registry] default = "HOST[:PORT]/NAMESPACE"``), never to
@@ -450,5 +450,6 @@ def ensure_pulled(engine: "Engine", stored: "StoredExperiment",
 
 
 __all__ = ["IMAGES_FILE", "IMAGES_SCHEMA", "Publication", "PublicationRecord", "PullResult",
-           "configured_registry", "ensure_pulled", "trusted_registries", "load_publication", "parse_registry", "push",
+           "configured_registry", "ensure_pulled", "load_publication", "parse_registry", "push",
+           "trusted_registries",
            "repository_for", "write_publication"]

@@ -142,8 +142,8 @@ def _validate_strict(tmp_path: Path, docs: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True)
 
 
-def test_job_manifests_pass_the_strict_schema_and_the_client_models(tmp_path: Path,
-                                                                    monkeypatch: pytest.MonkeyPatch):
+def test_job_manifests_pass_the_strict_schema_and_the_client_models(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("REPROBOX_REGISTRIES", "127.0.0.1:5000")
     stored = _stored(tmp_path, images=("127.0.0.1:5000/team/exp", "abc", DIGEST))
     assert published_image(stored) == IMAGE
