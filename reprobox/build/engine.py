@@ -1148,6 +1148,8 @@ def select_engine(name: Optional[str]) -> None:
 def get_engine() -> Engine:
     """The container engine: ``--engine`` / ``REPROBOX_ENGINE``, else Docker when its daemon
     answers, else Podman when it works here, else Docker (whose error names the fix).
+    ``DOCKER_HOST`` set names a daemon: then it is Docker, answering or not (a daemon the user
+    pointed at that is down is an error to report, not a reason to switch engines).
     Connecting is lazy: this never fails by itself."""
     global _ENGINE
     if _ENGINE is None:
@@ -1159,7 +1161,8 @@ def get_engine() -> Engine:
         else:
             docker_engine = DockerEngine()
             _ENGINE = docker_engine
-            if not docker_engine.available() and proc.which("podman"):
+            if (not os.environ.get("DOCKER_HOST") and not docker_engine.available()
+                    and proc.which("podman")):
                 podman = PodmanEngine()
                 if podman.available():
                     log.info("no Docker daemon answers: using podman")

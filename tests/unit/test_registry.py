@@ -331,3 +331,21 @@ def test_trusted_registries_come_from_the_users_config_and_environment(tmp_path,
     (cfg / "config.toml").write_text('[registry]\ntrusted = "127.0.0.1:5000"\n')
     with pytest.raises(UsageError, match=r"\[registry\] trusted must be a list of strings"):
         trusted_registries()
+
+
+def test_a_daemon_named_by_docker_host_is_never_swapped_for_podman(monkeypatch, tmp_path):
+    """DOCKER_HOST names the daemon the user wants: down, it is an error to report (naming the
+    fix), not a reason to build with another engine behind the user's back."""
+    from reprobox.build import engine as eng
+
+    monkeypatch.delenv("REPROBOX_ENGINE", raising=False)
+    monkeypatch.setattr(eng.DockerEngine, "available", lambda self: False)
+    monkeypatch.setattr(eng.PodmanEngine, "available", lambda self: True)
+    monkeypatch.setattr(eng.proc, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(eng, "_ENGINE", None)
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-daemon.sock")
+    assert isinstance(eng.get_engine(), eng.DockerEngine)
+    monkeypatch.setattr(eng, "_ENGINE", None)
+    monkeypatch.delenv("DOCKER_HOST")
+    assert isinstance(eng.get_engine(), eng.PodmanEngine)
+    monkeypatch.setattr(eng, "_ENGINE", None)
