@@ -8,6 +8,8 @@ import pytest
 
 from reprobox import doctor
 
+from ..conftest import require
+
 
 def test_dead_daemon_is_reported_with_its_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     from reprobox.build import engine
@@ -25,9 +27,11 @@ def test_dead_daemon_with_podman_here_reports_both(tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch):
     from reprobox.build import engine
 
-    if not engine.PodmanEngine().available():
-        pytest.skip("podman is not set up here (scripts/setup-podman.sh)")
-    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/nothing.sock")
+    require(engine.PodmanEngine().available(), "podman (scripts/setup-podman.sh)")
+    # No daemon answers where Docker looks by default (DOCKER_HOST set would name one: then
+    # Docker it is, answering or not).
+    monkeypatch.delenv("DOCKER_HOST", raising=False)
+    monkeypatch.setattr(engine.DockerEngine, "available", lambda self: False)
     monkeypatch.delenv("REPROBOX_ENGINE", raising=False)
     monkeypatch.setattr(engine, "_ENGINE", None)
     checks = {c.name: c for c in doctor.check_engine()}
