@@ -124,6 +124,25 @@ def _progress() -> _Progress:
 # --------------------------------------------------------------------------- capture
 
 
+def _record_options(f: Any) -> Any:
+    """The options `capture` and `record` share (each adds its own around them)."""
+    for option in reversed((
+        click.option("--no-lock", is_flag=True,
+                     help="Skip the hashed lock (run `reprobox lock` later)."),
+        click.option("--build", "do_build", is_flag=True,
+                     help="Build the container image right away."),
+        click.option("--allow-secret-in-patch", is_flag=True,
+                     help="Record the uncommitted change even where it looks like it holds a "
+                          "secret."),
+        click.option("--json", "as_json", is_flag=True,
+                     help="Print a JSON object instead of the id."),
+        click.option("--system-package", "system_packages", multiple=True, metavar="NAME",
+                     help="An OS package the run needs that capture cannot see; repeatable."),
+    )):
+        f = option(f)
+    return f
+
+
 @main.command()
 @click.option("--name", help="A name to refer to the experiment by (default: the script's name).")
 @click.option("--cmd", "command",
@@ -134,13 +153,7 @@ def _progress() -> _Progress:
               help="Output file whose sha256 a rerun must match; repeatable.")
 @click.option("--python", metavar="PATH",
               help="Interpreter to fingerprint (default: the active environment's).")
-@click.option("--no-lock", is_flag=True, help="Skip the hashed lock (run `reprobox lock` later).")
-@click.option("--build", "do_build", is_flag=True, help="Build the container image right away.")
-@click.option("--allow-secret-in-patch", is_flag=True,
-              help="Record the uncommitted change even where it looks like it holds a secret.")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON object instead of the id.")
-@click.option("--system-package", "system_packages", multiple=True, metavar="NAME",
-              help="An OS package the run needs that capture cannot see; repeatable.")
+@_record_options
 @click.option("--exit-status", type=int, default=None, metavar="N",
               help="The exit status the command ended with (`reprobox run` compares it).")
 def capture(name: Optional[str], command: Optional[str], metrics_files: tuple[str, ...],
@@ -163,13 +176,7 @@ def capture(name: Optional[str], command: Optional[str], metrics_files: tuple[st
               help="Output file whose sha256 a rerun must match; repeatable.")
 @click.option("--python", metavar="PATH",
               help="Interpreter of the environment to run in (default: the active one).")
-@click.option("--no-lock", is_flag=True, help="Skip the hashed lock (run `reprobox lock` later).")
-@click.option("--build", "do_build", is_flag=True, help="Build the container image right away.")
-@click.option("--allow-secret-in-patch", is_flag=True,
-              help="Record the uncommitted change even where it looks like it holds a secret.")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON object instead of the id.")
-@click.option("--system-package", "system_packages", multiple=True, metavar="NAME",
-              help="An OS package the run needs that capture cannot see; repeatable.")
+@_record_options
 @click.argument("argv", nargs=-1, type=click.UNPROCESSED, required=True)
 def record(name: Optional[str], metrics_files: tuple[str, ...], outputs: tuple[str, ...],
            python: Optional[str], no_lock: bool, do_build: bool, allow_secret_in_patch: bool,

@@ -60,16 +60,11 @@ class SafeDir:
              mode: int = 0o755) -> "SafeDir":
         """``root/part/part...``: ``root`` itself is trusted (the repository), each part is not."""
         fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0))
-        here = cls(fd, Path(root))
+        top = cls(fd, Path(root))
         try:
-            for part in parts:
-                nxt = here.sub(part, create=create, mode=mode)
-                here.close()
-                here = nxt
-        except BaseException:
-            here.close()
-            raise
-        return here
+            return top.walk(parts, create=create, mode=mode)
+        finally:
+            top.close()
 
     def walk(self, parts: Iterable[str], *, create: bool = False,
              mode: int = 0o755) -> "SafeDir":

@@ -27,6 +27,7 @@ from typing import Callable, Optional
 
 from .. import __version__, proc
 from ..errors import LockError, UsageError
+from ..lock.wheelhouse import place_file
 from ..store import Store, StoredExperiment
 
 Progress = Callable[[str], None]
@@ -104,13 +105,6 @@ def rattler_wheel(say: Progress) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _link_or_copy(src: Path, dest: Path) -> None:
-    try:
-        os.link(src, dest)
-    except OSError:
-        shutil.copyfile(src, dest)
-
-
 def assemble(store: Store, stored: StoredExperiment, ctx: Path, say: Progress) -> tuple[
         str, int, int]:
     """Fill the build context; returns (rattler wheel name, conda packages, pip packages)."""
@@ -125,7 +119,7 @@ def assemble(store: Store, stored: StoredExperiment, ctx: Path, say: Progress) -
         require_url(pkg)
     (ctx / "tools").mkdir(parents=True)
     wheel = rattler_wheel(say)
-    _link_or_copy(wheel, ctx / "tools" / wheel.name)
+    place_file(wheel, ctx / "tools" / wheel.name)
     shutil.copyfile(Path(__file__).parent.parent / "backends" / "rattler_install.py",
                     ctx / "tools" / "rattler_install.py")
 
@@ -137,7 +131,7 @@ def assemble(store: Store, stored: StoredExperiment, ctx: Path, say: Progress) -
     for pkg in conda_env.packages:
         path = fetch(pkg, config)
         name = f"{pkg.sha256 or pkg.md5}-{pkg.file_name}"
-        _link_or_copy(path, pkgs_dir / name)
+        place_file(path, pkgs_dir / name)
         request.append({"path": f"{STAGE}/conda/pkgs/{name}", "url": pkg.url,
                         "channel": pkg.channel, "md5": pkg.md5, "sha256": pkg.sha256})
     (ctx / "conda" / "request.json").write_text(json.dumps({

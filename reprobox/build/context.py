@@ -39,7 +39,7 @@ from ..errors import GitError, LockError, UsageError
 from ..redact import strip_url_credentials
 from ..store import StoredExperiment
 from ..lock.checks import Pin
-from ..lock.wheelhouse import Artifact, link_into
+from ..lock.wheelhouse import Artifact, link_into, place_file
 from .render import STAGE, DockerPlan, LockGroup
 
 LOCK_FILE = "requirements.lock"
@@ -82,17 +82,7 @@ def _link_or_copy(src: Path, dest: Path) -> None:
             return
     except OSError:
         pass
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.tmp")
-    try:
-        tmp.unlink()
-    except FileNotFoundError:
-        pass
-    try:
-        os.link(src, tmp)
-    except OSError:
-        shutil.copy2(src, tmp)
-    os.replace(tmp, dest)
+    place_file(src, dest)
 
 
 def _sha256(path: Path) -> str:

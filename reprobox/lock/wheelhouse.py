@@ -556,20 +556,28 @@ def link_into(artifacts: Iterable[Artifact], folder: Path) -> list[str]:
                 continue
         except OSError:
             pass
-        tmp = folder / f".{name}.tmp"
-        try:
-            tmp.unlink()
-        except FileNotFoundError:
-            pass
-        try:
-            os.link(src, tmp)
-        except OSError:
-            shutil.copy2(src, tmp)
-        os.replace(tmp, dest)
+        place_file(src, dest)
     return sorted(wanted)
 
 
+def place_file(src: Path, dest: Path) -> None:
+    """``dest`` becomes ``src``'s content atomically: a hard link where the file system allows
+    (no copy of a multi-GB wheel), else a copy keeping the mtime."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    try:
+        tmp.unlink()
+    except FileNotFoundError:
+        pass
+    try:
+        os.link(src, tmp)
+    except OSError:
+        shutil.copy2(src, tmp)
+    os.replace(tmp, dest)
+
+
 __all__ = [
+    "place_file",
     "BUILD_BACKEND",
     "Artifact",
     "DirectSource",
