@@ -271,3 +271,15 @@ def test_diff_imports_nothing_above_the_records():
              and not any(m == a or m.startswith(a + ".") for a in allowed)]
     assert above == []
     assert "reprobox.diff.compute" in loaded
+
+
+def test_a_hostile_installed_file_path_is_escaped_in_every_rendering():
+    evil = InstalledChange("demo", "demo/\x1b[31mx\n| <b>@org", "added", 3, "d" * 64)
+    env = Environment(interpreter=INTERP, packages=(Package("demo", "1.0"),))
+    d = diff_environments(env, replace(env, installed_changes=(evil,)))
+    text = render_text(d)
+    assert "\x1b" not in text and "demo/\\x1b[31mx\\x0a| <b>@org" in text
+    markdown = render_markdown(d)
+    assert "<b>" not in markdown and "\x1b" not in markdown
+    assert "\\| &lt;b&gt;" in markdown
+    assert "\x1b" not in render_json(d)
