@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Union
 
-from .compare import (
+from .outcome import (
     CLOSE,
     DIFFERS,
     IGNORED,
@@ -519,7 +519,7 @@ MAX_FOLDER_FILES = 100_000
 
 
 def _read_capped(path: Path) -> Optional[bytes]:
-    from .compare import MAX_DATA_BYTES
+    from .outcome import MAX_DATA_BYTES
 
     try:
         if path.is_symlink() or not path.is_file():

@@ -5,9 +5,11 @@ Two halves, as in pip-tools' ``sync.diff`` / ``sync.sync``:
 * :func:`compare_environments` is pure: the captured :class:`~reprobox.model.Environment` against
   what the probe saw inside the rebuilt one (:class:`Observed`), giving every difference: the
   interpreter (implementation, exact version, ABI), each package's presence, version and source
-  (index, VCS URL + commit, repository folder and editable flag, archive URL + hash), packages
-  that are there but were not captured, and the system packages the capture depended on (present,
-  same version). Hardware is not compared: it is the machine, not the environment.
+  (index, VCS URL + commit, directory and editable flag, archive URL + hash), packages that are
+  there but were not captured, the conda packages, the installed files changed after install, and
+  the system packages the capture depended on (present, same version). The comparison itself is
+  :mod:`reprobox.diff`'s, the one ``reprobox diff`` makes: the same fields, the same words.
+  Hardware is not compared: it is the machine, not the environment.
 * :func:`verify_experiment` is the thin driver: check out the code (in-repository packages are
   installed from it), prepare the backend's environment, run the stdlib-only probe and
   ``dpkg-query`` inside it in one go, parse, compare.
@@ -21,9 +23,26 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Union
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
+from . import validate
+from .backends import choose_backend, make_run_dir
+from .backends.conda import observe_conda, observe_conda_inside
+from .backends.docker import image_substitutions
+from .build import unverified_notes
+from .capture.python import parse_probe
+from .diff.compute import (
+    AS_INSTALLED,
+    INTERPRETER_REBUILT,
+    conda_field_changes,
+    diff_python_packages,
+    diff_system_packages,
+    field_changes,
+    installed_file_changes,
+    system_key,
+)
 from .errors import ReproboxError
+from .lock.wheelhouse import DirectSource
 from .model import (
     SCHEMA_VERSION,
     CondaEnvironment,
@@ -31,17 +50,14 @@ from .model import (
     InstalledChange,
     Interpreter,
     Package,
-    PackageSource,
+    SystemPackage,
 )
+from .run import _cleanup, checkout_code
 from .store import Store, StoredExperiment
 
 Progress = Callable[[str], None]
 
 VERIFY_SCHEMA = "reprobox.verify"
-
-#: Interpreter fields compared (when both sides know them).
-_INTERPRETER_FIELDS = ("implementation", "version", "abi", "soabi", "gil_disabled")
-
 
 @dataclass(frozen=True)
 class Observed:
@@ -75,21 +91,6 @@ class EnvDifference:
                 "observed": self.observed, "message": self.message}
 
 
-def describe_source(src: PackageSource) -> str:
-    """A short, comparable rendering of where a package came from."""
-    if src.kind == "index":
-        return "index"
-    if src.kind == "vcs":
-        sub = f"#subdirectory={src.subdirectory}" if src.subdirectory else ""
-        return f"{src.vcs or 'vcs'}+{src.url}@{src.commit}{sub}"
-    if src.kind == "directory":
-        where = src.path if src.path is not None else (src.url or "?")
-        if src.in_repo:
-            where = f"repo:{where}"
-        return f"{'editable ' if src.editable else ''}folder {where}"
-    return f"archive {src.url}" + (f" ({src.hash})" if src.hash else "")
-
-
 def from_wheelhouse(want: Package, got: Package) -> bool:
     """A VCS or archive package rebuilt from the file the host put in its wheelhouse for it.
 
@@ -103,8 +104,6 @@ def from_wheelhouse(want: Package, got: Package) -> bool:
     url = got.source.url or ""
     if not url.startswith("file:"):
         return False
-    from .lock.wheelhouse import DirectSource
-
     src = want.source
     expected = DirectSource(want.name, want.version, src.kind, src.url or "", commit=src.commit,
                             repo_path=src.path if src.kind == "archive" else None).filename
@@ -112,94 +111,107 @@ def from_wheelhouse(want: Package, got: Package) -> bool:
 
 
 def compare_environments(expected: Environment, observed: Observed) -> tuple[EnvDifference, ...]:
-    """Every way the observed environment differs from the captured one, in a stable order."""
+    """Every way the observed environment differs from the captured one, in a stable order.
+
+    The comparison is :mod:`reprobox.diff`'s (the same fields, the same words as ``reprobox
+    diff``); what is verify's own is what a rebuild may legitimately do otherwise: another build
+    of the same interpreter (:data:`~reprobox.diff.compute.INTERPRETER_REBUILT`), a package
+    installed from the wheelhouse, more system packages than the capture depended on, a conda
+    tool that records more than the capture's did.
+    """
     diffs: list[EnvDifference] = []
-    exp_i, obs_i = expected.interpreter, observed.interpreter
-    for name in _INTERPRETER_FIELDS:
-        want, got = getattr(exp_i, name), getattr(obs_i, name)
-        if want is None or got is None or want == got:
-            continue
+    for c in field_changes(expected.interpreter, observed.interpreter, INTERPRETER_REBUILT,
+                           known_only=True):
         diffs.append(EnvDifference(
-            "interpreter", name, str(want), str(got),
-            f"interpreter {name}: captured {want}, rebuilt {got}",
+            "interpreter", c.key, str(c.a), str(c.b),
+            f"interpreter {c.key}: captured {c.a}, rebuilt {c.b}",
         ))
 
-    seen = {p.name: p for p in observed.packages}
+    pkgs = diff_python_packages(expected.packages, observed.packages,
+                                same_source=from_wheelhouse)
+    missing = {c.name for c in pkgs.removed}
+    versions = {c.name: c for c in (*pkgs.upgraded, *pkgs.downgraded)}
+    sources = {c.name: c for c in pkgs.source_changed}
     for want in expected.packages:
-        got = seen.pop(want.name, None)
         label = want.display_name or want.name
-        if got is None:
+        if want.name in missing:
             diffs.append(EnvDifference(
                 "package", want.name, want.version, None,
                 f"package {label} {want.version} is missing from the rebuilt environment",
             ))
             continue
-        if got.version != want.version:
+        if want.name in versions:
+            got_version = versions[want.name].b
             diffs.append(EnvDifference(
-                "package", want.name, want.version, got.version,
-                f"package {label}: captured {want.version}, rebuilt {got.version}",
+                "package", want.name, want.version, got_version,
+                f"package {label}: captured {want.version}, rebuilt {got_version}",
             ))
-        if got.source.identity() != want.source.identity() and not from_wheelhouse(want, got):
-            a, b = describe_source(want.source), describe_source(got.source)
+        if want.name in sources:
+            a, b = sources[want.name].a_source, sources[want.name].b_source
             diffs.append(EnvDifference(
                 "package", want.name, a, b,
                 f"package {label} comes from elsewhere: captured from {a}, rebuilt from {b}",
             ))
-    for name in sorted(seen):
-        got = seen[name]
+    shown = {p.name: p.display_name or p.name for p in observed.packages}
+    for extra in pkgs.added:
         diffs.append(EnvDifference(
-            "package", name, None, got.version,
-            f"package {got.display_name or name} {got.version} is in the rebuilt environment "
+            "package", extra.name, None, extra.b,
+            f"package {shown.get(extra.name, extra.name)} {extra.b} is in the rebuilt environment "
             "but was not in the captured one",
         ))
 
     if expected.conda is not None:
         diffs.extend(compare_conda(expected.conda, observed.conda))
     diffs.extend(compare_installed_files(expected.installed_changes, observed.installed_changes))
-
-    wanted_sys = [s for s in expected.system_packages]
-    if wanted_sys and observed.system_packages is None:
-        diffs.append(EnvDifference(
-            "system-package", "*", f"{len(wanted_sys)} packages", None,
-            f"the rebuilt environment has no {wanted_sys[0].manager} to list its system packages, "
-            f"so the {len(wanted_sys)} the capture depended on cannot be confirmed",
-        ))
-    elif wanted_sys:
-        have = observed.system_packages or {}
-        for s in wanted_sys:
-            got_v = have.get(s.name)
-            if got_v is None:
-                diffs.append(EnvDifference(
-                    "system-package", s.name, s.version, None,
-                    f"system package {s.name} {s.version} is not installed in the rebuilt "
-                    "environment" + (f" (it provides {', '.join(s.libraries[:3])})"
-                                     if s.libraries else ""),
-                ))
-            elif got_v != s.version:
-                diffs.append(EnvDifference(
-                    "system-package", s.name, s.version, got_v,
-                    f"system package {s.name}: captured {s.version}, rebuilt {got_v}",
-                ))
+    diffs.extend(compare_system_packages(expected.system_packages, observed))
     return tuple(diffs)
 
 
-def _describe_change(c: InstalledChange) -> str:
-    if c.change == "missing":
-        return "missing"
-    what = "modified after install" if c.change == "modified" else "added after install"
-    return f"{what} (sha256 {c.sha256[:12]})" if c.sha256 else what
+def compare_system_packages(wanted: Sequence[SystemPackage],
+                            observed: Observed) -> list[EnvDifference]:
+    """The system packages the capture depended on: installed, at the recorded version.
+
+    The rebuilt environment has many more (the base image's): those are not differences.
+    """
+    if not wanted:
+        return []
+    if observed.system_packages is None:
+        return [EnvDifference(
+            "system-package", "*", f"{len(wanted)} packages", None,
+            f"the rebuilt environment has no {wanted[0].manager} to list its system packages, "
+            f"so the {len(wanted)} the capture depended on cannot be confirmed",
+        )]
+    have = tuple(SystemPackage(name, version, manager=observed.system_manager)
+                 for name, version in observed.system_packages.items())
+    found = diff_system_packages(wanted, have)
+    missing = {c.name for c in found.removed}
+    versions = {c.name: c for c in (*found.upgraded, *found.downgraded)}
+    diffs: list[EnvDifference] = []
+    for s in wanted:
+        key = system_key(s)
+        if key in missing:
+            diffs.append(EnvDifference(
+                "system-package", s.name, s.version, None,
+                f"system package {s.name} {s.version} is not installed in the rebuilt "
+                "environment" + (f" (it provides {', '.join(s.libraries[:3])})"
+                                 if s.libraries else ""),
+            ))
+        elif key in versions:
+            got_v = versions[key].b
+            diffs.append(EnvDifference(
+                "system-package", s.name, s.version, got_v,
+                f"system package {s.name}: captured {s.version}, rebuilt {got_v}",
+            ))
+    return diffs
 
 
 def compare_installed_files(expected: tuple[InstalledChange, ...],
                             observed: Optional[tuple[InstalledChange, ...]]
                             ) -> list[EnvDifference]:
-    """The installed files changed after install, capture against rebuild.
-
-    Both sides list the files that differ from their distribution's RECORD (and the files added
-    in its package folders). The same change with the same content on both sides is the same
-    environment; anything else is a difference: a post-install change that the rebuild lacks
-    (the rebuilt file is as installed), or one the rebuild has and the capture had not.
-    """
+    """The installed files changed after install, capture against rebuild
+    (:func:`~reprobox.diff.compute.installed_file_changes`): a post-install change that the
+    rebuild lacks (the rebuilt file is as installed), or one the rebuild has and the capture had
+    not."""
     if observed is None:
         if not expected:
             return []
@@ -209,37 +221,21 @@ def compare_installed_files(expected: tuple[InstalledChange, ...],
             "rebuilt environment's files could not be checked",
         )]
     diffs: list[EnvDifference] = []
-    seen = {(c.package, c.path): c for c in observed}
-    for want in expected:
-        got = seen.pop((want.package, want.path), None)
-        if got is not None and got.change == want.change and got.sha256 == want.sha256:
-            continue
-        exp_s = _describe_change(want)
-        obs_s = _describe_change(got) if got is not None else "as installed"
-        diffs.append(EnvDifference(
-            "installed-file", f"{want.package}:{want.path}", exp_s, obs_s,
-            f"installed file {want.path} of package {want.package}: captured {exp_s}, "
-            f"rebuilt {obs_s}",
-        ))
-    for (package, path), got in sorted(seen.items()):
-        obs_s = _describe_change(got)
-        diffs.append(EnvDifference(
-            "installed-file", f"{package}:{path}", "as installed", obs_s,
-            f"installed file {path} of package {package}: as installed in the capture, "
-            f"{obs_s} in the rebuilt environment",
-        ))
+    for c in installed_file_changes(expected, observed):
+        if c.a == AS_INSTALLED:
+            message = (f"installed file {c.path} of package {c.package}: as installed in the "
+                       f"capture, {c.b} in the rebuilt environment")
+        else:
+            message = (f"installed file {c.path} of package {c.package}: captured {c.a}, "
+                       f"rebuilt {c.b}")
+        diffs.append(EnvDifference("installed-file", f"{c.package}:{c.path}", c.a, c.b, message))
     return diffs
-
-
-#: What of a conda record must be the same in the rebuilt prefix (requested specs are not: each
-#: tool writes them its own way).
-_CONDA_FIELDS = ("version", "build", "build_number", "channel", "subdir", "url", "md5", "sha256",
-                 "files", "files_sha256")
 
 
 def compare_conda(expected: CondaEnvironment,
                   observed: Optional[CondaEnvironment]) -> list[EnvDifference]:
-    """Each conda package of the capture against the rebuilt prefix's conda-meta records."""
+    """Each conda package of the capture against the rebuilt prefix's conda-meta records
+    (:data:`~reprobox.diff.compute.CONDA_FIELDS`)."""
     if observed is None:
         return [EnvDifference(
             "conda-package", "*", f"{len(expected.packages)} packages", None,
@@ -257,14 +253,11 @@ def compare_conda(expected: CondaEnvironment,
                 "rebuilt environment",
             ))
             continue
-        for name in _CONDA_FIELDS:
-            a, b = getattr(want, name), getattr(got, name)
-            if a is None or a == b:
-                continue
-            what = "its files" if name in ("files", "files_sha256") else name
+        for c in conda_field_changes(want, got, a_is_reference=True):
+            what = "its files" if c.key in ("files", "files_sha256") else c.key
             diffs.append(EnvDifference(
-                "conda-package", want.name, str(a), None if b is None else str(b),
-                f"conda package {want.name}: {what} differ (captured {a}, rebuilt {b})",
+                "conda-package", want.name, str(c.a), None if c.b is None else str(c.b),
+                f"conda package {want.name}: {what} differ (captured {c.a}, rebuilt {c.b})",
             ))
     for name in sorted(seen):
         got = seen[name]
@@ -384,9 +377,6 @@ _FINGERPRINT_SH = (
 
 def observe(backend: Any, prepared: Any, checkout: Path) -> Observed:
     """Run the probe and dpkg-query inside the prepared environment and parse what they say."""
-    from .backends import make_run_dir
-    from .capture.python import parse_probe
-
     run_dir = make_run_dir(checkout)
     probe = run_dir / "probe.py"
     shutil.copyfile(Path(__file__).parent / "capture" / "probe.py", probe)
@@ -411,13 +401,9 @@ def observe(backend: Any, prepared: Any, checkout: Path) -> Observed:
     system = parse_dpkg_list(out_dpkg.read_text(encoding="utf-8")) if out_dpkg.is_file() else None
     packages, conda_env = tuple(result.packages), None
     if backend.name == "conda":
-        from .backends.conda import observe_conda
-
         packages, conda_env = observe_conda(prepared.handle, packages,
                                             raw.get("distributions") or ())
     elif getattr(prepared, "conda_prefix", None):  # a conda image: read inside the container
-        from .backends.conda import observe_conda_inside
-
         packages, conda_env = observe_conda_inside(backend, prepared, checkout,
                                                    prepared.conda_prefix, packages,
                                                    raw.get("distributions") or ())
@@ -437,10 +423,6 @@ def verify_experiment(
 ) -> VerifyReport:
     """Rebuild the experiment's environment, fingerprint it from inside, compare with the
     capture."""
-    from . import validate
-    from .backends import choose_backend
-    from .run import _cleanup, checkout_code
-
     say = progress or (lambda _m: None)
     stored = (ref_or_stored if isinstance(ref_or_stored, StoredExperiment)
               else store.get(ref_or_stored))
@@ -474,8 +456,6 @@ def verify_experiment(
         say("reprobox: phase 3/3 fingerprint: running the probe inside the rebuilt environment")
         observed = observe(chosen, prepared, checkout)
         diffs = compare_environments(env, observed)
-        from .backends.docker import image_substitutions
-
         subs = (image_substitutions(getattr(chosen, "engine", None), prepared.handle)
                 if prepared.backend == "docker" and not prepared.conda_prefix
                 and env.system_packages else ())
@@ -484,8 +464,6 @@ def verify_experiment(
         diffs = tuple(d for d in diffs
                       if not (d.kind == "system-package" and d.subject in substituted))
         seconds["fingerprint"] = time.monotonic() - t0
-        from .build import unverified_notes
-
         notes = list(prepared.notes) + unverified_notes(prepared)
         return VerifyReport(
             experiment_id=exp.id,
@@ -515,7 +493,9 @@ __all__ = [
     "VerifyReport",
     "compare_environments",
     "compare_installed_files",
-    "describe_source",
+    "compare_conda",
+    "compare_system_packages",
+    "from_wheelhouse",
     "observe",
     "parse_dpkg_list",
     "verify_experiment",

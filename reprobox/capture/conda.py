@@ -91,16 +91,6 @@ def channel_url(value: str, subdir: Optional[str] = None) -> str:
     return value
 
 
-def channel_display(url: Optional[str]) -> str:
-    """The short name people use: ``conda-forge``, ``pkgs/main``, else the URL."""
-    if not url:
-        return "(local build)"
-    for prefix in (DEFAULT_CHANNEL_ALIAS + "/", "https://repo.anaconda.com/"):
-        if url.startswith(prefix):
-            return url[len(prefix):]
-    return url
-
-
 def _channel_from_url(url: str) -> Optional[str]:
     """The channel part of a package URL (``<channel>/<subdir>/<file>``)."""
     parts = url.rstrip("/").rsplit("/", 2)

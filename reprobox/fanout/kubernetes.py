@@ -160,7 +160,7 @@ def report_from_log(stored: Any, log: str) -> dict[str, Any]:
     """The rerun container's log -> a report in ``reprobox run --json``'s shape."""
     from .. import validate
     from ..capture.metrics import read_metrics
-    from ..compare import compare_metrics, differences
+    from ..outcome import compare_metrics, differences
     from ..errors import ReproboxError as _Err
     from ..model import INLINE_METRICS
     from ..run import plan_run

@@ -21,7 +21,7 @@ from pathlib import Path
 
 def apptainer_report(exp_id: str, image: str) -> dict:
     from .. import validate
-    from ..compare import Tolerance, compare_metrics, compare_outputs, differences
+    from ..outcome import Tolerance, compare_metrics, compare_outputs, differences
     from ..run import (
         RUN_EXPERIMENT_ENV,
         RUN_METRICS_ENV,

@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Optional
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from ..capture.conda import KNOWN_SUBDIRS, channel_display, strip_token
+from ..capture.conda import KNOWN_SUBDIRS, strip_token
+from ..diff import channel_display
 from ..errors import LockError, ReproboxError, ValidationError
 from ..model import CondaPackage
 from .condaconfig import CondaConfig

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from reprobox.capture import conda
+from reprobox.diff import channel_display
 from reprobox.model import (
     CondaEnvironment,
     CondaPackage,
@@ -64,7 +65,7 @@ def test_byte_code_caches_do_not_count_as_files(tmp_path: Path) -> None:
 def test_defaults_numpy_with_mkl_older_conda_without_sha256() -> None:
     env = conda.read_prefix(META / "defaults-mkl").environment
     assert env.channels == ("https://repo.anaconda.com/pkgs/main",)
-    assert conda.channel_display(env.channels[0]) == "pkgs/main"
+    assert channel_display(env.channels[0]) == "pkgs/main"
     mkl = env.package("mkl")
     assert mkl is not None and mkl.sha256 is None and mkl.md5
     assert mkl.build == "h213fc3f_46344" and mkl.build_number == 46344
@@ -81,7 +82,7 @@ def test_pytorch_with_cuda_from_micromamba() -> None:
     torch = env.package("pytorch")
     assert torch is not None and torch.build == "py3.11_cuda12.1_cudnn8.9.2_0"
     assert torch.requested_spec is None  # micromamba writes "" there
-    assert conda.channel_display(env.package("cuda-cudart").channel) == "nvidia"  # type: ignore
+    assert channel_display(env.package("cuda-cudart").channel) == "nvidia"  # type: ignore
     assert env.requested_specs == ("pytorch", "pytorch-cuda=12.1")
 
 

@@ -1,4 +1,4 @@
-"""The comparison rules of a rerun's metrics and outputs (reprobox.compare)."""
+"""The comparison rules of a rerun's metrics and outputs (reprobox.outcome)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from reprobox.compare import (
+from reprobox.outcome import (
     CLOSE,
     DIFFERS,
     MISSING,
@@ -167,7 +167,7 @@ def test_nan_recorded_reproduced_is_same_in_a_whole_comparison():
 # --------------------------------------------------------------------------- hash names, folders,
 # --------------------------------------------------------------------------- CSV/JSON, ignores
 
-from reprobox.compare import (  # noqa: E402
+from reprobox.outcome import (  # noqa: E402
     IGNORED,
     FileDiff,
     OutputCheck,
@@ -249,13 +249,13 @@ def test_json_values_with_tolerance_and_keys_exact():
 
 
 def test_data_parsing_is_bounded():
-    from reprobox import compare
+    from reprobox import outcome
 
     deep = b"[" * 100 + b"]" * 100
     status, detail = compare_data("r.json", deep, deep + b" ", Tolerance(rtol=1))
     assert status == DIFFERS and "nested more than" in detail
-    big = b"0," * (compare.MAX_DATA_BYTES // 2 + 1)
+    big = b"0," * (outcome.MAX_DATA_BYTES // 2 + 1)
     assert compare_data("x.csv", big, big + b"1", Tolerance(rtol=1)) == (
-        DIFFERS, f"compared by bytes: over {compare.MAX_DATA_BYTES // 1048576} MiB")
+        DIFFERS, f"compared by bytes: over {outcome.MAX_DATA_BYTES // 1048576} MiB")
     assert compare_data("r.json", b"{", b"{}", Tolerance(rtol=1))[1] == (
         "compared by bytes: not valid JSON")

@@ -128,8 +128,10 @@ def test_packages_are_grouped_by_kind_of_change() -> None:
     assert [(c.name, c.a, c.b) for c in p.downgraded] == [("scipy", "1.17.1", "1.17.0")]
     changed = {c.name: c for c in p.source_changed}
     assert set(changed) == {"mypkg", "rich"}  # rich: upgraded *and* from another source
-    assert changed["mypkg"].a_source == "editable directory src/mypkg"
-    assert changed["mypkg"].b_source == "git+https://github.com/org/mypkg.git@0123456789ab"
+    assert changed["mypkg"].a_source == "editable directory src/mypkg of the repository"
+    # the full commit: two commits sharing a prefix must not read the same
+    assert changed["mypkg"].b_source == ("git+https://github.com/org/mypkg.git@"
+                                         + "0123456789abcdef" * 2 + "01234567")
     assert changed["rich"].b_source.startswith("archive https://example.org/rich.whl (sha256=")
     assert p.counts() == {"added": 1, "removed": 1, "upgraded": 2, "downgraded": 1,
                           "source_changed": 2}

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from reprobox.capture import probe, record, system
-from reprobox.compare import compare_exit_status
+from reprobox.outcome import compare_exit_status
 from reprobox.errors import UsageError, ValidationError
 from reprobox.model import Experiment, GitInfo, LoadedLibrary, RunUsage
 from reprobox import validate

@@ -20,7 +20,7 @@ from reprobox.backends.docker import (
 )
 from reprobox.capture import dvc
 from reprobox.capture import git as g
-from reprobox.compare import Tolerance
+from reprobox.outcome import Tolerance
 from reprobox.run import RunRecord
 
 
@@ -185,7 +185,7 @@ def test_declared_outputs_are_compared_by_value_and_file_by_file(tmp_path):
     """The recorded copy is the user's own working tree file when its sha256 is the recorded
     one: a CSV within the tolerance is CLOSE, a folder names its differing file."""
     from reprobox.capture.metrics import hash_output
-    from reprobox.compare import DIFFERS, OutputCheck
+    from reprobox.outcome import DIFFERS, OutputCheck
     from reprobox.run import refine_output_checks
     from reprobox.store import Store
 

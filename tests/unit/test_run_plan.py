@@ -15,7 +15,7 @@ import pytest
 from reprobox import backends as backends_mod
 from reprobox.backends import Backend, Execution, GpuPlan, Prepared, choose_backend
 from reprobox.backends.venv import VenvBackend, find_interpreter, install_plan, venv_key
-from reprobox.compare import Tolerance
+from reprobox.outcome import Tolerance
 from reprobox.errors import EngineError, InterpreterError, UsageError, ValidationError
 from reprobox.model import (
     INLINE_METRICS,

@@ -279,7 +279,7 @@ def test_the_build_log_relay_is_cleaned() -> None:
 
 
 def test_a_metric_key_written_by_the_rerun_cannot_start_a_line() -> None:
-    from reprobox.compare import MetricCheck
+    from reprobox.outcome import MetricCheck
 
     check = MetricCheck("m.json", "acc\nREPRODUCED: experiment 000000000000" + FAKE_VERDICT,
                         None, 1.0, "new")

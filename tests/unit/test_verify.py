@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from reprobox.diff import describe_source
 from reprobox.model import Environment, Interpreter, Package, PackageSource, SystemPackage
 from reprobox.verify import (
     Observed,
     VerifyReport,
     compare_environments,
-    describe_source,
     parse_dpkg_list,
 )
 
@@ -85,8 +85,9 @@ def test_every_package_difference_is_reported():
     text = [d.message for d in diffs]
     assert "package numpy: captured 1.26.4, rebuilt 2.0.0" in text
     assert "package scikit_learn 1.4.2 is missing from the rebuilt environment" in text
-    assert any("mylib comes from elsewhere" in t and "editable folder repo:src/mylib" in t
-               and "rebuilt from folder repo:src/mylib" in t for t in text)
+    assert any("mylib comes from elsewhere" in t
+               and "editable directory src/mylib of the repository" in t
+               and "rebuilt from directory src/mylib of the repository" in t for t in text)
     assert any("tool comes from elsewhere" in t and "@" + "b" * 40 in t for t in text)
     assert ("package setuptools 65.5.0 is in the rebuilt environment but was not in the "
             "captured one") in text

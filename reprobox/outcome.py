@@ -32,7 +32,8 @@ from dataclasses import dataclass, replace
 from typing import Any, Mapping, Optional, Sequence
 
 from .errors import UsageError
-from .model import INLINE_METRICS, OutputFile
+from .model import INLINE_METRICS, OutputFile, json_too_deep
+from .termsafe import field
 
 # Status of one metric or output after comparison.
 SAME = "same"  # identical value / bytes
@@ -92,8 +93,6 @@ class MetricCheck:
     @property
     def where(self) -> str:
         # A key the rerun wrote is a stranger's text: one line, nothing a terminal obeys.
-        from .termsafe import field
-
         if self.file == INLINE_METRICS:
             return f"{field(self.key)} (given to reprobox.capture)"
         return f"{field(self.key)} in {field(self.file)}"
@@ -141,8 +140,6 @@ class FileDiff:
     detail: str = ""
 
     def describe(self) -> str:
-        from .termsafe import field
-
         name = field(self.path)
         if self.status == MISSING:
             return f"{name} missing"
@@ -457,8 +454,6 @@ class _Unparsable(Exception):
 
 
 def _parse_data(name: str, raw: bytes) -> Any:
-    from .model import json_too_deep
-
     if len(raw) > MAX_DATA_BYTES:
         raise _Unparsable(f"over {MAX_DATA_BYTES // 1048576} MiB")
     try:
