@@ -20,7 +20,6 @@ from .errors import ReproboxError
 from .termsafe import clean, escape_json, field
 
 EXIT_DIFFERS = 1
-EXIT_USAGE = 2
 EXIT_ERROR = 3
 
 
