@@ -151,7 +151,7 @@ def _capture_text(c: Captured, _color: bool) -> list[Piece]:
 # --------------------------------------------------------------------------- ls / show
 
 
-_LS_HEADER = ("ID", "NAME", "CREATED", "PYTHON", "PKGS", "COMMIT", "COMMAND")
+_LS_HEADER: tuple[str, ...] = ("ID", "NAME", "CREATED", "PYTHON", "PKGS", "COMMIT", "COMMAND")
 _LS_EMPTY = 'no experiments yet: record one with `reprobox capture --cmd "python train.py"`'
 
 
