@@ -431,3 +431,21 @@ def test_every_api_result_type_has_a_renderer() -> None:
     for result in results:
         assert all(isinstance(p, Piece) for p in render(result))
         json.loads(render(result, "json")[-1].text)
+
+
+def test_the_cli_imports_no_private_name_and_prints_only_through_the_renderer() -> None:
+    """cli.py is parse -> api -> render -> exit code: it takes nothing private from another
+    module, and no command formats a result itself (no json.dumps, no .to_dict, no
+    .render_text in the CLI)."""
+    import ast
+
+    import reprobox.cli as cli
+
+    source = Path(cli.__file__).read_text(encoding="utf-8")
+    tree = ast.parse(source)
+    private = [f"{node.module}.{alias.name}" for node in ast.walk(tree)
+               if isinstance(node, ast.ImportFrom) for alias in node.names
+               if alias.name.startswith("_") and not alias.name.endswith("__")]
+    assert private == []
+    attributes = {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)}
+    assert not attributes & {"to_dict", "render_text", "dumps"}
