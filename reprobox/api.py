@@ -18,9 +18,22 @@ import shlex
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Sequence, Union
 
 from .store import Store, StoredExperiment, find_root, open_store, write_atomic
+
+if TYPE_CHECKING:  # the result types of the stages; each stage is imported when it is called
+    from .backends import ContainerLimits
+    from .build import BuildResult
+    from .build.condaimage import CondaImage
+    from .diff import EnvDiff
+    from .doctor import Check
+    from .fanout import Summary
+    from .lock.result import LockResult, VersionChange
+    from .model import Environment, RunUsage
+    from .registry import Publication
+    from .run import RunRecord
+    from .verify import VerifyReport
 
 #: Set by ``reprobox run`` in the command's environment: where inline metrics are reported.
 RUN_METRICS_ENV = "REPROBOX_RUN_METRICS"
@@ -28,12 +41,18 @@ RUN_METRICS_ENV = "REPROBOX_RUN_METRICS"
 RUN_EXPERIMENT_ENV = "REPROBOX_EXPERIMENT"
 
 Progress = Callable[[str], None]
+Warn = Callable[[str], None]
 ExpRef = Union[str, StoredExperiment]
+
+
+# --------------------------------------------------------------------------- results
+# What each operation returns; reprobox.render turns every one of them into text or JSON.
 
 
 @dataclass(frozen=True)
 class Captured:
-    """What ``reprobox.capture`` returns: the stored experiment and what happened on the way."""
+    """What ``reprobox.capture`` (and ``reprobox capture|record``) returns: the stored experiment
+    and what happened on the way."""
 
     id: str
     name: str
@@ -43,6 +62,127 @@ class Captured:
     locked: bool = False
     replay: bool = False  # True when called inside `reprobox run` (nothing was captured)
     stored: Optional[StoredExperiment] = None
+    #: False when an identical capture was already stored (same content, same id).
+    new: bool = True
+    #: What the command did (``record``, or ``capture --exit-status``).
+    run: Optional[RunUsage] = None
+    #: The image tag, when built right away (``build=True``).
+    image: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class ExperimentRow:
+    """One line of ``reprobox ls``."""
+
+    id: str
+    name: str
+    created: str
+    python: str
+    packages: int
+    command: str
+    image: str
+    commit: str  # 10 characters, +dirty when the tree was dirty
+
+
+@dataclass(frozen=True)
+class Listing:
+    """What ``ls`` returns: the usable experiments, oldest first, and the folders skipped (why)."""
+
+    experiments: tuple[ExperimentRow, ...]
+    skipped: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Shown:
+    """What ``show`` returns: one experiment and the names of the files of its folder."""
+
+    stored: StoredExperiment
+    files: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Locked:
+    """What ``reprobox.lock`` returns: the lock, and the record sealed with it.
+
+    The id seals every file of an experiment, so writing lock files gives the record a new id
+    (``id``; ``previous_id`` is gone from the store and named by the new record's ``supersedes``)
+    unless the files were already there with that content.
+    """
+
+    id: str
+    previous_id: str
+    stored: StoredExperiment
+    result: LockResult
+
+    @property
+    def resealed(self) -> bool:
+        return self.id != self.previous_id
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        return tuple(self.result.warnings)
+
+    @property
+    def changed_versions(self) -> tuple[VersionChange, ...]:
+        return tuple(self.result.changed_versions)
+
+    @property
+    def platform(self) -> Optional[str]:
+        return self.result.platform
+
+    @property
+    def files(self) -> dict[str, str]:
+        return dict(self.result.files)
+
+
+@dataclass(frozen=True)
+class BaseImage:
+    """What ``base`` returns: the tag of the base image built."""
+
+    tag: str
+    python: str
+    codename: str
+
+
+@dataclass(frozen=True)
+class FanOutPlan:
+    """What a fan-out ``--dry-run`` returns: what would be submitted (commands, an sbatch
+    script, Job manifests as YAML)."""
+
+    on: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Pushed:
+    """What ``push`` returns: the published image and the record that names it."""
+
+    experiment: str
+    publication: Publication
+    record: Path  # images.json of the experiment
+
+
+@dataclass(frozen=True)
+class PrComment:
+    """What ``pr`` returns: the markdown of the pull-request comment."""
+
+    experiment: str
+    base: Optional[str]
+    markdown: str
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    """What ``doctor`` returns: one check per thing this machine may or may not do."""
+
+    checks: tuple[Check, ...]
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.checks)
+
+
+# --------------------------------------------------------------------------- operations
 
 
 def _stored(store: Store, ref: ExpRef) -> StoredExperiment:
@@ -89,13 +229,8 @@ def capture(
         exp_id = os.environ.get(RUN_EXPERIMENT_ENV, "")
         return Captured(id=exp_id, name=name or "", path=None, environment_digest="", replay=True)
 
-    from .capture import capture_experiment
-
-    here = Path(cwd) if cwd else Path.cwd()
-    root = find_root(here)
     called_from_script = python is None and cmd is None and _script_command() is not None
-    outcome = capture_experiment(
-        root,
+    return record(
         name=name,
         command=cmd if cmd is not None else (_script_command() if called_from_script else None),
         metrics_files=metrics_files,
@@ -103,15 +238,54 @@ def capture(
         inline_metrics=metrics,
         python=python if python is not None else (sys.executable if called_from_script else None),
         lock=lock,
-        cwd=here,
+        build=build,
+        cwd=cwd,
         progress=progress,
     )
-    stored = outcome.stored
-    if build:
-        from .build import build_experiment
 
-        build_experiment(Store(root), stored, progress=progress)
-        stored = Store(root).load(stored.id)  # now with its (local) image tag
+
+def record(
+    argv: Optional[Sequence[str]] = None,
+    *,
+    name: Optional[str] = None,
+    command: Optional[str] = None,
+    metrics_files: Sequence[str] = (),
+    outputs: Sequence[str] = (),
+    inline_metrics: Optional[Mapping[str, Any]] = None,
+    python: Optional[str] = None,
+    lock: bool = True,
+    build: bool = False,
+    allow_secret_in_patch: bool = False,
+    system_packages: Sequence[str] = (),
+    exit_status: Optional[int] = None,
+    command_stdout_to_stderr: bool = False,
+    cwd: Optional[Union[str, Path]] = None,
+    progress: Optional[Progress] = None,
+    warn: Optional[Warn] = None,
+) -> Captured:
+    """Capture as ``reprobox capture`` does (``argv`` None) or ``reprobox record -- ARGV`` (run
+    the command first, then capture what it really used): no defaults taken from the calling
+    script. The capture's warnings go to ``warn`` as soon as it is stored, before a ``build``
+    (and are in the result)."""
+    from .capture import capture_experiment
+
+    here = Path(cwd) if cwd else Path.cwd()
+    root = find_root(here)
+    outcome = capture_experiment(
+        root, name=name, command=command, metrics_files=metrics_files, outputs=outputs,
+        inline_metrics=inline_metrics, python=python, lock=lock, cwd=here, progress=progress,
+        allow_secret_in_patch=allow_secret_in_patch, system_packages=system_packages,
+        exit_status=exit_status, record_argv=None if argv is None else list(argv),
+        command_stdout_to_stderr=command_stdout_to_stderr,
+    )
+    if warn is not None:
+        for w in outcome.warnings:
+            warn(w)
+    stored, image = outcome.stored, None
+    if build:
+        store = Store(root)
+        image = _build(store, stored, progress=progress).tag
+        stored = store.load(stored.id)  # now with its (local) image tag
     exp = stored.experiment
     return Captured(
         id=exp.id,
@@ -121,38 +295,36 @@ def capture(
         warnings=outcome.warnings,
         locked=outcome.locked,
         stored=stored,
+        new=outcome.created_new,
+        run=outcome.run,
+        image=image,
     )
 
 
-@dataclass(frozen=True)
-class Locked:
-    """What ``reprobox.lock`` returns: the lock, and the record sealed with it.
+def ls(*, store: Optional[Store] = None) -> Listing:
+    """The recorded experiments, oldest first; a folder that cannot be used is named in
+    ``skipped`` (with why), never breaking the list."""
+    store = store or open_store()
+    good, skipped = store.scan(report=False)
+    rows = tuple(
+        ExperimentRow(
+            id=s.experiment.id, name=s.experiment.name, created=s.experiment.created,
+            python=s.environment.interpreter.version, packages=len(s.environment.packages),
+            command=s.experiment.command or "", image=s.image or "",
+            commit=s.experiment.git.commit[:10] + ("+dirty" if s.experiment.git.dirty else ""),
+        )
+        for s in good
+    )
+    return Listing(experiments=rows, skipped=tuple(str(bad) for bad in skipped))
 
-    The id seals every file of an experiment, so writing lock files gives the record a new id
-    (``id``; ``previous_id`` is gone from the store and named by the new record's ``supersedes``)
-    unless the files were already there with that content.
-    """
 
-    id: str
-    previous_id: str
-    stored: StoredExperiment
-    result: Any  # the LockResult
-
-    @property
-    def resealed(self) -> bool:
-        return self.id != self.previous_id
-
-    @property
-    def warnings(self) -> tuple[str, ...]:
-        return tuple(self.result.warnings)
-
-    @property
-    def changed_versions(self) -> tuple[Any, ...]:
-        return tuple(getattr(self.result, "changed_versions", ()))
-
-    @property
-    def files(self) -> dict[str, str]:
-        return dict(self.result.files)
+def show(ref: ExpRef = "latest", *, store: Optional[Store] = None,
+         warn: Optional[Warn] = None) -> Shown:
+    """One experiment, checked, with the names of the files of its folder."""
+    store = store or open_store(warn=warn)
+    stored = _stored(store, ref)
+    files = tuple(sorted(p.name for p in stored.path.iterdir() if not p.name.startswith(".")))
+    return Shown(stored=stored, files=files)
 
 
 def lock(ref: ExpRef = "latest", *, platform: Optional[str] = None,
@@ -189,12 +361,21 @@ def lock(ref: ExpRef = "latest", *, platform: Optional[str] = None,
 
 def build(ref: ExpRef = "latest", *, tag: Optional[str] = None, base_image: Optional[str] = None,
           network: Optional[str] = None, dry_run: bool = False, no_cache: bool = False,
-          progress: Optional[Progress] = None, store: Optional[Store] = None) -> Any:
-    """Build the container image of an experiment; returns the BuildResult."""
+          progress: Optional[Progress] = None,
+          store: Optional[Store] = None) -> Union[BuildResult, CondaImage]:
+    """Build the container image of an experiment; returns the BuildResult (a CondaImage for a
+    conda capture)."""
+    store = store or open_store()
+    return _build(store, _stored(store, ref), tag=tag, base_image=base_image, network=network,
+                  dry_run=dry_run, no_cache=no_cache, progress=progress)
+
+
+def _build(store: Store, stored: StoredExperiment, *, tag: Optional[str] = None,
+           base_image: Optional[str] = None, network: Optional[str] = None,
+           dry_run: bool = False, no_cache: bool = False,
+           progress: Optional[Progress] = None) -> Union[BuildResult, CondaImage]:
     from .build import build_experiment
 
-    store = store or open_store()
-    stored = _stored(store, ref)
     if stored.environment.conda is not None:
         from .build.condaimage import build_conda_experiment
 
@@ -204,11 +385,20 @@ def build(ref: ExpRef = "latest", *, tag: Optional[str] = None, base_image: Opti
                             progress=progress, dry_run=dry_run, no_cache=no_cache)
 
 
+def base(python: str, codename: str = "bookworm", *,
+         progress: Optional[Progress] = None) -> BaseImage:
+    """Build a ``python:<python>-slim-<codename>`` base image with no registry access."""
+    from .build import build_base
+
+    tag = build_base(python, codename, progress=progress)
+    return BaseImage(tag=tag, python=python, codename=codename)
+
+
 def run(ref: ExpRef = "latest", *, backend: str = "auto", rtol: float = 0.0, atol: float = 0.0,
         keep: bool = False, network: Optional[str] = None, progress: Optional[Progress] = None,
-        store: Optional[Store] = None, limits: Any = None,
+        store: Optional[Store] = None, limits: Optional[ContainerLimits] = None,
         dvc_remote: Optional[str] = None, ignore_outputs: tuple[str, ...] = (),
-        strict: bool = False) -> Any:
+        strict: bool = False) -> RunRecord:
     """Reproduce an experiment; returns the RunRecord (``.reproduced``)."""
     from .run import run_experiment
 
@@ -221,7 +411,8 @@ def run(ref: ExpRef = "latest", *, backend: str = "auto", rtol: float = 0.0, ato
 
 
 def verify(ref: ExpRef = "latest", *, backend: str = "auto", progress: Optional[Progress] = None,
-           store: Optional[Store] = None, limits: Any = None, strict: bool = False) -> Any:
+           store: Optional[Store] = None, limits: Optional[ContainerLimits] = None,
+           strict: bool = False) -> VerifyReport:
     """Rebuild the environment, fingerprint it from inside, compare; returns the VerifyReport."""
     from .verify import verify_experiment
 
@@ -231,8 +422,21 @@ def verify(ref: ExpRef = "latest", *, backend: str = "auto", progress: Optional[
                              strict=strict)
 
 
+def push(ref: ExpRef = "latest", *, registry: Optional[str] = None,
+         progress: Optional[Progress] = None, store: Optional[Store] = None,
+         warn: Optional[Warn] = None) -> Pushed:
+    """Push the experiment's image (built first when needed) and record it in images.json."""
+    from . import registry as reg
+
+    store = store or open_store(warn=warn)
+    stored = store.get(ref) if isinstance(ref, str) else ref
+    publication = reg.push(store, stored, registry, progress=progress)
+    return Pushed(experiment=stored.id, publication=publication,
+                  record=stored.path / reg.IMAGES_FILE)
+
+
 def diff(a: ExpRef, b: Optional[ExpRef] = None, *, python: Optional[str] = None,
-         store: Optional[Store] = None) -> Any:
+         store: Optional[Store] = None) -> EnvDiff:
     """Environment diff between two experiments; ``b=None``: against the current environment."""
     from .diff import diff_environments
 
@@ -246,7 +450,7 @@ def diff(a: ExpRef, b: Optional[ExpRef] = None, *, python: Optional[str] = None,
     return diff_environments(left.environment, current, exp_a=left.experiment, exp_b=None)
 
 
-def current_environment(root: Path, *, python: Optional[str] = None) -> Any:
+def current_environment(root: Path, *, python: Optional[str] = None) -> Environment:
     """Fingerprint the active environment without recording anything (for ``diff A``)."""
     from .capture import fingerprint_environment
 
@@ -254,24 +458,50 @@ def current_environment(root: Path, *, python: Optional[str] = None) -> Any:
     return env
 
 
+def pr(ref: ExpRef = "latest", base: Optional[ExpRef] = None, *,
+       store: Optional[Store] = None) -> PrComment:
+    """The markdown of a pull-request comment: the environment of ``ref`` and, with ``base``,
+    what changed against it."""
+    from .pr import pr_markdown
+
+    store = store or open_store()
+    stored = _stored(store, ref)
+    against = _stored(store, base) if base else None
+    return PrComment(experiment=stored.id, base=against.id if against is not None else None,
+                     markdown=pr_markdown(stored, against, repo_root=store.root))
+
+
+def doctor() -> Diagnosis:
+    """What this machine can do: engine, BuildKit, git, DVC, GPUs, index reachability."""
+    from .doctor import diagnose
+
+    return Diagnosis(checks=tuple(diagnose()))
+
+
 def fan_out(refs: Sequence[str] = (), *, all_experiments: bool = False, on: str = "local",
             jobs: Optional[int] = None, dry_run: bool = False, run_args: Sequence[str] = (),
             timeout: Optional[float] = None, repo: Optional[str] = None,
             namespace: str = "default", gpus: Optional[str] = None,
             partition: Optional[str] = None, time_limit: Optional[str] = None,
-            progress: Optional[Progress] = None, store: Optional[Store] = None) -> Any:
+            progress: Optional[Progress] = None,
+            store: Optional[Store] = None) -> Union[Summary, FanOutPlan]:
     """Reproduce several experiments (``on`` local, slurm or kubernetes) and gather them.
 
     Returns the :class:`~reprobox.fanout.Summary` (``.ok`` when all reproduced), or with
-    ``dry_run`` the text that would be submitted (the sbatch script, or the Jobs as YAML)."""
+    ``dry_run`` the :class:`FanOutPlan`: the text that would be submitted (the commands, the
+    sbatch script, or the Jobs as YAML)."""
     from .fanout.run import fan_out as _fan_out
 
-    return _fan_out(store or open_store(), refs, all_experiments=all_experiments, on=on,
-                    jobs=jobs, dry_run=dry_run, run_args=run_args, timeout=timeout, repo=repo,
-                    namespace=namespace, gpus=gpus, partition=partition,
-                    time_limit=time_limit, progress=progress)
+    result = _fan_out(store or open_store(), refs, all_experiments=all_experiments, on=on,
+                      jobs=jobs, dry_run=dry_run, run_args=run_args, timeout=timeout, repo=repo,
+                      namespace=namespace, gpus=gpus, partition=partition,
+                      time_limit=time_limit, progress=progress)
+    if isinstance(result, str):
+        return FanOutPlan(on=on, text=result)
+    return result
 
 
-__all__ = ["capture", "lock", "build", "run", "verify", "diff", "fan_out", "Captured", "Locked",
-           "current_environment",
-           "find_root"]
+__all__ = ["capture", "record", "ls", "show", "lock", "build", "base", "run", "verify", "push",
+           "diff", "pr", "doctor", "fan_out", "current_environment", "find_root",
+           "Captured", "ExperimentRow", "Listing", "Shown", "Locked", "BaseImage", "FanOutPlan",
+           "Pushed", "PrComment", "Diagnosis"]

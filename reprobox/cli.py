@@ -6,21 +6,24 @@ Progress goes to stderr, results to stdout, so ``--json`` output can be piped.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
+import re
 import sys
 import time
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import click
 
-from . import __version__
+from . import __version__, api
 from .errors import ReproboxError
-from .termsafe import clean, escape_json, field
+from .render import ERR, PROGRESS, WARNING, Piece, render
+from .termsafe import clean
+
+if TYPE_CHECKING:
+    from .backends import ContainerLimits
 
 EXIT_DIFFERS = 1
-EXIT_USAGE = 2
 EXIT_ERROR = 3
 
 
@@ -51,11 +54,27 @@ def _warn(message: str) -> None:
     _echo(message, err=True, prefix=click.style("warning: ", fg="yellow", bold=True))
 
 
-def _print_json(obj: Any) -> None:
-    """JSON on stdout: exact data, with the characters a terminal would obey written as \\u
-    escapes (json.dumps already escapes C0; DEL, C1, bidi and invisible ones are added)."""
-    click.echo(escape_json(json.dumps(obj, sort_keys=True, indent=2, ensure_ascii=False,
-                                      default=str)))
+#: The status column of a piece that has one (doctor): its text and colour.
+_MARKS = {"ok": ("ok  ", "green"), "no": ("no  ", "yellow")}
+
+
+def _print(pieces: tuple[Piece, ...]) -> None:
+    """Print what :func:`reprobox.render.render` made of a result, in its order: stdout for the
+    result itself (text or JSON), stderr for warnings and notes, the progress channel for a
+    one-line summary (``-q`` hides it)."""
+    for piece in pieces:
+        if piece.to == WARNING:
+            _warn(piece.text)
+        elif piece.to == PROGRESS:
+            _progress()(piece.text)
+        else:
+            prefix = click.style(*_MARKS[piece.mark]) if piece.mark else ""
+            _echo(piece.text, err=piece.to == ERR, nl=piece.newline, prefix=prefix,
+                  colors=piece.colors)
+
+
+def _show(result: Any, as_json: bool = False) -> None:
+    _print(render(result, "json" if as_json else "text"))
 
 
 class _CleanFormatter(logging.Formatter):
@@ -199,39 +218,13 @@ def _capture(*, name: Optional[str], command: Optional[str], metrics_files: tupl
              outputs: tuple[str, ...], python: Optional[str], no_lock: bool, do_build: bool,
              allow_secret_in_patch: bool, as_json: bool, system_packages: tuple[str, ...],
              exit_status: Optional[int], record_argv: Optional[list[str]]) -> None:
-    from .capture import capture_experiment
-    from .store import Store, find_root
-
-    progress = _progress()
-    root = find_root()
-    outcome = capture_experiment(
-        root, name=name, command=command, metrics_files=metrics_files, outputs=outputs,
-        python=python, lock=not no_lock, progress=progress,
+    captured = api.record(
+        record_argv, name=name, command=command, metrics_files=metrics_files, outputs=outputs,
+        python=python, lock=not no_lock, build=do_build, progress=_progress(), warn=_warn,
         allow_secret_in_patch=allow_secret_in_patch, system_packages=system_packages,
-        exit_status=exit_status, record_argv=record_argv, command_stdout_to_stderr=as_json,
+        exit_status=exit_status, command_stdout_to_stderr=as_json,
     )
-    for w in outcome.warnings:
-        _warn(w)
-    data = outcome.to_dict()
-    if do_build:
-        from .build import build_experiment
-
-        result = build_experiment(Store(root), outcome.stored, progress=progress)
-        data["image"] = result.tag
-    if as_json:
-        _print_json(data)
-    else:
-        exp = outcome.stored.experiment
-        progress(
-            f"captured {exp.name}: {data['packages']} packages, {data['system_packages']} system "
-            f"packages, "
-            + (f"{data['conda_packages']} conda packages, " if "conda_packages" in data else "")
-            + f"{'locked' if outcome.locked else 'not locked'}"
-            + ("" if outcome.created_new else " (identical to an existing capture)")
-            + (f"; the command exited with status {outcome.run.exit_status}"
-               if outcome.run is not None else "")
-        )
-        _echo(exp.id)
+    _show(captured, as_json)
 
 
 # --------------------------------------------------------------------------- ls / show
@@ -241,36 +234,7 @@ def _capture(*, name: Optional[str], command: Optional[str], metrics_files: tupl
 @click.option("--json", "as_json", is_flag=True)
 def ls_cmd(as_json: bool) -> None:
     """List the recorded experiments, oldest first."""
-    from .store import open_store
-
-    store = open_store()
-    good, skipped = store.scan(report=False)
-    for bad in skipped:  # one bad folder is named and skipped, never breaks the list
-        _warn(str(bad))
-    rows: list[dict[str, Any]] = []
-    for s in good:
-        exp, env = s.experiment, s.environment
-        rows.append({
-            "id": exp.id, "name": exp.name, "created": exp.created,
-            "python": env.interpreter.version, "packages": len(env.packages),
-            "command": exp.command or "", "image": s.image or "",
-            "commit": exp.git.commit[:10] + ("+dirty" if exp.git.dirty else ""),
-        })
-    if as_json:
-        _print_json(rows)
-        return
-    if not rows:
-        click.echo('no experiments yet: record one with `reprobox capture --cmd "python train.py"`',
-                   err=True)
-        return
-    header: tuple[str, ...] = ("ID", "NAME", "CREATED", "PYTHON", "PKGS", "COMMIT", "COMMAND")
-    table: list[tuple[str, ...]] = [header] + [
-        (field(r["id"]), field(r["name"]), field(r["created"]), field(r["python"]),
-         field(r["packages"]), field(r["commit"]), field(r["command"])[:50]) for r in rows
-    ]
-    widths = [max(len(row[i]) for row in table) for i in range(len(header) - 1)]
-    for row in table:
-        _echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1])
+    _show(api.ls(), as_json)
 
 
 @main.command()
@@ -278,66 +242,7 @@ def ls_cmd(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def show(exp: str, as_json: bool) -> None:
     """Show one experiment."""
-    from .api import _stored
-    from .store import open_store
-
-    stored = _stored(open_store(warn=_warn), exp)
-    e, env = stored.experiment, stored.environment
-    if as_json:
-        _print_json({"experiment": e.to_dict(), "environment": env.to_dict(),
-                     "path": str(stored.path), "image": stored.image})
-        return
-    f = field  # every value from the capture: one line, nothing a terminal would obey
-    hw, interp, os_ = env.hardware, env.interpreter, env.os
-    lines = [
-        f"experiment  {f(e.id)}  ({f(e.name)})",
-        f"created     {f(e.created)}  by reprobox {f(e.tool_version)}",
-        f"command     {f(e.command or '-')}  [{f(e.command_kind)}]  in {f(e.cwd)}",
-        f"git         {f(e.git.commit)}" + (f" on {f(e.git.branch)}" if e.git.branch else "")
-        + (f"  dirty ({f(e.git.patch)})" if e.git.dirty else "")
-        + (f"  remote {f(e.git.remote)}" if e.git.remote else ""),
-        f"python      {f(interp.implementation)} {f(interp.version)} "
-        f"({f(interp.kind or 'unknown kind')}, {f(interp.platform or '?')})",
-        f"os          {f(os_.pretty_name or os_.id or '?')}, kernel {f(os_.kernel or '?')}, "
-        f"glibc {f(os_.glibc or '?')}, {f(os_.arch or '?')}",
-        f"packages    {len(env.packages)} Python, {len(env.system_packages)} system"
-        + (f", {len(env.conda.packages)} conda" if env.conda is not None else ""),
-        f"hardware    {f(hw.cpu_model or '?')}, {f(hw.cpu_cores or '?')} CPUs"
-        + (f", {len(hw.gpus)} GPU(s): {f(hw.gpus[0].name)}" if hw.gpus else ", no GPU")
-        + (f", CUDA {f(hw.cuda_runtime)}" if hw.cuda_runtime else ""),
-        f"env digest  {f(e.environment_digest)}",
-        f"image       {f(stored.image or '-')}",
-    ]
-    if e.run is not None:
-        r = e.run
-        status = "unknown" if r.exit_status is None else f(r.exit_status)
-        lines.append(
-            f"run         exit status {status} ({f(r.source)})"
-            + (f", {f(r.wall_seconds)} s" if r.wall_seconds is not None else "")
-            + (f", peak {f(r.peak_memory_kib)} KiB" if r.peak_memory_kib is not None else "")
-            + (f", {len(r.modules)} distributions imported, {len(r.libraries)} libraries loaded"
-               if r.source == "recorded" else ""))
-    if e.dvc:
-        lines.append(f"dvc         {len(e.dvc.outputs)} outputs, stages "
-                     f"{', '.join(f(s) for s in e.dvc.stages)}")
-    for mfile, values in sorted(e.metrics.items()):
-        shown = ", ".join(f"{f(k)}={f(v)}" for k, v in sorted(values.items())[:8])
-        lines.append(f"metrics     {f(mfile)}: {shown}")
-    for out in e.outputs:
-        lines.append(f"output      {f(out.path)}  sha256:{f(out.sha256[:16])}  {f(out.size)} bytes")
-    if e.env:
-        lines.append("env vars    " + " ".join(f"{f(k)}={f(v)}" for k, v in sorted(e.env.items())))
-    # File names are shown as git would quote them: an invisible or control character in a name
-    # becomes visible instead of vanishing, so two names that differ never look the same.
-    files = sorted(_quoted_name(p.name) for p in stored.path.iterdir()
-                   if not p.name.startswith("."))
-    lines.append(f"files       {f(stored.path)}: {', '.join(files)}")
-    _echo("\n".join(lines))
-
-
-def _quoted_name(name: str) -> str:
-    """A file name for display: as is when clean, else Python's escaped form (``'a\\x1bb'``)."""
-    return name if field(name) == name else ascii(name)
+    _show(api.show(exp, warn=_warn), as_json)
 
 
 # --------------------------------------------------------------------------- lock / build / base
@@ -347,20 +252,10 @@ def _quoted_name(name: str) -> str:
 @click.argument("exp")
 @click.option("--platform", type=click.Choice(["linux/amd64", "linux/arm64"]),
               help="Re-resolve a capture made on another OS for this Linux platform.")
-def lock_cmd(exp: str, platform: Optional[str]) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object instead of the id.")
+def lock_cmd(exp: str, platform: Optional[str], as_json: bool) -> None:
     """(Re)write requirements.lock and pylock.toml with hashes."""
-    from . import api
-
-    result = api.lock(exp, platform=platform, progress=_progress())
-    for w in result.warnings:
-        _warn(w)
-    for change in result.changed_versions:
-        _warn(f"version changed for {platform}: {change}")
-    _echo("wrote " + ", ".join(sorted(result.files)))
-    if result.resealed:
-        _warn(f"the id seals every file of a capture: experiment {result.previous_id} is now "
-              f"{result.id} (commit the new folder; the old one was removed)")
-    _echo(result.id)
+    _show(api.lock(exp, platform=platform, progress=_progress()), as_json)
 
 
 def _select_engine(_ctx: click.Context, _param: click.Parameter, value: Optional[str]) -> None:
@@ -388,17 +283,12 @@ def _engine_option(f: Any) -> Any:
 @click.option("--network", help="Network mode for the build (default: the engine's default).")
 @click.option("--dry-run", is_flag=True, help="Print the Dockerfile, build nothing.")
 @click.option("--no-cache", is_flag=True, help="Ignore the layer cache (a clean rebuild).")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object instead of the tag.")
 def build_cmd(exp: str, tag: Optional[str], base_image: Optional[str], network: Optional[str],
-              dry_run: bool, no_cache: bool) -> None:
+              dry_run: bool, no_cache: bool, as_json: bool) -> None:
     """Build the container image of an experiment; prints its tag last."""
-    from . import api
-
-    result = api.build(exp, tag=tag, base_image=base_image, network=network, dry_run=dry_run,
-                       no_cache=no_cache, progress=_progress())
-    if dry_run:
-        _echo(result.dockerfile, nl=False)
-        return
-    _echo(result.tag)
+    _show(api.build(exp, tag=tag, base_image=base_image, network=network, dry_run=dry_run,
+                    no_cache=no_cache, progress=_progress()), as_json)
 
 
 @main.command("base")
@@ -406,32 +296,26 @@ def build_cmd(exp: str, tag: Optional[str], base_image: Optional[str], network: 
               help="Exact Python version of the image.")
 @click.option("--os", "codename", default="bookworm", show_default=True,
               help="Debian codename of the image.")
-def base_cmd(python_version: str, codename: str) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object instead of the tag.")
+def base_cmd(python_version: str, codename: str, as_json: bool) -> None:
     """Build a python:X.Y.Z-slim-CODENAME base image with no registry access."""
-    import re
-
-    from .build import build_base
-
     if not re.fullmatch(r"\d+\.\d+\.\d+", python_version):
         raise click.BadParameter(f"{python_version!r} is not an exact release such as 3.11.7",
                                  param_hint="--python")
     if not re.fullmatch(r"[a-z][a-z0-9-]{1,31}", codename):
         raise click.BadParameter(f"{codename!r} is not a Debian codename such as bookworm",
                                  param_hint="--os")
-
-    _echo(build_base(python_version, codename, progress=_progress()))
+    _show(api.base(python_version, codename, progress=_progress()), as_json)
 
 
 # --------------------------------------------------------------------------- run / verify
 
 
-def _verdict(ctx: click.Context, result: Any, as_json: bool, ok: bool) -> None:
-    """Print a run or verify report (text or JSON) and exit 0 when ``ok``, else 1."""
-    if as_json:
-        _print_json(result.to_dict())
-    else:
-        _echo(result.render_text())
-    ctx.exit(0 if ok else EXIT_DIFFERS)
+def _verdict(ctx: click.Context, result: Any, as_json: bool) -> None:
+    """Print a run, verify or fan-out report (text or JSON) and exit 0 when it is ``ok``
+    (reproduced, identical), else 1."""
+    _show(result, as_json)
+    ctx.exit(0 if result.ok else EXIT_DIFFERS)
 
 
 def _backend_option(f: Any) -> Any:
@@ -451,7 +335,7 @@ def _container_options(f: Any) -> Any:
                         help="Most processes and threads the container may hold.")(f)
 
 
-def _limits(pids_limit: int, memory: Optional[str], gpus: Optional[str]) -> Any:
+def _limits(pids_limit: int, memory: Optional[str], gpus: Optional[str]) -> ContainerLimits:
     from .backends import ContainerLimits
 
     return ContainerLimits(pids_limit=pids_limit, memory=memory, gpus=gpus)
@@ -509,8 +393,6 @@ def run_cmd(ctx: click.Context, exps: tuple[str, ...], backend: str, rtol: float
 
     One EXP: rerun it here and print its report. Several, --all or --on: fan them out and print
     one line per experiment and a summary (JSON with --json)."""
-    from . import api
-
     if rtol < 0 or atol < 0:
         raise click.BadParameter("tolerances must be >= 0", param_hint="--rtol/--atol")
     _term_as_interrupt(ctx)
@@ -531,20 +413,15 @@ def run_cmd(ctx: click.Context, exps: tuple[str, ...], backend: str, rtol: float
                              jobs=jobs, dry_run=dry_run, run_args=run_args, timeout=timeout,
                              repo=repo, namespace=namespace, gpus=gpus, partition=partition,
                              time_limit=time_limit, progress=_progress())
-        if isinstance(result, str):
-            _echo(result, nl=False)
+        if isinstance(result, api.FanOutPlan):
+            _show(result, as_json)
             return
-        if as_json:
-            _print_json(result.to_dict())
-        else:
-            _echo(result.render_text())
-        ctx.exit(0 if result.ok else EXIT_DIFFERS)
-    exp = exps[0]
-    record = api.run(exp, backend=backend, rtol=rtol, atol=atol, keep=keep, network=network,
+        _verdict(ctx, result, as_json)
+    record = api.run(exps[0], backend=backend, rtol=rtol, atol=atol, keep=keep, network=network,
                      progress=_progress(), limits=_limits(pids_limit, memory, gpus),
                      dvc_remote=dvc_remote, ignore_outputs=tuple(ignore_outputs),
                      strict=strict)
-    _verdict(ctx, record, as_json, record.ok)
+    _verdict(ctx, record, as_json)
 
 
 def _term_as_interrupt(ctx: click.Context) -> None:
@@ -577,11 +454,9 @@ def _term_as_interrupt(ctx: click.Context) -> None:
 def verify_cmd(ctx: click.Context, exp: str, backend: str, as_json: bool, pids_limit: int,
                memory: Optional[str], gpus: Optional[str], strict: bool = False) -> None:
     """Rebuild the environment, fingerprint it from inside, compare: exit 0 identical, 1 differs."""
-    from . import api
-
     report = api.verify(exp, backend=backend, progress=_progress(),
                         limits=_limits(pids_limit, memory, gpus), strict=strict)
-    _verdict(ctx, report, as_json, report.ok)
+    _verdict(ctx, report, as_json)
 
 
 @main.command("push")
@@ -593,19 +468,7 @@ def verify_cmd(ctx: click.Context, exp: str, backend: str, as_json: bool, pids_l
 @click.option("--json", "as_json", is_flag=True)
 def push_cmd(exp: str, registry: Optional[str], as_json: bool) -> None:
     """Push the experiment's image (built first when needed) and record it in images.json."""
-    from . import registry as reg
-    from .store import open_store
-
-    store = open_store(warn=_warn)
-    stored = store.get(exp)
-    pub = reg.push(store, stored, registry, progress=_progress())
-    if as_json:
-        _print_json({"experiment": stored.id, **pub.to_dict(),
-                     "record": str(stored.path / reg.IMAGES_FILE)})
-        return
-    _echo(f"recorded in {stored.path / reg.IMAGES_FILE} (commit it: a clone pulls by digest)",
-          err=True)
-    _echo(pub.reference)
+    _show(api.push(exp, registry=registry, progress=_progress(), warn=_warn), as_json)
 
 
 # --------------------------------------------------------------------------- diff / pr
@@ -622,33 +485,19 @@ def push_cmd(exp: str, registry: Optional[str], as_json: bool) -> None:
 def diff_cmd(ctx: click.Context, a: str, b: Optional[str], fmt: str, exit_code: bool,
              python: Optional[str]) -> None:
     """Environment diff between two experiments (B defaults to the current environment)."""
-    from . import api
-    from .diff import render_json, render_markdown, render_text
-
     d = api.diff(a, b, python=python)
-    if fmt == "json":
-        _echo(render_json(d), nl=False)
-    elif fmt == "markdown":
-        _echo(render_markdown(d), nl=False)
-    else:
-        color = sys.stdout.isatty() and "NO_COLOR" not in os.environ
-        _echo(render_text(d, color=color), nl=False, colors=color)
+    _print(render(d, fmt, color=sys.stdout.isatty() and "NO_COLOR" not in os.environ))
     ctx.exit(EXIT_DIFFERS if exit_code and not d.empty else 0)
 
 
 @main.command("pr")
 @click.argument("exp")
 @click.option("--base", "base_ref", help="Experiment to compare with (e.g. the base branch's).")
-def pr_cmd(exp: str, base_ref: Optional[str]) -> None:
+@click.option("--json", "as_json", is_flag=True,
+              help="Print a JSON object (the markdown in it) instead of the markdown.")
+def pr_cmd(exp: str, base_ref: Optional[str], as_json: bool) -> None:
     """Markdown for a pull-request comment: environment summary and diff against the base."""
-    from .api import _stored
-    from .pr import pr_markdown
-    from .store import open_store
-
-    store = open_store()
-    stored = _stored(store, exp)
-    base = _stored(store, base_ref) if base_ref else None
-    _echo(pr_markdown(stored, base, repo_root=store.root), nl=False)
+    _show(api.pr(exp, base_ref), as_json)
 
 
 # --------------------------------------------------------------------------- doctor
@@ -658,17 +507,7 @@ def pr_cmd(exp: str, base_ref: Optional[str]) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def doctor(as_json: bool) -> None:
     """Tell what this machine can do: engine, BuildKit, git, DVC, GPUs, index reachability."""
-    from .doctor import diagnose
-
-    checks = diagnose()
-    if as_json:
-        _print_json([c.to_dict() for c in checks])
-        return
-    for c in checks:
-        mark = click.style("ok  ", fg="green") if c.ok else click.style("no  ", fg="yellow")
-        _echo(f"{c.name:<14} {c.detail}", prefix=mark)
-        if not c.ok and c.fix:
-            _echo(f"    fix: {c.fix}")
+    _show(api.doctor(), as_json)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -95,11 +95,6 @@ class HostInterpreter:
     def mm(self) -> str:
         return ".".join(self.version.split(".")[:2])
 
-    @property
-    def self_contained(self) -> bool:
-        """python-build-standalone builds need nothing but the C library."""
-        return self.kind in ("uv", "python-build-standalone")
-
 
 # --------------------------------------------------------------------------- the interpreter
 

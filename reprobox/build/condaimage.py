@@ -46,6 +46,7 @@ class CondaImage:
     seconds: float
     steps: int = 0
     cached_steps: int = 0
+    dry_run: bool = False
 
 
 def render_conda_dockerfile(*, base_image: str, experiment_id: str, rattler_wheel: str,
@@ -249,7 +250,7 @@ def build_conda_experiment(store: Store, stored: StoredExperiment, *, tag: Optio
             base_image=base, experiment_id=stored.id, rattler_wheel=rattler,
             conda_count=len(env.conda.packages) if env.conda else 0,
             pip_count=sum(1 for p in env.packages if p.source.kind == "index"), workdir=WORKDIR)
-        return CondaImage(tag, None, dockerfile, base, 0.0)
+        return CondaImage(tag, None, dockerfile, base, 0.0, dry_run=True)
     built = build_conda_image(store, stored, tag=tag, base_image=base_image, progress=progress)
     if stored.image != tag:
         store.set_image(stored, tag)

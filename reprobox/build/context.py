@@ -43,7 +43,6 @@ from ..lock.wheelhouse import Artifact, link_into, place_file
 from .render import STAGE, DockerPlan, LockGroup
 
 LOCK_FILE = "requirements.lock"
-PYLOCK_FILE = "pylock.toml"
 PRUNE_SCRIPT = Path(__file__).with_name("prune.py")
 REINSTATE_SCRIPT = Path(__file__).with_name("reinstate.py")
 

@@ -94,12 +94,6 @@ def path_variants(path: str) -> list[str]:
 # --------------------------------------------------------------------------- dpkg
 
 
-def _split_pkg(full: str) -> tuple[str, str | None]:
-    """``libc6:amd64`` -> (``libc6``, ``amd64``)."""
-    name, _, arch = full.partition(":")
-    return name, arch or None
-
-
 def _dpkg_scan_lists(candidates: set[str], info_dir: Path = DPKG_INFO) -> dict[str, list[str]]:
     """candidate path -> [package[:arch]] by scanning dpkg's file lists in-process.
 
