@@ -22,7 +22,7 @@ from reprobox.api import (
 )
 from reprobox.build import BuildResult
 from reprobox.cli import main
-from reprobox.compare import DIFFERS, SAME, MetricCheck, Tolerance
+from reprobox.outcome import DIFFERS, SAME, MetricCheck, Tolerance
 from reprobox.doctor import Check
 from reprobox.fanout.summary import FAILED, REPRODUCED, Outcome, Summary
 from reprobox.lock.result import LockResult, VersionChange
