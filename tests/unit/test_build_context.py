@@ -27,7 +27,7 @@ from reprobox.model import Package, PackageSource
 from reprobox.store import Store
 
 from ..conftest import git
-from .test_build_fixtures import FIXTURES, small, with_env
+from ..factories import FIXTURES, small, with_env
 
 LOCK = (FIXTURES / "requirements.lock").read_text()
 

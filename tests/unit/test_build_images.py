@@ -20,7 +20,7 @@ from reprobox.build.images import (
 from reprobox.errors import UsageError, ValidationError
 from reprobox.model import OSInfo
 
-from .test_build_fixtures import gpu, macos, small, ubuntu
+from ..factories import gpu, macos, small, ubuntu
 
 
 def test_debian_capture_uses_the_host_codename_and_exact_patch() -> None:

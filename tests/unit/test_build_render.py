@@ -20,7 +20,7 @@ from reprobox.build.render import RenderOptions, plan_image, render_plan
 from reprobox.errors import UsageError, ValidationError
 from reprobox.model import Package, PackageSource, SystemPackage
 
-from .test_build_fixtures import (
+from ..factories import (
     GOLDEN,
     datascience,
     gpu,

@@ -25,6 +25,8 @@ from reprobox.capture import python as py
 from reprobox.errors import InterpreterError
 from reprobox.model import Package
 
+from ..factories import make_elf
+
 FIX = Path(__file__).resolve().parent.parent / "fixtures" / "probe"
 SITE = FIX / "site-packages"
 DEBIAN = FIX / "debian-dist-packages"
@@ -324,42 +326,6 @@ def test_foreign_headers_of_real_static_binaries(name, bits, endian):
     """Debian's arch-test binaries: static (no dynamic section) big-endian executables."""
     info = probe.read_elf(str(ELF / name))
     assert (info["bits"], info["endian"], info["needed"]) == (bits, endian, [])
-
-
-def make_elf(bits, endian, machine, needed, soname=None, runpath=None):
-    """A minimal shared object: one PT_LOAD over the file, one PT_DYNAMIC, a string table."""
-    e = "<" if endian == "little" else ">"
-    strtab, offs = b"\0", {}
-    for s in [*needed, *(x for x in (soname, runpath) if x)]:
-        offs[s] = len(strtab)
-        strtab += s.encode() + b"\0"
-    ehsize, phentsize = (64, 56) if bits == 64 else (52, 32)
-    phoff, str_off = ehsize, ehsize + 2 * phentsize
-    dyn_off = str_off + len(strtab) + (-(str_off + len(strtab))) % 8
-    base = 0x10000
-    dyn = [(1, offs[n]) for n in needed]
-    if soname:
-        dyn.append((14, offs[soname]))
-    if runpath:
-        dyn.append((29, offs[runpath]))
-    dyn += [(5, base + str_off), (10, len(strtab)), (0, 0)]
-    dynbytes = b"".join(struct.pack(e + ("qQ" if bits == 64 else "iI"), t, v) for t, v in dyn)
-    total = dyn_off + len(dynbytes)
-    ident = b"\x7fELF" + bytes([bits // 32, 1 if endian == "little" else 2, 1, 0]) + b"\0" * 8
-    if bits == 64:
-        eh = ident + struct.pack(e + "HHIQQQIHHHHHH", 3, machine, 1, 0, phoff, 0, 0, ehsize,
-                                 phentsize, 2, 64, 0, 0)
-        ph = struct.pack(e + "IIQQQQQQ", 1, 5, 0, base, base, total, total, 0x1000)
-        ph += struct.pack(e + "IIQQQQQQ", 2, 6, dyn_off, base + dyn_off, base + dyn_off,
-                          len(dynbytes), len(dynbytes), 8)
-    else:
-        eh = ident + struct.pack(e + "HHIIIIIHHHHHH", 3, machine, 1, 0, phoff, 0, 0, ehsize,
-                                 phentsize, 2, 40, 0, 0)
-        ph = struct.pack(e + "IIIIIIII", 1, 0, base, base, total, total, 5, 0x1000)
-        ph += struct.pack(e + "IIIIIIII", 2, dyn_off, base + dyn_off, base + dyn_off,
-                          len(dynbytes), len(dynbytes), 6, 4)
-    body = eh + ph + strtab
-    return body + b"\0" * (dyn_off - len(body)) + dynbytes
 
 
 @pytest.mark.parametrize("bits", [32, 64])

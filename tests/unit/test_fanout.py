@@ -236,7 +236,7 @@ def test_results_are_read_back_from_the_pod_log(tmp_path: Path):
 def two(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[str, str]:
     from reprobox.store import Store
 
-    from .test_model_store import make_env, make_exp
+    from ..factories import make_env, make_exp
 
     (tmp_path / ".git").mkdir()
     monkeypatch.chdir(tmp_path)

@@ -17,7 +17,7 @@ from reprobox.lock.config import IndexConfig
 from reprobox.lock.select import Target
 from reprobox.lock.wheelhouse import Wheelhouse, fetch_locked, rank, wheelhouse_dir
 
-from .test_build_fixtures import FIXTURES, small
+from ..factories import FIXTURES, small
 
 LOCK = (FIXTURES / "requirements.lock").read_text()
 H = "a" * 64

@@ -14,50 +14,13 @@ from reprobox.errors import ExperimentNotFound, SchemaError, StoreError
 from reprobox.model import (
     Environment,
     Experiment,
-    GitInfo,
     Hardware,
-    Interpreter,
-    OSInfo,
-    Package,
-    PackageSource,
-    SystemPackage,
     flatten_metrics,
     pretty_json,
 )
 from reprobox.store import Store, find_root, write_atomic
 
-
-def make_env(numpy: str = "1.26.4") -> Environment:
-    return Environment(
-        interpreter=Interpreter(
-            implementation="cpython", version="3.11.7", abi="cp311",
-            soabi="cpython-311-x86_64-linux-gnu", platform="linux-x86_64", kind="venv",
-        ),
-        packages=(
-            Package("numpy", numpy, wheel_tags=("cp311-cp311-manylinux_2_17_x86_64",)),
-            Package("mypkg", "0.1.0", PackageSource("directory", path="src/mypkg",
-                                                   editable=True, in_repo=True)),
-        ),
-        system_packages=(SystemPackage("libc6", "2.36-9+deb12u4", arch="amd64",
-                                       libraries=("libc.so.6",)),),
-        os=OSInfo(id="debian", version_id="12", codename="bookworm", arch="x86_64"),
-        hardware=Hardware(cpu_model="Example CPU", cpu_cores=2, cpu_flags=("avx2", "fma")),
-    )
-
-
-def make_exp(env: Environment, name: str = "baseline", acc: float = 0.93,
-             created: str = "2026-11-27T10:00:00Z") -> Experiment:
-    return Experiment(
-        name=name,
-        command="python train.py",
-        cwd=".",
-        git=GitInfo(commit="a" * 40, branch="main"),
-        environment_digest=env.digest,
-        created=created,
-        tool_version="0.1.0",
-        metrics={"metrics.json": {"accuracy": acc}},
-        env={"PYTHONHASHSEED": "0"},
-    ).with_id()
+from ..factories import make_env, make_exp
 
 
 def test_digest_and_id_are_pinned() -> None:

@@ -17,8 +17,9 @@ from reprobox.model import GPU, Hardware, Package, SystemPackage
 from reprobox.pr import MAX_COMMENT_CHARS, PR_MARKER, pr_markdown
 from reprobox.store import Store, StoredExperiment
 
-from .test_diff import assert_tables_keep_their_columns, cpu_env, with_packages
-from .test_model_store import make_exp
+from ..asserts import assert_tables_keep_their_columns
+from ..factories import cpu_env, with_packages
+from ..factories import make_exp
 from ..conftest import require
 
 

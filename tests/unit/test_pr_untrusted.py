@@ -15,8 +15,8 @@ from reprobox.model import GPU, Hardware, OutputFile, Package, PackageSource, Sy
 from reprobox.pr import pr_markdown
 from reprobox.store import StoredExperiment
 
-from .test_diff import cpu_env, with_packages
-from .test_model_store import make_exp
+from ..factories import cpu_env, with_packages
+from ..factories import make_exp
 
 #: What GitHub links, notifies or turns into a picture when it meets it in text.
 LURES = [

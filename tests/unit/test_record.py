@@ -21,7 +21,7 @@ from reprobox.errors import UsageError, ValidationError
 from reprobox.model import Experiment, GitInfo, LoadedLibrary, RunUsage
 from reprobox import validate
 
-from .test_capture_python import make_elf
+from ..factories import make_elf
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures"
 H200 = json.loads((FIX / "gpu-h200" / "environment.json").read_text())

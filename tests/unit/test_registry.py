@@ -31,7 +31,7 @@ from reprobox.registry import (
 from reprobox.store import Store, StoredExperiment
 
 from ..hostile import plant_file
-from .test_model_store import make_env, make_exp
+from ..factories import make_env, make_exp
 
 DIGEST = "sha256:" + "ab" * 32
 OTHER = "sha256:" + "cd" * 32

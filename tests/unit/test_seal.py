@@ -25,7 +25,7 @@ from reprobox.safefs import UnsafePath
 from reprobox.store import Store, StoredExperiment, image_mismatch
 
 from ..hostile import plant_file, reseal
-from .test_model_store import make_env, make_exp
+from ..factories import make_env, make_exp
 
 PATCH = (b"diff --git a/train.py b/train.py\n--- a/train.py\n+++ b/train.py\n"
          b"@@ -1 +1 @@\n-print(1)\n+print(2)\n")

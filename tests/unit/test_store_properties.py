@@ -18,7 +18,7 @@ from reprobox.errors import ReproboxError
 from reprobox.model import Environment, Experiment
 from reprobox.store import Store, read_json
 
-from .test_model_store import make_env, make_exp
+from ..factories import make_env, make_exp
 
 # Any text, lone surrogates and control characters included: JSON can carry "\ud800" escapes.
 # The hostile characters are drawn often, not left to the odds of a million code points.

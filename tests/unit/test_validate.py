@@ -28,7 +28,7 @@ from reprobox.model import (
 )
 from reprobox.store import Store
 
-from .test_model_store import make_env, make_exp
+from ..factories import make_env, make_exp
 
 # --------------------------------------------------------------------------- injection table
 
