@@ -30,6 +30,8 @@ from tests.fixtures.lock.fakeindex import (
     sha256_of,
 )
 
+from ..asserts import refuses
+
 PAGES = {
     "six": {"json": recorded("six", "json"), "html": recorded("six", "html")},
     "pyyaml": {"json": recorded("pyyaml", "json"), "html": recorded("pyyaml", "html")},
@@ -156,9 +158,8 @@ def test_redirect_to_the_normalized_name_is_followed(tmp_path):
 def test_wrong_credentials_name_the_fix(tmp_path):
     with FakeIndex(PAGES, auth=("alice", "right")) as idx:
         url = idx.url.replace("http://", "http://alice:wrong@")
-        with pytest.raises(IndexUnavailable) as err:
+        with refuses(IndexUnavailable, names=["HTTP 401", "netrc"]) as err:
             _client(tmp_path, index_url=url).lookup_many([("six", "1.16.0")])
-    assert "HTTP 401" in err.value.message and "netrc" in err.value.hint
     assert "wrong" not in str(err.value)
 
 
@@ -179,9 +180,8 @@ def test_transient_errors_are_retried(tmp_path):
         found = _client(tmp_path, index_url=idx.url).lookup_many([("six", "1.16.0")])
         assert found[("six", "1.16.0")][0].files and len(idx.requests) == 2
     with FakeIndex(PAGES, fail=10) as idx:
-        with pytest.raises(IndexUnavailable) as err:
+        with refuses(IndexUnavailable, names=["HTTP 503", "reprobox lock EXP"]):
             _client(tmp_path / "b", index_url=idx.url).lookup_many([("six", "1.16.0")])
-        assert "HTTP 503" in err.value.message and "reprobox lock EXP" in err.value.hint
 
 
 def test_unreachable_index_names_the_fix(tmp_path):

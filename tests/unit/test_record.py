@@ -21,6 +21,7 @@ from reprobox.errors import UsageError, ValidationError
 from reprobox.model import Experiment, GitInfo, LoadedLibrary, RunUsage
 from reprobox import validate
 
+from ..asserts import refuses
 from ..factories import make_elf
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures"
@@ -130,9 +131,8 @@ def test_execute_records_a_signal_as_a_negative_status(tmp_path):
 
 
 def test_execute_refuses_an_unknown_program(tmp_path):
-    with pytest.raises(UsageError) as err:
+    with refuses(UsageError, names="reprobox-no-such-program"):
         record.execute(["reprobox-no-such-program"], cwd=tmp_path, environ=dict(os.environ))
-    assert "reprobox-no-such-program" in err.value.message
 
 
 def test_command_environment_activates_a_found_interpreter(tmp_path):
@@ -270,15 +270,13 @@ def test_declared_system_packages_from_the_option_and_pyproject(tmp_path):
 def test_a_hostile_pyproject_name_is_refused_naming_the_entry(tmp_path):
     (tmp_path / "pyproject.toml").write_text(
         '[tool.reprobox]\nsystem-packages = ["libgl1", "curl; rm -rf /"]\n')
-    with pytest.raises(UsageError) as err:
+    with refuses(UsageError, names=["pyproject.toml", "system-packages[1]"]):
         record.declared_system_packages(tmp_path, [])
-    assert "system-packages[1]" in err.value.message
 
 
 def test_a_bad_system_package_option_is_refused_naming_the_option(tmp_path):
-    with pytest.raises(UsageError) as err:
+    with refuses(UsageError, names=["--system-package", "Bad Name"]):
         record.declared_system_packages(tmp_path, ["Bad Name"])
-    assert "--system-package" in err.value.message
 
 
 @pytest.mark.skipif(system.package_manager() != "dpkg", reason="needs a dpkg database")
@@ -315,10 +313,9 @@ def test_an_active_environment_wins_over_the_repositorys_venv(tmp_path):
 def test_several_venvs_ask_for_python_naming_each(tmp_path):
     _venv(tmp_path / ".venv")
     _venv(tmp_path / "venv")
-    with pytest.raises(UsageError) as err:
+    with refuses(UsageError, names=[".venv", "--python"]) as err:
         record.find_repo_venv(tmp_path, tmp_path, {})
-    assert ".venv" in err.value.message and "venv" in err.value.message.replace(".venv", "")
-    assert "--python" in err.value.hint
+    assert "venv" in err.value.message.replace(".venv", "")
     assert err.value.exit_code == 2
 
 
@@ -345,9 +342,8 @@ def test_exit_status_comparison():
 
 def test_exit_status_option_is_checked():
     assert record.check_exit_status(None) is None and record.check_exit_status(7) == 7
-    with pytest.raises(UsageError) as err:
+    with refuses(UsageError, names="--exit-status 300"):
         record.check_exit_status(300)
-    assert "--exit-status 300" in err.value.message
 
 
 # --------------------------------------------------------------------------- model
@@ -375,14 +371,13 @@ def test_run_usage_round_trips_and_records_without_it_keep_their_form():
 @pytest.mark.parametrize("field,usage", [
     ("run.libraries[0].owner", RunUsage(0, libraries=(LoadedLibrary("libx.so", "evil:x"),))),
     ("run.libraries[0].name", RunUsage(0, libraries=(LoadedLibrary("../x.so", "unowned"),))),
-    ("run.modules", RunUsage(0, modules={"numpy": ("os;rm",)})),
+    ("run.modules[numpy]", RunUsage(0, modules={"numpy": ("os;rm",)})),
     ("run.source", RunUsage(0, source="guessed")),
     ("run.exit_status", RunUsage(9999)),
 ])
 def test_hostile_run_fields_are_refused_by_name(field, usage):
-    with pytest.raises(ValidationError) as err:
+    with refuses(ValidationError, field=field):
         validate.run_usage(usage)
-    assert field in err.value.message
 
 
 # --------------------------------------------------------------------------- GPU attribution
