@@ -304,5 +304,5 @@ def test_the_two_parts_split_network_steps_from_python_steps() -> None:
     whole = render_plan(plan)
     for step in (s for s in python.split("\nRUN ")[1:]):
         assert step in whole
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="'python'"):
         render_plan(plan, part="python")

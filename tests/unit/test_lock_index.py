@@ -189,10 +189,9 @@ def test_unreachable_index_names_the_fix(tmp_path):
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     sock.close()  # nothing listens there now
-    with pytest.raises(IndexUnavailable) as err:
+    with refuses(IndexUnavailable, names=f"cannot reach http://127.0.0.1:{port}") as err:
         _client(tmp_path, index_url=f"http://u:pw@127.0.0.1:{port}/simple").lookup_many(
             [("six", "1.16.0")])
-    assert "cannot reach http://127.0.0.1" in err.value.message
     assert "connection refused" in err.value.message
     assert "proxy" in err.value.hint and "reprobox lock EXP" in err.value.hint
     assert "pw" not in str(err.value)
@@ -210,8 +209,10 @@ def test_plain_http_proxy_is_used(tmp_path):
         bypass = _client(tmp_path / "b", index_url=target,
                          proxies={"http": f"http://127.0.0.1:{proxy.port}",
                                   "no": "index.invalid"})
-        with pytest.raises(IndexUnavailable):
+        # no_proxy: asked directly, the name does not resolve, and nothing went to the proxy.
+        with refuses(IndexUnavailable, names="index.invalid"):
             bypass.lookup_many([("six", "1.16.0")])
+        assert proxy.proxied == ["http://index.invalid:80/simple/six/"]
 
 
 def test_file_index_and_find_links_folder(tmp_path):
@@ -292,9 +293,8 @@ def test_https_with_an_untrusted_certificate_names_the_cert_setting(tmp_path):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         url = f"https://127.0.0.1:{server.server_address[1]}/simple"
-        with pytest.raises(IndexUnavailable) as err:
+        with refuses(IndexUnavailable, names=["certificate", "cert"]):
             _client(tmp_path, index_url=url).lookup_many([("six", "1.0")])
-        assert "certificate" in err.value.message and "cert" in err.value.hint
         # trusted-host turns verification off for that host, as with pip
         found = _client(tmp_path / "t", index_url=url,
                         trusted_hosts=(f"127.0.0.1:{server.server_address[1]}",)).lookup_many(
