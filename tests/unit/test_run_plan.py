@@ -498,12 +498,16 @@ def test_docker_backend_mounts_only_the_checkout_as_the_invoking_user(tmp_path: 
     monkeypatch.setenv("SSH_AUTH_SOCK", "/tmp/agent.sock")
     checkout = tmp_path / "checkout"
     (checkout / "sub").mkdir(parents=True)
-    engine = RecordingEngine()
+    engine = RecordingEngine(exit_code=5)
     backend = DockerBackend(engine)
     prepared = Prepared("docker", "reprobox/x:1", "image", True, "python")
     done = backend.execute(prepared, ["/bin/sh", "-c", "python t.py"], checkout=checkout,
                            cwd="sub", env={"OMP_NUM_THREADS": "1"}, network="none")
-    assert done.returncode == 0
+    # The container's status is the run's; its output streamed (to stderr), not kept.
+    assert (done.returncode, done.stdout) == (5, "")
+    kept = backend.execute(prepared, ["true"], checkout=checkout, env={}, capture=True)
+    assert (kept.returncode, kept.stdout) == (5, "out\n")
+    assert engine.calls[1]["stream"] is None
     call = engine.calls[0]
     from reprobox.backends import container_uid_gid
 
