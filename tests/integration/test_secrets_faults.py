@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from ..conftest import git
+from ..conftest import git, require
 
 CANARY = "CANARYc4n4ry7f3e"
 
@@ -176,8 +176,8 @@ def test_bad_inputs_are_clear(project: Path) -> None:
         (project / ".reprobox" / "experiments").iterdir())
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tiny filesystem needs root")
 def test_disk_full_leaves_nothing(tmp_path: Path) -> None:
+    require(os.geteuid() == 0, "root (to mount a tiny tmpfs)")
     mnt = tmp_path / "tiny"
     mnt.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], check=True)
@@ -234,9 +234,8 @@ def test_no_canary_reaches_a_built_image(project: Path, tmp_path: Path) -> None:
 
     from reprobox.build.base import build_base, host_release
 
-    require_root = os.geteuid() == 0 and shutil.which("debootstrap") is not None
-    if not require_root:
-        pytest.skip("building the base image needs root and debootstrap")
+    require(os.geteuid() == 0 and shutil.which("debootstrap") is not None,
+            "root and debootstrap (to build the base image; scripts/setup.sh installs it)")
     _id, codename = host_release()
     build_base(platform.python_version(), codename or "bookworm")
     docker = "/usr/bin/docker" if Path("/usr/bin/docker").exists() else "docker"

@@ -9,7 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 from reprobox.build.base import (
     AptSource,
@@ -25,6 +24,7 @@ from reprobox.build.base import (
 )
 from reprobox.errors import UsageError, ValidationError
 
+from ..conftest import require
 from ..asserts import refuses
 
 
@@ -42,8 +42,9 @@ def test_describe_the_running_interpreter() -> None:
     assert interp.mm == f"{sys.version_info[0]}.{sys.version_info[1]}"
 
 
-@pytest.mark.skipif(not _relocatable(), reason="needs a relocatable (non-distribution) Python")
 def test_find_and_stage_the_running_interpreter(tmp_path: Path) -> None:
+    require(_relocatable(),
+            "a relocatable (non-distribution) Python running the tests, such as pyenv's")
     version = platform.python_version()
     interp = find_interpreter(version)
     assert interp.version == version

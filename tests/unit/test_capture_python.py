@@ -25,6 +25,7 @@ from reprobox.capture import python as py
 from reprobox.errors import InterpreterError
 from reprobox.model import Package
 
+from ..conftest import require, require_tool
 from ..asserts import refuses
 from ..factories import make_elf
 
@@ -311,10 +312,10 @@ def test_elf_fixtures_built_by_gcc():
         "libbundled-1a2b3c4d.so.1")
 
 
-@pytest.mark.skipif(shutil.which("readelf") is None, reason="binutils not installed")
 @pytest.mark.parametrize("name", ["consumer_runpath.so", "consumer_rpath.so",
                                   "libbundled-1a2b3c4d.so.1"])
 def test_elf_parser_agrees_with_readelf(name):
+    require_tool("readelf", "binutils (readelf)")
     ours = probe.read_elf(str(ELF / name))
     theirs = _readelf(ELF / name)
     assert ours["needed"] == theirs["needed"]
@@ -399,9 +400,9 @@ def _native(site: Path, cache: probe.ProbeCache | None = None):
     return probe.native_libraries(dists, [str(site)], cache), cache
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="ELF/glibc host needed")
 @pytest.mark.parametrize("consumer", ["consumer_runpath.so", "consumer_rpath.so"])
 def test_bundled_libraries_are_dropped_and_system_ones_resolved(tmp_path, consumer):
+    require(sys.platform.startswith("linux"), "an ELF/glibc (Linux) host")
     site = _wheel_site(tmp_path, consumer)
     native, _ = _native(site)
     libs = native["libraries"]
@@ -413,8 +414,8 @@ def test_bundled_libraries_are_dropped_and_system_ones_resolved(tmp_path, consum
         assert Path(libs[soname]["realpath"]).is_file()
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="ELF/glibc host needed")
 def test_unclaimed_extension_is_scanned_as_unknown(tmp_path):
+    require(sys.platform.startswith("linux"), "an ELF/glibc (Linux) host")
     site = _wheel_site(tmp_path)
     (site / "stray").mkdir()
     shutil.copy(ELF / "consumer_rpath.so", site / "stray" / "mod.so")
@@ -424,8 +425,8 @@ def test_unclaimed_extension_is_scanned_as_unknown(tmp_path):
     assert "libbundled-1a2b3c4d.so.1" not in native["libraries"]
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="ELF/glibc host needed")
 def test_missing_library_is_reported_with_its_users(tmp_path):
+    require(sys.platform.startswith("linux"), "an ELF/glibc (Linux) host")
     site = _wheel_site(tmp_path)
     (site / "demo.libs" / "libbundled-1a2b3c4d.so.1").unlink()
     (site / "demo-1.0.dist-info" / "RECORD").write_text(
@@ -498,8 +499,7 @@ class _FakeSysconfig:
     ("2.5", ["manylinux_2_5_x86_64", "linux_x86_64"]),
 ])
 def test_platform_tags_follow_glibc(glibc, expected):
-    if struct.calcsize("P") != 8:
-        pytest.skip("64-bit interpreter assumed")
+    require(struct.calcsize("P") == 8, "a 64-bit Python running the tests")
     assert probe.platform_tags(_FakeSysconfig("linux-x86_64"), glibc) == expected
 
 
@@ -608,8 +608,8 @@ def test_run_probe_cannot_execute(tmp_path):
 PY27 = Path(os.path.expanduser("~/.pyenv/versions/2.7.18/bin/python2.7"))
 
 
-@pytest.mark.skipif(not PY27.exists(), reason="no Python 2.7 here")
 def test_run_probe_names_a_too_old_python():
+    require(PY27.exists(), "CPython 2.7.18 built by pyenv (scripts/setup.sh installs it)")
     with refuses(InterpreterError, names=["2.7.18", "3.8"]):
         py.run_probe(PY27)
 

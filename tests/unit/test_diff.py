@@ -37,6 +37,7 @@ from reprobox.model import (
     SystemPackage,
 )
 
+from ..conftest import require_module, require_tool
 from ..asserts import assert_tables_keep_their_columns
 from ..factories import cpu_env, make_exp, with_packages
 
@@ -156,11 +157,11 @@ DEB_VERSION = st.builds(
 )
 
 
-@pytest.mark.skipif(shutil.which("dpkg") is None, reason="needs dpkg to compare against")
 @settings(max_examples=60, deadline=None)
 @given(DEB_VERSION, DEB_VERSION)
 def test_system_version_order_matches_real_dpkg(a: str, b: str) -> None:
     # Equal under dpkg but spelled differently ("1.0" / "1.00") is ordered by text: still a change.
+    require_tool("dpkg", "dpkg (a Debian-family system)")
     dpkg = _dpkg_order(a, b)
     ours = compare_system_versions(a, b)
     assert ours == dpkg or (dpkg == 0 and a != b)
@@ -340,7 +341,7 @@ def test_render_json_is_sorted_indented_and_complete() -> None:
 
 
 def _markdown_html(text: str) -> str:
-    markdown_it = pytest.importorskip("markdown_it")
+    markdown_it = require_module("markdown_it")
     return markdown_it.MarkdownIt("commonmark", {"html": True}).enable("table").render(text)
 
 

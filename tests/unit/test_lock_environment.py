@@ -29,6 +29,7 @@ from tests.fixtures.lock.fakeindex import (
     sha256_of,
 )
 
+from ..conftest import require, require_module
 from ..asserts import refuses
 
 try:
@@ -152,7 +153,7 @@ def test_lock_of_a_mixed_environment(world):
     assert "version" not in entries["mypkg"]
     assert entries["tiny"]["tool"]["reprobox"]["find-links"] == str(world["links"])
     assert entries["tinybuilt"]["tool"]["reprobox"]["built-from-sdist"] is True
-    pylock_mod = pytest.importorskip("packaging.pylock")
+    pylock_mod = require_module("packaging.pylock", "packaging >= 25 (packaging.pylock)")
     pylock_mod.Pylock.from_dict(pylock)  # raises on anything PEP 751 does not allow
 
 
@@ -278,8 +279,8 @@ def offline_world(tmp_path: Path):
 
 def test_pip_installs_requirements_lock_in_hash_checking_mode(offline_world):
     w = offline_world
-    if sys.version_info[:2] != (3, 11):
-        pytest.skip("the fixture environment is a Python 3.11 capture")
+    require(sys.version_info[:2] == (3, 11),
+            "Python 3.11 running the tests (the fixture environment is a 3.11 capture)")
     result = lock_environment(w["env"], repo_root=w["tmp"], config=w["config"],
                               cache_dir=w["tmp"] / "cache")
     lock = w["tmp"] / "requirements.lock"
@@ -301,8 +302,8 @@ def test_uv_installs_pylock_toml(offline_world):
     from reprobox.build.context import find_uv
 
     found = find_uv()
-    if found is None:
-        pytest.skip("uv is not installed")
+    require(found is not None, "uv (pip install -e '.[test]')")
+    assert found is not None
     uv = str(found)
     result = lock_environment(w["env"], repo_root=w["tmp"], config=w["config"],
                               cache_dir=w["tmp"] / "cache")

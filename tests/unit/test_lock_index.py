@@ -14,7 +14,6 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import pytest
 
 from reprobox.errors import IndexUnavailable
 from reprobox.lock.config import IndexConfig
@@ -30,6 +29,7 @@ from tests.fixtures.lock.fakeindex import (
     sha256_of,
 )
 
+from ..conftest import require_module
 from ..asserts import refuses
 
 PAGES = {
@@ -268,7 +268,7 @@ def test_fill_hash_downloads_a_file_the_index_did_not_hash(tmp_path):
 
 def test_https_with_an_untrusted_certificate_names_the_cert_setting(tmp_path):
     # a TLS server whose certificate nobody trusts: the message must point at pip's `cert`
-    ssl = pytest.importorskip("ssl")
+    ssl = require_module("ssl", "Python's ssl module (a CPython built with OpenSSL)")
     import subprocess
 
     key, crt = tmp_path / "k.pem", tmp_path / "c.pem"

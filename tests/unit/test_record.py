@@ -21,6 +21,7 @@ from reprobox.errors import UsageError, ValidationError
 from reprobox.model import Experiment, GitInfo, LoadedLibrary, RunUsage
 from reprobox import validate
 
+from ..conftest import require
 from ..asserts import refuses
 from ..factories import make_elf
 
@@ -250,8 +251,8 @@ def test_ctypes_scan_finds_libraries_named_in_pure_python_sources(tmp_path):
 
 def test_library_names_resolve_through_the_loader_cache():
     cache = probe.read_ld_cache()
-    if not cache or "libz.so.1" not in cache:
-        pytest.skip("this machine's ld.so.cache lists no libz.so.1")
+    require(bool(cache) and "libz.so.1" in cache,
+            "libz.so.1 in this machine's ld.so.cache (zlib1g)")
     found = record.resolve_library_names(["z", "libz.so.1", "reprobox-absent"])
     assert list(found.values()) == [["libz.so.1"]]
     assert all(os.path.isabs(p) for p in found)
@@ -279,8 +280,8 @@ def test_a_bad_system_package_option_is_refused_naming_the_option(tmp_path):
         record.declared_system_packages(tmp_path, ["Bad Name"])
 
 
-@pytest.mark.skipif(system.package_manager() != "dpkg", reason="needs a dpkg database")
 def test_declared_packages_take_this_machines_version():
+    require(system.package_manager() == "dpkg", "a dpkg database (a Debian-family system)")
     pkgs, warnings = system.add_declared([], ["libc6", "reprobox-not-installed"])
     assert [p.name for p in pkgs] == ["libc6"] and pkgs[0].version
     assert len(warnings) == 1 and "reprobox-not-installed" in warnings[0]

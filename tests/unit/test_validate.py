@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
-import shutil
 import subprocess
 import unicodedata
 from dataclasses import replace
@@ -28,6 +27,7 @@ from reprobox.model import (
 )
 from reprobox.store import Store
 
+from ..conftest import require_tool
 from ..asserts import refuses
 from ..factories import make_env, make_exp
 
@@ -384,8 +384,8 @@ def test_every_installed_distribution_passes() -> None:
     assert seen > 10
 
 
-@pytest.mark.skipif(shutil.which("dpkg-query") is None, reason="needs a Debian-family system")
 def test_every_installed_debian_package_passes() -> None:
+    require_tool("dpkg-query", "dpkg (a Debian-family system)")
     out = subprocess.run(["dpkg-query", "-W", "-f", "${Package}\t${Version}\t${Architecture}\n"],
                          capture_output=True, text=True, check=True).stdout
     rows = [line.split("\t") for line in out.splitlines() if line]
@@ -405,8 +405,8 @@ def _git(repo: Path, *args: str) -> str:
                           text=True).stdout
 
 
-@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
 def test_patch_targets_of_a_real_git_diff(tmp_path: Path) -> None:
+    require_tool("git")
     repo = tmp_path / "repo"
     repo.mkdir()
     _git(repo, "init", "-q")
@@ -673,7 +673,8 @@ def test_platform_tags_platform_or_whole_wheel_tag() -> None:
 
 def test_a_real_fingerprint_of_this_interpreter_passes(tmp_path: Path) -> None:
     """What the capture really records on this machine (probe, dpkg, /proc) fits the grammars."""
-    capture = pytest.importorskip("reprobox.capture")
+    from reprobox import capture
+
     _git(tmp_path, "init", "-q")
     env, _warnings = capture.fingerprint_environment(tmp_path)
     assert len(env.packages) > 10
