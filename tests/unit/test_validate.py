@@ -618,7 +618,8 @@ def test_field_first_validators_return_or_refuse(i: int, value: Any) -> None:
 def test_accepted_relpaths_stay_inside(value: str) -> None:
     try:
         v.relpath("p", value)
-    except ValidationError:
+    except ValidationError as err:
+        assert err.field == "p"
         return
     parts = value.split("/")
     assert not value.startswith("/") and ".." not in parts and "\\" not in value
@@ -634,7 +635,8 @@ def test_path_inside_property(tmp_path_factory: Any, rel: str) -> None:
     root.mkdir(exist_ok=True)
     try:
         target = v.path_inside(root, rel, "p")
-    except ValidationError:
+    except ValidationError as err:
+        assert err.field == "p"
         return
     assert target == root.resolve() or root.resolve() in target.parents
 
@@ -644,7 +646,8 @@ def test_path_inside_property(tmp_path_factory: Any, rel: str) -> None:
 def test_env_var_property(name: Any, value: Any) -> None:
     try:
         v.env_var(name, value)
-    except ValidationError:
+    except ValidationError as err:
+        assert err.field == "env name" or err.field == f"env.{name}", err.field
         return
     _accepted_is_clean(name)
     _accepted_is_clean(value)
@@ -657,7 +660,8 @@ def test_env_var_property(name: Any, value: Any) -> None:
 def test_patch_targets_property(text: str) -> None:
     try:
         targets = v.patch_targets(text)
-    except ValidationError:
+    except ValidationError as err:
+        assert err.field.startswith("git patch"), err.field
         return
     for t in targets:
         assert v.relpath("t", t) == t and t != "."
