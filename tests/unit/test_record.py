@@ -496,10 +496,17 @@ def test_python_child_processes_are_recorded_too(tmp_path):
     assert child["ppid"] in {r["pid"] for r in ex.reports}
 
 
-def test_a_command_stopped_with_ctrl_c_records_nothing(tmp_path):
+def test_a_command_stopped_with_ctrl_c_records_nothing(tmp_path, monkeypatch):
+    import tempfile
+
+    work, scratch = tmp_path / "work", tmp_path / "scratch"
+    work.mkdir()
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     with pytest.raises(KeyboardInterrupt):
-        record.execute(["/bin/sh", "-c", "kill -INT $$"], cwd=tmp_path,
-                       environ=dict(os.environ))
+        record.execute(["/bin/sh", "-c", "kill -INT $$"], cwd=work, environ=dict(os.environ))
+    # The stop reaches the caller, and what the run's processes reported is gone with it.
+    assert list(work.iterdir()) == [] and list(scratch.iterdir()) == []
 
 
 def test_a_library_the_run_dlopens_is_its_own_even_under_the_interpreters_closure(tmp_path,
