@@ -6,11 +6,13 @@ one skips those tests; on CI (``CI`` set) it fails them, so a green CI means the
 
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -24,6 +26,38 @@ def require(ok: bool, what: str) -> None:
     if ON_CI:
         pytest.fail(f"{what} is required on CI; .ci/run must install and start it")
     pytest.skip(f"{what} not available here")
+
+
+def require_tool(name: str, what: str | None = None) -> str:
+    """The path of program ``name``, through :func:`require` (``what`` says how to get it).
+
+    Looked for on PATH, then beside the interpreter running the tests: the test extra installs
+    its programs (uv, dvc, zizmor) into the virtualenv, which need not be on PATH."""
+    beside = Path(sys.executable).parent / name
+    path = shutil.which(name) or (str(beside) if os.access(beside, os.X_OK) else None)
+    require(path is not None, what or f"`{name}` on PATH (scripts/setup.sh installs it)")
+    return str(path)
+
+
+def require_module(name: str, what: str | None = None) -> ModuleType:
+    """Module ``name`` (a test dependency: ``pip install -e '.[test]'``), through ``require``."""
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        require(False, what or f"the Python module {name} (pip install -e '.[test]')")
+        raise  # not reached: require skipped or failed
+
+
+PYENV_VERSIONS = Path(os.path.expanduser("~/.pyenv/versions"))
+
+
+def require_pyenv_python(version: str) -> Path:
+    """The newest ``python<version>`` pyenv built (``version`` such as "3.9" or "2.7.18")."""
+    major_minor = ".".join(version.split(".")[:2])
+    exact = sorted(PYENV_VERSIONS.glob(f"{version}/bin/python{major_minor}"))
+    found = exact or sorted(PYENV_VERSIONS.glob(f"{version}.*/bin/python{major_minor}"))
+    require(bool(found), f"CPython {version} built by pyenv (scripts/setup.sh installs it)")
+    return found[-1]
 
 
 def _docker_answers() -> bool:

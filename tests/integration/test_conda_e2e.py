@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import git, require
+from tests.saved_image import where_in_image
 from tests.fixtures.conda.channel import Channel, build_channel, create_env, pip_install
 
 pytestmark = [pytest.mark.slow]
@@ -242,33 +243,6 @@ def test_pure_conda_env_and_refusals(channel: Channel, tmp_path: Path,
     assert sorted(p.name for p in folder.iterdir()) == ["environment.json", "experiment.json"]
 
 
-def _image_holds(tag: str, needle: bytes, tmp_path: Path) -> list[str]:
-    """Where ``needle`` occurs in the saved image: old ``layer.tar`` and OCI ``blobs/sha256``."""
-    import io
-    import tarfile
-
-    docker = "/usr/bin/docker" if Path("/usr/bin/docker").exists() else "docker"
-    archive = tmp_path / "image.tar"
-    subprocess.run([docker, "save", "-o", str(archive), tag], check=True)
-    hits: list[str] = []
-    with tarfile.open(archive) as outer:
-        for member in outer.getmembers():
-            if not member.isfile():
-                continue
-            data = outer.extractfile(member).read()  # type: ignore[union-attr]
-            try:
-                inner = tarfile.open(fileobj=io.BytesIO(data), mode="r:*")
-            except tarfile.TarError:
-                if needle in data:
-                    hits.append(member.name)
-                continue
-            with inner:
-                for f in inner.getmembers():
-                    if f.isfile() and needle in inner.extractfile(f).read():  # type: ignore
-                        hits.append(f"{member.name}:{f.name}")
-    return hits
-
-
 @pytest.mark.docker
 @pytest.mark.network
 def test_mixed_conda_env_rebuilt_in_an_image(channel: Channel, tmp_path: Path,
@@ -295,7 +269,7 @@ def test_mixed_conda_env_rebuilt_in_an_image(channel: Channel, tmp_path: Path,
         record = json.loads(done.stdout)
         assert record["reproduced"] is True, done.stdout
         assert "(already built)" in record["environment"]
-        assert _image_holds(tag, CANARY.encode(), tmp_path) == []
+        assert where_in_image(tag, CANARY.encode(), tmp_path) == []
         assert subprocess.run(["git", "status", "--porcelain"], cwd=clone, capture_output=True,
                               text=True).stdout == ""
     finally:

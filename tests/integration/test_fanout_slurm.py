@@ -28,9 +28,8 @@ import pytest
 from tests.conftest import require
 from tests.hostile import reseal
 
-from .test_run_e2e import (
+from ..factories import (
     DOCKER,
-    ROOT,
     capture,
     commit,
     make_venv,
@@ -40,6 +39,7 @@ from .test_run_e2e import (
     reprobox_exe,
     sh,
 )
+from .test_run_e2e import ROOT
 
 pytestmark = [pytest.mark.slow, pytest.mark.docker, pytest.mark.network]
 

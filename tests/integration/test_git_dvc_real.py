@@ -8,7 +8,6 @@ in a worktree, pulls the data from the remote only and forces the pipeline to re
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +17,8 @@ import pytest
 from reprobox.capture import dvc, metrics
 from reprobox.capture import git as g
 from reprobox.errors import DvcError, GitError, ToolMissing, ValidationError
+
+from ..conftest import require_tool
 
 CANARY = "ghp_canary_7f3a91"
 
@@ -272,8 +273,7 @@ json.dump({"sum": sum(rows), "top": {"mean": sum(rows[:top]) / top, "n": top}}, 
 @pytest.mark.dvc
 @pytest.mark.slow
 def test_dvc_pipeline_capture_clone_pull_and_forced_rerun(tmp_path, monkeypatch):
-    if shutil.which("dvc") is None:
-        pytest.skip("dvc is not installed")
+    require_tool("dvc", "DVC on PATH (`pip install 'reprobox[dvc]'`)")
     counter = tmp_path / "counter.txt"
     monkeypatch.setenv("RUN_COUNTER", str(counter))
     monkeypatch.setenv("DVC_NO_ANALYTICS", "1")

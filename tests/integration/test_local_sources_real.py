@@ -22,19 +22,21 @@ from pathlib import Path
 
 import pytest
 
-from .test_run_e2e import (  # noqa: F401 - the fixtures are used by name
+from ..factories import (
     DOCKER,
-    _remove_built_images,
-    base_image,
     capture,
     commit,
     make_venv,
     new_repo,
     publish_and_clone,
-    remove_images,
     reprobox,
     run_json,
     sh,
+)
+from .test_run_e2e import (  # noqa: F401 - the fixtures are used by name
+    _remove_built_images,
+    base_image,
+    remove_images,
 )
 
 pytestmark = [pytest.mark.slow]

@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 import platform
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +21,8 @@ import pytest
 
 from reprobox.lock import lock_environment, read_index_config
 from reprobox.model import Environment, OSInfo, Package
+
+from ..conftest import require, require_module, require_tool
 
 pytestmark = pytest.mark.network
 
@@ -67,8 +68,7 @@ def captured(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """A venv with PINS installed by its own pip from the host's configured indexes."""
     from reprobox.capture.python import parse_probe, run_probe
 
-    if sys.version_info[:2] != (3, 11):
-        pytest.skip("the pins are chosen for Python 3.11")
+    require(sys.version_info[:2] == (3, 11), "Python 3.11 running the tests (the pins are for it)")
     tmp = tmp_path_factory.mktemp("lock-real")
     python = _venv(tmp / "captured")
     _run(python, "-m", "pip", "install", "-q", "--no-deps", *PINS, cwd=tmp)
@@ -110,13 +110,11 @@ def test_pylock_toml_is_valid_and_uv_installs_it(captured):
     except ModuleNotFoundError:  # pragma: no cover
         import tomli as tomllib  # type: ignore[no-redef]
     data = tomllib.loads(result.pylock_toml)
-    pylock = pytest.importorskip("packaging.pylock")
+    pylock = require_module("packaging.pylock", "packaging >= 25 (packaging.pylock)")
     pylock.Pylock.from_dict(data)
     assert all(p.get("index") for p in data["packages"])
 
-    uv = shutil.which("uv")
-    if uv is None:
-        pytest.skip("uv is not installed")
+    uv = require_tool("uv", "uv (pip install -e '.[test]')")
     where = tmp / ".reprobox" / "experiments" / "0123456789ab"
     where.mkdir(parents=True, exist_ok=True)
     (where / "pylock.toml").write_text(result.pylock_toml)
@@ -135,8 +133,8 @@ def test_local_version_from_the_configured_find_links_folder(tmp_path):
     for folder in config.find_links:
         for candidate in Path(folder).glob("torch-*+cpu-cp311-cp311-*.whl"):
             wheel = candidate
-    if wheel is None:
-        pytest.skip("no torch +cpu wheel in the configured find-links folders")
+    require(wheel is not None, "a torch +cpu wheel in the configured find-links folders")
+    assert wheel is not None
     version = wheel.name.split("-")[1]
     tags = (wheel.name[:-4].split("-", 2)[2],)
     env = Environment(
@@ -152,8 +150,7 @@ def test_local_version_from_the_configured_find_links_folder(tmp_path):
 
 def test_macos_capture_relocked_for_linux_reports_what_changed(tmp_path):
     """ipykernel on macOS pulls appnope, which Linux does not need: dropped and reported."""
-    if shutil.which("uv") is None:
-        pytest.skip("uv is not installed")
+    require_tool("uv", "uv (pip install -e '.[test]')")
     from reprobox.model import Interpreter
 
     mac = Interpreter("cpython", "3.11.7", abi="cp311", platform="macosx-11.0-arm64")

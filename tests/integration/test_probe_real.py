@@ -19,10 +19,9 @@ import pytest
 from reprobox.capture import python as py
 from reprobox.capture import system
 
-from ..conftest import git
+from ..conftest import git, require, require_pyenv_python
 
 ROOT = Path(__file__).resolve().parents[2]
-PYENV = Path(os.path.expanduser("~/.pyenv/versions"))
 HAS_DPKG = system.package_manager() == "dpkg"
 
 
@@ -68,10 +67,8 @@ def test_probe_of_the_running_interpreter_is_complete():
 
 @pytest.mark.parametrize("version", ["3.8", "3.9", "3.12", "3.13"])
 def test_probe_runs_on_other_cpython_versions(version, tmp_path):
-    exes = sorted(PYENV.glob(f"{version}.*/bin/python{version}"))
-    if not exes:
-        pytest.skip(f"no Python {version} here")
-    raw = py.run_probe(exes[-1], cache_dir=tmp_path)
+    python = require_pyenv_python(version)
+    raw = py.run_probe(python, cache_dir=tmp_path)
     result = py.parse_probe(raw, tmp_path)
     assert result.interpreter.version.startswith(version + ".")
     assert result.interpreter.abi == "cp" + version.replace(".", "")
@@ -79,8 +76,8 @@ def test_probe_runs_on_other_cpython_versions(version, tmp_path):
     assert any(u == "<python>" for users in result.library_users.values() for u in users)
 
 
-@pytest.mark.skipif(not Path("/usr/bin/python3").exists(), reason="no system Python")
 def test_system_python_with_debian_egg_info():
+    require(Path("/usr/bin/python3").exists(), "the distribution's Python (/usr/bin/python3)")
     result = py.parse_probe(py.run_probe(Path("/usr/bin/python3")), ROOT)
     assert result.interpreter.kind == "system"
     assert result.packages, "Debian's dist-packages hold at least pip or setuptools"
@@ -123,8 +120,8 @@ def test_user_site_is_seen_like_a_normal_run(tmp_path):
         os.environ.update(old)
 
 
-@pytest.mark.skipif(not HAS_DPKG, reason="needs a dpkg-based system")
 def test_real_dpkg_owns_the_c_library(tmp_path):
+    require(HAS_DPKG, "a dpkg-based system")
     import ctypes.util
 
     libc = ctypes.util.find_library("c")  # "libc.so.6"
@@ -144,9 +141,9 @@ def test_real_dpkg_owns_the_c_library(tmp_path):
     assert again == (packages, unowned)
 
 
-@pytest.mark.skipif(not HAS_DPKG, reason="needs a dpkg-based system")
 def test_list_scan_agrees_with_dpkg_query():
     """The in-process scan of /var/lib/dpkg/info gives what `dpkg-query -S` gives."""
+    require(HAS_DPKG, "a dpkg-based system")
     raw = py.run_probe(Path(sys.executable))
     result = py.parse_probe(raw, ROOT)
     paths = sorted(result.libraries_by_path())

@@ -16,18 +16,20 @@ from pathlib import Path
 
 import pytest
 
-from .test_run_e2e import (  # noqa: F401 - base_image and the image clean-up are fixtures
-    _remove_built_images,
-    base_image,
+from ..factories import (
     commit,
     make_venv,
     new_repo,
     publish_and_clone,
-    remove_images,
     reprobox,
     reprobox_exe,
     run_json,
     sh,
+)
+from .test_run_e2e import (  # noqa: F401 - base_image and the image clean-up are fixtures
+    _remove_built_images,
+    base_image,
+    remove_images,
 )
 
 pytestmark = [pytest.mark.slow]

@@ -19,9 +19,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import require
-from tests.integration.test_run_e2e import (
+from tests.factories import (
     DOCKER,
-    ROOT,
     capture,
     commit,
     make_venv,
@@ -30,6 +29,7 @@ from tests.integration.test_run_e2e import (
     reprobox,
     sh,
 )
+from tests.integration.test_run_e2e import ROOT
 
 pytestmark = [pytest.mark.slow, pytest.mark.docker]
 

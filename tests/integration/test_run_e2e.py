@@ -15,104 +15,33 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import subprocess
 import sys
 from pathlib import Path
-from typing import Optional
 
 import pytest
+
+from ..factories import (
+    DOCKER,
+    PYTHON_VERSION,
+    capture,
+    commit,
+    find_python,
+    make_venv,
+    new_repo,
+    publish_and_clone,
+    reprobox,
+    run_json,
+    sh,
+)
 
 pytestmark = [pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
-PYTHON_VERSION = "3.11.7"
-DOCKER = ("/usr/bin/docker" if Path("/usr/bin/docker").exists()
-          else (shutil.which("docker") or "docker"))
 REQUIREMENTS = (EXAMPLES / "dvc-pipeline" / "project" / "requirements.txt").read_text().split()
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def sh(cwd: Path, *argv: str, env: Optional[dict] = None, check: bool = True
-       ) -> subprocess.CompletedProcess:
-    done = subprocess.run(list(argv), cwd=cwd, capture_output=True, text=True,
-                          env=env or os.environ.copy(), check=False)
-    if check and done.returncode != 0:
-        raise AssertionError(f"{argv} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
-    return done
-
-
-def reprobox_exe() -> str:
-    here = Path(sys.executable).parent / "reprobox"
-    return str(here) if here.exists() else (shutil.which("reprobox") or "reprobox")
-
-
-def reprobox(cwd: Path, *args: str, venv: Optional[Path] = None, check: bool = True,
-             extra_env: Optional[dict] = None) -> subprocess.CompletedProcess:
-    """The real CLI, as a user types it (with the project's venv active when given)."""
-    env = os.environ.copy()
-    for var in ("VIRTUAL_ENV", "OMP_NUM_THREADS", "PYTHONHASHSEED"):
-        env.pop(var, None)
-    if venv is not None:
-        env["VIRTUAL_ENV"] = str(venv)
-        env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env['PATH']}"
-    env.update(extra_env or {})
-    return sh(cwd, reprobox_exe(), *args, env=env, check=check)
-
-
-def make_venv(path: Path, *requirements: str, editable: Optional[Path] = None) -> Path:
-    python = find_python()
-    sh(path.parent, python, "-m", "venv", str(path))
-    pip = [str(path / "bin" / "python"), "-m", "pip", "install", "-q",
-           "--disable-pip-version-check"]
-    if requirements:
-        sh(path.parent, *pip, *requirements)
-    if editable is not None:
-        sh(path.parent, *pip, "-e", str(editable))
-    return path
-
-
-def find_python() -> str:
-    from reprobox.backends.venv import find_interpreter
-
-    return str(find_interpreter(PYTHON_VERSION))
-
-
-def new_repo(path: Path, files: dict[str, str]) -> Path:
-    path.mkdir(parents=True)
-    sh(path, "git", "init", "-q", "-b", "main")
-    sh(path, "git", "config", "user.email", "dev@example.org")
-    sh(path, "git", "config", "user.name", "Dev")
-    for rel, text in files.items():
-        (path / rel).parent.mkdir(parents=True, exist_ok=True)
-        (path / rel).write_text(text)
-    commit(path, "initial")
-    return path
-
-
-def commit(repo: Path, message: str, *paths: str) -> None:
-    sh(repo, "git", "add", *(paths or ("-A",)))
-    sh(repo, "git", "commit", "-q", "-m", message)
-
-
-def capture(repo: Path, venv: Path, *args: str, env: Optional[dict] = None) -> dict:
-    done = reprobox(repo, "capture", "--json", *args, venv=venv, extra_env=env)
-    data = json.loads(done.stdout)
-    commit(repo, "reprobox capture", ".reprobox")
-    return data
-
-
-def publish_and_clone(repo: Path, where: Path) -> Path:
-    """Push to a bare origin and clone it afresh: no venv, no results, no caches there."""
-    origin = where / "origin.git"
-    sh(where, "git", "init", "-q", "--bare", "-b", "main", str(origin))
-    sh(repo, "git", "push", "-q", str(origin), "main")
-    clone = where / "clone"
-    sh(where, "git", "clone", "-q", str(origin), str(clone))
-    return clone
 
 
 #: Experiments whose images the scenarios build; removed when the module is done.
@@ -137,12 +66,6 @@ def remove_images(exp_id: str) -> None:
         sh(ROOT, DOCKER, "rmi", "-f", image, check=False)
     left = sh(ROOT, DOCKER, "images", "-q", "--filter", f"label=reprobox.experiment={exp_id}")
     assert left.stdout.strip() == ""
-
-
-def run_json(clone: Path, exp: str, *args: str) -> tuple[int, dict, str]:
-    done = reprobox(clone, "run", exp, "--json", *args, check=False)
-    assert done.returncode in (0, 1), f"reprobox run failed:\n{done.stdout}\n{done.stderr}"
-    return done.returncode, json.loads(done.stdout), done.stderr
 
 
 def worktrees(repo: Path) -> int:

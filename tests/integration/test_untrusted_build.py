@@ -47,6 +47,7 @@ from reprobox.model import Package, PackageSource
 from reprobox.store import Store
 
 from ..hostile import reseal as hostile_reseal
+from ..saved_image import image_files
 from .test_build_real import DOCKER, _capture, base_image, project  # noqa: F401 - fixtures
 
 pytestmark = [pytest.mark.docker, pytest.mark.network]
@@ -222,30 +223,6 @@ def cli(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedP
                           timeout=900)
 
 
-def saved_blobs(tag: str, tmp: Path) -> Iterator[tuple[str, bytes]]:
-    """Every file of ``docker save``: configs, manifests, and every file of every layer, in the
-    old ``<id>/layer.tar`` layout and the OCI ``blobs/sha256/<digest>`` one."""
-    archive = tmp / f"{uuid.uuid4().hex}.tar"
-    subprocess.run([DOCKER, "save", "-o", str(archive), tag], check=True)
-    with tarfile.open(archive) as outer:
-        for member in outer.getmembers():
-            if not member.isfile():
-                continue
-            data = outer.extractfile(member).read()  # type: ignore[union-attr]
-            yield member.name, data
-            if member.name.endswith("layer.tar") or member.name.startswith("blobs/sha256/"):
-                try:
-                    layer = tarfile.open(fileobj=io.BytesIO(data))
-                except tarfile.TarError:
-                    continue  # a config or manifest blob, already yielded whole
-                with layer:
-                    for entry in layer.getmembers():
-                        if entry.isfile():
-                            body = layer.extractfile(entry).read()  # type: ignore[union-attr]
-                            yield f"{member.name}:{entry.name}", body
-    archive.unlink()
-
-
 # --------------------------------------------------------------------------- fixtures
 
 
@@ -345,7 +322,7 @@ def test_pylock_urls_are_never_fetched_or_copied(
         assert not any(needle in p.read_bytes() for p in house.rglob("*") if p.is_file())
         assert not any(needle in p.read_bytes() for p in Path(result.context or "").rglob("*")
                        if p.is_file() and not p.is_symlink())
-        for name, data in saved_blobs(tag, tmp_path):
+        for name, data in image_files(tag, tmp_path, DOCKER):
             assert needle not in data, name
     finally:
         (folder / "requirements.lock").write_text(lock)
@@ -431,7 +408,7 @@ def test_package_code_ran_in_the_build_and_found_no_secret(hostile_build: dict,
 def test_the_canary_is_in_no_layer_config_or_history(hostile_build: dict, tmp_path: Path) -> None:
     tag, needle = hostile_build["tag"], hostile_build["canary"].encode()
     names = []
-    for name, data in saved_blobs(tag, tmp_path):
+    for name, data in image_files(tag, tmp_path, DOCKER):
         names.append(name)
         assert needle not in data, f"the canary is in {name}"
     assert any(n.endswith("layer.tar") or n.startswith("blobs/sha256/") for n in names)

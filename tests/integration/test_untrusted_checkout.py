@@ -25,6 +25,7 @@ import pytest
 from reprobox.model import DvcInfo, Environment, Experiment, GitInfo, Interpreter
 from reprobox.store import Store
 
+from ..asserts import refuses
 from ..conftest import git
 
 PYTHON_IMAGE = "python:3.11.7-slim-bookworm"
@@ -237,7 +238,8 @@ def test_a_committed_config_local_is_never_used(tmp_path: Path, host_secret_remo
     empty.mkdir()
     wt = g.make_worktree(repo, git(repo, "rev-parse", "HEAD").strip(), tmp_path / "wt")
     try:
-        with pytest.raises(DvcError):  # the trusted remote does not have it: nothing pulled
+        # The trusted remote does not have it: nothing pulled, and the fix says where to push.
+        with refuses(DvcError, names=["pull", "loot.txt", "dvc push"]):
             pull_data(Store(repo), wt, dvc_remote=str(empty))
         assert not (wt / "loot.txt").exists()
         assert "sneaky" not in (wt / ".dvc" / "config.local").read_text()

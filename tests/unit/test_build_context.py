@@ -7,7 +7,6 @@ import subprocess
 from dataclasses import replace
 from pathlib import Path
 
-import pytest
 
 from reprobox.build.context import (
     ContextInputs,
@@ -26,8 +25,9 @@ from reprobox.lock import read_index_config
 from reprobox.model import Package, PackageSource
 from reprobox.store import Store
 
+from ..asserts import refuses
 from ..conftest import git
-from .test_build_fixtures import FIXTURES, small, with_env
+from ..factories import FIXTURES, small, with_env
 
 LOCK = (FIXTURES / "requirements.lock").read_text()
 
@@ -105,7 +105,7 @@ def test_a_proxy_on_localhost_warns_about_the_network_mode(tmp_path: Path) -> No
 
 
 def test_a_missing_ca_bundle_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(UsageError, match="does not exist"):
+    with refuses(UsageError, names=[str(tmp_path / "nope.pem"), "does not exist"]):
         forward_index_config(_config(tmp_path, PIP_CERT=str(tmp_path / "nope.pem")))
 
 
@@ -242,7 +242,7 @@ def test_assemble_context_without_a_lock_names_the_fix(git_repo: Path, tmp_path:
     plan = plan_image(stored.experiment, stored.environment,
                       base_image="python:3.11.7-slim-bookworm",
                       options=RenderOptions(installer="pip"))
-    with pytest.raises(LockError, match="reprobox lock"):
+    with refuses(LockError, names=["requirements.lock", f"reprobox lock {stored.id}"]):
         assemble_context(repo, stored, ContextInputs(plan, "FROM scratch\n", None, None),
                          tmp_path / "ctx")
 

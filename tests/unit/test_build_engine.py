@@ -19,7 +19,7 @@ from reprobox.build.engine import (
 )
 from reprobox.errors import EngineError
 
-from .test_build_fixtures import FIXTURES
+from ..factories import FIXTURES
 
 TITLES = (
     "FROM python:3.11.7-slim-bookworm",

@@ -20,7 +20,8 @@ from reprobox.build.images import (
 from reprobox.errors import UsageError, ValidationError
 from reprobox.model import OSInfo
 
-from .test_build_fixtures import gpu, macos, small, ubuntu
+from ..asserts import refuses
+from ..factories import gpu, macos, small, ubuntu
 
 
 def test_debian_capture_uses_the_host_codename_and_exact_patch() -> None:
@@ -116,22 +117,22 @@ def test_a_base_image_in_the_checkout_is_ignored_with_a_warning(
 
 def test_bad_overrides_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _exp, env = small()
-    with pytest.raises(UsageError, match="--base-image") as flag:
+    with refuses(UsageError, names=["--base-image", "'python:3.11 ; id'"]) as flag:
         select_base_image(env, override="python:3.11 ; id")
     assert flag.value.exit_code == 2
     conf = tmp_path / "config.toml"
     conf.write_text('base-image = "Bad Image"\n')
-    with pytest.raises(UsageError, match="base-image = .Bad Image. in .*config.toml"):
+    with refuses(UsageError, names=["base-image = 'Bad Image'", str(conf)]):
         select_base_image(env, config_file=conf)
     conf.write_text("[build\n")
-    with pytest.raises(UsageError, match="config.toml"):
+    with refuses(UsageError, names=str(conf)):
         select_base_image(env, config_file=conf)
 
 
 def test_an_inexact_interpreter_version_cannot_name_an_image() -> None:
     _exp, env = small()
     dev = replace(env, interpreter=replace(env.interpreter, version="3.11.7+"))
-    with pytest.raises(ValidationError, match="--base-image"):
+    with refuses(ValidationError, field="interpreter version", names=["'3.11.7+'", "--base-image"]):
         select_base_image(dev)
     assert select_base_image(dev, override="python:3.11-slim")[0] == "python:3.11-slim"
 

@@ -20,7 +20,8 @@ from reprobox.build.render import RenderOptions, plan_image, render_plan
 from reprobox.errors import UsageError, ValidationError
 from reprobox.model import Package, PackageSource, SystemPackage
 
-from .test_build_fixtures import (
+from ..asserts import refuses
+from ..factories import (
     GOLDEN,
     datascience,
     gpu,
@@ -141,12 +142,12 @@ def test_a_folder_or_file_archive_outside_the_repository_is_refused_naming_the_p
     """A capture's path outside the repository is never read, so never copied into a build."""
     exp, env = small()
     outside = outside_folder(env)
-    with pytest.raises(UsageError, match=r"package outside 1\.0 .*/home/someone/outside") as exc:
+    with refuses(UsageError, names=["package outside 1.0", "/home/someone/outside"]) as exc:
         plan_image(with_env(exp, outside), outside, base_image=BOOKWORM)
     assert exc.value.exit_code == 2
     key = replace(env, packages=env.packages + (Package("sshkey", "1.0", PackageSource(
         "archive", url="file:///root/.ssh/id_rsa.tar.gz")),))
-    with pytest.raises(UsageError, match=r"package sshkey .*file:///root/.ssh/id_rsa") as exc:
+    with refuses(UsageError, names=["package sshkey", "file:///root/.ssh/id_rsa"]) as exc:
         plan_image(with_env(exp, key), key, base_image=BOOKWORM)
     assert exc.value.exit_code == 2
     inside = replace(env, packages=env.packages + (Package("vendored", "2.0", PackageSource(
@@ -199,7 +200,7 @@ def test_labels_carry_provenance_without_credentials() -> None:
 def test_install_python_needs_uv_on_a_cuda_base() -> None:
     exp, env = small()
     env = gpu(env)
-    with pytest.raises(UsageError, match="needs uv"):
+    with refuses(UsageError, names=["needs uv", "nvidia/cuda:12.1.1-runtime-ubuntu22.04"]):
         plan_image(with_env(exp, env), env, base_image="nvidia/cuda:12.1.1-runtime-ubuntu22.04",
                    options=RenderOptions(installer="pip"))
 
@@ -245,31 +246,43 @@ HOSTILE = {
 }
 
 
+#: The field each hostile case must be refused by (packages sort by name: "evil" is the second).
+HOSTILE_FIELD = {
+    "archive hash that is not hex": "packages[evil].source.hash",
+    "codename with a slash": "os.codename",
+    "directory escaping the repository": "packages[evil].source.path",
+    "interpreter version with shell": "interpreter.version",
+    "package name with a newline": "packages[1].name",
+    "system package with a semicolon": "system_packages[0].name",
+    "system version with a space": "system_packages[0].version",
+    "vcs URL with a quote": "packages[evil].source.url",
+    "version with a command substitution": "packages[evil].version",
+}
+
+
 @pytest.mark.parametrize("case", sorted(HOSTILE))
 def test_hostile_values_are_refused_naming_the_field(case: str) -> None:
     exp, env = small()
     bad = HOSTILE[case](env)
-    with pytest.raises(ValidationError) as info:
+    with refuses(ValidationError, field=HOSTILE_FIELD[case]):
         render_dockerfile(with_env(exp, bad), bad, base_image=BOOKWORM)
-    assert info.value.field  # the message names which field was refused
-    assert "refusing" in str(info.value)
 
 
 def test_hostile_experiment_name_and_base_image_are_refused() -> None:
     exp, env = small()
-    with pytest.raises(ValidationError):
+    with refuses(ValidationError, field="name"):
         render_dockerfile(replace(exp, name='x" && curl evil'), env, base_image=BOOKWORM)
-    with pytest.raises(ValidationError):
+    with refuses(ValidationError, field="base image", names="control character"):
         render_dockerfile(exp, env, base_image="python:3.11 \nRUN id")
-    with pytest.raises(ValidationError):
+    with refuses(ValidationError, field="base image", names="'python:$(id)'"):
         render_dockerfile(exp, env, base_image="python:$(id)")
 
 
 def test_unknown_installer_and_cache_id_are_usage_errors() -> None:
     exp, env = small()
-    with pytest.raises(UsageError):
+    with refuses(UsageError, names="installer 'conda'"):
         render_dockerfile(exp, env, base_image=BOOKWORM, options=RenderOptions(installer="conda"))
-    with pytest.raises(UsageError):
+    with refuses(UsageError, names="cache id 'a b'"):
         render_dockerfile(exp, env, base_image=BOOKWORM,
                           options=RenderOptions(cache_id="a b"))
 
@@ -291,5 +304,5 @@ def test_the_two_parts_split_network_steps_from_python_steps() -> None:
     whole = render_plan(plan)
     for step in (s for s in python.split("\nRUN ")[1:]):
         assert step in whole
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="'python'"):
         render_plan(plan, part="python")

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from reprobox.cli import main
 from reprobox.store import Store
 
-from .test_model_store import make_env, make_exp
+from ..factories import make_env, make_exp
 
 
 @pytest.fixture

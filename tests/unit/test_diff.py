@@ -31,50 +31,15 @@ from reprobox.model import (
     Environment,
     GitInfo,
     Hardware,
-    Interpreter,
     OSInfo,
     Package,
     PackageSource,
     SystemPackage,
 )
 
-from .test_model_store import make_exp
-
-# Names and versions as found on a real Debian 12 host with numpy/scipy wheels (numpy.libs and
-# scipy.libs bundle scipy-openblas) and on a CUDA host with torch wheels.
-NUMPY_BLAS = "/venv/lib/python3.11/site-packages/numpy.libs/libscipy_openblas64_-32a4b2a6.so"
-SCIPY_BLAS = "/venv/lib/python3.11/site-packages/scipy.libs/libscipy_openblas-6cdc3b4a.so"
-
-
-def cpu_env(**changes: Any) -> Environment:
-    env = Environment(
-        interpreter=Interpreter("cpython", "3.11.7", abi="cp311", soabi="cpython-311-x86_64-linux-gnu",
-                                platform="linux-x86_64", kind="venv"),
-        packages=(
-            Package("numpy", "2.4.6", wheel_tags=("cp311-cp311-manylinux_2_27_x86_64",)),
-            Package("scipy", "1.17.1"),
-            Package("rich", "13.7.1"),
-            Package("accelerate", "0.30.1"),  # Hugging Face's, not Apple's: no BLAS
-            Package("mypkg", "0.1.0", PackageSource("directory", path="src/mypkg", editable=True,
-                                                    in_repo=True)),
-        ),
-        system_packages=(
-            SystemPackage("libc6", "2.36-9+deb12u14", arch="amd64", libraries=("libc.so.6", "libm.so.6")),
-            SystemPackage("libgomp1", "12.2.0-14+deb12u1", arch="amd64", libraries=("libgomp.so.1",)),
-        ),
-        os=OSInfo(id="debian", version_id="12", codename="bookworm", arch="x86_64", glibc="2.36",
-                  kernel="6.1.0-18-amd64", pretty_name="Debian GNU/Linux 12 (bookworm)"),
-        hardware=Hardware(cpu_model="AMD EPYC 7B13", cpu_vendor="AuthenticAMD", cpu_cores=2,
-                          cpu_flags=("avx", "avx2", "fma", "sse4_2"), memory_bytes=24 * 2**30),
-        unowned_libraries=(NUMPY_BLAS, SCIPY_BLAS),
-    )
-    return replace(env, **changes)
-
-
-def with_packages(env: Environment, *pkgs: Package, drop: tuple[str, ...] = ()) -> Environment:
-    names = {p.name for p in pkgs} | set(drop)
-    return replace(env, packages=tuple(p for p in env.packages if p.name not in names) + pkgs)
-
+from ..conftest import require_module, require_tool
+from ..asserts import assert_tables_keep_their_columns
+from ..factories import cpu_env, make_exp, with_packages
 
 # --------------------------------------------------------------------------- identical
 
@@ -194,11 +159,11 @@ DEB_VERSION = st.builds(
 )
 
 
-@pytest.mark.skipif(shutil.which("dpkg") is None, reason="needs dpkg to compare against")
 @settings(max_examples=60, deadline=None)
 @given(DEB_VERSION, DEB_VERSION)
 def test_system_version_order_matches_real_dpkg(a: str, b: str) -> None:
     # Equal under dpkg but spelled differently ("1.0" / "1.00") is ordered by text: still a change.
+    require_tool("dpkg", "dpkg (a Debian-family system)")
     dpkg = _dpkg_order(a, b)
     ours = compare_system_versions(a, b)
     assert ours == dpkg or (dpkg == 0 and a != b)
@@ -378,7 +343,7 @@ def test_render_json_is_sorted_indented_and_complete() -> None:
 
 
 def _markdown_html(text: str) -> str:
-    markdown_it = pytest.importorskip("markdown_it")
+    markdown_it = require_module("markdown_it")
     return markdown_it.MarkdownIt("commonmark", {"html": True}).enable("table").render(text)
 
 
@@ -467,17 +432,3 @@ def test_renderers_never_crash_and_never_pass_hostile_characters(a: Environment,
     html = _markdown_html(md)
     assert set(re.findall(r"<([a-z0-9]+)", html)) <= _allowed_tags()
     assert_tables_keep_their_columns(md)
-
-
-def assert_tables_keep_their_columns(md: str) -> None:
-    """Every row of every markdown table has as many unescaped pipes as its header.
-
-    (A renderer pads or drops cells to the header's count, so the HTML cannot show a broken row.)
-    """
-    table: list[int] = []
-    for line in [*md.splitlines(), ""]:
-        if line.startswith("|"):
-            table.append(len(re.findall(r"(?<!\\)\|", line)))
-        elif table:
-            assert set(table) == {table[0]}, md
-            table = []

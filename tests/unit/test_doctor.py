@@ -54,10 +54,16 @@ def test_unreachable_index_is_not_fatal(monkeypatch: pytest.MonkeyPatch):
 
 
 def test_diagnose_flattens_and_serialises(monkeypatch: pytest.MonkeyPatch):
+    # A check may give one finding or a list (the engine check gives one per engine): diagnose
+    # keeps their order and flattens the lists.
     monkeypatch.setattr(doctor, "CHECKS", (
         doctor.check_git,
         lambda: [doctor.Check("a", True, "x"), doctor.Check("b", False, "y", "z")],
+        doctor.check_uv,
     ))
-    out = [c.to_dict() for c in doctor.diagnose()]
-    assert [c["name"] for c in out] == ["git", "a", "b"]
-    assert out[2] == {"name": "b", "ok": False, "detail": "y", "fix": "z"}
+    found = doctor.diagnose()
+    assert [c.name for c in found] == ["git", "a", "b", "uv"]
+    # What a real check finds serialises to the four fields --json prints, and nothing else.
+    git = found[0].to_dict()
+    assert set(git) == {"name", "ok", "detail", "fix"}
+    assert git["ok"] is True and git["fix"] is None and git["detail"].startswith("git version")

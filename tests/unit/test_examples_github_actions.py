@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import yaml
 
 from reprobox.pr import PR_MARKER
 
-from ..conftest import require
+from ..conftest import require_tool
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "github-actions"
 PR, REPRODUCE, POST = "reprobox-pr.yml", "reprobox-reproduce.yml", "reprobox-post.yml"
@@ -102,8 +101,7 @@ def test_the_markers_are_the_ones_reprobox_and_the_reproduce_job_write() -> None
 
 
 def test_zizmor_finds_nothing() -> None:
-    zizmor = shutil.which("zizmor")
-    require(zizmor is not None, "zizmor (the test extra)")
+    zizmor = require_tool("zizmor", "zizmor (the test extra)")
     for name in (PR, REPRODUCE, POST):
         out = subprocess.run([str(zizmor), "--offline", "--no-progress", str(EXAMPLES / name)],
                              capture_output=True, text=True, timeout=120)

@@ -20,6 +20,8 @@ from reprobox.fanout.published import published_image, require_published
 from reprobox.fanout.summary import FAILED, Outcome, Summary
 from reprobox.model import GPU, Environment, Experiment, GitInfo, Hardware, Interpreter
 
+from ..asserts import refuses
+
 DIGEST = "sha256:" + "ab" * 32
 IMAGE = f"127.0.0.1:5000/team/exp@{DIGEST}"
 
@@ -103,18 +105,15 @@ def test_sbatch_script_quotes_a_hostile_repository_path(tmp_path: Path):
     ([slurm.Task("a" * 12, "x", "evil;rm -rf /")], "published image"),
 ])
 def test_sbatch_script_refuses_values_outside_their_grammar(tmp_path: Path, tasks, field):
-    with pytest.raises(ValidationError) as err:
+    with refuses(ValidationError, field=field):
         _script(tmp_path, tasks=tasks)
-    assert err.value.field == field
 
 
 def test_sbatch_script_refuses_a_results_folder_a_directive_cannot_carry(tmp_path: Path):
-    with pytest.raises(UsageError) as err:
+    with refuses(UsageError, names=["results folder", str(tmp_path / "with space")]):
         _script(tmp_path, results=tmp_path / "with space")
-    assert "results folder" in err.value.message
-    with pytest.raises(UsageError) as err:
+    with refuses(UsageError, names=["--partition", "debug --wrap=id"]):
         _script(tmp_path, partition="debug --wrap=id")
-    assert "--partition" in err.value.message
 
 
 def test_task_outcomes_from_files_and_scheduler_states(tmp_path: Path):
@@ -189,19 +188,16 @@ def test_gpus_are_requested_only_when_captured_and_asked(tmp_path: Path):
 
 def test_kubernetes_refuses_an_unpublished_experiment_naming_push(tmp_path: Path):
     stored = _stored(tmp_path)
-    with pytest.raises(UsageError) as err:
+    with refuses(UsageError, names=f"reprobox push {stored.id}"):
         require_published(stored)
-    assert f"reprobox push {stored.id}" in err.value.hint
-    with pytest.raises(UsageError) as err:
+    with refuses(UsageError, names=["127.0.0.1:5000/team/exp:latest", "not pinned by digest"]):
         k8s.job_manifest(stored, "127.0.0.1:5000/team/exp:latest", repo="r")
-    assert "not pinned by digest" in err.value.message
 
 
 def test_kubernetes_refuses_a_repository_url_with_credentials(tmp_path: Path):
     stored = _stored(tmp_path)
-    with pytest.raises(UsageError) as err:
+    with refuses(UsageError, names="--repo carries credentials") as err:
         k8s.job_manifest(stored, IMAGE, repo="https://ci:s3cret@git.example/r.git")
-    assert "--repo carries credentials" in err.value.message
     assert "s3cret" not in err.value.message + (err.value.hint or "")
 
 
@@ -209,9 +205,8 @@ def test_kubernetes_refuses_a_hostile_publication_record(tmp_path: Path):
     from reprobox.errors import RecordRefused
 
     stored = _stored(tmp_path, images=("127.0.0.1:5000/team/exp", "x;id", DIGEST))
-    with pytest.raises(RecordRefused) as err:
+    with refuses(RecordRefused, names="images.json"):
         published_image(stored)
-    assert "images.json" in err.value.message
 
 
 def test_results_are_read_back_from_the_pod_log(tmp_path: Path):
@@ -236,7 +231,7 @@ def test_results_are_read_back_from_the_pod_log(tmp_path: Path):
 def two(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[str, str]:
     from reprobox.store import Store
 
-    from .test_model_store import make_env, make_exp
+    from ..factories import make_env, make_exp
 
     (tmp_path / ".git").mkdir()
     monkeypatch.chdir(tmp_path)
@@ -276,7 +271,7 @@ def test_kubernetes_never_uses_an_image_from_a_registry_this_machine_does_not_tr
     monkeypatch.setenv("REPROBOX_REGISTRIES", "registry.example.org")
     stored = _stored(tmp_path, images=("127.0.0.1:5000/team/exp", "abc", DIGEST))
     assert published_image(stored) is None
-    with pytest.raises(UsageError, match="registry this machine trusts"):
+    with refuses(UsageError, names=[f"experiment {stored.id}", "registry this machine trusts"]):
         require_published(stored)
 
 

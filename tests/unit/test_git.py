@@ -13,6 +13,8 @@ import pytest
 from reprobox.capture import git as g
 from reprobox.errors import ValidationError
 
+from ..asserts import refuses
+
 
 def sh(cwd: Path, *args: str) -> bytes:
     return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True).stdout
@@ -126,10 +128,12 @@ def test_ordinary_paths_pass(path):
 
 
 @pytest.mark.parametrize(
-    "path", ["", "/etc/x", "C:/x", "a/../../b", "..", ".git", "x/.git/y", "a\\..\\b"]
+    ("path", "reason"),
+    [("", "empty"), ("/etc/x", "absolute"), ("C:/x", "absolute"), ("a/../../b", "'..'"),
+     ("..", "'..'"), (".git", "(.git)"), ("x/.git/y", "(.git)"), ("a\\..\\b", "'..'")],
 )
-def test_bad_paths_fail(path):
-    with pytest.raises(ValidationError):
+def test_bad_paths_fail(path, reason):
+    with refuses(ValidationError, field="git.patch", names=[repr(path), reason]):
         g.check_patch_path(path)
 
 
@@ -137,7 +141,7 @@ def test_bad_paths_fail(path):
     "commit", ["", "HEAD", "main", "--upload-pack=x", "abc", "g" * 40, "a" * 41]
 )
 def test_commit_ids_are_validated(commit):
-    with pytest.raises(ValidationError):
+    with refuses(ValidationError, field="git.commit", names=repr(commit)):
         g.validate_commit(commit)
 
 

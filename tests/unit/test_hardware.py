@@ -11,6 +11,8 @@ import pytest
 from reprobox.capture import hardware as hw
 from reprobox.model import GPU, Hardware, Package
 
+from ..conftest import require
+
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "hardware"
 
 
@@ -235,8 +237,8 @@ def test_detect_hardware_without_proc_files_does_not_fail(tmp_path):
     assert result == Hardware()
 
 
-@pytest.mark.skipif(not os.path.exists("/proc/cpuinfo"), reason="Linux only")
 def test_detect_hardware_on_this_machine():
+    require(os.path.exists("/proc/cpuinfo"), "a Linux /proc/cpuinfo")
     result = hw.detect_hardware((), {})
     assert result.cpu_cores and result.cpu_cores >= 1
     assert result.memory_bytes and result.memory_bytes > 0

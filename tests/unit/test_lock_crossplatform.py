@@ -18,6 +18,8 @@ from reprobox.lock.crossplatform import diff_pins, parse_pins, uv_environ
 from reprobox.model import Environment, Interpreter, OSInfo, Package
 from tests.fixtures.lock.fakeindex import make_wheel, sha256_of
 
+from ..conftest import require
+
 MAC = Interpreter("cpython", "3.11.7", abi="cp311", platform="macosx-11.0-arm64")
 
 
@@ -58,8 +60,8 @@ def wheels(tmp_path: Path) -> Path:
     return folder
 
 
-@pytest.mark.skipif(find_uv() is None, reason="uv is not installed")
 def test_macos_capture_locked_for_linux(wheels, tmp_path):
+    require(find_uv() is not None, "uv (pip install -e '.[test]')")
     env = Environment(
         interpreter=MAC,
         os=OSInfo(system="Darwin", arch="arm64"),
@@ -83,8 +85,8 @@ def test_macos_capture_locked_for_linux(wheels, tmp_path):
     assert result.platform == "linux/amd64"
 
 
-@pytest.mark.skipif(find_uv() is None, reason="uv is not installed")
 def test_unresolvable_for_the_target_is_a_clear_lock_error(tmp_path):
+    require(find_uv() is not None, "uv (pip install -e '.[test]')")
     from reprobox.errors import LockError
 
     folder = tmp_path / "wheels"

@@ -14,7 +14,6 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import pytest
 
 from reprobox.errors import IndexUnavailable
 from reprobox.lock.config import IndexConfig
@@ -29,6 +28,9 @@ from tests.fixtures.lock.fakeindex import (
     recorded,
     sha256_of,
 )
+
+from ..conftest import require_module
+from ..asserts import refuses
 
 PAGES = {
     "six": {"json": recorded("six", "json"), "html": recorded("six", "html")},
@@ -156,9 +158,8 @@ def test_redirect_to_the_normalized_name_is_followed(tmp_path):
 def test_wrong_credentials_name_the_fix(tmp_path):
     with FakeIndex(PAGES, auth=("alice", "right")) as idx:
         url = idx.url.replace("http://", "http://alice:wrong@")
-        with pytest.raises(IndexUnavailable) as err:
+        with refuses(IndexUnavailable, names=["HTTP 401", "netrc"]) as err:
             _client(tmp_path, index_url=url).lookup_many([("six", "1.16.0")])
-    assert "HTTP 401" in err.value.message and "netrc" in err.value.hint
     assert "wrong" not in str(err.value)
 
 
@@ -179,9 +180,8 @@ def test_transient_errors_are_retried(tmp_path):
         found = _client(tmp_path, index_url=idx.url).lookup_many([("six", "1.16.0")])
         assert found[("six", "1.16.0")][0].files and len(idx.requests) == 2
     with FakeIndex(PAGES, fail=10) as idx:
-        with pytest.raises(IndexUnavailable) as err:
+        with refuses(IndexUnavailable, names=["HTTP 503", "reprobox lock EXP"]):
             _client(tmp_path / "b", index_url=idx.url).lookup_many([("six", "1.16.0")])
-        assert "HTTP 503" in err.value.message and "reprobox lock EXP" in err.value.hint
 
 
 def test_unreachable_index_names_the_fix(tmp_path):
@@ -189,10 +189,9 @@ def test_unreachable_index_names_the_fix(tmp_path):
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     sock.close()  # nothing listens there now
-    with pytest.raises(IndexUnavailable) as err:
+    with refuses(IndexUnavailable, names=f"cannot reach http://127.0.0.1:{port}") as err:
         _client(tmp_path, index_url=f"http://u:pw@127.0.0.1:{port}/simple").lookup_many(
             [("six", "1.16.0")])
-    assert "cannot reach http://127.0.0.1" in err.value.message
     assert "connection refused" in err.value.message
     assert "proxy" in err.value.hint and "reprobox lock EXP" in err.value.hint
     assert "pw" not in str(err.value)
@@ -210,8 +209,10 @@ def test_plain_http_proxy_is_used(tmp_path):
         bypass = _client(tmp_path / "b", index_url=target,
                          proxies={"http": f"http://127.0.0.1:{proxy.port}",
                                   "no": "index.invalid"})
-        with pytest.raises(IndexUnavailable):
+        # no_proxy: asked directly, the name does not resolve, and nothing went to the proxy.
+        with refuses(IndexUnavailable, names="index.invalid"):
             bypass.lookup_many([("six", "1.16.0")])
+        assert proxy.proxied == ["http://index.invalid:80/simple/six/"]
 
 
 def test_file_index_and_find_links_folder(tmp_path):
@@ -267,7 +268,7 @@ def test_fill_hash_downloads_a_file_the_index_did_not_hash(tmp_path):
 
 def test_https_with_an_untrusted_certificate_names_the_cert_setting(tmp_path):
     # a TLS server whose certificate nobody trusts: the message must point at pip's `cert`
-    ssl = pytest.importorskip("ssl")
+    ssl = require_module("ssl", "Python's ssl module (a CPython built with OpenSSL)")
     import subprocess
 
     key, crt = tmp_path / "k.pem", tmp_path / "c.pem"
@@ -292,9 +293,8 @@ def test_https_with_an_untrusted_certificate_names_the_cert_setting(tmp_path):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         url = f"https://127.0.0.1:{server.server_address[1]}/simple"
-        with pytest.raises(IndexUnavailable) as err:
+        with refuses(IndexUnavailable, names=["certificate", "cert"]):
             _client(tmp_path, index_url=url).lookup_many([("six", "1.0")])
-        assert "certificate" in err.value.message and "cert" in err.value.hint
         # trusted-host turns verification off for that host, as with pip
         found = _client(tmp_path / "t", index_url=url,
                         trusted_hosts=(f"127.0.0.1:{server.server_address[1]}",)).lookup_many(

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pytest
 
 from reprobox.lock.config import IndexConfig
 from reprobox.lock.dists import DistFile, Source
@@ -18,6 +17,8 @@ from reprobox.lock.requirements import render_requirements
 from reprobox.lock.result import LockedPackage
 from reprobox.lock.select import Target
 from reprobox.model import PackageSource
+
+from ..conftest import require_module
 
 try:
     import tomllib
@@ -94,7 +95,7 @@ def test_pylock_golden_and_valid():
     _golden("pylock.toml", text)
     assert "t0ken" not in text and "alice" not in text
     data = tomllib.loads(text)
-    pylock = pytest.importorskip("packaging.pylock")
+    pylock = require_module("packaging.pylock", "packaging >= 25 (packaging.pylock)")
     pylock.Pylock.from_dict(data)
 
 

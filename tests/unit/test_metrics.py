@@ -11,6 +11,8 @@ import pytest
 from reprobox.capture import metrics as m
 from reprobox.errors import ReproboxError, ValidationError
 
+from ..asserts import refuses
+
 
 def write(tmp_path: Path, name: str, text: str | bytes) -> Path:
     p = tmp_path / name
@@ -93,26 +95,25 @@ def test_csv_cells_that_are_not_plain_numbers_stay_text(tmp_path):
 )
 def test_malformed_files_name_the_file_and_line(tmp_path, name, text, where):
     p = write(tmp_path, name, text)
-    with pytest.raises(m.ResultFileError) as info:
+    with refuses(m.ResultFileError, names=[str(p), where]) as info:
         m.read_metrics(p)
-    assert str(p) in info.value.message and where in info.value.message
     assert info.value.hint
     assert isinstance(info.value, ReproboxError)
 
 
 def test_not_utf8(tmp_path):
     p = write(tmp_path, "m.json", b'{"a":\n "\xff"}')
-    with pytest.raises(m.ResultFileError, match="line 2"):
+    with refuses(m.ResultFileError, names=[str(p), "line 2"]):
         m.read_metrics(p)
 
 
 def test_missing_folder_and_oversized(tmp_path, monkeypatch):
-    with pytest.raises(m.ResultFileError, match="does not exist"):
+    with refuses(m.ResultFileError, names=["nope.json", "does not exist"]):
         m.read_metrics(tmp_path / "nope.json")
-    with pytest.raises(m.ResultFileError, match="not a regular file"):
+    with refuses(m.ResultFileError, names=[str(tmp_path), "not a regular file"]):
         m.read_metrics(tmp_path)
     monkeypatch.setattr(m, "MAX_METRICS_BYTES", 10)
-    with pytest.raises(m.ResultFileError, match="MiB"):
+    with refuses(m.ResultFileError, names=["big.json", "MiB"]):
         m.read_metrics(write(tmp_path, "big.json", '{"a": 1234567890}'))
 
 
@@ -161,19 +162,22 @@ def test_symlink_leaving_the_tree_is_refused(tmp_path):
     (root / "dirlink").symlink_to(outside)
     write(root, "out/ok.txt", "ok")
     (root / "out" / "escape").symlink_to(outside / "secret.txt")
-    for rel in ("link.txt", "dirlink", "dirlink/secret.txt", "out"):
-        with pytest.raises(ValidationError, match="outside the repository"):
+    # A folder is refused naming the link inside it that leaves.
+    for rel, named in (("link.txt", "link.txt"), ("dirlink", "dirlink"),
+                       ("dirlink/secret.txt", "dirlink/secret.txt"), ("out", "out/escape")):
+        with refuses(ValidationError, field="output", names=[repr(named), "outside the repository"]):
             m.hash_output(root, rel)
 
 
-@pytest.mark.parametrize("rel", ["../x", "a/../../x", "/etc/passwd", ""])
-def test_paths_leaving_the_root_are_refused(tmp_path, rel):
-    with pytest.raises(ValidationError):
+@pytest.mark.parametrize(("rel", "reason"), [("../x", "'..'"), ("a/../../x", "'..'"),
+                                             ("/etc/passwd", "absolute"), ("", "empty")])
+def test_paths_leaving_the_root_are_refused(tmp_path, rel, reason):
+    with refuses(ValidationError, field="output", names=[repr(rel), reason]):
         m.hash_output(tmp_path, rel)
 
 
 def test_missing_output(tmp_path):
-    with pytest.raises(m.ResultFileError, match="does not exist"):
+    with refuses(m.ResultFileError, names=["model.pkl", "does not exist"]):
         m.hash_output(tmp_path, "model.pkl")
 
 
@@ -220,7 +224,7 @@ def test_yaml_alias_bomb_is_refused_with_bounded_memory(tmp_path):
 
 def test_yaml_anchor_and_alias_are_refused_even_small(tmp_path):
     p = write(tmp_path, "m.yaml", "base: &b {lr: 0.1}\nrun: *b\n")
-    with pytest.raises(m.ResultFileError, match=r"m.yaml, line 1: YAML anchor &b"):
+    with refuses(m.ResultFileError, names="m.yaml, line 1: YAML anchor &b"):
         m.read_metrics(p)
 
 
@@ -231,9 +235,8 @@ def test_deep_nesting_is_refused_in_every_format(tmp_path):
         "deep.toml": "a = " + "[" * 5_000 + "]" * 5_000 + "\n",
     }
     for name, text in cases.items():
-        with pytest.raises(m.ResultFileError, match="nest") as exc:
+        with refuses(m.ResultFileError, names=[name, "nest"]):
             m.read_metrics(write(tmp_path, name, text))
-        assert name in exc.value.message
 
 
 def test_nesting_within_the_limit_is_read(tmp_path):
@@ -243,24 +246,22 @@ def test_nesting_within_the_limit_is_read(tmp_path):
 
 def test_too_many_values_is_a_data_file(tmp_path):
     p = write(tmp_path, "big.json", "[" + ",".join("1" for _ in range(m.MAX_METRIC_KEYS + 1)) + "]")
-    with pytest.raises(m.ResultFileError, match="holds 10001 values") as exc:
+    with refuses(m.ResultFileError, names=["big.json", "holds 10001 values"]):
         m.read_metrics(p)
-    assert "big.json" in exc.value.message
 
 
 def test_oversize_metrics_refused_before_reading(tmp_path):
     p = tmp_path / "huge.json"
     with open(p, "wb") as fh:
         fh.truncate(m.MAX_METRICS_BYTES + 1)  # sparse: refused on its size, never read
-    with pytest.raises(m.ResultFileError, match="over the 10 MiB") as exc:
+    with refuses(m.ResultFileError, names=["huge.json", "over the 10 MiB"]):
         m.read_metrics(p)
-    assert "huge.json" in exc.value.message
 
 
 def test_a_special_file_is_not_read(tmp_path):
     fifo = tmp_path / "m.json"
     os.mkfifo(fifo)
-    with pytest.raises(m.ResultFileError, match="not a regular file"):
+    with refuses(m.ResultFileError, names=[str(fifo), "not a regular file"]):
         m.read_metrics(fifo)
 
 

@@ -17,13 +17,14 @@ from reprobox.model import GPU, Hardware, Package, SystemPackage
 from reprobox.pr import MAX_COMMENT_CHARS, PR_MARKER, pr_markdown
 from reprobox.store import Store, StoredExperiment
 
-from .test_diff import assert_tables_keep_their_columns, cpu_env, with_packages
-from .test_model_store import make_exp
-from ..conftest import require
+from ..asserts import assert_tables_keep_their_columns
+from ..factories import cpu_env, with_packages
+from ..factories import make_exp
+from ..conftest import require, require_module, require_tool
 
 
 def _html(text: str) -> str:
-    markdown_it = pytest.importorskip("markdown_it")
+    markdown_it = require_module("markdown_it")
     return markdown_it.MarkdownIt("commonmark", {"html": True}).enable("table").render(text)
 
 
@@ -166,8 +167,8 @@ def test_workflow_shape() -> None:
             assert "${{" not in step["run"], step["name"]
 
 
-@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
 def test_workflow_scripts_parse() -> None:
+    require_tool("bash")
     for step in _steps() + _steps(POSTER):
         if "run" in step:
             result = subprocess.run(["bash", "-n"], input=step["run"], text=True,
@@ -200,8 +201,7 @@ def _git(repo: Path, *args: str) -> str:
 def pr_repo(tmp_path: Path) -> dict[str, object]:
     """A repository whose base branch has two experiments and whose pull request adds two more,
     checked out at the merge commit, as actions/checkout does for `pull_request`."""
-    if shutil.which("git") is None:
-        pytest.skip("needs git")
+    require_tool("git")
     repo = tmp_path / "repo"
     repo.mkdir()
     _git(repo, "init", "-q", "-b", "main")

@@ -8,15 +8,15 @@ import re
 from dataclasses import replace
 from pathlib import Path
 
-import pytest
 
 from reprobox.diff import diff_environments, md_code, md_escape, render_markdown
 from reprobox.model import GPU, Hardware, OutputFile, Package, PackageSource, SystemPackage
 from reprobox.pr import pr_markdown
 from reprobox.store import StoredExperiment
 
-from .test_diff import cpu_env, with_packages
-from .test_model_store import make_exp
+from ..conftest import require_module
+from ..factories import cpu_env, with_packages
+from ..factories import make_exp
 
 #: What GitHub links, notifies or turns into a picture when it meets it in text.
 LURES = [
@@ -50,8 +50,8 @@ GITHUB_PATTERNS = {
 
 
 def parse(text: str) -> list:
-    markdown_it = pytest.importorskip("markdown_it")
-    pytest.importorskip("linkify_it")
+    markdown_it = require_module("markdown_it")
+    require_module("linkify_it")
     md = markdown_it.MarkdownIt("gfm-like", {"linkify": True, "html": True})
     # GitHub links scheme URLs, www. hosts and e-mail addresses, not bare domains ("train.py").
     md.linkify.set({"fuzzy_link": False})

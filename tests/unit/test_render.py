@@ -33,7 +33,7 @@ from reprobox.run import RunRecord
 from reprobox.store import Store, StoredExperiment
 from reprobox.verify import EnvDifference, VerifyReport
 
-from .test_model_store import make_env, make_exp
+from ..factories import make_env, make_exp
 
 
 @pytest.fixture

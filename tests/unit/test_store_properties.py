@@ -1,8 +1,9 @@
-"""Property tests over the store readers: a hostile or corrupt record gives a ReproboxError, never a crash.
+"""Property tests over the store readers: a hostile or corrupt record is refused, never a crash.
 
 ``experiment.json`` and ``environment.json`` arrive in pull requests; whatever they hold, reading
-them must end in a clear :class:`ReproboxError` (which the CLI prints without a traceback), never
-a ``TypeError``, ``KeyError``, ``RecursionError`` or ``UnicodeEncodeError``.
+them must either succeed or end in a :class:`RecordRefused` (exit status 2, printed without a
+traceback), never a ``TypeError``, ``KeyError``, ``RecursionError`` or ``UnicodeEncodeError``, and
+never another kind of error.
 """
 
 from __future__ import annotations
@@ -14,11 +15,13 @@ from typing import Any
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from reprobox.errors import ReproboxError
+
+from reprobox.errors import RecordRefused, StoreError, ValidationError
 from reprobox.model import Environment, Experiment
 from reprobox.store import Store, read_json
 
-from .test_model_store import make_env, make_exp
+from ..asserts import refuses
+from ..factories import make_env, make_exp
 
 # Any text, lone surrogates and control characters included: JSON can carry "\ud800" escapes.
 # The hostile characters are drawn often, not left to the odds of a million code points.
@@ -47,11 +50,12 @@ SETTINGS = settings(max_examples=300, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 
 
-def _only_reprobox_errors(fn: Any, data: Any) -> None:
+def _read_or_refused(fn: Any, data: Any) -> None:
+    """``fn(data)`` returns, or refuses the record: any other exception fails the test."""
     try:
         fn(data)
-    except ReproboxError:
-        pass
+    except RecordRefused as exc:
+        assert exc.exit_code == 2 and exc.message
 
 
 def _set_path(doc: Any, path: tuple[Any, ...], value: Any) -> Any:
@@ -97,7 +101,7 @@ EXP_PATHS = _paths(EXP_DOC)
           "version": "3.11.7"}, "packages": [], "hardware": {"gpus": [7]}})
 def test_environment_from_arbitrary_json(data: Any) -> None:
     if isinstance(data, dict):
-        _only_reprobox_errors(Environment.from_dict, data)
+        _read_or_refused(Environment.from_dict, data)
 
 
 @SETTINGS
@@ -107,7 +111,7 @@ def test_environment_from_arbitrary_json(data: Any) -> None:
           "outputs": ["path"]})
 def test_experiment_from_arbitrary_json(data: Any) -> None:
     if isinstance(data, dict):
-        _only_reprobox_errors(Experiment.from_dict, data)
+        _read_or_refused(Experiment.from_dict, data)
 
 
 # --------------------------------------------------------------------------- valid documents, one field hostile
@@ -118,7 +122,7 @@ def test_experiment_from_arbitrary_json(data: Any) -> None:
 def test_environment_with_one_field_replaced(path: tuple[Any, ...], value: Any) -> None:
     doc = _set_path(ENV_DOC, path, value)
     if isinstance(doc, dict):
-        _only_reprobox_errors(Environment.from_dict, doc)
+        _read_or_refused(Environment.from_dict, doc)
 
 
 @SETTINGS
@@ -130,13 +134,21 @@ def test_experiment_with_one_field_replaced(path: tuple[Any, ...], value: Any) -
             exp = Experiment.from_dict(d)
             exp.content_matches_id  # noqa: B018 - hashing the content must not crash either
 
-        _only_reprobox_errors(read, doc)
+        _read_or_refused(read, doc)
 
 
-def test_lone_surrogate_in_a_package_name_is_a_store_error() -> None:
+def test_lone_surrogate_in_a_package_name_is_read_then_refused_by_name() -> None:
+    """The record parses and hashes (no UnicodeEncodeError); its grammar check refuses the name."""
+    from reprobox.validate import validate_environment
+
     doc = _set_path(ENV_DOC, ("packages", 0, "name"), "num\ud800py")
     doc.pop("digest")
-    _only_reprobox_errors(lambda d: Environment.from_dict(d).digest, doc)
+    env = Environment.from_dict(doc)
+    assert env.digest.startswith("sha256:")
+    # Packages are kept sorted by name, so the hostile one is the second.
+    assert [p.name for p in env.packages][1] == "num\ud800py"
+    with refuses(ValidationError, field="packages[1].name", names="lone surrogate"):
+        validate_environment(env)
 
 
 # --------------------------------------------------------------------------- read_json on arbitrary files
@@ -147,24 +159,27 @@ def test_lone_surrogate_in_a_package_name_is_a_store_error() -> None:
 def test_read_json_arbitrary_bytes(tmp_path_factory: Any, raw: bytes) -> None:
     path = Path(tmp_path_factory.mktemp("rj")) / "experiment.json"
     path.write_bytes(raw)
-    _only_reprobox_errors(read_json, path)
+    _read_or_refused(read_json, path)
 
 
 def test_read_json_deeply_nested(tmp_path: Path) -> None:
     path = tmp_path / "experiment.json"
     path.write_text("[" * 100_000 + "]" * 100_000)
-    _only_reprobox_errors(read_json, path)
+    with refuses(RecordRefused, names=str(path)):
+        read_json(path)
 
 
 def test_read_json_huge_integer(tmp_path: Path) -> None:
     path = tmp_path / "experiment.json"
     path.write_text('{"size": ' + "9" * 5000 + "}")
-    _only_reprobox_errors(read_json, path)
+    with refuses(RecordRefused, names=str(path)):
+        read_json(path)
 
 
 def test_read_json_not_a_file(tmp_path: Path) -> None:
     (tmp_path / "experiment.json").mkdir()
-    _only_reprobox_errors(read_json, tmp_path / "experiment.json")
+    with refuses(StoreError, names="experiment.json"):
+        read_json(tmp_path / "experiment.json")
 
 
 # --------------------------------------------------------------------------- the whole load path
@@ -184,8 +199,8 @@ def test_store_load_with_one_experiment_field_replaced(tmp_path: Path, path: tup
     try:
         store.load(stored.id)
         assert doc == json.loads(original)  # only an unchanged record loads
-    except ReproboxError:
-        pass
+    except RecordRefused as exc:
+        assert exc.exit_code == 2
     finally:
         (stored.path / "experiment.json").write_bytes(original)
 
@@ -195,7 +210,7 @@ def test_store_load_with_one_experiment_field_replaced(tmp_path: Path, path: tup
 @given(st.sampled_from(EXP_PATHS), JSON)
 def test_resealed_hostile_field_is_a_reprobox_error(tmp_path: Path, path: tuple[Any, ...],
                                                     value: Any) -> None:
-    """Re-sealed so that the id matches, a hostile field still ends in a ReproboxError."""
+    """Re-sealed so that the id matches, a hostile field still ends in a refusal (exit 2)."""
     from ..hostile import reseal
 
     import tempfile
@@ -218,6 +233,7 @@ def test_resealed_hostile_field_is_a_reprobox_error(tmp_path: Path, path: tuple[
         from reprobox.validate import validate_experiment
 
         validate_experiment(loaded.experiment, loaded.environment, folder=loaded.path)
-    except ReproboxError:
-        pass
+    except (RecordRefused, ValidationError) as exc:
+        # Refused as bad input (exit status 2), not failed as an error of the tool (3).
+        assert exc.exit_code == 2 and exc.message
 

@@ -20,7 +20,7 @@ from reprobox import termsafe
 from reprobox.cli import main
 from reprobox.store import Store
 
-from .test_model_store import make_env, make_exp
+from ..factories import make_env, make_exp
 
 ESC = "\x1b"
 #: A fake verdict: erase the line, go back to its start, paint "REPRODUCED" green.

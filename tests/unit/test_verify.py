@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 from reprobox.diff import describe_source
 from reprobox.model import Environment, Interpreter, Package, PackageSource, SystemPackage
@@ -18,6 +16,8 @@ from reprobox.verify import (
     compare_environments,
     parse_dpkg_list,
 )
+
+from ..conftest import require_tool
 
 INTERP = Interpreter("cpython", "3.11.7", abi="cp311", soabi="cpython-311-x86_64-linux-gnu",
                      platform="linux-x86_64")
@@ -131,9 +131,9 @@ def test_parse_dpkg_list_keeps_installed_packages_only():
     assert parse_dpkg_list(DPKG_OUTPUT) == {"bash": "5.2.15-2+b2", "libc6": "2.36-9+deb12u4"}
 
 
-@pytest.mark.skipif(not shutil.which("dpkg-query"), reason="needs dpkg")
 def test_parse_dpkg_list_on_this_machine():
     """The same format string the driver runs, on this machine's real dpkg database."""
+    require_tool("dpkg-query", "dpkg (a Debian-family system)")
     from reprobox.verify import _DPKG_FORMAT
 
     fmt = _DPKG_FORMAT.encode().decode("unicode_escape")
@@ -163,7 +163,6 @@ def test_report_json_and_text():
 
 def test_probe_output_of_a_real_interpreter_compares_equal_to_itself(tmp_path: Path):
     """Parse the real probe run against this interpreter twice: no difference with itself."""
-    pytest.importorskip("reprobox.capture.python")
     from reprobox.capture.python import parse_probe
 
     probe = Path(__file__).resolve().parents[2] / "reprobox" / "capture" / "probe.py"
