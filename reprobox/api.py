@@ -48,11 +48,7 @@ class Captured:
 def _stored(store: Store, ref: ExpRef) -> StoredExperiment:
     if isinstance(ref, StoredExperiment):
         return ref
-    stored = store.get(ref)
-    from .validate import validate_experiment
-
-    validate_experiment(stored.experiment, stored.environment, folder=stored.path)
-    return stored
+    return store.get(ref)  # parsed, sealed and validated by the store
 
 
 def _script_command() -> Optional[str]:

@@ -51,6 +51,7 @@ from .model import (
     pretty_json,
     seal_id,
 )
+from .model import check, grammar
 from .safefs import SafeDir, UnsafePath
 
 STORE_DIR = ".reprobox"
@@ -171,6 +172,11 @@ def image_mismatch(labels: Mapping[str, str], stored: "StoredExperiment") -> Opt
 
 @dataclass(frozen=True)
 class StoredExperiment:
+    """An experiment as the store hands it out: parsed, its seal checked and every value
+    validated against its grammar (:func:`reprobox.model.check.validate_experiment`) once, when
+    the store read it (:meth:`Store.load`); or, from :meth:`Store.save`, the record a capture has
+    just checked before storing it. Code that receives one does not validate it again."""
+
     experiment: Experiment
     environment: Environment
     path: Path
@@ -364,8 +370,6 @@ class Store:
     def local_image(self, exp_id: str) -> Optional[str]:
         """The tag recorded here for ``exp_id``, or None. Local state can come from a clone too
         (a force-added file), so the tag is only a candidate: see :func:`image_mismatch`."""
-        from . import validate
-
         try:
             with SafeDir.open(self.root, [STORE_DIR, LOCAL, "images"]) as images:
                 if images.lstat(f"{exp_id}.json") is None:
@@ -375,7 +379,7 @@ class Store:
             check_schema(data, LOCAL_IMAGE_SCHEMA, "local image record")
             if data.get("experiment") != exp_id:
                 return None
-            return validate.image_tag(data.get("tag"), "local image tag")
+            return grammar.image_tag(data.get("tag"), "local image tag")
         except FileNotFoundError:
             return None
         except (ReproboxError, OSError) as exc:
@@ -496,19 +500,20 @@ class Store:
             if experiment.git.patch_sha256 is not None and \
                     manifest[patch] != "sha256:" + experiment.git.patch_sha256:
                 raise _seal_error(exp_id, f"{patch} does not match git.patch_sha256")
+        # the one validation of a record read: every value against its grammar, the files
+        # beside the JSON (plain, small, a patch that stays in the work tree); nothing
+        # downstream repeats it
+        check.validate_experiment(experiment, environment, folder=folder.path)
         return StoredExperiment(experiment, environment, folder.path, self.local_image(exp_id))
 
     def scan(self, report: bool = True) -> tuple[list[StoredExperiment], list[Skipped]]:
-        """Every experiment that loads and validates, oldest first, and those skipped (each
+        """Every experiment that loads (and so validates), oldest first, and those skipped (each
         reported through ``warn`` when ``report``): one bad folder never breaks the store."""
-        from .validate import validate_experiment
-
         good: list[StoredExperiment] = []
         skipped: list[Skipped] = []
         for exp_id in self.ids():
             try:
                 stored = self.load(exp_id)
-                validate_experiment(stored.experiment, stored.environment, folder=stored.path)
             except ReproboxError as exc:
                 reason = exc.message
                 if reason.startswith(f"experiment {exp_id}: "):

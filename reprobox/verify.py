@@ -437,15 +437,13 @@ def verify_experiment(
 ) -> VerifyReport:
     """Rebuild the experiment's environment, fingerprint it from inside, compare with the
     capture."""
-    from . import validate
     from .backends import choose_backend
     from .run import _cleanup, checkout_code
 
     say = progress or (lambda _m: None)
     stored = (ref_or_stored if isinstance(ref_or_stored, StoredExperiment)
               else store.get(ref_or_stored))
-    exp, env = stored.experiment, stored.environment
-    validate.validate_experiment(exp, env, folder=stored.path)
+    exp, env = stored.experiment, stored.environment  # validated once, by the store
     # a conda environment steers `auto` to the conda backend
     extra = {"environment": stored.environment} if stored.environment.conda is not None else {}
     chosen, reason = choose_backend(backend, limits=limits, **extra)

@@ -494,7 +494,7 @@ def _strip_uri_credentials(uri: str) -> str:
 
 def _apt_entry(uri: str, suites: list[str], components: list[str], signed_by: str | None,
                where: str, warnings: list[str]) -> Any:
-    from .. import validate
+    from ..model import grammar as validate
     from ..errors import ValidationError
     from ..model import AptSource
 
@@ -587,7 +587,7 @@ def parse_deb822_sources(text: str, where: str, warnings: list[str]) -> list[Any
 
 def apt_sources(apt_dir: Path = APT_DIR) -> tuple[tuple[Any, ...], list[str]]:
     """The host's apt sources (see above) and the warnings about those left out."""
-    from .. import validate
+    from ..model import grammar as validate
 
     warnings: list[str] = []
     found: list[Any] = []

@@ -33,7 +33,7 @@ def check_environment(env: Environment) -> None:
     checked here (names, versions, tags, sources, the interpreter version), with the project's
     strict grammars.
     """
-    from .. import validate as v
+    from ..model import grammar as v
 
     interp = env.interpreter
     _match("interpreter.version", interp.version, _PY_VERSION, 32, "Python version (X.Y.Z)")

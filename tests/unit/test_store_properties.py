@@ -215,7 +215,7 @@ def test_resealed_hostile_field_is_a_reprobox_error(tmp_path: Path, path: tuple[
         return  # not even JSON-serialisable: no attacker can write it
     try:
         loaded = store.load(new_id)
-        from reprobox.validate import validate_experiment
+        from reprobox.model.check import validate_experiment
 
         validate_experiment(loaded.experiment, loaded.environment, folder=loaded.path)
     except ReproboxError:
