@@ -258,7 +258,7 @@ def _system_plan(environment: Environment, base_image: str) -> tuple[SystemPlan,
         specs.append(f"{spkg.name}={spkg.version}" if same_release else spkg.name)
         recorded.append(f"{spkg.name}={spkg.version}")
     if host.codename is not None:  # written into the Dockerfile's comment below
-        images.check_codename(host.codename, "os.codename")
+        validate.codename(host.codename, "os.codename")
     host_desc = " ".join(p for p in (host.id, host.codename) if p) or "an unknown system"
     cache_key = f"{target.id}-{target.codename}" if target else "base"
     if not specs:

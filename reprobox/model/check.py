@@ -30,6 +30,7 @@ from .grammar import (
     apt_source,
     archive_hash,
     clean_text,
+    codename,
     command,
     digest,
     env_var,
@@ -100,8 +101,7 @@ def validate_environment(env: Environment) -> None:
 
     osi = env.os
     if osi.codename is not None:  # goes into the base image tag: python:3.11.7-slim-<codename>
-        _match("os.codename", osi.codename, re.compile(r"[a-z][a-z0-9]*", re.ASCII), 32,
-               "release codename")
+        codename(osi.codename, "os.codename")
     for key in ("id", "version_id", "glibc", "arch"):
         val = getattr(osi, key)
         if val is not None:

@@ -437,6 +437,14 @@ def apt_version(value: Any, field: str = "system package version") -> str:
     return value
 
 
+_CODENAME = re.compile(r"[a-z][a-z0-9]*", re.ASCII)
+
+
+def codename(value: Any, field: str = "os.codename") -> str:
+    """A release codename (``bookworm``): it goes into a base image tag and a Dockerfile."""
+    return _match(field, value, _CODENAME, 32, "release codename")
+
+
 def apt_arch(value: Any, field: str = "architecture") -> str:
     return _match(field, value, _APT_ARCH, 32, "Debian architecture")
 
