@@ -155,10 +155,15 @@ def omit_empty(_record: Any, value: Any) -> bool:
     return not value
 
 
+def meta(**how: Any) -> dict[str, Spec]:
+    """Codec metadata (:class:`Spec`) for ``dataclasses.field(metadata=...)``: a field without a
+    default is declared so, which type checkers read as such."""
+    return {"codec": Spec(**how)}
+
+
 def spec(default: Any = MISSING, *, default_factory: Any = MISSING, **how: Any) -> Any:
-    """A dataclass field with codec metadata (:class:`Spec`)."""
-    return dataclasses.field(default=default, default_factory=default_factory,
-                             metadata={"codec": Spec(**how)})
+    """A dataclass field with a default and codec metadata (:class:`Spec`)."""
+    return dataclasses.field(default=default, default_factory=default_factory, metadata=meta(**how))
 
 
 class Record:

@@ -17,6 +17,7 @@ from .codec import (
     Record,
     Schema,
     canonical_json,
+    meta,
     omit_empty,
     sha256_hex,
     spec,
@@ -36,7 +37,8 @@ class PackageSource(Record):
 
     _where = "source"
 
-    kind: str = spec(choices=("index", "vcs", "directory", "archive"), what="source kind")
+    kind: str = field(metadata=meta(choices=("index", "vcs", "directory", "archive"),
+                                    what="source kind"))
     url: Optional[str] = None
     vcs: Optional[str] = None
     commit: Optional[str] = None
@@ -243,7 +245,7 @@ class InstalledChange(Record):
 
     package: str  # normalized name
     path: str
-    change: str = spec(choices=("modified", "missing", "added"), what="change")
+    change: str = field(metadata=meta(choices=("modified", "missing", "added"), what="change"))
     size: Optional[int] = None
     sha256: Optional[str] = None
     replay: Optional[str] = None

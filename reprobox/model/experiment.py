@@ -10,7 +10,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any, Mapping, Optional
 
-from .codec import Json, Record, Schema, canonical_json, encode, omit_none, sha256_hex, spec
+from .codec import (
+    Json,
+    Record,
+    Schema,
+    canonical_json,
+    encode,
+    meta,
+    omit_none,
+    sha256_hex,
+    spec,
+)
 
 EXPERIMENT_SCHEMA = "reprobox.experiment"
 RUN_SCHEMA = "reprobox.run"
@@ -121,7 +131,7 @@ class RunUsage(Record):
     _omit_none = False
     _where = "run"
 
-    exit_status: Optional[int] = spec(no_bool=True)
+    exit_status: Optional[int] = field(metadata=meta(no_bool=True))
     source: str = "recorded"  # recorded | declared
     wall_seconds: Optional[float] = None
     peak_memory_kib: Optional[int] = None
@@ -142,7 +152,7 @@ class Experiment(Record):
 
     name: str
     command: Optional[str]  # shell command line, or None for "the DVC pipeline"
-    cwd: str = spec(fallback=".")  # relative to the repo root, "." for the root
+    cwd: str = field(metadata=meta(fallback="."))  # relative to the repo root, "." for the root
     git: GitInfo
     environment_digest: str
     created: str  # UTC ISO-8601 "2026-11-27T10:23:44Z"
