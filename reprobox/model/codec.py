@@ -200,6 +200,10 @@ class _Field:
     spec: Spec
     default: Any  # MISSING when required
     required: bool
+    factory: Optional[Callable[[], Any]] = None  # a fresh default (a dict) for each record read
+
+    def fresh_default(self) -> Any:
+        return self.factory() if self.factory is not None else self.default
 
 
 _FIELDS: dict[type, tuple[_Field, ...]] = {}
@@ -231,7 +235,7 @@ def fields_of(cls: type) -> tuple[_Field, ...]:
         elif f.default is not MISSING:
             default = f.default
         elif f.default_factory is not MISSING:
-            default = f.default_factory()
+            default = f.default_factory()  # its value, for comparisons; read: a new one each time
         else:
             default = MISSING
         origin = typing.get_origin(_strip_optional(kind))
@@ -241,10 +245,11 @@ def fields_of(cls: type) -> tuple[_Field, ...]:
             required = False
         else:
             required = (default is MISSING and not _is_optional(kind)
-                        and origin not in (tuple, Mapping, dict))
+                        and origin not in (tuple, *_MAPS))
         if default is MISSING and not required:
             default = None if _is_optional(kind) else _empty(kind)
-        out.append(_Field(f.name, sp.key or f.name, kind, sp, default, required))
+        factory = f.default_factory if f.default_factory is not MISSING else None
+        out.append(_Field(f.name, sp.key or f.name, kind, sp, default, required, factory))
     _FIELDS[cls] = result = tuple(out)
     return result
 
@@ -340,7 +345,7 @@ def _decode_field(f: _Field, data: Mapping[str, Any], where: str) -> Any:
     if raw is None:
         if f.required:
             raise _refuse(where, f"field {f.key!r} has the wrong type (NoneType)")
-        return f.default
+        return f.fresh_default()
     label = f"{where} {f.spec.label or f.key}"
     if _is_record(kind):
         if not isinstance(raw, Mapping):
@@ -367,7 +372,7 @@ def _decode_field(f: _Field, data: Mapping[str, Any], where: str) -> Any:
     if f.spec.choices and value not in f.spec.choices:
         raise _refuse(where, f"unknown {f.spec.what or f.key} {value!r}")
     if not value and f.default is not MISSING and f.default is not None:
-        return f.default  # "" or 0 or false: the field's default, as the first release read it
+        return f.fresh_default()  # "", 0 or false read as the default, as they always were
     return value
 
 

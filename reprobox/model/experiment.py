@@ -138,7 +138,7 @@ class RunUsage(Record):
     processes: int = 0  # Python processes that reported
     #: distribution (normalized name, or ``<repo>`` / ``<unknown>``) -> top-level modules imported
     modules: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-    libraries: tuple[LoadedLibrary, ...] = ()
+    libraries: tuple[LoadedLibrary, ...] = spec((), label="library")
     #: names handed to ctypes (``CDLL``/``find_library``) that no mapped object answers
     dlopen_failed: tuple[str, ...] = ()
 

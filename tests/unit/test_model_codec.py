@@ -261,3 +261,11 @@ def test_unknown_enumerated_values_are_refused_naming_them() -> None:
         InstalledChange.from_dict({"package": "a", "path": "b", "change": "renamed"})
     with pytest.raises(RecordRefused, match="exit_status"):
         RunUsage.from_dict({"exit_status": True})
+
+
+def test_records_read_never_share_a_mutable_default() -> None:
+    first, second = DvcInfo.from_dict({}), DvcInfo.from_dict({})
+    assert first.params == {} and first.params is not second.params
+    assert Experiment.from_dict(
+        {**json.loads((GOLDEN / "experiment-minimal.json").read_text(encoding="utf-8")),
+         "cwd": None}).cwd == "."
