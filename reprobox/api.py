@@ -16,7 +16,7 @@ import json
 import os
 import shlex
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
@@ -106,8 +106,9 @@ def capture(
     if build:
         from .build import build_experiment
 
+        stored = Store(root).load(stored.id)  # read back: the store validates what it hands out
         build_experiment(Store(root), stored, progress=progress)
-        stored = Store(root).load(stored.id)  # now with its (local) image tag
+        stored = replace(stored, image=Store(root).local_image(stored.id))  # the tag just built
     exp = stored.experiment
     return Captured(
         id=exp.id,

@@ -216,7 +216,8 @@ def _capture(*, name: Optional[str], command: Optional[str], metrics_files: tupl
     if do_build:
         from .build import build_experiment
 
-        result = build_experiment(Store(root), outcome.stored, progress=progress)
+        store = Store(root)  # read back: the store validates what it hands out
+        result = build_experiment(store, store.load(outcome.stored.id), progress=progress)
         data["image"] = result.tag
     if as_json:
         _print_json(data)

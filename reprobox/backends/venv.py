@@ -511,7 +511,7 @@ class VenvBackend(Backend):
 
     def command_env(self, prepared: Prepared, env: Mapping[str, str]) -> dict[str, str]:
         """The host's environment, minus what would leak another Python in, plus the venv."""
-        from ..capture.envvars import is_replayable_name
+        from ..model.envvars import is_replayable_name
 
         out = {k: v for k, v in os.environ.items() if k not in _SCRUBBED}
         # A replayable variable set here but not recorded would change the numbers: unset it.

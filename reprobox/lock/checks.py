@@ -2,7 +2,7 @@
 
 An ``environment.json`` that arrives in a pull request is untrusted. Only what the lock writes or
 uses is checked here — names, versions, wheel tags, sources, the interpreter version and platform
-— with the project's strict grammars (:mod:`reprobox.validate`).
+— with the project's strict grammars (:mod:`reprobox.model.grammar`).
 """
 
 from __future__ import annotations
