@@ -13,7 +13,8 @@ rest, driven by the field types:
   any depth.
 - ``spec(key=...)`` renames the key, ``omit=`` leaves it out when a predicate holds, ``sort=``
   writes a list sorted, ``choices=`` refuses a value outside a set, ``required=`` refuses a
-  missing key, ``encode=`` computes the value written.
+  missing key, ``encode=`` computes the value written, ``convert=`` normalises a value read,
+  ``fallback=`` is what a field with no default reads when its key is missing or empty.
 - A top-level document carries a schema tag (``_schema``); reading a newer or unknown one is
   refused with a message saying what can read it (:func:`check_schema`).
 
@@ -144,6 +145,7 @@ class Spec:
     no_bool: bool = False  # an int field that refuses true/false
     empty_is_none: bool = False  # an optional record read from ``{}`` is None
     label: Optional[str] = None  # how a nested value is named in messages (default: the key)
+    convert: Optional[Callable[[Any], Any]] = None  # applied to a scalar read (``int``: true -> 1)
     fallback: Any = None  # read for a missing, null or empty value (of a field with no default)
 
 
@@ -369,6 +371,8 @@ def _decode_field(f: _Field, data: Mapping[str, Any], where: str) -> Any:
             raise _refuse(where, f"field {f.key!r} has the wrong type ({_type_name(raw)})")
         return _decode_value(kind, raw, label)
     value = _scalar(kind, raw, where, f.key, f.spec.no_bool)
+    if f.spec.convert is not None:
+        value = f.spec.convert(value)
     if f.spec.choices and value not in f.spec.choices:
         raise _refuse(where, f"unknown {f.spec.what or f.key} {value!r}")
     if not value and f.default is not MISSING and f.default is not None:

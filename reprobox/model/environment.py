@@ -178,7 +178,7 @@ class CondaPackage(Record):
     name: str
     version: str
     build: str
-    build_number: int = 0
+    build_number: int = spec(0, convert=int)
     channel: Optional[str] = None
     subdir: Optional[str] = None
     url: Optional[str] = None
@@ -187,7 +187,7 @@ class CondaPackage(Record):
     depends: tuple[str, ...] = ()
     requested_spec: Optional[str] = None
     noarch: Optional[str] = None
-    files: int = 0
+    files: int = spec(0, convert=int)
     files_sha256: Optional[str] = None
     libraries: tuple[str, ...] = ()
 
