@@ -19,6 +19,11 @@ Untrusted checkout. Every folder is reached from the repository root without fol
 link (:mod:`reprobox.safefs`), every file is read with its size checked first and its JSON nesting
 bounded, and one bad experiment is skipped (and reported) by listing, ``latest`` and name lookup.
 
+Parsed and validated once, here. Loading an experiment also applies the grammars to every value of
+it (:func:`reprobox.model.check.validate_experiment`): what the store hands out
+(:class:`StoredExperiment`) is a typed, sealed, validated record, and build, run and verify use it
+as it is, without validating it again.
+
 An experiment folder appears whole or not at all: it is written under a temporary name in the same
 folder and renamed into place, so a crash or Ctrl-C never leaves a half-written experiment and two
 concurrent captures never corrupt each other (the same content gives the same id and the second
@@ -415,7 +420,8 @@ class Store:
             return []
 
     def load(self, exp_id: str) -> StoredExperiment:
-        """An experiment, its seal checked: every file listed, present, unchanged."""
+        """An experiment, its seal checked (every file listed, present, unchanged) and every value
+        validated against its grammar: a hostile record is refused here, naming the field."""
         if not ID_RE.match(exp_id):
             raise ExperimentNotFound(f"{exp_id!r} is not an experiment id")
         try:
