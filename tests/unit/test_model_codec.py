@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from reprobox.errors import RecordRefused, SchemaError
+from reprobox.model.codec import Record, meta, spec
 from reprobox.model import (
     GPU,
     INLINE_METRICS,
@@ -269,3 +270,19 @@ def test_records_read_never_share_a_mutable_default() -> None:
     assert Experiment.from_dict(
         {**json.loads((GOLDEN / "experiment-minimal.json").read_text(encoding="utf-8")),
          "cwd": None}).cwd == "."
+
+
+@dataclasses.dataclass(frozen=True)
+class _Renamed(Record):
+    _where = "renamed"
+
+    python_version: str = dataclasses.field(metadata=meta(key="python"))
+    tags: tuple[str, ...] = spec((), key="wheel-tags", sort=True)
+
+
+def test_a_renamed_key_is_written_and_read_under_its_json_name() -> None:
+    record = _Renamed("3.11.7", ("b", "a"))
+    assert record.to_dict() == {"python": "3.11.7", "wheel-tags": ["a", "b"]}
+    assert _Renamed.from_dict({"python": "3.12.1"}) == _Renamed("3.12.1")
+    with pytest.raises(RecordRefused, match="missing field 'python'"):
+        _Renamed.from_dict({"python_version": "3.12.1"})
