@@ -559,6 +559,10 @@ class Store:
         rest are reported and skipped); an id or prefix names its folder, good or bad, so that
         acting on a bad one refuses with the reason.
         """
+        return self._resolve(ref)[0]
+
+    def _resolve(self, ref: str) -> tuple[str, Optional[StoredExperiment]]:
+        """The id, and the experiment when the lookup had to load it (``latest``, a name)."""
         ids = self.ids()
         if not ids:
             raise ExperimentNotFound(
@@ -573,13 +577,13 @@ class Store:
                     f"({len(skipped)} skipped, see the warnings above)",
                     "name one by its id to see why it is refused, or re-capture",
                 )
-            return good[-1].id
+            return good[-1].id, good[-1]
         if ref in ids:
-            return ref
+            return ref, None
         if re.fullmatch(r"[0-9a-f]+", ref) and len(ref) >= MIN_PREFIX:
             matches = [i for i in ids if i.startswith(ref)]
             if len(matches) == 1:
-                return matches[0]
+                return matches[0], None
             if len(matches) > 1:
                 raise ExperimentNotFound(
                     f"{ref!r} is ambiguous: it starts {len(matches)} experiment ids "
@@ -588,14 +592,17 @@ class Store:
                 )
         named = [s for s in self.experiments() if s.experiment.name == ref]
         if named:
-            return named[-1].id  # the newest experiment of that name
+            return named[-1].id, named[-1]  # the newest experiment of that name
         hint = self._superseded_hint(ref) or "list them with `reprobox ls`"
         if re.fullmatch(r"[0-9a-f]{1,3}", ref):
             hint = f"an id prefix needs at least {MIN_PREFIX} characters; " + hint
         raise ExperimentNotFound(f"no experiment matches {ref!r}", hint)
 
     def get(self, ref: str) -> StoredExperiment:
-        return self.load(self.resolve(ref))
+        """The experiment ``ref`` names, loaded (and so validated) once: ``latest`` and names are
+        found among the experiments already loaded to look them up."""
+        exp_id, loaded = self._resolve(ref)
+        return loaded if loaded is not None else self.load(exp_id)
 
 
 def find_root(start: Optional[Path] = None) -> Path:

@@ -67,7 +67,7 @@ def recorded(tmp_path: Path) -> tuple[Store, str]:
 def test_a_build_validates_the_record_once(recorded: tuple[Store, str],
                                            counted: dict[str, int]) -> None:
     store, exp_id = recorded
-    result = api.build(exp_id, dry_run=True, store=store)
+    result = api.build("latest", dry_run=True, store=store)  # found by listing: loaded once
     assert "FROM python:3.11.7-slim-bookworm" in result.dockerfile
     assert counted == {"validate_experiment": 1, "validate_environment": 1}
 
@@ -78,8 +78,15 @@ def test_a_run_validates_the_record_once(recorded: tuple[Store, str], counted: d
     backend = HostBackend()
     monkeypatch.setattr(backends_mod, "choose_backend",
                         lambda name, engine=None, limits=None: (backend, "test host backend"))
-    record = api.run(exp_id, store=store)
+    record = api.run(exp_id[:6], store=store)
     assert record.reproduced, record.differences
+    assert counted == {"validate_experiment": 1, "validate_environment": 1}
+
+
+def test_a_named_experiment_is_loaded_once(recorded: tuple[Store, str],
+                                           counted: dict[str, int]) -> None:
+    store, exp_id = recorded
+    assert store.get("baseline").id == exp_id
     assert counted == {"validate_experiment": 1, "validate_environment": 1}
 
 
