@@ -469,8 +469,8 @@ def add_declared(found: list[SystemPackage], names: Iterable[str]
 # deb822 ``*.sources`` files. Recorded: URI (credentials removed), suites, components, the key
 # file's name, and the archive time of a snapshot URI (snapshot.debian.org/archive/debian/<time>),
 # which pins the archive's state. ``deb-src`` lines, disabled entries, ``cdrom:``/``file:``/
-# ``mirror+`` URIs and anything off the grammar of :func:`reprobox.model.grammar.apt_source` are left
-# out, with a warning naming the file.
+# ``mirror+`` URIs and anything off the grammar of :func:`reprobox.model.grammar.apt_source` are
+# left out, with a warning naming the file.
 
 APT_DIR = Path("/etc/apt")
 #: A sources file bigger than this is not read.
