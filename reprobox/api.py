@@ -16,7 +16,7 @@ import json
 import os
 import shlex
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Sequence, Union
 
@@ -188,11 +188,7 @@ class Diagnosis:
 def _stored(store: Store, ref: ExpRef) -> StoredExperiment:
     if isinstance(ref, StoredExperiment):
         return ref
-    stored = store.get(ref)
-    from .validate import validate_experiment
-
-    validate_experiment(stored.experiment, stored.environment, folder=stored.path)
-    return stored
+    return store.get(ref)  # parsed, sealed and validated by the store
 
 
 def _script_command() -> Optional[str]:
@@ -284,6 +280,7 @@ def record(
     stored, image = outcome.stored, None
     if build:
         store = Store(root)
+        stored = store.load(stored.id)  # read back: the store validates what it hands out
         image = _build(store, stored, progress=progress).tag
         stored = store.load(stored.id)  # now with its (local) image tag
     exp = stored.experiment

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
-from . import validate
+from .model import grammar as validate
 from .errors import EngineError, RecordRefused, ReproboxError, UsageError, ValidationError
 from .model import pretty_json
 

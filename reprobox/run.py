@@ -120,8 +120,8 @@ def _reprobox_unreproducible(environment: Environment) -> bool:
 
 def plan_run(experiment: Experiment, environment: Environment) -> RunPlan:
     """Decide the rerun of ``experiment``; refuse what cannot be rerun, with the fix."""
-    from . import validate
-    from .capture.envvars import check_replayable
+    from .model import grammar as validate
+    from .model.envvars import check_replayable
 
     exp = experiment
     if exp.command_kind == "none" or (exp.command_kind == "shell" and not exp.command):
@@ -408,7 +408,7 @@ def pull_data(store: Store, checkout: Path, dvc_remote: Optional[str] = None,
 
 
 def _clear(checkout: Path, paths: tuple[str, ...]) -> None:
-    from . import validate
+    from .model import grammar as validate
 
     for rel in paths:
         target = validate.path_inside(checkout, rel, "output")
@@ -433,7 +433,7 @@ def _read_observed_metrics(
     checkout: Path, plan: RunPlan, inline_path: Path
 ) -> tuple[dict[str, Optional[dict[str, Any]]], dict[str, str]]:
     """Flattened values of each recorded metrics file as the rerun left them."""
-    from . import validate
+    from .model import grammar as validate
     from .capture.metrics import read_metrics
 
     observed: dict[str, Optional[dict[str, Any]]] = {}
@@ -468,7 +468,7 @@ def _read_observed_metrics(
 
 
 def _observed_outputs(checkout: Path, plan: RunPlan) -> dict[str, Optional[OutputFile]]:
-    from . import validate
+    from .model import grammar as validate
     from .capture.metrics import hash_output
 
     out: dict[str, Optional[OutputFile]] = {}
@@ -710,7 +710,7 @@ def run_experiment(
     strict: bool = False,
 ) -> RunRecord:
     """Reproduce an experiment and return the record (``.reproduced``); see the module doc."""
-    from . import validate
+    from .model import grammar as validate
     from .backends import choose_backend, make_run_dir, refuse_outward_symlinks
 
     tolerance = Tolerance(rtol=rtol, atol=atol)
@@ -719,8 +719,7 @@ def run_experiment(
     if network is not None:
         _check_network(network)
     stored = _stored(store, ref_or_stored)
-    exp = stored.experiment
-    validate.validate_experiment(exp, stored.environment, folder=stored.path)
+    exp = stored.experiment  # validated once, by the store
     store.local_dir("runs")  # a linked .reprobox/local is refused before anything runs
     plan = plan_run(exp, stored.environment)
     clock = _Clock(progress)

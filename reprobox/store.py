@@ -19,6 +19,11 @@ Untrusted checkout. Every folder is reached from the repository root without fol
 link (:mod:`reprobox.safefs`), every file is read with its size checked first and its JSON nesting
 bounded, and one bad experiment is skipped (and reported) by listing, ``latest`` and name lookup.
 
+Parsed and validated once, here. Loading an experiment also applies the grammars to every value of
+it (:func:`reprobox.model.check.validate_experiment`): what the store hands out
+(:class:`StoredExperiment`) is a typed, sealed, validated record, and build, run and verify use it
+as it is, without validating it again.
+
 An experiment folder appears whole or not at all: it is written under a temporary name in the same
 folder and renamed into place, so a crash or Ctrl-C never leaves a half-written experiment and two
 concurrent captures never corrupt each other (the same content gives the same id and the second
@@ -51,6 +56,7 @@ from .model import (
     pretty_json,
     seal_id,
 )
+from .model import check, grammar
 from .safefs import SafeDir, UnsafePath
 
 STORE_DIR = ".reprobox"
@@ -171,6 +177,11 @@ def image_mismatch(labels: Mapping[str, str], stored: "StoredExperiment") -> Opt
 
 @dataclass(frozen=True)
 class StoredExperiment:
+    """An experiment as the store hands it out: parsed, its seal checked and every value
+    validated against its grammar (:func:`reprobox.model.check.validate_experiment`) once, when
+    the store read it (:meth:`Store.load`); or, from :meth:`Store.save`, the record a capture has
+    just checked before storing it. Code that receives one does not validate it again."""
+
     experiment: Experiment
     environment: Environment
     path: Path
@@ -364,8 +375,6 @@ class Store:
     def local_image(self, exp_id: str) -> Optional[str]:
         """The tag recorded here for ``exp_id``, or None. Local state can come from a clone too
         (a force-added file), so the tag is only a candidate: see :func:`image_mismatch`."""
-        from . import validate
-
         try:
             with SafeDir.open(self.root, [STORE_DIR, LOCAL, "images"]) as images:
                 if images.lstat(f"{exp_id}.json") is None:
@@ -375,7 +384,7 @@ class Store:
             check_schema(data, LOCAL_IMAGE_SCHEMA, "local image record")
             if data.get("experiment") != exp_id:
                 return None
-            return validate.image_tag(data.get("tag"), "local image tag")
+            return grammar.image_tag(data.get("tag"), "local image tag")
         except FileNotFoundError:
             return None
         except (ReproboxError, OSError) as exc:
@@ -411,7 +420,8 @@ class Store:
             return []
 
     def load(self, exp_id: str) -> StoredExperiment:
-        """An experiment, its seal checked: every file listed, present, unchanged."""
+        """An experiment, its seal checked (every file listed, present, unchanged) and every value
+        validated against its grammar: a hostile record is refused here, naming the field."""
         if not ID_RE.match(exp_id):
             raise ExperimentNotFound(f"{exp_id!r} is not an experiment id")
         try:
@@ -496,19 +506,20 @@ class Store:
             if experiment.git.patch_sha256 is not None and \
                     manifest[patch] != "sha256:" + experiment.git.patch_sha256:
                 raise _seal_error(exp_id, f"{patch} does not match git.patch_sha256")
+        # the one validation of a record read: every value against its grammar, the files
+        # beside the JSON (plain, small, a patch that stays in the work tree); nothing
+        # downstream repeats it
+        check.validate_experiment(experiment, environment, folder=folder.path)
         return StoredExperiment(experiment, environment, folder.path, self.local_image(exp_id))
 
     def scan(self, report: bool = True) -> tuple[list[StoredExperiment], list[Skipped]]:
-        """Every experiment that loads and validates, oldest first, and those skipped (each
+        """Every experiment that loads (and so validates), oldest first, and those skipped (each
         reported through ``warn`` when ``report``): one bad folder never breaks the store."""
-        from .validate import validate_experiment
-
         good: list[StoredExperiment] = []
         skipped: list[Skipped] = []
         for exp_id in self.ids():
             try:
                 stored = self.load(exp_id)
-                validate_experiment(stored.experiment, stored.environment, folder=stored.path)
             except ReproboxError as exc:
                 reason = exc.message
                 if reason.startswith(f"experiment {exp_id}: "):
@@ -548,6 +559,10 @@ class Store:
         rest are reported and skipped); an id or prefix names its folder, good or bad, so that
         acting on a bad one refuses with the reason.
         """
+        return self._resolve(ref)[0]
+
+    def _resolve(self, ref: str) -> tuple[str, Optional[StoredExperiment]]:
+        """The id, and the experiment when the lookup had to load it (``latest``, a name)."""
         ids = self.ids()
         if not ids:
             raise ExperimentNotFound(
@@ -562,13 +577,13 @@ class Store:
                     f"({len(skipped)} skipped, see the warnings above)",
                     "name one by its id to see why it is refused, or re-capture",
                 )
-            return good[-1].id
+            return good[-1].id, good[-1]
         if ref in ids:
-            return ref
+            return ref, None
         if re.fullmatch(r"[0-9a-f]+", ref) and len(ref) >= MIN_PREFIX:
             matches = [i for i in ids if i.startswith(ref)]
             if len(matches) == 1:
-                return matches[0]
+                return matches[0], None
             if len(matches) > 1:
                 raise ExperimentNotFound(
                     f"{ref!r} is ambiguous: it starts {len(matches)} experiment ids "
@@ -577,14 +592,17 @@ class Store:
                 )
         named = [s for s in self.experiments() if s.experiment.name == ref]
         if named:
-            return named[-1].id  # the newest experiment of that name
+            return named[-1].id, named[-1]  # the newest experiment of that name
         hint = self._superseded_hint(ref) or "list them with `reprobox ls`"
         if re.fullmatch(r"[0-9a-f]{1,3}", ref):
             hint = f"an id prefix needs at least {MIN_PREFIX} characters; " + hint
         raise ExperimentNotFound(f"no experiment matches {ref!r}", hint)
 
     def get(self, ref: str) -> StoredExperiment:
-        return self.load(self.resolve(ref))
+        """The experiment ``ref`` names, loaded (and so validated) once: ``latest`` and names are
+        found among the experiments already loaded to look them up."""
+        exp_id, loaded = self._resolve(ref)
+        return loaded if loaded is not None else self.load(exp_id)
 
 
 def find_root(start: Optional[Path] = None) -> Path:

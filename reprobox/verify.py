@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
-from . import validate
 from .backends import choose_backend, make_run_dir
 from .backends.conda import observe_conda, observe_conda_inside
 from .backends.docker import image_substitutions
@@ -426,8 +425,7 @@ def verify_experiment(
     say = progress or (lambda _m: None)
     stored = (ref_or_stored if isinstance(ref_or_stored, StoredExperiment)
               else store.get(ref_or_stored))
-    exp, env = stored.experiment, stored.environment
-    validate.validate_experiment(exp, env, folder=stored.path)
+    exp, env = stored.experiment, stored.environment  # validated once, by the store
     # a conda environment steers `auto` to the conda backend
     extra = {"environment": stored.environment} if stored.environment.conda is not None else {}
     chosen, reason = choose_backend(backend, limits=limits, **extra)

@@ -229,7 +229,7 @@ def pip_install(python: Path, args: Sequence[str], *, what: str) -> None:
 def _install_in_repo(python: Path, checkout: Path, in_repo: Sequence[tuple[str, bool]],
                      say: Progress) -> None:
     """The repository's own packages, from the checkout (editable if they were)."""
-    from .. import validate
+    from ..model import grammar as validate
 
     args: list[str] = ["--no-deps"]
     for rel, editable in in_repo:

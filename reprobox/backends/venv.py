@@ -205,7 +205,7 @@ def install_plan(environment: "Environment") -> InstallPlan:
     A folder or ``file://`` archive outside the repository is refused (exit 2, naming the
     package): nothing of this machine is read for a capture.
     """
-    from .. import validate
+    from ..model import grammar as validate
     from ..build.render import direct_source
 
     external: list[str] = []
@@ -469,7 +469,7 @@ class VenvBackend(Backend):
     def _install_in_repo(
         self, python: Path, checkout: Path, plan: InstallPlan, wheels: Path, say: Progress
     ) -> None:
-        from .. import validate
+        from ..model import grammar as validate
 
         installer = _Installer(python)
         # PEP 660 editable installs (pip: --use-pep517; uv always): metadata and entry points in
@@ -511,7 +511,7 @@ class VenvBackend(Backend):
 
     def command_env(self, prepared: Prepared, env: Mapping[str, str]) -> dict[str, str]:
         """The host's environment, minus what would leak another Python in, plus the venv."""
-        from ..capture.envvars import is_replayable_name
+        from ..model.envvars import is_replayable_name
 
         out = {k: v for k, v in os.environ.items() if k not in _SCRUBBED}
         # A replayable variable set here but not recorded would change the numbers: unset it.
@@ -536,7 +536,7 @@ class VenvBackend(Backend):
         network: Optional[str] = None,
         gpus: bool = False,
     ) -> Execution:
-        from .. import validate
+        from ..model import grammar as validate
 
         workdir = validate.path_inside(checkout, cwd, "cwd")
         full_env = self.command_env(prepared, env)

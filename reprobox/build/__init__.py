@@ -159,7 +159,7 @@ def build_experiment(
     ``no_cache`` ignores the layer cache; ``cache_id`` names the installer and apt cache mounts
     (default ``reprobox``, shared by all builds): a new name starts them empty.
     """
-    from .. import validate
+    from ..model import grammar as validate
     from .context import (
         ContextInputs,
         ContextLock,
@@ -174,8 +174,7 @@ def build_experiment(
     report = progress or (lambda _line: None)
     timings: dict[str, float] = {}
     start = time.monotonic()
-    exp, env = stored.experiment, stored.environment
-    validate.validate_experiment(exp, env, folder=stored.path)
+    exp, env = stored.experiment, stored.environment  # validated once, by the store
     if record and not dry_run:
         store.local_dir("images")  # a linked .reprobox/local is refused before the build
     image, source = select_base_image(env, override=base_image)

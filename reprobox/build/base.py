@@ -629,7 +629,7 @@ def render_base_dockerfile(version: str, codename: str, rootfs: str, source: str
     check_python_release(version, "--python")
     check_codename(codename, "--os")
     mm = ".".join(version.split(".")[:2])
-    from .. import validate
+    from ..model import grammar as validate
 
     source = validate.label_value(source, "interpreter source")
     return render_template("base.Dockerfile.j2", version=version, mm=mm, codename=codename,

@@ -187,15 +187,13 @@ def build_conda_image(store: Store, stored: StoredExperiment, *, tag: str,
                       base_image: Optional[str] = None,
                       progress: Optional[Progress] = None) -> CondaImage:
     """Build the image of a conda capture (see the module doc)."""
-    from .. import validate
     from .engine import BuildRequest, get_engine, step_titles
     from .images import checked_image_flag, debian_codename_for, python_image
     from .render import WORKDIR
 
     say = progress or (lambda _m: None)
     t0 = time.monotonic()
-    exp, env = stored.experiment, stored.environment
-    validate.validate_experiment(exp, env, folder=stored.path)
+    exp, env = stored.experiment, stored.environment  # validated once, by the store
     if base_image:
         base = checked_image_flag(base_image, "--base-image")
     else:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from .. import validate
+from ..model import grammar as validate
 from ..errors import UsageError, ValidationError
 from ..model import Environment
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Optional
 
-from .. import validate
+from ..model import grammar as validate
 from ..errors import UsageError, ValidationError
 from ..model import Environment, Experiment, Package
 from ..lock.wheelhouse import DirectSource
@@ -257,6 +257,8 @@ def _system_plan(environment: Environment, base_image: str) -> tuple[SystemPlan,
                 continue
         specs.append(f"{spkg.name}={spkg.version}" if same_release else spkg.name)
         recorded.append(f"{spkg.name}={spkg.version}")
+    if host.codename is not None:  # written into the Dockerfile's comment below
+        validate.codename(host.codename, "os.codename")
     host_desc = " ".join(p for p in (host.id, host.codename) if p) or "an unknown system"
     cache_key = f"{target.id}-{target.codename}" if target else "base"
     if not specs:
@@ -452,7 +454,6 @@ def plan_image(
         raise UsageError(f"unknown installer {options.installer!r} (expected uv or pip)")
     if not re.fullmatch(r"[a-z0-9][a-z0-9._-]{0,63}", options.cache_id):
         raise UsageError(f"cache id {options.cache_id!r} is not [a-z0-9._-]")
-    validate.validate_experiment(experiment, environment)
     validate.image_tag(base_image, "base image")
     exp_id = validate.experiment_id(experiment.id or experiment.compute_id(), "id")
     version = environment.interpreter.version

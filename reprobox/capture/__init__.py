@@ -490,7 +490,8 @@ def _redact_env_vars(values: Mapping[str, str], red: Any) -> dict[str, str]:
 def _check_before_storing(experiment: Experiment, env: Environment, *, name_given: bool) -> None:
     """Apply the grammars every reader applies, so that a capture never stores a record that
     `run`, `build` or `show` would then refuse as hostile."""
-    from .. import validate
+    from ..model import grammar as validate
+    from ..model.check import validate_experiment
     from ..errors import ValidationError
 
     if name_given:
@@ -502,7 +503,7 @@ def _check_before_storing(experiment: Experiment, env: Environment, *, name_give
                 "choose a name of letters, digits, spaces and . _ - + = @ , :",
             ) from None
     try:
-        validate.validate_experiment(experiment, env)
+        validate_experiment(experiment, env)
     except ValidationError as exc:
         raise UsageError(
             f"this capture cannot be recorded: {exc.message.replace('refusing ', '', 1)}",

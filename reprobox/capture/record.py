@@ -542,7 +542,7 @@ def declared_system_packages(root: Path, given: Sequence[str]) -> list[str]:
     the image installs from (at the version this machine has), so a checkout that declares one
     can ask for nothing the archive does not already offer.
     """
-    from .. import validate
+    from ..model import grammar as validate
     from ..errors import ValidationError
 
     names: list[str] = []

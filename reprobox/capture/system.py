@@ -463,8 +463,8 @@ def add_declared(found: list[SystemPackage], names: Iterable[str]
 # deb822 ``*.sources`` files. Recorded: URI (credentials removed), suites, components, the key
 # file's name, and the archive time of a snapshot URI (snapshot.debian.org/archive/debian/<time>),
 # which pins the archive's state. ``deb-src`` lines, disabled entries, ``cdrom:``/``file:``/
-# ``mirror+`` URIs and anything off the grammar of :func:`reprobox.validate.apt_source` are left
-# out, with a warning naming the file.
+# ``mirror+`` URIs and anything off the grammar of :func:`reprobox.model.grammar.apt_source` are
+# left out, with a warning naming the file.
 
 APT_DIR = Path("/etc/apt")
 #: A sources file bigger than this is not read.
@@ -488,7 +488,7 @@ def _strip_uri_credentials(uri: str) -> str:
 
 def _apt_entry(uri: str, suites: list[str], components: list[str], signed_by: str | None,
                where: str, warnings: list[str]) -> Any:
-    from .. import validate
+    from ..model import grammar as validate
     from ..errors import ValidationError
     from ..model import AptSource
 
@@ -581,7 +581,7 @@ def parse_deb822_sources(text: str, where: str, warnings: list[str]) -> list[Any
 
 def apt_sources(apt_dir: Path = APT_DIR) -> tuple[tuple[Any, ...], list[str]]:
     """The host's apt sources (see above) and the warnings about those left out."""
-    from .. import validate
+    from ..model import grammar as validate
 
     warnings: list[str] = []
     found: list[Any] = []

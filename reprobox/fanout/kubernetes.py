@@ -69,7 +69,7 @@ def job_manifest(stored: Any, image: str, *, repo: str, namespace: str = "defaul
                  gpus: Optional[str] = None, git_image: str = DEFAULT_GIT_IMAGE,
                  timeout: Optional[int] = None, suffix: str = "") -> dict[str, Any]:
     """The Job of one experiment, as a dict (dumped as YAML or sent to the API)."""
-    from .. import validate
+    from ..model import grammar as validate
     from ..run import RUN_EXPERIMENT_ENV, RUN_METRICS_ENV, plan_run
 
     exp = stored.experiment
@@ -158,7 +158,7 @@ def to_yaml(manifests: Sequence[dict[str, Any]]) -> str:
 
 def report_from_log(stored: Any, log: str) -> dict[str, Any]:
     """The rerun container's log -> a report in ``reprobox run --json``'s shape."""
-    from .. import validate
+    from ..model import grammar as validate
     from ..capture.metrics import read_metrics
     from ..outcome import compare_metrics, differences
     from ..errors import ReproboxError as _Err

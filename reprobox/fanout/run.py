@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence, Union
 
-from ..errors import ReproboxError, UsageError
+from ..errors import UsageError, ValidationError
 from .summary import Outcome, Summary, utc_now
 
 Progress = Callable[[str], None]
@@ -18,8 +18,6 @@ def select(store: Any, refs: Sequence[str], all_experiments: bool,
            warn: Progress) -> tuple[list[Any], list[Outcome]]:
     """The experiments to run, and an outcome already for each one that is refused (a capture
     that fails validation: the others still run)."""
-    from .. import validate
-
     if all_experiments and refs:
         raise UsageError("give experiments or --all, not both")
     if not all_experiments and not refs:
@@ -32,17 +30,18 @@ def select(store: Any, refs: Sequence[str], all_experiments: bool,
             warn(f"skipped: {bad}")
         candidates = good
     else:
-        candidates = [store.get(r) for r in refs]  # an unknown ref: exit 2 before anything runs
+        ids = [store.resolve(r) for r in refs]  # an unknown ref: exit 2 before anything runs
+        candidates = []
+        for exp_id in dict.fromkeys(ids):
+            try:  # the store validates what it loads: a hostile capture is refused here
+                candidates.append(store.load(exp_id))
+            except ValidationError as exc:
+                refused.append(Outcome.failure(exp_id, "", f"refused: {exc.message}"))
     seen: set[str] = set()
     for s in candidates:
         if s.id in seen:
             continue
         seen.add(s.id)
-        try:
-            validate.validate_experiment(s.experiment, s.environment, folder=s.path)
-        except ReproboxError as exc:
-            refused.append(Outcome.failure(s.id, s.experiment.name, f"refused: {exc.message}"))
-            continue
         chosen.append(s)
     if not chosen and not refused:
         raise UsageError("no experiment to run", 'record one with `reprobox capture --cmd ...`')

@@ -56,7 +56,8 @@ def render_script(tasks: Sequence[Task], *, repo: str, results: Path, python: st
                   partition: Optional[str] = None) -> str:
     """The sbatch script; every value checked against its grammar, quoted where a shell reads
     it."""
-    from .. import __version__, validate
+    from .. import __version__
+    from ..model import grammar as validate
 
     if not tasks:
         raise UsageError("no experiment to submit")

@@ -2,7 +2,7 @@
 
 An ``environment.json`` that arrives in a pull request is untrusted. Only what the lock writes or
 uses is checked here — names, versions, wheel tags, sources, the interpreter version and platform
-— with the project's strict grammars (:mod:`reprobox.validate`).
+— with the project's strict grammars (:mod:`reprobox.model.grammar`).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def check_environment(env: Environment) -> None:
     checked here (names, versions, tags, sources, the interpreter version), with the project's
     strict grammars.
     """
-    from .. import validate as v
+    from ..model import grammar as v
 
     interp = env.interpreter
     _match("interpreter.version", interp.version, _PY_VERSION, 32, "Python version (X.Y.Z)")

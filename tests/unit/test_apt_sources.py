@@ -12,7 +12,7 @@ from reprobox.build.render import apt_sources_file
 from reprobox.capture.system import apt_sources, parse_deb822_sources, parse_sources_list
 from reprobox.errors import ValidationError
 from reprobox.model import AptSource, Environment, Interpreter
-from reprobox.validate import validate_environment
+from reprobox.model.check import validate_environment
 
 from ..asserts import refuses
 

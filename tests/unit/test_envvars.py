@@ -6,6 +6,7 @@ import pytest
 
 from reprobox.capture import envvars
 from reprobox.errors import ValidationError
+from reprobox.model import envvars as allowlist
 from reprobox.redact import is_secret_name
 
 from ..asserts import refuses
@@ -13,8 +14,8 @@ from ..asserts import refuses
 
 def test_every_allowlisted_name_passes_the_secret_filter():
     # A name on the allowlist that the secret filter flags would be dead weight: make it visible.
-    assert [n for n in envvars.REPLAYED_NAMES if is_secret_name(n)] == []
-    assert not envvars.REPLAYED_NAMES & envvars.HOST_SPECIFIC_NAMES
+    assert [n for n in allowlist.REPLAYED_NAMES if is_secret_name(n)] == []
+    assert not allowlist.REPLAYED_NAMES & envvars.HOST_SPECIFIC_NAMES
 
 
 def test_keeps_numerics_variables_and_drops_everything_else():
@@ -57,13 +58,14 @@ def test_device_selection_is_reported_but_never_replayed():
 
 
 def test_a_secret_looking_name_is_refused_even_when_allowlisted(monkeypatch):
-    monkeypatch.setattr(envvars, "REPLAYED_NAMES", envvars.REPLAYED_NAMES | {"OMP_API_KEY"})
+    monkeypatch.setattr(allowlist, "REPLAYED_NAMES", allowlist.REPLAYED_NAMES | {"OMP_API_KEY"})
     assert envvars.replayable_env({"OMP_API_KEY": "x", "OMP_NUM_THREADS": "1"}) == {
         "OMP_NUM_THREADS": "1"
     }
 
 
-@pytest.mark.parametrize("value", ["1\n2", "a\x00b", "x\ry", "x" * (envvars.MAX_VALUE_LENGTH + 1)])
+@pytest.mark.parametrize("value", ["1\n2", "a\x00b", "x\ry",
+                                   "x" * (allowlist.MAX_VALUE_LENGTH + 1)])
 def test_bad_values_are_left_out_at_capture(value):
     assert envvars.replayable_env({"OMP_NUM_THREADS": value, "TZ": "UTC"}) == {"TZ": "UTC"}
 
@@ -75,7 +77,7 @@ def test_tabs_and_spaces_are_fine():
 
 def test_check_replayable_accepts_a_recorded_mapping():
     recorded = {"TZ": "UTC", "OMP_NUM_THREADS": "8"}
-    assert envvars.check_replayable(recorded) == {"OMP_NUM_THREADS": "8", "TZ": "UTC"}
+    assert allowlist.check_replayable(recorded) == {"OMP_NUM_THREADS": "8", "TZ": "UTC"}
 
 
 @pytest.mark.parametrize(
@@ -92,10 +94,10 @@ def test_check_replayable_accepts_a_recorded_mapping():
 )
 def test_check_replayable_refuses_hostile_records(env, field):
     with refuses(ValidationError, field=field, names="fix:"):
-        envvars.check_replayable(env)
+        allowlist.check_replayable(env)
 
 
 def test_a_refused_secret_value_is_not_echoed():
     with refuses(ValidationError, field="env.GITHUB_TOKEN") as info:
-        envvars.check_replayable({"GITHUB_TOKEN": "ghp_canary123"})
+        allowlist.check_replayable({"GITHUB_TOKEN": "ghp_canary123"})
     assert "ghp_canary123" not in str(info.value)

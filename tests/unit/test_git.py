@@ -156,7 +156,7 @@ def test_commit_ids_accepted():
 
 @pytest.mark.parametrize("relative", [False, True])
 def test_a_local_path_remote_is_recorded_as_a_file_url(tmp_path, relative):
-    from reprobox import validate
+    from reprobox.model import grammar as validate
 
     bare = tmp_path / "srv" / "x.git"
     bare.mkdir(parents=True)

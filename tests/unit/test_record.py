@@ -19,7 +19,7 @@ from reprobox.capture import probe, record, system
 from reprobox.outcome import compare_exit_status
 from reprobox.errors import UsageError, ValidationError
 from reprobox.model import Experiment, GitInfo, LoadedLibrary, RunUsage
-from reprobox import validate
+from reprobox.model import check as validate
 
 from ..conftest import require
 from ..asserts import refuses

@@ -139,7 +139,7 @@ def test_experiment_with_one_field_replaced(path: tuple[Any, ...], value: Any) -
 
 def test_lone_surrogate_in_a_package_name_is_read_then_refused_by_name() -> None:
     """The record parses and hashes (no UnicodeEncodeError); its grammar check refuses the name."""
-    from reprobox.validate import validate_environment
+    from reprobox.model.check import validate_environment
 
     doc = _set_path(ENV_DOC, ("packages", 0, "name"), "num\ud800py")
     doc.pop("digest")
@@ -230,7 +230,7 @@ def test_resealed_hostile_field_is_a_reprobox_error(tmp_path: Path, path: tuple[
         return  # not even JSON-serialisable: no attacker can write it
     try:
         loaded = store.load(new_id)
-        from reprobox.validate import validate_experiment
+        from reprobox.model.check import validate_experiment
 
         validate_experiment(loaded.experiment, loaded.environment, folder=loaded.path)
     except (RecordRefused, ValidationError) as exc:

@@ -14,7 +14,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from reprobox import validate as v
+from reprobox.model import check
+from reprobox.model import grammar as v
+from reprobox.model.patch import patch_targets
 from reprobox.errors import ValidationError
 from reprobox.model import (
     GPU,
@@ -424,7 +426,7 @@ def test_patch_targets_of_a_real_git_diff(tmp_path: Path) -> None:
     _git(repo, "add", "-A")
     patch = _git(repo, "diff", "--cached", "--binary", "HEAD")
     assert "rename from old name.txt" in patch and '"b/t\\303\\251st.py"' in patch
-    assert set(v.patch_targets(patch)) == {"blob.bin", "new name.txt", "old name.txt", "run.sh",
+    assert set(patch_targets(patch)) == {"blob.bin", "new name.txt", "old name.txt", "run.sh",
                                            "train.py", "tést.py"}
 
 
@@ -445,12 +447,12 @@ def test_patch_targets_of_a_real_git_diff(tmp_path: Path) -> None:
 )
 def test_hostile_patches_are_refused(patch: str, reason: str) -> None:
     with refuses(ValidationError, field_prefix="git.patch", names=reason):
-        v.patch_targets(patch, "git.patch")
+        patch_targets(patch, "git.patch")
 
 
 def test_oversize_patch_is_refused() -> None:
     with refuses(ValidationError, field="git patch", names="byte limit"):
-        v.patch_targets(b"x" * (v.MAX_PATCH_BYTES + 1))
+        patch_targets(b"x" * (v.MAX_PATCH_BYTES + 1))
 
 
 # --------------------------------------------------------------------------- a whole capture
@@ -459,9 +461,9 @@ def test_oversize_patch_is_refused() -> None:
 def test_a_clean_capture_passes(tmp_path: Path) -> None:
     env = make_env()
     exp = make_exp(env)
-    v.validate_experiment(exp, env)
+    check.validate_experiment(exp, env)
     stored = Store(tmp_path).save(exp, env)
-    v.validate_experiment(stored.experiment, stored.environment, folder=stored.path)
+    check.validate_experiment(stored.experiment, stored.environment, folder=stored.path)
 
 
 def _pkg(**changes: Any) -> Any:
@@ -501,7 +503,7 @@ def test_hostile_experiment_fields_are_refused(what: str, mutate: Callable[[Any]
     env = make_env()
     exp = mutate(make_exp(env))
     with refuses(ValidationError, field=field):
-        v.validate_experiment(exp, env)
+        check.validate_experiment(exp, env)
 
 
 HOSTILE_ENVIRONMENTS: list[tuple[str, Any, str]] = [
@@ -534,7 +536,7 @@ HOSTILE_ENVIRONMENTS: list[tuple[str, Any, str]] = [
 def test_hostile_environment_fields_are_refused(what: str, env: Any, field: str) -> None:
     exp = make_exp(env)
     with refuses(ValidationError, field=field):
-        v.validate_experiment(exp, env)
+        check.validate_experiment(exp, env)
 
 
 def test_folder_checks_refuse_symlinks_oversize_and_bad_patches(tmp_path: Path) -> None:
@@ -543,25 +545,25 @@ def test_folder_checks_refuse_symlinks_oversize_and_bad_patches(tmp_path: Path) 
     exp = replace(exp, git=replace(exp.git, dirty=True, patch="patch.diff", patch_sha256="0" * 64))
     store = Store(tmp_path)
     stored = store.save(exp, env, {"patch.diff": "--- a/x\n+++ b/x\n@@ -1 +1 @@\n-a\n+b\n"})
-    v.validate_experiment(stored.experiment, stored.environment, folder=stored.path)
+    check.validate_experiment(stored.experiment, stored.environment, folder=stored.path)
 
     (stored.path / "patch.diff").write_text("--- a/.git/config\n+++ b/.git/config\n@@ -1 +1 @@\n-a\n+b\n")
     with refuses(ValidationError, field="git.patch (line 1) path", names=".git/config"):
-        v.validate_experiment(stored.experiment, stored.environment, folder=stored.path)
+        check.validate_experiment(stored.experiment, stored.environment, folder=stored.path)
 
     (stored.path / "patch.diff").unlink()
     (stored.path / "patch.diff").symlink_to("/etc/passwd")
     with refuses(ValidationError, field="file patch.diff", names="symbolic link"):
-        v.validate_experiment(stored.experiment, stored.environment, folder=stored.path)
+        check.validate_experiment(stored.experiment, stored.environment, folder=stored.path)
 
     (stored.path / "patch.diff").unlink()
     with refuses(ValidationError, field="git.patch", names=["'patch.diff'", "missing"]):
-        v.validate_experiment(stored.experiment, stored.environment, folder=stored.path)
+        check.validate_experiment(stored.experiment, stored.environment, folder=stored.path)
 
     (stored.path / "patch.diff").write_text("")
     (stored.path / "Dockerfile").write_bytes(b"#" * (v.MAX_JSON_BYTES + 1))
     with refuses(ValidationError, field="file Dockerfile", names="byte limit"):
-        v.validate_experiment(stored.experiment, stored.environment, folder=stored.path)
+        check.validate_experiment(stored.experiment, stored.environment, folder=stored.path)
 
 
 # --------------------------------------------------------------------------- properties
@@ -659,7 +661,7 @@ def test_env_var_property(name: Any, value: Any) -> None:
                 max_size=30).map("".join))
 def test_patch_targets_property(text: str) -> None:
     try:
-        targets = v.patch_targets(text)
+        targets = patch_targets(text)
     except ValidationError as err:
         assert err.field.startswith("git patch"), err.field
         return
@@ -682,8 +684,8 @@ def test_a_real_fingerprint_of_this_interpreter_passes(tmp_path: Path) -> None:
     _git(tmp_path, "init", "-q")
     env, _warnings = capture.fingerprint_environment(tmp_path)
     assert len(env.packages) > 10
-    v.validate_environment(env)
-    v.validate_experiment(make_exp(env), env)
+    check.validate_environment(env)
+    check.validate_experiment(make_exp(env), env)
 
 
 @pytest.mark.parametrize(("changes", "field"), [
@@ -694,8 +696,8 @@ def test_a_real_fingerprint_of_this_interpreter_passes(tmp_path: Path) -> None:
 def test_record_metadata_grammars(changes: dict, field: str) -> None:
     env = make_env()
     with refuses(ValidationError, field=field):
-        v.validate_experiment(replace(make_exp(env), **changes), env)
-    v.validate_experiment(replace(make_exp(env), created="2026-01-01T00:00:00.5+02:00",
+        check.validate_experiment(replace(make_exp(env), **changes), env)
+    check.validate_experiment(replace(make_exp(env), created="2026-01-01T00:00:00.5+02:00",
                                   tool_version="unknown"), env)
 
 
@@ -705,8 +707,8 @@ def test_dvc_output_hashes_by_kind() -> None:
                           DvcOutput("model.pkl", "b" * 32, "md5-dos2unix"),
                           DvcOutput("s3data", "3/L4kqtJlcpXroDTDmJ+rmSpXd3dIbrHY+MTRCxf3vjVBH40Nr8X8gdRQ",
                                     "version_id")))
-    v.validate_experiment(replace(make_exp(env), dvc=ok), env)
+    check.validate_experiment(replace(make_exp(env), dvc=ok), env)
     for bad in (DvcOutput("m", "zz" * 16, "md5"), DvcOutput("m", "x\ny", "etag"),
                 DvcOutput("m", "a" * 32, "md5; id")):
         with refuses(ValidationError, field_prefix="dvc.outputs[0].hash"):
-            v.validate_experiment(replace(make_exp(env), dvc=DvcInfo(outputs=(bad,))), env)
+            check.validate_experiment(replace(make_exp(env), dvc=DvcInfo(outputs=(bad,))), env)

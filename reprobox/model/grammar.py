@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
+from urllib.parse import urlsplit
 
-from .errors import ValidationError
+from packaging.version import InvalidVersion, Version
 
-if TYPE_CHECKING:
-    from .model import Environment, Experiment, PackageSource
+from ..errors import ValidationError
 
 # --------------------------------------------------------------------------- limits
 
@@ -137,8 +137,6 @@ def version(value: Any, field: str = "version") -> str:
     ``packaging`` itself tolerates leading and trailing whitespace, newlines included; a version
     lands after ``==`` on a requirement line, so the character set is checked first.
     """
-    from packaging.version import InvalidVersion, Version
-
     value = _match(field, value, _VERSION_CHARS, MAX_VERSION, "version")
     try:
         Version(value)
@@ -196,7 +194,8 @@ def relpath(field: str, value: Any, *, max_len: int = MAX_PATH, allow_dot: bool 
     if problem:
         raise _fail(field, value, problem)
     if value.startswith("/"):
-        raise _fail(field, value, "is an absolute path; only paths inside the repository are allowed")
+        raise _fail(field, value,
+                    "is an absolute path; only paths inside the repository are allowed")
     if "\\" in value:
         raise _fail(field, value, "contains a backslash; paths are POSIX, separated by '/'")
     if value.startswith("-"):
@@ -214,7 +213,8 @@ def relpath(field: str, value: Any, *, max_len: int = MAX_PATH, allow_dot: bool 
         if part == "..":
             raise _fail(field, value, "contains '..', which leaves the repository")
         if part.rstrip(". ").casefold() == ".git":
-            raise _fail(field, value, "points into .git/, which holds hooks and config that run code")
+            raise _fail(field, value,
+                        "points into .git/, which holds hooks and config that run code")
         if len(part.encode("utf-8", "surrogatepass")) > MAX_COMPONENT_BYTES:
             raise _fail(field, value, f"has a path component over {MAX_COMPONENT_BYTES} bytes")
         if part != part.strip(" "):
@@ -285,8 +285,6 @@ def url(field: str, value: Any, schemes: Sequence[str] = ARCHIVE_SCHEMES, *,
     ``allow_scp`` accepts git's ``git@host:org/repo.git`` form (a user name for ssh is not a
     credential). Percent-encoded control characters are refused too: they decode into paths.
     """
-    from urllib.parse import urlsplit
-
     value = _str(field, value, MAX_URL)
     if allow_scp and "://" not in value and _SCP.fullmatch(value):
         if value.startswith("-"):
@@ -407,7 +405,8 @@ SYSTEM_MANAGERS = ("dpkg", "rpm", "apk")
 
 
 def apt_package_name(value: Any, field: str = "system package") -> str:
-    """Debian policy 5.6.1: lowercase letters, digits, ``+ - .``; two or more; starts alphanumeric."""
+    """Debian policy 5.6.1: lowercase letters, digits, ``+ - .``; two or more; starts
+    alphanumeric."""
     return _match(field, value, _APT_NAME, MAX_NAME, "Debian package name")
 
 
@@ -433,8 +432,17 @@ def apt_version(value: Any, field: str = "system package version") -> str:
     )
     if not ok:
         problem = _forbidden_char(value)
-        raise _fail(field, value, problem or "is not a Debian version ([epoch:]upstream[-revision])")
+        raise _fail(field, value,
+                    problem or "is not a Debian version ([epoch:]upstream[-revision])")
     return value
+
+
+_CODENAME = re.compile(r"[a-z][a-z0-9]*", re.ASCII)
+
+
+def codename(value: Any, field: str = "os.codename") -> str:
+    """A release codename (``bookworm``): it goes into a base image tag and a Dockerfile."""
+    return _match(field, value, _CODENAME, 32, "release codename")
 
 
 def apt_arch(value: Any, field: str = "architecture") -> str:
@@ -543,393 +551,3 @@ def experiment_name(value: Any, field: str = "name") -> str:
 
 def experiment_id(value: Any, field: str = "id") -> str:
     return _match(field, value, re.compile(r"[0-9a-f]{12}", re.ASCII), 12, "experiment id")
-
-
-# --------------------------------------------------------------------------- patches
-
-_QUOTED_OR_WORD = r'("(?:[^"\\]|\\.)*"|\S+)'
-_DIFF_GIT_QUOTED = re.compile(rf"diff --git {_QUOTED_OR_WORD} {_QUOTED_OR_WORD}")
-_HEADER = re.compile(r"(---|\+\+\+) ([^\t]+)(?:\t.*)?")
-_RENAME = re.compile(r"(rename from|rename to|copy from|copy to) (.+)")
-_MODE = re.compile(r"(new file mode|new mode|old mode|deleted file mode) ([0-7]+)")
-_HUNK = re.compile(r"@@ -[0-9]+(?:,([0-9]+))? \+[0-9]+(?:,([0-9]+))? @@.*")
-_C_ESCAPES = {"a": "\a", "b": "\b", "t": "\t", "n": "\n", "v": "\v", "f": "\f", "r": "\r",
-              '"': '"', "\\": "\\"}
-
-
-def _unquote_git(path: str) -> str:
-    """Undo git's C-style quoting of unusual path names (``"a/t\\303\\251st"``)."""
-    if not (len(path) >= 2 and path.startswith('"') and path.endswith('"')):
-        return path
-    body, out, i = path[1:-1], bytearray(), 0
-    while i < len(body):
-        ch = body[i]
-        if ch == "\\" and i + 1 < len(body):
-            octal = body[i + 1:i + 4]
-            if re.fullmatch(r"[0-7]{3}", octal):
-                out.append(int(octal, 8) & 0xFF)
-                i += 4
-                continue
-            out.extend(_C_ESCAPES.get(body[i + 1], "\\" + body[i + 1]).encode())
-            i += 2
-            continue
-        out.extend(ch.encode("utf-8", "surrogatepass"))
-        i += 1
-    return out.decode("utf-8", "replace")
-
-
-def _strip_prefix(path: str) -> str | None:
-    if path == "/dev/null":
-        return None
-    return path[2:] if path.startswith(("a/", "b/")) else path
-
-
-def _diff_git_names(rest: str) -> list[str]:
-    """The two names of a ``diff --git`` line, as git reads them (quoted, or equal halves)."""
-    if rest.startswith('"') or rest.endswith('"'):
-        m = _DIFF_GIT_QUOTED.fullmatch("diff --git " + rest)
-        return [m.group(1), m.group(2)] if m else [rest]
-    for i, ch in enumerate(rest):  # "a/NAME b/NAME": the split where both halves name one file
-        if ch == " " and rest[:i][2:] == rest[i + 1:][2:]:
-            return [rest[:i], rest[i + 1:]]
-    # A rename: git takes the names from the rename / --- / +++ lines; check every plausible split.
-    return [part for part in re.split(r" (?=b/)", rest)] if " b/" in rest else [rest]
-
-
-def patch_targets(text: Any, field: str = "git patch") -> tuple[str, ...]:
-    """Every path a ``git diff`` patch touches, each checked with :func:`relpath`.
-
-    A patch from a capture is applied to a checkout before the command runs, so it must not write
-    into ``.git/`` (hooks), leave the tree (``../``, absolute paths), or create a symbolic link
-    (which a later write could follow out of the checkout). Hunks are skipped by their line counts,
-    as ``git apply`` reads them, so a removed line that starts with ``--`` is not taken for a
-    header and a header hidden after a hunk is not missed.
-    """
-    if isinstance(text, (bytes, bytearray)):
-        if len(text) > MAX_PATCH_BYTES:
-            raise _fail(field, f"<{len(text)} bytes>", f"is over the {MAX_PATCH_BYTES} byte limit")
-        text = bytes(text).decode("utf-8", "replace")
-    if not isinstance(text, str):
-        raise _fail(field, text, f"expected text, got {type(text).__name__}")
-    if len(text) > MAX_PATCH_BYTES:
-        raise _fail(field, f"<{len(text)} characters>", f"is over the {MAX_PATCH_BYTES} byte limit")
-    targets: list[str] = []
-
-    def add(raw: str, line_no: int) -> None:
-        path = _strip_prefix(_unquote_git(raw.strip()))
-        if path is not None:
-            targets.append(relpath(f"{field} (line {line_no}) path", path, allow_dot=False))
-
-    old_left = new_left = 0
-    for no, line in enumerate(text.split("\n"), 1):
-        if old_left > 0 or new_left > 0:  # inside a hunk
-            tag = line[:1]
-            if tag == "\\":
-                continue
-            if tag in (" ", ""):
-                old_left, new_left = old_left - 1, new_left - 1
-            elif tag == "-":
-                old_left -= 1
-            elif tag == "+":
-                new_left -= 1
-            else:
-                raise _fail(f"{field} (line {no})", line, "is not a hunk line; the patch is malformed")
-            continue
-        hunk = _HUNK.fullmatch(line)
-        if hunk:
-            old_left = int(hunk.group(1)) if hunk.group(1) is not None else 1
-            new_left = int(hunk.group(2)) if hunk.group(2) is not None else 1
-            continue
-        if line.startswith("diff --git "):
-            for name in _diff_git_names(line[len("diff --git "):]):
-                add(name, no)
-            continue
-        for pattern in (_HEADER, _RENAME):
-            m = pattern.fullmatch(line)
-            if m:
-                add(m.group(2), no)
-                break
-        m = _MODE.fullmatch(line)
-        if m and m.group(2) == "120000":
-            raise _fail(f"{field} (line {no})", line, "creates a symbolic link; a patch from a "
-                        "capture may change files only")
-    return tuple(dict.fromkeys(targets))
-
-
-# --------------------------------------------------------------------------- a whole capture
-
-
-def validate_environment(env: Environment) -> None:
-    """Every value of an ``environment.json`` that reaches pip, a Dockerfile or a path."""
-    interp = env.interpreter
-    _match("interpreter.implementation", interp.implementation, re.compile(r"[a-z][a-z0-9_]*"),
-           32, "implementation name (cpython, pypy)")
-    _match("interpreter.version", interp.version,
-           re.compile(r"[0-9]+\.[0-9]+\.[0-9]+(?:(?:a|b|rc)[0-9]+)?\+?", re.ASCII), 32,
-           "Python version (X.Y.Z)")
-    for key in ("abi", "soabi", "platform"):
-        val = getattr(interp, key)
-        if val is not None:
-            _match(f"interpreter.{key}", val, re.compile(r"[A-Za-z0-9_.-]+", re.ASCII), 128, key)
-    for key in ("build", "compiler", "kind", "executable"):
-        val = getattr(interp, key)
-        if val is not None:
-            clean_text(f"interpreter.{key}", val, MAX_TEXT)
-    for i, tag in enumerate(interp.platform_tags):
-        platform_tag(tag, f"interpreter.platform_tags[{i}]")
-
-    for i, pkg in enumerate(env.packages):
-        where = f"packages[{i}]"
-        package_name(pkg.name, f"{where}.name")
-        where = f"packages[{pkg.name}]"
-        version(pkg.version, f"{where}.version")
-        if pkg.display_name is not None:
-            package_name(pkg.display_name, f"{where}.display_name")
-        if pkg.installer is not None:
-            installer(pkg.installer, f"{where}.installer")
-        for j, tag in enumerate(pkg.wheel_tags):
-            wheel_tag(tag, f"{where}.wheel_tags[{j}]")
-        _source(pkg.source, f"{where}.source")
-
-    for i, spkg in enumerate(env.system_packages):
-        where = f"system_packages[{i}]"
-        system_package(spkg.manager, spkg.name, spkg.version, where)
-        if spkg.arch is not None:
-            apt_arch(spkg.arch, f"{where}.arch")
-        for j, lib in enumerate(spkg.libraries):
-            local_path(f"{where}.libraries[{j}]", lib)
-    for key in ("unowned_libraries", "missing_libraries"):
-        for j, lib in enumerate(getattr(env, key)):
-            local_path(f"{key}[{j}]", lib)
-    if len(env.apt_sources) > MAX_APT_SOURCES:
-        raise _fail("apt_sources", f"{len(env.apt_sources)} sources",
-                    f"lists more than {MAX_APT_SOURCES}")
-    for i, asrc in enumerate(env.apt_sources):
-        apt_source(asrc, f"apt_sources[{i}]")
-
-    osi = env.os
-    if osi.codename is not None:  # goes into the base image tag: python:3.11.7-slim-<codename>
-        _match("os.codename", osi.codename, re.compile(r"[a-z][a-z0-9]*", re.ASCII), 32,
-               "release codename")
-    for key in ("id", "version_id", "glibc", "arch"):
-        val = getattr(osi, key)
-        if val is not None:
-            _match(f"os.{key}", val, re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*", re.ASCII), 64, key)
-    for key in ("pretty_name", "kernel", "system"):
-        val = getattr(osi, key)
-        if val is not None:
-            clean_text(f"os.{key}", val, 256)
-    for j, like in enumerate(osi.id_like):
-        _match(f"os.id_like[{j}]", like, re.compile(r"[a-z0-9][a-z0-9._-]*", re.ASCII), 64, "id")
-
-    hw = env.hardware
-    for key in ("cuda_runtime", "cudnn"):  # select the CUDA base image tag
-        val = getattr(hw, key)
-        if val is not None:
-            _match(f"hardware.{key}", val, re.compile(r"[0-9]+(?:\.[0-9]+){0,3}", re.ASCII), 32,
-                   "version (digits and dots)")
-    for key in ("cpu_model", "cpu_vendor", "cuda_source"):
-        val = getattr(hw, key)
-        if val is not None:
-            clean_text(f"hardware.{key}", val, 256)
-    for j, flag in enumerate(hw.cpu_flags):
-        _match(f"hardware.cpu_flags[{j}]", flag, re.compile(r"[a-z0-9_.]+", re.ASCII), 32, "flag")
-    for j, gpu in enumerate(hw.gpus):
-        clean_text(f"hardware.gpus[{j}].name", gpu.name, 256)
-        for key in ("driver", "cuda_driver", "compute_capability"):
-            val = getattr(gpu, key)
-            if val is not None:
-                _match(f"hardware.gpus[{j}].{key}", val,
-                       re.compile(r"[0-9]+(?:\.[0-9]+){0,3}", re.ASCII), 32, "version")
-
-
-def _source(src: PackageSource, where: str) -> None:
-    if src.kind == "index":
-        return
-    if src.kind == "vcs":
-        if src.vcs not in ("git", "hg", "svn", "bzr"):
-            raise _fail(f"{where}.vcs", src.vcs, "is not one of git, hg, svn, bzr")
-        url(f"{where}.url", src.url, VCS_SCHEMES)
-        vcs_commit(src.commit, f"{where}.commit")
-        if src.requested_revision is not None:
-            git_ref(src.requested_revision, f"{where}.requested_revision")
-    elif src.kind == "archive":
-        url(f"{where}.url", src.url, ARCHIVE_SCHEMES)
-        if src.hash is not None:
-            archive_hash(src.hash, f"{where}.hash")
-    elif src.kind == "directory":
-        if src.path is not None:
-            if src.in_repo:
-                relpath(f"{where}.path", src.path)
-            else:
-                local_path(f"{where}.path", src.path)
-        if src.url is not None:
-            url(f"{where}.url", src.url, ("file",))
-    else:
-        raise _fail(f"{where}.kind", src.kind, "is not one of index, vcs, directory, archive")
-    if src.subdirectory is not None:
-        relpath(f"{where}.subdirectory", src.subdirectory)
-
-
-_TIMESTAMP = re.compile(
-    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?(?:Z|[+-][0-9]{2}:[0-9]{2})",
-    re.ASCII,
-)
-
-
-def validate_experiment(exp: Experiment, env: Environment, *, folder: Path | None = None) -> None:
-    """Apply the grammars to every field of a loaded capture; raise on the first hostile value.
-
-    ``exp`` is a :class:`~reprobox.model.Experiment`, ``env`` its
-    :class:`~reprobox.model.Environment`. With ``folder`` (the experiment's folder in the store),
-    the files next to the JSON are checked too: plain files only (no symbolic links), sizes under
-    the limits, and the targets of ``patch.diff``.
-    """
-    from .model import INLINE_METRICS
-
-    if exp.id:
-        experiment_id(exp.id, "id")
-    experiment_name(exp.name, "name")
-    if exp.command_kind not in ("shell", "dvc", "none"):
-        raise _fail("command_kind", exp.command_kind, "is not one of shell, dvc, none")
-    if exp.command is not None:
-        command(exp.command, "command")
-    relpath("cwd", exp.cwd)
-    digest(exp.environment_digest, "environment_digest")
-    _match("created", exp.created, _TIMESTAMP, 40, "UTC timestamp (2026-01-31T12:00:00Z)")
-    if exp.tool_version != "unknown":
-        version(exp.tool_version, "tool_version")
-    if exp.supersedes is not None:
-        experiment_id(exp.supersedes, "supersedes")
-    for fname, fdigest in exp.files.items():
-        _match("files", fname, re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,99}", re.ASCII), 100,
-               "file name")
-        digest(fdigest, f"files[{fname}]")
-
-    git = exp.git
-    vcs_commit(git.commit, "git.commit")
-    if git.branch is not None:
-        git_ref(git.branch, "git.branch")
-    if git.remote is not None:
-        url("git.remote", git.remote, REMOTE_SCHEMES, allow_scp=True)
-    if git.patch is not None:
-        relpath("git.patch", git.patch, allow_dot=False)
-        if "/" in git.patch.rstrip("/") or git.patch.startswith("."):
-            raise _fail("git.patch", git.patch, "must be a file name in the experiment folder")
-    if git.patch_sha256 is not None:
-        sha256_hex(git.patch_sha256, "git.patch_sha256")
-    for i, path in enumerate(git.untracked):
-        relpath(f"git.untracked[{i}]", path, allow_dot=False)
-
-    if exp.dvc is not None:
-        dvc = exp.dvc
-        if dvc.lock_digest is not None:
-            _match("dvc.lock_digest", dvc.lock_digest,
-                   re.compile(r"(?:sha256:)?[0-9a-f]{64}", re.ASCII), 71, "digest")
-        for i, dout in enumerate(dvc.outputs):
-            relpath(f"dvc.outputs[{i}].path", dout.path, allow_dot=False)
-            _match(f"dvc.outputs[{i}].hash_name", dout.hash_name,
-                   re.compile(r"[a-z0-9_-]+", re.ASCII), 32, "hash name")
-            if dout.hash_name.startswith("md5"):
-                _match(f"dvc.outputs[{i}].hash", dout.hash,
-                       re.compile(r"[0-9a-f]{32}(?:\.dir)?", re.ASCII), 36, "md5 hash")
-            else:  # etag / checksum / version_id of cloud-versioned outputs: compared, never run
-                clean_text(f"dvc.outputs[{i}].hash", dout.hash, 256)
-            if dout.stage is not None:
-                clean_text(f"dvc.outputs[{i}].stage", dout.stage, 256)
-        for i, stage in enumerate(dvc.stages):
-            clean_text(f"dvc.stages[{i}]", stage, 256)
-        if dvc.remote is not None:
-            _match("dvc.remote", dvc.remote, re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*", re.ASCII),
-                   128, "DVC remote name")
-        for i, path in enumerate(dvc.metrics_files):
-            relpath(f"dvc.metrics_files[{i}]", path, allow_dot=False)
-        _check_tree("dvc.params", dvc.params)
-
-    for mfile, values in exp.metrics.items():
-        if mfile != INLINE_METRICS:
-            relpath("metrics file", mfile, allow_dot=False)
-        _check_tree(f"metrics[{mfile}]", values)
-    for i, out in enumerate(exp.outputs):
-        relpath(f"outputs[{i}].path", out.path, allow_dot=False)
-        sha256_hex(out.sha256, f"outputs[{i}].sha256")
-        if not isinstance(out.size, int) or isinstance(out.size, bool) or out.size < 0:
-            raise _fail(f"outputs[{i}].size", out.size, "is not a non-negative integer")
-    for name, value in exp.env.items():
-        env_var(name, value, "env")
-    from .capture.envvars import check_replayable
-
-    check_replayable(exp.env, "env")  # and only the variables reprobox itself would record
-    if exp.run is not None:
-        run_usage(exp.run)
-
-    validate_environment(env)
-
-    if folder is not None:
-        _check_folder(Path(folder), exp)
-
-
-_LIB_FILE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._+-]*", re.ASCII)
-_LIB_OWNER = re.compile(r"(?:package|system):[A-Za-z0-9][A-Za-z0-9._+-]*|python|driver|unowned",
-                        re.ASCII)
-_MODULE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*", re.ASCII)
-_MODULE_OWNER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*|<repo>|<unknown>", re.ASCII)
-
-
-def run_usage(run: Any) -> None:
-    """``run`` of experiment.json (what a recorded command used): display-only names."""
-    if run.source not in ("recorded", "declared"):
-        raise _fail("run.source", run.source, "is not one of recorded, declared")
-    if run.exit_status is not None and not -255 <= run.exit_status <= 255:
-        raise _fail("run.exit_status", run.exit_status, "is not an exit status (-255..255)")
-    for i, lib in enumerate(run.libraries):
-        _match(f"run.libraries[{i}].name", lib.name, _LIB_FILE, 255, "library file name")
-        _match(f"run.libraries[{i}].owner", lib.owner, _LIB_OWNER, 255,
-               "owner (package:NAME, system:NAME, python, driver, unowned)")
-    for owner, modules in run.modules.items():
-        _match("run.modules key", owner, _MODULE_OWNER, 255, "distribution name")
-        for m in modules:
-            _match(f"run.modules[{owner}]", m, _MODULE, 255, "module name")
-    for i, name in enumerate(run.dlopen_failed):
-        clean_text(f"run.dlopen_failed[{i}]", name, 255)
-
-
-def _check_tree(field: str, data: Any, depth: int = 0) -> None:
-    """Keys and string leaves of metrics / params: display-only, but they reach terminals and PRs."""
-    if depth > 32:
-        raise _fail(field, "...", "is nested more than 32 levels deep")
-    if isinstance(data, Mapping):
-        for key, value in data.items():
-            clean_text(f"{field} key", key, MAX_TEXT)
-            _check_tree(f"{field}.{key}", value, depth + 1)
-    elif isinstance(data, (list, tuple)):
-        for i, value in enumerate(data):
-            _check_tree(f"{field}[{i}]", value, depth + 1)
-    elif isinstance(data, str):
-        if data:
-            clean_text(field, data, MAX_TEXT)
-    elif data is not None and not isinstance(data, (int, float, bool)):
-        raise _fail(field, data, f"holds a {type(data).__name__}, not a number, string or boolean")
-
-
-def _check_folder(folder: Path, exp: Experiment) -> None:
-    """The experiment folder holds plain, small files; its patch touches only the work tree."""
-    if folder.is_symlink():
-        raise _fail("experiment folder", str(folder), "is a symbolic link")
-    for entry in sorted(folder.iterdir()):
-        if entry.is_symlink():
-            raise _fail(f"file {entry.name}", entry.name, "is a symbolic link; the store holds "
-                        "plain files only")
-        if not entry.is_file():
-            raise _fail(f"file {entry.name}", entry.name, "is not a plain file")
-        limit = MAX_PATCH_BYTES if entry.name == exp.git.patch else MAX_JSON_BYTES
-        size = entry.stat().st_size
-        if size > limit:
-            raise _fail(f"file {entry.name}", entry.name,
-                        f"is {size} bytes, over the {limit} byte limit")
-    if exp.git.patch is not None:
-        patch = folder / exp.git.patch
-        if not patch.is_file():
-            raise _fail("git.patch", exp.git.patch, "is recorded but the file is missing",
-                        "restore the experiment folder from git or re-capture it")
-        patch_targets(patch.read_bytes(), "git.patch")
