@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Union
 
+from . import payload
 from .errors import ReproboxError
 from .model import (
     SCHEMA_VERSION,
@@ -389,7 +390,7 @@ def observe(backend: Any, prepared: Any, checkout: Path) -> Observed:
 
     run_dir = make_run_dir(checkout)
     probe = run_dir / "probe.py"
-    shutil.copyfile(Path(__file__).parent / "capture" / "probe.py", probe)
+    shutil.copyfile(payload.script("probe"), probe)
     out_json, out_dpkg = run_dir / "probe.json", run_dir / "dpkg.txt"
     argv = ["/bin/sh", "-c", _FINGERPRINT_SH, "sh", prepared.python,
             backend.path_in_env(checkout, probe), backend.path_in_env(checkout, out_json),

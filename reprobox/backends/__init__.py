@@ -225,7 +225,7 @@ def choose_backend(
 
     if engine is None:
         try:
-            from ..build.engine import get_engine
+            from ..engine import get_engine
 
             engine = get_engine()
         except ReproboxError as exc:

@@ -30,7 +30,7 @@ def main(argv: Sequence[str]) -> int:
     config = json.loads(Path(args[0]).read_text())
     command = args[2]
 
-    from ..build.engine import get_engine
+    from ..engine import get_engine
     from ..errors import ReproboxError
     from . import ContainerLimits, Prepared
     from .docker import DockerBackend, to_container_path

@@ -232,7 +232,7 @@ def test_no_canary_reaches_a_built_image(project: Path, tmp_path: Path) -> None:
     import shutil
     import tarfile
 
-    from reprobox.build.base import build_base, host_release
+    from reprobox.base import build_base, host_release
 
     require_root = os.geteuid() == 0 and shutil.which("debootstrap") is not None
     if not require_root:

@@ -11,18 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from reprobox.build.base import (
-    AptSource,
-    _retarget_suite,
-    _sources_file,
-    apt_sources,
-    build_base,
-    describe_interpreter,
-    find_interpreter,
-    render_base_dockerfile,
-    rootfs_tag,
-    stage_interpreter,
-)
+from reprobox.base import build_base, describe_interpreter, find_interpreter, render_base_dockerfile
+from reprobox.base.interpreter import stage_interpreter
+from reprobox.base.rootfs import AptSource, _retarget_suite, _sources_file, apt_sources, rootfs_tag
 from reprobox.errors import UsageError, ValidationError
 
 

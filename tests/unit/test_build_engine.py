@@ -10,13 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from reprobox.build.engine import (
-    BuildLog,
-    DockerEngine,
-    _build_hint,
-    find_buildkit_client,
-    step_titles,
-)
+from reprobox.engine import BuildLog, DockerEngine, find_buildkit_client, step_titles
+from reprobox.engine.logs import build_hint as _build_hint
 from reprobox.errors import EngineError
 
 from .test_build_fixtures import FIXTURES
