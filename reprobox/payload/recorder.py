@@ -100,6 +100,8 @@ def _write():
     if not _OUT:
         return
     try:
+        # lazy: this runs inside the user's program, which must not find modules imported at
+        # its start that it did not import itself; json is needed only at exit
         import json
 
         doc = {
@@ -129,6 +131,7 @@ def _chain():
     sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
     sys.modules.pop("sitecustomize", None)
     try:
+        # lazy: imported only when chaining, for the same reason as json above
         import importlib
 
         importlib.import_module("sitecustomize")
@@ -142,6 +145,7 @@ def _chain():
 def _install():
     if _OUT and hasattr(sys, "addaudithook"):
         sys.addaudithook(_hook)
+        # lazy: only when recording, for the same reason as json above
         import atexit
 
         atexit.register(_write)
