@@ -410,7 +410,7 @@ def base_cmd(python_version: str, codename: str) -> None:
     """Build a python:X.Y.Z-slim-CODENAME base image with no registry access."""
     import re
 
-    from .build import build_base
+    from .base import build_base
 
     if not re.fullmatch(r"\d+\.\d+\.\d+", python_version):
         raise click.BadParameter(f"{python_version!r} is not an exact release such as 3.11.7",

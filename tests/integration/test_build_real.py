@@ -31,8 +31,8 @@ import pytest
 
 from reprobox import payload
 from reprobox.base import build_base, find_interpreter, host_release
-from reprobox.build import WORKDIR, build_experiment, get_engine
-from reprobox.engine import Mount
+from reprobox.build import WORKDIR, build_experiment
+from reprobox.engine import Mount, get_engine
 from reprobox.errors import BaseImageMissing
 from reprobox.store import Store
 
