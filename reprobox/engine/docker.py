@@ -294,7 +294,7 @@ class DockerEngine(Engine):
             )
         errors = _sdk().errors
         start = time.monotonic()
-        log = ClassicLog(progress)
+        reader = ClassicLog(progress)
         image_id = ""
         try:
             stream: Iterable[dict] = self.client.api.build(
@@ -305,10 +305,10 @@ class DockerEngine(Engine):
             )
             for chunk in stream:
                 if "error" in chunk:
-                    log.tail.append(redact_text(str(chunk["error"])))
-                    self._build_failed(req, "\n".join(log.tail))
+                    reader.tail.append(redact_text(str(chunk["error"])))
+                    self._build_failed(req, "\n".join(reader.tail))
                 for line in str(chunk.get("stream", "")).splitlines():
-                    log.feed(line)
+                    reader.feed(line)
                 aux = chunk.get("aux") or {}
                 if isinstance(aux, dict) and aux.get("ID"):
                     image_id = aux["ID"]
@@ -316,8 +316,8 @@ class DockerEngine(Engine):
             self._build_failed(req, str(exc.explanation or exc))
         if not image_id:
             image_id = self.image_id(req.tag) or ""
-        return EngineBuild(image_id, time.monotonic() - start, "\n".join(log.tail), log.steps,
-                           log.cached, tuple(log.warnings))
+        return EngineBuild(image_id, time.monotonic() - start, "\n".join(reader.tail), reader.steps,
+                           reader.cached, tuple(reader.warnings))
 
     # ------------------------------------------------------------------ run
 

@@ -2,7 +2,8 @@
 
 This file is executed as a script by whatever Python the user trains with, where reprobox is
 usually not installed, so it must only use the standard library and must run on CPython >= 3.8.
-It is not imported by reprobox itself (``reprobox.capture.python`` runs it as a file).
+``reprobox.capture.python`` runs it as a file (``reprobox.payload.script("probe")``);
+``reprobox.capture.record`` also reuses its ELF and ld.so.cache readers in-process.
 
 How it is run, and why: ``<python> -I probe.py [--user-site] [--cache FILE]``.
 
