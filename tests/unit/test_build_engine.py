@@ -1,15 +1,17 @@
-"""The engine layer without a daemon: BuildKit log condensing (on real logs), client discovery
-(on stand-in docker executables that answer like the real clients), and a daemon that does not
-answer."""
+"""The engine layer: BuildKit, Podman and classic log condensing, client discovery (on stand-in
+docker executables that answer like the real clients), a daemon that does not answer, the pieces
+Docker and Podman share, real builds through each builder, and what engine/ may import."""
 
 from __future__ import annotations
 
+import ast
 import os
 import stat
 from pathlib import Path
 
 import pytest
 
+from reprobox import engine as engine_pkg
 from reprobox.engine import (
     BuildLog,
     BuildRequest,
@@ -281,3 +283,22 @@ def test_docker_builds_with_buildkit_and_with_the_classic_builder(tmp_path: Path
     ctx = _context(tmp_path)
     _build_twice(engine, ctx, "reprobox-test-engine-build:buildkit")
     _build_twice(engine, ctx, "reprobox-test-engine-build:classic", buildkit=False)
+
+
+def test_the_engine_package_stands_on_the_foundation_only() -> None:
+    """engine/ may import its own modules and reprobox's foundation, nothing above it."""
+    foundation = {"errors", "termsafe", "redact", "proc", "safefs", "progress"}
+    folder = Path(engine_pkg.__file__).parent
+    reached: dict[str, set[str]] = {}
+    for path in sorted(folder.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 2:
+                names = [node.module] if node.module else [a.name for a in node.names]
+                reached.setdefault(path.name, set()).update(n.split(".")[0] for n in names)
+            elif isinstance(node, (ast.Import, ast.ImportFrom)):
+                module = node.module if isinstance(node, ast.ImportFrom) else node.names[0].name
+                assert not (module or "").startswith("reprobox"), f"{path.name}: {module}"
+    assert reached, "the reader found no import of the foundation at all"
+    beyond = {name: sorted(mods - foundation) for name, mods in reached.items()
+              if mods - foundation}
+    assert not beyond, beyond
