@@ -45,8 +45,7 @@ _DAEMON_HINT = (
 
 def _sdk() -> Any:
     """The Docker SDK (``docker``, ``docker.errors``, ``docker.types``)."""
-    # lazy: the Docker SDK (requests, urllib3) costs about 150 ms to import, and most commands
-    # (capture, lock, diff) never talk to an engine
+    # lazy: the Docker SDK costs 80-160 ms to import; capture, lock and diff never need it
     try:
         import docker
         import docker.errors

@@ -100,8 +100,7 @@ def _write():
     if not _OUT:
         return
     try:
-        # lazy: this runs inside the user's program, which must not find modules imported at
-        # its start that it did not import itself; json is needed only at exit
+        # lazy: inside the user's program, import nothing at start it did not ask for
         import json
 
         doc = {
