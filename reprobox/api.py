@@ -16,7 +16,7 @@ import json
 import os
 import shlex
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Sequence, Union
 
@@ -385,7 +385,7 @@ def _build(store: Store, stored: StoredExperiment, *, tag: Optional[str] = None,
 def base(python: str, codename: str = "bookworm", *,
          progress: Optional[Progress] = None) -> BaseImage:
     """Build a ``python:<python>-slim-<codename>`` base image with no registry access."""
-    from .build import build_base
+    from .base import build_base
 
     tag = build_base(python, codename, progress=progress)
     return BaseImage(tag=tag, python=python, codename=codename)

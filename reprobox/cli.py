@@ -260,7 +260,7 @@ def lock_cmd(exp: str, platform: Optional[str], as_json: bool) -> None:
 
 def _select_engine(_ctx: click.Context, _param: click.Parameter, value: Optional[str]) -> None:
     if value is not None:
-        from .build.engine import select_engine
+        from .engine import select_engine
 
         select_engine(value)
 

@@ -51,7 +51,7 @@ def check_dvc() -> Check:
 
 def check_engine() -> list[Check]:
     try:
-        from .build import get_engine
+        from .engine import get_engine
 
         engine = get_engine()
         info = engine.info()

@@ -44,7 +44,7 @@ from .errors import EngineError, RecordRefused, ReproboxError, UsageError, Valid
 from .model import pretty_json
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .build.engine import Engine
+    from .engine import Engine
     from .store import Store, StoredExperiment
 
 IMAGES_FILE = "images.json"
@@ -353,7 +353,7 @@ def push(store: "Store", stored: "StoredExperiment", registry: Optional[str] = N
     default; never one named by the capture.
     """
     from .build import default_tag
-    from .build.engine import get_engine
+    from .engine import get_engine
     from .store import image_mismatch
 
     say = progress or (lambda _m: None)

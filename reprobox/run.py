@@ -62,6 +62,7 @@ from .outcome import (
     differences,
     settle,
 )
+from . import payload
 from .errors import ReproboxError, UsageError
 from .model import INLINE_METRICS, RUN_SCHEMA, Environment, Experiment, OutputFile
 from .store import Store, StoredExperiment
@@ -421,7 +422,7 @@ def _clear(checkout: Path, paths: tuple[str, ...]) -> None:
 def _install_shim(checkout: Path) -> Path:
     from .backends import make_run_dir, write_new_file
 
-    src = Path(__file__).parent / "backends" / "replay_shim.py"
+    src = payload.script("replay_shim")
     shim = make_run_dir(checkout) / "shim"
     os.mkdir(shim)
     os.mkdir(shim / "reprobox")

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
+from . import payload
 from .backends import choose_backend, make_run_dir
 from .backends.conda import observe_conda, observe_conda_inside
 from .backends.docker import image_substitutions
@@ -378,7 +379,7 @@ def observe(backend: Any, prepared: Any, checkout: Path) -> Observed:
     """Run the probe and dpkg-query inside the prepared environment and parse what they say."""
     run_dir = make_run_dir(checkout)
     probe = run_dir / "probe.py"
-    shutil.copyfile(Path(__file__).parent / "capture" / "probe.py", probe)
+    shutil.copyfile(payload.script("probe"), probe)
     out_json, out_dpkg = run_dir / "probe.json", run_dir / "dpkg.txt"
     argv = ["/bin/sh", "-c", _FINGERPRINT_SH, "sh", prepared.python,
             backend.path_in_env(checkout, probe), backend.path_in_env(checkout, out_json),

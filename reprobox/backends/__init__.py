@@ -198,7 +198,7 @@ def choose_backend(
 
     ``auto`` picks docker when a container engine answers, else venv; for a conda environment
     (``environment`` given, with conda packages) it picks conda. ``engine`` is the container
-    engine to use (default: :func:`reprobox.build.get_engine`), given by tests and callers that
+    engine to use (default: :func:`reprobox.engine.get_engine`), given by tests and callers that
     already hold one. ``limits``: the container's pids/memory limits and GPU request.
     """
     if name not in BACKENDS:
@@ -225,7 +225,7 @@ def choose_backend(
 
     if engine is None:
         try:
-            from ..build.engine import get_engine
+            from ..engine import get_engine
 
             engine = get_engine()
         except ReproboxError as exc:

@@ -252,7 +252,7 @@ def install_archives(prefix: Path, packages: list[dict[str, Any]], requested: li
                           "requested_specs": requested})
     last = ""
     for _ in range(attempts):
-        done = proc.run([sys.executable, "-m", "reprobox.backends.rattler_install"],
+        done = proc.run([sys.executable, "-m", "reprobox.payload.rattler_install"],
                         input=request, check=False, timeout=1800,
                         what=f"installing conda packages into {prefix}")
         try:

@@ -220,7 +220,7 @@ class DockerBackend(Backend):
         network: Optional[str] = None,
         gpus: bool = False,
     ) -> Execution:
-        from ..build.engine import Confinement
+        from ..engine import Confinement
 
         workdir = to_container_path(checkout, Path(checkout) / cwd)
         uid, gid = container_uid_gid()
@@ -355,7 +355,7 @@ def parse_substitutions(text: str) -> tuple[Substitution, ...]:
 def image_substitutions(engine: Any, image: str) -> tuple[Substitution, ...]:
     """What the image's apt step could not install exactly (written by the build, read back
     from the image: no network, no mount, an unprivileged user)."""
-    from ..build.engine import Confinement
+    from ..engine import Confinement
     from ..build.render import SUBSTITUTIONS_FILE
 
     out = engine.run_container(
@@ -398,7 +398,7 @@ def git_env(checkout: Path) -> dict[str, str]:
 def checkout_mounts(checkout: Path) -> list[Any]:
     """The checkout read-write at /workspace, with ``.git`` and ``.dvc`` read-only over it, and
     the repository of the recorded commit (when ``reprobox run`` made one) read-only."""
-    from ..build.engine import Mount
+    from ..engine import Mount
 
     base = Path(checkout).resolve()
     mounts = [Mount(base, CONTAINER_CHECKOUT)]

@@ -21,6 +21,11 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from .. import engine
+from ..errors import ReproboxError
+from . import ContainerLimits, Prepared
+from .docker import DockerBackend, to_container_path
+
 
 def main(argv: Sequence[str]) -> int:
     args = list(argv)
@@ -29,11 +34,6 @@ def main(argv: Sequence[str]) -> int:
         return 2
     config = json.loads(Path(args[0]).read_text())
     command = args[2]
-
-    from ..build.engine import get_engine
-    from ..errors import ReproboxError
-    from . import ContainerLimits, Prepared
-    from .docker import DockerBackend, to_container_path
 
     checkout = Path(config["checkout"])
     cwd = Path.cwd().resolve()
@@ -55,7 +55,7 @@ def main(argv: Sequence[str]) -> int:
     except ReproboxError as exc:
         sys.stderr.write(f"reprobox: {exc}\n")
         return 2
-    backend = DockerBackend(get_engine(), limits)
+    backend = DockerBackend(engine.get_engine(), limits)
     prepared = Prepared("docker", config["image"], "", True, "python")
     try:
         done = backend.execute(

@@ -30,8 +30,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 from .. import __version__
 from ..errors import EngineError, UsageError
 from ..store import Store, StoredExperiment
-from .base import build_base
-from .engine import BuildRequest, Engine, EngineBuild, Mount, RunOutput, get_engine, step_titles
+from ..engine import BuildRequest, Engine, EngineBuild, get_engine, step_titles
 from ..lock.checks import MAX_LOCK_BYTES, Pin, check_pylock, check_requirements_lock
 from ..lock.wheelhouse import Artifact
 from .images import (
@@ -47,15 +46,9 @@ Progress = Callable[[str], None]
 __all__ = [
     "WORKDIR",
     "BuildResult",
-    "Engine",
-    "EngineBuild",
-    "Mount",
     "RenderOptions",
-    "RunOutput",
-    "build_base",
     "build_experiment",
     "default_tag",
-    "get_engine",
     "render_dockerfile",
     "select_base_image",
     "unverified_notes",

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-from .. import __version__, proc
+from .. import __version__, payload, proc
 from ..errors import LockError, UsageError
 from ..lock.wheelhouse import place_file
 from ..store import Store, StoredExperiment
@@ -121,7 +121,7 @@ def assemble(store: Store, stored: StoredExperiment, ctx: Path, say: Progress) -
     (ctx / "tools").mkdir(parents=True)
     wheel = rattler_wheel(say)
     place_file(wheel, ctx / "tools" / wheel.name)
-    shutil.copyfile(Path(__file__).parent.parent / "backends" / "rattler_install.py",
+    shutil.copyfile(payload.script("rattler_install"),
                     ctx / "tools" / "rattler_install.py")
 
     config = read_conda_config()
@@ -187,7 +187,7 @@ def build_conda_image(store: Store, stored: StoredExperiment, *, tag: str,
                       base_image: Optional[str] = None,
                       progress: Optional[Progress] = None) -> CondaImage:
     """Build the image of a conda capture (see the module doc)."""
-    from .engine import BuildRequest, get_engine, step_titles
+    from ..engine import BuildRequest, get_engine, step_titles
     from .images import checked_image_flag, debian_codename_for, python_image
     from .render import WORKDIR
 

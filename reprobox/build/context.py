@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Sequence
 from urllib.parse import unquote, urlsplit
 
-from .. import proc
+from .. import payload, proc
 from ..errors import GitError, LockError, UsageError
 from ..redact import strip_url_credentials
 from ..store import StoredExperiment
@@ -43,7 +43,7 @@ from ..lock.wheelhouse import Artifact, link_into, place_file
 from .render import STAGE, DockerPlan, LockGroup
 
 LOCK_FILE = "requirements.lock"
-PRUNE_SCRIPT = Path(__file__).with_name("prune.py")
+PRUNE_SCRIPT = payload.script("prune")
 REINSTATE_SCRIPT = Path(__file__).with_name("reinstate.py")
 
 

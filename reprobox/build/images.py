@@ -20,12 +20,9 @@ from pathlib import Path
 from typing import Optional
 
 from ..model import grammar as validate
+from ..base.releases import DEBIAN_RELEASES, check_codename, check_python_release
 from ..errors import UsageError, ValidationError
 from ..model import Environment
-
-#: Debian releases, oldest first (codename -> VERSION_ID).
-DEBIAN_RELEASES = {"buster": "10", "bullseye": "11", "bookworm": "12", "trixie": "13",
-                   "forky": "14"}
 
 #: Debian derivatives' releases -> the Debian release whose libraries they carry.
 DERIVED_FROM_DEBIAN = {
@@ -67,26 +64,6 @@ class Distro:
 
     def __str__(self) -> str:
         return f"{self.id} {self.codename}"
-
-
-_PYTHON_RELEASE = re.compile(r"[0-9]+\.[0-9]+\.[0-9]+(?:(?:a|b|rc)[0-9]+)?", re.ASCII)
-_CODENAME = re.compile(r"[a-z][a-z0-9]{1,30}", re.ASCII)
-
-
-def check_python_release(value: object, field: str = "interpreter version") -> str:
-    """An exact CPython release (``3.11.7``, ``3.13.0rc1``): it names the base image."""
-    if not isinstance(value, str) or not _PYTHON_RELEASE.fullmatch(value):
-        raise ValidationError(
-            field, value, "is not an exact Python release (X.Y.Z)",
-            "a base image needs the interpreter's exact version; pass one with --base-image",
-        )
-    return value
-
-
-def check_codename(value: object, field: str = "OS codename") -> str:
-    if not isinstance(value, str) or not _CODENAME.fullmatch(value):
-        raise ValidationError(field, value, "is not a distribution codename (such as bookworm)")
-    return value
 
 
 def _release_tuple(version: str) -> tuple[int, int, int]:

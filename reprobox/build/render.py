@@ -10,11 +10,8 @@ exactly what a build would use.
 
 from __future__ import annotations
 
-import json
 import re
-import shlex
 from dataclasses import dataclass, field
-from functools import cache
 from typing import Optional
 
 from ..model import grammar as validate
@@ -22,6 +19,7 @@ from ..errors import UsageError, ValidationError
 from ..model import Environment, Experiment, Package
 from ..lock.wheelhouse import DirectSource
 from ..redact import strip_url_credentials
+from ..templating import render_template
 from . import images
 
 #: Where ``reprobox run`` mounts the checkout in the container. Local packages are copied (and
@@ -556,28 +554,6 @@ def plan_image(
 
 
 # --------------------------------------------------------------------------- rendering
-
-
-@cache
-def _jinja_env():  # type: ignore[no-untyped-def]
-    import jinja2
-
-    env = jinja2.Environment(
-        loader=jinja2.PackageLoader("reprobox.templates", "."),
-        autoescape=False,  # a Dockerfile, not HTML: values are shell- or JSON-quoted explicitly
-        undefined=jinja2.StrictUndefined,
-        keep_trailing_newline=True,
-        trim_blocks=False,
-        lstrip_blocks=False,
-    )
-    env.filters["sh"] = lambda v: shlex.quote(str(v))
-    env.filters["json"] = lambda v: json.dumps(str(v), ensure_ascii=False)
-    return env
-
-
-def render_template(name: str, **context: object) -> str:
-    """Render one of the package's templates (``templates/<name>``)."""
-    return _jinja_env().get_template(name).render(**context)
 
 
 def render_plan(plan: DockerPlan, part: str = "all", system_image: Optional[str] = None) -> str:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from .. import proc
+from .. import payload, proc
 from ..errors import InterpreterError, ReproboxError
 from ..model import InstalledChange, Interpreter, Package, PackageSource
 from ..redact import strip_url_credentials
@@ -28,7 +28,7 @@ from ..redact import strip_url_credentials
 if TYPE_CHECKING:
     from concurrent.futures import Future
 
-PROBE = Path(__file__).with_name("probe.py")
+PROBE = payload.script("probe")
 PROBE_VERSION = 1
 #: A cold probe of a large environment reads a few thousand small files; a minute is generous.
 PROBE_TIMEOUT = 120.0

@@ -29,10 +29,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from .. import payload
 from ..errors import InterpreterError, UsageError
 from ..model import LoadedLibrary, RunUsage
 
-PAYLOAD = Path(__file__).resolve().parent.parent / "payload" / "recorder.py"
+PAYLOAD = payload.script("recorder")
 RECORD_DIR_VAR = "REPROBOX_RECORD_DIR"
 #: Folders of a repository that may hold the project's own virtualenv.
 VENV_NAMES = (".venv", "venv", "env", ".env")
@@ -277,7 +278,7 @@ class RunSummary:
 
 
 def _soname(path: str) -> str:
-    from . import probe
+    from ..payload import probe
 
     try:
         info = probe.read_elf(path)
@@ -291,7 +292,7 @@ def _soname(path: str) -> str:
 def python_own_closure(raw_probe: Mapping[str, Any]) -> set[str]:
     """Realpaths of the system libraries the interpreter and its stdlib extension modules load,
     transitively (libssl -> libcrypto): part of the base image of that Python, left out."""
-    from . import probe
+    from ..payload import probe
 
     native = (raw_probe.get("native") or {}).get("libraries") or {}
     todo = [str(rec["realpath"]) for rec in native.values()
@@ -510,7 +511,7 @@ def _scan_distribution(record_path: str, site: str) -> set[str]:
 def resolve_library_names(names: Iterable[str]) -> dict[str, list[str]]:
     """realpath -> [soname] for library names as ctypes takes them (``magic``, ``libz.so.1``),
     found through this machine's ld.so.cache; names it does not know are left out."""
-    from . import probe
+    from ..payload import probe
 
     cache = probe.read_ld_cache() or {}
     out: dict[str, list[str]] = {}

@@ -186,7 +186,7 @@ def parse_dpkg_versions(text: str) -> dict[str, tuple[str, str, str | None]]:
     return out
 
 
-def _dpkg_versions(packages: Iterable[str]) -> dict[str, tuple[str, str, str | None]]:
+def dpkg_versions(packages: Iterable[str]) -> dict[str, tuple[str, str, str | None]]:
     names = sorted(set(packages))
     if not names:
         return {}
@@ -355,7 +355,7 @@ def owning_packages(
     unowned: list[str] = []
     if manager == "dpkg":
         owners, _how = _dpkg_owners(wanted)
-        versions = _dpkg_versions(p for ps in owners.values() for p in ps)
+        versions = dpkg_versions(p for ps in owners.values() for p in ps)
         for path in wanted:
             pkgs = [p for p in owners.get(path, []) if p in versions]
             if not pkgs:
@@ -442,7 +442,7 @@ def add_declared(found: list[SystemPackage], names: Iterable[str]
         return list(found), [
             f"--system-package {', '.join(wanted)}: this machine has no dpkg database to take "
             "the version from; left out"]
-    versions = _dpkg_versions(wanted)
+    versions = dpkg_versions(wanted)
     out = list(found)
     warnings: list[str] = []
     for name in wanted:

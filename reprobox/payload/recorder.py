@@ -100,6 +100,7 @@ def _write():
     if not _OUT:
         return
     try:
+        # lazy: inside the user's program, import nothing at start it did not ask for
         import json
 
         doc = {
@@ -129,6 +130,7 @@ def _chain():
     sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
     sys.modules.pop("sitecustomize", None)
     try:
+        # lazy: imported only when chaining, for the same reason as json above
         import importlib
 
         importlib.import_module("sitecustomize")
@@ -142,6 +144,7 @@ def _chain():
 def _install():
     if _OUT and hasattr(sys, "addaudithook"):
         sys.addaudithook(_hook)
+        # lazy: only when recording, for the same reason as json above
         import atexit
 
         atexit.register(_write)

@@ -27,9 +27,10 @@ from pathlib import Path
 
 import pytest
 
-from reprobox.build import WORKDIR, build_experiment, get_engine
-from reprobox.build.base import build_base, find_interpreter, host_release
-from reprobox.build.engine import Mount
+from reprobox import payload
+from reprobox.base import build_base, find_interpreter, host_release
+from reprobox.build import WORKDIR, build_experiment
+from reprobox.engine import Mount, get_engine
 from reprobox.errors import BaseImageMissing, EngineError
 from reprobox.store import Store
 
@@ -41,7 +42,7 @@ pytestmark = [pytest.mark.docker, pytest.mark.network]
 
 DOCKER = "/usr/bin/docker" if Path("/usr/bin/docker").exists() else (shutil.which("docker")
                                                                      or "docker")
-PROBE = Path(__file__).resolve().parents[2] / "reprobox" / "capture" / "probe.py"
+PROBE = payload.script("probe")
 VERSION = platform.python_version()
 
 
@@ -238,7 +239,7 @@ def test_dry_run_needs_no_engine(built: dict, monkeypatch: pytest.MonkeyPatch) -
 
 
 def test_the_classic_builder_through_the_sdk(base_image: str, tmp_path: Path) -> None:
-    from reprobox.build.engine import BuildRequest
+    from reprobox.engine import BuildRequest
 
     (tmp_path / "Dockerfile").write_text(
         f"FROM {base_image}\nARG PIP_INDEX_URL\n"
@@ -279,7 +280,7 @@ def test_engine_info(docker_daemon: None) -> None:
 
 def test_debian_own_python_as_the_base(docker_daemon: None, tmp_path: Path) -> None:
     """A venv made from Debian's python3: the base installs the same Debian package."""
-    from reprobox.build.base import describe_interpreter
+    from reprobox.base import describe_interpreter
     from reprobox.capture.python import parse_probe
 
     system = describe_interpreter(Path("/usr/bin/python3"))

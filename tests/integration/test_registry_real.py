@@ -72,7 +72,7 @@ def registry(docker_daemon: None) -> str:
 
 @pytest.fixture(scope="session")
 def base_image(docker_daemon: None) -> str:
-    from reprobox.build.base import build_base
+    from reprobox.base import build_base
 
     return build_base("3.11.7", "bookworm")
 

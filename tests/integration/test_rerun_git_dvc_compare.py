@@ -102,7 +102,7 @@ def reprobox(cwd: Path, *args: str, venv: Path | None = None, check: bool = True
 
 @pytest.fixture(scope="module")
 def base_image(docker_daemon: None) -> str:
-    from reprobox.build.base import build_base
+    from reprobox.base import build_base
 
     return build_base(PYTHON_VERSION, "bookworm")
 

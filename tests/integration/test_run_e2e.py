@@ -78,7 +78,7 @@ def worktrees(repo: Path) -> int:
 
 @pytest.fixture(scope="session")
 def base_image(docker_daemon: None) -> str:
-    from reprobox.build.base import build_base
+    from reprobox.base import build_base
 
     return build_base(PYTHON_VERSION, "bookworm")
 
@@ -328,7 +328,7 @@ def test_files_the_container_writes_belong_to_the_invoking_user(tmp_path: Path, 
     """As another uid than root (the tests run as root here), so the check can fail."""
     from reprobox.backends import Prepared
     from reprobox.backends import docker as docker_mod
-    from reprobox.build.engine import get_engine
+    from reprobox.engine import get_engine
 
     checkout = tmp_path / "checkout"
     checkout.mkdir()

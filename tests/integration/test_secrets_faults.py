@@ -232,7 +232,7 @@ def test_no_canary_reaches_a_built_image(project: Path, tmp_path: Path) -> None:
     import platform
     import shutil
 
-    from reprobox.build.base import build_base, host_release
+    from reprobox.base import build_base, host_release
 
     require(os.geteuid() == 0 and shutil.which("debootstrap") is not None,
             "root and debootstrap (to build the base image; scripts/setup.sh installs it)")

@@ -42,7 +42,8 @@ from typing import Iterator
 
 import pytest
 
-from reprobox.build import build_experiment, get_engine
+from reprobox.build import build_experiment
+from reprobox.engine import get_engine
 from reprobox.model import Package, PackageSource
 from reprobox.store import Store
 

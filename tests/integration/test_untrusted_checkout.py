@@ -515,7 +515,7 @@ def test_submodule_from_a_host_path_is_not_cloned(tmp_path: Path, credential_can
 
 @pytest.fixture(scope="module")
 def python_image(docker_daemon: None) -> str:
-    from reprobox.build.base import build_base
+    from reprobox.base import build_base
 
     build_base("3.11.7", "bookworm")
     return PYTHON_IMAGE
@@ -537,7 +537,7 @@ def test_rerun_container_is_unprivileged_and_confined(tmp_path: Path, python_ima
 
     from reprobox.backends import ContainerLimits, Prepared
     from reprobox.backends.docker import DockerBackend
-    from reprobox.build.engine import get_engine
+    from reprobox.engine import get_engine
 
     seen: list[dict] = []
     original = containers.ContainerCollection.run
@@ -591,7 +591,7 @@ def test_rerun_container_is_unprivileged_and_confined(tmp_path: Path, python_ima
 def test_default_pids_limit_and_no_memory_limit(tmp_path: Path, python_image: str):
     from reprobox.backends import Prepared
     from reprobox.backends.docker import DockerBackend
-    from reprobox.build.engine import get_engine
+    from reprobox.engine import get_engine
 
     checkout = tmp_path / "checkout"
     checkout.mkdir()
@@ -607,7 +607,7 @@ def test_a_link_the_command_makes_out_of_the_checkout_is_refused(tmp_path: Path,
                                                                  python_image: str):
     from reprobox.backends import Prepared
     from reprobox.backends.docker import DockerBackend
-    from reprobox.build.engine import get_engine
+    from reprobox.engine import get_engine
     from reprobox.errors import UsageError
 
     secret = tmp_path / "shadow"
@@ -633,7 +633,7 @@ def test_a_stage_that_links_its_output_to_a_host_file_is_stopped(
     from reprobox import backends as backends_mod
     from reprobox.backends import Prepared
     from reprobox.backends.docker import DockerBackend
-    from reprobox.build.engine import get_engine
+    from reprobox.engine import get_engine
     from reprobox.errors import UsageError
     from reprobox.run import run_experiment
 
@@ -683,7 +683,7 @@ def test_the_run_repository_is_read_only_in_the_container(tmp_path: Path, python
     read-only; the command can rewrite neither, and the worktree's own .git file is untouched."""
     from reprobox.backends import Prepared
     from reprobox.backends.docker import CONTAINER_GIT_DIR, DockerBackend, run_git_folder
-    from reprobox.build.engine import get_engine
+    from reprobox.engine import get_engine
     from reprobox.capture import git as gitmod
 
     repo = new_repo(tmp_path / "repo")

@@ -331,7 +331,7 @@ def python_base():
     base``'s code (debootstrap, the host's interpreter) when missing: no registry needed."""
     def get(version: str) -> str:
         if version not in _BASES:
-            from reprobox.build.base import build_base
+            from reprobox.base import build_base
 
             _BASES[version] = build_base(version, "bookworm")
         return _BASES[version]

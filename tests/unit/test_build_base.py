@@ -9,19 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 
-from reprobox.build.base import (
-    AptSource,
-    _retarget_suite,
-    _sources_file,
-    apt_sources,
-    build_base,
-    describe_interpreter,
-    find_interpreter,
-    render_base_dockerfile,
-    rootfs_tag,
-    stage_interpreter,
-)
+from reprobox.base import build_base, describe_interpreter, find_interpreter, render_base_dockerfile
+from reprobox.base.interpreter import owning_packages, stage_interpreter
+from reprobox.base.rootfs import AptSource, _retarget_suite, _sources_file, apt_sources, rootfs_tag
+from reprobox.capture import system
 from reprobox.errors import UsageError, ValidationError
 
 from ..conftest import require
@@ -142,3 +135,13 @@ def test_base_recipe_is_laid_out_like_the_official_image() -> None:
     assert "ensurepip" in text and 'CMD ["python3"]' in text
     with refuses(ValidationError, field="interpreter source", names="'\"'"):
         render_base_dockerfile("3.12.1", "trixie", "x", 'a "quoted" $source')
+
+
+def test_library_owners_come_from_the_capture_lookup(monkeypatch: pytest.MonkeyPatch) -> None:
+    require(system.package_manager() == "dpkg", "a dpkg database")
+    ghost = Path("/nonexistent/libghost.so.1")
+    owners, unowned = owning_packages([Path("/usr/bin/dpkg-query"), ghost])
+    assert owners == {"dpkg"} and unowned == [ghost]
+    # Without dpkg, the base copies every library itself: nothing is owned.
+    monkeypatch.setattr(system, "package_manager", lambda: None)
+    assert owning_packages([Path("/usr/bin/dpkg-query")]) == (set(), [Path("/usr/bin/dpkg-query")])

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from reprobox.build import render_dockerfile
-from reprobox.build.base import render_base_dockerfile
-from reprobox.build.engine import step_titles
+from reprobox.base import render_base_dockerfile
+from reprobox.engine import step_titles
 from reprobox.build.render import RenderOptions, plan_image, render_plan
 from reprobox.errors import UsageError, ValidationError
 from reprobox.model import Package, PackageSource, SystemPackage

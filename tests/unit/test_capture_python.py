@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from reprobox.capture import probe
+from reprobox.payload import probe
 from reprobox.capture import python as py
 from reprobox.errors import InterpreterError
 from reprobox.model import Package

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from reprobox.capture import probe, system
+from reprobox.capture import system
+from reprobox.payload import probe
 from reprobox.model import OSInfo, SystemPackage
 
 FIX = Path(__file__).resolve().parent.parent / "fixtures" / "probe"

@@ -12,7 +12,7 @@ from ..conftest import require
 
 
 def test_dead_daemon_is_reported_with_its_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    from reprobox.build import engine
+    from reprobox import engine
 
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/nothing.sock")
     monkeypatch.setenv("REPROBOX_ENGINE", "docker")  # Docker asked for: no fallback to podman
@@ -25,7 +25,7 @@ def test_dead_daemon_is_reported_with_its_fix(tmp_path: Path, monkeypatch: pytes
 
 def test_dead_daemon_with_podman_here_reports_both(tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch):
-    from reprobox.build import engine
+    from reprobox import engine
 
     require(engine.PodmanEngine().available(), "podman (scripts/setup-podman.sh)")
     # No daemon answers where Docker looks by default (DOCKER_HOST set would name one: then

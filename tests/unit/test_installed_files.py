@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from reprobox.capture import probe
+from reprobox.payload import probe
 from reprobox.capture.python import installed_changes
 from reprobox.model import Environment, InstalledChange, Interpreter, Package
 from reprobox.verify import Observed, compare_environments, compare_installed_files

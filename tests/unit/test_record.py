@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from reprobox.capture import probe, record, system
+from reprobox.capture import record, system
+from reprobox.payload import probe
 from reprobox.outcome import compare_exit_status
 from reprobox.errors import UsageError, ValidationError
 from reprobox.model import Experiment, GitInfo, LoadedLibrary, RunUsage

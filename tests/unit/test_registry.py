@@ -15,7 +15,7 @@ from typing import Any, Optional
 
 import pytest
 
-from reprobox.build.engine import is_loopback_registry, push_error, registry_of
+from reprobox.engine import is_loopback_registry, push_error, registry_of
 from reprobox.errors import EngineError, RecordRefused, UsageError
 from reprobox.registry import (
     IMAGES_FILE,
@@ -274,7 +274,7 @@ def test_unreachable_registry_gives_the_reason(stored):
 
 
 def test_engine_selection(monkeypatch):
-    from reprobox.build import engine as eng
+    from reprobox import engine as eng
 
     monkeypatch.delenv("REPROBOX_ENGINE", raising=False)
     monkeypatch.setattr(eng, "_ENGINE", None)
@@ -292,7 +292,7 @@ def test_engine_selection(monkeypatch):
 
 
 def test_podman_that_is_not_installed_names_the_fix(monkeypatch):
-    from reprobox.build.engine import PodmanEngine
+    from reprobox.engine import PodmanEngine
     from reprobox.errors import EngineError
 
     engine = PodmanEngine("/nonexistent/podman")
@@ -331,7 +331,7 @@ def test_trusted_registries_come_from_the_users_config_and_environment(tmp_path,
 def test_a_daemon_named_by_docker_host_is_never_swapped_for_podman(monkeypatch, tmp_path):
     """DOCKER_HOST names the daemon the user wants: down, it is an error to report (naming the
     fix), not a reason to build with another engine behind the user's back."""
-    from reprobox.build import engine as eng
+    from reprobox import engine as eng
 
     monkeypatch.delenv("REPROBOX_ENGINE", raising=False)
     monkeypatch.setattr(eng.DockerEngine, "available", lambda self: False)

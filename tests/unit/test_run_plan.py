@@ -13,6 +13,7 @@ from typing import Any, Mapping, Optional, Sequence
 import pytest
 
 from reprobox import backends as backends_mod
+from reprobox import payload
 from reprobox.backends import Backend, Execution, GpuPlan, Prepared, choose_backend
 from reprobox.backends.venv import VenvBackend, find_interpreter, install_plan, venv_key
 from reprobox.outcome import Tolerance
@@ -253,7 +254,7 @@ def test_venv_backend_without_lock_says_to_lock(tmp_path: Path):
 
 
 def test_replay_stand_in_reports_inline_metrics(tmp_path: Path):
-    shim_src = Path(backends_mod.__file__).parent / "replay_shim.py"
+    shim_src = payload.script("replay_shim")
     pkg = tmp_path / "shim" / "reprobox"
     pkg.mkdir(parents=True)
     (pkg / "__init__.py").write_text(shim_src.read_text())
@@ -484,7 +485,7 @@ class RecordingEngine:
         return {"nvidia_runtime": self.nvidia}
 
     def run_container(self, image, argv, **kw):
-        from reprobox.build.engine import RunOutput
+        from reprobox.engine import RunOutput
 
         self.calls.append({"image": image, "argv": list(argv), **kw})
         return RunOutput(self.exit_code, "out\n")
@@ -590,7 +591,7 @@ def test_dvc_stages_run_through_the_container_shell(tmp_path: Path, monkeypatch)
     """DVC calls $SHELL -c CMD in the stage folder: the launcher turns it into a container run."""
     from reprobox.backends import stage_shell
     from reprobox.backends.docker import CONTAINER_CHECKOUT, DockerBackend
-    from reprobox.build import engine as engine_mod
+    from reprobox import engine as engine_mod
 
     checkout = tmp_path / "checkout"
     (checkout / "stages").mkdir(parents=True)

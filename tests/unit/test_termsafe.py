@@ -267,7 +267,7 @@ def test_the_docker_relay_cleans_on_a_terminal_only(monkeypatch: pytest.MonkeyPa
 
 
 def test_the_build_log_relay_is_cleaned() -> None:
-    from reprobox.build.engine import BuildLog
+    from reprobox.engine import BuildLog
 
     seen: list[str] = []
     log = BuildLog(seen.append, ["install packages"])

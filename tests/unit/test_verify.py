@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 
+from reprobox import payload
 from reprobox.diff import describe_source
 from reprobox.model import Environment, Interpreter, Package, PackageSource, SystemPackage
 from reprobox.verify import (
@@ -165,7 +166,7 @@ def test_probe_output_of_a_real_interpreter_compares_equal_to_itself(tmp_path: P
     """Parse the real probe run against this interpreter twice: no difference with itself."""
     from reprobox.capture.python import parse_probe
 
-    probe = Path(__file__).resolve().parents[2] / "reprobox" / "capture" / "probe.py"
+    probe = payload.script("probe")
     raw = json.loads(subprocess.run([sys.executable, "-I", str(probe), "--no-native"],
                                     capture_output=True, text=True, check=True).stdout)
     result = parse_probe(raw, tmp_path)

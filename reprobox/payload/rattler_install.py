@@ -1,6 +1,6 @@
 """Install already fetched, hash-checked conda archives into a prefix with py-rattler, no solver.
 
-Run as a child process (``python -m reprobox.backends.rattler_install``, a JSON request on
+Run as a child process (``python -m reprobox.payload.rattler_install``, a JSON request on
 stdin) because py-rattler may abort while the interpreter shuts down after its work is done: the
 child reports on stdout and leaves with ``os._exit``, so the caller sees a clean status.
 
