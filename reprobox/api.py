@@ -18,31 +18,14 @@ import shlex
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Sequence, Union
+from typing import Any, Mapping, Optional, Sequence, Union
 
+from .captured import Captured
+from .progress import Progress
 from .store import Store, StoredExperiment, find_root, open_store, write_atomic
+from .workspace.metrics import RUN_EXPERIMENT_ENV, RUN_METRICS_ENV
 
-#: Set by ``reprobox run`` in the command's environment: where inline metrics are reported.
-RUN_METRICS_ENV = "REPROBOX_RUN_METRICS"
-#: Set by ``reprobox run``: the id of the experiment being reproduced.
-RUN_EXPERIMENT_ENV = "REPROBOX_EXPERIMENT"
-
-Progress = Callable[[str], None]
 ExpRef = Union[str, StoredExperiment]
-
-
-@dataclass(frozen=True)
-class Captured:
-    """What ``reprobox.capture`` returns: the stored experiment and what happened on the way."""
-
-    id: str
-    name: str
-    path: Optional[Path]
-    environment_digest: str
-    warnings: tuple[str, ...] = ()
-    locked: bool = False
-    replay: bool = False  # True when called inside `reprobox run` (nothing was captured)
-    stored: Optional[StoredExperiment] = None
 
 
 def _stored(store: Store, ref: ExpRef) -> StoredExperiment:
@@ -89,7 +72,7 @@ def capture(
         exp_id = os.environ.get(RUN_EXPERIMENT_ENV, "")
         return Captured(id=exp_id, name=name or "", path=None, environment_digest="", replay=True)
 
-    from .capture import capture_experiment
+    from .pipeline import capture_experiment
 
     here = Path(cwd) if cwd else Path.cwd()
     root = find_root(here)
@@ -159,31 +142,11 @@ def lock(ref: ExpRef = "latest", *, platform: Optional[str] = None,
          progress: Optional[Progress] = None, store: Optional[Store] = None) -> Locked:
     """(Re)write requirements.lock, pylock.toml and the Dockerfile of an experiment, re-sealing
     it; returns :class:`Locked` (the new id, and the LockResult)."""
-    from .capture import _user_cache, render_store_dockerfile
-    from .lock import lock_environment
+    from .pipeline import lock_experiment
 
     store = store or open_store()
     stored = _stored(store, ref)
-    result = lock_environment(
-        stored.environment,
-        repo_root=store.root,
-        cache_dir=_user_cache() / "index",
-        platform=platform,
-        progress=progress,
-    )
-    files: dict[str, Union[str, bytes]] = dict(result.files)
-    if stored.environment.conda is not None:
-        from .lock.condalock import lock_conda
-
-        conda_files = lock_conda(stored.environment, result.packages, progress=progress)
-        files.update(conda_files)
-        from dataclasses import replace
-
-        result = replace(result, files={**result.files, **conda_files})
-    else:
-        files["Dockerfile"] = render_store_dockerfile(stored.experiment, stored.environment,
-                                                      store.root)
-    sealed = store.reseal(stored, files, replace_existing=True)
+    sealed, result = lock_experiment(store, stored, platform=platform, progress=progress)
     return Locked(id=sealed.id, previous_id=stored.id, stored=sealed, result=result)
 
 

@@ -199,7 +199,7 @@ def _capture(*, name: Optional[str], command: Optional[str], metrics_files: tupl
              outputs: tuple[str, ...], python: Optional[str], no_lock: bool, do_build: bool,
              allow_secret_in_patch: bool, as_json: bool, system_packages: tuple[str, ...],
              exit_status: Optional[int], record_argv: Optional[list[str]]) -> None:
-    from .capture import capture_experiment
+    from .pipeline import capture_experiment
     from .store import Store, find_root
 
     progress = _progress()

@@ -21,7 +21,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Union
+from typing import Any, Mapping, Optional, Union
 
 from .errors import ReproboxError
 from .model import (
@@ -34,8 +34,7 @@ from .model import (
     PackageSource,
 )
 from .store import Store, StoredExperiment
-
-Progress = Callable[[str], None]
+from .progress import Progress
 
 VERIFY_SCHEMA = "reprobox.verify"
 

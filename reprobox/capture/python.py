@@ -553,10 +553,13 @@ def local_vcs_path(url: str | None) -> str | None:
 
 def sealed_source_name(pkg: Package) -> str:
     """The experiment file holding a local VCS source at its commit (the wheelhouse name too)."""
-    from ..lock.wheelhouse import DirectSource
+    return vcs_archive_name(pkg.name, pkg.version, pkg.source.commit)
 
-    src = pkg.source
-    return DirectSource(pkg.name, pkg.version, "vcs", src.url or "", commit=src.commit).filename
+
+def vcs_archive_name(name: str, version: str, commit: str | None) -> str:
+    """The file name of a VCS package's source at its commit: sealed into the experiment, in the
+    wheelhouse and in the build context alike."""
+    return f"{canonical_name(name)}-{version}-{(commit or '')[:12]}.tar.gz"
 
 
 def _archive_local_git(pkg: Package, folder: str) -> bytes:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Callable, Iterable, Optional, Sequence
+from typing import Iterable, Optional, Sequence
 
 from ..errors import LockError, UsageError
 from ..model import CondaPackage, Environment, canonical_json, sha256_hex
@@ -29,11 +29,10 @@ from ..secrets import strip_url_credentials
 from .condaconfig import CondaConfig, read_conda_config
 from .condafetch import CondaUnlockable, _hashes, check_package, fetch
 from .result import LockedPackage
+from ..progress import Progress
 
 CONDA_LOCK_FILE = "conda-lock.yml"
 EXPLICIT_FILE = "conda-explicit.txt"
-
-Progress = Callable[[str], None]
 
 
 def _models():  # type: ignore[no-untyped-def]

@@ -27,6 +27,7 @@ from ..redact import redact_text
 from .config import IndexConfig
 from .result import VersionChange
 from .select import Target
+from .uv import find_uv  # the uv reprobox depends on, also off PATH (pipx)
 
 _PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;\\#]+)")
 
@@ -106,8 +107,6 @@ def reresolve(
     environ: Optional[Mapping[str, str]] = None,
 ) -> tuple[dict[str, str], tuple[VersionChange, ...]]:
     """Versions of the index packages for ``target``, and every change from the capture."""
-    from ..build.context import find_uv  # the uv reprobox depends on, also off PATH (pipx)
-
     found = find_uv()
     uv = str(found) if found is not None else proc.which("uv")
     if uv is None:

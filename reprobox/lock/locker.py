@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 from .. import __version__
 from ..model import Environment, Package
+from ..progress import Progress
 from .cache import default_cache_dir
 from .config import IndexConfig, read_index_config
 from .index import IndexClient
@@ -22,8 +23,6 @@ from .index import IndexClient
 if TYPE_CHECKING:
     from .result import LockedPackage, LockResult, Problem, VersionChange
     from .select import Target
-
-Progress = Callable[[str], None]
 
 
 def lock_environment(

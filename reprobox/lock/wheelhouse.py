@@ -39,14 +39,14 @@ from pathlib import Path
 from typing import Callable, Iterable, Optional, Sequence
 
 from .. import proc
+from ..capture.python import vcs_archive_name
 from ..errors import IndexUnavailable, LockError, UsageError
+from ..progress import Progress
 from ..redact import strip_url_credentials
 from .checks import Pin
 from .config import IndexConfig
 from .dists import DistFile, canonicalize_name
 from .select import Target, interpreter_pairs, linux_arch, parse_wheel_tags
-
-Progress = Callable[[str], None]
 
 #: The build backend an old-style sdist (no pyproject.toml), a VCS checkout or the project's own
 #: packages are built with, offline, in the image: named and hashed by reprobox itself.
@@ -461,8 +461,7 @@ class DirectSource:
     def filename(self) -> str:
         """The file's name in the wheelhouse and the build context (known before fetching)."""
         if self.kind == "vcs":
-            commit = (self.commit or "")[:12]
-            return f"{canonicalize_name(self.name)}-{self.version}-{commit}.tar.gz"
+            return vcs_archive_name(self.name, self.version, self.commit)
         where = self.repo_path or self.url.split("#", 1)[0]
         return where.rstrip("/").rsplit("/", 1)[-1]
 

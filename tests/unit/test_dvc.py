@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from reprobox.capture import dvc
+from reprobox.workspace import dvc
 from reprobox.errors import DvcError
 
 # Written by `dvc repro` / `dvc add` / `dvc remote add -d` (DVC 3.67) for a 2-stage pipeline.

@@ -26,7 +26,7 @@ from ..errors import CommandError, GitError, ValidationError
 from ..model import GitInfo, sha256_hex
 from ..redact import redact_text, strip_url_credentials
 
-log = logging.getLogger("reprobox.capture.git")
+log = logging.getLogger("reprobox.workspace.git")
 
 #: Past this size the patch is still recorded, with a warning: it is meant for code, not data.
 LARGE_PATCH_BYTES = 5 * 1024 * 1024

@@ -32,7 +32,7 @@ from ..errors import CommandError, DvcError, ReproboxError
 from ..model import DvcInfo, DvcOutput, canonical_json
 from ..redact import redact_text
 
-log = logging.getLogger("reprobox.capture.dvc")
+log = logging.getLogger("reprobox.workspace.dvc")
 
 #: The command recorded for an experiment that is "the DVC pipeline".
 DVC_PIPELINE_COMMAND = "dvc repro"

@@ -27,6 +27,13 @@ from typing import Any
 from ..errors import ReproboxError, ValidationError
 from ..model import OutputFile, flatten_metrics, json_too_deep
 
+#: The replay protocol: ``reprobox run`` sets these in the command's environment. A script that
+#: records itself (``reprobox.capture(metrics=...)``) then writes its inline metrics to the file
+#: RUN_METRICS_ENV names, for the run to compare, instead of capturing again.
+RUN_METRICS_ENV = "REPROBOX_RUN_METRICS"
+#: The id of the experiment being reproduced.
+RUN_EXPERIMENT_ENV = "REPROBOX_EXPERIMENT"
+
 #: Metrics are a handful of numbers; a bigger file is a mistake (a data file passed as metrics).
 MAX_METRICS_BYTES = 10 * 1024 * 1024
 #: ... and a handful of values: past this many, it is a data file (and would bloat the record).
