@@ -23,7 +23,7 @@ from typing import Any, Mapping, Optional, Sequence, Union
 from .captured import Captured
 from .progress import Progress
 from .store import Store, StoredExperiment, find_root, open_store, write_atomic
-from .workspace.metrics import RUN_EXPERIMENT_ENV, RUN_METRICS_ENV
+from .workspace.replay import RUN_EXPERIMENT_ENV, RUN_METRICS_ENV
 
 ExpRef = Union[str, StoredExperiment]
 

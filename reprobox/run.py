@@ -66,7 +66,7 @@ from .errors import ReproboxError, UsageError
 from .model import INLINE_METRICS, RUN_SCHEMA, Environment, Experiment, OutputFile
 from .progress import Progress
 from .store import Store, StoredExperiment
-from .workspace.metrics import RUN_EXPERIMENT_ENV, RUN_METRICS_ENV
+from .workspace.replay import RUN_EXPERIMENT_ENV, RUN_METRICS_ENV
 
 REPRODUCED = "reproduced"
 REPRODUCED_WITH_SUBSTITUTIONS = "reproduced with substitutions"

@@ -70,7 +70,7 @@ def job_manifest(stored: Any, image: str, *, repo: str, namespace: str = "defaul
     """The Job of one experiment, as a dict (dumped as YAML or sent to the API)."""
     from .. import validate
     from ..run import plan_run
-    from ..workspace.metrics import RUN_EXPERIMENT_ENV, RUN_METRICS_ENV
+    from ..workspace.replay import RUN_EXPERIMENT_ENV, RUN_METRICS_ENV
 
     exp = stored.experiment
     exp_id = validate.experiment_id(exp.id, "experiment id")

@@ -30,7 +30,7 @@ def apptainer_report(exp_id: str, image: str) -> dict:
         plan_run,
     )
     from ..store import open_store
-    from ..workspace.metrics import RUN_EXPERIMENT_ENV, RUN_METRICS_ENV
+    from ..workspace.replay import RUN_EXPERIMENT_ENV, RUN_METRICS_ENV
 
     if not image.startswith("docker://"):
         raise SystemExit("error: the image must be docker://REF@DIGEST")

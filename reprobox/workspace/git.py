@@ -20,6 +20,7 @@ import shutil
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 from .. import proc
 from ..errors import CommandError, GitError, ValidationError
@@ -131,8 +132,6 @@ def local_remote_url(raw: str, top: Path) -> str | None:
     remote that is not a local path (a URL or ``host:path``); raises ValueError for a local
     path that no URL can name (a control character in it).
     """
-    from urllib.parse import quote
-
     if _URL_FORM.match(raw) or _SCP_FORM.match(raw):
         return None
     if any(ord(c) < 32 or ord(c) == 127 for c in raw):
