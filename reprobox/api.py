@@ -211,7 +211,7 @@ def diff(a: ExpRef, b: Optional[ExpRef] = None, *, python: Optional[str] = None,
 
 def current_environment(root: Path, *, python: Optional[str] = None) -> Any:
     """Fingerprint the active environment without recording anything (for ``diff A``)."""
-    from .capture import fingerprint_environment
+    from .capture.environment import fingerprint_environment
 
     env, _warnings = fingerprint_environment(root, python=python)
     return env

@@ -28,7 +28,7 @@ from . import __version__, validate
 from .build.images import auto_base_image
 from .build.render import render_dockerfile
 from .captured import Captured
-from .capture import environment_from_probe
+from .capture.environment import environment_from_probe
 from .capture import envvars
 from .capture import python as py
 from .capture import record as rec

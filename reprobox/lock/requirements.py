@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 from ..redact import strip_url_credentials
 from .config import IndexConfig
+from .pylock import vcs_url
 from .result import LockedPackage
 from .select import Target
 
@@ -79,8 +80,6 @@ def describe_separate(pkg: LockedPackage, pip_version: Optional[str] = None) -> 
     package from a repository on the capture machine by the file of the experiment holding its
     source at that commit.
     """
-    from .pylock import vcs_url
-
     src = pkg.origin
     if pkg.kind == "vcs" and src is not None:
         url = strip_url_credentials(src.url or "")

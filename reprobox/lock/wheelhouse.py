@@ -46,7 +46,9 @@ from ..redact import strip_url_credentials
 from .checks import Pin
 from .config import IndexConfig
 from .dists import DistFile, canonicalize_name
+from .index import IndexClient
 from .select import Target, interpreter_pairs, linux_arch, parse_wheel_tags
+from .transport import Transport
 
 #: The build backend an old-style sdist (no pyproject.toml), a VCS checkout or the project's own
 #: packages are built with, offline, in the image: named and hashed by reprobox itself.
@@ -312,8 +314,6 @@ def fetch_locked(
             missing.append((i, pin))
     fetched = total = 0
     if missing:
-        from .index import IndexClient
-
         client = IndexClient(config, cache_dir)
         try:
             found = client.lookup_many(list(dict.fromkeys((p.name, p.version)
@@ -426,8 +426,6 @@ def _git_archive(src: "DirectSource", house: Wheelhouse) -> tuple[str, Path]:
 
 def _anonymous_get(url: str, config: IndexConfig) -> bytes:
     """GET with no credential of this machine: none from the URL, no netrc, empty home."""
-    from .transport import Transport
-
     bare = IndexConfig(index_url=config.index_url, cert=config.cert, proxies=config.proxies,
                        timeout=config.timeout, retries=config.retries)
     with tempfile.TemporaryDirectory(prefix="reprobox-anon-") as home:
