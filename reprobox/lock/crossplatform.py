@@ -20,6 +20,8 @@ import tempfile
 from pathlib import Path
 from typing import Mapping, Optional
 
+from packaging.utils import canonicalize_name
+
 from .. import proc
 from ..errors import CommandError, LockError, ToolMissing
 from ..model import Environment
@@ -78,8 +80,6 @@ def _direct_requirement(pkg, repo_root: Path) -> Optional[str]:
 
 def parse_pins(text: str) -> dict[str, str]:
     """``name==version`` lines of a compiled requirements file (canonical names)."""
-    from packaging.utils import canonicalize_name
-
     out = {}
     for line in text.splitlines():
         m = _PIN.match(line.strip())

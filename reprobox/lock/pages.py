@@ -15,6 +15,8 @@ from html.parser import HTMLParser
 from typing import Callable, Optional
 from urllib.parse import unquote, urljoin, urlsplit
 
+from packaging.version import InvalidVersion, Version
+
 from ..errors import IndexUnavailable
 from ..redact import strip_url_credentials
 from .dists import DistFile, ReleaseFilter, Source, filename_of
@@ -137,8 +139,6 @@ def release_items(body: bytes | str, version: str) -> Optional[list[dict]]:
     a file entry (a dict with ``filename`` and ``url``) that spans its matches; a match anywhere
     else (the project name, the versions list) means an unexpected shape.
     """
-    from packaging.version import InvalidVersion, Version
-
     raw = body.encode() if isinstance(body, str) else body
     needles = {("-" + version).encode()}
     try:
