@@ -89,7 +89,7 @@ def capture(
         cwd=here,
         progress=progress,
     )
-    stored = outcome.stored
+    stored = outcome.record
     if build:
         from .build import build_experiment
 

@@ -216,12 +216,12 @@ def _capture(*, name: Optional[str], command: Optional[str], metrics_files: tupl
     if do_build:
         from .build import build_experiment
 
-        result = build_experiment(Store(root), outcome.stored, progress=progress)
+        result = build_experiment(Store(root), outcome.record, progress=progress)
         data["image"] = result.tag
     if as_json:
         _print_json(data)
     else:
-        exp = outcome.stored.experiment
+        exp = outcome.record.experiment
         progress(
             f"captured {exp.name}: {data['packages']} packages, {data['system_packages']} system "
             f"packages, "
