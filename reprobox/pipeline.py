@@ -27,11 +27,11 @@ from typing import Any, Mapping, Optional, Sequence, Union
 from . import __version__, validate
 from .build.images import auto_base_image
 from .build.render import render_dockerfile
-from .captured import Captured
-from .capture.environment import environment_from_probe
 from .capture import envvars
 from .capture import python as py
 from .capture import record as rec
+from .capture.environment import environment_from_probe
+from .captured import Captured
 from .errors import IndexUnavailable, LockError, ReproboxError, UsageError, ValidationError
 from .lock import lock_environment
 from .lock.condalock import lock_conda
@@ -41,6 +41,7 @@ from .model import (
     DvcInfo,
     Environment,
     Experiment,
+    GitInfo,
     RunUsage,
     flatten_metrics,
     sha256_hex,
@@ -189,7 +190,7 @@ def capture_experiment(
     if gitcap.patch:
         try:
             refuse_secrets_in_patch(gitcap.patch, environ, allow=allow_secret_in_patch,
-                                     warnings=warnings)
+                                    warnings=warnings)
         except BaseException:
             probe_future.cancel()
             raise
@@ -381,7 +382,7 @@ def capture_experiment(
     )
 
 
-def _redact_git(info: Any, red: Any, warnings: list[str]) -> Any:
+def _redact_git(info: GitInfo, red: Redactor, warnings: list[str]) -> GitInfo:
     """The git remote without credentials (user info, tokens in the path or query); untracked
     paths that hold a secret are left out."""
     remote = red.url(info.remote, "git.remote") if info.remote else info.remote
@@ -395,7 +396,7 @@ def _redact_git(info: Any, red: Any, warnings: list[str]) -> Any:
     return replace(info, remote=remote, untracked=tuple(untracked))
 
 
-def _redact_environment(env: Environment, red: Any) -> Environment:
+def _redact_environment(env: Environment, red: Redactor) -> Environment:
     """Package sources (direct_url.json: archive and VCS URLs) without credentials: user info,
     signed query strings (an Azure SAS ``sig``), tokens in the path."""
     packages = []
@@ -411,7 +412,7 @@ def _redact_environment(env: Environment, red: Any) -> Environment:
     return replace(env, packages=tuple(packages)) if changed else env
 
 
-def _redact_env_vars(values: Mapping[str, str], red: Any) -> dict[str, str]:
+def _redact_env_vars(values: Mapping[str, str], red: Redactor) -> dict[str, str]:
     """Replayable variables with credentials removed from their values (a URL with user info in
     XLA_FLAGS, an expanded secret)."""
     out = {}
