@@ -5,11 +5,17 @@ or inside a function, absolute or relative."""
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
 
 import pytest
 
 import reprobox
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # reprobox depends on tomli there
+    import tomli as tomllib
 
 PACKAGE = Path(reprobox.__file__).resolve().parent
 
@@ -75,3 +81,14 @@ def test_the_walk_sees_relative_and_function_level_imports() -> None:
 def test_no_stage_imports_a_later_one(stage: str) -> None:
     assert (PACKAGE / stage).is_dir()
     assert _violations(stage) == []
+
+
+def test_the_wheel_ships_every_subpackage() -> None:
+    """pyproject.toml lists the packages the wheel holds: a package moved into a new folder
+    must be listed too, or an installed reprobox fails on import."""
+    pyproject = PACKAGE.parent / "pyproject.toml"
+    listed = set(tomllib.loads(pyproject.read_text(encoding="utf-8"))["tool"]["setuptools"]
+                 ["packages"])
+    found = {_module_name(init) for init in PACKAGE.rglob("__init__.py")}
+    assert found, "no package found under reprobox/"
+    assert sorted(found - listed) == []
