@@ -16,11 +16,14 @@ import json
 import os
 import shlex
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Sequence, Union
 
+from .captured import Captured
+from .progress import Progress
 from .store import Store, StoredExperiment, find_root, open_store, write_atomic
+from .workspace.replay import RUN_EXPERIMENT_ENV, RUN_METRICS_ENV
 
 if TYPE_CHECKING:  # the result types of the stages; each stage is imported when it is called
     from .backends import ContainerLimits
@@ -30,44 +33,17 @@ if TYPE_CHECKING:  # the result types of the stages; each stage is imported when
     from .doctor import Check
     from .fanout import Summary
     from .lock.result import LockResult, VersionChange
-    from .model import Environment, RunUsage
+    from .model import Environment
     from .registry import Publication
     from .run import RunRecord
     from .verify import VerifyReport
 
-#: Set by ``reprobox run`` in the command's environment: where inline metrics are reported.
-RUN_METRICS_ENV = "REPROBOX_RUN_METRICS"
-#: Set by ``reprobox run``: the id of the experiment being reproduced.
-RUN_EXPERIMENT_ENV = "REPROBOX_EXPERIMENT"
-
-Progress = Callable[[str], None]
 Warn = Callable[[str], None]
 ExpRef = Union[str, StoredExperiment]
 
 
 # --------------------------------------------------------------------------- results
 # What each operation returns; reprobox.render turns every one of them into text or JSON.
-
-
-@dataclass(frozen=True)
-class Captured:
-    """What ``reprobox.capture`` (and ``reprobox capture|record``) returns: the stored experiment
-    and what happened on the way."""
-
-    id: str
-    name: str
-    path: Optional[Path]
-    environment_digest: str
-    warnings: tuple[str, ...] = ()
-    locked: bool = False
-    replay: bool = False  # True when called inside `reprobox run` (nothing was captured)
-    stored: Optional[StoredExperiment] = None
-    #: False when an identical capture was already stored (same content, same id).
-    new: bool = True
-    #: What the command did (``record``, or ``capture --exit-status``).
-    run: Optional[RunUsage] = None
-    #: The image tag, when built right away (``build=True``).
-    image: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -263,7 +239,7 @@ def record(
     the command first, then capture what it really used): no defaults taken from the calling
     script. The capture's warnings go to ``warn`` as soon as it is stored, before a ``build``
     (and are in the result)."""
-    from .capture import capture_experiment
+    from .pipeline import capture_experiment
 
     here = Path(cwd) if cwd else Path.cwd()
     root = find_root(here)
@@ -277,25 +253,12 @@ def record(
     if warn is not None:
         for w in outcome.warnings:
             warn(w)
-    stored, image = outcome.stored, None
-    if build:
-        store = Store(root)
-        stored = store.load(stored.id)  # read back: the store validates what it hands out
-        image = _build(store, stored, progress=progress).tag
-        stored = store.load(stored.id)  # now with its (local) image tag
-    exp = stored.experiment
-    return Captured(
-        id=exp.id,
-        name=exp.name,
-        path=stored.path,
-        environment_digest=exp.environment_digest,
-        warnings=outcome.warnings,
-        locked=outcome.locked,
-        stored=stored,
-        new=outcome.created_new,
-        run=outcome.run,
-        image=image,
-    )
+    if not build:
+        return outcome
+    store = Store(root)
+    stored = store.load(outcome.record.id)  # read back: the store validates what it hands out
+    image = _build(store, stored, progress=progress).tag
+    return replace(outcome, stored=store.load(stored.id), image=image)  # now with its image tag
 
 
 def ls(*, store: Optional[Store] = None) -> Listing:
@@ -328,31 +291,11 @@ def lock(ref: ExpRef = "latest", *, platform: Optional[str] = None,
          progress: Optional[Progress] = None, store: Optional[Store] = None) -> Locked:
     """(Re)write requirements.lock, pylock.toml and the Dockerfile of an experiment, re-sealing
     it; returns :class:`Locked` (the new id, and the LockResult)."""
-    from .capture import _user_cache, render_store_dockerfile
-    from .lock import lock_environment
+    from .pipeline import lock_experiment
 
     store = store or open_store()
     stored = _stored(store, ref)
-    result = lock_environment(
-        stored.environment,
-        repo_root=store.root,
-        cache_dir=_user_cache() / "index",
-        platform=platform,
-        progress=progress,
-    )
-    files: dict[str, Union[str, bytes]] = dict(result.files)
-    if stored.environment.conda is not None:
-        from .lock.condalock import lock_conda
-
-        conda_files = lock_conda(stored.environment, result.packages, progress=progress)
-        files.update(conda_files)
-        from dataclasses import replace
-
-        result = replace(result, files={**result.files, **conda_files})
-    else:
-        files["Dockerfile"] = render_store_dockerfile(stored.experiment, stored.environment,
-                                                      store.root)
-    sealed = store.reseal(stored, files, replace_existing=True)
+    sealed, result = lock_experiment(store, stored, platform=platform, progress=progress)
     return Locked(id=sealed.id, previous_id=stored.id, stored=sealed, result=result)
 
 
@@ -449,7 +392,7 @@ def diff(a: ExpRef, b: Optional[ExpRef] = None, *, python: Optional[str] = None,
 
 def current_environment(root: Path, *, python: Optional[str] = None) -> Environment:
     """Fingerprint the active environment without recording anything (for ``diff A``)."""
-    from .capture import fingerprint_environment
+    from .capture.environment import fingerprint_environment
 
     env, _warnings = fingerprint_environment(root, python=python)
     return env

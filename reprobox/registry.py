@@ -37,11 +37,12 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from .model import grammar as validate
 from .errors import EngineError, RecordRefused, ReproboxError, UsageError, ValidationError
 from .model import pretty_json
+from .progress import Progress
 
 if TYPE_CHECKING:  # pragma: no cover
     from .engine import Engine
@@ -52,8 +53,6 @@ IMAGES_SCHEMA = "reprobox.images"
 IMAGES_VERSION = 1
 MAX_IMAGES_BYTES = 256 * 1024
 MAX_ENTRIES = 64
-
-Progress = Callable[[str], None]
 
 #: ``HOST[:PORT]/NAMESPACE`` (the namespace may have several components, or be empty).
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"

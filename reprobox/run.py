@@ -40,7 +40,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Union
+from typing import Any, Mapping, Optional, Union
 
 from .outcome import (
     CLOSE,
@@ -65,13 +65,9 @@ from .outcome import (
 from . import payload
 from .errors import ReproboxError, UsageError
 from .model import INLINE_METRICS, RUN_SCHEMA, Environment, Experiment, OutputFile
+from .progress import Progress
 from .store import Store, StoredExperiment
-
-Progress = Callable[[str], None]
-
-#: Variables ``reprobox run`` sets for the command (the library's replay protocol, see api.py).
-RUN_METRICS_ENV = "REPROBOX_RUN_METRICS"
-RUN_EXPERIMENT_ENV = "REPROBOX_EXPERIMENT"
+from .workspace.replay import RUN_EXPERIMENT_ENV, RUN_METRICS_ENV
 
 REPRODUCED = "reproduced"
 REPRODUCED_WITH_SUBSTITUTIONS = "reproduced with substitutions"
@@ -331,17 +327,13 @@ class _Clock:
         self.say(f"      {self._name} done in {seconds:.1f} s" + (f": {detail}" if detail else ""))
 
 
-def _stored(store: Store, ref: Union[str, StoredExperiment]) -> StoredExperiment:
-    return ref if isinstance(ref, StoredExperiment) else store.get(ref)
-
-
 def checkout_code(store: Store, stored: StoredExperiment, dest: Path) -> tuple[Path, str]:
     """The recorded commit at ``dest`` (a worktree of the user's repository) plus the patch.
 
     Returns the checkout's resolved path and a one-line description for the progress report.
     """
     from .backends import make_run_dir, refuse_outward_symlinks
-    from .capture import git
+    from .workspace import git
 
     exp = stored.experiment
     path = git.make_worktree(store.root, exp.git.commit, dest)
@@ -363,12 +355,12 @@ def pull_data(store: Store, checkout: Path, dvc_remote: Optional[str] = None,
     path outside the checkout), and its ``.dvc/config`` remote is used with the user's
     credentials only when it equals one of the user's own remotes (DVC's global/system
     configuration, the user's untracked ``.dvc/config.local``) or ``dvc_remote`` is given
-    (``--dvc-remote``); see :mod:`reprobox.capture.dvc`. The checkout's DVC configuration is
+    (``--dvc-remote``); see :mod:`reprobox.workspace.dvc`. The checkout's DVC configuration is
     then reprobox's own: that remote and the shared cache. After the pull the local file is cut
     down to the cache setting: the checkout is mounted into the container, and credentials must
     not be readable there.
     """
-    from .capture import dvc
+    from .workspace import dvc
 
     if not os.path.islink(checkout / ".dvc") and not dvc.is_dvc_project(checkout):
         return "no DVC project in the checkout: nothing to pull"
@@ -435,7 +427,7 @@ def _read_observed_metrics(
 ) -> tuple[dict[str, Optional[dict[str, Any]]], dict[str, str]]:
     """Flattened values of each recorded metrics file as the rerun left them."""
     from .model import grammar as validate
-    from .capture.metrics import read_metrics
+    from .workspace.metrics import read_metrics
 
     observed: dict[str, Optional[dict[str, Any]]] = {}
     reasons: dict[str, str] = {}
@@ -470,7 +462,7 @@ def _read_observed_metrics(
 
 def _observed_outputs(checkout: Path, plan: RunPlan) -> dict[str, Optional[OutputFile]]:
     from .model import grammar as validate
-    from .capture.metrics import hash_output
+    from .workspace.metrics import hash_output
 
     out: dict[str, Optional[OutputFile]] = {}
     for o in plan.outputs:
@@ -486,7 +478,7 @@ def compare_dvc_outputs(
 
     Metrics files are skipped (their values are compared, with the tolerance).
     """
-    from .capture import dvc
+    from .workspace import dvc
 
     if experiment.dvc is None or not experiment.dvc.outputs:
         return ()
@@ -583,7 +575,7 @@ class _Recorded:
     """Finds recorded versions of outputs on this machine by their hash."""
 
     def __init__(self, store: Store, checkout: Path) -> None:
-        from .capture import dvc
+        from .workspace import dvc
 
         self.user_root = Path(store.root)
         folders = [store.local_dir("cache", "dvc"), self.user_root / ".dvc" / "cache",
@@ -597,7 +589,7 @@ class _Recorded:
         self.dvc_folders = [f for f in folders if f.is_dir()]
 
     def dvc_object(self, md5: str) -> Optional[Path]:
-        from .capture import dvc
+        from .workspace import dvc
 
         for folder in self.dvc_folders:
             found = dvc.object_path(folder, md5)
@@ -606,7 +598,7 @@ class _Recorded:
         return None
 
     def dvc_manifest(self, md5: str) -> Optional[dict[str, str]]:
-        from .capture import dvc
+        from .workspace import dvc
 
         found = self.dvc_object(md5)
         return dvc.read_dir_manifest(found) if found is not None else None
@@ -619,7 +611,7 @@ def _refine_declared(check: OutputCheck, checkout: Path, found: _Recorded,
                      tolerance: Tolerance) -> OutputCheck:
     from dataclasses import replace
 
-    from .capture.metrics import hash_output
+    from .workspace.metrics import hash_output
 
     if check.status != DIFFERS:
         return check
@@ -719,7 +711,8 @@ def run_experiment(
                    for p in ignore_outputs)
     if network is not None:
         _check_network(network)
-    stored = _stored(store, ref_or_stored)
+    stored = (ref_or_stored if isinstance(ref_or_stored, StoredExperiment)
+              else store.get(ref_or_stored))
     exp = stored.experiment  # validated once, by the store
     store.local_dir("runs")  # a linked .reprobox/local is refused before anything runs
     plan = plan_run(exp, stored.environment)
@@ -743,7 +736,7 @@ def run_experiment(
             # The worktree's .git names a host path: the container gets a repository of the
             # recorded commit alone, read-only (backends/docker.py mounts it).
             from .backends.docker import CONTAINER_GIT_DIR, run_git_folder
-            from .capture import git as _git
+            from .workspace import git as _git
 
             _git.make_run_repository(store.root, exp.git.commit, run_git_folder(checkout),
                                      CONTAINER_GIT_DIR)
@@ -883,7 +876,7 @@ def _run_dvc(chosen: Any, prepared: Any, checkout: Path, plan: RunPlan, env: dic
              scratch: Path, network: Optional[str], gpus: bool) -> int:
     """``dvc repro --force`` by the host's DVC, each stage command inside the environment."""
     from . import proc
-    from .capture import dvc
+    from .workspace import dvc
 
     host_env = chosen.dvc_host_env(prepared, checkout=checkout, env=env, scratch=scratch,
                                    network=network, gpus=gpus)
@@ -899,7 +892,7 @@ def _cleanup(store: Store, checkout: Optional[Path], scratch: Path) -> None:
     """Remove the worktree (and git's record of it) and the scratch folder, whatever happened."""
     if checkout is not None:
         try:
-            from .capture import git
+            from .workspace import git
 
             git.remove_worktree(store.root, checkout)
         except (ReproboxError, OSError):

@@ -23,7 +23,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Sequence, Union
+from typing import Any, Mapping, Optional, Sequence, Union
 
 from . import payload
 from .backends import choose_backend, make_run_dir
@@ -54,8 +54,7 @@ from .model import (
 )
 from .run import _cleanup, checkout_code
 from .store import Store, StoredExperiment
-
-Progress = Callable[[str], None]
+from .progress import Progress
 
 VERIFY_SCHEMA = "reprobox.verify"
 

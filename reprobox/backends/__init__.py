@@ -28,15 +28,14 @@ import abc
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
 
 from ..errors import ReproboxError, UsageError
+from ..progress import Progress
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..model import Environment
     from ..store import Store, StoredExperiment
-
-Progress = Callable[[str], None]
 
 BACKENDS = ("auto", "docker", "venv", "conda")
 

@@ -5,7 +5,7 @@ What a rerun's container gets, and nothing more:
 * the checkout, read-write, at ``/workspace`` (the image's ``WORKDIR``, where the image's
   editable installs of the repository's own packages point), with its ``.git`` and ``.dvc``
   read-only (what host git and DVC read after the command), and no other host path but one: a
-  repository of the recorded commit alone (:func:`reprobox.capture.git.make_run_repository`),
+  repository of the recorded commit alone (:func:`reprobox.workspace.git.make_run_repository`),
   read-only at ``/reprobox/git``, which the container's ``/workspace/.git`` names, so that code
   reading git (``git rev-parse HEAD``, GitPython, dvclive) sees the recorded commit; git there
   is told to trust that repository's owner (``safe.directory``), nothing else of git's

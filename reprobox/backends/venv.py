@@ -254,7 +254,7 @@ class _Installer:
         if choice != "pip":
             # the uv package reprobox depends on (beside reprobox, also where that is not on
             # PATH: pipx), else one on PATH
-            from ..build.context import find_uv
+            from ..lock.uv import find_uv
 
             found = find_uv()
             self.uv = str(found) if found is not None else proc.which("uv")

@@ -25,7 +25,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 from .. import __version__
 from ..errors import EngineError, UsageError
@@ -40,8 +40,7 @@ from .images import (
     select_base_image,
 )
 from .render import WORKDIR, DockerPlan, RenderOptions, plan_image, render_dockerfile, render_plan
-
-Progress = Callable[[str], None]
+from ..progress import Progress
 
 __all__ = [
     "WORKDIR",
@@ -159,10 +158,10 @@ def build_experiment(
         SecretFiles,
         assemble_context,
         context_dir,
-        find_uv,
         forward_index_config,
         write_if_changed,
     )
+    from ..lock.uv import find_uv
 
     report = progress or (lambda _line: None)
     timings: dict[str, float] = {}
@@ -386,7 +385,7 @@ def read_at_commit(repo_root: Path, stored: StoredExperiment, path: str) -> byte
     """A file of the repository at the experiment's commit (never the working tree, never a
     path outside the repository: git reads its own objects)."""
     from .. import proc
-    from ..capture.git import validate_commit
+    from ..workspace.git import validate_commit
 
     commit = validate_commit(stored.experiment.git.commit)
     got = proc.run(["git", "cat-file", "blob", f"{commit}:{path}"], cwd=repo_root, check=False,

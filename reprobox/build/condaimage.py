@@ -23,14 +23,13 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 from .. import __version__, payload, proc
 from ..errors import LockError, UsageError
 from ..lock.wheelhouse import place_file
 from ..store import Store, StoredExperiment
-
-Progress = Callable[[str], None]
+from ..progress import Progress
 
 PREFIX = "/opt/conda-env"
 STAGE = "/tmp/reprobox"

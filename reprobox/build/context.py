@@ -102,31 +102,6 @@ def _local_path(location: str) -> str:
     return location
 
 
-# --------------------------------------------------------------------------- the uv binary
-
-
-def find_uv() -> Optional[Path]:
-    """The host's uv *binary* (not a pyenv shim or wrapper script), or None."""
-    candidates: list[str] = []
-    try:
-        import uv  # the PyPI package ships the binary and knows where it is
-
-        candidates.append(uv.find_uv_bin())
-    except Exception:  # noqa: BLE001 - not installed as a package, or broken
-        pass
-    found = shutil.which("uv")
-    if found:
-        candidates.append(os.path.realpath(found))
-    for cand in candidates:
-        try:
-            with open(cand, "rb") as fh:
-                if fh.read(4) == b"\x7fELF":
-                    return Path(cand)
-        except OSError:
-            continue
-    return None
-
-
 # --------------------------------------------------------------------------- index forwarding
 
 
@@ -231,7 +206,7 @@ def export_code(repo_root: Path, stored: StoredExperiment, paths: Iterable[str],
     The whole commit is archived so that the recorded patch, whose paths are relative to the top
     of the repository, applies as it was made; only ``paths`` are kept, under ``dest``.
     """
-    from ..capture.git import apply_patch, validate_commit
+    from ..workspace.git import apply_patch, validate_commit
 
     commit = validate_commit(stored.experiment.git.commit)
     top = proc.run(["git", "rev-parse", "--show-toplevel"], cwd=repo_root, check=False)
@@ -496,7 +471,6 @@ __all__ = [
     "assemble_context",
     "context_dir",
     "export_code",
-    "find_uv",
     "lock_parts",
     "write_if_changed",
     "forward_index_config",

@@ -17,6 +17,7 @@ from typing import Optional
 from ..model import grammar as validate
 from ..errors import UsageError, ValidationError
 from ..model import Environment, Experiment, Package
+from ..lock.requirements import url_requirement
 from ..lock.wheelhouse import DirectSource
 from ..redact import strip_url_credentials
 from ..templating import render_template
@@ -278,49 +279,6 @@ def _system_plan(environment: Environment, base_image: str) -> tuple[SystemPlan,
     note = f"Unpinned: the capture host ({host_desc}) is not the base's release ({base_desc})."
     return SystemPlan(tuple(specs), False, note, warning, cache_key,
                       recorded=tuple(recorded)), warnings
-
-
-#: pip 10.0 added the PEP 508 ``name @ url`` form (pip's NEWS, 10.0.0b1: "Add support for the
-#: new ``@ url`` syntax from PEP 508"); older pips need ``url#egg=name``.
-_PIP_AT_FORM = (10, 0)
-#: Until pip 24.1 (which vendors packaging 24.1), ``name @ URL`` is refused for a URL with no
-#: host other than a plain ``file:`` one: ``name @ git+file:///repo@sha`` is an "Invalid
-#: requirement" for pip 24.0 and older (checked on pip 22.3.1 to 25.0).
-_PIP_AT_FORM_NO_HOST = (24, 1)
-
-
-def _version_tuple(version: str) -> tuple[int, ...]:
-    return tuple(int(x) for x in re.findall(r"\d+", version)[:2])
-
-
-def pip_accepts_at_form(pip_version: Optional[str], url: str = "") -> bool:
-    """Whether this pip version takes ``name @ url`` for ``url`` (unknown pip: a current one)."""
-    if not pip_version or not _version_tuple(pip_version):
-        return True
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    no_host = bool(url) and parts.scheme != "file" and not parts.netloc
-    need = _PIP_AT_FORM_NO_HOST if no_host else _PIP_AT_FORM
-    return _version_tuple(pip_version) >= need
-
-
-def url_requirement(name: str, url: str, pip_version: Optional[str] = None,
-                    fragment: tuple[str, ...] = ()) -> str:
-    """A requirement installing ``name`` from ``url`` in the form ``pip_version`` accepts:
-    ``name @ url[#frag]`` where it can, else ``url#egg=name[&frag]``."""
-    if pip_accepts_at_form(pip_version, url):
-        return f"{name} @ {url}" + ("#" + "&".join(fragment) if fragment else "")
-    return f"{url}#" + "&".join((f"egg={name}", *fragment))
-
-
-def vcs_requirement(name: str, url: str, vcs: str, commit: str,
-                    subdirectory: Optional[str] = None,
-                    pip_version: Optional[str] = None) -> str:
-    """``name @ git+URL@commit`` (or ``git+URL@commit#egg=name`` for pip < 10)."""
-    full = url if url.startswith(f"{vcs}+") else f"{vcs}+{url}"
-    frag = (f"subdirectory={subdirectory}",) if subdirectory else ()
-    return url_requirement(name, f"{full}@{commit}", pip_version, frag)
 
 
 def recorded_pip(environment: Environment) -> Optional[str]:

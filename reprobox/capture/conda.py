@@ -27,7 +27,7 @@ import hashlib
 import json
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Sequence
 from urllib.parse import urlsplit, urlunsplit
@@ -35,6 +35,7 @@ from urllib.parse import urlsplit, urlunsplit
 from ..errors import UsageError
 from ..model import CondaEnvironment, CondaPackage, Package
 from ..secrets import strip_url_credentials
+from .python import canonical_name
 
 CONDA_META = "conda-meta"
 
@@ -383,8 +384,6 @@ def split_distributions(
     and is reported once, as a conda package; the others keep their pip records. Returns the
     remaining distributions and warnings for an INSTALLER that disagrees with the ownership.
     """
-    from .python import canonical_name
-
     real_prefix = os.path.realpath(scan.prefix)
     conda_owned: dict[str, str] = {}
     for rec in distributions:
@@ -440,7 +439,6 @@ def attribute_libraries(scan: CondaScan, libraries: Mapping[str, str]) -> tuple[
             unowned[soname] = path
             continue
         by_package.setdefault(owner, set()).add(soname)
-    from dataclasses import replace
 
     env = scan.environment
     packages = tuple(

@@ -321,7 +321,8 @@ _JAXLIB_TAG = re.compile(r"\+cuda(\d+)(?:\.cudnn(\d)(\d+))?")  # 0.4.23+cuda12.c
 
 
 def parse_torch_version_py(text: str) -> dict[str, str | None]:
-    """``__version__``, ``cuda`` and ``hip`` from the raw text of torch/version.py (not executed)."""
+    """``__version__``, ``cuda`` and ``hip`` from the raw text of torch/version.py (not
+    executed)."""
     out: dict[str, str | None] = {}
     for m in _TORCH_ASSIGN.finditer(text):
         val = m.group("val")

@@ -14,16 +14,19 @@ import json
 import os
 import re
 import shutil
+import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from .. import payload, proc
-from ..errors import InterpreterError, ReproboxError
+from ..errors import InterpreterError, ReproboxError, UsageError
 from ..model import InstalledChange, Interpreter, Package, PackageSource
 from ..redact import strip_url_credentials
+from ..store import FILE_NAME_RE
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
@@ -234,8 +237,6 @@ def start_probe(
 ) -> Future[dict[str, Any]]:
     """:func:`run_probe` on a worker thread, so that other capture stages (git, hardware) run
     while the target interpreter works; ``.result()`` returns its dict or raises its error."""
-    from concurrent.futures import ThreadPoolExecutor
-
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reprobox-probe")
     try:
         return pool.submit(run_probe, python, cache_dir, environ)
@@ -553,16 +554,17 @@ def local_vcs_path(url: str | None) -> str | None:
 
 def sealed_source_name(pkg: Package) -> str:
     """The experiment file holding a local VCS source at its commit (the wheelhouse name too)."""
-    from ..lock.wheelhouse import DirectSource
+    return vcs_archive_name(pkg.name, pkg.version, pkg.source.commit)
 
-    src = pkg.source
-    return DirectSource(pkg.name, pkg.version, "vcs", src.url or "", commit=src.commit).filename
+
+def vcs_archive_name(name: str, version: str, commit: str | None) -> str:
+    """The file name of a VCS package's source at its commit: sealed into the experiment, in the
+    wheelhouse and in the build context alike."""
+    return f"{canonical_name(name)}-{version}-{(commit or '')[:12]}.tar.gz"
 
 
 def _archive_local_git(pkg: Package, folder: str) -> bytes:
     """``git archive`` of the package's commit from the repository on this machine."""
-    import tempfile
-
     src = pkg.source
     label = f"package {pkg.name} {pkg.version}"
     fix = (f"make commit {src.commit} reachable in {folder} (or install {pkg.name} from a remote "
@@ -592,8 +594,6 @@ def _archive_local_git(pkg: Package, folder: str) -> bytes:
 
 
 def _refuse(message: str, hint: str) -> ReproboxError:
-    from ..errors import UsageError
-
     return UsageError(message, hint)
 
 
@@ -611,7 +611,6 @@ def seal_local_vcs(packages: tuple[Package, ...] | list[Package]
     out: list[Package] = []
     files: dict[str, bytes] = {}
     warnings: list[str] = []
-    from dataclasses import replace
 
     for pkg in packages:
         src = pkg.source
@@ -624,7 +623,6 @@ def seal_local_vcs(packages: tuple[Package, ...] | list[Package]
                             f"{folder} on this machine: a rebuild cannot fetch it")
             out.append(pkg)
             continue
-        from ..store import FILE_NAME_RE
 
         name = sealed_source_name(pkg)
         if not FILE_NAME_RE.match(name):
@@ -676,8 +674,6 @@ def carry_changes(changes: tuple[InstalledChange, ...], texts: Mapping[tuple[str
     experiment and the change names it (``replay``). Every other change is only recorded (its
     size and sha256): verify then reports it.
     """
-    from dataclasses import replace
-
     out: list[InstalledChange] = []
     files: dict[str, bytes] = {}
     warnings: list[str] = []

@@ -17,10 +17,13 @@ Also here, because plain ``capture`` uses them too:
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -29,9 +32,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from .. import payload
-from ..errors import InterpreterError, UsageError
+from ..model import grammar as validate
+from ..errors import InterpreterError, UsageError, ValidationError
 from ..model import LoadedLibrary, RunUsage
+from . import system
+from .. import payload
+from ..payload import probe
+from .python import canonical_name
+
+try:
+    import tomllib
+except ImportError:  # Python < 3.11
+    import tomli as tomllib  # type: ignore[no-redef]
 
 PAYLOAD = payload.script("recorder")
 RECORD_DIR_VAR = "REPROBOX_RECORD_DIR"
@@ -131,7 +143,6 @@ def execute(argv: Sequence[str], *, cwd: Path, environ: Mapping[str, str],
     if not argv:
         raise UsageError("no command to record",
                          "give it after `--`: `reprobox record -- python train.py`")
-    import signal
 
     with tempfile.TemporaryDirectory(prefix="reprobox-record-") as tmp:
         payload_dir = Path(tmp) / "payload"
@@ -199,8 +210,6 @@ class FileOwners:
     """Which distribution installed a file, from the RECORD files the probe found."""
 
     def __init__(self, raw_probe: Mapping[str, Any], root: Path) -> None:
-        from .python import canonical_name
-
         self.by_path: dict[str, str] = {}
         self.by_top: dict[tuple[str, str], str] = {}
         self.sites = sorted({os.path.realpath(s) for s in raw_probe.get("site_dirs") or ()
@@ -231,9 +240,6 @@ class FileOwners:
             if not line:
                 continue
             if line.startswith(b'"'):
-                import csv
-                import io
-
                 row = next(csv.reader(io.StringIO(line.decode("utf-8", "surrogateescape"))), [])
                 rel = row[0] if row else ""
             else:
@@ -278,8 +284,6 @@ class RunSummary:
 
 
 def _soname(path: str) -> str:
-    from ..payload import probe
-
     try:
         info = probe.read_elf(path)
     except Exception:  # noqa: BLE001 - a file that is not ELF keeps its file name
@@ -292,8 +296,6 @@ def _soname(path: str) -> str:
 def python_own_closure(raw_probe: Mapping[str, Any]) -> set[str]:
     """Realpaths of the system libraries the interpreter and its stdlib extension modules load,
     transitively (libssl -> libcrypto): part of the base image of that Python, left out."""
-    from ..payload import probe
-
     native = (raw_probe.get("native") or {}).get("libraries") or {}
     todo = [str(rec["realpath"]) for rec in native.values()
             if isinstance(rec, Mapping) and rec.get("realpath")
@@ -356,8 +358,6 @@ def summarize(execution: Execution, raw_probe: Mapping[str, Any], root: Path) ->
             system_paths.append(real)
             system_libs[real] = [_soname(real)]
     if system_paths:
-        from . import system
-
         pkgs, unowned = system.owning_packages(system_paths, system_libs)
         by_lib = {lib: p.name for p in pkgs for lib in p.libraries}
         for real in system_paths:
@@ -421,8 +421,6 @@ def ctypes_names(raw_probe: Mapping[str, Any],
     * with ``cache_file``, the answer per RECORD (size, mtime) is kept: installed files do not
       change without their RECORD being rewritten.
     """
-    from .python import canonical_name
-
     cache: dict[str, Any] = {}
     if cache_file is not None:
         try:
@@ -511,8 +509,6 @@ def _scan_distribution(record_path: str, site: str) -> set[str]:
 def resolve_library_names(names: Iterable[str]) -> dict[str, list[str]]:
     """realpath -> [soname] for library names as ctypes takes them (``magic``, ``libz.so.1``),
     found through this machine's ld.so.cache; names it does not know are left out."""
-    from ..payload import probe
-
     cache = probe.read_ld_cache() or {}
     out: dict[str, list[str]] = {}
     for name in sorted(set(names)):
@@ -543,9 +539,6 @@ def declared_system_packages(root: Path, given: Sequence[str]) -> list[str]:
     the image installs from (at the version this machine has), so a checkout that declares one
     can ask for nothing the archive does not already offer.
     """
-    from ..model import grammar as validate
-    from ..errors import ValidationError
-
     names: list[str] = []
     for n in given:
         try:
@@ -556,10 +549,6 @@ def declared_system_packages(root: Path, given: Sequence[str]) -> list[str]:
                 from None
     pyproject = Path(root) / "pyproject.toml"
     if pyproject.is_file() and not pyproject.is_symlink():
-        try:
-            import tomllib
-        except ImportError:  # Python < 3.11
-            import tomli as tomllib  # type: ignore[no-redef]
         try:
             data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:

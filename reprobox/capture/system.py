@@ -27,10 +27,12 @@ import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from .. import proc
-from ..errors import ReproboxError
-from ..model import OSInfo, SystemPackage
+from ..model import grammar as validate
+from ..errors import ReproboxError, ValidationError
+from ..model import AptSource, OSInfo, SystemPackage
 
 DPKG_INFO = Path("/var/lib/dpkg/info")
 DPKG_STATUS = Path("/var/lib/dpkg/status")
@@ -473,8 +475,6 @@ _SNAPSHOT_TAIL = __import__("re").compile(r"/([0-9]{8}T[0-9]{6}Z)/?$")
 
 
 def _strip_uri_credentials(uri: str) -> str:
-    from urllib.parse import urlsplit, urlunsplit
-
     try:
         parts = urlsplit(uri)
     except ValueError:
@@ -488,10 +488,6 @@ def _strip_uri_credentials(uri: str) -> str:
 
 def _apt_entry(uri: str, suites: list[str], components: list[str], signed_by: str | None,
                where: str, warnings: list[str]) -> Any:
-    from ..model import grammar as validate
-    from ..errors import ValidationError
-    from ..model import AptSource
-
     uri = _strip_uri_credentials(uri.strip())
     key = None
     if signed_by:
@@ -581,8 +577,6 @@ def parse_deb822_sources(text: str, where: str, warnings: list[str]) -> list[Any
 
 def apt_sources(apt_dir: Path = APT_DIR) -> tuple[tuple[Any, ...], list[str]]:
     """The host's apt sources (see above) and the warnings about those left out."""
-    from ..model import grammar as validate
-
     warnings: list[str] = []
     found: list[Any] = []
     main = apt_dir / "sources.list"

@@ -21,12 +21,11 @@ import re
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 from ..errors import ReproboxError, UsageError
 from .summary import Outcome
-
-Progress = Callable[[str], None]
+from ..progress import Progress
 
 DEFAULT_GIT_IMAGE = "docker.io/alpine/git:v2.45.2"
 _SIMPLE_PATH = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._/-]*", re.ASCII)
@@ -70,7 +69,8 @@ def job_manifest(stored: Any, image: str, *, repo: str, namespace: str = "defaul
                  timeout: Optional[int] = None, suffix: str = "") -> dict[str, Any]:
     """The Job of one experiment, as a dict (dumped as YAML or sent to the API)."""
     from ..model import grammar as validate
-    from ..run import RUN_EXPERIMENT_ENV, RUN_METRICS_ENV, plan_run
+    from ..run import plan_run
+    from ..workspace.replay import RUN_EXPERIMENT_ENV, RUN_METRICS_ENV
 
     exp = stored.experiment
     exp_id = validate.experiment_id(exp.id, "experiment id")
@@ -159,7 +159,7 @@ def to_yaml(manifests: Sequence[dict[str, Any]]) -> str:
 def report_from_log(stored: Any, log: str) -> dict[str, Any]:
     """The rerun container's log -> a report in ``reprobox run --json``'s shape."""
     from ..model import grammar as validate
-    from ..capture.metrics import read_metrics
+    from ..workspace.metrics import read_metrics
     from ..outcome import compare_metrics, differences
     from ..errors import ReproboxError as _Err
     from ..model import INLINE_METRICS

@@ -19,11 +19,10 @@ import time
 from dataclasses import replace
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 from .summary import Outcome, run_notes
-
-Progress = Callable[[str], None]
+from ..progress import Progress
 
 
 def default_jobs() -> int:

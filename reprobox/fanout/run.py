@@ -5,12 +5,12 @@ from __future__ import annotations
 import datetime as _dt
 import time
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Any, Optional, Sequence, Union
 
 from ..errors import UsageError, ValidationError
 from .summary import Outcome, Summary, utc_now
+from ..progress import Progress
 
-Progress = Callable[[str], None]
 TARGETS = ("local", "slurm", "kubernetes")
 
 

@@ -22,12 +22,11 @@ import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 from ..errors import ReproboxError, ToolMissing, UsageError
 from .summary import Outcome, run_notes
-
-Progress = Callable[[str], None]
+from ..progress import Progress
 
 _SAFE_PATH = re.compile(r"/[A-Za-z0-9._/+-]*", re.ASCII)  # #SBATCH lines are not shell-quoted
 _PARTITION = re.compile(r"[A-Za-z0-9_.-]{1,64}", re.ASCII)

@@ -23,8 +23,6 @@ def apptainer_report(exp_id: str, image: str) -> dict:
     from ..model import grammar as validate
     from ..outcome import Tolerance, compare_metrics, compare_outputs, differences
     from ..run import (
-        RUN_EXPERIMENT_ENV,
-        RUN_METRICS_ENV,
         _clear,
         _observed_outputs,
         _read_observed_metrics,
@@ -32,6 +30,7 @@ def apptainer_report(exp_id: str, image: str) -> dict:
         plan_run,
     )
     from ..store import open_store
+    from ..workspace.replay import RUN_EXPERIMENT_ENV, RUN_METRICS_ENV
 
     if not image.startswith("docker://"):
         raise SystemExit("error: the image must be docker://REF@DIGEST")

@@ -66,7 +66,7 @@ class Cache:
         if self.path is None:
             return None
         try:
-            import sqlite3
+            import sqlite3  # lazy: optional, a Python built without it locks uncached
 
             self.path.parent.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(str(self.path), timeout=5.0, check_same_thread=False,

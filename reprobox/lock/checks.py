@@ -13,8 +13,15 @@ import sys
 from dataclasses import dataclass
 from typing import Iterator
 
+from ..model import grammar as v
 from ..errors import UsageError, ValidationError
 from ..model import Environment
+from ..store import FILE_NAME_RE
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - older interpreters only
+    import tomli as tomllib
 
 _PY_VERSION = re.compile(r"[0-9]+\.[0-9]+\.[0-9]+(?:(?:a|b|rc)[0-9]+)?\+?", re.ASCII)
 _WORD = re.compile(r"[A-Za-z0-9_.]+", re.ASCII)
@@ -33,8 +40,6 @@ def check_environment(env: Environment) -> None:
     checked here (names, versions, tags, sources, the interpreter version), with the project's
     strict grammars.
     """
-    from ..model import grammar as v
-
     interp = env.interpreter
     _match("interpreter.version", interp.version, _PY_VERSION, 32, "Python version (X.Y.Z)")
     _match("interpreter.implementation", interp.implementation, _WORD, 32, "implementation")
@@ -61,7 +66,6 @@ def check_environment(env: Environment) -> None:
             if src.requested_revision is not None:
                 v.git_ref(src.requested_revision, f"{where}.source.requested_revision")
             if src.path is not None:  # a local-path source sealed into the experiment
-                from ..store import FILE_NAME_RE
 
                 if not FILE_NAME_RE.match(src.path):
                     raise ValidationError(f"{where}.source.path", src.path,
@@ -220,10 +224,6 @@ def check_pylock(text: str, env: Environment, file: str = "pylock.toml") -> None
     """
     if len(text) > MAX_LOCK_BYTES:
         raise LockRefused(file, 1, "the file", f"is larger than {MAX_LOCK_BYTES >> 20} MiB")
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover - older interpreters only
-        import tomli as tomllib
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

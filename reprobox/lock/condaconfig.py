@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
-from ..capture.conda import DEFAULT_CHANNEL_ALIAS, strip_token
+from ..capture.conda import DEFAULT_CHANNEL_ALIAS, channel_url, strip_token
 from ..errors import UsageError
 
 
@@ -85,7 +85,7 @@ def config_files(environ: Mapping[str, str]) -> list[Path]:
 
 
 def _load(path: Path) -> dict[str, Any]:
-    import yaml
+    import yaml  # lazy: PyYAML costs ~12 ms to import, needed only where a .condarc exists
 
     try:
         text = path.read_text(encoding="utf-8")
@@ -106,8 +106,6 @@ def _load(path: Path) -> dict[str, Any]:
 
 def read_conda_config(environ: Optional[Mapping[str, str]] = None) -> CondaConfig:
     """Merge the host's conda configuration files (later files win, lists are joined)."""
-    from ..capture.conda import channel_url
-
     environ = os.environ if environ is None else environ
     merged: dict[str, Any] = {}
     used: list[str] = []

@@ -20,11 +20,13 @@ the error names it.
 from __future__ import annotations
 
 import tempfile
+from dataclasses import replace
 from pathlib import Path
-from typing import Callable, Iterable, Optional, Sequence
+from typing import Iterable, Optional, Sequence
 
 from ..errors import LockError, UsageError
 from ..model import CondaPackage, Environment, canonical_json, sha256_hex
+from ..progress import Progress
 from ..secrets import strip_url_credentials
 from .condaconfig import CondaConfig, read_conda_config
 from .condafetch import CondaUnlockable, _hashes, check_package, fetch
@@ -33,11 +35,9 @@ from .result import LockedPackage
 CONDA_LOCK_FILE = "conda-lock.yml"
 EXPLICIT_FILE = "conda-explicit.txt"
 
-Progress = Callable[[str], None]
-
 
 def _models():  # type: ignore[no-untyped-def]
-    try:
+    try:  # lazy: conda-lock is an optional extra and costs ~340 ms to import
         from conda_lock.lockfile import parse_conda_lock_file, write_conda_lock_file
         from conda_lock.lockfile.v2prelim import models
         from conda_lock.models.channel import Channel
@@ -83,7 +83,6 @@ def complete_hashes(env: Environment, config: CondaConfig, progress: Progress) -
         CondaPackage]:
     """Every conda package with a URL, md5 and sha256 (fetching those recorded with md5 only)."""
     assert env.conda is not None
-    from dataclasses import replace
 
     unlockable = [p for p in env.conda.packages if not p.url]
     if unlockable:

@@ -20,6 +20,8 @@ import tempfile
 from pathlib import Path
 from typing import Mapping, Optional
 
+from packaging.utils import canonicalize_name
+
 from .. import proc
 from ..errors import CommandError, LockError, ToolMissing
 from ..model import Environment
@@ -27,6 +29,7 @@ from ..redact import redact_text
 from .config import IndexConfig
 from .result import VersionChange
 from .select import Target
+from .uv import find_uv  # the uv reprobox depends on, also off PATH (pipx)
 
 _PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;\\#]+)")
 
@@ -77,8 +80,6 @@ def _direct_requirement(pkg, repo_root: Path) -> Optional[str]:
 
 def parse_pins(text: str) -> dict[str, str]:
     """``name==version`` lines of a compiled requirements file (canonical names)."""
-    from packaging.utils import canonicalize_name
-
     out = {}
     for line in text.splitlines():
         m = _PIN.match(line.strip())
@@ -106,8 +107,6 @@ def reresolve(
     environ: Optional[Mapping[str, str]] = None,
 ) -> tuple[dict[str, str], tuple[VersionChange, ...]]:
     """Versions of the index packages for ``target``, and every change from the capture."""
-    from ..build.context import find_uv  # the uv reprobox depends on, also off PATH (pipx)
-
     found = find_uv()
     uv = str(found) if found is not None else proc.which("uv")
     if uv is None:

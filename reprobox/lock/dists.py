@@ -11,15 +11,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Mapping, Optional
 from urllib.parse import unquote, urlsplit
 
+from packaging.utils import InvalidWheelFilename, parse_wheel_filename
+from packaging.version import InvalidVersion, Version
+
 from ..redact import strip_url_credentials
 
 if TYPE_CHECKING:
     from packaging.tags import Tag
-    from packaging.version import Version
-
-# packaging is imported where it is used, not here: ``packaging.utils`` pulls in
-# ``packaging.tags`` (subprocess, logging, platform, sysconfig: ~10 ms), and a cold lock imports
-# this module before it starts connecting to the index.
 
 
 def canonicalize_name(name: str) -> str:
@@ -152,9 +150,6 @@ def parse_filename(filename: str, project: Optional[str] = None) -> Optional[Par
     sdist names are ambiguous (``python-dateutil-2.8.2.tar.gz``): with ``project`` known, the
     split is the one whose name part normalizes to it; without, the first ``-`` before a digit.
     """
-    from packaging.utils import InvalidWheelFilename, parse_wheel_filename
-    from packaging.version import InvalidVersion, Version
-
     if filename.endswith(".whl"):
         try:
             name, version, build, tags = parse_wheel_filename(filename)
@@ -178,8 +173,6 @@ def parse_filename(filename: str, project: Optional[str] = None) -> Optional[Par
 
 def same_version(a: Version, b: str) -> bool:
     """PEP 440 equality, local label included (``2.1+cpu`` is not ``2.1``)."""
-    from packaging.version import InvalidVersion, Version
-
     try:
         return a == Version(b)
     except InvalidVersion:
@@ -227,7 +220,6 @@ class ReleaseFilter:
             return same_version(parsed.version, self.version)
         if ver == self.version:
             return True
-        from packaging.version import InvalidVersion, Version
 
         try:
             match = Version(ver) == Version(self.version)

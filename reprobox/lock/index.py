@@ -14,6 +14,7 @@ import hashlib
 import os
 import queue
 import threading
+from dataclasses import replace
 from concurrent.futures import Future, as_completed
 from concurrent.futures import wait as wait_futures
 from functools import partial
@@ -456,7 +457,5 @@ class _Workers:
 
 
 def _with(f: DistFile, *, sha256: Optional[str] = None, size: Optional[int] = None) -> DistFile:
-    from dataclasses import replace
-
     hashes = {**f.hashes, "sha256": sha256} if sha256 else f.hashes
     return replace(f, hashes=hashes, size=size if size is not None else f.size)

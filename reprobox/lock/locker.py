@@ -11,19 +11,21 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 from .. import __version__
 from ..model import Environment, Package
+from ..progress import Progress
 from .cache import default_cache_dir
 from .config import IndexConfig, read_index_config
+from .checks import check_environment
+from .crossplatform import reresolve
+from .decide import archive, index_package, separate, settled, source_warnings, with_hashes
 from .index import IndexClient
-
-if TYPE_CHECKING:
-    from .result import LockedPackage, LockResult, Problem, VersionChange
-    from .select import Target
-
-Progress = Callable[[str], None]
+from .pylock import render_pylock
+from .requirements import render_requirements
+from .result import LockedPackage, LockResult, Problem, UnlockablePackages, VersionChange
+from .select import Target, capture_target, linux_machine, platform_target
 
 
 def lock_environment(
@@ -55,30 +57,15 @@ def _lock(env: Environment, client: IndexClient, repo_root: Path, platform: Opti
           say: Progress) -> LockResult:
     config = client.config
     cache_dir = client.cache_dir
-    # connect to the configured indexes while the rest of the lock code is imported and the
-    # environment is checked: only the host's own configuration decides where these go,
-    # nothing from the (untrusted) capture
+    # connect to the configured indexes while the environment is checked: only the host's own
+    # configuration decides where these go, nothing from the (untrusted) capture
     client.prewarm([(p.name, p.version) for p in env.packages
                     if p.source.kind in ("index", "archive")])
-    from .checks import check_environment
 
     check_environment(env)
     if platform is None:
-        # the queries go out now, and the rest of the lock code is imported while they run
+        # the queries go out now
         client.start(_lookup_keys(env.packages))
-    # imported here, not at the top: a cold lock waits for the index, and the threads started
-    # above connect and query it meanwhile
-    from .decide import (
-        archive,
-        index_package,
-        separate,
-        settled,
-        source_warnings,
-        with_hashes,
-    )
-    from .result import Problem, UnlockablePackages
-    from .select import capture_target, linux_machine, platform_target
-
     base = capture_target(env)
     target, machines, cross = base, None, False
     changes: tuple[VersionChange, ...] = ()
@@ -87,8 +74,6 @@ def _lock(env: Environment, client: IndexClient, repo_root: Path, platform: Opti
         target = platform_target(env, platform)
         machines = frozenset({target.machine}) if target.machine else None
         if (target.sys_platform, target.machine) != (base.sys_platform, linux_machine(base)):
-            from .crossplatform import reresolve
-
             cross = True
             say(f"re-resolving for {platform} with the captured versions as preferences")
             pins, changes = reresolve(env, target, config=config, repo_root=repo_root,
@@ -155,10 +140,6 @@ def _lookup_keys(packages: Sequence[Package]) -> list[tuple[str, str]]:
 def _render(env: Environment, locked: list[LockedPackage], target: Target, config: IndexConfig,
             warnings: tuple[str, ...], changes: tuple[VersionChange, ...],
             platform: Optional[str], requests: int) -> LockResult:
-    from .pylock import render_pylock
-    from .requirements import render_requirements
-    from .result import LockResult
-
     req = render_requirements(locked, target=target, environment_digest=env.digest,
                               config=config, tool_version=__version__)
     pylock = render_pylock(locked, target=target, environment_digest=env.digest,

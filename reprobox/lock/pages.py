@@ -11,8 +11,11 @@ has the last word on which files belong to the release.
 from __future__ import annotations
 
 import json
+from html.parser import HTMLParser
 from typing import Callable, Optional
 from urllib.parse import unquote, urljoin, urlsplit
+
+from packaging.version import InvalidVersion, Version
 
 from ..errors import IndexUnavailable
 from ..redact import strip_url_credentials
@@ -48,8 +51,6 @@ def file_url_path(url: str) -> Optional[str]:
 def parse_html_page(body: bytes, page_url: str, source: Source,
                     keep: Optional[Keep] = None) -> list[DistFile]:
     """PEP 503 anchors: href (+ ``#sha256=``), ``data-requires-python``, ``data-yanked``."""
-    from html.parser import HTMLParser  # only HTML indexes need it
-
     anchors: list[dict[str, Optional[str]]] = []
     base_href: list[str] = []
 
@@ -138,8 +139,6 @@ def release_items(body: bytes | str, version: str) -> Optional[list[dict]]:
     a file entry (a dict with ``filename`` and ``url``) that spans its matches; a match anywhere
     else (the project name, the versions list) means an unexpected shape.
     """
-    from packaging.version import InvalidVersion, Version
-
     raw = body.encode() if isinstance(body, str) else body
     needles = {("-" + version).encode()}
     try:

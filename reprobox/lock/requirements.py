@@ -15,14 +15,56 @@ from __future__ import annotations
 
 import re
 from typing import Optional, Sequence
+from urllib.parse import urlsplit
 
 from ..redact import strip_url_credentials
 from .config import IndexConfig
+from .pylock import vcs_url
 from .result import LockedPackage
 from .select import Target
 
 INSTALL_COMMAND = "pip install --require-hashes --no-deps -r requirements.lock"
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f]")
+
+#: pip 10.0 added the PEP 508 ``name @ url`` form (pip's NEWS, 10.0.0b1: "Add support for the
+#: new ``@ url`` syntax from PEP 508"); older pips need ``url#egg=name``.
+_PIP_AT_FORM = (10, 0)
+#: Until pip 24.1 (which vendors packaging 24.1), ``name @ URL`` is refused for a URL with no
+#: host other than a plain ``file:`` one: ``name @ git+file:///repo@sha`` is an "Invalid
+#: requirement" for pip 24.0 and older (checked on pip 22.3.1 to 25.0).
+_PIP_AT_FORM_NO_HOST = (24, 1)
+
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in re.findall(r"\d+", version)[:2])
+
+
+def pip_accepts_at_form(pip_version: Optional[str], url: str = "") -> bool:
+    """Whether this pip version takes ``name @ url`` for ``url`` (unknown pip: a current one)."""
+    if not pip_version or not _version_tuple(pip_version):
+        return True
+    parts = urlsplit(url)
+    no_host = bool(url) and parts.scheme != "file" and not parts.netloc
+    need = _PIP_AT_FORM_NO_HOST if no_host else _PIP_AT_FORM
+    return _version_tuple(pip_version) >= need
+
+
+def url_requirement(name: str, url: str, pip_version: Optional[str] = None,
+                    fragment: tuple[str, ...] = ()) -> str:
+    """A requirement installing ``name`` from ``url`` in the form ``pip_version`` accepts:
+    ``name @ url[#frag]`` where it can, else ``url#egg=name[&frag]``."""
+    if pip_accepts_at_form(pip_version, url):
+        return f"{name} @ {url}" + ("#" + "&".join(fragment) if fragment else "")
+    return f"{url}#" + "&".join((f"egg={name}", *fragment))
+
+
+def vcs_requirement(name: str, url: str, vcs: str, commit: str,
+                    subdirectory: Optional[str] = None,
+                    pip_version: Optional[str] = None) -> str:
+    """``name @ git+URL@commit`` (or ``git+URL@commit#egg=name`` for pip < 10)."""
+    full = url if url.startswith(f"{vcs}+") else f"{vcs}+{url}"
+    frag = (f"subdirectory={subdirectory}",) if subdirectory else ()
+    return url_requirement(name, f"{full}@{commit}", pip_version, frag)
 
 
 def _safe(text: str) -> str:
@@ -38,9 +80,6 @@ def describe_separate(pkg: LockedPackage, pip_version: Optional[str] = None) -> 
     package from a repository on the capture machine by the file of the experiment holding its
     source at that commit.
     """
-    from ..build.render import vcs_requirement
-    from .pylock import vcs_url
-
     src = pkg.origin
     if pkg.kind == "vcs" and src is not None:
         url = strip_url_credentials(src.url or "")

@@ -39,14 +39,16 @@ from pathlib import Path
 from typing import Callable, Iterable, Optional, Sequence
 
 from .. import proc
+from ..capture.python import vcs_archive_name
 from ..errors import IndexUnavailable, LockError, UsageError
+from ..progress import Progress
 from ..redact import strip_url_credentials
 from .checks import Pin
 from .config import IndexConfig
 from .dists import DistFile, canonicalize_name
+from .index import IndexClient
 from .select import Target, interpreter_pairs, linux_arch, parse_wheel_tags
-
-Progress = Callable[[str], None]
+from .transport import Transport
 
 #: The build backend an old-style sdist (no pyproject.toml), a VCS checkout or the project's own
 #: packages are built with, offline, in the image: named and hashed by reprobox itself.
@@ -312,8 +314,6 @@ def fetch_locked(
             missing.append((i, pin))
     fetched = total = 0
     if missing:
-        from .index import IndexClient
-
         client = IndexClient(config, cache_dir)
         try:
             found = client.lookup_many(list(dict.fromkeys((p.name, p.version)
@@ -426,8 +426,6 @@ def _git_archive(src: "DirectSource", house: Wheelhouse) -> tuple[str, Path]:
 
 def _anonymous_get(url: str, config: IndexConfig) -> bytes:
     """GET with no credential of this machine: none from the URL, no netrc, empty home."""
-    from .transport import Transport
-
     bare = IndexConfig(index_url=config.index_url, cert=config.cert, proxies=config.proxies,
                        timeout=config.timeout, retries=config.retries)
     with tempfile.TemporaryDirectory(prefix="reprobox-anon-") as home:
@@ -461,8 +459,7 @@ class DirectSource:
     def filename(self) -> str:
         """The file's name in the wheelhouse and the build context (known before fetching)."""
         if self.kind == "vcs":
-            commit = (self.commit or "")[:12]
-            return f"{canonicalize_name(self.name)}-{self.version}-{commit}.tar.gz"
+            return vcs_archive_name(self.name, self.version, self.commit)
         where = self.repo_path or self.url.split("#", 1)[0]
         return where.rstrip("/").rsplit("/", 1)[-1]
 

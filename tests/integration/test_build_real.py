@@ -78,7 +78,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _capture(repo: Path) -> str:
-    from reprobox.capture import capture_experiment
+    from reprobox.pipeline import capture_experiment
 
     outcome = capture_experiment(repo, command="python train.py", cwd=repo,
                                  python=str(repo / ".venv" / "bin" / "python"), lock=True)
@@ -131,10 +131,10 @@ def test_the_image_holds_the_captured_environment(built: dict, tmp_path: Path) -
 
 def test_pip_installs_when_this_machine_has_no_uv(built: dict, tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    from reprobox.build import context
+    from reprobox.lock import uv as uv_mod
     from reprobox.capture.python import parse_probe
 
-    monkeypatch.setattr(context, "find_uv", lambda: None)
+    monkeypatch.setattr(uv_mod, "find_uv", lambda: None)
     store: Store = built["store"]
     stored = store.load(built["id"])
     tag = f"reprobox-test/pip:{uuid.uuid4().hex[:8]}"

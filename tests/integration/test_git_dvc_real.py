@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from reprobox.capture import dvc, metrics
-from reprobox.capture import git as g
+from reprobox.workspace import dvc, metrics
+from reprobox.workspace import git as g
 from reprobox.errors import DvcError, GitError, ToolMissing, ValidationError
 
 from ..conftest import require_tool
@@ -374,7 +374,7 @@ def test_dvc_pipeline_capture_clone_pull_and_forced_rerun(tmp_path, monkeypatch)
 def test_capture_of_a_repository_whose_remote_is_a_local_path(tmp_path, relative):
     """`/srv/git/x.git` or `../x.git` as origin: recorded as a file:// URL (capture used to exit
     2 with a hint about renaming files); the stored record reads back and validates."""
-    from reprobox.capture import capture_experiment
+    from reprobox.pipeline import capture_experiment
     from reprobox.store import Store
 
     bare = tmp_path / "srv" / "x.git"

@@ -168,7 +168,7 @@ def test_checkout_remote_pointing_at_a_host_folder_is_refused(tmp_path: Path,
 def test_a_remote_the_user_trusts_is_pulled(tmp_path: Path, host_secret_remote,
                                             isolated_dvc_config: Path):
     """The same remote, trusted by the user (global DVC config, or --dvc-remote): pulled."""
-    from reprobox.capture import git as g
+    from reprobox.workspace import git as g
     from reprobox.run import pull_data
 
     remote, dvc_file = host_secret_remote
@@ -222,7 +222,7 @@ def test_committed_config_local_symlink_is_refused(tmp_path: Path, isolated_dvc_
 def test_a_committed_config_local_is_never_used(tmp_path: Path, host_secret_remote):
     """A regular ``.dvc/config.local`` committed by force names the host folder: ignored, the
     checkout's DVC configuration is reprobox's own."""
-    from reprobox.capture import git as g
+    from reprobox.workspace import git as g
     from reprobox.errors import DvcError
     from reprobox.run import pull_data
 
@@ -455,7 +455,7 @@ def _with_submodule(repo: Path, url: str, commit: str) -> None:
 
 def test_submodule_fetch_never_calls_the_credential_helper(tmp_path: Path, auth_server: str,
                                                            credential_canary: Path):
-    from reprobox.capture import git as g
+    from reprobox.workspace import git as g
     from reprobox.errors import GitError
 
     url = f"{auth_server}/private/lib.git"
@@ -483,7 +483,7 @@ def test_submodule_fetch_never_calls_the_credential_helper(tmp_path: Path, auth_
 
 
 def test_submodule_from_a_host_path_is_not_cloned(tmp_path: Path, credential_canary: Path):
-    from reprobox.capture import git as g
+    from reprobox.workspace import git as g
     from reprobox.errors import GitError
 
     private = new_repo(tmp_path / "host-private")
@@ -684,7 +684,7 @@ def test_the_run_repository_is_read_only_in_the_container(tmp_path: Path, python
     from reprobox.backends import Prepared
     from reprobox.backends.docker import CONTAINER_GIT_DIR, DockerBackend, run_git_folder
     from reprobox.engine import get_engine
-    from reprobox.capture import git as gitmod
+    from reprobox.workspace import git as gitmod
 
     repo = new_repo(tmp_path / "repo")
     (repo / "a.txt").write_text("a\n")

@@ -14,11 +14,11 @@ from reprobox.build.context import (
     assemble_context,
     context_dir,
     export_code,
-    find_uv,
     forward_index_config,
     lock_parts,
     secrets_env_text,
 )
+from reprobox.lock.uv import find_uv
 from reprobox.build.render import RenderOptions, plan_image
 from reprobox.errors import LockError, UsageError
 from reprobox.lock import read_index_config

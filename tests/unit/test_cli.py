@@ -97,7 +97,7 @@ def test_base_needs_an_exact_release(repo: Path) -> None:
 
 
 def test_default_names_hold_only_name_characters() -> None:
-    from reprobox.capture import default_name
+    from reprobox.pipeline import default_name
 
     assert default_name("python train.py", "shell") == "train"
     assert default_name("python -m pkg.train --lr 1", "shell") == "train"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from reprobox.capture import dvc
+from reprobox.workspace import dvc
 from reprobox.errors import DvcError
 
 from ..asserts import refuses

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from reprobox.capture import git as g
+from reprobox.workspace import git as g
 from reprobox.errors import ValidationError
 
 from ..asserts import refuses

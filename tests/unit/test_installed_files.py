@@ -191,7 +191,7 @@ def test_unchecked_rebuild_files_are_a_difference_when_the_capture_has_changes()
 
 
 def test_vcs_requirement_forms_follow_the_recorded_pip():
-    from reprobox.build.render import pip_accepts_at_form, url_requirement, vcs_requirement
+    from reprobox.lock.requirements import pip_accepts_at_form, url_requirement, vcs_requirement
 
     sha = "ab" * 20
     # remote URLs: `name @` from pip 10 on

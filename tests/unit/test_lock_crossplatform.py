@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from reprobox.build.context import find_uv
+from reprobox.lock.uv import find_uv
 
 from reprobox.lock import IndexConfig, VersionChange, lock_environment
 from reprobox.lock.crossplatform import diff_pins, parse_pins, uv_environ

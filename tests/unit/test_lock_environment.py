@@ -299,7 +299,7 @@ def test_pip_installs_requirements_lock_in_hash_checking_mode(offline_world):
 
 def test_uv_installs_pylock_toml(offline_world):
     w = offline_world
-    from reprobox.build.context import find_uv
+    from reprobox.lock.uv import find_uv
 
     found = find_uv()
     require(found is not None, "uv (pip install -e '.[test]')")

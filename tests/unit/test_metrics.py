@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from reprobox.capture import metrics as m
+from reprobox.workspace import metrics as m
 from reprobox.errors import ReproboxError, ValidationError
 
 from ..asserts import refuses
@@ -199,7 +199,7 @@ def test_yaml_alias_bomb_is_refused_with_bounded_memory(tmp_path):
     child = (
         "import json, resource, sys\n"
         "resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))\n"
-        "from reprobox.capture.metrics import read_metrics\n"
+        "from reprobox.workspace.metrics import read_metrics\n"
         "from reprobox.errors import ReproboxError\n"
         "try:\n"
         "    read_metrics(sys.argv[1]); msg = None\n"

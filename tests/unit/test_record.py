@@ -449,7 +449,7 @@ def test_libraries_core_modules_need_stay_missing(soname, files):
 def test_a_recorded_failed_load_keeps_a_tried_library_missing(tmp_path, monkeypatch):
     """environment_from_probe: only-tried sonames leave missing_libraries and the warning,
     unless the recorded run tried to load them and failed."""
-    from reprobox.capture import environment_from_probe
+    from reprobox.capture.environment import environment_from_probe
 
     raw = {
         "probe_version": 1,

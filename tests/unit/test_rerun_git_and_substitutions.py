@@ -18,8 +18,8 @@ from reprobox.backends.docker import (
     parse_substitutions,
     run_git_folder,
 )
-from reprobox.capture import dvc
-from reprobox.capture import git as g
+from reprobox.workspace import dvc
+from reprobox.workspace import git as g
 from reprobox.outcome import Tolerance
 from reprobox.errors import GitError
 from reprobox.run import RunRecord
@@ -186,7 +186,7 @@ def _dir_hash(dvc_file: Path) -> str:
 def test_declared_outputs_are_compared_by_value_and_file_by_file(tmp_path):
     """The recorded copy is the user's own working tree file when its sha256 is the recorded
     one: a CSV within the tolerance is CLOSE, a folder names its differing file."""
-    from reprobox.capture.metrics import hash_output
+    from reprobox.workspace.metrics import hash_output
     from reprobox.outcome import DIFFERS, OutputCheck
     from reprobox.run import refine_output_checks
     from reprobox.store import Store

@@ -443,7 +443,7 @@ def test_keep_leaves_the_checkout(repo: Path, monkeypatch):
     record = _run(store, stored, HostBackend(), monkeypatch, keep=True)
     assert record.checkout and (Path(record.checkout) / "train.py").is_file()
     assert len(_worktrees(repo)) == 2
-    from reprobox.capture.git import remove_worktree
+    from reprobox.workspace.git import remove_worktree
 
     remove_worktree(repo, Path(record.checkout))
 

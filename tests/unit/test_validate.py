@@ -679,7 +679,7 @@ def test_platform_tags_platform_or_whole_wheel_tag() -> None:
 
 def test_a_real_fingerprint_of_this_interpreter_passes(tmp_path: Path) -> None:
     """What the capture really records on this machine (probe, dpkg, /proc) fits the grammars."""
-    from reprobox import capture
+    from reprobox.capture import environment as capture
 
     _git(tmp_path, "init", "-q")
     env, _warnings = capture.fingerprint_environment(tmp_path)

@@ -117,4 +117,4 @@ def test_nothing_outside_the_store_walks_a_loaded_record_again() -> None:
                 name = fn.attr if isinstance(fn, ast.Attribute) else getattr(fn, "id", None)
                 if name in ("validate_experiment", "validate_environment"):
                     callers.add(path.relative_to(PACKAGE).as_posix())
-    assert callers == {"store.py", "capture/__init__.py", "model/check.py"}
+    assert callers == {"store.py", "pipeline.py", "model/check.py"}

@@ -17,6 +17,9 @@ from __future__ import annotations
 
 import configparser
 import hashlib
+import importlib.util
+import io
+import json
 import logging
 import os
 import re
@@ -28,11 +31,12 @@ from pathlib import Path, PurePosixPath
 from typing import Any, NoReturn
 
 from .. import proc
-from ..errors import CommandError, DvcError, ReproboxError
+from ..errors import CommandError, DvcError, ReproboxError, UsageError
 from ..model import DvcInfo, DvcOutput, canonical_json
-from ..redact import redact_text
+from ..redact import redact_text, strip_url_credentials
+from ..store import write_atomic
 
-log = logging.getLogger("reprobox.capture.dvc")
+log = logging.getLogger("reprobox.workspace.dvc")
 
 #: The command recorded for an experiment that is "the DVC pipeline".
 DVC_PIPELINE_COMMAND = "dvc repro"
@@ -54,7 +58,7 @@ def is_dvc_project(root: Path) -> bool:
 
 
 def _load_yaml(path: Path) -> Any:
-    import yaml
+    import yaml  # lazy: PyYAML costs ~12 ms to import, needed only where dvc.yaml is read
 
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
@@ -319,8 +323,6 @@ MAX_DIR_MANIFEST_BYTES = 64 * 1024 * 1024
 
 def read_dir_manifest(path: Path) -> dict[str, str] | None:
     """``relpath -> md5`` of a DVC ``.dir`` object (a JSON list), or None when unreadable."""
-    import json
-
     try:
         if path.stat().st_size > MAX_DIR_MANIFEST_BYTES:
             return None
@@ -402,8 +404,6 @@ class PullResult:
 
 def _bundled_dvc() -> bool:
     """DVC installed with reprobox (``pip install 'reprobox[dvc]'``), in reprobox's interpreter."""
-    import importlib.util
-
     try:
         return importlib.util.find_spec("dvc") is not None
     except (ImportError, ValueError):
@@ -650,8 +650,6 @@ def trusted_remotes(user_root: Path | None, dvc_remote: str | None = None) -> li
 
 def _refuse(source: str, what: str, value: str, reason: str,
             hint: str = _UNTRUSTED_HINT) -> NoReturn:
-    from ..errors import UsageError
-
     raise UsageError(f"refusing {source}: {what} {value!r} {reason}", hint)
 
 
@@ -850,7 +848,6 @@ def check_resolved_paths(checkout: Path, env: Mapping[str, str]) -> None:
             + "\n    ".join(tail.splitlines()[-5:]),
             "run `dvc stage list` in the project to see what is wrong",
         ) from None
-    import json
 
     try:
         found = json.loads(done.stdout.strip().splitlines()[-1])
@@ -880,8 +877,6 @@ def choose_trusted_remote(checkout: Path, user_root: Path | None,
     Refused (exit 2) when the checkout names a remote that is not among the user's, naming the
     remote, its URL and the file.
     """
-    from ..errors import UsageError
-
     if dvc_remote is not None and (not dvc_remote.strip()
                                    or any(ord(c) < 32 or c in "\x7f[]" for c in dvc_remote)):
         raise UsageError(f"--dvc-remote {dvc_remote!r} is not a remote URL or folder",
@@ -914,8 +909,6 @@ def choose_trusted_remote(checkout: Path, user_root: Path | None,
 
 
 def strip_url(url: str) -> str:
-    from ..redact import strip_url_credentials
-
     return strip_url_credentials(url)
 
 
@@ -929,8 +922,6 @@ def write_trusted_config(checkout: Path, remote: TrustedRemote, cache_dir: Path,
     before any command runs). Written through a temporary file renamed over the old one, which
     replaces a link instead of following it.
     """
-    from ..store import write_atomic
-
     dvc_dir = Path(checkout) / ".dvc"
     _check_dvc_dir(Path(checkout))
     # DVC's own scratch state is never taken from a checkout (it is git-ignored; one committed
@@ -952,7 +943,6 @@ def write_trusted_config(checkout: Path, remote: TrustedRemote, cache_dir: Path,
     parser.set("cache", "dir", str(Path(cache_dir).resolve()))
     # Copies, never links into the shared cache: the checkout is handed to the container.
     parser.set("cache", "type", "reflink,copy")
-    import io
 
     text = io.StringIO()
     parser.write(text)
@@ -962,8 +952,6 @@ def write_trusted_config(checkout: Path, remote: TrustedRemote, cache_dir: Path,
 def drop_local(checkout: Path, cache_dir: Path) -> None:
     """Cut the checkout's ``.dvc/config.local`` down to the cache (no credential stays where the
     container can read it)."""
-    from ..store import write_atomic
-
     write_atomic(Path(checkout) / ".dvc" / "config.local",
                  f"[cache]\n    dir = {Path(cache_dir).resolve()}\n    type = reflink,copy\n",
                  mode=0o600)

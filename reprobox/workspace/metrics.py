@@ -27,6 +27,11 @@ from typing import Any
 from ..errors import ReproboxError, ValidationError
 from ..model import OutputFile, flatten_metrics, json_too_deep
 
+try:
+    import tomllib  # type: ignore[import-not-found]
+except ModuleNotFoundError:  # Python < 3.11
+    import tomli as tomllib  # type: ignore[no-redef]
+
 #: Metrics are a handful of numbers; a bigger file is a mistake (a data file passed as metrics).
 MAX_METRICS_BYTES = 10 * 1024 * 1024
 #: ... and a handful of values: past this many, it is a data file (and would bloat the record).
@@ -74,7 +79,7 @@ def _yaml_events_ok(path: Path, text: str) -> None:
     A "billion laughs" file is a few hundred bytes of anchors whose aliases expand to gigabytes
     once constructed; metrics never need them.
     """
-    import yaml
+    import yaml  # lazy: PyYAML costs ~12 ms to import, needed only for YAML metrics
 
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     depth = 0
@@ -104,7 +109,7 @@ def _yaml_events_ok(path: Path, text: str) -> None:
 
 
 def _yaml(path: Path, text: str) -> Any:
-    import yaml
+    import yaml  # lazy: PyYAML costs ~12 ms to import, needed only for YAML metrics
 
     _yaml_events_ok(path, text)
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -121,10 +126,6 @@ def _yaml(path: Path, text: str) -> Any:
 
 
 def _toml(path: Path, text: str) -> Any:
-    try:
-        import tomllib  # type: ignore[import-not-found]
-    except ModuleNotFoundError:  # Python < 3.11
-        import tomli as tomllib  # type: ignore[no-redef]
     try:
         data = tomllib.loads(text)
     except RecursionError:

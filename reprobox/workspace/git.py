@@ -20,13 +20,14 @@ import shutil
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 from .. import proc
 from ..errors import CommandError, GitError, ValidationError
 from ..model import GitInfo, sha256_hex
 from ..redact import redact_text, strip_url_credentials
 
-log = logging.getLogger("reprobox.capture.git")
+log = logging.getLogger("reprobox.workspace.git")
 
 #: Past this size the patch is still recorded, with a warning: it is meant for code, not data.
 LARGE_PATCH_BYTES = 5 * 1024 * 1024
@@ -131,8 +132,6 @@ def local_remote_url(raw: str, top: Path) -> str | None:
     remote that is not a local path (a URL or ``host:path``); raises ValueError for a local
     path that no URL can name (a control character in it).
     """
-    from urllib.parse import quote
-
     if _URL_FORM.match(raw) or _SCP_FORM.match(raw):
         return None
     if any(ord(c) < 32 or ord(c) == 127 for c in raw):
