@@ -32,9 +32,14 @@ from .api import (
     Pushed,
     Shown,
 )
+from .fanout.summary import DIFFERS, FAILED, REPRODUCED
+from .outcome import CLOSE, IGNORED, SAME
 from .termsafe import escape_json, field
 
 if TYPE_CHECKING:
+    from .fanout import Summary
+    from .run import RunRecord
+    from .verify import VerifyReport
     from .build import BuildResult
     from .build.condaimage import CondaImage
     from .diff import EnvDiff
@@ -287,10 +292,77 @@ def _base_data(image: BaseImage) -> dict[str, Any]:
 # --------------------------------------------------------------------------- run / verify / push
 
 
-def _report_text(result: Any, _color: bool) -> list[Piece]:
-    """A run record, a verification or a fan-out summary: each keeps its human form (a run's
-    also goes to the report file, a summary to the fan-out folder)."""
-    return [Piece(result.render_text())]
+
+
+def run_text(record: RunRecord) -> str:
+    """The human report: verdict first, then every difference, then how it was made."""
+    lines: list[str] = []
+    head = record.verdict.upper()
+    lines.append(f"{head}: experiment {record.experiment_id} ({record.experiment_name})")
+    if record.differences:
+        lines.append(f"{len(record.differences)} difference(s):")
+        lines += [f"  - {d}" for d in record.differences]
+    if record.substitutions:
+        lines.append(f"{len(record.substitutions)} substitution(s)"
+                     + (" (--strict: the run fails)" if record.strict else "") + ":")
+        lines += [f"  ~ {d}" for d in record.substitutions]
+    ok_metrics = [m for m in record.metrics if m.ok and m.status != "new"]
+    if ok_metrics:
+        lines.append(f"metrics ({record.tolerance.describe()}): "
+                     f"{len(ok_metrics)} of {sum(1 for m in record.metrics if m.status != 'new')}"
+                     " as recorded")
+        for m in ok_metrics:
+            lines.append(f"  = {m.describe()}")
+    new = [m for m in record.metrics if m.status == "new"]
+    for m in new:
+        lines.append(f"  + {m.describe()}")
+    every = (*record.outputs, *record.dvc_outputs)
+    same = [o for o in every if o.status == SAME]
+    if same:
+        lines.append(f"outputs: {len(same)} identical")
+    for o in every:
+        if o.status in (CLOSE, IGNORED):
+            lines.append(f"  ~ {o.describe()}")
+    for note in ((record.gpu_note,) if record.gpu_note else ()) + record.notes:
+        lines.append(f"note: {note}")
+    lines.append(f"environment: {record.backend} ({record.backend_reason}): {record.environment}")
+    timing = ", ".join(f"{p.name} {p.seconds:.1f}s" for p in record.phases)
+    lines.append(f"time: {record.seconds:.1f}s ({timing})")
+    if record.checkout:
+        lines.append(f"checkout kept at {record.checkout}")
+    if record.report_path:
+        lines.append(f"report: {record.report_path}")
+    return "\n".join(lines)
+
+
+def verify_text(report: VerifyReport) -> str:
+    head = report.verdict.upper()
+    lines = [f"{head}: the rebuilt environment of {report.experiment_id} ({report.experiment_name})"
+             + (" matches the capture" if report.identical else " differs from the capture")]
+    if report.differences:
+        lines.append(f"{len(report.differences)} difference(s):")
+        lines += [f"  - {d.message}" for d in report.differences]
+    if report.substitutions:
+        lines.append(f"{len(report.substitutions)} substitution(s)"
+                     + (" (--strict: the verification fails)" if report.strict else "") + ":")
+        lines += [f"  ~ {d}" for d in report.substitutions]
+    lines.append(f"checked: interpreter {report.interpreter}, {report.packages_checked} packages "
+                 f"(names, versions, sources, installed files against their RECORD), "
+             f"{report.system_packages_checked} system packages")
+    lines += [f"note: {n}" for n in report.notes]
+    lines.append(f"environment: {report.backend} ({report.backend_reason}): {report.environment}")
+    return "\n".join(lines)
+
+
+def summary_text(summary: Summary) -> str:
+    lines = [o.line() for o in summary.outcomes]
+    c = summary.counts()
+    lines.append(f"{len(summary.outcomes)} experiment(s) on {summary.on}: {c[REPRODUCED]} "
+                 f"reproduced, {c[DIFFERS]} differ, {c[FAILED]} failed "
+                 f"({summary.seconds:.1f}s)")
+    if summary.path:
+        lines.append(f"summary: {summary.path}")
+    return "\n".join(lines)
 
 
 def _report_data(result: Any) -> Any:
@@ -371,7 +443,6 @@ def _renderers() -> dict[type, _Renderer]:
     from .run import RunRecord  # lazy: see above
     from .verify import VerifyReport  # lazy: see above
 
-    report = _Renderer(_report_text, _report_data)
     _TABLE.update({
         Captured: _Renderer(_capture_text, _capture_data),
         Listing: _Renderer(_ls_text, _ls_data, lambda listing: list(listing.skipped)),
@@ -381,9 +452,9 @@ def _renderers() -> dict[type, _Renderer]:
         BuildResult: _Renderer(_build_text, _build_data),
         CondaImage: _Renderer(_build_text, _conda_image_data),
         BaseImage: _Renderer(lambda image, _c: [Piece(image.tag)], _base_data),
-        RunRecord: report,
-        VerifyReport: report,
-        Summary: report,
+        RunRecord: _Renderer(lambda r, _c: [Piece(run_text(r))], _report_data),
+        VerifyReport: _Renderer(lambda r, _c: [Piece(verify_text(r))], _report_data),
+        Summary: _Renderer(lambda s, _c: [Piece(summary_text(s))], _report_data),
         FanOutPlan: _Renderer(_plan_text, _plan_data),
         Pushed: _Renderer(_push_text, _push_data),
         EnvDiff: _Renderer(_diff_text, lambda d: d.to_dict(), markdown=_diff_markdown),
@@ -394,4 +465,4 @@ def _renderers() -> dict[type, _Renderer]:
 
 
 __all__ = ["ERR", "FORMATS", "OUT", "PROGRESS", "WARNING", "Piece", "data", "json_text",
-           "render"]
+           "render", "run_text", "summary_text", "verify_text"]

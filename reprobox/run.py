@@ -43,9 +43,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional, Union
 
 from .outcome import (
-    CLOSE,
     DIFFERS,
-    IGNORED,
     MISSING,
     SAME,
     TABULAR_SUFFIXES,
@@ -258,47 +256,6 @@ class RunRecord:
             "checkout": self.checkout,
             "report_path": self.report_path,
         }
-
-    def render_text(self) -> str:
-        """The human report: verdict first, then every difference, then how it was made."""
-        lines: list[str] = []
-        head = self.verdict.upper()
-        lines.append(f"{head}: experiment {self.experiment_id} ({self.experiment_name})")
-        if self.differences:
-            lines.append(f"{len(self.differences)} difference(s):")
-            lines += [f"  - {d}" for d in self.differences]
-        if self.substitutions:
-            lines.append(f"{len(self.substitutions)} substitution(s)"
-                         + (" (--strict: the run fails)" if self.strict else "") + ":")
-            lines += [f"  ~ {d}" for d in self.substitutions]
-        ok_metrics = [m for m in self.metrics if m.ok and m.status != "new"]
-        if ok_metrics:
-            lines.append(f"metrics ({self.tolerance.describe()}): "
-                         f"{len(ok_metrics)} of {sum(1 for m in self.metrics if m.status != 'new')}"
-                         " as recorded")
-            for m in ok_metrics:
-                lines.append(f"  = {m.describe()}")
-        new = [m for m in self.metrics if m.status == "new"]
-        for m in new:
-            lines.append(f"  + {m.describe()}")
-        every = (*self.outputs, *self.dvc_outputs)
-        same = [o for o in every if o.status == SAME]
-        if same:
-            lines.append(f"outputs: {len(same)} identical")
-        for o in every:
-            if o.status in (CLOSE, IGNORED):
-                lines.append(f"  ~ {o.describe()}")
-        for note in ((self.gpu_note,) if self.gpu_note else ()) + self.notes:
-            lines.append(f"note: {note}")
-        lines.append(f"environment: {self.backend} ({self.backend_reason}): {self.environment}")
-        timing = ", ".join(f"{p.name} {p.seconds:.1f}s" for p in self.phases)
-        lines.append(f"time: {self.seconds:.1f}s ({timing})")
-        if self.checkout:
-            lines.append(f"checkout kept at {self.checkout}")
-        if self.report_path:
-            lines.append(f"report: {self.report_path}")
-        return "\n".join(lines)
-
 
 # --------------------------------------------------------------------------- applying it
 

@@ -342,25 +342,6 @@ class VerifyReport:
             "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
         }
 
-    def render_text(self) -> str:
-        head = self.verdict.upper()
-        lines = [f"{head}: the rebuilt environment of {self.experiment_id} ({self.experiment_name})"
-                 + (" matches the capture" if self.identical else " differs from the capture")]
-        if self.differences:
-            lines.append(f"{len(self.differences)} difference(s):")
-            lines += [f"  - {d.message}" for d in self.differences]
-        if self.substitutions:
-            lines.append(f"{len(self.substitutions)} substitution(s)"
-                         + (" (--strict: the verification fails)" if self.strict else "") + ":")
-            lines += [f"  ~ {d}" for d in self.substitutions]
-        lines.append(f"checked: interpreter {self.interpreter}, {self.packages_checked} packages "
-                     f"(names, versions, sources, installed files against their RECORD), "
-                 f"{self.system_packages_checked} system packages")
-        lines += [f"note: {n}" for n in self.notes]
-        lines.append(f"environment: {self.backend} ({self.backend_reason}): {self.environment}")
-        return "\n".join(lines)
-
-
 # --------------------------------------------------------------------------- the driver
 
 _DPKG_FORMAT = "${Package}\\t${Version}\\t${db:Status-Abbrev}\\n"

@@ -124,16 +124,6 @@ class Summary:
                 "details": self.details, "path": self.path,
                 "experiments": [o.to_dict() for o in self.outcomes]}
 
-    def render_text(self) -> str:
-        lines = [o.line() for o in self.outcomes]
-        c = self.counts()
-        lines.append(f"{len(self.outcomes)} experiment(s) on {self.on}: {c[REPRODUCED]} "
-                     f"reproduced, {c[DIFFERS]} differ, {c[FAILED]} failed "
-                     f"({self.seconds:.1f}s)")
-        if self.path:
-            lines.append(f"summary: {self.path}")
-        return "\n".join(lines)
-
     def save(self, folder: Path) -> Path:
         """Write the JSON summary under ``folder`` (``.reprobox/local/fanout``)."""
         from ..store import write_atomic

@@ -19,6 +19,7 @@ from reprobox.fanout import slurm
 from reprobox.fanout.published import published_image, require_published
 from reprobox.fanout.summary import FAILED, Outcome, Summary
 from reprobox.model import GPU, Environment, Experiment, GitInfo, Hardware, Interpreter
+from reprobox.render import summary_text
 
 from ..asserts import refuses
 
@@ -67,7 +68,7 @@ def test_outcome_names_the_differing_metrics_and_the_summary_is_not_ok():
     assert bad.reason == "no index serves six==99.0"
     s = Summary(on="local", outcomes=[ok, out, bad])
     assert not s.ok and s.counts() == {"reproduced": 1, "differs": 1, "failed": 1}
-    text = s.render_text()
+    text = summary_text(s)
     assert "DIFFERS" in text and "metrics.json:loss" in text and "no index serves" in text
     assert Summary(on="local", outcomes=[ok]).ok and not Summary(on="local").ok
 

@@ -23,6 +23,7 @@ from reprobox.workspace import git as g
 from reprobox.outcome import Tolerance
 from reprobox.errors import GitError
 from reprobox.run import RunRecord
+from reprobox.render import run_text
 
 from ..asserts import refuses
 
@@ -129,13 +130,13 @@ def test_substitutions_make_the_verdict_say_so_and_strict_fail():
     plain = _record(substitutions=(sub,))
     assert plain.reproduced and plain.ok
     assert plain.verdict == "reproduced with substitutions"
-    text = plain.render_text().splitlines()
+    text = run_text(plain).splitlines()
     assert text[0] == "REPRODUCED WITH SUBSTITUTIONS: experiment 0123456789ab (train)"
     assert f"  ~ {sub}" in text
     assert plain.to_dict()["substitutions"] == [sub]
     strict = _record(substitutions=(sub,), strict=True)
     assert strict.reproduced and not strict.ok
-    assert "(--strict: the run fails)" in strict.render_text()
+    assert "(--strict: the run fails)" in run_text(strict)
     assert _record(strict=True).ok and _record().verdict == "reproduced"
 
 

@@ -39,6 +39,7 @@ from reprobox.model import (
 )
 from reprobox.run import RunRecord, _check_network, plan_run, report_file, run_experiment
 from reprobox.store import Store
+from reprobox.render import run_text
 
 from ..asserts import refuses
 
@@ -140,7 +141,7 @@ def test_record_verdicts_and_json():
     data = json.loads(json.dumps(bad.to_dict(), allow_nan=False))
     assert data["schema"] == "reprobox.run/2"
     assert data["verdict"] == "differs" and data["reproduced"] is False
-    assert bad.render_text().splitlines()[:3] == [
+    assert run_text(bad).splitlines()[:3] == [
         "DIFFERS: experiment 0123456789ab (train)",
         "1 difference(s):",
         "  - metric acc in metrics.json: recorded 0.9, rerun gave 0.8",

@@ -17,6 +17,7 @@ from reprobox.verify import (
     compare_environments,
     parse_dpkg_list,
 )
+from reprobox.render import verify_text
 
 from ..conftest import require_tool
 
@@ -157,7 +158,7 @@ def test_report_json_and_text():
     assert data["schema"] == "reprobox.verify/1"
     assert data["verdict"] == "differs"
     assert data["differences"][0]["subject"] == "tool"
-    text = report.render_text()
+    text = verify_text(report)
     assert text.startswith("DIFFERS")
     assert "package tool 2.0 is missing" in text
 
