@@ -65,16 +65,6 @@ def _require_rattler() -> None:
         ) from None
 
 
-def require_conda(environment: "Environment", exp_id: str) -> "CondaEnvironment":
-    if environment.conda is None:
-        raise UsageError(
-            f"experiment {exp_id} was not captured in a conda environment, so --backend conda "
-            "has nothing to recreate",
-            "use `--backend venv` or `--backend docker` for it",
-        )
-    return environment.conda
-
-
 class CondaBackend(VenvBackend):
     name = "conda"
 
@@ -90,7 +80,7 @@ class CondaBackend(VenvBackend):
         network: Optional[str] = None,
         progress: Optional[Progress] = None,
     ) -> Prepared:
-        from ..lock.condafetch import check_package, require_url
+        from ..lock.condafetch import check_package, require_conda, require_url
 
         say = progress or (lambda _m: None)
         env = stored.environment

@@ -108,9 +108,8 @@ def rattler_wheel(say: Progress) -> Path:
 def assemble(store: Store, stored: StoredExperiment, ctx: Path, say: Progress) -> tuple[
         str, int, int]:
     """Fill the build context; returns (rattler wheel name, conda packages, pip packages)."""
-    from ..backends.conda import require_conda
     from ..lock.condaconfig import read_conda_config
-    from ..lock.condafetch import check_package, fetch, require_url
+    from ..lock.condafetch import check_package, fetch, require_conda, require_url
 
     env = stored.environment
     conda_env = require_conda(env, stored.id)

@@ -34,7 +34,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from ..errors import UsageError
 from ..model import CondaEnvironment, CondaPackage, Package
-from ..secrets import strip_url_credentials
+from ..redact import strip_url_credentials
 from .python import canonical_name
 
 CONDA_META = "conda-meta"

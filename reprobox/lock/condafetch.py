@@ -26,8 +26,8 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 from ..capture.conda import KNOWN_SUBDIRS, strip_token
 from ..diff import channel_display
-from ..errors import LockError, ReproboxError, ValidationError
-from ..model import CondaPackage
+from ..errors import LockError, ReproboxError, UsageError, ValidationError
+from ..model import CondaEnvironment, CondaPackage, Environment
 from .condaconfig import CondaConfig
 
 _NAME = re.compile(r"^[a-z0-9_][a-z0-9_.+-]{0,199}$")
@@ -237,3 +237,14 @@ def channel_with_token_hint(channel: str) -> str:
     if parts.scheme not in ("http", "https"):
         return channel
     return urlunsplit((parts.scheme, parts.netloc, "/t/<TOKEN>" + parts.path, "", ""))
+
+
+def require_conda(environment: Environment, exp_id: str) -> CondaEnvironment:
+    """The conda part of a capture, or a usage error for a capture that has none."""
+    if environment.conda is None:
+        raise UsageError(
+            f"experiment {exp_id} was not captured in a conda environment, so --backend conda "
+            "has nothing to recreate",
+            "use `--backend venv` or `--backend docker` for it",
+        )
+    return environment.conda

@@ -27,7 +27,7 @@ from typing import Iterable, Optional, Sequence
 from ..errors import LockError, UsageError
 from ..model import CondaPackage, Environment, canonical_json, sha256_hex
 from ..progress import Progress
-from ..secrets import strip_url_credentials
+from ..redact import strip_url_credentials
 from .condaconfig import CondaConfig, read_conda_config
 from .condafetch import CondaUnlockable, _hashes, check_package, fetch
 from .result import LockedPackage

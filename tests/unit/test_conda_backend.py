@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from reprobox.backends import choose_backend
-from reprobox.backends.conda import CondaBackend, require_conda
+from reprobox.backends.conda import CondaBackend
+from reprobox.lock.condafetch import require_conda
 from reprobox.capture import conda
 from reprobox.errors import UsageError
 from reprobox.model import CondaEnvironment, Environment, Interpreter
