@@ -26,7 +26,7 @@ fi
 #   it, `reprobox base` stages it) and the scenarios' default (tests/scenarios/*/recipe.toml);
 # - 3.10.13: the python-3-10 scenario;
 # - 3.8, 3.9, 3.12, 3.13: the probe runs on each (tests/integration/test_probe_real.py);
-# - 2.7.18: a too-old interpreter is refused by name (tests/unit/test_capture_python.py).
+# - 2.7.18: a too-old interpreter is refused by name (tests/unit/capture/test_python.py).
 # A version already built is left alone, so a second run only checks.
 PYENV_ROOT="${PYENV_ROOT:-$HOME/.pyenv}"
 pythons=(3.11.7 3.10.13 3.8.18 3.9.18 3.12.1 3.13.0 2.7.18)

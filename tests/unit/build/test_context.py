@@ -1,0 +1,258 @@
+"""Build context assembly and index forwarding, with real git, real files and a real shell."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import replace
+from pathlib import Path
+
+
+from reprobox.build.context import (
+    ContextInputs,
+    SecretFiles,
+    assemble_context,
+    context_dir,
+    export_code,
+    forward_index_config,
+    lock_parts,
+    secrets_env_text,
+)
+from reprobox.lock.uv import find_uv
+from reprobox.build.render import RenderOptions, plan_image
+from reprobox.errors import LockError, UsageError
+from reprobox.lock import read_index_config
+from reprobox.model import Package, PackageSource
+from reprobox.store import Store
+
+from ...asserts import refuses
+from ...conftest import git
+from ...factories import FIXTURES, small, with_env
+
+LOCK = (FIXTURES / "requirements.lock").read_text()
+
+
+def _pins():  # type: ignore[no-untyped-def]
+    from reprobox.lock.checks import check_requirements_lock
+
+    return check_requirements_lock(LOCK, small()[1])
+
+
+def _config(tmp_path: Path, **env: str):  # type: ignore[no-untyped-def]
+    environ = {"PIP_CONFIG_FILE": os.devnull, "HOME": str(tmp_path), **env}
+    return read_index_config(environ=environ, venv=tmp_path)
+
+
+# --------------------------------------------------------------------------- the lock
+
+
+def test_lock_parts_put_each_checked_pin_with_its_hashes_in_its_layer() -> None:
+    exp, env = small()
+    plan = plan_image(exp, env, base_image="python:3.11.7-slim-bookworm")
+    parts, warnings = lock_parts(_pins(), plan.lock_groups)
+    assert list(parts) == ["all.txt"] and warnings == []
+    text = parts["all.txt"]
+    assert "attrs==23.2.0 --hash=sha256:935dc3b5" in text
+    assert text.count("--hash=sha256:") == LOCK.count("--hash=sha256:")
+    assert "mypkg" not in text  # the editable package is not an index requirement
+    assert "--index-url" not in text and "--find-links" not in text
+
+
+def test_lock_parts_split_by_layer_and_name_what_is_missing() -> None:
+    from reprobox.build.render import LockGroup
+    from reprobox.lock.checks import Pin
+
+    pins = (Pin("numpy", "1.26.4", ("a" * 64,), 1), Pin("tqdm", "4.66.1", ("b" * 64, "c" * 64), 3))
+    groups = (LockGroup("compiled.txt", "", ("numpy",)), LockGroup("pure.txt", "", ("tqdm",
+                                                                                   "gone")))
+    parts, warnings = lock_parts(pins, groups)
+    assert "numpy==1.26.4" in parts["compiled.txt"] and "tqdm" not in parts["compiled.txt"]
+    assert parts["pure.txt"].count("--hash=") == 2
+    assert any("gone is not in requirements.lock" in w for w in warnings)
+
+
+# --------------------------------------------------------------------------- forwarding
+
+
+def test_no_index_configuration_reaches_the_build(tmp_path: Path) -> None:
+    """Only proxies and the CA bundle are forwarded (apt, the CPython download): never an index
+    URL or its credentials, which no build step needs any more."""
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    cfg = _config(
+        tmp_path,
+        PIP_INDEX_URL="https://user:s3cret@private.example/simple",
+        PIP_EXTRA_INDEX_URL="file:///opt/pypi/simple https://pypi.org/simple",
+        PIP_FIND_LINKS="/opt/wheels",
+        PIP_CERT=str(ca),
+        PIP_TRUSTED_HOST="private.example",
+        HTTPS_PROXY="http://proxy.example:3128",
+    )
+    fwd = forward_index_config(cfg)
+    text = secrets_env_text(fwd.env)
+    assert "s3cret" not in text and "private.example" not in text and "INDEX" not in text
+    assert not any(k.startswith(("PIP_", "UV_")) for k in fwd.env)
+    assert fwd.env["SSL_CERT_FILE"] == "/run/secrets/reprobox-ca"
+    assert fwd.ca_bundle == ca
+    assert fwd.env["https_proxy"] == fwd.env["HTTPS_PROXY"] == "http://proxy.example:3128"
+    assert not fwd.has_secret_values and fwd.build_args == {}
+
+
+def test_a_proxy_on_localhost_warns_about_the_network_mode(tmp_path: Path) -> None:
+    fwd = forward_index_config(_config(tmp_path, HTTP_PROXY="http://127.0.0.1:3128",
+                                       PIP_CERT=""))
+    assert any("--network host" in w for w in fwd.warnings)
+
+
+def test_a_missing_ca_bundle_is_a_clear_error(tmp_path: Path) -> None:
+    with refuses(UsageError, names=[str(tmp_path / "nope.pem"), "does not exist"]):
+        forward_index_config(_config(tmp_path, PIP_CERT=str(tmp_path / "nope.pem")))
+
+
+def test_the_secret_env_file_round_trips_through_a_real_shell(tmp_path: Path) -> None:
+    tricky = "https://u:p'a$s\"w`o rd@x.example/simple"
+    path = tmp_path / "env"
+    path.write_text(secrets_env_text({"PIP_INDEX_URL": tricky, "NO_PROXY": "a,b", "1BAD": "x"}))
+    out = subprocess.run(["sh", "-c", '. "$1"; printf %s "$PIP_INDEX_URL"', "sh", str(path)],
+                         capture_output=True, text=True, check=True).stdout
+    assert out == tricky
+    assert "1BAD" not in path.read_text()
+
+
+def test_secret_files_are_private_and_removed(tmp_path: Path) -> None:
+    fwd = forward_index_config(_config(tmp_path, HTTPS_PROXY="http://t:tok@proxy.example:3128",
+                                       PIP_CERT=""))
+    assert fwd.has_secret_values
+    with SecretFiles(fwd) as files:
+        env_file = files["reprobox-env"]
+        assert oct(env_file.stat().st_mode & 0o777) == "0o600"
+        assert "t:tok@" in env_file.read_text()
+        assert "reprobox-ca" not in files
+    assert not env_file.exists() and not env_file.parent.exists()
+
+
+# --------------------------------------------------------------------------- code and context
+
+
+def _stored(repo: Path, *, patch: str | None = None):  # type: ignore[no-untyped-def]
+    exp, env = small()
+    env = replace(env, packages=env.packages + (
+        Package("helpers", "0.2.0", PackageSource("directory", path="libs/helpers",
+                                                  editable=False, in_repo=True)),))
+    commit = git(repo, "rev-parse", "HEAD").strip()
+    exp = replace(exp, git=replace(exp.git, commit=commit, patch="patch.diff" if patch else None,
+                                   dirty=bool(patch)))
+    exp = with_env(exp, env)
+    files = {"requirements.lock": LOCK, "pylock.toml": (FIXTURES / "pylock.toml").read_text()}
+    if patch:
+        files["patch.diff"] = patch
+    return Store(repo).save(exp, env, files)
+
+
+def _project(git_repo: Path) -> Path:
+    (git_repo / "pyproject.toml").write_text('[project]\nname = "mypkg"\nversion = "0.1.0"\n')
+    (git_repo / "libs" / "helpers").mkdir(parents=True)
+    (git_repo / "libs" / "helpers" / "setup.py").write_text("VERSION = 1\n")
+    (git_repo / "data").mkdir()
+    (git_repo / "data" / "big.csv").write_text("1,2,3\n")
+    git(git_repo, "add", "-A")
+    git(git_repo, "commit", "-qm", "project")
+    return git_repo
+
+
+def test_export_code_takes_the_commit_not_the_working_tree(git_repo: Path, tmp_path: Path) -> None:
+    repo = _project(git_repo)
+    (repo / "libs" / "helpers" / "setup.py").write_text("VERSION = 2  # uncommitted\n")
+    (repo / "libs" / "helpers" / "untracked.py").write_text("x = 1\n")
+    stored = _stored(repo)
+    dest = tmp_path / "out"
+    export_code(repo, stored, ["libs/helpers"], dest)
+    assert (dest / "libs" / "helpers" / "setup.py").read_text() == "VERSION = 1\n"
+    assert not (dest / "libs" / "helpers" / "untracked.py").exists()
+    assert not (dest / "data").exists() and not (dest / "README.md").exists()
+
+
+def test_export_code_applies_the_recorded_patch(git_repo: Path, tmp_path: Path) -> None:
+    repo = _project(git_repo)
+    (repo / "README.md").write_text("patched\n")
+    (repo / "libs" / "helpers" / "setup.py").write_text("VERSION = 3\n")
+    patch = git(repo, "diff", "HEAD", "--binary")
+    git(repo, "checkout", "--", ".")
+    stored = _stored(repo, patch=patch)
+    dest = tmp_path / "out"
+    export_code(repo, stored, ["."], dest)
+    assert (dest / "libs" / "helpers" / "setup.py").read_text() == "VERSION = 3\n"
+    assert (dest / "README.md").read_text() == "patched\n"
+    assert not (dest / ".git").exists()
+
+
+def test_a_same_size_change_in_the_same_second_changes_the_mtime(git_repo: Path,
+                                                                   tmp_path: Path) -> None:
+    """BuildKit resends a context file only when its size or mtime changed."""
+    repo = _project(git_repo)
+    same_second = {**os.environ, "GIT_COMMITTER_DATE": "@1700000000 +0000",
+                   "GIT_AUTHOR_DATE": "@1700000000 +0000"}
+
+    def commit(message: str) -> None:
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.com", "commit",
+                        "-qam", message, "--allow-empty"], cwd=repo, env=same_second, check=True)
+
+    commit("first")
+    first = _stored(repo)
+    (repo / "libs" / "helpers" / "setup.py").write_text("VERSION = 2\n")  # same size
+    commit("same size, same second")
+    second = _stored(repo)
+    a, b = tmp_path / "a", tmp_path / "b"
+    export_code(repo, first, ["libs/helpers"], a)
+    export_code(repo, second, ["libs/helpers"], b)
+    fa, fb = a / "libs/helpers/setup.py", b / "libs/helpers/setup.py"
+    assert fa.stat().st_size == fb.stat().st_size
+    assert fa.stat().st_mtime_ns != fb.stat().st_mtime_ns
+    export_code(repo, second, ["libs/helpers"], a)  # same content again: same stamp
+    assert fa.stat().st_mtime_ns == fb.stat().st_mtime_ns
+
+
+def test_assemble_context_layout(git_repo: Path, tmp_path: Path) -> None:
+    repo = _project(git_repo)
+    stored = _stored(repo)
+    uv = find_uv()
+    assert uv is not None, "uv is a test dependency"
+    plan = plan_image(stored.experiment, stored.environment,
+                      base_image="python:3.11.7-slim-bookworm", options=RenderOptions())
+    dest = tmp_path / "ctx"
+    ctx = assemble_context(repo, stored, ContextInputs(plan, "FROM scratch\n", uv, _pins()),
+                           dest)
+    names = sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file())
+    assert "Dockerfile" in names and "lock/all.txt" in names and "tools/uv" in names
+    assert "tools/prune.py" in names and "tools/packages.txt" in names
+    assert "src/libs/helpers/setup.py" in names and "src/pyproject.toml" in names
+    assert (dest / "tools" / "packages.txt").read_text().split() == sorted(plan.expected)
+    assert os.path.samefile(dest / "tools" / "uv", uv) or (dest / "tools" / "uv").stat().st_size \
+        == uv.stat().st_size
+    # A second assembly keeps unchanged files as they are (same mtime: BuildKit skips them).
+    before = (dest / "lock" / "all.txt").stat().st_mtime_ns
+    assemble_context(repo, stored, ContextInputs(plan, "FROM scratch\n", uv, _pins()), dest)
+    assert (dest / "lock" / "all.txt").stat().st_mtime_ns == before
+    assert ctx.dockerfile == dest / "Dockerfile"
+
+
+def test_assemble_context_without_a_lock_names_the_fix(git_repo: Path, tmp_path: Path) -> None:
+    repo = _project(git_repo)
+    stored = _stored(repo)
+    plan = plan_image(stored.experiment, stored.environment,
+                      base_image="python:3.11.7-slim-bookworm",
+                      options=RenderOptions(installer="pip"))
+    with refuses(LockError, names=["requirements.lock", f"reprobox lock {stored.id}"]):
+        assemble_context(repo, stored, ContextInputs(plan, "FROM scratch\n", None, None),
+                         tmp_path / "ctx")
+
+
+def test_context_dir_is_stable_per_repository(tmp_path: Path) -> None:
+    assert context_dir(tmp_path / "a") == context_dir(tmp_path / "a")
+    assert context_dir(tmp_path / "a") != context_dir(tmp_path / "b")
+
+
+def test_find_uv_returns_the_binary_not_a_shim() -> None:
+    uv = find_uv()
+    assert uv is not None
+    assert uv.read_bytes()[:4] == b"\x7fELF"
