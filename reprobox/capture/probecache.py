@@ -227,6 +227,11 @@ class ResultCache:
         if digest != data.get("fingerprint"):
             return None
         raw: dict[str, Any] = data["raw"]
+        native = raw.get("native")
+        if isinstance(native, dict) and isinstance(native.get("cache_misses"), int):
+            # the probe's own ELF cache statistics: this time nothing at all was parsed again
+            native["cache_hits"] = int(native.get("cache_hits") or 0) + native["cache_misses"]
+            native["cache_misses"] = 0
         return raw
 
     def probe_starts(self) -> None:
