@@ -24,15 +24,17 @@ the probe):
   native library the answer resolved (so a library installed, removed or upgraded by the OS
   package manager or by hand is seen).
 
-A fingerprint is only stored when none of those changed after the probe started (the ctime test
-git uses for its index): a file written while the probe ran leaves the cache empty.
+An answer is only used when none of those changed after its probe started (the ctime test git
+uses for its index): a file written while the probe ran, or since, makes the next capture probe.
 Full hashing of installed files (``REPROBOX_HASH_INSTALLED``) and interpreters that are scripts
 (wrappers that may pick another Python) are never cached.
 """
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
 import os
 import time
@@ -70,21 +72,22 @@ def usable(python: Path, environ: Mapping[str, str]) -> bool:
 
 def _record_paths(record: str, site: str) -> Iterator[str]:
     """The files a RECORD lists, as paths under ``site`` (bytecode left out, as the probe does)."""
-    import csv
-    import io
-
     try:
         with open(record, "rb") as f:
             data = f.read().decode("utf-8", "surrogateescape")
     except OSError:
         return
+    prefix = site.rstrip("/") + "/"
     for fields in csv.reader(io.StringIO(data)):
         if not fields or not fields[0]:
             continue
         rel = fields[0]
         if rel.endswith((".pyc", ".pyo")) or "__pycache__" in rel:
             continue
-        yield os.path.normpath(os.path.join(site, rel))
+        if rel[0] in "/." or "//" in rel or "/." in rel or "\\" in rel:
+            yield os.path.normpath(os.path.join(site, rel))  # the rare path that needs it
+        else:
+            yield prefix + rel
 
 
 def watched_paths(raw: Mapping[str, Any], python: Path, environ: Mapping[str, str]) -> list[str]:
@@ -134,7 +137,7 @@ def watched_paths(raw: Mapping[str, Any], python: Path, environ: Mapping[str, st
         if isinstance(site, str) and d.get("has_record"):
             listed = list(_record_paths(os.path.join(meta, "RECORD"), site))
             paths.extend(listed)
-            paths.extend(sorted({os.path.dirname(p) for p in listed}))
+            paths.extend(sorted({p.rpartition("/")[0] for p in listed}))
     native = (raw.get("native") or {}).get("libraries") or {}
     for lib in native.values():
         if isinstance(lib, dict):
@@ -200,7 +203,15 @@ def _fingerprint(groups: Mapping[str, list[str]]) -> tuple[str, int]:
 
 class ResultCache:
     """The last probe answer for one interpreter, in ``path``: :meth:`load` returns it when
-    nothing it depends on changed, :meth:`store` keeps a fresh one."""
+    nothing it depends on changed, :meth:`store` keeps a fresh one.
+
+    A fresh answer is kept with the time its probe started, and nothing else: the capture that
+    made it pays no extra stat of every file. The first :meth:`load` after it stats every
+    watched path (which it has to do anyway) and accepts the answer only when none of them
+    changed after the probe started (ctime, which every write, rename, link or removal in a
+    folder sets and no user can set back); it then keeps that stat as the fingerprint, and every
+    later load compares against it, whatever the clock does.
+    """
 
     def __init__(self, path: Path, python: Path, environ: Mapping[str, str],
                  probe_file: Path) -> None:
@@ -217,16 +228,26 @@ class ResultCache:
             return None
         if (not isinstance(data, dict) or data.get("version") != CACHE_VERSION
                 or data.get("environment") != self.env_digest
-                or not isinstance(data.get("paths"), dict)
                 or not isinstance(data.get("raw"), dict)):
             return None
-        try:
-            digest, _newest = _fingerprint(data["paths"])
-        except (TypeError, AttributeError, ValueError):  # a damaged file: probe again
-            return None
-        if digest != data.get("fingerprint"):
-            return None
         raw: dict[str, Any] = data["raw"]
+        try:
+            if isinstance(data.get("paths"), dict):  # a fingerprint was taken: compare
+                digest, _newest = _fingerprint(data["paths"])
+                if digest != data.get("fingerprint"):
+                    return None
+            else:  # the first load: nothing may have changed since the probe started
+                started = data.get("probe_started_ns")
+                if not isinstance(started, int) or started <= 0:
+                    return None
+                paths = _group(watched_paths(raw, self.python, self.environ))
+                digest, newest = _fingerprint(paths)
+                if newest >= started - _RACY_NS:
+                    return None
+                self._write({"version": CACHE_VERSION, "environment": self.env_digest,
+                             "fingerprint": digest, "paths": paths, "raw": raw})
+        except (TypeError, AttributeError, ValueError, KeyError):  # a damaged file: probe again
+            return None
         native = raw.get("native")
         if isinstance(native, dict) and isinstance(native.get("cache_misses"), int):
             # the probe's own ELF cache statistics: this time nothing at all was parsed again
@@ -235,23 +256,23 @@ class ResultCache:
         return raw
 
     def probe_starts(self) -> None:
-        """Called just before the probe runs: a later change makes its answer uncacheable."""
+        """Called just before the probe runs: a later change makes its answer unusable."""
         self.started_ns = time.time_ns()
 
     def store(self, raw: Mapping[str, Any]) -> None:
-        """Keep ``raw`` (the probe's answer, untouched) unless something it was read from changed
-        after the probe started. A cache that cannot be written only costs speed."""
-        paths = _group(watched_paths(raw, self.python, self.environ))
-        digest, newest = _fingerprint(paths)
-        if not self.started_ns or newest >= self.started_ns - _RACY_NS:
-            self.path.unlink(missing_ok=True)
+        """Keep ``raw``, the probe's answer as it is now, with the time its probe started."""
+        if not self.started_ns:
             return
-        data = {"version": CACHE_VERSION, "environment": self.env_digest, "fingerprint": digest,
-                "paths": paths, "raw": raw}
+        self._write({"version": CACHE_VERSION, "environment": self.env_digest,
+                     "probe_started_ns": self.started_ns, "raw": raw})
+
+    def _write(self, data: Mapping[str, Any]) -> None:
+        """Atomically; a cache that cannot be written only costs speed."""
         tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
         try:
+            text = json.dumps(data, ensure_ascii=False)
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+            tmp.write_text(text, encoding="utf-8")
             os.replace(tmp, self.path)
-        except OSError:
+        except (OSError, ValueError, TypeError):
             tmp.unlink(missing_ok=True)
