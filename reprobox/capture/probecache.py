@@ -238,7 +238,7 @@ class ResultCache:
                     return None
             else:  # the first load: nothing may have changed since the probe started
                 started = data.get("probe_started_ns")
-                if not isinstance(started, int) or started <= 0:
+                if not isinstance(started, int) or not 0 < started <= time.time_ns():
                     return None
                 paths = _group(watched_paths(raw, self.python, self.environ))
                 digest, newest = _fingerprint(paths)

@@ -257,3 +257,17 @@ def test_a_cached_capture_writes_the_same_record_byte_for_byte(env, probes, tmp_
         doc.pop("created"), doc.pop("id", None)
     assert strip[0] == strip[1]
     assert sorted(cached) == sorted(fresh)
+
+
+def test_an_entry_claiming_a_future_probe_start_is_refused(env, probes):
+    """A first load trusts an entry only for changes older than its probe's start: a start time
+    in the future (a clock set back, or a planted file) would vouch for anything."""
+    _settle(env)
+    _probe(env)
+    answer = next(env["cache"].glob("probe-*-answer.json"))
+    data = json.loads(answer.read_text())
+    assert "probe_started_ns" in data and "fingerprint" not in data
+    data["probe_started_ns"] = data["probe_started_ns"] + 3600 * 10**9
+    answer.write_text(json.dumps(data))
+    _probe(env)
+    assert len(probes) == 2, "an entry from the future was trusted"
