@@ -21,7 +21,9 @@ reported apart (it is the time of ``reprobox capture``, paid once, whatever the 
 
 Usage::
 
-    python benchmarks/bench_record.py [--seconds 10] [--reps 5] [--python PATH]
+    python benchmarks/bench_record.py [--seconds 10] [--reps 7] [--python PATH]
+
+or through ``run_all.py`` (``run(quick)``: rows of the shared table).
 """
 
 from __future__ import annotations
@@ -89,25 +91,22 @@ def timed(argv: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, float
     return wall, usage.ru_utime + usage.ru_stime
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--seconds", type=float, default=10.0)
-    ap.add_argument("--reps", type=int, default=5)
-    ap.add_argument("--python", default=sys.executable)
-    args = ap.parse_args()
-
+def measure_record(python: str, seconds: float, reps: int) -> dict[str, object]:
+    """Every measurement of the module doc, interleaved; lists of seconds plus their medians."""
     with tempfile.TemporaryDirectory(prefix="reprobox-bench-record-") as tmp:
         repo = Path(tmp) / "project"
         repo.mkdir()
         env = {**os.environ, "GIT_AUTHOR_NAME": "b", "GIT_AUTHOR_EMAIL": "b@example.org",
                "GIT_COMMITTER_NAME": "b", "GIT_COMMITTER_EMAIL": "b@example.org"}
         env.pop("VIRTUAL_ENV", None)
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
         (repo / "job.py").write_text(JOB)
         (repo / ".gitignore").write_text("out.json\n")
         for argv in (["git", "init", "-q"], ["git", "add", "-A"],
                      ["git", "commit", "-q", "-m", "job"]):
             subprocess.run(argv, cwd=repo, check=True, env=env)
-        n = calibrate(args.python, args.seconds, repo)
+        n = calibrate(python, seconds, repo)
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
         from reprobox.capture import record
 
         payload_dir = Path(tmp) / "payload"
@@ -116,14 +115,14 @@ def main() -> int:
         out_dir.mkdir()
         shutil.copyfile(record.PAYLOAD, payload_dir / "sitecustomize.py")
         payload_env = record.command_environment(env, None, payload_dir, out_dir)
-        job = [args.python, "job.py", str(args.seconds), str(n)]
+        job = [python, "job.py", str(seconds), str(n)]
         plain: list[float] = []
         plain_cpu: list[float] = []
         pay: list[float] = []
         pay_cpu: list[float] = []
         rec_cmd: list[float] = []
         rec_total: list[float] = []
-        for rep in range(args.reps):
+        for rep in range(reps):
             order = ["plain", "payload", "record"]
             order = order[rep % 3:] + order[:rep % 3]
             for kind in order:
@@ -139,40 +138,83 @@ def main() -> int:
                     t0 = time.perf_counter()
                     done = subprocess.run(
                         [reprobox_exe(), "-q", "record", "--no-lock", "--json",
-                         "--python", args.python, "--", args.python, "job.py",
-                         str(args.seconds), str(n)],
+                         "--python", python, "--", python, "job.py", str(seconds), str(n)],
                         cwd=repo, check=True, env=env, capture_output=True, text=True)
                     rec_total.append(time.perf_counter() - t0)
                     data = json.loads(done.stdout)
                     exp = json.loads((Path(data["path"]) / "experiment.json").read_text())
                     rec_cmd.append(float(exp["run"]["wall_seconds"]))
-            print(f"rep {rep + 1}/{args.reps}: plain {plain[-1]:.3f}s ({plain_cpu[-1]:.3f}s "
+                    shutil.rmtree(repo / ".reprobox" / "experiments", ignore_errors=True)
+            print(f"rep {rep + 1}/{reps}: plain {plain[-1]:.3f}s ({plain_cpu[-1]:.3f}s "
                   f"CPU), with payload {pay[-1]:.3f}s ({pay_cpu[-1]:.3f}s CPU), record command "
                   f"{rec_cmd[-1]:.3f}s, record end to end {rec_total[-1]:.3f}s", file=sys.stderr)
-        med = statistics.median
-        mp, mpc, mpay, mpayc = med(plain), med(plain_cpu), med(pay), med(pay_cpu)
-        mc, mt = med(rec_cmd), med(rec_total)
-        fixed_plain, fixed_payload = fixed_cost(args.python, repo, env, payload_env)
-        result = {
-            "job_seconds_target": args.seconds,
-            "reps": args.reps,
-            "plain_median_s": round(mp, 3),
-            "plain_cpu_median_s": round(mpc, 3),
-            "payload_median_s": round(mpay, 3),
-            "payload_cpu_median_s": round(mpayc, 3),
-            "command_cpu_overhead_percent": round((mpayc / mpc - 1) * 100, 2),
-            "command_wall_overhead_percent": round((mpay / mp - 1) * 100, 2),
-            "record_command_median_s": round(mc, 3),
-            "record_end_to_end_median_s": round(mt, 3),
-            "capture_after_command_median_s": round(mt - mc, 3),
-            "fixed_cpu_plain_s": round(fixed_plain, 4),
-            "fixed_cpu_with_payload_s": round(fixed_payload, 4),
-            "fixed_cpu_cost_percent_of_job": round(
-                (fixed_payload - fixed_plain) / args.seconds * 100, 3),
-            "load_average": os.getloadavg()[0],
-            "target": "command overhead < 1 %",
-        }
-        print(json.dumps(result, indent=2))
+        fixed_plain, fixed_payload = fixed_cost(python, repo, env, payload_env)
+    return {"seconds": seconds, "reps": reps, "plain": plain, "plain_cpu": plain_cpu,
+            "payload": pay, "payload_cpu": pay_cpu, "record_command": rec_cmd,
+            "record_total": rec_total, "fixed_plain": fixed_plain,
+            "fixed_payload": fixed_payload}
+
+
+def run(quick: bool = False) -> list:  # type: ignore[type-arg]
+    """The harness's interface (``run_all.py``): rows of the table, 7 interleaved repetitions of
+    a 10 s command (2 of a 2 s one with ``quick``)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from harness import DEFAULT_REPS, QUICK_REPS, Row, stats
+
+    seconds = 2.0 if quick else 10.0
+    m = measure_record(sys.executable, seconds, QUICK_REPS if quick else DEFAULT_REPS)
+    case = f"{seconds:g} s command"
+    plain, plain_cpu = stats(m["plain"]), stats(m["plain_cpu"])  # type: ignore[arg-type]
+    return [
+        Row("record", case, "wall", "reprobox record (command as timed by record)",
+            stats(m["record_command"]), "plain python", plain,  # type: ignore[arg-type]
+            unit="percent", target=1.0),
+        Row("record", case, "wall", "command with the payload", stats(m["payload"]),  # type: ignore[arg-type]
+            "plain python", plain, unit="percent", target=1.0),
+        Row("record", case, "CPU", "command with the payload", stats(m["payload_cpu"]),  # type: ignore[arg-type]
+            "plain python", plain_cpu, unit="percent", target=1.0,
+            note=f"fixed cost per process {1000 * (m['fixed_payload'] - m['fixed_plain']):.1f} ms"  # type: ignore[operator]
+                 " CPU"),
+        Row("record", case, "end to end", "reprobox record (command + capture)",
+            stats(m["record_total"]), "plain python", plain,  # type: ignore[arg-type]
+            unit="overhead",
+            note="includes the capture after the command (paid once, whatever its length)"),
+    ]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--reps", type=int, default=7)
+    ap.add_argument("--python", default=sys.executable)
+    args = ap.parse_args()
+    m = measure_record(args.python, args.seconds, args.reps)
+    med = statistics.median
+    mp, mpc = med(m["plain"]), med(m["plain_cpu"])  # type: ignore[arg-type]
+    mpay, mpayc = med(m["payload"]), med(m["payload_cpu"])  # type: ignore[arg-type]
+    mc, mt = med(m["record_command"]), med(m["record_total"])  # type: ignore[arg-type]
+    fixed_plain, fixed_payload = m["fixed_plain"], m["fixed_payload"]
+    result = {
+        "job_seconds_target": args.seconds,
+        "reps": args.reps,
+        "plain_median_s": round(mp, 3),
+        "plain_cpu_median_s": round(mpc, 3),
+        "payload_median_s": round(mpay, 3),
+        "payload_cpu_median_s": round(mpayc, 3),
+        "command_cpu_overhead_percent": round((mpayc / mpc - 1) * 100, 2),
+        "command_wall_overhead_percent": round((mpay / mp - 1) * 100, 2),
+        "record_command_median_s": round(mc, 3),
+        "record_command_overhead_percent": round((mc / mp - 1) * 100, 2),
+        "record_end_to_end_median_s": round(mt, 3),
+        "capture_after_command_median_s": round(mt - mc, 3),
+        "fixed_cpu_plain_s": round(fixed_plain, 4),  # type: ignore[call-overload]
+        "fixed_cpu_with_payload_s": round(fixed_payload, 4),  # type: ignore[call-overload]
+        "fixed_cpu_cost_percent_of_job": round(
+            (fixed_payload - fixed_plain) / args.seconds * 100, 3),  # type: ignore[operator]
+        "load_average": os.getloadavg()[0],
+        "target": "command overhead < 1 %",
+    }
+    print(json.dumps(result, indent=2))
     return 0
 
 

@@ -120,7 +120,13 @@ def main() -> int:
             continue
         say(f"== {name}")
         try:
-            rows.extend(steps[name]())
+            before = machine()["loadavg"][0]
+            got = steps[name]()
+            after = machine()["loadavg"][0]
+            for row in got:  # the machine is shared: each figure says how loaded it was
+                load = f"load {before:.1f}→{after:.1f}"
+                row.note = f"{row.note}; {load}" if row.note else load
+            rows.extend(got)
         except Exception as exc:  # noqa: BLE001 - one broken benchmark must not hide the rest
             failed[name] = f"{type(exc).__name__}: {exc}"
             traceback.print_exc()

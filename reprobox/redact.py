@@ -121,6 +121,7 @@ class _Detectors:
 
 @lru_cache(maxsize=None)
 def _detectors() -> _Detectors:
+    # lazy: detect-secrets ~75 ms
     from detect_secrets.core.plugins.util import get_mapping_from_secret_type_to_class
 
     plugins: list[dict[str, str]] = []
@@ -148,6 +149,7 @@ def detect_secrets_in(lines: Sequence[str], *, keywords: bool = False
     if not maybe:
         return []  # the common case: the library is not even loaded
 
+    # lazy: detect-secrets ~75 ms, only when scanning
     from detect_secrets.core.scan import scan_line
     from detect_secrets.settings import transient_settings
 

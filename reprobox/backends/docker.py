@@ -352,16 +352,50 @@ def parse_substitutions(text: str) -> tuple[Substitution, ...]:
     return tuple(sorted(set(out), key=lambda s: s.name))
 
 
+_IMAGE_ID = re.compile(r"(?:sha256:)?([0-9a-f]{64})")
+
+
+def _substitutions_cache(engine: Any, image: str) -> Optional[Path]:
+    """Where the substitutions read from ``image`` are kept: the user's cache, by image id. An
+    image id is the digest of the image's configuration, which names every layer's digest, so
+    one id always holds the same file (no id, or an id of another shape: no cache)."""
+    try:
+        image_id = engine.image_id(image)
+    except (ReproboxError, AttributeError):
+        return None
+    m = _IMAGE_ID.fullmatch(str(image_id or ""))
+    if not m:
+        return None
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "reprobox" / "substitutions" / f"{m.group(1)}.txt"
+
+
 def image_substitutions(engine: Any, image: str) -> tuple[Substitution, ...]:
     """What the image's apt step could not install exactly (written by the build, read back
-    from the image: no network, no mount, an unprivileged user)."""
+    from the image: no network, no mount, an unprivileged user). Kept by image id, so that a
+    second run of the same image starts no container for it (half a second per run)."""
     from ..engine import Confinement
     from ..build.render import SUBSTITUTIONS_FILE
 
+    cache = _substitutions_cache(engine, image)
+    if cache is not None:
+        try:
+            return parse_substitutions(cache.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError):
+            pass
     out = engine.run_container(
         image, ["/bin/sh", "-c", f"cat {SUBSTITUTIONS_FILE} 2>/dev/null; exit 0"],
         user="65534:65534", network="none", confine=Confinement(pids_limit=64))
-    return parse_substitutions(out.output if out.exit_code == 0 else "")
+    text = out.output if out.exit_code == 0 else ""
+    if cache is not None and out.exit_code == 0:
+        tmp = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
+        try:  # a cache that cannot be written only costs the container next time
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(text, encoding="utf-8")
+            os.replace(tmp, cache)
+        except OSError:
+            tmp.unlink(missing_ok=True)
+    return parse_substitutions(text)
 
 
 #: Parts of the checkout the command never writes: git's pointer to the repository (a rewritten

@@ -27,6 +27,7 @@ from ..errors import InterpreterError, ReproboxError, UsageError
 from ..model import InstalledChange, Interpreter, Package, PackageSource
 from ..redact import strip_url_credentials
 from ..store import FILE_NAME_RE
+from .probecache import ResultCache, usable
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
@@ -181,6 +182,14 @@ def run_probe(
         key = hashlib.sha256(os.fspath(python.absolute()).encode()).hexdigest()[:16]
         cache_file = Path(cache_dir) / f"probe-{key}.json"
     argv = probe_command(python, cache_file, user_env)
+    memo = None
+    if cache_file is not None and usable(python, user_env):
+        memo = ResultCache(cache_file.with_name(f"{cache_file.stem}-answer.json"), python, env,
+                           PROBE)
+        cached = memo.load()
+        if cached is not None:
+            return _host_warnings(cached, user_env)
+        memo.probe_starts()
     try:
         result = proc.run(argv, env=env, check=False, timeout=PROBE_TIMEOUT,
                           what=f"inspecting {python}",
@@ -223,6 +232,13 @@ def run_probe(
             "something in that environment writes to stdout at start-up (a .pth file or "
             f"sitecustomize); run `{python} -c pass` to see it, then remove it",
         )
+    if memo is not None:
+        memo.store(raw)
+    return _host_warnings(raw, user_env)
+
+
+def _host_warnings(raw: dict[str, Any], user_env: Mapping[str, str]) -> dict[str, Any]:
+    """What this side adds to the probe's warnings."""
     warnings = raw.setdefault("warnings", [])
     if user_env.get("PYTHONPATH"):
         warnings.append(

@@ -150,7 +150,7 @@ def job_manifest(stored: Any, image: str, *, repo: str, namespace: str = "defaul
 
 
 def to_yaml(manifests: Sequence[dict[str, Any]]) -> str:
-    import yaml
+    import yaml  # lazy: PyYAML ~10 ms, only for fanout
 
     return "".join("---\n" + yaml.safe_dump(m, sort_keys=False, default_flow_style=False)
                    for m in manifests)

@@ -706,8 +706,9 @@ class ProbeCache:
             if d:
                 os.makedirs(d, exist_ok=True)
             data = dict(self.new, version=PROBE_VERSION)
+            text = json.dumps(data, separators=(",", ":"))  # dumps: the C encoder, ~10x dump's
             with open(tmp, "w", encoding="utf-8") as f:
-                json.dump(data, f, separators=(",", ":"))
+                f.write(text)
             os.replace(tmp, self.path)
         except OSError as exc:
             warn(f"could not write the probe cache {self.path}: {exc}")

@@ -24,7 +24,7 @@ from typing import Any
 
 
 async def _install(request: dict[str, Any]) -> None:
-    import rattler
+    import rattler  # lazy: py-rattler ~32 ms, conda only
 
     records = []
     for pkg in request["packages"]:
