@@ -21,7 +21,8 @@ from typing import Any
 
 import pytest
 
-from reprobox.capture import capture_experiment, probecache
+from reprobox.capture import probecache
+from reprobox.pipeline import capture_experiment
 from reprobox.capture import python as py
 
 from ..conftest import git

@@ -14,6 +14,7 @@ import sys
 import venv
 from pathlib import Path
 
+import packaging
 import pytest
 
 from reprobox.capture import python as py
@@ -240,8 +241,14 @@ def test_capture_from_inside_the_venv(science_venv):
         "print(json.dumps({'target': str(t), 'packages': [p.to_dict() for p in r.packages],"
         " 'libs': r.needed_libraries}))\n"
     )
+    # reprobox's own dependencies as an install would bring them (packaging, which the record
+    # grammars use), and nothing else: the venv under test stays as it is.
+    deps = ctx["repo"].parent / "reprobox-deps"
+    deps.mkdir(exist_ok=True)
+    if not (deps / "packaging").exists():
+        (deps / "packaging").symlink_to(Path(packaging.__file__).parent)
     env = {k: v for k, v in os.environ.items() if k not in ("CONDA_PREFIX",)}
-    env.update({"VIRTUAL_ENV": str(ctx["venv"]), "PYTHONPATH": str(ROOT),
+    env.update({"VIRTUAL_ENV": str(ctx["venv"]), "PYTHONPATH": f"{ROOT}{os.pathsep}{deps}",
                 "PATH": f"{ctx['venv'] / 'bin'}{os.pathsep}{env.get('PATH', '')}"})
     out = subprocess.run([str(ctx["python"]), "-c", code, str(ctx["repo"])], env=env,
                          capture_output=True, text=True, check=True).stdout
