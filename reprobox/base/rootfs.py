@@ -15,15 +15,14 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Optional
+from typing import Iterable, Optional
 
 from .. import proc
 from ..engine import Engine
 from ..errors import CommandError, ToolMissing, UsageError
 from ..payload.probe import os_release
+from ..progress import Progress
 from .releases import DEBIAN_RELEASES
-
-Progress = Callable[[str], None]
 
 #: What every slim Debian image carries besides the minimal base.
 SLIM_PACKAGES = ("ca-certificates", "netbase", "tzdata")

@@ -11,11 +11,10 @@ import abc
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Sequence, Union
+from typing import Any, Mapping, Optional, Sequence, Union
 
 from ..errors import BaseImageMissing, EngineError
-
-Progress = Callable[[str], None]
+from ..progress import Progress
 
 
 @dataclass(frozen=True)
