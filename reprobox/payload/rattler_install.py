@@ -24,6 +24,7 @@ from typing import Any
 
 
 async def _install(request: dict[str, Any]) -> None:
+    # lazy: not for time: under main's try a missing py-rattler is reported, not a traceback
     import rattler
 
     records = []
