@@ -8,6 +8,7 @@ inside other interpreters and imports the standard library only: tests/unit/test
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -145,3 +146,11 @@ def test_imports_sit_at_module_top(module: str, path: Path) -> None:
     assert bad == [], f"{module}: imports inside functions: {bad}"
 
 
+
+
+def test_the_layer_table_of_the_docs_is_layers() -> None:
+    doc = (PACKAGE.parent / "docs" / "architecture.md").read_text(encoding="utf-8")
+    rows = [line.split("|") for line in doc.splitlines() if re.match(r"\| \d+ \|", line)]
+    table = [(int(cells[1]), tuple(n.rstrip("/") for n in re.findall(r"`([^`]+)`", cells[2])))
+             for cells in rows]
+    assert table == list(enumerate(LAYERS))
