@@ -21,11 +21,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Sequence, Union
 
 from .captured import Captured
+from .model import flatten_metrics
 from .progress import Progress
 from .store import Store, StoredExperiment, find_root, open_store, write_atomic
 from .workspace.replay import RUN_EXPERIMENT_ENV, RUN_METRICS_ENV
 
-if TYPE_CHECKING:  # the result types of the stages; each stage is imported when it is called
+# The stages are imported by the function that runs each (`# lazy:`): all of them together cost
+# ~180 ms to import, which every command, `--help` included, would pay at start.
+if TYPE_CHECKING:  # the result types of the stages
     from .backends import ContainerLimits
     from .build import BuildResult
     from .build.condaimage import CondaImage
@@ -194,8 +197,6 @@ def capture(
     replay_path = os.environ.get(RUN_METRICS_ENV)
     if replay_path:
         # Reproduction: report the values, do not record a new experiment.
-        from .model import flatten_metrics
-
         write_atomic(Path(replay_path), json.dumps(flatten_metrics(dict(metrics or {})),
                                                    sort_keys=True, indent=2) + "\n")
         exp_id = os.environ.get(RUN_EXPERIMENT_ENV, "")
@@ -239,7 +240,7 @@ def record(
     the command first, then capture what it really used): no defaults taken from the calling
     script. The capture's warnings go to ``warn`` as soon as it is stored, before a ``build``
     (and are in the result)."""
-    from .pipeline import capture_experiment
+    from .pipeline import capture_experiment  # lazy: ~125 ms (capture, lock), capture/record only
 
     here = Path(cwd) if cwd else Path.cwd()
     root = find_root(here)
@@ -291,7 +292,7 @@ def lock(ref: ExpRef = "latest", *, platform: Optional[str] = None,
          progress: Optional[Progress] = None, store: Optional[Store] = None) -> Locked:
     """(Re)write requirements.lock, pylock.toml and the Dockerfile of an experiment, re-sealing
     it; returns :class:`Locked` (the new id, and the LockResult)."""
-    from .pipeline import lock_experiment
+    from .pipeline import lock_experiment  # lazy: ~125 ms (capture, lock), only lock
 
     store = store or open_store()
     stored = _stored(store, ref)
@@ -314,10 +315,10 @@ def _build(store: Store, stored: StoredExperiment, *, tag: Optional[str] = None,
            base_image: Optional[str] = None, network: Optional[str] = None,
            dry_run: bool = False, no_cache: bool = False,
            progress: Optional[Progress] = None) -> Union[BuildResult, CondaImage]:
-    from .build import build_experiment
+    from .build import build_experiment  # lazy: ~85 ms, only build and record --build
 
     if stored.environment.conda is not None:
-        from .build.condaimage import build_conda_experiment
+        from .build.condaimage import build_conda_experiment  # lazy: ~25 ms more than build
 
         return build_conda_experiment(store, stored, tag=tag, base_image=base_image,
                                       progress=progress, dry_run=dry_run)
@@ -328,7 +329,7 @@ def _build(store: Store, stored: StoredExperiment, *, tag: Optional[str] = None,
 def base(python: str, codename: str = "bookworm", *,
          progress: Optional[Progress] = None) -> BaseImage:
     """Build a ``python:<python>-slim-<codename>`` base image with no registry access."""
-    from .base import build_base
+    from .base import build_base  # lazy: ~25 ms, only `reprobox base`
 
     tag = build_base(python, codename, progress=progress)
     return BaseImage(tag=tag, python=python, codename=codename)
@@ -340,7 +341,7 @@ def run(ref: ExpRef = "latest", *, backend: str = "auto", rtol: float = 0.0, ato
         dvc_remote: Optional[str] = None, ignore_outputs: tuple[str, ...] = (),
         strict: bool = False) -> RunRecord:
     """Reproduce an experiment; returns the RunRecord (``.reproduced``)."""
-    from .run import run_experiment
+    from .run import run_experiment  # lazy: ~140 ms (backends, build, registry), only run
 
     store = store or open_store()
     stored = _stored(store, ref)
@@ -354,7 +355,7 @@ def verify(ref: ExpRef = "latest", *, backend: str = "auto", progress: Optional[
            store: Optional[Store] = None, limits: Optional[ContainerLimits] = None,
            strict: bool = False) -> VerifyReport:
     """Rebuild the environment, fingerprint it from inside, compare; returns the VerifyReport."""
-    from .verify import verify_experiment
+    from .verify import verify_experiment  # lazy: ~150 ms (backends, diff), only verify
 
     store = store or open_store()
     stored = _stored(store, ref)
@@ -366,7 +367,7 @@ def push(ref: ExpRef = "latest", *, registry: Optional[str] = None,
          progress: Optional[Progress] = None, store: Optional[Store] = None,
          warn: Optional[Warn] = None) -> Pushed:
     """Push the experiment's image (built first when needed) and record it in images.json."""
-    from . import registry as reg
+    from . import registry as reg  # lazy: ~120 ms (build, engine), only push
 
     store = store or open_store(warn=warn)
     stored = store.get(ref) if isinstance(ref, str) else ref
@@ -378,7 +379,7 @@ def push(ref: ExpRef = "latest", *, registry: Optional[str] = None,
 def diff(a: ExpRef, b: Optional[ExpRef] = None, *, python: Optional[str] = None,
          store: Optional[Store] = None) -> EnvDiff:
     """Environment diff between two experiments; ``b=None``: against the current environment."""
-    from .diff import diff_environments
+    from .diff import diff_environments  # lazy: ~10 ms, only diff
 
     store = store or open_store()
     left = _stored(store, a)
@@ -392,7 +393,7 @@ def diff(a: ExpRef, b: Optional[ExpRef] = None, *, python: Optional[str] = None,
 
 def current_environment(root: Path, *, python: Optional[str] = None) -> Environment:
     """Fingerprint the active environment without recording anything (for ``diff A``)."""
-    from .capture.environment import fingerprint_environment
+    from .capture.environment import fingerprint_environment  # lazy: ~28 ms, only `diff A`
 
     env, _warnings = fingerprint_environment(root, python=python)
     return env
@@ -402,7 +403,7 @@ def pr(ref: ExpRef = "latest", base: Optional[ExpRef] = None, *,
        store: Optional[Store] = None) -> PrComment:
     """The markdown of a pull-request comment: the environment of ``ref`` and, with ``base``,
     what changed against it."""
-    from .pr import pr_markdown
+    from .pr import pr_markdown  # lazy: ~13 ms, only pr
 
     store = store or open_store()
     stored = _stored(store, ref)
@@ -413,7 +414,7 @@ def pr(ref: ExpRef = "latest", base: Optional[ExpRef] = None, *,
 
 def doctor() -> Diagnosis:
     """What this machine can do: engine, BuildKit, git, DVC, GPUs, index reachability."""
-    from .doctor import diagnose
+    from .doctor import diagnose  # lazy: ~60 ms (engine, capture, lock), only doctor
 
     return Diagnosis(checks=tuple(diagnose()))
 
@@ -430,7 +431,7 @@ def fan_out(refs: Sequence[str] = (), *, all_experiments: bool = False, on: str 
     Returns the :class:`~reprobox.fanout.Summary` (``.ok`` when all reproduced), or with
     ``dry_run`` the :class:`FanOutPlan`: the text that would be submitted (the commands, the
     sbatch script, or the Jobs as YAML)."""
-    from .fanout.run import fan_out as _fan_out
+    from .fanout.run import fan_out as _fan_out  # lazy: ~150 ms (run, all targets), fan-out only
 
     result = _fan_out(store or open_store(), refs, all_experiments=all_experiments, on=on,
                       jobs=jobs, dry_run=dry_run, run_args=run_args, timeout=timeout, repo=repo,

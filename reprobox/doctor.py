@@ -10,7 +10,11 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Callable, Optional
 
+from . import proc
+from .capture.hardware import detect_hardware
+from .engine import get_engine
 from .errors import ReproboxError
+from .lock import read_index_config
 
 
 @dataclass(frozen=True)
@@ -25,8 +29,6 @@ class Check:
 
 
 def _tool_version(tool: str, *args: str) -> Optional[str]:
-    from . import proc
-
     path = shutil.which(tool)
     if not path:
         return None
@@ -51,8 +53,6 @@ def check_dvc() -> Check:
 
 def check_engine() -> list[Check]:
     try:
-        from .engine import get_engine
-
         engine = get_engine()
         info = engine.info()
     except ReproboxError as exc:
@@ -84,8 +84,6 @@ def check_engine() -> list[Check]:
 
 def check_gpus() -> Check:
     try:
-        from .capture.hardware import detect_hardware
-
         hw = detect_hardware((), {})
     except ReproboxError as exc:
         return Check("gpus", False, exc.message)
@@ -98,8 +96,6 @@ def check_gpus() -> Check:
 
 def check_index() -> Check:
     try:
-        from .lock import read_index_config
-
         config = read_index_config()
     except ReproboxError as exc:
         return Check("index", False, exc.message, exc.hint)

@@ -6,15 +6,21 @@ and the tail of stderr, so callers never parse ``CalledProcessError`` themselves
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
+import pty
+import select
 import shutil
 import subprocess
+import termios
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Union
 
 from .errors import CommandError, ReproboxError, ToolMissing
+from .termsafe import stream_line
 
 log = logging.getLogger("reprobox.proc")
 
@@ -167,12 +173,6 @@ def _run_on_terminal(
     A stream that is not a terminal (a pipe, a file, a CI log) is left to the child as is: bytes
     written to a file are kept exact for whoever reads them later.
     """
-    import pty
-    import select
-    import time
-
-    from .termsafe import stream_line
-
     fds = _terminal_fds()
     master, slave = pty.openpty()
     _copy_window_size(fds[0], slave)
@@ -235,9 +235,6 @@ def _run_on_terminal(
 def _copy_window_size(src: int, dst: int) -> None:
     """The child's terminal gets the size of ours (progress bars fit the window)."""
     try:
-        import fcntl
-        import termios
-
         size = fcntl.ioctl(src, termios.TIOCGWINSZ, b"\0" * 8)
         fcntl.ioctl(dst, termios.TIOCSWINSZ, size)
     except OSError:

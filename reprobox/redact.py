@@ -121,7 +121,7 @@ class _Detectors:
 
 @lru_cache(maxsize=None)
 def _detectors() -> _Detectors:
-    # lazy: detect-secrets ~75 ms
+    # lazy: detect-secrets costs ~75 ms to import; most text holds no candidate and never needs it
     from detect_secrets.core.plugins.util import get_mapping_from_secret_type_to_class
 
     plugins: list[dict[str, str]] = []
@@ -149,9 +149,8 @@ def detect_secrets_in(lines: Sequence[str], *, keywords: bool = False
     if not maybe:
         return []  # the common case: the library is not even loaded
 
-    # lazy: detect-secrets ~75 ms, only when scanning
-    from detect_secrets.core.scan import scan_line
-    from detect_secrets.settings import transient_settings
+    from detect_secrets.core.scan import scan_line  # lazy: ~75 ms, only once a line may hold one
+    from detect_secrets.settings import transient_settings  # lazy: as above
 
     det = _detectors()
     candidates: list[int] = []

@@ -35,14 +35,25 @@ import hashlib
 import json
 import os
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+from .build import build_experiment, default_tag
+from .build.condaimage import build_conda_experiment
+from .engine import get_engine
 from .model import grammar as validate
 from .errors import EngineError, RecordRefused, ReproboxError, UsageError, ValidationError
 from .model import pretty_json
 from .progress import Progress
+from .safefs import SafeDir
+from .store import image_mismatch, parse_json
 
 if TYPE_CHECKING:  # pragma: no cover
     from .engine import Engine
@@ -165,10 +176,6 @@ def configured_registry() -> Optional[str]:
     except OSError:
         return None
     try:
-        import tomllib  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:  # pragma: no cover - Python 3.10
-        import tomli as tomllib  # type: ignore[no-redef,import-not-found,unused-ignore]
-    try:
         data = tomllib.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise UsageError(f"{path} is not valid TOML ({exc})", "fix or remove the file") from None
@@ -212,10 +219,6 @@ def _config_list(key: str) -> list[str]:
     except OSError:
         return []
     try:
-        import tomllib  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:  # pragma: no cover - Python 3.10
-        import tomli as tomllib  # type: ignore[no-redef,import-not-found,unused-ignore]
-    try:
         section = tomllib.loads(raw.decode("utf-8")).get("registry")
     except (UnicodeDecodeError, ValueError) as exc:
         raise UsageError(f"{path} is not valid TOML ({exc})", "fix or remove the file") from None
@@ -230,8 +233,6 @@ def _config_list(key: str) -> list[str]:
 
 def repository_for(store: "Store", stored: "StoredExperiment", registry: str) -> tuple[str, str]:
     """The pushed repository and tag: ``HOST/NS/<repo-name>`` and the experiment id."""
-    from .build import default_tag
-
     host, ns = parse_registry(registry)
     name = default_tag(store.root, stored.id).split("/", 1)[1].rsplit(":", 1)[0]
     repo = "/".join(p for p in (host, ns, name) if p)
@@ -252,8 +253,6 @@ def load_publication(stored: "StoredExperiment") -> Optional[PublicationRecord]:
     Refused (exit 2, naming the file) when it is not a plain file, too large, not JSON, in another
     schema, sealed with another hash, or names another experiment or environment.
     """
-    from .store import parse_json
-
     path = stored.path / IMAGES_FILE
     try:
         with _open_folder(stored) as folder:
@@ -324,8 +323,6 @@ def parse_publication(doc: dict[str, Any], stored: "StoredExperiment",
 
 def _open_folder(stored: "StoredExperiment") -> Any:
     """The experiment folder, reached from the repository root without following a link."""
-    from .safefs import SafeDir
-
     root = stored.path.parents[2]  # <root>/.reprobox/experiments/<id>
     return SafeDir.open(root, [*stored.path.relative_to(root).parts])
 
@@ -351,10 +348,6 @@ def push(store: "Store", stored: "StoredExperiment", registry: Optional[str] = N
     ``registry``: ``HOST[:PORT]/NAMESPACE`` from the command line, else the user's configured
     default; never one named by the capture.
     """
-    from .build import default_tag
-    from .engine import get_engine
-    from .store import image_mismatch
-
     say = progress or (lambda _m: None)
     registry = registry or configured_registry()
     if not registry:
@@ -379,12 +372,8 @@ def push(store: "Store", stored: "StoredExperiment", registry: Optional[str] = N
                               f"build it with `reprobox build {stored.id}`")
         say("no image of this experiment here: building it first")
         if stored.environment.conda is not None:
-            from .build.condaimage import build_conda_experiment
-
             local = build_conda_experiment(store, stored, progress=say).tag
         else:
-            from .build import build_experiment
-
             local = build_experiment(store, stored, progress=say, record=False).tag
     assert local is not None
     remote = f"{repo}:{tag}"
@@ -409,8 +398,6 @@ def ensure_pulled(engine: "Engine", stored: "StoredExperiment",
     no pulled image can be used (the caller builds, saying why). Never raises for a registry that
     does not answer or an image that is not this capture's.
     """
-    from .store import image_mismatch
-
     say = progress or (lambda _m: None)
     if record is None or not record.images:
         return PullResult(None, "no published image (images.json)")

@@ -109,8 +109,9 @@ def data(result: Any) -> Any:
 def _renderer_for(result: Any) -> _Renderer:
     table = _renderers()
     for cls in type(result).__mro__:
-        if cls in table:
-            return table[cls]
+        found = table.get(_name(cls))
+        if found is not None:
+            return found
     raise TypeError(f"no renderer for {type(result).__name__}")
 
 
@@ -391,13 +392,13 @@ def _push_data(pushed: Pushed) -> dict[str, Any]:
 
 
 def _diff_text(d: EnvDiff, color: bool) -> list[Piece]:
-    from .diff import render_text  # lazy: loaded already by the api call that made ``d``
+    from .diff import render_text  # lazy: ~10 ms at every start; the call that made d loaded it
 
     return [Piece(render_text(d, color=color), newline=False, colors=color)]
 
 
 def _diff_markdown(d: EnvDiff) -> str:
-    from .diff import render_markdown  # lazy: loaded already by the api call that made ``d``
+    from .diff import render_markdown  # lazy: as in _diff_text
 
     return render_markdown(d)
 
@@ -427,39 +428,40 @@ def _doctor_data(diagnosis: Diagnosis) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------- the table
 
 
-_TABLE: dict[type, _Renderer] = {}
+_TABLE: dict[str, _Renderer] = {}
 
 
-def _renderers() -> dict[type, _Renderer]:
-    """Result type -> its renderer. The result types of the stages are imported here, the first
-    time something is rendered (by then the api call that made the result has loaded them;
-    loading them all when the CLI starts would cost every command ~170 ms)."""
+def _name(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _renderers() -> dict[str, _Renderer]:
+    """Result type (named ``module.Class``) -> its renderer. The result types of the stages are
+    named, not imported: importing them all would cost every command that prints a result
+    ~180 ms (``reprobox ls`` included), and a result in hand has loaded its own module."""
     if _TABLE:
         return _TABLE
-    from .build import BuildResult  # lazy: see above
-    from .build.condaimage import CondaImage  # lazy: see above
-    from .diff import EnvDiff  # lazy: see above
-    from .fanout import Summary  # lazy: see above
-    from .run import RunRecord  # lazy: see above
-    from .verify import VerifyReport  # lazy: see above
-
     _TABLE.update({
-        Captured: _Renderer(_capture_text, _capture_data),
-        Listing: _Renderer(_ls_text, _ls_data, lambda listing: list(listing.skipped)),
-        Shown: _Renderer(_show_text, _show_data),
-        Locked: _Renderer(_lock_text, _lock_data,
-                          lambda locked: _lock_warnings(locked) + _resealed(locked)),
-        BuildResult: _Renderer(_build_text, _build_data),
-        CondaImage: _Renderer(_build_text, _conda_image_data),
-        BaseImage: _Renderer(lambda image, _c: [Piece(image.tag)], _base_data),
-        RunRecord: _Renderer(lambda r, _c: [Piece(run_text(r))], _report_data),
-        VerifyReport: _Renderer(lambda r, _c: [Piece(verify_text(r))], _report_data),
-        Summary: _Renderer(lambda s, _c: [Piece(summary_text(s))], _report_data),
-        FanOutPlan: _Renderer(_plan_text, _plan_data),
-        Pushed: _Renderer(_push_text, _push_data),
-        EnvDiff: _Renderer(_diff_text, lambda d: d.to_dict(), markdown=_diff_markdown),
-        PrComment: _Renderer(_pr_text, _pr_data, markdown=lambda comment: comment.markdown),
-        Diagnosis: _Renderer(_doctor_text, _doctor_data),
+        _name(Captured): _Renderer(_capture_text, _capture_data),
+        _name(Listing): _Renderer(_ls_text, _ls_data, lambda listing: list(listing.skipped)),
+        _name(Shown): _Renderer(_show_text, _show_data),
+        _name(Locked): _Renderer(_lock_text, _lock_data,
+                                 lambda locked: _lock_warnings(locked) + _resealed(locked)),
+        "reprobox.build.BuildResult": _Renderer(_build_text, _build_data),
+        "reprobox.build.condaimage.CondaImage": _Renderer(_build_text, _conda_image_data),
+        _name(BaseImage): _Renderer(lambda image, _c: [Piece(image.tag)], _base_data),
+        "reprobox.run.RunRecord": _Renderer(lambda r, _c: [Piece(run_text(r))], _report_data),
+        "reprobox.verify.VerifyReport": _Renderer(lambda r, _c: [Piece(verify_text(r))],
+                                                  _report_data),
+        "reprobox.fanout.summary.Summary": _Renderer(lambda s, _c: [Piece(summary_text(s))],
+                                                     _report_data),
+        _name(FanOutPlan): _Renderer(_plan_text, _plan_data),
+        _name(Pushed): _Renderer(_push_text, _push_data),
+        "reprobox.diff.model.EnvDiff": _Renderer(_diff_text, lambda d: d.to_dict(),
+                                                 markdown=_diff_markdown),
+        _name(PrComment): _Renderer(_pr_text, _pr_data,
+                                    markdown=lambda comment: comment.markdown),
+        _name(Diagnosis): _Renderer(_doctor_text, _doctor_data),
     })
     return _TABLE
 

@@ -33,12 +33,13 @@ checkout is always removed (also on Ctrl-C and errors) unless ``keep`` is set.
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import os
 import re
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping, Optional, Union
 
@@ -60,11 +61,31 @@ from .outcome import (
     differences,
     settle,
 )
-from . import payload
+from . import backends, payload, proc
+from .backends import make_run_dir, refuse_outward_symlinks, write_new_file
+from .backends.docker import (
+    CONTAINER_GIT_DIR,
+    dvc_repro_env,
+    image_substitutions,
+    run_git_folder,
+)
+from .build import unverified_notes
 from .errors import ReproboxError, UsageError
-from .model import INLINE_METRICS, RUN_SCHEMA, Environment, Experiment, OutputFile
+from .model import (
+    INLINE_METRICS,
+    RUN_SCHEMA,
+    Environment,
+    Experiment,
+    OutputFile,
+    pretty_json,
+)
+from .model import grammar as validate
+from .model.envvars import check_replayable
+from .outcome import MAX_DATA_BYTES
 from .progress import Progress
 from .store import Store, StoredExperiment
+from .workspace import dvc, git
+from .workspace.metrics import hash_output, read_metrics
 from .workspace.replay import RUN_EXPERIMENT_ENV, RUN_METRICS_ENV
 
 REPRODUCED = "reproduced"
@@ -115,9 +136,6 @@ def _reprobox_unreproducible(environment: Environment) -> bool:
 
 def plan_run(experiment: Experiment, environment: Environment) -> RunPlan:
     """Decide the rerun of ``experiment``; refuse what cannot be rerun, with the fix."""
-    from .model import grammar as validate
-    from .model.envvars import check_replayable
-
     exp = experiment
     if exp.command_kind == "none" or (exp.command_kind == "shell" and not exp.command):
         raise UsageError(
@@ -289,9 +307,6 @@ def checkout_code(store: Store, stored: StoredExperiment, dest: Path) -> tuple[P
 
     Returns the checkout's resolved path and a one-line description for the progress report.
     """
-    from .backends import make_run_dir, refuse_outward_symlinks
-    from .workspace import git
-
     exp = stored.experiment
     path = git.make_worktree(store.root, exp.git.commit, dest)
     detail = f"commit {exp.git.commit[:12]}"
@@ -317,8 +332,6 @@ def pull_data(store: Store, checkout: Path, dvc_remote: Optional[str] = None,
     down to the cache setting: the checkout is mounted into the container, and credentials must
     not be readable there.
     """
-    from .workspace import dvc
-
     if not os.path.islink(checkout / ".dvc") and not dvc.is_dvc_project(checkout):
         return "no DVC project in the checkout: nothing to pull"
     templated = dvc.check_untrusted_project(checkout)
@@ -333,8 +346,6 @@ def pull_data(store: Store, checkout: Path, dvc_remote: Optional[str] = None,
     dvc.write_trusted_config(checkout, remote, cache, dvc.user_local_config(store.root))
     try:
         if templated:
-            from .backends.docker import dvc_repro_env
-
             with tempfile.TemporaryDirectory(prefix="reprobox-dvc-") as home:
                 dvc.check_resolved_paths(checkout, dvc_repro_env(Path(home)))
         if targets is not None and not targets:
@@ -358,8 +369,6 @@ def pull_data(store: Store, checkout: Path, dvc_remote: Optional[str] = None,
 
 
 def _clear(checkout: Path, paths: tuple[str, ...]) -> None:
-    from .model import grammar as validate
-
     for rel in paths:
         target = validate.path_inside(checkout, rel, "output")
         if target.is_dir() and not target.is_symlink():
@@ -369,8 +378,6 @@ def _clear(checkout: Path, paths: tuple[str, ...]) -> None:
 
 
 def _install_shim(checkout: Path) -> Path:
-    from .backends import make_run_dir, write_new_file
-
     src = payload.script("replay_shim")
     shim = make_run_dir(checkout) / "shim"
     os.mkdir(shim)
@@ -383,9 +390,6 @@ def _read_observed_metrics(
     checkout: Path, plan: RunPlan, inline_path: Path
 ) -> tuple[dict[str, Optional[dict[str, Any]]], dict[str, str]]:
     """Flattened values of each recorded metrics file as the rerun left them."""
-    from .model import grammar as validate
-    from .workspace.metrics import read_metrics
-
     observed: dict[str, Optional[dict[str, Any]]] = {}
     reasons: dict[str, str] = {}
     for mfile in plan.metrics_files:
@@ -418,9 +422,6 @@ def _read_observed_metrics(
 
 
 def _observed_outputs(checkout: Path, plan: RunPlan) -> dict[str, Optional[OutputFile]]:
-    from .model import grammar as validate
-    from .workspace.metrics import hash_output
-
     out: dict[str, Optional[OutputFile]] = {}
     for o in plan.outputs:
         path = validate.path_inside(checkout, o.path, "output")
@@ -435,8 +436,6 @@ def compare_dvc_outputs(
 
     Metrics files are skipped (their values are compared, with the tolerance).
     """
-    from .workspace import dvc
-
     if experiment.dvc is None or not experiment.dvc.outputs:
         return ()
     info = dvc.dvc_info(checkout, use_git=False)  # the command could have rewritten .git
@@ -469,8 +468,6 @@ MAX_FOLDER_FILES = 100_000
 
 
 def _read_capped(path: Path) -> Optional[bytes]:
-    from .outcome import MAX_DATA_BYTES
-
     try:
         if path.is_symlink() or not path.is_file():
             return None
@@ -482,8 +479,6 @@ def _read_capped(path: Path) -> Optional[bytes]:
 
 
 def _file_digest(path: Path, algorithm: str) -> Optional[str]:
-    import hashlib
-
     try:
         if path.is_symlink() or not path.is_file():
             return None
@@ -532,8 +527,6 @@ class _Recorded:
     """Finds recorded versions of outputs on this machine by their hash."""
 
     def __init__(self, store: Store, checkout: Path) -> None:
-        from .workspace import dvc
-
         self.user_root = Path(store.root)
         folders = [store.local_dir("cache", "dvc"), self.user_root / ".dvc" / "cache",
                    Path(checkout) / ".dvc" / "cache"]
@@ -546,8 +539,6 @@ class _Recorded:
         self.dvc_folders = [f for f in folders if f.is_dir()]
 
     def dvc_object(self, md5: str) -> Optional[Path]:
-        from .workspace import dvc
-
         for folder in self.dvc_folders:
             found = dvc.object_path(folder, md5)
             if found is not None:
@@ -555,8 +546,6 @@ class _Recorded:
         return None
 
     def dvc_manifest(self, md5: str) -> Optional[dict[str, str]]:
-        from .workspace import dvc
-
         found = self.dvc_object(md5)
         return dvc.read_dir_manifest(found) if found is not None else None
 
@@ -566,10 +555,6 @@ class _Recorded:
 
 def _refine_declared(check: OutputCheck, checkout: Path, found: _Recorded,
                      tolerance: Tolerance) -> OutputCheck:
-    from dataclasses import replace
-
-    from .workspace.metrics import hash_output
-
     if check.status != DIFFERS:
         return check
     mine = found.user_copy(check.path)
@@ -599,8 +584,6 @@ def _refine_declared(check: OutputCheck, checkout: Path, found: _Recorded,
 
 def _refine_dvc(check: OutputCheck, checkout: Path, found: _Recorded,
                 tolerance: Tolerance) -> OutputCheck:
-    from dataclasses import replace
-
     if check.status != DIFFERS or check.algorithm != "md5":
         return check
     observed = Path(checkout) / check.path
@@ -660,9 +643,6 @@ def run_experiment(
     strict: bool = False,
 ) -> RunRecord:
     """Reproduce an experiment and return the record (``.reproduced``); see the module doc."""
-    from .model import grammar as validate
-    from .backends import choose_backend, make_run_dir, refuse_outward_symlinks
-
     tolerance = Tolerance(rtol=rtol, atol=atol)
     ignore = tuple(validate.relpath("--ignore-output", p, allow_dot=False).strip("/")
                    for p in ignore_outputs)
@@ -677,7 +657,7 @@ def run_experiment(
     started = _utc_now()
     # a conda environment steers `auto` to the conda backend
     extra = {"environment": stored.environment} if stored.environment.conda is not None else {}
-    chosen, reason = choose_backend(backend, limits=limits, **extra)
+    chosen, reason = backends.choose_backend(backend, limits=limits, **extra)
     clock.say(f"reproducing {exp.id} ({exp.name}) with the {chosen.name} backend ({reason})")
 
     scratch = Path(tempfile.mkdtemp(prefix=f"reprobox-run-{exp.id}-"))
@@ -692,11 +672,9 @@ def run_experiment(
         if chosen.name == "docker":
             # The worktree's .git names a host path: the container gets a repository of the
             # recorded commit alone, read-only (backends/docker.py mounts it).
-            from .backends.docker import CONTAINER_GIT_DIR, run_git_folder
-            from .workspace import git as _git
 
-            _git.make_run_repository(store.root, exp.git.commit, run_git_folder(checkout),
-                                     CONTAINER_GIT_DIR)
+            git.make_run_repository(store.root, exp.git.commit, run_git_folder(checkout),
+                                    CONTAINER_GIT_DIR)
             detail += "; git at the recorded commit inside the container"
         clock.done(detail)
 
@@ -723,8 +701,6 @@ def run_experiment(
         env = dict(plan.env)
         env[RUN_METRICS_ENV] = chosen.path_in_env(checkout, inline_path)
         env[RUN_EXPERIMENT_ENV] = exp.id
-        from .build import unverified_notes
-
         notes = list(plan.notes) + list(prepared.notes) + unverified_notes(prepared)
         if network is not None and chosen.name in ("venv", "conda"):
             notes.append(f"--network {network} has no effect with the venv backend: the command "
@@ -797,10 +773,6 @@ def run_experiment(
             strict=strict,
         )
         path = report_file(store, exp.id, started)
-        from dataclasses import replace
-
-        from .model import pretty_json
-
         record = replace(record, report_path=str(path))
         store.write_run_report(path, pretty_json(record.to_dict()))
         return record
@@ -817,24 +789,18 @@ def environment_substitutions(chosen: Any, prepared: Any) -> tuple[str, ...]:
     """The system packages the image could not have exactly, as the build wrote them into it."""
     if getattr(prepared, "backend", None) != "docker" or getattr(prepared, "conda_prefix", None):
         return ()
-    from .backends.docker import image_substitutions
 
     return tuple(s.describe() for s in image_substitutions(chosen.engine, prepared.handle))
 
 
 def _exclude_from_git(checkout: Path) -> None:
     """Keep reprobox's run folder out of ``git status`` inside the checkout."""
-    from .backends import make_run_dir, write_new_file
-
     write_new_file(make_run_dir(checkout) / ".gitignore", b"*\n")
 
 
 def _run_dvc(chosen: Any, prepared: Any, checkout: Path, plan: RunPlan, env: dict[str, str],
              scratch: Path, network: Optional[str], gpus: bool) -> int:
     """``dvc repro --force`` by the host's DVC, each stage command inside the environment."""
-    from . import proc
-    from .workspace import dvc
-
     host_env = chosen.dvc_host_env(prepared, checkout=checkout, env=env, scratch=scratch,
                                    network=network, gpus=gpus)
     host_env["DVC_NO_ANALYTICS"] = "1"
@@ -849,8 +815,6 @@ def _cleanup(store: Store, checkout: Optional[Path], scratch: Path) -> None:
     """Remove the worktree (and git's record of it) and the scratch folder, whatever happened."""
     if checkout is not None:
         try:
-            from .workspace import git
-
             git.remove_worktree(store.root, checkout)
         except (ReproboxError, OSError):
             pass
@@ -858,8 +822,6 @@ def _cleanup(store: Store, checkout: Optional[Path], scratch: Path) -> None:
 
 
 def _check_network(network: str) -> None:
-    import re
-
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}", network) or network.startswith(
         "container:"
     ):

@@ -31,8 +31,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
 
 from .. import proc
-from ..errors import ReproboxError, UsageError
-from . import Prepared, Progress
+from ..capture import conda as conda_mod
+from ..errors import LockError, ReproboxError, UsageError
+from ..lock.condaconfig import read_conda_config
+from ..lock.condafetch import cache_dir, check_package, fetch, require_conda, require_url
+from ..model import grammar as validate
+from ..store import write_atomic
+from .interface import RUN_DIR, Prepared, Progress
 from .venv import _SCRUBBED, LOCK_FILE, VenvBackend, install_plan, venv_key
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -56,7 +61,7 @@ def conda_envs_dir() -> Path:
 
 
 def _require_rattler() -> None:
-    try:
+    try:  # lazy: py-rattler is an optional extra (~25 ms); only checks that it is installed
         import rattler  # noqa: F401
     except ImportError:
         raise UsageError(
@@ -80,8 +85,6 @@ class CondaBackend(VenvBackend):
         network: Optional[str] = None,
         progress: Optional[Progress] = None,
     ) -> Prepared:
-        from ..lock.condafetch import check_package, require_conda, require_url
-
         say = progress or (lambda _m: None)
         env = stored.environment
         conda_env = require_conda(env, stored.id)
@@ -97,8 +100,6 @@ class CondaBackend(VenvBackend):
         lock = stored.file(LOCK_FILE)
         has_pip = any(p.source.kind == "index" for p in env.packages)
         if has_pip and not lock.is_file():
-            from ..errors import LockError
-
             raise LockError(
                 f"experiment {stored.id} has pip packages but no {LOCK_FILE}, so they cannot be "
                 "installed with verified hashes",
@@ -150,9 +151,6 @@ class CondaBackend(VenvBackend):
     def _build_prefix(self, prefix: Path, env: "Environment", conda_env: "CondaEnvironment",
                       lock: Optional[Path], lock_sha: Optional[str],
                       external: Sequence[str], say: Progress) -> None:
-        from ..lock.condaconfig import read_conda_config
-        from ..lock.condafetch import cache_dir, fetch
-
         _require_rattler()
         if prefix.exists() or prefix.is_symlink():
             shutil.rmtree(prefix) if not prefix.is_symlink() else prefix.unlink()
@@ -180,7 +178,6 @@ class CondaBackend(VenvBackend):
                 if external:
                     pip_install(python, ["--no-deps", *external],
                                 what="installing the packages that came from no index")
-            from ..store import write_atomic
 
             marker = {
                 "schema": MARKER_SCHEMA,
@@ -219,8 +216,6 @@ def pip_install(python: Path, args: Sequence[str], *, what: str) -> None:
 def _install_in_repo(python: Path, checkout: Path, in_repo: Sequence[tuple[str, bool]],
                      say: Progress) -> None:
     """The repository's own packages, from the checkout (editable if they were)."""
-    from ..model import grammar as validate
-
     args: list[str] = ["--no-deps"]
     for rel, editable in in_repo:
         folder = validate.path_inside(checkout, rel, "package folder")
@@ -276,8 +271,6 @@ def observe_conda(prefix: str, packages: Sequence["Package"],
         tuple["Package", ...], Optional["CondaEnvironment"]]:
     """What the rebuilt prefix holds: its conda records, and the Python distributions that no
     conda record owns (the pip part), split exactly as a capture splits them."""
-    from ..capture import conda as conda_mod
-
     if not conda_mod.is_conda_prefix(prefix):
         return tuple(packages), None
     scan = conda_mod.read_prefix(prefix)
@@ -318,9 +311,6 @@ def observe_conda_inside(backend: Any, prepared: Prepared, checkout: Path, prefi
                          distributions: Sequence[Mapping[str, Any]]) -> tuple[
         tuple["Package", ...], Optional["CondaEnvironment"]]:
     """:func:`observe_conda` for an environment only reachable by running in it (a container)."""
-    from ..capture import conda as conda_mod
-    from . import RUN_DIR
-
     run_dir = checkout / RUN_DIR
     run_dir.mkdir(parents=True, exist_ok=True)
     out = run_dir / "conda-meta.json"

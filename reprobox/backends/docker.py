@@ -46,9 +46,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
 
-from ..errors import ReproboxError
+from ..build import build_experiment, default_tag
+from ..build.condaimage import PREFIX, build_conda_image
+from ..build.render import SUBSTITUTIONS_FILE
+from ..build.render import WORKDIR as CONTAINER_CHECKOUT  # the image's WORKDIR: the code's folder
+from ..engine import Confinement, Mount
+from ..errors import ReproboxError, UsageError
+from ..registry import ensure_pulled, load_publication
+from ..store import image_mismatch
 from ..termsafe import stream_line
-from . import (
+from .interface import (
     Backend,
     ContainerLimits,
     Execution,
@@ -58,15 +65,11 @@ from . import (
     container_uid_gid,
     refuse_outward_symlinks,
 )
+from .venv import cpu_only_note
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..model import Environment
     from ..store import Store, StoredExperiment
-
-try:  # the image's WORKDIR, where the build puts (and points editable installs at) the code
-    from ..build.render import WORKDIR as CONTAINER_CHECKOUT
-except ImportError:  # pragma: no cover - build is part of the same package
-    CONTAINER_CHECKOUT = "/workspace"
 
 CONTAINER_HOME = "/tmp"
 CONTAINER_GIT_DIR = "/reprobox/git"
@@ -117,10 +120,6 @@ class DockerBackend(Backend):
         progress: Optional[Progress] = None,
     ) -> Prepared:
         say = progress or (lambda _m: None)
-        from ..build import build_experiment, default_tag
-
-        from ..registry import load_publication
-
         env = stored.environment
         # A tampered or foreign publication record is refused (exit 2) before anything runs.
         record = load_publication(stored)
@@ -130,8 +129,6 @@ class DockerBackend(Backend):
                 say(f"using the image {tag}")
                 prefix: Optional[str] = None
                 if env.conda is not None:
-                    from ..build.condaimage import PREFIX
-
                     prefix = PREFIX
                 return Prepared(self.name, tag, f"image {tag} (already built)", True, "python",
                                 conda_prefix=prefix)
@@ -156,9 +153,6 @@ class DockerBackend(Backend):
 
         A tampered or foreign images.json is refused (exit 2) by ``load_publication``.
         """
-        from ..build import default_tag
-        from ..registry import ensure_pulled
-
         if record is None or not record.images:
             return None
         result = ensure_pulled(self.engine, stored, record, say)
@@ -172,8 +166,6 @@ class DockerBackend(Backend):
         say(f"using the published image {result.tag}")
         prefix: Optional[str] = None
         if stored.environment.conda is not None:
-            from ..build.condaimage import PREFIX
-
             prefix = PREFIX
         return Prepared(self.name, result.tag, f"image {result.tag} (pulled by digest, labels "
                         "checked)", True, "python", conda_prefix=prefix)
@@ -181,9 +173,6 @@ class DockerBackend(Backend):
     def _prepare_conda(self, store: "Store", stored: "StoredExperiment",
                        say: Progress) -> Prepared:
         """A conda capture's image: its recorded packages installed exactly, offline."""
-        from ..build import default_tag
-        from ..build.condaimage import PREFIX, build_conda_image
-
         say("no image of this experiment here: building it from its conda packages")
         built = build_conda_image(store, stored, tag=default_tag(store.root, stored.id),
                                   progress=say)
@@ -193,8 +182,6 @@ class DockerBackend(Backend):
 
     def _usable(self, tag: str, stored: "StoredExperiment", say: Progress) -> bool:
         """The image is here and its labels say it was built for this very capture."""
-        from ..store import image_mismatch
-
         try:
             if not self.engine.image_exists(tag):
                 return False
@@ -220,8 +207,6 @@ class DockerBackend(Backend):
         network: Optional[str] = None,
         gpus: bool = False,
     ) -> Execution:
-        from ..engine import Confinement
-
         workdir = to_container_path(checkout, Path(checkout) / cwd)
         uid, gid = container_uid_gid()
         lent = os.getuid() == 0
@@ -290,8 +275,6 @@ class DockerBackend(Backend):
 
     def gpu_plan(self, environment: "Environment") -> GpuPlan:
         """GPUs only when ``--gpus`` asked for them; the capture's GPUs alone never do."""
-        from .venv import cpu_only_note
-
         if self.limits.gpus is None:
             if not environment.hardware.gpus:
                 return GpuPlan(False)
@@ -303,8 +286,6 @@ class DockerBackend(Backend):
         except ReproboxError:
             nvidia = False
         if not nvidia:
-            from ..errors import UsageError
-
             raise UsageError(
                 f"--gpus {self.limits.gpus} was given, but this Docker has no NVIDIA runtime",
                 "install nvidia-container-toolkit, or rerun without --gpus (on the CPU)",
@@ -374,8 +355,6 @@ def image_substitutions(engine: Any, image: str) -> tuple[Substitution, ...]:
     """What the image's apt step could not install exactly (written by the build, read back
     from the image: no network, no mount, an unprivileged user). Kept by image id, so that a
     second run of the same image starts no container for it (half a second per run)."""
-    from ..engine import Confinement
-    from ..build.render import SUBSTITUTIONS_FILE
 
     cache = _substitutions_cache(engine, image)
     if cache is not None:
@@ -432,8 +411,6 @@ def git_env(checkout: Path) -> dict[str, str]:
 def checkout_mounts(checkout: Path) -> list[Any]:
     """The checkout read-write at /workspace, with ``.git`` and ``.dvc`` read-only over it, and
     the repository of the recorded commit (when ``reprobox run`` made one) read-only."""
-    from ..engine import Mount
-
     base = Path(checkout).resolve()
     mounts = [Mount(base, CONTAINER_CHECKOUT)]
     run_git = _run_git(base)

@@ -23,7 +23,7 @@ from typing import Sequence
 
 from .. import engine
 from ..errors import ReproboxError
-from . import ContainerLimits, Prepared
+from .interface import ContainerLimits, Prepared
 from .docker import DockerBackend, to_container_path
 
 

@@ -38,9 +38,24 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Mapping, Optional, Sequence
 
 from .. import proc
-from ..lock.wheelhouse import link_into
+from ..build import checked_lock, read_at_commit, read_sealed
+from ..build.context import REINSTATE_SCRIPT, write_replay
+from ..build.render import direct_source, replay_plan
 from ..errors import InterpreterError, LockError, ReproboxError, UsageError
-from . import Backend, Execution, GpuPlan, Prepared, Progress
+from ..lock import read_index_config
+from ..lock import uv as lock_uv
+from ..lock.select import capture_target
+from ..lock.wheelhouse import (
+    Wheelhouse,
+    build_target,
+    fetch_direct,
+    fetch_locked,
+    link_into,
+)
+from ..model import grammar as validate
+from ..model.envvars import is_replayable_name
+from ..store import write_atomic
+from .interface import Backend, Execution, GpuPlan, Prepared, Progress
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..lock.checks import Pin
@@ -205,9 +220,6 @@ def install_plan(environment: "Environment") -> InstallPlan:
     A folder or ``file://`` archive outside the repository is refused (exit 2, naming the
     package): nothing of this machine is read for a capture.
     """
-    from ..model import grammar as validate
-    from ..build.render import direct_source
-
     external: list[str] = []
     sources = []
     in_repo: list[tuple[str, bool]] = []
@@ -254,9 +266,7 @@ class _Installer:
         if choice != "pip":
             # the uv package reprobox depends on (beside reprobox, also where that is not on
             # PATH: pipx), else one on PATH
-            from ..lock.uv import find_uv
-
-            found = find_uv()
+            found = lock_uv.find_uv()
             self.uv = str(found) if found is not None else proc.which("uv")
         if choice == "uv" and not self.uv:
             raise UsageError("REPROBOX_VENV_INSTALLER=uv but uv is not installed",
@@ -294,11 +304,6 @@ class _Installer:
 def _fetch(store: "Store", stored: "StoredExperiment", pins: Sequence["Pin"], plan: InstallPlan,
            say: Progress) -> tuple[tuple["Artifact", ...], tuple[str, ...]]:
     """The host fetches every file the venv installs into its wheelhouse (hash-checked)."""
-    from ..build import read_at_commit, read_sealed
-    from ..lock import read_index_config
-    from ..lock.select import capture_target
-    from ..lock.wheelhouse import Wheelhouse, build_target, fetch_direct, fetch_locked
-
     env = stored.environment
     config = read_index_config()
     house = Wheelhouse()
@@ -352,7 +357,6 @@ class VenvBackend(Backend):
         say = progress or (lambda _m: None)
         env = stored.environment
         lock = _lock_file(stored)
-        from ..build import checked_lock
 
         pins = checked_lock(stored) or ()
         lock_sha = hashlib.sha256(lock.read_bytes()).hexdigest()
@@ -459,7 +463,6 @@ class VenvBackend(Backend):
                 "installer": installer.name,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             }
-            from ..store import write_atomic
 
             write_atomic(venv / MARKER, json.dumps(marker, indent=2, sort_keys=True) + "\n")
         except BaseException:
@@ -469,8 +472,6 @@ class VenvBackend(Backend):
     def _install_in_repo(
         self, python: Path, checkout: Path, plan: InstallPlan, wheels: Path, say: Progress
     ) -> None:
-        from ..model import grammar as validate
-
         installer = _Installer(python)
         # PEP 660 editable installs (pip: --use-pep517; uv always): metadata and entry points in
         # the venv's site-packages, nothing written into the checkout (a legacy develop install
@@ -491,10 +492,6 @@ class VenvBackend(Backend):
     def _reinstate(self, python: Path, stored: "StoredExperiment", say: Progress) -> None:
         """Write the post-install changes the capture carried back over the installed files
         (``reprobox/build/reinstate.py``, run by the venv's interpreter; idempotent)."""
-        from ..build import read_sealed
-        from ..build.context import REINSTATE_SCRIPT, write_replay
-        from ..build.render import replay_plan
-
         replay = replay_plan(stored.environment)
         if not replay:
             return
@@ -511,8 +508,6 @@ class VenvBackend(Backend):
 
     def command_env(self, prepared: Prepared, env: Mapping[str, str]) -> dict[str, str]:
         """The host's environment, minus what would leak another Python in, plus the venv."""
-        from ..model.envvars import is_replayable_name
-
         out = {k: v for k, v in os.environ.items() if k not in _SCRUBBED}
         # A replayable variable set here but not recorded would change the numbers: unset it.
         for name in list(out):
@@ -536,8 +531,6 @@ class VenvBackend(Backend):
         network: Optional[str] = None,
         gpus: bool = False,
     ) -> Execution:
-        from ..model import grammar as validate
-
         workdir = validate.path_inside(checkout, cwd, "cwd")
         full_env = self.command_env(prepared, env)
         if capture:

@@ -27,12 +27,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
-from .. import __version__
+from .. import __version__, proc
 from ..errors import EngineError, UsageError
-from ..store import Store, StoredExperiment
+from ..store import FILE_NAME_RE, Store, StoredExperiment
 from ..engine import BuildRequest, Engine, EngineBuild, get_engine, step_titles
+from ..lock import read_index_config
+from ..lock import uv as lock_uv
 from ..lock.checks import MAX_LOCK_BYTES, Pin, check_pylock, check_requirements_lock
-from ..lock.wheelhouse import Artifact
+from ..lock.select import capture_target
+from ..lock.wheelhouse import Artifact, Wheelhouse, build_target, fetch_direct, fetch_locked
+from ..model import grammar as validate
+from ..workspace.git import validate_commit
+from .context import (
+    ContextInputs,
+    ContextLock,
+    SecretFiles,
+    assemble_context,
+    context_dir,
+    forward_index_config,
+    write_if_changed,
+)
 from .images import (
     checked_image_flag,
     explain_base_choice,
@@ -151,18 +165,6 @@ def build_experiment(
     ``no_cache`` ignores the layer cache; ``cache_id`` names the installer and apt cache mounts
     (default ``reprobox``, shared by all builds): a new name starts them empty.
     """
-    from ..model import grammar as validate
-    from .context import (
-        ContextInputs,
-        ContextLock,
-        SecretFiles,
-        assemble_context,
-        context_dir,
-        forward_index_config,
-        write_if_changed,
-    )
-    from ..lock.uv import find_uv
-
     report = progress or (lambda _line: None)
     timings: dict[str, float] = {}
     start = time.monotonic()
@@ -194,7 +196,7 @@ def build_experiment(
     if not engine.available():
         engine.info()  # raises the EngineError that names the fix
     client = engine.buildkit()
-    uv = find_uv() if client else None
+    uv = lock_uv.find_uv() if client else None
     if uv is not None and platform.machine() not in ("x86_64", "aarch64", "arm64"):
         uv = None
     if os.environ.get("REPROBOX_BUILD_INSTALLER", "").strip().lower() == "pip":
@@ -208,8 +210,6 @@ def build_experiment(
     for w in plan.warnings:
         report(f"warning: {w}")
     timings["plan"] = time.monotonic() - start
-
-    from ..lock import read_index_config
 
     config = read_index_config()
     t = time.monotonic()
@@ -359,9 +359,6 @@ def fetch_artifacts(store: Store, stored: StoredExperiment, plan: DockerPlan,
                     pins: Optional[Sequence[Pin]], config: Any,
                     progress: Optional[Progress] = None) -> Fetched:
     """The host fetches what the image installs into its wheelhouse (see lock/wheelhouse.py)."""
-    from ..lock.select import capture_target
-    from ..lock.wheelhouse import Wheelhouse, build_target, fetch_direct, fetch_locked
-
     env = stored.environment
     house = Wheelhouse()
     target = build_target(capture_target(env))
@@ -384,9 +381,6 @@ def fetch_artifacts(store: Store, stored: StoredExperiment, plan: DockerPlan,
 def read_at_commit(repo_root: Path, stored: StoredExperiment, path: str) -> bytes:
     """A file of the repository at the experiment's commit (never the working tree, never a
     path outside the repository: git reads its own objects)."""
-    from .. import proc
-    from ..workspace.git import validate_commit
-
     commit = validate_commit(stored.experiment.git.commit)
     got = proc.run(["git", "cat-file", "blob", f"{commit}:{path}"], cwd=repo_root, check=False,
                    text=False)
@@ -399,11 +393,6 @@ def read_at_commit(repo_root: Path, stored: StoredExperiment, path: str) -> byte
 def read_sealed(stored: StoredExperiment, name: str) -> bytes:
     """A file of the experiment (a local-path VCS source archived at capture), checked against
     the experiment's sealed manifest; never through a symbolic link."""
-    import hashlib
-    import os
-
-    from ..store import FILE_NAME_RE
-
     want = stored.experiment.files.get(name)
     if not FILE_NAME_RE.match(name) or want is None:
         raise UsageError(f"{name} is not a file of experiment {stored.id}",

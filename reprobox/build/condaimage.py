@@ -22,14 +22,24 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from importlib.resources import files
 from pathlib import Path
 from typing import Optional
 
 from .. import __version__, payload, proc
+from ..engine import BuildRequest, get_engine, step_titles
 from ..errors import LockError, UsageError
-from ..lock.wheelhouse import place_file
+from ..lock.condaconfig import read_conda_config
+from ..lock.condafetch import check_package, fetch, require_conda, require_url
+from ..lock.config import read_index_config
+from ..lock.select import capture_target
+from ..lock.wheelhouse import build_target, fetch_locked, link_into, place_file
 from ..store import Store, StoredExperiment
 from ..progress import Progress
+from . import checked_lock, default_tag
+from .images import checked_image_flag, debian_codename_for, python_image
+from .render import WORKDIR
 
 PREFIX = "/opt/conda-env"
 STAGE = "/tmp/reprobox"
@@ -51,9 +61,7 @@ class CondaImage:
 def render_conda_dockerfile(*, base_image: str, experiment_id: str, rattler_wheel: str,
                             conda_count: int, pip_count: int, workdir: str) -> str:
     """The Dockerfile (pure: same inputs, same text)."""
-    from importlib.resources import files
-
-    import jinja2  # lazy: jinja2 ~30 ms, only for conda images
+    import jinja2  # lazy: ~25 ms to import, only a conda build renders this template
 
     source = files("reprobox.templates").joinpath(TEMPLATE).read_text(encoding="utf-8")
     env = jinja2.Environment(autoescape=False, trim_blocks=True, lstrip_blocks=True,
@@ -72,8 +80,6 @@ def tools_cache() -> Path:
 
 def rattler_wheel(say: Progress) -> Path:
     """The py-rattler wheel of the version reprobox runs with, fetched once by the host's pip."""
-    from importlib.metadata import PackageNotFoundError, version
-
     try:
         wanted = version("py-rattler")
     except PackageNotFoundError:
@@ -108,9 +114,6 @@ def rattler_wheel(say: Progress) -> Path:
 def assemble(store: Store, stored: StoredExperiment, ctx: Path, say: Progress) -> tuple[
         str, int, int]:
     """Fill the build context; returns (rattler wheel name, conda packages, pip packages)."""
-    from ..lock.condaconfig import read_conda_config
-    from ..lock.condafetch import check_package, fetch, require_conda, require_url
-
     env = stored.environment
     conda_env = require_conda(env, stored.id)
     for pkg in conda_env.packages:  # untrusted record: checked before anything is fetched
@@ -150,11 +153,6 @@ def assemble(store: Store, stored: StoredExperiment, ctx: Path, say: Progress) -
         # The lock of a capture is untrusted: it is checked line by line against
         # environment.json, and the files come from the host's wheelhouse (the host's own
         # indexes, by name, version and hash), never through pip reading the capture's file.
-        from ..lock.config import read_index_config
-        from ..lock.select import capture_target
-        from ..lock.wheelhouse import build_target, fetch_locked, link_into
-        from . import checked_lock
-
         checked = checked_lock(stored)
         if checked is None:
             raise LockError(f"experiment {stored.id} has pip packages but no requirements.lock",
@@ -185,10 +183,6 @@ def build_conda_image(store: Store, stored: StoredExperiment, *, tag: str,
                       base_image: Optional[str] = None,
                       progress: Optional[Progress] = None) -> CondaImage:
     """Build the image of a conda capture (see the module doc)."""
-    from ..engine import BuildRequest, get_engine, step_titles
-    from .images import checked_image_flag, debian_codename_for, python_image
-    from .render import WORKDIR
-
     say = progress or (lambda _m: None)
     t0 = time.monotonic()
     exp, env = stored.experiment, stored.environment  # validated once, by the store
@@ -227,12 +221,6 @@ def build_conda_experiment(store: Store, stored: StoredExperiment, *, tag: Optio
                            base_image: Optional[str] = None, progress: Optional[Progress] = None,
                            dry_run: bool = False) -> CondaImage:
     """``reprobox build`` for a conda capture: the image, its tag recorded like any build's."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    from . import default_tag
-    from .images import checked_image_flag, debian_codename_for, python_image
-    from .render import WORKDIR
-
     tag = checked_image_flag(tag, "--tag") if tag else default_tag(store.root, stored.id)
     if dry_run:
         env = stored.environment

@@ -22,7 +22,9 @@ Both live in a private temporary folder that is removed after the build.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
+import json
 import os
 import re
 import shlex
@@ -38,6 +40,7 @@ from .. import payload, proc
 from ..errors import GitError, LockError, UsageError
 from ..redact import strip_url_credentials
 from ..store import StoredExperiment
+from ..workspace.git import apply_patch, validate_commit
 from ..lock.checks import Pin
 from ..lock.wheelhouse import Artifact, link_into, place_file
 from .render import STAGE, DockerPlan, LockGroup
@@ -206,8 +209,6 @@ def export_code(repo_root: Path, stored: StoredExperiment, paths: Iterable[str],
     The whole commit is archived so that the recorded patch, whose paths are relative to the top
     of the repository, applies as it was made; only ``paths`` are kept, under ``dest``.
     """
-    from ..workspace.git import apply_patch, validate_commit
-
     commit = validate_commit(stored.experiment.git.commit)
     top = proc.run(["git", "rev-parse", "--show-toplevel"], cwd=repo_root, check=False)
     if top.returncode != 0:
@@ -327,16 +328,12 @@ class ContextLock:
         self.fd: Optional[int] = None
 
     def __enter__(self) -> ContextLock:
-        import fcntl
-
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         fcntl.flock(self.fd, fcntl.LOCK_EX)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        import fcntl
-
         if self.fd is not None:
             fcntl.flock(self.fd, fcntl.LOCK_UN)
             os.close(self.fd)
@@ -418,8 +415,6 @@ def assemble_context(repo_root: Path, stored: StoredExperiment, inputs: ContextI
 def write_replay(folder: Path, replay: Sequence[tuple[str, str, str, str]],
                  files: Mapping[str, bytes]) -> None:
     """``manifest.json`` and the files of the post-install changes, for ``reinstate.py``."""
-    import json
-
     folder.mkdir(parents=True, exist_ok=True)
     manifest = []
     for package, path, name, digest in replay:

@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import sys
+from importlib import metadata
 
 
 def fail(message: str) -> int:
@@ -25,8 +26,6 @@ def fail(message: str) -> int:
 
 
 def main(argv: list) -> int:
-    from importlib import metadata
-
     if len(argv) != 2:
         return fail("usage: reinstate.py MANIFEST FOLDER")
     manifest, folder = argv

@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from typing import Optional
+from urllib.parse import urlsplit
 
 from ..model import grammar as validate
 from ..errors import UsageError, ValidationError
@@ -20,6 +21,7 @@ from ..model import Environment, Experiment, Package
 from ..lock.requirements import url_requirement
 from ..lock.wheelhouse import DirectSource
 from ..redact import strip_url_credentials
+from ..store import FILE_NAME_RE
 from ..templating import render_template
 from . import images
 
@@ -94,8 +96,6 @@ ARCHIVE_HOSTS = re.compile(
 
 def is_archive_host(uri: str) -> bool:
     """``uri`` is an http(s) URI on one of :data:`ARCHIVE_HOSTS` (no port, no credentials)."""
-    from urllib.parse import urlsplit
-
     try:
         parts = urlsplit(uri)
         port = parts.port
@@ -295,8 +295,6 @@ def sealed_source(pkg: Package, where: str) -> str:
     the capture recorded. A capture without it (an older reprobox, or a too large source) is
     refused, naming the package.
     """
-    from ..store import FILE_NAME_RE
-
     src = pkg.source
     url = strip_url_credentials(str(src.url))
     if not src.path or not src.hash:
@@ -373,8 +371,6 @@ def direct_source(pkg: Package, where: str,
 def replay_plan(environment: Environment) -> tuple[tuple[str, str, str, str], ...]:
     """The post-install changes a rebuild re-applies (those the capture carried), checked: a
     path a package installs, a file of the experiment, a sha256."""
-    from ..store import FILE_NAME_RE
-
     out = []
     for i, c in enumerate(environment.installed_changes):
         if c.replay is None:

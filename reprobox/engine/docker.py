@@ -45,11 +45,10 @@ _DAEMON_HINT = (
 
 def _sdk() -> Any:
     """The Docker SDK (``docker``, ``docker.errors``, ``docker.types``)."""
-    # lazy: the Docker SDK costs 80-160 ms to import; capture, lock and diff never need it
     try:
-        import docker
-        import docker.errors
-        import docker.types
+        import docker  # lazy: the Docker SDK costs ~60 ms; capture, lock and diff never use it
+        import docker.errors  # lazy: as above
+        import docker.types  # lazy: as above
     except ImportError as exc:  # pragma: no cover - a declared dependency
         raise EngineError("the Docker SDK for Python is not installed",
                           "pip install docker") from exc

@@ -24,6 +24,12 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from ..errors import ReproboxError, UsageError
+from ..model import INLINE_METRICS
+from ..model import grammar as validate
+from ..outcome import compare_metrics, differences
+from ..run import plan_run
+from ..workspace.metrics import read_metrics
+from ..workspace.replay import RUN_EXPERIMENT_ENV, RUN_METRICS_ENV
 from .summary import Outcome
 from ..progress import Progress
 
@@ -68,10 +74,6 @@ def job_manifest(stored: Any, image: str, *, repo: str, namespace: str = "defaul
                  gpus: Optional[str] = None, git_image: str = DEFAULT_GIT_IMAGE,
                  timeout: Optional[int] = None, suffix: str = "") -> dict[str, Any]:
     """The Job of one experiment, as a dict (dumped as YAML or sent to the API)."""
-    from ..model import grammar as validate
-    from ..run import plan_run
-    from ..workspace.replay import RUN_EXPERIMENT_ENV, RUN_METRICS_ENV
-
     exp = stored.experiment
     exp_id = validate.experiment_id(exp.id, "experiment id")
     image = validate.image_tag(image, "published image")
@@ -150,7 +152,7 @@ def job_manifest(stored: Any, image: str, *, repo: str, namespace: str = "defaul
 
 
 def to_yaml(manifests: Sequence[dict[str, Any]]) -> str:
-    import yaml  # lazy: PyYAML ~10 ms, only for fanout
+    import yaml  # lazy: PyYAML costs ~10 ms to import, only `--on kubernetes --dry-run` prints
 
     return "".join("---\n" + yaml.safe_dump(m, sort_keys=False, default_flow_style=False)
                    for m in manifests)
@@ -158,13 +160,6 @@ def to_yaml(manifests: Sequence[dict[str, Any]]) -> str:
 
 def report_from_log(stored: Any, log: str) -> dict[str, Any]:
     """The rerun container's log -> a report in ``reprobox run --json``'s shape."""
-    from ..model import grammar as validate
-    from ..workspace.metrics import read_metrics
-    from ..outcome import compare_metrics, differences
-    from ..errors import ReproboxError as _Err
-    from ..model import INLINE_METRICS
-    from ..run import plan_run
-
     exp = stored.experiment
     plan = plan_run(exp, stored.environment)
     exit_code: Optional[int] = None
@@ -197,7 +192,7 @@ def report_from_log(stored: Any, log: str) -> dict[str, Any]:
             path.write_bytes(blobs[rel])
             try:
                 observed[key] = dict(read_metrics(path))
-            except _Err as exc:
+            except ReproboxError as exc:
                 observed[key] = None
                 reasons[key] = f"{rel} could not be read after the rerun: {exc.message}"
     metrics = compare_metrics(exp.metrics, observed, unavailable=reasons)
@@ -218,9 +213,9 @@ def apply_and_gather(stored_list: Sequence[Any], manifests: Sequence[dict[str, A
                      progress: Optional[Progress] = None) -> list[Outcome]:
     """Create the Jobs with the configured cluster (kubeconfig), wait, read status and logs."""
     say = progress or (lambda _m: None)
-    try:
+    try:  # lazy: an optional extra that costs ~160 ms to import; only a real submission needs it
         from kubernetes import client, config
-        from kubernetes.client.rest import ApiException
+        from kubernetes.client.rest import ApiException  # lazy: as above
     except ImportError:
         raise ReproboxError("the kubernetes Python client is not installed",
                             "pip install 'reprobox[kubernetes]'") from None

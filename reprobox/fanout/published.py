@@ -7,15 +7,14 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from ..errors import UsageError
+from ..model import grammar as validate
+from ..registry import load_publication, trusted_registries
 
 
 def published_image(stored: Any) -> Optional[str]:
     """``HOST[:PORT]/NAMESPACE/NAME@sha256:...`` of the newest push to a registry this machine
     trusts (:func:`reprobox.registry.trusted_registries`), or None. The record comes with the
     checkout: a registry it names that the host's configuration does not is never used."""
-    from ..model import grammar as validate
-    from ..registry import load_publication, trusted_registries
-
     record = load_publication(stored)
     if record is None or not record.images:
         return None

@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import datetime as _dt
+import shlex
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
 from ..errors import UsageError, ValidationError
+from ..store import write_atomic
+from . import kubernetes as k8s
+from . import slurm
+from .local import default_jobs, run_local
+from .published import published_image, require_published
 from .summary import Outcome, Summary, utc_now
 from ..progress import Progress
 
@@ -71,12 +79,7 @@ def fan_out(store: Any, refs: Sequence[str], *, all_experiments: bool = False,
     outcomes: list[Outcome] = []
 
     if on == "local":
-        from .local import default_jobs, run_local
-
         if dry_run:
-            import shlex
-            import sys
-
             return "".join(shlex.join([sys.executable, "-m", "reprobox.cli", "-q", "run", s.id,
                                        "--json", *run_args]) + "\n" for s in chosen)
         n = jobs or default_jobs()
@@ -86,9 +89,6 @@ def fan_out(store: Any, refs: Sequence[str], *, all_experiments: bool = False,
                              progress=say)
 
     elif on == "slurm":
-        from . import slurm
-        from .published import published_image
-
         tasks = [slurm.Task(s.id, s.experiment.name, published_image(s) or "") for s in chosen]
         name = f"slurm-{_stamp()}"
         results = (store.root / ".reprobox" / "local" / "fanout" / name) if dry_run \
@@ -99,8 +99,6 @@ def fan_out(store: Any, refs: Sequence[str], *, all_experiments: bool = False,
             time_limit=time_limit, partition=partition)
         if dry_run:
             return script
-        from ..store import write_atomic
-
         path = results / "job.sbatch"
         write_atomic(path, script)
         job = slurm.submit(path)
@@ -110,9 +108,6 @@ def fan_out(store: Any, refs: Sequence[str], *, all_experiments: bool = False,
                                 progress=say)
 
     else:
-        from . import kubernetes as k8s
-        from .published import require_published
-
         suffix = _stamp()[9:15].lower() if not dry_run else ""
         manifests = [k8s.job_manifest(s, require_published(s), repo=repo or _remote(store),
                                       namespace=namespace, gpus=gpus,
@@ -131,8 +126,6 @@ def fan_out(store: Any, refs: Sequence[str], *, all_experiments: bool = False,
 
 def _remote(store: Any) -> str:
     """The repository a pod clones: the origin remote (a pod cannot read this machine's disk)."""
-    import subprocess
-
     done = subprocess.run(["git", "-C", str(store.root), "remote", "get-url", "origin"],
                           capture_output=True, text=True, timeout=30)
     url = done.stdout.strip()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -24,7 +25,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional, Sequence
 
+from .. import __version__
 from ..errors import ReproboxError, ToolMissing, UsageError
+from ..model import grammar as validate
 from .summary import Outcome, run_notes
 from ..progress import Progress
 
@@ -55,9 +58,6 @@ def render_script(tasks: Sequence[Task], *, repo: str, results: Path, python: st
                   partition: Optional[str] = None) -> str:
     """The sbatch script; every value checked against its grammar, quoted where a shell reads
     it."""
-    from .. import __version__
-    from ..model import grammar as validate
-
     if not tasks:
         raise UsageError("no experiment to submit")
     ids = [validate.experiment_id(t.exp_id, "experiment id") for t in tasks]
@@ -70,8 +70,7 @@ def render_script(tasks: Sequence[Task], *, repo: str, results: Path, python: st
         raise UsageError(f"--time-limit {time_limit!r} is not a Slurm time (e.g. 2:00:00)")
     if throttle is not None and throttle < 1:
         raise UsageError("--jobs must be at least 1")
-    # lazy: jinja2 ~30 ms, only for fanout
-    from jinja2 import Environment, PackageLoader, StrictUndefined
+    from jinja2 import Environment, PackageLoader, StrictUndefined  # lazy: ~25 ms, sbatch only
 
     env = Environment(loader=PackageLoader("reprobox.templates", "."), undefined=StrictUndefined,
                       keep_trailing_newline=True, autoescape=False)
@@ -87,8 +86,6 @@ def render_script(tasks: Sequence[Task], *, repo: str, results: Path, python: st
 
 
 def _tool(name: str) -> str:
-    import shutil
-
     path = shutil.which(name)
     if not path:
         raise ToolMissing(f"`{name}` is not on PATH: this machine cannot submit to Slurm",

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
+from ..store import write_atomic
+
 REPRODUCED = "reproduced"
 DIFFERS = "differs"
 FAILED = "failed"
@@ -126,8 +128,6 @@ class Summary:
 
     def save(self, folder: Path) -> Path:
         """Write the JSON summary under ``folder`` (``.reprobox/local/fanout``)."""
-        from ..store import write_atomic
-
         stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
         path = folder / f"{stamp}-{self.on}.json"
         self.path = str(path)

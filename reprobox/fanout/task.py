@@ -18,20 +18,20 @@ import sys
 import tempfile
 from pathlib import Path
 
+from ..model import grammar as validate
+from ..outcome import Tolerance, compare_metrics, compare_outputs, differences
+from ..run import (
+    _clear,
+    _observed_outputs,
+    _read_observed_metrics,
+    checkout_code,
+    plan_run,
+)
+from ..store import open_store
+from ..workspace.replay import RUN_EXPERIMENT_ENV, RUN_METRICS_ENV
+
 
 def apptainer_report(exp_id: str, image: str) -> dict:
-    from ..model import grammar as validate
-    from ..outcome import Tolerance, compare_metrics, compare_outputs, differences
-    from ..run import (
-        _clear,
-        _observed_outputs,
-        _read_observed_metrics,
-        checkout_code,
-        plan_run,
-    )
-    from ..store import open_store
-    from ..workspace.replay import RUN_EXPERIMENT_ENV, RUN_METRICS_ENV
-
     if not image.startswith("docker://"):
         raise SystemExit("error: the image must be docker://REF@DIGEST")
     validate.image_tag(image[len("docker://"):], "published image")

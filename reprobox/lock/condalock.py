@@ -39,8 +39,8 @@ EXPLICIT_FILE = "conda-explicit.txt"
 def _models():  # type: ignore[no-untyped-def]
     try:  # lazy: conda-lock is an optional extra and costs ~340 ms to import
         from conda_lock.lockfile import parse_conda_lock_file, write_conda_lock_file
-        from conda_lock.lockfile.v2prelim import models
-        from conda_lock.models.channel import Channel
+        from conda_lock.lockfile.v2prelim import models  # lazy: as above
+        from conda_lock.models.channel import Channel  # lazy: as above
     except ImportError:
         raise UsageError(
             "writing conda-lock.yml needs the conda-lock package, which is not installed",

@@ -24,7 +24,8 @@ from typing import Any
 
 
 async def _install(request: dict[str, Any]) -> None:
-    import rattler  # lazy: py-rattler ~32 ms, conda only
+    # lazy: not for time: under main's try a missing py-rattler is reported, not a traceback
+    import rattler
 
     records = []
     for pkg in request["packages"]:

@@ -8,6 +8,7 @@ inside other interpreters and imports the standard library only: tests/unit/test
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -129,3 +130,27 @@ def test_the_rule_catches_an_upward_a_sideways_and_a_lazy_import(tmp_path: Path)
     bad = _upward("reprobox.capture.fake", fake)
     assert [b.split(":")[1].split()[0] for b in bad] == [
         "reprobox.build", "reprobox.workspace", "reprobox.run"]
+
+
+@pytest.mark.parametrize("module,path", MODULES, ids=[m for m, _ in MODULES])
+def test_imports_sit_at_module_top(module: str, path: Path) -> None:
+    lines = path.read_text(encoding="utf-8").splitlines()
+    bad = []
+    for target, node, at_top in _imports(module, path):
+        if at_top:
+            continue
+        here = lines[node.lineno - 1]
+        above = lines[node.lineno - 2] if node.lineno > 1 else ""
+        if "# lazy:" not in here and "# lazy:" not in above:
+            bad.append(f"line {node.lineno}: {target} (a lazy import needs a `# lazy: reason`)")
+    assert bad == [], f"{module}: imports inside functions: {bad}"
+
+
+
+
+def test_the_layer_table_of_the_docs_is_layers() -> None:
+    doc = (PACKAGE.parent / "docs" / "architecture.md").read_text(encoding="utf-8")
+    rows = [line.split("|") for line in doc.splitlines() if re.match(r"\| \d+ \|", line)]
+    table = [(int(cells[1]), tuple(n.rstrip("/") for n in re.findall(r"`([^`]+)`", cells[2])))
+             for cells in rows]
+    assert table == list(enumerate(LAYERS))

@@ -3,7 +3,10 @@ same result object, and the CLI prints what reprobox.render makes of what reprob
 
 from __future__ import annotations
 
+import importlib
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from reprobox import api
+from reprobox import render as render_mod
 from reprobox.api import (
     BaseImage,
     Captured,
@@ -104,6 +108,32 @@ def test_unknown_results_and_formats_are_refused_by_name() -> None:
         render(BaseImage("python:3.11.7-slim-bookworm", "3.11.7", "bookworm"), "yaml")
     with pytest.raises(ValueError, match="BaseImage has no markdown form"):
         render(BaseImage("python:3.11.7-slim-bookworm", "3.11.7", "bookworm"), "markdown")
+
+
+def test_the_table_names_result_types_that_exist_where_it_says() -> None:
+    """The stages' result types are named in the table, not imported: a type that moved without
+    the table following would go unrendered."""
+    names = list(render_mod._renderers())
+    assert "reprobox.run.RunRecord" in names and "reprobox.diff.model.EnvDiff" in names
+    for key in names:
+        module, _, name = key.rpartition(".")
+        cls = getattr(importlib.import_module(module), name, None)
+        assert isinstance(cls, type), f"{key} names no class"
+        assert f"{cls.__module__}.{cls.__qualname__}" == key
+
+
+def test_printing_a_listing_imports_no_stage() -> None:
+    stages = ("reprobox.backends", "reprobox.build", "reprobox.run", "reprobox.verify")
+    code = ("import sys\n"
+            "from reprobox import api\n"
+            "from reprobox.render import render\n"
+            "render(api.Listing(experiments=()), 'json')\n"
+            "render(api.Listing(experiments=()), 'text')\n"
+            f"print(sorted(m for m in {stages!r} if m in sys.modules))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]", f"rendering `ls` imported {done.stdout.strip()}"
 
 
 # --------------------------------------------------------------------------- ls / show

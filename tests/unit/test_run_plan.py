@@ -665,8 +665,8 @@ def test_as_root_the_container_runs_as_nobody_and_the_checkout_is_lent_then_take
     lent: list[tuple[int, int]] = []
     monkeypatch.setattr(docker_mod.os, "getuid", lambda: 0)
     monkeypatch.setattr(docker_mod.os, "getgid", lambda: 0)
-    monkeypatch.setattr(backends_mod.os, "getuid", lambda: 0)
-    monkeypatch.setattr(backends_mod.os, "getgid", lambda: 0)
+    monkeypatch.setattr(backends_mod.interface.os, "getuid", lambda: 0)
+    monkeypatch.setattr(backends_mod.interface.os, "getgid", lambda: 0)
     monkeypatch.setattr(docker_mod, "hand_over", lambda checkout, uid, gid: lent.append((uid, gid)))
     checkout = tmp_path / "checkout"
     checkout.mkdir()
