@@ -7,6 +7,7 @@ from __future__ import annotations
 import ast
 import os
 import stat
+import uuid
 from pathlib import Path
 
 import pytest
@@ -233,6 +234,9 @@ def test_podman_and_classic_logs_count_steps_cache_hits_and_warnings() -> None:
 
 # --------------------------------------------------------------------------- real builds
 
+#: Tags unique to this test run: another run on the same daemon must not share them.
+_RUN = uuid.uuid4().hex[:12]
+
 _DOCKERFILE = "# Files\nFROM scratch\n# The first copy.\nCOPY a.txt /a.txt\nCOPY a.txt /b.txt\n"
 
 
@@ -273,7 +277,7 @@ def _build_twice(engine: Engine, ctx: Path, tag: str, buildkit: bool = True) -> 
 def test_podman_builds_through_the_shared_command_path(tmp_path: Path) -> None:
     engine = PodmanEngine()
     require(engine.available(), "podman (scripts/setup-podman.sh)")
-    _build_twice(engine, _context(tmp_path), "reprobox-test-engine-build:podman")
+    _build_twice(engine, _context(tmp_path), f"reprobox-test-engine-build:podman-{_RUN}")
 
 
 @pytest.mark.docker
@@ -281,8 +285,8 @@ def test_docker_builds_with_buildkit_and_with_the_classic_builder(tmp_path: Path
     engine = DockerEngine()
     require(engine.buildkit() is not None, "a BuildKit-capable docker client")
     ctx = _context(tmp_path)
-    _build_twice(engine, ctx, "reprobox-test-engine-build:buildkit")
-    _build_twice(engine, ctx, "reprobox-test-engine-build:classic", buildkit=False)
+    _build_twice(engine, ctx, f"reprobox-test-engine-build:buildkit-{_RUN}")
+    _build_twice(engine, ctx, f"reprobox-test-engine-build:classic-{_RUN}", buildkit=False)
 
 
 def test_the_engine_package_stands_on_the_foundation_only() -> None:
