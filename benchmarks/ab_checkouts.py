@@ -26,8 +26,22 @@ from typing import Callable, Dict, List
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import envs  # noqa: E402
-from harness import (DEFAULT_REPS, ROOT, Contestant, Rep, Row, clean_env,  # noqa: E402
-                     cold_reprobox_env, machine, measure, run_once, say, sh, table, write_json)
+from harness import (
+    DEFAULT_REPS,
+    ROOT,
+    Contestant,
+    Rep,
+    Row,
+    clean_env,  # noqa: E402
+    cold_reprobox_env,
+    machine,
+    measure,
+    run_once,
+    say,
+    sh,
+    table,
+    write_json,
+)
 
 CLI = "import sys; from reprobox.cli import main; sys.exit(main())"
 
@@ -38,8 +52,9 @@ def extract(ref: str) -> Path:
     where = Path(tempfile.gettempdir()) / f"reprobox-ab-{sha[:12]}"
     if not (where / "reprobox" / "cli.py").is_file():
         where.mkdir(parents=True, exist_ok=True)
-        archive = subprocess.run(["git", "archive", sha], cwd=ROOT, capture_output=True,
-                                 check=True).stdout
+        archive = subprocess.run(
+            ["git", "archive", sha], cwd=ROOT, capture_output=True, check=True
+        ).stdout
         subprocess.run(["tar", "-x", "-C", str(where)], input=archive, check=True)
     return where
 
@@ -64,24 +79,49 @@ def capture_rows(checkouts: Dict[str, Path], reps: int) -> List[Row]:
                 proj = project  # one project: a warm .reprobox/local cache serves both sides
 
                 def prepare(rep: Rep, proj: Path = proj, mode: str = mode) -> None:
-                    shutil.rmtree(proj / (".reprobox" if mode == "cold" else
-                                          ".reprobox/experiments"), ignore_errors=True)
+                    shutil.rmtree(
+                        proj / (".reprobox" if mode == "cold" else ".reprobox/experiments"),
+                        ignore_errors=True,
+                    )
 
-                def env(rep: Rep, code: Path = code, side: str = side, mode: str = mode,
-                        warm: Path = warm) -> Dict[str, str]:
+                def env(
+                    rep: Rep,
+                    code: Path = code,
+                    side: str = side,
+                    mode: str = mode,
+                    warm: Path = warm,
+                ) -> Dict[str, str]:
                     if mode == "cold":
                         return cold_reprobox_env(rep, PYTHONPATH=str(code))
-                    return clean_env(PYTHONPATH=str(code), XDG_CACHE_HOME=str(warm / side),
-                                     REPROBOX_WHEELHOUSE=str(warm / f"{side}-wh"))
+                    return clean_env(
+                        PYTHONPATH=str(code),
+                        XDG_CACHE_HOME=str(warm / side),
+                        REPROBOX_WHEELHOUSE=str(warm / f"{side}-wh"),
+                    )
 
-                cs.append(Contestant(side, argv("capture", "--no-lock", "--python", vpy,
-                                                "--cmd", "python train.py"),
-                                     env=env, cwd=proj, prepare=prepare))
+                cs.append(
+                    Contestant(
+                        side,
+                        argv("capture", "--no-lock", "--python", vpy, "--cmd", "python train.py"),
+                        env=env,
+                        cwd=proj,
+                        prepare=prepare,
+                    )
+                )
             for c in cs:  # bytecode of both checkouts written, warm caches filled: untimed
                 run_once(c, Rep(-1, warm))
             res = measure(cs, reps, label=f"A/B capture {mode}")
-        rows.append(Row("A/B capture --no-lock", "datascience", mode, "after", res["after"],
-                        "before", res["before"]))
+        rows.append(
+            Row(
+                "A/B capture --no-lock",
+                "datascience",
+                mode,
+                "after",
+                res["after"],
+                "before",
+                res["before"],
+            )
+        )
     return rows
 
 
@@ -90,8 +130,18 @@ def lock_rows(checkouts: Dict[str, Path], reps: int) -> List[Row]:
     with tempfile.TemporaryDirectory(prefix="reprobox-ab-lock-") as tmp:
         base = Path(tmp)
         shutil.rmtree(project / ".reprobox", ignore_errors=True)
-        out = sh(argv("capture", "--no-lock", "--python", venv / "bin" / "python", "--cmd",
-                      "python train.py"), cwd=project, env=clean_env()).stdout
+        out = sh(
+            argv(
+                "capture",
+                "--no-lock",
+                "--python",
+                venv / "bin" / "python",
+                "--cmd",
+                "python train.py",
+            ),
+            cwd=project,
+            env=clean_env(),
+        ).stdout
         exp = out.strip().splitlines()[-1]
         template = base / "template"
         shutil.copytree(project, template, symlinks=True, ignore=shutil.ignore_patterns(".venv"))
@@ -100,32 +150,48 @@ def lock_rows(checkouts: Dict[str, Path], reps: int) -> List[Row]:
         def fresh(rep: Rep) -> None:
             shutil.copytree(template, rep.tmp / "repo", symlinks=True)
 
-        cs = [Contestant(side, argv("lock", exp),
-                         env=lambda rep, code=code: cold_reprobox_env(rep, PYTHONPATH=str(code)),
-                         cwd=lambda rep: rep.tmp / "repo", prepare=fresh)
-              for side, code in checkouts.items()]
+        cs = [
+            Contestant(
+                side,
+                argv("lock", exp),
+                env=lambda rep, code=code: cold_reprobox_env(rep, PYTHONPATH=str(code)),
+                cwd=lambda rep: rep.tmp / "repo",
+                prepare=fresh,
+            )
+            for side, code in checkouts.items()
+        ]
         for c in cs:
             (base / "fill").mkdir(exist_ok=True)
             run_once(c, Rep(-1, base / "fill"))
             shutil.rmtree(base / "fill")
         res = measure(cs, reps, label="A/B lock cold")
-    return [Row("A/B lock (CLI)", "datascience", "cold", "after", res["after"], "before",
-                res["before"])]
+    return [
+        Row("A/B lock (CLI)", "datascience", "cold", "after", res["after"], "before", res["before"])
+    ]
 
 
 def run_rows(checkouts: Dict[str, Path], reps: int) -> List[Row]:
     import bench_run
 
     repo, _venv, exp_id, _image = bench_run.setup(bench_run.bench_dir())
-    cs = [Contestant(side, argv("run", exp_id, "--backend", "docker", "--json"), cwd=repo,
-                     env=clean_env(PYTHONPATH=str(code)))
-          for side, code in checkouts.items()]
+    cs = [
+        Contestant(
+            side,
+            argv("run", exp_id, "--backend", "docker", "--json"),
+            cwd=repo,
+            env=clean_env(PYTHONPATH=str(code)),
+        )
+        for side, code in checkouts.items()
+    ]
     for c in cs:
         run_once(c, Rep(-1, repo))
     res = measure(cs, reps, label="A/B run")
     shutil.rmtree(repo / ".reprobox" / "local" / "runs", ignore_errors=True)
-    return [Row("A/B run", "numpy script", "image built", "after", res["after"], "before",
-                res["before"])]
+    return [
+        Row(
+            "A/B run", "numpy script", "image built", "after", res["after"], "before", res["before"]
+        )
+    ]
 
 
 def main() -> int:
@@ -137,7 +203,10 @@ def main() -> int:
     args = parser.parse_args()
     checkouts = sides(extract(args.base))
     steps: Dict[str, Callable[[Dict[str, Path], int], List[Row]]] = {
-        "capture": capture_rows, "lock": lock_rows, "run": run_rows}
+        "capture": capture_rows,
+        "lock": lock_rows,
+        "run": run_rows,
+    }
     rows: List[Row] = []
     for name in args.only.split(","):
         before = machine()["loadavg"][0]
@@ -148,8 +217,11 @@ def main() -> int:
         rows.extend(got)
         say(table(got))
     head = sh(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT).stdout.strip()
-    out = args.out or (Path(__file__).resolve().parent / "results"
-                       / time.strftime("%Y-%m-%d-%H%M-ab.json", time.gmtime()))
+    out = args.out or (
+        Path(__file__).resolve().parent
+        / "results"
+        / time.strftime("%Y-%m-%d-%H%M-ab.json", time.gmtime())
+    )
     write_json(rows, out, {"base": args.base, "head": head})
     print(f"after ({head}) against before ({args.base}); ratio < 1: faster\n")
     print(table(rows))

@@ -25,8 +25,20 @@ from typing import Dict, List
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import envs  # noqa: E402
-from harness import (DEFAULT_REPS, QUICK_REPS, Contestant, Rep, Row, clean_env,  # noqa: E402
-                     cold_reprobox_env, measure, need, run_once, say, table)
+from harness import (
+    DEFAULT_REPS,
+    QUICK_REPS,
+    Contestant,
+    Rep,
+    Row,
+    clean_env,  # noqa: E402
+    cold_reprobox_env,
+    measure,
+    need,
+    run_once,
+    say,
+    table,
+)
 
 TARGETS = {"cold": 0.35, "warm": 0.2}
 
@@ -50,19 +62,33 @@ def contestants(project: Path, venv: Path, mode: str, warm: Path) -> List[Contes
     def reprobox_env(rep: Rep) -> Dict[str, str]:
         if mode == "cold":
             return cold_reprobox_env(rep)
-        return clean_env(XDG_CACHE_HOME=str(warm / "xdg"),
-                         REPROBOX_WHEELHOUSE=str(warm / "wheelhouse"))
+        return clean_env(
+            XDG_CACHE_HOME=str(warm / "xdg"), REPROBOX_WHEELHOUSE=str(warm / "wheelhouse")
+        )
 
     return [
-        Contestant("reprobox capture --no-lock",
-                   [rb, "capture", "--no-lock", "--python", vpy, "--cmd", "python train.py"],
-                   env=reprobox_env, cwd=project, prepare=reprobox_prepare),
-        Contestant("pip freeze", [pip, "freeze"],
-                   env=lambda rep: clean_env(PIP_CACHE_DIR=cache(rep, "pip"))),
-        Contestant("uv pip freeze", [uv, "pip", "freeze", "--python", vpy],
-                   env=lambda rep: clean_env(UV_CACHE_DIR=cache(rep, "uv"))),
-        Contestant("pip inspect", [pip, "inspect"],
-                   env=lambda rep: clean_env(PIP_CACHE_DIR=cache(rep, "pip"))),
+        Contestant(
+            "reprobox capture --no-lock",
+            [rb, "capture", "--no-lock", "--python", vpy, "--cmd", "python train.py"],
+            env=reprobox_env,
+            cwd=project,
+            prepare=reprobox_prepare,
+        ),
+        Contestant(
+            "pip freeze",
+            [pip, "freeze"],
+            env=lambda rep: clean_env(PIP_CACHE_DIR=cache(rep, "pip")),
+        ),
+        Contestant(
+            "uv pip freeze",
+            [uv, "pip", "freeze", "--python", vpy],
+            env=lambda rep: clean_env(UV_CACHE_DIR=cache(rep, "uv")),
+        ),
+        Contestant(
+            "pip inspect",
+            [pip, "inspect"],
+            env=lambda rep: clean_env(PIP_CACHE_DIR=cache(rep, "pip")),
+        ),
     ]
 
 
@@ -74,8 +100,16 @@ def run(quick: bool = False, env_names: tuple = ("datascience", "torch")) -> Lis
             rows.extend(run_env(name, reps))
         except Exception as exc:  # noqa: BLE001 - the table says which environment failed
             say(f"capture on {name} FAILED: {exc}")
-            rows.append(Row("capture --no-lock", name, "", "FAILED", None,
-                            note=str(exc).splitlines()[0][:200]))
+            rows.append(
+                Row(
+                    "capture --no-lock",
+                    name,
+                    "",
+                    "FAILED",
+                    None,
+                    note=str(exc).splitlines()[0][:200],
+                )
+            )
     return rows
 
 
@@ -94,8 +128,18 @@ def run_env(name: str, reps: int) -> List[Row]:
                 res = measure(cs, reps, label=f"capture {name} {mode}")
             subject = res["reprobox capture --no-lock"]
             for peer in ("pip freeze", "uv pip freeze", "pip inspect"):
-                rows.append(Row("capture --no-lock", label, mode, "reprobox", subject, peer,
-                                res[peer], target=TARGETS[mode] if peer == "pip freeze" else None))
+                rows.append(
+                    Row(
+                        "capture --no-lock",
+                        label,
+                        mode,
+                        "reprobox",
+                        subject,
+                        peer,
+                        res[peer],
+                        target=TARGETS[mode] if peer == "pip freeze" else None,
+                    )
+                )
         shutil.rmtree(project / ".reprobox", ignore_errors=True)
     return rows
 

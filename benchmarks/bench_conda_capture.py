@@ -65,8 +65,10 @@ def build(packages: int) -> Path:
     if (prefix / "conda-meta").is_dir() and (prefix / "bin" / "python").exists():
         return prefix
     shutil.rmtree(root, ignore_errors=True)
-    print(f"building the channel and a {packages + 1}-package environment in {root} (once) ...",
-          file=sys.stderr)
+    print(
+        f"building the channel and a {packages + 1}-package environment in {root} (once) ...",
+        file=sys.stderr,
+    )
     channel = build_channel(root / "channel", bench_packages=packages)
     specs = ["python"] + [f"benchpkg-{i:03d}" for i in range(packages)]
     create_env(channel, prefix, specs, root / "rattler-cache")
@@ -75,8 +77,13 @@ def build(packages: int) -> Path:
 
 def throwaway_repo(base: Path) -> Path:
     repo = Path(tempfile.mkdtemp(prefix="repo-", dir=base))
-    env = {**os.environ, "GIT_AUTHOR_NAME": "b", "GIT_AUTHOR_EMAIL": "b@example.com",
-           "GIT_COMMITTER_NAME": "b", "GIT_COMMITTER_EMAIL": "b@example.com"}
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "b",
+        "GIT_AUTHOR_EMAIL": "b@example.com",
+        "GIT_COMMITTER_NAME": "b",
+        "GIT_COMMITTER_EMAIL": "b@example.com",
+    }
     subprocess.run(["git", "init", "-q", "-b", "main"], cwd=repo, check=True, env=env)
     (repo / "train.py").write_text("print('hi')\n")
     subprocess.run(["git", "add", "train.py"], cwd=repo, check=True, env=env)
@@ -105,15 +112,36 @@ def main(argv: list[str] | None = None) -> int:
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
     env.update(CONDA_PREFIX=str(prefix), XDG_CACHE_HOME=str(work / "cache"))
     contestants = {
-        "reprobox capture --no-lock": lambda repo: [reprobox, "capture", "--no-lock", "--cmd",
-                                                    "python train.py", "--json"],
-        "reprobox capture (conda lock)": lambda repo: [reprobox, "capture", "--cmd",
-                                                       "python train.py", "--json"],
-        "py-rattler: read every record": lambda repo: [sys.executable, "-c", _RATTLER_READ,
-                                                       str(prefix)],
-        "pip --python ENV freeze": lambda repo: [sys.executable, "-m", "pip", "--python",
-                                                 str(prefix / "bin" / "python"), "freeze",
-                                                 "--disable-pip-version-check"],
+        "reprobox capture --no-lock": lambda repo: [
+            reprobox,
+            "capture",
+            "--no-lock",
+            "--cmd",
+            "python train.py",
+            "--json",
+        ],
+        "reprobox capture (conda lock)": lambda repo: [
+            reprobox,
+            "capture",
+            "--cmd",
+            "python train.py",
+            "--json",
+        ],
+        "py-rattler: read every record": lambda repo: [
+            sys.executable,
+            "-c",
+            _RATTLER_READ,
+            str(prefix),
+        ],
+        "pip --python ENV freeze": lambda repo: [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(prefix / "bin" / "python"),
+            "freeze",
+            "--disable-pip-version-check",
+        ],
     }
     times: dict[str, list[float]] = {k: [] for k in contestants}
     try:
@@ -133,16 +161,20 @@ def main(argv: list[str] | None = None) -> int:
 
     records = len(list((prefix / "conda-meta").glob("*.json")))
     peer = statistics.median(times["py-rattler: read every record"])
-    print(f"environment: {prefix} ({records} conda packages; reprobox recorded "
-          f"{captured.get('packages')} pip packages)")
+    print(
+        f"environment: {prefix} ({records} conda packages; reprobox recorded "
+        f"{captured.get('packages')} pip packages)"
+    )
     print(f"{'contestant':32} {'median s':>9} {'min s':>7} {'ratio':>6}")
     for label, values in times.items():
         med = statistics.median(values)
         print(f"{label:32} {med:9.3f} {min(values):7.3f} {med / peer:6.2f}")
     med = statistics.median(times["reprobox capture --no-lock"])
     verdict = "met" if med <= TARGET_S else "NOT met"
-    print(f"target: reprobox capture --no-lock of a {args.packages}-package conda environment "
-          f"<= {TARGET_S} s: {verdict} ({med:.3f} s)")
+    print(
+        f"target: reprobox capture --no-lock of a {args.packages}-package conda environment "
+        f"<= {TARGET_S} s: {verdict} ({med:.3f} s)"
+    )
     return 0
 
 

@@ -31,8 +31,21 @@ from typing import Dict, List, Optional
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import envs  # noqa: E402
-from harness import (DEFAULT_REPS, QUICK_REPS, Contestant, Rep, Row, clean_env,  # noqa: E402
-                     cold_reprobox_env, measure, need, run_once, say, sh, table)
+from harness import (
+    DEFAULT_REPS,
+    QUICK_REPS,
+    Contestant,
+    Rep,
+    Row,
+    clean_env,  # noqa: E402
+    cold_reprobox_env,
+    measure,
+    need,
+    run_once,
+    say,
+    sh,
+    table,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -50,21 +63,34 @@ def uv_sources() -> tuple[Dict[str, str], List[str]]:
 def template(project: Path, venv: Path, base: Path) -> tuple[Path, str, Path]:
     """A copy of the project with an unlocked capture; its id; the pins file of the venv."""
     shutil.rmtree(project / ".reprobox", ignore_errors=True)
-    out = sh([need("reprobox"), "capture", "--no-lock", "--json", "--python",
-              venv / "bin" / "python", "--cmd", "python train.py"], cwd=project,
-             env=clean_env()).stdout
+    out = sh(
+        [
+            need("reprobox"),
+            "capture",
+            "--no-lock",
+            "--json",
+            "--python",
+            venv / "bin" / "python",
+            "--cmd",
+            "python train.py",
+        ],
+        cwd=project,
+        env=clean_env(),
+    ).stdout
     exp = json.loads(out)["id"]
     repo = base / "template"
     shutil.copytree(project, repo, symlinks=True, ignore=shutil.ignore_patterns(".venv"))
     shutil.rmtree(project / ".reprobox", ignore_errors=True)
     pins = base / "pins.txt"
-    pins.write_text(sh([venv / "bin" / "python", "-m", "pip", "freeze",
-                        "--exclude-editable"]).stdout)
+    pins.write_text(
+        sh([venv / "bin" / "python", "-m", "pip", "freeze", "--exclude-editable"]).stdout
+    )
     return repo, exp, pins
 
 
-def contestants(repo: Path, exp: str, pins: Path, mode: str, warm: Path,
-                pip_compile_reps: Optional[int]) -> List[Contestant]:
+def contestants(
+    repo: Path, exp: str, pins: Path, mode: str, warm: Path, pip_compile_reps: Optional[int]
+) -> List[Contestant]:
     uv_env, uv_flags = uv_sources()
 
     def where(rep: Rep) -> Path:
@@ -77,29 +103,65 @@ def contestants(repo: Path, exp: str, pins: Path, mode: str, warm: Path,
         return cold_reprobox_env(Rep(rep.index, where(rep)))
 
     cs = [
-        Contestant("reprobox lock", [need("reprobox"), "lock", exp], env=rb_env,
-                   cwd=lambda rep: rep.tmp / "repo", prepare=fresh_repo),
-        Contestant("uv pip compile --no-deps --generate-hashes",
-                   lambda rep: [need("uv"), "pip", "compile", "--no-deps", "--generate-hashes",
-                                "--quiet", "--no-header", "--index-strategy",
-                                "unsafe-best-match", "--python", sys.executable,
-                                "--cache-dir", where(rep) / "uv", *uv_flags,
-                                "-o", rep.tmp / "uv.txt", pins],
-                   env=clean_env(**uv_env)),
+        Contestant(
+            "reprobox lock",
+            [need("reprobox"), "lock", exp],
+            env=rb_env,
+            cwd=lambda rep: rep.tmp / "repo",
+            prepare=fresh_repo,
+        ),
+        Contestant(
+            "uv pip compile --no-deps --generate-hashes",
+            lambda rep: [
+                need("uv"),
+                "pip",
+                "compile",
+                "--no-deps",
+                "--generate-hashes",
+                "--quiet",
+                "--no-header",
+                "--index-strategy",
+                "unsafe-best-match",
+                "--python",
+                sys.executable,
+                "--cache-dir",
+                where(rep) / "uv",
+                *uv_flags,
+                "-o",
+                rep.tmp / "uv.txt",
+                pins,
+            ],
+            env=clean_env(**uv_env),
+        ),
     ]
     if pip_compile_reps != 0:
-        cs.append(Contestant(
-            "pip-compile --generate-hashes",
-            lambda rep: [need("pip-compile"), "--generate-hashes", "--quiet", "--no-header",
-                         "--cache-dir", where(rep) / "pip-tools", "-o", rep.tmp / "pc.txt",
-                         pins],
-            env=lambda rep: clean_env(PIP_CACHE_DIR=str(where(rep) / "pip")),
-            cwd=lambda rep: rep.tmp, reps=pip_compile_reps))
+        cs.append(
+            Contestant(
+                "pip-compile --generate-hashes",
+                lambda rep: [
+                    need("pip-compile"),
+                    "--generate-hashes",
+                    "--quiet",
+                    "--no-header",
+                    "--cache-dir",
+                    where(rep) / "pip-tools",
+                    "-o",
+                    rep.tmp / "pc.txt",
+                    pins,
+                ],
+                env=lambda rep: clean_env(PIP_CACHE_DIR=str(where(rep) / "pip")),
+                cwd=lambda rep: rep.tmp,
+                reps=pip_compile_reps,
+            )
+        )
     return cs
 
 
-def run(quick: bool = False, env_names: tuple = ("datascience", "torch"),  # type: ignore[type-arg]
-        pip_compile_reps: Optional[int] = 3) -> List[Row]:
+def run(
+    quick: bool = False,
+    env_names: tuple = ("datascience", "torch"),  # type: ignore[type-arg]
+    pip_compile_reps: Optional[int] = 3,
+) -> List[Row]:
     reps = QUICK_REPS if quick else DEFAULT_REPS
     if quick:
         pip_compile_reps = 0 if pip_compile_reps != 0 else 0
@@ -112,12 +174,21 @@ def run(quick: bool = False, env_names: tuple = ("datascience", "torch"),  # typ
             rows.extend(run_env(name, reps, pcr))
         except Exception as exc:  # noqa: BLE001 - the table says which environment failed
             say(f"lock on {name} FAILED: {exc}")
-            rows.append(Row("lock (CLI)", name, "cold", "FAILED", None,
-                            note=str(exc).splitlines()[0][:200]))
+            rows.append(
+                Row("lock (CLI)", name, "cold", "FAILED", None, note=str(exc).splitlines()[0][:200])
+            )
         if name != "datascience" and pip_compile_reps:
-            rows.append(Row("lock (CLI)", name, "cold", "pip-compile", None,
-                            note="pip-compile not run on this environment (hashing torch's "
-                                 "files takes far longer than the time given)"))
+            rows.append(
+                Row(
+                    "lock (CLI)",
+                    name,
+                    "cold",
+                    "pip-compile",
+                    None,
+                    note="pip-compile not run on this environment (hashing torch's "
+                    "files takes far longer than the time given)",
+                )
+            )
     return rows
 
 
@@ -143,14 +214,37 @@ def run_env(name: str, reps: int, pip_compile_reps: Optional[int]) -> List[Row]:
                 res = measure(cs, reps, label=f"lock {name} {mode}")
                 subject = res["reprobox lock"]
                 uv = "uv pip compile --no-deps --generate-hashes"
-                rows.append(Row("lock (CLI)", label, mode, "reprobox lock", subject, uv, res[uv],
-                                target=1.0 if mode == "cold" else None))
+                rows.append(
+                    Row(
+                        "lock (CLI)",
+                        label,
+                        mode,
+                        "reprobox lock",
+                        subject,
+                        uv,
+                        res[uv],
+                        target=1.0 if mode == "cold" else None,
+                    )
+                )
                 pc = "pip-compile --generate-hashes"
                 if pc in res:
-                    note = (f"pip-compile: {res[pc].n} reps only (minutes per run)"
-                            if res[pc].n < reps else "")
-                    rows.append(Row("lock (CLI)", label, mode, "reprobox lock", subject, pc,
-                                    res[pc], note=note))
+                    note = (
+                        f"pip-compile: {res[pc].n} reps only (minutes per run)"
+                        if res[pc].n < reps
+                        else ""
+                    )
+                    rows.append(
+                        Row(
+                            "lock (CLI)",
+                            label,
+                            mode,
+                            "reprobox lock",
+                            subject,
+                            pc,
+                            res[pc],
+                            note=note,
+                        )
+                    )
     return rows
 
 
@@ -160,8 +254,9 @@ def main() -> int:
     parser.add_argument("--env", action="append", choices=["datascience", "torch"])
     parser.add_argument("--pip-compile-reps", type=int, default=3)
     args = parser.parse_args()
-    print(table(run(args.quick, tuple(args.env or ("datascience", "torch")),
-                    args.pip_compile_reps)))
+    print(
+        table(run(args.quick, tuple(args.env or ("datascience", "torch")), args.pip_compile_reps))
+    )
     return 0
 
 

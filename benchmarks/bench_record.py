@@ -65,8 +65,9 @@ def calibrate(python: str, seconds: float, where: Path) -> int:
     return max(probe_n, int(seconds / (cpu / probe_n)))
 
 
-def fixed_cost(python: str, where: Path, plain_env: dict[str, str],
-               payload_env: dict[str, str], reps: int = 21) -> tuple[float, float]:
+def fixed_cost(
+    python: str, where: Path, plain_env: dict[str, str], payload_env: dict[str, str], reps: int = 21
+) -> tuple[float, float]:
     """Median CPU seconds of a near-empty Python process (``import json``) without and with
     the payload, interleaved: what the payload costs once per process (start-up: the audit
     hook; exit: reading the memory maps, writing the report)."""
@@ -75,7 +76,7 @@ def fixed_cost(python: str, where: Path, plain_env: dict[str, str],
     pay: list[float] = []
     for rep in range(reps):
         pair = [(plain, plain_env), (pay, payload_env)]
-        for out, env in (pair if rep % 2 == 0 else pair[::-1]):
+        for out, env in pair if rep % 2 == 0 else pair[::-1]:
             out.append(timed(argv, where, env)[1])
     return statistics.median(plain), statistics.median(pay)
 
@@ -96,14 +97,22 @@ def measure_record(python: str, seconds: float, reps: int) -> dict[str, object]:
     with tempfile.TemporaryDirectory(prefix="reprobox-bench-record-") as tmp:
         repo = Path(tmp) / "project"
         repo.mkdir()
-        env = {**os.environ, "GIT_AUTHOR_NAME": "b", "GIT_AUTHOR_EMAIL": "b@example.org",
-               "GIT_COMMITTER_NAME": "b", "GIT_COMMITTER_EMAIL": "b@example.org"}
+        env = {
+            **os.environ,
+            "GIT_AUTHOR_NAME": "b",
+            "GIT_AUTHOR_EMAIL": "b@example.org",
+            "GIT_COMMITTER_NAME": "b",
+            "GIT_COMMITTER_EMAIL": "b@example.org",
+        }
         env.pop("VIRTUAL_ENV", None)
         env.pop("PYTHONDONTWRITEBYTECODE", None)
         (repo / "job.py").write_text(JOB)
         (repo / ".gitignore").write_text("out.json\n")
-        for argv in (["git", "init", "-q"], ["git", "add", "-A"],
-                     ["git", "commit", "-q", "-m", "job"]):
+        for argv in (
+            ["git", "init", "-q"],
+            ["git", "add", "-A"],
+            ["git", "commit", "-q", "-m", "job"],
+        ):
             subprocess.run(argv, cwd=repo, check=True, env=env)
         n = calibrate(python, seconds, repo)
         sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -124,7 +133,7 @@ def measure_record(python: str, seconds: float, reps: int) -> dict[str, object]:
         rec_total: list[float] = []
         for rep in range(reps):
             order = ["plain", "payload", "record"]
-            order = order[rep % 3:] + order[:rep % 3]
+            order = order[rep % 3 :] + order[: rep % 3]
             for kind in order:
                 if kind == "plain":
                     wall, cpu = timed(job, repo, env)
@@ -137,22 +146,50 @@ def measure_record(python: str, seconds: float, reps: int) -> dict[str, object]:
                 else:
                     t0 = time.perf_counter()
                     done = subprocess.run(
-                        [reprobox_exe(), "-q", "record", "--no-lock", "--json",
-                         "--python", python, "--", python, "job.py", str(seconds), str(n)],
-                        cwd=repo, check=True, env=env, capture_output=True, text=True)
+                        [
+                            reprobox_exe(),
+                            "-q",
+                            "record",
+                            "--no-lock",
+                            "--json",
+                            "--python",
+                            python,
+                            "--",
+                            python,
+                            "job.py",
+                            str(seconds),
+                            str(n),
+                        ],
+                        cwd=repo,
+                        check=True,
+                        env=env,
+                        capture_output=True,
+                        text=True,
+                    )
                     rec_total.append(time.perf_counter() - t0)
                     data = json.loads(done.stdout)
                     exp = json.loads((Path(data["path"]) / "experiment.json").read_text())
                     rec_cmd.append(float(exp["run"]["wall_seconds"]))
                     shutil.rmtree(repo / ".reprobox" / "experiments", ignore_errors=True)
-            print(f"rep {rep + 1}/{reps}: plain {plain[-1]:.3f}s ({plain_cpu[-1]:.3f}s "
-                  f"CPU), with payload {pay[-1]:.3f}s ({pay_cpu[-1]:.3f}s CPU), record command "
-                  f"{rec_cmd[-1]:.3f}s, record end to end {rec_total[-1]:.3f}s", file=sys.stderr)
+            print(
+                f"rep {rep + 1}/{reps}: plain {plain[-1]:.3f}s ({plain_cpu[-1]:.3f}s "
+                f"CPU), with payload {pay[-1]:.3f}s ({pay_cpu[-1]:.3f}s CPU), record command "
+                f"{rec_cmd[-1]:.3f}s, record end to end {rec_total[-1]:.3f}s",
+                file=sys.stderr,
+            )
         fixed_plain, fixed_payload = fixed_cost(python, repo, env, payload_env)
-    return {"seconds": seconds, "reps": reps, "plain": plain, "plain_cpu": plain_cpu,
-            "payload": pay, "payload_cpu": pay_cpu, "record_command": rec_cmd,
-            "record_total": rec_total, "fixed_plain": fixed_plain,
-            "fixed_payload": fixed_payload}
+    return {
+        "seconds": seconds,
+        "reps": reps,
+        "plain": plain,
+        "plain_cpu": plain_cpu,
+        "payload": pay,
+        "payload_cpu": pay_cpu,
+        "record_command": rec_cmd,
+        "record_total": rec_total,
+        "fixed_plain": fixed_plain,
+        "fixed_payload": fixed_payload,
+    }
 
 
 def run(quick: bool = False) -> list:  # type: ignore[type-arg]
@@ -166,19 +203,52 @@ def run(quick: bool = False) -> list:  # type: ignore[type-arg]
     case = f"{seconds:g} s command"
     plain, plain_cpu = stats(m["plain"]), stats(m["plain_cpu"])  # type: ignore[arg-type]
     return [
-        Row("record", case, "wall", "reprobox record (command as timed by record)",
-            stats(m["record_command"]), "plain python", plain,  # type: ignore[arg-type]
-            unit="percent", target=1.0),
-        Row("record", case, "wall", "command with the payload", stats(m["payload"]),  # type: ignore[arg-type]
-            "plain python", plain, unit="percent", target=1.0),
-        Row("record", case, "CPU", "command with the payload", stats(m["payload_cpu"]),  # type: ignore[arg-type]
-            "plain python", plain_cpu, unit="percent", target=1.0,
+        Row(
+            "record",
+            case,
+            "wall",
+            "reprobox record (command as timed by record)",
+            stats(m["record_command"]),
+            "plain python",
+            plain,  # type: ignore[arg-type]
+            unit="percent",
+            target=1.0,
+        ),
+        Row(
+            "record",
+            case,
+            "wall",
+            "command with the payload",
+            stats(m["payload"]),  # type: ignore[arg-type]
+            "plain python",
+            plain,
+            unit="percent",
+            target=1.0,
+        ),
+        Row(
+            "record",
+            case,
+            "CPU",
+            "command with the payload",
+            stats(m["payload_cpu"]),  # type: ignore[arg-type]
+            "plain python",
+            plain_cpu,
+            unit="percent",
+            target=1.0,
             note=f"fixed cost per process {1000 * (m['fixed_payload'] - m['fixed_plain']):.1f} ms"  # type: ignore[operator]
-                 " CPU"),
-        Row("record", case, "end to end", "reprobox record (command + capture)",
-            stats(m["record_total"]), "plain python", plain,  # type: ignore[arg-type]
+            " CPU",
+        ),
+        Row(
+            "record",
+            case,
+            "end to end",
+            "reprobox record (command + capture)",
+            stats(m["record_total"]),
+            "plain python",
+            plain,  # type: ignore[arg-type]
             unit="overhead",
-            note="includes the capture after the command (paid once, whatever its length)"),
+            note="includes the capture after the command (paid once, whatever its length)",
+        ),
     ]
 
 
@@ -210,7 +280,8 @@ def main() -> int:
         "fixed_cpu_plain_s": round(fixed_plain, 4),  # type: ignore[call-overload]
         "fixed_cpu_with_payload_s": round(fixed_payload, 4),  # type: ignore[call-overload]
         "fixed_cpu_cost_percent_of_job": round(
-            (fixed_payload - fixed_plain) / args.seconds * 100, 3),  # type: ignore[operator]
+            (fixed_payload - fixed_plain) / args.seconds * 100, 3
+        ),  # type: ignore[operator]
         "load_average": os.getloadavg()[0],
         "target": "command overhead < 1 %",
     }

@@ -17,8 +17,12 @@ import time
 import urllib.request
 from pathlib import Path
 
-ACCEPT = ", ".join(["application/vnd.docker.distribution.manifest.v2+json",
-                    "application/vnd.oci.image.manifest.v1+json"])
+ACCEPT = ", ".join(
+    [
+        "application/vnd.docker.distribution.manifest.v2+json",
+        "application/vnd.oci.image.manifest.v1+json",
+    ]
+)
 
 
 def sh(*argv: str, cwd: Path | None = None, env: dict | None = None) -> str:
@@ -31,8 +35,9 @@ def sh(*argv: str, cwd: Path | None = None, env: dict | None = None) -> str:
 def manifest(ref: str) -> dict:
     name, digest = ref.split("@")
     host, repo = name.split("/", 1)
-    req = urllib.request.Request(f"http://{host}/v2/{repo}/manifests/{digest}",
-                                 headers={"Accept": ACCEPT})
+    req = urllib.request.Request(
+        f"http://{host}/v2/{repo}/manifests/{digest}", headers={"Accept": ACCEPT}
+    )
     with urllib.request.urlopen(req, timeout=30) as resp:
         return json.load(resp)
 
@@ -52,8 +57,7 @@ def main() -> None:
         py = str(find_interpreter("3.11.7"))
         sh(py, "-m", "venv", str(t / "venv"))
         sh(str(t / "venv/bin/python"), "-m", "pip", "install", "-q", *args.packages.split())
-        n = len(json.loads(sh(str(t / "venv/bin/python"), "-m", "pip", "list", "--format",
-                              "json")))
+        n = len(json.loads(sh(str(t / "venv/bin/python"), "-m", "pip", "list", "--format", "json")))
         repo = t / "project"
         repo.mkdir()
         sh("git", "init", "-q", "-b", "main", cwd=repo)
@@ -62,16 +66,31 @@ def main() -> None:
         (repo / ".gitignore").write_text("m.json\n")
         sh("git", "add", "-A", cwd=repo)
         sh("git", "-c", "user.name=b", "-c", "user.email=b@x", "commit", "-qm", "i", cwd=repo)
-        env = {**os.environ, "VIRTUAL_ENV": str(t / "venv"),
-               "PATH": f"{t / 'venv/bin'}:{os.environ['PATH']}"}
+        env = {
+            **os.environ,
+            "VIRTUAL_ENV": str(t / "venv"),
+            "PATH": f"{t / 'venv/bin'}:{os.environ['PATH']}",
+        }
         out: dict = {"packages": n}
         refs: list[str] = []
         exps: list[str] = []
         for script in ("a.py", "b.py"):
             sh(str(t / "venv/bin/python"), script, cwd=repo)
-            exp = json.loads(sh(reprobox, "capture", "--json", "--name", script[0], "--cmd",
-                                f"python {script}", "--metrics", "m.json", cwd=repo,
-                                env=env))["id"]
+            exp = json.loads(
+                sh(
+                    reprobox,
+                    "capture",
+                    "--json",
+                    "--name",
+                    script[0],
+                    "--cmd",
+                    f"python {script}",
+                    "--metrics",
+                    "m.json",
+                    cwd=repo,
+                    env=env,
+                )
+            )["id"]
             t0 = time.monotonic()
             sh(reprobox, "build", exp, cwd=repo)
             out[f"build_{script[0]}_s"] = round(time.monotonic() - t0, 1)
@@ -92,8 +111,14 @@ def main() -> None:
         # already ran one experiment on it)
         docker = "/usr/bin/docker"
         for exp_id, r in zip(exps, refs):
-            names = sh(docker, "images", "--format", "{{.Repository}}:{{.Tag}}", "--filter",
-                       f"label=reprobox.experiment={exp_id}").split()
+            names = sh(
+                docker,
+                "images",
+                "--format",
+                "{{.Repository}}:{{.Tag}}",
+                "--filter",
+                f"label=reprobox.experiment={exp_id}",
+            ).split()
             for name in [*names, r]:
                 if "<none>" not in name:
                     subprocess.run([docker, "rmi", name], capture_output=True)

@@ -32,13 +32,25 @@ from typing import List, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import (DEFAULT_REPS, QUICK_REPS, BenchError, Contestant, Rep, Row,  # noqa: E402
-                     clean_env, measure, need, run_once, table)
+from harness import (
+    DEFAULT_REPS,
+    QUICK_REPS,
+    BenchError,
+    Contestant,
+    Rep,
+    Row,  # noqa: E402
+    clean_env,
+    measure,
+    need,
+    run_once,
+    table,
+)
 
 TARGET_OVERHEAD_S = 1.0
 ROOT = Path(__file__).resolve().parent.parent
-DOCKER = ("/usr/bin/docker" if Path("/usr/bin/docker").exists()
-          else (shutil.which("docker") or "docker"))
+DOCKER = (
+    "/usr/bin/docker" if Path("/usr/bin/docker").exists() else (shutil.which("docker") or "docker")
+)
 
 TRAIN = """\
 import json
@@ -75,8 +87,9 @@ def setup(base: Path) -> tuple[Path, Path, str, str]:
     if state.is_file():
         data = json.loads(state.read_text())
         if (repo / ".git").is_dir() and (venv / "bin" / "python").exists():
-            inspect = subprocess.run([DOCKER, "image", "inspect", data["image"]],
-                                     capture_output=True, check=False)
+            inspect = subprocess.run(
+                [DOCKER, "image", "inspect", data["image"]], capture_output=True, check=False
+            )
             if inspect.returncode == 0:
                 return repo, venv, data["id"], data["image"]
     print(f"setting up the benchmark in {base} (once) ...", file=sys.stderr)
@@ -88,12 +101,37 @@ def setup(base: Path) -> tuple[Path, Path, str, str]:
     (repo / ".gitignore").write_text("metrics.json\n")
     sh(["git", "init", "-q", "-b", "main"], repo)
     sh(["git", "-c", "user.email=b@example.org", "-c", "user.name=bench", "add", "."], repo)
-    sh(["git", "-c", "user.email=b@example.org", "-c", "user.name=bench", "commit", "-q", "-m",
-        "bench"], repo)
+    sh(
+        [
+            "git",
+            "-c",
+            "user.email=b@example.org",
+            "-c",
+            "user.name=bench",
+            "commit",
+            "-q",
+            "-m",
+            "bench",
+        ],
+        repo,
+    )
     env = dict(os.environ, VIRTUAL_ENV=str(venv), PATH=f"{venv / 'bin'}:{os.environ['PATH']}")
     sh([str(venv / "bin" / "python"), "train.py"], repo, env)
-    cap = json.loads(sh([reprobox_cli(), "capture", "--json", "--cmd", "python train.py",
-                         "--metrics", "metrics.json"], repo, env).stdout)
+    cap = json.loads(
+        sh(
+            [
+                reprobox_cli(),
+                "capture",
+                "--json",
+                "--cmd",
+                "python train.py",
+                "--metrics",
+                "metrics.json",
+            ],
+            repo,
+            env,
+        ).stdout
+    )
     exp_id = cap["id"]
     build = sh([reprobox_cli(), "build", exp_id], repo)
     image = build.stdout.strip().splitlines()[-1]
@@ -107,19 +145,50 @@ def run(quick: bool = False) -> List[Row]:
     reps = QUICK_REPS if quick else DEFAULT_REPS
     repo, venv, exp_id, image = setup(bench_dir())
     user = f"{os.getuid()}:{os.getgid()}"
-    direct = [DOCKER, "run", "--rm", "-v", f"{repo}:/workspace", "-w", "/workspace",
-              "--user", user, "-e", "HOME=/tmp", image, "/bin/sh", "-c", "python train.py"]
-    cs = [Contestant("docker run (direct)", direct),
-          Contestant("reprobox run", [need("reprobox"), "run", exp_id, "--backend", "docker",
-                                      "--json"], cwd=repo, env=clean_env())]
+    direct = [
+        DOCKER,
+        "run",
+        "--rm",
+        "-v",
+        f"{repo}:/workspace",
+        "-w",
+        "/workspace",
+        "--user",
+        user,
+        "-e",
+        "HOME=/tmp",
+        image,
+        "/bin/sh",
+        "-c",
+        "python train.py",
+    ]
+    cs = [
+        Contestant("docker run (direct)", direct),
+        Contestant(
+            "reprobox run",
+            [need("reprobox"), "run", exp_id, "--backend", "docker", "--json"],
+            cwd=repo,
+            env=clean_env(),
+        ),
+    ]
     for c in cs:  # warm-up: image and caches hot, nothing timed
         run_once(c, Rep(-1, repo))
     res = measure(cs, reps, label="run")
     # runs leave reports behind; they are the benchmark's own, not the user's
     shutil.rmtree(repo / ".reprobox" / "local" / "runs", ignore_errors=True)
-    return [Row("run", "numpy script", "image built", "reprobox run --backend docker",
-                res["reprobox run"], "docker run of the same command",
-                res["docker run (direct)"], unit="overhead", target=TARGET_OVERHEAD_S)]
+    return [
+        Row(
+            "run",
+            "numpy script",
+            "image built",
+            "reprobox run --backend docker",
+            res["reprobox run"],
+            "docker run of the same command",
+            res["docker run (direct)"],
+            unit="overhead",
+            target=TARGET_OVERHEAD_S,
+        )
+    ]
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -25,15 +25,42 @@ from harness import DATA, GIT, BenchError, bench_dir, say, sh
 
 DS_PINS = DATA / "datascience-requirements.txt"
 #: Around torch: enough of a real deep-learning stack to pass 250 distributions.
-TORCH_EXTRA = ["torch", "transformers", "datasets", "lightning", "torchmetrics", "tensorboard",
-               "accelerate", "optuna", "wandb", "sentence-transformers", "spacy", "langchain",
-               "onnx", "sympy", "networkx", "gitpython", "rich", "typer", "fastapi", "uvicorn",
-               "streamlit", "dash", "ray", "dask", "polars", "xarray", "openai", "bokeh"]
+TORCH_EXTRA = [
+    "torch",
+    "transformers",
+    "datasets",
+    "lightning",
+    "torchmetrics",
+    "tensorboard",
+    "accelerate",
+    "optuna",
+    "wandb",
+    "sentence-transformers",
+    "spacy",
+    "langchain",
+    "onnx",
+    "sympy",
+    "networkx",
+    "gitpython",
+    "rich",
+    "typer",
+    "fastapi",
+    "uvicorn",
+    "streamlit",
+    "dash",
+    "ray",
+    "dask",
+    "polars",
+    "xarray",
+    "openai",
+    "bokeh",
+]
 
 
 def pip_config() -> dict:  # type: ignore[type-arg]
-    out = subprocess.run([sys.executable, "-m", "pip", "config", "list"], capture_output=True,
-                         text=True, check=False).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True, check=False
+    ).stdout
     conf = {}
     for line in out.splitlines():
         key, _, value = line.partition("=")
@@ -56,11 +83,13 @@ def _project(root: Path, imports: List[str]) -> None:
     (root / "src" / "proj").mkdir(parents=True, exist_ok=True)
     (root / "pyproject.toml").write_text(
         '[build-system]\nrequires = ["setuptools>=61"]\nbuild-backend = "setuptools.build_meta"\n'
-        '[project]\nname = "proj"\nversion = "0.1.0"\n')
+        '[project]\nname = "proj"\nversion = "0.1.0"\n'
+    )
     (root / "src" / "proj" / "__init__.py").write_text("SEED = 0\n")
     (root / "train.py").write_text(
         "import json\n" + "".join(f"import {m}\n" for m in imports) + "import proj\n"
-        "json.dump({'score': proj.SEED + 1}, open('metrics.json', 'w'))\n")
+        "json.dump({'score': proj.SEED + 1}, open('metrics.json', 'w'))\n"
+    )
     (root / ".gitignore").write_text(".venv/\nmetrics.json\n.bench.json\nhand/\n")
     (root / ".dockerignore").write_text(".venv\n.git\n.reprobox\nhand\n")
 
@@ -73,10 +102,16 @@ def build(name: str) -> tuple[Path, Path]:
     extra = TORCH_EXTRA if name == "torch" else []
     wheel = local_torch_wheel() if name == "torch" else None
     if name == "torch" and wheel is None:
-        raise BenchError("no torch wheel in the local wheel folders pip's configuration names "
-                         "(`pip config list`: find-links)")
-    wanted = {"pins": DS_PINS.read_text(), "extra": extra, "wheel": wheel and wheel.name,
-              "python": platform.python_version()}
+        raise BenchError(
+            "no torch wheel in the local wheel folders pip's configuration names "
+            "(`pip config list`: find-links)"
+        )
+    wanted = {
+        "pins": DS_PINS.read_text(),
+        "extra": extra,
+        "wheel": wheel and wheel.name,
+        "python": platform.python_version(),
+    }
     if marker.is_file() and json.loads(marker.read_text()) == wanted:
         return project, venv
     say(f"building the {name} environment in {project} (once) ...")
@@ -126,11 +161,40 @@ def checkout(name: str, purpose: str) -> tuple[Path, Path]:
     uv = shutil.which("uv", path=str(Path(sys.executable).parent)) or "uv"
     (clone / "pins.txt").write_text(pins)
     sh([uv, "venv", "-q", "--seed", "--python", venv / "bin" / "python", own], env=env)
-    sh([uv, "pip", "install", "-q", "--python", own / "bin" / "python", "--no-deps",
-        "--index-strategy", "unsafe-best-match", *uv_args(config), "-r", clone / "pins.txt"],
-       env=env)
-    sh([uv, "pip", "install", "-q", "--python", own / "bin" / "python", "--no-deps",
-        "--index-strategy", "unsafe-best-match", *uv_args(config), "-e", clone], env=env)
+    sh(
+        [
+            uv,
+            "pip",
+            "install",
+            "-q",
+            "--python",
+            own / "bin" / "python",
+            "--no-deps",
+            "--index-strategy",
+            "unsafe-best-match",
+            *uv_args(config),
+            "-r",
+            clone / "pins.txt",
+        ],
+        env=env,
+    )
+    sh(
+        [
+            uv,
+            "pip",
+            "install",
+            "-q",
+            "--python",
+            own / "bin" / "python",
+            "--no-deps",
+            "--index-strategy",
+            "unsafe-best-match",
+            *uv_args(config),
+            "-e",
+            clone,
+        ],
+        env=env,
+    )
     (clone / "pins.txt").unlink()
     marker.write_text(pins)
     return clone, own

@@ -107,19 +107,33 @@ def run_once(c: Contestant, rep: Rep) -> float:
     env = dict(env) if env is not None else None
     cwd = _resolve(c.cwd, rep)
     t0 = time.perf_counter()
-    done = subprocess.run(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          text=True, check=False)
+    done = subprocess.run(
+        argv,
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        check=False,
+    )
     elapsed = time.perf_counter() - t0
     if done.returncode not in c.ok_codes:
-        raise BenchError(f"{c.name}: {' '.join(argv[:6])} exited {done.returncode}:\n"
-                         f"{done.stdout[-1500:]}\n{done.stderr[-2500:]}")
+        raise BenchError(
+            f"{c.name}: {' '.join(argv[:6])} exited {done.returncode}:\n"
+            f"{done.stdout[-1500:]}\n{done.stderr[-2500:]}"
+        )
     if c.after is not None:
         c.after(rep, done)
     return elapsed
 
 
-def measure(contestants: Sequence[Contestant], reps: int, *, label: str = "",
-            runner: Callable[[Contestant, Rep], float] = run_once) -> Dict[str, Stats]:
+def measure(
+    contestants: Sequence[Contestant],
+    reps: int,
+    *,
+    label: str = "",
+    runner: Callable[[Contestant, Rep], float] = run_once,
+) -> Dict[str, Stats]:
     """Run every contestant ``reps`` times (or its own ``reps``), interleaved."""
     by_name = {c.name: c for c in contestants}
     if len(by_name) != len(contestants):
@@ -222,14 +236,18 @@ def _fmt_target(row: Row) -> str:
 
 def table(rows: Sequence[Row]) -> str:
     """A Markdown table (the README quotes it as printed)."""
-    head = ("| benchmark | env | case | reprobox | peer | value | target | note |\n"
-            "|---|---|---|---|---|---|---|---|")
+    head = (
+        "| benchmark | env | case | reprobox | peer | value | target | note |\n"
+        "|---|---|---|---|---|---|---|---|"
+    )
     lines = [head]
     for r in rows:
         subject = f"{r.subject}: {_fmt_stats(r.subject_stats, r.unit)}"
         peer = f"{r.peer}: {_fmt_stats(r.peer_stats, r.unit)}" if r.peer else ""
-        lines.append(f"| {r.benchmark} | {r.environment} | {r.case} | {subject} | {peer} | "
-                     f"{_fmt_value(r)} | {_fmt_target(r)} | {r.note} |")
+        lines.append(
+            f"| {r.benchmark} | {r.environment} | {r.case} | {subject} | {peer} | "
+            f"{_fmt_value(r)} | {_fmt_target(r)} | {r.note} |"
+        )
     return "\n".join(lines)
 
 
@@ -238,14 +256,23 @@ def machine() -> dict:  # type: ignore[type-arg]
         load = os.getloadavg()
     except OSError:
         load = (0.0, 0.0, 0.0)
-    return {"node": platform.node(), "cpus": os.cpu_count(), "python": platform.python_version(),
-            "system": platform.platform(), "loadavg": [round(x, 2) for x in load]}
+    return {
+        "node": platform.node(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "system": platform.platform(),
+        "loadavg": [round(x, 2) for x in load],
+    }
 
 
 def write_json(rows: Sequence[Row], path: Path, extra: Optional[dict] = None) -> Path:  # type: ignore[type-arg]
     path.parent.mkdir(parents=True, exist_ok=True)
-    doc = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine(),
-           "rows": [r.to_json() for r in rows], **(extra or {})}
+    doc = {
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": machine(),
+        "rows": [r.to_json() for r in rows],
+        **(extra or {}),
+    }
     path.write_text(json.dumps(doc, indent=2) + "\n")
     return path
 
@@ -268,8 +295,11 @@ def need(name: str) -> str:
 
 
 def clean_env(**extra: str) -> Dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("VIRTUAL_ENV", "CONDA_PREFIX", "PYTHONDONTWRITEBYTECODE")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("VIRTUAL_ENV", "CONDA_PREFIX", "PYTHONDONTWRITEBYTECODE")
+    }
     env.update(extra)
     return env
 
@@ -277,8 +307,11 @@ def clean_env(**extra: str) -> Dict[str, str]:
 def cold_reprobox_env(rep: Rep, **extra: str) -> Dict[str, str]:
     """reprobox with every host cache empty: the index/probe caches (XDG_CACHE_HOME) and the
     wheelhouse (REPROBOX_WHEELHOUSE); the repository's .reprobox/local/cache is the caller's."""
-    return clean_env(XDG_CACHE_HOME=str(rep.tmp / "xdg"),
-                     REPROBOX_WHEELHOUSE=str(rep.tmp / "wheelhouse"), **extra)
+    return clean_env(
+        XDG_CACHE_HOME=str(rep.tmp / "xdg"),
+        REPROBOX_WHEELHOUSE=str(rep.tmp / "wheelhouse"),
+        **extra,
+    )
 
 
 def bench_dir() -> Path:
@@ -289,9 +322,10 @@ GIT = ["git", "-c", "user.name=bench", "-c", "user.email=bench@example.invalid"]
 
 
 def sh(argv: Sequence[object], **kw) -> "subprocess.CompletedProcess[str]":  # type: ignore[no-untyped-def]
-    done = subprocess.run([str(a) for a in argv], text=True, capture_output=True, check=False,
-                          **kw)
+    done = subprocess.run([str(a) for a in argv], text=True, capture_output=True, check=False, **kw)
     if done.returncode != 0:
-        raise BenchError(f"{' '.join(str(a) for a in argv[:6])} failed ({done.returncode}):\n"
-                         f"{done.stdout[-1500:]}\n{done.stderr[-2500:]}")
+        raise BenchError(
+            f"{' '.join(str(a) for a in argv[:6])} failed ({done.returncode}):\n"
+            f"{done.stdout[-1500:]}\n{done.stderr[-2500:]}"
+        )
     return done

@@ -33,34 +33,54 @@ ORDER = ["capture", "lock", "record", "build", "run"]
 extra_output: List[str] = []
 
 
-def plan(quick: bool, envs: tuple, build_reps: int,  # type: ignore[type-arg]
-         pip_compile_reps: int) -> Dict[str, Callable[[], List[Row]]]:
+def plan(
+    quick: bool,
+    envs: tuple,
+    build_reps: int,  # type: ignore[type-arg]
+    pip_compile_reps: int,
+) -> Dict[str, Callable[[], List[Row]]]:
     def capture() -> List[Row]:
         return importlib.import_module("bench_capture").run(quick, envs)
 
     def lock() -> List[Row]:
         return importlib.import_module("bench_lock").run(
-            quick, envs, 0 if quick else pip_compile_reps)
+            quick, envs, 0 if quick else pip_compile_reps
+        )
 
     def record() -> List[Row]:
         if not (HERE / "bench_record.py").is_file():
             say("bench_record.py is not here yet: record's overhead not measured")
-            return [Row("record", "10 s command", "", "not measured", None, unit="percent",
-                        target=1.0, note="benchmarks/bench_record.py is not in this tree")]
+            return [
+                Row(
+                    "record",
+                    "10 s command",
+                    "",
+                    "not measured",
+                    None,
+                    unit="percent",
+                    target=1.0,
+                    note="benchmarks/bench_record.py is not in this tree",
+                )
+            ]
         mod = importlib.import_module("bench_record")
         if hasattr(mod, "run"):  # the harness's interface: run(quick) -> list[Row]
             return list(mod.run(quick))
         # a script of its own: run it, show what it printed (no row of the table)
-        done = subprocess.run([sys.executable, str(HERE / "bench_record.py"),
-                               *(["--quick"] if quick else [])], capture_output=True, text=True,
-                              check=False)
-        extra_output.append("bench_record.py (exit %d):\n%s" % (done.returncode,
-                                                                  done.stdout[-4000:]))
+        done = subprocess.run(
+            [sys.executable, str(HERE / "bench_record.py"), *(["--quick"] if quick else [])],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        extra_output.append(
+            "bench_record.py (exit %d):\n%s" % (done.returncode, done.stdout[-4000:])
+        )
         return []
 
     def build() -> List[Row]:
         return importlib.import_module("bench_build").run(
-            quick, ("datascience",), None if quick else build_reps)
+            quick, ("datascience",), None if quick else build_reps
+        )
 
     def run() -> List[Row]:
         return importlib.import_module("bench_run").run(quick)
@@ -77,10 +97,12 @@ def merge(paths: List[Path]) -> int:
     for path in paths:
         doc = json.loads(path.read_text())
         m = doc["machine"]
-        print(f"{path.name}: {doc['date']}, {m['cpus']} CPUs, Python {m['python']}, load average "
-              f"before {doc.get('loadavg_before', ['?'])[0]}, after {m['loadavg'][0]}"
-              + (", quick" if doc.get("quick") else "")
-              + "".join(f"; {k} FAILED" for k in doc.get("failed", {})))
+        print(
+            f"{path.name}: {doc['date']}, {m['cpus']} CPUs, Python {m['python']}, load average "
+            f"before {doc.get('loadavg_before', ['?'])[0]}, after {m['loadavg'][0]}"
+            + (", quick" if doc.get("quick") else "")
+            + "".join(f"; {k} FAILED" for k in doc.get("failed", {}))
+        )
         for r in doc["rows"]:
             fields = {k: v for k, v in r.items() if k not in ("value", "met")}
             fields["subject_stats"] = _stats(fields["subject_stats"])
@@ -95,16 +117,26 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 reps, fewer peers")
     parser.add_argument("--only", help=f"comma-separated subset of {','.join(ORDER)}")
-    parser.add_argument("--env", action="append", choices=["datascience", "torch"],
-                        help="environments for capture and lock (default: both; --quick: "
-                             "datascience)")
-    parser.add_argument("--build-reps", type=int, default=3,
-                        help="repetitions of the build cases (minutes each)")
-    parser.add_argument("--pip-compile-reps", type=int, default=3,
-                        help="repetitions of pip-compile (minutes each)")
+    parser.add_argument(
+        "--env",
+        action="append",
+        choices=["datascience", "torch"],
+        help="environments for capture and lock (default: both; --quick: datascience)",
+    )
+    parser.add_argument(
+        "--build-reps", type=int, default=3, help="repetitions of the build cases (minutes each)"
+    )
+    parser.add_argument(
+        "--pip-compile-reps", type=int, default=3, help="repetitions of pip-compile (minutes each)"
+    )
     parser.add_argument("--out", type=Path, help="JSON file (default: results/<date>.json)")
-    parser.add_argument("--merge", type=Path, nargs="+", metavar="JSON",
-                        help="print one table from earlier result files (run nothing)")
+    parser.add_argument(
+        "--merge",
+        type=Path,
+        nargs="+",
+        metavar="JSON",
+        help="print one table from earlier result files (run nothing)",
+    )
     args = parser.parse_args()
     if args.merge:
         return merge(args.merge)
@@ -130,16 +162,26 @@ def main() -> int:
         except Exception as exc:  # noqa: BLE001 - one broken benchmark must not hide the rest
             failed[name] = f"{type(exc).__name__}: {exc}"
             traceback.print_exc()
-    out = args.out or HERE / "results" / (time.strftime("%Y-%m-%d-%H%M", time.gmtime())
-                                          + ("-quick" if args.quick else "") + ".json")
+    out = args.out or HERE / "results" / (
+        time.strftime("%Y-%m-%d-%H%M", time.gmtime()) + ("-quick" if args.quick else "") + ".json"
+    )
     info = machine()
-    write_json(rows, out, {"quick": args.quick, "failed": failed,
-                           "seconds": round(time.time() - started),
-                           "loadavg_before": load_before})
-    print(f"reprobox benchmarks, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
-          f"{info['cpus']} CPUs, Python {info['python']}, load average before "
-          f"{load_before[0]:.1f}, after {info['loadavg'][0]:.1f}"
-          + (" (quick smoke run: not for quoting)" if args.quick else ""))
+    write_json(
+        rows,
+        out,
+        {
+            "quick": args.quick,
+            "failed": failed,
+            "seconds": round(time.time() - started),
+            "loadavg_before": load_before,
+        },
+    )
+    print(
+        f"reprobox benchmarks, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+        f"{info['cpus']} CPUs, Python {info['python']}, load average before "
+        f"{load_before[0]:.1f}, after {info['loadavg'][0]:.1f}"
+        + (" (quick smoke run: not for quoting)" if args.quick else "")
+    )
     print()
     print(table(rows))
     for text in extra_output:

@@ -197,8 +197,10 @@ def capture(
     replay_path = os.environ.get(RUN_METRICS_ENV)
     if replay_path:
         # Reproduction: report the values, do not record a new experiment.
-        write_atomic(Path(replay_path), json.dumps(flatten_metrics(dict(metrics or {})),
-                                                   sort_keys=True, indent=2) + "\n")
+        write_atomic(
+            Path(replay_path),
+            json.dumps(flatten_metrics(dict(metrics or {})), sort_keys=True, indent=2) + "\n",
+        )
         exp_id = os.environ.get(RUN_EXPERIMENT_ENV, "")
         return Captured(id=exp_id, name=name or "", path=None, environment_digest="", replay=True)
 
@@ -245,10 +247,20 @@ def record(
     here = Path(cwd) if cwd else Path.cwd()
     root = find_root(here)
     outcome = capture_experiment(
-        root, name=name, command=command, metrics_files=metrics_files, outputs=outputs,
-        inline_metrics=inline_metrics, python=python, lock=lock, cwd=here, progress=progress,
-        allow_secret_in_patch=allow_secret_in_patch, system_packages=system_packages,
-        exit_status=exit_status, record_argv=None if argv is None else list(argv),
+        root,
+        name=name,
+        command=command,
+        metrics_files=metrics_files,
+        outputs=outputs,
+        inline_metrics=inline_metrics,
+        python=python,
+        lock=lock,
+        cwd=here,
+        progress=progress,
+        allow_secret_in_patch=allow_secret_in_patch,
+        system_packages=system_packages,
+        exit_status=exit_status,
+        record_argv=None if argv is None else list(argv),
         command_stdout_to_stderr=command_stdout_to_stderr,
     )
     if warn is not None:
@@ -269,9 +281,13 @@ def ls(*, store: Optional[Store] = None) -> Listing:
     good, skipped = store.scan(report=False)
     rows = tuple(
         ExperimentRow(
-            id=s.experiment.id, name=s.experiment.name, created=s.experiment.created,
-            python=s.environment.interpreter.version, packages=len(s.environment.packages),
-            command=s.experiment.command or "", image=s.image or "",
+            id=s.experiment.id,
+            name=s.experiment.name,
+            created=s.experiment.created,
+            python=s.environment.interpreter.version,
+            packages=len(s.environment.packages),
+            command=s.experiment.command or "",
+            image=s.image or "",
             commit=s.experiment.git.commit[:10] + ("+dirty" if s.experiment.git.dirty else ""),
         )
         for s in good
@@ -279,8 +295,9 @@ def ls(*, store: Optional[Store] = None) -> Listing:
     return Listing(experiments=rows, skipped=tuple(str(bad) for bad in skipped))
 
 
-def show(ref: ExpRef = "latest", *, store: Optional[Store] = None,
-         warn: Optional[Warn] = None) -> Shown:
+def show(
+    ref: ExpRef = "latest", *, store: Optional[Store] = None, warn: Optional[Warn] = None
+) -> Shown:
     """One experiment, checked, with the names of the files of its folder."""
     store = store or open_store(warn=warn)
     stored = _stored(store, ref)
@@ -288,8 +305,13 @@ def show(ref: ExpRef = "latest", *, store: Optional[Store] = None,
     return Shown(stored=stored, files=files)
 
 
-def lock(ref: ExpRef = "latest", *, platform: Optional[str] = None,
-         progress: Optional[Progress] = None, store: Optional[Store] = None) -> Locked:
+def lock(
+    ref: ExpRef = "latest",
+    *,
+    platform: Optional[str] = None,
+    progress: Optional[Progress] = None,
+    store: Optional[Store] = None,
+) -> Locked:
     """(Re)write requirements.lock, pylock.toml and the Dockerfile of an experiment, re-sealing
     it; returns :class:`Locked` (the new id, and the LockResult)."""
     from .pipeline import lock_experiment  # lazy: ~125 ms (capture, lock), only lock
@@ -300,34 +322,66 @@ def lock(ref: ExpRef = "latest", *, platform: Optional[str] = None,
     return Locked(id=sealed.id, previous_id=stored.id, stored=sealed, result=result)
 
 
-def build(ref: ExpRef = "latest", *, tag: Optional[str] = None, base_image: Optional[str] = None,
-          network: Optional[str] = None, dry_run: bool = False, no_cache: bool = False,
-          progress: Optional[Progress] = None,
-          store: Optional[Store] = None) -> Union[BuildResult, CondaImage]:
+def build(
+    ref: ExpRef = "latest",
+    *,
+    tag: Optional[str] = None,
+    base_image: Optional[str] = None,
+    network: Optional[str] = None,
+    dry_run: bool = False,
+    no_cache: bool = False,
+    progress: Optional[Progress] = None,
+    store: Optional[Store] = None,
+) -> Union[BuildResult, CondaImage]:
     """Build the container image of an experiment; returns the BuildResult (a CondaImage for a
     conda capture)."""
     store = store or open_store()
-    return _build(store, _stored(store, ref), tag=tag, base_image=base_image, network=network,
-                  dry_run=dry_run, no_cache=no_cache, progress=progress)
+    return _build(
+        store,
+        _stored(store, ref),
+        tag=tag,
+        base_image=base_image,
+        network=network,
+        dry_run=dry_run,
+        no_cache=no_cache,
+        progress=progress,
+    )
 
 
-def _build(store: Store, stored: StoredExperiment, *, tag: Optional[str] = None,
-           base_image: Optional[str] = None, network: Optional[str] = None,
-           dry_run: bool = False, no_cache: bool = False,
-           progress: Optional[Progress] = None) -> Union[BuildResult, CondaImage]:
+def _build(
+    store: Store,
+    stored: StoredExperiment,
+    *,
+    tag: Optional[str] = None,
+    base_image: Optional[str] = None,
+    network: Optional[str] = None,
+    dry_run: bool = False,
+    no_cache: bool = False,
+    progress: Optional[Progress] = None,
+) -> Union[BuildResult, CondaImage]:
     from .build import build_experiment  # lazy: ~85 ms, only build and record --build
 
     if stored.environment.conda is not None:
         from .build.condaimage import build_conda_experiment  # lazy: ~25 ms more than build
 
-        return build_conda_experiment(store, stored, tag=tag, base_image=base_image,
-                                      progress=progress, dry_run=dry_run)
-    return build_experiment(store, stored, tag=tag, base_image=base_image, network=network,
-                            progress=progress, dry_run=dry_run, no_cache=no_cache)
+        return build_conda_experiment(
+            store, stored, tag=tag, base_image=base_image, progress=progress, dry_run=dry_run
+        )
+    return build_experiment(
+        store,
+        stored,
+        tag=tag,
+        base_image=base_image,
+        network=network,
+        progress=progress,
+        dry_run=dry_run,
+        no_cache=no_cache,
+    )
 
 
-def base(python: str, codename: str = "bookworm", *,
-         progress: Optional[Progress] = None) -> BaseImage:
+def base(
+    python: str, codename: str = "bookworm", *, progress: Optional[Progress] = None
+) -> BaseImage:
     """Build a ``python:<python>-slim-<codename>`` base image with no registry access."""
     from .base import build_base  # lazy: ~25 ms, only `reprobox base`
 
@@ -335,49 +389,87 @@ def base(python: str, codename: str = "bookworm", *,
     return BaseImage(tag=tag, python=python, codename=codename)
 
 
-def run(ref: ExpRef = "latest", *, backend: str = "auto", rtol: float = 0.0, atol: float = 0.0,
-        keep: bool = False, network: Optional[str] = None, progress: Optional[Progress] = None,
-        store: Optional[Store] = None, limits: Optional[ContainerLimits] = None,
-        dvc_remote: Optional[str] = None, ignore_outputs: tuple[str, ...] = (),
-        strict: bool = False) -> RunRecord:
+def run(
+    ref: ExpRef = "latest",
+    *,
+    backend: str = "auto",
+    rtol: float = 0.0,
+    atol: float = 0.0,
+    keep: bool = False,
+    network: Optional[str] = None,
+    progress: Optional[Progress] = None,
+    store: Optional[Store] = None,
+    limits: Optional[ContainerLimits] = None,
+    dvc_remote: Optional[str] = None,
+    ignore_outputs: tuple[str, ...] = (),
+    strict: bool = False,
+) -> RunRecord:
     """Reproduce an experiment; returns the RunRecord (``.reproduced``)."""
     from .run import run_experiment  # lazy: ~140 ms (backends, build, registry), only run
 
     store = store or open_store()
     stored = _stored(store, ref)
-    return run_experiment(store, stored, backend=backend, rtol=rtol, atol=atol, keep=keep,
-                          network=network, progress=progress, limits=limits,
-                          dvc_remote=dvc_remote, ignore_outputs=tuple(ignore_outputs),
-                          strict=strict)
+    return run_experiment(
+        store,
+        stored,
+        backend=backend,
+        rtol=rtol,
+        atol=atol,
+        keep=keep,
+        network=network,
+        progress=progress,
+        limits=limits,
+        dvc_remote=dvc_remote,
+        ignore_outputs=tuple(ignore_outputs),
+        strict=strict,
+    )
 
 
-def verify(ref: ExpRef = "latest", *, backend: str = "auto", progress: Optional[Progress] = None,
-           store: Optional[Store] = None, limits: Optional[ContainerLimits] = None,
-           strict: bool = False) -> VerifyReport:
+def verify(
+    ref: ExpRef = "latest",
+    *,
+    backend: str = "auto",
+    progress: Optional[Progress] = None,
+    store: Optional[Store] = None,
+    limits: Optional[ContainerLimits] = None,
+    strict: bool = False,
+) -> VerifyReport:
     """Rebuild the environment, fingerprint it from inside, compare; returns the VerifyReport."""
     from .verify import verify_experiment  # lazy: ~150 ms (backends, diff), only verify
 
     store = store or open_store()
     stored = _stored(store, ref)
-    return verify_experiment(store, stored, backend=backend, progress=progress, limits=limits,
-                             strict=strict)
+    return verify_experiment(
+        store, stored, backend=backend, progress=progress, limits=limits, strict=strict
+    )
 
 
-def push(ref: ExpRef = "latest", *, registry: Optional[str] = None,
-         progress: Optional[Progress] = None, store: Optional[Store] = None,
-         warn: Optional[Warn] = None) -> Pushed:
+def push(
+    ref: ExpRef = "latest",
+    *,
+    registry: Optional[str] = None,
+    progress: Optional[Progress] = None,
+    store: Optional[Store] = None,
+    warn: Optional[Warn] = None,
+) -> Pushed:
     """Push the experiment's image (built first when needed) and record it in images.json."""
     from . import registry as reg  # lazy: ~120 ms (build, engine), only push
 
     store = store or open_store(warn=warn)
     stored = store.get(ref) if isinstance(ref, str) else ref
     publication = reg.push(store, stored, registry, progress=progress)
-    return Pushed(experiment=stored.id, publication=publication,
-                  record=stored.path / reg.IMAGES_FILE)
+    return Pushed(
+        experiment=stored.id, publication=publication, record=stored.path / reg.IMAGES_FILE
+    )
 
 
-def diff(a: ExpRef, b: Optional[ExpRef] = None, *, python: Optional[str] = None,
-         store: Optional[Store] = None) -> EnvDiff:
+def diff(
+    a: ExpRef,
+    b: Optional[ExpRef] = None,
+    *,
+    python: Optional[str] = None,
+    store: Optional[Store] = None,
+) -> EnvDiff:
     """Environment diff between two experiments; ``b=None``: against the current environment."""
     from .diff import diff_environments  # lazy: ~10 ms, only diff
 
@@ -385,8 +477,9 @@ def diff(a: ExpRef, b: Optional[ExpRef] = None, *, python: Optional[str] = None,
     left = _stored(store, a)
     if b is not None:
         right = _stored(store, b)
-        return diff_environments(left.environment, right.environment,
-                                 exp_a=left.experiment, exp_b=right.experiment)
+        return diff_environments(
+            left.environment, right.environment, exp_a=left.experiment, exp_b=right.experiment
+        )
     current = current_environment(store.root, python=python)
     return diff_environments(left.environment, current, exp_a=left.experiment, exp_b=None)
 
@@ -399,8 +492,9 @@ def current_environment(root: Path, *, python: Optional[str] = None) -> Environm
     return env
 
 
-def pr(ref: ExpRef = "latest", base: Optional[ExpRef] = None, *,
-       store: Optional[Store] = None) -> PrComment:
+def pr(
+    ref: ExpRef = "latest", base: Optional[ExpRef] = None, *, store: Optional[Store] = None
+) -> PrComment:
     """The markdown of a pull-request comment: the environment of ``ref`` and, with ``base``,
     what changed against it."""
     from .pr import pr_markdown  # lazy: ~13 ms, only pr
@@ -408,8 +502,11 @@ def pr(ref: ExpRef = "latest", base: Optional[ExpRef] = None, *,
     store = store or open_store()
     stored = _stored(store, ref)
     against = _stored(store, base) if base else None
-    return PrComment(experiment=stored.id, base=against.id if against is not None else None,
-                     markdown=pr_markdown(stored, against, repo_root=store.root))
+    return PrComment(
+        experiment=stored.id,
+        base=against.id if against is not None else None,
+        markdown=pr_markdown(stored, against, repo_root=store.root),
+    )
 
 
 def doctor() -> Diagnosis:
@@ -419,13 +516,23 @@ def doctor() -> Diagnosis:
     return Diagnosis(checks=tuple(diagnose()))
 
 
-def fan_out(refs: Sequence[str] = (), *, all_experiments: bool = False, on: str = "local",
-            jobs: Optional[int] = None, dry_run: bool = False, run_args: Sequence[str] = (),
-            timeout: Optional[float] = None, repo: Optional[str] = None,
-            namespace: str = "default", gpus: Optional[str] = None,
-            partition: Optional[str] = None, time_limit: Optional[str] = None,
-            progress: Optional[Progress] = None,
-            store: Optional[Store] = None) -> Union[Summary, FanOutPlan]:
+def fan_out(
+    refs: Sequence[str] = (),
+    *,
+    all_experiments: bool = False,
+    on: str = "local",
+    jobs: Optional[int] = None,
+    dry_run: bool = False,
+    run_args: Sequence[str] = (),
+    timeout: Optional[float] = None,
+    repo: Optional[str] = None,
+    namespace: str = "default",
+    gpus: Optional[str] = None,
+    partition: Optional[str] = None,
+    time_limit: Optional[str] = None,
+    progress: Optional[Progress] = None,
+    store: Optional[Store] = None,
+) -> Union[Summary, FanOutPlan]:
     """Reproduce several experiments (``on`` local, slurm or kubernetes) and gather them.
 
     Returns the :class:`~reprobox.fanout.Summary` (``.ok`` when all reproduced), or with
@@ -433,16 +540,52 @@ def fan_out(refs: Sequence[str] = (), *, all_experiments: bool = False, on: str 
     sbatch script, or the Jobs as YAML)."""
     from .fanout.run import fan_out as _fan_out  # lazy: ~150 ms (run, all targets), fan-out only
 
-    result = _fan_out(store or open_store(), refs, all_experiments=all_experiments, on=on,
-                      jobs=jobs, dry_run=dry_run, run_args=run_args, timeout=timeout, repo=repo,
-                      namespace=namespace, gpus=gpus, partition=partition,
-                      time_limit=time_limit, progress=progress)
+    result = _fan_out(
+        store or open_store(),
+        refs,
+        all_experiments=all_experiments,
+        on=on,
+        jobs=jobs,
+        dry_run=dry_run,
+        run_args=run_args,
+        timeout=timeout,
+        repo=repo,
+        namespace=namespace,
+        gpus=gpus,
+        partition=partition,
+        time_limit=time_limit,
+        progress=progress,
+    )
     if isinstance(result, str):
         return FanOutPlan(on=on, text=result)
     return result
 
 
-__all__ = ["capture", "record", "ls", "show", "lock", "build", "base", "run", "verify", "push",
-           "diff", "pr", "doctor", "fan_out", "current_environment", "find_root",
-           "Captured", "ExperimentRow", "Listing", "Shown", "Locked", "BaseImage", "FanOutPlan",
-           "Pushed", "PrComment", "Diagnosis"]
+__all__ = [
+    "capture",
+    "record",
+    "ls",
+    "show",
+    "lock",
+    "build",
+    "base",
+    "run",
+    "verify",
+    "push",
+    "diff",
+    "pr",
+    "doctor",
+    "fan_out",
+    "current_environment",
+    "find_root",
+    "Captured",
+    "ExperimentRow",
+    "Listing",
+    "Shown",
+    "Locked",
+    "BaseImage",
+    "FanOutPlan",
+    "Pushed",
+    "PrComment",
+    "Diagnosis",
+]

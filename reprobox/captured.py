@@ -38,19 +38,36 @@ class Captured:
     image: Optional[str] = None
 
     @classmethod
-    def of(cls, stored: StoredExperiment, *, warnings: tuple[str, ...] = (),
-           locked: bool = False, new: bool = True,
-           timings: Optional[Mapping[str, float]] = None,
-           run: Optional[RunUsage] = None) -> "Captured":
+    def of(
+        cls,
+        stored: StoredExperiment,
+        *,
+        warnings: tuple[str, ...] = (),
+        locked: bool = False,
+        new: bool = True,
+        timings: Optional[Mapping[str, float]] = None,
+        run: Optional[RunUsage] = None,
+    ) -> "Captured":
         exp = stored.experiment
-        return cls(id=exp.id, name=exp.name, path=stored.path,
-                   environment_digest=exp.environment_digest, warnings=warnings, locked=locked,
-                   stored=stored, new=new, timings=dict(timings or {}), run=run)
+        return cls(
+            id=exp.id,
+            name=exp.name,
+            path=stored.path,
+            environment_digest=exp.environment_digest,
+            warnings=warnings,
+            locked=locked,
+            stored=stored,
+            new=new,
+            timings=dict(timings or {}),
+            run=run,
+        )
 
     @property
     def record(self) -> StoredExperiment:
         """The stored experiment (a capture that was not a replay always has one)."""
         if self.stored is None:
-            raise ReproboxError(f"experiment {self.id or '?'} was not captured here (a replay "
-                                "inside `reprobox run` records nothing)")
+            raise ReproboxError(
+                f"experiment {self.id or '?'} was not captured here (a replay "
+                "inside `reprobox run` records nothing)"
+            )
         return self.stored

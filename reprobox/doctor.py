@@ -47,8 +47,12 @@ def check_git() -> Check:
 
 def check_dvc() -> Check:
     v = _tool_version("dvc", "--version")
-    return Check("dvc", bool(v), f"DVC {v}" if v else "not found",
-                 None if v else "pip install dvc (needed for DVC projects only)")
+    return Check(
+        "dvc",
+        bool(v),
+        f"DVC {v}" if v else "not found",
+        None if v else "pip install dvc (needed for DVC projects only)",
+    )
 
 
 def check_engine() -> list[Check]:
@@ -58,27 +62,49 @@ def check_engine() -> list[Check]:
     except ReproboxError as exc:
         return [Check("docker", False, exc.message, exc.hint)]
     if engine.name == "podman":
-        checks = [Check("podman", True, f"podman {info.get('server_version', '?')} works "
-                        f"({'rootless' if info.get('rootless') else 'as root'}, no daemon)")]
+        checks = [
+            Check(
+                "podman",
+                True,
+                f"podman {info.get('server_version', '?')} works "
+                f"({'rootless' if info.get('rootless') else 'as root'}, no daemon)",
+            )
+        ]
         if not os.environ.get("REPROBOX_ENGINE"):
-            checks.insert(0, Check("docker", False, "no Docker daemon answers: podman is used",
-                                   "start the Docker daemon to use Docker, or pass "
-                                   "--engine podman to say so"))
+            checks.insert(
+                0,
+                Check(
+                    "docker",
+                    False,
+                    "no Docker daemon answers: podman is used",
+                    "start the Docker daemon to use Docker, or pass --engine podman to say so",
+                ),
+            )
         return checks
     checks = [Check("docker", True, f"daemon {info.get('server_version', '?')} answers")]
     buildkit = info.get("buildkit_client")
-    checks.append(Check(
-        "buildkit", bool(buildkit),
-        f"BuildKit client: {buildkit}" if buildkit else "no BuildKit-capable docker client",
-        None if buildkit else "install Debian's docker.io client or the buildx plugin; "
-        "builds fall back to the classic builder (slower, no cache mounts)",
-    ))
+    checks.append(
+        Check(
+            "buildkit",
+            bool(buildkit),
+            f"BuildKit client: {buildkit}" if buildkit else "no BuildKit-capable docker client",
+            None
+            if buildkit
+            else "install Debian's docker.io client or the buildx plugin; "
+            "builds fall back to the classic builder (slower, no cache mounts)",
+        )
+    )
     nvidia = info.get("nvidia_runtime")
-    checks.append(Check("gpu-runtime", bool(nvidia),
-                        "NVIDIA container runtime present" if nvidia
-                        else "no NVIDIA container runtime (containers run on CPU)",
-                        None if nvidia else "install nvidia-container-toolkit to give "
-                        "containers the GPUs"))
+    checks.append(
+        Check(
+            "gpu-runtime",
+            bool(nvidia),
+            "NVIDIA container runtime present"
+            if nvidia
+            else "no NVIDIA container runtime (containers run on CPU)",
+            None if nvidia else "install nvidia-container-toolkit to give containers the GPUs",
+        )
+    )
     return checks
 
 
@@ -90,8 +116,11 @@ def check_gpus() -> Check:
     if not hw.gpus:
         return Check("gpus", True, "no NVIDIA GPU (CPU-only machine)")
     names = ", ".join(g.name for g in hw.gpus)
-    return Check("gpus", True, f"{len(hw.gpus)}: {names}; driver {hw.gpus[0].driver}, "
-                 f"CUDA {hw.gpus[0].cuda_driver}")
+    return Check(
+        "gpus",
+        True,
+        f"{len(hw.gpus)}: {names}; driver {hw.gpus[0].driver}, CUDA {hw.gpus[0].cuda_driver}",
+    )
 
 
 def check_index() -> Check:
@@ -104,32 +133,53 @@ def check_index() -> Check:
     if url.startswith("file://"):
         return Check("index", True, f"{shown} (local folder)")
     ctx = ssl.create_default_context(cafile=config.cert) if config.cert else None
-    req = urllib.request.Request(url.rstrip("/") + "/pip/", method="GET",
-                                 headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+    req = urllib.request.Request(
+        url.rstrip("/") + "/pip/",
+        method="GET",
+        headers={"Accept": "application/vnd.pypi.simple.v1+json"},
+    )
     try:
         with urllib.request.urlopen(req, timeout=10, context=ctx) as resp:
             return Check("index", True, f"{shown} answers (HTTP {resp.status})")
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
-        return Check("index", False, f"{shown} unreachable: {reason}",
-                     "check the network, proxy (HTTPS_PROXY) and CA bundle (PIP_CERT); "
-                     "capture still works and `reprobox lock` completes the lock later")
+        return Check(
+            "index",
+            False,
+            f"{shown} unreachable: {reason}",
+            "check the network, proxy (HTTPS_PROXY) and CA bundle (PIP_CERT); "
+            "capture still works and `reprobox lock` completes the lock later",
+        )
 
 
 def check_uv() -> Check:
     v = _tool_version("uv", "--version")
-    return Check("uv", bool(v), v or "not found",
-                 None if v else "pip install uv (faster venv rebuilds; optional)")
+    return Check(
+        "uv",
+        bool(v),
+        v or "not found",
+        None if v else "pip install uv (faster venv rebuilds; optional)",
+    )
 
 
 def check_debootstrap() -> Check:
     path = shutil.which("debootstrap")
-    return Check("debootstrap", bool(path), path or "not found",
-                 None if path else "apt-get install debootstrap (for `reprobox base`)")
+    return Check(
+        "debootstrap",
+        bool(path),
+        path or "not found",
+        None if path else "apt-get install debootstrap (for `reprobox base`)",
+    )
 
 
 CHECKS: tuple[Callable[[], object], ...] = (
-    check_git, check_dvc, check_engine, check_gpus, check_index, check_uv, check_debootstrap,
+    check_git,
+    check_dvc,
+    check_engine,
+    check_gpus,
+    check_index,
+    check_uv,
+    check_debootstrap,
 )
 
 

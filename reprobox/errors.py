@@ -62,7 +62,8 @@ class ValidationError(ReproboxError):
             shown = shown[:77] + "..."
         super().__init__(
             f"refusing {field}={shown}: {reason}",
-            hint or "the capture may have been edited by hand or come from an untrusted source; "
+            hint
+            or "the capture may have been edited by hand or come from an untrusted source; "
             "re-capture it with `reprobox capture`",
         )
         self.field = field

@@ -101,8 +101,10 @@ class MetricCheck:
         """The sentence naming this difference in a report."""
         if self.status == MISSING:
             why = f": {self.reason}" if self.reason else ""
-            return (f"metric {self.where} was not produced by the rerun "
-                    f"(recorded {self.recorded!r}){why}")
+            return (
+                f"metric {self.where} was not produced by the rerun "
+                f"(recorded {self.recorded!r}){why}"
+            )
         if self.status == DIFFERS:
             delta = _delta(self.recorded, self.observed)
             return (
@@ -148,7 +150,8 @@ class FileDiff:
         if self.status == IGNORED:
             return f"{name} ignored"
         return f"{name} {'within the tolerance' if self.status == CLOSE else 'differs'}" + (
-            f" ({self.detail})" if self.detail else "")
+            f" ({self.detail})" if self.detail else ""
+        )
 
     def to_dict(self) -> dict[str, Any]:
         out = {"path": self.path, "status": self.status}
@@ -194,8 +197,9 @@ class OutputCheck:
         if self.status == IGNORED:
             return f"output {self.path}: ignored (--ignore-output)"
         if self.status == CLOSE:
-            return (f"output {self.path}: different bytes, values within the tolerance"
-                    + (f" ({self.detail})" if self.detail else ""))
+            return f"output {self.path}: different bytes, values within the tolerance" + (
+                f" ({self.detail})" if self.detail else ""
+            )
         if self.status == DIFFERS:
             sizes = ""
             if self.recorded_size is not None and self.observed_size is not None:
@@ -314,16 +318,22 @@ def compare_metrics(
                 else f"{mfile} does not exist after the rerun"
             )
             for key in sorted(recorded[mfile]):
-                checks.append(
-                    MetricCheck(mfile, key, recorded[mfile][key], None, MISSING, reason)
-                )
+                checks.append(MetricCheck(mfile, key, recorded[mfile][key], None, MISSING, reason))
             continue
         for key in sorted(recorded[mfile]):
             want = recorded[mfile][key]
             if key not in values:
                 checks.append(
-                    MetricCheck(mfile, key, want, None, MISSING, f"{mfile} has no key {key!r}"
-                                if mfile != INLINE_METRICS else "the rerun did not report it")
+                    MetricCheck(
+                        mfile,
+                        key,
+                        want,
+                        None,
+                        MISSING,
+                        f"{mfile} has no key {key!r}"
+                        if mfile != INLINE_METRICS
+                        else "the rerun did not report it",
+                    )
                 )
                 continue
             got = values[key]
@@ -348,15 +358,11 @@ def compare_outputs(
             checks.append(OutputCheck(want.path, want.sha256, None, MISSING, want.size))
             continue
         status = SAME if got.sha256 == want.sha256 else DIFFERS
-        checks.append(
-            OutputCheck(want.path, want.sha256, got.sha256, status, want.size, got.size)
-        )
+        checks.append(OutputCheck(want.path, want.sha256, got.sha256, status, want.size, got.size))
     return tuple(checks)
 
 
-def differences(
-    metrics: Sequence[MetricCheck], outputs: Sequence[OutputCheck]
-) -> tuple[str, ...]:
+def differences(metrics: Sequence[MetricCheck], outputs: Sequence[OutputCheck]) -> tuple[str, ...]:
     """One sentence per difference, metrics first, in a stable order."""
     out = [m.describe() for m in metrics if not m.ok]
     out += [o.describe() for o in outputs if not o.ok]
@@ -373,14 +379,18 @@ def compare_exit_status(recorded: Optional[int], observed: int) -> Optional[str]
     if recorded is None:
         if observed == 0:
             return None
-        return (f"the command exited with status {observed} (its output is above); the "
-                "recorded run's status is unknown (record with `reprobox record`, or capture "
-                "with --exit-status)")
+        return (
+            f"the command exited with status {observed} (its output is above); the "
+            "recorded run's status is unknown (record with `reprobox record`, or capture "
+            "with --exit-status)"
+        )
     if observed == recorded:
         return None
     if recorded == 0:
-        return (f"the command exited with status {observed} (its output is above); the "
-                "recorded run exited with status 0")
+        return (
+            f"the command exited with status {observed} (its output is above); the "
+            "recorded run exited with status 0"
+        )
     return f"exit status: recorded {recorded}, rerun {observed}"
 
 
@@ -403,9 +413,10 @@ def apply_ignores(checks: Sequence[OutputCheck], ignore: Sequence[str]) -> tuple
             out.append(replace(check, status=IGNORED))
             continue
         if check.files:
-            files = tuple(replace(f, status=IGNORED)
-                          if is_ignored(f"{check.path}/{f.path}", ignore) else f
-                          for f in check.files)
+            files = tuple(
+                replace(f, status=IGNORED) if is_ignored(f"{check.path}/{f.path}", ignore) else f
+                for f in check.files
+            )
             check = settle(replace(check, files=files))
         out.append(check)
     return tuple(out)
@@ -414,18 +425,24 @@ def apply_ignores(checks: Sequence[OutputCheck], ignore: Sequence[str]) -> tuple
 def settle(check: OutputCheck) -> OutputCheck:
     """A differing folder whose every differing file is within the tolerance (or ignored) is
     CLOSE (IGNORED when all were ignored)."""
-    if (check.status == DIFFERS and check.files and not check.detail
-            and all(f.status in (SAME, CLOSE, IGNORED) for f in check.files)):
-        return replace(check, status=CLOSE if any(f.status == CLOSE for f in check.files)
-                       else IGNORED)
+    if (
+        check.status == DIFFERS
+        and check.files
+        and not check.detail
+        and all(f.status in (SAME, CLOSE, IGNORED) for f in check.files)
+    ):
+        return replace(
+            check, status=CLOSE if any(f.status == CLOSE for f in check.files) else IGNORED
+        )
     return check
 
 
 # --------------------------------------------------------------------------- folders
 
 
-def compare_manifests(recorded: Mapping[str, str],
-                      observed: Mapping[str, str]) -> tuple[FileDiff, ...]:
+def compare_manifests(
+    recorded: Mapping[str, str], observed: Mapping[str, str]
+) -> tuple[FileDiff, ...]:
     """The files of a folder whose hash differs, that are missing, or that are new."""
     out = []
     for name in sorted(set(recorded) | set(observed)):
@@ -502,15 +519,17 @@ class _Walk:
                 keys = sorted(set(recorded) ^ set(observed), key=str)
                 return f"{where or 'top level'}: keys differ ({', '.join(map(str, keys[:3]))})"
             for key in recorded:
-                found = self.differ(f"{where}.{key}" if where else str(key), recorded[key],
-                                    observed[key])
+                found = self.differ(
+                    f"{where}.{key}" if where else str(key), recorded[key], observed[key]
+                )
                 if found:
                     return found
             return None
         if isinstance(recorded, list) and isinstance(observed, list):
             if len(recorded) != len(observed):
-                return (f"{where or 'top level'}: {len(recorded)} items recorded, "
-                        f"{len(observed)} now")
+                return (
+                    f"{where or 'top level'}: {len(recorded)} items recorded, {len(observed)} now"
+                )
             for i, (r, o) in enumerate(zip(recorded, observed)):
                 found = self.differ(f"{where}[{i}]", r, o)
                 if found:
@@ -527,8 +546,9 @@ class _Walk:
         return f"{where}: recorded {recorded!r}, now {observed!r}"
 
 
-def compare_data(name: str, recorded: bytes, observed: bytes,
-                 tolerance: Optional[Tolerance] = None) -> tuple[str, str]:
+def compare_data(
+    name: str, recorded: bytes, observed: bytes, tolerance: Optional[Tolerance] = None
+) -> tuple[str, str]:
     """(status, detail) of two versions of a CSV/TSV/JSON file, compared by parsed values.
 
     SAME when the values are equal (bytes may differ in formatting), CLOSE when every number is
@@ -558,6 +578,7 @@ def compare_data(name: str, recorded: bytes, observed: bytes,
         if found:
             return DIFFERS, found
     if walk.close:
-        return CLOSE, (f"{walk.close} number(s) within {tolerance.describe()}, e.g. "
-                       f"{walk.first_close}")
+        return CLOSE, (
+            f"{walk.close} number(s) within {tolerance.describe()}, e.g. {walk.first_close}"
+        )
     return SAME, "same values, different formatting"

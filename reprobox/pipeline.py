@@ -164,17 +164,25 @@ def capture_experiment(
     repo_venv = None if python else rec.find_repo_venv(root, cwd, environ)
     if repo_venv is not None:
         python = os.fspath(repo_venv)
-        say(f"using the repository's virtualenv {rec.shown_path(repo_venv.parent.parent, root)} "
-            f"(not activated): recording {repo_venv}")
+        say(
+            f"using the repository's virtualenv {rec.shown_path(repo_venv.parent.parent, root)} "
+            f"(not activated): recording {repo_venv}"
+        )
     target = py.find_target_python(python, environ)
     execution = None
     if record_argv is not None:
         say(f"running {shlex.join(record_argv)}")
-        execution = rec.execute(record_argv, cwd=cwd, environ=environ,
-                                target=target if (python or repo_venv) else None,
-                                stdout_to_stderr=command_stdout_to_stderr)
-        say(f"the command exited with status {execution.exit_status} after "
-            f"{execution.wall_seconds:.1f}s")
+        execution = rec.execute(
+            record_argv,
+            cwd=cwd,
+            environ=environ,
+            target=target if (python or repo_venv) else None,
+            stdout_to_stderr=command_stdout_to_stderr,
+        )
+        say(
+            f"the command exited with status {execution.exit_status} after "
+            f"{execution.wall_seconds:.1f}s"
+        )
         if command is None:
             command = shlex.join(record_argv)
         stage("command", t0)
@@ -191,8 +199,9 @@ def capture_experiment(
     stage("git", t0)
     if gitcap.patch:
         try:
-            refuse_secrets_in_patch(gitcap.patch, environ, allow=allow_secret_in_patch,
-                                    warnings=warnings)
+            refuse_secrets_in_patch(
+                gitcap.patch, environ, allow=allow_secret_in_patch, warnings=warnings
+            )
         except BaseException:
             probe_future.cancel()
             raise
@@ -204,7 +213,9 @@ def capture_experiment(
         summary = rec.summarize(execution, raw_probe, root)
         warnings.extend(summary.warnings)
     env, env_warnings = environment_from_probe(
-        raw_probe, root, cache_dir=cache_dir,
+        raw_probe,
+        root,
+        cache_dir=cache_dir,
         run_libraries=summary.system_libraries if summary else None,
         dlopen_failed=summary.usage.dlopen_failed if summary else (),
         declared_system_packages=declared,
@@ -217,9 +228,15 @@ def capture_experiment(
         env = replace(env, packages=tuple(sealed_packages))
     warnings.extend(seal_warnings)
     stage("environment", t0)
-    run_usage = summary.usage if summary else (
-        RunUsage(exit_status=exit_status, source="declared") if exit_status is not None
-        else None)
+    run_usage = (
+        summary.usage
+        if summary
+        else (
+            RunUsage(exit_status=exit_status, source="declared")
+            if exit_status is not None
+            else None
+        )
+    )
 
     # Command, DVC, metrics, outputs.
     t0 = time.perf_counter()
@@ -229,8 +246,10 @@ def capture_experiment(
         warnings.extend(dvc_mod.inputs_missing_from_remote(root))
     command_kind = "shell"
     if command is not None and not command.strip():
-        raise UsageError("--cmd is empty", "give the command that produced the results, "
-                         'e.g. --cmd "python train.py"')
+        raise UsageError(
+            "--cmd is empty",
+            'give the command that produced the results, e.g. --cmd "python train.py"',
+        )
     if command is not None:
         command = red.text(command, "command", command=True)
     if dvc is not None and dvc.params:
@@ -260,20 +279,23 @@ def capture_experiment(
             )
         kind = red.holds_secret(rel)
         if kind:
-            warnings.append(f"--metrics #{m_index + 1}: its path holds a secret ({kind}); it was "
-                            "left out of the record — rename it")
+            warnings.append(
+                f"--metrics #{m_index + 1}: its path holds a secret ({kind}); it was "
+                "left out of the record — rename it"
+            )
             continue
         metrics_by_file[rel] = red.tree(metrics.read_metrics(root / rel), f"metrics[{rel}]")
     if inline_metrics:
-        metrics_by_file[INLINE_METRICS] = red.tree(flatten_metrics(dict(inline_metrics)),
-                                                   "metrics")
+        metrics_by_file[INLINE_METRICS] = red.tree(flatten_metrics(dict(inline_metrics)), "metrics")
     output_files = []
     for i, out in enumerate(outputs):
         rel = _repo_rel(root, cwd, out, "output")
         kind = red.holds_secret(rel)
         if kind:
-            warnings.append(f"--output #{i + 1}: its path holds a secret ({kind}); it was left "
-                            "out of the record — rename it")
+            warnings.append(
+                f"--output #{i + 1}: its path holds a secret ({kind}); it was left "
+                "out of the record — rename it"
+            )
             continue
         output_files.append(metrics.hash_output(root, rel))
     stage("data", t0)
@@ -287,7 +309,8 @@ def capture_experiment(
     replay_files: dict[str, bytes] = {}
     if env.installed_changes:
         carried, replay_files, carry_warnings = py.carry_changes(
-            env.installed_changes, env_texts, red)
+            env.installed_changes, env_texts, red
+        )
         env = replace(env, installed_changes=carried)
         warnings.extend(carry_warnings)
 
@@ -371,9 +394,11 @@ def capture_experiment(
     existed = stored.experiment.created != experiment.created
     old = stored.experiment.supersedes
     if stored.id not in before and old in before:
-        warnings.append(f"this run was captured before as {old}; the files it lacked (the lock) "
-                        f"are attached, and since the id seals every file that record is now "
-                        f"{stored.id} (commit the new folder)")
+        warnings.append(
+            f"this run was captured before as {old}; the files it lacked (the lock) "
+            f"are attached, and since the id seals every file that record is now "
+            f"{stored.id} (commit the new folder)"
+        )
     return Captured.of(
         stored,
         warnings=tuple(warnings),
@@ -466,8 +491,13 @@ def user_cache() -> Path:
     return Path(base) / "reprobox"
 
 
-def lock_experiment(store: Store, stored: StoredExperiment, *, platform: Optional[str] = None,
-                    progress: Optional[Progress] = None) -> tuple[StoredExperiment, LockResult]:
+def lock_experiment(
+    store: Store,
+    stored: StoredExperiment,
+    *,
+    platform: Optional[str] = None,
+    progress: Optional[Progress] = None,
+) -> tuple[StoredExperiment, LockResult]:
     """(Re)write requirements.lock, pylock.toml and the Dockerfile (or the conda lock) of a
     stored experiment and re-seal it: the new record, and the LockResult."""
     result = lock_environment(
@@ -483,7 +513,8 @@ def lock_experiment(store: Store, stored: StoredExperiment, *, platform: Optiona
         files.update(conda_files)
         result = replace(result, files={**result.files, **conda_files})
     else:
-        files["Dockerfile"] = render_store_dockerfile(stored.experiment, stored.environment,
-                                                      store.root)
+        files["Dockerfile"] = render_store_dockerfile(
+            stored.experiment, stored.environment, store.root
+        )
     sealed = store.reseal(stored, files, replace_existing=True)
     return sealed, result

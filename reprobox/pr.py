@@ -83,10 +83,14 @@ def _gpus(env: Environment) -> str:
         label = g.name + (f" (compute {g.compute_capability})" if g.compute_capability else "")
         counts[label] = counts.get(label, 0) + 1
     gpus = ", ".join(f"{n}× {label}" if n > 1 else label for label, n in counts.items())
-    cuda = ", ".join(x for x in (
-        f"CUDA {hw.cuda_runtime}" if hw.cuda_runtime else "",
-        f"cuDNN {hw.cudnn}" if hw.cudnn else "",
-    ) if x)
+    cuda = ", ".join(
+        x
+        for x in (
+            f"CUDA {hw.cuda_runtime}" if hw.cuda_runtime else "",
+            f"cuDNN {hw.cudnn}" if hw.cudnn else "",
+        )
+        if x
+    )
     if not gpus and not cuda:
         return "none"
     return "; ".join(x for x in (gpus or "no GPU", cuda) if x)
@@ -118,8 +122,10 @@ def _cells(stored: StoredExperiment) -> dict[str, Any]:
         "git": _safe(md_code(exp.git.commit[:12]) + (" (dirty)" if exp.git.dirty else "")),
         "python": _safe(md_escape(_python(env))),
         "OS": _safe(md_escape(_os(env))),
-        "packages": _safe(str(len(env.packages)) + (
-            f" pip + {len(env.conda.packages)} conda" if env.conda is not None else "")),
+        "packages": _safe(
+            str(len(env.packages))
+            + (f" pip + {len(env.conda.packages)} conda" if env.conda is not None else "")
+        ),
         "system packages": _safe(str(len(env.system_packages))),
         "GPUs / CUDA": _safe(md_escape(_gpus(env))),
         "environment digest": _safe(md_code(env.digest[:19]) if env.digest else "—"),
@@ -168,44 +174,66 @@ def _record_path(stored: StoredExperiment, repo_root: Path | None) -> str:
 
 
 def _package_rows(env: Environment) -> list[dict[str, str]]:
-    rows = [{"name": p.name, "version": p.version, "source": describe_source(p.source)}
-            for p in env.packages]
+    rows = [
+        {"name": p.name, "version": p.version, "source": describe_source(p.source)}
+        for p in env.packages
+    ]
     if env.conda is not None:
-        rows += [{"name": c.name, "version": f"{c.version} {c.build}",
-                  "source": f"conda {channel_display(c.channel)}"} for c in env.conda.packages]
+        rows += [
+            {
+                "name": c.name,
+                "version": f"{c.version} {c.build}",
+                "source": f"conda {channel_display(c.channel)}",
+            }
+            for c in env.conda.packages
+        ]
         rows.sort(key=lambda r: r["name"])
     return rows
 
 
 def _system_rows(env: Environment) -> list[dict[str, str]]:
-    return [{"name": s.name, "version": s.version,
-             "manager": s.manager + (f" ({s.arch})" if s.arch else "")}
-            for s in env.system_packages]
+    return [
+        {
+            "name": s.name,
+            "version": s.version,
+            "manager": s.manager + (f" ({s.arch})" if s.arch else ""),
+        }
+        for s in env.system_packages
+    ]
 
 
-def _render(template: Any, context: Mapping[str, Any], packages: Sequence[Any],
-            system: Sequence[Any], keep: int | None) -> str:
+def _render(
+    template: Any,
+    context: Mapping[str, Any],
+    packages: Sequence[Any],
+    system: Sequence[Any],
+    keep: int | None,
+) -> str:
     kept_p = list(packages) if keep is None else list(packages)[:keep]
     kept_s = list(system) if keep is None else list(system)[:keep]
-    return str(template.render(
-        **context,
-        packages=kept_p,
-        packages_hidden=len(packages) - len(kept_p),
-        system_packages=kept_s,
-        system_packages_hidden=len(system) - len(kept_s),
-    ))
+    return str(
+        template.render(
+            **context,
+            packages=kept_p,
+            packages_hidden=len(packages) - len(kept_p),
+            system_packages=kept_s,
+            system_packages_hidden=len(system) - len(kept_s),
+        )
+    )
 
 
-def pr_markdown(stored: StoredExperiment, base: StoredExperiment | None, *,
-                repo_root: Path | None = None) -> str:
+def pr_markdown(
+    stored: StoredExperiment, base: StoredExperiment | None, *, repo_root: Path | None = None
+) -> str:
     """The pull-request comment for ``stored``, compared with ``base`` when one is given.
 
     ``repo_root`` only makes the record path shown at the bottom relative to the repository.
     """
     diff: EnvDiff | None = None
     if base is not None:
-        diff = diff_environments(base.environment, stored.environment,
-                                 exp_a=base.experiment, exp_b=stored.experiment)
+        diff = diff_environments(
+            base.environment, stored.environment, exp_a=base.experiment, exp_b=stored.experiment
+        )
     context = {
         "marker": _safe(PR_MARKER),
         "exp": stored.experiment,
@@ -213,7 +241,8 @@ def pr_markdown(stored: StoredExperiment, base: StoredExperiment | None, *,
         "diff": diff,
         "warnings": _safe(render_warnings_markdown(diff)) if diff is not None else _safe(""),
         "diff_markdown": _safe(render_markdown(diff, heading_level=3, include_warnings=False))
-        if diff is not None else _safe(""),
+        if diff is not None
+        else _safe(""),
         "summary": _summary(stored, base),
         "record_path": _record_path(stored, repo_root),
     }
@@ -228,11 +257,17 @@ def pr_markdown(stored: StoredExperiment, base: StoredExperiment | None, *,
     if len(text) > MAX_COMMENT_CHARS:
         # Even without the lists the diff is too long (hundreds of changed packages): cut the diff
         # at a line boundary; the full diff is one `reprobox diff` away.
-        note = (f"\n\n…the diff is too long for one comment; run `reprobox diff "
-                f"{base.id if base else ''} {stored.id} --format markdown` for all of it.\n")
-        short = _safe(_cut_lines(str(context["diff_markdown"]),
-                                 MAX_COMMENT_CHARS - (len(text) - len(context["diff_markdown"]))
-                                 - len(note) - 100) + note)
+        note = (
+            f"\n\n…the diff is too long for one comment; run `reprobox diff "
+            f"{base.id if base else ''} {stored.id} --format markdown` for all of it.\n"
+        )
+        short = _safe(
+            _cut_lines(
+                str(context["diff_markdown"]),
+                MAX_COMMENT_CHARS - (len(text) - len(context["diff_markdown"])) - len(note) - 100,
+            )
+            + note
+        )
         text = _render(template, {**context, "diff_markdown": short}, packages, system, 0)
     return text
 

@@ -64,8 +64,9 @@ def run(
     if isinstance(input, str) and not text:
         input = input.encode()
     if not capture and input is None and _terminal_fds():
-        return _run_on_terminal(args, cwd=cwd, env=env, timeout=timeout, what=what, hint=hint,
-                                check=check)
+        return _run_on_terminal(
+            args, cwd=cwd, env=env, timeout=timeout, what=what, hint=hint, check=check
+        )
     try:
         proc = subprocess.run(
             args,
@@ -117,8 +118,14 @@ def stream(
     full_env.update(env or {})
     try:
         child = subprocess.Popen(
-            args, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=full_env,
-            text=True, errors="replace", bufsize=1,
+            args,
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=full_env,
+            text=True,
+            errors="replace",
+            bufsize=1,
         )
     except FileNotFoundError as exc:
         tool = Path(args[0]).name
@@ -178,8 +185,11 @@ def _run_on_terminal(
     _copy_window_size(fds[0], slave)
     try:
         child = subprocess.Popen(
-            args, cwd=cwd, env=dict(env) if env is not None else None,
-            stdout=slave if 1 in fds else None, stderr=slave if 2 in fds else None,
+            args,
+            cwd=cwd,
+            env=dict(env) if env is not None else None,
+            stdout=slave if 1 in fds else None,
+            stderr=slave if 2 in fds else None,
         )
     except FileNotFoundError as exc:
         os.close(master)
@@ -207,8 +217,7 @@ def _run_on_terminal(
                 child.wait()
                 raise ReproboxError(
                     f"{what or args[0]} did not finish within {timeout:.0f} s",
-                    hint or "check that the machine is not overloaded and that the network "
-                    "answers",
+                    hint or "check that the machine is not overloaded and that the network answers",
                 )
             try:
                 chunk = os.read(master, 65536)

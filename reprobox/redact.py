@@ -45,12 +45,35 @@ _URL_CREDS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<creds>[^/@\
 
 #: Query (and fragment) parameters that carry credentials, beyond secret-looking names: Azure SAS
 #: (``sig``, with ``se``/``sp``/``sv`` it is the token), S3 / GCS presigned URLs, OAuth.
-_SECRET_PARAMS = frozenset({
-    "sig", "signature", "sas", "code", "key", "apikey", "api_key", "access_token", "id_token",
-    "refresh_token", "private_token", "token", "auth", "password", "pass", "pwd", "secret",
-    "client_secret", "x-amz-signature", "x-amz-credential", "x-amz-security-token",
-    "x-goog-signature", "x-goog-credential", "googleaccessid", "awsaccesskeyid",
-})
+_SECRET_PARAMS = frozenset(
+    {
+        "sig",
+        "signature",
+        "sas",
+        "code",
+        "key",
+        "apikey",
+        "api_key",
+        "access_token",
+        "id_token",
+        "refresh_token",
+        "private_token",
+        "token",
+        "auth",
+        "password",
+        "pass",
+        "pwd",
+        "secret",
+        "client_secret",
+        "x-amz-signature",
+        "x-amz-credential",
+        "x-amz-security-token",
+        "x-goog-signature",
+        "x-goog-credential",
+        "googleaccessid",
+        "awsaccesskeyid",
+    }
+)
 
 #: Text put in place of a secret inside a URL (the URL grammar allows no ``<``/``>``).
 URL_MARK = "REDACTED"
@@ -75,7 +98,8 @@ def _secret_param(name: str) -> bool:
 
 #: reprobox's own patterns for tokens with a recognisable shape (whole token matched).
 TOKEN_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
-    (kind, re.compile(rx)) for kind, rx in (
+    (kind, re.compile(rx))
+    for kind, rx in (
         ("github-token", r"\b(?:gh[pousr]_[A-Za-z0-9]{30,255}|github_pat_[A-Za-z0-9_]{22,255})"),
         ("huggingface-token", r"\bhf_[A-Za-z0-9]{30,}"),
         ("gitlab-token", r"\b(?:glpat|gldt|glft|glsoat|glrt|glcbt)-[A-Za-z0-9_\-]{20,}"),
@@ -94,8 +118,9 @@ TOKEN_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
 #: ``detect-secrets`` plugins used. The entropy detectors are left out: lock files and records are
 #: full of sha256 digests, which they would all flag; the public-IP one flags no secret. The
 #: keyword detector (``password = "..."`` in code) runs on the patch only.
-_DS_EXCLUDED = frozenset({"Base64HighEntropyString", "HexHighEntropyString", "IPPublicDetector",
-                          "KeywordDetector"})
+_DS_EXCLUDED = frozenset(
+    {"Base64HighEntropyString", "HexHighEntropyString", "IPPublicDetector", "KeywordDetector"}
+)
 
 
 #: A superset of what the detectors used can match, cheap to test: a run of 11 or more token
@@ -136,16 +161,20 @@ def _detectors() -> _Detectors:
     return _Detectors(tuple(plugins), tuple(prefilter))
 
 
-def detect_secrets_in(lines: Sequence[str], *, keywords: bool = False
-                      ) -> list[tuple[int, str, list[str]]]:
+def detect_secrets_in(
+    lines: Sequence[str], *, keywords: bool = False
+) -> list[tuple[int, str, list[str]]]:
     """``detect-secrets`` over ``lines``: ``(index, secret type, spans to remove)`` per finding.
 
     The detectors' own patterns pick the candidate lines first (cheap); only those are scanned
     in full, with the library's false-positive filters. ``keywords`` adds the keyword detector
     (``password = "..."``), meant for source code (the patch), and scans every line.
     """
-    maybe = [i for i, line in enumerate(lines)
-             if _MAYBE_SECRET.search(line) or (keywords and _KEYWORD_HINT.search(line))]
+    maybe = [
+        i
+        for i, line in enumerate(lines)
+        if _MAYBE_SECRET.search(line) or (keywords and _KEYWORD_HINT.search(line))
+    ]
     if not maybe:
         return []  # the common case: the library is not even loaded
 
@@ -157,7 +186,8 @@ def detect_secrets_in(lines: Sequence[str], *, keywords: bool = False
     for i in maybe:
         line = lines[i]
         if (keywords and _KEYWORD_HINT.search(line)) or any(
-                rx.search(line) for _t, rx in det.prefilter):
+            rx.search(line) for _t, rx in det.prefilter
+        ):
             candidates.append(i)
     if not candidates:
         return []
@@ -217,8 +247,11 @@ def strip_url_credentials(url: str) -> str:
     query, fragment = parts.query, parts.fragment
     if query and any(_secret_param(k.split("=", 1)[0]) for k in re.split(r"[&;]", query)):
         query = ""
-    if fragment and "=" in fragment and any(
-            _secret_param(k.split("=", 1)[0]) for k in re.split(r"[&;]", fragment)):
+    if (
+        fragment
+        and "=" in fragment
+        and any(_secret_param(k.split("=", 1)[0]) for k in re.split(r"[&;]", fragment))
+    ):
         fragment = ""
     path = parts.path
     if path and _tokenish(path):
@@ -254,8 +287,11 @@ def _password_like(value: str) -> bool:
         return False
     has_alpha = any(c.isalpha() for c in value)
     has_other = any(not c.isalpha() for c in value)
-    return has_alpha and has_other and not re.fullmatch(r"[A-Za-z0-9_.:/=-]*[:/][A-Za-z0-9_.:/=-]*",
-                                                        value)
+    return (
+        has_alpha
+        and has_other
+        and not re.fullmatch(r"[A-Za-z0-9_.:/=-]*[:/][A-Za-z0-9_.:/=-]*", value)
+    )
 
 
 def _argv_secrets(command: str) -> list[tuple[str, str]]:
@@ -348,6 +384,7 @@ class Redactor:
         kinds: list[str] = []
         out = value
         if "://" in out:
+
             def url(m: re.Match[str]) -> str:
                 cleaned = strip_url_credentials(m.group(0))
                 if cleaned != m.group(0):
@@ -469,8 +506,10 @@ class Redactor:
             what = ", ".join(kinds)
             msg = f"{where}: a secret ({what}) was redacted before recording"
             if where == "command":
-                msg += ("; a rerun gets the marker in its place: pass secrets through environment "
-                        "variables (`--api-key \"$API_KEY\"`), not on the command line")
+                msg += (
+                    "; a rerun gets the marker in its place: pass secrets through environment "
+                    'variables (`--api-key "$API_KEY"`), not on the command line'
+                )
             out.append(msg)
         return out
 
@@ -478,8 +517,11 @@ class Redactor:
 def _worth_matching(value: str) -> bool:
     """A secret variable's value long and specific enough to look for in text (not ``1``,
     ``true``, a path such as ``/home/me``)."""
-    return len(value) >= 8 and not value.startswith("/") and value.lower() not in (
-        "true", "false", "enabled", "disabled")
+    return (
+        len(value) >= 8
+        and not value.startswith("/")
+        and value.lower() not in ("true", "false", "enabled", "disabled")
+    )
 
 
 def _replace_word(text: str, secret: str, replacement: str) -> str:

@@ -69,14 +69,17 @@ MAX_ENTRIES = 64
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
 _HOST = rf"(?:{_LABEL}(?:\.{_LABEL})*)"
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-REGISTRY_RE = re.compile(rf"(?P<host>{_HOST}(?::[0-9]{{1,5}})?)(?P<ns>(?:/{_COMPONENT})*)",
-                         re.ASCII)
+REGISTRY_RE = re.compile(
+    rf"(?P<host>{_HOST}(?::[0-9]{{1,5}})?)(?P<ns>(?:/{_COMPONENT})*)", re.ASCII
+)
 _DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}", re.ASCII)
 _TIME_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z", re.ASCII)
 _ENGINES = ("docker", "podman")
 
-_RESTORE = ("restore images.json from git (`git checkout -- .reprobox/`), or delete it and "
-            "push again with `reprobox push EXP`")
+_RESTORE = (
+    "restore images.json from git (`git checkout -- .reprobox/`), or delete it and "
+    "push again with `reprobox push EXP`"
+)
 
 
 @dataclass(frozen=True)
@@ -99,8 +102,14 @@ class Publication:
         return self.repository.split("/", 1)[0]
 
     def to_dict(self) -> dict[str, str]:
-        return {"repository": self.repository, "tag": self.tag, "digest": self.digest,
-                "reference": self.reference, "pushed": self.pushed, "engine": self.engine}
+        return {
+            "repository": self.repository,
+            "tag": self.tag,
+            "digest": self.digest,
+            "reference": self.reference,
+            "pushed": self.pushed,
+            "engine": self.engine,
+        }
 
 
 @dataclass(frozen=True)
@@ -125,8 +134,9 @@ class PublicationRecord:
     def with_image(self, pub: Publication) -> "PublicationRecord":
         """The record plus ``pub`` (replacing an entry for the same repository and tag)."""
         kept = [p for p in self.images if (p.repository, p.tag) != (pub.repository, pub.tag)]
-        return PublicationRecord(self.experiment, self.env_digest, (*kept, pub)[-MAX_ENTRIES:],
-                                 self.path)
+        return PublicationRecord(
+            self.experiment, self.env_digest, (*kept, pub)[-MAX_ENTRIES:], self.path
+        )
 
 
 @dataclass(frozen=True)
@@ -153,9 +163,11 @@ def parse_registry(value: str, where: str = "--registry") -> tuple[str, str]:
     text = (value or "").strip().rstrip("/")
     for scheme in ("http://", "https://"):
         if text.startswith(scheme):
-            raise UsageError(f"{where} {value!r} has a URL scheme",
-                             "give HOST[:PORT]/NAMESPACE, e.g. 127.0.0.1:5000/team (docker "
-                             "decides HTTP or HTTPS itself)")
+            raise UsageError(
+                f"{where} {value!r} has a URL scheme",
+                "give HOST[:PORT]/NAMESPACE, e.g. 127.0.0.1:5000/team (docker "
+                "decides HTTP or HTTPS itself)",
+            )
     m = REGISTRY_RE.fullmatch(text)
     host = m.group("host") if m else ""
     if not m or ("." not in host and ":" not in host and host != "localhost"):
@@ -184,8 +196,9 @@ def configured_registry() -> Optional[str]:
         return None
     value = section["default"]
     if not isinstance(value, str):
-        raise UsageError(f"{path}: [registry] default must be a string", "e.g. "
-                         'default = "127.0.0.1:5000/team"')
+        raise UsageError(
+            f"{path}: [registry] default must be a string", 'e.g. default = "127.0.0.1:5000/team"'
+        )
     return value
 
 
@@ -198,15 +211,17 @@ def trusted_registries() -> tuple[str, ...]:
     registry a stranger chose could be made to match any labels and report any fingerprint.
     """
     hosts: list[str] = []
-    values: list[str] = [v for v in os.environ.get("REPROBOX_REGISTRIES", "").split(",")
-                         if v.strip()]
+    values: list[str] = [
+        v for v in os.environ.get("REPROBOX_REGISTRIES", "").split(",") if v.strip()
+    ]
     default = configured_registry()
     if default:
         values.append(default)
     values += _config_list("trusted")
     for value in values:
-        host, _ns = parse_registry(value.strip() if "/" in value else value.strip() + "/",
-                                   "a trusted registry")
+        host, _ns = parse_registry(
+            value.strip() if "/" in value else value.strip() + "/", "a trusted registry"
+        )
         hosts.append(host)
     return tuple(dict.fromkeys(hosts))
 
@@ -226,8 +241,10 @@ def _config_list(key: str) -> list[str]:
     if value is None:
         return []
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise UsageError(f"{path}: [registry] {key} must be a list of strings",
-                         'e.g. trusted = ["registry.example.org", "127.0.0.1:5000"]')
+        raise UsageError(
+            f"{path}: [registry] {key} must be a list of strings",
+            'e.g. trusted = ["registry.example.org", "127.0.0.1:5000"]',
+        )
     return value
 
 
@@ -268,21 +285,24 @@ def load_publication(stored: "StoredExperiment") -> Optional[PublicationRecord]:
     return parse_publication(parse_json(raw, path), stored, path)
 
 
-def parse_publication(doc: dict[str, Any], stored: "StoredExperiment",
-                      path: Path) -> PublicationRecord:
+def parse_publication(
+    doc: dict[str, Any], stored: "StoredExperiment", path: Path
+) -> PublicationRecord:
     allowed = {"schema", "experiment", "env_digest", "images", "seal"}
     extra = sorted(set(doc) - allowed)
     if extra:
         raise _refused(path, f"unknown field {extra[0]!r}")
     if doc.get("schema") != f"{IMAGES_SCHEMA}/{IMAGES_VERSION}":
-        raise _refused(path, f"schema is {str(doc.get('schema'))[:60]!r}, not "
-                       f"{IMAGES_SCHEMA}/{IMAGES_VERSION}")
+        raise _refused(
+            path, f"schema is {str(doc.get('schema'))[:60]!r}, not {IMAGES_SCHEMA}/{IMAGES_VERSION}"
+        )
     seal = doc.get("seal")
     if not isinstance(seal, str) or seal != seal_of(doc):
         raise _refused(path, "its seal does not match its content (the file was edited)")
     if doc.get("experiment") != stored.id:
-        raise _refused(path, f"it belongs to experiment {str(doc.get('experiment'))[:40]!r}, "
-                       f"not {stored.id}")
+        raise _refused(
+            path, f"it belongs to experiment {str(doc.get('experiment'))[:40]!r}, not {stored.id}"
+        )
     if doc.get("env_digest") != stored.environment.digest:
         raise _refused(path, "its env_digest is not this experiment's environment digest")
     images = doc.get("images")
@@ -300,11 +320,15 @@ def parse_publication(doc: dict[str, Any], stored: "StoredExperiment",
         try:
             repo = validate.image_tag(item["repository"], f"{where}.repository")
             if ":" in repo.rsplit("/", 1)[-1] or "@" in repo or "/" not in repo:
-                raise _refused(path, f"{where}.repository {repo!r} is not HOST/NAME (no tag "
-                               "or digest)")
+                raise _refused(
+                    path, f"{where}.repository {repo!r} is not HOST/NAME (no tag or digest)"
+                )
             parse_registry(repo.rsplit("/", 1)[0], f"{where}.repository")
-            tag = validate.image_tag(f"x:{item['tag']}", f"{where}.tag")[2:] \
-                if isinstance(item["tag"], str) else None
+            tag = (
+                validate.image_tag(f"x:{item['tag']}", f"{where}.tag")[2:]
+                if isinstance(item["tag"], str)
+                else None
+            )
             if tag is None:
                 raise _refused(path, f"{where}.tag is not a string")
             if not isinstance(item["digest"], str) or not _DIGEST_RE.fullmatch(item["digest"]):
@@ -340,9 +364,15 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def push(store: "Store", stored: "StoredExperiment", registry: Optional[str] = None, *,
-         engine: Optional["Engine"] = None, progress: Optional[Progress] = None,
-         build: bool = True) -> Publication:
+def push(
+    store: "Store",
+    stored: "StoredExperiment",
+    registry: Optional[str] = None,
+    *,
+    engine: Optional["Engine"] = None,
+    progress: Optional[Progress] = None,
+    build: bool = True,
+) -> Publication:
     """Push the experiment's image (built first when needed) and record it in images.json.
 
     ``registry``: ``HOST[:PORT]/NAMESPACE`` from the command line, else the user's configured
@@ -351,25 +381,32 @@ def push(store: "Store", stored: "StoredExperiment", registry: Optional[str] = N
     say = progress or (lambda _m: None)
     registry = registry or configured_registry()
     if not registry:
-        raise UsageError("no registry to push to",
-                         "pass --registry HOST[:PORT]/NAMESPACE, or set [registry] default = "
-                         "\"HOST[:PORT]/NAMESPACE\" in ~/.config/reprobox/config.toml")
+        raise UsageError(
+            "no registry to push to",
+            "pass --registry HOST[:PORT]/NAMESPACE, or set [registry] default = "
+            '"HOST[:PORT]/NAMESPACE" in ~/.config/reprobox/config.toml',
+        )
     repo, tag = repository_for(store, stored, registry)
     existing = load_publication(stored)  # a bad record is refused before anything is pushed
     engine = engine or get_engine()
     if not engine.available():
         engine.info()  # raises the error that names the fix
     local: Optional[str] = None
-    for candidate in dict.fromkeys(t for t in (stored.image, default_tag(store.root, stored.id))
-                                   if t):
-        if engine.image_exists(candidate) and \
-                image_mismatch(engine.image_labels(candidate), stored) is None:
+    for candidate in dict.fromkeys(
+        t for t in (stored.image, default_tag(store.root, stored.id)) if t
+    ):
+        if (
+            engine.image_exists(candidate)
+            and image_mismatch(engine.image_labels(candidate), stored) is None
+        ):
             local = candidate
             break
     if local is None:
         if not build:
-            raise EngineError(f"no image of experiment {stored.id} here",
-                              f"build it with `reprobox build {stored.id}`")
+            raise EngineError(
+                f"no image of experiment {stored.id} here",
+                f"build it with `reprobox build {stored.id}`",
+            )
         say("no image of this experiment here: building it first")
         if stored.environment.conda is not None:
             local = build_conda_experiment(store, stored, progress=say).tag
@@ -389,9 +426,12 @@ def push(store: "Store", stored: "StoredExperiment", registry: Optional[str] = N
 # --------------------------------------------------------------------------- pull
 
 
-def ensure_pulled(engine: "Engine", stored: "StoredExperiment",
-                  record: Optional[PublicationRecord],
-                  progress: Optional[Progress] = None) -> PullResult:
+def ensure_pulled(
+    engine: "Engine",
+    stored: "StoredExperiment",
+    record: Optional[PublicationRecord],
+    progress: Optional[Progress] = None,
+) -> PullResult:
     """Pull the recorded image by digest and check its labels; the newest entry first.
 
     Returns the local reference to run (``repo@sha256:...``) or, with ``tag`` None, the reason
@@ -407,9 +447,11 @@ def ensure_pulled(engine: "Engine", stored: "StoredExperiment",
     for pub in reversed(record.images):
         ref = pub.reference
         if pub.registry not in trusted:
-            reasons.append(f"{ref}: the registry {pub.registry} is not one this machine trusts "
-                           "(add it to [registry] trusted in ~/.config/reprobox/config.toml, or "
-                           "to REPROBOX_REGISTRIES)")
+            reasons.append(
+                f"{ref}: the registry {pub.registry} is not one this machine trusts "
+                "(add it to [registry] trusted in ~/.config/reprobox/config.toml, or "
+                "to REPROBOX_REGISTRIES)"
+            )
             continue
         tried.append(ref)
         say(f"pulling {ref}")
@@ -435,7 +477,18 @@ def ensure_pulled(engine: "Engine", stored: "StoredExperiment",
     return PullResult(None, "; ".join(reasons), None, tuple(tried))
 
 
-__all__ = ["IMAGES_FILE", "IMAGES_SCHEMA", "Publication", "PublicationRecord", "PullResult",
-           "configured_registry", "ensure_pulled", "load_publication", "parse_registry", "push",
-           "trusted_registries",
-           "repository_for", "write_publication"]
+__all__ = [
+    "IMAGES_FILE",
+    "IMAGES_SCHEMA",
+    "Publication",
+    "PublicationRecord",
+    "PullResult",
+    "configured_registry",
+    "ensure_pulled",
+    "load_publication",
+    "parse_registry",
+    "push",
+    "trusted_registries",
+    "repository_for",
+    "write_publication",
+]

@@ -90,8 +90,10 @@ def render(result: Any, fmt: str = "text", *, color: bool = False) -> tuple[Piec
     ``markdown`` (the results that have one: a diff, a pull-request comment)."""
     renderer = _renderer_for(result)
     if fmt == "json":
-        return (*(Piece(w, WARNING) for w in renderer.warnings(result)),
-                Piece(json_text(renderer.data(result)), newline=False))
+        return (
+            *(Piece(w, WARNING) for w in renderer.warnings(result)),
+            Piece(json_text(renderer.data(result)), newline=False),
+        )
     if fmt == "markdown":
         if renderer.markdown is None:
             raise ValueError(f"{type(result).__name__} has no markdown form")
@@ -170,18 +172,32 @@ def _ls_text(listing: Listing, _color: bool) -> list[Piece]:
     if not listing.experiments:
         return pieces + [Piece(_LS_EMPTY, ERR)]
     table: list[tuple[str, ...]] = [_LS_HEADER] + [
-        (field(r.id), field(r.name), field(r.created), field(r.python), field(r.packages),
-         field(r.commit), field(r.command)[:50]) for r in listing.experiments
+        (
+            field(r.id),
+            field(r.name),
+            field(r.created),
+            field(r.python),
+            field(r.packages),
+            field(r.commit),
+            field(r.command)[:50],
+        )
+        for r in listing.experiments
     ]
     widths = [max(len(row[i]) for row in table) for i in range(len(_LS_HEADER) - 1)]
-    return pieces + [Piece("  ".join(cell.ljust(w) for cell, w in zip(row, widths))
-                           + "  " + row[-1]) for row in table]
+    return pieces + [
+        Piece("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1])
+        for row in table
+    ]
 
 
 def _show_data(shown: Shown) -> dict[str, Any]:
     s = shown.stored
-    return {"experiment": s.experiment.to_dict(), "environment": s.environment.to_dict(),
-            "path": str(s.path), "image": s.image}
+    return {
+        "experiment": s.experiment.to_dict(),
+        "environment": s.environment.to_dict(),
+        "path": str(s.path),
+        "image": s.image,
+    }
 
 
 def _quoted_name(name: str) -> str:
@@ -200,7 +216,8 @@ def _show_text(shown: Shown, _color: bool) -> list[Piece]:
         f"experiment  {f(e.id)}  ({f(e.name)})",
         f"created     {f(e.created)}  by reprobox {f(e.tool_version)}",
         f"command     {f(e.command or '-')}  [{f(e.command_kind)}]  in {f(e.cwd)}",
-        f"git         {f(e.git.commit)}" + (f" on {f(e.git.branch)}" if e.git.branch else "")
+        f"git         {f(e.git.commit)}"
+        + (f" on {f(e.git.branch)}" if e.git.branch else "")
         + (f"  dirty ({f(e.git.patch)})" if e.git.dirty else "")
         + (f"  remote {f(e.git.remote)}" if e.git.remote else ""),
         f"python      {f(interp.implementation)} {f(interp.version)} "
@@ -222,11 +239,17 @@ def _show_text(shown: Shown, _color: bool) -> list[Piece]:
             f"run         exit status {status} ({f(r.source)})"
             + (f", {f(r.wall_seconds)} s" if r.wall_seconds is not None else "")
             + (f", peak {f(r.peak_memory_kib)} KiB" if r.peak_memory_kib is not None else "")
-            + (f", {len(r.modules)} distributions imported, {len(r.libraries)} libraries loaded"
-               if r.source == "recorded" else ""))
+            + (
+                f", {len(r.modules)} distributions imported, {len(r.libraries)} libraries loaded"
+                if r.source == "recorded"
+                else ""
+            )
+        )
     if e.dvc:
-        lines.append(f"dvc         {len(e.dvc.outputs)} outputs, stages "
-                     f"{', '.join(f(s) for s in e.dvc.stages)}")
+        lines.append(
+            f"dvc         {len(e.dvc.outputs)} outputs, stages "
+            f"{', '.join(f(s) for s in e.dvc.stages)}"
+        )
     for mfile, values in sorted(e.metrics.items()):
         shown_values = ", ".join(f"{f(k)}={f(v)}" for k, v in sorted(values.items())[:8])
         lines.append(f"metrics     {f(mfile)}: {shown_values}")
@@ -245,28 +268,41 @@ def _show_text(shown: Shown, _color: bool) -> list[Piece]:
 def _resealed(locked: Locked) -> list[str]:
     if not locked.resealed:
         return []
-    return [f"the id seals every file of a capture: experiment {locked.previous_id} is now "
-            f"{locked.id} (commit the new folder; the old one was removed)"]
+    return [
+        f"the id seals every file of a capture: experiment {locked.previous_id} is now "
+        f"{locked.id} (commit the new folder; the old one was removed)"
+    ]
 
 
 def _lock_warnings(locked: Locked) -> list[str]:
-    return [*locked.warnings,
-            *(f"version changed for {locked.platform}: {c.describe()}"
-              for c in locked.changed_versions)]
+    return [
+        *locked.warnings,
+        *(
+            f"version changed for {locked.platform}: {c.describe()}"
+            for c in locked.changed_versions
+        ),
+    ]
 
 
 def _lock_text(locked: Locked, _color: bool) -> list[Piece]:
-    return [*(Piece(w, WARNING) for w in _lock_warnings(locked)),
-            Piece("wrote " + ", ".join(sorted(locked.files))),
-            *(Piece(w, WARNING) for w in _resealed(locked)),
-            Piece(locked.id)]
+    return [
+        *(Piece(w, WARNING) for w in _lock_warnings(locked)),
+        Piece("wrote " + ", ".join(sorted(locked.files))),
+        *(Piece(w, WARNING) for w in _resealed(locked)),
+        Piece(locked.id),
+    ]
 
 
 def _lock_data(locked: Locked) -> dict[str, Any]:
-    return {"id": locked.id, "previous_id": locked.previous_id, "resealed": locked.resealed,
-            "files": sorted(locked.files), "platform": locked.platform,
-            "warnings": list(locked.warnings),
-            "changed_versions": [c.describe() for c in locked.changed_versions]}
+    return {
+        "id": locked.id,
+        "previous_id": locked.previous_id,
+        "resealed": locked.resealed,
+        "files": sorted(locked.files),
+        "platform": locked.platform,
+        "warnings": list(locked.warnings),
+        "changed_versions": [c.describe() for c in locked.changed_versions],
+    }
 
 
 def _build_text(result: BuildResult | CondaImage, _color: bool) -> list[Piece]:
@@ -280,10 +316,16 @@ def _build_data(result: BuildResult) -> dict[str, Any]:
 
 
 def _conda_image_data(result: CondaImage) -> dict[str, Any]:
-    return {"tag": result.tag, "image_id": result.image_id, "base_image": result.base_image,
-            "seconds": round(result.seconds, 3), "steps": result.steps,
-            "cached_steps": result.cached_steps, "dry_run": result.dry_run,
-            **({"dockerfile": result.dockerfile} if result.dry_run else {})}
+    return {
+        "tag": result.tag,
+        "image_id": result.image_id,
+        "base_image": result.base_image,
+        "seconds": round(result.seconds, 3),
+        "steps": result.steps,
+        "cached_steps": result.cached_steps,
+        "dry_run": result.dry_run,
+        **({"dockerfile": result.dockerfile} if result.dry_run else {}),
+    }
 
 
 def _base_data(image: BaseImage) -> dict[str, Any]:
@@ -291,8 +333,6 @@ def _base_data(image: BaseImage) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- run / verify / push
-
-
 
 
 def run_text(record: RunRecord) -> str:
@@ -304,14 +344,19 @@ def run_text(record: RunRecord) -> str:
         lines.append(f"{len(record.differences)} difference(s):")
         lines += [f"  - {d}" for d in record.differences]
     if record.substitutions:
-        lines.append(f"{len(record.substitutions)} substitution(s)"
-                     + (" (--strict: the run fails)" if record.strict else "") + ":")
+        lines.append(
+            f"{len(record.substitutions)} substitution(s)"
+            + (" (--strict: the run fails)" if record.strict else "")
+            + ":"
+        )
         lines += [f"  ~ {d}" for d in record.substitutions]
     ok_metrics = [m for m in record.metrics if m.ok and m.status != "new"]
     if ok_metrics:
-        lines.append(f"metrics ({record.tolerance.describe()}): "
-                     f"{len(ok_metrics)} of {sum(1 for m in record.metrics if m.status != 'new')}"
-                     " as recorded")
+        lines.append(
+            f"metrics ({record.tolerance.describe()}): "
+            f"{len(ok_metrics)} of {sum(1 for m in record.metrics if m.status != 'new')}"
+            " as recorded"
+        )
         for m in ok_metrics:
             lines.append(f"  = {m.describe()}")
     new = [m for m in record.metrics if m.status == "new"]
@@ -338,18 +383,25 @@ def run_text(record: RunRecord) -> str:
 
 def verify_text(report: VerifyReport) -> str:
     head = report.verdict.upper()
-    lines = [f"{head}: the rebuilt environment of {report.experiment_id} ({report.experiment_name})"
-             + (" matches the capture" if report.identical else " differs from the capture")]
+    lines = [
+        f"{head}: the rebuilt environment of {report.experiment_id} ({report.experiment_name})"
+        + (" matches the capture" if report.identical else " differs from the capture")
+    ]
     if report.differences:
         lines.append(f"{len(report.differences)} difference(s):")
         lines += [f"  - {d.message}" for d in report.differences]
     if report.substitutions:
-        lines.append(f"{len(report.substitutions)} substitution(s)"
-                     + (" (--strict: the verification fails)" if report.strict else "") + ":")
+        lines.append(
+            f"{len(report.substitutions)} substitution(s)"
+            + (" (--strict: the verification fails)" if report.strict else "")
+            + ":"
+        )
         lines += [f"  ~ {d}" for d in report.substitutions]
-    lines.append(f"checked: interpreter {report.interpreter}, {report.packages_checked} packages "
-                 f"(names, versions, sources, installed files against their RECORD), "
-             f"{report.system_packages_checked} system packages")
+    lines.append(
+        f"checked: interpreter {report.interpreter}, {report.packages_checked} packages "
+        f"(names, versions, sources, installed files against their RECORD), "
+        f"{report.system_packages_checked} system packages"
+    )
     lines += [f"note: {n}" for n in report.notes]
     lines.append(f"environment: {report.backend} ({report.backend_reason}): {report.environment}")
     return "\n".join(lines)
@@ -358,9 +410,11 @@ def verify_text(report: VerifyReport) -> str:
 def summary_text(summary: Summary) -> str:
     lines = [o.line() for o in summary.outcomes]
     c = summary.counts()
-    lines.append(f"{len(summary.outcomes)} experiment(s) on {summary.on}: {c[REPRODUCED]} "
-                 f"reproduced, {c[DIFFERS]} differ, {c[FAILED]} failed "
-                 f"({summary.seconds:.1f}s)")
+    lines.append(
+        f"{len(summary.outcomes)} experiment(s) on {summary.on}: {c[REPRODUCED]} "
+        f"reproduced, {c[DIFFERS]} differ, {c[FAILED]} failed "
+        f"({summary.seconds:.1f}s)"
+    )
     if summary.path:
         lines.append(f"summary: {summary.path}")
     return "\n".join(lines)
@@ -379,13 +433,18 @@ def _plan_data(plan: FanOutPlan) -> dict[str, Any]:
 
 
 def _push_text(pushed: Pushed, _color: bool) -> list[Piece]:
-    return [Piece(f"recorded in {pushed.record} (commit it: a clone pulls by digest)", ERR),
-            Piece(pushed.publication.reference)]
+    return [
+        Piece(f"recorded in {pushed.record} (commit it: a clone pulls by digest)", ERR),
+        Piece(pushed.publication.reference),
+    ]
 
 
 def _push_data(pushed: Pushed) -> dict[str, Any]:
-    return {"experiment": pushed.experiment, **pushed.publication.to_dict(),
-            "record": str(pushed.record)}
+    return {
+        "experiment": pushed.experiment,
+        **pushed.publication.to_dict(),
+        "record": str(pushed.record),
+    }
 
 
 # --------------------------------------------------------------------------- diff / pr / doctor
@@ -408,8 +467,7 @@ def _pr_text(comment: PrComment, _color: bool) -> list[Piece]:
 
 
 def _pr_data(comment: PrComment) -> dict[str, Any]:
-    return {"experiment": comment.experiment, "base": comment.base,
-            "markdown": comment.markdown}
+    return {"experiment": comment.experiment, "base": comment.base, "markdown": comment.markdown}
 
 
 def _doctor_text(diagnosis: Diagnosis, _color: bool) -> list[Piece]:
@@ -441,30 +499,49 @@ def _renderers() -> dict[str, _Renderer]:
     ~180 ms (``reprobox ls`` included), and a result in hand has loaded its own module."""
     if _TABLE:
         return _TABLE
-    _TABLE.update({
-        _name(Captured): _Renderer(_capture_text, _capture_data),
-        _name(Listing): _Renderer(_ls_text, _ls_data, lambda listing: list(listing.skipped)),
-        _name(Shown): _Renderer(_show_text, _show_data),
-        _name(Locked): _Renderer(_lock_text, _lock_data,
-                                 lambda locked: _lock_warnings(locked) + _resealed(locked)),
-        "reprobox.build.BuildResult": _Renderer(_build_text, _build_data),
-        "reprobox.build.condaimage.CondaImage": _Renderer(_build_text, _conda_image_data),
-        _name(BaseImage): _Renderer(lambda image, _c: [Piece(image.tag)], _base_data),
-        "reprobox.run.RunRecord": _Renderer(lambda r, _c: [Piece(run_text(r))], _report_data),
-        "reprobox.verify.VerifyReport": _Renderer(lambda r, _c: [Piece(verify_text(r))],
-                                                  _report_data),
-        "reprobox.fanout.summary.Summary": _Renderer(lambda s, _c: [Piece(summary_text(s))],
-                                                     _report_data),
-        _name(FanOutPlan): _Renderer(_plan_text, _plan_data),
-        _name(Pushed): _Renderer(_push_text, _push_data),
-        "reprobox.diff.model.EnvDiff": _Renderer(_diff_text, lambda d: d.to_dict(),
-                                                 markdown=_diff_markdown),
-        _name(PrComment): _Renderer(_pr_text, _pr_data,
-                                    markdown=lambda comment: comment.markdown),
-        _name(Diagnosis): _Renderer(_doctor_text, _doctor_data),
-    })
+    _TABLE.update(
+        {
+            _name(Captured): _Renderer(_capture_text, _capture_data),
+            _name(Listing): _Renderer(_ls_text, _ls_data, lambda listing: list(listing.skipped)),
+            _name(Shown): _Renderer(_show_text, _show_data),
+            _name(Locked): _Renderer(
+                _lock_text, _lock_data, lambda locked: _lock_warnings(locked) + _resealed(locked)
+            ),
+            "reprobox.build.BuildResult": _Renderer(_build_text, _build_data),
+            "reprobox.build.condaimage.CondaImage": _Renderer(_build_text, _conda_image_data),
+            _name(BaseImage): _Renderer(lambda image, _c: [Piece(image.tag)], _base_data),
+            "reprobox.run.RunRecord": _Renderer(lambda r, _c: [Piece(run_text(r))], _report_data),
+            "reprobox.verify.VerifyReport": _Renderer(
+                lambda r, _c: [Piece(verify_text(r))], _report_data
+            ),
+            "reprobox.fanout.summary.Summary": _Renderer(
+                lambda s, _c: [Piece(summary_text(s))], _report_data
+            ),
+            _name(FanOutPlan): _Renderer(_plan_text, _plan_data),
+            _name(Pushed): _Renderer(_push_text, _push_data),
+            "reprobox.diff.model.EnvDiff": _Renderer(
+                _diff_text, lambda d: d.to_dict(), markdown=_diff_markdown
+            ),
+            _name(PrComment): _Renderer(
+                _pr_text, _pr_data, markdown=lambda comment: comment.markdown
+            ),
+            _name(Diagnosis): _Renderer(_doctor_text, _doctor_data),
+        }
+    )
     return _TABLE
 
 
-__all__ = ["ERR", "FORMATS", "OUT", "PROGRESS", "WARNING", "Piece", "data", "json_text",
-           "render", "run_text", "summary_text", "verify_text"]
+__all__ = [
+    "ERR",
+    "FORMATS",
+    "OUT",
+    "PROGRESS",
+    "WARNING",
+    "Piece",
+    "data",
+    "json_text",
+    "render",
+    "run_text",
+    "summary_text",
+    "verify_text",
+]

@@ -275,6 +275,7 @@ class RunRecord:
             "report_path": self.report_path,
         }
 
+
 # --------------------------------------------------------------------------- applying it
 
 
@@ -319,8 +320,13 @@ def checkout_code(store: Store, stored: StoredExperiment, dest: Path) -> tuple[P
     return path, detail
 
 
-def pull_data(store: Store, checkout: Path, dvc_remote: Optional[str] = None,
-              pipeline: bool = False, progress: Optional[Progress] = None) -> str:
+def pull_data(
+    store: Store,
+    checkout: Path,
+    dvc_remote: Optional[str] = None,
+    pipeline: bool = False,
+    progress: Optional[Progress] = None,
+) -> str:
     """DVC outputs from a *trusted* remote into the checkout, through the shared run cache.
 
     The checkout is untrusted: its DVC files are checked first (no link under ``.dvc/``, no
@@ -353,19 +359,27 @@ def pull_data(store: Store, checkout: Path, dvc_remote: Optional[str] = None,
             return "the pipeline consumes no DVC-tracked data (no .dvc file): nothing to pull"
         if progress is not None:
             files, size = dvc.expected_size(checkout, targets)
-            progress(f"      pulling {files} DVC-tracked output(s)"
-                     + (f", {size / 1048576:.1f} MiB" if size else "")
-                     + f" (the shared cache {cache} holds what earlier runs pulled)")
+            progress(
+                f"      pulling {files} DVC-tracked output(s)"
+                + (f", {size / 1048576:.1f} MiB" if size else "")
+                + f" (the shared cache {cache} holds what earlier runs pulled)"
+            )
         result = dvc.pull(checkout, cache_dir=cache, targets=targets)
     finally:
         dvc.drop_local(checkout, cache)
     fetched = getattr(result, "fetched", None)
     how = f"{fetched} file(s) downloaded" if fetched else "nothing to download"
     where = "--dvc-remote" if remote.source == "--dvc-remote" else f"{remote.name!r}"
-    what = (f"the pipeline's {len(targets)} input(s) ({', '.join(targets[:3])}"
-            f"{' ...' if len(targets) > 3 else ''})" if targets is not None else "")
-    return (f"pulled {what + ' ' if what else ''}from the DVC remote {where}: {how} "
-            f"(shared cache {cache})")
+    what = (
+        f"the pipeline's {len(targets)} input(s) ({', '.join(targets[:3])}"
+        f"{' ...' if len(targets) > 3 else ''})"
+        if targets is not None
+        else ""
+    )
+    return (
+        f"pulled {what + ' ' if what else ''}from the DVC remote {where}: {how} "
+        f"(shared cache {cache})"
+    )
 
 
 def _clear(checkout: Path, paths: tuple[str, ...]) -> None:
@@ -411,13 +425,18 @@ def _read_observed_metrics(
             )
         else:
             try:  # written by the rerun: size and nesting bounded like any metrics file
-                observed[INLINE_METRICS] = dict(read_metrics(
-                    validate.path_inside(checkout, inline_path.relative_to(checkout).as_posix(),
-                                         "inline metrics")))
+                observed[INLINE_METRICS] = dict(
+                    read_metrics(
+                        validate.path_inside(
+                            checkout, inline_path.relative_to(checkout).as_posix(), "inline metrics"
+                        )
+                    )
+                )
             except ReproboxError as exc:
                 observed[INLINE_METRICS] = None
-                reasons[INLINE_METRICS] = ("the values reported by the rerun are unreadable: "
-                                           f"{exc.message}")
+                reasons[INLINE_METRICS] = (
+                    f"the values reported by the rerun are unreadable: {exc.message}"
+                )
     return observed, reasons
 
 
@@ -446,8 +465,9 @@ def compare_dvc_outputs(
             continue
         got = now.get(want.path)
         if got is None:
-            checks.append(OutputCheck(want.path, want.hash, None, MISSING,
-                                      algorithm=want.hash_name))
+            checks.append(
+                OutputCheck(want.path, want.hash, None, MISSING, algorithm=want.hash_name)
+            )
             continue
         status = "same" if got.hash == want.hash else "differs"
         checks.append(OutputCheck(want.path, want.hash, got.hash, status, algorithm=want.hash_name))
@@ -512,8 +532,9 @@ def _tabular(name: str) -> bool:
     return name.lower().endswith(TABULAR_SUFFIXES)
 
 
-def _data_verdict(name: str, recorded: Optional[bytes], observed: Optional[bytes],
-                  tolerance: Tolerance) -> tuple[str, str]:
+def _data_verdict(
+    name: str, recorded: Optional[bytes], observed: Optional[bytes], tolerance: Tolerance
+) -> tuple[str, str]:
     """(status, detail) of a differing CSV/JSON file once both versions are at hand."""
     if recorded is None or observed is None or not _tabular(name):
         return DIFFERS, ""
@@ -528,8 +549,11 @@ class _Recorded:
 
     def __init__(self, store: Store, checkout: Path) -> None:
         self.user_root = Path(store.root)
-        folders = [store.local_dir("cache", "dvc"), self.user_root / ".dvc" / "cache",
-                   Path(checkout) / ".dvc" / "cache"]
+        folders = [
+            store.local_dir("cache", "dvc"),
+            self.user_root / ".dvc" / "cache",
+            Path(checkout) / ".dvc" / "cache",
+        ]
         try:
             remote = dvc._local_remote_folder(self.user_root)
         except (OSError, ReproboxError):
@@ -553,8 +577,9 @@ class _Recorded:
         return self.user_root / rel
 
 
-def _refine_declared(check: OutputCheck, checkout: Path, found: _Recorded,
-                     tolerance: Tolerance) -> OutputCheck:
+def _refine_declared(
+    check: OutputCheck, checkout: Path, found: _Recorded, tolerance: Tolerance
+) -> OutputCheck:
     if check.status != DIFFERS:
         return check
     mine = found.user_copy(check.path)
@@ -573,45 +598,60 @@ def _refine_declared(check: OutputCheck, checkout: Path, found: _Recorded,
         files = list(compare_manifests(before, after))
         for i, f in enumerate(files):
             if f.status == DIFFERS and _tabular(f.path):
-                st, detail = _data_verdict(f.path, _read_capped(mine / f.path),
-                                           _read_capped(observed / f.path), tolerance)
+                st, detail = _data_verdict(
+                    f.path, _read_capped(mine / f.path), _read_capped(observed / f.path), tolerance
+                )
                 files[i] = FileDiff(f.path, st, detail)
         return replace(check, files=tuple(files))
-    status, detail = _data_verdict(check.path, _read_capped(mine), _read_capped(observed),
-                                   tolerance)
+    status, detail = _data_verdict(
+        check.path, _read_capped(mine), _read_capped(observed), tolerance
+    )
     return replace(check, status=status, detail=detail)
 
 
-def _refine_dvc(check: OutputCheck, checkout: Path, found: _Recorded,
-                tolerance: Tolerance) -> OutputCheck:
+def _refine_dvc(
+    check: OutputCheck, checkout: Path, found: _Recorded, tolerance: Tolerance
+) -> OutputCheck:
     if check.status != DIFFERS or check.algorithm != "md5":
         return check
     observed = Path(checkout) / check.path
     if check.recorded_hash.endswith(".dir"):
         before = found.dvc_manifest(check.recorded_hash)
-        after = (found.dvc_manifest(check.observed_hash) if check.observed_hash else None)
+        after = found.dvc_manifest(check.observed_hash) if check.observed_hash else None
         if after is None:
             after = _folder_digests(observed, "md5")
         if before is None or after is None:
-            return replace(check, detail="the recorded file list is not on this machine "
-                           "(not in the DVC cache or a local remote): files not named")
+            return replace(
+                check,
+                detail="the recorded file list is not on this machine "
+                "(not in the DVC cache or a local remote): files not named",
+            )
         files = list(compare_manifests(before, after))
         for i, f in enumerate(files):
             if f.status == DIFFERS and _tabular(f.path):
                 obj = found.dvc_object(before[f.path])
-                st, detail = _data_verdict(f.path, _read_capped(obj) if obj else None,
-                                           _read_capped(observed / f.path), tolerance)
+                st, detail = _data_verdict(
+                    f.path,
+                    _read_capped(obj) if obj else None,
+                    _read_capped(observed / f.path),
+                    tolerance,
+                )
                 files[i] = FileDiff(f.path, st, detail)
         return replace(check, files=tuple(files))
     obj = found.dvc_object(check.recorded_hash)
-    status, detail = _data_verdict(check.path, _read_capped(obj) if obj else None,
-                                   _read_capped(observed), tolerance)
+    status, detail = _data_verdict(
+        check.path, _read_capped(obj) if obj else None, _read_capped(observed), tolerance
+    )
     return replace(check, status=status, detail=detail)
 
 
 def refine_output_checks(
-    store: Store, checkout: Path, declared: tuple[OutputCheck, ...],
-    dvc_checks: tuple[OutputCheck, ...], tolerance: Tolerance, ignore: tuple[str, ...],
+    store: Store,
+    checkout: Path,
+    declared: tuple[OutputCheck, ...],
+    dvc_checks: tuple[OutputCheck, ...],
+    tolerance: Tolerance,
+    ignore: tuple[str, ...],
 ) -> tuple[tuple[OutputCheck, ...], tuple[OutputCheck, ...]]:
     """Name the files of a differing folder, compare CSV/JSON outputs by value, apply ignores."""
     found = _Recorded(store, checkout)
@@ -644,12 +684,14 @@ def run_experiment(
 ) -> RunRecord:
     """Reproduce an experiment and return the record (``.reproduced``); see the module doc."""
     tolerance = Tolerance(rtol=rtol, atol=atol)
-    ignore = tuple(validate.relpath("--ignore-output", p, allow_dot=False).strip("/")
-                   for p in ignore_outputs)
+    ignore = tuple(
+        validate.relpath("--ignore-output", p, allow_dot=False).strip("/") for p in ignore_outputs
+    )
     if network is not None:
         _check_network(network)
-    stored = (ref_or_stored if isinstance(ref_or_stored, StoredExperiment)
-              else store.get(ref_or_stored))
+    stored = (
+        ref_or_stored if isinstance(ref_or_stored, StoredExperiment) else store.get(ref_or_stored)
+    )
     exp = stored.experiment  # validated once, by the store
     store.local_dir("runs")  # a linked .reprobox/local is refused before anything runs
     plan = plan_run(exp, stored.environment)
@@ -673,26 +715,36 @@ def run_experiment(
             # The worktree's .git names a host path: the container gets a repository of the
             # recorded commit alone, read-only (backends/docker.py mounts it).
 
-            git.make_run_repository(store.root, exp.git.commit, run_git_folder(checkout),
-                                    CONTAINER_GIT_DIR)
+            git.make_run_repository(
+                store.root, exp.git.commit, run_git_folder(checkout), CONTAINER_GIT_DIR
+            )
             detail += "; git at the recorded commit inside the container"
         clock.done(detail)
 
         # 2. data
         clock.start("data", "pulling DVC data from the remote" if plan.pull_data else "no DVC data")
-        detail = (pull_data(store, checkout, dvc_remote, pipeline=plan.command_kind == "dvc",
-                            progress=clock.say)
-                  if plan.pull_data else "none recorded")
+        detail = (
+            pull_data(
+                store, checkout, dvc_remote, pipeline=plan.command_kind == "dvc", progress=clock.say
+            )
+            if plan.pull_data
+            else "none recorded"
+        )
         clock.done(detail)
 
         # 3. environment
         clock.start("environment", f"preparing the {chosen.name} environment")
         prepared = chosen.prepare(store, stored, checkout, network=network, progress=clock.say)
         gpu = chosen.gpu_plan(stored.environment)
-        substitutions = (environment_substitutions(chosen, prepared)
-                         if stored.environment.system_packages else ())
-        clock.done(prepared.description + (f"; {len(substitutions)} system package(s) "
-                                           "substituted" if substitutions else ""))
+        substitutions = (
+            environment_substitutions(chosen, prepared)
+            if stored.environment.system_packages
+            else ()
+        )
+        clock.done(
+            prepared.description
+            + (f"; {len(substitutions)} system package(s) substituted" if substitutions else "")
+        )
 
         # 4. command
         run_dir = make_run_dir(checkout)
@@ -703,8 +755,10 @@ def run_experiment(
         env[RUN_EXPERIMENT_ENV] = exp.id
         notes = list(plan.notes) + list(prepared.notes) + unverified_notes(prepared)
         if network is not None and chosen.name in ("venv", "conda"):
-            notes.append(f"--network {network} has no effect with the venv backend: the command "
-                         "ran with this machine's network (use --backend docker to restrict it)")
+            notes.append(
+                f"--network {network} has no effect with the venv backend: the command "
+                "ran with this machine's network (use --backend docker to restrict it)"
+            )
         if plan.replay_shim:
             shim = _install_shim(checkout)
             env["PYTHONPATH"] = chosen.path_in_env(checkout, shim)
@@ -716,13 +770,19 @@ def run_experiment(
         _clear(checkout, plan.clear_before)
         if plan.command_kind == "dvc":
             clock.start("command", "rerunning the DVC pipeline (dvc repro --force)")
-            exit_code = _run_dvc(chosen, prepared, checkout, plan, env, scratch, network,
-                                 gpu.use_gpus)
+            exit_code = _run_dvc(
+                chosen, prepared, checkout, plan, env, scratch, network, gpu.use_gpus
+            )
         else:
             clock.start("command", f"$ {plan.command}")
             done = chosen.execute(
-                prepared, ["/bin/sh", "-c", plan.command or ""], checkout=checkout,
-                cwd=plan.cwd, env=env, network=network, gpus=gpu.use_gpus,
+                prepared,
+                ["/bin/sh", "-c", plan.command or ""],
+                checkout=checkout,
+                cwd=plan.cwd,
+                env=env,
+                network=network,
+                gpus=gpu.use_gpus,
             )
             exit_code = done.returncode
         # Nothing of the checkout is read on the host while a link leads out of it.
@@ -738,14 +798,17 @@ def run_experiment(
         if plan.command_kind == "dvc" and exit_code == 0:
             dvc_checks = compare_dvc_outputs(exp, checkout, plan.metrics_files)
         output_checks, dvc_checks = refine_output_checks(
-            store, checkout, output_checks, dvc_checks, tolerance, ignore)
+            store, checkout, output_checks, dvc_checks, tolerance, ignore
+        )
         diffs = list(differences(metric_checks, (*output_checks, *dvc_checks)))
         status_diff = compare_exit_status(exp.run.exit_status if exp.run else None, exit_code)
         if status_diff:
             diffs.insert(0, status_diff)
         if not exp.metrics and not exp.outputs and not dvc_checks:
-            notes.append("the capture recorded no metrics and no outputs: only the command's "
-                         "exit status was checked")
+            notes.append(
+                "the capture recorded no metrics and no outputs: only the command's "
+                "exit status was checked"
+            )
         clock.done(f"{len(diffs)} difference(s)")
 
         record = RunRecord(
@@ -766,7 +829,8 @@ def run_experiment(
             notes=tuple(notes),
             gpu_note=gpu.note,
             network=(network or "default (the engine's bridge)")
-            if chosen.name not in ("venv", "conda") else f"host ({chosen.name} backend)",
+            if chosen.name not in ("venv", "conda")
+            else f"host ({chosen.name} backend)",
             phases=tuple(clock.phases),
             checkout=str(checkout) if keep else None,
             substitutions=substitutions,
@@ -798,16 +862,31 @@ def _exclude_from_git(checkout: Path) -> None:
     write_new_file(make_run_dir(checkout) / ".gitignore", b"*\n")
 
 
-def _run_dvc(chosen: Any, prepared: Any, checkout: Path, plan: RunPlan, env: dict[str, str],
-             scratch: Path, network: Optional[str], gpus: bool) -> int:
+def _run_dvc(
+    chosen: Any,
+    prepared: Any,
+    checkout: Path,
+    plan: RunPlan,
+    env: dict[str, str],
+    scratch: Path,
+    network: Optional[str],
+    gpus: bool,
+) -> int:
     """``dvc repro --force`` by the host's DVC, each stage command inside the environment."""
-    host_env = chosen.dvc_host_env(prepared, checkout=checkout, env=env, scratch=scratch,
-                                   network=network, gpus=gpus)
+    host_env = chosen.dvc_host_env(
+        prepared, checkout=checkout, env=env, scratch=scratch, network=network, gpus=gpus
+    )
     host_env["DVC_NO_ANALYTICS"] = "1"
     workdir = checkout / plan.cwd
     argv = dvc.repro_forced(workdir, host_env)
-    done = proc.run(["/bin/sh", "-c", 'exec "$@" 1>&2', "sh", *argv], cwd=workdir,
-                    env=host_env, check=False, timeout=None, capture=False)
+    done = proc.run(
+        ["/bin/sh", "-c", 'exec "$@" 1>&2', "sh", *argv],
+        cwd=workdir,
+        env=host_env,
+        check=False,
+        timeout=None,
+        capture=False,
+    )
     return done.returncode
 
 

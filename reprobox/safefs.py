@@ -56,8 +56,9 @@ class SafeDir:
     # ------------------------------------------------------------------ opening
 
     @classmethod
-    def open(cls, root: Path, parts: Iterable[str] = (), *, create: bool = False,
-             mode: int = 0o755) -> "SafeDir":
+    def open(
+        cls, root: Path, parts: Iterable[str] = (), *, create: bool = False, mode: int = 0o755
+    ) -> "SafeDir":
         """``root/part/part...``: ``root`` itself is trusted (the repository), each part is not."""
         fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0))
         top = cls(fd, Path(root))
@@ -66,8 +67,7 @@ class SafeDir:
         finally:
             top.close()
 
-    def walk(self, parts: Iterable[str], *, create: bool = False,
-             mode: int = 0o755) -> "SafeDir":
+    def walk(self, parts: Iterable[str], *, create: bool = False, mode: int = 0o755) -> "SafeDir":
         """A new handle on ``self/part/part...`` (this one stays open)."""
         here = SafeDir(os.dup(self.fd), self.path)
         try:
@@ -135,8 +135,14 @@ class SafeDir:
         _check_name(name)
         path = self.path / name
         try:
-            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
-                         | getattr(os, "O_NONBLOCK", 0), dir_fd=self.fd)
+            fd = os.open(
+                name,
+                os.O_RDONLY
+                | os.O_NOFOLLOW
+                | getattr(os, "O_CLOEXEC", 0)
+                | getattr(os, "O_NONBLOCK", 0),
+                dir_fd=self.fd,
+            )
         except OSError as exc:
             if exc.errno in (errno.ELOOP, errno.EMLINK):
                 raise UnsafePath(path, "it is a symbolic link") from None
@@ -164,8 +170,12 @@ class SafeDir:
         _check_name(name)
         raw = data.encode() if isinstance(data, str) else data
         tmp = f".{name[:40]}.{secrets.token_hex(6)}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-                     | getattr(os, "O_CLOEXEC", 0), 0o600, dir_fd=self.fd)
+        fd = os.open(
+            tmp,
+            os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0),
+            0o600,
+            dir_fd=self.fd,
+        )
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(raw)
@@ -186,8 +196,12 @@ class SafeDir:
         _check_name(name)
         raw = data.encode() if isinstance(data, str) else data
         try:
-            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-                         | getattr(os, "O_CLOEXEC", 0), mode, dir_fd=self.fd)
+            fd = os.open(
+                name,
+                os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0),
+                mode,
+                dir_fd=self.fd,
+            )
         except FileExistsError:
             return False
         with os.fdopen(fd, "wb") as fh:
@@ -240,8 +254,9 @@ def ensure_dir(root: Path, parts: Iterable[str], mode: int = 0o755) -> Path:
         return d.path
 
 
-def write_under(root: Path, rel: Union[str, Path], data: Union[str, bytes],
-                mode: int = 0o644) -> Path:
+def write_under(
+    root: Path, rel: Union[str, Path], data: Union[str, bytes], mode: int = 0o644
+) -> Path:
     """Write ``root/rel`` atomically, creating its folders, through no symbolic link at all."""
     parts = Path(rel).parts
     if not parts or Path(rel).is_absolute() or ".." in parts:

@@ -122,8 +122,9 @@ def parse_json(raw: bytes, where: Union[str, Path]) -> dict:
     except UnicodeDecodeError as exc:
         raise RecordRefused(f"{where} is not UTF-8 text (byte {exc.start})", _RESTORE) from None
     if json_too_deep(text):
-        raise RecordRefused(f"{where} nests arrays or objects too deeply to be a reprobox record",
-                            _RESTORE)
+        raise RecordRefused(
+            f"{where} nests arrays or objects too deeply to be a reprobox record", _RESTORE
+        )
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -170,8 +171,10 @@ def image_mismatch(labels: Mapping[str, str], stored: "StoredExperiment") -> Opt
         return f"its label reprobox.experiment is {got_id!r}, not {stored.id!r}"
     got_digest = labels.get("reprobox.env-digest")
     if got_digest != stored.environment.digest:
-        return (f"its label reprobox.env-digest is {got_digest!r}, not the capture's "
-                f"{stored.environment.digest}")
+        return (
+            f"its label reprobox.env-digest is {got_digest!r}, not the capture's "
+            f"{stored.environment.digest}"
+        )
     return None
 
 
@@ -277,16 +280,25 @@ class Store:
             if not FILE_NAME_RE.match(name) or name in (EXPERIMENT_FILE, ENVIRONMENT_FILE):
                 raise StoreError(f"internal: bad store file name {name!r}")
             payload[name] = content.encode() if isinstance(content, str) else content
-        sealed = replace(experiment, files={n: file_digest(b) for n, b in payload.items()},
-                         supersedes=None, id="").with_id()
+        sealed = replace(
+            experiment,
+            files={n: file_digest(b) for n, b in payload.items()},
+            supersedes=None,
+            id="",
+        ).with_id()
         twin = self._twin(sealed)
         if twin is not None:
             missing = {n: b for n, b in payload.items() if n not in twin.experiment.files}
             return self.reseal(twin, missing) if missing else twin
         return self._write_new(sealed, environment, payload)
 
-    def reseal(self, stored: StoredExperiment, files: Mapping[str, Union[str, bytes]],
-               *, replace_existing: bool = False) -> StoredExperiment:
+    def reseal(
+        self,
+        stored: StoredExperiment,
+        files: Mapping[str, Union[str, bytes]],
+        *,
+        replace_existing: bool = False,
+    ) -> StoredExperiment:
         """Attach (or, with ``replace_existing``, rewrite) files of an experiment.
 
         The id seals every file, so the result is a new record: the same fields and ``created``,
@@ -322,8 +334,9 @@ class Store:
                 out[name] = data
         return out
 
-    def _write_new(self, experiment: Experiment, environment: Environment,
-                   payload: Mapping[str, bytes]) -> StoredExperiment:
+    def _write_new(
+        self, experiment: Experiment, environment: Environment, payload: Mapping[str, bytes]
+    ) -> StoredExperiment:
         with self._open_experiments(create=True) as exps:
             st = exps.lstat(experiment.id)
             if st is not None:
@@ -345,8 +358,12 @@ class Store:
             except BaseException:
                 exps.rmtree(tmp)
                 raise
-        return StoredExperiment(experiment, environment, self.experiments_dir / experiment.id,
-                                self.local_image(experiment.id))
+        return StoredExperiment(
+            experiment,
+            environment,
+            self.experiments_dir / experiment.id,
+            self.local_image(experiment.id),
+        )
 
     def _twin(self, sealed: Experiment) -> Optional[StoredExperiment]:
         """An experiment already recording the same run (same fields but ``created``,
@@ -379,8 +396,9 @@ class Store:
             with SafeDir.open(self.root, [STORE_DIR, LOCAL, "images"]) as images:
                 if images.lstat(f"{exp_id}.json") is None:
                     return None
-                data = parse_json(images.read(f"{exp_id}.json", MAX_LOCAL_BYTES),
-                                  images.path / f"{exp_id}.json")
+                data = parse_json(
+                    images.read(f"{exp_id}.json", MAX_LOCAL_BYTES), images.path / f"{exp_id}.json"
+                )
             check_schema(data, LOCAL_IMAGE_SCHEMA, "local image record")
             if data.get("experiment") != exp_id:
                 return None
@@ -431,8 +449,10 @@ class Store:
         with exps:
             st = exps.lstat(exp_id)
             if st is None:
-                raise ExperimentNotFound(f"no experiment {exp_id} in {self.experiments_dir}",
-                                         self._superseded_hint(exp_id))
+                raise ExperimentNotFound(
+                    f"no experiment {exp_id} in {self.experiments_dir}",
+                    self._superseded_hint(exp_id),
+                )
             if stat.S_ISLNK(st.st_mode):
                 raise UnsafePath(self.experiments_dir / exp_id, "it is a symbolic link")
             with exps.sub(exp_id) as folder:
@@ -447,33 +467,46 @@ class Store:
         if EXPERIMENT_FILE not in names:
             raise _seal_error(exp_id, f"{EXPERIMENT_FILE} is missing")
         doc = parse_json(folder.read(EXPERIMENT_FILE, MAX_RECORD_BYTES), where)
-        check_schema(doc, EXPERIMENT_SCHEMA, str(where), version=EXPERIMENT_VERSION,
-                     oldest=EXPERIMENT_VERSION,
-                     older_hint=f"re-capture it with this reprobox (`reprobox capture` at the "
-                     f"recorded commit) and commit the new record; experiment {exp_id} cannot "
-                     "be checked against its id")
+        check_schema(
+            doc,
+            EXPERIMENT_SCHEMA,
+            str(where),
+            version=EXPERIMENT_VERSION,
+            oldest=EXPERIMENT_VERSION,
+            older_hint=f"re-capture it with this reprobox (`reprobox capture` at the "
+            f"recorded commit) and commit the new record; experiment {exp_id} cannot "
+            "be checked against its id",
+        )
         try:
             content_id = seal_id(doc)
         except (TypeError, ValueError) as exc:
             raise _seal_error(exp_id, f"{EXPERIMENT_FILE} cannot be hashed ({exc})") from None
         if doc.get("id") != exp_id or content_id != exp_id:
             raise _seal_error(
-                exp_id, f"{EXPERIMENT_FILE} was modified after capture: its content no longer "
-                f"matches its id (it hashes to {content_id})")
+                exp_id,
+                f"{EXPERIMENT_FILE} was modified after capture: its content no longer "
+                f"matches its id (it hashes to {content_id})",
+            )
         manifest = doc.get("files")
         if not isinstance(manifest, dict) or not all(
-                isinstance(k, str) and isinstance(v, str) for k, v in manifest.items()):
+            isinstance(k, str) and isinstance(v, str) for k, v in manifest.items()
+        ):
             raise _seal_error(exp_id, f"{EXPERIMENT_FILE} has no valid files manifest")
         if IMAGES_FILE in manifest:
-            raise _seal_error(exp_id, f"the manifest names {IMAGES_FILE}, which is never sealed "
-                              "with a capture (it is the publication record `reprobox push` adds)")
+            raise _seal_error(
+                exp_id,
+                f"the manifest names {IMAGES_FILE}, which is never sealed "
+                "with a capture (it is the publication record `reprobox push` adds)",
+            )
         for name in names:
             st = folder.lstat(name) if name == IMAGES_FILE else None
             if st is not None and stat.S_ISREG(st.st_mode):
                 continue  # additive, sealed on its own: reprobox.registry reads and checks it
             if name != EXPERIMENT_FILE and name not in manifest:
-                raise _seal_error(exp_id, f"{name!r} was added after capture: the sealed "
-                                  "manifest does not list it")
+                raise _seal_error(
+                    exp_id,
+                    f"{name!r} was added after capture: the sealed manifest does not list it",
+                )
         if ENVIRONMENT_FILE not in manifest:
             raise _seal_error(exp_id, f"the manifest does not list {ENVIRONMENT_FILE}")
         env_raw = b""
@@ -489,22 +522,28 @@ class Store:
             except ReproboxError as exc:  # over the size limit
                 raise RecordRefused(exc.message, exc.hint) from None
             if file_digest(data) != want:
-                raise _seal_error(exp_id, f"{name} was changed after capture: its sha256 does "
-                                  "not match the sealed manifest")
+                raise _seal_error(
+                    exp_id,
+                    f"{name} was changed after capture: its sha256 does "
+                    "not match the sealed manifest",
+                )
             if name == ENVIRONMENT_FILE:
                 env_raw = data
         env_where = str(folder.path / ENVIRONMENT_FILE)
         environment = Environment.from_dict(parse_json(env_raw, env_where), env_where)
         experiment = Experiment.from_dict(doc, str(where))
         if experiment.environment_digest != environment.digest:
-            raise _seal_error(exp_id, f"{ENVIRONMENT_FILE} does not match the experiment's "
-                              "environment digest")
+            raise _seal_error(
+                exp_id, f"{ENVIRONMENT_FILE} does not match the experiment's environment digest"
+            )
         patch = experiment.git.patch
         if patch is not None:
             if patch not in manifest:
                 raise _seal_error(exp_id, f"git.patch names {patch!r}, which is not sealed")
-            if experiment.git.patch_sha256 is not None and \
-                    manifest[patch] != "sha256:" + experiment.git.patch_sha256:
+            if (
+                experiment.git.patch_sha256 is not None
+                and manifest[patch] != "sha256:" + experiment.git.patch_sha256
+            ):
                 raise _seal_error(exp_id, f"{patch} does not match git.patch_sha256")
         # the one validation of a record read: every value against its grammar, the files
         # beside the JSON (plain, small, a patch that stays in the work tree); nothing
@@ -523,7 +562,7 @@ class Store:
             except ReproboxError as exc:
                 reason = exc.message
                 if reason.startswith(f"experiment {exp_id}: "):
-                    reason = reason[len(f"experiment {exp_id}: "):]
+                    reason = reason[len(f"experiment {exp_id}: ") :]
                 skipped.append(Skipped(exp_id, reason))
                 continue
             good.append(stored)
@@ -540,8 +579,11 @@ class Store:
     def _superseded_hint(self, ref: str) -> Optional[str]:
         if not ID_RE.match(ref):
             return None
-        successor = {s.experiment.supersedes: s.id for s in self.scan(report=False)[0]
-                     if s.experiment.supersedes}
+        successor = {
+            s.experiment.supersedes: s.id
+            for s in self.scan(report=False)[0]
+            if s.experiment.supersedes
+        }
         seen, newer = ref, None
         for _ in range(len(successor)):
             if seen not in successor:
@@ -549,8 +591,7 @@ class Store:
             newer = seen = successor[seen]
         if newer is None:
             return "list them with `reprobox ls`"
-        return (f"{ref} was re-sealed as {newer} when files were added to it (a lock): "
-                f"use {newer}")
+        return f"{ref} was re-sealed as {newer} when files were added to it (a lock): use {newer}"
 
     def resolve(self, ref: str) -> str:
         """Turn an EXP reference (id, prefix >= 4, name, ``latest``) into an id.
@@ -567,7 +608,7 @@ class Store:
         if not ids:
             raise ExperimentNotFound(
                 f"no experiments recorded under {self.experiments_dir}",
-                "record one with `reprobox capture --cmd \"python train.py\"`",
+                'record one with `reprobox capture --cmd "python train.py"`',
             )
         if ref == "latest":
             good, skipped = self.scan()

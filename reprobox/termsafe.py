@@ -42,6 +42,7 @@ _SEQUENCE = re.compile(
 #: Kept although in category Cf: zero-width non-joiner / joiner (emoji sequences, Indic, Persian).
 _KEEP_FORMAT = frozenset("\u200c\u200d")
 
+
 def _drop(ch: str) -> bool:
     code = ord(ch)
     if code < 0x20:

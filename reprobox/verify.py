@@ -58,6 +58,7 @@ from .progress import Progress
 
 VERIFY_SCHEMA = "reprobox.verify"
 
+
 @dataclass(frozen=True)
 class Observed:
     """What the probe saw inside the rebuilt environment.
@@ -86,8 +87,13 @@ class EnvDifference:
     message: str
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "subject": self.subject, "expected": self.expected,
-                "observed": self.observed, "message": self.message}
+        return {
+            "kind": self.kind,
+            "subject": self.subject,
+            "expected": self.expected,
+            "observed": self.observed,
+            "message": self.message,
+        }
 
 
 def from_wheelhouse(want: Package, got: Package) -> bool:
@@ -104,8 +110,14 @@ def from_wheelhouse(want: Package, got: Package) -> bool:
     if not url.startswith("file:"):
         return False
     src = want.source
-    expected = DirectSource(want.name, want.version, src.kind, src.url or "", commit=src.commit,
-                            repo_path=src.path if src.kind == "archive" else None).filename
+    expected = DirectSource(
+        want.name,
+        want.version,
+        src.kind,
+        src.url or "",
+        commit=src.commit,
+        repo_path=src.path if src.kind == "archive" else None,
+    ).filename
     return url.split("#", 1)[0].rstrip("/").rsplit("/", 1)[-1] == expected
 
 
@@ -119,45 +131,70 @@ def compare_environments(expected: Environment, observed: Observed) -> tuple[Env
     tool that records more than the capture's did.
     """
     diffs: list[EnvDifference] = []
-    for c in field_changes(expected.interpreter, observed.interpreter, INTERPRETER_REBUILT,
-                           known_only=True):
-        diffs.append(EnvDifference(
-            "interpreter", c.key, str(c.a), str(c.b),
-            f"interpreter {c.key}: captured {c.a}, rebuilt {c.b}",
-        ))
+    for c in field_changes(
+        expected.interpreter, observed.interpreter, INTERPRETER_REBUILT, known_only=True
+    ):
+        diffs.append(
+            EnvDifference(
+                "interpreter",
+                c.key,
+                str(c.a),
+                str(c.b),
+                f"interpreter {c.key}: captured {c.a}, rebuilt {c.b}",
+            )
+        )
 
-    pkgs = diff_python_packages(expected.packages, observed.packages,
-                                same_source=from_wheelhouse)
+    pkgs = diff_python_packages(expected.packages, observed.packages, same_source=from_wheelhouse)
     missing = {c.name for c in pkgs.removed}
     versions = {c.name: c for c in (*pkgs.upgraded, *pkgs.downgraded)}
     sources = {c.name: c for c in pkgs.source_changed}
     for want in expected.packages:
         label = want.display_name or want.name
         if want.name in missing:
-            diffs.append(EnvDifference(
-                "package", want.name, want.version, None,
-                f"package {label} {want.version} is missing from the rebuilt environment",
-            ))
+            diffs.append(
+                EnvDifference(
+                    "package",
+                    want.name,
+                    want.version,
+                    None,
+                    f"package {label} {want.version} is missing from the rebuilt environment",
+                )
+            )
             continue
         if want.name in versions:
             got_version = versions[want.name].b
-            diffs.append(EnvDifference(
-                "package", want.name, want.version, got_version,
-                f"package {label}: captured {want.version}, rebuilt {got_version}",
-            ))
+            diffs.append(
+                EnvDifference(
+                    "package",
+                    want.name,
+                    want.version,
+                    got_version,
+                    f"package {label}: captured {want.version}, rebuilt {got_version}",
+                )
+            )
         if want.name in sources:
             a, b = sources[want.name].a_source, sources[want.name].b_source
-            diffs.append(EnvDifference(
-                "package", want.name, a, b,
-                f"package {label} comes from elsewhere: captured from {a}, rebuilt from {b}",
-            ))
+            diffs.append(
+                EnvDifference(
+                    "package",
+                    want.name,
+                    a,
+                    b,
+                    f"package {label} comes from elsewhere: captured from {a}, rebuilt from {b}",
+                )
+            )
     shown = {p.name: p.display_name or p.name for p in observed.packages}
     for extra in pkgs.added:
-        diffs.append(EnvDifference(
-            "package", extra.name, None, extra.b,
-            f"package {shown.get(extra.name, extra.name)} {extra.b} is in the rebuilt environment "
-            "but was not in the captured one",
-        ))
+        diffs.append(
+            EnvDifference(
+                "package",
+                extra.name,
+                None,
+                extra.b,
+                f"package {shown.get(extra.name, extra.name)} {extra.b} is in the rebuilt environment "
+                "but was not in the captured one",
+            )
+        )
 
     if expected.conda is not None:
         diffs.extend(compare_conda(expected.conda, observed.conda))
@@ -166,8 +203,9 @@ def compare_environments(expected: Environment, observed: Observed) -> tuple[Env
     return tuple(diffs)
 
 
-def compare_system_packages(wanted: Sequence[SystemPackage],
-                            observed: Observed) -> list[EnvDifference]:
+def compare_system_packages(
+    wanted: Sequence[SystemPackage], observed: Observed
+) -> list[EnvDifference]:
     """The system packages the capture depended on: installed, at the recorded version.
 
     The rebuilt environment has many more (the base image's): those are not differences.
@@ -175,13 +213,20 @@ def compare_system_packages(wanted: Sequence[SystemPackage],
     if not wanted:
         return []
     if observed.system_packages is None:
-        return [EnvDifference(
-            "system-package", "*", f"{len(wanted)} packages", None,
-            f"the rebuilt environment has no {wanted[0].manager} to list its system packages, "
-            f"so the {len(wanted)} the capture depended on cannot be confirmed",
-        )]
-    have = tuple(SystemPackage(name, version, manager=observed.system_manager)
-                 for name, version in observed.system_packages.items())
+        return [
+            EnvDifference(
+                "system-package",
+                "*",
+                f"{len(wanted)} packages",
+                None,
+                f"the rebuilt environment has no {wanted[0].manager} to list its system packages, "
+                f"so the {len(wanted)} the capture depended on cannot be confirmed",
+            )
+        ]
+    have = tuple(
+        SystemPackage(name, version, manager=observed.system_manager)
+        for name, version in observed.system_packages.items()
+    )
     found = diff_system_packages(wanted, have)
     missing = {c.name for c in found.removed}
     versions = {c.name: c for c in (*found.upgraded, *found.downgraded)}
@@ -189,24 +234,34 @@ def compare_system_packages(wanted: Sequence[SystemPackage],
     for s in wanted:
         key = system_key(s)
         if key in missing:
-            diffs.append(EnvDifference(
-                "system-package", s.name, s.version, None,
-                f"system package {s.name} {s.version} is not installed in the rebuilt "
-                "environment" + (f" (it provides {', '.join(s.libraries[:3])})"
-                                 if s.libraries else ""),
-            ))
+            diffs.append(
+                EnvDifference(
+                    "system-package",
+                    s.name,
+                    s.version,
+                    None,
+                    f"system package {s.name} {s.version} is not installed in the rebuilt "
+                    "environment"
+                    + (f" (it provides {', '.join(s.libraries[:3])})" if s.libraries else ""),
+                )
+            )
         elif key in versions:
             got_v = versions[key].b
-            diffs.append(EnvDifference(
-                "system-package", s.name, s.version, got_v,
-                f"system package {s.name}: captured {s.version}, rebuilt {got_v}",
-            ))
+            diffs.append(
+                EnvDifference(
+                    "system-package",
+                    s.name,
+                    s.version,
+                    got_v,
+                    f"system package {s.name}: captured {s.version}, rebuilt {got_v}",
+                )
+            )
     return diffs
 
 
-def compare_installed_files(expected: tuple[InstalledChange, ...],
-                            observed: Optional[tuple[InstalledChange, ...]]
-                            ) -> list[EnvDifference]:
+def compare_installed_files(
+    expected: tuple[InstalledChange, ...], observed: Optional[tuple[InstalledChange, ...]]
+) -> list[EnvDifference]:
     """The installed files changed after install, capture against rebuild
     (:func:`~reprobox.diff.compute.installed_file_changes`): a post-install change that the
     rebuild lacks (the rebuilt file is as installed), or one the rebuild has and the capture had
@@ -214,57 +269,86 @@ def compare_installed_files(expected: tuple[InstalledChange, ...],
     if observed is None:
         if not expected:
             return []
-        return [EnvDifference(
-            "installed-file", "*", f"{len(expected)} changed files", None,
-            f"the capture holds {len(expected)} installed file(s) changed after install, and the "
-            "rebuilt environment's files could not be checked",
-        )]
+        return [
+            EnvDifference(
+                "installed-file",
+                "*",
+                f"{len(expected)} changed files",
+                None,
+                f"the capture holds {len(expected)} installed file(s) changed after install, and the "
+                "rebuilt environment's files could not be checked",
+            )
+        ]
     diffs: list[EnvDifference] = []
     for c in installed_file_changes(expected, observed):
         if c.a == AS_INSTALLED:
-            message = (f"installed file {c.path} of package {c.package}: as installed in the "
-                       f"capture, {c.b} in the rebuilt environment")
+            message = (
+                f"installed file {c.path} of package {c.package}: as installed in the "
+                f"capture, {c.b} in the rebuilt environment"
+            )
         else:
-            message = (f"installed file {c.path} of package {c.package}: captured {c.a}, "
-                       f"rebuilt {c.b}")
+            message = (
+                f"installed file {c.path} of package {c.package}: captured {c.a}, rebuilt {c.b}"
+            )
         diffs.append(EnvDifference("installed-file", f"{c.package}:{c.path}", c.a, c.b, message))
     return diffs
 
 
-def compare_conda(expected: CondaEnvironment,
-                  observed: Optional[CondaEnvironment]) -> list[EnvDifference]:
+def compare_conda(
+    expected: CondaEnvironment, observed: Optional[CondaEnvironment]
+) -> list[EnvDifference]:
     """Each conda package of the capture against the rebuilt prefix's conda-meta records
     (:data:`~reprobox.diff.compute.CONDA_FIELDS`)."""
     if observed is None:
-        return [EnvDifference(
-            "conda-package", "*", f"{len(expected.packages)} packages", None,
-            f"the rebuilt environment has no conda-meta records, so the "
-            f"{len(expected.packages)} conda packages of the capture are not there",
-        )]
+        return [
+            EnvDifference(
+                "conda-package",
+                "*",
+                f"{len(expected.packages)} packages",
+                None,
+                f"the rebuilt environment has no conda-meta records, so the "
+                f"{len(expected.packages)} conda packages of the capture are not there",
+            )
+        ]
     diffs: list[EnvDifference] = []
     seen = {p.name: p for p in observed.packages}
     for want in expected.packages:
         got = seen.pop(want.name, None)
         if got is None:
-            diffs.append(EnvDifference(
-                "conda-package", want.name, f"{want.version} {want.build}", None,
-                f"conda package {want.name} {want.version} ({want.build}) is missing from the "
-                "rebuilt environment",
-            ))
+            diffs.append(
+                EnvDifference(
+                    "conda-package",
+                    want.name,
+                    f"{want.version} {want.build}",
+                    None,
+                    f"conda package {want.name} {want.version} ({want.build}) is missing from the "
+                    "rebuilt environment",
+                )
+            )
             continue
         for c in conda_field_changes(want, got, a_is_reference=True):
             what = "its files" if c.key in ("files", "files_sha256") else c.key
-            diffs.append(EnvDifference(
-                "conda-package", want.name, str(c.a), None if c.b is None else str(c.b),
-                f"conda package {want.name}: {what} differ (captured {c.a}, rebuilt {c.b})",
-            ))
+            diffs.append(
+                EnvDifference(
+                    "conda-package",
+                    want.name,
+                    str(c.a),
+                    None if c.b is None else str(c.b),
+                    f"conda package {want.name}: {what} differ (captured {c.a}, rebuilt {c.b})",
+                )
+            )
     for name in sorted(seen):
         got = seen[name]
-        diffs.append(EnvDifference(
-            "conda-package", name, None, f"{got.version} {got.build}",
-            f"conda package {name} {got.version} ({got.build}) is in the rebuilt environment "
-            "but was not in the captured one",
-        ))
+        diffs.append(
+            EnvDifference(
+                "conda-package",
+                name,
+                None,
+                f"{got.version} {got.build}",
+                f"conda package {name} {got.version} ({got.build}) is in the rebuilt environment "
+                "but was not in the captured one",
+            )
+        )
     return diffs
 
 
@@ -342,6 +426,7 @@ class VerifyReport:
             "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
         }
 
+
 # --------------------------------------------------------------------------- the driver
 
 _DPKG_FORMAT = "${Package}\\t${Version}\\t${db:Status-Abbrev}\\n"
@@ -350,7 +435,7 @@ _DPKG_FORMAT = "${Package}\\t${Version}\\t${db:Status-Abbrev}\\n"
 _FINGERPRINT_SH = (
     '"$1" -I "$2" --no-native > "$3"; rc=$?; '
     "if command -v dpkg-query >/dev/null 2>&1; then "
-    f"dpkg-query -W -f '{_DPKG_FORMAT}' > \"$4\" 2>/dev/null || rm -f \"$4\"; fi; "
+    f'dpkg-query -W -f \'{_DPKG_FORMAT}\' > "$4" 2>/dev/null || rm -f "$4"; fi; '
     "exit $rc"
 )
 
@@ -361,9 +446,16 @@ def observe(backend: Any, prepared: Any, checkout: Path) -> Observed:
     probe = run_dir / "probe.py"
     shutil.copyfile(payload.script("probe"), probe)
     out_json, out_dpkg = run_dir / "probe.json", run_dir / "dpkg.txt"
-    argv = ["/bin/sh", "-c", _FINGERPRINT_SH, "sh", prepared.python,
-            backend.path_in_env(checkout, probe), backend.path_in_env(checkout, out_json),
-            backend.path_in_env(checkout, out_dpkg)]
+    argv = [
+        "/bin/sh",
+        "-c",
+        _FINGERPRINT_SH,
+        "sh",
+        prepared.python,
+        backend.path_in_env(checkout, probe),
+        backend.path_in_env(checkout, out_json),
+        backend.path_in_env(checkout, out_dpkg),
+    ]
     done = backend.execute(prepared, argv, checkout=checkout, cwd=".", env={}, capture=True)
     if done.returncode != 0 or not out_json.is_file():
         tail = "\n".join((done.stderr or done.stdout or "").strip().splitlines()[-10:])
@@ -381,15 +473,25 @@ def observe(backend: Any, prepared: Any, checkout: Path) -> Observed:
     system = parse_dpkg_list(out_dpkg.read_text(encoding="utf-8")) if out_dpkg.is_file() else None
     packages, conda_env = tuple(result.packages), None
     if backend.name == "conda":
-        packages, conda_env = observe_conda(prepared.handle, packages,
-                                            raw.get("distributions") or ())
+        packages, conda_env = observe_conda(
+            prepared.handle, packages, raw.get("distributions") or ()
+        )
     elif getattr(prepared, "conda_prefix", None):  # a conda image: read inside the container
-        packages, conda_env = observe_conda_inside(backend, prepared, checkout,
-                                                   prepared.conda_prefix, packages,
-                                                   raw.get("distributions") or ())
-    return Observed(interpreter=result.interpreter, packages=packages,
-                    system_packages=system, conda=conda_env,
-                    installed_changes=result.installed_changes)
+        packages, conda_env = observe_conda_inside(
+            backend,
+            prepared,
+            checkout,
+            prepared.conda_prefix,
+            packages,
+            raw.get("distributions") or (),
+        )
+    return Observed(
+        interpreter=result.interpreter,
+        packages=packages,
+        system_packages=system,
+        conda=conda_env,
+        installed_changes=result.installed_changes,
+    )
 
 
 def verify_experiment(
@@ -404,14 +506,17 @@ def verify_experiment(
     """Rebuild the experiment's environment, fingerprint it from inside, compare with the
     capture."""
     say = progress or (lambda _m: None)
-    stored = (ref_or_stored if isinstance(ref_or_stored, StoredExperiment)
-              else store.get(ref_or_stored))
+    stored = (
+        ref_or_stored if isinstance(ref_or_stored, StoredExperiment) else store.get(ref_or_stored)
+    )
     exp, env = stored.experiment, stored.environment  # validated once, by the store
     # a conda environment steers `auto` to the conda backend
     extra = {"environment": stored.environment} if stored.environment.conda is not None else {}
     chosen, reason = choose_backend(backend, limits=limits, **extra)
-    say(f"verifying the environment of {exp.id} ({exp.name}) with the {chosen.name} backend "
-        f"({reason})")
+    say(
+        f"verifying the environment of {exp.id} ({exp.name}) with the {chosen.name} backend "
+        f"({reason})"
+    )
     seconds: dict[str, float] = {}
     scratch = Path(tempfile.mkdtemp(prefix=f"reprobox-verify-{exp.id}-"))
     checkout = scratch / "checkout"
@@ -419,8 +524,10 @@ def verify_experiment(
     prepared = None
     try:
         t0 = time.monotonic()
-        say("reprobox: phase 1/3 code: checking out the recorded commit (the repository's own "
-            "packages install from it)")
+        say(
+            "reprobox: phase 1/3 code: checking out the recorded commit (the repository's own "
+            "packages install from it)"
+        )
         made = True
         checkout, _detail = checkout_code(store, stored, checkout)
         seconds["code"] = time.monotonic() - t0
@@ -435,13 +542,16 @@ def verify_experiment(
         say("reprobox: phase 3/3 fingerprint: running the probe inside the rebuilt environment")
         observed = observe(chosen, prepared, checkout)
         diffs = compare_environments(env, observed)
-        subs = (image_substitutions(getattr(chosen, "engine", None), prepared.handle)
-                if prepared.backend == "docker" and not prepared.conda_prefix
-                and env.system_packages else ())
+        subs = (
+            image_substitutions(getattr(chosen, "engine", None), prepared.handle)
+            if prepared.backend == "docker" and not prepared.conda_prefix and env.system_packages
+            else ()
+        )
         # A system package the build could not have exactly is a substitution, not a difference.
         substituted = {x.name for x in subs}
-        diffs = tuple(d for d in diffs
-                      if not (d.kind == "system-package" and d.subject in substituted))
+        diffs = tuple(
+            d for d in diffs if not (d.kind == "system-package" and d.subject in substituted)
+        )
         seconds["fingerprint"] = time.monotonic() - t0
         notes = list(prepared.notes) + unverified_notes(prepared)
         return VerifyReport(

@@ -84,4 +84,3 @@ def assert_tables_keep_their_columns(md: str) -> None:
         elif table:
             assert set(table) == {table[0]}, md
             table = []
-

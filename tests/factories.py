@@ -44,23 +44,35 @@ from reprobox.model import (
 def make_env(numpy: str = "1.26.4") -> Environment:
     return Environment(
         interpreter=Interpreter(
-            implementation="cpython", version="3.11.7", abi="cp311",
-            soabi="cpython-311-x86_64-linux-gnu", platform="linux-x86_64", kind="venv",
+            implementation="cpython",
+            version="3.11.7",
+            abi="cp311",
+            soabi="cpython-311-x86_64-linux-gnu",
+            platform="linux-x86_64",
+            kind="venv",
         ),
         packages=(
             Package("numpy", numpy, wheel_tags=("cp311-cp311-manylinux_2_17_x86_64",)),
-            Package("mypkg", "0.1.0", PackageSource("directory", path="src/mypkg",
-                                                   editable=True, in_repo=True)),
+            Package(
+                "mypkg",
+                "0.1.0",
+                PackageSource("directory", path="src/mypkg", editable=True, in_repo=True),
+            ),
         ),
-        system_packages=(SystemPackage("libc6", "2.36-9+deb12u4", arch="amd64",
-                                       libraries=("libc.so.6",)),),
+        system_packages=(
+            SystemPackage("libc6", "2.36-9+deb12u4", arch="amd64", libraries=("libc.so.6",)),
+        ),
         os=OSInfo(id="debian", version_id="12", codename="bookworm", arch="x86_64"),
         hardware=Hardware(cpu_model="Example CPU", cpu_cores=2, cpu_flags=("avx2", "fma")),
     )
 
 
-def make_exp(env: Environment, name: str = "baseline", acc: float = 0.93,
-             created: str = "2026-11-27T10:00:00Z") -> Experiment:
+def make_exp(
+    env: Environment,
+    name: str = "baseline",
+    acc: float = 0.93,
+    created: str = "2026-11-27T10:00:00Z",
+) -> Experiment:
     return Experiment(
         name=name,
         command="python train.py",
@@ -72,6 +84,7 @@ def make_exp(env: Environment, name: str = "baseline", acc: float = 0.93,
         metrics={"metrics.json": {"accuracy": acc}},
         env={"PYTHONHASHSEED": "0"},
     ).with_id()
+
 
 # --------------------------------------------------------------------------- real captures
 
@@ -102,43 +115,81 @@ def with_env(exp: Experiment, env: Environment) -> Experiment:
 
 
 def ubuntu(env: Environment) -> Environment:
-    os_info = replace(env.os, id="ubuntu", codename="jammy", version_id="22.04",
-                      id_like=("debian",), pretty_name="Ubuntu 22.04.4 LTS", glibc="2.35")
+    os_info = replace(
+        env.os,
+        id="ubuntu",
+        codename="jammy",
+        version_id="22.04",
+        id_like=("debian",),
+        pretty_name="Ubuntu 22.04.4 LTS",
+        glibc="2.35",
+    )
     return replace(env, os=os_info)
 
 
 def macos(env: Environment) -> Environment:
-    return replace(env, os=OSInfo(system="Darwin", arch="arm64", kernel="23.4.0"),
-                   system_packages=())
+    return replace(
+        env, os=OSInfo(system="Darwin", arch="arm64", kernel="23.4.0"), system_packages=()
+    )
 
 
 def gpu(env: Environment) -> Environment:
-    hw = replace(env.hardware, cuda_runtime="12.1", cudnn="8.9.2", cuda_source="torch",
-                 gpus=(GPU("NVIDIA A100-SXM4-80GB", 81920, "535.104.05", "12.2", "8.0"),))
+    hw = replace(
+        env.hardware,
+        cuda_runtime="12.1",
+        cudnn="8.9.2",
+        cuda_source="torch",
+        gpus=(GPU("NVIDIA A100-SXM4-80GB", 81920, "535.104.05", "12.2", "8.0"),),
+    )
     return replace(ubuntu(env), hardware=hw)
 
 
 def mixed_sources(env: Environment) -> Environment:
     """Add the source kinds the small capture lacks: VCS, archive, a nested directory."""
     extra = (
-        Package("pyjokes", "0.6.0", PackageSource(
-            "vcs", url="https://github.com/pyjokes/pyjokes", vcs="git",
-            commit="3b3b7f6a8f6e9d2c1b0a9f8e7d6c5b4a39281706")),
-        Package("tomli", "2.0.1", PackageSource(
-            "archive",
-            url="https://files.pythonhosted.org/packages/97/75/10a9ebee3fd790d20926a90a2547f0bf78f371b2f13aa822c759680ca7b9/tomli-2.0.1-py3-none-any.whl",
-            hash="sha256=939de3e7a6161af0c887ef91b7d41a53e7c5a1ca976325f429cb46ea9bc30ecc")),
-        Package("helpers", "0.2.0", PackageSource("directory", path="libs/helpers",
-                                                   editable=False, in_repo=True)),
+        Package(
+            "pyjokes",
+            "0.6.0",
+            PackageSource(
+                "vcs",
+                url="https://github.com/pyjokes/pyjokes",
+                vcs="git",
+                commit="3b3b7f6a8f6e9d2c1b0a9f8e7d6c5b4a39281706",
+            ),
+        ),
+        Package(
+            "tomli",
+            "2.0.1",
+            PackageSource(
+                "archive",
+                url="https://files.pythonhosted.org/packages/97/75/10a9ebee3fd790d20926a90a2547f0bf78f371b2f13aa822c759680ca7b9/tomli-2.0.1-py3-none-any.whl",
+                hash="sha256=939de3e7a6161af0c887ef91b7d41a53e7c5a1ca976325f429cb46ea9bc30ecc",
+            ),
+        ),
+        Package(
+            "helpers",
+            "0.2.0",
+            PackageSource("directory", path="libs/helpers", editable=False, in_repo=True),
+        ),
     )
     return replace(env, packages=env.packages + extra)
 
 
 def outside_folder(env: Environment) -> Environment:
     """A package installed from a folder outside the repository (never read by a rebuild)."""
-    return replace(env, packages=env.packages + (
-        Package("outside", "1.0", PackageSource("directory", path="/home/someone/outside",
-                                                editable=True, in_repo=False)),))
+    return replace(
+        env,
+        packages=env.packages
+        + (
+            Package(
+                "outside",
+                "1.0",
+                PackageSource(
+                    "directory", path="/home/someone/outside", editable=True, in_repo=False
+                ),
+            ),
+        ),
+    )
 
 
 def no_packages(env: Environment) -> Environment:
@@ -155,24 +206,49 @@ SCIPY_BLAS = "/venv/lib/python3.11/site-packages/scipy.libs/libscipy_openblas-6c
 
 def cpu_env(**changes: Any) -> Environment:
     env = Environment(
-        interpreter=Interpreter("cpython", "3.11.7", abi="cp311", soabi="cpython-311-x86_64-linux-gnu",
-                                platform="linux-x86_64", kind="venv"),
+        interpreter=Interpreter(
+            "cpython",
+            "3.11.7",
+            abi="cp311",
+            soabi="cpython-311-x86_64-linux-gnu",
+            platform="linux-x86_64",
+            kind="venv",
+        ),
         packages=(
             Package("numpy", "2.4.6", wheel_tags=("cp311-cp311-manylinux_2_27_x86_64",)),
             Package("scipy", "1.17.1"),
             Package("rich", "13.7.1"),
             Package("accelerate", "0.30.1"),  # Hugging Face's, not Apple's: no BLAS
-            Package("mypkg", "0.1.0", PackageSource("directory", path="src/mypkg", editable=True,
-                                                    in_repo=True)),
+            Package(
+                "mypkg",
+                "0.1.0",
+                PackageSource("directory", path="src/mypkg", editable=True, in_repo=True),
+            ),
         ),
         system_packages=(
-            SystemPackage("libc6", "2.36-9+deb12u14", arch="amd64", libraries=("libc.so.6", "libm.so.6")),
-            SystemPackage("libgomp1", "12.2.0-14+deb12u1", arch="amd64", libraries=("libgomp.so.1",)),
+            SystemPackage(
+                "libc6", "2.36-9+deb12u14", arch="amd64", libraries=("libc.so.6", "libm.so.6")
+            ),
+            SystemPackage(
+                "libgomp1", "12.2.0-14+deb12u1", arch="amd64", libraries=("libgomp.so.1",)
+            ),
         ),
-        os=OSInfo(id="debian", version_id="12", codename="bookworm", arch="x86_64", glibc="2.36",
-                  kernel="6.1.0-18-amd64", pretty_name="Debian GNU/Linux 12 (bookworm)"),
-        hardware=Hardware(cpu_model="AMD EPYC 7B13", cpu_vendor="AuthenticAMD", cpu_cores=2,
-                          cpu_flags=("avx", "avx2", "fma", "sse4_2"), memory_bytes=24 * 2**30),
+        os=OSInfo(
+            id="debian",
+            version_id="12",
+            codename="bookworm",
+            arch="x86_64",
+            glibc="2.36",
+            kernel="6.1.0-18-amd64",
+            pretty_name="Debian GNU/Linux 12 (bookworm)",
+        ),
+        hardware=Hardware(
+            cpu_model="AMD EPYC 7B13",
+            cpu_vendor="AuthenticAMD",
+            cpu_cores=2,
+            cpu_flags=("avx", "avx2", "fma", "sse4_2"),
+            memory_bytes=24 * 2**30,
+        ),
         unowned_libraries=(NUMPY_BLAS, SCIPY_BLAS),
     )
     return replace(env, **changes)
@@ -207,17 +283,37 @@ def make_elf(bits, endian, machine, needed, soname=None, runpath=None):
     total = dyn_off + len(dynbytes)
     ident = b"\x7fELF" + bytes([bits // 32, 1 if endian == "little" else 2, 1, 0]) + b"\0" * 8
     if bits == 64:
-        eh = ident + struct.pack(e + "HHIQQQIHHHHHH", 3, machine, 1, 0, phoff, 0, 0, ehsize,
-                                 phentsize, 2, 64, 0, 0)
+        eh = ident + struct.pack(
+            e + "HHIQQQIHHHHHH", 3, machine, 1, 0, phoff, 0, 0, ehsize, phentsize, 2, 64, 0, 0
+        )
         ph = struct.pack(e + "IIQQQQQQ", 1, 5, 0, base, base, total, total, 0x1000)
-        ph += struct.pack(e + "IIQQQQQQ", 2, 6, dyn_off, base + dyn_off, base + dyn_off,
-                          len(dynbytes), len(dynbytes), 8)
+        ph += struct.pack(
+            e + "IIQQQQQQ",
+            2,
+            6,
+            dyn_off,
+            base + dyn_off,
+            base + dyn_off,
+            len(dynbytes),
+            len(dynbytes),
+            8,
+        )
     else:
-        eh = ident + struct.pack(e + "HHIIIIIHHHHHH", 3, machine, 1, 0, phoff, 0, 0, ehsize,
-                                 phentsize, 2, 40, 0, 0)
+        eh = ident + struct.pack(
+            e + "HHIIIIIHHHHHH", 3, machine, 1, 0, phoff, 0, 0, ehsize, phentsize, 2, 40, 0, 0
+        )
         ph = struct.pack(e + "IIIIIIII", 1, 0, base, base, total, total, 5, 0x1000)
-        ph += struct.pack(e + "IIIIIIII", 2, dyn_off, base + dyn_off, base + dyn_off,
-                          len(dynbytes), len(dynbytes), 6, 4)
+        ph += struct.pack(
+            e + "IIIIIIII",
+            2,
+            dyn_off,
+            base + dyn_off,
+            base + dyn_off,
+            len(dynbytes),
+            len(dynbytes),
+            6,
+            4,
+        )
     body = eh + ph + strtab
     return body + b"\0" * (dyn_off - len(body)) + dynbytes
 
@@ -227,14 +323,22 @@ def make_elf(bits, endian, machine, needed, soname=None, runpath=None):
 # A real git repository, a real virtualenv and the real CLI, for the end-to-end tests.
 
 PYTHON_VERSION = "3.11.7"
-DOCKER = ("/usr/bin/docker" if Path("/usr/bin/docker").exists()
-          else (shutil.which("docker") or "docker"))
+DOCKER = (
+    "/usr/bin/docker" if Path("/usr/bin/docker").exists() else (shutil.which("docker") or "docker")
+)
 
 
-def sh(cwd: Path, *argv: str, env: Optional[dict] = None, check: bool = True
-       ) -> subprocess.CompletedProcess:
-    done = subprocess.run(list(argv), cwd=cwd, capture_output=True, text=True,
-                          env=env or os.environ.copy(), check=False)
+def sh(
+    cwd: Path, *argv: str, env: Optional[dict] = None, check: bool = True
+) -> subprocess.CompletedProcess:
+    done = subprocess.run(
+        list(argv),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env=env or os.environ.copy(),
+        check=False,
+    )
     if check and done.returncode != 0:
         raise AssertionError(f"{argv} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
     return done
@@ -245,8 +349,13 @@ def reprobox_exe() -> str:
     return str(here) if here.exists() else (shutil.which("reprobox") or "reprobox")
 
 
-def reprobox(cwd: Path, *args: str, venv: Optional[Path] = None, check: bool = True,
-             extra_env: Optional[dict] = None) -> subprocess.CompletedProcess:
+def reprobox(
+    cwd: Path,
+    *args: str,
+    venv: Optional[Path] = None,
+    check: bool = True,
+    extra_env: Optional[dict] = None,
+) -> subprocess.CompletedProcess:
     """The real CLI, as a user types it (with the project's venv active when given)."""
     env = os.environ.copy()
     for var in ("VIRTUAL_ENV", "OMP_NUM_THREADS", "PYTHONHASHSEED"):
@@ -261,8 +370,14 @@ def reprobox(cwd: Path, *args: str, venv: Optional[Path] = None, check: bool = T
 def make_venv(path: Path, *requirements: str, editable: Optional[Path] = None) -> Path:
     python = find_python()
     sh(path.parent, python, "-m", "venv", str(path))
-    pip = [str(path / "bin" / "python"), "-m", "pip", "install", "-q",
-           "--disable-pip-version-check"]
+    pip = [
+        str(path / "bin" / "python"),
+        "-m",
+        "pip",
+        "install",
+        "-q",
+        "--disable-pip-version-check",
+    ]
     if requirements:
         sh(path.parent, *pip, *requirements)
     if editable is not None:

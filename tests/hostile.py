@@ -22,8 +22,13 @@ from reprobox.model import Environment, pretty_json, seal_id
 Edit = Callable[[dict[str, Any]], Optional[Any]]
 
 
-def reseal(folder: Path, *, experiment: Optional[Edit] = None,
-           environment: Optional[Edit] = None, rename: bool = True) -> str:
+def reseal(
+    folder: Path,
+    *,
+    experiment: Optional[Edit] = None,
+    environment: Optional[Edit] = None,
+    rename: bool = True,
+) -> str:
     """Apply the edits, list every file of ``folder`` (but experiment.json) in the manifest,
     recompute environment.json's digest and the id, and rename the folder to the new id.
 

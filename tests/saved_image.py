@@ -18,8 +18,9 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-DOCKER = "/usr/bin/docker" if Path("/usr/bin/docker").exists() else (shutil.which("docker")
-                                                                       or "docker")
+DOCKER = (
+    "/usr/bin/docker" if Path("/usr/bin/docker").exists() else (shutil.which("docker") or "docker")
+)
 
 
 def docker_save(tag: str, folder: Path, docker: str = DOCKER) -> Path:

@@ -51,9 +51,7 @@ def choose_backend(
     already hold one. ``limits``: the container's pids/memory limits and GPU request.
     """
     if name not in BACKENDS:
-        raise UsageError(
-            f"unknown backend {name!r}", f"use one of: {', '.join(BACKENDS)}"
-        )
+        raise UsageError(f"unknown backend {name!r}", f"use one of: {', '.join(BACKENDS)}")
     conda_env = environment is not None and environment.conda is not None
     if name == "conda":
         return CondaBackend(), "--backend conda"
@@ -87,8 +85,9 @@ def choose_backend(
                 raise
             why = exc.message
     if name == "auto" and conda_env:
-        return CondaBackend(), (f"auto: no container engine ({why}), so the conda environment "
-                                "is recreated on this host")
+        return CondaBackend(), (
+            f"auto: no container engine ({why}), so the conda environment is recreated on this host"
+        )
     if name == "docker":
         raise EngineError(
             "the Docker daemon does not answer, so --backend docker cannot run",

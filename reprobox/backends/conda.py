@@ -96,7 +96,10 @@ class CondaBackend(VenvBackend):
         external = tuple(r for r in plan.external if "{wheels}" not in r)
         unavailable = plan.unavailable + tuple(
             f"{r.split(' @ ', 1)[0]}: a local archive, installed by the docker and venv backends "
-            "only" for r in plan.external if "{wheels}" in r)
+            "only"
+            for r in plan.external
+            if "{wheels}" in r
+        )
         lock = stored.file(LOCK_FILE)
         has_pip = any(p.source.kind == "index" for p in env.packages)
         if has_pip and not lock.is_file():
@@ -124,8 +127,9 @@ class CondaBackend(VenvBackend):
             if reused:
                 say(f"reusing the conda environment {prefix}")
             else:
-                self._build_prefix(prefix, env, conda_env, lock if has_pip else None, lock_sha,
-                                   external, say)
+                self._build_prefix(
+                    prefix, env, conda_env, lock if has_pip else None, lock_sha, external, say
+                )
             python = prefix / "bin" / "python"
             if plan.in_repo:
                 _install_in_repo(python, checkout, plan.in_repo, say)
@@ -133,8 +137,10 @@ class CondaBackend(VenvBackend):
             prepared = Prepared(
                 backend=self.name,
                 handle=str(prefix),
-                description=(f"conda environment {prefix} ({len(conda_env.packages)} conda "
-                             f"packages, {len(env.packages)} pip packages, {detail})"),
+                description=(
+                    f"conda environment {prefix} ({len(conda_env.packages)} conda "
+                    f"packages, {len(env.packages)} pip packages, {detail})"
+                ),
                 reused=reused,
                 python=str(python),
                 unavailable_packages=unavailable,
@@ -148,9 +154,16 @@ class CondaBackend(VenvBackend):
             if prepared is None:
                 lock_fh.close()
 
-    def _build_prefix(self, prefix: Path, env: "Environment", conda_env: "CondaEnvironment",
-                      lock: Optional[Path], lock_sha: Optional[str],
-                      external: Sequence[str], say: Progress) -> None:
+    def _build_prefix(
+        self,
+        prefix: Path,
+        env: "Environment",
+        conda_env: "CondaEnvironment",
+        lock: Optional[Path],
+        lock_sha: Optional[str],
+        external: Sequence[str],
+        say: Progress,
+    ) -> None:
         _require_rattler()
         if prefix.exists() or prefix.is_symlink():
             shutil.rmtree(prefix) if not prefix.is_symlink() else prefix.unlink()
@@ -159,25 +172,43 @@ class CondaBackend(VenvBackend):
         fetched = []
         for pkg in conda_env.packages:
             path = fetch(pkg, config)
-            fetched.append({"path": str(path), "url": pkg.url, "channel": pkg.channel,
-                            "md5": pkg.md5, "sha256": pkg.sha256})
+            fetched.append(
+                {
+                    "path": str(path),
+                    "url": pkg.url,
+                    "channel": pkg.channel,
+                    "md5": pkg.md5,
+                    "sha256": pkg.sha256,
+                }
+            )
         try:
             say(f"installing them into {prefix} with py-rattler (no solver)")
-            install_archives(prefix, fetched, list(conda_env.requested_specs),
-                             cache_dir().parent / "rattler-cache")
+            install_archives(
+                prefix,
+                fetched,
+                list(conda_env.requested_specs),
+                cache_dir().parent / "rattler-cache",
+            )
             python = prefix / "bin" / "python"
             if lock is not None or external:
                 if not python.exists():
                     raise CondaInstallError(
                         f"the conda environment has pip packages but no Python at {python}",
-                        "the capture's conda packages lack the interpreter; re-capture it")
+                        "the capture's conda packages lack the interpreter; re-capture it",
+                    )
                 if lock is not None:
                     say("installing the pip packages with pip (--require-hashes --no-deps)")
-                    pip_install(python, ["--require-hashes", "--no-deps", "-r", str(lock)],
-                                what=f"installing {lock.name} into {prefix}")
+                    pip_install(
+                        python,
+                        ["--require-hashes", "--no-deps", "-r", str(lock)],
+                        what=f"installing {lock.name} into {prefix}",
+                    )
                 if external:
-                    pip_install(python, ["--no-deps", *external],
-                                what="installing the packages that came from no index")
+                    pip_install(
+                        python,
+                        ["--no-deps", *external],
+                        what="installing the packages that came from no index",
+                    )
 
             marker = {
                 "schema": MARKER_SCHEMA,
@@ -206,15 +237,29 @@ class CondaBackend(VenvBackend):
 def pip_install(python: Path, args: Sequence[str], *, what: str) -> None:
     """The host's pip (its index configuration) installing into the environment's Python."""
     env = {k: v for k, v in os.environ.items() if k not in _SCRUBBED}
-    proc.run([sys.executable, "-m", "pip", "--python", str(python), "install",
-              "--disable-pip-version-check", "--no-input", *args],
-             env=env, timeout=3600, what=what,
-             hint="check that the package index answers (`reprobox doctor`); if a hash does "
-             "not match, the index serves another file than the one locked")
+    proc.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(python),
+            "install",
+            "--disable-pip-version-check",
+            "--no-input",
+            *args,
+        ],
+        env=env,
+        timeout=3600,
+        what=what,
+        hint="check that the package index answers (`reprobox doctor`); if a hash does "
+        "not match, the index serves another file than the one locked",
+    )
 
 
-def _install_in_repo(python: Path, checkout: Path, in_repo: Sequence[tuple[str, bool]],
-                     say: Progress) -> None:
+def _install_in_repo(
+    python: Path, checkout: Path, in_repo: Sequence[tuple[str, bool]], say: Progress
+) -> None:
     """The repository's own packages, from the checkout (editable if they were)."""
     args: list[str] = ["--no-deps"]
     for rel, editable in in_repo:
@@ -225,21 +270,36 @@ def _install_in_repo(python: Path, checkout: Path, in_repo: Sequence[tuple[str, 
                 "the capture was made with a folder that is not committed; commit it and "
                 "capture again",
             )
-        args += (["-e", str(folder)] if editable else [str(folder)])
+        args += ["-e", str(folder)] if editable else [str(folder)]
     say(f"installing {len(in_repo)} package(s) from the checkout")
     pip_install(python, args, what="installing the repository's own packages")
 
 
-def install_archives(prefix: Path, packages: list[dict[str, Any]], requested: list[str],
-                     cache: Path, attempts: int = 2) -> None:
+def install_archives(
+    prefix: Path,
+    packages: list[dict[str, Any]],
+    requested: list[str],
+    cache: Path,
+    attempts: int = 2,
+) -> None:
     """Install checked local archives into ``prefix`` with py-rattler, in a child process."""
-    request = json.dumps({"prefix": str(prefix), "cache": str(cache), "packages": packages,
-                          "requested_specs": requested})
+    request = json.dumps(
+        {
+            "prefix": str(prefix),
+            "cache": str(cache),
+            "packages": packages,
+            "requested_specs": requested,
+        }
+    )
     last = ""
     for _ in range(attempts):
-        done = proc.run([sys.executable, "-m", "reprobox.payload.rattler_install"],
-                        input=request, check=False, timeout=1800,
-                        what=f"installing conda packages into {prefix}")
+        done = proc.run(
+            [sys.executable, "-m", "reprobox.payload.rattler_install"],
+            input=request,
+            check=False,
+            timeout=1800,
+            what=f"installing conda packages into {prefix}",
+        )
         try:
             answer = json.loads((done.stdout or "").strip().splitlines()[-1])
         except (ValueError, IndexError):
@@ -250,10 +310,13 @@ def install_archives(prefix: Path, packages: list[dict[str, Any]], requested: li
             last = str(answer.get("error"))
             break  # a reported failure is not a crash at exit: do not retry
         last = "\n".join((done.stderr or "").strip().splitlines()[-6:]) or (
-            f"exit status {done.returncode}")
+            f"exit status {done.returncode}"
+        )
         shutil.rmtree(prefix, ignore_errors=True)
-    raise CondaInstallError(f"py-rattler could not install the conda packages into {prefix}: "
-                            f"{last}", "run again; if it persists, report it with this message")
+    raise CondaInstallError(
+        f"py-rattler could not install the conda packages into {prefix}: {last}",
+        "run again; if it persists, report it with this message",
+    )
 
 
 def _read_marker(prefix: Path) -> Optional[dict]:
@@ -266,9 +329,9 @@ def _read_marker(prefix: Path) -> Optional[dict]:
     return data
 
 
-def observe_conda(prefix: str, packages: Sequence["Package"],
-                  distributions: Sequence[Mapping[str, Any]]) -> tuple[
-        tuple["Package", ...], Optional["CondaEnvironment"]]:
+def observe_conda(
+    prefix: str, packages: Sequence["Package"], distributions: Sequence[Mapping[str, Any]]
+) -> tuple[tuple["Package", ...], Optional["CondaEnvironment"]]:
     """What the rebuilt prefix holds: its conda records, and the Python distributions that no
     conda record owns (the pip part), split exactly as a capture splits them."""
     if not conda_mod.is_conda_prefix(prefix):
@@ -306,26 +369,38 @@ with open(sys.argv[2], "w", encoding="utf-8") as f:
 """
 
 
-def observe_conda_inside(backend: Any, prepared: Prepared, checkout: Path, prefix: str,
-                         packages: Sequence["Package"],
-                         distributions: Sequence[Mapping[str, Any]]) -> tuple[
-        tuple["Package", ...], Optional["CondaEnvironment"]]:
+def observe_conda_inside(
+    backend: Any,
+    prepared: Prepared,
+    checkout: Path,
+    prefix: str,
+    packages: Sequence["Package"],
+    distributions: Sequence[Mapping[str, Any]],
+) -> tuple[tuple["Package", ...], Optional["CondaEnvironment"]]:
     """:func:`observe_conda` for an environment only reachable by running in it (a container)."""
     run_dir = checkout / RUN_DIR
     run_dir.mkdir(parents=True, exist_ok=True)
     out = run_dir / "conda-meta.json"
-    done = backend.execute(prepared, ["python", "-I", "-c", DUMP_CONDA_META, prefix,
-                                      backend.path_in_env(checkout, out)],
-                           checkout=checkout, cwd=".", env={}, capture=True)
+    done = backend.execute(
+        prepared,
+        ["python", "-I", "-c", DUMP_CONDA_META, prefix, backend.path_in_env(checkout, out)],
+        checkout=checkout,
+        cwd=".",
+        env={},
+        capture=True,
+    )
     if done.returncode != 0 or not out.is_file():
-        raise ReproboxError(f"could not read the conda records inside the rebuilt environment "
-                            f"(exit status {done.returncode})")
+        raise ReproboxError(
+            f"could not read the conda records inside the rebuilt environment "
+            f"(exit status {done.returncode})"
+        )
     data = json.loads(out.read_text(encoding="utf-8"))
     if data is None:
         return tuple(packages), None
-    records = [conda_mod.parse_record(rec, f"{prefix}/conda-meta/{name}")
-               for name, rec in sorted(data["records"].items())]
+    records = [
+        conda_mod.parse_record(rec, f"{prefix}/conda-meta/{name}")
+        for name, rec in sorted(data["records"].items())
+    ]
     scan = conda_mod.scan_records(Path(prefix), records, data.get("history") or "")
     kept, _warnings = conda_mod.split_distributions(packages, distributions, scan)
     return tuple(kept), scan.environment
-

@@ -130,8 +130,14 @@ class DockerBackend(Backend):
                 prefix: Optional[str] = None
                 if env.conda is not None:
                     prefix = PREFIX
-                return Prepared(self.name, tag, f"image {tag} (already built)", True, "python",
-                                conda_prefix=prefix)
+                return Prepared(
+                    self.name,
+                    tag,
+                    f"image {tag} (already built)",
+                    True,
+                    "python",
+                    conda_prefix=prefix,
+                )
         pulled = self._pull_published(store, stored, record, say)
         if pulled is not None:
             return pulled
@@ -146,8 +152,9 @@ class DockerBackend(Backend):
             how += f", {cached} of {steps} steps from the build cache"
         return Prepared(self.name, result.tag, f"image {result.tag} ({how})", False, "python")
 
-    def _pull_published(self, store: "Store", stored: "StoredExperiment", record: Any,
-                        say: Progress) -> Optional[Prepared]:
+    def _pull_published(
+        self, store: "Store", stored: "StoredExperiment", record: Any, say: Progress
+    ) -> Optional[Prepared]:
         """The image ``reprobox push`` published (images.json), pulled by digest, its labels
         checked; None (and the reason said) when there is none or it cannot be used.
 
@@ -167,18 +174,29 @@ class DockerBackend(Backend):
         prefix: Optional[str] = None
         if stored.environment.conda is not None:
             prefix = PREFIX
-        return Prepared(self.name, result.tag, f"image {result.tag} (pulled by digest, labels "
-                        "checked)", True, "python", conda_prefix=prefix)
+        return Prepared(
+            self.name,
+            result.tag,
+            f"image {result.tag} (pulled by digest, labels checked)",
+            True,
+            "python",
+            conda_prefix=prefix,
+        )
 
-    def _prepare_conda(self, store: "Store", stored: "StoredExperiment",
-                       say: Progress) -> Prepared:
+    def _prepare_conda(self, store: "Store", stored: "StoredExperiment", say: Progress) -> Prepared:
         """A conda capture's image: its recorded packages installed exactly, offline."""
         say("no image of this experiment here: building it from its conda packages")
-        built = build_conda_image(store, stored, tag=default_tag(store.root, stored.id),
-                                  progress=say)
-        return Prepared(self.name, built.tag, f"image {built.tag} (conda environment at "
-                        f"{PREFIX}, built in {built.seconds:.1f} s)", False, "python",
-                        conda_prefix=PREFIX)
+        built = build_conda_image(
+            store, stored, tag=default_tag(store.root, stored.id), progress=say
+        )
+        return Prepared(
+            self.name,
+            built.tag,
+            f"image {built.tag} (conda environment at {PREFIX}, built in {built.seconds:.1f} s)",
+            False,
+            "python",
+            conda_prefix=PREFIX,
+        )
 
     def _usable(self, tag: str, stored: "StoredExperiment", say: Progress) -> bool:
         """The image is here and its labels say it was built for this very capture."""
@@ -223,8 +241,7 @@ class DockerBackend(Backend):
                 network=network,
                 gpus=(self.limits.gpus or False) if gpus else False,
                 stream=None if capture else _to_stderr,
-                confine=Confinement(pids_limit=self.limits.pids_limit,
-                                    memory=self.limits.memory),
+                confine=Confinement(pids_limit=self.limits.pids_limit, memory=self.limits.memory),
             )
         finally:
             if lent:
@@ -266,7 +283,7 @@ class DockerBackend(Backend):
             "#!/bin/sh\n"
             "# Written by reprobox run: DVC calls this as its SHELL for every stage command.\n"
             f"exec {shlex.quote(sys.executable)} -c {shlex.quote(code)} "
-            f"{shlex.quote(str(package_parent))} {shlex.quote(str(cfg_path))} \"$@\"\n"
+            f'{shlex.quote(str(package_parent))} {shlex.quote(str(cfg_path))} "$@"\n'
         )
         launcher.chmod(0o755)
         host = dvc_repro_env(scratch)
@@ -278,9 +295,12 @@ class DockerBackend(Backend):
         if self.limits.gpus is None:
             if not environment.hardware.gpus:
                 return GpuPlan(False)
-            return GpuPlan(False, cpu_only_note(environment) + "; the rerun ran on the CPU "
-                           "because --gpus was not given (`--gpus all` hands the container the "
-                           "GPUs)")
+            return GpuPlan(
+                False,
+                cpu_only_note(environment) + "; the rerun ran on the CPU "
+                "because --gpus was not given (`--gpus all` hands the container the "
+                "GPUs)",
+            )
         try:
             nvidia = bool(self.engine.info().get("nvidia_runtime"))
         except ReproboxError:
@@ -296,8 +316,11 @@ class DockerBackend(Backend):
 # --------------------------------------------------------------------------- substitutions
 
 #: A line of the image's substitutions file: ``name recorded installed`` (``-``: none).
-_SUBSTITUTION = re.compile(r"([a-z0-9][a-z0-9+.-]{0,127}) ([A-Za-z0-9.+~:-]{1,256}) "
-                           r"([A-Za-z0-9.+~:-]{1,256})", re.ASCII)
+_SUBSTITUTION = re.compile(
+    r"([a-z0-9][a-z0-9+.-]{0,127}) ([A-Za-z0-9.+~:-]{1,256}) "
+    r"([A-Za-z0-9.+~:-]{1,256})",
+    re.ASCII,
+)
 #: More lines than this is not a file reprobox wrote.
 MAX_SUBSTITUTIONS = 10_000
 
@@ -328,8 +351,7 @@ def parse_substitutions(text: str) -> tuple[Substitution, ...]:
         if not m:
             continue
         name, want, got = m.groups()
-        out.append(Substitution(name, None if want == "-" else want,
-                                None if got == "-" else got))
+        out.append(Substitution(name, None if want == "-" else want, None if got == "-" else got))
     return tuple(sorted(set(out), key=lambda s: s.name))
 
 
@@ -363,8 +385,12 @@ def image_substitutions(engine: Any, image: str) -> tuple[Substitution, ...]:
         except (OSError, UnicodeDecodeError):
             pass
     out = engine.run_container(
-        image, ["/bin/sh", "-c", f"cat {SUBSTITUTIONS_FILE} 2>/dev/null; exit 0"],
-        user="65534:65534", network="none", confine=Confinement(pids_limit=64))
+        image,
+        ["/bin/sh", "-c", f"cat {SUBSTITUTIONS_FILE} 2>/dev/null; exit 0"],
+        user="65534:65534",
+        network="none",
+        confine=Confinement(pids_limit=64),
+    )
     text = out.output if out.exit_code == 0 else ""
     if cache is not None and out.exit_code == 0:
         tmp = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
@@ -393,8 +419,7 @@ def run_git_folder(checkout: Path) -> Path:
 def _run_git(checkout: Path) -> Optional[tuple[Path, Path]]:
     folder = run_git_folder(checkout)
     repo, dotgit = folder / "repo", folder / "dotgit"
-    if (repo.is_dir() and not repo.is_symlink() and dotgit.is_file()
-            and not dotgit.is_symlink()):
+    if repo.is_dir() and not repo.is_symlink() and dotgit.is_file() and not dotgit.is_symlink():
         return repo, dotgit
     return None
 
@@ -403,9 +428,13 @@ def git_env(checkout: Path) -> dict[str, str]:
     """Git's trust of the mounted repository (owned by the host user, not the container's)."""
     if _run_git(checkout) is None:
         return {}
-    return {"GIT_CONFIG_COUNT": "2",
-            "GIT_CONFIG_KEY_0": "safe.directory", "GIT_CONFIG_VALUE_0": CONTAINER_CHECKOUT,
-            "GIT_CONFIG_KEY_1": "safe.directory", "GIT_CONFIG_VALUE_1": CONTAINER_GIT_DIR}
+    return {
+        "GIT_CONFIG_COUNT": "2",
+        "GIT_CONFIG_KEY_0": "safe.directory",
+        "GIT_CONFIG_VALUE_0": CONTAINER_CHECKOUT,
+        "GIT_CONFIG_KEY_1": "safe.directory",
+        "GIT_CONFIG_VALUE_1": CONTAINER_GIT_DIR,
+    }
 
 
 def checkout_mounts(checkout: Path) -> list[Any]:
@@ -444,9 +473,21 @@ def hand_over(checkout: Path, uid: int, gid: int) -> None:
 #: Host variables the host's ``dvc repro`` keeps: what finds programs, the container engine
 #: (Docker's daemon, or ``--engine podman``) and the locale. Nothing else: no cloud or index
 #: credentials, no SSH agent, no real home.
-_REPRO_ENV_KEEP = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "DOCKER_HOST",
-                   "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH", "DOCKER_CONTEXT", "XDG_RUNTIME_DIR",
-                   "REPROBOX_ENGINE", "REPROBOX_PODMAN")
+_REPRO_ENV_KEEP = (
+    "PATH",
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TZ",
+    "TMPDIR",
+    "DOCKER_HOST",
+    "DOCKER_TLS_VERIFY",
+    "DOCKER_CERT_PATH",
+    "DOCKER_CONTEXT",
+    "XDG_RUNTIME_DIR",
+    "REPROBOX_ENGINE",
+    "REPROBOX_PODMAN",
+)
 
 
 def dvc_repro_env(scratch: Path) -> dict[str, str]:
@@ -459,8 +500,16 @@ def dvc_repro_env(scratch: Path) -> dict[str, str]:
     home = Path(scratch) / "dvc-home"
     home.mkdir(exist_ok=True)
     env = {k: os.environ[k] for k in _REPRO_ENV_KEEP if k in os.environ}
-    env.update({"HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"),
-                "XDG_CACHE_HOME": str(home / ".cache"), "DVC_NO_ANALYTICS": "1",
-                "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "/bin/false",
-                "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull})
+    env.update(
+        {
+            "HOME": str(home),
+            "XDG_CONFIG_HOME": str(home / ".config"),
+            "XDG_CACHE_HOME": str(home / ".cache"),
+            "DVC_NO_ANALYTICS": "1",
+            "GIT_TERMINAL_PROMPT": "0",
+            "GIT_ASKPASS": "/bin/false",
+            "GIT_CONFIG_NOSYSTEM": "1",
+            "GIT_CONFIG_GLOBAL": os.devnull,
+        }
+    )
     return env

@@ -86,26 +86,32 @@ class ContainerLimits:
 
     def __post_init__(self) -> None:
         if not isinstance(self.pids_limit, int) or not 16 <= self.pids_limit <= 4_194_304:
-            raise UsageError(f"--pids-limit {self.pids_limit!r} is out of range",
-                             "give a number of processes between 16 and 4194304")
-        if self.memory is not None and not re.fullmatch(r"[1-9][0-9]{0,12}[bkmgBKMG]?",
-                                                         self.memory):
-            raise UsageError(f"--memory {self.memory!r} is not a memory size",
-                             "give a size such as 512m or 8g")
+            raise UsageError(
+                f"--pids-limit {self.pids_limit!r} is out of range",
+                "give a number of processes between 16 and 4194304",
+            )
+        if self.memory is not None and not re.fullmatch(
+            r"[1-9][0-9]{0,12}[bkmgBKMG]?", self.memory
+        ):
+            raise UsageError(
+                f"--memory {self.memory!r} is not a memory size", "give a size such as 512m or 8g"
+            )
         if self.gpus is not None and not re.fullmatch(
             r"all|[1-9][0-9]{0,3}|[A-Za-z0-9-]{1,64}(,[A-Za-z0-9-]{1,64}){0,63}", self.gpus
         ):
-            raise UsageError(f"--gpus {self.gpus!r} is not a GPU request",
-                             "use `--gpus all`, a count (`--gpus 2`) or device ids "
-                             "(`--gpus 0,1`)")
+            raise UsageError(
+                f"--gpus {self.gpus!r} is not a GPU request",
+                "use `--gpus all`, a count (`--gpus 2`) or device ids (`--gpus 0,1`)",
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return {"pids_limit": self.pids_limit, "memory": self.memory, "gpus": self.gpus}
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> "ContainerLimits":
-        return cls(int(raw.get("pids_limit", DEFAULT_PIDS_LIMIT)), raw.get("memory"),
-                   raw.get("gpus"))
+        return cls(
+            int(raw.get("pids_limit", DEFAULT_PIDS_LIMIT)), raw.get("memory"), raw.get("gpus")
+        )
 
 
 @dataclass(frozen=True)

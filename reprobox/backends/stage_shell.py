@@ -59,8 +59,13 @@ def main(argv: Sequence[str]) -> int:
     prepared = Prepared("docker", config["image"], "", True, "python")
     try:
         done = backend.execute(
-            prepared, ["/bin/sh", "-c", command], checkout=checkout, cwd=rel.as_posix() or ".",
-            env=env, network=config.get("network"), gpus=bool(config.get("gpus")),
+            prepared,
+            ["/bin/sh", "-c", command],
+            checkout=checkout,
+            cwd=rel.as_posix() or ".",
+            env=env,
+            network=config.get("network"),
+            gpus=bool(config.get("gpus")),
         )
     except ReproboxError as exc:
         sys.stderr.write(f"reprobox: {exc}\n")

@@ -68,9 +68,18 @@ MARKER = ".reprobox-venv.json"
 MARKER_SCHEMA = "reprobox.venv/1"
 
 #: Variables never passed from the host to a rerun: they would change what Python imports.
-_SCRUBBED = ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONUSERBASE", "PYTHONNOUSERSITE",
-             "PYTHONEXECUTABLE", "VIRTUAL_ENV", "CONDA_PREFIX", "CONDA_DEFAULT_ENV",
-             "__PYVENV_LAUNCHER__")
+_SCRUBBED = (
+    "PYTHONPATH",
+    "PYTHONHOME",
+    "PYTHONSTARTUP",
+    "PYTHONUSERBASE",
+    "PYTHONNOUSERSITE",
+    "PYTHONEXECUTABLE",
+    "VIRTUAL_ENV",
+    "CONDA_PREFIX",
+    "CONDA_DEFAULT_ENV",
+    "__PYVENV_LAUNCHER__",
+)
 
 
 def venvs_dir() -> Path:
@@ -260,8 +269,10 @@ class _Installer:
         # REPROBOX_VENV_INSTALLER=pip forces pip where uv is installed but unwanted.
         choice = os.environ.get("REPROBOX_VENV_INSTALLER", "").strip().lower()
         if choice not in ("", "uv", "pip"):
-            raise UsageError(f"REPROBOX_VENV_INSTALLER={choice!r} is neither uv nor pip",
-                             "set it to `uv` or `pip`, or unset it")
+            raise UsageError(
+                f"REPROBOX_VENV_INSTALLER={choice!r} is neither uv nor pip",
+                "set it to `uv` or `pip`, or unset it",
+            )
         self.uv: Optional[str] = None
         if choice != "pip":
             # the uv package reprobox depends on (beside reprobox, also where that is not on
@@ -269,8 +280,9 @@ class _Installer:
             found = lock_uv.find_uv()
             self.uv = str(found) if found is not None else proc.which("uv")
         if choice == "uv" and not self.uv:
-            raise UsageError("REPROBOX_VENV_INSTALLER=uv but uv is not installed",
-                             proc.INSTALL_HINTS["uv"])
+            raise UsageError(
+                "REPROBOX_VENV_INSTALLER=uv but uv is not installed", proc.INSTALL_HINTS["uv"]
+            )
 
     @property
     def name(self) -> str:
@@ -279,17 +291,44 @@ class _Installer:
     def _argv(self, wheels: Path) -> list[str]:
         """Offline, from ``wheels`` only: no index, no configuration file, no cache."""
         if self.uv:
-            return [self.uv, "pip", "install", "--python", str(self.python), "--offline",
-                    "--no-index", "--no-cache", "--no-config", "--find-links", str(wheels)]
-        return [sys.executable, "-m", "pip", "--isolated", "--python", str(self.python),
-                "install", "--disable-pip-version-check", "--no-input", "--no-index",
-                "--no-cache-dir", "--find-links", str(wheels)]
+            return [
+                self.uv,
+                "pip",
+                "install",
+                "--python",
+                str(self.python),
+                "--offline",
+                "--no-index",
+                "--no-cache",
+                "--no-config",
+                "--find-links",
+                str(wheels),
+            ]
+        return [
+            sys.executable,
+            "-m",
+            "pip",
+            "--isolated",
+            "--python",
+            str(self.python),
+            "install",
+            "--disable-pip-version-check",
+            "--no-input",
+            "--no-index",
+            "--no-cache-dir",
+            "--find-links",
+            str(wheels),
+        ]
 
-    def install(self, args: Sequence[str], *, wheels: Path, what: str,
-                timeout: float = 3600) -> None:
+    def install(
+        self, args: Sequence[str], *, wheels: Path, what: str, timeout: float = 3600
+    ) -> None:
         argv = self._argv(wheels)
-        env = {k: v for k, v in os.environ.items()
-               if k not in _SCRUBBED and not k.startswith(("PIP_", "UV_"))}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in _SCRUBBED and not k.startswith(("PIP_", "UV_"))
+        }
         proc.run(
             [*argv, *args],
             env=env,
@@ -301,23 +340,33 @@ class _Installer:
         )
 
 
-def _fetch(store: "Store", stored: "StoredExperiment", pins: Sequence["Pin"], plan: InstallPlan,
-           say: Progress) -> tuple[tuple["Artifact", ...], tuple[str, ...]]:
+def _fetch(
+    store: "Store",
+    stored: "StoredExperiment",
+    pins: Sequence["Pin"],
+    plan: InstallPlan,
+    say: Progress,
+) -> tuple[tuple["Artifact", ...], tuple[str, ...]]:
     """The host fetches every file the venv installs into its wheelhouse (hash-checked)."""
     env = stored.environment
     config = read_index_config()
     house = Wheelhouse()
     target = build_target(capture_target(env))
     tags = {p.name: p.wheel_tags for p in env.packages}
-    direct = fetch_direct(plan.sources, config, house=house,
-                          read_repo_file=lambda path: read_at_commit(store.root, stored, path),
-                          read_sealed_file=lambda name: read_sealed(stored, name),
-                          progress=say)
+    direct = fetch_direct(
+        plan.sources,
+        config,
+        house=house,
+        read_repo_file=lambda path: read_at_commit(store.root, stored, path),
+        read_sealed_file=lambda name: read_sealed(stored, name),
+        progress=say,
+    )
     locked = fetch_locked(pins, target, config, house=house, installed_tags=tags, progress=say)
     artifacts = locked.artifacts + direct.artifacts
     if plan.in_repo or any(not a.is_wheel for a in artifacts):
-        artifacts += fetch_locked((), target, config, house=house, backend=True,
-                                  progress=say).artifacts
+        artifacts += fetch_locked(
+            (), target, config, house=house, backend=True, progress=say
+        ).artifacts
     fetched = locked.fetched + direct.fetched
     say(f"wheelhouse: {len(artifacts)} file(s), {fetched} fetched")
     return artifacts, tuple(a.describe() for a in direct.unverified)
@@ -405,8 +454,10 @@ class VenvBackend(Backend):
                 python=str(python),
                 unavailable_packages=plan.unavailable,
                 notes=[f"not in the rebuilt environment: {u}" for u in plan.unavailable]
-                + [f"unverified: {u} (no hash in the capture; fetched without credentials)"
-                   for u in unverified],
+                + [
+                    f"unverified: {u} (no hash in the capture; fetched without credentials)"
+                    for u in unverified
+                ],
             )
             if not plan.in_repo:
                 # Others may use the same venv at the same time; only a rebuild is exclusive.
@@ -435,25 +486,39 @@ class VenvBackend(Backend):
             shutil.rmtree(venv) if not venv.is_symlink() else venv.unlink()
         say(f"creating a virtualenv with Python {interp.version} ({python}) at {venv}")
         try:
-            proc.run([str(python), "-m", "venv", "--without-pip", str(venv)], timeout=300,
-                     what=f"creating the virtualenv {venv}")
+            proc.run(
+                [str(python), "-m", "venv", "--without-pip", str(venv)],
+                timeout=300,
+                what=f"creating the virtualenv {venv}",
+            )
             vpy = venv / "bin" / "python"
             installer = _Installer(vpy)
             if pins:
-                say(f"installing the locked packages with {installer.name}, offline from the "
-                    "wheelhouse (hashes checked)")
+                say(
+                    f"installing the locked packages with {installer.name}, offline from the "
+                    "wheelhouse (hashes checked)"
+                )
                 lock = wheels / "requirements.txt"
-                lock.write_text("".join(
-                    f"{p.name}=={p.version} "
-                    + " ".join(f"--hash=sha256:{h}" for h in p.hashes) + "\n" for p in pins))
-                installer.install(["--require-hashes", "--no-deps", "-r", str(lock)],
-                                  wheels=wheels, what=f"installing {LOCK_FILE} into {venv}")
+                lock.write_text(
+                    "".join(
+                        f"{p.name}=={p.version} "
+                        + " ".join(f"--hash=sha256:{h}" for h in p.hashes)
+                        + "\n"
+                        for p in pins
+                    )
+                )
+                installer.install(
+                    ["--require-hashes", "--no-deps", "-r", str(lock)],
+                    wheels=wheels,
+                    what=f"installing {LOCK_FILE} into {venv}",
+                )
             if plan.external:
                 say(f"installing {len(plan.external)} package(s) from version control / URLs")
-                installer.install(["--no-deps", *(r.replace("{wheels}", str(wheels))
-                                                  for r in plan.external)],
-                                  wheels=wheels,
-                                  what="installing the packages that came from no index")
+                installer.install(
+                    ["--no-deps", *(r.replace("{wheels}", str(wheels)) for r in plan.external)],
+                    wheels=wheels,
+                    what="installing the packages that came from no index",
+                )
             marker = {
                 "schema": MARKER_SCHEMA,
                 "environment_digest": env.digest,
@@ -485,7 +550,7 @@ class VenvBackend(Backend):
                     "the capture was made with a folder that is not committed; commit it and "
                     "capture again",
                 )
-            args += (["-e", str(folder)] if editable else [str(folder)])
+            args += ["-e", str(folder)] if editable else [str(folder)]
         say(f"installing {len(plan.in_repo)} package(s) from the checkout")
         installer.install(args, wheels=wheels, what="installing the repository's own packages")
 
@@ -498,11 +563,21 @@ class VenvBackend(Backend):
         say(f"re-applying {len(replay)} post-install change(s) recorded by the capture")
         with tempfile.TemporaryDirectory(prefix="reprobox-replay-") as tmp:
             folder = Path(tmp)
-            write_replay(folder, replay,
-                         {name: read_sealed(stored, name) for _p, _q, name, _d in replay})
-            proc.run([str(python), "-I", str(REINSTATE_SCRIPT), str(folder / "manifest.json"),
-                      str(folder)], timeout=300, what="re-applying post-install changes",
-                     hint="the rebuilt environment does not hold the file the capture changed")
+            write_replay(
+                folder, replay, {name: read_sealed(stored, name) for _p, _q, name, _d in replay}
+            )
+            proc.run(
+                [
+                    str(python),
+                    "-I",
+                    str(REINSTATE_SCRIPT),
+                    str(folder / "manifest.json"),
+                    str(folder),
+                ],
+                timeout=300,
+                what="re-applying post-install changes",
+                hint="the rebuilt environment does not hold the file the capture changed",
+            )
 
     # ---------------------------------------------------------------- run
 
@@ -537,8 +612,14 @@ class VenvBackend(Backend):
             done = proc.run(list(argv), cwd=workdir, env=full_env, check=False, timeout=None)
             return Execution(done.returncode, done.stdout or "", done.stderr or "")
         # Stream the command's output to stderr: stdout carries reprobox's result (--json).
-        done = proc.run(["/bin/sh", "-c", 'exec "$@" 1>&2', "sh", *argv], cwd=workdir,
-                        env=full_env, check=False, timeout=None, capture=False)
+        done = proc.run(
+            ["/bin/sh", "-c", 'exec "$@" 1>&2', "sh", *argv],
+            cwd=workdir,
+            env=full_env,
+            check=False,
+            timeout=None,
+            capture=False,
+        )
         return Execution(done.returncode)
 
     def path_in_env(self, checkout: Path, path: Path) -> str:

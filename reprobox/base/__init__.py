@@ -27,7 +27,14 @@ from .releases import DEBIAN_RELEASES, check_codename, check_python_release
 from .rootfs import host_release
 
 __all__ = [
-    "DEBIAN_RELEASES", "HostInterpreter", "base_tags", "build_base", "check_codename",
-    "check_python_release", "describe_interpreter", "find_interpreter", "host_release",
+    "DEBIAN_RELEASES",
+    "HostInterpreter",
+    "base_tags",
+    "build_base",
+    "check_codename",
+    "check_python_release",
+    "describe_interpreter",
+    "find_interpreter",
+    "host_release",
     "render_base_dockerfile",
 ]

@@ -40,8 +40,14 @@ def render_base_dockerfile(version: str, codename: str, rootfs: str, source: str
     check_codename(codename, "--os")
     mm = ".".join(version.split(".")[:2])
     source = validate.label_value(source, "interpreter source")
-    return render_template("base.Dockerfile.j2", version=version, mm=mm, codename=codename,
-                           rootfs=rootfs, source=source)
+    return render_template(
+        "base.Dockerfile.j2",
+        version=version,
+        mm=mm,
+        codename=codename,
+        rootfs=rootfs,
+        source=source,
+    )
 
 
 def _installed_versions(names: Iterable[str]) -> dict[str, str]:
@@ -50,8 +56,9 @@ def _installed_versions(names: Iterable[str]) -> dict[str, str]:
     return {name: found[name][1] for name in names if name in found}
 
 
-def _build_packaged_base(interp: HostInterpreter, codename: str, engine: Engine,
-                         report: Progress) -> str:
+def _build_packaged_base(
+    interp: HostInterpreter, codename: str, engine: Engine, report: Progress
+) -> str:
     """The base for Debian's own interpreter: the same ``pythonX.Y`` packages, same versions."""
     version, mm = interp.version, interp.mm
     host_id, host_code = host_release()
@@ -63,36 +70,61 @@ def _build_packaged_base(interp: HostInterpreter, codename: str, engine: Engine,
             f"install {version}`) to build a {codename} base, or build on a Debian {codename} "
             "machine",
         )
-    names = [f"python{mm}", f"python{mm}-minimal", f"libpython{mm}-minimal",
-             f"libpython{mm}-stdlib"]
+    names = [
+        f"python{mm}",
+        f"python{mm}-minimal",
+        f"libpython{mm}-minimal",
+        f"libpython{mm}-stdlib",
+    ]
     pins = _installed_versions(names)
     if f"python{mm}-minimal" not in pins:
-        raise UsageError(f"{interp.executable} does not come from Debian's python{mm} package",
-                         f"install a relocatable Python {version}: `uv python install {version}`")
+        raise UsageError(
+            f"{interp.executable} does not come from Debian's python{mm} package",
+            f"install a relocatable Python {version}: `uv python install {version}`",
+        )
     report(f"interpreter: {interp.executable} (Debian's python{mm} {pins[f'python{mm}-minimal']})")
-    rootfs = make_rootfs(codename, sorted(set(SLIM_PACKAGES) | {f"python{mm}"}), engine, report,
-                         pins=pins, check_python=f"{mm}:{version}")
+    rootfs = make_rootfs(
+        codename,
+        sorted(set(SLIM_PACKAGES) | {f"python{mm}"}),
+        engine,
+        report,
+        pins=pins,
+        check_python=f"{mm}:{version}",
+    )
     tag, alias = base_tags(version, codename)
-    got = engine.run_container(rootfs, ["dpkg-query", "-W", "-f=${Version}",
-                                        f"python{mm}-minimal"])
+    got = engine.run_container(rootfs, ["dpkg-query", "-W", "-f=${Version}", f"python{mm}-minimal"])
     package_version = got.output.strip()
     if got.exit_code != 0 or not re.fullmatch(r"[0-9A-Za-z.+~:-]{1,100}", package_version):
-        raise ReproboxError(f"cannot read the python{mm} package version in {rootfs}: "
-                            f"{got.output.strip()[:200]}")
+        raise ReproboxError(
+            f"cannot read the python{mm} package version in {rootfs}: {got.output.strip()[:200]}"
+        )
     if package_version != pins[f"python{mm}-minimal"]:
-        report(f"warning: the base has Debian's python{mm} {package_version}, this machine "
-               f"{pins[f'python{mm}-minimal']} (both Python {version})")
+        report(
+            f"warning: the base has Debian's python{mm} {package_version}, this machine "
+            f"{pins[f'python{mm}-minimal']} (both Python {version})"
+        )
     work = Path(tempfile.mkdtemp(prefix="reprobox-base-", dir=scratch_dir()))
     try:
         dockerfile = work / "Dockerfile"
-        dockerfile.write_text(render_template(
-            "base-debian.Dockerfile.j2", version=version, mm=mm, codename=codename,
-            rootfs=rootfs, package_version=package_version))
+        dockerfile.write_text(
+            render_template(
+                "base-debian.Dockerfile.j2",
+                version=version,
+                mm=mm,
+                codename=codename,
+                rootfs=rootfs,
+                package_version=package_version,
+            )
+        )
         created = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         result = engine.build(
-            BuildRequest(context=work, dockerfile=dockerfile, tag=tag,
-                         labels={"org.opencontainers.image.created": created},
-                         buildkit=engine.buildkit() is not None),
+            BuildRequest(
+                context=work,
+                dockerfile=dockerfile,
+                tag=tag,
+                labels={"org.opencontainers.image.created": created},
+                buildkit=engine.buildkit() is not None,
+            ),
             report,
         )
         engine.tag_image(result.image_id, alias)
@@ -102,15 +134,22 @@ def _build_packaged_base(interp: HostInterpreter, codename: str, engine: Engine,
     return tag
 
 
-def build_base(python_version: str, codename: str = "bookworm", *,
-               progress: Optional[Progress] = None, force: bool = False) -> str:
+def build_base(
+    python_version: str,
+    codename: str = "bookworm",
+    *,
+    progress: Optional[Progress] = None,
+    force: bool = False,
+) -> str:
     """Build ``python:<python_version>-slim-<codename>`` with no registry; return its tag."""
     report = progress or (lambda _line: None)
     check_python_release(python_version, "--python")
     check_codename(codename, "--os")
     if codename not in DEBIAN_RELEASES:
-        raise UsageError(f"{codename!r} is not a Debian release reprobox knows",
-                         "use one of: " + ", ".join(DEBIAN_RELEASES))
+        raise UsageError(
+            f"{codename!r} is not a Debian release reprobox knows",
+            "use one of: " + ", ".join(DEBIAN_RELEASES),
+        )
     engine = get_engine()
     tag, alias = base_tags(python_version, codename)
     if not force and engine.image_exists(tag):
@@ -120,8 +159,10 @@ def build_base(python_version: str, codename: str = "bookworm", *,
     interp = find_interpreter(python_version)
     if interp.kind == "distribution":
         return _build_packaged_base(interp, codename, engine, report)
-    report(f"interpreter: {interp.executable} ({interp.kind}, "
-           f"{'shared' if interp.shared else 'static'} libpython)")
+    report(
+        f"interpreter: {interp.executable} ({interp.kind}, "
+        f"{'shared' if interp.shared else 'static'} libpython)"
+    )
     libs = needed_libraries(interp)
     owners, unowned = owning_packages(libs)
     host_id, host_code = host_release()
@@ -146,9 +187,13 @@ def build_base(python_version: str, codename: str = "bookworm", *,
         created = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         bk = engine.buildkit()
         result = engine.build(
-            BuildRequest(context=work, dockerfile=dockerfile, tag=tag,
-                         labels={"org.opencontainers.image.created": created},
-                         buildkit=bk is not None),
+            BuildRequest(
+                context=work,
+                dockerfile=dockerfile,
+                tag=tag,
+                labels={"org.opencontainers.image.created": created},
+                buildkit=bk is not None,
+            ),
             report,
         )
         engine.tag_image(result.image_id, alias)

@@ -51,7 +51,6 @@ print(json.dumps({
 """
 
 
-
 @dataclass(frozen=True)
 class HostInterpreter:
     """A CPython installation on this machine, and what of it goes into an image."""
@@ -198,7 +197,7 @@ def needed_libraries(interp: HostInterpreter) -> list[Path]:
 
 def _chunks(items: list[Path], size: int) -> Iterable[list[Path]]:
     for i in range(0, len(items), size):
-        yield items[i:i + size]
+        yield items[i : i + size]
 
 
 def _libpython(interp: HostInterpreter) -> Optional[Path]:
@@ -263,15 +262,19 @@ def stage_interpreter(interp: HostInterpreter, dest: Path, extra_libs: Iterable[
 
 def _ignore_stdlib(folder: str, names: list[str]) -> set[str]:
     skip = {n for n in names if n in _SKIP_DIRS and os.path.isdir(os.path.join(folder, n))}
-    skip |= {n for n in names if n.endswith((".pyc", ".pyo")) or
-             (n.startswith("libpython") and n.endswith(".a"))}
+    skip |= {
+        n
+        for n in names
+        if n.endswith((".pyc", ".pyo")) or (n.startswith("libpython") and n.endswith(".a"))
+    }
     return skip
 
 
 def _relocate(dest: Path, *old_prefixes: str) -> None:
     """Rewrite the build prefix to /usr/local in sysconfig data, Makefile, pkg-config, scripts."""
-    olds = sorted({p for p in old_prefixes if p and p not in ("/usr/local", "/")}, key=len,
-                  reverse=True)
+    olds = sorted(
+        {p for p in old_prefixes if p and p not in ("/usr/local", "/")}, key=len, reverse=True
+    )
     targets: list[Path] = []
     targets += dest.glob("lib/python*/_sysconfigdata_*.py")
     targets += dest.glob("lib/python*/config-*/Makefile")
@@ -297,5 +300,3 @@ def _relocate(dest: Path, *old_prefixes: str) -> None:
             mode = stat.S_IMODE(path.stat().st_mode)
             path.write_bytes(new.encode("utf-8", errors="surrogateescape"))
             os.chmod(path, mode)
-
-

@@ -64,9 +64,14 @@ def apt_sources(root: Path = Path("/")) -> list[AptSource]:
             if "deb" not in fields.get("types", "").split() or fields.get("enabled") == "no":
                 continue
             for uri in fields.get("uris", "").split():
-                out.append(AptSource(uri, tuple(fields.get("suites", "").split()),
-                                     tuple(fields.get("components", "main").split()),
-                                     fields.get("signed-by")))
+                out.append(
+                    AptSource(
+                        uri,
+                        tuple(fields.get("suites", "").split()),
+                        tuple(fields.get("components", "main").split()),
+                        fields.get("signed-by"),
+                    )
+                )
     lists = [etc / "sources.list", *sorted((etc / "sources.list.d").glob("*.list"))]
     for path in lists:
         try:
@@ -77,8 +82,9 @@ def apt_sources(root: Path = Path("/")) -> list[AptSource]:
             line = line.split("#", 1)[0].strip()
             m = re.match(r"deb\s+(?:\[[^\]]*\]\s+)?(\S+)\s+(\S+)\s*(.*)$", line)
             if m:
-                out.append(AptSource(m.group(1), (m.group(2),), tuple(m.group(3).split()) or
-                                     ("main",)))
+                out.append(
+                    AptSource(m.group(1), (m.group(2),), tuple(m.group(3).split()) or ("main",))
+                )
     return out
 
 
@@ -94,9 +100,14 @@ def debian_mirror(codename: str) -> tuple[str, list[AptSource]]:
     if forced:
         return forced, [AptSource(forced, (codename,), ("main",))]
     debian = [s for s in sources if host_id == "debian" or "debian" in s.uri]
-    main = [s for s in debian if any(su in DEBIAN_RELEASES or su in ("stable", "testing",
-                                                                       "unstable", "sid")
-                                     for su in s.suites)]
+    main = [
+        s
+        for s in debian
+        if any(
+            su in DEBIAN_RELEASES or su in ("stable", "testing", "unstable", "sid")
+            for su in s.suites
+        )
+    ]
     if not main:
         raise UsageError(
             "cannot tell which Debian mirror to use: this machine's APT sources name none",
@@ -116,15 +127,19 @@ def debian_mirror(codename: str) -> tuple[str, list[AptSource]]:
 def _retarget_suite(suite: str, codename: str) -> Optional[str]:
     for known in DEBIAN_RELEASES:
         if suite == known or suite.startswith((known + "-", known + "/")):
-            return codename + suite[len(known):]
+            return codename + suite[len(known) :]
     return None
 
 
 def _sources_file(sources: list[AptSource]) -> str:
     stanzas = []
     for src in sources:
-        lines = ["Types: deb", f"URIs: {src.uri}", f"Suites: {' '.join(src.suites)}",
-                 f"Components: {' '.join(src.components)}"]
+        lines = [
+            "Types: deb",
+            f"URIs: {src.uri}",
+            f"Suites: {' '.join(src.suites)}",
+            f"Components: {' '.join(src.components)}",
+        ]
         if src.signed_by and "\n" not in src.signed_by:
             lines.append(f"Signed-By: {src.signed_by}")
         stanzas.append("\n".join(lines))
@@ -145,8 +160,10 @@ path-exclude /usr/share/linda/*
 path-exclude /usr/share/locale/*
 """
 
-_APT_REMOVE = ('"rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb '
-               '/var/cache/apt/*.bin || true"')
+_APT_REMOVE = (
+    '"rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb '
+    '/var/cache/apt/*.bin || true"'
+)
 _APT_CLEAN = f"""\
 # Written by reprobox base, as in Debian's container images.
 DPkg::Post-Invoke {{ {_APT_REMOVE}; }};
@@ -156,14 +173,22 @@ Dir::Cache::srcpkgcache "";
 """
 
 _APT_NO_LANG = 'Acquire::Languages "none";\n'
-_APT_NO_RECOMMENDS = ('APT::Install-Recommends "false";\n'
-                      'APT::AutoRemove::SuggestsImportant "false";\n')
+_APT_NO_RECOMMENDS = (
+    'APT::Install-Recommends "false";\nAPT::AutoRemove::SuggestsImportant "false";\n'
+)
 
 
 def _slim(root: Path) -> None:
     """Drop what -slim images drop, and what a build must not find (apt lists, debs)."""
-    for rel in ("usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/locale",
-                "usr/share/groff", "usr/share/lintian", "usr/share/linda"):
+    for rel in (
+        "usr/share/doc",
+        "usr/share/man",
+        "usr/share/info",
+        "usr/share/locale",
+        "usr/share/groff",
+        "usr/share/lintian",
+        "usr/share/linda",
+    ):
         folder = root / rel
         if not folder.is_dir():
             continue
@@ -178,8 +203,11 @@ def _slim(root: Path) -> None:
         folder = root / rel
         if folder.is_dir():
             for entry in folder.iterdir():
-                if (entry.name not in ("partial", "archives", "lock", "auxfiles")
-                        or entry.is_file() and entry.suffix == ".deb"):
+                if (
+                    entry.name not in ("partial", "archives", "lock", "auxfiles")
+                    or entry.is_file()
+                    and entry.suffix == ".deb"
+                ):
                     _remove(entry)
     for deb in (root / "var/cache/apt/archives").glob("*.deb"):
         _remove(deb)
@@ -199,15 +227,22 @@ def _remove(path: Path) -> None:
 
 
 def _apt_in_root(root: Path, args: list[str], progress: Progress) -> None:
-    env = {"DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
-           "LC_ALL": "C"}
+    env = {
+        "DEBIAN_FRONTEND": "noninteractive",
+        "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+        "LC_ALL": "C",
+    }
     for key in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "no_proxy", "NO_PROXY"):
         if key in os.environ:
             env[key] = os.environ[key]
-    proc.run(["chroot", str(root), "apt-get", *args], env=env, timeout=1800,
-             what=f"apt-get {' '.join(a for a in args if not a.startswith('-'))} in the new root "
-                  "file system",
-             hint="check that this machine reaches its Debian mirror")
+    proc.run(
+        ["chroot", str(root), "apt-get", *args],
+        env=env,
+        timeout=1800,
+        what=f"apt-get {' '.join(a for a in args if not a.startswith('-'))} in the new root "
+        "file system",
+        hint="check that this machine reaches its Debian mirror",
+    )
     del progress
 
 
@@ -216,24 +251,32 @@ def rootfs_tag(codename: str, packages: Iterable[str], mirror: str) -> str:
     return f"reprobox/rootfs:{codename}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
 
 
-def make_rootfs(codename: str, packages: list[str], engine: Engine, progress: Progress,
-                pins: Optional[dict[str, str]] = None, check_python: Optional[str] = None) -> str:
+def make_rootfs(
+    codename: str,
+    packages: list[str],
+    engine: Engine,
+    progress: Progress,
+    pins: Optional[dict[str, str]] = None,
+    check_python: Optional[str] = None,
+) -> str:
     """A slim Debian ``codename`` root file system with ``packages``, imported as an image.
 
     ``pins`` (package -> version) are installed at exactly those versions after the release's
     updates; ``check_python`` (``"3.11:3.11.2"``) is verified inside the new root.
     """
     mirror, sources = debian_mirror(codename)
-    tag = rootfs_tag(codename, [*packages, *(f"{k}={v}" for k, v in sorted((pins or {}).items()))],
-                     mirror)
+    tag = rootfs_tag(
+        codename, [*packages, *(f"{k}={v}" for k, v in sorted((pins or {}).items()))], mirror
+    )
     if engine.image_exists(tag):
         progress(f"root file system {tag} already built")
         return tag
     if not shutil.which("debootstrap"):
         raise ToolMissing("`debootstrap` is not installed", proc.INSTALL_HINTS["debootstrap"])
     if os.geteuid() != 0:
-        raise UsageError("debootstrap needs root to create a root file system",
-                         "run `sudo reprobox base ...`")
+        raise UsageError(
+            "debootstrap needs root to create a root file system", "run `sudo reprobox base ...`"
+        )
     work = Path(tempfile.mkdtemp(prefix="reprobox-rootfs-", dir=scratch_dir()))
     root = work / "root"
     try:
@@ -242,11 +285,18 @@ def make_rootfs(codename: str, packages: list[str], engine: Engine, progress: Pr
         dpkg_cfg.mkdir(parents=True)
         (dpkg_cfg / "docker").write_text(_DPKG_SLIM)
         proc.run(
-            ["debootstrap", "--variant=minbase", "--include=" + ",".join(sorted(set(packages))),
-             codename, str(root), mirror],
-            timeout=3600, what=f"debootstrap {codename}",
+            [
+                "debootstrap",
+                "--variant=minbase",
+                "--include=" + ",".join(sorted(set(packages))),
+                codename,
+                str(root),
+                mirror,
+            ],
+            timeout=3600,
+            what=f"debootstrap {codename}",
             hint="check that this machine reaches the Debian mirror (or set "
-                 "REPROBOX_DEBIAN_MIRROR)",
+            "REPROBOX_DEBIAN_MIRROR)",
         )
         apt_conf = root / "etc" / "apt" / "apt.conf.d"
         (apt_conf / "docker-clean").write_text(_APT_CLEAN)
@@ -254,7 +304,8 @@ def make_rootfs(codename: str, packages: list[str], engine: Engine, progress: Pr
         (apt_conf / "docker-no-recommends").write_text(_APT_NO_RECOMMENDS)
         if sources:
             (root / "etc" / "apt" / "sources.list.d" / "debian.sources").write_text(
-                _sources_file(sources))
+                _sources_file(sources)
+            )
             _remove(root / "etc" / "apt" / "sources.list")
             # The release's updates and security fixes, like the official images carry.
             shutil.copy2("/etc/resolv.conf", root / "etc" / "resolv.conf")
@@ -264,21 +315,31 @@ def make_rootfs(codename: str, packages: list[str], engine: Engine, progress: Pr
             if pins:
                 specs = [f"{k}={v}" for k, v in sorted(pins.items())]
                 try:
-                    _apt_in_root(root, ["-q", "-y", "--allow-downgrades", "install", *specs],
-                                 progress)
+                    _apt_in_root(
+                        root, ["-q", "-y", "--allow-downgrades", "install", *specs], progress
+                    )
                     progress("installed " + ", ".join(specs))
                 except CommandError:
                     # Debian's archive keeps only the newest revision of a release's packages.
-                    progress("warning: " + ", ".join(specs) + " are no longer in the archive; "
-                             f"keeping {codename}'s current revision")
+                    progress(
+                        "warning: " + ", ".join(specs) + " are no longer in the archive; "
+                        f"keeping {codename}'s current revision"
+                    )
             _apt_in_root(root, ["-q", "clean"], progress)
         if check_python:
             mm, _, wanted = check_python.partition(":")
-            got = proc.run(["chroot", str(root), f"python{mm}", "-c",
-                            "import platform; print(platform.python_version())"],
-                           env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"},
-                           timeout=60,
-                           what=f"python{mm} in the new root file system").stdout.strip()
+            got = proc.run(
+                [
+                    "chroot",
+                    str(root),
+                    f"python{mm}",
+                    "-c",
+                    "import platform; print(platform.python_version())",
+                ],
+                env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"},
+                timeout=60,
+                what=f"python{mm} in the new root file system",
+            ).stdout.strip()
             if got != wanted:
                 raise UsageError(
                     f"Debian {codename}'s python{mm} package is Python {got}, not {wanted}",
@@ -287,8 +348,11 @@ def make_rootfs(codename: str, packages: list[str], engine: Engine, progress: Pr
                 )
         _slim(root)
         tarball = work / "rootfs.tar"
-        proc.run(["tar", "--numeric-owner", "--xattrs", "-C", str(root), "-cf", str(tarball), "."],
-                 timeout=1800, what="packing the root file system")
+        proc.run(
+            ["tar", "--numeric-owner", "--xattrs", "-C", str(root), "-cf", str(tarball), "."],
+            timeout=1800,
+            what="packing the root file system",
+        )
         progress(f"importing the root file system as {tag}")
         engine.import_rootfs(tarball, tag)
     finally:
@@ -299,5 +363,3 @@ def make_rootfs(codename: str, packages: list[str], engine: Engine, progress: Pr
 def scratch_dir() -> str:
     folder = os.environ.get("REPROBOX_SCRATCH") or "/var/tmp"
     return folder if os.path.isdir(folder) else tempfile.gettempdir()
-
-

@@ -44,9 +44,23 @@ DEFAULT_CHANNEL_ALIAS = "https://conda.anaconda.org"
 #: What conda's ``defaults`` stands for on Linux (its ``default_channels``).
 DEFAULT_CHANNELS = ("https://repo.anaconda.com/pkgs/main", "https://repo.anaconda.com/pkgs/r")
 
-KNOWN_SUBDIRS = ("noarch", "linux-64", "linux-aarch64", "linux-ppc64le", "linux-s390x",
-                 "linux-32", "linux-armv7l", "osx-64", "osx-arm64", "win-64", "win-32",
-                 "win-arm64", "emscripten-wasm32", "wasi-wasm32", "zos-z")
+KNOWN_SUBDIRS = (
+    "noarch",
+    "linux-64",
+    "linux-aarch64",
+    "linux-ppc64le",
+    "linux-s390x",
+    "linux-32",
+    "linux-armv7l",
+    "osx-64",
+    "osx-arm64",
+    "win-64",
+    "win-32",
+    "win-arm64",
+    "emscripten-wasm32",
+    "wasi-wasm32",
+    "zos-z",
+)
 
 _TOKEN = re.compile(r"/t/[^/]+(?=/|$)")
 _CHANNEL_OK = re.compile(r"^[A-Za-z0-9_.:/@+~%-]+$")
@@ -66,8 +80,9 @@ def strip_token(url: str) -> str:
     if "://" not in cleaned:
         return cleaned
     parts = urlsplit(cleaned)
-    return urlunsplit((parts.scheme, parts.netloc, _TOKEN.sub("", parts.path), parts.query,
-                       parts.fragment))
+    return urlunsplit(
+        (parts.scheme, parts.netloc, _TOKEN.sub("", parts.path), parts.query, parts.fragment)
+    )
 
 
 def channel_url(value: str, subdir: Optional[str] = None) -> str:
@@ -149,8 +164,11 @@ def parse_record(data: Any, source: str) -> CondaRecord:
             "repair the environment (`conda install --force-reinstall "
             f"{label.rsplit('-', 2)[0]}`) or recreate it, then capture again",
         )
-    missing = [k for k in ("name", "version", "build") if not isinstance(data.get(k), str)
-               or not data.get(k)]
+    missing = [
+        k
+        for k in ("name", "version", "build")
+        if not isinstance(data.get(k), str) or not data.get(k)
+    ]
     if missing:
         raise CondaMetaError(
             f"conda package {label}: its record {source} lacks {', '.join(missing)} "
@@ -184,15 +202,15 @@ def parse_record(data: Any, source: str) -> CondaRecord:
             name=name,
             version=version,
             build=build,
-            build_number=number if isinstance(number, int) and not isinstance(number, bool)
-            else 0,
+            build_number=number if isinstance(number, int) and not isinstance(number, bool) else 0,
             channel=channel,
             subdir=subdir,
             url=clean,
             md5=md5.lower() if md5 else None,
             sha256=sha.lower() if sha else None,
             depends=tuple(d for d in depends if isinstance(d, str))
-            if isinstance(depends, list) else (),
+            if isinstance(depends, list)
+            else (),
             requested_spec=_requested(data),
             noarch=noarch if isinstance(noarch, str) else None,
             files=len(_installed_files(paths)),
@@ -251,7 +269,7 @@ def history_specs(text: str) -> tuple[list[str], Optional[str]]:
     manager: Optional[str] = None
     for line in text.splitlines():
         if line.startswith("# cmd:") and manager is None:
-            words = line[len("# cmd:"):].split()
+            words = line[len("# cmd:") :].split()
             if words:
                 tool = os.path.basename(words[0]).lower()
                 if tool.endswith("-script.py"):
@@ -299,8 +317,10 @@ def read_prefix(prefix: str | os.PathLike[str]) -> CondaScan:
     try:
         names = sorted(n for n in os.listdir(meta) if n.endswith(".json"))
     except OSError as exc:
-        raise CondaMetaError(f"cannot list {meta}: {exc.strerror or exc}",
-                             "check the environment's permissions, or recreate it") from None
+        raise CondaMetaError(
+            f"cannot list {meta}: {exc.strerror or exc}",
+            "check the environment's permissions, or recreate it",
+        ) from None
     records = [read_record(meta / n) for n in names]
     history_text = ""
     try:
@@ -313,15 +333,20 @@ def read_prefix(prefix: str | os.PathLike[str]) -> CondaScan:
 
 def _manager_hint(prefix: Path) -> Optional[str]:
     if (prefix / CONDA_META / "pixi").exists() or f"{os.sep}.pixi{os.sep}envs{os.sep}" in str(
-            prefix) + os.sep:
+        prefix
+    ) + os.sep:
         return "pixi"
     if (prefix / "CACHEDIR.TAG").exists():
         return "rattler"
     return None
 
 
-def scan_records(prefix: Path, records: Sequence[CondaRecord], history_text: str,
-                 manager_hint: Optional[str] = None) -> CondaScan:
+def scan_records(
+    prefix: Path,
+    records: Sequence[CondaRecord],
+    history_text: str,
+    manager_hint: Optional[str] = None,
+) -> CondaScan:
     """The environment made of parsed records (read here, or inside a container)."""
     meta = prefix / CONDA_META
     requested, tool = history_specs(history_text)
@@ -358,8 +383,7 @@ def scan_records(prefix: Path, records: Sequence[CondaRecord], history_text: str
     env = CondaEnvironment(
         packages=tuple(packages),
         channels=tuple(channels),
-        platform=sorted(subdirs)[0] if len(subdirs) == 1 else (
-            ",".join(sorted(subdirs)) or None),
+        platform=sorted(subdirs)[0] if len(subdirs) == 1 else (",".join(sorted(subdirs)) or None),
         manager="pixi" if manager_hint == "pixi" else (tool or manager_hint),
         requested_specs=tuple(requested),
     )
@@ -369,7 +393,7 @@ def scan_records(prefix: Path, records: Sequence[CondaRecord], history_text: str
 def _prefix_relative(path: str, prefix: Path, real_prefix: str) -> Optional[str]:
     for root in (str(prefix), real_prefix):
         if path.startswith(root.rstrip(os.sep) + os.sep):
-            return path[len(root.rstrip(os.sep)) + 1:]
+            return path[len(root.rstrip(os.sep)) + 1 :]
     return None
 
 
@@ -422,8 +446,9 @@ def split_distributions(
     return kept, warnings
 
 
-def attribute_libraries(scan: CondaScan, libraries: Mapping[str, str]) -> tuple[
-        CondaEnvironment, dict[str, str]]:
+def attribute_libraries(
+    scan: CondaScan, libraries: Mapping[str, str]
+) -> tuple[CondaEnvironment, dict[str, str]]:
     """Give each native library of the prefix (soname -> realpath) to the conda package owning
     the file; returns the environment with ``libraries`` filled and the sonames left unowned."""
     real_prefix = os.path.realpath(scan.prefix)

@@ -31,13 +31,17 @@ def fingerprint_environment(
     environ = dict(os.environ if environ is None else environ)
     target = py.find_target_python(python, environ)
     say(f"probing {target}")
-    raw = py.run_probe(target, cache_dir=(cache_dir / "probe") if cache_dir else None,
-                       environ=environ)
+    raw = py.run_probe(
+        target, cache_dir=(cache_dir / "probe") if cache_dir else None, environ=environ
+    )
     return environment_from_probe(raw, Path(root), cache_dir=cache_dir)
 
 
 def environment_from_probe(
-    raw: Mapping[str, Any], root: Path, *, cache_dir: Optional[Path] = None,
+    raw: Mapping[str, Any],
+    root: Path,
+    *,
+    cache_dir: Optional[Path] = None,
     run_libraries: Optional[Mapping[str, Sequence[str]]] = None,
     dlopen_failed: Sequence[str] = (),
     declared_system_packages: Sequence[str] = (),
@@ -56,36 +60,45 @@ def environment_from_probe(
     unexpected = [m for m in missing if not m.startswith(DRIVER_LIBRARIES)]
     # Sonames only optional binding modules need (cupy -> cutensor, numba -> tbb) are tried by
     # their package, which works without them: not reported unless a recorded run tried them.
-    tried = [m for m in unexpected
-             if system.only_tried(m, probe.library_files.get(m, ()))
-             and not any(rec._answered(f, {m}) for f in dlopen_failed)]
+    tried = [
+        m
+        for m in unexpected
+        if system.only_tried(m, probe.library_files.get(m, ()))
+        and not any(rec._answered(f, {m}) for f in dlopen_failed)
+    ]
     unexpected = [m for m in unexpected if m not in tried]
     missing = [m for m in missing if m not in tried]
     # Libraries that only the interpreter's own extension modules load (_ssl, _lzma, _tkinter...)
     # belong to the base image of that exact Python, not to the packages: they are left out.
     by_path: dict[str, list[str]] = {}
     for path, sonames in probe.libraries_by_path().items():
-        kept = [so for so in sonames
-                if set(probe.library_users.get(so, ())) - {py.PYTHON_USER}]
+        kept = [so for so in sonames if set(probe.library_users.get(so, ())) - {py.PYTHON_USER}]
         if kept:
             by_path[path] = kept
     ctypes_found = rec.resolve_library_names(
-        n for names in rec.ctypes_names(
-            raw, (cache_dir / "ctypes-scan.json") if cache_dir else None).values()
-        for n in names)
+        n
+        for names in rec.ctypes_names(
+            raw, (cache_dir / "ctypes-scan.json") if cache_dir else None
+        ).values()
+        for n in names
+    )
     extras: list[Mapping[str, Sequence[str]]] = [ctypes_found, run_libraries or {}]
     for extra in extras:
         for path, extra_sonames in extra.items():
             merged = by_path.setdefault(path, [])
             merged.extend(so for so in extra_sonames if so not in merged)
     sys_pkgs, unowned = system.owning_packages(
-        sorted(by_path), by_path, cache_dir=(cache_dir / "system") if cache_dir else None,
+        sorted(by_path),
+        by_path,
+        cache_dir=(cache_dir / "system") if cache_dir else None,
     )
     if unexpected:
         warnings.append(
             "native libraries needed by installed packages are missing on this machine: "
-            + ", ".join(f"{m} (needed by {', '.join(probe.library_users.get(m, ['?'])[:3])})"
-                        for m in unexpected)
+            + ", ".join(
+                f"{m} (needed by {', '.join(probe.library_users.get(m, ['?'])[:3])})"
+                for m in unexpected
+            )
         )
     if declared_system_packages:
         sys_pkgs, declared_warnings = system.add_declared(sys_pkgs, declared_system_packages)
@@ -93,12 +106,15 @@ def environment_from_probe(
     packages = list(probe.packages)
     conda_env = None
     prefix = (probe.raw.get("interpreter") or {}).get("prefix")
-    if isinstance(prefix, str) and (probe.interpreter.kind == "conda" or (
-            probe.interpreter.kind != "venv" and conda_mod.is_conda_prefix(prefix))):
+    if isinstance(prefix, str) and (
+        probe.interpreter.kind == "conda"
+        or (probe.interpreter.kind != "venv" and conda_mod.is_conda_prefix(prefix))
+    ):
         # conda-meta is plain JSON: read on the host, from the prefix the probe reported.
         scan = conda_mod.read_prefix(prefix)
         packages, split_warnings = conda_mod.split_distributions(
-            packages, probe.raw.get("distributions") or (), scan)
+            packages, probe.raw.get("distributions") or (), scan
+        )
         conda_env, _outside = conda_mod.attribute_libraries(scan, probe.prefix_libraries)
         warnings.extend(scan.warnings + split_warnings)
     env = Environment(

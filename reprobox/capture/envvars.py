@@ -37,6 +37,7 @@ HOST_SPECIFIC_NAMES = frozenset(
     }
 )
 
+
 def replayable_env(environ: Mapping[str, str]) -> dict[str, str]:
     """The allowlisted variables of ``environ`` with valid values, sorted by name.
 

@@ -50,9 +50,17 @@ CACHE_VERSION = 1
 #: Variables the shell itself keeps changing; the probe reads none of them.
 _VOLATILE_ENV = frozenset({"OLDPWD", "SHLVL", "_", "COLUMNS", "LINES", "HISTCMD", "PS1"})
 #: Folders the dynamic loader searches besides its cache.
-_LIB_DIRS = ("/lib", "/lib64", "/usr/lib", "/usr/lib64", "/usr/local/lib",
-             "/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu",
-             "/lib/aarch64-linux-gnu", "/usr/lib/aarch64-linux-gnu")
+_LIB_DIRS = (
+    "/lib",
+    "/lib64",
+    "/usr/lib",
+    "/usr/lib64",
+    "/usr/local/lib",
+    "/lib/x86_64-linux-gnu",
+    "/usr/lib/x86_64-linux-gnu",
+    "/lib/aarch64-linux-gnu",
+    "/usr/lib/aarch64-linux-gnu",
+)
 _SYSTEM_FILES = ("/etc/ld.so.cache", "/etc/os-release", "/usr/lib/os-release", "/etc/ld.so.conf")
 #: A change this recent to the probe's start may have been missed by it (coarse timestamps).
 _RACY_NS = 2_000_000_000
@@ -152,10 +160,23 @@ def _environment_digest(python: Path, environ: Mapping[str, str], probe_file: Pa
     except OSError:
         probe = ""
     uname = os.uname()
-    return hashlib.sha256(json.dumps(
-        [CACHE_VERSION, __version__, probe, os.fspath(python), os.path.realpath(python),
-         os.getcwd(), uname.release, uname.version, uname.machine, env],
-        ensure_ascii=False).encode("utf-8", "surrogateescape")).hexdigest()
+    return hashlib.sha256(
+        json.dumps(
+            [
+                CACHE_VERSION,
+                __version__,
+                probe,
+                os.fspath(python),
+                os.path.realpath(python),
+                os.getcwd(),
+                uname.release,
+                uname.version,
+                uname.machine,
+                env,
+            ],
+            ensure_ascii=False,
+        ).encode("utf-8", "surrogateescape")
+    ).hexdigest()
 
 
 def _group(paths: Iterable[str]) -> dict[str, list[str]]:
@@ -176,8 +197,12 @@ def _fingerprint(groups: Mapping[str, list[str]]) -> tuple[str, int]:
     newest = 0
     stat = os.stat
     for folder, names in groups.items():
-        h.update(folder.encode("utf-8", "surrogateescape") + b"\0"
-                 + "\0".join(names).encode("utf-8", "surrogateescape") + b"\n")
+        h.update(
+            folder.encode("utf-8", "surrogateescape")
+            + b"\0"
+            + "\0".join(names).encode("utf-8", "surrogateescape")
+            + b"\n"
+        )
         try:
             fd: Optional[int] = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
         except OSError:
@@ -185,13 +210,15 @@ def _fingerprint(groups: Mapping[str, list[str]]) -> tuple[str, int]:
         try:
             for name in names:
                 try:
-                    st = stat(name, dir_fd=fd) if fd is not None and name else stat(
-                        f"{folder}/{name}")
+                    st = (
+                        stat(name, dir_fd=fd)
+                        if fd is not None and name
+                        else stat(f"{folder}/{name}")
+                    )
                 except OSError:
                     values.extend((-1, -1, -1, -1, -1))
                     continue
-                values.extend((st.st_mode, st.st_size, st.st_mtime_ns, st.st_ctime_ns,
-                               st.st_ino))
+                values.extend((st.st_mode, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino))
                 if st.st_ctime_ns > newest:
                     newest = st.st_ctime_ns
         finally:
@@ -213,8 +240,9 @@ class ResultCache:
     later load compares against it, whatever the clock does.
     """
 
-    def __init__(self, path: Path, python: Path, environ: Mapping[str, str],
-                 probe_file: Path) -> None:
+    def __init__(
+        self, path: Path, python: Path, environ: Mapping[str, str], probe_file: Path
+    ) -> None:
         self.path = Path(path)
         self.python = Path(python)
         self.environ = dict(environ)
@@ -226,9 +254,12 @@ class ResultCache:
             data = json.loads(self.path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return None
-        if (not isinstance(data, dict) or data.get("version") != CACHE_VERSION
-                or data.get("environment") != self.env_digest
-                or not isinstance(data.get("raw"), dict)):
+        if (
+            not isinstance(data, dict)
+            or data.get("version") != CACHE_VERSION
+            or data.get("environment") != self.env_digest
+            or not isinstance(data.get("raw"), dict)
+        ):
             return None
         raw: dict[str, Any] = data["raw"]
         try:
@@ -244,8 +275,15 @@ class ResultCache:
                 digest, newest = _fingerprint(paths)
                 if newest >= started - _RACY_NS:
                     return None
-                self._write({"version": CACHE_VERSION, "environment": self.env_digest,
-                             "fingerprint": digest, "paths": paths, "raw": raw})
+                self._write(
+                    {
+                        "version": CACHE_VERSION,
+                        "environment": self.env_digest,
+                        "fingerprint": digest,
+                        "paths": paths,
+                        "raw": raw,
+                    }
+                )
         except (TypeError, AttributeError, ValueError, KeyError):  # a damaged file: probe again
             return None
         native = raw.get("native")
@@ -263,8 +301,14 @@ class ResultCache:
         """Keep ``raw``, the probe's answer as it is now, with the time its probe started."""
         if not self.started_ns:
             return
-        self._write({"version": CACHE_VERSION, "environment": self.env_digest,
-                     "probe_started_ns": self.started_ns, "raw": raw})
+        self._write(
+            {
+                "version": CACHE_VERSION,
+                "environment": self.env_digest,
+                "probe_started_ns": self.started_ns,
+                "raw": raw,
+            }
+        )
 
     def _write(self, data: Mapping[str, Any]) -> None:
         """Atomically; a cache that cannot be written only costs speed."""

@@ -124,8 +124,11 @@ def find_target_python(
         found = shutil.which(name, path=env.get("PATH"))
         if found:
             return _check_executable(Path(found), f"`{name}` on PATH")
-    raise InterpreterError("no Python interpreter found: no active venv/conda env and no "
-                           "`python` or `python3` on PATH", _FIX_PYTHON)
+    raise InterpreterError(
+        "no Python interpreter found: no active venv/conda env and no "
+        "`python` or `python3` on PATH",
+        _FIX_PYTHON,
+    )
 
 
 # --------------------------------------------------------------------------- running the probe
@@ -134,8 +137,17 @@ def find_target_python(
 #: ``-I`` already makes the interpreter ignore these; they are removed from the environment too
 #: because a wrapper in front of the interpreter (a pyenv shim, ``conda run``) may re-exec a
 #: Python that would honour them. PYTHONUSERBASE stays: it says where the user site-packages is.
-_DROP_ENV = ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONINSPECT", "PYTHONSAFEPATH",
-             "PYTHONEXECUTABLE", "PYTHONDEVMODE", "PYTHONWARNINGS", "PYTHONBREAKPOINT")
+_DROP_ENV = (
+    "PYTHONPATH",
+    "PYTHONHOME",
+    "PYTHONSTARTUP",
+    "PYTHONINSPECT",
+    "PYTHONSAFEPATH",
+    "PYTHONEXECUTABLE",
+    "PYTHONDEVMODE",
+    "PYTHONWARNINGS",
+    "PYTHONBREAKPOINT",
+)
 
 
 def probe_command(python: Path, cache_file: Path | None, environ: Mapping[str, str]) -> list[str]:
@@ -153,8 +165,12 @@ def probe_command(python: Path, cache_file: Path | None, environ: Mapping[str, s
 
 def _python_version(python: Path, env: Mapping[str, str]) -> str | None:
     try:
-        out = proc.run([python, "-c", "import sys; print(sys.version.split()[0])"], env=env,
-                       check=False, timeout=30)
+        out = proc.run(
+            [python, "-c", "import sys; print(sys.version.split()[0])"],
+            env=env,
+            check=False,
+            timeout=30,
+        )
     except (ReproboxError, OSError):
         return None
     return out.stdout.strip() if out.returncode == 0 else None
@@ -173,8 +189,10 @@ def run_probe(
     """
     python = Path(python)
     if not PROBE.is_file():
-        raise InterpreterError(f"reprobox's probe script is missing ({PROBE})",
-                               "reinstall reprobox: `pip install --force-reinstall reprobox`")
+        raise InterpreterError(
+            f"reprobox's probe script is missing ({PROBE})",
+            "reinstall reprobox: `pip install --force-reinstall reprobox`",
+        )
     user_env = dict(os.environ if environ is None else environ)
     env = {k: v for k, v in user_env.items() if k not in _DROP_ENV}
     cache_file = None
@@ -184,17 +202,22 @@ def run_probe(
     argv = probe_command(python, cache_file, user_env)
     memo = None
     if cache_file is not None and usable(python, user_env):
-        memo = ResultCache(cache_file.with_name(f"{cache_file.stem}-answer.json"), python, env,
-                           PROBE)
+        memo = ResultCache(
+            cache_file.with_name(f"{cache_file.stem}-answer.json"), python, env, PROBE
+        )
         cached = memo.load()
         if cached is not None:
             return _host_warnings(cached, user_env)
         memo.probe_starts()
     try:
-        result = proc.run(argv, env=env, check=False, timeout=PROBE_TIMEOUT,
-                          what=f"inspecting {python}",
-                          hint="check that the interpreter starts: run `"
-                               f"{python} -c 'import sys'`")
+        result = proc.run(
+            argv,
+            env=env,
+            check=False,
+            timeout=PROBE_TIMEOUT,
+            what=f"inspecting {python}",
+            hint=f"check that the interpreter starts: run `{python} -c 'import sys'`",
+        )
     except OSError as exc:  # permission denied, exec format error
         raise InterpreterError(f"cannot run {python}: {exc.strerror or exc}", _FIX_PYTHON) from None
     except ReproboxError as exc:
@@ -293,8 +316,9 @@ class ProbeResult:
     #: Installed files that differ from their RECORD (see ``probe.installed_file_changes``).
     installed_changes: tuple[InstalledChange, ...] = ()
     #: (package, path) -> content of a changed file that is small UTF-8 text (replay candidates).
-    changed_texts: dict[tuple[str, str], str] = field(default_factory=dict, repr=False,
-                                                      compare=False)
+    changed_texts: dict[tuple[str, str], str] = field(
+        default_factory=dict, repr=False, compare=False
+    )
     #: The full probe output, for anything not lifted into the fields above.
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
@@ -369,7 +393,8 @@ def source_from_direct_url(direct: Any, repo_root: Path) -> tuple[PackageSource,
             vcs=vcs.get("vcs") if isinstance(vcs.get("vcs"), str) else None,
             commit=vcs.get("commit_id") if isinstance(vcs.get("commit_id"), str) else None,
             requested_revision=vcs.get("requested_revision")
-            if isinstance(vcs.get("requested_revision"), str) else None,
+            if isinstance(vcs.get("requested_revision"), str)
+            else None,
             subdirectory=subdirectory,
         ), None
     if isinstance(direct.get("archive_info"), dict):
@@ -441,8 +466,10 @@ def _package(rec: Mapping[str, Any], repo_root: Path, warnings: list[str]) -> Pa
 
 def _interpreter(raw: Mapping[str, Any]) -> Interpreter:
     if not isinstance(raw.get("implementation"), str) or not isinstance(raw.get("version"), str):
-        raise InterpreterError("the environment probe did not report the interpreter version",
-                               "report this as a reprobox bug, with the output of `python -VV`")
+        raise InterpreterError(
+            "the environment probe did not report the interpreter version",
+            "report this as a reprobox bug, with the output of `python -VV`",
+        )
     return Interpreter(
         implementation=raw["implementation"],
         version=raw["version"],
@@ -461,8 +488,9 @@ def _interpreter(raw: Mapping[str, Any]) -> Interpreter:
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
-def installed_changes(dists: Any, warnings: Optional[list[str]] = None
-                      ) -> tuple[tuple[InstalledChange, ...], dict[tuple[str, str], str]]:
+def installed_changes(
+    dists: Any, warnings: Optional[list[str]] = None
+) -> tuple[tuple[InstalledChange, ...], dict[tuple[str, str], str]]:
     """The probe's per-distribution ``installed_changes`` as model records, and the texts."""
     out: list[InstalledChange] = []
     texts: dict[tuple[str, str], str] = {}
@@ -499,20 +527,23 @@ def installed_changes(dists: Any, warnings: Optional[list[str]] = None
 def parse_probe(raw: Mapping[str, Any], repo_root: Path) -> ProbeResult:
     """Turn the probe's JSON into model objects (see :class:`ProbeResult`)."""
     if not isinstance(raw, Mapping) or not isinstance(raw.get("interpreter"), Mapping):
-        raise InterpreterError("the environment probe returned no interpreter section",
-                               "report this as a reprobox bug")
+        raise InterpreterError(
+            "the environment probe returned no interpreter section", "report this as a reprobox bug"
+        )
     repo_root = Path(repo_root)
     warnings = [str(w) for w in raw.get("warnings") or ()]
     interp = raw["interpreter"]
     packages = [_package(rec, repo_root, warnings) for rec in raw.get("distributions") or ()]
     shadowed = []
-    editable = {(p.name, p.version) for p in packages
-                if p.source.kind == "directory" and p.source.editable}
+    editable = {
+        (p.name, p.version) for p in packages if p.source.kind == "directory" and p.source.editable
+    }
     for rec in raw.get("shadowed") or ():
         pkg = _package(rec, repo_root, [])
         shadowed.append(pkg)
         if (pkg.name, pkg.version) in editable and str(rec.get("metadata_dir") or "").endswith(
-                ".egg-info"):
+            ".egg-info"
+        ):
             # the .egg-info an editable install leaves in the project's source folder: the
             # build's by-product, not a stale copy (the installed dist-info is the one in use)
             continue
@@ -583,29 +614,54 @@ def _archive_local_git(pkg: Package, folder: str) -> bytes:
     """``git archive`` of the package's commit from the repository on this machine."""
     src = pkg.source
     label = f"package {pkg.name} {pkg.version}"
-    fix = (f"make commit {src.commit} reachable in {folder} (or install {pkg.name} from a remote "
-           "repository or an index) and capture again")
+    fix = (
+        f"make commit {src.commit} reachable in {folder} (or install {pkg.name} from a remote "
+        "repository or an index) and capture again"
+    )
     if not Path(folder).is_dir():
         raise _refuse(
             f"{label} was installed from the repository {folder} on this machine, which no "
-            "longer exists, so its commit cannot be sealed into the capture", fix)
-    git = ["git", "-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false",
-           "-c", "protocol.allow=never", "-C", folder]
-    found = proc.run([*git, "cat-file", "-e", f"{src.commit}^{{commit}}"], check=False,
-                     timeout=60)
+            "longer exists, so its commit cannot be sealed into the capture",
+            fix,
+        )
+    git = [
+        "git",
+        "-c",
+        "core.hooksPath=/dev/null",
+        "-c",
+        "core.fsmonitor=false",
+        "-c",
+        "protocol.allow=never",
+        "-C",
+        folder,
+    ]
+    found = proc.run([*git, "cat-file", "-e", f"{src.commit}^{{commit}}"], check=False, timeout=60)
     if found.returncode != 0:
-        raise _refuse(f"{label} was installed from {folder} at commit {src.commit}, which that "
-                      "repository does not hold (rewritten or not fetched)", fix)
+        raise _refuse(
+            f"{label} was installed from {folder} at commit {src.commit}, which that "
+            "repository does not hold (rewritten or not fetched)",
+            fix,
+        )
     tree = f"{src.commit}:{src.subdirectory}" if src.subdirectory else str(src.commit)
     with tempfile.TemporaryDirectory(prefix="reprobox-seal-") as tmp:
         out = Path(tmp) / "source.tar.gz"
-        done = proc.run([*git, "archive", "--format=tar.gz",
-                         f"--prefix={canonical_name(pkg.name)}-{pkg.version}/",
-                         f"--output={out}", tree], check=False, timeout=600)
+        done = proc.run(
+            [
+                *git,
+                "archive",
+                "--format=tar.gz",
+                f"--prefix={canonical_name(pkg.name)}-{pkg.version}/",
+                f"--output={out}",
+                tree,
+            ],
+            check=False,
+            timeout=600,
+        )
         if done.returncode != 0:
             tail = (done.stderr or "").strip().splitlines()[-1:] or [""]
-            raise _refuse(f"{label}: git archive of commit {src.commit} in {folder} failed: "
-                          f"{tail[0]}", fix)
+            raise _refuse(
+                f"{label}: git archive of commit {src.commit} in {folder} failed: {tail[0]}", fix
+            )
         return out.read_bytes()
 
 
@@ -613,8 +669,9 @@ def _refuse(message: str, hint: str) -> ReproboxError:
     return UsageError(message, hint)
 
 
-def seal_local_vcs(packages: tuple[Package, ...] | list[Package]
-                   ) -> tuple[list[Package], dict[str, bytes], list[str]]:
+def seal_local_vcs(
+    packages: tuple[Package, ...] | list[Package],
+) -> tuple[list[Package], dict[str, bytes], list[str]]:
     """Local-path VCS packages exported at their commit into files of the experiment.
 
     A package installed from ``git+file:///path@commit`` can be rebuilt only where that path
@@ -635,16 +692,20 @@ def seal_local_vcs(packages: tuple[Package, ...] | list[Package]
             out.append(pkg)
             continue
         if (src.vcs or "git") != "git" or not src.commit:
-            warnings.append(f"package {pkg.name} was installed from the {src.vcs} repository "
-                            f"{folder} on this machine: a rebuild cannot fetch it")
+            warnings.append(
+                f"package {pkg.name} was installed from the {src.vcs} repository "
+                f"{folder} on this machine: a rebuild cannot fetch it"
+            )
             out.append(pkg)
             continue
 
         name = sealed_source_name(pkg)
         if not FILE_NAME_RE.match(name):
-            warnings.append(f"package {pkg.name} was installed from the repository {folder} on "
-                            "this machine, and its name or version is too long for a file of the "
-                            "capture: a rebuild cannot install it")
+            warnings.append(
+                f"package {pkg.name} was installed from the repository {folder} on "
+                "this machine, and its name or version is too long for a file of the "
+                "capture: a rebuild cannot install it"
+            )
             out.append(pkg)
             continue
         data = _archive_local_git(pkg, folder)
@@ -680,8 +741,9 @@ def replay_name(change: InstalledChange) -> str:
     return f"installed-{(change.sha256 or '')[:20]}.txt"
 
 
-def carry_changes(changes: tuple[InstalledChange, ...], texts: Mapping[tuple[str, str], str],
-                  red: Any) -> tuple[tuple[InstalledChange, ...], dict[str, bytes], list[str]]:
+def carry_changes(
+    changes: tuple[InstalledChange, ...], texts: Mapping[tuple[str, str], str], red: Any
+) -> tuple[tuple[InstalledChange, ...], dict[str, bytes], list[str]]:
     """Which post-install changes the capture carries, so that a rebuild re-applies them.
 
     Carried: a file the distribution's RECORD lists (``modified``), small UTF-8 text (the probe
@@ -718,6 +780,8 @@ def carry_changes(changes: tuple[InstalledChange, ...], texts: Mapping[tuple[str
             continue
         out.append(c)
         if c.change != "missing":
-            warnings.append(f"the change to {c.path} of {c.package} is recorded but not carried "
-                            f"({reason}): a rebuild has the file as installed, and verify says so")
+            warnings.append(
+                f"the change to {c.path} of {c.package} is recorded but not carried "
+                f"({reason}): a rebuild has the file as installed, and verify says so"
+            )
     return tuple(out), files, warnings

@@ -115,8 +115,9 @@ class Execution:
     warnings: tuple[str, ...] = ()
 
 
-def command_environment(environ: Mapping[str, str], target: Optional[Path],
-                        payload_dir: Path, out_dir: Path) -> dict[str, str]:
+def command_environment(
+    environ: Mapping[str, str], target: Optional[Path], payload_dir: Path, out_dir: Path
+) -> dict[str, str]:
     """The command's environment: the user's, with the payload folder first on PYTHONPATH and,
     for an interpreter reprobox found or was given (not the active one), its ``bin`` first on
     PATH, the way activating that environment would."""
@@ -135,14 +136,21 @@ def command_environment(environ: Mapping[str, str], target: Optional[Path],
     return env
 
 
-def execute(argv: Sequence[str], *, cwd: Path, environ: Mapping[str, str],
-            target: Optional[Path] = None, stdout_to_stderr: bool = False) -> Execution:
+def execute(
+    argv: Sequence[str],
+    *,
+    cwd: Path,
+    environ: Mapping[str, str],
+    target: Optional[Path] = None,
+    stdout_to_stderr: bool = False,
+) -> Execution:
     """Run ``argv`` (stdin, stdout and stderr are the user's; with ``stdout_to_stderr`` its
     output goes to stderr, so that reprobox's ``--json`` stays alone on stdout) with the payload,
     wait for it and collect what its Python processes reported."""
     if not argv:
-        raise UsageError("no command to record",
-                         "give it after `--`: `reprobox record -- python train.py`")
+        raise UsageError(
+            "no command to record", "give it after `--`: `reprobox record -- python train.py`"
+        )
 
     with tempfile.TemporaryDirectory(prefix="reprobox-record-") as tmp:
         payload_dir = Path(tmp) / "payload"
@@ -153,17 +161,22 @@ def execute(argv: Sequence[str], *, cwd: Path, environ: Mapping[str, str],
         env = command_environment(environ, target, payload_dir, out_dir)
         exe = shutil.which(argv[0], path=env.get("PATH")) if os.sep not in argv[0] else argv[0]
         if exe is None:
-            raise UsageError(f"{argv[0]}: no such program on PATH",
-                             "check the command's spelling, or give the program's path")
+            raise UsageError(
+                f"{argv[0]}: no such program on PATH",
+                "check the command's spelling, or give the program's path",
+            )
         # Ctrl-C reaches the command (same process group); reprobox waits for it. SIGINT is
         # ignored here only once the child exists: an ignored signal would be inherited.
         t0 = time.perf_counter()
         try:
-            child = subprocess.Popen([exe, *argv[1:]], cwd=cwd, env=env,
-                                     stdout=2 if stdout_to_stderr else None)
+            child = subprocess.Popen(
+                [exe, *argv[1:]], cwd=cwd, env=env, stdout=2 if stdout_to_stderr else None
+            )
         except OSError as exc:
-            raise UsageError(f"cannot run {argv[0]}: {exc.strerror or exc}",
-                             "check that the program exists and is executable") from None
+            raise UsageError(
+                f"cannot run {argv[0]}: {exc.strerror or exc}",
+                "check that the program exists and is executable",
+            ) from None
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
         try:
             _pid, status, usage = os.wait4(child.pid, 0)
@@ -181,8 +194,14 @@ def execute(argv: Sequence[str], *, cwd: Path, environ: Mapping[str, str],
             "Python, or an interpreter started with -I, -E or -S): exit status, time and memory "
             "are recorded, modules and libraries are not"
         )
-    return Execution(argv=tuple(argv), exit_status=child.returncode, wall_seconds=round(wall, 3),
-                     peak_memory_kib=peak, reports=tuple(reports), warnings=tuple(warnings))
+    return Execution(
+        argv=tuple(argv),
+        exit_status=child.returncode,
+        wall_seconds=round(wall, 3),
+        peak_memory_kib=peak,
+        reports=tuple(reports),
+        warnings=tuple(warnings),
+    )
 
 
 def _read_reports(out_dir: Path) -> tuple[list[dict[str, Any]], list[str]]:
@@ -190,8 +209,9 @@ def _read_reports(out_dir: Path) -> tuple[list[dict[str, Any]], list[str]]:
     warnings: list[str] = []
     names = sorted(n for n in os.listdir(out_dir) if n.endswith(".json"))
     if len(names) > MAX_PROCESS_FILES:
-        warnings.append(f"{len(names)} Python processes reported; the first "
-                        f"{MAX_PROCESS_FILES} were read")
+        warnings.append(
+            f"{len(names)} Python processes reported; the first {MAX_PROCESS_FILES} were read"
+        )
         names = names[:MAX_PROCESS_FILES]
     for n in names:
         try:
@@ -212,13 +232,20 @@ class FileOwners:
     def __init__(self, raw_probe: Mapping[str, Any], root: Path) -> None:
         self.by_path: dict[str, str] = {}
         self.by_top: dict[tuple[str, str], str] = {}
-        self.sites = sorted({os.path.realpath(s) for s in raw_probe.get("site_dirs") or ()
-                             if isinstance(s, str)}, key=len, reverse=True)
+        self.sites = sorted(
+            {os.path.realpath(s) for s in raw_probe.get("site_dirs") or () if isinstance(s, str)},
+            key=len,
+            reverse=True,
+        )
         self.root = os.path.realpath(root)
         interp = raw_probe.get("interpreter") or {}
-        self.prefixes = sorted({os.path.realpath(p) for p in (interp.get("prefix"),
-                                                               interp.get("base_prefix"))
-                                if isinstance(p, str) and p not in ("/usr", "/")})
+        self.prefixes = sorted(
+            {
+                os.path.realpath(p)
+                for p in (interp.get("prefix"), interp.get("base_prefix"))
+                if isinstance(p, str) and p not in ("/usr", "/")
+            }
+        )
         for d in raw_probe.get("distributions") or ():
             if not isinstance(d, Mapping) or not isinstance(d.get("metadata_dir"), str):
                 continue
@@ -261,9 +288,12 @@ class FileOwners:
             return hit
         site = self.site_of(real)
         if site is not None:
-            top = real[len(site) + 1:].split(os.sep, 1)[0]
-            return self.by_top.get((site, top)) or self.by_top.get(
-                (site, top.split(".", 1)[0])) or "<unknown>"
+            top = real[len(site) + 1 :].split(os.sep, 1)[0]
+            return (
+                self.by_top.get((site, top))
+                or self.by_top.get((site, top.split(".", 1)[0]))
+                or "<unknown>"
+            )
         if real == self.root or real.startswith(self.root + os.sep):
             return "<repo>"
         return None
@@ -297,9 +327,13 @@ def python_own_closure(raw_probe: Mapping[str, Any]) -> set[str]:
     """Realpaths of the system libraries the interpreter and its stdlib extension modules load,
     transitively (libssl -> libcrypto): part of the base image of that Python, left out."""
     native = (raw_probe.get("native") or {}).get("libraries") or {}
-    todo = [str(rec["realpath"]) for rec in native.values()
-            if isinstance(rec, Mapping) and rec.get("realpath")
-            and set(rec.get("users") or ()) <= {"<python>"}]
+    todo = [
+        str(rec["realpath"])
+        for rec in native.values()
+        if isinstance(rec, Mapping)
+        and rec.get("realpath")
+        and set(rec.get("users") or ()) <= {"<python>"}
+    ]
     cache = probe.read_ld_cache() or {}
     seen: set[str] = set()
     while todo:
@@ -348,8 +382,9 @@ def summarize(execution: Execution, raw_probe: Mapping[str, Any], root: Path) ->
             libraries.append(LoadedLibrary(name, f"package:{owner}"))
         elif owner is not None or owners.in_prefix(real):
             libraries.append(LoadedLibrary(name, "python" if owner is None else "unowned"))
-        elif ((real in python_own or _is_interpreter_file(real, raw_probe))
-              and not any(_answered(n, {name, os.path.basename(path)}) for n in dlopen)):
+        elif (real in python_own or _is_interpreter_file(real, raw_probe)) and not any(
+            _answered(n, {name, os.path.basename(path)}) for n in dlopen
+        ):
             # what the interpreter and its stdlib modules bring, unless the run asked for the
             # library itself through ctypes: then the command needs it, whoever else might
             # (libpng16 is also under Tk's closure, but a base image need not have Tk)
@@ -365,7 +400,8 @@ def summarize(execution: Execution, raw_probe: Mapping[str, Any], root: Path) ->
             owner = f"system:{by_lib[so]}" if so in by_lib and real not in unowned else "unowned"
             libraries.append(LoadedLibrary(os.path.basename(real), owner))
     loaded_names = {os.path.basename(os.path.realpath(p)) for p in mapped} | {
-        os.path.basename(p) for p in mapped}
+        os.path.basename(p) for p in mapped
+    }
     failed = sorted(n for n in dlopen if not _answered(n, loaded_names))
     usage = RunUsage(
         exit_status=execution.exit_status,
@@ -377,8 +413,7 @@ def summarize(execution: Execution, raw_probe: Mapping[str, Any], root: Path) ->
         libraries=tuple(sorted(set(libraries), key=lambda x: (x.owner, x.name))),
         dlopen_failed=tuple(failed[:100]),
     )
-    return RunSummary(usage=usage, system_libraries=system_libs,
-                      warnings=list(execution.warnings))
+    return RunSummary(usage=usage, system_libraries=system_libs, warnings=list(execution.warnings))
 
 
 def _is_interpreter_file(real: str, raw_probe: Mapping[str, Any]) -> bool:
@@ -403,12 +438,15 @@ def _answered(name: str, loaded: set[str]) -> bool:
 
 _CTYPES_NEEDLES = (b"find_library", b"CDLL", b"LoadLibrary", b"PyDLL")
 _FIND_LIBRARY = re.compile(rb"""find_library\(\s*['"]([A-Za-z0-9_.+-]{1,64})['"]\s*\)""")
-_CDLL = re.compile(rb"""(?:CDLL|PyDLL|LoadLibrary)\(\s*['"](lib[A-Za-z0-9_.+-]{1,64}"""
-                   rb"""\.so(?:\.[0-9]+)*)['"]""")
+_CDLL = re.compile(
+    rb"""(?:CDLL|PyDLL|LoadLibrary)\(\s*['"](lib[A-Za-z0-9_.+-]{1,64}"""
+    rb"""\.so(?:\.[0-9]+)*)['"]"""
+)
 
 
-def ctypes_names(raw_probe: Mapping[str, Any],
-                 cache_file: Optional[Path] = None) -> dict[str, set[str]]:
+def ctypes_names(
+    raw_probe: Mapping[str, Any], cache_file: Optional[Path] = None
+) -> dict[str, set[str]]:
     """Library names the installed packages' sources hand to ctypes, by distribution.
 
     Cheap on purpose (it runs on every capture):
@@ -487,7 +525,8 @@ def _scan_distribution(record_path: str, site: str) -> set[str]:
         if not rel.endswith(b".py") or rel.startswith((b"..", b"/")):
             continue
         if any(t in b"/" + rel for t in _TEST_PARTS) or rel.rsplit(b"/", 1)[-1].startswith(
-                b"test_"):
+            b"test_"
+        ):
             continue
         try:
             fd = os.open(os.path.join(base, rel), os.O_RDONLY)
@@ -517,8 +556,9 @@ def resolve_library_names(names: Iterable[str]) -> dict[str, list[str]]:
         else:
             prefix = f"lib{name}.so"
             # the versioned soname the loader uses, not the development link ``libx.so``
-            candidates = sorted((k for k in cache if k.startswith(prefix + ".")),
-                                key=lambda k: (len(k), k)) or [k for k in cache if k == prefix]
+            candidates = sorted(
+                (k for k in cache if k.startswith(prefix + ".")), key=lambda k: (len(k), k)
+            ) or [k for k in cache if k == prefix]
         for soname in candidates[:1]:
             paths = cache.get(soname) or []
             if paths:
@@ -544,41 +584,60 @@ def declared_system_packages(root: Path, given: Sequence[str]) -> list[str]:
         try:
             names.append(validate.apt_package_name(n, "--system-package"))
         except ValidationError as exc:
-            raise UsageError(exc.message.replace("refusing ", "bad ", 1),
-                             "give a Debian package name, e.g. --system-package libmagic1") \
-                from None
+            raise UsageError(
+                exc.message.replace("refusing ", "bad ", 1),
+                "give a Debian package name, e.g. --system-package libmagic1",
+            ) from None
     pyproject = Path(root) / "pyproject.toml"
     if pyproject.is_file() and not pyproject.is_symlink():
         try:
             data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
-            raise UsageError(f"pyproject.toml cannot be read: {exc}",
-                             "fix the file's TOML syntax") from None
+            raise UsageError(
+                f"pyproject.toml cannot be read: {exc}", "fix the file's TOML syntax"
+            ) from None
         declared = ((data.get("tool") or {}).get("reprobox") or {}).get("system-packages")
         if declared is not None:
             if not isinstance(declared, list) or not all(isinstance(x, str) for x in declared):
-                raise UsageError("pyproject.toml: [tool.reprobox] system-packages must be a list "
-                                 "of package names",
-                                 'write e.g. system-packages = ["libmagic1"]')
+                raise UsageError(
+                    "pyproject.toml: [tool.reprobox] system-packages must be a list "
+                    "of package names",
+                    'write e.g. system-packages = ["libmagic1"]',
+                )
             for i, n in enumerate(declared):
                 try:
-                    names.append(validate.apt_package_name(
-                        n, f"pyproject.toml [tool.reprobox] system-packages[{i}]"))
+                    names.append(
+                        validate.apt_package_name(
+                            n, f"pyproject.toml [tool.reprobox] system-packages[{i}]"
+                        )
+                    )
                 except ValidationError as exc:
-                    raise UsageError(exc.message.replace("refusing ", "bad ", 1),
-                                     "give Debian package names, e.g. \"libmagic1\"") from None
+                    raise UsageError(
+                        exc.message.replace("refusing ", "bad ", 1),
+                        'give Debian package names, e.g. "libmagic1"',
+                    ) from None
     return sorted(set(names))
 
 
 def check_exit_status(value: Optional[int]) -> Optional[int]:
     if value is not None and not 0 <= value <= 255:
-        raise UsageError(f"--exit-status {value} is not an exit status",
-                         "give the status the command exited with, 0 to 255")
+        raise UsageError(
+            f"--exit-status {value} is not an exit status",
+            "give the status the command exited with, 0 to 255",
+        )
     return value
 
 
 __all__ = [
-    "Execution", "FileOwners", "RunSummary", "InterpreterError", "check_exit_status",
-    "ctypes_names", "declared_system_packages", "execute", "find_repo_venv",
-    "resolve_library_names", "summarize",
+    "Execution",
+    "FileOwners",
+    "RunSummary",
+    "InterpreterError",
+    "check_exit_status",
+    "ctypes_names",
+    "declared_system_packages",
+    "execute",
+    "find_repo_venv",
+    "resolve_library_names",
+    "summarize",
 ]

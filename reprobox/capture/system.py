@@ -302,8 +302,9 @@ def _load_cache(cache_file: Path, key: str) -> dict[str, Any] | None:
     return None
 
 
-def _save_cache(cache_file: Path, key: str, packages: list[SystemPackage],
-                unowned: list[str]) -> None:
+def _save_cache(
+    cache_file: Path, key: str, packages: list[SystemPackage], unowned: list[str]
+) -> None:
     data = {
         "version": CACHE_VERSION,
         "key": key,
@@ -423,16 +424,20 @@ def only_tried(soname: str, needing_files: Iterable[str]) -> bool:
     for f in files:
         mod = _stem(f)
         parts = f.replace("\\", "/").split("/")
-        in_subpackage = "site-packages" in parts and len(parts) - parts.index(
-            "site-packages") >= 4 or "dist-packages" in parts and len(parts) - parts.index(
-            "dist-packages") >= 4
+        in_subpackage = (
+            "site-packages" in parts
+            and len(parts) - parts.index("site-packages") >= 4
+            or "dist-packages" in parts
+            and len(parts) - parts.index("dist-packages") >= 4
+        )
         if not in_subpackage or len(mod) < 3 or not (mod in lib or lib in mod):
             return False
     return True
 
 
-def add_declared(found: list[SystemPackage], names: Iterable[str]
-                 ) -> tuple[list[SystemPackage], list[str]]:
+def add_declared(
+    found: list[SystemPackage], names: Iterable[str]
+) -> tuple[list[SystemPackage], list[str]]:
     """``found`` plus the packages declared by name, at the version installed on this machine
     (dpkg only). A declared package already found keeps its record; one not installed here is
     left out with a warning (its version cannot be known)."""
@@ -443,16 +448,19 @@ def add_declared(found: list[SystemPackage], names: Iterable[str]
     if package_manager() != "dpkg":
         return list(found), [
             f"--system-package {', '.join(wanted)}: this machine has no dpkg database to take "
-            "the version from; left out"]
+            "the version from; left out"
+        ]
     versions = dpkg_versions(wanted)
     out = list(found)
     warnings: list[str] = []
     for name in wanted:
         rec = versions.get(name)
         if rec is None:
-            warnings.append(f"system package {name} is declared but not installed on this "
-                            f"machine: left out (install it, `apt-get install {name}`, and "
-                            "capture again)")
+            warnings.append(
+                f"system package {name} is declared but not installed on this "
+                f"machine: left out (install it, `apt-get install {name}`, and "
+                "capture again)"
+            )
             continue
         pname, version, arch = rec
         out.append(SystemPackage(name=pname, version=version, manager="dpkg", arch=arch))
@@ -486,8 +494,14 @@ def _strip_uri_credentials(uri: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
-def _apt_entry(uri: str, suites: list[str], components: list[str], signed_by: str | None,
-               where: str, warnings: list[str]) -> Any:
+def _apt_entry(
+    uri: str,
+    suites: list[str],
+    components: list[str],
+    signed_by: str | None,
+    where: str,
+    warnings: list[str],
+) -> Any:
     uri = _strip_uri_credentials(uri.strip())
     key = None
     if signed_by:
@@ -495,8 +509,13 @@ def _apt_entry(uri: str, suites: list[str], components: list[str], signed_by: st
         # a path names a key file; an inline key block is not recorded
         key = os.path.basename(signed_by) if signed_by.startswith("/") else None
     m = _SNAPSHOT_TAIL.search(uri)
-    src = AptSource(uri=uri, suites=tuple(suites), components=tuple(components), signed_by=key,
-                    snapshot=m.group(1) if m else None)
+    src = AptSource(
+        uri=uri,
+        suites=tuple(suites),
+        components=tuple(components),
+        signed_by=key,
+        snapshot=m.group(1) if m else None,
+    )
     try:
         validate.apt_source(src, "apt source")
     except ValidationError as exc:
@@ -533,12 +552,13 @@ def parse_sources_list(text: str, where: str, warnings: list[str]) -> list[Any]:
             for opt in rest[1:end].split():
                 k, _, v = opt.partition("=")
                 options[k] = v
-            rest = rest[end + 1:].strip()
+            rest = rest[end + 1 :].strip()
         words = rest.split()
         if len(words) < 2:
             continue
-        entry = _apt_entry(words[0], [words[1]], words[2:], options.get("signed-by"), where,
-                           warnings)
+        entry = _apt_entry(
+            words[0], [words[1]], words[2:], options.get("signed-by"), where, warnings
+        )
         if entry is not None:
             out.append(entry)
     return out
@@ -566,10 +586,14 @@ def parse_deb822_sources(text: str, where: str, warnings: list[str]) -> list[Any
         if fields.get("enabled", "yes").strip().lower() in ("no", "false", "0"):
             continue
         for uri in fields.get("uris", "").split():
-            entry = _apt_entry(uri, fields.get("suites", "").split(),
-                               fields.get("components", "").split(),
-                               fields.get("signed-by", "").split("\n", 1)[0] or None,
-                               where, warnings)
+            entry = _apt_entry(
+                uri,
+                fields.get("suites", "").split(),
+                fields.get("components", "").split(),
+                fields.get("signed-by", "").split("\n", 1)[0] or None,
+                where,
+                warnings,
+            )
             if entry is not None:
                 out.append(entry)
     return out
@@ -600,7 +624,8 @@ def apt_sources(apt_dir: Path = APT_DIR) -> tuple[tuple[Any, ...], list[str]]:
                 found += parse_deb822_sources(text, str(path), warnings)
     unique = list(dict.fromkeys(found))
     if len(unique) > validate.MAX_APT_SOURCES:
-        warnings.append(f"{len(unique)} apt sources: only the first "
-                        f"{validate.MAX_APT_SOURCES} are recorded")
-        unique = unique[:validate.MAX_APT_SOURCES]
+        warnings.append(
+            f"{len(unique)} apt sources: only the first {validate.MAX_APT_SOURCES} are recorded"
+        )
+        unique = unique[: validate.MAX_APT_SOURCES]
     return tuple(unique), warnings

@@ -37,8 +37,17 @@ from .versions import compare_system_versions, compare_versions
 # --------------------------------------------------------------------------- what is compared
 
 #: The interpreter's fields, in display order. ``diff`` compares them all.
-INTERPRETER_FIELDS = ("implementation", "version", "abi", "soabi", "platform", "build",
-                      "compiler", "kind", "gil_disabled")
+INTERPRETER_FIELDS = (
+    "implementation",
+    "version",
+    "abi",
+    "soabi",
+    "platform",
+    "build",
+    "compiler",
+    "kind",
+    "gil_disabled",
+)
 #: Where and how the interpreter was built: a rebuild runs another build of the same release
 #: (the image's CPython, possibly on another platform than a macOS capture), so ``verify`` does
 #: not hold these against it; ``diff`` shows them.
@@ -52,13 +61,22 @@ INTERPRETER_NOT_COMPARED = ("executable", "platform_tags")
 #: What of a conda record must be the same on both sides, in display order (``depends`` and the
 #: requested specs are not: each tool writes them its own way; ``libraries`` are what the code
 #: loads, not what is installed).
-CONDA_FIELDS = ("version", "build", "build_number", "channel", "subdir", "url", "md5", "sha256",
-                "files", "files_sha256")
+CONDA_FIELDS = (
+    "version",
+    "build",
+    "build_number",
+    "channel",
+    "subdir",
+    "url",
+    "md5",
+    "sha256",
+    "files",
+    "files_sha256",
+)
 CONDA_NOT_COMPARED = ("name", "depends", "requested_spec", "noarch", "libraries")
 
 OS_FIELDS = ("system", "id", "version_id", "codename", "glibc", "arch", "kernel")
-HARDWARE_FIELDS = ("cpu_model", "cpu_vendor", "cpu_cores", "memory_bytes", "cuda_runtime",
-                   "cudnn")
+HARDWARE_FIELDS = ("cpu_model", "cpu_vendor", "cpu_cores", "memory_bytes", "cuda_runtime", "cudnn")
 GIT_FIELDS = ("commit", "branch", "remote", "dirty")
 
 #: How an installed file that matches its RECORD is described.
@@ -91,8 +109,9 @@ def describe_source(src: PackageSource) -> str:
         return f"{src.vcs or 'vcs'}+{src.url or '?'}@{src.commit or '?'}{sub}"
     if src.kind == "directory":
         where = src.path or src.url or "?"
-        return (f"{'editable ' if src.editable else ''}directory {where}"
-                + (" of the repository" if src.in_repo else ""))
+        return f"{'editable ' if src.editable else ''}directory {where}" + (
+            " of the repository" if src.in_repo else ""
+        )
     return f"archive {src.url or '?'}" + (f" ({src.hash})" if src.hash else "")
 
 
@@ -107,7 +126,7 @@ def channel_display(url: Optional[str]) -> str:
         return "(local build)"
     for prefix in _CONDA_CHANNEL_HOSTS:
         if url.startswith(prefix):
-            return url[len(prefix):]
+            return url[len(prefix) :]
     return url
 
 
@@ -128,12 +147,16 @@ def describe_installed_change(c: InstalledChange | None) -> str:
 
 
 def _describe_gpu(g: Any) -> str:
-    extra = [x for x in (
-        f"driver {g.driver}" if g.driver else "",
-        f"CUDA {g.cuda_driver}" if g.cuda_driver else "",
-        f"compute {g.compute_capability}" if g.compute_capability else "",
-        f"{g.memory_mib} MiB" if g.memory_mib else "",
-    ) if x]
+    extra = [
+        x
+        for x in (
+            f"driver {g.driver}" if g.driver else "",
+            f"CUDA {g.cuda_driver}" if g.cuda_driver else "",
+            f"compute {g.compute_capability}" if g.compute_capability else "",
+            f"{g.memory_mib} MiB" if g.memory_mib else "",
+        )
+        if x
+    ]
     return g.name + (f" ({', '.join(extra)})" if extra else "")
 
 
@@ -149,8 +172,9 @@ def _digest(env: Environment) -> str:
 # --------------------------------------------------------------------------- field by field
 
 
-def field_changes(a: Any, b: Any, keys: Sequence[str], *,
-                  known_only: bool = False) -> tuple[Change, ...]:
+def field_changes(
+    a: Any, b: Any, keys: Sequence[str], *, known_only: bool = False
+) -> tuple[Change, ...]:
     """The ``keys`` whose values differ between ``a`` and ``b``, in the order of ``keys``.
 
     ``known_only``: a field that one side does not know (None) is not a change.
@@ -165,7 +189,9 @@ def field_changes(a: Any, b: Any, keys: Sequence[str], *,
 
 
 def diff_python_packages(
-    a: Sequence[Package], b: Sequence[Package], *,
+    a: Sequence[Package],
+    b: Sequence[Package],
+    *,
     same_source: Callable[[Package, Package], bool] | None = None,
 ) -> PackageDiff:
     """Python packages by kind of change, sorted by name.
@@ -180,11 +206,13 @@ def diff_python_packages(
         pa, pb = amap.get(name), bmap.get(name)
         if pa is None and pb is not None:
             groups["added"].append(
-                PackageChange(name, None, pb.version, None, describe_source(pb.source)))
+                PackageChange(name, None, pb.version, None, describe_source(pb.source))
+            )
             continue
         if pb is None and pa is not None:
             groups["removed"].append(
-                PackageChange(name, pa.version, None, describe_source(pa.source)))
+                PackageChange(name, pa.version, None, describe_source(pa.source))
+            )
             continue
         assert pa is not None and pb is not None
         order = compare_versions(pa.version, pb.version) if pa.version != pb.version else 0
@@ -192,11 +220,18 @@ def diff_python_packages(
             groups["upgraded"].append(PackageChange(name, pa.version, pb.version))
         elif order > 0:
             groups["downgraded"].append(PackageChange(name, pa.version, pb.version))
-        if (pa.source.identity() != pb.source.identity()
-                and not (same_source is not None and same_source(pa, pb))):
-            groups["source_changed"].append(PackageChange(
-                name, pa.version, pb.version, describe_source(pa.source), describe_source(pb.source)
-            ))
+        if pa.source.identity() != pb.source.identity() and not (
+            same_source is not None and same_source(pa, pb)
+        ):
+            groups["source_changed"].append(
+                PackageChange(
+                    name,
+                    pa.version,
+                    pb.version,
+                    describe_source(pa.source),
+                    describe_source(pb.source),
+                )
+            )
     return PackageDiff(**{g: tuple(v) for g, v in groups.items()})
 
 
@@ -207,6 +242,7 @@ def system_key(s: SystemPackage) -> str:
 
 def diff_system_packages(a: Sequence[SystemPackage], b: Sequence[SystemPackage]) -> PackageDiff:
     """System packages by kind of change (dpkg's version order), keyed by :func:`system_key`."""
+
     def where(s: SystemPackage) -> str:
         return s.manager + (f" {s.arch}" if s.arch else "")
 
@@ -233,8 +269,9 @@ def diff_system_packages(a: Sequence[SystemPackage], b: Sequence[SystemPackage])
     return PackageDiff(**{g: tuple(v) for g, v in groups.items()})
 
 
-def conda_field_changes(a: CondaPackage, b: CondaPackage, *,
-                        a_is_reference: bool = False) -> tuple[Change, ...]:
+def conda_field_changes(
+    a: CondaPackage, b: CondaPackage, *, a_is_reference: bool = False
+) -> tuple[Change, ...]:
     """The :data:`CONDA_FIELDS` whose values differ between A and B, in that order.
 
     ``a_is_reference`` (verify: A is the capture, B its rebuild): a field that A does not record
@@ -250,8 +287,11 @@ def conda_field_changes(a: CondaPackage, b: CondaPackage, *,
 
 
 def _conda_source(p: CondaPackage, changes: Sequence[Change]) -> str:
-    extra = "".join(f", {c.key} {'(none)' if getattr(p, c.key) is None else getattr(p, c.key)}"
-                    for c in changes if c.key not in ("version", "build", "channel"))
+    extra = "".join(
+        f", {c.key} {'(none)' if getattr(p, c.key) is None else getattr(p, c.key)}"
+        for c in changes
+        if c.key not in ("version", "build", "channel")
+    )
     return f"build {p.build} from {p.channel}{extra}"
 
 
@@ -278,13 +318,17 @@ def diff_conda_packages(a: CondaEnvironment | None, b: CondaEnvironment | None) 
         else:
             changes = conda_field_changes(pa, pb)
             if changes:
-                groups["source_changed"].append(PackageChange(
-                    name, la, lb, _conda_source(pa, changes), _conda_source(pb, changes)))
+                groups["source_changed"].append(
+                    PackageChange(
+                        name, la, lb, _conda_source(pa, changes), _conda_source(pb, changes)
+                    )
+                )
     return PackageDiff(**{g: tuple(v) for g, v in groups.items()})
 
 
-def installed_file_changes(a: Sequence[InstalledChange],
-                           b: Sequence[InstalledChange]) -> tuple[FileChange, ...]:
+def installed_file_changes(
+    a: Sequence[InstalledChange], b: Sequence[InstalledChange]
+) -> tuple[FileChange, ...]:
     """Installed files changed after install, A against B.
 
     Both sides list the files that differ from their distribution's RECORD (and the files added
@@ -298,8 +342,14 @@ def installed_file_changes(a: Sequence[InstalledChange],
         got = seen.pop((want.package, want.path), None)
         if got is not None and got.change == want.change and got.sha256 == want.sha256:
             continue
-        out.append(FileChange(want.package, want.path, describe_installed_change(want),
-                              describe_installed_change(got)))
+        out.append(
+            FileChange(
+                want.package,
+                want.path,
+                describe_installed_change(want),
+                describe_installed_change(got),
+            )
+        )
     for (package, path), got in sorted(seen.items()):
         out.append(FileChange(package, path, AS_INSTALLED, describe_installed_change(got)))
     return tuple(out)
@@ -344,8 +394,10 @@ def diff_environments(
             git_changes += (Change("patch_sha256", exp_a.git.patch_sha256, exp_b.git.patch_sha256),)
     else:
         missing = "A" if exp_a is None else "B"
-        notes.append(f"environment variables and git were not compared: {missing} is not a "
-                     "recorded experiment")
+        notes.append(
+            f"environment variables and git were not compared: {missing} is not a "
+            "recorded experiment"
+        )
 
     result = EnvDiff(
         label_a=label_a or label_for(exp_a),

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+
 @dataclass(frozen=True)
 class Change:
     """One field that differs; ``None`` on a side means absent there."""
@@ -125,9 +126,17 @@ class EnvDiff:
     def empty(self) -> bool:
         """True when nothing differs in any group (hardware, env vars and git included)."""
         return not (
-            self.interpreter or not self.packages.empty or not self.system_packages.empty
-            or self.os or self.hardware or self.cpu_flags_added or self.cpu_flags_removed
-            or self.env or self.git or not self.conda_packages.empty or self.installed_files
+            self.interpreter
+            or not self.packages.empty
+            or not self.system_packages.empty
+            or self.os
+            or self.hardware
+            or self.cpu_flags_added
+            or self.cpu_flags_removed
+            or self.env
+            or self.git
+            or not self.conda_packages.empty
+            or self.installed_files
         )
 
     @property
@@ -154,10 +163,16 @@ class EnvDiff:
             "git": [c.to_dict() for c in self.git],
             "numerics_warnings": [w.to_dict() for w in self.numerics_warnings],
             "notes": list(self.notes),
-            **({"conda_packages": self.conda_packages.to_dict()}
-               if not self.conda_packages.empty else {}),
-            **({"installed_files": [c.to_dict() for c in self.installed_files]}
-               if self.installed_files else {}),
+            **(
+                {"conda_packages": self.conda_packages.to_dict()}
+                if not self.conda_packages.empty
+                else {}
+            ),
+            **(
+                {"installed_files": [c.to_dict() for c in self.installed_files]}
+                if self.installed_files
+                else {}
+            ),
         }
 
 

@@ -15,26 +15,46 @@ from typing import Any
 from ..model import Environment
 from .model import PACKAGE_GROUPS, EnvDiff, NumericsWarning, PackageDiff
 
-NUMERIC_LIBRARIES = ("numpy", "scipy", "torch", "tensorflow", "tensorflow-cpu", "tensorflow-gpu",
-                     "jax", "jaxlib", "scikit-learn", "pandas")
+NUMERIC_LIBRARIES = (
+    "numpy",
+    "scipy",
+    "torch",
+    "tensorflow",
+    "tensorflow-cpu",
+    "tensorflow-gpu",
+    "jax",
+    "jaxlib",
+    "scikit-learn",
+    "pandas",
+)
 
 #: Python distributions that are (or pick) the BLAS/LAPACK implementation.
-_BLAS_PY = re.compile(r"(mkl|mkl[-_.].*|intel-openmp|scipy-openblas(32|64)|openblas.*|blis|"
-                      r"flexiblas|accelerate-blas)")
+_BLAS_PY = re.compile(
+    r"(mkl|mkl[-_.].*|intel-openmp|scipy-openblas(32|64)|openblas.*|blis|"
+    r"flexiblas|accelerate-blas)"
+)
 #: OS packages that provide BLAS/LAPACK (Debian, RPM and Alpine spellings).
-_BLAS_SYS = re.compile(r"(libopenblas.*|openblas.*|libblas.*|blas|blas-.*|liblapack.*|lapack.*|"
-                       r"libmkl.*|intel-mkl.*|intel-oneapi-mkl.*|libblis.*|blis.*|libatlas.*|atlas.*|"
-                       r"libflexiblas.*|flexiblas.*|libarmpl.*|accelerate|libaccelerate.*)")
+_BLAS_SYS = re.compile(
+    r"(libopenblas.*|openblas.*|libblas.*|blas|blas-.*|liblapack.*|lapack.*|"
+    r"libmkl.*|intel-mkl.*|intel-oneapi-mkl.*|libblis.*|blis.*|libatlas.*|atlas.*|"
+    r"libflexiblas.*|flexiblas.*|libarmpl.*|accelerate|libaccelerate.*)"
+)
 #: Shared libraries that are BLAS/LAPACK, by family (bundled in wheels such as numpy.libs too).
-_BLAS_LIB = re.compile(r"(libscipy_openblas(?:64_)?|libopenblas(?:64_)?(?:p)?|libmkl_[a-z0-9]+|"
-                       r"libblis|libblas|liblapack|libcblas|libflexiblas|libarmpl|Accelerate)")
+_BLAS_LIB = re.compile(
+    r"(libscipy_openblas(?:64_)?|libopenblas(?:64_)?(?:p)?|libmkl_[a-z0-9]+|"
+    r"libblis|libblas|liblapack|libcblas|libflexiblas|libarmpl|Accelerate)"
+)
 #: conda packages that are (or select) the BLAS/LAPACK implementation; ``libblas``, ``blas`` and
 #: friends name the implementation in their build string (``21_linux64_openblas``, ``mkl``).
-_BLAS_CONDA = re.compile(r"(mkl|mkl-.*|intel-openmp|libopenblas|openblas|libblas|libcblas|"
-                         r"liblapack|liblapacke|blas|blas-devel|blis|libflexiblas|accelerate)")
+_BLAS_CONDA = re.compile(
+    r"(mkl|mkl-.*|intel-openmp|libopenblas|openblas|libblas|libcblas|"
+    r"liblapack|liblapacke|blas|blas-devel|blis|libflexiblas|accelerate)"
+)
 #: conda packages of the CUDA stack (their build strings also say ``cuda`` for framework builds).
-_CUDA_CONDA = re.compile(r"(cudatoolkit|cuda-.*|libcu.*|libnpp.*|libnvjitlink.*|cudnn|libcudnn.*|"
-                         r"nccl|libnccl.*|pytorch-cuda|cupy.*|magma|libmagma.*|tensorrt.*)")
+_CUDA_CONDA = re.compile(
+    r"(cudatoolkit|cuda-.*|libcu.*|libnpp.*|libnvjitlink.*|cudnn|libcudnn.*|"
+    r"nccl|libnccl.*|pytorch-cuda|cupy.*|magma|libmagma.*|tensorrt.*)"
+)
 #: conda spellings of numerical libraries (``pytorch`` is ``torch`` on PyPI).
 _NUMERIC_CONDA = frozenset({"pytorch", "tensorflow-base", "numpy-base", "jaxlib"})
 #: GPU math libraries shipped as wheels (cuBLAS, cuDNN...) and GPU array libraries.
@@ -92,6 +112,7 @@ def _blas_warning(a: Environment, b: Environment) -> NumericsWarning | None:
 
 def _package_changes(d: PackageDiff, names: Any) -> list[str]:
     """``name a -> b`` for every change of a package matching ``names`` (a set or a regex)."""
+
     def wanted(name: str) -> bool:
         if isinstance(names, (set, frozenset, tuple)):
             return name in names
@@ -133,22 +154,31 @@ def numerics_warnings(d: EnvDiff, a: Environment, b: Environment) -> tuple[Numer
         warnings.append(blas)
 
     hw = {c.key: c for c in d.hardware}
-    cuda = [f"{k} {hw[k].a or 'none'} -> {hw[k].b or 'none'}"
-            for k in ("cuda_runtime", "cudnn") if k in hw]
+    cuda = [
+        f"{k} {hw[k].a or 'none'} -> {hw[k].b or 'none'}"
+        for k in ("cuda_runtime", "cudnn")
+        if k in hw
+    ]
     cuda += _package_changes(d.packages, _CUDA_PY)
     cuda += _conda_cuda_changes(d.conda_packages)
     if cuda:
-        warnings.append(NumericsWarning(
-            "cuda", "CUDA / cuDNN changed (" + "; ".join(cuda) + "): GPU kernels, algorithm "
-            "selection and reduction order differ between releases",
-        ))
+        warnings.append(
+            NumericsWarning(
+                "cuda",
+                "CUDA / cuDNN changed (" + "; ".join(cuda) + "): GPU kernels, algorithm "
+                "selection and reduction order differ between releases",
+            )
+        )
     if "gpus" in hw:
         ga = "; ".join(hw["gpus"].a) or "no GPU"
         gb = "; ".join(hw["gpus"].b) or "no GPU"
-        warnings.append(NumericsWarning(
-            "gpu", f"GPU changed ({ga} -> {gb}): another architecture runs other kernels "
-            "(TF32, tensor cores, atomics) and rounds differently",
-        ))
+        warnings.append(
+            NumericsWarning(
+                "gpu",
+                f"GPU changed ({ga} -> {gb}): another architecture runs other kernels "
+                "(TF32, tensor cores, atomics) and rounds differently",
+            )
+        )
 
     cpu = []
     if d.cpu_flags_added:
@@ -162,25 +192,34 @@ def numerics_warnings(d: EnvDiff, a: Environment, b: Environment) -> tuple[Numer
     if arch is not None:
         cpu.append(f"architecture {arch.a} -> {arch.b}")
     if cpu:
-        warnings.append(NumericsWarning(
-            "cpu", "CPU instruction set changed (" + "; ".join(cpu) + "): BLAS and vectorised "
-            "code dispatch to other kernels (FMA, AVX2, AVX-512) and round differently",
-        ))
+        warnings.append(
+            NumericsWarning(
+                "cpu",
+                "CPU instruction set changed (" + "; ".join(cpu) + "): BLAS and vectorised "
+                "code dispatch to other kernels (FMA, AVX2, AVX-512) and round differently",
+            )
+        )
 
     glibc = next((c for c in d.os if c.key == "glibc"), None)
     if glibc is not None:
-        warnings.append(NumericsWarning(
-            "libm", f"glibc changed ({glibc.a} -> {glibc.b}): libm's exp, log, pow and "
-            "trigonometric functions may round differently in the last bit",
-        ))
+        warnings.append(
+            NumericsWarning(
+                "libm",
+                f"glibc changed ({glibc.a} -> {glibc.b}): libm's exp, log, pow and "
+                "trigonometric functions may round differently in the last bit",
+            )
+        )
 
     libs = _package_changes(d.packages, frozenset(NUMERIC_LIBRARIES))
     libs += _package_changes(d.conda_packages, frozenset(NUMERIC_LIBRARIES) | _NUMERIC_CONDA)
     if libs:
-        warnings.append(NumericsWarning(
-            "library", "numerical libraries changed (" + "; ".join(libs) + "): algorithms, "
-            "defaults and random streams change between versions",
-        ))
+        warnings.append(
+            NumericsWarning(
+                "library",
+                "numerical libraries changed (" + "; ".join(libs) + "): algorithms, "
+                "defaults and random streams change between versions",
+            )
+        )
     return tuple(warnings)
 
 

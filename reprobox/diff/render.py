@@ -43,9 +43,20 @@ def visible(value: Any) -> str:
 #: in a span as GitHub's documentation advises, and the zero-width spaces that :func:`_defuse`
 #: inserted as an entity.
 _MD_REPLACE = {
-    "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;",
-    "\\": "\\\\", "`": "\\`", "*": "\\*", "_": "\\_", "[": "\\[", "]": "\\]", "|": "\\|",
-    "~": "\\~", "$": "<span>$</span>", _ZWSP: "&#8203;",
+    "&": "&amp;",
+    "<": "&lt;",
+    ">": "&gt;",
+    '"': "&quot;",
+    "\\": "\\\\",
+    "`": "\\`",
+    "*": "\\*",
+    "_": "\\_",
+    "[": "\\[",
+    "]": "\\]",
+    "|": "\\|",
+    "~": "\\~",
+    "$": "<span>$</span>",
+    _ZWSP: "&#8203;",
 }
 
 #: What GitHub turns into a link, a notification or a picture when it meets it in plain text:
@@ -130,8 +141,13 @@ def _text_packages(lines: list[str], title: str, d: PackageDiff, color: bool) ->
     for c in d.downgraded:
         rows.append(("downgraded", "yellow", f"{visible(c.name)} {visible(c.a)} -> {visible(c.b)}"))
     for c in d.source_changed:
-        rows.append(("source", "yellow",
-                     f"{visible(c.name)}: {visible(c.a_source)} -> {visible(c.b_source)}"))
+        rows.append(
+            (
+                "source",
+                "yellow",
+                f"{visible(c.name)}: {visible(c.a_source)} -> {visible(c.b_source)}",
+            )
+        )
     for label, col, body in rows:
         lines.append(f"  {_style(f'{label:<10}', color, col)}  {body}")
 
@@ -150,15 +166,24 @@ def _groups(d: EnvDiff) -> list[tuple[str, Union[PackageDiff, Sequence[Change]]]
         ("Hardware", hw),
         ("Environment variables", d.env),
         ("Git", d.git),
-        *([("Installed files", [Change(f"{c.package}: {c.path}", c.a, c.b)
-                                for c in d.installed_files])] if d.installed_files else []),
+        *(
+            [
+                (
+                    "Installed files",
+                    [Change(f"{c.package}: {c.path}", c.a, c.b) for c in d.installed_files],
+                )
+            ]
+            if d.installed_files
+            else []
+        ),
     ]
 
 
 def _flags_change(d: EnvDiff) -> Change:
     """CPU flags shown as what each side has that the other lacks."""
-    return Change("cpu_flags (only on this side)", list(d.cpu_flags_removed),
-                  list(d.cpu_flags_added))
+    return Change(
+        "cpu_flags (only on this side)", list(d.cpu_flags_removed), list(d.cpu_flags_added)
+    )
 
 
 def render_text(d: EnvDiff, color: bool = False) -> str:
@@ -219,8 +244,11 @@ def _md_changes(lines: list[str], title: str, changes: Sequence[Change], h: str)
         return
     lines.append(f"{h} {title}")
     lines.append("")
-    _md_table(lines, ("", "A", "B"),
-              [(md_escape(c.key), _md_value(c.a, c.key), _md_value(c.b, c.key)) for c in changes])
+    _md_table(
+        lines,
+        ("", "A", "B"),
+        [(md_escape(c.key), _md_value(c.a, c.key), _md_value(c.b, c.key)) for c in changes],
+    )
 
 
 def _md_packages(lines: list[str], title: str, d: PackageDiff, h: str) -> None:
@@ -263,8 +291,11 @@ def render_markdown(d: EnvDiff, *, heading_level: int = 3, include_warnings: boo
         lines.append("No differences.")
         lines.append("")
     else:
-        digest = (f"Environment digest unchanged: {md_code(d.digest_a)}" if d.same_digest
-                  else f"Environment digest: {md_code(d.digest_a)} → {md_code(d.digest_b)}")
+        digest = (
+            f"Environment digest unchanged: {md_code(d.digest_a)}"
+            if d.same_digest
+            else f"Environment digest: {md_code(d.digest_a)} → {md_code(d.digest_b)}"
+        )
         lines.append(digest)
         lines.append("")
         if include_warnings and d.numerics_warnings:

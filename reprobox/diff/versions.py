@@ -63,6 +63,7 @@ def _deb_part_cmp(a: str, b: str) -> int:
 
 def compare_system_versions(a: str, b: str) -> int:
     """-1, 0 or 1 in dpkg's order (``[epoch:]upstream[-revision]``); also sensible for rpm/apk."""
+
     def split(v: str) -> tuple[int, str, str]:
         epoch, sep, rest = v.partition(":")
         if not sep or not epoch.isdigit() or not epoch.isascii():

@@ -34,10 +34,25 @@ from .logs import BuildLog, step_titles
 from .podman import PodmanEngine
 
 __all__ = [
-    "ENGINES", "BuildKitClient", "BuildLog", "BuildRequest", "Confinement", "DockerEngine",
-    "Engine", "EngineBuild", "Mount", "PodmanEngine", "Progress", "RunOutput",
-    "find_buildkit_client", "get_engine", "is_loopback_registry", "push_error", "registry_of",
-    "select_engine", "step_titles",
+    "ENGINES",
+    "BuildKitClient",
+    "BuildLog",
+    "BuildRequest",
+    "Confinement",
+    "DockerEngine",
+    "Engine",
+    "EngineBuild",
+    "Mount",
+    "PodmanEngine",
+    "Progress",
+    "RunOutput",
+    "find_buildkit_client",
+    "get_engine",
+    "is_loopback_registry",
+    "push_error",
+    "registry_of",
+    "select_engine",
+    "step_titles",
 ]
 
 log = logging.getLogger("reprobox.engine")
@@ -78,8 +93,11 @@ def get_engine() -> Engine:
         else:
             docker_engine = DockerEngine()
             _ENGINE = docker_engine
-            if (not os.environ.get("DOCKER_HOST") and not docker_engine.available()
-                    and proc.which("podman")):
+            if (
+                not os.environ.get("DOCKER_HOST")
+                and not docker_engine.available()
+                and proc.which("podman")
+            ):
                 podman = PodmanEngine()
                 if podman.available():
                     log.info("no Docker daemon answers: using podman")

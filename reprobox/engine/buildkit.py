@@ -29,8 +29,9 @@ def _docker_candidates() -> list[str]:
 
 def _client_version(docker: str) -> Optional[tuple[int, ...]]:
     try:
-        out = proc.run([docker, "version", "--format", "{{.Client.Version}}"], check=False,
-                       timeout=20).stdout
+        out = proc.run(
+            [docker, "version", "--format", "{{.Client.Version}}"], check=False, timeout=20
+        ).stdout
     except Exception:  # noqa: BLE001 - a broken candidate is just not a candidate
         return None
     m = re.search(r"(\d+)\.(\d+)", out or "")
@@ -53,12 +54,16 @@ def find_buildkit_client() -> Optional[BuildKitClient]:
             continue
         if buildx.returncode == 0:
             version = (buildx.stdout or "").strip().split("\n")[0]
-            return BuildKitClient((docker, "buildx", "build", "--load"), {},
-                                  f"{docker} buildx ({version})")
+            return BuildKitClient(
+                (docker, "buildx", "build", "--load"), {}, f"{docker} buildx ({version})"
+            )
         version = _client_version(docker)
         # Clients from 18.09 to 22.x carry BuildKit themselves (DOCKER_BUILDKIT=1); from 23 on,
         # `docker build` is the buildx plugin, so without the plugin there is no BuildKit.
         if version and (18, 9) <= version < (23, 0):
-            return BuildKitClient((docker, "build"), {"DOCKER_BUILDKIT": "1"},
-                                  f"{docker} {version[0]}.{version[1]} (built-in BuildKit)")
+            return BuildKitClient(
+                (docker, "build"),
+                {"DOCKER_BUILDKIT": "1"},
+                f"{docker} {version[0]}.{version[1]} (built-in BuildKit)",
+            )
     return None

@@ -40,8 +40,13 @@ def build_argv(client: Sequence[str], req: BuildRequest, iidfile: Path) -> list[
     return argv
 
 
-def run_build(client: Sequence[str], env: Mapping[str, str], req: BuildRequest, log: StepLog,
-              failed: Callable[[str], NoReturn]) -> EngineBuild:
+def run_build(
+    client: Sequence[str],
+    env: Mapping[str, str],
+    req: BuildRequest,
+    log: StepLog,
+    failed: Callable[[str], NoReturn],
+) -> EngineBuild:
     """Run the build, feeding ``log``; on a failure ``failed(error text)`` raises."""
     iidfile = req.context.parent / f".{req.context.name}.iid"
     with suppress(FileNotFoundError):
@@ -63,5 +68,6 @@ def run_build(client: Sequence[str], env: Mapping[str, str], req: BuildRequest, 
     finally:
         with suppress(FileNotFoundError):
             iidfile.unlink()
-    return EngineBuild(image_id, seconds, "\n".join(log.tail), log.steps, log.cached,
-                       tuple(log.warnings))
+    return EngineBuild(
+        image_id, seconds, "\n".join(log.tail), log.steps, log.cached, tuple(log.warnings)
+    )

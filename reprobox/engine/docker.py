@@ -50,8 +50,9 @@ def _sdk() -> Any:
         import docker.errors  # lazy: as above
         import docker.types  # lazy: as above
     except ImportError as exc:  # pragma: no cover - a declared dependency
-        raise EngineError("the Docker SDK for Python is not installed",
-                          "pip install docker") from exc
+        raise EngineError(
+            "the Docker SDK for Python is not installed", "pip install docker"
+        ) from exc
     return docker
 
 
@@ -66,8 +67,12 @@ def _client_from_env(docker: Any) -> Any:
         return docker.from_env(timeout=300)
     except (ValueError, docker.errors.InvalidConfigFile) as exc:
         where = os.environ.get("DOCKER_CONFIG", "~/.docker")
-        log.warning("ignoring the Docker client configuration in %s: %s (registry logins from it "
-                    "are not used)", where, type(exc).__name__)
+        log.warning(
+            "ignoring the Docker client configuration in %s: %s (registry logins from it "
+            "are not used)",
+            where,
+            type(exc).__name__,
+        )
         saved = os.environ.get("DOCKER_CONFIG")
         with tempfile.TemporaryDirectory(prefix="reprobox-docker-config-") as empty:
             # An empty config here, or the SDK falls back to ~/.docker/config.json again.
@@ -189,7 +194,8 @@ class DockerEngine(Engine):
     def _base_missing(self, ref: str, hint: str) -> BaseImageMissing:
         return BaseImageMissing(
             f"the base image {ref} is not on this machine and cannot be pulled "
-            "(no registry answers)", hint,
+            "(no registry answers)",
+            hint,
         )
 
     def remove_image(self, tag: str) -> None:
@@ -199,8 +205,10 @@ class DockerEngine(Engine):
         except errors.ImageNotFound:
             pass
         except errors.APIError as exc:
-            raise EngineError(f"cannot remove image {tag}: {exc.explanation or exc}",
-                              "stop the containers that use it (`docker ps -a`)") from None
+            raise EngineError(
+                f"cannot remove image {tag}: {exc.explanation or exc}",
+                "stop the containers that use it (`docker ps -a`)",
+            ) from None
 
     def tag_image(self, image: str, tag: str) -> None:
         repo, _, name = tag.rpartition(":") if ":" in tag.split("/")[-1] else (tag, "", "latest")
@@ -224,8 +232,10 @@ class DockerEngine(Engine):
                     continue
                 if event.get("error") or event.get("errorDetail"):
                     detail = event.get("errorDetail") or {}
-                    text = str(event.get("error") or (detail.get("message") if
-                                                      isinstance(detail, dict) else detail))
+                    text = str(
+                        event.get("error")
+                        or (detail.get("message") if isinstance(detail, dict) else detail)
+                    )
                     raise push_error(ref, redact_text(text))
                 status = str(event.get("status") or "")
                 if status in ("Pushed", "Layer already exists") or status.startswith("Mounted"):
@@ -249,8 +259,9 @@ class DockerEngine(Engine):
         try:
             self.client.api.import_image_from_file(str(tarball), repository=repo, tag=name)
         except _sdk().errors.APIError as exc:
-            raise EngineError(f"importing {tarball} as {tag} failed: "
-                              f"{exc.explanation or exc}") from None
+            raise EngineError(
+                f"importing {tarball} as {tag} failed: {exc.explanation or exc}"
+            ) from None
         image_id = self.image_id(tag)
         if not image_id:
             raise EngineError(f"importing {tarball} as {tag} produced no image")
@@ -270,14 +281,22 @@ class DockerEngine(Engine):
                 "to render without BuildKit",
             )
         _ = self.client  # the daemon must answer before a long CLI call
-        return run_build((*client.argv, "--progress=plain"), client.env, request,
-                         BuildLog(progress, request.step_titles),
-                         lambda text: self._build_failed(request, text))
+        return run_build(
+            (*client.argv, "--progress=plain"),
+            client.env,
+            request,
+            BuildLog(progress, request.step_titles),
+            lambda text: self._build_failed(request, text),
+        )
 
     def _build_failed(self, req: BuildRequest, text: str) -> NoReturn:
         low = text.lower()
-        if ("pull access denied" in low or "failed to resolve source metadata" in low
-                or "no such host" in low and "registry" in low):
+        if (
+            "pull access denied" in low
+            or "failed to resolve source metadata" in low
+            or "no such host" in low
+            and "registry" in low
+        ):
             raise BaseImageMissing(
                 f"building {req.tag} failed: its base image cannot be found or pulled:\n{text}",
                 "build the base locally with `reprobox base --python X.Y.Z`, or pass --base-image",
@@ -296,9 +315,16 @@ class DockerEngine(Engine):
         image_id = ""
         try:
             stream: Iterable[dict] = self.client.api.build(
-                path=str(req.context), dockerfile=str(req.dockerfile.relative_to(req.context)),
-                tag=req.tag, labels=dict(req.labels), buildargs=dict(req.build_args),
-                network_mode=req.network, rm=True, forcerm=True, decode=True, pull=False,
+                path=str(req.context),
+                dockerfile=str(req.dockerfile.relative_to(req.context)),
+                tag=req.tag,
+                labels=dict(req.labels),
+                buildargs=dict(req.build_args),
+                network_mode=req.network,
+                rm=True,
+                forcerm=True,
+                decode=True,
+                pull=False,
                 nocache=req.no_cache,
             )
             for chunk in stream:
@@ -314,8 +340,14 @@ class DockerEngine(Engine):
             self._build_failed(req, str(exc.explanation or exc))
         if not image_id:
             image_id = self.image_id(req.tag) or ""
-        return EngineBuild(image_id, time.monotonic() - start, "\n".join(reader.tail), reader.steps,
-                           reader.cached, tuple(reader.warnings))
+        return EngineBuild(
+            image_id,
+            time.monotonic() - start,
+            "\n".join(reader.tail),
+            reader.steps,
+            reader.cached,
+            tuple(reader.warnings),
+        )
 
     # ------------------------------------------------------------------ run
 
@@ -337,8 +369,10 @@ class DockerEngine(Engine):
         kwargs: dict[str, Any] = {
             "command": list(argv),
             "detach": True,
-            "mounts": [docker.types.Mount(m.target, str(m.source), type="bind",
-                                          read_only=m.read_only) for m in mounts],
+            "mounts": [
+                docker.types.Mount(m.target, str(m.source), type="bind", read_only=m.read_only)
+                for m in mounts
+            ],
             "working_dir": workdir,
             "environment": dict(env or {}),
             "user": user,
@@ -359,12 +393,16 @@ class DockerEngine(Engine):
         try:
             container = self.client.containers.run(image, **kwargs)
         except docker.errors.ImageNotFound:
-            raise EngineError(f"image {image} is not on this machine",
-                              "build it with `reprobox build <exp>`") from None
+            raise EngineError(
+                f"image {image} is not on this machine", "build it with `reprobox build <exp>`"
+            ) from None
         except docker.errors.APIError as exc:
             msg = str(exc.explanation or exc)
-            hint = ("install the NVIDIA container toolkit to give containers the GPUs"
-                    if gpus and "gpu" in msg.lower() else None)
+            hint = (
+                "install the NVIDIA container toolkit to give containers the GPUs"
+                if gpus and "gpu" in msg.lower()
+                else None
+            )
             raise EngineError(f"cannot start a container from {image}: {msg}", hint) from None
         out = OutputCollector(stream)
         try:

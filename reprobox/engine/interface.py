@@ -216,15 +216,36 @@ def push_error(ref: str, text: str) -> EngineError:
     host = registry_of(ref)
     low = text.lower()
     first = " ".join(text.strip().splitlines()[-1:])[:300] if text.strip() else "no detail"
-    if any(s in low for s in ("connection refused", "no such host", "dial tcp", "timeout",
-                              "timed out", "connection reset", "i/o timeout", "eof")):
+    if any(
+        s in low
+        for s in (
+            "connection refused",
+            "no such host",
+            "dial tcp",
+            "timeout",
+            "timed out",
+            "connection reset",
+            "i/o timeout",
+            "eof",
+        )
+    ):
         return EngineError(
             f"cannot push {ref}: the registry {host} does not answer ({first})",
             f"start the registry (a local one: `scripts/start-registry.sh`) or check the "
             f"--registry host and port; `curl http://{host}/v2/` should answer",
         )
-    if any(s in low for s in ("unauthorized", "authentication required", "denied",
-                              "no basic auth credentials", "forbidden", "401", "403")):
+    if any(
+        s in low
+        for s in (
+            "unauthorized",
+            "authentication required",
+            "denied",
+            "no basic auth credentials",
+            "forbidden",
+            "401",
+            "403",
+        )
+    ):
         return EngineError(
             f"the registry {host} refused the push of {ref} ({first})",
             f"log in with `docker login {host}` (or `podman login {host}`), or push to a "
@@ -232,10 +253,11 @@ def push_error(ref: str, text: str) -> EngineError:
         )
     if "http response to https client" in low or "server gave http response" in low:
         return EngineError(
-            f"cannot push {ref}: the registry {host} speaks plain HTTP and is not marked "
-            "insecure",
+            f"cannot push {ref}: the registry {host} speaks plain HTTP and is not marked insecure",
             f'add "{host}" to "insecure-registries" in /etc/docker/daemon.json (podman: a '
             "registries.conf.d entry with insecure = true), or serve it over TLS",
         )
-    return EngineError(f"the registry {host} refused the push of {ref} ({first})",
-                       "read the registry's answer above; check --registry and your login")
+    return EngineError(
+        f"the registry {host} refused the push of {ref} ({first})",
+        "read the registry's answer above; check --registry and your login",
+    )

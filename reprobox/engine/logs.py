@@ -155,17 +155,32 @@ def build_hint(text: str) -> str:
     """The likely fix for a failed build, from what its log says."""
     low = text.lower()
     if "hash" in low and ("mismatch" in low or "do not match" in low or "doesn't match" in low):
-        return ("the index served files whose hashes differ from the lock: re-lock with "
-                "`reprobox lock <exp>` if the index legitimately changed")
-    if any(s in low for s in ("temporary failure in name resolution", "could not resolve",
-                              "name or service not known", "failed to connect",
-                              "connection refused", "network is unreachable", "dns error",
-                              "timed out")):
-        return ("the build could not reach the package index or the OS mirror: check the proxy "
-                "settings, or try `--network host`")
+        return (
+            "the index served files whose hashes differ from the lock: re-lock with "
+            "`reprobox lock <exp>` if the index legitimately changed"
+        )
+    if any(
+        s in low
+        for s in (
+            "temporary failure in name resolution",
+            "could not resolve",
+            "name or service not known",
+            "failed to connect",
+            "connection refused",
+            "network is unreachable",
+            "dns error",
+            "timed out",
+        )
+    ):
+        return (
+            "the build could not reach the package index or the OS mirror: check the proxy "
+            "settings, or try `--network host`"
+        )
     if "certificate" in low or "ssl" in low:
-        return ("TLS verification failed inside the build: set pip's `cert` (or PIP_CERT) to the "
-                "CA bundle your network needs; reprobox passes it to the build as a secret")
+        return (
+            "TLS verification failed inside the build: set pip's `cert` (or PIP_CERT) to the "
+            "CA bundle your network needs; reprobox passes it to the build as a secret"
+        )
     return "read the build output above; `reprobox build --dry-run` shows the Dockerfile"
 
 

@@ -40,8 +40,10 @@ from .interface import (
 )
 from .logs import PodmanLog, build_hint
 
-_PODMAN_HINT = ("install Debian's podman (`scripts/setup-podman.sh`: `apt-get install podman` and "
-                "the default_ulimits fix containers need where no systemd runs)")
+_PODMAN_HINT = (
+    "install Debian's podman (`scripts/setup-podman.sh`: `apt-get install podman` and "
+    "the default_ulimits fix containers need where no systemd runs)"
+)
 
 
 class PodmanEngine(Engine):
@@ -53,8 +55,9 @@ class PodmanEngine(Engine):
         self.binary = binary or os.environ.get("REPROBOX_PODMAN") or "podman"
         self._info: Optional[dict[str, Any]] = None
 
-    def _run(self, *args: str, check: bool = True, timeout: float = 600,
-             what: Optional[str] = None) -> Any:
+    def _run(
+        self, *args: str, check: bool = True, timeout: float = 600, what: Optional[str] = None
+    ) -> Any:
         try:
             return proc.run([self.binary, *args], check=check, timeout=timeout, what=what)
         except ToolMissing as exc:
@@ -72,8 +75,9 @@ class PodmanEngine(Engine):
             out = self._run("info", "--format", "json", check=False, timeout=60)
             if out.returncode != 0:
                 tail = " ".join((out.stderr or "").strip().splitlines()[-1:])[:200]
-                raise EngineError(f"podman does not work here ({tail or 'no detail'})",
-                                  _PODMAN_HINT)
+                raise EngineError(
+                    f"podman does not work here ({tail or 'no detail'})", _PODMAN_HINT
+                )
             try:
                 data = json.loads(out.stdout)
             except ValueError:
@@ -135,14 +139,17 @@ class PodmanEngine(Engine):
 
     def _base_missing(self, ref: str, hint: str) -> BaseImageMissing:
         return BaseImageMissing(
-            f"the base image {ref} is not in podman's storage and cannot be pulled", hint + "; "
-            f"an image Docker has: `docker save {ref} | podman load`")
+            f"the base image {ref} is not in podman's storage and cannot be pulled",
+            hint + f"; an image Docker has: `docker save {ref} | podman load`",
+        )
 
     def remove_image(self, tag: str) -> None:
         out = self._run("rmi", "--force", tag, check=False, timeout=120)
         if out.returncode != 0 and self.image_exists(tag):
-            raise EngineError(f"cannot remove image {tag}: {(out.stderr or '').strip()[:200]}",
-                              "stop the containers that use it (`podman ps -a`)")
+            raise EngineError(
+                f"cannot remove image {tag}: {(out.stderr or '').strip()[:200]}",
+                "stop the containers that use it (`podman ps -a`)",
+            )
 
     def tag_image(self, image: str, tag: str) -> None:
         out = self._run("tag", image, tag, check=False, timeout=60)
@@ -152,8 +159,9 @@ class PodmanEngine(Engine):
     def import_rootfs(self, tarball: Path, tag: str) -> str:
         out = self._run("import", "--quiet", str(tarball), tag, check=False, timeout=1800)
         if out.returncode != 0:
-            raise EngineError(f"importing {tarball} as {tag} failed: "
-                              f"{(out.stderr or '').strip()[:300]}")
+            raise EngineError(
+                f"importing {tarball} as {tag} failed: {(out.stderr or '').strip()[:300]}"
+            )
         return self.image_id(tag) or out.stdout.strip()
 
     def push_image(self, ref: str, progress: Optional[Progress] = None) -> str:
@@ -184,9 +192,13 @@ class PodmanEngine(Engine):
     # ------------------------------------------------------------------ build
 
     def build(self, request: BuildRequest, progress: Optional[Progress] = None) -> EngineBuild:
-        return run_build((self.binary, "build"), {}, request,
-                         PodmanLog(progress, request.step_titles),
-                         lambda text: self._build_failed(request, text))
+        return run_build(
+            (self.binary, "build"),
+            {},
+            request,
+            PodmanLog(progress, request.step_titles),
+            lambda text: self._build_failed(request, text),
+        )
 
     @staticmethod
     def _build_failed(req: BuildRequest, text: str) -> NoReturn:
@@ -248,8 +260,10 @@ class PodmanEngine(Engine):
             with open(envfile, "w", encoding="utf-8") as fh:
                 for key, value in (env or {}).items():
                     if "\n" in value or "\n" in key or "=" in key:
-                        raise EngineError(f"internal: environment variable {key!r} cannot be "
-                                          "passed to podman (a newline or '=')")
+                        raise EngineError(
+                            f"internal: environment variable {key!r} cannot be "
+                            "passed to podman (a newline or '=')"
+                        )
                     fh.write(f"{key}={value}\n")
             os.chmod(envfile, 0o600)
             cmd += ["--env-file", envfile, image, *argv]
@@ -260,10 +274,13 @@ class PodmanEngine(Engine):
                     out.line(item)
         output = out.finish()
         if status in (125, 126, 127) and _podman_start_failed(output):
-            raise EngineError(f"cannot start a podman container from {image}: "
-                              f"{output.strip().splitlines()[-1][:300]}",
-                              "build it with `reprobox --engine podman build <exp>`"
-                              if "image not known" in output else _PODMAN_HINT)
+            raise EngineError(
+                f"cannot start a podman container from {image}: "
+                f"{output.strip().splitlines()[-1][:300]}",
+                "build it with `reprobox --engine podman build <exp>`"
+                if "image not known" in output
+                else _PODMAN_HINT,
+            )
         return RunOutput(status, output)
 
 

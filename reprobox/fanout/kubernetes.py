@@ -70,39 +70,55 @@ def gpu_count(stored: Any, gpus: Optional[str]) -> int:
     raise UsageError(f"--gpus {gpus!r} is not all, a count or device ids such as 0,1")
 
 
-def job_manifest(stored: Any, image: str, *, repo: str, namespace: str = "default",
-                 gpus: Optional[str] = None, git_image: str = DEFAULT_GIT_IMAGE,
-                 timeout: Optional[int] = None, suffix: str = "") -> dict[str, Any]:
+def job_manifest(
+    stored: Any,
+    image: str,
+    *,
+    repo: str,
+    namespace: str = "default",
+    gpus: Optional[str] = None,
+    git_image: str = DEFAULT_GIT_IMAGE,
+    timeout: Optional[int] = None,
+    suffix: str = "",
+) -> dict[str, Any]:
     """The Job of one experiment, as a dict (dumped as YAML or sent to the API)."""
     exp = stored.experiment
     exp_id = validate.experiment_id(exp.id, "experiment id")
     image = validate.image_tag(image, "published image")
     if "@sha256:" not in image:
-        raise UsageError(f"image {image!r} is not pinned by digest",
-                         f"publish it with `reprobox push {exp_id}`")
+        raise UsageError(
+            f"image {image!r} is not pinned by digest", f"publish it with `reprobox push {exp_id}`"
+        )
     git_image = validate.image_tag(git_image, "--git-image")
     if not _NAMESPACE.fullmatch(namespace):
         raise UsageError(f"--namespace {namespace!r} is not a Kubernetes namespace name")
     repo = validate.clean_text("--repo", repo)
     if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://[^/]*@", repo):
-        raise UsageError("--repo carries credentials, which would be written into the Job "
-                         "for anyone who can read it",
-                         "give the URL without user:password@ and let the pods authenticate "
-                         "(a credential helper in the git image, a mounted Secret)")
+        raise UsageError(
+            "--repo carries credentials, which would be written into the Job "
+            "for anyone who can read it",
+            "give the URL without user:password@ and let the pods authenticate "
+            "(a credential helper in the git image, a mounted Secret)",
+        )
     plan = plan_run(exp, stored.environment)
     if plan.command_kind != "shell" or exp.dvc is not None:
-        raise UsageError(f"experiment {exp_id} is a DVC pipeline: a Kubernetes Job has no "
-                         "trusted DVC remote", "run it with --on local or --on slurm")
+        raise UsageError(
+            f"experiment {exp_id} is a DVC pipeline: a Kubernetes Job has no trusted DVC remote",
+            "run it with --on local or --on slurm",
+        )
     if plan.patch:
-        raise UsageError(f"experiment {exp_id} was captured with uncommitted changes: a "
-                         "Kubernetes Job checks out committed code only",
-                         "commit the change and capture again, or use --on local / slurm")
-    files = [*plan.metrics_files, *([".reprobox-run/metrics.json"] if plan.inline_metrics
-                                    else [])]
+        raise UsageError(
+            f"experiment {exp_id} was captured with uncommitted changes: a "
+            "Kubernetes Job checks out committed code only",
+            "commit the change and capture again, or use --on local / slurm",
+        )
+    files = [*plan.metrics_files, *([".reprobox-run/metrics.json"] if plan.inline_metrics else [])]
     for f in files:
         if not _SIMPLE_PATH.fullmatch(f):
-            raise UsageError(f"metrics file {f!r} of {exp_id} has characters a Job's file list "
-                             "cannot carry", "rename it to letters, digits and . _ / -")
+            raise UsageError(
+                f"metrics file {f!r} of {exp_id} has characters a Job's file list cannot carry",
+                "rename it to letters, digits and . _ / -",
+            )
     env = [{"name": k, "value": v} for k, v in sorted(plan.env.items())]
     env += [
         {"name": "REPROBOX_COMMAND", "value": validate.command(plan.command)},
@@ -111,14 +127,23 @@ def job_manifest(stored: Any, image: str, *, repo: str, namespace: str = "defaul
         {"name": RUN_METRICS_ENV, "value": "/work/repo/.reprobox-run/metrics.json"},
     ]
     labels = {"app.kubernetes.io/managed-by": "reprobox", "reprobox.dev/experiment": exp_id}
-    confined = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
-                "runAsNonRoot": True, "runAsUser": 65534, "runAsGroup": 65534}
+    confined = {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "runAsNonRoot": True,
+        "runAsUser": 65534,
+        "runAsGroup": 65534,
+    }
     mounts = [{"name": "work", "mountPath": "/work"}]
     rerun: dict[str, Any] = {
-        "name": "rerun", "image": image, "imagePullPolicy": "IfNotPresent",
-        "command": ["/bin/sh", "-c", WRAPPER], "env": env,
+        "name": "rerun",
+        "image": image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["/bin/sh", "-c", WRAPPER],
+        "env": env,
         "workingDir": "/work/repo" + ("" if plan.cwd in ("", ".") else "/" + plan.cwd),
-        "volumeMounts": mounts, "securityContext": confined,
+        "volumeMounts": mounts,
+        "securityContext": confined,
     }
     n = gpu_count(stored, gpus)
     if n:
@@ -133,13 +158,20 @@ def job_manifest(stored: Any, image: str, *, repo: str, namespace: str = "defaul
                 "automountServiceAccountToken": False,
                 "securityContext": {"fsGroup": 65534, "seccompProfile": {"type": "RuntimeDefault"}},
                 "volumes": [{"name": "work", "emptyDir": {}}],
-                "initContainers": [{
-                    "name": "checkout", "image": git_image, "command": ["/bin/sh", "-c", CHECKOUT],
-                    "env": [{"name": "REPROBOX_REPO", "value": repo},
+                "initContainers": [
+                    {
+                        "name": "checkout",
+                        "image": git_image,
+                        "command": ["/bin/sh", "-c", CHECKOUT],
+                        "env": [
+                            {"name": "REPROBOX_REPO", "value": repo},
                             {"name": "REPROBOX_COMMIT", "value": plan.commit},
-                            {"name": "HOME", "value": "/tmp"}],
-                    "volumeMounts": mounts, "securityContext": confined,
-                }],
+                            {"name": "HOME", "value": "/tmp"},
+                        ],
+                        "volumeMounts": mounts,
+                        "securityContext": confined,
+                    }
+                ],
                 "containers": [rerun],
             },
         },
@@ -147,15 +179,20 @@ def job_manifest(stored: Any, image: str, *, repo: str, namespace: str = "defaul
     if timeout:
         spec["activeDeadlineSeconds"] = int(timeout)
     name = f"reprobox-{exp_id}" + (f"-{suffix}" if suffix else "")
-    return {"apiVersion": "batch/v1", "kind": "Job",
-            "metadata": {"name": name, "namespace": namespace, "labels": labels}, "spec": spec}
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels},
+        "spec": spec,
+    }
 
 
 def to_yaml(manifests: Sequence[dict[str, Any]]) -> str:
     import yaml  # lazy: PyYAML costs ~10 ms to import, only `--on kubernetes --dry-run` prints
 
-    return "".join("---\n" + yaml.safe_dump(m, sort_keys=False, default_flow_style=False)
-                   for m in manifests)
+    return "".join(
+        "---\n" + yaml.safe_dump(m, sort_keys=False, default_flow_style=False) for m in manifests
+    )
 
 
 def report_from_log(stored: Any, log: str) -> dict[str, Any]:
@@ -201,30 +238,44 @@ def report_from_log(stored: Any, log: str) -> dict[str, Any]:
         diffs.insert(0, "the rerun container ended before reporting its exit status")
     elif exit_code != 0:
         diffs.insert(0, f"the command exited with status {exit_code}")
-    return {"experiment": exp.id, "name": exp.name, "reproduced": not diffs,
-            "verdict": "reproduced" if not diffs else "differs", "differences": diffs,
-            "metrics": [m.to_dict() for m in metrics], "exit_code": exit_code,
-            "backend": "kubernetes",
-            "notes": ["declared output files are not compared on Kubernetes (only metrics)"]}
+    return {
+        "experiment": exp.id,
+        "name": exp.name,
+        "reproduced": not diffs,
+        "verdict": "reproduced" if not diffs else "differs",
+        "differences": diffs,
+        "metrics": [m.to_dict() for m in metrics],
+        "exit_code": exit_code,
+        "backend": "kubernetes",
+        "notes": ["declared output files are not compared on Kubernetes (only metrics)"],
+    }
 
 
-def apply_and_gather(stored_list: Sequence[Any], manifests: Sequence[dict[str, Any]], *,
-                     namespace: str, timeout: float, poll: float = 2.0,
-                     progress: Optional[Progress] = None) -> list[Outcome]:
+def apply_and_gather(
+    stored_list: Sequence[Any],
+    manifests: Sequence[dict[str, Any]],
+    *,
+    namespace: str,
+    timeout: float,
+    poll: float = 2.0,
+    progress: Optional[Progress] = None,
+) -> list[Outcome]:
     """Create the Jobs with the configured cluster (kubeconfig), wait, read status and logs."""
     say = progress or (lambda _m: None)
     try:  # lazy: an optional extra that costs ~160 ms to import; only a real submission needs it
         from kubernetes import client, config
         from kubernetes.client.rest import ApiException  # lazy: as above
     except ImportError:
-        raise ReproboxError("the kubernetes Python client is not installed",
-                            "pip install 'reprobox[kubernetes]'") from None
+        raise ReproboxError(
+            "the kubernetes Python client is not installed", "pip install 'reprobox[kubernetes]'"
+        ) from None
     try:
         config.load_kube_config()
     except Exception as exc:  # the client raises several types for a missing/bad kubeconfig
-        raise ReproboxError(f"no Kubernetes cluster is configured: {exc}",
-                            "set KUBECONFIG (or ~/.kube/config), or print the manifests with "
-                            "--dry-run") from None
+        raise ReproboxError(
+            f"no Kubernetes cluster is configured: {exc}",
+            "set KUBECONFIG (or ~/.kube/config), or print the manifests with --dry-run",
+        ) from None
     batch: Any = client.BatchV1Api()  # dict bodies are accepted: the client serialises them
     core: Any = client.CoreV1Api()
     t0 = time.monotonic()
@@ -236,9 +287,12 @@ def apply_and_gather(stored_list: Sequence[Any], manifests: Sequence[dict[str, A
             created[m["metadata"]["name"]] = time.monotonic()
             say(f"created job {m['metadata']['name']}")
         except ApiException as exc:
-            outcomes[s.id] = Outcome.failure(s.id, s.experiment.name,
-                                             f"the API server refused the Job: {exc.reason}",
-                                             where="kubernetes")
+            outcomes[s.id] = Outcome.failure(
+                s.id,
+                s.experiment.name,
+                f"the API server refused the Job: {exc.reason}",
+                where="kubernetes",
+            )
     by_name = {m["metadata"]["name"]: s for s, m in zip(stored_list, manifests)}
     while set(created) - {n for n, s in by_name.items() if s.id in outcomes}:
         for name in list(created):
@@ -249,30 +303,40 @@ def apply_and_gather(stored_list: Sequence[Any], manifests: Sequence[dict[str, A
             st = job.status
             if st is None or not (st.succeeded or st.failed):
                 if time.monotonic() - t0 > timeout:
-                    outcomes[s.id] = Outcome.failure(s.id, s.experiment.name,
-                                                     f"no verdict within --timeout {timeout:.0f}"
-                                                     f" s (job {name})", where=f"kubernetes {name}")
+                    outcomes[s.id] = Outcome.failure(
+                        s.id,
+                        s.experiment.name,
+                        f"no verdict within --timeout {timeout:.0f} s (job {name})",
+                        where=f"kubernetes {name}",
+                    )
                 continue
             seconds = time.monotonic() - created[name]
             pods = core.list_namespaced_pod(namespace, label_selector=f"job-name={name}").items
             log = ""
             if pods:
                 try:
-                    log = core.read_namespaced_pod_log(pods[0].metadata.name, namespace,
-                                                       container="rerun")
+                    log = core.read_namespaced_pod_log(
+                        pods[0].metadata.name, namespace, container="rerun"
+                    )
                 except ApiException:
                     log = ""
             if "REPROBOX-EXIT " not in log:
-                why = "; ".join(f"{c.type}: {c.message}" for c in (st.conditions or [])
-                                if c.message) or "the pod left no result"
-                outcomes[s.id] = Outcome.failure(s.id, s.experiment.name,
-                                                 f"job {name} failed: {why}",
-                                                 seconds=seconds, where=f"kubernetes {name}")
+                why = (
+                    "; ".join(f"{c.type}: {c.message}" for c in (st.conditions or []) if c.message)
+                    or "the pod left no result"
+                )
+                outcomes[s.id] = Outcome.failure(
+                    s.id,
+                    s.experiment.name,
+                    f"job {name} failed: {why}",
+                    seconds=seconds,
+                    where=f"kubernetes {name}",
+                )
                 continue
             report = report_from_log(s, log)
-            outcomes[s.id] = Outcome.from_report(report, seconds=seconds,
-                                                 where=f"kubernetes {name}",
-                                                 name=s.experiment.name)
+            outcomes[s.id] = Outcome.from_report(
+                report, seconds=seconds, where=f"kubernetes {name}", name=s.experiment.name
+            )
         time.sleep(poll)
     return [outcomes[s.id] for s in stored_list]
 

@@ -41,33 +41,60 @@ def image_key(stored: object) -> str:
     return f"{exp.environment_digest}:{exp.files.get('Dockerfile', '')}"
 
 
-def run_one(root: Path, exp_id: str, name: str, run_args: Sequence[str],
-            timeout: Optional[float]) -> Outcome:
+def run_one(
+    root: Path, exp_id: str, name: str, run_args: Sequence[str], timeout: Optional[float]
+) -> Outcome:
     argv = [sys.executable, "-m", "reprobox.cli", "run", exp_id, "--json", *run_args]
     t0 = time.monotonic()
     try:
-        done = subprocess.run(argv, cwd=root, capture_output=True, text=True, timeout=timeout,
-                              stdin=subprocess.DEVNULL)
+        done = subprocess.run(
+            argv,
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
     except subprocess.TimeoutExpired:
-        return Outcome.failure(exp_id, name, f"no verdict after {timeout:.0f} s (--timeout)",
-                               seconds=time.monotonic() - t0, where="local")
+        return Outcome.failure(
+            exp_id,
+            name,
+            f"no verdict after {timeout:.0f} s (--timeout)",
+            seconds=time.monotonic() - t0,
+            where="local",
+        )
     seconds = time.monotonic() - t0
     if done.returncode in (0, 1):
         try:
             report = json.loads(done.stdout)
         except ValueError:
-            return Outcome.failure(exp_id, name, "the run printed no JSON report: "
-                                   + (done.stderr or done.stdout), seconds=seconds,
-                                   where="local")
+            return Outcome.failure(
+                exp_id,
+                name,
+                "the run printed no JSON report: " + (done.stderr or done.stdout),
+                seconds=seconds,
+                where="local",
+            )
         out = Outcome.from_report(report, seconds=seconds, where="local", name=name)
         return replace(out, notes=run_notes(done.stderr))
-    return Outcome.failure(exp_id, name, done.stderr or f"exit status {done.returncode}",
-                           seconds=seconds, where="local")
+    return Outcome.failure(
+        exp_id,
+        name,
+        done.stderr or f"exit status {done.returncode}",
+        seconds=seconds,
+        where="local",
+    )
 
 
-def run_local(root: Path, experiments: Sequence[object], *, jobs: int,
-              run_args: Sequence[str] = (), timeout: Optional[float] = None,
-              progress: Optional[Progress] = None) -> list[Outcome]:
+def run_local(
+    root: Path,
+    experiments: Sequence[object],
+    *,
+    jobs: int,
+    run_args: Sequence[str] = (),
+    timeout: Optional[float] = None,
+    progress: Optional[Progress] = None,
+) -> list[Outcome]:
     """Run every experiment; outcomes in the order given."""
     say = progress or (lambda _m: None)
     order = {s.id: i for i, s in enumerate(experiments)}  # type: ignore[attr-defined]

@@ -32,5 +32,6 @@ def require_published(stored: Any) -> str:
             f"experiment {stored.id} ({stored.experiment.name}) has no image published to a "
             "registry this machine trusts: a Kubernetes Job pulls its image by digest",
             f"run `reprobox push {stored.id}` (and commit the images.json it writes), and list "
-            "the registry under [registry] trusted in ~/.config/reprobox/config.toml")
+            "the registry under [registry] trusted in ~/.config/reprobox/config.toml",
+        )
     return ref

@@ -22,8 +22,9 @@ from ..progress import Progress
 TARGETS = ("local", "slurm", "kubernetes")
 
 
-def select(store: Any, refs: Sequence[str], all_experiments: bool,
-           warn: Progress) -> tuple[list[Any], list[Outcome]]:
+def select(
+    store: Any, refs: Sequence[str], all_experiments: bool, warn: Progress
+) -> tuple[list[Any], list[Outcome]]:
     """The experiments to run, and an outcome already for each one that is refused (a capture
     that fails validation: the others still run)."""
     if all_experiments and refs:
@@ -52,7 +53,7 @@ def select(store: Any, refs: Sequence[str], all_experiments: bool,
         seen.add(s.id)
         chosen.append(s)
     if not chosen and not refused:
-        raise UsageError("no experiment to run", 'record one with `reprobox capture --cmd ...`')
+        raise UsageError("no experiment to run", "record one with `reprobox capture --cmd ...`")
     return chosen, refused
 
 
@@ -60,12 +61,23 @@ def _stamp() -> str:
     return _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
 
 
-def fan_out(store: Any, refs: Sequence[str], *, all_experiments: bool = False,
-            on: str = "local", jobs: Optional[int] = None, dry_run: bool = False,
-            run_args: Sequence[str] = (), timeout: Optional[float] = None,
-            repo: Optional[str] = None, namespace: str = "default", gpus: Optional[str] = None,
-            partition: Optional[str] = None, time_limit: Optional[str] = None,
-            progress: Optional[Progress] = None) -> Union[Summary, str]:
+def fan_out(
+    store: Any,
+    refs: Sequence[str],
+    *,
+    all_experiments: bool = False,
+    on: str = "local",
+    jobs: Optional[int] = None,
+    dry_run: bool = False,
+    run_args: Sequence[str] = (),
+    timeout: Optional[float] = None,
+    repo: Optional[str] = None,
+    namespace: str = "default",
+    gpus: Optional[str] = None,
+    partition: Optional[str] = None,
+    time_limit: Optional[str] = None,
+    progress: Optional[Progress] = None,
+) -> Union[Summary, str]:
     say = progress or (lambda _m: None)
     if on not in TARGETS:
         raise UsageError(f"--on {on!r}: choose one of {', '.join(TARGETS)}")
@@ -80,23 +92,38 @@ def fan_out(store: Any, refs: Sequence[str], *, all_experiments: bool = False,
 
     if on == "local":
         if dry_run:
-            return "".join(shlex.join([sys.executable, "-m", "reprobox.cli", "-q", "run", s.id,
-                                       "--json", *run_args]) + "\n" for s in chosen)
+            return "".join(
+                shlex.join(
+                    [sys.executable, "-m", "reprobox.cli", "-q", "run", s.id, "--json", *run_args]
+                )
+                + "\n"
+                for s in chosen
+            )
         n = jobs or default_jobs()
         summary.details["jobs"] = n
         say(f"running {len(chosen)} experiment(s) here, {n} at a time")
-        outcomes = run_local(store.root, chosen, jobs=n, run_args=run_args, timeout=timeout,
-                             progress=say)
+        outcomes = run_local(
+            store.root, chosen, jobs=n, run_args=run_args, timeout=timeout, progress=say
+        )
 
     elif on == "slurm":
         tasks = [slurm.Task(s.id, s.experiment.name, published_image(s) or "") for s in chosen]
         name = f"slurm-{_stamp()}"
-        results = (store.root / ".reprobox" / "local" / "fanout" / name) if dry_run \
+        results = (
+            (store.root / ".reprobox" / "local" / "fanout" / name)
+            if dry_run
             else store.local_dir("fanout", name)
+        )
         script = slurm.render_script(
-            tasks, repo=repo or str(store.root), results=results,
-            python=slurm.python_for_nodes(), throttle=jobs, run_args=run_args,
-            time_limit=time_limit, partition=partition)
+            tasks,
+            repo=repo or str(store.root),
+            results=results,
+            python=slurm.python_for_nodes(),
+            throttle=jobs,
+            run_args=run_args,
+            time_limit=time_limit,
+            partition=partition,
+        )
         if dry_run:
             return script
         path = results / "job.sbatch"
@@ -104,19 +131,27 @@ def fan_out(store: Any, refs: Sequence[str], *, all_experiments: bool = False,
         job = slurm.submit(path)
         summary.details.update({"job": job, "results": str(results), "script": str(path)})
         say(f"submitted job array {job} ({len(tasks)} task(s)); results in {results}")
-        outcomes = slurm.gather(job, tasks, results, timeout=timeout or 24 * 3600.0,
-                                progress=say)
+        outcomes = slurm.gather(job, tasks, results, timeout=timeout or 24 * 3600.0, progress=say)
 
     else:
         suffix = _stamp()[9:15].lower() if not dry_run else ""
-        manifests = [k8s.job_manifest(s, require_published(s), repo=repo or _remote(store),
-                                      namespace=namespace, gpus=gpus,
-                                      timeout=int(timeout) if timeout else None,
-                                      suffix=suffix) for s in chosen]
+        manifests = [
+            k8s.job_manifest(
+                s,
+                require_published(s),
+                repo=repo or _remote(store),
+                namespace=namespace,
+                gpus=gpus,
+                timeout=int(timeout) if timeout else None,
+                suffix=suffix,
+            )
+            for s in chosen
+        ]
         if dry_run:
             return k8s.to_yaml(manifests)
-        outcomes = k8s.apply_and_gather(chosen, manifests, namespace=namespace,
-                                        timeout=timeout or 24 * 3600.0, progress=say)
+        outcomes = k8s.apply_and_gather(
+            chosen, manifests, namespace=namespace, timeout=timeout or 24 * 3600.0, progress=say
+        )
 
     summary.outcomes = refused + outcomes
     summary.seconds = time.monotonic() - t0
@@ -126,10 +161,16 @@ def fan_out(store: Any, refs: Sequence[str], *, all_experiments: bool = False,
 
 def _remote(store: Any) -> str:
     """The repository a pod clones: the origin remote (a pod cannot read this machine's disk)."""
-    done = subprocess.run(["git", "-C", str(store.root), "remote", "get-url", "origin"],
-                          capture_output=True, text=True, timeout=30)
+    done = subprocess.run(
+        ["git", "-C", str(store.root), "remote", "get-url", "origin"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     url = done.stdout.strip()
     if done.returncode != 0 or not url or Path(url).is_absolute():
-        raise UsageError("the pods need a repository URL they can clone",
-                         "push the repository and give --repo URL (or set the origin remote)")
+        raise UsageError(
+            "the pods need a repository URL they can clone",
+            "push the repository and give --repo URL (or set the origin remote)",
+        )
     return url

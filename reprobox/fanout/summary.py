@@ -29,13 +29,13 @@ def one_line(text: str, limit: int = _MAX_REASON) -> str:
     lines = [ln.strip() for ln in str(text).splitlines() if ln.strip()]
     for i, ln in enumerate(lines):
         if ln.startswith("error:"):
-            line = ln[len("error:"):].strip()
+            line = ln[len("error:") :].strip()
             if line.endswith(":"):  # the reason is further down: its cause, else the next line
-                rest = [x for x in lines[i + 1:] if not x.startswith("fix:")]
+                rest = [x for x in lines[i + 1 :] if not x.startswith("fix:")]
                 cause = [x for x in rest if x.startswith("cause:")]
                 if cause or rest:
                     pick = (cause or rest)[0]
-                    line += " " + (pick[len("cause:"):].strip() if cause else pick)
+                    line += " " + (pick[len("cause:") :].strip() if cause else pick)
             break
     else:
         line = lines[-1] if lines else ""
@@ -56,31 +56,50 @@ class Outcome:
     notes: tuple[str, ...] = ()  # e.g. why the published image was not used
 
     @classmethod
-    def from_report(cls, report: Mapping[str, Any], *, seconds: float, where: str,
-                    name: str = "") -> "Outcome":
+    def from_report(
+        cls, report: Mapping[str, Any], *, seconds: float, where: str, name: str = ""
+    ) -> "Outcome":
         """From the JSON of ``reprobox run --json``."""
         differing = tuple(
-            f"{m.get('file')}:{m.get('key')}" for m in report.get("metrics", [])
+            f"{m.get('file')}:{m.get('key')}"
+            for m in report.get("metrics", [])
             if isinstance(m, dict) and m.get("status") not in ("same", "close", "new")
         )
         diffs = tuple(str(d) for d in report.get("differences", []))
         status = REPRODUCED if report.get("reproduced") and not diffs else DIFFERS
-        return cls(experiment=str(report.get("experiment", "")),
-                   name=str(report.get("name", name)), status=status,
-                   seconds=seconds, differing=differing, differences=diffs, where=where,
-                   report=dict(report))
+        return cls(
+            experiment=str(report.get("experiment", "")),
+            name=str(report.get("name", name)),
+            status=status,
+            seconds=seconds,
+            differing=differing,
+            differences=diffs,
+            where=where,
+            report=dict(report),
+        )
 
     @classmethod
-    def failure(cls, experiment: str, name: str, reason: str, *, seconds: float = 0.0,
-                where: str = "") -> "Outcome":
-        return cls(experiment=experiment, name=name, status=FAILED, seconds=seconds,
-                   reason=one_line(reason) or "failed with no message", where=where)
+    def failure(
+        cls, experiment: str, name: str, reason: str, *, seconds: float = 0.0, where: str = ""
+    ) -> "Outcome":
+        return cls(
+            experiment=experiment,
+            name=name,
+            status=FAILED,
+            seconds=seconds,
+            reason=one_line(reason) or "failed with no message",
+            where=where,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
-            "experiment": self.experiment, "name": self.name, "status": self.status,
-            "seconds": round(self.seconds, 1), "differing_metrics": list(self.differing),
-            "differences": list(self.differences), "where": self.where,
+            "experiment": self.experiment,
+            "name": self.name,
+            "status": self.status,
+            "seconds": round(self.seconds, 1),
+            "differing_metrics": list(self.differing),
+            "differences": list(self.differences),
+            "where": self.where,
         }
         if self.reason:
             out["reason"] = self.reason
@@ -92,11 +111,16 @@ class Outcome:
 
     def line(self) -> str:
         """``<id>  <name>  <STATUS>  <time>  <what differs | why it failed>``."""
-        head = f"{self.experiment:<12}  {self.name[:24]:<24}  {self.status.upper():<10}  " \
-               f"{self.seconds:7.1f}s"
+        head = (
+            f"{self.experiment:<12}  {self.name[:24]:<24}  {self.status.upper():<10}  "
+            f"{self.seconds:7.1f}s"
+        )
         if self.status == DIFFERS:
-            what = ", ".join(self.differing) if self.differing else (
-                self.differences[0] if self.differences else "")
+            what = (
+                ", ".join(self.differing)
+                if self.differing
+                else (self.differences[0] if self.differences else "")
+            )
             return f"{head}  {what}"
         if self.status == FAILED:
             return f"{head}  {self.reason}"
@@ -117,14 +141,22 @@ class Summary:
         return bool(self.outcomes) and all(o.status == REPRODUCED for o in self.outcomes)
 
     def counts(self) -> dict[str, int]:
-        return {s: sum(1 for o in self.outcomes if o.status == s)
-                for s in (REPRODUCED, DIFFERS, FAILED)}
+        return {
+            s: sum(1 for o in self.outcomes if o.status == s) for s in (REPRODUCED, DIFFERS, FAILED)
+        }
 
     def to_dict(self) -> dict[str, Any]:
-        return {"schema": SUMMARY_SCHEMA, "on": self.on, "started": self.started,
-                "seconds": round(self.seconds, 1), "ok": self.ok, "counts": self.counts(),
-                "details": self.details, "path": self.path,
-                "experiments": [o.to_dict() for o in self.outcomes]}
+        return {
+            "schema": SUMMARY_SCHEMA,
+            "on": self.on,
+            "started": self.started,
+            "seconds": round(self.seconds, 1),
+            "ok": self.ok,
+            "counts": self.counts(),
+            "details": self.details,
+            "path": self.path,
+            "experiments": [o.to_dict() for o in self.outcomes],
+        }
 
     def save(self, folder: Path) -> Path:
         """Write the JSON summary under ``folder`` (``.reprobox/local/fanout``)."""

@@ -34,7 +34,7 @@ from ..workspace.replay import RUN_EXPERIMENT_ENV, RUN_METRICS_ENV
 def apptainer_report(exp_id: str, image: str) -> dict:
     if not image.startswith("docker://"):
         raise SystemExit("error: the image must be docker://REF@DIGEST")
-    validate.image_tag(image[len("docker://"):], "published image")
+    validate.image_tag(image[len("docker://") :], "published image")
     store = open_store()
     stored = store.get(validate.experiment_id(exp_id))
     plan = plan_run(stored.experiment, stored.environment)
@@ -44,32 +44,54 @@ def apptainer_report(exp_id: str, image: str) -> dict:
         checkout, _ = checkout_code(store, stored, Path(scratch) / "checkout")
         _clear(checkout, plan.clear_before)
         inline = checkout / ".reprobox-run" / "metrics.json"
-        env = {**plan.env, RUN_EXPERIMENT_ENV: exp_id,
-               RUN_METRICS_ENV: "/repro/.reprobox-run/metrics.json"}
-        argv = ["apptainer", "exec", "--containall", "--cleanenv", "--no-home",
-                "--bind", f"{checkout}:/repro", "--pwd", f"/repro/{plan.cwd}"]
+        env = {
+            **plan.env,
+            RUN_EXPERIMENT_ENV: exp_id,
+            RUN_METRICS_ENV: "/repro/.reprobox-run/metrics.json",
+        }
+        argv = [
+            "apptainer",
+            "exec",
+            "--containall",
+            "--cleanenv",
+            "--no-home",
+            "--bind",
+            f"{checkout}:/repro",
+            "--pwd",
+            f"/repro/{plan.cwd}",
+        ]
         for k, v in sorted(env.items()):
             argv += ["--env", f"{k}={v}"]
         argv += [image, "/bin/sh", "-c", plan.command or ""]
         done = subprocess.run(argv, stdout=sys.stderr, stderr=sys.stderr, check=False)
         observed, reasons = _read_observed_metrics(checkout, plan, inline)
-        metrics = compare_metrics(stored.experiment.metrics, observed, Tolerance(),
-                                  unavailable=reasons)
+        metrics = compare_metrics(
+            stored.experiment.metrics, observed, Tolerance(), unavailable=reasons
+        )
         outputs = compare_outputs(plan.outputs, _observed_outputs(checkout, plan))
         diffs = list(differences(metrics, outputs))
         if done.returncode != 0:
             diffs.insert(0, f"the command exited with status {done.returncode}")
-    return {"experiment": exp_id, "name": stored.experiment.name, "verdict":
-            "reproduced" if not diffs else "differs", "reproduced": not diffs,
-            "differences": diffs, "metrics": [m.to_dict() for m in metrics],
-            "outputs": [o.to_dict() for o in outputs], "backend": "apptainer",
-            "environment": image, "exit_code": done.returncode}
+    return {
+        "experiment": exp_id,
+        "name": stored.experiment.name,
+        "verdict": "reproduced" if not diffs else "differs",
+        "reproduced": not diffs,
+        "differences": diffs,
+        "metrics": [m.to_dict() for m in metrics],
+        "outputs": [o.to_dict() for o in outputs],
+        "backend": "apptainer",
+        "environment": image,
+        "exit_code": done.returncode,
+    }
 
 
 def main(argv: list[str]) -> int:
     if len(argv) != 3 or argv[0] != "apptainer":
-        print("usage: python -m reprobox.fanout.task apptainer ID docker://REF@DIGEST",
-              file=sys.stderr)
+        print(
+            "usage: python -m reprobox.fanout.task apptainer ID docker://REF@DIGEST",
+            file=sys.stderr,
+        )
         return 2
     os.umask(0o022)
     report = apptainer_report(argv[1], argv[2])

@@ -69,8 +69,9 @@ class Cache:
             import sqlite3  # lazy: optional, a Python built without it locks uncached
 
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(str(self.path), timeout=5.0, check_same_thread=False,
-                                 isolation_level=None)
+            db = sqlite3.connect(
+                str(self.path), timeout=5.0, check_same_thread=False, isolation_level=None
+            )
             db.execute("PRAGMA synchronous=OFF")
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(_SCHEMA)
@@ -85,8 +86,9 @@ class Cache:
                 self._db.close()
             self._db, self._opened = None, False
 
-    def get_releases(self, source: Source,
-                     wanted: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Lookup]:
+    def get_releases(
+        self, source: Source, wanted: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], Lookup]:
         """The cached lookups among ``wanted`` on ``source`` (fresh negatives included)."""
         with self._lock:
             db = self._conn()
@@ -96,13 +98,14 @@ class Cache:
             rows = []
             try:
                 for i in range(0, len(wanted), 400):
-                    chunk = wanted[i:i + 400]
+                    chunk = wanted[i : i + 400]
                     marks = ",".join("(?,?)" for _ in chunk)
                     args = [x for pv in chunk for x in pv]
                     rows += db.execute(
                         "SELECT project, version, found, others, files, at FROM releases "
                         f"WHERE source = ? AND (project, version) IN (VALUES {marks})",
-                        [src, *args]).fetchall()
+                        [src, *args],
+                    ).fetchall()
             except Exception:  # noqa: BLE001 - a damaged cache is a miss
                 return {}
         out: dict[tuple[str, str], Lookup] = {}
@@ -122,9 +125,15 @@ class Cache:
     def row(project: str, version: str, lk: Lookup) -> tuple:
         """The cache row of one lookup, for :meth:`put_rows` (encoding it is the costly part
         of a write: the lookup threads do it as each answer arrives)."""
-        return (_key(lk.source.location), project, version, int(lk.project_found),
-                lk.other_versions,
-                json.dumps([f.to_cache() for f in lk.files]) if lk.files else None, time.time())
+        return (
+            _key(lk.source.location),
+            project,
+            version,
+            int(lk.project_found),
+            lk.other_versions,
+            json.dumps([f.to_cache() for f in lk.files]) if lk.files else None,
+            time.time(),
+        )
 
     def put_rows(self, rows: Sequence[tuple]) -> None:
         """Write rows made by :meth:`row`, in one transaction."""
@@ -152,8 +161,9 @@ class Cache:
             db = self._conn()
             if db is not None:
                 try:
-                    row = db.execute("SELECT size, mtime_ns, sha256 FROM file_hashes "
-                                     "WHERE path = ?", (path,)).fetchone()
+                    row = db.execute(
+                        "SELECT size, mtime_ns, sha256 FROM file_hashes WHERE path = ?", (path,)
+                    ).fetchone()
                     if row and row[0] == st.st_size and row[1] == st.st_mtime_ns:
                         return str(row[2])
                 except Exception:  # noqa: BLE001
@@ -163,8 +173,10 @@ class Cache:
             db = self._conn()
             if db is not None:
                 try:
-                    db.execute("INSERT OR REPLACE INTO file_hashes VALUES (?,?,?,?)",
-                               (path, st.st_size, st.st_mtime_ns, digest))
+                    db.execute(
+                        "INSERT OR REPLACE INTO file_hashes VALUES (?,?,?,?)",
+                        (path, st.st_size, st.st_mtime_ns, digest),
+                    )
                 except Exception:  # noqa: BLE001
                     pass
         return digest

@@ -58,18 +58,19 @@ def check_environment(env: Environment) -> None:
         src = pkg.source
         if src.kind == "vcs":
             if src.vcs not in ("git", "hg", "svn", "bzr"):
-                raise ValidationError(f"{where}.source.vcs", src.vcs,
-                                      "is not one of git, hg, svn, bzr")
+                raise ValidationError(
+                    f"{where}.source.vcs", src.vcs, "is not one of git, hg, svn, bzr"
+                )
             v.url(f"{where}.source.url", src.url, v.VCS_SCHEMES, allow_scp=True)
             if src.commit is not None:
                 v.vcs_commit(src.commit, f"{where}.source.commit")
             if src.requested_revision is not None:
                 v.git_ref(src.requested_revision, f"{where}.source.requested_revision")
             if src.path is not None:  # a local-path source sealed into the experiment
-
                 if not FILE_NAME_RE.match(src.path):
-                    raise ValidationError(f"{where}.source.path", src.path,
-                                          "is not a file of the experiment")
+                    raise ValidationError(
+                        f"{where}.source.path", src.path, "is not a file of the experiment"
+                    )
             if src.hash is not None:
                 v.archive_hash(src.hash, f"{where}.source.hash")
         elif src.kind == "archive":
@@ -156,8 +157,9 @@ def _logical_lines(text: str) -> Iterator[tuple[int, str]]:
             yield start, joined
 
 
-def check_requirements_lock(text: str, env: Environment,
-                            file: str = "requirements.lock") -> tuple[Pin, ...]:
+def check_requirements_lock(
+    text: str, env: Environment, file: str = "requirements.lock"
+) -> tuple[Pin, ...]:
     """Every line of the lock that will be installed, checked against the recorded environment.
 
     Allowed: comments, blank lines, and ``name==version --hash=sha256:<hex>...`` where ``name`` is
@@ -170,44 +172,71 @@ def check_requirements_lock(text: str, env: Environment,
         raise LockRefused(file, 1, "the file", f"is larger than {MAX_LOCK_BYTES >> 20} MiB")
     bad = re.search(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]", text)
     if bad:
-        raise LockRefused(file, text.count("\n", 0, bad.start()) + 1, "a control character",
-                          "is not part of a lock")
+        raise LockRefused(
+            file,
+            text.count("\n", 0, bad.start()) + 1,
+            "a control character",
+            "is not part of a lock",
+        )
     recorded = {_norm(p.name): p for p in env.packages}
     pins: dict[str, Pin] = {}
     for number, line in _logical_lines(text):
         tokens = line.split()
         head = tokens[0]
         if head.startswith("-"):
-            raise LockRefused(file, number, f"the option {_shown(head)}",
-                              "is not one reprobox writes (indexes come from this machine's "
-                              "pip configuration only)")
+            raise LockRefused(
+                file,
+                number,
+                f"the option {_shown(head)}",
+                "is not one reprobox writes (indexes come from this machine's "
+                "pip configuration only)",
+            )
         m = _PIN_LINE.fullmatch(head)
         if m is None:
-            raise LockRefused(file, number, f"the requirement {_shown(head)}",
-                              "is not an exact `name==version` pin")
+            raise LockRefused(
+                file,
+                number,
+                f"the requirement {_shown(head)}",
+                "is not an exact `name==version` pin",
+            )
         name, version = _norm(m.group("name")), m.group("version")
         pkg = recorded.get(name)
         if pkg is None:
-            raise LockRefused(file, number, f"the package {m.group('name')!r}",
-                              "is not in environment.json")
+            raise LockRefused(
+                file, number, f"the package {m.group('name')!r}", "is not in environment.json"
+            )
         if pkg.source.kind != "index":
-            raise LockRefused(file, number, f"the package {m.group('name')!r}",
-                              f"was installed from a {pkg.source.kind} source, not an index")
+            raise LockRefused(
+                file,
+                number,
+                f"the package {m.group('name')!r}",
+                f"was installed from a {pkg.source.kind} source, not an index",
+            )
         if version != pkg.version:
-            raise LockRefused(file, number, f"the package {m.group('name')!r}",
-                              f"is pinned at {version!r}, environment.json records "
-                              f"{pkg.version!r}")
+            raise LockRefused(
+                file,
+                number,
+                f"the package {m.group('name')!r}",
+                f"is pinned at {version!r}, environment.json records {pkg.version!r}",
+            )
         if name in pins:
-            raise LockRefused(file, number, f"the package {m.group('name')!r}",
-                              f"is pinned twice (first on line {pins[name].line})")
+            raise LockRefused(
+                file,
+                number,
+                f"the package {m.group('name')!r}",
+                f"is pinned twice (first on line {pins[name].line})",
+            )
         hashes: list[str] = []
         for token in tokens[1:]:
             h = _HASH.fullmatch(token)
             if h is None:
                 what = "hash" if token.startswith("--hash") else "option"
-                raise LockRefused(file, number, f"the {what} {_shown(token)} of "
-                                  f"{m.group('name')!r}",
-                                  "is not a well-formed `--hash=sha256:<64 hex digits>`")
+                raise LockRefused(
+                    file,
+                    number,
+                    f"the {what} {_shown(token)} of {m.group('name')!r}",
+                    "is not a well-formed `--hash=sha256:<64 hex digits>`",
+                )
             hashes.append(h.group("hex"))
         if not hashes:
             raise LockRefused(file, number, f"the package {m.group('name')!r}", "has no hash")
@@ -227,8 +256,9 @@ def check_pylock(text: str, env: Environment, file: str = "pylock.toml") -> None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise LockRefused(file, getattr(exc, "lineno", 0) or 1, "the file",
-                          f"is not valid TOML ({exc})") from None
+        raise LockRefused(
+            file, getattr(exc, "lineno", 0) or 1, "the file", f"is not valid TOML ({exc})"
+        ) from None
     recorded = {_norm(p.name): p for p in env.packages}
     packages = data.get("packages", [])
     if not isinstance(packages, list):
@@ -238,13 +268,20 @@ def check_pylock(text: str, env: Environment, file: str = "pylock.toml") -> None
             raise LockRefused(file, 1, f"packages[{i}]", "has no name")
         rec = recorded.get(_norm(pkg["name"]))
         if rec is None:
-            raise LockRefused(file, _line_of(text, pkg["name"]), f"the package {pkg['name']!r}",
-                              "is not in environment.json")
+            raise LockRefused(
+                file,
+                _line_of(text, pkg["name"]),
+                f"the package {pkg['name']!r}",
+                "is not in environment.json",
+            )
         version = pkg.get("version")
         if version is not None and version != rec.version:
-            raise LockRefused(file, _line_of(text, pkg["name"]), f"the package {pkg['name']!r}",
-                              f"is pinned at {version!r}, environment.json records "
-                              f"{rec.version!r}")
+            raise LockRefused(
+                file,
+                _line_of(text, pkg["name"]),
+                f"the package {pkg['name']!r}",
+                f"is pinned at {version!r}, environment.json records {rec.version!r}",
+            )
 
 
 def _line_of(text: str, name: str) -> int:

@@ -54,7 +54,7 @@ class CondaConfig:
         clean_alias = strip_token(self.channel_alias) if self.channel_alias else None
         if base == channel and clean_alias and channel.startswith(clean_alias + "/"):
             # a token on the alias applies to every channel reached through it
-            base = str(self.channel_alias) + channel[len(clean_alias):]
+            base = str(self.channel_alias) + channel[len(clean_alias) :]
         if name in self.custom_channels:
             custom = self.custom_channels[name].rstrip("/") + "/" + name
             base = self.authenticated.get(strip_token(custom), custom)
@@ -75,8 +75,12 @@ def config_files(environ: Mapping[str, str]) -> list[Path]:
     if environ.get("CONDA_ROOT"):
         files.append(Path(environ["CONDA_ROOT"]) / ".condarc")
     xdg = Path(environ.get("XDG_CONFIG_HOME") or home / ".config")
-    files += [xdg / "conda" / ".condarc", xdg / "conda" / "condarc", home / ".conda" / ".condarc",
-              home / ".condarc"]
+    files += [
+        xdg / "conda" / ".condarc",
+        xdg / "conda" / "condarc",
+        home / ".conda" / ".condarc",
+        home / ".condarc",
+    ]
     if environ.get("CONDA_PREFIX"):
         files.append(Path(environ["CONDA_PREFIX"]) / ".condarc")
     if environ.get("CONDARC"):
@@ -94,13 +98,16 @@ def _load(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise UsageError(f"the conda configuration {path} is not valid YAML: {exc}",
-                         f"fix {path} (conda itself would refuse it too)") from None
+        raise UsageError(
+            f"the conda configuration {path} is not valid YAML: {exc}",
+            f"fix {path} (conda itself would refuse it too)",
+        ) from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise UsageError(f"the conda configuration {path} is not a mapping of settings",
-                         f"fix {path}")
+        raise UsageError(
+            f"the conda configuration {path} is not a mapping of settings", f"fix {path}"
+        )
     return data
 
 
@@ -123,8 +130,7 @@ def read_conda_config(environ: Optional[Mapping[str, str]] = None) -> CondaConfi
                 merged[key] = value
     alias = environ.get("CONDA_CHANNEL_ALIAS") or merged.get("channel_alias")
     alias = str(alias).rstrip("/") if alias else None
-    custom = {str(k): str(v).rstrip("/") for k, v in
-              (merged.get("custom_channels") or {}).items()}
+    custom = {str(k): str(v).rstrip("/") for k, v in (merged.get("custom_channels") or {}).items()}
     authenticated: dict[str, str] = {}
     configured = [str(c) for c in (merged.get("channels") or []) if isinstance(c, str)]
     configured += [str(c) for c in (merged.get("default_channels") or []) if isinstance(c, str)]
@@ -150,9 +156,15 @@ def read_conda_config(environ: Optional[Mapping[str, str]] = None) -> CondaConfi
         ssl_verify = environ["CONDA_SSL_VERIFY"]
     if isinstance(ssl_verify, str) and ssl_verify.lower() in ("false", "0", "no"):
         ssl_verify = False
-    return CondaConfig(channel_alias=alias, authenticated=authenticated, custom_channels=custom,
-                       mirrors=mirrors, proxies=proxies, ssl_verify=ssl_verify,
-                       files=tuple(used))
+    return CondaConfig(
+        channel_alias=alias,
+        authenticated=authenticated,
+        custom_channels=custom,
+        mirrors=mirrors,
+        proxies=proxies,
+        ssl_verify=ssl_verify,
+        files=tuple(used),
+    )
 
 
 __all__ = ["CondaConfig", "read_conda_config"]

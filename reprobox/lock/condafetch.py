@@ -83,9 +83,11 @@ def check_url(pkg: CondaPackage, field: str) -> None:
         raise ValidationError(f"{field}.url", url, "credentials, tokens or queries in the URL")
     stem = f"/{pkg.subdir}/{pkg.name}-{pkg.version}-{pkg.build}"
     if not (parts.path.endswith(stem + ".conda") or parts.path.endswith(stem + ".tar.bz2")):
-        raise ValidationError(f"{field}.url", url,
-                              f"does not name {pkg.name}-{pkg.version}-{pkg.build} in "
-                              f"{pkg.subdir}")
+        raise ValidationError(
+            f"{field}.url",
+            url,
+            f"does not name {pkg.name}-{pkg.version}-{pkg.build} in {pkg.subdir}",
+        )
     if ".." in unquote(parts.path).split("/"):
         raise ValidationError(f"{field}.url", url, "'..' in the path")
     if not pkg.channel or not url.startswith(pkg.channel.rstrip("/") + "/"):
@@ -134,16 +136,18 @@ def _check_hashes(pkg: CondaPackage, path: Path, where: str) -> tuple[str, str]:
 
 
 def _opener(config: CondaConfig) -> urllib.request.OpenerDirector:
-    handlers: list[urllib.request.BaseHandler] = [urllib.request.ProxyHandler(
-        dict(config.proxies))]
+    handlers: list[urllib.request.BaseHandler] = [urllib.request.ProxyHandler(dict(config.proxies))]
     if config.ssl_verify is False:
         ctx = ssl.create_default_context()
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
         handlers.append(urllib.request.HTTPSHandler(context=ctx))
     elif isinstance(config.ssl_verify, str) and config.ssl_verify.lower() not in ("true", "1"):
-        handlers.append(urllib.request.HTTPSHandler(
-            context=ssl.create_default_context(cafile=config.ssl_verify)))
+        handlers.append(
+            urllib.request.HTTPSHandler(
+                context=ssl.create_default_context(cafile=config.ssl_verify)
+            )
+        )
     return urllib.request.build_opener(*handlers)
 
 
@@ -153,8 +157,9 @@ def _download(opener: urllib.request.OpenerDirector, url: str, dest: Path) -> No
     if parts.username is not None:
         raw = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
         headers["Authorization"] = "Basic " + base64.b64encode(raw.encode()).decode()
-        url = urlunsplit((parts.scheme, parts.netloc.rsplit("@", 1)[-1], parts.path,
-                          parts.query, parts.fragment))
+        url = urlunsplit(
+            (parts.scheme, parts.netloc.rsplit("@", 1)[-1], parts.path, parts.query, parts.fragment)
+        )
     request = urllib.request.Request(url, headers=headers)
     with opener.open(request, timeout=120) as response, open(dest, "wb") as out:
         shutil.copyfileobj(response, out, CHUNK)
@@ -182,7 +187,7 @@ def fetch(pkg: CondaPackage, config: CondaConfig, cache: Optional[Path] = None) 
         except CondaFetchError:
             cached.unlink()
     channel = pkg.channel or url.rsplit("/", 2)[0]
-    rest = url[len(channel):].lstrip("/")
+    rest = url[len(channel) :].lstrip("/")
     shown = channel_display(channel)
     cache.mkdir(parents=True, exist_ok=True)
     opener = None

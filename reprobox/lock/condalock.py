@@ -79,8 +79,9 @@ def topological(packages: Sequence[CondaPackage]) -> list[CondaPackage]:
     return order
 
 
-def complete_hashes(env: Environment, config: CondaConfig, progress: Progress) -> list[
-        CondaPackage]:
+def complete_hashes(
+    env: Environment, config: CondaConfig, progress: Progress
+) -> list[CondaPackage]:
     """Every conda package with a URL, md5 and sha256 (fetching those recorded with md5 only)."""
     assert env.conda is not None
 
@@ -116,35 +117,57 @@ def _pip_entries(pip: Sequence[LockedPackage]) -> list[tuple[str, str, str, str]
         chosen = chosen or next((f for f in lp.files if f.is_wheel and f.sha256), None)
         chosen = chosen or next((f for f in lp.files if f.sha256), None)
         if chosen is None or not chosen.sha256:
-            raise LockError(f"pip package {lp.name} {lp.version} has no sha256 on the index",
-                            "use an index that publishes sha256 hashes")
+            raise LockError(
+                f"pip package {lp.name} {lp.version} has no sha256 on the index",
+                "use an index that publishes sha256 hashes",
+            )
         out.append((lp.name, lp.version, strip_url_credentials(chosen.url), chosen.sha256))
     return out
 
 
-def render_conda_lock(env: Environment, packages: Sequence[CondaPackage],
-                      pip: Sequence[LockedPackage]) -> str:
+def render_conda_lock(
+    env: Environment, packages: Sequence[CondaPackage], pip: Sequence[LockedPackage]
+) -> str:
     """conda-lock.yml text, built with conda-lock's models and checked by its own parser."""
     assert env.conda is not None
     models, Channel, write_lock, parse_lock = _models()
     platform = env.conda.platform or "linux-64"
     deps = []
     for pkg in sorted(packages, key=lambda p: p.name):
-        deps.append(models.LockedDependency(
-            name=pkg.name, version=pkg.version, manager="conda", platform=platform,
-            dependencies=split_depends(pkg.depends), url=pkg.url,
-            hash=models.HashModel(md5=pkg.md5, sha256=pkg.sha256), build=pkg.build,
-            categories={"main"},
-        ))
+        deps.append(
+            models.LockedDependency(
+                name=pkg.name,
+                version=pkg.version,
+                manager="conda",
+                platform=platform,
+                dependencies=split_depends(pkg.depends),
+                url=pkg.url,
+                hash=models.HashModel(md5=pkg.md5, sha256=pkg.sha256),
+                build=pkg.build,
+                categories={"main"},
+            )
+        )
     for name, version, url, sha in _pip_entries(pip):
-        deps.append(models.LockedDependency(
-            name=name, version=version, manager="pip", platform=platform, dependencies={},
-            url=url, hash=models.HashModel(sha256=sha), categories={"main"},
-        ))
-    content_hash = sha256_hex(canonical_json({
-        "conda": env.conda.identity(),
-        "pip": [list(e) for e in _pip_entries(pip)],
-    }))
+        deps.append(
+            models.LockedDependency(
+                name=name,
+                version=version,
+                manager="pip",
+                platform=platform,
+                dependencies={},
+                url=url,
+                hash=models.HashModel(sha256=sha),
+                categories={"main"},
+            )
+        )
+    content_hash = sha256_hex(
+        canonical_json(
+            {
+                "conda": env.conda.identity(),
+                "pip": [list(e) for e in _pip_entries(pip)],
+            }
+        )
+    )
     lockfile = models.Lockfile(
         package=deps,
         metadata=models.LockMeta(
@@ -164,8 +187,9 @@ def render_conda_lock(env: Environment, packages: Sequence[CondaPackage],
         return path.read_text(encoding="utf-8")
 
 
-def render_explicit(env: Environment, packages: Sequence[CondaPackage],
-                    pip: Sequence[LockedPackage]) -> str:
+def render_explicit(
+    env: Environment, packages: Sequence[CondaPackage], pip: Sequence[LockedPackage]
+) -> str:
     assert env.conda is not None
     lines = [
         "# This file may be used to create an environment using:",
@@ -182,9 +206,13 @@ def render_explicit(env: Environment, packages: Sequence[CondaPackage],
     return "\n".join(lines) + "\n"
 
 
-def lock_conda(env: Environment, pip: Sequence[LockedPackage] = (), *,
-               config: Optional[CondaConfig] = None,
-               progress: Optional[Progress] = None) -> dict[str, str]:
+def lock_conda(
+    env: Environment,
+    pip: Sequence[LockedPackage] = (),
+    *,
+    config: Optional[CondaConfig] = None,
+    progress: Optional[Progress] = None,
+) -> dict[str, str]:
     """The two conda lock files for ``env`` (which has a conda part)."""
     if env.conda is None:
         return {}

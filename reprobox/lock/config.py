@@ -99,8 +99,9 @@ class IndexConfig:
             index_url=strip_url_credentials(self.index_url),
             extra_index_urls=tuple(strip_url_credentials(u) for u in self.extra_index_urls),
             find_links=tuple(strip_url_credentials(u) for u in self.find_links),
-            proxies={k: (v if k == "no" else strip_url_credentials(v))
-                     for k, v in self.proxies.items()},
+            proxies={
+                k: (v if k == "no" else strip_url_credentials(v)) for k, v in self.proxies.items()
+            },
         )
 
     def has_credentials(self) -> bool:

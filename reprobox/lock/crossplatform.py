@@ -37,8 +37,11 @@ _PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;\\#]+)")
 def uv_environ(config: IndexConfig, base: Optional[Mapping[str, str]] = None) -> dict[str, str]:
     """Environment that makes uv use pip's indexes, CA bundle and proxies (credentials kept:
     this goes to a child process, never to a file)."""
-    env = {k: v for k, v in (os.environ if base is None else base).items()
-           if not k.startswith(("UV_", "PIP_"))}
+    env = {
+        k: v
+        for k, v in (os.environ if base is None else base).items()
+        if not k.startswith(("UV_", "PIP_"))
+    }
     env["UV_NO_CONFIG"] = "1"
     if not config.no_index:  # no-index has no variable: uv_args() passes --no-index
         env["UV_INDEX_URL"] = config.index_url
@@ -126,15 +129,33 @@ def reresolve(
         req_in.write_text("\n".join([*sorted(inputs), *direct]) + "\n")
         out = Path(tmp) / "requirements.txt"
         out.write_text("".join(f"{n}=={v}\n" for n, v in sorted(captured.items())))
-        argv = [uv, "pip", "compile", str(req_in), "-o", str(out), "--quiet", "--no-header",
-                "--no-annotate", "--python-version", target.full_version,
-                "--python-platform", uv_platform(target), "--index-strategy",
-                "unsafe-best-match", *uv_args(config)]
+        argv = [
+            uv,
+            "pip",
+            "compile",
+            str(req_in),
+            "-o",
+            str(out),
+            "--quiet",
+            "--no-header",
+            "--no-annotate",
+            "--python-version",
+            target.full_version,
+            "--python-platform",
+            uv_platform(target),
+            "--index-strategy",
+            "unsafe-best-match",
+            *uv_args(config),
+        ]
         if cache_dir is not None:
             argv += ["--cache-dir", str(Path(cache_dir) / "uv")]
         try:
-            proc.run(argv, env=uv_environ(config, environ), timeout=600,
-                     what=f"resolving for linux/{target.machine} with uv")
+            proc.run(
+                argv,
+                env=uv_environ(config, environ),
+                timeout=600,
+                what=f"resolving for linux/{target.machine} with uv",
+            )
         except CommandError as exc:
             raise LockError(
                 f"the captured packages cannot be resolved for linux/{target.machine}:\n"

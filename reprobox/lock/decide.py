@@ -49,9 +49,11 @@ def separate(pkg: Package, repo_root: Path) -> LockedPackage | Problem:
     src = pkg.source
     if src.kind == "vcs":
         if not src.commit:
-            return Problem(pkg.name, pkg.version,
-                           f"installed from {strip_url_credentials(src.url or '?')} with no "
-                           "recorded commit")
+            return Problem(
+                pkg.name,
+                pkg.version,
+                f"installed from {strip_url_credentials(src.url or '?')} with no recorded commit",
+            )
         return LockedPackage(pkg.name, pkg.version, "vcs", origin=src)
     # directory
     rel = src.path if (src.in_repo and src.path) else None
@@ -59,13 +61,15 @@ def separate(pkg: Package, repo_root: Path) -> LockedPackage | Problem:
         rel = _inside_repo(src.path or _file_url_path(src.url), repo_root)
     if rel is None:
         where = src.path or _file_url_path(src.url) or src.url or "?"
-        return Problem(pkg.name, pkg.version,
-                       f"installed from the directory {where}, outside the repository")
+        return Problem(
+            pkg.name, pkg.version, f"installed from the directory {where}, outside the repository"
+        )
     return LockedPackage(pkg.name, pkg.version, "directory", origin=src, repo_path=rel)
 
 
-def archive(pkg: Package, lookups: Sequence[Lookup], repo_root: Path,
-             target: Target) -> LockedPackage | Problem:
+def archive(
+    pkg: Package, lookups: Sequence[Lookup], repo_root: Path, target: Target
+) -> LockedPackage | Problem:
     """An archive: an index file with the same hash if one exists, else a pylock archive entry."""
     src = pkg.source
     algo, _, digest = (src.hash or "").partition("=")
@@ -74,8 +78,14 @@ def archive(pkg: Package, lookups: Sequence[Lookup], repo_root: Path,
             same = [f for f in lk.files if f.hashes.get(algo) == digest.lower()]
             if same:
                 files = ordered([*same, *rebuild_files(lk.files, target)])
-                return LockedPackage(pkg.name, pkg.version, "index", tuple(files), lk.source,
-                                     installed=same[0].filename)
+                return LockedPackage(
+                    pkg.name,
+                    pkg.version,
+                    "index",
+                    tuple(files),
+                    lk.source,
+                    installed=same[0].filename,
+                )
     local = _file_url_path(src.url)
     if local is not None:
         rel = _inside_repo(local, repo_root)
@@ -85,9 +95,11 @@ def archive(pkg: Package, lookups: Sequence[Lookup], repo_root: Path,
             return Problem(pkg.name, pkg.version, f"installed from {rel} with no recorded hash")
         return LockedPackage(pkg.name, pkg.version, "archive", origin=src, repo_path=rel)
     if not digest:
-        return Problem(pkg.name, pkg.version,
-                       f"installed from {strip_url_credentials(src.url or '?')} with no recorded "
-                       "hash")
+        return Problem(
+            pkg.name,
+            pkg.version,
+            f"installed from {strip_url_credentials(src.url or '?')} with no recorded hash",
+        )
     return LockedPackage(pkg.name, pkg.version, "archive", origin=src)
 
 
@@ -100,17 +112,24 @@ def _missing(pkg: Package, lookups: Sequence[Lookup]) -> Problem:
         verb = "has" if len(has_project) == 1 else "have"
         reason = f"{where} {verb} other versions, not this one"
     if "+" in pkg.version:
-        reason += (" (a local version such as +cpu comes from its own index or folder, e.g. "
-                   "https://download.pytorch.org/whl/cpu: add it with "
-                   "`pip config set global.extra-index-url URL`)")
+        reason += (
+            " (a local version such as +cpu comes from its own index or folder, e.g. "
+            "https://download.pytorch.org/whl/cpu: add it with "
+            "`pip config set global.extra-index-url URL`)"
+        )
     if pkg.installer == "conda":
         reason += " (installed by conda, not from a Python package index)"
     return Problem(pkg.name, pkg.version, reason)
 
 
-def index_package(pkg: Package, lookups: Sequence[Lookup], target: Target,
-                   machines: Optional[frozenset[str]], cross: bool,
-                   warnings: list[str]) -> LockedPackage | Problem:
+def index_package(
+    pkg: Package,
+    lookups: Sequence[Lookup],
+    target: Target,
+    machines: Optional[frozenset[str]],
+    cross: bool,
+    warnings: list[str],
+) -> LockedPackage | Problem:
     """Pick the installed file (by WHEEL tags) and the rebuild candidates, from one source."""
     tags = parse_wheel_tags(pkg.wheel_tags) if not cross else frozenset()
     if tags:
@@ -119,13 +138,25 @@ def index_package(pkg: Package, lookups: Sequence[Lookup], target: Target,
             if match:
                 files = ordered([*match, *rebuild_files(lk.files, target, machines=machines)])
                 _check_same_file(pkg, match[0], lookups, warnings)
-                return LockedPackage(pkg.name, pkg.version, "index", tuple(files), lk.source,
-                                     installed=match[0].filename)
+                return LockedPackage(
+                    pkg.name,
+                    pkg.version,
+                    "index",
+                    tuple(files),
+                    lk.source,
+                    installed=match[0].filename,
+                )
         for lk in lookups:
             sdists = [f for f in lk.files if f.is_sdist]
             if sdists:
-                return LockedPackage(pkg.name, pkg.version, "index", tuple(ordered(sdists)),
-                                     lk.source, built_from_sdist=True)
+                return LockedPackage(
+                    pkg.name,
+                    pkg.version,
+                    "index",
+                    tuple(ordered(sdists)),
+                    lk.source,
+                    built_from_sdist=True,
+                )
     for lk in lookups:
         files = rebuild_files(lk.files, target, machines=machines)
         if not cross:
@@ -140,14 +171,21 @@ def index_package(pkg: Package, lookups: Sequence[Lookup], target: Target,
             return LockedPackage(pkg.name, pkg.version, "index", tuple(ordered(files)), lk.source)
     if any(lk.files for lk in lookups):
         plat = f"{target.sys_platform} {target.machine or ''}".strip()
-        return Problem(pkg.name, pkg.version,
-                       "the indexes have this release but no file for Python "
-                       f"{target.full_version} on {plat}")
+        return Problem(
+            pkg.name,
+            pkg.version,
+            f"the indexes have this release but no file for Python {target.full_version} on {plat}",
+        )
     return _missing(pkg, lookups)
 
 
-def settled(pkg: Package, lookups: Sequence[Lookup], target: Target,
-             machines: Optional[frozenset[str]], cross: bool) -> bool:
+def settled(
+    pkg: Package,
+    lookups: Sequence[Lookup],
+    target: Target,
+    machines: Optional[frozenset[str]],
+    cross: bool,
+) -> bool:
     """Whether the sources asked so far decide the package, so later ones need not be asked.
 
     Mirrors the choices of :func:`index_package` and :func:`archive`: the first source (in
@@ -161,16 +199,23 @@ def settled(pkg: Package, lookups: Sequence[Lookup], target: Target,
         return bool(digest) and any(f.hashes.get(algo) == digest.lower() for f in last.files)
     if pkg.wheel_tags and not cross:
         return bool(installed_files(last.files, parse_wheel_tags(pkg.wheel_tags)))
-    return bool(rebuild_files(last.files, target, machines=machines)
-                or (not cross and capture_platform_files(last.files, target)))
+    return bool(
+        rebuild_files(last.files, target, machines=machines)
+        or (not cross and capture_platform_files(last.files, target))
+    )
 
 
-def _check_same_file(pkg: Package, chosen: DistFile, lookups: Sequence[Lookup],
-                     warnings: list[str]) -> None:
+def _check_same_file(
+    pkg: Package, chosen: DistFile, lookups: Sequence[Lookup], warnings: list[str]
+) -> None:
     for lk in lookups:
         for f in lk.files:
-            if f.filename == chosen.filename and f.sha256 and chosen.sha256 \
-                    and f.sha256 != chosen.sha256:
+            if (
+                f.filename == chosen.filename
+                and f.sha256
+                and chosen.sha256
+                and f.sha256 != chosen.sha256
+            ):
                 warnings.append(
                     f"{pkg.name}=={pkg.version}: {chosen.source.describe()} and "
                     f"{lk.source.describe()} serve different files named {chosen.filename}; "

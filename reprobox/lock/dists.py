@@ -28,6 +28,7 @@ def canonicalize_name(name: str) -> str:
         value = value.replace("--", "-")
     return value
 
+
 #: Source-distribution suffixes pip still installs.
 SDIST_SUFFIXES = (".tar.gz", ".zip", ".tar.bz2", ".tar.xz", ".tgz", ".tbz", ".txz", ".tar")
 
@@ -160,7 +161,7 @@ def parse_filename(filename: str, project: Optional[str] = None) -> Optional[Par
     if stem is None:
         return None
     for match in _VERSION_START.finditer(stem):
-        name_part, version_part = stem[: match.start()], stem[match.end():]
+        name_part, version_part = stem[: match.start()], stem[match.end() :]
         if project is not None and canonicalize_name(name_part) != project:
             continue
         try:

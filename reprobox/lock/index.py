@@ -108,10 +108,16 @@ class IndexClient:
                 continue
             misses = len(wanted) - len(self.cache.get_releases(source, wanted))
             if misses > 0 and self._workers is None:
-                threading.Thread(target=self.transport.prewarm_context, args=(source.location,),
-                                 daemon=True, name="reprobox-tls-context").start()
-                self._workers = _Workers(min(self.max_workers, START_WORKERS, misses),
-                                         partial(self.transport.prewarm_one, source.location))
+                threading.Thread(
+                    target=self.transport.prewarm_context,
+                    args=(source.location,),
+                    daemon=True,
+                    name="reprobox-tls-context",
+                ).start()
+                self._workers = _Workers(
+                    min(self.max_workers, START_WORKERS, misses),
+                    partial(self.transport.prewarm_one, source.location),
+                )
             return
 
     def start(self, wanted: Sequence[tuple[str, str]]) -> None:
@@ -200,8 +206,12 @@ class IndexClient:
             self._stop_workers()
         return found
 
-    def _ask_remote(self, source: Source, pending: Sequence[tuple[str, str]],
-                    take: Callable[[tuple[str, str], Lookup], None]) -> None:
+    def _ask_remote(
+        self,
+        source: Source,
+        pending: Sequence[tuple[str, str]],
+        take: Callable[[tuple[str, str], Lookup], None],
+    ) -> None:
         """``take(wanted, lookup)`` for each of ``pending``: the cached ones first, then the
         others as their answers arrive."""
         cached = self.cache.get_releases(source, pending)
@@ -249,8 +259,9 @@ class IndexClient:
             found, files = self._index_files(source, project, keep)
         else:
             found, files = self._find_links_files(source, project, keep)
-        return Lookup(source, found, tuple(self._with_local_hashes(files)),
-                      len(keep.other_versions))
+        return Lookup(
+            source, found, tuple(self._with_local_hashes(files)), len(keep.other_versions)
+        )
 
     def fill_hash(self, f: DistFile) -> DistFile:
         """``f`` with a sha256, downloaded and hashed if the index gave none (old mirrors)."""
@@ -271,8 +282,9 @@ class IndexClient:
 
     # ------------------------------------------------------------------ sources
 
-    def _index_files(self, source: Source, project: str,
-                     keep: ReleaseFilter) -> tuple[bool, list[DistFile]]:
+    def _index_files(
+        self, source: Source, project: str, keep: ReleaseFilter
+    ) -> tuple[bool, list[DistFile]]:
         url = source.location.rstrip("/") + f"/{project}/"
         if source.is_local:
             # pip reads a file:// project "page" as the index.html inside its folder
@@ -296,10 +308,12 @@ class IndexClient:
             return True, parse_json_page(body, final_url, source, keep)
         return True, parse_html_page(body, final_url, source, keep)
 
-    def _find_links_files(self, source: Source, project: str,
-                          keep: ReleaseFilter) -> tuple[bool, list[DistFile]]:
-        files = self._memoized(f"find-links {source.location}",
-                               lambda: self._list_find_links(source))
+    def _find_links_files(
+        self, source: Source, project: str, keep: ReleaseFilter
+    ) -> tuple[bool, list[DistFile]]:
+        files = self._memoized(
+            f"find-links {source.location}", lambda: self._list_find_links(source)
+        )
         found = False
         mine = []
         for f in files:
@@ -319,15 +333,29 @@ class IndexClient:
                 out = []
                 for entry in sorted(os.scandir(path), key=lambda e: e.name):
                     if entry.is_file():
-                        out.append(DistFile(entry.name, _file_url(entry.path), source,
-                                            size=entry.stat().st_size, path=entry.path))
+                        out.append(
+                            DistFile(
+                                entry.name,
+                                _file_url(entry.path),
+                                source,
+                                size=entry.stat().st_size,
+                                path=entry.path,
+                            )
+                        )
                 return out
             if os.path.isfile(path):
                 if path.endswith((".html", ".htm")):
                     with open(path, "rb") as fh:
                         return parse_html_page(fh.read(), _file_url(path), source)
-                return [DistFile(os.path.basename(path), _file_url(path), source,
-                                 size=os.path.getsize(path), path=path)]
+                return [
+                    DistFile(
+                        os.path.basename(path),
+                        _file_url(path),
+                        source,
+                        size=os.path.getsize(path),
+                        path=path,
+                    )
+                ]
             return []  # pip ignores a missing find-links folder with a warning; so do we
         got = self._page(loc)
         if got is None:
@@ -405,13 +433,18 @@ class _Workers:
         self._lock = threading.Lock()
         self._count = count
         self._stopped = False
-        threading.Thread(target=self._launch, args=(0, count, on_start), daemon=True,
-                         name="reprobox-lookup-launcher").start()
+        threading.Thread(
+            target=self._launch,
+            args=(0, count, on_start),
+            daemon=True,
+            name="reprobox-lookup-launcher",
+        ).start()
 
     def _launch(self, first: int, count: int, on_start: Optional[Callable[[], None]]) -> None:
         for i in range(first, first + count):
-            threading.Thread(target=self._run, args=(on_start,), daemon=True,
-                             name=f"reprobox-lookup-{i}").start()
+            threading.Thread(
+                target=self._run, args=(on_start,), daemon=True, name=f"reprobox-lookup-{i}"
+            ).start()
 
     def grow(self, count: int) -> None:
         """Run ``count`` threads in all (the new ones connect on their first request)."""
@@ -420,8 +453,12 @@ class _Workers:
             if add <= 0 or self._stopped:
                 return
             first, self._count = self._count, count
-        threading.Thread(target=self._launch, args=(first, add, None), daemon=True,
-                         name="reprobox-lookup-launcher").start()
+        threading.Thread(
+            target=self._launch,
+            args=(first, add, None),
+            daemon=True,
+            name="reprobox-lookup-launcher",
+        ).start()
 
     def _run(self, on_start: Optional[Callable[[], None]]) -> None:
         if on_start is not None:

@@ -53,14 +53,16 @@ def lock_environment(
         client.close()
 
 
-def _lock(env: Environment, client: IndexClient, repo_root: Path, platform: Optional[str],
-          say: Progress) -> LockResult:
+def _lock(
+    env: Environment, client: IndexClient, repo_root: Path, platform: Optional[str], say: Progress
+) -> LockResult:
     config = client.config
     cache_dir = client.cache_dir
     # connect to the configured indexes while the environment is checked: only the host's own
     # configuration decides where these go, nothing from the (untrusted) capture
-    client.prewarm([(p.name, p.version) for p in env.packages
-                    if p.source.kind in ("index", "archive")])
+    client.prewarm(
+        [(p.name, p.version) for p in env.packages if p.source.kind in ("index", "archive")]
+    )
 
     check_environment(env)
     if platform is None:
@@ -76,8 +78,9 @@ def _lock(env: Environment, client: IndexClient, repo_root: Path, platform: Opti
         if (target.sys_platform, target.machine) != (base.sys_platform, linux_machine(base)):
             cross = True
             say(f"re-resolving for {platform} with the captured versions as preferences")
-            pins, changes = reresolve(env, target, config=config, repo_root=repo_root,
-                                      cache_dir=cache_dir)
+            pins, changes = reresolve(
+                env, target, config=config, repo_root=repo_root, cache_dir=cache_dir
+            )
             packages = [p for p in packages if p.source.kind != "index"]
             packages += [Package(name, version) for name, version in sorted(pins.items())]
 
@@ -88,8 +91,10 @@ def _lock(env: Environment, client: IndexClient, repo_root: Path, platform: Opti
     t0 = time.perf_counter()
     sources = client.sources()
     if looked_up:
-        say(f"looking up {len(looked_up)} packages on {len(sources)} package "
-            f"source{'s' if len(sources) != 1 else ''}")
+        say(
+            f"looking up {len(looked_up)} packages on {len(sources)} package "
+            f"source{'s' if len(sources) != 1 else ''}"
+        )
     by_key = {(p.name, p.version): p for p in looked_up}
     found = client.lookup_many(
         _lookup_keys(looked_up),
@@ -99,8 +104,9 @@ def _lock(env: Environment, client: IndexClient, repo_root: Path, platform: Opti
         kind = pkg.source.kind
         outcome: LockedPackage | Problem
         if kind == "index":
-            outcome = index_package(pkg, found[(pkg.name, pkg.version)], target, machines,
-                                    cross, warnings)
+            outcome = index_package(
+                pkg, found[(pkg.name, pkg.version)], target, machines, cross, warnings
+            )
         elif kind == "archive":
             outcome = archive(pkg, found[(pkg.name, pkg.version)], repo_root, target)
         else:
@@ -113,8 +119,10 @@ def _lock(env: Environment, client: IndexClient, repo_root: Path, platform: Opti
         locked.append(outcome)
     requests = client.requests
     if looked_up:
-        say(f"looked up {len(looked_up)} packages in {time.perf_counter() - t0:.1f} s "
-            f"({requests} request{'s' if requests != 1 else ''})")
+        say(
+            f"looked up {len(looked_up)} packages in {time.perf_counter() - t0:.1f} s "
+            f"({requests} request{'s' if requests != 1 else ''})"
+        )
 
     warnings += source_warnings(locked)
     for p in locked:
@@ -137,13 +145,26 @@ def _lookup_keys(packages: Sequence[Package]) -> list[tuple[str, str]]:
     return [(p.name, p.version) for p in looked_up]
 
 
-def _render(env: Environment, locked: list[LockedPackage], target: Target, config: IndexConfig,
-            warnings: tuple[str, ...], changes: tuple[VersionChange, ...],
-            platform: Optional[str], requests: int) -> LockResult:
-    req = render_requirements(locked, target=target, environment_digest=env.digest,
-                              config=config, tool_version=__version__)
-    pylock = render_pylock(locked, target=target, environment_digest=env.digest,
-                           tool_version=__version__)
+def _render(
+    env: Environment,
+    locked: list[LockedPackage],
+    target: Target,
+    config: IndexConfig,
+    warnings: tuple[str, ...],
+    changes: tuple[VersionChange, ...],
+    platform: Optional[str],
+    requests: int,
+) -> LockResult:
+    req = render_requirements(
+        locked,
+        target=target,
+        environment_digest=env.digest,
+        config=config,
+        tool_version=__version__,
+    )
+    pylock = render_pylock(
+        locked, target=target, environment_digest=env.digest, tool_version=__version__
+    )
     return LockResult(
         requirements_lock=req,
         pylock_toml=pylock,

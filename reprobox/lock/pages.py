@@ -48,8 +48,9 @@ def file_url_path(url: str) -> Optional[str]:
 # --------------------------------------------------------------------------- HTML (PEP 503)
 
 
-def parse_html_page(body: bytes, page_url: str, source: Source,
-                    keep: Optional[Keep] = None) -> list[DistFile]:
+def parse_html_page(
+    body: bytes, page_url: str, source: Source, keep: Optional[Keep] = None
+) -> list[DistFile]:
     """PEP 503 anchors: href (+ ``#sha256=``), ``data-requires-python``, ``data-yanked``."""
     anchors: list[dict[str, Optional[str]]] = []
     base_href: list[str] = []
@@ -72,15 +73,17 @@ def parse_html_page(body: bytes, page_url: str, source: Source,
         url, hashes = split_fragment(urljoin(base, href))
         # PEP 592: the attribute's presence marks the file yanked; its value is the reason
         yanked = (a.get("data-yanked") or "") if "data-yanked" in a else None
-        out.append(DistFile(
-            filename=filename_of(url),
-            url=url,
-            source=source,
-            hashes=hashes,
-            requires_python=a.get("data-requires-python") or None,
-            yanked=yanked,
-            path=file_url_path(url),
-        ))
+        out.append(
+            DistFile(
+                filename=filename_of(url),
+                url=url,
+                source=source,
+                hashes=hashes,
+                requires_python=a.get("data-requires-python") or None,
+                yanked=yanked,
+                path=file_url_path(url),
+            )
+        )
     return out
 
 
@@ -90,7 +93,7 @@ def parse_html_page(body: bytes, page_url: str, source: Source,
 def _decode_at(body: bytes, start: int) -> Optional[tuple[object, int]]:
     """The JSON value starting at byte ``start`` and the byte just after it, or None."""
     for window in (*_WINDOWS, None):
-        chunk = body[start:] if window is None else body[start:start + window]
+        chunk = body[start:] if window is None else body[start : start + window]
         text = chunk.decode("utf-8", errors="strict" if window is None else "ignore")
         try:
             value, end = _DECODER.raw_decode(text)
@@ -160,15 +163,20 @@ def release_items(body: bytes | str, version: str) -> Optional[list[dict]]:
         if got is None:
             return None
         obj, end = got
-        if not (isinstance(obj, dict) and isinstance(obj.get("filename"), str)
-                and isinstance(obj.get("url"), str) and end > furthest[start]):
+        if not (
+            isinstance(obj, dict)
+            and isinstance(obj.get("filename"), str)
+            and isinstance(obj.get("url"), str)
+            and end > furthest[start]
+        ):
             return None
         items.append(obj)
     return items
 
 
-def parse_json_page(body: bytes, page_url: str, source: Source,
-                    keep: Optional[Keep] = None) -> list[DistFile]:
+def parse_json_page(
+    body: bytes, page_url: str, source: Source, keep: Optional[Keep] = None
+) -> list[DistFile]:
     """PEP 691 ``files`` (sizes and upload times from PEP 700 when the index sends them).
 
     With a :class:`ReleaseFilter` as ``keep``, only that release's entries are decoded.
@@ -187,8 +195,9 @@ def parse_json_page(body: bytes, page_url: str, source: Source,
         if items is not None:  # the other versions, for messages, from PEP 700's list
             versions = _value_of(body, b"versions")
             if isinstance(versions, list):
-                keep.other_versions.update(v for v in versions
-                                           if isinstance(v, str) and v != keep.version)
+                keep.other_versions.update(
+                    v for v in versions if isinstance(v, str) and v != keep.version
+                )
     if items is None:
         items = json.loads(body).get("files", ())
     out = []
@@ -202,15 +211,17 @@ def parse_json_page(body: bytes, page_url: str, source: Source,
         hashes = {k: str(v).lower() for k, v in (item.get("hashes") or {}).items()}
         yanked = item.get("yanked", False)
         size = item.get("size")
-        out.append(DistFile(
-            filename=item.get("filename") or filename_of(url),
-            url=url,
-            source=source,
-            hashes=hashes or frag_hashes,
-            size=size if isinstance(size, int) else None,
-            upload_time=item.get("upload-time"),
-            requires_python=item.get("requires-python") or None,
-            yanked=None if yanked is False else ("" if yanked is True else str(yanked)),
-            path=file_url_path(url),
-        ))
+        out.append(
+            DistFile(
+                filename=item.get("filename") or filename_of(url),
+                url=url,
+                source=source,
+                hashes=hashes or frag_hashes,
+                size=size if isinstance(size, int) else None,
+                upload_time=item.get("upload-time"),
+                requires_python=item.get("requires-python") or None,
+                yanked=None if yanked is False else ("" if yanked is True else str(yanked)),
+                path=file_url_path(url),
+            )
+        )
     return out

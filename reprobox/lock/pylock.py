@@ -41,13 +41,15 @@ def _hashes(f: DistFile) -> str:
 
 def _file_entry(f: DistFile) -> str:
     upload = f.upload_time if f.upload_time and _DATETIME.match(f.upload_time) else None
-    return _inline([
-        ("name", _s(f.filename)),
-        ("url", _s(strip_url_credentials(f.url))),
-        ("size", str(f.size) if isinstance(f.size, int) else None),
-        ("upload-time", upload),
-        ("hashes", _hashes(f)),
-    ])
+    return _inline(
+        [
+            ("name", _s(f.filename)),
+            ("url", _s(strip_url_credentials(f.url))),
+            ("size", str(f.size) if isinstance(f.size, int) else None),
+            ("upload-time", upload),
+            ("hashes", _hashes(f)),
+        ]
+    )
 
 
 _SCP = re.compile(r"^(?P<user>[A-Za-z0-9._-]+@)?(?P<host>[A-Za-z0-9.-]+):(?!//)(?P<path>.+)$")
@@ -58,7 +60,7 @@ def vcs_url(url: str, vcs: str) -> str:
     ``ssh://user@host/path``), without the ``git+`` prefix (``type`` says it), no credentials
     (an ssh user name is not one, and the capture refused passwords already)."""
     if url.startswith(f"{vcs}+"):
-        url = url[len(vcs) + 1:]
+        url = url[len(vcs) + 1 :]
     if "://" not in url:
         m = _SCP.match(url)
         return f"ssh://{m.group('user') or ''}{m.group('host')}/{m.group('path')}" if m else url
@@ -86,48 +88,83 @@ def _package(p: LockedPackage) -> list[str]:
         if not sdists and not wheels and p.files:
             # only an old-style sdist (.tar.bz2...): PEP 751 has no sdist entry for it
             f = p.files[0]
-            out.append("archive = " + _inline([("url", _s(strip_url_credentials(f.url))),
-                                               ("hashes", _hashes(f))]))
+            out.append(
+                "archive = "
+                + _inline([("url", _s(strip_url_credentials(f.url))), ("hashes", _hashes(f))])
+            )
         if wheels:
             out.append("wheels = [")
             out += [f"  {_file_entry(f)}," for f in wheels]
             out.append("]")
-    elif p.kind == "vcs" and src is not None and src.path and src.hash and (
-            (src.url or "").startswith(("file:", f"{src.vcs or 'git'}+file:"))):
+    elif (
+        p.kind == "vcs"
+        and src is not None
+        and src.path
+        and src.hash
+        and ((src.url or "").startswith(("file:", f"{src.vcs or 'git'}+file:")))
+    ):
         # a repository of the capture machine: its commit is a file of the experiment, next to
         # this lock (PEP 751 paths are relative to the lock's folder)
         algo, _, digest = src.hash.partition("=")
         out.append(f"version = {_s(p.version)}")
-        out.append("archive = " + _inline([
-            ("path", _s(src.path)),
-            ("hashes", _inline([(algo, _s(digest))])),
-        ]))
+        out.append(
+            "archive = "
+            + _inline(
+                [
+                    ("path", _s(src.path)),
+                    ("hashes", _inline([(algo, _s(digest))])),
+                ]
+            )
+        )
     elif p.kind == "vcs" and src is not None:
         out.append(f"version = {_s(p.version)}")
-        out.append("vcs = " + _inline([
-            ("type", _s(src.vcs or "git")),
-            ("url", _s(vcs_url(src.url or "", src.vcs or "git"))),
-            ("requested-revision", _s(src.requested_revision) if src.requested_revision else None),
-            ("commit-id", _s(src.commit or "")),
-            ("subdirectory", _s(src.subdirectory) if src.subdirectory else None),
-        ]))
+        out.append(
+            "vcs = "
+            + _inline(
+                [
+                    ("type", _s(src.vcs or "git")),
+                    ("url", _s(vcs_url(src.url or "", src.vcs or "git"))),
+                    (
+                        "requested-revision",
+                        _s(src.requested_revision) if src.requested_revision else None,
+                    ),
+                    ("commit-id", _s(src.commit or "")),
+                    ("subdirectory", _s(src.subdirectory) if src.subdirectory else None),
+                ]
+            )
+        )
     elif p.kind == "directory":
-        out.append("directory = " + _inline([
-            ("path", _s(_repo_relative(p.repo_path or "."))),
-            ("editable", "true" if src is not None and src.editable else "false"),
-            ("subdirectory",
-             _s(src.subdirectory) if src is not None and src.subdirectory else None),
-        ]))
+        out.append(
+            "directory = "
+            + _inline(
+                [
+                    ("path", _s(_repo_relative(p.repo_path or "."))),
+                    ("editable", "true" if src is not None and src.editable else "false"),
+                    (
+                        "subdirectory",
+                        _s(src.subdirectory) if src is not None and src.subdirectory else None,
+                    ),
+                ]
+            )
+        )
     elif p.kind == "archive" and src is not None:
         algo, _, digest = (src.hash or "").partition("=")
-        location = (("path", _s(_repo_relative(p.repo_path))) if p.repo_path
-                    else ("url", _s(strip_url_credentials(src.url or ""))))
+        location = (
+            ("path", _s(_repo_relative(p.repo_path)))
+            if p.repo_path
+            else ("url", _s(strip_url_credentials(src.url or "")))
+        )
         out.append(f"version = {_s(p.version)}")
-        out.append("archive = " + _inline([
-            location,
-            ("hashes", _inline([(algo, _s(digest))])),
-            ("subdirectory", _s(src.subdirectory) if src.subdirectory else None),
-        ]))
+        out.append(
+            "archive = "
+            + _inline(
+                [
+                    location,
+                    ("hashes", _inline([(algo, _s(digest))])),
+                    ("subdirectory", _s(src.subdirectory) if src.subdirectory else None),
+                ]
+            )
+        )
     tool = []
     if p.source is not None and p.source.kind == "find-links":
         tool.append(f"find-links = {_s(p.source.redacted)}")

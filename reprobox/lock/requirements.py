@@ -49,8 +49,9 @@ def pip_accepts_at_form(pip_version: Optional[str], url: str = "") -> bool:
     return _version_tuple(pip_version) >= need
 
 
-def url_requirement(name: str, url: str, pip_version: Optional[str] = None,
-                    fragment: tuple[str, ...] = ()) -> str:
+def url_requirement(
+    name: str, url: str, pip_version: Optional[str] = None, fragment: tuple[str, ...] = ()
+) -> str:
     """A requirement installing ``name`` from ``url`` in the form ``pip_version`` accepts:
     ``name @ url[#frag]`` where it can, else ``url#egg=name[&frag]``."""
     if pip_accepts_at_form(pip_version, url):
@@ -58,9 +59,14 @@ def url_requirement(name: str, url: str, pip_version: Optional[str] = None,
     return f"{url}#" + "&".join((f"egg={name}", *fragment))
 
 
-def vcs_requirement(name: str, url: str, vcs: str, commit: str,
-                    subdirectory: Optional[str] = None,
-                    pip_version: Optional[str] = None) -> str:
+def vcs_requirement(
+    name: str,
+    url: str,
+    vcs: str,
+    commit: str,
+    subdirectory: Optional[str] = None,
+    pip_version: Optional[str] = None,
+) -> str:
     """``name @ git+URL@commit`` (or ``git+URL@commit#egg=name`` for pip < 10)."""
     full = url if url.startswith(f"{vcs}+") else f"{vcs}+{url}"
     frag = (f"subdirectory={subdirectory}",) if subdirectory else ()
@@ -85,13 +91,18 @@ def describe_separate(pkg: LockedPackage, pip_version: Optional[str] = None) -> 
         url = strip_url_credentials(src.url or "")
         if url.startswith("file:") or url.startswith(f"{src.vcs or 'git'}+file:"):
             if src.path and src.hash:
-                return (f"{src.vcs or 'vcs'} commit {src.commit} of {url} on the capture "
-                        f"machine, sealed into the experiment as {src.path} ({src.hash})")
-            return (f"{src.vcs or 'vcs'} commit {src.commit} of {url} on the capture machine "
-                    "(not carried by the capture: a rebuild cannot install it)")
+                return (
+                    f"{src.vcs or 'vcs'} commit {src.commit} of {url} on the capture "
+                    f"machine, sealed into the experiment as {src.path} ({src.hash})"
+                )
+            return (
+                f"{src.vcs or 'vcs'} commit {src.commit} of {url} on the capture machine "
+                "(not carried by the capture: a rebuild cannot install it)"
+            )
         vcs = src.vcs or "git"
-        return vcs_requirement(pkg.name, vcs_url(url, vcs), vcs, src.commit or "",
-                               src.subdirectory, pip_version)
+        return vcs_requirement(
+            pkg.name, vcs_url(url, vcs), vcs, src.commit or "", src.subdirectory, pip_version
+        )
     if pkg.kind == "directory":
         edit = "editable " if src is not None and src.editable else ""
         where = pkg.repo_path or "."
@@ -120,14 +131,18 @@ def render_requirements(
         "# the exact distributions that were installed (not a new resolution), each pinned with",
         "# the sha256 of the installed file and of the other files a Linux rebuild of the same",
         "# interpreter could pick.",
-        (f"# Environment {environment_digest}: Python {target.full_version} "
-         f"({target.implementation}) on {target.sys_platform}{machine}"),
+        (
+            f"# Environment {environment_digest}: Python {target.full_version} "
+            f"({target.implementation}) on {target.sys_platform}{machine}"
+        ),
         "# Install into a fresh virtual environment of that Python:",
         f"#     {INSTALL_COMMAND}",
     ]
     if not red.no_index:
-        out.append(f"# Primary index: {_safe(red.index_url)} (the installer's own index-url "
-                   "applies; it is not written here)")
+        out.append(
+            f"# Primary index: {_safe(red.index_url)} (the installer's own index-url "
+            "applies; it is not written here)"
+        )
     if separate:
         out += ["#", "# Installed separately (hash-checking mode refuses them; see pylock.toml):"]
         width = max(len(p.name) for p in separate)
@@ -148,8 +163,11 @@ def render_requirements(
         elif src.kind == "find-links" and loc not in links:
             links.append(loc)
     # keep pip's configured order, not the order packages happened to need them
-    order = {strip_url_credentials(u): i for i, u in enumerate((*config.extra_index_urls,
-                                                                 *config.find_links))}
+    order = {
+        strip_url_credentials(u): i
+        for i, u in enumerate((*config.extra_index_urls, *config.find_links))
+    }
+
     def rank(u: str) -> int:
         return order.get(u, 1 << 30)
 

@@ -26,10 +26,18 @@ _LINUX_PLATFORM = re.compile(
     r"^(?:manylinux1|manylinux2010|manylinux2014|manylinux_\d+_\d+|musllinux_\d+_\d+|linux)_"
     r"(?P<arch>[a-z0-9_]+)$"
 )
-_OS_PREFIXES = {"linux": ("manylinux", "musllinux", "linux"), "darwin": ("macosx",),
-                "win32": ("win",)}
-_IMPL_PREFIX = {"cpython": "cp", "pypy": "pp", "graalpy": "graalpy", "ironpython": "ip",
-                "jython": "jy"}
+_OS_PREFIXES = {
+    "linux": ("manylinux", "musllinux", "linux"),
+    "darwin": ("macosx",),
+    "win32": ("win",),
+}
+_IMPL_PREFIX = {
+    "cpython": "cp",
+    "pypy": "pp",
+    "graalpy": "graalpy",
+    "ironpython": "ip",
+    "jython": "jy",
+}
 
 #: Docker platform -> (sys_platform, platform_machine).
 DOCKER_PLATFORMS = {
@@ -56,9 +64,11 @@ class Target:
 
     def marker(self) -> str:
         """The PEP 508 marker a pylock ``environments`` entry pins."""
-        parts = [f"python_full_version == '{self.full_version}'",
-                 f"implementation_name == '{self.implementation}'",
-                 f"sys_platform == '{self.sys_platform}'"]
+        parts = [
+            f"python_full_version == '{self.full_version}'",
+            f"implementation_name == '{self.implementation}'",
+            f"sys_platform == '{self.sys_platform}'",
+        ]
         if self.machine:
             parts.append(f"platform_machine == '{self.machine}'")
         return " and ".join(parts)
@@ -73,8 +83,9 @@ def interpreter_pairs(target: Target) -> frozenset[tuple[str, str]]:
     if target.implementation == "cpython":
         tags: list[Tag] = list(cpython_tags(version, abis=[target.abi or interp], platforms=["x"]))
     else:
-        tags = list(generic_tags(interp, abis=[target.abi] if target.abi else ["none"],
-                                 platforms=["x"]))
+        tags = list(
+            generic_tags(interp, abis=[target.abi] if target.abi else ["none"], platforms=["x"])
+        )
     tags += list(compatible_tags(version, interp, platforms=["x"]))
     return frozenset((t.interpreter, t.abi) for t in tags)
 
@@ -105,8 +116,9 @@ def _filename_tags(filename: str) -> frozenset[Tag]:
     if len(parts) not in (5, 6):
         return frozenset()
     pys, abis, plats = parts[-3:]
-    return frozenset(Tag(i, a, p) for i in pys.split(".") for a in abis.split(".")
-                     for p in plats.split("."))
+    return frozenset(
+        Tag(i, a, p) for i in pys.split(".") for a in abis.split(".") for p in plats.split(".")
+    )
 
 
 def _tags(f: DistFile) -> frozenset[Tag]:
@@ -143,8 +155,13 @@ def linux_arch(plat: str) -> Optional[str]:
     return m.group("arch") if m else None
 
 
-def wheel_fits(f: DistFile, target: Target, *, os_family: str = "linux",
-               machines: Optional[frozenset[str]] = None) -> bool:
+def wheel_fits(
+    f: DistFile,
+    target: Target,
+    *,
+    os_family: str = "linux",
+    machines: Optional[frozenset[str]] = None,
+) -> bool:
     """A wheel for the target's interpreter on ``os_family`` (any arch unless ``machines``)."""
     pairs = interpreter_pairs(target)
     for tag in _tags(f):
@@ -161,19 +178,20 @@ def wheel_fits(f: DistFile, target: Target, *, os_family: str = "linux",
     return False
 
 
-def rebuild_files(files: Sequence[DistFile], target: Target, *,
-                  machines: Optional[frozenset[str]] = None) -> list[DistFile]:
+def rebuild_files(
+    files: Sequence[DistFile], target: Target, *, machines: Optional[frozenset[str]] = None
+) -> list[DistFile]:
     """Wheels a Linux rebuild of the target interpreter could pick, and the sdists."""
-    return [f for f in files
-            if f.is_sdist or (f.is_wheel and wheel_fits(f, target, machines=machines))]
+    return [
+        f for f in files if f.is_sdist or (f.is_wheel and wheel_fits(f, target, machines=machines))
+    ]
 
 
 def capture_platform_files(files: Sequence[DistFile], target: Target) -> list[DistFile]:
     """Wheels for the capture's own OS (a macOS or Windows capture installs those)."""
     if target.sys_platform == "linux":
         return []
-    return [f for f in files
-            if f.is_wheel and wheel_fits(f, target, os_family=target.sys_platform)]
+    return [f for f in files if f.is_wheel and wheel_fits(f, target, os_family=target.sys_platform)]
 
 
 def ordered(files: Iterable[DistFile]) -> list[DistFile]:

@@ -104,8 +104,9 @@ class Transport:
                 self._dns[key] = found
             return found
 
-    def _create_connection(self, address: tuple, timeout: object = None,
-                           source_address: object = None) -> socket.socket:
+    def _create_connection(
+        self, address: tuple, timeout: object = None, source_address: object = None
+    ) -> socket.socket:
         host, port = address[0], int(address[1])
         error: Optional[OSError] = None
         for family, type_, proto, _name, sockaddr in self._addresses(host, port):
@@ -120,8 +121,9 @@ class Transport:
                 return sock
             except socket.timeout:
                 sock.close()
-                error = ConnectTimeout(f"no connection to {host}:{port} within "
-                                       f"{self.connect_timeout:.0f} s")
+                error = ConnectTimeout(
+                    f"no connection to {host}:{port} within {self.connect_timeout:.0f} s"
+                )
             except OSError as exc:
                 error = exc
                 sock.close()
@@ -183,7 +185,8 @@ class Transport:
     def _read_netrc(environ: Mapping[str, str]) -> Optional[netrc.netrc]:
         """~/.netrc (or $NETRC), as requests (pip's HTTP library) reads it; never written."""
         path = environ.get("NETRC") or os.path.join(
-            environ.get("HOME") or os.path.expanduser("~"), ".netrc")
+            environ.get("HOME") or os.path.expanduser("~"), ".netrc"
+        )
         if not os.path.isfile(path):
             return None
         try:
@@ -260,8 +263,9 @@ class Transport:
         modules instead of waiting for it. Failures are left to the requests to report."""
         if urlsplit(url).scheme != "https":
             return
-        threading.Thread(target=self._prewarm_dns, args=(url,), daemon=True,
-                         name="reprobox-dns-prewarm").start()
+        threading.Thread(
+            target=self._prewarm_dns, args=(url,), daemon=True, name="reprobox-dns-prewarm"
+        ).start()
         try:
             self._context(url)
         except Exception:  # noqa: BLE001 - the request that needs it reports it properly

@@ -53,10 +53,15 @@ from .transport import Transport
 #: The build backend an old-style sdist (no pyproject.toml), a VCS checkout or the project's own
 #: packages are built with, offline, in the image: named and hashed by reprobox itself.
 BUILD_BACKEND = (
-    Pin("setuptools", "75.3.0",
-        ("f2504966861356aa38616760c0f66568e535562374995367b4e69c7143cf6bcd",), 0),
-    Pin("wheel", "0.45.1",
-        ("708e7481cc80179af0e556bbf0cc00b8444c7321e2700b8d8580231d13017248",), 0),
+    Pin(
+        "setuptools",
+        "75.3.0",
+        ("f2504966861356aa38616760c0f66568e535562374995367b4e69c7143cf6bcd",),
+        0,
+    ),
+    Pin(
+        "wheel", "0.45.1", ("708e7481cc80179af0e556bbf0cc00b8444c7321e2700b8d8580231d13017248",), 0
+    ),
 )
 #: Files downloaded at once (each on its own keep-alive connection).
 DOWNLOADS = 8
@@ -111,14 +116,18 @@ class Wheelhouse:
         """The stored file with this digest, or None."""
         folder = self.folder(sha256)
         try:
-            entries = [e for e in folder.iterdir()
-                       if not e.name.startswith(".") and e.is_file() and not e.is_symlink()]
+            entries = [
+                e
+                for e in folder.iterdir()
+                if not e.name.startswith(".") and e.is_file() and not e.is_symlink()
+            ]
         except (FileNotFoundError, NotADirectoryError):
             return None
         return sorted(entries)[0] if entries else None
 
-    def put(self, filename: str, chunks: Iterable[bytes],
-            expected: Optional[Iterable[str]] = None) -> tuple[str, Path]:
+    def put(
+        self, filename: str, chunks: Iterable[bytes], expected: Optional[Iterable[str]] = None
+    ) -> tuple[str, Path]:
         """Store a file under its digest; with ``expected``, refuse any other digest."""
         if not _FILE_NAME.fullmatch(filename) or filename in (".", ".."):
             raise UsageError(f"refusing to store a file named {filename!r} in the wheelhouse")
@@ -174,8 +183,9 @@ class Wheelhouse:
         path = self.get(digest)
         return (digest, path) if path is not None else None
 
-    def put_file(self, path: Path, filename: Optional[str] = None,
-                 expected: Optional[Iterable[str]] = None) -> tuple[str, Path]:
+    def put_file(
+        self, path: Path, filename: Optional[str] = None, expected: Optional[Iterable[str]] = None
+    ) -> tuple[str, Path]:
         def read() -> Iterable[bytes]:
             with open(path, "rb") as fh:
                 yield from iter(lambda: fh.read(1 << 20), b"")
@@ -221,7 +231,8 @@ def rank(filename: str, target: Target, installed: frozenset = frozenset()) -> O
     if not fits:
         return None
     if installed and {str(t) for t in installed} == {
-            f"{py}-{abi}-{plat}" for py, abi, plat in _wheel_tags(filename)}:
+        f"{py}-{abi}-{plat}" for py, abi, plat in _wheel_tags(filename)
+    }:
         return 0
     return 1
 
@@ -252,8 +263,9 @@ def _mib(size: int) -> str:
     return f"{size / 1048576:.1f} MiB"
 
 
-def _download(client: object, f: DistFile, house: Wheelhouse,
-              expected: Optional[Iterable[str]]) -> tuple[str, Path, int]:
+def _download(
+    client: object, f: DistFile, house: Wheelhouse, expected: Optional[Iterable[str]]
+) -> tuple[str, Path, int]:
     if f.path:  # a local find-links folder or file:// index of the host's own configuration
         digest, path = house.put_file(Path(f.path), f.filename, expected)
         return digest, path, path.stat().st_size
@@ -286,15 +298,15 @@ def fetch_locked(
     """
     say = progress or (lambda _m: None)
     house = house or Wheelhouse()
-    target = build_target(target) if target.sys_platform != "linux" or not target.machine \
-        else target
+    target = (
+        build_target(target) if target.sys_platform != "linux" or not target.machine else target
+    )
     tags = installed_tags or {}
     backend_names = {p.name for p in BUILD_BACKEND} if backend else set()
     wanted = list(pins) + [p for p in BUILD_BACKEND if backend]
 
     def artifact(pin: Pin, filename: str, digest: str, path: Path, fetched: bool) -> Artifact:
-        origin = "build backend" if pin.name in backend_names and pin in BUILD_BACKEND \
-            else "index"
+        origin = "build backend" if pin.name in backend_names and pin in BUILD_BACKEND else "index"
         return Artifact(pin.name, pin.version, filename, digest, path, "lock", origin, fetched)
 
     chosen: dict[int, Artifact] = {}
@@ -316,8 +328,9 @@ def fetch_locked(
     if missing:
         client = IndexClient(config, cache_dir)
         try:
-            found = client.lookup_many(list(dict.fromkeys((p.name, p.version)
-                                                          for _i, p in missing)))
+            found = client.lookup_many(
+                list(dict.fromkeys((p.name, p.version) for _i, p in missing))
+            )
             jobs: list[tuple[int, Pin, DistFile]] = []
             for i, pin in missing:
                 candidates: list[tuple[int, DistFile]] = []
@@ -342,12 +355,16 @@ def fetch_locked(
             # largest first: the long poles start at once; the pool shares keep-alive connections
             jobs.sort(key=lambda j: -(j[2].size or 0))
             expected_bytes = sum(j[2].size or 0 for j in jobs)
-            say(f"fetching {len(jobs)} file(s) into the wheelhouse {house.root}"
-                + (f" ({_mib(expected_bytes)})" if expected_bytes else ""))
+            say(
+                f"fetching {len(jobs)} file(s) into the wheelhouse {house.root}"
+                + (f" ({_mib(expected_bytes)})" if expected_bytes else "")
+            )
             shown = time.monotonic()
             with ThreadPoolExecutor(max_workers=min(DOWNLOADS, len(jobs))) as pool:
-                futures = {pool.submit(_download, client, f, house, pin.hashes): (i, pin, f)
-                           for i, pin, f in jobs}
+                futures = {
+                    pool.submit(_download, client, f, house, pin.hashes): (i, pin, f)
+                    for i, pin, f in jobs
+                }
                 for fut in as_completed(futures):
                     i, pin, f = futures[fut]
                     digest, path, size = fut.result()
@@ -357,9 +374,11 @@ def fetch_locked(
                     # progress: packages n/N and bytes, at most every 2 s (and the last one)
                     if fetched == len(jobs) or time.monotonic() - shown >= PROGRESS_EVERY_S:
                         shown = time.monotonic()
-                        say(f"  wheelhouse: {fetched}/{len(jobs)} file(s), {_mib(total)}"
+                        say(
+                            f"  wheelhouse: {fetched}/{len(jobs)} file(s), {_mib(total)}"
                             + (f" of {_mib(expected_bytes)}" if expected_bytes else "")
-                            + f" (last: {f.filename})")
+                            + f" (last: {f.filename})"
+                        )
         finally:
             client.close()
     return FetchResult(tuple(chosen[i] for i in sorted(chosen)), fetched, total)
@@ -370,20 +389,32 @@ def fetch_locked(
 
 def _isolated_env(home: Path) -> dict[str, str]:
     """An environment that offers no credential: empty home, no agent, no helpers, no prompt."""
-    keep = ("PATH", "LANG", "LC_ALL", "TZ", "http_proxy", "https_proxy", "no_proxy",
-            "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY")
+    keep = (
+        "PATH",
+        "LANG",
+        "LC_ALL",
+        "TZ",
+        "http_proxy",
+        "https_proxy",
+        "no_proxy",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "NO_PROXY",
+    )
     env = {k: os.environ[k] for k in keep if k in os.environ}
-    env.update({
-        "HOME": str(home),
-        "XDG_CONFIG_HOME": str(home / ".config"),
-        "GIT_CONFIG_NOSYSTEM": "1",
-        "GIT_CONFIG_GLOBAL": os.devnull,
-        "GIT_TERMINAL_PROMPT": "0",
-        "GIT_ASKPASS": "/bin/false",
-        "SSH_ASKPASS": "/bin/false",
-        "GIT_SSH_COMMAND": "ssh -o BatchMode=yes -o IdentitiesOnly=yes -o IdentityFile=/dev/null "
-                           "-F /dev/null",
-    })
+    env.update(
+        {
+            "HOME": str(home),
+            "XDG_CONFIG_HOME": str(home / ".config"),
+            "GIT_CONFIG_NOSYSTEM": "1",
+            "GIT_CONFIG_GLOBAL": os.devnull,
+            "GIT_TERMINAL_PROMPT": "0",
+            "GIT_ASKPASS": "/bin/false",
+            "SSH_ASKPASS": "/bin/false",
+            "GIT_SSH_COMMAND": "ssh -o BatchMode=yes -o IdentitiesOnly=yes -o IdentityFile=/dev/null "
+            "-F /dev/null",
+        }
+    )
     return env
 
 
@@ -405,29 +436,67 @@ def _git_archive(src: "DirectSource", house: Wheelhouse) -> tuple[str, Path]:
         home.mkdir()
         repo = Path(tmp) / "repo"
         env = _isolated_env(home)
-        git = ["git", "-c", "credential.helper=", "-c", "core.askPass=/bin/false",
-               "-c", "protocol.allow=never", "-c", "protocol.https.allow=always",
-               "-c", "protocol.http.allow=always", "-c", "protocol.git.allow=always",
-               "-c", "protocol.ssh.allow=always", "-c", "core.hooksPath=/dev/null"]
-        hint = ("the repository must be readable without credentials; reprobox never uses this "
-                "machine's git credentials for a capture's package")
+        git = [
+            "git",
+            "-c",
+            "credential.helper=",
+            "-c",
+            "core.askPass=/bin/false",
+            "-c",
+            "protocol.allow=never",
+            "-c",
+            "protocol.https.allow=always",
+            "-c",
+            "protocol.http.allow=always",
+            "-c",
+            "protocol.git.allow=always",
+            "-c",
+            "protocol.ssh.allow=always",
+            "-c",
+            "core.hooksPath=/dev/null",
+        ]
+        hint = (
+            "the repository must be readable without credentials; reprobox never uses this "
+            "machine's git credentials for a capture's package"
+        )
         proc.run([*git, "init", "--quiet", str(repo)], env=env, what="git init")
-        proc.run([*git, "-C", str(repo), "fetch", "--quiet", "--depth=1", "--", url, commit],
-                 env=env, timeout=600, what=f"fetching {name} at {commit[:12]} (no credentials)",
-                 hint=hint)
+        proc.run(
+            [*git, "-C", str(repo), "fetch", "--quiet", "--depth=1", "--", url, commit],
+            env=env,
+            timeout=600,
+            what=f"fetching {name} at {commit[:12]} (no credentials)",
+            hint=hint,
+        )
         tree = f"{commit}:{subdirectory}" if subdirectory else commit
         filename = src.filename
         out = Path(tmp) / filename
-        proc.run([*git, "-C", str(repo), "archive", "--format=tar.gz",
-                  f"--prefix={canonicalize_name(name)}-{version}/", f"--output={out}", tree],
-                 env=env, timeout=600, what=f"archiving {name} at {commit[:12]}")
+        proc.run(
+            [
+                *git,
+                "-C",
+                str(repo),
+                "archive",
+                "--format=tar.gz",
+                f"--prefix={canonicalize_name(name)}-{version}/",
+                f"--output={out}",
+                tree,
+            ],
+            env=env,
+            timeout=600,
+            what=f"archiving {name} at {commit[:12]}",
+        )
         return house.put_file(out, filename)
 
 
 def _anonymous_get(url: str, config: IndexConfig) -> bytes:
     """GET with no credential of this machine: none from the URL, no netrc, empty home."""
-    bare = IndexConfig(index_url=config.index_url, cert=config.cert, proxies=config.proxies,
-                       timeout=config.timeout, retries=config.retries)
+    bare = IndexConfig(
+        index_url=config.index_url,
+        cert=config.cert,
+        proxies=config.proxies,
+        timeout=config.timeout,
+        retries=config.retries,
+    )
     with tempfile.TemporaryDirectory(prefix="reprobox-anon-") as home:
         transport = Transport(replace(bare), environ={"HOME": home, "NETRC": os.devnull})
         try:
@@ -435,8 +504,10 @@ def _anonymous_get(url: str, config: IndexConfig) -> bytes:
         finally:
             transport.close()
     if resp.status != 200:
-        raise IndexUnavailable(f"cannot download {strip_url_credentials(url)} (HTTP {resp.status})",
-                               "the archive must be downloadable without credentials")
+        raise IndexUnavailable(
+            f"cannot download {strip_url_credentials(url)} (HTTP {resp.status})",
+            "the archive must be downloadable without credentials",
+        )
     return resp.body
 
 
@@ -464,11 +535,15 @@ class DirectSource:
         return where.rstrip("/").rsplit("/", 1)[-1]
 
 
-def fetch_direct(sources: Sequence[DirectSource], config: IndexConfig, *,
-                 house: Optional[Wheelhouse] = None,
-                 read_repo_file: Optional[Callable[[str], bytes]] = None,
-                 read_sealed_file: Optional[Callable[[str], bytes]] = None,
-                 progress: Optional[Progress] = None) -> FetchResult:
+def fetch_direct(
+    sources: Sequence[DirectSource],
+    config: IndexConfig,
+    *,
+    house: Optional[Wheelhouse] = None,
+    read_repo_file: Optional[Callable[[str], bytes]] = None,
+    read_sealed_file: Optional[Callable[[str], bytes]] = None,
+    progress: Optional[Progress] = None,
+) -> FetchResult:
     """Every VCS / archive package in the wheelhouse, fetched without credentials.
 
     ``read_repo_file(path)`` gives the bytes of a file of the repository at the experiment's
@@ -486,36 +561,57 @@ def fetch_direct(sources: Sequence[DirectSource], config: IndexConfig, *,
         if recorded and house.get(recorded) is not None:
             path = house.get(recorded)
             assert path is not None
-            out.append(Artifact(src.name, src.version, src.filename, recorded, path, "lock",
-                                src.kind))
+            out.append(
+                Artifact(src.name, src.version, src.filename, recorded, path, "lock", src.kind)
+            )
             continue
         if src.sealed is not None:
             if read_sealed_file is None or not recorded:
-                raise UsageError(f"package {src.name}: its source {src.sealed} is a file of the "
-                                 "experiment, which this command cannot read",
-                                 "rebuild with `reprobox build` or `reprobox run`")
+                raise UsageError(
+                    f"package {src.name}: its source {src.sealed} is a file of the "
+                    "experiment, which this command cannot read",
+                    "rebuild with `reprobox build` or `reprobox run`",
+                )
             digest, path = house.put(src.filename, [read_sealed_file(src.sealed)], [recorded])
-            out.append(Artifact(src.name, src.version, src.filename, digest, path, "lock",
-                                "sealed"))
+            out.append(
+                Artifact(src.name, src.version, src.filename, digest, path, "lock", "sealed")
+            )
             continue
         if src.repo_path is not None:
             if read_repo_file is None:
-                raise UsageError(f"package {src.name}: its archive {src.repo_path} is in the "
-                                 "repository, which this command cannot read")
-            digest, path = house.put(src.filename, [read_repo_file(src.repo_path)],
-                                     [recorded] if recorded else None)
-            out.append(Artifact(src.name, src.version, src.filename, digest, path,
-                                "lock" if recorded else "unverified", "repository"))
+                raise UsageError(
+                    f"package {src.name}: its archive {src.repo_path} is in the "
+                    "repository, which this command cannot read"
+                )
+            digest, path = house.put(
+                src.filename, [read_repo_file(src.repo_path)], [recorded] if recorded else None
+            )
+            out.append(
+                Artifact(
+                    src.name,
+                    src.version,
+                    src.filename,
+                    digest,
+                    path,
+                    "lock" if recorded else "unverified",
+                    "repository",
+                )
+            )
             continue
         key = f"{src.kind} {src.url} {src.commit or ''} {src.subdirectory or ''}"
         known = house.recall(key) if not recorded else None
         if known is not None:  # a commit id names its tree: fetched once is fetched for good
-            out.append(Artifact(src.name, src.version, src.filename, known[0], known[1],
-                                "unverified", src.kind))
+            out.append(
+                Artifact(
+                    src.name, src.version, src.filename, known[0], known[1], "unverified", src.kind
+                )
+            )
             continue
         if src.kind == "vcs":
-            say(f"fetching {src.name} from {strip_url_credentials(src.url)} at "
-                f"{(src.commit or '')[:12]} (no credentials)")
+            say(
+                f"fetching {src.name} from {strip_url_credentials(src.url)} at "
+                f"{(src.commit or '')[:12]} (no credentials)"
+            )
             digest, path = _git_archive(src, house)
             verified = "unverified"
             house.remember(key, digest)
@@ -529,8 +625,11 @@ def fetch_direct(sources: Sequence[DirectSource], config: IndexConfig, *,
             house.remember(key, digest)
         fetched += 1
         total += path.stat().st_size
-        out.append(Artifact(src.name, src.version, src.filename, digest, path, verified, src.kind,
-                            fetched=True))
+        out.append(
+            Artifact(
+                src.name, src.version, src.filename, digest, path, verified, src.kind, fetched=True
+            )
+        )
     return FetchResult(tuple(out), fetched, total)
 
 

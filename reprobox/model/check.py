@@ -51,14 +51,24 @@ from .grammar import (
 )
 from .patch import patch_targets
 
+
 def validate_environment(env: Environment) -> None:
     """Every value of an ``environment.json`` that reaches pip, a Dockerfile or a path."""
     interp = env.interpreter
-    _match("interpreter.implementation", interp.implementation, re.compile(r"[a-z][a-z0-9_]*"),
-           32, "implementation name (cpython, pypy)")
-    _match("interpreter.version", interp.version,
-           re.compile(r"[0-9]+\.[0-9]+\.[0-9]+(?:(?:a|b|rc)[0-9]+)?\+?", re.ASCII), 32,
-           "Python version (X.Y.Z)")
+    _match(
+        "interpreter.implementation",
+        interp.implementation,
+        re.compile(r"[a-z][a-z0-9_]*"),
+        32,
+        "implementation name (cpython, pypy)",
+    )
+    _match(
+        "interpreter.version",
+        interp.version,
+        re.compile(r"[0-9]+\.[0-9]+\.[0-9]+(?:(?:a|b|rc)[0-9]+)?\+?", re.ASCII),
+        32,
+        "Python version (X.Y.Z)",
+    )
     for key in ("abi", "soabi", "platform"):
         val = getattr(interp, key)
         if val is not None:
@@ -94,8 +104,9 @@ def validate_environment(env: Environment) -> None:
         for j, lib in enumerate(getattr(env, key)):
             local_path(f"{key}[{j}]", lib)
     if len(env.apt_sources) > MAX_APT_SOURCES:
-        raise _fail("apt_sources", f"{len(env.apt_sources)} sources",
-                    f"lists more than {MAX_APT_SOURCES}")
+        raise _fail(
+            "apt_sources", f"{len(env.apt_sources)} sources", f"lists more than {MAX_APT_SOURCES}"
+        )
     for i, asrc in enumerate(env.apt_sources):
         apt_source(asrc, f"apt_sources[{i}]")
 
@@ -117,8 +128,13 @@ def validate_environment(env: Environment) -> None:
     for key in ("cuda_runtime", "cudnn"):  # select the CUDA base image tag
         val = getattr(hw, key)
         if val is not None:
-            _match(f"hardware.{key}", val, re.compile(r"[0-9]+(?:\.[0-9]+){0,3}", re.ASCII), 32,
-                   "version (digits and dots)")
+            _match(
+                f"hardware.{key}",
+                val,
+                re.compile(r"[0-9]+(?:\.[0-9]+){0,3}", re.ASCII),
+                32,
+                "version (digits and dots)",
+            )
     for key in ("cpu_model", "cpu_vendor", "cuda_source"):
         val = getattr(hw, key)
         if val is not None:
@@ -130,8 +146,13 @@ def validate_environment(env: Environment) -> None:
         for key in ("driver", "cuda_driver", "compute_capability"):
             val = getattr(gpu, key)
             if val is not None:
-                _match(f"hardware.gpus[{j}].{key}", val,
-                       re.compile(r"[0-9]+(?:\.[0-9]+){0,3}", re.ASCII), 32, "version")
+                _match(
+                    f"hardware.gpus[{j}].{key}",
+                    val,
+                    re.compile(r"[0-9]+(?:\.[0-9]+){0,3}", re.ASCII),
+                    32,
+                    "version",
+                )
 
 
 def _source(src: PackageSource, where: str) -> None:
@@ -191,8 +212,13 @@ def validate_experiment(exp: Experiment, env: Environment, *, folder: Path | Non
     if exp.supersedes is not None:
         experiment_id(exp.supersedes, "supersedes")
     for fname, fdigest in exp.files.items():
-        _match("files", fname, re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,99}", re.ASCII), 100,
-               "file name")
+        _match(
+            "files",
+            fname,
+            re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,99}", re.ASCII),
+            100,
+            "file name",
+        )
         digest(fdigest, f"files[{fname}]")
 
     git = exp.git
@@ -213,15 +239,30 @@ def validate_experiment(exp: Experiment, env: Environment, *, folder: Path | Non
     if exp.dvc is not None:
         dvc = exp.dvc
         if dvc.lock_digest is not None:
-            _match("dvc.lock_digest", dvc.lock_digest,
-                   re.compile(r"(?:sha256:)?[0-9a-f]{64}", re.ASCII), 71, "digest")
+            _match(
+                "dvc.lock_digest",
+                dvc.lock_digest,
+                re.compile(r"(?:sha256:)?[0-9a-f]{64}", re.ASCII),
+                71,
+                "digest",
+            )
         for i, dout in enumerate(dvc.outputs):
             relpath(f"dvc.outputs[{i}].path", dout.path, allow_dot=False)
-            _match(f"dvc.outputs[{i}].hash_name", dout.hash_name,
-                   re.compile(r"[a-z0-9_-]+", re.ASCII), 32, "hash name")
+            _match(
+                f"dvc.outputs[{i}].hash_name",
+                dout.hash_name,
+                re.compile(r"[a-z0-9_-]+", re.ASCII),
+                32,
+                "hash name",
+            )
             if dout.hash_name.startswith("md5"):
-                _match(f"dvc.outputs[{i}].hash", dout.hash,
-                       re.compile(r"[0-9a-f]{32}(?:\.dir)?", re.ASCII), 36, "md5 hash")
+                _match(
+                    f"dvc.outputs[{i}].hash",
+                    dout.hash,
+                    re.compile(r"[0-9a-f]{32}(?:\.dir)?", re.ASCII),
+                    36,
+                    "md5 hash",
+                )
             else:  # etag / checksum / version_id of cloud-versioned outputs: compared, never run
                 clean_text(f"dvc.outputs[{i}].hash", dout.hash, 256)
             if dout.stage is not None:
@@ -229,8 +270,13 @@ def validate_experiment(exp: Experiment, env: Environment, *, folder: Path | Non
         for i, stage in enumerate(dvc.stages):
             clean_text(f"dvc.stages[{i}]", stage, 256)
         if dvc.remote is not None:
-            _match("dvc.remote", dvc.remote, re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*", re.ASCII),
-                   128, "DVC remote name")
+            _match(
+                "dvc.remote",
+                dvc.remote,
+                re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*", re.ASCII),
+                128,
+                "DVC remote name",
+            )
         for i, path in enumerate(dvc.metrics_files):
             relpath(f"dvc.metrics_files[{i}]", path, allow_dot=False)
         _check_tree("dvc.params", dvc.params)
@@ -257,8 +303,9 @@ def validate_experiment(exp: Experiment, env: Environment, *, folder: Path | Non
 
 
 _LIB_FILE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._+-]*", re.ASCII)
-_LIB_OWNER = re.compile(r"(?:package|system):[A-Za-z0-9][A-Za-z0-9._+-]*|python|driver|unowned",
-                        re.ASCII)
+_LIB_OWNER = re.compile(
+    r"(?:package|system):[A-Za-z0-9][A-Za-z0-9._+-]*|python|driver|unowned", re.ASCII
+)
 _MODULE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*", re.ASCII)
 _MODULE_OWNER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*|<repo>|<unknown>", re.ASCII)
 
@@ -271,8 +318,13 @@ def run_usage(run: Any) -> None:
         raise _fail("run.exit_status", run.exit_status, "is not an exit status (-255..255)")
     for i, lib in enumerate(run.libraries):
         _match(f"run.libraries[{i}].name", lib.name, _LIB_FILE, 255, "library file name")
-        _match(f"run.libraries[{i}].owner", lib.owner, _LIB_OWNER, 255,
-               "owner (package:NAME, system:NAME, python, driver, unowned)")
+        _match(
+            f"run.libraries[{i}].owner",
+            lib.owner,
+            _LIB_OWNER,
+            255,
+            "owner (package:NAME, system:NAME, python, driver, unowned)",
+        )
     for owner, modules in run.modules.items():
         _match("run.modules key", owner, _MODULE_OWNER, 255, "distribution name")
         for m in modules:
@@ -306,18 +358,26 @@ def _check_folder(folder: Path, exp: Experiment) -> None:
         raise _fail("experiment folder", str(folder), "is a symbolic link")
     for entry in sorted(folder.iterdir()):
         if entry.is_symlink():
-            raise _fail(f"file {entry.name}", entry.name, "is a symbolic link; the store holds "
-                        "plain files only")
+            raise _fail(
+                f"file {entry.name}",
+                entry.name,
+                "is a symbolic link; the store holds plain files only",
+            )
         if not entry.is_file():
             raise _fail(f"file {entry.name}", entry.name, "is not a plain file")
         limit = MAX_PATCH_BYTES if entry.name == exp.git.patch else MAX_JSON_BYTES
         size = entry.stat().st_size
         if size > limit:
-            raise _fail(f"file {entry.name}", entry.name,
-                        f"is {size} bytes, over the {limit} byte limit")
+            raise _fail(
+                f"file {entry.name}", entry.name, f"is {size} bytes, over the {limit} byte limit"
+            )
     if exp.git.patch is not None:
         patch = folder / exp.git.patch
         if not patch.is_file():
-            raise _fail("git.patch", exp.git.patch, "is recorded but the file is missing",
-                        "restore the experiment folder from git or re-capture it")
+            raise _fail(
+                "git.patch",
+                exp.git.patch,
+                "is recorded but the file is missing",
+                "restore the experiment folder from git or re-capture it",
+            )
         patch_targets(patch.read_bytes(), "git.patch")

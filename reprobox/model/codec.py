@@ -79,8 +79,14 @@ def json_too_deep(text: str, limit: int = MAX_JSON_DEPTH) -> bool:
     return max(accumulate(map(_DEPTH_STEP.__getitem__, brackets))) > limit
 
 
-def check_schema(data: Mapping[str, Any], name: str, where: str, version: int = SCHEMA_VERSION,
-                 oldest: int = 1, older_hint: Optional[str] = None) -> None:
+def check_schema(
+    data: Mapping[str, Any],
+    name: str,
+    where: str,
+    version: int = SCHEMA_VERSION,
+    oldest: int = 1,
+    older_hint: Optional[str] = None,
+) -> None:
     """Refuse a document whose schema is not ``name/<a version from oldest to version>``."""
     schema = data.get("schema")
     if not isinstance(schema, str) or "/" not in schema:
@@ -246,8 +252,9 @@ def fields_of(cls: type) -> tuple[_Field, ...]:
         elif sp.fallback is not None:
             required = False
         else:
-            required = (default is MISSING and not _is_optional(kind)
-                        and origin not in (tuple, *_MAPS))
+            required = (
+                default is MISSING and not _is_optional(kind) and origin not in (tuple, *_MAPS)
+            )
         if default is MISSING and not required:
             default = None if _is_optional(kind) else _empty(kind)
         factory = f.default_factory if f.default_factory is not MISSING else None
@@ -272,8 +279,9 @@ def _is_record(tp: Any) -> bool:
 # --------------------------------------------------------------------------- writing
 
 
-def encode(record: Record, *, only: Optional[frozenset[str]] = None,
-           skip: frozenset[str] = frozenset()) -> Json:
+def encode(
+    record: Record, *, only: Optional[frozenset[str]] = None, skip: frozenset[str] = frozenset()
+) -> Json:
     """The JSON object of a record (``only``/``skip``: a subset of its keys)."""
     cls = type(record)
     out: Json = {}
@@ -325,8 +333,9 @@ def decode(cls: type[R], data: Any, where: str) -> R:
         raise _refuse(where, f"expected an object, got {_type_name(data)}")
     if cls._schema is not None:
         s = cls._schema
-        check_schema(data, s.name, where, version=s.version, oldest=s.oldest,
-                     older_hint=s.older_hint)
+        check_schema(
+            data, s.name, where, version=s.version, oldest=s.oldest, older_hint=s.older_hint
+        )
     if cls._label_key is not None:
         label = data.get(cls._label_key)
         if isinstance(label, str):
@@ -380,8 +389,12 @@ def _decode_field(f: _Field, data: Mapping[str, Any], where: str) -> Any:
     return value
 
 
-_SCALARS: dict[Any, tuple[type, ...]] = {str: (str,), int: (int,), bool: (bool,),
-                                        float: (int, float)}
+_SCALARS: dict[Any, tuple[type, ...]] = {
+    str: (str,),
+    int: (int,),
+    bool: (bool,),
+    float: (int, float),
+}
 
 
 def _scalar(kind: Any, raw: Any, where: str, key: str, no_bool: bool = False) -> Any:
@@ -403,10 +416,13 @@ def _decode_value(kind: Any, raw: Any, where: str) -> Any:
     origin = typing.get_origin(kind)
     if origin is tuple:
         item = typing.get_args(kind)[0]
-        if not isinstance(raw, list) or (item is str and not all(isinstance(v, str)
-                                                                 for v in raw)):
-            raise _refuse(where, "expected a list of strings" if item is str
-                          else f"expected a list, got {_type_name(raw)}")
+        if not isinstance(raw, list) or (item is str and not all(isinstance(v, str) for v in raw)):
+            raise _refuse(
+                where,
+                "expected a list of strings"
+                if item is str
+                else f"expected a list, got {_type_name(raw)}",
+            )
         return tuple(raw) if item is str else tuple(_decode_value(item, v, where) for v in raw)
     if origin in _MAPS:
         value_kind = typing.get_args(kind)[1]

@@ -37,8 +37,9 @@ class PackageSource(Record):
 
     _where = "source"
 
-    kind: str = field(metadata=meta(choices=("index", "vcs", "directory", "archive"),
-                                    what="source kind"))
+    kind: str = field(
+        metadata=meta(choices=("index", "vcs", "directory", "archive"), what="source kind")
+    )
     url: Optional[str] = None
     vcs: Optional[str] = None
     commit: Optional[str] = None
@@ -76,6 +77,7 @@ class Package(Record):
     #: the name as the distribution spells it (written only when it differs)
     display_name: Optional[str] = spec(None, omit=lambda pkg, v: v is None or v == pkg.name)
 
+
 @dataclass(frozen=True)
 class SystemPackage(Record):
     """An OS package that owns native libraries the Python packages load."""
@@ -87,6 +89,7 @@ class SystemPackage(Record):
     manager: str = "dpkg"  # dpkg | rpm | apk
     arch: Optional[str] = None
     libraries: tuple[str, ...] = ()  # sonames needed from it
+
 
 @dataclass(frozen=True)
 class Interpreter(Record):
@@ -148,6 +151,7 @@ class GPU(Record):
     cuda_driver: Optional[str] = None  # highest CUDA the driver supports, e.g. "12.4"
     compute_capability: Optional[str] = None  # "9.0"
 
+
 @dataclass(frozen=True)
 class Hardware(Record):
     _where = "hardware"
@@ -161,6 +165,7 @@ class Hardware(Record):
     cuda_runtime: Optional[str] = None  # from installed packages (torch.version, nvidia-* wheels)
     cudnn: Optional[str] = None
     cuda_source: Optional[str] = None  # which package told us
+
 
 @dataclass(frozen=True)
 class CondaPackage(Record):
@@ -199,9 +204,16 @@ class CondaPackage(Record):
         return None
 
     def identity(self) -> Json:
-        return {"name": self.name, "version": self.version, "build": self.build,
-                "build_number": self.build_number, "channel": self.channel,
-                "subdir": self.subdir, "md5": self.md5, "sha256": self.sha256}
+        return {
+            "name": self.name,
+            "version": self.version,
+            "build": self.build,
+            "build_number": self.build_number,
+            "channel": self.channel,
+            "subdir": self.subdir,
+            "md5": self.md5,
+            "sha256": self.sha256,
+        }
 
 
 @dataclass(frozen=True)
@@ -227,8 +239,7 @@ class CondaEnvironment(Record):
         return None
 
     def identity(self) -> Json:
-        return {"platform": self.platform,
-                "packages": [p.identity() for p in self.packages]}
+        return {"platform": self.platform, "packages": [p.identity() for p in self.packages]}
 
 
 @dataclass(frozen=True)
@@ -251,8 +262,12 @@ class InstalledChange(Record):
     replay: Optional[str] = None
 
     def identity(self) -> Json:
-        return {"package": self.package, "path": self.path, "change": self.change,
-                "sha256": self.sha256}
+        return {
+            "package": self.package,
+            "path": self.path,
+            "change": self.change,
+            "sha256": self.sha256,
+        }
 
 
 @dataclass(frozen=True)
@@ -270,6 +285,7 @@ class AptSource(Record):
     components: tuple[str, ...] = ()
     signed_by: Optional[str] = None
     snapshot: Optional[str] = None
+
 
 @dataclass(frozen=True)
 class Environment(Record):
@@ -291,18 +307,20 @@ class Environment(Record):
     #: The conda packages of a conda-family environment (None for a venv or system Python).
     conda: Optional[CondaEnvironment] = None
     #: Installed files that differ from their distribution's RECORD (changed after install).
-    installed_changes: tuple[InstalledChange, ...] = spec((), omit=omit_empty,
-                                                          label="installed change")
+    installed_changes: tuple[InstalledChange, ...] = spec(
+        (), omit=omit_empty, label="installed change"
+    )
     #: The capture host's apt sources: where its system packages came from (the build installs
     #: from the same archive state). Descriptive: not part of the digest.
     apt_sources: tuple[AptSource, ...] = spec((), omit=omit_empty, label="apt source")
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "packages", tuple(sorted(self.packages, key=lambda p: p.name)))
         object.__setattr__(
-            self, "packages", tuple(sorted(self.packages, key=lambda p: p.name))
+            self,
+            "installed_changes",
+            tuple(sorted(self.installed_changes, key=lambda c: (c.package, c.path, c.change))),
         )
-        object.__setattr__(self, "installed_changes", tuple(sorted(
-            self.installed_changes, key=lambda c: (c.package, c.path, c.change))))
         object.__setattr__(
             self, "system_packages", tuple(sorted(self.system_packages, key=lambda p: p.name))
         )
@@ -322,8 +340,11 @@ class Environment(Record):
             # only when present: the digest of an environment without conda is unchanged
             **({"conda": self.conda.identity()} if self.conda is not None else {}),
             # only when present, like conda: older digests stay valid
-            **({"installed_changes": [c.identity() for c in self.installed_changes]}
-               if self.installed_changes else {}),
+            **(
+                {"installed_changes": [c.identity() for c in self.installed_changes]}
+                if self.installed_changes
+                else {}
+            ),
         }
 
     @property

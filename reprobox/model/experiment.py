@@ -30,8 +30,21 @@ EXPERIMENT_VERSION = 2
 ID_LENGTH = 12
 #: Every key of experiment.json that says what the run was (:meth:`Experiment.body`): the rest
 #: (when and by which release it was made, the manifest, the record it replaced) is the seal's.
-_BODY = frozenset({"name", "command", "command_kind", "cwd", "git", "dvc", "metrics", "outputs",
-                   "env", "environment_digest", "run"})
+_BODY = frozenset(
+    {
+        "name",
+        "command",
+        "command_kind",
+        "cwd",
+        "git",
+        "dvc",
+        "metrics",
+        "outputs",
+        "env",
+        "environment_digest",
+        "run",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -145,8 +158,12 @@ class RunUsage(Record):
 
 @dataclass(frozen=True)
 class Experiment(Record):
-    _schema = Schema(EXPERIMENT_SCHEMA, EXPERIMENT_VERSION, oldest=EXPERIMENT_VERSION,
-                     older_hint=_OLD_EXPERIMENT_HINT)
+    _schema = Schema(
+        EXPERIMENT_SCHEMA,
+        EXPERIMENT_VERSION,
+        oldest=EXPERIMENT_VERSION,
+        older_hint=_OLD_EXPERIMENT_HINT,
+    )
     _omit_none = False
     _where = EXPERIMENT_FILE
 

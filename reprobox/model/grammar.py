@@ -47,9 +47,25 @@ MAX_JSON_BYTES = 8 * 1024 * 1024
 _FORBIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
 
 #: URL schemes a capture may name, by use.
-VCS_SCHEMES = ("https", "http", "ssh", "git", "file", "git+https", "git+http", "git+ssh",
-               "git+file", "hg+https", "hg+http", "hg+ssh", "svn+https", "svn+http", "svn+ssh",
-               "bzr+https", "bzr+ssh")
+VCS_SCHEMES = (
+    "https",
+    "http",
+    "ssh",
+    "git",
+    "file",
+    "git+https",
+    "git+http",
+    "git+ssh",
+    "git+file",
+    "hg+https",
+    "hg+http",
+    "hg+ssh",
+    "svn+https",
+    "svn+http",
+    "svn+ssh",
+    "bzr+https",
+    "bzr+ssh",
+)
 ARCHIVE_SCHEMES = ("https", "http", "file")
 REMOTE_SCHEMES = ("https", "http", "ssh", "git", "file")
 
@@ -146,8 +162,9 @@ def version(value: Any, field: str = "version") -> str:
 
 
 def installer(value: Any, field: str = "installer") -> str:
-    return _match(field, value, re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*", re.ASCII), 64,
-                  "installer name")
+    return _match(
+        field, value, re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*", re.ASCII), 64, "installer name"
+    )
 
 
 _WHEEL_TAG = re.compile(r"[A-Za-z0-9_.]+-[A-Za-z0-9_.]+-[A-Za-z0-9_.]+", re.ASCII)
@@ -194,8 +211,9 @@ def relpath(field: str, value: Any, *, max_len: int = MAX_PATH, allow_dot: bool 
     if problem:
         raise _fail(field, value, problem)
     if value.startswith("/"):
-        raise _fail(field, value,
-                    "is an absolute path; only paths inside the repository are allowed")
+        raise _fail(
+            field, value, "is an absolute path; only paths inside the repository are allowed"
+        )
     if "\\" in value:
         raise _fail(field, value, "contains a backslash; paths are POSIX, separated by '/'")
     if value.startswith("-"):
@@ -213,8 +231,9 @@ def relpath(field: str, value: Any, *, max_len: int = MAX_PATH, allow_dot: bool 
         if part == "..":
             raise _fail(field, value, "contains '..', which leaves the repository")
         if part.rstrip(". ").casefold() == ".git":
-            raise _fail(field, value,
-                        "points into .git/, which holds hooks and config that run code")
+            raise _fail(
+                field, value, "points into .git/, which holds hooks and config that run code"
+            )
         if len(part.encode("utf-8", "surrogatepass")) > MAX_COMPONENT_BYTES:
             raise _fail(field, value, f"has a path component over {MAX_COMPONENT_BYTES} bytes")
         if part != part.strip(" "):
@@ -242,8 +261,12 @@ def path_inside(root: Path, rel: Any, field: str) -> Path:
     except (OSError, RuntimeError):  # symlink loop
         raise _fail(field, rel, "goes through a symbolic link loop") from None
     if target != base and base not in target.parents:
-        raise _fail(field, rel, f"resolves to {target}, outside the checkout {base} "
-                    "(a symbolic link points out of the repository)")
+        raise _fail(
+            field,
+            rel,
+            f"resolves to {target}, outside the checkout {base} "
+            "(a symbolic link points out of the repository)",
+        )
     return target
 
 
@@ -262,8 +285,12 @@ def checked_file(root: Path, rel: Any, field: str, max_bytes: int) -> Path:
         raise _fail(field, rel, "is not a regular file")
     size = path.stat().st_size
     if size > max_bytes:
-        raise _fail(field, rel, f"is {size} bytes, over the {max_bytes} byte limit",
-                    "an experiment record holds small text files; re-capture it")
+        raise _fail(
+            field,
+            rel,
+            f"is {size} bytes, over the {max_bytes} byte limit",
+            "an experiment record holds small text files; re-capture it",
+        )
     return path
 
 
@@ -276,8 +303,9 @@ _HOST = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\
 _SSH_SCHEMES = ("ssh", "git+ssh", "hg+ssh", "svn+ssh", "bzr+ssh")
 
 
-def url(field: str, value: Any, schemes: Sequence[str] = ARCHIVE_SCHEMES, *,
-        allow_scp: bool = False) -> str:
+def url(
+    field: str, value: Any, schemes: Sequence[str] = ARCHIVE_SCHEMES, *, allow_scp: bool = False
+) -> str:
     """A URL with an allowed scheme, no credentials, no whitespace, quotes or shell characters.
 
     ``&`` is allowed only in the query and the fragment (``#egg=x&subdirectory=y``).
@@ -292,8 +320,13 @@ def url(field: str, value: Any, schemes: Sequence[str] = ARCHIVE_SCHEMES, *,
         return value
     if not _URL_CHARS.fullmatch(value):
         problem = _forbidden_char(value)
-        raise _fail(field, value, problem or "contains characters a URL here may not hold "
-                    "(whitespace, quotes, shell metacharacters or non-ASCII)")
+        raise _fail(
+            field,
+            value,
+            problem
+            or "contains characters a URL here may not hold "
+            "(whitespace, quotes, shell metacharacters or non-ASCII)",
+        )
     if "&" in re.split(r"[?#]", value, maxsplit=1)[0]:
         raise _fail(field, value, "has '&' outside its query or fragment")
     if re.search(r"%(?![0-9A-Fa-f]{2})", value):
@@ -311,8 +344,12 @@ def url(field: str, value: Any, schemes: Sequence[str] = ARCHIVE_SCHEMES, *,
     except ValueError as exc:
         raise _fail(field, value, f"is not a well-formed URL ({exc})") from None
     if parts.password is not None or (parts.username is not None and scheme not in _SSH_SCHEMES):
-        raise _fail(field, value, "carries credentials", "remove the user name and password; "
-                    "reprobox never records credentials")
+        raise _fail(
+            field,
+            value,
+            "carries credentials",
+            "remove the user name and password; reprobox never records credentials",
+        )
     if scheme.endswith("file"):
         if parts.netloc not in ("", "localhost"):
             raise _fail(field, value, "is a file URL on another host")
@@ -340,8 +377,13 @@ def vcs_commit(value: Any, field: str = "commit") -> str:
 def git_ref(value: Any, field: str = "branch") -> str:
     """A branch or tag name that git would accept and a command line cannot mistake for more."""
     value = _match(field, value, _REF, 255, "git branch or tag name")
-    if (".." in value or "//" in value or "@{" in value or value.endswith((".", "/", ".lock"))
-            or "/." in value):
+    if (
+        ".." in value
+        or "//" in value
+        or "@{" in value
+        or value.endswith((".", "/", ".lock"))
+        or "/." in value
+    ):
         raise _fail(field, value, "is not a valid git ref name")
     return value
 
@@ -351,14 +393,19 @@ def sha256_hex(value: Any, field: str = "sha256") -> str:
 
 
 def digest(value: Any, field: str = "digest") -> str:
-    return _match(field, value, re.compile(r"sha256:[0-9a-f]{64}", re.ASCII), 71,
-                  "digest (sha256:<64 hex digits>)")
+    return _match(
+        field,
+        value,
+        re.compile(r"sha256:[0-9a-f]{64}", re.ASCII),
+        71,
+        "digest (sha256:<64 hex digits>)",
+    )
 
 
 # --------------------------------------------------------------------------- images
 
 _DOMAIN_COMPONENT = r"(?:[A-Za-z0-9]|[A-Za-z0-9][A-Za-z0-9-]*[A-Za-z0-9])"
-_DOMAIN = (rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|\[[0-9A-Fa-f:]+\])(?::[0-9]+)?")
+_DOMAIN = rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|\[[0-9A-Fa-f:]+\])(?::[0-9]+)?"
 _ALNUM = r"[a-z0-9]+"
 _PATH_COMPONENT = rf"{_ALNUM}(?:(?:[._]|__|-+){_ALNUM})*"
 _TAG = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"
@@ -388,7 +435,7 @@ def image_tag(value: Any, field: str = "image") -> str:
 def label_value(value: Any, field: str = "label") -> str:
     """A value placed in a Dockerfile ``LABEL`` or image label: printable, no quote or ``$``."""
     value = clean_text(field, value, MAX_LABEL)
-    for ch in "\"\\$`":
+    for ch in '"\\$`':
         if ch in value:
             raise _fail(field, value, f"contains {ch!r}, which a Dockerfile would interpret")
     return value
@@ -432,8 +479,9 @@ def apt_version(value: Any, field: str = "system package version") -> str:
     )
     if not ok:
         problem = _forbidden_char(value)
-        raise _fail(field, value,
-                    problem or "is not a Debian version ([epoch:]upstream[-revision])")
+        raise _fail(
+            field, value, problem or "is not a Debian version ([epoch:]upstream[-revision])"
+        )
     return value
 
 
@@ -450,11 +498,13 @@ def apt_arch(value: Any, field: str = "architecture") -> str:
 
 
 #: An apt source's URI: http(s) only, a host, a plain path; no credentials, no options.
-_APT_URI = re.compile(r"https?://[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252}[A-Za-z0-9])?(?::[0-9]{1,5})?"
-                      r"(?:/[A-Za-z0-9._~+-]{1,128}){0,16}/?", re.ASCII)
+_APT_URI = re.compile(
+    r"https?://[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252}[A-Za-z0-9])?(?::[0-9]{1,5})?"
+    r"(?:/[A-Za-z0-9._~+-]{1,128}){0,16}/?",
+    re.ASCII,
+)
 #: A suite (``bookworm``, ``bookworm-security``, ``stable/updates``) or a component (``main``).
-_APT_WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}(?:/[A-Za-z0-9._+-]{1,64}){0,3}",
-                       re.ASCII)
+_APT_WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}(?:/[A-Za-z0-9._+-]{1,64}){0,3}", re.ASCII)
 #: A key file's name (never a path, never a key).
 _APT_KEYFILE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}\.(?:gpg|asc)", re.ASCII)
 APT_SNAPSHOT = re.compile(r"[0-9]{8}T[0-9]{6}Z", re.ASCII)
@@ -465,8 +515,12 @@ def apt_source(src: Any, field: str = "apt source") -> None:
     """An apt source from a capture (untrusted): each part against a strict grammar."""
     uri = _str(f"{field}.uri", src.uri, 512)
     if not _APT_URI.fullmatch(uri):
-        raise _fail(f"{field}.uri", uri, "is not a plain http(s) archive URI (no credentials, "
-                    "no options, letters, digits and ._~+- in the path)")
+        raise _fail(
+            f"{field}.uri",
+            uri,
+            "is not a plain http(s) archive URI (no credentials, "
+            "no options, letters, digits and ._~+- in the path)",
+        )
     for kind, words in (("suites", src.suites), ("components", src.components)):
         if kind == "suites" and not words:
             raise _fail(f"{field}.suites", words, "is empty")
@@ -475,13 +529,14 @@ def apt_source(src: Any, field: str = "apt source") -> None:
         for w in words:
             if not isinstance(w, str) or not _APT_WORD.fullmatch(w):
                 raise _fail(f"{field}.{kind}", w, "is not an apt suite or component name")
-    if src.signed_by is not None and not (isinstance(src.signed_by, str)
-                                          and _APT_KEYFILE.fullmatch(src.signed_by)):
+    if src.signed_by is not None and not (
+        isinstance(src.signed_by, str) and _APT_KEYFILE.fullmatch(src.signed_by)
+    ):
         raise _fail(f"{field}.signed_by", src.signed_by, "is not a key file name (*.gpg, *.asc)")
-    if src.snapshot is not None and not (isinstance(src.snapshot, str)
-                                         and APT_SNAPSHOT.fullmatch(src.snapshot)):
-        raise _fail(f"{field}.snapshot", src.snapshot, "is not an archive time "
-                    "(YYYYMMDDTHHMMSSZ)")
+    if src.snapshot is not None and not (
+        isinstance(src.snapshot, str) and APT_SNAPSHOT.fullmatch(src.snapshot)
+    ):
+        raise _fail(f"{field}.snapshot", src.snapshot, "is not an archive time (YYYYMMDDTHHMMSSZ)")
 
 
 def system_package(manager: Any, name: Any, ver: Any, field: str = "system package") -> None:
@@ -508,8 +563,12 @@ def env_var(name: Any, value: Any, field: str = "env") -> None:
     """A replayable environment variable: POSIX name, printable value, not a loader/shell hook."""
     name = _match(f"{field} name", name, _ENV_NAME, MAX_NAME, "environment variable name")
     if _DANGEROUS_ENV.fullmatch(name):
-        raise _fail(f"{field}.{name}", name, "changes which code the loader, shell, git or the "
-                    "installer runs, so a capture may not set it on a replay")
+        raise _fail(
+            f"{field}.{name}",
+            name,
+            "changes which code the loader, shell, git or the "
+            "installer runs, so a capture may not set it on a replay",
+        )
     if not isinstance(value, str):
         raise _fail(f"{field}.{name}", value, f"expected a string, got {type(value).__name__}")
     if value:
@@ -542,8 +601,12 @@ def experiment_name(value: Any, field: str = "name") -> str:
         raise _fail(field, value, "ends with a space")
     bad = next((ch for ch in value if not (ch.isalnum() or ch in _EXP_NAME_PUNCT)), None)
     if bad is not None:
-        raise _fail(field, value, f"contains {bad!r}; a name uses letters, digits, spaces and "
-                    ". _ - + = @ , : ( ) [ ] # % ~ ^ !")
+        raise _fail(
+            field,
+            value,
+            f"contains {bad!r}; a name uses letters, digits, spaces and "
+            ". _ - + = @ , : ( ) [ ] # % ~ ^ !",
+        )
     if value == "latest":
         raise _fail(field, value, "is reserved: `latest` always means the newest experiment")
     return value

@@ -17,8 +17,17 @@ _HEADER = re.compile(r"(---|\+\+\+) ([^\t]+)(?:\t.*)?")
 _RENAME = re.compile(r"(rename from|rename to|copy from|copy to) (.+)")
 _MODE = re.compile(r"(new file mode|new mode|old mode|deleted file mode) ([0-7]+)")
 _HUNK = re.compile(r"@@ -[0-9]+(?:,([0-9]+))? \+[0-9]+(?:,([0-9]+))? @@.*")
-_C_ESCAPES = {"a": "\a", "b": "\b", "t": "\t", "n": "\n", "v": "\v", "f": "\f", "r": "\r",
-              '"': '"', "\\": "\\"}
+_C_ESCAPES = {
+    "a": "\a",
+    "b": "\b",
+    "t": "\t",
+    "n": "\n",
+    "v": "\v",
+    "f": "\f",
+    "r": "\r",
+    '"': '"',
+    "\\": "\\",
+}
 
 
 def _unquote_git(path: str) -> str:
@@ -29,7 +38,7 @@ def _unquote_git(path: str) -> str:
     while i < len(body):
         ch = body[i]
         if ch == "\\" and i + 1 < len(body):
-            octal = body[i + 1:i + 4]
+            octal = body[i + 1 : i + 4]
             if re.fullmatch(r"[0-7]{3}", octal):
                 out.append(int(octal, 8) & 0xFF)
                 i += 4
@@ -54,8 +63,8 @@ def _diff_git_names(rest: str) -> list[str]:
         m = _DIFF_GIT_QUOTED.fullmatch("diff --git " + rest)
         return [m.group(1), m.group(2)] if m else [rest]
     for i, ch in enumerate(rest):  # "a/NAME b/NAME": the split where both halves name one file
-        if ch == " " and rest[:i][2:] == rest[i + 1:][2:]:
-            return [rest[:i], rest[i + 1:]]
+        if ch == " " and rest[:i][2:] == rest[i + 1 :][2:]:
+            return [rest[:i], rest[i + 1 :]]
     # A rename: git takes the names from the rename / --- / +++ lines; check every plausible split.
     return [part for part in re.split(r" (?=b/)", rest)] if " b/" in rest else [rest]
 
@@ -97,8 +106,9 @@ def patch_targets(text: Any, field: str = "git patch") -> tuple[str, ...]:
             elif tag == "+":
                 new_left -= 1
             else:
-                raise _fail(f"{field} (line {no})", line,
-                            "is not a hunk line; the patch is malformed")
+                raise _fail(
+                    f"{field} (line {no})", line, "is not a hunk line; the patch is malformed"
+                )
             continue
         hunk = _HUNK.fullmatch(line)
         if hunk:
@@ -106,7 +116,7 @@ def patch_targets(text: Any, field: str = "git patch") -> tuple[str, ...]:
             new_left = int(hunk.group(2)) if hunk.group(2) is not None else 1
             continue
         if line.startswith("diff --git "):
-            for name in _diff_git_names(line[len("diff --git "):]):
+            for name in _diff_git_names(line[len("diff --git ") :]):
                 add(name, no)
             continue
         for pattern in (_HEADER, _RENAME):
@@ -116,6 +126,9 @@ def patch_targets(text: Any, field: str = "git patch") -> tuple[str, ...]:
                 break
         m = _MODE.fullmatch(line)
         if m and m.group(2) == "120000":
-            raise _fail(f"{field} (line {no})", line, "creates a symbolic link; a patch from a "
-                        "capture may change files only")
+            raise _fail(
+                f"{field} (line {no})",
+                line,
+                "creates a symbolic link; a patch from a capture may change files only",
+            )
     return tuple(dict.fromkeys(targets))

@@ -121,8 +121,9 @@ def _musl_version(executable):
     import subprocess
 
     try:
-        out = subprocess.run([interp], check=False, stderr=subprocess.PIPE,
-                             stdout=subprocess.DEVNULL, timeout=5).stderr.decode("utf-8", "replace")
+        out = subprocess.run(
+            [interp], check=False, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, timeout=5
+        ).stderr.decode("utf-8", "replace")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     match = re.search(r"Version (\d+)\.(\d+)", out)
@@ -134,7 +135,7 @@ def platform_tags(sysconfig, glibc):
     plat = sysconfig.get_platform().replace("-", "_").replace(".", "_").replace(" ", "_")
     if not plat.startswith("linux_"):
         return [plat]
-    arch = plat[len("linux_"):]
+    arch = plat[len("linux_") :]
     if struct.calcsize("P") == 4:  # 32-bit interpreter on a 64-bit kernel
         arch = {"x86_64": "i686", "aarch64": "armv8l"}.get(arch, arch)
     tags = []
@@ -166,9 +167,14 @@ def interpreter_kind(prefix, base_prefix, sysconfig):
         real = os.path.realpath(path)
         if os.path.isdir(os.path.join(path, "conda-meta")):
             return "conda"
-        uv_dirs = [os.environ.get("UV_PYTHON_INSTALL_DIR") or "",
-                   os.path.join(os.environ.get("XDG_DATA_HOME")
-                                or os.path.expanduser("~/.local/share"), "uv", "python")]
+        uv_dirs = [
+            os.environ.get("UV_PYTHON_INSTALL_DIR") or "",
+            os.path.join(
+                os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share"),
+                "uv",
+                "python",
+            ),
+        ]
         for d in uv_dirs:
             if d and (real + os.sep).startswith(os.path.realpath(d) + os.sep):
                 return "uv"
@@ -376,8 +382,11 @@ def read_dist(meta_dir, entry, site, kind):
     rec["requested"] = "REQUESTED" in files
     if "WHEEL" in files:
         text = _read_small(os.path.join(meta_dir, "WHEEL")) or ""
-        rec["wheel_tags"] = [ln.partition(":")[2].strip() for ln in text.splitlines()
-                             if ln.lower().startswith("tag:")]
+        rec["wheel_tags"] = [
+            ln.partition(":")[2].strip()
+            for ln in text.splitlines()
+            if ln.lower().startswith("tag:")
+        ]
     if "direct_url.json" in files:
         text = _read_small(os.path.join(meta_dir, "direct_url.json"), 1 << 20)
         try:
@@ -499,18 +508,43 @@ def _parse_elf(f, interp):
     if bits is None or end is None:
         return None
     if bits == 64:
-        (e_type, machine, _v, _entry, phoff, shoff, _fl, _eh, phentsize, phnum, shentsize,
-         _shnum, _shstr) = struct.unpack(end + "HHIQQQIHHHHHH", ident[16:64])
+        (
+            e_type,
+            machine,
+            _v,
+            _entry,
+            phoff,
+            shoff,
+            _fl,
+            _eh,
+            phentsize,
+            phnum,
+            shentsize,
+            _shnum,
+            _shstr,
+        ) = struct.unpack(end + "HHIQQQIHHHHHH", ident[16:64])
         ph_fmt, dyn_fmt = end + "IIQQQQQQ", end + "qQ"
     else:
-        (e_type, machine, _v, _entry, phoff, shoff, _fl, _eh, phentsize, phnum, shentsize,
-         _shnum, _shstr) = struct.unpack(end + "HHIIIIIHHHHHH", ident[16:52])
+        (
+            e_type,
+            machine,
+            _v,
+            _entry,
+            phoff,
+            shoff,
+            _fl,
+            _eh,
+            phentsize,
+            phnum,
+            shentsize,
+            _shnum,
+            _shstr,
+        ) = struct.unpack(end + "HHIIIIIHHHHHH", ident[16:52])
         ph_fmt, dyn_fmt = end + "IIIIIIII", end + "iI"
     if phnum == 0xFFFF and shoff:  # PN_XNUM: the real count lives in section 0's sh_info
         f.seek(shoff)
         sec0 = f.read(shentsize)
-        phnum = struct.unpack(end + "I",
-                              sec0[44:48] if bits == 64 else sec0[28:32])[0]
+        phnum = struct.unpack(end + "I", sec0[44:48] if bits == 64 else sec0[28:32])[0]
     ph_size = struct.calcsize(ph_fmt)
     if phentsize < ph_size or phnum > 4096:
         return None
@@ -518,7 +552,7 @@ def _parse_elf(f, interp):
     table = f.read(phentsize * phnum)
     loads, dynamic, interp_at = [], None, None
     for i in range(phnum):
-        raw = table[i * phentsize:i * phentsize + ph_size]
+        raw = table[i * phentsize : i * phentsize + ph_size]
         if len(raw) < ph_size:
             break
         ph = struct.unpack(ph_fmt, raw)
@@ -532,8 +566,16 @@ def _parse_elf(f, interp):
             dynamic = (off, filesz)
         elif p_type == 3:
             interp_at = (off, filesz)
-    info = {"bits": bits, "endian": "little" if end == "<" else "big", "machine": machine,
-            "type": e_type, "needed": [], "soname": None, "rpath": None, "runpath": None}
+    info = {
+        "bits": bits,
+        "endian": "little" if end == "<" else "big",
+        "machine": machine,
+        "type": e_type,
+        "needed": [],
+        "soname": None,
+        "rpath": None,
+        "runpath": None,
+    }
     if interp and interp_at:
         f.seek(interp_at[0])
         info["interp"] = f.read(min(interp_at[1], 4096)).split(b"\0")[0].decode("utf-8", "replace")
@@ -544,7 +586,7 @@ def _parse_elf(f, interp):
     step = struct.calcsize(dyn_fmt)
     entries, strtab = [], None
     for i in range(0, len(data) - step + 1, step):
-        tag, val = struct.unpack(dyn_fmt, data[i:i + step])
+        tag, val = struct.unpack(dyn_fmt, data[i : i + step])
         if tag == 0:
             break
         if tag == _DT_STRTAB:
@@ -604,14 +646,14 @@ def read_ld_cache(path="/etc/ld.so.cache"):
         nlibs = struct.unpack("=I", data[12:16])[0]
         off = 16 + nlibs * 12
         off = (off + 7) & ~7
-        if data[off:off + len(new_magic)] == new_magic:
+        if data[off : off + len(new_magic)] == new_magic:
             starts.append(off)
     if not starts:
         return None
     start = starts[0]
     flags = data[start + 28]
     end = {2: "<", 3: ">"}.get(flags, "=")
-    nlibs, _strlen = struct.unpack(end + "II", data[start + 20:start + 28])
+    nlibs, _strlen = struct.unpack(end + "II", data[start + 20 : start + 28])
     out = {}
     entry = start + 48
     for base in (start, 0):  # string offsets are relative to the new header in every layout seen
@@ -619,14 +661,14 @@ def read_ld_cache(path="/etc/ld.so.cache"):
         out = {}
         for i in range(nlibs):
             at = entry + i * 24
-            _fl, key, value = struct.unpack(end + "iII", data[at:at + 12])
+            _fl, key, value = struct.unpack(end + "iII", data[at : at + 12])
             k_end = data.find(b"\0", base + key)
             v_end = data.find(b"\0", base + value)
             if k_end < 0 or v_end < 0:
                 ok = False
                 break
-            soname = data[base + key:k_end].decode("utf-8", "surrogateescape")
-            target = data[base + value:v_end].decode("utf-8", "surrogateescape")
+            soname = data[base + key : k_end].decode("utf-8", "surrogateescape")
+            target = data[base + value : v_end].decode("utf-8", "surrogateescape")
             if not target.startswith("/"):
                 ok = False
                 break
@@ -643,9 +685,13 @@ def ldconfig_p():
 
     for exe in ("/sbin/ldconfig", "/usr/sbin/ldconfig", "ldconfig"):
         try:
-            text = subprocess.run([exe, "-p"], check=False, stdout=subprocess.PIPE,
-                                  stderr=subprocess.DEVNULL,
-                                  timeout=10).stdout.decode("utf-8", "surrogateescape")
+            text = subprocess.run(
+                [exe, "-p"],
+                check=False,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                timeout=10,
+            ).stdout.decode("utf-8", "surrogateescape")
         except (OSError, subprocess.SubprocessError):
             continue
         out = {}
@@ -696,8 +742,10 @@ class ProbeCache:
         return value
 
     def save(self):
-        if not self.path or self.misses == 0 and all(
-            len(self.new[k]) == len(self.old.get(k, ())) for k in self.new
+        if (
+            not self.path
+            or self.misses == 0
+            and all(len(self.new[k]) == len(self.old.get(k, ())) for k in self.new)
         ):
             return
         tmp = f"{self.path}.{os.getpid()}.tmp"
@@ -733,7 +781,7 @@ def parse_record(path):
         for m in _RECORD_SO.finditer(data):
             start = data.rfind(b"\n", 0, m.start()) + 1
             end = data.find(b"\n", m.start())
-            line = data[start:end if end >= 0 else len(data)].rstrip(b"\r")
+            line = data[start : end if end >= 0 else len(data)].rstrip(b"\r")
             if line.startswith(b'"'):  # CSV quoting: a path with a comma or a quote in it
                 fields = next(csv.reader(io.StringIO(line.decode("utf-8", "surrogateescape"))))
                 rel = fields[0] if fields else ""
@@ -741,8 +789,7 @@ def parse_record(path):
                 rel = line.split(b",", 1)[0].decode("utf-8", "surrogateescape")
             if _is_so(rel) and rel not in sos:
                 sos.append(rel)
-    tops = {line.split(b"/", 1)[0].split(b",", 1)[0].lstrip(b'"')
-               for line in data.split(b"\n")}
+    tops = {line.split(b"/", 1)[0].split(b",", 1)[0].lstrip(b'"') for line in data.split(b"\n")}
     tops.discard(b"")
     return [sos, sorted(t.decode("utf-8", "surrogateescape") for t in tops)]
 
@@ -831,8 +878,12 @@ def extension_files(dists, sites, cache):
             if not found:
                 continue
             stem = n.split(".")[0].split("-")[0]
-            owner = (by_top.get((real_site, stem)) or by_top.get((real_site, stem.lstrip("_")))
-                     or by_top.get((real_site, normalize(stem).replace("-", "_"))) or UNKNOWN_USER)
+            owner = (
+                by_top.get((real_site, stem))
+                or by_top.get((real_site, stem.lstrip("_")))
+                or by_top.get((real_site, normalize(stem).replace("-", "_")))
+                or UNKNOWN_USER
+            )
             owned.extend((p, owner, True) for p in found)
     return owned
 
@@ -1011,7 +1062,8 @@ def native_libraries(dists, sites, cache):
             if info.get("soname"):
                 bundled.add(info["soname"])
     exe = next((i for p, o, i in parsed if o == PYTHON_USER), None) or (
-        parsed[0][2] if parsed else None)
+        parsed[0][2] if parsed else None
+    )
     bits = exe["bits"] if exe else struct.calcsize("P") * 8
     machine = exe["machine"] if exe else None
     resolver = Resolver(bits, machine)
@@ -1030,15 +1082,22 @@ def native_libraries(dists, sites, cache):
             key = (soname, spec, keyed_origin)
             hit = memo.get(key)
             if hit is None:
-                hit = memo[key] = _classify(resolver, soname, info, origin, bundled, roots,
-                                            prefixes, real_of)
+                hit = memo[key] = _classify(
+                    resolver, soname, info, origin, bundled, roots, prefixes, real_of
+                )
             found, real, how, provider = hit
             if provider == "bundled":
                 continue
             rec = libs.get(soname)
             if rec is None:
-                rec = libs[soname] = {"path": found, "realpath": real, "how": how,
-                                      "provider": provider, "users": [], "files": []}
+                rec = libs[soname] = {
+                    "path": found,
+                    "realpath": real,
+                    "how": how,
+                    "provider": provider,
+                    "users": [],
+                    "files": [],
+                }
             elif real is not None and rec["realpath"] not in (None, real):
                 warn(f"{soname} resolves to {real} for {path} but to {rec['realpath']} elsewhere")
             elif rec["realpath"] is None and real is not None:
@@ -1049,8 +1108,12 @@ def native_libraries(dists, sites, cache):
                 rec["files"].append(path)
     for rec in libs.values():
         rec["users"].sort()
-    return {"libraries": libs, "scanned": len(parsed), "cache_hits": cache.hits,
-            "cache_misses": cache.misses}
+    return {
+        "libraries": libs,
+        "scanned": len(parsed),
+        "cache_hits": cache.hits,
+        "cache_misses": cache.misses,
+    }
 
 
 # --------------------------------------------------------------------------- installed files
@@ -1121,8 +1184,9 @@ def _sha256_file(path):
 
 def _skip_rel(rel):
     parts = rel.split("/")
-    return ("__pycache__" in parts or rel.endswith((".pyc", ".pyo"))
-            or parts[0].endswith(".dist-info"))
+    return (
+        "__pycache__" in parts or rel.endswith((".pyc", ".pyo")) or parts[0].endswith(".dist-info")
+    )
 
 
 def _changed_entry(full, rel, st, change):
@@ -1171,7 +1235,8 @@ def installed_file_changes(dists, sites, cache, hash_all=False):
             # conda rewrites its install prefix into files after the RECORD was made: those are
             # checked through conda-meta, not here; their files are not "added" either
             claimed.setdefault(real_site, set()).update(
-                os.path.normpath(r[0]).replace(os.sep, "/") for r in _rows(cache, record))
+                os.path.normpath(r[0]).replace(os.sep, "/") for r in _rows(cache, record)
+            )
             continue
         try:
             rst = os.stat(record)
@@ -1201,8 +1266,12 @@ def installed_file_changes(dists, sites, cache, hash_all=False):
                     if dirs.get(key, (0, None))[0] < rst.st_mtime_ns:
                         dirs[key] = (rst.st_mtime_ns, d["metadata_dir"])
                     parent = parent.rpartition("/")[0]
-            if not hashed or rel.endswith((".pyc", ".pyo")) or "__pycache__" in rel \
-                    or top.endswith(".dist-info"):
+            if (
+                not hashed
+                or rel.endswith((".pyc", ".pyo"))
+                or "__pycache__" in rel
+                or top.endswith(".dist-info")
+            ):
                 continue
             full = prefix + rel
             try:
@@ -1303,8 +1372,15 @@ def os_release(paths=("/etc/os-release", "/usr/lib/os-release")):
 def os_info():
     uname = os.uname() if hasattr(os, "uname") else None
     rel = os_release()
-    wanted = ("ID", "VERSION_ID", "VERSION_CODENAME", "PRETTY_NAME", "ID_LIKE", "NAME",
-              "UBUNTU_CODENAME")
+    wanted = (
+        "ID",
+        "VERSION_ID",
+        "VERSION_CODENAME",
+        "PRETTY_NAME",
+        "ID_LIKE",
+        "NAME",
+        "UBUNTU_CODENAME",
+    )
     return {
         "release": {k: rel[k] for k in wanted if k in rel},
         "system": uname.sysname if uname else sys.platform,

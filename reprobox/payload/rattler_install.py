@@ -42,8 +42,13 @@ async def _install(request: dict[str, Any]) -> None:
             specs.append(rattler.MatchSpec(spec)._match_spec)
         except Exception:  # noqa: BLE001 - a spec rattler cannot parse is only informational
             continue
-    await rattler.install(records, request["prefix"], cache_dir=request["cache"],
-                          requested_specs=specs or None, show_progress=False)
+    await rattler.install(
+        records,
+        request["prefix"],
+        cache_dir=request["cache"],
+        requested_specs=specs or None,
+        show_progress=False,
+    )
 
 
 def restore_urls(prefix: Path, packages: list[dict[str, Any]]) -> None:

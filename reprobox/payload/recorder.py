@@ -54,7 +54,7 @@ def mapped_objects(maps_path="/proc/self/maps"):
         i = line.find(b" /")
         if i < 0 or b".so" not in line:
             continue
-        path = line[i + 1:].strip()
+        path = line[i + 1 :].strip()
         if path.endswith(b" (deleted)"):
             continue
         name = path.rsplit(b"/", 1)[-1]

@@ -41,9 +41,11 @@ log = logging.getLogger("reprobox.workspace.dvc")
 #: The command recorded for an experiment that is "the DVC pipeline".
 DVC_PIPELINE_COMMAND = "dvc repro"
 
-_INSTALL_HINT = ("install the DVC that comes with reprobox: `pip install 'reprobox[dvc]'` in "
-                 "reprobox's environment (and DVC's extra for your remote, e.g. "
-                 "`pip install 'dvc[s3]'`)")
+_INSTALL_HINT = (
+    "install the DVC that comes with reprobox: `pip install 'reprobox[dvc]'` in "
+    "reprobox's environment (and DVC's extra for your remote, e.g. "
+    "`pip install 'dvc[s3]'`)"
+)
 _SKIP_DIRS = {".git", ".dvc", ".reprobox", ".venv", "venv", "node_modules", "__pycache__", ".tox"}
 _MAX_WALK_ENTRIES = 200_000
 _HASH_KEYS = ("md5", "etag", "checksum", "version_id")
@@ -77,8 +79,20 @@ def _load_yaml(path: Path) -> Any:
 def _dvc_files_by_git(root: Path) -> list[str] | None:
     try:
         done = proc.run(
-            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard", "--",
-             "dvc.yaml", "*/dvc.yaml", "dvc.lock", "*/dvc.lock", "*.dvc"],
+            [
+                "git",
+                "ls-files",
+                "-z",
+                "--cached",
+                "--others",
+                "--exclude-standard",
+                "--",
+                "dvc.yaml",
+                "*/dvc.yaml",
+                "dvc.lock",
+                "*/dvc.lock",
+                "*.dvc",
+            ],
             cwd=root,
             check=False,
             env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"},
@@ -275,17 +289,22 @@ def data_files(root: Path, use_git: bool = True) -> list[str]:
     """The ``.dvc`` files of the project (``dvc add`` / ``dvc import``): the data no stage
     produces. A pipeline's rerun pulls these only; what its stages write, ``dvc repro --force``
     recomputes (and an output that was never pushed cannot block the rerun)."""
-    return [f for f in _dvc_files(Path(root), use_git)
-            if PurePosixPath(f).name not in ("dvc.yaml", "dvc.lock")]
+    return [
+        f
+        for f in _dvc_files(Path(root), use_git)
+        if PurePosixPath(f).name not in ("dvc.yaml", "dvc.lock")
+    ]
 
 
 def expected_size(root: Path, targets: Sequence[str] | None) -> tuple[int, int]:
     """(outputs, bytes) that ``dvc pull`` of ``targets`` (None: every ``.dvc`` file and
     ``dvc.lock``) brings, from the sizes DVC recorded; for the progress line."""
     root = Path(root)
-    files = list(targets) if targets is not None else [
-        f for f in _dvc_files(root, use_git=False)
-        if PurePosixPath(f).name != "dvc.yaml"]
+    files = (
+        list(targets)
+        if targets is not None
+        else [f for f in _dvc_files(root, use_git=False) if PurePosixPath(f).name != "dvc.yaml"]
+    )
     count = size = 0
     for rel in files:
         doc = _load_yaml(root / rel)
@@ -333,8 +352,11 @@ def read_dir_manifest(path: Path) -> dict[str, str] | None:
         return None
     out: dict[str, str] = {}
     for entry in entries:
-        if (isinstance(entry, Mapping) and isinstance(entry.get("relpath"), str)
-                and isinstance(entry.get("md5"), str)):
+        if (
+            isinstance(entry, Mapping)
+            and isinstance(entry.get("relpath"), str)
+            and isinstance(entry.get("md5"), str)
+        ):
             out[entry["relpath"]] = entry["md5"]
     return out
 
@@ -348,7 +370,7 @@ def _local_remote_folder(root: Path) -> tuple[str, Path] | None:
     url = _remotes_of(parser).get(name)
     if not url or (_URL_RE.match(url) and not url.startswith("file://")):
         return None
-    url = url[len("file://"):] if url.startswith("file://") else url
+    url = url[len("file://") :] if url.startswith("file://") else url
     folder = Path(os.path.expanduser(url))
     if not folder.is_absolute():
         folder = Path(root) / ".dvc" / folder
@@ -379,15 +401,18 @@ def inputs_missing_from_remote(root: Path) -> list[str]:
             if out.hash.endswith(".dir"):
                 manifest_at = object_path(folder, out.hash)
                 manifest = read_dir_manifest(manifest_at) if manifest_at else None
-                absent = [f for f, md5 in (manifest or {}).items()
-                          if object_path(folder, md5) is None]
+                absent = [
+                    f for f, md5 in (manifest or {}).items() if object_path(folder, md5) is None
+                ]
                 if absent:
                     missing.append(f"{out.path} ({len(absent)} file(s), e.g. {absent[0]})")
     if not missing:
         return []
     shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-    return [f"the DVC remote {name!r} ({folder}) does not hold data the rerun pulls: {shown}; "
-            "`dvc push` it, or the experiment cannot be rerun elsewhere"]
+    return [
+        f"the DVC remote {name!r} ({folder}) does not hold data the rerun pulls: {shown}; "
+        "`dvc push` it, or the experiment cannot be rerun elsewhere"
+    ]
 
 
 # --------------------------------------------------------------------------- for `reprobox run`
@@ -418,8 +443,9 @@ def dvc_argv(env: Mapping[str, str] | None = None) -> list[str]:
     path = (env or os.environ).get("PATH")
     exe = shutil.which("dvc", path=path)
     if exe is None:
-        raise DvcError("DVC is not installed with reprobox (and no `dvc` is on PATH)",
-                       _INSTALL_HINT)
+        raise DvcError(
+            "DVC is not installed with reprobox (and no `dvc` is on PATH)", _INSTALL_HINT
+        )
     return [exe]
 
 
@@ -600,16 +626,22 @@ def normalize_remote_url(url: str, base: Path) -> str:
 def dvc_config_dirs() -> tuple[Path, Path]:
     """DVC's global and system configuration folders, found the way DVC finds them."""
     glob = os.environ.get("DVC_GLOBAL_CONFIG_DIR") or os.path.join(
-        os.environ.get("XDG_CONFIG_HOME") or os.path.expanduser("~/.config"), "dvc")
+        os.environ.get("XDG_CONFIG_HOME") or os.path.expanduser("~/.config"), "dvc"
+    )
     system = os.environ.get("DVC_SYSTEM_CONFIG_DIR") or os.path.join(
-        (os.environ.get("XDG_CONFIG_DIRS") or "/etc/xdg").split(":")[0] or "/etc/xdg", "dvc")
+        (os.environ.get("XDG_CONFIG_DIRS") or "/etc/xdg").split(":")[0] or "/etc/xdg", "dvc"
+    )
     return Path(glob), Path(system)
 
 
 def _git_tracks(root: Path, rel: str) -> bool:
     try:
-        done = proc.run(["git", "ls-files", "--error-unmatch", "--", rel], cwd=root,
-                        check=False, env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"})
+        done = proc.run(
+            ["git", "ls-files", "--error-unmatch", "--", rel],
+            cwd=root,
+            check=False,
+            env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"},
+        )
     except ReproboxError:
         return False
     return done.returncode == 0
@@ -643,13 +675,17 @@ def trusted_remotes(user_root: Path | None, dvc_remote: str | None = None) -> li
             continue
         default = parser.get("core", "remote", fallback="").strip()
         for name, url in _remotes_of(parser).items():
-            found.append(TrustedRemote(name, normalize_remote_url(url, path.parent), str(path),
-                                       name == default))
+            found.append(
+                TrustedRemote(
+                    name, normalize_remote_url(url, path.parent), str(path), name == default
+                )
+            )
     return found
 
 
-def _refuse(source: str, what: str, value: str, reason: str,
-            hint: str = _UNTRUSTED_HINT) -> NoReturn:
+def _refuse(
+    source: str, what: str, value: str, reason: str, hint: str = _UNTRUSTED_HINT
+) -> NoReturn:
     raise UsageError(f"refusing {source}: {what} {value!r} {reason}", hint)
 
 
@@ -662,8 +698,13 @@ def _check_dvc_dir(checkout: Path) -> None:
             full = Path(dirpath) / name
             if full.is_symlink():
                 rel = full.relative_to(checkout).as_posix()
-                _refuse(rel, "the file", rel, f"is a symbolic link (-> {os.readlink(full)}); "
-                        "DVC's configuration is the user's, never a link out of the checkout")
+                _refuse(
+                    rel,
+                    "the file",
+                    rel,
+                    f"is a symbolic link (-> {os.readlink(full)}); "
+                    "DVC's configuration is the user's, never a link out of the checkout",
+                )
 
 
 _TEMPLATED_SEEN: list[str] = []
@@ -696,8 +737,12 @@ def _check_path(checkout: Path, folder: str, value: Any, source: str, what: str)
         _refuse(source, what, value, "goes through a symbolic link loop")
         return
     if target != base and base not in target.parents:
-        _refuse(source, what, value, f"resolves to {target}, outside the checkout, through a "
-                "symbolic link")
+        _refuse(
+            source,
+            what,
+            value,
+            f"resolves to {target}, outside the checkout, through a symbolic link",
+        )
 
 
 def _check_vars(checkout: Path, folder: str, items: Any, source: str) -> None:
@@ -718,9 +763,13 @@ def _check_stage(checkout: Path, folder: str, stage: Mapping[str, Any], source: 
         for item in entries if isinstance(entries, list) else []:
             if isinstance(item, Mapping):
                 if "repo" in item:
-                    _refuse(source, f"the {key[:-1]}", str(item.get("path")),
-                            "is imported from another repository: DVC would fetch it with your "
-                            "git credentials")
+                    _refuse(
+                        source,
+                        f"the {key[:-1]}",
+                        str(item.get("path")),
+                        "is imported from another repository: DVC would fetch it with your "
+                        "git credentials",
+                    )
                 path = item.get("path")
                 if isinstance(path, str):
                     _check_path(checkout, here, path, source, f"the {key[:-1]}")
@@ -835,12 +884,20 @@ def check_resolved_paths(checkout: Path, env: Mapping[str, str]) -> None:
     """
     python = _dvc_python()
     if python is None:
-        _refuse("dvc.yaml", "the templated path", _TEMPLATED_SEEN[0] if _TEMPLATED_SEEN else "",
-                "cannot be resolved before DVC runs (no Python-based `dvc` on PATH to ask)")
+        _refuse(
+            "dvc.yaml",
+            "the templated path",
+            _TEMPLATED_SEEN[0] if _TEMPLATED_SEEN else "",
+            "cannot be resolved before DVC runs (no Python-based `dvc` on PATH to ask)",
+        )
     try:
-        done = proc.run([python, "-c", _LIST_PATHS, str(Path(checkout).resolve())],
-                        cwd=checkout, env=dict(env), what="resolving the DVC pipeline's paths",
-                        timeout=300)
+        done = proc.run(
+            [python, "-c", _LIST_PATHS, str(Path(checkout).resolve())],
+            cwd=checkout,
+            env=dict(env),
+            what="resolving the DVC pipeline's paths",
+            timeout=300,
+        )
     except CommandError as exc:
         tail = redact_text(exc.stderr_tail.strip())
         raise DvcError(
@@ -870,17 +927,21 @@ def checkout_remote(checkout: Path) -> tuple[str | None, str | None]:
     return name, url
 
 
-def choose_trusted_remote(checkout: Path, user_root: Path | None,
-                          dvc_remote: str | None = None) -> TrustedRemote:
+def choose_trusted_remote(
+    checkout: Path, user_root: Path | None, dvc_remote: str | None = None
+) -> TrustedRemote:
     """The remote to pull from: ``--dvc-remote``, or the checkout's when it equals a trusted one.
 
     Refused (exit 2) when the checkout names a remote that is not among the user's, naming the
     remote, its URL and the file.
     """
-    if dvc_remote is not None and (not dvc_remote.strip()
-                                   or any(ord(c) < 32 or c in "\x7f[]" for c in dvc_remote)):
-        raise UsageError(f"--dvc-remote {dvc_remote!r} is not a remote URL or folder",
-                         "give a URL such as s3://bucket/path or a folder path")
+    if dvc_remote is not None and (
+        not dvc_remote.strip() or any(ord(c) < 32 or c in "\x7f[]" for c in dvc_remote)
+    ):
+        raise UsageError(
+            f"--dvc-remote {dvc_remote!r} is not a remote URL or folder",
+            "give a URL such as s3://bucket/path or a folder path",
+        )
     trusted = trusted_remotes(user_root, dvc_remote)
     if dvc_remote:
         return trusted[0]
@@ -912,8 +973,9 @@ def strip_url(url: str) -> str:
     return strip_url_credentials(url)
 
 
-def write_trusted_config(checkout: Path, remote: TrustedRemote, cache_dir: Path,
-                         local_from: Path | None) -> None:
+def write_trusted_config(
+    checkout: Path, remote: TrustedRemote, cache_dir: Path, local_from: Path | None
+) -> None:
     """The checkout's ``.dvc/config`` and ``.dvc/config.local``, written by reprobox alone.
 
     ``.dvc/config`` names the trusted remote (and defines it for ``--dvc-remote``); the local
@@ -952,6 +1014,8 @@ def write_trusted_config(checkout: Path, remote: TrustedRemote, cache_dir: Path,
 def drop_local(checkout: Path, cache_dir: Path) -> None:
     """Cut the checkout's ``.dvc/config.local`` down to the cache (no credential stays where the
     container can read it)."""
-    write_atomic(Path(checkout) / ".dvc" / "config.local",
-                 f"[cache]\n    dir = {Path(cache_dir).resolve()}\n    type = reflink,copy\n",
-                 mode=0o600)
+    write_atomic(
+        Path(checkout) / ".dvc" / "config.local",
+        f"[cache]\n    dir = {Path(cache_dir).resolve()}\n    type = reflink,copy\n",
+        mode=0o600,
+    )

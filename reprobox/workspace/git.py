@@ -143,8 +143,7 @@ def local_remote_url(raw: str, top: Path) -> str | None:
     return "file://" + quote(absolute, safe="/-._~+")
 
 
-def _remote_url(top: Path, branch: str | None,
-                warnings: list[str] | None = None) -> str | None:
+def _remote_url(top: Path, branch: str | None, warnings: list[str] | None = None) -> str | None:
     name = None
     if branch:
         got = _git(["config", "--get", f"branch.{branch}.remote"], top, check=False)
@@ -161,8 +160,10 @@ def _remote_url(top: Path, branch: str | None,
                 local = local_remote_url(raw, top)
             except ValueError as exc:
                 if warnings is not None:
-                    warnings.append(f"the git remote {candidate!r} is a local path that cannot be "
-                                    f"recorded as a file:// URL ({exc}); no remote was recorded")
+                    warnings.append(
+                        f"the git remote {candidate!r} is a local path that cannot be "
+                        f"recorded as a file:// URL ({exc}); no remote was recorded"
+                    )
                 return None
             return local if local is not None else strip_url_credentials(raw)
     return None
@@ -228,8 +229,15 @@ def git_info(repo_root: Path, exclude: Sequence[str] = (".reprobox",)) -> GitCap
         )
 
     others = _git(
-        ["ls-files", "-z", "--others", "--exclude-standard", "--directory",
-         "--no-empty-directory", *_pathspec(exclude)],
+        [
+            "ls-files",
+            "-z",
+            "--others",
+            "--exclude-standard",
+            "--directory",
+            "--no-empty-directory",
+            *_pathspec(exclude),
+        ],
         top,
         what="git ls-files",
     )
@@ -290,8 +298,10 @@ def make_worktree(repo_root: Path, commit: str, dest: Path) -> Path:
     if lfsconfig.returncode == 0:
         # A committed .lfsconfig may point git-lfs at any server, which would be sent the
         # user's credentials for the LFS objects: those stay pointers, with a warning.
-        log.warning("the commit has a .lfsconfig: Git LFS files are not downloaded for it "
-                    "(the LFS server it names is not trusted with your credentials)")
+        log.warning(
+            "the commit has a .lfsconfig: Git LFS files are not downloaded for it "
+            "(the LFS server it names is not trusted with your credentials)"
+        )
     extra = {"GIT_LFS_SKIP_SMUDGE": "1"} if lfsconfig.returncode == 0 else {}
     _git(argv, top, what="git worktree add", timeout=None, extra_env=extra)
     if (dest / ".gitmodules").is_file() or os.path.islink(dest / ".gitmodules"):
@@ -324,8 +334,9 @@ _UNTRUSTED_FETCH_CONFIG = (
 CONTAINER_GIT_DIR = "/reprobox/git"
 
 
-def make_run_repository(repo_root: Path, commit: str, dest: Path,
-                        container_git_dir: str = CONTAINER_GIT_DIR) -> tuple[Path, Path]:
+def make_run_repository(
+    repo_root: Path, commit: str, dest: Path, container_git_dir: str = CONTAINER_GIT_DIR
+) -> tuple[Path, Path]:
     """A repository holding the recorded commit alone, for code that reads git during a rerun.
 
     The checkout is a worktree whose ``.git`` file names a host path a container does not have;
@@ -343,19 +354,43 @@ def make_run_repository(repo_root: Path, commit: str, dest: Path,
     dest.mkdir(parents=True, exist_ok=False)
     repo = dest / "repo"
     quiet = {"GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull}
-    _git(["init", "-q", "--bare", "--template=", str(repo)], dest, what="git init",
-         extra_env=quiet)
+    _git(["init", "-q", "--bare", "--template=", str(repo)], dest, what="git init", extra_env=quiet)
     source = "file://" + str(top.resolve())
-    _git(["--git-dir", str(repo), "-c", "protocol.file.allow=always",
-          "-c", "uploadpack.allowAnySHA1InWant=true", "fetch", "-q", "--depth", "1",
-          "--no-tags", "--no-recurse-submodules", source, commit],
-         dest, what="git fetch of the recorded commit", timeout=None, extra_env=quiet)
-    _git(["--git-dir", str(repo), "update-ref", "--no-deref", "HEAD", commit], dest,
-         what="git update-ref", extra_env=quiet)
-    _git(["--git-dir", str(repo), "read-tree", "HEAD"], dest, what="git read-tree",
-         extra_env=quiet)
-    _git(["--git-dir", str(repo), "config", "core.bare", "false"], dest, what="git config",
-         extra_env=quiet)
+    _git(
+        [
+            "--git-dir",
+            str(repo),
+            "-c",
+            "protocol.file.allow=always",
+            "-c",
+            "uploadpack.allowAnySHA1InWant=true",
+            "fetch",
+            "-q",
+            "--depth",
+            "1",
+            "--no-tags",
+            "--no-recurse-submodules",
+            source,
+            commit,
+        ],
+        dest,
+        what="git fetch of the recorded commit",
+        timeout=None,
+        extra_env=quiet,
+    )
+    _git(
+        ["--git-dir", str(repo), "update-ref", "--no-deref", "HEAD", commit],
+        dest,
+        what="git update-ref",
+        extra_env=quiet,
+    )
+    _git(["--git-dir", str(repo), "read-tree", "HEAD"], dest, what="git read-tree", extra_env=quiet)
+    _git(
+        ["--git-dir", str(repo), "config", "core.bare", "false"],
+        dest,
+        what="git config",
+        extra_env=quiet,
+    )
     for leftover in ("FETCH_HEAD",):
         try:
             os.unlink(repo / leftover)
@@ -375,23 +410,33 @@ def untrusted_fetch_env() -> dict[str, str]:
     (CI checkouts keep an authorization header there).
     """
     env = _git_env()
-    for key in ("SSH_AUTH_SOCK", "SSH_AGENT_PID", "GIT_SSH", "GIT_SSH_COMMAND", "GIT_ASKPASS",
-                "SSH_ASKPASS", "GIT_CONFIG_PARAMETERS", "GIT_CONFIG_COUNT"):
+    for key in (
+        "SSH_AUTH_SOCK",
+        "SSH_AGENT_PID",
+        "GIT_SSH",
+        "GIT_SSH_COMMAND",
+        "GIT_ASKPASS",
+        "SSH_ASKPASS",
+        "GIT_CONFIG_PARAMETERS",
+        "GIT_CONFIG_COUNT",
+    ):
         env.pop(key, None)
-    env.update({
-        "GIT_TERMINAL_PROMPT": "0",
-        "GIT_ASKPASS": "/bin/false",
-        "SSH_ASKPASS": "/bin/false",
-        "SSH_ASKPASS_REQUIRE": "never",
-        "GIT_SSH_COMMAND": "ssh -F /dev/null -o BatchMode=yes -o IdentitiesOnly=yes "
-                           "-o IdentityFile=/dev/null -o IdentityAgent=none",
-        "GIT_PROTOCOL_FROM_USER": "0",
-        "GIT_LFS_SKIP_SMUDGE": "1",
-        # The user's own configuration may rewrite URLs to carry tokens (insteadOf) or hold
-        # credential helpers scoped to a host: none of it applies to the checkout's fetches.
-        "GIT_CONFIG_GLOBAL": os.devnull,
-        "GIT_CONFIG_NOSYSTEM": "1",
-    })
+    env.update(
+        {
+            "GIT_TERMINAL_PROMPT": "0",
+            "GIT_ASKPASS": "/bin/false",
+            "SSH_ASKPASS": "/bin/false",
+            "SSH_ASKPASS_REQUIRE": "never",
+            "GIT_SSH_COMMAND": "ssh -F /dev/null -o BatchMode=yes -o IdentitiesOnly=yes "
+            "-o IdentityFile=/dev/null -o IdentityAgent=none",
+            "GIT_PROTOCOL_FROM_USER": "0",
+            "GIT_LFS_SKIP_SMUDGE": "1",
+            # The user's own configuration may rewrite URLs to carry tokens (insteadOf) or hold
+            # credential helpers scoped to a host: none of it applies to the checkout's fetches.
+            "GIT_CONFIG_GLOBAL": os.devnull,
+            "GIT_CONFIG_NOSYSTEM": "1",
+        }
+    )
     return env
 
 
@@ -405,15 +450,23 @@ def update_submodules(worktree: Path) -> None:
     """
     worktree = Path(worktree)
     if os.path.islink(worktree / ".gitmodules"):
-        raise ValidationError(".gitmodules", ".gitmodules",
-                              "is a symbolic link: git would read it from outside the checkout")
+        raise ValidationError(
+            ".gitmodules",
+            ".gitmodules",
+            "is a symbolic link: git would read it from outside the checkout",
+        )
     argv: list[str] = []
     for setting in _UNTRUSTED_FETCH_CONFIG:
         argv += ["-c", setting]
     argv += ["submodule", "update", "--init", "--recursive"]
     try:
-        proc.run(["git", *argv], cwd=worktree, env=untrusted_fetch_env(), what="git submodule "
-                 "update", timeout=None)
+        proc.run(
+            ["git", *argv],
+            cwd=worktree,
+            env=untrusted_fetch_env(),
+            what="git submodule update",
+            timeout=None,
+        )
     except CommandError as exc:
         raise GitError(
             "git submodule update failed (submodules of a checkout are fetched without your "

@@ -88,12 +88,19 @@ def _yaml_events_ok(path: Path, text: str) -> None:
             mark = getattr(event, "start_mark", None)
             line = mark.line + 1 if mark is not None else None
             if isinstance(event, yaml.AliasEvent):
-                raise _fail(path, f"YAML alias *{event.anchor} (aliases and anchors are not read "
-                            "in metrics files)", line)
+                raise _fail(
+                    path,
+                    f"YAML alias *{event.anchor} (aliases and anchors are not read "
+                    "in metrics files)",
+                    line,
+                )
             anchor = getattr(event, "anchor", None)
             if anchor is not None:
-                raise _fail(path, f"YAML anchor &{anchor} (aliases and anchors are not "
-                            "read in metrics files)", line)
+                raise _fail(
+                    path,
+                    f"YAML anchor &{anchor} (aliases and anchors are not read in metrics files)",
+                    line,
+                )
             if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
                 depth += 1
                 if depth > MAX_DEPTH:

@@ -16,8 +16,9 @@ from ..redact import scan_patch
 PATCH_FILE = "patch.diff"
 
 
-def refuse_secrets_in_patch(patch: bytes, environ: Mapping[str, str], *, allow: bool,
-                            warnings: list[str]) -> None:
+def refuse_secrets_in_patch(
+    patch: bytes, environ: Mapping[str, str], *, allow: bool, warnings: list[str]
+) -> None:
     """A secret in the uncommitted change cannot be redacted without breaking the patch: refuse
     the capture (nothing is written), naming the file and line, never the value."""
     found = scan_patch(patch, environ)
@@ -26,8 +27,10 @@ def refuse_secrets_in_patch(patch: bytes, environ: Mapping[str, str], *, allow: 
     where = "; ".join(f"{f.path} line {f.line} ({f.kind})" for f in found[:10])
     more = f" and {len(found) - 10} more" if len(found) > 10 else ""
     if allow:
-        warnings.append(f"{PATCH_FILE} records what looks like a secret, as asked "
-                        f"(--allow-secret-in-patch): {where}{more}")
+        warnings.append(
+            f"{PATCH_FILE} records what looks like a secret, as asked "
+            f"(--allow-secret-in-patch): {where}{more}"
+        )
         return
     raise UsageError(
         f"the uncommitted change would be recorded in {PATCH_FILE} with what looks like a "

@@ -40,8 +40,9 @@ from ..saved_image import where_in_image
 
 pytestmark = [pytest.mark.docker, pytest.mark.network]
 
-DOCKER = "/usr/bin/docker" if Path("/usr/bin/docker").exists() else (shutil.which("docker")
-                                                                     or "docker")
+DOCKER = (
+    "/usr/bin/docker" if Path("/usr/bin/docker").exists() else (shutil.which("docker") or "docker")
+)
 PROBE = payload.script("probe")
 VERSION = platform.python_version()
 
@@ -49,8 +50,10 @@ VERSION = platform.python_version()
 @pytest.fixture(scope="session")
 def base_image(docker_daemon: None) -> str:
     _id, codename = host_release()
-    require(os.geteuid() == 0 and shutil.which("debootstrap") is not None,
-            "root and debootstrap (to build the base image with `reprobox base`)")
+    require(
+        os.geteuid() == 0 and shutil.which("debootstrap") is not None,
+        "root and debootstrap (to build the base image with `reprobox base`)",
+    )
     return build_base(VERSION, codename or "bookworm", progress=print)
 
 
@@ -60,7 +63,8 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (repo / "src" / "demo_pkg").mkdir(parents=True)
     (repo / "pyproject.toml").write_text(
         '[build-system]\nrequires = ["setuptools>=61"]\nbuild-backend = "setuptools.build_meta"\n'
-        '[project]\nname = "demo-pkg"\nversion = "0.3.0"\n')
+        '[project]\nname = "demo-pkg"\nversion = "0.3.0"\n'
+    )
     (repo / "src" / "demo_pkg" / "__init__.py").write_text("ANSWER = 42\n")
     (repo / "train.py").write_text("import attr, six, demo_pkg\nprint(demo_pkg.ANSWER)\n")
     (repo / ".gitignore").write_text(".venv/\n")
@@ -80,8 +84,13 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _capture(repo: Path) -> str:
     from reprobox.pipeline import capture_experiment
 
-    outcome = capture_experiment(repo, command="python train.py", cwd=repo,
-                                 python=str(repo / ".venv" / "bin" / "python"), lock=True)
+    outcome = capture_experiment(
+        repo,
+        command="python train.py",
+        cwd=repo,
+        python=str(repo / ".venv" / "bin" / "python"),
+        lock=True,
+    )
     assert outcome.locked, outcome.warnings
     return outcome.id
 
@@ -93,24 +102,35 @@ def built(project: Path, base_image: str) -> dict:
     lines: list[str] = []
     result = build_experiment(store, store.load(exp_id), progress=lines.append)
     made = [result.image_id]  # tests that rebuild the same tag add theirs: all go at the end
-    yield {"id": exp_id, "result": result, "log": lines, "store": store,
-           "layers": _layers(result.tag), "made": made}
+    yield {
+        "id": exp_id,
+        "result": result,
+        "log": lines,
+        "store": store,
+        "layers": _layers(result.tag),
+        "made": made,
+    }
     for image in [result.tag, *made]:
         get_engine().remove_image(image)
 
 
 def _layers(tag: str) -> list[str]:
-    out = subprocess.run([DOCKER, "image", "inspect", "--format", "{{json .RootFS.Layers}}", tag],
-                         check=True, capture_output=True, text=True).stdout
+    out = subprocess.run(
+        [DOCKER, "image", "inspect", "--format", "{{json .RootFS.Layers}}", tag],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     return json.loads(out)
 
 
 def _probe(image: str, tmp: Path) -> dict:
     shutil.copy(PROBE, tmp / "probe.py")
-    out = get_engine().run_container(image, ["python", "-I", "/probe/probe.py"],
-                                     mounts=[Mount(tmp, "/probe", read_only=True)])
+    out = get_engine().run_container(
+        image, ["python", "-I", "/probe/probe.py"], mounts=[Mount(tmp, "/probe", read_only=True)]
+    )
     assert out.exit_code == 0, out.output
-    return json.loads(out.output[out.output.index("{"):])
+    return json.loads(out.output[out.output.index("{") :])
 
 
 def test_the_image_holds_the_captured_environment(built: dict, tmp_path: Path) -> None:
@@ -125,12 +145,15 @@ def test_the_image_holds_the_captured_environment(built: dict, tmp_path: Path) -
 
     assert ident(seen.packages) == ident(stored.environment.packages)
     assert ident(seen.packages)["demo-pkg"] == (
-        "0.3.0", {"kind": "directory", "path": ".", "editable": True})
+        "0.3.0",
+        {"kind": "directory", "path": ".", "editable": True},
+    )
     assert stored.image == built["result"].tag  # recorded as local state, not in the record
 
 
-def test_pip_installs_when_this_machine_has_no_uv(built: dict, tmp_path: Path,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_pip_installs_when_this_machine_has_no_uv(
+    built: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from reprobox.lock import uv as uv_mod
     from reprobox.capture.python import parse_probe
 
@@ -142,10 +165,12 @@ def test_pip_installs_when_this_machine_has_no_uv(built: dict, tmp_path: Path,
     try:
         assert result.installer == "pip"
         assert "python3.11 -m pip install" in result.dockerfile.replace(
-            f"python{stored.environment.interpreter.major_minor}", "python3.11")
+            f"python{stored.environment.interpreter.major_minor}", "python3.11"
+        )
         seen = parse_probe(_probe(tag, tmp_path), Path(WORKDIR))
         assert {p.name: (p.version, p.source.identity()) for p in seen.packages} == {
-            p.name: (p.version, p.source.identity()) for p in stored.environment.packages}
+            p.name: (p.version, p.source.identity()) for p in stored.environment.packages
+        }
     finally:
         get_engine().remove_image(tag)
 
@@ -166,7 +191,8 @@ def test_labels_and_progress(built: dict) -> None:
 
 
 def test_rebuilds_reuse_layers_and_code_changes_rebuild_only_the_code(
-        built: dict, project: Path) -> None:
+    built: dict, project: Path
+) -> None:
     store: Store = built["store"]
     again = build_experiment(store, store.load(built["id"]))
     built["made"].append(again.image_id)
@@ -185,15 +211,17 @@ def test_rebuilds_reuse_layers_and_code_changes_rebuild_only_the_code(
         assert lock_steps and all(s.endswith("(cached)") for s in lock_steps), steps
         code_steps = [s for s in steps if "own packages" in s or "COPY" in s]
         assert code_steps and not any(s.endswith("(cached)") for s in code_steps), steps
-        out = get_engine().run_container(result.tag, ["python", "-c",
-                                                      "import demo_pkg; print(demo_pkg.ANSWER)"])
+        out = get_engine().run_container(
+            result.tag, ["python", "-c", "import demo_pkg; print(demo_pkg.ANSWER)"]
+        )
         assert out.output.strip() == marker
     finally:
         get_engine().remove_image(result.tag)
 
 
-def test_no_layer_holds_a_credential(built: dict, project: Path, tmp_path: Path,
-                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_layer_holds_a_credential(
+    built: dict, project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from reprobox.lock import read_index_config
 
     canary = f"canary-{uuid.uuid4().hex}"
@@ -204,16 +232,23 @@ def test_no_layer_holds_a_credential(built: dict, project: Path, tmp_path: Path,
     store: Store = built["store"]
     tag = f"reprobox-test/canary:{uuid.uuid4().hex[:8]}"
     # A new cache id and no layer cache: the install really runs, through the canary URL.
-    result = build_experiment(store, store.load(built["id"]), tag=tag, no_cache=True,
-                              cache_id=f"canary-{uuid.uuid4().hex[:8]}")
+    result = build_experiment(
+        store,
+        store.load(built["id"]),
+        tag=tag,
+        no_cache=True,
+        cache_id=f"canary-{uuid.uuid4().hex[:8]}",
+    )
     try:
         # Every file of every layer, configs and manifests, in the layer.tar layout or the OCI
         # blobs/sha256 one (Docker 25+); the reader fails if it finds no layer at all.
         assert where_in_image(tag, canary.encode(), tmp_path, DOCKER) == []
-        history = subprocess.run([DOCKER, "history", "--no-trunc", tag], check=True,
-                                 capture_output=True, text=True).stdout
-        inspect = subprocess.run([DOCKER, "image", "inspect", tag], check=True,
-                                 capture_output=True, text=True).stdout
+        history = subprocess.run(
+            [DOCKER, "history", "--no-trunc", tag], check=True, capture_output=True, text=True
+        ).stdout
+        inspect = subprocess.run(
+            [DOCKER, "image", "inspect", tag], check=True, capture_output=True, text=True
+        ).stdout
         assert canary not in history and canary not in inspect
         # The host fetched the packages through the canary URL; no Python step saw an index.
         steps = [line for line in history.splitlines() if "pip install" in line]
@@ -243,15 +278,22 @@ def test_the_classic_builder_through_the_sdk(base_image: str, tmp_path: Path) ->
 
     (tmp_path / "Dockerfile").write_text(
         f"FROM {base_image}\nARG PIP_INDEX_URL\n"
-        "RUN echo 'reprobox: warning: classic builder in use' && echo \"$PIP_INDEX_URL\" > /idx\n")
+        "RUN echo 'reprobox: warning: classic builder in use' && echo \"$PIP_INDEX_URL\" > /idx\n"
+    )
     tag = f"reprobox-test/classic:{uuid.uuid4().hex[:8]}"
     lines: list[str] = []
     engine = get_engine()
-    built = engine.build(BuildRequest(
-        context=tmp_path, dockerfile=tmp_path / "Dockerfile", tag=tag,
-        labels={"reprobox.experiment": "000000000000"},
-        build_args={"PIP_INDEX_URL": "https://index.example/simple"}, buildkit=False,
-    ), lines.append)
+    built = engine.build(
+        BuildRequest(
+            context=tmp_path,
+            dockerfile=tmp_path / "Dockerfile",
+            tag=tag,
+            labels={"reprobox.experiment": "000000000000"},
+            build_args={"PIP_INDEX_URL": "https://index.example/simple"},
+            buildkit=False,
+        ),
+        lines.append,
+    )
     try:
         assert built.image_id.startswith("sha256:") and engine.image_exists(tag)
         assert engine.image_labels(tag)["reprobox.experiment"] == "000000000000"
@@ -264,9 +306,15 @@ def test_the_classic_builder_through_the_sdk(base_image: str, tmp_path: Path) ->
     finally:
         engine.remove_image(tag)
     with refuses(EngineError, names=["classic builder cannot pass build secrets", "BuildKit"]):
-        engine.build(BuildRequest(context=tmp_path, dockerfile=tmp_path / "Dockerfile", tag=tag,
-                                  secrets={"reprobox-env": tmp_path / "Dockerfile"},
-                                  buildkit=False))
+        engine.build(
+            BuildRequest(
+                context=tmp_path,
+                dockerfile=tmp_path / "Dockerfile",
+                tag=tag,
+                secrets={"reprobox-env": tmp_path / "Dockerfile"},
+                buildkit=False,
+            )
+        )
 
 
 def test_engine_info(docker_daemon: None) -> None:
@@ -285,9 +333,14 @@ def test_debian_own_python_as_the_base(docker_daemon: None, tmp_path: Path) -> N
 
     system = describe_interpreter(Path("/usr/bin/python3"))
     host_id, codename = host_release()
-    require(system is not None and system.kind == "distribution" and host_id == "debian"
-            and os.geteuid() == 0 and shutil.which("debootstrap") is not None,
-            "Debian's python3 with its venv module, root and debootstrap")
+    require(
+        system is not None
+        and system.kind == "distribution"
+        and host_id == "debian"
+        and os.geteuid() == 0
+        and shutil.which("debootstrap") is not None,
+        "Debian's python3 with its venv module, root and debootstrap",
+    )
     assert system is not None
     repo = tmp_path / "debian-python"
     repo.mkdir()
@@ -297,11 +350,13 @@ def test_debian_own_python_as_the_base(docker_daemon: None, tmp_path: Path) -> N
     git(repo, "add", "-A")
     git(repo, "commit", "-qm", "project")
     venv = repo / ".venv"
-    made = subprocess.run(["/usr/bin/python3", "-m", "venv", str(venv)], capture_output=True,
-                          text=True, check=False)
+    made = subprocess.run(
+        ["/usr/bin/python3", "-m", "venv", str(venv)], capture_output=True, text=True, check=False
+    )
     require(made.returncode == 0, "Debian's python3-venv package")
-    subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "six==1.16.0"],
-                   check=True)
+    subprocess.run(
+        [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "six==1.16.0"], check=True
+    )
     image = build_base(system.version, codename or "bookworm")
     assert image == f"python:{system.version}-slim-{codename}"
     exp_id = _capture(repo)
@@ -313,6 +368,7 @@ def test_debian_own_python_as_the_base(docker_daemon: None, tmp_path: Path) -> N
         seen = parse_probe(_probe(result.tag, tmp_path), Path(WORKDIR))
         assert seen.interpreter.version == system.version
         assert {p.name: (p.version, p.source.identity()) for p in seen.packages} == {
-            p.name: (p.version, p.source.identity()) for p in stored.environment.packages}
+            p.name: (p.version, p.source.identity()) for p in stored.environment.packages
+        }
     finally:
         get_engine().remove_image(result.tag)

@@ -46,13 +46,16 @@ def _reprobox_exe() -> str:
     return str(here) if here.exists() else (shutil.which("reprobox") or "reprobox")
 
 
-def reprobox(cwd: Path, env: dict[str, str], *args: str, check: bool = True
-             ) -> subprocess.CompletedProcess:
-    done = subprocess.run([_reprobox_exe(), *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=900)
+def reprobox(
+    cwd: Path, env: dict[str, str], *args: str, check: bool = True
+) -> subprocess.CompletedProcess:
+    done = subprocess.run(
+        [_reprobox_exe(), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=900
+    )
     if check and done.returncode != 0:
-        raise AssertionError(f"reprobox {' '.join(args)} exited {done.returncode}:\n"
-                             f"{done.stdout}\n{done.stderr}")
+        raise AssertionError(
+            f"reprobox {' '.join(args)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
+        )
     return done
 
 
@@ -60,8 +63,10 @@ def reprobox(cwd: Path, env: dict[str, str], *args: str, check: bool = True
 def channel(tmp_path_factory: pytest.TempPathFactory) -> Channel:
     base = Path(sys.base_prefix)
     mm = "%d.%d" % sys.version_info[:2]
-    require((base / "lib" / f"libpython{mm}.so.1.0").exists(),
-            "a CPython build with a shared libpython (pyenv) to make the python conda package")
+    require(
+        (base / "lib" / f"libpython{mm}.so.1.0").exists(),
+        "a CPython build with a shared libpython (pyenv) to make the python conda package",
+    )
     try:
         import conda_package_handling  # noqa: F401
         import rattler  # noqa: F401
@@ -81,14 +86,23 @@ def user_env(tmp_path: Path) -> dict[str, str]:
         "  - conda-forge\n"
         f"channel_alias: https://conda.corp.example/t/{CANARY}\n"
     )
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("VIRTUAL_ENV", "CONDA_PREFIX", "PYTHONPATH", "CONDARC")}
-    env.update(HOME=str(home), XDG_CACHE_HOME=str(tmp_path / "cache"),
-               GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.com",
-               GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@example.com")
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("VIRTUAL_ENV", "CONDA_PREFIX", "PYTHONPATH", "CONDARC")
+    }
+    env.update(
+        HOME=str(home),
+        XDG_CACHE_HOME=str(tmp_path / "cache"),
+        GIT_AUTHOR_NAME="t",
+        GIT_AUTHOR_EMAIL="t@example.com",
+        GIT_COMMITTER_NAME="t",
+        GIT_COMMITTER_EMAIL="t@example.com",
+    )
     git_config = home / ".gitconfig"
-    git_config.write_text("[user]\n\tname = t\n\temail = t@example.com\n"
-                          "[init]\n\tdefaultBranch = main\n")
+    git_config.write_text(
+        "[user]\n\tname = t\n\temail = t@example.com\n[init]\n\tdefaultBranch = main\n"
+    )
     return env
 
 
@@ -104,18 +118,33 @@ def _project(tmp_path: Path, env: dict[str, str]) -> Path:
 
 
 def _capture(repo: Path, prefix: Path, env: dict[str, str]) -> str:
-    run_env = {**env, "CONDA_PREFIX": str(prefix),
-               "PATH": f"{prefix / 'bin'}{os.pathsep}{env.get('PATH', '')}"}
-    subprocess.run([str(prefix / "bin" / "python"), "train.py"], cwd=repo, env=run_env,
-                   check=True)
-    done = reprobox(repo, run_env, "capture", "--name", "conda-train", "--cmd", "python train.py",
-                    "--metrics", "metrics.json", "--json")
+    run_env = {
+        **env,
+        "CONDA_PREFIX": str(prefix),
+        "PATH": f"{prefix / 'bin'}{os.pathsep}{env.get('PATH', '')}",
+    }
+    subprocess.run([str(prefix / "bin" / "python"), "train.py"], cwd=repo, env=run_env, check=True)
+    done = reprobox(
+        repo,
+        run_env,
+        "capture",
+        "--name",
+        "conda-train",
+        "--cmd",
+        "python train.py",
+        "--metrics",
+        "metrics.json",
+        "--json",
+    )
     return json.loads(done.stdout)["id"]
 
 
 def _store_text(folder: Path) -> str:
-    return "\n".join(p.read_text(encoding="utf-8", errors="replace")
-                     for p in sorted(folder.rglob("*")) if p.is_file())
+    return "\n".join(
+        p.read_text(encoding="utf-8", errors="replace")
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    )
 
 
 def _clone(repo: Path, tmp_path: Path) -> Path:
@@ -128,9 +157,14 @@ def _clone(repo: Path, tmp_path: Path) -> Path:
 
 @pytest.mark.network
 def test_mixed_conda_env_capture_lock_rebuild_run_verify(
-        channel: Channel, tmp_path: Path, user_env: dict[str, str]) -> None:
-    prefix = create_env(channel, tmp_path / "envs" / "train", ["python", "zdemo", "tinyutil"],
-                        tmp_path / "rattler-cache")
+    channel: Channel, tmp_path: Path, user_env: dict[str, str]
+) -> None:
+    prefix = create_env(
+        channel,
+        tmp_path / "envs" / "train",
+        ["python", "zdemo", "tinyutil"],
+        tmp_path / "rattler-cache",
+    )
     pip_install(prefix, "six==1.16.0")  # from the host's package index: INSTALLER=pip
     repo = _project(tmp_path, user_env)
     exp_id = _capture(repo, prefix, user_env)
@@ -177,28 +211,33 @@ def test_mixed_conda_env_capture_lock_rebuild_run_verify(
     report = json.loads(done.stdout)
     assert report["identical"] is True, report["differences"]
     assert report["backend"] == "conda" and report["packages_checked"] == 5
-    assert subprocess.run(["git", "status", "--porcelain"], cwd=clone, capture_output=True,
-                          text=True).stdout == ""
+    assert (
+        subprocess.run(
+            ["git", "status", "--porcelain"], cwd=clone, capture_output=True, text=True
+        ).stdout
+        == ""
+    )
 
     # verify really looks: a conda record removed from the rebuilt prefix is named
     rebuilt = Path(user_env["XDG_CACHE_HOME"]) / "reprobox" / "conda-envs"
     prefix_dir = next(p for p in rebuilt.iterdir() if p.is_dir())
     next((prefix_dir / "conda-meta").glob("tinyutil-*.json")).unlink()
-    done = reprobox(clone, user_env, "verify", exp_id, "--backend", "conda", "--json",
-                    check=False)
+    done = reprobox(clone, user_env, "verify", exp_id, "--backend", "conda", "--json", check=False)
     assert done.returncode == 1, done.stderr
     messages = [d["message"] for d in json.loads(done.stdout)["differences"]]
     assert any("conda package tinyutil 1.0" in m and "missing" in m for m in messages)
 
 
-def test_pure_conda_env_and_refusals(channel: Channel, tmp_path: Path,
-                                     user_env: dict[str, str]) -> None:
-    prefix = create_env(channel, tmp_path / "envs" / "pure", ["python", "tinyutil"],
-                        tmp_path / "rattler-cache")
+def test_pure_conda_env_and_refusals(
+    channel: Channel, tmp_path: Path, user_env: dict[str, str]
+) -> None:
+    prefix = create_env(
+        channel, tmp_path / "envs" / "pure", ["python", "tinyutil"], tmp_path / "rattler-cache"
+    )
     repo = _project(tmp_path, user_env)
     (repo / "train.py").write_text(
-        "import json, tinyutil\n"
-        "json.dump({'d': tinyutil.double(4)}, open('metrics.json', 'w'))\n")
+        "import json, tinyutil\njson.dump({'d': tinyutil.double(4)}, open('metrics.json', 'w'))\n"
+    )
     git(repo, "commit", "-q", "-am", "pure")
 
     # a corrupt record stops the capture, names the package, writes nothing
@@ -206,14 +245,14 @@ def test_pure_conda_env_and_refusals(channel: Channel, tmp_path: Path,
     good = rec.read_text()
     rec.write_text(good[: len(good) // 2])
     run_env = {**user_env, "CONDA_PREFIX": str(prefix)}
-    subprocess.run([str(prefix / "bin" / "python"), "train.py"], cwd=repo, env=run_env,
-                   check=True)
+    subprocess.run([str(prefix / "bin" / "python"), "train.py"], cwd=repo, env=run_env, check=True)
     done = reprobox(repo, run_env, "capture", "--cmd", "python train.py", check=False)
     assert done.returncode == 2
     assert "conda package tinyutil-1.0-pyhd8ed1ab_0" in done.stderr
     assert "Traceback" not in done.stderr
     assert not (repo / ".reprobox" / "experiments").exists() or not any(
-        (repo / ".reprobox" / "experiments").iterdir())
+        (repo / ".reprobox" / "experiments").iterdir()
+    )
     rec.write_text(good)
 
     exp_id = _capture(repo, prefix, user_env)
@@ -245,10 +284,15 @@ def test_pure_conda_env_and_refusals(channel: Channel, tmp_path: Path,
 
 @pytest.mark.docker
 @pytest.mark.network
-def test_mixed_conda_env_rebuilt_in_an_image(channel: Channel, tmp_path: Path,
-                                             user_env: dict[str, str]) -> None:
-    prefix = create_env(channel, tmp_path / "envs" / "img", ["python", "zdemo", "tinyutil"],
-                        tmp_path / "rattler-cache")
+def test_mixed_conda_env_rebuilt_in_an_image(
+    channel: Channel, tmp_path: Path, user_env: dict[str, str]
+) -> None:
+    prefix = create_env(
+        channel,
+        tmp_path / "envs" / "img",
+        ["python", "zdemo", "tinyutil"],
+        tmp_path / "rattler-cache",
+    )
     pip_install(prefix, "six==1.16.0")
     repo = _project(tmp_path, user_env)
     exp_id = _capture(repo, prefix, user_env)
@@ -270,7 +314,11 @@ def test_mixed_conda_env_rebuilt_in_an_image(channel: Channel, tmp_path: Path,
         assert record["reproduced"] is True, done.stdout
         assert "(already built)" in record["environment"]
         assert where_in_image(tag, CANARY.encode(), tmp_path) == []
-        assert subprocess.run(["git", "status", "--porcelain"], cwd=clone, capture_output=True,
-                              text=True).stdout == ""
+        assert (
+            subprocess.run(
+                ["git", "status", "--porcelain"], cwd=clone, capture_output=True, text=True
+            ).stdout
+            == ""
+        )
     finally:
         subprocess.run(["docker", "rmi", "-f", tag], capture_output=True)

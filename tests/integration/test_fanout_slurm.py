@@ -51,11 +51,15 @@ def _this_machine_trusts_the_local_registry(monkeypatch: pytest.MonkeyPatch) -> 
 
 
 STEADY = "import json\njson.dump({'acc': 0.5, 'epochs': 3}, open('metrics.json', 'w'))\n"
-NOISY = ("import json, os, random\nrng = random.Random(os.urandom(16))\n"
-         "json.dump({'loss': rng.random()}, open('noisy.json', 'w'))\n")
+NOISY = (
+    "import json, os, random\nrng = random.Random(os.urandom(16))\n"
+    "json.dump({'loss': rng.random()}, open('noisy.json', 'w'))\n"
+)
 #: Sleeps only when rerun (reprobox sets REPROBOX_EXPERIMENT), long enough to be cancelled.
-SLEEPY = ("import json, os, time\njson.dump({'n': 1}, open('sleepy.json', 'w'))\n"
-          "time.sleep(600 if os.environ.get('REPROBOX_EXPERIMENT') else 0)\n")
+SLEEPY = (
+    "import json, os, time\njson.dump({'n': 1}, open('sleepy.json', 'w'))\n"
+    "time.sleep(600 if os.environ.get('REPROBOX_EXPERIMENT') else 0)\n"
+)
 
 
 @pytest.fixture(scope="module")
@@ -73,28 +77,46 @@ _MADE: set[str] = set()  # the experiments whose images the module builds or pul
 
 @pytest.fixture(scope="module")
 def registry() -> None:
-    done = subprocess.run(["bash", str(ROOT / "scripts" / "start-registry.sh")],
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "start-registry.sh")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     require(done.returncode == 0, f"a local registry ({done.stderr.strip()[-300:]})")
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory, slurm: None, registry: None,
-            index_access: None, docker_daemon: None) -> tuple[Path, dict[str, str]]:
+def project(
+    tmp_path_factory: pytest.TempPathFactory,
+    slurm: None,
+    registry: None,
+    index_access: None,
+    docker_daemon: None,
+) -> tuple[Path, dict[str, str]]:
     where = tmp_path_factory.mktemp("fanout")
     venv = make_venv(where / "venv", "six==1.16.0")
-    repo = new_repo(where / "project", {
-        "steady.py": STEADY, "noisy.py": NOISY, "sleepy.py": SLEEPY,
-        ".gitignore": "metrics.json\nnoisy.json\nsleepy.json\n"})
+    repo = new_repo(
+        where / "project",
+        {
+            "steady.py": STEADY,
+            "noisy.py": NOISY,
+            "sleepy.py": SLEEPY,
+            ".gitignore": "metrics.json\nnoisy.json\nsleepy.json\n",
+        },
+    )
     py = str(venv / "bin" / "python")
     ids: dict[str, str] = {}
-    for name, script, metrics in (("steady", "steady.py", "metrics.json"),
-                                  ("noisy", "noisy.py", "noisy.json"),
-                                  ("broken", "steady.py", "metrics.json"),
-                                  ("sleepy", "sleepy.py", "sleepy.json")):
+    for name, script, metrics in (
+        ("steady", "steady.py", "metrics.json"),
+        ("noisy", "noisy.py", "noisy.json"),
+        ("broken", "steady.py", "metrics.json"),
+        ("sleepy", "sleepy.py", "sleepy.json"),
+    ):
         sh(repo, py, script)
-        ids[name] = capture(repo, venv, "--name", name, "--cmd", f"python {script}",
-                            "--metrics", metrics)["id"]
+        ids[name] = capture(
+            repo, venv, "--name", name, "--cmd", f"python {script}", "--metrics", metrics
+        )["id"]
     folder = repo / ".reprobox" / "experiments" / ids["broken"]
     lock = folder / "requirements.lock"
     lock.write_text(lock.read_text().replace("six==1.16.0", "six==99.0.0"))
@@ -128,9 +150,17 @@ def drop_images(exp_id: str) -> None:
     """No image of the experiment here (removed by tag and digest reference, never by id)."""
     for _ in range(3):
         names = subprocess.run(
-            [DOCKER, "images", "--format", "{{.Repository}}:{{.Tag}} {{.Repository}}@{{.Digest}}",
-             "--filter", f"label=reprobox.experiment={exp_id}"],
-            capture_output=True, text=True).stdout.split()
+            [
+                DOCKER,
+                "images",
+                "--format",
+                "{{.Repository}}:{{.Tag}} {{.Repository}}@{{.Digest}}",
+                "--filter",
+                f"label=reprobox.experiment={exp_id}",
+            ],
+            capture_output=True,
+            text=True,
+        ).stdout.split()
         names = sorted({n for n in names if "<none>" not in n})
         if not names:
             return
@@ -139,8 +169,18 @@ def drop_images(exp_id: str) -> None:
 
 
 def fan_out(clone: Path, *args: str, env: dict | None = None) -> tuple[int, dict, str]:
-    done = reprobox(clone, "run", *args, "--on", "slurm", "--json", "--timeout", "900",
-                    check=False, extra_env=env)
+    done = reprobox(
+        clone,
+        "run",
+        *args,
+        "--on",
+        "slurm",
+        "--json",
+        "--timeout",
+        "900",
+        check=False,
+        extra_env=env,
+    )
     assert done.returncode in (0, 1), done.stdout + done.stderr
     return done.returncode, json.loads(done.stdout), done.stderr
 
@@ -157,7 +197,8 @@ def test_three_experiments_one_array_reproduced_differs_failed(project):
     e = by_name(summary)
     assert e["steady"]["status"] == "reproduced"
     assert e["noisy"]["status"] == "differs" and e["noisy"]["differing_metrics"] == [
-        "noisy.json:loss"]
+        "noisy.json:loss"
+    ]
     assert e["broken"]["status"] == "failed" and "99.0.0" in e["broken"]["reason"]
     for name in ("steady", "noisy"):  # pulled from the registry, not built on the node
         assert "pulled by digest" in e[name]["report"]["environment"], e[name]["report"]
@@ -183,8 +224,24 @@ def test_a_node_without_any_engine_is_one_line(project, tmp_path: Path):
     clone, ids = project
     bare = tmp_path / "bin"  # what a node without docker, podman or apptainer has on PATH
     bare.mkdir()
-    for tool in ("bash", "sh", "git", "hostname", "mktemp", "rm", "tail", "grep", "mv", "cat",
-                 "printf", "sbatch", "squeue", "scontrol", "scancel", "dirname"):
+    for tool in (
+        "bash",
+        "sh",
+        "git",
+        "hostname",
+        "mktemp",
+        "rm",
+        "tail",
+        "grep",
+        "mv",
+        "cat",
+        "printf",
+        "sbatch",
+        "squeue",
+        "scontrol",
+        "scancel",
+        "dirname",
+    ):
         found = shutil.which(tool)
         if found:
             (bare / tool).symlink_to(found)
@@ -192,28 +249,53 @@ def test_a_node_without_any_engine_is_one_line(project, tmp_path: Path):
     assert status == 1
     (only,) = summary["experiments"]
     assert only["status"] == "failed"
-    assert re.fullmatch(r"no container engine on node \S+: neither docker, podman nor "
-                        r"apptainer is on PATH .*", only["reason"])
+    assert re.fullmatch(
+        r"no container engine on node \S+: neither docker, podman nor "
+        r"apptainer is on PATH .*",
+        only["reason"],
+    )
 
 
 def test_a_task_cancelled_by_the_scheduler_leaves_the_others_alone(project):
     clone, ids = project
     proc = subprocess.Popen(
-        [reprobox_exe(), "run", ids["sleepy"], ids["steady"], "--on", "slurm", "--json",
-         "--timeout", "900"],
-        cwd=clone, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            reprobox_exe(),
+            "run",
+            ids["sleepy"],
+            ids["steady"],
+            "--on",
+            "slurm",
+            "--json",
+            "--timeout",
+            "900",
+        ],
+        cwd=clone,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         job, deadline = "", time.monotonic() + 600
         while time.monotonic() < deadline:  # the sleeper's container is running
             results = sorted((clone / ".reprobox" / "local" / "fanout").glob("slurm-*"))
             running = subprocess.run(
                 [DOCKER, "ps", "-q", "--filter", f"label=reprobox.experiment={ids['sleepy']}"],
-                capture_output=True, text=True).stdout.strip()
+                capture_output=True,
+                text=True,
+            ).stdout.strip()
             if results and running:
-                out = subprocess.run(["squeue", "-h", "-r", "-o", "%i %j"],
-                                     capture_output=True, text=True).stdout
-                job = next((ln.split()[0].split("_")[0] for ln in out.splitlines()
-                            if "reprobox-fanout" in ln), "")
+                out = subprocess.run(
+                    ["squeue", "-h", "-r", "-o", "%i %j"], capture_output=True, text=True
+                ).stdout
+                job = next(
+                    (
+                        ln.split()[0].split("_")[0]
+                        for ln in out.splitlines()
+                        if "reprobox-fanout" in ln
+                    ),
+                    "",
+                )
                 if job:
                     break
             time.sleep(1)
@@ -231,7 +313,9 @@ def test_a_task_cancelled_by_the_scheduler_leaves_the_others_alone(project):
     for _ in range(60):  # SIGTERM reached the run: its container is gone
         left = subprocess.run(
             [DOCKER, "ps", "-aq", "--filter", f"label=reprobox.experiment={ids['sleepy']}"],
-            capture_output=True, text=True).stdout.strip()
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
         if not left:
             break
         time.sleep(1)
@@ -253,11 +337,13 @@ def test_registry_down_and_foreign_labels_are_one_line_each(project, tmp_path: P
     steady_pub = json.loads((steady.path / "images.json").read_text())["images"][-1]
     when = "2026-11-30T18:00:00Z"
     down = Publication("127.0.0.1:5059/gone/steady", "x", steady_pub["digest"], when)
-    (steady.path / "images.json").write_text(json.dumps(
-        PublicationRecord(steady.id, steady.environment.digest, (down,)).to_dict()))
+    (steady.path / "images.json").write_text(
+        json.dumps(PublicationRecord(steady.id, steady.environment.digest, (down,)).to_dict())
+    )
     foreign = Publication(steady_pub["repository"], "x", steady_pub["digest"], when)
-    (noisy.path / "images.json").write_text(json.dumps(
-        PublicationRecord(noisy.id, noisy.environment.digest, (foreign,)).to_dict()))
+    (noisy.path / "images.json").write_text(
+        json.dumps(PublicationRecord(noisy.id, noisy.environment.digest, (foreign,)).to_dict())
+    )
     commit(clone, "records pointing at a registry that is down and at another image")
     drop_images(ids["steady"])  # the node must pull: no image of either here
     drop_images(ids["noisy"])
@@ -273,15 +359,29 @@ def test_registry_down_and_foreign_labels_are_one_line_each(project, tmp_path: P
     drop_images(ids["steady"])
     done = reprobox(clone, "run", ids["steady"], "--on", "slurm", check=False)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert re.match(rf"{ids['steady']}\s+steady\s+REPRODUCED\s.*\(published image not used, "
-                    r"built instead: 127\.0\.0\.1:5059/gone/", done.stdout.splitlines()[0])
+    assert re.match(
+        rf"{ids['steady']}\s+steady\s+REPRODUCED\s.*\(published image not used, "
+        r"built instead: 127\.0\.0\.1:5059/gone/",
+        done.stdout.splitlines()[0],
+    )
 
 
 def test_the_same_three_here_with_on_local(project):
     """`--on local`: the same verdicts, each a normal `reprobox run` in its own process."""
     clone, ids = project
-    done = reprobox(clone, "run", ids["steady"], ids["noisy"], ids["broken"], "--on", "local",
-                    "--jobs", "3", "--json", check=False)
+    done = reprobox(
+        clone,
+        "run",
+        ids["steady"],
+        ids["noisy"],
+        ids["broken"],
+        "--on",
+        "local",
+        "--jobs",
+        "3",
+        "--json",
+        check=False,
+    )
     assert done.returncode == 1, done.stdout + done.stderr
     summary = json.loads(done.stdout)
     assert summary["on"] == "local" and summary["details"]["jobs"] == 3

@@ -384,8 +384,9 @@ def test_capture_of_a_repository_whose_remote_is_a_local_path(tmp_path, relative
     (work / "train.py").write_text("print('ok')\n")
     commit_all(work)
     git(work, "remote", "add", "origin", "../srv/x.git" if relative else str(bare))
-    outcome = capture_experiment(work, command="python train.py", cwd=work, lock=False,
-                                 python=sys.executable)
+    outcome = capture_experiment(
+        work, command="python train.py", cwd=work, lock=False, python=sys.executable
+    )
     stored = Store(work).get(outcome.id)
     assert stored.experiment.git.remote == f"file://{bare}"
     assert not [w for w in outcome.warnings if "remote" in w]

@@ -24,11 +24,17 @@ from ..hostile import reseal
 DOCKER = "/usr/bin/docker" if Path("/usr/bin/docker").exists() else "docker"
 
 
-def cli(*args: str, cwd: Path, env: dict | None = None, timeout: float = 900
-        ) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "reprobox.cli", *args], cwd=cwd,
-                          env=env or os.environ.copy(), capture_output=True, text=True,
-                          timeout=timeout)
+def cli(
+    *args: str, cwd: Path, env: dict | None = None, timeout: float = 900
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "reprobox.cli", *args],
+        cwd=cwd,
+        env=env or os.environ.copy(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @pytest.fixture
@@ -61,9 +67,15 @@ def plant(repo: Path, exp_id: str, **changes: object) -> str:
     store = Store(repo)
     stored = store.load(exp_id)
     hostile = replace(stored.experiment, **changes).with_id()  # type: ignore[arg-type]
-    return store.save(hostile, stored.environment,
-                      {p.name: p.read_bytes() for p in stored.path.iterdir()
-                       if p.name not in ("experiment.json", "environment.json")}).id
+    return store.save(
+        hostile,
+        stored.environment,
+        {
+            p.name: p.read_bytes()
+            for p in stored.path.iterdir()
+            if p.name not in ("experiment.json", "environment.json")
+        },
+    ).id
 
 
 HOSTILE = [
@@ -95,16 +107,20 @@ def test_hostile_patch_is_refused(small_project):
     (repo / "job.py").write_text((repo / "job.py").read_text() + "# changed\n")
     exp_id = capture(repo, venv, "--cmd", "python job.py", "--no-lock")
     folder = Store(repo).experiments_dir / exp_id
-    evil = (b"diff --git a/.git/hooks/post-checkout b/.git/hooks/post-checkout\n"
-            b"new file mode 100755\n--- /dev/null\n+++ b/.git/hooks/post-checkout\n"
-            b"@@ -0,0 +1 @@\n+touch /tmp/pwned\n")
+    evil = (
+        b"diff --git a/.git/hooks/post-checkout b/.git/hooks/post-checkout\n"
+        b"new file mode 100755\n--- /dev/null\n+++ b/.git/hooks/post-checkout\n"
+        b"@@ -0,0 +1 @@\n+touch /tmp/pwned\n"
+    )
     (folder / "patch.diff").write_bytes(evil)
     proc = cli("run", exp_id, "--backend", "venv", cwd=repo)  # the seal names the edited file
-    assert proc.returncode == 2 and "patch.diff was changed after capture" in proc.stderr, \
+    assert proc.returncode == 2 and "patch.diff was changed after capture" in proc.stderr, (
         proc.stderr
+    )
     # Re-sealed as an attacker would (patch_sha256 too): the patch's own check refuses it.
-    resealed = reseal(folder, experiment=lambda d: d["git"].update(
-        patch_sha256=hashlib.sha256(evil).hexdigest()))
+    resealed = reseal(
+        folder, experiment=lambda d: d["git"].update(patch_sha256=hashlib.sha256(evil).hexdigest())
+    )
     proc = cli("run", resealed, "--backend", "venv", cwd=repo)
     assert proc.returncode == 2 and "patch" in proc.stderr and ".git" in proc.stderr, proc.stderr
     assert len(git(repo, "worktree", "list").strip().splitlines()) == 1
@@ -115,8 +131,11 @@ def test_stopped_daemon_is_one_clear_message(small_project, tmp_path: Path):
     repo, venv = small_project
     exp_id = capture(repo, venv, "--cmd", "python job.py", "--no-lock")
     env = {**os.environ, "DOCKER_HOST": f"unix://{tmp_path}/no-daemon.sock"}
-    for args in (["build", exp_id], ["run", exp_id, "--backend", "docker"],
-                 ["verify", exp_id, "--backend", "docker"]):
+    for args in (
+        ["build", exp_id],
+        ["run", exp_id, "--backend", "docker"],
+        ["verify", exp_id, "--backend", "docker"],
+    ):
         proc = cli(*args, cwd=repo, env=env)
         assert proc.returncode == 3, (args, proc.stderr)
         assert "Traceback" not in proc.stderr
@@ -125,8 +144,9 @@ def test_stopped_daemon_is_one_clear_message(small_project, tmp_path: Path):
 
 
 def _containers(label_value: str) -> list[str]:
-    out = subprocess.run([DOCKER, "ps", "-aq", "--filter", f"ancestor={label_value}"],
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [DOCKER, "ps", "-aq", "--filter", f"ancestor={label_value}"], capture_output=True, text=True
+    )
     return out.stdout.split()
 
 
@@ -141,9 +161,13 @@ def test_ctrl_c_during_a_container_run_cleans_up(small_project, tmp_path: Path):
     tag = build.stdout.strip().splitlines()[-1]
     git(repo, "add", ".reprobox")
     git(repo, "commit", "-q", "-m", "capture")
-    p = subprocess.Popen([sys.executable, "-m", "reprobox.cli", "run", exp_id, "--backend",
-                          "docker"], cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True)
+    p = subprocess.Popen(
+        [sys.executable, "-m", "reprobox.cli", "run", exp_id, "--backend", "docker"],
+        cwd=repo,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and not _containers(tag):
         time.sleep(0.5)
@@ -179,15 +203,21 @@ def test_ctrl_c_during_an_image_build(git_repo: Path, tmp_path: Path):
     and the committed record does not claim an image."""
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "numpy"],
-                   check=True)
+    subprocess.run(
+        [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "numpy"], check=True
+    )
     env = {**os.environ, "VIRTUAL_ENV": str(venv)}
     cap = cli("capture", "--cmd", "python -c 'import numpy'", cwd=git_repo, env=env)
     assert cap.returncode == 0, cap.stderr
     exp_id = cap.stdout.strip().splitlines()[-1]
     before = (git_repo / ".reprobox/experiments" / exp_id / "experiment.json").read_text()
-    p = subprocess.Popen([sys.executable, "-m", "reprobox.cli", "build", exp_id, "--no-cache"],
-                         cwd=git_repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(
+        [sys.executable, "-m", "reprobox.cli", "build", exp_id, "--no-cache"],
+        cwd=git_repo,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert p.stderr is not None
     seen = []
     for line in p.stderr:
@@ -201,8 +231,9 @@ def test_ctrl_c_during_an_image_build(git_repo: Path, tmp_path: Path):
     err = "".join(seen) + err
     assert p.returncode == 130, err
     assert "interrupted" in err and "Traceback" not in err
-    children = subprocess.run(["pgrep", "-f", f"reprobox/.*:{exp_id}"], capture_output=True,
-                              text=True).stdout.split()
+    children = subprocess.run(
+        ["pgrep", "-f", f"reprobox/.*:{exp_id}"], capture_output=True, text=True
+    ).stdout.split()
     assert children == [], "a build process outlived the interrupt"
     after = (git_repo / ".reprobox/experiments" / exp_id / "experiment.json").read_text()
     assert after == before

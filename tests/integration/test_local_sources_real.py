@@ -42,9 +42,9 @@ from .test_run_e2e import (  # noqa: F401 - the fixtures are used by name
 pytestmark = [pytest.mark.slow]
 
 _PYPROJECT = (
-    "[build-system]\nrequires = [\"setuptools>=64\"]\nbuild-backend = \"setuptools.build_meta\"\n\n"
-    "[project]\nname = \"{name}\"\nversion = \"{version}\"\n\n"
-    "[project.scripts]\n{script} = \"{module}:main\"\n"
+    '[build-system]\nrequires = ["setuptools>=64"]\nbuild-backend = "setuptools.build_meta"\n\n'
+    '[project]\nname = "{name}"\nversion = "{version}"\n\n'
+    '[project.scripts]\n{script} = "{module}:main"\n'
 )
 
 
@@ -61,16 +61,19 @@ LAYOUT_FILES = {
     ),
     "legacy/legacy_lib.py": _main("legacy"),
     # PEP 660, flat layout
-    "flat/pyproject.toml": _PYPROJECT.format(name="flat-lib", version="0.2.0",
-                                             script="flat-hello", module="flat_lib"),
+    "flat/pyproject.toml": _PYPROJECT.format(
+        name="flat-lib", version="0.2.0", script="flat-hello", module="flat_lib"
+    ),
     "flat/flat_lib/__init__.py": _main("flat"),
     # PEP 660, src layout
-    "srclay/pyproject.toml": _PYPROJECT.format(name="src-lib", version="0.3.0",
-                                               script="src-hello", module="src_lib"),
+    "srclay/pyproject.toml": _PYPROJECT.format(
+        name="src-lib", version="0.3.0", script="src-hello", module="src_lib"
+    ),
     "srclay/src/src_lib/__init__.py": _main("src"),
     # PEP 660, a namespace package (no acme/__init__.py)
-    "ns/pyproject.toml": _PYPROJECT.format(name="acme-alpha", version="0.4.0",
-                                           script="alpha-hello", module="acme.alpha"),
+    "ns/pyproject.toml": _PYPROJECT.format(
+        name="acme-alpha", version="0.4.0", script="alpha-hello", module="acme.alpha"
+    ),
     "ns/src/acme/alpha/__init__.py": _main("alpha"),
     "train.py": (
         "import json, subprocess\n"
@@ -111,16 +114,32 @@ def layouts_clone(tmp_path_factory: pytest.TempPathFactory, index_access: None) 
     repo = new_repo(tmp / "project", LAYOUT_FILES)
     venv = _layouts_venv(repo, tmp / "venv")
     assert (repo / "legacy" / "legacy_lib.egg-info").is_dir()  # untracked, ignored
-    sh(repo, str(venv / "bin" / "python"), "train.py", env={
-        **__import__("os").environ, "PATH": f"{venv / 'bin'}:{__import__('os').environ['PATH']}"})
-    data = capture(repo, venv, "--name", "layouts", "--cmd", "python train.py",
-                   "--metrics", "metrics.json")
+    sh(
+        repo,
+        str(venv / "bin" / "python"),
+        "train.py",
+        env={
+            **__import__("os").environ,
+            "PATH": f"{venv / 'bin'}:{__import__('os').environ['PATH']}",
+        },
+    )
+    data = capture(
+        repo, venv, "--name", "layouts", "--cmd", "python train.py", "--metrics", "metrics.json"
+    )
     env_json = json.loads(reprobox(repo, "show", data["id"], "--json").stdout)["environment"]
     sources = {p["name"]: p["source"] for p in env_json["packages"]}
-    for name, path in (("legacy-lib", "legacy"), ("flat-lib", "flat"), ("src-lib", "srclay"),
-                       ("acme-alpha", "ns")):
-        assert sources[name] == {"kind": "directory", "path": path, "editable": True,
-                                 "in_repo": True}, name
+    for name, path in (
+        ("legacy-lib", "legacy"),
+        ("flat-lib", "flat"),
+        ("src-lib", "srclay"),
+        ("acme-alpha", "ns"),
+    ):
+        assert sources[name] == {
+            "kind": "directory",
+            "path": path,
+            "editable": True,
+            "in_repo": True,
+        }, name
     clone = publish_and_clone(repo, tmp)
     remove_images(data["id"])
     return clone
@@ -137,28 +156,45 @@ def test_every_layout_runs_and_verifies_in_an_image(layouts_clone: Path, base_im
     status, report, err = run_json(layouts_clone, "layouts", "--backend", "docker")
     assert status == 0, (report, err)
     _check_layouts_run(report)
-    done = reprobox(layouts_clone, "verify", "layouts", "--backend", "docker", "--json",
-                    check=False)
+    done = reprobox(
+        layouts_clone, "verify", "layouts", "--backend", "docker", "--json", check=False
+    )
     assert _no_package_difference(json.loads(done.stdout)) == [], done.stdout
 
 
 @pytest.mark.docker
 @pytest.mark.network
 def test_every_layout_runs_in_an_image_built_with_pip(
-        layouts_clone: Path, base_image: str, tmp_path: Path):  # noqa: F811
+    layouts_clone: Path, base_image: str, tmp_path: Path
+):  # noqa: F811
     """The image's own pip (a host without uv): a legacy project is installed PEP 660 too."""
     shown = json.loads(reprobox(layouts_clone, "show", "layouts", "--json").stdout)
     remove_images(shown["experiment"]["id"])  # built again, by the image's pip
-    done = reprobox(layouts_clone, "run", "layouts", "--backend", "docker", "--json",
-                    check=False, extra_env={"REPROBOX_BUILD_INSTALLER": "pip"})
+    done = reprobox(
+        layouts_clone,
+        "run",
+        "layouts",
+        "--backend",
+        "docker",
+        "--json",
+        check=False,
+        extra_env={"REPROBOX_BUILD_INSTALLER": "pip"},
+    )
     assert done.returncode == 0, done.stdout + done.stderr
-    image = sh(layouts_clone, DOCKER, "images", "-q", "--filter",
-               f"label=reprobox.experiment={shown['experiment']['id']}").stdout.split()[0]
+    image = sh(
+        layouts_clone,
+        DOCKER,
+        "images",
+        "-q",
+        "--filter",
+        f"label=reprobox.experiment={shown['experiment']['id']}",
+    ).stdout.split()[0]
     history = sh(layouts_clone, DOCKER, "history", "--no-trunc", image).stdout
     assert "-m pip install" in history and "--use-pep517" in history
     _check_layouts_run(json.loads(done.stdout))
-    verified = reprobox(layouts_clone, "verify", "layouts", "--backend", "docker", "--json",
-                        check=False)
+    verified = reprobox(
+        layouts_clone, "verify", "layouts", "--backend", "docker", "--json", check=False
+    )
     assert _no_package_difference(json.loads(verified.stdout)) == [], verified.stdout
 
 
@@ -167,8 +203,7 @@ def test_every_layout_runs_and_verifies_in_a_venv(layouts_clone: Path):
     status, report, err = run_json(layouts_clone, "layouts", "--backend", "venv")
     assert status == 0, (report, err)
     _check_layouts_run(report)
-    done = reprobox(layouts_clone, "verify", "layouts", "--backend", "venv", "--json",
-                    check=False)
+    done = reprobox(layouts_clone, "verify", "layouts", "--backend", "venv", "--json", check=False)
     assert _no_package_difference(json.loads(done.stdout)) == [], done.stdout
     # nothing was written into the clone (an egg-info of a legacy develop install)
     assert not list(layouts_clone.glob("legacy/*.egg-info"))
@@ -179,11 +214,15 @@ def test_every_layout_runs_and_verifies_in_a_venv(layouts_clone: Path):
 
 def _bare_dependency(where: Path) -> tuple[Path, str]:
     """A bare repository holding the package ``localdep`` (one commit)."""
-    work = new_repo(where / "dep-work", {
-        "pyproject.toml": _PYPROJECT.format(name="localdep", version="1.2.0",
-                                            script="localdep-hello", module="localdep"),
-        "localdep/__init__.py": "FACTOR = 7\n" + _main("dep"),
-    })
+    work = new_repo(
+        where / "dep-work",
+        {
+            "pyproject.toml": _PYPROJECT.format(
+                name="localdep", version="1.2.0", script="localdep-hello", module="localdep"
+            ),
+            "localdep/__init__.py": "FACTOR = 7\n" + _main("dep"),
+        },
+    )
     bare = where / "dep.git"
     sh(where, "git", "clone", "-q", "--bare", str(work), str(bare))
     head = sh(work, "git", "rev-parse", "HEAD").stdout.strip()
@@ -195,18 +234,35 @@ def _bare_dependency(where: Path) -> tuple[Path, str]:
 def vcs_clone(tmp_path_factory: pytest.TempPathFactory, index_access: None) -> Path:
     tmp = tmp_path_factory.mktemp("vcs")
     bare, head = _bare_dependency(tmp)
-    repo = new_repo(tmp / "project", {
-        "train.py": ("import json, localdep\n"
-                     "json.dump({'factor': localdep.FACTOR}, open('metrics.json', 'w'))\n"),
-        ".gitignore": "metrics.json\n",
-    })
+    repo = new_repo(
+        tmp / "project",
+        {
+            "train.py": (
+                "import json, localdep\n"
+                "json.dump({'factor': localdep.FACTOR}, open('metrics.json', 'w'))\n"
+            ),
+            ".gitignore": "metrics.json\n",
+        },
+    )
     venv = make_venv(tmp / "venv", f"git+file://{bare}@{head}#egg=localdep")
     sh(repo, str(venv / "bin" / "python"), "train.py")
-    done = reprobox(repo, "capture", "--json", "--name", "vcs", "--cmd", "python train.py",
-                    "--metrics", "metrics.json", venv=venv)
+    done = reprobox(
+        repo,
+        "capture",
+        "--json",
+        "--name",
+        "vcs",
+        "--cmd",
+        "python train.py",
+        "--metrics",
+        "metrics.json",
+        venv=venv,
+    )
     data = json.loads(done.stdout)
-    assert any("localdep" in w and "sealed into the experiment" in w
-               for w in data.get("warnings", [])) or "sealed into the experiment" in done.stderr
+    assert (
+        any("localdep" in w and "sealed into the experiment" in w for w in data.get("warnings", []))
+        or "sealed into the experiment" in done.stderr
+    )
     commit(repo, "reprobox capture", ".reprobox")
     env_json = json.loads(reprobox(repo, "show", data["id"], "--json").stdout)["environment"]
     src = next(p["source"] for p in env_json["packages"] if p["name"] == "localdep")
@@ -225,7 +281,8 @@ def vcs_clone(tmp_path_factory: pytest.TempPathFactory, index_access: None) -> P
 
 @pytest.mark.network
 def test_a_local_path_vcs_dependency_reproduces_in_a_venv_after_its_repository_is_gone(
-        vcs_clone: Path):
+    vcs_clone: Path,
+):
     status, report, err = run_json(vcs_clone, "vcs", "--backend", "venv")
     assert status == 0, (report, err)
     assert report["metrics"][0]["observed"] == 7
@@ -254,7 +311,8 @@ def test_capture_refuses_a_local_vcs_commit_its_repository_lost(tmp_path: Path):
     assert "localdep" in done.stderr and str(bare) in done.stderr
     assert "Traceback" not in done.stderr
     assert not (repo / ".reprobox" / "experiments").exists() or not any(
-        (repo / ".reprobox" / "experiments").iterdir())
+        (repo / ".reprobox" / "experiments").iterdir()
+    )
 
 
 # --------------------------------------------------------------------------- post-install change
@@ -265,12 +323,17 @@ def patched_clone(tmp_path_factory: pytest.TempPathFactory, index_access: None) 
     """six.py (small text) patched after install: carried, re-applied by a rebuild;
     typing_extensions.py (over 64 KiB) patched too: recorded only, verify names it."""
     tmp = tmp_path_factory.mktemp("patched")
-    repo = new_repo(tmp / "project", {
-        "train.py": ("import json, six, typing_extensions as te\n"
-                     "json.dump({'six': int(hasattr(six, 'PATCHED')),\n"
-                     "           'te': int(hasattr(te, 'PATCHED'))}, open('metrics.json', 'w'))\n"),
-        ".gitignore": "metrics.json\n",
-    })
+    repo = new_repo(
+        tmp / "project",
+        {
+            "train.py": (
+                "import json, six, typing_extensions as te\n"
+                "json.dump({'six': int(hasattr(six, 'PATCHED')),\n"
+                "           'te': int(hasattr(te, 'PATCHED'))}, open('metrics.json', 'w'))\n"
+            ),
+            ".gitignore": "metrics.json\n",
+        },
+    )
     venv = make_venv(tmp / "venv", "six==1.16.0", "typing_extensions==4.12.2")
     site = next((venv / "lib").glob("python3*/site-packages"))
     for name in ("six.py", "typing_extensions.py"):
@@ -278,8 +341,9 @@ def patched_clone(tmp_path_factory: pytest.TempPathFactory, index_access: None) 
             fh.write("PATCHED = True\n")
     assert (site / "typing_extensions.py").stat().st_size > 65536
     sh(repo, str(venv / "bin" / "python"), "train.py")
-    data = capture(repo, venv, "--name", "patched", "--cmd", "python train.py",
-                   "--metrics", "metrics.json")
+    data = capture(
+        repo, venv, "--name", "patched", "--cmd", "python train.py", "--metrics", "metrics.json"
+    )
     warnings = "\n".join(data.get("warnings", []))
     assert "six.py (modified)" in warnings and "typing_extensions.py (modified)" in warnings
     assert "typing_extensions.py of typing-extensions is recorded but not carried" in warnings
@@ -315,5 +379,6 @@ def test_post_install_changes_are_replayed_or_named_by_verify_in_a_venv(patched_
 @pytest.mark.docker
 @pytest.mark.network
 def test_post_install_changes_are_replayed_or_named_by_verify_in_an_image(
-        patched_clone: Path, base_image: str):  # noqa: F811
+    patched_clone: Path, base_image: str
+):  # noqa: F811
     _check_patched(patched_clone, "docker")

@@ -42,8 +42,7 @@ PINS = [
 
 
 def _run(*argv: str | Path, cwd: Path | None = None, env: dict | None = None) -> str:
-    done = subprocess.run([str(a) for a in argv], cwd=cwd, env=env, capture_output=True,
-                          text=True)
+    done = subprocess.run([str(a) for a in argv], cwd=cwd, env=env, capture_output=True, text=True)
     assert done.returncode == 0, f"{argv[:4]} failed:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
     return done.stdout
 
@@ -58,8 +57,10 @@ def _freeze(python: Path, tmp: Path) -> list[str]:
 
 
 def _distributions(python: Path, tmp: Path) -> list[str]:
-    code = ("import importlib.metadata as m, json; print(json.dumps(sorted("
-            "f\"{d.metadata['Name'].lower()}=={d.version}\" for d in m.distributions())))")
+    code = (
+        "import importlib.metadata as m, json; print(json.dumps(sorted("
+        "f\"{d.metadata['Name'].lower()}=={d.version}\" for d in m.distributions())))"
+    )
     return json.loads(_run(python, "-c", code, cwd=tmp))
 
 
@@ -73,8 +74,11 @@ def captured(tmp_path_factory: pytest.TempPathFactory) -> dict:
     python = _venv(tmp / "captured")
     _run(python, "-m", "pip", "install", "-q", "--no-deps", *PINS, cwd=tmp)
     probe = parse_probe(run_probe(python), tmp)
-    env = Environment(interpreter=probe.interpreter, packages=probe.packages,
-                      os=OSInfo(system="Linux", arch=platform.machine()))
+    env = Environment(
+        interpreter=probe.interpreter,
+        packages=probe.packages,
+        os=OSInfo(system="Linux", arch=platform.machine()),
+    )
     return {"tmp": tmp, "python": python, "env": env}
 
 
@@ -121,8 +125,19 @@ def test_pylock_toml_is_valid_and_uv_installs_it(captured):
     _run(uv, "venv", "-q", "-p", captured["python"], tmp / "fresh-uv")
     target = tmp / "fresh-uv" / "bin" / "python"
     env = {k: v for k, v in os.environ.items() if not k.startswith("UV_")}
-    _run(uv, "pip", "install", "-q", "-p", target, "--cache-dir", tmp / "uv-cache",
-         "-r", where / "pylock.toml", env=env)
+    _run(
+        uv,
+        "pip",
+        "install",
+        "-q",
+        "-p",
+        target,
+        "--cache-dir",
+        tmp / "uv-cache",
+        "-r",
+        where / "pylock.toml",
+        env=env,
+    )
     assert _distributions(target, tmp) == _distributions(captured["python"], tmp)
 
 
@@ -138,7 +153,8 @@ def test_local_version_from_the_configured_find_links_folder(tmp_path):
     version = wheel.name.split("-")[1]
     tags = (wheel.name[:-4].split("-", 2)[2],)
     env = Environment(
-        interpreter=_interp(), os=OSInfo(system="Linux", arch="x86_64"),
+        interpreter=_interp(),
+        os=OSInfo(system="Linux", arch="x86_64"),
         packages=(Package("torch", version, wheel_tags=tags),),
     )
     result = lock_environment(env, repo_root=tmp_path, config=config, cache_dir=tmp_path / "c")
@@ -154,15 +170,21 @@ def test_macos_capture_relocked_for_linux_reports_what_changed(tmp_path):
     from reprobox.model import Interpreter
 
     mac = Interpreter("cpython", "3.11.7", abi="cp311", platform="macosx-11.0-arm64")
-    env = Environment(interpreter=mac, os=OSInfo(system="Darwin", arch="arm64"), packages=(
-        Package("six", "1.16.0", wheel_tags=("py2-none-any", "py3-none-any"), requested=True),
-        Package("ipykernel", "6.29.5", wheel_tags=("py3-none-any",), requested=True),
-        Package("appnope", "0.1.4", wheel_tags=("py3-none-any",)),
-        Package("pyyaml", "6.0.2", wheel_tags=("cp311-cp311-macosx_11_0_arm64",),
-                requested=True),
-    ))
-    result = lock_environment(env, repo_root=tmp_path, cache_dir=tmp_path / "c",
-                              platform="linux/arm64")
+    env = Environment(
+        interpreter=mac,
+        os=OSInfo(system="Darwin", arch="arm64"),
+        packages=(
+            Package("six", "1.16.0", wheel_tags=("py2-none-any", "py3-none-any"), requested=True),
+            Package("ipykernel", "6.29.5", wheel_tags=("py3-none-any",), requested=True),
+            Package("appnope", "0.1.4", wheel_tags=("py3-none-any",)),
+            Package(
+                "pyyaml", "6.0.2", wheel_tags=("cp311-cp311-macosx_11_0_arm64",), requested=True
+            ),
+        ),
+    )
+    result = lock_environment(
+        env, repo_root=tmp_path, cache_dir=tmp_path / "c", platform="linux/arm64"
+    )
     changes = {c.name: c for c in result.changed_versions}
     assert changes["appnope"].locked is None
     assert "six" not in changes and "ipykernel" not in changes and "pyyaml" not in changes

@@ -33,10 +33,8 @@ def _wheel(where: Path, name: str, version: str, body: str = "VALUE = 1\n") -> P
     files = {
         f"{name}/__init__.py": body.encode(),
         f"{name}/data.txt": b"payload\n",
-        f"{name}-{version}.dist-info/METADATA":
-            f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode(),
-        f"{name}-{version}.dist-info/WHEEL":
-            b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+        f"{name}-{version}.dist-info/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode(),
+        f"{name}-{version}.dist-info/WHEEL": b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
     }
     record = []
     for rel, data in files.items():
@@ -52,8 +50,12 @@ def _wheel(where: Path, name: str, version: str, body: str = "VALUE = 1\n") -> P
 
 
 def _pip(vpy: Path, *args: str) -> None:
-    subprocess.run([sys.executable, "-m", "pip", "--python", str(vpy), *args, "-q"], check=True,
-                   capture_output=True, text=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "--python", str(vpy), *args, "-q"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
 
 
 @pytest.fixture
@@ -65,9 +67,14 @@ def env(tmp_path: Path) -> dict[str, Any]:
     wheels = tmp_path / "wheels"
     wheels.mkdir()
     _pip(vpy, "install", "--no-index", "--no-deps", str(_wheel(wheels, "alpha", "1.0")))
-    site = Path(subprocess.run([str(vpy), "-c", "import sysconfig; print(sysconfig.get_paths()"
-                                "['purelib'])"], check=True, capture_output=True,
-                               text=True).stdout.strip())
+    site = Path(
+        subprocess.run(
+            [str(vpy), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    )
     return {"python": vpy, "site": site, "wheels": wheels, "cache": tmp_path / "cache"}
 
 
@@ -134,8 +141,13 @@ def test_installing_and_removing_a_package_probes_again(env, probes):
     _probe(env)
     _probe(env)
     assert len(probes) == 1
-    _pip(env["python"], "install", "--no-index", "--no-deps",
-         str(_wheel(env["wheels"], "beta", "2.0")))
+    _pip(
+        env["python"],
+        "install",
+        "--no-index",
+        "--no-deps",
+        str(_wheel(env["wheels"], "beta", "2.0")),
+    )
     after_install = _probe(env)
     assert len(probes) == 2
     assert _names(after_install).get("beta") == "2.0"
@@ -186,8 +198,7 @@ def test_a_touched_file_or_a_new_file_probes_again(env, probes):
 
 def test_a_change_while_the_probe_runs_is_never_cached(env):
     raw = _uncached(env)
-    memo = probecache.ResultCache(env["cache"] / "answer.json", env["python"], os.environ,
-                                  py.PROBE)
+    memo = probecache.ResultCache(env["cache"] / "answer.json", env["python"], os.environ, py.PROBE)
     memo.probe_starts()
     os.utime(env["site"] / "alpha" / "data.txt", None)  # written after the probe started
     memo.store(raw)
@@ -195,8 +206,7 @@ def test_a_change_while_the_probe_runs_is_never_cached(env):
     assert memo.load() is None  # and stays refused: no fingerprint was taken from it
 
 
-def test_another_environment_or_working_directory_is_not_served(env, probes, tmp_path,
-                                                                  monkeypatch):
+def test_another_environment_or_working_directory_is_not_served(env, probes, tmp_path, monkeypatch):
     _settle(env)
     _probe(env)
     _probe(env)
@@ -230,13 +240,17 @@ def test_hashing_every_file_is_never_cached(env, probes, monkeypatch):
 
 
 def _capture_files(repo: Path, vpy: Path) -> dict[str, bytes]:
-    out = capture_experiment(repo, python=str(vpy), lock=False, command="python train.py",
-                             environ={k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"})
+    out = capture_experiment(
+        repo,
+        python=str(vpy),
+        lock=False,
+        command="python train.py",
+        environ={k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"},
+    )
     return {p.name: p.read_bytes() for p in sorted(out.stored.path.iterdir())}
 
 
-def test_a_cached_capture_writes_the_same_record_byte_for_byte(env, probes, tmp_path,
-                                                               monkeypatch):
+def test_a_cached_capture_writes_the_same_record_byte_for_byte(env, probes, tmp_path, monkeypatch):
     repo = tmp_path / "repo"
     repo.mkdir()
     monkeypatch.chdir(repo)

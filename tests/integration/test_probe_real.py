@@ -33,14 +33,19 @@ def _project(where: Path, name: str, version: str = "0.1.0") -> Path:
     (where / "pyproject.toml").write_text(
         '[build-system]\nrequires = ["setuptools>=61"]\n'
         'build-backend = "setuptools.build_meta"\n'
-        f"[project]\nname = \"{name}\"\nversion = \"{version}\"\n"
+        f'[project]\nname = "{name}"\nversion = "{version}"\n'
     )
     return where
 
 
 def _pip(python: Path, *args: str, env: dict | None = None) -> None:
-    subprocess.run([str(python), "-m", "pip", "install", "-q", *args], check=True,
-                   capture_output=True, text=True, env=env)
+    subprocess.run(
+        [str(python), "-m", "pip", "install", "-q", *args],
+        check=True,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
 
 
 # --------------------------------------------------------------------------- offline
@@ -104,8 +109,12 @@ def test_user_site_is_seen_like_a_normal_run(tmp_path):
     # The wheel is built where a build backend can be had (the index); the base interpreter then
     # installs it into its user site with no index and nothing to build.
     wheels = tmp_path / "wheels"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels),
-                    str(proj)], check=True, capture_output=True, text=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), str(proj)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     _pip(base, "--user", "--no-deps", "--no-index", str(next(wheels.glob("*.whl"))), env=env)
     old = dict(os.environ)
     try:
@@ -130,15 +139,16 @@ def test_real_dpkg_owns_the_c_library(tmp_path):
     result = py.parse_probe(raw, ROOT)
     path = result.needed_libraries.get(libc or "libc.so.6")
     assert path, "the interpreter itself needs the C library"
-    packages, unowned = system.owning_packages([path, "/nonexistent/libghost.so.1"],
-                                               {path: ["libc.so.6"]},
-                                               cache_dir=tmp_path)
+    packages, unowned = system.owning_packages(
+        [path, "/nonexistent/libghost.so.1"], {path: ["libc.so.6"]}, cache_dir=tmp_path
+    )
     names = {p.name: p for p in packages}
     assert "libc6" in names and names["libc6"].libraries == ("libc.so.6",)
     assert names["libc6"].version and names["libc6"].arch
     assert unowned == ["/nonexistent/libghost.so.1"]
-    again = system.owning_packages([path, "/nonexistent/libghost.so.1"],
-                                   {path: ["libc.so.6"]}, cache_dir=tmp_path)
+    again = system.owning_packages(
+        [path, "/nonexistent/libghost.so.1"], {path: ["libc.so.6"]}, cache_dir=tmp_path
+    )
     assert again == (packages, unowned)
 
 
@@ -183,15 +193,22 @@ def _check_science(result, ctx):
     pkgs = {p.name: p for p in result.packages}
     numpy_version = subprocess.run(
         [str(ctx["python"]), "-c", "import numpy; print(numpy.__version__)"],
-        capture_output=True, text=True, check=True).stdout.strip()
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     numpy = pkgs["numpy"]
     assert numpy.version == numpy_version
     assert numpy.source.kind == "index" and numpy.installer == "pip" and numpy.requested
     assert any("manylinux" in t for t in numpy.wheel_tags)
     editable = pkgs["editable-demo"]
     assert editable.display_name == "Editable_Demo"
-    assert editable.source.to_dict() == {"kind": "directory", "path": "pkg", "editable": True,
-                                         "in_repo": True}
+    assert editable.source.to_dict() == {
+        "kind": "directory",
+        "path": "pkg",
+        "editable": True,
+        "in_repo": True,
+    }
     vcs = pkgs["vcs-demo"].source
     assert (vcs.kind, vcs.vcs, vcs.commit) == ("vcs", "git", ctx["commit"])
     assert vcs.url == f"file://{ctx['vcs']}"
@@ -212,8 +229,7 @@ def test_capture_from_outside_the_venv(science_venv, tmp_path):
     result = py.parse_probe(raw, ctx["repo"])
     numpy_libs = _check_science(result, ctx)
     if HAS_DPKG:
-        by_path = {p: s for p, s in result.libraries_by_path().items()
-                   if set(s) & numpy_libs}
+        by_path = {p: s for p, s in result.libraries_by_path().items() if set(s) & numpy_libs}
         packages, unowned = system.owning_packages(sorted(by_path), by_path)
         names = {p.name for p in packages}
         assert "libc6" in names
@@ -248,10 +264,20 @@ def test_capture_from_inside_the_venv(science_venv):
     if not (deps / "packaging").exists():
         (deps / "packaging").symlink_to(Path(packaging.__file__).parent)
     env = {k: v for k, v in os.environ.items() if k not in ("CONDA_PREFIX",)}
-    env.update({"VIRTUAL_ENV": str(ctx["venv"]), "PYTHONPATH": f"{ROOT}{os.pathsep}{deps}",
-                "PATH": f"{ctx['venv'] / 'bin'}{os.pathsep}{env.get('PATH', '')}"})
-    out = subprocess.run([str(ctx["python"]), "-c", code, str(ctx["repo"])], env=env,
-                         capture_output=True, text=True, check=True).stdout
+    env.update(
+        {
+            "VIRTUAL_ENV": str(ctx["venv"]),
+            "PYTHONPATH": f"{ROOT}{os.pathsep}{deps}",
+            "PATH": f"{ctx['venv'] / 'bin'}{os.pathsep}{env.get('PATH', '')}",
+        }
+    )
+    out = subprocess.run(
+        [str(ctx["python"]), "-c", code, str(ctx["repo"])],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     inside = json.loads(out)
     assert inside["target"] == str(ctx["python"])
     outside = py.parse_probe(py.run_probe(ctx["python"]), ctx["repo"])

@@ -34,7 +34,7 @@ from .test_run_e2e import (  # noqa: F401 - base_image and the image clean-up ar
 
 pytestmark = [pytest.mark.slow]
 
-JOB = '''\
+JOB = """\
 import ctypes
 import ctypes.util
 import json
@@ -56,7 +56,7 @@ kind = lib.magic_buffer(cookie, data, len(data)).decode()
 with open("metrics.json", "w") as f:
     json.dump({"magic_version": lib.magic_version(), "pdf_is_pdf": kind == "application/pdf"}, f)
 print(kind)
-'''
+"""
 
 
 @pytest.fixture(scope="module")
@@ -65,22 +65,35 @@ def plain_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _libmagic_installed() -> bool:
-    done = subprocess.run(["dpkg-query", "-W", "-f", "${Status}", "libmagic1"],
-                          capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        ["dpkg-query", "-W", "-f", "${Status}", "libmagic1"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     return "ok installed" in done.stdout
 
 
 @pytest.mark.docker
 @pytest.mark.network
-def test_a_ctypes_library_is_recorded_installed_and_the_rerun_works(tmp_path: Path,
-                                                                     plain_venv: Path,
-                                                                     base_image: str):  # noqa: F811
+def test_a_ctypes_library_is_recorded_installed_and_the_rerun_works(
+    tmp_path: Path, plain_venv: Path, base_image: str
+):  # noqa: F811
     from ..conftest import require
 
     require(_libmagic_installed(), "Debian's libmagic1 (scripts/setup.sh installs it)")
     repo = new_repo(tmp_path / "project", {"job.py": JOB, ".gitignore": "metrics.json\n"})
-    done = reprobox(repo, "record", "--json", "--metrics", "metrics.json", "--",
-                    "python", "job.py", venv=plain_venv)
+    done = reprobox(
+        repo,
+        "record",
+        "--json",
+        "--metrics",
+        "metrics.json",
+        "--",
+        "python",
+        "job.py",
+        venv=plain_venv,
+    )
     data = json.loads(done.stdout)
     assert data["exit_status"] == 0
     folder = repo / ".reprobox" / "experiments" / data["id"]
@@ -90,8 +103,10 @@ def test_a_ctypes_library_is_recorded_installed_and_the_rerun_works(tmp_path: Pa
     run = exp["run"]
     assert run["exit_status"] == 0 and run["source"] == "recorded" and run["processes"] == 1
     assert run["wall_seconds"] > 0 and run["peak_memory_kib"] > 0
-    assert any(lib["name"].startswith("libmagic.so") and lib["owner"] == "system:libmagic1"
-               for lib in run["libraries"]), run["libraries"]
+    assert any(
+        lib["name"].startswith("libmagic.so") and lib["owner"] == "system:libmagic1"
+        for lib in run["libraries"]
+    ), run["libraries"]
     assert "<repo>" in run["modules"]
     assert "libmagic1" in {s["name"] for s in env["system_packages"]}
     assert json.loads((repo / "metrics.json").read_text())["pdf_is_pdf"] is True
@@ -103,7 +118,9 @@ def test_a_ctypes_library_is_recorded_installed_and_the_rerun_works(tmp_path: Pa
     assert status == 0, (report["differences"], stderr[-3000:])
     assert report["verdict"] == "reproduced"
     assert {m["key"]: m["status"] for m in report["metrics"]} == {
-        "magic_version": "same", "pdf_is_pdf": "same"}
+        "magic_version": "same",
+        "pdf_is_pdf": "same",
+    }
     done = reprobox(clone, "verify", data["id"], "--backend", "docker", "--json", check=False)
     assert done.returncode == 0, done.stdout + done.stderr
     assert json.loads(done.stdout)["identical"] is True
@@ -111,14 +128,15 @@ def test_a_ctypes_library_is_recorded_installed_and_the_rerun_works(tmp_path: Pa
 
 @pytest.mark.docker
 @pytest.mark.network
-def test_a_rerun_whose_status_differs_from_the_recorded_one_is_named(tmp_path: Path,
-                                                                      plain_venv: Path,
-                                                                      base_image: str):  # noqa: F811  # noqa: F811
+def test_a_rerun_whose_status_differs_from_the_recorded_one_is_named(
+    tmp_path: Path, plain_venv: Path, base_image: str
+):  # noqa: F811  # noqa: F811
     job = "import os, sys\nsys.exit(0 if os.path.exists('flag') else 4)\n"
     repo = new_repo(tmp_path / "project", {"job.py": job, ".gitignore": "flag\n"})
     (repo / "flag").write_text("")
-    data = json.loads(reprobox(repo, "record", "--json", "--", "python", "job.py",
-                               venv=plain_venv).stdout)
+    data = json.loads(
+        reprobox(repo, "record", "--json", "--", "python", "job.py", venv=plain_venv).stdout
+    )
     assert data["exit_status"] == 0
     commit(repo, "reprobox record", ".reprobox")
     clone = publish_and_clone(repo, tmp_path)  # no flag there: the rerun exits 4
@@ -131,22 +149,27 @@ def test_a_rerun_whose_status_differs_from_the_recorded_one_is_named(tmp_path: P
 
 @pytest.mark.network
 def test_the_repositorys_inactive_venv_is_recorded(tmp_path: Path):
-    repo = new_repo(tmp_path / "project", {"job.py": "import six\nprint(six.__version__)\n",
-                                           ".gitignore": ".venv/\n"})
+    repo = new_repo(
+        tmp_path / "project",
+        {"job.py": "import six\nprint(six.__version__)\n", ".gitignore": ".venv/\n"},
+    )
     venv = make_venv(repo / ".venv", "six==1.16.0")
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "CONDA_PREFIX")}
     # reprobox runs from its own interpreter; `python` on PATH is not the project's venv
-    done = sh(repo, reprobox_exe(), "record", "--no-lock", "--json", "--", "python", "job.py",
-              env=env)
+    done = sh(
+        repo, reprobox_exe(), "record", "--no-lock", "--json", "--", "python", "job.py", env=env
+    )
     data = json.loads(done.stdout)
     assert data["exit_status"] == 0  # the command ran in the venv: six imported
     assert data["interpreter"].startswith(str(venv))
     assert "using the repository's virtualenv .venv" in done.stderr
-    exp = json.loads((repo / ".reprobox" / "experiments" / data["id"] /
-                      "experiment.json").read_text())
+    exp = json.loads(
+        (repo / ".reprobox" / "experiments" / data["id"] / "experiment.json").read_text()
+    )
     assert exp["run"]["modules"]["six"] == ["six"]
-    stored = json.loads((repo / ".reprobox" / "experiments" / data["id"] /
-                         "environment.json").read_text())
+    stored = json.loads(
+        (repo / ".reprobox" / "experiments" / data["id"] / "environment.json").read_text()
+    )
     assert "six" in {p["name"] for p in stored["packages"]}
     shown = sh(repo, reprobox_exe(), "show", data["id"], env=env).stdout
     assert "exit status 0 (recorded)" in shown and "peak" in shown
@@ -158,21 +181,35 @@ def test_the_repositorys_inactive_venv_is_recorded(tmp_path: Path):
 
 
 def test_capture_states_an_exit_status_and_record_runs_nothing_without_a_command(git_repo):
-    done = subprocess.run([reprobox_exe(), "record", "--no-lock"], cwd=git_repo,
-                          capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        [reprobox_exe(), "record", "--no-lock"],
+        cwd=git_repo,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert done.returncode == 2 and "ARGV" in done.stderr.upper()
-    done = subprocess.run([reprobox_exe(), "capture", "--no-lock", "--exit-status", "300"],
-                          cwd=git_repo, capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        [reprobox_exe(), "capture", "--no-lock", "--exit-status", "300"],
+        cwd=git_repo,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert done.returncode == 2 and "--exit-status 300" in done.stderr
     assert not (git_repo / ".reprobox" / "experiments").exists() or not any(
-        (git_repo / ".reprobox" / "experiments").iterdir())
-    done = subprocess.run([reprobox_exe(), "capture", "--no-lock", "--json", "--cmd", "true",
-                           "--exit-status", "2"], cwd=git_repo, capture_output=True, text=True,
-                          check=False)
+        (git_repo / ".reprobox" / "experiments").iterdir()
+    )
+    done = subprocess.run(
+        [reprobox_exe(), "capture", "--no-lock", "--json", "--cmd", "true", "--exit-status", "2"],
+        cwd=git_repo,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     data = json.loads(done.stdout)
     assert data["exit_status"] == 2
     exp = json.loads((Path(data["path"]) / "experiment.json").read_text())
     assert exp["run"]["exit_status"] == 2 and exp["run"]["source"] == "declared"
     assert exp["run"]["libraries"] == [] and exp["run"]["wall_seconds"] is None
-

@@ -43,6 +43,7 @@ def _this_machine_trusts_the_local_registry(monkeypatch: pytest.MonkeyPatch) -> 
     """The registry the tests push to is one this machine trusts (the host's configuration)."""
     monkeypatch.setenv("REPROBOX_REGISTRIES", REGISTRY)
 
+
 CLOSED_PORT = 5997  # nothing listens there (checked in the test)
 #: A unique namespace per test session: nothing here collides with another run's images.
 NAMESPACE = f"rbtest{uuid.uuid4().hex[:8]}"
@@ -56,16 +57,25 @@ TRAIN = (
 
 
 def _answers(port: int) -> bool:
-    return subprocess.run(["curl", "-fsS", "-o", "/dev/null", "--max-time", "2",
-                           f"http://127.0.0.1:{port}/v2/"], capture_output=True).returncode == 0
+    return (
+        subprocess.run(
+            ["curl", "-fsS", "-o", "/dev/null", "--max-time", "2", f"http://127.0.0.1:{port}/v2/"],
+            capture_output=True,
+        ).returncode
+        == 0
+    )
 
 
 @pytest.fixture(scope="session")
 def registry(docker_daemon: None) -> str:
     """The local registry, started by the project's own script (idempotent)."""
     if not _answers(PORT):
-        done = subprocess.run(["bash", str(SCRIPT)], capture_output=True, text=True,
-                              env={**os.environ, "REPROBOX_REGISTRY_PORT": str(PORT)})
+        done = subprocess.run(
+            ["bash", str(SCRIPT)],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "REPROBOX_REGISTRY_PORT": str(PORT)},
+        )
         require(done.returncode == 0, f"a local registry ({SCRIPT.name}): {done.stderr[-300:]}")
     return f"{REGISTRY}/{NAMESPACE}"
 
@@ -89,9 +99,16 @@ def _remove_tags():
 
 def remove_local_tags(exp_id: str) -> None:
     """Remove every tag of the experiment's images here (by tag, never by id)."""
-    out = sh(ROOT, DOCKER, "images", "--digests", "--format",
-             "{{.Repository}}:{{.Tag}}|{{.Repository}}@{{.Digest}}",
-             "--filter", f"label=reprobox.experiment={exp_id}").stdout
+    out = sh(
+        ROOT,
+        DOCKER,
+        "images",
+        "--digests",
+        "--format",
+        "{{.Repository}}:{{.Tag}}|{{.Repository}}@{{.Digest}}",
+        "--filter",
+        f"label=reprobox.experiment={exp_id}",
+    ).stdout
     for line in out.split():
         tag, by_digest = line.split("|")
         if not tag.endswith(":<none>"):
@@ -109,15 +126,18 @@ def project(tmp_path_factory: pytest.TempPathFactory, base_image: str):
     repo = new_repo(where / "project", {"train.py": TRAIN, ".gitignore": "metrics.json\n"})
     venv = make_venv(where / "venv")
     sh(repo, str(venv / "bin" / "python"), "train.py")
-    first = capture(repo, venv, "--name", "first", "--cmd", "python train.py",
-                    "--metrics", "metrics.json")["id"]
-    second = capture(repo, venv, "--name", "second", "--cmd", "python train.py",
-                     "--metrics", "metrics.json")["id"]
+    first = capture(
+        repo, venv, "--name", "first", "--cmd", "python train.py", "--metrics", "metrics.json"
+    )["id"]
+    second = capture(
+        repo, venv, "--name", "second", "--cmd", "python train.py", "--metrics", "metrics.json"
+    )["id"]
     return where, repo, first, second
 
 
-def push_json(repo: Path, exp: str, registry: str, *extra: str,
-              check: bool = True) -> subprocess.CompletedProcess:
+def push_json(
+    repo: Path, exp: str, registry: str, *extra: str, check: bool = True
+) -> subprocess.CompletedProcess:
     done = reprobox(repo, "push", exp, "--registry", registry, "--json", *extra, check=False)
     if check:
         assert done.returncode == 0, f"push failed:\n{done.stdout}\n{done.stderr}"
@@ -127,9 +147,19 @@ def push_json(repo: Path, exp: str, registry: str, *extra: str,
 def manifest_digest(repository: str, tag: str) -> str:
     host, _, name = repository.partition("/")
     out = subprocess.run(
-        ["curl", "-fsSI", "-H", "Accept: application/vnd.docker.distribution.manifest.v2+json",
-         "-H", "Accept: application/vnd.oci.image.manifest.v1+json",
-         f"http://{host}/v2/{name}/manifests/{tag}"], capture_output=True, text=True, check=True)
+        [
+            "curl",
+            "-fsSI",
+            "-H",
+            "Accept: application/vnd.docker.distribution.manifest.v2+json",
+            "-H",
+            "Accept: application/vnd.oci.image.manifest.v1+json",
+            f"http://{host}/v2/{name}/manifests/{tag}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     for line in out.stdout.splitlines():
         if line.lower().startswith("docker-content-digest:"):
             return line.split(":", 1)[1].strip()
@@ -169,18 +199,29 @@ def test_push_then_a_fresh_clone_pulls_by_digest_and_reproduces(project, registr
 
 
 def test_pulled_image_with_another_experiments_labels_is_refused_and_built(
-        project, registry, tmp_path):
+    project, registry, tmp_path
+):
     from reprobox.registry import seal_of
 
     where, repo, first, second = project
     theirs = json.loads(push_json(repo, "first", registry).stdout)
     # images.json of `second` pointing at the image of `first`, re-sealed so it passes the seal.
     path = repo / ".reprobox" / "experiments" / second / "images.json"
-    doc = {"schema": "reprobox.images/1", "experiment": second,
-           "env_digest": _env_digest(repo, second),
-           "images": [{"repository": theirs["repository"], "tag": second,
-                       "digest": theirs["digest"], "reference": theirs["reference"],
-                       "pushed": theirs["pushed"], "engine": "docker"}]}
+    doc = {
+        "schema": "reprobox.images/1",
+        "experiment": second,
+        "env_digest": _env_digest(repo, second),
+        "images": [
+            {
+                "repository": theirs["repository"],
+                "tag": second,
+                "digest": theirs["digest"],
+                "reference": theirs["reference"],
+                "pushed": theirs["pushed"],
+                "engine": "docker",
+            }
+        ],
+    }
     doc["seal"] = seal_of(doc)
     path.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
     commit(repo, "a publication pointing elsewhere", ".reprobox")
@@ -189,8 +230,10 @@ def test_pulled_image_with_another_experiments_labels_is_refused_and_built(
     remove_local_tags(second)
     done = reprobox(clone, "run", "second", "--backend", "docker", "--json", check=False)
     assert done.returncode == 0, done.stderr
-    assert f"the pulled image {theirs['reference']} is refused: its label " \
-           "reprobox.experiment is" in done.stderr
+    assert (
+        f"the pulled image {theirs['reference']} is refused: its label "
+        "reprobox.experiment is" in done.stderr
+    )
     assert "building it from its Dockerfile" in done.stderr
     assert json.loads(done.stdout)["verdict"] == "reproduced"
 
@@ -234,9 +277,12 @@ def test_registry_down_fails_the_push_with_one_line(project, registry):
 def test_read_only_registry_refuses_the_push_with_one_line(project, registry, tmp_path):
     where, repo, first, _second = project
     port = 5996
-    env = {**os.environ, "REPROBOX_REGISTRY_PORT": str(port),
-           "REPROBOX_REGISTRY_DIR": str(tmp_path / "ro-registry"),
-           "REPROBOX_REGISTRY_READONLY": "1"}
+    env = {
+        **os.environ,
+        "REPROBOX_REGISTRY_PORT": str(port),
+        "REPROBOX_REGISTRY_DIR": str(tmp_path / "ro-registry"),
+        "REPROBOX_REGISTRY_READONLY": "1",
+    }
     subprocess.run(["bash", str(SCRIPT)], env=env, check=True, capture_output=True)
     try:
         done = push_json(repo, "first", f"127.0.0.1:{port}/team", check=False)
@@ -261,39 +307,89 @@ def test_podman_builds_runs_verifies_and_pushes(project, registry, tmp_path):
     where, repo, first, second = project
     # podman's storage needs the base image: from Docker's, no registry involved.
     if subprocess.run(["podman", "image", "exists", "python:3.11.7-slim-bookworm"]).returncode:
-        subprocess.run("docker save python:3.11.7-slim-bookworm | podman load -q", shell=True,
-                       check=True, capture_output=True)
+        subprocess.run(
+            "docker save python:3.11.7-slim-bookworm | podman load -q",
+            shell=True,
+            check=True,
+            capture_output=True,
+        )
     clone = publish_and_clone(repo, tmp_path)
     try:
         done = reprobox(clone, "build", "second", "--engine", "podman", check=False)
         assert done.returncode == 0, done.stderr
         tag = done.stdout.strip().splitlines()[-1]
-        labels = json.loads(subprocess.run(["podman", "image", "inspect", "--format",
-                                            "{{json .Labels}}", tag], capture_output=True,
-                                           text=True, check=True).stdout)
+        labels = json.loads(
+            subprocess.run(
+                ["podman", "image", "inspect", "--format", "{{json .Labels}}", tag],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+        )
         assert labels["reprobox.experiment"] == second
-        done = reprobox(clone, "run", "second", "--engine", "podman", "--backend", "docker",
-                        "--json", check=False)
+        done = reprobox(
+            clone,
+            "run",
+            "second",
+            "--engine",
+            "podman",
+            "--backend",
+            "docker",
+            "--json",
+            check=False,
+        )
         assert done.returncode == 0, done.stderr
         assert json.loads(done.stdout)["verdict"] == "reproduced"
-        done = reprobox(clone, "verify", "second", "--engine", "podman", "--backend", "docker",
-                        "--json", check=False)
+        done = reprobox(
+            clone,
+            "verify",
+            "second",
+            "--engine",
+            "podman",
+            "--backend",
+            "docker",
+            "--json",
+            check=False,
+        )
         assert done.returncode in (0, 1), done.stderr
-        assert [d for d in json.loads(done.stdout)["differences"]
-                if d["kind"] not in ("system-package",)] == []
-        done = reprobox(clone, "push", "second", "--engine", "podman", "--registry", registry,
-                        "--json", check=False)
+        assert [
+            d
+            for d in json.loads(done.stdout)["differences"]
+            if d["kind"] not in ("system-package",)
+        ] == []
+        done = reprobox(
+            clone,
+            "push",
+            "second",
+            "--engine",
+            "podman",
+            "--registry",
+            registry,
+            "--json",
+            check=False,
+        )
         assert done.returncode == 0, done.stderr
         pub = json.loads(done.stdout)
         assert pub["engine"] == "podman"
         assert pub["digest"] == manifest_digest(pub["repository"], second)
         # podman pulls it back by digest, labels intact, after the local tags are gone
-        subprocess.run(["podman", "rmi", "--force", tag, f"{pub['repository']}:{second}"],
-                       capture_output=True)
-        done = reprobox(clone, "run", "second", "--engine", "podman", "--backend", "docker",
-                        "--json", check=False)
+        subprocess.run(
+            ["podman", "rmi", "--force", tag, f"{pub['repository']}:{second}"], capture_output=True
+        )
+        done = reprobox(
+            clone,
+            "run",
+            "second",
+            "--engine",
+            "podman",
+            "--backend",
+            "docker",
+            "--json",
+            check=False,
+        )
         assert done.returncode == 0, done.stderr
         assert "using the published image" in done.stderr
     finally:
-        subprocess.run(["podman", "rmi", "--force", f"reprobox/clone:{second}"],
-                       capture_output=True)
+        subprocess.run(
+            ["podman", "rmi", "--force", f"reprobox/clone:{second}"], capture_output=True
+        )

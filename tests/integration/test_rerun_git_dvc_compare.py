@@ -33,11 +33,12 @@ from tests.hostile import reseal
 pytestmark = [pytest.mark.slow, pytest.mark.docker, pytest.mark.network, pytest.mark.dvc]
 
 PYTHON_VERSION = "3.11.7"
-DOCKER = ("/usr/bin/docker" if Path("/usr/bin/docker").exists()
-          else (shutil.which("docker") or "docker"))
+DOCKER = (
+    "/usr/bin/docker" if Path("/usr/bin/docker").exists() else (shutil.which("docker") or "docker")
+)
 GONE_VERSION = "1:2.0.0-0reprobox1"
 
-STAMP = '''\
+STAMP = """\
 import os, subprocess
 head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
                       check=True).stdout.strip()
@@ -51,9 +52,9 @@ with open("out/where.txt", "w") as fh:
     fh.write("rerun\\n" if inside else "original\\n")
 with open("out/scores.csv", "w") as fh:
     fh.write("name,score\\nmodel,%s\\n" % ("0.5000001" if inside else "0.5"))
-'''
+"""
 
-DVC_YAML = '''\
+DVC_YAML = """\
 stages:
   stamp:
     cmd: python stamp.py
@@ -65,13 +66,20 @@ stages:
     metrics:
       - commit.json:
           cache: false
-'''
+"""
 
 
-def sh(cwd: Path, *argv: str, env: dict | None = None, check: bool = True
-       ) -> subprocess.CompletedProcess:
-    done = subprocess.run(list(argv), cwd=cwd, capture_output=True, text=True,
-                          env=env or os.environ.copy(), check=False)
+def sh(
+    cwd: Path, *argv: str, env: dict | None = None, check: bool = True
+) -> subprocess.CompletedProcess:
+    done = subprocess.run(
+        list(argv),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env=env or os.environ.copy(),
+        check=False,
+    )
     if check and done.returncode != 0:
         raise AssertionError(f"{argv} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
     return done
@@ -84,13 +92,17 @@ def reprobox_exe() -> str:
 
 def path_without_dvc() -> str:
     """PATH with no folder that holds a ``dvc`` program."""
-    keep = [d for d in os.environ.get("PATH", "").split(os.pathsep)
-            if d and not (Path(d) / "dvc").exists()]
+    keep = [
+        d
+        for d in os.environ.get("PATH", "").split(os.pathsep)
+        if d and not (Path(d) / "dvc").exists()
+    ]
     return os.pathsep.join(keep)
 
 
-def reprobox(cwd: Path, *args: str, venv: Path | None = None, check: bool = True
-             ) -> subprocess.CompletedProcess:
+def reprobox(
+    cwd: Path, *args: str, venv: Path | None = None, check: bool = True
+) -> subprocess.CompletedProcess:
     env = os.environ.copy()
     env.pop("VIRTUAL_ENV", None)
     env["PATH"] = path_without_dvc()
@@ -131,8 +143,11 @@ def project(tmp_path_factory: pytest.TempPathFactory, base_image: str, dvc_cli: 
     sh(repo, "git", "add", "-A")
     sh(repo, "git", "commit", "-q", "-m", "pipeline")
     commit = sh(repo, "git", "rev-parse", "HEAD").stdout.strip()
-    venv_env = {**os.environ, "VIRTUAL_ENV": str(venv),
-                "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}"}
+    venv_env = {
+        **os.environ,
+        "VIRTUAL_ENV": str(venv),
+        "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}",
+    }
     sh(repo, dvc_cli, "repro", "-q", env=venv_env)
     assert json.loads((repo / "commit.json").read_text()) == {"commit": commit}
     # The results are staged, not committed: the capture's commit is the one the stage read.
@@ -147,21 +162,33 @@ def project(tmp_path_factory: pytest.TempPathFactory, base_image: str, dvc_cli: 
     sources, _warnings = apt_sources()
 
     def add_git(env: dict) -> None:
-        env["system_packages"].append({"name": "git", "version": GONE_VERSION,
-                                       "manager": "dpkg", "libraries": []})
+        env["system_packages"].append(
+            {"name": "git", "version": GONE_VERSION, "manager": "dpkg", "libraries": []}
+        )
         env["apt_sources"] = [s.to_dict() for s in sources]
 
     new_id = reseal(folder, environment=add_git)
     yield repo, new_id, commit, remote
-    ids = sh(repo, DOCKER, "images", "-q", "--filter", f"label=reprobox.experiment={new_id}",
-             check=False).stdout.split()
+    ids = sh(
+        repo, DOCKER, "images", "-q", "--filter", f"label=reprobox.experiment={new_id}", check=False
+    ).stdout.split()
     for image in sorted(set(ids)):
         sh(repo, DOCKER, "rmi", "-f", image, check=False)
 
 
 def run(repo: Path, exp: str, remote: Path, *args: str) -> tuple[int, dict, str]:
-    done = reprobox(repo, "run", exp, "--backend", "docker", "--dvc-remote", str(remote),
-                    "--json", *args, check=False)
+    done = reprobox(
+        repo,
+        "run",
+        exp,
+        "--backend",
+        "docker",
+        "--dvc-remote",
+        str(remote),
+        "--json",
+        *args,
+        check=False,
+    )
     assert done.returncode in (0, 1), f"reprobox run failed:\n{done.stdout}\n{done.stderr}"
     return done.returncode, json.loads(done.stdout), done.stderr
 
@@ -183,35 +210,51 @@ def test_the_rerun_reads_git_pulls_inputs_only_and_names_the_differing_file(proj
     assert out["recorded_md5"].endswith(".dir") and "recorded_sha256" not in out
     files = {f["path"]: f for f in out["files"]}
     assert set(files) == {"where.txt", "scores.csv"}  # same.txt is the same
-    assert files["scores.csv"]["detail"] == ("row 2, column score: recorded 0.5, "
-                                             "now 0.5000001")
+    assert files["scores.csv"]["detail"] == ("row 2, column score: recorded 0.5, now 0.5000001")
     text = " ".join(report["differences"])
     assert "where.txt differs" in text and "same.txt" not in text
     # the system package whose version left the archive: a substitution, listed
     assert report["substitutions"] == [
         f"system package git={GONE_VERSION}: no longer in the archive, "
-        + report["substitutions"][0].rsplit(", ", 1)[1]]
+        + report["substitutions"][0].rsplit(", ", 1)[1]
+    ]
     assert "installed" in report["substitutions"][0]
 
 
 def test_ignore_output_and_csv_tolerance_reproduce_with_substitutions(project):
     repo, exp_id, _commit, remote = project
-    status, report, _ = run(repo, exp_id, remote, "--ignore-output", "out/where.txt",
-                            "--rtol", "1e-5")
+    status, report, _ = run(
+        repo, exp_id, remote, "--ignore-output", "out/where.txt", "--rtol", "1e-5"
+    )
     assert status == 0, report["differences"]
     assert report["verdict"] == "reproduced with substitutions"
     out = {o["path"]: o for o in report["dvc_outputs"]}["out"]
     assert out["status"] == "close"
-    assert {f["path"]: f["status"] for f in out["files"]} == {"where.txt": "ignored",
-                                                              "scores.csv": "close"}
-    done = reprobox(repo, "run", exp_id, "--backend", "docker", "--dvc-remote", str(remote),
-                    "--ignore-output", "out/where.txt", "--rtol", "1e-5", check=False)
+    assert {f["path"]: f["status"] for f in out["files"]} == {
+        "where.txt": "ignored",
+        "scores.csv": "close",
+    }
+    done = reprobox(
+        repo,
+        "run",
+        exp_id,
+        "--backend",
+        "docker",
+        "--dvc-remote",
+        str(remote),
+        "--ignore-output",
+        "out/where.txt",
+        "--rtol",
+        "1e-5",
+        check=False,
+    )
     assert done.returncode == 0
     assert done.stdout.startswith(f"REPRODUCED WITH SUBSTITUTIONS: experiment {exp_id}")
     assert f"system package git={GONE_VERSION}: no longer in the archive" in done.stdout
     # --strict: a substitution fails the run
-    status, report, _ = run(repo, exp_id, remote, "--ignore-output", "out/where.txt",
-                            "--rtol", "1e-5", "--strict")
+    status, report, _ = run(
+        repo, exp_id, remote, "--ignore-output", "out/where.txt", "--rtol", "1e-5", "--strict"
+    )
     assert status == 1 and report["strict"] is True and report["differences"] == []
 
 
@@ -223,6 +266,7 @@ def test_verify_lists_the_substitution_instead_of_a_difference(project):
     assert done.returncode == 0 and report["verdict"] == "identical with substitutions"
     assert len(report["substitutions"]) == 1
     assert report["substitutions"][0].startswith(f"system package git={GONE_VERSION}: ")
-    strict = reprobox(repo, "verify", exp_id, "--backend", "docker", "--strict", "--json",
-                      check=False)
+    strict = reprobox(
+        repo, "verify", exp_id, "--backend", "docker", "--strict", "--json", check=False
+    )
     assert strict.returncode == 1 and json.loads(strict.stdout)["strict"] is True

@@ -52,8 +52,15 @@ _BUILT: set[str] = set()
 def _remove_built_images():
     yield
     for exp_id in sorted(_BUILT):
-        ids = sh(ROOT, DOCKER, "images", "-q", "--filter", f"label=reprobox.experiment={exp_id}",
-                 check=False)
+        ids = sh(
+            ROOT,
+            DOCKER,
+            "images",
+            "-q",
+            "--filter",
+            f"label=reprobox.experiment={exp_id}",
+            check=False,
+        )
         for image in sorted(set(ids.stdout.split())):
             sh(ROOT, DOCKER, "rmi", "-f", image, check=False)
 
@@ -96,15 +103,25 @@ def _sklearn_files() -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def sklearn_clone(tmp_path_factory: pytest.TempPathFactory, sklearn_venv: Path
-                  ) -> tuple[Path, str]:
+def sklearn_clone(tmp_path_factory: pytest.TempPathFactory, sklearn_venv: Path) -> tuple[Path, str]:
     """The scikit-learn example captured and cloned afresh (shared by the run and verify tests)."""
     where = tmp_path_factory.mktemp("sklearn")
     repo = new_repo(where / "project", _sklearn_files())
     env = {"OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
     sh(repo, str(sklearn_venv / "bin" / "python"), "train.py", env={**os.environ, **env})
-    data = capture(repo, sklearn_venv, "--name", "baseline", "--cmd", "python train.py",
-                   "--metrics", "metrics.json", "--output", "model.pkl", env=env)
+    data = capture(
+        repo,
+        sklearn_venv,
+        "--name",
+        "baseline",
+        "--cmd",
+        "python train.py",
+        "--metrics",
+        "metrics.json",
+        "--output",
+        "model.pkl",
+        env=env,
+    )
     return publish_and_clone(repo, where), data["id"]
 
 
@@ -122,13 +139,25 @@ def test_sklearn_script_reproduces_in_a_rebuilt_image(sklearn_clone, base_image)
     assert report["verdict"] == "reproduced" and report["experiment"] == exp_id
     assert report["backend"] == "docker"
     assert {m["key"]: m["status"] for m in report["metrics"]} == {
-        "accuracy": "same", "f1_macro": "same", "n_train": "same"}
+        "accuracy": "same",
+        "f1_macro": "same",
+        "n_train": "same",
+    }
     assert [(o["path"], o["status"]) for o in report["outputs"]] == [("model.pkl", "same")]
-    assert [p["name"] for p in report["phases"]] == ["code", "data", "environment", "command",
-                                                     "comparison"]
+    assert [p["name"] for p in report["phases"]] == [
+        "code",
+        "data",
+        "environment",
+        "command",
+        "comparison",
+    ]
     # Progress named every phase; the report is saved; nothing is left behind.
-    for phase in ("reprobox: phase 1/5 code", "reprobox: phase 3/5 environment",
-                  "reprobox: phase 4/5 command", "reprobox: phase 5/5 comparison"):
+    for phase in (
+        "reprobox: phase 1/5 code",
+        "reprobox: phase 3/5 environment",
+        "reprobox: phase 4/5 command",
+        "reprobox: phase 5/5 comparison",
+    ):
         assert phase in stderr
     saved = json.loads(Path(report["report_path"]).read_text())
     assert saved["verdict"] == "reproduced"
@@ -157,13 +186,28 @@ def test_verify_passes_on_a_rebuilt_image(sklearn_clone, base_image):
 @pytest.mark.network
 def test_sklearn_script_reproduces_in_a_venv(sklearn_clone, tmp_path: Path):
     clone, exp_id = sklearn_clone
-    done = reprobox(clone, "run", exp_id, "--backend", "venv", "--json", check=False,
-                    extra_env={"REPROBOX_VENV_DIR": str(tmp_path / "venvs")})
+    done = reprobox(
+        clone,
+        "run",
+        exp_id,
+        "--backend",
+        "venv",
+        "--json",
+        check=False,
+        extra_env={"REPROBOX_VENV_DIR": str(tmp_path / "venvs")},
+    )
     report = json.loads(done.stdout)
     assert done.returncode == 0, report["differences"]
     assert report["backend"] == "venv" and "built" in report["environment"]
-    done = reprobox(clone, "verify", exp_id, "--backend", "venv", check=False,
-                    extra_env={"REPROBOX_VENV_DIR": str(tmp_path / "venvs")})
+    done = reprobox(
+        clone,
+        "verify",
+        exp_id,
+        "--backend",
+        "venv",
+        check=False,
+        extra_env={"REPROBOX_VENV_DIR": str(tmp_path / "venvs")},
+    )
     assert done.returncode == 0, done.stdout
     assert done.stdout.startswith("IDENTICAL")
     assert "reused" in done.stdout
@@ -172,14 +216,19 @@ def test_sklearn_script_reproduces_in_a_venv(sklearn_clone, tmp_path: Path):
 @pytest.mark.docker
 @pytest.mark.network
 @pytest.mark.dvc
-def test_dvc_pipeline_whose_data_is_only_in_the_remote(tmp_path: Path, sklearn_venv: Path,
-                                                       base_image: str, dvc_cli: str):
+def test_dvc_pipeline_whose_data_is_only_in_the_remote(
+    tmp_path: Path, sklearn_venv: Path, base_image: str, dvc_cli: str
+):
     project = EXAMPLES / "dvc-pipeline" / "project"
     files = {p.name: p.read_text() for p in project.iterdir() if p.is_file()}
     repo = new_repo(tmp_path / "project", files)
-    venv_env = {**os.environ, "VIRTUAL_ENV": str(sklearn_venv),
-                "PATH": f"{sklearn_venv / 'bin'}{os.pathsep}{os.environ['PATH']}",
-                "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
+    venv_env = {
+        **os.environ,
+        "VIRTUAL_ENV": str(sklearn_venv),
+        "PATH": f"{sklearn_venv / 'bin'}{os.pathsep}{os.environ['PATH']}",
+        "OMP_NUM_THREADS": "1",
+        "PYTHONHASHSEED": "0",
+    }
     remote = tmp_path / "dvc-remote"
     sh(repo, dvc_cli, "init", "-q")
     sh(repo, dvc_cli, "remote", "add", "-d", "storage", str(remote))
@@ -189,8 +238,13 @@ def test_dvc_pipeline_whose_data_is_only_in_the_remote(tmp_path: Path, sklearn_v
     sh(repo, dvc_cli, "repro", env=venv_env)
     sh(repo, dvc_cli, "push", "-q", env=venv_env)
     commit(repo, "results")
-    data = capture(repo, sklearn_venv, "--name", "pipeline",
-                   env={"OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0"})
+    data = capture(
+        repo,
+        sklearn_venv,
+        "--name",
+        "pipeline",
+        env={"OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0"},
+    )
     clone = publish_and_clone(repo, tmp_path)
     # The data is only in the remote: not in the clone, no DVC cache there.
     assert not (clone / "data" / "raw.csv").exists()
@@ -198,20 +252,25 @@ def test_dvc_pipeline_whose_data_is_only_in_the_remote(tmp_path: Path, sklearn_v
     remove_images(data["id"])
 
     # The clone's .dvc/config names the remote; the user trusts it on the command line.
-    status, report, stderr = run_json(clone, "pipeline", "--backend", "docker",
-                                      "--dvc-remote", str(remote))
+    status, report, stderr = run_json(
+        clone, "pipeline", "--backend", "docker", "--dvc-remote", str(remote)
+    )
     assert status == 0, report["differences"]
     assert report["command_kind"] == "dvc"
     assert "Running stage 'prepare'" in stderr and "Running stage 'train'" in stderr
     assert {m["key"] for m in report["metrics"]} == {"accuracy", "roc_auc"}
     assert {o["path"]: o["status"] for o in report["dvc_outputs"]} == {
-        "data/prepared": "same", "data/raw.csv": "same", "model.pkl": "same"}
+        "data/prepared": "same",
+        "data/raw.csv": "same",
+        "model.pkl": "same",
+    }
     data_phase = next(p for p in report["phases"] if p["name"] == "data")
     assert "downloaded" in data_phase["detail"]
     # The user's tree was not touched; a second run downloads nothing.
     assert not (clone / "data" / "raw.csv").exists()
-    status, again, _ = run_json(clone, "pipeline", "--backend", "docker",
-                                "--dvc-remote", str(remote))
+    status, again, _ = run_json(
+        clone, "pipeline", "--backend", "docker", "--dvc-remote", str(remote)
+    )
     assert status == 0
     data_phase = next(p for p in again["phases"] if p["name"] == "data")
     assert "nothing to download" in data_phase["detail"]
@@ -219,9 +278,9 @@ def test_dvc_pipeline_whose_data_is_only_in_the_remote(tmp_path: Path, sklearn_v
 
 @pytest.mark.docker
 @pytest.mark.network
-def test_capture_from_a_dirty_tree_reruns_the_uncommitted_change(tmp_path: Path,
-                                                                  sklearn_venv: Path,
-                                                                  base_image: str):
+def test_capture_from_a_dirty_tree_reruns_the_uncommitted_change(
+    tmp_path: Path, sklearn_venv: Path, base_image: str
+):
     repo = new_repo(tmp_path / "project", _sklearn_files())
     # The uncommitted change: a smaller forest (other metrics than the committed code gives).
     train = repo / "train.py"
@@ -229,8 +288,17 @@ def test_capture_from_a_dirty_tree_reruns_the_uncommitted_change(tmp_path: Path,
     env = {"OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
     sh(repo, str(sklearn_venv / "bin" / "python"), "train.py", env={**os.environ, **env})
     recorded = json.loads((repo / "metrics.json").read_text())
-    data = capture(repo, sklearn_venv, "--name", "dirty", "--cmd", "python train.py",
-                   "--metrics", "metrics.json", env=env)
+    data = capture(
+        repo,
+        sklearn_venv,
+        "--name",
+        "dirty",
+        "--cmd",
+        "python train.py",
+        "--metrics",
+        "metrics.json",
+        env=env,
+    )
     exp = json.loads(reprobox(repo, "show", data["id"], "--json").stdout)["experiment"]
     assert exp["git"]["dirty"] is True and exp["git"]["patch"] == "patch.diff"
     sh(repo, "git", "checkout", "--", "train.py")  # the change exists only in the capture now
@@ -249,8 +317,8 @@ def test_capture_from_a_dirty_tree_reruns_the_uncommitted_change(tmp_path: Path,
 def test_package_installed_editable_from_the_repo(tmp_path: Path, base_image: str):
     files = {
         "mylib/pyproject.toml": (
-            "[build-system]\nrequires = [\"setuptools>=64\"]\nbuild-backend = "
-            "\"setuptools.build_meta\"\n\n[project]\nname = \"mylib\"\nversion = \"0.3.0\"\n"
+            '[build-system]\nrequires = ["setuptools>=64"]\nbuild-backend = '
+            '"setuptools.build_meta"\n\n[project]\nname = "mylib"\nversion = "0.3.0"\n'
         ),
         "mylib/src/mylib/__init__.py": (
             "def weighted_total(values):\n"
@@ -266,12 +334,17 @@ def test_package_installed_editable_from_the_repo(tmp_path: Path, base_image: st
     repo = new_repo(tmp_path / "project", files)
     venv = make_venv(tmp_path / "venv", "pyyaml==6.0.3", editable=repo / "mylib")
     sh(repo, str(venv / "bin" / "python"), "train.py")
-    data = capture(repo, venv, "--name", "editable", "--cmd", "python train.py",
-                   "--metrics", "metrics.json")
+    data = capture(
+        repo, venv, "--name", "editable", "--cmd", "python train.py", "--metrics", "metrics.json"
+    )
     env_json = json.loads(reprobox(repo, "show", data["id"], "--json").stdout)["environment"]
     mylib = next(p for p in env_json["packages"] if p["name"] == "mylib")
-    assert mylib["source"] == {"kind": "directory", "path": "mylib", "editable": True,
-                               "in_repo": True}
+    assert mylib["source"] == {
+        "kind": "directory",
+        "path": "mylib",
+        "editable": True,
+        "in_repo": True,
+    }
     clone = publish_and_clone(repo, tmp_path)
     remove_images(data["id"])
 
@@ -287,8 +360,9 @@ def test_package_installed_editable_from_the_repo(tmp_path: Path, base_image: st
 
 @pytest.mark.docker
 @pytest.mark.network
-def test_random_metric_exits_1_and_names_the_metric(tmp_path: Path, sklearn_venv: Path,
-                                                    base_image: str):
+def test_random_metric_exits_1_and_names_the_metric(
+    tmp_path: Path, sklearn_venv: Path, base_image: str
+):
     files = {
         "train.py": (
             "import json, os, random\n"
@@ -299,8 +373,16 @@ def test_random_metric_exits_1_and_names_the_metric(tmp_path: Path, sklearn_venv
     }
     repo = new_repo(tmp_path / "project", files)
     sh(repo, str(sklearn_venv / "bin" / "python"), "train.py")
-    data = capture(repo, sklearn_venv, "--name", "noisy", "--cmd", "python train.py",
-                   "--metrics", "metrics.json")
+    data = capture(
+        repo,
+        sklearn_venv,
+        "--name",
+        "noisy",
+        "--cmd",
+        "python train.py",
+        "--metrics",
+        "metrics.json",
+    )
     clone = publish_and_clone(repo, tmp_path)
     remove_images(data["id"])
 
@@ -323,8 +405,9 @@ def test_network_none_is_hermetic(sklearn_clone, base_image, tmp_path: Path):
 
 
 @pytest.mark.docker
-def test_files_the_container_writes_belong_to_the_invoking_user(tmp_path: Path, base_image,
-                                                                monkeypatch):
+def test_files_the_container_writes_belong_to_the_invoking_user(
+    tmp_path: Path, base_image, monkeypatch
+):
     """As another uid than root (the tests run as root here), so the check can fail."""
     from reprobox.backends import Prepared
     from reprobox.backends import docker as docker_mod
@@ -339,8 +422,9 @@ def test_files_the_container_writes_belong_to_the_invoking_user(tmp_path: Path, 
     backend = docker_mod.DockerBackend(get_engine())
     prepared = Prepared("docker", base_image, "", True, "python")
     script = "id -u > made.txt; echo $HOME >> made.txt; ls / | tr '\\n' ' ' >> made.txt"
-    done = backend.execute(prepared, ["/bin/sh", "-c", script],
-                           checkout=checkout, env={}, capture=True)
+    done = backend.execute(
+        prepared, ["/bin/sh", "-c", script], checkout=checkout, env={}, capture=True
+    )
     assert done.returncode == 0, done.stdout
     made = checkout / "made.txt"
     assert (made.stat().st_uid, made.stat().st_gid) == (65534, 65533)
@@ -349,8 +433,9 @@ def test_files_the_container_writes_belong_to_the_invoking_user(tmp_path: Path, 
     assert "workspace" in top.split()
     # Nothing else of the host is mounted: no docker socket, no host home.
     script = 'test ! -e /var/run/docker.sock && test ! -e /root/.ssh && test -z "$SSH_AUTH_SOCK"'
-    done = backend.execute(prepared, ["/bin/sh", "-c", script],
-                           checkout=checkout, env={}, capture=True)
+    done = backend.execute(
+        prepared, ["/bin/sh", "-c", script], checkout=checkout, env={}, capture=True
+    )
     assert done.returncode == 0
 
 
@@ -365,8 +450,9 @@ def reprobox_wheel_links(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 @pytest.mark.docker
 @pytest.mark.network
-def test_script_that_records_itself_replays_its_inline_metrics(tmp_path: Path, base_image,
-                                                               reprobox_wheel_links: str):
+def test_script_that_records_itself_replays_its_inline_metrics(
+    tmp_path: Path, base_image, reprobox_wheel_links: str
+):
     """`reprobox.capture(metrics=...)` from the training script: on the rerun the same call, in
     the container, reports the values instead of capturing (REPROBOX_RUN_METRICS)."""
     files = {
@@ -384,8 +470,16 @@ def test_script_that_records_itself_replays_its_inline_metrics(tmp_path: Path, b
     links_env = {**os.environ, "PIP_FIND_LINKS": reprobox_wheel_links}
     venv = tmp_path / "venv"
     sh(repo, find_python(), "-m", "venv", str(venv))
-    sh(repo, str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "reprobox==0.1.0",
-       env=links_env)
+    sh(
+        repo,
+        str(venv / "bin" / "python"),
+        "-m",
+        "pip",
+        "install",
+        "-q",
+        "reprobox==0.1.0",
+        env=links_env,
+    )
     first = sh(repo, str(venv / "bin" / "python"), "train.py", env=links_env)
     exp_id = first.stdout.split()[-1]
     assert first.stdout.startswith("captured")
@@ -393,12 +487,22 @@ def test_script_that_records_itself_replays_its_inline_metrics(tmp_path: Path, b
     clone = publish_and_clone(repo, tmp_path)
     remove_images(exp_id)
 
-    done = reprobox(clone, "run", exp_id, "--backend", "docker", "--json", check=False,
-                    extra_env={"PIP_FIND_LINKS": reprobox_wheel_links})
+    done = reprobox(
+        clone,
+        "run",
+        exp_id,
+        "--backend",
+        "docker",
+        "--json",
+        check=False,
+        extra_env={"PIP_FIND_LINKS": reprobox_wheel_links},
+    )
     report = json.loads(done.stdout)
     assert done.returncode == 0, report["differences"]
     assert {(m["file"], m["key"], m["status"]) for m in report["metrics"]} == {
-        ("<inline>", "accuracy", "same"), ("<inline>", "nested.loss", "same")}
+        ("<inline>", "accuracy", "same"),
+        ("<inline>", "nested.loss", "same"),
+    }
     assert f"replay {exp_id}" in done.stderr  # the script's own output: it did not capture again
     # ... and no new experiment appeared anywhere.
     assert sorted(p.name for p in (clone / ".reprobox" / "experiments").iterdir()) == [exp_id]

@@ -21,9 +21,14 @@ DOCKER = "/usr/bin/docker" if Path("/usr/bin/docker").exists() else "docker"
 
 
 def cli(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "reprobox.cli", *args], cwd=cwd,
-                          env=env or os.environ.copy(), capture_output=True, text=True,
-                          timeout=900)
+    return subprocess.run(
+        [sys.executable, "-m", "reprobox.cli", *args],
+        cwd=cwd,
+        env=env or os.environ.copy(),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
 
 
 def status(repo: Path) -> str:
@@ -38,7 +43,8 @@ def project(tmp_path: Path) -> tuple[Path, Path]:
     repo.mkdir()
     git(repo, "init", "-q", "-b", "main")
     (repo / "job.py").write_text(
-        "import json\njson.dump({'score': 1.5}, open('score.json', 'w'))\n")
+        "import json\njson.dump({'score': 1.5}, open('score.json', 'w'))\n"
+    )
     (repo / ".gitignore").write_text("score.json\n")
     git(repo, "add", ".")
     git(repo, "commit", "-q", "-m", "job")
@@ -50,8 +56,9 @@ def project(tmp_path: Path) -> tuple[Path, Path]:
 def capture(repo: Path, venv: Path, *args: str) -> str:
     subprocess.run([str(venv / "bin" / "python"), "job.py"], cwd=repo, check=True)
     env = {**os.environ, "VIRTUAL_ENV": str(venv)}
-    proc = cli("capture", "--cmd", "python job.py", "--metrics", "score.json", *args, cwd=repo,
-               env=env)
+    proc = cli(
+        "capture", "--cmd", "python job.py", "--metrics", "score.json", *args, cwd=repo, env=env
+    )
     assert proc.returncode == 0, proc.stderr
     return proc.stdout.strip().splitlines()[-1]
 
@@ -91,8 +98,9 @@ def _commit_links(repo: Path, outside: Path, *links: str) -> None:
     git(repo, "commit", "-q", "-m", "links")
 
 
-def test_committed_local_link_is_refused_before_anything_runs(project: tuple[Path, Path],
-                                                               tmp_path: Path):
+def test_committed_local_link_is_refused_before_anything_runs(
+    project: tuple[Path, Path], tmp_path: Path
+):
     repo, venv = project
     exp_id = capture(repo, venv)
     git(repo, "add", ".reprobox")
@@ -151,8 +159,15 @@ def test_lock_after_an_offline_capture_reseals(project: tuple[Path, Path]):
     git(repo, "commit", "-qam", "v2")
     offline = capture(repo, venv, "--no-lock")
     subprocess.run([str(venv / "bin" / "python"), "job.py"], cwd=repo, check=True)
-    proc = cli("capture", "--cmd", "python job.py", "--metrics", "score.json", cwd=repo,
-               env={**os.environ, "VIRTUAL_ENV": str(venv)})
+    proc = cli(
+        "capture",
+        "--cmd",
+        "python job.py",
+        "--metrics",
+        "score.json",
+        cwd=repo,
+        env={**os.environ, "VIRTUAL_ENV": str(venv)},
+    )
     online = proc.stdout.strip().splitlines()[-1]
     assert proc.returncode == 0 and online != offline
     assert f"captured before as {offline}" in proc.stderr and online in proc.stderr
@@ -161,7 +176,8 @@ def test_lock_after_an_offline_capture_reseals(project: tuple[Path, Path]):
 
 @pytest.mark.docker
 def test_a_mislabelled_local_image_is_not_used_and_build_keeps_the_clone_clean(
-        project: tuple[Path, Path], tmp_path: Path):
+    project: tuple[Path, Path], tmp_path: Path
+):
     repo, venv = project
     exp_id = capture(repo, venv)
     git(repo, "add", ".reprobox")
@@ -179,9 +195,14 @@ def test_a_mislabelled_local_image_is_not_used_and_build_keeps_the_clone_clean(
         assert f"not using the local image {tag}" in proc.stderr, proc.stderr
         assert "reprobox.experiment is None" in proc.stderr
         assert proc.returncode == 0, proc.stderr
-        labels = json.loads(subprocess.run(
-            [DOCKER, "image", "inspect", "--format", "{{json .Config.Labels}}", tag],
-            capture_output=True, text=True, check=True).stdout)
+        labels = json.loads(
+            subprocess.run(
+                [DOCKER, "image", "inspect", "--format", "{{json .Config.Labels}}", tag],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+        )
         assert labels["reprobox.experiment"] == exp_id  # rebuilt for this capture
         build = cli("build", exp_id, cwd=copy)
         assert build.returncode == 0, build.stderr
@@ -193,8 +214,9 @@ def test_a_mislabelled_local_image_is_not_used_and_build_keeps_the_clone_clean(
 
 
 @pytest.mark.docker
-def test_an_image_named_in_a_resealed_record_is_never_used(project: tuple[Path, Path],
-                                                            tmp_path: Path):
+def test_an_image_named_in_a_resealed_record_is_never_used(
+    project: tuple[Path, Path], tmp_path: Path
+):
     """experiment.json once carried the image tag outside the id. A record re-sealed with an
     `image` field (any image on the runner) gets a rebuilt image of its own; the named image
     never runs."""
@@ -205,11 +227,16 @@ def test_an_image_named_in_a_resealed_record_is_never_used(project: tuple[Path, 
     evil = f"sealtest-evil:{uuid.uuid4().hex[:8]}"
     base = "python:3.11.7-slim-bookworm"
     subprocess.run([DOCKER, "pull", "-q", base], capture_output=True)
-    built = subprocess.run([DOCKER, "build", "-q", "-t", evil, "-"], capture_output=True,
-                           input=f"FROM {base}\nLABEL sealtest=canary\n", text=True)
+    built = subprocess.run(
+        [DOCKER, "build", "-q", "-t", evil, "-"],
+        capture_output=True,
+        input=f"FROM {base}\nLABEL sealtest=canary\n",
+        text=True,
+    )
     assert built.returncode == 0, built.stderr
-    new_id = reseal(repo / ".reprobox/experiments" / exp_id,
-                    experiment=lambda d: d.update(image=evil))
+    new_id = reseal(
+        repo / ".reprobox/experiments" / exp_id, experiment=lambda d: d.update(image=evil)
+    )
     git(repo, "add", "-A", ".reprobox")
     git(repo, "commit", "-q", "-m", "capture")
     from reprobox.build import default_tag
@@ -220,11 +247,22 @@ def test_an_image_named_in_a_resealed_record_is_never_used(project: tuple[Path, 
         report = json.loads(proc.stdout)
         assert evil not in report["environment"] and evil not in proc.stderr
         assert default_tag(repo, new_id) in report["environment"]
-        used = json.loads(subprocess.run(
-            [DOCKER, "image", "inspect", "--format", "{{json .Config.Labels}}",
-             default_tag(repo, new_id)], capture_output=True, text=True, check=True).stdout)
+        used = json.loads(
+            subprocess.run(
+                [
+                    DOCKER,
+                    "image",
+                    "inspect",
+                    "--format",
+                    "{{json .Config.Labels}}",
+                    default_tag(repo, new_id),
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+        )
         assert used["reprobox.experiment"] == new_id and "sealtest" not in used
         assert status(repo) == ""
     finally:
-        subprocess.run([DOCKER, "rmi", "-f", evil, default_tag(repo, new_id)],
-                       capture_output=True)
+        subprocess.run([DOCKER, "rmi", "-f", evil, default_tag(repo, new_id)], capture_output=True)

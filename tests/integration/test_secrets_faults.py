@@ -21,10 +21,17 @@ from ..saved_image import where_in_image
 CANARY = "CANARYc4n4ry7f3e"
 
 
-def reprobox(*args: str, cwd: Path, env: dict[str, str] | None = None,
-             timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "reprobox.cli", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+def reprobox(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "reprobox.cli", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def no_traceback(proc: subprocess.CompletedProcess) -> None:
@@ -41,7 +48,9 @@ def store_text(repo: Path) -> str:
 
 @pytest.fixture
 def project(git_repo: Path) -> Path:
-    (git_repo / "train.py").write_text("import json\njson.dump({'acc': 0.75}, open('m.json','w'))\n")
+    (git_repo / "train.py").write_text(
+        "import json\njson.dump({'acc': 0.75}, open('m.json','w'))\n"
+    )
     (git_repo / "m.json").write_text('{"acc": 0.75}\n')
     git(git_repo, "add", ".")
     git(git_repo, "commit", "-q", "-m", "train")
@@ -52,12 +61,22 @@ def test_canaries_appear_nowhere(project: Path, tmp_path: Path) -> None:
     home = tmp_path / "home"
     (home / ".docker").mkdir(parents=True)
     (home / ".netrc").write_text(f"machine pypi.org login me password {CANARY}netrc\n")
-    (home / ".docker" / "config.json").write_text(json.dumps({"auths": {"x": {"auth": CANARY + "docker"}}}))
+    (home / ".docker" / "config.json").write_text(
+        json.dumps({"auths": {"x": {"auth": CANARY + "docker"}}})
+    )
     pipconf = tmp_path / "pip.conf"
     # A credentialed extra index on a closed loopback port: the lock cannot reach it, and the
     # warning about it must not show the credential.
-    pipconf.write_text(f"[global]\nextra-index-url = http://user:{CANARY}pipconf@127.0.0.1:9/simple\n")
-    git(project, "remote", "add", "origin", f"https://bob:{CANARY}remote@git.example.com/team/demo.git")
+    pipconf.write_text(
+        f"[global]\nextra-index-url = http://user:{CANARY}pipconf@127.0.0.1:9/simple\n"
+    )
+    git(
+        project,
+        "remote",
+        "add",
+        "origin",
+        f"https://bob:{CANARY}remote@git.example.com/team/demo.git",
+    )
     env = {
         **os.environ,
         "HOME": str(home),
@@ -68,8 +87,17 @@ def test_canaries_appear_nowhere(project: Path, tmp_path: Path) -> None:
         "OMP_NUM_THREADS": "1",
         "PYTHONHASHSEED": "0",
     }
-    proc = reprobox("capture", "--cmd", "python train.py", "--metrics", "m.json", "--python",
-                    sys.executable, cwd=project, env=env)
+    proc = reprobox(
+        "capture",
+        "--cmd",
+        "python train.py",
+        "--metrics",
+        "m.json",
+        "--python",
+        sys.executable,
+        cwd=project,
+        env=env,
+    )
     no_traceback(proc)
     assert proc.returncode == 0, proc.stderr
     assert CANARY not in proc.stdout + proc.stderr
@@ -91,10 +119,16 @@ def test_canaries_appear_nowhere(project: Path, tmp_path: Path) -> None:
 def test_index_unreachable_then_lock_completes(project: Path, tmp_path: Path) -> None:
     pipconf = tmp_path / "pip.conf"
     pipconf.write_text("[global]\nindex-url = http://127.0.0.1:9/simple\n")
-    env = {**os.environ, "PIP_CONFIG_FILE": str(pipconf), "PIP_INDEX_URL": "http://127.0.0.1:9/simple",
-           "PIP_EXTRA_INDEX_URL": "", "PIP_FIND_LINKS": ""}
-    proc = reprobox("capture", "--cmd", "python train.py", "--python", sys.executable,
-                    cwd=project, env=env)
+    env = {
+        **os.environ,
+        "PIP_CONFIG_FILE": str(pipconf),
+        "PIP_INDEX_URL": "http://127.0.0.1:9/simple",
+        "PIP_EXTRA_INDEX_URL": "",
+        "PIP_FIND_LINKS": "",
+    }
+    proc = reprobox(
+        "capture", "--cmd", "python train.py", "--python", sys.executable, cwd=project, env=env
+    )
     no_traceback(proc)
     assert proc.returncode == 0, proc.stderr
     assert "lock" in proc.stderr and "reprobox lock" in proc.stderr
@@ -131,10 +165,25 @@ def test_slow_index_is_bounded(project: Path, tmp_path: Path) -> None:
     srv, port = _silent_server()
     try:
         url = f"http://127.0.0.1:{port}/simple"
-        env = {**os.environ, "PIP_INDEX_URL": url, "PIP_EXTRA_INDEX_URL": "", "PIP_FIND_LINKS": "",
-               "PIP_CONFIG_FILE": os.devnull, "REPROBOX_INDEX_TIMEOUT": "3", "PIP_DEFAULT_TIMEOUT": "3"}
-        proc = reprobox("capture", "--cmd", "python train.py", "--python", sys.executable,
-                        cwd=project, env=env, timeout=300)
+        env = {
+            **os.environ,
+            "PIP_INDEX_URL": url,
+            "PIP_EXTRA_INDEX_URL": "",
+            "PIP_FIND_LINKS": "",
+            "PIP_CONFIG_FILE": os.devnull,
+            "REPROBOX_INDEX_TIMEOUT": "3",
+            "PIP_DEFAULT_TIMEOUT": "3",
+        }
+        proc = reprobox(
+            "capture",
+            "--cmd",
+            "python train.py",
+            "--python",
+            sys.executable,
+            cwd=project,
+            env=env,
+            timeout=300,
+        )
         no_traceback(proc)
         assert proc.returncode == 0, proc.stderr
         assert "reprobox lock" in proc.stderr
@@ -148,13 +197,15 @@ def test_git_missing(project: Path, tmp_path: Path) -> None:
     # A PATH with Python but without git.
     (bindir / "python").symlink_to(sys.executable)
     env = {**os.environ, "PATH": str(bindir)}
-    proc = reprobox("capture", "--cmd", "python train.py", "--python", sys.executable,
-                    cwd=project, env=env)
+    proc = reprobox(
+        "capture", "--cmd", "python train.py", "--python", sys.executable, cwd=project, env=env
+    )
     no_traceback(proc)
     assert proc.returncode == 3
     assert "git" in proc.stderr and "fix:" in proc.stderr
     assert not (project / ".reprobox" / "experiments").exists() or not any(
-        (project / ".reprobox" / "experiments").iterdir())
+        (project / ".reprobox" / "experiments").iterdir()
+    )
 
 
 def test_bad_inputs_are_clear(project: Path) -> None:
@@ -174,7 +225,8 @@ def test_bad_inputs_are_clear(project: Path) -> None:
         assert proc.returncode == code, (args, proc.stderr)
         assert needle in proc.stderr, (args, proc.stderr)
     assert not (project / ".reprobox" / "experiments").exists() or not any(
-        (project / ".reprobox" / "experiments").iterdir())
+        (project / ".reprobox" / "experiments").iterdir()
+    )
 
 
 def test_disk_full_leaves_nothing(tmp_path: Path) -> None:
@@ -196,8 +248,9 @@ def test_disk_full_leaves_nothing(tmp_path: Path) -> None:
                     fh.write(b"\0" * 4096)
         except OSError:
             pass
-        proc = reprobox("capture", "--cmd", "true", "--no-lock", "--python", sys.executable,
-                        cwd=repo)
+        proc = reprobox(
+            "capture", "--cmd", "true", "--no-lock", "--python", sys.executable, cwd=repo
+        )
         no_traceback(proc)
         assert proc.returncode == 3
         assert "disk is full" in proc.stderr or "No space left" in proc.stderr
@@ -210,11 +263,25 @@ def test_disk_full_leaves_nothing(tmp_path: Path) -> None:
 def test_ctrl_c_during_capture_leaves_nothing(project: Path, tmp_path: Path) -> None:
     # A target "python" that hangs in the probe, so the capture is interrupted mid-way.
     slow = tmp_path / "slowpython"
-    slow.write_text(f"#!/bin/sh\nsleep 30\nexec {sys.executable} \"$@\"\n")
+    slow.write_text(f'#!/bin/sh\nsleep 30\nexec {sys.executable} "$@"\n')
     slow.chmod(0o755)
-    p = subprocess.Popen([sys.executable, "-m", "reprobox.cli", "capture", "--cmd", "true",
-                          "--no-lock", "--python", str(slow)], cwd=project,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "reprobox.cli",
+            "capture",
+            "--cmd",
+            "true",
+            "--no-lock",
+            "--python",
+            str(slow),
+        ],
+        cwd=project,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     time.sleep(2)
     p.send_signal(signal.SIGINT)
     out, err = p.communicate(timeout=60)
@@ -234,8 +301,10 @@ def test_no_canary_reaches_a_built_image(project: Path, tmp_path: Path) -> None:
 
     from reprobox.base import build_base, host_release
 
-    require(os.geteuid() == 0 and shutil.which("debootstrap") is not None,
-            "root and debootstrap (to build the base image; scripts/setup.sh installs it)")
+    require(
+        os.geteuid() == 0 and shutil.which("debootstrap") is not None,
+        "root and debootstrap (to build the base image; scripts/setup.sh installs it)",
+    )
     _id, codename = host_release()
     build_base(platform.python_version(), codename or "bookworm")
     docker = "/usr/bin/docker" if Path("/usr/bin/docker").exists() else "docker"
@@ -244,25 +313,34 @@ def test_no_canary_reaches_a_built_image(project: Path, tmp_path: Path) -> None:
     (home / ".docker").mkdir(parents=True)
     (home / ".netrc").write_text(f"machine example.com login me password {CANARY}netrc\n")
     (home / ".docker" / "config.json").write_text(
-        json.dumps({"auths": {"example.com": {"auth": CANARY + "docker"}}}))
+        json.dumps({"auths": {"example.com": {"auth": CANARY + "docker"}}})
+    )
     git(project, "remote", "add", "origin", f"https://bob:{CANARY}remote@git.example.com/t/d.git")
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    env = {**os.environ, "HOME": str(home), "VIRTUAL_ENV": str(venv),
-           "MY_API_TOKEN": CANARY + "env", "DOCKER_CONFIG": str(home / ".docker")}
+    env = {
+        **os.environ,
+        "HOME": str(home),
+        "VIRTUAL_ENV": str(venv),
+        "MY_API_TOKEN": CANARY + "env",
+        "DOCKER_CONFIG": str(home / ".docker"),
+    }
     proc = reprobox("capture", "--cmd", "python train.py", "--build", cwd=project, env=env)
     assert proc.returncode == 0, proc.stderr
     assert CANARY not in proc.stdout + proc.stderr
     tag = json.loads(reprobox("show", "latest", "--json", cwd=project, env=env).stdout)[
-        "image"]  # local state, beside the sealed record
+        "image"
+    ]  # local state, beside the sealed record
     assert tag
     try:
         # Every file of every layer, configs and manifests, in either layout docker save writes.
         assert where_in_image(tag, CANARY.encode(), tmp_path, docker) == []
-        history = subprocess.run([docker, "history", "--no-trunc", tag], capture_output=True,
-                                 text=True).stdout
-        inspect = subprocess.run([docker, "image", "inspect", tag], capture_output=True,
-                                 text=True).stdout
+        history = subprocess.run(
+            [docker, "history", "--no-trunc", tag], capture_output=True, text=True
+        ).stdout
+        inspect = subprocess.run(
+            [docker, "image", "inspect", tag], capture_output=True, text=True
+        ).stdout
         assert CANARY not in history and CANARY not in inspect
     finally:
         subprocess.run([docker, "rmi", "-f", tag], capture_output=True)

@@ -27,8 +27,10 @@ LINE = "git 1:2.0.0-0reprobox1 1:2.39.5-0+deb12u2\n"
 
 def _rootfs(where: Path, substitutions: str) -> Path:
     """A tarball with /bin/sh, /bin/cat, the libraries they need and the substitutions file."""
-    files = {os.path.realpath(shutil.which("sh") or "/bin/sh"): "bin/sh",
-             os.path.realpath(shutil.which("cat") or "/bin/cat"): "bin/cat"}
+    files = {
+        os.path.realpath(shutil.which("sh") or "/bin/sh"): "bin/sh",
+        os.path.realpath(shutil.which("cat") or "/bin/cat"): "bin/cat",
+    }
     for binary in list(files):
         out = subprocess.run(["ldd", binary], capture_output=True, text=True, check=True).stdout
         for line in out.splitlines():

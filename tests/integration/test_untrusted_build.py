@@ -158,9 +158,9 @@ def make_wheel(folder: Path, name: str, files: dict[str, bytes]) -> Path:
     files = {
         **files,
         f"{name}-1.0.dist-info/METADATA": f"Metadata-Version: 2.1\nName: {name}\n"
-                                          "Version: 1.0\n".encode(),
+        "Version: 1.0\n".encode(),
         f"{name}-1.0.dist-info/WHEEL": b"Wheel-Version: 1.0\nGenerator: test\n"
-                                       b"Root-Is-Purelib: true\nTag: py3-none-any\n",
+        b"Root-Is-Purelib: true\nTag: py3-none-any\n",
     }
     record = "\n".join(_record_line(n, d) for n, d in files.items())
     record += f"\n{name}-1.0.dist-info/RECORD,,\n"
@@ -174,19 +174,28 @@ def make_wheel(folder: Path, name: str, files: dict[str, bytes]) -> Path:
 
 def evil_wheel(folder: Path, port: int) -> Path:
     """``evilpth 1.0``: a pure wheel whose ``.pth`` file imports its payload at every start."""
-    return make_wheel(folder, "evilpth", {"evilpth_hook.py": _payload("pth", port).encode(),
-                                          "evilpth.pth": b"import evilpth_hook\n"})
+    return make_wheel(
+        folder,
+        "evilpth",
+        {
+            "evilpth_hook.py": _payload("pth", port).encode(),
+            "evilpth.pth": b"import evilpth_hook\n",
+        },
+    )
 
 
 def evil_sdist(folder: Path, port: int) -> Path:
     """``evilsdist 1.0``: an old-style sdist (setup.py only) whose build runs the payload."""
     setup = _payload("setup", port) + (
-        "\nfrom setuptools import setup\nsetup(name='evilsdist', version='1.0', py_modules=[])\n")
+        "\nfrom setuptools import setup\nsetup(name='evilsdist', version='1.0', py_modules=[])\n"
+    )
     pkg_info = b"Metadata-Version: 1.0\nName: evilsdist\nVersion: 1.0\n"
     path = folder / "evilsdist-1.0.tar.gz"
     with tarfile.open(path, "w:gz") as tar:
-        for name, data in (("evilsdist-1.0/setup.py", setup.encode()),
-                           ("evilsdist-1.0/PKG-INFO", pkg_info)):
+        for name, data in (
+            ("evilsdist-1.0/setup.py", setup.encode()),
+            ("evilsdist-1.0/PKG-INFO", pkg_info),
+        ):
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
@@ -197,8 +206,13 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def reseal(store: Store, exp_id: str, *, packages: tuple[Package, ...] = (),
-           files: dict[str, bytes] | None = None) -> str:
+def reseal(
+    store: Store,
+    exp_id: str,
+    *,
+    packages: tuple[Package, ...] = (),
+    files: dict[str, bytes] | None = None,
+) -> str:
     """An edited copy of an experiment, sealed again so its id matches, as an attacker can.
 
     ``packages`` are added to environment.json (the environment digest follows), ``files``
@@ -219,9 +233,14 @@ def reseal(store: Store, exp_id: str, *, packages: tuple[Package, ...] = (),
 
 
 def cli(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "reprobox.cli", *args], cwd=cwd,
-                          env=env or os.environ.copy(), capture_output=True, text=True,
-                          timeout=900)
+    return subprocess.run(
+        [sys.executable, "-m", "reprobox.cli", *args],
+        cwd=cwd,
+        env=env or os.environ.copy(),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -250,7 +269,8 @@ def house(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPa
 
 
 def test_an_extra_index_and_an_unlisted_pin_are_refused_naming_the_line(
-        project: Path, captured: str, attacker: Attacker) -> None:  # noqa: F811
+    project: Path, captured: str, attacker: Attacker
+) -> None:  # noqa: F811
     store = Store(project)
     original = store.load(captured).file("requirements.lock")
     lock = original.read_text()
@@ -267,22 +287,28 @@ def test_an_extra_index_and_an_unlisted_pin_are_refused_naming_the_line(
         done = cli("build", hostile, cwd=project)
         assert done.returncode == 2, done.stderr
         line = len(lock.splitlines()) + 1
-        assert (f"requirements.lock line {line}: the package 'evilpkg' is not in "
-                "environment.json" in done.stderr)
+        assert (
+            f"requirements.lock line {line}: the package 'evilpkg' is not in "
+            "environment.json" in done.stderr
+        )
         assert attacker.requests == []
     finally:  # the capture itself is untouched: the attack works on sealed copies
         assert original.read_text() == lock
 
 
 def test_a_file_archive_outside_the_repository_is_never_read(
-        project: Path, captured: str, tmp_path: Path, house: Path) -> None:  # noqa: F811
+    project: Path, captured: str, tmp_path: Path, house: Path
+) -> None:  # noqa: F811
     canary = f"canary-ssh-key-{uuid.uuid4().hex}"
     secret = tmp_path / "home" / ".ssh" / "id_rsa"
     secret.parent.mkdir(parents=True)
     secret.write_text(canary)
     store = Store(project)
-    hostile = reseal(store, captured, packages=(Package("stealer", "1.0", PackageSource(
-        "archive", url=f"file://{secret}")),))
+    hostile = reseal(
+        store,
+        captured,
+        packages=(Package("stealer", "1.0", PackageSource("archive", url=f"file://{secret}")),),
+    )
     done = cli("build", hostile, cwd=project)
     assert done.returncode == 2, done.stderr
     assert "package stealer" in done.stderr and "outside the repository" in done.stderr
@@ -297,7 +323,8 @@ def test_a_file_archive_outside_the_repository_is_never_read(
 
 
 def test_pylock_urls_are_never_fetched_or_copied(
-        project: Path, captured: str, tmp_path: Path, house: Path) -> None:  # noqa: F811
+    project: Path, captured: str, tmp_path: Path, house: Path
+) -> None:  # noqa: F811
     """pylock.toml names a host file (with its very sha256, and the lock accepts that hash):
     the host still looks every file up on its own indexes by name and version only."""
     canary = f"canary-docker-config-{uuid.uuid4().hex}"
@@ -313,16 +340,26 @@ def test_pylock_urls_are_never_fetched_or_copied(
     hostile_pylock = pylock + (
         f'\n[[packages]]\nname = "attrs"\nversion = "23.2.0"\nwheels = [\n  {{name = '
         f'"attrs-23.2.0-py3-none-any.whl", url = "file://{secret}", hashes = {{sha256 = '
-        f'"{digest}"}}}},\n]\n')
+        f'"{digest}"}}}},\n]\n'
+    )
     tag = f"reprobox-test/pylock:{uuid.uuid4().hex[:8]}"
     try:
-        hostile = reseal(store, captured, files={"requirements.lock": hostile_lock.encode(),
-                                                 "pylock.toml": hostile_pylock.encode()})
+        hostile = reseal(
+            store,
+            captured,
+            files={
+                "requirements.lock": hostile_lock.encode(),
+                "pylock.toml": hostile_pylock.encode(),
+            },
+        )
         result = build_experiment(store, store.load(hostile), tag=tag)
         needle = canary.encode()
         assert not any(needle in p.read_bytes() for p in house.rglob("*") if p.is_file())
-        assert not any(needle in p.read_bytes() for p in Path(result.context or "").rglob("*")
-                       if p.is_file() and not p.is_symlink())
+        assert not any(
+            needle in p.read_bytes()
+            for p in Path(result.context or "").rglob("*")
+            if p.is_file() and not p.is_symlink()
+        )
         for name, data in image_files(tag, tmp_path, DOCKER):
             assert needle not in data, name
     finally:
@@ -335,9 +372,13 @@ def test_pylock_urls_are_never_fetched_or_copied(
 
 
 @pytest.fixture(scope="module")
-def hostile_build(project: Path, captured: str, attacker: Attacker,  # noqa: F811
-                  base_image: str, tmp_path_factory: pytest.TempPathFactory,  # noqa: F811
-                  ) -> Iterator[dict]:
+def hostile_build(
+    project: Path,
+    captured: str,
+    attacker: Attacker,  # noqa: F811
+    base_image: str,
+    tmp_path_factory: pytest.TempPathFactory,  # noqa: F811
+) -> Iterator[dict]:
     """The capture plus two hostile packages from a source this machine's pip is configured
     with (as a package published on the public index would be), built with a canary index
     credential and a canary netrc on the host."""
@@ -352,8 +393,10 @@ def hostile_build(project: Path, captured: str, attacker: Attacker,  # noqa: F81
     scheme, rest = real.index_url.split("://", 1)
     home = tmp / "home"
     home.mkdir()
-    (home / ".netrc").write_text(f"machine pypi.org login reprobox-test password {canary}\n"
-                                 f"machine 127.0.0.1 login reprobox-test password {canary}\n")
+    (home / ".netrc").write_text(
+        f"machine pypi.org login reprobox-test password {canary}\n"
+        f"machine 127.0.0.1 login reprobox-test password {canary}\n"
+    )
     plain = make_wheel(tmp, "plainblob", {"plainblob.py": b"VALUE = 1\n"})
     served = FileServer(plain)
     os.chmod(home / ".netrc", 0o600)
@@ -369,21 +412,43 @@ def hostile_build(project: Path, captured: str, attacker: Attacker,  # noqa: F81
 
     store = Store(project)
     lock = store.load(captured).file("requirements.lock").read_text()
-    pins = (f"evilpth==1.0 \\\n    --hash=sha256:{sha256(wheel)}\n"
-            f"evilsdist==1.0 \\\n    --hash=sha256:{sha256(sdist)}\n")
-    hostile = reseal(store, captured, packages=(
-        Package("evilpth", "1.0", wheel_tags=("py3-none-any",)), Package("evilsdist", "1.0"),
-        # an archive URL with no recorded hash: fetched without credentials, named unverified
-        Package("plainblob", "1.0", PackageSource("archive", url=served.url))),
-        files={"requirements.lock": (lock + pins).encode()})
+    pins = (
+        f"evilpth==1.0 \\\n    --hash=sha256:{sha256(wheel)}\n"
+        f"evilsdist==1.0 \\\n    --hash=sha256:{sha256(sdist)}\n"
+    )
+    hostile = reseal(
+        store,
+        captured,
+        packages=(
+            Package("evilpth", "1.0", wheel_tags=("py3-none-any",)),
+            Package("evilsdist", "1.0"),
+            # an archive URL with no recorded hash: fetched without credentials, named unverified
+            Package("plainblob", "1.0", PackageSource("archive", url=served.url)),
+        ),
+        files={"requirements.lock": (lock + pins).encode()},
+    )
     tag = f"reprobox-test/hostile:{uuid.uuid4().hex[:8]}"
     lines: list[str] = []
     try:
-        first = build_experiment(store, store.load(hostile), tag=tag, progress=lines.append,
-                                 no_cache=True, cache_id=f"hostile-{uuid.uuid4().hex[:8]}")
+        first = build_experiment(
+            store,
+            store.load(hostile),
+            tag=tag,
+            progress=lines.append,
+            no_cache=True,
+            cache_id=f"hostile-{uuid.uuid4().hex[:8]}",
+        )
         second = build_experiment(store, store.load(hostile), tag=tag)
-        yield {"first": first, "second": second, "tag": tag, "canary": canary, "log": lines,
-               "tmp": tmp, "wheelhouse": tmp / "wheelhouse", "served": served}
+        yield {
+            "first": first,
+            "second": second,
+            "tag": tag,
+            "canary": canary,
+            "log": lines,
+            "tmp": tmp,
+            "wheelhouse": tmp / "wheelhouse",
+            "served": served,
+        }
     finally:
         served.close()
         pyproject.write_text(original)
@@ -391,13 +456,30 @@ def hostile_build(project: Path, captured: str, attacker: Attacker,  # noqa: F81
         get_engine().remove_image(tag)
 
 
-def test_package_code_ran_in_the_build_and_found_no_secret(hostile_build: dict,
-                                                            attacker: Attacker) -> None:
+def test_package_code_ran_in_the_build_and_found_no_secret(
+    hostile_build: dict, attacker: Attacker
+) -> None:
     tag, canary = hostile_build["tag"], hostile_build["canary"]
-    out = subprocess.run([DOCKER, "run", "--rm", "--network", "none", "--entrypoint", "sh", tag,
-                          "-c", "cat /evil/*.json"], capture_output=True, text=True, check=True)
-    reports = [json.loads(line) for line in out.stdout.replace("}{", "}\n{").splitlines()
-               if line.strip()]
+    out = subprocess.run(
+        [
+            DOCKER,
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--entrypoint",
+            "sh",
+            tag,
+            "-c",
+            "cat /evil/*.json",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    reports = [
+        json.loads(line) for line in out.stdout.replace("}{", "}\n{").splitlines() if line.strip()
+    ]
     # the payloads did run: the sdist's setup.py and the .pth at an interpreter start
     assert {r["who"] for r in reports} == {"pth", "setup"}, out.stdout
     for report in reports:
@@ -414,29 +496,33 @@ def test_the_canary_is_in_no_layer_config_or_history(hostile_build: dict, tmp_pa
         assert needle not in data, f"the canary is in {name}"
     assert any(n.endswith("layer.tar") or n.startswith("blobs/sha256/") for n in names)
     for argv in (["history", "--no-trunc", tag], ["image", "inspect", tag]):
-        text = subprocess.run([DOCKER, *argv], check=True, capture_output=True,
-                              text=True).stdout
+        text = subprocess.run([DOCKER, *argv], check=True, capture_output=True, text=True).stdout
         assert hostile_build["canary"] not in text
     # no step that installs Python packages mounted a secret
-    history = subprocess.run([DOCKER, "history", "--no-trunc", "--format", "{{.CreatedBy}}",
-                              tag], check=True, capture_output=True, text=True).stdout
+    history = subprocess.run(
+        [DOCKER, "history", "--no-trunc", "--format", "{{.CreatedBy}}", tag],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     for step in history.splitlines():
         if "pip install" in step or "uv pip install" in step:
             assert "secret" not in step and "--no-index" in step, step
 
 
 def test_the_checkout_does_not_choose_the_base_and_the_backend_is_named(
-        hostile_build: dict) -> None:
+    hostile_build: dict,
+) -> None:
     first = hostile_build["first"]
     assert first.base_source == "auto" and "evil.example" not in first.base_image
     assert any("pyproject.toml is ignored" in w for w in first.warnings)
     assert {a.split(" ")[0] for a in first.added} == {"setuptools", "wheel"}
-    assert any("added to build sdists offline: setuptools" in line
-               for line in hostile_build["log"])
+    assert any("added to build sdists offline: setuptools" in line for line in hostile_build["log"])
 
 
 def test_an_unhashed_archive_is_fetched_without_credentials_and_named_in_the_verdict(
-        hostile_build: dict) -> None:
+    hostile_build: dict,
+) -> None:
     from reprobox.backends import Prepared
     from reprobox.build import unverified_notes
 
@@ -452,7 +538,8 @@ def test_an_unhashed_archive_is_fetched_without_credentials_and_named_in_the_ver
 
 
 def test_the_wheelhouse_is_content_addressed_and_a_second_build_fetches_nothing(
-        hostile_build: dict) -> None:
+    hostile_build: dict,
+) -> None:
     first, second = hostile_build["first"], hostile_build["second"]
     assert first.fetched > 0 and second.fetched == 0
     root = hostile_build["wheelhouse"] / "sha256"
@@ -462,8 +549,12 @@ def test_the_wheelhouse_is_content_addressed_and_a_second_build_fetches_nothing(
 
 
 def test_the_venv_backend_installs_offline_from_the_wheelhouse(
-        project: Path, captured: str, house: Path,  # noqa: F811
-        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    project: Path,
+    captured: str,
+    house: Path,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
     from reprobox.backends.venv import VenvBackend
 
     store = Store(project)
@@ -480,8 +571,12 @@ def test_the_venv_backend_installs_offline_from_the_wheelhouse(
     prepared = offline.prepare(store, stored, project, progress=messages.append)
     try:
         python = prepared.python
-        out = subprocess.run([python, "-c", "import attr, six; print(attr.__version__)"],
-                             capture_output=True, text=True, check=True).stdout.strip()
+        out = subprocess.run(
+            [python, "-c", "import attr, six; print(attr.__version__)"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
         assert out == "23.2.0"
         assert any("0 fetched" in m for m in messages), messages
     finally:

@@ -43,9 +43,13 @@ def seal_hostile(repo: Path, **fields: Any) -> str:
     only its content is hostile.
     """
     base: dict[str, Any] = dict(
-        name="hostile", command="true", cwd=".",
+        name="hostile",
+        command="true",
+        cwd=".",
         git=GitInfo(commit=git(repo, "rev-parse", "HEAD").strip()),
-        environment_digest=ENV.digest, created="2026-01-01T00:00:00Z", tool_version="0.1.0",
+        environment_digest=ENV.digest,
+        created="2026-01-01T00:00:00Z",
+        tool_version="0.1.0",
         env={},
     )
     base.update(fields)
@@ -54,9 +58,14 @@ def seal_hostile(repo: Path, **fields: Any) -> str:
 
 
 def cli(cwd: Path, *args: str, env: Optional[dict] = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "reprobox.cli", *args], cwd=cwd,
-                          env=env or dict(os.environ), capture_output=True, text=True,
-                          timeout=900)
+    return subprocess.run(
+        [sys.executable, "-m", "reprobox.cli", *args],
+        cwd=cwd,
+        env=env or dict(os.environ),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
 
 
 def commit_all(repo: Path, message: str) -> None:
@@ -65,8 +74,14 @@ def commit_all(repo: Path, message: str) -> None:
 
 
 def dvc(cwd: Path, *args: str, env: Optional[dict] = None) -> subprocess.CompletedProcess:
-    return subprocess.run([shutil.which("dvc") or "dvc", *args], cwd=cwd, capture_output=True,
-                          text=True, env=env or dict(os.environ), timeout=600)
+    return subprocess.run(
+        [shutil.which("dvc") or "dvc", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env=env or dict(os.environ),
+        timeout=600,
+    )
 
 
 def canary_anywhere(*roots: Path) -> list[str]:
@@ -137,8 +152,7 @@ def attacker_dvc_repo(tmp_path: Path, remote: Path, dvc_file: Path) -> Path:
 
 
 @pytest.mark.dvc
-def test_checkout_remote_pointing_at_a_host_folder_is_refused(tmp_path: Path,
-                                                              host_secret_remote):
+def test_checkout_remote_pointing_at_a_host_folder_is_refused(tmp_path: Path, host_secret_remote):
     remote, dvc_file = host_secret_remote
     repo = attacker_dvc_repo(tmp_path, remote, dvc_file)
     exp = seal_hostile(repo, dvc=DvcInfo(remote="attacker"), command="cat loot.txt")
@@ -165,8 +179,9 @@ def test_checkout_remote_pointing_at_a_host_folder_is_refused(tmp_path: Path,
 
 
 @pytest.mark.dvc
-def test_a_remote_the_user_trusts_is_pulled(tmp_path: Path, host_secret_remote,
-                                            isolated_dvc_config: Path):
+def test_a_remote_the_user_trusts_is_pulled(
+    tmp_path: Path, host_secret_remote, isolated_dvc_config: Path
+):
     """The same remote, trusted by the user (global DVC config, or --dvc-remote): pulled."""
     from reprobox.workspace import git as g
     from reprobox.run import pull_data
@@ -186,8 +201,7 @@ def test_a_remote_the_user_trusts_is_pulled(tmp_path: Path, host_secret_remote,
     finally:
         g.remove_worktree(repo, wt)
 
-    (isolated_dvc_config / "config").write_text(
-        f"['remote \"mine\"']\n    url = {remote}/\n")
+    (isolated_dvc_config / "config").write_text(f"['remote \"mine\"']\n    url = {remote}/\n")
     wt = g.make_worktree(repo, commit, tmp_path / "wt2")
     try:
         detail = pull_data(store, wt)
@@ -202,7 +216,8 @@ def test_committed_config_local_symlink_is_refused(tmp_path: Path, isolated_dvc_
     secrets = tmp_path / "home" / ".aws"
     secrets.mkdir(parents=True)
     (secrets / "credentials").write_text(
-        f"['remote \"attacker\"']\n    url = {tmp_path / 'drop'}\n# {CANARY}\n")
+        f"['remote \"attacker\"']\n    url = {tmp_path / 'drop'}\n# {CANARY}\n"
+    )
     repo = new_repo(tmp_path / "pr")
     assert dvc(repo, "init", "-q").returncode == 0
     os.symlink(secrets / "credentials", repo / ".dvc" / "config.local")
@@ -230,7 +245,8 @@ def test_a_committed_config_local_is_never_used(tmp_path: Path, host_secret_remo
     repo = new_repo(tmp_path / "pr")
     assert dvc(repo, "init", "-q").returncode == 0
     (repo / ".dvc" / "config.local").write_text(
-        f"[core]\n    remote = sneaky\n['remote \"sneaky\"']\n    url = {remote}\n")
+        f"[core]\n    remote = sneaky\n['remote \"sneaky\"']\n    url = {remote}\n"
+    )
     (repo / "loot.txt.dvc").write_text(dvc_file.read_text().replace("secret.txt", "loot.txt"))
     commit_all(repo, "config.local committed")
     assert git(repo, "ls-files", ".dvc/config.local").strip() == ".dvc/config.local"
@@ -249,30 +265,63 @@ def test_a_committed_config_local_is_never_used(tmp_path: Path, host_secret_remo
 
 
 VARS_ATTACKS = [
-    ("vars absolute", "vars:\n  - {secret}\nstages:\n  leak:\n    cmd: echo ${{token}} > out.txt\n"
-     "    outs:\n      - out.txt\n", "{secret}", "dvc.yaml"),
-    ("vars climbing out", "vars:\n  - ../../../../../../..{secret}:token\nstages:\n  leak:\n"
-     "    cmd: echo ${{token}} > out.txt\n", "../../../../../../..{secret}", "dvc.yaml"),
-    ("dep outside", "stages:\n  leak:\n    cmd: cat /dev/null\n    deps:\n      - {secret}\n",
-     "{secret}", "dvc.yaml"),
-    ("out outside", "stages:\n  leak:\n    cmd: cat /dev/null\n    outs:\n"
-     "      - ../../escaped.txt\n", "../../escaped.txt", "dvc.yaml"),
-    ("params file outside", "stages:\n  leak:\n    cmd: cat /dev/null\n    params:\n"
-     "      - {secret}:\n        - token\n", "{secret}", "dvc.yaml"),
-    ("stage vars in a subfolder", "stages:\n  leak:\n    wdir: sub\n    vars:\n"
-     "      - ../../x.yaml\n    cmd: echo ${{token}}\n", "../../x.yaml", "dvc.yaml"),
-    ("dep is a URL", "stages:\n  leak:\n    cmd: cat /dev/null\n    deps:\n"
-     "      - s3://someone-elses-bucket/data.csv\n", "s3://someone-elses-bucket/data.csv",
-     "dvc.yaml"),
+    (
+        "vars absolute",
+        "vars:\n  - {secret}\nstages:\n  leak:\n    cmd: echo ${{token}} > out.txt\n"
+        "    outs:\n      - out.txt\n",
+        "{secret}",
+        "dvc.yaml",
+    ),
+    (
+        "vars climbing out",
+        "vars:\n  - ../../../../../../..{secret}:token\nstages:\n  leak:\n"
+        "    cmd: echo ${{token}} > out.txt\n",
+        "../../../../../../..{secret}",
+        "dvc.yaml",
+    ),
+    (
+        "dep outside",
+        "stages:\n  leak:\n    cmd: cat /dev/null\n    deps:\n      - {secret}\n",
+        "{secret}",
+        "dvc.yaml",
+    ),
+    (
+        "out outside",
+        "stages:\n  leak:\n    cmd: cat /dev/null\n    outs:\n      - ../../escaped.txt\n",
+        "../../escaped.txt",
+        "dvc.yaml",
+    ),
+    (
+        "params file outside",
+        "stages:\n  leak:\n    cmd: cat /dev/null\n    params:\n"
+        "      - {secret}:\n        - token\n",
+        "{secret}",
+        "dvc.yaml",
+    ),
+    (
+        "stage vars in a subfolder",
+        "stages:\n  leak:\n    wdir: sub\n    vars:\n"
+        "      - ../../x.yaml\n    cmd: echo ${{token}}\n",
+        "../../x.yaml",
+        "dvc.yaml",
+    ),
+    (
+        "dep is a URL",
+        "stages:\n  leak:\n    cmd: cat /dev/null\n    deps:\n"
+        "      - s3://someone-elses-bucket/data.csv\n",
+        "s3://someone-elses-bucket/data.csv",
+        "dvc.yaml",
+    ),
 ]
 
 
 @pytest.mark.dvc
-@pytest.mark.parametrize("label,dvc_yaml,named,file", VARS_ATTACKS,
-                         ids=[a[0] for a in VARS_ATTACKS])
-def test_dvc_paths_outside_the_checkout_are_refused(tmp_path: Path, isolated_dvc_config: Path,
-                                                    label: str, dvc_yaml: str, named: str,
-                                                    file: str):
+@pytest.mark.parametrize(
+    "label,dvc_yaml,named,file", VARS_ATTACKS, ids=[a[0] for a in VARS_ATTACKS]
+)
+def test_dvc_paths_outside_the_checkout_are_refused(
+    tmp_path: Path, isolated_dvc_config: Path, label: str, dvc_yaml: str, named: str, file: str
+):
     secret = tmp_path / "host-secret.yaml"
     secret.write_text(f"token: {CANARY}\n")
     repo = new_repo(tmp_path / "pr")
@@ -281,8 +330,7 @@ def test_dvc_paths_outside_the_checkout_are_refused(tmp_path: Path, isolated_dvc
     (repo / "sub" / "keep.txt").write_text("x\n")
     (repo / "dvc.yaml").write_text(dvc_yaml.format(secret=secret))
     commit_all(repo, label)
-    exp = seal_hostile(repo, command_kind="dvc", command="dvc repro",
-                       dvc=DvcInfo(stages=("leak",)))
+    exp = seal_hostile(repo, command_kind="dvc", command="dvc repro", dvc=DvcInfo(stages=("leak",)))
 
     done = cli(repo, "run", exp, "--backend", "venv", "--dvc-remote", str(tmp_path / "r"))
     assert done.returncode == 2, done.stderr
@@ -304,13 +352,16 @@ def test_the_bare_tool_reads_absolute_vars(tmp_path: Path, isolated_dvc_config: 
     assert CANARY in (repo / "out.txt").read_text()
 
 
-TEMPLATED = ("stages:\n  s:\n    cmd: echo hi\n    deps:\n      - params.yaml\n    outs:\n"
-             "      - ${victim}\n")
+TEMPLATED = (
+    "stages:\n  s:\n    cmd: echo hi\n    deps:\n      - params.yaml\n    outs:\n"
+    "      - ${victim}\n"
+)
 
 
 @pytest.mark.dvc
-def test_a_templated_output_resolving_to_a_host_file_is_refused(tmp_path: Path,
-                                                                isolated_dvc_config: Path):
+def test_a_templated_output_resolving_to_a_host_file_is_refused(
+    tmp_path: Path, isolated_dvc_config: Path
+):
     """``outs: [${victim}]`` with ``victim`` an absolute path in params.yaml: DVC removes a stage's
     outputs before running it, so the bare tool deletes the host file."""
     victim = tmp_path / "host" / "authorized_keys"
@@ -331,8 +382,7 @@ def test_a_templated_output_resolving_to_a_host_file_is_refused(tmp_path: Path,
 
     victim.write_text(CANARY)
     repo = project(tmp_path / "pr")
-    exp = seal_hostile(repo, command_kind="dvc", command="dvc repro",
-                       dvc=DvcInfo(stages=("s",)))
+    exp = seal_hostile(repo, command_kind="dvc", command="dvc repro", dvc=DvcInfo(stages=("s",)))
     done = cli(repo, "run", exp, "--backend", "venv", "--dvc-remote", str(tmp_path / "r"))
     assert done.returncode == 2, done.stderr
     assert f"the out (resolved) '{victim}'" in done.stderr and "refusing dvc.yaml" in done.stderr
@@ -340,20 +390,20 @@ def test_a_templated_output_resolving_to_a_host_file_is_refused(tmp_path: Path,
 
 
 @pytest.mark.dvc
-def test_an_import_from_another_repository_is_refused(tmp_path: Path,
-                                                      isolated_dvc_config: Path):
+def test_an_import_from_another_repository_is_refused(tmp_path: Path, isolated_dvc_config: Path):
     repo = new_repo(tmp_path / "pr")
     assert dvc(repo, "init", "-q").returncode == 0
     (repo / "data.dvc").write_text(
         "deps:\n- path: data\n  repo:\n    url: https://git.example.com/private/repo.git\n"
-        "    rev_lock: " + "a" * 40 + "\nouts:\n- path: data\n  md5: "
-        + "b" * 32 + ".dir\n")
+        "    rev_lock: " + "a" * 40 + "\nouts:\n- path: data\n  md5: " + "b" * 32 + ".dir\n"
+    )
     commit_all(repo, "import")
     exp = seal_hostile(repo, dvc=DvcInfo(), command="true")
     done = cli(repo, "run", exp, "--backend", "venv", "--dvc-remote", str(tmp_path / "r"))
     assert done.returncode == 2, done.stderr
     assert "refusing data.dvc" in done.stderr and "imported from another repository" in (
-        done.stderr)
+        done.stderr
+    )
 
 
 # ------------------------------------------------------------------- writes into the checkout
@@ -403,8 +453,9 @@ class _AuthServer(http.server.BaseHTTPRequestHandler):
     seen: list[dict[str, str]] = []
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's name
-        type(self).seen.append({"path": self.path,
-                                "authorization": self.headers.get("Authorization", "")})
+        type(self).seen.append(
+            {"path": self.path, "authorization": self.headers.get("Authorization", "")}
+        )
         self.send_response(401)
         self.send_header("WWW-Authenticate", 'Basic realm="private"')
         self.send_header("Content-Length", "0")
@@ -434,12 +485,14 @@ def credential_canary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home.mkdir()
     called = tmp_path / "helper-called"
     helper = tmp_path / "helper.sh"
-    helper.write_text(f"#!/bin/sh\necho \"$@\" >> {called}\n"
-                      f"echo username=ci\necho password={CANARY}\n")
+    helper.write_text(
+        f'#!/bin/sh\necho "$@" >> {called}\necho username=ci\necho password={CANARY}\n'
+    )
     helper.chmod(0o755)
     (home / ".gitconfig").write_text(
-        f"[credential]\n    helper = {helper}\n[protocol \"file\"]\n    allow = always\n"
-        "[user]\n    name = t\n    email = t@example.com\n")
+        f'[credential]\n    helper = {helper}\n[protocol "file"]\n    allow = always\n'
+        "[user]\n    name = t\n    email = t@example.com\n"
+    )
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
     monkeypatch.delenv("GIT_CONFIG_GLOBAL", raising=False)
@@ -453,16 +506,20 @@ def _with_submodule(repo: Path, url: str, commit: str) -> None:
     git(repo, "commit", "-q", "-m", "submodule")
 
 
-def test_submodule_fetch_never_calls_the_credential_helper(tmp_path: Path, auth_server: str,
-                                                           credential_canary: Path):
+def test_submodule_fetch_never_calls_the_credential_helper(
+    tmp_path: Path, auth_server: str, credential_canary: Path
+):
     from reprobox.workspace import git as g
     from reprobox.errors import GitError
 
     url = f"{auth_server}/private/lib.git"
     # The attack is real: a bare git clone hands the helper's password to the server.
-    bare = subprocess.run(["git", "clone", "-q", url, str(tmp_path / "bare")],
-                          capture_output=True, text=True, env=dict(os.environ,
-                                                                   GIT_TERMINAL_PROMPT="0"))
+    bare = subprocess.run(
+        ["git", "clone", "-q", url, str(tmp_path / "bare")],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, GIT_TERMINAL_PROMPT="0"),
+    )
     assert bare.returncode != 0 and credential_canary.exists()
     assert any(s["authorization"] for s in _AuthServer.seen)
     credential_canary.unlink()
@@ -531,8 +588,9 @@ INSPECT_SH = (
 
 
 @pytest.mark.docker
-def test_rerun_container_is_unprivileged_and_confined(tmp_path: Path, python_image: str,
-                                                      monkeypatch: pytest.MonkeyPatch):
+def test_rerun_container_is_unprivileged_and_confined(
+    tmp_path: Path, python_image: str, monkeypatch: pytest.MonkeyPatch
+):
     import docker.models.containers as containers
 
     from reprobox.backends import ContainerLimits, Prepared
@@ -557,8 +615,9 @@ def test_rerun_container_is_unprivileged_and_confined(tmp_path: Path, python_ima
     (checkout / ".dvc" / "config").write_text("")
     backend = DockerBackend(get_engine(), ContainerLimits(pids_limit=128, memory="256m"))
     prepared = Prepared("docker", python_image, "image", True, "python")
-    done = backend.execute(prepared, ["/bin/sh", "-c", INSPECT_SH], checkout=checkout,
-                           env={}, capture=True, gpus=True)
+    done = backend.execute(
+        prepared, ["/bin/sh", "-c", INSPECT_SH], checkout=checkout, env={}, capture=True, gpus=True
+    )
     assert done.returncode == 0, done.stdout
     lines = done.stdout.split()
     expected_uid = 65534 if os.getuid() == 0 else os.getuid()
@@ -574,9 +633,11 @@ def test_rerun_container_is_unprivileged_and_confined(tmp_path: Path, python_ima
     assert seen[0]["Config"]["User"] == f"{expected_uid}:{lines[1]}"
     mounts = {m["Destination"]: (m["Source"], m["RW"]) for m in seen[0]["Mounts"]}
     base = checkout.resolve()
-    assert mounts == {"/workspace": (str(base), True),
-                      "/workspace/.git": (str(base / ".git"), False),
-                      "/workspace/.dvc": (str(base / ".dvc"), False)}
+    assert mounts == {
+        "/workspace": (str(base), True),
+        "/workspace/.git": (str(base / ".git"), False),
+        "/workspace/.dvc": (str(base / ".dvc"), False),
+    }
     # git's pointer and DVC's configuration came out as they went in
     assert (checkout / ".git").read_text() == "gitdir: /srv/repo/.git/worktrees/checkout\n"
     assert (checkout / ".dvc" / "config").read_text() == ""
@@ -597,14 +658,20 @@ def test_default_pids_limit_and_no_memory_limit(tmp_path: Path, python_image: st
     checkout.mkdir()
     done = DockerBackend(get_engine()).execute(
         Prepared("docker", python_image, "image", True, "python"),
-        ["/bin/sh", "-c", "cat /sys/fs/cgroup/pids.max 2>/dev/null || "
-         "cat /sys/fs/cgroup/pids/pids.max"], checkout=checkout, env={}, capture=True)
+        [
+            "/bin/sh",
+            "-c",
+            "cat /sys/fs/cgroup/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids/pids.max",
+        ],
+        checkout=checkout,
+        env={},
+        capture=True,
+    )
     assert done.stdout.split() == ["4096"]
 
 
 @pytest.mark.docker
-def test_a_link_the_command_makes_out_of_the_checkout_is_refused(tmp_path: Path,
-                                                                 python_image: str):
+def test_a_link_the_command_makes_out_of_the_checkout_is_refused(tmp_path: Path, python_image: str):
     from reprobox.backends import Prepared
     from reprobox.backends.docker import DockerBackend
     from reprobox.engine import get_engine
@@ -617,8 +684,11 @@ def test_a_link_the_command_makes_out_of_the_checkout_is_refused(tmp_path: Path,
     with pytest.raises(UsageError) as err:
         DockerBackend(get_engine()).execute(
             Prepared("docker", python_image, "image", True, "python"),
-            ["/bin/sh", "-c", f"ln -s {secret} metrics.json"], checkout=checkout, env={},
-            capture=True)
+            ["/bin/sh", "-c", f"ln -s {secret} metrics.json"],
+            checkout=checkout,
+            env={},
+            capture=True,
+        )
     assert f"metrics.json -> {secret}" in err.value.message
     assert CANARY not in str(err.value)
 
@@ -626,8 +696,8 @@ def test_a_link_the_command_makes_out_of_the_checkout_is_refused(tmp_path: Path,
 @pytest.mark.docker
 @pytest.mark.dvc
 def test_a_stage_that_links_its_output_to_a_host_file_is_stopped(
-        tmp_path: Path, python_image: str, isolated_dvc_config: Path,
-        monkeypatch: pytest.MonkeyPatch):
+    tmp_path: Path, python_image: str, isolated_dvc_config: Path, monkeypatch: pytest.MonkeyPatch
+):
     """The stage runs in the container and leaves ``model.pkl -> <host secret>``: the host's
     DVC must not hash or cache the secret through it."""
     from reprobox import backends as backends_mod
@@ -664,11 +734,14 @@ def test_a_stage_that_links_its_output_to_a_host_file_is_stopped(
         def prepare(self, store, stored, checkout, *, network=None, progress=None):
             return Prepared("docker", python_image, f"image {python_image}", True, "python")
 
-    monkeypatch.setattr(backends_mod, "choose_backend",
-                        lambda name, engine=None, limits=None: (ImageBackend(get_engine()),
-                                                                 "test image"))
-    exp = seal_hostile(repo, command_kind="dvc", command="dvc repro",
-                       dvc=DvcInfo(stages=("train",)))
+    monkeypatch.setattr(
+        backends_mod,
+        "choose_backend",
+        lambda name, engine=None, limits=None: (ImageBackend(get_engine()), "test image"),
+    )
+    exp = seal_hostile(
+        repo, command_kind="dvc", command="dvc repro", dvc=DvcInfo(stages=("train",))
+    )
     store = Store(repo)
     with pytest.raises(UsageError) as err:
         run_experiment(store, exp, dvc_remote=str(remote))
@@ -702,8 +775,12 @@ def test_the_run_repository_is_read_only_in_the_container(tmp_path: Path, python
         "(mkdir " + CONTAINER_GIT_DIR + "/hooks) 2>/dev/null && echo WROTE-HOOKS; true"
     )
     done = DockerBackend(get_engine()).execute(
-        Prepared("docker", python_image, "image", True, "python"), ["/bin/sh", "-c", attack],
-        checkout=checkout, env={}, capture=True)
+        Prepared("docker", python_image, "image", True, "python"),
+        ["/bin/sh", "-c", attack],
+        checkout=checkout,
+        env={},
+        capture=True,
+    )
     assert done.returncode == 0, done.stdout
     assert f"gitdir: {CONTAINER_GIT_DIR}" in done.stdout and recorded in done.stdout
     assert "WROTE" not in done.stdout

@@ -38,15 +38,27 @@ def assert_terminal_safe(text: str, *, allow_own_colors: bool = False) -> None:
     assert not bad, f"control characters reached the output: {bad}\n{text!r}"
 
 
-def cli(*args: str, cwd: Path, env: Optional[dict[str, str]] = None,
-        timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "reprobox.cli", *args], cwd=cwd,
-                          env=env or os.environ.copy(), capture_output=True, text=True,
-                          timeout=timeout)
+def cli(
+    *args: str, cwd: Path, env: Optional[dict[str, str]] = None, timeout: float = 600
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "reprobox.cli", *args],
+        cwd=cwd,
+        env=env or os.environ.copy(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
-def reseal(repo: Path, exp_id: str, *, environment: Optional[Environment] = None,
-           files: Optional[dict[str, bytes]] = None, **changes: Any) -> str:
+def reseal(
+    repo: Path,
+    exp_id: str,
+    *,
+    environment: Optional[Environment] = None,
+    files: Optional[dict[str, bytes]] = None,
+    **changes: Any,
+) -> str:
     """Edit a stored experiment as an attacker would (fields, environment, planted files) and
     re-seal it so that its id matches again: what anyone holding the folder can do."""
     stored = Store(repo).load(exp_id)
@@ -62,13 +74,19 @@ def reseal(repo: Path, exp_id: str, *, environment: Optional[Environment] = None
         doc.clear()
         doc.update(environment.to_dict())
 
-    return hostile_reseal(stored.path, experiment=edit_experiment,
-                          environment=edit_environment if environment is not None else None)
+    return hostile_reseal(
+        stored.path,
+        experiment=edit_experiment,
+        environment=edit_environment if environment is not None else None,
+    )
 
 
 def store_text(repo: Path) -> str:
-    return "\n".join(p.read_bytes().decode(errors="replace")
-                     for p in (repo / ".reprobox").rglob("*") if p.is_file())
+    return "\n".join(
+        p.read_bytes().decode(errors="replace")
+        for p in (repo / ".reprobox").rglob("*")
+        if p.is_file()
+    )
 
 
 @pytest.fixture
@@ -89,11 +107,19 @@ def project(git_repo: Path, tmp_path: Path) -> tuple[Path, Path]:
     return git_repo, venv
 
 
-def capture(repo: Path, venv: Path, *args: str, env: Optional[dict[str, str]] = None,
-            lock: bool = False) -> subprocess.CompletedProcess:
+def capture(
+    repo: Path, venv: Path, *args: str, env: Optional[dict[str, str]] = None, lock: bool = False
+) -> subprocess.CompletedProcess:
     full = {**(env or os.environ), "VIRTUAL_ENV": str(venv)}
-    return cli("capture", *(() if lock else ("--no-lock",)), "--metrics", "score.json", *args,
-               cwd=repo, env=full)
+    return cli(
+        "capture",
+        *(() if lock else ("--no-lock",)),
+        "--metrics",
+        "score.json",
+        *args,
+        cwd=repo,
+        env=full,
+    )
 
 
 def captured_id(proc: subprocess.CompletedProcess) -> str:
@@ -109,17 +135,33 @@ def test_every_reading_command_on_a_hostile_capture_prints_no_control_character(
     good = captured_id(capture(repo, venv, "--cmd", "python job.py", "--name", "good"))
     base = captured_id(capture(repo, venv, "--cmd", "python job.py --seed 1", "--name", "base"))
     env = Store(repo).load(base).environment
-    env = replace(env, packages=env.packages + (
-        Package("numpy" + FAKE_VERDICT, "1.0" + OSC8, PackageSource("directory", path=BIDI)),))
-    bad = reseal(repo, base, environment=env, name="bad" + FAKE_VERDICT,
-                 command="python job.py" + OSC8 + BIDI,
-                 metrics={"score.json": {"score" + FAKE_VERDICT: "1" + OSC8}},
-                 outputs=(OutputFile(f"out/{ESC}[32mok.bin", "0" * 64, 1),),
-                 files={f"{ESC}[31mred{ESC}[0m\u202etxt.exe": b"x"})
-    for args in (["ls"], ["ls", "--json"], ["show", bad], ["show", bad, "--json"],
-                 ["show", good], ["diff", good, bad], ["diff", good, bad, "--format", "markdown"],
-                 ["diff", good, bad, "--format", "json"], ["pr", bad, "--base", good],
-                 ["show", "bad" + FAKE_VERDICT]):
+    env = replace(
+        env,
+        packages=env.packages
+        + (Package("numpy" + FAKE_VERDICT, "1.0" + OSC8, PackageSource("directory", path=BIDI)),),
+    )
+    bad = reseal(
+        repo,
+        base,
+        environment=env,
+        name="bad" + FAKE_VERDICT,
+        command="python job.py" + OSC8 + BIDI,
+        metrics={"score.json": {"score" + FAKE_VERDICT: "1" + OSC8}},
+        outputs=(OutputFile(f"out/{ESC}[32mok.bin", "0" * 64, 1),),
+        files={f"{ESC}[31mred{ESC}[0m\u202etxt.exe": b"x"},
+    )
+    for args in (
+        ["ls"],
+        ["ls", "--json"],
+        ["show", bad],
+        ["show", bad, "--json"],
+        ["show", good],
+        ["diff", good, bad],
+        ["diff", good, bad, "--format", "markdown"],
+        ["diff", good, bad, "--format", "json"],
+        ["pr", bad, "--base", good],
+        ["show", "bad" + FAKE_VERDICT],
+    ):
         proc = cli(*args, cwd=repo)
         out = proc.stdout + proc.stderr
         assert "Traceback" not in out, (args, out)
@@ -135,8 +177,13 @@ def test_every_reading_command_on_a_hostile_capture_prints_no_control_character(
 
 def _run_on_a_terminal(args: list[str], cwd: Path) -> tuple[int, str]:
     master, slave = pty.openpty()
-    child = subprocess.Popen([sys.executable, "-m", "reprobox.cli", *args], cwd=cwd,
-                             stdin=subprocess.DEVNULL, stdout=slave, stderr=slave)
+    child = subprocess.Popen(
+        [sys.executable, "-m", "reprobox.cli", *args],
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        stdout=slave,
+        stderr=slave,
+    )
     os.close(slave)
     chunks = []
     while True:
@@ -182,11 +229,15 @@ def _lure_package(venv: Path) -> None:
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: lure\nVersion: 1.0\n")
     (info / "INSTALLER").write_text("pip\n")
     (info / "RECORD").write_text("lure-1.0.dist-info/METADATA,,\n")
-    (info / "direct_url.json").write_text(json.dumps({
-        "url": "https://acct.blob.core.windows.net/wheels/lure-1.0-py3-none-any.whl"
-               f"?sv=2022-11-02&se=2030-01-01&sp=r&sig={SAS}",
-        "archive_info": {"hash": "sha256=" + "0" * 64},
-    }))
+    (info / "direct_url.json").write_text(
+        json.dumps(
+            {
+                "url": "https://acct.blob.core.windows.net/wheels/lure-1.0-py3-none-any.whl"
+                f"?sv=2022-11-02&se=2030-01-01&sp=r&sig={SAS}",
+                "archive_info": {"hash": "sha256=" + "0" * 64},
+            }
+        )
+    )
 
 
 def test_laptop_secrets_reach_no_committed_file_and_no_output(project):
@@ -194,18 +245,36 @@ def test_laptop_secrets_reach_no_committed_file_and_no_output(project):
     _lure_package(venv)
     (repo / "out").mkdir()
     (repo / "out" / f"model-{GH}.bin").write_bytes(b"weights")
-    (repo / "m.json").write_text(json.dumps({
-        "acc": 0.5, GH: 1, "uploaded": f"https://bob:{URLPW}@store.example.com/runs/1",
-        "hub": f"pushed with {HF}",
-    }))
+    (repo / "m.json").write_text(
+        json.dumps(
+            {
+                "acc": 0.5,
+                GH: 1,
+                "uploaded": f"https://bob:{URLPW}@store.example.com/runs/1",
+                "hub": f"pushed with {HF}",
+            }
+        )
+    )
     git(repo, "remote", "add", "origin", f"https://x:{URLPW}@git.example.com/{GH}/demo.git")
-    env = {**os.environ, "HF_TOKEN": HF,
-           "XLA_FLAGS": f"--xla_dump_to=https://u:{URLPW}@dumps.example.com/x"}
+    env = {
+        **os.environ,
+        "HF_TOKEN": HF,
+        "XLA_FLAGS": f"--xla_dump_to=https://u:{URLPW}@dumps.example.com/x",
+    }
     (repo / "out" / f"eval-{GH}.json").write_text('{"f1": 0.5}')
-    proc = capture(repo, venv, "--metrics", "m.json", "--metrics", f"out/eval-{GH}.json",
-                   "--output", f"out/model-{GH}.bin",
-                   "--cmd", f"python job.py --api-key CANARYapikey1 --hf {HF} -p CANARYpw9",
-                   env=env)
+    proc = capture(
+        repo,
+        venv,
+        "--metrics",
+        "m.json",
+        "--metrics",
+        f"out/eval-{GH}.json",
+        "--output",
+        f"out/model-{GH}.bin",
+        "--cmd",
+        f"python job.py --api-key CANARYapikey1 --hf {HF} -p CANARYpw9",
+        env=env,
+    )
     exp_id = captured_id(proc)
     shown = proc.stdout + proc.stderr
     text = store_text(repo)
@@ -214,16 +283,27 @@ def test_laptop_secrets_reach_no_committed_file_and_no_output(project):
         assert canary not in shown, canary
     # One warning per field, naming it. (URLs read from git and direct_url.json lose their
     # credentials where they are read, silently, as they always have.)
-    for field in ("command:", "metrics[m.json] key:", "metrics[m.json].uploaded:",
-                  "metrics[m.json].hub:", "env.XLA_FLAGS:", "--output #1:", "--metrics #3:"):
+    for field in (
+        "command:",
+        "metrics[m.json] key:",
+        "metrics[m.json].uploaded:",
+        "metrics[m.json].hub:",
+        "env.XLA_FLAGS:",
+        "--output #1:",
+        "--metrics #3:",
+    ):
         assert f"warning: {field}" in proc.stderr, (field, proc.stderr)
     stored = Store(repo).load(exp_id)
-    assert stored.experiment.command == ("python job.py --api-key <redacted:api-key> "
-                                         "--hf <redacted:$HF_TOKEN> -p <redacted:password>")
+    assert stored.experiment.command == (
+        "python job.py --api-key <redacted:api-key> "
+        "--hf <redacted:$HF_TOKEN> -p <redacted:password>"
+    )
     (lure,) = [p for p in stored.environment.packages if p.name == "lure"]
     assert lure.source == PackageSource(
-        "archive", url="https://acct.blob.core.windows.net/wheels/lure-1.0-py3-none-any.whl",
-        hash="sha256=" + "0" * 64)
+        "archive",
+        url="https://acct.blob.core.windows.net/wheels/lure-1.0-py3-none-any.whl",
+        hash="sha256=" + "0" * 64,
+    )
     assert stored.experiment.env["XLA_FLAGS"] == "--xla_dump_to=https://dumps.example.com/x"
     assert stored.experiment.git.remote == "https://git.example.com/REDACTED/demo.git"
     assert stored.experiment.outputs == ()
@@ -236,16 +316,18 @@ def test_laptop_secrets_reach_no_committed_file_and_no_output(project):
 
 def test_a_secret_in_the_uncommitted_change_refuses_the_capture(project):
     repo, venv = project
-    (repo / "job.py").write_text((repo / "job.py").read_text()
-                                 + f"\nINDEX = 'https://me:{URLPW}@pypi.example.com/simple'\n")
+    (repo / "job.py").write_text(
+        (repo / "job.py").read_text() + f"\nINDEX = 'https://me:{URLPW}@pypi.example.com/simple'\n"
+    )
     proc = capture(repo, venv, "--cmd", "python job.py")
     assert proc.returncode == 2, proc.stderr
     assert "job.py line 6" in proc.stderr and "patch.diff" in proc.stderr
     assert "--allow-secret-in-patch" in proc.stderr
     assert URLPW not in proc.stdout + proc.stderr and "Traceback" not in proc.stderr
     experiments = repo / ".reprobox" / "experiments"
-    assert not experiments.exists() or not [p for p in experiments.iterdir()
-                                            if not p.name.startswith(".")]
+    assert not experiments.exists() or not [
+        p for p in experiments.iterdir() if not p.name.startswith(".")
+    ]
     # Knowingly overridden: recorded, with a warning naming the file and line.
     proc = capture(repo, venv, "--cmd", "python job.py", "--allow-secret-in-patch")
     captured_id(proc)

@@ -45,8 +45,9 @@ else:  # pragma: no cover
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-DOCKER = ("/usr/bin/docker" if Path("/usr/bin/docker").exists()
-          else (shutil.which("docker") or "docker"))
+DOCKER = (
+    "/usr/bin/docker" if Path("/usr/bin/docker").exists() else (shutil.which("docker") or "docker")
+)
 BACKENDS = ("docker", "venv")
 #: Variables of the test process that would leak into a capture or a rerun.
 _DROPPED = ("VIRTUAL_ENV", "CONDA_PREFIX", "OMP_NUM_THREADS", "PYTHONHASHSEED", "PYTHONPATH")
@@ -113,10 +114,17 @@ def _backend_params(case: Case) -> list[Any]:
 # --------------------------------------------------------------------------- helpers
 
 
-def sh(cwd: Path, *argv: str, env: Optional[dict] = None, check: bool = True
-       ) -> subprocess.CompletedProcess:
-    done = subprocess.run(list(argv), cwd=cwd, capture_output=True, text=True,
-                          env=env if env is not None else os.environ.copy(), check=False)
+def sh(
+    cwd: Path, *argv: str, env: Optional[dict] = None, check: bool = True
+) -> subprocess.CompletedProcess:
+    done = subprocess.run(
+        list(argv),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env=env if env is not None else os.environ.copy(),
+        check=False,
+    )
     if check and done.returncode != 0:
         raise AssertionError(f"{argv} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
     return done
@@ -175,8 +183,9 @@ def find_python(version: str) -> str:
 
 
 def debian_package_installed(name: str) -> bool:
-    done = subprocess.run(["dpkg-query", "-W", "-f", "${Status}", name], capture_output=True,
-                          text=True, check=False)
+    done = subprocess.run(
+        ["dpkg-query", "-W", "-f", "${Status}", name], capture_output=True, text=True, check=False
+    )
     return done.returncode == 0 and "install ok installed" in done.stdout
 
 
@@ -213,9 +222,19 @@ class GitDaemon:
     def __init__(self, base: Path) -> None:
         self.port = free_port()
         self.proc = subprocess.Popen(
-            ["git", "daemon", "--reuseaddr", "--export-all", f"--base-path={base}",
-             "--listen=127.0.0.1", f"--port={self.port}", str(base)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                "git",
+                "daemon",
+                "--reuseaddr",
+                "--export-all",
+                f"--base-path={base}",
+                "--listen=127.0.0.1",
+                f"--port={self.port}",
+                str(base),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         for _ in range(100):
             with socket.socket() as s:
                 if s.connect_ex(("127.0.0.1", self.port)) == 0:
@@ -243,8 +262,10 @@ def substitute(text: str, values: dict[str, str]) -> str:
 def prepare_case(case: Case, where: Path, daemons: list[GitDaemon]) -> Prepared:
     recipe = case.recipe
     for package in recipe.get("debian-packages", []):
-        require(debian_package_installed(package),
-                f"Debian package {package} (scripts/setup.sh installs it)")
+        require(
+            debian_package_installed(package),
+            f"Debian package {package} (scripts/setup.sh installs it)",
+        )
     values = {"case": str(case.folder), "where": str(where), "python": case.python}
     # Extra repositories (a VCS dependency): each a real git repository, served by a real
     # git daemon when the recipe asks for one.
@@ -264,8 +285,14 @@ def prepare_case(case: Case, where: Path, daemons: list[GitDaemon]) -> Prepared:
     sh(where, find_python(case.python), "-m", "venv", str(venv))
     extra = {k: substitute(str(v), values) for k, v in recipe.get("env", {}).items()}
     env = clean_env(venv, extra)
-    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q",
-           "--disable-pip-version-check"]
+    pip = [
+        str(venv / "bin" / "python"),
+        "-m",
+        "pip",
+        "install",
+        "-q",
+        "--disable-pip-version-check",
+    ]
     if recipe.get("pip"):
         sh(repo, *pip, *(substitute(r, values) for r in recipe["pip"]), env=env)
     if recipe.get("pipfile-lock"):
@@ -316,8 +343,15 @@ def prepared_cases(tmp_path_factory: pytest.TempPathFactory):
     for prepared in made.values():
         if not prepared.exp_id:
             continue
-        ids = sh(ROOT, DOCKER, "images", "-q", "--filter",
-                 f"label=reprobox.experiment={prepared.exp_id}", check=False)
+        ids = sh(
+            ROOT,
+            DOCKER,
+            "images",
+            "-q",
+            "--filter",
+            f"label=reprobox.experiment={prepared.exp_id}",
+            check=False,
+        )
         for image in sorted(set(ids.stdout.split())):
             sh(ROOT, DOCKER, "rmi", "-f", image, check=False)
 
@@ -329,12 +363,14 @@ _BASES: dict[str, str] = {}
 def python_base():
     """``python:X.Y.Z-slim-bookworm`` for each Python a case asks for, built with ``reprobox
     base``'s code (debootstrap, the host's interpreter) when missing: no registry needed."""
+
     def get(version: str) -> str:
         if version not in _BASES:
             from reprobox.base import build_base
 
             _BASES[version] = build_base(version, "bookworm")
         return _BASES[version]
+
     return get
 
 
@@ -351,17 +387,22 @@ def check_capture(prepared: Prepared) -> None:
     accepted = expected.get("exit", 0)
     accepted = accepted if isinstance(accepted, list) else [accepted]
     assert done.returncode in accepted, (
-        f"capture exited {done.returncode}:\n{done.stdout}\n{done.stderr}")
+        f"capture exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
+    )
     for warning in expected.get("warnings", []):
         assert warning in done.stderr, f"capture did not warn {warning!r}:\n{done.stderr}"
     if done.returncode != 0:
         for needle in expected.get("message", []):
             assert needle in done.stderr, f"capture's message lacks {needle!r}:\n{done.stderr}"
         return
-    shown = json.loads(sh(prepared.clone, reprobox_exe(), "show", prepared.exp_id, "--json",
-                          env=clean_env()).stdout)
-    packages = {p["name"].lower().replace("_", "-"): p
-                for p in shown["environment"].get("packages", [])}
+    shown = json.loads(
+        sh(
+            prepared.clone, reprobox_exe(), "show", prepared.exp_id, "--json", env=clean_env()
+        ).stdout
+    )
+    packages = {
+        p["name"].lower().replace("_", "-"): p for p in shown["environment"].get("packages", [])
+    }
     for name, source in expected.get("packages", {}).items():
         assert name in packages, f"{name} not recorded: {sorted(packages)}"
         for key, value in source.items():
@@ -371,30 +412,37 @@ def check_capture(prepared: Prepared) -> None:
         assert name in system, f"system package {name} not recorded: {sorted(system)}"
 
 
-def check_step(prepared: Prepared, step: str, backend: str, done: subprocess.CompletedProcess
-               ) -> dict[str, Any]:
+def check_step(
+    prepared: Prepared, step: str, backend: str, done: subprocess.CompletedProcess
+) -> dict[str, Any]:
     expected = prepared.case.expected(step, backend)
     where = f"{step} --backend {backend}"
-    assert done.returncode in (0, 1), f"{where} failed ({done.returncode}):\n{done.stdout}\n" \
-                                      f"{done.stderr}"
+    assert done.returncode in (0, 1), (
+        f"{where} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}"
+    )
     report = json.loads(done.stdout)
     accepted = expected.get("exit", 0)
     accepted = accepted if isinstance(accepted, list) else [accepted]
     assert done.returncode in accepted, (
         f"{where} exited {done.returncode}: {json.dumps(report.get('differences'), indent=1)}"
-        f"\n{done.stderr[-3000:]}")
+        f"\n{done.stderr[-3000:]}"
+    )
     if "verdict" in expected:
         # A system package whose recorded version has left the archive is a substitution that
         # depends on the day, not on the case: "X with substitutions" is X, the list given.
         verdicts = {expected["verdict"], f"{expected['verdict']} with substitutions"}
         assert report["verdict"] in verdicts, report
-    differences = [_text(d) for d in report.get("differences", [])
-                   if not (isinstance(d, dict) and d.get("kind") in expected.get("ignore", []))]
+    differences = [
+        _text(d)
+        for d in report.get("differences", [])
+        if not (isinstance(d, dict) and d.get("kind") in expected.get("ignore", []))
+    ]
     named = expected.get("differences")
     if named is not None:
         for needle in named:
-            assert any(needle in d for d in differences), f"{where}: {needle!r} not named in " \
-                                                          f"{differences}"
+            assert any(needle in d for d in differences), (
+                f"{where}: {needle!r} not named in {differences}"
+            )
         if not named:
             assert differences == [], f"{where}: unexpected differences {differences}"
     for key, value in expected.get("metrics", {}).items():
@@ -407,8 +455,9 @@ def check_step(prepared: Prepared, step: str, backend: str, done: subprocess.Com
     return report
 
 
-def check_post_install(prepared: Prepared, run: dict[str, Any], verify: dict[str, Any],
-                       backend: str) -> None:
+def check_post_install(
+    prepared: Prepared, run: dict[str, Any], verify: dict[str, Any], backend: str
+) -> None:
     """A file changed after install is replayed (the rerun reproduces) or reported by verify,
     naming it: never a differing rerun next to an IDENTICAL verify."""
     changed = prepared.case.expect.get("post-install", {}).get("file")
@@ -418,8 +467,8 @@ def check_post_install(prepared: Prepared, run: dict[str, Any], verify: dict[str
         return
     named = [_text(d) for d in verify.get("differences", [])]
     assert not verify.get("identical"), (
-        f"--backend {backend}: the rerun differs ({run['differences']}) yet verify says "
-        "IDENTICAL")
+        f"--backend {backend}: the rerun differs ({run['differences']}) yet verify says IDENTICAL"
+    )
     assert any(changed in d for d in named), f"{changed} not named in {named}"
 
 
@@ -432,8 +481,9 @@ def remove_images(exp_id: str) -> None:
 # --------------------------------------------------------------------------- the runner
 
 
-def run_scenario(case: Case, backend: str, prepared_cases, python_base,
-                 request: pytest.FixtureRequest) -> None:
+def run_scenario(
+    case: Case, backend: str, prepared_cases, python_base, request: pytest.FixtureRequest
+) -> None:
     """One case with one backend: capture (shared), then run and verify in the fresh clone."""
     if backend == "docker":
         python_base(case.python)
@@ -448,13 +498,32 @@ def run_scenario(case: Case, backend: str, prepared_cases, python_base,
     env = clean_env(extra={"REPROBOX_VENV_DIR": str(prepared.where / "rerun-venvs")})
     if backend == "docker":
         remove_images(prepared.exp_id)
-    run = sh(prepared.clone, reprobox_exe(), "run", prepared.exp_id, "--backend", backend,
-             "--json", *run_args, env=env, check=False)
+    run = sh(
+        prepared.clone,
+        reprobox_exe(),
+        "run",
+        prepared.exp_id,
+        "--backend",
+        backend,
+        "--json",
+        *run_args,
+        env=env,
+        check=False,
+    )
     run_report = check_step(prepared, "run", backend, run)
     # The rerun left the clone as it was: reports and image tags are local state.
     assert sh(prepared.clone, "git", "status", "--porcelain", "--ignored=no").stdout == ""
-    verify = sh(prepared.clone, reprobox_exe(), "verify", prepared.exp_id, "--backend", backend,
-                "--json", env=env, check=False)
+    verify = sh(
+        prepared.clone,
+        reprobox_exe(),
+        "verify",
+        prepared.exp_id,
+        "--backend",
+        backend,
+        "--json",
+        env=env,
+        check=False,
+    )
     verify_report = check_step(prepared, "verify", backend, verify)
     check_post_install(prepared, run_report, verify_report, backend)
 
@@ -462,8 +531,10 @@ def run_scenario(case: Case, backend: str, prepared_cases, python_base,
 def _case_class(case: Case) -> type:
     """``Test_<case>::test_scenario[docker|venv]``: one class per case, so that ``--dist
     loadscope`` keeps a case's two backend tests on one worker (they share its capture)."""
-    def test_scenario(self: Any, backend: str, prepared_cases, python_base,
-                      request: pytest.FixtureRequest) -> None:
+
+    def test_scenario(
+        self: Any, backend: str, prepared_cases, python_base, request: pytest.FixtureRequest
+    ) -> None:
         run_scenario(case, backend, prepared_cases, python_base, request)
 
     test_scenario.__doc__ = (case.folder / "README.md").read_text()
@@ -483,7 +554,9 @@ def test_every_case_is_complete() -> None:
         readme = (case.folder / "README.md").read_text().strip()
         assert readme, case.name
         assert case.project.is_dir(), case.name
-        assert set(case.expect) <= {"capture", "run", "verify", "xfail", "post-install"}, \
-            (case.name, sorted(case.expect))
+        assert set(case.expect) <= {"capture", "run", "verify", "xfail", "post-install"}, (
+            case.name,
+            sorted(case.expect),
+        )
         for reason in case.expect.get("xfail", {}).values():
             assert re.search(r"issue 10 point \d+", reason), (case.name, reason)

@@ -106,8 +106,9 @@ def _upward(module: str, path: Path) -> list[str]:
         if not unit or not other or other == unit or other not in LAYER_OF:
             continue
         if LAYER_OF[other] >= LAYER_OF[unit]:
-            bad.append(f"line {node.lineno}: {target} "
-                       f"(layer {LAYER_OF[other]} >= {LAYER_OF[unit]})")
+            bad.append(
+                f"line {node.lineno}: {target} (layer {LAYER_OF[other]} >= {LAYER_OF[unit]})"
+            )
     return bad
 
 
@@ -129,7 +130,10 @@ def test_the_rule_catches_an_upward_a_sideways_and_a_lazy_import(tmp_path: Path)
     )
     bad = _upward("reprobox.capture.fake", fake)
     assert [b.split(":")[1].split()[0] for b in bad] == [
-        "reprobox.build", "reprobox.workspace", "reprobox.run"]
+        "reprobox.build",
+        "reprobox.workspace",
+        "reprobox.run",
+    ]
 
 
 @pytest.mark.parametrize("module,path", MODULES, ids=[m for m, _ in MODULES])
@@ -146,11 +150,11 @@ def test_imports_sit_at_module_top(module: str, path: Path) -> None:
     assert bad == [], f"{module}: imports inside functions: {bad}"
 
 
-
-
 def test_the_layer_table_of_the_docs_is_layers() -> None:
     doc = (PACKAGE.parent / "docs" / "architecture.md").read_text(encoding="utf-8")
     rows = [line.split("|") for line in doc.splitlines() if re.match(r"\| \d+ \|", line)]
-    table = [(int(cells[1]), tuple(n.rstrip("/") for n in re.findall(r"`([^`]+)`", cells[2])))
-             for cells in rows]
+    table = [
+        (int(cells[1]), tuple(n.rstrip("/") for n in re.findall(r"`([^`]+)`", cells[2])))
+        for cells in rows
+    ]
     assert table == list(enumerate(LAYERS))

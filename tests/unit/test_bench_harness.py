@@ -54,8 +54,9 @@ def test_measure_runs_each_side_reps_times_in_interleaved_order_with_fresh_folde
 
 def test_measure_refuses_two_contestants_of_one_name() -> None:
     with pytest.raises(ValueError, match="names must be unique"):
-        harness.measure([Contestant("A", ["a"]), Contestant("A", ["b"])], 1,
-                        runner=lambda c, r: 0.0)
+        harness.measure(
+            [Contestant("A", ["a"]), Contestant("A", ["b"])], 1, runner=lambda c, r: 0.0
+        )
 
 
 def test_run_once_names_the_failing_contestant() -> None:
@@ -70,8 +71,17 @@ def test_rows_compute_ratio_overhead_percent_and_targets(tmp_path: Path) -> None
     assert ratio.value == 0.5 and ratio.met is False
     over = Row("run", "ds", "", "reprobox run", b, "docker run", a, unit="overhead", target=1)
     assert over.value == 2.0 and over.met is False
-    pct = Row("record", "", "", "record", stats([10.05]), "bare", stats([10.0]), unit="percent",
-              target=1.0)
+    pct = Row(
+        "record",
+        "",
+        "",
+        "record",
+        stats([10.05]),
+        "bare",
+        stats([10.0]),
+        unit="percent",
+        target=1.0,
+    )
     assert pct.value == pytest.approx(0.5) and pct.met is True
     alone = Row("build", "ds", "code-only", "reprobox", stats([2.0]), unit="seconds", target=3)
     assert alone.value == 2.0 and alone.met is True
@@ -80,4 +90,3 @@ def test_rows_compute_ratio_overhead_percent_and_targets(tmp_path: Path) -> None
     doc = json.loads(harness.write_json([ratio], tmp_path / "r.json").read_text())
     assert doc["rows"][0]["value"] == 0.5 and doc["rows"][0]["met"] is False
     assert doc["rows"][0]["subject_stats"]["values"] == [1.0, 2.0, 3.0]
-

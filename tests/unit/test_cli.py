@@ -106,11 +106,17 @@ def test_default_names_hold_only_name_characters() -> None:
     assert default_name("", "shell") == "experiment"
 
 
-@pytest.mark.parametrize("args,named", [(["--pids-limit", "3"], "--pids-limit"),
-                                        (["--memory", "a lot"], "--memory"),
-                                        (["--gpus", "all;id"], "--gpus")])
-def test_container_limits_are_checked_on_the_command_line(repo: Path, args: list[str],
-                                                          named: str) -> None:
+@pytest.mark.parametrize(
+    "args,named",
+    [
+        (["--pids-limit", "3"], "--pids-limit"),
+        (["--memory", "a lot"], "--memory"),
+        (["--gpus", "all;id"], "--gpus"),
+    ],
+)
+def test_container_limits_are_checked_on_the_command_line(
+    repo: Path, args: list[str], named: str
+) -> None:
     for command in ("run", "verify"):
         code, _out, err = invoke(command, "latest", *args)
         assert code == 2 and named in err and "Traceback" not in err

@@ -23,8 +23,7 @@ def test_dead_daemon_is_reported_with_its_fix(tmp_path: Path, monkeypatch: pytes
     assert "does not answer" in checks[0].detail and checks[0].fix
 
 
-def test_dead_daemon_with_podman_here_reports_both(tmp_path: Path,
-                                                   monkeypatch: pytest.MonkeyPatch):
+def test_dead_daemon_with_podman_here_reports_both(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     from reprobox import engine
 
     require(engine.PodmanEngine().available(), "podman (scripts/setup-podman.sh)")
@@ -41,8 +40,12 @@ def test_dead_daemon_with_podman_here_reports_both(tmp_path: Path,
 
 def test_missing_tools_name_how_to_get_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("PATH", str(tmp_path))
-    for check in (doctor.check_git(), doctor.check_dvc(), doctor.check_uv(),
-                  doctor.check_debootstrap()):
+    for check in (
+        doctor.check_git(),
+        doctor.check_dvc(),
+        doctor.check_uv(),
+        doctor.check_debootstrap(),
+    ):
         assert not check.ok and check.fix and "install" in check.fix, check
 
 
@@ -56,11 +59,15 @@ def test_unreachable_index_is_not_fatal(monkeypatch: pytest.MonkeyPatch):
 def test_diagnose_flattens_and_serialises(monkeypatch: pytest.MonkeyPatch):
     # A check may give one finding or a list (the engine check gives one per engine): diagnose
     # keeps their order and flattens the lists.
-    monkeypatch.setattr(doctor, "CHECKS", (
-        doctor.check_git,
-        lambda: [doctor.Check("a", True, "x"), doctor.Check("b", False, "y", "z")],
-        doctor.check_uv,
-    ))
+    monkeypatch.setattr(
+        doctor,
+        "CHECKS",
+        (
+            doctor.check_git,
+            lambda: [doctor.Check("a", True, "x"), doctor.Check("b", False, "y", "z")],
+            doctor.check_uv,
+        ),
+    )
     found = doctor.diagnose()
     assert [c.name for c in found] == ["git", "a", "b", "uv"]
     # What a real check finds serialises to the four fields --json prints, and nothing else.

@@ -26,7 +26,8 @@ PR, REPRODUCE, POST = "reprobox-pr.yml", "reprobox-reproduce.yml", "reprobox-pos
 RUN_MARKER = "<!-- reprobox:run -->"
 # A command word at the start of a line or after ; | & ( $( : what the poster must never run.
 COMMAND = re.compile(
-    r"(?m)(?:^|[;&|(]\s*)\s*(git|pip3?|reprobox|python3?|bash|sh|source|eval|exec|\.)\s")
+    r"(?m)(?:^|[;&|(]\s*)\s*(git|pip3?|reprobox|python3?|bash|sh|source|eval|exec|\.)\s"
+)
 
 
 def load(name: str) -> dict:
@@ -103,8 +104,12 @@ def test_the_markers_are_the_ones_reprobox_and_the_reproduce_job_write() -> None
 def test_zizmor_finds_nothing() -> None:
     zizmor = require_tool("zizmor", "zizmor (the test extra)")
     for name in (PR, REPRODUCE, POST):
-        out = subprocess.run([str(zizmor), "--offline", "--no-progress", str(EXAMPLES / name)],
-                             capture_output=True, text=True, timeout=120)
+        out = subprocess.run(
+            [str(zizmor), "--offline", "--no-progress", str(EXAMPLES / name)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert out.returncode == 0, f"{name}:\n{out.stdout}\n{out.stderr}"
 
 
@@ -117,10 +122,21 @@ def run_step(script: str, tmp_path: Path, env: dict[str, str]) -> tuple[int, str
     outputs = tmp_path / "github_output"
     outputs.write_text("")
     summary = tmp_path / "summary"
-    full_env = {"PATH": os.environ["PATH"], "RUNNER_TEMP": str(runner_temp),
-                "GITHUB_OUTPUT": str(outputs), "GITHUB_STEP_SUMMARY": str(summary), **env}
-    proc = subprocess.run(["bash", "-e", "-c", script], env=full_env, capture_output=True,
-                          text=True, timeout=60, cwd=tmp_path)
+    full_env = {
+        "PATH": os.environ["PATH"],
+        "RUNNER_TEMP": str(runner_temp),
+        "GITHUB_OUTPUT": str(outputs),
+        "GITHUB_STEP_SUMMARY": str(summary),
+        **env,
+    }
+    proc = subprocess.run(
+        ["bash", "-e", "-c", script],
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
     pairs = dict(line.split("=", 1) for line in outputs.read_text().splitlines() if "=" in line)
     return proc.returncode, proc.stdout + proc.stderr, pairs
 
@@ -132,8 +148,9 @@ def artifact(tmp_path: Path) -> Path:
     return folder
 
 
-def test_the_artifact_check_passes_a_comment_with_the_right_marker(tmp_path: Path,
-                                                                   artifact: Path) -> None:
+def test_the_artifact_check_passes_a_comment_with_the_right_marker(
+    tmp_path: Path, artifact: Path
+) -> None:
     script = step(load(POST), "Check the artifact")["run"]
     (artifact / "comment.md").write_text(f"{PR_MARKER}\n| a | b |\n")
     rc, out, outputs = run_step(script, tmp_path, {"WORKFLOW_NAME": "reprobox environment"})
@@ -141,16 +158,20 @@ def test_the_artifact_check_passes_a_comment_with_the_right_marker(tmp_path: Pat
     assert outputs["marker"] == PR_MARKER
 
 
-@pytest.mark.parametrize("case,expected", [
-    ("two files", "exactly one regular file"),
-    ("symlink", "exactly one regular file"),
-    ("oversize", "at most 60000"),
-    ("not utf-8", "not UTF-8"),
-    ("wrong marker", f"does not start with {RUN_MARKER}"),
-    ("unknown workflow", "unexpected workflow name"),
-])
-def test_the_artifact_check_refuses_what_it_cannot_vouch_for(tmp_path: Path, artifact: Path,
-                                                             case: str, expected: str) -> None:
+@pytest.mark.parametrize(
+    "case,expected",
+    [
+        ("two files", "exactly one regular file"),
+        ("symlink", "exactly one regular file"),
+        ("oversize", "at most 60000"),
+        ("not utf-8", "not UTF-8"),
+        ("wrong marker", f"does not start with {RUN_MARKER}"),
+        ("unknown workflow", "unexpected workflow name"),
+    ],
+)
+def test_the_artifact_check_refuses_what_it_cannot_vouch_for(
+    tmp_path: Path, artifact: Path, case: str, expected: str
+) -> None:
     script = step(load(POST), "Check the artifact")["run"]
     comment = artifact / "comment.md"
     comment.write_text(f"{RUN_MARKER}\nfine\n")
@@ -189,18 +210,23 @@ def test_the_reproduce_step_takes_the_verdict_from_the_exit_status(tmp_path: Pat
         "  aaaaaaaaaaaa) echo 'REPRODUCED'; exit 0 ;;\n"
         "  bbbbbbbbbbbb) printf 'REPRODUCED\\n````\\n| fake | row |\\n'; exit 1 ;;\n"
         "  *) echo 'boom' >&2; exit 3 ;;\n"
-        "esac\n")
+        "esac\n"
+    )
     fake.chmod(0o755)
-    env = {"IDS": "aaaaaaaaaaaa bbbbbbbbbbbb cccccccccccc BAD;rm",
-           "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    env = {
+        "IDS": "aaaaaaaaaaaa bbbbbbbbbbbb cccccccccccc BAD;rm",
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+    }
     rc, out, _ = run_step(script, tmp_path, env)
     assert rc == 1, out
     body = (tmp_path / "runner" / "reprobox-run" / "comment.md").read_text()
     assert body.splitlines()[0] == RUN_MARKER
     rows = [line for line in body.splitlines() if line.startswith("| `")]
-    assert rows == ["| `aaaaaaaaaaaa` | reproduced |",
-                    "| `bbbbbbbbbbbb` | **differs** |",
-                    "| `cccccccccccc` | **failed** (exit 3) |"]
+    assert rows == [
+        "| `aaaaaaaaaaaa` | reproduced |",
+        "| `bbbbbbbbbbbb` | **differs** |",
+        "| `cccccccccccc` | **failed** (exit 3) |",
+    ]
     assert "skipping a malformed id" in out
     # The report holding four backticks sits in a fence of five.
     assert "`````text\nREPRODUCED\n````\n| fake | row |\n\n`````" in body

@@ -138,16 +138,26 @@ def test_metric_checks_serialise_to_valid_json():
     checks = compare_metrics({"m.json": {"x": float("nan")}}, {"m.json": {"x": float("inf")}})
     text = json.dumps([c.to_dict() for c in checks], allow_nan=False)
     assert json.loads(text)[0] == {
-        "file": "m.json", "key": "x", "recorded": "nan", "observed": "inf", "status": DIFFERS,
+        "file": "m.json",
+        "key": "x",
+        "recorded": "nan",
+        "observed": "inf",
+        "status": DIFFERS,
     }
 
 
 def test_compare_outputs_by_sha256():
     a, b = "a" * 64, "b" * 64
-    recorded = [OutputFile("model.pkl", a, 10), OutputFile("preds.csv", a, 5),
-                OutputFile("gone.bin", b, 1)]
-    observed = {"model.pkl": OutputFile("model.pkl", a, 10),
-                "preds.csv": OutputFile("preds.csv", b, 6), "gone.bin": None}
+    recorded = [
+        OutputFile("model.pkl", a, 10),
+        OutputFile("preds.csv", a, 5),
+        OutputFile("gone.bin", b, 1),
+    ]
+    observed = {
+        "model.pkl": OutputFile("model.pkl", a, 10),
+        "preds.csv": OutputFile("preds.csv", b, 6),
+        "gone.bin": None,
+    }
     checks = {c.path: c for c in compare_outputs(recorded, observed)}
     assert checks["model.pkl"].status == SAME
     assert checks["preds.csv"].status == DIFFERS
@@ -188,12 +198,17 @@ def test_report_fields_are_named_by_their_algorithm():
 
 
 def test_a_differing_folder_names_the_files_inside():
-    files = compare_manifests({"a.csv": "1", "b.bin": "2", "gone.txt": "3"},
-                              {"a.csv": "1", "b.bin": "X", "new.txt": "4"})
+    files = compare_manifests(
+        {"a.csv": "1", "b.bin": "2", "gone.txt": "3"}, {"a.csv": "1", "b.bin": "X", "new.txt": "4"}
+    )
     assert [(f.path, f.status) for f in files] == [
-        ("b.bin", DIFFERS), ("gone.txt", MISSING), ("new.txt", NEW)]
-    check = OutputCheck("out", "a" * 32 + ".dir", "b" * 32 + ".dir", DIFFERS, algorithm="md5",
-                        files=files)
+        ("b.bin", DIFFERS),
+        ("gone.txt", MISSING),
+        ("new.txt", NEW),
+    ]
+    check = OutputCheck(
+        "out", "a" * 32 + ".dir", "b" * 32 + ".dir", DIFFERS, algorithm="md5", files=files
+    )
     text = check.describe()
     assert "3 file(s) inside: b.bin differs; gone.txt missing; new.txt new" in text
     assert "a.csv" not in text
@@ -202,8 +217,14 @@ def test_a_differing_folder_names_the_files_inside():
 def test_ignore_output_marks_outputs_and_files_under_a_folder():
     a = OutputCheck("plots/loss.png", "a" * 64, "b" * 64, DIFFERS)
     b = OutputCheck("model.pkl", "a" * 64, "b" * 64, DIFFERS)
-    folder = OutputCheck("out", "a" * 32 + ".dir", "b" * 32 + ".dir", DIFFERS, algorithm="md5",
-                         files=(FileDiff("plots/x.png", DIFFERS),))
+    folder = OutputCheck(
+        "out",
+        "a" * 32 + ".dir",
+        "b" * 32 + ".dir",
+        DIFFERS,
+        algorithm="md5",
+        files=(FileDiff("plots/x.png", DIFFERS),),
+    )
     got = {c.path: c for c in apply_ignores((a, b, folder), ("plots", "out/plots/"))}
     assert got["plots/loss.png"].status == IGNORED and got["plots/loss.png"].ok
     assert got["model.pkl"].status == DIFFERS  # a sibling is not touched
@@ -232,10 +253,14 @@ def test_csv_numbers_beyond_the_tolerance_name_the_cell():
 
 
 def test_csv_text_cells_and_shape_are_exact():
-    assert compare_data("m.csv", CSV_A, CSV_A.replace(b",b", b",c"),
-                        Tolerance(rtol=1))[1] == "row 3, column name: recorded 'b', now 'c'"
-    assert compare_data("m.csv", CSV_A, CSV_A + b"3,0.1,c\n",
-                        Tolerance(rtol=1))[1] == "3 rows recorded, 4 now"
+    assert (
+        compare_data("m.csv", CSV_A, CSV_A.replace(b",b", b",c"), Tolerance(rtol=1))[1]
+        == "row 3, column name: recorded 'b', now 'c'"
+    )
+    assert (
+        compare_data("m.csv", CSV_A, CSV_A + b"3,0.1,c\n", Tolerance(rtol=1))[1]
+        == "3 rows recorded, 4 now"
+    )
 
 
 def test_json_values_with_tolerance_and_keys_exact():
@@ -256,6 +281,9 @@ def test_data_parsing_is_bounded():
     assert status == DIFFERS and "nested more than" in detail
     big = b"0," * (outcome.MAX_DATA_BYTES // 2 + 1)
     assert compare_data("x.csv", big, big + b"1", Tolerance(rtol=1)) == (
-        DIFFERS, f"compared by bytes: over {outcome.MAX_DATA_BYTES // 1048576} MiB")
+        DIFFERS,
+        f"compared by bytes: over {outcome.MAX_DATA_BYTES // 1048576} MiB",
+    )
     assert compare_data("r.json", b"{", b"{}", Tolerance(rtol=1))[1] == (
-        "compared by bytes: not valid JSON")
+        "compared by bytes: not valid JSON"
+    )

@@ -64,8 +64,15 @@ def test_comment_with_base_shows_warnings_and_the_diff(store: Store) -> None:
     base_env = cpu_env()
     base = _save(store, base_env, name="main")
     env = with_packages(base_env, Package("numpy", "2.10.0"))
-    env = replace(env, hardware=Hardware(cpu_flags=("avx2", "fma"), cuda_runtime="12.4", cudnn="9.1.0",
-                                         gpus=(GPU("NVIDIA H100 80GB HBM3", compute_capability="9.0"),) * 2))
+    env = replace(
+        env,
+        hardware=Hardware(
+            cpu_flags=("avx2", "fma"),
+            cuda_runtime="12.4",
+            cudnn="9.1.0",
+            gpus=(GPU("NVIDIA H100 80GB HBM3", compute_capability="9.0"),) * 2,
+        ),
+    )
     head = _save(store, env, name="pr")
     out = pr_markdown(head, base, repo_root=store.root)
     assert f"The environment differs from the base <code>{base.id}</code> (main)." in out
@@ -89,16 +96,23 @@ def test_identical_environment_says_so(store: Store) -> None:
 
 
 def test_hostile_capture_values_are_inert(store: Store) -> None:
-    evil = '<img src=x onerror=alert(1)>|@octocat $x$ **b**'
+    evil = "<img src=x onerror=alert(1)>|@octocat $x$ **b**"
     env = with_packages(cpu_env(), Package(evil, evil))
-    env = replace(env, system_packages=env.system_packages + (SystemPackage(evil, evil, manager=evil),),
-                  os=replace(env.os, pretty_name=evil),
-                  hardware=Hardware(gpus=(GPU(evil + "\n| injected | row |"),)))
+    env = replace(
+        env,
+        system_packages=env.system_packages + (SystemPackage(evil, evil, manager=evil),),
+        os=replace(env.os, pretty_name=evil),
+        hardware=Hardware(gpus=(GPU(evil + "\n| injected | row |"),)),
+    )
     head = StoredExperiment(
-        replace(make_exp(env), name=evil, command=evil, metrics={evil: {evil: evil}}), env,
-        store.experiments_dir / "0123456789ab")
-    out = pr_markdown(head, StoredExperiment(make_exp(cpu_env()), cpu_env(),
-                                             store.experiments_dir / "ba9876543210"))
+        replace(make_exp(env), name=evil, command=evil, metrics={evil: {evil: evil}}),
+        env,
+        store.experiments_dir / "0123456789ab",
+    )
+    out = pr_markdown(
+        head,
+        StoredExperiment(make_exp(cpu_env()), cpu_env(), store.experiments_dir / "ba9876543210"),
+    )
     html = _html(out)
     assert "<img" not in html and "<strong>b</strong>" not in html and "@octocat" not in html
     assert "<td>injected</td>" not in html and "\\x0a" in out  # the newline is shown, not obeyed
@@ -108,8 +122,11 @@ def test_hostile_capture_values_are_inert(store: Store) -> None:
 def test_huge_environment_stays_under_the_comment_limit(store: Store) -> None:
     many = tuple(Package(f"package-number-{i:05d}", f"1.{i}.0") for i in range(4000))
     base_env = cpu_env()
-    env = replace(base_env, packages=many,
-                  system_packages=tuple(SystemPackage(f"libexample{i}", "1.0-1") for i in range(1500)))
+    env = replace(
+        base_env,
+        packages=many,
+        system_packages=tuple(SystemPackage(f"libexample{i}", "1.0-1") for i in range(1500)),
+    )
     base = _save(store, base_env)
     head = _save(store, env, name="big")
     out = pr_markdown(head, base)
@@ -171,19 +188,26 @@ def test_workflow_scripts_parse() -> None:
     require_tool("bash")
     for step in _steps() + _steps(POSTER):
         if "run" in step:
-            result = subprocess.run(["bash", "-n"], input=step["run"], text=True,
-                                    capture_output=True, check=False)
+            result = subprocess.run(
+                ["bash", "-n"], input=step["run"], text=True, capture_output=True, check=False
+            )
             assert result.returncode == 0, (step["name"], result.stderr)
 
 
-def _run_step(step: str, cwd: Path, env: dict[str, str],
-              path: Path = WORKFLOW) -> subprocess.CompletedProcess[str]:
+def _run_step(
+    step: str, cwd: Path, env: dict[str, str], path: Path = WORKFLOW
+) -> subprocess.CompletedProcess[str]:
     script = cwd.parent / "step.sh"
     script.write_text(_step(step, path)["run"])
     # How GitHub runs a `run:` step on Linux.
-    return subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", str(script)],
-                          cwd=cwd, env={**os.environ, **env}, text=True, capture_output=True,
-                          check=False)
+    return subprocess.run(
+        ["bash", "--noprofile", "--norc", "-eo", "pipefail", str(script)],
+        cwd=cwd,
+        env={**os.environ, **env},
+        text=True,
+        capture_output=True,
+        check=False,
+    )
 
 
 def _outputs(path: Path) -> dict[str, str]:
@@ -191,10 +215,16 @@ def _outputs(path: Path) -> dict[str, str]:
 
 
 def _git(repo: Path, *args: str) -> str:
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.org",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.org"}
-    return subprocess.run(["git", *args], cwd=repo, env=env, text=True, capture_output=True,
-                          check=True).stdout.strip()
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@example.org",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@example.org",
+    }
+    return subprocess.run(
+        ["git", *args], cwd=repo, env=env, text=True, capture_output=True, check=True
+    ).stdout.strip()
 
 
 @pytest.fixture
@@ -221,15 +251,24 @@ def pr_repo(tmp_path: Path) -> dict[str, object]:
     _git(repo, "checkout", "-q", "main")
     base_sha = _git(repo, "rev-parse", "HEAD")
     _git(repo, "merge", "-q", "--no-ff", "--no-edit", "feature")
-    return {"repo": repo, "base_sha": base_sha, "old": old.id, "base": base.id, "mid": mid.id,
-            "head": head.id}
+    return {
+        "repo": repo,
+        "base_sha": base_sha,
+        "old": old.id,
+        "base": base.id,
+        "mid": mid.id,
+        "head": head.id,
+    }
 
 
-def test_pick_step_chooses_the_newest_changed_and_the_newest_on_base(pr_repo: dict, tmp_path: Path) -> None:
+def test_pick_step_chooses_the_newest_changed_and_the_newest_on_base(
+    pr_repo: dict, tmp_path: Path
+) -> None:
     out = tmp_path / "github_output"
     out.touch()
-    result = _run_step("Pick", pr_repo["repo"], {"BASE_SHA": pr_repo["base_sha"],
-                                                  "GITHUB_OUTPUT": str(out)})
+    result = _run_step(
+        "Pick", pr_repo["repo"], {"BASE_SHA": pr_repo["base_sha"], "GITHUB_OUTPUT": str(out)}
+    )
     assert result.returncode == 0, result.stderr
     assert _outputs(out) == {"changed": "true", "head": pr_repo["head"], "base": pr_repo["base"]}
 
@@ -241,14 +280,16 @@ def test_pick_step_without_experiment_changes(pr_repo: dict, tmp_path: Path) -> 
     _git(repo, "commit", "-q", "-m", "docs")
     out = tmp_path / "github_output"
     out.touch()
-    result = _run_step("Pick", repo, {"BASE_SHA": _git(repo, "rev-parse", "HEAD~1"),
-                                      "GITHUB_OUTPUT": str(out)})
+    result = _run_step(
+        "Pick", repo, {"BASE_SHA": _git(repo, "rev-parse", "HEAD~1"), "GITHUB_OUTPUT": str(out)}
+    )
     assert result.returncode == 0, result.stderr
     assert _outputs(out) == {"changed": "false"}
 
 
-def test_pick_step_restores_a_base_experiment_the_pull_request_deletes(pr_repo: dict,
-                                                                       tmp_path: Path) -> None:
+def test_pick_step_restores_a_base_experiment_the_pull_request_deletes(
+    pr_repo: dict, tmp_path: Path
+) -> None:
     repo = pr_repo["repo"]
     _git(repo, "rm", "-r", "-q", f".reprobox/experiments/{pr_repo['base']}")
     _git(repo, "commit", "-q", "-m", "drop base experiment")
@@ -278,30 +319,51 @@ with open(os.environ["FAKE_GH_LOG"], "a") as log:
 
 
 @pytest.mark.parametrize("existing", [True, False])
-def test_render_and_post_steps_with_the_real_cli(pr_repo: dict, tmp_path: Path, existing: bool) -> None:
+def test_render_and_post_steps_with_the_real_cli(
+    pr_repo: dict, tmp_path: Path, existing: bool
+) -> None:
     require(shutil.which("jq") is not None, "jq (present on GitHub's runners)")
     bindir = tmp_path / "bin"
     bindir.mkdir()
     (bindir / "reprobox").write_text(
-        f"#!/bin/sh\nexec {sys.executable} -c 'from reprobox.cli import main; main()' \"$@\"\n")
+        f"#!/bin/sh\nexec {sys.executable} -c 'from reprobox.cli import main; main()' \"$@\"\n"
+    )
     (bindir / "gh").write_text(FAKE_GH.format(python=sys.executable))
     for tool in bindir.iterdir():
         tool.chmod(0o755)
     runner_temp = tmp_path / "runner"
     runner_temp.mkdir()
     comments = tmp_path / "comments.json"
-    comments.write_text(json.dumps([
-        {"id": 11, "user": {"login": "someone"}, "body": PR_MARKER + "\nnot ours to edit"},
-        *([{"id": 42, "user": {"login": "github-actions[bot]"}, "body": PR_MARKER + "\nold"}]
-          if existing else []),
-        {"id": 43, "user": {"login": "github-actions[bot]"}, "body": "another bot message"},
-    ]))
+    comments.write_text(
+        json.dumps(
+            [
+                {"id": 11, "user": {"login": "someone"}, "body": PR_MARKER + "\nnot ours to edit"},
+                *(
+                    [
+                        {
+                            "id": 42,
+                            "user": {"login": "github-actions[bot]"},
+                            "body": PR_MARKER + "\nold",
+                        }
+                    ]
+                    if existing
+                    else []
+                ),
+                {"id": 43, "user": {"login": "github-actions[bot]"}, "body": "another bot message"},
+            ]
+        )
+    )
     env = {
         "PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}",
-        "RUNNER_TEMP": str(runner_temp), "GITHUB_STEP_SUMMARY": str(tmp_path / "summary.md"),
-        "HEAD_EXP": pr_repo["head"], "BASE_EXP": pr_repo["base"],
-        "GH_TOKEN": "not-a-token", "REPO": "org/project", "PR": "7",
-        "FAKE_GH_LOG": str(tmp_path / "gh.log"), "FAKE_GH_COMMENTS": str(comments),
+        "RUNNER_TEMP": str(runner_temp),
+        "GITHUB_STEP_SUMMARY": str(tmp_path / "summary.md"),
+        "HEAD_EXP": pr_repo["head"],
+        "BASE_EXP": pr_repo["base"],
+        "GH_TOKEN": "not-a-token",
+        "REPO": "org/project",
+        "PR": "7",
+        "FAKE_GH_LOG": str(tmp_path / "gh.log"),
+        "FAKE_GH_COMMENTS": str(comments),
     }
     rendered = _run_step("Render", pr_repo["repo"], env)
     assert rendered.returncode == 0, rendered.stderr
@@ -315,9 +377,12 @@ def test_render_and_post_steps_with_the_real_cli(pr_repo: dict, tmp_path: Path, 
     (runner_temp / "reprobox-in" / "comment.md").write_text(body)
     outputs = tmp_path / "github_output"
     outputs.touch()
-    checked = _run_step("Check the artifact", pr_repo["repo"],
-                        {**env, "WORKFLOW_NAME": "reprobox environment",
-                         "GITHUB_OUTPUT": str(outputs)}, POSTER)
+    checked = _run_step(
+        "Check the artifact",
+        pr_repo["repo"],
+        {**env, "WORKFLOW_NAME": "reprobox environment", "GITHUB_OUTPUT": str(outputs)},
+        POSTER,
+    )
     assert checked.returncode == 0, checked.stdout + checked.stderr
     env["MARKER"] = _outputs(outputs)["marker"]
     posted = _run_step("Post or update", pr_repo["repo"], env, POSTER)

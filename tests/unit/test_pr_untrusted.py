@@ -77,14 +77,18 @@ def links_and_lures(text: str) -> list[str]:
             continue
         # The text of the whole inline run, entities decoded and joined across the HTML tags
         # between them (stricter than GitHub, whose tags split text nodes).
-        content = "".join(c.content for c in tok.children or ()
-                          if c.type in ("text", "text_special", "code_inline"))
+        content = "".join(
+            c.content
+            for c in tok.children or ()
+            if c.type in ("text", "text_special", "code_inline")
+        )
         for kind, rx in GITHUB_PATTERNS.items():
             for m in rx.finditer(content):
                 found.append(f"{kind} {m.group(0)!r} in {content!r}")
         if tok.type in ("html_inline", "html_block"):
-            bad = re.findall(r"<(?!/?(?:code|br|span|details|summary|sub)\b|!--)[^>]*>",
-                             tok.content)
+            bad = re.findall(
+                r"<(?!/?(?:code|br|span|details|summary|sub)\b|!--)[^>]*>", tok.content
+            )
             found += [f"html {b}" for b in bad]
     return found
 
@@ -111,20 +115,30 @@ def test_defused_text_reads_the_same() -> None:
 
 
 def hostile_pair(tmp: Path) -> tuple[StoredExperiment, StoredExperiment]:
-    source = PackageSource("archive", url="https://evil.example.com/@octocat/lure-1.0.tar.gz",
-                           hash="sha256=" + "0" * 64)
+    source = PackageSource(
+        "archive",
+        url="https://evil.example.com/@octocat/lure-1.0.tar.gz",
+        hash="sha256=" + "0" * 64,
+    )
     env = with_packages(cpu_env(), Package("lure-pkg", "1.0", source))
-    env = replace(env,
-                  system_packages=env.system_packages + (SystemPackage("www.evil.com", "#12"),),
-                  os=replace(env.os, pretty_name="Debian :rocket: @octocat"),
-                  hardware=Hardware(gpus=(GPU("GPU owner/repo#34 https://evil.example.com"),)))
+    env = replace(
+        env,
+        system_packages=env.system_packages + (SystemPackage("www.evil.com", "#12"),),
+        os=replace(env.os, pretty_name="Debian :rocket: @octocat"),
+        hardware=Hardware(gpus=(GPU("GPU owner/repo#34 https://evil.example.com"),)),
+    )
     head = StoredExperiment(
-        replace(make_exp(env), name="lures @octocat #12 :rocket: GH-56",
-                command="python train.py " + LURE,
-                metrics={"metrics.json": {"see " + LURE: LURE, "@octocat": "#7"}},
-                outputs=(OutputFile("www.evil.com/@octocat/#12.bin", "0" * 64, 1),),
-                env={"LANG": "C :tada: @octocat"}),
-        env, tmp / "0123456789ab")
+        replace(
+            make_exp(env),
+            name="lures @octocat #12 :rocket: GH-56",
+            command="python train.py " + LURE,
+            metrics={"metrics.json": {"see " + LURE: LURE, "@octocat": "#7"}},
+            outputs=(OutputFile("www.evil.com/@octocat/#12.bin", "0" * 64, 1),),
+            env={"LANG": "C :tada: @octocat"},
+        ),
+        env,
+        tmp / "0123456789ab",
+    )
     base = StoredExperiment(make_exp(cpu_env()), cpu_env(), tmp / "ba9876543210")
     return head, base
 
@@ -143,6 +157,7 @@ def test_pr_comment_from_a_luring_capture_links_and_mentions_nothing(tmp_path: P
 
 def test_diff_markdown_from_a_luring_capture_links_and_mentions_nothing(tmp_path: Path) -> None:
     head, base = hostile_pair(tmp_path)
-    d = diff_environments(base.environment, head.environment, exp_a=base.experiment,
-                          exp_b=head.experiment)
+    d = diff_environments(
+        base.environment, head.environment, exp_a=base.experiment, exp_b=head.experiment
+    )
     assert links_and_lures(render_markdown(d)) == []

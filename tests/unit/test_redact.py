@@ -8,9 +8,14 @@ from reprobox.redact import Redactor, scan_patch, strip_url_credentials
 
 GH = "ghp_" + "C4n4ry" * 6  # GitHub token shape, 36 characters after the prefix
 HF = "hf_" + "CanaryCanary" * 3
-ENV = {"HF_TOKEN": HF, "HOME": "/root", "SHORT_TOKEN": "1", "DB_PASSWORD": "Canary-db-Passw0rd",
-       "PIP_INDEX_URL": "https://__token__:CanaryIndexToken42@pypi.example.com/simple",
-       "WANDB_MODE": "offline"}
+ENV = {
+    "HF_TOKEN": HF,
+    "HOME": "/root",
+    "SHORT_TOKEN": "1",
+    "DB_PASSWORD": "Canary-db-Passw0rd",
+    "PIP_INDEX_URL": "https://__token__:CanaryIndexToken42@pypi.example.com/simple",
+    "WANDB_MODE": "offline",
+}
 
 
 def redacted(value: str, *, command: bool = False) -> tuple[str, Redactor]:
@@ -18,23 +23,29 @@ def redacted(value: str, *, command: bool = False) -> tuple[str, Redactor]:
     return red.text(value, "field", command=command), red
 
 
-@pytest.mark.parametrize("cmd,secret,kind", [
-    ("python train.py --api-key Canary123 --lr 0.1", "Canary123", "api-key"),
-    ("python train.py --api_key=Canary123", "Canary123", "api_key"),
-    ("python train.py --token 'Canary 123'", "Canary 123", "token"),
-    ("python train.py --hf-token Canary123", "Canary123", "hf-token"),
-    ("mysql -u me -p Canary123 db", "Canary123", "password"),
-    ("mysql -u me -pCanary123 db", "Canary123", "password"),
-    ("API_TOKEN=Canary123 python train.py", "Canary123", "$API_TOKEN"),
-    (f"python train.py --hf {HF}", HF, "$HF_TOKEN"),  # the shell expanded $HF_TOKEN
-    ("python train.py --db Canary-db-Passw0rd", "Canary-db-Passw0rd", "$DB_PASSWORD"),
-    ("python fetch.py CanaryIndexToken42", "CanaryIndexToken42", "$PIP_INDEX_URL"),
-    ("python train.py --url https://bob:Canary123@data.example.com/x", "Canary123",
-     "url-credentials"),
-    (f"python train.py --repo-token {GH}", GH, "repo-token"),
-    (f"python train.py {GH}", GH, "github-token"),
-    ("aws s3 cp s3://b/k . # AKIAIOSFODNN7CANARYX", "AKIAIOSFODNN7CANARYX", "aws-access-key"),
-])
+@pytest.mark.parametrize(
+    "cmd,secret,kind",
+    [
+        ("python train.py --api-key Canary123 --lr 0.1", "Canary123", "api-key"),
+        ("python train.py --api_key=Canary123", "Canary123", "api_key"),
+        ("python train.py --token 'Canary 123'", "Canary 123", "token"),
+        ("python train.py --hf-token Canary123", "Canary123", "hf-token"),
+        ("mysql -u me -p Canary123 db", "Canary123", "password"),
+        ("mysql -u me -pCanary123 db", "Canary123", "password"),
+        ("API_TOKEN=Canary123 python train.py", "Canary123", "$API_TOKEN"),
+        (f"python train.py --hf {HF}", HF, "$HF_TOKEN"),  # the shell expanded $HF_TOKEN
+        ("python train.py --db Canary-db-Passw0rd", "Canary-db-Passw0rd", "$DB_PASSWORD"),
+        ("python fetch.py CanaryIndexToken42", "CanaryIndexToken42", "$PIP_INDEX_URL"),
+        (
+            "python train.py --url https://bob:Canary123@data.example.com/x",
+            "Canary123",
+            "url-credentials",
+        ),
+        (f"python train.py --repo-token {GH}", GH, "repo-token"),
+        (f"python train.py {GH}", GH, "github-token"),
+        ("aws s3 cp s3://b/k . # AKIAIOSFODNN7CANARYX", "AKIAIOSFODNN7CANARYX", "aws-access-key"),
+    ],
+)
 def test_secrets_in_a_command_are_redacted(cmd: str, secret: str, kind: str) -> None:
     out, red = redacted(cmd, command=True)
     assert secret not in out, out
@@ -45,34 +56,49 @@ def test_secrets_in_a_command_are_redacted(cmd: str, secret: str, kind: str) -> 
     assert secret not in warning
 
 
-@pytest.mark.parametrize("cmd", [
-    "python train.py --lr 0.1 --epochs 3",
-    'python train.py --token "$HF_TOKEN"',  # a reference, not the secret
-    "python -m pytest -p no:cacheprovider -p xdist",
-    "docker run -p 8080:80 img",
-    "python train.py --sort-key loss --session-dir /tmp/s --keep",
-    "WANDB_MODE=offline python train.py",
-    "python train.py --data https://data.example.com/v1/set.csv?rev=3",
-])
+@pytest.mark.parametrize(
+    "cmd",
+    [
+        "python train.py --lr 0.1 --epochs 3",
+        'python train.py --token "$HF_TOKEN"',  # a reference, not the secret
+        "python -m pytest -p no:cacheprovider -p xdist",
+        "docker run -p 8080:80 img",
+        "python train.py --sort-key loss --session-dir /tmp/s --keep",
+        "WANDB_MODE=offline python train.py",
+        "python train.py --data https://data.example.com/v1/set.csv?rev=3",
+    ],
+)
 def test_ordinary_commands_are_left_alone(cmd: str) -> None:
     out, red = redacted(cmd, command=True)
     assert out == cmd and red.warnings() == []
 
 
-@pytest.mark.parametrize("url,expected", [
-    ("https://acct.blob.core.windows.net/c/x-1.0-py3-none-any.whl?sv=2022-11-02&se=2030&sp=r"
-     "&sig=Canary%2Bsig%3D", "https://acct.blob.core.windows.net/c/x-1.0-py3-none-any.whl"),
-    ("https://s3.amazonaws.com/b/x.whl?X-Amz-Credential=AKIA&X-Amz-Signature=Canary",
-     "https://s3.amazonaws.com/b/x.whl"),
-    ("https://files.example.com/x.tar.gz?token=Canary", "https://files.example.com/x.tar.gz"),
-    ("https://user:Canary@pypi.example.com/simple", "https://pypi.example.com/simple"),
-    (f"https://pkgs.example.com/{GH}/simple/x/", "https://pkgs.example.com/REDACTED/simple/x/"),
-    (f"https://hf.example.com/api/{HF}/x.whl#sha256=ab",
-     "https://hf.example.com/api/REDACTED/x.whl#sha256=ab"),
-    ("https://example.com/cb#access_token=Canary&x=1", "https://example.com/cb"),
-    ("https://files.pythonhosted.org/packages/ab/cd/x-1.0.whl#sha256=00ff",
-     "https://files.pythonhosted.org/packages/ab/cd/x-1.0.whl#sha256=00ff"),
-])
+@pytest.mark.parametrize(
+    "url,expected",
+    [
+        (
+            "https://acct.blob.core.windows.net/c/x-1.0-py3-none-any.whl?sv=2022-11-02&se=2030&sp=r"
+            "&sig=Canary%2Bsig%3D",
+            "https://acct.blob.core.windows.net/c/x-1.0-py3-none-any.whl",
+        ),
+        (
+            "https://s3.amazonaws.com/b/x.whl?X-Amz-Credential=AKIA&X-Amz-Signature=Canary",
+            "https://s3.amazonaws.com/b/x.whl",
+        ),
+        ("https://files.example.com/x.tar.gz?token=Canary", "https://files.example.com/x.tar.gz"),
+        ("https://user:Canary@pypi.example.com/simple", "https://pypi.example.com/simple"),
+        (f"https://pkgs.example.com/{GH}/simple/x/", "https://pkgs.example.com/REDACTED/simple/x/"),
+        (
+            f"https://hf.example.com/api/{HF}/x.whl#sha256=ab",
+            "https://hf.example.com/api/REDACTED/x.whl#sha256=ab",
+        ),
+        ("https://example.com/cb#access_token=Canary&x=1", "https://example.com/cb"),
+        (
+            "https://files.pythonhosted.org/packages/ab/cd/x-1.0.whl#sha256=00ff",
+            "https://files.pythonhosted.org/packages/ab/cd/x-1.0.whl#sha256=00ff",
+        ),
+    ],
+)
 def test_urls_lose_every_credential(url: str, expected: str) -> None:
     assert strip_url_credentials(url) == expected
     red = Redactor({})
@@ -82,13 +108,13 @@ def test_urls_lose_every_credential(url: str, expected: str) -> None:
 
 def test_metric_keys_and_values_are_redacted_naming_the_field() -> None:
     red = Redactor(ENV)
-    out = red.tree({"acc": 0.9, GH: 1, "note": f"pushed with {HF}", "nested": {"k": [GH]}},
-                   "metrics[m.json]")
+    out = red.tree(
+        {"acc": 0.9, GH: 1, "note": f"pushed with {HF}", "nested": {"k": [GH]}}, "metrics[m.json]"
+    )
     text = repr(out)
     assert GH not in text and HF not in text and out["acc"] == 0.9
     fields = [w.split(":", 1)[0] for w in red.warnings()]
-    assert fields == ["metrics[m.json] key", "metrics[m.json].note",
-                      "metrics[m.json].nested.k[0]"]
+    assert fields == ["metrics[m.json] key", "metrics[m.json].note", "metrics[m.json].nested.k[0]"]
 
 
 def test_detect_secrets_finds_what_reprobox_has_no_rule_for() -> None:
@@ -103,7 +129,11 @@ def test_detect_secrets_finds_what_reprobox_has_no_rule_for() -> None:
 
 def test_a_file_is_redacted_line_by_line() -> None:
     red = Redactor(ENV)
-    text = "a==1 \\\n    --hash=sha256:" + "0" * 64 + "\n# from https://u:Canary@idx.example.com/simple\n"
+    text = (
+        "a==1 \\\n    --hash=sha256:"
+        + "0" * 64
+        + "\n# from https://u:Canary@idx.example.com/simple\n"
+    )
     out = red.file_text(text, "requirements.lock")
     assert "Canary" not in out and "0" * 64 in out
     assert [w.split(":", 1)[0] for w in red.warnings()] == ["requirements.lock line 3"]
@@ -111,9 +141,15 @@ def test_a_file_is_redacted_line_by_line() -> None:
 
 def test_hashes_and_ordinary_values_are_not_secrets() -> None:
     red = Redactor(ENV)
-    for value in ("sha256:" + "ab" * 32, "0123456789abcdef" * 4,
-                  "cp311-cp311-manylinux_2_17_x86_64", "a" * 40, "models/resnet50_v1.5.pt",
-                  "C.UTF-8", "--xla_gpu_deterministic_ops=true"):
+    for value in (
+        "sha256:" + "ab" * 32,
+        "0123456789abcdef" * 4,
+        "cp311-cp311-manylinux_2_17_x86_64",
+        "a" * 40,
+        "models/resnet50_v1.5.pt",
+        "C.UTF-8",
+        "--xla_gpu_deterministic_ops=true",
+    ):
         assert red.text(value, "f") == value
     assert red.warnings() == []
 
@@ -147,8 +183,10 @@ def test_a_patch_is_scanned_naming_file_and_line_never_the_value() -> None:
 
 
 def test_a_clean_patch_and_removed_lines_pass() -> None:
-    patch = ("diff --git a/a.py b/a.py\n--- a/a.py\n+++ b/a.py\n@@ -1,2 +1,2 @@\n"
-             f"-TOKEN = '{GH}'\n+TOKEN = os.environ['TOKEN']\n x = 1\n")
+    patch = (
+        "diff --git a/a.py b/a.py\n--- a/a.py\n+++ b/a.py\n@@ -1,2 +1,2 @@\n"
+        f"-TOKEN = '{GH}'\n+TOKEN = os.environ['TOKEN']\n x = 1\n"
+    )
     assert scan_patch(patch.encode(), {}) == []
 
 

@@ -88,8 +88,10 @@ def test_pushing_again_adds_or_refreshes(stored):
     rec = record_of(stored, pub()).with_image(pub(OTHER, "reg.example.org/x/repo"))
     rec = rec.with_image(pub(OTHER))  # the same repository and tag: replaced
     assert [p.digest for p in rec.images] == [OTHER, OTHER]
-    assert [p.repository for p in rec.images] == ["reg.example.org/x/repo",
-                                                  "127.0.0.1:5000/team/repo"]
+    assert [p.repository for p in rec.images] == [
+        "reg.example.org/x/repo",
+        "127.0.0.1:5000/team/repo",
+    ]
 
 
 def test_no_record_is_none(stored):
@@ -122,18 +124,21 @@ def test_record_of_another_environment_is_refused(stored):
     assert "env_digest" in refusal(stored)
 
 
-@pytest.mark.parametrize("field,value,named", [
-    ("digest", "sha256:xyz", "images[0].digest"),
-    ("digest", "md5:" + "a" * 32, "images[0].digest"),
-    ("repository", "127.0.0.1:5000/Team/repo", "images[0].repository"),
-    ("repository", "127.0.0.1:5000/team/repo:latest", "images[0].repository"),
-    ("repository", "repo", "images[0].repository"),
-    ("reference", "127.0.0.1:5000/evil/repo@" + DIGEST, "images[0].reference"),
-    ("tag", "-x", "images[0].tag"),
-    ("pushed", "yesterday", "images[0].pushed"),
-    ("engine", "rkt", "images[0].engine"),
-    ("extra", "1", "'extra'"),
-])
+@pytest.mark.parametrize(
+    "field,value,named",
+    [
+        ("digest", "sha256:xyz", "images[0].digest"),
+        ("digest", "md5:" + "a" * 32, "images[0].digest"),
+        ("repository", "127.0.0.1:5000/Team/repo", "images[0].repository"),
+        ("repository", "127.0.0.1:5000/team/repo:latest", "images[0].repository"),
+        ("repository", "repo", "images[0].repository"),
+        ("reference", "127.0.0.1:5000/evil/repo@" + DIGEST, "images[0].reference"),
+        ("tag", "-x", "images[0].tag"),
+        ("pushed", "yesterday", "images[0].pushed"),
+        ("engine", "rkt", "images[0].engine"),
+        ("extra", "1", "'extra'"),
+    ],
+)
 def test_each_field_is_checked_by_grammar(stored, field, value, named):
     doc = _doc(stored)
     doc["images"][0][field] = value
@@ -177,23 +182,29 @@ def test_other_added_files_are_still_refused(stored):
         Store(stored.path.parents[2]).load(stored.id)
 
 
-@pytest.mark.parametrize("value,host,ns", [
-    ("127.0.0.1:5000/team", "127.0.0.1:5000", "team"),
-    ("registry.example.org/a/b", "registry.example.org", "a/b"),
-    ("localhost:5000", "localhost:5000", ""),
-    ("ghcr.io/org/", "ghcr.io", "org"),
-])
+@pytest.mark.parametrize(
+    "value,host,ns",
+    [
+        ("127.0.0.1:5000/team", "127.0.0.1:5000", "team"),
+        ("registry.example.org/a/b", "registry.example.org", "a/b"),
+        ("localhost:5000", "localhost:5000", ""),
+        ("ghcr.io/org/", "ghcr.io", "org"),
+    ],
+)
 def test_registry_names(value, host, ns):
     assert parse_registry(value) == (host, ns)
 
 
-@pytest.mark.parametrize("value,why", [
-    ("http://127.0.0.1:5000/x", "scheme"),
-    ("team", "not a registry"),
-    ("127.0.0.1:5000/Team", "not a registry"),
-    ("127.0.0.1:5000/a b", "not a registry"),
-    ("", "not a registry"),
-])
+@pytest.mark.parametrize(
+    "value,why",
+    [
+        ("http://127.0.0.1:5000/x", "scheme"),
+        ("team", "not a registry"),
+        ("127.0.0.1:5000/Team", "not a registry"),
+        ("127.0.0.1:5000/a b", "not a registry"),
+        ("", "not a registry"),
+    ],
+)
 def test_bad_registry_names_are_refused(value, why):
     with refuses(UsageError, names=[why, "--registry"]):
         parse_registry(value)
@@ -217,8 +228,9 @@ def test_loopback_registries_are_the_insecure_default():
 
 
 def test_push_errors_name_the_registry_and_the_fix():
-    down = push_error("127.0.0.1:5999/t/r:x", "dial tcp 127.0.0.1:5999: connect: "
-                      "connection refused")
+    down = push_error(
+        "127.0.0.1:5999/t/r:x", "dial tcp 127.0.0.1:5999: connect: connection refused"
+    )
     assert "the registry 127.0.0.1:5999 does not answer" in down.message
     assert "start-registry.sh" in (down.hint or "")
     denied = push_error("r.example.org/t/r:x", "unauthorized: authentication required")
@@ -247,14 +259,17 @@ class FakePullEngine:
 
 
 def _labels(stored: StoredExperiment, exp: Optional[str] = None) -> dict[str, str]:
-    return {"reprobox.experiment": exp or stored.id,
-            "reprobox.env-digest": stored.environment.digest}
+    return {
+        "reprobox.experiment": exp or stored.id,
+        "reprobox.env-digest": stored.environment.digest,
+    }
 
 
 def test_pull_checks_labels_and_falls_back_to_an_older_entry(stored):
     newest, older = pub(OTHER), pub(DIGEST, "reg.example.org/t/repo")
-    engine = FakePullEngine({newest.reference: _labels(stored, "0123456789ab"),
-                             older.reference: _labels(stored)})
+    engine = FakePullEngine(
+        {newest.reference: _labels(stored, "0123456789ab"), older.reference: _labels(stored)}
+    )
     result = ensure_pulled(engine, stored, record_of(stored, older, newest))  # type: ignore
     assert engine.pulled == [newest.reference, older.reference]  # by digest, newest first
     assert result.tag == older.reference
@@ -318,13 +333,15 @@ def test_trusted_registries_come_from_the_users_config_and_environment(tmp_path,
     cfg = tmp_path / "cfg" / "reprobox"
     cfg.mkdir(parents=True)
     (cfg / "config.toml").write_text(
-        '[registry]\ndefault = "reg.example.org/team"\ntrusted = ["127.0.0.1:5000"]\n')
+        '[registry]\ndefault = "reg.example.org/team"\ntrusted = ["127.0.0.1:5000"]\n'
+    )
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
     monkeypatch.setenv("REPROBOX_REGISTRIES", "mirror.example.com:443")
     assert trusted_registries() == ("mirror.example.com:443", "reg.example.org", "127.0.0.1:5000")
     (cfg / "config.toml").write_text('[registry]\ntrusted = "127.0.0.1:5000"\n')
-    with refuses(UsageError, names=[str(cfg / "config.toml"),
-                                    "[registry] trusted must be a list of strings"]):
+    with refuses(
+        UsageError, names=[str(cfg / "config.toml"), "[registry] trusted must be a list of strings"]
+    ):
         trusted_registries()
 
 

@@ -52,8 +52,10 @@ def two(repo: Path) -> tuple[StoredExperiment, StoredExperiment]:
     store = Store(repo)
     env = make_env()
     newer = make_env(numpy="2.0.0")
-    return (store.save(make_exp(env, name="baseline"), env),
-            store.save(make_exp(newer, name="upgrade", acc=0.91), newer))
+    return (
+        store.save(make_exp(env, name="baseline"), env),
+        store.save(make_exp(newer, name="upgrade", acc=0.91), newer),
+    )
 
 
 def invoke(*args: str) -> tuple[int, str, str]:
@@ -63,8 +65,9 @@ def invoke(*args: str) -> tuple[int, str, str]:
 
 def text_of(result: Any, to: str = OUT) -> str:
     """The human form: the pieces that go to ``to``, joined as they would be printed."""
-    return "".join(p.text + ("\n" if p.newline else "")
-                   for p in render(result, "text") if p.to == to)
+    return "".join(
+        p.text + ("\n" if p.newline else "") for p in render(result, "text") if p.to == to
+    )
 
 
 def json_of(result: Any) -> Any:
@@ -124,14 +127,15 @@ def test_the_table_names_result_types_that_exist_where_it_says() -> None:
 
 def test_printing_a_listing_imports_no_stage() -> None:
     stages = ("reprobox.backends", "reprobox.build", "reprobox.run", "reprobox.verify")
-    code = ("import sys\n"
-            "from reprobox import api\n"
-            "from reprobox.render import render\n"
-            "render(api.Listing(experiments=()), 'json')\n"
-            "render(api.Listing(experiments=()), 'text')\n"
-            f"print(sorted(m for m in {stages!r} if m in sys.modules))\n")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=120)
+    code = (
+        "import sys\n"
+        "from reprobox import api\n"
+        "from reprobox.render import render\n"
+        "render(api.Listing(experiments=()), 'json')\n"
+        "render(api.Listing(experiments=()), 'text')\n"
+        f"print(sorted(m for m in {stages!r} if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]", f"rendering `ls` imported {done.stdout.strip()}"
 
@@ -148,24 +152,28 @@ def test_ls_text_and_json_from_one_listing(two: tuple[StoredExperiment, StoredEx
     assert [r.split()[:2] for r in rows] == [[a.id, "baseline"], [b.id, "upgrade"]]
     data = json_of(listing)
     assert [(r["id"], r["name"], r["packages"], r["commit"]) for r in data] == [
-        (a.id, "baseline", 2, "a" * 10), (b.id, "upgrade", 2, "a" * 10)]
+        (a.id, "baseline", 2, "a" * 10),
+        (b.id, "upgrade", 2, "a" * 10),
+    ]
     assert invoke("ls") == (0, text, "")
     assert invoke("ls", "--json")[1] == json_text(data)
 
 
-def test_ls_names_a_skipped_folder_in_both_forms_and_says_when_there_is_none(
-        repo: Path) -> None:
-    listing = api.Listing(experiments=(), skipped=("experiment 1234abcd: experiment.json is "
-                                                    "not valid JSON",))
+def test_ls_names_a_skipped_folder_in_both_forms_and_says_when_there_is_none(repo: Path) -> None:
+    listing = api.Listing(
+        experiments=(), skipped=("experiment 1234abcd: experiment.json is not valid JSON",)
+    )
     assert [(p.to, p.text) for p in render(listing)] == [
         (WARNING, "experiment 1234abcd: experiment.json is not valid JSON"),
-        (ERR, 'no experiments yet: record one with `reprobox capture --cmd "python train.py"`')]
+        (ERR, 'no experiments yet: record one with `reprobox capture --cmd "python train.py"`'),
+    ]
     assert [(p.to, p.text) for p in render(listing, "json")] == [
-        (WARNING, "experiment 1234abcd: experiment.json is not valid JSON"), (OUT, "[]\n")]
+        (WARNING, "experiment 1234abcd: experiment.json is not valid JSON"),
+        (OUT, "[]\n"),
+    ]
 
 
-def test_show_text_and_json_from_one_result(two: tuple[StoredExperiment, StoredExperiment]
-                                            ) -> None:
+def test_show_text_and_json_from_one_result(two: tuple[StoredExperiment, StoredExperiment]) -> None:
     a, _b = two
     shown = api.show(a.id[:6])
     assert set(shown.files) >= {"experiment.json", "environment.json"}
@@ -179,7 +187,8 @@ def test_show_text_and_json_from_one_result(two: tuple[StoredExperiment, StoredE
 
 
 def test_show_quotes_a_file_name_that_holds_a_control_character(
-        two: tuple[StoredExperiment, StoredExperiment]) -> None:
+    two: tuple[StoredExperiment, StoredExperiment],
+) -> None:
     a, _b = two
     shown = api.Shown(stored=a, files=("environment.json", "evil\x1b[2Jname"))
     line = text_of(shown).splitlines()[-1]
@@ -192,29 +201,52 @@ def test_show_quotes_a_file_name_that_holds_a_control_character(
 
 def _captured(stored: StoredExperiment, **kw: Any) -> Captured:
     exp = stored.experiment
-    return Captured(id=exp.id, name=exp.name, path=stored.path,
-                    environment_digest=exp.environment_digest, stored=stored, **kw)
+    return Captured(
+        id=exp.id,
+        name=exp.name,
+        path=stored.path,
+        environment_digest=exp.environment_digest,
+        stored=stored,
+        **kw,
+    )
 
 
-def test_capture_text_and_json_from_one_result(two: tuple[StoredExperiment, StoredExperiment]
-                                               ) -> None:
+def test_capture_text_and_json_from_one_result(
+    two: tuple[StoredExperiment, StoredExperiment],
+) -> None:
     a, _b = two
-    captured = _captured(a, warnings=("a warning",), locked=True, new=False,
-                         run=RunUsage(exit_status=3), image="reprobox/x:1")
+    captured = _captured(
+        a,
+        warnings=("a warning",),
+        locked=True,
+        new=False,
+        run=RunUsage(exit_status=3),
+        image="reprobox/x:1",
+    )
     pieces = render(captured)
     assert [p.to for p in pieces] == [PROGRESS, OUT]  # warnings went out as they arose
-    assert pieces[0].text == ("captured baseline: 2 packages, 1 system packages, locked (identical "
-                              "to an existing capture); the command exited with status 3")
+    assert pieces[0].text == (
+        "captured baseline: 2 packages, 1 system packages, locked (identical "
+        "to an existing capture); the command exited with status 3"
+    )
     assert pieces[1].text == a.id
     data = json_of(captured)
-    assert (data["id"], data["packages"], data["system_packages"], data["locked"], data["new"],
-            data["exit_status"], data["image"], data["warnings"]) == (
-        a.id, 2, 1, True, False, 3, "reprobox/x:1", ["a warning"])
+    assert (
+        data["id"],
+        data["packages"],
+        data["system_packages"],
+        data["locked"],
+        data["new"],
+        data["exit_status"],
+        data["image"],
+        data["warnings"],
+    ) == (a.id, 2, 1, True, False, 3, "reprobox/x:1", ["a warning"])
     assert "conda_packages" not in data
 
 
 def test_capture_and_record_print_the_result_of_api_record(
-        two: tuple[StoredExperiment, StoredExperiment], monkeypatch: pytest.MonkeyPatch) -> None:
+    two: tuple[StoredExperiment, StoredExperiment], monkeypatch: pytest.MonkeyPatch
+) -> None:
     a, _b = two
     calls = patch_api(monkeypatch, "record", _captured(a, run=RunUsage(exit_status=0)))
     code, out, err = invoke("capture", "--cmd", "python train.py", "--no-lock")
@@ -231,24 +263,37 @@ def test_capture_and_record_print_the_result_of_api_record(
 # --------------------------------------------------------------------------- lock / build / base
 
 
-def test_lock_text_and_json_from_one_result(two: tuple[StoredExperiment, StoredExperiment],
-                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_lock_text_and_json_from_one_result(
+    two: tuple[StoredExperiment, StoredExperiment], monkeypatch: pytest.MonkeyPatch
+) -> None:
     a, b = two
-    result = LockResult("", "", warnings=("numpy has no wheel for arm64",),
-                        changed_versions=(VersionChange("numpy", "1.26.4", "2.0.0"),),
-                        files={"requirements.lock": "", "pylock.toml": ""},
-                        platform="linux/arm64")
+    result = LockResult(
+        "",
+        "",
+        warnings=("numpy has no wheel for arm64",),
+        changed_versions=(VersionChange("numpy", "1.26.4", "2.0.0"),),
+        files={"requirements.lock": "", "pylock.toml": ""},
+        platform="linux/arm64",
+    )
     locked = Locked(id=b.id, previous_id=a.id, stored=b, result=result)
     assert [(p.to, p.text) for p in render(locked)] == [
         (WARNING, "numpy has no wheel for arm64"),
         (WARNING, "version changed for linux/arm64: numpy 1.26.4 -> 2.0.0"),
         (OUT, "wrote pylock.toml, requirements.lock"),
-        (WARNING, f"the id seals every file of a capture: experiment {a.id} is now {b.id} "
-                  "(commit the new folder; the old one was removed)"),
-        (OUT, b.id)]
+        (
+            WARNING,
+            f"the id seals every file of a capture: experiment {a.id} is now {b.id} "
+            "(commit the new folder; the old one was removed)",
+        ),
+        (OUT, b.id),
+    ]
     data = json_of(locked)
     assert (data["id"], data["previous_id"], data["resealed"], data["files"]) == (
-        b.id, a.id, True, ["pylock.toml", "requirements.lock"])
+        b.id,
+        a.id,
+        True,
+        ["pylock.toml", "requirements.lock"],
+    )
     assert data["changed_versions"] == ["numpy 1.26.4 -> 2.0.0"]
     patch_api(monkeypatch, "lock", locked)
     code, out, err = invoke("lock", a.id)
@@ -259,18 +304,30 @@ def test_lock_text_and_json_from_one_result(two: tuple[StoredExperiment, StoredE
 
 
 def _build_result(**kw: Any) -> BuildResult:
-    return BuildResult("reprobox/demo:abc", "sha256:" + "1" * 64, "FROM python:3.11.7\n",
-                       "python:3.11.7-slim-bookworm", "auto", "buildkit (docker)", "uv",
-                       {"total": 2.0}, **kw)
+    return BuildResult(
+        "reprobox/demo:abc",
+        "sha256:" + "1" * 64,
+        "FROM python:3.11.7\n",
+        "python:3.11.7-slim-bookworm",
+        "auto",
+        "buildkit (docker)",
+        "uv",
+        {"total": 2.0},
+        **kw,
+    )
 
 
-def test_build_text_and_json_from_one_result(two: tuple[StoredExperiment, StoredExperiment],
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_build_text_and_json_from_one_result(
+    two: tuple[StoredExperiment, StoredExperiment], monkeypatch: pytest.MonkeyPatch
+) -> None:
     built = _build_result()
     assert text_of(built) == "reprobox/demo:abc\n"
     data = json_of(built)
     assert (data["tag"], data["image_id"], data["dry_run"]) == (
-        "reprobox/demo:abc", "sha256:" + "1" * 64, False)
+        "reprobox/demo:abc",
+        "sha256:" + "1" * 64,
+        False,
+    )
     assert "dockerfile" not in data
     dry = _build_result(dry_run=True)
     assert text_of(dry) == "FROM python:3.11.7\n"
@@ -281,7 +338,8 @@ def test_build_text_and_json_from_one_result(two: tuple[StoredExperiment, Stored
 
 
 def test_build_dry_run_prints_the_dockerfile_in_both_forms(
-        two: tuple[StoredExperiment, StoredExperiment]) -> None:
+    two: tuple[StoredExperiment, StoredExperiment],
+) -> None:
     a, _b = two
     code, out, _ = invoke("build", a.id, "--dry-run")
     assert code == 0 and "\nFROM " in out and a.id in out  # the label names the experiment
@@ -294,8 +352,11 @@ def test_build_dry_run_prints_the_dockerfile_in_both_forms(
 def test_base_text_and_json_from_one_result(monkeypatch: pytest.MonkeyPatch) -> None:
     image = BaseImage("python:3.11.7-slim-bookworm", "3.11.7", "bookworm")
     assert text_of(image) == "python:3.11.7-slim-bookworm\n"
-    assert json_of(image) == {"tag": "python:3.11.7-slim-bookworm", "python": "3.11.7",
-                              "os": "bookworm"}
+    assert json_of(image) == {
+        "tag": "python:3.11.7-slim-bookworm",
+        "python": "3.11.7",
+        "os": "bookworm",
+    }
     calls = patch_api(monkeypatch, "base", image)
     assert invoke("base", "--python", "3.11.7") == (0, "python:3.11.7-slim-bookworm\n", "")
     assert json.loads(invoke("base", "--python", "3.11.7", "--json")[1])["os"] == "bookworm"
@@ -307,21 +368,33 @@ def test_base_text_and_json_from_one_result(monkeypatch: pytest.MonkeyPatch) -> 
 
 def _run_record(**kw: Any) -> RunRecord:
     return RunRecord(
-        experiment_id="abcdef123456", experiment_name="baseline", started="2026-11-30T10:00:00Z",
-        backend="venv", backend_reason="asked for", environment="/tmp/venv",
-        command="python train.py", command_kind="shell", exit_code=0, tolerance=Tolerance(),
-        **kw)
+        experiment_id="abcdef123456",
+        experiment_name="baseline",
+        started="2026-11-30T10:00:00Z",
+        backend="venv",
+        backend_reason="asked for",
+        environment="/tmp/venv",
+        command="python train.py",
+        command_kind="shell",
+        exit_code=0,
+        tolerance=Tolerance(),
+        **kw,
+    )
 
 
 def test_run_text_and_json_from_one_record(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     differs = _run_record(
         metrics=(MetricCheck("metrics.json", "accuracy", 0.93, 0.91, DIFFERS),),
-        differences=("metric accuracy in metrics.json: recorded 0.93, rerun gave 0.91",))
+        differences=("metric accuracy in metrics.json: recorded 0.93, rerun gave 0.91",),
+    )
     text, data = text_of(differs), json_of(differs)
     assert text.startswith("DIFFERS: experiment abcdef123456 (baseline)")
     assert "  - metric accuracy in metrics.json: recorded 0.93, rerun gave 0.91" in text
     assert (data["verdict"], data["reproduced"], data["differences"]) == (
-        "differs", False, list(differs.differences))
+        "differs",
+        False,
+        list(differs.differences),
+    )
     assert data["metrics"][0]["observed"] == 0.91
     patch_api(monkeypatch, "run", differs)
     assert invoke("run", "abcdef123456", "--backend", "venv") == (1, text, "")
@@ -334,11 +407,17 @@ def test_run_text_and_json_from_one_record(repo: Path, monkeypatch: pytest.Monke
     assert json.loads(invoke("run", "abcdef123456", "--json")[1])["reproduced"] is True
 
 
-def test_fan_out_summary_and_dry_run_from_one_result(repo: Path,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    summary = Summary(on="local", outcomes=[
-        Outcome("abcdef123456", "baseline", REPRODUCED, 1.5),
-        Outcome.failure("bcdef1234567", "other", "no image")], seconds=3.0)
+def test_fan_out_summary_and_dry_run_from_one_result(
+    repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    summary = Summary(
+        on="local",
+        outcomes=[
+            Outcome("abcdef123456", "baseline", REPRODUCED, 1.5),
+            Outcome.failure("bcdef1234567", "other", "no image"),
+        ],
+        seconds=3.0,
+    )
     text, data = text_of(summary), json_of(summary)
     assert "2 experiment(s) on local: 1 reproduced, 0 differ, 1 failed" in text
     assert "bcdef1234567" in text and "no image" in text
@@ -355,16 +434,24 @@ def test_fan_out_summary_and_dry_run_from_one_result(repo: Path,
     assert json.loads(invoke("run", "--all", "--dry-run", "--json")[1])["submission"] == plan.text
 
 
-def test_verify_text_and_json_from_one_report(repo: Path, monkeypatch: pytest.MonkeyPatch
-                                              ) -> None:
+def test_verify_text_and_json_from_one_report(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     report = VerifyReport(
-        experiment_id="abcdef123456", experiment_name="baseline", backend="docker",
-        backend_reason="daemon answers", environment="reprobox/demo:abc",
-        expected_digest="sha256:" + "2" * 64, interpreter="cpython 3.11.7",
-        differences=(EnvDifference("package", "numpy", "1.26.4", "2.0.0",
-                                   "numpy 1.26.4 was installed as 2.0.0"),),
-        packages_checked=2, substitutions=("system package libc6: 2.36-9 -> 2.36-10",),
-        strict=True)
+        experiment_id="abcdef123456",
+        experiment_name="baseline",
+        backend="docker",
+        backend_reason="daemon answers",
+        environment="reprobox/demo:abc",
+        expected_digest="sha256:" + "2" * 64,
+        interpreter="cpython 3.11.7",
+        differences=(
+            EnvDifference(
+                "package", "numpy", "1.26.4", "2.0.0", "numpy 1.26.4 was installed as 2.0.0"
+            ),
+        ),
+        packages_checked=2,
+        substitutions=("system package libc6: 2.36-9 -> 2.36-10",),
+        strict=True,
+    )
     text, data = text_of(report), json_of(report)
     assert text.startswith("DIFFERS: the rebuilt environment of abcdef123456 (baseline)")
     assert "  - numpy 1.26.4 was installed as 2.0.0" in text
@@ -381,16 +468,25 @@ def test_verify_text_and_json_from_one_report(repo: Path, monkeypatch: pytest.Mo
 
 
 def test_push_text_and_json_from_one_result(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    pub = Publication("127.0.0.1:5000/team/demo", "abc", "sha256:" + "3" * 64,
-                      "2026-11-30T10:00:00Z")
-    pushed = Pushed(experiment="abcdef123456", publication=pub,
-                    record=repo / ".reprobox/experiments/abcdef123456/images.json")
+    pub = Publication(
+        "127.0.0.1:5000/team/demo", "abc", "sha256:" + "3" * 64, "2026-11-30T10:00:00Z"
+    )
+    pushed = Pushed(
+        experiment="abcdef123456",
+        publication=pub,
+        record=repo / ".reprobox/experiments/abcdef123456/images.json",
+    )
     assert text_of(pushed) == pub.reference + "\n"
-    assert text_of(pushed, ERR) == (f"recorded in {pushed.record} (commit it: a clone pulls by "
-                                    "digest)\n")
+    assert text_of(pushed, ERR) == (
+        f"recorded in {pushed.record} (commit it: a clone pulls by digest)\n"
+    )
     data = json_of(pushed)
     assert (data["experiment"], data["reference"], data["digest"], data["record"]) == (
-        "abcdef123456", pub.reference, pub.digest, str(pushed.record))
+        "abcdef123456",
+        pub.reference,
+        pub.digest,
+        str(pushed.record),
+    )
     calls = patch_api(monkeypatch, "push", pushed)
     assert invoke("push", "latest", "--registry", "127.0.0.1:5000/team")[1] == pub.reference + "\n"
     assert json.loads(invoke("push", "latest", "--json")[1]) == data
@@ -401,7 +497,8 @@ def test_push_text_and_json_from_one_result(repo: Path, monkeypatch: pytest.Monk
 
 
 def test_diff_text_markdown_and_json_from_one_diff(
-        two: tuple[StoredExperiment, StoredExperiment]) -> None:
+    two: tuple[StoredExperiment, StoredExperiment],
+) -> None:
     a, b = two
     d = api.diff(a.id, b.id)
     text = text_of(d)
@@ -411,15 +508,15 @@ def test_diff_text_markdown_and_json_from_one_diff(
     data = json_of(d)
     assert data["empty"] is False
     assert [(c["name"], c["a"], c["b"]) for c in data["packages"]["upgraded"]] == [
-        ("numpy", "1.26.4", "2.0.0")]
+        ("numpy", "1.26.4", "2.0.0")
+    ]
     assert invoke("diff", a.id, b.id) == (0, text, "")
     assert invoke("diff", a.id, b.id, "--exit-code")[0] == 1
     assert invoke("diff", a.id, b.id, "--format", "markdown") == (0, md.text, "")
     assert invoke("diff", a.id, b.id, "--format", "json")[1] == json_text(data)
 
 
-def test_pr_text_and_json_from_one_comment(two: tuple[StoredExperiment, StoredExperiment]
-                                           ) -> None:
+def test_pr_text_and_json_from_one_comment(two: tuple[StoredExperiment, StoredExperiment]) -> None:
     a, b = two
     comment = api.pr(b.id, a.id)
     assert (comment.experiment, comment.base) == (b.id, a.id)
@@ -428,35 +525,51 @@ def test_pr_text_and_json_from_one_comment(two: tuple[StoredExperiment, StoredEx
     assert json_of(comment) == {"experiment": b.id, "base": a.id, "markdown": comment.markdown}
     assert invoke("pr", b.id, "--base", a.id) == (0, comment.markdown, "")
     assert json.loads(invoke("pr", b.id, "--base", a.id, "--json")[1])["markdown"] == (
-        comment.markdown)
+        comment.markdown
+    )
     alone = PrComment(experiment=b.id, base=None, markdown="## env\n")
     assert json_of(alone)["base"] is None
 
 
 def test_doctor_text_and_json_from_one_diagnosis(monkeypatch: pytest.MonkeyPatch) -> None:
-    diagnosis = Diagnosis(checks=(Check("git", True, "git 2.39"),
-                                  Check("dvc", False, "not found", fix="pip install dvc")))
+    diagnosis = Diagnosis(
+        checks=(
+            Check("git", True, "git 2.39"),
+            Check("dvc", False, "not found", fix="pip install dvc"),
+        )
+    )
     pieces = render(diagnosis)
     assert [(p.mark, p.text) for p in pieces] == [
-        ("ok", f"{'git':<14} git 2.39"), ("no", f"{'dvc':<14} not found"),
-        ("", "    fix: pip install dvc")]
+        ("ok", f"{'git':<14} git 2.39"),
+        ("no", f"{'dvc':<14} not found"),
+        ("", "    fix: pip install dvc"),
+    ]
     assert json_of(diagnosis) == [
         {"name": "git", "ok": True, "detail": "git 2.39", "fix": None},
-        {"name": "dvc", "ok": False, "detail": "not found", "fix": "pip install dvc"}]
+        {"name": "dvc", "ok": False, "detail": "not found", "fix": "pip install dvc"},
+    ]
     assert diagnosis.ok is False
     patch_api(monkeypatch, "doctor", diagnosis)
     code, out, _ = invoke("doctor")
     assert code == 0 and out.splitlines() == [
-        f"ok  {'git':<14} git 2.39", f"no  {'dvc':<14} not found", "    fix: pip install dvc"]
+        f"ok  {'git':<14} git 2.39",
+        f"no  {'dvc':<14} not found",
+        "    fix: pip install dvc",
+    ]
     assert json.loads(invoke("doctor", "--json")[1]) == json_of(diagnosis)
 
 
 def test_every_api_result_type_has_a_renderer() -> None:
     """Each result an api operation returns renders both ways (no command falls outside)."""
     results: list[Any] = [
-        api.Listing(experiments=()), BaseImage("t", "3.11.7", "bookworm"),
-        FanOutPlan("local", "x\n"), PrComment("a", None, "m\n"), Diagnosis(checks=()),
-        _build_result(), _run_record(), Summary(on="local"),
+        api.Listing(experiments=()),
+        BaseImage("t", "3.11.7", "bookworm"),
+        FanOutPlan("local", "x\n"),
+        PrComment("a", None, "m\n"),
+        Diagnosis(checks=()),
+        _build_result(),
+        _run_record(),
+        Summary(on="local"),
     ]
     for result in results:
         assert all(isinstance(p, Piece) for p in render(result))
@@ -473,9 +586,13 @@ def test_the_cli_imports_no_private_name_and_prints_only_through_the_renderer() 
 
     source = Path(cli.__file__).read_text(encoding="utf-8")
     tree = ast.parse(source)
-    private = [f"{node.module}.{alias.name}" for node in ast.walk(tree)
-               if isinstance(node, ast.ImportFrom) for alias in node.names
-               if alias.name.startswith("_") and not alias.name.endswith("__")]
+    private = [
+        f"{node.module}.{alias.name}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom)
+        for alias in node.names
+        if alias.name.startswith("_") and not alias.name.endswith("__")
+    ]
     assert private == []
     attributes = {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)}
     assert not attributes & {"to_dict", "render_text", "dumps"}

@@ -29,8 +29,7 @@ from ..asserts import refuses
 
 
 def sh(cwd: Path, *args: str) -> str:
-    return subprocess.run(list(args), cwd=cwd, check=True, capture_output=True,
-                          text=True).stdout
+    return subprocess.run(list(args), cwd=cwd, check=True, capture_output=True, text=True).stdout
 
 
 @pytest.fixture()
@@ -66,8 +65,16 @@ def test_the_run_repository_holds_the_recorded_commit_alone(repo, tmp_path):
     assert "tok3n-canary" not in config and "remote" not in config and "bare = false" in config
     assert not (made / "hooks").exists() and not (made / "FETCH_HEAD").exists()
     # the index is the recorded commit's: seen from the checkout, nothing is changed
-    status = sh(checkout, "git", "--git-dir", str(made), "--work-tree", str(checkout),
-                "status", "--porcelain")
+    status = sh(
+        checkout,
+        "git",
+        "--git-dir",
+        str(made),
+        "--work-tree",
+        str(checkout),
+        "status",
+        "--porcelain",
+    )
     assert status == ""
 
 
@@ -87,8 +94,10 @@ def test_the_container_sees_the_run_repository_read_only(repo, tmp_path):
     assert not str(made).startswith(str(checkout.resolve()) + "/")
     env = git_env(checkout)
     assert env["GIT_CONFIG_COUNT"] == "2"
-    assert {env["GIT_CONFIG_VALUE_0"], env["GIT_CONFIG_VALUE_1"]} == {"/workspace",
-                                                                      CONTAINER_GIT_DIR}
+    assert {env["GIT_CONFIG_VALUE_0"], env["GIT_CONFIG_VALUE_1"]} == {
+        "/workspace",
+        CONTAINER_GIT_DIR,
+    }
 
 
 def test_a_commit_the_repository_lacks_is_an_error_naming_it(repo, tmp_path):
@@ -101,25 +110,37 @@ def test_a_commit_the_repository_lacks_is_an_error_naming_it(repo, tmp_path):
 
 
 def test_substitutions_file_is_parsed_strictly():
-    text = ("git 1:2.0.0-0reprobox1 1:2.39.5-0+deb12u2\n"
-            "libfoo 1.0-1 -\n"
-            "unpinned - 2.3-1\n"
-            "evil;rm -rf / 1 2\n"
-            "\x1b[31mred 1 2\n")
+    text = (
+        "git 1:2.0.0-0reprobox1 1:2.39.5-0+deb12u2\n"
+        "libfoo 1.0-1 -\n"
+        "unpinned - 2.3-1\n"
+        "evil;rm -rf / 1 2\n"
+        "\x1b[31mred 1 2\n"
+    )
     subs = parse_substitutions(text)
     assert [s.name for s in subs] == ["git", "libfoo", "unpinned"]
-    assert subs[0].describe() == ("system package git=1:2.0.0-0reprobox1: no longer in the "
-                                  "archive, 1:2.39.5-0+deb12u2 installed")
-    assert subs[1].describe() == ("system package libfoo=1.0-1: not available in the archive, "
-                                  "not installed")
+    assert subs[0].describe() == (
+        "system package git=1:2.0.0-0reprobox1: no longer in the "
+        "archive, 1:2.39.5-0+deb12u2 installed"
+    )
+    assert subs[1].describe() == (
+        "system package libfoo=1.0-1: not available in the archive, not installed"
+    )
     assert subs[2].recorded is None and subs[2].describe().startswith("system package unpinned:")
 
 
 def _record(**kw: Any) -> RunRecord:
     base: dict[str, Any] = dict(
-        experiment_id="0123456789ab", experiment_name="train", started="2026-01-01T00:00:00Z",
-        backend="docker", backend_reason="--backend docker", environment="image x",
-        command="python train.py", command_kind="shell", exit_code=0, tolerance=Tolerance(),
+        experiment_id="0123456789ab",
+        experiment_name="train",
+        started="2026-01-01T00:00:00Z",
+        backend="docker",
+        backend_reason="--backend docker",
+        environment="image x",
+        command="python train.py",
+        command_kind="shell",
+        exit_code=0,
+        tolerance=Tolerance(),
     )
     base.update(kw)
     return RunRecord(**base)
@@ -169,8 +190,12 @@ def test_capture_warns_about_inputs_the_local_remote_lacks(tmp_path):
     _dvc(top, "push", "-q")
     assert dvc.inputs_missing_from_remote(top) == []
     # a folder pushed but one of its files removed from the remote is named
-    shutil.rmtree(remote / "files" / "md5" / dvc.read_dir_manifest(
-        dvc.object_path(remote, _dir_hash(top / "folder.dvc")))["x.txt"][:2])
+    shutil.rmtree(
+        remote
+        / "files"
+        / "md5"
+        / dvc.read_dir_manifest(dvc.object_path(remote, _dir_hash(top / "folder.dvc")))["x.txt"][:2]
+    )
     assert "x.txt" in dvc.inputs_missing_from_remote(top)[0]
     assert sorted(dvc.data_files(top)) == ["folder.dvc", "kept.csv.dvc", "pushed.csv.dvc"]
 

@@ -43,8 +43,9 @@ from reprobox.render import run_text
 
 from ..asserts import refuses
 
-ENV = Environment(interpreter=Interpreter("cpython", "3.11.7"),
-                  packages=(Package("numpy", "1.26.4"),))
+ENV = Environment(
+    interpreter=Interpreter("cpython", "3.11.7"), packages=(Package("numpy", "1.26.4"),)
+)
 
 
 def _exp(**kw: Any) -> Experiment:
@@ -126,9 +127,16 @@ def test_replay_stand_in_only_when_reprobox_cannot_be_rebuilt(source, shim):
 
 def _record(**kw: Any) -> RunRecord:
     base: dict[str, Any] = dict(
-        experiment_id="0123456789ab", experiment_name="train", started="2026-01-01T00:00:00Z",
-        backend="venv", backend_reason="--backend venv", environment="virtualenv /x",
-        command="python train.py", command_kind="shell", exit_code=0, tolerance=Tolerance(),
+        experiment_id="0123456789ab",
+        experiment_name="train",
+        started="2026-01-01T00:00:00Z",
+        backend="venv",
+        backend_reason="--backend venv",
+        environment="virtualenv /x",
+        command="python train.py",
+        command_kind="shell",
+        exit_code=0,
+        tolerance=Tolerance(),
     )
     base.update(kw)
     return RunRecord(**base)
@@ -196,15 +204,35 @@ def test_choose_backend_reports_why():
 
 
 def test_install_plan_splits_what_no_index_serves():
-    env = Environment(interpreter=ENV.interpreter, packages=(
-        Package("numpy", "1.26.4"),
-        Package("tool", "1.0", PackageSource("vcs", vcs="git", url="https://example.org/t.git",
-                                               commit="c" * 40, subdirectory="py")),
-        Package("blob", "2.0", PackageSource("archive", url="https://example.org/blob-2.0.tar.gz",
-                                               hash="sha256=" + "d" * 64)),
-        Package("mine", "0.1", PackageSource("directory", path="src/mine", editable=True,
-                                               in_repo=True)),
-    ))
+    env = Environment(
+        interpreter=ENV.interpreter,
+        packages=(
+            Package("numpy", "1.26.4"),
+            Package(
+                "tool",
+                "1.0",
+                PackageSource(
+                    "vcs",
+                    vcs="git",
+                    url="https://example.org/t.git",
+                    commit="c" * 40,
+                    subdirectory="py",
+                ),
+            ),
+            Package(
+                "blob",
+                "2.0",
+                PackageSource(
+                    "archive", url="https://example.org/blob-2.0.tar.gz", hash="sha256=" + "d" * 64
+                ),
+            ),
+            Package(
+                "mine",
+                "0.1",
+                PackageSource("directory", path="src/mine", editable=True, in_repo=True),
+            ),
+        ),
+    )
     plan = install_plan(env)
     # installed offline from the host's wheelhouse, where the host fetched them
     assert plan.external == (
@@ -212,20 +240,31 @@ def test_install_plan_splits_what_no_index_serves():
         f"tool @ file://{{wheels}}/tool-1.0-{'c' * 12}.tar.gz",
     )
     assert [(s.name, s.kind, s.hash) for s in plan.sources] == [
-        ("blob", "archive", "sha256=" + "d" * 64), ("tool", "vcs", None)]
+        ("blob", "archive", "sha256=" + "d" * 64),
+        ("tool", "vcs", None),
+    ]
     assert plan.sources[1].subdirectory == "py"
     assert plan.in_repo == (("src/mine", True),)
-    outside = Environment(interpreter=ENV.interpreter, packages=(
-        Package("elsewhere", "0.2", PackageSource("directory", path="/opt/elsewhere")),))
+    outside = Environment(
+        interpreter=ENV.interpreter,
+        packages=(Package("elsewhere", "0.2", PackageSource("directory", path="/opt/elsewhere")),),
+    )
     with refuses(UsageError, names=["package elsewhere 0.2", "/opt/elsewhere"]) as exc:
         install_plan(outside)
     assert exc.value.exit_code == 2
 
 
 def test_install_plan_refuses_a_hostile_vcs_url():
-    env = Environment(interpreter=ENV.interpreter, packages=(
-        Package("tool", "1.0", PackageSource("vcs", vcs="git", url="https://x.org/t.git --pre",
-                                               commit="c" * 40)),))
+    env = Environment(
+        interpreter=ENV.interpreter,
+        packages=(
+            Package(
+                "tool",
+                "1.0",
+                PackageSource("vcs", vcs="git", url="https://x.org/t.git --pre", commit="c" * 40),
+            ),
+        ),
+    )
     with refuses(ValidationError, field="packages[tool].source.url", names="--pre"):
         install_plan(env)
 
@@ -237,15 +276,20 @@ def test_venv_key_is_short_and_stable():
 def test_find_interpreter_finds_this_exact_python():
     version = ".".join(map(str, sys.version_info[:3]))
     found = find_interpreter(version)
-    out = subprocess.run([str(found), "-c", "import platform; print(platform.python_version())"],
-                         capture_output=True, text=True, check=True).stdout.strip()
+    out = subprocess.run(
+        [str(found), "-c", "import platform; print(platform.python_version())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     assert out == version
 
 
 def test_find_interpreter_names_the_fix_for_a_missing_version():
     with refuses(InterpreterError, names=["uv python install 3.99.1", "pyenv install 3.99.1"]):
-        find_interpreter("3.99.1", environ={"PATH": os.environ.get("PATH", ""),
-                                            "PYENV_ROOT": "/nonexistent"})
+        find_interpreter(
+            "3.99.1", environ={"PATH": os.environ.get("PATH", ""), "PYENV_ROOT": "/nonexistent"}
+        )
 
 
 def test_venv_backend_without_lock_says_to_lock(tmp_path: Path):
@@ -260,12 +304,19 @@ def test_replay_stand_in_reports_inline_metrics(tmp_path: Path):
     pkg.mkdir(parents=True)
     (pkg / "__init__.py").write_text(shim_src.read_text())
     out = tmp_path / "run" / "metrics.json"
-    code = ("import reprobox; e = reprobox.capture(name='x', metrics={'acc': 0.5, "
-            "'nested': {'f1': [1, 2]}}); print(e.id)")
-    env = dict(os.environ, PYTHONPATH=str(tmp_path / "shim"), REPROBOX_RUN_METRICS=str(out),
-               REPROBOX_EXPERIMENT="0123456789ab")
-    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                          check=True)
+    code = (
+        "import reprobox; e = reprobox.capture(name='x', metrics={'acc': 0.5, "
+        "'nested': {'f1': [1, 2]}}); print(e.id)"
+    )
+    env = dict(
+        os.environ,
+        PYTHONPATH=str(tmp_path / "shim"),
+        REPROBOX_RUN_METRICS=str(out),
+        REPROBOX_EXPERIMENT="0123456789ab",
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
     assert done.stdout.strip() == "0123456789ab"
     assert json.loads(out.read_text()) == {"acc": 0.5, "nested.f1.0": 1, "nested.f1.1": 2}
 
@@ -286,16 +337,25 @@ class HostBackend(Backend):
     def prepare(self, store, stored, checkout, *, network=None, progress=None) -> Prepared:
         return Prepared("host", sys.prefix, "this host's Python", True, sys.executable)
 
-    def execute(self, prepared, argv: Sequence[str], *, checkout: Path, cwd: str = ".",
-                env: Mapping[str, str], capture: bool = False, network: Optional[str] = None,
-                gpus: bool = False) -> Execution:
+    def execute(
+        self,
+        prepared,
+        argv: Sequence[str],
+        *,
+        checkout: Path,
+        cwd: str = ".",
+        env: Mapping[str, str],
+        capture: bool = False,
+        network: Optional[str] = None,
+        gpus: bool = False,
+    ) -> Execution:
         if self.interrupt:
             raise KeyboardInterrupt
         self.seen_env = dict(env)
         full = dict(os.environ, **env)
-        done = subprocess.run(list(argv), cwd=checkout / cwd, env=full, capture_output=capture,
-                              check=False,
-                              text=True)
+        done = subprocess.run(
+            list(argv), cwd=checkout / cwd, env=full, capture_output=capture, check=False, text=True
+        )
         return Execution(done.returncode, done.stdout or "", done.stderr or "")
 
     def path_in_env(self, checkout: Path, path: Path) -> str:
@@ -322,8 +382,9 @@ sys.exit(int(os.environ.get("FAIL", "0")))
 
 
 def _git(cwd: Path, *args: str) -> str:
-    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True,
-                          text=True).stdout.strip()
+    return subprocess.run(
+        ["git", *args], cwd=cwd, check=True, capture_output=True, text=True
+    ).stdout.strip()
 
 
 @pytest.fixture()
@@ -348,8 +409,11 @@ def _save(root: Path, exp: Experiment, files: Optional[dict] = None):
 
 
 def _run(store: Store, stored, backend: HostBackend, monkeypatch, **kw: Any) -> RunRecord:
-    monkeypatch.setattr(backends_mod, "choose_backend",
-                        lambda name, engine=None, limits=None: (backend, "test host backend"))
+    monkeypatch.setattr(
+        backends_mod,
+        "choose_backend",
+        lambda name, engine=None, limits=None: (backend, "test host backend"),
+    )
     return run_experiment(store, stored, **kw)
 
 
@@ -366,8 +430,11 @@ def _exp_for(repo: Path, **kw: Any) -> Experiment:
 
 
 def _worktrees(repo: Path) -> list[str]:
-    return [line for line in _git(repo, "worktree", "list", "--porcelain").splitlines()
-            if line.startswith("worktree ")]
+    return [
+        line
+        for line in _git(repo, "worktree", "list", "--porcelain").splitlines()
+        if line.startswith("worktree ")
+    ]
 
 
 def test_run_reproduces_on_a_real_git_checkout(repo: Path, monkeypatch):
@@ -376,8 +443,13 @@ def test_run_reproduces_on_a_real_git_checkout(repo: Path, monkeypatch):
     messages: list[str] = []
     record = _run(store, stored, backend, monkeypatch, progress=messages.append)
     assert record.reproduced, record.differences
-    assert [p.name for p in record.phases] == ["code", "data", "environment", "command",
-                                               "comparison"]
+    assert [p.name for p in record.phases] == [
+        "code",
+        "data",
+        "environment",
+        "command",
+        "comparison",
+    ]
     assert any(m.startswith("reprobox: phase 4/5 command:") for m in messages)
     assert backend.seen_env["PYTHONHASHSEED"] == "0"
     assert backend.seen_env["REPROBOX_EXPERIMENT"] == stored.id
@@ -391,13 +463,17 @@ def test_run_reproduces_on_a_real_git_checkout(repo: Path, monkeypatch):
 
 
 def test_run_names_a_differing_metric_and_output(repo: Path, monkeypatch):
-    exp = _exp_for(repo, metrics={"metrics.json": {"acc": 0.91, "n": 10}},
-                   outputs=(OutputFile("model.bin", sha256_hex(b"xyz"), 3),))
+    exp = _exp_for(
+        repo,
+        metrics={"metrics.json": {"acc": 0.91, "n": 10}},
+        outputs=(OutputFile("model.bin", sha256_hex(b"xyz"), 3),),
+    )
     store, stored = _save(repo, exp)
     record = _run(store, stored, HostBackend(), monkeypatch)
     assert not record.reproduced
-    assert any("acc in metrics.json: recorded 0.91, rerun gave 0.9" in d
-               for d in record.differences)
+    assert any(
+        "acc in metrics.json: recorded 0.91, rerun gave 0.9" in d for d in record.differences
+    )
     assert any("output model.bin differs" in d for d in record.differences)
     # Within a tolerance the metric passes; the output still differs.
     store2, stored2 = store, stored
@@ -407,12 +483,20 @@ def test_run_names_a_differing_metric_and_output(repo: Path, monkeypatch):
 
 def test_run_applies_the_recorded_patch(repo: Path, monkeypatch, tmp_path: Path):
     (repo / "train.py").write_text(TRAIN.replace("else 0.9", "else 0.75"))
-    patch = subprocess.run(["git", "diff", "--binary"], cwd=repo, capture_output=True,
-                           check=True).stdout
+    patch = subprocess.run(
+        ["git", "diff", "--binary"], cwd=repo, capture_output=True, check=True
+    ).stdout
     _git(repo, "checkout", "--", "train.py")
-    exp = _exp_for(repo, metrics={"metrics.json": {"acc": 0.75, "n": 10}},
-                   git=GitInfo(commit=_git(repo, "rev-parse", "HEAD"), dirty=True,
-                               patch="patch.diff", patch_sha256=sha256_hex(patch)))
+    exp = _exp_for(
+        repo,
+        metrics={"metrics.json": {"acc": 0.75, "n": 10}},
+        git=GitInfo(
+            commit=_git(repo, "rev-parse", "HEAD"),
+            dirty=True,
+            patch="patch.diff",
+            patch_sha256=sha256_hex(patch),
+        ),
+    )
     store, stored = _save(repo, exp, {"patch.diff": patch})
     record = _run(store, stored, HostBackend(), monkeypatch)
     assert record.reproduced, record.differences
@@ -429,10 +513,15 @@ def test_a_failing_command_is_a_difference_and_stale_results_do_not_count(repo, 
 
 
 def test_inline_metrics_are_read_from_the_replay_file(repo: Path, monkeypatch):
-    code = ("import json, os; json.dump({'loss': 0.25}, "
-            "open(os.environ['REPROBOX_RUN_METRICS'], 'w'))")
-    exp = _exp_for(repo, command=f"{sys.executable} -c \"{code}\"",
-                   metrics={INLINE_METRICS: {"loss": 0.25}}, outputs=())
+    code = (
+        "import json, os; json.dump({'loss': 0.25}, open(os.environ['REPROBOX_RUN_METRICS'], 'w'))"
+    )
+    exp = _exp_for(
+        repo,
+        command=f'{sys.executable} -c "{code}"',
+        metrics={INLINE_METRICS: {"loss": 0.25}},
+        outputs=(),
+    )
     store, stored = _save(repo, exp)
     record = _run(store, stored, HostBackend(), monkeypatch)
     assert record.reproduced, record.differences
@@ -492,8 +581,7 @@ class RecordingEngine:
         return RunOutput(self.exit_code, "out\n")
 
 
-def test_docker_backend_mounts_only_the_checkout_as_the_invoking_user(tmp_path: Path,
-                                                                      monkeypatch):
+def test_docker_backend_mounts_only_the_checkout_as_the_invoking_user(tmp_path: Path, monkeypatch):
     from reprobox.backends.docker import CONTAINER_CHECKOUT, DockerBackend
 
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "canary-secret")
@@ -503,8 +591,14 @@ def test_docker_backend_mounts_only_the_checkout_as_the_invoking_user(tmp_path: 
     engine = RecordingEngine(exit_code=5)
     backend = DockerBackend(engine)
     prepared = Prepared("docker", "reprobox/x:1", "image", True, "python")
-    done = backend.execute(prepared, ["/bin/sh", "-c", "python t.py"], checkout=checkout,
-                           cwd="sub", env={"OMP_NUM_THREADS": "1"}, network="none")
+    done = backend.execute(
+        prepared,
+        ["/bin/sh", "-c", "python t.py"],
+        checkout=checkout,
+        cwd="sub",
+        env={"OMP_NUM_THREADS": "1"},
+        network="none",
+    )
     # The container's status is the run's; its output streamed (to stderr), not kept.
     assert (done.returncode, done.stdout) == (5, "")
     kept = backend.execute(prepared, ["true"], checkout=checkout, env={}, capture=True)
@@ -519,7 +613,8 @@ def test_docker_backend_mounts_only_the_checkout_as_the_invoking_user(tmp_path: 
     assert confine.drop_all_capabilities and confine.no_new_privileges
     assert confine.pids_limit == 4096 and confine.memory is None
     assert [(m.source, m.target, m.read_only) for m in call["mounts"]] == [
-        (checkout.resolve(), CONTAINER_CHECKOUT, False)]
+        (checkout.resolve(), CONTAINER_CHECKOUT, False)
+    ]
     assert call["workdir"] == f"{CONTAINER_CHECKOUT}/sub"
     assert call["env"] == {"HOME": "/tmp", "OMP_NUM_THREADS": "1"}
     assert call["network"] == "none" and call["gpus"] is False
@@ -536,8 +631,9 @@ def test_docker_gpu_plan_only_on_explicit_request(tmp_path: Path):
     from reprobox.errors import UsageError
     from reprobox.model import GPU, Hardware
 
-    gpu_env = Environment(interpreter=ENV.interpreter,
-                          hardware=Hardware(gpus=(GPU("NVIDIA H100 80GB HBM3"),)))
+    gpu_env = Environment(
+        interpreter=ENV.interpreter, hardware=Hardware(gpus=(GPU("NVIDIA H100 80GB HBM3"),))
+    )
     # The capture lists GPUs and the engine has the NVIDIA runtime: still no GPU without --gpus.
     plan = DockerBackend(RecordingEngine(nvidia=True)).gpu_plan(gpu_env)
     assert not plan.use_gpus
@@ -559,7 +655,8 @@ def test_gpus_request_reaches_the_engine(tmp_path: Path):
     for spec in ("all", "2", "0,1"):
         engine = RecordingEngine(nvidia=True)
         DockerBackend(engine, ContainerLimits(gpus=spec, memory="2g", pids_limit=64)).execute(
-            prepared, ["true"], checkout=checkout, env={}, gpus=True)
+            prepared, ["true"], checkout=checkout, env={}, gpus=True
+        )
         call = engine.calls[0]
         assert call["gpus"] == spec
         assert call["confine"].memory == "2g" and call["confine"].pids_limit == 64
@@ -568,9 +665,14 @@ def test_gpus_request_reaches_the_engine(tmp_path: Path):
     assert engine.calls[0]["gpus"] is False  # no --gpus: no GPU, whatever the caller asks
 
 
-@pytest.mark.parametrize("field,kw", [("--pids-limit", {"pids_limit": 3}),
-                                      ("--memory", {"memory": "lots"}),
-                                      ("--gpus", {"gpus": "all; rm -rf /"})])
+@pytest.mark.parametrize(
+    "field,kw",
+    [
+        ("--pids-limit", {"pids_limit": 3}),
+        ("--memory", {"memory": "lots"}),
+        ("--gpus", {"gpus": "all; rm -rf /"}),
+    ],
+)
 def test_container_limits_refuse_bad_values(field: str, kw: dict):
     from reprobox.backends import ContainerLimits
     from reprobox.errors import UsageError
@@ -600,8 +702,9 @@ def test_dvc_stages_run_through_the_container_shell(tmp_path: Path, monkeypatch)
     scratch.mkdir()
     backend = DockerBackend(RecordingEngine())
     prepared = Prepared("docker", "reprobox/x:1", "image", True, "python")
-    host_env = backend.dvc_host_env(prepared, checkout=checkout, env={"PYTHONHASHSEED": "0"},
-                                    scratch=scratch, network="none")
+    host_env = backend.dvc_host_env(
+        prepared, checkout=checkout, env={"PYTHONHASHSEED": "0"}, scratch=scratch, network="none"
+    )
     launcher = Path(host_env["SHELL"])
     assert launcher.parent == scratch and os.access(launcher, os.X_OK)
 
@@ -616,8 +719,12 @@ def test_dvc_stages_run_through_the_container_shell(tmp_path: Path, monkeypatch)
     call = recorder.calls[0]
     assert call["argv"] == ["/bin/sh", "-c", "python train.py"]
     assert call["workdir"] == f"{CONTAINER_CHECKOUT}/stages"
-    assert call["env"] == {"HOME": "/tmp", "PYTHONHASHSEED": "0", "DVC_STAGE": "train",
-                           "DVC_ROOT": CONTAINER_CHECKOUT}
+    assert call["env"] == {
+        "HOME": "/tmp",
+        "PYTHONHASHSEED": "0",
+        "DVC_STAGE": "train",
+        "DVC_ROOT": CONTAINER_CHECKOUT,
+    }
     assert call["network"] == "none"
 
     # And the generated launcher script is valid sh that reaches the same code.
@@ -628,8 +735,9 @@ def test_dvc_stages_run_through_the_container_shell(tmp_path: Path, monkeypatch)
 # ----------------------------------------------------------------- links leaving the checkout
 
 
-def test_a_link_the_command_makes_out_of_the_checkout_stops_the_run(repo: Path, tmp_path: Path,
-                                                                     monkeypatch):
+def test_a_link_the_command_makes_out_of_the_checkout_stops_the_run(
+    repo: Path, tmp_path: Path, monkeypatch
+):
     """The command replaces its metrics file by a link to a host file: nothing is read through it,
     no report is written, the refusal names the link."""
     secret = tmp_path / "id_rsa"
@@ -643,8 +751,9 @@ def test_a_link_the_command_makes_out_of_the_checkout_stops_the_run(repo: Path, 
     assert len(_worktrees(repo)) == 1
 
 
-def test_writes_into_the_checkout_never_follow_a_committed_link(repo: Path, tmp_path: Path,
-                                                                monkeypatch):
+def test_writes_into_the_checkout_never_follow_a_committed_link(
+    repo: Path, tmp_path: Path, monkeypatch
+):
     outside = tmp_path / "outside"
     outside.mkdir()
     os.symlink(outside, repo / ".reprobox-run")
@@ -659,7 +768,8 @@ def test_writes_into_the_checkout_never_follow_a_committed_link(repo: Path, tmp_
 
 
 def test_as_root_the_container_runs_as_nobody_and_the_checkout_is_lent_then_taken_back(
-        tmp_path: Path, monkeypatch):
+    tmp_path: Path, monkeypatch
+):
     from reprobox.backends import docker as docker_mod
 
     lent: list[tuple[int, int]] = []
@@ -672,7 +782,10 @@ def test_as_root_the_container_runs_as_nobody_and_the_checkout_is_lent_then_take
     checkout.mkdir()
     engine = RecordingEngine()
     docker_mod.DockerBackend(engine).execute(
-        Prepared("docker", "reprobox/x:1", "image", True, "python"), ["true"],
-        checkout=checkout, env={})
+        Prepared("docker", "reprobox/x:1", "image", True, "python"),
+        ["true"],
+        checkout=checkout,
+        env={},
+    )
     assert engine.calls[0]["user"] == "65534:65534"
     assert lent == [(65534, 65534), (0, 0)]

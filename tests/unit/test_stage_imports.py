@@ -20,8 +20,23 @@ else:  # reprobox depends on tomli there
 PACKAGE = Path(reprobox.__file__).resolve().parent
 
 #: Modules of reprobox after the stage, which the stage must not import.
-LATER = ("lock", "build", "engine", "base", "backends", "registry", "run", "compare", "verify",
-         "fanout", "pr", "doctor", "pipeline", "api", "cli")
+LATER = (
+    "lock",
+    "build",
+    "engine",
+    "base",
+    "backends",
+    "registry",
+    "run",
+    "compare",
+    "verify",
+    "fanout",
+    "pr",
+    "doctor",
+    "pipeline",
+    "api",
+    "cli",
+)
 FORBIDDEN = {
     "capture": LATER,
     "workspace": LATER,

@@ -43,8 +43,10 @@ def test_id_is_the_hash_of_the_canonical_document_without_its_id() -> None:
     from reprobox.model import canonical_json, file_digest, seal_id
 
     env = make_env()
-    exp = replace(make_exp(env, name="bäseline"),
-                  files={"environment.json": file_digest(b"{}\n"), "patch.diff": file_digest(b"")})
+    exp = replace(
+        make_exp(env, name="bäseline"),
+        files={"environment.json": file_digest(b"{}\n"), "patch.diff": file_digest(b"")},
+    )
     doc = exp.to_dict()
     body = {k: v for k, v in doc.items() if k != "id"}
     canonical = canonical_json(body)
@@ -53,8 +55,10 @@ def test_id_is_the_hash_of_the_canonical_document_without_its_id() -> None:
     assert b'"schema":"reprobox.experiment/2"' in canonical
     assert seal_id(doc) == hashlib.sha256(canonical).hexdigest()[:12] == exp.compute_id()
     assert seal_id(doc) == PINNED_SEALED_ID
-    assert doc["files"] == {"environment.json": "sha256:" + hashlib.sha256(b"{}\n").hexdigest(),
-                            "patch.diff": "sha256:" + hashlib.sha256(b"").hexdigest()}
+    assert doc["files"] == {
+        "environment.json": "sha256:" + hashlib.sha256(b"{}\n").hexdigest(),
+        "patch.diff": "sha256:" + hashlib.sha256(b"").hexdigest(),
+    }
 
 
 PINNED_SEALED_ID = "07c65b47c260"
@@ -62,19 +66,26 @@ PINNED_SEALED_ID = "07c65b47c260"
 
 def test_digest_ignores_hardware_and_order() -> None:
     env = make_env()
-    other = replace(env, hardware=Hardware(cpu_model="Other", cpu_flags=("avx512f",)),
-                    packages=tuple(reversed(env.packages)))
+    other = replace(
+        env,
+        hardware=Hardware(cpu_model="Other", cpu_flags=("avx512f",)),
+        packages=tuple(reversed(env.packages)),
+    )
     assert other.digest == env.digest
     assert make_env(numpy="2.0.0").digest != env.digest
 
 
-@pytest.mark.parametrize("change", [
-    {"created": "2026-01-01T00:00:00Z"},
-    {"tool_version": "9.9.9"},
-    {"files": {"environment.json": "sha256:" + "1" * 64}},
-    {"supersedes": "0123456789ab"},
-    {"metrics": {"metrics.json": {"accuracy": 0.5}}},
-], ids=lambda c: next(iter(c)))
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"created": "2026-01-01T00:00:00Z"},
+        {"tool_version": "9.9.9"},
+        {"files": {"environment.json": "sha256:" + "1" * 64}},
+        {"supersedes": "0123456789ab"},
+        {"metrics": {"metrics.json": {"accuracy": 0.5}}},
+    ],
+    ids=lambda c: next(iter(c)),
+)
 def test_id_seals_every_field(change: dict) -> None:
     env = make_env()
     a = make_exp(env)
@@ -122,7 +133,11 @@ def test_edited_environment_is_reported_as_modified() -> None:
 
 def test_flatten_metrics() -> None:
     assert flatten_metrics({"a": {"b": 1, "c": [2, 3]}, "d": "x"}) == {
-        "a.b": 1, "a.c.0": 2, "a.c.1": 3, "d": "x"}
+        "a.b": 1,
+        "a.c.0": 2,
+        "a.c.1": 3,
+        "d": "x",
+    }
 
 
 # --------------------------------------------------------------------------- store
@@ -131,8 +146,11 @@ def test_flatten_metrics() -> None:
 def test_save_load_resolve(tmp_path: Path) -> None:
     store = Store(tmp_path)
     env = make_env()
-    first = store.save(make_exp(env, name="baseline", created="2026-11-27T10:00:00Z"), env,
-                       {"patch.diff": b"\x00binary"})
+    first = store.save(
+        make_exp(env, name="baseline", created="2026-11-27T10:00:00Z"),
+        env,
+        {"patch.diff": b"\x00binary"},
+    )
     second = store.save(make_exp(env, name="tuned", acc=0.95, created="2026-11-27T11:00:00Z"), env)
     assert (first.path / "patch.diff").read_bytes() == b"\x00binary"
     assert (tmp_path / ".reprobox" / ".gitignore").read_text().count("local/") == 1
@@ -280,8 +298,11 @@ def test_same_capture_again_attaches_missing_files_under_a_new_id(tmp_path: Path
     env = make_env()
     first = store.save(make_exp(env), env)
     assert not (first.path / "requirements.lock").exists()
-    again = store.save(make_exp(env, created="2030-01-01T00:00:00Z"), env,
-                       {"requirements.lock": "six==1.17.0 --hash=sha256:00\n"})
+    again = store.save(
+        make_exp(env, created="2030-01-01T00:00:00Z"),
+        env,
+        {"requirements.lock": "six==1.17.0 --hash=sha256:00\n"},
+    )
     assert again.id != first.id and store.ids() == [again.id]
     assert again.experiment.supersedes == first.id
     assert again.experiment.created == first.experiment.created
@@ -296,7 +317,8 @@ def test_same_capture_again_attaches_missing_files_under_a_new_id(tmp_path: Path
 
 
 def test_reseal_replacing_a_file_gives_a_new_id_and_identical_content_keeps_it(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     store = Store(tmp_path)
     env = make_env()
     first = store.save(make_exp(env), env, {"requirements.lock": "a==1\n"})

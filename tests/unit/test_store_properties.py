@@ -25,20 +25,87 @@ from ..factories import make_env, make_exp
 
 # Any text, lone surrogates and control characters included: JSON can carry "\ud800" escapes.
 # The hostile characters are drawn often, not left to the odds of a million code points.
-HOSTILE = st.sampled_from(["\ud800", "\udfff", "\x00", "\n", "\r", "\x1b", "\u202e", "\u2028",
-                           "\ufeff", "/", ".", "$", "`", ";", '"', "\\"])
+HOSTILE = st.sampled_from(
+    [
+        "\ud800",
+        "\udfff",
+        "\x00",
+        "\n",
+        "\r",
+        "\x1b",
+        "\u202e",
+        "\u2028",
+        "\ufeff",
+        "/",
+        ".",
+        "$",
+        "`",
+        ";",
+        '"',
+        "\\",
+    ]
+)
 ANY_TEXT = st.text(HOSTILE | st.characters(codec=None, exclude_categories=()), max_size=20)
-KEYS = st.sampled_from([
-    "schema", "digest", "interpreter", "packages", "system_packages", "os", "hardware", "name",
-    "version", "source", "kind", "url", "commit", "gpus", "cpu_flags", "memory_mib", "id",
-    "git", "dvc", "outputs", "metrics", "env", "cwd", "created", "environment_digest", "path",
-    "sha256", "size", "hash", "implementation", "libraries", "editable", "wheel_tags",
-]) | ANY_TEXT
+KEYS = (
+    st.sampled_from(
+        [
+            "schema",
+            "digest",
+            "interpreter",
+            "packages",
+            "system_packages",
+            "os",
+            "hardware",
+            "name",
+            "version",
+            "source",
+            "kind",
+            "url",
+            "commit",
+            "gpus",
+            "cpu_flags",
+            "memory_mib",
+            "id",
+            "git",
+            "dvc",
+            "outputs",
+            "metrics",
+            "env",
+            "cwd",
+            "created",
+            "environment_digest",
+            "path",
+            "sha256",
+            "size",
+            "hash",
+            "implementation",
+            "libraries",
+            "editable",
+            "wheel_tags",
+        ]
+    )
+    | ANY_TEXT
+)
 
 SCALARS = (
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | ANY_TEXT
-    | st.sampled_from(["reprobox.environment/1", "reprobox.experiment/2", "reprobox.environment/2",
-                       "index", "vcs", "directory", "archive", "x/y", "/"])
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=True)
+    | ANY_TEXT
+    | st.sampled_from(
+        [
+            "reprobox.environment/1",
+            "reprobox.experiment/2",
+            "reprobox.environment/2",
+            "index",
+            "vcs",
+            "directory",
+            "archive",
+            "x/y",
+            "/",
+        ]
+    )
 )
 JSON = st.recursive(
     SCALARS,
@@ -46,8 +113,11 @@ JSON = st.recursive(
     max_leaves=25,
 )
 
-SETTINGS = settings(max_examples=300, deadline=None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+SETTINGS = settings(
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
 
 
 def _read_or_refused(fn: Any, data: Any) -> None:
@@ -97,8 +167,14 @@ EXP_PATHS = _paths(EXP_DOC)
 @SETTINGS
 @given(JSON)
 @example({"schema": "reprobox.environment/1", "interpreter": {}, "packages": ["name"]})
-@example({"schema": "reprobox.environment/1", "interpreter": {"implementation": "cpython",
-          "version": "3.11.7"}, "packages": [], "hardware": {"gpus": [7]}})
+@example(
+    {
+        "schema": "reprobox.environment/1",
+        "interpreter": {"implementation": "cpython", "version": "3.11.7"},
+        "packages": [],
+        "hardware": {"gpus": [7]},
+    }
+)
 def test_environment_from_arbitrary_json(data: Any) -> None:
     if isinstance(data, dict):
         _read_or_refused(Environment.from_dict, data)
@@ -106,9 +182,19 @@ def test_environment_from_arbitrary_json(data: Any) -> None:
 
 @SETTINGS
 @given(JSON)
-@example({"schema": "reprobox.experiment/2", "id": "x", "name": "n", "git": {"commit": "a"},
-          "environment_digest": "d", "created": "c", "tool_version": "1", "files": {},
-          "outputs": ["path"]})
+@example(
+    {
+        "schema": "reprobox.experiment/2",
+        "id": "x",
+        "name": "n",
+        "git": {"commit": "a"},
+        "environment_digest": "d",
+        "created": "c",
+        "tool_version": "1",
+        "files": {},
+        "outputs": ["path"],
+    }
+)
 def test_experiment_from_arbitrary_json(data: Any) -> None:
     if isinstance(data, dict):
         _read_or_refused(Experiment.from_dict, data)
@@ -130,6 +216,7 @@ def test_environment_with_one_field_replaced(path: tuple[Any, ...], value: Any) 
 def test_experiment_with_one_field_replaced(path: tuple[Any, ...], value: Any) -> None:
     doc = _set_path(EXP_DOC, path, value)
     if isinstance(doc, dict):
+
         def read(d: Any) -> None:
             exp = Experiment.from_dict(d)
             exp.content_matches_id  # noqa: B018 - hashing the content must not crash either
@@ -185,11 +272,15 @@ def test_read_json_not_a_file(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- the whole load path
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow,
-          HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=100,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 @given(st.sampled_from(EXP_PATHS), JSON)
-def test_store_load_with_one_experiment_field_replaced(tmp_path: Path, path: tuple[Any, ...],
-                                                        value: Any) -> None:
+def test_store_load_with_one_experiment_field_replaced(
+    tmp_path: Path, path: tuple[Any, ...], value: Any
+) -> None:
     store = Store(tmp_path)
     env = make_env()
     stored = store.save(make_exp(env), env)
@@ -205,11 +296,15 @@ def test_store_load_with_one_experiment_field_replaced(tmp_path: Path, path: tup
         (stored.path / "experiment.json").write_bytes(original)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow,
-          HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 @given(st.sampled_from(EXP_PATHS), JSON)
-def test_resealed_hostile_field_is_a_reprobox_error(tmp_path: Path, path: tuple[Any, ...],
-                                                    value: Any) -> None:
+def test_resealed_hostile_field_is_a_reprobox_error(
+    tmp_path: Path, path: tuple[Any, ...], value: Any
+) -> None:
     """Re-sealed so that the id matches, a hostile field still ends in a refusal (exit 2)."""
     from ..hostile import reseal
 
@@ -236,4 +331,3 @@ def test_resealed_hostile_field_is_a_reprobox_error(tmp_path: Path, path: tuple[
     except (RecordRefused, ValidationError) as exc:
         # Refused as bad input (exit status 2), not failed as an error of the tool (3).
         assert exc.exit_code == 2 and exc.message
-

@@ -25,8 +25,9 @@ PACKAGE = Path(api.__file__).resolve().parent
 
 
 def _git(cwd: Path, *args: str) -> str:
-    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True,
-                          text=True).stdout.strip()
+    return subprocess.run(
+        ["git", *args], cwd=cwd, check=True, capture_output=True, text=True
+    ).stdout.strip()
 
 
 @pytest.fixture()
@@ -56,35 +57,45 @@ def recorded(tmp_path: Path) -> tuple[Store, str]:
     _git(root, "add", ".")
     _git(root, "commit", "-q", "-m", "init")
     env = make_env()
-    exp = replace(make_exp(env), command=f"{sys.executable} train.py",
-                  git=GitInfo(commit=_git(root, "rev-parse", "HEAD")),
-                  metrics={"metrics.json": {"acc": 0.9, "n": 10}},
-                  outputs=(OutputFile("model.bin", sha256_hex(b"abc"), 3),), id="")
+    exp = replace(
+        make_exp(env),
+        command=f"{sys.executable} train.py",
+        git=GitInfo(commit=_git(root, "rev-parse", "HEAD")),
+        metrics={"metrics.json": {"acc": 0.9, "n": 10}},
+        outputs=(OutputFile("model.bin", sha256_hex(b"abc"), 3),),
+        id="",
+    )
     store = Store(root)
     return store, store.save(exp, env).id
 
 
-def test_a_build_validates_the_record_once(recorded: tuple[Store, str],
-                                           counted: dict[str, int]) -> None:
+def test_a_build_validates_the_record_once(
+    recorded: tuple[Store, str], counted: dict[str, int]
+) -> None:
     store, exp_id = recorded
     result = api.build("latest", dry_run=True, store=store)  # found by listing: loaded once
     assert "FROM python:3.11.7-slim-bookworm" in result.dockerfile
     assert counted == {"validate_experiment": 1, "validate_environment": 1}
 
 
-def test_a_run_validates_the_record_once(recorded: tuple[Store, str], counted: dict[str, int],
-                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_run_validates_the_record_once(
+    recorded: tuple[Store, str], counted: dict[str, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
     store, exp_id = recorded
     backend = HostBackend()
-    monkeypatch.setattr(backends_mod, "choose_backend",
-                        lambda name, engine=None, limits=None: (backend, "test host backend"))
+    monkeypatch.setattr(
+        backends_mod,
+        "choose_backend",
+        lambda name, engine=None, limits=None: (backend, "test host backend"),
+    )
     record = api.run(exp_id[:6], store=store)
     assert record.reproduced, record.differences
     assert counted == {"validate_experiment": 1, "validate_environment": 1}
 
 
-def test_a_named_experiment_is_loaded_once(recorded: tuple[Store, str],
-                                           counted: dict[str, int]) -> None:
+def test_a_named_experiment_is_loaded_once(
+    recorded: tuple[Store, str], counted: dict[str, int]
+) -> None:
     store, exp_id = recorded
     assert store.get("baseline").id == exp_id
     assert counted == {"validate_experiment": 1, "validate_environment": 1}
@@ -93,8 +104,13 @@ def test_a_named_experiment_is_loaded_once(recorded: tuple[Store, str],
 def test_reading_a_hostile_record_is_refused_by_the_store(tmp_path: Path) -> None:
     env = make_env()
     patch = "diff --git a/.git/hooks/post-checkout b/.git/hooks/post-checkout\n"
-    exp = replace(make_exp(env), git=GitInfo("a" * 40, dirty=True, patch="patch.diff",
-                                              patch_sha256=sha256_hex(patch.encode())), id="")
+    exp = replace(
+        make_exp(env),
+        git=GitInfo(
+            "a" * 40, dirty=True, patch="patch.diff", patch_sha256=sha256_hex(patch.encode())
+        ),
+        id="",
+    )
     store = Store(tmp_path)
     written = store.save(exp, env, {"patch.diff": patch})  # as an attacker's commit would hold it
     with pytest.raises(ValidationError) as info:

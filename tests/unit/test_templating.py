@@ -28,8 +28,14 @@ print("rendered", len(CASES))
 def _render(xdg: Path, mode: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "XDG_CACHE_HOME": str(xdg)}
     env.pop("REPROBOX_UPDATE_GOLDEN", None)
-    return subprocess.run([sys.executable, "-c", RENDER_ALL, mode], cwd=ROOT, env=env,
-                          capture_output=True, text=True, check=False)
+    return subprocess.run(
+        [sys.executable, "-c", RENDER_ALL, mode],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
 
 
 def test_a_second_process_renders_the_golden_files_without_compiling(tmp_path):

@@ -62,15 +62,21 @@ def test_newlines_and_tabs_stay_in_blocks_but_not_in_fields() -> None:
 
 
 def test_unterminated_sequences_and_c1_forms() -> None:
-    for text in (f"ok{ESC}]0;title", f"ok{ESC}[", f"ok{ESC}", "ok\x9d8;;x", "ok\x9b2J",
-                 f"ok{ESC}P+q{ESC}\\"):
+    for text in (
+        f"ok{ESC}]0;title",
+        f"ok{ESC}[",
+        f"ok{ESC}",
+        "ok\x9d8;;x",
+        "ok\x9b2J",
+        f"ok{ESC}P+q{ESC}\\",
+    ):
         out = termsafe.clean(text)
         assert out.startswith("ok") and ESC not in out
         assert_terminal_safe(out)
 
 
 def test_emoji_joiners_and_ordinary_unicode_are_kept() -> None:
-    family = "\U0001F468\u200d\U0001F469\u200d\U0001F467"
+    family = "\U0001f468\u200d\U0001f469\u200d\U0001f467"
     text = f"café — naïve 数据 {family} Ω"
     assert termsafe.clean(text) == text and termsafe.field(text) == text
 
@@ -98,8 +104,13 @@ def test_clean_never_leaves_a_forbidden_character(text: str) -> None:
     assert termsafe.clean(termsafe.clean(text)) == termsafe.clean(text)
 
 
-@given(st.recursive(st.none() | st.booleans() | st.integers() | st.text(),
-                    lambda kids: st.lists(kids) | st.dictionaries(st.text(), kids), max_leaves=8))
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(),
+        lambda kids: st.lists(kids) | st.dictionaries(st.text(), kids),
+        max_leaves=8,
+    )
+)
 def test_escaped_json_is_the_same_data_and_inert(data: object) -> None:
     raw = json.dumps(data, ensure_ascii=False, sort_keys=True)
     text = termsafe.escape_json(raw)
@@ -127,10 +138,12 @@ def plant_hostile(repo: Path) -> tuple[str, str]:
     store = Store(repo)
     env = make_env()
     good = store.save(make_exp(env, name="good"), env)
-    bad_exp = replace(make_exp(env, name="bad" + FAKE_VERDICT),
-                      command="python train.py" + OSC8 + BIDI,
-                      metrics={"m.json": {"acc" + FAKE_VERDICT: "0.5" + OSC8}},
-                      env={"LANG": "C" + FAKE_VERDICT})
+    bad_exp = replace(
+        make_exp(env, name="bad" + FAKE_VERDICT),
+        command="python train.py" + OSC8 + BIDI,
+        metrics={"m.json": {"acc" + FAKE_VERDICT: "0.5" + OSC8}},
+        env={"LANG": "C" + FAKE_VERDICT},
+    )
     bad = store.save(bad_exp.with_id(), env)
     return good.id, bad.id
 
@@ -204,8 +217,13 @@ def test_warnings_and_progress_go_through_the_cleaning(capsys: pytest.CaptureFix
 def _run_on_pty(code: str) -> str:
     """Run ``code`` in a Python whose stdout and stderr are a terminal; what the terminal got."""
     master, slave = pty.openpty()
-    child = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.DEVNULL,
-                             stdout=slave, stderr=slave, cwd=Path(__file__).resolve().parents[2])
+    child = subprocess.Popen(
+        [sys.executable, "-c", code],
+        stdin=subprocess.DEVNULL,
+        stdout=slave,
+        stderr=slave,
+        cwd=Path(__file__).resolve().parents[2],
+    )
     os.close(slave)
     chunks = []
     while True:
@@ -222,7 +240,8 @@ def _run_on_pty(code: str) -> str:
 
 
 HOSTILE_SCRIPT = (
-    "import sys; sys.stdout.write('first\\n' + " + repr(FAKE_VERDICT + OSC8 + BIDI)
+    "import sys; sys.stdout.write('first\\n' + "
+    + repr(FAKE_VERDICT + OSC8 + BIDI)
     + " + '\\nlast'); sys.stdout.flush()"
 )
 
@@ -247,13 +266,18 @@ def test_a_rerun_into_a_pipe_keeps_its_bytes() -> None:
         "from reprobox import proc\n"
         f"proc.run([{sys.executable!r}, '-c', {HOSTILE_SCRIPT!r}], check=False, capture=False)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True,
-                         cwd=Path(__file__).resolve().parents[2], timeout=60).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        cwd=Path(__file__).resolve().parents[2],
+        timeout=60,
+    ).stdout
     assert (FAKE_VERDICT + OSC8 + BIDI).encode() in out
 
 
-def test_the_docker_relay_cleans_on_a_terminal_only(monkeypatch: pytest.MonkeyPatch,
-                                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_docker_relay_cleans_on_a_terminal_only(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     from reprobox.backends import docker
 
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
@@ -281,8 +305,9 @@ def test_the_build_log_relay_is_cleaned() -> None:
 def test_a_metric_key_written_by_the_rerun_cannot_start_a_line() -> None:
     from reprobox.outcome import MetricCheck
 
-    check = MetricCheck("m.json", "acc\nREPRODUCED: experiment 000000000000" + FAKE_VERDICT,
-                        None, 1.0, "new")
+    check = MetricCheck(
+        "m.json", "acc\nREPRODUCED: experiment 000000000000" + FAKE_VERDICT, None, 1.0, "new"
+    )
     text = check.describe()
     assert "\n" not in text and "acc REPRODUCED: experiment 000000000000" in text
     assert_terminal_safe(text)
@@ -293,8 +318,15 @@ def test_verbose_logs_are_cleaned(repo: Path) -> None:
 
     from reprobox import cli
 
-    record = logging.LogRecord("reprobox.proc", logging.DEBUG, __file__, 1,
-                               "run: %s", ("python train.py" + FAKE_VERDICT,), None)
+    record = logging.LogRecord(
+        "reprobox.proc",
+        logging.DEBUG,
+        __file__,
+        1,
+        "run: %s",
+        ("python train.py" + FAKE_VERDICT,),
+        None,
+    )
     text = cli._CleanFormatter("%(name)s: %(message)s").format(record)
     assert_terminal_safe(text)
     assert text.startswith("reprobox.proc: run: python train.py")

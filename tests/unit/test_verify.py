@@ -21,18 +21,25 @@ from reprobox.render import verify_text
 
 from ..conftest import require_tool
 
-INTERP = Interpreter("cpython", "3.11.7", abi="cp311", soabi="cpython-311-x86_64-linux-gnu",
-                     platform="linux-x86_64")
+INTERP = Interpreter(
+    "cpython", "3.11.7", abi="cp311", soabi="cpython-311-x86_64-linux-gnu", platform="linux-x86_64"
+)
 
 
 def _pkgs() -> tuple[Package, ...]:
     return (
         Package("numpy", "1.26.4"),
         Package("scikit-learn", "1.4.2", display_name="scikit_learn"),
-        Package("mylib", "0.1.0", PackageSource("directory", path="src/mylib", editable=True,
-                                                  in_repo=True)),
-        Package("tool", "2.0", PackageSource("vcs", url="https://example.org/tool.git", vcs="git",
-                                               commit="a" * 40)),
+        Package(
+            "mylib",
+            "0.1.0",
+            PackageSource("directory", path="src/mylib", editable=True, in_repo=True),
+        ),
+        Package(
+            "tool",
+            "2.0",
+            PackageSource("vcs", url="https://example.org/tool.git", vcs="git", commit="a" * 40),
+        ),
     )
 
 
@@ -40,8 +47,10 @@ def _env(**kw) -> Environment:
     base = dict(
         interpreter=INTERP,
         packages=_pkgs(),
-        system_packages=(SystemPackage("libgomp1", "12.2.0-14", libraries=("libgomp.so.1",)),
-                         SystemPackage("libc6", "2.36-9+deb12u4")),
+        system_packages=(
+            SystemPackage("libgomp1", "12.2.0-14", libraries=("libgomp.so.1",)),
+            SystemPackage("libc6", "2.36-9+deb12u4"),
+        ),
     )
     base.update(kw)
     return Environment(**base)
@@ -62,8 +71,11 @@ def test_identical_environment_has_no_difference():
 
 
 def test_interpreter_version_difference_is_named():
-    obs = _observed(interpreter=Interpreter("cpython", "3.11.9", abi="cp311",
-                                            soabi="cpython-311-x86_64-linux-gnu"))
+    obs = _observed(
+        interpreter=Interpreter(
+            "cpython", "3.11.9", abi="cp311", soabi="cpython-311-x86_64-linux-gnu"
+        )
+    )
     diffs = compare_environments(_env(), obs)
     assert [d.message for d in diffs] == ["interpreter version: captured 3.11.7, rebuilt 3.11.9"]
 
@@ -77,22 +89,32 @@ def test_every_package_difference_is_reported():
     observed_pkgs = (
         Package("numpy", "2.0.0"),  # version
         # scikit-learn missing
-        Package("mylib", "0.1.0", PackageSource("directory", path="src/mylib", editable=False,
-                                                  in_repo=True)),  # not editable any more
-        Package("tool", "2.0", PackageSource("vcs", url="https://example.org/tool.git", vcs="git",
-                                               commit="b" * 40)),  # other commit
+        Package(
+            "mylib",
+            "0.1.0",
+            PackageSource("directory", path="src/mylib", editable=False, in_repo=True),
+        ),  # not editable any more
+        Package(
+            "tool",
+            "2.0",
+            PackageSource("vcs", url="https://example.org/tool.git", vcs="git", commit="b" * 40),
+        ),  # other commit
         Package("setuptools", "65.5.0"),  # extra
     )
     diffs = compare_environments(_env(), _observed(packages=observed_pkgs))
     text = [d.message for d in diffs]
     assert "package numpy: captured 1.26.4, rebuilt 2.0.0" in text
     assert "package scikit_learn 1.4.2 is missing from the rebuilt environment" in text
-    assert any("mylib comes from elsewhere" in t
-               and "editable directory src/mylib of the repository" in t
-               and "rebuilt from directory src/mylib of the repository" in t for t in text)
+    assert any(
+        "mylib comes from elsewhere" in t
+        and "editable directory src/mylib of the repository" in t
+        and "rebuilt from directory src/mylib of the repository" in t
+        for t in text
+    )
     assert any("tool comes from elsewhere" in t and "@" + "b" * 40 in t for t in text)
-    assert ("package setuptools 65.5.0 is in the rebuilt environment but was not in the "
-            "captured one") in text
+    assert (
+        "package setuptools 65.5.0 is in the rebuilt environment but was not in the captured one"
+    ) in text
     assert len(diffs) == 5
 
 
@@ -101,8 +123,10 @@ def test_system_packages_missing_or_other_version():
     msgs = [d.message for d in compare_environments(_env(), obs)]
     assert msgs == [  # in the environment's order: by name
         "system package libc6: captured 2.36-9+deb12u4, rebuilt 2.36-9+deb12u7",
-        ("system package libgomp1 12.2.0-14 is not installed in the rebuilt environment "
-         "(it provides libgomp.so.1)"),
+        (
+            "system package libgomp1 12.2.0-14 is not installed in the rebuilt environment "
+            "(it provides libgomp.so.1)"
+        ),
     ]
 
 
@@ -116,17 +140,13 @@ def test_no_package_manager_in_the_rebuilt_environment_is_a_difference():
 def test_describe_source_forms():
     assert describe_source(PackageSource("index")) == "index"
     assert describe_source(PackageSource("archive", url="https://x/y.whl", hash="sha256=ab")) == (
-        "archive https://x/y.whl (sha256=ab)")
+        "archive https://x/y.whl (sha256=ab)"
+    )
     vcs = PackageSource("vcs", vcs="git", url="https://x/r", commit="c" * 40, subdirectory="py")
     assert describe_source(vcs) == f"git+https://x/r@{'c' * 40}#subdirectory=py"
 
 
-DPKG_OUTPUT = (
-    "bash\t5.2.15-2+b2\tii \n"
-    "libc6:amd64\t2.36-9+deb12u4\tii \n"
-    "oldpkg\t1.0\trc \n"
-    "\n"
-)
+DPKG_OUTPUT = "bash\t5.2.15-2+b2\tii \nlibc6:amd64\t2.36-9+deb12u4\tii \noldpkg\t1.0\trc \n\n"
 
 
 def test_parse_dpkg_list_keeps_installed_packages_only():
@@ -139,8 +159,9 @@ def test_parse_dpkg_list_on_this_machine():
     from reprobox.verify import _DPKG_FORMAT
 
     fmt = _DPKG_FORMAT.encode().decode("unicode_escape")
-    out = subprocess.run(["dpkg-query", "-W", "-f", fmt], capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run(
+        ["dpkg-query", "-W", "-f", fmt], capture_output=True, text=True, check=True
+    ).stdout
     parsed = parse_dpkg_list(out)
     assert "dpkg" in parsed and parsed["dpkg"][0].isdigit()
 
@@ -148,9 +169,15 @@ def test_parse_dpkg_list_on_this_machine():
 def test_report_json_and_text():
     diffs = compare_environments(_env(), _observed(packages=_pkgs()[:3]))
     report = VerifyReport(
-        experiment_id="0123456789ab", experiment_name="train", backend="venv",
-        backend_reason="--backend venv", environment="virtualenv /x", expected_digest="sha256:00",
-        differences=diffs, packages_checked=4, system_packages_checked=2,
+        experiment_id="0123456789ab",
+        experiment_name="train",
+        backend="venv",
+        backend_reason="--backend venv",
+        environment="virtualenv /x",
+        expected_digest="sha256:00",
+        differences=diffs,
+        packages_checked=4,
+        system_packages_checked=2,
         interpreter="cpython 3.11.7",
     )
     assert not report.identical
@@ -168,8 +195,14 @@ def test_probe_output_of_a_real_interpreter_compares_equal_to_itself(tmp_path: P
     from reprobox.capture.python import parse_probe
 
     probe = payload.script("probe")
-    raw = json.loads(subprocess.run([sys.executable, "-I", str(probe), "--no-native"],
-                                    capture_output=True, text=True, check=True).stdout)
+    raw = json.loads(
+        subprocess.run(
+            [sys.executable, "-I", str(probe), "--no-native"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
     result = parse_probe(raw, tmp_path)
     env = Environment(interpreter=result.interpreter, packages=tuple(result.packages))
     obs = Observed(interpreter=result.interpreter, packages=tuple(result.packages))

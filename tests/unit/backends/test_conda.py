@@ -19,8 +19,10 @@ META = Path(__file__).parents[2] / "fixtures" / "conda" / "meta"
 
 
 def _conda_env() -> Environment:
-    return Environment(interpreter=Interpreter("cpython", "3.11.8"),
-                       conda=conda.read_prefix(META / "conda-forge-openblas").environment)
+    return Environment(
+        interpreter=Interpreter("cpython", "3.11.8"),
+        conda=conda.read_prefix(META / "conda-forge-openblas").environment,
+    )
 
 
 class _Engine:
@@ -63,20 +65,27 @@ def test_compare_conda_names_each_difference() -> None:
     assert expected is not None
     assert compare_conda(expected, expected) == []
     pkgs = {p.name: p for p in expected.packages}
-    observed = CondaEnvironment(packages=(
-        replace(pkgs["numpy"], build="py311hXXXX_0"),
-        replace(pkgs["libopenblas"], files_sha256="0" * 64),
-        *[p for n, p in pkgs.items() if n not in ("numpy", "libopenblas", "tqdm")],
-        replace(pkgs["tqdm"], name="extra-pkg"),
-    ))
+    observed = CondaEnvironment(
+        packages=(
+            replace(pkgs["numpy"], build="py311hXXXX_0"),
+            replace(pkgs["libopenblas"], files_sha256="0" * 64),
+            *[p for n, p in pkgs.items() if n not in ("numpy", "libopenblas", "tqdm")],
+            replace(pkgs["tqdm"], name="extra-pkg"),
+        )
+    )
     messages = [d.message for d in compare_conda(expected, observed)]
-    assert "conda package numpy: build differ (captured py311h64a7726_0, rebuilt py311hXXXX_0)" \
+    assert (
+        "conda package numpy: build differ (captured py311h64a7726_0, rebuilt py311hXXXX_0)"
         in messages
+    )
     assert any(m.startswith("conda package libopenblas: its files differ") for m in messages)
-    assert any(m.startswith("conda package tqdm 4.66.2 (pyhd8ed1ab_0) is missing")
-               for m in messages)
-    assert any(m.startswith("conda package extra-pkg 4.66.2") and "not in the captured" in m
-               for m in messages)
+    assert any(
+        m.startswith("conda package tqdm 4.66.2 (pyhd8ed1ab_0) is missing") for m in messages
+    )
+    assert any(
+        m.startswith("conda package extra-pkg 4.66.2") and "not in the captured" in m
+        for m in messages
+    )
     none = compare_conda(expected, None)
     assert len(none) == 1 and "no conda-meta records" in none[0].message
 
@@ -91,9 +100,13 @@ def test_environment_comparison_includes_conda() -> None:
 def test_conda_dockerfile_is_offline_and_pure() -> None:
     from reprobox.build.condaimage import render_conda_dockerfile
 
-    kwargs = dict(base_image="python:3.11.7-slim-bookworm", experiment_id="abc123def456",
-                  rattler_wheel="py_rattler-0.28.0-cp38-abi3-manylinux_2_17_x86_64.whl",
-                  conda_count=4, workdir="/workspace")
+    kwargs = dict(
+        base_image="python:3.11.7-slim-bookworm",
+        experiment_id="abc123def456",
+        rattler_wheel="py_rattler-0.28.0-cp38-abi3-manylinux_2_17_x86_64.whl",
+        conda_count=4,
+        workdir="/workspace",
+    )
     with_pip = render_conda_dockerfile(pip_count=2, **kwargs)  # type: ignore[arg-type]
     without = render_conda_dockerfile(pip_count=0, **kwargs)  # type: ignore[arg-type]
     assert with_pip == render_conda_dockerfile(pip_count=2, **kwargs)  # type: ignore[arg-type]

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 
-def test_the_venv_backend_finds_the_declared_uv_without_path(monkeypatch: pytest.MonkeyPatch,
-                                                             tmp_path: Path) -> None:
+def test_the_venv_backend_finds_the_declared_uv_without_path(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     """uv is a dependency of reprobox: the venv backend uses it even when PATH lacks it (pipx)."""
     import uv
 

@@ -36,8 +36,9 @@ def test_describe_the_running_interpreter() -> None:
 
 
 def test_find_and_stage_the_running_interpreter(tmp_path: Path) -> None:
-    require(_relocatable(),
-            "a relocatable (non-distribution) Python running the tests, such as pyenv's")
+    require(
+        _relocatable(), "a relocatable (non-distribution) Python running the tests, such as pyenv's"
+    )
     version = platform.python_version()
     interp = find_interpreter(version)
     assert interp.version == version
@@ -63,9 +64,18 @@ def test_find_and_stage_the_running_interpreter(tmp_path: Path) -> None:
             assert head.startswith(b"#!/usr/local/bin/python")
     # The staged interpreter runs (with its libpython found next to it).
     env = dict(os.environ, LD_LIBRARY_PATH=str(dest / "lib"), PYTHONHOME=str(dest))
-    out = subprocess.run([str(dest / "bin" / f"python{mm}"), "-S", "-c",
-                          "import platform, json; print(platform.python_version())"],
-                         capture_output=True, text=True, env=env, check=True)
+    out = subprocess.run(
+        [
+            str(dest / "bin" / f"python{mm}"),
+            "-S",
+            "-c",
+            "import platform, json; print(platform.python_version())",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
     assert out.stdout.strip() == version
 
 
@@ -103,8 +113,12 @@ def test_apt_sources_both_formats(tmp_path: Path) -> None:
     )
     found = apt_sources(tmp_path)
     assert found == [
-        AptSource("http://mirror.example/debian", ("bookworm", "bookworm-updates"),
-                  ("main", "contrib"), "/usr/share/keyrings/debian-archive-keyring.gpg"),
+        AptSource(
+            "http://mirror.example/debian",
+            ("bookworm", "bookworm-updates"),
+            ("main", "contrib"),
+            "/usr/share/keyrings/debian-archive-keyring.gpg",
+        ),
         AptSource("http://mirror.example/debian-security", ("bookworm-security",), ("main",)),
         AptSource("http://old.example/debian", ("bullseye",), ("main", "non-free")),
     ]

@@ -31,8 +31,9 @@ def test_conda_forge_numpy_with_openblas() -> None:
     numpy = env.package("numpy")
     assert numpy is not None
     assert (numpy.version, numpy.build, numpy.build_number) == ("1.26.4", "py311h64a7726_0", 0)
-    assert numpy.url == ("https://conda.anaconda.org/conda-forge/linux-64/"
-                         "numpy-1.26.4-py311h64a7726_0.conda")
+    assert numpy.url == (
+        "https://conda.anaconda.org/conda-forge/linux-64/numpy-1.26.4-py311h64a7726_0.conda"
+    )
     assert numpy.channel == "https://conda.anaconda.org/conda-forge"
     assert numpy.subdir == "linux-64"
     assert numpy.md5 and len(numpy.md5) == 32 and numpy.sha256 and len(numpy.sha256) == 64
@@ -76,9 +77,11 @@ def test_defaults_numpy_with_mkl_older_conda_without_sha256() -> None:
 def test_pytorch_with_cuda_from_micromamba() -> None:
     env = conda.read_prefix(META / "pytorch-cuda-micromamba").environment
     assert env.manager == "micromamba"
-    assert set(env.channels) == {"https://conda.anaconda.org/conda-forge",
-                                 "https://conda.anaconda.org/pytorch",
-                                 "https://conda.anaconda.org/nvidia"}
+    assert set(env.channels) == {
+        "https://conda.anaconda.org/conda-forge",
+        "https://conda.anaconda.org/pytorch",
+        "https://conda.anaconda.org/nvidia",
+    }
     torch = env.package("pytorch")
     assert torch is not None and torch.build == "py3.11_cuda12.1_cudnn8.9.2_0"
     assert torch.requested_spec is None  # micromamba writes "" there
@@ -108,15 +111,21 @@ def test_rattler_without_history_is_named_rattler(tmp_path: Path) -> None:
     assert conda.read_prefix(prefix).environment.manager == "rattler"
 
 
-@pytest.mark.parametrize("value, expected", [
-    ("conda-forge", "https://conda.anaconda.org/conda-forge"),
-    ("pkgs/main", "https://repo.anaconda.com/pkgs/main"),
-    ("https://conda.anaconda.org/conda-forge/linux-64", "https://conda.anaconda.org/conda-forge"),
-    ("https://conda.anaconda.org/conda-forge/", "https://conda.anaconda.org/conda-forge"),
-    ("https://h.example/t/abc-123/chan/noarch", "https://h.example/chan"),
-    ("file:///srv/channel/", "file:///srv/channel"),
-    ("/srv/channel", "file:///srv/channel"),
-])
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ("conda-forge", "https://conda.anaconda.org/conda-forge"),
+        ("pkgs/main", "https://repo.anaconda.com/pkgs/main"),
+        (
+            "https://conda.anaconda.org/conda-forge/linux-64",
+            "https://conda.anaconda.org/conda-forge",
+        ),
+        ("https://conda.anaconda.org/conda-forge/", "https://conda.anaconda.org/conda-forge"),
+        ("https://h.example/t/abc-123/chan/noarch", "https://h.example/chan"),
+        ("file:///srv/channel/", "file:///srv/channel"),
+        ("/srv/channel", "file:///srv/channel"),
+    ],
+)
 def test_channel_urls(value: str, expected: str) -> None:
     assert conda.channel_url(value) == expected
 
@@ -180,10 +189,13 @@ def test_pip_over_conda_is_recorded_twice_and_said(tmp_path: Path) -> None:
     sp = prefix / "lib/python3.11/site-packages"
     dists = [{"name": "numpy", "metadata_dir": str(sp / "numpy-2.0.0.dist-info")}]
     kept, warnings = conda.split_distributions(
-        [Package("numpy", "2.0.0", installer="pip")], dists, scan)
+        [Package("numpy", "2.0.0", installer="pip")], dists, scan
+    )
     assert [p.version for p in kept] == ["2.0.0"]
-    assert warnings == ["numpy 2.0.0 was installed by pip over conda's numpy 1.26.4: both are "
-                        "recorded, and a rebuild installs them in that order"]
+    assert warnings == [
+        "numpy 2.0.0 was installed by pip over conda's numpy 1.26.4: both are "
+        "recorded, and a rebuild installs them in that order"
+    ]
 
 
 # --------------------------------------------------------------------------- split, libraries
@@ -198,9 +210,11 @@ def test_python_distributions_owned_by_conda_are_reported_once(tmp_path: Path) -
         {"name": "six", "metadata_dir": str(sp / "six-1.16.0.dist-info")},
         {"name": "stray", "metadata_dir": str(sp / "stray-1.0.dist-info")},
     ]
-    pkgs = [Package("numpy", "1.26.4", installer="conda"), Package("six", "1.16.0",
-                                                                   installer="pip"),
-            Package("stray", "1.0", installer="conda")]
+    pkgs = [
+        Package("numpy", "1.26.4", installer="conda"),
+        Package("six", "1.16.0", installer="pip"),
+        Package("stray", "1.0", installer="conda"),
+    ]
     kept, warnings = conda.split_distributions(pkgs, dists, scan)
     assert [p.name for p in kept] == ["six", "stray"]
     assert kept[0].installer == "pip"
@@ -210,11 +224,14 @@ def test_python_distributions_owned_by_conda_are_reported_once(tmp_path: Path) -
 def test_libraries_map_to_the_owning_conda_package(tmp_path: Path) -> None:
     prefix = _copy(tmp_path)
     scan = conda.read_prefix(prefix)
-    env, unowned = conda.attribute_libraries(scan, {
-        "libopenblas.so.0": str(prefix / "lib" / "libopenblasp-r0.3.26.so"),
-        "libstdc++.so.6": str(prefix / "lib" / "libstdc++.so.6.0.32"),
-        "libmystery.so.1": str(prefix / "lib" / "libmystery.so.1"),
-    })
+    env, unowned = conda.attribute_libraries(
+        scan,
+        {
+            "libopenblas.so.0": str(prefix / "lib" / "libopenblasp-r0.3.26.so"),
+            "libstdc++.so.6": str(prefix / "lib" / "libstdc++.so.6.0.32"),
+            "libmystery.so.1": str(prefix / "lib" / "libmystery.so.1"),
+        },
+    )
     assert env.package("libopenblas").libraries == ("libopenblas.so.0",)  # type: ignore
     assert env.package("libstdcxx-ng").libraries == ("libstdc++.so.6",)  # type: ignore
     assert list(unowned) == ["libmystery.so.1"]
@@ -224,17 +241,18 @@ def test_libraries_map_to_the_owning_conda_package(tmp_path: Path) -> None:
 
 
 def _env(conda_env: CondaEnvironment | None = None) -> Environment:
-    return Environment(interpreter=Interpreter("cpython", "3.11.7"),
-                       packages=(Package("six", "1.16.0", PackageSource("index")),),
-                       conda=conda_env)
+    return Environment(
+        interpreter=Interpreter("cpython", "3.11.7"),
+        packages=(Package("six", "1.16.0", PackageSource("index")),),
+        conda=conda_env,
+    )
 
 
 def test_digest_without_conda_is_unchanged() -> None:
     # pinned: the same as before conda support existed (no "conda" key in the identity)
     env = _env()
     assert "conda" not in env.identity() and "conda" not in env.to_dict()
-    assert env.digest == ("sha256:15f7b11a1c1161645ce217b639607bc6"
-                          "74a5adcbe0a2a5648ff5144bbf951a13")
+    assert env.digest == ("sha256:15f7b11a1c1161645ce217b639607bc674a5adcbe0a2a5648ff5144bbf951a13")
 
 
 def test_digest_covers_conda_packages_and_round_trips() -> None:
@@ -247,8 +265,10 @@ def test_digest_covers_conda_packages_and_round_trips() -> None:
     from dataclasses import replace
 
     pkgs[0] = replace(pkgs[0], build=pkgs[0].build + "x")
-    assert _env(CondaEnvironment(packages=tuple(pkgs))).digest != _env(
-        CondaEnvironment(packages=scan.environment.packages)).digest
+    assert (
+        _env(CondaEnvironment(packages=tuple(pkgs))).digest
+        != _env(CondaEnvironment(packages=scan.environment.packages)).digest
+    )
 
 
 def test_conda_package_from_dict_refuses_wrong_types() -> None:

@@ -64,8 +64,9 @@ def test_a_secret_looking_name_is_refused_even_when_allowlisted(monkeypatch):
     }
 
 
-@pytest.mark.parametrize("value", ["1\n2", "a\x00b", "x\ry",
-                                   "x" * (allowlist.MAX_VALUE_LENGTH + 1)])
+@pytest.mark.parametrize(
+    "value", ["1\n2", "a\x00b", "x\ry", "x" * (allowlist.MAX_VALUE_LENGTH + 1)]
+)
 def test_bad_values_are_left_out_at_capture(value):
     assert envvars.replayable_env({"OMP_NUM_THREADS": value, "TZ": "UTC"}) == {"TZ": "UTC"}
 

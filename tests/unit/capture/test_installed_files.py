@@ -33,16 +33,24 @@ def make_dist(site: Path, name: str, files: dict[str, bytes]) -> dict:
     meta = site / f"{name}-1.0.dist-info"
     meta.mkdir()
     (meta / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n\n")
-    rows += [f"{meta.name}/METADATA,,", f"{meta.name}/RECORD,,",
-             f"../../../bin/{name},sha256={_b64(b'x')},1"]
+    rows += [
+        f"{meta.name}/METADATA,,",
+        f"{meta.name}/RECORD,,",
+        f"../../../bin/{name},sha256={_b64(b'x')},1",
+    ]
     (meta / "RECORD").write_text("\n".join(rows) + "\n")
     # installed a while ago: every later change is newer than the RECORD
     for folder, subdirs, names in os.walk(site):
         for n in names + subdirs:
             os.utime(Path(folder) / n, ns=(10**18, 10**18))
     os.utime(meta / "RECORD", ns=(10**18 + 10**9, 10**18 + 10**9))
-    return {"name": name, "metadata_dir": str(meta), "site": str(site), "format": "dist-info",
-            "has_record": True}
+    return {
+        "name": name,
+        "metadata_dir": str(meta),
+        "site": str(site),
+        "format": "dist-info",
+        "has_record": True,
+    }
 
 
 def _changes(site: Path, dists: list[dict], **kw) -> dict:
@@ -82,8 +90,9 @@ def test_same_size_is_hashed_only_when_touched_after_the_record(tmp_path: Path):
     os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))  # mtime kept: not hashed by default
     assert _changes(site, [d]) == {}
     # --hash-all hashes every file of the recorded size
-    assert _changes(site, [d], hash_all=True)[d["metadata_dir"]]["changes"][0]["change"] \
-        == "modified"
+    assert (
+        _changes(site, [d], hash_all=True)[d["metadata_dir"]]["changes"][0]["change"] == "modified"
+    )
     _touch_later(target, record)
     out = _changes(site, [d])[d["metadata_dir"]]["changes"]
     assert [(c["path"], c["change"]) for c in out] == [("demo/__init__.py", "modified")]
@@ -105,8 +114,10 @@ def test_missing_and_added_files_outside_pycache(tmp_path: Path):
     (site / "demo" / "sub" / "__pycache__" / "x.pyc").write_bytes(b"\0")
     (site / "unrelated.py").write_text("z = 1\n")  # not in a package folder of a RECORD
     out = _changes(site, [d])[d["metadata_dir"]]["changes"]
-    assert [(c["path"], c["change"]) for c in out] == [("demo/sub/a.py", "missing"),
-                                                      ("demo/sub/plugin.py", "added")]
+    assert [(c["path"], c["change"]) for c in out] == [
+        ("demo/sub/a.py", "missing"),
+        ("demo/sub/plugin.py", "added"),
+    ]
 
 
 def test_a_namespace_folder_shared_by_two_distributions_is_not_added(tmp_path: Path):
@@ -123,8 +134,7 @@ def test_binary_or_large_files_carry_no_text(tmp_path: Path):
     (site / "demo" / "big.txt").write_bytes(b"a" * (probe.CARRY_CAP + 1))
     out = {c["path"]: c for c in _changes(site, [d])[d["metadata_dir"]]["changes"]}
     assert "text" not in out["demo/lib.bin"] and "text" not in out["demo/big.txt"]
-    assert out["demo/big.txt"]["sha256"] == hashlib.sha256(
-        b"a" * (probe.CARRY_CAP + 1)).hexdigest()
+    assert out["demo/big.txt"]["sha256"] == hashlib.sha256(b"a" * (probe.CARRY_CAP + 1)).hexdigest()
 
 
 def test_the_probe_reports_changes_of_a_real_pip_install(tmp_path: Path):
@@ -134,15 +144,20 @@ def test_the_probe_reports_changes_of_a_real_pip_install(tmp_path: Path):
     site = next((venv / "lib").glob("python3*/site-packages"))
     make_dist(site, "demo", {"demo/__init__.py": b"VALUE = 1\n"})
     (site / "demo" / "__init__.py").write_bytes(b"VALUE = 12\n")
-    done = subprocess.run([str(venv / "bin" / "python"), "-I", probe.__file__, "--no-native"],
-                          capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [str(venv / "bin" / "python"), "-I", probe.__file__, "--no-native"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     import json
 
     raw = json.loads(done.stdout.splitlines()[-1])
     warnings: list[str] = []
     changes, texts = installed_changes(raw["distributions"], warnings)
     assert [(c.package, c.path, c.change) for c in changes] == [
-        ("demo", "demo/__init__.py", "modified")]
+        ("demo", "demo/__init__.py", "modified")
+    ]
     assert texts[("demo", "demo/__init__.py")] == "VALUE = 12\n"
     assert "demo/__init__.py (modified)" in warnings[0]
 
@@ -164,8 +179,9 @@ def test_the_model_keeps_the_digest_of_environments_without_changes():
 
 def test_verify_names_a_post_install_change_the_rebuild_lacks():
     env = Environment(INTERP, (Package("demo", "1.0"),), installed_changes=(CHANGE,))
-    diffs = compare_environments(env, Observed(INTERP, (Package("demo", "1.0"),),
-                                               installed_changes=()))
+    diffs = compare_environments(
+        env, Observed(INTERP, (Package("demo", "1.0"),), installed_changes=())
+    )
     assert [d.kind for d in diffs] == ["installed-file"]
     assert diffs[0].subject == "demo:demo/__init__.py"
     assert "modified after install" in diffs[0].message and "as installed" in diffs[0].message
@@ -178,8 +194,10 @@ def test_verify_names_a_change_only_the_rebuild_has_and_accepts_the_same_change(
     assert compare_installed_files((CHANGE,), (CHANGE,)) == []
     other = InstalledChange("demo", "demo/__init__.py", "modified", 11, "b" * 64)
     assert compare_installed_files((CHANGE,), (other,))[0].observed.startswith("modified")
-    assert compare_environments(env, Observed(INTERP, (Package("demo", "1.0"),),
-                                              installed_changes=())) == ()
+    assert (
+        compare_environments(env, Observed(INTERP, (Package("demo", "1.0"),), installed_changes=()))
+        == ()
+    )
 
 
 def test_unchecked_rebuild_files_are_a_difference_when_the_capture_has_changes():
@@ -195,18 +213,28 @@ def test_vcs_requirement_forms_follow_the_recorded_pip():
 
     sha = "ab" * 20
     # remote URLs: `name @` from pip 10 on
-    assert vcs_requirement("tool", "https://h/tool.git", "git", sha, None, "23.2.1") \
+    assert (
+        vcs_requirement("tool", "https://h/tool.git", "git", sha, None, "23.2.1")
         == f"tool @ git+https://h/tool.git@{sha}"
-    assert vcs_requirement("tool", "git+https://h/tool.git", "git", sha, "py", "9.0.3") \
+    )
+    assert (
+        vcs_requirement("tool", "git+https://h/tool.git", "git", sha, "py", "9.0.3")
         == f"git+https://h/tool.git@{sha}#egg=tool&subdirectory=py"
+    )
     # a repository path: pip 24.0 and older refuse `name @ git+file:///...`
-    assert vcs_requirement("dep", "file:///srv/dep.git", "git", sha, None, "24.0") \
+    assert (
+        vcs_requirement("dep", "file:///srv/dep.git", "git", sha, None, "24.0")
         == f"git+file:///srv/dep.git@{sha}#egg=dep"
-    assert vcs_requirement("dep", "file:///srv/dep.git", "git", sha, None, "24.1") \
+    )
+    assert (
+        vcs_requirement("dep", "file:///srv/dep.git", "git", sha, None, "24.1")
         == f"dep @ git+file:///srv/dep.git@{sha}"
+    )
     # a plain file: URL (the wheelhouse file the image installs) is taken by every pip >= 10
-    assert url_requirement("dep", "file:///tmp/reprobox/wheels/dep-1.tar.gz", "22.3.1") \
+    assert (
+        url_requirement("dep", "file:///tmp/reprobox/wheels/dep-1.tar.gz", "22.3.1")
         == "dep @ file:///tmp/reprobox/wheels/dep-1.tar.gz"
+    )
     assert pip_accepts_at_form(None, "git+file:///x") and not pip_accepts_at_form("9.0", "")
 
 
@@ -214,16 +242,29 @@ def test_the_image_uses_the_egg_form_when_the_lock_installs_an_old_pip():
     from reprobox.build.render import RenderOptions, plan_image
     from reprobox.model import Experiment, GitInfo, PackageSource
 
-    env = Environment(INTERP, (
-        Package("pip", "9.0.3"),
-        Package("tool", "1.0", PackageSource("vcs", url="https://h/tool.git", vcs="git",
-                                             commit="ab" * 20)),
-    ))
-    exp = Experiment(name="x", command="python t.py", cwd=".", git=GitInfo(commit="cd" * 20),
-                     environment_digest=env.digest, created="2026-01-01T00:00:00Z",
-                     tool_version="0.1.0").with_id()
-    pip_plan = plan_image(exp, env, base_image="python:3.11.7-slim-bookworm",
-                          options=RenderOptions(installer="pip"))
+    env = Environment(
+        INTERP,
+        (
+            Package("pip", "9.0.3"),
+            Package(
+                "tool",
+                "1.0",
+                PackageSource("vcs", url="https://h/tool.git", vcs="git", commit="ab" * 20),
+            ),
+        ),
+    )
+    exp = Experiment(
+        name="x",
+        command="python t.py",
+        cwd=".",
+        git=GitInfo(commit="cd" * 20),
+        environment_digest=env.digest,
+        created="2026-01-01T00:00:00Z",
+        tool_version="0.1.0",
+    ).with_id()
+    pip_plan = plan_image(
+        exp, env, base_image="python:3.11.7-slim-bookworm", options=RenderOptions(installer="pip")
+    )
     name = f"tool-1.0-{'ab' * 6}.tar.gz"
     assert pip_plan.direct == (f"file:///tmp/reprobox/wheels/{name}#egg=tool",)
     uv_plan = plan_image(exp, env, base_image="python:3.11.7-slim-bookworm")
@@ -235,19 +276,38 @@ def test_a_local_vcs_source_without_a_sealed_file_is_refused_naming_the_package(
     from reprobox.errors import UsageError, ValidationError
     from reprobox.model import PackageSource
 
-    pkg = Package("dep", "1.0", PackageSource("vcs", url="file:///srv/dep.git", vcs="git",
-                                              commit="ab" * 20))
+    pkg = Package(
+        "dep", "1.0", PackageSource("vcs", url="file:///srv/dep.git", vcs="git", commit="ab" * 20)
+    )
     with refuses(UsageError, names=["package dep", "file:///srv/dep.git"]):
         direct_source(pkg, "packages[dep].source")
-    sealed = Package("dep", "1.0", PackageSource(
-        "vcs", url="file:///srv/dep.git", vcs="git", commit="ab" * 20,
-        path=f"dep-1.0-{'ab' * 6}.tar.gz", hash="sha256=" + "c" * 64))
+    sealed = Package(
+        "dep",
+        "1.0",
+        PackageSource(
+            "vcs",
+            url="file:///srv/dep.git",
+            vcs="git",
+            commit="ab" * 20,
+            path=f"dep-1.0-{'ab' * 6}.tar.gz",
+            hash="sha256=" + "c" * 64,
+        ),
+    )
     line, source = direct_source(sealed, "packages[dep].source")
     assert source.sealed == f"dep-1.0-{'ab' * 6}.tar.gz" and source.hash == "sha256=" + "c" * 64
     assert line == f"dep @ file:///tmp/reprobox/wheels/dep-1.0-{'ab' * 6}.tar.gz"
-    hostile = Package("dep", "1.0", PackageSource(
-        "vcs", url="file:///srv/dep.git", vcs="git", commit="ab" * 20,
-        path="../../etc/passwd", hash="sha256=" + "c" * 64))
+    hostile = Package(
+        "dep",
+        "1.0",
+        PackageSource(
+            "vcs",
+            url="file:///srv/dep.git",
+            vcs="git",
+            commit="ab" * 20,
+            path="../../etc/passwd",
+            hash="sha256=" + "c" * 64,
+        ),
+    )
     with refuses(ValidationError, field="packages[dep].source.path"):
         direct_source(hostile, "packages[dep].source")
 
@@ -260,17 +320,21 @@ def test_only_small_text_without_secrets_is_carried():
     from reprobox.redact import Redactor
 
     def change(path: str, text: str, kind: str = "modified") -> InstalledChange:
-        return InstalledChange("demo", path, kind, len(text),
-                               hashlib.sha256(text.encode()).hexdigest())
+        return InstalledChange(
+            "demo", path, kind, len(text), hashlib.sha256(text.encode()).hexdigest()
+        )
 
     ok = change("demo/a.py", "x = 2\n")
     pth = change("demo.pth", "import os\n")
     secret = change("demo/keys.py", "AWS = 'AKIAIOSFODNN7EXAMPLE'\n")
     added = change("demo/new.py", "y = 1\n", "added")
     binary = InstalledChange("demo", "demo/lib.so", "modified", 3, "d" * 64)
-    texts = {("demo", "demo/a.py"): "x = 2\n", ("demo", "demo.pth"): "import os\n",
-             ("demo", "demo/keys.py"): "AWS = 'AKIAIOSFODNN7EXAMPLE'\n",
-             ("demo", "demo/new.py"): "y = 1\n"}
+    texts = {
+        ("demo", "demo/a.py"): "x = 2\n",
+        ("demo", "demo.pth"): "import os\n",
+        ("demo", "demo/keys.py"): "AWS = 'AKIAIOSFODNN7EXAMPLE'\n",
+        ("demo", "demo/new.py"): "y = 1\n",
+    }
     out, files, warnings = carry_changes((ok, pth, secret, added, binary), texts, Redactor({}))
     carried = {c.path: c.replay for c in out}
     assert carried["demo/a.py"] == f"installed-{ok.sha256[:20]}.txt"
@@ -279,8 +343,10 @@ def test_only_small_text_without_secrets_is_carried():
     assert carried["demo/new.py"] is None and carried["demo/lib.so"] is None
     said = "\n".join(warnings)
     assert "demo.pth of demo is recorded but not carried (it is a .pth file)" in said
-    assert "demo/keys.py of demo is recorded but not carried (it holds what looks like a secret)" \
+    assert (
+        "demo/keys.py of demo is recorded but not carried (it holds what looks like a secret)"
         in said
+    )
     assert "demo/lib.so of demo is recorded but not carried (it is not small text)" in said
 
 
@@ -292,25 +358,43 @@ def test_the_image_re_applies_only_checked_changes():
     good = InstalledChange("six", "six.py", "modified", 10, "a" * 64, "installed-aaaa.txt")
 
     def plan(*changes: InstalledChange):
-        env = Environment(INTERP, (Package("six", "1.16.0", wheel_tags=("py3-none-any",)),),
-                          installed_changes=changes)
-        exp = Experiment(name="x", command="python t.py", cwd=".",
-                         git=GitInfo(commit="cd" * 20), environment_digest=env.digest,
-                         created="2026-01-01T00:00:00Z", tool_version="0.1.0").with_id()
-        return plan_image(exp, env, base_image="python:3.11.7-slim-bookworm",
-                          options=RenderOptions())
+        env = Environment(
+            INTERP,
+            (Package("six", "1.16.0", wheel_tags=("py3-none-any",)),),
+            installed_changes=changes,
+        )
+        exp = Experiment(
+            name="x",
+            command="python t.py",
+            cwd=".",
+            git=GitInfo(commit="cd" * 20),
+            environment_digest=env.digest,
+            created="2026-01-01T00:00:00Z",
+            tool_version="0.1.0",
+        ).with_id()
+        return plan_image(
+            exp, env, base_image="python:3.11.7-slim-bookworm", options=RenderOptions()
+        )
 
     p = plan(good)
     assert p.replay == (("six", "six.py", "installed-aaaa.txt", "a" * 64),)
     text = render_plan(p)
     assert "tools/reinstate.py /tmp/reprobox/replay/manifest.json" in text
     assert "source=replay,target=/tmp/reprobox/replay" in text
-    for bad, field in ((InstalledChange("six", "../../etc/x", "modified", 1, "a" * 64, "f.txt"),
-                        "installed_changes[0].path"),
-                       (InstalledChange("six", "x.pth", "modified", 1, "a" * 64, "f.txt"),
-                        "installed_changes[0].replay"),
-                       (InstalledChange("six", "six.py", "modified", 1, "a" * 64, "../f"),
-                        "installed_changes[0].replay")):
+    for bad, field in (
+        (
+            InstalledChange("six", "../../etc/x", "modified", 1, "a" * 64, "f.txt"),
+            "installed_changes[0].path",
+        ),
+        (
+            InstalledChange("six", "x.pth", "modified", 1, "a" * 64, "f.txt"),
+            "installed_changes[0].replay",
+        ),
+        (
+            InstalledChange("six", "six.py", "modified", 1, "a" * 64, "../f"),
+            "installed_changes[0].replay",
+        ),
+    ):
         with refuses(ValidationError, field=field):
             plan(bad)
 
@@ -333,21 +417,31 @@ def test_reinstate_writes_only_a_file_the_package_installed(tmp_path: Path):
 
     def run(entries: list) -> subprocess.CompletedProcess:
         (folder / "manifest.json").write_text(json.dumps(entries))
-        return subprocess.run([str(venv / "bin" / "python"), "-I", reinstate.__file__,
-                               str(folder / "manifest.json"), str(folder)],
-                              capture_output=True, text=True)
+        return subprocess.run(
+            [
+                str(venv / "bin" / "python"),
+                "-I",
+                reinstate.__file__,
+                str(folder / "manifest.json"),
+                str(folder),
+            ],
+            capture_output=True,
+            text=True,
+        )
 
     digest = hashlib.sha256(new).hexdigest()
-    for path, why in (("elsewhere.py", "not a file demo installed"),
-                      ("../../../../etc/passwd", "not a path a package installs")):
+    for path, why in (
+        ("elsewhere.py", "not a file demo installed"),
+        ("../../../../etc/passwd", "not a path a package installs"),
+    ):
         done = run([{"package": "demo", "path": path, "file": "f.txt", "sha256": digest}])
         assert done.returncode == 2 and why in done.stderr and path in done.stderr
-    done = run([{"package": "demo", "path": "demo/__init__.py", "file": "f.txt",
-                 "sha256": "0" * 64}])
+    done = run(
+        [{"package": "demo", "path": "demo/__init__.py", "file": "f.txt", "sha256": "0" * 64}]
+    )
     assert done.returncode == 2 and "sha256" in done.stderr
     assert (site / "demo" / "__init__.py").read_bytes() == b"VALUE = 1\n"
-    done = run([{"package": "demo", "path": "demo/__init__.py", "file": "f.txt",
-                 "sha256": digest}])
+    done = run([{"package": "demo", "path": "demo/__init__.py", "file": "f.txt", "sha256": digest}])
     assert done.returncode == 0, done.stderr
     assert (site / "demo" / "__init__.py").read_bytes() == new
     assert (site / "elsewhere.py").read_text() == "untouched\n"
@@ -379,18 +473,26 @@ def test_only_folders_changed_after_install_are_listed_unless_hash_all(tmp_path:
     os.utime(site / "demo" / "sub", ns=(10**18, 10**18))
     assert _changes(site, [d]) == {}
     # ...except when every file is checked
-    assert _changes(site, [d], hash_all=True)[d["metadata_dir"]]["changes"][0]["path"] \
+    assert (
+        _changes(site, [d], hash_all=True)[d["metadata_dir"]]["changes"][0]["path"]
         == "demo/sub/new/deep/b.py"
+    )
 
 
 # --------------------------------------------------------------------------- sealing at capture
 
 
 def _git(cwd: Path, *args: str) -> str:
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}
-    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True,
-                          env=env).stdout.strip()
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@example.com",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@example.com",
+    }
+    return subprocess.run(
+        ["git", *args], cwd=cwd, check=True, capture_output=True, text=True, env=env
+    ).stdout.strip()
 
 
 def test_a_local_vcs_commit_is_sealed_and_an_unreachable_one_refused(tmp_path: Path):
@@ -408,8 +510,7 @@ def test_a_local_vcs_commit_is_sealed_and_an_unreachable_one_refused(tmp_path: P
     _git(repo, "add", "-A")
     _git(repo, "commit", "-q", "-m", "one")
     head = _git(repo, "rev-parse", "HEAD")
-    pkg = Package("dep", "1.0", PackageSource("vcs", url=f"file://{repo}", vcs="git",
-                                              commit=head))
+    pkg = Package("dep", "1.0", PackageSource("vcs", url=f"file://{repo}", vcs="git", commit=head))
     index = Package("six", "1.16.0")
     out, files, warnings = seal_local_vcs((pkg, index))
     name = f"dep-1.0-{head[:12]}.tar.gz"
@@ -420,8 +521,9 @@ def test_a_local_vcs_commit_is_sealed_and_an_unreachable_one_refused(tmp_path: P
         assert "dep-1.0/pyproject.toml" in tar.getnames()
     assert "sealed into the experiment as " + name in warnings[0]
 
-    gone = Package("dep", "1.0", PackageSource("vcs", url=f"file://{repo}", vcs="git",
-                                               commit="ab" * 20))
+    gone = Package(
+        "dep", "1.0", PackageSource("vcs", url=f"file://{repo}", vcs="git", commit="ab" * 20)
+    )
     with refuses(UsageError, names=["package dep 1.0", str(repo)]) as err:
         seal_local_vcs((gone,))
     assert err.value.exit_code == 2

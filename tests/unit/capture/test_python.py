@@ -65,8 +65,10 @@ def test_every_metadata_kind_is_found_with_its_fields():
     assert by["vcs.demo"]["direct_url"]["vcs_info"]["commit_id"] == (
         "b0445a18af997d4b66e625b8a9018d1c4455308b"
     )
-    assert by["Demo_Pkg"]["direct_url"] == {"dir_info": {"editable": True},
-                                            "url": "file:///tmp/fx/proj"}
+    assert by["Demo_Pkg"]["direct_url"] == {
+        "dir_info": {"editable": True},
+        "url": "file:///tmp/fx/proj",
+    }
     dev = by["dev-demo"]
     assert dev["format"] == "egg-info" and dev["develop"] is True
     assert dev["project_dir"] == str(FIX / "devproj" / "src")
@@ -96,8 +98,9 @@ def test_names_and_versions_match_importlib_metadata():
     entries = [str(SITE), str(DEBIAN)]
     active, shadowed = _dists(entries)
     ours = {(d["name"], d["version"]) for d in active + shadowed}
-    theirs = {(d.metadata["Name"], d.version)
-              for d in importlib.metadata.distributions(path=entries)}
+    theirs = {
+        (d.metadata["Name"], d.version) for d in importlib.metadata.distributions(path=entries)
+    }
     assert ours == theirs
 
 
@@ -141,8 +144,14 @@ def test_headers_stop_at_the_first_blank_line(tmp_path):
 def _raw(dists, shadowed=(), native=None):
     return {
         "probe_version": 1,
-        "interpreter": {"implementation": "cpython", "version": "3.11.7", "abi": "cp311",
-                        "kind": "venv", "base_kind": "pyenv", "platform_tags": ["linux_x86_64"]},
+        "interpreter": {
+            "implementation": "cpython",
+            "version": "3.11.7",
+            "abi": "cp311",
+            "kind": "venv",
+            "base_kind": "pyenv",
+            "platform_tags": ["linux_x86_64"],
+        },
         "distributions": list(dists),
         "shadowed": list(shadowed),
         "native": native,
@@ -168,8 +177,11 @@ def test_pep610_sources_from_real_direct_url_files():
     vcs = pkgs["vcs.demo"]
     assert vcs.name == "vcs-demo"
     assert vcs.source.to_dict() == {
-        "kind": "vcs", "url": "file:///tmp/fx/vcsproj", "vcs": "git",
-        "commit": "b0445a18af997d4b66e625b8a9018d1c4455308b", "requested_revision": "v1.0.0",
+        "kind": "vcs",
+        "url": "file:///tmp/fx/vcsproj",
+        "vcs": "git",
+        "commit": "b0445a18af997d4b66e625b8a9018d1c4455308b",
+        "requested_revision": "v1.0.0",
     }
     arch = pkgs["arch-demo"].source
     assert arch.kind == "archive"
@@ -178,8 +190,12 @@ def test_pep610_sources_from_real_direct_url_files():
     assert arch.path == "wheels/arch_demo-0.3.1-py3-none-any.whl"
     editable = pkgs["Demo_Pkg"]
     assert editable.name == "demo-pkg" and editable.to_dict()["display_name"] == "Demo_Pkg"
-    assert editable.source.to_dict() == {"kind": "directory", "path": "proj", "editable": True,
-                                         "in_repo": True}
+    assert editable.source.to_dict() == {
+        "kind": "directory",
+        "path": "proj",
+        "editable": True,
+        "in_repo": True,
+    }
     plain_dir = pkgs["dir_demo"].source
     assert (plain_dir.kind, plain_dir.path, plain_dir.editable) == ("directory", "dirproj", False)
 
@@ -193,13 +209,24 @@ def test_directory_outside_the_repo_keeps_its_absolute_path(tmp_path):
 def test_develop_egg_info_is_an_editable_directory_at_the_project_root():
     pkgs, _ = _parsed(FIX)
     dev = pkgs["dev-demo"]
-    assert dev.source.to_dict() == {"kind": "directory", "path": "devproj", "editable": True,
-                                    "in_repo": True}
+    assert dev.source.to_dict() == {
+        "kind": "directory",
+        "path": "devproj",
+        "editable": True,
+        "in_repo": True,
+    }
 
 
 def test_archive_hash_from_legacy_hash_field():
-    pkgs, _ = _parsed("/tmp/fx", direct_url={"arch-demo": {
-        "url": "https://files.example.com/a.whl", "archive_info": {"hash": "sha256=abc"}}})
+    pkgs, _ = _parsed(
+        "/tmp/fx",
+        direct_url={
+            "arch-demo": {
+                "url": "https://files.example.com/a.whl",
+                "archive_info": {"hash": "sha256=abc"},
+            }
+        },
+    )
     assert pkgs["arch-demo"].source.hash == "sha256=abc"
 
 
@@ -209,16 +236,27 @@ CANARY = "CANARY-7f3a9e"
 @pytest.mark.parametrize(
     "direct_url",
     [
-        {"url": f"https://deploy:{CANARY}@git.example.com/org/repo.git",
-         "vcs_info": {"vcs": "git", "commit_id": "a" * 40}},
-        {"url": f"https://{CANARY}@git.example.com/org/repo.git",
-         "vcs_info": {"vcs": "git", "commit_id": "a" * 40}, "subdirectory": "pkg"},
-        {"url": f"https://__token__:{CANARY}@files.example.com/x-1.0.tar.gz",
-         "archive_info": {"hashes": {"sha256": "0" * 64}}},
-        {"url": f"https://files.example.com/x-1.0.tar.gz?token={CANARY}",
-         "archive_info": {"hashes": {"sha256": "0" * 64}}},
-        {"url": f"ssh://deploy:{CANARY}@git.example.com/org/repo.git",
-         "vcs_info": {"vcs": "git", "commit_id": "a" * 40}},
+        {
+            "url": f"https://deploy:{CANARY}@git.example.com/org/repo.git",
+            "vcs_info": {"vcs": "git", "commit_id": "a" * 40},
+        },
+        {
+            "url": f"https://{CANARY}@git.example.com/org/repo.git",
+            "vcs_info": {"vcs": "git", "commit_id": "a" * 40},
+            "subdirectory": "pkg",
+        },
+        {
+            "url": f"https://__token__:{CANARY}@files.example.com/x-1.0.tar.gz",
+            "archive_info": {"hashes": {"sha256": "0" * 64}},
+        },
+        {
+            "url": f"https://files.example.com/x-1.0.tar.gz?token={CANARY}",
+            "archive_info": {"hashes": {"sha256": "0" * 64}},
+        },
+        {
+            "url": f"ssh://deploy:{CANARY}@git.example.com/org/repo.git",
+            "vcs_info": {"vcs": "git", "commit_id": "a" * 40},
+        },
     ],
 )
 def test_no_credential_survives(direct_url):
@@ -230,8 +268,10 @@ def test_no_credential_survives(direct_url):
 
 def test_ssh_git_user_is_kept():
     url = "ssh://git@github.com/org/repo.git"
-    pkgs, _ = _parsed("/tmp/fx", direct_url={"vcs.demo": {
-        "url": url, "vcs_info": {"vcs": "git", "commit_id": "b" * 40}}})
+    pkgs, _ = _parsed(
+        "/tmp/fx",
+        direct_url={"vcs.demo": {"url": url, "vcs_info": {"vcs": "git", "commit_id": "b" * 40}}},
+    )
     assert pkgs["vcs.demo"].source.url == url
 
 
@@ -250,22 +290,30 @@ def test_shadowed_distributions_become_warnings():
 
 
 def test_native_section_split_into_system_and_prefix_libraries():
-    native = {"libraries": {
-        "libz.so.1": {"realpath": "/usr/lib/x86_64-linux-gnu/libz.so.1.2.13",
-                      "provider": "system", "users": ["Pillow", "numpy", "<python>"]},
-        "libgomp.so.1": {"realpath": None, "provider": "missing", "users": ["scikit_learn"]},
-        "libpython3.11.so.1.0": {"realpath": "/opt/py/lib/libpython3.11.so.1.0",
-                                 "provider": "python", "users": ["<python>"]},
-    }}
+    native = {
+        "libraries": {
+            "libz.so.1": {
+                "realpath": "/usr/lib/x86_64-linux-gnu/libz.so.1.2.13",
+                "provider": "system",
+                "users": ["Pillow", "numpy", "<python>"],
+            },
+            "libgomp.so.1": {"realpath": None, "provider": "missing", "users": ["scikit_learn"]},
+            "libpython3.11.so.1.0": {
+                "realpath": "/opt/py/lib/libpython3.11.so.1.0",
+                "provider": "python",
+                "users": ["<python>"],
+            },
+        }
+    }
     result = py.parse_probe(_raw([], native=native), FIX)
     assert result.needed_libraries == {
-        "libgomp.so.1": None, "libz.so.1": "/usr/lib/x86_64-linux-gnu/libz.so.1.2.13"}
+        "libgomp.so.1": None,
+        "libz.so.1": "/usr/lib/x86_64-linux-gnu/libz.so.1.2.13",
+    }
     assert result.library_users["libz.so.1"] == ["<python>", "numpy", "pillow"]
     assert result.library_users["libgomp.so.1"] == ["scikit-learn"]
-    assert result.prefix_libraries == {
-        "libpython3.11.so.1.0": "/opt/py/lib/libpython3.11.so.1.0"}
-    assert result.libraries_by_path() == {
-        "/usr/lib/x86_64-linux-gnu/libz.so.1.2.13": ["libz.so.1"]}
+    assert result.prefix_libraries == {"libpython3.11.so.1.0": "/opt/py/lib/libpython3.11.so.1.0"}
+    assert result.libraries_by_path() == {"/usr/lib/x86_64-linux-gnu/libz.so.1.2.13": ["libz.so.1"]}
     assert result.interpreter.kind == "venv" and result.base_kind == "pyenv"
 
 
@@ -284,8 +332,9 @@ def test_package_round_trips_through_the_model():
 
 
 def _readelf(path: Path) -> dict:
-    out = subprocess.run(["readelf", "-d", "-h", str(path)], capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run(
+        ["readelf", "-d", "-h", str(path)], capture_output=True, text=True, check=True
+    ).stdout
     got: dict = {"needed": []}
     for line in out.splitlines():
         if "(NEEDED)" in line:
@@ -309,11 +358,13 @@ def test_elf_fixtures_built_by_gcc():
     rp = probe.read_elf(str(ELF / "consumer_rpath.so"))
     assert rp["rpath"] == "$ORIGIN/../demo.libs:/opt/nowhere/lib" and rp["runpath"] is None
     assert probe.read_elf(str(ELF / "libbundled-1a2b3c4d.so.1"))["soname"] == (
-        "libbundled-1a2b3c4d.so.1")
+        "libbundled-1a2b3c4d.so.1"
+    )
 
 
-@pytest.mark.parametrize("name", ["consumer_runpath.so", "consumer_rpath.so",
-                                  "libbundled-1a2b3c4d.so.1"])
+@pytest.mark.parametrize(
+    "name", ["consumer_runpath.so", "consumer_rpath.so", "libbundled-1a2b3c4d.so.1"]
+)
 def test_elf_parser_agrees_with_readelf(name):
     require_tool("readelf", "binutils (readelf)")
     ours = probe.read_elf(str(ELF / name))
@@ -334,8 +385,9 @@ def test_foreign_headers_of_real_static_binaries(name, bits, endian):
 @pytest.mark.parametrize("endian", ["little", "big"])
 def test_dynamic_section_in_every_class_and_byte_order(tmp_path, bits, endian):
     path = tmp_path / "lib.so"
-    path.write_bytes(make_elf(bits, endian, 20, ["libfoo.so.1", "libc.so.6"], "libme.so.2",
-                              "$ORIGIN/../lib"))
+    path.write_bytes(
+        make_elf(bits, endian, 20, ["libfoo.so.1", "libc.so.6"], "libme.so.2", "$ORIGIN/../lib")
+    )
     info = probe.read_elf(str(path))
     assert (info["bits"], info["endian"], info["machine"]) == (bits, endian, 20)
     assert info["needed"] == ["libfoo.so.1", "libc.so.6"]
@@ -430,15 +482,22 @@ def test_missing_library_is_reported_with_its_users(tmp_path):
     site = _wheel_site(tmp_path)
     (site / "demo.libs" / "libbundled-1a2b3c4d.so.1").unlink()
     (site / "demo-1.0.dist-info" / "RECORD").write_text(
-        "demo/ext.cpython-311-x86_64-linux-gnu.so,sha256=x,1\n")
+        "demo/ext.cpython-311-x86_64-linux-gnu.so,sha256=x,1\n"
+    )
     native, _ = _native(site)
     assert native["libraries"]["libbundled-1a2b3c4d.so.1"] == {
-        "path": None, "realpath": None, "how": None, "provider": "missing", "users": ["demo"],
-        "files": [str(site / "demo" / "ext.cpython-311-x86_64-linux-gnu.so")]}
+        "path": None,
+        "realpath": None,
+        "how": None,
+        "provider": "missing",
+        "users": ["demo"],
+        "files": [str(site / "demo" / "ext.cpython-311-x86_64-linux-gnu.so")],
+    }
     result = py.parse_probe(_raw([], native=native), tmp_path)
     assert result.needed_libraries["libbundled-1a2b3c4d.so.1"] is None
     assert result.library_files["libbundled-1a2b3c4d.so.1"] == [
-        str(site / "demo" / "ext.cpython-311-x86_64-linux-gnu.so")]
+        str(site / "demo" / "ext.cpython-311-x86_64-linux-gnu.so")
+    ]
 
 
 def test_probe_cache_reuses_unchanged_files_and_rereads_changed_ones(tmp_path):
@@ -454,8 +513,10 @@ def test_probe_cache_reuses_unchanged_files_and_rereads_changed_ones(tmp_path):
     shutil.copy(ELF / "libbundled-1a2b3c4d.so.1", ext)  # different content and size
     third, c3 = _native(site, probe.ProbeCache(str(cache_file)))
     assert c3.misses == 1
-    assert "libz.so.1" not in third["libraries"] or "demo" not in third["libraries"][
-        "libz.so.1"]["users"]
+    assert (
+        "libz.so.1" not in third["libraries"]
+        or "demo" not in third["libraries"]["libz.so.1"]["users"]
+    )
 
 
 def test_corrupt_cache_is_ignored(tmp_path):
@@ -491,21 +552,40 @@ class _FakeSysconfig:
         return self.config.get(name)
 
 
-@pytest.mark.parametrize("glibc,expected", [
-    ("2.36", ["manylinux_2_36_x86_64", "manylinux_2_35_x86_64", "manylinux_2_34_x86_64",
-              "manylinux_2_33_x86_64", "manylinux_2_17_x86_64", "linux_x86_64"]),
-    ("2.17", ["manylinux_2_17_x86_64", "manylinux_2_16_x86_64", "manylinux_2_15_x86_64",
-              "manylinux_2_14_x86_64", "linux_x86_64"]),
-    ("2.5", ["manylinux_2_5_x86_64", "linux_x86_64"]),
-])
+@pytest.mark.parametrize(
+    "glibc,expected",
+    [
+        (
+            "2.36",
+            [
+                "manylinux_2_36_x86_64",
+                "manylinux_2_35_x86_64",
+                "manylinux_2_34_x86_64",
+                "manylinux_2_33_x86_64",
+                "manylinux_2_17_x86_64",
+                "linux_x86_64",
+            ],
+        ),
+        (
+            "2.17",
+            [
+                "manylinux_2_17_x86_64",
+                "manylinux_2_16_x86_64",
+                "manylinux_2_15_x86_64",
+                "manylinux_2_14_x86_64",
+                "linux_x86_64",
+            ],
+        ),
+        ("2.5", ["manylinux_2_5_x86_64", "linux_x86_64"]),
+    ],
+)
 def test_platform_tags_follow_glibc(glibc, expected):
     require(struct.calcsize("P") == 8, "a 64-bit Python running the tests")
     assert probe.platform_tags(_FakeSysconfig("linux-x86_64"), glibc) == expected
 
 
 def test_platform_tag_off_linux():
-    assert probe.platform_tags(_FakeSysconfig("macosx-11.0-arm64"), None) == [
-        "macosx_11_0_arm64"]
+    assert probe.platform_tags(_FakeSysconfig("macosx-11.0-arm64"), None) == ["macosx_11_0_arm64"]
 
 
 def test_interpreter_kinds(tmp_path, monkeypatch):
@@ -552,8 +632,11 @@ def test_target_order_explicit_venv_conda_path(tmp_path):
     venv_py = _exe(tmp_path / "venv" / "bin" / "python", "#!/bin/sh\n")
     conda_py = _exe(tmp_path / "conda" / "bin" / "python", "#!/bin/sh\n")
     path_py = _exe(tmp_path / "path" / "python3", "#!/bin/sh\n")
-    env = {"VIRTUAL_ENV": str(tmp_path / "venv"), "CONDA_PREFIX": str(tmp_path / "conda"),
-           "PATH": str(tmp_path / "path")}
+    env = {
+        "VIRTUAL_ENV": str(tmp_path / "venv"),
+        "CONDA_PREFIX": str(tmp_path / "conda"),
+        "PATH": str(tmp_path / "path"),
+    }
     assert py.find_target_python(str(path_py), env) == path_py
     assert py.find_target_python(None, env) == venv_py
     del env["VIRTUAL_ENV"]
@@ -563,8 +646,9 @@ def test_target_order_explicit_venv_conda_path(tmp_path):
     assert py.find_target_python(str(tmp_path / "venv"), env) == venv_py  # a venv folder
 
 
-@pytest.mark.parametrize("case", ["missing", "not-executable", "not-a-program", "no-python",
-                                  "stale-venv"])
+@pytest.mark.parametrize(
+    "case", ["missing", "not-executable", "not-a-program", "no-python", "stale-venv"]
+)
 def test_target_errors_name_the_fix(tmp_path, case):
     env = {"PATH": str(tmp_path / "empty")}
     explicit = None
@@ -579,9 +663,13 @@ def test_target_errors_name_the_fix(tmp_path, case):
     elif case == "stale-venv":
         env["VIRTUAL_ENV"] = str(tmp_path / "gone")
     # Each names the path (or the variable) it refuses, and the fix.
-    named = {"missing": str(tmp_path / "nope" / "python"), "not-executable": "chmod +x",
-             "not-a-program": "is not a program", "no-python": "no `python` or `python3` on PATH",
-             "stale-venv": "$VIRTUAL_ENV points to " + str(tmp_path / "gone")}[case]
+    named = {
+        "missing": str(tmp_path / "nope" / "python"),
+        "not-executable": "chmod +x",
+        "not-a-program": "is not a program",
+        "no-python": "no `python` or `python3` on PATH",
+        "stale-venv": "$VIRTUAL_ENV points to " + str(tmp_path / "gone"),
+    }[case]
     with refuses(InterpreterError, names=[named, "fix: "]):
         py.find_target_python(explicit, env)
 
@@ -626,7 +714,8 @@ def test_run_probe_in_this_interpreter_ignores_pythonpath(tmp_path, monkeypatch)
     fake_site = tmp_path / "leak"
     shutil.copytree(SITE / "six-1.17.0.dist-info", fake_site / "leaky_pkg-6.6.6.dist-info")
     (fake_site / "leaky_pkg-6.6.6.dist-info" / "METADATA").write_text(
-        "Metadata-Version: 2.1\nName: leaky-pkg\nVersion: 6.6.6\n")
+        "Metadata-Version: 2.1\nName: leaky-pkg\nVersion: 6.6.6\n"
+    )
     monkeypatch.setenv("PYTHONPATH", str(fake_site))
     raw = py.run_probe(Path(sys.executable), cache_dir=tmp_path / "cache")
     names = {d["name"] for d in raw["distributions"]}
@@ -640,7 +729,9 @@ def test_build_and_compiler_match_the_platform_module():
     import platform
 
     assert probe._build_and_compiler() == (
-        ", ".join(x for x in platform.python_build() if x), platform.python_compiler())
+        ", ".join(x for x in platform.python_build() if x),
+        platform.python_compiler(),
+    )
 
 
 def test_start_probe_runs_in_the_background_and_reraises(tmp_path):
@@ -662,7 +753,8 @@ def test_version_files_are_shipped_raw_and_capped(tmp_path):
     site = tmp_path / "site"
     (site / "torch").mkdir(parents=True)
     (site / "torch" / "version.py").write_text(
-        "__version__ = '2.3.1+cu121'\ncuda: Optional[str] = '12.1'\n" + "#" * 40000)
+        "__version__ = '2.3.1+cu121'\ncuda: Optional[str] = '12.1'\n" + "#" * 40000
+    )
     dists = [{"site": str(site), "name": "torch"}]
     files = probe.version_files(dists)
     assert list(files) == ["torch/version.py"]
@@ -693,14 +785,16 @@ def _editable_with_its_egg_info(tmp_path, version_in_tree="0.1"):
     egg = repo / "src" / "demo.egg-info"
     egg.mkdir()
     (egg / "PKG-INFO").write_text(
-        f"Metadata-Version: 2.1\nName: demo\nVersion: {version_in_tree}\n")
+        f"Metadata-Version: 2.1\nName: demo\nVersion: {version_in_tree}\n"
+    )
     site = tmp_path / "site"
     dist = site / "demo-0.1.dist-info"
     dist.mkdir(parents=True)
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: demo\nVersion: 0.1\n")
     (dist / "INSTALLER").write_text("pip\n")
-    (dist / "direct_url.json").write_text(json.dumps(
-        {"url": repo.as_uri(), "dir_info": {"editable": True}}))
+    (dist / "direct_url.json").write_text(
+        json.dumps({"url": repo.as_uri(), "dir_info": {"editable": True}})
+    )
     active, shadowed = _dists([site, repo / "src"], sites=[site])
     return py.parse_probe(_raw(active, shadowed), repo)
 
@@ -708,7 +802,8 @@ def _editable_with_its_egg_info(tmp_path, version_in_tree="0.1"):
 def test_an_editable_installs_own_egg_info_is_not_called_stale(tmp_path):
     result = _editable_with_its_egg_info(tmp_path)
     assert [(p.name, p.source.kind, p.source.editable) for p in result.packages] == [
-        ("demo", "directory", True)]
+        ("demo", "directory", True)
+    ]
     assert not any("shadowed" in w for w in result.warnings), result.warnings
 
 

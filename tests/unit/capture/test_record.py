@@ -58,8 +58,14 @@ def _run_payload(tmp_path: Path, script: str, extra_path: str = "") -> tuple[dic
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(payload), extra_path) if p)
     env[record.RECORD_DIR_VAR] = str(out)
-    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
-                          text=True, check=True, cwd=tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tmp_path,
+    )
     reports = [json.loads(p.read_text()) for p in out.glob("run-*.json")]
     assert len(reports) == 1, reports
     return reports[0], done.stdout
@@ -86,9 +92,11 @@ def test_payload_chains_the_sitecustomize_it_hides(tmp_path):
     theirs = tmp_path / "theirs"
     theirs.mkdir()
     (theirs / "sitecustomize.py").write_text("import builtins\nbuiltins.MARK = 'theirs'\n")
-    rep, stdout = _run_payload(tmp_path, "import sitecustomize, builtins\n"
-                                         "print(builtins.MARK, sitecustomize.__file__)",
-                               extra_path=str(theirs))
+    rep, stdout = _run_payload(
+        tmp_path,
+        "import sitecustomize, builtins\nprint(builtins.MARK, sitecustomize.__file__)",
+        extra_path=str(theirs),
+    )
     mark, where = stdout.split()
     assert mark == "theirs" and where == str(theirs / "sitecustomize.py")
     assert rep["imports"]
@@ -101,7 +109,8 @@ def test_mapped_objects_reads_maps_lines(tmp_path):
         "7f01-7f02 r--p 00000000 08:01 2 /usr/lib/locale/C.utf8/LC_CTYPE\n"
         "7f02-7f03 r-xp 00000000 08:01 3 /tmp/x/_mod.cpython-311-x86_64-linux-gnu.so\n"
         "7f03-7f04 r-xp 00000000 08:01 4 /tmp/gone/libold.so.2 (deleted)\n"
-        "7f04-7f05 rw-p 00000000 00:00 0 [heap]\n")
+        "7f04-7f05 rw-p 00000000 00:00 0 [heap]\n"
+    )
     sys.path.insert(0, str(record.PAYLOAD.parent))
     try:
         import recorder  # the payload module itself, imported from its folder
@@ -109,7 +118,8 @@ def test_mapped_objects_reads_maps_lines(tmp_path):
         sys.path.pop(0)
     assert recorder.mapped_objects(str(maps)) == [
         "/tmp/x/_mod.cpython-311-x86_64-linux-gnu.so",
-        "/usr/lib/x86_64-linux-gnu/libmagic.so.1.0.0"]
+        "/usr/lib/x86_64-linux-gnu/libmagic.so.1.0.0",
+    ]
 
 
 # --------------------------------------------------------------------------- execute
@@ -126,8 +136,7 @@ def test_execute_records_status_time_memory_and_reports(tmp_path):
 
 
 def test_execute_records_a_signal_as_a_negative_status(tmp_path):
-    ex = record.execute(["/bin/sh", "-c", "kill -TERM $$"], cwd=tmp_path,
-                        environ=dict(os.environ))
+    ex = record.execute(["/bin/sh", "-c", "kill -TERM $$"], cwd=tmp_path, environ=dict(os.environ))
     assert ex.exit_status == -15
     assert any("no Python process" in w for w in ex.warnings)
 
@@ -141,8 +150,12 @@ def test_command_environment_activates_a_found_interpreter(tmp_path):
     venv = tmp_path / ".venv"
     (venv / "bin").mkdir(parents=True)
     (venv / "pyvenv.cfg").write_text("home = /usr/bin\n")
-    env = record.command_environment({"PATH": "/usr/bin", "PYTHONPATH": "/mine"},
-                                     venv / "bin" / "python", tmp_path / "p", tmp_path / "o")
+    env = record.command_environment(
+        {"PATH": "/usr/bin", "PYTHONPATH": "/mine"},
+        venv / "bin" / "python",
+        tmp_path / "p",
+        tmp_path / "o",
+    )
     assert env["PATH"].split(os.pathsep)[0] == str(venv / "bin")
     assert env["VIRTUAL_ENV"] == str(venv)
     assert env["PYTHONPATH"] == f"{tmp_path / 'p'}{os.pathsep}/mine"
@@ -163,8 +176,13 @@ def _dist(site: Path, name: str, version: str, files: dict[str, bytes]) -> dict:
         lines.append(f"{rel},,")
     lines.append(f"{meta.name}/RECORD,,")
     (meta / "RECORD").write_text("\n".join(lines) + "\n")
-    return {"name": name, "version": version, "metadata_dir": str(meta), "site": str(site),
-            "has_record": True}
+    return {
+        "name": name,
+        "version": version,
+        "metadata_dir": str(meta),
+        "site": str(site),
+        "has_record": True,
+    }
 
 
 def test_summarize_maps_modules_and_libraries_to_their_owners(tmp_path):
@@ -174,33 +192,61 @@ def test_summarize_maps_modules_and_libraries_to_their_owners(tmp_path):
     (repo / "mylib" / "__init__.py").write_text("")
     dists = [
         _dist(site, "magicpkg", "1.0", {"magicpkg/__init__.py": b"", "magicpkg/loader.py": b""}),
-        _dist(site, "fastthing", "2.0", {
-            "fastthing/__init__.py": b"",
-            "fastthing/_core.cpython-311-x86_64-linux-gnu.so": b"\x7fELF",
-            "fastthing.libs/libgfortran-1a2b.so.5": b"\x7fELF"}),
+        _dist(
+            site,
+            "fastthing",
+            "2.0",
+            {
+                "fastthing/__init__.py": b"",
+                "fastthing/_core.cpython-311-x86_64-linux-gnu.so": b"\x7fELF",
+                "fastthing.libs/libgfortran-1a2b.so.5": b"\x7fELF",
+            },
+        ),
     ]
     raw = {"site_dirs": [str(site)], "distributions": dists, "interpreter": {}, "native": {}}
-    system_lib = next((p for p in ("/usr/lib/x86_64-linux-gnu/libmagic.so.1",
-                                   "/lib/x86_64-linux-gnu/libmagic.so.1") if os.path.exists(p)),
-                      None)
-    maps = [str(site / "fastthing/_core.cpython-311-x86_64-linux-gnu.so"),
-            str(site / "fastthing.libs/libgfortran-1a2b.so.5")]
+    system_lib = next(
+        (
+            p
+            for p in (
+                "/usr/lib/x86_64-linux-gnu/libmagic.so.1",
+                "/lib/x86_64-linux-gnu/libmagic.so.1",
+            )
+            if os.path.exists(p)
+        ),
+        None,
+    )
+    maps = [
+        str(site / "fastthing/_core.cpython-311-x86_64-linux-gnu.so"),
+        str(site / "fastthing.libs/libgfortran-1a2b.so.5"),
+    ]
     if system_lib:
         maps.append(os.path.realpath(system_lib))
-    ex = record.Execution(argv=("python", "job.py"), exit_status=0, wall_seconds=1.0,
-                          peak_memory_kib=1000, reports=({
-                              "modules": {"magicpkg.loader": str(site / "magicpkg/loader.py"),
-                                          "magicpkg": str(site / "magicpkg/__init__.py"),
-                                          "fastthing._core": maps[0],
-                                          "mylib": str(repo / "mylib/__init__.py"),
-                                          "json": "/usr/lib/python3.11/json/__init__.py"},
-                              "maps": maps,
-                              "dlopen": ["libmagic.so.1", "libnot-there.so.4"],
-                          },))
+    ex = record.Execution(
+        argv=("python", "job.py"),
+        exit_status=0,
+        wall_seconds=1.0,
+        peak_memory_kib=1000,
+        reports=(
+            {
+                "modules": {
+                    "magicpkg.loader": str(site / "magicpkg/loader.py"),
+                    "magicpkg": str(site / "magicpkg/__init__.py"),
+                    "fastthing._core": maps[0],
+                    "mylib": str(repo / "mylib/__init__.py"),
+                    "json": "/usr/lib/python3.11/json/__init__.py",
+                },
+                "maps": maps,
+                "dlopen": ["libmagic.so.1", "libnot-there.so.4"],
+            },
+        ),
+    )
     summary = record.summarize(ex, raw, repo)
     usage = summary.usage
-    assert usage.modules == {"<repo>": ("mylib",), "fastthing": ("fastthing",),
-                             "magicpkg": ("magicpkg",)}
+    assert usage.modules == {
+        "<repo>": ("mylib",),
+        "fastthing": ("fastthing",),
+        "magicpkg": ("magicpkg",),
+    }
     owners = {lib.name: lib.owner for lib in usage.libraries}
     assert owners["_core.cpython-311-x86_64-linux-gnu.so"] == "package:fastthing"
     assert owners["libgfortran-1a2b.so.5"] == "package:fastthing"
@@ -213,8 +259,13 @@ def test_summarize_maps_modules_and_libraries_to_their_owners(tmp_path):
 
 
 def test_a_driver_library_is_the_hosts_never_an_os_package(tmp_path):
-    ex = record.Execution(argv=("x",), exit_status=0, wall_seconds=0.1, peak_memory_kib=None,
-                          reports=({"maps": ["/usr/lib/x86_64-linux-gnu/libcuda.so.580.1"]},))
+    ex = record.Execution(
+        argv=("x",),
+        exit_status=0,
+        wall_seconds=0.1,
+        peak_memory_kib=None,
+        reports=({"maps": ["/usr/lib/x86_64-linux-gnu/libcuda.so.580.1"]},),
+    )
     summary = record.summarize(ex, {"interpreter": {}}, tmp_path)
     assert summary.usage.libraries == (LoadedLibrary("libcuda.so.580.1", "driver"),)
     assert summary.system_libraries == {}
@@ -226,34 +277,50 @@ def test_a_driver_library_is_the_hosts_never_an_os_package(tmp_path):
 def test_ctypes_scan_finds_libraries_named_in_pure_python_sources(tmp_path):
     site = tmp_path / "site-packages"
     dists = [
-        _dist(site, "python-magic", "0.4.27", {
-            "magic/__init__.py": b"import ctypes\nfrom ctypes.util import find_library\n"
-                                 b"lib = find_library('magic')\n",
-            "magic/compat.py": b"import ctypes\n_z = ctypes.CDLL('libz.so.1')\n"
-                               b"cdll = ctypes.cdll.LoadLibrary(\"libbz2.so.1.0\")\n",
-            "magic/tests/test_x.py": b"import ctypes\nfind_library('testonly')\n",
-        }),
+        _dist(
+            site,
+            "python-magic",
+            "0.4.27",
+            {
+                "magic/__init__.py": b"import ctypes\nfrom ctypes.util import find_library\n"
+                b"lib = find_library('magic')\n",
+                "magic/compat.py": b"import ctypes\n_z = ctypes.CDLL('libz.so.1')\n"
+                b'cdll = ctypes.cdll.LoadLibrary("libbz2.so.1.0")\n',
+                "magic/tests/test_x.py": b"import ctypes\nfind_library('testonly')\n",
+            },
+        ),
         _dist(site, "plain", "1.0", {"plain/__init__.py": b"print('no ctypes here')\n"}),
-        _dist(site, "compiled", "1.0", {
-            "compiled/__init__.py": b"import ctypes\nfind_library('ssl')\n",
-            "compiled/_x.cpython-311-x86_64-linux-gnu.so": b"\x7fELF"}),
+        _dist(
+            site,
+            "compiled",
+            "1.0",
+            {
+                "compiled/__init__.py": b"import ctypes\nfind_library('ssl')\n",
+                "compiled/_x.cpython-311-x86_64-linux-gnu.so": b"\x7fELF",
+            },
+        ),
     ]
     raw = {"distributions": dists}
     cache = tmp_path / "cache" / "ctypes.json"
     assert record.ctypes_names(raw, cache) == {
-        "python-magic": {"magic", "libz.so.1", "libbz2.so.1.0"}}
+        "python-magic": {"magic", "libz.so.1", "libbz2.so.1.0"}
+    }
     # The answer per RECORD is cached: a second scan reads no source file.
     (site / "magic/__init__.py").write_bytes(b"")
-    assert record.ctypes_names(raw, cache)["python-magic"] == {"magic", "libz.so.1",
-                                                               "libbz2.so.1.0"}
+    assert record.ctypes_names(raw, cache)["python-magic"] == {
+        "magic",
+        "libz.so.1",
+        "libbz2.so.1.0",
+    }
     os.utime(Path(dists[0]["metadata_dir"]) / "RECORD", ns=(1, 1))  # reinstalled: read again
     assert record.ctypes_names(raw, cache)["python-magic"] == {"libz.so.1", "libbz2.so.1.0"}
 
 
 def test_library_names_resolve_through_the_loader_cache():
     cache = probe.read_ld_cache()
-    require(bool(cache) and "libz.so.1" in cache,
-            "libz.so.1 in this machine's ld.so.cache (zlib1g)")
+    require(
+        bool(cache) and "libz.so.1" in cache, "libz.so.1 in this machine's ld.so.cache (zlib1g)"
+    )
     found = record.resolve_library_names(["z", "libz.so.1", "reprobox-absent"])
     assert list(found.values()) == [["libz.so.1"]]
     assert all(os.path.isabs(p) for p in found)
@@ -264,14 +331,19 @@ def test_library_names_resolve_through_the_loader_cache():
 
 def test_declared_system_packages_from_the_option_and_pyproject(tmp_path):
     (tmp_path / "pyproject.toml").write_text(
-        '[project]\nname = "x"\n[tool.reprobox]\nsystem-packages = ["libgl1", "libmagic1"]\n')
+        '[project]\nname = "x"\n[tool.reprobox]\nsystem-packages = ["libgl1", "libmagic1"]\n'
+    )
     assert record.declared_system_packages(tmp_path, ["libmagic1", "ffmpeg"]) == [
-        "ffmpeg", "libgl1", "libmagic1"]
+        "ffmpeg",
+        "libgl1",
+        "libmagic1",
+    ]
 
 
 def test_a_hostile_pyproject_name_is_refused_naming_the_entry(tmp_path):
     (tmp_path / "pyproject.toml").write_text(
-        '[tool.reprobox]\nsystem-packages = ["libgl1", "curl; rm -rf /"]\n')
+        '[tool.reprobox]\nsystem-packages = ["libgl1", "curl; rm -rf /"]\n'
+    )
     with refuses(UsageError, names=["pyproject.toml", "system-packages[1]"]):
         record.declared_system_packages(tmp_path, [])
 
@@ -352,31 +424,46 @@ def test_exit_status_option_is_checked():
 
 
 def _experiment(**kw) -> Experiment:
-    return Experiment(name="job", command="python job.py", cwd=".",
-                      git=GitInfo(commit="a" * 40), environment_digest="sha256:" + "0" * 64,
-                      created="2026-11-30T10:00:00Z", tool_version="0.1.0", **kw)
+    return Experiment(
+        name="job",
+        command="python job.py",
+        cwd=".",
+        git=GitInfo(commit="a" * 40),
+        environment_digest="sha256:" + "0" * 64,
+        created="2026-11-30T10:00:00Z",
+        tool_version="0.1.0",
+        **kw,
+    )
 
 
 def test_run_usage_round_trips_and_records_without_it_keep_their_form():
     plain = _experiment()
     assert "run" not in plain.to_dict()
-    usage = RunUsage(exit_status=3, wall_seconds=1.5, peak_memory_kib=2048, processes=2,
-                     modules={"numpy": ("numpy",), "<repo>": ("train",)},
-                     libraries=(LoadedLibrary("libmagic.so.1.0.0", "system:libmagic1"),),
-                     dlopen_failed=("libfoo.so.1",))
+    usage = RunUsage(
+        exit_status=3,
+        wall_seconds=1.5,
+        peak_memory_kib=2048,
+        processes=2,
+        modules={"numpy": ("numpy",), "<repo>": ("train",)},
+        libraries=(LoadedLibrary("libmagic.so.1.0.0", "system:libmagic1"),),
+        dlopen_failed=("libfoo.so.1",),
+    )
     exp = _experiment(run=usage).with_id()
     back = Experiment.from_dict(json.loads(json.dumps(exp.to_dict())))
     assert back.run == usage and back.content_matches_id
     assert exp.id != plain.with_id().id  # the run is sealed by the id like everything else
 
 
-@pytest.mark.parametrize("field,usage", [
-    ("run.libraries[0].owner", RunUsage(0, libraries=(LoadedLibrary("libx.so", "evil:x"),))),
-    ("run.libraries[0].name", RunUsage(0, libraries=(LoadedLibrary("../x.so", "unowned"),))),
-    ("run.modules[numpy]", RunUsage(0, modules={"numpy": ("os;rm",)})),
-    ("run.source", RunUsage(0, source="guessed")),
-    ("run.exit_status", RunUsage(9999)),
-])
+@pytest.mark.parametrize(
+    "field,usage",
+    [
+        ("run.libraries[0].owner", RunUsage(0, libraries=(LoadedLibrary("libx.so", "evil:x"),))),
+        ("run.libraries[0].name", RunUsage(0, libraries=(LoadedLibrary("../x.so", "unowned"),))),
+        ("run.modules[numpy]", RunUsage(0, modules={"numpy": ("os;rm",)})),
+        ("run.source", RunUsage(0, source="guessed")),
+        ("run.exit_status", RunUsage(9999)),
+    ],
+)
 def test_hostile_run_fields_are_refused_by_name(field, usage):
     with refuses(ValidationError, field=field):
         validate.run_usage(usage)
@@ -397,16 +484,29 @@ def test_torch_reaches_the_nvidia_wheels_through_its_runpath(tmp_path, monkeypat
     assert any(s["name"] == "cuda-cudart-13-0" for s in H200["system_packages"])
     site = tmp_path / "lib" / "python3.12" / "site-packages"
     cudart = make_elf(64, "little", 62, [], "libcudart.so.13")
-    torch_cuda = make_elf(64, "little", 62, ["libcudart.so.13", "libcusparseLt.so.0"],
-                          "libtorch_cuda.so", "$ORIGIN/../../nvidia/cu13/lib:"
-                          "$ORIGIN/../../cusparselt/lib")
+    torch_cuda = make_elf(
+        64,
+        "little",
+        62,
+        ["libcudart.so.13", "libcusparseLt.so.0"],
+        "libtorch_cuda.so",
+        "$ORIGIN/../../nvidia/cu13/lib:$ORIGIN/../../cusparselt/lib",
+    )
     sparse = make_elf(64, "little", 62, [], "libcusparseLt.so.0")
     dists = [
         _dist(site, "torch", _h200_version("torch"), {"torch/lib/libtorch_cuda.so": torch_cuda}),
-        _dist(site, "nvidia-cuda-runtime", _h200_version("nvidia-cuda-runtime"),
-              {"nvidia/cu13/lib/libcudart.so.13": cudart}),
-        _dist(site, "nvidia-cusparselt-cu13", _h200_version("nvidia-cusparselt-cu13"),
-              {"cusparselt/lib/libcusparseLt.so.0": sparse}),
+        _dist(
+            site,
+            "nvidia-cuda-runtime",
+            _h200_version("nvidia-cuda-runtime"),
+            {"nvidia/cu13/lib/libcudart.so.13": cudart},
+        ),
+        _dist(
+            site,
+            "nvidia-cusparselt-cu13",
+            _h200_version("nvidia-cusparselt-cu13"),
+            {"cusparselt/lib/libcusparseLt.so.0": sparse},
+        ),
     ]
     toolkit = tmp_path / "usr-local-cuda" / "lib64"
     toolkit.mkdir(parents=True)
@@ -423,25 +523,37 @@ def test_torch_reaches_the_nvidia_wheels_through_its_runpath(tmp_path, monkeypat
     assert rec["users"] == ["other"] and rec["how"] == "ld_library_path"
 
 
-@pytest.mark.parametrize("soname,files", [
-    ("libcutensor.so.2",
-     [".../site-packages/cupy_backends/cuda/libs/cutensor.cpython-312-x86_64-linux-gnu.so"]),
-    ("libcutensorMg.so.2",
-     [".../site-packages/cupy_backends/cuda/libs/cutensor.cpython-312-x86_64-linux-gnu.so"]),
-    ("libtbb.so.12",
-     [".../site-packages/numba/np/ufunc/tbbpool.cpython-312-x86_64-linux-gnu.so"]),
-])
+@pytest.mark.parametrize(
+    "soname,files",
+    [
+        (
+            "libcutensor.so.2",
+            [".../site-packages/cupy_backends/cuda/libs/cutensor.cpython-312-x86_64-linux-gnu.so"],
+        ),
+        (
+            "libcutensorMg.so.2",
+            [".../site-packages/cupy_backends/cuda/libs/cutensor.cpython-312-x86_64-linux-gnu.so"],
+        ),
+        (
+            "libtbb.so.12",
+            [".../site-packages/numba/np/ufunc/tbbpool.cpython-312-x86_64-linux-gnu.so"],
+        ),
+    ],
+)
 def test_libraries_packages_only_try_are_not_reported_missing(soname, files):
     assert soname in H200["missing_libraries"]  # what the H200 capture reported
     assert system.only_tried(soname, files)
 
 
-@pytest.mark.parametrize("soname,files", [
-    # a core module of the package needs it: the package does not work without it
-    ("libtbb.so.12", [".../site-packages/numba/_helperlib.cpython-312-x86_64-linux-gnu.so"]),
-    ("libgomp.so.1.0.0", [".../site-packages/_pkg.cpython-312-x86_64-linux-gnu.so"]),
-    ("libcutensor.so.2", []),
-])
+@pytest.mark.parametrize(
+    "soname,files",
+    [
+        # a core module of the package needs it: the package does not work without it
+        ("libtbb.so.12", [".../site-packages/numba/_helperlib.cpython-312-x86_64-linux-gnu.so"]),
+        ("libgomp.so.1.0.0", [".../site-packages/_pkg.cpython-312-x86_64-linux-gnu.so"]),
+        ("libcutensor.so.2", []),
+    ],
+)
 def test_libraries_core_modules_need_stay_missing(soname, files):
     assert not system.only_tried(soname, files)
 
@@ -455,13 +567,24 @@ def test_a_recorded_failed_load_keeps_a_tried_library_missing(tmp_path, monkeypa
         "probe_version": 1,
         "interpreter": {"implementation": "cpython", "version": "3.12.3"},
         "distributions": [],
-        "native": {"libraries": {
-            "libtbb.so.12": {"realpath": None, "users": ["numba"], "provider": "missing",
-                             "files": ["/v/site-packages/numba/np/ufunc/"
-                                       "tbbpool.cpython-312-x86_64-linux-gnu.so"]},
-            "libfoo.so.1": {"realpath": None, "users": ["foo"], "provider": "missing",
-                            "files": ["/v/site-packages/_foo.cpython-312-x86_64-linux-gnu.so"]},
-        }},
+        "native": {
+            "libraries": {
+                "libtbb.so.12": {
+                    "realpath": None,
+                    "users": ["numba"],
+                    "provider": "missing",
+                    "files": [
+                        "/v/site-packages/numba/np/ufunc/tbbpool.cpython-312-x86_64-linux-gnu.so"
+                    ],
+                },
+                "libfoo.so.1": {
+                    "realpath": None,
+                    "users": ["foo"],
+                    "provider": "missing",
+                    "files": ["/v/site-packages/_foo.cpython-312-x86_64-linux-gnu.so"],
+                },
+            }
+        },
         "os": {},
     }
     env, warnings = environment_from_probe(raw, tmp_path)
@@ -488,8 +611,10 @@ def test_payload_names_the_script_the_interpreter_ran(tmp_path):
 
 def test_python_child_processes_are_recorded_too(tmp_path):
     script = tmp_path / "parent.py"
-    script.write_text("import subprocess, sys\n"
-                      "subprocess.run([sys.executable, '-c', 'import colorsys'], check=True)\n")
+    script.write_text(
+        "import subprocess, sys\n"
+        "subprocess.run([sys.executable, '-c', 'import colorsys'], check=True)\n"
+    )
     ex = record.execute([sys.executable, str(script)], cwd=tmp_path, environ=dict(os.environ))
     assert ex.exit_status == 0 and len(ex.reports) == 2
     assert len({r["pid"] for r in ex.reports}) == 2
@@ -510,8 +635,9 @@ def test_a_command_stopped_with_ctrl_c_records_nothing(tmp_path, monkeypatch):
     assert list(work.iterdir()) == [] and list(scratch.iterdir()) == []
 
 
-def test_a_library_the_run_dlopens_is_its_own_even_under_the_interpreters_closure(tmp_path,
-                                                                                   monkeypatch):
+def test_a_library_the_run_dlopens_is_its_own_even_under_the_interpreters_closure(
+    tmp_path, monkeypatch
+):
     """libpng16 sits in the closure of Tk (a stdlib extension module), but a command that opens
     it through ctypes needs it whatever the base image has: it joins the system libraries."""
     (tmp_path / "lib").mkdir()
@@ -521,9 +647,13 @@ def test_a_library_the_run_dlopens_is_its_own_even_under_the_interpreters_closur
     monkeypatch.setattr(record, "python_own_closure", lambda _raw: {str(lib)})
 
     def summarize(dlopen: list[str]) -> record.RunSummary:
-        ex = record.Execution(argv=("python", "pngver.py"), exit_status=0, wall_seconds=0.1,
-                              peak_memory_kib=None,
-                              reports=({"maps": [str(lib)], "dlopen": dlopen},))
+        ex = record.Execution(
+            argv=("python", "pngver.py"),
+            exit_status=0,
+            wall_seconds=0.1,
+            peak_memory_kib=None,
+            reports=({"maps": [str(lib)], "dlopen": dlopen},),
+        )
         return record.summarize(ex, {"interpreter": {}}, tmp_path / "repo")
 
     quiet = summarize([])

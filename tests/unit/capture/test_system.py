@@ -30,15 +30,27 @@ def test_os_info_from_probe_section():
         "glibc": "2.36",
     }
     assert system.os_info(raw) == OSInfo(
-        id="debian", version_id="12", codename="bookworm",
-        pretty_name="Debian GNU/Linux 12 (bookworm)", id_like=(), kernel="6.1.0-18-amd64",
-        glibc="2.36", arch="x86_64", system="Linux",
+        id="debian",
+        version_id="12",
+        codename="bookworm",
+        pretty_name="Debian GNU/Linux 12 (bookworm)",
+        id_like=(),
+        kernel="6.1.0-18-amd64",
+        glibc="2.36",
+        arch="x86_64",
+        system="Linux",
     )
 
 
 def test_os_info_ubuntu_codename_and_id_like():
-    raw = {"release": {"ID": "ubuntu", "ID_LIKE": "debian", "UBUNTU_CODENAME": "jammy",
-                       "VERSION_ID": "22.04"}}
+    raw = {
+        "release": {
+            "ID": "ubuntu",
+            "ID_LIKE": "debian",
+            "UBUNTU_CODENAME": "jammy",
+            "VERSION_ID": "22.04",
+        }
+    }
     info = system.os_info(raw)
     assert (info.codename, info.id_like, info.debian_family) == ("jammy", ("debian",), True)
     assert system.os_info({}).system == "Linux"
@@ -46,10 +58,13 @@ def test_os_info_ubuntu_codename_and_id_like():
 
 def test_path_variants_cover_merged_usr():
     v = system.path_variants("/usr/lib/x86_64-linux-gnu/libz.so.1.2.13")
-    assert v[:2] == ["/usr/lib/x86_64-linux-gnu/libz.so.1.2.13",
-                     "/lib/x86_64-linux-gnu/libz.so.1.2.13"]
+    assert v[:2] == [
+        "/usr/lib/x86_64-linux-gnu/libz.so.1.2.13",
+        "/lib/x86_64-linux-gnu/libz.so.1.2.13",
+    ]
     assert "/usr/lib/x86_64-linux-gnu/libc.so.6" in system.path_variants(
-        "/lib/x86_64-linux-gnu/libc.so.6")
+        "/lib/x86_64-linux-gnu/libc.so.6"
+    )
 
 
 def test_parse_real_dpkg_search_output():
@@ -75,9 +90,13 @@ def test_parse_dpkg_versions_skips_not_installed():
 
 def test_scan_of_real_list_files():
     found = system._dpkg_scan_lists(
-        {"/lib/x86_64-linux-gnu/libc.so.6", "/lib/x86_64-linux-gnu/libz.so.1.2.13",
-         "/usr/share/zoneinfo/UTC", "/lib/x86_64-linux-gnu/libgcc_s.so.1",
-         "/lib/x86_64-linux-gnu/libnothere.so.3"},
+        {
+            "/lib/x86_64-linux-gnu/libc.so.6",
+            "/lib/x86_64-linux-gnu/libz.so.1.2.13",
+            "/usr/share/zoneinfo/UTC",
+            "/lib/x86_64-linux-gnu/libgcc_s.so.1",
+            "/lib/x86_64-linux-gnu/libnothere.so.3",
+        },
         DPKG / "info",
     )
     assert found == {
@@ -104,8 +123,11 @@ def fake_dpkg(tmp_path, monkeypatch):
         calls.append(argv)
         assert argv[:2] == ["dpkg-query", "-W"], argv
         wanted = set(argv[4:])
-        lines = [line for line in (DPKG / "query-W.txt").read_text().splitlines()
-                 if line.split("\t")[0] in wanted or line.split("\t")[1] in wanted]
+        lines = [
+            line
+            for line in (DPKG / "query-W.txt").read_text().splitlines()
+            if line.split("\t")[0] in wanted or line.split("\t")[1] in wanted
+        ]
         return subprocess.CompletedProcess(argv, 0, "\n".join(lines) + "\n", "")
 
     monkeypatch.setattr(system.proc, "run", fake_run)
@@ -113,10 +135,18 @@ def fake_dpkg(tmp_path, monkeypatch):
 
 
 def test_owning_packages_with_usrmerge_paths(fake_dpkg):
-    paths = ["/usr/lib/x86_64-linux-gnu/libc.so.6", "/usr/lib/x86_64-linux-gnu/libm.so.6",
-             "/usr/lib/x86_64-linux-gnu/libz.so.1.2.13", "/opt/cuda/lib64/libcudart.so.12"]
-    by_path = {paths[0]: ["libc.so.6"], paths[1]: ["libm.so.6"], paths[2]: ["libz.so.1"],
-               paths[3]: ["libcudart.so.12"]}
+    paths = [
+        "/usr/lib/x86_64-linux-gnu/libc.so.6",
+        "/usr/lib/x86_64-linux-gnu/libm.so.6",
+        "/usr/lib/x86_64-linux-gnu/libz.so.1.2.13",
+        "/opt/cuda/lib64/libcudart.so.12",
+    ]
+    by_path = {
+        paths[0]: ["libc.so.6"],
+        paths[1]: ["libm.so.6"],
+        paths[2]: ["libz.so.1"],
+        paths[3]: ["libcudart.so.12"],
+    }
     packages, unowned = system.owning_packages(paths, by_path)
     assert packages == [
         SystemPackage("libc6", "2.36-9+deb12u14", "dpkg", "amd64", ("libc.so.6", "libm.so.6")),
@@ -143,8 +173,9 @@ def test_owning_packages_cache(fake_dpkg, tmp_path, monkeypatch):
 
 def test_diverted_path_uses_dpkg_query_search(fake_dpkg, tmp_path, monkeypatch):
     diversions = tmp_path / "diversions"
-    diversions.write_text("/lib/x86_64-linux-gnu/libc.so.6\n/lib/x86_64-linux-gnu/libc.so.6.real\n"
-                          "somepkg\n")
+    diversions.write_text(
+        "/lib/x86_64-linux-gnu/libc.so.6\n/lib/x86_64-linux-gnu/libc.so.6.real\nsomepkg\n"
+    )
     monkeypatch.setattr(system, "DPKG_DIVERSIONS", diversions)
     seen = []
 
@@ -167,6 +198,7 @@ def test_rpm_output_is_matched_back_to_paths():
     paths = ["/usr/lib64/libz.so.1", "/opt/x/libfoo.so"]
     text = "zlib\t0:1.2.11-40.el9\tx86_64\nfile /opt/x/libfoo.so is not owned by any package\n"
     assert system.parse_rpm_query(paths, text) == {
-        "/usr/lib64/libz.so.1": ("zlib", "1.2.11-40.el9", "x86_64")}
+        "/usr/lib64/libz.so.1": ("zlib", "1.2.11-40.el9", "x86_64")
+    }
     # two owners for one file: the line count no longer matches, ask path by path
     assert system.parse_rpm_query(paths[:1], "a\t0:1-1\tx86_64\nb\t0:1-1\tx86_64\n") is None

@@ -56,9 +56,14 @@ def test_identical_environments_give_an_empty_diff() -> None:
 
 def test_hardware_only_change_is_not_empty_but_keeps_the_digest() -> None:
     a = cpu_env()
-    b = cpu_env(hardware=replace(a.hardware, cpu_model="Intel Xeon Platinum 8481C",
-                                 cpu_vendor="GenuineIntel",
-                                 cpu_flags=("avx", "avx2", "avx512f", "fma", "sse4_2")))
+    b = cpu_env(
+        hardware=replace(
+            a.hardware,
+            cpu_model="Intel Xeon Platinum 8481C",
+            cpu_vendor="GenuineIntel",
+            cpu_flags=("avx", "avx2", "avx512f", "fma", "sse4_2"),
+        )
+    )
     d = diff_environments(a, b)
     assert not d.empty and d.same_digest
     assert d.cpu_flags_added == ("avx512f",) and d.cpu_flags_removed == ()
@@ -78,28 +83,49 @@ def test_packages_are_grouped_by_kind_of_change() -> None:
         Package("numpy", "2.10.0"),  # 2.10 > 2.4.6: PEP 440, not string order
         Package("scipy", "1.17.0"),
         Package("torch", "2.4.0+cu121"),
-        Package("mypkg", "0.1.0", PackageSource("vcs", url="https://github.com/org/mypkg.git",
-                                                vcs="git", commit="0123456789abcdef" * 2 + "01234567")),
-        Package("rich", "14.0.0", PackageSource("archive", url="https://example.org/rich.whl",
-                                                hash="sha256=" + "ab" * 32)),
+        Package(
+            "mypkg",
+            "0.1.0",
+            PackageSource(
+                "vcs",
+                url="https://github.com/org/mypkg.git",
+                vcs="git",
+                commit="0123456789abcdef" * 2 + "01234567",
+            ),
+        ),
+        Package(
+            "rich",
+            "14.0.0",
+            PackageSource(
+                "archive", url="https://example.org/rich.whl", hash="sha256=" + "ab" * 32
+            ),
+        ),
         drop=("accelerate",),
     )
     d = diff_environments(a, b)
     p = d.packages
     assert [(c.name, c.b) for c in p.added] == [("torch", "2.4.0+cu121")]
     assert [(c.name, c.a) for c in p.removed] == [("accelerate", "0.30.1")]
-    assert [(c.name, c.a, c.b) for c in p.upgraded] == [("numpy", "2.4.6", "2.10.0"),
-                                                         ("rich", "13.7.1", "14.0.0")]
+    assert [(c.name, c.a, c.b) for c in p.upgraded] == [
+        ("numpy", "2.4.6", "2.10.0"),
+        ("rich", "13.7.1", "14.0.0"),
+    ]
     assert [(c.name, c.a, c.b) for c in p.downgraded] == [("scipy", "1.17.1", "1.17.0")]
     changed = {c.name: c for c in p.source_changed}
     assert set(changed) == {"mypkg", "rich"}  # rich: upgraded *and* from another source
     assert changed["mypkg"].a_source == "editable directory src/mypkg of the repository"
     # the full commit: two commits sharing a prefix must not read the same
-    assert changed["mypkg"].b_source == ("git+https://github.com/org/mypkg.git@"
-                                         + "0123456789abcdef" * 2 + "01234567")
+    assert changed["mypkg"].b_source == (
+        "git+https://github.com/org/mypkg.git@" + "0123456789abcdef" * 2 + "01234567"
+    )
     assert changed["rich"].b_source.startswith("archive https://example.org/rich.whl (sha256=")
-    assert p.counts() == {"added": 1, "removed": 1, "upgraded": 2, "downgraded": 1,
-                          "source_changed": 2}
+    assert p.counts() == {
+        "added": 1,
+        "removed": 1,
+        "upgraded": 2,
+        "downgraded": 1,
+        "source_changed": 2,
+    }
 
 
 @pytest.mark.parametrize(
@@ -171,16 +197,21 @@ def test_system_version_order_matches_real_dpkg(a: str, b: str) -> None:
 
 def test_system_packages_diff() -> None:
     a = cpu_env()
-    b = cpu_env(system_packages=(
-        SystemPackage("libc6", "2.36-9+deb12u4", arch="amd64"),
-        SystemPackage("libgomp1", "12.2.0-14+deb12u1", arch="arm64"),
-        SystemPackage("libopenblas0-pthread", "0.3.21+ds-4", arch="amd64"),
-    ))
+    b = cpu_env(
+        system_packages=(
+            SystemPackage("libc6", "2.36-9+deb12u4", arch="amd64"),
+            SystemPackage("libgomp1", "12.2.0-14+deb12u1", arch="arm64"),
+            SystemPackage("libopenblas0-pthread", "0.3.21+ds-4", arch="amd64"),
+        )
+    )
     d = diff_environments(a, b).system_packages
-    assert [(c.name, c.a, c.b) for c in d.downgraded] == [("libc6", "2.36-9+deb12u14", "2.36-9+deb12u4")]
+    assert [(c.name, c.a, c.b) for c in d.downgraded] == [
+        ("libc6", "2.36-9+deb12u14", "2.36-9+deb12u4")
+    ]
     assert [c.name for c in d.added] == ["libopenblas0-pthread"]
     assert [(c.name, c.a_source, c.b_source) for c in d.source_changed] == [
-        ("libgomp1", "dpkg amd64", "dpkg arm64")]
+        ("libgomp1", "dpkg amd64", "dpkg arm64")
+    ]
 
 
 # --------------------------------------------------------------------------- numerics warnings
@@ -188,12 +219,22 @@ def test_system_packages_diff() -> None:
 
 def test_blas_providers_from_packages_system_packages_and_bundled_libraries() -> None:
     env = cpu_env()
-    assert blas_providers(env) == {"library libscipy_openblas64_": "",
-                                   "library libscipy_openblas": ""}
+    assert blas_providers(env) == {
+        "library libscipy_openblas64_": "",
+        "library libscipy_openblas": "",
+    }
     mkl = with_packages(env, Package("mkl", "2024.2.0"), Package("intel-openmp", "2024.2.0"))
-    mkl = replace(mkl, system_packages=mkl.system_packages + (
-        SystemPackage("libopenblas0-pthread", "0.3.21+ds-4", libraries=(
-            "/usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so.0",)),))
+    mkl = replace(
+        mkl,
+        system_packages=mkl.system_packages
+        + (
+            SystemPackage(
+                "libopenblas0-pthread",
+                "0.3.21+ds-4",
+                libraries=("/usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so.0",),
+            ),
+        ),
+    )
     found = blas_providers(mkl)
     assert found["Python package mkl"] == "2024.2.0"
     assert found["Python package intel-openmp"] == "2024.2.0"
@@ -214,22 +255,42 @@ def test_switching_blas_provider_warns() -> None:
 
 def test_system_blas_upgrade_warns() -> None:
     lib = ("/usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so.0",)
-    a = cpu_env(system_packages=(SystemPackage("libopenblas0-pthread", "0.3.21+ds-4", libraries=lib),))
-    b = cpu_env(system_packages=(SystemPackage("libopenblas0-pthread", "0.3.26+ds-1", libraries=lib),))
+    a = cpu_env(
+        system_packages=(SystemPackage("libopenblas0-pthread", "0.3.21+ds-4", libraries=lib),)
+    )
+    b = cpu_env(
+        system_packages=(SystemPackage("libopenblas0-pthread", "0.3.26+ds-1", libraries=lib),)
+    )
     d = diff_environments(a, b)
     assert [w.kind for w in d.numerics_warnings] == ["blas"]
     assert "libopenblas0-pthread 0.3.21+ds-4 -> 0.3.26+ds-1" in d.numerics_warnings[0].message
 
 
 def test_cuda_gpu_libm_and_library_warnings() -> None:
-    a = cpu_env(hardware=Hardware(cpu_flags=("avx2", "fma"), cuda_runtime="12.1", cudnn="8.9.2",
-                                  gpus=(GPU("NVIDIA A100-SXM4-80GB", 81920, "535.104.05", "12.2", "8.0"),)))
+    a = cpu_env(
+        hardware=Hardware(
+            cpu_flags=("avx2", "fma"),
+            cuda_runtime="12.1",
+            cudnn="8.9.2",
+            gpus=(GPU("NVIDIA A100-SXM4-80GB", 81920, "535.104.05", "12.2", "8.0"),),
+        )
+    )
     a = with_packages(a, Package("torch", "2.4.0+cu121"), Package("nvidia-cudnn-cu12", "8.9.2.26"))
-    b = cpu_env(hardware=Hardware(cpu_flags=("avx2", "fma"), cuda_runtime="12.4", cudnn="9.1.0",
-                                  gpus=(GPU("NVIDIA H100 80GB HBM3", 81559, "550.90.07", "12.4", "9.0"),)),
-                os=replace(cpu_env().os, glibc="2.39"))
-    b = with_packages(b, Package("torch", "2.6.0+cu124"), Package("nvidia-cudnn-cu12", "9.1.0.70"),
-                      Package("rich", "14.0.0"))
+    b = cpu_env(
+        hardware=Hardware(
+            cpu_flags=("avx2", "fma"),
+            cuda_runtime="12.4",
+            cudnn="9.1.0",
+            gpus=(GPU("NVIDIA H100 80GB HBM3", 81559, "550.90.07", "12.4", "9.0"),),
+        ),
+        os=replace(cpu_env().os, glibc="2.39"),
+    )
+    b = with_packages(
+        b,
+        Package("torch", "2.6.0+cu124"),
+        Package("nvidia-cudnn-cu12", "9.1.0.70"),
+        Package("rich", "14.0.0"),
+    )
     d = diff_environments(a, b)
     kinds = {w.kind: w.message for w in d.numerics_warnings}
     assert set(kinds) == {"cuda", "gpu", "libm", "library"}
@@ -251,8 +312,16 @@ def test_non_numeric_changes_do_not_warn() -> None:
 
 def test_numeric_library_from_another_source_warns() -> None:
     a = cpu_env()
-    b = with_packages(a, Package("numpy", "2.4.6", PackageSource(
-        "vcs", url="https://github.com/numpy/numpy.git", vcs="git", commit="c" * 40)))
+    b = with_packages(
+        a,
+        Package(
+            "numpy",
+            "2.4.6",
+            PackageSource(
+                "vcs", url="https://github.com/numpy/numpy.git", vcs="git", commit="c" * 40
+            ),
+        ),
+    )
     d = diff_environments(a, b)
     assert [w.kind for w in d.numerics_warnings] == ["library"]
     assert "numpy rebuilt from another source" in d.numerics_warnings[0].message
@@ -264,9 +333,13 @@ def test_numeric_library_from_another_source_warns() -> None:
 def test_env_vars_and_git_need_both_experiments() -> None:
     a = cpu_env()
     ea = replace(make_exp(a), env={"OMP_NUM_THREADS": "4", "PYTHONHASHSEED": "0"})
-    eb = replace(make_exp(a), env={"OMP_NUM_THREADS": "8", "CUBLAS_WORKSPACE_CONFIG": ":4096:8"},
-                 git=GitInfo(commit="b" * 40, branch="feature", dirty=True, patch="patch.diff",
-                             patch_sha256="0" * 64))
+    eb = replace(
+        make_exp(a),
+        env={"OMP_NUM_THREADS": "8", "CUBLAS_WORKSPACE_CONFIG": ":4096:8"},
+        git=GitInfo(
+            commit="b" * 40, branch="feature", dirty=True, patch="patch.diff", patch_sha256="0" * 64
+        ),
+    )
     d = diff_environments(a, a, exp_a=ea, exp_b=eb)
     assert [(c.key, c.a, c.b) for c in d.env] == [
         ("CUBLAS_WORKSPACE_CONFIG", None, ":4096:8"),
@@ -288,15 +361,20 @@ def test_env_vars_and_git_need_both_experiments() -> None:
 def _sample_diff() -> EnvDiff:
     a = cpu_env()
     b = with_packages(a, Package("numpy", "2.10.0"), Package("torch", "2.4.0+cpu"))
-    b = replace(b, interpreter=replace(a.interpreter, version="3.11.9"),
-                hardware=replace(a.hardware, cpu_flags=("avx", "avx2", "avx512f", "fma", "sse4_2")))
+    b = replace(
+        b,
+        interpreter=replace(a.interpreter, version="3.11.9"),
+        hardware=replace(a.hardware, cpu_flags=("avx", "avx2", "avx512f", "fma", "sse4_2")),
+    )
     return diff_environments(a, b, exp_a=make_exp(a), exp_b=make_exp(b, name="after"))
 
 
 def test_render_text_golden() -> None:
     d = _sample_diff()
     ea, eb = d.label_a, d.label_b
-    assert render_text(d) == f"""A: {ea}
+    assert (
+        render_text(d)
+        == f"""A: {ea}
 B: {eb}
 environment digest: {d.digest_a} -> {d.digest_b}
 
@@ -312,6 +390,7 @@ packages (1 added, 1 upgraded)
 hardware
   cpu_flags (only on this side)  (none) -> avx512f
 """
+    )
 
 
 def test_render_text_color_and_no_color() -> None:
@@ -386,11 +465,36 @@ def test_markdown_escapes_every_capture_value(value: str) -> None:
 # --------------------------------------------------------------------------- properties of the renderers
 
 WILD = st.lists(
-    st.sampled_from(["\x00", "\n", "\r", "\t", "\x1b", "\x07", "\x7f", "\x85", "\u2028", "\u202e",
-                     "\u200b", "\ud800", *"|<>&\"'`*_[]()#!~$@\\", "a", "1", "é", "<b>", "<img src=x>",
-                     "</td>", "[x](y)", "**", "@org", "$x$"])
+    st.sampled_from(
+        [
+            "\x00",
+            "\n",
+            "\r",
+            "\t",
+            "\x1b",
+            "\x07",
+            "\x7f",
+            "\x85",
+            "\u2028",
+            "\u202e",
+            "\u200b",
+            "\ud800",
+            *"|<>&\"'`*_[]()#!~$@\\",
+            "a",
+            "1",
+            "é",
+            "<b>",
+            "<img src=x>",
+            "</td>",
+            "[x](y)",
+            "**",
+            "@org",
+            "$x$",
+        ]
+    )
     | st.characters(codec=None, exclude_categories=()),
-    min_size=1, max_size=8,
+    min_size=1,
+    max_size=8,
 ).map("".join)
 
 
@@ -398,13 +502,25 @@ WILD = st.lists(
 def wild_env(draw: Any) -> Environment:
     names = draw(st.lists(WILD, max_size=4, unique=True))
     return cpu_env(
-        packages=tuple(Package(n, draw(WILD), PackageSource(draw(st.sampled_from(["index", "vcs"])),
-                                                           url=draw(WILD), commit=draw(WILD)))
-                       for n in names),
-        system_packages=tuple(SystemPackage(draw(WILD), draw(WILD)) for _ in range(draw(st.integers(0, 2)))),
+        packages=tuple(
+            Package(
+                n,
+                draw(WILD),
+                PackageSource(
+                    draw(st.sampled_from(["index", "vcs"])), url=draw(WILD), commit=draw(WILD)
+                ),
+            )
+            for n in names
+        ),
+        system_packages=tuple(
+            SystemPackage(draw(WILD), draw(WILD)) for _ in range(draw(st.integers(0, 2)))
+        ),
         os=OSInfo(id=draw(WILD), glibc=draw(WILD), pretty_name=draw(WILD)),
-        hardware=Hardware(cpu_model=draw(WILD), cpu_flags=tuple(draw(st.lists(WILD, max_size=2))),
-                          gpus=tuple(GPU(draw(WILD)) for _ in range(draw(st.integers(0, 1))))),
+        hardware=Hardware(
+            cpu_model=draw(WILD),
+            cpu_flags=tuple(draw(st.lists(WILD, max_size=2))),
+            gpus=tuple(GPU(draw(WILD)) for _ in range(draw(st.integers(0, 1)))),
+        ),
     )
 
 
@@ -418,14 +534,18 @@ def _allowed_tags() -> frozenset[str]:
 
 @settings(max_examples=80, deadline=None)
 @given(wild_env(), wild_env())
-def test_renderers_never_crash_and_never_pass_hostile_characters(a: Environment, b: Environment) -> None:
+def test_renderers_never_crash_and_never_pass_hostile_characters(
+    a: Environment, b: Environment
+) -> None:
     d = diff_environments(a, b)
     text = render_text(d, color=False)
-    assert all(ch == "\n" or unicodedata.category(ch) not in ("Cc", "Cf", "Cs", "Zl", "Zp")
-               for ch in text)
+    assert all(
+        ch == "\n" or unicodedata.category(ch) not in ("Cc", "Cf", "Cs", "Zl", "Zp") for ch in text
+    )
     md = render_markdown(d)
-    assert all(ch == "\n" or unicodedata.category(ch) not in ("Cc", "Cf", "Cs", "Zl", "Zp")
-               for ch in md)
+    assert all(
+        ch == "\n" or unicodedata.category(ch) not in ("Cc", "Cf", "Cs", "Zl", "Zp") for ch in md
+    )
     data = json.loads(render_json(d))
     render_json(d).encode("utf-8")  # printable on any UTF-8 stream
     assert data["packages"] == json.loads(json.dumps(d.to_dict()["packages"]))

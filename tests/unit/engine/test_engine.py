@@ -51,8 +51,9 @@ def _feed(name: str, titles: tuple[str, ...] = TITLES) -> tuple[BuildLog, list[s
 def test_a_real_build_log_is_condensed_to_one_line_per_step() -> None:
     log, shown = _feed("buildkit-ok.log")
     assert shown[0] == "[build 1/4] FROM python:3.11.7-slim-bookworm  (cached)"
-    assert ("[build 2/4] System packages that own the native libraries the Python packages load  "
-            "(0.2s)") in shown
+    assert (
+        "[build 2/4] System packages that own the native libraries the Python packages load  (0.2s)"
+    ) in shown
     assert "    Installed 2 packages in 9ms" in shown
     assert shown[-1] == "[build 4/4] WORKDIR /workspace  (0.0s)"
     assert not any("[internal]" in line or "exporting" in line for line in shown)
@@ -68,12 +69,13 @@ def test_a_fully_cached_rebuild() -> None:
 
 def test_without_titles_the_instruction_is_shown_without_mounts() -> None:
     _log, shown = _feed("buildkit-ok.log", ())
-    assert any(line.startswith("[build 3/4] RUN set -eu; echo \"Prepared") for line in shown)
+    assert any(line.startswith('[build 3/4] RUN set -eu; echo "Prepared') for line in shown)
 
 
 def test_a_failed_step_reports_its_output_with_credentials_stripped() -> None:
-    log, shown = _feed("buildkit-fail.log", ("FROM python:3.11.7-slim-bookworm",
-                                             "Locked Python packages"))
+    log, shown = _feed(
+        "buildkit-fail.log", ("FROM python:3.11.7-slim-bookworm", "Locked Python packages")
+    )
     assert shown[-1] == "[build 2/2] Locked Python packages  FAILED"
     text = log.error_text()
     assert text.startswith("step [build 2/2] Locked Python packages:")
@@ -82,11 +84,14 @@ def test_a_failed_step_reports_its_output_with_credentials_stripped() -> None:
     assert "reprobox lock" in _build_hint(text)
 
 
-@pytest.mark.parametrize("output,expected", [
-    ("Temporary failure in name resolution", "--network host"),
-    ("certificate verify failed: self-signed certificate", "CA bundle"),
-    ("something else entirely", "--dry-run"),
-])
+@pytest.mark.parametrize(
+    "output,expected",
+    [
+        ("Temporary failure in name resolution", "--network host"),
+        ("certificate verify failed: self-signed certificate", "CA bundle"),
+        ("something else entirely", "--dry-run"),
+    ],
+)
 def test_build_hints(output: str, expected: str) -> None:
     assert expected in _build_hint(output)
 
@@ -94,11 +99,16 @@ def test_build_hints(output: str, expected: str) -> None:
 def test_step_titles_follow_the_comment_blocks() -> None:
     text = (
         "FROM base\n\n# First section: details.\n# More.\nRUN a \\\n    b\n\n"
-        "# Code, at the commit. More words.\nCOPY [\"src/\", \"/w/\"]\nRUN c\nENV X=1\n"
+        '# Code, at the commit. More words.\nCOPY ["src/", "/w/"]\nRUN c\nENV X=1\n'
         "WORKDIR /w\nLABEL a=b\n"
     )
-    assert step_titles(text) == ("FROM base", "First section", 'COPY ["src/", "/w/"]',
-                                 "Code, at the commit", "WORKDIR /w")
+    assert step_titles(text) == (
+        "FROM base",
+        "First section",
+        'COPY ["src/", "/w/"]',
+        "Code, at the commit",
+        "WORKDIR /w",
+    )
 
 
 # --------------------------------------------------------------------------- client discovery
@@ -112,8 +122,11 @@ def _fake_docker(folder: Path, version: str, buildx: bool) -> Path:
         "#!/bin/sh\n"
         f'if [ "$1" = version ]; then echo "{version}"; exit 0; fi\n'
         'if [ "$1" = buildx ]; then\n'
-        + ('  echo "github.com/docker/buildx v0.12.1 30feaa1"; exit 0\n' if buildx else
-           "  echo \"docker: 'buildx' is not a docker command.\" >&2; exit 1\n")
+        + (
+            '  echo "github.com/docker/buildx v0.12.1 30feaa1"; exit 0\n'
+            if buildx
+            else "  echo \"docker: 'buildx' is not a docker command.\" >&2; exit 1\n"
+        )
         + "fi\nexit 1\n"
     )
     path.chmod(path.stat().st_mode | stat.S_IXUSR)
@@ -121,7 +134,8 @@ def _fake_docker(folder: Path, version: str, buildx: bool) -> Path:
 
 
 def test_the_first_docker_on_path_is_skipped_when_it_refuses_buildkit(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     new = _fake_docker(tmp_path / "a", "28.2.2", buildx=False)
     old = _fake_docker(tmp_path / "b", "20.10.24+dfsg1", buildx=False)
     monkeypatch.setenv("PATH", f"{new.parent}{os.pathsep}{old.parent}")
@@ -141,14 +155,16 @@ def test_buildx_is_preferred_when_present(tmp_path: Path, monkeypatch: pytest.Mo
     assert client is not None and client.argv == (str(new), "buildx", "build", "--load")
 
 
-def test_no_buildkit_client_or_buildkit_disabled(tmp_path: Path,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_buildkit_client_or_buildkit_disabled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     new = _fake_docker(tmp_path / "a", "28.2.2", buildx=False)
     monkeypatch.setenv("PATH", str(new.parent))
     monkeypatch.delenv("REPROBOX_DOCKER", raising=False)
     monkeypatch.delenv("DOCKER_BUILDKIT", raising=False)
-    if not any(Path(p).exists() for p in ("/usr/bin/docker", "/usr/local/bin/docker",
-                                          "/snap/bin/docker")):
+    if not any(
+        Path(p).exists() for p in ("/usr/bin/docker", "/usr/local/bin/docker", "/snap/bin/docker")
+    ):
         assert find_buildkit_client() is None
     monkeypatch.setenv("DOCKER_BUILDKIT", "0")
     assert find_buildkit_client() is None
@@ -157,8 +173,9 @@ def test_no_buildkit_client_or_buildkit_disabled(tmp_path: Path,
     assert find_buildkit_client() is None
 
 
-def test_a_daemon_that_does_not_answer_names_the_fix(tmp_path: Path,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_daemon_that_does_not_answer_names_the_fix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/docker.sock")
     engine = DockerEngine()
     assert engine.available() is False
@@ -224,9 +241,13 @@ def test_podman_and_classic_logs_count_steps_cache_hits_and_warnings() -> None:
 
     shown = []
     classic = ClassicLog(shown.append)
-    for line in ("Step 1/2 : FROM scratch", " ---> Using cache",
-                 "Step 2/2 : COPY a.txt /a.txt", "reprobox: warning: x is not pinned",
-                 "reprobox: warning: x is not pinned"):
+    for line in (
+        "Step 1/2 : FROM scratch",
+        " ---> Using cache",
+        "Step 2/2 : COPY a.txt /a.txt",
+        "reprobox: warning: x is not pinned",
+        "reprobox: warning: x is not pinned",
+    ):
         classic.feed(line)
     assert (classic.steps, classic.cached, classic.warnings) == (2, 1, ["x is not pinned"])
     assert shown[0] == "Step 1/2 : FROM scratch"
@@ -249,9 +270,14 @@ def _context(tmp_path: Path) -> Path:
 
 
 def _build_twice(engine: Engine, ctx: Path, tag: str, buildkit: bool = True) -> None:
-    request = BuildRequest(context=ctx, dockerfile=ctx / "Dockerfile", tag=tag,
-                           labels={"org.reprobox.test": "engine"}, buildkit=buildkit,
-                           step_titles=step_titles(_DOCKERFILE))
+    request = BuildRequest(
+        context=ctx,
+        dockerfile=ctx / "Dockerfile",
+        tag=tag,
+        labels={"org.reprobox.test": "engine"},
+        buildkit=buildkit,
+        step_titles=step_titles(_DOCKERFILE),
+    )
     shown: list[str] = []
     try:
         first = engine.build(request, shown.append)
@@ -266,8 +292,12 @@ def _build_twice(engine: Engine, ctx: Path, tag: str, buildkit: bool = True) -> 
         broken = ctx / "Broken"
         broken.write_text("FROM scratch\nCOPY missing.txt /m.txt\n")
         with pytest.raises(EngineError) as info:
-            engine.build(BuildRequest(context=ctx, dockerfile=broken, tag=tag + "-broken",
-                                      buildkit=buildkit), shown.append)
+            engine.build(
+                BuildRequest(
+                    context=ctx, dockerfile=broken, tag=tag + "-broken", buildkit=buildkit
+                ),
+                shown.append,
+            )
         assert "missing.txt" in info.value.message
     finally:
         engine.remove_image(tag)
@@ -303,6 +333,7 @@ def test_the_engine_package_stands_on_the_foundation_only() -> None:
                 module = node.module if isinstance(node, ast.ImportFrom) else node.names[0].name
                 assert not (module or "").startswith("reprobox"), f"{path.name}: {module}"
     assert reached, "the reader found no import of the foundation at all"
-    beyond = {name: sorted(mods - foundation) for name, mods in reached.items()
-              if mods - foundation}
+    beyond = {
+        name: sorted(mods - foundation) for name, mods in reached.items() if mods - foundation
+    }
     assert not beyond, beyond

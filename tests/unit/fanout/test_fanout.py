@@ -28,13 +28,21 @@ IMAGE = f"127.0.0.1:5000/team/exp@{DIGEST}"
 
 
 def _stored(tmp_path: Path, *, gpus: int = 0, images: Any = None, **kw: Any) -> Any:
-    env = Environment(interpreter=Interpreter("cpython", "3.11.7"),
-                      hardware=Hardware(gpus=tuple(GPU("H100") for _ in range(gpus))))
-    base: dict[str, Any] = dict(name="train", command="python train.py --lr 0.1", cwd="src",
-                                git=GitInfo(commit="a" * 40), environment_digest=env.digest,
-                                created="2026-01-01T00:00:00Z", tool_version="0.1.0",
-                                metrics={"metrics.json": {"acc": 0.9}},
-                                env={"PYTHONHASHSEED": "0"})
+    env = Environment(
+        interpreter=Interpreter("cpython", "3.11.7"),
+        hardware=Hardware(gpus=tuple(GPU("H100") for _ in range(gpus))),
+    )
+    base: dict[str, Any] = dict(
+        name="train",
+        command="python train.py --lr 0.1",
+        cwd="src",
+        git=GitInfo(commit="a" * 40),
+        environment_digest=env.digest,
+        created="2026-01-01T00:00:00Z",
+        tool_version="0.1.0",
+        metrics={"metrics.json": {"acc": 0.9}},
+        env={"PYTHONHASHSEED": "0"},
+    )
     base.update(kw)
     exp = Experiment(**base).with_id()
     folder = tmp_path / ".reprobox" / "experiments" / exp.id
@@ -47,24 +55,35 @@ def _stored(tmp_path: Path, *, gpus: int = 0, images: Any = None, **kw: Any) -> 
         doc["images"][0]["reference"] = f"{images[0]}@{images[2]}"
         doc["seal"] = seal_of(doc)
         (folder / "images.json").write_text(json.dumps(doc))
-    return SimpleNamespace(id=exp.id, experiment=exp, environment=env, path=folder,
-                           file=lambda name: folder / name)
+    return SimpleNamespace(
+        id=exp.id, experiment=exp, environment=env, path=folder, file=lambda name: folder / name
+    )
 
 
 # --------------------------------------------------------------------------- summary
 
 
 def test_outcome_names_the_differing_metrics_and_the_summary_is_not_ok():
-    report = {"experiment": "a" * 12, "name": "noisy", "reproduced": False,
-              "differences": ["metric loss in metrics.json: recorded 0.1, got 0.7"],
-              "metrics": [{"file": "metrics.json", "key": "loss", "status": "differs"},
-                          {"file": "metrics.json", "key": "epochs", "status": "same"}]}
+    report = {
+        "experiment": "a" * 12,
+        "name": "noisy",
+        "reproduced": False,
+        "differences": ["metric loss in metrics.json: recorded 0.1, got 0.7"],
+        "metrics": [
+            {"file": "metrics.json", "key": "loss", "status": "differs"},
+            {"file": "metrics.json", "key": "epochs", "status": "same"},
+        ],
+    }
     out = Outcome.from_report(report, seconds=3.0, where="local")
     assert out.status == "differs" and out.differing == ("metrics.json:loss",)
-    ok = Outcome.from_report({"experiment": "b" * 12, "reproduced": True, "differences": [],
-                              "metrics": []}, seconds=1.0, where="local")
-    bad = Outcome.failure("c" * 12, "broken", "progress\nerror: no index serves six==99.0\n"
-                          "  fix: lock it again")
+    ok = Outcome.from_report(
+        {"experiment": "b" * 12, "reproduced": True, "differences": [], "metrics": []},
+        seconds=1.0,
+        where="local",
+    )
+    bad = Outcome.failure(
+        "c" * 12, "broken", "progress\nerror: no index serves six==99.0\n  fix: lock it again"
+    )
     assert bad.reason == "no index serves six==99.0"
     s = Summary(on="local", outcomes=[ok, out, bad])
     assert not s.ok and s.counts() == {"reproduced": 1, "differs": 1, "failed": 1}
@@ -77,8 +96,9 @@ def test_outcome_names_the_differing_metrics_and_the_summary_is_not_ok():
 
 
 def _script(tmp_path: Path, **kw: Any) -> str:
-    args: dict[str, Any] = dict(repo=str(tmp_path / "repo"), results=tmp_path / "res",
-                                python=sys.executable)
+    args: dict[str, Any] = dict(
+        repo=str(tmp_path / "repo"), results=tmp_path / "res", python=sys.executable
+    )
     args.update(kw)
     tasks = args.pop("tasks", [slurm.Task("a" * 12, "one"), slurm.Task("b" * 12, "two", IMAGE)])
     return slurm.render_script(tasks, **args)
@@ -96,15 +116,21 @@ def test_sbatch_script_is_one_array_with_the_throttle_and_valid_bash(tmp_path: P
 def test_sbatch_script_quotes_a_hostile_repository_path(tmp_path: Path):
     text = _script(tmp_path, repo="/tmp/x'; touch /tmp/pwned; '")
     assert "REPO='/tmp/x'\"'\"'; touch /tmp/pwned; '\"'\"''" in text
-    out = subprocess.run(["bash", "-c", text.split("REPO=", 1)[1].split("\n", 1)[0].join(
-        ["printf %s ", ""])], capture_output=True, text=True)
+    out = subprocess.run(
+        ["bash", "-c", text.split("REPO=", 1)[1].split("\n", 1)[0].join(["printf %s ", ""])],
+        capture_output=True,
+        text=True,
+    )
     assert out.stdout == "/tmp/x'; touch /tmp/pwned; '"
 
 
-@pytest.mark.parametrize("tasks, field", [
-    ([slurm.Task("a" * 11 + ";", "x")], "experiment id"),
-    ([slurm.Task("a" * 12, "x", "evil;rm -rf /")], "published image"),
-])
+@pytest.mark.parametrize(
+    "tasks, field",
+    [
+        ([slurm.Task("a" * 11 + ";", "x")], "experiment id"),
+        ([slurm.Task("a" * 12, "x", "evil;rm -rf /")], "published image"),
+    ],
+)
 def test_sbatch_script_refuses_values_outside_their_grammar(tmp_path: Path, tasks, field):
     with refuses(ValidationError, field=field):
         _script(tmp_path, tasks=tasks)
@@ -119,8 +145,9 @@ def test_sbatch_script_refuses_a_results_folder_a_directive_cannot_carry(tmp_pat
 
 def test_task_outcomes_from_files_and_scheduler_states(tmp_path: Path):
     t = slurm.Task("a" * 12, "one")
-    (tmp_path / "0.failed").write_text("no container engine on node n1: neither docker, "
-                                       "podman nor apptainer is on PATH\n")
+    (tmp_path / "0.failed").write_text(
+        "no container engine on node n1: neither docker, podman nor apptainer is on PATH\n"
+    )
     out = slurm.outcome_of(t, 0, "7", tmp_path, {"JobState": "FAILED", "RunTime": "00:00:02"})
     assert out.status == FAILED and out.reason.startswith("no container engine on node n1")
     assert out.seconds == 2.0
@@ -138,24 +165,30 @@ def _validate_strict(tmp_path: Path, docs: str) -> subprocess.CompletedProcess:
     path = tmp_path / "jobs.yaml"
     path.write_text(docs)
     exe = Path(sys.executable).parent / "kubernetes-validate"
-    return subprocess.run([str(exe), "--strict", "-k", "1.30.0", str(path)],
-                          capture_output=True, text=True)
+    return subprocess.run(
+        [str(exe), "--strict", "-k", "1.30.0", str(path)], capture_output=True, text=True
+    )
 
 
 def test_job_manifests_pass_the_strict_schema_and_the_client_models(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
     monkeypatch.setenv("REPROBOX_REGISTRIES", "127.0.0.1:5000")
     stored = _stored(tmp_path, images=("127.0.0.1:5000/team/exp", "abc", DIGEST))
     assert published_image(stored) == IMAGE
-    job = k8s.job_manifest(stored, require_published(stored), repo="https://git.example/r.git",
-                           timeout=600, suffix="123456")
+    job = k8s.job_manifest(
+        stored,
+        require_published(stored),
+        repo="https://git.example/r.git",
+        timeout=600,
+        suffix="123456",
+    )
     docs = k8s.to_yaml([job])
     done = _validate_strict(tmp_path, docs)
     assert done.returncode == 0, done.stdout + done.stderr
     from kubernetes.client import ApiClient
 
-    model = ApiClient().deserialize(json.dumps(yaml.safe_load(docs)), "V1Job",
-                                    "application/json")
+    model = ApiClient().deserialize(json.dumps(yaml.safe_load(docs)), "V1Job", "application/json")
     c = model.spec.template.spec.containers[0]
     assert c.image == IMAGE and c.security_context.allow_privilege_escalation is False
     assert c.resources is None  # no GPU captured, none asked
@@ -178,13 +211,20 @@ def test_strict_validation_refuses_an_unknown_field(tmp_path: Path):
 def test_gpus_are_requested_only_when_captured_and_asked(tmp_path: Path):
     two = _stored(tmp_path, gpus=2)
     limits = k8s.job_manifest(two, IMAGE, repo="r", gpus="all")["spec"]["template"]["spec"][
-        "containers"][0]["resources"]["limits"]
+        "containers"
+    ][0]["resources"]["limits"]
     assert limits == {"nvidia.com/gpu": 2}
-    assert "resources" not in k8s.job_manifest(two, IMAGE, repo="r")["spec"]["template"][
-        "spec"]["containers"][0]
+    assert (
+        "resources"
+        not in k8s.job_manifest(two, IMAGE, repo="r")["spec"]["template"]["spec"]["containers"][0]
+    )
     none = _stored(tmp_path, gpus=0)
-    assert "resources" not in k8s.job_manifest(none, IMAGE, repo="r", gpus="1")["spec"][
-        "template"]["spec"]["containers"][0]
+    assert (
+        "resources"
+        not in k8s.job_manifest(none, IMAGE, repo="r", gpus="1")["spec"]["template"]["spec"][
+            "containers"
+        ][0]
+    )
 
 
 def test_kubernetes_refuses_an_unpublished_experiment_naming_push(tmp_path: Path):
@@ -267,7 +307,8 @@ def test_cli_kubernetes_dry_run_refuses_an_unpublished_experiment(two):
 
 
 def test_kubernetes_never_uses_an_image_from_a_registry_this_machine_does_not_trust(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "no-config"))
     monkeypatch.setenv("REPROBOX_REGISTRIES", "registry.example.org")
     stored = _stored(tmp_path, images=("127.0.0.1:5000/team/exp", "abc", DIGEST))

@@ -40,18 +40,21 @@ def test_the_lock_reprobox_wrote_passes_and_gives_its_pins() -> None:
     assert len(pins) == LOCK.count("==")
 
 
-@pytest.mark.parametrize("line, what", [
-    ("--extra-index-url https://evil.example/simple", "--extra-index-url"),
-    ("--index-url=https://evil.example/simple", "--index-url"),
-    ("-i https://evil.example/simple", "'-i'"),
-    ("--find-links /root/.ssh", "--find-links"),
-    ("--trusted-host evil.example", "--trusted-host"),
-    ("-e git+https://evil.example/x.git#egg=x", "'-e'"),
-    ("-r /etc/passwd", "'-r'"),
-    ("-c constraints.txt", "'-c'"),
-    ("evil @ https://evil.example/evil-1.0-py3-none-any.whl", "'evil'"),
-    ("https://evil.example/evil-1.0.tar.gz", "https://evil.example"),
-])
+@pytest.mark.parametrize(
+    "line, what",
+    [
+        ("--extra-index-url https://evil.example/simple", "--extra-index-url"),
+        ("--index-url=https://evil.example/simple", "--index-url"),
+        ("-i https://evil.example/simple", "'-i'"),
+        ("--find-links /root/.ssh", "--find-links"),
+        ("--trusted-host evil.example", "--trusted-host"),
+        ("-e git+https://evil.example/x.git#egg=x", "'-e'"),
+        ("-r /etc/passwd", "'-r'"),
+        ("-c constraints.txt", "'-c'"),
+        ("evil @ https://evil.example/evil-1.0-py3-none-any.whl", "'evil'"),
+        ("https://evil.example/evil-1.0.tar.gz", "https://evil.example"),
+    ],
+)
 def test_every_option_line_is_refused_naming_the_line(line: str, what: str) -> None:
     lines = LOCK.splitlines()
     lines.insert(9, line)
@@ -95,11 +98,14 @@ def _wheel(path: Path, name: str, version: str, payload: str = "") -> Path:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
         zf.writestr(f"{name}/__init__.py", payload)
-        zf.writestr(f"{name}-{version}.dist-info/METADATA",
-                    f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
-        zf.writestr(f"{name}-{version}.dist-info/WHEEL",
-                    "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
-                    "Tag: py3-none-any\n")
+        zf.writestr(
+            f"{name}-{version}.dist-info/METADATA",
+            f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+        )
+        zf.writestr(
+            f"{name}-{version}.dist-info/WHEEL",
+            "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+        )
         zf.writestr(f"{name}-{version}.dist-info/RECORD", "")
     out = path / f"{name}-{version}-py3-none-any.whl"
     out.write_bytes(buf.getvalue())
@@ -119,7 +125,8 @@ def test_files_are_ranked_for_this_interpreter_and_architecture() -> None:
 
 
 def test_the_wheelhouse_is_content_addressed_and_a_second_fetch_downloads_nothing(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     links = tmp_path / "links"
     links.mkdir()
     whl = _wheel(links, "demo", "1.0")
@@ -140,17 +147,18 @@ def test_the_wheelhouse_is_content_addressed_and_a_second_fetch_downloads_nothin
 
 
 def test_a_file_whose_hash_the_lock_does_not_list_is_never_stored(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     links = tmp_path / "links"
     links.mkdir()
     _wheel(links, "demo", "1.0", "import os  # another build of the same version")
     monkeypatch.setenv("REPROBOX_WHEELHOUSE", str(tmp_path / "house"))
     config = IndexConfig(no_index=True, find_links=(str(links),))
     with refuses(LockError, names=["demo==1.0", "pip's configuration"]):
-        fetch_locked([Pin("demo", "1.0", (H,), 1)], TARGET, config,
-                     cache_dir=tmp_path / "cache")
+        fetch_locked([Pin("demo", "1.0", (H,), 1)], TARGET, config, cache_dir=tmp_path / "cache")
     assert not (tmp_path / "house" / "sha256").exists() or not any(
-        (tmp_path / "house" / "sha256").iterdir())
+        (tmp_path / "house" / "sha256").iterdir()
+    )
 
 
 def test_put_refuses_a_wrong_digest_and_leaves_nothing(tmp_path: Path) -> None:

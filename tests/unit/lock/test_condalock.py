@@ -59,7 +59,7 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
         if not self.path.startswith(prefix):
             self.send_error(401, "token required")
             return
-        target = self.root / self.path[len(prefix):]
+        target = self.root / self.path[len(prefix) :]
         if not target.is_file():
             self.send_error(404)
             return
@@ -101,17 +101,25 @@ def _record(channel: Path, name: str, base: str) -> CondaPackage:
     data = archive.read_bytes()
     version, build = archive.name.split("-")[1], archive.name.split("-")[2].split(".")[0]
     return CondaPackage(
-        name=name, version=version, build=build, channel=f"{base}/private", subdir="noarch",
-        url=f"{base}/private/noarch/{archive.name}", md5=hashlib.md5(data).hexdigest(),
-        sha256=hashlib.sha256(data).hexdigest(), depends=("python >=3.8",), noarch="python",
+        name=name,
+        version=version,
+        build=build,
+        channel=f"{base}/private",
+        subdir="noarch",
+        url=f"{base}/private/noarch/{archive.name}",
+        md5=hashlib.md5(data).hexdigest(),
+        sha256=hashlib.sha256(data).hexdigest(),
+        depends=("python >=3.8",),
+        noarch="python",
     )
 
 
 def _env(*pkgs: CondaPackage) -> Environment:
     channels = tuple(dict.fromkeys(p.channel for p in pkgs if p.channel))
-    return Environment(interpreter=Interpreter("cpython", "3.11.7"),
-                       conda=CondaEnvironment(packages=pkgs, channels=channels,
-                                              platform="linux-64"))
+    return Environment(
+        interpreter=Interpreter("cpython", "3.11.7"),
+        conda=CondaEnvironment(packages=pkgs, channels=channels, platform="linux-64"),
+    )
 
 
 def _condarc(tmp_path: Path, text: str) -> dict[str, str]:
@@ -143,13 +151,14 @@ def test_lock_files_are_conda_lock_valid_and_explicit(channel: Path) -> None:
     assert lock.metadata.platforms == ["linux-64"]
     explicit = files["conda-explicit.txt"].splitlines()
     at = explicit.index("@EXPLICIT")
-    urls = explicit[at + 1:]
+    urls = explicit[at + 1 :]
     assert urls[0].startswith(alpha.url + "#sha256:") and len(urls) == 2
     assert urls[0].split("#sha256:")[1] == alpha.hash.sha256
 
 
 def test_md5_only_record_is_completed_through_the_token_in_condarc(
-        channel: Path, server: Server, tmp_path: Path) -> None:
+    channel: Path, server: Server, tmp_path: Path
+) -> None:
     rec = replace(_record(channel, "beta", server), sha256=None)
     want = _record(channel, "beta", server).sha256
     environ = _condarc(tmp_path, f"channels:\n  - {server}/t/{TOKEN}/private\n")
@@ -160,8 +169,7 @@ def test_md5_only_record_is_completed_through_the_token_in_condarc(
     assert any(TOKEN in p for p in server.seen)
 
 
-def test_channel_needing_a_token_the_host_lacks(channel: Path, server: str,
-                                                tmp_path: Path) -> None:
+def test_channel_needing_a_token_the_host_lacks(channel: Path, server: str, tmp_path: Path) -> None:
     rec = replace(_record(channel, "beta", server), sha256=None)
     with pytest.raises(CondaAuthError) as err:
         lock_conda(_env(rec), (), config=read_conda_config(_condarc(tmp_path, "{}\n")))
@@ -175,8 +183,7 @@ def test_package_without_url_is_refused_naming_it(channel: Path) -> None:
     base = channel.parent.as_uri()
     local = replace(_record(channel, "alpha", base), url=None, channel=None)
     with pytest.raises(CondaUnlockable) as err:
-        lock_conda(_env(local, _record(channel, "beta", base)), (),
-                   config=read_conda_config({}))
+        lock_conda(_env(local, _record(channel, "beta", base)), (), config=read_conda_config({}))
     assert "conda package alpha 1.0 (pyhd8ed1ab_0) has no download URL" in err.value.message
     assert "beta" not in err.value.message and err.value.exit_code == 2
 
@@ -192,42 +199,66 @@ def test_changed_archive_is_refused_naming_the_package(channel: Path, tmp_path: 
 def test_mirror_from_condarc_is_tried_first(channel: Path, server: str, tmp_path: Path) -> None:
     # recorded from a channel that does not answer; the host mirrors it (with its token)
     rec = _record(channel, "alpha", "https://conda.example.invalid")
-    environ = _condarc(tmp_path, "mirrored_channels:\n  https://conda.example.invalid/private:\n"
-                                 f"    - {server}/t/{TOKEN}/private\n")
+    environ = _condarc(
+        tmp_path,
+        "mirrored_channels:\n  https://conda.example.invalid/private:\n"
+        f"    - {server}/t/{TOKEN}/private\n",
+    )
     path = fetch(rec, read_conda_config(environ), cache=tmp_path / "cache")
     assert hashlib.sha256(path.read_bytes()).hexdigest() == rec.sha256
 
 
 def test_condarc_alias_custom_channels_and_tokens(tmp_path: Path) -> None:
-    environ = _condarc(tmp_path, "\n".join([
-        "channel_alias: https://conda.corp.example/t/tk-ALIAS",
-        "custom_channels:",
-        "  internal: https://pkgs.corp.example",
-        "channels:",
-        "  - https://pkgs.corp.example/t/tk-CUSTOM/internal",
-        "  - conda-forge",
-        "",
-    ]))
+    environ = _condarc(
+        tmp_path,
+        "\n".join(
+            [
+                "channel_alias: https://conda.corp.example/t/tk-ALIAS",
+                "custom_channels:",
+                "  internal: https://pkgs.corp.example",
+                "channels:",
+                "  - https://pkgs.corp.example/t/tk-CUSTOM/internal",
+                "  - conda-forge",
+                "",
+            ]
+        ),
+    )
     cfg = read_conda_config(environ)
     assert cfg.candidates("https://conda.anaconda.org/conda-forge", "conda-forge") == [
-        "https://conda.corp.example/t/tk-ALIAS/conda-forge"]
+        "https://conda.corp.example/t/tk-ALIAS/conda-forge"
+    ]
     assert cfg.candidates("https://conda.anaconda.org/internal", "internal") == [
-        "https://pkgs.corp.example/t/tk-CUSTOM/internal"]
+        "https://pkgs.corp.example/t/tk-CUSTOM/internal"
+    ]
     assert cfg.candidates("https://other.example/x", "https://other.example/x") == [
-        "https://other.example/x"]
+        "https://other.example/x"
+    ]
 
 
 def test_untrusted_records_are_checked_before_any_fetch() -> None:
     from reprobox.errors import ValidationError
 
-    good = CondaPackage("alpha", "1.0", "py_0", channel="https://c.example/ch", subdir="noarch",
-                        url="https://c.example/ch/noarch/alpha-1.0-py_0.conda", md5="a" * 32)
+    good = CondaPackage(
+        "alpha",
+        "1.0",
+        "py_0",
+        channel="https://c.example/ch",
+        subdir="noarch",
+        url="https://c.example/ch/noarch/alpha-1.0-py_0.conda",
+        md5="a" * 32,
+    )
     check_package(good)
     for bad, field in [
         (replace(good, url="https://c.example/ch/noarch/evil-1.0-py_0.conda"), "url"),
         (replace(good, url="ftp://c.example/ch/noarch/alpha-1.0-py_0.conda"), "url"),
-        (replace(good, url="https://c.example/t/tok/ch/noarch/alpha-1.0-py_0.conda",
-                 channel="https://c.example/t/tok/ch"), "url"),
+        (
+            replace(
+                good,
+                url="https://c.example/t/tok/ch/noarch/alpha-1.0-py_0.conda",
+                channel="https://c.example/t/tok/ch",
+            ),
+            "url",
+        ),
         (replace(good, build="py_0; rm -rf /"), "build"),
         (replace(good, subdir="../../etc"), "subdir"),
         (replace(good, md5="zz"), "md5"),
@@ -249,8 +280,10 @@ def test_capture_shapes_round_trip_into_conda_lock(tmp_path: Path) -> None:
     from conda_lock.lockfile import parse_conda_lock_file
 
     for shape in ("conda-forge-openblas", "pytorch-cuda-micromamba", "pixi-rattler"):
-        env = Environment(interpreter=Interpreter("cpython", "3.11.7"),
-                          conda=conda.read_prefix(META / shape).environment)
+        env = Environment(
+            interpreter=Interpreter("cpython", "3.11.7"),
+            conda=conda.read_prefix(META / shape).environment,
+        )
         files = lock_conda(env, (), config=read_conda_config({}))
         out = tmp_path / f"{shape}.yml"
         out.write_text(files["conda-lock.yml"])
@@ -259,9 +292,12 @@ def test_capture_shapes_round_trip_into_conda_lock(tmp_path: Path) -> None:
 
 
 def test_condarc_files_merge_in_conda_order_with_proxies_and_ssl(tmp_path: Path) -> None:
-    environ = _condarc(tmp_path, "ssl_verify: /etc/ssl/corp-ca.pem\n"
-                                 "proxy_servers:\n  https: http://proxy.corp.example:3128\n"
-                                 "channel_alias: https://first.example\n")
+    environ = _condarc(
+        tmp_path,
+        "ssl_verify: /etc/ssl/corp-ca.pem\n"
+        "proxy_servers:\n  https: http://proxy.corp.example:3128\n"
+        "channel_alias: https://first.example\n",
+    )
     later = tmp_path / "later.condarc"
     later.write_text("channel_alias: https://second.example\nssl_verify: false\n")
     cfg = read_conda_config({**environ, "CONDARC": str(later)})

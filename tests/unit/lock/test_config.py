@@ -60,12 +60,18 @@ def test_defaults_with_no_configuration(homes):
 
 def test_variants_override_in_pips_order(homes, tmp_path):
     # global < user (legacy < new) < site < PIP_CONFIG_FILE < PIP_* variables
-    _write(homes["xdg_dirs"] / "pip" / "pip.conf",
-           "[global]\nindex-url = https://global.example/simple\ntimeout = 5\n"
-           "extra-index-url = https://g1.example/simple https://g2.example/simple\n")
-    _write(homes["home"] / ".pip" / "pip.conf", "[global]\nindex-url = https://legacy.example/simple\n")
-    _write(homes["xdg_home"] / "pip" / "pip.conf",
-           "[global]\nindex-url = https://user.example/simple\nfind-links = /wheels/a\n")
+    _write(
+        homes["xdg_dirs"] / "pip" / "pip.conf",
+        "[global]\nindex-url = https://global.example/simple\ntimeout = 5\n"
+        "extra-index-url = https://g1.example/simple https://g2.example/simple\n",
+    )
+    _write(
+        homes["home"] / ".pip" / "pip.conf", "[global]\nindex-url = https://legacy.example/simple\n"
+    )
+    _write(
+        homes["xdg_home"] / "pip" / "pip.conf",
+        "[global]\nindex-url = https://user.example/simple\nfind-links = /wheels/a\n",
+    )
     _write(homes["venv"] / "pip.conf", "[global]\nfind-links = /wheels/site\n")
     cfg = read_index_config(_env(homes), venv=homes["venv"])
     assert cfg.index_url == "https://user.example/simple"
@@ -75,9 +81,10 @@ def test_variants_override_in_pips_order(homes, tmp_path):
     assert "pip.conf [global]" in cfg.origins["index_url"]
 
     env_file = _write(tmp_path / "env.conf", "[global]\nfind-links = /wheels/env\n")
-    cfg = read_index_config(_env(homes, PIP_CONFIG_FILE=str(env_file),
-                                 PIP_EXTRA_INDEX_URL="https://e.example/simple"),
-                            venv=homes["venv"])
+    cfg = read_index_config(
+        _env(homes, PIP_CONFIG_FILE=str(env_file), PIP_EXTRA_INDEX_URL="https://e.example/simple"),
+        venv=homes["venv"],
+    )
     # PIP_CONFIG_FILE wins over the site file, and an existing one turns the user files off
     assert cfg.find_links == ("/wheels/env",)
     assert cfg.index_url == "https://global.example/simple"
@@ -87,31 +94,37 @@ def test_variants_override_in_pips_order(homes, tmp_path):
 
 
 def test_install_section_beats_global_and_env_beats_both(homes):
-    _write(homes["xdg_home"] / "pip" / "pip.conf",
-           "[global]\nindex-url = https://g.example/simple\ncert = /g.pem\n"
-           "[install]\nindex-url = https://i.example/simple\n[download]\ncert = /d.pem\n")
+    _write(
+        homes["xdg_home"] / "pip" / "pip.conf",
+        "[global]\nindex-url = https://g.example/simple\ncert = /g.pem\n"
+        "[install]\nindex-url = https://i.example/simple\n[download]\ncert = /d.pem\n",
+    )
     cfg = read_index_config(_env(homes), venv=homes["venv"])
     assert cfg.index_url == "https://i.example/simple"
     assert cfg.cert == "/g.pem"  # [download] is another command's section
-    cfg = read_index_config(_env(homes, PIP_INDEX_URL="https://v.example/simple/"),
-                            venv=homes["venv"])
+    cfg = read_index_config(
+        _env(homes, PIP_INDEX_URL="https://v.example/simple/"), venv=homes["venv"]
+    )
     assert cfg.index_url == "https://v.example/simple"
 
 
 def test_devnull_config_file_disables_every_file(homes):
     _write(homes["xdg_home"] / "pip" / "pip.conf", "[global]\nindex-url = https://u.example/x\n")
-    cfg = read_index_config(_env(homes, PIP_CONFIG_FILE=os.devnull, PIP_FIND_LINKS="/w"),
-                            venv=homes["venv"])
+    cfg = read_index_config(
+        _env(homes, PIP_CONFIG_FILE=os.devnull, PIP_FIND_LINKS="/w"), venv=homes["venv"]
+    )
     assert cfg.index_url == PYPI_SIMPLE
     assert cfg.find_links == ("/w",)
     assert cfg.files == ()
 
 
 def test_key_spellings_empty_values_and_booleans(homes):
-    _write(homes["xdg_home"] / "pip" / "pip.conf",
-           "[global]\nExtra_Index_URL = https://x.example/simple\nfind-links =\n"
-           "no-index = yes\ntrusted-host = a.example b.example:8080\n"
-           "constraint = /c1.txt /c2.txt\n")
+    _write(
+        homes["xdg_home"] / "pip" / "pip.conf",
+        "[global]\nExtra_Index_URL = https://x.example/simple\nfind-links =\n"
+        "no-index = yes\ntrusted-host = a.example b.example:8080\n"
+        "constraint = /c1.txt /c2.txt\n",
+    )
     cfg = read_index_config(_env(homes), venv=homes["venv"])
     assert cfg.extra_index_urls == ("https://x.example/simple",)
     assert cfg.find_links == ()
@@ -134,9 +147,15 @@ def test_bad_values_are_clear_usage_errors(homes):
 
 
 def test_proxies_and_ca_fallbacks(homes):
-    cfg = read_index_config(_env(homes, HTTPS_PROXY="http://u:pw@proxy.example:3128",
-                                 no_proxy="localhost,.corp", REQUESTS_CA_BUNDLE="/ca.pem"),
-                            venv=homes["venv"])
+    cfg = read_index_config(
+        _env(
+            homes,
+            HTTPS_PROXY="http://u:pw@proxy.example:3128",
+            no_proxy="localhost,.corp",
+            REQUESTS_CA_BUNDLE="/ca.pem",
+        ),
+        venv=homes["venv"],
+    )
     assert cfg.proxies == {"https": "http://u:pw@proxy.example:3128", "no": "localhost,.corp"}
     assert cfg.cert == "/ca.pem" and cfg.origins["cert"] == "env REQUESTS_CA_BUNDLE"
     _write(homes["xdg_home"] / "pip" / "pip.conf", "[global]\nproxy = proxy2.example:8080\n")
@@ -145,10 +164,13 @@ def test_proxies_and_ca_fallbacks(homes):
 
 
 def test_redacted_strips_every_credential_and_pip_environ_keeps_them(homes):
-    env = _env(homes, PIP_INDEX_URL="https://user:s3cret@private.example/simple",
-               PIP_EXTRA_INDEX_URL="https://tok@extra.example/simple",
-               PIP_FIND_LINKS="https://u:p@links.example/wheels/",
-               HTTPS_PROXY="http://pu:ppw@proxy.example:3128")
+    env = _env(
+        homes,
+        PIP_INDEX_URL="https://user:s3cret@private.example/simple",
+        PIP_EXTRA_INDEX_URL="https://tok@extra.example/simple",
+        PIP_FIND_LINKS="https://u:p@links.example/wheels/",
+        HTTPS_PROXY="http://pu:ppw@proxy.example:3128",
+    )
     cfg = read_index_config(env, venv=homes["venv"])
     red = cfg.redacted()
     text = repr(red) + repr(red.to_dict()) + repr(cfg.to_dict())
@@ -162,19 +184,26 @@ def test_redacted_strips_every_credential_and_pip_environ_keeps_them(homes):
 @pytest.mark.parametrize("case", ["files", "env-file", "install-section"])
 def test_agrees_with_pip_config_list(homes, tmp_path, case):
     """pip itself, given the same files and environment, must see the same values."""
-    _write(homes["xdg_dirs"] / "pip" / "pip.conf",
-           "[global]\nindex-url = https://global.example/simple\n")
-    _write(homes["xdg_home"] / "pip" / "pip.conf",
-           "[global]\nextra-index-url = https://u1.example/simple https://u2.example/simple\n")
+    _write(
+        homes["xdg_dirs"] / "pip" / "pip.conf",
+        "[global]\nindex-url = https://global.example/simple\n",
+    )
+    _write(
+        homes["xdg_home"] / "pip" / "pip.conf",
+        "[global]\nextra-index-url = https://u1.example/simple https://u2.example/simple\n",
+    )
     _write(homes["venv"] / "pip.conf", "[global]\nfind-links = /site/wheels\n")
     extra: dict[str, str] = {}
     if case == "env-file":
-        extra["PIP_CONFIG_FILE"] = str(_write(tmp_path / "e.conf",
-                                              "[global]\nfind-links = /env/wheels\n"))
+        extra["PIP_CONFIG_FILE"] = str(
+            _write(tmp_path / "e.conf", "[global]\nfind-links = /env/wheels\n")
+        )
         extra["PIP_TRUSTED_HOST"] = "t.example"
     if case == "install-section":
-        _write(homes["venv"] / "pip.conf",
-               "[global]\nfind-links = /site/wheels\n[install]\nfind-links = /install/wheels\n")
+        _write(
+            homes["venv"] / "pip.conf",
+            "[global]\nfind-links = /site/wheels\n[install]\nfind-links = /install/wheels\n",
+        )
     env = _env(homes, **extra)
     # pip's global and site files pointed at the test's folders (its own lookup of them is
     # what the other tests pin); everything else is pip reading the files as it always does
@@ -193,9 +222,20 @@ def test_agrees_with_pip_config_list(homes, tmp_path, case):
         "from pip._internal.cli.main import main; sys.exit(main())"
     )
     run_env = {**{k: v for k, v in os.environ.items() if not k.startswith("PIP_")}, **env}
-    out = subprocess.run([sys.executable, "-c", script, str(homes["venv"]),
-                          str(homes["xdg_dirs"]), config.ETC_PIP_CONF], env=run_env,
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            script,
+            str(homes["venv"]),
+            str(homes["xdg_dirs"]),
+            config.ETC_PIP_CONF,
+        ],
+        env=run_env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     pip_sees: dict[str, str] = {}
     for line in out.splitlines():
         key, _, value = line.partition("=")
@@ -204,8 +244,11 @@ def test_agrees_with_pip_config_list(homes, tmp_path, case):
     # pip lists every section; the install command applies [global] then [install] then env
     assert cfg.index_url == pip_sees["global.index-url"]
     assert " ".join(cfg.extra_index_urls) == pip_sees.get("global.extra-index-url", "")
-    expected_links = pip_sees.get("install.find-links") or pip_sees.get(":env:.find-links") \
+    expected_links = (
+        pip_sees.get("install.find-links")
+        or pip_sees.get(":env:.find-links")
         or pip_sees["global.find-links"]
+    )
     if case == "env-file":
         expected_links = pip_sees["global.find-links"]
         assert cfg.trusted_hosts == (pip_sees[":env:.trusted-host"],)

@@ -24,23 +24,35 @@ MAC = Interpreter("cpython", "3.11.7", abi="cp311", platform="macosx-11.0-arm64"
 
 
 def test_parse_and_diff_pins():
-    text = ("# header\nApp==1.0 \\\n    --hash=sha256:00\nb==2.0 ; sys_platform == 'linux'\n"
-            "-e ./local\nc @ https://x/c.whl\nzope.interface==6.1\n")
+    text = (
+        "# header\nApp==1.0 \\\n    --hash=sha256:00\nb==2.0 ; sys_platform == 'linux'\n"
+        "-e ./local\nc @ https://x/c.whl\nzope.interface==6.1\n"
+    )
     assert parse_pins(text) == {"app": "1.0", "b": "2.0", "zope-interface": "6.1"}
-    changes = diff_pins({"app": "1.0", "b": "1.0", "c": "1.0"},
-                        {"app": "1.0", "b": "2.0", "d": "4"})
-    assert changes == (VersionChange("b", "1.0", "2.0"), VersionChange("c", "1.0", None),
-                       VersionChange("d", None, "4"))
+    changes = diff_pins(
+        {"app": "1.0", "b": "1.0", "c": "1.0"}, {"app": "1.0", "b": "2.0", "d": "4"}
+    )
+    assert changes == (
+        VersionChange("b", "1.0", "2.0"),
+        VersionChange("c", "1.0", None),
+        VersionChange("d", None, "4"),
+    )
     assert [c.describe() for c in changes] == [
-        "b 1.0 -> 2.0", "c 1.0 dropped (not needed on the target platform)",
-        "d 4 added (needed on the target platform)"]
+        "b 1.0 -> 2.0",
+        "c 1.0 dropped (not needed on the target platform)",
+        "d 4 added (needed on the target platform)",
+    ]
 
 
 def test_uv_environ_carries_pips_configuration_and_nothing_of_uvs_own():
-    cfg = IndexConfig(index_url="https://u:p@private.example/simple",
-                      extra_index_urls=("https://e.example/simple",), find_links=("/w",),
-                      cert="/ca.pem", trusted_hosts=("h.example",),
-                      proxies={"https": "http://proxy:3128", "no": "localhost"})
+    cfg = IndexConfig(
+        index_url="https://u:p@private.example/simple",
+        extra_index_urls=("https://e.example/simple",),
+        find_links=("/w",),
+        cert="/ca.pem",
+        trusted_hosts=("h.example",),
+        proxies={"https": "http://proxy:3128", "no": "localhost"},
+    )
     env = uv_environ(cfg, {"UV_INDEX_URL": "https://other/simple", "PIP_CERT": "/x", "HOME": "/h"})
     assert env["UV_INDEX_URL"] == "https://u:p@private.example/simple"
     assert env["UV_EXTRA_INDEX_URL"] == "https://e.example/simple"
@@ -72,10 +84,13 @@ def test_macos_capture_locked_for_linux(wheels, tmp_path):
         ),
     )
     config = IndexConfig(no_index=True, find_links=(str(wheels),))
-    result = lock_environment(env, repo_root=tmp_path, config=config,
-                              cache_dir=tmp_path / "cache", platform="linux/amd64")
-    assert result.changed_versions == (VersionChange("b", "1.0", "2.0"),
-                                       VersionChange("c", "1.0", None))
+    result = lock_environment(
+        env, repo_root=tmp_path, config=config, cache_dir=tmp_path / "cache", platform="linux/amd64"
+    )
+    assert result.changed_versions == (
+        VersionChange("b", "1.0", "2.0"),
+        VersionChange("c", "1.0", None),
+    )
     req = result.requirements_lock
     assert f"app==1.0 \\\n    --hash=sha256:{sha256_of(wheels / 'app-1.0-py3-none-any.whl')}" in req
     assert f"b==2.0 \\\n    --hash=sha256:{sha256_of(wheels / 'b-2.0-py3-none-any.whl')}" in req
@@ -92,13 +107,22 @@ def test_unresolvable_for_the_target_is_a_clear_lock_error(tmp_path):
     folder = tmp_path / "wheels"
     folder.mkdir()
     make_wheel(folder, "maconly", "1.0", tag="cp311-cp311-macosx_11_0_arm64")
-    env = Environment(interpreter=MAC, os=OSInfo(system="Darwin", arch="arm64"), packages=(
-        Package("maconly", "1.0", wheel_tags=("cp311-cp311-macosx_11_0_arm64",),
-                requested=True),
-    ))
+    env = Environment(
+        interpreter=MAC,
+        os=OSInfo(system="Darwin", arch="arm64"),
+        packages=(
+            Package(
+                "maconly", "1.0", wheel_tags=("cp311-cp311-macosx_11_0_arm64",), requested=True
+            ),
+        ),
+    )
     with pytest.raises(LockError) as err:
-        lock_environment(env, repo_root=tmp_path, config=IndexConfig(
-            no_index=True, find_links=(str(folder),)), cache_dir=tmp_path / "c",
-            platform="linux/arm64")
+        lock_environment(
+            env,
+            repo_root=tmp_path,
+            config=IndexConfig(no_index=True, find_links=(str(folder),)),
+            cache_dir=tmp_path / "c",
+            platform="linux/arm64",
+        )
     assert "cannot be resolved for linux/aarch64" in err.value.message
     assert "maconly" in err.value.message and err.value.hint

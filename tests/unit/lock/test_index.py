@@ -44,8 +44,9 @@ def _client(tmp_path: Path, **cfg: object) -> IndexClient:
 
 def _expected(project: str, version: str) -> dict[str, str]:
     keep = ReleaseFilter(project, version)
-    return {f["filename"]: f["hashes"]["sha256"] for f in json_files(project)
-            if keep(f["filename"])}
+    return {
+        f["filename"]: f["hashes"]["sha256"] for f in json_files(project) if keep(f["filename"])
+    }
 
 
 def test_json_and_html_pages_give_the_same_files():
@@ -68,20 +69,28 @@ def test_release_items_fast_path_equals_a_full_decode():
         keep = ReleaseFilter("pyyaml", version)
         fast = release_items(text, version)
         assert fast is not None, version
-        assert [i for i in fast if keep(i["filename"])] == \
-            [i for i in data["files"] if keep(i["filename"])]
+        assert [i for i in fast if keep(i["filename"])] == [
+            i for i in data["files"] if keep(i["filename"])
+        ]
     # the same page written compactly, or with its keys in another order, reads the same
     compact = json.dumps(data, separators=(",", ":"))
-    shuffled = json.dumps({"versions": data["versions"], "meta": data["meta"],
-                           "files": [dict(reversed(list(f.items()))) for f in data["files"]],
-                           "name": data["name"]}, indent=1)
+    shuffled = json.dumps(
+        {
+            "versions": data["versions"],
+            "meta": data["meta"],
+            "files": [dict(reversed(list(f.items()))) for f in data["files"]],
+            "name": data["name"],
+        },
+        indent=1,
+    )
     for other in (compact, shuffled):
         for version in ("6.0.2", "5.4.1", "3.10"):
             keep = ReleaseFilter("pyyaml", version)
             got = release_items(other, version)
             assert got is not None
-            assert sorted(i["filename"] for i in got if keep(i["filename"])) == \
-                sorted(i["filename"] for i in data["files"] if keep(i["filename"]))
+            assert sorted(i["filename"] for i in got if keep(i["filename"])) == sorted(
+                i["filename"] for i in data["files"] if keep(i["filename"])
+            )
     # a page of an unexpected shape is not guessed at: the caller decodes it whole
     odd = '{"files": [], "name": "x", "versions": ["1.0-1"], "meta": {"api-version": "1.1"}}'
     assert release_items(odd, "1") is None
@@ -89,11 +98,13 @@ def test_release_items_fast_path_equals_a_full_decode():
 
 
 def test_html_details_base_href_yanked_and_requires_python():
-    page = (b'<html><head><base href="https://files.example/pkgs/"></head><body>'
-            b'<a href="a-1.0.tar.gz#sha256=AB12" data-yanked="broken build" '
-            b'data-requires-python="&gt;=3.8">a-1.0.tar.gz</a>'
-            b'<a href="a-1.0-py3-none-any.whl#md5=00&sha256=cd34" data-yanked>'
-            b'a-1.0-py3-none-any.whl</a><a href="a-0.9.tar.gz">a-0.9.tar.gz</a></body></html>')
+    page = (
+        b'<html><head><base href="https://files.example/pkgs/"></head><body>'
+        b'<a href="a-1.0.tar.gz#sha256=AB12" data-yanked="broken build" '
+        b'data-requires-python="&gt;=3.8">a-1.0.tar.gz</a>'
+        b'<a href="a-1.0-py3-none-any.whl#md5=00&sha256=cd34" data-yanked>'
+        b'a-1.0-py3-none-any.whl</a><a href="a-0.9.tar.gz">a-0.9.tar.gz</a></body></html>'
+    )
     src = Source("https://idx.example/simple", "index")
     files = parse_html_page(page, "https://idx.example/simple/a/", src, ReleaseFilter("a", "1.0"))
     assert [(f.url, f.sha256, f.yanked, f.requires_python) for f in files] == [
@@ -107,8 +118,9 @@ def test_lookup_over_http_with_json_and_keep_alive(tmp_path):
         client = _client(tmp_path, index_url=idx.url)
         found = client.lookup_many([("pyyaml", "6.0.2"), ("six", "1.16.0"), ("nope", "1.0")])
         client.close()
-        assert {f.filename: f.sha256 for f in found[("six", "1.16.0")][0].files} == \
-            _expected("six", "1.16.0")
+        assert {f.filename: f.sha256 for f in found[("six", "1.16.0")][0].files} == _expected(
+            "six", "1.16.0"
+        )
         assert len(found[("pyyaml", "6.0.2")][0].files) == 53
         nope = found[("nope", "1.0")][0]
         assert not nope.project_found and nope.files == ()
@@ -191,7 +203,8 @@ def test_unreachable_index_names_the_fix(tmp_path):
     sock.close()  # nothing listens there now
     with refuses(IndexUnavailable, names=f"cannot reach http://127.0.0.1:{port}") as err:
         _client(tmp_path, index_url=f"http://u:pw@127.0.0.1:{port}/simple").lookup_many(
-            [("six", "1.16.0")])
+            [("six", "1.16.0")]
+        )
     assert "connection refused" in err.value.message
     assert "proxy" in err.value.hint and "reprobox lock EXP" in err.value.hint
     assert "pw" not in str(err.value)
@@ -201,14 +214,17 @@ def test_plain_http_proxy_is_used(tmp_path):
     # the fake index also answers absolute-URI requests, as an HTTP proxy receives them
     with FakeIndex(PAGES) as proxy:
         target = "http://index.invalid/simple"  # only the proxy can reach it
-        client = _client(tmp_path, index_url=target,
-                         proxies={"http": f"http://127.0.0.1:{proxy.port}"})
+        client = _client(
+            tmp_path, index_url=target, proxies={"http": f"http://127.0.0.1:{proxy.port}"}
+        )
         found = client.lookup_many([("six", "1.16.0")])
         assert found[("six", "1.16.0")][0].files
         assert proxy.proxied == ["http://index.invalid:80/simple/six/"]
-        bypass = _client(tmp_path / "b", index_url=target,
-                         proxies={"http": f"http://127.0.0.1:{proxy.port}",
-                                  "no": "index.invalid"})
+        bypass = _client(
+            tmp_path / "b",
+            index_url=target,
+            proxies={"http": f"http://127.0.0.1:{proxy.port}", "no": "index.invalid"},
+        )
         # no_proxy: asked directly, the name does not resolve, and nothing went to the proxy.
         with refuses(IndexUnavailable, names="index.invalid"):
             bypass.lookup_many([("six", "1.16.0")])
@@ -223,11 +239,16 @@ def test_file_index_and_find_links_folder(tmp_path):
     sdist.write_bytes(b"not really a tarball")
     simple = tmp_path / "simple" / "tiny"
     simple.mkdir(parents=True)
-    (simple / "index.html").write_bytes(html_page("tiny", [
-        (f"../../files/{whl.name}#sha256={sha256_of(whl)}", whl.name),
-        ("../../files/tiny-1.0.tar.gz", "tiny-1.0.tar.gz"),  # no hash: computed locally
-        ("../../files/tiny-0.9.tar.gz#sha256=00", "tiny-0.9.tar.gz"),
-    ]))
+    (simple / "index.html").write_bytes(
+        html_page(
+            "tiny",
+            [
+                (f"../../files/{whl.name}#sha256={sha256_of(whl)}", whl.name),
+                ("../../files/tiny-1.0.tar.gz", "tiny-1.0.tar.gz"),  # no hash: computed locally
+                ("../../files/tiny-0.9.tar.gz#sha256=00", "tiny-0.9.tar.gz"),
+            ],
+        )
+    )
     links = tmp_path / "links"
     links.mkdir()
     local = make_wheel(links, "tiny", "1.0+local")
@@ -236,7 +257,9 @@ def test_file_index_and_find_links_folder(tmp_path):
     found = client.lookup_many([("tiny", "1.0"), ("tiny", "1.0+local")])
     on_index, in_links = found[("tiny", "1.0")]
     assert {f.filename: f.sha256 for f in on_index.files} == {
-        whl.name: sha256_of(whl), sdist.name: sha256_of(sdist)}
+        whl.name: sha256_of(whl),
+        sdist.name: sha256_of(sdist),
+    }
     assert all(f.size and f.path for f in on_index.files)
     assert in_links.project_found and in_links.files == ()
     local_lookup = found[("tiny", "1.0+local")][1]
@@ -247,8 +270,9 @@ def test_file_index_and_find_links_folder(tmp_path):
 def test_lookup_many_stops_asking_once_settled(tmp_path):
     with FakeIndex(PAGES) as first, FakeIndex(PAGES) as second:
         client = _client(tmp_path, index_url=first.url, extra_index_urls=(second.url,))
-        found = client.lookup_many([("six", "1.16.0"), ("six", "99.0")],
-                                   done=lambda key, lookups: bool(lookups[-1].files))
+        found = client.lookup_many(
+            [("six", "1.16.0"), ("six", "99.0")], done=lambda key, lookups: bool(lookups[-1].files)
+        )
         assert len(found[("six", "1.16.0")]) == 1 and len(found[("six", "99.0")]) == 2
         assert len(first.project_requests()) == 2
         assert second.project_requests() == ["/simple/six/"]  # only the unsettled one
@@ -256,8 +280,13 @@ def test_lookup_many_stops_asking_once_settled(tmp_path):
 
 def test_fill_hash_downloads_a_file_the_index_did_not_hash(tmp_path):
     payload = b"wheel bytes"
-    pages = {"tiny": {"html": html_page("tiny", [("/files/tiny-1.0-py3-none-any.whl",
-                                                    "tiny-1.0-py3-none-any.whl")])}}
+    pages = {
+        "tiny": {
+            "html": html_page(
+                "tiny", [("/files/tiny-1.0-py3-none-any.whl", "tiny-1.0-py3-none-any.whl")]
+            )
+        }
+    }
     with FakeIndex(pages, files={"tiny-1.0-py3-none-any.whl": payload}) as idx:
         client = _client(tmp_path, index_url=idx.url)
         lookup = client.lookup_many([("tiny", "1.0")])[("tiny", "1.0")][0]
@@ -272,10 +301,28 @@ def test_https_with_an_untrusted_certificate_names_the_cert_setting(tmp_path):
     import subprocess
 
     key, crt = tmp_path / "k.pem", tmp_path / "c.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
-                    str(key), "-out", str(crt), "-days", "1", "-subj", "/CN=127.0.0.1",
-                    "-addext", "subjectAltName=IP:127.0.0.1"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(crt),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )
 
     class H(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802
@@ -296,13 +343,12 @@ def test_https_with_an_untrusted_certificate_names_the_cert_setting(tmp_path):
         with refuses(IndexUnavailable, names=["certificate", "cert"]):
             _client(tmp_path, index_url=url).lookup_many([("six", "1.0")])
         # trusted-host turns verification off for that host, as with pip
-        found = _client(tmp_path / "t", index_url=url,
-                        trusted_hosts=(f"127.0.0.1:{server.server_address[1]}",)).lookup_many(
-            [("six", "1.0")])
+        found = _client(
+            tmp_path / "t", index_url=url, trusted_hosts=(f"127.0.0.1:{server.server_address[1]}",)
+        ).lookup_many([("six", "1.0")])
         assert not found[("six", "1.0")][0].project_found
         # and the right CA bundle makes it verify
-        found = _client(tmp_path / "v", index_url=url, cert=str(crt)).lookup_many(
-            [("six", "1.0")])
+        found = _client(tmp_path / "v", index_url=url, cert=str(crt)).lookup_many([("six", "1.0")])
         assert not found[("six", "1.0")][0].project_found
     finally:
         server.shutdown()
@@ -317,8 +363,9 @@ def test_started_queries_are_collected_not_repeated(tmp_path):
         client.start(wanted)
         found = client.lookup_many(wanted, done=lambda key, lookups: bool(lookups[-1].files))
         client.close()
-        assert {f.filename: f.sha256 for f in found[("six", "1.16.0")][0].files} == \
-            _expected("six", "1.16.0")
+        assert {f.filename: f.sha256 for f in found[("six", "1.16.0")][0].files} == _expected(
+            "six", "1.16.0"
+        )
         assert len(found[("six", "99.0")]) == 2
         assert len(first.project_requests()) == 2  # each asked once, by start()
         assert second.project_requests() == ["/simple/six/"]
@@ -332,12 +379,12 @@ def test_start_sends_nothing_when_a_local_source_comes_first(tmp_path):
     with FakeIndex(PAGES) as idx:
         client = _client(tmp_path, index_url=local.as_uri(), extra_index_urls=(idx.url,))
         client.start([("six", "1.16.0")])
-        found = client.lookup_many([("six", "1.16.0")],
-                                   done=lambda key, lookups: bool(lookups[-1].files))
+        found = client.lookup_many(
+            [("six", "1.16.0")], done=lambda key, lookups: bool(lookups[-1].files)
+        )
         client.close()
         assert len(found[("six", "1.16.0")]) == 1 and found[("six", "1.16.0")][0].files
         assert idx.project_requests() == []
-
 
 
 def test_pool_grows_to_max_workers_when_the_index_is_slow_to_answer(tmp_path):

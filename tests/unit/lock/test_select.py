@@ -42,15 +42,18 @@ def pyyaml() -> list[DistFile]:
 
 
 def test_installed_wheel_is_found_by_its_exact_tag_set(pyyaml):
-    tags = parse_wheel_tags(["cp311-cp311-manylinux_2_17_x86_64",
-                             "cp311-cp311-manylinux2014_x86_64"])
+    tags = parse_wheel_tags(
+        ["cp311-cp311-manylinux_2_17_x86_64", "cp311-cp311-manylinux2014_x86_64"]
+    )
     found = installed_files(pyyaml, tags)
     assert [f.filename for f in found] == [
-        "PyYAML-6.0.2-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl"]
+        "PyYAML-6.0.2-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl"
+    ]
     # one tag of the pair alone still points at that file (best overlap), not at another one
     found = installed_files(pyyaml, parse_wheel_tags(["cp311-cp311-manylinux2014_x86_64"]))
     assert [f.filename for f in found] == [
-        "PyYAML-6.0.2-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl"]
+        "PyYAML-6.0.2-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl"
+    ]
 
 
 def test_a_locally_built_wheel_matches_nothing(pyyaml):
@@ -79,8 +82,10 @@ def test_rebuild_candidates_are_linux_wheels_of_the_same_interpreter_and_the_sdi
 def test_a_macos_capture_also_keeps_its_own_platform_wheels(pyyaml):
     mac = Target("3.12.4", "cpython", "cp312", "darwin", "arm64")
     names = sorted(f.filename for f in capture_platform_files(pyyaml, mac))
-    assert names == ["PyYAML-6.0.2-cp312-cp312-macosx_10_9_x86_64.whl",
-                     "PyYAML-6.0.2-cp312-cp312-macosx_11_0_arm64.whl"]
+    assert names == [
+        "PyYAML-6.0.2-cp312-cp312-macosx_10_9_x86_64.whl",
+        "PyYAML-6.0.2-cp312-cp312-macosx_11_0_arm64.whl",
+    ]
     assert capture_platform_files(pyyaml, CP311) == []
 
 
@@ -118,9 +123,11 @@ def test_release_filter_and_name_parsing():
 
 
 def test_target_marker_and_order():
-    assert CP311.marker() == ("python_full_version == '3.11.7' and implementation_name == "
-                              "'cpython' and sys_platform == 'linux' and platform_machine == "
-                              "'x86_64'")
+    assert CP311.marker() == (
+        "python_full_version == '3.11.7' and implementation_name == "
+        "'cpython' and sys_platform == 'linux' and platform_machine == "
+        "'x86_64'"
+    )
     a = DistFile("b.whl", "u1", SRC)
     b = DistFile("a.tar.gz", "u2", SRC)
     c = DistFile("b.whl", "u3", SRC)

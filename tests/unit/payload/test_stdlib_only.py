@@ -29,8 +29,10 @@ def imported_roots(source: str) -> set[str]:
 
 
 def test_the_import_reader_sees_third_party_relative_and_nested_imports() -> None:
-    source = ("import os\nfrom docker import types\n"
-              "def f():\n    from .. import proc\n    import jinja2.sandbox\n")
+    source = (
+        "import os\nfrom docker import types\n"
+        "def f():\n    from .. import proc\n    import jinja2.sandbox\n"
+    )
     assert imported_roots(source) == {"os", "docker", ".", "jinja2"}
 
 
@@ -46,10 +48,17 @@ def test_payload_module_imports_the_standard_library_only(name: str) -> None:
 @pytest.mark.parametrize("name", payload.MODULES)
 def test_payload_module_imports_in_a_bare_isolated_interpreter(name: str) -> None:
     folder = str(payload.script(name).parent)
-    code = (f"import sys; sys.path.insert(0, {folder!r}); import {name}; "
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('reprobox', 'rattler')))")
-    done = subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True,
-                          text=True, timeout=60, cwd="/")
+    code = (
+        f"import sys; sys.path.insert(0, {folder!r}); import {name}; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('reprobox', 'rattler')))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd="/",
+    )
     assert done.returncode == 0, f"{name}.py does not import under -I -S:\n{done.stderr}"
     assert done.stdout.strip() == "[]", f"{name}.py pulled in {done.stdout.strip()}"
 

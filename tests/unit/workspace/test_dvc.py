@@ -290,20 +290,30 @@ def _project(root: Path, dvc_yaml: str = "", config: str = "") -> Path:
     return root
 
 
-@pytest.mark.parametrize("dvc_yaml,named", [
-    ("vars:\n  - /etc/passwd\n", "/etc/passwd"),
-    ("vars:\n  - ../secrets.yaml:token\n", "../secrets.yaml"),
-    ("stages:\n  s:\n    cmd: x\n    deps:\n      - ~/.ssh/id_rsa\n", "~/.ssh/id_rsa"),
-    ("stages:\n  s:\n    cmd: x\n    outs:\n      - /root/.bashrc:\n          cache: false\n",
-     "/root/.bashrc"),
-    ("stages:\n  s:\n    wdir: ../..\n    cmd: x\n", "../.."),
-    ("stages:\n  s:\n    cmd: x\n    deps:\n      - ${root}/../../x\n", "${root}/../../x"),
-    ("stages:\n  s:\n    foreach: [a]\n    do:\n      cmd: x\n      outs:\n"
-     "        - /tmp/${item}\n",
-     "/tmp/${item}"),
-    ("plots:\n  - roc:\n      y:\n        /etc/shadow: [a]\n", "/etc/shadow"),
-    ("stages:\n  s:\n    cmd: x\n    deps:\n      - remote://storage/x\n", "remote://storage/x"),
-])
+@pytest.mark.parametrize(
+    "dvc_yaml,named",
+    [
+        ("vars:\n  - /etc/passwd\n", "/etc/passwd"),
+        ("vars:\n  - ../secrets.yaml:token\n", "../secrets.yaml"),
+        ("stages:\n  s:\n    cmd: x\n    deps:\n      - ~/.ssh/id_rsa\n", "~/.ssh/id_rsa"),
+        (
+            "stages:\n  s:\n    cmd: x\n    outs:\n      - /root/.bashrc:\n          cache: false\n",
+            "/root/.bashrc",
+        ),
+        ("stages:\n  s:\n    wdir: ../..\n    cmd: x\n", "../.."),
+        ("stages:\n  s:\n    cmd: x\n    deps:\n      - ${root}/../../x\n", "${root}/../../x"),
+        (
+            "stages:\n  s:\n    foreach: [a]\n    do:\n      cmd: x\n      outs:\n"
+            "        - /tmp/${item}\n",
+            "/tmp/${item}",
+        ),
+        ("plots:\n  - roc:\n      y:\n        /etc/shadow: [a]\n", "/etc/shadow"),
+        (
+            "stages:\n  s:\n    cmd: x\n    deps:\n      - remote://storage/x\n",
+            "remote://storage/x",
+        ),
+    ],
+)
 def test_paths_leaving_the_checkout_are_refused(tmp_path, dvc_yaml, named):
     from reprobox.errors import UsageError
 
@@ -314,10 +324,13 @@ def test_paths_leaving_the_checkout_are_refused(tmp_path, dvc_yaml, named):
 
 
 def test_paths_inside_the_checkout_pass(tmp_path):
-    root = _project(tmp_path / "co", "vars:\n  - params.yaml\n  - {x: 1}\nstages:\n  s:\n"
-                    "    wdir: sub\n    cmd: x\n    deps:\n      - ../data/${x}.csv\n"
-                    "    params:\n      - ../params.yaml:\n          - a\n"
-                    "    outs:\n      - out:\n          cache: true\n")
+    root = _project(
+        tmp_path / "co",
+        "vars:\n  - params.yaml\n  - {x: 1}\nstages:\n  s:\n"
+        "    wdir: sub\n    cmd: x\n    deps:\n      - ../data/${x}.csv\n"
+        "    params:\n      - ../params.yaml:\n          - a\n"
+        "    outs:\n      - out:\n          cache: true\n",
+    )
     (root / "sub").mkdir()
     dvc.check_untrusted_project(root)
 
@@ -345,10 +358,13 @@ def test_only_a_remote_equal_to_a_trusted_one_is_used(tmp_path, monkeypatch):
     system.mkdir()
     monkeypatch.setenv("DVC_GLOBAL_CONFIG_DIR", str(glob))
     monkeypatch.setenv("DVC_SYSTEM_CONFIG_DIR", str(system))
-    root = _project(tmp_path / "co", config="[core]\n    remote = theirs\n"
-                    "['remote \"theirs\"']\n    url = s3://bucket/data/\n")
-    with refuses(UsageError,
-                 names=["'theirs'", "s3://bucket/data/", ".dvc/config", "--dvc-remote"]):
+    root = _project(
+        tmp_path / "co",
+        config="[core]\n    remote = theirs\n['remote \"theirs\"']\n    url = s3://bucket/data/\n",
+    )
+    with refuses(
+        UsageError, names=["'theirs'", "s3://bucket/data/", ".dvc/config", "--dvc-remote"]
+    ):
         dvc.choose_trusted_remote(root, None)
     (system / "config").write_text("['remote \"team\"']\n    url = s3://bucket/data\n")
     chosen = dvc.choose_trusted_remote(root, None)
@@ -364,10 +380,14 @@ def test_a_relative_local_remote_is_compared_resolved(tmp_path):
 
 
 def test_lock_paths_relative_to_a_stage_wdir_are_not_mistaken_for_escapes(tmp_path):
-    root = _project(tmp_path / "co", "stages:\n  s:\n    wdir: sub\n    cmd: x\n"
-                    "    outs:\n      - ../data/out.csv\n")
-    (root / "dvc.lock").write_text("schema: '2.0'\nstages:\n  s:\n    cmd: x\n    outs:\n"
-                                   "    - path: ../data/out.csv\n      md5: " + "a" * 32 + "\n")
+    root = _project(
+        tmp_path / "co",
+        "stages:\n  s:\n    wdir: sub\n    cmd: x\n    outs:\n      - ../data/out.csv\n",
+    )
+    (root / "dvc.lock").write_text(
+        "schema: '2.0'\nstages:\n  s:\n    cmd: x\n    outs:\n"
+        "    - path: ../data/out.csv\n      md5: " + "a" * 32 + "\n"
+    )
     dvc.check_untrusted_project(root)
 
 

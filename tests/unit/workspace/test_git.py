@@ -129,8 +129,16 @@ def test_ordinary_paths_pass(path):
 
 @pytest.mark.parametrize(
     ("path", "reason"),
-    [("", "empty"), ("/etc/x", "absolute"), ("C:/x", "absolute"), ("a/../../b", "'..'"),
-     ("..", "'..'"), (".git", "(.git)"), ("x/.git/y", "(.git)"), ("a\\..\\b", "'..'")],
+    [
+        ("", "empty"),
+        ("/etc/x", "absolute"),
+        ("C:/x", "absolute"),
+        ("a/../../b", "'..'"),
+        ("..", "'..'"),
+        (".git", "(.git)"),
+        ("x/.git/y", "(.git)"),
+        ("a\\..\\b", "'..'"),
+    ],
 )
 def test_bad_paths_fail(path, reason):
     with refuses(ValidationError, field="git.patch", names=[repr(path), reason]):
@@ -173,12 +181,15 @@ def test_a_local_path_remote_is_recorded_as_a_file_url(tmp_path, relative):
     got = g.git_info(work)
     assert got.info.remote == f"file://{bare}"
     # what capture records passes the record's own URL check (capture used to exit 2 here)
-    assert validate.url("git.remote", got.info.remote, validate.REMOTE_SCHEMES,
-                        allow_scp=True) == got.info.remote
+    assert (
+        validate.url("git.remote", got.info.remote, validate.REMOTE_SCHEMES, allow_scp=True)
+        == got.info.remote
+    )
 
 
-@pytest.mark.parametrize("raw", ["https://example.com/x.git", "git@github.com:org/x.git",
-                                 "ssh://git@host/x.git"])
+@pytest.mark.parametrize(
+    "raw", ["https://example.com/x.git", "git@github.com:org/x.git", "ssh://git@host/x.git"]
+)
 def test_urls_and_scp_forms_are_not_local_paths(raw, tmp_path):
     assert g.local_remote_url(raw, tmp_path) is None
 

@@ -163,14 +163,22 @@ def test_symlink_leaving_the_tree_is_refused(tmp_path):
     write(root, "out/ok.txt", "ok")
     (root / "out" / "escape").symlink_to(outside / "secret.txt")
     # A folder is refused naming the link inside it that leaves.
-    for rel, named in (("link.txt", "link.txt"), ("dirlink", "dirlink"),
-                       ("dirlink/secret.txt", "dirlink/secret.txt"), ("out", "out/escape")):
-        with refuses(ValidationError, field="output", names=[repr(named), "outside the repository"]):
+    for rel, named in (
+        ("link.txt", "link.txt"),
+        ("dirlink", "dirlink"),
+        ("dirlink/secret.txt", "dirlink/secret.txt"),
+        ("out", "out/escape"),
+    ):
+        with refuses(
+            ValidationError, field="output", names=[repr(named), "outside the repository"]
+        ):
             m.hash_output(root, rel)
 
 
-@pytest.mark.parametrize(("rel", "reason"), [("../x", "'..'"), ("a/../../x", "'..'"),
-                                             ("/etc/passwd", "absolute"), ("", "empty")])
+@pytest.mark.parametrize(
+    ("rel", "reason"),
+    [("../x", "'..'"), ("a/../../x", "'..'"), ("/etc/passwd", "absolute"), ("", "empty")],
+)
 def test_paths_leaving_the_root_are_refused(tmp_path, rel, reason):
     with refuses(ValidationError, field="output", names=[repr(rel), reason]):
         m.hash_output(tmp_path, rel)
@@ -213,8 +221,9 @@ def test_yaml_alias_bomb_is_refused_with_bounded_memory(tmp_path):
         "           if line.startswith('VmHWM:'))\n"
         "print(json.dumps({'message': msg, 'rss_kib': rss}))\n"
     )
-    done = subprocess.run([sys.executable, "-c", child, str(bomb)], capture_output=True,
-                          text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-c", child, str(bomb)], capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert result["message"] is not None and "metrics.yaml" in result["message"]

@@ -1,4 +1,5 @@
 """Logs a run like MLflow's file store: params, metrics and the git commit as a tag."""
+
 import json
 import os
 import time
@@ -16,5 +17,4 @@ with open(os.path.join(run, "tags", "mlflow.source.git.commit"), "w") as f:
 loss = sum(1 / (k * k) for k in range(1, 200))
 with open(os.path.join(run, "metrics", "loss"), "w") as f:
     f.write(f"{int(time.time() * 1000)} {loss} 0\n")
-json.dump({"loss": loss, "git_commit_tagged": int(len(commit) == 40)},
-          open("metrics.json", "w"))
+json.dump({"loss": loss, "git_commit_tagged": int(len(commit) == 40)}, open("metrics.json", "w"))

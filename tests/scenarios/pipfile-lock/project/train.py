@@ -1,4 +1,5 @@
 """Parses a config into an attrs class."""
+
 import json
 
 import attrs

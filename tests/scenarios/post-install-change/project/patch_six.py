@@ -1,4 +1,5 @@
 """The post-install step: adds a constant to the installed six.py."""
+
 import six
 
 path = six.__file__

@@ -1,4 +1,5 @@
 """Reads a config with PyYAML and writes a metric derived from it."""
+
 import json
 
 import six

@@ -1,4 +1,5 @@
 """Asks libpng for its version through ctypes."""
+
 import ctypes
 import ctypes.util
 import json

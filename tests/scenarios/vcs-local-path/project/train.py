@@ -1,4 +1,5 @@
 """Uses a library installed straight from its git repository."""
+
 import json
 
 import tinyvcs
