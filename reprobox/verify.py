@@ -191,8 +191,8 @@ def compare_environments(expected: Environment, observed: Observed) -> tuple[Env
                 extra.name,
                 None,
                 extra.b,
-                f"package {shown.get(extra.name, extra.name)} {extra.b} is in the rebuilt environment "
-                "but was not in the captured one",
+                f"package {shown.get(extra.name, extra.name)} {extra.b} "
+                "is in the rebuilt environment but was not in the captured one",
             )
         )
 
@@ -275,8 +275,8 @@ def compare_installed_files(
                 "*",
                 f"{len(expected)} changed files",
                 None,
-                f"the capture holds {len(expected)} installed file(s) changed after install, and the "
-                "rebuilt environment's files could not be checked",
+                f"the capture holds {len(expected)} installed file(s) changed after install, "
+                "and the rebuilt environment's files could not be checked",
             )
         ]
     diffs: list[EnvDifference] = []

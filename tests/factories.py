@@ -1,11 +1,11 @@
 """Test-data builders: the one place tests get records, environments and files to work on.
 
-* ``make_env`` / ``make_exp``: a small hand-written environment and experiment (their digest and id
-  are pinned by ``test_model_store``).
+* ``make_env`` / ``make_exp``: a small hand-written environment and experiment (their digest and
+  id are pinned by ``test_model_store``).
 * ``small`` / ``datascience`` and their variants: real captures recorded on a Debian 12 machine
-  (``tests/fixtures/build/``: a small venv with attrs, six, pip, setuptools and an editable package at
-  the repository root, and a ~120-distribution data-science venv), changed with ``dataclasses.replace``
-  so every field keeps a shape the capture really produces.
+  (``tests/fixtures/build/``: a small venv with attrs, six, pip, setuptools and an editable package
+  at the repository root, and a ~120-distribution data-science venv), changed with
+  ``dataclasses.replace`` so every field keeps a shape the capture really produces.
 * ``cpu_env`` / ``with_packages``: a numerics-heavy environment as found on a Debian 12 host with
   numpy/scipy wheels, for the comparison tests.
 * ``make_elf``: a minimal ELF shared object, for the library-scanning tests.

@@ -411,8 +411,8 @@ def _isolated_env(home: Path) -> dict[str, str]:
             "GIT_TERMINAL_PROMPT": "0",
             "GIT_ASKPASS": "/bin/false",
             "SSH_ASKPASS": "/bin/false",
-            "GIT_SSH_COMMAND": "ssh -o BatchMode=yes -o IdentitiesOnly=yes -o IdentityFile=/dev/null "
-            "-F /dev/null",
+            "GIT_SSH_COMMAND": "ssh -o BatchMode=yes -o IdentitiesOnly=yes "
+            "-o IdentityFile=/dev/null -F /dev/null",
         }
     )
     return env

@@ -262,12 +262,16 @@ with open(os.environ["RUN_COUNTER"], "a") as fh:
     fh.write("prepare\\n")
 """
 
-EVALUATE = """\
-import json, yaml
-top = yaml.safe_load(open("params.yaml"))["evaluate"]["top"]
-rows = sorted((int(x) for x in open("out/scaled.csv").read().split()), reverse=True)
-json.dump({"sum": sum(rows), "top": {"mean": sum(rows[:top]) / top, "n": top}}, open("metrics.json", "w"))
-"""
+EVALUATE = "\n".join(
+    [
+        "import json, yaml",
+        'top = yaml.safe_load(open("params.yaml"))["evaluate"]["top"]',
+        'rows = sorted((int(x) for x in open("out/scaled.csv").read().split()), reverse=True)',
+        'json.dump({"sum": sum(rows), "top": {"mean": sum(rows[:top]) / top, "n": top}}, '
+        'open("metrics.json", "w"))',
+        "",
+    ]
+)
 
 
 @pytest.mark.dvc

@@ -137,7 +137,7 @@ def test_huge_environment_stays_under_the_comment_limit(store: Store) -> None:
     assert "left out" not in small and "package-number-00049" in small
 
 
-# --------------------------------------------------------------------------- the GitHub Actions example
+# ----------------------------------------------------------------------- the GitHub Actions example
 
 WORKFLOWS = Path(__file__).resolve().parents[2] / "examples" / "github-actions"
 WORKFLOW = WORKFLOWS / "reprobox-pr.yml"  # renders the comment (the pull request's own job)

@@ -200,7 +200,7 @@ def test_experiment_from_arbitrary_json(data: Any) -> None:
         _read_or_refused(Experiment.from_dict, data)
 
 
-# --------------------------------------------------------------------------- valid documents, one field hostile
+# --------------------------------------------------------------- valid documents, one field hostile
 
 
 @SETTINGS
@@ -238,7 +238,7 @@ def test_lone_surrogate_in_a_package_name_is_read_then_refused_by_name() -> None
         validate_environment(env)
 
 
-# --------------------------------------------------------------------------- read_json on arbitrary files
+# --------------------------------------------------------------------- read_json on arbitrary files
 
 
 @SETTINGS

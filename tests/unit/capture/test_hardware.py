@@ -151,7 +151,10 @@ def test_query_error_text_is_not_a_gpu():
 
 def test_not_available_cells_become_unknown():
     # Grace Hopper style unified memory reports "[N/A]" for memory.total.
-    text = "name, memory.total [MiB], driver_version, compute_cap\nNVIDIA GH200 480GB, [N/A], 560.35.03, 9.0\n"
+    text = (
+        "name, memory.total [MiB], driver_version, compute_cap\n"
+        "NVIDIA GH200 480GB, [N/A], 560.35.03, 9.0\n"
+    )
     (gpu,) = hw.parse_gpu_query(text)
     assert gpu.memory_mib is None and gpu.compute_capability == "9.0"
 
@@ -169,14 +172,20 @@ def _fake_smi(tmp_path: Path, script: str) -> str:
 def test_old_driver_falls_back_to_a_query_without_compute_cap(tmp_path):
     smi = _fake_smi(
         tmp_path,
-        f"""
-case "$1" in
-  --query-gpu=name,memory.total,driver_version,compute_cap) cat '{FIX}/query_error_driver_470.txt'; exit 2;;
-  --query-gpu=name,memory.total,driver_version) cat '{FIX}/query_rtx4070ti_no_compute_cap.csv';;
-  "") cat '{FIX}/smi_gtx1660_cuda_na_550.54.10.txt';;
-  *) exit 9;;
-esac
-""",
+        "\n".join(
+            [
+                "",
+                'case "$1" in',
+                "  --query-gpu=name,memory.total,driver_version,compute_cap)"
+                f" cat '{FIX}/query_error_driver_470.txt'; exit 2;;",
+                "  --query-gpu=name,memory.total,driver_version)"
+                f" cat '{FIX}/query_rtx4070ti_no_compute_cap.csv';;",
+                f"  \"\") cat '{FIX}/smi_gtx1660_cuda_na_550.54.10.txt';;",
+                "  *) exit 9;;",
+                "esac",
+                "",
+            ]
+        ),
     )
     gpus = hw.query_gpus(smi)
     assert gpus == (
@@ -193,9 +202,14 @@ esac
 def test_gpus_get_the_cuda_version_from_the_banner(tmp_path):
     smi = _fake_smi(
         tmp_path,
-        f"""
-if [ -z "$1" ]; then cat '{FIX}/smi_a100x2_580.159.04.txt'; else cat '{FIX}/query_rtx3090x2_header_units.csv'; fi
-""",
+        "\n".join(
+            [
+                "",
+                f"""if [ -z "$1" ]; then cat '{FIX}/smi_a100x2_580.159.04.txt';"""
+                f" else cat '{FIX}/query_rtx3090x2_header_units.csv'; fi",
+                "",
+            ]
+        ),
     )
     gpus = hw.query_gpus(smi)
     assert len(gpus) == 2 and all(g.cuda_driver == "13.0" for g in gpus)
@@ -205,7 +219,10 @@ if [ -z "$1" ]; then cat '{FIX}/smi_a100x2_580.159.04.txt'; else cat '{FIX}/quer
     "script",
     [
         # real messages of a machine whose driver is not loaded / has no GPU
-        'echo "NVIDIA-SMI has failed because it couldn\'t communicate with the NVIDIA driver."; exit 9',
+        (
+            "echo \"NVIDIA-SMI has failed because it couldn't communicate"
+            ' with the NVIDIA driver."; exit 9'
+        ),
         "echo 'No devices were found'; exit 6",
         "exec sleep 30",
     ],

@@ -372,25 +372,29 @@ def _sample_diff() -> EnvDiff:
 def test_render_text_golden() -> None:
     d = _sample_diff()
     ea, eb = d.label_a, d.label_b
-    assert (
-        render_text(d)
-        == f"""A: {ea}
-B: {eb}
-environment digest: {d.digest_a} -> {d.digest_b}
-
-may change numerical results:
-  ! CPU instruction set changed (only in B: avx512f): BLAS and vectorised code dispatch to other kernels (FMA, AVX2, AVX-512) and round differently
-  ! numerical libraries changed (numpy 2.4.6 -> 2.10.0; torch added (2.4.0+cpu)): algorithms, defaults and random streams change between versions
-
-interpreter
-  version  3.11.7 -> 3.11.9
-packages (1 added, 1 upgraded)
-  added       torch 2.4.0+cpu
-  upgraded    numpy 2.4.6 -> 2.10.0
-hardware
-  cpu_flags (only on this side)  (none) -> avx512f
-"""
+    expected = "\n".join(
+        [
+            f"A: {ea}",
+            f"B: {eb}",
+            f"environment digest: {d.digest_a} -> {d.digest_b}",
+            "",
+            "may change numerical results:",
+            "  ! CPU instruction set changed (only in B: avx512f): BLAS and vectorised code"
+            " dispatch to other kernels (FMA, AVX2, AVX-512) and round differently",
+            "  ! numerical libraries changed (numpy 2.4.6 -> 2.10.0; torch added (2.4.0+cpu)):"
+            " algorithms, defaults and random streams change between versions",
+            "",
+            "interpreter",
+            "  version  3.11.7 -> 3.11.9",
+            "packages (1 added, 1 upgraded)",
+            "  added       torch 2.4.0+cpu",
+            "  upgraded    numpy 2.4.6 -> 2.10.0",
+            "hardware",
+            "  cpu_flags (only on this side)  (none) -> avx512f",
+            "",
+        ]
     )
+    assert render_text(d) == expected
 
 
 def test_render_text_color_and_no_color() -> None:
@@ -462,7 +466,7 @@ def test_markdown_escapes_every_capture_value(value: str) -> None:
     assert "\u202e" not in out and "\n" not in md_escape(value)
 
 
-# --------------------------------------------------------------------------- properties of the renderers
+# ---------------------------------------------------------------------- properties of the renderers
 
 WILD = st.lists(
     st.sampled_from(

