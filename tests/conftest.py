@@ -18,6 +18,12 @@ import pytest
 
 ON_CI = bool(os.environ.get("CI"))
 
+# The test extra installs its programs (dvc, uv, zizmor) beside the interpreter running the
+# tests; the tests and the code under test call them by name, as on a user's PATH.
+_VENV_BIN = str(Path(sys.executable).parent)
+if _VENV_BIN not in os.environ.get("PATH", "").split(os.pathsep):
+    os.environ["PATH"] = _VENV_BIN + os.pathsep + os.environ.get("PATH", "")
+
 
 def require(ok: bool, what: str) -> None:
     """Skip (locally) or fail (on CI) when a real component is missing."""
