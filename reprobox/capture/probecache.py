@@ -3,7 +3,8 @@
 A capture of an environment that did not change since the last one gets the same probe output;
 running the target interpreter again costs its start-up, a re-read of every metadata file and
 ELF header, and the JSON round trip. This cache keeps the last answer per interpreter under
-``.reprobox/local/cache/probe/`` (git-ignored, never committed) with a fingerprint of every file
+the user's cache (``$XDG_CACHE_HOME/reprobox/probe/``, never in the checkout: the answer holds
+what the environment holds, a token in a recorded URL included) with a fingerprint of every file
 and folder the answer depends on, and hands the answer back only when a fresh fingerprint is
 identical.
 
@@ -315,8 +316,10 @@ class ResultCache:
         tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
         try:
             text = json.dumps(data, ensure_ascii=False)
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp.write_text(text, encoding="utf-8")
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(text)
             os.replace(tmp, self.path)
         except (OSError, ValueError, TypeError):
             tmp.unlink(missing_ok=True)

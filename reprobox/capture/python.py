@@ -176,6 +176,16 @@ def _python_version(python: Path, env: Mapping[str, str]) -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
+def answer_file(cache_file: Path) -> Path:
+    """Where the probe's whole answer for one interpreter is kept: in the user's own cache (as
+    pip keeps its own), never in the checkout, since the answer holds what the environment
+    holds, a token in a package's recorded URL included (the record strips it, the answer
+    cannot). One file per checkout and interpreter."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    key = hashlib.sha256(os.fspath(cache_file.absolute()).encode()).hexdigest()[:24]
+    return Path(base) / "reprobox" / "probe" / f"{key}-answer.json"
+
+
 def run_probe(
     python: Path, cache_dir: Path | None = None, environ: Mapping[str, str] | None = None
 ) -> dict[str, Any]:
@@ -202,9 +212,7 @@ def run_probe(
     argv = probe_command(python, cache_file, user_env)
     memo = None
     if cache_file is not None and usable(python, user_env):
-        memo = ResultCache(
-            cache_file.with_name(f"{cache_file.stem}-answer.json"), python, env, PROBE
-        )
+        memo = ResultCache(answer_file(cache_file), python, env, PROBE)
         cached = memo.load()
         if cached is not None:
             return _host_warnings(cached, user_env)

@@ -63,8 +63,9 @@ def _pip(vpy: Path, *args: str) -> None:
 
 
 @pytest.fixture
-def env(tmp_path: Path) -> dict[str, Any]:
-    """A venv (no pip inside) with one installed package, and a spy counting probe runs."""
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """A venv (no pip inside) with one installed package, and a user cache of its own."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     target = tmp_path / "venv"
     venv.EnvBuilder(with_pip=False, symlinks=True).create(target)
     vpy = target / "bin" / "python"
@@ -79,7 +80,13 @@ def env(tmp_path: Path) -> dict[str, Any]:
             text=True,
         ).stdout.strip()
     )
-    return {"python": vpy, "site": site, "wheels": wheels, "cache": tmp_path / "cache"}
+    return {
+        "python": vpy,
+        "site": site,
+        "wheels": wheels,
+        "cache": tmp_path / "cache",
+        "answers": tmp_path / "xdg" / "reprobox" / "probe",
+    }
 
 
 @pytest.fixture
@@ -132,7 +139,10 @@ def test_an_unchanged_environment_is_answered_from_the_cache(env, probes):
     _settle(env)
     first = _probe(env)
     assert len(probes) == 1
-    assert list(env["cache"].glob("probe-*-answer.json")), "the answer was not kept"
+    kept = list(env["answers"].glob("*-answer.json"))
+    assert kept, "the answer was not kept"
+    assert not list(env["cache"].glob("*answer*")), "the answer was kept in the checkout"
+    assert oct(kept[0].stat().st_mode & 0o777) == "0o600"
     second = _probe(env)
     assert len(probes) == 1, "the unchanged environment was probed again"
     assert _comparable(second) == _comparable(first)
@@ -227,7 +237,7 @@ def test_another_environment_or_working_directory_is_not_served(env, probes, tmp
 def test_a_damaged_cache_file_is_ignored(env, probes):
     _settle(env)
     _probe(env)
-    answer = next(env["cache"].glob("probe-*-answer.json"))
+    answer = next(env["answers"].glob("*-answer.json"))
     data = json.loads(answer.read_text())
     data["paths"] = {"/": 3}
     answer.write_text(json.dumps(data))
@@ -268,6 +278,7 @@ def test_a_cached_capture_writes_the_same_record_byte_for_byte(env, probes, tmp_
     cached = _capture_files(repo, env["python"])  # served from the cache
     assert len(probes) == 1
     shutil.rmtree(repo / ".reprobox")
+    shutil.rmtree(env["answers"])
     fresh = _capture_files(repo, env["python"])  # no cache at all: probes
     assert len(probes) == 2
     assert cached["environment.json"] == fresh["environment.json"] == first["environment.json"]
@@ -283,7 +294,7 @@ def test_an_entry_claiming_a_future_probe_start_is_refused(env, probes):
     in the future (a clock set back, or a planted file) would vouch for anything."""
     _settle(env)
     _probe(env)
-    answer = next(env["cache"].glob("probe-*-answer.json"))
+    answer = next(env["answers"].glob("*-answer.json"))
     data = json.loads(answer.read_text())
     assert "probe_started_ns" in data and "fingerprint" not in data
     data["probe_started_ns"] = data["probe_started_ns"] + 3600 * 10**9
