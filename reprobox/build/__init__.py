@@ -22,6 +22,7 @@ import hashlib
 import os
 import platform
 import re
+from secrets import token_hex
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -267,42 +268,48 @@ def build_experiment(
         t = time.monotonic()
         python_dockerfile, python_network = ctx.dockerfile, network
         phases: list[EngineBuild] = []
-        if not options.network_none:
-            # The builder cannot turn the network off per step: build the steps that need it
-            # (system packages, CPython) as their own image first, then the Python packages
-            # from it with the whole build's network off.
-            python_network = "none"
-            system_image = plan.base_image
-            if plan.has_system_part:
-                system_text = render_plan(plan, part="system")
-                system_image = system_tag(system_text)
-                system_file = ctx.path / "Dockerfile.system"
-                write_if_changed(system_file, system_text.encode())
-                phases.append(engine.build(BuildRequest(
-                    context=ctx.path, dockerfile=system_file, tag=system_image, labels={},
-                    secrets=secrets if client else {}, build_args={}, network=network,
-                    buildkit=client is not None, no_cache=no_cache,
-                    step_titles=step_titles(system_text),
-                ), report))
-            python_text = render_plan(plan, part="python", system_image=system_image)
-            python_dockerfile = ctx.path / "Dockerfile.python"
-            write_if_changed(python_dockerfile, python_text.encode())
-            titles = step_titles(python_text)
-        else:
-            titles = step_titles(dockerfile)
-        built = engine.build(BuildRequest(
-            context=ctx.path,
-            dockerfile=python_dockerfile,
-            tag=tag,
-            labels=labels,
-            secrets={} if python_network == "none" else (secrets if client else {}),
-            build_args={},
-            network=python_network,
-            buildkit=client is not None,
-            no_cache=no_cache,
-            step_titles=titles,
-        ), report)
-        phases.append(built)
+        intermediate: Optional[str] = None
+        try:
+            if not options.network_none:
+                # The builder cannot turn the network off per step: build the steps that need it
+                # (system packages, CPython) as their own image first, then the Python packages
+                # from it with the whole build's network off.
+                python_network = "none"
+                system_image = plan.base_image
+                if plan.has_system_part:
+                    system_text = render_plan(plan, part="system")
+                    system_image = intermediate = system_tag(system_text)
+                    system_file = ctx.path / "Dockerfile.system"
+                    write_if_changed(system_file, system_text.encode())
+                    phases.append(engine.build(BuildRequest(
+                        context=ctx.path, dockerfile=system_file, tag=system_image, labels={},
+                        secrets=secrets if client else {}, build_args={}, network=network,
+                        buildkit=client is not None, no_cache=no_cache,
+                        step_titles=step_titles(system_text),
+                    ), report))
+                    timings["build-system"] = time.monotonic() - t
+                python_text = render_plan(plan, part="python", system_image=system_image)
+                python_dockerfile = ctx.path / "Dockerfile.python"
+                write_if_changed(python_dockerfile, python_text.encode())
+                titles = step_titles(python_text)
+            else:
+                titles = step_titles(dockerfile)
+            built = engine.build(BuildRequest(
+                context=ctx.path,
+                dockerfile=python_dockerfile,
+                tag=tag,
+                labels=labels,
+                secrets={} if python_network == "none" else (secrets if client else {}),
+                build_args={},
+                network=python_network,
+                buildkit=client is not None,
+                no_cache=no_cache,
+                step_titles=titles,
+            ), report)
+            phases.append(built)
+        finally:
+            if intermediate is not None:
+                _remove_intermediate(engine, intermediate, report)
         timings["build"] = time.monotonic() - t
     warnings += [w for w in built.warnings if w not in warnings]
     if record and stored.image != tag:
@@ -432,9 +439,21 @@ def read_sealed(stored: StoredExperiment, name: str) -> bytes:
 
 
 def system_tag(system_dockerfile: str) -> str:
-    """The local tag of a system part, named by its content: the same base and system packages
-    give the same image, whichever experiment or repository asks."""
-    return f"reprobox/system:{hashlib.sha256(system_dockerfile.encode()).hexdigest()[:20]}"
+    """The local tag of one build's system part: its content's digest, and a part of its own so
+    that two builds at once never remove each other's (the tag is removed when the build is
+    done: the layers stay, shared with the image, and BuildKit's cache makes the next system
+    part in a fraction of a second)."""
+    digest = hashlib.sha256(system_dockerfile.encode()).hexdigest()[:20]
+    return f"reprobox/system:{digest}-{token_hex(4)}"
+
+
+def _remove_intermediate(engine: Engine, tag: str, report: Progress) -> None:
+    """Remove the intermediate tag of a two-part build, by its name (never by image id: the
+    same image may carry other names)."""
+    try:
+        engine.remove_image(tag)
+    except EngineError as exc:
+        report(f"warning: could not remove the intermediate image {tag}: {exc}")
 
 
 def unverified_notes(prepared: Any) -> list[str]:

@@ -29,6 +29,11 @@ from . import images
 WORKDIR = "/workspace"
 #: Where build-time files (lock, wheels, tools) are mounted during RUN steps; never in a layer.
 STAGE = "/tmp/reprobox"
+#: Folders of the context's ``wheels/`` (one per install step, so that a step's cache key is
+#: what it installs): ``direct`` (VCS and archive packages), ``local`` (the build backend the
+#: project's own packages need); each lock layer has its own (:attr:`LockGroup.folder`).
+DIRECT_WHEELS = "direct"
+LOCAL_WHEELS = "local"
 #: Where the image's apt step lists the system packages it could not install at their recorded
 #: version ("name recorded installed", "-" for none); read back for the verdict.
 SUBSTITUTIONS_FILE = "/etc/reprobox/substitutions"
@@ -156,6 +161,11 @@ class LockGroup:
     file: str
     title: str
     names: tuple[str, ...]
+
+    @property
+    def folder(self) -> str:
+        """Its folder of the context's ``wheels/``: what this layer installs, nothing else."""
+        return "lock-" + self.file.rsplit(".", 1)[0]
 
 
 #: Packages with compiled extensions (large, and updated rarely) go in the first layer, pure-Python
@@ -407,8 +417,8 @@ def direct_source(pkg: Package, where: str,
     validate.relpath(f"{where} file name", file_name, allow_dot=False)
     if "/" in file_name:
         raise ValidationError(f"{where}.url", src.url, "does not end in a file name")
-    line = url_requirement(pkg.name, f"file://{STAGE}/wheels/{file_name}", pip_version,
-                           tuple(fragment))
+    line = url_requirement(pkg.name, f"file://{STAGE}/wheels/{DIRECT_WHEELS}/{file_name}",
+                           pip_version, tuple(fragment))
     return line, direct
 
 
@@ -612,6 +622,8 @@ def render_plan(plan: DockerPlan, part: str = "all", system_image: Optional[str]
         installer=opts.installer,
         workdir=opts.workdir,
         stage=STAGE,
+        direct_folder=DIRECT_WHEELS,
+        local_folder=LOCAL_WHEELS,
         uv=f"{STAGE}/tools/uv",
         substitutions_file=SUBSTITUTIONS_FILE,
     )

@@ -95,13 +95,32 @@ def test_layer_order_base_system_lock_code() -> None:
         "FROM python:3.11.7-slim-bookworm",
         "dpkg-query",
         "/lock/all.txt",
-        "pyjokes @ file:///tmp/reprobox/wheels/pyjokes-0.6.0-3b3b7f6a8f6e.tar.gz",
-        'COPY ["src/", "/workspace/"]',
+        "pyjokes @ file:///tmp/reprobox/wheels/direct/pyjokes-0.6.0-3b3b7f6a8f6e.tar.gz",
+        "--mount=type=bind,source=meta,target=/workspace,rw",
         "--editable /workspace",
         "prune.py",
+        'COPY ["src/", "/workspace/"]',
         "LABEL reprobox.experiment=",
     )]
     assert positions == sorted(positions)
+
+
+def test_each_install_step_mounts_only_its_own_wheels() -> None:
+    """BuildKit keys a step on what it mounts: each step mounts its own folder of wheels/, so a
+    new pure-Python package leaves the compiled layer cached; the code is copied after the
+    last install step (a change to the code alone rebuilds no install)."""
+    exp, env = datascience()
+    text = render_dockerfile(exp, env, base_image=BOOKWORM)
+    steps = text.split("\nRUN ")[1:]
+    compiled = next(s for s in steps if "lock/compiled.txt" in s)
+    pure = next(s for s in steps if "lock/pure.txt" in s)
+    local = next(s for s in steps if "--editable /workspace" in s)
+    assert "source=wheels/lock-compiled," in compiled and "--find-links /tmp/reprobox/wheels/" \
+        "lock-compiled " in compiled
+    assert "source=wheels/lock-pure," in pure and "lock-compiled" not in pure
+    assert "source=wheels/local," in local and "source=meta,target=/workspace,rw" in local
+    assert not any("source=wheels," in s for s in steps)
+    assert text.index('COPY ["src/", "/workspace/"]') > text.index("--editable /workspace")
 
 
 def test_two_lock_layers_compiled_first() -> None:
@@ -156,7 +175,7 @@ def test_a_folder_or_file_archive_outside_the_repository_is_refused_naming_the_p
     plan = plan_image(with_env(exp, inside), inside, base_image=BOOKWORM)
     assert [(d.name, d.repo_path) for d in plan.direct_sources] == [
         ("vendored", "vendor/vendored-2.0.tar.gz")]
-    assert plan.direct == ("vendored @ file:///tmp/reprobox/wheels/vendored-2.0.tar.gz",)
+    assert plan.direct == ("vendored @ file:///tmp/reprobox/wheels/direct/vendored-2.0.tar.gz",)
 
 
 def test_no_python_install_step_sees_a_secret_or_an_index() -> None:
