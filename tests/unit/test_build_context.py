@@ -256,3 +256,111 @@ def test_find_uv_returns_the_binary_not_a_shim() -> None:
     uv = find_uv()
     assert uv is not None
     assert uv.read_bytes()[:4] == b"\x7fELF"
+
+
+# --------------------------------------------------------------------------- wheels and meta
+
+
+def _artifact(tmp_path: Path, name: str, filename: str, origin: str = "index"):  # type: ignore[no-untyped-def]
+    from reprobox.lock.wheelhouse import Artifact
+
+    path = tmp_path / "house" / filename
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(filename.encode())
+    return Artifact(name, "1.0", filename, "0" * 64, path, "lock", origin)
+
+
+def test_each_lock_layer_gets_a_wheels_folder_of_its_own(tmp_path: Path) -> None:
+    """A step's cache key is what it mounts: the compiled layer's folder holds no pure-Python
+    wheel, so moving one leaves the compiled layer cached."""
+    from reprobox.build.context import place_wheels, wheel_folders
+    from reprobox.build.render import LockGroup
+
+    exp, env = small()
+    plan = plan_image(exp, env, base_image="python:3.11.7-slim-bookworm")
+    plan = replace(plan, lock_groups=(LockGroup("compiled.txt", "c", ("numpy",)),
+                                      LockGroup("pure.txt", "p", ("six", "attrs"))))
+    numpy = _artifact(tmp_path, "numpy", "numpy-1.0-cp311-cp311-manylinux_2_17_x86_64.whl")
+    six = _artifact(tmp_path, "six", "six-1.0-py3-none-any.whl")
+    old = _artifact(tmp_path, "attrs", "attrs-1.0.tar.gz")  # an sdist: needs the backend
+    stray = _artifact(tmp_path, "extra-pin", "extra_pin-1.0-py3-none-any.whl")
+    backend = _artifact(tmp_path, "setuptools", "setuptools-1.0-py3-none-any.whl",
+                        "build backend")
+    folders = wheel_folders(plan, [numpy, six, old, stray, backend])
+    files = {k: sorted(a.filename for a in v) for k, v in folders.items()}
+    assert files["lock-compiled"] == sorted([numpy.filename, stray.filename])
+    assert files["lock-pure"] == sorted([six.filename, old.filename, backend.filename])
+    assert files["local"] == [backend.filename]  # the project's own package (mypkg)
+    wheels = tmp_path / "ctx" / "wheels"
+    (wheels / "flat-leftover.whl").parent.mkdir(parents=True)
+    (wheels / "flat-leftover.whl").write_text("from the flat layout")
+    place_wheels(folders, wheels)
+    found = sorted(p.relative_to(wheels).as_posix() for p in wheels.rglob("*") if p.is_file())
+    assert found == sorted(f"{k}/{f}" for k, v in files.items() for f in v)
+    assert os.path.samefile(wheels / "lock-compiled" / numpy.filename, numpy.path)
+
+
+STATIC = ('[build-system]\nrequires = ["setuptools>=61", "wheel"]\n'
+          'build-backend = "setuptools.build_meta"\n'
+          '[project]\nname = "proj"\nversion = "0.1.0"\ndependencies = ["numpy"]\n')
+
+
+def test_an_install_reads_only_metadata_for_a_static_pyproject_only(tmp_path: Path) -> None:
+    from reprobox.build.context import reads_only_metadata
+
+    def case(pyproject: str, editable: bool = True, **files: str) -> bool:
+        folder = tmp_path / f"p{len(list(tmp_path.iterdir()))}"
+        folder.mkdir()
+        (folder / "pyproject.toml").write_text(pyproject)
+        for name, text in files.items():
+            (folder / name.replace("_", ".")).write_text(text)
+        return reads_only_metadata(folder, editable)
+
+    assert case(STATIC)
+    assert case(STATIC.replace("setuptools.build_meta", "hatchling.build")
+                .replace('"setuptools>=61", "wheel"', '"hatchling"'))
+    assert not case(STATIC, editable=False)  # a regular install copies the code
+    assert not case(STATIC, setup_py="from setuptools import setup; setup()")
+    assert not case(STATIC, setup_cfg="[metadata]\nversion = attr: proj.__version__\n")
+    assert not case(STATIC.replace('version = "0.1.0"', 'dynamic = ["version"]'))
+    assert not case(STATIC.replace('"wheel"', '"setuptools-scm"'))
+    assert not case(STATIC + "\n[tool.setuptools.cmdclass]\nbuild_py = \"x.Cmd\"\n")
+    assert not case(STATIC.replace("setuptools.build_meta", "custom_backend")
+                    + '\n[tool.x]\na = 1\n')
+    assert not case(STATIC.replace('build-backend = "setuptools.build_meta"\n',
+                                   'build-backend = "setuptools.build_meta"\n'
+                                   'backend-path = ["."]\n'))
+    hatch = (STATIC.replace("setuptools.build_meta", "hatchling.build")
+             .replace('"setuptools>=61", "wheel"', '"hatchling"'))
+    assert not case(hatch + '\n[tool.hatch.build.hooks.custom]\npath = "hook.py"\n')
+    assert not case("[project\nbroken")
+    assert not case('[project]\nname = "x"\nversion = "1"\n')  # no build-system: legacy
+
+
+def test_meta_empties_python_files_only_when_the_install_reads_metadata(tmp_path: Path) -> None:
+    from reprobox.build.context import write_meta
+    from reprobox.build.render import LocalInstall
+
+    src = tmp_path / "src"
+    (src / "src" / "proj").mkdir(parents=True)
+    (src / "pyproject.toml").write_text(STATIC)
+    (src / "README.md").write_text("readme\n")
+    (src / "src" / "proj" / "__init__.py").write_text("SEED = 1\n")
+    exp, env = small()
+    plan = plan_image(exp, env, base_image="python:3.11.7-slim-bookworm")
+    plan = replace(plan, local=(LocalInstall("proj", ".", "/workspace", True),))
+    meta = tmp_path / "meta"
+    assert write_meta(src, meta, plan)
+    assert (meta / "src" / "proj" / "__init__.py").read_text() == ""
+    assert (meta / "pyproject.toml").read_text() == STATIC
+    assert os.path.samefile(meta / "README.md", src / "README.md")
+    first = {p.relative_to(meta).as_posix(): p.stat().st_mtime_ns for p in meta.rglob("*")}
+    (src / "src" / "proj" / "__init__.py").write_text("SEED = 2\n")  # the code alone changed
+    assert write_meta(src, meta, plan)
+    assert {p.relative_to(meta).as_posix(): p.stat().st_mtime_ns
+            for p in meta.rglob("*")} == first  # BuildKit sees no change: the install is cached
+    # a package whose install may read the code: meta/ is the code as it is
+    (src / "setup.py").write_text("from setuptools import setup\nsetup()\n")
+    assert not write_meta(src, meta, plan)
+    assert (meta / "src" / "proj" / "__init__.py").read_text() == "SEED = 2\n"
+    assert (meta / "setup.py").read_text().startswith("from setuptools")
