@@ -56,7 +56,7 @@ RUN --mount=type=bind,source=lock/compiled.txt,target=/tmp/reprobox/lock/compile
     --mount=type=bind,source=tools,target=/tmp/reprobox/tools \
     set -eu; \
     /tmp/reprobox/tools/uv pip install --python python3.11 --system --break-system-packages \
-        --require-hashes --no-deps --offline --no-index --no-cache --find-links /tmp/reprobox/wheels/lock-compiled --link-mode hardlink --compile-bytecode \
+        --require-hashes --no-deps --offline --no-index --no-cache --find-links /tmp/reprobox/wheels/lock-compiled --link-mode copy --compile-bytecode \
         --requirement /tmp/reprobox/lock/compiled.txt
 
 # Locked Python packages, layer 2 of 2: pure Python.
@@ -66,7 +66,7 @@ RUN --mount=type=bind,source=lock/pure.txt,target=/tmp/reprobox/lock/pure.txt \
     --mount=type=bind,source=tools,target=/tmp/reprobox/tools \
     set -eu; \
     /tmp/reprobox/tools/uv pip install --python python3.11 --system --break-system-packages \
-        --require-hashes --no-deps --offline --no-index --no-cache --find-links /tmp/reprobox/wheels/lock-pure --link-mode hardlink --compile-bytecode \
+        --require-hashes --no-deps --offline --no-index --no-cache --find-links /tmp/reprobox/wheels/lock-pure --link-mode copy --compile-bytecode \
         --requirement /tmp/reprobox/lock/pure.txt
 
 # The project's own packages, installed where `reprobox run` mounts the checkout, so an editable
@@ -81,7 +81,7 @@ RUN --mount=type=bind,source=wheels/local,target=/tmp/reprobox/wheels/local \
     --mount=type=bind,source=meta,target=/workspace,rw \
     --mount=type=bind,source=tools,target=/tmp/reprobox/tools \
     set -eu; \
-    /tmp/reprobox/tools/uv pip install --python python3.11 --system --break-system-packages --no-deps --offline --no-index --no-cache --find-links /tmp/reprobox/wheels/local --link-mode hardlink \
+    /tmp/reprobox/tools/uv pip install --python python3.11 --system --break-system-packages --no-deps --offline --no-index --no-cache --find-links /tmp/reprobox/wheels/local --link-mode copy \
         --editable /workspace; \
     extra="$(python3.11 /tmp/reprobox/tools/prune.py /tmp/reprobox/tools/packages.txt)"; \
     if [ -n "$extra" ]; then /tmp/reprobox/tools/uv pip uninstall --python python3.11 --system --break-system-packages $extra; fi
