@@ -71,8 +71,8 @@ ENV BENCH_RUN={run}
 RUN --mount=type=secret,id=ca --mount=type=bind,source=.uvbin,target=/uvbin \\
     --mount=type=bind,source=requirements.lock,target=/tmp/requirements.lock \\
     --mount=type=cache,target=/root/.cache/uv,id={cache} \\
-    SSL_CERT_FILE=/run/secrets/ca /uvbin/uv pip install --system --link-mode copy{compile} \\
-    --no-deps --require-hashes -r /tmp/requirements.lock
+    SSL_CERT_FILE=/run/secrets/ca BENCH_SESSION={session} /uvbin/uv pip install --system \\
+    --link-mode copy{compile} --no-deps --require-hashes -r /tmp/requirements.lock
 WORKDIR /app
 COPY pyproject.toml train.py ./
 COPY src ./src
@@ -175,7 +175,7 @@ class Setup:
             cache = f"bench-{kind}-{run}" if cold else f"bench-{kind}-{self.run}"
             compile_flag = " --compile-bytecode" if kind == "hand-uv-bc" else ""
             text = (HAND_PIP if kind == "hand-pip" else HAND_UV).format(
-                base=self.base, run=run, cache=cache, compile=compile_flag)
+                base=self.base, run=run, cache=cache, compile=compile_flag, session=self.run)
             dockerfile = rep.tmp / "Dockerfile"
             dockerfile.write_text(text)
             return [DOCKER, "build", "--progress=plain", "-f", str(dockerfile), "-t",
@@ -188,6 +188,23 @@ class Setup:
         return Contestant("reprobox", lambda rep: [need("reprobox"), "build", self.exp,
                                                    "--no-cache", "--tag", self.tags["reprobox"]],
                           env=cold_reprobox_env, cwd=self.project)
+
+
+def prune_cache_mounts(session: str) -> None:
+    """Remove the uv cache mounts of this session's hand-written builds (each cold repetition
+    made one of its own, ~0.7 GB each): found by the ``BENCH_SESSION`` marker of their command,
+    removed by their build-cache record id, nothing else."""
+    out = subprocess.run([DOCKER, "system", "df", "-v", "--format", "{{json .BuildCache}}"],
+                         capture_output=True, text=True, check=False).stdout
+    try:
+        records = json.loads(out or "[]") or []
+    except ValueError:
+        return
+    for rec in records:
+        if rec.get("CacheType") == "exec.cachemount" and \
+                f"BENCH_SESSION={session}" in rec.get("Description", ""):
+            subprocess.run([DOCKER, "builder", "prune", "-f", "--filter", f"id={rec['ID']}"],
+                           capture_output=True, check=False)
 
 
 def change_case(s: Setup, package: str, reps: int) -> Dict[str, List[float]]:
@@ -351,6 +368,7 @@ def run_env(name: str, reps: int) -> List[Row]:
         images |= default_tags(s.project)
         subprocess.run([DOCKER, "image", "rm", "-f", *sorted(images)], capture_output=True,
                        check=False)
+        prune_cache_mounts(s.run)
         shutil.rmtree(s.hand, ignore_errors=True)
         sh(["git", "reset", "-q", "--hard", "HEAD"], cwd=s.project)
     return rows
