@@ -542,7 +542,8 @@ def reads_only_metadata(folder: Path, editable: bool) -> bool:
         m = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", str(req))
         if m is None or _norm(m.group(1)) not in (backend, "wheel"):
             return False
-    tool = data.get("tool") if isinstance(data.get("tool"), dict) else {}
+    tool_table = data.get("tool")
+    tool: dict[str, Any] = tool_table if isinstance(tool_table, dict) else {}
     setuptools_conf = tool.get("setuptools", {})
     if backend == "setuptools" and any(_has_key(setuptools_conf, k)
                                        for k in ("cmdclass", "ext-modules", "dynamic")):
