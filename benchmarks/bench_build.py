@@ -106,6 +106,14 @@ def default_tags(project: Path) -> set:  # type: ignore[type-arg]
     return {line for line in out.split() if line and "<none>" not in line}
 
 
+def untag(tag: str) -> Callable[[Rep], None]:
+    """An untimed ``prepare``: remove the image a repetition is about to rebuild, by its tag, so
+    that the repetitions leave no untagged image behind (about 1 GB each)."""
+    def run(_rep: Rep) -> None:
+        subprocess.run([DOCKER, "image", "rm", tag], capture_output=True, check=False)
+    return run
+
+
 def image_size(tag: str) -> int:
     return int(sh([DOCKER, "image", "inspect", "--format", "{{.Size}}", tag]).stdout.strip())
 
@@ -182,12 +190,14 @@ class Setup:
                     self.tags[kind], "--secret", f"id=ca,src={self.ca}",
                     *(["--no-cache"] if cold else []), str(ctx)]
 
-        return Contestant(kind, argv, env=docker_build_env(), reps=reps)
+        return Contestant(kind, argv, env=docker_build_env(), reps=reps,
+                          prepare=untag(self.tags[kind]))
 
     def reprobox_cold(self) -> Contestant:
         return Contestant("reprobox", lambda rep: [need("reprobox"), "build", self.exp,
                                                    "--no-cache", "--tag", self.tags["reprobox"]],
-                          env=cold_reprobox_env, cwd=self.project)
+                          env=cold_reprobox_env, cwd=self.project,
+                          prepare=untag(self.tags["reprobox"]))
 
 
 def prune_cache_mounts(session: str) -> None:
@@ -215,6 +225,8 @@ def change_case(s: Setup, package: str, reps: int) -> Dict[str, List[float]]:
     state: Dict[str, str] = {}
 
     def move(rep: Rep) -> None:
+        for tag in s.tags.values():
+            untag(tag)(rep)
         if state.get("rep") == str(rep.index):
             return
         version = CHANGES[package][rep.index]
