@@ -22,6 +22,7 @@ from reprobox.build.context import (
 from reprobox.build.render import RenderOptions, plan_image
 from reprobox.errors import LockError, UsageError
 from reprobox.lock import read_index_config
+from reprobox.lock.wheelhouse import Artifact
 from reprobox.model import Package, PackageSource
 from reprobox.store import Store
 
@@ -261,9 +262,7 @@ def test_find_uv_returns_the_binary_not_a_shim() -> None:
 # --------------------------------------------------------------------------- wheels and meta
 
 
-def _artifact(tmp_path: Path, name: str, filename: str, origin: str = "index"):  # type: ignore[no-untyped-def]
-    from reprobox.lock.wheelhouse import Artifact
-
+def _artifact(tmp_path: Path, name: str, filename: str, origin: str = "index") -> Artifact:
     path = tmp_path / "house" / filename
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(filename.encode())
