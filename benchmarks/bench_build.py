@@ -1,10 +1,13 @@
 """Benchmark: container builds of one experiment: ``reprobox build`` against two hand-written
 Dockerfiles that install the same lock (the experiment's ``requirements.lock``, hashes included):
 
-* ``hand-uv`` (the fair peer): uv with a BuildKit cache mount for its cache, ``--no-deps
-  --require-hashes`` from the lock, no bytecode compilation (uv's default, like reprobox's);
+* ``hand-uv-bc`` (the fair peer, like with like): uv with a BuildKit cache mount for its cache,
+  ``--no-deps --require-hashes`` from the lock, ``--compile-bytecode`` (reprobox's images carry
+  bytecode: the rerun runs as a user that cannot write it, see "first run");
+* ``hand-uv``: the same without ``--compile-bytecode`` (uv's default): less work, smaller image,
+  and every run of the container compiles what it imports;
 * ``hand-pip``: plain pip, ``--no-cache-dir --no-deps --require-hashes`` (pip's defaults
-  otherwise, bytecode included).
+  otherwise, bytecode included); fewer repetitions (minutes each), not in the change cases.
 
 Every build is the real command line (``reprobox build``, ``docker build``), same base image,
 same BuildKit client; the hand-written ones download inside the build (the host's CA as a build
@@ -19,12 +22,16 @@ Cases:
   and times the rebuild with the layer cache; the hand-written ones get the new experiment's
   lock. Each is reported against the same contestant's own cold build;
 * code-only change end to end: commit, ``reprobox capture --build`` (capture, lock and build);
-* image size;
-* first run of a container, with and without precompiled bytecode: ``docker run`` of reprobox's
-  image importing the stack, against the same image plus a ``compileall`` layer.
+* image size (like with like: against hand-uv-bc; hand-uv's, without bytecode, for reference);
+* first run of a container, with and without precompiled bytecode: ``docker run`` as an
+  unprivileged user (as ``reprobox run`` confines it) importing the stack, hand-uv's image
+  against hand-uv-bc's (the same files, with and without bytecode), and reprobox's.
 
-Targets: cold <= 0.7x hand-uv; compiled-package change <= 0.3x its own cold; code-only <= 3 s;
-image <= 0.95x hand-uv.
+Each row's note gives the load average (1 min) at the start and end of its case: the machine is
+shared, and the ratios come from interleaved runs so that load hits every side alike.
+
+Targets: cold <= 0.7x the fair uv Dockerfile; compiled-package change <= 0.3x its own cold;
+code-only <= 3 s; image <= 0.95x the fair uv image.
 
     python benchmarks/bench_build.py [--quick] [--reps N]
 """
@@ -33,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -43,13 +51,30 @@ from typing import Callable, Dict, List, Optional
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import envs  # noqa: E402
-from harness import (GIT, QUICK_REPS, BenchError, Contestant, Rep, Row, clean_env,  # noqa: E402
-                     Stats, cold_reprobox_env, measure, need, run_once, say, sh, stats,
-                     table)
+from harness import (
+    GIT,
+    QUICK_REPS,
+    BenchError,
+    Contestant,
+    Rep,
+    Row,
+    clean_env,  # noqa: E402
+    Stats,
+    cold_reprobox_env,
+    measure,
+    need,
+    run_once,
+    say,
+    sh,
+    stats,
+    table,
+    write_json,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
-DOCKER = "/usr/bin/docker" if Path("/usr/bin/docker").exists() else (shutil.which("docker")
-                                                                     or "docker")
+DOCKER = (
+    "/usr/bin/docker" if Path("/usr/bin/docker").exists() else (shutil.which("docker") or "docker")
+)
 #: One version per repetition, never the installed one: no repetition finds its layer cached.
 CHANGES = {
     "tqdm": ["4.70.0", "4.69.1", "4.69.0", "4.68.4", "4.68.3", "4.68.2", "4.68.1", "4.68.0"],
@@ -63,8 +88,8 @@ ENV BENCH_RUN={run}
 RUN --mount=type=secret,id=ca --mount=type=bind,source=.uvbin,target=/uvbin \\
     --mount=type=bind,source=requirements.lock,target=/tmp/requirements.lock \\
     --mount=type=cache,target=/root/.cache/uv,id={cache} \\
-    SSL_CERT_FILE=/run/secrets/ca /uvbin/uv pip install --system --link-mode copy \\
-    --no-deps --require-hashes -r /tmp/requirements.lock
+    SSL_CERT_FILE=/run/secrets/ca BENCH_SESSION={session} /uvbin/uv pip install --system \\
+    --link-mode copy{compile} --no-deps --require-hashes -r /tmp/requirements.lock
 WORKDIR /app
 COPY pyproject.toml train.py ./
 COPY src ./src
@@ -92,10 +117,30 @@ def docker_build_env() -> Dict[str, str]:
 
 def default_tags(project: Path) -> set:  # type: ignore[type-arg]
     """The tags `reprobox capture --build` gave (reprobox/<repository>:<id>)."""
-    out = subprocess.run([DOCKER, "images", "--format", "{{.Repository}}:{{.Tag}}", "--filter",
-                          f"reference=reprobox/{project.name.lower()}*"], capture_output=True,
-                         text=True, check=False).stdout
+    out = subprocess.run(
+        [
+            DOCKER,
+            "images",
+            "--format",
+            "{{.Repository}}:{{.Tag}}",
+            "--filter",
+            f"reference=reprobox/{project.name.lower()}*",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
     return {line for line in out.split() if line and "<none>" not in line}
+
+
+def untag(tag: str) -> Callable[[Rep], None]:
+    """An untimed ``prepare``: remove the image a repetition is about to rebuild, by its tag, so
+    that the repetitions leave no untagged image behind (about 1 GB each)."""
+
+    def run(_rep: Rep) -> None:
+        subprocess.run([DOCKER, "image", "rm", tag], capture_output=True, check=False)
+
+    return run
 
 
 def image_size(tag: str) -> int:
@@ -103,8 +148,15 @@ def image_size(tag: str) -> int:
 
 
 def capture(project: Path, venv: Path, *, build: bool = False) -> str:
-    argv = [need("reprobox"), "capture", "--json", "--python", venv / "bin" / "python",
-            "--cmd", "python train.py"]
+    argv = [
+        need("reprobox"),
+        "capture",
+        "--json",
+        "--python",
+        venv / "bin" / "python",
+        "--cmd",
+        "python train.py",
+    ]
     out = sh(argv + (["--build"] if build else []), cwd=project, env=clean_env()).stdout
     return json.loads(out)["id"]
 
@@ -120,7 +172,8 @@ class Setup:
     """The project, its captured experiment, the hand-written contexts and the tags."""
 
     def __init__(self, name: str, run: str) -> None:
-        self.project, self.venv = envs.build(name)
+        # a clone of its own: other benchmarks running beside it never touch its .reprobox
+        self.project, self.venv = envs.checkout(name, "build")
         self.run = run
         self.ca = ca_bundle()
         shutil.rmtree(self.project / ".reprobox", ignore_errors=True)
@@ -142,7 +195,10 @@ class Setup:
                 raise BenchError("uv is a dependency of reprobox; reinstall it")
             shutil.copy2(uv, ctx / ".uvbin" / "uv")
         self.write_lock(self.exp)
-        self.tags = {k: f"reprobox-bench-{k}:{run}" for k in ("reprobox", "hand-uv", "hand-pip")}
+        self.tags = {
+            k: f"reprobox-bench-{k}:{run}"
+            for k in ("reprobox", "hand-uv", "hand-uv-bc", "hand-pip")
+        }
 
     def dry_base(self) -> str:
         text = sh([need("reprobox"), "build", self.exp, "--dry-run"], cwd=self.project).stdout
@@ -152,41 +208,101 @@ class Setup:
         return self.project / ".reprobox" / "experiments" / exp / "requirements.lock"
 
     def write_lock(self, exp: str) -> None:
-        lines = [line for line in self.lock_of(exp).read_text().splitlines()
-                 if not line.startswith("-e ") and "file://" not in line]
+        lines = [
+            line
+            for line in self.lock_of(exp).read_text().splitlines()
+            if not line.startswith("-e ") and "file://" not in line
+        ]
         for kind in ("uv", "pip"):
             (self.hand / kind / "requirements.lock").write_text("\n".join(lines) + "\n")
 
-    def hand_contestant(self, kind: str, *, cold: bool) -> Contestant:
+    def hand_contestant(self, kind: str, *, cold: bool, reps: Optional[int] = None) -> Contestant:
         ctx = self.hand / kind.split("-")[1]
 
         def argv(rep: Rep) -> List[str]:
             run = uuid.uuid4().hex[:10] if cold else self.run
-            cache = f"bench-uv-{run}" if cold else f"bench-uv-{self.run}"
-            text = (HAND_UV if kind == "hand-uv" else HAND_PIP).format(
-                base=self.base, run=run, cache=cache)
+            cache = f"bench-{kind}-{run}" if cold else f"bench-{kind}-{self.run}"
+            compile_flag = " --compile-bytecode" if kind == "hand-uv-bc" else ""
+            text = (HAND_PIP if kind == "hand-pip" else HAND_UV).format(
+                base=self.base, run=run, cache=cache, compile=compile_flag, session=self.run
+            )
             dockerfile = rep.tmp / "Dockerfile"
             dockerfile.write_text(text)
-            return [DOCKER, "build", "--progress=plain", "-f", str(dockerfile), "-t",
-                    self.tags[kind], "--secret", f"id=ca,src={self.ca}",
-                    *(["--no-cache"] if cold else []), str(ctx)]
+            return [
+                DOCKER,
+                "build",
+                "--progress=plain",
+                "-f",
+                str(dockerfile),
+                "-t",
+                self.tags[kind],
+                "--secret",
+                f"id=ca,src={self.ca}",
+                *(["--no-cache"] if cold else []),
+                str(ctx),
+            ]
 
-        return Contestant(kind, argv, env=docker_build_env())
+        return Contestant(
+            kind, argv, env=docker_build_env(), reps=reps, prepare=untag(self.tags[kind])
+        )
 
     def reprobox_cold(self) -> Contestant:
-        return Contestant("reprobox", lambda rep: [need("reprobox"), "build", self.exp,
-                                                   "--no-cache", "--tag", self.tags["reprobox"]],
-                          env=cold_reprobox_env, cwd=self.project)
+        return Contestant(
+            "reprobox",
+            lambda rep: [
+                need("reprobox"),
+                "build",
+                self.exp,
+                "--no-cache",
+                "--tag",
+                self.tags["reprobox"],
+            ],
+            env=cold_reprobox_env,
+            cwd=self.project,
+            prepare=untag(self.tags["reprobox"]),
+        )
+
+
+def prune_cache_mounts(session: str) -> None:
+    """Remove the uv cache mounts of this session's hand-written builds (each cold repetition
+    made one of its own, ~0.7 GB each): found by the ``BENCH_SESSION`` marker of their command,
+    removed by their build-cache record id, nothing else."""
+    out = subprocess.run(
+        [DOCKER, "system", "df", "-v", "--format", "{{json .BuildCache}}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
+    try:
+        records = json.loads(out or "[]") or []
+    except ValueError:
+        return
+    for rec in records:
+        if rec.get("CacheType") == "exec.cachemount" and f"BENCH_SESSION={session}" in rec.get(
+            "Description", ""
+        ):
+            subprocess.run(
+                [DOCKER, "builder", "prune", "-f", "--filter", f"id={rec['ID']}"],
+                capture_output=True,
+                check=False,
+            )
 
 
 def change_case(s: Setup, package: str, reps: int) -> Dict[str, List[float]]:
     """Each repetition: move ``package`` to a new version, re-capture, rebuild all three."""
     pip = [s.venv / "bin" / "python", "-m", "pip", "install", "-q", "--no-deps"]
-    old = sh([s.venv / "bin" / "python", "-c",
-              f"import importlib.metadata as m; print(m.version({package!r}))"]).stdout.strip()
+    old = sh(
+        [
+            s.venv / "bin" / "python",
+            "-c",
+            f"import importlib.metadata as m; print(m.version({package!r}))",
+        ]
+    ).stdout.strip()
     state: Dict[str, str] = {}
 
     def move(rep: Rep) -> None:
+        for tag in s.tags.values():
+            untag(tag)(rep)
         if state.get("rep") == str(rep.index):
             return
         version = CHANGES[package][rep.index]
@@ -196,13 +312,19 @@ def change_case(s: Setup, package: str, reps: int) -> Dict[str, List[float]]:
         s.write_lock(state["exp"])
 
     cs = []
-    for kind in ("hand-uv", "hand-pip"):
+    for kind in ("hand-uv", "hand-uv-bc"):
         c = s.hand_contestant(kind, cold=False)
         c.prepare = move
         cs.append(c)
-    cs.append(Contestant("reprobox", lambda rep: [need("reprobox"), "build", state["exp"],
-                                                  "--tag", s.tags["reprobox"]],
-                         env=clean_env(), cwd=s.project, prepare=move))
+    cs.append(
+        Contestant(
+            "reprobox",
+            lambda rep: [need("reprobox"), "build", state["exp"], "--tag", s.tags["reprobox"]],
+            env=clean_env(),
+            cwd=s.project,
+            prepare=move,
+        )
+    )
     try:
         # whichever contestant comes first in a round moves the package (once per round)
         res = measure(cs, reps, label=f"build {package} change")
@@ -212,24 +334,39 @@ def change_case(s: Setup, package: str, reps: int) -> Dict[str, List[float]]:
     return {k: v.values for k, v in res.items()}
 
 
-def first_run(s: Setup, reps: int, stack: str, compiled: str) -> tuple:  # type: ignore[type-arg]
-    """docker run of reprobox's image importing the stack, against the same image compiled."""
-    df = s.hand / "Dockerfile.compiled"
-    df.write_text(f"FROM {s.tags['reprobox']}\nUSER root\n"
-                  "RUN python -m compileall -q -j 0 /usr/local/lib 2>/dev/null; true\n")
-    sh([DOCKER, "build", "-q", "-f", df, "-t", compiled, s.hand], env=docker_build_env())
+def first_run(s: Setup, reps: int, stack: str) -> Dict[str, Stats]:
+    """docker run importing the stack as an unprivileged user (it cannot write bytecode): the
+    fair uv image without bytecode, the same with it, and reprobox's."""
     cmd = ["python", "-c", f"import {stack}"]
-    cs = [Contestant("no bytecode", [DOCKER, "run", "--rm", "--user", "65534:65534",
-                                     s.tags["reprobox"], *cmd]),
-          Contestant("precompiled", [DOCKER, "run", "--rm", "--user", "65534:65534",
-                                     compiled, *cmd])]
-    res = measure(cs, reps, label="first run")
-    sizes = (image_size(s.tags["reprobox"]), image_size(compiled))
-    return res, sizes
+    cs = [
+        Contestant(
+            name,
+            [
+                DOCKER,
+                "run",
+                "--rm",
+                "--network",
+                "none",
+                "--user",
+                "65534:65534",
+                s.tags[kind],
+                *cmd,
+            ],
+        )
+        for name, kind in (
+            ("no bytecode", "hand-uv"),
+            ("precompiled", "hand-uv-bc"),
+            ("reprobox", "reprobox"),
+        )
+    ]
+    return measure(cs, reps, label="first run")
 
 
-def run(quick: bool = False, env_names: tuple = ("datascience",),  # type: ignore[type-arg]
-        reps: Optional[int] = None) -> List[Row]:
+def run(
+    quick: bool = False,
+    env_names: tuple = ("datascience",),  # type: ignore[type-arg]
+    reps: Optional[int] = None,
+) -> List[Row]:
     reps = reps or (QUICK_REPS if quick else BUILD_REPS)
     rows: List[Row] = []
     for name in env_names:
@@ -243,49 +380,116 @@ def run_env(name: str, reps: int) -> List[Row]:
     s = Setup(name, uuid.uuid4().hex[:8])
     label = f"{name} ({envs.count(s.venv)} dists)"
     note = f"{reps} reps (builds: minutes each on this machine)" if reps < 7 else ""
+    pip_reps = max(1, min(reps, 2))
     images = set(s.tags.values())
     cold: Dict[str, Stats] = {}
 
     def case(title: str, fn: Callable[[], None]) -> None:
+        first = len(rows)
+        before = os.getloadavg()[0]
         try:
             fn()
         except Exception as exc:  # noqa: BLE001 - the table says which case failed and why
             say(f"build case {title!r} FAILED: {exc}")
-            rows.append(Row("build", label, title, "FAILED", None,
-                            note=str(exc).splitlines()[0][:200]))
+            rows.append(
+                Row("build", label, title, "FAILED", None, note=str(exc).splitlines()[0][:200])
+            )
+        load = f"load {before:.1f}->{os.getloadavg()[0]:.1f}"
+        for row in rows[first:]:
+            row.note = f"{row.note}; {load}" if row.note else load
 
     def cold_case() -> None:
-        cold.update(measure([s.reprobox_cold(), s.hand_contestant("hand-uv", cold=True),
-                             s.hand_contestant("hand-pip", cold=True)], reps,
-                            label=f"build {name} cold"))
+        cold.update(
+            measure(
+                [
+                    s.reprobox_cold(),
+                    s.hand_contestant("hand-uv-bc", cold=True),
+                    s.hand_contestant("hand-uv", cold=True),
+                    s.hand_contestant("hand-pip", cold=True, reps=pip_reps),
+                ],
+                reps,
+                label=f"build {name} cold",
+            )
+        )
         sizes = {k: image_size(t) for k, t in s.tags.items()}
-        for peer, target in (("hand-uv", 0.7), ("hand-pip", None)):
-            rows.append(Row("build", label, "cold", "reprobox build", cold["reprobox"],
-                            f"{peer} Dockerfile", cold[peer], target=target, note=note))
-        for peer, target in (("hand-uv", 0.95), ("hand-pip", None)):
-            rows.append(Row("build", label, "image size", "reprobox",
-                            stats([sizes["reprobox"]]), f"{peer} image",
-                            stats([sizes[peer]]), unit="bytes", target=target))
+        like = {
+            "hand-uv-bc": "like with like: both with bytecode",
+            "hand-uv": "peer without bytecode (less work, every run compiles)",
+            "hand-pip": f"pip: {pip_reps} reps",
+        }
+        for peer, target in (("hand-uv-bc", 0.7), ("hand-uv", 0.7), ("hand-pip", None)):
+            rows.append(
+                Row(
+                    "build",
+                    label,
+                    "cold",
+                    "reprobox build",
+                    cold["reprobox"],
+                    f"{peer} Dockerfile",
+                    cold[peer],
+                    target=target,
+                    note="; ".join(x for x in (like[peer], note) if x),
+                )
+            )
+        for peer, target in (("hand-uv-bc", 0.95), ("hand-uv", None), ("hand-pip", None)):
+            rows.append(
+                Row(
+                    "build",
+                    label,
+                    "image size",
+                    "reprobox",
+                    stats([sizes["reprobox"]]),
+                    f"{peer} image",
+                    stats([sizes[peer]]),
+                    unit="bytes",
+                    target=target,
+                    note=like[peer] if peer != "hand-pip" else "pip: with bytecode",
+                )
+            )
 
     def first_run_case() -> None:
         stack = "numpy, pandas, scipy, sklearn, matplotlib.pyplot" + (
-            ", torch" if name == "torch" else "")
-        compiled = f"reprobox-bench-compiled:{s.run}"
-        images.add(compiled)
-        fr, (plain, compiled_size) = first_run(s, max(reps, 5), stack, compiled)
-        rows.append(Row("first run", label, f"container importing {stack}",
-                        "precompiled bytecode", fr["precompiled"], "no bytecode",
-                        fr["no bytecode"],
-                        note=f"image {compiled_size / 1e6:.0f} MB vs {plain / 1e6:.0f} MB"))
+            ", torch" if name == "torch" else ""
+        )
+        fr = first_run(s, max(reps, 5), stack)
+        plain, compiled = image_size(s.tags["hand-uv"]), image_size(s.tags["hand-uv-bc"])
+        rows.append(
+            Row(
+                "first run",
+                label,
+                f"container importing {stack}",
+                "precompiled bytecode (hand-uv-bc)",
+                fr["precompiled"],
+                "no bytecode (hand-uv)",
+                fr["no bytecode"],
+                note=f"image {compiled / 1e6:.0f} MB vs {plain / 1e6:.0f} MB",
+            )
+        )
+        rows.append(
+            Row(
+                "first run",
+                label,
+                f"container importing {stack}",
+                "reprobox image",
+                fr["reprobox"],
+                "no bytecode (hand-uv)",
+                fr["no bytecode"],
+            )
+        )
 
     def warmup() -> None:
         # the warm starting point of the change cases: every contestant built once with its
         # layer and installer caches (untimed)
-        for c in (s.hand_contestant("hand-uv", cold=False),
-                  s.hand_contestant("hand-pip", cold=False),
-                  Contestant("reprobox", [need("reprobox"), "build", s.exp, "--tag",
-                                          s.tags["reprobox"]], env=clean_env(),
-                             cwd=s.project)):
+        for c in (
+            s.hand_contestant("hand-uv", cold=False),
+            s.hand_contestant("hand-uv-bc", cold=False),
+            Contestant(
+                "reprobox",
+                [need("reprobox"), "build", s.exp, "--tag", s.tags["reprobox"]],
+                env=clean_env(),
+                cwd=s.project,
+            ),
+        ):
             folder = s.hand / f"warm-{c.name}"
             folder.mkdir()
             run_once(c, Rep(-1, folder))
@@ -295,28 +499,63 @@ def run_env(name: str, reps: int) -> List[Row]:
     def commit(rep: Rep) -> None:
         counter["n"] += 1
         (s.project / "src" / "proj" / "__init__.py").write_text(
-            f"SEED = {counter['n']}  # {s.run}\n")
+            f"SEED = {counter['n']}  # {s.run}\n"
+        )
         sh([*GIT, "commit", "-qam", f"code change {counter['n']}"], cwd=s.project)
 
     def code_case() -> None:
         # code-only change, end to end: commit (untimed), capture with its lock, build
-        code = measure([Contestant(
-            "reprobox capture --build", [need("reprobox"), "capture", "--build", "--python",
-                                         s.venv / "bin" / "python", "--cmd",
-                                         "python train.py"],
-            env=clean_env(), cwd=s.project, prepare=commit)], max(reps, 3),
-            label="code-only change")
-        rows.append(Row("build", label, "code-only change, end to end (capture included)",
-                        "reprobox capture --build", code["reprobox capture --build"],
-                        unit="seconds", target=3.0))
+        code = measure(
+            [
+                Contestant(
+                    "reprobox capture --build",
+                    [
+                        need("reprobox"),
+                        "capture",
+                        "--build",
+                        "--python",
+                        s.venv / "bin" / "python",
+                        "--cmd",
+                        "python train.py",
+                    ],
+                    env=clean_env(),
+                    cwd=s.project,
+                    prepare=commit,
+                )
+            ],
+            max(reps, 7),
+            label="code-only change",
+        )
+        rows.append(
+            Row(
+                "build",
+                label,
+                "code-only change, end to end (capture included)",
+                "reprobox capture --build",
+                code["reprobox capture --build"],
+                unit="seconds",
+                target=3.0,
+            )
+        )
 
     def change(package: str, kind: str, target: Optional[float]) -> Callable[[], None]:
         def fn() -> None:
             times = change_case(s, package, reps)
-            for who in ("reprobox", "hand-uv", "hand-pip"):
-                rows.append(Row("build", label, f"{kind} change ({package}) vs own cold", who,
-                                stats(times[who]), f"{who} cold", cold.get(who),
-                                target=target if who == "reprobox" else None, note=note))
+            for who in ("reprobox", "hand-uv-bc", "hand-uv"):
+                rows.append(
+                    Row(
+                        "build",
+                        label,
+                        f"{kind} change ({package}) vs own cold",
+                        who,
+                        stats(times[who]),
+                        f"{who} cold",
+                        cold.get(who),
+                        target=target if who == "reprobox" else None,
+                        note=note,
+                    )
+                )
+
         return fn
 
     try:
@@ -329,8 +568,10 @@ def run_env(name: str, reps: int) -> List[Row]:
             case("compiled change", change("numpy", "compiled", 0.3))
     finally:
         images |= default_tags(s.project)
-        subprocess.run([DOCKER, "image", "rm", "-f", *sorted(images)], capture_output=True,
-                       check=False)
+        subprocess.run(
+            [DOCKER, "image", "rm", "-f", *sorted(images)], capture_output=True, check=False
+        )
+        prune_cache_mounts(s.run)
         shutil.rmtree(s.hand, ignore_errors=True)
         sh(["git", "reset", "-q", "--hard", "HEAD"], cwd=s.project)
     return rows
@@ -341,8 +582,12 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--reps", type=int)
     parser.add_argument("--env", action="append", choices=["datascience", "torch"])
+    parser.add_argument("--out", type=Path, help="also write the rows as JSON here")
     args = parser.parse_args()
-    print(table(run(args.quick, tuple(args.env or ("datascience",)), args.reps)))
+    rows = run(args.quick, tuple(args.env or ("datascience",)), args.reps)
+    print(table(rows))
+    if args.out:
+        write_json(rows, args.out)
     return 0
 
 

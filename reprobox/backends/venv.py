@@ -240,7 +240,7 @@ def install_plan(environment: "Environment") -> InstallPlan:
             continue
         if src.kind in ("vcs", "archive"):
             line, direct = direct_source(pkg, f"packages[{name}].source")
-            external.append(line.replace("file:///tmp/reprobox/wheels/", "file://{wheels}/"))
+            external.append(line.replace("file:///tmp/reprobox/wheels/direct/", "file://{wheels}/"))
             sources.append(direct)
         elif src.kind == "directory":
             if src.in_repo and src.path is not None:

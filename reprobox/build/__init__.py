@@ -22,6 +22,7 @@ import hashlib
 import os
 import platform
 import re
+from secrets import token_hex
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -135,14 +136,20 @@ def _now() -> str:
 def _base_hint(image: str, environment: Any) -> str:
     m = re.fullmatch(r"(?:[\w.-]+/)?python:(\d+\.\d+\.\d+\w*)-slim-([a-z]+)", image)
     if m:
-        return (f"build it here without a registry: `reprobox base --python {m.group(1)} "
-                f"--os {m.group(2)}`, or pass another base with --base-image")
+        return (
+            f"build it here without a registry: `reprobox base --python {m.group(1)} "
+            f"--os {m.group(2)}`, or pass another base with --base-image"
+        )
     if image.startswith("nvidia/cuda:"):
-        return ("pull it where a registry is reachable (`docker pull " + image + "`, then "
-                "`docker save`/`docker load`), or pass another base with --base-image")
+        return (
+            "pull it where a registry is reachable (`docker pull " + image + "`, then "
+            "`docker save`/`docker load`), or pass another base with --base-image"
+        )
     version = environment.interpreter.version
-    return (f"pull or load {image}, pass another base with --base-image, or build a Python "
-            f"base with `reprobox base --python {version}`")
+    return (
+        f"pull or load {image}, pass another base with --base-image, or build a Python "
+        f"base with `reprobox base --python {version}`"
+    )
 
 
 def build_experiment(
@@ -174,9 +181,10 @@ def build_experiment(
     image, source = select_base_image(env, override=base_image)
     tag = checked_image_flag(tag, "--tag") if tag else default_tag(store.root, exp.id)
     if network is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}", network):
-        raise UsageError(f"--network {network!r} is not a Docker network name",
-                         "use bridge, host, none, or the name of a network from "
-                         "`docker network ls`")
+        raise UsageError(
+            f"--network {network!r} is not a Docker network name",
+            "use bridge, host, none, or the name of a network from `docker network ls`",
+        )
     early: list[str] = []
     ignored = pyproject_base_warning(store.root)
     if ignored:
@@ -185,9 +193,18 @@ def build_experiment(
 
     if dry_run:
         plan = plan_image(exp, env, base_image=image, options=RenderOptions())
-        return BuildResult(tag, None, render_plan(plan), image, source, "none (dry run)", "uv",
-                           {"render": time.monotonic() - start}, tuple(early) + plan.warnings,
-                           dry_run=True)
+        return BuildResult(
+            tag,
+            None,
+            render_plan(plan),
+            image,
+            source,
+            "none (dry run)",
+            "uv",
+            {"render": time.monotonic() - start},
+            tuple(early) + plan.warnings,
+            dry_run=True,
+        )
 
     for w in early:
         report(f"warning: {w}")
@@ -201,9 +218,12 @@ def build_experiment(
         uv = None
     if os.environ.get("REPROBOX_BUILD_INSTALLER", "").strip().lower() == "pip":
         uv = None  # the image's own pip installs (as on a host without uv)
-    options = RenderOptions(buildkit=client is not None, installer="uv" if uv else "pip",
-                            cache_id=cache_id or RenderOptions.cache_id,
-                            network_none=client is not None and _run_network_flag(engine))
+    options = RenderOptions(
+        buildkit=client is not None,
+        installer="uv" if uv else "pip",
+        cache_id=cache_id or RenderOptions.cache_id,
+        network_none=client is not None and _run_network_flag(engine),
+    )
     plan = plan_image(exp, env, base_image=image, options=options)
     dockerfile = render_plan(plan)
     warnings = early + list(plan.warnings)
@@ -226,8 +246,11 @@ def build_experiment(
     for w in forwarding.warnings:
         report(f"warning: {w}")
         warnings.append(w)
-    if client is None and (forwarding.ca_bundle is not None or forwarding.has_secret_values) \
-            and plan.system.packages:
+    if (
+        client is None
+        and (forwarding.ca_bundle is not None or forwarding.has_secret_values)
+        and plan.system.packages
+    ):
         raise EngineError(
             "this build needs pip's CA bundle or proxy credentials for the system packages, "
             "which only BuildKit can pass without writing them into a layer, and no "
@@ -239,14 +262,19 @@ def build_experiment(
     folder = context_dir(store.root)
     with ContextLock(folder), SecretFiles(forwarding) as secrets:
         t = time.monotonic()
-        ctx = assemble_context(store.root, stored, ContextInputs(
-            plan=plan,
-            dockerfile=dockerfile,
-            uv_binary=uv,
-            pins=pins,
-            artifacts=fetched.artifacts,
-            replay_files={name: read_sealed(stored, name) for _p, _q, name, _d in plan.replay},
-        ), folder)
+        ctx = assemble_context(
+            store.root,
+            stored,
+            ContextInputs(
+                plan=plan,
+                dockerfile=dockerfile,
+                uv_binary=uv,
+                pins=pins,
+                artifacts=fetched.artifacts,
+                replay_files={name: read_sealed(stored, name) for _p, _q, name, _d in plan.replay},
+            ),
+            folder,
+        )
         for w in ctx.warnings:
             report(f"warning: {w}")
             warnings.append(w)
@@ -254,59 +282,90 @@ def build_experiment(
         labels = {"org.opencontainers.image.created": _now(), "reprobox.version": __version__}
         if fetched.unverified:
             labels["reprobox.unverified"] = validate.label_value(
-                " ".join(a.filename for a in fetched.unverified), "unverified artifacts")
+                " ".join(a.filename for a in fetched.unverified), "unverified artifacts"
+            )
         t = time.monotonic()
         python_dockerfile, python_network = ctx.dockerfile, network
         phases: list[EngineBuild] = []
-        if not options.network_none:
-            # The builder cannot turn the network off per step: build the steps that need it
-            # (system packages, CPython) as their own image first, then the Python packages
-            # from it with the whole build's network off.
-            python_network = "none"
-            system_image = plan.base_image
-            if plan.has_system_part:
-                system_text = render_plan(plan, part="system")
-                system_image = system_tag(system_text)
-                system_file = ctx.path / "Dockerfile.system"
-                write_if_changed(system_file, system_text.encode())
-                phases.append(engine.build(BuildRequest(
-                    context=ctx.path, dockerfile=system_file, tag=system_image, labels={},
-                    secrets=secrets if client else {}, build_args={}, network=network,
-                    buildkit=client is not None, no_cache=no_cache,
-                    step_titles=step_titles(system_text),
-                ), report))
-            python_text = render_plan(plan, part="python", system_image=system_image)
-            python_dockerfile = ctx.path / "Dockerfile.python"
-            write_if_changed(python_dockerfile, python_text.encode())
-            titles = step_titles(python_text)
-        else:
-            titles = step_titles(dockerfile)
-        built = engine.build(BuildRequest(
-            context=ctx.path,
-            dockerfile=python_dockerfile,
-            tag=tag,
-            labels=labels,
-            secrets={} if python_network == "none" else (secrets if client else {}),
-            build_args={},
-            network=python_network,
-            buildkit=client is not None,
-            no_cache=no_cache,
-            step_titles=titles,
-        ), report)
-        phases.append(built)
+        intermediate: Optional[str] = None
+        try:
+            if not options.network_none:
+                # The builder cannot turn the network off per step: build the steps that need it
+                # (system packages, CPython) as their own image first, then the Python packages
+                # from it with the whole build's network off.
+                python_network = "none"
+                system_image = plan.base_image
+                if plan.has_system_part:
+                    system_text = render_plan(plan, part="system")
+                    system_image = intermediate = system_tag(system_text)
+                    system_file = ctx.path / "Dockerfile.system"
+                    write_if_changed(system_file, system_text.encode())
+                    phases.append(
+                        engine.build(
+                            BuildRequest(
+                                context=ctx.path,
+                                dockerfile=system_file,
+                                tag=system_image,
+                                labels={},
+                                secrets=secrets if client else {},
+                                build_args={},
+                                network=network,
+                                buildkit=client is not None,
+                                no_cache=no_cache,
+                                step_titles=step_titles(system_text),
+                            ),
+                            report,
+                        )
+                    )
+                    timings["build-system"] = time.monotonic() - t
+                python_text = render_plan(plan, part="python", system_image=system_image)
+                python_dockerfile = ctx.path / "Dockerfile.python"
+                write_if_changed(python_dockerfile, python_text.encode())
+                titles = step_titles(python_text)
+            else:
+                titles = step_titles(dockerfile)
+            built = engine.build(
+                BuildRequest(
+                    context=ctx.path,
+                    dockerfile=python_dockerfile,
+                    tag=tag,
+                    labels=labels,
+                    secrets={} if python_network == "none" else (secrets if client else {}),
+                    build_args={},
+                    network=python_network,
+                    buildkit=client is not None,
+                    no_cache=no_cache,
+                    step_titles=titles,
+                ),
+                report,
+            )
+            phases.append(built)
+        finally:
+            if intermediate is not None:
+                _remove_intermediate(engine, intermediate, report)
         timings["build"] = time.monotonic() - t
     warnings += [w for w in built.warnings if w not in warnings]
     if record and stored.image != tag:
         store.set_image(stored, tag)  # local state (.reprobox/local), never the sealed record
     timings["total"] = time.monotonic() - start
     builder = f"buildkit ({client.description})" if client else "classic"
-    return BuildResult(tag, built.image_id, dockerfile, image, source, builder,
-                       options.installer, timings, tuple(warnings), context=str(ctx.path),
-                       cached_steps=sum(b.cached_steps for b in phases),
-                       steps=sum(b.steps for b in phases),
-                       fetched=fetched.fetched,
-                       unverified=tuple(a.describe() for a in fetched.unverified),
-                       added=tuple(a.describe() for a in fetched.added))
+    return BuildResult(
+        tag,
+        built.image_id,
+        dockerfile,
+        image,
+        source,
+        builder,
+        options.installer,
+        timings,
+        tuple(warnings),
+        context=str(ctx.path),
+        cached_steps=sum(b.cached_steps for b in phases),
+        steps=sum(b.steps for b in phases),
+        fetched=fetched.fetched,
+        unverified=tuple(a.describe() for a in fetched.unverified),
+        added=tuple(a.describe() for a in fetched.added),
+    )
 
 
 def checked_lock(stored: StoredExperiment) -> Optional[tuple[Pin, ...]]:
@@ -315,6 +374,7 @@ def checked_lock(stored: StoredExperiment) -> Optional[tuple[Pin, ...]]:
     None when the experiment has no lock. A line reprobox would not have written, or a pin the
     environment does not record, is refused (exit 2) naming the file and line.
     """
+
     def read(path: Path) -> Optional[str]:
         if not path.is_file() or path.is_symlink():
             return None
@@ -345,34 +405,58 @@ class Fetched:
 
     def notes(self) -> list[str]:
         cached = len(self.artifacts) - self.fetched
-        out = [f"wheelhouse: {len(self.artifacts)} file(s), {self.fetched} fetched, "
-               f"{cached} already there"]
+        out = [
+            f"wheelhouse: {len(self.artifacts)} file(s), {self.fetched} fetched, "
+            f"{cached} already there"
+        ]
         out += [f"added to build sdists offline: {a.describe()}" for a in self.added]
         return out
 
     def warnings(self) -> list[str]:
-        return [f"unverified: {a.describe()} has no hash in the capture; it was fetched "
-                "without credentials and hashed on this machine" for a in self.unverified]
+        return [
+            f"unverified: {a.describe()} has no hash in the capture; it was fetched "
+            "without credentials and hashed on this machine"
+            for a in self.unverified
+        ]
 
 
-def fetch_artifacts(store: Store, stored: StoredExperiment, plan: DockerPlan,
-                    pins: Optional[Sequence[Pin]], config: Any,
-                    progress: Optional[Progress] = None) -> Fetched:
+def fetch_artifacts(
+    store: Store,
+    stored: StoredExperiment,
+    plan: DockerPlan,
+    pins: Optional[Sequence[Pin]],
+    config: Any,
+    progress: Optional[Progress] = None,
+) -> Fetched:
     """The host fetches what the image installs into its wheelhouse (see lock/wheelhouse.py)."""
     env = stored.environment
     house = Wheelhouse()
     target = build_target(capture_target(env))
     tags = {re.sub(r"[-_.]+", "-", p.name).lower(): p.wheel_tags for p in env.packages}
-    direct = fetch_direct(plan.direct_sources, config, house=house,
-                          read_repo_file=lambda path: read_at_commit(store.root, stored, path),
-                          read_sealed_file=lambda name: read_sealed(stored, name),
-                          progress=progress)
+    direct = fetch_direct(
+        plan.direct_sources,
+        config,
+        house=house,
+        read_repo_file=lambda path: read_at_commit(store.root, stored, path),
+        read_sealed_file=lambda name: read_sealed(stored, name),
+        progress=progress,
+    )
     needs_backend = bool(plan.local) or any(not a.is_wheel for a in direct.artifacts)
-    locked = fetch_locked(pins or (), target, config, house=house, installed_tags=tags,
-                          backend=False, progress=progress)
+    locked = fetch_locked(
+        pins or (),
+        target,
+        config,
+        house=house,
+        installed_tags=tags,
+        backend=False,
+        progress=progress,
+    )
     needs_backend = needs_backend or any(not a.is_wheel for a in locked.artifacts)
-    backend = fetch_locked((), target, config, house=house, backend=True, progress=progress) \
-        if needs_backend else None
+    backend = (
+        fetch_locked((), target, config, house=house, backend=True, progress=progress)
+        if needs_backend
+        else None
+    )
     artifacts = locked.artifacts + direct.artifacts + (backend.artifacts if backend else ())
     count = locked.fetched + direct.fetched + (backend.fetched if backend else 0)
     return Fetched(artifacts, count)
@@ -382,11 +466,14 @@ def read_at_commit(repo_root: Path, stored: StoredExperiment, path: str) -> byte
     """A file of the repository at the experiment's commit (never the working tree, never a
     path outside the repository: git reads its own objects)."""
     commit = validate_commit(stored.experiment.git.commit)
-    got = proc.run(["git", "cat-file", "blob", f"{commit}:{path}"], cwd=repo_root, check=False,
-                   text=False)
+    got = proc.run(
+        ["git", "cat-file", "blob", f"{commit}:{path}"], cwd=repo_root, check=False, text=False
+    )
     if got.returncode != 0:
-        raise UsageError(f"{path} is not in commit {commit[:12]}",
-                         "commit the archive, then re-capture the experiment")
+        raise UsageError(
+            f"{path} is not in commit {commit[:12]}",
+            "commit the archive, then re-capture the experiment",
+        )
     return bytes(got.stdout)
 
 
@@ -395,26 +482,43 @@ def read_sealed(stored: StoredExperiment, name: str) -> bytes:
     the experiment's sealed manifest; never through a symbolic link."""
     want = stored.experiment.files.get(name)
     if not FILE_NAME_RE.match(name) or want is None:
-        raise UsageError(f"{name} is not a file of experiment {stored.id}",
-                         "re-capture the experiment on the machine that has the package's "
-                         "repository")
+        raise UsageError(
+            f"{name} is not a file of experiment {stored.id}",
+            "re-capture the experiment on the machine that has the package's repository",
+        )
     try:
         fd = os.open(stored.file(name), os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
     except OSError as exc:
-        raise UsageError(f"cannot read {name} of experiment {stored.id}: {exc.strerror}",
-                         "restore the folder from git (`git checkout -- .reprobox/`)") from None
+        raise UsageError(
+            f"cannot read {name} of experiment {stored.id}: {exc.strerror}",
+            "restore the folder from git (`git checkout -- .reprobox/`)",
+        ) from None
     with os.fdopen(fd, "rb") as fh:
         data = fh.read(64 * 1024 * 1024 + 1)
     if "sha256:" + hashlib.sha256(data).hexdigest() != want:
-        raise UsageError(f"{name} of experiment {stored.id} does not match its sealed digest",
-                         "restore the folder from git (`git checkout -- .reprobox/`)")
+        raise UsageError(
+            f"{name} of experiment {stored.id} does not match its sealed digest",
+            "restore the folder from git (`git checkout -- .reprobox/`)",
+        )
     return data
 
 
 def system_tag(system_dockerfile: str) -> str:
-    """The local tag of a system part, named by its content: the same base and system packages
-    give the same image, whichever experiment or repository asks."""
-    return f"reprobox/system:{hashlib.sha256(system_dockerfile.encode()).hexdigest()[:20]}"
+    """The local tag of one build's system part: its content's digest, and a part of its own so
+    that two builds at once never remove each other's (the tag is removed when the build is
+    done: the layers stay, shared with the image, and BuildKit's cache makes the next system
+    part in a fraction of a second)."""
+    digest = hashlib.sha256(system_dockerfile.encode()).hexdigest()[:20]
+    return f"reprobox/system:{digest}-{token_hex(4)}"
+
+
+def _remove_intermediate(engine: Engine, tag: str, report: Progress) -> None:
+    """Remove the intermediate tag of a two-part build, by its name (never by image id: the
+    same image may carry other names)."""
+    try:
+        engine.remove_image(tag)
+    except EngineError as exc:
+        report(f"warning: could not remove the intermediate image {tag}: {exc}")
 
 
 def unverified_notes(prepared: Any) -> list[str]:
@@ -430,8 +534,11 @@ def unverified_notes(prepared: Any) -> list[str]:
     except Exception:  # noqa: BLE001 - a note is not worth failing a verdict for
         return []
     files = labels.get("reprobox.unverified", "").split()
-    return [f"unverified: {name} has no hash in the capture (fetched without credentials and "
-            "hashed on the building machine)" for name in files]
+    return [
+        f"unverified: {name} has no hash in the capture (fetched without credentials and "
+        "hashed on the building machine)"
+        for name in files
+    ]
 
 
 def _run_network_flag(engine: Engine) -> bool:

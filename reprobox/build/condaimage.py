@@ -58,18 +58,35 @@ class CondaImage:
     dry_run: bool = False
 
 
-def render_conda_dockerfile(*, base_image: str, experiment_id: str, rattler_wheel: str,
-                            conda_count: int, pip_count: int, workdir: str) -> str:
+def render_conda_dockerfile(
+    *,
+    base_image: str,
+    experiment_id: str,
+    rattler_wheel: str,
+    conda_count: int,
+    pip_count: int,
+    workdir: str,
+) -> str:
     """The Dockerfile (pure: same inputs, same text)."""
     import jinja2  # lazy: ~25 ms to import, only a conda build renders this template
 
     source = files("reprobox.templates").joinpath(TEMPLATE).read_text(encoding="utf-8")
-    env = jinja2.Environment(autoescape=False, trim_blocks=True, lstrip_blocks=True,
-                             keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
+    env = jinja2.Environment(
+        autoescape=False,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        undefined=jinja2.StrictUndefined,
+    )
     return env.from_string(source).render(
-        tool_version=__version__, experiment_id=experiment_id, base_image=base_image,
-        rattler_wheel=rattler_wheel, conda_count=conda_count, pip_count=pip_count,
-        prefix=PREFIX, workdir=workdir,
+        tool_version=__version__,
+        experiment_id=experiment_id,
+        base_image=base_image,
+        rattler_wheel=rattler_wheel,
+        conda_count=conda_count,
+        pip_count=pip_count,
+        prefix=PREFIX,
+        workdir=workdir,
     )
 
 
@@ -95,11 +112,27 @@ def rattler_wheel(say: Progress) -> Path:
     tools_cache().mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".part-", dir=tools_cache()))
     try:
-        proc.run([sys.executable, "-m", "pip", "download", "--disable-pip-version-check",
-                  "--no-deps", "--only-binary=:all:", "--platform", "manylinux2014_x86_64",
-                  "--python-version", "3.10", "--dest", str(tmp), f"py-rattler=={wanted}"],
-                 timeout=600, what=f"downloading py-rattler {wanted}",
-                 hint="check that the package index answers (`reprobox doctor`)")
+        proc.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--disable-pip-version-check",
+                "--no-deps",
+                "--only-binary=:all:",
+                "--platform",
+                "manylinux2014_x86_64",
+                "--python-version",
+                "3.10",
+                "--dest",
+                str(tmp),
+                f"py-rattler=={wanted}",
+            ],
+            timeout=600,
+            what=f"downloading py-rattler {wanted}",
+            hint="check that the package index answers (`reprobox doctor`)",
+        )
         wheels = sorted(tmp.glob("py_rattler-*.whl"))
         if not wheels:
             raise UsageError(f"the index has no Linux wheel of py-rattler {wanted}")
@@ -111,8 +144,9 @@ def rattler_wheel(say: Progress) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def assemble(store: Store, stored: StoredExperiment, ctx: Path, say: Progress) -> tuple[
-        str, int, int]:
+def assemble(
+    store: Store, stored: StoredExperiment, ctx: Path, say: Progress
+) -> tuple[str, int, int]:
     """Fill the build context; returns (rattler wheel name, conda packages, pip packages)."""
     env = stored.environment
     conda_env = require_conda(env, stored.id)
@@ -122,8 +156,7 @@ def assemble(store: Store, stored: StoredExperiment, ctx: Path, say: Progress) -
     (ctx / "tools").mkdir(parents=True)
     wheel = rattler_wheel(say)
     place_file(wheel, ctx / "tools" / wheel.name)
-    shutil.copyfile(payload.script("rattler_install"),
-                    ctx / "tools" / "rattler_install.py")
+    shutil.copyfile(payload.script("rattler_install"), ctx / "tools" / "rattler_install.py")
 
     config = read_conda_config()
     pkgs_dir = ctx / "conda" / "pkgs"
@@ -134,11 +167,26 @@ def assemble(store: Store, stored: StoredExperiment, ctx: Path, say: Progress) -
         path = fetch(pkg, config)
         name = f"{pkg.sha256 or pkg.md5}-{pkg.file_name}"
         place_file(path, pkgs_dir / name)
-        request.append({"path": f"{STAGE}/conda/pkgs/{name}", "url": pkg.url,
-                        "channel": pkg.channel, "md5": pkg.md5, "sha256": pkg.sha256})
-    (ctx / "conda" / "request.json").write_text(json.dumps({
-        "prefix": PREFIX, "cache": f"{STAGE}/rattler-cache", "packages": request,
-        "requested_specs": list(conda_env.requested_specs)}, indent=1))
+        request.append(
+            {
+                "path": f"{STAGE}/conda/pkgs/{name}",
+                "url": pkg.url,
+                "channel": pkg.channel,
+                "md5": pkg.md5,
+                "sha256": pkg.sha256,
+            }
+        )
+    (ctx / "conda" / "request.json").write_text(
+        json.dumps(
+            {
+                "prefix": PREFIX,
+                "cache": f"{STAGE}/rattler-cache",
+                "packages": request,
+                "requested_specs": list(conda_env.requested_specs),
+            },
+            indent=1,
+        )
+    )
 
     pins = [p for p in env.packages if p.source.kind == "index"]
     others = [p for p in env.packages if p.source.kind != "index"]
@@ -155,13 +203,19 @@ def assemble(store: Store, stored: StoredExperiment, ctx: Path, say: Progress) -
         # indexes, by name, version and hash), never through pip reading the capture's file.
         checked = checked_lock(stored)
         if checked is None:
-            raise LockError(f"experiment {stored.id} has pip packages but no requirements.lock",
-                            f"write it with `reprobox lock {stored.id}`")
-        say(f"fetching the {len(checked)} pip packages into the host's wheelhouse "
-            "(hashes checked)")
+            raise LockError(
+                f"experiment {stored.id} has pip packages but no requirements.lock",
+                f"write it with `reprobox lock {stored.id}`",
+            )
+        say(f"fetching the {len(checked)} pip packages into the host's wheelhouse (hashes checked)")
         tags = {re.sub(r"[-_.]+", "-", p.name).lower(): p.wheel_tags for p in env.packages}
-        fetched = fetch_locked(checked, build_target(capture_target(env)), read_index_config(),
-                               installed_tags=tags, progress=say)
+        fetched = fetch_locked(
+            checked,
+            build_target(capture_target(env)),
+            read_index_config(),
+            installed_tags=tags,
+            progress=say,
+        )
         sdists = [a.describe() for a in fetched.artifacts if not a.is_wheel]
         if sdists:
             raise UsageError(
@@ -171,17 +225,25 @@ def assemble(store: Store, stored: StoredExperiment, ctx: Path, say: Progress) -
             )
         (ctx / "pip" / "wheels").mkdir(parents=True)
         link_into(fetched.artifacts, ctx / "pip" / "wheels")
-        lines = [f"{p.name}=={p.version} " + " ".join(f"--hash=sha256:{h}" for h in p.hashes)
-                 for p in checked]
+        lines = [
+            f"{p.name}=={p.version} " + " ".join(f"--hash=sha256:{h}" for h in p.hashes)
+            for p in checked
+        ]
         (ctx / "pip" / "requirements.lock").write_text(
             "# requirements.lock, checked and written by reprobox build\n"
-            + "".join(line + "\n" for line in lines))
+            + "".join(line + "\n" for line in lines)
+        )
     return wheel.name, len(conda_env.packages), len(pins)
 
 
-def build_conda_image(store: Store, stored: StoredExperiment, *, tag: str,
-                      base_image: Optional[str] = None,
-                      progress: Optional[Progress] = None) -> CondaImage:
+def build_conda_image(
+    store: Store,
+    stored: StoredExperiment,
+    *,
+    tag: str,
+    base_image: Optional[str] = None,
+    progress: Optional[Progress] = None,
+) -> CondaImage:
     """Build the image of a conda capture (see the module doc)."""
     say = progress or (lambda _m: None)
     t0 = time.monotonic()
@@ -194,49 +256,83 @@ def build_conda_image(store: Store, stored: StoredExperiment, *, tag: str,
     engine = get_engine()
     if not engine.available():
         engine.info()
-    engine.ensure_image(base, f"build it without a registry: `reprobox base --python "
-                              f"{env.interpreter.version}`")
+    engine.ensure_image(
+        base, f"build it without a registry: `reprobox base --python {env.interpreter.version}`"
+    )
     ctx = Path(tempfile.mkdtemp(prefix=f"reprobox-conda-{exp.id}-"))
     try:
         wheel, conda_count, pip_count = assemble(store, stored, ctx, say)
         dockerfile = render_conda_dockerfile(
-            base_image=base, experiment_id=exp.id, rattler_wheel=wheel,
-            conda_count=conda_count, pip_count=pip_count, workdir=WORKDIR)
+            base_image=base,
+            experiment_id=exp.id,
+            rattler_wheel=wheel,
+            conda_count=conda_count,
+            pip_count=pip_count,
+            workdir=WORKDIR,
+        )
         (ctx / "Dockerfile").write_text(dockerfile)
         say(f"building {tag} from {base} with no network")
-        built = engine.build(BuildRequest(
-            context=ctx, dockerfile=ctx / "Dockerfile", tag=tag,
-            labels={"reprobox.experiment": exp.id, "reprobox.env-digest": env.digest,
-                    "reprobox.version": __version__},
-            network="none", buildkit=engine.buildkit() is not None,
-            step_titles=step_titles(dockerfile),
-        ), say)
+        built = engine.build(
+            BuildRequest(
+                context=ctx,
+                dockerfile=ctx / "Dockerfile",
+                tag=tag,
+                labels={
+                    "reprobox.experiment": exp.id,
+                    "reprobox.env-digest": env.digest,
+                    "reprobox.version": __version__,
+                },
+                network="none",
+                buildkit=engine.buildkit() is not None,
+                step_titles=step_titles(dockerfile),
+            ),
+            say,
+        )
     finally:
         shutil.rmtree(ctx, ignore_errors=True)
-    return CondaImage(tag, built.image_id, dockerfile, base, time.monotonic() - t0,
-                      built.steps, built.cached_steps)
+    return CondaImage(
+        tag,
+        built.image_id,
+        dockerfile,
+        base,
+        time.monotonic() - t0,
+        built.steps,
+        built.cached_steps,
+    )
 
 
-def build_conda_experiment(store: Store, stored: StoredExperiment, *, tag: Optional[str] = None,
-                           base_image: Optional[str] = None, progress: Optional[Progress] = None,
-                           dry_run: bool = False) -> CondaImage:
+def build_conda_experiment(
+    store: Store,
+    stored: StoredExperiment,
+    *,
+    tag: Optional[str] = None,
+    base_image: Optional[str] = None,
+    progress: Optional[Progress] = None,
+    dry_run: bool = False,
+) -> CondaImage:
     """``reprobox build`` for a conda capture: the image, its tag recorded like any build's."""
     tag = checked_image_flag(tag, "--tag") if tag else default_tag(store.root, stored.id)
     if dry_run:
         env = stored.environment
-        base = (checked_image_flag(base_image, "--base-image") if base_image else
-                python_image(env.interpreter.version, debian_codename_for(env)[0]))
+        base = (
+            checked_image_flag(base_image, "--base-image")
+            if base_image
+            else python_image(env.interpreter.version, debian_codename_for(env)[0])
+        )
         try:
             rattler = f"py_rattler-{version('py-rattler')}-<wheel fetched at build time>.whl"
         except PackageNotFoundError:
             rattler = "<py-rattler wheel>"
         dockerfile = render_conda_dockerfile(
-            base_image=base, experiment_id=stored.id, rattler_wheel=rattler,
+            base_image=base,
+            experiment_id=stored.id,
+            rattler_wheel=rattler,
             conda_count=len(env.conda.packages) if env.conda else 0,
-            pip_count=sum(1 for p in env.packages if p.source.kind == "index"), workdir=WORKDIR)
+            pip_count=sum(1 for p in env.packages if p.source.kind == "index"),
+            workdir=WORKDIR,
+        )
         return CondaImage(tag, None, dockerfile, base, 0.0, dry_run=True)
     built = build_conda_image(store, stored, tag=tag, base_image=base_image, progress=progress)
     if stored.image != tag:
         store.set_image(stored, tag)
     return built
-

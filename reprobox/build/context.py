@@ -4,10 +4,12 @@ The context is made from the *recorded* commit, never from the user's working tr
 archive`` of exactly the folders the image needs (the local packages), with the recorded patch
 applied. Next to it: the checked lock (cut into one file per layer, written from the checked pins,
 not copied from the capture), the files every Python step installs (hard links into the host's
-wheelhouse, :mod:`reprobox.lock.wheelhouse`, where the host fetched and hash-checked them), the
-tools the RUN steps bind-mount (uv, prune.py, packages.txt) and the Dockerfile::
+wheelhouse, :mod:`reprobox.lock.wheelhouse`, where the host fetched and hash-checked them; one
+folder per step, so that a step's cache key is exactly what it installs), the tools the RUN steps
+bind-mount (uv, prune.py, packages.txt), ``meta/`` (what the install of the project's own
+packages reads, see :func:`write_meta`) and the Dockerfile::
 
-    <context>/Dockerfile  lock/  wheels/  tools/  src/
+    <context>/Dockerfile  lock/  wheels/<step>/  tools/  src/  meta/
 
 It lives in the user's cache folder under a stable path per experiment: BuildKit transfers only
 what changed since the last build from the same folder, so a rebuild does not resend the uv binary
@@ -36,6 +38,11 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Sequence
 from urllib.parse import unquote, urlsplit
 
+try:
+    import tomllib
+except ImportError:  # Python < 3.11
+    import tomli as tomllib  # type: ignore[no-redef]
+
 from .. import payload, proc
 from ..errors import GitError, LockError, UsageError
 from ..redact import strip_url_credentials
@@ -43,7 +50,7 @@ from ..store import StoredExperiment
 from ..workspace.git import apply_patch, validate_commit
 from ..lock.checks import Pin
 from ..lock.wheelhouse import Artifact, link_into, place_file
-from .render import STAGE, DockerPlan, LockGroup
+from .render import DIRECT_WHEELS, LOCAL_WHEELS, STAGE, DockerPlan, LockGroup
 
 LOCK_FILE = "requirements.lock"
 PRUNE_SCRIPT = payload.script("prune")
@@ -128,23 +135,29 @@ def forward_index_config(config: Any) -> Forwarding:
     """
     warnings: list[str] = []
     env: dict[str, str] = {}
-    for scheme, names in (("http", ("http_proxy", "HTTP_PROXY")),
-                          ("https", ("https_proxy", "HTTPS_PROXY")),
-                          ("no", ("no_proxy", "NO_PROXY"))):
+    for scheme, names in (
+        ("http", ("http_proxy", "HTTP_PROXY")),
+        ("https", ("https_proxy", "HTTPS_PROXY")),
+        ("no", ("no_proxy", "NO_PROXY")),
+    ):
         value = config.proxies.get(scheme)
         if not value:
             continue
         for name in names:
             env[name] = value
         if scheme != "no" and re.search(r"//([^@/]*@)?(localhost|127\.|\[::1\])", value):
-            warnings.append(f"the {scheme} proxy {strip_url_credentials(value)} is on this "
-                            "machine: a build container reaches it only with `--network host`")
+            warnings.append(
+                f"the {scheme} proxy {strip_url_credentials(value)} is on this "
+                "machine: a build container reaches it only with `--network host`"
+            )
     ca: Optional[Path] = None
     if config.cert:
         ca = Path(config.cert)
         if not ca.is_file():
-            raise UsageError(f"pip's CA bundle {config.cert} does not exist",
-                             f"fix `cert` in {config.origins.get('cert', 'pip.conf')}")
+            raise UsageError(
+                f"pip's CA bundle {config.cert} does not exist",
+                f"fix `cert` in {config.origins.get('cert', 'pip.conf')}",
+            )
         for name in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE"):
             env[name] = "/run/secrets/reprobox-ca"
     has_secret = any(strip_url_credentials(v) != v for v in env.values())
@@ -168,8 +181,9 @@ def _norm(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def lock_parts(pins: Sequence[Pin],
-               groups: Sequence[LockGroup]) -> tuple[dict[str, str], list[str]]:
+def lock_parts(
+    pins: Sequence[Pin], groups: Sequence[LockGroup]
+) -> tuple[dict[str, str], list[str]]:
     """The checked pins cut into one file per layer (``lock/<group file>``), and warnings.
 
     Written from the pins :func:`reprobox.lock.checks.check_requirements_lock` returned, never
@@ -183,8 +197,10 @@ def lock_parts(pins: Sequence[Pin],
         for name in group.names:
             pin = by_name.get(_norm(name))
             if pin is None:
-                warnings.append(f"{name} is not in requirements.lock, so the image will not have "
-                                "it: re-lock with `reprobox lock <exp>`")
+                warnings.append(
+                    f"{name} is not in requirements.lock, so the image will not have "
+                    "it: re-lock with `reprobox lock <exp>`"
+                )
                 continue
             hashes = " ".join(f"--hash=sha256:{h}" for h in pin.hashes)
             files[group.file].append(f"{pin.name}=={pin.version} {hashes}")
@@ -195,15 +211,17 @@ def lock_parts(pins: Sequence[Pin],
             hashes = " ".join(f"--hash=sha256:{h}" for h in pin.hashes)
             files[groups[0].file].append(f"{pin.name}=={pin.version} {hashes}")
     header = "# Part of requirements.lock, checked and written by reprobox build (one layer).\n"
-    return {name: header + "".join(line + "\n" for line in lines)
-            for name, lines in files.items()}, warnings
+    return {
+        name: header + "".join(line + "\n" for line in lines) for name, lines in files.items()
+    }, warnings
 
 
 # --------------------------------------------------------------------------- the code
 
 
-def export_code(repo_root: Path, stored: StoredExperiment, paths: Iterable[str],
-                dest: Path) -> None:
+def export_code(
+    repo_root: Path, stored: StoredExperiment, paths: Iterable[str], dest: Path
+) -> None:
     """The folders ``paths`` (relative to ``repo_root``) at the recorded commit, patch applied.
 
     The whole commit is archived so that the recorded patch, whose paths are relative to the top
@@ -212,8 +230,9 @@ def export_code(repo_root: Path, stored: StoredExperiment, paths: Iterable[str],
     commit = validate_commit(stored.experiment.git.commit)
     top = proc.run(["git", "rev-parse", "--show-toplevel"], cwd=repo_root, check=False)
     if top.returncode != 0:
-        raise GitError(f"{repo_root} is not a git repository",
-                       "build from inside the experiment's repository")
+        raise GitError(
+            f"{repo_root} is not a git repository", "build from inside the experiment's repository"
+        )
     top_dir = Path(top.stdout.strip())
     try:
         below = Path(repo_root).resolve().relative_to(top_dir.resolve()).as_posix()
@@ -221,16 +240,21 @@ def export_code(repo_root: Path, stored: StoredExperiment, paths: Iterable[str],
         below = "."
     found = proc.run(["git", "cat-file", "-e", f"{commit}^{{commit}}"], cwd=top_dir, check=False)
     if found.returncode != 0:
-        raise GitError(f"commit {commit} is not in the repository at {top_dir}",
-                       "fetch it: `git fetch --all` (or push it from the machine where it was "
-                       "captured)")
+        raise GitError(
+            f"commit {commit} is not in the repository at {top_dir}",
+            "fetch it: `git fetch --all` (or push it from the machine where it was captured)",
+        )
     if dest.exists():
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
     with tempfile.TemporaryDirectory(prefix="reprobox-code-") as tmp:
         tarball = Path(tmp) / "code.tar"
-        proc.run(["git", "archive", "--format=tar", f"--output={tarball}", commit], cwd=top_dir,
-                 timeout=600, what="git archive of the experiment's code")
+        proc.run(
+            ["git", "archive", "--format=tar", f"--output={tarball}", commit],
+            cwd=top_dir,
+            timeout=600,
+            what="git archive of the experiment's code",
+        )
         tree = Path(tmp) / "tree"
         tree.mkdir()
         _safe_extract(tarball, tree)
@@ -340,8 +364,9 @@ class ContextLock:
             self.fd = None
 
 
-def assemble_context(repo_root: Path, stored: StoredExperiment, inputs: ContextInputs,
-                     dest: Optional[Path] = None) -> BuildContext:
+def assemble_context(
+    repo_root: Path, stored: StoredExperiment, inputs: ContextInputs, dest: Optional[Path] = None
+) -> BuildContext:
     """Write the build context for ``inputs.plan`` (see the module docstring)."""
     plan = inputs.plan
     dest = dest or context_dir(repo_root)
@@ -356,8 +381,10 @@ def assemble_context(repo_root: Path, stored: StoredExperiment, inputs: ContextI
     write_if_changed(tools / "packages.txt", ("\n".join(plan.expected) + "\n").encode())
     if plan.options.installer == "uv":
         if inputs.uv_binary is None:
-            raise UsageError("the uv installer was chosen but no uv binary was found",
-                             "install uv (`pip install uv`)")
+            raise UsageError(
+                "the uv installer was chosen but no uv binary was found",
+                "install uv (`pip install uv`)",
+            )
         _link_or_copy(inputs.uv_binary, tools / "uv")
     else:
         try:
@@ -383,7 +410,7 @@ def assemble_context(repo_root: Path, stored: StoredExperiment, inputs: ContextI
                 entry.unlink()
     elif (dest / "lock").exists():
         shutil.rmtree(dest / "lock")
-    wanted = link_into(inputs.artifacts, dest / "wheels")
+    wanted = place_wheels(wheel_folders(plan, inputs.artifacts), dest / "wheels")
 
     # replay/: post-install changes the image re-applies (manifest + the experiment's files)
     replay = dest / "replay"
@@ -405,6 +432,11 @@ def assemble_context(repo_root: Path, stored: StoredExperiment, inputs: ContextI
                 )
     elif src.exists():
         shutil.rmtree(src)
+    meta = dest / "meta"
+    if plan.copy_dirs and plan.options.buildkit:
+        write_meta(src, meta, plan)
+    elif meta.exists():
+        shutil.rmtree(meta)
 
     dockerfile = dest / "Dockerfile"
     write_if_changed(dockerfile, inputs.dockerfile.encode())
@@ -412,17 +444,166 @@ def assemble_context(repo_root: Path, stored: StoredExperiment, inputs: ContextI
     return BuildContext(dest, dockerfile, tuple(wanted), tuple(warnings))
 
 
-def write_replay(folder: Path, replay: Sequence[tuple[str, str, str, str]],
-                 files: Mapping[str, bytes]) -> None:
+def wheel_folders(plan: DockerPlan, artifacts: Sequence[Artifact]) -> dict[str, list[Artifact]]:
+    """The files of each install step's folder of ``wheels/``: each lock layer its own packages,
+    ``direct`` the VCS and archive packages, ``local`` the build backend of the project's own
+    packages. The build backend joins every folder that holds a file to build (an sdist).
+
+    A step bind-mounts its folder only, and BuildKit keys a step on the content of what it
+    mounts: a new version of a pure-Python package then leaves the compiled layer cached.
+    """
+    backend = [a for a in artifacts if a.origin == "build backend"]
+    direct = [a for a in artifacts if a.origin in ("vcs", "archive", "repository")]
+    locked = [
+        a for a in artifacts if a.origin not in ("build backend", "vcs", "archive", "repository")
+    ]
+    folders: dict[str, list[Artifact]] = {}
+    placed: set[str] = set()
+    for group in plan.lock_groups:
+        names = {_norm(n) for n in group.names}
+        folders[group.folder] = [a for a in locked if _norm(a.name) in names]
+        placed |= names
+    if plan.lock_groups:  # pins of no group go to the first layer, as in lock_parts
+        folders[plan.lock_groups[0].folder] += [a for a in locked if _norm(a.name) not in placed]
+    if plan.direct:
+        folders[DIRECT_WHEELS] = direct
+    for files in folders.values():
+        if any(not a.is_wheel for a in files):
+            files += backend
+    if plan.copy_dirs:
+        folders[LOCAL_WHEELS] = list(backend)
+    return folders
+
+
+def place_wheels(folders: Mapping[str, Sequence[Artifact]], wheels: Path) -> list[str]:
+    """Hard-link each folder's files into ``wheels/<folder>``; anything else there is removed
+    (the flat layout of older reprobox versions included)."""
+    wheels.mkdir(parents=True, exist_ok=True)
+    for entry in wheels.iterdir():
+        if entry.name not in folders or not entry.is_dir() or entry.is_symlink():
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+    names: set[str] = set()
+    for name, files in folders.items():
+        names.update(link_into(files, wheels / name))
+    return sorted(names)
+
+
+#: Build backends whose editable install of a project with a static ``[project]`` table reads
+#: the metadata and the package layout only (no module is imported, no file's content read).
+_METADATA_BACKENDS = {
+    "setuptools.build_meta": "setuptools",
+    "flit_core.buildapi": "flit-core",
+    "hatchling.build": "hatchling",
+}
+
+
+def _has_key(value: object, key: str) -> bool:
+    if isinstance(value, dict):
+        return key in value or any(_has_key(v, key) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_key(v, key) for v in value)
+    return False
+
+
+def reads_only_metadata(folder: Path, editable: bool) -> bool:
+    """Whether installing the package in ``folder`` reads its metadata and layout only.
+
+    True only for an editable install by a known backend (setuptools, flit, hatchling) of a
+    ``pyproject.toml`` that declares every field statically (no ``dynamic``: no version read
+    from a module), with no ``setup.py`` or ``setup.cfg``, no in-tree backend, no build
+    requirement but the backend (and ``wheel``), and no build hook or custom command: then
+    what it installs (metadata, entry points, the path hook into the code) does not depend on
+    the content of the Python files. Anything else: False (the install sees all of the code).
+    """
+    if not editable or (folder / "setup.py").exists() or (folder / "setup.cfg").exists():
+        return False
+    try:
+        data = tomllib.loads((folder / "pyproject.toml").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return False
+    project = data.get("project")
+    system = data.get("build-system")
+    if not isinstance(project, dict) or not isinstance(system, dict):
+        return False
+    if project.get("dynamic") or "version" not in project or "backend-path" in system:
+        return False
+    backend = _METADATA_BACKENDS.get(str(system.get("build-backend")))
+    requires = system.get("requires")
+    if backend is None or not isinstance(requires, list):
+        return False
+    for req in requires:
+        m = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", str(req))
+        if m is None or _norm(m.group(1)) not in (backend, "wheel"):
+            return False
+    tool_table = data.get("tool")
+    tool: dict[str, Any] = tool_table if isinstance(tool_table, dict) else {}
+    setuptools_conf = tool.get("setuptools", {})
+    if backend == "setuptools" and any(
+        _has_key(setuptools_conf, k) for k in ("cmdclass", "ext-modules", "dynamic")
+    ):
+        return False
+    if backend == "hatchling" and _has_key(tool.get("hatch", {}), "hooks"):
+        return False
+    return True
+
+
+def write_meta(src: Path, meta: Path, plan: DockerPlan) -> bool:
+    """``meta/``: what the install of the project's own packages sees (bind-mounted where the
+    code goes, for that step only); the code itself is copied into the image after it.
+
+    When every local package :func:`reads_only_metadata`, ``meta/`` is ``src/`` with each
+    Python file empty (same names, same folders; every other file as it is): the install step
+    then stays cached through a change to the code alone. Otherwise it is ``src/`` as it is.
+    Returns whether the Python files were emptied.
+    """
+    layout_only = bool(plan.local) and all(
+        reads_only_metadata(src if p.path == "." else src / p.path, p.editable) for p in plan.local
+    )
+    if meta.exists():
+        shutil.rmtree(meta)
+    meta.mkdir(parents=True)
+    for folder, dirs, files in os.walk(src):
+        rel = Path(folder).relative_to(src)
+        for name in dirs:
+            path = Path(folder) / name
+            if path.is_symlink():
+                os.symlink(os.readlink(path), meta / rel / name)
+            else:
+                (meta / rel / name).mkdir()
+        for name in files:
+            path, out = Path(folder) / name, meta / rel / name
+            if path.is_symlink():
+                os.symlink(os.readlink(path), out)
+            elif layout_only and name.endswith(".py"):
+                out.touch()
+                os.utime(out, ns=(_EPOCH * 10**9, _EPOCH * 10**9))
+            else:
+                try:
+                    os.link(path, out)
+                except OSError:
+                    shutil.copy2(path, out)
+    for folder, _dirs, _files in os.walk(meta, topdown=False):
+        os.utime(folder, ns=(_EPOCH * 10**9, _EPOCH * 10**9))
+    return layout_only
+
+
+def write_replay(
+    folder: Path, replay: Sequence[tuple[str, str, str, str]], files: Mapping[str, bytes]
+) -> None:
     """``manifest.json`` and the files of the post-install changes, for ``reinstate.py``."""
     folder.mkdir(parents=True, exist_ok=True)
     manifest = []
     for package, path, name, digest in replay:
         data = files.get(name)
         if data is None or hashlib.sha256(data).hexdigest() != digest:
-            raise UsageError(f"the recorded change to {path} of {package} ({name}) is not in the "
-                             "experiment as captured",
-                             "restore the folder from git (`git checkout -- .reprobox/`)")
+            raise UsageError(
+                f"the recorded change to {path} of {package} ({name}) is not in the "
+                "experiment as captured",
+                "restore the folder from git (`git checkout -- .reprobox/`)",
+            )
         write_if_changed(folder / name, data)
         manifest.append({"package": package, "path": path, "file": name, "sha256": digest})
     write_if_changed(folder / "manifest.json", json.dumps(manifest, indent=1).encode())
@@ -467,6 +648,10 @@ __all__ = [
     "context_dir",
     "export_code",
     "lock_parts",
+    "place_wheels",
+    "reads_only_metadata",
+    "wheel_folders",
+    "write_meta",
     "write_if_changed",
     "forward_index_config",
     "secrets_env_text",

@@ -31,8 +31,12 @@ from ..model import Environment
 
 #: Debian derivatives' releases -> the Debian release whose libraries they carry.
 DERIVED_FROM_DEBIAN = {
-    "bionic": "buster", "focal": "bullseye", "jammy": "bookworm", "noble": "trixie",
-    "oracular": "trixie", "plucky": "trixie",
+    "bionic": "buster",
+    "focal": "bullseye",
+    "jammy": "bookworm",
+    "noble": "trixie",
+    "oracular": "trixie",
+    "plucky": "trixie",
 }
 
 UBUNTU_CODENAMES = {"18.04": "bionic", "20.04": "focal", "22.04": "jammy", "24.04": "noble"}
@@ -43,20 +47,44 @@ UBUNTU_CODENAMES = {"18.04": "bionic", "20.04": "focal", "22.04": "jammy", "24.0
 # any combination, and --base-image overrides.
 _FIRST_PATCH = {
     "buster": {(3, 5): 0, (3, 6): 0, (3, 7): 0, (3, 8): 0, (3, 9): 0, (3, 10): 0, (3, 11): 0},
-    "bullseye": {(3, 6): 14, (3, 7): 11, (3, 8): 11, (3, 9): 6, (3, 10): 0, (3, 11): 0,
-                 (3, 12): 0, (3, 13): 0},
-    "bookworm": {(3, 7): 17, (3, 8): 17, (3, 9): 17, (3, 10): 12, (3, 11): 4, (3, 12): 0,
-                 (3, 13): 0, (3, 14): 0},
+    "bullseye": {
+        (3, 6): 14,
+        (3, 7): 11,
+        (3, 8): 11,
+        (3, 9): 6,
+        (3, 10): 0,
+        (3, 11): 0,
+        (3, 12): 0,
+        (3, 13): 0,
+    },
+    "bookworm": {
+        (3, 7): 17,
+        (3, 8): 17,
+        (3, 9): 17,
+        (3, 10): 12,
+        (3, 11): 4,
+        (3, 12): 0,
+        (3, 13): 0,
+        (3, 14): 0,
+    },
     "trixie": {(3, 9): 23, (3, 10): 18, (3, 11): 13, (3, 12): 11, (3, 13): 6, (3, 14): 0},
 }
 _NEXT = {"buster": "bookworm", "bullseye": "trixie", "bookworm": None, "trixie": None}
 
 # CUDA X.Y -> (the runtime image's X.Y.Z, Ubuntu release), from NVIDIA's published tags.
 _CUDA_IMAGES = {
-    "11.7": ("11.7.1", "22.04"), "11.8": ("11.8.0", "22.04"), "12.0": ("12.0.1", "22.04"),
-    "12.1": ("12.1.1", "22.04"), "12.2": ("12.2.2", "22.04"), "12.3": ("12.3.2", "22.04"),
-    "12.4": ("12.4.1", "22.04"), "12.5": ("12.5.1", "22.04"), "12.6": ("12.6.3", "24.04"),
-    "12.8": ("12.8.1", "24.04"), "12.9": ("12.9.1", "24.04"), "13.0": ("13.0.1", "24.04"),
+    "11.7": ("11.7.1", "22.04"),
+    "11.8": ("11.8.0", "22.04"),
+    "12.0": ("12.0.1", "22.04"),
+    "12.1": ("12.1.1", "22.04"),
+    "12.2": ("12.2.2", "22.04"),
+    "12.3": ("12.3.2", "22.04"),
+    "12.4": ("12.4.1", "22.04"),
+    "12.5": ("12.5.1", "22.04"),
+    "12.6": ("12.6.3", "24.04"),
+    "12.8": ("12.8.1", "24.04"),
+    "12.9": ("12.9.1", "24.04"),
+    "13.0": ("13.0.1", "24.04"),
 }
 
 
@@ -229,16 +257,21 @@ def pyproject_base_warning(repo_root: Optional[Path]) -> Optional[str]:
         text = path.read_text(encoding="utf-8", errors="replace")
     except OSError:
         return None
-    if not re.search(r"(?m)^\s*\[\s*tool\s*\.\s*reprobox\s*\]", text) or \
-            not re.search(r"(?m)^\s*[\"']?base[-_]image", text):
+    if not re.search(r"(?m)^\s*\[\s*tool\s*\.\s*reprobox\s*\]", text) or not re.search(
+        r"(?m)^\s*[\"']?base[-_]image", text
+    ):
         return None
-    return (f"[tool.reprobox] base-image in {path.name} is ignored: a base image is never taken "
-            "from the checkout; pass --base-image, or set `base-image` under [build] in "
-            f"{user_config_path()} on this machine")
+    return (
+        f"[tool.reprobox] base-image in {path.name} is ignored: a base image is never taken "
+        "from the checkout; pass --base-image, or set `base-image` under [build] in "
+        f"{user_config_path()} on this machine"
+    )
 
 
 def select_base_image(
-    environment: Environment, *, override: Optional[str] = None,
+    environment: Environment,
+    *,
+    override: Optional[str] = None,
     config_file: Optional[Path] = None,
 ) -> tuple[str, str]:
     """The base image and where the choice came from: ``flag``, ``config`` or ``auto``.
@@ -275,7 +308,9 @@ def explain_base_choice(environment: Environment, image: str, source: str) -> st
         return f"base image {image} (from {user_config_path()})"
     if image.startswith("nvidia/cuda:"):
         hw = environment.hardware
-        return (f"base image {image} (GPU capture: CUDA {hw.cuda_runtime}"
-                f"{', cuDNN ' + hw.cudnn if hw.cudnn else ''})")
+        return (
+            f"base image {image} (GPU capture: CUDA {hw.cuda_runtime}"
+            f"{', cuDNN ' + hw.cudnn if hw.cudnn else ''})"
+        )
     _code, why = debian_codename_for(environment)
     return f"base image {image} ({why})"

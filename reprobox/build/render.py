@@ -30,14 +30,27 @@ from . import images
 WORKDIR = "/workspace"
 #: Where build-time files (lock, wheels, tools) are mounted during RUN steps; never in a layer.
 STAGE = "/tmp/reprobox"
+#: Folders of the context's ``wheels/`` (one per install step, so that a step's cache key is
+#: what it installs): ``direct`` (VCS and archive packages), ``local`` (the build backend the
+#: project's own packages need); each lock layer has its own (:attr:`LockGroup.folder`).
+DIRECT_WHEELS = "direct"
+LOCAL_WHEELS = "local"
 #: Where the image's apt step lists the system packages it could not install at their recorded
 #: version ("name recorded installed", "-" for none); read back for the verdict.
 SUBSTITUTIONS_FILE = "/etc/reprobox/substitutions"
 
 INSTALLERS = ("uv", "pip")
 
-_ARCH_TO_DEB = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64",
-                "armv7l": "armhf", "ppc64le": "ppc64el", "s390x": "s390x", "i686": "i386"}
+_ARCH_TO_DEB = {
+    "x86_64": "amd64",
+    "amd64": "amd64",
+    "aarch64": "arm64",
+    "arm64": "arm64",
+    "armv7l": "armhf",
+    "ppc64le": "ppc64el",
+    "s390x": "s390x",
+    "i686": "i386",
+}
 
 
 @dataclass(frozen=True)
@@ -91,7 +104,8 @@ IMAGE_KEYRINGS = ("debian-archive-keyring.gpg", "ubuntu-archive-keyring.gpg")
 ARCHIVE_HOSTS = re.compile(
     r"(deb|security|snapshot|ftp|archive)\.debian\.org|ftp\.[a-z]{2}\.debian\.org"
     r"|(archive|security|ports|snapshot|old-releases)\.ubuntu\.com"
-    r"|[a-z]{2}\.archive\.ubuntu\.com")
+    r"|[a-z]{2}\.archive\.ubuntu\.com"
+)
 
 
 def is_archive_host(uri: str) -> bool:
@@ -101,8 +115,12 @@ def is_archive_host(uri: str) -> bool:
         port = parts.port
     except ValueError:
         return False
-    return (parts.scheme in ("http", "https") and port is None and parts.username is None
-            and bool(ARCHIVE_HOSTS.fullmatch(parts.hostname or "")))
+    return (
+        parts.scheme in ("http", "https")
+        and port is None
+        and parts.username is None
+        and bool(ARCHIVE_HOSTS.fullmatch(parts.hostname or ""))
+    )
 
 
 def apt_sources_file(environment: Environment) -> tuple[tuple[str, ...], list[str]]:
@@ -115,12 +133,16 @@ def apt_sources_file(environment: Environment) -> tuple[tuple[str, ...], list[st
     for i, src in enumerate(environment.apt_sources):
         validate.apt_source(src, f"apt_sources[{i}]")
         if not is_archive_host(src.uri):
-            warnings.append(f"the apt source {src.uri} is not one of Debian's or Ubuntu's own "
-                            "archives: not used in the image (the base image's sources are)")
+            warnings.append(
+                f"the apt source {src.uri} is not one of Debian's or Ubuntu's own "
+                "archives: not used in the image (the base image's sources are)"
+            )
             continue
         if src.signed_by is not None and src.signed_by not in IMAGE_KEYRINGS:
-            warnings.append(f"the apt source {src.uri} is signed by {src.signed_by}, a key the "
-                            "base image does not hold: not used in the image")
+            warnings.append(
+                f"the apt source {src.uri} is signed by {src.signed_by}, a key the "
+                "base image does not hold: not used in the image"
+            )
             continue
         if lines:
             lines.append("")
@@ -156,12 +178,17 @@ class LockGroup:
     title: str
     names: tuple[str, ...]
 
+    @property
+    def folder(self) -> str:
+        """Its folder of the context's ``wheels/``: what this layer installs, nothing else."""
+        return "lock-" + self.file.rsplit(".", 1)[0]
+
 
 #: Packages with compiled extensions (large, and updated rarely) go in the first layer, pure-Python
 #: ones in the second: moving a pure-Python package then rebuilds only the smaller layer.
 _GROUP_TITLES = {
     "compiled.txt": "Locked Python packages, layer 1 of 2: those with compiled extensions "
-                    "(large, rarely changed).",
+    "(large, rarely changed).",
     "pure.txt": "Locked Python packages, layer 2 of 2: pure Python.",
     "all.txt": "Locked Python packages.",
 }
@@ -177,8 +204,10 @@ def lock_groups(packages: list[Package]) -> tuple[LockGroup, ...]:
     if not compiled or not pure:
         names = compiled or pure
         return (LockGroup("all.txt", _GROUP_TITLES["all.txt"], names),) if names else ()
-    return (LockGroup("compiled.txt", _GROUP_TITLES["compiled.txt"], compiled),
-            LockGroup("pure.txt", _GROUP_TITLES["pure.txt"], pure))
+    return (
+        LockGroup("compiled.txt", _GROUP_TITLES["compiled.txt"], compiled),
+        LockGroup("pure.txt", _GROUP_TITLES["pure.txt"], pure),
+    )
 
 
 @dataclass(frozen=True)
@@ -251,8 +280,10 @@ def _system_plan(environment: Environment, base_image: str) -> tuple[SystemPlan,
         if spkg.arch is not None:
             validate.apt_arch(spkg.arch, f"{where}.arch")
             if spkg.arch not in ("all", native):
-                warnings.append(f"system package {spkg.name}:{spkg.arch} is for another "
-                                "architecture than the image; skipped")
+                warnings.append(
+                    f"system package {spkg.name}:{spkg.arch} is for another "
+                    "architecture than the image; skipped"
+                )
                 continue
         specs.append(f"{spkg.name}={spkg.version}" if same_release else spkg.name)
         recorded.append(f"{spkg.name}={spkg.version}")
@@ -268,17 +299,24 @@ def _system_plan(environment: Environment, base_image: str) -> tuple[SystemPlan,
         warnings += source_warnings
         if sources:
             snapshots = sorted({s.snapshot for s in environment.apt_sources if s.snapshot})
-            note += (" From the capture host's apt sources"
-                     + (f" (archive state {', '.join(snapshots)})" if snapshots else "") + ".")
-        return SystemPlan(tuple(specs), True, note, None, cache_key, sources,
-                          tuple(recorded)), warnings
+            note += (
+                " From the capture host's apt sources"
+                + (f" (archive state {', '.join(snapshots)})" if snapshots else "")
+                + "."
+            )
+        return SystemPlan(
+            tuple(specs), True, note, None, cache_key, sources, tuple(recorded)
+        ), warnings
     base_desc = str(target) if target else f"unknown (from {base_image})"
-    warning = (f"reprobox: warning: system packages are not pinned: the capture host runs "
-               f"{host_desc}, the base image's distribution is {base_desc}; versions will differ")
+    warning = (
+        f"reprobox: warning: system packages are not pinned: the capture host runs "
+        f"{host_desc}, the base image's distribution is {base_desc}; versions will differ"
+    )
     warnings.append(warning.removeprefix("reprobox: warning: "))
     note = f"Unpinned: the capture host ({host_desc}) is not the base's release ({base_desc})."
-    return SystemPlan(tuple(specs), False, note, warning, cache_key,
-                      recorded=tuple(recorded)), warnings
+    return SystemPlan(
+        tuple(specs), False, note, warning, cache_key, recorded=tuple(recorded)
+    ), warnings
 
 
 def recorded_pip(environment: Environment) -> Optional[str]:
@@ -313,8 +351,9 @@ def sealed_source(pkg: Package, where: str) -> str:
     return src.path
 
 
-def direct_source(pkg: Package, where: str,
-                  pip_version: Optional[str] = None) -> tuple[str, DirectSource]:
+def direct_source(
+    pkg: Package, where: str, pip_version: Optional[str] = None
+) -> tuple[str, DirectSource]:
     """The requirement line installing a VCS or archive package from the context's wheels, and
     what the host must fetch for it (without credentials) into its wheelhouse.
 
@@ -328,25 +367,39 @@ def direct_source(pkg: Package, where: str,
         commit = validate.vcs_commit(src.commit, f"{where}.commit")
         vcs = src.vcs or "git"
         if vcs != "git":
-            raise UsageError(f"package {pkg.name} was installed from a {vcs} repository",
-                             "only git sources can be fetched for a rebuild; install the package "
-                             "from an index or a git repository and re-capture")
+            raise UsageError(
+                f"package {pkg.name} was installed from a {vcs} repository",
+                "only git sources can be fetched for a rebuild; install the package "
+                "from an index or a git repository and re-capture",
+            )
         url = str(src.url)
-        sub = (validate.relpath(f"{where}.subdirectory", src.subdirectory)
-               if src.subdirectory else None)
+        sub = (
+            validate.relpath(f"{where}.subdirectory", src.subdirectory)
+            if src.subdirectory
+            else None
+        )
         sealed = None
         if url.startswith("file:") or url.startswith("git+file:"):
             sealed = sealed_source(pkg, where)
-        direct = DirectSource(pkg.name, pkg.version, "vcs", url, commit=commit, subdirectory=sub,
-                              hash=src.hash if sealed else None, sealed=sealed)
+        direct = DirectSource(
+            pkg.name,
+            pkg.version,
+            "vcs",
+            url,
+            commit=commit,
+            subdirectory=sub,
+            hash=src.hash if sealed else None,
+            sealed=sealed,
+        )
     else:
         validate.url(f"{where}.url", src.url, validate.ARCHIVE_SCHEMES)
         url = str(src.url).split("#", 1)[0]
         if src.hash:
             validate.archive_hash(src.hash, f"{where}.hash")
         if src.subdirectory:
-            fragment.append("subdirectory=" + validate.relpath(f"{where}.subdirectory",
-                                                               src.subdirectory))
+            fragment.append(
+                "subdirectory=" + validate.relpath(f"{where}.subdirectory", src.subdirectory)
+            )
         repo_path = None
         if url.startswith("file:"):
             if not src.path or src.path.startswith("/"):
@@ -357,14 +410,16 @@ def direct_source(pkg: Package, where: str,
                     "index, and re-capture",
                 )
             repo_path = validate.relpath(f"{where}.path", src.path, allow_dot=False)
-        direct = DirectSource(pkg.name, pkg.version, "archive", url, hash=src.hash,
-                              repo_path=repo_path)
+        direct = DirectSource(
+            pkg.name, pkg.version, "archive", url, hash=src.hash, repo_path=repo_path
+        )
     file_name = direct.filename
     validate.relpath(f"{where} file name", file_name, allow_dot=False)
     if "/" in file_name:
         raise ValidationError(f"{where}.url", src.url, "does not end in a file name")
-    line = url_requirement(pkg.name, f"file://{STAGE}/wheels/{file_name}", pip_version,
-                           tuple(fragment))
+    line = url_requirement(
+        pkg.name, f"file://{STAGE}/wheels/{DIRECT_WHEELS}/{file_name}", pip_version, tuple(fragment)
+    )
     return line, direct
 
 
@@ -379,8 +434,11 @@ def replay_plan(environment: Environment) -> tuple[tuple[str, str, str, str], ..
         validate.package_name(c.package, f"{where}.package")
         validate.relpath(f"{where}.path", c.path, allow_dot=False)
         if c.change != "modified" or c.path.endswith(".pth"):
-            raise ValidationError(f"{where}.replay", c.replay,
-                                  "only a modified file a package installed is re-applied")
+            raise ValidationError(
+                f"{where}.replay",
+                c.replay,
+                "only a modified file a package installed is re-applied",
+            )
         if not FILE_NAME_RE.match(c.replay):
             raise ValidationError(f"{where}.replay", c.replay, "is not a file of the experiment")
         if not c.sha256 or not re.fullmatch(r"[0-9a-f]{64}", c.sha256):
@@ -458,11 +516,15 @@ def plan_image(
     paths = {item.path for item in local}
     copy_dirs = tuple(
         CopyDir("" if p == "." else p + "/", options.workdir + ("/" if p == "." else f"/{p}/"))
-        for p in sorted(paths) if not _nested_in(p, paths)
+        for p in sorted(paths)
+        if not _nested_in(p, paths)
     )
 
-    base_repo = base_image.split("@")[0].rsplit(":", 1)[0] if ":" in base_image.split("/")[-1] \
+    base_repo = (
+        base_image.split("@")[0].rsplit(":", 1)[0]
+        if ":" in base_image.split("/")[-1]
         else base_image.split("@")[0]
+    )
     install_python = base_repo.split("/")[-1] == "cuda"
     if install_python and options.installer != "uv":
         raise UsageError(
@@ -478,8 +540,10 @@ def plan_image(
         ("reprobox.experiment", exp_id),
         ("reprobox.env-digest", validate.digest(environment.digest, "environment digest")),
         ("reprobox.python", version),
-        ("org.opencontainers.image.title", validate.label_value(
-            f"reprobox experiment {experiment.name}", "name")),
+        (
+            "org.opencontainers.image.title",
+            validate.label_value(f"reprobox experiment {experiment.name}", "name"),
+        ),
         ("org.opencontainers.image.revision", validate.vcs_commit(git.commit, "git.commit")),
         ("org.opencontainers.image.base.name", base_image),
     ]
@@ -543,6 +607,8 @@ def render_plan(plan: DockerPlan, part: str = "all", system_image: Optional[str]
         installer=opts.installer,
         workdir=opts.workdir,
         stage=STAGE,
+        direct_folder=DIRECT_WHEELS,
+        local_folder=LOCAL_WHEELS,
         uv=f"{STAGE}/tools/uv",
         substitutions_file=SUBSTITUTIONS_FILE,
     )

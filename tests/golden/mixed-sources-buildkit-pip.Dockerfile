@@ -52,37 +52,43 @@ RUN --mount=type=cache,target=/var/cache/apt,id=reprobox-apt-debian-bookworm,sha
 # Locked Python packages.
 # Installed exactly as locked, offline from the host's hash-checked wheelhouse: no index, no secret.
 RUN --mount=type=bind,source=lock/all.txt,target=/tmp/reprobox/lock/all.txt \
-    --mount=type=bind,source=wheels,target=/tmp/reprobox/wheels \
+    --mount=type=bind,source=wheels/lock-all,target=/tmp/reprobox/wheels/lock-all \
     --mount=type=bind,source=tools,target=/tmp/reprobox/tools \
     set -eu; \
     PIP_ROOT_USER_ACTION=ignore python3.11 -m pip install --no-deps --require-hashes --no-input --disable-pip-version-check \
-        --no-index --no-cache-dir --find-links /tmp/reprobox/wheels \
+        --no-index --no-cache-dir --find-links /tmp/reprobox/wheels/lock-all \
         --requirement /tmp/reprobox/lock/all.txt
 
 # Python packages installed from a VCS commit or an archive URL: fetched by the host without
 # credentials into its wheelhouse, installed here offline.
-RUN --mount=type=bind,source=wheels,target=/tmp/reprobox/wheels \
+RUN --mount=type=bind,source=wheels/direct,target=/tmp/reprobox/wheels/direct \
     --mount=type=bind,source=tools,target=/tmp/reprobox/tools \
     set -eu; \
     PIP_ROOT_USER_ACTION=ignore python3.11 -m pip install --no-deps --no-input --disable-pip-version-check \
-        --no-index --no-cache-dir --find-links /tmp/reprobox/wheels \
-        'pyjokes @ file:///tmp/reprobox/wheels/pyjokes-0.6.0-3b3b7f6a8f6e.tar.gz' \
-        'tomli @ file:///tmp/reprobox/wheels/tomli-2.0.1-py3-none-any.whl'
+        --no-index --no-cache-dir --find-links /tmp/reprobox/wheels/direct \
+        'pyjokes @ file:///tmp/reprobox/wheels/direct/pyjokes-0.6.0-3b3b7f6a8f6e.tar.gz' \
+        'tomli @ file:///tmp/reprobox/wheels/direct/tomli-2.0.1-py3-none-any.whl'
 
-# The project's own packages, at the experiment's commit. They sit where `reprobox run` mounts
-# the checkout, so an editable install in the image points into the mounted code at run time.
-# Editable installs are PEP 660 ones (--use-pep517 for pip; uv always): their metadata and entry
-# points live in site-packages, not in the folder the mounted checkout hides (a legacy
-# `setup.py develop` would leave its egg-info there).
-COPY ["src/", "/workspace/"]
-RUN --mount=type=bind,source=wheels,target=/tmp/reprobox/wheels \
+# The project's own packages, installed where `reprobox run` mounts the checkout, so an editable
+# install in the image points into the mounted code at run time. Editable installs are PEP 660
+# ones (--use-pep517 for pip; uv always): their metadata and entry points live in site-packages,
+# not in the folder the mounted checkout hides (a legacy `setup.py develop` would leave its
+# egg-info there).
+# The install sees meta/ (what it reads: the packages' metadata and layout, or all of the code
+# when it may read more), mounted for this step only; the code itself is copied in last, so a
+# change to the code alone rebuilds no install step.
+RUN --mount=type=bind,source=wheels/local,target=/tmp/reprobox/wheels/local \
+    --mount=type=bind,source=meta,target=/workspace,rw \
     --mount=type=bind,source=tools,target=/tmp/reprobox/tools \
     set -eu; \
-    PIP_ROOT_USER_ACTION=ignore python3.11 -m pip install --no-deps --no-input --disable-pip-version-check --use-pep517 --no-index --no-cache-dir --find-links /tmp/reprobox/wheels \
+    PIP_ROOT_USER_ACTION=ignore python3.11 -m pip install --no-deps --no-input --disable-pip-version-check --use-pep517 --no-index --no-cache-dir --find-links /tmp/reprobox/wheels/local \
         /workspace/libs/helpers \
         --editable /workspace; \
     extra="$(python3.11 /tmp/reprobox/tools/prune.py /tmp/reprobox/tools/packages.txt)"; \
     if [ -n "$extra" ]; then PIP_ROOT_USER_ACTION=ignore python3.11 -m pip uninstall --yes $extra; fi
+
+# The project's code at the experiment's commit (+ patch), where the editable installs point.
+COPY ["src/", "/workspace/"]
 
 WORKDIR /workspace
 LABEL reprobox.experiment="a43f73f7d802" \

@@ -56,17 +56,17 @@ COPY ["lock/", "/tmp/reprobox/lock/"]
 # Installed exactly as locked, offline from the host's hash-checked wheelhouse: no index, no secret.
 RUN set -eu; \
     PIP_ROOT_USER_ACTION=ignore python3.11 -m pip install --no-deps --require-hashes --no-input --disable-pip-version-check \
-        --no-index --no-cache-dir --find-links /tmp/reprobox/wheels \
+        --no-index --no-cache-dir --find-links /tmp/reprobox/wheels/lock-all \
         --requirement /tmp/reprobox/lock/all.txt
 
-# The project's own packages, at the experiment's commit. They sit where `reprobox run` mounts
-# the checkout, so an editable install in the image points into the mounted code at run time.
-# Editable installs are PEP 660 ones (--use-pep517 for pip; uv always): their metadata and entry
-# points live in site-packages, not in the folder the mounted checkout hides (a legacy
-# `setup.py develop` would leave its egg-info there).
+# The project's own packages, installed where `reprobox run` mounts the checkout, so an editable
+# install in the image points into the mounted code at run time. Editable installs are PEP 660
+# ones (--use-pep517 for pip; uv always): their metadata and entry points live in site-packages,
+# not in the folder the mounted checkout hides (a legacy `setup.py develop` would leave its
+# egg-info there).
 COPY ["src/", "/workspace/"]
 RUN set -eu; \
-    PIP_ROOT_USER_ACTION=ignore python3.11 -m pip install --no-deps --no-input --disable-pip-version-check --use-pep517 --no-index --no-cache-dir --find-links /tmp/reprobox/wheels \
+    PIP_ROOT_USER_ACTION=ignore python3.11 -m pip install --no-deps --no-input --disable-pip-version-check --use-pep517 --no-index --no-cache-dir --find-links /tmp/reprobox/wheels/local \
         --editable /workspace; \
     extra="$(python3.11 /tmp/reprobox/tools/prune.py /tmp/reprobox/tools/packages.txt)"; \
     if [ -n "$extra" ]; then PIP_ROOT_USER_ACTION=ignore python3.11 -m pip uninstall --yes $extra; fi

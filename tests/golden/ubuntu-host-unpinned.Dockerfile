@@ -53,26 +53,32 @@ RUN --mount=type=cache,target=/var/cache/apt,id=reprobox-apt-debian-bookworm,sha
 # Locked Python packages.
 # Installed exactly as locked, offline from the host's hash-checked wheelhouse: no index, no secret.
 RUN --mount=type=bind,source=lock/all.txt,target=/tmp/reprobox/lock/all.txt \
-    --mount=type=bind,source=wheels,target=/tmp/reprobox/wheels \
+    --mount=type=bind,source=wheels/lock-all,target=/tmp/reprobox/wheels/lock-all \
     --mount=type=bind,source=tools,target=/tmp/reprobox/tools \
     set -eu; \
     /tmp/reprobox/tools/uv pip install --python python3.11 --system --break-system-packages \
-        --require-hashes --no-deps --offline --no-index --no-cache --find-links /tmp/reprobox/wheels --link-mode copy --compile-bytecode \
+        --require-hashes --no-deps --offline --no-index --no-cache --find-links /tmp/reprobox/wheels/lock-all --link-mode copy --compile-bytecode \
         --requirement /tmp/reprobox/lock/all.txt
 
-# The project's own packages, at the experiment's commit. They sit where `reprobox run` mounts
-# the checkout, so an editable install in the image points into the mounted code at run time.
-# Editable installs are PEP 660 ones (--use-pep517 for pip; uv always): their metadata and entry
-# points live in site-packages, not in the folder the mounted checkout hides (a legacy
-# `setup.py develop` would leave its egg-info there).
-COPY ["src/", "/workspace/"]
-RUN --mount=type=bind,source=wheels,target=/tmp/reprobox/wheels \
+# The project's own packages, installed where `reprobox run` mounts the checkout, so an editable
+# install in the image points into the mounted code at run time. Editable installs are PEP 660
+# ones (--use-pep517 for pip; uv always): their metadata and entry points live in site-packages,
+# not in the folder the mounted checkout hides (a legacy `setup.py develop` would leave its
+# egg-info there).
+# The install sees meta/ (what it reads: the packages' metadata and layout, or all of the code
+# when it may read more), mounted for this step only; the code itself is copied in last, so a
+# change to the code alone rebuilds no install step.
+RUN --mount=type=bind,source=wheels/local,target=/tmp/reprobox/wheels/local \
+    --mount=type=bind,source=meta,target=/workspace,rw \
     --mount=type=bind,source=tools,target=/tmp/reprobox/tools \
     set -eu; \
-    /tmp/reprobox/tools/uv pip install --python python3.11 --system --break-system-packages --no-deps --offline --no-index --no-cache --find-links /tmp/reprobox/wheels --link-mode copy \
+    /tmp/reprobox/tools/uv pip install --python python3.11 --system --break-system-packages --no-deps --offline --no-index --no-cache --find-links /tmp/reprobox/wheels/local --link-mode copy \
         --editable /workspace; \
     extra="$(python3.11 /tmp/reprobox/tools/prune.py /tmp/reprobox/tools/packages.txt)"; \
     if [ -n "$extra" ]; then /tmp/reprobox/tools/uv pip uninstall --python python3.11 --system --break-system-packages $extra; fi
+
+# The project's code at the experiment's commit (+ patch), where the editable installs point.
+COPY ["src/", "/workspace/"]
 
 WORKDIR /workspace
 LABEL reprobox.experiment="1f02963194a9" \

@@ -22,6 +22,7 @@ from reprobox.lock.uv import find_uv
 from reprobox.build.render import RenderOptions, plan_image
 from reprobox.errors import LockError, UsageError
 from reprobox.lock import read_index_config
+from reprobox.lock.wheelhouse import Artifact
 from reprobox.model import Package, PackageSource
 from reprobox.store import Store
 
@@ -63,8 +64,10 @@ def test_lock_parts_split_by_layer_and_name_what_is_missing() -> None:
     from reprobox.lock.checks import Pin
 
     pins = (Pin("numpy", "1.26.4", ("a" * 64,), 1), Pin("tqdm", "4.66.1", ("b" * 64, "c" * 64), 3))
-    groups = (LockGroup("compiled.txt", "", ("numpy",)), LockGroup("pure.txt", "", ("tqdm",
-                                                                                   "gone")))
+    groups = (
+        LockGroup("compiled.txt", "", ("numpy",)),
+        LockGroup("pure.txt", "", ("tqdm", "gone")),
+    )
     parts, warnings = lock_parts(pins, groups)
     assert "numpy==1.26.4" in parts["compiled.txt"] and "tqdm" not in parts["compiled.txt"]
     assert parts["pure.txt"].count("--hash=") == 2
@@ -99,8 +102,7 @@ def test_no_index_configuration_reaches_the_build(tmp_path: Path) -> None:
 
 
 def test_a_proxy_on_localhost_warns_about_the_network_mode(tmp_path: Path) -> None:
-    fwd = forward_index_config(_config(tmp_path, HTTP_PROXY="http://127.0.0.1:3128",
-                                       PIP_CERT=""))
+    fwd = forward_index_config(_config(tmp_path, HTTP_PROXY="http://127.0.0.1:3128", PIP_CERT=""))
     assert any("--network host" in w for w in fwd.warnings)
 
 
@@ -113,15 +115,20 @@ def test_the_secret_env_file_round_trips_through_a_real_shell(tmp_path: Path) ->
     tricky = "https://u:p'a$s\"w`o rd@x.example/simple"
     path = tmp_path / "env"
     path.write_text(secrets_env_text({"PIP_INDEX_URL": tricky, "NO_PROXY": "a,b", "1BAD": "x"}))
-    out = subprocess.run(["sh", "-c", '. "$1"; printf %s "$PIP_INDEX_URL"', "sh", str(path)],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["sh", "-c", '. "$1"; printf %s "$PIP_INDEX_URL"', "sh", str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert out == tricky
     assert "1BAD" not in path.read_text()
 
 
 def test_secret_files_are_private_and_removed(tmp_path: Path) -> None:
-    fwd = forward_index_config(_config(tmp_path, HTTPS_PROXY="http://t:tok@proxy.example:3128",
-                                       PIP_CERT=""))
+    fwd = forward_index_config(
+        _config(tmp_path, HTTPS_PROXY="http://t:tok@proxy.example:3128", PIP_CERT="")
+    )
     assert fwd.has_secret_values
     with SecretFiles(fwd) as files:
         env_file = files["reprobox-env"]
@@ -136,12 +143,24 @@ def test_secret_files_are_private_and_removed(tmp_path: Path) -> None:
 
 def _stored(repo: Path, *, patch: str | None = None):  # type: ignore[no-untyped-def]
     exp, env = small()
-    env = replace(env, packages=env.packages + (
-        Package("helpers", "0.2.0", PackageSource("directory", path="libs/helpers",
-                                                  editable=False, in_repo=True)),))
+    env = replace(
+        env,
+        packages=env.packages
+        + (
+            Package(
+                "helpers",
+                "0.2.0",
+                PackageSource("directory", path="libs/helpers", editable=False, in_repo=True),
+            ),
+        ),
+    )
     commit = git(repo, "rev-parse", "HEAD").strip()
-    exp = replace(exp, git=replace(exp.git, commit=commit, patch="patch.diff" if patch else None,
-                                   dirty=bool(patch)))
+    exp = replace(
+        exp,
+        git=replace(
+            exp.git, commit=commit, patch="patch.diff" if patch else None, dirty=bool(patch)
+        ),
+    )
     exp = with_env(exp, env)
     files = {"requirements.lock": LOCK, "pylock.toml": (FIXTURES / "pylock.toml").read_text()}
     if patch:
@@ -186,16 +205,34 @@ def test_export_code_applies_the_recorded_patch(git_repo: Path, tmp_path: Path) 
     assert not (dest / ".git").exists()
 
 
-def test_a_same_size_change_in_the_same_second_changes_the_mtime(git_repo: Path,
-                                                                   tmp_path: Path) -> None:
+def test_a_same_size_change_in_the_same_second_changes_the_mtime(
+    git_repo: Path, tmp_path: Path
+) -> None:
     """BuildKit resends a context file only when its size or mtime changed."""
     repo = _project(git_repo)
-    same_second = {**os.environ, "GIT_COMMITTER_DATE": "@1700000000 +0000",
-                   "GIT_AUTHOR_DATE": "@1700000000 +0000"}
+    same_second = {
+        **os.environ,
+        "GIT_COMMITTER_DATE": "@1700000000 +0000",
+        "GIT_AUTHOR_DATE": "@1700000000 +0000",
+    }
 
     def commit(message: str) -> None:
-        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.com", "commit",
-                        "-qam", message, "--allow-empty"], cwd=repo, env=same_second, check=True)
+        subprocess.run(
+            [
+                "git",
+                "-c",
+                "user.name=t",
+                "-c",
+                "user.email=t@example.com",
+                "commit",
+                "-qam",
+                message,
+                "--allow-empty",
+            ],
+            cwd=repo,
+            env=same_second,
+            check=True,
+        )
 
     commit("first")
     first = _stored(repo)
@@ -217,18 +254,23 @@ def test_assemble_context_layout(git_repo: Path, tmp_path: Path) -> None:
     stored = _stored(repo)
     uv = find_uv()
     assert uv is not None, "uv is a test dependency"
-    plan = plan_image(stored.experiment, stored.environment,
-                      base_image="python:3.11.7-slim-bookworm", options=RenderOptions())
+    plan = plan_image(
+        stored.experiment,
+        stored.environment,
+        base_image="python:3.11.7-slim-bookworm",
+        options=RenderOptions(),
+    )
     dest = tmp_path / "ctx"
-    ctx = assemble_context(repo, stored, ContextInputs(plan, "FROM scratch\n", uv, _pins()),
-                           dest)
+    ctx = assemble_context(repo, stored, ContextInputs(plan, "FROM scratch\n", uv, _pins()), dest)
     names = sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file())
     assert "Dockerfile" in names and "lock/all.txt" in names and "tools/uv" in names
     assert "tools/prune.py" in names and "tools/packages.txt" in names
     assert "src/libs/helpers/setup.py" in names and "src/pyproject.toml" in names
     assert (dest / "tools" / "packages.txt").read_text().split() == sorted(plan.expected)
-    assert os.path.samefile(dest / "tools" / "uv", uv) or (dest / "tools" / "uv").stat().st_size \
-        == uv.stat().st_size
+    assert (
+        os.path.samefile(dest / "tools" / "uv", uv)
+        or (dest / "tools" / "uv").stat().st_size == uv.stat().st_size
+    )
     # A second assembly keeps unchanged files as they are (same mtime: BuildKit skips them).
     before = (dest / "lock" / "all.txt").stat().st_mtime_ns
     assemble_context(repo, stored, ContextInputs(plan, "FROM scratch\n", uv, _pins()), dest)
@@ -239,12 +281,16 @@ def test_assemble_context_layout(git_repo: Path, tmp_path: Path) -> None:
 def test_assemble_context_without_a_lock_names_the_fix(git_repo: Path, tmp_path: Path) -> None:
     repo = _project(git_repo)
     stored = _stored(repo)
-    plan = plan_image(stored.experiment, stored.environment,
-                      base_image="python:3.11.7-slim-bookworm",
-                      options=RenderOptions(installer="pip"))
+    plan = plan_image(
+        stored.experiment,
+        stored.environment,
+        base_image="python:3.11.7-slim-bookworm",
+        options=RenderOptions(installer="pip"),
+    )
     with refuses(LockError, names=["requirements.lock", f"reprobox lock {stored.id}"]):
-        assemble_context(repo, stored, ContextInputs(plan, "FROM scratch\n", None, None),
-                         tmp_path / "ctx")
+        assemble_context(
+            repo, stored, ContextInputs(plan, "FROM scratch\n", None, None), tmp_path / "ctx"
+        )
 
 
 def test_context_dir_is_stable_per_repository(tmp_path: Path) -> None:
@@ -256,3 +302,124 @@ def test_find_uv_returns_the_binary_not_a_shim() -> None:
     uv = find_uv()
     assert uv is not None
     assert uv.read_bytes()[:4] == b"\x7fELF"
+
+
+# --------------------------------------------------------------------------- wheels and meta
+
+
+def _artifact(tmp_path: Path, name: str, filename: str, origin: str = "index") -> Artifact:
+    path = tmp_path / "house" / filename
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(filename.encode())
+    return Artifact(name, "1.0", filename, "0" * 64, path, "lock", origin)
+
+
+def test_each_lock_layer_gets_a_wheels_folder_of_its_own(tmp_path: Path) -> None:
+    """A step's cache key is what it mounts: the compiled layer's folder holds no pure-Python
+    wheel, so moving one leaves the compiled layer cached."""
+    from reprobox.build.context import place_wheels, wheel_folders
+    from reprobox.build.render import LockGroup
+
+    exp, env = small()
+    plan = plan_image(exp, env, base_image="python:3.11.7-slim-bookworm")
+    plan = replace(
+        plan,
+        lock_groups=(
+            LockGroup("compiled.txt", "c", ("numpy",)),
+            LockGroup("pure.txt", "p", ("six", "attrs")),
+        ),
+    )
+    numpy = _artifact(tmp_path, "numpy", "numpy-1.0-cp311-cp311-manylinux_2_17_x86_64.whl")
+    six = _artifact(tmp_path, "six", "six-1.0-py3-none-any.whl")
+    old = _artifact(tmp_path, "attrs", "attrs-1.0.tar.gz")  # an sdist: needs the backend
+    stray = _artifact(tmp_path, "extra-pin", "extra_pin-1.0-py3-none-any.whl")
+    backend = _artifact(tmp_path, "setuptools", "setuptools-1.0-py3-none-any.whl", "build backend")
+    folders = wheel_folders(plan, [numpy, six, old, stray, backend])
+    files = {k: sorted(a.filename for a in v) for k, v in folders.items()}
+    assert files["lock-compiled"] == sorted([numpy.filename, stray.filename])
+    assert files["lock-pure"] == sorted([six.filename, old.filename, backend.filename])
+    assert files["local"] == [backend.filename]  # the project's own package (mypkg)
+    wheels = tmp_path / "ctx" / "wheels"
+    (wheels / "flat-leftover.whl").parent.mkdir(parents=True)
+    (wheels / "flat-leftover.whl").write_text("from the flat layout")
+    place_wheels(folders, wheels)
+    found = sorted(p.relative_to(wheels).as_posix() for p in wheels.rglob("*") if p.is_file())
+    assert found == sorted(f"{k}/{f}" for k, v in files.items() for f in v)
+    assert os.path.samefile(wheels / "lock-compiled" / numpy.filename, numpy.path)
+
+
+STATIC = (
+    '[build-system]\nrequires = ["setuptools>=61", "wheel"]\n'
+    'build-backend = "setuptools.build_meta"\n'
+    '[project]\nname = "proj"\nversion = "0.1.0"\ndependencies = ["numpy"]\n'
+)
+
+
+def test_an_install_reads_only_metadata_for_a_static_pyproject_only(tmp_path: Path) -> None:
+    from reprobox.build.context import reads_only_metadata
+
+    def case(pyproject: str, editable: bool = True, **files: str) -> bool:
+        folder = tmp_path / f"p{len(list(tmp_path.iterdir()))}"
+        folder.mkdir()
+        (folder / "pyproject.toml").write_text(pyproject)
+        for name, text in files.items():
+            (folder / name.replace("_", ".")).write_text(text)
+        return reads_only_metadata(folder, editable)
+
+    assert case(STATIC)
+    assert case(
+        STATIC.replace("setuptools.build_meta", "hatchling.build").replace(
+            '"setuptools>=61", "wheel"', '"hatchling"'
+        )
+    )
+    assert not case(STATIC, editable=False)  # a regular install copies the code
+    assert not case(STATIC, setup_py="from setuptools import setup; setup()")
+    assert not case(STATIC, setup_cfg="[metadata]\nversion = attr: proj.__version__\n")
+    assert not case(STATIC.replace('version = "0.1.0"', 'dynamic = ["version"]'))
+    assert not case(STATIC.replace('"wheel"', '"setuptools-scm"'))
+    assert not case(STATIC + '\n[tool.setuptools.cmdclass]\nbuild_py = "x.Cmd"\n')
+    assert not case(
+        STATIC.replace("setuptools.build_meta", "custom_backend") + "\n[tool.x]\na = 1\n"
+    )
+    assert not case(
+        STATIC.replace(
+            'build-backend = "setuptools.build_meta"\n',
+            'build-backend = "setuptools.build_meta"\nbackend-path = ["."]\n',
+        )
+    )
+    hatch = STATIC.replace("setuptools.build_meta", "hatchling.build").replace(
+        '"setuptools>=61", "wheel"', '"hatchling"'
+    )
+    assert not case(hatch + '\n[tool.hatch.build.hooks.custom]\npath = "hook.py"\n')
+    assert not case("[project\nbroken")
+    assert not case('[project]\nname = "x"\nversion = "1"\n')  # no build-system: legacy
+
+
+def test_meta_empties_python_files_only_when_the_install_reads_metadata(tmp_path: Path) -> None:
+    from reprobox.build.context import write_meta
+    from reprobox.build.render import LocalInstall
+
+    src = tmp_path / "src"
+    (src / "src" / "proj").mkdir(parents=True)
+    (src / "pyproject.toml").write_text(STATIC)
+    (src / "README.md").write_text("readme\n")
+    (src / "src" / "proj" / "__init__.py").write_text("SEED = 1\n")
+    exp, env = small()
+    plan = plan_image(exp, env, base_image="python:3.11.7-slim-bookworm")
+    plan = replace(plan, local=(LocalInstall("proj", ".", "/workspace", True),))
+    meta = tmp_path / "meta"
+    assert write_meta(src, meta, plan)
+    assert (meta / "src" / "proj" / "__init__.py").read_text() == ""
+    assert (meta / "pyproject.toml").read_text() == STATIC
+    assert os.path.samefile(meta / "README.md", src / "README.md")
+    first = {p.relative_to(meta).as_posix(): p.stat().st_mtime_ns for p in meta.rglob("*")}
+    (src / "src" / "proj" / "__init__.py").write_text("SEED = 2\n")  # the code alone changed
+    assert write_meta(src, meta, plan)
+    assert {
+        p.relative_to(meta).as_posix(): p.stat().st_mtime_ns for p in meta.rglob("*")
+    } == first  # BuildKit sees no change: the install is cached
+    # a package whose install may read the code: meta/ is the code as it is
+    (src / "setup.py").write_text("from setuptools import setup\nsetup()\n")
+    assert not write_meta(src, meta, plan)
+    assert (meta / "src" / "proj" / "__init__.py").read_text() == "SEED = 2\n"
+    assert (meta / "setup.py").read_text().startswith("from setuptools")

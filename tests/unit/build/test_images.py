@@ -45,18 +45,22 @@ def test_other_systems_get_the_newest_debian_with_that_python() -> None:
     old = replace(mac, interpreter=replace(mac.interpreter, version="3.9.10"))
     assert select_base_image(old)[0] == "python:3.9.10-slim-bullseye"
     assert "newest Debian with Python 3.11.7" in explain_base_choice(
-        mac, "python:3.11.7-slim-bookworm", "auto")
+        mac, "python:3.11.7-slim-bookworm", "auto"
+    )
 
 
-@pytest.mark.parametrize("version,codename,expected", [
-    ("3.11.7", "bookworm", True),
-    ("3.11.3", "bookworm", False),  # released before bookworm images existed
-    ("3.11.3", "bullseye", True),
-    ("3.11.13", "trixie", True),
-    ("3.11.13", "bullseye", False),  # bullseye was dropped when trixie arrived
-    ("3.14.0", "bullseye", False),
-    ("3.6.15", "bookworm", False),
-])
+@pytest.mark.parametrize(
+    "version,codename,expected",
+    [
+        ("3.11.7", "bookworm", True),
+        ("3.11.3", "bookworm", False),  # released before bookworm images existed
+        ("3.11.3", "bullseye", True),
+        ("3.11.13", "trixie", True),
+        ("3.11.13", "bullseye", False),  # bullseye was dropped when trixie arrived
+        ("3.14.0", "bullseye", False),
+        ("3.6.15", "bookworm", False),
+    ],
+)
 def test_registry_history(version: str, codename: str, expected: bool) -> None:
     assert has_python_image(version, codename) is expected
 
@@ -100,12 +104,14 @@ def test_flag_beats_user_config_beats_auto(tmp_path: Path, monkeypatch: pytest.M
 
 
 def test_a_base_image_in_the_checkout_is_ignored_with_a_warning(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The pull request writes pyproject.toml: it never chooses what the build starts from."""
     _exp, env = small()
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     (tmp_path / "pyproject.toml").write_text(
-        '[project]\nname = "x"\n\n[tool.reprobox]\nbase-image = "evil.example/py:latest"\n')
+        '[project]\nname = "x"\n\n[tool.reprobox]\nbase-image = "evil.example/py:latest"\n'
+    )
     assert select_base_image(env) == ("python:3.11.7-slim-bookworm", "auto")
     warning = pyproject_base_warning(tmp_path)
     assert warning is not None

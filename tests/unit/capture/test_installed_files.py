@@ -266,9 +266,9 @@ def test_the_image_uses_the_egg_form_when_the_lock_installs_an_old_pip():
         exp, env, base_image="python:3.11.7-slim-bookworm", options=RenderOptions(installer="pip")
     )
     name = f"tool-1.0-{'ab' * 6}.tar.gz"
-    assert pip_plan.direct == (f"file:///tmp/reprobox/wheels/{name}#egg=tool",)
+    assert pip_plan.direct == (f"file:///tmp/reprobox/wheels/direct/{name}#egg=tool",)
     uv_plan = plan_image(exp, env, base_image="python:3.11.7-slim-bookworm")
-    assert uv_plan.direct == (f"tool @ file:///tmp/reprobox/wheels/{name}",)
+    assert uv_plan.direct == (f"tool @ file:///tmp/reprobox/wheels/direct/{name}",)
 
 
 def test_a_local_vcs_source_without_a_sealed_file_is_refused_naming_the_package():
@@ -295,7 +295,7 @@ def test_a_local_vcs_source_without_a_sealed_file_is_refused_naming_the_package(
     )
     line, source = direct_source(sealed, "packages[dep].source")
     assert source.sealed == f"dep-1.0-{'ab' * 6}.tar.gz" and source.hash == "sha256=" + "c" * 64
-    assert line == f"dep @ file:///tmp/reprobox/wheels/dep-1.0-{'ab' * 6}.tar.gz"
+    assert line == f"dep @ file:///tmp/reprobox/wheels/direct/dep-1.0-{'ab' * 6}.tar.gz"
     hostile = Package(
         "dep",
         "1.0",
