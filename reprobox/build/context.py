@@ -444,6 +444,11 @@ def assemble_context(
     return BuildContext(dest, dockerfile, tuple(wanted), tuple(warnings))
 
 
+#: Where an artifact of the ``direct`` step comes from: a VCS commit (fetched, or sealed into
+#: the experiment at capture), an archive URL, or a path inside the repository.
+DIRECT_ORIGINS = ("vcs", "archive", "repository", "sealed")
+
+
 def wheel_folders(plan: DockerPlan, artifacts: Sequence[Artifact]) -> dict[str, list[Artifact]]:
     """The files of each install step's folder of ``wheels/``: each lock layer its own packages,
     ``direct`` the VCS and archive packages, ``local`` the build backend of the project's own
@@ -453,9 +458,9 @@ def wheel_folders(plan: DockerPlan, artifacts: Sequence[Artifact]) -> dict[str, 
     mounts: a new version of a pure-Python package then leaves the compiled layer cached.
     """
     backend = [a for a in artifacts if a.origin == "build backend"]
-    direct = [a for a in artifacts if a.origin in ("vcs", "archive", "repository")]
+    direct = [a for a in artifacts if a.origin in DIRECT_ORIGINS]
     locked = [
-        a for a in artifacts if a.origin not in ("build backend", "vcs", "archive", "repository")
+        a for a in artifacts if a.origin != "build backend" and a.origin not in DIRECT_ORIGINS
     ]
     folders: dict[str, list[Artifact]] = {}
     placed: set[str] = set()

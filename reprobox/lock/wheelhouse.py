@@ -90,7 +90,7 @@ class Artifact:
     #: ``lock``: the lock's hash was checked; ``index``: the index's hash was checked (an added
     #: build backend); ``unverified``: nothing recorded a hash, it was computed here.
     verified: str
-    origin: str  # "index" | "vcs" | "archive" | "repository" | "build backend"
+    origin: str  # "index" | "vcs" | "archive" | "repository" | "sealed" | "build backend"
     fetched: bool = False  # downloaded by this call (not already in the wheelhouse)
 
     @property

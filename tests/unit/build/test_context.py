@@ -348,6 +348,24 @@ def test_each_lock_layer_gets_a_wheels_folder_of_its_own(tmp_path: Path) -> None
     assert os.path.samefile(wheels / "lock-compiled" / numpy.filename, numpy.path)
 
 
+def test_every_direct_source_goes_to_the_direct_folder(tmp_path: Path) -> None:
+    """VCS, archive and in-repository sources, and a local-path VCS source sealed into the
+    experiment at capture, all install in the ``direct`` step: none is left out of its folder."""
+    from reprobox.build.context import DIRECT_ORIGINS, wheel_folders
+
+    exp, env = small()
+    plan = replace(
+        plan_image(exp, env, base_image="python:3.11.7-slim-bookworm"),
+        direct=("tinyvcs @ file:///tmp/reprobox/wheels/direct/tinyvcs-0.2.0-a7d150d47be2.tar.gz",),
+    )
+    direct = [_artifact(tmp_path, f"pkg-{o}", f"pkg_{o}-1.0.tar.gz", o) for o in DIRECT_ORIGINS]
+    backend = _artifact(tmp_path, "setuptools", "setuptools-1.0-py3-none-any.whl", "build backend")
+    folders = wheel_folders(plan, [*direct, backend])
+    assert sorted(a.origin for a in folders["direct"]) == sorted([*DIRECT_ORIGINS, "build backend"])
+    assert "sealed" in DIRECT_ORIGINS
+    assert all(a.origin == "build backend" for k, v in folders.items() if k != "direct" for a in v)
+
+
 STATIC = (
     '[build-system]\nrequires = ["setuptools>=61", "wheel"]\n'
     'build-backend = "setuptools.build_meta"\n'
