@@ -22,22 +22,17 @@ import shlex
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence, Union
 
 from . import __version__
 from .model import grammar as validate
 from .model.check import validate_experiment
-from .build.images import auto_base_image
-from .build.render import render_dockerfile
 from .capture import envvars
 from .capture import python as py
 from .capture import record as rec
 from .capture.environment import environment_from_probe
 from .captured import Captured
 from .errors import IndexUnavailable, LockError, ReproboxError, UsageError, ValidationError
-from .lock import lock_environment
-from .lock.condalock import lock_conda
-from .lock.result import LockResult
 from .model import (
     INLINE_METRICS,
     DvcInfo,
@@ -54,6 +49,9 @@ from .store import Store, StoredExperiment
 from .workspace import dvc as dvc_mod
 from .workspace import git, metrics
 from .workspace.patch import PATCH_FILE, refuse_secrets_in_patch
+
+if TYPE_CHECKING:
+    from .lock.result import LockResult
 
 
 def _now() -> str:
@@ -343,6 +341,10 @@ def capture_experiment(
     if lock:
         t0 = time.perf_counter()
         say("locking packages with hashes from the index")
+        # lazy: reprobox.lock costs ~35 ms to import, which `capture --no-lock` never needs
+        from .lock import lock_environment
+        from .lock.condalock import lock_conda  # lazy: as above
+
         try:
             result = lock_environment(
                 env, repo_root=root, cache_dir=user_cache() / "index", progress=say
@@ -480,6 +482,11 @@ def render_store_dockerfile(experiment: Experiment, env: Environment, root: Path
     ``reprobox build`` renders (with the id in its labels) names it. The same capture and lock
     thus give the same file, and locking again gives the same id.
     """
+    # Only a capture with a lock, or `reprobox lock`, writes the Dockerfile.
+    # lazy: reprobox.build costs ~45 ms to import, which `capture --no-lock` never needs
+    from .build.images import auto_base_image
+    from .build.render import render_dockerfile  # lazy: as above
+
     base = auto_base_image(env)
     draft = replace(experiment, files={}, supersedes=None, id="").with_id()
     text = render_dockerfile(draft, env, base_image=base)
@@ -500,6 +507,10 @@ def lock_experiment(
 ) -> tuple[StoredExperiment, LockResult]:
     """(Re)write requirements.lock, pylock.toml and the Dockerfile (or the conda lock) of a
     stored experiment and re-seal it: the new record, and the LockResult."""
+    # lazy: reprobox.lock costs ~35 ms to import; see capture_experiment
+    from .lock import lock_environment
+    from .lock.condalock import lock_conda  # lazy: as above
+
     result = lock_environment(
         stored.environment,
         repo_root=store.root,
