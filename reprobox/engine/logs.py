@@ -8,6 +8,7 @@ steps and cached steps, and collects the ``reprobox: warning:`` lines the build'
 
 from __future__ import annotations
 
+import abc
 import re
 from collections import deque
 from typing import Optional, Sequence
@@ -37,7 +38,7 @@ def _title(text: str) -> str:
     return re.sub(r"\s+", " ", _MOUNT_FLAG.sub("", text)).strip()
 
 
-class StepLog:
+class StepLog(abc.ABC):
     """What every dialect keeps; :meth:`feed` is the dialect's own."""
 
     tail_lines = 60
@@ -50,8 +51,9 @@ class StepLog:
         self.steps = 0
         self.cached = 0
 
+    @abc.abstractmethod
     def feed(self, line: str) -> None:
-        raise NotImplementedError
+        """Take one line of the engine's build output."""
 
     def _output(self, text: str) -> None:
         """A line a step printed: note its warning, show it if it is worth seeing."""
