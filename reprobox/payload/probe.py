@@ -507,40 +507,13 @@ def _parse_elf(f, interp):
     end = {1: "<", 2: ">"}.get(ident[5])
     if bits is None or end is None:
         return None
-    if bits == 64:
-        (
-            e_type,
-            machine,
-            _v,
-            _entry,
-            phoff,
-            shoff,
-            _fl,
-            _eh,
-            phentsize,
-            phnum,
-            shentsize,
-            _shnum,
-            _shstr,
-        ) = struct.unpack(end + "HHIQQQIHHHHHH", ident[16:64])
-        ph_fmt, dyn_fmt = end + "IIQQQQQQ", end + "qQ"
-    else:
-        (
-            e_type,
-            machine,
-            _v,
-            _entry,
-            phoff,
-            shoff,
-            _fl,
-            _eh,
-            phentsize,
-            phnum,
-            shentsize,
-            _shnum,
-            _shstr,
-        ) = struct.unpack(end + "HHIIIIIHHHHHH", ident[16:52])
-        ph_fmt, dyn_fmt = end + "IIIIIIII", end + "iI"
+    wide = bits == 64
+    header = end + ("HHIQQQIHHHHHH" if wide else "HHIIIIIHHHHHH")
+    fields = struct.unpack(header, ident[16 : 16 + struct.calcsize(header)])
+    e_type, machine, phoff, shoff = fields[0], fields[1], fields[4], fields[5]
+    phentsize, phnum, shentsize = fields[8], fields[9], fields[10]
+    ph_fmt = end + ("IIQQQQQQ" if wide else "IIIIIIII")
+    dyn_fmt = end + ("qQ" if wide else "iI")
     if phnum == 0xFFFF and shoff:  # PN_XNUM: the real count lives in section 0's sh_info
         f.seek(shoff)
         sec0 = f.read(shentsize)

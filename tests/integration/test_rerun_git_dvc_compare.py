@@ -23,11 +23,11 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.factories import reprobox_exe, sh
 from tests.hostile import reseal
 
 pytestmark = [pytest.mark.slow, pytest.mark.docker, pytest.mark.network, pytest.mark.dvc]
@@ -67,27 +67,6 @@ stages:
       - commit.json:
           cache: false
 """
-
-
-def sh(
-    cwd: Path, *argv: str, env: dict | None = None, check: bool = True
-) -> subprocess.CompletedProcess:
-    done = subprocess.run(
-        list(argv),
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        env=env or os.environ.copy(),
-        check=False,
-    )
-    if check and done.returncode != 0:
-        raise AssertionError(f"{argv} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
-    return done
-
-
-def reprobox_exe() -> str:
-    here = Path(sys.executable).parent / "reprobox"
-    return str(here) if here.exists() else (shutil.which("reprobox") or "reprobox")
 
 
 def path_without_dvc() -> str:
