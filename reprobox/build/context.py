@@ -525,8 +525,11 @@ def reads_only_metadata(folder: Path, editable: bool) -> bool:
     """
     if not editable or (folder / "setup.py").exists() or (folder / "setup.cfg").exists():
         return False
+    pyproject = folder / "pyproject.toml"
+    if pyproject.is_symlink() or not pyproject.is_file() or pyproject.stat().st_size > 1 << 20:
+        return False  # a link may lead out of the code, to a host file: never read through it
     try:
-        data = tomllib.loads((folder / "pyproject.toml").read_text(encoding="utf-8"))
+        data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
         return False
     project = data.get("project")
@@ -564,8 +567,15 @@ def write_meta(src: Path, meta: Path, plan: DockerPlan) -> bool:
     then stays cached through a change to the code alone. Otherwise it is ``src/`` as it is.
     Returns whether the Python files were emptied.
     """
-    layout_only = bool(plan.local) and all(
-        reads_only_metadata(src if p.path == "." else src / p.path, p.editable) for p in plan.local
+    real_src = os.path.realpath(src)
+
+    def inside(folder: Path) -> bool:  # no link in the package's path leads out of the code
+        real = os.path.realpath(folder)
+        return real == real_src or real.startswith(real_src + os.sep)
+
+    folders = [(src if p.path == "." else src / p.path, p.editable) for p in plan.local]
+    layout_only = bool(folders) and all(
+        inside(folder) and reads_only_metadata(folder, editable) for folder, editable in folders
     )
     if meta.exists():
         shutil.rmtree(meta)

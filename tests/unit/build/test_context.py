@@ -373,6 +373,36 @@ STATIC = (
 )
 
 
+def test_a_linked_pyproject_or_package_folder_is_never_read_through(tmp_path: Path) -> None:
+    """A stranger's code may link pyproject.toml, or the package's folder, to a file or folder
+    outside it: the layout check then reads nothing through the link and the install sees all
+    of the code (same result as a pyproject it cannot judge)."""
+    from reprobox.build.context import reads_only_metadata, write_meta
+
+    outside = tmp_path / "host"
+    outside.mkdir()
+    (outside / "pyproject.toml").write_text(STATIC)
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    (linked / "pyproject.toml").symlink_to(outside / "pyproject.toml")
+    assert not reads_only_metadata(linked, True)
+    real = tmp_path / "real"
+    real.mkdir()
+    (real / "pyproject.toml").write_text(STATIC)
+    assert reads_only_metadata(real, True)  # the same content, not through a link: judged
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "pkg").symlink_to(outside, target_is_directory=True)
+    (src / "train.py").write_text("print(1)\n")
+    exp, env = small()
+    plan = plan_image(exp, env, base_image="python:3.11.7-slim-bookworm")
+    local = replace(plan.local[0], path="pkg", editable=True)
+    assert not write_meta(src, tmp_path / "meta", replace(plan, local=(local,)))
+    assert (tmp_path / "meta" / "train.py").read_text() == "print(1)\n"  # code kept as is
+    assert (tmp_path / "meta" / "pkg").is_symlink()  # the link copied as a link, not followed
+
+
 def test_an_install_reads_only_metadata_for_a_static_pyproject_only(tmp_path: Path) -> None:
     from reprobox.build.context import reads_only_metadata
 
