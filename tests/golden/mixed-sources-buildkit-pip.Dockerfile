@@ -55,9 +55,10 @@ RUN --mount=type=bind,source=lock/all.txt,target=/tmp/reprobox/lock/all.txt \
     --mount=type=bind,source=wheels/lock-all,target=/tmp/reprobox/wheels/lock-all \
     --mount=type=bind,source=tools,target=/tmp/reprobox/tools \
     set -eu; \
-    PIP_ROOT_USER_ACTION=ignore python3.11 -m pip install --no-deps --require-hashes --no-input --disable-pip-version-check \
+    PIP_ROOT_USER_ACTION=ignore python3.11 -m pip install --no-deps --require-hashes --no-input --disable-pip-version-check --no-compile \
         --no-index --no-cache-dir --find-links /tmp/reprobox/wheels/lock-all \
-        --requirement /tmp/reprobox/lock/all.txt
+        --requirement /tmp/reprobox/lock/all.txt; \
+    python3.11 -I /tmp/reprobox/tools/bytecode.py /tmp/reprobox/lock/all.txt
 
 # Python packages installed from a VCS commit or an archive URL: fetched by the host without
 # credentials into its wheelhouse, installed here offline.

@@ -176,6 +176,20 @@ def test_pip_installs_when_this_machine_has_no_uv(
         get_engine().remove_image(tag)
 
 
+def test_the_image_carries_the_bytecode_of_what_it_installed(built: dict) -> None:
+    """Each locked layer's .pyc is written at build time (payload/bytecode.py), and Python takes it
+    as valid: the rerun's own user, who cannot write site-packages, compiles nothing."""
+    script = (
+        "import importlib.util, os, attr, six\n"
+        "for m in (attr, six):\n"
+        "    pyc = importlib.util.cache_from_source(m.__file__)\n"
+        "    print(m.__name__, os.path.isfile(pyc), m.__spec__.cached == pyc)\n"
+    )
+    out = get_engine().run_container(built["result"].tag, ["python", "-c", script])
+    assert out.exit_code == 0, out.output
+    assert out.output.split() == ["attr", "True", "True", "six", "True", "True"]
+
+
 def test_labels_and_progress(built: dict) -> None:
     result = built["result"]
     labels = get_engine().image_labels(result.tag)

@@ -337,3 +337,18 @@ def test_the_engine_package_stands_on_the_foundation_only() -> None:
         name: sorted(mods - foundation) for name, mods in reached.items() if mods - foundation
     }
     assert not beyond, beyond
+
+
+def test_the_bytecode_summary_of_a_step_is_shown() -> None:
+    shown: list[str] = []
+    log = BuildLog(shown.append, TITLES)
+    for line in (
+        "#6 [3/4] RUN set -eu; uv pip install ...; python3.11 -I /tmp/reprobox/tools/bytecode.py",
+        "#6 0.202 Installed 2 packages in 9ms",
+        "#6 0.310 bytecode: 5 of 6 files compiled (test suites left out)",
+        "#6 0.311 some chatter nobody needs",
+        "#6 DONE 0.4s",
+    ):
+        log.feed(line)
+    assert "    bytecode: 5 of 6 files compiled (test suites left out)" in shown
+    assert not any("chatter" in line for line in shown)
