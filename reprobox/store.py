@@ -374,11 +374,38 @@ class Store:
             except ReproboxError:
                 return None
         env_sha = sealed.files.get(ENVIRONMENT_FILE)
-        for stored in self.scan(report=False)[0]:
+        # Only a record naming the same environment.json can be a twin: that digest is read
+        # from each experiment.json first, and only those that name it are loaded (seal checked,
+        # every value validated). Loading every record made each capture slower with each one
+        # the store held (~15 ms apiece).
+        candidates: list[StoredExperiment] = []
+        for exp_id in self.ids():
+            if env_sha is None or self._environment_sha(exp_id) != env_sha:
+                continue
+            try:
+                candidates.append(self.load(exp_id))
+            except ReproboxError:
+                continue
+        candidates.sort(key=lambda s: (s.experiment.created, s.id))
+        for stored in candidates:
             exp = stored.experiment
             if exp.body() == sealed.body() and exp.files.get(ENVIRONMENT_FILE) == env_sha:
                 return stored
         return None
+
+    def _environment_sha(self, exp_id: str) -> Optional[str]:
+        """The environment.json digest experiment.json lists, unchecked (a pre-filter only: a
+        candidate is then loaded in full), or None when it cannot be read."""
+        try:
+            with self._open_experiments() as exps, exps.sub(exp_id) as folder:
+                doc = parse_json(
+                    folder.read(EXPERIMENT_FILE, MAX_RECORD_BYTES), folder.path / EXPERIMENT_FILE
+                )
+        except (OSError, ReproboxError):
+            return None
+        files = doc.get("files") if isinstance(doc, dict) else None
+        sha = files.get(ENVIRONMENT_FILE) if isinstance(files, dict) else None
+        return sha if isinstance(sha, str) else None
 
     # ------------------------------------------------------------------ local state
 

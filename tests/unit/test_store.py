@@ -204,6 +204,46 @@ def test_same_capture_twice_keeps_one_folder(tmp_path: Path) -> None:
     assert b.experiment.created == "2026-11-27T10:00:00Z"  # the first record is kept
 
 
+def test_saving_loads_only_the_records_of_the_same_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = Store(tmp_path)
+    for i in range(6):  # other environments: never loaded to look for a twin
+        env_i = make_env(numpy=f"1.25.{i}")
+        store.save(make_exp(env_i), env_i)
+    env = make_env()
+    first = store.save(make_exp(env, name="a"), env)
+    second = store.save(make_exp(env, name="b", created="2026-11-27T12:00:00Z"), env)
+    # a forged folder naming the same environment digest is loaded, refused, and passed over
+    forged = store.experiments_dir / ("f" * 12)
+    forged.mkdir()
+    doc = json.loads((first.path / "experiment.json").read_text())
+    (forged / "experiment.json").write_text(json.dumps({**doc, "id": "f" * 12}))
+    # and one that is not JSON at all costs nothing
+    (store.experiments_dir / ("e" * 12)).mkdir()
+    (store.experiments_dir / ("e" * 12) / "experiment.json").write_text("{nope")
+
+    loaded: list[str] = []
+    real_load = Store.load
+
+    def counting_load(self: Store, exp_id: str):  # type: ignore[no-untyped-def]
+        loaded.append(exp_id)
+        return real_load(self, exp_id)
+
+    monkeypatch.setattr(Store, "load", counting_load)
+    again = store.save(make_exp(env, name="a", created="2031-01-01T00:00:00Z"), env)
+    assert again.id == first.id
+    assert again.experiment.created == "2026-11-27T10:00:00Z"
+    same_env = sorted([first.id, second.id, "f" * 12])
+    # only the three folders naming this environment.json were read in full
+    assert sorted(loaded) == same_env
+
+    loaded.clear()
+    third = store.save(make_exp(env, name="c", acc=0.5), env)
+    assert third.id not in (first.id, "f" * 12)
+    assert sorted(loaded) == same_env
+
+
 def test_modified_experiment_is_reported(tmp_path: Path) -> None:
     store = Store(tmp_path)
     env = make_env()
