@@ -15,14 +15,17 @@ renders the committed Dockerfile (:mod:`reprobox.build.render`) and stores it at
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
+import importlib
 import os
 import re
 import shlex
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Optional, Sequence, Union
 
 from . import __version__
 from .model import grammar as validate
@@ -343,14 +346,17 @@ def capture_experiment(
         say("locking packages with hashes from the index")
         # lazy: reprobox.lock costs ~35 ms to import, which `capture --no-lock` never needs
         from .lock import lock_environment
-        from .lock.condalock import lock_conda  # lazy: as above
 
         try:
-            result = lock_environment(
-                env, repo_root=root, cache_dir=user_cache() / "index", progress=say
-            )
+            with _renderer_loading(env.conda is None):
+                result = lock_environment(
+                    env, repo_root=root, cache_dir=user_cache() / "index", progress=say
+                )
             conda_files: dict[str, str] = {}
             if env.conda is not None:
+                # lazy: the conda lock (~50 ms of imports) serves conda environments only
+                from .lock.condalock import lock_conda
+
                 say("locking conda packages by URL, md5 and sha256")
                 conda_files = lock_conda(env, result.packages, progress=say)
             files.update(result.files)
@@ -493,6 +499,30 @@ def render_store_dockerfile(experiment: Experiment, env: Environment, root: Path
     return text.replace(draft.id, STORE_DOCKERFILE_ID)
 
 
+@contextlib.contextmanager
+def _renderer_loading(wanted: bool) -> Iterator[None]:
+    """While the lock waits on the index, a thread loads the Dockerfile renderer the lock writes
+    next (reprobox.build and jinja2, ~50 ms of imports): the two overlap instead of adding up.
+    Python's import lock makes a module the main thread asks for meanwhile wait for it."""
+    loader = None
+    if wanted:
+        loader = threading.Thread(target=_load_renderer, name="reprobox-load-renderer", daemon=True)
+        loader.start()
+    try:
+        yield
+    finally:
+        if loader is not None:
+            loader.join()
+
+
+def _load_renderer() -> None:
+    try:
+        importlib.import_module("reprobox.build.render")
+        importlib.import_module("reprobox.build.images")
+    except Exception:  # noqa: BLE001 - the main thread imports it again and reports
+        pass
+
+
 def user_cache() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "reprobox"
@@ -509,17 +539,20 @@ def lock_experiment(
     stored experiment and re-seal it: the new record, and the LockResult."""
     # lazy: reprobox.lock costs ~35 ms to import; see capture_experiment
     from .lock import lock_environment
-    from .lock.condalock import lock_conda  # lazy: as above
 
-    result = lock_environment(
-        stored.environment,
-        repo_root=store.root,
-        cache_dir=user_cache() / "index",
-        platform=platform,
-        progress=progress,
-    )
+    with _renderer_loading(stored.environment.conda is None):
+        result = lock_environment(
+            stored.environment,
+            repo_root=store.root,
+            cache_dir=user_cache() / "index",
+            platform=platform,
+            progress=progress,
+        )
     files: dict[str, Union[str, bytes]] = dict(result.files)
     if stored.environment.conda is not None:
+        # lazy: the conda lock (~50 ms of imports) serves conda environments only
+        from .lock.condalock import lock_conda
+
         conda_files = lock_conda(stored.environment, result.packages, progress=progress)
         files.update(conda_files)
         result = replace(result, files={**result.files, **conda_files})

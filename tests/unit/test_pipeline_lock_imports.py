@@ -1,0 +1,69 @@
+"""The lock's imports: a pip lock never loads the conda lock, and the Dockerfile renderer the
+lock writes next is loaded while the index lookups are in flight (each in a fresh interpreter,
+so no earlier test has loaded anything)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+
+def _run(code: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_the_renderer_loads_beside_the_lookups_and_only_when_wanted() -> None:
+    out = _run(
+        """
+        import sys, threading
+        from reprobox import pipeline
+        assert "reprobox.build.render" not in sys.modules
+        with pipeline._renderer_loading(False):
+            pass
+        print("build.render" in " ".join(sys.modules), end=" ")
+        seen = []
+        with pipeline._renderer_loading(True):
+            seen.extend(t.name for t in threading.enumerate())
+        print("reprobox.build.render" in sys.modules, "reprobox-load-renderer" in seen, end=" ")
+        print(any(t.name == "reprobox-load-renderer" for t in threading.enumerate()))
+        """
+    )
+    # not loaded when not wanted; loaded on a thread of its own, joined on the way out
+    assert out == "False True True False"
+
+
+def test_a_pip_lock_never_imports_the_conda_lock() -> None:
+    out = _run(
+        """
+        import sys
+        from pathlib import Path
+        from reprobox import pipeline
+        from reprobox.lock.result import LockResult
+        sys.path.insert(0, ".")
+        from tests.factories import make_env, make_exp
+        from reprobox.store import Store
+        import tempfile
+
+        def fake_lock(env, **kw):
+            text = "# none\\n"
+            return LockResult(text, text, files={"requirements.lock": text})
+
+        pipeline_lock = __import__("reprobox.lock", fromlist=["lock_environment"])
+        pipeline_lock.lock_environment = fake_lock
+        root = Path(tempfile.mkdtemp())
+        store = Store(root)
+        env = make_env()
+        stored = store.save(make_exp(env), env)
+        sealed, result = pipeline.lock_experiment(store, stored)
+        print("reprobox.lock.condalock" in sys.modules, "Dockerfile" in sealed.experiment.files)
+        """
+    )
+    assert out == "False True"
