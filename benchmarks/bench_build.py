@@ -80,7 +80,7 @@ CHANGES = {
     "tqdm": ["4.70.0", "4.69.1", "4.69.0", "4.68.4", "4.68.3", "4.68.2", "4.68.1", "4.68.0"],
     "numpy": ["2.4.5", "2.4.4", "2.4.3", "2.4.2", "2.4.1", "2.4.0", "2.3.5", "2.3.4"],
 }
-BUILD_REPS = 3
+BUILD_REPS = 7
 
 HAND_UV = """\
 FROM {base}
@@ -380,7 +380,7 @@ def run_env(name: str, reps: int) -> List[Row]:
     s = Setup(name, uuid.uuid4().hex[:8])
     label = f"{name} ({envs.count(s.venv)} dists)"
     note = f"{reps} reps (builds: minutes each on this machine)" if reps < 7 else ""
-    pip_reps = max(1, min(reps, 2))
+    pip_reps = reps
     images = set(s.tags.values())
     cold: Dict[str, Stats] = {}
 
@@ -415,7 +415,7 @@ def run_env(name: str, reps: int) -> List[Row]:
         like = {
             "hand-uv-bc": "like with like: both with bytecode",
             "hand-uv": "peer without bytecode (less work, every run compiles)",
-            "hand-pip": f"pip: {pip_reps} reps",
+            "hand-pip": "pip: with bytecode, no cache",
         }
         for peer, target in (("hand-uv-bc", 0.7), ("hand-uv", 0.7), ("hand-pip", None)):
             rows.append(
@@ -451,7 +451,7 @@ def run_env(name: str, reps: int) -> List[Row]:
         stack = "numpy, pandas, scipy, sklearn, matplotlib.pyplot" + (
             ", torch" if name == "torch" else ""
         )
-        fr = first_run(s, max(reps, 5), stack)
+        fr = first_run(s, max(reps, 7), stack)
         plain, compiled = image_size(s.tags["hand-uv"]), image_size(s.tags["hand-uv-bc"])
         rows.append(
             Row(

@@ -160,7 +160,7 @@ def contestants(
 def run(
     quick: bool = False,
     env_names: tuple = ("datascience", "torch"),  # type: ignore[type-arg]
-    pip_compile_reps: Optional[int] = 3,
+    pip_compile_reps: Optional[int] = 7,
 ) -> List[Row]:
     reps = QUICK_REPS if quick else DEFAULT_REPS
     if quick:
@@ -252,7 +252,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--env", action="append", choices=["datascience", "torch"])
-    parser.add_argument("--pip-compile-reps", type=int, default=3)
+    parser.add_argument("--pip-compile-reps", type=int, default=7)
     args = parser.parse_args()
     print(
         table(run(args.quick, tuple(args.env or ("datascience", "torch")), args.pip_compile_reps))

@@ -124,10 +124,10 @@ def main() -> int:
         help="environments for capture and lock (default: both; --quick: datascience)",
     )
     parser.add_argument(
-        "--build-reps", type=int, default=3, help="repetitions of the build cases (minutes each)"
+        "--build-reps", type=int, default=7, help="repetitions of the build cases (minutes each)"
     )
     parser.add_argument(
-        "--pip-compile-reps", type=int, default=3, help="repetitions of pip-compile (minutes each)"
+        "--pip-compile-reps", type=int, default=7, help="repetitions of pip-compile (minutes each)"
     )
     parser.add_argument("--out", type=Path, help="JSON file (default: results/<date>.json)")
     parser.add_argument(
