@@ -188,7 +188,7 @@ class Setup:
             shutil.copy2(self.project / "train.py", ctx)
             shutil.copytree(self.project / "src", ctx / "src")
             sys.path.insert(0, str(ROOT))
-            from reprobox.build.context import find_uv
+            from reprobox.lock.uv import find_uv
 
             uv = find_uv()
             if uv is None:
