@@ -192,6 +192,12 @@ def measure_record(python: str, seconds: float, reps: int) -> dict[str, object]:
     }
 
 
+def paired_percent(subject: list[float], peer: list[float]) -> float:
+    """The median over repetitions of ``subject[i]`` against ``peer[i]``, in % of the peer: each
+    repetition ran both back to back, so a slower or faster machine moves both alike."""
+    return statistics.median(100.0 * (s - p) / p for s, p in zip(subject, peer))
+
+
 def run(quick: bool = False) -> list:  # type: ignore[type-arg]
     """The harness's interface (``run_all.py``): rows of the table, 7 interleaved repetitions of
     a 10 s command (2 of a 2 s one with ``quick``)."""
@@ -202,6 +208,7 @@ def run(quick: bool = False) -> list:  # type: ignore[type-arg]
     m = measure_record(sys.executable, seconds, QUICK_REPS if quick else DEFAULT_REPS)
     case = f"{seconds:g} s command"
     plain, plain_cpu = stats(m["plain"]), stats(m["plain_cpu"])  # type: ignore[arg-type]
+    pairs = "paired: median of the per-repetition overheads (both sides back to back)"
     return [
         Row(
             "record",
@@ -213,6 +220,8 @@ def run(quick: bool = False) -> list:  # type: ignore[type-arg]
             plain,  # type: ignore[arg-type]
             unit="percent",
             target=1.0,
+            paired=paired_percent(m["record_command"], m["plain"]),  # type: ignore[arg-type]
+            note=pairs,
         ),
         Row(
             "record",
@@ -224,6 +233,8 @@ def run(quick: bool = False) -> list:  # type: ignore[type-arg]
             plain,
             unit="percent",
             target=1.0,
+            paired=paired_percent(m["payload"], m["plain"]),  # type: ignore[arg-type]
+            note=pairs,
         ),
         Row(
             "record",
@@ -235,8 +246,9 @@ def run(quick: bool = False) -> list:  # type: ignore[type-arg]
             plain_cpu,
             unit="percent",
             target=1.0,
-            note=f"fixed cost per process {1000 * (m['fixed_payload'] - m['fixed_plain']):.1f} ms"  # type: ignore[operator]
-            " CPU",
+            paired=paired_percent(m["payload_cpu"], m["plain_cpu"]),  # type: ignore[arg-type]
+            note=f"{pairs}; fixed cost per process "
+            f"{1000 * (m['fixed_payload'] - m['fixed_plain']):.1f} ms CPU",  # type: ignore[operator]
         ),
         Row(
             "record",

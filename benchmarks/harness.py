@@ -174,12 +174,18 @@ class Row:
     unit: str = "ratio"
     target: Optional[float] = None
     note: str = ""
+    #: For "percent": the median of the per-repetition overheads, when each repetition ran both
+    #: sides back to back (a drift of the machine's speed then cancels within the pair). The
+    #: value reported; the cells still show each side's own median.
+    paired: Optional[float] = None
 
     @property
     def value(self) -> Optional[float]:
         s, p = self.subject_stats, self.peer_stats
         if s is None:
             return None
+        if self.unit == "percent" and self.paired is not None:
+            return self.paired
         if self.unit == "seconds":
             return s.median
         if p is None:
