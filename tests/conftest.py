@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +24,13 @@ ON_CI = bool(os.environ.get("CI"))
 _VENV_BIN = str(Path(sys.executable).parent)
 if _VENV_BIN not in os.environ.get("PATH", "").split(os.pathsep):
     os.environ["PATH"] = _VENV_BIN + os.pathsep + os.environ.get("PATH", "")
+
+# A test run started in the background by a shell without job control (`cmd &` in a script)
+# inherits SIGINT ignored, and so would every process the tests start: the Ctrl-C tests would
+# then see no interrupt at all. A handler here makes Python's own the default again, here and
+# (a handled signal is reset to its default on exec) in every child.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def require(ok: bool, what: str) -> None:
