@@ -41,6 +41,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -87,8 +88,10 @@ FROM {base}
 ENV BENCH_RUN={run}
 RUN --mount=type=secret,id=ca --mount=type=bind,source=.uvbin,target=/uvbin \\
     --mount=type=bind,source=requirements.lock,target=/tmp/requirements.lock \\
+    --mount=type=bind,source=.wheels,target=/tmp/wheels \\
     --mount=type=cache,target=/root/.cache/uv,id={cache} \\
     SSL_CERT_FILE=/run/secrets/ca BENCH_SESSION={session} /uvbin/uv pip install --system \\
+    --find-links /tmp/wheels \\
     --link-mode copy{compile} --no-deps --require-hashes -r /tmp/requirements.lock
 WORKDIR /app
 COPY pyproject.toml train.py ./
@@ -102,13 +105,34 @@ HAND_PIP = """\
 FROM {base}
 ENV BENCH_RUN={run}
 COPY requirements.lock /tmp/requirements.lock
-RUN --mount=type=secret,id=ca PIP_CERT=/run/secrets/ca pip install --no-cache-dir \\
+RUN --mount=type=secret,id=ca --mount=type=bind,source=.wheels,target=/tmp/wheels \\
+    PIP_CERT=/run/secrets/ca pip install --no-cache-dir --find-links /tmp/wheels \\
     --no-deps --require-hashes -r /tmp/requirements.lock
 WORKDIR /app
 COPY pyproject.toml train.py ./
 COPY src ./src
 RUN --mount=type=secret,id=ca PIP_CERT=/run/secrets/ca pip install --no-cache-dir --no-deps -e .
 """
+
+
+def local_wheels(lock: Path) -> List[Path]:
+    """The wheels of ``lock``'s pins found in the local folders pip's configuration names
+    (``find-links``), as pip would find them: name and version from the file name."""
+    pins = set()
+    for line in lock.read_text().splitlines():
+        name, sep, rest = line.partition("==")
+        if sep and not line.startswith(("#", "-")):
+            pins.add((re.sub(r"[-_.]+", "-", name.strip()).lower(), rest.split()[0]))
+    found = []
+    for folder in envs.pip_config().get("find-links", "").split():
+        path = Path(folder.replace("file://", ""))
+        if not path.is_dir():
+            continue
+        for wheel in sorted(path.glob("*.whl")):
+            parts = wheel.name.split("-")
+            if len(parts) >= 5 and (re.sub(r"[_.]+", "-", parts[0]).lower(), parts[1]) in pins:
+                found.append(wheel)
+    return found
 
 
 def docker_build_env() -> Dict[str, str]:
@@ -194,6 +218,12 @@ class Setup:
             if uv is None:
                 raise BenchError("uv is a dependency of reprobox; reinstall it")
             shutil.copy2(uv, ctx / ".uvbin" / "uv")
+            # the locked files only this machine's wheel folders hold (torch's CPU wheel):
+            # reprobox's host fetch finds them through pip's configuration, the hand-written
+            # builds through --find-links on a copy in their context
+            (ctx / ".wheels").mkdir()
+            for wheel in local_wheels(self.lock_of(self.exp)):
+                shutil.copy2(wheel, ctx / ".wheels" / wheel.name)
         self.write_lock(self.exp)
         self.tags = {
             k: f"reprobox-bench-{k}:{run}"
