@@ -157,12 +157,17 @@ def default_tags(project: Path) -> set:  # type: ignore[type-arg]
     return {line for line in out.split() if line and "<none>" not in line}
 
 
-def untag(tag: str) -> Callable[[Rep], None]:
+def untag(tag: str, *, prune_cache: bool = False) -> Callable[[Rep], None]:
     """An untimed ``prepare``: remove the image a repetition is about to rebuild, by its tag, so
-    that the repetitions leave no untagged image behind (about 1 GB each)."""
+    that the repetitions leave no untagged image behind (about 1 GB each). With ``prune_cache``
+    (the cold builds, which use no cache anyway) also every build-cache record not in use: each
+    cold build of the torch set leaves ~5 GB of them, more than this machine's disk holds over
+    7 repetitions of 4 contestants. A machine running the benchmark gives its build cache up."""
 
     def run(_rep: Rep) -> None:
         subprocess.run([DOCKER, "image", "rm", tag], capture_output=True, check=False)
+        if prune_cache:
+            subprocess.run([DOCKER, "builder", "prune", "-f"], capture_output=True, check=False)
 
     return run
 
@@ -273,7 +278,11 @@ class Setup:
             ]
 
         return Contestant(
-            kind, argv, env=docker_build_env(), reps=reps, prepare=untag(self.tags[kind])
+            kind,
+            argv,
+            env=docker_build_env(),
+            reps=reps,
+            prepare=untag(self.tags[kind], prune_cache=cold),
         )
 
     def reprobox_cold(self) -> Contestant:
@@ -289,7 +298,7 @@ class Setup:
             ],
             env=cold_reprobox_env,
             cwd=self.project,
-            prepare=untag(self.tags["reprobox"]),
+            prepare=untag(self.tags["reprobox"], prune_cache=True),
         )
 
 
