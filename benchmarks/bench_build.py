@@ -46,6 +46,7 @@ import shutil
 import subprocess
 import sys
 import uuid
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
@@ -327,8 +328,71 @@ def prune_cache_mounts(session: str) -> None:
             )
 
 
+def _created(rec: Dict[str, str]) -> Optional[datetime]:
+    """A build-cache record's ``CreatedAt`` (``2026-11-30 19:34:57.306310357 +0000 UTC``)."""
+    m = re.match(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)(?:\.(\d+))? \+0000", rec.get("CreatedAt", ""))
+    if not m:
+        return None
+    micro = int((m.group(2) or "0")[:6].ljust(6, "0"))
+    return datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S").replace(
+        microsecond=micro, tzinfo=timezone.utc
+    )
+
+
+def _build_cache() -> List[Dict[str, str]]:
+    out = subprocess.run(
+        [DOCKER, "system", "df", "-v", "--format", "{{json .BuildCache}}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
+    try:
+        return json.loads(out or "[]") or []
+    except ValueError:
+        return []
+
+
+def _depth(rid: str, parent: Dict[str, str]) -> int:
+    n = 0
+    while rid in parent and n < 1000:
+        rid, n = parent[rid], n + 1
+    return n
+
+
+def prune_created_after(since: datetime) -> int:
+    """Remove the build-cache records created after ``since`` and not in use: a change case's
+    earlier rounds made them and no later round can reuse them (each round moves to a version
+    not built before), while the warm starting point, older, stays. Without this, 7 rounds of
+    the torch set's changes would need ~60 GB. ``docker builder prune`` takes one id at a time
+    and keeps a record that another one builds on, so children go first (and a second pass
+    takes what a first could not). Returns how many records went."""
+    gone = 0
+    for _ in range(3):
+        records = _build_cache()
+        parent = {r.get("ID", ""): r.get("Parent", "") for r in records}
+
+        ids = [
+            r["ID"]
+            for r in records
+            if r.get("ID") and r.get("InUse") != "true" and (_created(r) or since) > since
+        ]
+        if not ids:
+            break
+        for rid in sorted(ids, key=lambda rid: _depth(rid, parent), reverse=True):
+            done = subprocess.run(
+                [DOCKER, "builder", "prune", "-f", "--filter", f"id={rid}"],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            gone += rid in done.stdout
+    return gone
+
+
 def change_case(s: Setup, package: str, reps: int) -> Dict[str, List[float]]:
-    """Each repetition: move ``package`` to a new version, re-capture, rebuild all three."""
+    """Each repetition: move ``package`` to a new version, re-capture, rebuild all three (the
+    records of the round before are removed first, untimed: see :func:`prune_created_after`)."""
+    since = datetime.now(timezone.utc)
     pip = [s.venv / "bin" / "python", "-m", "pip", "install", "-q", "--no-deps"]
     old = sh(
         [
@@ -344,6 +408,7 @@ def change_case(s: Setup, package: str, reps: int) -> Dict[str, List[float]]:
             untag(tag)(rep)
         if state.get("rep") == str(rep.index):
             return
+        prune_created_after(since)
         version = CHANGES[package][rep.index]
         sh([*pip, f"{package}=={version}"])
         state["exp"] = capture(s.project, s.venv)
@@ -410,17 +475,41 @@ def run(
     env_names: tuple = ("datascience",),  # type: ignore[type-arg]
     reps: Optional[int] = None,
     cases: tuple = CASES,  # type: ignore[type-arg]
+    cold_file: Optional[Path] = None,
 ) -> List[Row]:
     reps = reps or (QUICK_REPS if quick else BUILD_REPS)
     rows: List[Row] = []
     for name in env_names:
-        rows.extend(run_env(name, reps, cases))
+        rows.extend(run_env(name, reps, cases, cold_file))
     return rows
 
 
-def run_env(name: str, reps: int, cases: tuple = CASES) -> List[Row]:  # type: ignore[type-arg]
-    """The ``cases`` in turn (the cold builds always: every other case is reported against
-    them); a failing case is a row that says so, the others still run."""
+def cold_from(path: Path, label: str) -> Dict[str, Stats]:
+    """The cold builds of an earlier run (``--out`` JSON of this benchmark) for the environment
+    ``label``: every contestant's medians, min, max and values, as measured then."""
+    doc = json.loads(Path(path).read_text())
+    cold: Dict[str, Stats] = {}
+    for row in doc.get("rows", []):
+        if row.get("benchmark") != "build" or row.get("case") != "cold":
+            continue
+        if row.get("environment") != label:
+            continue
+        cold["reprobox"] = Stats(**row["subject_stats"])
+        cold[row["peer"].replace(" Dockerfile", "")] = Stats(**row["peer_stats"])
+    if not {"reprobox", "hand-uv-bc", "hand-uv"} <= set(cold):
+        raise BenchError(f"{path} has no cold builds of {label}")
+    return cold
+
+
+def run_env(
+    name: str,
+    reps: int,
+    cases: tuple = CASES,  # type: ignore[type-arg]
+    cold_file: Optional[Path] = None,
+) -> List[Row]:
+    """The ``cases`` in turn (the cold builds always, or those of ``cold_file``, an earlier
+    run's JSON: every other case is reported against them); a failing case is a row that says
+    so, the others still run."""
     rows: List[Row] = []
     s = Setup(name, uuid.uuid4().hex[:8])
     label = f"{name} ({envs.count(s.venv)} dists)"
@@ -604,9 +693,13 @@ def run_env(name: str, reps: int, cases: tuple = CASES) -> List[Row]:  # type: i
         return fn
 
     try:
-        case("cold", cold_case)
+        if cold_file is not None:
+            cold.update(cold_from(cold_file, label))
+            note = "; ".join(x for x in (note, f"own cold: {cold_file.name}") if x)
+        else:
+            case("cold", cold_case)
         if cold:
-            if "first-run" in cases:
+            if "first-run" in cases and cold_file is None:
                 case("first run", first_run_case)
             if {"code", "tqdm", "numpy"} & set(cases):
                 case("warm-up", warmup)
@@ -638,12 +731,18 @@ def main() -> int:
         default=",".join(CASES),
         help=f"comma-separated subset of {','.join(CASES)} (cold always runs)",
     )
+    parser.add_argument(
+        "--cold-from",
+        type=Path,
+        help="take the cold builds from an earlier run's --out JSON instead of building them "
+        "again (the change cases then report against those; first-run needs a cold run)",
+    )
     args = parser.parse_args()
     cases = tuple(c for c in args.cases.split(",") if c)
     unknown = sorted(set(cases) - set(CASES))
     if unknown:
         parser.error(f"unknown case(s) {', '.join(unknown)}: pick from {', '.join(CASES)}")
-    rows = run(args.quick, tuple(args.env or ("datascience",)), args.reps, cases)
+    rows = run(args.quick, tuple(args.env or ("datascience",)), args.reps, cases, args.cold_from)
     print(table(rows))
     if args.out:
         write_json(rows, args.out)
