@@ -8,7 +8,10 @@ across repetitions, filled by an untimed first run. A capture records much more 
 (wheel tags, PEP 610 sources, the native libraries every extension module loads and the OS
 packages owning them) and writes the sealed experiment folder.
 
-Targets: cold <= 0.35x ``pip freeze``, warm <= 0.2x.
+Targets: cold <= 0.35x ``pip freeze``, warm <= 0.2x. Beside the peers runs the floor of an
+exact capture (``data/floor_stat.py``: the target interpreter started with ``-I``, every RECORD
+read and every file it lists stat-ed, as the installed-file check must), with its own ratio to
+``pip freeze``: a target under it cannot be met by checking every installed file.
 
     python benchmarks/bench_capture.py [--quick] [--env datascience|torch]
 """
@@ -26,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import envs  # noqa: E402
 from harness import (
+    DATA,
     DEFAULT_REPS,
     QUICK_REPS,
     Contestant,
@@ -41,6 +45,7 @@ from harness import (
 )
 
 TARGETS = {"cold": 0.35, "warm": 0.2}
+FLOOR = "floor (stat every installed file)"
 
 
 def contestants(project: Path, venv: Path, mode: str, warm: Path) -> List[Contestant]:
@@ -89,6 +94,8 @@ def contestants(project: Path, venv: Path, mode: str, warm: Path) -> List[Contes
             [pip, "inspect"],
             env=lambda rep: clean_env(PIP_CACHE_DIR=cache(rep, "pip")),
         ),
+        # not a peer: the least an exact capture does (see data/floor_stat.py); no cache
+        Contestant(FLOOR, [vpy, "-I", DATA / "floor_stat.py"], env=lambda rep: clean_env()),
     ]
 
 
@@ -127,6 +134,32 @@ def run_env(name: str, reps: int) -> List[Row]:
                         run_once(c, Rep(-1, warm))
                 res = measure(cs, reps, label=f"capture {name} {mode}")
             subject = res["reprobox capture --no-lock"]
+            rows.append(
+                Row(
+                    "capture --no-lock",
+                    label,
+                    mode,
+                    "floor: python -I, stat every RECORD-listed file",
+                    res[FLOOR],
+                    "pip freeze",
+                    res["pip freeze"],
+                    target=TARGETS[mode],
+                    note="the floor of an exact capture: at or over the target, the target is "
+                    "out of reach for any tool that checks every installed file",
+                )
+            )
+            rows.append(
+                Row(
+                    "capture --no-lock",
+                    label,
+                    mode,
+                    "reprobox",
+                    subject,
+                    "floor",
+                    res[FLOOR],
+                    note="what reprobox costs over the floor",
+                )
+            )
             for peer in ("pip freeze", "uv pip freeze", "pip inspect"):
                 rows.append(
                     Row(

@@ -43,6 +43,12 @@ def _template_bytecode_cache(jinja2):  # type: ignore[no-untyped-def]
     return jinja2.FileSystemBytecodeCache(str(folder))
 
 
+def load_template(name: str) -> Any:
+    """One of the package's templates (``templates/<name>``), compiled: jinja2 keeps it, so a
+    later :func:`render_template` of it in this process does not compile it again."""
+    return _jinja_env().get_template(name)
+
+
 def render_template(name: str, **context: object) -> str:
     """Render one of the package's templates (``templates/<name>``)."""
-    return str(_jinja_env().get_template(name).render(**context))
+    return str(load_template(name).render(**context))

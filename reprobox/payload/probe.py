@@ -1101,36 +1101,53 @@ CHANGES_CAP = 200
 _MTIME_SLACK_NS = 0
 
 
-def parse_record_rows(path):
-    """[[path, size or None, sha256 hex or None], ...] of one RECORD (paths as written)."""
+def _record_fields(path):
+    """(path as written, hash field, size or None) of each row of one RECORD."""
     try:
         with open(path, "rb") as f:
             data = f.read()
     except OSError:
-        return []
-    rows = []
+        return
     for fields in csv.reader(io.StringIO(data.decode("utf-8", "surrogateescape"))):
         if not fields or not fields[0]:
             continue
-        rel = fields[0]
-        digest = None
-        if len(fields) > 1 and fields[1].startswith("sha256="):
-            b64 = fields[1][7:]
-            try:
-                digest = base64.urlsafe_b64decode(b64 + "=" * (-len(b64) % 4)).hex()
-            except (ValueError, TypeError):
-                digest = None
         size = None
         if len(fields) > 2 and fields[2].strip().isdigit():
             size = int(fields[2])
-        rows.append([rel, size, digest])
-    return rows
+        yield fields[0], fields[1] if len(fields) > 1 else "", size
+
+
+def _sha256_hex(field):
+    """The sha256 hex digest a RECORD hash field names, or None (another algorithm, or a value
+    that is not base64)."""
+    if not field.startswith("sha256="):
+        return None
+    b64 = field[7:]
+    try:
+        return base64.urlsafe_b64decode(b64 + "=" * (-len(b64) % 4)).hex() or None
+    except (ValueError, TypeError):
+        return None
+
+
+#: The usual form of a RECORD's sha256 field: 32 bytes as unpadded URL-safe base64, which always
+#: decodes; any other value is decoded to find out.
+_SHA256_FIELD = re.compile(r"sha256=[A-Za-z0-9_-]{43}\Z")
+
+
+def parse_record_rows(path):
+    """[[path, size or None, sha256 hex or None], ...] of one RECORD (paths as written)."""
+    return [[rel, size, _sha256_hex(field)] for rel, field, size in _record_fields(path)]
 
 
 def record_sizes(path):
     """[[path, size or None, 1 when hashed else 0], ...]: what the probe cache keeps of a RECORD
-    (the digests are read again only for a file that has to be hashed)."""
-    return [[rel, size, 1 if digest else 0] for rel, size, digest in parse_record_rows(path)]
+    (the digests are read again only for a file that has to be hashed, so the usual field is
+    not even decoded here: ~58,000 of them in a 250-package environment)."""
+    match = _SHA256_FIELD.match
+    return [
+        [rel, size, 1 if match(field) or _sha256_hex(field) else 0]
+        for rel, field, size in _record_fields(path)
+    ]
 
 
 def _rows(cache, record):

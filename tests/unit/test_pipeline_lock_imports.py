@@ -40,6 +40,23 @@ def test_the_renderer_loads_beside_the_lookups_and_only_when_wanted() -> None:
     assert out == "False True True False"
 
 
+def test_the_dockerfile_template_is_compiled_beside_the_lookups(tmp_path) -> None:
+    out = _run(
+        f"""
+        import os, sys
+        os.environ["XDG_CACHE_HOME"] = {str(tmp_path)!r}  # cold: no compiled template yet
+        from reprobox import pipeline, templating
+        assert "jinja2" not in sys.modules
+        with pipeline._renderer_loading(True):
+            pass
+        env = templating._jinja_env()
+        print(sorted(name for _loader, name in env.cache.keys()))
+        """
+    )
+    # jinja2 keeps the compiled template: rendering it later compiles nothing
+    assert out == "['Dockerfile.j2']"
+
+
 def test_a_pip_lock_never_imports_the_conda_lock() -> None:
     out = _run(
         """

@@ -527,3 +527,28 @@ def test_a_local_vcs_commit_is_sealed_and_an_unreachable_one_refused(tmp_path: P
     with refuses(UsageError, names=["package dep 1.0", str(repo)]) as err:
         seal_local_vcs((gone,))
     assert err.value.exit_code == 2
+
+
+def test_record_sizes_marks_as_hashed_exactly_the_rows_with_a_sha256_digest(tmp_path: Path):
+    """record_sizes skips decoding the usual 43-character field; every row still gets the flag
+    that decoding gives (parse_record_rows), odd fields included."""
+    good = base64.urlsafe_b64encode(hashlib.sha256(b"x").digest()).rstrip(b"=").decode()
+    rows = [
+        f"a.py,sha256={good},1",
+        f"b.py,sha256={good}=,1",  # padded: decodes
+        "c.py,sha256=,1",  # empty: no digest
+        "d.py,sha256=a,1",  # cannot be base64
+        "e.py,sha256=!!!!,1",  # not the alphabet: decoding says
+        f"f.py,md5={good},1",  # another algorithm
+        "g.py,,",
+        f'"h,1.py",sha256={good},2',
+    ]
+    record = tmp_path / "RECORD"
+    record.write_text("\n".join(rows) + "\n")
+    sizes = probe.record_sizes(str(record))
+    full = probe.parse_record_rows(str(record))
+    assert [r[0] for r in sizes] == [r[0] for r in full]
+    assert [r[1] for r in sizes] == [r[1] for r in full]
+    assert [r[2] for r in sizes] == [1 if r[2] else 0 for r in full]
+    assert [r[2] for r in sizes] == [1, 1, 0, 0, 0, 0, 0, 1]
+    assert full[0][2] == hashlib.sha256(b"x").hexdigest()
