@@ -76,11 +76,7 @@ def environment_from_probe(
         if kept:
             by_path[path] = kept
     ctypes_found = rec.resolve_library_names(
-        n
-        for names in rec.ctypes_names(
-            raw, (cache_dir / "ctypes-scan.json") if cache_dir else None
-        ).values()
-        for n in names
+        n for names in rec.ctypes_names(raw).values() for n in names
     )
     extras: list[Mapping[str, Sequence[str]]] = [ctypes_found, run_libraries or {}]
     for extra in extras:

@@ -436,113 +436,23 @@ def _answered(name: str, loaded: set[str]) -> bool:
 # --------------------------------------------------------------------------- static ctypes scan
 
 
-_CTYPES_NEEDLES = (b"find_library", b"CDLL", b"LoadLibrary", b"PyDLL")
-_FIND_LIBRARY = re.compile(rb"""find_library\(\s*['"]([A-Za-z0-9_.+-]{1,64})['"]\s*\)""")
-_CDLL = re.compile(
-    rb"""(?:CDLL|PyDLL|LoadLibrary)\(\s*['"](lib[A-Za-z0-9_.+-]{1,64}"""
-    rb"""\.so(?:\.[0-9]+)*)['"]"""
-)
-
-
-def ctypes_names(
-    raw_probe: Mapping[str, Any], cache_file: Optional[Path] = None
-) -> dict[str, set[str]]:
-    """Library names the installed packages' sources hand to ctypes, by distribution.
-
-    Cheap on purpose (it runs on every capture):
-
-    * only pure-Python distributions are read: one that ships compiled extensions links its
-      native libraries through NEEDED entries, which the probe's ELF scan already follows;
-    * only the ``.py`` files a RECORD lists, test modules left out;
-    * a byte search for ``ctypes`` and the loader names comes first; only files holding them
-      are searched with the two patterns (``find_library('x')`` -> ``x``; ``CDLL('libx.so.N')``);
-    * with ``cache_file``, the answer per RECORD (size, mtime) is kept: installed files do not
-      change without their RECORD being rewritten.
-    """
-    cache: dict[str, Any] = {}
-    if cache_file is not None:
-        try:
-            loaded = json.loads(Path(cache_file).read_text(encoding="utf-8"))
-            if isinstance(loaded, dict) and loaded.get("version") == 1:
-                cache = loaded.get("records") or {}
-        except (OSError, ValueError):
-            cache = {}
-    fresh: dict[str, Any] = {}
+def ctypes_names(raw_probe: Mapping[str, Any]) -> dict[str, set[str]]:
+    """Library names the installed packages' sources hand to ctypes, by distribution: the
+    probe's ``ctypes`` answer (see ``probe.scan_ctypes``: pure-Python distributions only, test
+    modules left out, cached per RECORD), keyed here by normalized distribution name."""
+    found = raw_probe.get("ctypes")
+    if not isinstance(found, Mapping):
+        return {}
     out: dict[str, set[str]] = {}
-    todo: list[tuple[str, str, list[int], str]] = []
     for d in raw_probe.get("distributions") or ():
-        if not isinstance(d, Mapping) or not d.get("has_record"):
+        if not isinstance(d, Mapping) or not isinstance(d.get("metadata_dir"), str):
             continue
-        if not isinstance(d.get("metadata_dir"), str):
-            continue
-        record_path = os.path.join(d["metadata_dir"], "RECORD")
-        try:
-            st = os.stat(record_path)
-        except OSError:
-            continue
-        stamp = [st.st_size, st.st_mtime_ns]
-        name = canonical_name(str(d.get("name") or ""))
-        hit = cache.get(record_path)
-        if isinstance(hit, list) and len(hit) == 2 and hit[0] == stamp:
-            fresh[record_path] = [stamp, [str(x) for x in hit[1]]]
-        else:
-            todo.append((record_path, str(d.get("site") or ""), stamp, name))
-    for record_path, site, stamp, _name in todo:
-        fresh[record_path] = [stamp, sorted(_scan_distribution(record_path, site))]
-    names = {t[0]: t[3] for t in todo}
-    for d in raw_probe.get("distributions") or ():
-        if isinstance(d, Mapping) and isinstance(d.get("metadata_dir"), str):
-            record_path = os.path.join(d["metadata_dir"], "RECORD")
-            if fresh.get(record_path, [None, []])[1]:
-                name = names.get(record_path) or canonical_name(str(d.get("name") or ""))
-                out.setdefault(name, set()).update(fresh[record_path][1])
-    if cache_file is not None and fresh != cache:
-        tmp = Path(f"{cache_file}.{os.getpid()}.tmp")
-        try:
-            Path(cache_file).parent.mkdir(parents=True, exist_ok=True)
-            tmp.write_text(json.dumps({"version": 1, "records": fresh}), encoding="utf-8")
-            os.replace(tmp, cache_file)
-        except OSError:
-            tmp.unlink(missing_ok=True)  # a cache that cannot be written only costs speed
+        names = found.get(d["metadata_dir"])
+        if isinstance(names, list):
+            kept = {n for n in names if isinstance(n, str) and 0 < len(n) <= 80}
+            if kept:
+                out.setdefault(canonical_name(str(d.get("name") or "")), set()).update(kept)
     return out
-
-
-_TEST_PARTS = (b"/tests/", b"/test/", b"/testing/")
-
-
-def _scan_distribution(record_path: str, site: str) -> set[str]:
-    try:
-        with open(record_path, "rb") as f:
-            record = f.read()
-    except OSError:
-        return set()
-    if b".py," not in record or b".so," in record or b".so." in record:
-        return set()
-    found: set[str] = set()
-    base = os.fsencode(site)
-    for line in record.split(b"\n"):
-        rel = line.split(b",", 1)[0]
-        if not rel.endswith(b".py") or rel.startswith((b"..", b"/")):
-            continue
-        if any(t in b"/" + rel for t in _TEST_PARTS) or rel.rsplit(b"/", 1)[-1].startswith(
-            b"test_"
-        ):
-            continue
-        try:
-            fd = os.open(os.path.join(base, rel), os.O_RDONLY)
-        except OSError:
-            continue
-        try:
-            data = os.read(fd, 1 << 22)
-        finally:
-            os.close(fd)
-        if b"ctypes" not in data or not any(n in data for n in _CTYPES_NEEDLES):
-            continue
-        for m in _FIND_LIBRARY.finditer(data):
-            found.add(m.group(1).decode())
-        for m in _CDLL.finditer(data):
-            found.add(m.group(1).decode())
-    return found
 
 
 def resolve_library_names(names: Iterable[str]) -> dict[str, list[str]]:

@@ -682,7 +682,8 @@ def ldconfig_p():
 class ProbeCache:
     """Results keyed by file path and validated by (size, mtime_ns), kept in one JSON file.
 
-    Two sections: ``elf`` (parsed dynamic sections) and ``record`` (what a RECORD lists). A file
+    Sections: ``elf`` (parsed dynamic sections), ``record`` and ``rows`` (what a RECORD lists),
+    ``ctypes`` (library names a distribution's sources hand to ctypes, by RECORD). A file
     that changed gets a different size or mtime and is parsed again; entries for files not seen
     in this run are dropped when the cache is written back.
     """
@@ -690,7 +691,7 @@ class ProbeCache:
     def __init__(self, path):
         self.path = path
         self.old = {}
-        self.new = {"elf": {}, "record": {}, "rows": {}}
+        self.new = {"elf": {}, "record": {}, "rows": {}, "ctypes": {}}
         self.hits = 0
         self.misses = 0
         if path:
@@ -703,16 +704,25 @@ class ProbeCache:
                 self.old = {}
 
     def get(self, section, path, st, compute):
+        found, value = self.lookup(section, path, st)
+        if not found:
+            value = compute(path)
+            self.put(section, path, st, value)
+        return value
+
+    def lookup(self, section, path, st):
+        """(True, value) when ``path`` with this stat was answered before, else (False, None)."""
         key = [st.st_size, st.st_mtime_ns]
         hit = self.old.get(section, {}).get(path)
         if hit is not None and hit[0] == key:
             self.hits += 1
-            value = hit[1]
-        else:
-            self.misses += 1
-            value = compute(path)
-        self.new[section][path] = [key, value]
-        return value
+            self.new[section][path] = [key, hit[1]]
+            return True, hit[1]
+        return False, None
+
+    def put(self, section, path, st, value):
+        self.misses += 1
+        self.new[section][path] = [[st.st_size, st.st_mtime_ns], value]
 
     def save(self):
         if (
@@ -1395,6 +1405,149 @@ def version_files(dists):
     return out
 
 
+# --------------------------------------------------------------------------- ctypes names
+
+_CTYPES_NEEDLES = (b"find_library", b"CDLL", b"LoadLibrary", b"PyDLL")
+_FIND_LIBRARY = re.compile(rb"""find_library\(\s*['"]([A-Za-z0-9_.+-]{1,64})['"]\s*\)""")
+_CDLL = re.compile(
+    rb"""(?:CDLL|PyDLL|LoadLibrary)\(\s*['"](lib[A-Za-z0-9_.+-]{1,64}"""
+    rb"""\.so(?:\.[0-9]+)*)['"]"""
+)
+_TEST_PARTS = (b"/tests/", b"/test/", b"/testing/")
+
+
+def scan_ctypes(record_path, site):
+    """Library names one distribution's sources hand to ctypes, sorted: ``find_library('x')``
+    gives ``x``, ``CDLL('libx.so.N')`` gives ``libx.so.N``.
+
+    Cheap on purpose (it runs on every capture that misses the cache): only a pure-Python
+    distribution is read (one with compiled extensions links its native libraries through
+    NEEDED entries, which the ELF scan follows), only the ``.py`` files its RECORD lists, test
+    modules left out, and a byte search for ``ctypes`` and a loader name comes before the two
+    patterns.
+    """
+    try:
+        with open(record_path, "rb") as f:
+            record = f.read()
+    except OSError:
+        return []
+    if b".py," not in record or b".so," in record or b".so." in record:
+        return []
+    found = set()
+    base = os.fsencode(site)
+    for line in record.split(b"\n"):
+        rel = line.split(b",", 1)[0]
+        if not rel.endswith(b".py") or rel.startswith((b"..", b"/")):
+            continue
+        if any(t in b"/" + rel for t in _TEST_PARTS) or rel.rsplit(b"/", 1)[-1].startswith(
+            b"test_"
+        ):
+            continue
+        try:
+            fd = os.open(os.path.join(base, rel), os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            data = os.read(fd, 1 << 22)
+        finally:
+            os.close(fd)
+        if b"ctypes" not in data or not any(n in data for n in _CTYPES_NEEDLES):
+            continue
+        for m in _FIND_LIBRARY.finditer(data):
+            found.add(m.group(1).decode())
+        for m in _CDLL.finditer(data):
+            found.add(m.group(1).decode())
+    return sorted(found)
+
+
+class CtypesScan:
+    """:func:`scan_ctypes` of every distribution, beside the rest of the probe's work.
+
+    Answers come from the probe cache by RECORD (installed files do not change without their
+    RECORD being rewritten); the others are read by a forked child process while this one goes
+    on with the installed-file check and the ELF scan, so the two use both of a machine's cores.
+    Where there is no ``fork`` (or it fails, or the child's answer is unreadable), they are read
+    here. :meth:`result` returns {metadata_dir: [names]} for the distributions naming any.
+    """
+
+    def __init__(self, dists, cache):
+        self.cache = cache
+        self.found = {}
+        self.todo = []  # (metadata_dir, RECORD path, site, stat of the RECORD)
+        self.child = None
+        for d in dists:
+            if not d.get("has_record"):
+                continue
+            record = os.path.join(d["metadata_dir"], "RECORD")
+            try:
+                st = os.stat(record)
+            except OSError:
+                continue
+            hit, names = cache.lookup("ctypes", record, st)
+            if hit:
+                self.found[d["metadata_dir"]] = names
+            else:
+                self.todo.append((d["metadata_dir"], record, d.get("site") or "", st))
+
+    def start(self):
+        if not self.todo or not hasattr(os, "fork"):
+            return self
+        try:
+            r, w = os.pipe()
+        except OSError:
+            return self
+        try:
+            pid = os.fork()
+        except OSError:
+            os.close(r)
+            os.close(w)
+            return self
+        if pid == 0:  # the child: answer through the pipe, nothing else (no stdout, no cache)
+            try:
+                os.close(r)
+                data = json.dumps(
+                    {rec: scan_ctypes(rec, folder) for _m, rec, folder, _st in self.todo}
+                )
+                view = memoryview(data.encode("utf-8", "surrogateescape"))
+                while view:
+                    view = view[os.write(w, view) :]
+            finally:
+                os._exit(0)
+        os.close(w)
+        self.child = (pid, r)
+        return self
+
+    def result(self):
+        answers = {}
+        if self.child is not None:
+            pid, r = self.child
+            self.child = None
+            chunks = []
+            try:
+                while True:
+                    chunk = os.read(r, 1 << 16)
+                    if not chunk:
+                        break
+                    chunks.append(chunk)
+            finally:
+                os.close(r)
+                os.waitpid(pid, 0)
+            try:
+                answers = json.loads(b"".join(chunks).decode("utf-8", "surrogateescape"))
+            except ValueError:
+                answers = {}
+            if not isinstance(answers, dict):
+                answers = {}
+        for meta, record, folder, st in self.todo:
+            names = answers.get(record)
+            if not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+                names = scan_ctypes(record, folder)  # the child could not say: read here
+            self.cache.put("ctypes", record, st, names)
+            self.found[meta] = names
+        self.todo = []
+        return {meta: names for meta, names in self.found.items() if names}
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -1425,6 +1578,7 @@ def main(argv):
     dists, shadowed = find_distributions(sites)
     native = None
     cache = ProbeCache(cache_path)
+    ctypes_scan = CtypesScan(dists, cache).start()
     if not skip_native and sys.platform.startswith("linux"):
         native = native_libraries(dists, sites, cache)
     if check_files:
@@ -1435,6 +1589,7 @@ def main(argv):
                 d["installed_changes"] = rec["changes"]
                 if rec["more"]:
                     d["installed_changes_more"] = rec["more"]
+    ctypes = ctypes_scan.result()
     cache.save()
     out = {
         "probe_version": PROBE_VERSION,
@@ -1447,6 +1602,7 @@ def main(argv):
         "native": native,
         "os": os_info(),
         "files": version_files(dists),
+        "ctypes": ctypes,
         "warnings": _warnings,
     }
     sys.stdout.write(json.dumps(out))

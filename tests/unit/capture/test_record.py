@@ -274,6 +274,31 @@ def test_a_driver_library_is_the_hosts_never_an_os_package(tmp_path):
 # --------------------------------------------------------------------------- static ctypes scan
 
 
+def _ctypes_scan(dists: list, cache: Path, *, fork: bool) -> dict:
+    """probe.CtypesScan as the probe runs it: in a fresh interpreter (a fork of pytest's own
+    process, with its threads, is not what the probe does), with or without ``os.fork``."""
+    code = f"""
+import json, os, sys
+sys.path.insert(0, {str(Path(probe.__file__).parent)!r})
+import probe
+if not {fork!r}:
+    del os.fork
+cache = probe.ProbeCache({str(cache)!r})
+scan = probe.CtypesScan(json.loads(sys.argv[1]), cache).start()
+forked = scan.child is not None
+found = scan.result()
+cache.save()
+print(json.dumps({{"found": found, "forked": forked, "misses": cache.misses}}))
+"""
+    done = subprocess.run(
+        [sys.executable, "-I", "-c", code, json.dumps(dists)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(done.stdout)
+
+
 def test_ctypes_scan_finds_libraries_named_in_pure_python_sources(tmp_path):
     site = tmp_path / "site-packages"
     dists = [
@@ -300,20 +325,41 @@ def test_ctypes_scan_finds_libraries_named_in_pure_python_sources(tmp_path):
             },
         ),
     ]
-    raw = {"distributions": dists}
-    cache = tmp_path / "cache" / "ctypes.json"
-    assert record.ctypes_names(raw, cache) == {
-        "python-magic": {"magic", "libz.so.1", "libbz2.so.1.0"}
-    }
-    # The answer per RECORD is cached: a second scan reads no source file.
+    magic = dists[0]["metadata_dir"]
+    want = {"python-magic": {"magic", "libz.so.1", "libbz2.so.1.0"}}
+    # read by a forked child while the probe goes on, or here where there is no fork: the same
+    for fork in (True, False):
+        cache = tmp_path / f"cache-{fork}.json"
+        out = _ctypes_scan(dists, cache, fork=fork)
+        assert out["forked"] is fork
+        assert out["misses"] == 3
+        assert record.ctypes_names({"distributions": dists, "ctypes": out["found"]}) == want
+    # The answer per RECORD is cached: a second scan reads no source file, and forks nothing.
     (site / "magic/__init__.py").write_bytes(b"")
-    assert record.ctypes_names(raw, cache)["python-magic"] == {
-        "magic",
-        "libz.so.1",
-        "libbz2.so.1.0",
+    out = _ctypes_scan(dists, cache, fork=True)
+    assert (out["forked"], out["misses"]) == (False, 0)
+    assert out["found"] == {magic: ["libbz2.so.1.0", "libz.so.1", "magic"]}
+    os.utime(Path(magic) / "RECORD", ns=(1, 1))  # reinstalled: read again
+    out = _ctypes_scan(dists, cache, fork=True)
+    assert (out["forked"], out["misses"]) == (True, 1)
+    assert out["found"] == {magic: ["libbz2.so.1.0", "libz.so.1"]}
+
+
+def test_ctypes_names_take_only_names_from_the_probe_answer():
+    dists = [
+        {"name": "Python_Magic", "metadata_dir": "/s/python_magic-1.dist-info"},
+        {"name": "other", "metadata_dir": "/s/other-1.dist-info"},
+    ]
+    raw = {
+        "distributions": dists,
+        "ctypes": {
+            "/s/python_magic-1.dist-info": ["magic", 7, "", "x" * 200],
+            "/s/other-1.dist-info": "libz.so.1",  # not a list: ignored
+            "/s/absent-1.dist-info": ["ssl"],  # no such distribution: ignored
+        },
     }
-    os.utime(Path(dists[0]["metadata_dir"]) / "RECORD", ns=(1, 1))  # reinstalled: read again
-    assert record.ctypes_names(raw, cache)["python-magic"] == {"libz.so.1", "libbz2.so.1.0"}
+    assert record.ctypes_names(raw) == {"python-magic": {"magic"}}
+    assert record.ctypes_names({"distributions": dists}) == {}
 
 
 def test_library_names_resolve_through_the_loader_cache():
