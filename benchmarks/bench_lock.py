@@ -167,27 +167,12 @@ def run(
         pip_compile_reps = 0 if pip_compile_reps != 0 else 0
     rows: List[Row] = []
     for name in env_names:
-        # pip-compile downloads and hashes every candidate file: minutes on the data-science set,
-        # far more with torch's; it runs on the data-science environment only (the table says so)
-        pcr = pip_compile_reps if name == "datascience" else 0
         try:
-            rows.extend(run_env(name, reps, pcr))
+            rows.extend(run_env(name, reps, pip_compile_reps))
         except Exception as exc:  # noqa: BLE001 - the table says which environment failed
             say(f"lock on {name} FAILED: {exc}")
             rows.append(
                 Row("lock (CLI)", name, "cold", "FAILED", None, note=str(exc).splitlines()[0][:200])
-            )
-        if name != "datascience" and pip_compile_reps:
-            rows.append(
-                Row(
-                    "lock (CLI)",
-                    name,
-                    "cold",
-                    "pip-compile",
-                    None,
-                    note="pip-compile not run on this environment (hashing torch's "
-                    "files takes far longer than the time given)",
-                )
             )
     return rows
 
