@@ -19,7 +19,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Optional
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -92,7 +92,18 @@ def _stats(d):  # type: ignore[no-untyped-def]
     return None if d is None else Stats(**d)
 
 
-def merge(paths: List[Path]) -> int:
+#: what ``--only NAME`` keeps of a merged file: the benchmark names its rows carry
+ROW_BENCHMARKS = {
+    "capture": ("capture --no-lock",),
+    "lock": ("lock (CLI)",),
+    "record": ("record",),
+    "build": ("build", "first run"),
+    "run": ("run",),
+}
+
+
+def merge(paths: List[Path], only: Optional[List[str]] = None) -> int:
+    keep = {b for name in (only or ORDER) for b in ROW_BENCHMARKS.get(name, (name,))}
     rows: List[Row] = []
     for path in paths:
         doc = json.loads(path.read_text())
@@ -104,6 +115,8 @@ def merge(paths: List[Path]) -> int:
             + "".join(f"; {k} FAILED" for k in doc.get("failed", {}))
         )
         for r in doc["rows"]:
+            if r["benchmark"] not in keep:
+                continue
             fields = {k: v for k, v in r.items() if k not in ("value", "met")}
             fields["subject_stats"] = _stats(fields["subject_stats"])
             fields["peer_stats"] = _stats(fields["peer_stats"])
@@ -135,11 +148,12 @@ def main() -> int:
         type=Path,
         nargs="+",
         metavar="JSON",
-        help="print one table from earlier result files (run nothing)",
+        help="print one table from earlier result files (run nothing; --only keeps those "
+        "benchmarks' rows)",
     )
     args = parser.parse_args()
     if args.merge:
-        return merge(args.merge)
+        return merge(args.merge, args.only.split(",") if args.only else None)
     envs = tuple(args.env or (("datascience",) if args.quick else ("datascience", "torch")))
     chosen = args.only.split(",") if args.only else ORDER
     steps = plan(args.quick, envs, args.build_reps, args.pip_compile_reps)

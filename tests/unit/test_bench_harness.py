@@ -90,3 +90,27 @@ def test_rows_compute_ratio_overhead_percent_and_targets(tmp_path: Path) -> None
     doc = json.loads(harness.write_json([ratio], tmp_path / "r.json").read_text())
     assert doc["rows"][0]["value"] == 0.5 and doc["rows"][0]["met"] is False
     assert doc["rows"][0]["subject_stats"]["values"] == [1.0, 2.0, 3.0]
+
+
+def test_merge_prints_one_table_of_the_chosen_benchmarks_from_several_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import run_all
+
+    one = harness.write_json(
+        [
+            Row("capture --no-lock", "ds", "cold", "reprobox", stats([1.0]), "pip", stats([2.0])),
+            Row("build", "ds", "cold", "reprobox build", stats([3.0]), "hand", stats([4.0])),
+        ],
+        tmp_path / "one.json",
+    )
+    two = harness.write_json(
+        [Row("first run", "torch", "import", "reprobox", stats([5.0]), "plain", stats([6.0]))],
+        tmp_path / "two.json",
+    )
+    assert run_all.merge([one, two], ["build"]) == 0
+    lines = [x for x in capsys.readouterr().out.splitlines() if x.startswith("| ")]
+    assert [x.split(" | ")[0] for x in lines[1:]] == ["| build", "| first run"]
+    assert run_all.merge([one, two]) == 0
+    lines = [x for x in capsys.readouterr().out.splitlines() if x.startswith("| ")]
+    assert len(lines) == 1 + 3
