@@ -307,17 +307,7 @@ def prune_cache_mounts(session: str) -> None:
     """Remove the uv cache mounts of this session's hand-written builds (each cold repetition
     made one of its own, ~0.7 GB each): found by the ``BENCH_SESSION`` marker of their command,
     removed by their build-cache record id, nothing else."""
-    out = subprocess.run(
-        [DOCKER, "system", "df", "-v", "--format", "{{json .BuildCache}}"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout
-    try:
-        records = json.loads(out or "[]") or []
-    except ValueError:
-        return
-    for rec in records:
+    for rec in _build_cache():
         if rec.get("CacheType") == "exec.cachemount" and f"BENCH_SESSION={session}" in rec.get(
             "Description", ""
         ):
@@ -340,6 +330,7 @@ def _created(rec: Dict[str, str]) -> Optional[datetime]:
 
 
 def _build_cache() -> List[Dict[str, str]]:
+    """Docker's build-cache records (``docker system df -v``); none when it cannot say."""
     out = subprocess.run(
         [DOCKER, "system", "df", "-v", "--format", "{{json .BuildCache}}"],
         capture_output=True,

@@ -148,19 +148,7 @@ def run_env(name: str, reps: int) -> List[Row]:
                     "out of reach for any tool that checks every installed file",
                 )
             )
-            rows.append(
-                Row(
-                    "capture --no-lock",
-                    label,
-                    mode,
-                    "reprobox",
-                    subject,
-                    "floor",
-                    res[FLOOR],
-                    note="what reprobox costs over the floor",
-                )
-            )
-            for peer in ("pip freeze", "uv pip freeze", "pip inspect"):
+            for peer in ("floor", "pip freeze", "uv pip freeze", "pip inspect"):
                 rows.append(
                     Row(
                         "capture --no-lock",
@@ -169,8 +157,9 @@ def run_env(name: str, reps: int) -> List[Row]:
                         "reprobox",
                         subject,
                         peer,
-                        res[peer],
+                        res[FLOOR if peer == "floor" else peer],
                         target=TARGETS[mode] if peer == "pip freeze" else None,
+                        note="what reprobox costs over the floor" if peer == "floor" else "",
                     )
                 )
         shutil.rmtree(project / ".reprobox", ignore_errors=True)
