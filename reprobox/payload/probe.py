@@ -41,6 +41,7 @@ import re
 import site
 import struct
 import sys
+from stat import S_ISREG
 import sysconfig
 
 PROBE_VERSION = 1
@@ -1444,11 +1445,16 @@ def scan_ctypes(record_path, site):
         ):
             continue
         try:
-            fd = os.open(os.path.join(base, rel), os.O_RDONLY)
+            # non-blocking: a FIFO or device under that name must not stall the capture
+            fd = os.open(os.path.join(base, rel), os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
         except OSError:
             continue
         try:
+            if not S_ISREG(os.fstat(fd).st_mode):
+                continue
             data = os.read(fd, 1 << 22)
+        except OSError:
+            continue
         finally:
             os.close(fd)
         if b"ctypes" not in data or not any(n in data for n in _CTYPES_NEEDLES):
@@ -1505,6 +1511,10 @@ class CtypesScan:
         if pid == 0:  # the child: answer through the pipe, nothing else (no stdout, no cache)
             try:
                 os.close(r)
+                # off the probe's stdout and stderr: whoever reads them waits for every holder
+                devnull = os.open(os.devnull, os.O_RDWR)
+                for std in (0, 1, 2):
+                    os.dup2(devnull, std)
                 data = json.dumps(
                     {rec: scan_ctypes(rec, folder) for _m, rec, folder, _st in self.todo}
                 )

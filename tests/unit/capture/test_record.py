@@ -345,6 +345,53 @@ def test_ctypes_scan_finds_libraries_named_in_pure_python_sources(tmp_path):
     assert out["found"] == {magic: ["libbz2.so.1.0", "libz.so.1"]}
 
 
+def test_the_ctypes_child_holds_no_pipe_of_the_probe_and_opens_no_fifo(tmp_path):
+    """The child leaves the probe's stdout and stderr (the capture reads them to EOF, and a
+    child still holding them would make it wait), and a FIFO under a listed name stalls
+    neither path."""
+    site = tmp_path / "site-packages"
+    dist = _dist(
+        site,
+        "fifo-pkg",
+        "1.0",
+        {
+            "fifo_pkg/__init__.py": b"import ctypes\nfind_library('z')\n",
+            "fifo_pkg/pipe.py": b"",
+        },
+    )
+    (site / "fifo_pkg/pipe.py").unlink()
+    os.mkfifo(site / "fifo_pkg/pipe.py")
+    code = f"""
+import json, os, sys
+sys.path.insert(0, {str(Path(probe.__file__).parent)!r})
+import probe
+dists = json.loads(sys.argv[1])
+def scan():
+    return probe.CtypesScan(dists, probe.ProbeCache(None)).start().result()
+def where_output_goes(_record, _site):  # run by the child: its stdout and stderr
+    return [os.readlink("/proc/self/fd/1"), os.readlink("/proc/self/fd/2")]
+found = scan()
+real, probe.scan_ctypes = probe.scan_ctypes, where_output_goes
+fds = scan()
+probe.scan_ctypes = real
+del os.fork
+inline = scan()
+print(json.dumps([found, fds, inline, os.readlink("/proc/self/fd/1")]))
+"""
+    done = subprocess.run(
+        [sys.executable, "-I", "-c", code, json.dumps([dist])],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    found, fds, inline, own = json.loads(done.stdout)
+    meta = dist["metadata_dir"]
+    assert found == inline == {meta: ["z"]}
+    assert fds == {meta: [os.devnull, os.devnull]}
+    assert own.startswith("pipe:")  # the probe's own stdout is the pipe the capture reads
+
+
 def test_ctypes_names_take_only_names_from_the_probe_answer():
     dists = [
         {"name": "Python_Magic", "metadata_dir": "/s/python_magic-1.dist-info"},
