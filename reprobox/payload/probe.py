@@ -280,7 +280,7 @@ def user_site_dir(wanted):
     cfg = os.path.join(sys.prefix, "pyvenv.cfg")
     if sys.prefix != sys.base_prefix and os.path.isfile(cfg):
         try:
-            with open(cfg, encoding="utf-8", errors="replace") as f:
+            with io.TextIOWrapper(_open_file(cfg), encoding="utf-8", errors="replace") as f:
                 text = f.read()
         except OSError:
             text = ""
@@ -313,7 +313,7 @@ def read_headers(path, wanted=("name", "version")):
     """
     found = {}
     try:
-        with open(path, "r", encoding="utf-8", errors="replace") as f:
+        with io.TextIOWrapper(_open_file(path), encoding="utf-8", errors="replace") as f:
             for line in f:
                 if line in ("\n", "\r\n"):
                     break
@@ -330,10 +330,24 @@ def read_headers(path, wanted=("name", "version")):
     return found, None
 
 
+def _open_file(path):
+    """``open(path, "rb")`` of a plain file only. The open does not wait (a FIFO or a device
+    under a name the environment lists must not stall the probe), and anything but a regular
+    file is an OSError, which every reader here already treats as "unreadable"."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        if not S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{path} is not a plain file")
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def _read_small(path, limit=65536):
     """A small text file's content (binary read + decode: cheaper than a text-mode file)."""
     try:
-        with open(path, "rb") as f:
+        with _open_file(path) as f:
             return f.read(limit).decode("utf-8", "replace")
     except OSError:
         return None
@@ -493,7 +507,7 @@ def read_elf(path, interp=False):
     headers, the dynamic segment and the few strings it names are read, never the whole file.
     """
     try:
-        with open(path, "rb") as f:
+        with _open_file(path) as f:
             return _parse_elf(f, interp)
     except (OSError, struct.error, ValueError):
         return None
@@ -608,7 +622,7 @@ def _read_cstr(f, offset):
 def read_ld_cache(path="/etc/ld.so.cache"):
     """soname -> [paths] from glibc's ld.so.cache (new format, alone or after the old one)."""
     try:
-        with open(path, "rb") as f:
+        with _open_file(path) as f:
             data = f.read()
     except OSError:
         return None
@@ -697,7 +711,7 @@ class ProbeCache:
         self.misses = 0
         if path:
             try:
-                with open(path, "rb") as f:
+                with _open_file(path) as f:
                     data = json.loads(f.read().decode("utf-8"))
                 if data.get("version") == PROBE_VERSION:
                     self.old = {k: data.get(k) or {} for k in self.new}
@@ -756,7 +770,7 @@ _RECORD_SO = re.compile(rb'\.so(?:"?,|\.)')
 def parse_record(path):
     """[extension files, top-level entries] listed by one RECORD file (paths as written)."""
     try:
-        with open(path, "rb") as f:
+        with _open_file(path) as f:
             data = f.read()
     except OSError:
         return [[], []]
@@ -919,7 +933,7 @@ class Resolver:
         hit = self.headers.get(path)
         if hit is None:
             try:
-                with open(path, "rb") as f:
+                with _open_file(path) as f:
                     ident = f.read(20)
                 if ident[:4] != b"\x7fELF" or len(ident) < 20:
                     hit = (None, None)
@@ -1115,7 +1129,7 @@ _MTIME_SLACK_NS = 0
 def _record_fields(path):
     """(path as written, hash field, size or None) of each row of one RECORD."""
     try:
-        with open(path, "rb") as f:
+        with _open_file(path) as f:
             data = f.read()
     except OSError:
         return
@@ -1175,7 +1189,7 @@ def _sha256_file(path):
 
     h = hashlib.sha256()
     try:
-        with open(path, "rb") as f:
+        with _open_file(path) as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 h.update(block)
     except OSError:
@@ -1195,7 +1209,7 @@ def _changed_entry(full, rel, st, change):
     entry = {"path": rel, "change": change, "size": st.st_size, "sha256": None}
     if st.st_size <= CARRY_CAP:
         try:
-            with open(full, "rb") as f:
+            with _open_file(full) as f:
                 data = f.read(CARRY_CAP + 1)
         except OSError:
             return entry
@@ -1428,7 +1442,7 @@ def scan_ctypes(record_path, site):
     patterns.
     """
     try:
-        with open(record_path, "rb") as f:
+        with _open_file(record_path) as f:
             record = f.read()
     except OSError:
         return []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -552,3 +553,29 @@ def test_record_sizes_marks_as_hashed_exactly_the_rows_with_a_sha256_digest(tmp_
     assert [r[2] for r in sizes] == [1 if r[2] else 0 for r in full]
     assert [r[2] for r in sizes] == [1, 1, 0, 0, 0, 0, 0, 1]
     assert full[0][2] == hashlib.sha256(b"x").hexdigest()
+
+
+def test_a_fifo_in_place_of_an_installed_file_is_a_change_and_never_blocks(tmp_path: Path):
+    """The probe opens files without waiting: a FIFO where a package file was is reported
+    (modified: another size, no content) instead of stalling the capture on its open."""
+    site = tmp_path / "site"
+    d = make_dist(site, "demo", {"demo/__init__.py": b"x = 1\n", "demo/data.txt": b"abc\n"})
+    (site / "demo" / "data.txt").unlink()
+    os.mkfifo(site / "demo" / "data.txt")
+    code = f"""
+import json, sys
+sys.path.insert(0, {str(Path(probe.__file__).parent)!r})
+import probe
+dists = json.loads(sys.argv[1])
+out = probe.installed_file_changes(dists, [{str(site)!r}], probe.ProbeCache(None))
+print(json.dumps(out))
+"""
+    done = subprocess.run(
+        [sys.executable, "-I", "-c", code, json.dumps([d])],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    changes = json.loads(done.stdout)[d["metadata_dir"]]["changes"]
+    assert changes == [{"path": "demo/data.txt", "change": "modified", "size": 0, "sha256": None}]
