@@ -29,6 +29,9 @@ An answer is only used when none of those changed after its probe started (the c
 uses for its index): a file written while the probe ran, or since, makes the next capture probe.
 Full hashing of installed files (``REPROBOX_HASH_INSTALLED``) and interpreters that are scripts
 (wrappers that may pick another Python) are never cached.
+
+The folder holds one answer per checkout and interpreter; each write prunes it (:func:`prune`):
+answers unused for 30 days go, then the least recently used beyond 64.
 """
 
 from __future__ import annotations
@@ -65,6 +68,11 @@ _LIB_DIRS = (
 _SYSTEM_FILES = ("/etc/ld.so.cache", "/etc/os-release", "/usr/lib/os-release", "/etc/ld.so.conf")
 #: A change this recent to the probe's start may have been missed by it (coarse timestamps).
 _RACY_NS = 2_000_000_000
+#: The folder keeps one answer per checkout and interpreter (a torch environment's is ~2 MB):
+#: answers unused for this long go, and past this many the least recently used go.
+KEEP_SECONDS = 30 * 24 * 3600
+KEEP_ANSWERS = 64
+_ANSWER_SUFFIX = "-answer.json"
 
 
 def usable(python: Path, environ: Mapping[str, str]) -> bool:
@@ -287,6 +295,10 @@ class ResultCache:
                 )
         except (TypeError, AttributeError, ValueError, KeyError):  # a damaged file: probe again
             return None
+        try:
+            os.utime(self.path)  # used now: what prune() goes by
+        except OSError:
+            pass
         native = raw.get("native")
         if isinstance(native, dict) and isinstance(native.get("cache_misses"), int):
             # the probe's own ELF cache statistics: this time nothing at all was parsed again
@@ -323,3 +335,47 @@ class ResultCache:
             os.replace(tmp, self.path)
         except (OSError, ValueError, TypeError):
             tmp.unlink(missing_ok=True)
+            return
+        prune(self.path.parent, keep=self.path.name)
+
+
+def prune(folder: Path, *, keep: str = "", now: Optional[float] = None) -> int:
+    """Remove the answers of ``folder`` unused for :data:`KEEP_SECONDS`, then the least recently
+    used beyond :data:`KEEP_ANSWERS` (never ``keep``, the one just written), and temporary files
+    a killed capture left (older than a day). Only plain files named as this module names them
+    go; returns how many. Each costs one more probe at most, if its checkout comes back."""
+    now = time.time() if now is None else now
+    answers: list[tuple[float, str]] = []
+    gone = 0
+    try:
+        with os.scandir(folder) as it:
+            for entry in it:
+                name = entry.name
+                is_tmp = name.endswith(".tmp") and _ANSWER_SUFFIX in name
+                if name == keep or not (name.endswith(_ANSWER_SUFFIX) or is_tmp):
+                    continue
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                if not entry.is_file(follow_symlinks=False):
+                    continue
+                age = now - st.st_mtime
+                if age > (86400 if is_tmp else KEEP_SECONDS):
+                    gone += _unlink(entry.path)
+                elif not is_tmp:
+                    answers.append((st.st_mtime, entry.path))
+    except OSError:
+        return gone
+    answers.sort(reverse=True)
+    for _mtime, path in answers[max(KEEP_ANSWERS - 1, 0) :]:
+        gone += _unlink(path)
+    return gone
+
+
+def _unlink(path: str) -> int:
+    try:
+        os.unlink(path)
+        return 1
+    except OSError:
+        return 0
