@@ -8,7 +8,8 @@
   ``dataclasses.replace`` so every field keeps a shape the capture really produces.
 * ``cpu_env`` / ``with_packages``: a numerics-heavy environment as found on a Debian 12 host with
   numpy/scipy wheels, for the comparison tests.
-* ``make_elf``: a minimal ELF shared object, for the library-scanning tests.
+* ``make_elf``: a minimal ELF shared object, for the library-scanning tests; ``in_probe``: code
+  run as the probe runs (a fresh ``python -I`` with the probe imported).
 * ``new_repo`` / ``make_venv`` / ``capture`` / ``publish_and_clone`` / ``reprobox``: real projects
   (git repository, virtualenv) driven through the real CLI, for the end-to-end tests.
 """
@@ -260,6 +261,22 @@ def with_packages(env: Environment, *pkgs: Package, drop: tuple[str, ...] = ()) 
 
 
 # --------------------------------------------------------------------------- ELF files
+
+
+def in_probe(body: str, *args: str, timeout: float = 60) -> Any:
+    """Run ``body`` as the probe runs: a fresh ``python -I`` with the probe imported as
+    ``probe`` (no pytest threads or state around a fork), ``args`` as ``sys.argv[1:]``; it prints
+    one JSON value, returned here. A hang is a failure after ``timeout`` seconds."""
+    folder = Path(__file__).resolve().parents[1] / "reprobox" / "payload"
+    code = f"import json, os, sys\nsys.path.insert(0, {str(folder)!r})\nimport probe\n{body}"
+    done = subprocess.run(
+        [sys.executable, "-I", "-c", code, *args],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=timeout,
+    )
+    return json.loads(done.stdout)
 
 
 def make_elf(bits, endian, machine, needed, soname=None, runpath=None):

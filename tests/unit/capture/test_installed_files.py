@@ -16,6 +16,7 @@ from reprobox.model import Environment, InstalledChange, Interpreter, Package
 from reprobox.verify import Observed, compare_environments, compare_installed_files
 
 from ...asserts import refuses
+from ...factories import in_probe
 
 INTERP = Interpreter("cpython", "3.11.7", abi="cp311")
 
@@ -562,20 +563,11 @@ def test_a_fifo_in_place_of_an_installed_file_is_a_change_and_never_blocks(tmp_p
     d = make_dist(site, "demo", {"demo/__init__.py": b"x = 1\n", "demo/data.txt": b"abc\n"})
     (site / "demo" / "data.txt").unlink()
     os.mkfifo(site / "demo" / "data.txt")
-    code = f"""
-import json, sys
-sys.path.insert(0, {str(Path(probe.__file__).parent)!r})
-import probe
-dists = json.loads(sys.argv[1])
-out = probe.installed_file_changes(dists, [{str(site)!r}], probe.ProbeCache(None))
-print(json.dumps(out))
-"""
-    done = subprocess.run(
-        [sys.executable, "-I", "-c", code, json.dumps([d])],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
+    out = in_probe(
+        f"dists = json.loads(sys.argv[1])\n"
+        f"print(json.dumps(probe.installed_file_changes(dists, [{str(site)!r}], "
+        f"probe.ProbeCache(None))))",
+        json.dumps([d]),
     )
-    changes = json.loads(done.stdout)[d["metadata_dir"]]["changes"]
+    changes = out[d["metadata_dir"]]["changes"]
     assert changes == [{"path": "demo/data.txt", "change": "modified", "size": 0, "sha256": None}]

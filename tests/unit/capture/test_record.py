@@ -24,7 +24,7 @@ from reprobox.model import check as validate
 
 from ...conftest import require
 from ...asserts import refuses
-from ...factories import make_elf
+from ...factories import in_probe, make_elf
 
 FIX = Path(__file__).resolve().parents[2] / "fixtures"
 H200 = json.loads((FIX / "gpu-h200" / "environment.json").read_text())
@@ -278,9 +278,6 @@ def _ctypes_scan(dists: list, cache: Path, *, fork: bool) -> dict:
     """probe.CtypesScan as the probe runs it: in a fresh interpreter (a fork of pytest's own
     process, with its threads, is not what the probe does), with or without ``os.fork``."""
     code = f"""
-import json, os, sys
-sys.path.insert(0, {str(Path(probe.__file__).parent)!r})
-import probe
 if not {fork!r}:
     del os.fork
 cache = probe.ProbeCache({str(cache)!r})
@@ -290,13 +287,7 @@ found = scan.result()
 cache.save()
 print(json.dumps({{"found": found, "forked": forked, "misses": cache.misses}}))
 """
-    done = subprocess.run(
-        [sys.executable, "-I", "-c", code, json.dumps(dists)],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return json.loads(done.stdout)
+    return in_probe(code, json.dumps(dists))
 
 
 def test_ctypes_scan_finds_libraries_named_in_pure_python_sources(tmp_path):
@@ -361,10 +352,7 @@ def test_the_ctypes_child_holds_no_pipe_of_the_probe_and_opens_no_fifo(tmp_path)
     )
     (site / "fifo_pkg/pipe.py").unlink()
     os.mkfifo(site / "fifo_pkg/pipe.py")
-    code = f"""
-import json, os, sys
-sys.path.insert(0, {str(Path(probe.__file__).parent)!r})
-import probe
+    code = """
 dists = json.loads(sys.argv[1])
 def scan():
     return probe.CtypesScan(dists, probe.ProbeCache(None)).start().result()
@@ -378,14 +366,7 @@ del os.fork
 inline = scan()
 print(json.dumps([found, fds, inline, os.readlink("/proc/self/fd/1")]))
 """
-    done = subprocess.run(
-        [sys.executable, "-I", "-c", code, json.dumps([dist])],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    )
-    found, fds, inline, own = json.loads(done.stdout)
+    found, fds, inline, own = in_probe(code, json.dumps([dist]))
     meta = dist["metadata_dir"]
     assert found == inline == {meta: ["z"]}
     assert fds == {meta: [os.devnull, os.devnull]}
