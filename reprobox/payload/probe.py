@@ -41,8 +41,8 @@ import re
 import site
 import struct
 import sys
-from stat import S_ISREG
 import sysconfig
+from stat import S_ISREG
 
 PROBE_VERSION = 1
 
@@ -330,18 +330,23 @@ def read_headers(path, wanted=("name", "version")):
     return found, None
 
 
-def _open_file(path):
-    """``open(path, "rb")`` of a plain file only. The open does not wait (a FIFO or a device
-    under a name the environment lists must not stall the probe), and anything but a regular
-    file is an OSError, which every reader here already treats as "unreadable"."""
+def _open_fd(path):
+    """A descriptor of ``path`` opened for reading, for a plain file only. The open does not
+    wait (a FIFO or a device under a name the environment lists must not stall the probe), and
+    anything but a regular file is an OSError, which every reader here treats as "unreadable"."""
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
     try:
         if not S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(f"{path} is not a plain file")
-        return os.fdopen(fd, "rb")
+            raise OSError(f"{os.fsdecode(path)} is not a plain file")
     except BaseException:
         os.close(fd)
         raise
+    return fd
+
+
+def _open_file(path):
+    """``open(path, "rb")`` through :func:`_open_fd`: plain files only, never waiting."""
+    return os.fdopen(_open_fd(path), "rb")
 
 
 def _read_small(path, limit=65536):
@@ -1452,20 +1457,17 @@ def scan_ctypes(record_path, site):
     base = os.fsencode(site)
     for line in record.split(b"\n"):
         rel = line.split(b",", 1)[0]
-        if not rel.endswith(b".py") or rel.startswith((b"..", b"/")):
-            continue
+        if not rel.endswith(b".py") or rel.startswith(b"/") or b".." in rel.split(b"/"):
+            continue  # only files inside the site folder
         if any(t in b"/" + rel for t in _TEST_PARTS) or rel.rsplit(b"/", 1)[-1].startswith(
             b"test_"
         ):
             continue
         try:
-            # non-blocking: a FIFO or device under that name must not stall the capture
-            fd = os.open(os.path.join(base, rel), os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+            fd = _open_fd(os.path.join(base, rel))
         except OSError:
             continue
         try:
-            if not S_ISREG(os.fstat(fd).st_mode):
-                continue
             data = os.read(fd, 1 << 22)
         except OSError:
             continue

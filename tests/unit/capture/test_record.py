@@ -373,6 +373,19 @@ print(json.dumps([found, fds, inline, os.readlink("/proc/self/fd/1")]))
     assert own.startswith("pipe:")  # the probe's own stdout is the pipe the capture reads
 
 
+def test_the_ctypes_scan_reads_nothing_outside_the_site_folder(tmp_path):
+    site = tmp_path / "site-packages"
+    dist = _dist(
+        site, "inside", "1.0", {"inside/__init__.py": b"import ctypes\nfind_library('m')\n"}
+    )
+    outside = tmp_path / "outside.py"
+    outside.write_bytes(b"import ctypes\nfind_library('leak')\nCDLL('libleak.so.1')\n")
+    record = Path(dist["metadata_dir"]) / "RECORD"
+    rows = ["inside/../../outside.py,,", "../outside.py,,", f"{outside},,"]
+    record.write_text(record.read_text() + "\n".join(rows) + "\n")
+    assert probe.scan_ctypes(str(record), str(site)) == ["m"]
+
+
 def test_ctypes_names_take_only_names_from_the_probe_answer():
     dists = [
         {"name": "Python_Magic", "metadata_dir": "/s/python_magic-1.dist-info"},
