@@ -399,3 +399,69 @@ def test_debian_own_python_as_the_base(docker_daemon: None, tmp_path: Path) -> N
         }
     finally:
         get_engine().remove_image(result.tag)
+
+
+# --------------------------------------------------------------------------- layers by size
+
+
+@pytest.fixture(scope="module")
+def layered(tmp_path_factory: pytest.TempPathFactory, base_image: str) -> dict:
+    """A project whose venv holds one large pure-Python wheel (babel, ~10 MB) among small ones:
+    the lock's sizes cut its pure-Python packages into two layers."""
+    repo = tmp_path_factory.mktemp("build-layers") / "layers"
+    repo.mkdir()
+    (repo / "train.py").write_text("import babel, six, attr, idna\nprint(six.__version__)\n")
+    (repo / ".gitignore").write_text(".venv/\n")
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "layers")
+    python = find_interpreter(VERSION).executable
+    subprocess.run([str(python), "-m", "venv", str(repo / ".venv")], check=True)
+    pip = [str(repo / ".venv" / "bin" / "python"), "-m", "pip", "install", "-q", "--no-deps"]
+    subprocess.run(
+        [*pip, "babel==2.16.0", "six==1.16.0", "attrs==23.2.0", "idna==3.10"], check=True
+    )
+    tags: list[str] = []
+    yield {"repo": repo, "pip": pip, "tags": tags}
+    for tag in tags:
+        get_engine().remove_image(tag)
+
+
+def test_large_pure_wheels_get_a_layer_that_a_small_change_leaves_cached(layered: dict) -> None:
+    """The lock writes the Dockerfile with the large wheels (babel) in a layer of their own; the
+    build cuts the same layers from the stored pylock.toml (the committed Dockerfile is the one
+    built), and moving a small package (six) rebuilds the small layer only."""
+    repo: Path = layered["repo"]
+    store = Store(repo)
+    first = _capture(repo)
+    stored = store.load(first)
+    committed = stored.file("Dockerfile").read_text()
+    assert "layer 1 of 2: pure Python, the largest wheels" in committed
+    dry = build_experiment(store, stored, dry_run=True)
+    assert dry.dockerfile.replace(first, "<id>") == committed
+
+    tag = f"reprobox-test/layers:{uuid.uuid4().hex[:8]}"
+    layered["tags"].append(tag)
+    build_experiment(store, stored, tag=tag)
+    from reprobox.build.context import context_dir
+
+    parts = context_dir(repo) / "lock"
+    assert "babel==2.16.0 " in (parts / "pure-large.txt").read_text()
+    small = (parts / "pure.txt").read_text()
+    assert "six==1.16.0 " in small and "babel" not in small
+    out = get_engine().run_container(
+        tag, ["python", "-c", "import babel, six; print(six.__version__)"]
+    )
+    assert out.exit_code == 0 and out.output.strip() == "1.16.0", out.output
+
+    subprocess.run([*layered["pip"], "six==1.17.0"], check=True)
+    moved = _capture(repo)
+    lines: list[str] = []
+    build_experiment(store, store.load(moved), tag=tag, progress=lines.append)
+    steps = [line for line in lines if line.startswith("[build")]
+    large_step = [s for s in steps if "layer 1 of 2" in s]
+    small_step = [s for s in steps if "layer 2 of 2" in s]
+    assert large_step and all(s.endswith("(cached)") for s in large_step), steps
+    assert small_step and not any(s.endswith("(cached)") for s in small_step), steps
+    out = get_engine().run_container(tag, ["python", "-c", "import six; print(six.__version__)"])
+    assert out.output.strip() == "1.17.0", out.output

@@ -471,3 +471,42 @@ def test_meta_empties_python_files_only_when_the_install_reads_metadata(tmp_path
     assert not write_meta(src, meta, plan)
     assert (meta / "src" / "proj" / "__init__.py").read_text() == "SEED = 2\n"
     assert (meta / "setup.py").read_text().startswith("from setuptools")
+
+
+def test_three_lock_layers_each_get_their_part_and_their_wheels(tmp_path: Path) -> None:
+    """With the lock's sizes the pure-Python packages are two layers: each part of the lock and
+    each wheels folder holds its own layer's packages only, so a new small wheel leaves the
+    large ones' step cached."""
+    from reprobox.build.context import wheel_folders
+    from reprobox.build.render import LockGroup
+    from reprobox.lock.checks import Pin
+
+    exp, env = small()
+    plan = plan_image(exp, env, base_image="python:3.11.7-slim-bookworm")
+    plan = replace(
+        plan,
+        lock_groups=(
+            LockGroup("compiled.txt", "c", ("numpy",)),
+            LockGroup("pure-large.txt", "l", ("six",)),
+            LockGroup("pure.txt", "p", ("attrs",)),
+        ),
+    )
+    numpy = _artifact(tmp_path, "numpy", "numpy-1.0-cp311-cp311-manylinux_2_17_x86_64.whl")
+    six = _artifact(tmp_path, "six", "six-1.0-py3-none-any.whl")
+    attrs = _artifact(tmp_path, "attrs", "attrs-1.0-py3-none-any.whl")
+    folders = wheel_folders(plan, [numpy, six, attrs])
+    files = {k: sorted(a.filename for a in v) for k, v in folders.items() if v}
+    assert files == {
+        "lock-compiled": [numpy.filename],
+        "lock-pure-large": [six.filename],
+        "lock-pure": [attrs.filename],
+    }
+    pins = (
+        Pin("numpy", "1.0", ("1" * 64,), 1),
+        Pin("six", "1.0", ("2" * 64,), 2),
+        Pin("attrs", "1.0", ("3" * 64,), 3),
+    )
+    parts, warnings = lock_parts(pins, plan.lock_groups)
+    assert not warnings
+    assert [line.split("==")[0] for line in parts["pure-large.txt"].splitlines()[1:]] == ["six"]
+    assert [line.split("==")[0] for line in parts["pure.txt"].splitlines()[1:]] == ["attrs"]
