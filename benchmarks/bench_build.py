@@ -467,11 +467,12 @@ def run(
     reps: Optional[int] = None,
     cases: tuple = CASES,  # type: ignore[type-arg]
     cold_file: Optional[Path] = None,
+    pip_reps: Optional[int] = None,
 ) -> List[Row]:
     reps = reps or (QUICK_REPS if quick else BUILD_REPS)
     rows: List[Row] = []
     for name in env_names:
-        rows.extend(run_env(name, reps, cases, cold_file))
+        rows.extend(run_env(name, reps, cases, cold_file, pip_reps))
     return rows
 
 
@@ -497,6 +498,7 @@ def run_env(
     reps: int,
     cases: tuple = CASES,  # type: ignore[type-arg]
     cold_file: Optional[Path] = None,
+    pip_reps: Optional[int] = None,
 ) -> List[Row]:
     """The ``cases`` in turn (the cold builds always, or those of ``cold_file``, an earlier
     run's JSON: every other case is reported against them); a failing case is a row that says
@@ -505,7 +507,7 @@ def run_env(
     s = Setup(name, uuid.uuid4().hex[:8])
     label = f"{name} ({envs.count(s.venv)} dists)"
     note = f"{reps} reps (builds: minutes each on this machine)" if reps < 7 else ""
-    pip_reps = reps
+    pip_reps = reps if pip_reps is None else min(pip_reps, reps)
     images = set(s.tags.values())
     cold: Dict[str, Stats] = {}
 
@@ -530,19 +532,22 @@ def run_env(
                     s.reprobox_cold(),
                     s.hand_contestant("hand-uv-bc", cold=True),
                     s.hand_contestant("hand-uv", cold=True),
-                    s.hand_contestant("hand-pip", cold=True, reps=pip_reps),
-                ],
+                ]
+                + ([s.hand_contestant("hand-pip", cold=True, reps=pip_reps)] if pip_reps else []),
                 reps,
                 label=f"build {name} cold",
             )
         )
-        sizes = {k: image_size(t) for k, t in s.tags.items()}
+        sizes = {k: image_size(t) for k, t in s.tags.items() if k != "hand-pip" or pip_reps}
         like = {
             "hand-uv-bc": "like with like: both with bytecode",
             "hand-uv": "peer without bytecode (less work, every run compiles)",
             "hand-pip": "pip: with bytecode, no cache",
         }
+        peers = ("hand-uv-bc", "hand-uv", "hand-pip") if pip_reps else ("hand-uv-bc", "hand-uv")
         for peer, target in (("hand-uv-bc", 0.7), ("hand-uv", 0.7), ("hand-pip", None)):
+            if peer not in peers:
+                continue
             rows.append(
                 Row(
                     "build",
@@ -557,6 +562,8 @@ def run_env(
                 )
             )
         for peer, target in (("hand-uv-bc", 0.95), ("hand-uv", None), ("hand-pip", None)):
+            if peer not in peers:
+                continue
             rows.append(
                 Row(
                     "build",
@@ -728,12 +735,25 @@ def main() -> int:
         help="take the cold builds from an earlier run's --out JSON instead of building them "
         "again (the change cases then report against those; first-run needs a cold run)",
     )
+    parser.add_argument(
+        "--pip-reps",
+        type=int,
+        help="repetitions of the plain pip Dockerfile's cold build (minutes each on the torch "
+        "set; no target of its own): at most --reps; 0 leaves it out",
+    )
     args = parser.parse_args()
     cases = tuple(c for c in args.cases.split(",") if c)
     unknown = sorted(set(cases) - set(CASES))
     if unknown:
         parser.error(f"unknown case(s) {', '.join(unknown)}: pick from {', '.join(CASES)}")
-    rows = run(args.quick, tuple(args.env or ("datascience",)), args.reps, cases, args.cold_from)
+    rows = run(
+        args.quick,
+        tuple(args.env or ("datascience",)),
+        args.reps,
+        cases,
+        args.cold_from,
+        args.pip_reps,
+    )
     print(table(rows))
     if args.out:
         write_json(rows, args.out)
