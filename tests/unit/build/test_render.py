@@ -77,23 +77,6 @@ CASES = {
     ),
 }
 
-#: Installed wheel sizes as the lock records them: a few large pure-Python wheels among many
-#: small ones (the data-science set's own, rounded), every other package 100 kB.
-DS_SIZES = {
-    "jupyterlab": 12_300_000,
-    "babel": 10_100_000,
-    "jedi": 1_600_000,
-    "pygments": 1_200_000,
-    "ipython": 830_000,
-    "numpy": 16_600_000,
-    "scipy": 38_000_000,
-}
-
-
-def ds_sizes() -> dict[str, int]:
-    _exp, env = datascience()
-    return {p.name: DS_SIZES.get(p.name, 100_000) for p in env.packages}
-
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_golden(name: str) -> None:
@@ -102,104 +85,6 @@ def test_golden(name: str) -> None:
     env = change(env)
     exp = with_env(exp, env) if env.digest != exp.environment_digest else exp
     check_golden(name, render_dockerfile(exp, env, base_image=base, options=options))
-
-
-def test_golden_with_the_locks_sizes_three_locked_layers() -> None:
-    exp, env = datascience()
-    text = render_dockerfile(exp, env, base_image=BOOKWORM, sizes=ds_sizes())
-    check_golden("datascience-sized-layers.Dockerfile", text)
-
-
-# --------------------------------------------------------------------------- layers by size
-
-
-def _expected_rebuild(names: tuple[str, ...], large: tuple[str, ...], sizes: dict) -> float:
-    """The average rebuild of a one-package change: the model split_by_size minimises."""
-    from reprobox.build.render import LAYER_COST
-
-    rest = [n for n in names if n not in large]
-    small = sum(sizes[n] for n in rest)
-    if not large:
-        return small + LAYER_COST
-    total = small + sum(sizes[n] for n in large)
-    return (len(large) * (total + 2 * LAYER_COST) + len(rest) * (small + LAYER_COST)) / len(names)
-
-
-def test_the_cut_leaves_the_few_large_wheels_where_small_changes_do_not_reach() -> None:
-    from reprobox.build.render import split_by_size
-
-    sizes = {f"small{i:02}": 50_000 + i for i in range(40)}
-    sizes |= {"huge": 60_000_000, "big": 20_000_000, "large": 9_000_000}
-    names = tuple(sorted(sizes))
-    large, rest = split_by_size(names, sizes)
-    assert large == ("big", "huge", "large")  # the capture's order, kept in each part
-    assert rest == tuple(n for n in names if n not in large)
-    # the least of every possible cut, and below one layer
-    order = sorted(names, key=lambda n: -sizes[n])
-    costs = [_expected_rebuild(names, tuple(order[:k]), sizes) for k in range(len(names))]
-    assert _expected_rebuild(names, large, sizes) == min(costs) < costs[0]
-
-
-def test_no_cut_when_a_layer_more_costs_more_than_it_saves_or_a_size_is_unknown() -> None:
-    from reprobox.build.render import split_by_size
-
-    # two tiny wheels (attrs and six): one layer
-    assert split_by_size(("attrs", "six"), {"attrs": 60_000, "six": 11_000}) == (
-        (),
-        ("attrs", "six"),
-    )
-    # many small ones, all of them together less than a layer's own cost
-    same = {f"p{i}": 50_000 for i in range(30)}
-    assert split_by_size(tuple(same), same)[0] == ()
-    # one size missing (an older lock, or a package pylock.toml has no wheel size for)
-    sizes = {f"small{i}": 50_000 for i in range(40)} | {"huge": 60_000_000}
-    assert split_by_size(tuple(sizes), sizes)[0] == ("huge",)
-    del sizes["small3"]
-    assert split_by_size((*sizes, "small3"), sizes) == ((), (*sizes, "small3"))
-    # equal sizes at the cut: the name decides, so every machine cuts alike
-    tie = {f"small{i}": 50_000 for i in range(40)} | {"b": 30_000_000, "a": 30_000_000}
-    assert split_by_size(tuple(tie), tie)[0] == ("b", "a")
-    assert split_by_size(tuple(reversed(tie)), tie)[0] == ("a", "b")
-
-
-def test_locked_layers_with_and_without_the_locks_sizes() -> None:
-    exp, env = datascience()
-    plain = plan_image(exp, env, base_image=BOOKWORM)
-    assert [g.file for g in plain.lock_groups] == ["compiled.txt", "pure.txt"]
-    sized = plan_image(exp, env, base_image=BOOKWORM, sizes=ds_sizes())
-    assert [g.file for g in sized.lock_groups] == ["compiled.txt", "pure-large.txt", "pure.txt"]
-    assert [g.folder for g in sized.lock_groups] == [
-        "lock-compiled",
-        "lock-pure-large",
-        "lock-pure",
-    ]
-    compiled, large, small = sized.lock_groups
-    assert compiled.names == plain.lock_groups[0].names  # compiled wheels are never cut
-    assert {"jupyterlab", "babel"} <= set(large.names)
-    sizes = ds_sizes()  # the largest wheels: each one in the large layer outweighs the rest
-    assert min(sizes[n] for n in large.names) > max(sizes[n] for n in small.names)
-    assert set(large.names) | set(small.names) == set(plain.lock_groups[1].names)
-    assert large.title.startswith("Locked Python packages, layer 2 of 3: pure Python, the largest")
-    assert small.title.startswith("Locked Python packages, layer 3 of 3: pure Python, the smaller")
-    # every layer installs its own lock part from its own wheels folder
-    text = render_plan(sized)
-    steps = text.split("\nRUN ")[1:]
-    large_step = next(s for s in steps if "lock/pure-large.txt" in s)
-    assert "source=wheels/lock-pure-large," in large_step and "lock/pure.txt" not in large_step
-    positions = [text.index(f"/lock/{g.file} ") for g in sized.lock_groups]
-    assert positions == sorted(positions)
-
-
-def test_a_pure_python_environment_is_cut_too() -> None:
-    exp, env = datascience()
-    from reprobox.build.render import _is_pure
-
-    env = replace(env, packages=tuple(p for p in env.packages if _is_pure(p)))
-    groups = plan_image(with_env(exp, env), env, base_image=BOOKWORM, sizes=ds_sizes()).lock_groups
-    assert [g.file for g in groups] == ["pure-large.txt", "pure.txt"]
-    assert groups[0].title.startswith("Locked Python packages, layer 1 of 2: pure Python, the")
-    unsized = plan_image(with_env(exp, env), env, base_image=BOOKWORM).lock_groups
-    assert [(g.file, g.title) for g in unsized] == [("all.txt", "Locked Python packages.")]
 
 
 def test_dockerfile_base_at_the_top_is_the_template_rendered() -> None:
