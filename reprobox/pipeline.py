@@ -341,7 +341,6 @@ def capture_experiment(
 
     # Lock: best effort. Capture after a long training run must never fail for want of a network.
     locked = False
-    sizes: dict[str, int] = {}
     if lock:
         t0 = time.perf_counter()
         say("locking packages with hashes from the index")
@@ -363,7 +362,6 @@ def capture_experiment(
             files.update(result.files)
             files.update(conda_files)
             warnings.extend(result.warnings)
-            sizes = result.installed_sizes()
             locked = True
         except IndexUnavailable as exc:
             warnings.append(
@@ -384,7 +382,7 @@ def capture_experiment(
     if "requirements.lock" in files and env.conda is None:
         t0 = time.perf_counter()
         try:
-            files["Dockerfile"] = render_store_dockerfile(experiment, env, root, sizes)
+            files["Dockerfile"] = render_store_dockerfile(experiment, env, root)
         except ReproboxError as exc:
             warnings.append(f"no Dockerfile was written: {exc.message}")
         stage("dockerfile", t0)
@@ -483,12 +481,7 @@ def _check_before_storing(experiment: Experiment, env: Environment, *, name_give
 STORE_DOCKERFILE_ID = "<id>"
 
 
-def render_store_dockerfile(
-    experiment: Experiment,
-    env: Environment,
-    root: Path,
-    sizes: Optional[Mapping[str, int]] = None,
-) -> str:
+def render_store_dockerfile(experiment: Experiment, env: Environment, root: Path) -> str:
     """The Dockerfile committed with the experiment, for the automatically chosen base image.
 
     The id seals this file, so the file cannot hold the id: it says ``<id>`` where the one
@@ -502,7 +495,7 @@ def render_store_dockerfile(
 
     base = auto_base_image(env)
     draft = replace(experiment, files={}, supersedes=None, id="").with_id()
-    text = render_dockerfile(draft, env, base_image=base, sizes=sizes)
+    text = render_dockerfile(draft, env, base_image=base)
     return text.replace(draft.id, STORE_DOCKERFILE_ID)
 
 
@@ -567,7 +560,7 @@ def lock_experiment(
         result = replace(result, files={**result.files, **conda_files})
     else:
         files["Dockerfile"] = render_store_dockerfile(
-            stored.experiment, stored.environment, store.root, result.installed_sizes()
+            stored.experiment, stored.environment, store.root
         )
     sealed = store.reseal(stored, files, replace_existing=True)
     return sealed, result

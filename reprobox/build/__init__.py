@@ -189,10 +189,10 @@ def build_experiment(
     ignored = pyproject_base_warning(store.root)
     if ignored:
         early.append(ignored)
-    pins, sizes = checked_lock_and_sizes(stored)
+    pins = checked_lock(stored)
 
     if dry_run:
-        plan = plan_image(exp, env, base_image=image, options=RenderOptions(), sizes=sizes)
+        plan = plan_image(exp, env, base_image=image, options=RenderOptions())
         return BuildResult(
             tag,
             None,
@@ -224,7 +224,7 @@ def build_experiment(
         cache_id=cache_id or RenderOptions.cache_id,
         network_none=client is not None and _run_network_flag(engine),
     )
-    plan = plan_image(exp, env, base_image=image, options=options, sizes=sizes)
+    plan = plan_image(exp, env, base_image=image, options=options)
     dockerfile = render_plan(plan)
     warnings = early + list(plan.warnings)
     for w in plan.warnings:
@@ -374,15 +374,6 @@ def checked_lock(stored: StoredExperiment) -> Optional[tuple[Pin, ...]]:
     None when the experiment has no lock. A line reprobox would not have written, or a pin the
     environment does not record, is refused (exit 2) naming the file and line.
     """
-    return checked_lock_and_sizes(stored)[0]
-
-
-def checked_lock_and_sizes(
-    stored: StoredExperiment,
-) -> tuple[Optional[tuple[Pin, ...]], dict[str, int]]:
-    """:func:`checked_lock`, and the size of each package's installed wheel that pylock.toml
-    records (empty without one): how the image's locked packages are cut into layers, the same
-    cut the Dockerfile written by the lock made."""
 
     def read(path: Path) -> Optional[str]:
         if not path.is_file() or path.is_symlink():
@@ -391,11 +382,10 @@ def checked_lock_and_sizes(
             return fh.read(MAX_LOCK_BYTES + 1).decode("utf-8", errors="replace")
 
     pylock = read(stored.file("pylock.toml"))
-    sizes = check_pylock(pylock, stored.environment) if pylock is not None else {}
+    if pylock is not None:
+        check_pylock(pylock, stored.environment)
     lock = read(stored.file("requirements.lock"))
-    if lock is None:
-        return None, {}
-    return check_requirements_lock(lock, stored.environment), sizes
+    return None if lock is None else check_requirements_lock(lock, stored.environment)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Mapping, Optional, Sequence
+from typing import Optional
 from urllib.parse import urlsplit
 
 from ..model import grammar as validate
@@ -184,85 +184,29 @@ class LockGroup:
         return "lock-" + self.file.rsplit(".", 1)[0]
 
 
-#: What one more locked layer costs a build (a uv start, a snapshot, an exported layer: ~0.5 s on
-#: the benchmark machine), as the size of wheels whose rebuild takes as long: a split of a layer
-#: that saves less on average is not made.
-LAYER_COST = 2 * 1024 * 1024
+#: Packages with compiled extensions (large, and updated rarely) go in the first layer, pure-Python
+#: ones in the second: moving a pure-Python package then rebuilds only the smaller layer.
+_GROUP_TITLES = {
+    "compiled.txt": "Locked Python packages, layer 1 of 2: those with compiled extensions "
+    "(large, rarely changed).",
+    "pure.txt": "Locked Python packages, layer 2 of 2: pure Python.",
+    "all.txt": "Locked Python packages.",
+}
 
 
 def _is_pure(pkg: Package) -> bool:
     return bool(pkg.wheel_tags) and all(t.endswith("-none-any") for t in pkg.wheel_tags)
 
 
-def split_by_size(
-    names: Sequence[str], sizes: Mapping[str, int]
-) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """``names`` cut into two layers, (the largest, the rest), where a change to one package
-    rebuilds the least on average; ``((), names)`` when one layer does better, or when a size is
-    not known.
-
-    In a chain of layers a change rebuilds its own layer and every one after it. With each of
-    the n packages as likely to change, the cut after the k largest wheels (B bytes; the rest
-    S) rebuilds on average k/n x (B + S + 2c) + (n - k)/n x (S + c), against B + S + c for one
-    layer, c being a layer's own cost (:data:`LAYER_COST`). The cut is made where that is
-    least: the few large wheels then sit in a layer that a change to any of the many small
-    ones leaves cached.
-    """
-    if len(names) < 2 or any(sizes.get(n) is None for n in names):
-        return (), tuple(names)
-    order = sorted(names, key=lambda n: (-sizes[n], n))
-    total = sum(sizes[n] for n in order)
-    count = len(order)
-    best, cut, large = count * (total + LAYER_COST), 0, 0
-    for k in range(1, count):
-        large += sizes[order[k - 1]]
-        cost = k * (total + 2 * LAYER_COST) + (count - k) * (total - large + LAYER_COST)
-        if cost < best:  # integers: the same cut on every machine
-            best, cut = cost, k
-    if not cut:
-        return (), tuple(names)
-    chosen = set(order[:cut])
-    return tuple(n for n in names if n in chosen), tuple(n for n in names if n not in chosen)
-
-
-#: What each kind of locked layer holds, for its comment in the Dockerfile.
-_LAYER_WHAT = {
-    "compiled.txt": "those with compiled extensions (large, rarely changed).",
-    "pure-large.txt": "pure Python, the largest wheels.",
-    "pure.txt": "pure Python.",
-    "pure-small.txt": "pure Python, the smaller wheels (a change to one rebuilds this layer only).",
-}
-
-
-def lock_groups(
-    packages: list[Package], sizes: Optional[Mapping[str, int]] = None
-) -> tuple[LockGroup, ...]:
-    """The locked layers, in build order: packages with compiled extensions (large, updated
-    rarely) first, then the pure-Python ones (three in four packages of a data-science stack),
-    so that moving a pure-Python package rebuilds only the smaller layer. With ``sizes`` (each
-    package's installed wheel, from the lock), the pure-Python packages are cut once more,
-    largest wheels first (:func:`split_by_size`)."""
+def lock_groups(packages: list[Package]) -> tuple[LockGroup, ...]:
     compiled = tuple(p.name for p in packages if not _is_pure(p))
     pure = tuple(p.name for p in packages if _is_pure(p))
-    large, rest = split_by_size(pure, sizes) if sizes else ((), pure)
-    parts = [
-        (file, names)
-        for file, names in (
-            ("compiled.txt", compiled),
-            ("pure-large.txt", large),
-            ("pure-small.txt" if large else "pure.txt", rest),
-        )
-        if names
-    ]
-    if len(parts) == 1:
-        return (LockGroup("all.txt", "Locked Python packages.", parts[0][1]),)
-    return tuple(
-        LockGroup(
-            file if file != "pure-small.txt" else "pure.txt",
-            f"Locked Python packages, layer {i} of {len(parts)}: {_LAYER_WHAT[file]}",
-            names,
-        )
-        for i, (file, names) in enumerate(parts, 1)
+    if not compiled or not pure:
+        names = compiled or pure
+        return (LockGroup("all.txt", _GROUP_TITLES["all.txt"], names),) if names else ()
+    return (
+        LockGroup("compiled.txt", _GROUP_TITLES["compiled.txt"], compiled),
+        LockGroup("pure.txt", _GROUP_TITLES["pure.txt"], pure),
     )
 
 
@@ -513,13 +457,8 @@ def plan_image(
     *,
     base_image: str,
     options: Optional[RenderOptions] = None,
-    sizes: Optional[Mapping[str, int]] = None,
 ) -> DockerPlan:
-    """Everything the Dockerfile says, as data; refuses any value outside its grammar.
-
-    ``sizes``: each index package's installed wheel in bytes, from the experiment's lock
-    (:func:`reprobox.lock.checks.check_pylock`); they only decide how the locked packages are
-    cut into layers (:func:`lock_groups`), never what is installed."""
+    """Everything the Dockerfile says, as data; refuses any value outside its grammar."""
     options = options or RenderOptions()
     if options.installer not in INSTALLERS:
         raise UsageError(f"unknown installer {options.installer!r} (expected uv or pip)")
@@ -619,7 +558,7 @@ def plan_image(
         python_version=version,
         install_python=install_python,
         system=system,
-        lock_groups=lock_groups(index_packages, sizes),
+        lock_groups=lock_groups(index_packages),
         direct=tuple(direct),
         copy_dirs=copy_dirs,
         local=tuple(local),
@@ -681,9 +620,6 @@ def render_dockerfile(
     *,
     base_image: str,
     options: Optional[RenderOptions] = None,
-    sizes: Optional[Mapping[str, int]] = None,
 ) -> str:
     """The experiment's Dockerfile (pure: same inputs, same text)."""
-    return render_plan(
-        plan_image(experiment, environment, base_image=base_image, options=options, sizes=sizes)
-    )
+    return render_plan(plan_image(experiment, environment, base_image=base_image, options=options))

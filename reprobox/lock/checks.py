@@ -11,13 +11,12 @@ import json
 import re
 import sys
 from dataclasses import dataclass
-from typing import Any, Iterator, Optional
+from typing import Iterator
 
 from ..model import grammar as v
 from ..errors import UsageError, ValidationError
 from ..model import Environment
 from ..store import FILE_NAME_RE
-from .result import is_size
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -245,16 +244,12 @@ def check_requirements_lock(
     return tuple(pins.values())
 
 
-def check_pylock(text: str, env: Environment, file: str = "pylock.toml") -> dict[str, int]:
+def check_pylock(text: str, env: Environment, file: str = "pylock.toml") -> None:
     """pylock.toml names only recorded packages at their recorded versions.
 
     reprobox never installs from pylock.toml's URLs (the host looks every file up on its own
     indexes by name, version and hash), so only its package list is checked: a file that
     disagrees with environment.json is refused, naming the package.
-
-    Returns the size of each package's installed wheel (``[packages.tool.reprobox] installed``,
-    that wheel's ``size``), by normalized name: it decides how the image's locked packages are
-    cut into layers, nothing else. A value that is not a plain size is left out.
     """
     if len(text) > MAX_LOCK_BYTES:
         raise LockRefused(file, 1, "the file", f"is larger than {MAX_LOCK_BYTES >> 20} MiB")
@@ -265,7 +260,6 @@ def check_pylock(text: str, env: Environment, file: str = "pylock.toml") -> dict
             file, getattr(exc, "lineno", 0) or 1, "the file", f"is not valid TOML ({exc})"
         ) from None
     recorded = {_norm(p.name): p for p in env.packages}
-    sizes: dict[str, int] = {}
     packages = data.get("packages", [])
     if not isinstance(packages, list):
         raise LockRefused(file, 1, "`packages`", "is not an array of tables")
@@ -288,24 +282,6 @@ def check_pylock(text: str, env: Environment, file: str = "pylock.toml") -> dict
                 f"the package {pkg['name']!r}",
                 f"is pinned at {version!r}, environment.json records {rec.version!r}",
             )
-        size = _installed_size(pkg)
-        if size is not None:
-            sizes[_norm(pkg["name"])] = size
-    return sizes
-
-
-def _installed_size(pkg: dict[str, Any]) -> Optional[int]:
-    tool = pkg.get("tool")
-    ours = tool.get("reprobox") if isinstance(tool, dict) else None
-    installed = ours.get("installed") if isinstance(ours, dict) else None
-    wheels = pkg.get("wheels")
-    if not isinstance(installed, str) or not isinstance(wheels, list):
-        return None
-    for wheel in wheels:
-        if isinstance(wheel, dict) and wheel.get("name") == installed:
-            size = wheel.get("size")
-            return size if is_size(size) else None
-    return None
 
 
 def _line_of(text: str, name: str) -> int:

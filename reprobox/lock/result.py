@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -59,29 +58,6 @@ class LockResult:
     packages: tuple[LockedPackage, ...] = ()
     platform: Optional[str] = None  # the --platform asked for, if any
     requests: int = 0  # network requests made (0 on a warm cache)
-
-    def installed_sizes(self) -> dict[str, int]:
-        """The size of each index package's installed wheel, by normalized name: what
-        :func:`reprobox.lock.checks.check_pylock` reads back from :attr:`pylock_toml` (the same
-        file, the same choice), so that the Dockerfile the lock writes cuts the layers as a
-        build of the stored experiment does."""
-        sizes: dict[str, int] = {}
-        for p in self.packages:
-            if p.kind != "index" or not p.installed:
-                continue
-            wheel = next((f for f in p.files if f.is_wheel and f.filename == p.installed), None)
-            if wheel is not None and is_size(wheel.size):
-                sizes[re.sub(r"[-_.]+", "-", p.name).lower()] = wheel.size  # type: ignore[assignment]
-        return sizes
-
-
-#: Larger than any wheel an index serves: not a size.
-MAX_WHEEL_SIZE = 1 << 40
-
-
-def is_size(value: object) -> bool:
-    """A plain byte count (an int, not a bool, 0 <= value < :data:`MAX_WHEEL_SIZE`)."""
-    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < MAX_WHEEL_SIZE
 
 
 @dataclass(frozen=True)
