@@ -746,6 +746,8 @@ def main() -> int:
     unknown = sorted(set(cases) - set(CASES))
     if unknown:
         parser.error(f"unknown case(s) {', '.join(unknown)}: pick from {', '.join(CASES)}")
+    if args.pip_reps is not None and args.pip_reps < 0:
+        parser.error(f"--pip-reps {args.pip_reps}: give 0 (leave hand-pip out) or more")
     rows = run(
         args.quick,
         tuple(args.env or ("datascience",)),
