@@ -15,7 +15,7 @@ import os
 import queue
 import threading
 from dataclasses import replace
-from concurrent.futures import Future, as_completed
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from concurrent.futures import wait as wait_futures
 from functools import partial
 from pathlib import Path
@@ -26,7 +26,7 @@ from ..errors import IndexUnavailable
 from ..redact import strip_url_credentials
 from .cache import Cache, default_cache_dir
 from .config import IndexConfig
-from .dists import DistFile, Lookup, ReleaseFilter, Source, parse_filename
+from .dists import DistFile, Lookup, ReleaseFilter, Source, canonicalize_name, parse_filename
 from .pages import parse_html_page, parse_json_page
 from .transport import Transport
 
@@ -80,6 +80,8 @@ class IndexClient:
         self._memo_lock = threading.Lock()
         self._workers: Optional[_Workers] = None
         self._early: dict[tuple[Source, tuple[str, str]], Future] = {}
+        self._hasher: Optional[ThreadPoolExecutor] = None
+        self._hashing: dict[str, Future] = {}  # path -> its sha256, hashed ahead (see start)
         self.requests = 0  # network requests made (for benchmarks and tests)
 
     def sources(self) -> tuple[Source, ...]:
@@ -90,6 +92,10 @@ class IndexClient:
 
     def close(self) -> None:
         self._stop_workers()
+        if self._hasher is not None:
+            # a hash still running finishes first: it writes to the cache closed below
+            self._hasher.shutdown(wait=True, cancel_futures=True)
+            self._hasher = None
         self.transport.close()
         self.cache.close()
 
@@ -137,10 +143,81 @@ class IndexClient:
             pool = self._pool(len(misses))
             for w in misses:
                 self._early[(source, w)] = pool.submit(self._fetch, source, *w)
+        self._hash_ahead(pending)
+
+    def _hash_ahead(self, wanted: Sequence[tuple[str, str]]) -> None:
+        """Hash, on a thread of its own, the files of ``wanted`` releases that local find-links
+        folders hold: a folder names no hashes, and a torch wheel takes ~0.1 s to hash. The
+        remote answers arrive meanwhile (hashlib releases the GIL while it hashes). A release
+        the index settles first never reads the digest, which is only kept in the cache; the
+        hashes not started when the lookups end are dropped."""
+        folders = [s for s in self.sources() if s.kind == "find-links" and s.is_local]
+        if not folders or not wanted:
+            return
+        versions: dict[str, list[str]] = {}
+        for project, version in wanted:
+            versions.setdefault(project, []).append(version)
+        self._hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reprobox-hash")
+        self._hasher.submit(self._queue_hashes, folders, versions)
+
+    def _queue_hashes(self, folders: Sequence[Source], versions: dict[str, list[str]]) -> None:
+        hasher = self._hasher
+        if hasher is None:
+            return
+        for source in folders:
+            try:
+                files = self._memoized(
+                    f"find-links {source.location}", partial(self._list_find_links, source)
+                )
+            except OSError:
+                continue  # the lookup itself reports an unreadable folder
+            matching: list[tuple[bool, str]] = []
+            for f in files:
+                if not f.path or f.sha256:
+                    continue
+                if f.filename.endswith(".whl"):
+                    name = f.filename.split("-", 1)[0]
+                else:
+                    parsed = parse_filename(f.filename)
+                    if parsed is None:
+                        continue
+                    name = parsed.name
+                project = canonicalize_name(name)
+                if any(ReleaseFilter(project, v)(f.filename) for v in versions.get(project, ())):
+                    matching.append(("+" not in f.filename, f.path))
+            # a local version label (torch 2.5.1+cpu) is on no public index: that file is
+            # the likeliest to be needed, so it goes first
+            matching.sort(key=lambda m: m[0])
+            for _public, path in matching:
+                with self._memo_lock:
+                    if path in self._hashing:
+                        continue
+                    try:
+                        self._hashing[path] = hasher.submit(self.cache.file_hash, path)
+                    except RuntimeError:  # shut down: the lookups are over
+                        return
+
+    def _file_hash(self, path: str) -> Optional[str]:
+        """The sha256 of a local file: the one hashed ahead when there is one (waiting for it
+        if it is running), else hashed here."""
+        with self._memo_lock:
+            fut = self._hashing.get(path)
+        if fut is not None and (fut.running() or fut.done()):
+            try:
+                return fut.result()
+            except Exception:  # noqa: BLE001 - hashed again below, where an error is reported
+                pass
+        elif fut is not None:
+            fut.cancel()  # still queued behind others: quicker here
+        return self.cache.file_hash(path)
 
     def _stop_workers(self) -> None:
         early, self._early = list(self._early.values()), {}
         for fut in early:  # started but never collected: not needed any more
+            fut.cancel()
+        with self._memo_lock:
+            ahead = list(self._hashing.values())
+        for fut in ahead:  # hashes not started by the end of the lookups: not needed
             fut.cancel()
         if self._workers is not None:  # the threads end with the call, as a pool would
             self._workers.shutdown()
@@ -268,7 +345,7 @@ class IndexClient:
         if f.sha256:
             return f
         if f.path:
-            digest = self.cache.file_hash(f.path)
+            digest = self._file_hash(f.path)
             if digest:
                 return _with(f, sha256=digest)
         resp = self._get(f.url, accept="*/*")
@@ -372,7 +449,7 @@ class IndexClient:
                 except OSError:
                     out.append(f)  # listed but absent: pip would fail on it too; keep the link
                     continue
-                digest = f.sha256 or self.cache.file_hash(f.path)
+                digest = f.sha256 or self._file_hash(f.path)
                 f = _with(f, sha256=digest, size=size)
             out.append(f)
         return out

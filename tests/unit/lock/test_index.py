@@ -387,6 +387,103 @@ def test_start_sends_nothing_when_a_local_source_comes_first(tmp_path):
         assert idx.project_requests() == []
 
 
+def _hashed_paths(cache_root: Path) -> set[str]:
+    import sqlite3
+
+    from reprobox.lock.cache import CACHE_VERSION
+
+    db = sqlite3.connect(str(cache_root / CACHE_VERSION / "index.sqlite"))
+    try:
+        return {row[0] for row in db.execute("SELECT path FROM file_hashes")}
+    finally:
+        db.close()
+
+
+def test_start_hashes_the_wanted_files_of_a_find_links_folder_ahead(tmp_path):
+    # a remote index first, then a folder: the folder's wanted wheels are hashed while the
+    # index has not answered yet; its other files are not read
+    links = tmp_path / "links"
+    links.mkdir()
+    wanted_local = make_wheel(links, "tiny", "1.0+local")
+    also_on_index = make_wheel(links, "six", "1.16.0")
+    other_version = make_wheel(links, "tiny", "2.0")
+    other_project = make_wheel(links, "unwanted", "1.0")
+    ahead = {str(wanted_local), str(also_on_index)}
+    seen: dict[str, set[str]] = {}
+
+    class Waits(BaseHTTPRequestHandler):
+        """Answers only once the folder's hashes are in the cache (or after 10 s)."""
+
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            deadline = time.monotonic() + 10
+            hashed: set[str] = set()
+            while time.monotonic() < deadline:
+                try:
+                    hashed = _hashed_paths(tmp_path / "cache")
+                except Exception:  # noqa: BLE001 - the cache is not created yet
+                    hashed = set()
+                if ahead <= hashed:
+                    break
+                time.sleep(0.01)
+            seen[self.path] = hashed
+            if self.path.rstrip("/").endswith("/six"):
+                body, ctype = PAGES["six"]["json"], "application/vnd.pypi.simple.v1+json"
+                self.send_response(200)
+            else:
+                body, ctype = b"not here", "text/plain"
+                self.send_response(404)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Waits)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/simple"
+        client = _client(tmp_path, index_url=url, find_links=(str(links),))
+        wanted = [("six", "1.16.0"), ("tiny", "1.0+local")]
+        client.start(wanted)
+        found = client.lookup_many(wanted, done=lambda key, lookups: bool(lookups[-1].files))
+        client.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+    # both answers went out after both wheels were hashed: the hashing overlapped the wait
+    assert seen == {"/simple/six/": ahead, "/simple/tiny/": ahead}
+    (local_lookup,) = [lk for lk in found[("tiny", "1.0+local")] if lk.source.kind == "find-links"]
+    assert [(f.filename, f.sha256) for f in local_lookup.files] == [
+        (wanted_local.name, sha256_of(wanted_local))
+    ]
+    # six was settled by the index: the folder was never asked about it; its wheel there was
+    # hashed ahead, and the digest kept is the file's
+    assert [lk.source.kind for lk in found[("six", "1.16.0")]] == ["index"]
+    hashed = _hashed_paths(tmp_path / "cache")
+    assert hashed == ahead and str(other_version) not in hashed
+    assert str(other_project) not in hashed
+    again = _client(tmp_path, find_links=(str(links),))
+    assert again.cache.file_hash(str(also_on_index)) == sha256_of(also_on_index)
+    again.close()
+
+
+def test_no_hashing_ahead_when_a_local_source_comes_first(tmp_path):
+    links = tmp_path / "links"
+    links.mkdir()
+    make_wheel(links, "tiny", "1.0")
+    client = _client(tmp_path, find_links=(str(links),), index_url=(tmp_path / "none").as_uri())
+    client.start([("tiny", "1.0")])
+    client.close()
+    from reprobox.lock.cache import CACHE_VERSION
+
+    db = tmp_path / "cache" / CACHE_VERSION / "index.sqlite"
+    assert not db.exists() or _hashed_paths(tmp_path / "cache") == set()
+
+
 def test_pool_grows_to_max_workers_when_the_index_is_slow_to_answer(tmp_path):
     from reprobox.lock import index as index_module
 
