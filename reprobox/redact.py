@@ -224,7 +224,18 @@ def _spans(line: str, secret_type: str, value: Optional[str], det: _Detectors) -
 _URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>`]+")
 
 
+#: The fixed part every one of TOKEN_PATTERNS starts with (or holds): text without any of
+#: them matches none, and this one search costs a twentieth of the twelve (a lock strips
+#: every file URL it writes: ~1,600 on a torch environment).
+TOKEN_MARKERS = re.compile(
+    r"gh[pousr]_|github_pat_|hf_|gl(?:pat|dt|ft|soat|rt|cbt)-|xox[abposr]-|sk-"
+    r"|A(?:KIA|SIA|BIA|CCA|Iza)|pypi-|npm_|eyJ|-----BEGIN|AccountKey="
+)
+
+
 def _tokenish(segment: str) -> bool:
+    if TOKEN_MARKERS.search(segment) is None:
+        return False
     return any(rx.search(segment) for _k, rx in TOKEN_PATTERNS)
 
 
@@ -407,7 +418,7 @@ class Redactor:
                     if new != out:
                         out = new
                         kinds.append(kind)
-        for kind, rx in TOKEN_PATTERNS:
+        for kind, rx in TOKEN_PATTERNS if TOKEN_MARKERS.search(out) else ():
             if rx.search(out):
                 out = rx.sub(mark(kind), out)
                 kinds.append(kind)
@@ -437,7 +448,7 @@ class Redactor:
             if secret in out:
                 out = out.replace(secret, URL_MARK)
                 kinds.append("$" + name)
-        for kind, rx in TOKEN_PATTERNS:
+        for kind, rx in TOKEN_PATTERNS if TOKEN_MARKERS.search(out) else ():
             if rx.search(out):
                 out = rx.sub(URL_MARK, out)
                 kinds.append(kind)

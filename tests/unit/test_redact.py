@@ -194,3 +194,41 @@ def test_an_expanded_host_secret_in_a_patch_is_found() -> None:
     patch = f"diff --git a/a.txt b/a.txt\n--- a/a.txt\n+++ b/a.txt\n@@ -0,0 +1 @@\n+{HF}\n"
     (f,) = scan_patch(patch.encode(), ENV)
     assert (f.path, f.line) == ("a.txt", 1)
+
+
+#: One token of each format TOKEN_PATTERNS knows (shapes only: none of them is real).
+TOKEN_SAMPLES = {
+    "github-token": ["ghp_" + "C4n4ry" * 6, "ghs_" + "C4n4ry" * 6, "github_pat_" + "C4n4ry_" * 4],
+    "huggingface-token": [HF],
+    "gitlab-token": [f"{p}-" + "C4n4ry" * 4 for p in ("glpat", "gldt", "glft", "glsoat", "glrt")]
+    + ["glcbt-" + "C4n4ry" * 4],
+    "slack-token": ["xoxb-" + "1234567890-C4n4ry", "xoxp-" + "C4n4ryC4n4ry"],
+    "api-key": ["sk-" + "C4n4ry" * 4, "sk-proj-" + "C4n4ry" * 4, "sk-ant-" + "C4n4ry" * 4],
+    "aws-access-key": ["AKIA" + "C4N4RYC4N4RYC4N4", "ASIA" + "C4N4RYC4N4RYC4N4"],
+    "google-api-key": ["AIza" + "C4n4ry_C4n4ry-C4n4ryC4n4ryC4n4ry123"],
+    "pypi-token": ["pypi-" + "C4n4ry" * 9],
+    "npm-token": ["npm_" + "C4n4ry" * 6],
+    "jwt": ["eyJC4n4ryC4n4ry.eyJC4n4ryC4n4ry.C4n4ryC4n4ry"],
+    "private-key": ["-----BEGIN OPENSSH PRIVATE KEY-----"],
+    "azure-storage-key": ["AccountKey=" + "C4n4ryC4n4ry+=" * 4],
+}
+
+
+def test_every_token_format_passes_the_marker_prefilter_and_is_stripped_from_a_url_path():
+    from reprobox.redact import TOKEN_MARKERS, TOKEN_PATTERNS
+
+    # a format added to TOKEN_PATTERNS needs a sample here, and its fixed part in TOKEN_MARKERS
+    assert set(TOKEN_SAMPLES) == {kind for kind, _rx in TOKEN_PATTERNS}
+    for kind, rx in TOKEN_PATTERNS:
+        for token in TOKEN_SAMPLES[kind]:
+            assert rx.search(token), (kind, token)  # the sample has the format's shape
+            assert TOKEN_MARKERS.search(token), (kind, token)
+            url = f"https://files.example.com/org/{token}/pkg-1.0-py3-none-any.whl"
+            stripped = strip_url_credentials(url)
+            assert token not in stripped, (kind, stripped)
+            assert stripped.endswith("/pkg-1.0-py3-none-any.whl")
+            text, red = redacted(f"python train.py --key {token} --lr 0.1")
+            assert token not in text and red.warnings, (kind, text)
+    # a plain file URL passes untouched
+    plain = "https://files.pythonhosted.org/packages/ab/cd/0123abcd/numpy-2.4.6-cp311-cp311-manylinux_2_28_x86_64.whl"
+    assert strip_url_credentials(plain) == plain
