@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Mapping, Optional, Sequence, Un
 from . import __version__
 from .model import grammar as validate
 from .model.check import validate_experiment
-from .capture import envvars
+from .capture import envvars, system
 from .capture import python as py
 from .capture import record as rec
 from .capture.environment import environment_from_probe
@@ -208,6 +208,8 @@ def capture_experiment(
             raise
 
     t0 = time.perf_counter()
+    # while the probe still runs, read what mapping its libraries to OS packages will need
+    dpkg_lists = system.read_ahead(cache_dir / "system") if not probe_future.done() else None
     raw_probe = probe_future.result()
     summary = None
     if execution is not None:
@@ -220,6 +222,7 @@ def capture_experiment(
         run_libraries=summary.system_libraries if summary else None,
         dlopen_failed=summary.usage.dlopen_failed if summary else (),
         declared_system_packages=declared,
+        dpkg_lists=dpkg_lists,
     )
     _changes, env_texts = py.installed_changes(raw_probe.get("distributions"))
     warnings.extend(env_warnings)

@@ -45,6 +45,7 @@ def environment_from_probe(
     run_libraries: Optional[Mapping[str, Sequence[str]]] = None,
     dlopen_failed: Sequence[str] = (),
     declared_system_packages: Sequence[str] = (),
+    dpkg_lists: Optional[system.DpkgLists] = None,
 ) -> tuple[Environment, list[str]]:
     """The Environment for a probe's output: OS packages owning the native libraries, hardware.
 
@@ -87,6 +88,7 @@ def environment_from_probe(
         sorted(by_path),
         by_path,
         cache_dir=(cache_dir / "system") if cache_dir else None,
+        dpkg_lists=dpkg_lists,
     )
     if unexpected:
         warnings.append(

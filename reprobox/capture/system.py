@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -35,6 +35,8 @@ from ..errors import ReproboxError, ValidationError
 from ..model import AptSource, OSInfo, SystemPackage
 
 DPKG_INFO = Path("/var/lib/dpkg/info")
+#: The answer of :func:`owning_packages`, kept in its cache folder.
+SYSTEM_CACHE_FILE = "system-packages.json"
 DPKG_STATUS = Path("/var/lib/dpkg/status")
 DPKG_DIVERSIONS = Path("/var/lib/dpkg/diversions")
 CACHE_VERSION = 1
@@ -96,31 +98,81 @@ def path_variants(path: str) -> list[str]:
 # --------------------------------------------------------------------------- dpkg
 
 
-def _dpkg_scan_lists(candidates: set[str], info_dir: Path = DPKG_INFO) -> dict[str, list[str]]:
+def _so_lines(data: bytes) -> Iterator[bytes]:
+    """The lines of one dpkg file list that contain ``.so`` (shared objects, among others)."""
+    i = data.find(b".so")
+    while i >= 0:
+        start = data.rfind(b"\n", 0, i) + 1
+        end = data.find(b"\n", i)
+        if end < 0:
+            end = len(data)
+        yield data[start:end]
+        i = data.find(b".so", end)
+
+
+def _list_files(info_dir: Path) -> list[tuple[str, str]]:
+    """(package[:arch], path) of each of dpkg's ``.list`` files."""
+    with os.scandir(info_dir) as it:
+        return [(e.name[: -len(".list")], e.path) for e in it if e.name.endswith(".list")]
+
+
+class DpkgLists:
+    """dpkg's file lists read ahead, while the probe runs (a capture waits for the probe, and
+    reading ~800 lists takes ~20 ms): each listed path with ``.so`` in it -> the packages that
+    list it, in the order a scan would find them."""
+
+    def __init__(self, so_lines: dict[bytes, list[str]], info_dir: Path) -> None:
+        self.so_lines = so_lines
+        self.info_dir = info_dir
+
+    @classmethod
+    def read(cls, info_dir: Path = DPKG_INFO) -> "DpkgLists":
+        index: dict[bytes, list[str]] = {}
+        for pkg, path in _list_files(info_dir):
+            with open(path, "rb") as f:
+                data = f.read()
+            for line in _so_lines(data):
+                index.setdefault(line, []).append(pkg)
+        return cls(index, info_dir)
+
+
+def read_ahead(cache_dir: Path | None) -> DpkgLists | None:
+    """dpkg's lists, read now for :func:`owning_packages` later, when it will need them: on a
+    dpkg system, without an answer in the system-package cache yet (a first capture)."""
+    if cache_dir is not None and (Path(cache_dir) / SYSTEM_CACHE_FILE).exists():
+        return None
+    if package_manager() != "dpkg":
+        return None
+    try:
+        return DpkgLists.read(DPKG_INFO)
+    except OSError:
+        return None  # scanned (or queried) as usual, where the error is handled
+
+
+def _dpkg_scan_lists(
+    candidates: set[str], info_dir: Path = DPKG_INFO, lists: DpkgLists | None = None
+) -> dict[str, list[str]]:
     """candidate path -> [package[:arch]] by scanning dpkg's file lists in-process.
 
     Libraries are found by looking only at lines containing ``.so``; any candidate without
-    ``.so`` in its name is looked for line by line in the same pass.
+    ``.so`` in its name is looked for line by line in the same pass. With ``lists`` read ahead
+    from the same folder, candidates that all contain ``.so`` are looked up there instead.
     """
     want = {c.encode("utf-8", "surrogateescape") for c in candidates}
     odd = [w for w in want if b".so" not in w]
+    if lists is not None and lists.info_dir == info_dir and not odd:
+        return {
+            w.decode("utf-8", "surrogateescape"): list(lists.so_lines[w])
+            for w in want
+            if w in lists.so_lines
+        }
     owners: dict[str, list[str]] = {}
-    with os.scandir(info_dir) as it:
-        entries = [e for e in it if e.name.endswith(".list")]
-    for entry in entries:
-        with open(entry.path, "rb") as f:
+    for pkg, path in _list_files(info_dir):
+        with open(path, "rb") as f:
             data = f.read()
-        pkg = entry.name[: -len(".list")]
-        i = data.find(b".so")
-        while i >= 0:
-            start = data.rfind(b"\n", 0, i) + 1
-            end = data.find(b"\n", i)
-            if end < 0:
-                end = len(data)
-            line = data[start:end]
+        for line in _so_lines(data):
             if line in want:
                 owners.setdefault(line.decode("utf-8", "surrogateescape"), []).append(pkg)
-            i = data.find(b".so", end)
         for w in odd:
             if data.startswith(w + b"\n") or b"\n" + w + b"\n" in data or data.endswith(b"\n" + w):
                 owners.setdefault(w.decode("utf-8", "surrogateescape"), []).append(pkg)
@@ -198,7 +250,9 @@ def dpkg_versions(packages: Iterable[str]) -> dict[str, tuple[str, str, str | No
     return parse_dpkg_versions(result.stdout or "")
 
 
-def _dpkg_owners(paths: list[str]) -> tuple[dict[str, list[str]], str]:
+def _dpkg_owners(
+    paths: list[str], lists: DpkgLists | None = None
+) -> tuple[dict[str, list[str]], str]:
     """path -> owning ``pkg[:arch]`` names, and how they were found."""
     variants = {p: path_variants(p) for p in paths}
     candidates = {v for vs in variants.values() for v in vs}
@@ -206,7 +260,7 @@ def _dpkg_owners(paths: list[str]) -> tuple[dict[str, list[str]], str]:
     try:
         if _diverted(candidates):
             raise OSError("diverted")
-        found = _dpkg_scan_lists(candidates)
+        found = _dpkg_scan_lists(candidates, DPKG_INFO, lists)
     except OSError:
         how = "dpkg-query -S"
         found = _dpkg_search(candidates)
@@ -325,12 +379,14 @@ def owning_packages(
     libraries_by_path: Mapping[str, list[str]] | None = None,
     *,
     cache_dir: Path | None = None,
+    dpkg_lists: DpkgLists | None = None,
 ) -> tuple[list[SystemPackage], list[str]]:
     """Map library files to the OS packages owning them.
 
     ``libraries_by_path`` maps each path to the sonames needed under it, which become
     :attr:`SystemPackage.libraries` (default: the file names). Returns the packages, sorted by
     name, and the paths no package owns (on a system without dpkg or rpm: all of them).
+    ``dpkg_lists``: dpkg's lists read ahead (:func:`read_ahead`).
     """
     wanted = sorted({p for p in paths if p})
     if not wanted:
@@ -340,7 +396,7 @@ def owning_packages(
         return [], wanted
     cache_file = key = None
     if cache_dir is not None:
-        cache_file = Path(cache_dir) / "system-packages.json"
+        cache_file = Path(cache_dir) / SYSTEM_CACHE_FILE
         key = _cache_key(manager, wanted)
         cached = _load_cache(cache_file, key) if key else None
         if cached is not None:
@@ -357,7 +413,7 @@ def owning_packages(
     merged: dict[tuple[str, str | None], dict[str, Any]] = {}
     unowned: list[str] = []
     if manager == "dpkg":
-        owners, _how = _dpkg_owners(wanted)
+        owners, _how = _dpkg_owners(wanted, dpkg_lists)
         versions = dpkg_versions(p for ps in owners.values() for p in ps)
         for path in wanted:
             pkgs = [p for p in owners.get(path, []) if p in versions]

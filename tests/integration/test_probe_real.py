@@ -162,6 +162,9 @@ def test_list_scan_agrees_with_dpkg_query():
     scanned = system._dpkg_scan_lists(variants)
     queried = system._dpkg_search(variants)
     assert scanned == {k: v for k, v in queried.items() if k in variants}
+    # the lists read ahead (while a capture's probe runs) answer the same
+    ahead = system.DpkgLists.read()
+    assert system._dpkg_scan_lists(variants, system.DPKG_INFO, ahead) == scanned
 
 
 # --------------------------------------------------------------------------- real venvs (index)

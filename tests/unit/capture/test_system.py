@@ -171,6 +171,53 @@ def test_owning_packages_cache(fake_dpkg, tmp_path, monkeypatch):
         system.owning_packages(paths, cache_dir=tmp_path / "cache")
 
 
+def test_lists_read_ahead_answer_as_the_scan_does(tmp_path):
+    info = DPKG / "info"
+    libs = {
+        "/lib/x86_64-linux-gnu/libc.so.6",
+        "/lib/x86_64-linux-gnu/libz.so.1.2.13",
+        "/lib/x86_64-linux-gnu/libgcc_s.so.1",
+        "/lib/x86_64-linux-gnu/libnothere.so.3",
+    }
+    lists = system.DpkgLists.read(info)
+    assert system._dpkg_scan_lists(libs, info, lists) == system._dpkg_scan_lists(libs, info)
+    assert system._dpkg_scan_lists(libs, info, lists)["/lib/x86_64-linux-gnu/libc.so.6"] == [
+        "libc6:amd64"
+    ]
+    # the lists are what is looked up: an index of another content answers from that content
+    other = system.DpkgLists({b"/lib/x86_64-linux-gnu/libc.so.6": ["elsewhere"]}, info)
+    assert system._dpkg_scan_lists(libs, info, other) == {
+        "/lib/x86_64-linux-gnu/libc.so.6": ["elsewhere"]
+    }
+    # a path without ".so" is not in them: the folder is scanned as before
+    odd = libs | {"/usr/share/zoneinfo/UTC"}
+    assert system._dpkg_scan_lists(odd, info, other)["/lib/x86_64-linux-gnu/libc.so.6"] == [
+        "libc6:amd64"
+    ]
+    assert system._dpkg_scan_lists(odd, info, other)["/usr/share/zoneinfo/UTC"] == ["tzdata"]
+    # lists read from another folder are not used: the folder asked about is scanned
+    assert system._dpkg_scan_lists(libs, tmp_path, other) == {}
+
+
+def test_read_ahead_only_when_the_answer_is_not_cached(fake_dpkg, tmp_path):
+    cache = tmp_path / "system"
+    lists = system.read_ahead(cache)
+    assert lists is not None and lists.info_dir == DPKG / "info"
+    assert lists.so_lines[b"/lib/x86_64-linux-gnu/libc.so.6"] == ["libc6:amd64"]
+    paths = ["/usr/lib/x86_64-linux-gnu/libc.so.6"]
+    assert system.owning_packages(paths, cache_dir=cache, dpkg_lists=lists) == (
+        system.owning_packages(paths)
+    )
+    assert (cache / system.SYSTEM_CACHE_FILE).is_file()
+    assert system.read_ahead(cache) is None  # a later capture: the cache answers
+
+
+def test_read_ahead_on_a_system_without_dpkg(tmp_path, monkeypatch):
+    monkeypatch.setattr(system, "DPKG_STATUS", tmp_path / "no-status")
+    monkeypatch.setattr(system.proc, "which", lambda name: None)
+    assert system.read_ahead(tmp_path / "system") is None
+
+
 def test_diverted_path_uses_dpkg_query_search(fake_dpkg, tmp_path, monkeypatch):
     diversions = tmp_path / "diversions"
     diversions.write_text(
