@@ -1483,20 +1483,33 @@ def scan_ctypes(record_path, site):
 
 
 class CtypesScan:
-    """:func:`scan_ctypes` of every distribution, beside the rest of the probe's work.
+    """:func:`scan_ctypes` of every distribution, beside the rest of the probe's work; with
+    ``native_sites``, :func:`native_libraries` too, by whichever process is free first.
 
     Answers come from the probe cache by RECORD (installed files do not change without their
     RECORD being rewritten); the others are read by a forked child process while this one goes
-    on with the installed-file check and the ELF scan, so the two use both of a machine's cores.
-    Where there is no ``fork`` (or it fails, or the child's answer is unreadable), they are read
-    here. :meth:`result` returns {metadata_dir: [names]} for the distributions naming any.
+    on with the installed-file check, so the two use both of a machine's cores. The ELF scan
+    of the extension modules (``native_sites``) goes to the process that finishes its own part
+    first: the child after its ctypes scan (then it sends back what it found, its cache entries
+    and its warnings), or this one after the file check (a torch environment's ctypes scan is
+    the longer). Where there is no ``fork`` (or it fails, or the child's answer is unreadable),
+    everything is read here. :meth:`result` returns {metadata_dir: [names]} for the
+    distributions naming any; :meth:`native` what :func:`native_libraries` returns (None
+    without ``native_sites``).
     """
 
-    def __init__(self, dists, cache):
+    def __init__(self, dists, cache, native_sites=None):
         self.cache = cache
+        self.dists = dists
+        self.native_sites = native_sites
         self.found = {}
         self.todo = []  # (metadata_dir, RECORD path, site, stat of the RECORD)
         self.child = None
+        self.token = None  # a pipe holding one byte: who reads it does the ELF scan
+        self.answers = None  # the child's, once read
+        self.native_answer = None
+        self.warn_at = 0
+        self.counts_at = (0, 0)
         for d in dists:
             if not d.get("has_record"):
                 continue
@@ -1511,18 +1524,41 @@ class CtypesScan:
             else:
                 self.todo.append((d["metadata_dir"], record, d.get("site") or "", st))
 
+    def _claim_native(self):
+        """True for the one process that takes the ELF scan (the byte is read only once)."""
+        if self.token is None:
+            return True
+        try:
+            return os.read(self.token, 1) == b"N"
+        except OSError:
+            return False
+
     def start(self):
+        self.warn_at = len(_warnings)
+        self.counts_at = (self.cache.hits, self.cache.misses)
         if not self.todo or not hasattr(os, "fork"):
             return self
         try:
             r, w = os.pipe()
         except OSError:
             return self
+        if self.native_sites is not None:
+            try:
+                tr, tw = os.pipe()
+                os.write(tw, b"N")
+                os.close(tw)  # then a read gets the byte once, and end-of-file after
+                self.token = tr
+            except OSError:
+                self.token = None
+        hits, misses = self.cache.hits, self.cache.misses
         try:
             pid = os.fork()
         except OSError:
             os.close(r)
             os.close(w)
+            if self.token is not None:
+                os.close(self.token)
+                self.token = None
             return self
         if pid == 0:  # the child: answer through the pipe, nothing else (no stdout, no cache)
             try:
@@ -1531,9 +1567,17 @@ class CtypesScan:
                 devnull = os.open(os.devnull, os.O_RDWR)
                 for std in (0, 1, 2):
                     os.dup2(devnull, std)
-                data = json.dumps(
-                    {rec: scan_ctypes(rec, folder) for _m, rec, folder, _st in self.todo}
-                )
+                answer = {
+                    "ctypes": {rec: scan_ctypes(rec, folder) for _m, rec, folder, _st in self.todo}
+                }
+                if self.token is not None and self._claim_native():
+                    answer["native"] = native_libraries(self.dists, self.native_sites, self.cache)
+                    answer["elf"] = self.cache.new["elf"]
+                    answer["record"] = self.cache.new["record"]
+                    answer["hits"] = self.cache.hits - hits
+                    answer["misses"] = self.cache.misses - misses
+                    answer["warnings"] = _warnings[self.warn_at :]
+                data = json.dumps(answer)
                 view = memoryview(data.encode("utf-8", "surrogateescape"))
                 while view:
                     view = view[os.write(w, view) :]
@@ -1543,7 +1587,11 @@ class CtypesScan:
         self.child = (pid, r)
         return self
 
-    def result(self):
+    def _collect(self):
+        """The child's answer (once), with its native part taken in: cache entries, counts,
+        warnings (where they would have been, had this process found them)."""
+        if self.answers is not None:
+            return self.answers
         answers = {}
         if self.child is not None:
             pid, r = self.child
@@ -1564,6 +1612,28 @@ class CtypesScan:
                 answers = {}
             if not isinstance(answers, dict):
                 answers = {}
+        native = answers.get("native")
+        parts = [answers.get(k) for k in ("elf", "record", "hits", "misses", "warnings")]
+        if (
+            self.native_answer is None
+            and isinstance(native, dict)
+            and all(isinstance(p, dict) for p in parts[:2])
+            and all(isinstance(p, int) for p in parts[2:4])
+            and isinstance(parts[4], list)
+            and all(isinstance(m, str) for m in parts[4])
+        ):
+            self.native_answer = native
+            self.cache.new["elf"].update(parts[0])
+            self.cache.new["record"].update(parts[1])
+            self.cache.hits += parts[2]
+            self.cache.misses += parts[3]
+            _warnings[self.warn_at : self.warn_at] = parts[4]
+        ctypes = answers.get("ctypes")
+        self.answers = ctypes if isinstance(ctypes, dict) else {}
+        return self.answers
+
+    def result(self):
+        answers = self._collect()
         for meta, record, folder, st in self.todo:
             names = answers.get(record)
             if not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
@@ -1572,6 +1642,32 @@ class CtypesScan:
             self.found[meta] = names
         self.todo = []
         return {meta: names for meta, names in self.found.items() if names}
+
+    def native(self):
+        """Call before :meth:`result`: this process takes the ELF scan if the child has not."""
+        if self.native_sites is None:
+            return None
+        if self.native_answer is None and self.answers is None and self._claim_native():
+            self._native_here()
+        self._collect()
+        if self.native_answer is None:  # the child took it but could not say: read here
+            self._native_here()
+        if self.token is not None:
+            os.close(self.token)
+            self.token = None
+        return self.native_answer
+
+    def _native_here(self):
+        said = len(_warnings)
+        hits, misses = self.cache.hits, self.cache.misses
+        self.native_answer = native_libraries(self.dists, self.native_sites, self.cache)
+        # its cache counts as the child would give them: its own, on top of those at the start
+        self.native_answer["cache_hits"] = self.counts_at[0] + self.cache.hits - hits
+        self.native_answer["cache_misses"] = self.counts_at[1] + self.cache.misses - misses
+        # its warnings go where they would have been, had it run before the file check
+        new = _warnings[said:]
+        del _warnings[said:]
+        _warnings[self.warn_at : self.warn_at] = new
 
 
 # --------------------------------------------------------------------------- main
@@ -1602,11 +1698,9 @@ def main(argv):
     user_site = user_site_dir(want_user_site)
     sites = site_dirs(user_site)
     dists, shadowed = find_distributions(sites)
-    native = None
     cache = ProbeCache(cache_path)
-    ctypes_scan = CtypesScan(dists, cache).start()
-    if not skip_native and sys.platform.startswith("linux"):
-        native = native_libraries(dists, sites, cache)
+    native_sites = sites if not skip_native and sys.platform.startswith("linux") else None
+    ctypes_scan = CtypesScan(dists, cache, native_sites).start()
     if check_files:
         changed = installed_file_changes(dists, sites, cache, hash_all)
         for d in dists:
@@ -1615,6 +1709,7 @@ def main(argv):
                 d["installed_changes"] = rec["changes"]
                 if rec["more"]:
                     d["installed_changes_more"] = rec["more"]
+    native = ctypes_scan.native()
     ctypes = ctypes_scan.result()
     cache.save()
     out = {

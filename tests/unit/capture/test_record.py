@@ -749,3 +749,85 @@ def test_a_library_the_run_dlopens_is_its_own_even_under_the_interpreters_closur
     asked = summarize(["libpng16.so.16"])
     assert [x.owner for x in asked.usage.libraries] != ["python"]
     assert str(lib) in asked.system_libraries
+
+
+def test_native_libraries_read_by_the_forked_child_are_what_the_probe_reads_itself(tmp_path):
+    """The ELF scan goes to whichever of the probe and its ctypes child is free first: its
+    answer, the cache entries it made and its warnings are the same either way, and in the
+    same place; where there is no fork, or the child dies without answering, they are read in
+    the probe itself."""
+    code = """
+import fcntl, struct, termios, time
+sites = probe.site_dirs(probe.user_site_dir(False))
+dists, _shadowed = probe.find_distributions(sites)
+mode, cache_path, who_file = sys.argv[1], sys.argv[2], sys.argv[3]
+if mode == "nofork":
+    del os.fork
+parent = os.getpid()
+
+def taken(fd):  # the token's byte was read
+    return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\\0" * 4))[0] == 0
+
+def wait_taken(fd):
+    deadline = time.monotonic() + 60
+    while not taken(fd) and time.monotonic() < deadline:
+        time.sleep(0.005)
+
+real_native, real_scan = probe.native_libraries, probe.scan_ctypes
+def native_libraries(*args):
+    here = "parent" if os.getpid() == parent else "child"
+    with open(who_file, "a") as f:
+        f.write(here + "\\n")
+    if mode == "dies" and here == "child":
+        os._exit(0)  # the child ends without a word
+    probe.warn("said while reading ELF headers")
+    return real_native(*args)
+def scan_ctypes(*args):
+    if mode == "parent-first" and os.getpid() != parent:
+        wait_taken(scan.token)  # the child is slow: the probe takes the ELF scan
+    return real_scan(*args)
+probe.native_libraries, probe.scan_ctypes = native_libraries, scan_ctypes
+probe.warn("said before")
+cache = probe.ProbeCache(cache_path)
+scan = probe.CtypesScan(dists, cache, sites).start()
+forked = scan.child is not None
+probe.warn("said after the fork")
+if mode in ("child-first", "dies"):
+    wait_taken(scan.token)  # the probe is slow: the child takes the ELF scan
+native = scan.native()
+scan.result()
+cache.save()
+direct = real_native(dists, sites, probe.ProbeCache(None))
+print(json.dumps({"forked": forked, "native": native, "direct": direct,
+                  "warnings": probe._warnings, "elf": sorted(cache.new["elf"]),
+                  "misses": cache.misses}))
+"""
+    outs = {}
+    expected_who = {
+        "child-first": ["child"],
+        "parent-first": ["parent"],
+        "dies": ["child", "parent"],
+        "nofork": ["parent"],
+    }
+    for mode, who in expected_who.items():
+        who_file = tmp_path / f"{mode}.who"
+        out = in_probe(code, mode, str(tmp_path / f"{mode}.json"), str(who_file))
+        assert who_file.read_text().split() == who, mode
+        assert out["forked"] is (mode != "nofork")
+        assert out["native"]["libraries"] == out["direct"]["libraries"]
+        assert out["native"]["scanned"] == out["direct"]["scanned"] > 0
+        # the scan's own cache counts, whichever process made it
+        for key in ("cache_hits", "cache_misses"):
+            assert out["native"][key] == out["direct"][key], (mode, key)
+        assert out["elf"] and len(out["elf"]) == out["native"]["scanned"]
+        # said where the probe would have said it: between "before" and "after the fork"
+        assert out["warnings"] == [
+            "said before",
+            "said while reading ELF headers",
+            "said after the fork",
+        ], mode
+        outs[mode] = out
+    assert len({out["misses"] for out in outs.values()}) == 1
+    # the cache files hold the same entries whichever process parsed them
+    saved = [json.loads((tmp_path / f"{m}.json").read_text()) for m in outs]
+    assert all(s == saved[0] for s in saved)
