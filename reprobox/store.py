@@ -57,11 +57,10 @@ from .model import (
     seal_id,
 )
 from .model import check, grammar
+from .layout import LOCAL, STORE_DIR, find_root, open_local
 from .safefs import SafeDir, UnsafePath
 
-STORE_DIR = ".reprobox"
 EXPERIMENTS = "experiments"
-LOCAL = "local"
 ENVIRONMENT_FILE = "environment.json"
 #: The one file allowed beside the sealed manifest: the publication record of ``reprobox push``
 #: (pushed references and manifest digests), additive, sealed on its own and checked by
@@ -83,7 +82,6 @@ _GITIGNORE = (
     "# written by reprobox: local state (image tags, run reports, caches) is not committed\n"
     "local/\nruns/\ncache/\n"
 )
-_LOCAL_GITIGNORE = "# written by reprobox: nothing here is committed\n*\n"
 _RESTORE = "restore it from git (`git checkout -- .reprobox/`) or re-capture the experiment"
 
 log = logging.getLogger(__name__)
@@ -247,11 +245,7 @@ class Store:
             return top.sub(EXPERIMENTS, create=True)
 
     def _open_local(self, *parts: str) -> SafeDir:
-        # local/ ignores itself (`*`), so a clone whose .reprobox/.gitignore was never committed
-        # stays clean too; the top-level ignore file is only written with the first capture.
-        with self._open_top(create=True) as top, top.sub(LOCAL, create=True) as local:
-            local.create_new(".gitignore", _LOCAL_GITIGNORE)
-            return local.walk(parts, create=True)
+        return open_local(self.root, *parts)
 
     def local_dir(self, *parts: str) -> Path:
         """``.reprobox/local/<parts>``, created, every component a real folder (never a link)."""
@@ -671,21 +665,6 @@ class Store:
         found among the experiments already loaded to look them up."""
         exp_id, loaded = self._resolve(ref)
         return loaded if loaded is not None else self.load(exp_id)
-
-
-def find_root(start: Optional[Path] = None) -> Path:
-    """The project root: the enclosing git work tree, else the nearest folder with ``.reprobox``."""
-    start = Path(start or Path.cwd()).resolve()
-    for folder in (start, *start.parents):
-        if (folder / ".git").exists():
-            return folder
-    for folder in (start, *start.parents):
-        if (folder / STORE_DIR).is_dir():
-            return folder
-    raise StoreError(
-        f"{start} is not inside a git repository",
-        "run reprobox from your project's git repository (or create one with `git init`)",
-    )
 
 
 def open_store(start: Optional[Path] = None, warn: Optional[Warn] = None) -> Store:

@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import tempfile
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -22,17 +21,26 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from .. import payload, proc
+from .. import proc
 from ..errors import InterpreterError, ReproboxError, UsageError
 from ..model import InstalledChange, Interpreter, Package, PackageSource
 from ..redact import strip_url_credentials
 from ..store import FILE_NAME_RE
+from . import early
+from .interp import (
+    _DROP_ENV,
+    _FIX_PYTHON,
+    PROBE,
+    answer_file,
+    find_target_python as find_target_python,
+    probe_cache_file,
+    probe_command,
+)
 from .probecache import ResultCache, usable
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
 
-PROBE = payload.script("probe")
 PROBE_VERSION = 1
 #: A cold probe of a large environment reads a few thousand small files; a minute is generous.
 PROBE_TIMEOUT = 120.0
@@ -43,10 +51,6 @@ PYTHON_USER = "<python>"
 UNKNOWN_USER = "<unknown>"
 
 _NORM = re.compile(r"[-_.]+")
-_FIX_PYTHON = (
-    "activate the environment you train in, or pass its interpreter with "
-    "`reprobox capture --python /path/to/venv/bin/python`"
-)
 
 
 def canonical_name(name: str) -> str:
@@ -57,110 +61,7 @@ def canonical_name(name: str) -> str:
 # --------------------------------------------------------------------------- finding the target
 
 
-def _bin(prefix: str) -> Path:
-    return Path(prefix) / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
-
-
-def _check_executable(path: Path, origin: str) -> Path:
-    if not path.exists():
-        raise InterpreterError(f"{origin}: {path} does not exist", _FIX_PYTHON)
-    if path.is_dir():
-        inside = _bin(str(path))
-        if inside.exists():
-            return _check_executable(inside, origin)
-        raise InterpreterError(
-            f"{origin}: {path} is a folder, not a Python interpreter",
-            "pass the interpreter itself, e.g. `--python .venv/bin/python`",
-        )
-    if not os.access(path, os.X_OK):
-        raise InterpreterError(
-            f"{origin}: {path} is not executable",
-            f"make it executable (`chmod +x {path}`) or pass another interpreter with --python",
-        )
-    try:
-        with open(path, "rb") as f:
-            head = f.read(4)
-    except OSError as exc:
-        raise InterpreterError(f"{origin}: cannot read {path}: {exc}", _FIX_PYTHON) from None
-    binary = head in (b"\x7fELF", b"\xcf\xfa\xed\xfe", b"\xca\xfe\xba\xbe") or head[:2] == b"MZ"
-    if not binary and not head.startswith(b"#!"):
-        raise InterpreterError(
-            f"{origin}: {path} is not a program (neither a binary nor a script)",
-            _FIX_PYTHON,
-        )
-    return path
-
-
-def find_target_python(
-    explicit: str | None = None, environ: Mapping[str, str] | None = None
-) -> Path:
-    """The interpreter to record: ``--python``, the active venv, the active conda env, else PATH.
-
-    The order follows what the user's own ``python train.py`` would run: an activated venv or
-    conda env wins over whatever ``python`` PATH finds. Whether the file really is a working
-    Python >= 3.8 is established by :func:`run_probe`, which runs it anyway.
-    """
-    env = os.environ if environ is None else environ
-    if explicit:
-        p = Path(explicit).expanduser()
-        if os.sep not in explicit and not p.exists():
-            found = shutil.which(explicit, path=env.get("PATH"))
-            if not found:
-                raise InterpreterError(f"--python {explicit}: no such program on PATH", _FIX_PYTHON)
-            p = Path(found)
-        return _check_executable(p, "--python")
-    for var in ("VIRTUAL_ENV", "CONDA_PREFIX"):
-        prefix = env.get(var)
-        if prefix:
-            exe = _bin(prefix)
-            if not exe.exists():
-                raise InterpreterError(
-                    f"${var} points to {prefix}, which has no {exe.relative_to(prefix)}",
-                    f"the environment was moved or deleted: deactivate it (`unset {var}`) or "
-                    "pass the interpreter with --python",
-                )
-            return _check_executable(exe, f"${var}")
-    for name in ("python", "python3"):
-        found = shutil.which(name, path=env.get("PATH"))
-        if found:
-            return _check_executable(Path(found), f"`{name}` on PATH")
-    raise InterpreterError(
-        "no Python interpreter found: no active venv/conda env and no "
-        "`python` or `python3` on PATH",
-        _FIX_PYTHON,
-    )
-
-
 # --------------------------------------------------------------------------- running the probe
-
-
-#: ``-I`` already makes the interpreter ignore these; they are removed from the environment too
-#: because a wrapper in front of the interpreter (a pyenv shim, ``conda run``) may re-exec a
-#: Python that would honour them. PYTHONUSERBASE stays: it says where the user site-packages is.
-_DROP_ENV = (
-    "PYTHONPATH",
-    "PYTHONHOME",
-    "PYTHONSTARTUP",
-    "PYTHONINSPECT",
-    "PYTHONSAFEPATH",
-    "PYTHONEXECUTABLE",
-    "PYTHONDEVMODE",
-    "PYTHONWARNINGS",
-    "PYTHONBREAKPOINT",
-)
-
-
-def probe_command(python: Path, cache_file: Path | None, environ: Mapping[str, str]) -> list[str]:
-    """The argv that runs the probe; see ``probe.py``'s docstring for why ``-I`` and not ``-S``."""
-    argv = [os.fspath(python), "-I", os.fspath(PROBE)]
-    if not environ.get("PYTHONNOUSERSITE"):
-        argv.append("--user-site")  # a normal run would see ~/.local site-packages
-    if cache_file is not None:
-        argv += ["--cache", os.fspath(cache_file)]
-    if environ.get("REPROBOX_HASH_INSTALLED", "").strip() not in ("", "0"):
-        # hash every installed file of the recorded size, not only those touched after install
-        argv.append("--hash-all")
-    return argv
 
 
 def _python_version(python: Path, env: Mapping[str, str]) -> str | None:
@@ -174,16 +75,6 @@ def _python_version(python: Path, env: Mapping[str, str]) -> str | None:
     except (ReproboxError, OSError):
         return None
     return out.stdout.strip() if out.returncode == 0 else None
-
-
-def answer_file(cache_file: Path) -> Path:
-    """Where the probe's whole answer for one interpreter is kept: in the user's own cache (as
-    pip keeps its own), never in the checkout, since the answer holds what the environment
-    holds, a token in a package's recorded URL included (the record strips it, the answer
-    cannot). One file per checkout and interpreter."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    key = hashlib.sha256(os.fspath(cache_file.absolute()).encode()).hexdigest()[:24]
-    return Path(base) / "reprobox" / "probe" / f"{key}-answer.json"
 
 
 def run_probe(
@@ -205,11 +96,8 @@ def run_probe(
         )
     user_env = dict(os.environ if environ is None else environ)
     env = {k: v for k, v in user_env.items() if k not in _DROP_ENV}
-    cache_file = None
-    if cache_dir is not None:
-        key = hashlib.sha256(os.fspath(python.absolute()).encode()).hexdigest()[:16]
-        cache_file = Path(cache_dir) / f"probe-{key}.json"
-    argv = probe_command(python, cache_file, user_env)
+    cache_file = None if cache_dir is None else probe_cache_file(cache_dir, python)
+    argv = probe_command(python, cache_file, user_env, PROBE)
     memo = None
     if cache_file is not None and usable(python, user_env):
         memo = ResultCache(answer_file(cache_file), python, env, PROBE)
@@ -217,15 +105,19 @@ def run_probe(
         if cached is not None:
             return _host_warnings(cached, user_env)
         memo.probe_starts()
+    what = f"inspecting {python}"
+    hint = f"check that the interpreter starts: run `{python} -c 'import sys'`"
     try:
-        result = proc.run(
-            argv,
-            env=env,
-            check=False,
-            timeout=PROBE_TIMEOUT,
-            what=f"inspecting {python}",
-            hint=f"check that the interpreter starts: run `{python} -c 'import sys'`",
-        )
+        # the same probe, started before the command line loaded (a first capture)
+        adopted = early.adopt(argv, env, PROBE_TIMEOUT, what, hint)
+        if adopted is not None:
+            result, started_ns = adopted
+            if memo is not None:  # its answer is stale if anything changed since it started
+                memo.started_ns = min(memo.started_ns or started_ns, started_ns)
+        else:
+            result = proc.run(
+                argv, env=env, check=False, timeout=PROBE_TIMEOUT, what=what, hint=hint
+            )
     except OSError as exc:  # permission denied, exec format error
         raise InterpreterError(f"cannot run {python}: {exc.strerror or exc}", _FIX_PYTHON) from None
     except ReproboxError as exc:

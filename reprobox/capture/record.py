@@ -38,6 +38,7 @@ from ..model import LoadedLibrary, RunUsage
 from . import system
 from .. import payload
 from ..payload import probe
+from .interp import find_repo_venv, shown_path
 from .python import canonical_name
 
 try:
@@ -48,7 +49,6 @@ except ImportError:  # Python < 3.11
 PAYLOAD = payload.script("recorder")
 RECORD_DIR_VAR = "REPROBOX_RECORD_DIR"
 #: Folders of a repository that may hold the project's own virtualenv.
-VENV_NAMES = (".venv", "venv", "env", ".env")
 #: Sonames the GPU driver provides from the host (never an OS package of the image).
 DRIVER_PREFIXES = ("libcuda.so", "libnvidia-", "libnvcuvid.so", "libnvoptix.so")
 #: Payload files read at most (a run that spawns thousands of Python processes).
@@ -56,48 +56,6 @@ MAX_PROCESS_FILES = 2000
 
 
 # --------------------------------------------------------------------------- the repo's venv
-
-
-def find_repo_venv(root: Path, cwd: Path, environ: Mapping[str, str]) -> Optional[Path]:
-    """The interpreter of the virtualenv the repository holds, when nothing else names one.
-
-    Only when no ``VIRTUAL_ENV`` / ``CONDA_PREFIX`` is set (the caller handles ``--python``):
-    the folders :data:`VENV_NAMES` of the working directory and of the repository root that
-    hold a ``pyvenv.cfg`` and a ``bin/python``. One candidate: its interpreter; none: None;
-    several: a :class:`UsageError` naming them (exit 2) asking for ``--python``.
-
-    The checkout is the user's own working tree on their machine (capture runs there), so a
-    venv in it, symbolic links included, is theirs to use.
-    """
-    if environ.get("VIRTUAL_ENV") or environ.get("CONDA_PREFIX"):
-        return None
-    found: list[Path] = []
-    seen: set[str] = set()
-    for base in (Path(cwd), Path(root)):
-        for name in VENV_NAMES:
-            folder = base / name
-            exe = folder / "bin" / "python"
-            if not (folder / "pyvenv.cfg").is_file() or not os.path.exists(exe):
-                continue
-            key = os.path.realpath(folder)
-            if key not in seen:
-                seen.add(key)
-                found.append(exe)
-    if len(found) > 1:
-        names = ", ".join(shown_path(p.parent.parent, root) for p in found)
-        raise UsageError(
-            f"the repository holds several virtualenvs ({names}) and none is active",
-            f"say which one the command runs in: `--python {shown_path(found[0], root)}` "
-            "(or activate it first)",
-        )
-    return found[0] if found else None
-
-
-def shown_path(path: Path, root: Path) -> str:
-    try:
-        return Path(path).resolve().relative_to(Path(root).resolve()).as_posix()
-    except ValueError:
-        return os.fspath(path)
 
 
 # --------------------------------------------------------------------------- running the command
@@ -549,5 +507,6 @@ __all__ = [
     "execute",
     "find_repo_venv",
     "resolve_library_names",
+    "shown_path",
     "summarize",
 ]

@@ -20,7 +20,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("errors", "templates"),
     ("termsafe", "progress", "payload"),
     ("safefs", "redact", "proc", "templating"),
-    ("model",),
+    ("model", "layout"),
     ("store", "diff"),
     ("workspace", "capture", "captured"),
     ("lock",),
@@ -37,6 +37,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("api",),
     ("render",),
     ("cli", "__main__"),
+    ("entry",),
 ]
 LAYER_OF = {name: rank for rank, names in enumerate(LAYERS) for name in names}
 
