@@ -30,6 +30,21 @@ def repo(tmp_path, monkeypatch):
     early.discard()
 
 
+@pytest.fixture
+def probe_runs(monkeypatch):
+    """The probes run for real (not adopted), by interpreter, in order."""
+    calls: list[str] = []
+    real_run = py.proc.run
+
+    def counting(argv, **kw):
+        if str(py.PROBE) in [str(a) for a in argv]:
+            calls.append(str(argv[0]))
+        return real_run(argv, **kw)
+
+    monkeypatch.setattr(py.proc, "run", counting)
+    return calls
+
+
 def _cache_dir(root: Path) -> Path:
     return layout.local_dir(root, "cache") / "probe"
 
@@ -63,20 +78,12 @@ def test_the_plan_is_the_probe_the_capture_runs(repo):
     assert early.plan(["--help"], dict(os.environ), repo) is None
 
 
-def test_the_started_probe_is_adopted_and_not_run_again(repo, monkeypatch):
+def test_the_started_probe_is_adopted_and_not_run_again(repo, probe_runs):
     early.begin(["--no-lock", "--python", sys.executable, "--cmd", "python train.py"])
     started = early._started
     assert started is not None
-    calls = []
-    real_run = py.proc.run
-
-    def counting(argv, **kw):
-        calls.append([str(a) for a in argv])
-        return real_run(argv, **kw)
-
-    monkeypatch.setattr(py.proc, "run", counting)
     raw = py.run_probe(Path(sys.executable), cache_dir=_cache_dir(repo), environ=dict(os.environ))
-    assert not [c for c in calls if str(py.PROBE) in c]  # the probe ran once: the one started
+    assert probe_runs == []  # the probe ran once: the one started
     assert early._started is None and started.child.returncode == 0
     assert raw["probe_version"] == py.PROBE_VERSION and raw["distributions"]
     # its answer is kept as of the time it started: a change after that makes it stale
@@ -89,23 +96,15 @@ def test_the_started_probe_is_adopted_and_not_run_again(repo, monkeypatch):
     assert [d["name"] for d in raw["distributions"]] == [d["name"] for d in again["distributions"]]
 
 
-def test_another_probe_is_not_adopted_and_the_started_one_is_stopped(repo, tmp_path, monkeypatch):
+def test_another_probe_is_not_adopted_and_the_started_one_is_stopped(repo, tmp_path, probe_runs):
     early.begin(["--python", sys.executable])
     started = early._started
     assert started is not None
     other = tmp_path / "python-link"
     other.symlink_to(sys.executable)  # the same interpreter, named otherwise: another command
-    calls = []
-    real_run = py.proc.run
-
-    def counting(argv, **kw):
-        calls.append([str(a) for a in argv])
-        return real_run(argv, **kw)
-
-    monkeypatch.setattr(py.proc, "run", counting)
     raw = py.run_probe(other, cache_dir=_cache_dir(repo), environ=dict(os.environ))
     assert raw["distributions"]
-    assert [c[0] for c in calls if str(py.PROBE) in c] == [str(other)]  # run for real
+    assert probe_runs == [str(other)]  # run for real
     assert early._started is None and started.child.returncode is not None
     # the environment must be the same too
     early.begin(["--python", sys.executable])
@@ -113,7 +112,7 @@ def test_another_probe_is_not_adopted_and_the_started_one_is_stopped(repo, tmp_p
     env = {**os.environ, "REPROBOX_EARLY_TEST": "1"}
     py.run_probe(Path(sys.executable), cache_dir=_cache_dir(repo), environ=env)
     assert started is not None and started.child.returncode is not None
-    assert len([c for c in calls if str(py.PROBE) in c]) == 2
+    assert probe_runs == [str(other), sys.executable]
 
 
 def test_discard_stops_a_probe_nobody_adopted(repo):

@@ -387,6 +387,20 @@ def test_start_sends_nothing_when_a_local_source_comes_first(tmp_path):
         assert idx.project_requests() == []
 
 
+def _send(handler: BaseHTTPRequestHandler, status: int, body: bytes, ctype: str) -> None:
+    handler.send_response(status)
+    handler.send_header("Content-Type", ctype)
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
+def _serve(handler: type) -> ThreadingHTTPServer:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
 def _hashed_paths(cache_root: Path) -> set[str]:
     import sqlite3
 
@@ -432,18 +446,11 @@ def test_start_hashes_the_wanted_files_of_a_find_links_folder_ahead(tmp_path):
                 time.sleep(0.01)
             seen[self.path] = hashed
             if self.path.rstrip("/").endswith("/six"):
-                body, ctype = PAGES["six"]["json"], "application/vnd.pypi.simple.v1+json"
-                self.send_response(200)
+                _send(self, 200, PAGES["six"]["json"], "application/vnd.pypi.simple.v1+json")
             else:
-                body, ctype = b"not here", "text/plain"
-                self.send_response(404)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+                _send(self, 404, b"not here", "text/plain")
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Waits)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = _serve(Waits)
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/simple"
         client = _client(tmp_path, index_url=url, find_links=(str(links),))
@@ -503,15 +510,9 @@ def test_pool_grows_to_max_workers_when_the_index_is_slow_to_answer(tmp_path):
             time.sleep(index_module.SLOW_FIRST_BYTE * 3)  # a far index: latency-bound
             with lock:
                 state["now"] -= 1
-            body = b"<html><body></body></html>"
-            self.send_response(200)
-            self.send_header("Content-Type", "text/html")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            _send(self, 200, b"<html><body></body></html>", "text/html")
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Slow)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = _serve(Slow)
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/simple"
         client = IndexClient(IndexConfig(index_url=url), tmp_path / "c", max_workers=24)
