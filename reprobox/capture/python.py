@@ -2,9 +2,10 @@
 
 reprobox may live apart from the environment it records (pipx / uv tool style), so everything
 about the target is learned by running ``probe.py`` (standard library only) *in* the target
-interpreter, once. This module is the host side: which interpreter, how the probe is run, and
-the parsing of its JSON into :mod:`reprobox.model` objects (PEP 503 names, PEP 610 sources with
-credentials stripped, paths relative to the repository).
+interpreter, once. This module is the host side: how the probe is run, and the parsing of its
+JSON into :mod:`reprobox.model` objects (PEP 503 names, PEP 610 sources with credentials
+stripped, paths relative to the repository). Which interpreter, and the probe's command line,
+are in :mod:`.interp` (importable before the rest of reprobox, see :mod:`.early`).
 """
 
 from __future__ import annotations
@@ -56,9 +57,6 @@ _NORM = re.compile(r"[-_.]+")
 def canonical_name(name: str) -> str:
     """PEP 503 normalized project name."""
     return _NORM.sub("-", name).lower()
-
-
-# --------------------------------------------------------------------------- finding the target
 
 
 # --------------------------------------------------------------------------- running the probe
