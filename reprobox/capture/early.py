@@ -1,31 +1,35 @@
-"""A first capture's probe, started before the command line loads the rest of reprobox.
+"""A capture's probe, or its check of the cached answer, started before the command line loads
+the rest of reprobox.
 
 ``reprobox capture`` imports the record model, the store and the pipeline (~0.06 s) before it
-reaches the probe, and on a first capture the probe (~0.15 s on a 120-package environment) is
-the long pole. :func:`begin` runs before those imports (from :mod:`reprobox.entry`): with the
-capture's own functions (:mod:`.interp`, :mod:`reprobox.layout`) it works out the interpreter
-the capture will record and the probe's command line, and starts it. The capture adopts it
-(:func:`adopt`, from :func:`reprobox.capture.python.run_probe`) only when the command line and
-the environment it computes itself are exactly these; otherwise, and when no capture reaches the
-probe (a refused command line), it is stopped (:func:`discard`). Nothing starts when the probe's
-answer is already in the user's cache (the capture then runs no probe), nor for any doubt: a
-problem found here is left for the capture to find and report.
+reaches the probe, and the probe is the long pole of a capture: on a first capture the probe
+itself (~0.15 s on a 120-package environment), on a later one the check that its cached answer
+still holds (a stat of every installed file, ~0.07 s, see :mod:`.probecache`). :func:`begin`
+runs before those imports (from :mod:`reprobox.entry`): with the capture's own functions
+(:mod:`.interp`, :mod:`reprobox.layout`) it works out the interpreter the capture will record,
+and starts the probe, or, when an answer is cached, has a forked child check it. The capture
+takes either only when what it computes itself is exactly the same (:func:`adopt`,
+:func:`checked_answer`, from :func:`reprobox.capture.python.run_probe`); otherwise, and when no
+capture gets that far (a refused command line), it is stopped (:func:`discard`). For any doubt
+nothing starts: a problem found here is left for the capture to find and report.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Optional, Union
+from typing import NamedTuple, Optional, Union
 
 from .. import layout
 from ..errors import ReproboxError
 from .interp import (
     _DROP_ENV,
+    PROBE,
     answer_file,
     find_repo_venv,
     find_target_python,
@@ -68,15 +72,80 @@ class _Started:
         self.reader.join()
 
 
+class _Checking:
+    """The probe's cached answer, checked by a forked child: it loads the answer as the capture
+    would (:meth:`.probecache.ResultCache.load`, a stat of every file the answer depends on)
+    and sends it back, or ``null`` when it no longer holds."""
+
+    def __init__(self, answer: Path, python: Path, env: dict[str, str]) -> None:
+        self.key = (os.fspath(answer), os.fspath(python), env)
+        self.data = b""
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: answer through the pipe, nothing else
+            try:
+                os.close(r)
+                devnull = os.open(os.devnull, os.O_RDWR)
+                for std in (0, 1, 2):  # off the command's output: its reader waits for holders
+                    os.dup2(devnull, std)
+                from .probecache import ResultCache  # lazy: in the child only
+
+                raw = ResultCache(answer, python, env, PROBE).load()
+                view = memoryview(json.dumps(raw).encode("utf-8", "surrogateescape"))
+                while view:
+                    view = view[os.write(w, view) :]
+            finally:
+                os._exit(0)
+        os.close(w)
+        self.pid, self.fd = pid, r
+        self.reader = threading.Thread(target=self._read, daemon=True, name="reprobox-early")
+        self.reader.start()
+
+    def _read(self) -> None:
+        chunks = []
+        try:
+            while True:
+                chunk = os.read(self.fd, 1 << 16)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+        finally:
+            os.close(self.fd)
+            os.waitpid(self.pid, 0)
+        self.data = b"".join(chunks)
+
+    def stop(self) -> None:
+        self.reader.join()  # the check is short, and it may be writing the answer's fingerprint
+
+
 _lock = threading.Lock()
-_started: Optional[_Started] = None
+_started: Union[_Started, _Checking, None] = None
 
 
-def _take() -> Optional[_Started]:
+def _take(kind: Optional[type] = None) -> Union[_Started, _Checking, None]:
+    """What was started ahead, handed over once (only if it is a ``kind``)."""
     global _started
     with _lock:
-        started, _started = _started, None
+        started = _started
+        if kind is not None and not isinstance(started, kind):
+            return None
+        _started = None
     return started
+
+
+class ProbePlan(NamedTuple):
+    """The probe the capture will run."""
+
+    argv: list[str]
+    env: dict[str, str]
+
+
+class CheckPlan(NamedTuple):
+    """The cached answer the capture will check."""
+
+    answer: Path
+    python: Path
+    env: dict[str, str]
 
 
 def python_option(args: Sequence[str]) -> Union[str, None, bool]:
@@ -98,9 +167,9 @@ def python_option(args: Sequence[str]) -> Union[str, None, bool]:
 
 def plan(
     args: Sequence[str], environ: Mapping[str, str], cwd: Path
-) -> Optional[tuple[list[str], dict[str, str]]]:
-    """The probe's command line and environment as the capture will compute them, or None
-    when the capture will not run a probe (its answer is cached) or the line asks for help."""
+) -> Union[ProbePlan, CheckPlan, None]:
+    """What the capture will do first, as it will compute it: check the cached answer when
+    there is one, else run the probe; None when the line asks for help."""
     python = python_option(args)
     if python is False:
         return None
@@ -112,18 +181,23 @@ def plan(
             explicit = os.fspath(repo_venv)
     target = find_target_python(explicit, environ)
     cache_file = probe_cache_file(layout.local_dir(root, "cache") / "probe", target)
-    if answer_file(cache_file).exists():
-        return None  # a later capture: answered from the cache (or probed by the capture)
     env = {k: v for k, v in environ.items() if k not in _DROP_ENV}
-    return probe_command(target, cache_file, environ), env
+    answer = answer_file(cache_file)
+    if answer.exists():
+        return CheckPlan(answer, target, env)
+    return ProbePlan(probe_command(target, cache_file, environ), env)
 
 
 def begin(args: Sequence[str]) -> None:
-    """Start the probe of ``reprobox capture ARGS`` now, if there will be one."""
+    """Start the probe of ``reprobox capture ARGS``, or the check of its cached answer, now."""
     global _started
     try:
         planned = plan(args, dict(os.environ), Path.cwd())
-        started = _Started(*planned) if planned is not None else None
+        started: Union[_Started, _Checking, None] = None
+        if isinstance(planned, ProbePlan):
+            started = _Started(planned.argv, planned.env)
+        elif isinstance(planned, CheckPlan) and hasattr(os, "fork"):
+            started = _Checking(planned.answer, planned.python, planned.env)
     except Exception:  # noqa: BLE001 - only a head start: the capture finds and reports it
         return
     with _lock:
@@ -142,7 +216,11 @@ def adopt(
     started = _take()
     if started is None:
         return None
-    if [os.fspath(a) for a in argv] != started.argv or dict(env) != started.env:
+    if (
+        not isinstance(started, _Started)
+        or [os.fspath(a) for a in argv] != started.argv
+        or dict(env) != started.env
+    ):
         started.stop()
         return None
     started.reader.join(timeout)
@@ -152,6 +230,30 @@ def adopt(
     out, err = started.output
     done = subprocess.CompletedProcess(started.argv, started.child.returncode, out, err)
     return done, started.started_ns
+
+
+def checked_answer(
+    answer: Path, python: Path, env: Mapping[str, str]
+) -> Optional[tuple[Optional[dict]]]:
+    """The check of the cached answer at ``answer`` for ``python`` in ``env``, made ahead:
+    ``(raw,)`` (None when the answer no longer holds), or None when no such check was made (or
+    it said nothing), and the capture checks it itself."""
+    started = _take(_Checking)
+    if not isinstance(started, _Checking):
+        return None
+    if started.key != (
+        os.fspath(answer),
+        os.fspath(python),
+        dict(env),
+    ):
+        started.stop()
+        return None
+    started.reader.join()
+    try:
+        raw = json.loads(started.data.decode("utf-8", "surrogateescape"))
+    except ValueError:
+        return None  # the child died before it answered
+    return (raw,) if raw is None or isinstance(raw, dict) else None
 
 
 def discard() -> None:

@@ -99,7 +99,9 @@ def run_probe(
     memo = None
     if cache_file is not None and usable(python, user_env):
         memo = ResultCache(answer_file(cache_file), python, env, PROBE)
-        cached = memo.load()
+        # checked before the command line loaded (a later capture), else here
+        checked = early.checked_answer(memo.path, python, env)
+        cached = checked[0] if checked is not None else memo.load()
         if cached is not None:
             return _host_warnings(cached, user_env)
         memo.probe_starts()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -66,15 +67,17 @@ def test_the_python_option_is_read_from_the_command_line(args, value):
 
 
 def test_the_plan_is_the_probe_the_capture_runs(repo):
-    argv, env = early.plan(["--python", sys.executable], dict(os.environ), repo)
+    planned = early.plan(["--python", sys.executable], dict(os.environ), repo)
     cache_file = probe_cache_file(_cache_dir(repo), Path(sys.executable))
-    assert argv == py.probe_command(Path(sys.executable), cache_file, os.environ, py.PROBE)
-    assert "PYTHONPATH" not in env and env.get("PATH") == os.environ.get("PATH")
-    # once the answer is in the user's cache the capture runs no probe: nothing to start
+    assert isinstance(planned, early.ProbePlan)
+    assert planned.argv == py.probe_command(Path(sys.executable), cache_file, os.environ, py.PROBE)
+    assert "PYTHONPATH" not in planned.env and planned.env.get("PATH") == os.environ.get("PATH")
+    # once an answer is in the user's cache the capture checks it instead of probing
     answer = answer_file(cache_file)
     answer.parent.mkdir(parents=True)
     answer.write_text("{}")
-    assert early.plan(["--python", sys.executable], dict(os.environ), repo) is None
+    planned = early.plan(["--python", sys.executable], dict(os.environ), repo)
+    assert planned == early.CheckPlan(answer, Path(sys.executable), planned.env)
     assert early.plan(["--help"], dict(os.environ), repo) is None
 
 
@@ -141,27 +144,30 @@ def _entry(cwd: Path, *args: str, env: dict) -> subprocess.CompletedProcess:
     )
 
 
-def test_the_command_records_what_the_cli_records_without_the_head_start(tmp_path):
+def test_the_command_records_what_the_cli_records_without_the_head_start_cold_and_warm(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "CONDA_PREFIX")}
     records = []
     for how in ("entry", "cli"):
         repo = new_repo(tmp_path / how, {"train.py": "print(1)\n"})
         run_env = {**env, "XDG_CACHE_HOME": str(tmp_path / f"xdg-{how}")}
         args = ["capture", "--no-lock", "--json", "--python", sys.executable, "--cmd", "x"]
-        if how == "entry":
-            done = _entry(repo, *args, env=run_env)
-        else:
-            done = subprocess.run(
-                [sys.executable, "-m", "reprobox.cli", *args],
-                cwd=repo,
-                env=run_env,
-                capture_output=True,
-                text=True,
-            )
-        assert done.returncode == 0, done.stderr
-        exp = json.loads(done.stdout)["id"]
-        records.append((repo / ".reprobox" / "experiments" / exp / "environment.json").read_text())
-    assert records[0] == records[1]
+        for _first_then_warm in range(2):
+            if how == "entry":
+                done = _entry(repo, *args, env=run_env)
+            else:
+                done = subprocess.run(
+                    [sys.executable, "-m", "reprobox.cli", *args],
+                    cwd=repo,
+                    env=run_env,
+                    capture_output=True,
+                    text=True,
+                )
+            assert done.returncode == 0, done.stderr
+            exp = json.loads(done.stdout)["id"]
+            env_json = repo / ".reprobox" / "experiments" / exp / "environment.json"
+            records.append(env_json.read_text())
+            shutil.rmtree(repo / ".reprobox" / "experiments")  # the next one is a warm capture
+    assert len(records) == 4 and len(set(records)) == 1
 
 
 def test_a_refused_capture_is_refused_as_before(tmp_path):
@@ -172,3 +178,58 @@ def test_a_refused_capture_is_refused_as_before(tmp_path):
     assert done.returncode == 2
     assert "--exit-status 300 is not an exit status" in done.stderr
     assert not (repo / ".reprobox" / "experiments").exists()
+
+
+def _warm(repo: Path) -> dict:
+    """A probe's answer in the user's cache, checked once (its fingerprint taken)."""
+    py.run_probe(Path(sys.executable), cache_dir=_cache_dir(repo), environ=dict(os.environ))
+    again = py.run_probe(Path(sys.executable), cache_dir=_cache_dir(repo), environ=dict(os.environ))
+    assert early._started is None
+    return again
+
+
+def test_a_cached_answer_is_checked_ahead_and_taken(repo, probe_runs, monkeypatch):
+    expected = _warm(repo)
+    early.begin(["--python", sys.executable])
+    assert isinstance(early._started, early._Checking)
+
+    def no_check_here(self):
+        raise AssertionError("the answer was checked ahead: not again")
+
+    monkeypatch.setattr(py.ResultCache, "load", no_check_here)
+    probe_runs.clear()
+    raw = py.run_probe(Path(sys.executable), cache_dir=_cache_dir(repo), environ=dict(os.environ))
+    assert probe_runs == [] and early._started is None
+    assert raw == expected
+
+
+def test_an_answer_that_no_longer_holds_means_a_probe(repo, probe_runs):
+    _warm(repo)
+    answer = answer_file(probe_cache_file(_cache_dir(repo), Path(sys.executable)))
+    data = json.loads(answer.read_text())
+    data["fingerprint"] = "0" * 64  # something it read changed
+    answer.write_text(json.dumps(data))
+    early.begin(["--python", sys.executable])
+    assert isinstance(early._started, early._Checking)
+    probe_runs.clear()
+    raw = py.run_probe(Path(sys.executable), cache_dir=_cache_dir(repo), environ=dict(os.environ))
+    assert probe_runs == [sys.executable] and raw["distributions"]
+
+
+def test_a_check_for_another_environment_is_not_taken(repo, probe_runs, monkeypatch):
+    _warm(repo)
+    early.begin(["--python", sys.executable])
+    started = early._started
+    assert isinstance(started, early._Checking)
+    loads = []
+    real_load = py.ResultCache.load
+
+    def counting(self):
+        loads.append(self.path)
+        return real_load(self)
+
+    monkeypatch.setattr(py.ResultCache, "load", counting)
+    env = {**os.environ, "REPROBOX_EARLY_TEST": "1"}
+    py.run_probe(Path(sys.executable), cache_dir=_cache_dir(repo), environ=env)
+    assert len(loads) == 1 and early._started is None  # checked here, the other one dropped
+    assert not started.reader.is_alive()
