@@ -162,14 +162,13 @@ def capture_experiment(
     t0 = time.perf_counter()
     declared = rec.declared_system_packages(root, system_packages)
     rec.check_exit_status(exit_status)
-    repo_venv = None if python else rec.find_repo_venv(root, cwd, environ)
+    target, repo_venv = py.resolve_target(root, cwd, python, environ)
     if repo_venv is not None:
         python = os.fspath(repo_venv)
         say(
             f"using the repository's virtualenv {rec.shown_path(repo_venv.parent.parent, root)} "
             f"(not activated): recording {repo_venv}"
         )
-    target = py.find_target_python(python, environ)
     execution = None
     if record_argv is not None:
         say(f"running {shlex.join(record_argv)}")

@@ -28,22 +28,29 @@ from typing import NamedTuple, Optional, Union
 from .. import layout
 from ..errors import ReproboxError
 from .interp import (
-    _DROP_ENV,
     PROBE,
     answer_file,
-    find_repo_venv,
-    find_target_python,
     probe_cache_file,
     probe_command,
+    probe_env,
+    resolve_target,
 )
 
 
 class _Started:
     """One probe started ahead, its output read as it comes (a full pipe would stall it)."""
 
-    def __init__(self, argv: list[str], env: dict[str, str]) -> None:
+    def __init__(
+        self,
+        argv: list[str],
+        env: dict[str, str],
+        created: tuple[Path, ...] = (),
+        cache_file: Optional[Path] = None,
+    ) -> None:
         self.argv = argv
         self.env = env
+        self.created = created
+        self.cache_file = cache_file
         self.started_ns = time.time_ns()
         self.child = subprocess.Popen(
             argv,
@@ -134,10 +141,12 @@ def _take(kind: Optional[type] = None) -> Union[_Started, _Checking, None]:
 
 
 class ProbePlan(NamedTuple):
-    """The probe the capture will run."""
+    """The probe the capture will run, the folders made for its cache, and that cache."""
 
     argv: list[str]
     env: dict[str, str]
+    created: tuple[Path, ...] = ()
+    cache_file: Optional[Path] = None
 
 
 class CheckPlan(NamedTuple):
@@ -169,23 +178,62 @@ def plan(
     args: Sequence[str], environ: Mapping[str, str], cwd: Path
 ) -> Union[ProbePlan, CheckPlan, None]:
     """What the capture will do first, as it will compute it: check the cached answer when
-    there is one, else run the probe; None when the line asks for help."""
+    there is one, else run the probe; None when the line asks for help. For a probe the
+    probe's cache folder is made here, as the capture makes it (links refused), and the
+    folders this made are in the plan: :func:`discard` removes them again when no capture
+    came to take the probe (a refused command line leaves nothing behind)."""
     python = python_option(args)
     if python is False:
         return None
     root = layout.find_root(cwd)
     explicit = python if isinstance(python, str) and python else None
-    if explicit is None:
-        repo_venv = find_repo_venv(root, cwd, environ)
-        if repo_venv is not None:
-            explicit = os.fspath(repo_venv)
-    target = find_target_python(explicit, environ)
-    cache_file = probe_cache_file(layout.local_dir(root, "cache") / "probe", target)
-    env = {k: v for k, v in environ.items() if k not in _DROP_ENV}
+    target, _repo_venv = resolve_target(root, cwd, explicit, environ)
+    env = probe_env(environ)
+    local = root / layout.STORE_DIR / layout.LOCAL
+    cache_file = probe_cache_file(local / "cache" / "probe", target)
     answer = answer_file(cache_file)
     if answer.exists():
         return CheckPlan(answer, target, env)
-    return ProbePlan(probe_command(target, cache_file, environ), env)
+    wanted = (root / layout.STORE_DIR, local, local / "cache")
+    created = tuple(p for p in wanted if not os.path.lexists(p))
+    try:
+        made = layout.local_dir(root, "cache") / "probe"
+    except Exception:  # a link on the way (refused), a read-only checkout: the capture says
+        _undo(created, cache_file)
+        raise
+    if made != cache_file.parent:  # not where the capture will look: no head start
+        _undo(created, cache_file)
+        return None
+    return ProbePlan(probe_command(target, cache_file, environ), env, created, cache_file)
+
+
+def _undo(created: Sequence[Path], cache_file: Path) -> None:
+    """Remove what a probe started ahead left, in the folders :func:`plan` made: its cache
+    file, the probe's folder, those folders (deepest first) and the ignore file of ``local``.
+    A folder that holds anything else stays."""
+    if not created:
+        return
+    probe_dir = cache_file.parent
+    for path in [cache_file, *probe_dir.glob(f"{cache_file.name}.*.tmp")]:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+    for folder in (probe_dir, *reversed(created)):
+        if folder.name == layout.LOCAL:
+            try:  # its ignore file goes only with it: nothing else in it may show in git
+                if os.listdir(folder) == [".gitignore"] and (
+                    (folder / ".gitignore").read_text() == layout.LOCAL_GITIGNORE
+                ):
+                    os.unlink(folder / ".gitignore")
+            except OSError:
+                pass
+        try:
+            os.rmdir(folder)
+        except FileNotFoundError:
+            continue  # never made (the probe's own folder, when it was stopped early)
+        except OSError:
+            return  # holds something else: it and the folders above it stay
 
 
 def begin(args: Sequence[str]) -> None:
@@ -193,12 +241,17 @@ def begin(args: Sequence[str]) -> None:
     global _started
     try:
         planned = plan(args, dict(os.environ), Path.cwd())
-        started: Union[_Started, _Checking, None] = None
+    except Exception:  # noqa: BLE001 - only a head start: the capture finds and reports it
+        return
+    started: Union[_Started, _Checking, None] = None
+    try:
         if isinstance(planned, ProbePlan):
-            started = _Started(planned.argv, planned.env)
+            started = _Started(planned.argv, planned.env, planned.created, planned.cache_file)
         elif isinstance(planned, CheckPlan) and hasattr(os, "fork"):
             started = _Checking(planned.answer, planned.python, planned.env)
-    except Exception:  # noqa: BLE001 - only a head start: the capture finds and reports it
+    except Exception:  # noqa: BLE001 - the capture runs it itself, and reports what fails
+        if isinstance(planned, ProbePlan) and planned.cache_file is not None:
+            _undo(planned.created, planned.cache_file)
         return
     with _lock:
         _started = started
@@ -257,7 +310,9 @@ def checked_answer(
 
 
 def discard() -> None:
-    """Stop a probe started ahead that no capture adopted."""
+    """Stop what was started ahead and no capture took; a probe's folders made for it go."""
     started = _take()
     if started is not None:
         started.stop()
+        if isinstance(started, _Started) and started.cache_file is not None:
+            _undo(started.created, started.cache_file)

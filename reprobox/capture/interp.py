@@ -141,6 +141,17 @@ def find_repo_venv(root: Path, cwd: Path, environ: Mapping[str, str]) -> Optiona
     return found[0] if found else None
 
 
+def resolve_target(
+    root: Path, cwd: Path, python: Optional[str], environ: Mapping[str, str]
+) -> tuple[Path, Optional[Path]]:
+    """The interpreter a capture records, and the repository's virtualenv when it is the one:
+    ``python`` (``--python``) when given, else the repository's own virtualenv when none is
+    active (:func:`find_repo_venv`), else :func:`find_target_python`'s choice."""
+    repo_venv = None if python else find_repo_venv(root, cwd, environ)
+    chosen = os.fspath(repo_venv) if repo_venv is not None else python
+    return find_target_python(chosen, environ), repo_venv
+
+
 def shown_path(path: Path, root: Path) -> str:
     try:
         return Path(path).resolve().relative_to(Path(root).resolve()).as_posix()
@@ -165,6 +176,11 @@ _DROP_ENV = (
     "PYTHONWARNINGS",
     "PYTHONBREAKPOINT",
 )
+
+
+def probe_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment the probe runs in: the user's, without :data:`_DROP_ENV`."""
+    return {k: v for k, v in environ.items() if k not in _DROP_ENV}
 
 
 def probe_command(

@@ -29,13 +29,14 @@ from ..redact import strip_url_credentials
 from ..store import FILE_NAME_RE
 from . import early
 from .interp import (
-    _DROP_ENV,
     _FIX_PYTHON,
     PROBE,
     answer_file,
     find_target_python as find_target_python,
     probe_cache_file,
     probe_command,
+    probe_env,
+    resolve_target as resolve_target,
 )
 from .probecache import ResultCache, usable
 
@@ -93,7 +94,7 @@ def run_probe(
             "reinstall reprobox: `pip install --force-reinstall reprobox`",
         )
     user_env = dict(os.environ if environ is None else environ)
-    env = {k: v for k, v in user_env.items() if k not in _DROP_ENV}
+    env = probe_env(user_env)
     cache_file = None if cache_dir is None else probe_cache_file(cache_dir, python)
     argv = probe_command(python, cache_file, user_env, PROBE)
     memo = None

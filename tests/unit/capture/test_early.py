@@ -177,7 +177,37 @@ def test_a_refused_capture_is_refused_as_before(tmp_path):
     done = _entry(repo, "capture", "--python", sys.executable, "--exit-status", "300", env=env)
     assert done.returncode == 2
     assert "--exit-status 300 is not an exit status" in done.stderr
-    assert not (repo / ".reprobox" / "experiments").exists()
+    # the probe started ahead was stopped, and the folders made for it are gone
+    assert not (repo / ".reprobox").exists()
+    # where .reprobox was there already, only what was made for the probe goes
+    (repo / ".reprobox" / "experiments").mkdir(parents=True)
+    (repo / ".reprobox" / ".gitignore").write_text("local/\n")
+    done = _entry(repo, "capture", "--python", sys.executable, "--exit-status", "300", env=env)
+    assert done.returncode == 2
+    assert sorted(p.name for p in (repo / ".reprobox").iterdir()) == [".gitignore", "experiments"]
+
+
+def test_discard_leaves_a_folder_that_holds_anything_else(repo):
+    early.begin(["--python", sys.executable])
+    started = early._started
+    assert isinstance(started, early._Started)
+    assert {p.name for p in started.created} == {".reprobox", "local", "cache"}
+    keep = repo / ".reprobox" / "local" / "cache" / "dvc"
+    keep.mkdir()  # not the probe's: the cache folder and those above it stay
+    early.discard()
+    assert keep.is_dir() and (repo / ".reprobox" / "local" / ".gitignore").is_file()
+    assert not started.cache_file.exists()
+
+
+def test_a_linked_local_folder_starts_nothing_and_writes_nowhere(repo, tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (repo / ".reprobox").mkdir()
+    (repo / ".reprobox" / "local").symlink_to(elsewhere, target_is_directory=True)
+    early.begin(["--python", sys.executable])
+    assert early._started is None
+    assert list(elsewhere.iterdir()) == []
+    assert (repo / ".reprobox" / "local").is_symlink()  # left for the capture to refuse
 
 
 def _warm(repo: Path) -> dict:
