@@ -6,7 +6,7 @@ applied. Next to it: the checked lock (cut into one file per layer, written from
 not copied from the capture), the files every Python step installs (hard links into the host's
 wheelhouse, :mod:`reprobox.lock.wheelhouse`, where the host fetched and hash-checked them; one
 folder per step, so that a step's cache key is exactly what it installs), the tools the RUN
-steps bind-mount (uv, prune.py, bytecode.py, packages.txt), ``meta/`` (what the install of the
+steps bind-mount (uv, prune.py, finish_layer.py, packages.txt), ``meta/`` (what the install of the
 project's own packages reads, see :func:`write_meta`) and the Dockerfile::
 
     <context>/Dockerfile  lock/  wheels/<step>/  tools/  src/  meta/
@@ -54,7 +54,7 @@ from .render import DIRECT_WHEELS, LOCAL_WHEELS, STAGE, DockerPlan, LockGroup
 
 LOCK_FILE = "requirements.lock"
 PRUNE_SCRIPT = payload.script("prune")
-BYTECODE_SCRIPT = payload.script("bytecode")
+FINISH_LAYER_SCRIPT = payload.script("finish_layer")
 REINSTATE_SCRIPT = Path(__file__).with_name("reinstate.py")
 
 
@@ -378,7 +378,7 @@ def assemble_context(
     tools = dest / "tools"
     tools.mkdir(exist_ok=True)
     write_if_changed(tools / "prune.py", PRUNE_SCRIPT.read_bytes())
-    write_if_changed(tools / "bytecode.py", BYTECODE_SCRIPT.read_bytes())
+    write_if_changed(tools / "finish_layer.py", FINISH_LAYER_SCRIPT.read_bytes())
     write_if_changed(tools / "reinstate.py", REINSTATE_SCRIPT.read_bytes())
     write_if_changed(tools / "packages.txt", ("\n".join(plan.expected) + "\n").encode())
     if plan.options.installer == "uv":

@@ -26,7 +26,8 @@ _PODMAN_STEP = re.compile(r"^STEP (\d+)/(\d+): (.*)$")
 #: Output lines worth showing while a step runs: what the installers say they did, and warnings.
 _NOTABLE = re.compile(
     r"(reprobox: warning:|^warning|Installed \d+ package|Uninstalled \d+ package|"
-    r"Successfully installed|\d+ newly installed|^bytecode: \d+ of|^E: |error)",
+    r"Successfully installed|\d+ newly installed|^bytecode: \d+ of|^identical files: \d+ stored|"
+    r"^E: |error)",
     re.IGNORECASE,
 )
 _WARNING = re.compile(r"reprobox: warning: (.*)")

@@ -4,7 +4,8 @@
   ``verify`` in the rebuilt one);
 * :mod:`.recorder`: ``sitecustomize`` for ``reprobox record``, in the recorded run;
 * :mod:`.prune`: lists the distributions an exact rebuild removes, in the image being built;
-* :mod:`.bytecode`: writes the bytecode of what one image step installed, test suites left out;
+* :mod:`.finish_layer`: finishes what one image step installed: its identical files stored once
+  (hard links), then its bytecode, test suites left out;
 * :mod:`.replay_shim`: the stand-in ``reprobox`` module of a rerun whose environment lacks it;
 * :mod:`.rattler_install`: installs fetched conda archives (in a child interpreter, or in the
   conda image, next to the py-rattler it imports).
@@ -20,7 +21,7 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-MODULES = ("bytecode", "probe", "prune", "rattler_install", "recorder", "replay_shim")
+MODULES = ("finish_layer", "probe", "prune", "rattler_install", "recorder", "replay_shim")
 
 
 def script(name: str) -> Path:

@@ -58,7 +58,7 @@ RUN --mount=type=bind,source=lock/compiled.txt,target=/tmp/reprobox/lock/compile
     /tmp/reprobox/tools/uv pip install --python python3.11 --system --break-system-packages \
         --require-hashes --no-deps --offline --no-index --no-cache --find-links /tmp/reprobox/wheels/lock-compiled --link-mode copy \
         --requirement /tmp/reprobox/lock/compiled.txt; \
-    python3.11 -I /tmp/reprobox/tools/bytecode.py /tmp/reprobox/lock/compiled.txt
+    python3.11 -I /tmp/reprobox/tools/finish_layer.py /tmp/reprobox/lock/compiled.txt
 
 # Locked Python packages, layer 2 of 2: pure Python.
 # Installed exactly as locked, offline from the host's hash-checked wheelhouse: no index, no secret.
@@ -69,7 +69,7 @@ RUN --mount=type=bind,source=lock/pure.txt,target=/tmp/reprobox/lock/pure.txt \
     /tmp/reprobox/tools/uv pip install --python python3.11 --system --break-system-packages \
         --require-hashes --no-deps --offline --no-index --no-cache --find-links /tmp/reprobox/wheels/lock-pure --link-mode copy \
         --requirement /tmp/reprobox/lock/pure.txt; \
-    python3.11 -I /tmp/reprobox/tools/bytecode.py /tmp/reprobox/lock/pure.txt
+    python3.11 -I /tmp/reprobox/tools/finish_layer.py /tmp/reprobox/lock/pure.txt
 
 # The project's own packages, installed where `reprobox run` mounts the checkout, so an editable
 # install in the image points into the mounted code at run time. Editable installs are PEP 660

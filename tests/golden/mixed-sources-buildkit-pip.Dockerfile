@@ -58,7 +58,7 @@ RUN --mount=type=bind,source=lock/all.txt,target=/tmp/reprobox/lock/all.txt \
     PIP_ROOT_USER_ACTION=ignore python3.11 -m pip install --no-deps --require-hashes --no-input --disable-pip-version-check --no-compile \
         --no-index --no-cache-dir --find-links /tmp/reprobox/wheels/lock-all \
         --requirement /tmp/reprobox/lock/all.txt; \
-    python3.11 -I /tmp/reprobox/tools/bytecode.py /tmp/reprobox/lock/all.txt
+    python3.11 -I /tmp/reprobox/tools/finish_layer.py /tmp/reprobox/lock/all.txt
 
 # Python packages installed from a VCS commit or an archive URL: fetched by the host without
 # credentials into its wheelhouse, installed here offline.

@@ -58,7 +58,7 @@ RUN set -eu; \
     PIP_ROOT_USER_ACTION=ignore python3.11 -m pip install --no-deps --require-hashes --no-input --disable-pip-version-check --no-compile \
         --no-index --no-cache-dir --find-links /tmp/reprobox/wheels/lock-all \
         --requirement /tmp/reprobox/lock/all.txt; \
-    python3.11 -I /tmp/reprobox/tools/bytecode.py /tmp/reprobox/lock/all.txt
+    python3.11 -I /tmp/reprobox/tools/finish_layer.py /tmp/reprobox/lock/all.txt
 
 # The project's own packages, installed where `reprobox run` mounts the checkout, so an editable
 # install in the image points into the mounted code at run time. Editable installs are PEP 660

@@ -59,7 +59,7 @@ RUN --mount=type=bind,source=lock/all.txt,target=/tmp/reprobox/lock/all.txt \
     /tmp/reprobox/tools/uv pip install --python python3.11 --system --break-system-packages \
         --require-hashes --no-deps --offline --no-index --no-cache --find-links /tmp/reprobox/wheels/lock-all --link-mode copy \
         --requirement /tmp/reprobox/lock/all.txt; \
-    python3.11 -I /tmp/reprobox/tools/bytecode.py /tmp/reprobox/lock/all.txt
+    python3.11 -I /tmp/reprobox/tools/finish_layer.py /tmp/reprobox/lock/all.txt
 
 # The project's own packages, installed where `reprobox run` mounts the checkout, so an editable
 # install in the image points into the mounted code at run time. Editable installs are PEP 660

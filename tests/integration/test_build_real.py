@@ -17,6 +17,8 @@ is captured and locked with reprobox's own capture, then built. Checked here:
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
 import platform
@@ -177,8 +179,8 @@ def test_pip_installs_when_this_machine_has_no_uv(
 
 
 def test_the_image_carries_the_bytecode_of_what_it_installed(built: dict) -> None:
-    """Each locked layer's .pyc is written at build time (payload/bytecode.py), and Python takes it
-    as valid: the rerun's own user, who cannot write site-packages, compiles nothing."""
+    """Each locked layer's .pyc is written at build time (payload/finish_layer.py), and Python
+    takes it as valid: the rerun's own user, who cannot write site-packages, compiles nothing."""
     script = (
         "import importlib.util, os, attr, six\n"
         "for m in (attr, six):\n"
@@ -188,6 +190,78 @@ def test_the_image_carries_the_bytecode_of_what_it_installed(built: dict) -> Non
     out = get_engine().run_container(built["result"].tag, ["python", "-c", script])
     assert out.exit_code == 0, out.output
     assert out.output.split() == ["attr", "True", "True", "six", "True", "True"]
+
+
+def _layer_with_twins(base_image: str, tmp_path: Path, *, finish: bool) -> tuple[str, int]:
+    """An image whose last step installs a distribution holding the same 3 MiB twice, then runs
+    finish_layer.py on it when ``finish``; its tag and the size of that step's layer."""
+    ctx = tmp_path / ("finished" if finish else "plain")
+    info = ctx / "site" / "twins-1.0.dist-info"
+    (ctx / "site" / "twins").mkdir(parents=True)
+    info.mkdir()
+    blob = os.urandom(3 << 20)
+    (ctx / "site" / "twins" / "libtwin.so").write_bytes(blob)
+    (ctx / "site" / "twins" / "libtwin.so.1").write_bytes(blob)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: twins\nVersion: 1.0\n")
+    claim = "sha256={},{}".format(
+        base64.urlsafe_b64encode(hashlib.sha256(blob).digest()).rstrip(b"=").decode(), len(blob)
+    )
+    (info / "RECORD").write_text(
+        f"twins/libtwin.so,{claim}\ntwins/libtwin.so.1,{claim}\n"
+        "twins-1.0.dist-info/METADATA,,\ntwins-1.0.dist-info/RECORD,,\n"
+    )
+    (ctx / "lock.txt").write_text("twins==1.0\n")
+    shutil.copy2(payload.script("finish_layer"), ctx / "finish_layer.py")
+    site = f"/usr/local/lib/python{VERSION.rsplit('.', 1)[0]}/site-packages"
+    step = f"cp -a /ctx/site/. {site}/"
+    if finish:
+        step += " && python3 -I /ctx/finish_layer.py /ctx/lock.txt"
+    (ctx / "Dockerfile").write_text(
+        f"FROM {base_image}\nRUN --mount=type=bind,source=.,target=/ctx {step}\n"
+    )
+    tag = f"reprobox-test/twins:{uuid.uuid4().hex[:12]}"
+    subprocess.run(
+        [DOCKER, "build", "-q", "-t", tag, str(ctx)],
+        env={**os.environ, "DOCKER_BUILDKIT": "1"},
+        check=True,
+        capture_output=True,
+    )
+    sizes = subprocess.run(
+        [DOCKER, "history", "--human=false", "--format", "{{.Size}}", tag],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    return tag, int(sizes[0])
+
+
+def test_identical_files_of_a_step_take_their_room_once(base_image: str, tmp_path: Path) -> None:
+    """finish_layer.py's hard links survive the layer's export: the step's layer holds the
+    twin's bytes once (without it, twice), and both names read the same bytes."""
+    tags = []
+    try:
+        tag, plain = _layer_with_twins(base_image, tmp_path, finish=False)
+        tags.append(tag)
+        tag, finished = _layer_with_twins(base_image, tmp_path, finish=True)
+        tags.append(tag)
+        assert plain >= 2 * (3 << 20), plain
+        assert 3 << 20 <= finished < 4 << 20, finished
+        site = f"/usr/local/lib/python{VERSION.rsplit('.', 1)[0]}/site-packages/twins"
+        out = get_engine().run_container(
+            tag,
+            [
+                "sh",
+                "-c",
+                f"stat -c %i {site}/libtwin.so {site}/libtwin.so.1; "
+                f"cmp {site}/libtwin.so {site}/libtwin.so.1 && echo same",
+            ],
+        )
+        assert out.exit_code == 0, out.output
+        first, second, verdict = out.output.split()
+        assert first == second and verdict == "same"
+    finally:
+        for tag in tags:
+            get_engine().remove_image(tag)
 
 
 def test_labels_and_progress(built: dict) -> None:

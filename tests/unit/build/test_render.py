@@ -94,6 +94,25 @@ def test_dockerfile_base_at_the_top_is_the_template_rendered() -> None:
     assert (ROOT / "Dockerfile.base").read_text() == expected
 
 
+def test_each_locked_layer_is_finished_with_or_without_bytecode() -> None:
+    exp, env = datascience()
+    finish = "python3.11 -I /tmp/reprobox/tools/finish_layer.py /tmp/reprobox/lock/"
+    with_pyc = render_dockerfile(exp, env, base_image=BOOKWORM)
+    without = render_dockerfile(
+        exp, env, base_image=BOOKWORM, options=RenderOptions(compile_bytecode=False)
+    )
+    for text in (with_pyc, without):
+        lines = [line.strip() for line in text.splitlines() if finish in line]
+        assert [line.split("/lock/")[1].split()[0] for line in lines] == [
+            "compiled.txt",
+            "pure.txt",
+        ]
+    assert "--no-bytecode" not in with_pyc
+    assert [
+        line.strip().endswith("--no-bytecode") for line in without.splitlines() if finish in line
+    ] == [True, True]
+
+
 def test_rendering_is_pure_and_deterministic() -> None:
     exp, env = datascience()
     first = render_dockerfile(exp, env, base_image=BOOKWORM)

@@ -343,12 +343,15 @@ def test_the_bytecode_summary_of_a_step_is_shown() -> None:
     shown: list[str] = []
     log = BuildLog(shown.append, TITLES)
     for line in (
-        "#6 [3/4] RUN set -eu; uv pip install ...; python3.11 -I /tmp/reprobox/tools/bytecode.py",
+        "#6 [3/4] RUN set -eu; uv pip install ...; "
+        "python3.11 -I /tmp/reprobox/tools/finish_layer.py /tmp/reprobox/lock/all.txt",
         "#6 0.202 Installed 2 packages in 9ms",
+        "#6 0.250 identical files: 3 stored once (7.9 MB saved)",
         "#6 0.310 bytecode: 5 of 6 files compiled (test suites left out)",
         "#6 0.311 some chatter nobody needs",
         "#6 DONE 0.4s",
     ):
         log.feed(line)
     assert "    bytecode: 5 of 6 files compiled (test suites left out)" in shown
+    assert "    identical files: 3 stored once (7.9 MB saved)" in shown
     assert not any("chatter" in line for line in shown)
