@@ -102,9 +102,16 @@ ROW_BENCHMARKS = {
 }
 
 
+def _key(r: Row) -> tuple:  # type: ignore[type-arg]
+    return (r.benchmark, r.environment, r.case, r.subject, r.peer)
+
+
 def merge(paths: List[Path], only: Optional[List[str]] = None) -> int:
+    """One table from earlier result files. A row measured again in a later file (the same
+    benchmark, environment, case, subject and peer) replaces the earlier one in its place."""
     keep = {b for name in (only or ORDER) for b in ROW_BENCHMARKS.get(name, (name,))}
     rows: List[Row] = []
+    where: dict = {}  # type: ignore[type-arg]
     for path in paths:
         doc = json.loads(path.read_text())
         m = doc["machine"]
@@ -120,7 +127,12 @@ def merge(paths: List[Path], only: Optional[List[str]] = None) -> int:
             fields = {k: v for k, v in r.items() if k not in ("value", "met")}
             fields["subject_stats"] = _stats(fields["subject_stats"])
             fields["peer_stats"] = _stats(fields["peer_stats"])
-            rows.append(Row(**fields))
+            row = Row(**fields)
+            if _key(row) in where:
+                rows[where[_key(row)]] = row
+            else:
+                where[_key(row)] = len(rows)
+                rows.append(row)
     print()
     print(table(rows))
     return 0
@@ -149,7 +161,7 @@ def main() -> int:
         nargs="+",
         metavar="JSON",
         help="print one table from earlier result files (run nothing; --only keeps those "
-        "benchmarks' rows)",
+        "benchmarks' rows; a row measured again in a later file replaces the earlier one)",
     )
     args = parser.parse_args()
     if args.merge:

@@ -114,3 +114,26 @@ def test_merge_prints_one_table_of_the_chosen_benchmarks_from_several_files(
     assert run_all.merge([one, two]) == 0
     lines = [x for x in capsys.readouterr().out.splitlines() if x.startswith("| ")]
     assert len(lines) == 1 + 3
+
+
+def test_merge_takes_a_row_measured_again_from_the_later_file_in_its_place(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import run_all
+
+    old = harness.write_json(
+        [
+            Row("build", "ds", "cold", "reprobox build", stats([3.0]), "hand", stats([4.0])),
+            Row("build", "ds", "numpy change", "reprobox", stats([2.0]), "own", stats([3.0])),
+        ],
+        tmp_path / "old.json",
+    )
+    new = harness.write_json(
+        [Row("build", "ds", "cold", "reprobox build", stats([1.0]), "hand", stats([4.0]))],
+        tmp_path / "new.json",
+    )
+    assert run_all.merge([old, new], ["build"]) == 0
+    lines = [x for x in capsys.readouterr().out.splitlines() if x.startswith("| build")]
+    assert len(lines) == 2
+    assert "0.25×" in lines[0] and "| cold |" in lines[0]  # the later measure, first place
+    assert "numpy change" in lines[1]
