@@ -220,7 +220,16 @@ def main(argv):
     if len(args) != 1 or args[0].startswith("-"):
         sys.stderr.write(USAGE)
         return 2
-    files = _installed(_names(args[0]))
+    try:
+        wanted = _names(args[0])
+    except (OSError, UnicodeDecodeError) as exc:
+        sys.stderr.write(
+            "finish_layer: cannot read the step's lock %s (%s): the build context is "
+            "incomplete; build again\n"
+            % (args[0], exc.strerror if isinstance(exc, OSError) else exc)
+        )
+        return 2
+    files = _installed(wanted)
     linked, saved = link_identical(files)
     sys.stdout.write("identical files: %d stored once (%.1f MB saved)\n" % (linked, saved / 1e6))
     if bytecode:

@@ -261,3 +261,17 @@ def test_a_record_claiming_the_same_bytes_is_checked(tmp_path: Path) -> None:
     assert "identical files: 0 stored once" in done.stdout
     assert (site / "liar/b.so").read_bytes() == other
     assert (site / "liar/a.so").stat().st_nlink == 1
+
+
+def test_a_lock_it_cannot_read_is_one_line_and_nothing_changed(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    data = os.urandom(8192)
+    _dist(
+        site, "kept", "1.0", {"kept/__init__.py": "K = 1\n", "kept/a.bin": data, "kept/b.bin": data}
+    )
+    done = _run(site, tmp_path / "missing.txt")
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert "cannot read the step's lock" in done.stderr and "missing.txt" in done.stderr
+    assert (site / "kept/a.bin").stat().st_nlink == 1
+    assert not _pyc(site / "kept/__init__.py").exists()
