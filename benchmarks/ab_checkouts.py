@@ -1,9 +1,10 @@
 """Before and after: this checkout's reprobox against another commit's, interleaved, same inputs.
 
 A change for speed is judged against its own base under the same load, not against numbers
-measured on another day: both sides run the real CLI (``python -c 'from reprobox.cli import
-main; main()'`` with ``PYTHONPATH`` naming the checkout, the other commit extracted with ``git
-archive``) in the same harness, on the data-science environment:
+measured on another day: both sides run the real CLI (``python -c`` calling the ``reprobox``
+command's entry point, ``reprobox.entry:main``, with ``PYTHONPATH`` naming the checkout, the
+other commit extracted with ``git archive``) in the same harness, on the data-science
+environment:
 
 * ``capture --no-lock`` cold (fresh caches per repetition) and warm (one cache, filled untimed);
 * ``lock EXP`` cold (a fresh copy of the repository and fresh caches per repetition);
@@ -43,7 +44,14 @@ from harness import (
     write_json,
 )
 
-CLI = "import sys; from reprobox.cli import main; sys.exit(main())"
+#: The ``reprobox`` command's own entry point (``[project.scripts]``): it starts a capture's probe
+#: and a lock's lookups before the command line loads; a commit older than it runs its cli.
+CLI = (
+    "import sys\n"
+    "try:\n    from reprobox.entry import main\n"
+    "except ImportError:\n    from reprobox.cli import main\n"
+    "sys.exit(main())"
+)
 
 
 def extract(ref: str) -> Path:

@@ -1,11 +1,13 @@
 """Where a project's records and local state lie: the project root and ``.reprobox/local``.
 
 Importable without the rest of reprobox (the record model, the store): the command line finds
-them before it loads, to start a first capture's probe early (:mod:`reprobox.capture.early`).
+them before it loads, to start a first capture's probe early (:mod:`reprobox.capture.early`) and
+a lock's first index queries (:mod:`reprobox.lock.early`).
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Optional
 
@@ -13,6 +15,13 @@ from .errors import StoreError
 from .safefs import SafeDir
 
 STORE_DIR = ".reprobox"
+EXPERIMENTS = "experiments"
+ENVIRONMENT_FILE = "environment.json"
+#: An experiment's id, its folder's name; a reference may give a prefix of at least MIN_PREFIX.
+ID_RE = re.compile(r"^[0-9a-f]{12}$")
+MIN_PREFIX = 4
+#: The largest experiment.json, environment.json or lock file the store reads.
+MAX_RECORD_BYTES = 8 * 1024 * 1024
 LOCAL = "local"
 #: local/ ignores itself (``*``), so a clone whose .reprobox/.gitignore was never committed stays
 #: clean too.

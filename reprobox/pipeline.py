@@ -542,8 +542,11 @@ def lock_experiment(
     """(Re)write requirements.lock, pylock.toml and the Dockerfile (or the conda lock) of a
     stored experiment and re-seal it: the new record, and the LockResult."""
     # lazy: reprobox.lock costs ~35 ms to import; see capture_experiment
-    from .lock import lock_environment
+    from .lock import early as early_lock
+    from .lock import lock_environment  # lazy: as above
 
+    # the lookups `reprobox lock` started before this record was loaded, if they are for it
+    ahead = early_lock.take(stored.id, platform)
     with _renderer_loading(stored.environment.conda is None):
         result = lock_environment(
             stored.environment,
@@ -551,6 +554,7 @@ def lock_experiment(
             cache_dir=user_cache() / "index",
             platform=platform,
             progress=progress,
+            ahead=ahead,
         )
     files: dict[str, Union[str, bytes]] = dict(result.files)
     if stored.environment.conda is not None:

@@ -57,22 +57,27 @@ from .model import (
     seal_id,
 )
 from .model import check, grammar
-from .layout import LOCAL, STORE_DIR, find_root, open_local
+from .layout import (
+    ENVIRONMENT_FILE,
+    EXPERIMENTS,
+    ID_RE,
+    LOCAL,
+    MAX_RECORD_BYTES,
+    MIN_PREFIX,
+    STORE_DIR,
+    find_root,
+    open_local,
+)
 from .safefs import SafeDir, UnsafePath
 
-EXPERIMENTS = "experiments"
-ENVIRONMENT_FILE = "environment.json"
 #: The one file allowed beside the sealed manifest: the publication record of ``reprobox push``
 #: (pushed references and manifest digests), additive, sealed on its own and checked by
 #: :func:`reprobox.registry.load_publication`.
 IMAGES_FILE = "images.json"
-ID_RE = re.compile(r"^[0-9a-f]{12}$")
-MIN_PREFIX = 4
 #: Names a file of an experiment folder may have (what reprobox writes there).
 FILE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,99}$")
 
-#: Sizes read from the store, checked before a byte is parsed.
-MAX_RECORD_BYTES = 8 * 1024 * 1024  # experiment.json, environment.json, lock files
+#: Sizes read from the store, checked before a byte is parsed (MAX_RECORD_BYTES: see layout).
 MAX_PATCH_BYTES = 16 * 1024 * 1024
 MAX_LOCAL_BYTES = 64 * 1024  # a local image record
 

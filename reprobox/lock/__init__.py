@@ -16,9 +16,37 @@ hashes of their files, looked up on the indexes the host's pip is configured wit
 
 from __future__ import annotations
 
-from .config import IndexConfig, read_index_config
-from .locker import lock_environment
-from .result import LockedPackage, LockResult, Problem, UnlockablePackages, VersionChange
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .config import IndexConfig, read_index_config
+    from .locker import lock_environment
+    from .result import LockedPackage, LockResult, Problem, UnlockablePackages, VersionChange
+
+#: Each name and the module that defines it, imported on first use: ``reprobox lock`` imports
+#: the index client (``.index``) before the rest of the lock to send its first queries early
+#: (:mod:`.early`), which importing the whole package here would defeat.
+_WHERE = {
+    "IndexConfig": ".config",
+    "read_index_config": ".config",
+    "lock_environment": ".locker",
+    "LockedPackage": ".result",
+    "LockResult": ".result",
+    "Problem": ".result",
+    "UnlockablePackages": ".result",
+    "VersionChange": ".result",
+}
+
+
+def __getattr__(name: str) -> Any:
+    where = _WHERE.get(name)
+    if where is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(where, __name__), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "IndexConfig",

@@ -145,26 +145,65 @@ class IndexClient:
                 self._early[(source, w)] = pool.submit(self._fetch, source, *w)
         self._hash_ahead(pending)
 
+    def prefetch(self, wanted: Sequence[tuple[str, str]]) -> None:
+        """Ask the first source, when it is remote, about each of ``wanted`` the cache cannot
+        answer, and keep the answers in the cache; hash the files of ``wanted`` that local
+        find-links folders hold into it too, meanwhile. A :meth:`lookup_many` of the same
+        releases then makes none of these requests and hashes none of these files
+        (:mod:`.early` runs this in a process of its own). Raises :class:`IndexUnavailable`
+        like :meth:`lookup_many`."""
+        sources = self.sources()
+        if not sources or sources[0].is_local:
+            return
+        pending = list(dict.fromkeys(wanted))
+        self.prewarm(pending)
+        hashing = threading.Thread(
+            target=lambda: [self.cache.file_hash(p) for p in self._local_files(pending)],
+            daemon=True,
+            name="reprobox-hash",
+        )
+        hashing.start()
+        try:
+            self._ask_remote(sources[0], pending, lambda _w, _lookup: None)
+        finally:
+            self._stop_workers()
+            hashing.join()
+
     def _hash_ahead(self, wanted: Sequence[tuple[str, str]]) -> None:
         """Hash, on a thread of its own, the files of ``wanted`` releases that local find-links
         folders hold: a folder names no hashes, and a torch wheel takes ~0.1 s to hash. The
         remote answers arrive meanwhile (hashlib releases the GIL while it hashes). A release
         the index settles first never reads the digest, which is only kept in the cache; the
         hashes not started when the lookups end are dropped."""
-        folders = [s for s in self.sources() if s.kind == "find-links" and s.is_local]
-        if not folders or not wanted:
+        if not wanted or not any(s.kind == "find-links" and s.is_local for s in self.sources()):
             return
-        versions: dict[str, list[str]] = {}
-        for project, version in wanted:
-            versions.setdefault(project, []).append(version)
         self._hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reprobox-hash")
-        self._hasher.submit(self._queue_hashes, folders, versions)
+        self._hasher.submit(self._queue_hashes, wanted)
 
-    def _queue_hashes(self, folders: Sequence[Source], versions: dict[str, list[str]]) -> None:
+    def _queue_hashes(self, wanted: Sequence[tuple[str, str]]) -> None:
         hasher = self._hasher
         if hasher is None:
             return
-        for source in folders:
+        for path in self._local_files(wanted):
+            with self._memo_lock:
+                if path in self._hashing:
+                    continue
+                try:
+                    self._hashing[path] = hasher.submit(self.cache.file_hash, path)
+                except RuntimeError:  # shut down: the lookups are over
+                    return
+
+    def _local_files(self, wanted: Sequence[tuple[str, str]]) -> list[str]:
+        """The files of ``wanted`` releases that local find-links folders hold with no hash
+        given, folder by folder; in each, those with a local version label first (torch
+        2.5.1+cpu is on no public index: that file is the likeliest to be needed)."""
+        versions: dict[str, list[str]] = {}
+        for project, version in wanted:
+            versions.setdefault(project, []).append(version)
+        out: list[str] = []
+        for source in self.sources():
+            if source.kind != "find-links" or not source.is_local:
+                continue
             try:
                 files = self._memoized(
                     f"find-links {source.location}", partial(self._list_find_links, source)
@@ -185,17 +224,9 @@ class IndexClient:
                 project = canonicalize_name(name)
                 if any(ReleaseFilter(project, v)(f.filename) for v in versions.get(project, ())):
                     matching.append(("+" not in f.filename, f.path))
-            # a local version label (torch 2.5.1+cpu) is on no public index: that file is
-            # the likeliest to be needed, so it goes first
             matching.sort(key=lambda m: m[0])
-            for _public, path in matching:
-                with self._memo_lock:
-                    if path in self._hashing:
-                        continue
-                    try:
-                        self._hashing[path] = hasher.submit(self.cache.file_hash, path)
-                    except RuntimeError:  # shut down: the lookups are over
-                        return
+            out += [path for _public, path in matching]
+        return out
 
     def _file_hash(self, path: str) -> Optional[str]:
         """The sha256 of a local file: the one hashed ahead when there is one (waiting for it

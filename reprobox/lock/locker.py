@@ -20,6 +20,7 @@ from .cache import default_cache_dir
 from .config import IndexConfig, read_index_config
 from .checks import check_environment
 from .crossplatform import reresolve
+from .early import Pending
 from .decide import archive, index_package, separate, settled, source_warnings, with_hashes
 from .index import IndexClient
 from .pylock import render_pylock
@@ -36,6 +37,7 @@ def lock_environment(
     cache_dir: Optional[Path] = None,
     platform: Optional[str] = None,
     progress: Optional[Progress] = None,
+    ahead: Optional[Pending] = None,
 ) -> LockResult:
     """Lock exactly the distributions of ``env`` with their hashes; nothing is re-resolved.
 
@@ -43,29 +45,44 @@ def lock_environment(
     capture records the environment anyway and ``reprobox lock`` finishes later), and
     :class:`~reprobox.lock.result.UnlockablePackages` (a ``LockError``) naming every package
     that no configured source serves.
+
+    ``ahead``: lookups :mod:`.early` started for this lock into the cache, waited for where
+    the lock looks up and counted as its own; closed here.
     """
-    config = config if config is not None else read_index_config()
-    cache_dir = cache_dir if cache_dir is not None else default_cache_dir()
-    client = IndexClient(config, cache_dir)
     try:
-        return _lock(env, client, Path(repo_root), platform, progress or (lambda _msg: None))
+        config = config if config is not None else read_index_config()
+        cache_dir = cache_dir if cache_dir is not None else default_cache_dir()
+        client = IndexClient(config, cache_dir)
+        try:
+            return _lock(
+                env, client, Path(repo_root), platform, progress or (lambda _msg: None), ahead
+            )
+        finally:
+            client.close()
     finally:
-        client.close()
+        if ahead is not None:
+            ahead.close()
 
 
 def _lock(
-    env: Environment, client: IndexClient, repo_root: Path, platform: Optional[str], say: Progress
+    env: Environment,
+    client: IndexClient,
+    repo_root: Path,
+    platform: Optional[str],
+    say: Progress,
+    ahead: Optional[Pending],
 ) -> LockResult:
     config = client.config
     cache_dir = client.cache_dir
-    # connect to the configured indexes while the environment is checked: only the host's own
-    # configuration decides where these go, nothing from the (untrusted) capture
-    client.prewarm(
-        [(p.name, p.version) for p in env.packages if p.source.kind in ("index", "archive")]
-    )
+    if ahead is None:
+        # connect to the configured indexes while the environment is checked: only the host's
+        # own configuration decides where these go, nothing from the (untrusted) capture
+        client.prewarm(
+            [(p.name, p.version) for p in env.packages if p.source.kind in ("index", "archive")]
+        )
 
     check_environment(env)
-    if platform is None:
+    if platform is None and ahead is None:
         # the queries go out now
         client.start(_lookup_keys(env.packages))
     base = capture_target(env)
@@ -88,13 +105,17 @@ def _lock(
     locked: list[LockedPackage] = []
     problems: list[Problem] = []
     looked_up = [p for p in packages if p.source.kind in ("index", "archive")]
-    t0 = time.perf_counter()
+    t0 = time.monotonic()
     sources = client.sources()
     if looked_up:
         say(
             f"looking up {len(looked_up)} packages on {len(sources)} package "
             f"source{'s' if len(sources) != 1 else ''}"
         )
+    done_ahead = ahead.wait(config, cache_dir) if ahead is not None and cache_dir else None
+    if done_ahead is not None:  # its answers are in the cache: counted, and timed from its start
+        t0 = done_ahead.started
+        client.requests += done_ahead.requests
     by_key = {(p.name, p.version): p for p in looked_up}
     found = client.lookup_many(
         _lookup_keys(looked_up),
@@ -120,7 +141,7 @@ def _lock(
     requests = client.requests
     if looked_up:
         say(
-            f"looked up {len(looked_up)} packages in {time.perf_counter() - t0:.1f} s "
+            f"looked up {len(looked_up)} packages in {time.monotonic() - t0:.1f} s "
             f"({requests} request{'s' if requests != 1 else ''})"
         )
 
