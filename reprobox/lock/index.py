@@ -28,7 +28,7 @@ from .cache import Cache, default_cache_dir
 from .config import IndexConfig
 from .dists import DistFile, Lookup, ReleaseFilter, Source, canonicalize_name, parse_filename
 from .pages import parse_html_page, parse_json_page
-from .transport import Transport
+from .transport import START_CONNECTIONS, Transport
 
 __all__ = ["IndexClient", "Lookup", "default_cache_dir"]
 
@@ -36,7 +36,7 @@ __all__ = ["IndexClient", "Lookup", "default_cache_dir"]
 #: (a mirror on the local network) is limited by bandwidth, not latency: there, more
 #: connections only add TLS handshakes and GIL contention (measured: 8 finished a 114-page lock
 #: ~25 ms sooner than 32).
-START_WORKERS = 8
+START_WORKERS = START_CONNECTIONS
 #: A request whose first byte takes longer than this is slow; once most of the first answers
 #: are, the index is latency-bound (the Internet) and the pool grows to ``max_workers``.
 SLOW_FIRST_BYTE = 0.010
@@ -145,18 +145,20 @@ class IndexClient:
                 self._early[(source, w)] = pool.submit(self._fetch, source, *w)
         self._hash_ahead(pending)
 
-    def prefetch(self, wanted: Sequence[tuple[str, str]]) -> None:
+    def prefetch(self, wanted: Sequence[tuple[str, str]], *, connected: bool = False) -> None:
         """Ask the first source, when it is remote, about each of ``wanted`` the cache cannot
         answer, and keep the answers in the cache; hash the files of ``wanted`` that local
         find-links folders hold into it too, meanwhile. A :meth:`lookup_many` of the same
         releases then makes none of these requests and hashes none of these files
         (:mod:`.early` runs this in a process of its own). Raises :class:`IndexUnavailable`
-        like :meth:`lookup_many`."""
+        like :meth:`lookup_many`. ``connected``: the transport's connections to that source
+        are being opened already (:meth:`.transport.Transport.connect_ahead`)."""
         sources = self.sources()
         if not sources or sources[0].is_local:
             return
         pending = list(dict.fromkeys(wanted))
-        self.prewarm(pending)
+        if not connected:
+            self.prewarm(pending)
         hashing = threading.Thread(
             target=lambda: [self.cache.file_hash(p) for p in self._local_files(pending)],
             daemon=True,

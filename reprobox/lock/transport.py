@@ -44,6 +44,10 @@ MAX_CONNECT_TIMEOUT = 10.0
 MAX_REDIRECTS = 5
 _RETRY_STATUSES = {429, 500, 502, 503, 504}
 
+#: Connections a lock opens to an index at first (its lookup threads, one connection each; the
+#: pool grows when the index proves slow to answer, see :mod:`.index`).
+START_CONNECTIONS = 8
+
 LATER = "or, if the index is only unreachable from here for now, run `reprobox lock EXP` later"
 
 
@@ -283,6 +287,25 @@ class Transport:
             self._addresses(host, port)
         except Exception:  # noqa: BLE001 - the request that needs it reports it properly
             pass
+
+    def connect_ahead(self, url: str, count: int) -> None:
+        """Load the TLS context and open ``count`` connections to ``url``'s host, each on a
+        thread of its own, and return at once: they are ready in the idle pool when requests
+        come. Failures are left to the requests to report."""
+        if urlsplit(url).scheme not in ("http", "https"):
+            return
+
+        def one() -> None:
+            try:
+                self.prewarm_one(url)
+            except Exception:  # noqa: BLE001 - the request that needs the host reports it
+                pass
+
+        threading.Thread(
+            target=self.prewarm_context, args=(url,), daemon=True, name="reprobox-tls-context"
+        ).start()
+        for i in range(count):
+            threading.Thread(target=one, daemon=True, name=f"reprobox-connect-{i}").start()
 
     def prewarm_one(self, url: str) -> None:
         """Open one connection to ``url``'s host now (name lookup, TCP, TLS, CA bundle
