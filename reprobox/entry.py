@@ -14,7 +14,7 @@ def main() -> None:
 
         early.begin(sys.argv[2:])
     elif command == "lock":
-        # lazy: only for lock (~60 ms: the index client), before everything else loads
+        # lazy: only for lock (~5 ms: the record's package names), before everything else loads
         from .lock import early as early_lock
 
         early_lock.begin(sys.argv[2:])
