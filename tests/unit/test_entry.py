@@ -1,0 +1,78 @@
+"""The ``reprobox`` command's way out (:func:`reprobox.entry.leave`): the exit status sys.exit
+would give, exit handlers run and streams flushed, without the interpreter's teardown — and the
+usual way out where a thread is still running or a stream cannot be flushed."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+_SCRIPT = """
+import atexit, sys, threading, time
+from reprobox.entry import leave
+
+class Witness:
+    def __del__(self):
+        sys.__stderr__.write("torn down\\n")
+
+witness = Witness()
+atexit.register(lambda: sys.stderr.write("handler ran\\n"))
+sys.stdout.write("buffered, no newline")  # a pipe: block-buffered, still in the buffer
+mode, status = sys.argv[1], eval(sys.argv[2])
+if mode == "thread":
+    def late():
+        time.sleep(0.3)
+        open(sys.argv[3], "w").write("done")
+    threading.Thread(target=late).start()
+elif mode == "closed":
+    sys.stdout.close()
+leave(status)
+"""
+
+
+def _leave(mode: str, status: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", _SCRIPT, mode, status, *extra],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize(
+    "status, code", [("None", 0), ("0", 0), ("3", 3), ("-1", 255), ("256 + 5", 5), ("True", 1)]
+)
+def test_the_exit_status_is_what_sys_exit_gives(status: str, code: int) -> None:
+    out = _leave("plain", status)
+    assert out.returncode == code, out.stderr
+    assert out.stdout == "buffered, no newline"  # flushed before the process ends
+    assert "handler ran" in out.stderr
+    assert "torn down" not in out.stderr  # no teardown: the fast way out was taken
+
+
+def test_a_message_goes_to_stderr_with_status_one() -> None:
+    out = _leave("plain", "'reprobox: no such thing'")
+    assert out.returncode == 1
+    assert out.stderr.splitlines()[:2] == ["handler ran", "reprobox: no such thing"]
+    assert out.stdout == "buffered, no newline"
+
+
+def test_a_running_thread_is_waited_for(tmp_path: Path) -> None:
+    done = tmp_path / "done"
+    out = _leave("thread", "4", str(done))
+    assert out.returncode == 4, out.stderr
+    assert done.read_text() == "done"  # the thread finished before the process ended
+    assert out.stdout == "buffered, no newline"
+    assert "handler ran" in out.stderr
+    assert "torn down" in out.stderr  # the usual way out, teardown included
+
+
+def test_a_stream_that_cannot_be_flushed_takes_the_usual_way_out() -> None:
+    out = _leave("closed", "2")
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.count("handler ran") == 1  # run once, not again by the interpreter
+    assert "torn down" in out.stderr
+    assert "Traceback" not in out.stderr
