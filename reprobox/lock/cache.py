@@ -121,6 +121,36 @@ class Cache:
                 continue
         return out
 
+    def cached_keys(
+        self, source: Source, wanted: Sequence[tuple[str, str]]
+    ) -> set[tuple[str, str]]:
+        """Which of ``wanted`` :meth:`get_releases` would answer on ``source``, without reading
+        their files: what is left to ask, for a tenth of the cost of the answers (1 ms against
+        10-13 ms for the 117 releases of a data-science environment, ~1,900 files)."""
+        with self._lock:
+            db = self._conn()
+            if db is None or not wanted:
+                return set()
+            src = _key(source.location)
+            fresh = time.time() - NEGATIVE_TTL
+            keys: set[tuple[str, str]] = set()
+            try:
+                for i in range(0, len(wanted), 400):
+                    chunk = wanted[i : i + 400]
+                    marks = ",".join("(?,?)" for _ in chunk)
+                    args = [x for pv in chunk for x in pv]
+                    keys.update(
+                        db.execute(
+                            "SELECT project, version FROM releases WHERE source = ? "
+                            f"AND (project, version) IN (VALUES {marks}) "
+                            "AND (files <> '' OR at > ?)",
+                            [src, *args, fresh],
+                        ).fetchall()
+                    )
+            except Exception:  # noqa: BLE001 - a damaged cache is a miss
+                return set()
+        return keys
+
     @staticmethod
     def row(project: str, version: str, lk: Lookup) -> tuple:
         """The cache row of one lookup, for :meth:`put_rows` (encoding it is the costly part

@@ -112,7 +112,7 @@ class IndexClient:
         for source in self.sources():
             if source.is_local:
                 continue
-            misses = len(wanted) - len(self.cache.get_releases(source, wanted))
+            misses = len(set(wanted) - self.cache.cached_keys(source, wanted))
             if misses > 0 and self._workers is None:
                 threading.Thread(
                     target=self.transport.prewarm_context,
@@ -137,7 +137,7 @@ class IndexClient:
             return
         source = sources[0]
         pending = list(dict.fromkeys(wanted))
-        cached = self.cache.get_releases(source, pending)
+        cached = self.cache.cached_keys(source, pending)
         misses = [w for w in pending if w not in cached and (source, w) not in self._early]
         if misses:
             pool = self._pool(len(misses))
@@ -157,8 +157,11 @@ class IndexClient:
         if not sources or sources[0].is_local:
             return
         pending = list(dict.fromkeys(wanted))
-        if not connected:
-            self.prewarm(pending)
+        # what the cache answers, the lock reads itself: only whether it does is read here
+        cached = self.cache.cached_keys(sources[0], pending)
+        misses = [w for w in pending if w not in cached]
+        if misses and not connected:
+            self.prewarm(misses)
         hashing = threading.Thread(
             target=lambda: [self.cache.file_hash(p) for p in self._local_files(pending)],
             daemon=True,
@@ -166,7 +169,8 @@ class IndexClient:
         )
         hashing.start()
         try:
-            self._ask_remote(sources[0], pending, lambda _w, _lookup: None)
+            if misses:
+                self._ask_remote(sources[0], misses, lambda _w, _lookup: None)
         finally:
             self._stop_workers()
             hashing.join()

@@ -523,3 +523,47 @@ def test_pool_grows_to_max_workers_when_the_index_is_slow_to_answer(tmp_path):
         server.server_close()
     assert all(lookups[0].project_found for lookups in found.values())
     assert index_module.START_WORKERS < state["peak"] <= 24
+
+
+def test_cached_keys_are_what_the_cache_answers(tmp_path):
+    """What the lookups ask is decided without reading the answers: the same releases as
+    get_releases, an expired negative answer excluded, another source's entries never."""
+    import sqlite3
+
+    from reprobox.lock.cache import NEGATIVE_TTL
+
+    found, missing = ("six", "1.16.0"), ("six", "99.0")
+    with FakeIndex(PAGES) as idx:
+        client = _client(tmp_path, index_url=idx.url)
+        client.lookup_many([found, missing])
+        source = client.sources()[0]
+        cache = client.cache
+        wanted = [found, missing, ("pyyaml", "6.0.2")]
+        assert cache.cached_keys(source, wanted) == {found, missing}
+        assert set(cache.get_releases(source, wanted)) == {found, missing}
+        other = Source("http://elsewhere.invalid/simple", "index", 0)
+        assert cache.cached_keys(other, wanted) == set() == set(cache.get_releases(other, wanted))
+        client.close()
+    db = sqlite3.connect(str(tmp_path / "cache" / "v1" / "index.sqlite"))
+    with db:
+        db.execute("UPDATE releases SET at = at - ?", (NEGATIVE_TTL + 1,))
+    db.close()
+    aged = _client(tmp_path).cache
+    assert aged.cached_keys(source, wanted) == {found}  # a found release is kept forever
+    assert set(aged.get_releases(source, wanted)) == {found}
+
+
+def test_prefetch_asks_only_what_the_cache_lacks(tmp_path):
+    with FakeIndex(PAGES) as idx:
+        first = _client(tmp_path, index_url=idx.url)
+        first.prefetch([("six", "1.16.0")])
+        first.close()
+        second = _client(tmp_path, index_url=idx.url)
+        second.prefetch([("six", "1.16.0"), ("pyyaml", "6.0.2")])
+        second.close()
+        assert (first.requests, second.requests) == (1, 1)
+        assert idx.project_requests() == ["/simple/six/", "/simple/pyyaml/"]
+        third = _client(tmp_path, index_url=idx.url)
+        third.prefetch([("pyyaml", "6.0.2"), ("six", "1.16.0")])
+        third.close()
+        assert third.requests == 0 and len(idx.project_requests()) == 2
