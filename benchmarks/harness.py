@@ -175,8 +175,8 @@ class Row:
     target: Optional[float] = None
     note: str = ""
     #: For "percent": the median of the per-repetition overheads, when each repetition ran both
-    #: sides back to back (a drift of the machine's speed then cancels within the pair). The
-    #: value reported; the cells still show each side's own median.
+    #: sides back to back or side by side (a drift of the machine's speed then cancels within
+    #: the pair). The value reported; the cells still show each side's own median.
     paired: Optional[float] = None
 
     @property
