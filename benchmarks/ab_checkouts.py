@@ -4,13 +4,14 @@ A change for speed is judged against its own base under the same load, not again
 measured on another day: both sides run the real CLI (``python -c`` calling the ``reprobox``
 command's entry point, ``reprobox.entry:main``, with ``PYTHONPATH`` naming the checkout, the
 other commit extracted with ``git archive``) in the same harness, on the data-science
-environment:
+environment (``--env torch``: the torch one, for capture and lock):
 
 * ``capture --no-lock`` cold (fresh caches per repetition) and warm (one cache, filled untimed);
 * ``lock EXP`` cold (a fresh copy of the repository and fresh caches per repetition);
 * ``run EXP --backend docker`` on the image ``bench_run.py`` builds (both read the same image).
 
     python benchmarks/ab_checkouts.py --base e9ffb25 [--reps 7] [--only capture,lock,run]
+        [--env torch]
 """
 
 from __future__ import annotations
@@ -75,8 +76,8 @@ def argv(*args: object) -> List[str]:
     return [sys.executable, "-c", CLI, *[str(a) for a in args]]
 
 
-def capture_rows(checkouts: Dict[str, Path], reps: int) -> List[Row]:
-    project, venv = envs.checkout("datascience", "ab")
+def capture_rows(checkouts: Dict[str, Path], reps: int, env_name: str) -> List[Row]:
+    project, venv = envs.checkout(env_name, "ab")
     vpy = venv / "bin" / "python"
     rows: List[Row] = []
     for mode in ("cold", "warm"):
@@ -122,7 +123,7 @@ def capture_rows(checkouts: Dict[str, Path], reps: int) -> List[Row]:
         rows.append(
             Row(
                 "A/B capture --no-lock",
-                "datascience",
+                env_name,
                 mode,
                 "after",
                 res["after"],
@@ -133,8 +134,8 @@ def capture_rows(checkouts: Dict[str, Path], reps: int) -> List[Row]:
     return rows
 
 
-def lock_rows(checkouts: Dict[str, Path], reps: int) -> List[Row]:
-    project, venv = envs.checkout("datascience", "ab-lock")
+def lock_rows(checkouts: Dict[str, Path], reps: int, env_name: str) -> List[Row]:
+    project, venv = envs.checkout(env_name, "ab-lock")
     with tempfile.TemporaryDirectory(prefix="reprobox-ab-lock-") as tmp:
         base = Path(tmp)
         shutil.rmtree(project / ".reprobox", ignore_errors=True)
@@ -173,9 +174,7 @@ def lock_rows(checkouts: Dict[str, Path], reps: int) -> List[Row]:
             run_once(c, Rep(-1, base / "fill"))
             shutil.rmtree(base / "fill")
         res = measure(cs, reps, label="A/B lock cold")
-    return [
-        Row("A/B lock (CLI)", "datascience", "cold", "after", res["after"], "before", res["before"])
-    ]
+    return [Row("A/B lock (CLI)", env_name, "cold", "after", res["after"], "before", res["before"])]
 
 
 def run_rows(checkouts: Dict[str, Path], reps: int) -> List[Row]:
@@ -208,11 +207,17 @@ def main() -> int:
     parser.add_argument("--reps", type=int, default=DEFAULT_REPS)
     parser.add_argument("--only", default="capture,lock,run")
     parser.add_argument("--out", type=Path)
+    parser.add_argument(
+        "--env",
+        choices=("datascience", "torch"),
+        default="datascience",
+        help="the environment of the capture and lock cases (run has its own)",
+    )
     args = parser.parse_args()
     checkouts = sides(extract(args.base))
     steps: Dict[str, Callable[[Dict[str, Path], int], List[Row]]] = {
-        "capture": capture_rows,
-        "lock": lock_rows,
+        "capture": lambda c, n: capture_rows(c, n, args.env),
+        "lock": lambda c, n: lock_rows(c, n, args.env),
         "run": run_rows,
     }
     rows: List[Row] = []

@@ -46,7 +46,7 @@ _RETRY_STATUSES = {429, 500, 502, 503, 504}
 
 #: Connections a lock opens to an index at first (its lookup threads, one connection each; the
 #: pool grows when the index proves slow to answer, see :mod:`.index`).
-START_CONNECTIONS = 8
+START_CONNECTIONS = 4
 
 LATER = "or, if the index is only unreachable from here for now, run `reprobox lock EXP` later"
 
