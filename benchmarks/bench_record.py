@@ -17,7 +17,7 @@ Back to back, two runs of the identical job differ by up to ±10 % on a shared m
 slow and fast spells last seconds), so 7 pairs of them cannot resolve 1 %. The sides are
 therefore also run side by side: both started together, each pinned to a core of its own, the
 cores swapped every repetition, so a spell of the machine hits both at once (two copies of the
-same job measured that way differ by ~0.2 %, against ~4 % back to back). Side by side:
+same job measured that way mostly differ by under 0.2 %, against ~4 % back to back). Side by side:
 
 * ``payload`` and ``plain`` together;
 * ``record`` and ``plain`` together: the command's wall time as ``record`` measures it (the
