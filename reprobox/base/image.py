@@ -95,8 +95,10 @@ def _build_packaged_base(
     got = engine.run_container(rootfs, ["dpkg-query", "-W", "-f=${Version}", f"python{mm}-minimal"])
     package_version = got.output.strip()
     if got.exit_code != 0 or not re.fullmatch(r"[0-9A-Za-z.+~:-]{1,100}", package_version):
+        said = got.output.strip()[:200] or "no output"
         raise ReproboxError(
-            f"cannot read the python{mm} package version in {rootfs}: {got.output.strip()[:200]}"
+            f"cannot read the python{mm} package version in {rootfs}: dpkg-query exited with "
+            f"status {got.exit_code}: {said}"
         )
     if package_version != pins[f"python{mm}-minimal"]:
         report(

@@ -7,6 +7,7 @@ classic builder through the SDK.
 
 from __future__ import annotations
 
+import codecs
 import logging
 import os
 import re
@@ -405,17 +406,33 @@ class DockerEngine(Engine):
             )
             raise EngineError(f"cannot start a container from {image}: {msg}", hint) from None
         out = OutputCollector(stream)
+        # chunks are cut anywhere, inside a character too
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         try:
+            streamed = 0
             for data in container.logs(stream=True, follow=True):
-                out.text(data.decode("utf-8", errors="replace"))
-            output = out.finish()
+                streamed += len(data)
+                out.text(decoder.decode(data))
             result = container.wait()
+            _read_the_rest(container, streamed, decoder, out)
+            output = out.finish()
         finally:
             try:
                 container.remove(force=True)
             except docker.errors.DockerException:
                 pass
         return RunOutput(int(result.get("StatusCode", 1)), output)
+
+
+def _read_the_rest(
+    container: Any, streamed: int, decoder: codecs.IncrementalDecoder, out: OutputCollector
+) -> None:
+    """Hand on what the followed log left out. The daemon decides to follow a log only while
+    the container runs: one that exits in between (a ``dpkg-query`` takes milliseconds) can end
+    the stream with its output unread. Once the container has exited its whole log is there
+    (the log only grows): what goes past the ``streamed`` bytes is read again and handed on."""
+    whole = container.logs(stdout=True, stderr=True)
+    out.text(decoder.decode(whole[streamed:], final=True))
 
 
 def _gpu_request(device_request: Any, gpus: Union[bool, str]) -> Any:

@@ -355,3 +355,67 @@ def test_the_bytecode_summary_of_a_step_is_shown() -> None:
     assert "    bytecode: 5 of 6 files compiled (test suites left out)" in shown
     assert "    identical files: 3 stored once (7.9 MB saved)" in shown
     assert not any("chatter" in line for line in shown)
+
+
+# --------------------------------------------------------------------------- run_container
+
+
+class _Container:
+    """A container as the Docker SDK shows it: its followed log (``streamed``, in chunks) may
+    end before the whole log (``whole``) is written, as it does for one that exits at once."""
+
+    def __init__(self, streamed: list[bytes], whole: bytes) -> None:
+        self.streamed, self.whole = streamed, whole
+        self.removed = False
+
+    def logs(self, stream: bool = False, follow: bool = False, **_kw: object):
+        return iter(self.streamed) if stream else self.whole
+
+    def wait(self) -> dict:
+        return {"StatusCode": 0}
+
+    def remove(self, force: bool = False) -> None:
+        self.removed = True
+
+
+def _engine_with(container: _Container, monkeypatch: pytest.MonkeyPatch) -> DockerEngine:
+    from types import SimpleNamespace
+
+    import reprobox.engine.docker as docker_engine
+
+    sdk = SimpleNamespace(
+        errors=SimpleNamespace(
+            ImageNotFound=type("ImageNotFound", (Exception,), {}),
+            APIError=type("APIError", (Exception,), {}),
+            DockerException=Exception,
+        ),
+        types=SimpleNamespace(Mount=lambda *a, **k: (a, k)),
+    )
+    monkeypatch.setattr(docker_engine, "_sdk", lambda: sdk)
+    engine = DockerEngine()
+    engine._client = SimpleNamespace(containers=SimpleNamespace(run=lambda image, **kw: container))
+    return engine
+
+
+def test_output_the_followed_log_left_out_is_read_once_the_container_exits(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # the follow ended after the first chunk: the daemon saw the container exit in between
+    container = _Container([b"1:3.11.2-6\n", b"epo"], b"1:3.11.2-6\nepoch 2\ndone")
+    lines: list[str] = []
+    got = _engine_with(container, monkeypatch).run_container("img", ["x"], stream=lines.append)
+    assert got.output == "1:3.11.2-6\nepoch 2\ndone"
+    assert lines == ["1:3.11.2-6", "epoch 2", "done"]  # each line handed on once
+    assert got.exit_code == 0 and container.removed
+
+
+def test_a_log_streamed_whole_is_not_read_twice(monkeypatch: pytest.MonkeyPatch) -> None:
+    whole = "héllo\nwörld\n".encode()
+    cut = [whole[:2], whole[2:]]  # cut inside the two bytes of "é"
+    lines: list[str] = []
+    got = _engine_with(_Container(cut, whole), monkeypatch).run_container(
+        "img", ["x"], stream=lines.append
+    )
+    assert lines == ["héllo", "wörld"] and got.output == "héllo\nwörld\n"
+    nothing = _engine_with(_Container([], b""), monkeypatch).run_container("img", ["true"])
+    assert nothing.output == "" and nothing.exit_code == 0
