@@ -14,16 +14,20 @@ sys.path.insert(0, str(BENCHMARKS))
 
 import bench_record  # noqa: E402
 
-needs_two = pytest.mark.skipif(
-    not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2,
-    reason="side by side needs two cores",
-)
+from ..conftest import require  # noqa: E402
 
 
-@needs_two
-def test_side_by_side_pins_each_side_to_its_own_core(tmp_path: Path) -> None:
+def _two_cores() -> tuple[int, int]:
+    """Two cores to pin to: skipped here without them, a failure on CI (a 2-core machine)."""
     cpus = bench_record.two_cores()
-    assert cpus is not None and cpus[0] != cpus[1]
+    require(cpus is not None, "two CPU cores for the side-by-side pairs")
+    assert cpus is not None
+    return cpus
+
+
+def test_side_by_side_pins_each_side_to_its_own_core(tmp_path: Path) -> None:
+    cpus = _two_cores()
+    assert cpus[0] != cpus[1]
     report = "import os, sys; open(sys.argv[1], 'w').write(repr(sorted(os.sched_getaffinity(0))))"
     sides = [([sys.executable, "-c", report, str(tmp_path / n)], dict(os.environ)) for n in "ab"]
     walls = bench_record.side_by_side(sides, tmp_path, cpus)
@@ -35,10 +39,8 @@ def test_side_by_side_pins_each_side_to_its_own_core(tmp_path: Path) -> None:
     assert (tmp_path / "a").read_text() == repr([cpus[1]])
 
 
-@needs_two
 def test_side_by_side_refuses_a_failed_side(tmp_path: Path) -> None:
-    cpus = bench_record.two_cores()
-    assert cpus is not None
+    cpus = _two_cores()
     ok = ([sys.executable, "-c", "pass"], dict(os.environ))
     bad = ([sys.executable, "-c", "raise SystemExit(3)"], dict(os.environ))
     with pytest.raises(SystemExit, match="raise SystemExit"):
