@@ -430,9 +430,16 @@ def _read_the_rest(
     """Hand on what the followed log left out. The daemon decides to follow a log only while
     the container runs: one that exits in between (a ``dpkg-query`` takes milliseconds) can end
     the stream with its output unread. Once the container has exited its whole log is there
-    (the log only grows): what goes past the ``streamed`` bytes is read again and handed on."""
-    whole = container.logs(stdout=True, stderr=True)
-    out.text(decoder.decode(whole[streamed:], final=True))
+    (the log only grows): it is read again as a stream, chunk by chunk (a long run's log is not
+    held twice), and what goes past the ``streamed`` bytes is handed on."""
+    skip = streamed
+    for data in container.logs(stdout=True, stderr=True, stream=True, follow=False):
+        if skip >= len(data):
+            skip -= len(data)
+            continue
+        out.text(decoder.decode(data[skip:]))
+        skip = 0
+    out.text(decoder.decode(b"", final=True))
 
 
 def _gpu_request(device_request: Any, gpus: Union[bool, str]) -> Any:
