@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import gc
 import io
 import json
 import os
@@ -1674,6 +1675,10 @@ class CtypesScan:
 
 
 def main(argv):
+    # The probe keeps what it reads until it answers and makes almost no cyclic garbage: at
+    # Python's default threshold (700) the collector ran ~54 times per probe (5-9 ms on a
+    # 120-package environment) to free a dozen objects.
+    gc.set_threshold(100000, *gc.get_threshold()[1:])
     cache_path = None
     want_user_site = False
     skip_native = False

@@ -76,3 +76,25 @@ def test_a_stream_that_cannot_be_flushed_takes_the_usual_way_out() -> None:
     assert out.stderr.count("handler ran") == 1  # run once, not again by the interpreter
     assert "torn down" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_the_command_runs_with_a_raised_collector_threshold_and_the_collector_on() -> None:
+    """A command's process (and a child it forks, which inherits it) collects cyclic garbage
+    rarely, never not at all."""
+    script = (
+        "import atexit, gc, sys\n"
+        "atexit.register(lambda: sys.stderr.write(f'gc {gc.get_threshold()} {gc.isenabled()}'))\n"
+        "sys.argv = ['reprobox', '--version']\n"
+        "from reprobox.entry import GC_THRESHOLD, main\n"
+        "sys.stderr.write(f'limit {GC_THRESHOLD}\\n')\n"
+        "main()\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "version" in out.stdout
+    limit = int(out.stderr.splitlines()[0].split()[1])
+    assert limit > 700  # above Python's default
+    first, second, third = (int(x) for x in out.stderr.split("gc (")[1].split(")")[0].split(","))
+    assert first == limit
+    assert (second, third) == (10, 10)  # the older generations as Python has them
+    assert out.stderr.rstrip().endswith("True")
