@@ -6,7 +6,8 @@
     ->  assemble_context (context.py: code at the commit, lock, wheels, tools)
     ->  engine.build (engine.py: BuildKit, else classic): the steps that install Python
         packages see no secret and no index, and run with the network off (``RUN
-        --network=none``, or a second build with the network off after the system part)
+        --network=none``, or a second build with the network off after the system part,
+        which is then an image of its own, built while the host fetches and assembles)
     ->  store.set_image (local state)
 
 The base image comes from the host only (flag, user configuration, or the recorded Python and
@@ -17,11 +18,13 @@ effects is in :func:`build_experiment`.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import hashlib
 import os
 import platform
 import re
+import threading
 from secrets import token_hex
 import time
 from dataclasses import dataclass, field
@@ -41,11 +44,13 @@ from ..model import grammar as validate
 from ..workspace.git import validate_commit
 from .context import (
     ContextInputs,
+    SYSTEM_DOCKERFILE,
     ContextLock,
     SecretFiles,
     assemble_context,
     context_dir,
     forward_index_config,
+    system_context,
     write_if_changed,
 )
 from .images import (
@@ -232,20 +237,8 @@ def build_experiment(
     timings["plan"] = time.monotonic() - start
 
     config = read_index_config()
-    t = time.monotonic()
-    fetched = fetch_artifacts(store, stored, plan, pins, config, report)
-    timings["fetch"] = time.monotonic() - t
-    for line in fetched.notes():
-        report(line)
-    for w in fetched.warnings():
-        report(f"warning: {w}")
-        warnings.append(w)
-
     engine.ensure_image(image, _base_hint(image, env))
     forwarding = forward_index_config(config)
-    for w in forwarding.warnings:
-        report(f"warning: {w}")
-        warnings.append(w)
     if (
         client is None
         and (forwarding.ca_bundle is not None or forwarding.has_secret_values)
@@ -258,66 +251,83 @@ def build_experiment(
             "install the buildx plugin (`apt-get install docker-buildx`) or Debian's docker.io "
             "client, or set REPROBOX_DOCKER to a docker client that has BuildKit",
         )
+    # Two threads may report from here on: the system part's build and this one.
+    report = _one_line_at_a_time(report)
 
     folder = context_dir(store.root)
     with ContextLock(folder), SecretFiles(forwarding) as secrets:
-        t = time.monotonic()
-        ctx = assemble_context(
-            store.root,
-            stored,
-            ContextInputs(
-                plan=plan,
-                dockerfile=dockerfile,
-                uv_binary=uv,
-                pins=pins,
-                artifacts=fetched.artifacts,
-                replay_files={name: read_sealed(stored, name) for _p, _q, name, _d in plan.replay},
-            ),
-            folder,
-        )
-        for w in ctx.warnings:
+        for w in forwarding.warnings:
             report(f"warning: {w}")
             warnings.append(w)
-        timings["context"] = time.monotonic() - t
-        labels = {"org.opencontainers.image.created": _now(), "reprobox.version": __version__}
-        if fetched.unverified:
-            labels["reprobox.unverified"] = validate.label_value(
-                " ".join(a.filename for a in fetched.unverified), "unverified artifacts"
+        # The builder cannot turn the network off per step: the steps that need it (system
+        # packages, CPython) are an image of their own, built with the network while the host
+        # fetches the wheels and assembles the context, which it needs neither of; then the
+        # Python packages are built from it with the whole build's network off.
+        two_part = not options.network_none
+        system: Optional[_SystemPart] = None
+        if two_part and plan.has_system_part:
+            system_text = render_plan(plan, part="system")
+            system_dir = system_context(folder, system_text, uv if plan.install_python else None)
+            system = _SystemPart.start(
+                engine,
+                BuildRequest(
+                    context=system_dir,
+                    dockerfile=system_dir / SYSTEM_DOCKERFILE,
+                    tag=system_tag(system_text),
+                    labels={},
+                    secrets=secrets if client else {},
+                    build_args={},
+                    network=network,
+                    buildkit=client is not None,
+                    no_cache=no_cache,
+                    step_titles=step_titles(system_text),
+                ),
+                report,
             )
-        t = time.monotonic()
-        python_dockerfile, python_network = ctx.dockerfile, network
         phases: list[EngineBuild] = []
-        intermediate: Optional[str] = None
         try:
-            if not options.network_none:
-                # The builder cannot turn the network off per step: build the steps that need it
-                # (system packages, CPython) as their own image first, then the Python packages
-                # from it with the whole build's network off.
+            t = time.monotonic()
+            fetched = fetch_artifacts(store, stored, plan, pins, config, report)
+            timings["fetch"] = time.monotonic() - t
+            for line in fetched.notes():
+                report(line)
+            for w in fetched.warnings():
+                report(f"warning: {w}")
+                warnings.append(w)
+            t = time.monotonic()
+            ctx = assemble_context(
+                store.root,
+                stored,
+                ContextInputs(
+                    plan=plan,
+                    dockerfile=dockerfile,
+                    uv_binary=uv,
+                    pins=pins,
+                    artifacts=fetched.artifacts,
+                    replay_files={
+                        name: read_sealed(stored, name) for _p, _q, name, _d in plan.replay
+                    },
+                ),
+                folder,
+            )
+            for w in ctx.warnings:
+                report(f"warning: {w}")
+                warnings.append(w)
+            timings["context"] = time.monotonic() - t
+            labels = {"org.opencontainers.image.created": _now(), "reprobox.version": __version__}
+            if fetched.unverified:
+                labels["reprobox.unverified"] = validate.label_value(
+                    " ".join(a.filename for a in fetched.unverified), "unverified artifacts"
+                )
+            t = time.monotonic()
+            python_dockerfile, python_network = ctx.dockerfile, network
+            if two_part:
                 python_network = "none"
                 system_image = plan.base_image
-                if plan.has_system_part:
-                    system_text = render_plan(plan, part="system")
-                    system_image = intermediate = system_tag(system_text)
-                    system_file = ctx.path / "Dockerfile.system"
-                    write_if_changed(system_file, system_text.encode())
-                    phases.append(
-                        engine.build(
-                            BuildRequest(
-                                context=ctx.path,
-                                dockerfile=system_file,
-                                tag=system_image,
-                                labels={},
-                                secrets=secrets if client else {},
-                                build_args={},
-                                network=network,
-                                buildkit=client is not None,
-                                no_cache=no_cache,
-                                step_titles=step_titles(system_text),
-                            ),
-                            report,
-                        )
-                    )
-                    timings["build-system"] = time.monotonic() - t
+                if system is not None:
+                    phases.append(system.result())
+                    system_image = system.request.tag
+                    timings["build-system"] = system.seconds
                 python_text = render_plan(plan, part="python", system_image=system_image)
                 python_dockerfile = ctx.path / "Dockerfile.python"
                 write_if_changed(python_dockerfile, python_text.encode())
@@ -341,8 +351,10 @@ def build_experiment(
             )
             phases.append(built)
         finally:
-            if intermediate is not None:
-                _remove_intermediate(engine, intermediate, report)
+            if system is not None:
+                system.stop()  # a build that failed before the system part ended stops it
+                if system.tagged:
+                    _remove_intermediate(engine, system.request.tag, report)
         timings["build"] = time.monotonic() - t
     warnings += [w for w in built.warnings if w not in warnings]
     if record and stored.image != tag:
@@ -510,6 +522,78 @@ def system_tag(system_dockerfile: str) -> str:
     part in a fraction of a second)."""
     digest = hashlib.sha256(system_dockerfile.encode()).hexdigest()[:20]
     return f"reprobox/system:{digest}-{token_hex(4)}"
+
+
+def _one_line_at_a_time(report: Progress) -> Progress:
+    """``report`` for two threads at once: each line whole, one after the other."""
+    lock = threading.Lock()
+
+    def locked(line: str) -> None:
+        with lock:
+            report(line)
+
+    return locked
+
+
+class _SystemPart:
+    """The system part of a two-part build, built on a thread of its own.
+
+    It needs the network and its own small context only (:func:`.context.system_context`), and
+    nothing the host fetches for the Python packages: building it while the host fills its
+    wheelhouse and assembles the main context takes the shorter of the two off the build. The
+    caller takes its :meth:`result` before the Python part, built ``FROM`` it; a build that
+    fails or is interrupted before then stops it (:meth:`stop`).
+    """
+
+    def __init__(self, engine: Engine, request: BuildRequest, report: Progress) -> None:
+        self.request = request
+        self.seconds = 0.0
+        self._engine = engine
+        self._report = report
+        self._built: Optional[EngineBuild] = None
+        self._error: Optional[BaseException] = None
+        self._thread = threading.Thread(
+            target=self._build, daemon=True, name="reprobox-system-part"
+        )
+
+    @classmethod
+    def start(cls, engine: Engine, request: BuildRequest, report: Progress) -> _SystemPart:
+        if request.stop is None:
+            request = dataclasses.replace(request, stop=threading.Event())
+        part = cls(engine, request, report)
+        part._thread.start()
+        return part
+
+    def _build(self) -> None:
+        started = time.monotonic()
+        try:
+            self._built = self._engine.build(self.request, self._report)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller by result()
+            self._error = exc
+        finally:
+            self.seconds = time.monotonic() - started
+
+    def result(self) -> EngineBuild:
+        """The built system part (waiting for it); its build's error if it failed."""
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        assert self._built is not None
+        return self._built
+
+    def stop(self) -> None:
+        """Stop the build if it still runs (at its next line of output), and wait for it."""
+        if self._thread.is_alive():
+            assert self.request.stop is not None
+            self.request.stop.set()
+        self._thread.join()
+
+    @property
+    def tagged(self) -> bool:
+        """Whether the build got as far as tagging its image (then the tag is removed)."""
+        return self._built is not None or (
+            self._error is not None and self._engine.image_id(self.request.tag) is not None
+        )
 
 
 def _remove_intermediate(engine: Engine, tag: str, report: Progress) -> None:

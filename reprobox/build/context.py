@@ -345,6 +345,30 @@ def context_dir(repo_root: Path) -> Path:
     return Path(base) / "reprobox" / "build" / key
 
 
+#: The system part's Dockerfile, in its own context (:func:`system_context`).
+SYSTEM_DOCKERFILE = "Dockerfile.system"
+
+
+def system_context(folder: Path, dockerfile: str, uv_binary: Optional[Path]) -> Path:
+    """The build context of a two-part build's system part, beside ``folder`` (the main
+    context, whose :class:`ContextLock` covers it): its Dockerfile, and the uv binary when it
+    installs CPython (the one step that mounts ``tools/``). Nothing of the checkout or the
+    wheelhouse: it is built while those are fetched and assembled."""
+    dest = folder.with_name(f"{folder.name}-system")
+    tools = dest / "tools"
+    tools.mkdir(parents=True, exist_ok=True)
+    if uv_binary is not None:
+        _link_or_copy(uv_binary, tools / "uv")
+    else:
+        try:
+            (tools / "uv").unlink()
+        except FileNotFoundError:
+            pass
+    write_if_changed(dest / SYSTEM_DOCKERFILE, dockerfile.encode())
+    write_if_changed(dest / ".dockerignore", b"")
+    return dest
+
+
 class ContextLock:
     """Exclusive use of a context folder for one build (two builds from one repository wait)."""
 

@@ -20,6 +20,7 @@ from .docker import DockerEngine
 from .interface import (
     BuildKitClient,
     BuildRequest,
+    BuildStopped,
     Confinement,
     Engine,
     EngineBuild,
@@ -38,6 +39,7 @@ __all__ = [
     "BuildKitClient",
     "BuildLog",
     "BuildRequest",
+    "BuildStopped",
     "Confinement",
     "DockerEngine",
     "Engine",

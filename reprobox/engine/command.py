@@ -7,15 +7,17 @@ from __future__ import annotations
 import time
 from contextlib import suppress
 from pathlib import Path
-from typing import Callable, Iterator, Mapping, NoReturn, Sequence, Union
+from typing import Callable, Generator, Mapping, NoReturn, Sequence, Union
 
 from .. import proc
 from ..errors import EngineError, ToolMissing
-from .interface import BuildRequest, EngineBuild
+from .interface import BuildRequest, BuildStopped, EngineBuild
 from .logs import StepLog
 
 
-def stream_lines(argv: Sequence[str], env: Mapping[str, str]) -> Iterator[Union[str, int]]:
+def stream_lines(
+    argv: Sequence[str], env: Mapping[str, str]
+) -> Generator[Union[str, int], None, None]:
     """A command's output as it happens (through proc.stream), its exit status last."""
     try:
         yield from proc.stream(argv, env=env)
@@ -53,11 +55,17 @@ def run_build(
         iidfile.unlink()
     start = time.monotonic()
     status = 0
-    for item in stream_lines(build_argv(client, req, iidfile), env):
-        if isinstance(item, int):
-            status = item
-        else:
-            log.feed(item)
+    lines = stream_lines(build_argv(client, req, iidfile), env)
+    try:
+        for item in lines:
+            if req.stop is not None and req.stop.is_set():
+                raise BuildStopped(f"the build of {req.tag} was stopped")
+            if isinstance(item, int):
+                status = item
+            else:
+                log.feed(item)
+    finally:
+        lines.close()  # a build left early: its client is terminated, which ends the build
     seconds = time.monotonic() - start
     if status != 0:
         failed(log.error_text())

@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import abc
 import re
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, Union
 
 from ..errors import BaseImageMissing, EngineError
 from ..progress import Progress
+
+
+class BuildStopped(EngineError):
+    """A build stopped on request (:attr:`BuildRequest.stop`), before it ended."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,9 @@ class BuildRequest:
     no_cache: bool = False
     #: What each build step does, in step order (shown instead of the raw instruction).
     step_titles: tuple[str, ...] = ()
+    #: Set from another thread to stop the build at the next line of its output (the build
+    #: then raises :class:`BuildStopped`); builds through a client command only.
+    stop: Optional[threading.Event] = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
