@@ -11,6 +11,10 @@ project's own packages reads, see :func:`write_meta`) and the Dockerfile::
 
     <context>/Dockerfile  lock/  wheels/<step>/  tools/  src/  meta/
 
+A two-part build's system part (system packages, CPython) has a context of its own beside it,
+``<context>-system/`` (its Dockerfile, and uv when it installs CPython), so that it can be built
+while this one is fetched and assembled (:func:`system_context`).
+
 It lives in the user's cache folder under a stable path per experiment: BuildKit transfers only
 what changed since the last build from the same folder, so a rebuild does not resend the uv binary
 or the wheels. Nothing else of this machine is ever copied in: no path named by the capture.
