@@ -68,6 +68,16 @@ def extract(ref: str) -> Path:
     return where
 
 
+def unused(path: Path) -> Path:
+    """``path``, or ``NAME-2.json``, ``NAME-3.json``... when runs end in the same minute."""
+    n = 1
+    found = path
+    while found.exists():
+        n += 1
+        found = path.with_name(f"{path.stem}-{n}{path.suffix}")
+    return found
+
+
 def sides(base: Path) -> Dict[str, Path]:
     return {"before": base, "after": ROOT}
 
@@ -230,7 +240,7 @@ def main() -> int:
         rows.extend(got)
         say(table(got))
     head = sh(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT).stdout.strip()
-    out = args.out or (
+    out = args.out or unused(
         Path(__file__).resolve().parent
         / "results"
         / time.strftime("%Y-%m-%d-%H%M-ab.json", time.gmtime())

@@ -137,3 +137,16 @@ def test_merge_takes_a_row_measured_again_from_the_later_file_in_its_place(
     assert len(lines) == 2
     assert "0.25×" in lines[0] and "| cold |" in lines[0]  # the later measure, first place
     assert "numpy change" in lines[1]
+
+
+def test_an_ab_run_never_writes_over_an_earlier_runs_results(tmp_path: Path) -> None:
+    """Two before/after runs that end in the same minute keep both files."""
+    import ab_checkouts
+
+    path = tmp_path / "2026-12-02-1333-ab.json"
+    assert ab_checkouts.unused(path) == path
+    path.write_text("{}")
+    second = ab_checkouts.unused(path)
+    assert second == tmp_path / "2026-12-02-1333-ab-2.json"
+    second.write_text("{}")
+    assert ab_checkouts.unused(path) == tmp_path / "2026-12-02-1333-ab-3.json"

@@ -386,6 +386,24 @@ def test_the_ctypes_scan_reads_nothing_outside_the_site_folder(tmp_path):
     assert probe.scan_ctypes(str(record), str(site)) == ["m"]
 
 
+def test_the_ctypes_scan_sees_each_file_alone_and_its_first_4_mib(tmp_path):
+    """The scan reads every file into one buffer: what a longer file left in it is never taken
+    for the next file's text, and a file is read up to 4 MiB, as before."""
+    site = tmp_path / "site-packages"
+    long_one = b"#" * 5000 + b"\nimport ctypes\nctypes.CDLL('liblong.so.1')\n"
+    first = _dist(site, "first", "1.0", {"first/__init__.py": long_one})
+    # short, names ctypes and CDLL, but calls nothing: only the long file's leftovers would
+    short = b"import ctypes  # CDLL\n"
+    second = _dist(site, "second", "1.0", {"second/__init__.py": short})
+    huge = b"import ctypes\n" + b"#" * (4 << 20) + b"\nfind_library('beyond')\n"
+    third = _dist(site, "third", "1.0", {"third/__init__.py": huge})
+    scan = [
+        probe.scan_ctypes(str(Path(d["metadata_dir"]) / "RECORD"), str(site))
+        for d in (first, second, third, first)
+    ]
+    assert scan == [["liblong.so.1"], [], [], ["liblong.so.1"]]
+
+
 def test_ctypes_names_take_only_names_from_the_probe_answer():
     dists = [
         {"name": "Python_Magic", "metadata_dir": "/s/python_magic-1.dist-info"},
