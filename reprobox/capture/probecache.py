@@ -95,7 +95,12 @@ def _record_paths(record: str, site: str) -> Iterator[str]:
     except OSError:
         return
     prefix = site.rstrip("/") + "/"
-    for fields in csv.reader(io.StringIO(data)):
+    try:
+        # newline="": csv's own reading of "\r\n" and "\r" line ends, as the probe reads them
+        rows = list(csv.reader(io.StringIO(data, newline="")))
+    except csv.Error:
+        return  # not CSV: the probe checked none of its files either (and said so)
+    for fields in rows:
         if not fields or not fields[0]:
             continue
         rel = fields[0]

@@ -225,7 +225,11 @@ class FileOwners:
             if not line:
                 continue
             if line.startswith(b'"'):
-                row = next(csv.reader(io.StringIO(line.decode("utf-8", "surrogateescape"))), [])
+                try:
+                    text = line.decode("utf-8", "surrogateescape")
+                    row = next(csv.reader(io.StringIO(text, newline="")), [])
+                except csv.Error:  # not CSV (a field over csv's limit): names no file
+                    row = []
                 rel = row[0] if row else ""
             else:
                 rel = line.split(b",", 1)[0].decode("utf-8", "surrogateescape")

@@ -787,7 +787,11 @@ def parse_record(path):
             end = data.find(b"\n", m.start())
             line = data[start : end if end >= 0 else len(data)].rstrip(b"\r")
             if line.startswith(b'"'):  # CSV quoting: a path with a comma or a quote in it
-                fields = next(csv.reader(io.StringIO(line.decode("utf-8", "surrogateescape"))))
+                try:
+                    text = line.decode("utf-8", "surrogateescape")
+                    fields = next(csv.reader(io.StringIO(text, newline="")), [])
+                except csv.Error:  # not CSV (a field over csv's limit): not a file it names
+                    fields = []
                 rel = fields[0] if fields else ""
             else:
                 rel = line.split(b",", 1)[0].decode("utf-8", "surrogateescape")
@@ -1133,19 +1137,32 @@ _MTIME_SLACK_NS = 0
 
 
 def _record_fields(path):
-    """(path as written, hash field, size or None) of each row of one RECORD."""
+    """[(path as written, hash field, size or None), ...] of the rows of one RECORD; none for a
+    RECORD that cannot be read, or is not CSV (with a warning that names it)."""
     try:
         with _open_file(path) as f:
             data = f.read()
     except OSError:
-        return
-    for fields in csv.reader(io.StringIO(data.decode("utf-8", "surrogateescape"))):
-        if not fields or not fields[0]:
-            continue
-        size = None
-        if len(fields) > 2 and fields[2].strip().isdigit():
-            size = int(fields[2])
-        yield fields[0], fields[1] if len(fields) > 1 else "", size
+        return []
+    text = data.decode("utf-8", "surrogateescape")
+    if '"' in text or "\r" in text or "\0" in text:
+        # newline="": csv's own reading of "\r\n" and "\r" line ends, as it documents
+        rows = csv.reader(io.StringIO(text, newline=""))
+    else:  # no quoting, one line per row: exactly csv's rows, split ~2x faster
+        rows = (line.split(",") for line in text.split("\n"))
+    out = []
+    try:
+        for fields in rows:
+            if not fields or not fields[0]:
+                continue
+            size = None
+            if len(fields) > 2 and fields[2].strip().isdigit():
+                size = int(fields[2])
+            out.append((fields[0], fields[1] if len(fields) > 1 else "", size))
+    except csv.Error as exc:
+        warn(f"{path} is not a CSV file ({exc}): its files were not checked")
+        return []
+    return out
 
 
 def _sha256_hex(field):

@@ -301,3 +301,37 @@ def test_an_entry_claiming_a_future_probe_start_is_refused(env, probes):
     answer.write_text(json.dumps(data))
     _probe(env)
     assert len(probes) == 2, "an entry from the future was trusted"
+
+
+def test_a_record_with_carriage_returns_is_read_and_its_answer_cached(env, probes):
+    """Rows ending in a lone CR (a line end to csv's reader): the probe reads every row, the
+    next capture is answered from the cache, and an edit in place of a listed file is seen."""
+    record = env["site"] / "alpha-1.0.dist-info" / "RECORD"
+    record.write_bytes(record.read_bytes().replace(b"\n", b"\r"))
+    _settle(env)
+    first = _probe(env)
+    assert _names(first)["alpha"] == "1.0" and len(probes) == 1
+    assert _comparable(_probe(env)) == _comparable(first)
+    assert len(probes) == 1  # from the cache: its check read the same RECORD
+    (env["site"] / "alpha" / "data.txt").write_bytes(b"PAYLOAD\n")  # same size, new content
+    third = _probe(env)
+    assert len(probes) == 2
+    (alpha,) = [d for d in third["distributions"] if d["name"] == "alpha"]
+    assert [(c["path"], c["change"]) for c in alpha.get("installed_changes", [])] == [
+        ("alpha/data.txt", "modified")
+    ]
+
+
+def test_a_record_that_is_not_csv_is_named_and_the_capture_goes_on(env, probes):
+    """A row over csv's field size limit: the probe says which RECORD it could not read (none
+    of its files checked), and the cached answer's check does not stumble on it either."""
+    import csv
+
+    record = env["site"] / "alpha-1.0.dist-info" / "RECORD"
+    record.write_bytes(record.read_bytes() + b'"' + b"x" * (csv.field_size_limit() + 1) + b'",,\n')
+    _settle(env)
+    first = _probe(env)
+    assert _names(first)["alpha"] == "1.0"
+    assert any(str(record) in w and "not a CSV file" in w for w in first["warnings"])
+    assert _comparable(_probe(env)) == _comparable(first)
+    assert len(probes) == 1
