@@ -210,6 +210,9 @@ def capture_experiment(
     # while the probe still runs, read what mapping its libraries to OS packages will need
     dpkg_lists = system.read_ahead(cache_dir / "system") if not probe_future.done() else None
     raw_probe = probe_future.result()
+    # a record needs an installable version of each package in use (`diff` and a rerun's check
+    # report a broken one as a difference instead)
+    py.check_versions(raw_probe)
     summary = None
     if execution is not None:
         summary = rec.summarize(execution, raw_probe, root)

@@ -23,8 +23,9 @@ from typing import TYPE_CHECKING, Any, Optional
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from .. import proc
-from ..errors import InterpreterError, ReproboxError, UsageError
+from ..errors import InterpreterError, ReproboxError, UsageError, ValidationError
 from ..model import InstalledChange, Interpreter, Package, PackageSource
+from ..model import grammar as validate
 from ..redact import strip_url_credentials
 from ..store import FILE_NAME_RE
 from . import early
@@ -335,6 +336,35 @@ def _project_root(folder: str) -> str:
         if any((candidate / f).is_file() for f in _PROJECT_FILES):
             return os.fspath(candidate)
     return folder
+
+
+def check_versions(raw: Mapping[str, Any]) -> None:
+    """Stop a capture whose environment has a distribution in use with no version an installer
+    takes on a ``name==version`` line (a broken install, or a legacy non-PEP 440 version),
+    naming its folder and what to do. Shadowed ones are not in use: they stay warnings."""
+    for rec in raw.get("distributions") or ():
+        if not isinstance(rec, Mapping):
+            continue
+        display = str(rec.get("name") or "")
+        where = str(rec.get("metadata_dir") or display)
+        version = str(rec.get("version") or "")
+        name = canonical_name(display) or "NAME"
+        if not version:
+            problem = rec.get("problem") or "its metadata has no Version"
+            raise UsageError(
+                f"{where} is a broken install: {problem}, so there is no version of it to record",
+                f"reinstall it (`python -m pip install --force-reinstall --no-deps {name}`) or "
+                "remove that folder, then capture again",
+            )
+        try:
+            validate.version(version, f"the version of {display}")
+        except ValidationError:
+            raise UsageError(
+                f"{display} {version!r} ({where}) is not a PEP 440 version, which no installer "
+                "takes on a requirement line, so it cannot be locked or rebuilt",
+                f"install a release of {name} with a PEP 440 version, or uninstall it, then "
+                "capture again",
+            ) from None
 
 
 def _package(rec: Mapping[str, Any], repo_root: Path, warnings: list[str]) -> Package:

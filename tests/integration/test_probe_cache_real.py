@@ -335,3 +335,28 @@ def test_a_record_that_is_not_csv_is_named_and_the_capture_goes_on(env, probes):
     assert any(str(record) in w and "not a CSV file" in w for w in first["warnings"])
     assert _comparable(_probe(env)) == _comparable(first)
     assert len(probes) == 1
+
+
+def test_a_broken_install_stops_the_capture_naming_it_and_writes_nothing(
+    env, tmp_path, monkeypatch
+):
+    """A dist-info without METADATA (an interrupted install): the capture names the folder and
+    the fix, and leaves no experiment behind; `diff` and a rerun's check would still read it."""
+    from reprobox.errors import UsageError
+
+    meta = env["site"] / "alpha-1.0.dist-info"
+    (meta / "METADATA").unlink()
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    monkeypatch.chdir(repo)
+    (repo / "train.py").write_text("print(1)\n")
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "init")
+    with pytest.raises(UsageError) as caught:
+        _capture_files(repo, env["python"])
+    assert str(meta) in caught.value.message and "no METADATA file" in caught.value.message
+    assert "--force-reinstall --no-deps alpha" in caught.value.hint
+    experiments = repo / ".reprobox" / "experiments"
+    assert not experiments.exists() or not any(experiments.iterdir())
+    assert _names(_uncached(env))["alpha"] == ""  # the probe itself still reports it

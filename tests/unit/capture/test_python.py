@@ -22,7 +22,7 @@ import pytest
 
 from reprobox.payload import probe
 from reprobox.capture import python as py
-from reprobox.errors import InterpreterError
+from reprobox.errors import InterpreterError, UsageError
 from reprobox.model import Package
 
 from ...conftest import require, require_tool
@@ -128,6 +128,26 @@ def test_broken_metadata_is_reported_not_dropped(tmp_path):
     result = py.parse_probe(_raw(active), tmp_path)
     assert {p.name for p in result.packages} == {"six", "ghost", "halfway"}
     assert any("ghost-1.0.dist-info" in w for w in result.warnings)
+
+
+def test_a_capture_needs_an_installable_version_of_each_package_in_use(tmp_path):
+    """A broken install or a legacy version stops a capture with the folder and the fix (a
+    record needs ``name==version``); a shadowed one is not in use and stays a warning."""
+    site = tmp_path / "site"
+    shutil.copytree(SITE / "six-1.17.0.dist-info", site / "six-1.17.0.dist-info")
+    (site / "ghost-1.0.dist-info").mkdir()
+    legacy = site / "oldie-1.0.dist-info"
+    legacy.mkdir()
+    (legacy / "METADATA").write_text("Metadata-Version: 2.1\nName: Old_ie\nVersion: 2004d-x!!\n")
+    active, _ = _dists([site])
+    by = {d["name"]: d for d in active}
+    with refuses(UsageError, names=[str(site / "ghost-1.0.dist-info"), "no METADATA file"]) as e:
+        py.check_versions(_raw([by["six"], by["ghost"]]))
+    assert "--force-reinstall --no-deps ghost" in e.value.hint
+    with refuses(UsageError, names=["Old_ie", "'2004d-x!!'", "PEP 440"]) as e:
+        py.check_versions(_raw([by["six"], by["Old_ie"]]))
+    assert "install a release of old-ie" in e.value.hint
+    py.check_versions(_raw([by["six"]], shadowed=[by["ghost"], by["Old_ie"]]))  # no error
 
 
 def test_headers_stop_at_the_first_blank_line(tmp_path):
