@@ -42,6 +42,7 @@ from .model import (
     Environment,
     Experiment,
     GitInfo,
+    Package,
     RunUsage,
     flatten_metrics,
     sha256_hex,
@@ -475,11 +476,35 @@ def _check_before_storing(experiment: Experiment, env: Environment, *, name_give
     try:
         validate_experiment(experiment, env)
     except ValidationError as exc:
+        message = f"this capture cannot be recorded: {exc.message.replace('refusing ', '', 1)}"
+        package = _package_of_field(exc.field, env)
+        if package is not None:  # an installed package's own metadata (its dist-info folder)
+            name = shlex.quote(package.name)
+            raise UsageError(
+                message,
+                f"the installed metadata of {package.name} {package.version} is not what an "
+                "installer writes: reinstall it (`python -m pip install --force-reinstall "
+                f"--no-deps {name}`) or uninstall it (`python -m pip uninstall {name}`), then "
+                "capture again",
+            ) from None
         raise UsageError(
-            f"this capture cannot be recorded: {exc.message.replace('refusing ', '', 1)}",
+            message,
             "rename the file or value it names (paths: letters, digits, . _ - / and spaces), "
             "or leave it out of the capture",
         ) from None
+
+
+def _package_of_field(field: str, env: Environment) -> Optional[Package]:
+    """The package a refused field such as ``packages[numpy].installer`` or ``packages[3].name``
+    belongs to, if it is one."""
+    m = re.match(r"packages\[([^\]]+)\]", field)
+    if m is None:
+        return None
+    key = m.group(1)
+    if key.isdigit():
+        index = int(key)
+        return env.packages[index] if index < len(env.packages) else None
+    return next((p for p in env.packages if p.name == key), None)
 
 
 #: What the committed Dockerfile says where a built one names the experiment id.

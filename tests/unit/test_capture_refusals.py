@@ -1,0 +1,41 @@
+"""What a capture that cannot be stored says: a refused value of an installed package's own
+metadata names the package and how to repair it; any other refused value keeps its hint."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from reprobox.errors import UsageError
+from reprobox.pipeline import _check_before_storing
+
+from ..asserts import refuses
+from ..factories import small, with_env
+
+
+def test_a_packages_bad_metadata_names_the_package_and_the_repair() -> None:
+    exp, env = small()
+    pkg = env.packages[0]
+    bad = replace(pkg, installer="pip; rm -rf /")
+    env = replace(env, packages=(bad, *env.packages[1:]))
+    with refuses(UsageError, names=[f"packages[{pkg.name}].installer", "pip; rm -rf /"]) as e:
+        _check_before_storing(with_env(exp, env), env, name_given=False)
+    assert f"installed metadata of {pkg.name} {pkg.version}" in e.value.hint
+    assert f"--force-reinstall --no-deps {pkg.name}" in e.value.hint
+
+
+def test_a_package_name_refused_by_index_names_that_package_quoted() -> None:
+    exp, env = small()
+    bad = replace(env.packages[1], name="my package")
+    env = replace(env, packages=(env.packages[0], bad, *env.packages[2:]))
+    with refuses(UsageError, names=["packages[1].name", "'my package'"]) as e:
+        _check_before_storing(with_env(exp, env), env, name_given=False)
+    assert "pip uninstall 'my package'" in e.value.hint
+
+
+def test_a_refused_value_outside_the_packages_keeps_its_own_hint() -> None:
+    exp, env = small()
+    exp = replace(exp, git=replace(exp.git, branch="main; rm -rf /"))
+    with refuses(UsageError, names=["git.branch"]) as e:
+        _check_before_storing(with_env(exp, env), env, name_given=False)
+    assert "rename the file or value" in e.value.hint
+    assert "reinstall" not in e.value.hint
