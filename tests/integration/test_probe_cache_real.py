@@ -264,7 +264,8 @@ def _capture_files(repo: Path, vpy: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(out.stored.path.iterdir())}
 
 
-def test_a_cached_capture_writes_the_same_record_byte_for_byte(env, probes, tmp_path, monkeypatch):
+def _repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A project with one commit, the working directory."""
     repo = tmp_path / "repo"
     repo.mkdir()
     monkeypatch.chdir(repo)
@@ -272,6 +273,11 @@ def test_a_cached_capture_writes_the_same_record_byte_for_byte(env, probes, tmp_
     git(repo, "init", "-q", "-b", "main")
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "init")
+    return repo
+
+
+def test_a_cached_capture_writes_the_same_record_byte_for_byte(env, probes, tmp_path, monkeypatch):
+    repo = _repo(tmp_path, monkeypatch)
     _settle(env)
     first = _capture_files(repo, env["python"])  # probes, keeps the answer
     shutil.rmtree(repo / ".reprobox" / "experiments")
@@ -346,13 +352,7 @@ def test_a_broken_install_stops_the_capture_naming_it_and_writes_nothing(
 
     meta = env["site"] / "alpha-1.0.dist-info"
     (meta / "METADATA").unlink()
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    monkeypatch.chdir(repo)
-    (repo / "train.py").write_text("print(1)\n")
-    git(repo, "init", "-q", "-b", "main")
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", "init")
+    repo = _repo(tmp_path, monkeypatch)
     with pytest.raises(UsageError) as caught:
         _capture_files(repo, env["python"])
     assert str(meta) in caught.value.message and "no METADATA file" in caught.value.message
