@@ -83,7 +83,9 @@ def find_target_python(
             if not found:
                 raise InterpreterError(f"--python {explicit}: no such program on PATH", _FIX_PYTHON)
             p = Path(found)
-        return _check_executable(p, "--python")
+        # a path as given, made absolute without following links (a venv's python is one): a
+        # bare relative name (`python3`, `./python` becomes `python`) would be run from PATH
+        return _check_executable(Path(os.path.abspath(p)), "--python")
     for var in ("VIRTUAL_ENV", "CONDA_PREFIX"):
         prefix = env.get(var)
         if prefix:

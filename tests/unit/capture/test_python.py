@@ -666,6 +666,26 @@ def test_target_order_explicit_venv_conda_path(tmp_path):
     assert py.find_target_python(str(tmp_path / "venv"), env) == venv_py  # a venv folder
 
 
+def test_a_relative_python_is_the_file_given_never_one_found_on_path(tmp_path, monkeypatch):
+    """`--python ./python3` (which a path object shortens to `python3`) and a relative path
+    become absolute paths, links kept: run as a bare name, it would be looked up on PATH."""
+    here = _exe(tmp_path / "proj" / "python3", "#!/bin/sh\n")
+    venv_py = tmp_path / "proj" / ".venv" / "bin" / "python"
+    venv_py.parent.mkdir(parents=True)
+    venv_py.symlink_to(here)
+    elsewhere = _exe(tmp_path / "path" / "python3", "#!/bin/sh\n")
+    env = {"PATH": str(elsewhere.parent)}
+    monkeypatch.chdir(tmp_path / "proj")
+    assert py.find_target_python("./python3", env) == here
+    assert py.find_target_python("python3", env) == here  # a file of that name is here
+    assert py.find_target_python(".venv/bin/python", env) == venv_py  # the link, not its target
+    assert all(
+        py.find_target_python(arg, env).is_absolute() for arg in ("./python3", ".venv/bin/python")
+    )
+    monkeypatch.chdir(tmp_path)
+    assert py.find_target_python("python3", env) == elsewhere  # none here: from PATH
+
+
 @pytest.mark.parametrize(
     "case", ["missing", "not-executable", "not-a-program", "no-python", "stale-venv"]
 )
