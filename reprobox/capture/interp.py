@@ -47,22 +47,27 @@ def _check_executable(path: Path, origin: str) -> Path:
             f"{origin}: {path} is a folder, not a Python interpreter",
             "pass the interpreter itself, e.g. `--python .venv/bin/python`",
         )
+    unreadable = ""
+    try:
+        with open(path, "rb") as f:
+            head: Optional[bytes] = f.read(4)
+    except OSError as exc:
+        head, unreadable = None, str(exc)  # the executable check below speaks first
+    if head is not None:
+        binary = head in (b"\x7fELF", b"\xcf\xfa\xed\xfe", b"\xca\xfe\xba\xbe") or head[:2] == b"MZ"
+        if not binary and not head.startswith(b"#!"):
+            # before the executable bit: `chmod +x` is no fix for a text file or data
+            raise InterpreterError(
+                f"{origin}: {path} is not a program (neither a binary nor a script)",
+                _FIX_PYTHON,
+            )
     if not os.access(path, os.X_OK):
         raise InterpreterError(
             f"{origin}: {path} is not executable",
             f"make it executable (`chmod +x {path}`) or pass another interpreter with --python",
         )
-    try:
-        with open(path, "rb") as f:
-            head = f.read(4)
-    except OSError as exc:
-        raise InterpreterError(f"{origin}: cannot read {path}: {exc}", _FIX_PYTHON) from None
-    binary = head in (b"\x7fELF", b"\xcf\xfa\xed\xfe", b"\xca\xfe\xba\xbe") or head[:2] == b"MZ"
-    if not binary and not head.startswith(b"#!"):
-        raise InterpreterError(
-            f"{origin}: {path} is not a program (neither a binary nor a script)",
-            _FIX_PYTHON,
-        )
+    if head is None:
+        raise InterpreterError(f"{origin}: cannot read {path}: {unreadable}", _FIX_PYTHON)
     return path
 
 

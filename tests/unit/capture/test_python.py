@@ -687,7 +687,15 @@ def test_a_relative_python_is_the_file_given_never_one_found_on_path(tmp_path, m
 
 
 @pytest.mark.parametrize(
-    "case", ["missing", "not-executable", "not-a-program", "no-python", "stale-venv"]
+    "case",
+    [
+        "missing",
+        "not-executable",
+        "not-a-program",
+        "text-not-executable",
+        "no-python",
+        "stale-venv",
+    ],
 )
 def test_target_errors_name_the_fix(tmp_path, case):
     env = {"PATH": str(tmp_path / "empty")}
@@ -700,6 +708,10 @@ def test_target_errors_name_the_fix(tmp_path, case):
         explicit = str(p)
     elif case == "not-a-program":
         explicit = str(_exe(tmp_path / "python", "just some text\n"))
+    elif case == "text-not-executable":  # /etc/passwd: `chmod +x` would be the wrong fix
+        p = tmp_path / "passwd"
+        p.write_text("root:x:0:0:root:/root:/bin/bash\n")
+        explicit = str(p)
     elif case == "stale-venv":
         env["VIRTUAL_ENV"] = str(tmp_path / "gone")
     # Each names the path (or the variable) it refuses, and the fix.
@@ -707,6 +719,7 @@ def test_target_errors_name_the_fix(tmp_path, case):
         "missing": str(tmp_path / "nope" / "python"),
         "not-executable": "chmod +x",
         "not-a-program": "is not a program",
+        "text-not-executable": "is not a program",
         "no-python": "no `python` or `python3` on PATH",
         "stale-venv": "$VIRTUAL_ENV points to " + str(tmp_path / "gone"),
     }[case]
