@@ -590,10 +590,17 @@ class _SystemPart:
 
     @property
     def tagged(self) -> bool:
-        """Whether the build got as far as tagging its image (then the tag is removed)."""
-        return self._built is not None or (
-            self._error is not None and self._engine.image_id(self.request.tag) is not None
-        )
+        """Whether the build got as far as tagging its image (then the tag is removed). Asked
+        while another error is on its way out: an engine that cannot answer is taken for yes,
+        and the removal that follows says what it could not do, never hiding that error."""
+        if self._built is not None:
+            return True
+        if self._error is None:
+            return False
+        try:
+            return self._engine.image_id(self.request.tag) is not None
+        except Exception:  # noqa: BLE001 - see above
+            return True
 
 
 def _remove_intermediate(engine: Engine, tag: str, report: Progress) -> None:

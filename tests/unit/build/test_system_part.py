@@ -215,3 +215,34 @@ def test_a_stopped_build_ends_its_client(tmp_path: Path) -> None:
     with pytest.raises(ProcessLookupError):  # terminated and reaped
         os.kill(pid, 0)
     assert log.lines[1:] == ["step", "step"]
+
+
+def test_an_engine_that_cannot_answer_never_hides_the_builds_own_error(
+    setup: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The system part failed and the daemon went away: the error reported is the build's;
+    the removal of the tag is attempted, and its failure is a warning."""
+    store, stored = setup
+
+    def system(request: BuildRequest) -> EngineBuild:
+        raise EngineError("building the system part failed: the daemon went away", "restart it")
+
+    engine = FakeEngine(system)
+
+    def no_answer(tag: str) -> Optional[str]:
+        raise EngineError(f"cannot inspect image {tag}: connection refused")
+
+    def no_removal(tag: str) -> None:
+        raise EngineError(f"cannot remove {tag}: connection refused")
+
+    monkeypatch.setattr(engine, "image_id", no_answer)
+    monkeypatch.setattr(engine, "remove_image", no_removal)
+    monkeypatch.setattr(build_mod, "get_engine", lambda: engine)
+    monkeypatch.setattr(build_mod, "fetch_artifacts", _fetch_after_system(engine, {}))
+    lines: list[str] = []
+    with pytest.raises(EngineError, match="the daemon went away"):
+        build_experiment(store, stored, tag="demo:test", progress=lines.append)
+    assert any(
+        line.startswith("warning: could not remove the intermediate image reprobox/system:")
+        for line in lines
+    ), lines
