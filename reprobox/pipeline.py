@@ -501,7 +501,7 @@ def _package_of_field(field: str, env: Environment) -> Optional[Package]:
     if m is None:
         return None
     key = m.group(1)
-    if key.isdigit():
+    if key.isascii() and key.isdigit():
         index = int(key)
         return env.packages[index] if index < len(env.packages) else None
     return next((p for p in env.packages if p.name == key), None)

@@ -196,7 +196,7 @@ class GpuRequest:
         if gpus is True or gpus == "all":
             return cls(all=True)
         text = str(gpus)
-        if text.isdigit():
+        if text.isascii() and text.isdigit():  # isdigit() alone admits '²', which int() refuses
             return cls(count=int(text))
         return cls(ids=tuple(text.split(",")))
 

@@ -158,7 +158,7 @@ def link_identical(files):
     each file's own lstat and sha256 here."""
     claimed = {}
     for folder, parts, digest, size in files:
-        if digest and size.isdigit() and int(size) >= MIN_LINK_SIZE:
+        if digest and size.isascii() and size.isdigit() and int(size) >= MIN_LINK_SIZE:
             claimed.setdefault((digest, int(size)), []).append((folder, parts))
     by_key = {}
     real_dirs = set()

@@ -1156,8 +1156,11 @@ def _record_fields(path):
             if not fields or not fields[0]:
                 continue
             size = None
-            if len(fields) > 2 and fields[2].strip().isdigit():
-                size = int(fields[2])
+            if len(fields) > 2:
+                digits = fields[2].strip()
+                # ASCII digits only: str.isdigit() also admits '²', which int() refuses
+                if digits.isascii() and digits.isdigit():
+                    size = int(digits)
             out.append((fields[0], fields[1] if len(fields) > 1 else "", size))
     except csv.Error as exc:
         warn(f"{path} is not a CSV file ({exc}): its files were not checked")

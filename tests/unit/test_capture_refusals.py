@@ -39,3 +39,11 @@ def test_a_refused_value_outside_the_packages_keeps_its_own_hint() -> None:
         _check_before_storing(with_env(exp, env), env, name_given=False)
     assert "rename the file or value" in e.value.hint
     assert "reinstall" not in e.value.hint
+
+
+def test_a_field_key_in_other_digits_is_a_name_not_an_index() -> None:
+    from reprobox.pipeline import _package_of_field
+
+    _exp, env = small()
+    assert _package_of_field("packages[\u00b2].installer", env) is None  # '²': no crash
+    assert _package_of_field("packages[0].installer", env) == env.packages[0]

@@ -201,6 +201,8 @@ def test_gpu_requests_mean_the_same_to_both_engines() -> None:
     assert _gpu_devices("0") == ["0"]  # podman: device 0, as before
     assert _gpu_devices("0,3") == ["0", "3"]
     assert GpuRequest.parse("1,2") == GpuRequest(ids=("1", "2"))
+    # '²' is a digit to str.isdigit() and not a number to int(): a device name, not a crash
+    assert GpuRequest.parse("\u00b2") == GpuRequest(ids=("\u00b2",))
 
 
 def test_output_is_handed_on_in_whole_lines_however_it_is_cut() -> None:

@@ -275,3 +275,16 @@ def test_a_lock_it_cannot_read_is_one_line_and_nothing_changed(tmp_path: Path) -
     assert "cannot read the step's lock" in done.stderr and "missing.txt" in done.stderr
     assert (site / "kept/a.bin").stat().st_nlink == 1
     assert not _pyc(site / "kept/__init__.py").exists()
+
+
+def test_a_size_in_other_digits_is_left_unlinked_not_a_crash(tmp_path: Path) -> None:
+    """'²' passes str.isdigit() and fails int(): such a row is not a link candidate."""
+    site = tmp_path / "site"
+    lib = os.urandom(5000)
+    _dist(site, "alpha", "1.0", {"alpha/a.so": lib, "alpha/b.so": lib})
+    record = site / "alpha-1.0.dist-info" / "RECORD"
+    record.write_text(record.read_text().replace(",5000\n", ",\u00b2\n", 1))
+    done = _run(site, _lock(tmp_path, "alpha"))
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    assert (site / "alpha/a.so").stat().st_nlink == 1  # one candidate left: nothing to link

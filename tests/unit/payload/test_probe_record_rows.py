@@ -19,7 +19,8 @@ def _by_csv(path: Path) -> list[tuple[str, str, int | None]]:
     for fields in csv.reader(io.StringIO(text, newline="")):
         if not fields or not fields[0]:
             continue
-        size = int(fields[2]) if len(fields) > 2 and fields[2].strip().isdigit() else None
+        digits = fields[2].strip() if len(fields) > 2 else ""
+        size = int(digits) if digits.isascii() and digits.isdigit() else None
         out.append((fields[0], fields[1] if len(fields) > 1 else "", size))
     return out
 
@@ -36,6 +37,8 @@ RECORDS = {
     "CRLF": "a.py,sha256=abc,1\r\nb.py,sha256=def,2\r\n",
     "lone CR": "a.py,sha256=abc,1\rb.py,sha256=def,2\n",
     "size not a number": "a.py,sha256=abc,-1\nb.py,sha256=def,1e3\nc.py,sha256=g,\n",
+    # digits int() refuses ('²') or that no installer writes: no size, never a crash
+    "size in other digits": "a.py,sha256=abc,\u00b2\nb.py,sha256=def,\u0661\u0662\nc.py,,3\n",
     "non-UTF-8 name": b"caf\xe9.py,sha256=abc,1\n".decode("latin-1"),
     "unicode separators inside a name": "a\u2028b.py,sha256=abc,1\nc\x0bd.py,,\n",
 }
@@ -67,3 +70,13 @@ def test_a_record_that_is_not_csv_has_no_rows_and_a_warning(
     assert probe._record_fields(str(path)) == []
     assert len(warnings) == 1
     assert str(path) in warnings[0] and "not a CSV file" in warnings[0]
+
+
+def test_a_size_in_other_digits_is_no_size(tmp_path: Path) -> None:
+    path = tmp_path / "RECORD"
+    path.write_text("a.py,sha256=abc,\u00b2\nb.py,sha256=def,\u0661\u0662\nc.py,,3\n")
+    assert probe._record_fields(str(path)) == [
+        ("a.py", "sha256=abc", None),
+        ("b.py", "sha256=def", None),
+        ("c.py", "", 3),
+    ]
