@@ -192,12 +192,15 @@ def outcome_of(task: Task, index: int, job: str, results: Path, record: dict[str
         try:
             data = json.loads(report.read_text(encoding="utf-8"))
         except ValueError:
+            data = None
+        if not isinstance(data, dict):  # cut short, or not a report of `reprobox run --json`
             return Outcome.failure(
                 task.exp_id, task.name, f"unreadable report {report}", seconds=seconds, where=where
             )
-        out = Outcome.from_report(
-            data, seconds=seconds or float(data.get("seconds", 0.0)), where=where, name=task.name
-        )
+        reported = data.get("seconds")
+        if not seconds and isinstance(reported, (int, float)) and not isinstance(reported, bool):
+            seconds = float(reported)
+        out = Outcome.from_report(data, seconds=seconds, where=where, name=task.name)
         err = results / f"{index}.err"
         if err.is_file():
             out = replace(out, notes=run_notes(err.read_text(encoding="utf-8", errors="replace")))

@@ -60,12 +60,17 @@ class Outcome:
         cls, report: Mapping[str, Any], *, seconds: float, where: str, name: str = ""
     ) -> "Outcome":
         """From the JSON of ``reprobox run --json``."""
+        metrics = report.get("metrics", [])
         differing = tuple(
             f"{m.get('file')}:{m.get('key')}"
-            for m in report.get("metrics", [])
+            for m in (metrics if isinstance(metrics, list) else [])
             if isinstance(m, dict) and m.get("status") not in ("same", "close", "new")
         )
-        diffs = tuple(str(d) for d in report.get("differences", []))
+        listed = report.get("differences", [])
+        if isinstance(listed, list):
+            diffs = tuple(str(d) for d in listed)
+        else:  # not the shape `reprobox run --json` writes: never read as "no differences"
+            diffs = (f"the report's differences are not a list: {str(listed)[:200]}",)
         status = REPRODUCED if report.get("reproduced") and not diffs else DIFFERS
         return cls(
             experiment=str(report.get("experiment", "")),

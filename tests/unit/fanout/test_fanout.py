@@ -17,7 +17,7 @@ from reprobox.errors import UsageError, ValidationError
 from reprobox.fanout import kubernetes as k8s
 from reprobox.fanout import slurm
 from reprobox.fanout.published import published_image, require_published
-from reprobox.fanout.summary import FAILED, Outcome, Summary
+from reprobox.fanout.summary import FAILED, REPRODUCED, Outcome, Summary
 from reprobox.model import GPU, Environment, Experiment, GitInfo, Hardware, Interpreter
 from reprobox.render import summary_text
 
@@ -328,3 +328,37 @@ def test_cli_refuses_bad_fan_out_input(two):
     assert code == 2 and "--jobs" in err
     code, _, err = _cli("run", two[0], "nosuch", "--dry-run")
     assert code == 2 and "nosuch" in err
+
+
+@pytest.mark.parametrize(
+    "report",
+    [
+        "[1, 2]",
+        '"reproduced"',
+        json.dumps({"experiment": "a" * 12, "reproduced": True, "seconds": "soon"}),
+        json.dumps({"experiment": "a" * 12, "reproduced": True, "differences": "none"}),
+        json.dumps({"experiment": "a" * 12, "reproduced": True, "metrics": 5}),
+    ],
+)
+def test_a_report_of_the_wrong_shape_is_a_failure_or_a_difference_never_a_crash(
+    tmp_path: Path, report: str
+) -> None:
+    t = slurm.Task("a" * 12, "one")
+    (tmp_path / "0.json").write_text(report)
+    out = slurm.outcome_of(t, 0, "7", tmp_path, {"JobState": "COMPLETED", "RunTime": "00:00:03"})
+    assert out.seconds == 3.0
+    data = json.loads(report)
+    if not isinstance(data, dict):
+        assert out.status == FAILED and "unreadable report" in out.reason
+    elif data.get("differences") == "none":
+        assert out.status != REPRODUCED and "not a list" in out.differences[0]
+    else:
+        assert out.status == REPRODUCED  # the odd field is left out, not taken for a verdict
+
+
+def test_the_reported_seconds_count_when_the_scheduler_gives_none(tmp_path: Path) -> None:
+    t = slurm.Task("a" * 12, "one")
+    (tmp_path / "0.json").write_text(json.dumps({"experiment": "a" * 12, "seconds": 4.5}))
+    assert slurm.outcome_of(t, 0, "7", tmp_path, {"JobState": "COMPLETED"}).seconds == 4.5
+    (tmp_path / "0.json").write_text(json.dumps({"experiment": "a" * 12, "seconds": True}))
+    assert slurm.outcome_of(t, 0, "7", tmp_path, {"JobState": "COMPLETED"}).seconds == 0.0
