@@ -468,7 +468,18 @@ def declared_system_packages(root: Path, given: Sequence[str]) -> list[str]:
             raise UsageError(
                 f"pyproject.toml cannot be read: {exc}", "fix the file's TOML syntax"
             ) from None
-        declared = ((data.get("tool") or {}).get("reprobox") or {}).get("system-packages")
+        except RecursionError:
+            raise UsageError(
+                "pyproject.toml cannot be read: it nests too deeply", "fix the file's TOML"
+            ) from None
+        tool = data.get("tool")
+        ours = tool.get("reprobox") if isinstance(tool, dict) else None
+        if ours is not None and not isinstance(ours, dict):
+            raise UsageError(
+                "pyproject.toml: [tool.reprobox] must be a table",
+                'write e.g. [tool.reprobox] then system-packages = ["libmagic1"]',
+            )
+        declared = (ours or {}).get("system-packages")
         if declared is not None:
             if not isinstance(declared, list) or not all(isinstance(x, str) for x in declared):
                 raise UsageError(

@@ -225,14 +225,17 @@ def read_metrics(path: Path) -> dict[str, Any]:
         line = raw[: exc.start].count(b"\n") + 1
         raise _fail(path, "not UTF-8 text", line) from None
     suffix = path.suffix.lower()
-    if suffix == ".json":
-        data: Any = _json(path, text)
-    elif suffix == ".toml":
-        data = _toml(path, text)
-    elif suffix in (".csv", ".tsv"):
-        data = _table(path, text, "\t" if suffix == ".tsv" else ",")
-    else:  # .yaml, .yml and, like DVC, anything else
-        data = _yaml(path, text)
+    try:
+        if suffix == ".json":
+            data: Any = _json(path, text)
+        elif suffix == ".toml":
+            data = _toml(path, text)
+        elif suffix in (".csv", ".tsv"):
+            data = _table(path, text, "\t" if suffix == ".tsv" else ",")
+        else:  # .yaml, .yml and, like DVC, anything else
+            data = _yaml(path, text)
+    except ValueError as exc:  # an integer of more digits than Python converts (4300)
+        raise _fail(path, f"a value that cannot be read as a number ({exc})"[:300]) from None
     if data is None:
         return {}
     flat = flatten_metrics(data)

@@ -453,6 +453,25 @@ def test_a_hostile_pyproject_name_is_refused_naming_the_entry(tmp_path):
         record.declared_system_packages(tmp_path, [])
 
 
+@pytest.mark.parametrize(
+    "text, refused",
+    [
+        ("tool = 5\n", None),  # another tool's business: no [tool.reprobox], nothing declared
+        ('[tool]\nreprobox = "x"\n', "[tool.reprobox] must be a table"),
+        ("x = " + "[" * 3000 + "]" * 3000 + "\n", "nests too deeply"),
+    ],
+)
+def test_a_pyproject_of_the_wrong_shape_is_refused_or_ignored_never_a_crash(
+    tmp_path, text, refused
+):
+    (tmp_path / "pyproject.toml").write_text(text)
+    if refused is None:
+        assert record.declared_system_packages(tmp_path, []) == []
+    else:
+        with refuses(UsageError, names=["pyproject.toml", refused]):
+            record.declared_system_packages(tmp_path, [])
+
+
 def test_a_bad_system_package_option_is_refused_naming_the_option(tmp_path):
     with refuses(UsageError, names=["--system-package", "Bad Name"]):
         record.declared_system_packages(tmp_path, ["Bad Name"])

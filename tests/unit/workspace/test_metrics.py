@@ -290,3 +290,21 @@ def test_the_rerun_writing_a_bomb_is_a_named_difference(tmp_path):
     assert observed == {"metrics.yaml": None, "<inline>": None}
     assert "YAML anchor" in reasons["metrics.yaml"]
     assert "nested" in reasons["<inline>"]
+
+
+@pytest.mark.parametrize(
+    "name, text",
+    [
+        ("m.csv", "loss\n" + "9" * 5000 + "\n"),
+        ("m.yaml", "loss: " + "9" * 5000 + "\n"),
+        ("m.toml", "loss = " + "9" * 5000 + "\n"),
+        ("m.json", '{"loss": ' + "9" * 5000 + "}"),
+    ],
+)
+def test_an_integer_of_more_digits_than_python_reads_is_refused(tmp_path, name, text):
+    """Python refuses to convert integers of more than 4300 digits (ValueError): named, not a
+    traceback, in every format."""
+    p = tmp_path / name
+    p.write_text(text)
+    with refuses(m.ResultFileError, names=[name]):
+        m.read_metrics(p)
