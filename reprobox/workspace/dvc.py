@@ -27,6 +27,7 @@ import shutil
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path, PurePosixPath
 from typing import Any, NoReturn
 
@@ -34,6 +35,7 @@ from .. import proc
 from ..errors import CommandError, DvcError, ReproboxError, UsageError
 from ..model import DvcInfo, DvcOutput, canonical_json
 from ..redact import redact_text, strip_url_credentials
+from ..safefs import SafeDir, TooLarge
 from ..store import write_atomic
 
 log = logging.getLogger("reprobox.workspace.dvc")
@@ -59,21 +61,112 @@ def is_dvc_project(root: Path) -> bool:
 # --------------------------------------------------------------------------- reading
 
 
-def _load_yaml(path: Path) -> Any:
+#: A DVC file is YAML the project keeps in git: a larger one is not a DVC file.
+MAX_DVC_FILE_BYTES = 4 * 1024 * 1024
+#: Nesting, and values in all, a DVC file may hold once read. YAML aliases let a few hundred
+#: bytes stand for billions of values, which every later walk of the document (the record's
+#: checks, its JSON) would visit one by one.
+MAX_DVC_DEPTH = 64
+MAX_DVC_VALUES = 1_000_000
+
+
+def read_project_file(root: Path, rel: str, limit: int = MAX_DVC_FILE_BYTES) -> bytes | None:
+    """The bytes of the project file ``rel`` (a repository-relative POSIX path), reached from
+    ``root`` without following a symbolic link (a checkout can commit ``dvc.lock`` as a link to
+    any file of the machine that captures it); None when it does not exist."""
+    parts = PurePosixPath(rel).parts
+    try:
+        with SafeDir.open(Path(root), parts[:-1]) as folder:
+            return folder.read(parts[-1], limit)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except TooLarge:
+        raise DvcError(
+            f"refusing {rel}: it is over the {limit // (1024 * 1024)} MiB reprobox reads from a "
+            "DVC file",
+            "a DVC file holds hashes and parameters, not data: check what wrote it",
+        ) from None
+
+
+def _too_big(doc: Any) -> str | None:
+    """What is wrong with the size of a document read from YAML, or None (no recursion: a
+    recursive alias nests without end)."""
+    stack = [(doc, 0)]
+    seen = 0
+    while stack:
+        item, depth = stack.pop()
+        seen += 1
+        if seen > MAX_DVC_VALUES:
+            return f"it stands for more than {MAX_DVC_VALUES} values (YAML aliases?)"
+        if isinstance(item, (dict, list)):
+            if depth >= MAX_DVC_DEPTH:
+                return f"it nests more than {MAX_DVC_DEPTH} levels deep"
+            stack.extend(
+                (v, depth + 1) for v in (item.values() if isinstance(item, dict) else item)
+            )
+    return None
+
+
+def _load_yaml(root: Path, rel: str) -> Any:
+    """The document of the project's YAML file ``rel`` (None when absent), read as
+    :func:`read_project_file` reads it and bounded in size and depth."""
     import yaml  # lazy: PyYAML costs ~12 ms to import, needed only where dvc.yaml is read
 
+    raw = read_project_file(root, rel)
+    if raw is None:
+        return None
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    fix = "fix it so that `dvc status` works, then capture again"
     try:
-        return yaml.load(path.read_text(encoding="utf-8"), Loader=loader)
+        doc = yaml.load(raw.decode("utf-8"), Loader=loader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""
-        raise DvcError(
-            f"{path} is not valid YAML{where}",
-            "fix it so that `dvc status` works, then capture again",
-        ) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DvcError(f"cannot read {path}: {exc}") from None
+        raise DvcError(f"{rel} is not valid YAML{where}", fix) from None
+    except UnicodeDecodeError:
+        raise DvcError(f"{rel} is not UTF-8 text", fix) from None
+    except ValueError as exc:  # an integer of more digits than Python converts (4300)
+        raise DvcError(f"{rel} holds a value that cannot be read ({exc})"[:300], fix) from None
+    except RecursionError:
+        raise DvcError(f"{rel} nests too deeply", fix) from None
+    problem = _too_big(doc)
+    if problem:
+        raise DvcError(f"refusing {rel}: {problem}", fix)
+    return doc
+
+
+def _param_value(value: Any, where: str) -> Any:
+    """A parameter's value as the record keeps it (JSON): keys as text, as JSON writes them;
+    a YAML date as its ISO text; anything else YAML can build (bytes, sets) is refused."""
+    if isinstance(value, Mapping):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            if isinstance(key, bool) or key is None:
+                text = json.dumps(key)
+            elif isinstance(key, (str, int, float)):
+                text = str(key)
+            else:
+                raise DvcError(
+                    f"{where}: the parameter key {str(key)[:80]!r} is not text or a number",
+                    "fix dvc.lock so that `dvc status` works, then capture again",
+                )
+            if text in out:
+                raise DvcError(
+                    f"{where}: the parameter {text!r} is given twice (as text and as a number)",
+                    "fix dvc.lock so that `dvc status` works, then capture again",
+                )
+            out[text] = _param_value(item, f"{where}.{text}")
+        return out
+    if isinstance(value, (list, tuple)):
+        return [_param_value(v, where) for v in value]
+    if isinstance(value, date):  # datetime too: YAML reads 2020-01-01 as a date
+        return value.isoformat()
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    raise DvcError(
+        f"{where}: a parameter of type {type(value).__name__}, which the record cannot keep",
+        "fix dvc.lock so that `dvc status` works, then capture again",
+    )
 
 
 def _dvc_files_by_git(root: Path) -> list[str] | None:
@@ -81,6 +174,8 @@ def _dvc_files_by_git(root: Path) -> list[str] | None:
         done = proc.run(
             [
                 "git",
+                "-c",
+                "core.fsmonitor=false",
                 "ls-files",
                 "-z",
                 "--cached",
@@ -189,14 +284,16 @@ def _metric_outs(items: Any) -> Iterator[str]:
 
 
 def _default_remote(root: Path) -> str | None:
-    config = Path(root) / ".dvc" / "config"  # never config.local: that is where secrets live
-    if not config.is_file():
+    # never config.local: that is where secrets live
+    raw = read_project_file(root, ".dvc/config", MAX_CONFIG_BYTES)
+    if raw is None:
         return None
+    text = raw.decode("utf-8", errors="replace")
     parser = configparser.ConfigParser(interpolation=None, strict=False)
     try:
-        parser.read_string(config.read_text(encoding="utf-8"))
-    except (configparser.Error, OSError, UnicodeDecodeError):
-        m = re.search(r"^\s*remote\s*=\s*(\S+)", config.read_text(errors="replace"), re.MULTILINE)
+        parser.read_string(text)
+    except configparser.Error:
+        m = re.search(r"^\s*remote\s*=\s*(\S+)", text, re.MULTILINE)
         return m.group(1) if m else None
     name = parser.get("core", "remote", fallback=None)
     return name.strip() if name else None
@@ -207,7 +304,9 @@ def _lock_digest(root: Path, locks: list[str]) -> str | None:
     the root; with several lock files, sha256 over their sorted ``path -> sha256`` list."""
     if not locks:
         return None
-    digests = {rel: hashlib.sha256((Path(root) / rel).read_bytes()).hexdigest() for rel in locks}
+    digests = {
+        rel: hashlib.sha256(read_project_file(root, rel) or b"").hexdigest() for rel in locks
+    }
     if list(digests) == ["dvc.lock"]:
         return digests["dvc.lock"]
     return hashlib.sha256(canonical_json(sorted(digests.items()))).hexdigest()
@@ -233,7 +332,7 @@ def dvc_info(root: Path, use_git: bool = True) -> DvcInfo | None:
         folder = _folder(rel)
         if name == "dvc.lock":
             continue  # read with its dvc.yaml, which says each stage's working folder
-        doc = _load_yaml(root / rel)
+        doc = _load_yaml(root, rel)
         if not isinstance(doc, Mapping):
             continue
         if name != "dvc.yaml":  # a .dvc file written by `dvc add` / `dvc import`
@@ -258,7 +357,7 @@ def dvc_info(root: Path, use_git: bool = True) -> DvcInfo | None:
         lock_rel = f"{folder}/dvc.lock" if folder else "dvc.lock"
         if lock_rel not in locks:
             continue
-        lock = _load_yaml(root / lock_rel)
+        lock = _load_yaml(root, lock_rel)
         recorded = lock.get("stages") if isinstance(lock, Mapping) else None
         for stage_name, stage in recorded.items() if isinstance(recorded, Mapping) else []:
             if not isinstance(stage, Mapping):
@@ -267,9 +366,19 @@ def dvc_info(root: Path, use_git: bool = True) -> DvcInfo | None:
             here = wdirs.get(str(stage_name).split("@", 1)[0], folder)
             for out in _outputs(stage.get("outs"), here, f"{prefix}{stage_name}"):
                 outputs[out.path] = out
-            for pfile, values in (stage.get("params") or {}).items():
+            recorded_params = stage.get("params") or {}
+            if not isinstance(recorded_params, Mapping):
+                raise DvcError(
+                    f"{lock_rel}: the params of stage {str(stage_name)[:80]!r} are not a "
+                    "mapping of file to values",
+                    "fix it so that `dvc status` works, then capture again",
+                )
+            for pfile, values in recorded_params.items():
                 if isinstance(values, Mapping):
-                    params.setdefault(_under(here, str(pfile)), {}).update(values)
+                    where = f"{lock_rel}: stage {str(stage_name)[:80]!r}, {str(pfile)[:80]}"
+                    params.setdefault(_under(here, str(pfile)), {}).update(
+                        _param_value(values, where)
+                    )
 
     return DvcInfo(
         lock_digest=_lock_digest(root, locks),
@@ -307,7 +416,7 @@ def expected_size(root: Path, targets: Sequence[str] | None) -> tuple[int, int]:
     )
     count = size = 0
     for rel in files:
-        doc = _load_yaml(root / rel)
+        doc = _load_yaml(root, rel)
         if not isinstance(doc, Mapping):
             continue
         outs = doc.get("outs")
@@ -364,7 +473,7 @@ def read_dir_manifest(path: Path) -> dict[str, str] | None:
 def _local_remote_folder(root: Path) -> tuple[str, Path] | None:
     """(name, folder) of the project's default remote when it is a folder on this machine."""
     name = _default_remote(root)
-    parser = _read_config(Path(root) / ".dvc" / "config")
+    parser = _checkout_config(root)
     if not name or parser is None:
         return None
     url = _remotes_of(parser).get(name)
@@ -390,7 +499,7 @@ def inputs_missing_from_remote(root: Path) -> list[str]:
     name, folder = found
     missing: list[str] = []
     for rel in data_files(root):
-        doc = _load_yaml(root / rel)
+        doc = _load_yaml(root, rel)
         outs = doc.get("outs") if isinstance(doc, Mapping) else None
         for out in _outputs(outs, _folder(rel), rel):
             if not out.hash_name.startswith("md5"):
@@ -585,13 +694,32 @@ class TrustedRemote:
     default: bool = False
 
 
+def _checkout_config(root: Path) -> configparser.ConfigParser | None:
+    """The project's committed ``.dvc/config``, read as :func:`read_project_file` reads (never
+    through a link); None when absent, unreadable or too big."""
+    try:
+        raw = read_project_file(root, ".dvc/config", MAX_CONFIG_BYTES)
+    except DvcError:
+        return None
+    return _parse_config(raw)
+
+
 def _read_config(path: Path) -> configparser.ConfigParser | None:
     """A DVC (INI) configuration file, or None when absent, unreadable or too big."""
     try:
         if not path.is_file() or path.stat().st_size > MAX_CONFIG_BYTES:
             return None
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
+        return _parse_config(path.read_bytes())
+    except OSError:
+        return None
+
+
+def _parse_config(raw: bytes | None) -> configparser.ConfigParser | None:
+    if raw is None:
+        return None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
         return None
     parser = configparser.ConfigParser(interpolation=None, strict=False)
     parser.optionxform = str  # type: ignore[assignment,method-assign]
@@ -637,7 +765,7 @@ def dvc_config_dirs() -> tuple[Path, Path]:
 def _git_tracks(root: Path, rel: str) -> bool:
     try:
         done = proc.run(
-            ["git", "ls-files", "--error-unmatch", "--", rel],
+            ["git", "-c", "core.fsmonitor=false", "ls-files", "--error-unmatch", "--", rel],
             cwd=root,
             check=False,
             env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"},
@@ -802,7 +930,7 @@ def check_untrusted_project(checkout: Path) -> bool:
             _refuse(rel, "the file", rel, "is a symbolic link")
         if (checkout / rel).stat().st_size > MAX_CONFIG_BYTES * 16:
             _refuse(rel, "the file", rel, "is too large for a DVC file")
-        doc = _load_yaml(checkout / rel)
+        doc = _load_yaml(checkout, rel)
         if not isinstance(doc, Mapping):
             continue
         folder = _folder(rel)
@@ -919,7 +1047,7 @@ def check_resolved_paths(checkout: Path, env: Mapping[str, str]) -> None:
 
 def checkout_remote(checkout: Path) -> tuple[str | None, str | None]:
     """(name, URL) of the default remote the checkout's committed ``.dvc/config`` asks for."""
-    parser = _read_config(Path(checkout) / ".dvc" / "config")
+    parser = _checkout_config(checkout)
     if parser is None:
         return None, None
     name = parser.get("core", "remote", fallback="").strip() or None

@@ -11,6 +11,7 @@ import pytest
 
 from reprobox.workspace import dvc
 from reprobox.errors import DvcError
+from reprobox.safefs import UnsafePath
 
 from ...asserts import refuses
 
@@ -214,6 +215,103 @@ def test_broken_yaml_names_the_file(tmp_path):
     root = project(tmp_path)
     (root / "dvc.yaml").write_text("stages:\n  a: [\n")
     with refuses(DvcError, names="dvc.yaml is not valid YAML (line 3)"):
+        dvc.dvc_info(root)
+
+
+# --------------------------------------------------------------------------- hostile DVC files
+
+SECRET_LOCK = """\
+schema: '2.0'
+stages:
+  prepare:
+    cmd: true
+    params:
+      params.yaml:
+        api_key: OUTSIDE-SECRET
+"""
+
+
+@pytest.mark.parametrize(
+    "rel, outside",
+    [
+        ("dvc.lock", SECRET_LOCK),
+        ("data/raw.csv.dvc", "outs:\n- md5: OUTSIDE-SECRET\n  path: raw.csv\n"),
+        (".dvc/config", "[core]\n    remote = OUTSIDE-SECRET\n"),
+        ("sub/dvc.yaml", "stages:\n  OUTSIDE-SECRET: {cmd: 'true'}\n"),
+    ],
+)
+def test_a_dvc_file_that_is_a_link_is_refused_and_what_it_names_never_read(tmp_path, rel, outside):
+    """A checkout may commit dvc.lock as a link to a file of the machine that captures it: the
+    file's content must never reach the record (params, remote name) nor its digest."""
+    root = project(tmp_path / "repo")
+    secret = tmp_path / "secret.yaml"
+    secret.write_text(outside)
+    (root / rel).unlink()
+    (root / rel).symlink_to(secret)
+    with refuses(UnsafePath, names=[rel, "symbolic link"]) as info:
+        dvc.dvc_info(root)
+    assert "OUTSIDE-SECRET" not in info.value.message
+
+
+def test_a_dot_dvc_folder_that_is_a_link_is_refused(tmp_path):
+    root = project(tmp_path / "repo")
+    elsewhere = tmp_path / "elsewhere"
+    (root / ".dvc").rename(elsewhere)
+    (root / ".dvc").symlink_to(elsewhere)
+    with refuses(UnsafePath, names=[".dvc", "symbolic link"]):
+        dvc.dvc_info(root)
+
+
+def _with_lock_params(root: Path, params_yaml: str) -> Path:
+    (root / "sub/dvc.lock").unlink()
+    (root / "sub/dvc.yaml").unlink()
+    (root / "dvc.lock").write_text(
+        "schema: '2.0'\nstages:\n  prepare:\n    cmd: 'true'\n    params:\n" + params_yaml
+    )
+    return root
+
+
+def test_params_keep_their_values_as_json_does(tmp_path):
+    """YAML reads 2020-01-01 as a date and `1:` as a number: the record keeps JSON."""
+    root = _with_lock_params(
+        project(tmp_path),
+        "      params.yaml:\n        day: 2020-01-01\n        weights: {1: 0.5, b: 2}\n"
+        "        flags: [true, null]\n",
+    )
+    info = dvc.dvc_info(root)
+    assert info.params == {
+        "params.yaml": {"day": "2020-01-01", "flags": [True, None], "weights": {"1": 0.5, "b": 2}}
+    }
+    assert info.to_dict()  # encodes
+
+
+@pytest.mark.parametrize(
+    "params, named",
+    [
+        ("      - a\n      - b\n", "params of stage 'prepare' are not a mapping"),
+        ("      params.yaml:\n        w: {1: a, '1': b}\n", "given twice"),
+        ("      params.yaml:\n        blob: !!binary aGk=\n", "type bytes"),
+        ("      params.yaml:\n        n: " + "9" * 5000 + "\n", "cannot be read"),
+        (
+            "      params.yaml:\n        a: " + "[" * 600 + "]" * 600 + "\n",
+            "nests more than 64 levels deep",
+        ),
+    ],
+)
+def test_params_of_the_wrong_shape_are_refused_naming_the_file(tmp_path, params, named):
+    root = _with_lock_params(project(tmp_path), params)
+    with refuses(DvcError, names=["dvc.lock", named]):
+        dvc.dvc_info(root)
+
+
+def test_a_yaml_alias_bomb_is_refused_at_once(tmp_path):
+    """Ten anchors of ten aliases each: 10**10 values once walked, from ~600 bytes."""
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    for i in range(1, 10):
+        lines.append(f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]")
+    root = _with_lock_params(project(tmp_path), "      params.yaml:\n        a: *a9\n")
+    (root / "dvc.lock").write_text("\n".join(lines) + "\n" + (root / "dvc.lock").read_text())
+    with refuses(DvcError, names=["dvc.lock", "more than 1000000 values"]):
         dvc.dvc_info(root)
 
 
