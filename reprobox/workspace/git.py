@@ -57,6 +57,11 @@ class GitCapture:
 
 # --------------------------------------------------------------------------- running git
 
+#: Every git command reprobox runs: a repository's ``core.fsmonitor`` names a program that git
+#: runs whenever it looks at the working tree (``diff``, ``ls-files --others``); it only speeds
+#: git up, and reprobox runs no program a repository's configuration names.
+NO_FSMONITOR = ("-c", "core.fsmonitor=false")
+
 
 def _git_env() -> dict[str, str]:
     env = dict(os.environ)
@@ -86,7 +91,7 @@ def _git(
     """Run git; a failure becomes a GitError whose message never carries URL credentials."""
     try:
         return proc.run(
-            ["git", *args],
+            ["git", *NO_FSMONITOR, *args],
             cwd=cwd,
             env={**_git_env(), **(extra_env or {})},
             check=check,
@@ -173,6 +178,22 @@ def _pathspec(exclude: Sequence[str]) -> list[str]:
     return ["--", ".", *(f":(exclude){e.strip('/')}" for e in exclude if e.strip("/"))]
 
 
+def _check_patch(patch: bytes) -> None:
+    """Refuse, at capture, an uncommitted change that every command reading the record would
+    refuse (a new symbolic link, a name a patch cannot carry safely): the fix is here, in the
+    working tree, not in a re-capture."""
+    from ..model.patch import patch_targets  # lazy: the record model, for dirty trees only
+
+    try:
+        patch_targets(patch, "the uncommitted change (git diff HEAD)")
+    except ValidationError as exc:
+        raise GitError(
+            exc.message,
+            "commit that change (a rerun checks out the commit, it needs no patch for it) or "
+            "undo it (`git restore --staged --worktree PATH`), then capture again",
+        ) from None
+
+
 def git_info(repo_root: Path, exclude: Sequence[str] = (".reprobox",)) -> GitCapture:
     """Commit, branch, remote (without credentials), and the uncommitted change against HEAD.
 
@@ -221,6 +242,8 @@ def git_info(repo_root: Path, exclude: Sequence[str] = (".reprobox",)) -> GitCap
         timeout=None,
     )
     patch: bytes | None = diff.stdout or None
+    if patch:
+        _check_patch(patch)
     warnings: list[str] = list(remote_warnings)
     if patch and len(patch) > LARGE_PATCH_BYTES:
         warnings.append(

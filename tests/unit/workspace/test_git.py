@@ -206,3 +206,48 @@ def test_a_local_path_remote_with_a_control_character_is_dropped_with_a_warning(
     got = g.git_info(repo)
     assert got.info.remote is None
     assert any("'origin'" in w and "control character" in w for w in got.warnings)
+
+
+# --------------------------------------------------------------------------- capture
+
+
+def _committed(repo: Path) -> Path:
+    (repo / "train.py").write_text("print(1)\n")
+    sh(repo, "add", "-A")
+    sh(repo, "commit", "-qm", "init")
+    return repo
+
+
+@pytest.mark.parametrize("change", ["new link", "name with a newline", "name with ESC"])
+def test_an_uncommitted_change_no_rerun_could_apply_is_refused_at_capture(repo, change):
+    """The record of such a change was refused by every command that read it, and the hint
+    there (re-capture) led back to the same record: the capture names the path and the fix."""
+    from reprobox.errors import GitError
+
+    _committed(repo)
+    if change == "new link":
+        (repo / "link.py").symlink_to("train.py")
+        sh(repo, "add", "link.py")
+        named = "symbolic link"
+    else:
+        odd = "a\nb.py" if change == "name with a newline" else "a\x1b[31mb.py"
+        (repo / odd).write_text("x\n")
+        sh(repo, "add", "--", odd)
+        sh(repo, "commit", "-qm", "odd name")
+        (repo / odd).write_text("y\n")
+        named = "uncommitted change"
+    with refuses(GitError, names=[named, "git diff HEAD"]) as info:
+        g.git_info(repo)
+    assert "commit that change" in (info.value.hint or "")
+
+
+def test_capture_runs_no_fsmonitor_the_repository_names(repo, tmp_path):
+    marker = tmp_path / "fsmonitor-ran"
+    _committed(repo)
+    sh(repo, "config", "core.fsmonitor", f"touch {marker}; false")
+    (repo / "train.py").write_text("print(2)\n")
+    (repo / "new.txt").write_text("untracked\n")
+    got = g.git_info(repo)
+    assert got.patch and b"print(2)" in got.patch
+    assert any("new.txt" in w for w in got.warnings)
+    assert not marker.exists()
