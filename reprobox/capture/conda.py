@@ -34,6 +34,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from ..errors import UsageError
 from ..model import CondaEnvironment, CondaPackage, Package
+from ..model.condacheck import KNOWN_SUBDIRS
 from ..redact import strip_url_credentials
 from .python import canonical_name
 
@@ -44,23 +45,6 @@ DEFAULT_CHANNEL_ALIAS = "https://conda.anaconda.org"
 #: What conda's ``defaults`` stands for on Linux (its ``default_channels``).
 DEFAULT_CHANNELS = ("https://repo.anaconda.com/pkgs/main", "https://repo.anaconda.com/pkgs/r")
 
-KNOWN_SUBDIRS = (
-    "noarch",
-    "linux-64",
-    "linux-aarch64",
-    "linux-ppc64le",
-    "linux-s390x",
-    "linux-32",
-    "linux-armv7l",
-    "osx-64",
-    "osx-arm64",
-    "win-64",
-    "win-32",
-    "win-arm64",
-    "emscripten-wasm32",
-    "wasi-wasm32",
-    "zos-z",
-)
 
 _TOKEN = re.compile(r"/t/[^/]+(?=/|$)")
 _CHANNEL_OK = re.compile(r"^[A-Za-z0-9_.:/@+~%-]+$")

@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
-import re
 import shutil
 import ssl
 import tempfile
@@ -24,18 +23,13 @@ from pathlib import Path
 from typing import Optional
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from ..capture.conda import KNOWN_SUBDIRS, strip_token
+from ..capture.conda import strip_token
 from ..diff import channel_display
-from ..errors import LockError, ReproboxError, UsageError, ValidationError
+from ..errors import LockError, ReproboxError, UsageError
 from ..model import CondaEnvironment, CondaPackage, Environment
+from ..model.condacheck import check_package
 from .condaconfig import CondaConfig
 
-_NAME = re.compile(r"^[a-z0-9_][a-z0-9_.+-]{0,199}$")
-_VERSION = re.compile(r"^[A-Za-z0-9_.+!*-]{1,128}$")
-_BUILD = re.compile(r"^[A-Za-z0-9_.+]{1,200}$")
-_MD5 = re.compile(r"^[0-9a-f]{32}$")
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
-_SCHEMES = ("https", "http", "file")
 CHUNK = 1 << 20
 
 
@@ -51,47 +45,6 @@ class CondaUnlockable(LockError):
     """A conda package that no rebuild can fetch (no URL: built locally)."""
 
     exit_code = 2
-
-
-def check_package(pkg: CondaPackage, where: str = "conda package") -> None:
-    """Refuse a conda record whose values could steer a fetch or an install elsewhere."""
-    field = f"{where} {pkg.name!r}"
-    if not _NAME.match(pkg.name):
-        raise ValidationError(f"{where}.name", pkg.name, "not a conda package name")
-    if not _VERSION.match(pkg.version):
-        raise ValidationError(f"{field}.version", pkg.version, "not a conda version")
-    if not _BUILD.match(pkg.build):
-        raise ValidationError(f"{field}.build", pkg.build, "not a conda build string")
-    if pkg.subdir is not None and pkg.subdir not in KNOWN_SUBDIRS:
-        raise ValidationError(f"{field}.subdir", pkg.subdir, "not a conda platform subdir")
-    if pkg.md5 is not None and not _MD5.match(pkg.md5):
-        raise ValidationError(f"{field}.md5", pkg.md5, "not an md5 in hex")
-    if pkg.sha256 is not None and not _SHA256.match(pkg.sha256):
-        raise ValidationError(f"{field}.sha256", pkg.sha256, "not a sha256 in hex")
-    if pkg.url is not None:
-        check_url(pkg, field)
-
-
-def check_url(pkg: CondaPackage, field: str) -> None:
-    url = pkg.url or ""
-    if any(ord(c) < 33 or ord(c) == 127 for c in url) or len(url) > 2048:
-        raise ValidationError(f"{field}.url", url, "control characters, spaces or too long")
-    parts = urlsplit(url)
-    if parts.scheme not in _SCHEMES:
-        raise ValidationError(f"{field}.url", url, f"scheme must be one of {', '.join(_SCHEMES)}")
-    if parts.username or parts.password or "/t/" in parts.path or parts.query or parts.fragment:
-        raise ValidationError(f"{field}.url", url, "credentials, tokens or queries in the URL")
-    stem = f"/{pkg.subdir}/{pkg.name}-{pkg.version}-{pkg.build}"
-    if not (parts.path.endswith(stem + ".conda") or parts.path.endswith(stem + ".tar.bz2")):
-        raise ValidationError(
-            f"{field}.url",
-            url,
-            f"does not name {pkg.name}-{pkg.version}-{pkg.build} in {pkg.subdir}",
-        )
-    if ".." in unquote(parts.path).split("/"):
-        raise ValidationError(f"{field}.url", url, "'..' in the path")
-    if not pkg.channel or not url.startswith(pkg.channel.rstrip("/") + "/"):
-        raise ValidationError(f"{field}.channel", pkg.channel, "the URL is not in this channel")
 
 
 def require_url(pkg: CondaPackage) -> str:

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from .condacheck import check_conda
 from .envvars import check_replayable
 from .environment import Environment, PackageSource
 from .experiment import INLINE_METRICS, Experiment
@@ -50,6 +51,14 @@ from .grammar import (
     wheel_tag,
 )
 from .patch import patch_targets
+
+
+def _count(field: str, value: Any, limit: int) -> None:
+    """An optional count or size: a whole number from 0 to ``limit``."""
+    if value is not None and not (
+        isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= limit
+    ):
+        raise _fail(field, value, f"is not a whole number from 0 to {limit}")
 
 
 def validate_environment(env: Environment) -> None:
@@ -92,6 +101,9 @@ def validate_environment(env: Environment) -> None:
         for j, tag in enumerate(pkg.wheel_tags):
             wheel_tag(tag, f"{where}.wheel_tags[{j}]")
         _source(pkg.source, f"{where}.source")
+
+    if env.conda is not None:
+        check_conda(env.conda)
 
     for i, spkg in enumerate(env.system_packages):
         where = f"system_packages[{i}]"
@@ -141,8 +153,12 @@ def validate_environment(env: Environment) -> None:
             clean_text(f"hardware.{key}", val, 256)
     for j, flag in enumerate(hw.cpu_flags):
         _match(f"hardware.cpu_flags[{j}]", flag, re.compile(r"[a-z0-9_.]+", re.ASCII), 32, "flag")
+    # counts and sizes a machine can have (a number past them breaks no check, but its display)
+    _count("hardware.cpu_cores", hw.cpu_cores, 1 << 24)
+    _count("hardware.memory_bytes", hw.memory_bytes, 1 << 64)
     for j, gpu in enumerate(hw.gpus):
         clean_text(f"hardware.gpus[{j}].name", gpu.name, 256)
+        _count(f"hardware.gpus[{j}].memory_mib", gpu.memory_mib, 1 << 44)
         for key in ("driver", "cuda_driver", "compute_capability"):
             val = getattr(gpu, key)
             if val is not None:

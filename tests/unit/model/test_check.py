@@ -981,3 +981,82 @@ def test_dvc_output_hashes_by_kind() -> None:
     ):
         with refuses(ValidationError, field_prefix="dvc.outputs[0].hash"):
             check.validate_experiment(replace(make_exp(env), dvc=DvcInfo(outputs=(bad,))), env)
+
+
+# --------------------------------------------------------------------------- conda, sizes
+
+
+def _conda_env(**changes: Any) -> Any:
+    from reprobox.model import CondaEnvironment, CondaPackage
+
+    pkg = CondaPackage(
+        "python",
+        "3.11.7",
+        "hab00c5b_0_cpython",
+        channel="https://conda.anaconda.org/conda-forge",
+        subdir="linux-64",
+        url="https://conda.anaconda.org/conda-forge/linux-64/python-3.11.7-hab00c5b_0_cpython.conda",
+        md5="a" * 32,
+        depends=("libzlib >=1.2.13",),
+    )
+    conda = CondaEnvironment(
+        packages=(pkg,),
+        channels=("https://conda.anaconda.org/conda-forge",),
+        platform="linux-64",
+        manager="micromamba",
+    )
+    conda = replace(conda, **{k: v for k, v in changes.items() if k != "package"})
+    if "package" in changes:
+        conda = replace(conda, packages=(replace(pkg, **changes["package"]),))
+    return replace(make_env(), conda=conda)
+
+
+def test_a_plain_conda_section_passes() -> None:
+    check.validate_environment(_conda_env())
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        # each of these reached conda-lock's writer or the lock unchecked (an internal error)
+        ({"platform": "\ud800"}, "conda.platform"),
+        ({"platform": "linux-64\nRUN id"}, "conda.platform"),
+        ({"channels": ("\ud800",)}, "conda.channels[0]"),
+        ({"channels": ("https://u:pw@c.example/ch",)}, "conda.channels[0]"),
+        ({"manager": "mamba\x1b[2J"}, "conda.manager"),
+        ({"requested_specs": ("numpy\u202e",)}, "conda.requested_specs[0]"),
+        ({"package": {"depends": ("libzlib\ud800",)}}, "conda.packages[python].depends[0]"),
+        ({"package": {"name": "python\n"}}, "conda package.name"),
+        ({"package": {"files_sha256": "xyz"}}, "conda.packages[python].files_sha256"),
+        (
+            {"package": {"channel": "https://conda.anaconda.org/conda-forge\u0000"}},
+            "conda package 'python'.channel",
+        ),
+    ],
+)
+def test_conda_values_are_checked_when_the_record_loads(changes: dict, field: str) -> None:
+    with refuses(ValidationError, field=field):
+        check.validate_environment(_conda_env(**changes))
+
+
+def test_a_conda_package_listed_twice_is_refused() -> None:
+    env = _conda_env()
+    assert env.conda is not None
+    twice = replace(env.conda, packages=env.conda.packages * 2)
+    with refuses(ValidationError, field="conda.packages[python]", names="listed twice"):
+        check.validate_environment(replace(env, conda=twice))
+
+
+@pytest.mark.parametrize(
+    ("hardware", "field"),
+    [
+        (Hardware(memory_bytes=10**400), "hardware.memory_bytes"),
+        (Hardware(memory_bytes=-1), "hardware.memory_bytes"),
+        (Hardware(cpu_cores=10**30), "hardware.cpu_cores"),
+        (Hardware(gpus=(GPU("A100", memory_mib=10**30),)), "hardware.gpus[0].memory_mib"),
+    ],
+)
+def test_sizes_no_machine_has_are_refused(hardware: Any, field: str) -> None:
+    """10**400 bytes of memory broke `diff` and `pr --base` (OverflowError in the display)."""
+    with refuses(ValidationError, field=field):
+        check.validate_environment(replace(make_env(), hardware=hardware))
