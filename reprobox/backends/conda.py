@@ -26,6 +26,7 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
@@ -33,14 +34,19 @@ from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
 from .. import proc
 from ..capture import conda as conda_mod
 from ..errors import LockError, ReproboxError, UsageError
+from ..build import checked_lock
 from ..lock.condaconfig import read_conda_config
 from ..lock.condafetch import cache_dir, check_package, fetch, require_conda, require_url
+from ..lock.config import read_index_config
+from ..lock.select import capture_target
+from ..lock.wheelhouse import build_target, fetch_locked, link_into
 from ..model import grammar as validate
 from ..store import write_atomic
 from .interface import RUN_DIR, Prepared, Progress
-from .venv import _SCRUBBED, LOCK_FILE, VenvBackend, install_plan, venv_key
+from .venv import _SCRUBBED, LOCK_FILE, VenvBackend, _Installer, install_plan, venv_key
 
 if TYPE_CHECKING:  # pragma: no cover
+    from ..lock.checks import Pin
     from ..model import CondaEnvironment, Environment, Package
     from ..store import Store, StoredExperiment
 
@@ -108,6 +114,10 @@ class CondaBackend(VenvBackend):
                 "installed with verified hashes",
                 f"write it with `reprobox lock {stored.id}` (needs the package index)",
             )
+        # The lock of a capture is untrusted: checked line by line against environment.json;
+        # the files come from the host's wheelhouse (its own indexes, by name, version and
+        # hash), never through pip reading the capture's file.
+        pins = (checked_lock(stored) or ()) if has_pip else ()
         lock_sha = hashlib.sha256(lock.read_bytes()).hexdigest() if has_pip else None
         self.cache_root.mkdir(parents=True, exist_ok=True)
         key = venv_key(env.digest)
@@ -127,9 +137,7 @@ class CondaBackend(VenvBackend):
             if reused:
                 say(f"reusing the conda environment {prefix}")
             else:
-                self._build_prefix(
-                    prefix, env, conda_env, lock if has_pip else None, lock_sha, external, say
-                )
+                self._build_prefix(prefix, env, conda_env, pins, lock_sha, external, say)
             python = prefix / "bin" / "python"
             if plan.in_repo:
                 _install_in_repo(python, checkout, plan.in_repo, say)
@@ -159,7 +167,7 @@ class CondaBackend(VenvBackend):
         prefix: Path,
         env: "Environment",
         conda_env: "CondaEnvironment",
-        lock: Optional[Path],
+        pins: Sequence["Pin"],
         lock_sha: Optional[str],
         external: Sequence[str],
         say: Progress,
@@ -190,19 +198,14 @@ class CondaBackend(VenvBackend):
                 cache_dir().parent / "rattler-cache",
             )
             python = prefix / "bin" / "python"
-            if lock is not None or external:
+            if pins or external:
                 if not python.exists():
                     raise CondaInstallError(
                         f"the conda environment has pip packages but no Python at {python}",
                         "the capture's conda packages lack the interpreter; re-capture it",
                     )
-                if lock is not None:
-                    say("installing the pip packages with pip (--require-hashes --no-deps)")
-                    pip_install(
-                        python,
-                        ["--require-hashes", "--no-deps", "-r", str(lock)],
-                        what=f"installing {lock.name} into {prefix}",
-                    )
+                if pins:
+                    _install_pins(python, env, pins, prefix, say)
                 if external:
                     pip_install(
                         python,
@@ -232,6 +235,34 @@ class CondaBackend(VenvBackend):
                 out.pop(name, None)
         out.update(env)
         return out
+
+
+def _install_pins(
+    python: Path, env: "Environment", pins: Sequence["Pin"], prefix: Path, say: Progress
+) -> None:
+    """The checked pins, fetched by the host into a wheelhouse (its indexes, hashes checked),
+    then installed offline from it, as the venv backend does."""
+    say(f"fetching the {len(pins)} pip packages into the host's wheelhouse (hashes checked)")
+    target = build_target(capture_target(env))
+    config = read_index_config()
+    tags = {p.name: p.wheel_tags for p in env.packages}
+    artifacts = fetch_locked(pins, target, config, installed_tags=tags, progress=say).artifacts
+    if any(not a.is_wheel for a in artifacts):  # what builds an sdist offline
+        artifacts += fetch_locked((), target, config, backend=True, progress=say).artifacts
+    wheels = Path(tempfile.mkdtemp(prefix="reprobox-wheels-"))
+    try:
+        link_into(artifacts, wheels)
+        requirements = wheels / "requirements.txt"
+        requirements.write_text("".join(p.requirement + "\n" for p in pins))
+        installer = _Installer(python)
+        say(f"installing the pip packages with {installer.name}, offline from the wheelhouse")
+        installer.install(
+            ["--require-hashes", "--no-deps", "-r", str(requirements)],
+            wheels=wheels,
+            what=f"installing {LOCK_FILE} into {prefix}",
+        )
+    finally:
+        shutil.rmtree(wheels, ignore_errors=True)
 
 
 def pip_install(python: Path, args: Sequence[str], *, what: str) -> None:

@@ -499,14 +499,7 @@ class VenvBackend(Backend):
                     "wheelhouse (hashes checked)"
                 )
                 lock = wheels / "requirements.txt"
-                lock.write_text(
-                    "".join(
-                        f"{p.name}=={p.version} "
-                        + " ".join(f"--hash=sha256:{h}" for h in p.hashes)
-                        + "\n"
-                        for p in pins
-                    )
-                )
+                lock.write_text("".join(p.requirement + "\n" for p in pins))
                 installer.install(
                     ["--require-hashes", "--no-deps", "-r", str(lock)],
                     wheels=wheels,

@@ -225,10 +225,7 @@ def assemble(
             )
         (ctx / "pip" / "wheels").mkdir(parents=True)
         link_into(fetched.artifacts, ctx / "pip" / "wheels")
-        lines = [
-            f"{p.name}=={p.version} " + " ".join(f"--hash=sha256:{h}" for h in p.hashes)
-            for p in checked
-        ]
+        lines = [p.requirement for p in checked]
         (ctx / "pip" / "requirements.lock").write_text(
             "# requirements.lock, checked and written by reprobox build\n"
             + "".join(line + "\n" for line in lines)
@@ -314,6 +311,7 @@ def build_conda_experiment(
     tag = checked_image_flag(tag, "--tag") if tag else default_tag(store.root, stored.id)
     if dry_run:
         env = stored.environment
+        checked_lock(stored)  # a lock the build would refuse is refused by its dry run too
         base = (
             checked_image_flag(base_image, "--base-image")
             if base_image

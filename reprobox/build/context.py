@@ -207,14 +207,12 @@ def lock_parts(
                     "it: re-lock with `reprobox lock <exp>`"
                 )
                 continue
-            hashes = " ".join(f"--hash=sha256:{h}" for h in pin.hashes)
-            files[group.file].append(f"{pin.name}=={pin.version} {hashes}")
+            files[group.file].append(pin.requirement)
             placed.add(_norm(name))
     extra = [p for n, p in by_name.items() if n not in placed]
     if extra and groups:
         for pin in extra:
-            hashes = " ".join(f"--hash=sha256:{h}" for h in pin.hashes)
-            files[groups[0].file].append(f"{pin.name}=={pin.version} {hashes}")
+            files[groups[0].file].append(pin.requirement)
     header = "# Part of requirements.lock, checked and written by reprobox build (one layer).\n"
     return {
         name: header + "".join(line + "\n" for line in lines) for name, lines in files.items()

@@ -116,6 +116,11 @@ class Pin:
     hashes: tuple[str, ...]  # sha256 hex digests, lower case
     line: int
 
+    @property
+    def requirement(self) -> str:
+        """The pin as a requirements line that reprobox writes: ``name==version --hash=...``."""
+        return f"{self.name}=={self.version} " + " ".join(f"--hash=sha256:{h}" for h in self.hashes)
+
 
 _PIN_LINE = re.compile(
     r"(?P<name>[A-Za-z0-9](?:[A-Za-z0-9._-]{0,198}[A-Za-z0-9])?)==(?P<version>[A-Za-z0-9.+!_-]{1,128})",

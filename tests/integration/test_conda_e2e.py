@@ -228,6 +228,64 @@ def test_mixed_conda_env_capture_lock_rebuild_run_verify(
     assert any("conda package tinyutil 1.0" in m and "missing" in m for m in messages)
 
 
+@pytest.mark.network
+def test_a_hostile_lock_is_refused_by_the_conda_backend_before_anything_is_fetched(
+    channel: Channel, tmp_path: Path, user_env: dict[str, str]
+) -> None:
+    """The conda backend installed requirements.lock as it was, with the host's pip and its
+    credentials: a sealed lock line naming a URL of the capture's choice was fetched (with the
+    host's ~/.netrc) and its setup.py ran on the host. The lock is checked against
+    environment.json first, as the venv and docker backends check it."""
+    import http.server
+    import threading
+
+    from tests.hostile import reseal
+
+    prefix = create_env(
+        channel, tmp_path / "envs" / "train", ["python", "tinyutil"], tmp_path / "rattler-cache"
+    )
+    pip_install(prefix, "six==1.16.0")
+    repo = _project(tmp_path, user_env)
+    (repo / "train.py").write_text(
+        "import json, six, tinyutil\n"
+        "json.dump({'d': tinyutil.double(4)}, open('metrics.json', 'w'))\n"
+    )
+    git(repo, "commit", "-q", "-am", "mixed")
+    exp_id = _capture(repo, prefix, user_env)
+    folder = repo / ".reprobox" / "experiments" / exp_id
+
+    asked: list[str] = []
+
+    class Recorder(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the http.server name
+            asked.append(self.path)
+            self.send_error(404)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        port = server.server_address[1]
+        lock = folder / "requirements.lock"
+        lock.write_text(
+            lock.read_text()
+            + f"evilpkg @ http://127.0.0.1:{port}/evilpkg-1.0.tar.gz --hash=sha256:{'a' * 64}\n"
+        )
+        bad_id = reseal(folder)
+        for args in (["verify", bad_id, "--backend", "conda"], ["build", bad_id, "--dry-run"]):
+            done = reprobox(repo, user_env, *args, check=False)
+            assert done.returncode == 2, (args, done.stdout, done.stderr)
+            assert "requirements.lock" in done.stderr and "evilpkg" in done.stderr
+            assert "Traceback" not in done.stderr
+        assert asked == []  # nothing was fetched from the capture's URL
+        rebuilt = Path(user_env["XDG_CACHE_HOME"]) / "reprobox" / "conda-envs"
+        assert not rebuilt.exists() or not [p for p in rebuilt.iterdir() if p.is_dir()]
+    finally:
+        server.shutdown()
+
+
 def test_pure_conda_env_and_refusals(
     channel: Channel, tmp_path: Path, user_env: dict[str, str]
 ) -> None:
