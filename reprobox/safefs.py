@@ -147,10 +147,11 @@ class SafeDir:
             if exc.errno in (errno.ELOOP, errno.EMLINK):
                 raise UnsafePath(path, "it is a symbolic link") from None
             raise
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # before fdopen, which refuses a folder
+            os.close(fd)
+            raise UnsafePath(path, "it is not a plain file")
         with os.fdopen(fd, "rb") as fh:
             st = os.fstat(fh.fileno())
-            if not stat.S_ISREG(st.st_mode):
-                raise UnsafePath(path, "it is not a plain file")
             if st.st_size > limit:
                 raise TooLarge(
                     f"refusing {path}: it is {st.st_size} bytes, over the {limit} bytes "

@@ -264,6 +264,8 @@ def check_pylock(text: str, env: Environment, file: str = "pylock.toml") -> None
         raise LockRefused(
             file, getattr(exc, "lineno", 0) or 1, "the file", f"is not valid TOML ({exc})"
         ) from None
+    except RecursionError:
+        raise LockRefused(file, 1, "the file", "nests too deeply to be read") from None
     recorded = {_norm(p.name): p for p in env.packages}
     packages = data.get("packages", [])
     if not isinstance(packages, list):

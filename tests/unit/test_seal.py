@@ -271,8 +271,18 @@ def _bad_link(store: Store) -> str:
     return s.id
 
 
+def _bad_folder(store: Store) -> str:
+    """A folder where the manifest names a file (read through os.fdopen, which raised
+    IsADirectoryError: an internal error in every command, `ls` included)."""
+    s = full_capture(store, name="latest-name", created="2027-01-08T00:00:00Z", acc=0.8)
+    (s.path / "requirements.lock").unlink()
+    (s.path / "requirements.lock").mkdir()
+    return s.id
+
+
 BAD = {
     "unparseable": (_bad_unparseable, "not valid JSON"),
+    "a folder for a file": (_bad_folder, "not a plain file"),
     "tampered": (_bad_tampered, "requirements.lock was changed after capture"),
     "oversize": (_bad_oversize, "over the 8388608 bytes"),
     "deep nesting": (_bad_deep, "nests arrays or objects too deeply"),

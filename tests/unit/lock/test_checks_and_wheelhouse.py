@@ -175,3 +175,8 @@ def test_a_huge_lock_is_refused_before_it_is_parsed() -> None:
 
     err = _refused("#" * (MAX_LOCK_BYTES + 1))
     assert err.line == 1 and "larger than" in err.message
+
+
+def test_a_pylock_nested_past_what_toml_reads_is_refused() -> None:
+    with refuses(LockRefused, names=["pylock.toml", "nests too deeply"]):
+        check_pylock("x = " + "[" * 100_000 + "]" * 100_000 + "\n", small()[1])
