@@ -45,7 +45,7 @@ from ..progress import Progress
 from ..redact import strip_url_credentials
 from .checks import Pin
 from .config import IndexConfig
-from .dists import DistFile, canonicalize_name
+from .dists import DistFile, canonicalize_name, parse_filename, same_version
 from .index import IndexClient
 from .select import Target, interpreter_pairs, linux_arch, parse_wheel_tags
 from .transport import Transport
@@ -212,6 +212,36 @@ def _wheel_tags(filename: str) -> list[tuple[str, str, str]]:
     return [(p, a, pl) for p in pys.split(".") for a in abis.split(".") for pl in plats.split(".")]
 
 
+def _fits(tags: Iterable[tuple[str, str, str]], target: Target) -> bool:
+    """Whether a wheel of these (python, abi, platform) tags installs on ``target``."""
+    pairs = interpreter_pairs(target)
+    for py, abi, plat in tags:
+        if (py, abi) not in pairs:
+            continue
+        glibc = not plat.startswith("musllinux")
+        if plat == "any" or (glibc and linux_arch(plat) == target.machine):
+            return True
+    return False
+
+
+def wheel_expected(installed: frozenset, target: Target) -> bool:
+    """Whether the capture installed a wheel (its ``installed`` tags) that also installs on
+    ``target``: then the lock must name that wheel, and an sdist of the same release is not
+    taken in its place (it would be built here, its setup.py run, into other files)."""
+    return _fits(((t.interpreter, t.abi, t.platform) for t in installed), target)
+
+
+def _names_pin(filename: str, pin: Pin) -> bool:
+    """Whether a wheelhouse file is a release of ``pin``: a file is kept by its sha256, and a
+    lock may pair another project's hash with this name."""
+    parsed = parse_filename(filename, pin.name)
+    return (
+        parsed is not None
+        and canonicalize_name(parsed.name) == canonicalize_name(pin.name)
+        and same_version(parsed.version, pin.version)
+    )
+
+
 def rank(filename: str, target: Target, installed: frozenset = frozenset()) -> Optional[int]:
     """How good a file is for ``target`` (lower is better), or None when it cannot install.
 
@@ -220,15 +250,7 @@ def rank(filename: str, target: Target, installed: frozenset = frozenset()) -> O
     """
     if not filename.endswith(".whl"):
         return 2 if filename.lower().endswith((".tar.gz", ".zip", ".tar.bz2", ".tgz")) else None
-    pairs = interpreter_pairs(target)
-    fits = False
-    for py, abi, plat in _wheel_tags(filename):
-        if (py, abi) not in pairs:
-            continue
-        glibc = not plat.startswith("musllinux")
-        if plat == "any" or (glibc and linux_arch(plat) == target.machine):
-            fits = True
-    if not fits:
+    if not _fits(_wheel_tags(filename), target):
         return None
     if installed and {str(t) for t in installed} == {
         f"{py}-{abi}-{plat}" for py, abi, plat in _wheel_tags(filename)
@@ -309,15 +331,22 @@ def fetch_locked(
         origin = "build backend" if pin.name in backend_names and pin in BUILD_BACKEND else "index"
         return Artifact(pin.name, pin.version, filename, digest, path, "lock", origin, fetched)
 
+    def usable(pin: Pin, filename: str) -> Optional[int]:
+        installed = parse_wheel_tags(tags.get(pin.name, ()))
+        r = rank(filename, target, installed)
+        if r == 2 and wheel_expected(installed, target):
+            return None  # the capture installed a wheel: not an sdist in its place
+        return r
+
     chosen: dict[int, Artifact] = {}
     missing: list[tuple[int, Pin]] = []
     for i, pin in enumerate(wanted):
         best: Optional[tuple[int, str, Path]] = None
         for digest in pin.hashes:
             path = house.get(digest)
-            if path is None:
+            if path is None or not _names_pin(path.name, pin):
                 continue
-            r = rank(path.name, target, parse_wheel_tags(tags.get(pin.name, ())))
+            r = usable(pin, path.name)
             if r is not None and (best is None or r < best[0]):
                 best = (r, digest, path)
         if best is not None:
@@ -338,13 +367,19 @@ def fetch_locked(
                     for f in lookup.files:
                         if f.sha256 is not None and f.sha256 not in pin.hashes:
                             continue
-                        r = rank(f.filename, target, parse_wheel_tags(tags.get(pin.name, ())))
+                        r = usable(pin, f.filename)
                         if r is not None:
                             candidates.append((r, f))
                 if not candidates:
                     where = ", ".join(s.describe() for s in client.sources()) or "no index"
+                    installed = parse_wheel_tags(tags.get(pin.name, ()))
+                    what = (
+                        "wheel (the capture installed one)"
+                        if wheel_expected(installed, target)
+                        else "file"
+                    )
                     raise LockError(
-                        f"no file of {pin.name}=={pin.version} with a hash the lock lists "
+                        f"no {what} of {pin.name}=={pin.version} with a hash the lock lists "
                         f"installs on Python {target.full_version} linux/{target.machine} from "
                         f"this machine's package sources ({where})",
                         "configure the index that serves it in pip's configuration (`pip config "

@@ -180,3 +180,45 @@ def test_a_huge_lock_is_refused_before_it_is_parsed() -> None:
 def test_a_pylock_nested_past_what_toml_reads_is_refused() -> None:
     with refuses(LockRefused, names=["pylock.toml", "nests too deeply"]):
         check_pylock("x = " + "[" * 100_000 + "]" * 100_000 + "\n", small()[1])
+
+
+def test_a_wheelhouse_file_of_another_project_is_not_taken_for_a_pin(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The wheelhouse keeps files by sha256: a lock that pairs six with requests' hash got
+    requests' wheel as six's file."""
+    links = tmp_path / "links"
+    links.mkdir()
+    other = _wheel(links, "other", "1.0")
+    digest = hashlib.sha256(other.read_bytes()).hexdigest()
+    monkeypatch.setenv("REPROBOX_WHEELHOUSE", str(tmp_path / "house"))
+    config = IndexConfig(no_index=True, find_links=(str(links),))
+    fetch_locked([Pin("other", "1.0", (digest,), 1)], TARGET, config, cache_dir=tmp_path / "c")
+    with refuses(LockError, names=["demo==1.0"]):
+        fetch_locked([Pin("demo", "1.0", (digest,), 1)], TARGET, config, cache_dir=tmp_path / "c")
+
+
+def test_an_sdist_is_not_taken_where_the_capture_installed_a_wheel(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lock listing only the sdist's hash of a release the capture installed from a wheel:
+    the sdist would be built here (its setup.py run) into other files. Refused; without the
+    recorded wheel tags (nothing known), the sdist is still taken."""
+    links = tmp_path / "links"
+    links.mkdir()
+    sdist = links / "demo-1.0.tar.gz"
+    sdist.write_bytes(b"not really a tarball")
+    digest = hashlib.sha256(sdist.read_bytes()).hexdigest()
+    monkeypatch.setenv("REPROBOX_WHEELHOUSE", str(tmp_path / "house"))
+    config = IndexConfig(no_index=True, find_links=(str(links),))
+    pin = Pin("demo", "1.0", (digest,), 1)
+    wheel_tags = {"demo": ("py3-none-any",)}
+    for _ in range(2):  # from the sources, then with the file already in the wheelhouse
+        with refuses(LockError, names=["no wheel (the capture installed one) of demo==1.0"]):
+            fetch_locked([pin], TARGET, config, installed_tags=wheel_tags, cache_dir=tmp_path / "c")
+        got = fetch_locked([pin], TARGET, config, cache_dir=tmp_path / "c")
+        assert [a.filename for a in got.artifacts] == ["demo-1.0.tar.gz"]
+    # a wheel for another platform only (a cross-platform capture): the sdist may stand in
+    mac = {"demo": ("cp311-cp311-macosx_11_0_arm64",)}
+    got = fetch_locked([pin], TARGET, config, installed_tags=mac, cache_dir=tmp_path / "c")
+    assert [a.filename for a in got.artifacts] == ["demo-1.0.tar.gz"]
