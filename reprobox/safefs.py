@@ -28,8 +28,11 @@ class UnsafePath(ReproboxError):
     exit_code = 2
 
     def __init__(self, path: Path, what: str) -> None:
+        #: A link in the way (else another kind of entry than expected: a folder for a file).
+        self.linked = "symbolic link" in what
+        why = "; reprobox never reads or writes through a symbolic link" if self.linked else ""
         super().__init__(
-            f"refusing {path}: {what}; reprobox never reads or writes through a symbolic link",
+            f"refusing {path}: {what}{why}",
             "remove it (it may come from a commit you did not write) and run the command again",
         )
         self.path = path
@@ -93,8 +96,15 @@ class SafeDir:
         except OSError as exc:
             if exc.errno in (errno.ELOOP, errno.EMLINK):
                 raise UnsafePath(path, "it is a symbolic link") from None
-            if exc.errno == errno.ENOTDIR:
-                raise UnsafePath(path, "it is not a folder") from None
+            if exc.errno == errno.ENOTDIR:  # also a link, opened with O_DIRECTORY | O_NOFOLLOW
+                try:
+                    linked = stat.S_ISLNK(
+                        os.stat(name, dir_fd=self.fd, follow_symlinks=False).st_mode
+                    )
+                except OSError:
+                    linked = False
+                what = "it is a symbolic link" if linked else "it is not a folder"
+                raise UnsafePath(path, what) from None
             raise
         return SafeDir(fd, path)
 

@@ -154,8 +154,10 @@ def read_json(path: Path, limit: int = MAX_RECORD_BYTES) -> dict:
         raise RecordRefused(f"{path} is missing", _RESTORE) from None
     except NotADirectoryError:
         raise RecordRefused(f"{path.parent} is not a folder", _RESTORE) from None
-    except UnsafePath:
-        raise
+    except UnsafePath as exc:
+        if exc.linked:
+            raise
+        raise RecordRefused(exc.message, _RESTORE) from None  # a folder where a file belongs
     except ReproboxError as exc:
         raise RecordRefused(exc.message, exc.hint) from None
     except OSError as exc:

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
 
+from ..engine.interface import GpuRequest
 from ..errors import UsageError
 from ..progress import Progress
 
@@ -96,13 +97,8 @@ class ContainerLimits:
             raise UsageError(
                 f"--memory {self.memory!r} is not a memory size", "give a size such as 512m or 8g"
             )
-        if self.gpus is not None and not re.fullmatch(
-            r"all|[1-9][0-9]{0,3}|[A-Za-z0-9-]{1,64}(,[A-Za-z0-9-]{1,64}){0,63}", self.gpus
-        ):
-            raise UsageError(
-                f"--gpus {self.gpus!r} is not a GPU request",
-                "use `--gpus all`, a count (`--gpus 2`) or device ids (`--gpus 0,1`)",
-            )
+        if self.gpus is not None:
+            GpuRequest.parse(self.gpus)  # refuses what no engine would read alike
 
     def to_dict(self) -> dict[str, Any]:
         return {"pids_limit": self.pids_limit, "memory": self.memory, "gpus": self.gpus}

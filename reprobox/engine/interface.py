@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, Union
 
-from ..errors import BaseImageMissing, EngineError
+from ..errors import BaseImageMissing, EngineError, UsageError
 from ..progress import Progress
 
 
@@ -183,9 +183,18 @@ class OutputCollector:
         return "".join(self._chunks)
 
 
+#: A GPU device as ``--gpus`` names it: an index, or an NVIDIA GPU or MIG UUID.
+_GPU_ID = re.compile(r"[0-9]{1,3}|(?:GPU|MIG)-[A-Za-z0-9-]{1,80}", re.ASCII)
+_GPU_HINT = (
+    "use `--gpus all`, a count (`--gpus 2`), device ids (`--gpus 0,1`), or one device "
+    "(`--gpus device=0`)"
+)
+
+
 @dataclass(frozen=True)
 class GpuRequest:
-    """``--gpus all`` / ``--gpus 2`` (a count) / ``--gpus 0,1`` (device ids), parsed once."""
+    """``--gpus all`` / ``--gpus 2`` (a count) / ``--gpus 0,1`` or ``--gpus device=0`` (device
+    ids), parsed once, the same for every engine; anything else is refused."""
 
     all: bool = False
     count: Optional[int] = None
@@ -196,9 +205,17 @@ class GpuRequest:
         if gpus is True or gpus == "all":
             return cls(all=True)
         text = str(gpus)
-        if text.isascii() and text.isdigit():  # isdigit() alone admits '²', which int() refuses
+        if re.fullmatch(r"[1-9][0-9]{0,2}", text, re.ASCII):
             return cls(count=int(text))
-        return cls(ids=tuple(text.split(",")))
+        listed = text[len("device=") :] if text.startswith("device=") else text
+        ids = tuple(listed.split(","))
+        if text == listed and len(ids) < 2:  # "0", "-1", "00": neither a count nor a list
+            raise UsageError(f"--gpus {text[:80]!r} is not a GPU request", _GPU_HINT)
+        if len(ids) > 64 or not all(_GPU_ID.fullmatch(i) for i in ids):
+            raise UsageError(f"--gpus {text[:80]!r} is not a GPU request", _GPU_HINT)
+        if len(set(ids)) != len(ids):
+            raise UsageError(f"--gpus {text[:80]!r} names a device twice", _GPU_HINT)
+        return cls(ids=ids)
 
 
 def registry_of(ref: str) -> str:

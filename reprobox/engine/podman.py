@@ -291,7 +291,7 @@ def _gpu_devices(gpus: Union[bool, str]) -> list[str]:
         return ["all"]
     if want.count:
         return [str(i) for i in range(want.count)]
-    return ["0"] if want.count == 0 else list(want.ids)
+    return list(want.ids)
 
 
 def _podman_start_failed(output: str) -> bool:

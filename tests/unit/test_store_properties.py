@@ -265,7 +265,7 @@ def test_read_json_huge_integer(tmp_path: Path) -> None:
 
 def test_read_json_not_a_file(tmp_path: Path) -> None:
     (tmp_path / "experiment.json").mkdir()
-    with refuses(StoreError, names="experiment.json"):
+    with refuses(RecordRefused, names=["experiment.json", "not a plain file"]):
         read_json(tmp_path / "experiment.json")
 
 

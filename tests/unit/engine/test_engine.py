@@ -27,8 +27,9 @@ from reprobox.engine.interface import GpuRequest, OutputCollector
 from reprobox.engine.logs import ClassicLog, PodmanLog
 from reprobox.engine.logs import build_hint as _build_hint
 from reprobox.engine.podman import _gpu_devices
-from reprobox.errors import EngineError
+from reprobox.errors import EngineError, UsageError
 
+from ...asserts import refuses
 from ...conftest import require
 from ...factories import FIXTURES
 
@@ -198,11 +199,23 @@ def test_gpu_requests_mean_the_same_to_both_engines() -> None:
     assert _gpu_request(request, "0,3") == {"device_ids": ["0", "3"], "capabilities": [["gpu"]]}
     assert _gpu_devices(True) == _gpu_devices("all") == ["all"]
     assert _gpu_devices("2") == ["0", "1"]  # a count: the first two
-    assert _gpu_devices("0") == ["0"]  # podman: device 0, as before
+    assert _gpu_devices("device=0") == ["0"]  # one device: Docker's own spelling
+    assert _gpu_request(request, "device=0") == {"device_ids": ["0"], "capabilities": [["gpu"]]}
     assert _gpu_devices("0,3") == ["0", "3"]
     assert GpuRequest.parse("1,2") == GpuRequest(ids=("1", "2"))
-    # '²' is a digit to str.isdigit() and not a number to int(): a device name, not a crash
-    assert GpuRequest.parse("\u00b2") == GpuRequest(ids=("\u00b2",))
+    uuid = "GPU-5f7a1c2e-0b1d-4e3f-9a8b-7c6d5e4f3a2b"
+    assert GpuRequest.parse(f"device={uuid}") == GpuRequest(ids=(uuid,))
+
+
+@pytest.mark.parametrize(
+    "value",
+    # "0" read as a count of none by Docker and as device 0 by Podman; a count of 10**20 made
+    # Podman list every device index up to it; '²' passes str.isdigit() and fails int()
+    ["0", "-1", "00", "99999999999999999999", "1000", "\u00b2", "all,0", "1,1", ",", "", "x"],
+)
+def test_a_gpu_request_no_engine_reads_alike_is_refused(value: str) -> None:
+    with refuses(UsageError, names=["--gpus", "device=0"]):
+        GpuRequest.parse(value)
 
 
 def test_output_is_handed_on_in_whole_lines_however_it_is_cut() -> None:
