@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 
-from reprobox.errors import RecordRefused, StoreError, ValidationError
+from reprobox.errors import RecordRefused, ValidationError
 from reprobox.model import Environment, Experiment
 from reprobox.store import Store, read_json
 
