@@ -191,6 +191,8 @@ def configured_registry() -> Optional[str]:
         data = tomllib.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise UsageError(f"{path} is not valid TOML ({exc})", "fix or remove the file") from None
+    except RecursionError:
+        raise UsageError(f"{path} nests too deeply", "fix or remove the file") from None
     section = data.get("registry")
     if not isinstance(section, dict) or "default" not in section:
         return None
@@ -199,6 +201,7 @@ def configured_registry() -> Optional[str]:
         raise UsageError(
             f"{path}: [registry] default must be a string", 'e.g. default = "127.0.0.1:5000/team"'
         )
+    parse_registry(value, f"{path}: [registry] default")  # named as the user wrote it
     return value
 
 
@@ -237,6 +240,8 @@ def _config_list(key: str) -> list[str]:
         section = tomllib.loads(raw.decode("utf-8")).get("registry")
     except (UnicodeDecodeError, ValueError) as exc:
         raise UsageError(f"{path} is not valid TOML ({exc})", "fix or remove the file") from None
+    except RecursionError:
+        raise UsageError(f"{path} nests too deeply", "fix or remove the file") from None
     value = section.get(key) if isinstance(section, dict) else None
     if value is None:
         return []
@@ -415,8 +420,17 @@ def push(
     assert local is not None
     remote = f"{repo}:{tag}"
     say(f"pushing {local} to {remote}")
+    tagged_before = engine.image_exists(remote)
     engine.tag_image(local, remote)
-    digest = engine.push_image(remote, say)
+    try:
+        digest = engine.push_image(remote, say)
+    except BaseException:
+        if not tagged_before:  # the push did not happen: leave no tag of it behind
+            try:
+                engine.remove_image(remote)
+            except EngineError:
+                pass
+        raise
     pub = Publication(repo, tag, digest, _now(), engine.name)
     record = existing or PublicationRecord(stored.id, stored.environment.digest)
     write_publication(stored, record.with_image(pub))

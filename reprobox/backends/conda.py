@@ -43,7 +43,15 @@ from ..lock.wheelhouse import build_target, fetch_locked, link_into
 from ..model import grammar as validate
 from ..store import write_atomic
 from .interface import RUN_DIR, Prepared, Progress
-from .venv import _SCRUBBED, LOCK_FILE, VenvBackend, _Installer, install_plan, venv_key
+from .venv import (
+    _SCRUBBED,
+    LOCK_FILE,
+    VenvBackend,
+    _Installer,
+    install_plan,
+    open_cache_lock,
+    venv_key,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..lock.checks import Pin
@@ -61,6 +69,11 @@ class CondaInstallError(ReproboxError):
 def conda_envs_dir() -> Path:
     explicit = os.environ.get("REPROBOX_CONDA_DIR")
     if explicit:
+        if not os.path.isabs(explicit):  # relative to where reprobox happens to run: the repo
+            raise UsageError(
+                f"REPROBOX_CONDA_DIR={explicit!r} is not an absolute path",
+                "set it to an absolute folder, e.g. REPROBOX_CONDA_DIR=$HOME/.cache/conda-envs",
+            )
         return Path(explicit)
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "reprobox" / "conda-envs"
@@ -119,10 +132,9 @@ class CondaBackend(VenvBackend):
         # hash), never through pip reading the capture's file.
         pins = (checked_lock(stored) or ()) if has_pip else ()
         lock_sha = hashlib.sha256(lock.read_bytes()).hexdigest() if has_pip else None
-        self.cache_root.mkdir(parents=True, exist_ok=True)
         key = venv_key(env.digest)
         prefix = self.cache_root / key
-        lock_fh = open(self.cache_root / f"{key}.lock", "a+")  # noqa: SIM115 - held until release
+        lock_fh = open_cache_lock(self.cache_root, key)
         prepared: Optional[Prepared] = None
         try:
             fcntl.flock(lock_fh, fcntl.LOCK_EX)

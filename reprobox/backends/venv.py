@@ -35,7 +35,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping, Optional, Sequence
+from typing import IO, TYPE_CHECKING, Mapping, Optional, Sequence
 
 from .. import proc
 from ..build import checked_lock, read_at_commit, read_sealed
@@ -82,10 +82,29 @@ _SCRUBBED = (
 )
 
 
+def open_cache_lock(root: Path, key: str) -> IO[str]:
+    """The lock file of one cached environment under ``root`` (created with its folder), open
+    for ``flock``; a folder that cannot be one (a file, a dangling link, read-only) is named."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        return open(root / f"{key}.lock", "a+")  # noqa: SIM115 - held until release
+    except OSError as exc:
+        raise UsageError(
+            f"cannot keep environments in {root}: {exc.strerror or exc}",
+            "point REPROBOX_VENV_DIR / REPROBOX_CONDA_DIR (or XDG_CACHE_HOME) at a folder "
+            "you can write",
+        ) from None
+
+
 def venvs_dir() -> Path:
     """``$REPROBOX_VENV_DIR``, else ``$XDG_CACHE_HOME/reprobox/venvs`` (``~/.cache/...``)."""
     explicit = os.environ.get("REPROBOX_VENV_DIR")
     if explicit:
+        if not os.path.isabs(explicit):  # relative to where reprobox happens to run: the repo
+            raise UsageError(
+                f"REPROBOX_VENV_DIR={explicit!r} is not an absolute path",
+                "set it to an absolute folder, e.g. REPROBOX_VENV_DIR=$HOME/.cache/venvs",
+            )
         return Path(explicit)
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "reprobox" / "venvs"
@@ -410,10 +429,9 @@ class VenvBackend(Backend):
         pins = checked_lock(stored) or ()
         lock_sha = hashlib.sha256(lock.read_bytes()).hexdigest()
         plan = install_plan(env)
-        self.cache_root.mkdir(parents=True, exist_ok=True)
         key = venv_key(env.digest)
         venv = self.cache_root / key
-        lock_fh = open(self.cache_root / f"{key}.lock", "a+")  # noqa: SIM115 - held until release
+        lock_fh = open_cache_lock(self.cache_root, key)
         prepared: Optional[Prepared] = None
         try:
             fcntl.flock(lock_fh, fcntl.LOCK_EX)

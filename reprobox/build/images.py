@@ -220,6 +220,8 @@ def _load_toml(path: Path, what: str) -> dict:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise UsageError(f"cannot read {path}: {exc}", f"fix the TOML syntax of {what}") from None
+    except RecursionError:
+        raise UsageError(f"cannot read {path}: it nests too deeply", f"fix {what}") from None
     return data if isinstance(data, dict) else {}
 
 

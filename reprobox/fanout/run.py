@@ -83,8 +83,11 @@ def fan_out(
         raise UsageError(f"--on {on!r}: choose one of {', '.join(TARGETS)}")
     if jobs is not None and jobs < 1:
         raise UsageError("--jobs must be at least 1")
-    if timeout is not None and timeout <= 0:
-        raise UsageError("--timeout must be a positive number of seconds")
+    if timeout is not None and not 0 < timeout < 10**9:  # NaN and infinity fail this too
+        raise UsageError(
+            f"--timeout {timeout!r} is not a number of seconds",
+            "give a positive number of seconds, e.g. --timeout 3600",
+        )
     chosen, refused = select(store, refs, all_experiments, say)
     t0 = time.monotonic()
     summary = Summary(on=on, started=utc_now())

@@ -361,3 +361,67 @@ def test_a_daemon_named_by_docker_host_is_never_swapped_for_podman(monkeypatch, 
     monkeypatch.delenv("DOCKER_HOST")
     assert isinstance(eng.get_engine(), eng.PodmanEngine)
     monkeypatch.setattr(eng, "_ENGINE", None)
+
+
+@pytest.mark.parametrize(
+    "text, named",
+    [
+        ('[registry]\ndefault = "not a registry"\n', "[registry] default"),
+        ("x = " + "[" * 5000 + "]" * 5000 + "\n", "nests too deeply"),
+    ],
+)
+def test_a_bad_config_is_named_as_the_user_wrote_it(tmp_path, monkeypatch, text, named):
+    """A bad default was blamed on --registry, which nobody had given; a deeply nested file
+    was an internal error."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    (tmp_path / "reprobox").mkdir()
+    (tmp_path / "reprobox" / "config.toml").write_text(text)
+    with refuses(UsageError, names=["config.toml", named]) as info:
+        configured_registry()
+    assert "--registry" not in info.value.message
+
+
+class FakePushEngine:
+    """Tags and pushes in memory; a push that fails as an unreachable registry does."""
+
+    name = "docker"
+
+    def __init__(self, tags: set[str]) -> None:
+        self.tags = set(tags)
+
+    def available(self) -> bool:
+        return True
+
+    def image_exists(self, ref: str) -> bool:
+        return ref in self.tags
+
+    def image_labels(self, ref: str) -> dict[str, str]:
+        return self.labels
+
+    def tag_image(self, image: str, tag: str) -> None:
+        self.tags.add(tag)
+
+    def remove_image(self, tag: str) -> None:
+        self.tags.discard(tag)
+
+    def push_image(self, ref: str, progress: object = None) -> str:
+        from reprobox.errors import EngineError
+
+        raise EngineError("the registry 127.0.0.1:1 does not answer")
+
+
+@pytest.mark.parametrize("pushed_before", [False, True])
+def test_a_failed_push_leaves_no_tag_of_it_behind(stored, pushed_before):
+    from reprobox.errors import EngineError
+    from reprobox.registry import push
+    from reprobox.store import Store
+
+    store = Store(stored.path.parents[2])
+    local = f"reprobox/repo:{stored.id}"
+    remote = f"127.0.0.1:1/team/repo:{stored.id}"
+    engine = FakePushEngine({local} | ({remote} if pushed_before else set()))
+    engine.labels = _labels(stored)
+    with refuses(EngineError, names="does not answer"):
+        push(store, stored, registry="127.0.0.1:1/team", engine=engine, build=False)  # type: ignore[arg-type]
+    # a tag that was there before stays: it names what an earlier push sent
+    assert (remote in engine.tags) == pushed_before and local in engine.tags

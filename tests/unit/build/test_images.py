@@ -103,6 +103,21 @@ def test_flag_beats_user_config_beats_auto(tmp_path: Path, monkeypatch: pytest.M
     assert str(conf) in explain_base_choice(env, "registry.example/py:3.11.7", "config")
 
 
+def test_a_user_config_nested_too_deeply_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from reprobox.errors import UsageError
+
+    _exp, env = small()
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    conf = tmp_path / "config" / "reprobox" / "config.toml"
+    conf.parent.mkdir(parents=True)
+    conf.write_text("x = " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(UsageError) as info:
+        select_base_image(env)
+    assert str(conf) in info.value.message and "nests too deeply" in info.value.message
+
+
 def test_a_base_image_in_the_checkout_is_ignored_with_a_warning(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -328,6 +328,9 @@ def test_cli_refuses_bad_fan_out_input(two):
     assert code == 2 and "--jobs" in err
     code, _, err = _cli("run", two[0], "nosuch", "--dry-run")
     assert code == 2 and "nosuch" in err
+    for bad in ("nan", "inf", "1e999", "-1"):  # NaN and infinity passed `timeout <= 0`
+        code, _, err = _cli("run", two[0], two[1], "--dry-run", "--timeout", bad)
+        assert code == 2 and "--timeout" in err and "internal error" not in err, (bad, err)
 
 
 @pytest.mark.parametrize(
