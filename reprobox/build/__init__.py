@@ -221,7 +221,13 @@ def build_experiment(
     uv = lock_uv.find_uv() if client else None
     if uv is not None and platform.machine() not in ("x86_64", "aarch64", "arm64"):
         uv = None
-    if os.environ.get("REPROBOX_BUILD_INSTALLER", "").strip().lower() == "pip":
+    installer = os.environ.get("REPROBOX_BUILD_INSTALLER", "").strip().lower()
+    if installer not in ("", "uv", "pip"):
+        raise UsageError(
+            f"REPROBOX_BUILD_INSTALLER={installer[:80]!r} is neither uv nor pip",
+            "set it to `uv` or `pip`, or unset it",
+        )
+    if installer == "pip":
         uv = None  # the image's own pip installs (as on a host without uv)
     options = RenderOptions(
         buildkit=client is not None,

@@ -14,7 +14,7 @@ import os
 from typing import Optional
 
 from .. import proc
-from ..errors import EngineError
+from ..errors import EngineError, UsageError
 from .buildkit import find_buildkit_client
 from .docker import DockerEngine
 from .interface import (
@@ -88,6 +88,11 @@ def get_engine() -> Engine:
     global _ENGINE
     if _ENGINE is None:
         chosen = os.environ.get("REPROBOX_ENGINE", "")
+        if chosen not in ("", "auto", "docker", "podman"):
+            raise UsageError(
+                f"REPROBOX_ENGINE={chosen[:80]!r} is not an engine",
+                "set it to docker or podman (or auto), or unset it",
+            )
         if chosen == "podman":
             _ENGINE = PodmanEngine()
         elif chosen == "docker":

@@ -12,6 +12,7 @@ import re
 from typing import Optional
 
 from .. import proc
+from ..errors import UsageError
 from .interface import BuildKitClient
 
 
@@ -51,6 +52,11 @@ def find_buildkit_client() -> Optional[BuildKitClient]:
         try:
             buildx = proc.run([docker, "buildx", "version"], check=False, timeout=20)
         except Exception:  # noqa: BLE001
+            if forced:  # the user named it: say so, rather than build another way
+                raise UsageError(
+                    f"REPROBOX_DOCKER={forced[:200]!r} cannot be run",
+                    "point it at a docker client (e.g. /usr/bin/docker), or unset it",
+                ) from None
             continue
         if buildx.returncode == 0:
             version = (buildx.stdout or "").strip().split("\n")[0]

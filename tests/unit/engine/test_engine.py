@@ -438,3 +438,19 @@ def test_a_log_streamed_whole_is_not_read_twice(monkeypatch: pytest.MonkeyPatch)
     assert lines == ["héllo", "wörld"] and got.output == "héllo\nwörld\n"
     nothing = _engine_with(_Container([], b""), monkeypatch).run_container("img", ["true"])
     assert nothing.output == "" and nothing.exit_code == 0
+
+
+def test_junk_in_the_engine_variables_is_named(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    """REPROBOX_ENGINE=junk was taken for auto, and a REPROBOX_DOCKER that cannot run made
+    builds fall back to the classic builder without a word."""
+    from reprobox import engine as eng
+    from reprobox.engine.buildkit import find_buildkit_client
+
+    monkeypatch.setattr(eng, "_ENGINE", None)
+    monkeypatch.setenv("REPROBOX_ENGINE", "junk")
+    with refuses(UsageError, names=["REPROBOX_ENGINE", "junk"]):
+        eng.get_engine()
+    monkeypatch.delenv("DOCKER_BUILDKIT", raising=False)
+    monkeypatch.setenv("REPROBOX_DOCKER", str(tmp_path / "no-such-docker"))
+    with refuses(UsageError, names=["REPROBOX_DOCKER", "no-such-docker"]):
+        find_buildkit_client()
