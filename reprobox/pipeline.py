@@ -21,13 +21,14 @@ import importlib
 import os
 import re
 import shlex
+import subprocess
 import threading
 import time
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Mapping, Optional, Sequence, Union
 
-from . import __version__
+from . import __version__, layout
 from .model import grammar as validate
 from .model.check import validate_experiment
 from .capture import envvars, system
@@ -102,6 +103,43 @@ def _relative_cwd(root: Path, cwd: Path) -> str:
     return rel.as_posix() or "."
 
 
+def _shell_syntax_check(command: Optional[str]) -> Optional["subprocess.Popen[str]"]:
+    """Start ``/bin/sh -n -c COMMAND`` (it reads the command, runs nothing) beside the capture's
+    other work; :func:`_refuse_bad_shell_syntax` reads its verdict."""
+    if command is None or not command.strip() or not os.path.exists("/bin/sh"):
+        return None
+    try:
+        return subprocess.Popen(
+            ["/bin/sh", "-n", "-c", command],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            errors="replace",
+        )
+    except (OSError, ValueError):
+        return None  # no verdict here: the rerun reports what its shell says
+
+
+def _refuse_bad_shell_syntax(check: Optional["subprocess.Popen[str]"]) -> None:
+    """Refuse a command the rerun's ``/bin/sh -c`` could not parse (an unbalanced quote):
+    recorded, it would only fail at the rerun."""
+    if check is None:
+        return
+    try:
+        _out, err = check.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        check.kill()
+        check.communicate()
+        return
+    if check.returncode != 0:
+        why = " ".join((err or "").split())[:300] or "a syntax error"
+        raise UsageError(
+            f"--cmd is not a command /bin/sh can read: {why}",
+            "fix its quotes or brackets; the rerun runs it with /bin/sh -c",
+        )
+
+
 def _repo_rel(root: Path, cwd: Path, user_path: str, what: str) -> str:
     """A user-given path (relative to the working directory) as a repo-relative POSIX path."""
     p = Path(user_path)
@@ -113,7 +151,15 @@ def _repo_rel(root: Path, cwd: Path, user_path: str, what: str) -> str:
             f"{what} {user_path} is outside the repository {root}",
             f"give a {what} inside the repository so that a rerun can find it",
         ) from None
-    return rel.as_posix()
+    text = rel.as_posix()
+    top = text.split("/", 1)[0]
+    if text == "." or top in (".git", layout.STORE_DIR):
+        where = "the repository itself" if text == "." else f"inside {top}/"
+        raise UsageError(
+            f"{what} {user_path!r} is {where}, which no run writes",
+            f"give the {what} the command writes, e.g. a file or folder below the repository",
+        )
+    return text
 
 
 def capture_experiment(
@@ -155,6 +201,7 @@ def capture_experiment(
     warnings: list[str] = []
     timings: dict[str, float] = {}
     red = Redactor(environ)
+    shell_check = _shell_syntax_check(command)  # read after the probe, which takes longer
 
     def stage(label: str, t0: float) -> None:
         timings[label] = round(time.perf_counter() - t0, 3)
@@ -258,6 +305,7 @@ def capture_experiment(
             'give the command that produced the results, e.g. --cmd "python train.py"',
         )
     if command is not None:
+        _refuse_bad_shell_syntax(shell_check)
         command = red.text(command, "command", command=True)
     if dvc is not None and dvc.params:
         dvc = replace(dvc, params=red.tree(dict(dvc.params), "dvc.params"))
@@ -279,6 +327,11 @@ def capture_experiment(
     metrics_by_file: dict[str, dict[str, Any]] = {}
     for m_index, mfile in enumerate(metrics_files):
         rel = _repo_rel(root, cwd, mfile, "metrics file")
+        if (root / rel).is_dir():
+            raise UsageError(
+                f"metrics file {mfile} is a folder",
+                "give the file the run writes its scores to, e.g. --metrics metrics.json",
+            )
         if not (root / rel).is_file():
             raise UsageError(
                 f"metrics file {mfile} does not exist",

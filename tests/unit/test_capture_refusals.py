@@ -47,3 +47,32 @@ def test_a_field_key_in_other_digits_is_a_name_not_an_index() -> None:
     _exp, env = small()
     assert _package_of_field("packages[\u00b2].installer", env) is None  # '²': no crash
     assert _package_of_field("packages[0].installer", env) == env.packages[0]
+
+
+def test_an_output_that_is_the_repository_or_its_store_is_refused(tmp_path) -> None:
+    """--output . was refused as 'a symbolic link leads outside' (.venv), and --output
+    .reprobox was recorded, so that no rerun could ever match it."""
+    from reprobox.pipeline import _repo_rel
+
+    (tmp_path / ".reprobox").mkdir()
+    for given, named in [
+        (".", "the repository itself"),
+        ("./", "the repository itself"),
+        (".reprobox", "inside .reprobox/"),
+        (".reprobox/local/x", "inside .reprobox/"),
+        (".git/config", "inside .git/"),
+    ]:
+        with refuses(UsageError, names=["output", repr(given), named]):
+            _repo_rel(tmp_path, tmp_path, given, "output")
+    assert _repo_rel(tmp_path, tmp_path, "out/model.pkl", "output") == "out/model.pkl"
+    assert _repo_rel(tmp_path, tmp_path, ".reprobox-notes.txt", "output") == ".reprobox-notes.txt"
+
+
+def test_a_command_the_shell_cannot_read_is_refused_at_capture() -> None:
+    from reprobox.pipeline import _refuse_bad_shell_syntax, _shell_syntax_check
+
+    for bad in ("python train.py 'x", 'echo "a', "if true; then echo x", "echo $(date"):
+        with refuses(UsageError, names=["--cmd", "/bin/sh"]):
+            _refuse_bad_shell_syntax(_shell_syntax_check(bad))
+    for good in ("python train.py --lr 0.1", "cd src && python -c 'print(1)' | tee log", "a; b"):
+        _refuse_bad_shell_syntax(_shell_syntax_check(good))  # read, never run
