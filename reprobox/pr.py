@@ -42,6 +42,9 @@ MAX_COMMENT_CHARS = 65_000
 
 #: Metrics shown per experiment in the summary table before "... and N more".
 MAX_METRICS_SHOWN = 12
+#: Characters of one value shown in the summary (a metric, the command), before escaping: a
+#: record's values may be kilobytes long, and escaping lengthens them.
+MAX_CELL_CHARS = 300
 
 TEMPLATE = "pr.md.j2"
 
@@ -96,12 +99,16 @@ def _gpus(env: Environment) -> str:
     return "; ".join(x for x in (gpus or "no GPU", cuda) if x)
 
 
+def _clip(text: str, limit: int = MAX_CELL_CHARS) -> str:
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
 def _metrics_cell(exp: Experiment) -> Any:
     items: list[str] = []
     for mfile in sorted(exp.metrics):
         prefix = "" if mfile == INLINE_METRICS else f"{mfile}: "
         for key in sorted(exp.metrics[mfile], key=str):
-            items.append(f"{prefix}{key} = {exp.metrics[mfile][key]}")
+            items.append(_clip(f"{prefix}{key} = {exp.metrics[mfile][key]}"))
     if not items:
         return _safe("—")
     shown = [md_code(x) for x in items[:MAX_METRICS_SHOWN]]
@@ -112,7 +119,7 @@ def _metrics_cell(exp: Experiment) -> Any:
 
 def _cells(stored: StoredExperiment) -> dict[str, Any]:
     exp, env = stored.experiment, stored.environment
-    command = md_code(exp.command) if exp.command is not None else "none recorded"
+    command = md_code(_clip(exp.command)) if exp.command is not None else "none recorded"
     if exp.command_kind == "dvc":
         command += " (DVC pipeline)"
     return {
@@ -269,6 +276,11 @@ def pr_markdown(
             + note
         )
         text = _render(template, {**context, "diff_markdown": short}, packages, system, 0)
+    if len(text) > MAX_COMMENT_CHARS:
+        # still too long (a record's values are long even clipped): the comment is cut, as a
+        # comment past GitHub's limit is not posted at all
+        note = f"\n\n…cut to fit one comment; `reprobox show {stored.id}` has all of it.\n"
+        text = _cut_lines(text, MAX_COMMENT_CHARS - len(note)) + note
     return text
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from reprobox.diff import diff_environments, md_code, md_escape, render_markdown
 from reprobox.model import GPU, Hardware, OutputFile, Package, PackageSource, SystemPackage
-from reprobox.pr import pr_markdown
+from reprobox.pr import MAX_COMMENT_CHARS, pr_markdown
 from reprobox.store import StoredExperiment
 
 from ..conftest import require_module
@@ -161,3 +161,19 @@ def test_diff_markdown_from_a_luring_capture_links_and_mentions_nothing(tmp_path
         base.environment, head.environment, exp_a=base.experiment, exp_b=head.experiment
     )
     assert links_and_lures(render_markdown(d)) == []
+
+
+def test_a_capture_of_long_values_still_fits_one_comment(tmp_path: Path) -> None:
+    """12 metric keys of 4,090 characters, values of 4,000 '&' and a command of 16,384 '|' made
+    a comment of 471,042 characters (940,663 against itself): GitHub posts none past 65,536."""
+    head, base = hostile_pair(tmp_path)
+    exp = replace(
+        head.experiment,
+        command="|" * 16_384,
+        metrics={"m.json": {f"k{i:02d}" + "\u2039" * 4090: "&" * 4000 for i in range(12)}},
+    )
+    head = StoredExperiment(exp, head.environment, head.path)
+    for against in (base, head, None):
+        out = pr_markdown(head, against)
+        assert len(out) <= MAX_COMMENT_CHARS, len(out)
+        assert out.startswith("<!-- reprobox:pr -->") and links_and_lures(out) == []
