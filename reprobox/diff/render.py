@@ -22,6 +22,9 @@ from .model import PACKAGE_GROUPS, Change, EnvDiff, PackageDiff
 
 #: Zero-width space: after :func:`visible`, the only ones left in a value are those inserted here.
 _ZWSP = "\u200b"
+#: Letters that render as nothing (Hangul fillers, the blank braille pattern): a name made of
+#: them would show as blank, so they are written as escapes like the invisible controls.
+_BLANK_LETTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
 
 
 def visible(value: Any) -> str:
@@ -30,7 +33,7 @@ def visible(value: Any) -> str:
     out = []
     for ch in text:
         cat = unicodedata.category(ch)
-        if cat in ("Cc", "Cf", "Cs", "Zl", "Zp"):
+        if cat in ("Cc", "Cf", "Cs", "Zl", "Zp") or ch in _BLANK_LETTERS:
             code = ord(ch)
             out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
         else:
