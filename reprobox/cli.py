@@ -7,6 +7,7 @@ Progress goes to stderr, results to stdout, so ``--json`` output can be piped.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import signal
@@ -615,14 +616,22 @@ def run_cmd(
 
     One EXP: rerun it here and print its report. Several, --all or --on: fan them out and print
     one line per experiment and a summary (JSON with --json)."""
-    if rtol < 0 or atol < 0:
-        raise click.BadParameter("tolerances must be >= 0", param_hint="--rtol/--atol")
+    if not (0 <= rtol < math.inf and 0 <= atol < math.inf):  # NaN fails both
+        raise click.BadParameter("tolerances must be numbers >= 0", param_hint="--rtol/--atol")
+    if network is not None and not network.strip():
+        raise click.BadParameter("give a network name, e.g. none or bridge", param_hint="--network")
     _term_as_interrupt(ctx)
     if len(exps) != 1 or all_experiments or on or dry_run or jobs is not None:
         if keep:
             raise click.BadParameter(
                 "--keep applies to one experiment run here", param_hint="--keep"
             )
+        # what each run would refuse is refused here, once, before any is planned or started
+        from .model import grammar  # lazy: the record grammar, for fan-outs only
+
+        _limits(pids_limit, memory, gpus)
+        for path in ignore_outputs:
+            grammar.relpath("--ignore-output", path, allow_dot=False)
         run_args = [
             *(["--backend", backend] if backend != "auto" else []),
             *(["--rtol", repr(rtol)] if rtol else []),

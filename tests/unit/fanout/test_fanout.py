@@ -331,6 +331,19 @@ def test_cli_refuses_bad_fan_out_input(two):
     for bad in ("nan", "inf", "1e999", "-1"):  # NaN and infinity passed `timeout <= 0`
         code, _, err = _cli("run", two[0], two[1], "--dry-run", "--timeout", bad)
         assert code == 2 and "--timeout" in err and "internal error" not in err, (bad, err)
+    # what each run refuses is refused before a plan is printed (it was printed into the
+    # sbatch script, or each run FAILED with exit 1)
+    for option, value in [
+        ("--rtol", "nan"),
+        ("--memory", "8x"),
+        ("--gpus", ","),
+        ("--pids-limit", "1"),
+        ("--ignore-output", "../x"),
+        ("--network", ""),
+    ]:
+        for on in ("local", "slurm"):
+            code, out, err = _cli("run", two[0], two[1], "--dry-run", "--on", on, option, value)
+            assert code == 2 and out == "" and "internal error" not in err, (option, on, err)
 
 
 @pytest.mark.parametrize(
