@@ -50,7 +50,7 @@ exit $rc
 """
 
 CHECKOUT = r"""set -eu
-git clone -q "$REPROBOX_REPO" /work/repo
+git clone -q -- "$REPROBOX_REPO" /work/repo
 cd /work/repo
 git -c advice.detachedHead=false checkout -q "$REPROBOX_COMMIT"
 """
@@ -93,6 +93,8 @@ def job_manifest(
     if not _NAMESPACE.fullmatch(namespace):
         raise UsageError(f"--namespace {namespace!r} is not a Kubernetes namespace name")
     repo = validate.clean_text("--repo", repo)
+    if repo.startswith("-"):
+        raise UsageError(f"--repo {repo[:80]!r} starts with '-'", "give the repository's URL")
     if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://[^/]*@", repo):
         raise UsageError(
             "--repo carries credentials, which would be written into the Job "

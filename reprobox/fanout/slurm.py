@@ -77,6 +77,8 @@ def render_script(
         for t in tasks
     ]
     validate.clean_text("--repo", repo)
+    if repo.startswith("-"):
+        raise UsageError(f"--repo {repo[:80]!r} starts with '-'", "give the repository's URL")
     if partition is not None and not _PARTITION.fullmatch(partition):
         raise UsageError(f"--partition {partition!r} is not a partition name")
     if time_limit is not None and not _TIME.fullmatch(time_limit):

@@ -141,6 +141,10 @@ def test_sbatch_script_refuses_a_results_folder_a_directive_cannot_carry(tmp_pat
         _script(tmp_path, results=tmp_path / "with space")
     with refuses(UsageError, names=["--partition", "debug --wrap=id"]):
         _script(tmp_path, partition="debug --wrap=id")
+    # git clone would take it for an option (--upload-pack runs a program)
+    with refuses(UsageError, names=["--repo", "starts with '-'"]):
+        _script(tmp_path, repo="--upload-pack=touch /tmp/x")
+    assert 'git clone -q -- "$REPO"' in _script(tmp_path)
 
 
 def test_task_outcomes_from_files_and_scheduler_states(tmp_path: Path):
@@ -378,3 +382,10 @@ def test_the_reported_seconds_count_when_the_scheduler_gives_none(tmp_path: Path
     assert slurm.outcome_of(t, 0, "7", tmp_path, {"JobState": "COMPLETED"}).seconds == 4.5
     (tmp_path / "0.json").write_text(json.dumps({"experiment": "a" * 12, "seconds": True}))
     assert slurm.outcome_of(t, 0, "7", tmp_path, {"JobState": "COMPLETED"}).seconds == 0.0
+
+
+def test_kubernetes_refuses_a_repo_git_clone_would_read_as_an_option(tmp_path: Path):
+    stored = _stored(tmp_path)
+    with refuses(UsageError, names=["--repo", "starts with '-'"]):
+        k8s.job_manifest(stored, IMAGE, repo="--upload-pack=touch /tmp/x")
+    assert 'git clone -q -- "$REPROBOX_REPO"' in k8s.CHECKOUT
