@@ -81,8 +81,10 @@ def fan_out(
     say = progress or (lambda _m: None)
     if on not in TARGETS:
         raise UsageError(f"--on {on!r}: choose one of {', '.join(TARGETS)}")
-    if jobs is not None and jobs < 1:
-        raise UsageError("--jobs must be at least 1")
+    if jobs is not None and not 1 <= jobs <= 10_000:
+        raise UsageError(
+            f"--jobs {jobs} is out of range", "give a number of parallel runs, 1 to 10000"
+        )
     if timeout is not None and not 0 < timeout < 10**9:  # NaN and infinity fail this too
         raise UsageError(
             f"--timeout {timeout!r} is not a number of seconds",

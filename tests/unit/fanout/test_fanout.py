@@ -328,8 +328,9 @@ def test_cli_refuses_bad_fan_out_input(two):
     assert code == 2 and "--keep" in err
     code, _, err = _cli("run", two[0], "--all")
     assert code == 2 and "--all" in err
-    code, _, err = _cli("run", two[0], two[1], "--jobs", "0")
-    assert code == 2 and "--jobs" in err
+    for jobs in ("0", "99999999999999999999"):
+        code, _, err = _cli("run", two[0], two[1], "--jobs", jobs, "--dry-run", "--on", "slurm")
+        assert code == 2 and "--jobs" in err
     code, _, err = _cli("run", two[0], "nosuch", "--dry-run")
     assert code == 2 and "nosuch" in err
     for bad in ("nan", "inf", "1e999", "-1"):  # NaN and infinity passed `timeout <= 0`
