@@ -140,6 +140,26 @@ def _refuse_bad_shell_syntax(check: Optional["subprocess.Popen[str]"]) -> None:
         )
 
 
+def _check_before_running(
+    root: Path,
+    cwd: Path,
+    name: Optional[str],
+    command: str,
+    metrics_files: Sequence[str],
+    outputs: Sequence[str],
+) -> None:
+    """What ``record`` would refuse once the command has run, refused before it runs: the
+    name, the command's text, and where metrics and outputs go (whether they exist is the
+    run's business)."""
+    if name is not None:
+        validate.experiment_name(name, "--name")
+    validate.command(command, "command")
+    for mfile in metrics_files:
+        _repo_rel(root, cwd, mfile, "metrics file")
+    for out in outputs:
+        _repo_rel(root, cwd, out, "output")
+
+
 def _repo_rel(root: Path, cwd: Path, user_path: str, what: str) -> str:
     """A user-given path (relative to the working directory) as a repo-relative POSIX path."""
     p = Path(user_path)
@@ -218,7 +238,18 @@ def capture_experiment(
             f"(not activated): recording {repo_venv}"
         )
     execution = None
+    recorded_git: Optional[git.GitCapture] = None
     if record_argv is not None:
+        # Before the command runs (it may run for hours): what would refuse the record after
+        # it is refused now, and the code is read as it runs (the command may change it).
+        _check_before_running(
+            root, cwd, name, command or shlex.join(record_argv), metrics_files, outputs
+        )
+        recorded_git = git.git_info(root, exclude=(".reprobox",))
+        if recorded_git.patch:
+            refuse_secrets_in_patch(
+                recorded_git.patch, environ, allow=allow_secret_in_patch, warnings=warnings
+            )
         say(f"running {shlex.join(record_argv)}")
         execution = rec.execute(
             record_argv,
@@ -239,13 +270,13 @@ def capture_experiment(
     cache_dir = store.local_dir("cache")  # git-ignored local state, reached through no link
     probe_future = py.start_probe(target, cache_dir=cache_dir / "probe", environ=environ)
     try:
-        gitcap = git.git_info(root, exclude=(".reprobox",))
+        gitcap = recorded_git or git.git_info(root, exclude=(".reprobox",))
     except BaseException:
         probe_future.cancel()
         raise
     warnings.extend(gitcap.warnings)
     stage("git", t0)
-    if gitcap.patch:
+    if gitcap.patch and recorded_git is None:
         try:
             refuse_secrets_in_patch(
                 gitcap.patch, environ, allow=allow_secret_in_patch, warnings=warnings

@@ -35,6 +35,7 @@ from typing import Any, Optional
 from ..model import grammar as validate
 from ..errors import InterpreterError, UsageError, ValidationError
 from ..model import LoadedLibrary, RunUsage
+from ..model.check import display_text_ok, library_name_ok
 from . import system
 from .. import payload
 from ..payload import probe
@@ -174,9 +175,15 @@ def _read_reports(out_dir: Path) -> tuple[list[dict[str, Any]], list[str]]:
     for n in names:
         try:
             data = json.loads((out_dir / n).read_text(encoding="utf-8", errors="surrogateescape"))
-        except (OSError, ValueError):
-            continue
-        if isinstance(data, dict) and data.get("version") == 1:
+        except (OSError, ValueError, RecursionError):
+            continue  # the command can write there too: what is not a report is not read
+        if (
+            isinstance(data, dict)
+            and data.get("version") == 1
+            and isinstance(data.get("modules") or {}, dict)
+            and isinstance(data.get("maps") or [], list)
+            and isinstance(data.get("dlopen") or [], list)
+        ):
             reports.append(data)
     return reports, warnings
 
@@ -365,6 +372,18 @@ def summarize(execution: Execution, raw_probe: Mapping[str, Any], root: Path) ->
         os.path.basename(p) for p in mapped
     }
     failed = sorted(n for n in dlopen if not _answered(n, loaded_names))
+    # names a record cannot hold (too long, not UTF-8, control characters) are left out, said
+    # once: the command has run, and its record must not be lost over one library's name
+    kept_libraries = [lib for lib in libraries if library_name_ok(lib.name)]
+    kept_failed = [n for n in failed if display_text_ok(n, 255)]
+    left_out = len(libraries) - len(kept_libraries) + len(failed) - len(kept_failed)
+    warnings = list(execution.warnings)
+    if left_out:
+        warnings.append(
+            f"{left_out} library name(s) the run loaded or asked for were left out of the "
+            "record: too long, not UTF-8 or with control characters"
+        )
+    libraries, failed = kept_libraries, kept_failed
     usage = RunUsage(
         exit_status=execution.exit_status,
         source="recorded",
@@ -375,7 +394,7 @@ def summarize(execution: Execution, raw_probe: Mapping[str, Any], root: Path) ->
         libraries=tuple(sorted(set(libraries), key=lambda x: (x.owner, x.name))),
         dlopen_failed=tuple(failed[:100]),
     )
-    return RunSummary(usage=usage, system_libraries=system_libs, warnings=list(execution.warnings))
+    return RunSummary(usage=usage, system_libraries=system_libs, warnings=warnings)
 
 
 def _is_interpreter_file(real: str, raw_probe: Mapping[str, Any]) -> bool:

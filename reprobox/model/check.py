@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ..errors import ValidationError
 from .condacheck import check_conda
 from .envvars import check_replayable
 from .environment import Environment, PackageSource
@@ -324,6 +325,20 @@ _LIB_OWNER = re.compile(
 )
 _MODULE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*", re.ASCII)
 _MODULE_OWNER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*|<repo>|<unknown>", re.ASCII)
+
+
+def library_name_ok(name: Any) -> bool:
+    """Whether a loaded library's file name is one ``run.libraries`` may hold."""
+    return isinstance(name, str) and len(name) <= 255 and bool(_LIB_FILE.fullmatch(name))
+
+
+def display_text_ok(value: Any, max_len: int = MAX_TEXT) -> bool:
+    """Whether a value passes :func:`clean_text` (display-only text of a record)."""
+    try:
+        clean_text("value", value, max_len)
+    except ValidationError:
+        return False
+    return True
 
 
 def run_usage(run: Any) -> None:

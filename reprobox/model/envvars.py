@@ -98,6 +98,8 @@ def value_problem(value: str) -> str | None:
         return f"longer than {MAX_VALUE_LENGTH} characters"
     if _BAD_VALUE.search(value):
         return "contains a newline, NUL or another control character"
+    if any(0xD800 <= ord(c) <= 0xDFFF for c in value):  # bytes the environment had, not UTF-8
+        return "is not UTF-8 text"
     return None
 
 

@@ -213,3 +213,98 @@ def test_capture_states_an_exit_status_and_record_runs_nothing_without_a_command
     exp = json.loads((Path(data["path"]) / "experiment.json").read_text())
     assert exp["run"]["exit_status"] == 2 and exp["run"]["source"] == "declared"
     assert exp["run"]["libraries"] == [] and exp["run"]["wall_seconds"] is None
+
+
+HOSTILE_JOB = """\
+import ctypes, json, os, pathlib, sys
+mode = sys.argv[1]
+out = pathlib.Path(os.environ.get("REPROBOX_RECORD_DIR", "."))
+if mode == "reports":  # the command can write where the payload reports
+    (out / "zz-deep.json").write_text('{"version": 1, "x": ' + "[" * 200000 + "]" * 200000 + "}")
+    (out / "zz-shape.json").write_text(
+        json.dumps({"version": 1, "maps": "notalist", "modules": ["a"], "dlopen": {"a": 1}})
+    )
+elif mode == "names":  # library names no record holds: too long, a newline
+    for name in ("/opt/" + "deep/" * 60 + "libfoo.so", "lib\\nbar.so"):
+        try:
+            ctypes.CDLL(name)
+        except OSError:
+            pass
+elif mode == "selfmod":  # the code changes while it runs
+    json.dump({"acc": 0.5}, open("metrics.json", "w"))
+    src = pathlib.Path(__file__)
+    src.write_text(src.read_text().replace("0.5}", "0.7}"))
+elif mode == "marker":
+    pathlib.Path("ran.txt").write_text("ran")
+"""
+
+
+def test_record_keeps_its_record_whatever_the_command_writes_or_loads(tmp_path: Path):
+    """The command ran; then its own files in the report folder (a deep JSON, reports of the
+    wrong shape), library names a record cannot hold, or a non-UTF-8 TZ made the record an
+    internal error or a refusal, and the run was lost."""
+    repo = new_repo(tmp_path / "project", {"job.py": HOSTILE_JOB, ".gitignore": ".venv/\n"})
+    make_venv(repo / ".venv")
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "CONDA_PREFIX")}
+    for mode, extra in (("reports", {}), ("names", {}), ("marker", {"TZ": "\udcff\udcfe"})):
+        argv = [reprobox_exe(), "record", "--no-lock", "--json", "--", "python", "job.py", mode]
+        done = subprocess.run(
+            [os.fsencode(a) for a in argv],
+            cwd=repo,
+            env={os.fsencode(k): os.fsencode(v) for k, v in {**env, **extra}.items()},
+            capture_output=True,
+            check=False,
+        )
+        err = done.stderr.decode(errors="replace")
+        assert done.returncode == 0, (mode, err)
+        assert "internal error" not in err and "Traceback" not in err
+        if mode == "names":
+            assert "left out of the record" in err
+        data = json.loads(done.stdout)
+        exp = json.loads(
+            (repo / ".reprobox" / "experiments" / data["id"] / "experiment.json").read_text()
+        )
+        assert "TZ" not in exp.get("env", {})
+
+
+def test_record_reads_the_code_as_it_ran_and_refuses_before_running(tmp_path: Path):
+    repo = new_repo(tmp_path / "project", {"job.py": HOSTILE_JOB, ".gitignore": ".venv/\n"})
+    make_venv(repo / ".venv")
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "CONDA_PREFIX")}
+    # what the record would refuse after the run is refused before it: the command never runs
+    for bad in (["--metrics", "/etc/passwd"], ["--name", "bad\nname"], ["--output", "."]):
+        done = sh(
+            repo,
+            reprobox_exe(),
+            "record",
+            "--no-lock",
+            *bad,
+            "--",
+            "python",
+            "job.py",
+            "marker",
+            env=env,
+            check=False,
+        )
+        assert done.returncode == 2 and "internal error" not in done.stderr, (bad, done.stderr)
+        assert not (repo / "ran.txt").exists(), bad
+    # a script that rewrites itself: the record holds the code that ran (no patch: clean tree)
+    done = sh(
+        repo,
+        reprobox_exe(),
+        "record",
+        "--no-lock",
+        "--json",
+        "--metrics",
+        "metrics.json",
+        "--",
+        "python",
+        "job.py",
+        "selfmod",
+        env=env,
+    )
+    data = json.loads(done.stdout)
+    folder = repo / ".reprobox" / "experiments" / data["id"]
+    exp = json.loads((folder / "experiment.json").read_text())
+    assert exp["metrics"]["metrics.json"] == {"acc": 0.5}
+    assert not exp["git"]["dirty"] and not (folder / "patch.diff").exists()
