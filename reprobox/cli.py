@@ -30,6 +30,16 @@ EXIT_DIFFERS = 1
 EXIT_ERROR = 3
 
 
+def _quiet_stdout() -> None:
+    """Standard output to /dev/null: the pipe is closed, and the exit's flush must not fail."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+
+
 class _Progress:
     """Condensed progress on stderr, with the time since the command started."""
 
@@ -114,6 +124,9 @@ class ReproboxGroup(click.Group):
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
         except OSError as exc:
+            if exc.errno == 32:  # EPIPE: the reader went away (`reprobox ls | head -1`)
+                _quiet_stdout()
+                ctx.exit(141)  # as a command ended by SIGPIPE; the work itself is done
             if exc.errno == 28:  # ENOSPC
                 _echo("error: the disk is full: " + str(exc), err=True)
                 click.echo(

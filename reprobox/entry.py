@@ -79,6 +79,8 @@ def leave(status: str | int | None) -> NoReturn:
         for stream in (sys.stdout, sys.stderr):
             if stream is not None:
                 stream.flush()
+    except BrokenPipeError:  # the reader went away (`reprobox ls | head -1`): as SIGPIPE would
+        os._exit(141)
     except (OSError, ValueError):
         sys.exit(status)
     os._exit(code)

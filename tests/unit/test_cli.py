@@ -142,3 +142,28 @@ def test_run_gives_sigterm_back_when_it_ends(git_repo, monkeypatch):
         assert signal.getsignal(signal.SIGTERM) is mine
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def test_a_closed_output_pipe_ends_quietly_as_sigpipe_would(tmp_path) -> None:
+    """`reprobox ls | head -1` ended with "internal error (BrokenPipeError)", exit 3."""
+    import subprocess
+    import sys
+
+    from reprobox.store import Store
+    from tests.factories import make_env, make_exp, reprobox_exe
+
+    (tmp_path / ".git").mkdir()
+    env = make_env()
+    Store(tmp_path).save(make_exp(env), env, {})
+    script = (
+        f"import subprocess, sys\n"
+        f"p = subprocess.Popen([{reprobox_exe()!r}, 'ls'], stdout=subprocess.PIPE,"
+        f" stderr=subprocess.PIPE, cwd={str(tmp_path)!r})\n"
+        f"p.stdout.close()\n"
+        f"err = p.stderr.read()\n"
+        f"sys.stdout.write(str(p.wait()) + '\\n' + err.decode())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    code, _, err = out.stdout.partition("\n")
+    assert code == "141", out.stdout
+    assert "internal error" not in err and "Traceback" not in err and "Exception" not in err
