@@ -26,10 +26,12 @@ def fingerprint_environment(
     cache_dir: Optional[Path] = None,
     progress: Optional[Progress] = None,
 ) -> tuple[Environment, list[str]]:
-    """Interpreter, packages, the OS packages owning their native libraries, OS and hardware."""
+    """Interpreter, packages, the OS packages owning their native libraries, OS and hardware,
+    of the interpreter a capture in ``root`` would record (the repository's own virtualenv when
+    none is active and no ``python`` is given, as capture does)."""
     say = progress or (lambda _msg: None)
     environ = dict(os.environ if environ is None else environ)
-    target = py.find_target_python(python, environ)
+    target, _repo_venv = py.resolve_target(Path(root), Path.cwd(), python, environ)
     say(f"probing {target}")
     raw = py.run_probe(
         target, cache_dir=(cache_dir / "probe") if cache_dir else None, environ=environ

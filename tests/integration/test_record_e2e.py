@@ -173,6 +173,12 @@ def test_the_repositorys_inactive_venv_is_recorded(tmp_path: Path):
     assert "six" in {p["name"] for p in stored["packages"]}
     shown = sh(repo, reprobox_exe(), "show", data["id"], env=env).stdout
     assert "exit status 0 (recorded)" in shown and "peak" in shown
+    # `diff EXP` compares against the interpreter a capture would record: the same venv
+    # (it compared against reprobox's own interpreter: a hundred packages "added")
+    diffed = json.loads(
+        sh(repo, reprobox_exe(), "diff", data["id"], "--format", "json", env=env).stdout
+    )
+    assert diffed["empty"] is True, diffed["packages"]
     # A second venv makes the choice ambiguous: exit 2, naming both, asking for --python.
     make_venv(repo / "venv")
     done = sh(repo, reprobox_exe(), "capture", "--no-lock", env=env, check=False)
