@@ -677,6 +677,23 @@ def run_cmd(
             _show(result, as_json)
             return
         _verdict(ctx, result, as_json)
+    fan_out_only = [
+        flag
+        for flag, given in (
+            ("--timeout", timeout is not None),
+            ("--repo", repo is not None),
+            ("--namespace", namespace != "default"),
+            ("--partition", partition is not None),
+            ("--time-limit", time_limit is not None),
+        )
+        if given
+    ]
+    if fan_out_only:  # one experiment run here: they would be ignored without a word
+        raise click.BadParameter(
+            "applies to a fan-out (several EXPs, --all, --on or --dry-run), not to one "
+            "experiment run here",
+            param_hint="/".join(fan_out_only),
+        )
     record = api.run(
         exps[0],
         backend=backend,

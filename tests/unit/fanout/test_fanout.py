@@ -390,3 +390,16 @@ def test_kubernetes_refuses_a_repo_git_clone_would_read_as_an_option(tmp_path: P
     with refuses(UsageError, names=["--repo", "starts with '-'"]):
         k8s.job_manifest(stored, IMAGE, repo="--upload-pack=touch /tmp/x")
     assert 'git clone -q -- "$REPROBOX_REPO"' in k8s.CHECKOUT
+
+
+def test_fan_out_options_are_refused_for_one_experiment_run_here(two):
+    """They were silently ignored: --timeout 5 on one run did not stop it."""
+    for option, value in [
+        ("--timeout", "5"),
+        ("--repo", "https://git.example/r.git"),
+        ("--namespace", "ml"),
+        ("--partition", "gpu"),
+        ("--time-limit", "1:00:00"),
+    ]:
+        code, _, err = _cli("run", two[0], option, value)
+        assert code == 2 and option in err and "fan-out" in err, (option, err)
