@@ -280,18 +280,24 @@ def install_plan(environment: "Environment") -> InstallPlan:
 # --------------------------------------------------------------------------- installers
 
 
+def installer_choice() -> str:
+    """``REPROBOX_VENV_INSTALLER``: ``pip`` forces pip where uv is installed but unwanted;
+    ``uv``; empty for uv when installed. Anything else is refused, also when no venv is built."""
+    choice = os.environ.get("REPROBOX_VENV_INSTALLER", "").strip().lower()
+    if choice not in ("", "uv", "pip"):
+        raise UsageError(
+            f"REPROBOX_VENV_INSTALLER={choice[:80]!r} is neither uv nor pip",
+            "set it to `uv` or `pip`, or unset it",
+        )
+    return choice
+
+
 class _Installer:
     """Installs requirement files / strings into a venv with uv, else with the host's pip."""
 
     def __init__(self, python: Path) -> None:
         self.python = python
-        # REPROBOX_VENV_INSTALLER=pip forces pip where uv is installed but unwanted.
-        choice = os.environ.get("REPROBOX_VENV_INSTALLER", "").strip().lower()
-        if choice not in ("", "uv", "pip"):
-            raise UsageError(
-                f"REPROBOX_VENV_INSTALLER={choice!r} is neither uv nor pip",
-                "set it to `uv` or `pip`, or unset it",
-            )
+        choice = installer_choice()
         self.uv: Optional[str] = None
         if choice != "pip":
             # the uv package reprobox depends on (beside reprobox, also where that is not on
@@ -426,6 +432,7 @@ class VenvBackend(Backend):
         env = stored.environment
         lock = _lock_file(stored)
 
+        installer_choice()  # refused whether or not a venv is built this time
         pins = checked_lock(stored) or ()
         lock_sha = hashlib.sha256(lock.read_bytes()).hexdigest()
         plan = install_plan(env)

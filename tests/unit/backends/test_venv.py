@@ -46,3 +46,17 @@ def test_an_environments_folder_that_cannot_be_one_is_named(tmp_path, monkeypatc
     monkeypatch.setenv("REPROBOX_VENV_DIR", str(tmp_path / "venvs"))
     with open_cache_lock(venvs_dir(), "k") as fh:
         assert fh.name == str(tmp_path / "venvs" / "k.lock")
+
+
+def test_a_junk_installer_choice_is_refused_even_when_no_venv_is_built(monkeypatch) -> None:
+    import pytest as _pytest
+
+    from reprobox.backends.venv import installer_choice
+    from reprobox.errors import UsageError
+
+    monkeypatch.setenv("REPROBOX_VENV_INSTALLER", "junk")
+    with _pytest.raises(UsageError) as info:
+        installer_choice()
+    assert "REPROBOX_VENV_INSTALLER" in info.value.message
+    monkeypatch.setenv("REPROBOX_VENV_INSTALLER", " PIP ")
+    assert installer_choice() == "pip"
