@@ -449,6 +449,10 @@ class VenvBackend(Backend):
                 and marker.get("external") == list(plan.external)
                 and (venv / "bin" / "python").exists()
             )
+            if reused and marker and marker.get("tree") != tree_digest(venv):
+                # a run changed it (deleted or rewrote a file): another environment now
+                say(f"the virtualenv {venv} was changed since it was last prepared: rebuilding")
+                reused = False
             t0 = time.monotonic()
             wheels: Optional[Path] = None
             unverified: tuple[str, ...] = ()
@@ -467,6 +471,7 @@ class VenvBackend(Backend):
                     assert wheels is not None
                     self._install_in_repo(python, checkout, plan, wheels, say)
                 self._reinstate(python, stored, say)
+                _seal_tree(venv)  # what the next run's reuse compares against
             finally:
                 if wheels is not None:
                     shutil.rmtree(wheels, ignore_errors=True)
@@ -688,6 +693,42 @@ def cpu_only_note(environment: "Environment") -> str:
         "the CPU computes with other kernels and summation orders, so floating-point metrics may "
         "differ slightly (compare with --rtol/--atol) and speed will differ"
     )
+
+
+def tree_digest(prefix: Path) -> str:
+    """A digest of every file and link under ``prefix`` by path, size, mode and modification
+    time (bytecode caches and the marker left out: a run writes those as it imports). A file a
+    run deleted, added or rewrote changes it."""
+    h = hashlib.sha256()
+    for folder, dirs, names in os.walk(prefix):
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+        for name in sorted(names):
+            if name.endswith((".pyc", ".pyo")) or (folder == str(prefix) and name == MARKER):
+                continue
+            path = os.path.join(folder, name)
+            try:
+                st = os.lstat(path)
+            except OSError:
+                continue
+            rel = os.path.relpath(path, prefix)
+            h.update(
+                f"{rel}\0{st.st_size}\0{st.st_mode}\0{st.st_mtime_ns}\n".encode(
+                    "utf-8", "surrogateescape"
+                )
+            )
+    return h.hexdigest()
+
+
+def _seal_tree(venv: Path) -> None:
+    """Keep the venv's :func:`tree_digest` in its marker, as the run about to start finds it."""
+    marker = _read_marker(venv)
+    if marker is None:
+        return
+    marker["tree"] = tree_digest(venv)
+    try:
+        write_atomic(venv / MARKER, json.dumps(marker, indent=2, sort_keys=True) + "\n")
+    except OSError:
+        pass  # a venv that cannot be marked is only rebuilt next time
 
 
 def _read_marker(venv: Path) -> Optional[dict]:

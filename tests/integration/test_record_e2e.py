@@ -314,3 +314,52 @@ def test_record_reads_the_code_as_it_ran_and_refuses_before_running(tmp_path: Pa
     exp = json.loads((folder / "experiment.json").read_text())
     assert exp["metrics"]["metrics.json"] == {"acc": 0.5}
     assert not exp["git"]["dirty"] and not (folder / "patch.diff").exists()
+
+
+MUTATING_JOB = """\
+import json, os, sys
+import six
+json.dump({"six": six.__version__}, open("metrics.json", "w"))
+if not sys.prefix.startswith(os.path.abspath(".venv")):  # a rebuilt venv: break it
+    os.remove(six.__file__)
+"""
+
+
+@pytest.mark.network
+def test_a_venv_a_run_changed_is_rebuilt_not_reused(tmp_path: Path):
+    """The second run reused the venv the first had broken (six.py deleted): ModuleNotFoundError,
+    DIFFERS, for every experiment of the same environment."""
+    repo = new_repo(tmp_path / "project", {"job.py": MUTATING_JOB, ".gitignore": ".venv/\n"})
+    make_venv(repo / ".venv", "six==1.16.0")
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "CONDA_PREFIX")}
+    env["XDG_CACHE_HOME"] = str(tmp_path / "cache")
+    env.pop("REPROBOX_VENV_DIR", None)
+    done = sh(
+        repo,
+        reprobox_exe(),
+        "record",
+        "--json",
+        "--metrics",
+        "metrics.json",
+        "--",
+        "python",
+        "job.py",
+        env=env,
+    )
+    exp_id = json.loads(done.stdout)["id"]
+    commit(repo, "record")
+    for attempt in range(2):
+        done = sh(
+            repo,
+            reprobox_exe(),
+            "run",
+            exp_id,
+            "--backend",
+            "venv",
+            "--json",
+            env=env,
+            check=False,
+        )
+        assert done.returncode == 0, (attempt, done.stdout, done.stderr)
+        assert json.loads(done.stdout)["reproduced"] is True
+    assert "was changed since it was last prepared: rebuilding" in done.stderr
