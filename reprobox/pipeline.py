@@ -60,7 +60,10 @@ if TYPE_CHECKING:
 
 
 def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """UTC, to the millisecond: ``latest`` and names pick the newest of captures made within
+    one second (at whole seconds the tie went to the id, at random)."""
+    now = _dt.datetime.now(_dt.timezone.utc)
+    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
 
 
 def default_name(command: Optional[str], command_kind: str) -> str:

@@ -367,3 +367,22 @@ def test_reseal_replacing_a_file_gives_a_new_id_and_identical_content_keeps_it(
     new = store.reseal(first, {"requirements.lock": "a==2\n"}, replace_existing=True)
     assert new.id != first.id and store.ids() == [new.id]
     assert (new.path / "requirements.lock").read_text() == "a==2\n"
+
+
+def test_captures_made_within_one_second_resolve_latest_to_the_newest(tmp_path: Path) -> None:
+    """At whole seconds two captures of one second tied, and the random id picked `latest`."""
+    import re
+    import time
+
+    from reprobox.pipeline import _now
+
+    first = _now()
+    time.sleep(0.003)
+    second = _now()
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", first) and first < second
+    (tmp_path / ".git").mkdir()
+    store = Store(tmp_path)
+    env = make_env()
+    newer = store.save(replace(make_exp(env), name="newer", created=second), env, {})
+    older = store.save(replace(make_exp(env), name="older", created=first), env, {})
+    assert store.resolve("latest") == newer.id != older.id
