@@ -137,14 +137,27 @@ def execute(
                 "check that the program exists and is executable",
             ) from None
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        # SIGTERM (a scheduler ending the job, `timeout`) goes on to the command, which reprobox
+        # still waits for: then nothing is recorded and nothing is left behind
+        terminated: list[int] = []
+
+        def _forward(signo: int, _frame: Any) -> None:
+            terminated.append(signo)
+            try:
+                child.send_signal(signo)
+            except OSError:
+                pass
+
+        previous_term = signal.signal(signal.SIGTERM, _forward)
         try:
             _pid, status, usage = os.wait4(child.pid, 0)
             child.returncode = os.waitstatus_to_exitcode(status)
         finally:
             wall = time.perf_counter() - t0
             signal.signal(signal.SIGINT, previous)
+            signal.signal(signal.SIGTERM, previous_term)
         reports, warnings = _read_reports(out_dir)
-    if child.returncode == -signal.SIGINT:
+    if child.returncode == -signal.SIGINT or terminated:
         raise KeyboardInterrupt  # the user stopped the command: nothing is recorded
     peak = int(usage.ru_maxrss) or None  # KiB on Linux: the largest process of the run
     if not reports:

@@ -363,3 +363,36 @@ def test_a_venv_a_run_changed_is_rebuilt_not_reused(tmp_path: Path):
         assert done.returncode == 0, (attempt, done.stdout, done.stderr)
         assert json.loads(done.stdout)["reproduced"] is True
     assert "was changed since it was last prepared: rebuilding" in done.stderr
+
+
+def test_sigterm_to_record_ends_the_command_and_leaves_nothing(tmp_path: Path):
+    """`timeout -s TERM` on record killed reprobox alone: the command went on, and the
+    payload's temporary folder stayed behind."""
+    import signal
+    import time
+
+    repo = new_repo(tmp_path / "project", {"job.py": "import time\ntime.sleep(60)\n"})
+    make_venv(repo / ".venv")
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "CONDA_PREFIX")}
+    env["TMPDIR"] = str(scratch)
+    proc = subprocess.Popen(
+        [reprobox_exe(), "record", "--no-lock", "--", "python", "job.py"],
+        cwd=repo,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(3)  # reprobox has started the command, which sleeps for a minute
+    proc.send_signal(signal.SIGTERM)
+    try:
+        _out, err = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise AssertionError("record did not end on SIGTERM") from None
+    assert proc.returncode == 130 and "interrupted" in err, err
+    assert list(scratch.iterdir()) == []  # the payload's folder is gone
+    experiments = repo / ".reprobox" / "experiments"
+    assert not experiments.exists() or not any(experiments.iterdir())
