@@ -143,6 +143,23 @@ def _refuse_bad_shell_syntax(check: Optional["subprocess.Popen[str]"]) -> None:
         )
 
 
+def _check_given_name(name: str) -> None:
+    """A ``--name``: the record's grammar, and not one that commands would read as an id."""
+    try:
+        validate.experiment_name(name, "--name")
+    except ValidationError as exc:
+        raise UsageError(
+            exc.message.replace("refusing ", "bad ", 1),
+            "choose a name of letters, digits, spaces and . _ - + = @ , :",
+        ) from None
+    if re.fullmatch(r"[0-9a-f]+", name) and len(name) >= layout.MIN_PREFIX:
+        # every command reads such a reference as an id prefix before it looks for names
+        raise UsageError(
+            f"--name {name!r} reads as the start of an experiment id",
+            "choose a name with a letter past f, a capital, or punctuation (e.g. run-3b0a)",
+        )
+
+
 def _check_before_running(
     root: Path,
     cwd: Path,
@@ -155,7 +172,7 @@ def _check_before_running(
     name, the command's text, and where metrics and outputs go (whether they exist is the
     run's business)."""
     if name is not None:
-        validate.experiment_name(name, "--name")
+        _check_given_name(name)
     validate.command(command, "command")
     for mfile in metrics_files:
         _repo_rel(root, cwd, mfile, "metrics file")
@@ -553,13 +570,7 @@ def _check_before_storing(experiment: Experiment, env: Environment, *, name_give
     """Apply the grammars every reader applies, so that a capture never stores a record that
     `run`, `build` or `show` would then refuse as hostile."""
     if name_given:
-        try:
-            validate.experiment_name(experiment.name, "--name")
-        except ValidationError as exc:
-            raise UsageError(
-                exc.message.replace("refusing ", "bad ", 1),
-                "choose a name of letters, digits, spaces and . _ - + = @ , :",
-            ) from None
+        _check_given_name(experiment.name)
     try:
         validate_experiment(experiment, env)
     except ValidationError as exc:

@@ -76,3 +76,13 @@ def test_a_command_the_shell_cannot_read_is_refused_at_capture() -> None:
             _refuse_bad_shell_syntax(_shell_syntax_check(bad))
     for good in ("python train.py --lr 0.1", "cd src && python -c 'print(1)' | tee log", "a; b"):
         _refuse_bad_shell_syntax(_shell_syntax_check(good))  # read, never run
+
+
+def test_a_name_that_reads_as_an_id_prefix_is_refused() -> None:
+    """`capture --name 3b0a` was accepted, and `show 3b0a` then found an id starting 3b0a."""
+    exp, env = small()
+    for name in ("3b0a", "deadbeef"):
+        with refuses(UsageError, names=["--name", repr(name), "experiment id"]):
+            _check_before_storing(with_env(replace(exp, name=name), env), env, name_given=True)
+    for name in ("abc", "run-3b0a", "3B0A", "train"):  # too short, punctuation, capitals
+        _check_before_storing(with_env(replace(exp, name=name), env), env, name_given=True)
