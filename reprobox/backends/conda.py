@@ -47,7 +47,8 @@ from .venv import (
     _SCRUBBED,
     LOCK_FILE,
     VenvBackend,
-    _Installer,
+    Installer,
+    install_pins_offline,
     install_plan,
     open_cache_lock,
     venv_key,
@@ -264,15 +265,7 @@ def _install_pins(
     wheels = Path(tempfile.mkdtemp(prefix="reprobox-wheels-"))
     try:
         link_into(artifacts, wheels)
-        requirements = wheels / "requirements.txt"
-        requirements.write_text("".join(p.requirement + "\n" for p in pins))
-        installer = _Installer(python)
-        say(f"installing the pip packages with {installer.name}, offline from the wheelhouse")
-        installer.install(
-            ["--require-hashes", "--no-deps", "-r", str(requirements)],
-            wheels=wheels,
-            what=f"installing {LOCK_FILE} into {prefix}",
-        )
+        install_pins_offline(Installer(python), pins, wheels, prefix, say)
     finally:
         shutil.rmtree(wheels, ignore_errors=True)
 

@@ -280,6 +280,25 @@ def install_plan(environment: "Environment") -> InstallPlan:
 # --------------------------------------------------------------------------- installers
 
 
+def install_pins_offline(
+    installer: "Installer", pins: Sequence["Pin"], wheels: Path, into: Path, say: Progress
+) -> None:
+    """The checked pins, installed with ``installer`` from the wheelhouse folder ``wheels``
+    only (each with its hashes, no dependencies): the lock as reprobox wrote it again from the
+    checked pins, never the capture's own file."""
+    say(
+        f"installing the locked packages with {installer.name}, offline from the wheelhouse "
+        "(hashes checked)"
+    )
+    requirements = wheels / "requirements.txt"
+    requirements.write_text("".join(p.requirement + "\n" for p in pins))
+    installer.install(
+        ["--require-hashes", "--no-deps", "-r", str(requirements)],
+        wheels=wheels,
+        what=f"installing {LOCK_FILE} into {into}",
+    )
+
+
 def installer_choice() -> str:
     """``REPROBOX_VENV_INSTALLER``: ``pip`` forces pip where uv is installed but unwanted;
     ``uv``; empty for uv when installed. Anything else is refused, also when no venv is built."""
@@ -292,7 +311,7 @@ def installer_choice() -> str:
     return choice
 
 
-class _Installer:
+class Installer:
     """Installs requirement files / strings into a venv with uv, else with the host's pip."""
 
     def __init__(self, python: Path) -> None:
@@ -522,19 +541,9 @@ class VenvBackend(Backend):
                 what=f"creating the virtualenv {venv}",
             )
             vpy = venv / "bin" / "python"
-            installer = _Installer(vpy)
+            installer = Installer(vpy)
             if pins:
-                say(
-                    f"installing the locked packages with {installer.name}, offline from the "
-                    "wheelhouse (hashes checked)"
-                )
-                lock = wheels / "requirements.txt"
-                lock.write_text("".join(p.requirement + "\n" for p in pins))
-                installer.install(
-                    ["--require-hashes", "--no-deps", "-r", str(lock)],
-                    wheels=wheels,
-                    what=f"installing {LOCK_FILE} into {venv}",
-                )
+                install_pins_offline(installer, pins, wheels, venv, say)
             if plan.external:
                 say(f"installing {len(plan.external)} package(s) from version control / URLs")
                 installer.install(
@@ -560,7 +569,7 @@ class VenvBackend(Backend):
     def _install_in_repo(
         self, python: Path, checkout: Path, plan: InstallPlan, wheels: Path, say: Progress
     ) -> None:
-        installer = _Installer(python)
+        installer = Installer(python)
         # PEP 660 editable installs (pip: --use-pep517; uv always): metadata and entry points in
         # the venv's site-packages, nothing written into the checkout (a legacy develop install
         # would put its egg-info there)

@@ -13,14 +13,14 @@ def test_the_venv_backend_finds_the_declared_uv_without_path(
     """uv is a dependency of reprobox: the venv backend uses it even when PATH lacks it (pipx)."""
     import uv
 
-    from reprobox.backends.venv import _Installer
+    from reprobox.backends.venv import Installer
 
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.delenv("REPROBOX_VENV_INSTALLER", raising=False)
-    inst = _Installer(tmp_path / "python")
+    inst = Installer(tmp_path / "python")
     assert inst.name == "uv" and inst.uv == uv.find_uv_bin()
     monkeypatch.setenv("REPROBOX_VENV_INSTALLER", "pip")
-    assert _Installer(tmp_path / "python").name == "pip"
+    assert Installer(tmp_path / "python").name == "pip"
 
 
 def test_an_environments_folder_that_cannot_be_one_is_named(tmp_path, monkeypatch) -> None:
