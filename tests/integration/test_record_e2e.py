@@ -278,7 +278,11 @@ def test_record_reads_the_code_as_it_ran_and_refuses_before_running(tmp_path: Pa
     make_venv(repo / ".venv")
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "CONDA_PREFIX")}
     # what the record would refuse after the run is refused before it: the command never runs
-    for bad in (["--metrics", "/etc/passwd"], ["--name", "bad\nname"], ["--output", "."]):
+    for bad, named in (
+        (["--metrics", "/etc/passwd"], "outside the repository"),
+        (["--name", "bad\nname"], "--name"),
+        (["--output", "."], "the repository itself"),
+    ):
         done = sh(
             repo,
             reprobox_exe(),
@@ -293,6 +297,7 @@ def test_record_reads_the_code_as_it_ran_and_refuses_before_running(tmp_path: Pa
             check=False,
         )
         assert done.returncode == 2 and "internal error" not in done.stderr, (bad, done.stderr)
+        assert named in done.stderr, (bad, done.stderr)  # what was refused, named
         assert not (repo / "ran.txt").exists(), bad
     # a script that rewrites itself: the record holds the code that ran (no patch: clean tree)
     done = sh(

@@ -349,6 +349,7 @@ def test_cli_refuses_bad_fan_out_input(two):
         for on in ("local", "slurm"):
             code, out, err = _cli("run", two[0], two[1], "--dry-run", "--on", on, option, value)
             assert code == 2 and out == "" and "internal error" not in err, (option, on, err)
+            assert option in err, (option, on, err)  # the refusal names what it refused
 
 
 @pytest.mark.parametrize(
