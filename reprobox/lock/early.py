@@ -5,8 +5,10 @@ record (~0.2 s) before its first query goes out, and the queries are the long po
 lock (~0.25 s for the 117 pages of a data-science environment). :func:`begin`, called from
 :mod:`reprobox.entry` before those imports, reads the names and versions of the experiment's
 index packages itself and forks a child that asks the first configured index about them
-(:meth:`.index.IndexClient.prefetch`): the answers go into the lock's release cache, on the other
-core while this process loads, and the lock then finds them there. The lock waits for the child
+(:meth:`.index.IndexClient.prefetch`; with a cold cache, through curl over one HTTP/2
+connection where curl can reach the index as the Python client would, see :mod:`.curlpages`):
+the answers go into the lock's release cache, on the other core while this process loads, and
+the lock then finds them there. The lock waits for the child
 only for the experiment and cache folder it then works out itself, with no ``--platform``
 (:func:`take`); otherwise, and when no lock gets that far (a refused record), the child is
 stopped (:func:`discard`).
@@ -163,20 +165,32 @@ def begin(args: Sequence[str]) -> None:
         os.close(r)
         os.close(w)
         return
-    if pid == 0:  # the child: its answer through the pipe, nothing else
-        try:
-            os.close(r)
-            devnull = os.open(os.devnull, os.O_RDWR)
-            for std in (0, 1, 2):  # off the command's terminal and pipes
-                os.dup2(devnull, std)
-            view = memoryview(json.dumps(_prefetch(keys)).encode())
-            while view:
-                view = view[os.write(w, view) :]
-        finally:
-            os._exit(0)
+    if pid == 0:
+        _run_child(r, w, keys)  # does not return
     os.close(w)
     with _lock:
         _child = _Child(exp_id, pid, r, started)
+
+
+def _run_child(r: int, w: int, keys: list[tuple[str, str]]) -> None:
+    """The forked child: the lookups, its answer through the pipe ``w``, nothing else; it
+    ends the process."""
+    try:
+        # stopped (:func:`_stop`): its own cleanup runs (curl ended, its folder removed)
+        signal.signal(signal.SIGTERM, _end_child)
+        os.close(r)
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for std in (0, 1, 2):  # off the command's terminal and pipes
+            os.dup2(devnull, std)
+        view = memoryview(json.dumps(_prefetch(keys)).encode())
+        while view:
+            view = view[os.write(w, view) :]
+    finally:
+        os._exit(0)
+
+
+def _end_child(_signum: int, _frame: object) -> None:
+    raise SystemExit(0)
 
 
 def _prefetch(keys: list[tuple[str, str]]) -> dict[str, Any]:
@@ -185,25 +199,40 @@ def _prefetch(keys: list[tuple[str, str]]) -> dict[str, Any]:
     from .config import read_index_config
     from .transport import START_CONNECTIONS, Transport  # lazy: as above
 
+    from .cache import CACHE_VERSION, default_cache_dir  # lazy: as above
+
     config = read_index_config()
+    cache_dir = default_cache_dir()
     transport = Transport(config)
     first = config.index_urls[0] if config.index_urls else ""
-    connected = "://" in first and not first.startswith("file:")
+    remote = "://" in first and not first.startswith("file:")
+    pages = None
+    if remote and not (cache_dir / CACHE_VERSION / "index.sqlite").exists():
+        # a cold cache: every page is wanted, and curl fetches them from now on
+        from .curlpages import CurlPages  # lazy: as above
+
+        base = first.rstrip("/")
+        pages = CurlPages.start(config, [f"{base}/{name}/" for name, _v in keys])
+        transport.pages = pages
+    connected = remote and pages is None
     if connected:  # the connections open while the index client imports
         transport.connect_ahead(first, START_CONNECTIONS)
-    # lazy: ~45 ms, the index client and the page parsers, in the child only
-    from .cache import default_cache_dir
-    from .index import IndexClient  # lazy: as above
-
-    client = IndexClient(config, default_cache_dir(), transport=transport)
-    answer: dict[str, Any] = {"cache": str(client.cache_dir), "config": config_digest(config)}
     try:
-        client.prefetch(keys, connected=connected)
-    except IndexUnavailable as exc:
-        answer["error"] = [exc.message, exc.hint]
+        # lazy: ~45 ms, the index client and the page parsers, in the child only
+        from .index import IndexClient
+
+        client = IndexClient(config, cache_dir, transport=transport)
+        answer: dict[str, Any] = {"cache": str(client.cache_dir), "config": config_digest(config)}
+        try:
+            client.prefetch(keys, connected=connected, pages=pages)
+        except IndexUnavailable as exc:
+            answer["error"] = [exc.message, exc.hint]
+        finally:
+            answer["requests"] = client.requests
+            client.close()
     finally:
-        answer["requests"] = client.requests
-        client.close()
+        if pages is not None:
+            pages.close()
     return answer
 
 

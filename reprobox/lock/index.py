@@ -19,7 +19,7 @@ from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from concurrent.futures import wait as wait_futures
 from functools import partial
 from pathlib import Path
-from typing import Callable, Iterable, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Optional, Sequence
 from urllib.parse import quote, unquote, urlsplit
 
 from ..errors import IndexUnavailable
@@ -29,6 +29,9 @@ from .config import IndexConfig
 from .dists import DistFile, Lookup, ReleaseFilter, Source, canonicalize_name, parse_filename
 from .pages import parse_html_page, parse_json_page
 from .transport import START_CONNECTIONS, Transport
+
+if TYPE_CHECKING:
+    from .curlpages import CurlPages
 
 __all__ = ["IndexClient", "Lookup", "default_cache_dir"]
 
@@ -47,6 +50,11 @@ ACCEPT = (
     "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.2, "
     "text/html;q=0.01"
 )
+
+
+def page_url(source: Source, project: str) -> str:
+    """The URL of ``project``'s page on the index ``source`` (``project`` normalized)."""
+    return source.location.rstrip("/") + f"/{project}/"
 
 
 def _local_path(location: str) -> str:
@@ -80,6 +88,7 @@ class IndexClient:
         self._memo: dict[str, Future] = {}
         self._memo_lock = threading.Lock()
         self._workers: Optional[_Workers] = None
+        self._pool_lock = threading.Lock()
         self._early: dict[tuple[Source, tuple[str, str]], Future] = {}
         self._hasher: Optional[ThreadPoolExecutor] = None
         self._hashing: dict[str, Future] = {}  # path -> its sha256, hashed ahead (see start)
@@ -93,6 +102,8 @@ class IndexClient:
 
     def close(self) -> None:
         self._stop_workers()
+        if self.transport.pages is not None:
+            self.transport.pages.close()
         if self._hasher is not None:
             # a hash still running finishes first: it writes to the cache closed below
             self._hasher.shutdown(wait=True, cancel_futures=True)
@@ -100,7 +111,7 @@ class IndexClient:
         self.transport.close()
         self.cache.close()
 
-    def prewarm(self, wanted: Sequence[tuple[str, str]]) -> None:
+    def prewarm(self, wanted: Sequence[tuple[str, str]], *, then_start: bool = False) -> None:
         """Start the lookup threads now, each opening a connection to the first remote source
         (name lookup, TCP, TLS, CA bundle loading), one per release the cache cannot answer,
         up to the pool size, so that connections are ready when the first requests go out.
@@ -108,12 +119,15 @@ class IndexClient:
         This returns at once: the threads are started from a background thread, because on a
         busy interpreter each ``Thread.start`` waits for the GIL, and 32 of them held the
         caller for tens of milliseconds. Failures are ignored here: the request that needs
-        the host reports them properly.
+        the host reports them properly. ``then_start``: :meth:`start` follows, and where it
+        will hand the pages to curl, no connection is opened here.
         """
         for source in self.sources():
             if source.is_local:
                 continue
             misses = len(set(wanted) - self.cache.cached_keys(source, wanted))
+            if misses > 0 and then_start and self._curl_may_fetch(source):
+                return  # start() hands the pages to curl: no connections of its own
             if misses > 0 and self._workers is None:
                 threading.Thread(
                     target=self.transport.prewarm_context,
@@ -140,20 +154,92 @@ class IndexClient:
         pending = list(dict.fromkeys(wanted))
         cached = self.cache.cached_keys(source, pending)
         misses = [w for w in pending if w not in cached and (source, w) not in self._early]
-        if misses:
+        if misses and not self._start_pages(source, misses):
             pool = self._pool(len(misses))
             for w in misses:
                 self._early[(source, w)] = pool.submit(self._fetch, source, *w)
         self._hash_ahead(pending)
 
-    def prefetch(self, wanted: Sequence[tuple[str, str]], *, connected: bool = False) -> None:
+    def _curl_may_fetch(self, source: Source) -> bool:
+        """Whether :meth:`start` would hand ``source``'s pages to curl (:mod:`.curlpages`)."""
+        from .curlpages import curl_available, usable  # lazy: only for a remote source
+
+        return (
+            self.transport.pages is None
+            and usable(self.config, page_url(source, "x"))
+            and curl_available()
+        )
+
+    def _start_pages(self, source: Source, misses: Sequence[tuple[str, str]]) -> bool:
+        """curl started on the pages of ``misses`` on ``source``, and one future per release
+        in :attr:`_early`, answered as curl finishes each page (or by the lookup threads,
+        for a page curl did not fetch cleanly); False where curl is not used."""
+        if not self._curl_may_fetch(source):
+            return False
+        from .curlpages import CurlPages  # lazy: as above
+
+        by_url: dict[str, list[tuple[str, str]]] = {}
+        for w in misses:
+            by_url.setdefault(page_url(source, w[0]), []).append(w)
+        pages = CurlPages.start(self.config, list(by_url))
+        if pages is None:
+            return False
+        self.transport.pages = pages
+        futures: dict[tuple[str, str], Future] = {w: Future() for w in misses}
+        for w, fut in futures.items():
+            self._early[(source, w)] = fut
+
+        def settle(w: tuple[str, str], fut: Future) -> None:
+            if not fut.set_running_or_notify_cancel():
+                return  # the lookups ended without it
+            try:
+                fut.set_result(self._fetch(source, *w))
+            except BaseException as exc:  # noqa: BLE001 - handed to the lookup that waits
+                fut.set_exception(exc)
+
+        handed: set[tuple[str, str]] = set()
+
+        def fallback(w: tuple[str, str], fut: Future) -> None:
+            if w not in handed and not fut.done():  # done: cancelled, the lookups ended
+                handed.add(w)
+                self._pool(len(misses)).submit(settle, w, fut)
+
+        def collect() -> None:
+            try:
+                for url in pages.finished():
+                    for w in by_url.get(url, ()):
+                        if pages.ready(url):
+                            handed.add(w)
+                            settle(w, futures[w])
+                        else:
+                            fallback(w, futures[w])
+            except Exception:  # noqa: BLE001 - curl's output unreadable: the threads ask
+                pass
+            finally:
+                for w, fut in futures.items():
+                    fallback(w, fut)
+                pages.close()
+
+        threading.Thread(target=collect, daemon=True, name="reprobox-curl-pages").start()
+        return True
+
+    def prefetch(
+        self,
+        wanted: Sequence[tuple[str, str]],
+        *,
+        connected: bool = False,
+        pages: Optional[CurlPages] = None,
+    ) -> None:
         """Ask the first source, when it is remote, about each of ``wanted`` the cache cannot
         answer, and keep the answers in the cache; hash the files of ``wanted`` that local
         find-links folders hold into it too, meanwhile. A :meth:`lookup_many` of the same
         releases then makes none of these requests and hashes none of these files
         (:mod:`.early` runs this in a process of its own). Raises :class:`IndexUnavailable`
         like :meth:`lookup_many`. ``connected``: the transport's connections to that source
-        are being opened already (:meth:`.transport.Transport.connect_ahead`)."""
+        are being opened already (:meth:`.transport.Transport.connect_ahead`). ``pages``:
+        curl is fetching the first source's pages (:mod:`.curlpages`, served through the
+        transport); each is read as curl finishes it, and what curl did not fetch cleanly is
+        asked as usual."""
         sources = self.sources()
         if not sources or sources[0].is_local:
             return
@@ -161,7 +247,7 @@ class IndexClient:
         # what the cache answers, the lock reads itself: only whether it does is read here
         cached = self.cache.cached_keys(sources[0], pending)
         misses = [w for w in pending if w not in cached]
-        if misses and not connected:
+        if misses and not connected and pages is None:
             self.prewarm(misses)
         hashing = threading.Thread(
             target=lambda: [self.cache.file_hash(p) for p in self._local_files(pending)],
@@ -170,11 +256,37 @@ class IndexClient:
         )
         hashing.start()
         try:
+            if misses and pages is not None:
+                misses = self._take_pages(sources[0], misses, pages)
             if misses:
                 self._ask_remote(sources[0], misses, lambda _w, _lookup: None)
         finally:
             self._stop_workers()
             hashing.join()
+
+    def _take_pages(
+        self, source: Source, misses: Sequence[tuple[str, str]], pages: CurlPages
+    ) -> list[tuple[str, str]]:
+        """Look ``misses`` up on ``source`` from the pages curl fetches, each as curl finishes
+        it, into the cache; the ones it did not answer, for the usual client."""
+        if self.transport.pages is not pages:  # served through the transport, or not at all
+            return list(misses)
+        by_url: dict[str, list[tuple[str, str]]] = {}
+        for w in misses:
+            by_url.setdefault(page_url(source, w[0]), []).append(w)
+        answered: set[tuple[str, str]] = set()
+        rows: list[tuple] = []
+        try:
+            for url in pages.finished():
+                for w in by_url.get(url, ()):
+                    if not pages.ready(url):
+                        continue
+                    lookup, row = self._fetch(source, *w)
+                    rows.append(row)
+                    answered.add(w)
+        finally:
+            self.cache.put_rows(rows)
+        return [w for w in misses if w not in answered]
 
     def _hash_ahead(self, wanted: Sequence[tuple[str, str]]) -> None:
         """Hash, on a thread of its own, the files of ``wanted`` releases that local find-links
@@ -262,9 +374,10 @@ class IndexClient:
             self._workers = None
 
     def _pool(self, jobs: int) -> _Workers:
-        if self._workers is None:
-            self._workers = _Workers(max(1, min(self.max_workers, START_WORKERS, jobs)))
-        return self._workers
+        with self._pool_lock:  # curl's collecting thread may ask for it too
+            if self._workers is None:
+                self._workers = _Workers(max(1, min(self.max_workers, START_WORKERS, jobs)))
+            return self._workers
 
     def _observe_latency(self, seconds: float) -> None:
         """Grow the pool to ``max_workers`` once the index proves latency-bound (called from
@@ -400,7 +513,7 @@ class IndexClient:
     def _index_files(
         self, source: Source, project: str, keep: ReleaseFilter
     ) -> tuple[bool, list[DistFile]]:
-        url = source.location.rstrip("/") + f"/{project}/"
+        url = page_url(source, project)
         if source.is_local:
             # pip reads a file:// project "page" as the index.html inside its folder
             page = os.path.join(_local_path(url), "index.html")

@@ -78,7 +78,8 @@ def _lock(
         # connect to the configured indexes while the environment is checked: only the host's
         # own configuration decides where these go, nothing from the (untrusted) capture
         client.prewarm(
-            [(p.name, p.version) for p in env.packages if p.source.kind in ("index", "archive")]
+            [(p.name, p.version) for p in env.packages if p.source.kind in ("index", "archive")],
+            then_start=platform is None,
         )
 
     check_environment(env)

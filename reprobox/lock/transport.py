@@ -34,6 +34,8 @@ if TYPE_CHECKING:  # imported when the first connection is made: a warm lock nee
     import http.client
     import ssl
 
+    from .curlpages import CurlPages
+
 USER_AGENT = "reprobox-lock (+https://pypi.org/project/reprobox/)"
 #: Upper bound for one socket operation, whatever pip's (often generous) timeout says: a capture
 #: must not hang for minutes on an unreachable index.
@@ -91,6 +93,9 @@ class Transport:
         #: Called with the seconds from sending each request to its status line (the index's
         #: latency, as the caller may size its parallelism by it).
         self.on_first_byte: Optional[Callable[[float], None]] = None
+        #: Pages fetched ahead by curl (:mod:`.curlpages`): a GET of one of them that curl
+        #: answered cleanly is served from it, any other goes to the network as usual.
+        self.pages: Optional[CurlPages] = None
 
     # ------------------------------------------------------------------ name resolution
 
@@ -338,6 +343,10 @@ class Transport:
 
     def get(self, url: str, headers: Optional[Mapping[str, str]] = None) -> Response:
         """GET ``url`` following redirects; 4xx answers are returned, network failures raise."""
+        if self.pages is not None:
+            fetched = self.pages.response(url)
+            if fetched is not None:
+                return fetched
         current = url
         auth_host: Optional[str] = None
         for _ in range(MAX_REDIRECTS + 1):

@@ -1,0 +1,495 @@
+"""A cold lock's pages through curl (reprobox.lock.curlpages), against a real local index.
+
+curl itself runs for real; the index is the recorded-pages server of the other lock tests.
+The Python client sends ``Accept-Encoding: gzip`` and curl its own list, which is how these
+tests tell who asked what.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from reprobox.lock import curlpages
+from reprobox.lock.config import IndexConfig
+from reprobox.lock.curlpages import CurlPages, usable
+from reprobox.lock.index import IndexClient
+from tests.conftest import require, require_tool
+from tests.fixtures.lock.fakeindex import JSON_TYPE, FakeIndex, recorded
+
+PAGES = {
+    "six": {"json": recorded("six", "json"), "html": recorded("six", "html")},
+    "pyyaml": {"json": recorded("pyyaml", "json"), "html": recorded("pyyaml", "html")},
+}
+WANTED = [("pyyaml", "6.0.2"), ("six", "1.16.0")]
+
+
+@pytest.fixture(autouse=True)
+def _curl() -> None:
+    require_tool("curl")
+
+
+@pytest.fixture()
+def tmp_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """curl's answers go under TMPDIR: a folder of the test's own, to see what is left."""
+    folder = tmp_path / "tmp"
+    folder.mkdir()
+    monkeypatch.setenv("TMPDIR", str(folder))
+    monkeypatch.setattr("tempfile.tempdir", None)
+    return folder
+
+
+@pytest.fixture()
+def no_netrc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+
+
+def _by_python(idx: FakeIndex) -> list[str]:
+    return [p for p, h in idx.requests if h.get("Accept-Encoding") == "gzip"]
+
+
+def _by_curl(idx: FakeIndex) -> list[str]:
+    return [p for p, h in idx.requests if h.get("Accept-Encoding") != "gzip"]
+
+
+# --------------------------------------------------------------------------- when curl is used
+
+
+@pytest.mark.parametrize(
+    "config, url, ok",
+    [
+        ({}, "https://pypi.org/simple/six/", True),
+        ({}, "http://127.0.0.1:8080/simple/six/", True),
+        ({}, "https://user:secret@mirror.example/simple/six/", False),
+        ({}, "https://token@mirror.example/simple/six/", False),
+        ({}, "file:///opt/pypi/simple/six/", False),
+        ({}, "ftp://mirror.example/simple/six/", False),
+        ({"proxies": {"https": "http://proxy:3128"}}, "https://pypi.org/simple/six/", False),
+        ({"proxies": {"http": "http://proxy:3128"}}, "https://pypi.org/simple/six/", False),
+        ({"proxies": {"no": "localhost"}}, "https://pypi.org/simple/six/", True),
+        ({"client_cert": "/etc/me.pem"}, "https://pypi.org/simple/six/", False),
+        ({"trusted_hosts": ("pypi.org",)}, "https://pypi.org/simple/six/", False),
+        ({}, 'https://pypi.org/simple/six"/', False),
+        ({}, "https://pypi.org/simple/six\\/", False),
+        ({}, "https://pypi.org/simple/six\n/", False),
+    ],
+)
+def test_curl_is_used_only_where_the_python_client_connects_the_same_way(
+    config: dict, url: str, ok: bool, no_netrc: None
+) -> None:
+    assert usable(IndexConfig(**config), url) is ok
+
+
+def test_a_netrc_file_keeps_curl_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    rc = tmp_path / "netrc"
+    rc.write_text("machine pypi.org login me password secret\n")
+    monkeypatch.setenv("NETRC", str(rc))
+    assert not usable(IndexConfig(), "https://pypi.org/simple/six/")
+    assert CurlPages.start(IndexConfig(), ["https://pypi.org/simple/six/"]) is None
+
+
+def test_a_folder_of_certificates_keeps_curl_out(tmp_path: Path, no_netrc: None) -> None:
+    config = IndexConfig(cert=str(tmp_path))
+    assert CurlPages.start(config, ["https://pypi.org/simple/six/"]) is None
+
+
+def test_the_configuration_goes_through_stdin_not_the_command_line(
+    tmp_folder: Path, no_netrc: None
+) -> None:
+    with FakeIndex(PAGES) as idx:
+        pages = CurlPages.start(IndexConfig(index_url=idx.url), [f"{idx.url}/six/"])
+        assert pages is not None
+        try:
+            assert pages._proc.args[1:] == ["-q", "--config", "-"]  # -q: no ~/.curlrc
+            assert list(pages.finished()) == [f"{idx.url}/six/"]
+        finally:
+            pages.close()
+
+
+# --------------------------------------------------------------------------- fetching
+
+
+def test_pages_are_fetched_once_each_and_handed_over_once(tmp_folder: Path, no_netrc: None) -> None:
+    with FakeIndex(PAGES) as idx:
+        urls = [f"{idx.url}/six/", f"{idx.url}/pyyaml/", f"{idx.url}/absent/", f"{idx.url}/Six/"]
+        pages = CurlPages.start(IndexConfig(index_url=idx.url), urls)
+        assert pages is not None
+        try:
+            assert sorted(pages.finished()) == sorted(urls)
+            six = pages.response(urls[0])
+            assert six is not None
+            assert (six.status, six.headers["content-type"]) == (200, JSON_TYPE)
+            assert six.body == PAGES["six"]["json"]
+            assert pages.response(urls[0]) is None  # handed over once
+            absent = pages.response(urls[2])
+            assert absent is not None and absent.status == 404
+            redirected = pages.response(urls[3])  # 301 to the normalized name, followed
+            assert redirected is not None and redirected.url == f"{idx.url}/six/"
+            assert redirected.body == PAGES["six"]["json"]
+        finally:
+            pages.close()
+        assert sorted(_by_curl(idx)) == sorted(
+            ["/simple/six/", "/simple/pyyaml/", "/simple/absent/", "/simple/Six/", "/simple/six/"]
+        )
+        assert _by_python(idx) == []
+    assert list(tmp_folder.iterdir()) == []  # the answers' folder is gone
+
+
+def _lookups(config: IndexConfig, cache: Path) -> dict:
+    client = IndexClient(config, cache)
+    try:
+        found = client.lookup_many(WANTED)
+        assert client.requests == 0  # all from the cache the prefetch filled
+    finally:
+        client.close()
+    return {
+        k: [(lk.project_found, lk.files, lk.other_versions) for lk in v] for k, v in found.items()
+    }
+
+
+def _prefetch(config: IndexConfig, cache: Path, *, curl: bool) -> IndexClient:
+    client = IndexClient(config, cache)
+    pages = None
+    if curl:
+        urls = [f"{config.index_url}/{name}/" for name, _v in WANTED]
+        pages = CurlPages.start(config, urls)
+        assert pages is not None
+        client.transport.pages = pages
+    try:
+        client.prefetch(WANTED, pages=pages)
+    finally:
+        client.close()
+        if pages is not None:
+            pages.close()
+    return client
+
+
+def test_a_prefetch_through_curl_caches_what_the_python_client_would(
+    tmp_path: Path, tmp_folder: Path, no_netrc: None
+) -> None:
+    with FakeIndex(PAGES) as idx:
+        config = IndexConfig(index_url=idx.url, timeout=5.0, retries=0)
+        _prefetch(config, tmp_path / "python", curl=False)
+        assert sorted(_by_python(idx)) == ["/simple/pyyaml/", "/simple/six/"]
+        idx.requests.clear()
+        client = _prefetch(config, tmp_path / "curl", curl=True)
+        assert client.requests == 2
+        assert sorted(_by_curl(idx)) == ["/simple/pyyaml/", "/simple/six/"]
+        assert _by_python(idx) == []
+        idx.requests.clear()
+        found = _lookups(config, tmp_path / "curl")
+        assert all(found[w][0][0] and found[w][0][1] for w in WANTED)  # real files, found
+        assert found == _lookups(config, tmp_path / "python")
+        assert idx.requests == []
+    assert list(tmp_folder.iterdir()) == []
+
+
+def test_a_page_curl_did_not_get_is_asked_again_by_the_python_client(
+    tmp_path: Path, tmp_folder: Path, no_netrc: None
+) -> None:
+    with FakeIndex(PAGES) as idx:
+        config = IndexConfig(index_url=idx.url, timeout=5.0, retries=0)
+        _prefetch(config, tmp_path / "python", curl=False)
+        idx.requests.clear()
+        idx.fail = 1  # the next request of all answers 503
+        _prefetch(config, tmp_path / "curl", curl=True)
+        assert len(_by_curl(idx)) == 2
+        failed = idx.requests[0][0]
+        assert _by_python(idx) == [failed]  # the one curl did not get, asked again
+        idx.requests.clear()
+        assert _lookups(config, tmp_path / "curl") == _lookups(config, tmp_path / "python")
+    assert list(tmp_folder.iterdir()) == []
+
+
+def test_a_curl_that_cannot_do_the_job_leaves_it_all_to_the_python_client(
+    tmp_path: Path, tmp_folder: Path, no_netrc: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A curl that exits at once (too old, no HTTP/2: curl says so and stops) answers
+    nothing; every page is then asked by the Python client."""
+    fake = tmp_path / "curl"
+    fake.write_text(
+        "#!/bin/sh\ncat >/dev/null\n"
+        "echo 'option --http2: the installed libcurl version does not support this' >&2\n"
+        "exit 4\n"
+    )
+    fake.chmod(0o755)
+    monkeypatch.setattr(curlpages, "_find_curl", lambda: str(fake))
+    with FakeIndex(PAGES) as idx:
+        config = IndexConfig(index_url=idx.url, timeout=5.0, retries=0)
+        client = _prefetch(config, tmp_path / "cache", curl=True)
+        assert client.requests == 2
+        assert sorted(_by_python(idx)) == ["/simple/pyyaml/", "/simple/six/"]
+        assert _by_curl(idx) == []
+        found = _lookups(config, tmp_path / "cache")
+        assert all(found[w][0][0] and found[w][0][1] for w in WANTED)
+    assert list(tmp_folder.iterdir()) == []
+
+
+def test_a_missing_curl_means_no_curl(monkeypatch: pytest.MonkeyPatch, no_netrc: None) -> None:
+    monkeypatch.setenv("PATH", "/nonexistent")
+    assert CurlPages.start(IndexConfig(), ["https://pypi.org/simple/six/"]) is None
+
+
+# --------------------------------------------------------------------------- stopping
+
+
+class _Silent:
+    """A server that accepts connections and never answers."""
+
+    def __enter__(self) -> "_Silent":
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.held: list[socket.socket] = []
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/simple"
+
+        def accept() -> None:
+            while True:
+                try:
+                    conn, _ = self.sock.accept()
+                except OSError:
+                    return
+                self.held.append(conn)
+
+        threading.Thread(target=accept, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.sock.close()
+        for conn in self.held:
+            conn.close()
+
+
+def test_close_ends_a_curl_still_waiting_and_removes_its_folder(
+    tmp_folder: Path, no_netrc: None
+) -> None:
+    with _Silent() as server:
+        pages = CurlPages.start(IndexConfig(index_url=server.url), [f"{server.url}/six/"])
+        assert pages is not None
+        while not server.held:
+            time.sleep(0.01)
+        assert pages._proc.poll() is None and len(list(tmp_folder.iterdir())) == 1
+        pages.close()
+        assert pages._proc.poll() is not None
+    assert list(tmp_folder.iterdir()) == []
+
+
+def test_a_stopped_lookup_child_ends_its_curl_and_removes_its_folder(
+    tmp_path: Path, tmp_folder: Path, no_netrc: None
+) -> None:
+    """The lock stops a child it does not wait for (SIGTERM): curl goes with it, and so does
+    the folder of curl's answers."""
+    code = (
+        "import os, signal, sys\n"
+        "from reprobox.lock import early\n"
+        "r, w = os.pipe()\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    early._run_child(r, w, [('six', '1.16.0'), ('pyyaml', '6.0.2')])\n"
+        "print(pid, flush=True)\n"
+        "sys.stdin.readline()\n"
+        "os.kill(pid, signal.SIGTERM)\n"
+        "os.waitpid(pid, 0)\n"
+    )
+    with _Silent() as server:
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("PIP_")},
+            "PIP_CONFIG_FILE": os.devnull,
+            "PIP_INDEX_URL": server.url,
+            "XDG_CACHE_HOME": str(tmp_path / "xdg"),
+        }
+        proc = subprocess.Popen(
+            [sys.executable, "-c", code],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+            text=True,
+        )
+        assert proc.stdout is not None and proc.stdin is not None
+        child = int(proc.stdout.readline())
+        deadline = time.monotonic() + 30
+        while len(server.held) == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert server.held, "curl never connected"
+        curls = _children(child)
+        assert curls, "the child started no curl"
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+        assert proc.wait(timeout=30) == 0
+    for pid in curls:
+        assert not Path(f"/proc/{pid}").exists() or _zombie(pid)
+    assert list(tmp_folder.iterdir()) == []
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(p) for p in text.split()]
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1].startswith("Z")
+    except OSError:
+        return True
+
+
+# --------------------------------------------------------------------------- certificates
+
+
+def _self_signed(folder: Path, name: str) -> tuple[Path, Path]:
+    key, cert = folder / f"{name}.key", folder / f"{name}.pem"
+    subprocess.run(
+        [
+            require_tool("openssl"),
+            *("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"),
+            *("-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"),
+            *("-keyout", str(key), "-out", str(cert)),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return key, cert
+
+
+class _TLSIndex:
+    """One recorded page over HTTPS, with a certificate of the test's own."""
+
+    def __init__(self, key: Path, cert: Path) -> None:
+        self.key, self.cert = key, cert
+        self.requests: list[str] = []
+
+    def __enter__(self) -> "_TLSIndex":
+        import http.server
+        import ssl
+
+        index = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                index.requests.append(self.path)
+                body = PAGES["six"]["json"]
+                self.send_response(200)
+                self.send_header("Content-Type", JSON_TYPE)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(self.cert, self.key)
+        self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"https://127.0.0.1:{self.server.server_address[1]}/simple"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _fetch_one(config: IndexConfig, url: str):
+    pages = CurlPages.start(config, [url])
+    assert pages is not None
+    try:
+        assert list(pages.finished()) == [url]
+        return pages.response(url)
+    finally:
+        pages.close()
+
+
+def test_curl_trusts_the_certificate_pip_names_and_no_other(
+    tmp_path: Path, tmp_folder: Path, no_netrc: None
+) -> None:
+    key, cert = _self_signed(tmp_path, "index")
+    _other_key, other = _self_signed(tmp_path, "other")
+    with _TLSIndex(key, cert) as idx:
+        got = _fetch_one(IndexConfig(index_url=idx.url, cert=str(cert)), f"{idx.url}/six/")
+        assert got is not None and got.status == 200 and got.body == PAGES["six"]["json"]
+        assert idx.requests == ["/simple/six/"]
+        refused = _fetch_one(IndexConfig(index_url=idx.url, cert=str(other)), f"{idx.url}/six/")
+        assert refused is None  # left to the Python client, which reports the certificate
+        assert idx.requests == ["/simple/six/"]
+    assert list(tmp_folder.iterdir()) == []
+
+
+def test_a_bundle_pip_names_replaces_curls_own_certificate_folder(
+    tmp_path: Path, tmp_folder: Path, no_netrc: None
+) -> None:
+    """curl adds its built-in folder (/etc/ssl/certs) to a --cacert; the Python client
+    trusts pip's bundle alone. A bundle that does not hold the public index's CA must make
+    curl refuse it too (the public index: the one that the host's pip reaches)."""
+    from reprobox.lock.config import read_index_config
+
+    index = read_index_config().index_url.rstrip("/")
+    require(index.startswith("https://"), "a first index served over HTTPS in pip's configuration")
+    url = f"{index}/six/"
+    trusted = _fetch_one(IndexConfig(index_url=index), url)  # OpenSSL's defaults
+    require(trusted is not None and trusted.status == 200, f"{url} answering here")
+    _key, other = _self_signed(tmp_path, "other")
+    assert _fetch_one(IndexConfig(index_url=index, cert=str(other)), url) is None
+
+
+# --------------------------------------------------------------------------- the lock's own start
+
+
+def _started(config: IndexConfig, cache: Path) -> dict:
+    """start() then lookup_many(), as a lock without the early child does them."""
+    client = IndexClient(config, cache)
+    try:
+        client.prewarm(WANTED, then_start=True)
+        client.start(WANTED)
+        found = client.lookup_many(WANTED)
+        assert client.requests == 2
+    finally:
+        client.close()
+    return {
+        k: [(lk.project_found, lk.files, lk.other_versions) for lk in v] for k, v in found.items()
+    }
+
+
+@pytest.mark.parametrize("fail", [0, 1])
+def test_a_locks_own_start_hands_the_pages_to_curl(
+    fail: int, tmp_path: Path, tmp_folder: Path, no_netrc: None
+) -> None:
+    with FakeIndex(PAGES) as idx:
+        config = IndexConfig(index_url=idx.url, timeout=5.0, retries=0)
+        _prefetch(config, tmp_path / "python", curl=False)
+        reference = _lookups(config, tmp_path / "python")
+        idx.requests.clear()
+        idx.fail = fail  # 1: the first request answers 503
+        found = _started(config, tmp_path / "curl")
+        assert sorted(_by_curl(idx)) == ["/simple/pyyaml/", "/simple/six/"]
+        assert _by_python(idx) == [idx.requests[0][0]] * fail  # only what curl did not get
+        assert found == reference and all(found[w][0][1] for w in WANTED)
+    assert list(tmp_folder.iterdir()) == []
+
+
+def test_a_lock_that_ends_early_stops_its_curl(
+    tmp_path: Path, tmp_folder: Path, no_netrc: None
+) -> None:
+    with _Silent() as server:
+        client = IndexClient(IndexConfig(index_url=server.url, timeout=5.0), tmp_path / "c")
+        client.start(WANTED)
+        pages = client.transport.pages
+        assert pages is not None
+        while not server.held:
+            time.sleep(0.01)
+        client.close()
+        assert pages._proc.poll() is not None
+    assert list(tmp_folder.iterdir()) == []
