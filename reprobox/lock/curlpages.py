@@ -15,16 +15,22 @@ curl is an accelerator, never a requirement or a second source of truth:
   proxy, no client certificate and no ``trusted-host`` for it; the CA certificates are the
   ones the Python client loads (pip's ``cert``, else OpenSSL's defaults), named explicitly,
   and curl's own configuration (``~/.curlrc``) and proxy variables are ignored;
-* its configuration goes through its standard input, the answers into a private temporary
-  folder (removed on close), one file per page;
-* a page curl did not fetch cleanly (any transfer error, any status but 200, 404 or 410) is
-  fetched again by the Python client, which retries and reports failures as before; a curl
-  that is missing, too old, or built without HTTP/2 falls back to it for everything.
+* its configuration goes through its standard input (no URL globbing, no path rewriting),
+  the answers into a private temporary folder (removed on close), one file per page; it asks
+  for the encodings the Python client decodes (gzip, deflate), over TLS 1.2 or later;
+* it follows no redirect: a page curl did not fetch cleanly (any transfer error, any status
+  but 200, 404 or 410, a redirect included) is fetched again by the Python client, which
+  follows redirects by its own rules, retries and reports failures as before;
+* a curl that is missing, not found at an absolute path, older than 7.75, built on another
+  TLS library than OpenSSL (whose trust could reach beyond the certificates named), or
+  without HTTP/2 for an ``https://`` index hands everything to the Python client: ``curl
+  -V`` is asked beside the transfers, and no answer is read before it is.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -38,6 +44,10 @@ from .transport import MAX_CONNECT_TIMEOUT, MAX_SOCKET_TIMEOUT, USER_AGENT, Resp
 PARALLEL = 64
 #: Statuses the lock reads from curl's answer; any other goes to the Python client.
 _TAKEN = (200, 404, 410)
+#: The oldest curl whose write-out names each transfer of a parallel run (``%{urlnum}``).
+MIN_VERSION = (7, 75, 0)
+#: An answer larger than this goes to the Python client (PyPI's largest pages are ~10 MB).
+MAX_PAGE = 1 << 30
 #: One line per finished transfer: what the lock needs of it (the URL before the content type,
 #: which is the server's text and last, so that nothing in it can shift the other fields).
 _WRITE_OUT = r"%{urlnum}\t%{exitcode}\t%{response_code}\t%{url_effective}\t%{content_type}\n"
@@ -45,13 +55,17 @@ _WRITE_OUT = r"%{urlnum}\t%{exitcode}\t%{response_code}\t%{url_effective}\t%{con
 
 class _Done(NamedTuple):
     ok: bool
+    exitcode: int
     status: int
     url: str
     content_type: str
 
 
 def _quoted(text: str) -> str:
-    """``text`` as a double-quoted value of a curl configuration file."""
+    """``text`` as a double-quoted value of a curl configuration file; ValueError for a
+    control character, which would end the value there (then curl is not used)."""
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in text):
+        raise ValueError(f"a control character in {text!r}")
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
@@ -94,15 +108,47 @@ def usable(config: IndexConfig, index_url: str) -> bool:
         return False
     if config.is_trusted(index_url):
         return False
-    return not any(ord(c) < 0x21 or c in '"\\' for c in index_url)
+    # printable ASCII only (curl and http.client treat other bytes differently), no quote or
+    # backslash; curl's globbing is off, so brackets and braces go out as they stand
+    return all(0x21 <= ord(c) <= 0x7E and c not in '"\\' for c in index_url)
 
 
 def _find_curl() -> Optional[str]:
-    return shutil.which("curl")
+    """curl on PATH, at an absolute path (never one relative to the current folder)."""
+    found = shutil.which("curl")
+    return found if found and os.path.isabs(found) else None
+
+
+def _acceptable(version_text: str, secure: bool) -> bool:
+    """Whether ``curl -V``'s answer names a curl this module may use: libcurl 7.75 or later
+    on OpenSSL, with gzip decoding, and HTTP/2 for an ``https://`` index."""
+    lines = version_text.splitlines()
+    if not lines:
+        return False
+    words = lines[0].split()
+    lib = next((w for w in words if w.startswith("libcurl/")), "")
+    found = re.match(r"libcurl/(\d+)\.(\d+)\.(\d+)", lib)
+    if not found or tuple(int(n) for n in found.groups()) < MIN_VERSION:
+        return False
+    # the TLS library curl uses (one in parentheses is built in but not the one in use)
+    if not any(w.startswith("OpenSSL/") for w in words):
+        return False
+    features = next((ln.split()[1:] for ln in lines if ln.startswith("Features:")), [])
+    return "libz" in features and (not secure or "HTTP2" in features)
 
 
 def curl_available() -> bool:
     return _find_curl() is not None
+
+
+#: Every CurlPages not closed yet, for :func:`close_all`.
+_LIVE: "set[CurlPages]" = set()
+
+
+def close_all() -> None:
+    """Close every CurlPages of this process (a stopped lookup child's last word)."""
+    for pages in list(_LIVE):
+        pages.close()
 
 
 class CurlPages:
@@ -110,12 +156,16 @@ class CurlPages:
     :meth:`response` hands its answer over. :meth:`close` (always) stops curl and removes the
     folder."""
 
-    def __init__(self, proc: subprocess.Popen, folder: str, urls: Sequence[str]) -> None:
-        self._proc = proc
+    def __init__(self, folder: str, urls: Sequence[str], secure: bool) -> None:
+        self._proc: Optional[subprocess.Popen] = None
+        self._check: Optional[subprocess.Popen] = None
         self._folder = folder
+        self._secure = secure
         self._urls = list(urls)
         self._index = {u: i for i, u in enumerate(self._urls)}
         self._done: dict[int, _Done] = {}
+        self._seen: set[int] = set()  # every transfer reported, its answer taken or not
+        _LIVE.add(self)
 
     @classmethod
     def start(cls, config: IndexConfig, urls: Sequence[str]) -> Optional["CurlPages"]:
@@ -126,77 +176,116 @@ class CurlPages:
         curl = _find_curl()
         if curl is None:
             return None
-        folder = tempfile.mkdtemp(prefix="reprobox-pages-")
-        empty = os.path.join(folder, "ca")
-        os.mkdir(empty)
-        ca = _ca_options(config, empty)
-        if ca is None:
-            shutil.rmtree(folder, ignore_errors=True)
-            return None
-        timeout = min(max(config.timeout, 1.0), MAX_SOCKET_TIMEOUT)
         secure = all(u.startswith("https:") for u in urls)
-        lines = [
-            "silent",
-            "parallel",
-            f"parallel-max = {PARALLEL}",
-            *(["http2"] if secure else []),
-            "compressed",
-            "location",
-            "max-redirs = 5",
-            'proto = "=https"' if secure else 'proto = "=http,https"',
-            'proto-redir = "=http,https"',
-            f"connect-timeout = {min(timeout, MAX_CONNECT_TIMEOUT):g}",
-            # a transfer stalled for the client's socket timeout is abandoned (then retried
-            # by the Python client)
-            "speed-limit = 1",
-            f"speed-time = {max(int(timeout), 1)}",
-            'noproxy = "*"',
-            f"user-agent = {_quoted(USER_AGENT)}",
-            *ca,
-            f"write-out = {_quoted(_WRITE_OUT)}",
-        ]
+        pages = cls(tempfile.mkdtemp(prefix="reprobox-pages-"), urls, secure)
+        try:  # whatever stops it here (an error, a stopped child's SystemExit) cleans up
+            launched = pages._launch(config, curl)
+        except BaseException:
+            pages.close()
+            raise
+        if not launched:
+            pages.close()
+            return None
+        return pages
+
+    def _launch(self, config: IndexConfig, curl: str) -> bool:
+        empty = os.path.join(self._folder, "ca")
+        os.mkdir(empty)
+        timeout = min(max(config.timeout, 1.0), MAX_SOCKET_TIMEOUT)
         from .index import ACCEPT  # lazy: the index client imports this module
 
-        lines.append(f"header = {_quoted('Accept: ' + ACCEPT)}")
-        for i, url in enumerate(urls):
-            lines.append(f"url = {_quoted(url)}")
-            lines.append(f"output = {_quoted(os.path.join(folder, str(i)))}")
         try:
-            proc = subprocess.Popen(
+            ca = _ca_options(config, empty)
+            if ca is None:
+                return False
+            lines = [
+                "silent",
+                "globoff",  # a URL is sent as it stands, [] and {} included
+                "path-as-is",  # and so is its path (no ../ squashed)
+                "parallel",
+                f"parallel-max = {PARALLEL}",
+                *(["http2", "tlsv1.2"] if self._secure else []),
+                "compressed",  # decodes gzip and deflate, the encodings asked for below
+                f'proto = "{"=https" if self._secure else "=http,https"}"',
+                f"connect-timeout = {min(timeout, MAX_CONNECT_TIMEOUT):g}",
+                # a transfer stalled for the client's socket timeout is abandoned (then asked
+                # again by the Python client)
+                "speed-limit = 1",
+                f"speed-time = {max(int(timeout), 1)}",
+                f"max-filesize = {MAX_PAGE}",
+                'noproxy = "*"',
+                f"user-agent = {_quoted(USER_AGENT)}",
+                *ca,
+                f"write-out = {_quoted(_WRITE_OUT)}",
+                f"header = {_quoted('Accept: ' + ACCEPT)}",
+                f"header = {_quoted('Accept-Encoding: gzip, deflate')}",
+            ]
+            for i, url in enumerate(self._urls):
+                lines.append(f"url = {_quoted(url)}")
+                lines.append(f"output = {_quoted(os.path.join(self._folder, str(i)))}")
+        except ValueError:
+            return False
+        try:
+            # which curl this is, asked beside the transfers; read before any answer is
+            self._check = subprocess.Popen(
+                [curl, "-V"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+            )
+            self._proc = subprocess.Popen(
                 [curl, "-q", "--config", "-"],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL,
             )
+            assert self._proc.stdin is not None
+            self._proc.stdin.write(("\n".join(lines) + "\n").encode())
+            self._proc.stdin.close()
         except OSError:
-            shutil.rmtree(folder, ignore_errors=True)
-            return None
-        pages = cls(proc, folder, urls)
+            return False
+        return True
+
+    def _checked(self) -> bool:
+        """Whether ``curl -V`` named a curl this module may use (waits for its answer)."""
+        if self._check is None:
+            return False
         try:
-            assert proc.stdin is not None
-            proc.stdin.write(("\n".join(lines) + "\n").encode())
-            proc.stdin.close()
-        except OSError:
-            pages.close()
-            return None
-        return pages
+            out, _ = self._check.communicate(timeout=MAX_CONNECT_TIMEOUT)
+        except (OSError, ValueError, subprocess.TimeoutExpired):
+            return False
+        return self._check.returncode == 0 and _acceptable(
+            out.decode("utf-8", "replace"), self._secure
+        )
 
     def finished(self) -> Iterator[str]:
-        """Each URL as curl reports its transfer done (cleanly or not), then the end."""
-        assert self._proc.stdout is not None
+        """Each URL as curl reports its transfer done (cleanly or not), then the end; nothing
+        at all from a curl this module may not use (:func:`_acceptable`)."""
+        if self._proc is None or self._proc.stdout is None:
+            return
+        if not self._checked():
+            self._stop()
+            return
         for raw in self._proc.stdout:
             fields = raw.rstrip(b"\n").decode("utf-8", "replace").split("\t", 4)
             if len(fields) != 5 or not (fields[0].isascii() and fields[0].isdigit()):
                 continue
             num = int(fields[0])
-            if num >= len(self._urls) or num in self._done:
+            if num >= len(self._urls) or num in self._seen:
                 continue
+            self._seen.add(num)
             exitcode, status, final, ctype = fields[1:]
             code = int(status) if status.isascii() and status.isdigit() else 0
-            ok = exitcode == "0" and code in _TAKEN and final.startswith(("https:", "http:"))
-            self._done[num] = _Done(ok, code, final, ctype)
+            ended = int(exitcode) if exitcode.isascii() and exitcode.isdigit() else -1
+            # with no redirect followed, the URL curl ends at is the one it was given
+            ok = ended == 0 and code in _TAKEN and final == self._urls[num]
+            self._done[num] = _Done(ok, ended, code, final, ctype)
             yield self._urls[num]
         self._proc.wait()
+
+    def exitcode(self, url: str) -> Optional[int]:
+        """curl's exit code for ``url``'s transfer (0: done; 60: the certificate was not
+        trusted, ...), once it reported it and until its answer is taken."""
+        num = self._index.get(url)
+        done = self._done.get(num) if num is not None else None
+        return done.exitcode if done is not None else None
 
     def ready(self, url: str) -> bool:
         """Whether curl fetched ``url`` cleanly and its answer is not taken yet."""
@@ -214,21 +303,29 @@ class CurlPages:
         path = os.path.join(self._folder, str(num))
         try:
             with open(path, "rb") as fh:
+                if os.fstat(fh.fileno()).st_size > MAX_PAGE:
+                    return None
                 body = fh.read()
             os.unlink(path)
         except OSError:
             return None
         return Response(done.url, done.status, {"content-type": done.content_type}, body)
 
+    def _stop(self) -> None:
+        for proc in (self._proc, self._check):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
     def close(self) -> None:
         """Stop curl if it still runs and remove its folder (again: nothing more)."""
-        if self._proc.poll() is None:
-            self._proc.kill()
-            self._proc.wait()
-        for stream in (self._proc.stdout, self._proc.stdin):
-            if stream is not None:
-                try:
-                    stream.close()
-                except OSError:
-                    pass
+        _LIVE.discard(self)
+        self._stop()
+        for proc in (self._proc, self._check):
+            for stream in (proc.stdout, proc.stdin) if proc is not None else ():
+                if stream is not None:
+                    try:
+                        stream.close()
+                    except OSError:
+                        pass
         shutil.rmtree(self._folder, ignore_errors=True)

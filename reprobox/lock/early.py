@@ -33,6 +33,7 @@ import re
 import select
 import signal
 import threading
+import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, Optional, Sequence
@@ -186,7 +187,13 @@ def _run_child(r: int, w: int, keys: list[tuple[str, str]]) -> None:
         while view:
             view = view[os.write(w, view) :]
     finally:
-        os._exit(0)
+        try:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the cleanup below is the last word
+            pages = sys.modules.get("reprobox.lock.curlpages")
+            if pages is not None:  # one stopped between curl's start and its cleanup
+                pages.close_all()
+        finally:
+            os._exit(0)
 
 
 def _end_child(_signum: int, _frame: object) -> None:

@@ -1,7 +1,7 @@
 """A cold lock's pages through curl (reprobox.lock.curlpages), against a real local index.
 
 curl itself runs for real; the index is the recorded-pages server of the other lock tests.
-The Python client sends ``Accept-Encoding: gzip`` and curl its own list, which is how these
+The Python client sends ``Accept-Encoding: gzip`` and curl ``gzip, deflate``, which is how these
 tests tell who asked what.
 """
 
@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Optional
 
 import pytest
 
@@ -21,6 +22,7 @@ from reprobox.lock import curlpages
 from reprobox.lock.config import IndexConfig
 from reprobox.lock.curlpages import CurlPages, usable
 from reprobox.lock.index import IndexClient
+from reprobox.lock.transport import Response
 from tests.conftest import require, require_tool
 from tests.fixtures.lock.fakeindex import JSON_TYPE, FakeIndex, recorded
 
@@ -79,6 +81,11 @@ def _by_curl(idx: FakeIndex) -> list[str]:
         ({}, 'https://pypi.org/simple/six"/', False),
         ({}, "https://pypi.org/simple/six\\/", False),
         ({}, "https://pypi.org/simple/six\n/", False),
+        ({}, "https://pypi.org/simple/six\x7f/", False),
+        ({}, "https://pypi.org/simple/s\u00efx/", False),
+        ({}, "https://p\u00ffpi.org/simple/six/", False),
+        ({}, "https://[::1]:8443/simple/six/", True),
+        ({}, "https://pypi.org/simple/a{b,c}[1-2]/", True),  # sent as they stand (globoff)
     ],
 )
 def test_curl_is_used_only_where_the_python_client_connects_the_same_way(
@@ -95,9 +102,110 @@ def test_a_netrc_file_keeps_curl_out(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert CurlPages.start(IndexConfig(), ["https://pypi.org/simple/six/"]) is None
 
 
-def test_a_folder_of_certificates_keeps_curl_out(tmp_path: Path, no_netrc: None) -> None:
-    config = IndexConfig(cert=str(tmp_path))
+def test_a_folder_of_certificates_keeps_curl_out(
+    tmp_path: Path, tmp_folder: Path, no_netrc: None
+) -> None:
+    folder = tmp_path / "certs"
+    folder.mkdir()
+    config = IndexConfig(cert=str(folder))
     assert CurlPages.start(config, ["https://pypi.org/simple/six/"]) is None
+    assert list(tmp_folder.iterdir()) == []  # nothing started, nothing left
+
+
+def test_a_path_with_a_control_character_keeps_curl_out(
+    tmp_path: Path, tmp_folder: Path, no_netrc: None
+) -> None:
+    """pip's `cert` can span lines in its configuration file: a newline would end the value in
+    curl's configuration and start an option of its own."""
+    odd = tmp_path / "ca\nproxy = 127.0.0.1"
+    odd.write_text("")
+    assert CurlPages.start(IndexConfig(cert=str(odd)), ["https://pypi.org/simple/six/"]) is None
+    assert list(tmp_folder.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "first, features, secure, ok",
+    [
+        (
+            "curl 7.88.1 (x86_64-pc-linux-gnu) libcurl/7.88.1 OpenSSL/3.0.11 zlib/1.2.13",
+            "alt-svc AsynchDNS HTTP2 HTTPS-proxy IPv6 libz SSL",
+            True,
+            True,
+        ),
+        (
+            "curl 8.5.0 (x86_64-pc-linux-gnu) libcurl/8.5.0 OpenSSL/3.0.13 zlib/1.3",
+            "HTTP2 libz SSL",
+            True,
+            True,
+        ),
+        (
+            "curl 7.74.0 (x86_64-pc-linux-gnu) libcurl/7.74.0 OpenSSL/1.1.1w zlib/1.2.11",
+            "HTTP2 libz SSL",
+            True,
+            False,
+        ),  # no %{urlnum}
+        (
+            "curl 7.88.1 (x86_64-pc-linux-gnu) libcurl/7.88.1 GnuTLS/3.7.9 zlib/1.2.13",
+            "HTTP2 libz SSL",
+            True,
+            False,
+        ),  # another TLS library's trust
+        (
+            "curl 7.88.1 (x86_64-pc-linux-gnu) libcurl/7.88.1 (OpenSSL/3.0.11) Schannel",
+            "HTTP2 libz SSL MultiSSL",
+            True,
+            False,
+        ),  # OpenSSL built in, not in use
+        (
+            "curl 7.88.1 (x86_64-pc-linux-gnu) libcurl/7.88.1 OpenSSL/3.0.11 zlib/1.2.13",
+            "libz SSL",
+            True,
+            False,
+        ),  # no HTTP/2 for an https index
+        (
+            "curl 7.88.1 (x86_64-pc-linux-gnu) libcurl/7.88.1 OpenSSL/3.0.11 zlib/1.2.13",
+            "libz SSL",
+            False,
+            True,
+        ),  # ... which an http one does not need
+        (
+            "curl 7.88.1 (x86_64-pc-linux-gnu) libcurl/7.88.1 OpenSSL/3.0.11",
+            "HTTP2 SSL",
+            True,
+            False,
+        ),  # no gzip decoding
+        ("", "", True, False),
+    ],
+)
+def test_only_a_curl_named_fit_by_its_version_is_used(
+    first: str, features: str, secure: bool, ok: bool
+) -> None:
+    text = f"{first}\nRelease-Date: 2023-02-20\nProtocols: http https\nFeatures: {features}\n"
+    assert curlpages._acceptable(text, secure) is ok
+
+
+def test_this_machines_curl_is_fit() -> None:
+    """The tests below exercise curl for real: the curl here must pass the check."""
+    curl = curlpages._find_curl()
+    assert curl is not None
+    text = subprocess.run([curl, "-V"], capture_output=True, text=True, check=True).stdout
+    assert curlpages._acceptable(text, True), text
+
+
+def test_a_curl_found_relative_to_the_current_folder_is_not_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An empty PATH entry means the current folder, which may be a stranger's checkout."""
+    planted = tmp_path / "curl"
+    planted.write_text("#!/bin/sh\ntouch ran\n")
+    planted.chmod(0o755)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PATH", ":/nonexistent")
+    import shutil
+
+    assert shutil.which("curl") == "curl"  # what PATH names
+    assert curlpages._find_curl() is None
+    assert not curlpages.curl_available()
 
 
 def test_the_configuration_goes_through_stdin_not_the_command_line(
@@ -130,13 +238,14 @@ def test_pages_are_fetched_once_each_and_handed_over_once(tmp_folder: Path, no_n
             assert pages.response(urls[0]) is None  # handed over once
             absent = pages.response(urls[2])
             assert absent is not None and absent.status == 404
-            redirected = pages.response(urls[3])  # 301 to the normalized name, followed
-            assert redirected is not None and redirected.url == f"{idx.url}/six/"
-            assert redirected.body == PAGES["six"]["json"]
+            # a redirect (301 to the normalized name) is not followed: the Python client
+            # follows it by its own rules
+            assert not pages.ready(urls[3]) and pages.exitcode(urls[3]) == 0
+            assert pages.response(urls[3]) is None
         finally:
             pages.close()
         assert sorted(_by_curl(idx)) == sorted(
-            ["/simple/six/", "/simple/pyyaml/", "/simple/absent/", "/simple/Six/", "/simple/six/"]
+            ["/simple/six/", "/simple/pyyaml/", "/simple/absent/", "/simple/Six/"]
         )
         assert _by_python(idx) == []
     assert list(tmp_folder.iterdir()) == []  # the answers' folder is gone
@@ -403,14 +512,20 @@ class _TLSIndex:
         self.server.server_close()
 
 
-def _fetch_one(config: IndexConfig, url: str):
+def _fetch_one(config: IndexConfig, url: str) -> tuple[Optional[Response], Optional[int]]:
+    """curl's answer for ``url`` and its exit code."""
     pages = CurlPages.start(config, [url])
     assert pages is not None
     try:
         assert list(pages.finished()) == [url]
-        return pages.response(url)
+        code = pages.exitcode(url)
+        return pages.response(url), code
     finally:
         pages.close()
+
+
+#: curl's exit code for a peer certificate it does not trust.
+UNTRUSTED = 60
 
 
 def test_curl_trusts_the_certificate_pip_names_and_no_other(
@@ -419,12 +534,14 @@ def test_curl_trusts_the_certificate_pip_names_and_no_other(
     key, cert = _self_signed(tmp_path, "index")
     _other_key, other = _self_signed(tmp_path, "other")
     with _TLSIndex(key, cert) as idx:
-        got = _fetch_one(IndexConfig(index_url=idx.url, cert=str(cert)), f"{idx.url}/six/")
+        got, code = _fetch_one(IndexConfig(index_url=idx.url, cert=str(cert)), f"{idx.url}/six/")
         assert got is not None and got.status == 200 and got.body == PAGES["six"]["json"]
-        assert idx.requests == ["/simple/six/"]
-        refused = _fetch_one(IndexConfig(index_url=idx.url, cert=str(other)), f"{idx.url}/six/")
+        assert code == 0 and idx.requests == ["/simple/six/"]
+        refused, code = _fetch_one(
+            IndexConfig(index_url=idx.url, cert=str(other)), f"{idx.url}/six/"
+        )
         assert refused is None  # left to the Python client, which reports the certificate
-        assert idx.requests == ["/simple/six/"]
+        assert code == UNTRUSTED and idx.requests == ["/simple/six/"]
     assert list(tmp_folder.iterdir()) == []
 
 
@@ -439,10 +556,42 @@ def test_a_bundle_pip_names_replaces_curls_own_certificate_folder(
     index = read_index_config().index_url.rstrip("/")
     require(index.startswith("https://"), "a first index served over HTTPS in pip's configuration")
     url = f"{index}/six/"
-    trusted = _fetch_one(IndexConfig(index_url=index), url)  # OpenSSL's defaults
+    trusted, _code = _fetch_one(IndexConfig(index_url=index), url)  # OpenSSL's defaults
     require(trusted is not None and trusted.status == 200, f"{url} answering here")
     _key, other = _self_signed(tmp_path, "other")
-    assert _fetch_one(IndexConfig(index_url=index, cert=str(other)), url) is None
+    refused, code = _fetch_one(IndexConfig(index_url=index, cert=str(other)), url)
+    assert refused is None and code == UNTRUSTED
+
+
+def test_the_environments_certificate_variables_do_not_widen_pips_bundle(
+    tmp_path: Path, tmp_folder: Path, no_netrc: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SSL_CERT_DIR / SSL_CERT_FILE / CURL_CA_BUNDLE naming the index's own CA: with pip's
+    `cert` naming another bundle, curl trusts that bundle alone, as the Python client does."""
+    key, cert = _self_signed(tmp_path, "index")
+    _other_key, other = _self_signed(tmp_path, "other")
+    hashed = tmp_path / "hashed"
+    hashed.mkdir()
+    digest = subprocess.run(
+        [require_tool("openssl"), "x509", "-hash", "-noout", "-in", str(cert)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    (hashed / f"{digest}.0").write_bytes(cert.read_bytes())
+    monkeypatch.setenv("SSL_CERT_DIR", str(hashed))
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    monkeypatch.setenv("CURL_CA_BUNDLE", str(cert))
+    with _TLSIndex(key, cert) as idx:
+        # without pip's cert, OpenSSL's defaults (these variables applied) are trusted
+        got, code = _fetch_one(IndexConfig(index_url=idx.url), f"{idx.url}/six/")
+        assert got is not None and got.status == 200 and code == 0
+        refused, code = _fetch_one(
+            IndexConfig(index_url=idx.url, cert=str(other)), f"{idx.url}/six/"
+        )
+        assert refused is None and code == UNTRUSTED
+        assert idx.requests == ["/simple/six/"]
+    assert list(tmp_folder.iterdir()) == []
 
 
 # --------------------------------------------------------------------------- the lock's own start
@@ -493,3 +642,148 @@ def test_a_lock_that_ends_early_stops_its_curl(
         client.close()
         assert pages._proc.poll() is not None
     assert list(tmp_folder.iterdir()) == []
+
+
+# --------------------------------------------------------------------------- hostile surroundings
+
+
+def test_urls_are_sent_as_they_stand_never_expanded(tmp_folder: Path, no_netrc: None) -> None:
+    """curl's URL globbing would make one URL several transfers under one number."""
+    with FakeIndex(PAGES) as idx:
+        urls = [f"{idx.url}/g{{six,pyyaml}}/", f"{idx.url}/n[1-3]/", f"{idx.url}/a/../six/"]
+        pages = CurlPages.start(IndexConfig(index_url=idx.url), urls)
+        assert pages is not None
+        try:
+            assert sorted(pages.finished()) == sorted(urls)
+            assert [pages.response(u).status for u in urls] == [404, 404, 404]  # type: ignore[union-attr]
+        finally:
+            pages.close()
+        assert sorted(_by_curl(idx)) == sorted(
+            ["/simple/g{six,pyyaml}/", "/simple/n[1-3]/", "/simple/a/../six/"]
+        )
+
+
+def test_curl_ignores_proxy_variables_and_its_own_configuration_files(
+    tmp_path: Path, tmp_folder: Path, no_netrc: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Python client reads pip's proxies only; curl is used only without any, and reads
+    neither the proxy variables nor ~/.curlrc (nor CURL_HOME's)."""
+    with _Silent() as trap, FakeIndex(PAGES) as idx:
+        for name in ("ALL_PROXY", "all_proxy", "HTTP_PROXY", "http_proxy", "HTTPS_PROXY"):
+            monkeypatch.setenv(name, trap.url)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        home = tmp_path / "home"
+        home.mkdir()
+        hostile = f'proxy = "{trap.url}"\nheader = "X-Planted: 1"\nlocation\n'
+        (home / ".curlrc").write_text(hostile)
+        monkeypatch.setenv("HOME", str(home))
+        monkeypatch.setenv("CURL_HOME", str(home))
+        got, code = _fetch_one(IndexConfig(index_url=idx.url), f"{idx.url}/six/")
+        assert got is not None and got.status == 200 and code == 0
+        assert got.body == PAGES["six"]["json"]
+        assert trap.held == []  # no connection through the would-be proxy
+        assert [p for p, _h in idx.requests] == ["/simple/six/"]
+        assert all("X-Planted" not in h for _p, h in idx.requests)
+        assert idx.proxied == []
+
+
+def test_closing_every_live_fetch_ends_curl_and_removes_its_folder(
+    tmp_folder: Path, no_netrc: None
+) -> None:
+    """What a stopped lookup child calls last, whatever it was doing."""
+    with _Silent() as server:
+        pages = CurlPages.start(IndexConfig(index_url=server.url), [f"{server.url}/six/"])
+        assert pages is not None and pages in curlpages._LIVE
+        curlpages.close_all()
+        assert pages._proc is not None and pages._proc.poll() is not None
+        assert pages not in curlpages._LIVE
+    assert list(tmp_folder.iterdir()) == []
+
+
+def test_a_start_interrupted_midway_leaves_nothing(
+    tmp_folder: Path, no_netrc: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stop (SystemExit from the child's SIGTERM handler) between the folder's creation and
+    curl's start: the folder goes, and the stop goes on."""
+    real = subprocess.Popen
+    started: list[subprocess.Popen] = []
+
+    def popen(args: list[str], **kwargs: object) -> subprocess.Popen:
+        if "--config" in args:
+            raise SystemExit(0)
+        proc = real(args, **kwargs)  # type: ignore[call-overload]
+        started.append(proc)
+        return proc
+
+    monkeypatch.setattr(curlpages.subprocess, "Popen", popen)
+    with pytest.raises(SystemExit):
+        CurlPages.start(IndexConfig(), ["https://pypi.org/simple/six/"])
+    assert list(tmp_folder.iterdir()) == []
+    assert started and all(p.poll() is not None for p in started)  # `curl -V` ended too
+    assert not curlpages._LIVE
+
+
+def test_a_curl_on_another_tls_library_leaves_it_all_to_the_python_client(
+    tmp_path: Path, tmp_folder: Path, no_netrc: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A curl that works but names a TLS library whose trust this module cannot pin: its
+    answers are never read, and every page is asked by the Python client."""
+    real = curlpages._find_curl()
+    assert real is not None
+    fake = tmp_path / "curl"
+    fake.write_text(
+        "#!/bin/sh\n"
+        'if [ "$1" = -V ]; then\n'
+        "  echo 'curl 7.88.1 (x86_64-pc-linux-gnu) libcurl/7.88.1 GnuTLS/3.7.9 zlib/1.2.13'\n"
+        "  echo 'Features: HTTP2 libz SSL'\n"
+        "  exit 0\n"
+        "fi\n"
+        f'exec {real} "$@"\n'
+    )
+    fake.chmod(0o755)
+    monkeypatch.setattr(curlpages, "_find_curl", lambda: str(fake))
+    with FakeIndex(PAGES) as idx:
+        config = IndexConfig(index_url=idx.url, timeout=5.0, retries=0)
+        client = _prefetch(config, tmp_path / "cache", curl=True)
+        assert client.requests == 2
+        assert sorted(_by_python(idx)) == ["/simple/pyyaml/", "/simple/six/"]
+        found = _lookups(config, tmp_path / "cache")
+        assert all(found[w][0][0] and found[w][0][1] for w in WANTED)
+    assert list(tmp_folder.iterdir()) == []
+
+
+def test_a_gzipped_page_is_decoded_as_the_python_client_decodes_it(
+    tmp_folder: Path, no_netrc: None
+) -> None:
+    import gzip
+    import http.server
+
+    asked: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            asked.append(self.headers.get("Accept-Encoding", ""))
+            body = gzip.compress(PAGES["six"]["json"])
+            self.send_response(200)
+            self.send_header("Content-Type", JSON_TYPE)
+            self.send_header("Content-Encoding", "gzip")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/simple/six/"
+        got, code = _fetch_one(IndexConfig(index_url=url.rsplit("/six/", 1)[0]), url)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert code == 0 and got is not None and got.body == PAGES["six"]["json"]
+    assert asked == ["gzip, deflate"]  # what the Python client decodes, and no more
