@@ -32,8 +32,8 @@ import os
 import re
 import select
 import signal
-import threading
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, Optional, Sequence
