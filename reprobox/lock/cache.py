@@ -19,13 +19,15 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Mapping, Optional, Sequence
+from typing import Optional, Sequence
 
 from ..redact import strip_url_credentials
+from .cachedir import CACHE_VERSION, cache_file, default_cache_dir
 from .dists import DistFile, Lookup, Source
 
+__all__ = ["CACHE_VERSION", "Cache", "default_cache_dir"]
+
 NEGATIVE_TTL = 600.0
-CACHE_VERSION = "v1"
 
 
 def _key(text: str) -> str:
@@ -54,7 +56,7 @@ class Cache:
     """
 
     def __init__(self, root: Optional[Path]) -> None:
-        self.path = None if root is None else Path(root) / CACHE_VERSION / "index.sqlite"
+        self.path = None if root is None else cache_file(Path(root))
         self._db = None
         self._lock = threading.Lock()
         self._opened = False
@@ -216,9 +218,3 @@ def _sha256_file(path: str) -> str:
                 break
             h.update(chunk)
     return h.hexdigest()
-
-
-def default_cache_dir(environ: Optional[Mapping[str, str]] = None) -> Path:
-    env = os.environ if environ is None else environ
-    base = env.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "reprobox" / "index"

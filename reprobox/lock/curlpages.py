@@ -38,7 +38,13 @@ from typing import Iterator, NamedTuple, Optional, Sequence
 from urllib.parse import urlsplit
 
 from .config import IndexConfig
-from .transport import MAX_CONNECT_TIMEOUT, MAX_SOCKET_TIMEOUT, USER_AGENT, Response
+from .transport import (
+    ACCEPT,
+    MAX_CONNECT_TIMEOUT,
+    MAX_SOCKET_TIMEOUT,
+    USER_AGENT,
+    Response,
+)
 
 #: Streams curl keeps in flight at once (PyPI's CDN allows 100 per connection).
 PARALLEL = 64
@@ -192,8 +198,6 @@ class CurlPages:
         empty = os.path.join(self._folder, "ca")
         os.mkdir(empty)
         timeout = min(max(config.timeout, 1.0), MAX_SOCKET_TIMEOUT)
-        from .index import ACCEPT  # lazy: the index client imports this module
-
         try:
             ca = _ca_options(config, empty)
             if ca is None:
@@ -226,10 +230,6 @@ class CurlPages:
         except ValueError:
             return False
         try:
-            # which curl this is, asked beside the transfers; read before any answer is
-            self._check = subprocess.Popen(
-                [curl, "-V"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
-            )
             self._proc = subprocess.Popen(
                 [curl, "-q", "--config", "-"],
                 stdin=subprocess.PIPE,
@@ -239,6 +239,10 @@ class CurlPages:
             assert self._proc.stdin is not None
             self._proc.stdin.write(("\n".join(lines) + "\n").encode())
             self._proc.stdin.close()
+            # which curl this is, asked while the transfers start; read before any answer is
+            self._check = subprocess.Popen(
+                [curl, "-V"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+            )
         except OSError:
             return False
         return True

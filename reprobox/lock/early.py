@@ -202,25 +202,27 @@ def _end_child(_signum: int, _frame: object) -> None:
 
 def _prefetch(keys: list[tuple[str, str]]) -> dict[str, Any]:
     """In the child: the lookups, into the cache; what the lock needs to know of them."""
-    # lazy: ~20 ms, pip's configuration and the HTTP client, in the child only
+    # lazy, in the child only: pip's configuration (~10 ms) first, so that curl starts
+    # before the HTTP client and the cache import
+    from .cachedir import cache_file, default_cache_dir
     from .config import read_index_config
-    from .transport import START_CONNECTIONS, Transport  # lazy: as above
-
-    from .cache import CACHE_VERSION, default_cache_dir  # lazy: as above
 
     config = read_index_config()
     cache_dir = default_cache_dir()
-    transport = Transport(config)
     first = config.index_urls[0] if config.index_urls else ""
     remote = "://" in first and not first.startswith("file:")
     pages = None
-    if remote and not (cache_dir / CACHE_VERSION / "index.sqlite").exists():
-        # a cold cache: every page is wanted, and curl fetches them from now on
+    if remote and not cache_file(cache_dir).exists():
+        # a cold cache: every page is wanted, and curl fetches them from now on (stopped
+        # meanwhile, the child closes it on its way out: curlpages.close_all)
         from .curlpages import CurlPages  # lazy: as above
 
         base = first.rstrip("/")
         pages = CurlPages.start(config, [f"{base}/{name}/" for name, _v in keys])
-        transport.pages = pages
+    from .transport import START_CONNECTIONS, Transport  # lazy: as above
+
+    transport = Transport(config)
+    transport.pages = pages
     connected = remote and pages is None
     if connected:  # the connections open while the index client imports
         transport.connect_ahead(first, START_CONNECTIONS)

@@ -28,7 +28,7 @@ from .cache import Cache, default_cache_dir
 from .config import IndexConfig
 from .dists import DistFile, Lookup, ReleaseFilter, Source, canonicalize_name, parse_filename
 from .pages import parse_html_page, parse_json_page
-from .transport import START_CONNECTIONS, Transport
+from .transport import ACCEPT, START_CONNECTIONS, Transport
 
 if TYPE_CHECKING:
     from .curlpages import CurlPages
@@ -45,11 +45,6 @@ START_WORKERS = START_CONNECTIONS
 #: are, the index is latency-bound (the Internet) and the pool grows to ``max_workers``.
 SLOW_FIRST_BYTE = 0.010
 SLOW_TO_GROW = 4
-
-ACCEPT = (
-    "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.2, "
-    "text/html;q=0.01"
-)
 
 
 def page_url(source: Source, project: str) -> str:

@@ -37,6 +37,11 @@ if TYPE_CHECKING:  # imported when the first connection is made: a warm lock nee
     from .curlpages import CurlPages
 
 USER_AGENT = "reprobox-lock (+https://pypi.org/project/reprobox/)"
+#: What a page request accepts: PEP 691's JSON first, HTML after.
+ACCEPT = (
+    "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.2, "
+    "text/html;q=0.01"
+)
 #: Upper bound for one socket operation, whatever pip's (often generous) timeout says: a capture
 #: must not hang for minutes on an unreachable index.
 MAX_SOCKET_TIMEOUT = 30.0

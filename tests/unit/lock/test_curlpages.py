@@ -704,23 +704,25 @@ def test_closing_every_live_fetch_ends_curl_and_removes_its_folder(
 def test_a_start_interrupted_midway_leaves_nothing(
     tmp_folder: Path, no_netrc: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A stop (SystemExit from the child's SIGTERM handler) between the folder's creation and
-    curl's start: the folder goes, and the stop goes on."""
+    """A stop (SystemExit from the child's SIGTERM handler) after curl started and before
+    start() returned: curl is ended, the folder goes, and the stop goes on."""
     real = subprocess.Popen
     started: list[subprocess.Popen] = []
 
     def popen(args: list[str], **kwargs: object) -> subprocess.Popen:
-        if "--config" in args:
+        if args[1:] == ["-V"]:
             raise SystemExit(0)
         proc = real(args, **kwargs)  # type: ignore[call-overload]
         started.append(proc)
         return proc
 
     monkeypatch.setattr(curlpages.subprocess, "Popen", popen)
-    with pytest.raises(SystemExit):
-        CurlPages.start(IndexConfig(), ["https://pypi.org/simple/six/"])
+    with _Silent() as server:
+        with pytest.raises(SystemExit):
+            CurlPages.start(IndexConfig(index_url=server.url), [f"{server.url}/six/"])
+        assert len(started) == 1 and started[0].args[1:] == ["-q", "--config", "-"]
+        assert started[0].poll() is not None  # the transfers' curl, ended
     assert list(tmp_folder.iterdir()) == []
-    assert started and all(p.poll() is not None for p in started)  # `curl -V` ended too
     assert not curlpages._LIVE
 
 
