@@ -31,10 +31,6 @@ from typing import TYPE_CHECKING, Any, Iterator, Mapping, Optional, Sequence, Un
 from . import __version__, layout
 from .model import grammar as validate
 from .model.check import validate_experiment
-from .capture import envvars, system
-from .capture import python as py
-from .capture import record as rec
-from .capture.environment import environment_from_probe
 from .captured import Captured
 from .errors import IndexUnavailable, LockError, ReproboxError, UsageError, ValidationError
 from .model import (
@@ -51,9 +47,6 @@ from .model import (
 from .progress import Progress
 from .redact import Redactor
 from .store import Store, StoredExperiment
-from .workspace import dvc as dvc_mod
-from .workspace import git, metrics
-from .workspace.patch import PATCH_FILE, refuse_secrets_in_patch
 
 if TYPE_CHECKING:
     from .lock.result import LockResult
@@ -233,6 +226,16 @@ def capture_experiment(
     status of a run made before (``capture --exit-status``). ``system_packages`` adds OS
     packages by name (with ``[tool.reprobox] system-packages`` of pyproject.toml).
     """
+    # lazy: the capture and workspace readers (~20 ms of imports) serve a capture only, and
+    # `reprobox lock` imports this module too
+    from .capture import envvars, system
+    from .capture import python as py
+    from .capture import record as rec
+    from .capture.environment import environment_from_probe
+    from .workspace import dvc as dvc_mod
+    from .workspace import git, metrics
+    from .workspace.patch import PATCH_FILE, refuse_secrets_in_patch
+
     say = progress or (lambda _msg: None)
     environ = dict(os.environ if environ is None else environ)
     cwd = Path(cwd or Path.cwd())
