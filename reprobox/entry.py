@@ -7,6 +7,7 @@ from __future__ import annotations
 import atexit
 import gc
 import os
+import signal
 import sys
 import threading
 from typing import NoReturn
@@ -33,13 +34,20 @@ def main() -> None:
         # lazy: only for lock (~5 ms: the record's package names), before everything else loads
         from .lock import early as early_lock
 
-        early_lock.begin(sys.argv[2:])
+        # SIGTERM (a CI job cancelled, a timeout) ends a lock like Ctrl-C: the lookups' child
+        # and its curl are stopped and their folder removed, instead of running on orphaned
+        signal.signal(signal.SIGTERM, _interrupt)
     try:
+        if command == "lock":
+            early_lock.begin(sys.argv[2:])
         from .cli import main as cli_main  # lazy: after the probe or queries have started
 
         cli_main()
     except SystemExit as exc:
         status = exc.code
+    except KeyboardInterrupt:  # before the CLI could say so (it was still loading)
+        sys.stderr.write("\ninterrupted: nothing was left half-written\n")
+        status = 130
     else:
         status = None
     finally:
@@ -48,6 +56,10 @@ def main() -> None:
         elif command == "lock":
             early_lock.discard()
     leave(status)
+
+
+def _interrupt(_signo: int, _frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def leave(status: str | int | None) -> NoReturn:

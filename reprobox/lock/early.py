@@ -160,25 +160,32 @@ def begin(args: Sequence[str]) -> None:
         r, w = os.pipe()
     except Exception:  # noqa: BLE001 - only a head start: the lock finds and reports it
         return
+    # SIGTERM waits while the child is born: the child must not run the parent's handler
+    # (which would raise into the parent's code), and installs its own first
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
     try:
         pid = os.fork()
     except OSError:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         os.close(r)
         os.close(w)
         return
     if pid == 0:
-        _run_child(r, w, keys)  # does not return
+        _run_child(r, w, keys, mask)  # does not return
     os.close(w)
     with _lock:
         _child = _Child(exp_id, pid, r, started)
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # a SIGTERM now finds the child known
 
 
-def _run_child(r: int, w: int, keys: list[tuple[str, str]]) -> None:
+def _run_child(r: int, w: int, keys: list[tuple[str, str]], mask: Optional[set] = None) -> None:
     """The forked child: the lookups, its answer through the pipe ``w``, nothing else; it
-    ends the process."""
+    ends the process. ``mask``: the signal mask to restore once its SIGTERM handler is in."""
     try:
         # stopped (:func:`_stop`): its own cleanup runs (curl ended, its folder removed)
         signal.signal(signal.SIGTERM, _end_child)
+        if mask is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         os.close(r)
         devnull = os.open(os.devnull, os.O_RDWR)
         for std in (0, 1, 2):  # off the command's terminal and pipes

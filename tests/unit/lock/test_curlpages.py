@@ -8,7 +8,6 @@ tests tell who asked what.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -25,6 +24,7 @@ from reprobox.lock.index import IndexClient
 from reprobox.lock.transport import Response
 from tests.conftest import require, require_tool
 from tests.fixtures.lock.fakeindex import JSON_TYPE, FakeIndex, recorded
+from tests.fixtures.lock.silent import SilentIndex, children, gone
 
 PAGES = {
     "six": {"json": recorded("six", "json"), "html": recorded("six", "html")},
@@ -349,37 +349,10 @@ def test_a_missing_curl_means_no_curl(monkeypatch: pytest.MonkeyPatch, no_netrc:
 # --------------------------------------------------------------------------- stopping
 
 
-class _Silent:
-    """A server that accepts connections and never answers."""
-
-    def __enter__(self) -> "_Silent":
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.held: list[socket.socket] = []
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/simple"
-
-        def accept() -> None:
-            while True:
-                try:
-                    conn, _ = self.sock.accept()
-                except OSError:
-                    return
-                self.held.append(conn)
-
-        threading.Thread(target=accept, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.sock.close()
-        for conn in self.held:
-            conn.close()
-
-
 def test_close_ends_a_curl_still_waiting_and_removes_its_folder(
     tmp_folder: Path, no_netrc: None
 ) -> None:
-    with _Silent() as server:
+    with SilentIndex() as server:
         pages = CurlPages.start(IndexConfig(index_url=server.url), [f"{server.url}/six/"])
         assert pages is not None
         while not server.held:
@@ -407,7 +380,7 @@ def test_a_stopped_lookup_child_ends_its_curl_and_removes_its_folder(
         "os.kill(pid, signal.SIGTERM)\n"
         "os.waitpid(pid, 0)\n"
     )
-    with _Silent() as server:
+    with SilentIndex() as server:
         env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("PIP_")},
             "PIP_CONFIG_FILE": os.devnull,
@@ -427,29 +400,14 @@ def test_a_stopped_lookup_child_ends_its_curl_and_removes_its_folder(
         while len(server.held) == 0 and time.monotonic() < deadline:
             time.sleep(0.01)
         assert server.held, "curl never connected"
-        curls = _children(child)
+        curls = children(child)
         assert curls, "the child started no curl"
         proc.stdin.write("\n")
         proc.stdin.flush()
         assert proc.wait(timeout=30) == 0
     for pid in curls:
-        assert not Path(f"/proc/{pid}").exists() or _zombie(pid)
+        assert gone(pid)
     assert list(tmp_folder.iterdir()) == []
-
-
-def _children(pid: int) -> list[int]:
-    try:
-        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-    except OSError:
-        return []
-    return [int(p) for p in text.split()]
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1].startswith("Z")
-    except OSError:
-        return True
 
 
 # --------------------------------------------------------------------------- certificates
@@ -632,7 +590,7 @@ def test_a_locks_own_start_hands_the_pages_to_curl(
 def test_a_lock_that_ends_early_stops_its_curl(
     tmp_path: Path, tmp_folder: Path, no_netrc: None
 ) -> None:
-    with _Silent() as server:
+    with SilentIndex() as server:
         client = IndexClient(IndexConfig(index_url=server.url, timeout=5.0), tmp_path / "c")
         client.start(WANTED)
         pages = client.transport.pages
@@ -668,7 +626,7 @@ def test_curl_ignores_proxy_variables_and_its_own_configuration_files(
 ) -> None:
     """The Python client reads pip's proxies only; curl is used only without any, and reads
     neither the proxy variables nor ~/.curlrc (nor CURL_HOME's)."""
-    with _Silent() as trap, FakeIndex(PAGES) as idx:
+    with SilentIndex() as trap, FakeIndex(PAGES) as idx:
         for name in ("ALL_PROXY", "all_proxy", "HTTP_PROXY", "http_proxy", "HTTPS_PROXY"):
             monkeypatch.setenv(name, trap.url)
         monkeypatch.delenv("NO_PROXY", raising=False)
@@ -692,7 +650,7 @@ def test_closing_every_live_fetch_ends_curl_and_removes_its_folder(
     tmp_folder: Path, no_netrc: None
 ) -> None:
     """What a stopped lookup child calls last, whatever it was doing."""
-    with _Silent() as server:
+    with SilentIndex() as server:
         pages = CurlPages.start(IndexConfig(index_url=server.url), [f"{server.url}/six/"])
         assert pages is not None and pages in curlpages._LIVE
         curlpages.close_all()
@@ -717,7 +675,7 @@ def test_a_start_interrupted_midway_leaves_nothing(
         return proc
 
     monkeypatch.setattr(curlpages.subprocess, "Popen", popen)
-    with _Silent() as server:
+    with SilentIndex() as server:
         with pytest.raises(SystemExit):
             CurlPages.start(IndexConfig(index_url=server.url), [f"{server.url}/six/"])
         assert len(started) == 1 and started[0].args[1:] == ["-q", "--config", "-"]

@@ -407,3 +407,57 @@ def test_take_refuses_a_child_for_another_experiment_or_a_platform(
     assert pending is not None and early._child is None and len(stopped) == 2
     pending.close()
     assert stopped == [child, child, child]
+
+
+# --------------------------------------------------------------------------- stopped
+
+
+def test_a_terminated_lock_stops_its_lookups_and_leaves_nothing(tmp_path: Path) -> None:
+    """SIGTERM (a CI job cancelled) to `reprobox lock` while its child's curl waits on the
+    index: the command ends like Ctrl-C (exit 130, its message, no traceback), its child and
+    curl end with it, and curl's folder is gone."""
+    import signal
+    import time
+
+    from tests.fixtures.lock.silent import SilentIndex, children, gone
+
+    repo = tmp_path / "repo"
+    (repo / ".git").mkdir(parents=True)
+    env = _env()
+    stored = Store(repo).save(make_exp(env), env, {})
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    with SilentIndex() as idx:
+        environ = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "UV_"))}
+        environ.update(
+            PIP_CONFIG_FILE=os.devnull,
+            PIP_INDEX_URL=idx.url,
+            PIP_RETRIES="0",
+            XDG_CACHE_HOME=str(tmp_path / "cache"),
+            TMPDIR=str(tmp),
+            NETRC=str(tmp_path / "no-netrc"),
+        )
+        proc = subprocess.Popen(
+            [reprobox_exe(), "lock", stored.id],
+            cwd=repo,
+            env=environ,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + 60
+        while not idx.held and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.01)
+        assert idx.held, "nothing connected to the index"
+        lookups = children(proc.pid)
+        curls = [c for pid in lookups for c in children(pid)]
+        assert lookups and curls, "the lock started no lookup child, or it no curl"
+        assert list(tmp.iterdir()), "curl's folder is not where TMPDIR says"
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    assert all(gone(pid) for pid in lookups + curls)
+    assert list(tmp.iterdir()) == []
+    folder = repo / layout.STORE_DIR / layout.EXPERIMENTS / stored.id
+    assert not (folder / "requirements.lock").exists()  # nothing written
