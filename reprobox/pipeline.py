@@ -226,15 +226,15 @@ def capture_experiment(
     status of a run made before (``capture --exit-status``). ``system_packages`` adds OS
     packages by name (with ``[tool.reprobox] system-packages`` of pyproject.toml).
     """
-    # lazy: the capture and workspace readers (~20 ms of imports) serve a capture only, and
-    # `reprobox lock` imports this module too
-    from .capture import envvars, system
-    from .capture import python as py
-    from .capture import record as rec
-    from .capture.environment import environment_from_probe
-    from .workspace import dvc as dvc_mod
-    from .workspace import git, metrics
-    from .workspace.patch import PATCH_FILE, refuse_secrets_in_patch
+    # The capture and workspace readers (~20 ms of imports) serve a capture only, and
+    # `reprobox lock` imports this module too.
+    from .capture import envvars, system  # lazy: as above
+    from .capture import python as py  # lazy: as above
+    from .capture import record as rec  # lazy: as above
+    from .capture.environment import environment_from_probe  # lazy: as above
+    from .workspace import dvc as dvc_mod  # lazy: as above
+    from .workspace import git, metrics  # lazy: as above
+    from .workspace.patch import PATCH_FILE, refuse_secrets_in_patch  # lazy: as above
 
     say = progress or (lambda _msg: None)
     environ = dict(os.environ if environ is None else environ)

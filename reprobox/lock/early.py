@@ -209,10 +209,10 @@ def _end_child(_signum: int, _frame: object) -> None:
 
 def _prefetch(keys: list[tuple[str, str]]) -> dict[str, Any]:
     """In the child: the lookups, into the cache; what the lock needs to know of them."""
-    # lazy, in the child only: pip's configuration (~10 ms) first, so that curl starts
-    # before the HTTP client and the cache import
-    from .cachedir import cache_file, default_cache_dir
-    from .config import read_index_config
+    # in the child only: pip's configuration (~10 ms) first, so that curl starts before the
+    # HTTP client and the cache import
+    from .cachedir import cache_file, default_cache_dir  # lazy: as above
+    from .config import read_index_config  # lazy: as above
 
     config = read_index_config()
     cache_dir = default_cache_dir()

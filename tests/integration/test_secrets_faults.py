@@ -6,16 +6,15 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from ..conftest import git, require
+from ..fixtures.lock.silent import SilentIndex
 from ..saved_image import where_in_image
 
 CANARY = "CANARYc4n4ry7f3e"
@@ -142,29 +141,9 @@ def test_index_unreachable_then_lock_completes(project: Path, tmp_path: Path) ->
     assert "127.0.0.1:9" in again.stderr and "fix:" in again.stderr
 
 
-def _silent_server() -> tuple[socket.socket, int]:
-    """A loopback server that accepts connections and never answers (a hung index)."""
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(16)
-    conns: list[socket.socket] = []
-
-    def accept() -> None:
-        while True:
-            try:
-                c, _ = srv.accept()
-            except OSError:
-                return
-            conns.append(c)
-
-    threading.Thread(target=accept, daemon=True).start()
-    return srv, srv.getsockname()[1]
-
-
 def test_slow_index_is_bounded(project: Path, tmp_path: Path) -> None:
-    srv, port = _silent_server()
-    try:
-        url = f"http://127.0.0.1:{port}/simple"
+    with SilentIndex() as srv:
+        url = srv.url
         env = {
             **os.environ,
             "PIP_INDEX_URL": url,
@@ -187,8 +166,6 @@ def test_slow_index_is_bounded(project: Path, tmp_path: Path) -> None:
         no_traceback(proc)
         assert proc.returncode == 0, proc.stderr
         assert "reprobox lock" in proc.stderr
-    finally:
-        srv.close()
 
 
 def test_git_missing(project: Path, tmp_path: Path) -> None:

@@ -94,12 +94,43 @@ def test_curl_is_used_only_where_the_python_client_connects_the_same_way(
     assert usable(IndexConfig(**config), url) is ok
 
 
-def test_a_netrc_file_keeps_curl_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    "netrc, ok",
+    [
+        ("machine pypi.org login me password secret\n", False),
+        ("default login me password secret\n", False),  # every host
+        ("machine api.wandb.ai login user password key\n", True),  # another host's
+        ("machine pypi.org login\n", False),  # empty credentials are still sent
+        ("machine pypi.org bogus x\n", True),  # unreadable to the client: it sends nothing
+    ],
+)
+def test_netrc_credentials_for_the_index_keep_curl_out(
+    netrc: str, ok: bool, tmp_path: Path, tmp_folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """curl is told nothing of netrc: it is used only where the Python client would send no
+    netrc credentials to the index's host (as requests reads the file)."""
+    from reprobox.lock.transport import Transport
+
     rc = tmp_path / "netrc"
-    rc.write_text("machine pypi.org login me password secret\n")
+    rc.write_text(netrc)
     monkeypatch.setenv("NETRC", str(rc))
-    assert not usable(IndexConfig(), "https://pypi.org/simple/six/")
-    assert CurlPages.start(IndexConfig(), ["https://pypi.org/simple/six/"]) is None
+    sent = Transport(IndexConfig())._netrc_auth("pypi.org")
+    assert (sent is None) is ok  # the client's own reading, which curl's use must follow
+    assert usable(IndexConfig(), "https://pypi.org/simple/six/") is ok
+    with FakeIndex(PAGES) as idx:
+        monkeypatch.setenv("NETRC", str(rc))
+        host_rc = netrc.replace("pypi.org", "127.0.0.1")
+        rc.write_text(host_rc)
+        pages = CurlPages.start(IndexConfig(index_url=idx.url), [f"{idx.url}/six/"])
+        try:
+            assert (pages is not None) is ok
+            if pages is not None:
+                assert list(pages.finished()) == [f"{idx.url}/six/"]
+                assert all("Authorization" not in h for _p, h in idx.requests)
+        finally:
+            if pages is not None:
+                pages.close()
+    assert list(tmp_folder.iterdir()) == []
 
 
 def test_a_folder_of_certificates_keeps_curl_out(
@@ -747,3 +778,29 @@ def test_a_gzipped_page_is_decoded_as_the_python_client_decodes_it(
         server.server_close()
     assert code == 0 and got is not None and got.body == PAGES["six"]["json"]
     assert asked == ["gzip, deflate"]  # what the Python client decodes, and no more
+
+
+def test_an_index_that_never_answers_costs_curl_one_timeout(
+    tmp_folder: Path, no_netrc: None
+) -> None:
+    """Pages queued behind stalled ones would wait out curl's stall check one after another
+    (116 pages: minutes): with no transfer done for the client's socket timeout, curl is
+    stopped and every page is left to the Python client."""
+    with SilentIndex() as server:
+        urls = [f"{server.url}/p{i}/" for i in range(40)]
+        pages = CurlPages.start(IndexConfig(index_url=server.url, timeout=1.0), urls)
+        assert pages is not None
+        done: list[str] = []
+        worker = threading.Thread(target=lambda: done.extend(pages.finished()), daemon=True)
+        worker.start()
+        worker.join(timeout=60)  # a hang guard, not a speed check: one timeout is 1 s
+        try:
+            assert not worker.is_alive(), "curl was not stopped"
+            assert pages._proc is not None and pages._proc.poll() is not None
+            assert not any(pages.ready(u) for u in urls)
+            assert all(pages.response(u) is None for u in urls)
+            # connections opened at once (plain HTTP cannot multiplex), not one at a time
+            assert len(server.held) > 1
+        finally:
+            pages.close()
+    assert list(tmp_folder.iterdir()) == []
