@@ -348,6 +348,20 @@ def test_a_page_curl_did_not_get_is_asked_again_by_the_python_client(
     assert list(tmp_folder.iterdir()) == []
 
 
+def _all_left_to_python(fake: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeIndex:
+    """A prefetch with ``fake`` as curl: every page asked by the Python client, and found."""
+    fake.chmod(0o755)
+    monkeypatch.setattr(curlpages, "_find_curl", lambda: str(fake))
+    with FakeIndex(PAGES) as idx:
+        config = IndexConfig(index_url=idx.url, timeout=5.0, retries=0)
+        client = _prefetch(config, tmp_path / "cache", curl=True)
+        assert client.requests == 2
+        assert sorted(_by_python(idx)) == ["/simple/pyyaml/", "/simple/six/"]
+        found = _lookups(config, tmp_path / "cache")
+        assert all(found[w][0][0] and found[w][0][1] for w in WANTED)
+    return idx
+
+
 def test_a_curl_that_cannot_do_the_job_leaves_it_all_to_the_python_client(
     tmp_path: Path, tmp_folder: Path, no_netrc: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -359,16 +373,8 @@ def test_a_curl_that_cannot_do_the_job_leaves_it_all_to_the_python_client(
         "echo 'option --http2: the installed libcurl version does not support this' >&2\n"
         "exit 4\n"
     )
-    fake.chmod(0o755)
-    monkeypatch.setattr(curlpages, "_find_curl", lambda: str(fake))
-    with FakeIndex(PAGES) as idx:
-        config = IndexConfig(index_url=idx.url, timeout=5.0, retries=0)
-        client = _prefetch(config, tmp_path / "cache", curl=True)
-        assert client.requests == 2
-        assert sorted(_by_python(idx)) == ["/simple/pyyaml/", "/simple/six/"]
-        assert _by_curl(idx) == []
-        found = _lookups(config, tmp_path / "cache")
-        assert all(found[w][0][0] and found[w][0][1] for w in WANTED)
+    idx = _all_left_to_python(fake, tmp_path, monkeypatch)
+    assert _by_curl(idx) == []
     assert list(tmp_folder.iterdir()) == []
 
 
@@ -459,14 +465,19 @@ def _self_signed(folder: Path, name: str) -> tuple[Path, Path]:
     return key, cert
 
 
-class _TLSIndex:
-    """One recorded page over HTTPS, with a certificate of the test's own."""
+class _OnePage:
+    """six's recorded page at any path, over HTTPS with a certificate of the test's own
+    (``key``, ``cert``) or plain HTTP, gzipped on request; ``requests``: (path,
+    Accept-Encoding) of each request."""
 
-    def __init__(self, key: Path, cert: Path) -> None:
-        self.key, self.cert = key, cert
-        self.requests: list[str] = []
+    def __init__(
+        self, key: Optional[Path] = None, cert: Optional[Path] = None, gzipped: bool = False
+    ) -> None:
+        self.key, self.cert, self.gzipped = key, cert, gzipped
+        self.requests: list[tuple[str, str]] = []
 
-    def __enter__(self) -> "_TLSIndex":
+    def __enter__(self) -> "_OnePage":
+        import gzip
         import http.server
         import ssl
 
@@ -479,26 +490,35 @@ class _TLSIndex:
                 pass
 
             def do_GET(self) -> None:  # noqa: N802 - http.server's name
-                index.requests.append(self.path)
+                index.requests.append((self.path, self.headers.get("Accept-Encoding", "")))
                 body = PAGES["six"]["json"]
                 self.send_response(200)
                 self.send_header("Content-Type", JSON_TYPE)
+                if index.gzipped:
+                    body = gzip.compress(body)
+                    self.send_header("Content-Encoding", "gzip")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.load_cert_chain(self.cert, self.key)
-        self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
+        scheme = "http"
+        if self.cert is not None and self.key is not None:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(self.cert, self.key)
+            self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
+            scheme = "https"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"https://127.0.0.1:{self.server.server_address[1]}/simple"
+        self.url = f"{scheme}://127.0.0.1:{self.server.server_address[1]}/simple"
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+    def paths(self) -> list[str]:
+        return [p for p, _enc in self.requests]
 
 
 def _fetch_one(config: IndexConfig, url: str) -> tuple[Optional[Response], Optional[int]]:
@@ -522,15 +542,15 @@ def test_curl_trusts_the_certificate_pip_names_and_no_other(
 ) -> None:
     key, cert = _self_signed(tmp_path, "index")
     _other_key, other = _self_signed(tmp_path, "other")
-    with _TLSIndex(key, cert) as idx:
+    with _OnePage(key, cert) as idx:
         got, code = _fetch_one(IndexConfig(index_url=idx.url, cert=str(cert)), f"{idx.url}/six/")
         assert got is not None and got.status == 200 and got.body == PAGES["six"]["json"]
-        assert code == 0 and idx.requests == ["/simple/six/"]
+        assert code == 0 and idx.paths() == ["/simple/six/"]
         refused, code = _fetch_one(
             IndexConfig(index_url=idx.url, cert=str(other)), f"{idx.url}/six/"
         )
         assert refused is None  # left to the Python client, which reports the certificate
-        assert code == UNTRUSTED and idx.requests == ["/simple/six/"]
+        assert code == UNTRUSTED and idx.paths() == ["/simple/six/"]
     assert list(tmp_folder.iterdir()) == []
 
 
@@ -571,7 +591,7 @@ def test_the_environments_certificate_variables_do_not_widen_pips_bundle(
     monkeypatch.setenv("SSL_CERT_DIR", str(hashed))
     monkeypatch.setenv("SSL_CERT_FILE", str(cert))
     monkeypatch.setenv("CURL_CA_BUNDLE", str(cert))
-    with _TLSIndex(key, cert) as idx:
+    with _OnePage(key, cert) as idx:
         # without pip's cert, OpenSSL's defaults (these variables applied) are trusted
         got, code = _fetch_one(IndexConfig(index_url=idx.url), f"{idx.url}/six/")
         assert got is not None and got.status == 200 and code == 0
@@ -579,7 +599,7 @@ def test_the_environments_certificate_variables_do_not_widen_pips_bundle(
             IndexConfig(index_url=idx.url, cert=str(other)), f"{idx.url}/six/"
         )
         assert refused is None and code == UNTRUSTED
-        assert idx.requests == ["/simple/six/"]
+        assert idx.paths() == ["/simple/six/"]
     assert list(tmp_folder.iterdir()) == []
 
 
@@ -732,52 +752,18 @@ def test_a_curl_on_another_tls_library_leaves_it_all_to_the_python_client(
         "fi\n"
         f'exec {real} "$@"\n'
     )
-    fake.chmod(0o755)
-    monkeypatch.setattr(curlpages, "_find_curl", lambda: str(fake))
-    with FakeIndex(PAGES) as idx:
-        config = IndexConfig(index_url=idx.url, timeout=5.0, retries=0)
-        client = _prefetch(config, tmp_path / "cache", curl=True)
-        assert client.requests == 2
-        assert sorted(_by_python(idx)) == ["/simple/pyyaml/", "/simple/six/"]
-        found = _lookups(config, tmp_path / "cache")
-        assert all(found[w][0][0] and found[w][0][1] for w in WANTED)
+    _all_left_to_python(fake, tmp_path, monkeypatch)
     assert list(tmp_folder.iterdir()) == []
 
 
 def test_a_gzipped_page_is_decoded_as_the_python_client_decodes_it(
     tmp_folder: Path, no_netrc: None
 ) -> None:
-    import gzip
-    import http.server
-
-    asked: list[str] = []
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-        def do_GET(self) -> None:  # noqa: N802 - http.server's name
-            asked.append(self.headers.get("Accept-Encoding", ""))
-            body = gzip.compress(PAGES["six"]["json"])
-            self.send_response(200)
-            self.send_header("Content-Type", JSON_TYPE)
-            self.send_header("Content-Encoding", "gzip")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/simple/six/"
-        got, code = _fetch_one(IndexConfig(index_url=url.rsplit("/six/", 1)[0]), url)
-    finally:
-        server.shutdown()
-        server.server_close()
+    with _OnePage(gzipped=True) as idx:
+        got, code = _fetch_one(IndexConfig(index_url=idx.url), f"{idx.url}/six/")
     assert code == 0 and got is not None and got.body == PAGES["six"]["json"]
-    assert asked == ["gzip, deflate"]  # what the Python client decodes, and no more
+    # what the Python client decodes, and no more
+    assert idx.requests == [("/simple/six/", "gzip, deflate")]
 
 
 def test_an_index_that_never_answers_costs_curl_one_timeout(
