@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import stat
+import sys
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -30,10 +32,19 @@ def _jinja_env() -> Any:
     return env
 
 
+#: Where compiled templates are kept first: beside the templates, as Python keeps bytecode.
+PACKAGE_CACHE = Path(__file__).resolve().parent / "templates" / "__pycache__"
+
+
 def _template_bytecode_cache(jinja2):  # type: ignore[no-untyped-def]
-    """The templates compiled once per user, in the user's cache (``XDG_CACHE_HOME``): compiling
-    the Dockerfile template costs ~60 ms per process. Jinja checks each entry against its
-    template's source digest and its own version; no writable cache, no cache."""
+    """The templates compiled once (compiling the Dockerfile template costs ~60 ms per
+    process), kept as Python keeps bytecode: beside the package's templates
+    (``templates/__pycache__``), where that folder is this user's own and no one else may
+    write to it, and bytecode may be written (not under ``PYTHONDONTWRITEBYTECODE``); else
+    in the user's cache (``XDG_CACHE_HOME``). Jinja checks each entry against its template's
+    source digest and its own version; no writable cache, no cache."""
+    if not sys.dont_write_bytecode and _own_folder(PACKAGE_CACHE):
+        return jinja2.FileSystemBytecodeCache(str(PACKAGE_CACHE))
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     folder = Path(base) / "reprobox" / "templates"
     try:
@@ -41,6 +52,22 @@ def _template_bytecode_cache(jinja2):  # type: ignore[no-untyped-def]
     except OSError:
         return None
     return jinja2.FileSystemBytecodeCache(str(folder))
+
+
+def _own_folder(folder: Path) -> bool:
+    """Whether ``folder`` is (or could be made) a folder of this user's, not a link, that
+    only this user may write to: compiled code is read back from it."""
+    try:
+        folder.mkdir(mode=0o755, exist_ok=True)
+        st = os.lstat(folder)
+    except OSError:
+        return False
+    return (
+        stat.S_ISDIR(st.st_mode)
+        and st.st_uid == os.geteuid()
+        and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+        and os.access(folder, os.W_OK)
+    )
 
 
 def load_template(name: str) -> Any:
