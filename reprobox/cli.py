@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Optional
 import click
 
 from . import __version__, api
-from .errors import ReproboxError
+from .errors import INTERRUPTED, ReproboxError
 from .redact import redact_text
 from .render import ERR, PROGRESS, WARNING, Piece, render
 from .termsafe import clean
@@ -119,7 +119,7 @@ class ReproboxGroup(click.Group):
                 _echo(redact_text(exc.hint), err=True, prefix=click.style("  fix: ", fg="cyan"))
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
-            click.echo("\ninterrupted: nothing was left half-written", err=True)
+            click.echo("\n" + INTERRUPTED, err=True)
             ctx.exit(130)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise

@@ -46,7 +46,9 @@ def main() -> None:
     except SystemExit as exc:
         status = exc.code
     except KeyboardInterrupt:  # before the CLI could say so (it was still loading)
-        sys.stderr.write("\ninterrupted: nothing was left half-written\n")
+        from .errors import INTERRUPTED  # lazy: as the CLI above
+
+        sys.stderr.write(f"\n{INTERRUPTED}\n")
         status = 130
     else:
         status = None

@@ -120,3 +120,8 @@ class BaseImageMissing(EngineError):
 
 class InterpreterError(ReproboxError):
     """The target Python interpreter is missing, broken, or not the right version."""
+
+
+#: What a command interrupted by Ctrl-C or SIGTERM says (its writes are atomic: nothing is left
+#: half-written).
+INTERRUPTED = "interrupted: nothing was left half-written"

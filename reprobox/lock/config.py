@@ -335,3 +335,9 @@ def read_index_config(
         origins={"index_url": "default", **origins},
         files=tuple(files),
     )
+
+
+def project_page(index_url: str, project: str) -> str:
+    """The URL of ``project``'s page (``project`` normalized) on the simple index
+    ``index_url``."""
+    return index_url.rstrip("/") + f"/{project}/"

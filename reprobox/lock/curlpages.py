@@ -47,6 +47,7 @@ from .transport import (
     USER_AGENT,
     Response,
     Transport,
+    timeouts,
 )
 
 #: Streams curl keeps in flight at once (PyPI's CDN allows 100 per connection; more than 100
@@ -215,7 +216,7 @@ class CurlPages:
     def _launch(self, config: IndexConfig, curl: str) -> bool:
         empty = os.path.join(self._folder, "ca")
         os.mkdir(empty)
-        timeout = min(max(config.timeout, 1.0), MAX_SOCKET_TIMEOUT)
+        timeout, connect_timeout = timeouts(config)
         self._idle = timeout
         try:
             ca = _ca_options(config, empty)
@@ -236,7 +237,7 @@ class CurlPages:
                 ),
                 "compressed",  # decodes gzip and deflate, the encodings asked for below
                 f'proto = "{"=https" if self._secure else "=http,https"}"',
-                f"connect-timeout = {min(timeout, MAX_CONNECT_TIMEOUT):g}",
+                f"connect-timeout = {connect_timeout:g}",
                 # a transfer stalled for the client's socket timeout is abandoned (then asked
                 # again by the Python client)
                 "speed-limit = 1",

@@ -212,7 +212,7 @@ def _prefetch(keys: list[tuple[str, str]]) -> dict[str, Any]:
     # in the child only: pip's configuration (~10 ms) first, so that curl starts before the
     # HTTP client and the cache import
     from .cachedir import cache_file, default_cache_dir  # lazy: as above
-    from .config import read_index_config  # lazy: as above
+    from .config import project_page, read_index_config  # lazy: as above
 
     config = read_index_config()
     cache_dir = default_cache_dir()
@@ -224,8 +224,7 @@ def _prefetch(keys: list[tuple[str, str]]) -> dict[str, Any]:
         # meanwhile, the child closes it on its way out: curlpages.close_all)
         from .curlpages import CurlPages  # lazy: as above
 
-        base = first.rstrip("/")
-        pages = CurlPages.start(config, [f"{base}/{name}/" for name, _v in keys])
+        pages = CurlPages.start(config, [project_page(first, name) for name, _v in keys])
     from .transport import START_CONNECTIONS, Transport  # lazy: as above
 
     transport = Transport(config)

@@ -25,7 +25,7 @@ from urllib.parse import quote, unquote, urlsplit
 from ..errors import IndexUnavailable
 from ..redact import strip_url_credentials
 from .cache import Cache, default_cache_dir
-from .config import IndexConfig
+from .config import IndexConfig, project_page
 from .dists import DistFile, Lookup, ReleaseFilter, Source, canonicalize_name, parse_filename
 from .pages import parse_html_page, parse_json_page
 from .transport import ACCEPT, START_CONNECTIONS, Transport
@@ -49,7 +49,15 @@ SLOW_TO_GROW = 4
 
 def page_url(source: Source, project: str) -> str:
     """The URL of ``project``'s page on the index ``source`` (``project`` normalized)."""
-    return source.location.rstrip("/") + f"/{project}/"
+    return project_page(source.location, project)
+
+
+def _by_page(source: Source, wanted: Sequence[tuple[str, str]]) -> dict[str, list[tuple[str, str]]]:
+    """``wanted`` releases by the URL of their project's page on ``source``."""
+    out: dict[str, list[tuple[str, str]]] = {}
+    for w in wanted:
+        out.setdefault(page_url(source, w[0]), []).append(w)
+    return out
 
 
 def _local_path(location: str) -> str:
@@ -173,9 +181,7 @@ class IndexClient:
             return False
         from .curlpages import CurlPages  # lazy: as above
 
-        by_url: dict[str, list[tuple[str, str]]] = {}
-        for w in misses:
-            by_url.setdefault(page_url(source, w[0]), []).append(w)
+        by_url = _by_page(source, misses)
         pages = CurlPages.start(self.config, list(by_url))
         if pages is None:
             return False
@@ -266,9 +272,7 @@ class IndexClient:
         it, into the cache; the ones it did not answer, for the usual client."""
         if self.transport.pages is not pages:  # served through the transport, or not at all
             return list(misses)
-        by_url: dict[str, list[tuple[str, str]]] = {}
-        for w in misses:
-            by_url.setdefault(page_url(source, w[0]), []).append(w)
+        by_url = _by_page(source, misses)
         answered: set[tuple[str, str]] = set()
         rows: list[tuple] = []
         try:

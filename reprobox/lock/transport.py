@@ -75,13 +75,18 @@ def _basic(user: str, password: str) -> str:
     return "Basic " + base64.b64encode(raw).decode()
 
 
+def timeouts(config: IndexConfig) -> tuple[float, float]:
+    """The socket and connect timeouts for ``config``: pip's timeout, bounded."""
+    timeout = min(max(config.timeout, 1.0), MAX_SOCKET_TIMEOUT)
+    return timeout, min(timeout, MAX_CONNECT_TIMEOUT)
+
+
 class Transport:
     """A pool of idle connections per (scheme, host, port, proxy); safe to share between threads."""
 
     def __init__(self, config: IndexConfig, *, environ: Optional[Mapping[str, str]] = None) -> None:
         self.config = config
-        self.timeout = min(max(config.timeout, 1.0), MAX_SOCKET_TIMEOUT)
-        self.connect_timeout = min(self.timeout, MAX_CONNECT_TIMEOUT)
+        self.timeout, self.connect_timeout = timeouts(config)
         self._environ = dict(os.environ if environ is None else environ)
         self._idle: dict[tuple, list[http.client.HTTPConnection]] = {}
         #: Hosts that already failed for network reasons in this lock: later requests to them fail

@@ -138,9 +138,16 @@ def test_a_folder_of_certificates_keeps_curl_out(
 ) -> None:
     folder = tmp_path / "certs"
     folder.mkdir()
-    config = IndexConfig(cert=str(folder))
-    assert CurlPages.start(config, ["https://pypi.org/simple/six/"]) is None
-    assert list(tmp_folder.iterdir()) == []  # nothing started, nothing left
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("")
+    with SilentIndex() as server:
+        urls = [f"{server.url}/six/"]
+        assert CurlPages.start(IndexConfig(index_url=server.url, cert=str(folder)), urls) is None
+        assert list(tmp_folder.iterdir()) == []  # nothing started, nothing left
+        # the folder is what kept curl out: the same with a bundle file starts it
+        started = CurlPages.start(IndexConfig(index_url=server.url, cert=str(bundle)), urls)
+        assert started is not None
+        started.close()
 
 
 def test_a_path_with_a_control_character_keeps_curl_out(
@@ -150,7 +157,16 @@ def test_a_path_with_a_control_character_keeps_curl_out(
     curl's configuration and start an option of its own."""
     odd = tmp_path / "ca\nproxy = 127.0.0.1"
     odd.write_text("")
-    assert CurlPages.start(IndexConfig(cert=str(odd)), ["https://pypi.org/simple/six/"]) is None
+    plain = tmp_path / "ca.pem"
+    plain.write_text("")
+    with SilentIndex() as server:
+        urls = [f"{server.url}/six/"]
+        assert CurlPages.start(IndexConfig(index_url=server.url, cert=str(odd)), urls) is None
+        assert list(tmp_folder.iterdir()) == []
+        # the newline is what kept curl out: the same bundle under a plain name starts it
+        started = CurlPages.start(IndexConfig(index_url=server.url, cert=str(plain)), urls)
+        assert started is not None
+        started.close()
     assert list(tmp_folder.iterdir()) == []
 
 
