@@ -298,6 +298,83 @@ def test_pages_are_fetched_once_each_and_handed_over_once(tmp_folder: Path, no_n
     assert list(tmp_folder.iterdir()) == []  # the answers' folder is gone
 
 
+def _open_fds() -> set[int]:
+    return {int(n) for n in os.listdir("/proc/self/fd")}
+
+
+def _fetch_all(idx: FakeIndex) -> dict[str, Optional[Response]]:
+    urls = [f"{idx.url}/six/", f"{idx.url}/pyyaml/", f"{idx.url}/absent/"]
+    pages = CurlPages.start(IndexConfig(index_url=idx.url), urls)
+    assert pages is not None
+    try:
+        assert sorted(pages.finished()) == sorted(urls)
+        return {u: pages.response(u) for u in urls}
+    finally:
+        pages.close()
+
+
+def _assert_answers(idx: FakeIndex, got: dict[str, Optional[Response]]) -> None:
+    six, pyyaml, absent = (got[f"{idx.url}/{n}/"] for n in ("six", "pyyaml", "absent"))
+    assert six is not None and six.body == PAGES["six"]["json"]
+    assert pyyaml is not None and pyyaml.body == PAGES["pyyaml"]["json"]
+    assert absent is not None and absent.status == 404
+
+
+def test_answers_go_to_memory_files_that_close_with_the_fetch(
+    tmp_folder: Path, no_netrc: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On Linux the pages never touch the disk: curl writes each into an anonymous memory
+    file it inherited, the folder holds only the empty CA folder, and once the answers are
+    taken and the fetch closed, no descriptor of them is left open."""
+    require(hasattr(os, "memfd_create"), "memfd_create (Linux)")
+    seen: list[list[str]] = []
+    real = curlpages.CurlPages._launch
+
+    def launch(self: CurlPages, config: IndexConfig, curl: str) -> bool:
+        ok = real(self, config, curl)
+        seen.append([self._output(i) for i in range(len(self._urls))])
+        return ok
+
+    monkeypatch.setattr(curlpages.CurlPages, "_launch", launch)
+    before = _open_fds()
+    with FakeIndex(PAGES) as idx:
+        got = _fetch_all(idx)
+        _assert_answers(idx, got)
+    assert all(out.startswith("/proc/self/fd/") for out in seen[0]), seen
+    assert _open_fds() - before == set()
+    assert list(tmp_folder.iterdir()) == []
+
+
+@pytest.mark.parametrize("case", ["no memfd", "few descriptors"])
+def test_answers_go_to_the_folder_where_memory_files_cannot_be_used(
+    case: str, tmp_folder: Path, no_netrc: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No memfd_create (not Linux), or too few file descriptors for one per page: the same
+    answers, from files in the private folder, which is removed."""
+    import resource
+
+    if case == "no memfd":
+        monkeypatch.delattr(os, "memfd_create", raising=False)
+    else:
+        soft = 3 + curlpages.FD_MARGIN - 1  # one short for three pages
+        monkeypatch.setattr(resource, "getrlimit", lambda _what: (soft, soft))
+    assert curlpages._memory_files(3) is None
+    outputs: list[str] = []
+    real = curlpages.CurlPages._launch
+
+    def launch(self: CurlPages, config: IndexConfig, curl: str) -> bool:
+        ok = real(self, config, curl)
+        outputs.extend(self._output(i) for i in range(len(self._urls)))
+        return ok
+
+    monkeypatch.setattr(curlpages.CurlPages, "_launch", launch)
+    with FakeIndex(PAGES) as idx:
+        _assert_answers(idx, _fetch_all(idx))
+    assert len(outputs) == 3
+    assert all(Path(out).parent.parent == tmp_folder for out in outputs), outputs
+    assert list(tmp_folder.iterdir()) == []
+
+
 def _lookups(config: IndexConfig, cache: Path) -> dict:
     client = IndexClient(config, cache)
     try:
