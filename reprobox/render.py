@@ -507,7 +507,7 @@ def _renderers() -> dict[str, _Renderer]:
             _name(Locked): _Renderer(
                 _lock_text, _lock_data, lambda locked: _lock_warnings(locked) + _resealed(locked)
             ),
-            "reprobox.build.BuildResult": _Renderer(_build_text, _build_data),
+            "reprobox.build.builder.BuildResult": _Renderer(_build_text, _build_data),
             "reprobox.build.condaimage.CondaImage": _Renderer(_build_text, _conda_image_data),
             _name(BaseImage): _Renderer(lambda image, _c: [Piece(image.tag)], _base_data),
             "reprobox.run.RunRecord": _Renderer(lambda r, _c: [Piece(run_text(r))], _report_data),

@@ -21,10 +21,35 @@ still has it; that is possible only for this machine's own Debian release. The r
 
 from __future__ import annotations
 
-from .image import base_tags, build_base, render_base_dockerfile
-from .interpreter import HostInterpreter, describe_interpreter, find_interpreter
-from .releases import DEBIAN_RELEASES, check_codename, check_python_release
-from .rootfs import host_release
+from typing import TYPE_CHECKING
+
+from ..lazy import exports
+
+if TYPE_CHECKING:
+    from .image import base_tags, build_base, render_base_dockerfile
+    from .interpreter import HostInterpreter, describe_interpreter, find_interpreter
+    from .releases import DEBIAN_RELEASES, check_codename, check_python_release
+    from .rootfs import host_release
+
+#: Each name and the module that defines it, imported on first use: the Dockerfile renderer
+#: needs the release tables (:mod:`.releases`) and none of the image building, which imports
+#: the container engines.
+_WHERE = {
+    "base_tags": ".image",
+    "build_base": ".image",
+    "render_base_dockerfile": ".image",
+    "HostInterpreter": ".interpreter",
+    "describe_interpreter": ".interpreter",
+    "find_interpreter": ".interpreter",
+    "DEBIAN_RELEASES": ".releases",
+    "check_codename": ".releases",
+    "check_python_release": ".releases",
+    "host_release": ".rootfs",
+}
+
+
+__getattr__ = exports(__name__, _WHERE)
+
 
 __all__ = [
     "DEBIAN_RELEASES",

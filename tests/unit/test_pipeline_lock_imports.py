@@ -57,7 +57,7 @@ def test_the_dockerfile_template_is_compiled_beside_the_lookups(tmp_path) -> Non
     assert out == "['Dockerfile.j2']"
 
 
-def test_a_pip_lock_never_imports_the_conda_lock() -> None:
+def test_a_pip_lock_imports_neither_the_conda_lock_nor_the_build() -> None:
     out = _run(
         """
         import sys
@@ -81,6 +81,11 @@ def test_a_pip_lock_never_imports_the_conda_lock() -> None:
         stored = store.save(make_exp(env), env)
         sealed, result = pipeline.lock_experiment(store, stored)
         print("reprobox.lock.condalock" in sys.modules, "Dockerfile" in sealed.experiment.files)
+        build = ("reprobox.build.builder", "reprobox.build.context", "reprobox.engine")
+        print(sorted(m for m in build if m in sys.modules))
         """
     )
-    assert out == "False True"
+    conda, build = out.splitlines()
+    assert conda == "False True"
+    # the Dockerfile is rendered without the build's orchestration, engines or context
+    assert build == "[]"

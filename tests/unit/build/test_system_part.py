@@ -16,7 +16,7 @@ from typing import Any, Optional
 
 import pytest
 
-import reprobox.build as build_mod
+import reprobox.build.builder as build_mod
 from reprobox.build import Fetched, build_experiment
 from reprobox.build.context import SYSTEM_DOCKERFILE
 from reprobox.engine import BuildKitClient, BuildRequest, BuildStopped, EngineBuild
