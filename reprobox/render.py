@@ -32,8 +32,6 @@ from .api import (
     Pushed,
     Shown,
 )
-from .fanout.summary import DIFFERS, FAILED, REPRODUCED
-from .outcome import CLOSE, IGNORED, SAME
 from .termsafe import escape_json, field
 
 if TYPE_CHECKING:
@@ -362,6 +360,9 @@ def run_text(record: RunRecord) -> str:
     new = [m for m in record.metrics if m.status == "new"]
     for m in new:
         lines.append(f"  + {m.describe()}")
+    # lazy: a rerun's result has loaded outcome already; other commands print no outputs
+    from .outcome import CLOSE, IGNORED, SAME
+
     every = (*record.outputs, *record.dvc_outputs)
     same = [o for o in every if o.status == SAME]
     if same:
@@ -408,6 +409,9 @@ def verify_text(report: VerifyReport) -> str:
 
 
 def summary_text(summary: Summary) -> str:
+    # lazy: a summary in hand has loaded its module already (see _renderers)
+    from .fanout.summary import DIFFERS, FAILED, REPRODUCED
+
     lines = [o.line() for o in summary.outcomes]
     c = summary.counts()
     lines.append(

@@ -19,11 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on older interpreters only
-    import tomli as tomllib
-
 from ..model import grammar as validate
 from ..base.releases import DEBIAN_RELEASES, check_codename, check_python_release
 from ..errors import UsageError, ValidationError
@@ -216,6 +211,10 @@ def user_config_path() -> Path:
 
 
 def _load_toml(path: Path, what: str) -> dict:
+    if sys.version_info >= (3, 11):
+        import tomllib  # lazy: only where a configuration file exists
+    else:  # pragma: no cover - exercised on older interpreters only
+        import tomli as tomllib  # lazy: as above
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:

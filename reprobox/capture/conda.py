@@ -36,7 +36,7 @@ from ..errors import UsageError
 from ..model import CondaEnvironment, CondaPackage, Package
 from ..model.condacheck import KNOWN_SUBDIRS
 from ..redact import strip_url_credentials
-from .python import canonical_name
+from ..model.names import canonical_name
 
 CONDA_META = "conda-meta"
 

@@ -26,6 +26,7 @@ from .. import proc
 from ..errors import InterpreterError, ReproboxError, UsageError, ValidationError
 from ..model import InstalledChange, Interpreter, Package, PackageSource
 from ..model import grammar as validate
+from ..model.names import canonical_name, vcs_archive_name
 from ..redact import strip_url_credentials
 from ..store import FILE_NAME_RE
 from . import early
@@ -52,14 +53,6 @@ MIN_PYTHON = (3, 8)
 #: Consumer names the probe uses for what is not a distribution.
 PYTHON_USER = "<python>"
 UNKNOWN_USER = "<unknown>"
-
-_NORM = re.compile(r"[-_.]+")
-
-
-def canonical_name(name: str) -> str:
-    """PEP 503 normalized project name."""
-    return _NORM.sub("-", name).lower()
-
 
 # --------------------------------------------------------------------------- running the probe
 
@@ -533,12 +526,6 @@ def local_vcs_path(url: str | None) -> str | None:
 def sealed_source_name(pkg: Package) -> str:
     """The experiment file holding a local VCS source at its commit (the wheelhouse name too)."""
     return vcs_archive_name(pkg.name, pkg.version, pkg.source.commit)
-
-
-def vcs_archive_name(name: str, version: str, commit: str | None) -> str:
-    """The file name of a VCS package's source at its commit: sealed into the experiment, in the
-    wheelhouse and in the build context alike."""
-    return f"{canonical_name(name)}-{version}-{(commit or '')[:12]}.tar.gz"
 
 
 def _archive_local_git(pkg: Package, folder: str) -> bytes:

@@ -18,11 +18,6 @@ from ..errors import UsageError, ValidationError
 from ..model import Environment
 from ..store import FILE_NAME_RE
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - older interpreters only
-    import tomli as tomllib
-
 _PY_VERSION = re.compile(r"[0-9]+\.[0-9]+\.[0-9]+(?:(?:a|b|rc)[0-9]+)?\+?", re.ASCII)
 _WORD = re.compile(r"[A-Za-z0-9_.]+", re.ASCII)
 _PLATFORM = re.compile(r"[A-Za-z0-9_.-]+", re.ASCII)
@@ -258,6 +253,10 @@ def check_pylock(text: str, env: Environment, file: str = "pylock.toml") -> None
     """
     if len(text) > MAX_LOCK_BYTES:
         raise LockRefused(file, 1, "the file", f"is larger than {MAX_LOCK_BYTES >> 20} MiB")
+    if sys.version_info >= (3, 11):
+        import tomllib  # lazy: only a build reads pylock.toml, a lock writes it
+    else:  # pragma: no cover - older interpreters only
+        import tomli as tomllib  # lazy: as above
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

@@ -20,11 +20,11 @@ import tempfile
 from pathlib import Path
 from typing import Mapping, Optional
 
-from packaging.utils import canonicalize_name
 
 from .. import proc
 from ..errors import CommandError, LockError, ToolMissing
 from ..model import Environment
+from ..model.names import canonical_name
 from ..redact import redact_text
 from .config import IndexConfig
 from .result import VersionChange
@@ -87,7 +87,7 @@ def parse_pins(text: str) -> dict[str, str]:
     for line in text.splitlines():
         m = _PIN.match(line.strip())
         if m:
-            out[str(canonicalize_name(m.group(1)))] = m.group(2)
+            out[str(canonical_name(m.group(1)))] = m.group(2)
     return out
 
 

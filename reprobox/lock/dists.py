@@ -14,19 +14,11 @@ from urllib.parse import unquote, urlsplit
 from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
+from ..model.names import canonical_name
 from ..redact import strip_url_credentials
 
 if TYPE_CHECKING:
     from packaging.tags import Tag
-
-
-def canonicalize_name(name: str) -> str:
-    """PEP 503's normalized name, ``re.sub(r"[-_.]+", "-", name).lower()`` (as
-    ``packaging.utils.canonicalize_name`` computes it, without importing packaging)."""
-    value = name.lower().replace("_", "-").replace(".", "-")
-    while "--" in value:
-        value = value.replace("--", "-")
-    return value
 
 
 #: Source-distribution suffixes pip still installs.
@@ -162,13 +154,13 @@ def parse_filename(filename: str, project: Optional[str] = None) -> Optional[Par
         return None
     for match in _VERSION_START.finditer(stem):
         name_part, version_part = stem[: match.start()], stem[match.end() :]
-        if project is not None and canonicalize_name(name_part) != project:
+        if project is not None and canonical_name(name_part) != project:
             continue
         try:
             version = Version(version_part)
         except InvalidVersion:
             continue
-        return ParsedName(str(canonicalize_name(name_part)), version, "sdist")
+        return ParsedName(str(canonical_name(name_part)), version, "sdist")
     return None
 
 
@@ -213,7 +205,7 @@ class ReleaseFilter:
         return verdict
 
     def _judge(self, filename: str, name: str, ver: str) -> bool:
-        if canonicalize_name(name) != self.project:
+        if canonical_name(name) != self.project:
             # an sdist whose version holds a '-' or an odd name split: the full parser decides
             parsed = parse_filename(filename, self.project)
             if parsed is None or parsed.name != self.project:

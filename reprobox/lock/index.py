@@ -23,10 +23,11 @@ from typing import TYPE_CHECKING, Callable, Iterable, Optional, Sequence
 from urllib.parse import quote, unquote, urlsplit
 
 from ..errors import IndexUnavailable
+from ..model.names import canonical_name
 from ..redact import strip_url_credentials
 from .cache import Cache, default_cache_dir
 from .config import IndexConfig, project_page
-from .dists import DistFile, Lookup, ReleaseFilter, Source, canonicalize_name, parse_filename
+from .dists import DistFile, Lookup, ReleaseFilter, Source, parse_filename
 from .pages import parse_html_page, parse_json_page
 from .transport import ACCEPT, START_CONNECTIONS, Transport
 
@@ -339,7 +340,7 @@ class IndexClient:
                     if parsed is None:
                         continue
                     name = parsed.name
-                project = canonicalize_name(name)
+                project = canonical_name(name)
                 if any(ReleaseFilter(project, v)(f.filename) for v in versions.get(project, ())):
                     matching.append(("+" not in f.filename, f.path))
             matching.sort(key=lambda m: m[0])

@@ -39,13 +39,13 @@ from pathlib import Path
 from typing import Callable, Iterable, Optional, Sequence
 
 from .. import proc
-from ..capture.python import vcs_archive_name
 from ..errors import IndexUnavailable, LockError, UsageError
+from ..model.names import canonical_name, vcs_archive_name
 from ..progress import Progress
 from ..redact import strip_url_credentials
 from .checks import Pin
 from .config import IndexConfig
-from .dists import DistFile, canonicalize_name, parse_filename, same_version
+from .dists import DistFile, parse_filename, same_version
 from .index import IndexClient
 from .select import Target, interpreter_pairs, linux_arch, parse_wheel_tags
 from .transport import Transport
@@ -237,7 +237,7 @@ def _names_pin(filename: str, pin: Pin) -> bool:
     parsed = parse_filename(filename, pin.name)
     return (
         parsed is not None
-        and canonicalize_name(parsed.name) == canonicalize_name(pin.name)
+        and canonical_name(parsed.name) == canonical_name(pin.name)
         and same_version(parsed.version, pin.version)
     )
 
@@ -512,7 +512,7 @@ def _git_archive(src: "DirectSource", house: Wheelhouse) -> tuple[str, Path]:
                 str(repo),
                 "archive",
                 "--format=tar.gz",
-                f"--prefix={canonicalize_name(name)}-{version}/",
+                f"--prefix={canonical_name(name)}-{version}/",
                 f"--output={out}",
                 tree,
             ],
