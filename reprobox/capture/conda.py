@@ -36,7 +36,7 @@ from ..errors import UsageError
 from ..model import CondaEnvironment, CondaPackage, Package
 from ..model.condacheck import KNOWN_SUBDIRS
 from ..redact import strip_url_credentials
-from ..model.names import canonical_name
+from ..names import canonical_name
 
 CONDA_META = "conda-meta"
 

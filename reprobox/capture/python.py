@@ -26,7 +26,7 @@ from .. import proc
 from ..errors import InterpreterError, ReproboxError, UsageError, ValidationError
 from ..model import InstalledChange, Interpreter, Package, PackageSource
 from ..model import grammar as validate
-from ..model.names import canonical_name, vcs_archive_name
+from ..names import canonical_name, vcs_archive_name
 from ..redact import strip_url_credentials
 from ..store import FILE_NAME_RE
 from . import early

@@ -40,7 +40,7 @@ from . import system
 from .. import payload
 from ..payload import probe
 from .interp import find_repo_venv, shown_path
-from ..model.names import canonical_name
+from ..names import canonical_name
 
 try:
     import tomllib

@@ -24,7 +24,7 @@ from typing import Mapping, Optional
 from .. import proc
 from ..errors import CommandError, LockError, ToolMissing
 from ..model import Environment
-from ..model.names import canonical_name
+from ..names import canonical_name
 from ..redact import redact_text
 from .config import IndexConfig
 from .result import VersionChange

@@ -14,7 +14,7 @@ from urllib.parse import unquote, urlsplit
 from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
-from ..model.names import canonical_name
+from ..names import canonical_name
 from ..redact import strip_url_credentials
 
 if TYPE_CHECKING:

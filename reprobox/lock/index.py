@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Optional, Sequence
 from urllib.parse import quote, unquote, urlsplit
 
 from ..errors import IndexUnavailable
-from ..model.names import canonical_name
+from ..names import canonical_name
 from ..redact import strip_url_credentials
 from .cache import Cache, default_cache_dir
 from .config import IndexConfig, project_page

@@ -11,7 +11,6 @@ has the last word on which files belong to the release.
 from __future__ import annotations
 
 import json
-from html.parser import HTMLParser
 from typing import Callable, Optional
 from urllib.parse import unquote, urljoin, urlsplit
 
@@ -52,6 +51,8 @@ def parse_html_page(
     body: bytes, page_url: str, source: Source, keep: Optional[Keep] = None
 ) -> list[DistFile]:
     """PEP 503 anchors: href (+ ``#sha256=``), ``data-requires-python``, ``data-yanked``."""
+    from html.parser import HTMLParser  # lazy: only HTML pages (PyPI answers in JSON)
+
     anchors: list[dict[str, Optional[str]]] = []
     base_href: list[str] = []
 

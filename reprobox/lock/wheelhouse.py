@@ -40,7 +40,7 @@ from typing import Callable, Iterable, Optional, Sequence
 
 from .. import proc
 from ..errors import IndexUnavailable, LockError, UsageError
-from ..model.names import canonical_name, vcs_archive_name
+from ..names import canonical_name, vcs_archive_name
 from ..progress import Progress
 from ..redact import strip_url_credentials
 from .checks import Pin

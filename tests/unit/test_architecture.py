@@ -17,7 +17,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "reprobox"
 
 # The layers of docs/architecture.md, lowest first. Keep the two in step.
 LAYERS: list[tuple[str, ...]] = [
-    ("errors", "templates", "lazy"),
+    ("errors", "templates", "lazy", "names"),
     ("termsafe", "progress", "payload"),
     ("safefs", "redact", "proc", "templating"),
     ("model", "layout"),

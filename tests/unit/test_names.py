@@ -1,11 +1,11 @@
-"""The names capture, lock and build share (reprobox.model.names)."""
+"""The names capture, lock and build share (reprobox.names)."""
 
 from __future__ import annotations
 
 import pytest
 from packaging.utils import canonicalize_name
 
-from reprobox.model.names import canonical_name, vcs_archive_name
+from reprobox.names import canonical_name, vcs_archive_name
 
 NAMES = [
     "Django",
