@@ -34,14 +34,33 @@ from functools import lru_cache
 from typing import Any, Optional
 from urllib.parse import urlsplit, urlunsplit
 
-_SECRET_NAME = re.compile(
+
+class _Pattern:
+    """A regular expression compiled on its first use: this module's ~20 patterns cost ~4 ms to
+    compile, paid by every command at import, where most commands (a lock's index lookups among
+    them) only ever strip credentials from URLs, which needs one or two of them."""
+
+    __slots__ = ("_args", "_compiled")
+
+    def __init__(self, pattern: str, flags: int = 0) -> None:
+        self._args = (pattern, flags)
+        self._compiled: Optional[re.Pattern[str]] = None
+
+    def __getattr__(self, name: str) -> Any:  # search, sub, finditer, ...: the pattern's own
+        compiled = self._compiled
+        if compiled is None:
+            compiled = self._compiled = re.compile(*self._args)
+        return getattr(compiled, name)
+
+
+_SECRET_NAME = _Pattern(
     r"(TOKEN|SECRET|PASSW(OR)?D|PASSWD|PWD|CREDENTIAL|API_?KEY|ACCESS_?KEY|PRIVATE|AUTH|COOKIE|"
     r"SESSION|SIGNATURE|CERT_?KEY|_KEY$|^KEY$|KEY_)",
     re.IGNORECASE,
 )
 
 # user:pass@ or token@ in scheme://...  also git's scp-like form keeps user only (git@host:org/repo)
-_URL_CREDS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<creds>[^/@\s]+@)")
+_URL_CREDS = _Pattern(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<creds>[^/@\s]+@)")
 
 #: Query (and fragment) parameters that carry credentials, beyond secret-looking names: Azure SAS
 #: (``sig``, with ``se``/``sp``/``sv`` it is the token), S3 / GCS presigned URLs, OAuth.
@@ -97,8 +116,8 @@ def _secret_param(name: str) -> bool:
 # --------------------------------------------------------------------------- token formats
 
 #: reprobox's own patterns for tokens with a recognisable shape (whole token matched).
-TOKEN_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
-    (kind, re.compile(rx))
+TOKEN_PATTERNS: tuple[tuple[str, _Pattern], ...] = tuple(
+    (kind, _Pattern(rx))
     for kind, rx in (
         ("github-token", r"\b(?:gh[pousr]_[A-Za-z0-9]{30,255}|github_pat_[A-Za-z0-9_]{22,255})"),
         ("huggingface-token", r"\bhf_[A-Za-z0-9]{30,}"),
@@ -127,7 +146,7 @@ _DS_EXCLUDED = frozenset(
 #: characters mixing letters and digits (every token format they know is at least that long),
 #: credentials in a URL, or one of the fixed markers of the other formats (private keys, npm and
 #: Azure connection strings, Slack, AWS, SoftLayer). Text without any of these is not scanned.
-_MAYBE_SECRET = re.compile(
+_MAYBE_SECRET = _Pattern(
     r"(?=[A-Za-z0-9_+/=-]{0,200}?[0-9])(?=[A-Za-z0-9_+/=-]{0,200}?[A-Za-z])"
     r"(?<![A-Za-z0-9_+/=-])[A-Za-z0-9_+/=-]{11,}"
     r"|://[^/\s]*@|AccountKey|_authToken|PRIVATE KEY|BEGIN|PuTTY|xox|aws|softlayer|hooks\.slack",
@@ -135,7 +154,7 @@ _MAYBE_SECRET = re.compile(
 )
 
 #: Lines the keyword detector may flag name the secret (``password = ...``, ``api_key: ...``).
-_KEYWORD_HINT = re.compile(r"pass|pwd|secret|token|key|auth|cred|private", re.IGNORECASE)
+_KEYWORD_HINT = _Pattern(r"pass|pwd|secret|token|key|auth|cred|private", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -221,13 +240,13 @@ def _spans(line: str, secret_type: str, value: Optional[str], det: _Detectors) -
 # --------------------------------------------------------------------------- URLs
 
 
-_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>`]+")
+_URL_IN_TEXT = _Pattern(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>`]+")
 
 
 #: The fixed part every one of TOKEN_PATTERNS starts with (or holds): text without any of
 #: them matches none, and this one search costs a twentieth of the twelve (a lock strips
 #: every file URL it writes: ~1,600 on a torch environment).
-TOKEN_MARKERS = re.compile(
+TOKEN_MARKERS = _Pattern(
     r"gh[pousr]_|github_pat_|hf_|gl(?:pat|dt|ft|soat|rt|cbt)-|xox[abposr]-|sk-"
     r"|A(?:KIA|SIA|BIA|CCA|Iza)|pypi-|npm_|eyJ|-----BEGIN|AccountKey="
 )
@@ -278,7 +297,7 @@ def redact_text(text: str) -> str:
 # --------------------------------------------------------------------------- command lines
 
 #: An option whose value is a secret: its name ends with one of these words.
-_SECRET_OPTION = re.compile(
+_SECRET_OPTION = _Pattern(
     r"(?:^|[-_])(?:token|api[-_]?key|apikey|secret|secret[-_]key|client[-_]secret|password|"
     r"passwd|pass|pwd|access[-_]key|auth[-_]token|hf[-_]token|wandb[-_]key)$",
     re.IGNORECASE,

@@ -23,6 +23,7 @@ printed goes through :meth:`IndexConfig.redacted`.
 from __future__ import annotations
 
 import configparser
+import netrc
 import os
 import sys
 from dataclasses import dataclass, field, replace
@@ -341,3 +342,39 @@ def project_page(index_url: str, project: str) -> str:
     """The URL of ``project``'s page (``project`` normalized) on the simple index
     ``index_url``."""
     return index_url.rstrip("/") + f"/{project}/"
+
+
+# --------------------------------------------------------------------------- how pages are asked
+
+#: The User-Agent of every page request (the Python client's and curl's).
+USER_AGENT = "reprobox-lock (+https://pypi.org/project/reprobox/)"
+#: What a page request accepts: PEP 691's JSON first, HTML after.
+ACCEPT = (
+    "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.2, "
+    "text/html;q=0.01"
+)
+#: Upper bound for one socket operation, whatever pip's (often generous) timeout says: a capture
+#: must not hang for minutes on an unreachable index.
+MAX_SOCKET_TIMEOUT = 30.0
+#: A host that does not accept a connection within this long is reported unreachable at once
+#: (no retries): behind a firewall that drops packets, retrying only multiplies the wait.
+MAX_CONNECT_TIMEOUT = 10.0
+
+
+def timeouts(config: IndexConfig) -> tuple[float, float]:
+    """The socket and connect timeouts for ``config``: pip's timeout, bounded."""
+    timeout = min(max(config.timeout, 1.0), MAX_SOCKET_TIMEOUT)
+    return timeout, min(timeout, MAX_CONNECT_TIMEOUT)
+
+
+def read_netrc(environ: Mapping[str, str]) -> Optional[netrc.netrc]:
+    """~/.netrc (or $NETRC), as requests (pip's HTTP library) reads it; never written."""
+    path = environ.get("NETRC") or os.path.join(
+        environ.get("HOME") or os.path.expanduser("~"), ".netrc"
+    )
+    if not os.path.isfile(path):
+        return None
+    try:
+        return netrc.netrc(path)
+    except (OSError, netrc.NetrcParseError):
+        return None

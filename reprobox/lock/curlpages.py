@@ -36,22 +36,23 @@ from __future__ import annotations
 import os
 import re
 import select
-import shutil
 import subprocess
 import tempfile
-from typing import Iterator, NamedTuple, Optional, Sequence
+from typing import TYPE_CHECKING, Iterator, NamedTuple, Optional, Sequence
 from urllib.parse import urlsplit
 
-from .config import IndexConfig
-from .transport import (
+from .config import (
     ACCEPT,
     MAX_CONNECT_TIMEOUT,
     MAX_SOCKET_TIMEOUT,
     USER_AGENT,
-    Response,
-    Transport,
+    IndexConfig,
+    read_netrc,
     timeouts,
 )
+
+if TYPE_CHECKING:
+    from .transport import Response
 
 #: Streams curl keeps in flight at once (PyPI's CDN allows 100 per connection; more than 100
 #: made the data-science set's pages take 0.4 s instead of 0.16 s).
@@ -90,10 +91,10 @@ def _quoted(text: str) -> str:
 
 def _netrc_sends(hosts: "set[str]") -> bool:
     """Whether the Python client would send netrc credentials to any of ``hosts``: it reads
-    the file as requests does (:meth:`.transport.Transport._read_netrc`; a ``default`` entry
-    counts for every host). A netrc for other hosts only (wandb's, a git forge's) does not
-    keep curl out."""
-    rc = Transport._read_netrc(os.environ)
+    the file as requests does (:func:`.config.read_netrc`, as the client does; a ``default``
+    entry counts for every host). A netrc for other hosts only (wandb's, a git forge's) does
+    not keep curl out."""
+    rc = read_netrc(os.environ)
     return rc is not None and any(rc.authenticators(h) for h in hosts)
 
 
@@ -142,9 +143,15 @@ def usable(config: IndexConfig, index_url: str) -> bool:
 
 
 def _find_curl() -> Optional[str]:
-    """curl on PATH, at an absolute path (never one relative to the current folder)."""
-    found = shutil.which("curl")
-    return found if found and os.path.isabs(found) else None
+    """curl in PATH's absolute folders (an empty or relative entry, the current folder, which
+    may be a stranger's checkout, is passed over)."""
+    for folder in os.get_exec_path():
+        if not os.path.isabs(folder):
+            continue
+        path = os.path.join(folder, "curl")
+        if os.path.isfile(path) and os.access(path, os.X_OK):
+            return path
+    return None
 
 
 def _acceptable(version_text: str, secure: bool) -> bool:
@@ -220,6 +227,24 @@ def _read_fd(fd: int) -> Optional[bytes]:
         chunks.append(chunk)
         offset += len(chunk)
     return b"".join(chunks)
+
+
+def _remove_folder(folder: str) -> None:
+    """Remove this module's private folder: curl's answers (when not in memory) and the empty
+    CA folder, nothing deeper (links are removed, never followed)."""
+    try:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                try:
+                    if entry.is_dir(follow_symlinks=False):
+                        os.rmdir(entry.path)
+                    else:
+                        os.unlink(entry.path)
+                except OSError:
+                    pass
+        os.rmdir(folder)
+    except OSError:
+        pass
 
 
 #: Every CurlPages not closed yet, for :func:`close_all`.
@@ -438,6 +463,8 @@ class CurlPages:
             return None
         if body is None:
             return None
+        from .transport import Response  # lazy: the client that asks has loaded it
+
         return Response(done.url, done.status, {"content-type": done.content_type}, body)
 
     def _stop(self) -> None:
@@ -460,4 +487,4 @@ class CurlPages:
                         pass
         fds, self._fds = self._fds, []
         _close_fds(fds)
-        shutil.rmtree(self._folder, ignore_errors=True)
+        _remove_folder(self._folder)

@@ -35,8 +35,9 @@ import signal
 import sys
 import threading
 import time
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Optional, Sequence
 
 from .. import layout
 from ..errors import IndexUnavailable
@@ -53,6 +54,10 @@ _HEX = re.compile(r"[0-9a-f]+")
 #: The kinds of package the lock looks up on the indexes (:func:`.locker._lookup_keys`).
 LOOKED_UP = ("index", "archive")
 
+
+#: What the child writes to the pipe each time a batch of answers is in the cache, before
+#: its answer (a JSON object, which never starts with it).
+STORED = b"+\n"
 
 #: The longest the lock waits for the child (whose requests have their own timeouts) before
 #: stopping it and looking up on its own.
@@ -156,6 +161,10 @@ def begin(args: Sequence[str]) -> None:
         keys = lookup_keys(json.loads(raw))
         if not keys:
             return
+        # pip's configuration reader (~10 ms of imports, dataclasses the most), which the child
+        # needs before it can start curl and the lock needs next: imported once, here
+        from . import config  # noqa: F401  # lazy: as above, and only for a lock
+
         started = time.monotonic()
         r, w = os.pipe()
     except Exception:  # noqa: BLE001 - only a head start: the lock finds and reports it
@@ -190,7 +199,7 @@ def _run_child(r: int, w: int, keys: list[tuple[str, str]], mask: Optional[set] 
         devnull = os.open(os.devnull, os.O_RDWR)
         for std in (0, 1, 2):  # off the command's terminal and pipes
             os.dup2(devnull, std)
-        view = memoryview(json.dumps(_prefetch(keys)).encode())
+        view = memoryview(json.dumps(_prefetch(keys, w)).encode())
         while view:
             view = view[os.write(w, view) :]
     finally:
@@ -207,8 +216,18 @@ def _end_child(_signum: int, _frame: object) -> None:
     raise SystemExit(0)
 
 
-def _prefetch(keys: list[tuple[str, str]]) -> dict[str, Any]:
-    """In the child: the lookups, into the cache; what the lock needs to know of them."""
+def _stored(w: int) -> None:
+    """In the child: tell the lock that more answers are in the cache (it reads them while
+    the others arrive); a lock that went away is no matter."""
+    try:
+        os.write(w, STORED)
+    except OSError:
+        pass
+
+
+def _prefetch(keys: list[tuple[str, str]], w: Optional[int] = None) -> dict[str, Any]:
+    """In the child: the lookups, into the cache; what the lock needs to know of them. ``w``:
+    the pipe to the lock, told of each batch of answers stored (:data:`STORED`)."""
     # in the child only: pip's configuration (~10 ms) first, so that curl starts before the
     # HTTP client and the cache import
     from .cachedir import cache_file, default_cache_dir  # lazy: as above
@@ -239,7 +258,12 @@ def _prefetch(keys: list[tuple[str, str]]) -> dict[str, Any]:
         client = IndexClient(config, cache_dir, transport=transport)
         answer: dict[str, Any] = {"cache": str(client.cache_dir), "config": config_digest(config)}
         try:
-            client.prefetch(keys, connected=connected, pages=pages)
+            client.prefetch(
+                keys,
+                connected=connected,
+                pages=pages,
+                stored=None if w is None else partial(_stored, w),
+            )
         except IndexUnavailable as exc:
             answer["error"] = [exc.message, exc.hint]
         finally:
@@ -270,8 +294,12 @@ def _reap(child: _Child) -> None:
         pass
 
 
-def _read(child: _Child, limit: float) -> Optional[bytes]:
-    """The child's answer, read to its end within ``limit`` seconds; None past it."""
+def _read(
+    child: _Child, limit: float, stored: Optional[Callable[[], None]] = None
+) -> Optional[bytes]:
+    """The child's answer, read to its end within ``limit`` seconds; None past it. The
+    :data:`STORED` notices before it call ``stored()`` (once for those read together); one
+    that fails costs nothing, the lock reads the cache again."""
     chunks: list[bytes] = []
     deadline = time.monotonic() + limit
     while True:
@@ -281,7 +309,16 @@ def _read(child: _Child, limit: float) -> Optional[bytes]:
         chunk = os.read(child.fd, 1 << 16)
         if not chunk:
             return b"".join(chunks)
-        chunks.append(chunk)
+        if not chunks:  # still before the answer: notices, if any
+            answer = chunk.lstrip(STORED)
+            if len(answer) < len(chunk) and stored is not None:
+                try:
+                    stored()
+                except Exception:  # noqa: BLE001 - only a read ahead
+                    pass
+            chunk = answer
+        if chunk:
+            chunks.append(chunk)
 
 
 def config_digest(config: IndexConfig) -> str:
@@ -297,17 +334,20 @@ class Pending:
     def __init__(self, child: _Child) -> None:
         self._child: Optional[_Child] = child
 
-    def wait(self, config: IndexConfig, cache_dir: Path) -> Optional[Ahead]:
+    def wait(
+        self, config: IndexConfig, cache_dir: Path, stored: Optional[Callable[[], None]] = None
+    ) -> Optional[Ahead]:
         """What the child did, when it looked up with this lock's index configuration
         ``config`` into its cache folder ``cache_dir`` (its answers are in the cache); else
         None (nothing the lock can use). Raises the child's :class:`IndexUnavailable` (an
-        index failed it), which the lock would meet again."""
+        index failed it), which the lock would meet again. ``stored()`` is called meanwhile
+        each time the child says more answers are in the cache."""
         child, self._child = self._child, None
         if child is None:
             return None
         raw = None
         try:
-            raw = _read(child, WAIT_LIMIT)
+            raw = _read(child, WAIT_LIMIT, stored)
         finally:
             if raw is None:  # past the limit, or interrupted (Ctrl-C)
                 _stop(child)

@@ -14,6 +14,7 @@ import hashlib
 import os
 import queue
 import threading
+import time
 from dataclasses import replace
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from concurrent.futures import wait as wait_futures
@@ -26,10 +27,10 @@ from ..errors import IndexUnavailable
 from ..names import canonical_name
 from ..redact import strip_url_credentials
 from .cache import Cache, default_cache_dir
-from .config import IndexConfig, project_page
+from .config import ACCEPT, IndexConfig, project_page
 from .dists import DistFile, Lookup, ReleaseFilter, Source, parse_filename
 from .pages import parse_html_page, parse_json_page
-from .transport import ACCEPT, START_CONNECTIONS, Transport
+from .transport import START_CONNECTIONS, Transport
 
 if TYPE_CHECKING:
     from .curlpages import CurlPages
@@ -71,6 +72,12 @@ def _file_url(path: str) -> str:
     return "file://" + quote(os.path.abspath(path))
 
 
+#: When the lookup child stores curl's answers for the lock to read ahead: every this many
+#: releases, or this many seconds after the last batch (the last pages, the largest, come
+#: one by one): the lock reads each batch while the rest arrive, not all of them at the end.
+STORE_EVERY = (24, 0.01)
+
+
 class IndexClient:
     """Looks releases up on every configured source, in parallel, through the cache."""
 
@@ -96,6 +103,9 @@ class IndexClient:
         self._early: dict[tuple[Source, tuple[str, str]], Future] = {}
         self._hasher: Optional[ThreadPoolExecutor] = None
         self._hashing: dict[str, Future] = {}  # path -> its sha256, hashed ahead (see start)
+        #: (source location, (project, version)) -> the cached answer, read while the lookup
+        #: child was still storing others (:meth:`read_ahead`)
+        self._read: dict[tuple[str, tuple[str, str]], Lookup] = {}
         self.requests = 0  # network requests made (for benchmarks and tests)
 
     def sources(self) -> tuple[Source, ...]:
@@ -231,6 +241,7 @@ class IndexClient:
         *,
         connected: bool = False,
         pages: Optional[CurlPages] = None,
+        stored: Optional[Callable[[], None]] = None,
     ) -> None:
         """Ask the first source, when it is remote, about each of ``wanted`` the cache cannot
         answer, and keep the answers in the cache; hash the files of ``wanted`` that local
@@ -241,7 +252,8 @@ class IndexClient:
         are being opened already (:meth:`.transport.Transport.connect_ahead`). ``pages``:
         curl is fetching the first source's pages (:mod:`.curlpages`, served through the
         transport); each is read as curl finishes it, and what curl did not fetch cleanly is
-        asked as usual."""
+        asked as usual. ``stored()`` is called each time some of curl's answers are in the
+        cache (:data:`STORE_EVERY`), for the lock to read them while the others arrive."""
         sources = self.sources()
         if not sources or sources[0].is_local:
             return
@@ -259,7 +271,7 @@ class IndexClient:
         hashing.start()
         try:
             if misses and pages is not None:
-                misses = self._take_pages(sources[0], misses, pages)
+                misses = self._take_pages(sources[0], misses, pages, stored)
             if misses:
                 self._ask_remote(sources[0], misses, lambda _w, _lookup: None)
         finally:
@@ -267,15 +279,22 @@ class IndexClient:
             hashing.join()
 
     def _take_pages(
-        self, source: Source, misses: Sequence[tuple[str, str]], pages: CurlPages
+        self,
+        source: Source,
+        misses: Sequence[tuple[str, str]],
+        pages: CurlPages,
+        stored: Optional[Callable[[], None]] = None,
     ) -> list[tuple[str, str]]:
         """Look ``misses`` up on ``source`` from the pages curl fetches, each as curl finishes
-        it, into the cache; the ones it did not answer, for the usual client."""
+        it, into the cache; the ones it did not answer, for the usual client. With
+        ``stored``, the answers go into the cache as they come (:data:`STORE_EVERY`), each
+        batch followed by ``stored()``; else in one transaction at the end."""
         if self.transport.pages is not pages:  # served through the transport, or not at all
             return list(misses)
         by_url = _by_page(source, misses)
         answered: set[tuple[str, str]] = set()
         rows: list[tuple] = []
+        last = time.monotonic()
         try:
             for url in pages.finished():
                 for w in by_url.get(url, ()):
@@ -284,6 +303,15 @@ class IndexClient:
                     lookup, row = self._fetch(source, *w)
                     rows.append(row)
                     answered.add(w)
+                now = time.monotonic()
+                if (
+                    stored is not None
+                    and rows
+                    and (len(rows) >= STORE_EVERY[0] or now - last >= STORE_EVERY[1])
+                ):
+                    self.cache.put_rows(rows)
+                    rows, last = [], now
+                    stored()
         finally:
             self.cache.put_rows(rows)
         return [w for w in misses if w not in answered]
@@ -434,6 +462,28 @@ class IndexClient:
             self._stop_workers()
         return found
 
+    def read_ahead(self, source: Source, wanted: Sequence[tuple[str, str]]) -> None:
+        """Read now the cached answers among ``wanted`` on ``source`` that were not read yet
+        (the lookup child is storing the others as they arrive): :meth:`lookup_many` then
+        takes them from memory instead of reading them all at once after the child's end."""
+        key = source.location
+        left = [w for w in wanted if (key, w) not in self._read]
+        if left:
+            for w, lookup in self.cache.get_releases(source, left).items():
+                self._read[(key, w)] = lookup
+
+    def _cached(
+        self, source: Source, pending: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], Lookup]:
+        """The cached answers among ``pending`` on ``source``: those read ahead, then the
+        cache's."""
+        key = source.location
+        out = {w: self._read[(key, w)] for w in pending if (key, w) in self._read}
+        left = [w for w in pending if w not in out]
+        if left:
+            out.update(self.cache.get_releases(source, left))
+        return out
+
     def _ask_remote(
         self,
         source: Source,
@@ -442,7 +492,7 @@ class IndexClient:
     ) -> None:
         """``take(wanted, lookup)`` for each of ``pending``: the cached ones first, then the
         others as their answers arrive."""
-        cached = self.cache.get_releases(source, pending)
+        cached = self._cached(source, pending)
         misses = [w for w in pending if w not in cached]
         futures: dict[Future, tuple[str, str]] = {}
         rows: list[tuple] = []

@@ -113,7 +113,14 @@ def _lock(
             f"looking up {len(looked_up)} packages on {len(sources)} package "
             f"source{'s' if len(sources) != 1 else ''}"
         )
-    done_ahead = ahead.wait(config, cache_dir) if ahead is not None and cache_dir else None
+    done_ahead = None
+    if ahead is not None and cache_dir:
+        # the child's answers are read as it stores them, not all after its end
+        first = sources[0] if sources and not sources[0].is_local else None
+        keys = _lookup_keys(looked_up)
+        done_ahead = ahead.wait(
+            config, cache_dir, None if first is None else lambda: client.read_ahead(first, keys)
+        )
     if done_ahead is not None:  # its answers are in the cache: counted, and timed from its start
         t0 = done_ahead.started
         client.requests += done_ahead.requests

@@ -28,7 +28,7 @@ from urllib.parse import unquote, urljoin, urlsplit
 
 from ..errors import IndexUnavailable
 from ..redact import strip_url_credentials
-from .config import IndexConfig
+from .config import USER_AGENT, IndexConfig, read_netrc, timeouts
 
 if TYPE_CHECKING:  # imported when the first connection is made: a warm lock needs neither
     import http.client
@@ -36,18 +36,6 @@ if TYPE_CHECKING:  # imported when the first connection is made: a warm lock nee
 
     from .curlpages import CurlPages
 
-USER_AGENT = "reprobox-lock (+https://pypi.org/project/reprobox/)"
-#: What a page request accepts: PEP 691's JSON first, HTML after.
-ACCEPT = (
-    "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.2, "
-    "text/html;q=0.01"
-)
-#: Upper bound for one socket operation, whatever pip's (often generous) timeout says: a capture
-#: must not hang for minutes on an unreachable index.
-MAX_SOCKET_TIMEOUT = 30.0
-#: A host that does not accept a connection within this long is reported unreachable at once
-#: (no retries): behind a firewall that drops packets, retrying only multiplies the wait.
-MAX_CONNECT_TIMEOUT = 10.0
 MAX_REDIRECTS = 5
 _RETRY_STATUSES = {429, 500, 502, 503, 504}
 
@@ -73,12 +61,6 @@ class Response:
 def _basic(user: str, password: str) -> str:
     raw = f"{unquote(user)}:{unquote(password)}".encode()
     return "Basic " + base64.b64encode(raw).decode()
-
-
-def timeouts(config: IndexConfig) -> tuple[float, float]:
-    """The socket and connect timeouts for ``config``: pip's timeout, bounded."""
-    timeout = min(max(config.timeout, 1.0), MAX_SOCKET_TIMEOUT)
-    return timeout, min(timeout, MAX_CONNECT_TIMEOUT)
 
 
 class Transport:
@@ -202,16 +184,7 @@ class Transport:
 
     @staticmethod
     def _read_netrc(environ: Mapping[str, str]) -> Optional[netrc.netrc]:
-        """~/.netrc (or $NETRC), as requests (pip's HTTP library) reads it; never written."""
-        path = environ.get("NETRC") or os.path.join(
-            environ.get("HOME") or os.path.expanduser("~"), ".netrc"
-        )
-        if not os.path.isfile(path):
-            return None
-        try:
-            return netrc.netrc(path)
-        except (OSError, netrc.NetrcParseError):
-            return None
+        return read_netrc(environ)
 
     def _proxy_for(self, scheme: str, host: str) -> Optional[str]:
         proxy = self.config.proxies.get(scheme)

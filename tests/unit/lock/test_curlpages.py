@@ -253,6 +253,12 @@ def test_a_curl_found_relative_to_the_current_folder_is_not_used(
     assert shutil.which("curl") == "curl"  # what PATH names
     assert curlpages._find_curl() is None
     assert not curlpages.curl_available()
+    # the current folder is passed over, not the search: a real curl further on PATH is found
+    real = shutil.which("curl", path="/usr/bin:/bin:/usr/local/bin")
+    assert real is not None
+    monkeypatch.setenv("PATH", f":{os.path.dirname(real)}")
+    assert shutil.which("curl") == "curl"
+    assert curlpages._find_curl() == real
 
 
 def test_the_configuration_goes_through_stdin_not_the_command_line(
@@ -422,6 +428,51 @@ def test_a_prefetch_through_curl_caches_what_the_python_client_would(
         assert found == _lookups(config, tmp_path / "python")
         assert idx.requests == []
     assert list(tmp_folder.iterdir()) == []
+
+
+def test_answers_are_stored_in_batches_and_read_ahead_from_memory(
+    tmp_path: Path, tmp_folder: Path, no_netrc: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The child stores curl's answers as they come, telling the lock after each batch; what
+    the lock reads then (read_ahead) it later takes from memory, not from the cache."""
+    from reprobox.lock import index as index_mod
+
+    monkeypatch.setattr(index_mod, "STORE_EVERY", (1, 60.0))  # a batch per page
+    with FakeIndex(PAGES) as idx:
+        config = IndexConfig(index_url=idx.url, timeout=5.0, retries=0)
+        cache = tmp_path / "cache"
+        client = IndexClient(config, cache)
+        reader = IndexClient(config, cache)  # the lock's own client, reading meanwhile
+        source = client.sources()[0]
+        seen: list[int] = []
+
+        def stored() -> None:
+            # each notice comes once its batch is in the cache: the lock can read it now
+            seen.append(len(reader.cache.cached_keys(source, WANTED)))
+            reader.read_ahead(source, WANTED)
+
+        urls = [f"{config.index_url}/{name}/" for name, _v in WANTED]
+        pages = CurlPages.start(config, urls)
+        assert pages is not None
+        client.transport.pages = pages
+        try:
+            client.prefetch(WANTED, pages=pages, stored=stored)
+        finally:
+            client.close()
+            pages.close()
+        assert seen == [1, 2]
+        # the cache goes: the lookups come from what was read ahead, with no request
+        reader.cache.close()
+        for leftover in cache.rglob("*"):
+            if leftover.is_file():
+                leftover.unlink()
+        idx.requests.clear()
+        try:
+            found = reader.lookup_many(WANTED)
+            assert reader.requests == 0 and idx.requests == []
+        finally:
+            reader.close()
+        assert all(found[w][0].project_found and found[w][0].files for w in WANTED)
 
 
 def test_a_page_curl_did_not_get_is_asked_again_by_the_python_client(

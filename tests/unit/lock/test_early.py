@@ -461,3 +461,32 @@ def test_a_terminated_lock_stops_its_lookups_and_leaves_nothing(tmp_path: Path) 
     assert list(tmp.iterdir()) == []
     folder = repo / layout.STORE_DIR / layout.EXPERIMENTS / stored.id
     assert not (folder / "requirements.lock").exists()  # nothing written
+
+
+def test_the_lock_reads_the_childs_notices_then_its_answer() -> None:
+    """Notices of stored answers come before the child's answer: each read that holds some
+    calls ``stored`` once; the answer is the JSON after them. A failing read ahead is no
+    matter."""
+    r, w = os.pipe()
+    answer = b'{"cache": "/c", "requests": 3}'
+    calls: list[int] = []
+    try:
+        os.write(w, early.STORED * 2)
+        child = early._Child("e" * 12, 0, r, 0.0)
+        # the first read: two notices; the next, one more; then the answer
+        got: list[Optional[bytes]] = []
+
+        def stored() -> None:
+            calls.append(1)
+            if len(calls) == 1:
+                os.write(w, early.STORED)
+            elif len(calls) == 2:
+                os.write(w, answer)
+                os.close(w)
+            raise RuntimeError("a read ahead that fails")
+
+        got.append(early._read(child, 10.0, stored))
+    finally:
+        os.close(r)
+    assert got == [answer]
+    assert len(calls) == 2
