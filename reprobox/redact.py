@@ -247,7 +247,7 @@ _URL_IN_TEXT = _Pattern(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>`]+")
 #: them matches none, and this one search costs a twentieth of the twelve (a lock strips
 #: every file URL it writes: ~1,600 on a torch environment).
 TOKEN_MARKERS = _Pattern(
-    r"gh[pousr]_|github_pat_|hf_|gl(?:pat|dt|ft|soat|rt|cbt)-|xox[abposr]-|sk-"
+    r"gh[pousr]_|github_pat_|hf_|gl(?:pat|dt|ft|soat|rt|cbt)-|xox[abposr]-|\bsk-"
     r"|A(?:KIA|SIA|BIA|CCA|Iza)|pypi-|npm_|eyJ|-----BEGIN|AccountKey="
 )
 
@@ -269,6 +269,30 @@ def strip_url_credentials(url: str) -> str:
     """
     if "://" not in url:
         return url
+    if _plain_url(url):
+        return url  # nothing to strip, nothing a split would change: most URLs a lock writes
+    return _strip_split(url)
+
+
+def _plain_url(url: str) -> bool:
+    """A URL with a host and no user part, query or fragment, no token marker anywhere, a
+    lower-case scheme and printable ASCII without spaces: :func:`_strip_split` would give it
+    back as it is (one search instead of a split and a join; a lock strips ~4,000 file
+    URLs)."""
+    scheme, _, rest = url.partition("://")
+    return (
+        url.isascii()
+        and url.isprintable()
+        and not any(c in url for c in " @?#")
+        and scheme.islower()
+        and scheme[:1].isalpha()
+        and all(c.isalnum() or c in "+-." for c in scheme)
+        and rest[:1] not in ("", "/")
+        and TOKEN_MARKERS.search(url) is None
+    )
+
+
+def _strip_split(url: str) -> str:
     try:
         parts = urlsplit(url)
     except ValueError:

@@ -26,6 +26,10 @@ _DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2
 
 
 def _s(value: str) -> str:
+    """A TOML basic string (JSON's escapes are TOML's); a plain one, as most names, URLs and
+    digests are, needs none (a lock writes ~9,000 of them)."""
+    if value.isascii() and value.isprintable() and '"' not in value and "\\" not in value:
+        return f'"{value}"'
     return json.dumps(value, ensure_ascii=False)
 
 
