@@ -530,6 +530,23 @@ def test_a_missing_curl_means_no_curl(monkeypatch: pytest.MonkeyPatch, no_netrc:
 # --------------------------------------------------------------------------- stopping
 
 
+def test_removing_the_folder_follows_no_link(tmp_path: Path) -> None:
+    """The private folder is emptied by hand (files, links, the empty CA folder): a link put
+    in it is removed, never followed, and what it points at is left alone."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep").write_text("kept")
+    folder = tmp_path / "pages"
+    (folder / "ca").mkdir(parents=True)
+    (folder / "0").write_bytes(b"{}")
+    (folder / "link").symlink_to(outside, target_is_directory=True)
+    (folder / "filelink").symlink_to(outside / "keep")
+    curlpages._remove_folder(str(folder))
+    assert not folder.exists()
+    assert (outside / "keep").read_text() == "kept"
+    curlpages._remove_folder(str(folder))  # gone already: nothing to do, nothing raised
+
+
 def test_close_ends_a_curl_still_waiting_and_removes_its_folder(
     tmp_folder: Path, no_netrc: None
 ) -> None:
