@@ -38,20 +38,13 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Mapping, Optional, Sequence
 
 from .. import proc
-from ..build import checked_lock, read_at_commit, read_sealed
+from ..build import checked_lock, fetch_wheelhouse, read_sealed
 from ..build.context import REINSTATE_SCRIPT, write_replay
 from ..build.render import direct_source, replay_plan
 from ..errors import InterpreterError, LockError, ReproboxError, UsageError
 from ..lock import read_index_config
 from ..lock import uv as lock_uv
-from ..lock.select import capture_target
-from ..lock.wheelhouse import (
-    Wheelhouse,
-    build_target,
-    fetch_direct,
-    fetch_locked,
-    link_into,
-)
+from ..lock.wheelhouse import link_into
 from ..model import grammar as validate
 from ..model.envvars import is_replayable_name
 from ..store import write_atomic
@@ -391,29 +384,20 @@ def _fetch(
     plan: InstallPlan,
     say: Progress,
 ) -> tuple[tuple["Artifact", ...], tuple[str, ...]]:
-    """The host fetches every file the venv installs into its wheelhouse (hash-checked)."""
-    env = stored.environment
-    config = read_index_config()
-    house = Wheelhouse()
-    target = build_target(capture_target(env))
-    tags = {p.name: p.wheel_tags for p in env.packages}
-    direct = fetch_direct(
+    """The host fetches every file the venv installs into its wheelhouse (hash-checked), as a
+    build does (:func:`reprobox.build.fetch_wheelhouse`): the build backend too when a package
+    is installed from the checkout."""
+    fetched = fetch_wheelhouse(
+        store,
+        stored,
+        pins,
         plan.sources,
-        config,
-        house=house,
-        read_repo_file=lambda path: read_at_commit(store.root, stored, path),
-        read_sealed_file=lambda name: read_sealed(stored, name),
+        read_index_config(),
+        backend=bool(plan.in_repo),
         progress=say,
     )
-    locked = fetch_locked(pins, target, config, house=house, installed_tags=tags, progress=say)
-    artifacts = locked.artifacts + direct.artifacts
-    if plan.in_repo or any(not a.is_wheel for a in artifacts):
-        artifacts += fetch_locked(
-            (), target, config, house=house, backend=True, progress=say
-        ).artifacts
-    fetched = locked.fetched + direct.fetched
-    say(f"wheelhouse: {len(artifacts)} file(s), {fetched} fetched")
-    return artifacts, tuple(a.describe() for a in direct.unverified)
+    say(f"wheelhouse: {len(fetched.artifacts)} file(s), {fetched.fetched} fetched")
+    return fetched.artifacts, tuple(a.describe() for a in fetched.unverified)
 
 
 def _lock_file(stored: "StoredExperiment") -> Path:

@@ -25,8 +25,17 @@ from ..lock import read_index_config
 from ..lock import uv as lock_uv
 from ..lock.checks import MAX_LOCK_BYTES, Pin, check_pylock, check_requirements_lock
 from ..lock.select import capture_target
-from ..lock.wheelhouse import Artifact, Wheelhouse, build_target, fetch_direct, fetch_locked
+from ..lock.wheelhouse import (
+    Artifact,
+    Artifacts,
+    DirectSource,
+    Wheelhouse,
+    build_target,
+    fetch_direct,
+    fetch_locked,
+)
 from ..model import grammar as validate
+from ..names import canonical_name
 from ..workspace.git import validate_commit
 from .context import (
     ContextInputs,
@@ -393,19 +402,11 @@ def checked_lock(stored: StoredExperiment) -> Optional[tuple[Pin, ...]]:
 
 
 @dataclass(frozen=True)
-class Fetched:
+class Fetched(Artifacts):
     """Every file the Python steps of a build (or a venv) install, in the host's wheelhouse."""
 
     artifacts: tuple[Artifact, ...]
     fetched: int
-
-    @property
-    def unverified(self) -> tuple[Artifact, ...]:
-        return tuple(a for a in self.artifacts if a.verified == "unverified")
-
-    @property
-    def added(self) -> tuple[Artifact, ...]:
-        return tuple(a for a in self.artifacts if a.origin == "build backend")
 
     def notes(self) -> list[str]:
         cached = len(self.artifacts) - self.fetched
@@ -433,19 +434,44 @@ def fetch_artifacts(
     progress: Optional[Progress] = None,
 ) -> Fetched:
     """The host fetches what the image installs into its wheelhouse (see lock/wheelhouse.py)."""
+    return fetch_wheelhouse(
+        store,
+        stored,
+        pins,
+        plan.direct_sources,
+        config,
+        backend=bool(plan.local),
+        progress=progress,
+    )
+
+
+def fetch_wheelhouse(
+    store: Store,
+    stored: StoredExperiment,
+    pins: Optional[Sequence[Pin]],
+    sources: Sequence[DirectSource],
+    config: Any,
+    *,
+    backend: bool = False,
+    progress: Optional[Progress] = None,
+) -> Fetched:
+    """Every file an install of ``stored`` needs, fetched by the host into its wheelhouse and
+    hash-checked: the locked ``pins``, the direct ``sources`` (VCS and archive packages), and
+    the build backend when one is needed (``backend``: something is built from the checkout;
+    else only when an sdist came). Used by the image build and the venv backend alike."""
     env = stored.environment
     house = Wheelhouse()
     target = build_target(capture_target(env))
-    tags = {re.sub(r"[-_.]+", "-", p.name).lower(): p.wheel_tags for p in env.packages}
+    tags = {canonical_name(p.name): p.wheel_tags for p in env.packages}
     direct = fetch_direct(
-        plan.direct_sources,
+        sources,
         config,
         house=house,
         read_repo_file=lambda path: read_at_commit(store.root, stored, path),
         read_sealed_file=lambda name: read_sealed(stored, name),
         progress=progress,
     )
-    needs_backend = bool(plan.local) or any(not a.is_wheel for a in direct.artifacts)
+    needs_backend = backend or any(not a.is_wheel for a in direct.artifacts)
     locked = fetch_locked(
         pins or (),
         target,
@@ -456,13 +482,13 @@ def fetch_artifacts(
         progress=progress,
     )
     needs_backend = needs_backend or any(not a.is_wheel for a in locked.artifacts)
-    backend = (
+    built = (
         fetch_locked((), target, config, house=house, backend=True, progress=progress)
         if needs_backend
         else None
     )
-    artifacts = locked.artifacts + direct.artifacts + (backend.artifacts if backend else ())
-    count = locked.fetched + direct.fetched + (backend.fetched if backend else 0)
+    artifacts = locked.artifacts + direct.artifacts + (built.artifacts if built else ())
+    count = locked.fetched + direct.fetched + (built.fetched if built else 0)
     return Fetched(artifacts, count)
 
 

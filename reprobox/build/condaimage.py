@@ -15,7 +15,6 @@ the host: nothing that reaches the build holds a token, and the build cannot rea
 from __future__ import annotations
 
 import json
-import re
 import os
 import shutil
 import sys
@@ -35,6 +34,7 @@ from ..lock.condafetch import check_package, fetch, require_conda, require_url
 from ..lock.config import read_index_config
 from ..lock.select import capture_target
 from ..lock.wheelhouse import build_target, fetch_locked, link_into, place_file
+from ..names import canonical_name
 from ..store import Store, StoredExperiment
 from ..progress import Progress
 from . import checked_lock, default_tag
@@ -208,7 +208,7 @@ def assemble(
                 f"write it with `reprobox lock {stored.id}`",
             )
         say(f"fetching the {len(checked)} pip packages into the host's wheelhouse (hashes checked)")
-        tags = {re.sub(r"[-_.]+", "-", p.name).lower(): p.wheel_tags for p in env.packages}
+        tags = {canonical_name(p.name): p.wheel_tags for p in env.packages}
         fetched = fetch_locked(
             checked,
             build_target(capture_target(env)),

@@ -53,6 +53,7 @@ from ..redact import strip_url_credentials
 from ..store import StoredExperiment
 from ..workspace.git import apply_patch, validate_commit
 from ..lock.checks import Pin
+from ..names import canonical_name
 from ..lock.wheelhouse import Artifact, link_into, place_file
 from .render import DIRECT_WHEELS, LOCAL_WHEELS, STAGE, DockerPlan, LockGroup
 
@@ -182,10 +183,6 @@ def secrets_env_text(env: Mapping[str, str]) -> str:
 # --------------------------------------------------------------------------- the lock
 
 
-def _norm(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
 def lock_parts(
     pins: Sequence[Pin], groups: Sequence[LockGroup]
 ) -> tuple[dict[str, str], list[str]]:
@@ -194,13 +191,13 @@ def lock_parts(
     Written from the pins :func:`reprobox.lock.checks.check_requirements_lock` returned, never
     copied from the capture: no line reaches the installer that reprobox did not write.
     """
-    by_name = {_norm(p.name): p for p in pins}
+    by_name = {canonical_name(p.name): p for p in pins}
     files: dict[str, list[str]] = {g.file: [] for g in groups}
     warnings: list[str] = []
     placed: set[str] = set()
     for group in groups:
         for name in group.names:
-            pin = by_name.get(_norm(name))
+            pin = by_name.get(canonical_name(name))
             if pin is None:
                 warnings.append(
                     f"{name} is not in requirements.lock, so the image will not have "
@@ -208,7 +205,7 @@ def lock_parts(
                 )
                 continue
             files[group.file].append(pin.requirement)
-            placed.add(_norm(name))
+            placed.add(canonical_name(name))
     extra = [p for n, p in by_name.items() if n not in placed]
     if extra and groups:
         for pin in extra:
@@ -493,11 +490,13 @@ def wheel_folders(plan: DockerPlan, artifacts: Sequence[Artifact]) -> dict[str, 
     folders: dict[str, list[Artifact]] = {}
     placed: set[str] = set()
     for group in plan.lock_groups:
-        names = {_norm(n) for n in group.names}
-        folders[group.folder] = [a for a in locked if _norm(a.name) in names]
+        names = {canonical_name(n) for n in group.names}
+        folders[group.folder] = [a for a in locked if canonical_name(a.name) in names]
         placed |= names
     if plan.lock_groups:  # pins of no group go to the first layer, as in lock_parts
-        folders[plan.lock_groups[0].folder] += [a for a in locked if _norm(a.name) not in placed]
+        folders[plan.lock_groups[0].folder] += [
+            a for a in locked if canonical_name(a.name) not in placed
+        ]
     if plan.direct:
         folders[DIRECT_WHEELS] = direct
     for files in folders.values():
@@ -572,7 +571,7 @@ def reads_only_metadata(folder: Path, editable: bool) -> bool:
         return False
     for req in requires:
         m = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", str(req))
-        if m is None or _norm(m.group(1)) not in (backend, "wheel"):
+        if m is None or canonical_name(m.group(1)) not in (backend, "wheel"):
             return False
     tool_table = data.get("tool")
     tool: dict[str, Any] = tool_table if isinstance(tool_table, dict) else {}

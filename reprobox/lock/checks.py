@@ -16,6 +16,7 @@ from typing import Iterator
 from ..model import grammar as v
 from ..errors import UsageError, ValidationError
 from ..model import Environment
+from ..names import canonical_name
 from ..store import FILE_NAME_RE
 
 _PY_VERSION = re.compile(r"[0-9]+\.[0-9]+\.[0-9]+(?:(?:a|b|rc)[0-9]+)?\+?", re.ASCII)
@@ -125,10 +126,6 @@ _HASH = re.compile(r"--hash=sha256:(?P<hex>[0-9a-f]{64})", re.ASCII)
 MAX_LOCK_BYTES = 8 << 20
 
 
-def _norm(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
 def _shown(token: str) -> str:
     text = "".join(ch if ch.isprintable() else "?" for ch in token)
     return repr(text if len(text) <= 80 else text[:77] + "...")
@@ -178,7 +175,7 @@ def check_requirements_lock(
             "a control character",
             "is not part of a lock",
         )
-    recorded = {_norm(p.name): p for p in env.packages}
+    recorded = {canonical_name(p.name): p for p in env.packages}
     pins: dict[str, Pin] = {}
     for number, line in _logical_lines(text):
         tokens = line.split()
@@ -199,7 +196,7 @@ def check_requirements_lock(
                 f"the requirement {_shown(head)}",
                 "is not an exact `name==version` pin",
             )
-        name, version = _norm(m.group("name")), m.group("version")
+        name, version = canonical_name(m.group("name")), m.group("version")
         pkg = recorded.get(name)
         if pkg is None:
             raise LockRefused(
@@ -265,14 +262,14 @@ def check_pylock(text: str, env: Environment, file: str = "pylock.toml") -> None
         ) from None
     except RecursionError:
         raise LockRefused(file, 1, "the file", "nests too deeply to be read") from None
-    recorded = {_norm(p.name): p for p in env.packages}
+    recorded = {canonical_name(p.name): p for p in env.packages}
     packages = data.get("packages", [])
     if not isinstance(packages, list):
         raise LockRefused(file, 1, "`packages`", "is not an array of tables")
     for i, pkg in enumerate(packages):
         if not isinstance(pkg, dict) or not isinstance(pkg.get("name"), str):
             raise LockRefused(file, 1, f"packages[{i}]", "has no name")
-        rec = recorded.get(_norm(pkg["name"]))
+        rec = recorded.get(canonical_name(pkg["name"]))
         if rec is None:
             raise LockRefused(
                 file,

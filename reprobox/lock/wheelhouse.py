@@ -262,11 +262,10 @@ def rank(filename: str, target: Target, installed: frozenset = frozenset()) -> O
 # --------------------------------------------------------------------------- fetching
 
 
-@dataclass(frozen=True)
-class FetchResult:
+class Artifacts:
+    """What a set of fetched files says of itself (``artifacts``: a field of the subclass)."""
+
     artifacts: tuple[Artifact, ...]
-    fetched: int  # files downloaded by this call
-    bytes: int
 
     @property
     def unverified(self) -> tuple[Artifact, ...]:
@@ -275,6 +274,13 @@ class FetchResult:
     @property
     def added(self) -> tuple[Artifact, ...]:
         return tuple(a for a in self.artifacts if a.origin == "build backend")
+
+
+@dataclass(frozen=True)
+class FetchResult(Artifacts):
+    artifacts: tuple[Artifact, ...]
+    fetched: int  # files downloaded by this call
+    bytes: int
 
 
 #: Seconds between two progress lines of a long fetch.
