@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import errno
 import os
-import secrets
 import stat
 from pathlib import Path
 from typing import Iterable, Optional, Union
@@ -180,7 +179,7 @@ class SafeDir:
         there is replaced, never followed)."""
         _check_name(name)
         raw = data.encode() if isinstance(data, str) else data
-        tmp = f".{name[:40]}.{secrets.token_hex(6)}.tmp"
+        tmp = f".{name[:40]}.{os.urandom(6).hex()}.tmp"
         fd = os.open(
             tmp,
             os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0),
@@ -221,7 +220,7 @@ class SafeDir:
 
     def mkdtemp(self, prefix: str) -> str:
         while True:
-            name = f"{prefix}{secrets.token_hex(6)}"
+            name = f"{prefix}{os.urandom(6).hex()}"
             try:
                 os.mkdir(name, 0o700, dir_fd=self.fd)
                 return name

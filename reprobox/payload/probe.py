@@ -1266,6 +1266,35 @@ def installed_file_changes(dists, sites, cache, hash_all=False):
     out = {}
     claimed = {}  # real site -> set of paths listed by some RECORD
     dirs = {}  # (site, folder with installed files) -> (newest RECORD mtime there, its owner)
+    site_fds = {}  # site -> descriptor of its folder, or None (the full path is stat-ed then)
+    try:
+        _check_records(dists, cache, hash_all, out, claimed, dirs, site_fds)
+    finally:
+        for fd in site_fds.values():
+            if fd is not None:
+                os.close(fd)
+    _check_folders(dirs, claimed, hash_all, out)
+    for rec in out.values():
+        rec["changes"].sort(key=lambda c: (c["path"], c["change"]))
+    return out
+
+
+def _site_fd(site):
+    """A descriptor of the folder ``site`` for :func:`os.stat`'s ``dir_fd``, or None where that
+    is not to be had. A file is looked up from it by its path in the RECORD: the kernel walks
+    two or three names instead of the ten or more of the full path, ~20 % of the file check on
+    a 120-package environment. The names resolve exactly as the full path's would (the site's
+    own path is resolved once, when it is opened)."""
+    if os.stat not in os.supports_dir_fd:
+        return None
+    try:
+        return os.open(site, os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0))
+    except (OSError, AttributeError):
+        return None
+
+
+def _check_records(dists, cache, hash_all, out, claimed, dirs, site_fds):
+    """The first half of :func:`installed_file_changes`: every file each RECORD lists."""
     for d in dists:
         if d.get("format") != "dist-info" or not d.get("has_record"):
             continue
@@ -1291,6 +1320,9 @@ def installed_file_changes(dists, sites, cache, hash_all=False):
         more = 0
         newer_than = rst.st_mtime_ns + _MTIME_SLACK_NS
         prefix = site.rstrip("/") + "/"
+        if site not in site_fds:
+            site_fds[site] = _site_fd(site)
+        site_fd = site_fds[site]
         for rel, size, hashed in rows:
             if rel[:1] in ("/", ".") and (rel[:1] == "/" or rel.startswith("..")):
                 continue
@@ -1314,9 +1346,8 @@ def installed_file_changes(dists, sites, cache, hash_all=False):
                 or top.endswith(".dist-info")
             ):
                 continue
-            full = prefix + rel
             try:
-                st = os.stat(full)
+                st = os.stat(prefix + rel) if site_fd is None else os.stat(rel, dir_fd=site_fd)
             except OSError:
                 change = {"path": rel, "change": "missing", "size": None, "sha256": None}
                 if len(changes) < CHANGES_CAP:
@@ -1329,25 +1360,29 @@ def installed_file_changes(dists, sites, cache, hash_all=False):
             elif hash_all or st.st_mtime_ns > newer_than:
                 if digests is None:
                     digests = {r[0]: r[2] for r in parse_record_rows(record)}
-                differs = _sha256_file(full) != digests.get(listed)
+                differs = _sha256_file(prefix + rel) != digests.get(listed)
             else:
                 differs = False
             if differs:
                 if len(changes) < CHANGES_CAP:
-                    changes.append(_changed_entry(full, rel, st, "modified"))
+                    changes.append(_changed_entry(prefix + rel, rel, st, "modified"))
                 else:
                     more += 1
         if changes or more:
             out[d["metadata_dir"]] = {"changes": changes, "more": more}
+
+
+def _check_folders(dirs, claimed, hash_all, out):
+    """The second half of :func:`installed_file_changes`: files added to the package folders."""
     # Adding (or removing) a file changes its folder's mtime: a folder no newer than the RECORDs
     # installing into it holds exactly what was installed, and is not listed. A changed folder is
     # listed; a subfolder no RECORD names is new, and walked whole.
     real_sites = {}
-    for (site, rel_dir), (mtime, owner) in sorted(dirs.items()):
-        if site not in real_sites:
-            real_sites[site] = os.path.realpath(site)
-        seen = claimed.get(real_sites[site], set())
-        full_dir = f"{site}/{rel_dir}"
+    for (site_dir, rel_dir), (mtime, owner) in sorted(dirs.items()):
+        if site_dir not in real_sites:
+            real_sites[site_dir] = os.path.realpath(site_dir)
+        seen = claimed.get(real_sites[site_dir], set())
+        full_dir = f"{site_dir}/{rel_dir}"
         if not hash_all:
             try:
                 if os.stat(full_dir).st_mtime_ns <= mtime + _MTIME_SLACK_NS:
@@ -1358,7 +1393,7 @@ def installed_file_changes(dists, sites, cache, hash_all=False):
         while stack:
             current, new = stack.pop()
             try:
-                it = os.scandir(os.path.join(site, current))
+                it = os.scandir(os.path.join(site_dir, current))
             except OSError:
                 continue
             with it:
@@ -1366,7 +1401,7 @@ def installed_file_changes(dists, sites, cache, hash_all=False):
                     rel = f"{current}/{e.name}"
                     try:
                         if e.is_dir(follow_symlinks=False):
-                            if e.name != "__pycache__" and (new or (site, rel) not in dirs):
+                            if e.name != "__pycache__" and (new or (site_dir, rel) not in dirs):
                                 stack.append((rel, True))
                             continue
                     except OSError:
@@ -1382,9 +1417,6 @@ def installed_file_changes(dists, sites, cache, hash_all=False):
                     except OSError:
                         continue
                     rec["changes"].append(_changed_entry(e.path, rel, st, "added"))
-    for rec in out.values():
-        rec["changes"].sort(key=lambda c: (c["path"], c["change"]))
-    return out
 
 
 # --------------------------------------------------------------------------- OS & files
@@ -1784,5 +1816,18 @@ def main(argv):
     return 0
 
 
+def _leave(status):
+    """Exit with ``status`` once the answer is out, without the interpreter's teardown: freeing
+    every object the probe read (~22,000 RECORD rows on a 120-package environment) took ~8 ms
+    that the capture waited for. Nothing is left to do: the cache is written, the child waited
+    for. A stream that cannot be flushed takes the usual way out, which reports it."""
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        sys.exit(status)
+    os._exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    _leave(main(sys.argv[1:]))

@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from reprobox.payload import probe
 from reprobox.capture.python import installed_changes
 from reprobox.model import Environment, InstalledChange, Interpreter, Package
@@ -53,6 +55,15 @@ def make_dist(site: Path, name: str, files: dict[str, bytes]) -> dict:
         "format": "dist-info",
         "has_record": True,
     }
+
+
+@pytest.fixture(autouse=True, params=["dir_fd", "full path"])
+def _lookup(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every check runs both ways the probe looks files up: from a descriptor of the site
+    (``os.stat(rel, dir_fd=...)``) and, where that is not to be had, by the full path."""
+    if request.param == "full path":
+        monkeypatch.setattr(probe, "_site_fd", lambda site: None)
+    return request.param
 
 
 def _changes(site: Path, dists: list[dict], **kw) -> dict:
@@ -120,6 +131,46 @@ def test_missing_and_added_files_outside_pycache(tmp_path: Path):
         ("demo/sub/a.py", "missing"),
         ("demo/sub/plugin.py", "added"),
     ]
+
+
+def test_a_site_reached_through_a_link_is_checked_as_its_target(tmp_path: Path):
+    site = tmp_path / "site"
+    d = make_dist(site, "demo", {"demo/__init__.py": b"x = 1\n", "demo/util.py": b"y = 2\n"})
+    (site / "demo" / "util.py").write_bytes(b"y = 2  # patched\n")
+    (site / "demo" / "__init__.py").unlink()
+    link = tmp_path / "link-to-site"
+    link.symlink_to(site, target_is_directory=True)
+    linked = dict(d, site=str(link), metadata_dir=str(link / Path(d["metadata_dir"]).name))
+    out = _changes(link, [linked])[linked["metadata_dir"]]["changes"]
+    assert [(c["path"], c["change"]) for c in out] == [
+        ("demo/__init__.py", "missing"),
+        ("demo/util.py", "modified"),
+    ]
+
+
+def test_the_site_descriptors_are_closed(
+    tmp_path: Path, _lookup: str, monkeypatch: pytest.MonkeyPatch
+):
+    site = tmp_path / "site"
+    d = make_dist(site, "demo", {"demo/__init__.py": b"x = 1\n"})
+    opened: list[int] = []
+    real = probe._site_fd
+
+    def counting(path: str):
+        fd = real(path)
+        if fd is not None:
+            opened.append(fd)
+        return fd
+
+    monkeypatch.setattr(probe, "_site_fd", counting)
+    assert _changes(site, [d]) == {}
+    assert len(opened) == (1 if _lookup == "dir_fd" else 0)
+    for fd in opened:  # closed: its number is free, or names something else by now
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        assert target != str(site)
 
 
 def test_a_namespace_folder_shared_by_two_distributions_is_not_added(tmp_path: Path):
