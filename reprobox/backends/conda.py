@@ -51,6 +51,9 @@ from .venv import (
     install_pins_offline,
     install_plan,
     open_cache_lock,
+    read_marker,
+    seal_tree,
+    tree_digest,
     venv_key,
 )
 
@@ -146,6 +149,13 @@ class CondaBackend(VenvBackend):
                 and marker.get("lock_sha256") == lock_sha
                 and marker.get("external") == list(external)
             )
+            if reused and marker and marker.get("tree") != tree_digest(prefix, MARKER):
+                # a run changed it (deleted, added or rewrote a file): another environment now
+                say(
+                    f"the conda environment {prefix} was changed since it was last prepared: "
+                    "rebuilding"
+                )
+                reused = False
             t0 = time.monotonic()
             if reused:
                 say(f"reusing the conda environment {prefix}")
@@ -154,6 +164,7 @@ class CondaBackend(VenvBackend):
             python = prefix / "bin" / "python"
             if plan.in_repo:
                 _install_in_repo(python, checkout, plan.in_repo, say)
+            seal_tree(prefix, MARKER, MARKER_SCHEMA)  # what the next run's reuse compares against
             detail = "reused" if reused else f"built in {time.monotonic() - t0:.1f} s"
             prepared = Prepared(
                 backend=self.name,
@@ -356,13 +367,7 @@ def install_archives(
 
 
 def _read_marker(prefix: Path) -> Optional[dict]:
-    try:
-        data = json.loads((prefix / MARKER).read_text())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(data, dict) or data.get("schema") != MARKER_SCHEMA:
-        return None
-    return data
+    return read_marker(prefix / MARKER, MARKER_SCHEMA)
 
 
 def observe_conda(

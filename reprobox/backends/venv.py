@@ -474,7 +474,7 @@ class VenvBackend(Backend):
                     assert wheels is not None
                     self._install_in_repo(python, checkout, plan, wheels, say)
                 self._reinstate(python, stored, say)
-                _seal_tree(venv)  # what the next run's reuse compares against
+                seal_tree(venv)  # what the next run's reuse compares against
             finally:
                 if wheels is not None:
                     shutil.rmtree(wheels, ignore_errors=True)
@@ -688,15 +688,15 @@ def cpu_only_note(environment: "Environment") -> str:
     )
 
 
-def tree_digest(prefix: Path) -> str:
+def tree_digest(prefix: Path, marker: str = MARKER) -> str:
     """A digest of every file and link under ``prefix`` by path, size, mode and modification
-    time (bytecode caches and the marker left out: a run writes those as it imports). A file a
-    run deleted, added or rewrote changes it."""
+    time (bytecode caches and the ``marker`` file left out: a run writes those as it imports). A
+    file a run deleted, added or rewrote changes it."""
     h = hashlib.sha256()
     for folder, dirs, names in os.walk(prefix):
         dirs[:] = sorted(d for d in dirs if d != "__pycache__")
         for name in sorted(names):
-            if name.endswith((".pyc", ".pyo")) or (folder == str(prefix) and name == MARKER):
+            if name.endswith((".pyc", ".pyo")) or (folder == str(prefix) and name == marker):
                 continue
             path = os.path.join(folder, name)
             try:
@@ -712,23 +712,29 @@ def tree_digest(prefix: Path) -> str:
     return h.hexdigest()
 
 
-def _seal_tree(venv: Path) -> None:
-    """Keep the venv's :func:`tree_digest` in its marker, as the run about to start finds it."""
-    marker = _read_marker(venv)
-    if marker is None:
+def seal_tree(prefix: Path, marker: str = MARKER, schema: str = MARKER_SCHEMA) -> None:
+    """Keep the :func:`tree_digest` of a prepared environment at ``prefix`` in its marker file,
+    as the run about to start finds it: the next reuse compares against it."""
+    data = read_marker(prefix / marker, schema)
+    if data is None:
         return
-    marker["tree"] = tree_digest(venv)
+    data["tree"] = tree_digest(prefix, marker)
     try:
-        write_atomic(venv / MARKER, json.dumps(marker, indent=2, sort_keys=True) + "\n")
+        write_atomic(prefix / marker, json.dumps(data, indent=2, sort_keys=True) + "\n")
     except OSError:
-        pass  # a venv that cannot be marked is only rebuilt next time
+        pass  # an environment that cannot be marked is only rebuilt next time
+
+
+def read_marker(path: Path, schema: str) -> Optional[dict]:
+    """The marker file at ``path`` when it is one of ``schema``; else None."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("schema") != schema:
+        return None
+    return data
 
 
 def _read_marker(venv: Path) -> Optional[dict]:
-    try:
-        data = json.loads((venv / MARKER).read_text())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(data, dict) or data.get("schema") != MARKER_SCHEMA:
-        return None
-    return data
+    return read_marker(venv / MARKER, MARKER_SCHEMA)

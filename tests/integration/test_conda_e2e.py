@@ -218,12 +218,30 @@ def test_mixed_conda_env_capture_lock_rebuild_run_verify(
         == ""
     )
 
-    # verify really looks: a conda record removed from the rebuilt prefix is named
+    # a prefix changed since it was prepared is not reused: it is rebuilt, whole again
     rebuilt = Path(user_env["XDG_CACHE_HOME"]) / "reprobox" / "conda-envs"
     prefix_dir = next(p for p in rebuilt.iterdir() if p.is_dir())
     next((prefix_dir / "conda-meta").glob("tinyutil-*.json")).unlink()
     done = reprobox(clone, user_env, "verify", exp_id, "--backend", "conda", "--json", check=False)
+    assert done.returncode == 0, done.stderr
+    assert "was changed since it was last prepared: rebuilding" in done.stderr
+    assert json.loads(done.stdout)["identical"] is True
+    assert len(list((prefix_dir / "conda-meta").glob("tinyutil-*.json"))) == 1
+    # an unchanged one is reused as it is
+    done = reprobox(clone, user_env, "verify", exp_id, "--backend", "conda", "--json")
+    assert "reusing the conda environment" in done.stderr
+    assert "rebuilding" not in done.stderr
+
+    # verify really looks: a record removed where the fingerprint cannot see it (sealed again
+    # after the change, as if it kept every size and time) is named by verify itself
+    from reprobox.backends.conda import MARKER, MARKER_SCHEMA
+    from reprobox.backends.venv import seal_tree
+
+    next((prefix_dir / "conda-meta").glob("tinyutil-*.json")).unlink()
+    seal_tree(prefix_dir, MARKER, MARKER_SCHEMA)
+    done = reprobox(clone, user_env, "verify", exp_id, "--backend", "conda", "--json", check=False)
     assert done.returncode == 1, done.stderr
+    assert "reusing the conda environment" in done.stderr
     messages = [d["message"] for d in json.loads(done.stdout)["differences"]]
     assert any("conda package tinyutil 1.0" in m and "missing" in m for m in messages)
 
