@@ -253,6 +253,7 @@ def capture_experiment(
     t0 = time.perf_counter()
     declared = rec.declared_system_packages(root, system_packages)
     rec.check_exit_status(exit_status)
+    explicit_python = bool(python)
     target, repo_venv = py.resolve_target(root, cwd, python, environ)
     if repo_venv is not None:
         python = os.fspath(repo_venv)
@@ -312,6 +313,21 @@ def capture_experiment(
     # while the probe still runs, read what mapping its libraries to OS packages will need
     dpkg_lists = system.read_ahead(cache_dir / "system") if not probe_future.done() else None
     raw_probe = probe_future.result()
+    if execution is not None:
+        # the record describes the environment the command ran, whatever reprobox chose first
+        checked = rec.check_interpreter(
+            execution, raw_probe.get("interpreter") or {}, target, explicit_python
+        )
+        if checked.switch_to is not None:
+            say(f"the command ran {checked.switch_to}, not {target}: probing it instead")
+            target = checked.switch_to
+            raw_probe = py.run_probe(target, cache_dir / "probe", environ)
+        warnings.extend(checked.warnings)
+        path_warning = rec.program_path_warning(
+            execution.argv, cwd, root, lambda rel: git.is_tracked(root, rel)
+        )
+        if path_warning:
+            warnings.append(path_warning)
     # a record needs an installable version of each package in use (`diff` and a rerun's check
     # report a broken one as a difference instead)
     py.check_versions(raw_probe)

@@ -22,12 +22,13 @@ import io
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -173,6 +174,104 @@ def execute(
         peak_memory_kib=peak,
         reports=tuple(reports),
         warnings=tuple(warnings),
+    )
+
+
+def interpreters_used(execution: Execution) -> dict[str, str]:
+    """{environment: interpreter} of the command's Python processes, from their reports: each
+    environment by its ``sys.prefix`` with links resolved (a venv, a conda env, an installed
+    Python), with the first ``sys.executable`` seen in it."""
+    used: dict[str, str] = {}
+    for report in execution.reports:
+        prefix, exe = report.get("prefix"), report.get("executable")
+        if isinstance(prefix, str) and prefix and isinstance(exe, str) and exe:
+            used.setdefault(os.path.realpath(prefix), exe)
+    return used
+
+
+@dataclass(frozen=True)
+class InterpreterCheck:
+    """What :func:`check_interpreter` found: the interpreter to record instead of the one
+    probed (None: keep it), and what to tell the user."""
+
+    switch_to: Optional[Path] = None
+    warnings: tuple[str, ...] = ()
+
+
+def check_interpreter(
+    execution: Execution, probed: Mapping[str, Any], target: Path, explicit: bool
+) -> InterpreterCheck:
+    """Whether the environment probed is the one the command ran (``probed``: the probe's
+    ``interpreter`` section). A record describes the environment its run used: when the
+    command's Python processes all ran one other interpreter than the one reprobox chose
+    itself, that one is recorded instead (``switch_to``); one given with ``--python``
+    (``explicit``) is kept, with a warning; so is the probed one when the processes ran
+    several, with a warning naming those whose packages the record does not hold."""
+    used = interpreters_used(execution)
+    prefix = probed.get("prefix")
+    if not used or not isinstance(prefix, str):
+        return InterpreterCheck()
+    mine = os.path.realpath(prefix)
+    others = sorted(exe for env, exe in used.items() if env != mine)
+    if not others:
+        return InterpreterCheck()
+    if mine in used:
+        return InterpreterCheck(
+            warnings=(
+                f"the command also ran {_listed(others)}: the record holds the packages of "
+                f"{target} only",
+            )
+        )
+    if len(others) == 1 and not explicit:
+        return InterpreterCheck(switch_to=Path(others[0]))
+    if len(others) == 1:
+        why = f"the record describes {target}, given with --python"
+    else:
+        why = f"the record describes {target}, which none of them ran"
+    return InterpreterCheck(
+        warnings=(
+            f"the command's Python processes ran {_listed(others)}, not {target}: {why}; "
+            "record with --python naming the interpreter the command runs",
+        )
+    )
+
+
+def _listed(paths: Sequence[str]) -> str:
+    shown = ", ".join(paths[:3])
+    return shown + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
+
+
+def program_path_warning(
+    argv: Sequence[str], cwd: Path, root: Path, tracked: Callable[[str], bool]
+) -> Optional[str]:
+    """A warning when the command's program is named by a path a rerun will not have: outside
+    the repository, or inside it but not committed (a virtualenv the checkout ignores). A rerun
+    runs the recorded command in a clone, or in a container, with the rebuilt environment's
+    ``bin`` first on PATH: ``python train.py`` finds its interpreter there, ``.venv/bin/python
+    train.py`` does not. ``tracked`` says whether a path relative to ``root`` is committed."""
+    if not argv or os.sep not in argv[0]:
+        return None
+    program = argv[0]
+    full = os.path.normpath(os.path.join(os.path.realpath(cwd), os.path.expanduser(program)))
+    try:
+        rel = Path(full).relative_to(root).as_posix()
+    except ValueError:
+        rel = None
+    if rel is not None and tracked(rel):
+        return None
+    where = "outside the repository" if rel is None else "not committed"
+    name = os.path.basename(program) or program
+    if re.fullmatch(r"python[0-9.]*", name):
+        fix = (
+            "record it as `"
+            + shlex.join(["reprobox", "record", "--python", program, "--", name, *argv[1:]])
+            + "`: the rerun's PATH starts with the rebuilt environment"
+        )
+    else:
+        fix = "commit it, or start the command with a program the rebuilt environment has"
+    return (
+        f"the command's program {program} is {where}: a rerun in a clone or a container will "
+        f"not find it; {fix}"
     )
 
 

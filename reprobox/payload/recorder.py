@@ -108,6 +108,7 @@ def _write():
             "pid": os.getpid(),
             "ppid": os.getppid(),
             "executable": sys.executable,
+            "prefix": sys.prefix,
             "argv": [str(a) for a in sys.argv[:1]],
             "imports": sorted(_imports),
             "modules": module_files(),

@@ -130,6 +130,12 @@ _URL_FORM = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _SCP_FORM = re.compile(r"^(?:[A-Za-z0-9._-]+@)?[A-Za-z0-9._-]{2,}:(?!//)")
 
 
+def is_tracked(repo_root: Path, rel: str) -> bool:
+    """Whether git tracks the file ``rel`` (relative to the repository root, taken literally)."""
+    done = _git(["ls-files", "-z", "--", f":(literal){rel}"], repo_root, check=False)
+    return done.returncode == 0 and bool(done.stdout)
+
+
 def local_remote_url(raw: str, top: Path) -> str | None:
     """A remote that is a local path (``/srv/git/x.git``, ``../x.git``) as a ``file://`` URL.
 

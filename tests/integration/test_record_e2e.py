@@ -401,3 +401,80 @@ def test_sigterm_to_record_ends_the_command_and_leaves_nothing(tmp_path: Path):
     assert list(scratch.iterdir()) == []  # the payload's folder is gone
     experiments = repo / ".reprobox" / "experiments"
     assert not experiments.exists() or not any(experiments.iterdir())
+
+
+@pytest.mark.network
+def test_record_describes_the_interpreter_the_command_ran(tmp_path: Path):
+    """`record -- /elsewhere/venv/bin/python job.py` with no venv active: the capture probed
+    `python` on PATH and recorded its packages, not those of the venv the command ran. Now the
+    environment the command ran is recorded, and the warning says that the program's path is
+    not one a rerun has, with the command line that fixes it; that command line then records
+    the same environment without a warning."""
+    job = "import six\nprint(six.__version__)\n"
+    repo = new_repo(tmp_path / "project", {"job.py": job})
+    (tmp_path / "elsewhere").mkdir()
+    outside = make_venv(tmp_path / "elsewhere" / "venv", "six==1.16.0")
+    python = str(outside / "bin" / "python")
+
+    done = reprobox(repo, "record", "--no-lock", "--json", "--", python, "job.py")
+    data = json.loads(done.stdout)
+    assert f"the command ran {python}, not" in done.stderr
+    env = json.loads(
+        (repo / ".reprobox" / "experiments" / data["id"] / "environment.json").read_text()
+    )
+    assert env["interpreter"]["executable"] == python
+    assert "six" in {p["name"] for p in env["packages"]}
+    (warning,) = [w for w in data["warnings"] if "the command's program" in w]
+    assert f"{python} is outside the repository" in warning
+    fix = f"reprobox record --python {python} -- python job.py"
+    assert fix in warning
+
+    done = reprobox(
+        repo,
+        "record",
+        "--no-lock",
+        "--json",
+        *fix.split()[2:],  # the fix, as written
+    )
+    data = json.loads(done.stdout)
+    assert not [
+        w for w in data["warnings"] if "the command's program" in w or "Python processes" in w
+    ]
+    assert "probing it instead" not in done.stderr
+    env = json.loads(
+        (repo / ".reprobox" / "experiments" / data["id"] / "environment.json").read_text()
+    )
+    assert env["interpreter"]["executable"] == python
+    assert "six" in {p["name"] for p in env["packages"]}
+
+
+def test_an_ignored_venv_named_as_the_program_is_not_committed(tmp_path: Path):
+    """The repository's own venv, ignored by git, named as the command's program: the rerun's
+    clone has no such file. A program's path is looked up in git literally: `tools/[ab].sh`,
+    not committed, is not taken for the committed `tools/a.sh` it matches as a pattern."""
+    repo = new_repo(
+        tmp_path / "project",
+        {
+            "job.py": "print('ok')\n",
+            # ignored: an untracked path with "[" would be refused by the record itself
+            ".gitignore": ".venv/\ntools/\\[ab\\].sh\n",
+            "tools/a.sh": "echo a\n",
+        },
+    )
+    make_venv(repo / ".venv")
+    done = reprobox(repo, "record", "--no-lock", "--json", "--", ".venv/bin/python", "job.py")
+    data = json.loads(done.stdout)
+    (warning,) = [w for w in data["warnings"] if "the command's program" in w]
+    assert ".venv/bin/python is not committed" in warning
+    assert "--python .venv/bin/python -- python job.py" in warning
+
+    script = repo / "tools" / "[ab].sh"
+    script.write_text("#!/bin/sh\necho ab\n")
+    script.chmod(0o755)
+    done = reprobox(repo, "record", "--no-lock", "--json", "--", "tools/[ab].sh")
+    (warning,) = [w for w in json.loads(done.stdout)["warnings"] if "the command's program" in w]
+    assert "tools/[ab].sh is not committed" in warning and "commit it" in warning
+    sh(repo, "git", "add", "-f", "--", ":(literal)tools/[ab].sh")
+    commit(repo, "the script")
+    done = reprobox(repo, "record", "--no-lock", "--json", "--", "tools/[ab].sh")
+    assert not [w for w in json.loads(done.stdout)["warnings"] if "the command's program" in w]

@@ -868,3 +868,94 @@ print(json.dumps({"forked": forked, "native": native, "direct": direct,
     # the cache files hold the same entries whichever process parsed them
     saved = [json.loads((tmp_path / f"{m}.json").read_text()) for m in outs]
     assert all(s == saved[0] for s in saved)
+
+
+# --------------------------------------------------------------------------- which interpreter ran
+
+
+def _ran(*reports: dict) -> record.Execution:
+    return record.Execution(("python", "t.py"), 0, 1.0, None, reports=tuple(reports))
+
+
+def _report(exe: str, prefix: str) -> dict:
+    return {"version": 1, "executable": exe, "prefix": prefix}
+
+
+def test_the_interpreter_the_command_ran_is_kept_when_it_is_the_one_probed(tmp_path: Path):
+    venv = tmp_path / "venv"
+    venv.mkdir()
+    link = tmp_path / "venv-link"
+    link.symlink_to(venv, target_is_directory=True)
+    # the same environment reached through a link is the same environment
+    done = _ran(_report(str(link / "bin" / "python3"), str(link)))
+    check = record.check_interpreter(
+        done, {"prefix": str(venv)}, venv / "bin" / "python", explicit=False
+    )
+    assert check == record.InterpreterCheck()
+
+
+def test_one_other_interpreter_is_recorded_instead_unless_python_was_given(tmp_path: Path):
+    done = _ran(
+        _report("/opt/other/bin/python", "/opt/other"),
+        _report("/opt/other/bin/python3", "/opt/other"),
+    )
+    probed = {"prefix": "/usr"}
+    check = record.check_interpreter(done, probed, Path("/usr/bin/python3"), explicit=False)
+    assert check.switch_to == Path("/opt/other/bin/python") and check.warnings == ()
+
+    check = record.check_interpreter(done, probed, Path("/usr/bin/python3"), explicit=True)
+    assert check.switch_to is None
+    (warning,) = check.warnings
+    assert "ran /opt/other/bin/python, not /usr/bin/python3" in warning
+    assert "given with --python" in warning
+
+
+def test_several_interpreters_are_named_and_the_probed_one_kept():
+    done = _ran(_report("/a/bin/python", "/a"), _report("/b/bin/python", "/b"))
+    check = record.check_interpreter(done, {"prefix": "/usr"}, Path("/usr/bin/python3"), False)
+    assert check.switch_to is None
+    (warning,) = check.warnings
+    assert "/a/bin/python, /b/bin/python, not /usr/bin/python3" in warning
+    assert "none of them ran" in warning
+    # the probed one among them: the others are named as not recorded
+    done = _ran(_report("/usr/bin/python3", "/usr"), _report("/b/bin/python", "/b"))
+    check = record.check_interpreter(done, {"prefix": "/usr"}, Path("/usr/bin/python3"), False)
+    assert check.switch_to is None
+    assert check.warnings == (
+        "the command also ran /b/bin/python: the record holds the packages of /usr/bin/python3 "
+        "only",
+    )
+
+
+def test_no_report_or_a_malformed_one_changes_nothing():
+    assert record.check_interpreter(_ran(), {"prefix": "/usr"}, Path("/x"), False) == (
+        record.InterpreterCheck()
+    )
+    odd = _ran({"executable": 3, "prefix": "/a"}, {"executable": "/b/python", "prefix": None})
+    assert record.check_interpreter(odd, {"prefix": "/usr"}, Path("/x"), False) == (
+        record.InterpreterCheck()
+    )
+
+
+def test_a_program_path_a_rerun_will_not_have_is_named(tmp_path: Path):
+    root = tmp_path / "repo"
+    (root / "sub").mkdir(parents=True)
+    tracked = {"run.sh", "sub/tool"}.__contains__
+    warn = record.program_path_warning
+    # on PATH, or committed: nothing to say
+    assert warn(["python", "t.py"], root, root, tracked) is None
+    assert warn(["./run.sh"], root, root, tracked) is None
+    assert warn(["./tool"], root / "sub", root, tracked) is None
+    # outside the repository: the fix names --python and the bare interpreter name
+    text = warn(["/opt/env/bin/python3.11", "t.py", "--lr", "0.1"], root, root, tracked)
+    assert text is not None and "/opt/env/bin/python3.11 is outside the repository" in text
+    assert "`reprobox record --python /opt/env/bin/python3.11 -- python3.11 t.py --lr 0.1`" in text
+    text = warn(["../env/bin/python", "t.py"], root, root, tracked)
+    assert text is not None and "../env/bin/python is outside the repository" in text
+    # inside, but not committed (an ignored virtualenv)
+    text = warn([".venv/bin/python", "t.py"], root, root, tracked)
+    assert text is not None and ".venv/bin/python is not committed" in text
+    assert "--python .venv/bin/python -- python t.py" in text
+    # another program: the fix is to commit it
+    text = warn(["./build.sh"], root, root, tracked)
+    assert text is not None and "commit it" in text and "--python" not in text
