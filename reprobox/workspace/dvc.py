@@ -285,18 +285,12 @@ def _metric_outs(items: Any) -> Iterator[str]:
 
 def _default_remote(root: Path) -> str | None:
     # never config.local: that is where secrets live
-    raw = read_project_file(root, ".dvc/config", MAX_CONFIG_BYTES)
-    if raw is None:
+    # read as the run reads it (:func:`_parse_config`): a file that is no INI names no remote
+    parser = _parse_config(read_project_file(root, ".dvc/config", MAX_CONFIG_BYTES))
+    if parser is None:
         return None
-    text = raw.decode("utf-8", errors="replace")
-    parser = configparser.ConfigParser(interpolation=None, strict=False)
-    try:
-        parser.read_string(text)
-    except configparser.Error:
-        m = re.search(r"^\s*remote\s*=\s*(\S+)", text, re.MULTILINE)
-        return m.group(1) if m else None
     name = parser.get("core", "remote", fallback=None)
-    return name.strip() if name else None
+    return (name or "").strip() or None
 
 
 def _lock_digest(root: Path, locks: list[str]) -> str | None:

@@ -499,3 +499,24 @@ def test_a_malformed_dvc_remote_option_is_refused(tmp_path):
     with refuses(UsageError, names="--dvc-remote") as err:
         dvc.choose_trusted_remote(root, None, "/srv/x\n[core]\nremote = evil")
     assert err.value.message.startswith("--dvc-remote")
+
+
+@pytest.mark.parametrize(
+    "config,remote",
+    [
+        ("[core]\n    remote = storage\n['remote \"storage\"']\n    url = /data\n", "storage"),
+        ("[core]\n    autostage = true\n", None),
+        ("[core]\n    remote =   \n", None),
+        # not INI (a key before any section): no remote is guessed from a line of it, as the
+        # run reads none either
+        ("remote = elsewhere\n[core]\n    remote = storage\n", None),
+        ("[core\nremote = storage\n", None),
+        (b"[core]\n    remote = st\xffrage\n", None),  # not UTF-8
+    ],
+)
+def test_the_default_remote_is_read_as_the_run_reads_the_config(tmp_path, config, remote):
+    root = tmp_path / "p"
+    (root / ".dvc").mkdir(parents=True)
+    data = config if isinstance(config, bytes) else config.encode()
+    (root / ".dvc" / "config").write_bytes(data)
+    assert dvc._default_remote(root) == remote
