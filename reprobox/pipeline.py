@@ -320,8 +320,14 @@ def capture_experiment(
         )
         if checked.switch_to is not None:
             say(f"the command ran {checked.switch_to}, not {target}: probing it instead")
-            target = checked.switch_to
-            raw_probe = py.run_probe(target, cache_dir / "probe", environ)
+            try:
+                raw_probe = py.run_probe(checked.switch_to, cache_dir / "probe", environ)
+                target = checked.switch_to
+            except ReproboxError as exc:  # the command has run: its record is not lost to it
+                warnings.append(
+                    f"the command ran {checked.switch_to}, which could not be probed "
+                    f"({exc.message}): the record describes {target} instead"
+                )
         warnings.extend(checked.warnings)
         path_warning = rec.program_path_warning(
             execution.argv, cwd, root, lambda rel: git.is_tracked(root, rel)

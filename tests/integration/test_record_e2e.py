@@ -478,3 +478,30 @@ def test_an_ignored_venv_named_as_the_program_is_not_committed(tmp_path: Path):
     commit(repo, "the script")
     done = reprobox(repo, "record", "--no-lock", "--json", "--", "tools/[ab].sh")
     assert not [w for w in json.loads(done.stdout)["warnings"] if "the command's program" in w]
+
+
+def test_an_interpreter_that_ran_but_cannot_be_probed_leaves_the_record_whole(tmp_path: Path):
+    """The command's only report names an "interpreter" that is no Python (here a report the
+    command wrote itself, naming /bin/false): the probe of it fails after the command ran, and
+    the record is kept, describing the interpreter reprobox chose, with a warning saying why."""
+    report = {
+        "version": 1,
+        "executable": "/bin/false",
+        "prefix": str(tmp_path / "no-such-env"),
+        "modules": {},
+        "maps": [],
+        "dlopen": [],
+    }
+    script = f"printf '%s' '{json.dumps(report)}' > \"$REPROBOX_RECORD_DIR/run-1.json\"\n"
+    repo = new_repo(tmp_path / "project", {"job.sh": script})
+    done = reprobox(repo, "record", "--no-lock", "--json", "--", "sh", "job.sh")
+    data = json.loads(done.stdout)
+    assert data["exit_status"] == 0
+    assert "the command ran /bin/false, not" in done.stderr
+    (warning,) = [w for w in data["warnings"] if "could not be probed" in w]
+    assert warning.startswith("the command ran /bin/false, which could not be probed (")
+    env = json.loads(
+        (repo / ".reprobox" / "experiments" / data["id"] / "environment.json").read_text()
+    )
+    assert env["interpreter"]["executable"] != "/bin/false"
+    assert env["packages"] is not None
