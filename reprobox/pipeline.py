@@ -316,7 +316,7 @@ def capture_experiment(
     if execution is not None:
         # the record describes the environment the command ran, whatever reprobox chose first
         checked = rec.check_interpreter(
-            execution, raw_probe.get("interpreter") or {}, target, explicit_python
+            execution, raw_probe.get("interpreter") or {}, target, explicit_python, root
         )
         if checked.switch_to is not None:
             say(f"the command ran {checked.switch_to}, not {target}: probing it instead")

@@ -177,15 +177,24 @@ def execute(
     )
 
 
-def interpreters_used(execution: Execution) -> dict[str, str]:
-    """{environment: interpreter} of the command's Python processes, from their reports: each
-    environment by its ``sys.prefix`` with links resolved (a venv, a conda env, an installed
-    Python), with the first ``sys.executable`` seen in it."""
-    used: dict[str, str] = {}
+def interpreters_used(execution: Execution, root: Optional[Path] = None) -> dict[str, Any]:
+    """{environment: (interpreter, ran a script of ``root``)} of the command's Python
+    processes, from their reports: each environment by its ``sys.prefix`` with links resolved
+    (a venv, a conda env, an installed Python), with the first ``sys.executable`` seen in it,
+    and whether one of its processes ran a ``__main__`` file inside ``root`` (the project's own
+    script, where a launcher such as ``poetry run`` runs from its own environment)."""
+    used: dict[str, Any] = {}
+    top = os.path.realpath(root) + os.sep if root is not None else None
     for report in execution.reports:
         prefix, exe = report.get("prefix"), report.get("executable")
-        if isinstance(prefix, str) and prefix and isinstance(exe, str) and exe:
-            used.setdefault(os.path.realpath(prefix), exe)
+        if not (isinstance(prefix, str) and prefix and isinstance(exe, str) and exe):
+            continue
+        modules = report.get("modules")
+        main = modules.get("__main__") if isinstance(modules, dict) else None
+        own = top is not None and isinstance(main, str) and os.path.realpath(main).startswith(top)
+        env = os.path.realpath(prefix)
+        first_exe, ran_own = used.get(env, (exe, False))
+        used[env] = (first_exe, ran_own or own)
     return used
 
 
@@ -199,41 +208,59 @@ class InterpreterCheck:
 
 
 def check_interpreter(
-    execution: Execution, probed: Mapping[str, Any], target: Path, explicit: bool
+    execution: Execution,
+    probed: Mapping[str, Any],
+    target: Path,
+    explicit: bool,
+    root: Optional[Path] = None,
 ) -> InterpreterCheck:
     """Whether the environment probed is the one the command ran (``probed``: the probe's
-    ``interpreter`` section). A record describes the environment its run used: when the
-    command's Python processes all ran one other interpreter than the one reprobox chose
-    itself, that one is recorded instead (``switch_to``); one given with ``--python``
-    (``explicit``) is kept, with a warning; so is the probed one when the processes ran
-    several, with a warning naming those whose packages the record does not hold."""
-    used = interpreters_used(execution)
+    ``interpreter`` section). A record describes the environment its run used. When the
+    command's Python processes did not run the one reprobox chose itself, the one they ran is
+    recorded instead (``switch_to``): the only one, or the only one that ran a script of the
+    repository ``root`` (``poetry run python train.py``: poetry runs from an environment of its
+    own, the script from the project's), the others named in a warning. One given with
+    ``--python`` (``explicit``) is kept, with a warning naming what ran; so is the probed one
+    when the processes ran several and none stands out, and, when the probed one ran, the
+    others are named as environments whose packages the record does not hold."""
+    used = interpreters_used(execution, root)
     prefix = probed.get("prefix")
     if not used or not isinstance(prefix, str):
         return InterpreterCheck()
     mine = os.path.realpath(prefix)
-    others = sorted(exe for env, exe in used.items() if env != mine)
-    if not others:
-        return InterpreterCheck()
-    if mine in used:
-        return InterpreterCheck(
-            warnings=(
-                f"the command also ran {_listed(others)}: the record holds the packages of "
-                f"{target} only",
-            )
-        )
-    if len(others) == 1 and not explicit:
-        return InterpreterCheck(switch_to=Path(others[0]))
-    if len(others) == 1:
-        why = f"the record describes {target}, given with --python"
+    own = [env for env, (_exe, ran_own) in used.items() if ran_own]
+    if len(own) == 1:
+        ran = own[0]  # the environment of the project's own script
+    elif mine in used:
+        ran = mine
+    elif len(used) == 1:
+        ran = next(iter(used))
     else:
+        ran = None
+    if ran == mine:
+        others = {env: info for env, info in used.items() if env != mine}
+        return InterpreterCheck(warnings=(_also_ran(others, target),) if others else ())
+    if ran is not None and not explicit:
+        exe = Path(used[ran][0])
+        others = {env: info for env, info in used.items() if env != ran}
+        return InterpreterCheck(switch_to=exe, warnings=(_also_ran(others, exe),) if others else ())
+    if ran is not None:  # given with --python: kept
+        what = f"the command ran {used[ran][0]}, not {target}"
+        why = "the record describes the interpreter given with --python"
+    else:
+        what = "the command's Python processes ran " + _listed(
+            sorted(exe for env, (exe, _own) in used.items() if env != mine)
+        )
+        what += f", not {target}"
         why = f"the record describes {target}, which none of them ran"
     return InterpreterCheck(
-        warnings=(
-            f"the command's Python processes ran {_listed(others)}, not {target}: {why}; "
-            "record with --python naming the interpreter the command runs",
-        )
+        warnings=(f"{what}: {why}; record with --python naming the interpreter the command runs",)
     )
+
+
+def _also_ran(others: Mapping[str, Any], recorded: Path) -> str:
+    ran = sorted(exe for exe, _own in others.values())
+    return f"the command also ran {_listed(ran)}: the record holds the packages of {recorded} only"
 
 
 def _listed(paths: Sequence[str]) -> str:

@@ -505,3 +505,40 @@ def test_an_interpreter_that_ran_but_cannot_be_probed_leaves_the_record_whole(tm
     )
     assert env["interpreter"]["executable"] != "/bin/false"
     assert env["packages"] is not None
+
+
+@pytest.mark.network
+def test_a_launcher_from_another_environment_is_named_the_script_s_environment_recorded(
+    tmp_path: Path,
+):
+    """As `poetry run python job.py` does: a launcher running from an environment of its own
+    starts the project's interpreter on the project's script. The project's environment is
+    recorded (the one that ran a script of the repository), the launcher's named."""
+    repo = new_repo(tmp_path / "project", {"job.py": "import six\nprint(six.__version__)\n"})
+    (tmp_path / "tools").mkdir()
+    launcher_env = make_venv(tmp_path / "tools" / "launcher")
+    launcher = tmp_path / "tools" / "launch.py"
+    launcher.write_text("import subprocess, sys\nsys.exit(subprocess.call(sys.argv[1:]))\n")
+    project_env = make_venv(tmp_path / "tools" / "project-env", "six==1.16.0")
+    done = reprobox(
+        repo,
+        "record",
+        "--no-lock",
+        "--json",
+        "--",
+        str(launcher_env / "bin" / "python"),
+        str(launcher),
+        str(project_env / "bin" / "python"),
+        "job.py",
+    )
+    data = json.loads(done.stdout)
+    assert data["exit_status"] == 0
+    env = json.loads(
+        (repo / ".reprobox" / "experiments" / data["id"] / "environment.json").read_text()
+    )
+    assert env["interpreter"]["executable"] == str(project_env / "bin" / "python")
+    assert "six" in {p["name"] for p in env["packages"]}
+    assert (
+        f"the command also ran {launcher_env / 'bin' / 'python'}: the record holds the packages "
+        f"of {project_env / 'bin' / 'python'} only"
+    ) in data["warnings"]

@@ -959,3 +959,65 @@ def test_a_program_path_a_rerun_will_not_have_is_named(tmp_path: Path):
     # another program: the fix is to commit it
     text = warn(["./build.sh"], root, root, tracked)
     assert text is not None and "commit it" in text and "--python" not in text
+
+
+def _script_report(exe: str, prefix: str, main: str) -> dict:
+    return dict(_report(exe, prefix), modules={"__main__": main, "os": "/usr/lib/os.py"})
+
+
+def test_the_environment_that_ran_the_project_script_is_recorded(tmp_path: Path):
+    """`poetry run python train.py`: poetry runs from an environment of its own, the script
+    from the project's; neither is the probed one. The project's is recorded, poetry's named."""
+    root = tmp_path / "repo"
+    root.mkdir()
+    done = _ran(
+        _script_report("/tools/poetry/bin/python", "/tools/poetry", "/tools/poetry/bin/poetry"),
+        _script_report("/venvs/proj/bin/python", "/venvs/proj", str(root / "train.py")),
+    )
+    check = record.check_interpreter(
+        done, {"prefix": "/usr"}, Path("/usr/bin/python3"), False, root
+    )
+    assert check.switch_to == Path("/venvs/proj/bin/python")
+    assert check.warnings == (
+        "the command also ran /tools/poetry/bin/python: the record holds the packages of "
+        "/venvs/proj/bin/python only",
+    )
+    # the launcher from the probed environment itself (a --user install): still the project's
+    check = record.check_interpreter(
+        _ran(
+            _script_report("/usr/bin/python3", "/usr", "/home/u/.local/bin/poetry"),
+            _script_report("/venvs/proj/bin/python", "/venvs/proj", str(root / "train.py")),
+        ),
+        {"prefix": "/usr"},
+        Path("/usr/bin/python3"),
+        False,
+        root,
+    )
+    assert check.switch_to == Path("/venvs/proj/bin/python")
+    assert "also ran /usr/bin/python3" in check.warnings[0]
+    # given with --python: kept, and the one that ran the script is named
+    check = record.check_interpreter(done, {"prefix": "/usr"}, Path("/usr/bin/python3"), True, root)
+    assert check.switch_to is None
+    (warning,) = check.warnings
+    assert warning.startswith("the command ran /venvs/proj/bin/python, not /usr/bin/python3")
+
+
+def test_two_environments_running_project_scripts_are_named_not_chosen(tmp_path: Path):
+    root = tmp_path / "repo"
+    root.mkdir()
+    done = _ran(
+        _script_report("/a/bin/python", "/a", str(root / "prep.py")),
+        _script_report("/b/bin/python", "/b", str(root / "train.py")),
+    )
+    check = record.check_interpreter(
+        done, {"prefix": "/usr"}, Path("/usr/bin/python3"), False, root
+    )
+    assert check.switch_to is None
+    (warning,) = check.warnings
+    assert "ran /a/bin/python, /b/bin/python, not /usr/bin/python3" in warning
+    # one of them the probed one: kept, the other named
+    check = record.check_interpreter(done, {"prefix": "/a"}, Path("/a/bin/python"), False, root)
+    assert check.switch_to is None
+    assert check.warnings == (
+        "the command also ran /b/bin/python: the record holds the packages of /a/bin/python only",
+    )
