@@ -214,12 +214,33 @@ def test_agrees_with_pip_config_list(homes, tmp_path, case):
         "orig = c.get_configuration_files\n"
         "def patched():\n"
         "    d = orig()\n"
-        "    d[c.kinds.GLOBAL] = [xdg + '/pip/pip.conf', etc]\n"
-        "    d[c.kinds.SITE] = [venv + '/pip.conf']\n"
+        # keyed by kind: plain strings up to pip 25, `Kind` members since (pip 26 has no
+        # `kinds`); matched by value, so that pip's own key is the one replaced
+        "    for k in list(d):\n"
+        "        v = getattr(k, 'value', k)\n"
+        "        if v == 'global':\n"
+        "            d[k] = [xdg + '/pip/pip.conf', etc]\n"
+        "        elif v == 'site':\n"
+        "            d[k] = [venv + '/pip.conf']\n"
         "    return d\n"
         "c.get_configuration_files = patched\n"
-        "sys.argv = ['pip', 'config', 'list']\n"
-        "from pip._internal.cli.main import main; sys.exit(main())"
+        # the value pip uses for each key (`pip config list` lists every file's own value
+        # since pip 26, not the one that wins)
+        "conf = c.Configuration(isolated=False)\n"
+        "conf.load()\n"
+        "for key in sys.argv[4:]:\n"
+        "    try:\n"
+        "        print('%s=%r' % (key, conf.get_value(key)))\n"
+        "    except c.ConfigurationError:\n"
+        "        pass\n"
+    )
+    keys = (
+        "global.index-url",
+        "global.extra-index-url",
+        "global.find-links",
+        "install.find-links",
+        ":env:.find-links",
+        ":env:.trusted-host",
     )
     run_env = {**{k: v for k, v in os.environ.items() if not k.startswith("PIP_")}, **env}
     out = subprocess.run(
@@ -230,6 +251,7 @@ def test_agrees_with_pip_config_list(homes, tmp_path, case):
             str(homes["venv"]),
             str(homes["xdg_dirs"]),
             config.ETC_PIP_CONF,
+            *keys,
         ],
         env=run_env,
         capture_output=True,
