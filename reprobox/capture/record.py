@@ -187,15 +187,25 @@ def interpreters_used(execution: Execution, root: Optional[Path] = None) -> dict
     top = os.path.realpath(root) + os.sep if root is not None else None
     for report in execution.reports:
         prefix, exe = report.get("prefix"), report.get("executable")
-        if not (isinstance(prefix, str) and prefix and isinstance(exe, str) and exe):
-            continue
+        if not (_reported_path(prefix) and _reported_path(exe)):
+            continue  # the command can write there too: only plain absolute paths are taken
         modules = report.get("modules")
         main = modules.get("__main__") if isinstance(modules, dict) else None
-        own = top is not None and isinstance(main, str) and os.path.realpath(main).startswith(top)
+        own = top is not None and _reported_path(main) and os.path.realpath(main).startswith(top)
         env = os.path.realpath(prefix)
         first_exe, ran_own = used.get(env, (exe, False))
         used[env] = (first_exe, ran_own or own)
     return used
+
+
+def _reported_path(value: Any) -> bool:
+    """A path from a report that is fit to resolve, run and show: absolute, printable, bounded."""
+    return (
+        isinstance(value, str)
+        and value.startswith("/")
+        and display_text_ok(value, 4096)
+        and "\0" not in value
+    )
 
 
 @dataclass(frozen=True)

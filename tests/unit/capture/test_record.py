@@ -1021,3 +1021,28 @@ def test_two_environments_running_project_scripts_are_named_not_chosen(tmp_path:
     assert check.warnings == (
         "the command also ran /b/bin/python: the record holds the packages of /a/bin/python only",
     )
+
+
+@pytest.mark.parametrize(
+    "exe,prefix",
+    [
+        ("/opt/x/bin/python\0", "/opt/x"),
+        ("/opt/x/bin/python", "/opt/x\0y"),
+        ("/opt/x/bin/\x1b[2Jpython", "/opt/x"),
+        ("bin/python", "/opt/x"),
+        ("/opt/x/bin/python", "opt/x"),
+        ("/" + "a" * 5000, "/opt/x"),
+        (["/opt/x/bin/python"], "/opt/x"),
+    ],
+)
+def test_a_report_s_paths_are_taken_only_when_plain_and_absolute(exe, prefix):
+    """The command can write into the reports' folder too: a report whose interpreter or
+    prefix is not a plain absolute path (a NUL that would make resolving it raise, a terminal
+    escape that would reach the warning) is left out, and nothing is switched to it."""
+    done = _ran(_report(exe, prefix))  # type: ignore[arg-type]
+    check = record.check_interpreter(done, {"prefix": "/usr"}, Path("/usr/bin/python3"), False)
+    assert check == record.InterpreterCheck()
+    main_nul = dict(_report("/opt/x/bin/python", "/opt/x"), modules={"__main__": "/r/t.py\0"})
+    assert record.interpreters_used(_ran(main_nul), Path("/r")) == {
+        os.path.realpath("/opt/x"): ("/opt/x/bin/python", False)
+    }
