@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, TypeGuard
 
 from ..model import grammar as validate
 from ..errors import InterpreterError, UsageError, ValidationError
@@ -198,7 +198,7 @@ def interpreters_used(execution: Execution, root: Optional[Path] = None) -> dict
     return used
 
 
-def _reported_path(value: Any) -> bool:
+def _reported_path(value: Any) -> TypeGuard[str]:
     """A path from a report that is fit to resolve, run and show: absolute, printable, bounded."""
     return (
         isinstance(value, str)
