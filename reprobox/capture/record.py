@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, TypeGuard
+from typing import TYPE_CHECKING, Any, Optional
 
 from ..model import grammar as validate
 from ..errors import InterpreterError, UsageError, ValidationError
@@ -42,6 +42,9 @@ from .. import payload
 from ..payload import probe
 from .interp import find_repo_venv, shown_path
 from ..names import canonical_name
+
+if TYPE_CHECKING:  # pragma: no cover
+    from typing import TypeGuard  # Python 3.10+; the annotation is never evaluated
 
 try:
     import tomllib
