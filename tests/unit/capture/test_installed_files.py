@@ -607,6 +607,46 @@ def test_record_sizes_marks_as_hashed_exactly_the_rows_with_a_sha256_digest(tmp_
     assert full[0][2] == hashlib.sha256(b"x").hexdigest()
 
 
+def test_the_probe_cache_keeps_a_record_s_rows_as_columns_and_reads_them_back(tmp_path: Path):
+    site = tmp_path / "site"
+    d = make_dist(site, "demo", {"demo/__init__.py": b"x = 1\n", "demo/util.py": b"y = 2\n"})
+    record = str(Path(d["metadata_dir"]) / "RECORD")
+    cache_file = str(tmp_path / "cache" / "probe.json")
+    first = probe.ProbeCache(cache_file)
+    assert _changes_with(site, [d], first) == {}
+    first.save()
+    saved = json.loads(Path(cache_file).read_text())
+    assert "rows" not in saved
+    (key, cols) = saved["columns"][record]
+    assert cols == [list(c) for c in zip(*probe.record_sizes(record))]
+    # read back: a hit, and the same answer for a changed file
+    (site / "demo" / "util.py").write_bytes(b"y = 2  # patched\n")
+    second = probe.ProbeCache(cache_file)
+    out = _changes_with(site, [d], second)[d["metadata_dir"]]["changes"]
+    assert [(c["path"], c["change"]) for c in out] == [("demo/util.py", "modified")]
+    assert second.hits >= 1 and second.misses == 0
+
+
+@pytest.mark.parametrize(
+    "damaged",
+    [[["demo/util.py"], [6]], [["demo/__init__.py"], [6, 6], [1, 1]], "rows", [[], [], {}]],
+)
+def test_a_damaged_cached_record_entry_is_read_again(tmp_path: Path, damaged):
+    site = tmp_path / "site"
+    d = make_dist(site, "demo", {"demo/__init__.py": b"x = 1\n", "demo/util.py": b"y = 2\n"})
+    (site / "demo" / "util.py").unlink()
+    record = str(Path(d["metadata_dir"]) / "RECORD")
+    st = os.stat(record)
+    cache = probe.ProbeCache(None)
+    cache.old = {"columns": {record: [[st.st_size, st.st_mtime_ns], damaged]}}
+    out = _changes_with(site, [d], cache)[d["metadata_dir"]]["changes"]
+    assert [(c["path"], c["change"]) for c in out] == [("demo/util.py", "missing")]
+
+
+def _changes_with(site: Path, dists: list[dict], cache: "probe.ProbeCache") -> dict:
+    return probe.installed_file_changes(dists, [str(site)], cache)
+
+
 def test_a_fifo_in_place_of_an_installed_file_is_a_change_and_never_blocks(tmp_path: Path):
     """The probe opens files without waiting: a FIFO where a package file was is reported
     (modified: another size, no content) instead of stalling the capture on its open."""
