@@ -703,8 +703,8 @@ def ldconfig_p():
 class ProbeCache:
     """Results keyed by file path and validated by (size, mtime_ns), kept in one JSON file.
 
-    Sections: ``elf`` (parsed dynamic sections), ``record`` and ``columns`` (what a RECORD lists),
-    ``ctypes`` (library names a distribution's sources hand to ctypes, by RECORD). A file
+    Sections: ``elf`` (parsed dynamic sections), ``record`` and ``columns`` (what a RECORD
+    lists), ``ctypes`` (library names a distribution's sources hand to ctypes, by RECORD). A file
     that changed gets a different size or mtime and is parsed again; entries for files not seen
     in this run are dropped when the cache is written back.
     """
@@ -1305,9 +1305,9 @@ def installed_file_changes(dists, sites, cache, hash_all=False):
 def _site_fd(site):
     """A descriptor of the folder ``site`` for :func:`os.stat`'s ``dir_fd``, or None where that
     is not to be had. A file is looked up from it by its path in the RECORD: the kernel walks
-    two or three names instead of the ten or more of the full path, ~20 % of the file check on
-    a 120-package environment. The names resolve exactly as the full path's would (the site's
-    own path is resolved once, when it is opened)."""
+    two or three names instead of the ten or more of the full path (the stat loop of a
+    120-package environment: 60 ms -> 50 ms). The names resolve exactly as the full path's
+    would (the site's own path is resolved once, when it is opened)."""
     if os.stat not in os.supports_dir_fd:
         return None
     try:
