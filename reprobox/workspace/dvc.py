@@ -32,6 +32,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, NoReturn
 
 from .. import proc
+from . import git
 from ..errors import CommandError, DvcError, ReproboxError, UsageError
 from ..model import DvcInfo, DvcOutput, canonical_json
 from ..redact import redact_text, strip_url_credentials
@@ -756,19 +757,6 @@ def dvc_config_dirs() -> tuple[Path, Path]:
     return Path(glob), Path(system)
 
 
-def _git_tracks(root: Path, rel: str) -> bool:
-    try:
-        done = proc.run(
-            ["git", "-c", "core.fsmonitor=false", "ls-files", "--error-unmatch", "--", rel],
-            cwd=root,
-            check=False,
-            env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"},
-        )
-    except ReproboxError:
-        return False
-    return done.returncode == 0
-
-
 def user_local_config(user_root: Path | None) -> Path | None:
     """The user's own ``.dvc/config.local`` in the working tree reprobox runs from, when it is
     theirs: a regular file (not a link) that git does not track."""
@@ -778,7 +766,7 @@ def user_local_config(user_root: Path | None) -> Path | None:
     path = dvc_dir / "config.local"
     if os.path.islink(dvc_dir) or os.path.islink(path) or not path.is_file():
         return None
-    if _git_tracks(Path(user_root), ".dvc/config.local"):
+    if git.is_tracked(Path(user_root), ".dvc/config.local"):
         return None
     return path
 

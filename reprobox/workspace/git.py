@@ -23,7 +23,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from .. import proc
-from ..errors import CommandError, GitError, ValidationError
+from ..errors import CommandError, GitError, ReproboxError, ValidationError
 from ..model import GitInfo, sha256_hex
 from ..redact import redact_text, strip_url_credentials
 
@@ -131,8 +131,12 @@ _SCP_FORM = re.compile(r"^(?:[A-Za-z0-9._-]+@)?[A-Za-z0-9._-]{2,}:(?!//)")
 
 
 def is_tracked(repo_root: Path, rel: str) -> bool:
-    """Whether git tracks the file ``rel`` (relative to the repository root, taken literally)."""
-    done = _git(["ls-files", "-z", "--", f":(literal){rel}"], repo_root, check=False)
+    """Whether git tracks the file ``rel`` (relative to the repository root, taken literally:
+    ``[ab].sh`` is that name, not a pattern); False too when git cannot say."""
+    try:
+        done = _git(["ls-files", "-z", "--", f":(literal){rel}"], repo_root, check=False)
+    except ReproboxError:  # no git, or it could not start
+        return False
     return done.returncode == 0 and bool(done.stdout)
 
 
