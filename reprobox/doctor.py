@@ -15,6 +15,7 @@ from .capture.hardware import detect_hardware
 from .engine import get_engine
 from .errors import ReproboxError
 from .lock import read_index_config
+from .lock import uv as lock_uv
 
 
 @dataclass(frozen=True)
@@ -153,13 +154,23 @@ def check_index() -> Check:
 
 
 def check_uv() -> Check:
-    v = _tool_version("uv", "--version")
-    return Check(
-        "uv",
-        bool(v),
-        v or "not found",
-        None if v else "pip install uv (faster venv rebuilds; optional)",
+    """The uv that builds and the venv backend use: the one installed with reprobox (a declared
+    dependency, found also where its folder is not on PATH, as with pipx), else one on PATH."""
+    found = lock_uv.find_uv()
+    fix = (
+        "reinstall reprobox (`pip install --force-reinstall reprobox`), which installs uv with "
+        "it; without uv, image builds and the venv backend install with pip (slower)"
     )
+    if found is None:
+        return Check("uv", False, "not found", fix)
+    try:
+        out = proc.run([str(found), "--version"], timeout=20, check=False)
+    except ReproboxError as exc:
+        return Check("uv", False, f"{found} does not run: {exc.message}", fix)
+    lines = (out.stdout or "").strip().splitlines()
+    if out.returncode != 0 or not lines:
+        return Check("uv", False, f"{found} does not run (exit status {out.returncode})", fix)
+    return Check("uv", True, f"{lines[0]} ({found})")
 
 
 def check_debootstrap() -> Check:

@@ -40,6 +40,7 @@ def test_dead_daemon_with_podman_here_reports_both(tmp_path: Path, monkeypatch: 
 
 def test_missing_tools_name_how_to_get_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr(doctor.lock_uv, "find_uv", lambda: None)
     for check in (
         doctor.check_git(),
         doctor.check_dvc(),
@@ -74,3 +75,29 @@ def test_diagnose_flattens_and_serialises(monkeypatch: pytest.MonkeyPatch):
     git = found[0].to_dict()
     assert set(git) == {"name", "ok", "detail", "fix"}
     assert git["ok"] is True and git["fix"] is None and git["detail"].startswith("git version")
+
+
+def test_uv_is_the_one_installed_with_reprobox_also_off_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    # uv is a dependency of reprobox: where reprobox's folder is not on PATH (a venv's
+    # bin/reprobox run by its path, pipx), doctor finds the uv that builds use, as they do.
+    monkeypatch.setenv("PATH", str(tmp_path))
+    found = doctor.lock_uv.find_uv()
+    assert found is not None, "the test environment installs reprobox with its uv"
+    check = doctor.check_uv()
+    assert check.ok and check.detail.startswith("uv ") and str(found) in check.detail
+    assert check.fix is None
+
+
+def test_uv_that_does_not_run_is_reported_with_the_fix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    broken = tmp_path / "uv"
+    broken.write_text("#!/bin/sh\necho broken >&2\nexit 3\n")
+    broken.chmod(0o755)
+    monkeypatch.setattr(doctor.lock_uv, "find_uv", lambda: broken)
+    check = doctor.check_uv()
+    assert not check.ok
+    assert str(broken) in check.detail and "exit status 3" in check.detail
+    assert check.fix and "reinstall reprobox" in check.fix
