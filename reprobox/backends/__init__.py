@@ -37,6 +37,12 @@ if TYPE_CHECKING:  # pragma: no cover
 BACKENDS = ("auto", "docker", "venv", "conda")
 
 
+def _engine_label(engine: object) -> str:
+    """The engine a run's report names: the container backend runs on Docker or on Podman."""
+    name = getattr(engine, "name", "")
+    return {"docker": "the Docker daemon", "podman": "podman"}.get(name, "the container engine")
+
+
 def choose_backend(
     name: str,
     engine: Any = None,
@@ -78,7 +84,7 @@ def choose_backend(
             if engine.available():
                 if name == "docker":
                     return DockerBackend(engine, limits), "--backend docker"
-                return DockerBackend(engine, limits), "auto: the container engine answered"
+                return DockerBackend(engine, limits), f"auto: {_engine_label(engine)} answered"
             why = "the container engine does not answer"
         except ReproboxError as exc:
             if name == "docker":

@@ -193,6 +193,12 @@ class _Engine:
 def test_choose_backend_reports_why():
     b, why = choose_backend("auto", engine=_Engine(True))
     assert b.name == "docker" and why.startswith("auto:")
+    # the report names the engine the container backend runs on (podman when no daemon answers)
+    for engine_name, said in (("docker", "the Docker daemon"), ("podman", "podman")):
+        engine = _Engine(True)
+        engine.name = engine_name  # type: ignore[attr-defined]
+        b, why = choose_backend("auto", engine=engine)
+        assert b.name == "docker" and why == f"auto: {said} answered"
     b, why = choose_backend("auto", engine=_Engine(False))
     assert b.name == "venv" and "no container engine" in why
     b, why = choose_backend("venv", engine=_Engine(True))
