@@ -262,6 +262,7 @@ def capture_experiment(
             f"(not activated): recording {repo_venv}"
         )
     execution = None
+    command_from_argv = False
     recorded_git: Optional[git.GitCapture] = None
     if record_argv is not None:
         # Before the command runs (it may run for hours): what would refuse the record after
@@ -286,6 +287,7 @@ def capture_experiment(
             f"the command exited with status {execution.exit_status} after "
             f"{execution.wall_seconds:.1f}s"
         )
+        command_from_argv = command is None
         if command is None:
             command = shlex.join(record_argv)
         stage("command", t0)
@@ -329,11 +331,25 @@ def capture_experiment(
                     f"({exc.message}): the record describes {target} instead"
                 )
         warnings.extend(checked.warnings)
-        path_warning = rec.program_path_warning(
-            execution.argv, cwd, root, lambda rel: git.is_tracked(root, rel)
+        portable = (
+            rec.portable_command(
+                execution.argv, cwd, root, target, lambda rel: git.is_tracked(root, rel)
+            )
+            if command_from_argv
+            else None
         )
-        if path_warning:
-            warnings.append(path_warning)
+        if portable is not None:
+            command = shlex.join(portable)
+            say(
+                f"recording the command as `{command}`: {execution.argv[0]} is the recorded "
+                "environment's interpreter, and a rerun's PATH starts with the rebuilt one"
+            )
+        else:
+            path_warning = rec.program_path_warning(
+                execution.argv, cwd, root, lambda rel: git.is_tracked(root, rel)
+            )
+            if path_warning:
+                warnings.append(path_warning)
     # a record needs an installable version of each package in use (`diff` and a rerun's check
     # report a broken one as a difference instead)
     py.check_versions(raw_probe)

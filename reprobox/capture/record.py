@@ -281,6 +281,41 @@ def _listed(paths: Sequence[str]) -> str:
     return shown + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
 
 
+def portable_command(
+    argv: Sequence[str],
+    cwd: Path,
+    root: Path,
+    interpreter: Path,
+    tracked: Callable[[str], bool],
+) -> Optional[list[str]]:
+    """``argv`` with its program named as a rerun finds it, when the program is the recorded
+    environment's own interpreter named by a path a rerun will not have: ``.venv/bin/python
+    train.py`` (a virtualenv the checkout ignores) or ``~/envs/ml/bin/python3 train.py`` is
+    recorded as ``python train.py`` / ``python3 train.py``, which the rebuilt environment, first
+    on a rerun's PATH, answers. None when the program is anything else: a name looked up on
+    PATH, a committed file, or another interpreter than ``interpreter`` (a base interpreter
+    beside the virtualenv it created resolves to the same binary, so its folder must match)."""
+    if not argv or os.sep not in argv[0]:
+        return None
+    name = os.path.basename(argv[0])
+    if not re.fullmatch(r"python[0-9.]*", name):
+        return None
+    full = os.path.normpath(os.path.join(os.path.realpath(cwd), os.path.expanduser(argv[0])))
+    try:
+        rel: Optional[str] = Path(full).relative_to(root).as_posix()
+    except ValueError:
+        rel = None
+    if rel is not None and tracked(rel):
+        return None
+    try:
+        same = os.path.samefile(os.path.dirname(full), os.path.dirname(interpreter)) and (
+            os.path.samefile(full, interpreter)
+        )
+    except (OSError, ValueError):
+        return None
+    return [name, *argv[1:]] if same else None
+
+
 def program_path_warning(
     argv: Sequence[str], cwd: Path, root: Path, tracked: Callable[[str], bool]
 ) -> Optional[str]:

@@ -407,34 +407,33 @@ def test_sigterm_to_record_ends_the_command_and_leaves_nothing(tmp_path: Path):
 def test_record_describes_the_interpreter_the_command_ran(tmp_path: Path):
     """`record -- /elsewhere/venv/bin/python job.py` with no venv active: the capture probed
     `python` on PATH and recorded its packages, not those of the venv the command ran. Now the
-    environment the command ran is recorded, and the warning says that the program's path is
-    not one a rerun has, with the command line that fixes it; that command line then records
-    the same environment without a warning."""
+    environment the command ran is recorded, and so is a command a rerun can run: the program
+    is that environment's interpreter, which a rerun finds as `python` (the rebuilt environment
+    comes first on its PATH), so the record says `python job.py` and the rerun reproduces."""
     job = "import six\nprint(six.__version__)\n"
     repo = new_repo(tmp_path / "project", {"job.py": job})
     (tmp_path / "elsewhere").mkdir()
     outside = make_venv(tmp_path / "elsewhere" / "venv", "six==1.16.0")
     python = str(outside / "bin" / "python")
 
-    done = reprobox(repo, "record", "--no-lock", "--json", "--", python, "job.py")
+    done = reprobox(repo, "record", "--json", "--", python, "job.py")
     data = json.loads(done.stdout)
     assert f"the command ran {python}, not" in done.stderr
-    env = json.loads(
-        (repo / ".reprobox" / "experiments" / data["id"] / "environment.json").read_text()
-    )
+    assert "recording the command as `python job.py`" in done.stderr
+    exp_dir = repo / ".reprobox" / "experiments" / data["id"]
+    env = json.loads((exp_dir / "environment.json").read_text())
     assert env["interpreter"]["executable"] == python
     assert "six" in {p["name"] for p in env["packages"]}
-    (warning,) = [w for w in data["warnings"] if "the command's program" in w]
-    assert f"{python} is outside the repository" in warning
-    fix = f"reprobox record --python {python} -- python job.py"
-    assert fix in warning
+    assert json.loads((exp_dir / "experiment.json").read_text())["command"] == "python job.py"
+    assert not [w for w in data["warnings"] if "the command's program" in w]
 
+    commit(repo, "the record")
+    done = reprobox(repo, "run", data["id"], "--backend", "venv", check=False)
+    assert done.returncode == 0 and "REPRODUCED" in done.stdout, done.stdout + done.stderr
+
+    # The same environment named with --python, the command by its name: the same record.
     done = reprobox(
-        repo,
-        "record",
-        "--no-lock",
-        "--json",
-        *fix.split()[2:],  # the fix, as written
+        repo, "record", "--no-lock", "--json", "--python", python, "--", "python", "job.py"
     )
     data = json.loads(done.stdout)
     assert not [
@@ -448,25 +447,50 @@ def test_record_describes_the_interpreter_the_command_ran(tmp_path: Path):
     assert "six" in {p["name"] for p in env["packages"]}
 
 
-def test_an_ignored_venv_named_as_the_program_is_not_committed(tmp_path: Path):
+def test_an_ignored_venv_named_as_the_program(tmp_path: Path):
     """The repository's own venv, ignored by git, named as the command's program: the rerun's
-    clone has no such file. A program's path is looked up in git literally: `tools/[ab].sh`,
-    not committed, is not taken for the committed `tools/a.sh` it matches as a pattern."""
+    clone has no such file. When it is the recorded environment's interpreter the record names
+    it as a rerun finds it; when `--python` records another environment, the warning names
+    the fix. A program's path is looked up in git literally: `tools/[ab].sh`, not committed, is
+    not taken for the committed `tools/a.sh` it matches as a pattern."""
     repo = new_repo(
         tmp_path / "project",
         {
             "job.py": "print('ok')\n",
             # ignored: an untracked path with "[" would be refused by the record itself
-            ".gitignore": ".venv/\ntools/\\[ab\\].sh\n",
+            ".gitignore": ".venv/\nother/\ntools/\\[ab\\].sh\n",
             "tools/a.sh": "echo a\n",
         },
     )
     make_venv(repo / ".venv")
-    done = reprobox(repo, "record", "--no-lock", "--json", "--", ".venv/bin/python", "job.py")
+    done = reprobox(repo, "record", "--no-lock", "--json", "--", ".venv/bin/python3", "job.py")
+    data = json.loads(done.stdout)
+    assert not [w for w in data["warnings"] if "the command's program" in w]
+    exp = json.loads(
+        (repo / ".reprobox" / "experiments" / data["id"] / "experiment.json").read_text()
+    )
+    assert exp["command"] == "python3 job.py"
+
+    other = make_venv(repo / "other")
+    done = reprobox(
+        repo,
+        "record",
+        "--no-lock",
+        "--json",
+        "--python",
+        str(other / "bin" / "python"),
+        "--",
+        ".venv/bin/python",
+        "job.py",
+    )
     data = json.loads(done.stdout)
     (warning,) = [w for w in data["warnings"] if "the command's program" in w]
     assert ".venv/bin/python is not committed" in warning
     assert "--python .venv/bin/python -- python job.py" in warning
+    exp = json.loads(
+        (repo / ".reprobox" / "experiments" / data["id"] / "experiment.json").read_text()
+    )
+    assert exp["command"] == ".venv/bin/python job.py"
 
     script = repo / "tools" / "[ab].sh"
     script.write_text("#!/bin/sh\necho ab\n")

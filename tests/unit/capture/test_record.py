@@ -961,6 +961,56 @@ def test_a_program_path_a_rerun_will_not_have_is_named(tmp_path: Path):
     assert text is not None and "commit it" in text and "--python" not in text
 
 
+def test_the_recorded_interpreter_named_by_path_is_recorded_by_its_name(tmp_path: Path):
+    root = tmp_path / "repo"
+    venv_bin = root / ".venv" / "bin"
+    venv_bin.mkdir(parents=True)
+    base = tmp_path / "base" / "bin"
+    base.mkdir(parents=True)
+    (base / "python3.11").write_text("")
+    for name in ("python", "python3"):
+        (venv_bin / name).symlink_to(base / "python3.11")
+    outside = tmp_path / "envs" / "ml" / "bin"
+    outside.mkdir(parents=True)
+    (outside / "python").write_text("")
+    (root / "run.sh").write_text("")
+    tracked = {"run.sh", "bin/python"}.__contains__
+    port = record.portable_command
+    venv_python = venv_bin / "python"
+    # the venv's interpreter, by any of its names and from a sub-folder: its name, args kept
+    assert port([".venv/bin/python", "t.py", "--lr", "0.1"], root, root, venv_python, tracked) == [
+        "python",
+        "t.py",
+        "--lr",
+        "0.1",
+    ]
+    assert port([".venv/bin/python3", "t.py"], root, root, venv_python, tracked) == [
+        "python3",
+        "t.py",
+    ]
+    (root / "sub").mkdir()
+    assert port(["../.venv/bin/python"], root / "sub", root, venv_python, tracked) == ["python"]
+    # an interpreter outside the repository, when it is the recorded one
+    assert port([str(outside / "python"), "t.py"], root, root, outside / "python", tracked) == [
+        "python",
+        "t.py",
+    ]
+    # left as they are (the warning, if any, says what to do):
+    # a name looked up on PATH
+    assert port(["python", "t.py"], root, root, venv_python, tracked) is None
+    # the base interpreter the venv links to: the same binary, another environment
+    assert port([str(base / "python3.11"), "t.py"], root, root, venv_python, tracked) is None
+    # another environment's interpreter than the recorded one
+    assert port([str(outside / "python"), "t.py"], root, root, venv_python, tracked) is None
+    # a program that is no interpreter, or one that does not exist
+    assert port(["./run.sh"], root, root, root / "run.sh", tracked) is None
+    assert port(["/nowhere/bin/python"], root, root, venv_python, tracked) is None
+    # a committed interpreter-named file: a rerun has it as it is
+    (root / "bin").mkdir()
+    (root / "bin" / "python").symlink_to(base / "python3.11")
+    assert port(["bin/python"], root, root, root / "bin" / "python", tracked) is None
+
+
 def _script_report(exe: str, prefix: str, main: str) -> dict:
     return dict(_report(exe, prefix), modules={"__main__": main, "os": "/usr/lib/os.py"})
 
