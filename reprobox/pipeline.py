@@ -331,18 +331,24 @@ def capture_experiment(
                     f"({exc.message}): the record describes {target} instead"
                 )
         warnings.extend(checked.warnings)
+        probed = raw_probe
         portable = (
             rec.portable_command(
-                execution.argv, cwd, root, target, lambda rel: git.is_tracked(root, rel)
+                execution.argv,
+                cwd,
+                root,
+                target,
+                lambda rel: git.is_tracked(root, rel),
+                lambda path: rec.script_owner(probed, path),
             )
             if command_from_argv
             else None
         )
         if portable is not None:
-            command = shlex.join(portable)
+            command = shlex.join(portable.argv)
             say(
-                f"recording the command as `{command}`: {execution.argv[0]} is the recorded "
-                "environment's interpreter, and a rerun's PATH starts with the rebuilt one"
+                f"recording the command as `{command}`: {portable.why}, and a rerun's PATH "
+                "starts with the rebuilt one"
             )
         else:
             path_warning = rec.program_path_warning(

@@ -281,25 +281,63 @@ def _listed(paths: Sequence[str]) -> str:
     return shown + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
 
 
+def script_owner(raw_probe: Mapping[str, Any], path: str) -> Optional[str]:
+    """The distribution whose RECORD lists ``path`` (a console script in the environment's
+    ``bin``), or None. Reads only the RECORDs that hold the file's name."""
+    target = os.path.normpath(path)
+    needle = os.path.basename(target).encode("utf-8", "surrogateescape")
+    for d in raw_probe.get("distributions") or ():
+        if not isinstance(d, Mapping) or not d.get("has_record"):
+            continue
+        meta, site = d.get("metadata_dir"), d.get("site")
+        if not isinstance(meta, str) or not isinstance(site, str):
+            continue
+        try:
+            with open(os.path.join(meta, "RECORD"), "rb") as f:
+                data = f.read()
+        except OSError:
+            continue
+        if needle not in data:
+            continue
+        for line in data.split(b"\n"):
+            if needle not in line:
+                continue
+            text = line.decode("utf-8", "surrogateescape")
+            try:
+                row = next(csv.reader(io.StringIO(text, newline="")), [])
+            except csv.Error:
+                continue
+            if row and os.path.normpath(os.path.join(site, row[0])) == target:
+                return canonical_name(str(d.get("name") or "")) or None
+    return None
+
+
+@dataclass(frozen=True)
+class PortableCommand:
+    argv: list[str]
+    why: str
+
+
 def portable_command(
     argv: Sequence[str],
     cwd: Path,
     root: Path,
     interpreter: Path,
     tracked: Callable[[str], bool],
-) -> Optional[list[str]]:
-    """``argv`` with its program named as a rerun finds it, when the program is the recorded
-    environment's own interpreter named by a path a rerun will not have: ``.venv/bin/python
-    train.py`` (a virtualenv the checkout ignores) or ``~/envs/ml/bin/python3 train.py`` is
-    recorded as ``python train.py`` / ``python3 train.py``, which the rebuilt environment, first
-    on a rerun's PATH, answers. None when the program is anything else: a name looked up on
-    PATH, a committed file, or another interpreter than ``interpreter`` (a base interpreter
-    beside the virtualenv it created resolves to the same binary, so its folder must match)."""
+    owner: Callable[[str], Optional[str]] = lambda _path: None,
+) -> Optional[PortableCommand]:
+    """``argv`` with its program named as a rerun finds it, when the program is named by a path
+    a rerun will not have and the rebuilt environment, first on a rerun's PATH, has it: the
+    recorded environment's own interpreter (``.venv/bin/python train.py`` in a virtualenv the
+    checkout ignores, ``~/envs/ml/bin/python3 train.py``), or a script a distribution of it
+    installed beside it (``.venv/bin/mytrain``; ``owner`` names the distribution whose RECORD
+    lists a path). None when the program is anything else: a name looked up on PATH, a
+    committed file, a file of another environment than ``interpreter``'s (a base interpreter
+    beside the virtualenv it created resolves to the same binary, so its folder must match),
+    or one no distribution installed."""
     if not argv or os.sep not in argv[0]:
         return None
     name = os.path.basename(argv[0])
-    if not re.fullmatch(r"python[0-9.]*", name):
-        return None
     full = os.path.normpath(os.path.join(os.path.realpath(cwd), os.path.expanduser(argv[0])))
     try:
         rel: Optional[str] = Path(full).relative_to(root).as_posix()
@@ -308,12 +346,20 @@ def portable_command(
     if rel is not None and tracked(rel):
         return None
     try:
-        same = os.path.samefile(os.path.dirname(full), os.path.dirname(interpreter)) and (
-            os.path.samefile(full, interpreter)
-        )
+        if not os.path.samefile(os.path.dirname(full), os.path.dirname(interpreter)):
+            return None
+        if re.fullmatch(r"python[0-9.]*", name) and os.path.samefile(full, interpreter):
+            return PortableCommand(
+                [name, *argv[1:]], f"{argv[0]} is the recorded environment's interpreter"
+            )
     except (OSError, ValueError):
         return None
-    return [name, *argv[1:]] if same else None
+    dist = owner(full) if os.path.isfile(full) else None
+    if dist is None:
+        return None
+    return PortableCommand(
+        [name, *argv[1:]], f"{argv[0]} is a script of {dist} in the recorded environment"
+    )
 
 
 def program_path_warning(

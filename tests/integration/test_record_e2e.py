@@ -566,3 +566,47 @@ def test_a_launcher_from_another_environment_is_named_the_script_s_environment_r
         f"the command also ran {launcher_env / 'bin' / 'python'}: the record holds the packages "
         f"of {project_env / 'bin' / 'python'} only"
     ) in data["warnings"]
+
+
+@pytest.mark.docker
+@pytest.mark.network
+def test_a_console_script_of_the_recorded_venv_reruns_in_a_container(
+    tmp_path: Path, base_image: str
+):  # noqa: F811
+    """`record -- .venv/bin/job-cli`: the project's own console script, in a virtualenv the
+    checkout ignores. The clone has no `.venv`; the rebuilt image installs the project and its
+    script. The record names the script as the image finds it, and the rerun reproduces."""
+    repo = new_repo(
+        tmp_path / "project",
+        {
+            "pyproject.toml": (
+                '[project]\nname = "jobpkg"\nversion = "0.1.0"\ndependencies = ["six==1.16.0"]\n'
+                '[project.scripts]\njob-cli = "job:main"\n'
+                '[tool.setuptools]\npy-modules = ["job"]\n'
+                '[build-system]\nrequires = ["setuptools>=61"]\n'
+                'build-backend = "setuptools.build_meta"\n'
+            ),
+            "job.py": (
+                "import json, six\n\ndef main():\n"
+                "    json.dump({'six': six.__version__}, open('metrics.json', 'w'))\n"
+            ),
+            ".gitignore": ".venv/\n*.egg-info/\nbuild/\nmetrics.json\n",
+        },
+    )
+    make_venv(repo / ".venv", editable=repo)
+    done = reprobox(
+        repo, "record", "--json", "--metrics", "metrics.json", "--", ".venv/bin/job-cli"
+    )
+    data = json.loads(done.stdout)
+    assert "`job-cli`: .venv/bin/job-cli is a script of jobpkg" in done.stderr, done.stderr
+    assert not [w for w in data["warnings"] if "the command's program" in w]
+    folder = repo / ".reprobox" / "experiments" / data["id"]
+    assert json.loads((folder / "experiment.json").read_text())["command"] == "job-cli"
+    commit(repo, "reprobox record", ".reprobox")
+
+    clone = publish_and_clone(repo, tmp_path)
+    assert not (clone / ".venv").exists()
+    remove_images(data["id"])
+    status, report, stderr = run_json(clone, data["id"], "--backend", "docker")
+    assert status == 0, (report["differences"], stderr[-3000:])
+    assert {m["key"]: m["status"] for m in report["metrics"]} == {"six": "same"}

@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Optional
 
 import pytest
 
@@ -975,40 +976,98 @@ def test_the_recorded_interpreter_named_by_path_is_recorded_by_its_name(tmp_path
     (outside / "python").write_text("")
     (root / "run.sh").write_text("")
     tracked = {"run.sh", "bin/python"}.__contains__
-    port = record.portable_command
     venv_python = venv_bin / "python"
+
+    def port(argv: list, cwd: Path, interpreter: Path) -> Optional[list]:
+        done = record.portable_command(argv, cwd, root, interpreter, tracked)
+        if done is not None:
+            assert "interpreter" in done.why and argv[0] in done.why
+        return None if done is None else done.argv
+
     # the venv's interpreter, by any of its names and from a sub-folder: its name, args kept
-    assert port([".venv/bin/python", "t.py", "--lr", "0.1"], root, root, venv_python, tracked) == [
+    assert port([".venv/bin/python", "t.py", "--lr", "0.1"], root, venv_python) == [
         "python",
         "t.py",
         "--lr",
         "0.1",
     ]
-    assert port([".venv/bin/python3", "t.py"], root, root, venv_python, tracked) == [
-        "python3",
-        "t.py",
-    ]
+    assert port([".venv/bin/python3", "t.py"], root, venv_python) == ["python3", "t.py"]
     (root / "sub").mkdir()
-    assert port(["../.venv/bin/python"], root / "sub", root, venv_python, tracked) == ["python"]
+    assert port(["../.venv/bin/python"], root / "sub", venv_python) == ["python"]
     # an interpreter outside the repository, when it is the recorded one
-    assert port([str(outside / "python"), "t.py"], root, root, outside / "python", tracked) == [
-        "python",
-        "t.py",
-    ]
+    assert port([str(outside / "python"), "t.py"], root, outside / "python") == ["python", "t.py"]
     # left as they are (the warning, if any, says what to do):
     # a name looked up on PATH
-    assert port(["python", "t.py"], root, root, venv_python, tracked) is None
+    assert port(["python", "t.py"], root, venv_python) is None
     # the base interpreter the venv links to: the same binary, another environment
-    assert port([str(base / "python3.11"), "t.py"], root, root, venv_python, tracked) is None
+    assert port([str(base / "python3.11"), "t.py"], root, venv_python) is None
     # another environment's interpreter than the recorded one
-    assert port([str(outside / "python"), "t.py"], root, root, venv_python, tracked) is None
-    # a program that is no interpreter, or one that does not exist
-    assert port(["./run.sh"], root, root, root / "run.sh", tracked) is None
-    assert port(["/nowhere/bin/python"], root, root, venv_python, tracked) is None
+    assert port([str(outside / "python"), "t.py"], root, venv_python) is None
+    # a program that is no interpreter (and no distribution's script), or does not exist
+    assert port(["./run.sh"], root, root / "run.sh") is None
+    assert port(["/nowhere/bin/python"], root, venv_python) is None
     # a committed interpreter-named file: a rerun has it as it is
     (root / "bin").mkdir()
     (root / "bin" / "python").symlink_to(base / "python3.11")
-    assert port(["bin/python"], root, root, root / "bin" / "python", tracked) is None
+    assert port(["bin/python"], root, root / "bin" / "python") is None
+
+
+def test_a_script_a_distribution_installed_beside_the_interpreter_is_recorded_by_name(
+    tmp_path: Path,
+):
+    """`record -- .venv/bin/mytrain`: a console script of the recorded environment, which the
+    rebuilt environment installs too; one no distribution lists keeps its path (and warning)."""
+    root = tmp_path / "repo"
+    venv = root / ".venv"
+    bin_dir = venv / "bin"
+    site = venv / "lib" / "python3.11" / "site-packages"
+    meta = site / "mypkg-0.1.dist-info"
+    meta.mkdir(parents=True)
+    bin_dir.mkdir(parents=True)
+    (bin_dir / "python").write_text("")
+    for script in ("mytrain", "my train", "dropped"):
+        (bin_dir / script).write_text("#!/bin/sh\n")
+    (meta / "RECORD").write_text(
+        "mypkg/__init__.py,,\n"
+        "../../../bin/mytrain,sha256=x,10\n"
+        '"../../../bin/my train",sha256=y,10\n'
+        "mypkg-0.1.dist-info/RECORD,,\n"
+    )
+    other = tmp_path / "elsewhere" / "bin"
+    other.mkdir(parents=True)
+    (other / "mytrain").write_text("")
+    probe = {
+        "distributions": [
+            {"name": "MyPkg", "metadata_dir": str(meta), "site": str(site), "has_record": True},
+            {"name": "no-record", "metadata_dir": str(meta), "site": str(site)},
+            "not a distribution",
+        ]
+    }
+    assert record.script_owner(probe, str(bin_dir / "mytrain")) == "mypkg"
+    assert record.script_owner(probe, str(bin_dir / "my train")) == "mypkg"
+    assert record.script_owner(probe, str(bin_dir / "dropped")) is None
+    assert record.script_owner({"distributions": None}, str(bin_dir / "mytrain")) is None
+
+    def port(argv: list) -> Optional[record.PortableCommand]:
+        return record.portable_command(
+            argv,
+            root,
+            root,
+            bin_dir / "python",
+            lambda _rel: False,
+            lambda path: record.script_owner(probe, path),
+        )
+
+    done = port([".venv/bin/mytrain", "--epochs", "3"])
+    assert done is not None and done.argv == ["mytrain", "--epochs", "3"]
+    assert done.why == ".venv/bin/mytrain is a script of mypkg in the recorded environment"
+    done = port([".venv/bin/my train"])
+    assert done is not None and done.argv == ["my train"]
+    # a file no distribution installed, one of another folder, a folder: kept as they are
+    assert port([".venv/bin/dropped"]) is None
+    assert port([str(other / "mytrain")]) is None
+    (bin_dir / "adir").mkdir()
+    assert port([".venv/bin/adir"]) is None
 
 
 def _script_report(exe: str, prefix: str, main: str) -> dict:
