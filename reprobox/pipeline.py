@@ -379,6 +379,9 @@ def capture_experiment(
     if sealed_sources:
         env = replace(env, packages=tuple(sealed_packages))
     warnings.extend(seal_warnings)
+    # a package installed from a folder of the repository whose source changed since: the run
+    # used the installed copy, a rerun builds the source
+    warnings.extend(py.stale_local_sources(env.packages, raw_probe.get("distributions"), root))
     stage("environment", t0)
     run_usage = (
         summary.usage

@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import re
+import shlex
 import tempfile
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -703,3 +704,105 @@ def carry_changes(
                 f"({reason}): a rebuild has the file as installed, and verify says so"
             )
     return tuple(out), files, warnings
+
+
+#: Bounds of the stale-source check of one package: files hashed, bytes read.
+_STALE_MAX_FILES = 5000
+_STALE_MAX_BYTES = 64 * 1024 * 1024
+
+
+def _record_hash_rows(record: str) -> list[tuple[str, str]]:
+    """(path, urlsafe-b64 sha256) of a RECORD's rows that name a file under the site folder."""
+    import csv  # lazy: only for a package installed from a folder of the repository
+    import io
+
+    try:
+        with open(record, encoding="utf-8", errors="surrogateescape", newline="") as f:
+            text = f.read(_STALE_MAX_BYTES)
+    except OSError:
+        return []
+    rows: list[tuple[str, str]] = []
+    try:
+        for row in csv.reader(io.StringIO(text, newline="")):
+            if len(row) < 2 or not row[1].startswith("sha256="):
+                continue
+            rel = row[0]
+            if rel.startswith(("/", "..")) or "\\" in rel or ".dist-info/" in rel:
+                continue
+            rows.append((rel, row[1][len("sha256=") :]))
+    except csv.Error:
+        return rows
+    return rows
+
+
+def _file_digest(path: str) -> Optional[str]:
+    import base64  # lazy: as above
+
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    except OSError:
+        return None
+    return base64.urlsafe_b64encode(h.digest()).rstrip(b"=").decode()
+
+
+def stale_local_sources(
+    packages: tuple[Package, ...] | list[Package],
+    distributions: Any,
+    repo_root: Path,
+) -> list[str]:
+    """Warnings for packages installed (not editable) from a folder of the repository whose
+    source changed since: the run used the installed copy, a rerun builds the folder as it is
+    recorded. A file is compared where the source has it at the installed path, flat or under
+    ``src/``; a package whose layout maps files otherwise is not judged."""
+    local = {
+        canonical_name(p.name): p
+        for p in packages
+        if p.source.kind == "directory"
+        and p.source.in_repo
+        and not p.source.editable
+        and p.source.path is not None
+    }
+    if not local or not isinstance(distributions, list):
+        return []
+    root = os.path.realpath(repo_root)
+    warnings: list[str] = []
+    for d in distributions:
+        if not isinstance(d, Mapping) or not d.get("has_record"):
+            continue
+        pkg = local.get(canonical_name(str(d.get("name") or "")))
+        meta = d.get("metadata_dir")
+        if pkg is None or not isinstance(meta, str) or pkg.source.path is None:
+            continue
+        folder = os.path.realpath(os.path.join(root, pkg.source.path))
+        if not (folder == root or folder.startswith(root + os.sep)) or not os.path.isdir(folder):
+            continue
+        differing: list[tuple[str, str]] = []
+        read = 0
+        for rel, recorded in _record_hash_rows(os.path.join(meta, "RECORD"))[:_STALE_MAX_FILES]:
+            for base in (folder, os.path.join(folder, "src")):
+                cand = os.path.realpath(os.path.join(base, rel))
+                if not cand.startswith(folder + os.sep) or not os.path.isfile(cand):
+                    continue
+                read += os.path.getsize(cand)
+                if read > _STALE_MAX_BYTES:
+                    break
+                if _file_digest(cand) != recorded:
+                    differing.append((rel, os.path.relpath(cand, root)))
+                break
+            if read > _STALE_MAX_BYTES:
+                break
+        if differing:
+            rel, src = differing[0]
+            more = f" (and {len(differing) - 1} more file(s))" if len(differing) > 1 else ""
+            warnings.append(
+                f"package {pkg.name} {pkg.version} was installed from {pkg.source.path} before "
+                f"its source changed: the run used the installed {rel}, which differs from "
+                f"{src}{more}, and a rerun builds the source as recorded; reinstall it "
+                f"(`pip install {shlex.quote('./' + pkg.source.path)}`, or `pip install -e` to "
+                "follow the source) "
+                "and capture again"
+            )
+    return warnings

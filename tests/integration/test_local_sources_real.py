@@ -382,3 +382,42 @@ def test_post_install_changes_are_replayed_or_named_by_verify_in_an_image(
     patched_clone: Path, base_image: str
 ):  # noqa: F811
     _check_patched(patched_clone, "docker")
+
+
+@pytest.mark.network
+def test_a_folder_package_whose_source_changed_since_its_install_is_named(tmp_path: Path):
+    """`pip install ./libs/mylib` (not editable), then its source edited: the run uses the
+    installed copy, a rerun builds the folder as committed. The capture says so, naming the
+    file, and says nothing once the package is installed again from the current source."""
+    repo = new_repo(
+        tmp_path / "project",
+        {
+            "libs/mylib/pyproject.toml": _PYPROJECT.format(
+                name="mylib", version="0.2.0", script="mylib-hello", module="mylib"
+            ),
+            "libs/mylib/mylib/__init__.py": "VALUE = 42\n" + _main("hello"),
+            ".gitignore": ".venv/\n*.egg-info/\nbuild/\n",
+        },
+    )
+    venv = make_venv(tmp_path / "venv", str(repo / "libs" / "mylib"))
+    done = reprobox(repo, "capture", "--no-lock", "--json", venv=venv)
+    assert not [w for w in json.loads(done.stdout)["warnings"] if "source changed" in w]
+
+    (repo / "libs" / "mylib" / "mylib" / "__init__.py").write_text("VALUE = 43\n" + _main("hi"))
+    commit(repo, "a new value")
+    done = reprobox(repo, "capture", "--no-lock", "--json", venv=venv)
+    (warning,) = [w for w in json.loads(done.stdout)["warnings"] if "source changed" in w]
+    assert "package mylib 0.2.0 was installed from libs/mylib before its source changed" in warning
+    assert "mylib/__init__.py, which differs from libs/mylib/mylib/__init__.py" in warning
+
+    sh(
+        tmp_path,
+        str(venv / "bin" / "python"),
+        "-m",
+        "pip",
+        "install",
+        "-q",
+        str(repo / "libs" / "mylib"),
+    )
+    done = reprobox(repo, "capture", "--no-lock", "--json", venv=venv)
+    assert not [w for w in json.loads(done.stdout)["warnings"] if "source changed" in w]

@@ -23,7 +23,7 @@ import pytest
 from reprobox.payload import probe
 from reprobox.capture import python as py
 from reprobox.errors import InterpreterError, UsageError
-from reprobox.model import Package
+from reprobox.model import Package, PackageSource
 
 from ...conftest import require, require_tool
 from ...asserts import refuses
@@ -863,3 +863,87 @@ def test_an_editable_installs_own_egg_info_is_not_called_stale(tmp_path):
 def test_a_stale_egg_info_of_another_version_is_still_named(tmp_path):
     result = _editable_with_its_egg_info(tmp_path, version_in_tree="0.0.9")
     assert any("demo 0.0.9" in w and "shadowed" in w for w in result.warnings), result.warnings
+
+
+def _installed_from_folder(tmp_path: Path, files: dict, installed: dict, extra_rows: str = ""):
+    """A repository with a package's source folder, and a site with its installed copy."""
+    import base64
+    import hashlib
+
+    from reprobox.capture import python as py_mod
+
+    root = tmp_path / "repo"
+    for rel, text in files.items():
+        (root / "libs" / "my lib" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / "libs" / "my lib" / rel).write_text(text)
+    site = tmp_path / "site"
+    meta = site / "mylib-0.2.dist-info"
+    meta.mkdir(parents=True)
+    rows = []
+    for rel, text in installed.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest())
+        rows.append(f"{rel},sha256={digest.rstrip(b'=').decode()},{len(text)}")
+    (meta / "RECORD").write_text("\n".join(rows) + "\nmylib-0.2.dist-info/RECORD,,\n" + extra_rows)
+    dists = [{"name": "MyLib", "metadata_dir": str(meta), "site": str(site), "has_record": True}]
+
+    def pkgs(**source):
+        src = dict(kind="directory", path="libs/my lib", in_repo=True, editable=False)
+        src.update(source)
+        return [Package("mylib", "0.2", PackageSource(**src))]
+
+    return py_mod.stale_local_sources, root, dists, pkgs
+
+
+def test_a_package_installed_from_a_changed_folder_of_the_repository_is_named(tmp_path: Path):
+    stale, root, dists, pkgs = _installed_from_folder(
+        tmp_path,
+        {"mylib/__init__.py": "VALUE = 43\n", "mylib/util.py": "X = 1\n", "setup.py": ""},
+        {"mylib/__init__.py": "VALUE = 42\n", "mylib/util.py": "X = 1\n"},
+    )
+    (warning,) = stale(pkgs(), dists, root)
+    assert "package mylib 0.2 was installed from libs/my lib before its source changed" in warning
+    assert "the installed mylib/__init__.py, which differs from libs/my lib/mylib/__init__.py" in (
+        warning
+    )
+    assert "(`pip install './libs/my lib'`" in warning and "more file" not in warning
+    # editable (it follows the source), outside the repository, from an index: not judged
+    assert stale(pkgs(editable=True), dists, root) == []
+    assert stale(pkgs(in_repo=False), dists, root) == []
+    assert stale([Package("mylib", "0.2")], dists, root) == []
+    # a probe answer that is not a list, or a distribution without RECORD
+    assert stale(pkgs(), None, root) == []
+    assert stale(pkgs(), [dict(dists[0], has_record=False), "x"], root) == []
+
+
+def test_a_package_installed_from_a_folder_as_it_is_is_not_named(tmp_path: Path):
+    stale, root, dists, pkgs = _installed_from_folder(
+        tmp_path,
+        # a src layout; a file the source does not have (generated at build) is not judged
+        {"src/mylib/__init__.py": "VALUE = 42\n"},
+        {"mylib/__init__.py": "VALUE = 42\n", "mylib/_version.py": "v = '0.2'\n"},
+    )
+    assert stale(pkgs(), dists, root) == []
+    (root / "libs" / "my lib" / "src" / "mylib" / "__init__.py").write_text("VALUE = 1\n")
+    (warning,) = stale(pkgs(), dists, root)
+    assert "differs from libs/my lib/src/mylib/__init__.py" in warning
+
+
+def test_the_stale_source_check_reads_nothing_outside_the_package_folder(tmp_path: Path):
+    outside = tmp_path / "secret.py"
+    outside.write_text("TOKEN = 1\n")
+    stale, root, dists, pkgs = _installed_from_folder(
+        tmp_path,
+        {"mylib/__init__.py": "VALUE = 42\n", "other.py": "A = 1\n"},
+        {"mylib/__init__.py": "VALUE = 42\n"},
+        # rows naming files outside the site, absolute, or through the folder's parent
+        extra_rows=(
+            f"../../secret.py,sha256=x,1\n{outside},sha256=x,1\n"
+            "mylib/../../../secret.py,sha256=x,1\nmylib/link.py,sha256=x,1\n"
+        ),
+    )
+    (root / "libs" / "my lib" / "mylib" / "link.py").symlink_to(outside)
+    assert stale(pkgs(), dists, root) == []
+    # a recorded folder that leaves the repository is not read either
+    assert stale(pkgs(path="../.."), dists, root) == []
+    (root / "libs" / "escape").symlink_to(tmp_path)
+    assert stale(pkgs(path="libs/escape"), dists, root) == []
