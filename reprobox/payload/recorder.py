@@ -12,9 +12,14 @@
 It must not change what the program does: it removes its folder from ``sys.path`` and then
 imports the ``sitecustomize`` the interpreter would have imported without it (a site's or a
 venv's own), so that one still runs. ``PYTHONPATH`` keeps the folder, so Python child
-processes (``subprocess``, ``multiprocessing`` spawn) are recorded too; forked children that
-leave through ``os._exit`` (multiprocessing workers) write nothing — what they load was mostly
-loaded by their parent. Failures here are swallowed: recording must never break the run.
+processes (``subprocess``, ``multiprocessing`` spawn) are recorded too. A forked child that
+leaves through ``os._exit`` (multiprocessing's fork and forkserver workers, PyTorch's
+DataLoader workers) runs no ``atexit``: after a fork the child's ``os._exit`` writes its report
+first, when the child imported or dlopened anything since the fork (what it inherited is its
+parent's, which reports it), so a child that loads nothing new costs nothing. A process ended
+by a signal (the workers of a ``multiprocessing.Pool`` that ``terminate()``, which its ``with``
+block calls, ends) writes nothing. Failures here are swallowed: recording must never break the
+run.
 """
 
 import os
@@ -125,6 +130,20 @@ def _write():
         pass
 
 
+def _after_fork_in_child():
+    """Give the child an ``os._exit`` that reports what it loaded since the fork, first."""
+    real = getattr(os._exit, "__wrapped_exit__", os._exit)
+    loaded_at_fork = (len(_imports), len(_dlopen))
+
+    def _exit(*args, **kwargs):
+        if (len(_imports), len(_dlopen)) != loaded_at_fork:
+            _write()
+        real(*args, **kwargs)
+
+    _exit.__wrapped_exit__ = real
+    os._exit = _exit
+
+
 def _chain():
     """Import the sitecustomize the interpreter would have found without this one."""
     me = sys.modules.get("sitecustomize")
@@ -149,6 +168,8 @@ def _install():
         import atexit
 
         atexit.register(_write)
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 _install()

@@ -747,6 +747,48 @@ def test_python_child_processes_are_recorded_too(tmp_path):
     assert child["ppid"] in {r["pid"] for r in ex.reports}
 
 
+def test_forked_children_leaving_through_os_exit_report_what_they_loaded(tmp_path):
+    """multiprocessing's fork workers (and DataLoader's) end with ``os._exit``, which runs no
+    atexit: the payload's after-fork ``os._exit`` reports first, when the child loaded anything
+    since the fork; the exit status is the child's; a grandchild's ``os._exit`` is wrapped once."""
+    script = tmp_path / "parent.py"
+    script.write_text(
+        "import os, sys\n"
+        "def child(body):\n"
+        "    pid = os.fork()\n"
+        "    if pid == 0:\n"
+        "        body()\n"
+        "    return os.waitpid(pid, 0)[1]\n"
+        "def loads():\n"
+        "    import colorsys\n"
+        "    inner = os.fork()\n"
+        "    if inner == 0:\n"
+        "        import fractions\n"
+        "        assert os._exit.__wrapped_exit__.__name__ == '_exit'\n"
+        "        assert not hasattr(os._exit.__wrapped_exit__, '__wrapped_exit__')\n"
+        "        os._exit(0)\n"
+        "    os.waitpid(inner, 0)\n"
+        "    os._exit(7)\n"
+        "def quiet():\n"
+        "    os._exit(3)\n"
+        "statuses = [os.waitstatus_to_exitcode(child(loads)), "
+        "os.waitstatus_to_exitcode(child(quiet))]\n"
+        "open('statuses.txt', 'w').write(repr(statuses))\n"
+    )
+    ex = record.execute([sys.executable, str(script)], cwd=tmp_path, environ=dict(os.environ))
+    assert ex.exit_status == 0
+    assert (tmp_path / "statuses.txt").read_text() == "[7, 3]"  # each child's own status
+    by_pid = {r["pid"]: r for r in ex.reports}
+    parent = next(r for r in ex.reports if r["modules"].get("__main__") == str(script))
+    loader = next(r for r in ex.reports if "colorsys" in r["imports"] and r is not parent)
+    grandchild = next(r for r in ex.reports if "fractions" in r["imports"])
+    # the parent, the child that imported colorsys, its child that imported fractions; the
+    # child that loaded nothing new wrote nothing
+    assert len(by_pid) == 3, [r["imports"][-3:] for r in ex.reports]
+    assert loader["ppid"] == parent["pid"] and grandchild["ppid"] == loader["pid"]
+    assert "colorsys" not in parent["imports"]
+
+
 def test_a_command_stopped_with_ctrl_c_records_nothing(tmp_path, monkeypatch):
     import tempfile
 
