@@ -711,43 +711,6 @@ _STALE_MAX_FILES = 5000
 _STALE_MAX_BYTES = 64 * 1024 * 1024
 
 
-def _record_hash_rows(record: str) -> list[tuple[str, str]]:
-    """(path, urlsafe-b64 sha256) of a RECORD's rows that name a file under the site folder."""
-    import csv  # lazy: only for a package installed from a folder of the repository
-    import io
-
-    try:
-        with open(record, encoding="utf-8", errors="surrogateescape", newline="") as f:
-            text = f.read(_STALE_MAX_BYTES)
-    except OSError:
-        return []
-    rows: list[tuple[str, str]] = []
-    try:
-        for row in csv.reader(io.StringIO(text, newline="")):
-            if len(row) < 2 or not row[1].startswith("sha256="):
-                continue
-            rel = row[0]
-            if rel.startswith(("/", "..")) or "\\" in rel or ".dist-info/" in rel:
-                continue
-            rows.append((rel, row[1][len("sha256=") :]))
-    except csv.Error:
-        return rows
-    return rows
-
-
-def _file_digest(path: str) -> Optional[str]:
-    import base64  # lazy: as above
-
-    h = hashlib.sha256()
-    try:
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-    except OSError:
-        return None
-    return base64.urlsafe_b64encode(h.digest()).rstrip(b"=").decode()
-
-
 def stale_local_sources(
     packages: tuple[Package, ...] | list[Package],
     distributions: Any,
@@ -767,6 +730,8 @@ def stale_local_sources(
     }
     if not local or not isinstance(distributions, list):
         return []
+    from ..payload import probe  # lazy: RECORD rows and plain-file hashing, as the probe reads
+
     root = os.path.realpath(repo_root)
     warnings: list[str] = []
     for d in distributions:
@@ -781,7 +746,15 @@ def stale_local_sources(
             continue
         differing: list[tuple[str, str]] = []
         read = 0
-        for rel, recorded in _record_hash_rows(os.path.join(meta, "RECORD"))[:_STALE_MAX_FILES]:
+        rows = [
+            (rel, digest)
+            for rel, _size, digest in probe.parse_record_rows(os.path.join(meta, "RECORD"))
+            if digest
+            and not rel.startswith(("/", ".."))
+            and "\\" not in rel
+            and ".dist-info/" not in rel
+        ]
+        for rel, recorded in rows[:_STALE_MAX_FILES]:
             for base in (folder, os.path.join(folder, "src")):
                 cand = os.path.realpath(os.path.join(base, rel))
                 if not cand.startswith(folder + os.sep) or not os.path.isfile(cand):
@@ -789,7 +762,7 @@ def stale_local_sources(
                 read += os.path.getsize(cand)
                 if read > _STALE_MAX_BYTES:
                     break
-                if _file_digest(cand) != recorded:
+                if probe._sha256_file(cand) != recorded:
                     differing.append((rel, os.path.relpath(cand, root)))
                 break
             if read > _STALE_MAX_BYTES:
