@@ -15,6 +15,7 @@ import os
 import re
 import tempfile
 from collections import deque
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping, NoReturn, Optional, Sequence, Union
 
@@ -22,6 +23,7 @@ from .. import proc
 from ..errors import BaseImageMissing, EngineError, ReproboxError, ToolMissing
 from ..redact import redact_text
 from ..termsafe import stream_line
+from . import mountkeys
 from .command import run_build, stream_lines
 from .interface import (
     BuildKitClient,
@@ -44,6 +46,29 @@ _PODMAN_HINT = (
     "install Debian's podman (`scripts/setup-podman.sh`: `apt-get install podman` and "
     "the default_ulimits fix containers need where no systemd runs)"
 )
+
+
+def keyed_request(request: BuildRequest, progress: Optional[Progress] = None) -> BuildRequest:
+    """``request`` with a build argument per ``RUN`` step that bind-mounts from the context,
+    its value a digest of what the step mounts: podman reuses a step's layer by the step's text
+    and arguments alone (:mod:`reprobox.engine.mountkeys`). A Dockerfile with such a step that
+    has no argument is built without the layer cache, which is slower and never wrong."""
+    try:
+        text = request.dockerfile.read_text(encoding="utf-8", errors="surrogateescape")
+    except OSError:
+        return request  # the build itself says what is wrong with the Dockerfile
+    keys = mountkeys.input_args(request.context, text)
+    out = request
+    if keys.args:
+        out = replace(out, build_args={**request.build_args, **keys.args})
+    if keys.unkeyed and not request.no_cache:
+        if progress is not None:
+            progress(
+                f"{keys.unkeyed} step(s) of this Dockerfile mount files podman's layer cache "
+                "does not look at: building without the cache"
+            )
+        out = replace(out, no_cache=True)
+    return out
 
 
 class PodmanEngine(Engine):
@@ -195,7 +220,7 @@ class PodmanEngine(Engine):
         return run_build(
             (self.binary, "build"),
             {},
-            request,
+            keyed_request(request, progress),
             PodmanLog(progress, request.step_titles),
             lambda text: self._build_failed(request, text),
         )

@@ -51,6 +51,7 @@ RUN --mount=type=cache,target=/var/cache/apt,id=reprobox-apt-debian-bookworm,sha
 
 # Locked Python packages, layer 1 of 2: those with compiled extensions (large, rarely changed).
 # Installed exactly as locked, offline from the host's hash-checked wheelhouse: no index, no secret.
+ARG REPROBOX_INPUTS_LOCK_1
 RUN --mount=type=bind,source=lock/compiled.txt,target=/tmp/reprobox/lock/compiled.txt \
     --mount=type=bind,source=wheels/lock-compiled,target=/tmp/reprobox/wheels/lock-compiled \
     --mount=type=bind,source=tools,target=/tmp/reprobox/tools \
@@ -62,6 +63,7 @@ RUN --mount=type=bind,source=lock/compiled.txt,target=/tmp/reprobox/lock/compile
 
 # Locked Python packages, layer 2 of 2: pure Python.
 # Installed exactly as locked, offline from the host's hash-checked wheelhouse: no index, no secret.
+ARG REPROBOX_INPUTS_LOCK_2
 RUN --mount=type=bind,source=lock/pure.txt,target=/tmp/reprobox/lock/pure.txt \
     --mount=type=bind,source=wheels/lock-pure,target=/tmp/reprobox/wheels/lock-pure \
     --mount=type=bind,source=tools,target=/tmp/reprobox/tools \
@@ -79,6 +81,7 @@ RUN --mount=type=bind,source=lock/pure.txt,target=/tmp/reprobox/lock/pure.txt \
 # The install sees meta/ (what it reads: the packages' metadata and layout, or all of the code
 # when it may read more), mounted for this step only; the code itself is copied in last, so a
 # change to the code alone rebuilds no install step.
+ARG REPROBOX_INPUTS_LOCAL
 RUN --mount=type=bind,source=wheels/local,target=/tmp/reprobox/wheels/local \
     --mount=type=bind,source=meta,target=/workspace,rw \
     --mount=type=bind,source=tools,target=/tmp/reprobox/tools \

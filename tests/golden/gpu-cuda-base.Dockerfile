@@ -8,6 +8,7 @@ FROM nvidia/cuda:12.1.1-cudnn8-runtime-ubuntu22.04
 # python-build-standalone build, fetched by uv), laid out like the official images.
 ENV LANG=C.UTF-8 \
     PATH=/usr/local/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin
+ARG REPROBOX_INPUTS_PYTHON
 RUN --mount=type=bind,source=tools,target=/tmp/reprobox/tools \
     --mount=type=cache,target=/root/.cache/uv,id=reprobox-uv \
     --mount=type=secret,id=reprobox-env \
@@ -69,6 +70,7 @@ RUN --mount=type=cache,target=/var/cache/apt,id=reprobox-apt-ubuntu-jammy,sharin
 
 # Locked Python packages.
 # Installed exactly as locked, offline from the host's hash-checked wheelhouse: no index, no secret.
+ARG REPROBOX_INPUTS_LOCK_1
 RUN --mount=type=bind,source=lock/all.txt,target=/tmp/reprobox/lock/all.txt \
     --mount=type=bind,source=wheels/lock-all,target=/tmp/reprobox/wheels/lock-all \
     --mount=type=bind,source=tools,target=/tmp/reprobox/tools \
@@ -86,6 +88,7 @@ RUN --mount=type=bind,source=lock/all.txt,target=/tmp/reprobox/lock/all.txt \
 # The install sees meta/ (what it reads: the packages' metadata and layout, or all of the code
 # when it may read more), mounted for this step only; the code itself is copied in last, so a
 # change to the code alone rebuilds no install step.
+ARG REPROBOX_INPUTS_LOCAL
 RUN --mount=type=bind,source=wheels/local,target=/tmp/reprobox/wheels/local \
     --mount=type=bind,source=meta,target=/workspace,rw \
     --mount=type=bind,source=tools,target=/tmp/reprobox/tools \

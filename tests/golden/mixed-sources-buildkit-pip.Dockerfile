@@ -51,6 +51,7 @@ RUN --mount=type=cache,target=/var/cache/apt,id=reprobox-apt-debian-bookworm,sha
 
 # Locked Python packages.
 # Installed exactly as locked, offline from the host's hash-checked wheelhouse: no index, no secret.
+ARG REPROBOX_INPUTS_LOCK_1
 RUN --mount=type=bind,source=lock/all.txt,target=/tmp/reprobox/lock/all.txt \
     --mount=type=bind,source=wheels/lock-all,target=/tmp/reprobox/wheels/lock-all \
     --mount=type=bind,source=tools,target=/tmp/reprobox/tools \
@@ -62,6 +63,7 @@ RUN --mount=type=bind,source=lock/all.txt,target=/tmp/reprobox/lock/all.txt \
 
 # Python packages installed from a VCS commit or an archive URL: fetched by the host without
 # credentials into its wheelhouse, installed here offline.
+ARG REPROBOX_INPUTS_DIRECT
 RUN --mount=type=bind,source=wheels/direct,target=/tmp/reprobox/wheels/direct \
     --mount=type=bind,source=tools,target=/tmp/reprobox/tools \
     set -eu; \
@@ -78,6 +80,7 @@ RUN --mount=type=bind,source=wheels/direct,target=/tmp/reprobox/wheels/direct \
 # The install sees meta/ (what it reads: the packages' metadata and layout, or all of the code
 # when it may read more), mounted for this step only; the code itself is copied in last, so a
 # change to the code alone rebuilds no install step.
+ARG REPROBOX_INPUTS_LOCAL
 RUN --mount=type=bind,source=wheels/local,target=/tmp/reprobox/wheels/local \
     --mount=type=bind,source=meta,target=/workspace,rw \
     --mount=type=bind,source=tools,target=/tmp/reprobox/tools \

@@ -5,6 +5,7 @@
 FROM python:3.11.7-slim-bookworm
 
 # No packages to install: remove what the base brings that the capture did not have.
+ARG REPROBOX_INPUTS_PRUNE
 RUN --mount=type=bind,source=tools,target=/tmp/reprobox/tools \
     set -eu; \
     extra="$(python3.11 /tmp/reprobox/tools/prune.py /tmp/reprobox/tools/packages.txt)"; \
