@@ -130,7 +130,10 @@ class PodmanLog(StepLog):
         if m:
             self.steps += 1
             index, total = int(m.group(1)), int(m.group(2))
-            self.progress(f"[{index}/{total}] {self._step_title(index, total, m.group(3))[:90]}")
+            if not m.group(3).startswith("ARG REPROBOX_INPUTS_"):  # a cache key, no work
+                self.progress(
+                    f"[{index}/{total}] {self._step_title(index, total, m.group(3))[:90]}"
+                )
         elif line.startswith("--> Using cache"):
             self.cached += 1
         else:

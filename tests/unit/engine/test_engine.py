@@ -248,6 +248,12 @@ def test_podman_and_classic_logs_count_steps_cache_hits_and_warnings() -> None:
         log.feed(line)
     assert (log.steps, log.cached, log.warnings) == (3, 1, ["torch is not pinned"])
     assert shown[:2] == ["[1/3] FROM scratch", "[2/3] RUN uv pip install x"]
+    # the argument that keys a step for podman's cache is a step of podman's, and no work
+    shown = []
+    log = PodmanLog(shown.append)
+    for line in ("STEP 1/2: ARG REPROBOX_INPUTS_LOCK_1", "STEP 2/2: RUN true"):
+        log.feed(line)
+    assert shown == ["[2/2] RUN true"] and log.steps == 2
     titled: list[str] = []
     log = PodmanLog(titled.append, ("FROM scratch", "The locked packages", "Check"))
     for line in podman_log.splitlines():
