@@ -339,7 +339,7 @@ def capture_experiment(
                 root,
                 target,
                 lambda rel: git.is_tracked(root, rel),
-                lambda path: rec.script_owner(probed, path),
+                lambda path: rec.FileOwners(probed, root).installed_by(path),
             )
             if command_from_argv
             else None

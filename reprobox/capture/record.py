@@ -281,37 +281,6 @@ def _listed(paths: Sequence[str]) -> str:
     return shown + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
 
 
-def script_owner(raw_probe: Mapping[str, Any], path: str) -> Optional[str]:
-    """The distribution whose RECORD lists ``path`` (a console script in the environment's
-    ``bin``), or None. Reads only the RECORDs that hold the file's name."""
-    target = os.path.normpath(path)
-    needle = os.path.basename(target).encode("utf-8", "surrogateescape")
-    for d in raw_probe.get("distributions") or ():
-        if not isinstance(d, Mapping) or not d.get("has_record"):
-            continue
-        meta, site = d.get("metadata_dir"), d.get("site")
-        if not isinstance(meta, str) or not isinstance(site, str):
-            continue
-        try:
-            with open(os.path.join(meta, "RECORD"), "rb") as f:
-                data = f.read()
-        except OSError:
-            continue
-        if needle not in data:
-            continue
-        for line in data.split(b"\n"):
-            if needle not in line:
-                continue
-            text = line.decode("utf-8", "surrogateescape")
-            try:
-                row = next(csv.reader(io.StringIO(text, newline="")), [])
-            except csv.Error:
-                continue
-            if row and os.path.normpath(os.path.join(site, row[0])) == target:
-                return canonical_name(str(d.get("name") or "")) or None
-    return None
-
-
 @dataclass(frozen=True)
 class PortableCommand:
     argv: list[str]
@@ -331,10 +300,10 @@ def portable_command(
     recorded environment's own interpreter (``.venv/bin/python train.py`` in a virtualenv the
     checkout ignores, ``~/envs/ml/bin/python3 train.py``), or a script a distribution of it
     installed beside it (``.venv/bin/mytrain``; ``owner`` names the distribution whose RECORD
-    lists a path). None when the program is anything else: a name looked up on PATH, a
-    committed file, a file of another environment than ``interpreter``'s (a base interpreter
-    beside the virtualenv it created resolves to the same binary, so its folder must match),
-    or one no distribution installed."""
+    lists a path, :meth:`FileOwners.installed_by`). None when the program is anything else: a
+    name looked up on PATH, a committed file, a file of another environment than
+    ``interpreter``'s (a base interpreter beside the virtualenv it created resolves to the same
+    binary, so its folder must match), or one no distribution installed."""
     if not argv or os.sep not in argv[0]:
         return None
     name = os.path.basename(argv[0])
@@ -478,6 +447,11 @@ class FileOwners:
                 self.by_path.setdefault(full, name)
                 if not rel.startswith(".."):
                     self.by_top.setdefault((site, rel.split("/", 1)[0]), name)
+
+    def installed_by(self, path: str) -> Optional[str]:
+        """The distribution whose RECORD lists ``path`` as it is named (a console script in the
+        environment's ``bin``), or None."""
+        return self.by_path.get(os.path.normpath(path))
 
     def site_of(self, real: str) -> Optional[str]:
         return next((s for s in self.sites if real.startswith(s + os.sep)), None)

@@ -74,8 +74,17 @@ def _dockerfile(salt: str, keyed: bool) -> str:
     )
 
 
+def _two_contexts(where: Path, keyed: bool) -> tuple[str, Path, Path]:
+    """This run's salt, and two contexts of one Dockerfile text with different locks."""
+    salt = uuid.uuid4().hex
+    text = _dockerfile(salt, keyed=keyed)
+    first = _context(where / "first", text, "six==1.16.0\n")
+    return salt, first, _context(where / "second", text, "six==1.15.0\n")
+
+
 def _build(engine: PodmanEngine, context: Path, tag: str, tags: list, said: list):
-    tags.append(tag)
+    tags.append(f"localhost/reprobox-cachetest:{tag}")
+    tag = tags[-1]
     built = engine.build(
         BuildRequest(context=context, dockerfile=context / "Dockerfile", tag=tag),
         said.append,
@@ -92,27 +101,24 @@ def _build(engine: PodmanEngine, context: Path, tag: str, tags: list, said: list
 def test_a_step_is_reused_only_when_what_it_mounts_is_the_same(
     podman: PodmanEngine, tmp_path: Path, tags: list
 ):
-    salt = uuid.uuid4().hex
-    text = _dockerfile(salt, keyed=True)
-    first = _context(tmp_path / "first", text, "six==1.16.0\n")
-    second = _context(tmp_path / "second", text, "six==1.15.0\n")
+    salt, first, second = _two_contexts(tmp_path, keyed=True)
     said: list[str] = []
 
-    built, out = _build(podman, first, f"localhost/reprobox-cachetest:{salt}-1", tags, said)
+    built, out = _build(podman, first, f"{salt}-1", tags, said)
     assert out == "six==1.16.0\nsix\n"
     # the same Dockerfile text, another lock: its own layer, not the first one's
-    built, out = _build(podman, second, f"localhost/reprobox-cachetest:{salt}-2", tags, said)
+    built, out = _build(podman, second, f"{salt}-2", tags, said)
     assert out == "six==1.15.0\nsix\n"
     # the first context again, unchanged: its layer is reused; and a copy of it elsewhere too
-    built, out = _build(podman, first, f"localhost/reprobox-cachetest:{salt}-3", tags, said)
+    built, out = _build(podman, first, f"{salt}-3", tags, said)
     assert out == "six==1.16.0\nsix\n" and built.cached_steps >= 1
     copy = tmp_path / "copy"
     shutil.copytree(first, copy)
-    built, out = _build(podman, copy, f"localhost/reprobox-cachetest:{salt}-4", tags, said)
+    built, out = _build(podman, copy, f"{salt}-4", tags, said)
     assert out == "six==1.16.0\nsix\n" and built.cached_steps >= 1
     # a change to another mounted folder (tools/) is a change of the step too
     (second / "tools" / "packages.txt").write_text("six\ntqdm\n")
-    built, out = _build(podman, second, f"localhost/reprobox-cachetest:{salt}-5", tags, said)
+    built, out = _build(podman, second, f"{salt}-5", tags, said)
     assert out == "six==1.15.0\nsix\ntqdm\n"
     assert not [s for s in said if "without the cache" in s]
 
@@ -120,14 +126,11 @@ def test_a_step_is_reused_only_when_what_it_mounts_is_the_same(
 def test_a_mounting_step_with_no_key_is_built_without_the_cache(
     podman: PodmanEngine, tmp_path: Path, tags: list
 ):
-    salt = uuid.uuid4().hex
-    text = _dockerfile(salt, keyed=False)
-    first = _context(tmp_path / "first", text, "six==1.16.0\n")
-    second = _context(tmp_path / "second", text, "six==1.15.0\n")
+    salt, first, second = _two_contexts(tmp_path, keyed=False)
     said: list[str] = []
-    _built, out = _build(podman, first, f"localhost/reprobox-cachetest:{salt}-1", tags, said)
+    _built, out = _build(podman, first, f"{salt}-1", tags, said)
     assert out == "six==1.16.0\nsix\n"
-    _built, out = _build(podman, second, f"localhost/reprobox-cachetest:{salt}-2", tags, said)
+    _built, out = _build(podman, second, f"{salt}-2", tags, said)
     assert out == "six==1.15.0\nsix\n"
     assert (
         said.count(

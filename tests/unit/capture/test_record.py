@@ -1085,10 +1085,12 @@ def test_a_script_a_distribution_installed_beside_the_interpreter_is_recorded_by
             "not a distribution",
         ]
     }
-    assert record.script_owner(probe, str(bin_dir / "mytrain")) == "mypkg"
-    assert record.script_owner(probe, str(bin_dir / "my train")) == "mypkg"
-    assert record.script_owner(probe, str(bin_dir / "dropped")) is None
-    assert record.script_owner({"distributions": None}, str(bin_dir / "mytrain")) is None
+    owners = record.FileOwners(probe, root)
+    assert owners.installed_by(str(bin_dir / "mytrain")) == "mypkg"
+    assert owners.installed_by(str(bin_dir / "my train")) == "mypkg"
+    assert owners.installed_by(str(bin_dir / "dropped")) is None
+    nothing = record.FileOwners({"distributions": None}, root)
+    assert nothing.installed_by(str(bin_dir / "mytrain")) is None
 
     def port(argv: list) -> Optional[record.PortableCommand]:
         return record.portable_command(
@@ -1097,7 +1099,7 @@ def test_a_script_a_distribution_installed_beside_the_interpreter_is_recorded_by
             root,
             bin_dir / "python",
             lambda _rel: False,
-            lambda path: record.script_owner(probe, path),
+            owners.installed_by,
         )
 
     done = port([".venv/bin/mytrain", "--epochs", "3"])
